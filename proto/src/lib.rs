@@ -1,0 +1,5 @@
+//! Proto layer: Envoy's descriptor pool and proto3 JSON mapping from YAML/JSON into
+//! `envoy-types` messages, with errors that name the field path.
+pub mod json;
+
+pub use json::{any_to_json, decode_any, from_json, parse_document, pool, to_json, JsonError};
