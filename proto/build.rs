@@ -7,7 +7,14 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.toml");
     let target = env::var("TARGET").unwrap();
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--filter-platform", &target, "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &target,
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .expect("run cargo metadata");
@@ -27,6 +34,9 @@ fn main() {
     let crate_dir = PathBuf::from(manifest_path).parent().unwrap().to_path_buf();
     let descriptors = crate_dir.join("src/generated/types.bin");
     assert!(descriptors.exists(), "{} is missing", descriptors.display());
-    println!("cargo:rustc-env=ENVOY_TYPES_DESCRIPTORS={}", descriptors.display());
+    println!(
+        "cargo:rustc-env=ENVOY_TYPES_DESCRIPTORS={}",
+        descriptors.display()
+    );
     println!("cargo:rerun-if-changed=build.rs");
 }

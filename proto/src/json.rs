@@ -19,14 +19,19 @@ pub struct JsonError {
 
 impl JsonError {
     fn whole(message: impl ToString) -> Self {
-        Self { path: String::new(), message: message.to_string() }
+        Self {
+            path: String::new(),
+            message: message.to_string(),
+        }
     }
 }
 
 /// The pool of every Envoy, xDS and UDPA message type, built once per process.
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes")
+    })
 }
 
 /// Parses YAML or JSON text (JSON is read as YAML, which also tolerates the trailing commas
@@ -34,7 +39,8 @@ pub fn pool() -> &'static DescriptorPool {
 pub fn parse_document(text: &str) -> Result<serde_json::Value, JsonError> {
     match serde_json::from_str(text) {
         Ok(value) => Ok(value),
-        Err(_) => serde_yaml::from_str(text).map_err(|e| JsonError::whole(format!("invalid YAML/JSON: {e}"))),
+        Err(_) => serde_yaml::from_str(text)
+            .map_err(|e| JsonError::whole(format!("invalid YAML/JSON: {e}"))),
     }
 }
 
@@ -45,37 +51,61 @@ pub fn from_json<M: prost::Message + Default + Name>(
     allow_unknown: bool,
 ) -> Result<M, JsonError> {
     let dynamic = to_dynamic(&M::full_name(), value, allow_unknown)?;
-    dynamic.transcode_to::<M>().map_err(|e| JsonError::whole(format!("transcode {}: {e}", M::full_name())))
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|e| JsonError::whole(format!("transcode {}: {e}", M::full_name())))
 }
 
-fn to_dynamic(full_name: &str, value: serde_json::Value, allow_unknown: bool) -> Result<DynamicMessage, JsonError> {
+fn to_dynamic(
+    full_name: &str,
+    value: serde_json::Value,
+    allow_unknown: bool,
+) -> Result<DynamicMessage, JsonError> {
     let descriptor = pool()
         .get_message_by_name(full_name)
         .ok_or_else(|| JsonError::whole(format!("unknown message type {full_name}")))?;
     let options = DeserializeOptions::new().deny_unknown_fields(!allow_unknown);
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
-    DynamicMessage::deserialize_with_options(descriptor, deserializer, &options).map_err(|e| JsonError {
-        path: track.path().to_string().trim_start_matches('.').replace("?", ""),
-        message: e.to_string(),
+    DynamicMessage::deserialize_with_options(descriptor, deserializer, &options).map_err(|e| {
+        JsonError {
+            path: track
+                .path()
+                .to_string()
+                .trim_start_matches('.')
+                .replace("?", ""),
+            message: e.to_string(),
+        }
     })
 }
 
 /// Decodes an `Any`'s payload into `M`, checking the type URL names `M`.
 pub fn decode_any<M: prost::Message + Default + Name>(any: &Any) -> Result<M, JsonError> {
     if any.type_url.rsplit('/').next() != Some(M::full_name().as_str()) {
-        return Err(JsonError::whole(format!("expected {}, got {}", M::full_name(), any.type_url)));
+        return Err(JsonError::whole(format!(
+            "expected {}, got {}",
+            M::full_name(),
+            any.type_url
+        )));
     }
-    M::decode(any.value.as_slice()).map_err(|e| JsonError::whole(format!("decode {}: {e}", any.type_url)))
+    M::decode(any.value.as_slice())
+        .map_err(|e| JsonError::whole(format!("decode {}: {e}", any.type_url)))
 }
 
 /// Renders a message as proto3 JSON (default-valued fields omitted), as Envoy's admin does.
 pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
-    let descriptor = pool().get_message_by_name(&M::full_name()).expect("type in the pool");
+    let descriptor = pool()
+        .get_message_by_name(&M::full_name())
+        .expect("type in the pool");
     let mut dynamic = DynamicMessage::new(descriptor);
-    dynamic.transcode_from(message).expect("a message re-decodes as itself");
     dynamic
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().skip_default_fields(true))
+        .transcode_from(message)
+        .expect("a message re-decodes as itself");
+    dynamic
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().skip_default_fields(true),
+        )
         .expect("serialising to a JSON value cannot fail")
 }
 
@@ -85,14 +115,16 @@ pub fn any_to_json(any: &Any) -> Option<serde_json::Value> {
     let descriptor = pool().get_message_by_name(name)?;
     let dynamic = DynamicMessage::decode(descriptor, any.value.as_slice()).ok()?;
     let mut value = dynamic
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().skip_default_fields(true))
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().skip_default_fields(true),
+        )
         .ok()?;
     if let serde_json::Value::Object(map) = &mut value {
         map.insert("@type".into(), any.type_url.clone().into());
     }
     Some(value)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -128,21 +160,27 @@ static_resources:
         .unwrap();
         let cluster = &b.static_resources.as_ref().unwrap().clusters[0];
         assert_eq!(cluster.connect_timeout.unwrap().nanos, 250_000_000);
-        assert_eq!(cluster.per_connection_buffer_limit_bytes.unwrap().value, 32768);
+        assert_eq!(
+            cluster.per_connection_buffer_limit_bytes.unwrap().value,
+            32768
+        );
         let listener = &b.static_resources.unwrap().listeners[0];
         assert!(listener.filter_chains[0].filters[0].config_type.is_some());
     }
 
     #[test]
     fn unknown_field_names_its_path() {
-        let err = bootstrap("static_resources:\n  clusters:\n  - name: c\n    bogus: 1\n").unwrap_err();
+        let err =
+            bootstrap("static_resources:\n  clusters:\n  - name: c\n    bogus: 1\n").unwrap_err();
         assert_eq!(err.path, "static_resources.clusters[0]");
         assert!(err.message.contains("bogus"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_its_path() {
-        let err = bootstrap("static_resources:\n  clusters:\n  - name: c\n    connect_timeout: soon\n").unwrap_err();
+        let err =
+            bootstrap("static_resources:\n  clusters:\n  - name: c\n    connect_timeout: soon\n")
+                .unwrap_err();
         assert_eq!(err.path, "static_resources.clusters[0].connect_timeout");
     }
 

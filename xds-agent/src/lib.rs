@@ -1,1 +1,10 @@
 //! Agent thread: loads config, translates it into immutable snapshots, publishes them to shards.
+pub mod access_log;
+pub mod admin;
+pub mod agent;
+pub mod bootstrap;
+pub mod model;
+pub mod names;
+pub mod publish;
+pub mod stats;
+pub mod translate;

@@ -1,0 +1,1 @@
+//! Bootstrap loading: `-c` file and `--config-yaml`, merged as Envoy merges them.

@@ -1,0 +1,118 @@
+//! Domain model: the validated, compiled config that shards run. Built only by the translator;
+//! nothing here can be invalid, and nothing here is a proto type.
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use crate::{
+    access_log::AccessLog,
+    stats::{ClusterStats, ListenerStats, TcpProxyStats},
+};
+
+/// One immutable generation of the whole config. Unchanged parts are shared (`Arc`) with the
+/// previous generation so shards can tell what changed by pointer.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub listeners: Vec<Arc<Listener>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
+    pub buffer_limit: usize,
+    pub filter_chains: Vec<FilterChain>,
+    /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
+    pub inbound: bool,
+    pub stats: Arc<ListenerStats>,
+}
+
+#[derive(Debug)]
+pub struct FilterChain {
+    pub name: String,
+    pub network: NetworkFilter,
+}
+
+/// The terminal network filter of a chain.
+#[derive(Debug)]
+pub enum NetworkFilter {
+    TcpProxy(TcpProxy),
+}
+
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub upstream: WeightedClusters,
+    /// `None` = disabled (`idle_timeout: 0s`); Envoy's default is one hour.
+    pub idle_timeout: Option<Duration>,
+    pub max_connect_attempts: u32,
+    pub access_logs: Vec<Arc<AccessLog>>,
+    pub stats: Arc<TcpProxyStats>,
+}
+
+/// One or more clusters with weights; a single cluster has one entry.
+#[derive(Debug)]
+pub struct WeightedClusters {
+    pub clusters: Vec<(String, u32)>,
+    pub total_weight: u32,
+}
+
+impl WeightedClusters {
+    /// The cluster for a point in `0..total_weight`.
+    pub fn pick(&self, point: u32) -> &str {
+        let mut point = point;
+        for (name, weight) in &self.clusters {
+            if point < *weight {
+                return name;
+            }
+            point -= weight;
+        }
+        &self.clusters[self.clusters.len() - 1].0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes
+    /// the addresses as `endpoints`.
+    pub dns: Option<DnsTarget>,
+    pub connect_timeout: Duration,
+    pub lb_policy: LbPolicy,
+    pub endpoints: Arc<[Endpoint]>,
+    /// Buffer limit per upstream connection and direction.
+    pub buffer_limit: usize,
+    pub stats: Arc<ClusterStats>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    /// Power of two choices among hosts, by active requests; `choice_count` candidates.
+    LeastRequest {
+        choice_count: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// Hostnames a DNS cluster resolves, and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub hosts: Vec<DnsHost>,
+    pub refresh_rate: Duration,
+    /// LOGICAL_DNS: use only the first address of the first host.
+    pub logical: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsHost {
+    pub hostname: String,
+    pub port: u16,
+    pub weight: u32,
+}

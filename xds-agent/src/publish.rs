@@ -1,0 +1,60 @@
+//! Publishing: the agent's link to each shard (a crossbeam channel plus a wake-up) and the
+//! events shards send back.
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::model::Snapshot;
+
+/// What the agent tells a shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Run this generation: bind new listeners, drain removed ones, keep the rest.
+    Apply(Arc<Snapshot>),
+    /// Close listening sockets (all, or only inbound ones); open connections continue.
+    StopListening { inbound_only: bool },
+    /// Close every connection and stop the shard.
+    Exit,
+}
+
+/// What a shard tells the agent.
+#[derive(Debug)]
+pub enum ShardEvent {
+    Applied {
+        shard: usize,
+        generation: u64,
+    },
+    BindFailed {
+        shard: usize,
+        generation: u64,
+        listener: String,
+        error: String,
+    },
+    Exited {
+        shard: usize,
+    },
+}
+
+/// Wakes a shard's executor after a command was queued (the shard side lives in `rt/`).
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// The agent's handle on one shard.
+pub struct ShardLink {
+    pub commands: Sender<ShardCommand>,
+    pub waker: Box<dyn Wake>,
+}
+
+impl ShardLink {
+    pub fn send(&self, command: ShardCommand) {
+        // A closed channel means the shard already exited; nothing is left to tell it.
+        if self.commands.send(command).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
+
+/// Where shards report to: the agent's event queue (usable from any thread, no runtime needed).
+pub type EventSender = UnboundedSender<ShardEvent>;
