@@ -19,6 +19,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Listener {
     pub name: String,
+    /// Hash of the source config: equal hashes mean the translator reused the previous `Arc`.
+    pub config_hash: u64,
     pub address: SocketAddr,
     /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
@@ -74,6 +76,8 @@ impl WeightedClusters {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub name: String,
+    /// Hash of the source config (endpoints excluded: DNS and EDS replace those alone).
+    pub config_hash: u64,
     /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes
     /// the addresses as `endpoints`.
     pub dns: Option<DnsTarget>,
