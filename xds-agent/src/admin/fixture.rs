@@ -1,0 +1,89 @@
+//! Test fixture: a small agent state with one listener, one static and one API cluster.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{
+    agent::{AgentOptions, AgentState},
+    model::{Cluster, Endpoint, LbPolicy, Listener, Snapshot},
+    stats::{ServerState, StatsRegistry},
+};
+
+pub const BOOTSTRAP: &str = r#"
+node: {id: node-1, cluster: mesh}
+static_resources:
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 8080}}}
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: 0.0.0.0, port_value: 10000}}
+"#;
+
+pub fn state() -> AgentState {
+    let mut stats = StatsRegistry::new(2);
+    let cluster = |name: &str, stats: &mut StatsRegistry, endpoints: Vec<Endpoint>| Cluster {
+        name: name.into(),
+        config_hash: 0,
+        dns: None,
+        connect_timeout: Duration::from_secs(1),
+        lb_policy: LbPolicy::RoundRobin,
+        endpoints: endpoints.into(),
+        buffer_limit: 1 << 20,
+        stats: stats.cluster(name),
+    };
+    let backend = cluster(
+        "backend",
+        &mut stats,
+        vec![Endpoint {
+            address: "10.0.0.1:8080".parse().unwrap(),
+            weight: 1,
+        }],
+    );
+    let api = cluster("api", &mut stats, vec![]);
+    let listener = Listener {
+        name: "ingress".into(),
+        config_hash: 0,
+        address: "0.0.0.0:10000".parse().unwrap(),
+        buffer_limit: 1 << 20,
+        filter_chains: vec![],
+        inbound: false,
+        stats: stats.listener("0.0.0.0_10000"),
+    };
+    let snapshot = Snapshot {
+        generation: 1,
+        listeners: vec![Arc::new(listener)],
+        clusters: HashMap::from([
+            ("backend".to_string(), Arc::new(backend)),
+            ("api".to_string(), Arc::new(api)),
+        ]),
+    };
+    AgentState {
+        stats,
+        bootstrap: proto::from_json(proto::parse_document(BOOTSTRAP).unwrap(), false).unwrap(),
+        snapshot: Arc::new(snapshot),
+        applied: vec![1, 1],
+        server_state: ServerState::Live,
+        healthcheck_failed: false,
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+        last_updated: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        last_reload_error: None,
+        options: AgentOptions {
+            config_path: Some("/etc/shardproxy/bootstrap.yaml".into()),
+            config_yaml: None,
+            default_bootstrap: "",
+            allow_unknown_fields: false,
+            drain_time: Duration::from_secs(45),
+            concurrency: 2,
+            service_node: Some("sidecar~10.0.0.9~pod.ns~ns.svc.cluster.local".into()),
+            service_cluster: None,
+        },
+    }
+}
