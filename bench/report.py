@@ -1,0 +1,311 @@
+"""Results: medians over rounds, ratios against the baseline, RESULTS.md sections, SVG chart."""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from html import escape
+
+# key, label, scenario (None: from any), better ("up"/"down"), decimals
+METRICS = [
+    ("req_s", "req/s", "rps", "up", 0),
+    ("p50_ms", "p50 ms", "rps", "down", 3),
+    ("p99_ms", "p99 ms", "rps", "down", 3),
+    ("cpu_us_req", "CPU µs/req", "rps", "down", 1),
+    ("conn_s", "new conn/s", "newconn", "up", 0),
+    ("cpu_us_conn", "CPU µs/conn", "newconn", "down", 1),
+    ("nc_p99_ms", "newconn p99 ms", "newconn", "down", 3),
+    ("gb_s", "GB/s", "bulk", "up", 2),
+    ("cpu_s_gb", "CPU s/GB", "bulk", "down", 3),
+    ("rss_idle_mb", "RSS idle MB", None, "down", 1),
+    ("rss_load_mb", "RSS loaded MB", None, "down", 1),
+]
+METRIC = {m[0]: m for m in METRICS}
+COLORS = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781"]
+
+
+def _ratio(a, b):
+    return a / b if (a is not None and b) else None
+
+
+def round_metrics(run: dict) -> dict:
+    """Per-round derived metrics from one measure() result."""
+    out = {}
+    sc = run.get("scenarios", {})
+    if "rps" in sc:
+        r = sc["rps"]
+        out["req_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
+        out["p50_ms"] = r["p50_us"] / 1000
+        out["p99_ms"] = r["p99_us"] / 1000
+        out["cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+        out["cpu_pct_rps"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "newconn" in sc:
+        r = sc["newconn"]
+        out["conn_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
+        out["cpu_us_conn"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+        out["nc_p99_ms"] = r["p99_us"] / 1000
+        out["cpu_pct_newconn"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "bulk" in sc:
+        r = sc["bulk"]
+        gb = r["bytes"] / 1e9
+        out["gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
+        out["cpu_s_gb"] = r["cpu_s"] / gb if gb else None
+        out["cpu_pct_bulk"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "rss_idle" in run:
+        out["rss_idle_mb"] = run["rss_idle"] / 2**20
+    warm = [r["rss_warm"] for r in sc.values() if r.get("rss_warm")]
+    if warm:
+        out["rss_load_mb"] = max(warm) / 2**20
+    for name, r in sc.items():
+        if r.get("proxy_core_busy") is not None:
+            # Busy share of the proxy core that the proxy itself did not use: other load.
+            own = r["cpu_s"] / r["duration_s"] if r["duration_s"] else 0
+            out[f"noise_pct_{name}"] = max(0.0, 100 * (r["proxy_core_busy"] - own))
+            out[f"client_core_pct_{name}"] = 100 * r["client_core_busy"]
+    out["errors"] = sum(r.get("errors", 0) for r in sc.values())
+    out["requests"] = sum(r.get("requests", 0) for r in sc.values())
+    return out
+
+
+def summarise(run: dict) -> dict:
+    s = {}
+    for name in run["proxies"]:
+        rounds = [round_metrics(r) for r in run["runs"] if r["proxy"] == name]
+        keys = sorted({k for rm in rounds for k in rm})
+        med, per = {}, {}
+        for k in keys:
+            vals = [rm[k] for rm in rounds if rm.get(k) is not None]
+            per[k] = vals
+            if k in ("errors", "requests"):
+                med[k] = sum(vals)
+            else:
+                med[k] = statistics.median(vals) if vals else None
+        failures = [f for r in run["runs"] if r["proxy"] == name for f in r.get("failures", [])]
+        s[name] = {"median": med, "rounds": per, "failures": failures,
+                   "ok_rounds": sum(1 for r in run["runs"] if r["proxy"] == name and r.get("scenarios"))}
+    return s
+
+
+def fmt(v, dec):
+    if v is None:
+        return "—"
+    if dec == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{dec}f}"
+
+
+def one_line(sc: str, r: dict) -> str:
+    d = r["duration_s"] or 1
+    own = 100 * r["cpu_s"] / d
+    err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
+    if sc == "bulk":
+        gb = r["bytes"] / 1e9
+        return f"{gb / d:.2f} GB/s, {r['cpu_s'] / gb if gb else 0:.3f} CPU s/GB, proxy CPU {own:.0f}%{err}"
+    per = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else 0
+    unit = "req/s" if sc == "rps" else "conn/s"
+    return (f"{r['requests'] / d:,.0f} {unit}, {per:.1f} CPU µs each, p50 {r['p50_us'] / 1000:.2f} ms, "
+            f"p99 {r['p99_us'] / 1000:.2f} ms, proxy CPU {own:.0f}%{err}")
+
+
+def shown_metrics(run: dict) -> list:
+    return [m for m in METRICS if m[2] is None or m[2] in run["scenarios"]]
+
+
+def markdown_tables(run: dict, s: dict) -> str:
+    ms = shown_metrics(run)
+    base = run["baseline"]
+    lines = ["| proxy | " + " | ".join(f"{m[1]} {'↑' if m[3] == 'up' else '↓'}" for m in ms) + " | errors |",
+             "|---|" + "---:|" * (len(ms) + 1)]
+    for name in run["proxies"]:
+        med = s[name]["median"]
+        cells = [fmt(med.get(m[0]), m[4]) for m in ms]
+        lines.append(f"| {'**' + name + '**' if name == base else name} | " + " | ".join(cells)
+                     + f" | {med.get('errors', 0):,} |")
+    others = [n for n in run["proxies"] if n != base]
+    if others:
+        lines += ["", f"Ratios, {base} ÷ peer (▲ {base} better, ▼ worse; ↑/↓ which way is better):", "",
+                  "| peer | " + " | ".join(f"{m[1]} {'↑' if m[3] == 'up' else '↓'}" for m in ms) + " |",
+                  "|---|" + "---:|" * len(ms)]
+        bm = s[base]["median"]
+        for name in others:
+            cells = []
+            for m in ms:
+                r = _ratio(bm.get(m[0]), s[name]["median"].get(m[0]))
+                if r is None:
+                    cells.append("—")
+                else:
+                    better = r > 1 if m[3] == "up" else r < 1
+                    cells.append(f"{r:.2f}× {'▲' if better else ('▼' if abs(r - 1) > 1e-9 else '')}".strip())
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def conditions_table(run: dict, s: dict) -> str:
+    scs = run["scenarios"]
+    head = ["proxy"] + [f"proxy CPU % ({sc})" for sc in scs] + [f"client core busy % ({sc})" for sc in scs] \
+        + [f"other load on proxy core % ({sc})" for sc in scs] + ["start s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name in run["proxies"]:
+        med = s[name]["median"]
+        starts = [r["start_s"] for r in run["runs"] if r["proxy"] == name and "start_s" in r]
+        cells = [fmt(med.get(f"cpu_pct_{sc}"), 0) for sc in scs] \
+            + [fmt(med.get(f"client_core_pct_{sc}"), 0) for sc in scs] \
+            + [fmt(med.get(f"noise_pct_{sc}"), 0) for sc in scs] \
+            + [fmt(statistics.median(starts), 2) if starts else "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rounds_table(run: dict, s: dict) -> str:
+    ms = [m for m in shown_metrics(run) if not m[0].startswith("rss_idle")]
+    lines = ["| proxy | round | " + " | ".join(m[1] for m in ms) + " | errors |",
+             "|---|---:|" + "---:|" * (len(ms) + 1)]
+    for r in run["runs"]:
+        rm = round_metrics(r)
+        lines.append(f"| {r['proxy']} | {r['round']} | " + " | ".join(fmt(rm.get(m[0]), m[4]) for m in ms)
+                     + f" | {rm.get('errors', 0):,} |")
+    return "\n".join(lines)
+
+
+def section_key(run: dict) -> str:
+    return "l4-" + "-".join(run["scenarios"])
+
+
+def section(run: dict, s: dict, svg_rel: str) -> str:
+    m = run["machine"]
+    key = section_key(run)
+    base = run["baseline"]
+    sc_desc = {
+        "rps": f"`rps`: wrk -t1 -c{run['connections']} keep-alive, GET of a 12-byte body; `wrk --latency` percentiles",
+        "newconn": f"`newconn`: wrk -t1 -c{run['connections']} with `Connection: close`, so each request is a new "
+                   "connection through the relay (new conn/s = requests/s)",
+        "bulk": f"`bulk`: bench/bulkclient.py, {run['bulk_connections']} keep-alive connections each fetching a "
+                f"{run['bulk_mb']} MB file in a loop (1 MiB reads); GB = 10⁹ bytes",
+    }
+    out = [f"<!-- bench:begin {key} -->",
+           f"## L4 relay — {', '.join(run['scenarios'])}", "",
+           f"- **Date**: {run['started_at']} → {run['finished_at']} (UTC)",
+           f"- **Machine**: `{m['hostname']}`, {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, {m['kernel']}; "
+           f"load average {' '.join(m['loadavg'])} at start, {' '.join(run['loadavg_end'])} at end",
+           f"- **Command**: `{run['command']}`",
+           f"- **Proxies**: " + "; ".join(f"{n} {run['versions'][n]} ({run['buffers'][n]})" for n in run["proxies"]),
+           f"- **Layout**: each proxy one worker pinned to core {run['proxy_core']} (shardproxy/Envoy "
+           f"`--concurrency 1`, nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp); "
+           f"load generator and upstream nginx (HTTP, sendfile) pinned to core {run['client_core']}. "
+           f"{run['rounds']} rounds, order rotated each round, {run['warmup']:.0f} s warm-up + "
+           f"{run['duration']:.0f} s measured per scenario; medians over rounds.",
+           "- **Scenarios**: " + "; ".join(sc_desc[x] for x in run["scenarios"]) + ".",
+           "- **Metrics**: CPU = utime+stime of the proxy's process tree (/proc/<pid>/stat) over the "
+           "measured window, divided by requests, connections or GB moved. RSS = VmRSS of the tree: "
+           "idle 0.5 s after start, loaded = after warm-up (largest over scenarios).",
+           ""]
+    if run["skipped"]:
+        out += ["**Skipped**: " + "; ".join(run["skipped"]), ""]
+    out += [markdown_tables(run, s), ""]
+    fails = [(n, f) for n in run["proxies"] for f in s[n]["failures"]]
+    if fails:
+        out += ["**Failures** (rounds in which a proxy failed count only the scenarios it completed):", ""]
+        for n, f in fails:
+            first, _, rest = f.partition("\n")
+            out.append(f"- {n}: {first}")
+            if rest.strip():
+                out += ["", "  ```", *("  " + ln for ln in rest.splitlines()[-10:]), "  ```"]
+        out.append("")
+    out += [f"![{key} chart]({svg_rel})", "",
+            "<details><summary>Conditions: proxy CPU, client core load, other load on the proxy core</summary>",
+            "", "Proxy CPU near 100 % means the proxy was the bottleneck; client core near 100 % means the "
+            "load generator + upstream were. Other load on the proxy core is busy time not used by the "
+            "proxy (other processes on the machine): high values make that run noisy.", "",
+            conditions_table(run, s), "", "</details>", "",
+            "<details><summary>Per-round values</summary>", "", rounds_table(run, s), "", "</details>",
+            f"<!-- bench:end {key} -->"]
+    return "\n".join(out)
+
+
+HEADER = """# shardproxy bench results
+
+Produced by `bench/bench.py` (how to run: `bench/README.md`). Each section is one run type (a set
+of scenarios); running that type again replaces its section and keeps the others. Ratios compare
+shardproxy with peers measured in the same run, on the same machine (DESIGN.md, style rule 10):
+absolute numbers from different machines or runs are not comparable.
+"""
+
+
+def write_results(path: str, run: dict, s: dict, svg_rel: str) -> None:
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if not text.strip():
+        text = HEADER
+    key = section_key(run)
+    new = section(run, s, svg_rel)
+    pat = re.compile(rf"<!-- bench:begin {re.escape(key)} -->.*?<!-- bench:end {re.escape(key)} -->", re.S)
+    if pat.search(text):
+        text = pat.sub(lambda _: new, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + new + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG: one panel per metric, a horizontal bar per proxy, value and ratio beside it.
+
+def svg(run: dict, s: dict) -> str:
+    ms = [m for m in shown_metrics(run) if any(s[n]["median"].get(m[0]) is not None for n in run["proxies"])]
+    names = run["proxies"]
+    base = run["baseline"]
+    color = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
+    cols, pw, label_w, bar_w = 2, 470, 90, 230
+    row_h, top = 20, 30
+    ph = top + row_h * len(names) + 14
+    head_h = 64
+    rows = (len(ms) + cols - 1) // cols
+    W, H = cols * pw + 20, head_h + rows * ph + 10
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
+         f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy L4 bench — '
+         f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
+         f'<text x="10" y="42" fill="#57606a">medians of {run["rounds"]} rounds × {run["duration"]:.0f} s, '
+         f'one proxy core; ×N = {escape(base)} ÷ peer, green where {escape(base)} is better, red where worse; '
+         '↑ higher is better, ↓ lower is better</text>']
+    x = 10
+    for n in names:
+        o.append(f'<rect x="{x}" y="50" width="10" height="10" fill="{color[n]}"/>'
+                 f'<text x="{x + 14}" y="59">{escape(n)}</text>')
+        x += 30 + 8 * len(n)
+    for i, m in enumerate(ms):
+        key, label, _, better, dec = m
+        px, py = 10 + (i % cols) * pw, head_h + (i // cols) * ph
+        vals = {n: s[n]["median"].get(key) for n in names}
+        vmax = max((v for v in vals.values() if v is not None), default=0) or 1
+        o.append(f'<rect x="{px}" y="{py}" width="{pw - 10}" height="{ph - 6}" fill="#f6f8fa" stroke="#d0d7de"/>')
+        o.append(f'<text x="{px + 8}" y="{py + 18}" font-weight="bold">{escape(label)} '
+                 f'{"↑" if better == "up" else "↓"}</text>')
+        bv = vals.get(base)
+        for j, n in enumerate(names):
+            y = py + top + j * row_h
+            v = vals[n]
+            o.append(f'<text x="{px + 8}" y="{y + 12}">{escape(n)}</text>')
+            if v is None:
+                o.append(f'<text x="{px + label_w}" y="{y + 12}" fill="#57606a">not measured</text>')
+                continue
+            w = max(1.0, bar_w * v / vmax)
+            o.append(f'<rect x="{px + label_w}" y="{y}" width="{w:.1f}" height="{row_h - 5}" fill="{color[n]}"/>')
+            txt = fmt(v, dec)
+            o.append(f'<text x="{px + label_w + w + 4:.1f}" y="{y + 12}">{escape(txt)}</text>')
+            if n != base and bv is not None and v:
+                r = bv / v
+                good = r > 1 if better == "up" else r < 1
+                c = "#1a7f37" if good else ("#cf222e" if abs(r - 1) > 0.005 else "#57606a")
+                o.append(f'<text x="{px + pw - 18}" y="{y + 12}" text-anchor="end" fill="{c}" '
+                         f'font-weight="bold">×{r:.2f}</text>')
+    o.append("</svg>")
+    return "\n".join(o)
+
+
+def write_svg(path: str, run: dict, s: dict) -> None:
+    with open(path, "w") as f:
+        f.write(svg(run, s) + "\n")

@@ -1,0 +1,82 @@
+"""Load scenarios: each runs one bounded load against a proxy port and returns raw counts.
+
+rps      wrk keep-alive, 12-byte responses: requests/s, latency percentiles.
+newconn  wrk with `Connection: close`: every request is a new connection through the relay.
+bulk     bulkclient.py, keep-alive, a large file per request: bytes/s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALL_SCENARIOS = ("rps", "newconn", "bulk")
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+def _parse(stdout: str) -> dict:
+    for line in stdout.splitlines():
+        if line.startswith("BENCHJSON "):
+            return json.loads(line[len("BENCHJSON "):])
+    raise LoadError("load generator printed no result line:\n" + stdout[-800:])
+
+
+def _run(argv: list[str], timeout: float, poll=None) -> str:
+    """Run argv, bounded by timeout; poll() is called about once a second while it runs."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                out, _ = p.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    p.kill()
+                    p.communicate()
+                    raise LoadError(f"load generator exceeded {timeout:.0f}s: {' '.join(argv)}")
+                if poll:
+                    poll()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if p.returncode != 0:
+        raise LoadError(f"load generator exited {p.returncode}: {' '.join(argv)}\n{out[-800:]}")
+    return out
+
+
+def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
+    """One bounded load run. Returns requests, bytes, duration_s, errors, latency (µs)."""
+    pin = ["taskset", "-c", str(args.client_core)]
+    timeout = duration + 30
+    if scenario in ("rps", "newconn"):
+        argv = pin + [args.wrk_bin, "-t1", f"-c{args.connections}", f"-d{max(1, round(duration))}s",
+                      "--timeout", "5s", "--latency", "-s", os.path.join(HERE, "templates/report.lua")]
+        if scenario == "newconn":
+            argv += ["-H", "Connection: close"]
+        argv.append(f"http://127.0.0.1:{port}/small")
+        r = _parse(_run(argv, timeout, poll))
+        errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
+        return {
+            "requests": r["requests"], "bytes": r["bytes"], "duration_s": r["duration_us"] / 1e6,
+            "errors": errors,
+            "error_detail": {k[4:]: r[k] for k in r if k.startswith("err_") and r[k]},
+            "p50_us": r["p50_us"], "p90_us": r["p90_us"], "p99_us": r["p99_us"],
+            "max_us": r["max_us"],
+        }
+    if scenario == "bulk":
+        argv = pin + [sys.executable, os.path.join(HERE, "bulkclient.py"), "--port", str(port),
+                      "--duration", str(duration), "--connections", str(args.bulk_connections)]
+        r = _parse(_run(argv, timeout, poll))
+        return {
+            "requests": r["responses"], "bytes": r["bytes"], "duration_s": r["duration_s"],
+            "errors": r["errors"], "error_detail": {"samples": r["error_samples"]} if r["errors"] else {},
+        }
+    raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(ALL_SCENARIOS)})")
