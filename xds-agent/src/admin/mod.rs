@@ -21,10 +21,8 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn, Method, Re
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::mpsc::UnboundedSender};
 
+use self::{query::Query, reply::Reply};
 use crate::agent::{AgentCommand, AgentState, LogControl, SharedState};
-
-pub use query::Query;
-pub use reply::Reply;
 
 /// What the admin server needs from the agent.
 #[derive(Clone)]
@@ -112,7 +110,7 @@ const ENDPOINTS: &[(&str, Endpoint, bool, &str)] = &[
         "/config_dump",
         Endpoint::ConfigDump,
         false,
-        "current config (JSON); ?include_eds",
+        "current config (JSON); ?include_eds ?resource=<repeated field> ?mask=<paths>",
     ),
     (
         "/clusters",
