@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
+import hashlib
 import json
 import os
 import shlex
@@ -102,6 +103,28 @@ def http_get(port: int, path: str, timeout=2.0) -> tuple[int, bytes]:
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def http_get_sha256(port: int, path: str, timeout=10.0) -> tuple[int, str]:
+    """GET path with Connection: close; returns (body length, sha256 hex of the body)."""
+    h = hashlib.sha256()
+    n = 0
+    head = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            if head is not None:
+                head += chunk
+                if b"\r\n\r\n" not in head:
+                    continue
+                _, _, chunk = head.partition(b"\r\n\r\n")
+                head = None
+            h.update(chunk)
+            n += len(chunk)
+    return n, h.hexdigest()
 
 
 def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str) -> None:
@@ -242,9 +265,13 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
     www = os.path.join(tmp, "www")
     os.makedirs(www, exist_ok=True)
     block = os.urandom(1 << 20)
+    h = hashlib.sha256()
     with open(os.path.join(www, "bulk.bin"), "wb") as f:
-        for _ in range(args.bulk_mb):
-            f.write(block)
+        for i in range(args.bulk_mb):
+            b = block[i:] + block[:i]  # no two MiB alike: a relay that repeats or drops a chunk shows
+            f.write(b)
+            h.update(b)
+    args.bulk_sha256 = h.hexdigest()
     port = free_port()
     cfg = peers_mod.render("upstream-nginx.conf", os.path.join(tmp, "upstream-nginx.conf"),
                            dir=tmp, upstream_port=port)
@@ -258,6 +285,7 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
 def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
     """Start one proxy, run every selected scenario against it, stop it."""
     res = {"proxy": peer.name, "round": round_no, "scenarios": {}}
+    skip: set[str] = set()
     port, admin = free_port(), free_port()
     launch = peer.launch(tmp, port, upstream_port, admin, args.buffer_bytes)
     log = os.path.join(tmp, f"{peer.name}-r{round_no}.log")
@@ -269,6 +297,19 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
         res["start_s"] = time.monotonic() - t0
         time.sleep(0.5)
         res["rss_idle"] = procstat.rss_bytes(p.pid)
+        if "bulk" in args.scenario_list:
+            # Integrity, once per start: the whole bulk file through the relay, byte for byte.
+            prog.phase(f"{label}: integrity check ({args.bulk_mb} MB through the relay)")
+            try:
+                n, digest = http_get_sha256(port, "/bulk.bin", timeout=max(10.0, args.start_timeout))
+                bad = None if digest == args.bulk_sha256 else (
+                    f"body differs from the origin's ({n} bytes received, {args.bulk_mb * 2**20} expected)")
+            except OSError as e:
+                bad = f"{type(e).__name__}: {e}"
+            if bad:
+                res.setdefault("failures", []).append(f"bulk integrity check: {bad}; bulk not measured")
+                prog.say(f"{label} · FAILED bulk integrity check: {bad}")
+                skip.add("bulk")
 
         def poll():
             prog.tick()
@@ -276,6 +317,8 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
                 raise scenarios.LoadError(f"{peer.name} exited with code {p.returncode}")
 
         for sc in args.scenario_list:
+            if sc in skip:
+                continue
             try:
                 if args.warmup > 0:
                     prog.phase(f"{label} · {sc}: warm-up {args.warmup:.0f}s")
