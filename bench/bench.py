@@ -226,6 +226,8 @@ def parse_args(argv=None):
     ap.add_argument("--svg", default=os.path.join(HERE, "results.svg"))
     ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--no-write", action="store_true", help="print the table, write no files")
+    ap.add_argument("--check", action="store_true",
+                    help="only report which proxies and tools were found, and their versions")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
     a = ap.parse_args(argv)
     a.peer_list = [p.strip() for p in a.peers.split(",") if p.strip()]
@@ -365,6 +367,12 @@ def main(argv=None) -> int:
     if not ready:
         sys.exit("bench: no proxy to measure")
     names = [p.name for p in ready]
+    if args.check:
+        for p in ready:
+            print(f"{p.name:10} {p.version():30} {p.binary}")
+        for tool in ("taskset", args.wrk_bin):
+            print(f"{tool:10} {'':30} {shutil.which(tool)}")
+        return 0
     baseline = args.baseline or ("shardproxy" if "shardproxy" in names else names[0])
     if baseline not in names:
         sys.exit(f"bench: baseline {baseline!r} is not among the proxies run ({', '.join(names)})")
