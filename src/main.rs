@@ -1,2 +1,93 @@
-//! Binary entry: parses Envoy-compatible flags and starts the agent and the shards.
-fn main() {}
+//! Binary entry: parses Envoy-compatible flags, starts the shards and the agent thread.
+mod access_log;
+mod cli;
+mod context;
+mod default_config;
+mod filters;
+mod logging;
+mod net;
+mod proxy;
+mod rt;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Parser;
+use cli::{Cli, Mode};
+use xds_agent::{
+    agent::{self, AgentOptions},
+    stats::StatsRegistry,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logs = match logging::init(&cli.log_level, cli.component_log_level.as_deref()) {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let concurrency = cli
+        .concurrency
+        .filter(|n| *n > 0)
+        .unwrap_or(cores.len().max(1));
+    let options = AgentOptions {
+        config_path: cli.config_path.clone(),
+        config_yaml: cli.config_yaml.clone(),
+        default_bootstrap: default_config::BOOTSTRAP,
+        allow_unknown_fields: cli.allow_unknown_static_fields,
+        drain_time: Duration::from_secs(cli.drain_time_s),
+        concurrency,
+        service_node: cli.service_node.clone(),
+        service_cluster: cli.service_cluster.clone(),
+    };
+    match cli.mode {
+        Mode::Validate => validate(&options),
+        Mode::Serve => match serve(options, &cores, logs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `--mode validate`: OK, or every problem found, one per line.
+fn validate(options: &AgentOptions) -> ExitCode {
+    match agent::load_and_translate(options, &mut StatsRegistry::new(1)) {
+        Ok(_) => {
+            println!("OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(
+    options: AgentOptions,
+    cores: &[core_affinity::CoreId],
+    logs: Arc<logging::Levels>,
+) -> anyhow::Result<()> {
+    if options.config_path.is_none() && options.config_yaml.is_none() {
+        tracing::info!(
+            "no -c/--config-yaml given: running the embedded default bootstrap (see README)"
+        );
+    }
+    rt::limits::check_io_uring()?;
+    rt::limits::check_memlock(options.concurrency)?;
+    let (events_tx, events) = xds_agent::publish::event_channel();
+    let (links, _threads) = rt::shard::spawn_all(options.concurrency, cores, events_tx)?;
+    tracing::info!(shards = links.len(), "shards started");
+    // Shard threads are not joined: once the agent returns, they have exited or are abandoned.
+    std::thread::Builder::new()
+        .name("agent".into())
+        .spawn(move || agent::run(options, links, events, logs))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;
+    Ok(())
+}

@@ -42,9 +42,10 @@ pub trait Wake: Send + Sync {
 }
 
 /// The agent's handle on one shard.
+#[derive(Clone)]
 pub struct ShardLink {
     pub commands: Sender<ShardCommand>,
-    pub waker: Box<dyn Wake>,
+    pub waker: Arc<dyn Wake>,
 }
 
 impl ShardLink {
@@ -58,3 +59,11 @@ impl ShardLink {
 
 /// Where shards report to: the agent's event queue (usable from any thread, no runtime needed).
 pub type EventSender = UnboundedSender<ShardEvent>;
+
+/// The agent's receiving end of shard events.
+pub type EventReceiver = tokio::sync::mpsc::UnboundedReceiver<ShardEvent>;
+
+/// A new shard → agent event queue.
+pub fn event_channel() -> (EventSender, EventReceiver) {
+    tokio::sync::mpsc::unbounded_channel()
+}

@@ -1,0 +1,83 @@
+//! Command line: the flags Envoy takes (Istio's agent passes them), with their Envoy meanings.
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Run the proxy.
+    Serve,
+    /// Load and translate the config, print OK or every problem, exit 0 or 1.
+    Validate,
+}
+
+/// shardproxy: a thread-per-core io_uring proxy configured with Envoy's v3 API.
+///
+/// With neither -c nor --config-yaml it runs the embedded default bootstrap (see README).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Envoy v3 bootstrap file (YAML or JSON). Watched: a valid change is applied live.
+    #[arg(short = 'c', long = "config-path")]
+    pub config_path: Option<PathBuf>,
+
+    /// Bootstrap YAML merged over the file's (repeated fields append, scalars override).
+    #[arg(long = "config-yaml")]
+    pub config_yaml: Option<String>,
+
+    /// `serve` runs the proxy; `validate` checks the config and exits 0 (OK) or 1.
+    #[arg(long, value_enum, default_value = "serve")]
+    pub mode: Mode,
+
+    /// Shards (one pinned executor per core). Default: the CPUs this process may run on.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+
+    /// Seconds open connections get to finish on shutdown or listener drain.
+    #[arg(long = "drain-time-s", default_value_t = 600)]
+    pub drain_time_s: u64,
+
+    /// Accepted; both strategies let connections finish within --drain-time-s.
+    #[arg(long = "drain-strategy", default_value = "gradual")]
+    pub drain_strategy: String,
+
+    /// Accepted and ignored: addresses come from the config.
+    #[arg(long = "local-address-ip-version", default_value = "v4")]
+    pub local_address_ip_version: String,
+
+    /// Access-log files are written per connection close; accepted and ignored.
+    #[arg(long = "file-flush-interval-msec", default_value_t = 10000)]
+    pub file_flush_interval_msec: u64,
+
+    /// Accepted and ignored: there is no hot restart (shared memory) to disable.
+    #[arg(long = "disable-hot-restart")]
+    pub disable_hot_restart: bool,
+
+    /// Accepted and ignored, as in Envoy's hot restart scheme.
+    #[arg(long = "base-id", default_value_t = 0)]
+    pub base_id: u32,
+
+    /// Ignore unknown fields in the bootstrap instead of rejecting them.
+    #[arg(long = "allow-unknown-static-fields")]
+    pub allow_unknown_static_fields: bool,
+
+    /// Log level: trace, debug, info, warning/warn, error, critical, off.
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    pub log_level: String,
+
+    /// Per-component levels, `component:level,...` (components are module names here).
+    #[arg(long = "component-log-level")]
+    pub component_log_level: Option<String>,
+
+    /// Log line format. Accepted; lines use tracing's format (documented in the README).
+    #[arg(long = "log-format")]
+    pub log_format: Option<String>,
+
+    /// Node id reported to control planes and in /server_info (overrides `node.id`).
+    #[arg(long = "service-node")]
+    pub service_node: Option<String>,
+
+    /// Node cluster (overrides `node.cluster`).
+    #[arg(long = "service-cluster")]
+    pub service_cluster: Option<String>,
+}

@@ -1,0 +1,31 @@
+//! Shard context: what every connection on a shard shares (shard id, clusters, log writers).
+use std::cell::{Cell, RefCell};
+
+use crate::{access_log::LogWriters, proxy::cluster_manager::ClusterManager};
+
+pub struct ShardContext {
+    pub id: usize,
+    shards: usize,
+    pub clusters: RefCell<ClusterManager>,
+    pub logs: LogWriters,
+    next_connection: Cell<u64>,
+}
+
+impl ShardContext {
+    pub fn new(id: usize, shards: usize) -> Self {
+        Self {
+            id,
+            shards,
+            clusters: RefCell::new(ClusterManager::default()),
+            logs: LogWriters::default(),
+            next_connection: Cell::new(0),
+        }
+    }
+
+    /// A process-wide unique connection id (ids are interleaved across shards).
+    pub fn connection_id(&self) -> u64 {
+        let n = self.next_connection.get();
+        self.next_connection.set(n + 1);
+        n * self.shards as u64 + self.id as u64
+    }
+}

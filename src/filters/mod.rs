@@ -1,0 +1,2 @@
+//! Filters by layer: network filters terminate a listener's filter chain.
+pub mod network;

@@ -1,0 +1,2 @@
+//! Network (L4) filters.
+pub mod tcp_proxy;

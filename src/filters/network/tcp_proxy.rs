@@ -1,0 +1,153 @@
+//! `envoy.filters.network.tcp_proxy`: picks a cluster and host, connects (with retries up to
+//! `max_connect_attempts`), relays bytes, then logs the connection.
+use std::{
+    rc::Rc,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use glommio::net::TcpStream;
+use xds_agent::{
+    access_log::{ConnectionRecord, ResponseFlags},
+    model::{Listener, TcpProxy},
+    stats::{add, inc, TcpProxyCells},
+};
+
+use crate::{
+    context::ShardContext,
+    net::relay::{relay, RelayEnd, RelayObserver},
+    proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
+};
+
+pub async fn run(
+    ctx: &Rc<ShardContext>,
+    listener: &Arc<Listener>,
+    proxy: &TcpProxy,
+    downstream: TcpStream,
+) {
+    let started = Instant::now();
+    let start_wall = SystemTime::now();
+    let stats = proxy.stats.shard(ctx.id);
+    inc(&stats.downstream_cx_total);
+    let mut record = ConnectionRecord {
+        start: start_wall,
+        duration: Default::default(),
+        bytes_received: 0,
+        bytes_sent: 0,
+        downstream_remote: downstream.peer_addr().unwrap_or(listener.address),
+        downstream_local: downstream.local_addr().unwrap_or(listener.address),
+        upstream_host: None,
+        upstream_local: None,
+        upstream_cluster: None,
+        response_flags: ResponseFlags::default(),
+        connection_id: ctx.connection_id(),
+    };
+    let cluster_name = proxy
+        .upstream
+        .pick(fastrand::u32(0..proxy.upstream.total_weight.max(1)));
+    record.upstream_cluster = Some(cluster_name);
+    let cluster = ctx.clusters.borrow().get(cluster_name);
+    match cluster {
+        None => {
+            inc(&stats.downstream_cx_no_route);
+            record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);
+        }
+        Some(cluster) => {
+            proxy_to(
+                ctx,
+                listener,
+                proxy,
+                &cluster,
+                downstream,
+                stats,
+                &mut record,
+            )
+            .await;
+        }
+    }
+    record.duration = started.elapsed();
+    if !proxy.access_logs.is_empty() {
+        ctx.logs.write(&proxy.access_logs, &record);
+    }
+}
+
+async fn proxy_to(
+    ctx: &Rc<ShardContext>,
+    listener: &Listener,
+    proxy: &TcpProxy,
+    cluster: &Rc<ShardCluster>,
+    downstream: TcpStream,
+    stats: &TcpProxyCells,
+    record: &mut ConnectionRecord<'_>,
+) {
+    let (upstream, host) = match connect_upstream(ctx, cluster, proxy.max_connect_attempts).await {
+        Ok(connected) => connected,
+        Err(flags) => {
+            record.response_flags.set(flags);
+            return;
+        }
+    };
+    record.upstream_host = Some(host.address());
+    record.upstream_local = upstream.local_addr().ok();
+    let cells = cluster.config.stats.shard(ctx.id);
+    let observer = Observer {
+        tcp: stats,
+        cluster: cells,
+        received: Default::default(),
+        sent: Default::default(),
+    };
+    let end = relay(
+        downstream,
+        upstream,
+        listener.buffer_limit,
+        cluster.config.buffer_limit,
+        proxy.idle_timeout,
+        &observer,
+    )
+    .await;
+    drop(host);
+    xds_agent::stats::dec(&cells.upstream_cx_active);
+    inc(&cells.upstream_cx_destroy);
+    record.bytes_received = observer.received.get();
+    record.bytes_sent = observer.sent.get();
+    match end {
+        RelayEnd::Closed => {}
+        RelayEnd::IdleTimeout => {
+            inc(&stats.idle_timeout);
+            inc(&cells.upstream_cx_destroy_local);
+        }
+        RelayEnd::UpstreamError => {
+            inc(&cells.upstream_cx_destroy_remote);
+            record
+                .response_flags
+                .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+        }
+        RelayEnd::DownstreamError => {
+            inc(&cells.upstream_cx_destroy_local);
+            record
+                .response_flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
+    }
+}
+
+struct Observer<'a> {
+    tcp: &'a TcpProxyCells,
+    cluster: &'a xds_agent::stats::ClusterCells,
+    received: std::cell::Cell<u64>,
+    sent: std::cell::Cell<u64>,
+}
+
+impl RelayObserver for Observer<'_> {
+    fn downstream_to_upstream(&self, bytes: usize) {
+        add(&self.tcp.downstream_cx_rx_bytes_total, bytes as u64);
+        add(&self.cluster.upstream_cx_tx_bytes_total, bytes as u64);
+        self.received.set(self.received.get() + bytes as u64);
+    }
+
+    fn upstream_to_downstream(&self, bytes: usize) {
+        add(&self.tcp.downstream_cx_tx_bytes_total, bytes as u64);
+        add(&self.cluster.upstream_cx_rx_bytes_total, bytes as u64);
+        self.sent.set(self.sent.get() + bytes as u64);
+    }
+}

@@ -1,0 +1,4 @@
+//! NET/IO layer: listeners, connection dispatch to filter chains, byte relays.
+pub mod connection;
+pub mod listener;
+pub mod relay;

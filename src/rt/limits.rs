@@ -1,0 +1,60 @@
+//! Start-up checks with actionable errors: locked-memory limit and io_uring availability.
+use std::io;
+
+/// Memory glommio locks per shard for its io_uring buffers (kept small: shards use their own
+/// socket buffers, not glommio's registered DMA memory).
+pub const IO_MEMORY_PER_SHARD: usize = 256 << 10;
+/// Locked memory each ring needs beyond `IO_MEMORY_PER_SHARD` (ring arrays).
+const RING_OVERHEAD: u64 = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "RLIMIT_MEMLOCK is {have} KiB but {shards} shard(s) need {need} KiB of locked memory for \
+         io_uring; raise it (shell: `ulimit -l {need}` or unlimited; systemd: LimitMEMLOCK=; \
+         docker: --ulimit memlock=-1; Kubernetes: a container runtime default of at least this)"
+    )]
+    MemlockTooLow { have: u64, need: u64, shards: usize },
+    #[error("io_uring is not available on this kernel or is blocked by seccomp/sysctl ({0}); shardproxy needs Linux 5.8+ with io_uring enabled (kernel.io_uring_disabled=0)")]
+    NoIoUring(io::Error),
+    #[error("cannot start shard {shard}: {error}")]
+    Shard { shard: usize, error: String },
+}
+
+/// Checks the locked-memory limit covers `shards` executors.
+pub fn check_memlock(shards: usize) -> Result<(), StartError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(()); // cannot tell; let the executor report what fails
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        return Ok(());
+    }
+    let need = (IO_MEMORY_PER_SHARD as u64 + RING_OVERHEAD) * shards as u64;
+    if limit.rlim_cur < need {
+        return Err(StartError::MemlockTooLow {
+            have: limit.rlim_cur >> 10,
+            need: need.div_ceil(1024),
+            shards,
+        });
+    }
+    Ok(())
+}
+
+/// Probes io_uring with a tiny ring so a kernel without it fails with a clear message.
+pub fn check_io_uring() -> Result<(), StartError> {
+    let mut params = [0u8; 120]; // struct io_uring_params, zeroed
+                                 // SAFETY: io_uring_setup reads/writes `params` (120 bytes, the kernel's struct size) and
+                                 // returns a new fd that we close right away.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(StartError::NoIoUring(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a descriptor we own and no longer use.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Runtime glue: shard threads on glommio, pinning, wake-ups. The only place for `unsafe`.
+pub mod limits;
+pub mod shard;
+pub mod sockets;
+pub mod wake;

@@ -1,0 +1,122 @@
+//! Shard threads: one glommio executor per core, pinned, applying the snapshots the agent
+//! publishes and acknowledging each generation.
+use std::{rc::Rc, sync::Arc, thread::JoinHandle};
+
+use crossbeam_channel::Receiver;
+use glommio::LocalExecutorBuilder;
+use xds_agent::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
+
+use super::{
+    limits::{StartError, IO_MEMORY_PER_SHARD},
+    wake::{self, WakeReceiver},
+};
+use crate::{context::ShardContext, net::listener::ListenerSet};
+
+/// Starts `count` shards pinned round-robin over `cores`; returns the agent's links to them.
+pub fn spawn_all(
+    count: usize,
+    cores: &[core_affinity::CoreId],
+    events: EventSender,
+) -> Result<(Vec<ShardLink>, Vec<JoinHandle<()>>), StartError> {
+    let mut links = Vec::with_capacity(count);
+    let mut threads = Vec::with_capacity(count);
+    for id in 0..count {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (waker, wake_rx) = wake::pair().map_err(|e| StartError::Shard {
+            shard: id,
+            error: e.to_string(),
+        })?;
+        let core = cores.get(id % cores.len().max(1)).copied();
+        let events = events.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                let executor = LocalExecutorBuilder::default()
+                    .name(&format!("shard-{id}"))
+                    .io_memory(IO_MEMORY_PER_SHARD)
+                    .make();
+                match executor {
+                    Ok(executor) => {
+                        let _ = started_tx.send(Ok(()));
+                        executor.run(run(ShardContext::new(id, count), rx, wake_rx, events));
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| StartError::Shard {
+                shard: id,
+                error: e.to_string(),
+            })?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(StartError::Shard { shard: id, error }),
+            Err(_) => {
+                return Err(StartError::Shard {
+                    shard: id,
+                    error: "shard thread died".into(),
+                })
+            }
+        }
+        links.push(ShardLink {
+            commands: tx,
+            waker: std::sync::Arc::new(waker),
+        });
+        threads.push(thread);
+    }
+    Ok((links, threads))
+}
+
+/// A shard's main loop: wait for a wake-up, run every queued command, repeat.
+async fn run(
+    ctx: ShardContext,
+    commands: Receiver<ShardCommand>,
+    wake: WakeReceiver,
+    events: EventSender,
+) {
+    let ctx = Rc::new(ctx);
+    let mut wake = wake.attach();
+    let mut listeners = ListenerSet::default();
+    loop {
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
+                ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
+                ShardCommand::Exit => {
+                    let _ = events.send(ShardEvent::Exited { shard: ctx.id });
+                    return;
+                }
+            }
+        }
+        if wake.wait().await.is_err() {
+            return; // the agent is gone
+        }
+    }
+}
+
+fn apply(
+    ctx: &Rc<ShardContext>,
+    listeners: &mut ListenerSet,
+    snapshot: Arc<xds_agent::model::Snapshot>,
+    events: &EventSender,
+) {
+    let generation = snapshot.generation;
+    ctx.clusters.borrow_mut().apply(&snapshot, ctx.id);
+    for (listener, error) in listeners.apply(ctx, &snapshot) {
+        let _ = events.send(ShardEvent::BindFailed {
+            shard: ctx.id,
+            generation,
+            listener,
+            error,
+        });
+    }
+    let _ = events.send(ShardEvent::Applied {
+        shard: ctx.id,
+        generation,
+    });
+}
