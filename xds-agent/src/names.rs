@@ -9,3 +9,6 @@ pub const STDERR_ACCESS_LOG: &str = "envoy.extensions.access_loggers.stream.v3.S
 pub fn type_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or(type_url)
 }
+
+/// The tcp_proxy network filter's well-known name.
+pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";

@@ -1,22 +1,59 @@
 //! Translator: Envoy v3 protos → validated domain model (`model`). The one path both the
 //! bootstrap file and (later) xDS take.
-use std::{collections::HashMap, sync::Arc};
+//!
+//! Two passes, both collecting every problem: the reflective walker (`support`) rejects each set
+//! field outside the supported surface (`surface`); the semantic pass (`listener`, `tcp_proxy`,
+//! `cluster`) checks values and references and builds the model. A part the walker rejected is
+//! skipped silently by the semantic pass, so each problem is reported once.
+mod address;
+mod cluster;
+mod listener;
+pub mod support;
+pub mod surface;
+mod tcp_proxy;
 
-use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use std::{
+    collections::{hash_map::DefaultHasher, HashMap, HashSet},
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use envoy_types::pb::{
+    envoy::config::bootstrap::v3::{bootstrap::StaticResources, Bootstrap},
+    google::protobuf,
+};
 
 use crate::{
     model::{Endpoint, Snapshot},
     stats::StatsRegistry,
 };
 
+/// Envoy's default `per_connection_buffer_limit_bytes` (listeners and clusters): 1 MiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
+
 /// A rejected input: where (field path from the bootstrap root), for typed configs the type
 /// URL, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("{path}{}: {message}", type_url.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
 pub struct TranslateError {
     pub path: String,
     pub type_url: Option<String>,
     pub message: String,
+}
+
+impl TranslateError {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        type_url: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            type_url: type_url.map(str::to_string),
+            message: message.into(),
+        }
+    }
 }
 
 /// Inputs a translation reads besides the bootstrap.
@@ -31,8 +68,105 @@ pub struct TranslateContext<'a> {
 
 /// Translates a bootstrap into a snapshot, or lists every problem found.
 pub fn translate(
-    _bootstrap: &Bootstrap,
-    _ctx: &mut TranslateContext,
+    bootstrap: &Bootstrap,
+    ctx: &mut TranslateContext,
 ) -> Result<Snapshot, Vec<TranslateError>> {
-    Err(vec![])
+    let mut errors = support::unsupported_fields(bootstrap, "", None);
+    let empty = StaticResources::default();
+    let statics = bootstrap.static_resources.as_ref().unwrap_or(&empty);
+    let clusters = cluster::clusters(
+        &statics.clusters,
+        "static_resources.clusters",
+        ctx,
+        &mut errors,
+    );
+    let cluster_names: HashSet<&str> = statics.clusters.iter().map(|c| c.name.as_str()).collect();
+    let listeners = listener::listeners(
+        &statics.listeners,
+        "static_resources.listeners",
+        &cluster_names,
+        ctx,
+        &mut errors,
+    );
+    if let Some(admin) = &bootstrap.admin {
+        if let Some(address) = &admin.address {
+            address::socket_address(address, "admin.address", &mut errors);
+        }
+    }
+    if errors.is_empty() {
+        Ok(Snapshot {
+            generation: ctx.generation,
+            listeners,
+            clusters,
+        })
+    } else {
+        let mut seen = HashSet::new();
+        errors.retain(|e| seen.insert(e.clone()));
+        Err(errors)
+    }
 }
+
+/// Every problem `translate` would report for `bootstrap` (empty when it translates), without
+/// touching any live state.
+pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
+    let mut stats = StatsRegistry::new(1);
+    let dns = HashMap::new();
+    let mut ctx = TranslateContext {
+        generation: 0,
+        stats: &mut stats,
+        previous: None,
+        dns: &dns,
+    };
+    translate(bootstrap, &mut ctx).err().unwrap_or_default()
+}
+
+/// Hash of a message's encoding: equal configs hash equal within a process.
+fn config_hash<M: prost::Message>(message: &M) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    message.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A proto duration as a `Duration`; negative or malformed ones are errors.
+fn duration(
+    value: &protobuf::Duration,
+    path: &str,
+    type_url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Duration> {
+    if value.seconds < 0 || !(0..1_000_000_000).contains(&value.nanos) {
+        errors.push(TranslateError::new(
+            path,
+            type_url,
+            "must be a non-negative duration",
+        ));
+        return None;
+    }
+    Some(Duration::new(value.seconds as u64, value.nanos as u32))
+}
+
+/// A proto duration that must be positive (Envoy's `gt: {}` rule).
+fn positive_duration(
+    value: Option<&protobuf::Duration>,
+    default: Duration,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Duration {
+    match value.map(|v| duration(v, path, None, errors)) {
+        None => default,
+        Some(Some(d)) if !d.is_zero() => d,
+        Some(Some(_)) => {
+            errors.push(TranslateError::new(path, None, "must be greater than zero"));
+            default
+        }
+        Some(None) => default,
+    }
+}
+
+/// `per_connection_buffer_limit_bytes`, defaulting to Envoy's 1 MiB.
+fn buffer_limit(value: Option<&protobuf::UInt32Value>) -> usize {
+    value.map_or(DEFAULT_BUFFER_LIMIT, |v| v.value as usize)
+}
+
+#[cfg(test)]
+mod tests;

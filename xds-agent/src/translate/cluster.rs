@@ -1,0 +1,267 @@
+//! Translator: clusters (STATIC, STRICT_DNS, LOGICAL_DNS), their endpoints and load balancing.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::{
+        cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto},
+        Cluster as ClusterProto,
+    },
+    endpoint::v3::lb_endpoint::HostIdentifier,
+};
+
+use super::{
+    address, buffer_limit, config_hash, positive_duration, TranslateContext, TranslateError,
+};
+use crate::model::{Cluster, DnsHost, DnsTarget, Endpoint, LbPolicy};
+
+/// Envoy's default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Envoy's default `dns_refresh_rate`.
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+/// Envoy's default least-request `choice_count`.
+pub const DEFAULT_CHOICE_COUNT: u32 = 2;
+
+/// Translates `clusters` (at `path`), checking names are unique.
+pub(super) fn clusters(
+    clusters: &[ClusterProto],
+    path: &str,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> HashMap<String, Arc<Cluster>> {
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    let mut out = HashMap::new();
+    for (j, proto) in clusters.iter().enumerate() {
+        let path = format!("{path}[{j}]");
+        if proto.name.is_empty() {
+            errors.push(TranslateError::new(
+                format!("{path}.name"),
+                None,
+                "name is required",
+            ));
+            continue;
+        }
+        if let Some(first) = first_index.insert(&proto.name, j) {
+            errors.push(TranslateError::new(
+                format!("{path}.name"),
+                None,
+                format!(
+                    "duplicate cluster name {:?} (also clusters[{first}])",
+                    proto.name
+                ),
+            ));
+            continue;
+        }
+        if let Some(cluster) = cluster(proto, &path, ctx, errors) {
+            out.insert(proto.name.clone(), cluster);
+        }
+    }
+    out
+}
+
+/// What a cluster's endpoints are: addresses, or names to resolve.
+enum Kind {
+    Static,
+    Dns { logical: bool },
+}
+
+// `dns_refresh_rate` is deprecated in Envoy in favour of a typed DNS resolver config, which
+// Envoy still falls back from; it is what bootstraps use.
+#[allow(deprecated)]
+fn cluster(
+    proto: &ClusterProto,
+    path: &str,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Arc<Cluster>> {
+    let before = errors.len();
+    let kind = match proto.cluster_discovery_type {
+        None => Some(Kind::Static),
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(t) {
+            Ok(DiscoveryType::Static) => Some(Kind::Static),
+            Ok(DiscoveryType::StrictDns) => Some(Kind::Dns { logical: false }),
+            Ok(DiscoveryType::LogicalDns) => Some(Kind::Dns { logical: true }),
+            Ok(other) => {
+                errors.push(TranslateError::new(
+                    format!("{path}.type"),
+                    None,
+                    format!("cluster type {} is not supported yet", other.as_str_name()),
+                ));
+                None
+            }
+            Err(_) => {
+                errors.push(TranslateError::new(
+                    format!("{path}.type"),
+                    None,
+                    format!("unknown cluster type {t}"),
+                ));
+                None
+            }
+        },
+        // A custom `cluster_type` is rejected by the walker.
+        Some(ClusterDiscoveryType::ClusterType(_)) => None,
+    };
+    let connect_timeout = positive_duration(
+        proto.connect_timeout.as_ref(),
+        DEFAULT_CONNECT_TIMEOUT,
+        &format!("{path}.connect_timeout"),
+        errors,
+    );
+    let lb_policy = lb_policy(proto, path, errors);
+    let (hosts, endpoints) = hosts(proto, path, kind.as_ref(), errors);
+    let kind = kind?;
+    if errors.len() > before {
+        return None;
+    }
+    let dns = match kind {
+        Kind::Static => None,
+        Kind::Dns { logical } => Some(DnsTarget {
+            hosts,
+            refresh_rate: positive_duration(
+                proto.dns_refresh_rate.as_ref(),
+                DEFAULT_DNS_REFRESH_RATE,
+                &format!("{path}.dns_refresh_rate"),
+                errors,
+            ),
+            logical,
+        }),
+    };
+    if errors.len() > before {
+        return None;
+    }
+    let endpoints: Arc<[Endpoint]> = match &dns {
+        None => endpoints.into(),
+        Some(_) => ctx
+            .dns
+            .get(&proto.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([])),
+    };
+    // Endpoints are excluded from the hash: DNS (and later EDS) replace them alone.
+    let mut without_endpoints = proto.clone();
+    without_endpoints.load_assignment = None;
+    let config_hash = config_hash(&without_endpoints);
+    if let Some(previous) = ctx.previous.and_then(|p| p.clusters.get(&proto.name)) {
+        if previous.config_hash == config_hash
+            && previous.dns == dns
+            && previous.endpoints == endpoints
+        {
+            return Some(previous.clone());
+        }
+    }
+    Some(Arc::new(Cluster {
+        name: proto.name.clone(),
+        config_hash,
+        dns,
+        connect_timeout,
+        lb_policy,
+        endpoints,
+        buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
+        stats: ctx.stats.cluster(&proto.name),
+    }))
+}
+
+fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> LbPolicy {
+    match LbPolicyProto::try_from(proto.lb_policy) {
+        Ok(LbPolicyProto::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(LbPolicyProto::Random) => LbPolicy::Random,
+        Ok(LbPolicyProto::LeastRequest) => {
+            let choice_count = match &proto.lb_config {
+                Some(LbConfig::LeastRequestLbConfig(c)) => {
+                    c.choice_count.map_or(DEFAULT_CHOICE_COUNT, |v| v.value)
+                }
+                _ => DEFAULT_CHOICE_COUNT,
+            };
+            if choice_count < 2 {
+                errors.push(TranslateError::new(
+                    format!("{path}.least_request_lb_config.choice_count"),
+                    None,
+                    "choice_count must be at least 2",
+                ));
+            }
+            LbPolicy::LeastRequest { choice_count }
+        }
+        Ok(other) => {
+            errors.push(TranslateError::new(
+                format!("{path}.lb_policy"),
+                None,
+                format!("lb_policy {} is not supported yet", other.as_str_name()),
+            ));
+            LbPolicy::RoundRobin
+        }
+        Err(_) => {
+            errors.push(TranslateError::new(
+                format!("{path}.lb_policy"),
+                None,
+                format!("unknown lb_policy {}", proto.lb_policy),
+            ));
+            LbPolicy::RoundRobin
+        }
+    }
+}
+
+/// The endpoints of `load_assignment`: names to resolve for DNS clusters, addresses for STATIC
+/// ones (which must be IP literals, as in Envoy).
+fn hosts(
+    proto: &ClusterProto,
+    path: &str,
+    kind: Option<&Kind>,
+    errors: &mut Vec<TranslateError>,
+) -> (Vec<DnsHost>, Vec<Endpoint>) {
+    let (mut hosts, mut endpoints) = (Vec::new(), Vec::new());
+    let Some(assignment) = &proto.load_assignment else {
+        return (hosts, endpoints);
+    };
+    for (l, locality) in assignment.endpoints.iter().enumerate() {
+        for (e, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
+            let path = format!("{path}.load_assignment.endpoints[{l}].lb_endpoints[{e}]");
+            let weight = lb_endpoint.load_balancing_weight.map_or(1, |w| w.value);
+            if weight == 0 {
+                errors.push(TranslateError::new(
+                    format!("{path}.load_balancing_weight"),
+                    None,
+                    "load_balancing_weight must be at least 1",
+                ));
+            }
+            let address = match &lb_endpoint.host_identifier {
+                Some(HostIdentifier::Endpoint(endpoint)) => endpoint.address.as_ref(),
+                // `endpoint_name` is rejected by the walker.
+                Some(HostIdentifier::EndpointName(_)) => continue,
+                None => None,
+            };
+            let path = format!("{path}.endpoint.address");
+            let Some(address) = address else {
+                errors.push(TranslateError::new(path, None, "address is required"));
+                continue;
+            };
+            match kind {
+                Some(Kind::Static) => {
+                    if let Some(address) = address::socket_address(address, &path, errors) {
+                        endpoints.push(Endpoint { address, weight });
+                    }
+                }
+                Some(Kind::Dns { .. }) => {
+                    if let Some((host, port)) = address::host_port(address, &path, errors) {
+                        hosts.push(DnsHost {
+                            hostname: host.to_string(),
+                            port,
+                            weight,
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(Kind::Dns { logical: true }) = kind {
+        let single =
+            assignment.endpoints.len() == 1 && assignment.endpoints[0].lb_endpoints.len() == 1;
+        if !single {
+            errors.push(TranslateError::new(
+                format!("{path}.load_assignment"),
+                None,
+                "LOGICAL_DNS clusters must have exactly one endpoint",
+            ));
+        }
+    }
+    (hosts, endpoints)
+}

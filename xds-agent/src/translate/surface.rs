@@ -1,0 +1,289 @@
+//! Translator: the supported config surface — for each Envoy message type, the fields the
+//! translator implements and the fields it accepts and ignores (with the reason). Any other set
+//! field is rejected by the walker in `support.rs`.
+use crate::names;
+
+/// One message type's surface.
+pub struct Surface {
+    /// Full proto name, e.g. `envoy.config.listener.v3.Listener`.
+    pub message: &'static str,
+    /// Fields the translator implements (the walker descends into message-typed ones).
+    pub supported: &'static [&'static str],
+    /// Fields accepted without effect: `(field, why ignoring it changes no traffic)`.
+    pub ignored: &'static [(&'static str, &'static str)],
+}
+
+/// Message types taken whole: scalar wrappers and durations have no sub-fields to check.
+pub const LEAF_TYPES: &[&str] = &[
+    "google.protobuf.Duration",
+    "google.protobuf.BoolValue",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int64Value",
+    "google.protobuf.StringValue",
+    "google.protobuf.DoubleValue",
+];
+
+/// Why node identity fields are ignored.
+const NODE_ID: &str = "identifies this proxy to a management server; no xDS server is used yet";
+
+/// The supported surface, by message type.
+///
+/// Accepted-and-ignored fields, and why each is harmless:
+/// - `Bootstrap.layered_runtime`: runtime overrides; shardproxy has no runtime, so Envoy's
+///   built-in defaults apply (most examples only declare an empty static layer).
+/// - `Bootstrap.stats_config`: tag extraction and inclusion lists shape how stats are exported,
+///   not what the proxy does.
+/// - `Node.*` except `id` / `cluster`: node identity sent to a management server.
+/// - `Admin.access_log`, `Admin.access_log_path`, `Admin.profile_path`: admin-interface
+///   logging and profiler output; the admin server does not log requests or profile.
+/// - `Listener.metadata`, `FilterChain.metadata`, `LbEndpoint.metadata`: opaque metadata that
+///   only filters or subset load balancing (neither supported) read.
+/// - `Listener.listener_filters_timeout`: only applies to listener filters, which are rejected.
+/// - `ClusterLoadAssignment.cluster_name`: names the cluster the assignment belongs to, which
+///   is implied for an inline `load_assignment`.
+/// - `LocalityLbEndpoints.locality`, `.load_balancing_weight`: only read by zone-aware and
+///   locality-weighted balancing, which are not configured (and not supported).
+/// - `Endpoint.hostname`: used for HTTP host rewriting and health-check host headers only.
+pub const SURFACE: &[Surface] = &[
+    Surface {
+        message: "envoy.config.bootstrap.v3.Bootstrap",
+        supported: &["node", "static_resources", "admin"],
+        ignored: &[
+            (
+                "layered_runtime",
+                "no runtime: Envoy's built-in defaults apply",
+            ),
+            ("stats_config", "shapes stats export only"),
+        ],
+    },
+    Surface {
+        message: "envoy.config.core.v3.Node",
+        supported: &["id", "cluster"],
+        ignored: &[
+            ("metadata", NODE_ID),
+            ("dynamic_parameters", NODE_ID),
+            ("locality", NODE_ID),
+            ("user_agent_name", NODE_ID),
+            ("user_agent_version", NODE_ID),
+            ("user_agent_build_version", NODE_ID),
+            ("extensions", NODE_ID),
+            ("client_features", NODE_ID),
+            ("listening_addresses", NODE_ID),
+        ],
+    },
+    Surface {
+        message: "envoy.config.bootstrap.v3.Admin",
+        supported: &["address"],
+        ignored: &[
+            ("access_log", "the admin server writes no access log"),
+            ("access_log_path", "the admin server writes no access log"),
+            ("profile_path", "no CPU profiler"),
+        ],
+    },
+    Surface {
+        message: "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        supported: &["listeners", "clusters"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.Address",
+        supported: &["socket_address"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.SocketAddress",
+        supported: &["address", "port_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.Listener",
+        supported: &[
+            "name",
+            "address",
+            "stat_prefix",
+            "filter_chains",
+            "per_connection_buffer_limit_bytes",
+            "traffic_direction",
+        ],
+        ignored: &[
+            ("metadata", "read only by filters that are not supported"),
+            (
+                "listener_filters_timeout",
+                "listener filters are not supported",
+            ),
+        ],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.FilterChain",
+        supported: &["filters", "name", "filter_chain_match"],
+        ignored: &[("metadata", "read only by filters that are not supported")],
+    },
+    // Only an empty match is supported: every set field of it is reported.
+    Surface {
+        message: "envoy.config.listener.v3.FilterChainMatch",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.Filter",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        supported: &[
+            "stat_prefix",
+            "cluster",
+            "weighted_clusters",
+            "idle_timeout",
+            "max_connect_attempts",
+            "access_log",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster",
+        supported: &["clusters"],
+        ignored: &[],
+    },
+    Surface {
+        message:
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
+        supported: &["name", "weight"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.AccessLog",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        supported: &["path", "format", "log_format"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        supported: &["log_format"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        supported: &["log_format"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.SubstitutionFormatString",
+        supported: &["text_format", "text_format_source"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.DataSource",
+        supported: &["inline_string"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster",
+        supported: &[
+            "name",
+            "type",
+            "connect_timeout",
+            "lb_policy",
+            "least_request_lb_config",
+            "load_assignment",
+            "dns_refresh_rate",
+            "dns_lookup_family",
+            "per_connection_buffer_limit_bytes",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
+        supported: &["choice_count"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        supported: &["endpoints"],
+        ignored: &[("cluster_name", "implied by the enclosing cluster")],
+    },
+    Surface {
+        message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        supported: &["lb_endpoints"],
+        ignored: &[
+            ("locality", "zone-aware balancing is not configured"),
+            (
+                "load_balancing_weight",
+                "locality-weighted balancing is not configured",
+            ),
+        ],
+    },
+    Surface {
+        message: "envoy.config.endpoint.v3.LbEndpoint",
+        supported: &["endpoint", "load_balancing_weight"],
+        ignored: &[("metadata", "read only by subset balancing, not configured")],
+    },
+    Surface {
+        message: "envoy.config.endpoint.v3.Endpoint",
+        supported: &["address"],
+        ignored: &[("hostname", "used only for HTTP host rewriting")],
+    },
+];
+
+/// Where an `Any` may appear, and which payload types it may hold there: `(parent message,
+/// what the payload is, allowed type names)`. An `Any` anywhere else is rejected.
+pub const ANY_SLOTS: &[(&str, &str, &[&str])] = &[
+    (
+        "envoy.config.listener.v3.Filter",
+        "network filter",
+        &[names::TCP_PROXY],
+    ),
+    (
+        "envoy.config.accesslog.v3.AccessLog",
+        "access logger",
+        &[
+            names::FILE_ACCESS_LOG,
+            names::STDOUT_ACCESS_LOG,
+            names::STDERR_ACCESS_LOG,
+        ],
+    ),
+];
+
+/// The surface of a message type, if it is supported at all.
+pub fn surface(message: &str) -> Option<&'static Surface> {
+    SURFACE.iter().find(|s| s.message == message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every listed type and field exists in Envoy's descriptors (guards against typos).
+    #[test]
+    fn every_listed_field_exists() {
+        let pool = proto::pool();
+        for s in SURFACE {
+            let message = pool
+                .get_message_by_name(s.message)
+                .unwrap_or_else(|| panic!("{} is not a message", s.message));
+            let names = s.supported.iter().chain(s.ignored.iter().map(|(f, _)| f));
+            for field in names {
+                assert!(
+                    message.get_field_by_name(field).is_some(),
+                    "{}.{field} does not exist",
+                    s.message
+                );
+            }
+        }
+        for (parent, _, types) in ANY_SLOTS {
+            assert!(surface(parent).is_some(), "{parent}");
+            types
+                .iter()
+                .for_each(|t| assert!(surface(t).is_some(), "{t}"));
+        }
+        for leaf in LEAF_TYPES {
+            assert!(pool.get_message_by_name(leaf).is_some(), "{leaf}");
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Translator tests: every supported feature, default and error path, through `translate`.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+
+use super::*;
+use crate::{
+    access_log::LogSink,
+    model::{Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy},
+};
+
+const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+fn bootstrap(yaml: &str) -> Bootstrap {
+    proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap()
+}
+
+fn run(
+    yaml: &str,
+    previous: Option<&Snapshot>,
+    dns: &HashMap<String, Arc<[Endpoint]>>,
+) -> Result<Snapshot, Vec<TranslateError>> {
+    let mut stats = StatsRegistry::new(2);
+    let mut ctx = TranslateContext {
+        generation: 7,
+        stats: &mut stats,
+        previous,
+        dns,
+    };
+    translate(&bootstrap(yaml), &mut ctx)
+}
+
+fn ok(yaml: &str) -> Snapshot {
+    run(yaml, None, &HashMap::new()).unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
+fn errors(yaml: &str) -> Vec<TranslateError> {
+    let errors = run(yaml, None, &HashMap::new()).unwrap_err();
+    assert_eq!(errors, validate(&bootstrap(yaml)), "validate agrees");
+    errors
+}
+
+/// A listener on 127.0.0.1:10000 whose tcp_proxy has `proxy` as extra fields, and `clusters`.
+fn config(proxy: &str, clusters: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 10000}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": {TCP}
+          stat_prefix: tcp
+          {proxy}
+  clusters: {clusters}
+"#
+    )
+}
+
+const STATIC: &str =
+    "[{name: c, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}]}}]";
+
+fn proxy(snapshot: &Snapshot) -> &TcpProxy {
+    let NetworkFilter::TcpProxy(p) = &snapshot.listeners[0].filter_chains[0].network;
+    p
+}
+
+fn stat_names(read: impl Fn(&mut Vec<crate::stats::StatValue>)) -> Vec<String> {
+    let mut out = Vec::new();
+    read(&mut out);
+    out.into_iter().map(|s| s.name).collect()
+}
+
+#[test]
+fn listener_and_tcp_proxy_defaults() {
+    let s = ok(&config("cluster: c", STATIC));
+    assert_eq!(s.generation, 7);
+    let l = &s.listeners[0];
+    assert_eq!(l.name, "l");
+    assert_eq!(l.address, "127.0.0.1:10000".parse().unwrap());
+    assert_eq!(l.buffer_limit, 1 << 20);
+    assert!(!l.inbound);
+    assert!(stat_names(|o| l.stats.read(o))
+        .contains(&"listener.127.0.0.1_10000.downstream_cx_total".into()));
+    let p = proxy(&s);
+    assert_eq!(p.upstream.clusters, [("c".to_string(), 1)]);
+    assert_eq!(p.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(p.max_connect_attempts, 1);
+    assert!(p.access_logs.is_empty());
+    assert!(stat_names(|o| p.stats.read(o)).contains(&"tcp.tcp.idle_timeout".into()));
+    let c = &s.clusters["c"];
+    assert_eq!(c.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin);
+    assert_eq!(
+        c.endpoints[0],
+        Endpoint {
+            address: "10.0.0.1:80".parse().unwrap(),
+            weight: 1
+        }
+    );
+    assert_eq!(c.dns, None);
+    assert_eq!(c.buffer_limit, 1 << 20);
+}
+
+#[test]
+fn listener_options() {
+    let yaml = config("cluster: c", STATIC)
+        .replace("  - name: l\n", "  - name: l\n    stat_prefix: mine\n    traffic_direction: INBOUND\n    per_connection_buffer_limit_bytes: 4096\n")
+        .replace("127.0.0.1", "'::1'");
+    let s = ok(&yaml);
+    let l = &s.listeners[0];
+    assert!(l.inbound);
+    assert_eq!(l.buffer_limit, 4096);
+    assert_eq!(l.address, "[::1]:10000".parse().unwrap());
+    assert!(stat_names(|o| l.stats.read(o))[0].starts_with("listener.mine."));
+    // Without stat_prefix, an IPv6 address names the stats as Envoy does.
+    let s = ok(&config("cluster: c", STATIC).replace("127.0.0.1", "'::1'"));
+    assert!(stat_names(|o| s.listeners[0].stats.read(o))[0].starts_with("listener.[__1]_10000."));
+}
+
+#[test]
+fn unnamed_listener_is_named_after_its_address() {
+    let s = ok(&config("cluster: c", STATIC).replace("  - name: l\n    address", "  - address"));
+    assert_eq!(s.listeners[0].name, "127.0.0.1_10000");
+}
+
+#[test]
+fn tcp_proxy_options() {
+    let s = ok(&config(
+        "weighted_clusters: {clusters: [{name: c, weight: 3}, {name: d, weight: 1}]}
+          idle_timeout: 0s
+          max_connect_attempts: 3",
+        "[{name: c}, {name: d}]",
+    ));
+    let p = proxy(&s);
+    assert_eq!(p.upstream.total_weight, 4);
+    assert_eq!(p.upstream.pick(3), "d");
+    assert_eq!(p.idle_timeout, None);
+    assert_eq!(p.max_connect_attempts, 3);
+}
+
+#[test]
+fn tcp_proxy_errors() {
+    let base = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+    let e = errors(&config("cluster: nope", STATIC));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].path, format!("{base}.cluster"));
+    assert_eq!(e[0].type_url.as_deref(), Some(TCP));
+    assert_eq!(e[0].message, "cluster \"nope\" does not exist");
+
+    let e = errors(
+        &config("max_connect_attempts: 0", STATIC).replace("stat_prefix: tcp", "stat_prefix: \"\""),
+    );
+    let paths: Vec<_> = e
+        .iter()
+        .map(|e| e.path.strip_prefix(base).unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [".stat_prefix", "", ".max_connect_attempts"],
+        "{e:#?}"
+    );
+
+    let e = errors(&config(
+        "weighted_clusters: {clusters: [{name: c, weight: 0}, {name: x, weight: 1}]}",
+        STATIC,
+    ));
+    let paths: Vec<_> = e
+        .iter()
+        .map(|e| e.path.strip_prefix(base).unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ".weighted_clusters.clusters[0].weight",
+            ".weighted_clusters.clusters[1].name"
+        ]
+    );
+}
+
+#[test]
+fn access_logs() {
+    let s = ok(&config(
+        r#"cluster: c
+          access_log:
+          - name: f
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /tmp/a.log
+              log_format: {text_format_source: {inline_string: "%UPSTREAM_CLUSTER%\n"}}
+          - name: old
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /tmp/b.log
+              format: "%BYTES_SENT%\n"
+          - name: out
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}
+          - name: err
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format: {text_format: "%DURATION%"}"#,
+        STATIC,
+    ));
+    let logs = &proxy(&s).access_logs;
+    let sinks: Vec<_> = logs.iter().map(|l| l.sink.clone()).collect();
+    assert_eq!(
+        sinks,
+        [
+            LogSink::Path("/tmp/a.log".into()),
+            LogSink::Path("/tmp/b.log".into()),
+            LogSink::Stdout,
+            LogSink::Stderr
+        ]
+    );
+    assert_eq!(
+        *logs[0],
+        crate::access_log::AccessLog::compile(
+            LogSink::Path("/tmp/a.log".into()),
+            Some("%UPSTREAM_CLUSTER%\n")
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        *logs[2],
+        crate::access_log::AccessLog::compile(LogSink::Stdout, None).unwrap()
+    );
+}
+
+#[test]
+fn access_log_errors() {
+    let e = errors(&config(
+        r#"cluster: c
+          access_log:
+          - name: f
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /tmp/a.log
+              log_format: {text_format_source: {inline_string: "%NOPE%"}}
+          - name: g
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              log_format: {json_format: {a: "%DURATION%"}}
+          - name: h"#,
+        STATIC,
+    ));
+    let base = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log";
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.strip_prefix(base).unwrap(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "[1].typed_config.log_format.json_format",
+                "field is not supported yet"
+            ),
+            (
+                "[0].typed_config.log_format.text_format_source.inline_string",
+                "unknown command %NOPE% at position 0"
+            ),
+            ("[1].typed_config.path", "path is required"),
+            ("[2]", "typed_config is required"),
+        ],
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn duplicate_names_and_addresses() {
+    let one = config("cluster: c", STATIC);
+    let listener = one
+        .split("  listeners:\n")
+        .nth(1)
+        .unwrap()
+        .split("  clusters:")
+        .next()
+        .unwrap();
+    let yaml = one.replace(listener, &format!("{listener}{listener}"));
+    let e = errors(&yaml);
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "static_resources.listeners[1].name",
+                "duplicate listener name \"l\" (also listeners[0])"
+            ),
+            (
+                "static_resources.listeners[1].address",
+                "duplicate listener address 127.0.0.1:10000 (also listeners[0])"
+            ),
+        ]
+    );
+    let e = errors(&config("cluster: c", "[{name: c}, {name: c}, {}]"));
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "static_resources.clusters[1].name",
+                "duplicate cluster name \"c\" (also clusters[0])"
+            ),
+            ("static_resources.clusters[2].name", "name is required"),
+        ]
+    );
+}
+
+#[test]
+fn listener_errors() {
+    let e = errors(
+        "static_resources:\n  listeners:\n  - name: a\n    address: {socket_address: {address: localhost, port_value: 1}}\n  - name: b\n    address: {pipe: {path: /x}}\n    filter_chains: [{filters: []}]\n",
+    );
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "static_resources.listeners[1].address.pipe",
+                "field is not supported yet"
+            ),
+            (
+                "static_resources.listeners[0].address.socket_address.address",
+                "\"localhost\" is not an IP address"
+            ),
+            (
+                "static_resources.listeners[0].filter_chains",
+                "at least one filter chain is required"
+            ),
+            (
+                "static_resources.listeners[1].filter_chains[0].filters",
+                "a filter chain needs a terminal envoy.filters.network.tcp_proxy filter"
+            ),
+        ],
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn unsupported_filter_and_chain_match_and_default_chain() {
+    let yaml = config("cluster: c", STATIC).replace(
+        "    filter_chains:\n",
+        "    default_filter_chain: {filters: []}\n    filter_chains:\n    - filter_chain_match: {server_names: [a]}\n      filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h}\n",
+    );
+    let e = errors(&yaml);
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
+                "field is not supported yet"
+            ),
+            (
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
+                "network filter envoy.filters.network.http_connection_manager is not supported yet"
+            ),
+            (
+                "static_resources.listeners[0].default_filter_chain",
+                "field is not supported yet"
+            ),
+        ],
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn cluster_options() {
+    let s = ok(&config(
+        "cluster: c",
+        "[{name: c, connect_timeout: 0.25s, lb_policy: LEAST_REQUEST, least_request_lb_config: {choice_count: 3}, per_connection_buffer_limit_bytes: 100, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}, load_balancing_weight: 5}]}]}}, {name: r, lb_policy: RANDOM}, {name: l, lb_policy: LEAST_REQUEST}]",
+    ));
+    let c = &s.clusters["c"];
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest { choice_count: 3 });
+    assert_eq!(c.buffer_limit, 100);
+    assert_eq!(c.endpoints[0].weight, 5);
+    assert_eq!(s.clusters["r"].lb_policy, LbPolicy::Random);
+    assert_eq!(
+        s.clusters["l"].lb_policy,
+        LbPolicy::LeastRequest { choice_count: 2 }
+    );
+    assert!(stat_names(|o| c.stats.read(o)).contains(&"cluster.c.upstream_cx_total".into()));
+}
+
+const DNS: &str = "[{name: c, type: STRICT_DNS, dns_refresh_rate: 10s, dns_lookup_family: V4_ONLY, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: backend.local, port_value: 80}}}, load_balancing_weight: 2}]}]}}]";
+
+#[test]
+fn dns_clusters() {
+    let resolved: Arc<[Endpoint]> = Arc::from([Endpoint {
+        address: "10.1.1.1:80".parse().unwrap(),
+        weight: 2,
+    }]);
+    let dns = HashMap::from([("c".to_string(), resolved.clone())]);
+    let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
+    let c = &s.clusters["c"];
+    let target = c.dns.as_ref().unwrap();
+    assert_eq!(
+        target.hosts,
+        [DnsHost {
+            hostname: "backend.local".into(),
+            port: 80,
+            weight: 2
+        }]
+    );
+    assert_eq!(target.refresh_rate, Duration::from_secs(10));
+    assert!(!target.logical);
+    assert_eq!(c.endpoints, resolved);
+    // Not resolved yet: no endpoints.
+    let s = ok(&config(
+        "cluster: c",
+        &DNS.replace("STRICT_DNS", "LOGICAL_DNS"),
+    ));
+    let c = &s.clusters["c"];
+    assert!(c.endpoints.is_empty());
+    assert!(c.dns.as_ref().unwrap().logical);
+    assert_eq!(
+        c.dns.as_ref().unwrap().refresh_rate,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn cluster_errors() {
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, type: EDS}, {name: d, lb_policy: RING_HASH, connect_timeout: 0s}, {name: s, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: db.local, port_value: 1}}}, load_balancing_weight: 0}]}]}}, {name: g, type: LOGICAL_DNS, least_request_lb_config: {choice_count: 1}, lb_policy: LEAST_REQUEST, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: a, port_value: 1}}}}, {endpoint: {address: {socket_address: {address: b, port_value: 1}}}}]}]}}, {name: h, health_checks: [{timeout: 1s}]}]",
+    ));
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("static_resources.clusters[4].health_checks", "field is not supported yet"),
+            ("static_resources.clusters[0].type", "cluster type EDS is not supported yet"),
+            ("static_resources.clusters[1].connect_timeout", "must be greater than zero"),
+            ("static_resources.clusters[1].lb_policy", "lb_policy RING_HASH is not supported yet"),
+            (
+                "static_resources.clusters[2].load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight",
+                "load_balancing_weight must be at least 1"
+            ),
+            (
+                "static_resources.clusters[2].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
+                "\"db.local\" is not an IP address"
+            ),
+            ("static_resources.clusters[3].least_request_lb_config.choice_count", "choice_count must be at least 2"),
+            ("static_resources.clusters[3].load_assignment", "LOGICAL_DNS clusters must have exactly one endpoint"),
+        ],
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn unchanged_parts_are_shared_with_the_previous_generation() {
+    let yaml = config("cluster: c", STATIC);
+    let first = ok(&yaml);
+    let same = run(&yaml, Some(&first), &HashMap::new()).unwrap();
+    assert!(Arc::ptr_eq(&first.listeners[0], &same.listeners[0]));
+    assert!(Arc::ptr_eq(&first.clusters["c"], &same.clusters["c"]));
+
+    let changed = run(
+        &yaml.replace("10.0.0.1", "10.0.0.2"),
+        Some(&first),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&first.listeners[0], &changed.listeners[0]));
+    assert!(!Arc::ptr_eq(&first.clusters["c"], &changed.clusters["c"]));
+
+    let changed = run(
+        &yaml.replace("stat_prefix: tcp", "stat_prefix: other"),
+        Some(&first),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert!(!Arc::ptr_eq(&first.listeners[0], &changed.listeners[0]));
+    assert!(Arc::ptr_eq(&first.clusters["c"], &changed.clusters["c"]));
+
+    // A DNS cluster is kept until its resolved endpoints change.
+    let dns_yaml = config("cluster: c", DNS);
+    let first = ok(&dns_yaml);
+    let same = run(&dns_yaml, Some(&first), &HashMap::new()).unwrap();
+    assert!(Arc::ptr_eq(&first.clusters["c"], &same.clusters["c"]));
+    let resolved = HashMap::from([(
+        "c".to_string(),
+        Arc::from([Endpoint {
+            address: "10.1.1.1:80".parse().unwrap(),
+            weight: 2,
+        }]),
+    )]);
+    let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();
+    let moved: &Cluster = &moved.clusters["c"];
+    assert!(!std::ptr::eq(moved, &*first.clusters["c"]));
+    assert_eq!(moved.config_hash, first.clusters["c"].config_hash);
+}
+
+#[test]
+fn bootstrap_level_surface() {
+    assert_eq!(
+        validate(&bootstrap(
+            "node: {id: n, metadata: {x: y}}\nadmin: {address: {socket_address: {address: 0.0.0.0, port_value: 9901}}}\nlayered_runtime: {}\n"
+        )),
+        []
+    );
+    let e = validate(&bootstrap(
+        "admin: {address: {socket_address: {address: any, port_value: 9901}}}\ndynamic_resources: {ads_config: {api_type: GRPC}}\ncluster_manager: {local_cluster_name: x}\ntracing: {http: {name: z}}\n",
+    ));
+    let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "dynamic_resources",
+            "cluster_manager",
+            "tracing",
+            "admin.address.socket_address.address"
+        ],
+        "{e:#?}"
+    );
+}
