@@ -482,14 +482,14 @@ mod tests {
             err("%DURATION(x)%"),
             FormatError::UnexpectedArgument { .. }
         ));
-        assert!(matches!(
-            err("%START_TIME(%s)%"),
-            FormatError::Malformed { .. } | FormatError::TimeFormat { .. }
-        ));
-        assert!(matches!(
-            err("%START_TIME(%Y)%"),
-            FormatError::TimeFormat { .. } | FormatError::Malformed { .. }
-        ));
+        assert_eq!(
+            err("%START_TIME(%s.%3f)%"),
+            FormatError::TimeFormat {
+                format: "%s.%3f".into(),
+                position: 0
+            }
+        );
+        assert_eq!(err("x%"), FormatError::Malformed { position: 1 });
     }
 
     #[test]

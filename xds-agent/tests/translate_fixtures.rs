@@ -92,6 +92,40 @@ fn check(path: &Path) -> String {
     }
 }
 
+/// The supported surface, from the walker's table: what is implemented, what is ignored and why.
+fn surface(report: &mut String) {
+    report.push_str(
+        "\n## Supported surface\n\nAny other set field is rejected with its path. \
+         Typed configs: network filter `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`; \
+         access loggers `FileAccessLog`, `StdoutAccessLog`, `StderrAccessLog`.\n\n\
+         | message | supported fields | accepted and ignored |\n|---|---|---|\n",
+    );
+    for s in translate::surface::SURFACE {
+        let supported = s
+            .supported
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>();
+        let ignored = s
+            .ignored
+            .iter()
+            .map(|(f, why)| format!("`{f}` ({why})"))
+            .collect::<Vec<_>>();
+        let supported = if supported.is_empty() {
+            "(none: must be empty)".to_string()
+        } else {
+            supported.join(", ")
+        };
+        writeln!(
+            report,
+            "| `{}` | {supported} | {} |",
+            s.message,
+            ignored.join(", ")
+        )
+        .expect("writing to a String");
+    }
+}
+
 #[test]
 fn every_fixture_loads_and_translates_or_is_rejected_precisely() {
     let dir = fixtures_dir();
@@ -129,6 +163,7 @@ fn every_fixture_loads_and_translates_or_is_rejected_precisely() {
         writeln!(report, "- `{name}`: {result}").expect("writing to a String");
     }
     writeln!(report, "\n{translated} of {} translate.", files.len()).expect("writing to a String");
+    surface(&mut report);
     println!("{translated} of {} translate", files.len());
 
     if std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1") {

@@ -25,7 +25,7 @@ pub const LEAF_TYPES: &[&str] = &[
 ];
 
 /// Why node identity fields are ignored.
-const NODE_ID: &str = "identifies this proxy to a management server; no xDS server is used yet";
+const NODE_ID: &str = "identity for a management server";
 
 /// The supported surface, by message type.
 ///
