@@ -1,0 +1,143 @@
+//! Tests: hot reload of the watched bootstrap — added listener/cluster served live, open
+//! connections kept, invalid rewrites rejected (counted, logged) while the old config serves.
+mod common;
+
+use std::{io::Write, net::TcpStream};
+
+use common::*;
+use serde_json::json;
+
+fn ping(s: &mut TcpStream, msg: &str) {
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    std::io::Read::read_exact(s, &mut got).unwrap_or_else(|e| panic!("echo of {msg:?} on the open connection: {e}"));
+    assert_eq!(got, msg.as_bytes());
+}
+
+/// Waits until a new connection to `port` is answered with `id` (hello upstream).
+fn wait_answer(port: u16, id: &str) {
+    wait_for(SOON, &format!("127.0.0.1:{port} to answer {id:?}"), || {
+        let mut s = try_connect(port).ok()?;
+        let got = read_line(&mut s).ok()?;
+        (got == id).then_some(())
+    });
+}
+
+#[test]
+fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
+    let echo = Upstream::echo();
+    let added = Upstream::hello("added");
+    let (l1, l2, admin) = (free_port(), free_port(), free_port());
+    let v1 = bootstrap(
+        admin,
+        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    let proxy = Proxy::start("reload", &v1);
+    let mut open = connect(l1);
+    ping(&mut open, "before reload");
+
+    // v2: a second listener and a second cluster.
+    let v2 = bootstrap(
+        admin,
+        vec![
+            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", l2, tcp_proxy("l2", "added", json!(null))),
+        ],
+        vec![
+            cluster("echo", &[(echo.port, 1)], json!(null)),
+            cluster("added", &[(added.port, 1)], json!(null)),
+        ],
+    );
+    proxy.rewrite(&to_yaml(&v2));
+    wait_answer(l2, "added");
+    ping(&mut open, "after reload");
+    let mut fresh = connect(l1);
+    ping(&mut fresh, "new connection on l1");
+    drop(fresh);
+    proxy.wait_stat("server.bootstrap_reload.update_success", ">= 1", |v| v >= 1);
+    let listeners = proxy.get("/listeners").body;
+    assert!(listeners.contains("l2"), "/listeners after reload lacks l2: {listeners}");
+    let clusters = proxy.get("/clusters").body;
+    assert!(clusters.contains("added::"), "/clusters after reload lacks the added cluster: {clusters}");
+
+    // v3: an unknown field — rejected, logged, counted; the running config keeps serving.
+    let mut bad = v2.clone();
+    bad["static_resources"]["listeners"][1]["bogus_reload_field"] = json!(1);
+    proxy.rewrite(&to_yaml(&bad));
+    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 1", |v| v >= 1);
+    wait_for(SOON, "the rejected reload to be logged naming the field", || {
+        proxy.stderr().contains("bogus_reload_field").then_some(())
+    });
+    ping(&mut open, "after rejected reload");
+    wait_answer(l2, "added");
+    let mut fresh = connect(l1);
+    ping(&mut fresh, "l1 after rejected reload");
+    drop(fresh);
+
+    // v4: not even YAML — rejected too.
+    proxy.rewrite("static_resources: [unclosed\n  - {");
+    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 2", |v| v >= 2);
+    ping(&mut open, "after unparsable reload");
+    wait_answer(l2, "added");
+    assert!(proxy.try_exit_is_running(), "proxy exited after a bad reload:\n{}", proxy.stderr());
+}
+
+#[test]
+fn reload_changes_endpoints_for_new_connections_only() {
+    let (old, new) = (Upstream::hello("old"), Upstream::hello("new"));
+    let (l, admin) = (free_port(), free_port());
+    let with = |port: u16| {
+        bootstrap(
+            admin,
+            vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
+            vec![cluster("c", &[(port, 1)], json!(null))],
+        )
+    };
+    let proxy = Proxy::start("reload_eps", &with(old.port));
+    let mut held = connect(l);
+    assert_eq!(read_line(&mut held).unwrap(), "old");
+    proxy.rewrite(&to_yaml(&with(new.port)));
+    wait_answer(l, "new");
+    // The connection opened before the reload is still up, on the old upstream.
+    held.write_all(b"still here").unwrap();
+    assert_eq!(next_outcome(&mut held, std::time::Duration::from_millis(500)), Outcome::Timeout);
+    proxy.wait_stat("cluster.c.upstream_cx_active", ">= 1 (the held connection)", |v| v >= 1);
+}
+
+#[test]
+fn reload_removing_listener_stops_accepting_keeps_open_connection() {
+    let echo = Upstream::echo();
+    let (l1, l2, admin) = (free_port(), free_port(), free_port());
+    let both = bootstrap(
+        admin,
+        vec![
+            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", l2, tcp_proxy("l2", "echo", json!(null))),
+        ],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    let proxy = Proxy::start("reload_remove", &both);
+    let mut open = connect(l2);
+    ping(&mut open, "on l2");
+    let only_l1 = bootstrap(
+        admin,
+        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    proxy.rewrite(&to_yaml(&only_l1));
+    wait_for(SOON, "the removed listener l2 to refuse connections", || try_connect(l2).err());
+    ping(&mut open, "l2 connection after its listener was removed");
+    let mut fresh = connect(l1);
+    ping(&mut fresh, "l1 still serves");
+}
+
+trait Running {
+    fn try_exit_is_running(&self) -> bool;
+}
+
+impl Running for Proxy {
+    fn try_exit_is_running(&self) -> bool {
+        http_get(self.admin, "/ready").is_ok_and(|r| r.status == 200)
+    }
+}

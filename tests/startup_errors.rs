@@ -1,0 +1,78 @@
+//! Tests: startup errors — a taken listener or admin port, or a bad config, exits 1 with one
+//! clear message on stderr that names what failed.
+mod common;
+
+use std::{net::TcpListener, time::Duration};
+
+use common::*;
+use serde_json::json;
+
+fn run_config(tag: &str, b: &serde_json::Value) -> (i32, String) {
+    let dir = TempDir::new(tag);
+    let path = dir.file("bootstrap.yaml");
+    std::fs::write(&path, to_yaml(b)).unwrap();
+    let (status, _stdout, stderr) = run_to_end(
+        &["-c", path.to_str().unwrap(), "--concurrency", "2"],
+        Duration::from_secs(60),
+    );
+    let code = status.code().unwrap_or_else(|| panic!("killed by a signal: {status}; stderr:\n{stderr}"));
+    (code, stderr)
+}
+
+#[test]
+fn listener_port_in_use() {
+    // A plain std listener: no SO_REUSEPORT, so the proxy's bind must fail.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let b = bootstrap(
+        free_port(),
+        vec![listener("busy_listener", port, tcp_proxy("busy", "c", json!(null)))],
+        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+    );
+    let (code, stderr) = run_config("port_in_use", &b);
+    assert_eq!(code, 1, "exit code with the listener port taken; stderr:\n{stderr}");
+    assert!(stderr.contains("busy_listener"), "stderr does not name the listener:\n{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "stderr does not name the address:\n{stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "stderr does not say the address is in use:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "a panic is not a clear message:\n{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn admin_port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let b = bootstrap(
+        port,
+        vec![listener("l", free_port(), tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+    );
+    let (code, stderr) = run_config("admin_in_use", &b);
+    assert_eq!(code, 1, "exit code with the admin port taken; stderr:\n{stderr}");
+    assert!(stderr.to_lowercase().contains("admin"), "stderr does not say admin:\n{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "stderr does not name the address:\n{stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "stderr does not say in use:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "a panic is not a clear message:\n{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn bad_config_at_startup() {
+    let mut b = bootstrap(
+        free_port(),
+        vec![listener("l", free_port(), tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+    );
+    b["static_resources"]["clusters"][0]["not_a_real_field"] = json!(3);
+    let (code, stderr) = run_config("bad_config", &b);
+    assert_eq!(code, 1, "stderr:\n{stderr}");
+    assert!(stderr.contains("not_a_real_field"), "stderr does not name the field:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file() {
+    let (status, _out, stderr) = run_to_end(&["-c", "/nonexistent/shardproxy-e2e.yaml"], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("/nonexistent/shardproxy-e2e.yaml"), "stderr does not name the file:\n{stderr}");
+}
