@@ -226,6 +226,7 @@ def parse_args(argv=None):
     ap.add_argument("--svg", default=os.path.join(HERE, "results.svg"))
     ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--no-write", action="store_true", help="print the table, write no files")
+    ap.add_argument("--note", default="", help="free text added to this run's RESULTS.md section")
     ap.add_argument("--check", action="store_true",
                     help="only report which proxies and tools were found, and their versions")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
@@ -420,7 +421,7 @@ def main(argv=None) -> int:
         "duration": args.duration, "warmup": args.warmup, "connections": args.connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
         "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core,
-        "client_core": args.client_core, "runs": runs,
+        "client_core": args.client_core, "note": args.note, "runs": runs,
     }
     summary = report.summarise(run)
     run["summary"] = summary

@@ -199,8 +199,17 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            "measured window, divided by requests, connections or GB moved. RSS = VmRSS of the tree: "
            "idle 0.5 s after start, loaded = after warm-up (largest over scenarios).",
            ""]
+    if run.get("note"):
+        out += [f"**Note**: {run['note']}", ""]
     if run["skipped"]:
         out += ["**Skipped**: " + "; ".join(run["skipped"]), ""]
+    noise = [v for n in run["proxies"] for k, v in s[n]["median"].items()
+             if k.startswith("noise_pct_") and v is not None]
+    if noise and statistics.median(noise) > 20:
+        out += [f"**Noisy run**: busy time on the proxy core not charged to the proxy was "
+                f"{statistics.median(noise):.0f} % (median; loopback softirq plus other processes on the "
+                "machine). Throughput and latency moved with that load; CPU per request / per GB are the "
+                "steadier comparison.", ""]
     out += [markdown_tables(run, s), ""]
     fails = [(n, f) for n in run["proxies"] for f in s[n]["failures"]]
     if fails:
