@@ -162,6 +162,22 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
 }
 
 #[test]
+fn listener_stat_prefix_names_listener_stats() {
+    let echo = Upstream::echo();
+    let (l, admin) = (free_port(), free_port());
+    let mut lst = listener("named", l, tcp_proxy("named_tcp", "echo", json!(null)));
+    lst["stat_prefix"] = json!("my_front");
+    let b = bootstrap(admin, vec![lst], vec![cluster("echo", &[(echo.port, 1)], json!(null))]);
+    let p = Proxy::start("admin_prefix", &b);
+    echo_once(l, b"x");
+    p.wait_stat("listener.my_front.downstream_cx_total", "1", |v| v == 1);
+    assert!(
+        !p.stats().contains_key(&format!("listener.127.0.0.1_{l}.downstream_cx_total")),
+        "address-named listener stats despite stat_prefix"
+    );
+}
+
+#[test]
 fn prometheus_format() {
     let s = setup("admin_prom");
     echo_once(s.l, b"hello");

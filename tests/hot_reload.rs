@@ -141,3 +141,66 @@ impl Running for Proxy {
         http_get(self.admin, "/ready").is_ok_and(|r| r.status == 200)
     }
 }
+
+/// A bulk transfer that spans a reload completes with every byte intact.
+#[test]
+fn reload_during_bulk_transfer_loses_nothing() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let echo = Upstream::echo();
+    let added = Upstream::hello("added");
+    let (l1, l2, admin) = (free_port(), free_port(), free_port());
+    let v1 = bootstrap(
+        admin,
+        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    let proxy = Proxy::start("reload_bulk", &v1);
+    let mut s = connect(l1);
+    let mut w = s.try_clone().unwrap();
+    let reloaded = Arc::new(AtomicBool::new(false));
+    let done = reloaded.clone();
+    // Keep sending until the reload has been applied, then 2 MB more.
+    let writer = std::thread::spawn(move || {
+        use sha2::{Digest, Sha256};
+        let mut p = Pattern::new(5);
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 16 << 10];
+        let (mut total, mut after) = (0u64, 0u64);
+        while after < 2_000_000 {
+            p.fill(&mut buf);
+            w.write_all(&buf).unwrap();
+            h.update(&buf);
+            total += buf.len() as u64;
+            if done.load(Ordering::SeqCst) {
+                after += buf.len() as u64;
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert!(total < 2_000_000_000, "reload never applied");
+        }
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+        (total, hex(&h.finalize()))
+    });
+    let v2 = bootstrap(
+        admin,
+        vec![
+            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", l2, tcp_proxy("l2", "added", json!(null))),
+        ],
+        vec![
+            cluster("echo", &[(echo.port, 1)], json!(null)),
+            cluster("added", &[(added.port, 1)], json!(null)),
+        ],
+    );
+    let reader = std::thread::spawn(move || hash_to_eof(&mut s).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    proxy.rewrite(&to_yaml(&v2));
+    wait_answer(l2, "added");
+    reloaded.store(true, Ordering::SeqCst);
+    let sent = writer.join().unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got, sent, "echoed bytes across the reload");
+}

@@ -248,3 +248,133 @@ fn half_close_from_upstream() {
         |v| v == 0,
     );
 }
+
+/// A tiny per-connection buffer limit (listener and cluster) still relays every byte exactly.
+#[test]
+fn small_buffer_limit_relays_exactly() {
+    let echo = Upstream::echo();
+    let (l, admin) = (free_port(), free_port());
+    let mut lst = listener("small", l, tcp_proxy("small", "echo", json!(null)));
+    lst["per_connection_buffer_limit_bytes"] = json!(4096);
+    let b = bootstrap(
+        admin,
+        vec![lst],
+        vec![cluster("echo", &[(echo.port, 1)], json!({"per_connection_buffer_limit_bytes": 4096}))],
+    );
+    let _proxy = Proxy::start("smallbuf", &b);
+    let mut s = connect(l);
+    let mut w = s.try_clone().unwrap();
+    let len = 10_000_000;
+    let writer = thread::spawn(move || {
+        let h = send_pattern(&mut w, 4096, len).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+        h
+    });
+    let (n, got) = hash_to_eof(&mut s).unwrap();
+    assert_eq!((n, got), (len as u64, writer.join().unwrap()));
+}
+
+/// Gauges while a connection is open, and back to zero after it closes.
+#[test]
+fn active_gauges_follow_open_connections() {
+    let r = relay("gauges", 1, 1);
+    let listener_active = format!("listener.127.0.0.1_{}.downstream_cx_active", r.echo_port);
+    let mut open: Vec<_> = (0..3).map(|_| connect(r.echo_port)).collect();
+    for s in &mut open {
+        s.write_all(b"x").unwrap();
+        assert_eq!(next_outcome(s, SOON), Outcome::Data(1));
+    }
+    r.proxy.wait_stat(&listener_active, "3 open", |v| v == 3);
+    r.proxy.wait_stat("cluster.echo.upstream_cx_active", "3 open", |v| v == 3);
+    open.clear();
+    r.proxy.wait_stat(&listener_active, "0 after close", |v| v == 0);
+    r.proxy.wait_stat("cluster.echo.upstream_cx_active", "0 after close", |v| v == 0);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// An upstream that stops reading: the proxy applies back-pressure (the client's writes stall
+/// after a bounded amount, the proxy's memory stays flat); once the upstream reads again,
+/// every byte arrives in order.
+#[test]
+fn backpressure_bounds_buffering_and_loses_nothing() {
+    use sha2::{Digest, Sha256};
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    };
+    let release = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let rel = release.clone();
+    let stalled = Upstream::start(move |mut s| {
+        while !rel.load(Ordering::SeqCst) {
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = tx.lock().unwrap().send(hash_to_eof(&mut s).map_err(|e| e.to_string()));
+    });
+    let (l, admin) = (free_port(), free_port());
+    let b = bootstrap(
+        admin,
+        vec![listener("bp", l, tcp_proxy("bp", "stalled", json!(null)))],
+        vec![cluster("stalled", &[(stalled.port, 1)], json!(null))],
+    );
+    let proxy = Proxy::start("backpressure", &b);
+    let rss_before = rss_kib(proxy.pid());
+    let mut s = connect(l);
+    s.set_nonblocking(true).unwrap();
+    let mut pattern = Pattern::new(77);
+    let mut hash = Sha256::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut pending: &[u8] = &[];
+    let mut written: u64 = 0;
+    let cap: u64 = 256 << 20;
+    let mut last_progress = std::time::Instant::now();
+    // Write until the proxy stops taking data for 2 s (or an absurd amount got through).
+    while last_progress.elapsed() < std::time::Duration::from_secs(2) && written < cap {
+        if pending.is_empty() {
+            pattern.fill(&mut chunk);
+            hash.update(&chunk);
+            pending = &chunk[..];
+        }
+        match s.write(pending) {
+            Ok(n) => {
+                written += n as u64;
+                pending = &pending[n..];
+                last_progress = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => panic!("write while the upstream is stalled: {e}"),
+        }
+    }
+    let rss_stalled = rss_kib(proxy.pid());
+    eprintln!("stalled upstream: {written} bytes accepted; proxy RSS {rss_before} -> {rss_stalled} KiB");
+    assert!(
+        written < 64 << 20,
+        "{written} bytes accepted while the upstream read nothing: the proxy buffers without bound"
+    );
+    assert!(
+        rss_stalled < rss_before + (48 << 10),
+        "proxy RSS grew from {rss_before} KiB to {rss_stalled} KiB while the upstream was stalled"
+    );
+    // Release the upstream; finish the bytes in flight plus 1 MiB more, then compare hashes.
+    release.store(true, Ordering::SeqCst);
+    s.set_nonblocking(false).unwrap();
+    s.write_all(pending).unwrap();
+    let pending_len = pending.len() as u64;
+    let mut extra = vec![0u8; 1 << 20];
+    pattern.fill(&mut extra);
+    hash.update(&extra);
+    s.write_all(&extra).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let total = written + pending_len + extra.len() as u64;
+    let got = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("upstream finished reading");
+    assert_eq!(got, Ok((total, hex(&hash.finalize()))), "bytes after back-pressure");
+}

@@ -1,0 +1,120 @@
+//! Tests: command line — --config-yaml alone and merged over -c, -l debug, and DNS cluster
+//! types resolved by the agent.
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+use serde_json::json;
+
+fn echo_ok(port: u16) {
+    let mut s = connect(port);
+    s.write_all(b"ping").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"ping", "echo through 127.0.0.1:{port}");
+}
+
+#[test]
+fn config_yaml_alone() {
+    let echo = Upstream::echo();
+    let (l, admin) = (free_port(), free_port());
+    let b = bootstrap(
+        admin,
+        vec![listener("inline", l, tcp_proxy("inline", "echo", json!(null)))],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    let inline = serde_json::to_string(&b).unwrap();
+    let _proxy = Proxy::builder_raw("config_yaml", None, admin)
+        .args(&["--config-yaml", &inline])
+        .start();
+    echo_ok(l);
+}
+
+#[test]
+fn config_yaml_merged_over_file() {
+    let echo = Upstream::echo();
+    let (l1, l2, admin) = (free_port(), free_port(), free_port());
+    let b = bootstrap(
+        admin,
+        vec![listener("from_file", l1, tcp_proxy("f", "echo", json!(null)))],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
+    // Repeated fields append: the inline listener is added to the file's.
+    let extra = json!({"static_resources": {"listeners": [listener("inline", l2, tcp_proxy("i", "echo", json!(null)))]}});
+    let proxy = Proxy::builder("config_yaml_merge", &b)
+        .args(&["--config-yaml", &serde_json::to_string(&extra).unwrap()])
+        .start();
+    echo_ok(l1);
+    echo_ok(l2);
+    let listeners = proxy.get("/listeners").body;
+    assert!(listeners.contains("from_file") && listeners.contains("inline"), "{listeners}");
+}
+
+#[test]
+fn log_level_debug_logs_more() {
+    // A failed upstream connect is logged at debug level: seen with -l debug, not at info.
+    let (l, admin) = (free_port(), free_port());
+    let b = |admin: u16, l: u16| {
+        bootstrap(
+            admin,
+            vec![listener("l", l, tcp_proxy("l", "dead", json!(null)))],
+            vec![cluster("dead", &[(refused_port(), 1)], json!(null))],
+        )
+    };
+    let fail_once = |port: u16| {
+        let mut s = connect(port);
+        assert_eq!(next_outcome(&mut s, SOON), Outcome::Eof);
+    };
+    let debug = Proxy::builder("debug_log", &b(admin, l)).args(&["-l", "debug"]).start();
+    fail_once(l);
+    wait_for(SOON, "DEBUG lines on stderr with -l debug", || {
+        debug.stderr().lines().any(|l| l.contains("DEBUG")).then_some(())
+    });
+    let (l2, admin2) = (free_port(), free_port());
+    let info = Proxy::builder("info_log", &b(admin2, l2)).args(&["-l", "info"]).start();
+    fail_once(l2);
+    info.wait_stat("cluster.dead.upstream_cx_connect_fail", ">= 1", |v| v >= 1);
+    assert!(!info.stderr().contains("DEBUG"), "DEBUG lines at -l info:\n{}", info.stderr());
+    // An unknown level is refused at startup.
+    let (status, _out, err) = run_to_end(&["-l", "loud", "--mode", "validate"], std::time::Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "unknown log level accepted; stderr:\n{err}");
+    assert!(err.contains("loud"), "the message names the bad level: {err}");
+}
+
+#[test]
+fn dns_clusters_resolve_localhost() {
+    let (a, b) = (Upstream::hello("strict"), Upstream::hello("logical"));
+    let (l1, l2, admin) = (free_port(), free_port(), free_port());
+    let dns = |name: &str, kind: &str, port: u16| {
+        json!({
+            "name": name,
+            "type": kind,
+            "connect_timeout": "2s",
+            "dns_lookup_family": "V4_ONLY",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": port}}}}
+            ]}]},
+        })
+    };
+    let bs = bootstrap(
+        admin,
+        vec![
+            listener("l1", l1, tcp_proxy("l1", "strict", json!(null))),
+            listener("l2", l2, tcp_proxy("l2", "logical", json!(null))),
+        ],
+        vec![dns("strict", "STRICT_DNS", a.port), dns("logical", "LOGICAL_DNS", b.port)],
+    );
+    let proxy = Proxy::start("dns", &bs);
+    for (port, id) in [(l1, "strict"), (l2, "logical")] {
+        let got = wait_for(SOON, &format!("{id} cluster to resolve localhost"), || {
+            let mut s = try_connect(port).ok()?;
+            let line = read_line(&mut s).ok()?;
+            (!line.is_empty()).then_some(line)
+        });
+        assert_eq!(got, id);
+    }
+    let clusters = proxy.get("/clusters").body;
+    assert!(clusters.contains(&format!("strict::127.0.0.1:{}", a.port)), "{clusters}");
+}
