@@ -224,3 +224,20 @@ fn names_path_recognises_paths() {
     assert!(!names_path("invalid config."));
     assert!(!names_path("type.googleapis.com/envoy.config.X is unsupported"));
 }
+
+/// Every bootstrap in examples/ is runnable: `--mode validate` says OK.
+#[test]
+fn every_example_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    assert!(!files.is_empty(), "no example bootstraps in {}", dir.display());
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let (code, out) = validate_file(f);
+            (code != 0 || out.trim() != "OK").then(|| format!("{} (exit {code}):\n{out}", f.display()))
+        })
+        .collect();
+    assert!(failures.is_empty(), "examples that do not validate:\n{}", failures.join("\n"));
+}
