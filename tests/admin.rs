@@ -24,7 +24,11 @@ fn setup(tag: &str) -> Setup {
     let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
         admin,
-        vec![listener("front", l, tcp_proxy("front", "echo", json!(null)))],
+        vec![listener(
+            "front",
+            l,
+            tcp_proxy("front", "echo", json!(null)),
+        )],
         vec![
             cluster("echo", &[(echo.port, 1)], json!(null)),
             cluster("unused", &[(spare.port, 1)], json!(null)),
@@ -56,17 +60,41 @@ fn ready_server_info_help_and_unknown_path() {
 
     let r = p.get("/server_info");
     assert_eq!(r.status, 200);
-    assert!(content_type(&r).contains("json"), "content-type {:?}", r.header("content-type"));
+    assert!(
+        content_type(&r).contains("json"),
+        "content-type {:?}",
+        r.header("content-type")
+    );
     let info = r.json();
     assert_eq!(info["state"], "LIVE", "{info:#}");
-    assert!(info["version"].as_str().is_some_and(|v| !v.is_empty()), "version: {info:#}");
-    assert!(info.get("uptime_current_epoch").is_some(), "uptime_current_epoch: {info:#}");
-    assert!(info["command_line_options"].is_object(), "command_line_options: {info:#}");
-    assert_eq!(info["command_line_options"]["concurrency"], json!(2), "{info:#}");
+    assert!(
+        info["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "version: {info:#}"
+    );
+    assert!(
+        info.get("uptime_current_epoch").is_some(),
+        "uptime_current_epoch: {info:#}"
+    );
+    assert!(
+        info["command_line_options"].is_object(),
+        "command_line_options: {info:#}"
+    );
+    assert_eq!(
+        info["command_line_options"]["concurrency"],
+        json!(2),
+        "{info:#}"
+    );
 
     let r = p.get("/help");
     assert_eq!(r.status, 200);
-    for path in ["/stats", "/config_dump", "/clusters", "/listeners", "/quitquitquit", "/ready"] {
+    for path in [
+        "/stats",
+        "/config_dump",
+        "/clusters",
+        "/listeners",
+        "/quitquitquit",
+        "/ready",
+    ] {
         assert!(r.body.contains(path), "/help lacks {path}: {}", r.body);
     }
     assert_eq!(p.get("/no/such/path").status, 404);
@@ -82,12 +110,21 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
     let p = &s.proxy;
     let r = p.get("/stats");
     assert_eq!(r.status, 200);
-    assert!(content_type(&r).starts_with("text/plain"), "content-type {:?}", r.header("content-type"));
+    assert!(
+        content_type(&r).starts_with("text/plain"),
+        "content-type {:?}",
+        r.header("content-type")
+    );
     // Every line is `name: value`; counters and gauges are integers.
     let mut ints = 0;
     for line in r.body.lines().filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("not `name: value`: {line:?}"));
-        assert!(!name.is_empty() && !name.contains(' '), "bad stat name in {line:?}");
+        let (name, value) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("not `name: value`: {line:?}"));
+        assert!(
+            !name.is_empty() && !name.contains(' '),
+            "bad stat name in {line:?}"
+        );
         if value.trim().parse::<i64>().is_ok() {
             ints += 1;
         } else {
@@ -116,7 +153,10 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
         assert!(before.contains_key(name), "/stats lacks {name}");
     }
     let listener_total = format!("listener.127.0.0.1_{}.downstream_cx_total", s.l);
-    assert!(before.contains_key(&listener_total), "/stats lacks {listener_total}");
+    assert!(
+        before.contains_key(&listener_total),
+        "/stats lacks {listener_total}"
+    );
     assert_eq!(before["server.state"], 0, "server.state LIVE is 0");
     assert_eq!(before["listener_manager.workers_started"], 1);
     assert_eq!(before["cluster.echo.upstream_cx_total"], 0);
@@ -129,8 +169,12 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
     p.wait_stat("cluster.echo.upstream_cx_total", "3", |v| v == 3);
     p.wait_stat("tcp.front.downstream_cx_total", "3", |v| v == 3);
     p.wait_stat(&listener_total, "3", |v| v == 3);
-    p.wait_stat("tcp.front.downstream_cx_rx_bytes_total", "3000", |v| v == 3000);
-    p.wait_stat("tcp.front.downstream_cx_tx_bytes_total", "3000", |v| v == 3000);
+    p.wait_stat("tcp.front.downstream_cx_rx_bytes_total", "3000", |v| {
+        v == 3000
+    });
+    p.wait_stat("tcp.front.downstream_cx_tx_bytes_total", "3000", |v| {
+        v == 3000
+    });
     p.wait_stat("cluster.echo.upstream_cx_active", "0", |v| v == 0);
 
     // ?filter=<regex>
@@ -138,22 +182,36 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
     assert_eq!(r.status, 200);
     let filtered = parse_stats(&r.body);
     assert!(!filtered.is_empty(), "filter matched nothing: {}", r.body);
-    assert!(filtered.keys().all(|k| k.starts_with("cluster.echo.")), "filter leaked: {:?}", filtered.keys());
+    assert!(
+        filtered.keys().all(|k| k.starts_with("cluster.echo.")),
+        "filter leaked: {:?}",
+        filtered.keys()
+    );
     assert_eq!(filtered["cluster.echo.upstream_cx_total"], 3);
     let r = p.get("/stats?filter=upstream_cx_total");
-    assert!(parse_stats(&r.body).keys().all(|k| k.contains("upstream_cx_total")));
+    assert!(parse_stats(&r.body)
+        .keys()
+        .all(|k| k.contains("upstream_cx_total")));
     assert!(parse_stats(&r.body).contains_key("cluster.unused.upstream_cx_total"));
 
     // ?usedonly: the untouched cluster's counters are gone, the used ones stay.
     let used = parse_stats(&p.get("/stats?usedonly").body);
-    assert!(used.contains_key("cluster.echo.upstream_cx_total"), "usedonly dropped a used stat");
-    assert!(!used.contains_key("cluster.unused.upstream_cx_total"), "usedonly kept an unused stat");
+    assert!(
+        used.contains_key("cluster.echo.upstream_cx_total"),
+        "usedonly dropped a used stat"
+    );
+    assert!(
+        !used.contains_key("cluster.unused.upstream_cx_total"),
+        "usedonly kept an unused stat"
+    );
 
     // ?format=json: {"stats": [{"name", "value"}...]}
     let r = p.get("/stats?format=json");
     assert_eq!(r.status, 200);
     let v = r.json();
-    let arr = v["stats"].as_array().unwrap_or_else(|| panic!("no stats array: {v:#}"));
+    let arr = v["stats"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stats array: {v:#}"));
     let found = arr
         .iter()
         .find(|e| e["name"] == "cluster.echo.upstream_cx_total")
@@ -167,12 +225,17 @@ fn listener_stat_prefix_names_listener_stats() {
     let (l, admin) = (free_port(), free_port());
     let mut lst = listener("named", l, tcp_proxy("named_tcp", "echo", json!(null)));
     lst["stat_prefix"] = json!("my_front");
-    let b = bootstrap(admin, vec![lst], vec![cluster("echo", &[(echo.port, 1)], json!(null))]);
+    let b = bootstrap(
+        admin,
+        vec![lst],
+        vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+    );
     let p = Proxy::start("admin_prefix", &b);
     echo_once(l, b"x");
     p.wait_stat("listener.my_front.downstream_cx_total", "1", |v| v == 1);
     assert!(
-        !p.stats().contains_key(&format!("listener.127.0.0.1_{l}.downstream_cx_total")),
+        !p.stats()
+            .contains_key(&format!("listener.127.0.0.1_{l}.downstream_cx_total")),
         "address-named listener stats despite stat_prefix"
     );
 }
@@ -188,23 +251,40 @@ fn prometheus_format() {
         assert_eq!(r.status, 200, "{path}");
         let body = &r.body;
         assert!(
-            body.lines().any(|l| l == "# TYPE envoy_cluster_upstream_cx_total counter"),
+            body.lines()
+                .any(|l| l == "# TYPE envoy_cluster_upstream_cx_total counter"),
             "{path}: no `# TYPE envoy_cluster_upstream_cx_total counter`:\n{body}"
         );
         assert!(
-            body.lines().any(|l| l == "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"echo\"} 1"),
+            body.lines()
+                .any(|l| l == "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"echo\"} 1"),
             "{path}: no envoy_cluster_upstream_cx_total{{envoy_cluster_name=\"echo\"}} 1:\n{body}"
         );
-        assert!(body.lines().any(|l| l.starts_with("# TYPE ") && l.ends_with(" gauge")), "{path}: no gauges");
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with("# TYPE ") && l.ends_with(" gauge")),
+            "{path}: no gauges"
+        );
         // Every non-comment line is `name{labels} number`.
-        for line in body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        for line in body
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
             assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
-            assert!(series.starts_with("envoy_"), "series without envoy_ prefix: {line:?}");
+            assert!(
+                series.starts_with("envoy_"),
+                "series without envoy_ prefix: {line:?}"
+            );
         }
     }
     let filtered = p.get("/stats/prometheus?filter=upstream_cx_total").body;
-    assert!(!filtered.contains("envoy_tcp_downstream_cx_total"), "prometheus ?filter ignored");
+    assert!(
+        !filtered.contains("envoy_tcp_downstream_cx_total"),
+        "prometheus ?filter ignored"
+    );
 }
 
 #[test]
@@ -214,30 +294,65 @@ fn config_dump_clusters_listeners() {
     let r = p.get("/config_dump");
     assert_eq!(r.status, 200);
     let dump = r.json();
-    let configs = dump["configs"].as_array().unwrap_or_else(|| panic!("no configs[]: {dump:#}"));
-    let types: Vec<&str> = configs.iter().map(|c| c["@type"].as_str().unwrap_or("")).collect();
-    assert!(types[0].ends_with("BootstrapConfigDump"), "configs[0] is {:?}", types[0]);
-    assert!(types.iter().any(|t| t.ends_with("ClustersConfigDump")), "{types:?}");
-    assert!(types.iter().any(|t| t.ends_with("ListenersConfigDump")), "{types:?}");
-    assert!(types.iter().all(|t| t.starts_with("type.googleapis.com/envoy.admin.v3.")), "{types:?}");
+    let configs = dump["configs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no configs[]: {dump:#}"));
+    let types: Vec<&str> = configs
+        .iter()
+        .map(|c| c["@type"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        types[0].ends_with("BootstrapConfigDump"),
+        "configs[0] is {:?}",
+        types[0]
+    );
+    assert!(
+        types.iter().any(|t| t.ends_with("ClustersConfigDump")),
+        "{types:?}"
+    );
+    assert!(
+        types.iter().any(|t| t.ends_with("ListenersConfigDump")),
+        "{types:?}"
+    );
+    assert!(
+        types
+            .iter()
+            .all(|t| t.starts_with("type.googleapis.com/envoy.admin.v3.")),
+        "{types:?}"
+    );
     let boot = &configs[0]["bootstrap"];
     assert_eq!(
         boot["static_resources"]["listeners"][0]["name"], "front",
         "bootstrap in the dump: {boot:#}"
     );
     let text = r.body.clone();
-    assert!(text.contains("\"echo\"") && text.contains("\"unused\""), "clusters missing from config_dump");
+    assert!(
+        text.contains("\"echo\"") && text.contains("\"unused\""),
+        "clusters missing from config_dump"
+    );
 
     // /clusters text: `<cluster>::<host>::<stat>::<value>` lines.
     let r = p.get("/clusters");
     assert_eq!(r.status, 200);
     let host = format!("echo::127.0.0.1:{}::", s.echo.port);
-    assert!(r.body.lines().any(|l| l.starts_with(&host)), "/clusters lacks {host}…:\n{}", r.body);
-    assert!(r.body.lines().any(|l| l.starts_with("unused::")), "/clusters lacks unused");
+    assert!(
+        r.body.lines().any(|l| l.starts_with(&host)),
+        "/clusters lacks {host}…:\n{}",
+        r.body
+    );
+    assert!(
+        r.body.lines().any(|l| l.starts_with("unused::")),
+        "/clusters lacks unused"
+    );
     let r = p.get("/clusters?format=json");
     let v = r.json();
-    let statuses = v["cluster_statuses"].as_array().unwrap_or_else(|| panic!("{v:#}"));
-    let echo = statuses.iter().find(|c| c["name"] == "echo").expect("echo in cluster_statuses");
+    let statuses = v["cluster_statuses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v:#}"));
+    let echo = statuses
+        .iter()
+        .find(|c| c["name"] == "echo")
+        .expect("echo in cluster_statuses");
     assert_eq!(
         echo["host_statuses"][0]["address"]["socket_address"]["port_value"],
         json!(s.echo.port),
@@ -248,15 +363,22 @@ fn config_dump_clusters_listeners() {
     let r = p.get("/listeners");
     assert_eq!(r.status, 200);
     assert!(
-        r.body.lines().any(|l| l == format!("front::127.0.0.1:{}", s.l)),
+        r.body
+            .lines()
+            .any(|l| l == format!("front::127.0.0.1:{}", s.l)),
         "/listeners lacks front::127.0.0.1:{}:\n{}",
         s.l,
         r.body
     );
     let v: Value = p.get("/listeners?format=json").json();
-    let ls = v["listener_statuses"].as_array().unwrap_or_else(|| panic!("{v:#}"));
+    let ls = v["listener_statuses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v:#}"));
     assert_eq!(ls[0]["name"], "front");
-    assert_eq!(ls[0]["local_address"]["socket_address"]["port_value"], json!(s.l));
+    assert_eq!(
+        ls[0]["local_address"]["socket_address"]["port_value"],
+        json!(s.l)
+    );
 }
 
 #[test]
@@ -265,7 +387,11 @@ fn healthcheck_fail_ok_and_logging() {
     let p = &s.proxy;
     assert_eq!(p.post("/healthcheck/fail").status, 200);
     let r = p.get("/ready");
-    assert_eq!((r.status, r.body.trim()), (503, "DRAINING"), "/ready after /healthcheck/fail");
+    assert_eq!(
+        (r.status, r.body.trim()),
+        (503, "DRAINING"),
+        "/ready after /healthcheck/fail"
+    );
     // Traffic still flows while health checks fail.
     echo_once(s.l, b"still relaying");
     assert_eq!(p.post("/healthcheck/ok").status, 200);
@@ -274,10 +400,21 @@ fn healthcheck_fail_ok_and_logging() {
 
     let r = p.get("/logging");
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("info") || r.body.contains("debug"), "/logging lists levels: {}", r.body);
+    assert!(
+        r.body.contains("info") || r.body.contains("debug"),
+        "/logging lists levels: {}",
+        r.body
+    );
     assert_eq!(p.post("/logging?level=debug").status, 200);
-    assert!(p.get("/logging").body.contains("debug"), "level not changed");
-    assert_ne!(p.post("/logging?level=nonsense").status, 200, "bad level accepted");
+    assert!(
+        p.get("/logging").body.contains("debug"),
+        "level not changed"
+    );
+    assert_ne!(
+        p.post("/logging?level=nonsense").status,
+        200,
+        "bad level accepted"
+    );
     assert_eq!(p.post("/logging?level=info").status, 200);
 }
 
@@ -289,7 +426,9 @@ fn drain_listeners_stops_accepting() {
     open.write_all(b"a").unwrap();
     assert_eq!(next_outcome(&mut open, SOON), Outcome::Data(1));
     assert_eq!(p.post("/drain_listeners").status, 200);
-    wait_for(SOON, "listener to refuse after /drain_listeners", || try_connect(s.l).err());
+    wait_for(SOON, "listener to refuse after /drain_listeners", || {
+        try_connect(s.l).err()
+    });
     // The admin keeps answering and the open connection keeps relaying.
     assert_eq!(p.get("/stats").status, 200);
     open.write_all(b"b").unwrap();
@@ -305,5 +444,9 @@ fn quitquitquit_exits_zero() {
         .proxy
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("still running 30s after /quitquitquit"));
-    assert!(status.success(), "exit status {status}; stderr:\n{}", s.proxy.stderr());
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        s.proxy.stderr()
+    );
 }

@@ -22,7 +22,11 @@ fn config_yaml_alone() {
     let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
         admin,
-        vec![listener("inline", l, tcp_proxy("inline", "echo", json!(null)))],
+        vec![listener(
+            "inline",
+            l,
+            tcp_proxy("inline", "echo", json!(null)),
+        )],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let inline = serde_json::to_string(&b).unwrap();
@@ -38,7 +42,11 @@ fn config_yaml_merged_over_file() {
     let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
         admin,
-        vec![listener("from_file", l1, tcp_proxy("f", "echo", json!(null)))],
+        vec![listener(
+            "from_file",
+            l1,
+            tcp_proxy("f", "echo", json!(null)),
+        )],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     // Repeated fields append: the inline listener is added to the file's.
@@ -49,7 +57,10 @@ fn config_yaml_merged_over_file() {
     echo_ok(l1);
     echo_ok(l2);
     let listeners = proxy.get("/listeners").body;
-    assert!(listeners.contains("from_file") && listeners.contains("inline"), "{listeners}");
+    assert!(
+        listeners.contains("from_file") && listeners.contains("inline"),
+        "{listeners}"
+    );
 }
 
 #[test]
@@ -67,20 +78,42 @@ fn log_level_debug_logs_more() {
         let mut s = connect(port);
         assert_eq!(next_outcome(&mut s, SOON), Outcome::Eof);
     };
-    let debug = Proxy::builder("debug_log", &b(admin, l)).args(&["-l", "debug"]).start();
+    let debug = Proxy::builder("debug_log", &b(admin, l))
+        .args(&["-l", "debug"])
+        .start();
     fail_once(l);
     wait_for(SOON, "DEBUG lines on stderr with -l debug", || {
-        debug.stderr().lines().any(|l| l.contains("DEBUG")).then_some(())
+        debug
+            .stderr()
+            .lines()
+            .any(|l| l.contains("DEBUG"))
+            .then_some(())
     });
     let (l2, admin2) = (free_port(), free_port());
-    let info = Proxy::builder("info_log", &b(admin2, l2)).args(&["-l", "info"]).start();
+    let info = Proxy::builder("info_log", &b(admin2, l2))
+        .args(&["-l", "info"])
+        .start();
     fail_once(l2);
     info.wait_stat("cluster.dead.upstream_cx_connect_fail", ">= 1", |v| v >= 1);
-    assert!(!info.stderr().contains("DEBUG"), "DEBUG lines at -l info:\n{}", info.stderr());
+    assert!(
+        !info.stderr().contains("DEBUG"),
+        "DEBUG lines at -l info:\n{}",
+        info.stderr()
+    );
     // An unknown level is refused at startup.
-    let (status, _out, err) = run_to_end(&["-l", "loud", "--mode", "validate"], std::time::Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "unknown log level accepted; stderr:\n{err}");
-    assert!(err.contains("loud"), "the message names the bad level: {err}");
+    let (status, _out, err) = run_to_end(
+        &["-l", "loud", "--mode", "validate"],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "unknown log level accepted; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("loud"),
+        "the message names the bad level: {err}"
+    );
 }
 
 #[test]
@@ -104,7 +137,10 @@ fn dns_clusters_resolve_localhost() {
             listener("l1", l1, tcp_proxy("l1", "strict", json!(null))),
             listener("l2", l2, tcp_proxy("l2", "logical", json!(null))),
         ],
-        vec![dns("strict", "STRICT_DNS", a.port), dns("logical", "LOGICAL_DNS", b.port)],
+        vec![
+            dns("strict", "STRICT_DNS", a.port),
+            dns("logical", "LOGICAL_DNS", b.port),
+        ],
     );
     let proxy = Proxy::start("dns", &bs);
     for (port, id) in [(l1, "strict"), (l2, "logical")] {
@@ -116,5 +152,8 @@ fn dns_clusters_resolve_localhost() {
         assert_eq!(got, id);
     }
     let clusters = proxy.get("/clusters").body;
-    assert!(clusters.contains(&format!("strict::127.0.0.1:{}", a.port)), "{clusters}");
+    assert!(
+        clusters.contains(&format!("strict::127.0.0.1:{}", a.port)),
+        "{clusters}"
+    );
 }

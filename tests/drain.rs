@@ -18,14 +18,17 @@ fn echo_proxy(tag: &str, drain_time_s: &str) -> (Proxy, u16, Upstream) {
         vec![listener("l", l, tcp_proxy("l", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
-    let proxy = Proxy::builder(tag, &b).args(&["--drain-time-s", drain_time_s]).start();
+    let proxy = Proxy::builder(tag, &b)
+        .args(&["--drain-time-s", drain_time_s])
+        .start();
     (proxy, l, echo)
 }
 
 fn ping(s: &mut std::net::TcpStream, msg: &[u8]) {
     s.write_all(msg).unwrap();
     let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).expect("echo through the draining proxy");
+    s.read_exact(&mut got)
+        .expect("echo through the draining proxy");
     assert_eq!(got, msg);
 }
 
@@ -36,17 +39,30 @@ fn sigterm_drains_open_connection_then_exits_when_it_closes() {
     ping(&mut open, b"before SIGTERM");
     let t0 = Instant::now();
     proxy.signal("TERM");
-    wait_for(SOON, "new connections to be refused after SIGTERM", || try_connect(l).err());
+    wait_for(SOON, "new connections to be refused after SIGTERM", || {
+        try_connect(l).err()
+    });
     // The open connection still relays during the drain.
     ping(&mut open, b"during the drain");
     ping(&mut open, &vec![b'z'; 200_000]);
-    assert!(proxy.try_exit().is_none(), "exited while a connection was open");
+    assert!(
+        proxy.try_exit().is_none(),
+        "exited while a connection was open"
+    );
     drop(open);
-    let status = proxy
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("still running 30s after the last connection closed (drain time 60s)"));
-    assert!(status.success(), "exit status {status}; stderr:\n{}", proxy.stderr());
-    assert!(t0.elapsed() < Duration::from_secs(45), "exit took {:?}, well before drain time expected", t0.elapsed());
+    let status = proxy.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!("still running 30s after the last connection closed (drain time 60s)")
+    });
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        proxy.stderr()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(45),
+        "exit took {:?}, well before drain time expected",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -60,14 +76,21 @@ fn sigterm_with_long_lived_connection_exits_at_drain_time() {
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("still running 30s after SIGTERM with --drain-time-s 3"));
     let took = t0.elapsed();
-    assert!(status.success(), "exit status {status}; stderr:\n{}", proxy.stderr());
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        proxy.stderr()
+    );
     assert!(
         took >= Duration::from_millis(2500) && took < Duration::from_secs(15),
         "exited {took:?} after SIGTERM; expected ~3s (--drain-time-s)"
     );
     // The held connection is closed with the process.
     let out = next_outcome(&mut open, SOON);
-    assert!(matches!(out, Outcome::Eof | Outcome::Reset), "held connection after exit: {out:?}");
+    assert!(
+        matches!(out, Outcome::Eof | Outcome::Reset),
+        "held connection after exit: {out:?}"
+    );
 }
 
 #[test]
@@ -78,6 +101,10 @@ fn sigterm_without_connections_exits_promptly() {
     let status = proxy
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("idle proxy still running 20s after SIGTERM"));
-    assert!(status.success(), "exit status {status}; stderr:\n{}", proxy.stderr());
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        proxy.stderr()
+    );
     assert!(t0.elapsed() < Duration::from_secs(20));
 }

@@ -10,7 +10,8 @@ use serde_json::json;
 fn ping(s: &mut TcpStream, msg: &str) {
     s.write_all(msg.as_bytes()).unwrap();
     let mut got = vec![0u8; msg.len()];
-    std::io::Read::read_exact(s, &mut got).unwrap_or_else(|e| panic!("echo of {msg:?} on the open connection: {e}"));
+    std::io::Read::read_exact(s, &mut got)
+        .unwrap_or_else(|e| panic!("echo of {msg:?} on the open connection: {e}"));
     assert_eq!(got, msg.as_bytes());
 }
 
@@ -57,18 +58,28 @@ fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
     drop(fresh);
     proxy.wait_stat("server.bootstrap_reload.update_success", ">= 1", |v| v >= 1);
     let listeners = proxy.get("/listeners").body;
-    assert!(listeners.contains("l2"), "/listeners after reload lacks l2: {listeners}");
+    assert!(
+        listeners.contains("l2"),
+        "/listeners after reload lacks l2: {listeners}"
+    );
     let clusters = proxy.get("/clusters").body;
-    assert!(clusters.contains("added::"), "/clusters after reload lacks the added cluster: {clusters}");
+    assert!(
+        clusters.contains("added::"),
+        "/clusters after reload lacks the added cluster: {clusters}"
+    );
 
     // v3: an unknown field — rejected, logged, counted; the running config keeps serving.
     let mut bad = v2.clone();
     bad["static_resources"]["listeners"][1]["bogus_reload_field"] = json!(1);
     proxy.rewrite(&to_yaml(&bad));
-    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 1", |v| v >= 1);
-    wait_for(SOON, "the rejected reload to be logged naming the field", || {
-        proxy.stderr().contains("bogus_reload_field").then_some(())
+    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 1", |v| {
+        v >= 1
     });
+    wait_for(
+        SOON,
+        "the rejected reload to be logged naming the field",
+        || proxy.stderr().contains("bogus_reload_field").then_some(()),
+    );
     ping(&mut open, "after rejected reload");
     wait_answer(l2, "added");
     let mut fresh = connect(l1);
@@ -77,10 +88,16 @@ fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
 
     // v4: not even YAML — rejected too.
     proxy.rewrite("static_resources: [unclosed\n  - {");
-    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 2", |v| v >= 2);
+    proxy.wait_stat("server.bootstrap_reload.update_rejected", ">= 2", |v| {
+        v >= 2
+    });
     ping(&mut open, "after unparsable reload");
     wait_answer(l2, "added");
-    assert!(proxy.try_exit_is_running(), "proxy exited after a bad reload:\n{}", proxy.stderr());
+    assert!(
+        proxy.try_exit_is_running(),
+        "proxy exited after a bad reload:\n{}",
+        proxy.stderr()
+    );
 }
 
 #[test]
@@ -101,8 +118,15 @@ fn reload_changes_endpoints_for_new_connections_only() {
     wait_answer(l, "new");
     // The connection opened before the reload is still up, on the old upstream.
     held.write_all(b"still here").unwrap();
-    assert_eq!(next_outcome(&mut held, std::time::Duration::from_millis(500)), Outcome::Timeout);
-    proxy.wait_stat("cluster.c.upstream_cx_active", ">= 1 (the held connection)", |v| v >= 1);
+    assert_eq!(
+        next_outcome(&mut held, std::time::Duration::from_millis(500)),
+        Outcome::Timeout
+    );
+    proxy.wait_stat(
+        "cluster.c.upstream_cx_active",
+        ">= 1 (the held connection)",
+        |v| v >= 1,
+    );
 }
 
 #[test]
@@ -126,7 +150,11 @@ fn reload_removing_listener_stops_accepting_keeps_open_connection() {
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     proxy.rewrite(&to_yaml(&only_l1));
-    wait_for(SOON, "the removed listener l2 to refuse connections", || try_connect(l2).err());
+    wait_for(
+        SOON,
+        "the removed listener l2 to refuse connections",
+        || try_connect(l2).err(),
+    );
     ping(&mut open, "l2 connection after its listener was removed");
     let mut fresh = connect(l1);
     ping(&mut fresh, "l1 still serves");

@@ -259,7 +259,11 @@ fn small_buffer_limit_relays_exactly() {
     let b = bootstrap(
         admin,
         vec![lst],
-        vec![cluster("echo", &[(echo.port, 1)], json!({"per_connection_buffer_limit_bytes": 4096}))],
+        vec![cluster(
+            "echo",
+            &[(echo.port, 1)],
+            json!({"per_connection_buffer_limit_bytes": 4096}),
+        )],
     );
     let _proxy = Proxy::start("smallbuf", &b);
     let mut s = connect(l);
@@ -285,10 +289,15 @@ fn active_gauges_follow_open_connections() {
         assert_eq!(next_outcome(s, SOON), Outcome::Data(1));
     }
     r.proxy.wait_stat(&listener_active, "3 open", |v| v == 3);
-    r.proxy.wait_stat("cluster.echo.upstream_cx_active", "3 open", |v| v == 3);
+    r.proxy
+        .wait_stat("cluster.echo.upstream_cx_active", "3 open", |v| v == 3);
     open.clear();
-    r.proxy.wait_stat(&listener_active, "0 after close", |v| v == 0);
-    r.proxy.wait_stat("cluster.echo.upstream_cx_active", "0 after close", |v| v == 0);
+    r.proxy
+        .wait_stat(&listener_active, "0 after close", |v| v == 0);
+    r.proxy
+        .wait_stat("cluster.echo.upstream_cx_active", "0 after close", |v| {
+            v == 0
+        });
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -318,7 +327,10 @@ fn backpressure_bounds_buffering_and_loses_nothing() {
         while !rel.load(Ordering::SeqCst) {
             thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _ = tx.lock().unwrap().send(hash_to_eof(&mut s).map_err(|e| e.to_string()));
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send(hash_to_eof(&mut s).map_err(|e| e.to_string()));
     });
     let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
@@ -350,12 +362,16 @@ fn backpressure_bounds_buffering_and_loses_nothing() {
                 pending = &pending[n..];
                 last_progress = std::time::Instant::now();
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(std::time::Duration::from_millis(5))
+            }
             Err(e) => panic!("write while the upstream is stalled: {e}"),
         }
     }
     let rss_stalled = rss_kib(proxy.pid());
-    eprintln!("stalled upstream: {written} bytes accepted; proxy RSS {rss_before} -> {rss_stalled} KiB");
+    eprintln!(
+        "stalled upstream: {written} bytes accepted; proxy RSS {rss_before} -> {rss_stalled} KiB"
+    );
     assert!(
         written < 64 << 20,
         "{written} bytes accepted while the upstream read nothing: the proxy buffers without bound"
@@ -375,6 +391,12 @@ fn backpressure_bounds_buffering_and_loses_nothing() {
     s.write_all(&extra).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let total = written + pending_len + extra.len() as u64;
-    let got = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("upstream finished reading");
-    assert_eq!(got, Ok((total, hex(&hash.finalize()))), "bytes after back-pressure");
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("upstream finished reading");
+    assert_eq!(
+        got,
+        Ok((total, hex(&hash.finalize()))),
+        "bytes after back-pressure"
+    );
 }

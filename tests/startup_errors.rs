@@ -15,7 +15,9 @@ fn run_config(tag: &str, b: &serde_json::Value) -> (i32, String) {
         &["-c", path.to_str().unwrap(), "--concurrency", "2"],
         Duration::from_secs(60),
     );
-    let code = status.code().unwrap_or_else(|| panic!("killed by a signal: {status}; stderr:\n{stderr}"));
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {status}; stderr:\n{stderr}"));
     (code, stderr)
 }
 
@@ -26,15 +28,34 @@ fn listener_port_in_use() {
     let port = taken.local_addr().unwrap().port();
     let b = bootstrap(
         free_port(),
-        vec![listener("busy_listener", port, tcp_proxy("busy", "c", json!(null)))],
+        vec![listener(
+            "busy_listener",
+            port,
+            tcp_proxy("busy", "c", json!(null)),
+        )],
         vec![cluster("c", &[(free_port(), 1)], json!(null))],
     );
     let (code, stderr) = run_config("port_in_use", &b);
-    assert_eq!(code, 1, "exit code with the listener port taken; stderr:\n{stderr}");
-    assert!(stderr.contains("busy_listener"), "stderr does not name the listener:\n{stderr}");
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "stderr does not name the address:\n{stderr}");
-    assert!(stderr.to_lowercase().contains("in use"), "stderr does not say the address is in use:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "a panic is not a clear message:\n{stderr}");
+    assert_eq!(
+        code, 1,
+        "exit code with the listener port taken; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("busy_listener"),
+        "stderr does not name the listener:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "stderr does not name the address:\n{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("in use"),
+        "stderr does not say the address is in use:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic is not a clear message:\n{stderr}"
+    );
     drop(taken);
 }
 
@@ -48,11 +69,26 @@ fn admin_port_in_use() {
         vec![cluster("c", &[(free_port(), 1)], json!(null))],
     );
     let (code, stderr) = run_config("admin_in_use", &b);
-    assert_eq!(code, 1, "exit code with the admin port taken; stderr:\n{stderr}");
-    assert!(stderr.to_lowercase().contains("admin"), "stderr does not say admin:\n{stderr}");
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "stderr does not name the address:\n{stderr}");
-    assert!(stderr.to_lowercase().contains("in use"), "stderr does not say in use:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "a panic is not a clear message:\n{stderr}");
+    assert_eq!(
+        code, 1,
+        "exit code with the admin port taken; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("admin"),
+        "stderr does not say admin:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "stderr does not name the address:\n{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("in use"),
+        "stderr does not say in use:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic is not a clear message:\n{stderr}"
+    );
     drop(taken);
 }
 
@@ -66,13 +102,22 @@ fn bad_config_at_startup() {
     b["static_resources"]["clusters"][0]["not_a_real_field"] = json!(3);
     let (code, stderr) = run_config("bad_config", &b);
     assert_eq!(code, 1, "stderr:\n{stderr}");
-    assert!(stderr.contains("not_a_real_field"), "stderr does not name the field:\n{stderr}");
+    assert!(
+        stderr.contains("not_a_real_field"),
+        "stderr does not name the field:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
 fn missing_config_file() {
-    let (status, _out, stderr) = run_to_end(&["-c", "/nonexistent/shardproxy-e2e.yaml"], Duration::from_secs(60));
+    let (status, _out, stderr) = run_to_end(
+        &["-c", "/nonexistent/shardproxy-e2e.yaml"],
+        Duration::from_secs(60),
+    );
     assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
-    assert!(stderr.contains("/nonexistent/shardproxy-e2e.yaml"), "stderr does not name the file:\n{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/shardproxy-e2e.yaml"),
+        "stderr does not name the file:\n{stderr}"
+    );
 }

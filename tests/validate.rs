@@ -37,18 +37,35 @@ fn validate_file(path: &Path) -> (i32, String) {
 fn good() -> serde_json::Value {
     bootstrap(
         free_port(),
-        vec![listener("l", free_port(), tcp_proxy("l", "c", json!({"idle_timeout": "30s"})))],
-        vec![cluster("c", &[(free_port(), 1), (free_port(), 3)], json!({"lb_policy": "LEAST_REQUEST"}))],
+        vec![listener(
+            "l",
+            free_port(),
+            tcp_proxy("l", "c", json!({"idle_timeout": "30s"})),
+        )],
+        vec![cluster(
+            "c",
+            &[(free_port(), 1), (free_port(), 3)],
+            json!({"lb_policy": "LEAST_REQUEST"}),
+        )],
     )
 }
 
 fn assert_rejected(tag: &str, text: &str, must_name: &[&str]) {
     let (code, out) = validate_text(tag, text);
-    assert_eq!(code, 1, "{tag}: expected exit 1, got {code}; output:\n{out}");
+    assert_eq!(
+        code, 1,
+        "{tag}: expected exit 1, got {code}; output:\n{out}"
+    );
     assert!(!out.trim().is_empty(), "{tag}: exit 1 with no message");
-    assert!(!out.lines().any(|l| l.trim() == "OK"), "{tag}: printed OK on failure:\n{out}");
+    assert!(
+        !out.lines().any(|l| l.trim() == "OK"),
+        "{tag}: printed OK on failure:\n{out}"
+    );
     for word in must_name {
-        assert!(out.contains(word), "{tag}: message does not name {word:?}:\n{out}");
+        assert!(
+            out.contains(word),
+            "{tag}: message does not name {word:?}:\n{out}"
+        );
     }
 }
 
@@ -77,7 +94,11 @@ fn validate_does_not_bind_or_serve() {
 
 #[test]
 fn bad_yaml() {
-    assert_rejected("badyaml", "static_resources:\n  listeners: [ {name: l\n  clusters: ]]\n", &["line"]);
+    assert_rejected(
+        "badyaml",
+        "static_resources:\n  listeners: [ {name: l\n  clusters: ]]\n",
+        &["line"],
+    );
 }
 
 #[test]
@@ -90,26 +111,36 @@ fn unknown_field_named_with_path() {
 #[test]
 fn unknown_field_inside_typed_config() {
     let mut b = good();
-    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["no_such_option"] = json!(1);
-    assert_rejected("unknown_typed", &to_yaml(&b), &["no_such_option", "listeners[0]", "typed_config"]);
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["no_such_option"] = json!(1);
+    assert_rejected(
+        "unknown_typed",
+        &to_yaml(&b),
+        &["no_such_option", "listeners[0]", "typed_config"],
+    );
 }
 
 #[test]
 fn wrong_type_named_with_path() {
     let mut b = good();
-    b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = json!("not-a-port");
+    b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
+        json!("not-a-port");
     assert_rejected("wrongtype", &to_yaml(&b), &["port_value", "listeners[0]"]);
     let mut b = good();
     b["static_resources"]["clusters"][0]["connect_timeout"] = json!([1, 2]);
-    assert_rejected("wrongtype2", &to_yaml(&b), &["connect_timeout", "clusters[0]"]);
+    assert_rejected(
+        "wrongtype2",
+        &to_yaml(&b),
+        &["connect_timeout", "clusters[0]"],
+    );
 }
 
 #[test]
 fn missing_cluster() {
     // A tcp_proxy naming a cluster that does not exist.
     let mut b = good();
-    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] =
-        json!("nowhere");
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["cluster"] = json!("nowhere");
     assert_rejected("missingcluster", &to_yaml(&b), &["nowhere", "listeners[0]"]);
     // A tcp_proxy with no cluster at all.
     let mut b = good();
@@ -125,7 +156,10 @@ fn duplicate_listener_names() {
     let mut b = good();
     let mut second = b["static_resources"]["listeners"][0].clone();
     second["address"] = socket_address(free_port());
-    b["static_resources"]["listeners"].as_array_mut().unwrap().push(second);
+    b["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
     assert_rejected("duplicate", &to_yaml(&b), &["listeners[1]", "\"l\""]);
 }
 
@@ -133,24 +167,39 @@ fn duplicate_listener_names() {
 fn several_problems_all_reported() {
     // Two semantic problems in different places: both are listed, not just the first.
     let mut b = good();
-    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] =
-        json!("nowhere");
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["cluster"] = json!("nowhere");
     let mut dup = b["static_resources"]["clusters"][0].clone();
     dup["load_assignment"]["cluster_name"] = json!("c");
-    b["static_resources"]["clusters"].as_array_mut().unwrap().push(dup);
+    b["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(dup);
     let (code, out) = validate_text("several", &to_yaml(&b));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("clusters[1]"), "duplicate-cluster problem missing:\n{out}");
-    assert!(out.contains("nowhere"), "missing-cluster problem missing:\n{out}");
+    assert!(
+        out.contains("clusters[1]"),
+        "duplicate-cluster problem missing:\n{out}"
+    );
+    assert!(
+        out.contains("nowhere"),
+        "missing-cluster problem missing:\n{out}"
+    );
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
             yaml_files(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(p);
         }
     }
@@ -162,10 +211,17 @@ fn names_path(line: &str) -> bool {
         .map(|w| w.trim_end_matches(':'))
         .any(|w| {
             let pathy = w.contains('[') || w.contains('.');
-            let allowed = w.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]@".contains(c));
+            let allowed = w
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.[]@".contains(c));
             let starts = w.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-            let not_a_url_or_number = !w.contains("googleapis") && !w.ends_with('.') && w.split('.').count() <= 40;
-            pathy && allowed && starts && not_a_url_or_number && w.chars().any(|c| c.is_ascii_alphabetic())
+            let not_a_url_or_number =
+                !w.contains("googleapis") && !w.ends_with('.') && w.split('.').count() <= 40;
+            pathy
+                && allowed
+                && starts
+                && not_a_url_or_number
+                && w.chars().any(|c| c.is_ascii_alphabetic())
         })
 }
 
@@ -179,7 +235,11 @@ fn every_envoy_fixture_is_ok_or_names_paths() {
     );
     let mut files = Vec::new();
     yaml_files(&dir, &mut files);
-    assert!(!files.is_empty(), "no fixture files under {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no fixture files under {}",
+        dir.display()
+    );
     let mut problems = Vec::new();
     let (mut ok, mut rejected) = (0, 0);
     for f in &files {
@@ -208,11 +268,21 @@ fn every_envoy_fixture_is_ok_or_names_paths() {
                     }
                 }
             }
-            other => problems.push(format!("{name}: exit code {other} (expected 0 or 1); output:\n{out}")),
+            other => problems.push(format!(
+                "{name}: exit code {other} (expected 0 or 1); output:\n{out}"
+            )),
         }
     }
-    eprintln!("envoy-static fixtures: {} files, {ok} OK, {rejected} rejected with field paths", files.len());
-    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    eprintln!(
+        "envoy-static fixtures: {} files, {ok} OK, {rejected} rejected with field paths",
+        files.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -222,7 +292,9 @@ fn names_path_recognises_paths() {
     assert!(names_path("`admin.address`: unsupported"));
     assert!(!names_path("something went wrong"));
     assert!(!names_path("invalid config."));
-    assert!(!names_path("type.googleapis.com/envoy.config.X is unsupported"));
+    assert!(!names_path(
+        "type.googleapis.com/envoy.config.X is unsupported"
+    ));
 }
 
 /// Every bootstrap in examples/ is runnable: `--mode validate` says OK.
@@ -231,13 +303,22 @@ fn every_example_validates() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files = Vec::new();
     yaml_files(&dir, &mut files);
-    assert!(!files.is_empty(), "no example bootstraps in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no example bootstraps in {}",
+        dir.display()
+    );
     let failures: Vec<String> = files
         .iter()
         .filter_map(|f| {
             let (code, out) = validate_file(f);
-            (code != 0 || out.trim() != "OK").then(|| format!("{} (exit {code}):\n{out}", f.display()))
+            (code != 0 || out.trim() != "OK")
+                .then(|| format!("{} (exit {code}):\n{out}", f.display()))
         })
         .collect();
-    assert!(failures.is_empty(), "examples that do not validate:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "examples that do not validate:\n{}",
+        failures.join("\n")
+    );
 }
