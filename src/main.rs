@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         concurrency,
         service_node: cli.service_node.clone(),
         service_cluster: cli.service_cluster.clone(),
+        release_memory: rt::memory::release_unused,
     };
     match cli.mode {
         Mode::Validate => validate(&options),

@@ -1,6 +1,6 @@
 //! Proto3 JSON mapping: YAML/JSON text or values into `envoy-types` messages (and back),
 //! over the descriptor set that the `envoy-types` crate ships.
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
@@ -26,12 +26,32 @@ impl JsonError {
     }
 }
 
-/// The pool of every Envoy, xDS and UDPA message type, built once per process.
-pub fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
+/// The decoded pool, while in use. Decoded it holds ~50 MB, more than the whole proxy
+/// otherwise, so it is built on demand (~60 ms) and dropped by `release_pool` when idle.
+static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
+
+/// The pool of every Envoy, xDS and UDPA message type (a cheap handle to a shared pool).
+pub fn pool() -> DescriptorPool {
+    let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    slot.get_or_insert_with(|| {
         DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes")
     })
+    .clone()
+}
+
+/// Drops the cached pool; its memory is freed once no handle or descriptor refers to it.
+/// The agent calls this after each config load and admin request.
+pub fn release_pool() {
+    let pool = POOL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    drop(pool);
+}
+
+/// The embedded descriptor set (so the process can drop its pages from memory when idle).
+pub fn descriptor_bytes() -> &'static [u8] {
+    DESCRIPTORS
 }
 
 /// Parses YAML or JSON text (JSON is read as YAML, which also tolerates the trailing commas

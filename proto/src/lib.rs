@@ -2,4 +2,7 @@
 //! `envoy-types` messages, with errors that name the field path.
 pub mod json;
 
-pub use json::{any_to_json, decode_any, from_json, parse_document, pool, to_json, JsonError};
+pub use json::{
+    any_to_json, decode_any, descriptor_bytes, from_json, parse_document, pool, release_pool,
+    to_json, JsonError,
+};

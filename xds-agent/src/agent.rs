@@ -32,6 +32,9 @@ pub struct AgentOptions {
     pub concurrency: usize,
     pub service_node: Option<String>,
     pub service_cluster: Option<String>,
+    /// Hands memory used by config work back to the OS (drops the descriptor pool); called
+    /// after each load and admin request.
+    pub release_memory: fn(),
 }
 
 /// Changes the process's log levels (`/logging`); implemented by `main` over tracing's
@@ -216,6 +219,7 @@ pub fn run(
             tokio::spawn(admin::serve(listener, ctx));
         }
         agent.start(bootstrap).await?;
+        (options.release_memory)();
         let _watch = options
             .config_path
             .as_ref()
@@ -342,7 +346,11 @@ impl Agent {
                         .is_some_and(|(published, _)| state.applied.iter().all(|g| *g >= published))
                 };
                 if let (true, Some((published, at))) = (all_applied, self.publish_started) {
-                    tracing::info!(generation = published, "applied on all shards {:?} after publish", at.elapsed());
+                    tracing::info!(
+                        generation = published,
+                        "applied on all shards {:?} after publish",
+                        at.elapsed()
+                    );
                     self.publish_started = None;
                 }
             }
@@ -436,6 +444,12 @@ impl Agent {
     /// The bootstrap file changed: load, translate, publish — or keep serving the last good
     /// config and say why.
     fn reload(&mut self) {
+        self.apply_reload();
+        let release_memory = self.lock().options.release_memory;
+        release_memory();
+    }
+
+    fn apply_reload(&mut self) {
         let options = self.lock().options.clone();
         let result = load_bootstrap(&options)
             .map_err(|e| e.to_string())

@@ -101,6 +101,7 @@ fn agent_state() -> AgentState {
             concurrency: 2,
             service_node: None,
             service_cluster: None,
+            release_memory: proto::release_pool,
         },
     }
 }

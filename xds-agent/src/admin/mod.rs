@@ -48,6 +48,11 @@ pub async fn serve(listener: TcpListener, ctx: AdminContext) {
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let reply = handle(&ctx, request.method(), request.uri());
+                // Dumps may have decoded Envoy's descriptor pool; do not keep it resident.
+                let release_memory = ctx.state.lock().map(|s| s.options.release_memory);
+                if let Ok(release_memory) = release_memory {
+                    release_memory();
+                }
                 async move { Ok::<_, Infallible>(reply.into_response()) }
             });
             if let Err(e) = http1::Builder::new()
