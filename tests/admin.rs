@@ -194,6 +194,10 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
         .all(|k| k.contains("upstream_cx_total")));
     assert!(parse_stats(&r.body).contains_key("cluster.unused.upstream_cx_total"));
 
+    // A bad regex is refused, not ignored.
+    let r = p.get("/stats?filter=%28unclosed");
+    assert_eq!(r.status, 400, "bad ?filter regex: {} {}", r.status, r.body);
+
     // ?usedonly: the untouched cluster's counters are gone, the used ones stay.
     let used = parse_stats(&p.get("/stats?usedonly").body);
     assert!(

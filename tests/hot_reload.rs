@@ -232,3 +232,46 @@ fn reload_during_bulk_transfer_loses_nothing() {
     let got = reader.join().unwrap();
     assert_eq!(got, sent, "echoed bytes across the reload");
 }
+
+/// Changing a listener's cluster: new connections go to the new cluster, the connection
+/// accepted under the old config keeps its upstream; /config_dump shows the new config.
+#[test]
+fn reload_changing_listener_cluster_pins_old_connections() {
+    let (a, b) = (Upstream::hello("a"), Upstream::echo());
+    let (l, admin) = (free_port(), free_port());
+    let to = |cluster: &str| {
+        bootstrap(
+            admin,
+            vec![listener("l", l, tcp_proxy("l", cluster, json!(null)))],
+            vec![cluster_cfg("ca", a.port), cluster_cfg("cb", b.port)],
+        )
+    };
+    let proxy = Proxy::start("reload_switch", &to("ca"));
+    let mut old = connect(l);
+    assert_eq!(read_line(&mut old).unwrap(), "a");
+    proxy.rewrite(&to_yaml(&to("cb")));
+    // New connections reach the echo (cb).
+    wait_for(SOON, "new connections to reach cluster cb", || {
+        let mut s = try_connect(l).ok()?;
+        s.write_all(b"hi\n").ok()?;
+        (read_line(&mut s).ok()? == "hi").then_some(())
+    });
+    // The old connection is still open to `a` (hello holds it until we close).
+    assert_eq!(
+        next_outcome(&mut old, std::time::Duration::from_millis(300)),
+        Outcome::Timeout
+    );
+    let dump = proxy.get("/config_dump").body;
+    assert!(dump.contains("\"cb\""), "config_dump after reload: {dump}");
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(
+        v["configs"][0]["bootstrap"]["static_resources"]["listeners"][0]["filter_chains"][0]
+            ["filters"][0]["typed_config"]["cluster"],
+        "cb",
+        "BootstrapConfigDump shows the reloaded bootstrap"
+    );
+}
+
+fn cluster_cfg(name: &str, port: u16) -> serde_json::Value {
+    cluster(name, &[(port, 1)], json!(null))
+}

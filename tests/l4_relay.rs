@@ -400,3 +400,31 @@ fn backpressure_bounds_buffering_and_loses_nothing() {
         "bytes after back-pressure"
     );
 }
+
+/// Hundreds of connections open at once, each relaying; all gauges return to zero.
+#[test]
+fn hundreds_of_concurrent_connections() {
+    let r = relay("concurrent", 1, 1);
+    let n = 300;
+    let mut open: Vec<_> = (0..n).map(|_| connect(r.echo_port)).collect();
+    for (i, s) in open.iter_mut().enumerate() {
+        s.write_all(format!("{i}\n").as_bytes()).unwrap();
+    }
+    for (i, s) in open.iter_mut().enumerate() {
+        assert_eq!(read_line(s).unwrap(), i.to_string(), "connection {i}");
+    }
+    let active = format!("listener.127.0.0.1_{}.downstream_cx_active", r.echo_port);
+    r.proxy
+        .wait_stat(&active, &format!("{n} open"), |v| v == n as i64);
+    r.proxy.wait_stat(
+        "cluster.echo.upstream_cx_active",
+        &format!("{n} open"),
+        |v| v == n as i64,
+    );
+    open.clear();
+    r.proxy.wait_stat(&active, "0 after close", |v| v == 0);
+    r.proxy
+        .wait_stat("cluster.echo.upstream_cx_active", "0 after close", |v| {
+            v == 0
+        });
+}
