@@ -29,13 +29,22 @@ pub async fn run(
     let start_wall = SystemTime::now();
     let stats = proxy.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
+    // Addresses cost two syscalls per connection; only access logs read them.
+    let logged = !proxy.access_logs.is_empty();
+    let (downstream_remote, downstream_local) = match logged {
+        true => (
+            downstream.peer_addr().unwrap_or(listener.address),
+            downstream.local_addr().unwrap_or(listener.address),
+        ),
+        false => (listener.address, listener.address),
+    };
     let mut record = ConnectionRecord {
         start: start_wall,
         duration: Default::default(),
         bytes_received: 0,
         bytes_sent: 0,
-        downstream_remote: downstream.peer_addr().unwrap_or(listener.address),
-        downstream_local: downstream.local_addr().unwrap_or(listener.address),
+        downstream_remote,
+        downstream_local,
         upstream_host: None,
         upstream_local: None,
         upstream_cluster: None,
@@ -66,7 +75,7 @@ pub async fn run(
         }
     }
     record.duration = started.elapsed();
-    if !proxy.access_logs.is_empty() {
+    if logged {
         ctx.logs.write(&proxy.access_logs, &record);
     }
 }
@@ -88,7 +97,9 @@ async fn proxy_to(
         }
     };
     record.upstream_host = Some(host.address());
-    record.upstream_local = upstream.local_addr().ok();
+    if !proxy.access_logs.is_empty() {
+        record.upstream_local = upstream.local_addr().ok();
+    }
     let cells = cluster.config.stats.shard(ctx.id);
     let observer = Observer {
         tcp: stats,
