@@ -5,6 +5,7 @@ Every proxy gets one worker on one core: shardproxy and Envoy `--concurrency 1`,
 """
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 import re
@@ -187,7 +188,8 @@ class ShardProxy(Peer):
                                  capture_output=True, text=True, timeout=5).stdout.strip()
         except OSError:
             rev = ""
-        return f"{v} (git {rev})" if rev else v
+        built = dt.datetime.fromtimestamp(os.path.getmtime(self.binary), dt.timezone.utc)
+        return f"{v} (built {built:%Y-%m-%d %H:%M} UTC; checkout at git {rev or '?'})"
 
     def buffer_note(self, buf):
         return (f"per_connection_buffer_limit_bytes {buf}" if buf
