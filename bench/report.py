@@ -62,6 +62,10 @@ def round_metrics(run: dict) -> dict:
             own = r["cpu_s"] / r["duration_s"] if r["duration_s"] else 0
             out[f"noise_pct_{name}"] = max(0.0, 100 * (r["proxy_core_busy"] - own))
             out[f"client_core_pct_{name}"] = 100 * r["client_core_busy"]
+            if r.get("requests") and name != "bulk":
+                # Time the client core (load generator, upstream, and the kernel work of waking the
+                # proxy's sockets, which the sender pays) spent per request.
+                out[f"client_us_{name}"] = r["client_core_busy"] * r["duration_s"] * 1e6 / r["requests"]
     out["errors"] = sum(r.get("errors", 0) for r in sc.values())
     out["requests"] = sum(r.get("requests", 0) for r in sc.values())
     return out
@@ -143,7 +147,8 @@ def markdown_tables(run: dict, s: dict) -> str:
 def conditions_table(run: dict, s: dict) -> str:
     scs = run["scenarios"]
     head = ["proxy"] + [f"proxy CPU % ({sc})" for sc in scs] + [f"client core busy % ({sc})" for sc in scs] \
-        + [f"other load on proxy core % ({sc})" for sc in scs] + ["start s"]
+        + [f"other load on proxy core % ({sc})" for sc in scs] \
+        + [f"client core µs/req ({sc})" for sc in scs if sc != "bulk"] + ["start s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name in run["proxies"]:
         med = s[name]["median"]
@@ -151,6 +156,7 @@ def conditions_table(run: dict, s: dict) -> str:
         cells = [fmt(med.get(f"cpu_pct_{sc}"), 0) for sc in scs] \
             + [fmt(med.get(f"client_core_pct_{sc}"), 0) for sc in scs] \
             + [fmt(med.get(f"noise_pct_{sc}"), 0) for sc in scs] \
+            + [fmt(med.get(f"client_us_{sc}"), 1) for sc in scs if sc != "bulk"] \
             + [fmt(statistics.median(starts), 2) if starts else "—"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -224,7 +230,9 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
             "<details><summary>Conditions: proxy CPU, client core load, other load on the proxy core</summary>",
             "", "Proxy CPU near 100 % means the proxy was the bottleneck; client core near 100 % means the "
             "load generator + upstream were. Other load on the proxy core is busy time not used by the "
-            "proxy (other processes on the machine): high values make that run noisy.", "",
+            "proxy (softirq, other processes on the machine): high values make that run noisy. Client core "
+            "µs/req is the client core's busy time per request: load generator, upstream, and the kernel work "
+            "of delivering to (and waking) the proxy's sockets, which the sending process pays.", "",
             conditions_table(run, s), "", "</details>", "",
             "<details><summary>Per-round values</summary>", "", rounds_table(run, s), "", "</details>",
             f"<!-- bench:end {key} -->"]
@@ -269,7 +277,7 @@ def svg(run: dict, s: dict) -> str:
     cols, pw, label_w, bar_w = 2, 470, 90, 230
     row_h, top = 20, 30
     ph = top + row_h * len(names) + 14
-    head_h = 64
+    head_h = 84
     rows = (len(ms) + cols - 1) // cols
     W, H = cols * pw + 20, head_h + rows * ph + 10
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
@@ -277,13 +285,14 @@ def svg(run: dict, s: dict) -> str:
          f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
          f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy L4 bench — '
          f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
-         f'<text x="10" y="42" fill="#57606a">medians of {run["rounds"]} rounds × {run["duration"]:.0f} s, '
-         f'one proxy core; ×N = {escape(base)} ÷ peer, green where {escape(base)} is better, red where worse; '
-         '↑ higher is better, ↓ lower is better</text>']
+         f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds × {run["duration"]:.0f} s, '
+         f'one proxy core; ↑ higher is better, ↓ lower is better</text>',
+         f'<text x="10" y="56" fill="#57606a">×N = {escape(base)} ÷ peer: green where {escape(base)} is better, '
+         'red where it is worse</text>']
     x = 10
     for n in names:
-        o.append(f'<rect x="{x}" y="50" width="10" height="10" fill="{color[n]}"/>'
-                 f'<text x="{x + 14}" y="59">{escape(n)}</text>')
+        o.append(f'<rect x="{x}" y="66" width="10" height="10" fill="{color[n]}"/>'
+                 f'<text x="{x + 14}" y="75">{escape(n)}</text>')
         x += 30 + 8 * len(n)
     for i, m in enumerate(ms):
         key, label, _, better, dec = m
