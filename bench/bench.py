@@ -252,7 +252,8 @@ def resolve_peers(args) -> tuple[list, list[str]]:
         peer = peers_mod.make_peer(name, args)
         path = peer.find()
         if not path:
-            msg = f"{name}: binary not found — skipped (install: {peer.install_hint})"
+            where = f" at {peer.binary}" if peer.binary else ""
+            msg = f"{name}: binary not found{where} — skipped (install: {peer.install_hint})"
             print(f"bench: {msg}", file=sys.stderr)
             skipped.append(msg)
             continue

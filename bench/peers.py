@@ -30,6 +30,9 @@ def render(template: str, dest: str, **values) -> str:
 
 
 def _which(*cands: str) -> str | None:
+    """First candidate that is an executable; an explicit --*-bin (the first) is the only one tried."""
+    if cands and cands[0]:
+        cands = cands[:1]
     for c in cands:
         if not c:
             continue
@@ -179,7 +182,7 @@ class ShardProxy(Peer):
     install_hint = "cargo build --release (binary target/release/shardproxy), or --proxy-bin PATH"
 
     def find(self):
-        return _which(self.binary or os.path.join(REPO, "target/release/shardproxy"))
+        return _which(self.binary, os.path.join(REPO, "target/release/shardproxy"))
 
     def version(self):
         v = _version([self.binary, "--version"], r"(\d+\.\d+\.\d+\S*)")
