@@ -1,6 +1,6 @@
 //! Upstream connects for L4 proxying: pick a host, connect within `connect_timeout`, retry
 //! with a fresh pick up to the attempt limit, counting every outcome in the cluster's stats.
-use std::{io, rc::Rc};
+use std::{io, net::SocketAddr, rc::Rc};
 
 use glommio::net::TcpStream;
 use xds_agent::{access_log::ResponseFlags, stats::inc};
@@ -8,20 +8,32 @@ use xds_agent::{access_log::ResponseFlags, stats::inc};
 use super::cluster_manager::{ActiveHost, ShardCluster};
 use crate::context::ShardContext;
 
-/// Connects to a host of `cluster`; on failure returns the response flag to log.
+/// Why no upstream connection was made: the flag to log, and the last host tried (Envoy
+/// logs it as `%UPSTREAM_HOST%` even when the connect failed).
+pub struct ConnectFailure {
+    pub flag: ResponseFlags,
+    pub last_host: Option<SocketAddr>,
+}
+
+/// Connects to a host of `cluster`.
 pub async fn connect_upstream(
     ctx: &ShardContext,
     cluster: &Rc<ShardCluster>,
     attempts: u32,
-) -> Result<(TcpStream, ActiveHost), ResponseFlags> {
+) -> Result<(TcpStream, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
+    let mut last_host = None;
     for _ in 0..attempts.max(1) {
         let Some(host) = cluster.pick() else {
             inc(&stats.upstream_cx_none_healthy);
-            return Err(ResponseFlags::NO_HEALTHY_UPSTREAM);
+            return Err(ConnectFailure {
+                flag: ResponseFlags::NO_HEALTHY_UPSTREAM,
+                last_host,
+            });
         };
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
+        last_host = Some(active.address());
         match TcpStream::connect_timeout(active.address(), cluster.config.connect_timeout).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -39,5 +51,8 @@ pub async fn connect_upstream(
         }
     }
     inc(&stats.upstream_cx_connect_attempts_exceeded);
-    Err(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+    Err(ConnectFailure {
+        flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+        last_host,
+    })
 }

@@ -118,5 +118,6 @@ fn apply(
     let _ = events.send(ShardEvent::Applied {
         shard: ctx.id,
         generation,
+        at: std::time::Instant::now(),
     });
 }

@@ -173,6 +173,7 @@ pub fn run(
             dns: HashMap::new(),
             dns_tasks: HashMap::new(),
             publish_started: None,
+            last_applied: Instant::now(),
             state: Arc::new(Mutex::new(AgentState {
                 stats: StatsRegistry::new(0),
                 bootstrap: bootstrap.clone(),
@@ -210,7 +211,11 @@ pub fn run(
                     address: address.clone(),
                     error,
                 })?;
-            tracing::info!("admin listening on {address}");
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or(address);
+            tracing::info!("admin listening on {bound}");
             let ctx = admin::AdminContext {
                 state: agent.state.clone(),
                 commands: commands_tx.clone(),
@@ -242,6 +247,8 @@ struct Agent {
     dns_tasks: HashMap<String, (DnsTarget, tokio::task::JoinHandle<()>)>,
     /// Generation published and when; cleared once every shard applied it.
     publish_started: Option<(u64, Instant)>,
+    /// Latest time a shard reported applying the generation being published.
+    last_applied: Instant,
 }
 
 impl Agent {
@@ -336,7 +343,11 @@ impl Agent {
 
     fn on_shard_event(&mut self, event: ShardEvent) {
         match event {
-            ShardEvent::Applied { shard, generation } => {
+            ShardEvent::Applied {
+                shard,
+                generation,
+                at,
+            } => {
                 let all_applied = {
                     let mut state = self.lock();
                     if let Some(applied) = state.applied.get_mut(shard) {
@@ -345,13 +356,16 @@ impl Agent {
                     self.publish_started
                         .is_some_and(|(published, _)| state.applied.iter().all(|g| *g >= published))
                 };
-                if let (true, Some((published, at))) = (all_applied, self.publish_started) {
-                    tracing::info!(
-                        generation = published,
-                        "applied on all shards {:?} after publish",
-                        at.elapsed()
-                    );
-                    self.publish_started = None;
+                if let Some((published, started)) = self.publish_started {
+                    self.last_applied = self.last_applied.max(at);
+                    if all_applied {
+                        let took = self.last_applied.saturating_duration_since(started);
+                        tracing::info!(
+                            generation = published,
+                            "applied on all shards {took:?} after publish"
+                        );
+                        self.publish_started = None;
+                    }
                 }
             }
             ShardEvent::BindFailed {
@@ -384,6 +398,7 @@ impl Agent {
             state.stats.prune();
         }
         self.publish_started = Some((snapshot.generation, Instant::now()));
+        self.last_applied = Instant::now();
         for shard in &self.shards {
             shard.send(ShardCommand::Apply(snapshot.clone()));
         }

@@ -21,9 +21,11 @@ pub enum ShardCommand {
 /// What a shard tells the agent.
 #[derive(Debug)]
 pub enum ShardEvent {
+    /// `at`: when the shard finished applying (the agent may read the event later).
     Applied {
         shard: usize,
         generation: u64,
+        at: std::time::Instant,
     },
     BindFailed {
         shard: usize,

@@ -91,8 +91,9 @@ async fn proxy_to(
 ) {
     let (upstream, host) = match connect_upstream(ctx, cluster, proxy.max_connect_attempts).await {
         Ok(connected) => connected,
-        Err(flags) => {
-            record.response_flags.set(flags);
+        Err(failure) => {
+            record.response_flags.set(failure.flag);
+            record.upstream_host = failure.last_host;
             return;
         }
     };
