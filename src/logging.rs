@@ -5,32 +5,16 @@ use std::{io::IsTerminal, sync::Arc};
 use tracing_subscriber::{
     filter::EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt, Registry,
 };
-use xds_agent::agent::LogControl;
+use xds_agent::{admin::tracing_level, agent::LogControl};
 
 /// The reloadable filter, handed to the agent's admin server.
 pub struct Levels {
     handle: reload::Handle<EnvFilter, Registry>,
 }
 
-/// Envoy level names → tracing's.
-fn level(name: &str) -> Result<&'static str, String> {
-    Ok(match name {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" => "info",
-        "warning" | "warn" => "warn",
-        "error" | "critical" => "error",
-        "off" => "off",
-        other => {
-            return Err(format!(
-                "unknown log level {other:?} (trace, debug, info, warning, error, critical, off)"
-            ))
-        }
-    })
-}
-
 /// `info` or `info,a:debug,b:warning` (Envoy's `component:level` list) → an EnvFilter spec.
 fn filter_spec(spec: &str) -> Result<String, String> {
+    let level = |name: &str| tracing_level(name).map_err(|e| e.to_string());
     spec.split(',')
         .filter(|part| !part.is_empty())
         .map(|part| match part.split_once(':') {
@@ -60,8 +44,9 @@ pub fn init(log_level: &str, components: Option<&str>) -> Result<Arc<Levels>, St
 }
 
 impl LogControl for Levels {
+    /// `spec` is tracing filter syntax (admin has already mapped Envoy's level names).
     fn set(&self, spec: &str) -> Result<String, String> {
-        let filter = EnvFilter::try_new(filter_spec(spec)?).map_err(|e| e.to_string())?;
+        let filter = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
         let description = filter.to_string();
         self.handle.reload(filter).map_err(|e| e.to_string())?;
         Ok(description)

@@ -258,43 +258,40 @@ impl Agent {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Translates `bootstrap` as the generation after `previous` (or as generation 1).
+    fn translate(
+        &self,
+        bootstrap: &Bootstrap,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, Vec<TranslateError>> {
+        let mut state = self.lock();
+        translate(
+            bootstrap,
+            &mut TranslateContext {
+                generation: previous.map_or(1, |p| p.generation + 1),
+                stats: &mut state.stats,
+                previous,
+                dns: &self.dns,
+            },
+        )
+    }
+
     /// Generation 1: resolve DNS clusters, translate, publish, wait for every shard.
     async fn start(&mut self, bootstrap: Bootstrap) -> Result<(), StartupError> {
-        let first = {
-            let mut state = self.lock();
-            let state = &mut *state;
-            translate(
-                &bootstrap,
-                &mut TranslateContext {
-                    generation: 1,
-                    stats: &mut state.stats,
-                    previous: None,
-                    dns: &self.dns,
-                },
-            )
-            .map_err(StartupError::Config)?
-        };
+        let first = self
+            .translate(&bootstrap, None)
+            .map_err(StartupError::Config)?;
         for cluster in first.clusters.values() {
             if let Some(target) = &cluster.dns {
                 self.dns
                     .insert(cluster.name.clone(), dns::resolve(target).await);
             }
         }
-        let snapshot = if self.dns.is_empty() {
-            first
-        } else {
-            let mut state = self.lock();
-            let state = &mut *state;
-            translate(
-                &bootstrap,
-                &mut TranslateContext {
-                    generation: 1,
-                    stats: &mut state.stats,
-                    previous: None,
-                    dns: &self.dns,
-                },
-            )
-            .map_err(StartupError::Config)?
+        let snapshot = match self.dns.is_empty() {
+            true => first,
+            false => self
+                .translate(&bootstrap, None)
+                .map_err(StartupError::Config)?,
         };
         self.publish(Arc::new(snapshot));
         let mut failures = Vec::new();
@@ -465,25 +462,17 @@ impl Agent {
     }
 
     fn apply_reload(&mut self) {
-        let options = self.lock().options.clone();
+        let (options, previous) = {
+            let state = self.lock();
+            crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_attempt);
+            (state.options.clone(), state.snapshot.clone())
+        };
         let result = load_bootstrap(&options)
             .map_err(|e| e.to_string())
             .and_then(|bootstrap| {
-                let mut state = self.lock();
-                let state = &mut *state;
-                crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_attempt);
-                let previous = state.snapshot.clone();
-                translate(
-                    &bootstrap,
-                    &mut TranslateContext {
-                        generation: previous.generation + 1,
-                        stats: &mut state.stats,
-                        previous: Some(&previous),
-                        dns: &self.dns,
-                    },
-                )
-                .map(|snapshot| (bootstrap, snapshot))
-                .map_err(|errors| list(&errors))
+                self.translate(&bootstrap, Some(&previous))
+                    .map(|snapshot| (bootstrap, snapshot))
+                    .map_err(|errors| list(&errors))
             });
         match result {
             Ok((bootstrap, snapshot)) => {

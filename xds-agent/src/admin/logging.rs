@@ -17,7 +17,7 @@ pub enum LoggingError {
 }
 
 /// An Envoy level name as a tracing level.
-fn level(name: &str) -> Result<&'static str, LoggingError> {
+pub fn level(name: &str) -> Result<&'static str, LoggingError> {
     Ok(match name {
         "trace" => "trace",
         "debug" => "debug",

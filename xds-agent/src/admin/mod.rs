@@ -9,6 +9,7 @@ mod fixture;
 mod json;
 mod listeners;
 mod logging;
+pub use logging::{level as tracing_level, LoggingError};
 mod prometheus;
 mod query;
 mod reply;
