@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The one command that runs shardproxy's whole test suite on a fresh Debian machine.
 #
-#   tests/run.sh [--lint] [--skip-install] [-- <extra cargo test args>]
+#   tests/run.sh [--no-lint] [--skip-install] [-- <extra cargo test args>]
 #
 # 1. installs the system tools later tests use (apt, only what is missing, only as root);
 # 2. makes a Python venv in target/test-venv with the Python clients/servers tests use;
 # 3. exports PATH and SHARDPROXY_TEST_* variables the tests read;
 # 4. checks (and as root raises) the locked-memory limit glommio needs;
 # 5. cargo build, then cargo test --workspace (debug builds);
-# 6. with --lint: cargo fmt --check and cargo clippy --all-targets -- -D warnings.
+# 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint).
 #
 # Exits non-zero when any step that matters fails. Safe to re-run: every step is skipped when
 # already done.
@@ -17,12 +17,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-LINT=0
+LINT=1
 INSTALL=1
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --lint) LINT=1 ;;
+        --no-lint) LINT=0 ;;
         --skip-install) INSTALL=0 ;;
         --) shift; EXTRA=("$@"); break ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
