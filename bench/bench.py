@@ -8,8 +8,10 @@ baseline (shardproxy) to each peer measured in the same run (DESIGN.md, style ru
 
     python3 bench/bench.py                                  # all proxies, all scenarios
     python3 bench/bench.py --peers nginx,haproxy,envoy --scenarios rps --rounds 3 --duration 5
+    python3 bench/bench.py --scenarios idle --idle-connections 2000   # memory per idle connection
 
-Writes a section of bench/RESULTS.md (one per run type), bench/results.svg, and the raw
+Writes a section of bench/RESULTS.md (one per run type), its chart bench/results-<run type>.svg
+(bench/results.svg for sections written before charts were per run type), and the raw
 numbers to bench/results/<timestamp>.json.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -39,6 +42,9 @@ import scenarios  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PEERS = ("shardproxy",) + peers_mod.ALL_PEERS
+# nginx worker_connections (16384) counts both sides of a relayed connection; HAProxy maxconn
+# is 8192 (templates/). Higher needs both raised there.
+MAX_IDLE_CONNECTIONS = 8000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +209,15 @@ def parse_args(argv=None):
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                     help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
     ap.add_argument("--scenarios", default=",".join(scenarios.ALL_SCENARIOS),
-                    help="comma list: rps, newconn, bulk")
+                    help="comma list: rps, newconn, bulk, idle")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; order rotates each round")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (rps, newconn)")
     ap.add_argument("--bulk-connections", type=int, default=4, help="connections for bulk")
     ap.add_argument("--bulk-mb", type=int, default=100, help="size of the bulk file in MB")
+    ap.add_argument("--idle-connections", type=int, default=2000,
+                    help=f"connections held open and idle (idle; at most {MAX_IDLE_CONNECTIONS})")
     ap.add_argument("--buffer-bytes", type=int, default=65536,
                     help="per-connection buffer given to every proxy (0: each proxy's default)")
     ap.add_argument("--baseline", default=None,
@@ -223,7 +231,8 @@ def parse_args(argv=None):
     ap.add_argument("--client-core", type=int, default=1)
     ap.add_argument("--start-timeout", type=float, default=20.0, help="seconds for a proxy to become ready")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
-    ap.add_argument("--svg", default=os.path.join(HERE, "results.svg"))
+    ap.add_argument("--svg", default=None,
+                    help="chart (default bench/results-<run type>.svg, one per RESULTS.md section)")
     ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--no-write", action="store_true", help="print the table, write no files")
     ap.add_argument("--note", default="", help="free text added to this run's RESULTS.md section")
@@ -241,6 +250,8 @@ def parse_args(argv=None):
             ap.error(f"unknown peer {p!r} (known: {', '.join(DEFAULT_PEERS)})")
     if a.rounds < 1 or a.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
+    if not 1 <= a.idle_connections <= MAX_IDLE_CONNECTIONS:
+        ap.error(f"--idle-connections must be 1..{MAX_IDLE_CONNECTIONS} (proxy limits in templates/)")
     # Canonical scenario order, so a run type has one name whatever order the flags gave.
     a.scenario_list = [s for s in scenarios.ALL_SCENARIOS if s in a.scenario_list]
     return a
@@ -286,8 +297,8 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
     return p, port
 
 
-def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
-    """Start one proxy, run every selected scenario against it, stop it."""
+def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs) -> dict:
+    """Start one proxy, run the scenarios scs against it, stop it."""
     res = {"proxy": peer.name, "round": round_no, "scenarios": {}}
     skip: set[str] = set()
     port, admin = free_port(), free_port()
@@ -301,7 +312,7 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
         res["start_s"] = time.monotonic() - t0
         time.sleep(0.5)
         res["rss_idle"] = procstat.rss_bytes(p.pid)
-        if "bulk" in args.scenario_list:
+        if "bulk" in scs:
             # Integrity, once per start: the whole bulk file through the relay, byte for byte.
             prog.phase(f"{label}: integrity check ({args.bulk_mb} MB through the relay)")
             try:
@@ -320,21 +331,15 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
             if p.poll() is not None:
                 raise scenarios.LoadError(f"{peer.name} exited with code {p.returncode}")
 
-        for sc in args.scenario_list:
+        for sc in scs:
             if sc in skip:
                 continue
             try:
-                if args.warmup > 0:
-                    prog.phase(f"{label} · {sc}: warm-up {args.warmup:.0f}s")
-                    scenarios.run(sc, port, args.warmup, args, poll)
-                rss_warm = procstat.rss_bytes(p.pid)
-                prog.phase(f"{label} · {sc}: measuring {args.duration:.0f}s")
-                cpu0, cores0 = procstat.cpu_seconds(p.pid), procstat.core_times()
-                r = scenarios.run(sc, port, args.duration, args, poll)
-                cpu1, cores1 = procstat.cpu_seconds(p.pid), procstat.core_times()
-                busy = procstat.core_busy(cores0, cores1)
-                r.update(cpu_s=cpu1 - cpu0, rss_warm=rss_warm, rss_after=procstat.rss_bytes(p.pid),
-                         proxy_core_busy=busy.get(args.proxy_core), client_core_busy=busy.get(args.client_core))
+                if sc == "idle":
+                    prog.phase(f"{label} · idle: {args.idle_connections} connections opened and held")
+                    r = scenarios.run_idle(port, args, lambda: procstat.rss_bytes(p.pid), poll)
+                else:
+                    r = load(sc, p.pid, port, args, prog, label, poll)
                 if p.poll() is not None:
                     raise scenarios.LoadError(f"{peer.name} exited with code {p.returncode} during {sc}")
                 if r["requests"] == 0 and r["bytes"] < 1024:
@@ -358,9 +363,55 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
     return res
 
 
+def load(sc, pid, port, args, prog, label, poll) -> dict:
+    """One timed load scenario: warm-up, then the measured run with the proxy's CPU and RSS."""
+    if args.warmup > 0:
+        prog.phase(f"{label} · {sc}: warm-up {args.warmup:.0f}s")
+        scenarios.run(sc, port, args.warmup, args, poll)
+    rss_warm = procstat.rss_bytes(pid)
+    prog.phase(f"{label} · {sc}: measuring {args.duration:.0f}s")
+    cpu0, cores0 = procstat.cpu_seconds(pid), procstat.core_times()
+    r = scenarios.run(sc, port, args.duration, args, poll)
+    cpu1, cores1 = procstat.cpu_seconds(pid), procstat.core_times()
+    busy = procstat.core_busy(cores0, cores1)
+    r.update(cpu_s=cpu1 - cpu0, rss_warm=rss_warm, rss_after=procstat.rss_bytes(pid),
+             proxy_core_busy=busy.get(args.proxy_core), client_core_busy=busy.get(args.client_core))
+    return r
+
+
+def measure_slot(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
+    """One proxy's turn in a round. idle gets a proxy of its own, started fresh: after a load its
+    allocator would reuse freed memory for the idle connections, and their memory would inflate
+    the loaded RSS of the scenarios after it."""
+    groups = [[s for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS],
+              [s for s in args.scenario_list if s == "idle"]]
+    res = None
+    for scs in filter(None, groups):
+        r = measure(peer, tmp, upstream_port, args, round_no, prog, label, scs)
+        if res is None:
+            res = r
+        else:
+            res["scenarios"].update(r["scenarios"])
+            res.setdefault("failures", []).extend(r.get("failures", []))
+            if not res["failures"]:
+                del res["failures"]
+    return res
+
+
+def raise_nofile(need: int) -> None:
+    """The proxies inherit this limit: each idle connection holds two descriptors in the proxy."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"bench: RLIMIT_NOFILE hard limit {hard} < {need} needed for --idle-connections (ulimit -Hn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for tool in ("taskset", args.wrk_bin):
+    tools = ["taskset"] + ([args.wrk_bin] if {"rps", "newconn"} & set(args.scenario_list) else [])
+    for tool in tools:
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (Debian: apt-get install {'wrk' if tool == args.wrk_bin else 'util-linux'}; or bench/setup.sh)")
     if (os.cpu_count() or 1) <= max(args.proxy_core, args.client_core):
@@ -372,7 +423,7 @@ def main(argv=None) -> int:
     if args.check:
         for p in ready:
             print(f"{p.name:10} {p.version():30} {p.binary}")
-        for tool in ("taskset", args.wrk_bin):
+        for tool in tools:
             print(f"{tool:10} {'':30} {shutil.which(tool)}")
         return 0
     baseline = args.baseline or ("shardproxy" if "shardproxy" in names else names[0])
@@ -385,10 +436,15 @@ def main(argv=None) -> int:
     versions = {p.name: p.version() for p in ready}
     buffers = {p.name: p.buffer_note(args.buffer_bytes) for p in ready}
 
-    per_slot = 2.5 + len(args.scenario_list) * (args.warmup + args.duration + 1.0)
+    n_load = len([s for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS])
+    per_slot = 2.5 + n_load * (args.warmup + args.duration + 1.0)
+    if "idle" in args.scenario_list:
+        per_slot += 2.5 + args.idle_connections / 2000
+        raise_nofile(2 * args.idle_connections + 256)
     prog = Progress(3 + args.rounds * len(ready) * per_slot)
     prog.say(f"proxies: {', '.join(f'{n} {versions[n]}' for n in names)}; scenarios: "
-             f"{', '.join(args.scenario_list)}; {args.rounds} rounds × {args.duration:.0f}s; baseline {baseline}")
+             f"{', '.join(args.scenario_list)}; {args.rounds} rounds"
+             f"{f' × {args.duration:.0f}s' if n_load else ''}; baseline {baseline}")
 
     tmp = tempfile.mkdtemp(prefix="shardproxy-bench-")
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user and read www/ from here
@@ -402,7 +458,7 @@ def main(argv=None) -> int:
             order = ready[r % len(ready):] + ready[:r % len(ready)]
             for i, peer in enumerate(order):
                 label = f"round {r + 1}/{args.rounds} · {peer.name} ({i + 1}/{len(order)})"
-                runs.append(measure(peer, tmp, up_port, args, r + 1, prog, label))
+                runs.append(measure_slot(peer, tmp, up_port, args, r + 1, prog, label))
         Started.stop(up)
     except KeyboardInterrupt:
         prog.say("interrupted: reporting what was measured")
@@ -421,6 +477,7 @@ def main(argv=None) -> int:
         "proxies": names, "scenarios": args.scenario_list, "rounds": args.rounds,
         "duration": args.duration, "warmup": args.warmup, "connections": args.connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
+        "idle_connections": args.idle_connections,
         "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core,
         "client_core": args.client_core, "note": args.note, "runs": runs,
     }
@@ -432,10 +489,11 @@ def main(argv=None) -> int:
         raw = os.path.join(args.raw_dir, started_at.strftime("%Y%m%dT%H%M%SZ") + ".json")
         with open(raw, "w") as f:
             json.dump(run, f, indent=1)
-        svg_rel = os.path.relpath(args.svg, os.path.dirname(os.path.abspath(args.results)))
+        svg_path = args.svg or os.path.join(HERE, f"results-{report.section_key(run)}.svg")
+        svg_rel = os.path.relpath(svg_path, os.path.dirname(os.path.abspath(args.results)))
         report.write_results(args.results, run, summary, svg_rel)
-        report.write_svg(args.svg, run, summary)
-        prog.say(f"wrote {args.results}, {args.svg}, {raw}")
+        report.write_svg(svg_path, run, summary)
+        prog.say(f"wrote {args.results}, {svg_path}, {raw}")
     failed = any(r.get("failures") for r in runs)
     return 1 if failed else 0
 

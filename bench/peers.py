@@ -1,7 +1,10 @@
 """Proxies under test: how to find each binary, render its config from templates/, and start it.
 
 Every proxy gets one worker on one core: shardproxy and Envoy `--concurrency 1`, nginx
-`worker_processes 1`, HAProxy `nbthread 1`. Envoy and shardproxy read the same bootstrap file.
+`worker_processes 1`, HAProxy `nbthread 1`. Envoy and shardproxy read the same bootstrap file,
+except that Envoy's cluster circuit breaker is raised (ENVOY_CLUSTER_LIMITS). Connection limits
+(nginx `worker_connections` 16384, counting both sides; HAProxy `maxconn` 8192) bound
+`--idle-connections` (bench.py, MAX_IDLE_CONNECTIONS).
 """
 from __future__ import annotations
 
@@ -143,12 +146,20 @@ class HAProxy(Peer):
         return Launch([self.binary, "-f", cfg, "-db"], cfg)
 
 
+# Envoy's default circuit breaker allows 1024 upstream connections per cluster, beyond which
+# tcp_proxy closes new connections (upstream_cx_overflow); shardproxy has no such limit and
+# rejects the field. Envoy gets limits well above what any scenario opens (idle: thousands).
+ENVOY_CLUSTER_LIMITS = ("    circuit_breakers:\n      thresholds:\n"
+                        "      - { max_connections: 1000000, max_pending_requests: 1000000, "
+                        "max_requests: 1000000 }\n")
+
+
 def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_port: int,
-                     buf: int) -> str:
+                     buf: int, cluster_limits: str = "") -> str:
     lb = f"    per_connection_buffer_limit_bytes: {buf}\n" if buf else ""
     return render("bootstrap.yaml", os.path.join(tmp, f"bootstrap-{name}.yaml"), port=port,
                   upstream_port=upstream_port, admin_port=admin_port,
-                  listener_buffer=lb, cluster_buffer=lb)
+                  listener_buffer=lb, cluster_buffer=lb, cluster_limits=cluster_limits)
 
 
 class Envoy(Peer):
@@ -169,7 +180,7 @@ class Envoy(Peer):
                 else "per_connection_buffer_limit_bytes 1 MiB (default)")
 
     def launch(self, tmp, port, upstream_port, admin_port, buf):
-        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf)
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, ENVOY_CLUSTER_LIMITS)
         # --disable-hot-restart and a random --base-id: no shared memory clash with any other
         # Envoy on the machine.
         return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1",

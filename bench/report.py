@@ -17,10 +17,12 @@ METRICS = [
     ("nc_p99_ms", "newconn p99 ms", "newconn", "down", 3),
     ("gb_s", "GB/s", "bulk", "up", 2),
     ("cpu_s_gb", "CPU s/GB", "bulk", "down", 3),
+    ("kib_idle_conn", "KiB per idle conn", "idle", "down", 1),
     ("rss_idle_mb", "RSS idle MB", None, "down", 1),
     ("rss_load_mb", "RSS loaded MB", None, "down", 1),
 ]
 METRIC = {m[0]: m for m in METRICS}
+LOAD_SCENARIOS = ("rps", "newconn", "bulk")  # timed loads (idle is not one)
 COLORS = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781"]
 
 
@@ -51,6 +53,10 @@ def round_metrics(run: dict) -> dict:
         out["gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
         out["cpu_s_gb"] = r["cpu_s"] / gb if gb else None
         out["cpu_pct_bulk"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "idle" in sc:
+        r = sc["idle"]
+        # Growth of the proxy tree's RSS with the connections open, per connection held.
+        out["kib_idle_conn"] = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else None
     if "rss_idle" in run:
         out["rss_idle_mb"] = run["rss_idle"] / 2**20
     warm = [r["rss_warm"] for r in sc.values() if r.get("rss_warm")]
@@ -99,6 +105,11 @@ def fmt(v, dec):
 
 
 def one_line(sc: str, r: dict) -> str:
+    if sc == "idle":
+        kib = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else 0
+        err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
+        return (f"{kib:.1f} KiB per idle conn ({r['held']:,} held; RSS {r['rss_before'] / 2**20:.1f} → "
+                f"{r['rss_open'] / 2**20:.1f} MB; opened in {r['duration_s']:.1f} s){err}")
     d = r["duration_s"] or 1
     own = 100 * r["cpu_s"] / d
     err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
@@ -112,7 +123,8 @@ def one_line(sc: str, r: dict) -> str:
 
 
 def shown_metrics(run: dict) -> list:
-    return [m for m in METRICS if m[2] is None or m[2] in run["scenarios"]]
+    load = any(x in LOAD_SCENARIOS for x in run["scenarios"])
+    return [m for m in METRICS if (m[2] is None and (load or m[0] != "rss_load_mb")) or m[2] in run["scenarios"]]
 
 
 def markdown_tables(run: dict, s: dict) -> str:
@@ -145,7 +157,7 @@ def markdown_tables(run: dict, s: dict) -> str:
 
 
 def conditions_table(run: dict, s: dict) -> str:
-    scs = run["scenarios"]
+    scs = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     head = ["proxy"] + [f"proxy CPU % ({sc})" for sc in scs] + [f"client core busy % ({sc})" for sc in scs] \
         + [f"other load on proxy core % ({sc})" for sc in scs] \
         + [f"client core µs/req ({sc})" for sc in scs if sc != "bulk"] + ["start s"]
@@ -187,7 +199,13 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
                    "connection through the relay (new conn/s = requests/s)",
         "bulk": f"`bulk`: bench/bulkclient.py, {run['bulk_connections']} keep-alive connections each fetching a "
                 f"{run['bulk_mb']} MB file in a loop (1 MiB reads); GB = 10⁹ bytes",
+        "idle": f"`idle`: bench/idleclient.py opens {run.get('idle_connections', '?')} connections through the "
+                "relay (100 handshakes at a time), sends one keep-alive GET of the 12-byte body on each and reads "
+                "the response, so both sides of every relayed connection are set up and have carried data; "
+                "then holds them all idle for 1 s. Run on a freshly started proxy of its own",
     }
+    load = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
+    timing = (f"{run['warmup']:.0f} s warm-up + {run['duration']:.0f} s measured per scenario; " if load else "")
     out = [f"<!-- bench:begin {key} -->",
            f"## L4 relay — {', '.join(run['scenarios'])}", "",
            f"- **Date**: {run['started_at']} → {run['finished_at']} (UTC)",
@@ -198,12 +216,14 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            f"- **Layout**: each proxy one worker pinned to core {run['proxy_core']} (shardproxy/Envoy "
            f"`--concurrency 1`, nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp); "
            f"load generator and upstream nginx (HTTP, sendfile) pinned to core {run['client_core']}. "
-           f"{run['rounds']} rounds, order rotated each round, {run['warmup']:.0f} s warm-up + "
-           f"{run['duration']:.0f} s measured per scenario; medians over rounds.",
+           f"{run['rounds']} rounds, order rotated each round, {timing}medians over rounds.",
            "- **Scenarios**: " + "; ".join(sc_desc[x] for x in run["scenarios"]) + ".",
            "- **Metrics**: CPU = utime+stime of the proxy's process tree (/proc/<pid>/stat) over the "
            "measured window, divided by requests, connections or GB moved. RSS = VmRSS of the tree: "
-           "idle 0.5 s after start, loaded = after warm-up (largest over scenarios).",
+           "idle 0.5 s after start" + (", loaded = after warm-up (largest over scenarios)" if load else "")
+           + "." + (" KiB per idle conn = (RSS with the connections open and idle − RSS just before "
+                    "opening them) ÷ connections held, KiB = 1024 bytes; the client and the upstream "
+                    "are not counted." if "idle" in run["scenarios"] else ""),
            ""]
     if run.get("note"):
         out += [f"**Note**: {run['note']}", ""]
@@ -285,7 +305,8 @@ def svg(run: dict, s: dict) -> str:
          f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
          f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy L4 bench — '
          f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
-         f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds × {run["duration"]:.0f} s, '
+         f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds'
+         f'{"" if set(run["scenarios"]) <= {"idle"} else " × %.0f s" % run["duration"]}, '
          f'one proxy core; ↑ higher is better, ↓ lower is better</text>',
          f'<text x="10" y="56" fill="#57606a">×N = {escape(base)} ÷ peer: green where {escape(base)} is better, '
          'red where it is worse</text>']

@@ -3,16 +3,20 @@
 rps      wrk keep-alive, 12-byte responses: requests/s, latency percentiles.
 newconn  wrk with `Connection: close`: every request is a new connection through the relay.
 bulk     bulkclient.py, keep-alive, a large file per request: bytes/s.
+idle     idleclient.py: N connections, one GET each, held idle; the proxy's RSS before and with them.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ("rps", "newconn", "bulk")
+ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle")
+LOAD_SCENARIOS = ("rps", "newconn", "bulk")  # timed load: warm-up, duration, CPU
 
 
 class LoadError(RuntimeError):
@@ -30,7 +34,6 @@ def _run(argv: list[str], timeout: float, poll=None) -> str:
     """Run argv, bounded by timeout; poll() is called about once a second while it runs."""
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        import time
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -80,3 +83,55 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
             "errors": r["errors"], "error_detail": {"samples": r["error_samples"]} if r["errors"] else {},
         }
     raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(ALL_SCENARIOS)})")
+
+
+def _line(p: subprocess.Popen, prefix: str, timeout: float, poll=None) -> dict:
+    """Wait for the line `prefix {json}` on p's stdout, calling poll() while waiting."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        if not select.select([p.stdout], [], [], 1.0)[0]:
+            if poll:
+                poll()
+            continue
+        line = p.stdout.readline()
+        if not line:
+            raise LoadError(f"idle client exited ({p.wait()}) before {prefix.strip()}:\n" + "".join(seen)[-800:])
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+        seen.append(line)
+    raise LoadError(f"idle client printed no {prefix.strip()} line within {timeout:.0f}s")
+
+
+def run_idle(port: int, args, rss, poll=None, settle=1.0) -> dict:
+    """Open args.idle_connections through the relay (one GET each), hold them idle for `settle`
+    seconds, and sample rss() (the proxy tree's RSS, bytes) before opening and while held."""
+    argv = ["taskset", "-c", str(args.client_core), sys.executable, os.path.join(HERE, "idleclient.py"),
+            "--port", str(port), "--connections", str(args.idle_connections)]
+    rss_before = rss()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        opened = _line(p, "OPEN ", 60, poll)
+        if not opened["held"]:
+            raise LoadError(f"no connection held open ({opened['errors']} errors)")
+        time.sleep(settle)
+        rss_open = rss()
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        r = _line(p, "BENCHJSON ", 30, poll)
+    finally:
+        if p.poll() is None:
+            try:
+                p.stdin.close()  # EOF: the client closes its connections and exits
+                p.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait()
+    lost = r["held"] - r["alive"]  # closed by the proxy while they should have been idle
+    return {
+        "requests": r["held"], "bytes": r["bytes"], "duration_s": opened["open_s"],
+        "errors": r["errors"] + lost,
+        "error_detail": {"samples": r["error_samples"], "closed_while_idle": lost} if r["errors"] + lost else {},
+        "connections": args.idle_connections, "held": r["held"], "alive": r["alive"],
+        "rss_before": rss_before, "rss_open": rss_open,
+    }

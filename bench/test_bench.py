@@ -26,6 +26,11 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
                 sc["bulk"] = {"requests": 100, "bytes": 10 ** 10, "duration_s": 10.0, "errors": 0,
                               "cpu_s": 7.0, "rss_warm": 22 << 20, "proxy_core_busy": 0.9,
                               "client_core_busy": 0.9}
+            if "idle" in scenarios:
+                # shardproxy grows 2000 × 8 KiB, the peer 2000 × (8 + 8·(i)) KiB; 1990 held.
+                sc["idle"] = {"requests": 1990, "bytes": 1, "duration_s": 0.5, "errors": 10,
+                              "connections": 2000, "held": 1990, "alive": 1990,
+                              "rss_before": 10 << 20, "rss_open": (10 << 20) + 1990 * 8192 * (i + 1)}
             runs.append({"proxy": p, "round": rnd, "scenarios": sc, "rss_idle": 10 << 20, "start_s": 0.2})
     return {"command": "python3 bench/bench.py", "started_at": "2025-01-01T00:00:00+00:00",
             "finished_at": "2025-01-01T00:10:00+00:00",
@@ -34,7 +39,7 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
             "versions": {p: "1" for p in proxies}, "buffers": {p: "b" for p in proxies},
             "skipped": [], "baseline": proxies[0], "proxies": list(proxies),
             "scenarios": list(scenarios), "rounds": 3, "duration": 10, "warmup": 2,
-            "connections": 64, "bulk_connections": 4, "bulk_mb": 100, "buffer_bytes": 65536,
+            "connections": 64, "bulk_connections": 4, "idle_connections": 2000, "bulk_mb": 100, "buffer_bytes": 65536,
             "proxy_core": 0, "client_core": 1, "runs": runs}
 
 
@@ -48,6 +53,20 @@ class Tests(unittest.TestCase):
         self.assertAlmostEqual(s["nginx"]["median"]["gb_s"], 1.0)
         md = report.markdown_tables(run, s)
         self.assertIn("0.50× ▼", md)  # req/s: shardproxy has half nginx's
+
+    def test_idle_kib_per_connection(self):
+        run = fake_run(scenarios=("idle",))
+        s = report.summarise(run)
+        self.assertAlmostEqual(s["shardproxy"]["median"]["kib_idle_conn"], 8.0)
+        self.assertAlmostEqual(s["nginx"]["median"]["kib_idle_conn"], 16.0)
+        md = report.markdown_tables(run, s)
+        self.assertIn("KiB per idle conn ↓", md)
+        self.assertIn("0.50× ▲", md)  # half nginx's memory per connection: better
+        self.assertNotIn("RSS loaded", md)  # no timed load ran
+        text = report.section(run, s, "results.svg")
+        self.assertIn("<!-- bench:begin l4-idle -->", text)
+        self.assertNotIn("warm-up", text)
+        ET.fromstring(report.svg(run, s))
 
     def test_results_section_replaced_not_duplicated(self):
         run = fake_run()
@@ -82,6 +101,8 @@ class Tests(unittest.TestCase):
         a = bench.parse_args(["--peers", "nginx,envoy", "--scenarios", "bulk,rps"])
         self.assertEqual(a.peer_list, ["nginx", "envoy"])
         self.assertEqual(a.scenario_list, ["rps", "bulk"])
+        self.assertEqual(bench.parse_args(["--scenarios", "idle,rps"]).scenario_list, ["rps", "idle"])
+        self.assertEqual(bench.parse_args([]).idle_connections, 2000)
 
 
 if __name__ == "__main__":
