@@ -1,13 +1,17 @@
 //! Shard context: what every connection on a shard shares (shard id, clusters, log writers).
 use std::cell::{Cell, RefCell};
 
-use crate::{access_log::LogWriters, proxy::cluster_manager::ClusterManager};
+use crate::{
+    access_log::LogWriters, net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
+};
 
 pub struct ShardContext {
     pub id: usize,
     shards: usize,
     pub clusters: RefCell<ClusterManager>,
     pub logs: LogWriters,
+    /// Where every relay on the shard reads into (see `net::relay`).
+    pub scratch: RefCell<Box<[u8]>>,
     next_connection: Cell<u64>,
 }
 
@@ -18,6 +22,7 @@ impl ShardContext {
             shards,
             clusters: RefCell::new(ClusterManager::default()),
             logs: LogWriters::default(),
+            scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),
         }
     }

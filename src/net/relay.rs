@@ -1,25 +1,26 @@
-//! Byte relay between two sockets: both directions at once, TCP half-close carried across,
-//! back-pressure by never reading more than one buffer ahead of the writer, buffers that grow
-//! with the traffic (up to the configured limit) and are allocated once per direction.
+//! Byte relay between two sockets: both directions at once, TCP half-close carried across.
+//! Reads land in the shard's scratch buffer and are written on at once, so an idle connection
+//! holds no buffer; only bytes the peer cannot take yet are kept per connection (back-pressure:
+//! at most one read, bounded by the direction's limit, is ever held).
 use std::{
     cell::{Cell, RefCell},
+    future::poll_fn,
     io,
     pin::Pin,
-    rc::Rc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-/// First buffer size; doubled each time a read fills it, up to the direction's limit.
-const INITIAL_BUFFER: usize = 16 << 10;
+/// Size of each shard's scratch buffer: the largest single read.
+pub const SCRATCH_BYTES: usize = 256 << 10;
 
 /// Why a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayEnd {
-    /// Both sides closed their write halves (or one reset after the other closed).
+    /// Both sides closed their write halves.
     Closed,
     /// Nothing moved for the idle timeout.
     IdleTimeout,
@@ -29,26 +30,25 @@ pub enum RelayEnd {
     UpstreamError,
 }
 
-/// Byte counters of one relay, and per-chunk hooks into the caller's stats.
+/// Per-chunk hooks into the caller's stats.
 pub trait RelayObserver {
     fn downstream_to_upstream(&self, bytes: usize);
     fn upstream_to_downstream(&self, bytes: usize);
 }
 
-/// A stream shared by the two directions: each poll borrows it only for the poll's duration.
-struct Shared(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Shared {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
+/// Read-ahead limits per direction and the idle timeout.
+pub struct RelayLimits {
+    /// Most bytes read from upstream ahead of a slow downstream.
+    pub downstream: usize,
+    /// Most bytes read from downstream ahead of a slow upstream.
+    pub upstream: usize,
+    pub idle_timeout: Option<Duration>,
 }
 
-impl AsyncWrite for Shared {
+/// Writes through a shared stream; each poll borrows it only for the poll's duration.
+struct Writer<'a>(&'a RefCell<TcpStream>);
+
+impl AsyncWrite for Writer<'_> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -64,35 +64,68 @@ impl AsyncWrite for Shared {
     }
 }
 
-/// Side a copy failed on.
+/// Which socket of a direction failed.
 #[derive(Debug, Clone, Copy)]
 enum Side {
     Source,
     Sink,
 }
 
-/// Copies `from` → `to` until EOF, then half-closes `to`. `limit` caps the buffer.
-async fn copy(
-    mut from: Shared,
-    mut to: Shared,
+/// One direction: `from` → `to` until EOF, then half-close `to`.
+struct Direction<'a> {
+    from: &'a RefCell<TcpStream>,
+    to: &'a RefCell<TcpStream>,
     limit: usize,
-    last_activity: &Cell<Instant>,
-    on_chunk: impl Fn(usize),
-) -> Result<(), Side> {
-    let mut buf = vec![0u8; INITIAL_BUFFER.min(limit)];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|_| Side::Source)?;
-        if n == 0 {
-            // Half-close: the peer may keep sending the other way.
-            let _ = to.close().await;
-            return Ok(());
+    scratch: &'a RefCell<Box<[u8]>>,
+    /// Bytes read but not yet accepted by `to`; empty (and unallocated) unless back-pressured.
+    backlog: Vec<u8>,
+}
+
+impl Direction<'_> {
+    async fn run(
+        mut self,
+        last_activity: &Cell<Instant>,
+        on_chunk: impl Fn(usize),
+    ) -> Result<(), Side> {
+        loop {
+            if !self.backlog.is_empty() {
+                Writer(self.to)
+                    .write_all(&self.backlog)
+                    .await
+                    .map_err(|_| Side::Sink)?;
+                self.backlog = Vec::new(); // give the memory back while the peer keeps up
+            }
+            let n = poll_fn(|cx| self.read_and_forward(cx)).await?;
+            if n == 0 {
+                // Half-close: the peer may keep sending the other way.
+                let _ = Writer(self.to).close().await;
+                return Ok(());
+            }
+            last_activity.set(Instant::now());
+            on_chunk(n);
         }
-        last_activity.set(Instant::now());
-        to.write_all(&buf[..n]).await.map_err(|_| Side::Sink)?;
-        on_chunk(n);
-        if n == buf.len() && buf.len() < limit {
-            buf.resize((buf.len() * 2).min(limit), 0);
+    }
+
+    /// Reads into the scratch buffer and writes as much as `to` takes right away; the rest
+    /// goes to the backlog.
+    fn read_and_forward(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Side>> {
+        let mut scratch = self.scratch.borrow_mut();
+        let buf = &mut scratch[..self.limit.clamp(1, SCRATCH_BYTES)];
+        let n = match Pin::new(&mut *self.from.borrow_mut()).poll_read(cx, buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(Side::Source)),
+            Poll::Ready(Ok(n)) => n,
+        };
+        let mut written = 0;
+        while written < n {
+            match Pin::new(&mut *self.to.borrow_mut()).poll_write(cx, &buf[written..n]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Side::Sink)),
+                Poll::Ready(Ok(w)) => written += w,
+                Poll::Pending => break,
+            }
         }
+        self.backlog.extend_from_slice(&buf[written..n]);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -100,41 +133,36 @@ async fn copy(
 pub async fn relay(
     downstream: TcpStream,
     upstream: TcpStream,
-    downstream_limit: usize,
-    upstream_limit: usize,
-    idle_timeout: Option<Duration>,
+    limits: &RelayLimits,
+    scratch: &RefCell<Box<[u8]>>,
     observer: &impl RelayObserver,
 ) -> RelayEnd {
-    let down = Rc::new(RefCell::new(downstream));
-    let up = Rc::new(RefCell::new(upstream));
+    let (down, up) = (RefCell::new(downstream), RefCell::new(upstream));
     let last_activity = Cell::new(Instant::now());
+    let direction = |from, to, limit| Direction {
+        from,
+        to,
+        limit,
+        scratch,
+        backlog: Vec::new(),
+    };
     let to_upstream = async {
-        copy(
-            Shared(down.clone()),
-            Shared(up.clone()),
-            upstream_limit,
-            &last_activity,
-            |n| observer.downstream_to_upstream(n),
-        )
-        .await
-        .map_err(|side| match side {
-            Side::Source => RelayEnd::DownstreamError,
-            Side::Sink => RelayEnd::UpstreamError,
-        })
+        direction(&down, &up, limits.upstream)
+            .run(&last_activity, |n| observer.downstream_to_upstream(n))
+            .await
+            .map_err(|side| match side {
+                Side::Source => RelayEnd::DownstreamError,
+                Side::Sink => RelayEnd::UpstreamError,
+            })
     };
     let to_downstream = async {
-        copy(
-            Shared(up.clone()),
-            Shared(down.clone()),
-            downstream_limit,
-            &last_activity,
-            |n| observer.upstream_to_downstream(n),
-        )
-        .await
-        .map_err(|side| match side {
-            Side::Source => RelayEnd::UpstreamError,
-            Side::Sink => RelayEnd::DownstreamError,
-        })
+        direction(&up, &down, limits.downstream)
+            .run(&last_activity, |n| observer.upstream_to_downstream(n))
+            .await
+            .map_err(|side| match side {
+                Side::Source => RelayEnd::UpstreamError,
+                Side::Sink => RelayEnd::DownstreamError,
+            })
     };
     let both = async {
         match future::try_zip(to_upstream, to_downstream).await {
@@ -142,7 +170,7 @@ pub async fn relay(
             Err(end) => end,
         }
     };
-    match idle_timeout {
+    match limits.idle_timeout {
         None => both.await,
         Some(timeout) => future::or(both, idle(timeout, &last_activity)).await,
     }

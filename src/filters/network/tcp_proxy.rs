@@ -15,7 +15,7 @@ use xds_agent::{
 
 use crate::{
     context::ShardContext,
-    net::relay::{relay, RelayEnd, RelayObserver},
+    net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
 };
 
@@ -108,15 +108,12 @@ async fn proxy_to(
         received: Default::default(),
         sent: Default::default(),
     };
-    let end = relay(
-        downstream,
-        upstream,
-        listener.buffer_limit,
-        cluster.config.buffer_limit,
-        proxy.idle_timeout,
-        &observer,
-    )
-    .await;
+    let limits = RelayLimits {
+        downstream: listener.buffer_limit,
+        upstream: cluster.config.buffer_limit,
+        idle_timeout: proxy.idle_timeout,
+    };
+    let end = relay(downstream, upstream, &limits, &ctx.scratch, &observer).await;
     drop(host);
     xds_agent::stats::dec(&cells.upstream_cx_active);
     inc(&cells.upstream_cx_destroy);
