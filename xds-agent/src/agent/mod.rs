@@ -1,0 +1,247 @@
+//! The agent: loads the bootstrap, translates and publishes generations, watches the file,
+//! refreshes DNS, tracks shard acknowledgements, and runs drain and shutdown. This module holds
+//! what the rest of the process sees (options, shared state, commands, start-up).
+mod changes;
+mod event_loop;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use tokio::sync::mpsc::unbounded_channel;
+
+use self::event_loop::Agent;
+use crate::{
+    admin, bootstrap,
+    model::Snapshot,
+    publish::{EventReceiver, ShardLink},
+    signals,
+    stats::{self, ServerState, StatsRegistry},
+    translate::{translate, TranslateContext, TranslateError},
+    watch,
+};
+
+/// What the agent needs from the command line.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub config_path: Option<PathBuf>,
+    pub config_yaml: Option<String>,
+    /// Bootstrap used when neither `config_path` nor `config_yaml` is given.
+    pub default_bootstrap: &'static str,
+    pub allow_unknown_fields: bool,
+    pub drain_time: Duration,
+    pub concurrency: usize,
+    pub service_node: Option<String>,
+    pub service_cluster: Option<String>,
+    /// Hands memory used by config work back to the OS (drops the descriptor pool); called
+    /// after each load and admin request.
+    pub release_memory: fn(),
+}
+
+/// Changes the process's log levels (`/logging`); implemented by `main` over tracing's
+/// reload handle. Returns the new filter description, or why the spec was rejected.
+pub trait LogControl: Send + Sync {
+    fn set(&self, spec: &str) -> Result<String, String>;
+    fn current(&self) -> String;
+}
+
+/// Requests to the agent loop (from admin or signals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Drain for `--drain-time-s`, then exit 0.
+    Shutdown,
+    /// Stop listening (all, or only inbound listeners). `graceful` first enters the draining
+    /// state for the drain time before closing the sockets, as Envoy does.
+    DrainListeners { inbound_only: bool, graceful: bool },
+    /// The bootstrap file changed on disk.
+    Reload,
+}
+
+/// State the agent shares with the admin server.
+pub struct AgentState {
+    pub stats: StatsRegistry,
+    /// The bootstrap as loaded (after `--config-yaml` merge): the static config dump.
+    pub bootstrap: Bootstrap,
+    pub snapshot: Arc<Snapshot>,
+    /// Generation each shard last reported applied.
+    pub applied: Vec<u64>,
+    pub server_state: ServerState,
+    /// `/healthcheck/fail` was called (and not undone by `/healthcheck/ok`).
+    pub healthcheck_failed: bool,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub last_updated: SystemTime,
+    /// The last bootstrap reload's rejection reason, if the last attempt failed.
+    pub last_reload_error: Option<String>,
+    pub options: AgentOptions,
+}
+
+impl AgentState {
+    /// Whether every shard runs the current generation.
+    pub fn all_shards_applied(&self) -> bool {
+        self.applied.iter().all(|g| *g >= self.snapshot.generation)
+    }
+}
+
+pub type SharedState = Arc<Mutex<AgentState>>;
+
+/// Why the agent could not start (the process exits 1 with this message).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("invalid configuration:\n{}", list(.0))]
+    Config(Vec<TranslateError>),
+    #[error("admin address {address}: {error}")]
+    AdminBind {
+        address: String,
+        error: std::io::Error,
+    },
+    #[error("listeners failed to start:\n{}", .0.join("\n"))]
+    Bind(Vec<String>),
+    #[error("cannot start the agent runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+fn list(errors: &[TranslateError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Loads and translates the configured bootstrap once (for `--mode validate` and start-up).
+pub fn load_and_translate(
+    options: &AgentOptions,
+    stats: &mut StatsRegistry,
+) -> Result<(Bootstrap, Snapshot), StartupError> {
+    let bootstrap = load_bootstrap(options)?;
+    let snapshot = translate(
+        &bootstrap,
+        &mut TranslateContext {
+            generation: 1,
+            stats,
+            previous: None,
+            dns: &HashMap::new(),
+        },
+    )
+    .map_err(StartupError::Config)?;
+    Ok((bootstrap, snapshot))
+}
+
+fn load_bootstrap(options: &AgentOptions) -> Result<Bootstrap, crate::bootstrap::BootstrapError> {
+    let yaml = match (&options.config_path, &options.config_yaml) {
+        (None, None) => Some(options.default_bootstrap),
+        (_, yaml) => yaml.as_deref(),
+    };
+    let mut bootstrap = bootstrap::load(
+        options.config_path.as_deref(),
+        yaml,
+        options.allow_unknown_fields,
+    )?;
+    bootstrap::apply_node_flags(
+        &mut bootstrap,
+        options.service_node.as_deref(),
+        options.service_cluster.as_deref(),
+    );
+    Ok(bootstrap)
+}
+
+/// Runs the agent on the calling thread until shutdown; returns early with the reason when
+/// generation 1 cannot start (bad config, an address that cannot bind).
+pub fn run(
+    options: AgentOptions,
+    shards: Vec<ShardLink>,
+    events: EventReceiver,
+    logs: Arc<dyn LogControl>,
+) -> Result<(), StartupError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartupError::Runtime)?;
+    runtime.block_on(async move {
+        let bootstrap = load_bootstrap(&options)?;
+        let stats = StatsRegistry::new(shards.len());
+        stats::set(&stats.server.shard(0).concurrency, shards.len() as i64);
+        stats::set(
+            &stats.server.shard(0).state,
+            ServerState::Initializing as i64,
+        );
+        let state = Arc::new(Mutex::new(AgentState {
+            stats,
+            bootstrap: bootstrap.clone(),
+            snapshot: Arc::new(Snapshot {
+                generation: 0,
+                listeners: vec![],
+                clusters: HashMap::new(),
+            }),
+            applied: vec![0; shards.len()],
+            server_state: ServerState::Initializing,
+            healthcheck_failed: false,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            last_updated: SystemTime::now(),
+            last_reload_error: None,
+            options: options.clone(),
+        }));
+        let (commands_tx, commands) = unbounded_channel();
+        if let Some(address) = admin_address(&bootstrap) {
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|error| StartupError::AdminBind {
+                    address: address.clone(),
+                    error,
+                })?;
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or(address);
+            tracing::info!("admin listening on {bound}");
+            let ctx = admin::AdminContext {
+                state: state.clone(),
+                commands: commands_tx.clone(),
+                logs,
+            };
+            tokio::spawn(admin::serve(listener, ctx));
+        }
+        let mut agent = Agent::new(state, shards, events, commands);
+        agent.start(bootstrap).await?;
+        (options.release_memory)();
+        let _watch = options
+            .config_path
+            .as_ref()
+            .and_then(|path| watch::spawn(path, commands_tx.clone()));
+        signals::spawn(commands_tx);
+        agent.run().await;
+        Ok(())
+    })
+}
+
+/// The admin `socket_address` of the bootstrap, as `ip:port`.
+fn admin_address(bootstrap: &Bootstrap) -> Option<String> {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address::Address as Kind, socket_address::PortSpecifier,
+    };
+    let address = bootstrap
+        .admin
+        .as_ref()?
+        .address
+        .as_ref()?
+        .address
+        .as_ref()?;
+    let Kind::SocketAddress(socket) = address else {
+        return None;
+    };
+    let Some(PortSpecifier::PortValue(port)) = socket.port_specifier else {
+        return None;
+    };
+    Some(match socket.address.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{port}"),
+        Err(_) => format!("{}:{port}", socket.address),
+    })
+}
