@@ -6,7 +6,7 @@
 # 1. installs the system tools later tests use (apt, only what is missing, only as root);
 # 2. makes a Python venv in target/test-venv with the Python clients/servers tests use;
 # 3. exports PATH and SHARDPROXY_TEST_* variables the tests read;
-# 4. checks (and as root raises) the locked-memory limit glommio needs;
+# 4. checks (and as root raises) the locked-memory limit the io_uring rings need;
 # 5. cargo build, then cargo test --workspace (debug builds);
 # 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint).
 #
@@ -123,7 +123,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------------------------
-step "locked memory (glommio/io_uring)"
+step "locked memory (io_uring rings)"
 want_kib=512
 if [ "$(id -u)" = 0 ]; then
     ulimit -l unlimited 2>/dev/null || true
@@ -133,7 +133,7 @@ fi
 have="$(ulimit -l)"
 echo "ulimit -l: $have"
 if [ "$have" != unlimited ] && [ "$have" -lt "$want_kib" ]; then
-    echo "run.sh: ulimit -l is $have KiB; glommio needs at least $want_kib KiB (run as root, or raise" \
+    echo "run.sh: ulimit -l is $have KiB; the io_uring rings need at least $want_kib KiB (run as root, or raise" \
          "memlock in /etc/security/limits.conf / docker --ulimit memlock=-1)" >&2
     exit 1
 fi

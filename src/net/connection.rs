@@ -2,7 +2,7 @@
 //! terminal filter. The listener config is pinned here for the connection's life.
 use std::{rc::Rc, sync::Arc};
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use xds_agent::{
     model::{Listener, NetworkFilter},
     stats::{dec, inc},

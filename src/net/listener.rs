@@ -4,11 +4,14 @@ use std::{
     cell::RefCell, collections::HashMap, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration,
 };
 
-use glommio::{net::TcpListener, Task};
 use socket2::{Domain, Protocol, Socket, Type};
 use xds_agent::model::{Listener, Snapshot};
 
-use crate::{context::ShardContext, net::connection, rt::sockets};
+use crate::{
+    context::ShardContext,
+    net::connection,
+    rt::{self, net::TcpListener, timer, Task},
+};
 
 const BACKLOG: i32 = 1024;
 
@@ -50,8 +53,7 @@ impl ListenerSet {
             match bind(listener.address) {
                 Ok(socket) => {
                     let config = Rc::new(RefCell::new(listener.clone()));
-                    let accept =
-                        glommio::spawn_local(accept_loop(socket, config.clone(), ctx.clone()));
+                    let accept = rt::spawn_local(accept_loop(socket, config.clone(), ctx.clone()));
                     self.active.insert(
                         name.to_string(),
                         Active {
@@ -90,11 +92,11 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(BACKLOG)?;
-    Ok(sockets::adopt_listener(socket))
+    Ok(TcpListener::adopt(socket))
 }
 
 async fn accept_loop(
-    socket: TcpListener,
+    mut socket: TcpListener,
     config: Rc<RefCell<Arc<Listener>>>,
     ctx: Rc<ShardContext>,
 ) {
@@ -102,12 +104,12 @@ async fn accept_loop(
         match socket.accept().await {
             Ok(stream) => {
                 let listener = config.borrow().clone();
-                glommio::spawn_local(connection::serve(ctx.clone(), listener, stream)).detach();
+                rt::spawn_local(connection::serve(ctx.clone(), listener, stream)).detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.
                 tracing::warn!(listener = %config.borrow().name, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                timer::sleep(Duration::from_millis(10)).await;
             }
         }
     }

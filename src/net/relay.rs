@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::rt::{net::TcpStream, timer};
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 /// Size of each shard's scratch buffer: the largest single read.
 pub const SCRATCH_BYTES: usize = 256 << 10;
@@ -179,10 +179,9 @@ pub async fn relay(
 async fn idle(timeout: Duration, last_activity: &Cell<Instant>) -> RelayEnd {
     loop {
         let deadline = last_activity.get() + timeout;
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return RelayEnd::IdleTimeout;
         }
-        glommio::timer::sleep(deadline - now).await;
+        timer::sleep_until(deadline).await;
     }
 }

@@ -2,7 +2,7 @@
 //! with a fresh pick up to the attempt limit, counting every outcome in the cluster's stats.
 use std::{io, net::SocketAddr, rc::Rc};
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use xds_agent::{access_log::ResponseFlags, stats::inc};
 
 use super::cluster_manager::{ActiveHost, ShardCluster};
@@ -41,7 +41,7 @@ pub async fn connect_upstream(
                 return Ok((stream, active));
             }
             Err(e) => {
-                let timed_out = io::Error::from(e).kind() == io::ErrorKind::TimedOut;
+                let timed_out = e.kind() == io::ErrorKind::TimedOut;
                 if timed_out {
                     inc(&stats.upstream_cx_connect_timeout);
                 }

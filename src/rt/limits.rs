@@ -1,11 +1,13 @@
 //! Start-up checks with actionable errors: locked-memory limit and io_uring availability.
 use std::io;
 
-/// Memory glommio locks per shard for its io_uring buffers (kept small: shards use their own
-/// socket buffers, not glommio's registered DMA memory).
-pub const IO_MEMORY_PER_SHARD: usize = 256 << 10;
-/// Locked memory each ring needs beyond `IO_MEMORY_PER_SHARD` (ring arrays).
-const RING_OVERHEAD: u64 = 64 << 10;
+use super::ring::{CQ_ENTRIES, SQ_ENTRIES};
+
+/// Locked memory each shard's ring needs: only its SQ/CQ arrays (64-byte submission entries,
+/// a 4-byte index each, 16-byte completion entries), plus a page of ring headers. Shards
+/// register no buffers; sockets read into ordinary memory. Kernels since 5.12 charge this to
+/// the memory cgroup instead, where the limit no longer applies.
+const RING_BYTES: u64 = SQ_ENTRIES as u64 * (64 + 4) + CQ_ENTRIES as u64 * 16 + 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -15,13 +17,13 @@ pub enum StartError {
          docker: --ulimit memlock=-1; Kubernetes: a container runtime default of at least this)"
     )]
     MemlockTooLow { have: u64, need: u64, shards: usize },
-    #[error("io_uring is not available on this kernel or is blocked by seccomp/sysctl ({0}); shardproxy needs Linux 5.8+ with io_uring enabled (kernel.io_uring_disabled=0)")]
+    #[error("io_uring is not available on this kernel or is blocked by seccomp/sysctl ({0}); shardproxy needs Linux 5.13+ with io_uring enabled (kernel.io_uring_disabled=0)")]
     NoIoUring(io::Error),
     #[error("cannot start shard {shard}: {error}")]
     Shard { shard: usize, error: String },
 }
 
-/// Checks the locked-memory limit covers `shards` executors.
+/// Checks the locked-memory limit covers `shards` rings.
 pub fn check_memlock(shards: usize) -> Result<(), StartError> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -34,7 +36,7 @@ pub fn check_memlock(shards: usize) -> Result<(), StartError> {
     if limit.rlim_cur == libc::RLIM_INFINITY {
         return Ok(());
     }
-    let need = (IO_MEMORY_PER_SHARD as u64 + RING_OVERHEAD) * shards as u64;
+    let need = RING_BYTES * shards as u64;
     if limit.rlim_cur < need {
         return Err(StartError::MemlockTooLow {
             have: limit.rlim_cur >> 10,

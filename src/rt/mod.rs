@@ -1,6 +1,17 @@
-//! Runtime glue: shard threads on glommio, pinning, wake-ups. The only place for `unsafe`.
+//! Runtime: shardproxy's own per-core io_uring runtime (executor, timers, sockets), shard
+//! threads, pinning, wake-ups. The only place for `unsafe`.
+pub mod executor;
 pub mod limits;
 pub mod memory;
+pub mod net;
+mod ops;
+mod readiness;
+mod ring;
 pub mod shard;
-pub mod sockets;
+pub mod timer;
 pub mod wake;
+
+#[cfg(test)]
+mod tests;
+
+pub use executor::{spawn_local, Task};

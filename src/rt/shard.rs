@@ -1,13 +1,13 @@
-//! Shard threads: one glommio executor per core, pinned, applying the snapshots the agent
+//! Shard threads: one executor (and io_uring) per core, pinned, applying the snapshots the agent
 //! publishes and acknowledging each generation.
 use std::{rc::Rc, sync::Arc, thread::JoinHandle};
 
 use crossbeam_channel::Receiver;
-use glommio::LocalExecutorBuilder;
 use xds_agent::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
 
 use super::{
-    limits::{StartError, IO_MEMORY_PER_SHARD},
+    executor::Executor,
+    limits::StartError,
     wake::{self, WakeReceiver},
 };
 use crate::{context::ShardContext, net::listener::ListenerSet};
@@ -35,11 +35,7 @@ pub fn spawn_all(
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                let executor = LocalExecutorBuilder::default()
-                    .name(&format!("shard-{id}"))
-                    .io_memory(IO_MEMORY_PER_SHARD)
-                    .make();
-                match executor {
+                match Executor::new() {
                     Ok(executor) => {
                         let _ = started_tx.send(Ok(()));
                         executor.run(run(ShardContext::new(id, count), rx, wake_rx, events));

@@ -1,13 +1,14 @@
-//! Wake-ups from the agent to a shard: one byte over a socketpair, read by the shard's
-//! executor through io_uring, so a parked shard wakes without any polling interval.
+//! Wake-ups from the agent to a shard: one byte over a socketpair, whose readiness the
+//! shard's ring reports, so a parked shard wakes without any polling interval.
 use std::{
+    future::poll_fn,
     io::{self, Write},
-    os::{fd::FromRawFd, fd::IntoRawFd, unix::net::UnixStream as StdUnixStream},
+    os::unix::net::UnixStream as StdUnixStream,
 };
 
-use futures_lite::AsyncReadExt;
-use glommio::net::UnixStream;
 use xds_agent::publish::Wake;
+
+use super::readiness::Source;
 
 /// Agent side: writes a byte per wake (a full socket buffer already means "wake pending").
 pub struct SocketWaker(StdUnixStream);
@@ -33,22 +34,19 @@ pub fn pair() -> io::Result<(SocketWaker, WakeReceiver)> {
 }
 
 impl WakeReceiver {
-    /// Attaches to the current glommio executor; must run on the shard thread.
+    /// Attaches to the current shard's runtime; must run on the shard thread.
     pub fn attach(self) -> WakeStream {
-        let fd = self.0.into_raw_fd();
-        // SAFETY: `fd` was just released by `into_raw_fd`, so this is its only owner; it is a
-        // connected, non-blocking AF_UNIX stream socket, which glommio's UnixStream expects.
-        WakeStream(unsafe { UnixStream::from_raw_fd(fd) })
+        WakeStream(Source::new(self.0))
     }
 }
 
-pub struct WakeStream(UnixStream);
+pub struct WakeStream(Source<StdUnixStream>);
 
 impl WakeStream {
     /// Waits for at least one wake-up (several coalesce). Errors mean the agent is gone.
     pub async fn wait(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 64];
-        match self.0.read(&mut buf).await? {
+        match poll_fn(|cx| self.0.poll_read(cx, &mut buf)).await? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Ok(()),
         }

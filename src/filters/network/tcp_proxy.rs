@@ -6,7 +6,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use xds_agent::{
     access_log::{ConnectionRecord, ResponseFlags},
     model::{Listener, TcpProxy},

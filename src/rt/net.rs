@@ -1,0 +1,134 @@
+//! Runtime: TCP sockets on the shard's ring. Non-blocking syscalls with io_uring readiness
+//! (see `readiness`), so a relay reads into the shard's scratch buffer and idle connections
+//! hold no buffer.
+use std::{
+    future::poll_fn,
+    io,
+    net::{Shutdown, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_lite::{future, AsyncRead, AsyncWrite};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::{
+    readiness::{Interest, Source},
+    timer,
+};
+
+pub struct TcpListener(Source<std::net::TcpListener>);
+
+impl TcpListener {
+    /// Adopts a bound, listening, non-blocking socket (created with socket2 for the options
+    /// std does not expose). Must be called on a shard thread.
+    pub fn adopt(socket: Socket) -> Self {
+        Self(Source::new(socket.into()))
+    }
+
+    /// The next connection, already non-blocking.
+    pub async fn accept(&mut self) -> io::Result<TcpStream> {
+        poll_fn(|cx| self.0.poll_io(Interest::Read, cx, accept4)).await
+    }
+}
+
+fn accept4(listener: &std::net::TcpListener) -> io::Result<TcpStream> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: accept4 with null address pointers writes no memory; `listener` keeps the
+    // descriptor open for the call.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(TcpStream(Source::new(fd.into())))
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        // Leave the SO_REUSEPORT group now, not when the ring releases its poll's reference:
+        // new connections go to the shards still listening.
+        let _ = SockRef::from(self.0.io()).shutdown(Shutdown::Read);
+    }
+}
+
+pub struct TcpStream(Source<std::net::TcpStream>);
+
+impl TcpStream {
+    /// Connects to `addr`, failing with `TimedOut` after `timeout`.
+    pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut source = Source::new(std::net::TcpStream::from(socket));
+        source.clear(Interest::Write);
+        let connected = poll_fn(|cx| source.poll_ready(Interest::Write, cx).map(Ok));
+        let expired = async {
+            timer::sleep(timeout).await;
+            Err(io::Error::from(io::ErrorKind::TimedOut))
+        };
+        future::or(connected, expired).await?;
+        if let Some(e) = source.io().take_error()? {
+            return Err(e);
+        }
+        Ok(Self(source))
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.io().set_nodelay(nodelay)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.io().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.io().local_addr()
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // writes go straight to the socket
+    }
+
+    /// Half-close: sends FIN; reading goes on.
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.io().shutdown(Shutdown::Write))
+    }
+}

@@ -1,0 +1,92 @@
+//! Runtime: timers. Each shard keeps its deadlines in one ordered map; the loop wakes the
+//! expired ones every turn and sleeps in the kernel no longer than the nearest one.
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use super::executor;
+
+#[derive(Default)]
+pub struct Timers {
+    pending: BTreeMap<(Instant, u64), Waker>,
+    next_id: u64,
+}
+
+impl Timers {
+    /// The nearest deadline, if any timer is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// Removes and returns the wakers of every timer due at `now`.
+    pub fn expired(&mut self, now: Instant, into: &mut Vec<Waker>) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            into.push(entry.remove());
+        }
+    }
+}
+
+/// Completes after `duration`.
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(Instant::now() + duration)
+}
+
+/// Completes at `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        key: None,
+    }
+}
+
+pub struct Sleep {
+    deadline: Instant,
+    /// Set while registered with the shard's timers.
+    key: Option<(Instant, u64)>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.unregister();
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline;
+        let key = self.key;
+        self.key = executor::with(|rt| {
+            let mut timers = rt.timers.borrow_mut();
+            let key = key.unwrap_or_else(|| {
+                timers.next_id += 1;
+                (deadline, timers.next_id)
+            });
+            // Replacing a waker of this same task (the one polling) is never its last drop.
+            timers.pending.insert(key, cx.waker().clone());
+            key
+        });
+        Poll::Pending
+    }
+}
+
+impl Sleep {
+    fn unregister(&mut self) {
+        if let Some(key) = self.key.take() {
+            let waker = executor::with(|rt| rt.timers.borrow_mut().pending.remove(&key));
+            drop(waker); // outside the borrow: it may be a task's last reference
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
