@@ -20,6 +20,13 @@ pub struct Host {
 }
 
 impl Host {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            active: Cell::new(0),
+        }
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.endpoint.address
     }
@@ -65,12 +72,7 @@ impl ShardCluster {
                 previous
                     .and_then(|p| p.hosts.iter().find(|h| h.endpoint == *endpoint))
                     .cloned()
-                    .unwrap_or_else(|| {
-                        Rc::new(Host {
-                            endpoint: endpoint.clone(),
-                            active: Cell::new(0),
-                        })
-                    })
+                    .unwrap_or_else(|| Rc::new(Host::new(endpoint.clone())))
             })
             .collect();
         let balancer = RefCell::new(Balancer::new(config.lb_policy, &hosts, shard));

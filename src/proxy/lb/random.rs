@@ -24,6 +24,11 @@ impl WeightedRandom {
         }
     }
 
+    /// Whether every host is equally likely.
+    pub fn is_uniform(&self) -> bool {
+        self.cumulative.is_empty()
+    }
+
     pub fn pick(&self) -> usize {
         match self.cumulative.last() {
             None => fastrand::usize(0..self.len),
