@@ -209,14 +209,16 @@ pub fn run(
             };
             tokio::spawn(admin::serve(listener, ctx));
         }
-        let mut agent = Agent::new(state, shards, events, commands);
-        agent.start(bootstrap).await?;
-        (options.release_memory)();
+        // Watch before generation 1 is built: a change made meanwhile becomes generation 2
+        // instead of being missed.
         let _watch = options
             .config_path
             .as_ref()
             .and_then(|path| watch::spawn(path, commands_tx.clone()));
         signals::spawn(commands_tx);
+        let mut agent = Agent::new(state, shards, events, commands);
+        agent.start(bootstrap).await?;
+        (options.release_memory)();
         agent.run().await;
         Ok(())
     })
