@@ -49,14 +49,5 @@ pub fn check_memlock(shards: usize) -> Result<(), StartError> {
 
 /// Probes io_uring with a tiny ring so a kernel without it fails with a clear message.
 pub fn check_io_uring() -> Result<(), StartError> {
-    let mut params = [0u8; 120]; // struct io_uring_params, zeroed
-                                 // SAFETY: io_uring_setup reads/writes `params` (120 bytes, the kernel's struct size) and
-                                 // returns a new fd that we close right away.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return Err(StartError::NoIoUring(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a descriptor we own and no longer use.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
+    io_uring::IoUring::new(1).map(drop).map_err(StartError::NoIoUring)
 }
