@@ -49,5 +49,7 @@ pub fn check_memlock(shards: usize) -> Result<(), StartError> {
 
 /// Probes io_uring with a tiny ring so a kernel without it fails with a clear message.
 pub fn check_io_uring() -> Result<(), StartError> {
-    io_uring::IoUring::new(1).map(drop).map_err(StartError::NoIoUring)
+    io_uring::IoUring::new(1)
+        .map(drop)
+        .map_err(StartError::NoIoUring)
 }
