@@ -112,7 +112,9 @@ pub fn decode_any<M: prost::Message + Default + Name>(any: &Any) -> Result<M, Js
         .map_err(|e| JsonError::whole(format!("decode {}: {e}", any.type_url)))
 }
 
-/// Renders a message as proto3 JSON (default-valued fields omitted), as Envoy's admin does.
+/// Renders a message as proto3 JSON the way Envoy's admin prints it: proto field names
+/// (`last_updated`, not `lastUpdated`), default-valued fields left out, `Any`s expanded with
+/// their `@type`.
 pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
     let descriptor = pool()
         .get_message_by_name(&M::full_name())
@@ -124,26 +126,11 @@ pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
     dynamic
         .serialize_with_options(
             serde_json::value::Serializer,
-            &SerializeOptions::new().skip_default_fields(true),
+            &SerializeOptions::new()
+                .skip_default_fields(true)
+                .use_proto_field_name(true),
         )
-        .expect("serialising to a JSON value cannot fail")
-}
-
-/// Renders an `Any` payload as proto3 JSON with its `@type`, for config dumps.
-pub fn any_to_json(any: &Any) -> Option<serde_json::Value> {
-    let name = any.type_url.rsplit('/').next()?;
-    let descriptor = pool().get_message_by_name(name)?;
-    let dynamic = DynamicMessage::decode(descriptor, any.value.as_slice()).ok()?;
-    let mut value = dynamic
-        .serialize_with_options(
-            serde_json::value::Serializer,
-            &SerializeOptions::new().skip_default_fields(true),
-        )
-        .ok()?;
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert("@type".into(), any.type_url.clone().into());
-    }
-    Some(value)
+        .expect("every Any in the message names a type in the pool")
 }
 
 #[cfg(test)]
@@ -208,5 +195,13 @@ static_resources:
     fn dumps_round_trip() {
         let b = bootstrap("node: {id: n1}\n").unwrap();
         assert_eq!(to_json(&b)["node"]["id"], "n1");
+        let dump = envoy_types::pb::envoy::admin::v3::BootstrapConfigDump {
+            bootstrap: None,
+            last_updated: Some(Default::default()),
+        };
+        assert_eq!(
+            to_json(&dump),
+            serde_json::json!({"last_updated": "1970-01-01T00:00:00Z"})
+        );
     }
 }

@@ -3,6 +3,5 @@
 pub mod json;
 
 pub use json::{
-    any_to_json, decode_any, descriptor_bytes, from_json, parse_document, pool, release_pool,
-    to_json, JsonError,
+    decode_any, descriptor_bytes, from_json, parse_document, pool, release_pool, to_json, JsonError,
 };

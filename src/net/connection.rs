@@ -2,13 +2,12 @@
 //! terminal filter. The listener config is pinned here for the connection's life.
 use std::{rc::Rc, sync::Arc};
 
-use crate::rt::net::TcpStream;
 use xds_agent::{
     model::{Listener, NetworkFilter},
     stats::{dec, inc},
 };
 
-use crate::{context::ShardContext, filters::network::tcp_proxy};
+use crate::{context::ShardContext, filters::network::tcp_proxy, rt::net::TcpStream};
 
 pub async fn serve(ctx: Rc<ShardContext>, listener: Arc<Listener>, stream: TcpStream) {
     let stats = listener.stats.shard(ctx.id);

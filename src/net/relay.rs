@@ -11,8 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::rt::{net::TcpStream, timer};
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::rt::{net::TcpStream, timer};
 
 /// Size of each shard's scratch buffer: the largest single read.
 pub const SCRATCH_BYTES: usize = 256 << 10;

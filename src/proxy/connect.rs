@@ -2,11 +2,10 @@
 //! with a fresh pick up to the attempt limit, counting every outcome in the cluster's stats.
 use std::{io, net::SocketAddr, rc::Rc};
 
-use crate::rt::net::TcpStream;
 use xds_agent::{access_log::ResponseFlags, stats::inc};
 
 use super::cluster_manager::{ActiveHost, ShardCluster};
-use crate::context::ShardContext;
+use crate::{context::ShardContext, rt::net::TcpStream};
 
 /// Why no upstream connection was made: the flag to log, and the last host tried (Envoy
 /// logs it as `%UPSTREAM_HOST%` even when the connect failed).

@@ -52,6 +52,13 @@ pub struct TcpProxy {
     pub stats: Arc<TcpProxyStats>,
 }
 
+impl TcpProxy {
+    /// Whether connections are access-logged (then their addresses are worth reading).
+    pub fn logs_connections(&self) -> bool {
+        !self.access_logs.is_empty()
+    }
+}
+
 /// One or more clusters with weights; a single cluster has one entry.
 #[derive(Debug)]
 pub struct WeightedClusters {

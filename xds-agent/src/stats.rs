@@ -205,10 +205,6 @@ impl StatsRegistry {
         }
     }
 
-    pub fn shards(&self) -> usize {
-        self.shards
-    }
-
     /// `listener.<stat_prefix>.*`
     pub fn listener(&mut self, stat_prefix: &str) -> Arc<ListenerStats> {
         let shards = self.shards;

@@ -1,22 +1,23 @@
 //! `envoy.filters.network.tcp_proxy`: picks a cluster and host, connects (with retries up to
 //! `max_connect_attempts`), relays bytes, then logs the connection.
 use std::{
+    cell::Cell,
     rc::Rc,
     sync::Arc,
     time::{Instant, SystemTime},
 };
 
-use crate::rt::net::TcpStream;
 use xds_agent::{
     access_log::{ConnectionRecord, ResponseFlags},
     model::{Listener, TcpProxy},
-    stats::{add, inc, TcpProxyCells},
+    stats::{add, dec, inc, ClusterCells, TcpProxyCells},
 };
 
 use crate::{
     context::ShardContext,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
+    rt::net::TcpStream,
 };
 
 pub async fn run(
@@ -30,7 +31,7 @@ pub async fn run(
     let stats = proxy.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
     // Addresses cost two syscalls per connection; only access logs read them.
-    let logged = !proxy.access_logs.is_empty();
+    let logged = proxy.logs_connections();
     let (downstream_remote, downstream_local) = match logged {
         true => (
             downstream.peer_addr().unwrap_or(listener.address),
@@ -98,7 +99,7 @@ async fn proxy_to(
         }
     };
     record.upstream_host = Some(host.address());
-    if !proxy.access_logs.is_empty() {
+    if proxy.logs_connections() {
         record.upstream_local = upstream.local_addr().ok();
     }
     let cells = cluster.config.stats.shard(ctx.id);
@@ -115,7 +116,7 @@ async fn proxy_to(
     };
     let end = relay(downstream, upstream, &limits, &ctx.scratch, &observer).await;
     drop(host);
-    xds_agent::stats::dec(&cells.upstream_cx_active);
+    dec(&cells.upstream_cx_active);
     inc(&cells.upstream_cx_destroy);
     record.bytes_received = observer.received.get();
     record.bytes_sent = observer.sent.get();
@@ -142,9 +143,9 @@ async fn proxy_to(
 
 struct Observer<'a> {
     tcp: &'a TcpProxyCells,
-    cluster: &'a xds_agent::stats::ClusterCells,
-    received: std::cell::Cell<u64>,
-    sent: std::cell::Cell<u64>,
+    cluster: &'a ClusterCells,
+    received: Cell<u64>,
+    sent: Cell<u64>,
 }
 
 impl RelayObserver for Observer<'_> {

@@ -22,7 +22,7 @@ use envoy_types::pb::{
     google::protobuf::UInt32Value,
 };
 
-use super::{json, query::Query, reply::Reply};
+use super::{query::Query, reply::Reply};
 use crate::{agent::AgentState, model::Cluster};
 
 /// Envoy's default circuit-breaker limits per priority: connections, pending requests,
@@ -180,7 +180,7 @@ pub fn statuses(state: &AgentState) -> Clusters {
 /// `GET /clusters`.
 pub fn handle(state: &AgentState, query: &Query) -> Reply {
     match query.get("format") {
-        Some("json") => Reply::json(&json::render(&statuses(state))),
+        Some("json") => Reply::json(&proto::to_json(&statuses(state))),
         _ => Reply::ok_text(text(state)),
     }
 }
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn json_format() {
-        let json = json::render(&statuses(&fixture::state()));
+        let json = proto::to_json(&statuses(&fixture::state()));
         let backend = &json["cluster_statuses"][1];
         assert_eq!(backend["name"], "backend");
         assert_eq!(

@@ -17,7 +17,7 @@ use hyper::StatusCode;
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
-use super::{json, query::Query, reply::Reply};
+use super::{query::Query, reply::Reply};
 use crate::agent::AgentState;
 
 /// Why a config dump query was rejected.
@@ -203,7 +203,7 @@ pub fn handle(state: &AgentState, query: &Query) -> Reply {
     if let Some(mask) = query.get("mask").filter(|m| !m.is_empty()) {
         configs = apply_mask(&configs, mask);
     }
-    Reply::json(&json::render(&ConfigDump { configs }))
+    Reply::json(&proto::to_json(&ConfigDump { configs }))
 }
 
 #[cfg(test)]

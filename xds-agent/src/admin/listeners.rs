@@ -2,7 +2,7 @@
 //! `envoy.admin.v3.Listeners` JSON.
 use envoy_types::pb::envoy::admin::v3::{ListenerStatus, Listeners};
 
-use super::{clusters::socket_address, json, query::Query, reply::Reply};
+use super::{clusters::socket_address, query::Query, reply::Reply};
 use crate::agent::AgentState;
 
 pub fn text(state: &AgentState) -> String {
@@ -32,7 +32,7 @@ pub fn statuses(state: &AgentState) -> Listeners {
 /// `GET /listeners`.
 pub fn handle(state: &AgentState, query: &Query) -> Reply {
     match query.get("format") {
-        Some("json") => Reply::json(&json::render(&statuses(state))),
+        Some("json") => Reply::json(&proto::to_json(&statuses(state))),
         _ => Reply::ok_text(text(state)),
     }
 }
@@ -46,7 +46,7 @@ mod tests {
     fn text_and_json() {
         let state = fixture::state();
         assert_eq!(text(&state), "ingress::0.0.0.0:10000\n");
-        let json = json::render(&statuses(&state));
+        let json = proto::to_json(&statuses(&state));
         assert_eq!(json["listener_statuses"][0]["name"], "ingress");
         assert_eq!(
             json["listener_statuses"][0]["local_address"]["socket_address"]["port_value"],

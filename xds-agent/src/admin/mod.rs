@@ -6,7 +6,6 @@ mod clusters;
 mod config_dump;
 #[cfg(test)]
 mod fixture;
-mod json;
 mod listeners;
 mod logging;
 pub use logging::{level as tracing_level, LoggingError};

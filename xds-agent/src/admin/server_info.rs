@@ -7,7 +7,7 @@ use envoy_types::pb::{
 };
 use hyper::StatusCode;
 
-use super::{json, reply::Reply};
+use super::reply::Reply;
 use crate::{agent::AgentState, stats::ServerState};
 
 /// The state admin reports: a live server that failed its health check reports DRAINING,
@@ -97,7 +97,7 @@ pub fn server_info(agent: &AgentState) -> ServerInfo {
 
 /// `GET /server_info`.
 pub fn render(agent: &AgentState) -> Reply {
-    let mut json = json::render(&server_info(agent));
+    let mut json = proto::to_json(&server_info(agent));
     // Envoy always prints the state, LIVE (the enum's zero value) included.
     json["state"] = state(agent).as_str_name().into();
     Reply::json(&json)
