@@ -6,8 +6,10 @@ mod default_config;
 mod filters;
 mod logging;
 mod net;
+mod protocol;
 mod proxy;
 mod rt;
+mod stream;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 

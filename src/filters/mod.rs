@@ -1,2 +1,4 @@
-//! Filters by layer: network filters terminate a listener's filter chain.
+//! Filters by layer: network filters terminate a listener's filter chain; HTTP filters run on
+//! each stream before the router.
+pub mod http;
 pub mod network;

@@ -17,6 +17,7 @@ pub async fn serve(ctx: Rc<ShardContext>, listener: Arc<Listener>, stream: TcpSt
     match listener.filter_chains.first() {
         Some(chain) => match &chain.network {
             NetworkFilter::TcpProxy(proxy) => tcp_proxy::run(&ctx, &listener, proxy, stream).await,
+            NetworkFilter::HttpConnectionManager(_) => {}
         },
         None => inc(&stats.no_filter_chain_match),
     }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod model;
 pub mod names;
 pub mod publish;
+pub mod route_match;
 pub mod signals;
 pub mod stats;
 pub mod translate;

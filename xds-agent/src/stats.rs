@@ -1,6 +1,7 @@
 //! Stats with Envoy's names: each shard writes only its own cache-line-padded cells (no
 //! contended atomics), and readers (admin) sum the shards.
 use std::{
+    any::{Any, TypeId},
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -57,9 +58,19 @@ macro_rules! stat_scope {
             shards: Box<[Padded<$cells>]>,
         }
 
+        impl Scope for $scope {
+            fn new(prefix: String, shards: usize) -> Self {
+                Self { prefix, shards: (0..shards.max(1)).map(|_| Padded::default()).collect() }
+            }
+
+            fn read(&self, out: &mut Vec<StatValue>) {
+                $scope::read(self, out)
+            }
+        }
+
         impl $scope {
             pub fn new(prefix: String, shards: usize) -> Self {
-                Self { prefix, shards: (0..shards.max(1)).map(|_| Padded::default()).collect() }
+                <Self as Scope>::new(prefix, shards)
             }
 
             /// The cells the given shard writes.
@@ -120,8 +131,76 @@ stat_scope!(
         upstream_cx_destroy_remote: Counter,
         upstream_cx_rx_bytes_total: Counter,
         upstream_cx_tx_bytes_total: Counter,
+        upstream_cx_http1_total: Counter,
+        upstream_cx_idle_timeout: Counter,
+        upstream_cx_max_requests: Counter,
+        upstream_cx_overflow: Counter,
+        upstream_cx_protocol_error: Counter,
+        upstream_rq_total: Counter,
+        upstream_rq_active: Gauge,
+        upstream_rq_completed: Counter,
+        upstream_rq_1xx: Counter,
+        upstream_rq_2xx: Counter,
+        upstream_rq_3xx: Counter,
+        upstream_rq_4xx: Counter,
+        upstream_rq_5xx: Counter,
+        upstream_rq_pending_total: Counter,
+        upstream_rq_pending_active: Gauge,
+        upstream_rq_pending_overflow: Counter,
+        upstream_rq_timeout: Counter,
+        upstream_rq_per_try_timeout: Counter,
+        upstream_rq_rx_reset: Counter,
+        upstream_rq_tx_reset: Counter,
+        upstream_rq_retry: Counter,
+        upstream_rq_retry_success: Counter,
+        upstream_rq_retry_overflow: Counter,
+        upstream_rq_retry_limit_exceeded: Counter,
         membership_total: Gauge,
         membership_healthy: Gauge,
+    }
+);
+
+stat_scope!(
+    HttpStats,
+    HttpCells {
+        downstream_cx_total: Counter,
+        downstream_cx_http1_total: Counter,
+        downstream_cx_active: Gauge,
+        downstream_cx_http1_active: Gauge,
+        downstream_cx_destroy: Counter,
+        downstream_cx_destroy_remote: Counter,
+        downstream_cx_destroy_local: Counter,
+        downstream_cx_protocol_error: Counter,
+        downstream_cx_idle_timeout: Counter,
+        downstream_cx_max_requests_reached: Counter,
+        downstream_cx_rx_bytes_total: Counter,
+        downstream_cx_tx_bytes_total: Counter,
+        downstream_cx_upgrades_total: Counter,
+        downstream_cx_upgrades_active: Gauge,
+        downstream_rq_total: Counter,
+        downstream_rq_http1_total: Counter,
+        downstream_rq_active: Gauge,
+        downstream_rq_completed: Counter,
+        downstream_rq_1xx: Counter,
+        downstream_rq_2xx: Counter,
+        downstream_rq_3xx: Counter,
+        downstream_rq_4xx: Counter,
+        downstream_rq_5xx: Counter,
+        downstream_rq_timeout: Counter,
+        downstream_rq_header_timeout: Counter,
+        downstream_rq_idle_timeout: Counter,
+        downstream_rq_rx_reset: Counter,
+        downstream_rq_tx_reset: Counter,
+        downstream_rq_too_large: Counter,
+        downstream_rq_ws_on_non_ws_route: Counter,
+        downstream_rq_non_relative_path: Counter,
+        downstream_rq_failed_path_normalization: Counter,
+        no_route: Counter,
+        no_cluster: Counter,
+        rq_total: Counter,
+        rq_direct_response: Counter,
+        rq_redirect: Counter,
+        rq_reset_after_downstream_response_started: Counter,
     }
 );
 
@@ -177,18 +256,48 @@ pub enum ServerState {
     Initializing = 3,
 }
 
-/// Every stats scope of the process, keyed by name so a scope survives config generations.
-/// Owned by the agent; shards hold `Arc`s to the scopes their config points at.
-#[derive(Debug)]
+/// A stats scope: per-shard cells under one name prefix (declared with `stat_scope!`).
+pub trait Scope: Send + Sync + 'static {
+    fn new(prefix: String, shards: usize) -> Self
+    where
+        Self: Sized;
+    /// Appends every stat, summed over shards.
+    fn read(&self, out: &mut Vec<StatValue>);
+}
+
+/// A registered scope, readable without knowing its type and recoverable as its type.
+trait Registered: Send + Sync {
+    fn read(&self, out: &mut Vec<StatValue>);
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<S: Scope> Registered for S {
+    fn read(&self, out: &mut Vec<StatValue>) {
+        Scope::read(self, out)
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// Every stats scope of the process, keyed by type and name so a scope survives config
+/// generations. Owned by the agent; shards hold `Arc`s to the scopes their config points at.
 pub struct StatsRegistry {
     shards: usize,
     pub server: ServerStats,
     pub listener_manager: ListenerManagerStats,
     pub cluster_manager: ClusterManagerStats,
     pub bootstrap_reload: ConfigReloadStats,
-    listeners: HashMap<String, Arc<ListenerStats>>,
-    tcp_proxies: HashMap<String, Arc<TcpProxyStats>>,
-    clusters: HashMap<String, Arc<ClusterStats>>,
+    scopes: HashMap<(TypeId, String), Arc<dyn Registered>>,
+}
+
+impl std::fmt::Debug for StatsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsRegistry")
+            .field("shards", &self.shards)
+            .field("scopes", &self.scopes.len())
+            .finish()
+    }
 }
 
 impl StatsRegistry {
@@ -199,47 +308,48 @@ impl StatsRegistry {
             listener_manager: ListenerManagerStats::new("listener_manager".into(), 1),
             cluster_manager: ClusterManagerStats::new("cluster_manager".into(), 1),
             bootstrap_reload: ConfigReloadStats::new("server.bootstrap_reload".into(), 1),
-            listeners: HashMap::new(),
-            tcp_proxies: HashMap::new(),
-            clusters: HashMap::new(),
+            scopes: HashMap::new(),
         }
+    }
+
+    /// The scope of type `S` named `prefix`, created on first use.
+    pub fn scope<S: Scope>(&mut self, prefix: String) -> Arc<S> {
+        let key = (TypeId::of::<S>(), prefix);
+        if let Some(existing) = self.scopes.get(&key) {
+            return existing
+                .clone()
+                .into_any()
+                .downcast::<S>()
+                .expect("keyed by type");
+        }
+        let scope = Arc::new(S::new(key.1.clone(), self.shards));
+        self.scopes.insert(key, scope.clone());
+        scope
     }
 
     /// `listener.<stat_prefix>.*`
     pub fn listener(&mut self, stat_prefix: &str) -> Arc<ListenerStats> {
-        let shards = self.shards;
-        let prefix = format!("listener.{stat_prefix}");
-        self.listeners
-            .entry(prefix.clone())
-            .or_insert_with(|| Arc::new(ListenerStats::new(prefix, shards)))
-            .clone()
+        self.scope(format!("listener.{stat_prefix}"))
     }
 
     /// `tcp.<stat_prefix>.*`
     pub fn tcp_proxy(&mut self, stat_prefix: &str) -> Arc<TcpProxyStats> {
-        let shards = self.shards;
-        let prefix = format!("tcp.{stat_prefix}");
-        self.tcp_proxies
-            .entry(prefix.clone())
-            .or_insert_with(|| Arc::new(TcpProxyStats::new(prefix, shards)))
-            .clone()
+        self.scope(format!("tcp.{stat_prefix}"))
+    }
+
+    /// `http.<stat_prefix>.*`
+    pub fn http(&mut self, stat_prefix: &str) -> Arc<HttpStats> {
+        self.scope(format!("http.{stat_prefix}"))
     }
 
     /// `cluster.<name>.*`
     pub fn cluster(&mut self, name: &str) -> Arc<ClusterStats> {
-        let shards = self.shards;
-        let prefix = format!("cluster.{name}");
-        self.clusters
-            .entry(prefix.clone())
-            .or_insert_with(|| Arc::new(ClusterStats::new(prefix, shards)))
-            .clone()
+        self.scope(format!("cluster.{name}"))
     }
 
     /// Forgets scopes no config and no connection holds any more.
     pub fn prune(&mut self) {
-        self.listeners.retain(|_, s| Arc::strong_count(s) > 1);
-        self.tcp_proxies.retain(|_, s| Arc::strong_count(s) > 1);
-        self.clusters.retain(|_, s| Arc::strong_count(s) > 1);
+        self.scopes.retain(|_, s| Arc::strong_count(s) > 1);
     }
 
     /// Every stat, summed over shards, sorted by name.
@@ -249,9 +359,7 @@ impl StatsRegistry {
         self.listener_manager.read(&mut out);
         self.cluster_manager.read(&mut out);
         self.bootstrap_reload.read(&mut out);
-        self.listeners.values().for_each(|s| s.read(&mut out));
-        self.tcp_proxies.values().for_each(|s| s.read(&mut out));
-        self.clusters.values().for_each(|s| s.read(&mut out));
+        self.scopes.values().for_each(|s| s.read(&mut out));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -259,7 +367,10 @@ impl StatsRegistry {
     /// Sum of `downstream_cx_active` over every listener: what draining waits for.
     pub fn active_downstream_connections(&self) -> i64 {
         let mut out = Vec::new();
-        self.listeners.values().for_each(|s| s.read(&mut out));
+        self.scopes
+            .iter()
+            .filter(|((kind, _), _)| *kind == TypeId::of::<ListenerStats>())
+            .for_each(|(_, s)| s.read(&mut out));
         out.iter()
             .filter(|s| s.name.ends_with(".downstream_cx_active"))
             .map(|s| s.value)

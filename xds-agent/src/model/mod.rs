@@ -1,5 +1,9 @@
 //! Domain model: the validated, compiled config that shards run. Built only by the translator;
 //! nothing here can be invalid, and nothing here is a proto type.
+pub mod filters;
+pub mod http;
+pub mod route;
+
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
@@ -40,6 +44,7 @@ pub struct FilterChain {
 #[derive(Debug)]
 pub enum NetworkFilter {
     TcpProxy(TcpProxy),
+    HttpConnectionManager(Arc<http::HttpConnectionManager>),
 }
 
 #[derive(Debug)]

@@ -1,0 +1,191 @@
+//! Domain model: route tables (`RouteConfiguration`) — virtual hosts, routes, actions, header
+//! mutations and retry policies, compiled (regexes built, indexes made) by the translator.
+use std::{sync::Arc, time::Duration};
+
+use super::{filters::PerRouteFilters, WeightedClusters};
+
+pub use crate::route_match::{RouteIndex, RouteMatcher, VirtualHostIndex};
+
+/// What route matching reads from a request. Names are lower-case; a header with several
+/// values matches on its first.
+pub trait RouteRequest {
+    fn method(&self) -> &[u8];
+    /// Path with query, after the connection manager's normalisation.
+    fn path(&self) -> &[u8];
+    fn header(&self, lowercase_name: &str) -> Option<&[u8]>;
+}
+
+#[derive(Debug)]
+pub struct RouteConfig {
+    pub name: String,
+    pub config_hash: u64,
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// Domain index over `virtual_hosts` (exact, suffix, prefix wildcards, `*`).
+    pub vhost_index: VirtualHostIndex,
+    /// Route-config level header mutations (applied last, i.e. least specific first unless
+    /// `most_specific_header_mutations_wins`).
+    pub headers: HeaderMutations,
+    pub most_specific_header_mutations_wins: bool,
+    /// `internal_only_headers`: removed from requests from external clients.
+    pub internal_only_headers: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    /// Index over `routes`: plain `path`/`prefix` routes looked up without a scan, the rest
+    /// in order; the first route in config order that matches wins.
+    pub route_index: RouteIndex,
+    pub headers: HeaderMutations,
+    pub retry_policy: Option<Arc<RetryPolicy>>,
+    pub per_filter: PerRouteFilters,
+    /// `require_tls`: ALL / EXTERNAL_ONLY redirect plain-HTTP requests to https.
+    pub require_tls: bool,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatcher,
+    pub action: RouteAction,
+    pub headers: HeaderMutations,
+    pub per_filter: PerRouteFilters,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Forward(Forward),
+    Redirect(Redirect),
+    DirectResponse(DirectResponse),
+}
+
+#[derive(Debug)]
+pub enum ClusterSpecifier {
+    Name(String),
+    Weighted(WeightedClusters),
+    /// Cluster named by this request header (lower-case); missing header → 503 (NC).
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    None,
+    Literal(String),
+    /// `auto_host_rewrite`: the upstream host's address (hostname for DNS clusters).
+    Auto,
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub cluster: ClusterSpecifier,
+    /// `prefix_rewrite`: replaces the matched prefix (prefix / path_separated_prefix routes).
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: every match of the pattern in the path (not the query) → substitution.
+    pub regex_rewrite: Option<(regex::Regex, String)>,
+    pub host_rewrite: HostRewrite,
+    /// Whole-response timeout; `None` = disabled (`0s`). Envoy's default is 15 s.
+    pub timeout: Option<Duration>,
+    /// Per-stream idle timeout overriding the connection manager's `stream_idle_timeout`.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// The route's policy, else the virtual host's.
+    pub retry_policy: Option<Arc<RetryPolicy>>,
+    pub mirrors: Vec<Mirror>,
+    /// Upgrade types enabled or disabled for this route, overriding the connection manager.
+    pub upgrades: Vec<(String, bool)>,
+}
+
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests mirrored, in millionths (`runtime_fraction`; default all).
+    pub per_million: u32,
+}
+
+#[derive(Debug)]
+pub struct RetryPolicy {
+    pub retry_on: RetryOn,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub retriable_status_codes: Vec<u16>,
+    /// Back-off base and cap (Envoy: 25 ms and 10× base).
+    pub back_off_base: Duration,
+    pub back_off_max: Duration,
+    /// `envoy.retry_host_predicates.previous_hosts`: retries avoid hosts already tried.
+    pub previous_hosts: bool,
+    pub host_selection_retry_max_attempts: u32,
+}
+
+/// `retry_on` conditions as bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn(pub u32);
+
+impl RetryOn {
+    pub const FIVE_XX: Self = Self(1);
+    pub const GATEWAY_ERROR: Self = Self(1 << 1);
+    pub const RESET: Self = Self(1 << 2);
+    pub const CONNECT_FAILURE: Self = Self(1 << 3);
+    pub const RETRIABLE_4XX: Self = Self(1 << 4);
+    pub const REFUSED_STREAM: Self = Self(1 << 5);
+    pub const RETRIABLE_STATUS_CODES: Self = Self(1 << 6);
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    /// `https_redirect` / `scheme_redirect`.
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    /// 301 (default), 302, 303, 307, 308.
+    pub status: u16,
+    pub strip_query: bool,
+}
+
+#[derive(Debug)]
+pub enum RedirectPath {
+    Keep,
+    Path(String),
+    /// Replaces the matched prefix.
+    Prefix(String),
+    Regex(regex::Regex, String),
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: Option<bytes::Bytes>,
+}
+
+/// Headers to add and remove at one level (route config, virtual host, route).
+#[derive(Debug, Default)]
+pub struct HeaderMutations {
+    pub request_add: Vec<HeaderAdd>,
+    pub request_remove: Vec<String>,
+    pub response_add: Vec<HeaderAdd>,
+    pub response_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAdd {
+    /// Lower-case.
+    pub name: String,
+    pub value: String,
+    pub action: AppendAction,
+    /// `keep_empty_value`: add even when the value is empty.
+    pub keep_empty: bool,
+}
+
+/// `HeaderValueOption.append_action` (and the deprecated `append` mapped onto it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
+}
