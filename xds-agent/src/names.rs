@@ -12,3 +12,16 @@ pub fn type_name(type_url: &str) -> &str {
 
 /// The tcp_proxy network filter's well-known name.
 pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+
+pub const HTTP_CONNECTION_MANAGER: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+pub const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+pub const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
+pub const LOCAL_RATELIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+pub const HEADER_MUTATION: &str = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation";
+pub const HEADER_MUTATION_PER_ROUTE: &str =
+    "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
+pub const PREVIOUS_HOSTS: &str =
+    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";

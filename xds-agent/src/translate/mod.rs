@@ -7,6 +7,8 @@
 //! skipped silently by the semantic pass, so each problem is reported once.
 mod address;
 mod cluster;
+mod http_filters;
+mod http_surface;
 mod listener;
 pub mod support;
 pub mod surface;

@@ -3,7 +3,7 @@
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
 use super::{
-    surface::{surface, ANY_SLOTS, LEAF_TYPES},
+    surface::{any_slot, surface, LEAF_TYPES},
     TranslateError,
 };
 use crate::names;
@@ -140,7 +140,7 @@ fn walk_any(
     };
     let type_name = names::type_name(&url);
     let parent_name = parent.descriptor().full_name().to_string();
-    let slot = ANY_SLOTS.iter().find(|(p, _, _)| *p == parent_name);
+    let slot = any_slot(&parent_name);
     let Some((_, what, allowed)) = slot else {
         errors.push(error(
             path,

@@ -233,7 +233,7 @@ pub const SURFACE: &[Surface] = &[
 
 /// Where an `Any` may appear, and which payload types it may hold there: `(parent message,
 /// what the payload is, allowed type names)`. An `Any` anywhere else is rejected.
-pub const ANY_SLOTS: &[(&str, &str, &[&str])] = &[
+pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.listener.v3.Filter",
         "network filter",
@@ -250,9 +250,37 @@ pub const ANY_SLOTS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// Every surface table: the core one here, HTTP (connection manager, routes) and HTTP filters.
+const TABLES: [&[Surface]; 3] = [
+    SURFACE,
+    super::http_surface::SURFACE,
+    super::http_filters::SURFACE,
+];
+
+/// Every `Any` slot table (same split as `TABLES`).
+const SLOT_TABLES: [&[AnySlot]; 3] = [
+    ANY_SLOTS,
+    super::http_surface::ANY_SLOTS,
+    super::http_filters::ANY_SLOTS,
+];
+
+/// `(parent message, what the payload is, allowed type names)`.
+pub type AnySlot = (&'static str, &'static str, &'static [&'static str]);
+
 /// The surface of a message type, if it is supported at all.
 pub fn surface(message: &str) -> Option<&'static Surface> {
-    SURFACE.iter().find(|s| s.message == message)
+    TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|s| s.message == message)
+}
+
+/// The `Any` slot in `parent`, if `Any` payloads are allowed there.
+pub fn any_slot(parent: &str) -> Option<&'static AnySlot> {
+    SLOT_TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|(p, _, _)| *p == parent)
 }
 
 #[cfg(test)]
@@ -263,7 +291,7 @@ mod tests {
     #[test]
     fn every_listed_field_exists() {
         let pool = proto::pool();
-        for s in SURFACE {
+        for s in TABLES.iter().flat_map(|t| t.iter()) {
             let message = pool
                 .get_message_by_name(s.message)
                 .unwrap_or_else(|| panic!("{} is not a message", s.message));
@@ -276,7 +304,7 @@ mod tests {
                 );
             }
         }
-        for (parent, _, types) in ANY_SLOTS {
+        for (parent, _, types) in SLOT_TABLES.iter().flat_map(|t| t.iter()) {
             assert!(surface(parent).is_some(), "{parent}");
             types
                 .iter()

@@ -64,7 +64,9 @@ const STATIC: &str =
     "[{name: c, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}]}}]";
 
 fn proxy(snapshot: &Snapshot) -> &TcpProxy {
-    let NetworkFilter::TcpProxy(p) = &snapshot.listeners[0].filter_chains[0].network;
+    let NetworkFilter::TcpProxy(p) = &snapshot.listeners[0].filter_chains[0].network else {
+        panic!("expected a tcp_proxy chain");
+    };
     p
 }
 
