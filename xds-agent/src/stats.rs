@@ -93,6 +93,9 @@ macro_rules! stat_scope {
     };
 }
 
+/// Other modules declare their scopes (filter stats) with the same macro.
+pub(crate) use stat_scope;
+
 stat_scope!(
     ListenerStats,
     ListenerCells {
