@@ -25,3 +25,5 @@ pub const HEADER_MUTATION_PER_ROUTE: &str =
     "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
 pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";

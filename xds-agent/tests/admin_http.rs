@@ -14,7 +14,9 @@ use tokio::{
 use xds_agent::{
     admin::{serve, AdminContext},
     agent::{AgentCommand, AgentOptions, AgentState, LogControl, SharedState},
-    model::{Cluster, Endpoint, LbPolicy, Listener, Snapshot},
+    model::{
+        CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
+    },
     stats::{self, ServerState, StatsRegistry},
 };
 
@@ -64,6 +66,8 @@ fn agent_state() -> AgentState {
         }]
         .into(),
         buffer_limit: 1 << 20,
+        circuit_breakers: CircuitBreakers::DEFAULT,
+        http: UpstreamHttpOptions::default(),
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

@@ -7,6 +7,7 @@
 //! skipped silently by the semantic pass, so each problem is reported once.
 mod address;
 mod cluster;
+mod cluster_http;
 mod http_filters;
 mod http_surface;
 mod listener;

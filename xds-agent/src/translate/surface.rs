@@ -195,7 +195,47 @@ pub const SURFACE: &[Surface] = &[
             "dns_refresh_rate",
             "dns_lookup_family",
             "per_connection_buffer_limit_bytes",
+            "circuit_breakers",
+            "typed_extension_protocol_options",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.CircuitBreakers",
+        supported: &["thresholds"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        supported: &[
+            "priority",
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "max_retries",
+        ],
+        ignored: &[(
+            "track_remaining",
+            "only adds remaining_* gauges, which are not published",
+        )],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        supported: &[
+            "common_http_protocol_options",
+            "explicit_http_config",
+            "use_downstream_protocol_config",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        supported: &["http_protocol_options", "http2_protocol_options"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
+        supported: &["http_protocol_options"],
         ignored: &[],
     },
     Surface {
@@ -238,6 +278,11 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         "envoy.config.listener.v3.Filter",
         "network filter",
         &[names::TCP_PROXY],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster",
+        "upstream protocol options",
+        &[names::UPSTREAM_HTTP_PROTOCOL_OPTIONS],
     ),
     (
         "envoy.config.accesslog.v3.AccessLog",
