@@ -1,6 +1,8 @@
 //! Stream layer: one HTTP request/response exchange as filters see it — the heads, the matched
 //! route, and what a filter may decide (continue, or answer locally).
+pub mod body;
 pub mod headers;
+pub mod mutations;
 
 use std::{net::SocketAddr, time::Instant};
 
