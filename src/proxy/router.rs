@@ -22,10 +22,13 @@ use super::{
 use crate::{
     context::ShardContext,
     net::buffered::{earliest, Buffered, IoFailure},
-    protocol::http1::{self, encode_chunk, encode_last_chunk, Framing, Limits, ParsedResponse},
+    protocol::http1::{
+        self, encode_chunk, encode_last_chunk, encode_request_head, Framing, Limits, ParsedResponse,
+    },
     rt::{net::TcpStream, timer},
     stream::{
         body::{BodyFailure, RequestBody},
+        headers::RequestHead,
         LocalReply,
     },
 };
@@ -39,8 +42,10 @@ const RESPONSE_LIMITS: Limits = Limits {
 /// What the router needs for one request.
 pub struct Forwarding<'a> {
     pub cluster: Rc<ShardCluster>,
-    /// The encoded request head (identical for every try).
-    pub head: &'a [u8],
+    /// The request head to send (HTTP/1.1, rewrites applied).
+    pub head: &'a RequestHead,
+    /// `auto_host_rewrite`: each try's `host` is the chosen host's name, when it has one.
+    pub auto_host_rewrite: bool,
     /// How the body goes upstream (`Chunked` or `Length`, as it came).
     pub framing: &'a Framing,
     pub is_head_request: bool,
@@ -305,8 +310,15 @@ async fn try_once(
         sent_nothing_back: !received,
     };
     // Head and whatever body is already here in one write; then the rest as it arrives.
-    let mut out = Vec::with_capacity(request.head.len() + 256);
-    out.extend_from_slice(request.head);
+    let mut out = Vec::with_capacity(1024);
+    match host.host().endpoint.hostname.as_deref() {
+        Some(name) if request.auto_host_rewrite => {
+            let mut head = request.head.clone();
+            head.headers.set("host", name.to_string());
+            encode_request_head(&head, request.framing, &mut out);
+        }
+        _ => encode_request_head(request.head, request.framing, &mut out),
+    }
     let chunked = matches!(request.framing, Framing::Chunked);
     if let Some(replay) = body.replay() {
         for chunk in replay {

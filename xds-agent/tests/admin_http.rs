@@ -63,6 +63,7 @@ fn agent_state() -> AgentState {
         endpoints: vec![Endpoint {
             address: "127.0.0.1:9000".parse().unwrap(),
             weight: 3,
+            hostname: None,
         }]
         .into(),
         buffer_limit: 1 << 20,

@@ -48,6 +48,7 @@ pub fn state() -> AgentState {
         vec![Endpoint {
             address: "10.0.0.1:8080".parse().unwrap(),
             weight: 1,
+            hostname: None,
         }],
     );
     let api = cluster("api", &mut stats, vec![]);

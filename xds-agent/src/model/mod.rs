@@ -168,6 +168,9 @@ pub enum LbPolicy {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The DNS name a DNS cluster resolved, or a static endpoint's `hostname`: what
+    /// `auto_host_rewrite` puts in the `host` header.
+    pub hostname: Option<Arc<str>>,
 }
 
 /// Hostnames a DNS cluster resolves, and how often.

@@ -226,11 +226,16 @@ fn hosts(
                     "load_balancing_weight must be at least 1",
                 ));
             }
-            let address = match &lb_endpoint.host_identifier {
-                Some(HostIdentifier::Endpoint(endpoint)) => endpoint.address.as_ref(),
+            let (address, hostname) = match &lb_endpoint.host_identifier {
+                Some(HostIdentifier::Endpoint(endpoint)) => (
+                    endpoint.address.as_ref(),
+                    Some(endpoint.hostname.as_str())
+                        .filter(|h| !h.is_empty())
+                        .map(Arc::from),
+                ),
                 // `endpoint_name` is rejected by the walker.
                 Some(HostIdentifier::EndpointName(_)) => continue,
-                None => None,
+                None => (None, None),
             };
             let path = format!("{path}.endpoint.address");
             let Some(address) = address else {
@@ -240,7 +245,11 @@ fn hosts(
             match kind {
                 Some(Kind::Static) => {
                     if let Some(address) = address::socket_address(address, &path, errors) {
-                        endpoints.push(Endpoint { address, weight });
+                        endpoints.push(Endpoint {
+                            address,
+                            weight,
+                            hostname,
+                        });
                     }
                 }
                 Some(Kind::Dns { .. }) => {

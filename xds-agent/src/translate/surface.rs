@@ -44,7 +44,6 @@ const NODE_ID: &str = "identity for a management server";
 ///   is implied for an inline `load_assignment`.
 /// - `LocalityLbEndpoints.locality`, `.load_balancing_weight`: only read by zone-aware and
 ///   locality-weighted balancing, which are not configured (and not supported).
-/// - `Endpoint.hostname`: used for HTTP host rewriting and health-check host headers only.
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
@@ -266,8 +265,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.Endpoint",
-        supported: &["address"],
-        ignored: &[("hostname", "used only for HTTP host rewriting")],
+        supported: &["address", "hostname"],
+        ignored: &[],
     },
 ];
 

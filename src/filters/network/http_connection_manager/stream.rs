@@ -18,7 +18,7 @@ use crate::{
     filters::http::{on_request, on_response},
     net::buffered::{deadline, earliest, IoFailure},
     protocol::http1::{
-        encode_chunk, encode_last_chunk, encode_request_head, encode_response_head, BodyDecoder,
+        encode_chunk, encode_last_chunk, encode_response_head, BodyDecoder,
         BodyEvent, Framing, ParsedRequest,
     },
     proxy::{
@@ -256,18 +256,14 @@ async fn exchange_request(
         request.headers.set("connection", Bytes::from_static(b"upgrade"));
         request.headers.set("upgrade", token.clone());
     }
-    let mut head = Vec::with_capacity(512);
-    let upstream_request = RequestHead {
-        version: Version::Http11,
-        ..request.clone()
-    };
-    encode_request_head(&upstream_request, framing, &mut head);
+    let version = std::mem::replace(&mut request.version, Version::Http11);
     let mut record = RouterRecord::default();
     let routed = router::forward(
         c.ctx,
         Forwarding {
             cluster: cluster.clone(),
-            head: &head,
+            head: request,
+            auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
             framing,
             is_head_request: is_head,
             retry,
@@ -278,6 +274,7 @@ async fn exchange_request(
         &mut record,
     )
     .await;
+    request.version = version;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
     match routed {
