@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Upstream response heads may be as large as Envoy allows (60 KiB) with up to 100 headers.
-const RESPONSE_LIMITS: Limits = Limits {
+pub const RESPONSE_LIMITS: Limits = Limits {
     max_head_bytes: 60 << 10,
     max_headers: 100,
 };

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::headers::Headers;
 use crate::{
     net::buffered::{Buffered, IoFailure},
-    protocol::http1::{BodyDecoder, BodyEvent, Framing},
+    protocol::http1::{BodyDecoder, BodyEvent, Framing, Limits},
 };
 
 /// Why the request body could not be read.
@@ -33,9 +33,9 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(framing: &Framing, replay_limit: usize) -> Self {
+    pub fn new(framing: &Framing, limits: &Limits, replay_limit: usize) -> Self {
         Self {
-            decoder: BodyDecoder::new(framing),
+            decoder: BodyDecoder::new(framing, limits),
             done: matches!(framing, Framing::Empty),
             trailers: None,
             replay: Some(Vec::new()),

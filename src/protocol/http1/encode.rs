@@ -153,7 +153,7 @@ fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
 }
 
 /// The IANA registry's reason phrases (RFC 9110 §15); empty for unregistered codes.
-fn reason_phrase(status: u16) -> &'static str {
+pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",

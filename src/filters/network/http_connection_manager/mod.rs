@@ -38,7 +38,7 @@ pub struct Connection<'a> {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub conn: Buffered,
-    limits: Limits,
+    pub limits: Limits,
 }
 
 /// How waiting for the next request ended, when no request came.

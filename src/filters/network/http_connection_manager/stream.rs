@@ -23,7 +23,7 @@ use crate::{
     },
     proxy::{
         pool::UpstreamConn,
-        router::{self, Forwarding, Routed, RouterRecord, UpstreamResponse},
+        router::{self, Forwarding, Routed, RouterRecord, UpstreamResponse, RESPONSE_LIMITS},
     },
     stream::{
         body::{BodyFailure, RequestBody},
@@ -87,7 +87,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         connect,
     } = parsed;
     let original_path = request.path.clone();
-    let mut body = RequestBody::new(&framing, c.listener.buffer_limit);
+    let mut body = RequestBody::new(&framing, &c.limits, c.listener.buffer_limit);
     let keep_alive = keep_alive && !last;
     let keep = exchange_request(
         c,
@@ -479,7 +479,7 @@ async fn proxy_response(
     let mut out = Vec::with_capacity(1024);
     encode_response_head(&head, &client_framing, keep_alive, &mut out);
     exchange.response_headers = Some(head.headers);
-    let mut decoder = BodyDecoder::new(&response.framing);
+    let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
     let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
     let route_deadline = deadline(forward.timeout).map(|d| d.max(try_started));
     let complete = loop {
@@ -516,9 +516,9 @@ async fn proxy_response(
         let until = earliest(route_deadline, deadline(stream_idle));
         match conn.conn.fill_until(&c.ctx.scratch, until).await {
             Ok(0) => match decoder.at_eof() {
-                Ok(trailers) => {
+                Ok(()) => {
                     if chunked {
-                        encode_last_chunk(trailers.as_ref(), &mut out);
+                        encode_last_chunk(None, &mut out);
                     }
                     break true;
                 }
