@@ -1,5 +1,7 @@
 //! Stats with Envoy's names: each shard writes only its own cache-line-padded cells (no
-//! contended atomics), and readers (admin) sum the shards.
+//! contended atomics), and readers (admin) sum the shards. Counters and gauges are one cell;
+//! histograms are bucket cells (`histogram.rs`) merged when read, with the last flush
+//! interval's snapshot kept by the registry.
 mod histogram;
 
 use std::{
