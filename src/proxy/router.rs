@@ -77,7 +77,10 @@ enum TryFailure {
     /// No connection (refused, timed out): safe to retry.
     Connect,
     /// Reset or closed before a full response head. `sent_nothing_back` = not a byte arrived.
-    Reset { reused: bool, sent_nothing_back: bool },
+    Reset {
+        reused: bool,
+        sent_nothing_back: bool,
+    },
     PerTryTimeout,
     GlobalTimeout,
     Protocol,
@@ -212,7 +215,9 @@ pub async fn forward(
             inc(&cells.upstream_rq_retry_overflow);
         } else if retries_done > 0 && retries_done >= policy.map_or(0, |p| p.num_retries) {
             inc(&cells.upstream_rq_retry_limit_exceeded);
-            record.flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+            record
+                .flags
+                .set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
         }
         record.flags.set(flag);
         return Routed::Failed(reply);
@@ -233,7 +238,9 @@ fn overflow_reply() -> LocalReply {
 fn reset_reply(reason: &str) -> LocalReply {
     LocalReply::new(
         503,
-        format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
+        format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+        ),
     )
 }
 
@@ -257,7 +264,9 @@ fn retriable_failure(policy: &RetryPolicy, failure: &TryFailure) -> bool {
             RetryOn::RESET,
         ]),
         TryFailure::Reset { .. } => any(&[RetryOn::RESET, RetryOn::FIVE_XX]),
-        TryFailure::PerTryTimeout => any(&[RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET]),
+        TryFailure::PerTryTimeout => {
+            any(&[RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET])
+        }
         TryFailure::Protocol => any(&[RetryOn::FIVE_XX, RetryOn::RESET]),
         TryFailure::GlobalTimeout | TryFailure::Overflow | TryFailure::Downstream(_) => false,
     }
@@ -366,7 +375,11 @@ async fn try_once(
         }
     }
     loop {
-        match http1::parse_response(&mut conn.conn.buf, request.is_head_request, &RESPONSE_LIMITS) {
+        match http1::parse_response(
+            &mut conn.conn.buf,
+            request.is_head_request,
+            &RESPONSE_LIMITS,
+        ) {
             Ok(Some(response)) if response.head.status == 100 => continue, // interim
             Ok(Some(response)) => return Ok((response, conn)),
             Ok(None) => {}
@@ -419,7 +432,10 @@ async fn acquire(
             return match TcpStream::connect_timeout(host.address(), timeout).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    xds_agent::stats::record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
+                    xds_agent::stats::record_duration(
+                        &cells.upstream_cx_connect_ms,
+                        started.elapsed(),
+                    );
                     Ok(UpstreamConn::new(
                         Buffered::new(stream),
                         slot,
@@ -446,10 +462,16 @@ async fn acquire(
         match deadline {
             None => released.await,
             Some(at) => {
-                let expired = future::or(async { released.await; false }, async {
-                    timer::sleep_until(at).await;
-                    true
-                })
+                let expired = future::or(
+                    async {
+                        released.await;
+                        false
+                    },
+                    async {
+                        timer::sleep_until(at).await;
+                        true
+                    },
+                )
                 .await;
                 if expired {
                     return Err(Acquire::TimedOut);

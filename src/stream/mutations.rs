@@ -57,7 +57,10 @@ mod tests {
         h.append("x-a", "1");
         add(&mut h, &[add_one(AppendAction::AppendIfExistsOrAdd, "2")]);
         assert_eq!(h.get_all("x-a").count(), 2);
-        add(&mut h, &[add_one(AppendAction::OverwriteIfExistsOrAdd, "3")]);
+        add(
+            &mut h,
+            &[add_one(AppendAction::OverwriteIfExistsOrAdd, "3")],
+        );
         assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec!["3"]);
         add(&mut h, &[add_one(AppendAction::AddIfAbsent, "4")]);
         assert_eq!(h.get("x-a").unwrap(), "3");
@@ -65,6 +68,9 @@ mod tests {
         add(&mut h, &[add_one(AppendAction::OverwriteIfExists, "5")]);
         assert!(!h.contains("x-a"));
         add(&mut h, &[add_one(AppendAction::AddIfAbsent, "")]);
-        assert!(!h.contains("x-a"), "empty values are skipped unless keep_empty_value");
+        assert!(
+            !h.contains("x-a"),
+            "empty values are skipped unless keep_empty_value"
+        );
     }
 }

@@ -40,7 +40,8 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
         headers.append("x-forwarded-proto", Bytes::from_static(b"http"));
     }
     if hcm.generate_request_id {
-        let keep = headers.contains("x-request-id") && (!external || hcm.preserve_external_request_id);
+        let keep =
+            headers.contains("x-request-id") && (!external || hcm.preserve_external_request_id);
         if !keep {
             headers.set("x-request-id", uuid_v4());
         }

@@ -3,9 +3,9 @@
 //! go out in order), runs each through filters and the router, and keeps the connection
 //! alive between them within the configured timeouts.
 mod forwarding;
+mod log;
 mod path;
 mod respond;
-mod log;
 mod stream;
 
 use stream::Next;
@@ -39,6 +39,7 @@ pub struct Connection<'a> {
     pub local: SocketAddr,
     pub conn: Buffered,
     pub limits: Limits,
+    pub connection_id: u64,
 }
 
 /// How waiting for the next request ended, when no request came.
@@ -72,6 +73,7 @@ pub async fn run(
         remote,
         local,
         conn: Buffered::new(stream),
+        connection_id: ctx.connection_id(),
         limits: Limits {
             max_head_bytes: hcm.max_request_headers_bytes,
             max_headers: hcm.max_headers_count,

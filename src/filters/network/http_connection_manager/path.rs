@@ -62,8 +62,9 @@ pub fn apply(policy: &PathPolicy, target: &[u8]) -> PathVerdict {
 }
 
 fn has_escaped_slash(path: &[u8]) -> bool {
-    path.windows(3)
-        .any(|w| w[0] == b'%' && (w[1] == b'2' && w[2] | 0x20 == b'f' || w[1] == b'5' && w[2] | 0x20 == b'c'))
+    path.windows(3).any(|w| {
+        w[0] == b'%' && (w[1] == b'2' && w[2] | 0x20 == b'f' || w[1] == b'5' && w[2] | 0x20 == b'c')
+    })
 }
 
 fn unescape_slashes(path: &[u8]) -> Vec<u8> {
@@ -219,7 +220,10 @@ mod tests {
         let unescape = policy(false, false, EscapedSlashes::UnescapeAndForward);
         assert_eq!(forward(&unescape, "/a%2fb%5Cc"), "/a/b\\c");
         let redirect = policy(false, false, EscapedSlashes::UnescapeAndRedirect);
-        assert_eq!(apply(&redirect, b"/a%2Fb?x"), PathVerdict::Redirect(b"/a/b?x".to_vec()));
+        assert_eq!(
+            apply(&redirect, b"/a%2Fb?x"),
+            PathVerdict::Redirect(b"/a/b?x".to_vec())
+        );
         assert_eq!(forward(&redirect, "/plain"), "/plain");
     }
 }

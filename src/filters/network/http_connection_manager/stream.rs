@@ -7,7 +7,10 @@ use bytes::Bytes;
 use xds_agent::{
     access_log::ResponseFlags,
     model::{
-        route::{ClusterSpecifier, Forward, HeaderMutations, HostRewrite, Route, RouteAction, RouteConfig, VirtualHost},
+        route::{
+            ClusterSpecifier, Forward, HeaderMutations, HostRewrite, Route, RouteAction,
+            RouteConfig, VirtualHost,
+        },
         UpstreamHttpOptions,
     },
     stats::{add, dec, inc, record_duration},
@@ -18,8 +21,8 @@ use crate::{
     filters::http::{on_request, on_response},
     net::buffered::{deadline, earliest, IoFailure},
     protocol::http1::{
-        encode_chunk, encode_last_chunk, encode_response_head, BodyDecoder,
-        BodyEvent, Framing, ParsedRequest,
+        encode_chunk, encode_last_chunk, encode_response_head, BodyDecoder, BodyEvent, Framing,
+        ParsedRequest,
     },
     proxy::{
         pool::UpstreamConn,
@@ -44,8 +47,15 @@ pub struct Exchange {
     pub upstream_host: Option<std::net::SocketAddr>,
     pub upstream_cluster: Option<String>,
     pub bytes_sent: u64,
-    pub response_headers: Option<crate::stream::headers::Headers>,
+    /// The response head as sent downstream.
+    pub response: Option<ResponseHead>,
     pub details: &'static str,
+    pub route_name: Option<String>,
+    /// Since `started`: the request was read in full, the upstream's head arrived, the
+    /// response was sent in full.
+    pub request_done: Option<Duration>,
+    pub first_upstream_byte: Option<Duration>,
+    pub response_done: Option<Duration>,
 }
 
 /// What the connection does after an exchange.
@@ -75,8 +85,12 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         upstream_host: None,
         upstream_cluster: None,
         bytes_sent: 0,
-        response_headers: None,
+        response: None,
         details: "",
+        route_name: None,
+        request_done: None,
+        first_upstream_byte: None,
+        response_done: None,
     };
     let ParsedRequest {
         head: mut request,
@@ -86,7 +100,6 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         upgrade,
         connect,
     } = parsed;
-    let original_path = request.path.clone();
     let mut body = RequestBody::new(&framing, &c.limits, c.listener.buffer_limit);
     let keep_alive = keep_alive && !last;
     let keep = exchange_request(
@@ -112,8 +125,11 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         _ => {}
     }
     record_duration(&stats.downstream_rq_time, exchange.started.elapsed());
+    if body.is_done() {
+        exchange.request_done = Some(exchange.started.elapsed());
+    }
     if !hcm.access_logs.is_empty() {
-        super::log::write(c, &request, &original_path, &body, &exchange);
+        super::log::write(c, &request, body.received, &exchange);
     }
     match keep {
         Next::KeepAlive if !body.is_done() => Next::Close,
@@ -136,10 +152,28 @@ async fn exchange_request(
     let hcm = c.hcm;
     let is_head = request.is_head();
     if connect {
-        return local(c, None, request, LocalReply::new(404, ""), 0, false, exchange).await;
+        return local(
+            c,
+            None,
+            request,
+            LocalReply::new(404, ""),
+            0,
+            false,
+            exchange,
+        )
+        .await;
     }
     if request.version == Version::Http10 && !hcm.accept_http_10 {
-        return local(c, None, request, LocalReply::new(426, ""), 0, false, exchange).await;
+        return local(
+            c,
+            None,
+            request,
+            LocalReply::new(426, ""),
+            0,
+            false,
+            exchange,
+        )
+        .await;
     }
     match path::apply(&hcm.path, &request.path) {
         path::PathVerdict::Forward(None) => {}
@@ -158,14 +192,23 @@ async fn exchange_request(
     forwarding::prepare(hcm, request, c.remote);
     if expect_continue && !hcm.proxy_100_continue {
         request.headers.remove("expect");
-        if c.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-            exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        if c.conn
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
+            exchange
+                .flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return Next::Close;
         }
     }
     let config: &RouteConfig = &hcm.route_config;
     let virtual_host = config.virtual_host(request.authority());
     let route = virtual_host.and_then(|v| v.route(&*request));
+    if let Some(route) = route.filter(|r| !r.name.is_empty()) {
+        exchange.route_name = Some(route.name.clone());
+    }
     let cx = StreamContext {
         shard: c.ctx,
         hcm,
@@ -199,7 +242,9 @@ async fn exchange_request(
             inc(&c.stats.rq_redirect);
             exchange.details = "direct_response";
             let mut reply = LocalReply::new(redirect.status, "");
-            reply.headers.append("location", redirect.location(route, request, "http"));
+            reply
+                .headers
+                .append("location", redirect.location(route, request, "http"));
             return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
         }
         RouteAction::Forward(forward) => forward,
@@ -248,12 +293,15 @@ async fn exchange_request(
         .or_else(|| virtual_host.and_then(|v| v.retry_policy.as_deref()));
     let expected = retry.and_then(|r| r.per_try_timeout).or(forward.timeout);
     if let Some(timeout) = expected {
-        request
-            .headers
-            .set("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
+        request.headers.set(
+            "x-envoy-expected-rq-timeout-ms",
+            timeout.as_millis().to_string(),
+        );
     }
     if let Some(token) = &upgrade {
-        request.headers.set("connection", Bytes::from_static(b"upgrade"));
+        request
+            .headers
+            .set("connection", Bytes::from_static(b"upgrade"));
         request.headers.set("upgrade", token.clone());
     }
     let version = std::mem::replace(&mut request.version, Version::Http11);
@@ -296,7 +344,9 @@ async fn exchange_request(
         }
         Routed::Downstream(BodyFailure::Disconnected) => {
             inc(&c.stats.downstream_rq_rx_reset);
-            exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            exchange
+                .flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             Next::Close
         }
         Routed::Response(response) => {
@@ -385,9 +435,13 @@ async fn local(
     let mut out = Vec::with_capacity(256 + reply.body.len());
     respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
     exchange.bytes_sent = reply.body.len() as u64;
-    exchange.response_headers = Some(head.headers);
-    if c.conn.write_all(&out).await.is_err() {
-        exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+    exchange.response = Some(head);
+    let written = c.conn.write_all(&out).await;
+    exchange.response_done = Some(exchange.started.elapsed());
+    if written.is_err() {
+        exchange
+            .flags
+            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Next::Close;
     }
     add(&c.stats.downstream_cx_tx_bytes_total, out.len() as u64);
@@ -435,6 +489,7 @@ async fn proxy_response(
         host,
         try_started,
     } = upstream;
+    exchange.first_upstream_byte = Some(exchange.started.elapsed());
     let cells = conn.cells();
     let mut head: ResponseHead = response.head;
     exchange.status = head.status;
@@ -478,7 +533,7 @@ async fn proxy_response(
     let chunked = matches!(client_framing, Framing::Chunked);
     let mut out = Vec::with_capacity(1024);
     encode_response_head(&head, &client_framing, keep_alive, &mut out);
-    exchange.response_headers = Some(head.headers);
+    exchange.response = Some(head);
     let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
     let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
     let route_deadline = deadline(forward.timeout).map(|d| d.max(try_started));
@@ -491,7 +546,9 @@ async fn proxy_response(
                     false => out.extend_from_slice(&chunk),
                 }
                 if out.len() >= FLUSH_BYTES && !flush(c, &mut out).await {
-                    exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                    exchange
+                        .flags
+                        .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
                     return Next::Close;
                 }
                 continue;
@@ -510,7 +567,9 @@ async fn proxy_response(
             }
         }
         if !out.is_empty() && !flush(c, &mut out).await {
-            exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            exchange
+                .flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return Next::Close;
         }
         let until = earliest(route_deadline, deadline(stream_idle));
@@ -524,14 +583,18 @@ async fn proxy_response(
                 }
                 Err(_) => {
                     inc(&cells.upstream_rq_rx_reset);
-                    exchange.flags.set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                    exchange
+                        .flags
+                        .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
                     break false;
                 }
             },
             Ok(_) => {}
             Err(IoFailure::Io(_)) => {
                 inc(&cells.upstream_rq_rx_reset);
-                exchange.flags.set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                exchange
+                    .flags
+                    .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
                 break false;
             }
             Err(IoFailure::TimedOut) => {
@@ -545,9 +608,12 @@ async fn proxy_response(
         inc(&c.stats.rq_reset_after_downstream_response_started);
     }
     if !out.is_empty() && !flush(c, &mut out).await {
-        exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        exchange
+            .flags
+            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Next::Close;
     }
+    exchange.response_done = Some(exchange.started.elapsed());
     inc(&cells.upstream_rq_completed);
     record_duration(&cells.upstream_rq_time, try_started.elapsed());
     if complete && response.keep_alive && body.is_done() {
@@ -575,15 +641,18 @@ async fn switch_protocols(
     exchange: &mut Exchange,
 ) -> Next {
     let token = head.headers.get("upgrade").cloned();
-    head.headers.set("connection", Bytes::from_static(b"upgrade"));
+    head.headers
+        .set("connection", Bytes::from_static(b"upgrade"));
     if let Some(token) = token {
         head.headers.set("upgrade", token);
     }
     let mut out = Vec::with_capacity(256);
     encode_response_head(&head, &Framing::Empty, true, &mut out);
-    exchange.response_headers = Some(head.headers);
+    exchange.response = Some(head);
     if !flush(c, &mut out).await {
-        exchange.flags.set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        exchange
+            .flags
+            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Next::Close;
     }
     Next::Upgrade {
