@@ -79,6 +79,12 @@ impl ResponseFlags {
     pub const UPSTREAM_OVERFLOW: Self = Self(0x80);
     /// NR: no route (no matching filter chain, or no cluster to pick).
     pub const NO_ROUTE_FOUND: Self = Self(0x100);
+    /// DI: the fault filter delayed the request.
+    pub const DELAY_INJECTED: Self = Self(0x200);
+    /// FI: the fault filter aborted the request.
+    pub const FAULT_INJECTED: Self = Self(0x400);
+    /// RL: the local rate limit filter refused the request.
+    pub const RATE_LIMITED: Self = Self(0x800);
     /// DC: the downstream closed the connection.
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(0x4000);
     /// URX: `max_connect_attempts` reached.
@@ -89,12 +95,15 @@ impl ResponseFlags {
     pub const NO_CLUSTER_FOUND: Self = Self(0x100_0000);
 
     /// Short names in Envoy's rendering order.
-    const NAMES: [(Self, &'static str); 9] = [
+    const NAMES: [(Self, &'static str); 12] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECTION_FAILURE, "UF"),
         (Self::UPSTREAM_CONNECTION_TERMINATION, "UC"),
         (Self::UPSTREAM_OVERFLOW, "UO"),
         (Self::NO_ROUTE_FOUND, "NR"),
+        (Self::DELAY_INJECTED, "DI"),
+        (Self::FAULT_INJECTED, "FI"),
+        (Self::RATE_LIMITED, "RL"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
         (Self::DURATION_TIMEOUT, "DT"),
