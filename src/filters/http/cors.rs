@@ -58,7 +58,7 @@ pub(super) fn on_request(
     filter: &HttpFilter,
     stats: &CorsStats,
     cx: &StreamContext<'_>,
-    request: &mut RequestHead,
+    request: &RequestHead,
 ) -> FilterResult {
     let policies = Policies::of(filter, cx);
     // Only the most specific policy says whether CORS is on (Envoy).
@@ -86,11 +86,14 @@ pub(super) fn on_request(
     if allowed {
         cx.notes.mark(position(filter, cx));
     }
-    let requested_method = request
+    if request.method != "OPTIONS" {
+        return FilterResult::Continue;
+    }
+    let Some(requested_method) = request
         .headers
         .get("access-control-request-method")
-        .filter(|m| !m.is_empty());
-    let (true, Some(requested_method)) = (request.method == "OPTIONS", requested_method) else {
+        .filter(|m| !m.is_empty())
+    else {
         return FilterResult::Continue;
     };
     let forward_unmatched = policies

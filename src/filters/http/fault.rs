@@ -34,7 +34,7 @@ pub(super) async fn on_request(
     filter: &HttpFilter,
     fault: &FaultFilter,
     cx: &StreamContext<'_>,
-    request: &mut RequestHead,
+    request: &RequestHead,
 ) -> FilterResult {
     // A route's settings replace the chain's; the stats stay the chain's.
     let settings: &FaultConfig = match cx.per_filter(&filter.name) {
