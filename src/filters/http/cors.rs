@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use xds_agent::{
     filter_stats::CorsStats,
-    model::filters::{CorsPolicy, HttpFilter, PerRouteFilter},
+    model::{
+        filters::{CorsPolicy, HttpFilter, PerRouteFilter},
+        route::RouteAction,
+    },
     stats::inc,
 };
 
@@ -60,6 +63,10 @@ pub(super) fn on_request(
     cx: &StreamContext<'_>,
     request: &RequestHead,
 ) -> FilterResult {
+    // Envoy applies CORS on forwarding routes only (not redirects or direct responses).
+    if !matches!(cx.route.map(|r| &r.action), Some(RouteAction::Forward(_))) {
+        return FilterResult::Continue;
+    }
     let policies = Policies::of(filter, cx);
     // Only the most specific policy says whether CORS is on (Envoy).
     let Some(policy) = policies.iter().next() else {
@@ -412,5 +419,18 @@ mod tests {
         // Without any policy the filter does nothing.
         let world = self::world(None, None);
         assert!(exchange(&world, preflight_request("https://a.example")).is_ok());
+    }
+
+    #[test]
+    fn routes_that_do_not_forward_get_no_cors() {
+        let world = world(Some(policy()), None).answering_directly();
+        assert!(exchange(&world, preflight_request("https://a.example")).is_ok());
+        let h = exchange(
+            &world,
+            request("GET", "/", &[("origin", "https://a.example")]),
+        )
+        .unwrap();
+        assert!(h.is_empty());
+        assert_eq!(counts(&world), (0, 0));
     }
 }

@@ -11,8 +11,8 @@ use xds_agent::{
         filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
         http::{EscapedSlashes, HcmTimeouts, HttpConnectionManager, PathPolicy, ServerHeader},
         route::{
-            ClusterSpecifier, Forward, HeaderMutations, HostRewrite, Route, RouteAction,
-            RouteConfig, RouteIndex, RouteMatcher, VirtualHost, VirtualHostIndex,
+            ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
+            RouteAction, RouteConfig, RouteIndex, RouteMatcher, VirtualHost, VirtualHostIndex,
         },
     },
     stats::HttpStats,
@@ -111,6 +111,16 @@ impl World {
             shard: ShardContext::new(0, 1),
             hcm,
         }
+    }
+
+    /// The test route answers directly instead of forwarding.
+    pub fn answering_directly(mut self) -> Self {
+        let config = Arc::get_mut(&mut self.hcm.route_config).expect("not shared yet");
+        config.virtual_hosts[0].routes[0].action = RouteAction::DirectResponse(DirectResponse {
+            status: 200,
+            body: None,
+        });
+        self
     }
 
     /// A stream on the test route.
