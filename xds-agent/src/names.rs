@@ -15,6 +15,11 @@ pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
 pub const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+/// An `http_filters` entry of the connection manager.
+pub const HTTP_FILTER: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";
+/// The `typed_per_filter_config` wrapper (disable, enable, optional).
+pub const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";

@@ -122,6 +122,16 @@ fn walk_value(
     }
 }
 
+/// `is_optional: true` on the `Any`'s parent (an HTTP filter, a per-route `FilterConfig`):
+/// Envoy skips an unsupported type there instead of rejecting the config; the translator
+/// skips it too.
+fn is_optional(parent: &DynamicMessage) -> bool {
+    matches!(
+        parent.get_field_by_name("is_optional").as_deref(),
+        Some(Value::Bool(true))
+    )
+}
+
 /// An `Any`: allowed only in the slots of `ANY_SLOTS`, with a payload type listed there; the
 /// payload is then walked with its type URL.
 fn walk_any(
@@ -150,6 +160,9 @@ fn walk_any(
         return;
     };
     if !allowed.contains(&type_name) {
+        if is_optional(parent) {
+            return;
+        }
         let named = match parent.get_field_by_name("name").as_deref() {
             Some(Value::String(n)) if !n.is_empty() => format!(" {n}"),
             _ => String::new(),

@@ -13,7 +13,7 @@ use xds_agent::{
         },
         UpstreamHttpOptions,
     },
-    stats::{add, dec, inc, record_duration},
+    stats::{add, dec, inc, record_duration, ClusterStats},
 };
 
 use super::{forwarding, path, respond, Connection};
@@ -31,7 +31,7 @@ use crate::{
     stream::{
         body::{BodyFailure, RequestBody},
         headers::{RequestHead, ResponseHead, Version},
-        mutations, FilterResult, LocalReply, StreamContext,
+        mutations, FilterResult, LocalReply, StreamContext, StreamNotes,
     },
 };
 
@@ -216,6 +216,7 @@ async fn exchange_request(
         route,
         downstream_remote: c.remote,
         started: exchange.started,
+        notes: StreamNotes::default(),
     };
     let mut ran = 0;
     for filter in &hcm.filters {
@@ -359,6 +360,7 @@ async fn exchange_request(
                 forward,
                 upstream_http: &cluster.config.http,
                 upstream_buffer_limit: cluster.config.buffer_limit,
+                cluster_stats: &cluster.config.stats,
             };
             proxy_response(c, &cx, request, response, relay, body, exchange).await
         }
@@ -421,6 +423,7 @@ async fn local(
     exchange.status = reply.status;
     let mut head = respond::local_head(&reply);
     if let Some(cx) = cx {
+        exchange.flags.set(cx.notes.flags());
         if let Some(route) = cx.route {
             for level in levels(&hcm.route_config, cx.virtual_host, route) {
                 mutations::remove(&mut head.headers, &level.response_remove);
@@ -461,6 +464,7 @@ struct Relay<'r> {
     forward: &'r Forward,
     upstream_http: &'r UpstreamHttpOptions,
     upstream_buffer_limit: usize,
+    cluster_stats: &'r ClusterStats,
 }
 
 /// Streams an upstream response to the client.
@@ -482,6 +486,7 @@ async fn proxy_response(
         forward,
         upstream_http,
         upstream_buffer_limit,
+        cluster_stats,
     } = relay;
     let UpstreamResponse {
         response,
@@ -490,7 +495,8 @@ async fn proxy_response(
         try_started,
     } = upstream;
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
-    let cells = conn.cells();
+    exchange.flags.set(cx.notes.flags());
+    let cells = cluster_stats.shard(c.ctx.id);
     let mut head: ResponseHead = response.head;
     exchange.status = head.status;
     exchange.details = "via_upstream";
