@@ -49,7 +49,8 @@ impl HttpConnectionManager {
     /// (Envoy's rule: the type must be in the connection manager's `upgrade_configs`; a route's
     /// own entry for it overrides `enabled`).
     pub fn upgrade_allowed(&self, route: Option<&Forward>, upgrade_type: &[u8]) -> bool {
-        let named = |(name, _): &&(String, bool)| name.as_bytes().eq_ignore_ascii_case(upgrade_type);
+        let named =
+            |(name, _): &&(String, bool)| name.as_bytes().eq_ignore_ascii_case(upgrade_type);
         let Some((_, enabled)) = self.upgrades.iter().find(named) else {
             return false;
         };

@@ -180,7 +180,11 @@ mod tests {
         assert_eq!(find("WWW.Foo.COM"), Some(0));
         assert_eq!(find("a.foo.com"), Some(1));
         assert_eq!(find("baz-bar.foo.com"), Some(2), "longest suffix first");
-        assert_eq!(find("-bar.foo.com"), Some(1), "a wildcard never matches empty");
+        assert_eq!(
+            find("-bar.foo.com"),
+            Some(1),
+            "a wildcard never matches empty"
+        );
         assert_eq!(find(".foo.com"), Some(5), "*.foo.com needs one more char");
         assert_eq!(find("foo.org"), Some(3));
         assert_eq!(find("foo.bar.org"), Some(4), "longest prefix first");
@@ -194,7 +198,11 @@ mod tests {
         let i = index(&[&["a.com"], &["a.com:8080"], &["*.b.com"], &["*"]], false);
         assert_eq!(i.find(b"a.com"), Some(0));
         assert_eq!(i.find(b"a.com:8080"), Some(1));
-        assert_eq!(i.find(b"a.com:9090"), Some(3), "no fallback to the bare host");
+        assert_eq!(
+            i.find(b"a.com:9090"),
+            Some(3),
+            "no fallback to the bare host"
+        );
         assert_eq!(i.find(b"x.b.com:80"), Some(3));
         let i = index(&[&["a.com"], &["[::1]"], &["*"]], true);
         assert_eq!(i.find(b"a.com:9090"), Some(0));

@@ -119,7 +119,10 @@ impl RadixTree {
         let mut node = 0;
         let mut rest = &key[..];
         while !rest.is_empty() {
-            let Some(slot) = self.nodes[node].first_bytes.iter().position(|b| *b == rest[0])
+            let Some(slot) = self.nodes[node]
+                .first_bytes
+                .iter()
+                .position(|b| *b == rest[0])
             else {
                 let child = self.push(rest);
                 self.nodes[node].first_bytes.push(rest[0]);
@@ -261,7 +264,11 @@ mod tests {
             path("/api/v1/x"),
         ];
         let at = |p| find(&routes, &Request::get(p));
-        assert_eq!(at("/api/v1/x"), Some(0), "an earlier prefix beats a later exact path");
+        assert_eq!(
+            at("/api/v1/x"),
+            Some(0),
+            "an earlier prefix beats a later exact path"
+        );
         assert_eq!(at("/api"), Some(1));
         assert_eq!(at("/api?x=1"), Some(1), "the query is not part of the path");
         assert_eq!(at("/api/"), Some(2));
@@ -308,7 +315,11 @@ mod tests {
         assert_eq!(at("/a/22"), Some(1));
         assert_eq!(at("/a/x"), Some(2));
         assert_eq!(at("/b"), Some(3));
-        assert_eq!(at("/a/22?q=1"), Some(1), "regexes see the path without the query");
+        assert_eq!(
+            at("/a/22?q=1"),
+            Some(1),
+            "regexes see the path without the query"
+        );
     }
 
     #[test]
@@ -321,15 +332,21 @@ mod tests {
             missing_as_empty: false,
         });
         let mut by_query = prefix("/");
-        by_query.matcher.query_parameters.push(QueryParameterMatcher {
-            name: "debug".into(),
-            value: Some(StringMatcher::Exact {
-                value: b"1".as_slice().into(),
-                ignore_case: false,
-            }),
-        });
+        by_query
+            .matcher
+            .query_parameters
+            .push(QueryParameterMatcher {
+                name: "debug".into(),
+                value: Some(StringMatcher::Exact {
+                    value: b"1".as_slice().into(),
+                    ignore_case: false,
+                }),
+            });
         let routes = [by_header, by_query, prefix("/")];
-        assert_eq!(find(&routes, &Request::get("/x").with("x-canary", "")), Some(0));
+        assert_eq!(
+            find(&routes, &Request::get("/x").with("x-canary", "")),
+            Some(0)
+        );
         assert_eq!(find(&routes, &Request::get("/x?debug=1")), Some(1));
         assert_eq!(find(&routes, &Request::get("/x?debug=2")), Some(2));
     }
@@ -338,7 +355,10 @@ mod tests {
     fn path_parameters_can_be_ignored() {
         let routes = [path("/a"), prefix("/")];
         let index = RouteIndex::build(&routes, true);
-        assert_eq!(index.find(&routes, &Request::get("/a;jsessionid=1")), Some(0));
+        assert_eq!(
+            index.find(&routes, &Request::get("/a;jsessionid=1")),
+            Some(0)
+        );
         assert_eq!(find(&routes, &Request::get("/a;jsessionid=1")), Some(1));
     }
 
@@ -366,8 +386,17 @@ mod tests {
         }
         routes.push(prefix("/svc/1"));
         let index = RouteIndex::build(&routes, false);
-        for p in ["/svc/1999/x", "/svc/3/item", "/svc/3/itemx", "/svc/1", "/svc/10/a", "/none"] {
-            let linear = routes.iter().position(|r| r.matcher.path_matches(p.as_bytes()));
+        for p in [
+            "/svc/1999/x",
+            "/svc/3/item",
+            "/svc/3/itemx",
+            "/svc/1",
+            "/svc/10/a",
+            "/none",
+        ] {
+            let linear = routes
+                .iter()
+                .position(|r| r.matcher.path_matches(p.as_bytes()));
             assert_eq!(index.find(&routes, &Request::get(p)), linear, "{p}");
         }
     }

@@ -54,10 +54,22 @@ pub enum HeaderRule {
 #[derive(Debug)]
 pub enum StringMatcher {
     /// Lower-cased when `ignore_case`.
-    Exact { value: Box<[u8]>, ignore_case: bool },
-    Prefix { value: Box<[u8]>, ignore_case: bool },
-    Suffix { value: Box<[u8]>, ignore_case: bool },
-    Contains { value: Box<[u8]>, ignore_case: bool },
+    Exact {
+        value: Box<[u8]>,
+        ignore_case: bool,
+    },
+    Prefix {
+        value: Box<[u8]>,
+        ignore_case: bool,
+    },
+    Suffix {
+        value: Box<[u8]>,
+        ignore_case: bool,
+    },
+    Contains {
+        value: Box<[u8]>,
+        ignore_case: bool,
+    },
     /// Whole-value match.
     Regex(Regex),
     /// The deprecated `exact_match: ""`, which Envoy treats as "any value".
@@ -155,14 +167,22 @@ impl HeaderMatcher {
 impl StringMatcher {
     pub fn matches(&self, value: &[u8]) -> bool {
         match self {
-            Self::Exact { value: v, ignore_case } => eq(value, v, *ignore_case),
-            Self::Prefix { value: v, ignore_case } => starts_with(value, v, *ignore_case),
-            Self::Suffix { value: v, ignore_case } => {
-                value.len() >= v.len() && eq(&value[value.len() - v.len()..], v, *ignore_case)
-            }
-            Self::Contains { value: v, ignore_case } => {
-                v.is_empty() || value.windows(v.len()).any(|w| eq(w, v, *ignore_case))
-            }
+            Self::Exact {
+                value: v,
+                ignore_case,
+            } => eq(value, v, *ignore_case),
+            Self::Prefix {
+                value: v,
+                ignore_case,
+            } => starts_with(value, v, *ignore_case),
+            Self::Suffix {
+                value: v,
+                ignore_case,
+            } => value.len() >= v.len() && eq(&value[value.len() - v.len()..], v, *ignore_case),
+            Self::Contains {
+                value: v,
+                ignore_case,
+            } => v.is_empty() || value.windows(v.len()).any(|w| eq(w, v, *ignore_case)),
             Self::Regex(r) => r.is_match(value),
             Self::Any => true,
         }
@@ -345,7 +365,10 @@ mod tests {
         let ci = m(PathMatch::Prefix("/api".into()), false);
         assert!(ci.path_matches(b"/API/v1"));
         assert_eq!(ci.matched_len(b"/API/v1"), 4);
-        let regex = m(PathMatch::Regex(full_match_regex("/v[0-9]+/.*").unwrap()), true);
+        let regex = m(
+            PathMatch::Regex(full_match_regex("/v[0-9]+/.*").unwrap()),
+            true,
+        );
         assert!(regex.path_matches(b"/v12/x") && !regex.path_matches(b"/x/v12/x"));
         assert_eq!(regex.matched_len(b"/v1/x?q"), 5);
     }

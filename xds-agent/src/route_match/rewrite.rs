@@ -134,7 +134,11 @@ impl Redirect {
         let new_path;
         if let RedirectPath::Path(p) = &self.path {
             own_query = p.contains('?');
-            let query = if own_query { &[][..] } else { &path[query_start(path)..] };
+            let query = if own_query {
+                &[][..]
+            } else {
+                &path[query_start(path)..]
+            };
             new_path = [p.as_bytes(), query].concat();
             path = &new_path;
         }
@@ -199,8 +203,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::route::{ClusterSpecifier, HeaderMutations, HostRewrite},
         model::filters::PerRouteFilters,
+        model::route::{ClusterSpecifier, HeaderMutations, HostRewrite},
         route_match::{full_match_regex, PathMatch},
     };
 
@@ -237,7 +241,10 @@ mod tests {
     fn prefix_rewrite_replaces_what_matched() {
         let f = forward(Some("/v2"), None);
         let prefix = matcher(PathMatch::Prefix("/v1".into()));
-        assert_eq!(text(f.rewritten_path(&prefix, b"/v1/a?q=1")), Some("/v2/a?q=1".into()));
+        assert_eq!(
+            text(f.rewritten_path(&prefix, b"/v1/a?q=1")),
+            Some("/v2/a?q=1".into())
+        );
         let f = forward(Some("/"), None);
         let ci = RouteMatcher {
             case_sensitive: false,
@@ -246,9 +253,15 @@ mod tests {
         assert_eq!(text(f.rewritten_path(&ci, b"/API/x")), Some("/x".into()));
         let exact = matcher(PathMatch::Path("/old".into()));
         let f = forward(Some("/new"), None);
-        assert_eq!(text(f.rewritten_path(&exact, b"/old?x")), Some("/new?x".into()));
+        assert_eq!(
+            text(f.rewritten_path(&exact, b"/old?x")),
+            Some("/new?x".into())
+        );
         let regex = matcher(PathMatch::Regex(full_match_regex("/r/.*").unwrap()));
-        assert_eq!(text(f.rewritten_path(&regex, b"/r/a/b?x")), Some("/new?x".into()));
+        assert_eq!(
+            text(f.rewritten_path(&regex, b"/r/a/b?x")),
+            Some("/new?x".into())
+        );
         let none = forward(None, None);
         assert_eq!(none.rewritten_path(&exact, b"/old"), None);
     }
@@ -303,47 +316,80 @@ mod tests {
     fn redirect_location_follows_envoys_rules() {
         let m = matcher(PathMatch::Prefix("/old".into()));
         let keep = redirect(RedirectPath::Keep);
-        assert_eq!(location(&keep, &m, "http", "a.com", "/old/x?q"), "http://a.com/old/x?q");
+        assert_eq!(
+            location(&keep, &m, "http", "a.com", "/old/x?q"),
+            "http://a.com/old/x?q"
+        );
 
         let https = Redirect {
             scheme: Some("https".into()),
             ..redirect(RedirectPath::Keep)
         };
-        assert_eq!(location(&https, &m, "http", "a.com:80", "/x"), "https://a.com/x");
-        assert_eq!(location(&https, &m, "http", "a.com:8080", "/x"), "https://a.com:8080/x");
-        assert_eq!(location(&https, &m, "https", "a.com:443", "/x"), "https://a.com:443/x");
+        assert_eq!(
+            location(&https, &m, "http", "a.com:80", "/x"),
+            "https://a.com/x"
+        );
+        assert_eq!(
+            location(&https, &m, "http", "a.com:8080", "/x"),
+            "https://a.com:8080/x"
+        );
+        assert_eq!(
+            location(&https, &m, "https", "a.com:443", "/x"),
+            "https://a.com:443/x"
+        );
 
         let host_port = Redirect {
             host: Some("b.com".into()),
             port: Some(8443),
             ..redirect(RedirectPath::Keep)
         };
-        assert_eq!(location(&host_port, &m, "http", "a.com:1", "/x"), "http://b.com:8443/x");
+        assert_eq!(
+            location(&host_port, &m, "http", "a.com:1", "/x"),
+            "http://b.com:8443/x"
+        );
         let port = Redirect {
             port: Some(9000),
             ..redirect(RedirectPath::Keep)
         };
-        assert_eq!(location(&port, &m, "http", "[::1]:1", "/x"), "http://[::1]:9000/x");
+        assert_eq!(
+            location(&port, &m, "http", "[::1]:1", "/x"),
+            "http://[::1]:9000/x"
+        );
 
         let path = redirect(RedirectPath::Path("/new".into()));
-        assert_eq!(location(&path, &m, "http", "a", "/old/x?q=1"), "http://a/new?q=1");
+        assert_eq!(
+            location(&path, &m, "http", "a", "/old/x?q=1"),
+            "http://a/new?q=1"
+        );
         let path_query = Redirect {
             strip_query: true,
             ..redirect(RedirectPath::Path("/new?z=2".into()))
         };
-        assert_eq!(location(&path_query, &m, "http", "a", "/old?q"), "http://a/new?z=2");
+        assert_eq!(
+            location(&path_query, &m, "http", "a", "/old?q"),
+            "http://a/new?z=2"
+        );
 
         let prefix = Redirect {
             strip_query: true,
             ..redirect(RedirectPath::Prefix("/fresh".into()))
         };
-        assert_eq!(location(&prefix, &m, "http", "a", "/old/x?q=1"), "http://a/fresh/x");
+        assert_eq!(
+            location(&prefix, &m, "http", "a", "/old/x?q=1"),
+            "http://a/fresh/x"
+        );
 
         let regex = redirect(RedirectPath::Regex(RegexRewrite::new("x", "y").unwrap()));
-        assert_eq!(location(&regex, &m, "http", "a", "/old/x?x"), "http://a/old/y?x");
+        assert_eq!(
+            location(&regex, &m, "http", "a", "/old/x?x"),
+            "http://a/old/y?x"
+        );
 
         let relative = redirect(RedirectPath::Prefix("new".into()));
-        assert_eq!(location(&relative, &m, "http", "a", "/old/x"), "http://a/new/x");
+        assert_eq!(
+            location(&relative, &m, "http", "a", "/old/x"),
+            "http://a/new/x"
+        );
     }
 
     #[test]
@@ -360,7 +406,13 @@ mod tests {
         assert_eq!(fwd.redirect_location(b"http", b"h", b"/a"), None);
         let red = route(RouteAction::Redirect(redirect(RedirectPath::Keep)));
         assert_eq!(red.rewritten_path(b"/a"), None);
-        assert_eq!(text(red.redirect_location(b"http", b"h", b"/a")), Some("http://h/a".into()));
-        assert_eq!(https_redirect_location(b"h:8080", b"/p?q"), b"https://h:8080/p?q");
+        assert_eq!(
+            text(red.redirect_location(b"http", b"h", b"/a")),
+            Some("http://h/a".into())
+        );
+        assert_eq!(
+            https_redirect_location(b"h:8080", b"/p?q"),
+            b"https://h:8080/p?q"
+        );
     }
 }

@@ -5,11 +5,14 @@
 //! field outside the supported surface (`surface`); the semantic pass (`listener`, `tcp_proxy`,
 //! `cluster`) checks values and references and builds the model. A part the walker rejected is
 //! skipped silently by the semantic pass, so each problem is reported once.
+mod access_log;
 mod address;
 mod cluster;
+mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 mod listener;
+mod route;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;

@@ -237,7 +237,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.listener.v3.Filter",
         "network filter",
-        &[names::TCP_PROXY],
+        &[names::TCP_PROXY, names::HTTP_CONNECTION_MANAGER],
     ),
     (
         "envoy.config.accesslog.v3.AccessLog",
