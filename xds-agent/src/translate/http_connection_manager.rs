@@ -17,7 +17,8 @@ use envoy_types::pb::{
 };
 
 use super::{
-    access_log::access_logs, duration, http_filters, route, TranslateContext, TranslateError,
+    access_log::access_logs, duration, http_filters, http_surface::HTTP_FILTERS, route,
+    TranslateContext, TranslateError,
 };
 use crate::{
     model::http::{
@@ -273,6 +274,17 @@ fn is_router(filter: &HttpFilterProto) -> bool {
     }
 }
 
+/// An `is_optional` filter of a type shardproxy does not implement is left out, as Envoy does
+/// (the walker skips it too).
+fn unsupported_optional(filter: &HttpFilterProto) -> bool {
+    match &filter.config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) => {
+            filter.is_optional && !HTTP_FILTERS.contains(&names::type_name(&any.type_url))
+        }
+        _ => false,
+    }
+}
+
 /// The filters before the router, which must be last and present.
 fn http_filter_chain(
     filters: &[HttpFilterProto],
@@ -304,6 +316,8 @@ fn http_filter_chain(
         let at = format!("{path}[{i}]");
         if is_router(filter) {
             p.add(at, "the router is a terminal filter: it must be the last");
+        } else if unsupported_optional(filter) {
+            continue;
         } else if let Some(f) = http_filters::http_filter(filter, &at, ctx, p.errors) {
             out.push(f);
         }

@@ -15,7 +15,7 @@ const METADATA: &str = "read only by filters that are not supported";
 const RDS: &str = "rds itself is rejected by the translator (needs xDS, issue 4)";
 
 /// HTTP filter types allowed in `http_filters` (the router, and the HTTP filters work's).
-const HTTP_FILTERS: &[&str] = &[
+pub(super) const HTTP_FILTERS: &[&str] = &[
     names::ROUTER,
     names::FAULT,
     names::CORS,

@@ -174,4 +174,6 @@ fn buffer_limit(value: Option<&protobuf::UInt32Value>) -> usize {
 }
 
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod tests;
