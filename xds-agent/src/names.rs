@@ -13,6 +13,8 @@ pub fn type_name(type_url: &str) -> &str {
 /// The tcp_proxy network filter's well-known name.
 pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
+/// The HTTP connection manager's well-known name.
+pub const HTTP_CONNECTION_MANAGER_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 /// An `http_filters` entry of the connection manager.
@@ -21,6 +23,8 @@ pub const HTTP_FILTER: &str =
 /// The `typed_per_filter_config` wrapper (disable, enable, optional).
 pub const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+/// The router's well-known filter name (Envoy accepts it without a typed config).
+pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 pub const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
@@ -32,3 +36,5 @@ pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// The previous-hosts predicate's well-known name (accepted without a typed config).
+pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";

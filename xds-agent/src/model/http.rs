@@ -2,7 +2,10 @@
 //! as shards run it — codec limits, header policy, timeouts, the HTTP filter chain.
 use std::{sync::Arc, time::Duration};
 
-use super::{filters::HttpFilter, route::RouteConfig};
+use super::{
+    filters::HttpFilter,
+    route::{Forward, RouteConfig},
+};
 use crate::{access_log::AccessLog, stats::HttpStats};
 
 #[derive(Debug)]
@@ -28,13 +31,52 @@ pub struct HttpConnectionManager {
     pub max_requests_per_connection: Option<u32>,
     /// `common_http_protocol_options.max_headers_count` (default 100).
     pub max_headers_count: usize,
+    /// `common_http_protocol_options.headers_with_underscores_action`.
+    pub headers_with_underscores: UnderscoreHeaders,
+    pub http1: Http1Options,
     pub path: PathPolicy,
-    /// Lower-cased `upgrade_configs[].upgrade_type` values that are enabled (e.g. `websocket`).
-    pub upgrades: Vec<String>,
+    /// `upgrade_configs`: each lower-cased `upgrade_type` (e.g. `websocket`) and whether it is
+    /// enabled unless a route says otherwise. Types not listed are never upgraded.
+    pub upgrades: Vec<(String, bool)>,
     /// `proxy_100_continue`: forward `Expect: 100-continue` upstream instead of answering it.
     pub proxy_100_continue: bool,
     pub access_logs: Vec<Arc<AccessLog>>,
     pub stats: Arc<HttpStats>,
+}
+
+impl HttpConnectionManager {
+    /// Whether a request asking for `Upgrade: <upgrade_type>` may be upgraded on `route`
+    /// (Envoy's rule: the type must be in the connection manager's `upgrade_configs`; a route's
+    /// own entry for it overrides `enabled`).
+    pub fn upgrade_allowed(&self, route: Option<&Forward>, upgrade_type: &[u8]) -> bool {
+        let named =
+            |(name, _): &&(String, bool)| name.as_bytes().eq_ignore_ascii_case(upgrade_type);
+        let Some((_, enabled)) = self.upgrades.iter().find(named) else {
+            return false;
+        };
+        route
+            .and_then(|r| r.upgrades.iter().find(named))
+            .map_or(*enabled, |(_, on)| *on)
+    }
+}
+
+/// HTTP/1 codec options (`http_protocol_options`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Http1Options {
+    /// `accept_http_10`: serve HTTP/1.0 requests (otherwise answered 426 as Envoy does).
+    pub accept_http_10: bool,
+    /// `default_host_for_http_10`: the authority of HTTP/1.0 requests without `Host`.
+    pub default_host_for_http_10: Option<String>,
+}
+
+/// `headers_with_underscores_action` for request headers whose name contains `_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    Allow,
+    /// 400 and close.
+    RejectRequest,
+    /// Removed before filters and routing.
+    DropHeader,
 }
 
 /// Timeouts; `None` = disabled (`0s`).

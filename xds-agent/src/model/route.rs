@@ -4,7 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use super::{filters::PerRouteFilters, WeightedClusters};
 
-pub use crate::route_match::{RouteIndex, RouteMatcher, VirtualHostIndex};
+pub use crate::route_match::{
+    HeaderMatcher, HeaderRule, PathMatch, QueryParameterMatcher, RegexRewrite, RouteIndex,
+    RouteMatcher, StringMatcher, VirtualHostIndex,
+};
 
 /// What route matching reads from a request. Names are lower-case; a header with several
 /// values matches on its first.
@@ -39,10 +42,21 @@ pub struct VirtualHost {
     /// in order; the first route in config order that matches wins.
     pub route_index: RouteIndex,
     pub headers: HeaderMutations,
+    /// The virtual host's `retry_policy` (already copied into each route that has none).
     pub retry_policy: Option<Arc<RetryPolicy>>,
     pub per_filter: PerRouteFilters,
-    /// `require_tls`: ALL / EXTERNAL_ONLY redirect plain-HTTP requests to https.
-    pub require_tls: bool,
+    /// `require_tls`: plain-HTTP requests get a 301 to `https://` (see
+    /// `route_match::https_redirect_location`) instead of a route.
+    pub require_tls: TlsRequirement,
+}
+
+/// `VirtualHost.require_tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRequirement {
+    None,
+    /// Only requests without `x-envoy-internal: true` are redirected.
+    ExternalOnly,
+    All,
 }
 
 #[derive(Debug)]
@@ -80,33 +94,44 @@ pub enum HostRewrite {
 #[derive(Debug)]
 pub struct Forward {
     pub cluster: ClusterSpecifier,
-    /// `prefix_rewrite`: replaces the matched prefix (prefix / path_separated_prefix routes).
+    /// `cluster_not_found_response_code`: the status when the named cluster does not exist at
+    /// request time (only possible with `cluster_header` or `validate_clusters: false`);
+    /// 503 by default, or 404 / 500.
+    pub cluster_not_found_status: u16,
+    /// `prefix_rewrite`: replaces the matched prefix (prefix / path_separated_prefix routes),
+    /// the whole path (path routes) or the path before the query (regex routes).
     pub prefix_rewrite: Option<String>,
     /// `regex_rewrite`: every match of the pattern in the path (not the query) → substitution.
-    pub regex_rewrite: Option<(regex::Regex, String)>,
+    pub regex_rewrite: Option<RegexRewrite>,
     pub host_rewrite: HostRewrite,
     /// Whole-response timeout; `None` = disabled (`0s`). Envoy's default is 15 s.
     pub timeout: Option<Duration>,
-    /// Per-stream idle timeout overriding the connection manager's `stream_idle_timeout`.
+    /// Per-stream idle timeout overriding the connection manager's `stream_idle_timeout`:
+    /// `None` = not set, `Some(None)` = disabled (`0s`).
     pub idle_timeout: Option<Option<Duration>>,
     /// The route's policy, else the virtual host's.
     pub retry_policy: Option<Arc<RetryPolicy>>,
+    /// The route's mirror policies, else the virtual host's, else the route config's. A
+    /// mirrored request's host gets Envoy's `-shadow` suffix.
     pub mirrors: Vec<Mirror>,
-    /// Upgrade types enabled or disabled for this route, overriding the connection manager.
+    /// Upgrade types (lower-case) enabled or disabled for this route, overriding the
+    /// connection manager (see `HttpConnectionManager::upgrade_allowed`).
     pub upgrades: Vec<(String, bool)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     pub cluster: String,
     /// Share of requests mirrored, in millionths (`runtime_fraction`; default all).
     pub per_million: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub retry_on: RetryOn,
+    /// Default 1.
     pub num_retries: u32,
+    /// `None` = the route's timeout bounds every try.
     pub per_try_timeout: Option<Duration>,
     pub retriable_status_codes: Vec<u16>,
     /// Back-off base and cap (Envoy: 25 ms and 10× base).
@@ -114,6 +139,7 @@ pub struct RetryPolicy {
     pub back_off_max: Duration,
     /// `envoy.retry_host_predicates.previous_hosts`: retries avoid hosts already tried.
     pub previous_hosts: bool,
+    /// How many times host selection is retried to satisfy `previous_hosts` (default 1).
     pub host_selection_retry_max_attempts: u32,
 }
 
@@ -137,23 +163,28 @@ impl RetryOn {
 
 #[derive(Debug)]
 pub struct Redirect {
-    /// `https_redirect` / `scheme_redirect`.
+    /// `https_redirect` / `scheme_redirect`; `None` keeps the request's scheme.
     pub scheme: Option<String>,
+    /// `host_redirect`; `None` keeps the request's authority.
     pub host: Option<String>,
+    /// `port_redirect`; replaces the authority's port.
     pub port: Option<u16>,
     pub path: RedirectPath,
     /// 301 (default), 302, 303, 307, 308.
     pub status: u16,
+    /// Drops the query (unless `path_redirect` carries its own).
     pub strip_query: bool,
 }
 
 #[derive(Debug)]
 pub enum RedirectPath {
     Keep,
+    /// `path_redirect`: replaces the path; the request's query is kept unless this has one.
     Path(String),
-    /// Replaces the matched prefix.
+    /// `prefix_rewrite`: replaces the matched prefix.
     Prefix(String),
-    Regex(regex::Regex, String),
+    /// `regex_rewrite` over the path before the query.
+    Regex(RegexRewrite),
 }
 
 #[derive(Debug)]
@@ -163,11 +194,13 @@ pub struct DirectResponse {
 }
 
 /// Headers to add and remove at one level (route config, virtual host, route).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct HeaderMutations {
     pub request_add: Vec<HeaderAdd>,
+    /// Lower-case.
     pub request_remove: Vec<String>,
     pub response_add: Vec<HeaderAdd>,
+    /// Lower-case.
     pub response_remove: Vec<String>,
 }
 
@@ -175,6 +208,8 @@ pub struct HeaderMutations {
 pub struct HeaderAdd {
     /// Lower-case.
     pub name: String,
+    /// Literal (Envoy's `%COMMAND%` substitutions are rejected by the translator; `%%` has
+    /// been turned into `%`).
     pub value: String,
     pub action: AppendAction,
     /// `keep_empty_value`: add even when the value is empty.

@@ -1,30 +1,94 @@
 //! Route matching over compiled route tables: virtual host by authority, route by path,
-//! headers and query. Indexes are built by the translator so lookups never scan thousands
-//! of plain routes. (Skeleton: filled in by the routing work.)
-use crate::model::route::{Route, RouteConfig, RouteRequest, VirtualHost};
+//! headers and query, and what the router derives from a match (rewritten path, redirect
+//! `Location`, header-mutation order). Indexes are built by the translator so lookups never
+//! scan thousands of plain routes; nothing here allocates on a plain lookup.
+mod domains;
+mod index;
+mod matcher;
+mod rewrite;
 
-/// Domain index of a route table's virtual hosts.
-#[derive(Debug, Default)]
-pub struct VirtualHostIndex {}
+pub use domains::{DuplicateDomain, VirtualHostIndex};
+pub use index::RouteIndex;
+pub use matcher::{
+    full_match_regex, HeaderMatcher, HeaderRule, PathMatch, QueryParameterMatcher, RouteMatcher,
+    StringMatcher,
+};
+pub use rewrite::{https_redirect_location, RegexRewrite, RewriteError};
 
-/// Index of a virtual host's routes.
-#[derive(Debug, Default)]
-pub struct RouteIndex {}
-
-/// A route's compiled `match`.
-#[derive(Debug, Default)]
-pub struct RouteMatcher {}
+use crate::model::route::{HeaderMutations, Route, RouteConfig, RouteRequest, VirtualHost};
 
 impl RouteConfig {
     /// The virtual host for a request's authority (`host` header), most specific domain first.
-    pub fn virtual_host(&self, _authority: &[u8]) -> Option<&VirtualHost> {
-        self.virtual_hosts.first()
+    pub fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualHost> {
+        self.vhost_index
+            .find(authority)
+            .map(|i| &self.virtual_hosts[i])
+    }
+
+    /// The header mutations that apply to a request matched to `route` of `virtual_host`, in
+    /// the order Envoy applies them (a later level overrides an earlier one): route, virtual
+    /// host, route config — reversed by `most_specific_header_mutations_wins`.
+    pub fn header_mutations<'a>(
+        &'a self,
+        virtual_host: &'a VirtualHost,
+        route: &'a Route,
+    ) -> [&'a HeaderMutations; 3] {
+        let levels = [&route.headers, &virtual_host.headers, &self.headers];
+        if self.most_specific_header_mutations_wins {
+            [levels[2], levels[1], levels[0]]
+        } else {
+            levels
+        }
     }
 }
 
 impl VirtualHost {
     /// The first route (config order) that matches.
-    pub fn route(&self, _request: &impl RouteRequest) -> Option<&Route> {
-        self.routes.first()
+    pub fn route(&self, request: &impl RouteRequest) -> Option<&Route> {
+        self.route_index
+            .find(&self.routes, request)
+            .map(|i| &self.routes[i])
+    }
+}
+
+/// A request for tests: method, path and headers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::model::route::RouteRequest;
+
+    pub struct Request<'a> {
+        pub method: &'a str,
+        pub path: &'a str,
+        pub headers: Vec<(&'a str, &'a str)>,
+    }
+
+    impl<'a> Request<'a> {
+        pub fn get(path: &'a str) -> Self {
+            Self {
+                method: "GET",
+                path,
+                headers: vec![],
+            }
+        }
+
+        pub fn with(mut self, name: &'a str, value: &'a str) -> Self {
+            self.headers.push((name, value));
+            self
+        }
+    }
+
+    impl RouteRequest for Request<'_> {
+        fn method(&self) -> &[u8] {
+            self.method.as_bytes()
+        }
+        fn path(&self) -> &[u8] {
+            self.path.as_bytes()
+        }
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_bytes())
+        }
     }
 }

@@ -1,7 +1,389 @@
 //! Translator: the supported surface of the HTTP connection manager and route configuration
-//! (see `surface.rs` for how the walker uses it).
+//! (see `surface.rs` for how the walker uses it). Shared message types used inside route
+//! tables and HTTP filters alike (`HeaderValueOption`, `StringMatcher`, `RegexMatcher`,
+//! `FractionalPercent`, `RuntimeFractionalPercent`) are listed here once.
 use super::surface::{AnySlot, Surface};
+use crate::names;
 
-pub const SURFACE: &[Surface] = &[];
+/// Why tracing-only fields are ignored.
+const NO_TRACING: &str = "tracing only; shardproxy does not trace";
+/// Why runtime keys are ignored.
+const NO_RUNTIME: &str = "no runtime: the default value applies";
+/// Why metadata is ignored.
+const METADATA: &str = "read only by filters that are not supported";
+/// Why `Rds` fields are accepted by the walker: the translator rejects `rds` as a whole.
+const RDS: &str = "rds itself is rejected by the translator (needs xDS, issue 4)";
 
-pub const ANY_SLOTS: &[AnySlot] = &[];
+/// HTTP filter types allowed in `http_filters` (the router, and the HTTP filters work's).
+pub(super) const HTTP_FILTERS: &[&str] = &[
+    names::ROUTER,
+    names::FAULT,
+    names::CORS,
+    names::LOCAL_RATELIMIT,
+    names::HEADER_MUTATION,
+];
+
+/// Per-route config types allowed in `typed_per_filter_config`.
+const PER_ROUTE_FILTERS: &[&str] = &[
+    names::FAULT,
+    names::CORS_POLICY,
+    names::LOCAL_RATELIMIT,
+    names::HEADER_MUTATION_PER_ROUTE,
+];
+
+/// Accepted-and-ignored fields, and why each is harmless:
+/// - `HttpConnectionManager.http2_protocol_options`, `.http3_protocol_options`: read only by
+///   the HTTP/2 and HTTP/3 codecs; `codec_type` HTTP2/HTTP3 are rejected and AUTO serves
+///   HTTP/1.1 only.
+/// - `Router.dynamic_stats`, `.start_child_span`: stats and tracing only.
+/// - `RouteConfiguration.metadata`, `VirtualHost.metadata`, `Route.metadata`: opaque data only
+///   unsupported filters read.
+/// - `VirtualHost.virtual_clusters`: per-virtual-cluster stats only.
+/// - `Route.decorator`: the tracing span name only.
+/// - `RouteAction.hash_policy`: read only by RING_HASH / MAGLEV load balancers, which clusters
+///   cannot select yet (and weighted `use_hash_policy` is rejected).
+/// - `WeightedCluster.runtime_key_prefix`, `RuntimeFractionalPercent.runtime_key`: no runtime.
+/// - `WeightedCluster.total_weight`: deprecated; Envoy uses the sum of the weights, as here.
+/// - `RequestMirrorPolicy.trace_sampled`: tracing only.
+/// - `RegexMatcher.google_re2` (and its deprecated `max_program_size`): selects RE2, which the
+///   `regex` crate's syntax matches; its own size limit applies.
+pub const SURFACE: &[Surface] = &[
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        supported: &[
+            "codec_type",
+            "stat_prefix",
+            "route_config",
+            "rds",
+            "http_filters",
+            "use_remote_address",
+            "xff_num_trusted_hops",
+            "skip_xff_append",
+            "generate_request_id",
+            "preserve_external_request_id",
+            "server_name",
+            "server_header_transformation",
+            "request_timeout",
+            "request_headers_timeout",
+            "stream_idle_timeout",
+            "drain_timeout",
+            "common_http_protocol_options",
+            "http_protocol_options",
+            "max_request_headers_kb",
+            "normalize_path",
+            "merge_slashes",
+            "path_with_escaped_slashes_action",
+            "upgrade_configs",
+            "proxy_100_continue",
+            "access_log",
+        ],
+        ignored: &[
+            ("http2_protocol_options", "read only by the HTTP/2 codec (not served)"),
+            ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
+        ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
+        supported: &[],
+        ignored: &[("config_source", RDS), ("route_config_name", RDS)],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        supported: &["name", "typed_config", "is_optional"],
+        ignored: &[],
+    },
+    Surface {
+        message:
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
+        supported: &["upgrade_type", "enabled"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HttpProtocolOptions",
+        supported: &[
+            "idle_timeout",
+            "max_requests_per_connection",
+            "max_headers_count",
+            "headers_with_underscores_action",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.Http1ProtocolOptions",
+        supported: &["accept_http_10", "default_host_for_http_10"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::ROUTER,
+        supported: &[],
+        ignored: &[
+            ("dynamic_stats", "stats only"),
+            ("start_child_span", NO_TRACING),
+        ],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteConfiguration",
+        supported: &[
+            "name",
+            "virtual_hosts",
+            "internal_only_headers",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "most_specific_header_mutations_wins",
+            "validate_clusters",
+            "max_direct_response_body_size_bytes",
+            "request_mirror_policies",
+            "ignore_port_in_host_matching",
+            "ignore_path_parameters_in_path_matching",
+        ],
+        ignored: &[("metadata", METADATA)],
+    },
+    Surface {
+        message: "envoy.config.route.v3.VirtualHost",
+        supported: &[
+            "name",
+            "domains",
+            "routes",
+            "require_tls",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "typed_per_filter_config",
+            "retry_policy",
+            "request_mirror_policies",
+        ],
+        ignored: &[
+            ("metadata", METADATA),
+            ("virtual_clusters", "per-virtual-cluster stats only"),
+        ],
+    },
+    Surface {
+        message: "envoy.config.route.v3.Route",
+        supported: &[
+            "name",
+            "match",
+            "route",
+            "redirect",
+            "direct_response",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "typed_per_filter_config",
+        ],
+        ignored: &[("metadata", METADATA), ("decorator", NO_TRACING)],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteMatch",
+        supported: &[
+            "prefix",
+            "path",
+            "safe_regex",
+            "path_separated_prefix",
+            "case_sensitive",
+            "headers",
+            "query_parameters",
+            "grpc",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.HeaderMatcher",
+        supported: &[
+            "name",
+            "exact_match",
+            "safe_regex_match",
+            "range_match",
+            "present_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "string_match",
+            "invert_match",
+            "treat_missing_header_as_empty",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.Int64Range",
+        supported: &["start", "end"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.QueryParameterMatcher",
+        supported: &["name", "string_match", "present_match"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.StringMatcher",
+        supported: &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.RegexMatcher",
+        supported: &["regex"],
+        ignored: &[(
+            "google_re2",
+            "selects RE2, whose syntax the regex crate follows",
+        )],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.RegexMatchAndSubstitute",
+        supported: &["pattern", "substitution"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction",
+        supported: &[
+            "cluster",
+            "cluster_header",
+            "weighted_clusters",
+            "cluster_not_found_response_code",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "host_rewrite_literal",
+            "auto_host_rewrite",
+            "timeout",
+            "idle_timeout",
+            "retry_policy",
+            "request_mirror_policies",
+            "upgrade_configs",
+        ],
+        ignored: &[(
+            "hash_policy",
+            "read only by RING_HASH / MAGLEV load balancing, which clusters cannot select yet",
+        )],
+    },
+    Surface {
+        message: "envoy.config.route.v3.WeightedCluster",
+        supported: &["clusters"],
+        ignored: &[
+            ("runtime_key_prefix", NO_RUNTIME),
+            (
+                "total_weight",
+                "deprecated: the sum of the weights is used, as Envoy does",
+            ),
+        ],
+    },
+    Surface {
+        message: "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+        supported: &["name", "weight"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.UpgradeConfig",
+        supported: &["upgrade_type", "enabled"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        supported: &["cluster", "runtime_fraction"],
+        ignored: &[("trace_sampled", NO_TRACING)],
+    },
+    Surface {
+        message: "envoy.config.core.v3.RuntimeFractionalPercent",
+        supported: &["default_value"],
+        ignored: &[("runtime_key", NO_RUNTIME)],
+    },
+    Surface {
+        message: "envoy.type.v3.FractionalPercent",
+        supported: &["numerator", "denominator"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RetryPolicy",
+        supported: &[
+            "retry_on",
+            "num_retries",
+            "per_try_timeout",
+            "retriable_status_codes",
+            "retry_back_off",
+            "retry_host_predicate",
+            "host_selection_retry_max_attempts",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RetryPolicy.RetryBackOff",
+        supported: &["base_interval", "max_interval"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::PREVIOUS_HOSTS,
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RedirectAction",
+        supported: &[
+            "https_redirect",
+            "scheme_redirect",
+            "host_redirect",
+            "port_redirect",
+            "path_redirect",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "response_code",
+            "strip_query",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.DirectResponseAction",
+        supported: &["status", "body"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HeaderValueOption",
+        supported: &["header", "append", "append_action", "keep_empty_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HeaderValue",
+        supported: &["key", "value"],
+        ignored: &[],
+    },
+];
+
+pub const ANY_SLOTS: &[AnySlot] = &[
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        "HTTP filter",
+        HTTP_FILTERS,
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        "per-filter config",
+        PER_ROUTE_FILTERS,
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        "per-filter config",
+        PER_ROUTE_FILTERS,
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
+        "retry host predicate",
+        &[names::PREVIOUS_HOSTS],
+    ),
+];

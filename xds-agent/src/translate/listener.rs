@@ -1,4 +1,5 @@
-//! Translator: listeners and their filter chains (each ending in a tcp_proxy).
+//! Translator: listeners and their filter chains (each ending in a tcp_proxy or an HTTP
+//! connection manager).
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -11,7 +12,8 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{
-    address, buffer_limit, config_hash, tcp_proxy::tcp_proxy, TranslateContext, TranslateError,
+    address, buffer_limit, config_hash, http_connection_manager::http_connection_manager,
+    tcp_proxy::tcp_proxy, TranslateContext, TranslateError,
 };
 use crate::{
     model::{FilterChain, Listener, NetworkFilter},
@@ -136,7 +138,16 @@ fn listener(
     }))
 }
 
-/// A chain is one terminal tcp_proxy; chains with filters the walker rejected are skipped.
+/// Whether a network filter type ends a chain (and so must be last).
+fn is_terminal(type_url: &str) -> bool {
+    matches!(
+        names::type_name(type_url),
+        names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER
+    )
+}
+
+/// A chain is one terminal tcp_proxy or HTTP connection manager; chains with filters the
+/// walker rejected are skipped.
 fn filter_chain(
     chain: &FilterChainProto,
     path: &str,
@@ -149,8 +160,9 @@ fn filter_chain(
             format!("{path}.filters"),
             None,
             format!(
-                "a filter chain needs a terminal {} filter",
-                names::TCP_PROXY_FILTER
+                "a filter chain needs a terminal {} or {} filter",
+                names::TCP_PROXY_FILTER,
+                names::HTTP_CONNECTION_MANAGER_FILTER
             ),
         ));
         return None;
@@ -158,11 +170,11 @@ fn filter_chain(
     let mut ok = true;
     for (f, filter) in init.iter().enumerate() {
         if let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type {
-            if names::type_name(&any.type_url) == names::TCP_PROXY {
+            if is_terminal(&any.type_url) {
                 errors.push(TranslateError::new(
                     format!("{path}.filters[{f}]"),
                     Some(&any.type_url),
-                    "tcp_proxy is a terminal filter: it must be the last in its chain",
+                    "a terminal filter (tcp_proxy, http_connection_manager) must be the last in its chain",
                 ));
             }
         }
@@ -181,6 +193,18 @@ fn filter_chain(
                 errors,
             )
             .map(NetworkFilter::TcpProxy)
+        }
+        Some(filter::ConfigType::TypedConfig(any))
+            if names::type_name(&any.type_url) == names::HTTP_CONNECTION_MANAGER =>
+        {
+            http_connection_manager(
+                any,
+                &format!("{filter_path}.typed_config"),
+                clusters,
+                ctx,
+                errors,
+            )
+            .map(|hcm| NetworkFilter::HttpConnectionManager(Arc::new(hcm)))
         }
         Some(_) => None,
         None => {

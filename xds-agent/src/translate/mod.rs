@@ -5,12 +5,15 @@
 //! field outside the supported surface (`surface`); the semantic pass (`listener`, `tcp_proxy`,
 //! `cluster`) checks values and references and builds the model. A part the walker rejected is
 //! skipped silently by the semantic pass, so each problem is reported once.
+mod access_log;
 mod address;
 mod cluster;
 mod cluster_http;
+mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 mod listener;
+mod route;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
@@ -171,5 +174,7 @@ fn buffer_limit(value: Option<&protobuf::UInt32Value>) -> usize {
     value.map_or(DEFAULT_BUFFER_LIMIT, |v| v.value as usize)
 }
 
+#[cfg(test)]
+mod http_tests;
 #[cfg(test)]
 mod tests;

@@ -102,7 +102,9 @@ fn walk_value(
     errors: &mut Vec<TranslateError>,
 ) {
     match value {
-        Value::Message(m) if m.descriptor().full_name() == ANY => walk_any(parent, m, path, errors),
+        Value::Message(m) if m.descriptor().full_name() == ANY => {
+            walk_any(parent, None, m, path, errors)
+        }
         Value::Message(m) => walk(m, path, type_url, errors),
         Value::List(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -110,12 +112,25 @@ fn walk_value(
             }
         }
         Value::Map(entries) => {
+            // Sorted by key, so the same input always reports in the same order.
+            let mut entries: Vec<(String, &Value)> = entries
+                .iter()
+                .map(|(key, item)| match key {
+                    MapKey::String(s) => (s.clone(), item),
+                    other => (format!("{other:?}"), item),
+                })
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
             for (key, item) in entries {
-                let key = match key {
-                    MapKey::String(s) => s.clone(),
-                    other => format!("{other:?}"),
-                };
-                walk_value(parent, item, &format!("{path}[{key}]"), type_url, errors);
+                let item_path = format!("{path}[{key}]");
+                match item {
+                    // A map of `Any` (`typed_per_filter_config`) is keyed by what the payload
+                    // configures: name it by its key.
+                    Value::Message(m) if m.descriptor().full_name() == ANY => {
+                        walk_any(parent, Some(&key), m, &item_path, errors)
+                    }
+                    item => walk_value(parent, item, &item_path, type_url, errors),
+                }
             }
         }
         _ => {}
@@ -133,9 +148,12 @@ fn is_optional(parent: &DynamicMessage) -> bool {
 }
 
 /// An `Any`: allowed only in the slots of `ANY_SLOTS`, with a payload type listed there; the
-/// payload is then walked with its type URL.
+/// payload is then walked with its type URL. `key` names a map entry's payload. A payload
+/// whose type is not supported is skipped when its parent says `is_optional: true` (Envoy's
+/// rule for optional extensions).
 fn walk_any(
     parent: &DynamicMessage,
+    key: Option<&str>,
     any: &DynamicMessage,
     path: &str,
     errors: &mut Vec<TranslateError>,
@@ -163,8 +181,9 @@ fn walk_any(
         if is_optional(parent) {
             return;
         }
-        let named = match parent.get_field_by_name("name").as_deref() {
-            Some(Value::String(n)) if !n.is_empty() => format!(" {n}"),
+        let named = match (key, parent.get_field_by_name("name").as_deref()) {
+            (Some(key), _) => format!(" {key}"),
+            (None, Some(Value::String(n))) if !n.is_empty() => format!(" {n}"),
             _ => String::new(),
         };
         let message = if proto::pool().get_message_by_name(type_name).is_none() {
@@ -280,10 +299,9 @@ static_resources:
   - name: l
     filter_chains:
     - filters:
-      - name: envoy.filters.network.http_connection_manager
+      - name: envoy.filters.network.echo
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: h
+          "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
 "#,
         );
         assert_eq!(errors.len(), 1, "{errors:#?}");
@@ -294,13 +312,91 @@ static_resources:
         );
         assert_eq!(
             e.message,
-            "network filter envoy.filters.network.http_connection_manager is not supported yet"
+            "network filter envoy.filters.network.echo is not supported yet"
         );
-        assert!(e
-            .type_url
-            .as_deref()
-            .unwrap()
-            .ends_with("HttpConnectionManager"));
+        assert!(e.type_url.as_deref().unwrap().ends_with("echo.v3.Echo"));
+    }
+
+    /// `typed_per_filter_config` is a map of `Any`: each payload is checked against the slot
+    /// and named by its key (the filter it configures), in key order.
+    #[test]
+    fn map_valued_any_is_named_by_its_key() {
+        let errors = check(
+            r#"
+static_resources:
+  listeners:
+  - name: l
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config:
+            virtual_hosts:
+            - name: vh
+              domains: ["*"]
+              typed_per_filter_config:
+                z.filter:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+                a.filter:
+                  "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+          http_filters:
+          - name: envoy.filters.http.router
+"#,
+        );
+        let vh = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config\
+                  .route_config.virtual_hosts[0].typed_per_filter_config";
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    format!("{vh}[a.filter]").as_str(),
+                    "per-filter config a.filter is not supported yet"
+                ),
+                (
+                    format!("{vh}[z.filter]").as_str(),
+                    "per-filter config z.filter is not supported yet"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn optional_extensions_of_unsupported_types_are_skipped() {
+        let hcm = |optional: bool| {
+            format!(
+                r#"
+static_resources:
+  listeners:
+  - name: l
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config: {{}}
+          http_filters:
+          - name: some.filter
+            is_optional: {optional}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+          - name: envoy.filters.http.router
+"#
+            )
+        };
+        assert_eq!(check(&hcm(true)), vec![]);
+        let errors = check(&hcm(false));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(
+            errors[0].message,
+            "HTTP filter some.filter is not supported yet"
+        );
     }
 
     #[test]

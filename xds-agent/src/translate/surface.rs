@@ -276,7 +276,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.listener.v3.Filter",
         "network filter",
-        &[names::TCP_PROXY],
+        &[names::TCP_PROXY, names::HTTP_CONNECTION_MANAGER],
     ),
     (
         "envoy.config.cluster.v3.Cluster",

@@ -344,7 +344,7 @@ fn listener_errors() {
             ),
             (
                 "static_resources.listeners[1].filter_chains[0].filters",
-                "a filter chain needs a terminal envoy.filters.network.tcp_proxy filter"
+                "a filter chain needs a terminal envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager filter"
             ),
         ],
         "{e:#?}"
@@ -355,7 +355,7 @@ fn listener_errors() {
 fn unsupported_filter_and_chain_match_and_default_chain() {
     let yaml = config("cluster: c", STATIC).replace(
         "    filter_chains:\n",
-        "    default_filter_chain: {filters: []}\n    filter_chains:\n    - filter_chain_match: {server_names: [a]}\n      filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h}\n",
+        "    default_filter_chain: {filters: []}\n    filter_chains:\n    - filter_chain_match: {server_names: [a]}\n      filters:\n      - name: envoy.filters.network.echo\n        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo}\n",
     );
     let e = errors(&yaml);
     let got: Vec<_> = e
@@ -371,7 +371,7 @@ fn unsupported_filter_and_chain_match_and_default_chain() {
             ),
             (
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
-                "network filter envoy.filters.network.http_connection_manager is not supported yet"
+                "network filter envoy.filters.network.echo is not supported yet"
             ),
             (
                 "static_resources.listeners[0].default_filter_chain",

@@ -16,10 +16,16 @@ fn internal(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether a request from `remote` counts as external (only at the edge: with
+/// `use_remote_address`, a non-internal peer).
+pub fn is_external(hcm: &HttpConnectionManager, remote: SocketAddr) -> bool {
+    hcm.use_remote_address && !internal(remote.ip())
+}
+
 /// Sets the forwarding headers on a request from `remote`.
 pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: SocketAddr) {
     let headers = &mut head.headers;
-    let external = hcm.use_remote_address && !internal(remote.ip());
+    let external = is_external(hcm, remote);
     if hcm.use_remote_address {
         if !hcm.skip_xff_append {
             let ip = remote.ip().to_string();

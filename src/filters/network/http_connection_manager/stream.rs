@@ -7,9 +7,10 @@ use bytes::Bytes;
 use xds_agent::{
     access_log::ResponseFlags,
     model::{
+        http::{HttpConnectionManager, UnderscoreHeaders},
         route::{
             ClusterSpecifier, Forward, HeaderMutations, HostRewrite, Route, RouteAction,
-            RouteConfig, VirtualHost,
+            RouteConfig, TlsRequirement, VirtualHost,
         },
         UpstreamHttpOptions,
     },
@@ -163,17 +164,35 @@ async fn exchange_request(
         )
         .await;
     }
-    if request.version == Version::Http10 && !hcm.accept_http_10 {
-        return local(
-            c,
-            None,
-            request,
-            LocalReply::new(426, ""),
-            0,
-            false,
-            exchange,
-        )
-        .await;
+    if request.version == Version::Http10 {
+        if !hcm.http1.accept_http_10 {
+            return local(
+                c,
+                None,
+                request,
+                LocalReply::new(426, ""),
+                0,
+                false,
+                exchange,
+            )
+            .await;
+        }
+        if let (false, Some(host)) = (
+            request.headers.contains("host"),
+            &hcm.http1.default_host_for_http_10,
+        ) {
+            request.headers.append("host", host.clone());
+        }
+    }
+    match hcm.headers_with_underscores {
+        UnderscoreHeaders::Allow => {}
+        UnderscoreHeaders::DropHeader => request.headers.retain(|h| !h.name.contains(&b'_')),
+        UnderscoreHeaders::RejectRequest => {
+            if request.headers.iter().any(|h| h.name.contains(&b'_')) {
+                let reply = LocalReply::new(400, "Bad Request");
+                return local(c, None, request, reply, 0, false, exchange).await;
+            }
+        }
     }
     match path::apply(&hcm.path, &request.path) {
         path::PathVerdict::Forward(None) => {}
@@ -218,6 +237,15 @@ async fn exchange_request(
         started: exchange.started,
         notes: StreamNotes::default(),
     };
+    if let Some(v) = virtual_host.filter(|v| needs_tls(v.require_tls, hcm, c.remote)) {
+        let _ = v;
+        let mut location = b"https://".to_vec();
+        location.extend_from_slice(request.authority());
+        location.extend_from_slice(&request.path);
+        let mut reply = LocalReply::new(301, "");
+        reply.headers.append("location", location);
+        return local(c, None, request, reply, 0, keep_alive, exchange).await;
+    }
     let mut ran = 0;
     for filter in &hcm.filters {
         ran += 1;
@@ -243,16 +271,17 @@ async fn exchange_request(
             inc(&c.stats.rq_redirect);
             exchange.details = "direct_response";
             let mut reply = LocalReply::new(redirect.status, "");
+            let location = route.redirect_location(b"http", request.authority(), &request.path);
             reply
                 .headers
-                .append("location", redirect.location(route, request, "http"));
+                .append("location", location.unwrap_or_default());
             return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
         }
         RouteAction::Forward(forward) => forward,
     };
     let upgrade = match upgrade {
         None => None,
-        Some(token) if upgrade_allowed(hcm.upgrades.as_slice(), forward, &token) => Some(token),
+        Some(token) if hcm.upgrade_allowed(Some(forward), &token) => Some(token),
         Some(_) => {
             inc(&c.stats.downstream_rq_ws_on_non_ws_route);
             exchange.details = "upgrade_failed";
@@ -263,7 +292,8 @@ async fn exchange_request(
     let Some(cluster_name) = cluster_name(forward, request) else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found";
-        let reply = LocalReply::new(503, "").flagged(ResponseFlags::NO_CLUSTER_FOUND);
+        let reply = LocalReply::new(forward.cluster_not_found_status, "")
+            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
         return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
     };
     exchange.upstream_cluster = Some(cluster_name.clone());
@@ -271,12 +301,13 @@ async fn exchange_request(
     let Some(cluster) = cluster else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found";
-        let reply = LocalReply::new(503, "").flagged(ResponseFlags::NO_CLUSTER_FOUND);
+        let reply = LocalReply::new(forward.cluster_not_found_status, "")
+            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
         return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
     };
     inc(&c.stats.rq_total);
     // The upstream request: rewrites, route header mutations, router headers.
-    if let Some(new_path) = forward.rewritten_path(route, &request.path) {
+    if let Some(new_path) = route.rewritten_path(&request.path) {
         let original = std::mem::replace(&mut request.path, Bytes::from(new_path));
         request.headers.set("x-envoy-original-path", original);
     }
@@ -384,12 +415,17 @@ fn levels<'r>(
     levels
 }
 
-fn upgrade_allowed(enabled: &[String], forward: &Forward, token: &[u8]) -> bool {
-    let token = String::from_utf8_lossy(token);
-    if let Some((_, on)) = forward.upgrades.iter().find(|(t, _)| *t == token) {
-        return *on;
+/// Whether a plain-HTTP request must be redirected to https (`require_tls`).
+fn needs_tls(
+    requirement: TlsRequirement,
+    hcm: &HttpConnectionManager,
+    remote: std::net::SocketAddr,
+) -> bool {
+    match requirement {
+        TlsRequirement::None => false,
+        TlsRequirement::All => true,
+        TlsRequirement::ExternalOnly => forwarding::is_external(hcm, remote),
     }
-    enabled.iter().any(|t| *t == token)
 }
 
 fn cluster_name(forward: &Forward, request: &RequestHead) -> Option<String> {

@@ -1,0 +1,321 @@
+//! Translator: the `envoy.filters.network.http_connection_manager` network filter — codec and
+//! header policy, timeouts, limits, the HTTP filter chain (router last) and its inline route
+//! table.
+use std::{collections::HashSet, time::Duration};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::http_protocol_options::HeadersWithUnderscoresAction,
+        extensions::filters::network::http_connection_manager::v3::{
+            http_connection_manager::{
+                CodecType, PathWithEscapedSlashesAction, RouteSpecifier, ServerHeaderTransformation,
+            },
+            http_filter, HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
+        },
+    },
+    google::protobuf::{self, Any},
+};
+
+use super::{
+    access_log::access_logs, duration, http_filters, route, TranslateContext, TranslateError,
+};
+use crate::{
+    model::http::{
+        EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, ServerHeader,
+        UnderscoreHeaders,
+    },
+    names,
+};
+
+/// Envoy's defaults.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+/// The largest `max_request_headers_kb` Envoy accepts.
+pub const MAX_REQUEST_HEADERS_KB: u32 = 8192;
+pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+/// Problems found inside one typed config: each names its field path, all carry the config's
+/// type URL.
+pub(super) struct Problems<'a> {
+    pub url: Option<&'a str>,
+    pub errors: &'a mut Vec<TranslateError>,
+}
+
+impl Problems<'_> {
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors
+            .push(TranslateError::new(path, self.url, message));
+    }
+
+    /// How many problems so far (compare before and after a part to tell if it failed).
+    pub fn count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// A proto duration; `None` when malformed (reported).
+    pub fn duration(&mut self, value: &protobuf::Duration, path: String) -> Option<Duration> {
+        duration(value, &path, self.url, self.errors)
+    }
+
+    /// An optional timeout where absent means `default` and `0s` means disabled (`None`).
+    pub fn timeout(
+        &mut self,
+        value: Option<&protobuf::Duration>,
+        default: Option<Duration>,
+        path: String,
+    ) -> Option<Duration> {
+        match value {
+            None => default,
+            Some(v) => self.duration(v, path).filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// Translates an HTTP connection manager `typed_config` at `path`; route clusters are checked
+/// against `clusters`.
+pub(super) fn http_connection_manager(
+    any: &Any,
+    path: &str,
+    clusters: &HashSet<&str>,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<HttpConnectionManager> {
+    let url = Some(any.type_url.as_str());
+    let config: HcmProto = match proto::decode_any(any) {
+        Ok(config) => config,
+        Err(e) => {
+            errors.push(TranslateError::new(path, url, e.to_string()));
+            return None;
+        }
+    };
+    let mut p = Problems { url, errors };
+    let before = p.count();
+    let at = |field: &str| format!("{path}.{field}");
+    match config.codec_type() {
+        CodecType::Auto | CodecType::Http1 => {}
+        other => p.add(
+            at("codec_type"),
+            format!(
+                "codec_type {} is not supported yet: only HTTP/1.1 is served (AUTO and HTTP1)",
+                other.as_str_name()
+            ),
+        ),
+    }
+    if config.stat_prefix.is_empty() {
+        p.add(at("stat_prefix"), "stat_prefix is required");
+    }
+    let route_config = match &config.route_specifier {
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            route::route_config(rc, &at("route_config"), clusters, ctx, &mut p)
+        }
+        Some(RouteSpecifier::Rds(_)) => {
+            p.add(
+                at("rds"),
+                "rds needs xDS (issue 4); use an inline route_config",
+            );
+            None
+        }
+        // Scoped routes are rejected by the walker.
+        Some(_) => None,
+        None => {
+            p.add(path, "route_config is required");
+            None
+        }
+    };
+    let filters = http_filter_chain(
+        &config.http_filters,
+        &at("http_filters"),
+        &config.stat_prefix,
+        ctx,
+        &mut p,
+    );
+    let timeouts = timeouts(&config, path, &mut p);
+    let max_request_headers_kb = config
+        .max_request_headers_kb
+        .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.value);
+    if !(1..=MAX_REQUEST_HEADERS_KB).contains(&max_request_headers_kb) {
+        p.add(
+            at("max_request_headers_kb"),
+            format!("must be between 1 and {MAX_REQUEST_HEADERS_KB}"),
+        );
+    }
+    let common = config
+        .common_http_protocol_options
+        .clone()
+        .unwrap_or_default();
+    let max_headers_count = common
+        .max_headers_count
+        .map_or(DEFAULT_MAX_HEADERS_COUNT, |v| v.value);
+    if max_headers_count < 1 {
+        p.add(
+            at("common_http_protocol_options.max_headers_count"),
+            "must be at least 1",
+        );
+    }
+    let upgrades = upgrades(&config, path, &mut p);
+    let access_logs = access_logs(&config.access_log, &at("access_log"), p.errors);
+    if p.count() > before {
+        return None;
+    }
+    let http1 = config.http_protocol_options.clone().unwrap_or_default();
+    Some(HttpConnectionManager {
+        stat_prefix: config.stat_prefix.clone(),
+        route_config: route_config?,
+        filters,
+        use_remote_address: config.use_remote_address.is_some_and(|v| v.value),
+        xff_num_trusted_hops: config.xff_num_trusted_hops,
+        skip_xff_append: config.skip_xff_append,
+        generate_request_id: config.generate_request_id.is_none_or(|v| v.value),
+        preserve_external_request_id: config.preserve_external_request_id,
+        server_name: if config.server_name.is_empty() {
+            "envoy".to_string()
+        } else {
+            config.server_name.clone()
+        },
+        server_header: match config.server_header_transformation() {
+            ServerHeaderTransformation::Overwrite => ServerHeader::Overwrite,
+            ServerHeaderTransformation::AppendIfAbsent => ServerHeader::AppendIfAbsent,
+            ServerHeaderTransformation::PassThrough => ServerHeader::PassThrough,
+        },
+        timeouts,
+        max_request_headers_bytes: max_request_headers_kb as usize * 1024,
+        max_requests_per_connection: common
+            .max_requests_per_connection
+            .map(|v| v.value)
+            .filter(|n| *n > 0),
+        max_headers_count: max_headers_count as usize,
+        headers_with_underscores: match common.headers_with_underscores_action() {
+            HeadersWithUnderscoresAction::Allow => UnderscoreHeaders::Allow,
+            HeadersWithUnderscoresAction::RejectRequest => UnderscoreHeaders::RejectRequest,
+            HeadersWithUnderscoresAction::DropHeader => UnderscoreHeaders::DropHeader,
+        },
+        http1: Http1Options {
+            accept_http_10: http1.accept_http_10,
+            default_host_for_http_10: Some(http1.default_host_for_http_10)
+                .filter(|h| !h.is_empty()),
+        },
+        path: PathPolicy {
+            normalize: config.normalize_path.is_some_and(|v| v.value),
+            merge_slashes: config.merge_slashes,
+            escaped_slashes: match config.path_with_escaped_slashes_action() {
+                PathWithEscapedSlashesAction::ImplementationSpecificDefault
+                | PathWithEscapedSlashesAction::KeepUnchanged => EscapedSlashes::KeepUnchanged,
+                PathWithEscapedSlashesAction::RejectRequest => EscapedSlashes::RejectRequest,
+                PathWithEscapedSlashesAction::UnescapeAndRedirect => {
+                    EscapedSlashes::UnescapeAndRedirect
+                }
+                PathWithEscapedSlashesAction::UnescapeAndForward => {
+                    EscapedSlashes::UnescapeAndForward
+                }
+            },
+        },
+        upgrades,
+        proxy_100_continue: config.proxy_100_continue,
+        access_logs,
+        stats: ctx.stats.http(&config.stat_prefix),
+    })
+}
+
+fn timeouts(config: &HcmProto, path: &str, p: &mut Problems) -> HcmTimeouts {
+    let at = |field: &str| format!("{path}.{field}");
+    let idle = config
+        .common_http_protocol_options
+        .as_ref()
+        .and_then(|c| c.idle_timeout.as_ref());
+    HcmTimeouts {
+        request: p.timeout(config.request_timeout.as_ref(), None, at("request_timeout")),
+        request_headers: p.timeout(
+            config.request_headers_timeout.as_ref(),
+            None,
+            at("request_headers_timeout"),
+        ),
+        stream_idle: p.timeout(
+            config.stream_idle_timeout.as_ref(),
+            Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+            at("stream_idle_timeout"),
+        ),
+        idle: p.timeout(
+            idle,
+            Some(DEFAULT_IDLE_TIMEOUT),
+            at("common_http_protocol_options.idle_timeout"),
+        ),
+        drain: match &config.drain_timeout {
+            None => DEFAULT_DRAIN_TIMEOUT,
+            Some(d) => p
+                .duration(d, at("drain_timeout"))
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        },
+    }
+}
+
+/// `upgrade_configs`: lower-cased types, each at most once.
+fn upgrades(config: &HcmProto, path: &str, p: &mut Problems) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for (i, upgrade) in config.upgrade_configs.iter().enumerate() {
+        let at = format!("{path}.upgrade_configs[{i}].upgrade_type");
+        let kind = upgrade.upgrade_type.to_ascii_lowercase();
+        if kind.is_empty() {
+            p.add(at, "upgrade_type is required");
+        } else if out.iter().any(|(k, _)| *k == kind) {
+            p.add(at, format!("duplicate upgrade type {kind:?}"));
+        } else {
+            out.push((kind, upgrade.enabled.is_none_or(|v| v.value)));
+        }
+    }
+    out
+}
+
+/// Whether an `http_filters` entry is the router (by type, or by its well-known name when it
+/// has no typed config, as Envoy still accepts).
+fn is_router(filter: &HttpFilterProto) -> bool {
+    match &filter.config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) => {
+            names::type_name(&any.type_url) == names::ROUTER
+        }
+        None => filter.name == names::ROUTER_FILTER,
+        Some(_) => false,
+    }
+}
+
+/// An `is_optional` filter of a type shardproxy does not implement is left out, as Envoy does
+/// (the walker skips it too).
+/// The filters before the router, which must be last and present.
+fn http_filter_chain(
+    filters: &[HttpFilterProto],
+    path: &str,
+    stat_prefix: &str,
+    ctx: &mut TranslateContext,
+    p: &mut Problems,
+) -> Vec<crate::model::filters::HttpFilter> {
+    let Some((last, init)) = filters.split_last() else {
+        p.add(
+            path,
+            format!(
+                "the router ({}) is required as the last HTTP filter",
+                names::ROUTER_FILTER
+            ),
+        );
+        return Vec::new();
+    };
+    if !is_router(last) {
+        p.add(
+            format!("{path}[{}]", init.len()),
+            format!(
+                "the last HTTP filter must be the router ({})",
+                names::ROUTER_FILTER
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, filter) in init.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if is_router(filter) {
+            p.add(at, "the router is a terminal filter: it must be the last");
+        } else if let Some(f) = http_filters::http_filter(filter, &at, stat_prefix, ctx, p.errors) {
+            out.push(f);
+        }
+    }
+    out
+}
