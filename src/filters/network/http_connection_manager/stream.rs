@@ -237,8 +237,7 @@ async fn exchange_request(
         started: exchange.started,
         notes: StreamNotes::default(),
     };
-    if let Some(v) = virtual_host.filter(|v| needs_tls(v.require_tls, hcm, c.remote)) {
-        let _ = v;
+    if virtual_host.is_some_and(|v| needs_tls(v.require_tls, hcm, c.remote)) {
         let mut location = b"https://".to_vec();
         location.extend_from_slice(request.authority());
         location.extend_from_slice(&request.path);
@@ -534,6 +533,7 @@ async fn proxy_response(
     exchange.flags.set(cx.notes.flags());
     let cells = cluster_stats.shard(c.ctx.id);
     let mut head: ResponseHead = response.head;
+    head.version = Version::Http11; // the client talks to this proxy, an HTTP/1.1 server
     exchange.status = head.status;
     exchange.details = "via_upstream";
     for level in &levels {
