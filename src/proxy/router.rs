@@ -153,13 +153,12 @@ pub async fn forward(
             }
             Err(failure) => failure,
         };
+        let failure = match failure {
+            TryFailure::Downstream(f) => return Routed::Downstream(f),
+            other => other,
+        };
         let (flag, reply) = match &failure {
-            TryFailure::Downstream(_) => {
-                let TryFailure::Downstream(f) = failure else {
-                    unreachable!()
-                };
-                return Routed::Downstream(f);
-            }
+            TryFailure::Downstream(_) => unreachable!("returned above"),
             TryFailure::Overflow => {
                 record.flags.set(ResponseFlags::UPSTREAM_OVERFLOW);
                 return Routed::Failed(overflow_reply());
