@@ -381,6 +381,62 @@ pub fn run_peer(script: &str, args: &[String], timeout: Duration) -> PeerRun {
     }
 }
 
+/// What `curl -sS -i …` printed: the final response's status and headers, and its body.
+pub struct Curl {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub stderr: String,
+}
+
+impl Curl {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs curl (`-sS -i --max-time 30` and `args`); panics if curl is missing or fails.
+pub fn curl(args: &[&str]) -> Curl {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl (tests/run.sh installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "curl {args:?}: {stderr}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // -i prints every head (1xx included); the last one before the body is the final answer.
+    let mut rest = text.as_str();
+    loop {
+        let (head, body) = rest
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("curl output without a head: {text:?}"));
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("curl status line: {head:?}"));
+        if (100..200).contains(&status) && body.starts_with("HTTP/") {
+            rest = body;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        return Curl {
+            status,
+            headers,
+            body: body.to_string(),
+            stderr,
+        };
+    }
+}
+
 /// The "N/M" of a corpus driver's summary line (the last line containing `marker`): cases
 /// that passed, cases run.
 pub fn summary_counts(stdout: &str, marker: &str) -> (usize, usize) {
@@ -616,11 +672,87 @@ impl HttpConn {
         closed
     }
 
-    /// Reads what the server sends until it closes (for upgraded connections).
+    /// Reads exactly `buf.len()` bytes past the last response (an upgraded connection's data).
     pub fn read_exact_raw(&mut self, buf: &mut [u8]) -> io::Result<()> {
         self.reader.read_exact(buf)
     }
+
+    /// Sends the WebSocket opening handshake for `target` on `host` and reads the answer; on
+    /// 101 checks Sec-WebSocket-Accept (RFC 6455 §4.2.2) for the fixed key this client sends.
+    pub fn websocket_handshake(&mut self, target: &str, host: &str) -> io::Result<Response> {
+        let req = request(
+            "GET",
+            target,
+            &[
+                ("host", host),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-key", WS_KEY),
+                ("sec-websocket-version", "13"),
+            ],
+            b"",
+        );
+        let r = self.exchange("GET", &req)?;
+        if r.status() == 101 {
+            assert_eq!(r.header("sec-websocket-accept"), Some(WS_ACCEPT), "{:?}", r.head);
+            assert!(
+                r.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")),
+                "101 without upgrade: websocket: {:?}",
+                r.head
+            );
+        }
+        Ok(r)
+    }
+
+    /// Sends one masked WebSocket frame (FIN set) with `opcode` and `payload`.
+    pub fn ws_send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.send(&frame)
+    }
+
+    /// Reads one unmasked WebSocket frame: (opcode, payload).
+    pub fn ws_recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let mut head = [0u8; 2];
+        self.reader.read_exact(&mut head)?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.reader.read_exact(&mut b)?;
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.reader.read_exact(&mut b)?;
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        if head[1] & 0x80 != 0 {
+            return Err(invalid("server frame is masked (RFC 6455 §5.1)".into()));
+        }
+        let mut payload = vec![0u8; len];
+        self.reader.read_exact(&mut payload)?;
+        Ok((head[0] & 0x0f, payload))
+    }
 }
+
+/// The RFC 6455 §1.3 example key, and the accept value a server must derive from it.
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 /// A well-formed request: `headers` as given, then Content-Length when `body` is not empty.
 pub fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {

@@ -44,7 +44,7 @@ import time
 
 MAX_LINE = 1 << 20
 BLOCK = 64 << 10
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
     204: "No Content", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
