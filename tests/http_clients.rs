@@ -36,9 +36,18 @@ fn echo_proxy(kind: Kind, tag: &str, hcm_extra: Value, cluster_extra: Value) -> 
         vec![http_listener(
             "clients",
             port,
-            hcm(tag, catch_all_routes("echo", json!(null)), vec![], hcm_extra),
+            hcm(
+                tag,
+                catch_all_routes("echo", json!(null)),
+                vec![],
+                hcm_extra,
+            ),
         )],
-        vec![cluster("echo", &[(upstream.port("echo"), 1)], cluster_extra)],
+        vec![cluster(
+            "echo",
+            &[(upstream.port("echo"), 1)],
+            cluster_extra,
+        )],
     );
     EchoProxy {
         proxy: HttpProxy::start(kind, tag, &b),
@@ -77,9 +86,17 @@ fn pipelined_requests_are_answered_in_order() {
                 0 => ("GET", get(&target)),
                 1 => (
                     "POST",
-                    request("POST", &target, &[("host", "clients.test")], format!("body {i}").as_bytes()),
+                    request(
+                        "POST",
+                        &target,
+                        &[("host", "clients.test")],
+                        format!("body {i}").as_bytes(),
+                    ),
                 ),
-                _ => ("HEAD", request("HEAD", &target, &[("host", "clients.test")], b"")),
+                _ => (
+                    "HEAD",
+                    request("HEAD", &target, &[("host", "clients.test")], b""),
+                ),
             };
             batch.extend_from_slice(&req);
             methods.push((method, target));
@@ -91,17 +108,31 @@ fn pipelined_requests_are_answered_in_order() {
             assert_eq!(r.status(), 200, "{}: response {i}", kind.name());
             if *method != "HEAD" {
                 let echo = r.echo();
-                assert_eq!(echo["target"], *target, "{}: response {i} out of order", kind.name());
+                assert_eq!(
+                    echo["target"],
+                    *target,
+                    "{}: response {i} out of order",
+                    kind.name()
+                );
                 assert_eq!(echo["method"], *method, "{}", kind.name());
                 if *method == "POST" {
                     assert_eq!(echo["body"], format!("body {i}"), "{}", kind.name());
                 }
             } else {
-                assert!(r.body.is_empty(), "{}: HEAD answered with a body", kind.name());
+                assert!(
+                    r.body.is_empty(),
+                    "{}: HEAD answered with a body",
+                    kind.name()
+                );
             }
         }
         let r = c.exchange("GET", &get("/after")).unwrap();
-        assert_eq!(r.echo()["target"], "/after", "{}: connection still in step", kind.name());
+        assert_eq!(
+            r.echo()["target"],
+            "/after",
+            "{}: connection still in step",
+            kind.name()
+        );
     }
 }
 
@@ -124,23 +155,45 @@ fn chunked_bodies_with_trailers_both_ways() {
         );
         c.send(&head).unwrap();
         // Chunks in separate writes, then a trailer section.
-        for piece in [&b"5\r\nhello\r\n"[..], b"6\r\n world\r\n", b"0\r\nx-client-trailer: from-client\r\n\r\n"] {
+        for piece in [
+            &b"5\r\nhello\r\n"[..],
+            b"6\r\n world\r\n",
+            b"0\r\nx-client-trailer: from-client\r\n\r\n",
+        ] {
             c.send(piece).unwrap();
             thread::sleep(Duration::from_millis(20));
         }
         let r = c.read_response("POST").unwrap();
         assert_eq!(r.status(), 200, "{}: {}", kind.name(), r.text());
-        assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", kind.name());
+        assert_eq!(
+            r.header("transfer-encoding"),
+            Some("chunked"),
+            "{}",
+            kind.name()
+        );
         assert_eq!(
             r.trailers,
-            vec![("x-upstream-trailer".to_string(), "from-upstream".to_string())],
+            vec![(
+                "x-upstream-trailer".to_string(),
+                "from-upstream".to_string()
+            )],
             "{}: response trailers",
             kind.name()
         );
         let echo = r.echo();
         assert_eq!(echo["body"], "hello world", "{}", kind.name());
-        assert_eq!(echo["trailers"], json!([["x-client-trailer", "from-client"]]), "{}", kind.name());
-        assert_eq!(echoed_header(&echo, "transfer-encoding"), Some("chunked"), "{}", kind.name());
+        assert_eq!(
+            echo["trailers"],
+            json!([["x-client-trailer", "from-client"]]),
+            "{}",
+            kind.name()
+        );
+        assert_eq!(
+            echoed_header(&echo, "transfer-encoding"),
+            Some("chunked"),
+            "{}",
+            kind.name()
+        );
     }
 }
 
@@ -162,19 +215,39 @@ fn expect_100_continue() {
             &format!("@{}", dir.file("body").display()),
             &format!("http://127.0.0.1:{}/upload", p.port),
         ]);
-        assert!(r.stderr.contains("< HTTP/1.1 100 Continue"), "{}: {}", kind.name(), r.stderr);
+        assert!(
+            r.stderr.contains("< HTTP/1.1 100 Continue"),
+            "{}: {}",
+            kind.name(),
+            r.stderr
+        );
         assert_eq!(r.status, 200, "{}: {}", kind.name(), r.body);
         let echo: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(echo["body_len"], 65536, "{}", kind.name());
-        assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&body)), "{}", kind.name());
+        assert_eq!(
+            echo["body_sha256"],
+            hex(&Sha256::digest(&body)),
+            "{}",
+            kind.name()
+        );
         // On a raw socket: the 100 comes before any body byte is sent.
         let mut c = HttpConn::open(p.port);
         c.send(b"POST /raw HTTP/1.1\r\nhost: clients.test\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
             .unwrap();
-        assert_eq!(c.read_head().unwrap().status, 100, "{}: 100 before the body", kind.name());
+        assert_eq!(
+            c.read_head().unwrap().status,
+            100,
+            "{}: 100 before the body",
+            kind.name()
+        );
         c.send(b"hello").unwrap();
         let r = c.read_response("POST").unwrap();
-        assert_eq!((r.status(), r.echo()["body"].clone()), (200, json!("hello")), "{}", kind.name());
+        assert_eq!(
+            (r.status(), r.echo()["body"].clone()),
+            (200, json!("hello")),
+            "{}",
+            kind.name()
+        );
     }
 }
 
@@ -187,17 +260,32 @@ fn websocket_echo_through_upgrade_configs() {
         let r = ws.websocket_handshake("/chat", "clients.test").unwrap();
         assert_eq!(r.status(), 101, "{}: {:?}", kind.name(), r.head);
         let big: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
-        for (opcode, payload) in [(1u8, b"hello".to_vec()), (2, big), (9, b"ping".to_vec()), (1, vec![])] {
+        for (opcode, payload) in [
+            (1u8, b"hello".to_vec()),
+            (2, big),
+            (9, b"ping".to_vec()),
+            (1, vec![]),
+        ] {
             ws.ws_send(opcode, &payload).unwrap();
             let (op, got) = ws.ws_recv().unwrap();
             assert_eq!((op, got.len()), (opcode, payload.len()), "{}", kind.name());
-            assert!(got == payload, "{}: payload of opcode {opcode} changed", kind.name());
+            assert!(
+                got == payload,
+                "{}: payload of opcode {opcode} changed",
+                kind.name()
+            );
         }
         ws.ws_send(8, &1000u16.to_be_bytes()).unwrap();
         assert_eq!(ws.ws_recv().unwrap().0, 8, "{}: close echoed", kind.name());
-        assert!(ws.closed_within(SOON), "{}: closed after the close handshake", kind.name());
+        assert!(
+            ws.closed_within(SOON),
+            "{}: closed after the close handshake",
+            kind.name()
+        );
         // Without the upgrade headers the same route is plain HTTP.
-        let r = HttpConn::open(p.port).exchange("GET", &get("/chat")).unwrap();
+        let r = HttpConn::open(p.port)
+            .exchange("GET", &get("/chat"))
+            .unwrap();
         assert_eq!(r.echo()["target"], "/chat", "{}", kind.name());
     }
 }
@@ -260,7 +348,8 @@ fn upload_1gib_streams_with_bounded_memory() {
         let before = p.proxy.rss_kib();
         let rss = RssSampler::start(p.proxy.pid());
         let mut c = HttpConn::open(p.port);
-        let head = format!("POST /upload HTTP/1.1\r\nhost: clients.test\r\ncontent-length: {GIB}\r\n\r\n");
+        let head =
+            format!("POST /upload HTTP/1.1\r\nhost: clients.test\r\ncontent-length: {GIB}\r\n\r\n");
         c.send(head.as_bytes()).unwrap();
         let start = Instant::now();
         let mut hash = Sha256::new();
@@ -274,7 +363,12 @@ fn upload_1gib_streams_with_bounded_memory() {
         drop(rss);
         let echo = r.echo();
         assert_eq!(echo["body_len"], GIB, "{}", kind.name());
-        assert_eq!(echo["body_sha256"], hex(&hash.finalize()), "{}: body changed", kind.name());
+        assert_eq!(
+            echo["body_sha256"],
+            hex(&hash.finalize()),
+            "{}: body changed",
+            kind.name()
+        );
         eprintln!(
             "{}: 1 GiB up in {secs:.1} s ({:.0} MB/s); RSS {before} KiB -> peak {peak} KiB",
             kind.name(),
@@ -345,7 +439,12 @@ fn download_1gib_streams_with_bounded_memory() {
         let peak = rss.peak();
         drop(rss);
         assert_eq!(check.total, GIB, "{}", kind.name());
-        assert_eq!(check.bad, None, "{}: first corrupted 64 KiB block", kind.name());
+        assert_eq!(
+            check.bad,
+            None,
+            "{}: first corrupted 64 KiB block",
+            kind.name()
+        );
         eprintln!(
             "{}: 1 GiB down in {secs:.1} s ({:.0} MB/s); RSS {before} KiB -> peak {peak} KiB",
             kind.name(),
@@ -371,14 +470,23 @@ fn keep_alive_reuses_client_and_upstream_connections() {
             assert_eq!(r.header("connection"), None, "{}: no close", kind.name());
             let echo = r.echo();
             upstream_conns.push(echo["conn"].as_u64().unwrap());
-            assert_eq!(echo["seq"], i + 1, "{}: request {i} on its upstream connection", kind.name());
+            assert_eq!(
+                echo["seq"],
+                i + 1,
+                "{}: request {i} on its upstream connection",
+                kind.name()
+            );
         }
         assert!(
             upstream_conns.iter().all(|&n| n == upstream_conns[0]),
             "{}: the upstream connection was not reused: {upstream_conns:?}",
             kind.name()
         );
-        assert!(!c.closed_within(Duration::from_millis(300)), "{}: client connection closed", kind.name());
+        assert!(
+            !c.closed_within(Duration::from_millis(300)),
+            "{}: client connection closed",
+            kind.name()
+        );
         // curl with three URLs reuses its connection.
         let url = |i: u32| format!("http://127.0.0.1:{}/curl/{i}", p.port);
         let r = curl(&["-v", &url(1), &url(2), &url(3)]);
@@ -388,6 +496,66 @@ fn keep_alive_reuses_client_and_upstream_connections() {
             "{}: {}",
             kind.name(),
             r.stderr
+        );
+    }
+}
+
+/// A cluster of a good host and one that resets every request: with `retry_on: reset` and the
+/// `previous_hosts` predicate, each retry goes to the other host, so every request succeeds.
+#[test]
+fn retry_moves_to_another_host_after_a_reset() {
+    let upstreams = EchoUpstreams::with_resetting(&["good"], &["broken"]);
+    let retry = json!({
+        "retry_policy": {
+            "retry_on": "reset",
+            "num_retries": 2,
+            "retry_host_predicate": [{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+            }],
+            "host_selection_retry_max_attempts": 3,
+        }
+    });
+    for kind in proxies() {
+        let (port, admin) = (free_port(), free_port());
+        let endpoints = [(upstreams.port("good"), 1), (upstreams.port("broken"), 1)];
+        let b = bootstrap(
+            admin,
+            vec![http_listener(
+                "retry",
+                port,
+                hcm(
+                    "retry",
+                    catch_all_routes("pair", retry.clone()),
+                    vec![],
+                    json!(null),
+                ),
+            )],
+            vec![cluster("pair", &endpoints, json!(null))],
+        );
+        let proxy = HttpProxy::start(kind, "retry-hosts", &b);
+        for i in 0..20 {
+            let r = HttpConn::open(port)
+                .exchange("GET", &get(&format!("/r/{i}")))
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                200,
+                "{}: request {i}: {}",
+                kind.name(),
+                r.text()
+            );
+            assert_eq!(r.echo()["upstream"], "good", "{}", kind.name());
+        }
+        let retries = proxy
+            .stats()
+            .get("cluster.pair.upstream_rq_retry")
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            retries >= 5,
+            "{}: only {retries} retries: the broken host was hardly tried",
+            kind.name()
         );
     }
 }
@@ -405,24 +573,47 @@ fn http10_clients() {
         let r = c.exchange("GET", b"GET /old HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.status(), 200, "{}", kind.name());
         let echo = r.echo();
-        assert_eq!(echoed_header(&echo, "host"), Some("default.test"), "{}", kind.name());
-        assert!(c.closed_within(SOON), "{}: HTTP/1.0 without keep-alive closes", kind.name());
+        assert_eq!(
+            echoed_header(&echo, "host"),
+            Some("default.test"),
+            "{}",
+            kind.name()
+        );
+        assert!(
+            c.closed_within(SOON),
+            "{}: HTTP/1.0 without keep-alive closes",
+            kind.name()
+        );
         // keep-alive: the connection stays for a second request.
         let mut c = HttpConn::open(p.port);
         let ka = b"GET /ka HTTP/1.0\r\nhost: clients.test\r\nconnection: keep-alive\r\n\r\n";
         for _ in 0..2 {
             let r = c.exchange("GET", ka).unwrap();
             assert_eq!(r.status(), 200, "{}", kind.name());
-            assert_eq!(r.header("connection"), Some("keep-alive"), "{}", kind.name());
+            assert_eq!(
+                r.header("connection"),
+                Some("keep-alive"),
+                "{}",
+                kind.name()
+            );
             assert_eq!(r.echo()["target"], "/ka", "{}", kind.name());
         }
         // A chunked upstream answer reaches a 1.0 client unchunked (RFC 9112 §7: chunked is
         // HTTP/1.1 only), delimited by the close.
         let mut c = HttpConn::open(p.port);
         let r = c
-            .exchange("GET", b"GET /chunked HTTP/1.0\r\nhost: clients.test\r\nx-echo-chunked: 1\r\n\r\n")
+            .exchange(
+                "GET",
+                b"GET /chunked HTTP/1.0\r\nhost: clients.test\r\nx-echo-chunked: 1\r\n\r\n",
+            )
             .unwrap();
-        assert_eq!(r.header("transfer-encoding"), None, "{}: {:?}", kind.name(), r.head);
+        assert_eq!(
+            r.header("transfer-encoding"),
+            None,
+            "{}: {:?}",
+            kind.name(),
+            r.head
+        );
         assert_eq!(r.echo()["target"], "/chunked", "{}", kind.name());
         assert!(c.closed_within(SOON), "{}", kind.name());
     }

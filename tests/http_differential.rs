@@ -6,7 +6,7 @@
 //! differ only as a named exception listed in docs/http-differences.md.
 mod common;
 
-use std::time::Duration;
+use std::{fs, path::Path, time::Duration};
 
 use common::{http::*, *};
 
@@ -25,7 +25,9 @@ fn differential_against_envoy() {
     if shardproxy_serves_http() {
         targets.push(("shardproxy", Kind::Shardproxy));
     } else {
-        eprintln!("shardproxy left out: it does not serve HTTP yet (SHARDPROXY_HTTP=1 to include it)");
+        eprintln!(
+            "shardproxy left out: it does not serve HTTP yet (SHARDPROXY_HTTP=1 to include it)"
+        );
     }
     let mut running = Vec::new();
     let mut args = vec!["run".to_string()];
@@ -51,5 +53,47 @@ fn differential_against_envoy() {
         "the proxies disagree, or Envoy misses a case's expectation (FAIL lines above)"
     );
     let (_, total) = summary_counts(&run.stdout, "cases agree");
-    assert!(total >= 100, "the differential corpus has only {total} cases");
+    assert!(
+        total >= 100,
+        "the differential corpus has only {total} cases"
+    );
+}
+
+/// docs/http-differences.md carries the generated exception list and both corpora's tables;
+/// `UPDATE_DOCS=1 cargo test --test http_differential docs` rewrites them. (No proxy needed.)
+#[test]
+fn docs_carry_the_generated_corpus_tables() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/http-differences.md");
+    let mut doc = fs::read_to_string(&path).unwrap();
+    let update = std::env::var_os("UPDATE_DOCS").is_some();
+    let mut stale = Vec::new();
+    for (script, cmd) in [
+        ("differential.py", "exceptions"),
+        ("smuggling.py", "table"),
+        ("differential.py", "table"),
+    ] {
+        let run = run_peer(script, &[cmd.to_string()], Duration::from_secs(30));
+        assert!(run.status.success(), "{script} {cmd}: {}", run.stderr);
+        let begin = format!("<!-- BEGIN {script} {cmd} -->\n");
+        let end = format!("<!-- END {script} {cmd} -->");
+        let (head, rest) = doc
+            .split_once(&begin)
+            .unwrap_or_else(|| panic!("{} lacks {begin:?}", path.display()));
+        let (current, tail) = rest
+            .split_once(&end)
+            .unwrap_or_else(|| panic!("{} lacks {end:?}", path.display()));
+        if current != run.stdout {
+            stale.push(format!("{script} {cmd}"));
+            doc = format!("{head}{begin}{}{end}{tail}", run.stdout);
+        }
+    }
+    if update {
+        fs::write(&path, doc).unwrap();
+    } else {
+        assert!(
+            stale.is_empty(),
+            "{} is out of date for {stale:?}: UPDATE_DOCS=1 cargo test --test http_differential docs",
+            path.display()
+        );
+    }
 }

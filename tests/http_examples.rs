@@ -97,7 +97,10 @@ fn localise(mut fixture: Value, services: &[((&str, u64), u16)]) -> Localised {
         for group in c["load_assignment"]["endpoints"].as_array_mut().unwrap() {
             for e in group["lb_endpoints"].as_array_mut().unwrap() {
                 let sa = &mut e["endpoint"]["address"]["socket_address"];
-                let key = (sa["address"].as_str().unwrap(), sa["port_value"].as_u64().unwrap());
+                let key = (
+                    sa["address"].as_str().unwrap(),
+                    sa["port_value"].as_u64().unwrap(),
+                );
                 let port = if Some(key.1) == old_admin && key.0 == "127.0.0.1" {
                     admin_port
                 } else {
@@ -138,7 +141,11 @@ fn front_proxy_routes_each_service_prefix() {
     let listeners = f["static_resources"]["listeners"].as_array_mut().unwrap();
     let before = listeners.len();
     listeners.retain(|l| l["filter_chains"][0].get("transport_socket").is_none());
-    assert_eq!(before - listeners.len(), 1, "exactly the TLS listener is dropped");
+    assert_eq!(
+        before - listeners.len(),
+        1,
+        "exactly the TLS listener is dropped"
+    );
     let services = EchoUpstreams::start(&["service1", "service2"], None);
     let ex = localise(
         f,
@@ -172,7 +179,10 @@ fn cors_frontend_serves_the_frontend() {
         return;
     };
     let services = EchoUpstreams::start(&["frontend"], None);
-    let ex = localise(f, &[(("frontend-service", 8080), services.port("frontend"))]);
+    let ex = localise(
+        f,
+        &[(("frontend-service", 8080), services.port("frontend"))],
+    );
     for kind in proxies() {
         let proxy = HttpProxy::start(kind, "cors-frontend", &ex.bootstrap);
         let port = ex.port(10000);
@@ -188,7 +198,12 @@ fn cors_frontend_serves_the_frontend() {
         );
         let r = c.exchange("GET", &simple).unwrap();
         assert_eq!(r.status(), 200, "{}", kind.name());
-        assert_eq!(r.header("access-control-allow-origin"), None, "{}: no policy, no CORS headers", kind.name());
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "{}: no policy, no CORS headers",
+            kind.name()
+        );
         let preflight = request(
             "OPTIONS",
             "/",
@@ -201,13 +216,26 @@ fn cors_frontend_serves_the_frontend() {
         );
         let r = c.exchange("OPTIONS", &preflight).unwrap();
         assert_eq!(r.status(), 200, "{}", kind.name());
-        assert_eq!(r.echo()["method"], "OPTIONS", "{}: the preflight reaches the frontend", kind.name());
+        assert_eq!(
+            r.echo()["method"],
+            "OPTIONS",
+            "{}: the preflight reaches the frontend",
+            kind.name()
+        );
         let logged = wait_for(SOON, "three access log lines on stdout", || {
             let out = proxy.stdout();
             (out.lines().filter(|l| l.contains("HTTP/1.1\" 200")).count() >= 3).then_some(out)
         });
-        assert!(logged.contains("\"GET /index.html HTTP/1.1\" 200"), "{}: {logged}", kind.name());
-        assert!(logged.contains("\"OPTIONS / HTTP/1.1\" 200"), "{}: {logged}", kind.name());
+        assert!(
+            logged.contains("\"GET /index.html HTTP/1.1\" 200"),
+            "{}: {logged}",
+            kind.name()
+        );
+        assert!(
+            logged.contains("\"OPTIONS / HTTP/1.1\" 200"),
+            "{}: {logged}",
+            kind.name()
+        );
     }
 }
 
@@ -257,20 +285,39 @@ fn fault_injection_follows_the_runtime() {
         assert_eq!(r.status(), 200, "{}: 0 % abort", kind.name());
         assert_eq!(r.echo()["upstream"], "backend", "{}", kind.name());
         if !reads_runtime(kind) {
-            eprintln!("{}: runtime steps left out (exception fault-runtime)", kind.name());
+            eprintln!(
+                "{}: runtime steps left out (exception fault-runtime)",
+                kind.name()
+            );
             continue;
         }
         switch_runtime(
             &runtime.path,
             2,
-            &[("fault/http/abort/abort_percent", "100"), ("fault/http/abort/http_status", "503")],
+            &[
+                ("fault/http/abort/abort_percent", "100"),
+                ("fault/http/abort/http_status", "503"),
+            ],
         );
-        wait_for(SOON, "100 % aborts with 503", || (get(port, "/").status() == 503).then_some(()));
+        wait_for(SOON, "100 % aborts with 503", || {
+            (get(port, "/").status() == 503).then_some(())
+        });
         let r = get(port, "/");
-        assert_eq!((r.status(), r.text()), (503, "fault filter abort".into()), "{}", kind.name());
+        assert_eq!(
+            (r.status(), r.text()),
+            (503, "fault filter abort".into()),
+            "{}",
+            kind.name()
+        );
         switch_runtime(&runtime.path, 3, &[]);
-        wait_for(SOON, "aborts off again", || (get(port, "/").status() == 200).then_some(()));
-        switch_runtime(&runtime.path, 4, &[("fault/http/delay/fixed_delay_percent", "100")]);
+        wait_for(SOON, "aborts off again", || {
+            (get(port, "/").status() == 200).then_some(())
+        });
+        switch_runtime(
+            &runtime.path,
+            4,
+            &[("fault/http/delay/fixed_delay_percent", "100")],
+        );
         wait_for(SOON, "100 % delayed by 3 s", || {
             let start = Instant::now();
             let r = get(port, "/");
@@ -300,13 +347,23 @@ fn local_ratelimit_limits_each_listener() {
             let answers: Vec<Curl> = (0..3).map(|_| curl(&[&url])).collect();
             for r in &answers[..2] {
                 assert_eq!(r.status, 200, "{}: {url}: {}", kind.name(), r.body);
-                assert!(r.body.contains(served), "{}: {url}: {}", kind.name(), r.body);
+                assert!(
+                    r.body.contains(served),
+                    "{}: {url}: {}",
+                    kind.name(),
+                    r.body
+                );
                 assert_eq!(r.header("x-local-rate-limit"), None, "{}", kind.name());
             }
             let limited = &answers[2];
             assert_eq!(limited.status, 429, "{}: {url}: third request", kind.name());
             assert_eq!(limited.body, "local_rate_limited", "{}", kind.name());
-            assert_eq!(limited.header("x-local-rate-limit"), Some("true"), "{}", kind.name());
+            assert_eq!(
+                limited.header("x-local-rate-limit"),
+                Some("true"),
+                "{}",
+                kind.name()
+            );
         }
     }
 }
@@ -324,17 +381,38 @@ fn websocket_route_upgrades_and_echoes() {
         let _proxy = HttpProxy::start(kind, "websocket", &ex.bootstrap);
         let port = ex.port(10000);
         let r = get(port, "/");
-        assert_eq!((r.status(), r.text()), (200, "NotWebSocket\n".into()), "{}", kind.name());
+        assert_eq!(
+            (r.status(), r.text()),
+            (200, "NotWebSocket\n".into()),
+            "{}",
+            kind.name()
+        );
         let mut ws = HttpConn::open(port);
         let r = ws.websocket_handshake("/ws", "localhost").unwrap();
-        assert_eq!(r.status(), 101, "{}: {:?} {}", kind.name(), r.head, r.text());
+        assert_eq!(
+            r.status(),
+            101,
+            "{}: {:?} {}",
+            kind.name(),
+            r.head,
+            r.text()
+        );
         for msg in ["hello", "second message"] {
             ws.ws_send(1, msg.as_bytes()).unwrap();
-            assert_eq!(ws.ws_recv().unwrap(), (1, msg.as_bytes().to_vec()), "{}", kind.name());
+            assert_eq!(
+                ws.ws_recv().unwrap(),
+                (1, msg.as_bytes().to_vec()),
+                "{}",
+                kind.name()
+            );
         }
         ws.ws_send(8, &1000u16.to_be_bytes()).unwrap();
         assert_eq!(ws.ws_recv().unwrap().0, 8, "{}: close echoed", kind.name());
-        assert!(ws.closed_within(SOON), "{}: closed after the close frames", kind.name());
+        assert!(
+            ws.closed_within(SOON),
+            "{}: closed after the close frames",
+            kind.name()
+        );
     }
 }
 
@@ -344,7 +422,10 @@ fn websocket_route_upgrades_and_echoes() {
 fn every_example_is_covered_or_skipped_with_a_reason() {
     let dir = examples_dir();
     if !dir.is_dir() {
-        eprintln!("SKIP: the Envoy example fixtures are not at {}", dir.display());
+        eprintln!(
+            "SKIP: the Envoy example fixtures are not at {}",
+            dir.display()
+        );
         return;
     }
     let mut files: Vec<String> = fs::read_dir(&dir)
@@ -355,10 +436,17 @@ fn every_example_is_covered_or_skipped_with_a_reason() {
     for f in &files {
         match SKIPPED.iter().find(|(name, _)| name == f) {
             Some((_, why)) => eprintln!("skipped {f}: {why}"),
-            None => assert!(COVERED.contains(&f.as_str()), "{f}: neither covered nor skipped"),
+            None => assert!(
+                COVERED.contains(&f.as_str()),
+                "{f}: neither covered nor skipped"
+            ),
         }
     }
     for f in COVERED.iter().chain(SKIPPED.iter().map(|(f, _)| f)) {
-        assert!(files.iter().any(|x| x == f), "{f} listed but not in {}", dir.display());
+        assert!(
+            files.iter().any(|x| x == f),
+            "{f} listed but not in {}",
+            dir.display()
+        );
     }
 }

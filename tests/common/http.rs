@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     env, fs,
     io::{self, BufRead, BufReader, Read, Write},
-    net::{Shutdown, SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     thread,
@@ -120,7 +120,8 @@ pub fn peer_script(name: &str) -> PathBuf {
 /// the last filter after `filters`; `extra` fields merged in.
 pub fn hcm(stat_prefix: &str, route_config: Value, filters: Vec<Value>, extra: Value) -> Value {
     let mut http_filters = filters;
-    http_filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}));
+    http_filters
+        .push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}));
     let mut v = json!({
         "@type": HCM,
         "stat_prefix": stat_prefix,
@@ -178,7 +179,7 @@ impl HttpProxy {
     }
 
     /// Starts `kind` on bootstrap text `yaml` whose admin listens on `admin_port`.
-    pub fn start_yaml(kind: Kind, tag: &str, yaml: &str, admin_port: u16) -> HttpProxy {
+    fn start_yaml(kind: Kind, tag: &str, yaml: &str, admin_port: u16) -> HttpProxy {
         let dir = TempDir::new(&format!("{tag}-{}", kind.name()));
         let config = dir.file("bootstrap.yaml");
         fs::write(&config, yaml).unwrap();
@@ -228,7 +229,11 @@ impl HttpProxy {
                 return;
             }
             if start.elapsed() > Duration::from_secs(60) {
-                panic!("{} not ready after 60 s; stderr:\n{}", self.kind.name(), self.stderr());
+                panic!(
+                    "{} not ready after 60 s; stderr:\n{}",
+                    self.kind.name(),
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -265,7 +270,11 @@ impl Drop for HttpProxy {
         if thread::panicking() {
             let err = self.stderr();
             let tail = &err[err.len().saturating_sub(4000)..];
-            eprintln!("---- {} {} stderr ----\n{tail}", self.kind.name(), self.pid());
+            eprintln!(
+                "---- {} {} stderr ----\n{tail}",
+                self.kind.name(),
+                self.pid()
+            );
         }
     }
 }
@@ -293,10 +302,22 @@ pub struct EchoUpstreams {
 impl EchoUpstreams {
     /// Starts one process serving a listener per name; `log` receives every request received.
     pub fn start(names: &[&str], log: Option<&Path>) -> EchoUpstreams {
+        Self::launch(names, &[], log)
+    }
+
+    /// As `start`, plus listeners named `resetting` that reset every request after its head.
+    pub fn with_resetting(names: &[&str], resetting: &[&str]) -> EchoUpstreams {
+        Self::launch(names, resetting, None)
+    }
+
+    fn launch(names: &[&str], resetting: &[&str], log: Option<&Path>) -> EchoUpstreams {
         let mut cmd = Command::new(python());
         cmd.arg(peer_script("upstream.py"));
         for n in names {
             cmd.args(["--name", n]);
+        }
+        for n in resetting {
+            cmd.args(["--resetting", n]);
         }
         if let Some(log) = log {
             cmd.arg("--log").arg(log);
@@ -318,7 +339,11 @@ impl EchoUpstreams {
                 ports.insert(name.to_string(), port.parse().unwrap());
             }
         }
-        assert_eq!(ports.len(), names.len(), "upstream.py did not report every listener");
+        assert_eq!(
+            ports.len(),
+            names.len() + resetting.len(),
+            "upstream.py did not report every listener"
+        );
         EchoUpstreams {
             child,
             _stdin: stdin,
@@ -353,6 +378,7 @@ pub fn run_peer(script: &str, args: &[String], timeout: Duration) -> PeerRun {
         .arg(peer_script(script))
         .args(args)
         .current_dir(peer_script(""))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).unwrap())
         .stderr(fs::File::create(&err).unwrap())
@@ -529,14 +555,13 @@ impl HttpConn {
         &mut self.writer
     }
 
-    pub fn shutdown_write(&mut self) {
-        let _ = self.writer.shutdown(Shutdown::Write);
-    }
-
     fn line(&mut self) -> io::Result<String> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
@@ -600,7 +625,9 @@ impl HttpConn {
         }
         match head.header("content-length") {
             Some(len) => {
-                let len = len.parse().map_err(|_| invalid(format!("content-length {len}")))?;
+                let len = len
+                    .parse()
+                    .map_err(|_| invalid(format!("content-length {len}")))?;
                 self.copy_exact(len, &mut sink)?;
             }
             None => loop {
@@ -663,18 +690,22 @@ impl HttpConn {
         if !self.reader.buffer().is_empty() {
             return false;
         }
-        self.reader.get_ref().set_read_timeout(Some(within)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .unwrap();
         let closed = match self.reader.fill_buf() {
             Ok(b) => b.is_empty(),
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         };
-        self.reader.get_ref().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .unwrap();
         closed
-    }
-
-    /// Reads exactly `buf.len()` bytes past the last response (an upgraded connection's data).
-    pub fn read_exact_raw(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.reader.read_exact(buf)
     }
 
     /// Sends the WebSocket opening handshake for `target` on `host` and reads the answer; on
@@ -694,9 +725,15 @@ impl HttpConn {
         );
         let r = self.exchange("GET", &req)?;
         if r.status() == 101 {
-            assert_eq!(r.header("sec-websocket-accept"), Some(WS_ACCEPT), "{:?}", r.head);
+            assert_eq!(
+                r.header("sec-websocket-accept"),
+                Some(WS_ACCEPT),
+                "{:?}",
+                r.head
+            );
             assert!(
-                r.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")),
+                r.header("upgrade")
+                    .is_some_and(|u| u.eq_ignore_ascii_case("websocket")),
                 "101 without upgrade: websocket: {:?}",
                 r.head
             );

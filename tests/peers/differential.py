@@ -16,6 +16,7 @@ dropped) and then:
 
     differential.py bootstrap --listen-port P --admin-port A --upstream NAME=PORT ... --dead-port D
     differential.py run --target envoy=PORT [--target shardproxy=PORT]
+    differential.py exceptions | table   # the Markdown docs/http-differences.md carries
 """
 from __future__ import annotations
 
@@ -563,14 +564,14 @@ ECHO_PRESENCE_ONLY = {"x-envoy-expected-rq-timeout-ms"}
 def normalise(resp: Response | str, c: Case, key: str) -> dict:
     """What is compared between proxies.
 
-    Compared exactly: status; every response header (name and value, duplicates in order)
-    except `date` and `x-envoy-upstream-service-time` (presence only) and the
-    `content-length` of an echo (its digits depend on connection counters); the body, or for
-    an echo everything the upstream saw (method, target, version, headers with a generated
-    x-request-id reduced to "<uuid>" and x-envoy-expected-rq-timeout-ms to presence, body
-    length and hash, trailers) except the upstream's own connection counters. The per-proxy
-    failure key a case sent (`key`) reads "{key}". A string is a connection that ended
-    without a response.
+    Compared exactly: status line version and status; every response header (name and
+    value, duplicates in order) except `date` and `x-envoy-upstream-service-time` (presence
+    only) and the `content-length` of an echo (its digits depend on connection counters); the
+    body, or for an echo everything the upstream saw (method, target, version, headers with a
+    generated x-request-id reduced to "<uuid>" and x-envoy-expected-rq-timeout-ms to
+    presence, body length and hash, trailers) except the upstream's own connection
+    counters. The per-proxy failure key a case sent (`key`) reads "{key}". A string is a
+    connection that ended without a response.
     """
     if isinstance(resp, str):
         return {"no_response": resp}
@@ -588,8 +589,8 @@ def normalise_response(resp: Response, c: Case) -> dict:
             v = "<present>"
         headers.append([k, v])
     headers.sort(key=lambda kv: kv[0])
-    out = {"status": resp.status, "interim": resp.interim, "headers": headers,
-           "trailers": sorted(map(list, resp.trailers))}
+    out = {"version": resp.version, "status": resp.status, "interim": resp.interim,
+           "headers": headers, "trailers": sorted(map(list, resp.trailers))}
     if echo is None:
         out["body"] = resp.body.decode("latin-1")
     else:
@@ -720,6 +721,34 @@ def run(targets: list[tuple[str, int]]) -> int:
     return 1 if failures else 0
 
 
+def exceptions_list() -> str:
+    return "".join(f"- **{d.name}** ({', '.join(f'`{k}`: {v}' for k, v in d.status.items())}): "
+                   f"{d.reason}\n" for d in EXCEPTIONS)
+
+
+def table() -> str:
+    """One row per case: the request line and Host, and what Envoy answers."""
+    rows = ["| case | request | Envoy 1.40 answers |", "|---|---|---|"]
+    for c in CASES:
+        line = c.raw.split(b"\r\n", 1)[0][:70].decode("latin-1")
+        line = line.encode("unicode_escape").decode("ascii").replace("|", "\\|")
+        host = re.search(rb"\r\nHost: ([^\r]*)", c.raw)
+        where = f"{c.status}"
+        if c.up:
+            where += f" from {c.up}" + (f", upstream saw `{c.target}`" if c.target else "")
+        elif c.body:
+            where += f", body `{c.body.strip()}`"
+        for k, v in c.resp.items():
+            if isinstance(v, str):
+                where += f", {k}: `{v}`"
+        if c.name.startswith("raw-"):
+            sent = f"the bytes of smuggling case {c.name[4:]}"
+        else:
+            sent = f"`{line}`" + (f" Host `{host.group(1).decode()}`" if host else "")
+        rows.append(f"| {c.name} | {sent} | {where} |")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -731,16 +760,18 @@ def main() -> int:
     r = sub.add_parser("run")
     r.add_argument("--target", action="append", required=True,
                    help="PROXY=PORT; the first is Envoy, the reference")
-    sub.add_parser("exceptions", help="print the named exceptions (for the docs)")
+    sub.add_parser("exceptions", help="print the named exceptions (Markdown list)")
+    sub.add_parser("table", help="print the Markdown table of cases")
     args = p.parse_args()
     if args.cmd == "bootstrap":
         ups = dict((n, int(port)) for n, port in (u.split("=") for u in args.upstream))
         print(json.dumps(bootstrap(args.listen_port, args.admin_port, ups, args.dead_port)))
         return 0
     if args.cmd == "exceptions":
-        for d in EXCEPTIONS:
-            print(f"- {d.name} ({', '.join(f'{k}: {v}' for k, v in d.status.items())}): "
-                  f"{d.reason}")
+        print(exceptions_list(), end="")
+        return 0
+    if args.cmd == "table":
+        print(table(), end="")
         return 0
     return run([(n, int(port)) for n, port in (t.split("=") for t in args.target)])
 

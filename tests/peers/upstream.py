@@ -5,9 +5,10 @@ Started by the end-to-end tests (tests/common/http.rs) as the real server behind
 shardproxy, so what a proxy did to a request (rewrites, added or removed headers, framing) is
 visible in the response body. One process serves several named listeners:
 
-    upstream.py --name alpha --name beta [--log requests.jsonl]
+    upstream.py --name alpha --name beta [--resetting broken] [--log requests.jsonl]
 
-prints `LISTEN <name> <port>` for each (127.0.0.1, kernel-chosen port), then `READY`.
+prints `LISTEN <name> <port>` for each (127.0.0.1, kernel-chosen port), then `READY`. A
+`--resetting` listener reads each request head, then resets the connection.
 
 The echo body is JSON: upstream name, connection number and the request's index on it,
 method, target, version, headers (as received, in order), body length, SHA-256 and text
@@ -216,8 +217,9 @@ def websocket_echo(sock: socket.socket, f, key: str) -> None:
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, name: str, shared: Shared):
+    def __init__(self, sock: socket.socket, name: str, shared: Shared, resetting: bool):
         self.sock = sock
+        self.resetting = resetting
         self.f = sock.makefile("rb", buffering=1 << 16)
         self.name = name
         self.shared = shared
@@ -232,6 +234,7 @@ class Connection:
             pass
         finally:
             try:
+                self.f.close()  # the socket's fd stays open while its file object does
                 self.sock.close()
             except OSError:
                 pass
@@ -278,7 +281,7 @@ class Connection:
                     self.read_body(headers)
                     self.send(int(mode or 503), [("x-echo-failed", key)], b"failed\n", method)
                     return True
-        if get("x-echo-reset"):
+        if self.resetting or get("x-echo-reset"):
             self.f.close()
             reset(self.sock)
             return False
@@ -379,30 +382,31 @@ class Connection:
             i += 1
 
 
-def serve_listener(listener: socket.socket, name: str, shared: Shared) -> None:
+def serve_listener(listener: socket.socket, name: str, shared: Shared, resetting: bool) -> None:
     while True:
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(120)
-        threading.Thread(target=Connection(sock, name, shared).serve, daemon=True).start()
+        conn = Connection(sock, name, shared, resetting)
+        threading.Thread(target=conn.serve, daemon=True).start()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--name", action="append", required=True, help="a listener (repeatable)")
+    p.add_argument("--name", action="append", default=[], help="a listener (repeatable)")
+    p.add_argument("--resetting", action="append", default=[],
+                   help="a listener that resets every request (repeatable)")
     p.add_argument("--log", help="append every request received here (JSON lines)")
     args = p.parse_args()
     shared = Shared(args.log)
-    threads = []
-    for name in args.name:
+    for name in args.name + args.resetting:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen(1024)
         print(f"LISTEN {name} {listener.getsockname()[1]}", flush=True)
-        t = threading.Thread(target=serve_listener, args=(listener, name, shared), daemon=True)
-        t.start()
-        threads.append(t)
+        threading.Thread(target=serve_listener, daemon=True,
+                         args=(listener, name, shared, name in args.resetting)).start()
     print("READY", flush=True)
     # Exit when the parent (the test) closes our stdin or dies.
     try:

@@ -1,14 +1,13 @@
 """Test peer library: raw-socket HTTP/1.1 client for the corpus drivers (differential, smuggling).
 
 Sends exact bytes (malformed ones included) and reads responses strictly by their framing, so
-a drivers can tell a correct answer, a closed connection, a hang and a desynchronised stream
+a driver can tell a correct answer, a closed connection, a hang and a desynchronised stream
 apart. Only the standard library.
 """
 from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass, field
 
 READ_TIMEOUT = 5.0
@@ -18,10 +17,9 @@ MAX_HEAD = 1 << 20
 class Closed(Exception):
     """The server closed (or reset) the connection before a whole response arrived."""
 
-    def __init__(self, how: str, partial: bytes = b""):
+    def __init__(self, how: str):
         super().__init__(how)
         self.how = how
-        self.partial = partial
 
 
 class Hang(Exception):
@@ -86,17 +84,17 @@ class Conn:
 
     def _fill(self) -> None:
         if self.eof:
-            raise Closed("eof", self.buf)
+            raise Closed("eof")
         try:
             data = self.sock.recv(1 << 16)
         except socket.timeout:
             raise Hang() from None
         except ConnectionResetError:
             self.eof = True
-            raise Closed("reset", self.buf) from None
+            raise Closed("reset") from None
         if not data:
             self.eof = True
-            raise Closed("eof", self.buf)
+            raise Closed("eof")
         self.buf += data
 
     def _take_line(self) -> bytes:
@@ -165,25 +163,6 @@ class Conn:
             resp.body, self.buf = self.buf, b""
         return resp
 
-    def closed_within(self, seconds: float) -> bool | None:
-        """True if the server closes within `seconds` (with nothing more to read), False if
-        it stays open, None if it sent more bytes instead."""
-        if self.buf:
-            return None
-        if self.eof:
-            return True
-        old = self.sock.gettimeout()
-        self.sock.settimeout(seconds)
-        try:
-            self._fill()
-            return None
-        except Closed:
-            return True
-        except Hang:
-            return False
-        finally:
-            self.sock.settimeout(old)
-
 
 def request(method: str, target: str, headers: list[tuple[str, str]] | None = None,
             body: bytes = b"", version: str = "HTTP/1.1") -> bytes:
@@ -195,15 +174,3 @@ def request(method: str, target: str, headers: list[tuple[str, str]] | None = No
     for k, v in headers:
         out += f"{k}: {v}\r\n"
     return out.encode("latin-1") + b"\r\n" + body
-
-
-def wait_port(port: int, seconds: float = 20) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
