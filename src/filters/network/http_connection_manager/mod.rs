@@ -219,7 +219,7 @@ impl Connection<'_> {
     async fn reject(&mut self, error: &http1::RequestError) {
         let reply = LocalReply::new(error.status(), http1::reason_phrase(error.status()));
         let mut out = Vec::new();
-        respond::encode_local_reply(self.hcm, &reply, false, false, &mut out);
+        respond::encode_local_reply(self.hcm, &self.ctx.date, &reply, false, false, &mut out);
         let _ = self.conn.write_all(&out).await;
     }
 }

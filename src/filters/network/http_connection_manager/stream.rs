@@ -288,7 +288,7 @@ async fn exchange_request(
             return local(c, Some(&cx), request, reply, ran, false, exchange).await;
         }
     };
-    let Some(cluster_name) = cluster_name(forward, request) else {
+    let Some((cluster_name, weighted_headers)) = cluster_name(forward, request) else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
@@ -314,7 +314,8 @@ async fn exchange_request(
         HostRewrite::None | HostRewrite::Auto => {}
         HostRewrite::Literal(host) => request.headers.set("host", host.clone()),
     }
-    for level in levels(config, virtual_host, route) {
+    let levels = levels(config, virtual_host, route, weighted_headers);
+    for level in &levels {
         mutations::remove(&mut request.headers, &level.request_remove);
         mutations::add(&mut request.headers, &level.request_add);
     }
@@ -343,6 +344,7 @@ async fn exchange_request(
             cluster: cluster.clone(),
             head: request,
             auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
+            attempt_count: virtual_host.is_some_and(|v| v.attempt_count_to_upstream),
             framing,
             is_head_request: is_head,
             retry,
@@ -381,8 +383,10 @@ async fn exchange_request(
             Next::Close
         }
         Routed::Response(response) => {
-            let levels = levels(config, virtual_host, route);
             let relay = Relay {
+                attempts: virtual_host
+                    .filter(|v| v.attempt_count_in_response)
+                    .map(|_| record.attempts),
                 levels,
                 ran,
                 keep_alive,
@@ -397,13 +401,16 @@ async fn exchange_request(
     }
 }
 
-/// Header mutation levels in Envoy's order of application.
+/// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
+/// host, route configuration (reversed with `most_specific_header_mutations_wins`).
 fn levels<'r>(
     config: &'r RouteConfig,
     virtual_host: Option<&'r VirtualHost>,
     route: &'r Route,
+    weighted: Option<&'r HeaderMutations>,
 ) -> Vec<&'r HeaderMutations> {
-    let mut levels = vec![&route.headers];
+    let mut levels: Vec<&HeaderMutations> = weighted.into_iter().collect();
+    levels.push(&route.headers);
     if let Some(v) = virtual_host {
         levels.push(&v.headers);
     }
@@ -427,19 +434,26 @@ fn needs_tls(
     }
 }
 
-fn cluster_name(forward: &Forward, request: &RequestHead) -> Option<String> {
+/// The cluster to forward to, and the header mutations of a weighted cluster's entry.
+fn cluster_name<'f>(
+    forward: &'f Forward,
+    request: &RequestHead,
+) -> Option<(String, Option<&'f HeaderMutations>)> {
     match &forward.cluster {
-        ClusterSpecifier::Name(name) => Some(name.clone()),
-        ClusterSpecifier::Weighted(weighted) => Some(
-            weighted
-                .pick(fastrand::u32(0..weighted.total_weight.max(1)))
-                .to_string(),
-        ),
+        ClusterSpecifier::Name(name) => Some((name.clone(), None)),
+        ClusterSpecifier::Weighted(weighted) => {
+            let clusters = &weighted.clusters;
+            let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
+            Some((
+                clusters.clusters[index].0.clone(),
+                weighted.headers.get(index),
+            ))
+        }
         ClusterSpecifier::Header(header) => request
             .headers
             .get(header)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_string),
+            .map(|name| (name.to_string(), None)),
     }
 }
 
@@ -460,7 +474,7 @@ async fn local(
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
         if let Some(route) = cx.route {
-            for level in levels(&hcm.route_config, cx.virtual_host, route) {
+            for level in levels(&hcm.route_config, cx.virtual_host, route, None) {
                 mutations::remove(&mut head.headers, &level.response_remove);
                 mutations::add(&mut head.headers, &level.response_add);
             }
@@ -469,7 +483,7 @@ async fn local(
             on_response(filter, cx, request, &mut head);
         }
     }
-    respond::set_server(hcm, &mut head);
+    respond::finish_head(hcm, &c.ctx.date, &mut head);
     let mut out = Vec::with_capacity(256 + reply.body.len());
     respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
     exchange.bytes_sent = reply.body.len() as u64;
@@ -491,6 +505,8 @@ async fn local(
 
 /// How an upstream response is relayed to the client.
 struct Relay<'r> {
+    /// Tries made, when the response reports them (`include_attempt_count_in_response`).
+    attempts: Option<u32>,
     levels: Vec<&'r HeaderMutations>,
     /// How many filters ran on the request (they see the response, in reverse).
     ran: usize,
@@ -514,6 +530,7 @@ async fn proxy_response(
 ) -> Next {
     let hcm = c.hcm;
     let Relay {
+        attempts,
         levels,
         ran,
         keep_alive,
@@ -543,11 +560,14 @@ async fn proxy_response(
     for filter in hcm.filters[..ran].iter().rev() {
         on_response(filter, cx, request, &mut head);
     }
+    if let Some(n) = attempts {
+        head.headers.set("x-envoy-attempt-count", n.to_string());
+    }
     head.headers.set(
         "x-envoy-upstream-service-time",
         try_started.elapsed().as_millis().to_string(),
     );
-    respond::set_server(hcm, &mut head);
+    respond::finish_head(hcm, &c.ctx.date, &mut head);
     let status_cell = match head.status {
         100..=199 => &cells.upstream_rq_1xx,
         200..=299 => &cells.upstream_rq_2xx,
