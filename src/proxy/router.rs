@@ -191,11 +191,11 @@ pub async fn forward(
             }
             TryFailure::Connect => (
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                reset_reply("connection failure"),
+                reset_reply(retries_done, "remote connection failure"),
             ),
             TryFailure::Reset { .. } => (
                 ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-                reset_reply("connection termination"),
+                reset_reply(retries_done, "connection termination"),
             ),
             TryFailure::PerTryTimeout => {
                 inc(&cells.upstream_rq_per_try_timeout);
@@ -245,14 +245,20 @@ pub struct RouterRecord {
 }
 
 fn overflow_reply() -> LocalReply {
-    reset_reply("overflow")
+    reset_reply(0, "overflow")
 }
 
-fn reset_reply(reason: &str) -> LocalReply {
+/// Envoy's local reply when no response head arrived (it says when tries were retried).
+fn reset_reply(retries: u32, reason: &str) -> LocalReply {
+    let retried = if retries > 0 {
+        "retried and the latest "
+    } else {
+        ""
+    };
     LocalReply::new(
         503,
         format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+            "upstream connect error or disconnect/reset before headers. {retried}reset reason: {reason}"
         ),
     )
 }
@@ -343,6 +349,9 @@ async fn try_once(
     if hostname.is_some() || request.attempt_count {
         let mut head = request.head.clone();
         if let Some(name) = hostname {
+            if let Some(original) = head.headers.get("host").cloned() {
+                head.headers.set("x-envoy-original-host", original);
+            }
             head.headers.set("host", name.to_string());
         }
         if request.attempt_count {

@@ -66,6 +66,8 @@ pub fn encode_complete(
 ) {
     let framing = match head.status {
         204 | 304 => Framing::Empty,
+        // Envoy answers HEAD with an empty local reply as a chunked stream it never writes.
+        _ if is_head && body.is_empty() => Framing::Chunked,
         _ => Framing::Length(body.len() as u64),
     };
     encode_response_head(head, &framing, keep_alive, out);

@@ -170,7 +170,7 @@ async fn exchange_request(
                 c,
                 None,
                 request,
-                LocalReply::new(426, ""),
+                LocalReply::new(426, "Upgrade Required"),
                 0,
                 false,
                 exchange,
@@ -205,7 +205,16 @@ async fn exchange_request(
         path::PathVerdict::Redirect(p) => {
             let mut reply = LocalReply::new(307, "");
             reply.headers.append("location", p);
-            return local(c, None, request, reply, 0, keep_alive, exchange).await;
+            return local(
+                c,
+                None,
+                request,
+                reply,
+                0,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
     }
     forwarding::prepare(hcm, request, c.remote);
@@ -243,28 +252,64 @@ async fn exchange_request(
         location.extend_from_slice(&request.path);
         let mut reply = LocalReply::new(301, "");
         reply.headers.append("location", location);
-        return local(c, None, request, reply, 0, keep_alive, exchange).await;
+        return local(
+            c,
+            None,
+            request,
+            reply,
+            0,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     }
     let mut ran = 0;
     for filter in &hcm.filters {
         ran += 1;
         if let FilterResult::Respond(reply) = on_request(filter, &cx, request).await {
             exchange.details = "filter";
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
     }
     let Some(route) = route else {
         inc(&c.stats.no_route);
         exchange.details = "route_not_found";
         let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     let forward = match &route.action {
         RouteAction::DirectResponse(direct) => {
             inc(&c.stats.rq_direct_response);
             exchange.details = "direct_response";
             let reply = LocalReply::new(direct.status, direct.body.clone().unwrap_or_default());
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
         RouteAction::Redirect(redirect) => {
             inc(&c.stats.rq_redirect);
@@ -274,7 +319,16 @@ async fn exchange_request(
             reply
                 .headers
                 .append("location", location.unwrap_or_default());
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
         RouteAction::Forward(forward) => forward,
     };
@@ -293,7 +347,16 @@ async fn exchange_request(
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     exchange.upstream_cluster = Some(cluster_name.clone());
     let cluster = c.ctx.clusters.borrow().get(&cluster_name);
@@ -302,7 +365,16 @@ async fn exchange_request(
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     inc(&c.stats.rq_total);
     // The upstream request: rewrites, route header mutations, router headers.
@@ -312,7 +384,13 @@ async fn exchange_request(
     }
     match &forward.host_rewrite {
         HostRewrite::None | HostRewrite::Auto => {}
-        HostRewrite::Literal(host) => request.headers.set("host", host.clone()),
+        HostRewrite::Literal(host) => {
+            let original = request.headers.get("host").cloned();
+            request.headers.set("host", host.clone());
+            if let Some(original) = original {
+                request.headers.set("x-envoy-original-host", original);
+            }
+        }
     }
     let levels = levels(config, virtual_host, route, weighted_headers);
     for level in &levels {
@@ -361,7 +439,16 @@ async fn exchange_request(
     match routed {
         Routed::Failed(reply) => {
             exchange.details = "upstream_reset_before_response_started";
-            local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await
+            local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await
         }
         Routed::Downstream(BodyFailure::Malformed) => {
             inc(&c.stats.downstream_cx_protocol_error);
