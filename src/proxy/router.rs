@@ -48,6 +48,8 @@ pub struct Forwarding<'a> {
     pub auto_host_rewrite: bool,
     /// `include_request_attempt_count`: each try carries `x-envoy-attempt-count`.
     pub attempt_count: bool,
+    /// Request trailers go upstream (both sides' HTTP/1 options `enable_trailers`).
+    pub trailers: bool,
     /// How the body goes upstream (`Chunked` or `Length`, as it came).
     pub framing: &'a Framing,
     pub is_head_request: bool,
@@ -383,7 +385,8 @@ async fn try_once(
                 Some(chunk) => frame(chunked, &chunk, &mut out),
                 None => {
                     if chunked {
-                        encode_last_chunk(body.trailers.as_ref(), &mut out);
+                        let trailers = body.trailers.as_ref().filter(|_| request.trailers);
+                        encode_last_chunk(trailers, &mut out);
                     }
                     conn.conn.write_all(&out).await.map_err(|_| reset(false))?;
                     return Ok(());

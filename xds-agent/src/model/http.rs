@@ -46,17 +46,15 @@ pub struct HttpConnectionManager {
 
 impl HttpConnectionManager {
     /// Whether a request asking for `Upgrade: <upgrade_type>` may be upgraded on `route`
-    /// (Envoy's rule: the type must be in the connection manager's `upgrade_configs`; a route's
-    /// own entry for it overrides `enabled`).
+    /// (as Envoy: a route's own `upgrade_configs` entry decides; else the connection manager's
+    /// entry; a type neither lists is refused).
     pub fn upgrade_allowed(&self, route: Option<&Forward>, upgrade_type: &[u8]) -> bool {
         let named =
             |(name, _): &&(String, bool)| name.as_bytes().eq_ignore_ascii_case(upgrade_type);
-        let Some((_, enabled)) = self.upgrades.iter().find(named) else {
-            return false;
-        };
         route
             .and_then(|r| r.upgrades.iter().find(named))
-            .map_or(*enabled, |(_, on)| *on)
+            .or_else(|| self.upgrades.iter().find(named))
+            .is_some_and(|(_, on)| *on)
     }
 }
 
@@ -67,6 +65,9 @@ pub struct Http1Options {
     pub accept_http_10: bool,
     /// `default_host_for_http_10`: the authority of HTTP/1.0 requests without `Host`.
     pub default_host_for_http_10: Option<String>,
+    /// `enable_trailers`: request trailers are passed on, response trailers sent (else both
+    /// are dropped, as Envoy's HTTP/1 codec does by default).
+    pub enable_trailers: bool,
 }
 
 /// `headers_with_underscores_action` for request headers whose name contains `_`.

@@ -147,6 +147,8 @@ pub struct UpstreamHttpOptions {
     pub idle_timeout: Option<Duration>,
     /// Requests per upstream connection before it is closed; `None` = unlimited.
     pub max_requests_per_connection: Option<u32>,
+    /// `http_protocol_options.enable_trailers`: trailers are exchanged with the upstream.
+    pub enable_trailers: bool,
 }
 
 impl Default for UpstreamHttpOptions {
@@ -155,6 +157,7 @@ impl Default for UpstreamHttpOptions {
         Self {
             idle_timeout: Some(Duration::from_secs(3600)),
             max_requests_per_connection: None,
+            enable_trailers: false,
         }
     }
 }

@@ -5,6 +5,7 @@ use envoy_types::pb::envoy::{
     extensions::upstreams::http::v3::{
         http_protocol_options::{
             explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+            UseDownstreamHttpConfig,
         },
         HttpProtocolOptions,
     },
@@ -68,17 +69,22 @@ pub(super) fn upstream_http(
             return options;
         }
     };
-    if let Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-        protocol_config: Some(config),
-    })) = &config.upstream_protocol_options
-    {
-        if !matches!(config, ProtocolConfig::HttpProtocolOptions(_)) {
-            errors.push(TranslateError::new(
-                format!("{path}.explicit_http_config"),
-                url,
-                "only HTTP/1.1 upstreams are supported yet",
-            ));
-        }
+    match &config.upstream_protocol_options {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(http1)),
+        }))
+        | Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http_protocol_options: Some(http1),
+            ..
+        })) => options.enable_trailers = http1.enable_trailers,
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(_),
+        })) => errors.push(TranslateError::new(
+            format!("{path}.explicit_http_config"),
+            url,
+            "only HTTP/1.1 upstreams are supported yet",
+        )),
+        _ => {}
     }
     if let Some(common) = &config.common_http_protocol_options {
         if let Some(idle) = &common.idle_timeout {

@@ -193,6 +193,7 @@ pub(super) fn http_connection_manager(
         },
         http1: Http1Options {
             accept_http_10: http1.accept_http_10,
+            enable_trailers: http1.enable_trailers,
             default_host_for_http_10: Some(http1.default_host_for_http_10)
                 .filter(|h| !h.is_empty()),
         },

@@ -110,7 +110,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.Http1ProtocolOptions",
-        supported: &["accept_http_10", "default_host_for_http_10"],
+        supported: &["accept_http_10", "default_host_for_http_10", "enable_trailers"],
         ignored: &[],
     },
     Surface {

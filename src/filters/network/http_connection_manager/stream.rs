@@ -423,6 +423,7 @@ async fn exchange_request(
             head: request,
             auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
             attempt_count: virtual_host.is_some_and(|v| v.attempt_count_to_upstream),
+            trailers: hcm.http1.enable_trailers && cluster.config.http.enable_trailers,
             framing,
             is_head_request: is_head,
             retry,
@@ -571,6 +572,7 @@ async fn local(
         }
     }
     respond::finish_head(hcm, &c.ctx.date, &mut head);
+    respond::keep_alive_header(request.version, keep_alive, &mut head);
     let mut out = Vec::with_capacity(256 + reply.body.len());
     respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
     exchange.bytes_sent = reply.body.len() as u64;
@@ -664,7 +666,8 @@ async fn proxy_response(
     };
     inc(status_cell);
     if upgrading && head.status == 101 {
-        return switch_protocols(c, head, conn, upstream_buffer_limit, exchange).await;
+        let token = response.upgrade.clone();
+        return switch_protocols(c, head, token, conn, upstream_buffer_limit, exchange).await;
     }
     if head.status == 101 {
         // Not asked for: the upstream is broken.
@@ -674,12 +677,15 @@ async fn proxy_response(
         return local(c, Some(cx), request, reply, ran, false, exchange).await;
     }
     // The client's framing: an until-close body is re-chunked for HTTP/1.1 keep-alive clients.
-    let client_framing = match (&response.framing, request.version) {
+    let client_framing = match (response.framing, request.version) {
         (Framing::UntilClose, Version::Http11) if keep_alive => Framing::Chunked,
-        (other, _) => other.clone(),
+        // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
+        (Framing::Chunked, Version::Http10) => Framing::UntilClose,
+        (other, _) => other,
     };
     let keep_alive = keep_alive && !matches!(client_framing, Framing::UntilClose);
     let chunked = matches!(client_framing, Framing::Chunked);
+    respond::keep_alive_header(request.version, keep_alive, &mut head);
     let mut out = Vec::with_capacity(1024);
     encode_response_head(&head, &client_framing, keep_alive, &mut out);
     exchange.response = Some(head);
@@ -704,7 +710,8 @@ async fn proxy_response(
             }
             Ok(BodyEvent::Done { trailers }) => {
                 if chunked {
-                    encode_last_chunk(trailers.as_ref(), &mut out);
+                    let pass = hcm.http1.enable_trailers && upstream_http.enable_trailers;
+                    encode_last_chunk(trailers.as_ref().filter(|_| pass), &mut out);
                 }
                 break true;
             }
@@ -785,11 +792,11 @@ async fn flush(c: &mut Connection<'_>, out: &mut Vec<u8>) -> bool {
 async fn switch_protocols(
     c: &mut Connection<'_>,
     mut head: ResponseHead,
+    token: Option<Bytes>,
     upstream: UpstreamConn,
     buffer_limit: usize,
     exchange: &mut Exchange,
 ) -> Next {
-    let token = head.headers.get("upgrade").cloned();
     head.headers
         .set("connection", Bytes::from_static(b"upgrade"));
     if let Some(token) = token {
