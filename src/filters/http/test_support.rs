@@ -9,12 +9,17 @@ use bytes::Bytes;
 use xds_agent::{
     model::{
         filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
-        http::{EscapedSlashes, HcmTimeouts, HttpConnectionManager, PathPolicy, ServerHeader},
+        http::{
+            EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy,
+            ServerHeader, UnderscoreHeaders,
+        },
         route::{
             ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
-            RouteAction, RouteConfig, RouteIndex, RouteMatcher, VirtualHost, VirtualHostIndex,
+            RouteAction, RouteConfig, RouteIndex, RouteMatcher, TlsRequirement, VirtualHost,
+            VirtualHostIndex,
         },
     },
+    route_match::PathMatch,
     stats::HttpStats,
 };
 
@@ -42,7 +47,13 @@ impl World {
     pub fn new(filters: Vec<HttpFilter>, route: Entries, vhost: Entries) -> Self {
         let route = Route {
             name: "r".into(),
-            matcher: RouteMatcher::default(),
+            matcher: RouteMatcher {
+                path: PathMatch::Prefix("/".into()),
+                case_sensitive: true,
+                headers: vec![],
+                query_parameters: vec![],
+                grpc: false,
+            },
             action: RouteAction::Forward(Forward {
                 cluster: ClusterSpecifier::Name(CLUSTER.into()),
                 prefix_rewrite: None,
@@ -53,6 +64,7 @@ impl World {
                 retry_policy: None,
                 mirrors: vec![],
                 upgrades: vec![],
+                cluster_not_found_status: 503,
             }),
             headers: HeaderMutations::default(),
             per_filter: PerRouteFilters(route),
@@ -65,7 +77,9 @@ impl World {
             headers: HeaderMutations::default(),
             retry_policy: None,
             per_filter: PerRouteFilters(vhost),
-            require_tls: false,
+            require_tls: TlsRequirement::None,
+            attempt_count_to_upstream: false,
+            attempt_count_in_response: false,
         };
         let route_config = RouteConfig {
             name: "rc".into(),
@@ -97,6 +111,8 @@ impl World {
             max_request_headers_bytes: 60 * 1024,
             max_requests_per_connection: None,
             max_headers_count: 100,
+            headers_with_underscores: UnderscoreHeaders::Allow,
+            http1: Http1Options::default(),
             path: PathPolicy {
                 normalize: false,
                 merge_slashes: false,
