@@ -136,10 +136,7 @@ pub(super) fn http_connection_manager(
             format!("must be between 1 and {MAX_REQUEST_HEADERS_KB}"),
         );
     }
-    let common = config
-        .common_http_protocol_options
-        .clone()
-        .unwrap_or_default();
+    let common = config.common_http_protocol_options.unwrap_or_default();
     let max_headers_count = common
         .max_headers_count
         .map_or(DEFAULT_MAX_HEADERS_COUNT, |v| v.value);
