@@ -108,11 +108,7 @@ pub fn port_start(authority: &[u8]) -> Option<usize> {
     }
 }
 
-fn add_wildcard(
-    by_len: &mut Wildcards,
-    key: &[u8],
-    vh: u32,
-) -> Option<u32> {
+fn add_wildcard(by_len: &mut Wildcards, key: &[u8], vh: u32) -> Option<u32> {
     let slot = match by_len.iter().position(|(len, _)| *len <= key.len()) {
         Some(i) if by_len[i].0 == key.len() => i,
         Some(i) => {

@@ -21,6 +21,7 @@ use super::{
     TranslateContext, TranslateError,
 };
 use crate::{
+    model::filters::HttpFilter,
     model::http::{
         EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, ServerHeader,
         UnderscoreHeaders,
@@ -288,7 +289,7 @@ fn http_filter_chain(
     path: &str,
     ctx: &mut TranslateContext,
     p: &mut Problems,
-) -> Vec<crate::model::filters::HttpFilter> {
+) -> Vec<HttpFilter> {
     let Some((last, init)) = filters.split_last() else {
         p.add(
             path,
