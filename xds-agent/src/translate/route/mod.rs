@@ -38,7 +38,7 @@ pub(super) fn route_config(
     proto: &RouteConfiguration,
     path: &str,
     clusters: &HashSet<&str>,
-    ctx: &mut TranslateContext,
+    ctx: &TranslateContext,
     p: &mut Problems,
 ) -> Option<Arc<RouteConfig>> {
     let before = p.count();
