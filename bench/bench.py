@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""shardproxy load harness: shardproxy against nginx, HAProxy and Envoy as L4 relays, in one run.
+"""shardproxy load harness: shardproxy against nginx, HAProxy and Envoy as L4 relays or HTTP/1.1
+proxies, in one run.
 
 Each proxy runs one worker pinned to the proxy core (default 0); the load generator and the
 upstream nginx share the client core (default 1). Rounds rotate the order of the proxies
@@ -9,6 +10,7 @@ baseline (shardproxy) to each peer measured in the same run (DESIGN.md, style ru
     python3 bench/bench.py                                  # all proxies, all scenarios
     python3 bench/bench.py --peers nginx,haproxy,envoy --scenarios rps --rounds 3 --duration 5
     python3 bench/bench.py --scenarios idle --idle-connections 2000   # memory per idle connection
+    python3 bench/bench.py --scenarios http,http16k,httpclose         # HTTP/1.1 proxies
 
 Writes a section of bench/RESULTS.md (one per run type), its chart bench/results-<run type>.svg
 (bench/results.svg for sections written before charts were per run type), and the raw
@@ -208,12 +210,15 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                     help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
-    ap.add_argument("--scenarios", default=",".join(scenarios.ALL_SCENARIOS),
-                    help="comma list: rps, newconn, bulk, idle")
+    ap.add_argument("--scenarios", default="rps,newconn,bulk,idle",
+                    help="comma list: rps, newconn, bulk, idle (L4 relay); http, http16k, httpclose "
+                         "(HTTP/1.1 proxy)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; order rotates each round")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (rps, newconn)")
+    ap.add_argument("--http-connections", type=int, default=50,
+                    help="wrk connections (http, http16k, httpclose)")
     ap.add_argument("--bulk-connections", type=int, default=4, help="connections for bulk")
     ap.add_argument("--bulk-mb", type=int, default=100, help="size of the bulk file in MB")
     ap.add_argument("--idle-connections", type=int, default=2000,
@@ -279,6 +284,8 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
         sys.exit("bench: the upstream origin is nginx, and nginx was not found (apt-get install nginx)")
     www = os.path.join(tmp, "www")
     os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "16k.bin"), "wb") as f:
+        f.write(os.urandom(16 * 1024))
     block = os.urandom(1 << 20)
     h = hashlib.sha256()
     with open(os.path.join(www, "bulk.bin"), "wb") as f:
@@ -297,12 +304,14 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
     return p, port
 
 
-def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs) -> dict:
-    """Start one proxy, run the scenarios scs against it, stop it."""
+def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode="l4") -> dict:
+    """Start one proxy (configured for `mode`), run the scenarios scs against it, stop it."""
     res = {"proxy": peer.name, "round": round_no, "scenarios": {}}
     skip: set[str] = set()
     port, admin = free_port(), free_port()
-    launch = peer.launch(tmp, port, upstream_port, admin, args.buffer_bytes)
+    # HTTP proxies run with their own default buffers (see peers.py).
+    buf = args.buffer_bytes if mode == "l4" else 0
+    launch = peer.launch(tmp, port, upstream_port, admin, buf, mode)
     log = os.path.join(tmp, f"{peer.name}-r{round_no}.log")
     prog.phase(f"{label}: starting")
     p = Started.start(launch.argv, log, args.proxy_core)
@@ -383,11 +392,15 @@ def measure_slot(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
     """One proxy's turn in a round. idle gets a proxy of its own, started fresh: after a load its
     allocator would reuse freed memory for the idle connections, and their memory would inflate
     the loaded RSS of the scenarios after it."""
-    groups = [[s for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS],
-              [s for s in args.scenario_list if s == "idle"]]
+    groups = [("l4", [s for s in args.scenario_list
+                      if s in scenarios.LOAD_SCENARIOS and s not in scenarios.HTTP_SCENARIOS]),
+              ("l4", [s for s in args.scenario_list if s == "idle"]),
+              ("http", [s for s in args.scenario_list if s in scenarios.HTTP_SCENARIOS])]
     res = None
-    for scs in filter(None, groups):
-        r = measure(peer, tmp, upstream_port, args, round_no, prog, label, scs)
+    for mode, scs in groups:
+        if not scs:
+            continue
+        r = measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode)
         if res is None:
             res = r
         else:
@@ -410,7 +423,7 @@ def raise_nofile(need: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    tools = ["taskset"] + ([args.wrk_bin] if {"rps", "newconn"} & set(args.scenario_list) else [])
+    tools = ["taskset"] + ([args.wrk_bin] if set(scenarios.WRK) & set(args.scenario_list) else [])
     for tool in tools:
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (Debian: apt-get install {'wrk' if tool == args.wrk_bin else 'util-linux'}; or bench/setup.sh)")
@@ -434,10 +447,12 @@ def main(argv=None) -> int:
     machine = procstat.machine_info()
     started_at = dt.datetime.now(dt.timezone.utc)
     versions = {p.name: p.version() for p in ready}
-    buffers = {p.name: p.buffer_note(args.buffer_bytes) for p in ready}
+    l4_run = any(s not in scenarios.HTTP_SCENARIOS for s in args.scenario_list)
+    buffers = {p.name: p.buffer_note(args.buffer_bytes if l4_run else 0) for p in ready}
 
     n_load = len([s for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS])
-    per_slot = 2.5 + n_load * (args.warmup + args.duration + 1.0)
+    n_groups = len({s in scenarios.HTTP_SCENARIOS for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS})
+    per_slot = 2.5 * n_groups + n_load * (args.warmup + args.duration + 1.0)
     if "idle" in args.scenario_list:
         per_slot += 2.5 + args.idle_connections / 2000
         raise_nofile(2 * args.idle_connections + 256)
@@ -476,6 +491,7 @@ def main(argv=None) -> int:
         "versions": versions, "buffers": buffers, "skipped": skipped, "baseline": baseline,
         "proxies": names, "scenarios": args.scenario_list, "rounds": args.rounds,
         "duration": args.duration, "warmup": args.warmup, "connections": args.connections,
+        "http_connections": args.http_connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
         "idle_connections": args.idle_connections,
         "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core,

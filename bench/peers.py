@@ -2,9 +2,14 @@
 
 Every proxy gets one worker on one core: shardproxy and Envoy `--concurrency 1`, nginx
 `worker_processes 1`, HAProxy `nbthread 1`. Envoy and shardproxy read the same bootstrap file,
-except that Envoy's cluster circuit breaker is raised (ENVOY_CLUSTER_LIMITS). Connection limits
+except that Envoy's L4 cluster circuit breaker is raised (ENVOY_CLUSTER_LIMITS). Connection limits
 (nginx `worker_connections` 16384, counting both sides; HAProxy `maxconn` 8192) bound
 `--idle-connections` (bench.py, MAX_IDLE_CONNECTIONS).
+
+A launch is in one of two modes: `l4` (TCP relay: nginx stream, HAProxy mode tcp, tcp_proxy)
+or `http` (HTTP/1.1 proxy with upstream keep-alive: nginx proxy_pass + upstream keepalive,
+HAProxy mode http with http-reuse always, http_connection_manager + router). HTTP launches use
+each proxy's default buffers.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ REPO = os.path.dirname(HERE)
 TEMPLATES = os.path.join(HERE, "templates")
 
 ALL_PEERS = ("nginx", "haproxy", "envoy")
+MODES = ("l4", "http")
 
 
 def render(template: str, dest: str, **values) -> str:
@@ -80,7 +86,8 @@ class Peer:
     def buffer_note(self, buf: int) -> str:
         raise NotImplementedError
 
-    def launch(self, tmp: str, port: int, upstream_port: int, admin_port: int, buf: int) -> Launch:
+    def launch(self, tmp: str, port: int, upstream_port: int, admin_port: int, buf: int,
+               mode: str = "l4") -> Launch:
         raise NotImplementedError
 
 
@@ -116,11 +123,15 @@ class Nginx(Peer):
     def buffer_note(self, buf):
         return f"proxy_buffer_size {buf}" if buf else "proxy_buffer_size 16k (default)"
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf):
-        cfg = render("nginx-stream.conf", os.path.join(tmp, "nginx-stream.conf"),
-                     dir=tmp, port=port, upstream_port=upstream_port,
-                     load_module=nginx_load_module(self.binary),
-                     buffer_directive=f"proxy_buffer_size {buf};" if buf else "")
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+        if mode == "http":
+            cfg = render("nginx-http.conf", os.path.join(tmp, "nginx-http.conf"),
+                         dir=tmp, port=port, upstream_port=upstream_port)
+        else:
+            cfg = render("nginx-stream.conf", os.path.join(tmp, "nginx-stream.conf"),
+                         dir=tmp, port=port, upstream_port=upstream_port,
+                         load_module=nginx_load_module(self.binary),
+                         buffer_directive=f"proxy_buffer_size {buf};" if buf else "")
         return Launch([self.binary, "-p", tmp + "/", "-e", os.path.join(tmp, "nginx-proxy-error.log"),
                        "-c", cfg], cfg)
 
@@ -138,10 +149,14 @@ class HAProxy(Peer):
     def buffer_note(self, buf):
         return f"tune.bufsize {buf}" if buf else "tune.bufsize 16384 (default)"
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf):
-        cfg = render("haproxy.cfg", os.path.join(tmp, "haproxy.cfg"), port=port,
-                     upstream_port=upstream_port,
-                     buffer_directive=f"tune.bufsize {buf}" if buf else "")
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+        if mode == "http":
+            cfg = render("haproxy-http.cfg", os.path.join(tmp, "haproxy-http.cfg"), port=port,
+                         upstream_port=upstream_port)
+        else:
+            cfg = render("haproxy.cfg", os.path.join(tmp, "haproxy.cfg"), port=port,
+                         upstream_port=upstream_port,
+                         buffer_directive=f"tune.bufsize {buf}" if buf else "")
         # -db: stay in the foreground, no master process: one process, one thread.
         return Launch([self.binary, "-f", cfg, "-db"], cfg)
 
@@ -155,7 +170,10 @@ ENVOY_CLUSTER_LIMITS = ("    circuit_breakers:\n      thresholds:\n"
 
 
 def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_port: int,
-                     buf: int, cluster_limits: str = "") -> str:
+                     buf: int, cluster_limits: str = "", mode: str = "l4") -> str:
+    if mode == "http":
+        return render("bootstrap-http.yaml", os.path.join(tmp, f"bootstrap-http-{name}.yaml"),
+                      port=port, upstream_port=upstream_port, admin_port=admin_port)
     lb = f"    per_connection_buffer_limit_bytes: {buf}\n" if buf else ""
     return render("bootstrap.yaml", os.path.join(tmp, f"bootstrap-{name}.yaml"), port=port,
                   upstream_port=upstream_port, admin_port=admin_port,
@@ -179,8 +197,10 @@ class Envoy(Peer):
         return (f"per_connection_buffer_limit_bytes {buf}" if buf
                 else "per_connection_buffer_limit_bytes 1 MiB (default)")
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf):
-        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, ENVOY_CLUSTER_LIMITS)
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+        # The HTTP scenarios stay far below the default circuit breakers (1024).
+        limits = ENVOY_CLUSTER_LIMITS if mode == "l4" else ""
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, limits, mode)
         # --disable-hot-restart and a random --base-id: no shared memory clash with any other
         # Envoy on the machine.
         return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1",
@@ -209,8 +229,8 @@ class ShardProxy(Peer):
         return (f"per_connection_buffer_limit_bytes {buf}" if buf
                 else "per_connection_buffer_limit_bytes unset (shardproxy default)")
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf):
-        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf)
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, mode=mode)
         return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1"], cfg)
 
 

@@ -18,11 +18,22 @@ METRICS = [
     ("gb_s", "GB/s", "bulk", "up", 2),
     ("cpu_s_gb", "CPU s/GB", "bulk", "down", 3),
     ("kib_idle_conn", "KiB per idle conn", "idle", "down", 1),
+    ("http_req_s", "req/s 12 B", "http", "up", 0),
+    ("http_p99_ms", "p99 ms 12 B", "http", "down", 3),
+    ("http_cpu_us_req", "CPU µs/req 12 B", "http", "down", 1),
+    ("http_rss_mb", "RSS MB keep-alive load", "http", "down", 1),
+    ("http16k_req_s", "req/s 16 KiB", "http16k", "up", 0),
+    ("http16k_p99_ms", "p99 ms 16 KiB", "http16k", "down", 3),
+    ("http16k_cpu_us_req", "CPU µs/req 16 KiB", "http16k", "down", 1),
+    ("httpclose_req_s", "req/s close", "httpclose", "up", 0),
+    ("httpclose_p99_ms", "p99 ms close", "httpclose", "down", 3),
+    ("httpclose_cpu_us_req", "CPU µs/req close", "httpclose", "down", 1),
     ("rss_idle_mb", "RSS idle MB", None, "down", 1),
     ("rss_load_mb", "RSS loaded MB", None, "down", 1),
 ]
 METRIC = {m[0]: m for m in METRICS}
-LOAD_SCENARIOS = ("rps", "newconn", "bulk")  # timed loads (idle is not one)
+HTTP_SCENARIOS = ("http", "http16k", "httpclose")
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS  # timed loads (idle is not one)
 COLORS = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781"]
 
 
@@ -53,6 +64,16 @@ def round_metrics(run: dict) -> dict:
         out["gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
         out["cpu_s_gb"] = r["cpu_s"] / gb if gb else None
         out["cpu_pct_bulk"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    for name in HTTP_SCENARIOS:
+        if name in sc:
+            r = sc[name]
+            out[f"{name}_req_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
+            out[f"{name}_p99_ms"] = r["p99_us"] / 1000
+            out[f"{name}_cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+            out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if sc.get("http", {}).get("rss_warm"):
+        # RSS after warm-up with the keep-alive connections open.
+        out["http_rss_mb"] = sc["http"]["rss_warm"] / 2**20
     if "idle" in sc:
         r = sc["idle"]
         # Growth of the proxy tree's RSS with the connections open, per connection held.
@@ -117,7 +138,7 @@ def one_line(sc: str, r: dict) -> str:
         gb = r["bytes"] / 1e9
         return f"{gb / d:.2f} GB/s, {r['cpu_s'] / gb if gb else 0:.3f} CPU s/GB, proxy CPU {own:.0f}%{err}"
     per = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else 0
-    unit = "req/s" if sc == "rps" else "conn/s"
+    unit = "conn/s" if sc == "newconn" else "req/s"
     return (f"{r['requests'] / d:,.0f} {unit}, {per:.1f} CPU µs each, p50 {r['p50_us'] / 1000:.2f} ms, "
             f"p99 {r['p99_us'] / 1000:.2f} ms, proxy CPU {own:.0f}%{err}")
 
@@ -185,8 +206,12 @@ def rounds_table(run: dict, s: dict) -> str:
     return "\n".join(lines)
 
 
+def is_http_run(run: dict) -> bool:
+    return all(x in HTTP_SCENARIOS for x in run["scenarios"])
+
+
 def section_key(run: dict) -> str:
-    return "l4-" + "-".join(run["scenarios"])
+    return ("http-" if is_http_run(run) else "l4-") + "-".join(run["scenarios"])
 
 
 def section(run: dict, s: dict, svg_rel: str) -> str:
@@ -203,18 +228,32 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
                 "relay (100 handshakes at a time), sends one keep-alive GET of the 12-byte body on each and reads "
                 "the response, so both sides of every relayed connection are set up and have carried data; "
                 "then holds them all idle for 1 s. Run on a freshly started proxy of its own",
+        "http": f"`http`: wrk -t1 -c{run.get('http_connections', '?')} keep-alive through the HTTP proxy, GET of "
+                "a 12-byte body; RSS MB keep-alive load = RSS after warm-up with those connections open",
+        "http16k": f"`http16k`: wrk -t1 -c{run.get('http_connections', '?')} keep-alive, GET of a 16 KiB file",
+        "httpclose": f"`httpclose`: wrk -t1 -c{run.get('http_connections', '?')} with `Connection: close`: a new "
+                     "client connection per request while the proxy reuses its upstream connections",
     }
     load = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     timing = (f"{run['warmup']:.0f} s warm-up + {run['duration']:.0f} s measured per scenario; " if load else "")
+    http = is_http_run(run)
+    if http:
+        title = "HTTP/1.1 proxy"
+        layout = ("nginx `worker_processes 1` proxy_pass with upstream `keepalive`, HAProxy `nbthread 1` "
+                  "mode http with `http-reuse always`, shardproxy/Envoy http_connection_manager + router, "
+                  "each with its default buffers")
+    else:
+        title = "L4 relay"
+        layout = "nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp"
     out = [f"<!-- bench:begin {key} -->",
-           f"## L4 relay — {', '.join(run['scenarios'])}", "",
+           f"## {title} — {', '.join(run['scenarios'])}", "",
            f"- **Date**: {run['started_at']} → {run['finished_at']} (UTC)",
            f"- **Machine**: `{m['hostname']}`, {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, {m['kernel']}; "
            f"load average {' '.join(m['loadavg'])} at start, {' '.join(run['loadavg_end'])} at end",
            f"- **Command**: `{run['command']}`",
            f"- **Proxies**: " + "; ".join(f"{n} {run['versions'][n]} ({run['buffers'][n]})" for n in run["proxies"]),
            f"- **Layout**: each proxy one worker pinned to core {run['proxy_core']} (shardproxy/Envoy "
-           f"`--concurrency 1`, nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp); "
+           f"`--concurrency 1`, {layout}); "
            f"load generator and upstream nginx (HTTP, sendfile) pinned to core {run['client_core']}. "
            f"{run['rounds']} rounds, order rotated each round, {timing}medians over rounds.",
            "- **Scenarios**: " + "; ".join(sc_desc[x] for x in run["scenarios"]) + ".",
@@ -303,7 +342,8 @@ def svg(run: dict, s: dict) -> str:
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
          'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
-         f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy L4 bench — '
+         f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy '
+         f'{"HTTP/1.1" if is_http_run(run) else "L4"} bench — '
          f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
          f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds'
          f'{"" if set(run["scenarios"]) <= {"idle"} else " × %.0f s" % run["duration"]}, '

@@ -1,9 +1,15 @@
 """Load scenarios: each runs one bounded load against a proxy port and returns raw counts.
 
-rps      wrk keep-alive, 12-byte responses: requests/s, latency percentiles.
-newconn  wrk with `Connection: close`: every request is a new connection through the relay.
-bulk     bulkclient.py, keep-alive, a large file per request: bytes/s.
-idle     idleclient.py: N connections, one GET each, held idle; the proxy's RSS before and with them.
+L4 (the proxy relays TCP):
+rps        wrk keep-alive, 12-byte responses: requests/s, latency percentiles.
+newconn    wrk with `Connection: close`: every request is a new connection through the relay.
+bulk       bulkclient.py, keep-alive, a large file per request: bytes/s.
+idle       idleclient.py: N connections, one GET each, held idle; the proxy's RSS before and with them.
+
+HTTP (the proxy parses HTTP/1.1 and keeps its upstream connections alive):
+http       wrk keep-alive, 12-byte responses.
+http16k    wrk keep-alive, 16 KiB responses.
+httpclose  wrk with `Connection: close`: a new client connection per request; upstream kept alive.
 """
 from __future__ import annotations
 
@@ -15,8 +21,17 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle")
-LOAD_SCENARIOS = ("rps", "newconn", "bulk")  # timed load: warm-up, duration, CPU
+HTTP_SCENARIOS = ("http", "http16k", "httpclose")
+ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle") + HTTP_SCENARIOS
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS  # timed load: warm-up, duration, CPU
+# wrk scenarios: path, whether the client closes after each request, the connections option.
+WRK = {
+    "rps": ("/small", False, "connections"),
+    "newconn": ("/small", True, "connections"),
+    "http": ("/small", False, "http_connections"),
+    "http16k": ("/16k.bin", False, "http_connections"),
+    "httpclose": ("/small", True, "http_connections"),
+}
 
 
 class LoadError(RuntimeError):
@@ -59,12 +74,14 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
     """One bounded load run. Returns requests, bytes, duration_s, errors, latency (µs)."""
     pin = ["taskset", "-c", str(args.client_core)]
     timeout = duration + 30
-    if scenario in ("rps", "newconn"):
-        argv = pin + [args.wrk_bin, "-t1", f"-c{args.connections}", f"-d{max(1, round(duration))}s",
-                      "--timeout", "5s", "--latency", "-s", os.path.join(HERE, "templates/report.lua")]
-        if scenario == "newconn":
+    if scenario in WRK:
+        path, close, connections = WRK[scenario]
+        argv = pin + [args.wrk_bin, "-t1", f"-c{getattr(args, connections)}",
+                      f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency",
+                      "-s", os.path.join(HERE, "templates/report.lua")]
+        if close:
             argv += ["-H", "Connection: close"]
-        argv.append(f"http://127.0.0.1:{port}/small")
+        argv.append(f"http://127.0.0.1:{port}{path}")
         r = _parse(_run(argv, timeout, poll))
         errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
         return {

@@ -26,6 +26,13 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
                 sc["bulk"] = {"requests": 100, "bytes": 10 ** 10, "duration_s": 10.0, "errors": 0,
                               "cpu_s": 7.0, "rss_warm": 22 << 20, "proxy_core_busy": 0.9,
                               "client_core_busy": 0.9}
+            for name in ("http", "http16k", "httpclose"):
+                if name in scenarios:
+                    # shardproxy: 10 µs/req; the peer 20 µs/req; 50k req/s both.
+                    sc[name] = {"requests": 500000, "bytes": 1, "duration_s": 10.0, "errors": 0,
+                                "p50_us": 400, "p90_us": 700, "p99_us": 1000 * (i + 1), "max_us": 5000,
+                                "cpu_s": 5.0 * (i + 1), "rss_warm": (8 + i) << 20,
+                                "proxy_core_busy": 0.6, "client_core_busy": 1.0}
             if "idle" in scenarios:
                 # shardproxy grows 2000 × 8 KiB, the peer 2000 × (8 + 8·(i)) KiB; 1990 held.
                 sc["idle"] = {"requests": 1990, "bytes": 1, "duration_s": 0.5, "errors": 10,
@@ -39,7 +46,7 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
             "versions": {p: "1" for p in proxies}, "buffers": {p: "b" for p in proxies},
             "skipped": [], "baseline": proxies[0], "proxies": list(proxies),
             "scenarios": list(scenarios), "rounds": 3, "duration": 10, "warmup": 2,
-            "connections": 64, "bulk_connections": 4, "idle_connections": 2000, "bulk_mb": 100, "buffer_bytes": 65536,
+            "connections": 64, "http_connections": 50, "bulk_connections": 4, "idle_connections": 2000, "bulk_mb": 100, "buffer_bytes": 65536,
             "proxy_core": 0, "client_core": 1, "runs": runs}
 
 
@@ -97,12 +104,50 @@ class Tests(unittest.TestCase):
                                buffer_directive="tune.bufsize 65536")
             self.assertIn("mode tcp", open(cfg).read())
 
+    def test_http_run_metrics_section_and_chart(self):
+        run = fake_run(scenarios=("http", "http16k", "httpclose"))
+        s = report.summarise(run)
+        med = s["nginx"]["median"]
+        self.assertAlmostEqual(med["http_req_s"], 50000)
+        self.assertAlmostEqual(med["http16k_cpu_us_req"], 20.0)
+        self.assertAlmostEqual(med["httpclose_p99_ms"], 2.0)
+        self.assertAlmostEqual(med["http_rss_mb"], 9.0)
+        self.assertAlmostEqual(s["shardproxy"]["median"]["http_cpu_us_req"], 10.0)
+        md = report.markdown_tables(run, s)
+        self.assertIn("CPU µs/req 16 KiB ↓", md)
+        self.assertIn("0.50× ▲", md)
+        self.assertNotIn("KiB per idle conn", md)
+        text = report.section(run, s, "results.svg")
+        self.assertIn("<!-- bench:begin http-http-http16k-httpclose -->", text)
+        self.assertIn("## HTTP/1.1 proxy", text)
+        self.assertIn("-c50 with `Connection: close`", text)
+        ET.fromstring(report.svg(run, s))
+
+    def test_http_configs_render(self):
+        with tempfile.TemporaryDirectory() as d:
+            text = open(peers.render_bootstrap(d, "envoy", 1001, 1002, 1003, 65536, mode="http")).read()
+            self.assertIn("envoy.filters.network.http_connection_manager", text)
+            self.assertIn("envoy.filters.http.router", text)
+            self.assertNotIn("per_connection", text)
+            launch = peers.HAProxy("haproxy").launch(d, 1, 2, 3, 0, mode="http")
+            cfg = open(launch.config).read()
+            self.assertIn("mode http", cfg)
+            self.assertIn("http-reuse always", cfg)
+            launch = peers.Nginx("nginx").launch(d, 1, 2, 3, 0, mode="http")
+            cfg = open(launch.config).read()
+            self.assertIn("keepalive 64;", cfg)
+            self.assertIn("proxy_pass http://bench_upstream;", cfg)
+            self.assertNotIn("\nstream {", cfg)
+
     def test_args(self):
         a = bench.parse_args(["--peers", "nginx,envoy", "--scenarios", "bulk,rps"])
         self.assertEqual(a.peer_list, ["nginx", "envoy"])
         self.assertEqual(a.scenario_list, ["rps", "bulk"])
         self.assertEqual(bench.parse_args(["--scenarios", "idle,rps"]).scenario_list, ["rps", "idle"])
         self.assertEqual(bench.parse_args([]).idle_connections, 2000)
+        self.assertEqual(bench.parse_args([]).scenario_list, ["rps", "newconn", "bulk", "idle"])
+        a = bench.parse_args(["--scenarios", "httpclose,http"])
+        self.assertEqual((a.scenario_list, a.http_connections), (["http", "httpclose"], 50))
 
 
 if __name__ == "__main__":

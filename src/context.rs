@@ -7,7 +7,7 @@ use crate::{
 
 pub struct ShardContext {
     pub id: usize,
-    shards: usize,
+    pub shards: usize,
     pub clusters: RefCell<ClusterManager>,
     pub logs: LogWriters,
     /// Where every relay on the shard reads into (see `net::relay`).

@@ -7,7 +7,11 @@ use xds_agent::{
     stats::{dec, inc},
 };
 
-use crate::{context::ShardContext, filters::network::tcp_proxy, rt::net::TcpStream};
+use crate::{
+    context::ShardContext,
+    filters::network::{http_connection_manager, tcp_proxy},
+    rt::net::TcpStream,
+};
 
 pub async fn serve(ctx: Rc<ShardContext>, listener: Arc<Listener>, stream: TcpStream) {
     let stats = listener.stats.shard(ctx.id);
@@ -17,7 +21,9 @@ pub async fn serve(ctx: Rc<ShardContext>, listener: Arc<Listener>, stream: TcpSt
     match listener.filter_chains.first() {
         Some(chain) => match &chain.network {
             NetworkFilter::TcpProxy(proxy) => tcp_proxy::run(&ctx, &listener, proxy, stream).await,
-            NetworkFilter::HttpConnectionManager(_) => {}
+            NetworkFilter::HttpConnectionManager(hcm) => {
+                http_connection_manager::run(&ctx, &listener, hcm, stream).await
+            }
         },
         None => inc(&stats.no_filter_chain_match),
     }

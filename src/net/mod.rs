@@ -1,4 +1,5 @@
 //! NET/IO layer: listeners, connection dispatch to filter chains, byte relays.
+pub mod buffered;
 pub mod connection;
 pub mod listener;
 pub mod relay;

@@ -10,13 +10,17 @@ use std::{
 
 use xds_agent::model::{Cluster, Endpoint, Snapshot};
 
-use super::lb::Balancer;
+use super::{
+    lb::Balancer,
+    pool::{Breakers, HostPool},
+};
 
-/// An upstream host with this shard's count of its active connections.
-#[derive(Debug)]
+/// An upstream host with this shard's count of its active connections (or requests) and its
+/// idle HTTP connections.
 pub struct Host {
     pub endpoint: Endpoint,
     active: Cell<u32>,
+    pub pool: HostPool,
 }
 
 impl Host {
@@ -24,6 +28,7 @@ impl Host {
         Self {
             endpoint,
             active: Cell::new(0),
+            pool: HostPool::default(),
         }
     }
 
@@ -48,6 +53,10 @@ impl ActiveHost {
     pub fn address(&self) -> SocketAddr {
         self.0.address()
     }
+
+    pub fn host(&self) -> &Rc<Host> {
+        &self.0
+    }
 }
 
 impl Drop for ActiveHost {
@@ -60,10 +69,16 @@ pub struct ShardCluster {
     pub config: Arc<Cluster>,
     hosts: Box<[Rc<Host>]>,
     balancer: RefCell<Balancer>,
+    pub breakers: Rc<Breakers>,
 }
 
 impl ShardCluster {
-    fn new(config: Arc<Cluster>, shard: usize, previous: Option<&ShardCluster>) -> Self {
+    fn new(
+        config: Arc<Cluster>,
+        shard: usize,
+        shards: usize,
+        previous: Option<&ShardCluster>,
+    ) -> Self {
         // Hosts that stay keep their active counts (connections still hold them).
         let hosts: Box<[Rc<Host>]> = config
             .endpoints
@@ -76,10 +91,12 @@ impl ShardCluster {
             })
             .collect();
         let balancer = RefCell::new(Balancer::new(config.lb_policy, &hosts, shard));
+        let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
         Self {
             config,
             hosts,
             balancer,
+            breakers,
         }
     }
 
@@ -87,6 +104,20 @@ impl ShardCluster {
     pub fn pick(&self) -> Option<Rc<Host>> {
         let index = self.balancer.borrow_mut().pick(&self.hosts)?;
         Some(self.hosts[index].clone())
+    }
+
+    /// The next host by the cluster's policy that `accept` takes, trying at most `attempts`
+    /// picks; the last pick when none is accepted (Envoy's host selection retries).
+    pub fn pick_where(&self, attempts: u32, accept: impl Fn(&Host) -> bool) -> Option<Rc<Host>> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            let host = self.pick()?;
+            if accept(&host) {
+                return Some(host);
+            }
+            last = Some(host);
+        }
+        last
     }
 }
 
@@ -97,7 +128,7 @@ pub struct ClusterManager {
 
 impl ClusterManager {
     /// Adopts the snapshot's clusters: unchanged ones (same `Arc`) keep their state.
-    pub fn apply(&mut self, snapshot: &Snapshot, shard: usize) {
+    pub fn apply(&mut self, snapshot: &Snapshot, shard: usize, shards: usize) {
         let mut next = HashMap::with_capacity(snapshot.clusters.len());
         for (name, config) in &snapshot.clusters {
             let previous = self.clusters.remove(name);
@@ -106,6 +137,7 @@ impl ClusterManager {
                 previous => Rc::new(ShardCluster::new(
                     config.clone(),
                     shard,
+                    shards,
                     previous.as_deref(),
                 )),
             };

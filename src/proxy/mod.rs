@@ -2,3 +2,5 @@
 pub mod cluster_manager;
 pub mod connect;
 pub mod lb;
+pub mod pool;
+pub mod router;

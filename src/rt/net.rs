@@ -7,7 +7,7 @@ use std::{
     net::{Shutdown, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -89,6 +89,13 @@ impl TcpStream {
             return Err(e);
         }
         Ok(Self(source))
+    }
+
+    /// Whether the socket turned readable (data or EOF) since it was last drained. For an idle
+    /// pooled HTTP/1 connection either means it can no longer carry a request. Never waits.
+    pub fn has_pending_input(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.0.poll_ready(Interest::Read, &mut cx).is_ready()
     }
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {

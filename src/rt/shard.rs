@@ -102,7 +102,9 @@ fn apply(
     events: &EventSender,
 ) {
     let generation = snapshot.generation;
-    ctx.clusters.borrow_mut().apply(&snapshot, ctx.id);
+    ctx.clusters
+        .borrow_mut()
+        .apply(&snapshot, ctx.id, ctx.shards);
     for (listener, error) in listeners.apply(ctx, &snapshot) {
         let _ = events.send(ShardEvent::BindFailed {
             shard: ctx.id,

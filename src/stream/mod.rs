@@ -1,8 +1,10 @@
 //! Stream layer: one HTTP request/response exchange as filters see it — the heads, the matched
 //! route, and what a filter may decide (continue, or answer locally).
+pub mod body;
 pub mod headers;
+pub mod mutations;
 
-use std::{net::SocketAddr, time::Instant};
+use std::{cell::Cell, net::SocketAddr, time::Instant};
 
 use bytes::Bytes;
 use xds_agent::{
@@ -25,6 +27,38 @@ pub struct StreamContext<'a> {
     pub route: Option<&'a Route>,
     pub downstream_remote: SocketAddr,
     pub started: Instant,
+    /// What filters note on the stream as it runs.
+    pub notes: StreamNotes,
+}
+
+/// What HTTP filters record on a stream: response flags of a request that still goes on (a
+/// fault delay's `DI`; the connection manager logs them with its own), and marks a filter's
+/// request side leaves for its response side (one bit per position in the filter chain).
+#[derive(Debug, Default)]
+pub struct StreamNotes {
+    flags: Cell<ResponseFlags>,
+    marks: Cell<u64>,
+}
+
+impl StreamNotes {
+    pub fn flag(&self, flag: ResponseFlags) {
+        let mut flags = self.flags.get();
+        flags.set(flag);
+        self.flags.set(flags);
+    }
+
+    pub fn flags(&self) -> ResponseFlags {
+        self.flags.get()
+    }
+
+    /// Marks the stream for the filter at `position` (positions past 63 share the last bit).
+    pub fn mark(&self, position: usize) {
+        self.marks.set(self.marks.get() | 1 << position.min(63));
+    }
+
+    pub fn is_marked(&self, position: usize) -> bool {
+        self.marks.get() & 1 << position.min(63) != 0
+    }
 }
 
 impl StreamContext<'_> {

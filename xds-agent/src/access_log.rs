@@ -1,8 +1,12 @@
 //! Access log formats: compiled from Envoy's `%COMMAND%` strings on the agent, rendered on shards.
 //!
 //! Compiling checks every command once; rendering only appends to the caller's buffer (no
-//! allocation, no parsing), so shards can log every closed connection cheaply.
+//! allocation, no parsing), so shards can log every closed connection and every HTTP request
+//! cheaply. One compiled format renders both: a TCP connection is a [`ConnectionRecord`]
+//! without `http`; an HTTP request is one whose `http` view reads the shard's own request,
+//! response and timing state in place (see [`HttpLogView`]).
 use std::{
+    fmt,
     io::Write,
     net::SocketAddr,
     path::PathBuf,
@@ -44,9 +48,21 @@ pub enum FormatError {
         "%START_TIME({format})% at position {position}: custom time formats are not supported yet"
     )]
     TimeFormat { format: String, position: usize },
+    #[error(
+        "command %{command}% at position {position}: header {argument:?} is not `NAME` or `NAME?ALTERNATIVE`"
+    )]
+    HeaderArgument {
+        command: String,
+        argument: String,
+        position: usize,
+    },
 }
 
-/// What a shard knows about a closed TCP connection.
+/// What a shard knows about a closed TCP connection or a finished HTTP request.
+///
+/// For HTTP, `start` and `duration` are the request's (first request byte to last response
+/// byte), `bytes_received` and `bytes_sent` count body bytes (as Envoy), and `http` reads the
+/// rest from the stream.
 #[derive(Debug, Clone)]
 pub struct ConnectionRecord<'a> {
     pub start: SystemTime,
@@ -60,45 +76,135 @@ pub struct ConnectionRecord<'a> {
     pub upstream_cluster: Option<&'a str>,
     pub response_flags: ResponseFlags,
     pub connection_id: u64,
+    /// The HTTP request this record logs; `None` for a TCP connection.
+    pub http: Option<&'a dyn HttpLogView>,
 }
 
-/// Envoy's response flags (the bits and short names of `%RESPONSE_FLAGS%`), limited to those a
-/// TCP proxy sets. Envoy sets no flag for a tcp_proxy idle timeout; that is only counted
-/// (`tcp.<stat_prefix>.idle_timeout`).
+/// What an access log reads of one HTTP request, in place. The connection manager's stream
+/// implements it over its own heads and timestamps, so logging copies nothing.
+pub trait HttpLogView {
+    /// A request header by lower-case name; `:method`, `:path`, `:authority` and `:scheme`
+    /// name the request line's parts (HTTP/1's `host` is the authority).
+    fn request_header(&self, name: &str) -> Option<&[u8]>;
+    /// A response header by lower-case name, as sent downstream.
+    fn response_header(&self, name: &str) -> Option<&[u8]>;
+    /// A response trailer by lower-case name.
+    fn response_trailer(&self, name: &str) -> Option<&[u8]>;
+    /// `HTTP/1.1`, `HTTP/1.0`, …
+    fn protocol(&self) -> &str;
+    /// The status sent downstream; 0 when none was (`%RESPONSE_CODE%` renders `0`).
+    fn response_code(&self) -> u16;
+    /// Envoy's response code details: `via_upstream`, `route_not_found`, `direct_response`, …
+    fn response_code_details(&self) -> Option<&str> {
+        None
+    }
+    /// The matched route's `name`, when it has one.
+    fn route_name(&self) -> Option<&str> {
+        None
+    }
+    /// Why the upstream connection failed at the transport level (TLS later).
+    fn upstream_transport_failure_reason(&self) -> Option<&str> {
+        None
+    }
+    /// Milestones since the request's start.
+    fn timings(&self) -> HttpTimings {
+        HttpTimings::default()
+    }
+}
+
+impl fmt::Debug for dyn HttpLogView + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLogView")
+            .field("protocol", &self.protocol())
+            .field("response_code", &self.response_code())
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a request reached its milestones, measured from its start; `None` when it did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpTimings {
+    /// The last request byte was received (`%REQUEST_DURATION%`).
+    pub last_request_byte_received: Option<Duration>,
+    /// The first response byte came from upstream (`%RESPONSE_DURATION%`).
+    pub first_upstream_byte_received: Option<Duration>,
+    /// The last response byte was sent downstream (with the above: `%RESPONSE_TX_DURATION%`).
+    pub last_response_byte_sent: Option<Duration>,
+}
+
+/// Envoy's response flags: the bits and short names of `%RESPONSE_FLAGS%`. Bit `n` is Envoy's
+/// flag `n`, so rendering in bit order is Envoy's order. Envoy sets no flag for a tcp_proxy
+/// idle timeout; that is only counted (`tcp.<stat_prefix>.idle_timeout`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResponseFlags(u32);
 
 impl ResponseFlags {
+    /// LH: the local health check failed (`/healthcheck/fail`).
+    pub const FAILED_LOCAL_HEALTH_CHECK: Self = Self(1 << 0);
     /// UH: no healthy upstream host in the cluster.
-    pub const NO_HEALTHY_UPSTREAM: Self = Self(0x2);
+    pub const NO_HEALTHY_UPSTREAM: Self = Self(1 << 1);
+    /// UT: the upstream request timed out.
+    pub const UPSTREAM_REQUEST_TIMEOUT: Self = Self(1 << 2);
+    /// LR: the connection was reset locally.
+    pub const LOCAL_RESET: Self = Self(1 << 3);
+    /// UR: the upstream reset the stream.
+    pub const UPSTREAM_REMOTE_RESET: Self = Self(1 << 4);
     /// UF: the upstream connection failed.
-    pub const UPSTREAM_CONNECTION_FAILURE: Self = Self(0x20);
+    pub const UPSTREAM_CONNECTION_FAILURE: Self = Self(1 << 5);
     /// UC: the upstream closed the connection.
-    pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self(0x40);
+    pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 6);
     /// UO: upstream overflow (circuit breaking).
-    pub const UPSTREAM_OVERFLOW: Self = Self(0x80);
-    /// NR: no route (no matching filter chain, or no cluster to pick).
-    pub const NO_ROUTE_FOUND: Self = Self(0x100);
+    pub const UPSTREAM_OVERFLOW: Self = Self(1 << 7);
+    /// NR: no route (no matching filter chain or route, or no cluster to pick).
+    pub const NO_ROUTE_FOUND: Self = Self(1 << 8);
+    /// DI: the fault filter delayed the request.
+    pub const DELAY_INJECTED: Self = Self(1 << 9);
+    /// FI: the fault filter aborted the request.
+    pub const FAULT_INJECTED: Self = Self(1 << 10);
+    /// RL: rate limited locally (429).
+    pub const RATE_LIMITED: Self = Self(1 << 11);
+    /// UAEX: an external authorization service denied the request.
+    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self(1 << 12);
+    /// RLSE: the rate limit service failed.
+    pub const RATE_LIMIT_SERVICE_ERROR: Self = Self(1 << 13);
     /// DC: the downstream closed the connection.
-    pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(0x4000);
-    /// URX: `max_connect_attempts` reached.
-    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: Self = Self(0x8000);
-    /// DT: `max_downstream_connection_duration` reached.
-    pub const DURATION_TIMEOUT: Self = Self(0x40_0000);
+    pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 14);
+    /// URX: retries (`num_retries`) or connect attempts (`max_connect_attempts`) ran out.
+    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: Self = Self(1 << 15);
+    /// SI: `stream_idle_timeout` fired.
+    pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 16);
+    /// IH: an `x-envoy-*` request header had an invalid value.
+    pub const INVALID_ENVOY_REQUEST_HEADERS: Self = Self(1 << 17);
+    /// DPE: the downstream request broke the HTTP protocol.
+    pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 18);
+    /// UMSDR: the upstream request reached its `max_stream_duration`.
+    pub const UPSTREAM_MAX_STREAM_DURATION_REACHED: Self = Self(1 << 19);
+    /// RFCF: the response came from the cache filter.
+    pub const RESPONSE_FROM_CACHE_FILTER: Self = Self(1 << 20);
+    /// NFCF: a filter's config (ECDS) was not found.
+    pub const NO_FILTER_CONFIG_FOUND: Self = Self(1 << 21);
+    /// DT: `max_downstream_connection_duration` (or a stream's max duration) reached.
+    pub const DURATION_TIMEOUT: Self = Self(1 << 22);
+    /// UPE: the upstream response broke the HTTP protocol.
+    pub const UPSTREAM_PROTOCOL_ERROR: Self = Self(1 << 23);
     /// NC: the cluster named by the config does not exist (yet).
-    pub const NO_CLUSTER_FOUND: Self = Self(0x100_0000);
+    pub const NO_CLUSTER_FOUND: Self = Self(1 << 24);
+    /// OM: the overload manager ended the request.
+    pub const OVERLOAD_MANAGER: Self = Self(1 << 25);
+    /// DF: DNS resolution of the upstream failed.
+    pub const DNS_RESOLUTION_FAILED: Self = Self(1 << 26);
+    /// DO: dropped by the cluster's drop_overload.
+    pub const DROP_OVERLOAD: Self = Self(1 << 27);
+    /// DR: the downstream reset the stream (HTTP/2 RST_STREAM and later protocols).
+    pub const DOWNSTREAM_REMOTE_RESET: Self = Self(1 << 28);
+    /// UDO: dropped unconditionally by drop_overload.
+    pub const UNCONDITIONAL_DROP_OVERLOAD: Self = Self(1 << 29);
 
-    /// Short names in Envoy's rendering order.
-    const NAMES: [(Self, &'static str); 9] = [
-        (Self::NO_HEALTHY_UPSTREAM, "UH"),
-        (Self::UPSTREAM_CONNECTION_FAILURE, "UF"),
-        (Self::UPSTREAM_CONNECTION_TERMINATION, "UC"),
-        (Self::UPSTREAM_OVERFLOW, "UO"),
-        (Self::NO_ROUTE_FOUND, "NR"),
-        (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
-        (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
-        (Self::DURATION_TIMEOUT, "DT"),
-        (Self::NO_CLUSTER_FOUND, "NC"),
+    /// Short names by bit, in Envoy's rendering order.
+    const NAMES: [&'static str; 30] = [
+        "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
+        "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF",
+        "DO", "DR", "UDO",
     ];
 
     pub fn set(&mut self, flag: Self) {
@@ -120,8 +226,8 @@ impl ResponseFlags {
             return;
         }
         let mut first = true;
-        for (flag, name) in Self::NAMES {
-            if self.contains(flag) {
+        for (bit, name) in Self::NAMES.iter().enumerate() {
+            if self.0 & (1 << bit) != 0 {
                 if !first {
                     out.push(b',');
                 }
@@ -140,61 +246,119 @@ enum Part {
     Command(Command, Option<usize>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
     StartTime,
     Duration,
+    RequestDuration,
+    ResponseDuration,
+    ResponseTxDuration,
     BytesReceived,
     BytesSent,
     UpstreamHost,
     UpstreamCluster,
     UpstreamLocalAddress,
+    UpstreamTransportFailureReason,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
     ResponseFlags,
     ConnectionId,
-    /// HTTP-only commands (`REQ`, `RESP`, `TRAILER`, `PROTOCOL`): `-` for TCP.
-    Unset,
-    /// `%RESPONSE_CODE%`: `0` for TCP, as Envoy.
+    /// `-` for TCP.
+    Protocol,
+    /// `0` for TCP, as Envoy.
     ResponseCode,
+    ResponseCodeDetails,
+    RouteName,
+    /// `REQ`, `REQ_WITHOUT_QUERY`, `RESP`, `TRAILER`: `-` for TCP.
+    Header(HeaderSource, HeaderName),
 }
 
-/// Whether a command takes a `(...)` argument.
-#[derive(PartialEq, Eq)]
-enum Argument {
-    None,
-    Required,
-    /// `START_TIME` takes an optional time format.
-    Optional,
+/// Where a header command looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderSource {
+    Request,
+    /// A request header cut at its first `?` (`%REQ_WITHOUT_QUERY(:PATH)%`).
+    RequestWithoutQuery,
+    Response,
+    Trailer,
 }
 
-fn command(name: &str) -> Option<(Command, Argument)> {
+/// A lower-case header name, and the one to use when it is absent (`NAME?ALTERNATIVE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeaderName {
+    name: Box<str>,
+    alternative: Option<Box<str>>,
+}
+
+impl HeaderName {
+    fn parse(argument: &str) -> Option<Self> {
+        // A second `?` fails the alternative's token check.
+        let (name, alternative) = match argument.split_once('?') {
+            Some((name, alternative)) => (name, Some(valid_header_name(alternative)?)),
+            None => (argument, None),
+        };
+        Some(Self {
+            name: valid_header_name(name)?,
+            alternative,
+        })
+    }
+
+    fn lookup<'v>(&self, get: impl Fn(&str) -> Option<&'v [u8]>) -> Option<&'v [u8]> {
+        get(&self.name).or_else(|| self.alternative.as_deref().and_then(get))
+    }
+}
+
+/// A header name (token characters, or a pseudo-header `:name`), lower-cased.
+fn valid_header_name(name: &str) -> Option<Box<str>> {
+    let token = name.strip_prefix(':').unwrap_or(name);
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    (!token.is_empty() && token.chars().all(is_token_char))
+        .then(|| name.to_ascii_lowercase().into_boxed_str())
+}
+
+/// What a command name compiles to, by the argument it takes.
+enum Spec {
+    /// No argument.
+    Plain(Command),
+    /// An optional time format (only the default is supported).
+    StartTime,
+    /// A required `NAME?ALTERNATIVE` header argument.
+    Header(HeaderSource),
+}
+
+fn command(name: &str) -> Option<Spec> {
     use Command::*;
-    Some(match name {
-        "START_TIME" => (StartTime, Argument::Optional),
-        "DURATION" => (Duration, Argument::None),
-        "BYTES_RECEIVED" => (BytesReceived, Argument::None),
-        "BYTES_SENT" => (BytesSent, Argument::None),
-        "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => (UpstreamHost, Argument::None),
-        "UPSTREAM_CLUSTER" => (UpstreamCluster, Argument::None),
-        "UPSTREAM_LOCAL_ADDRESS" => (UpstreamLocalAddress, Argument::None),
-        "DOWNSTREAM_REMOTE_ADDRESS" => (DownstreamRemoteAddress, Argument::None),
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
-            (DownstreamRemoteAddressWithoutPort, Argument::None)
-        }
-        "DOWNSTREAM_LOCAL_ADDRESS" => (DownstreamLocalAddress, Argument::None),
-        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
-            (DownstreamLocalAddressWithoutPort, Argument::None)
-        }
-        "RESPONSE_FLAGS" => (ResponseFlags, Argument::None),
-        "CONNECTION_ID" => (ConnectionId, Argument::None),
-        "REQ" | "RESP" | "TRAILER" => (Unset, Argument::Required),
-        "PROTOCOL" => (Unset, Argument::None),
-        "RESPONSE_CODE" => (ResponseCode, Argument::None),
+    let plain = match name {
+        "START_TIME" => return Some(Spec::StartTime),
+        "REQ" => return Some(Spec::Header(HeaderSource::Request)),
+        "REQ_WITHOUT_QUERY" => return Some(Spec::Header(HeaderSource::RequestWithoutQuery)),
+        "RESP" => return Some(Spec::Header(HeaderSource::Response)),
+        "TRAILER" => return Some(Spec::Header(HeaderSource::Trailer)),
+        "DURATION" => Duration,
+        "REQUEST_DURATION" => RequestDuration,
+        "RESPONSE_DURATION" => ResponseDuration,
+        "RESPONSE_TX_DURATION" => ResponseTxDuration,
+        "BYTES_RECEIVED" => BytesReceived,
+        "BYTES_SENT" => BytesSent,
+        "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => UpstreamHost,
+        "UPSTREAM_CLUSTER" => UpstreamCluster,
+        "UPSTREAM_LOCAL_ADDRESS" => UpstreamLocalAddress,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => UpstreamTransportFailureReason,
+        "DOWNSTREAM_REMOTE_ADDRESS" => DownstreamRemoteAddress,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => DownstreamRemoteAddressWithoutPort,
+        "DOWNSTREAM_LOCAL_ADDRESS" => DownstreamLocalAddress,
+        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => DownstreamLocalAddressWithoutPort,
+        "RESPONSE_FLAGS" => ResponseFlags,
+        "CONNECTION_ID" => ConnectionId,
+        "PROTOCOL" => Protocol,
+        "RESPONSE_CODE" => ResponseCode,
+        "RESPONSE_CODE_DETAILS" => ResponseCodeDetails,
+        "ROUTE_NAME" => RouteName,
         _ => return None,
-    })
+    };
+    Some(Spec::Plain(plain))
 }
 
 impl AccessLog {
@@ -213,7 +377,7 @@ impl AccessLog {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Part::Command(command, limit) => {
                     let start = out.len();
-                    render_command(*command, record, out);
+                    render_command(command, record, out);
                     if let Some(limit) = limit {
                         out.truncate(start + (out.len() - start).min(*limit));
                     }
@@ -286,40 +450,59 @@ fn parse_command(s: &str, position: usize) -> Result<(Part, usize), FormatError>
         return Err(malformed);
     }
     used += 1;
-    let (command, takes) = command(name).ok_or_else(|| FormatError::UnknownCommand {
+    let spec = command(name).ok_or_else(|| FormatError::UnknownCommand {
         command: name.to_string(),
         position,
     })?;
-    match (takes, argument) {
-        (Argument::Required, None) => {
-            return Err(FormatError::MissingArgument {
-                command: name.to_string(),
-                position,
-            })
-        }
-        (Argument::None, Some(_)) => {
+    let command = match (spec, argument) {
+        (Spec::Plain(command), None) => command,
+        (Spec::Plain(_), Some(_)) => {
             return Err(FormatError::UnexpectedArgument {
                 command: name.to_string(),
                 position,
             })
         }
-        (Argument::Optional, Some(format)) if !format.is_empty() => {
+        (Spec::StartTime, Some(format)) if !format.is_empty() => {
             return Err(FormatError::TimeFormat {
                 format: format.to_string(),
                 position,
             })
         }
-        _ => {}
-    }
+        (Spec::StartTime, _) => Command::StartTime,
+        (Spec::Header(_), None) => {
+            return Err(FormatError::MissingArgument {
+                command: name.to_string(),
+                position,
+            })
+        }
+        (Spec::Header(source), Some(argument)) => {
+            let header =
+                HeaderName::parse(argument).ok_or_else(|| FormatError::HeaderArgument {
+                    command: name.to_string(),
+                    argument: argument.to_string(),
+                    position,
+                })?;
+            Command::Header(source, header)
+        }
+    };
     Ok((Part::Command(command, limit), used))
 }
 
-fn render_command(command: Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
+fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
     // Writing into a Vec<u8> cannot fail; the results are ignored for that reason.
+    let timings = || r.http.map(|h| h.timings()).unwrap_or_default();
     match command {
         Command::StartTime => render_time(r.start, out),
-        Command::Duration => {
-            let _ = write!(out, "{}", r.duration.as_millis());
+        Command::Duration => render_millis(Some(r.duration), out),
+        Command::RequestDuration => render_millis(timings().last_request_byte_received, out),
+        Command::ResponseDuration => render_millis(timings().first_upstream_byte_received, out),
+        Command::ResponseTxDuration => {
+            let timings = timings();
+            let tx = timings
+                .last_response_byte_sent
+                .zip(timings.first_upstream_byte_received)
+                .map(|(last, first)| last.saturating_sub(first));
+            render_millis(tx, out)
         }
         Command::BytesReceived => {
             let _ = write!(out, "{}", r.bytes_received);
@@ -329,10 +512,11 @@ fn render_command(command: Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
         }
         Command::UpstreamHost => render_addr(r.upstream_host, out),
         Command::UpstreamLocalAddress => render_addr(r.upstream_local, out),
-        Command::UpstreamCluster => match r.upstream_cluster {
-            Some(name) if !name.is_empty() => out.extend_from_slice(name.as_bytes()),
-            _ => out.push(b'-'),
-        },
+        Command::UpstreamCluster => render_str(r.upstream_cluster, out),
+        Command::UpstreamTransportFailureReason => render_str(
+            r.http.and_then(|h| h.upstream_transport_failure_reason()),
+            out,
+        ),
         Command::DownstreamRemoteAddress => render_addr(Some(r.downstream_remote), out),
         Command::DownstreamRemoteAddressWithoutPort => {
             let _ = write!(out, "{}", r.downstream_remote.ip());
@@ -345,8 +529,51 @@ fn render_command(command: Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
         Command::ConnectionId => {
             let _ = write!(out, "{}", r.connection_id);
         }
-        Command::Unset => out.push(b'-'),
-        Command::ResponseCode => out.push(b'0'),
+        Command::Protocol => render_str(r.http.map(|h| h.protocol()), out),
+        Command::ResponseCode => {
+            let _ = write!(out, "{}", r.http.map_or(0, |h| h.response_code()));
+        }
+        Command::ResponseCodeDetails => {
+            render_str(r.http.and_then(|h| h.response_code_details()), out)
+        }
+        Command::RouteName => render_str(r.http.and_then(|h| h.route_name()), out),
+        Command::Header(source, header) => {
+            let value = r.http.and_then(|http| {
+                header.lookup(|name| match source {
+                    HeaderSource::Request | HeaderSource::RequestWithoutQuery => {
+                        http.request_header(name)
+                    }
+                    HeaderSource::Response => http.response_header(name),
+                    HeaderSource::Trailer => http.response_trailer(name),
+                })
+            });
+            match value {
+                Some(value) if *source == HeaderSource::RequestWithoutQuery => {
+                    let end = value.iter().position(|b| *b == b'?').unwrap_or(value.len());
+                    out.extend_from_slice(&value[..end]);
+                }
+                Some(value) => out.extend_from_slice(value),
+                None => out.push(b'-'),
+            }
+        }
+    }
+}
+
+/// Whole milliseconds (truncated, as Envoy), or `-`.
+fn render_millis(duration: Option<Duration>, out: &mut Vec<u8>) {
+    match duration {
+        Some(duration) => {
+            let _ = write!(out, "{}", duration.as_millis());
+        }
+        None => out.push(b'-'),
+    }
+}
+
+/// The text, or `-` when absent or empty.
+fn render_str(text: Option<&str>, out: &mut Vec<u8>) {
+    match text {
+        Some(text) if !text.is_empty() => out.extend_from_slice(text.as_bytes()),
+        _ => out.push(b'-'),
     }
 }
 
@@ -412,6 +639,7 @@ mod tests {
             upstream_cluster: Some("backend"),
             response_flags: ResponseFlags::default(),
             connection_id: 7,
+            http: None,
         }
     }
 
@@ -490,6 +718,191 @@ mod tests {
             }
         );
         assert_eq!(err("x%"), FormatError::Malformed { position: 1 });
+    }
+
+    /// A request as a connection manager would expose it.
+    struct Exchange {
+        request: Vec<(&'static str, &'static str)>,
+        response: Vec<(&'static str, &'static str)>,
+        trailers: Vec<(&'static str, &'static str)>,
+        code: u16,
+        route: Option<&'static str>,
+        timings: HttpTimings,
+    }
+
+    fn find<'a>(headers: &'a [(&str, &str)], name: &str) -> Option<&'a [u8]> {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    impl HttpLogView for Exchange {
+        fn request_header(&self, name: &str) -> Option<&[u8]> {
+            find(&self.request, name)
+        }
+        fn response_header(&self, name: &str) -> Option<&[u8]> {
+            find(&self.response, name)
+        }
+        fn response_trailer(&self, name: &str) -> Option<&[u8]> {
+            find(&self.trailers, name)
+        }
+        fn protocol(&self) -> &str {
+            "HTTP/1.1"
+        }
+        fn response_code(&self) -> u16 {
+            self.code
+        }
+        fn response_code_details(&self) -> Option<&str> {
+            Some("via_upstream")
+        }
+        fn route_name(&self) -> Option<&str> {
+            self.route
+        }
+        fn timings(&self) -> HttpTimings {
+            self.timings
+        }
+    }
+
+    fn exchange() -> Exchange {
+        Exchange {
+            request: vec![
+                (":method", "GET"),
+                (":path", "/path?q=1"),
+                (":authority", "example.com"),
+                ("user-agent", "curl/8.5.0"),
+                ("x-request-id", "6f1c2a9e-1b7d-4c55-9a51-2f8e0c3d4b6a"),
+            ],
+            response: vec![("x-envoy-upstream-service-time", "2")],
+            trailers: vec![("grpc-status", "0")],
+            code: 200,
+            route: None,
+            timings: HttpTimings {
+                last_request_byte_received: Some(Duration::from_micros(150)),
+                first_upstream_byte_received: Some(Duration::from_micros(2_900)),
+                last_response_byte_sent: Some(Duration::from_micros(3_400)),
+            },
+        }
+    }
+
+    fn http_record(exchange: &Exchange) -> ConnectionRecord<'_> {
+        ConnectionRecord {
+            duration: Duration::from_micros(3_400),
+            bytes_received: 0,
+            bytes_sent: 12,
+            downstream_remote: "127.0.0.1:40000".parse().unwrap(),
+            upstream_host: Some("127.0.0.1:8080".parse().unwrap()),
+            http: Some(exchange),
+            ..record()
+        }
+    }
+
+    #[test]
+    fn default_format_renders_http_as_envoy() {
+        let exchange = exchange();
+        let log = AccessLog::compile(LogSink::Stdout, None).unwrap();
+        let mut out = Vec::new();
+        log.render(&http_record(&exchange), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[2024-01-02T03:04:05.678Z] \"GET /path?q=1 HTTP/1.1\" 200 - 0 12 3 2 \"-\" \
+             \"curl/8.5.0\" \"6f1c2a9e-1b7d-4c55-9a51-2f8e0c3d4b6a\" \"example.com\" \
+             \"127.0.0.1:8080\"\n"
+        );
+    }
+
+    #[test]
+    fn http_commands() {
+        let mut exchange = exchange();
+        exchange
+            .request
+            .push(("x-envoy-original-path", "/original"));
+        let mut r = http_record(&exchange);
+        r.response_flags
+            .set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+        r.response_flags.set(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        assert_eq!(
+            render(
+                "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:PATH)% %REQ_WITHOUT_QUERY(:PATH)% \
+                 %REQ(User-Agent):4% %REQ(X-MISSING)% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \
+                 %TRAILER(GRPC-STATUS)% %TRAILER(GRPC-MESSAGE)% %PROTOCOL% %RESPONSE_CODE% \
+                 %RESPONSE_CODE_DETAILS% %RESPONSE_FLAGS% %ROUTE_NAME% \
+                 %UPSTREAM_TRANSPORT_FAILURE_REASON% %DURATION% %REQUEST_DURATION% \
+                 %RESPONSE_DURATION% %RESPONSE_TX_DURATION% %BYTES_RECEIVED% %BYTES_SENT% \
+                 %UPSTREAM_CLUSTER% %DOWNSTREAM_REMOTE_ADDRESS%",
+                &r
+            ),
+            "/original /path?q=1 /path curl - 2 0 - HTTP/1.1 200 via_upstream UH,UT - - 3 0 2 0 \
+             0 12 backend 127.0.0.1:40000"
+        );
+        // The alternative header serves when the first is absent; a named route renders.
+        exchange.request.pop();
+        exchange.route = Some("catch_all");
+        exchange.timings.first_upstream_byte_received = None;
+        let r = http_record(&exchange);
+        assert_eq!(
+            render(
+                "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %ROUTE_NAME% %RESPONSE_DURATION% \
+                 %RESPONSE_TX_DURATION%",
+                &r
+            ),
+            "/path?q=1 catch_all - -"
+        );
+    }
+
+    #[test]
+    fn http_commands_render_unset_for_tcp() {
+        assert_eq!(
+            render(
+                "%REQ(:METHOD)% %RESP(A)% %TRAILER(B)% %PROTOCOL% %RESPONSE_CODE% \
+                 %RESPONSE_CODE_DETAILS% %ROUTE_NAME% %REQUEST_DURATION% %RESPONSE_DURATION% \
+                 %RESPONSE_TX_DURATION% %UPSTREAM_TRANSPORT_FAILURE_REASON% \
+                 %REQ_WITHOUT_QUERY(:PATH)%",
+                &record()
+            ),
+            "- - - - 0 - - - - - - -"
+        );
+    }
+
+    #[test]
+    fn header_arguments_are_checked() {
+        let err = |f: &str| AccessLog::compile(LogSink::Stdout, Some(f)).unwrap_err();
+        for bad in [
+            "%REQ(A?B?C)%",
+            "%REQ()%",
+            "%REQ(?B)%",
+            "%REQ(A?)%",
+            "%RESP(a b)%",
+            "%TRAILER(:)%",
+        ] {
+            assert!(
+                matches!(err(bad), FormatError::HeaderArgument { .. }),
+                "{bad}: {:?}",
+                err(bad)
+            );
+        }
+        assert!(err("x %REQ(A?B?C)%")
+            .to_string()
+            .contains("%REQ% at position 2"));
+        assert!(matches!(
+            err("%ROUTE_NAME(x)%"),
+            FormatError::UnexpectedArgument { .. }
+        ));
+    }
+
+    #[test]
+    fn every_flag_renders_in_envoy_order() {
+        let mut all = ResponseFlags::default();
+        (0..30).for_each(|bit| all.set(ResponseFlags(1 << bit)));
+        let mut out = Vec::new();
+        all.render(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "LH,UH,UT,LR,UR,UF,UC,UO,NR,DI,FI,RL,UAEX,RLSE,DC,URX,SI,IH,DPE,UMSDR,RFCF,NFCF,DT,\
+             UPE,NC,OM,DF,DO,DR,UDO"
+        );
+        assert!(all.contains(ResponseFlags::UNCONDITIONAL_DROP_OVERLOAD));
+        assert!(all.contains(ResponseFlags::FAILED_LOCAL_HEALTH_CHECK));
     }
 
     #[test]

@@ -13,6 +13,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
     let mut endpoints = Vec::new();
     for host in &target.hosts {
+        let hostname: Arc<str> = Arc::from(host.hostname.as_str());
         let lookup = tokio::net::lookup_host((host.hostname.as_str(), host.port));
         match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(addresses)) => {
@@ -20,6 +21,7 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                     endpoints.push(Endpoint {
                         address,
                         weight: host.weight,
+                        hostname: Some(hostname.clone()),
                     });
                     if target.logical {
                         return endpoints.into();

@@ -17,6 +17,11 @@ pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 pub const HTTP_CONNECTION_MANAGER_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+/// An `http_filters` entry of the connection manager.
+pub const HTTP_FILTER: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";
+/// The `typed_per_filter_config` wrapper (disable, enable, optional).
+pub const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 /// The router's well-known filter name (Envoy accepts it without a typed config).
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
@@ -29,5 +34,7 @@ pub const HEADER_MUTATION_PER_ROUTE: &str =
     "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
 pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// The previous-hosts predicate's well-known name (accepted without a typed config).
 pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";

@@ -14,7 +14,9 @@ use tokio::{
 use xds_agent::{
     admin::{serve, AdminContext},
     agent::{AgentCommand, AgentOptions, AgentState, LogControl, SharedState},
-    model::{Cluster, Endpoint, LbPolicy, Listener, Snapshot},
+    model::{
+        CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
+    },
     stats::{self, ServerState, StatsRegistry},
 };
 
@@ -61,9 +63,12 @@ fn agent_state() -> AgentState {
         endpoints: vec![Endpoint {
             address: "127.0.0.1:9000".parse().unwrap(),
             weight: 3,
+            hostname: None,
         }]
         .into(),
         buffer_limit: 1 << 20,
+        circuit_breakers: CircuitBreakers::DEFAULT,
+        http: UpstreamHttpOptions::default(),
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);
@@ -239,12 +244,15 @@ async fn stats_text_json_and_selectors() {
         "uptime refreshed on read: {}",
         r.body
     );
-    let names: Vec<&str> = r
-        .body
-        .lines()
-        .map(|l| l.split(':').next().unwrap())
-        .collect();
-    assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted");
+    // Counters and gauges in name order, then histograms in name order (as Envoy).
+    let histogram = |l: &&str| l.contains(" P0(") || l.ends_with(": No recorded values");
+    let (histograms, scalars): (Vec<&str>, Vec<&str>) = r.body.lines().partition(histogram);
+    let first_histogram = r.body.lines().position(|l| histogram(&l));
+    assert_eq!(first_histogram.unwrap_or(scalars.len()), scalars.len());
+    for lines in [scalars, histograms] {
+        let names: Vec<&str> = lines.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted");
+    }
 
     let r = admin
         .get("/stats?filter=%5Ecluster%5C.backend%5C.upstream_cx_t&usedonly")

@@ -51,6 +51,7 @@ pub async fn run(
         upstream_cluster: None,
         response_flags: ResponseFlags::default(),
         connection_id: ctx.connection_id(),
+        http: None,
     };
     let cluster_name = proxy
         .upstream

@@ -59,6 +59,7 @@ mod tests {
                 Rc::new(Host::new(Endpoint {
                     address: ([127, 0, 0, 1], 1000 + i).into(),
                     weight: 1,
+                    hostname: None,
                 }))
             })
             .collect();

@@ -7,7 +7,9 @@ use std::{
 
 use crate::{
     agent::{AgentOptions, AgentState},
-    model::{Cluster, Endpoint, LbPolicy, Listener, Snapshot},
+    model::{
+        CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
+    },
     stats::{ServerState, StatsRegistry},
 };
 
@@ -36,6 +38,8 @@ pub fn state() -> AgentState {
         lb_policy: LbPolicy::RoundRobin,
         endpoints: endpoints.into(),
         buffer_limit: 1 << 20,
+        circuit_breakers: CircuitBreakers::DEFAULT,
+        http: UpstreamHttpOptions::default(),
         stats: stats.cluster(name),
     };
     let backend = cluster(
@@ -44,6 +48,7 @@ pub fn state() -> AgentState {
         vec![Endpoint {
             address: "10.0.0.1:8080".parse().unwrap(),
             weight: 1,
+            hostname: None,
         }],
     );
     let api = cluster("api", &mut stats, vec![]);

@@ -103,7 +103,7 @@ const ENDPOINTS: &[(&str, Endpoint, bool, &str)] = &[
         "/stats",
         Endpoint::Stats,
         false,
-        "stats; ?filter=<regex> ?usedonly ?type=Counters|Gauges ?format=json|prometheus",
+        "stats; ?filter=<regex> ?usedonly ?type=Counters|Gauges|Histograms ?format=json|prometheus",
     ),
     (
         "/stats/prometheus",

@@ -1,15 +1,21 @@
 //! `/stats/prometheus`: Prometheus text exposition with Envoy's naming: default tag extraction,
-//! an `envoy_` prefix, names sanitised to `[a-zA-Z0-9_]`, one `# TYPE` line per family.
+//! an `envoy_` prefix, names sanitised to `[a-zA-Z0-9_]`, one `# TYPE` line per family;
+//! histograms as cumulative `_bucket{le=..}` series on Envoy's default bounds, `_sum`, `_count`.
 use std::{collections::BTreeMap, fmt::Write, sync::OnceLock};
 
 use regex::Regex;
 
-use crate::stats::{StatKind, StatValue};
+use crate::stats::{HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS};
 
 /// Envoy's default tag extractors for the scopes we emit: tag name and a regex whose group 1
 /// is cut out of the stat name and whose group 2 is the tag value. Envoy runs them in order
-/// over the name, each on what the previous ones left.
+/// over the name, each on what the previous ones left: first those that match anywhere
+/// (response codes), then those keyed by the name's first token, so labels come in that order.
 const TAG_EXTRACTORS: &[(&str, &str)] = &[
+    // `*_rq_<code>`: `upstream_rq_200` → `upstream_rq{envoy_response_code="200"}`.
+    ("envoy_response_code", r"_rq(_(\d{3}))$"),
+    // `*_rq_<class>xx`: `upstream_rq_2xx` → `upstream_rq_xx{envoy_response_code_class="2"}`.
+    ("envoy_response_code_class", r"_rq_((\d))xx$"),
     // `cluster.<name>.<stat>`: the cluster name is one dot-free token, as in Envoy (configs
     // whose cluster names contain dots add their own `stats_tags`, which we do not read yet).
     ("envoy_cluster_name", r"^cluster\.(([^.]+)\.)"),
@@ -18,6 +24,8 @@ const TAG_EXTRACTORS: &[(&str, &str)] = &[
         "envoy_listener_address",
         r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
     ),
+    // `http.<stat_prefix>.<stat>`: the prefix is one token.
+    ("envoy_http_conn_manager_prefix", r"^http\.(([^.]+)\.)"),
     // `tcp.<stat_prefix>.<stat>`: the prefix may contain dots; the stat is the last token.
     ("envoy_tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
 ];
@@ -70,22 +78,28 @@ fn escape_value(value: &str) -> String {
     out
 }
 
-/// Renders stats as Prometheus text: counters then gauges, families in name order, each
-/// family's series in label order.
-pub fn render(stats: &[StatValue]) -> String {
+/// A family name (`envoy_` + the sanitised tag-extracted name) and the series' labels.
+fn family_and_labels(name: &str) -> (String, String) {
+    let (name, tags) = extract_tags(name);
+    let labels: Vec<String> = tags
+        .iter()
+        .map(|(tag, value)| format!("{tag}=\"{}\"", escape_value(value)))
+        .collect();
+    (format!("envoy_{}", sanitize_name(&name)), labels.join(","))
+}
+
+/// Renders stats as Prometheus text: counters, gauges, then histograms; families in name
+/// order, each family's series in label order.
+pub fn render(stats: &[StatValue], histograms: &[HistogramValue]) -> String {
     let mut out = String::new();
     for (kind, type_name) in [(StatKind::Counter, "counter"), (StatKind::Gauge, "gauge")] {
         let mut families: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
         for stat in stats.iter().filter(|s| s.kind == kind) {
-            let (name, tags) = extract_tags(&stat.name);
-            let labels: Vec<String> = tags
-                .iter()
-                .map(|(tag, value)| format!("{tag}=\"{}\"", escape_value(value)))
-                .collect();
+            let (family, labels) = family_and_labels(&stat.name);
             families
-                .entry(format!("envoy_{}", sanitize_name(&name)))
+                .entry(family)
                 .or_default()
-                .push((labels.join(","), stat.value));
+                .push((labels, stat.value));
         }
         for (family, mut series) in families {
             series.sort();
@@ -100,7 +114,42 @@ pub fn render(stats: &[StatValue]) -> String {
             out.push('\n');
         }
     }
+    let mut families: BTreeMap<String, Vec<(String, &HistogramSnapshot)>> = BTreeMap::new();
+    for histogram in histograms {
+        let (family, labels) = family_and_labels(&histogram.name);
+        families
+            .entry(family)
+            .or_default()
+            .push((labels, &histogram.cumulative));
+    }
+    for (family, mut series) in families {
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = writeln!(out, "# TYPE {family} histogram");
+        for (labels, snapshot) in series {
+            render_histogram(&mut out, &family, &labels, snapshot);
+        }
+        out.push('\n');
+    }
     out
+}
+
+/// One histogram series: a cumulative count per default bound, `+Inf`, `_sum` (ms), `_count`.
+fn render_histogram(out: &mut String, family: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    let bucket_labels = match labels.is_empty() {
+        true => String::new(),
+        false => format!("{labels},"),
+    };
+    for bound in PROMETHEUS_BUCKETS_MS {
+        let count = snapshot.count_below_ms(bound);
+        let _ = writeln!(
+            out,
+            "{family}_bucket{{{bucket_labels}le=\"{bound}\"}} {count}"
+        );
+    }
+    let count = snapshot.count();
+    let _ = writeln!(out, "{family}_bucket{{{bucket_labels}le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{family}_sum{{{labels}}} {}", snapshot.sum_ms());
+    let _ = writeln!(out, "{family}_count{{{labels}}} {count}");
 }
 
 #[cfg(test)]
@@ -173,7 +222,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            render(&stats),
+            render(&stats, &[]),
             "# TYPE envoy_cluster_upstream_cx_total counter\n\
              envoy_cluster_upstream_cx_total{envoy_cluster_name=\"a\"} 1\n\
              envoy_cluster_upstream_cx_total{envoy_cluster_name=\"b\"} 2\n\
@@ -186,6 +235,97 @@ mod tests {
              envoy_server_live 1\n\
              \n"
         );
+    }
+
+    #[test]
+    fn response_codes_and_http_prefix_are_tags_as_in_envoy() {
+        let labelled = |name: &str| family_and_labels(name);
+        assert_eq!(
+            labelled("cluster.foo.upstream_rq_2xx"),
+            (
+                "envoy_cluster_upstream_rq_xx".into(),
+                "envoy_response_code_class=\"2\",envoy_cluster_name=\"foo\"".into()
+            )
+        );
+        assert_eq!(
+            labelled("http.ingress_http.downstream_rq_5xx"),
+            (
+                "envoy_http_downstream_rq_xx".into(),
+                "envoy_response_code_class=\"5\",envoy_http_conn_manager_prefix=\"ingress_http\""
+                    .into()
+            )
+        );
+        assert_eq!(
+            labelled("cluster.foo.upstream_rq_503"),
+            (
+                "envoy_cluster_upstream_rq".into(),
+                "envoy_response_code=\"503\",envoy_cluster_name=\"foo\"".into()
+            )
+        );
+        assert_eq!(
+            labelled("http.in.downstream_rq_time"),
+            (
+                "envoy_http_downstream_rq_time".into(),
+                "envoy_http_conn_manager_prefix=\"in\"".into()
+            )
+        );
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let cell = crate::stats::HistogramCell::default();
+        for micros in [300, 2_000, 2_000, 40_000_000] {
+            crate::stats::record(&cell, micros);
+        }
+        let used = HistogramValue::cumulative(
+            "cluster.b.upstream_rq_time".into(),
+            HistogramSnapshot::merge([&cell]),
+        );
+        let unused =
+            HistogramValue::cumulative("cluster.a.upstream_rq_time".into(), Default::default());
+        let plain = HistogramValue::cumulative("h".into(), HistogramSnapshot::merge([&cell]));
+        let out = render(&[], &[used, unused, plain]);
+        let family: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+        assert_eq!(family[0], "# TYPE envoy_cluster_upstream_rq_time histogram");
+        // a (unused) first: all zero.
+        assert_eq!(
+            family[1],
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"a\",le=\"0.5\"} 0"
+        );
+        assert_eq!(
+            family[22],
+            "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"a\"} 0"
+        );
+        let b: Vec<&str> = family[23..].to_vec();
+        let expected_counts = [1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4];
+        for ((line, bound), count) in b.iter().zip(PROMETHEUS_BUCKETS_MS).zip(expected_counts) {
+            assert_eq!(
+                *line,
+                format!(
+                    "envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"b\",le=\"{bound}\"}} {count}"
+                )
+            );
+        }
+        assert_eq!(
+            b[8],
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"b\",le=\"500\"} 3"
+        );
+        assert_eq!(
+            b[18],
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"b\",le=\"3600000\"} 4"
+        );
+        assert_eq!(
+            &b[19..],
+            [
+                "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"b\",le=\"+Inf\"} 4",
+                "envoy_cluster_upstream_rq_time_sum{envoy_cluster_name=\"b\"} 40004.3",
+                "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"b\"} 4",
+            ]
+        );
+        // Without tags: `le` alone, and `_sum{}` as Envoy prints it.
+        assert!(out.contains("\nenvoy_h_bucket{le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("\nenvoy_h_sum{} 40004.3\n"), "{out}");
+        assert!(out.ends_with("envoy_h_count{} 4\n\n"), "{out}");
     }
 
     #[test]

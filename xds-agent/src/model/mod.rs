@@ -98,7 +98,60 @@ pub struct Cluster {
     pub endpoints: Arc<[Endpoint]>,
     /// Buffer limit per upstream connection and direction.
     pub buffer_limit: usize,
+    pub circuit_breakers: CircuitBreakers,
+    pub http: UpstreamHttpOptions,
     pub stats: Arc<ClusterStats>,
+}
+
+/// `circuit_breakers.thresholds` (default priority): limits for the whole process, which
+/// shards enforce as equal shares (no cross-core counter on the request path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl CircuitBreakers {
+    /// Envoy's defaults.
+    pub const DEFAULT: Self = Self {
+        max_connections: 1024,
+        max_pending_requests: 1024,
+        max_requests: 1024,
+        max_retries: 3,
+    };
+
+    /// One shard's share of each limit: `ceil(limit / shards)`, at least 1.
+    pub fn per_shard(&self, shards: usize) -> Self {
+        let share = |limit: u32| limit.div_ceil(shards.max(1) as u32).max(1);
+        Self {
+            max_connections: share(self.max_connections),
+            max_pending_requests: share(self.max_pending_requests),
+            max_requests: share(self.max_requests),
+            max_retries: share(self.max_retries),
+        }
+    }
+}
+
+/// HTTP options for upstream connections (`HttpProtocolOptions` in
+/// `typed_extension_protocol_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHttpOptions {
+    /// Idle pooled connections are closed after this; `None` = never. Envoy's default: 1 h.
+    pub idle_timeout: Option<Duration>,
+    /// Requests per upstream connection before it is closed; `None` = unlimited.
+    pub max_requests_per_connection: Option<u32>,
+}
+
+impl Default for UpstreamHttpOptions {
+    /// Envoy's defaults: idle for at most an hour, unlimited requests.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_requests_per_connection: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +168,9 @@ pub enum LbPolicy {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The DNS name a DNS cluster resolved, or a static endpoint's `hostname`: what
+    /// `auto_host_rewrite` puts in the `host` header.
+    pub hostname: Option<Arc<str>>,
 }
 
 /// Hostnames a DNS cluster resolves, and how often.

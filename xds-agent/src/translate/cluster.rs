@@ -10,7 +10,8 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{
-    address, buffer_limit, config_hash, positive_duration, TranslateContext, TranslateError,
+    address, buffer_limit, cluster_http, config_hash, positive_duration, TranslateContext,
+    TranslateError,
 };
 use crate::model::{Cluster, DnsHost, DnsTarget, Endpoint, LbPolicy};
 
@@ -107,6 +108,7 @@ fn cluster(
         errors,
     );
     let lb_policy = lb_policy(proto, path, errors);
+    let http = cluster_http::upstream_http(proto, path, errors);
     let (hosts, endpoints) = hosts(proto, path, kind.as_ref(), errors);
     let kind = kind?;
     if errors.len() > before {
@@ -156,6 +158,8 @@ fn cluster(
         lb_policy,
         endpoints,
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
+        circuit_breakers: cluster_http::circuit_breakers(proto),
+        http,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -222,11 +226,16 @@ fn hosts(
                     "load_balancing_weight must be at least 1",
                 ));
             }
-            let address = match &lb_endpoint.host_identifier {
-                Some(HostIdentifier::Endpoint(endpoint)) => endpoint.address.as_ref(),
+            let (address, hostname) = match &lb_endpoint.host_identifier {
+                Some(HostIdentifier::Endpoint(endpoint)) => (
+                    endpoint.address.as_ref(),
+                    Some(endpoint.hostname.as_str())
+                        .filter(|h| !h.is_empty())
+                        .map(Arc::from),
+                ),
                 // `endpoint_name` is rejected by the walker.
                 Some(HostIdentifier::EndpointName(_)) => continue,
-                None => None,
+                None => (None, None),
             };
             let path = format!("{path}.endpoint.address");
             let Some(address) = address else {
@@ -236,7 +245,11 @@ fn hosts(
             match kind {
                 Some(Kind::Static) => {
                     if let Some(address) = address::socket_address(address, &path, errors) {
-                        endpoints.push(Endpoint { address, weight });
+                        endpoints.push(Endpoint {
+                            address,
+                            weight,
+                            hostname,
+                        });
                     }
                 }
                 Some(Kind::Dns { .. }) => {

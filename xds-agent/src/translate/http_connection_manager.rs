@@ -10,15 +10,14 @@ use envoy_types::pb::{
             http_connection_manager::{
                 CodecType, PathWithEscapedSlashesAction, RouteSpecifier, ServerHeaderTransformation,
             },
-            http_filter, HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
+            HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
         },
     },
     google::protobuf::{self, Any},
 };
 
 use super::{
-    access_log::access_logs, duration, http_filters, http_surface::HTTP_FILTERS, route,
-    TranslateContext, TranslateError,
+    access_log::access_logs, duration, http_filters, route, TranslateContext, TranslateError,
 };
 use crate::{
     model::filters::HttpFilter,
@@ -126,7 +125,13 @@ pub(super) fn http_connection_manager(
             None
         }
     };
-    let filters = http_filter_chain(&config.http_filters, &at("http_filters"), ctx, &mut p);
+    let filters = http_filter_chain(
+        &config.http_filters,
+        &at("http_filters"),
+        &config.stat_prefix,
+        ctx,
+        &mut p,
+    );
     let timeouts = timeouts(&config, path, &mut p);
     let max_request_headers_kb = config
         .max_request_headers_kb
@@ -263,30 +268,16 @@ fn upgrades(config: &HcmProto, path: &str, p: &mut Problems) -> Vec<(String, boo
 /// Whether an `http_filters` entry is the router (by type, or by its well-known name when it
 /// has no typed config, as Envoy still accepts).
 fn is_router(filter: &HttpFilterProto) -> bool {
-    match &filter.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => {
-            names::type_name(&any.type_url) == names::ROUTER
-        }
-        None => filter.name == names::ROUTER_FILTER,
-        Some(_) => false,
-    }
+    http_filters::is_router(filter)
+        || (filter.config_type.is_none() && filter.name == names::ROUTER_FILTER)
 }
 
-/// An `is_optional` filter of a type shardproxy does not implement is left out, as Envoy does
-/// (the walker skips it too).
-fn unsupported_optional(filter: &HttpFilterProto) -> bool {
-    match &filter.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => {
-            filter.is_optional && !HTTP_FILTERS.contains(&names::type_name(&any.type_url))
-        }
-        _ => false,
-    }
-}
-
-/// The filters before the router, which must be last and present.
+/// The filters before the router, which must be last and present (an `is_optional` filter of
+/// an unsupported type is left out by the HTTP filters translator, as Envoy does).
 fn http_filter_chain(
     filters: &[HttpFilterProto],
     path: &str,
+    stat_prefix: &str,
     ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Vec<HttpFilter> {
@@ -314,9 +305,7 @@ fn http_filter_chain(
         let at = format!("{path}[{i}]");
         if is_router(filter) {
             p.add(at, "the router is a terminal filter: it must be the last");
-        } else if unsupported_optional(filter) {
-            continue;
-        } else if let Some(f) = http_filters::http_filter(filter, &at, ctx, p.errors) {
+        } else if let Some(f) = http_filters::http_filter(filter, &at, stat_prefix, ctx, p.errors) {
             out.push(f);
         }
     }

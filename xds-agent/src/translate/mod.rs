@@ -8,6 +8,7 @@
 mod access_log;
 mod address;
 mod cluster;
+mod cluster_http;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;

@@ -137,6 +137,16 @@ fn walk_value(
     }
 }
 
+/// `is_optional: true` on the `Any`'s parent (an HTTP filter, a per-route `FilterConfig`):
+/// Envoy skips an unsupported type there instead of rejecting the config; the translator
+/// skips it too.
+fn is_optional(parent: &DynamicMessage) -> bool {
+    matches!(
+        parent.get_field_by_name("is_optional").as_deref(),
+        Some(Value::Bool(true))
+    )
+}
+
 /// An `Any`: allowed only in the slots of `ANY_SLOTS`, with a payload type listed there; the
 /// payload is then walked with its type URL. `key` names a map entry's payload. A payload
 /// whose type is not supported is skipped when its parent says `is_optional: true` (Envoy's
@@ -168,10 +178,7 @@ fn walk_any(
         return;
     };
     if !allowed.contains(&type_name) {
-        if matches!(
-            parent.get_field_by_name("is_optional").as_deref(),
-            Some(Value::Bool(true))
-        ) {
+        if is_optional(parent) {
             return;
         }
         let named = match (key, parent.get_field_by_name("name").as_deref()) {

@@ -44,7 +44,6 @@ const NODE_ID: &str = "identity for a management server";
 ///   is implied for an inline `load_assignment`.
 /// - `LocalityLbEndpoints.locality`, `.load_balancing_weight`: only read by zone-aware and
 ///   locality-weighted balancing, which are not configured (and not supported).
-/// - `Endpoint.hostname`: used for HTTP host rewriting and health-check host headers only.
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
@@ -195,7 +194,47 @@ pub const SURFACE: &[Surface] = &[
             "dns_refresh_rate",
             "dns_lookup_family",
             "per_connection_buffer_limit_bytes",
+            "circuit_breakers",
+            "typed_extension_protocol_options",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.CircuitBreakers",
+        supported: &["thresholds"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        supported: &[
+            "priority",
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "max_retries",
+        ],
+        ignored: &[(
+            "track_remaining",
+            "only adds remaining_* gauges, which are not published",
+        )],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        supported: &[
+            "common_http_protocol_options",
+            "explicit_http_config",
+            "use_downstream_protocol_config",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        supported: &["http_protocol_options", "http2_protocol_options"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
+        supported: &["http_protocol_options"],
         ignored: &[],
     },
     Surface {
@@ -226,8 +265,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.Endpoint",
-        supported: &["address"],
-        ignored: &[("hostname", "used only for HTTP host rewriting")],
+        supported: &["address", "hostname"],
+        ignored: &[],
     },
 ];
 
@@ -238,6 +277,11 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         "envoy.config.listener.v3.Filter",
         "network filter",
         &[names::TCP_PROXY, names::HTTP_CONNECTION_MANAGER],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster",
+        "upstream protocol options",
+        &[names::UPSTREAM_HTTP_PROTOCOL_OPTIONS],
     ),
     (
         "envoy.config.accesslog.v3.AccessLog",

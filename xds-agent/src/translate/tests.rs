@@ -100,7 +100,8 @@ fn listener_and_tcp_proxy_defaults() {
         c.endpoints[0],
         Endpoint {
             address: "10.0.0.1:80".parse().unwrap(),
-            weight: 1
+            weight: 1,
+            hostname: None,
         }
     );
     assert_eq!(c.dns, None);
@@ -407,6 +408,7 @@ fn dns_clusters() {
     let resolved: Arc<[Endpoint]> = Arc::from([Endpoint {
         address: "10.1.1.1:80".parse().unwrap(),
         weight: 2,
+        hostname: None,
     }]);
     let dns = HashMap::from([("c".to_string(), resolved.clone())]);
     let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
@@ -505,6 +507,7 @@ fn unchanged_parts_are_shared_with_the_previous_generation() {
         Arc::from([Endpoint {
             address: "10.1.1.1:80".parse().unwrap(),
             weight: 2,
+            hostname: None,
         }]),
     )]);
     let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();

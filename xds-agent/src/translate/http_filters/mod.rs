@@ -1,46 +1,488 @@
-//! Translator: HTTP filters — a registry keyed by type URL from each filter's config to its
-//! model, and each filter's supported surface. (Skeleton: filled in by the HTTP filters work.)
+//! Translator: HTTP filters — a registry keyed by type URL from each filter's config (and its
+//! per-route config) to its model, and each filter's supported surface.
+//!
+//! Envoy semantics kept here: an unsupported filter type is an error unless the entry is
+//! `is_optional` (then it is skipped, with a warning); a `disabled` filter runs only where a
+//! route or virtual host enables it; a per-route config is looked up by its own type (as
+//! Envoy's factories are), and `FilterConfig` wraps one to disable, enable or mark it optional.
+mod common;
+mod cors;
+mod fault;
+mod header_mutation;
+mod local_ratelimit;
+mod matchers;
+
 use envoy_types::pb::{
-    envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter as HttpFilterProto,
+    envoy::{
+        config::route::v3::FilterConfig,
+        extensions::filters::network::http_connection_manager::v3::{
+            http_filter::ConfigType, HttpFilter as HttpFilterProto,
+        },
+    },
     google::protobuf::Any,
 };
 
+use self::common::Site;
 use super::{
     surface::{AnySlot, Surface},
     TranslateContext, TranslateError,
 };
-use crate::model::filters::{HttpFilter, PerRouteFilter};
+use crate::{
+    model::filters::{HttpFilter, HttpFilterKind, PerRouteFilter},
+    names,
+};
 
-pub const SURFACE: &[Surface] = &[];
+/// Builds a filter from its `typed_config`; the `&str` is the connection manager's
+/// `stat_prefix` (for `http.<prefix>.*` stats).
+type BuildFilter = fn(
+    &Any,
+    &Site,
+    &str,
+    &mut TranslateContext,
+    &mut Vec<TranslateError>,
+) -> Option<HttpFilterKind>;
 
-pub const ANY_SLOTS: &[AnySlot] = &[];
+/// Builds a per-route config.
+type BuildPerRoute =
+    fn(&Any, &Site, &mut TranslateContext, &mut Vec<TranslateError>) -> Option<PerRouteFilter>;
 
-/// One entry of `http_filters` (at `path`), the router excluded; `None` after reporting why.
+/// One registered filter type.
+struct Factory {
+    /// The type of its `typed_config`.
+    config_type: &'static str,
+    /// `None` for the router, which the connection manager runs itself.
+    build: Option<BuildFilter>,
+    /// The type of its `typed_per_filter_config`, if it takes one, and how to build it.
+    per_route: Option<(&'static str, BuildPerRoute)>,
+}
+
+/// The registry, keyed by config type.
+const REGISTRY: &[Factory] = &[
+    Factory {
+        config_type: names::ROUTER,
+        build: None,
+        per_route: None,
+    },
+    Factory {
+        config_type: names::FAULT,
+        build: Some(fault::filter),
+        per_route: Some((names::FAULT, fault::per_route)),
+    },
+    Factory {
+        config_type: names::CORS,
+        build: Some(cors::filter),
+        per_route: Some((names::CORS_POLICY, cors::per_route)),
+    },
+    Factory {
+        config_type: names::LOCAL_RATELIMIT,
+        build: Some(local_ratelimit::filter),
+        per_route: Some((names::LOCAL_RATELIMIT, local_ratelimit::per_route)),
+    },
+    Factory {
+        config_type: names::HEADER_MUTATION,
+        build: Some(header_mutation::filter),
+        per_route: Some((names::HEADER_MUTATION_PER_ROUTE, header_mutation::per_route)),
+    },
+];
+
+/// `typed_config` types of `http_filters` entries (the registry's config types).
+const FILTER_TYPES: &[&str] = &[
+    names::ROUTER,
+    names::FAULT,
+    names::CORS,
+    names::LOCAL_RATELIMIT,
+    names::HEADER_MUTATION,
+];
+
+/// Per-route config types (the registry's per-route types).
+const PER_ROUTE_CONFIG_TYPES: &[&str] = &[
+    names::FAULT,
+    names::CORS_POLICY,
+    names::LOCAL_RATELIMIT,
+    names::HEADER_MUTATION_PER_ROUTE,
+];
+
+/// What a `typed_per_filter_config` value (route, virtual host, weighted cluster) may hold:
+/// a per-route config or a `FilterConfig` wrapping one. For the route tables' `Any` slots.
+pub const PER_ROUTE_TYPES: &[&str] = &[
+    names::FAULT,
+    names::CORS_POLICY,
+    names::LOCAL_RATELIMIT,
+    names::HEADER_MUTATION_PER_ROUTE,
+    names::FILTER_CONFIG,
+];
+
+/// Why runtime keys are ignored.
+const NO_RUNTIME: &str = "no runtime: the configured value applies";
+/// Why descriptor-only settings are ignored.
+const NO_DESCRIPTORS: &str = "only read with descriptors, which are not supported";
+
+/// The supported surface of the HTTP filters' messages (see `surface.rs`).
+pub const SURFACE: &[Surface] = &[
+    Surface {
+        message: names::HTTP_FILTER,
+        supported: &["name", "typed_config", "is_optional", "disabled"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::FILTER_CONFIG,
+        supported: &["config", "is_optional", "disabled"],
+        ignored: &[],
+    },
+    // The router's own fields belong to the connection manager's table; this entry only makes
+    // the type valid in the `http_filters` slot.
+    Surface {
+        message: names::ROUTER,
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::FAULT,
+        supported: &[
+            "delay",
+            "abort",
+            "upstream_cluster",
+            "headers",
+            "downstream_nodes",
+            "max_active_faults",
+        ],
+        ignored: &[
+            ("delay_percent_runtime", NO_RUNTIME),
+            ("abort_percent_runtime", NO_RUNTIME),
+            ("delay_duration_runtime", NO_RUNTIME),
+            ("abort_http_status_runtime", NO_RUNTIME),
+            ("abort_grpc_status_runtime", NO_RUNTIME),
+            ("max_active_faults_runtime", NO_RUNTIME),
+            ("response_rate_limit_percent_runtime", NO_RUNTIME),
+            (
+                "disable_downstream_cluster_stats",
+                "per-downstream-cluster fault stats are never emitted",
+            ),
+            (
+                "filter_metadata",
+                "dynamic metadata is not kept (access logs cannot print it)",
+            ),
+        ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.fault.v3.FaultAbort",
+        supported: &[
+            "http_status",
+            "grpc_status",
+            "header_abort",
+            "percentage",
+            "response_body",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.common.fault.v3.FaultDelay",
+        supported: &["fixed_delay", "header_delay", "percentage"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::CORS,
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::CORS_POLICY,
+        supported: &[
+            "allow_origin_string_match",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "max_age",
+            "allow_credentials",
+            "filter_enabled",
+            "shadow_enabled",
+            "allow_private_network_access",
+            "forward_not_matching_preflights",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: names::LOCAL_RATELIMIT,
+        supported: &[
+            "stat_prefix",
+            "status",
+            "token_bucket",
+            "filter_enabled",
+            "filter_enforced",
+            "request_headers_to_add_when_not_enforced",
+            "response_headers_to_add",
+            "enable_retry_after_header",
+        ],
+        ignored: &[
+            ("stage", NO_DESCRIPTORS),
+            ("always_consume_default_token_bucket", NO_DESCRIPTORS),
+            ("max_dynamic_descriptors", NO_DESCRIPTORS),
+            ("vh_rate_limits", NO_DESCRIPTORS),
+        ],
+    },
+    Surface {
+        message: "envoy.type.v3.TokenBucket",
+        supported: &["max_tokens", "tokens_per_fill", "fill_interval"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.HttpStatus",
+        supported: &["code"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::HEADER_MUTATION,
+        supported: &["mutations", "most_specific_header_mutations_wins"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::HEADER_MUTATION_PER_ROUTE,
+        supported: &["mutations"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.header_mutation.v3.Mutations",
+        supported: &["request_mutations", "response_mutations"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.common.mutation_rules.v3.HeaderMutation",
+        supported: &["remove", "append", "remove_on_match"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.common.mutation_rules.v3.HeaderMutation.RemoveOnMatch",
+        supported: &["key_matcher"],
+        ignored: &[],
+    },
+    // Shared building blocks (route tables may use them too).
+    Surface {
+        message: "envoy.type.v3.FractionalPercent",
+        supported: &["numerator", "denominator"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.RuntimeFractionalPercent",
+        supported: &["default_value"],
+        ignored: &[("runtime_key", NO_RUNTIME)],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HeaderValueOption",
+        supported: &["header", "append", "append_action", "keep_empty_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HeaderValue",
+        supported: &["key", "value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.HeaderMatcher",
+        supported: &[
+            "name",
+            "exact_match",
+            "safe_regex_match",
+            "range_match",
+            "present_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "string_match",
+            "invert_match",
+            "treat_missing_header_as_empty",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.StringMatcher",
+        supported: &[
+            "exact",
+            "prefix",
+            "suffix",
+            "safe_regex",
+            "contains",
+            "ignore_case",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.RegexMatcher",
+        supported: &["regex"],
+        ignored: &[(
+            "google_re2",
+            "RE2 program-size limit: the regex crate applies its own size limit",
+        )],
+    },
+    Surface {
+        message: "envoy.type.v3.Int64Range",
+        supported: &["start", "end"],
+        ignored: &[],
+    },
+];
+
+/// `Any` slots: an HTTP filter's `typed_config`, a `FilterConfig`'s `config`.
+pub const ANY_SLOTS: &[AnySlot] = &[
+    (names::HTTP_FILTER, "HTTP filter", FILTER_TYPES),
+    (
+        names::FILTER_CONFIG,
+        "per-route filter config",
+        PER_ROUTE_CONFIG_TYPES,
+    ),
+];
+
+/// Whether an `http_filters` entry is the router (which the connection manager requires last
+/// and runs itself).
+pub fn is_router(proto: &HttpFilterProto) -> bool {
+    matches!(
+        &proto.config_type,
+        Some(ConfigType::TypedConfig(any)) if names::type_name(&any.type_url) == names::ROUTER
+    )
+}
+
+/// One entry of `http_filters` (at `path`), the router excluded; `stat_prefix` is the
+/// connection manager's. `None` when the entry is skipped (an `is_optional` filter of an
+/// unsupported type) or after reporting why it is rejected (unsupported types and fields are
+/// reported by the walker).
 pub(super) fn http_filter(
     proto: &HttpFilterProto,
     path: &str,
-    _ctx: &mut TranslateContext,
+    stat_prefix: &str,
+    ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<HttpFilter> {
-    errors.push(TranslateError::new(
-        path,
-        None,
-        format!("HTTP filter {:?} is not supported yet", proto.name),
-    ));
-    None
+    let any = match &proto.config_type {
+        Some(ConfigType::TypedConfig(any)) => any,
+        Some(ConfigType::ConfigDiscovery(_)) => return None,
+        None => {
+            errors.push(TranslateError::new(path, None, "typed_config is required"));
+            return None;
+        }
+    };
+    let type_name = names::type_name(&any.type_url);
+    let Some(factory) = REGISTRY.iter().find(|f| f.config_type == type_name) else {
+        if proto.is_optional {
+            tracing::warn!(
+                filter = %proto.name, type_url = %any.type_url,
+                "skipping optional HTTP filter of an unsupported type"
+            );
+        }
+        return None;
+    };
+    let site = Site {
+        path: &format!("{path}.typed_config"),
+        type_url: &any.type_url,
+    };
+    let Some(build) = factory.build else {
+        errors.push(site.error("", "the router must be the last HTTP filter"));
+        return None;
+    };
+    if proto.name.is_empty() {
+        errors.push(TranslateError::new(
+            format!("{path}.name"),
+            None,
+            "name is required",
+        ));
+        return None;
+    }
+    Some(HttpFilter {
+        name: proto.name.clone(),
+        disabled: proto.disabled,
+        kind: build(any, &site, stat_prefix, ctx, errors)?,
+    })
 }
 
-/// A `typed_per_filter_config` entry for the filter named `filter_name` (at `path`).
+/// A `typed_per_filter_config` entry for the filter named `filter_name` (at `path`). As in
+/// Envoy, the config's own type picks how it is read; a `FilterConfig` may disable the filter
+/// here, enable a `disabled` one, or hold an optional config. `None` after reporting why (types
+/// outside `PER_ROUTE_TYPES` are reported by the walker).
 pub(super) fn per_route(
     filter_name: &str,
     any: &Any,
     path: &str,
+    ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<PerRouteFilter> {
-    errors.push(TranslateError::new(
+    if names::type_name(&any.type_url) != names::FILTER_CONFIG {
+        return per_route_config(filter_name, any, path, false, ctx, errors);
+    }
+    let site = Site {
         path,
-        Some(&any.type_url),
-        format!("per-route config for {filter_name:?} is not supported yet"),
-    ));
-    None
+        type_url: &any.type_url,
+    };
+    let wrapper: FilterConfig = decode(any, &site, errors)?;
+    if wrapper.disabled {
+        return Some(PerRouteFilter::Disabled);
+    }
+    match &wrapper.config {
+        None => {
+            errors.push(site.error("config", "config is required unless disabled"));
+            None
+        }
+        Some(config) if config.type_url.is_empty() => Some(PerRouteFilter::Enabled),
+        Some(config) => per_route_config(
+            filter_name,
+            config,
+            &site.path_of("config"),
+            wrapper.is_optional,
+            ctx,
+            errors,
+        ),
+    }
 }
+
+/// A per-route config by its type; an optional one of an unsupported type enables the filter
+/// with its own config (Envoy keeps the entry without a config).
+fn per_route_config(
+    filter_name: &str,
+    any: &Any,
+    path: &str,
+    optional: bool,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<PerRouteFilter> {
+    let type_name = names::type_name(&any.type_url);
+    let build = REGISTRY
+        .iter()
+        .filter_map(|f| f.per_route)
+        .find(|(t, _)| *t == type_name)
+        .map(|(_, build)| build);
+    let Some(build) = build else {
+        if optional {
+            tracing::warn!(
+                filter = %filter_name, type_url = %any.type_url,
+                "ignoring optional per-route config of an unsupported type"
+            );
+            return Some(PerRouteFilter::Enabled);
+        }
+        return None;
+    };
+    let site = Site {
+        path,
+        type_url: &any.type_url,
+    };
+    build(any, &site, ctx, errors)
+}
+
+/// Decodes a typed config, reporting a failure at its site.
+fn decode<M: prost::Message + Default + prost::Name>(
+    any: &Any,
+    site: &Site,
+    errors: &mut Vec<TranslateError>,
+) -> Option<M> {
+    proto::decode_any(any)
+        .map_err(|e| errors.push(site.error("", e.to_string())))
+        .ok()
+}
+
+#[cfg(test)]
+pub(super) mod tests;

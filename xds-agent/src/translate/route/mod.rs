@@ -38,7 +38,7 @@ pub(super) fn route_config(
     proto: &RouteConfiguration,
     path: &str,
     clusters: &HashSet<&str>,
-    ctx: &TranslateContext,
+    ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Option<Arc<RouteConfig>> {
     let before = p.count();
@@ -100,7 +100,7 @@ pub(super) fn route_config(
             );
         }
         let ignore_parameters = proto.ignore_path_parameters_in_path_matching;
-        if let Some(vh) = virtual_host(vh, &vh_path, &defaults, ignore_parameters, p) {
+        if let Some(vh) = virtual_host(vh, &vh_path, &defaults, ignore_parameters, ctx, p) {
             virtual_hosts.push(vh);
         }
     }
@@ -143,6 +143,7 @@ fn virtual_host(
     path: &str,
     table: &action::Defaults,
     ignore_path_parameters: bool,
+    ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Option<VirtualHost> {
     let before = p.count();
@@ -166,12 +167,12 @@ fn virtual_host(
         },
         max_body: table.max_body,
     };
-    let routes: Vec<Route> = proto
-        .routes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| route(r, &format!("{path}.routes[{i}]"), &defaults, p))
-        .collect();
+    let mut routes = Vec::with_capacity(proto.routes.len());
+    for (i, r) in proto.routes.iter().enumerate() {
+        if let Some(route) = route(r, &format!("{path}.routes[{i}]"), &defaults, ctx, p) {
+            routes.push(route);
+        }
+    }
     let headers = header_ops::mutations(
         [
             &proto.request_headers_to_add,
@@ -184,7 +185,7 @@ fn virtual_host(
         path,
         p,
     );
-    let per_filter = per_filter(&proto.typed_per_filter_config, path, p);
+    let per_filter = per_filter(&proto.typed_per_filter_config, path, ctx, p);
     if p.count() > before {
         return None;
     }
@@ -208,6 +209,7 @@ fn route(
     proto: &RouteProto,
     path: &str,
     defaults: &action::Defaults,
+    ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Option<Route> {
     let before = p.count();
@@ -245,7 +247,7 @@ fn route(
         path,
         p,
     );
-    let per_filter = per_filter(&proto.typed_per_filter_config, path, p);
+    let per_filter = per_filter(&proto.typed_per_filter_config, path, ctx, p);
     if p.count() > before {
         return None;
     }
@@ -259,7 +261,12 @@ fn route(
 }
 
 /// `typed_per_filter_config`, sorted by filter name.
-fn per_filter(configs: &HashMap<String, Any>, path: &str, p: &mut Problems) -> PerRouteFilters {
+fn per_filter(
+    configs: &HashMap<String, Any>,
+    path: &str,
+    ctx: &mut TranslateContext,
+    p: &mut Problems,
+) -> PerRouteFilters {
     let mut names: Vec<&String> = configs.keys().collect();
     names.sort();
     PerRouteFilters(
@@ -267,7 +274,7 @@ fn per_filter(configs: &HashMap<String, Any>, path: &str, p: &mut Problems) -> P
             .into_iter()
             .filter_map(|name| {
                 let at = format!("{path}.typed_per_filter_config[{name}]");
-                http_filters::per_route(name, &configs[name], &at, p.errors)
+                http_filters::per_route(name, &configs[name], &at, ctx, p.errors)
                     .map(|f| (name.clone(), f))
             })
             .collect(),

@@ -1,12 +1,22 @@
 //! Stats with Envoy's names: each shard writes only its own cache-line-padded cells (no
-//! contended atomics), and readers (admin) sum the shards.
+//! contended atomics), and readers (admin) sum the shards. Counters and gauges are one cell;
+//! histograms are bucket cells (`histogram.rs`) merged when read, with the last flush
+//! interval's snapshot kept by the registry.
+mod histogram;
+
 use std::{
     any::{Any, TypeId},
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc,
+        Arc, Mutex,
     },
+    time::{Duration, Instant},
+};
+
+pub use histogram::{
+    record, record_duration, HistogramCell, HistogramSnapshot, PROMETHEUS_BUCKETS_MS,
+    SUPPORTED_QUANTILES,
 };
 
 /// Adds one to a cell owned by the calling shard (single writer: no read-modify-write).
@@ -42,35 +52,96 @@ pub struct StatValue {
     pub value: i64,
 }
 
+/// One histogram as read: merged over shards since start (`cumulative`) and over the last
+/// completed flush interval (`interval`, empty before the first one), as Envoy reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramValue {
+    pub name: String,
+    pub cumulative: HistogramSnapshot,
+    pub interval: HistogramSnapshot,
+}
+
+impl HistogramValue {
+    pub fn cumulative(name: String, cumulative: HistogramSnapshot) -> Self {
+        Self {
+            name,
+            cumulative,
+            interval: HistogramSnapshot::default(),
+        }
+    }
+
+    /// Envoy's `used()`: something was ever recorded.
+    pub fn used(&self) -> bool {
+        self.cumulative.count() != 0
+    }
+}
+
+/// A stat field of any kind, as `stat_scope!` reads it.
+pub trait StatCell {
+    fn scalar(&self) -> Option<&AtomicU64> {
+        None
+    }
+    fn histogram(&self) -> Option<&HistogramCell> {
+        None
+    }
+}
+
+impl StatCell for AtomicU64 {
+    fn scalar(&self) -> Option<&AtomicU64> {
+        Some(self)
+    }
+}
+
+impl StatCell for HistogramCell {
+    fn histogram(&self) -> Option<&HistogramCell> {
+        Some(self)
+    }
+}
+
 #[repr(align(64))]
 #[derive(Debug, Default)]
 pub struct Padded<T>(pub T);
 
 /// Declares a stats scope: a struct of per-shard cells and the scope holding one per shard.
+/// Field kinds: `Counter` and `Gauge` (an `AtomicU64`, see [`inc`], [`add`], [`dec`]) and
+/// `Histogram` (a [`HistogramCell`], see [`record`] and [`record_duration`]).
 macro_rules! stat_scope {
+    (@cell Counter) => { ::std::sync::atomic::AtomicU64 };
+    (@cell Gauge) => { ::std::sync::atomic::AtomicU64 };
+    (@cell Histogram) => { $crate::stats::HistogramCell };
+    (@scalar Counter) => { Some($crate::stats::StatKind::Counter) };
+    (@scalar Gauge) => { Some($crate::stats::StatKind::Gauge) };
+    (@scalar Histogram) => { None::<$crate::stats::StatKind> };
     ($scope:ident, $cells:ident { $($field:ident : $kind:ident),* $(,)? }) => {
         #[derive(Debug, Default)]
-        pub struct $cells { $(pub $field: AtomicU64),* }
+        pub struct $cells { $(pub $field: $crate::stats::stat_scope!(@cell $kind)),* }
 
         #[derive(Debug)]
         pub struct $scope {
             prefix: String,
-            shards: Box<[Padded<$cells>]>,
+            shards: Box<[$crate::stats::Padded<$cells>]>,
         }
 
-        impl Scope for $scope {
+        impl $crate::stats::Scope for $scope {
             fn new(prefix: String, shards: usize) -> Self {
-                Self { prefix, shards: (0..shards.max(1)).map(|_| Padded::default()).collect() }
+                Self {
+                    prefix,
+                    shards: (0..shards.max(1)).map(|_| Default::default()).collect(),
+                }
             }
 
-            fn read(&self, out: &mut Vec<StatValue>) {
+            fn read(&self, out: &mut Vec<$crate::stats::StatValue>) {
                 $scope::read(self, out)
+            }
+
+            fn read_histograms(&self, out: &mut Vec<$crate::stats::HistogramValue>) {
+                $scope::read_histograms(self, out)
             }
         }
 
         impl $scope {
             pub fn new(prefix: String, shards: usize) -> Self {
-                <Self as Scope>::new(prefix, shards)
+                <Self as $crate::stats::Scope>::new(prefix, shards)
             }
 
             /// The cells the given shard writes.
@@ -79,14 +150,38 @@ macro_rules! stat_scope {
                 &self.shards[shard].0
             }
 
-            pub fn read(&self, out: &mut Vec<StatValue>) {
+            /// Appends every counter and gauge, summed over shards.
+            pub fn read(&self, out: &mut Vec<$crate::stats::StatValue>) {
+                use ::std::sync::atomic::Ordering::Relaxed;
                 $(
-                    let sum = self.shards.iter().fold(0u64, |acc, s| acc.wrapping_add(s.0.$field.load(Relaxed)));
-                    out.push(StatValue {
-                        name: format!("{}.{}", self.prefix, stringify!($field)),
-                        kind: StatKind::$kind,
-                        value: sum as i64,
-                    });
+                    if let Some(kind) = $crate::stats::stat_scope!(@scalar $kind) {
+                        let sum = self
+                            .shards
+                            .iter()
+                            .filter_map(|s| $crate::stats::StatCell::scalar(&s.0.$field))
+                            .fold(0u64, |acc, cell| acc.wrapping_add(cell.load(Relaxed)));
+                        out.push($crate::stats::StatValue {
+                            name: format!("{}.{}", self.prefix, stringify!($field)),
+                            kind,
+                            value: sum as i64,
+                        });
+                    }
+                )*
+            }
+
+            /// Appends every histogram, merged over shards (cumulative; no interval yet).
+            pub fn read_histograms(&self, out: &mut Vec<$crate::stats::HistogramValue>) {
+                $(
+                    if $crate::stats::stat_scope!(@scalar $kind).is_none() {
+                        out.push($crate::stats::HistogramValue::cumulative(
+                            format!("{}.{}", self.prefix, stringify!($field)),
+                            $crate::stats::HistogramSnapshot::merge(
+                                self.shards
+                                    .iter()
+                                    .filter_map(|s| $crate::stats::StatCell::histogram(&s.0.$field)),
+                            ),
+                        ));
+                    }
                 )*
             }
         }
@@ -160,6 +255,9 @@ stat_scope!(
         upstream_rq_retry_limit_exceeded: Counter,
         membership_total: Gauge,
         membership_healthy: Gauge,
+        upstream_cx_connect_ms: Histogram,
+        upstream_cx_length_ms: Histogram,
+        upstream_rq_time: Histogram,
     }
 );
 
@@ -204,6 +302,8 @@ stat_scope!(
         rq_direct_response: Counter,
         rq_redirect: Counter,
         rq_reset_after_downstream_response_started: Counter,
+        downstream_cx_length_ms: Histogram,
+        downstream_rq_time: Histogram,
     }
 );
 
@@ -264,19 +364,25 @@ pub trait Scope: Send + Sync + 'static {
     fn new(prefix: String, shards: usize) -> Self
     where
         Self: Sized;
-    /// Appends every stat, summed over shards.
+    /// Appends every counter and gauge, summed over shards.
     fn read(&self, out: &mut Vec<StatValue>);
+    /// Appends every histogram, merged over shards (cumulative only).
+    fn read_histograms(&self, out: &mut Vec<HistogramValue>);
 }
 
 /// A registered scope, readable without knowing its type and recoverable as its type.
 trait Registered: Send + Sync {
     fn read(&self, out: &mut Vec<StatValue>);
+    fn read_histograms(&self, out: &mut Vec<HistogramValue>);
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<S: Scope> Registered for S {
     fn read(&self, out: &mut Vec<StatValue>) {
         Scope::read(self, out)
+    }
+    fn read_histograms(&self, out: &mut Vec<HistogramValue>) {
+        Scope::read_histograms(self, out)
     }
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
@@ -292,6 +398,24 @@ pub struct StatsRegistry {
     pub cluster_manager: ClusterManagerStats,
     pub bootstrap_reload: ConfigReloadStats,
     scopes: HashMap<(TypeId, String), Arc<dyn Registered>>,
+    flushed: Mutex<HistogramFlush>,
+}
+
+/// Envoy's default `stats_flush_interval`: the window of a histogram's `interval` values.
+pub const HISTOGRAM_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the last histogram flush saw: when it ran, and per histogram the cumulative snapshot
+/// then and what the interval before it recorded.
+#[derive(Debug, Default)]
+struct HistogramFlush {
+    at: Option<Instant>,
+    histograms: HashMap<String, FlushedHistogram>,
+}
+
+#[derive(Debug)]
+struct FlushedHistogram {
+    cumulative: HistogramSnapshot,
+    interval: HistogramSnapshot,
 }
 
 impl std::fmt::Debug for StatsRegistry {
@@ -312,6 +436,7 @@ impl StatsRegistry {
             cluster_manager: ClusterManagerStats::new("cluster_manager".into(), 1),
             bootstrap_reload: ConfigReloadStats::new("server.bootstrap_reload".into(), 1),
             scopes: HashMap::new(),
+            flushed: Mutex::default(),
         }
     }
 
@@ -355,16 +480,76 @@ impl StatsRegistry {
         self.scopes.retain(|_, s| Arc::strong_count(s) > 1);
     }
 
-    /// Every stat, summed over shards, sorted by name.
+    /// Every counter and gauge, summed over shards, sorted by name.
     pub fn read_all(&self) -> Vec<StatValue> {
         let mut out = Vec::new();
-        self.server.read(&mut out);
-        self.listener_manager.read(&mut out);
-        self.cluster_manager.read(&mut out);
-        self.bootstrap_reload.read(&mut out);
-        self.scopes.values().for_each(|s| s.read(&mut out));
+        self.each_scope(|s| s.read(&mut out));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    fn each_scope(&self, mut visit: impl FnMut(&dyn Registered)) {
+        visit(&self.server);
+        visit(&self.listener_manager);
+        visit(&self.cluster_manager);
+        visit(&self.bootstrap_reload);
+        self.scopes.values().for_each(|s| visit(s.as_ref()));
+    }
+
+    fn read_cumulative_histograms(&self) -> Vec<HistogramValue> {
+        let mut out = Vec::new();
+        self.each_scope(|s| s.read_histograms(&mut out));
+        out
+    }
+
+    /// Every histogram, merged over shards, sorted by name; `interval` is what the last
+    /// completed flush interval recorded.
+    pub fn read_histograms(&self) -> Vec<HistogramValue> {
+        let mut out = self.read_cumulative_histograms();
+        let flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        for histogram in &mut out {
+            if let Some(last) = flushed.histograms.get(&histogram.name) {
+                histogram.interval = last.interval.clone();
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Ends a histogram flush interval (Envoy's `stats_flush_interval` tick): each histogram's
+    /// interval becomes what was recorded since the previous flush.
+    pub fn flush_histograms(&self, now: Instant) {
+        let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut previous = std::mem::take(&mut flushed.histograms);
+        for value in self.read_cumulative_histograms() {
+            let interval = match previous.remove(&value.name) {
+                Some(last) => value.cumulative.since(&last.cumulative),
+                None => value.cumulative.clone(),
+            };
+            flushed.histograms.insert(
+                value.name,
+                FlushedHistogram {
+                    cumulative: value.cumulative,
+                    interval,
+                },
+            );
+        }
+        flushed.at = Some(now);
+    }
+
+    /// Flushes when [`HISTOGRAM_FLUSH_INTERVAL`] has passed since the last flush (or none ran
+    /// yet). The agent may tick [`Self::flush_histograms`]; readers call this so intervals move
+    /// even without a tick.
+    pub fn flush_histograms_if_due(&self, now: Instant) {
+        let due = {
+            let flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+            flushed
+                .at
+                .is_none_or(|at| now.duration_since(at) >= HISTOGRAM_FLUSH_INTERVAL)
+        };
+        if due {
+            self.flush_histograms(now);
+        }
     }
 
     /// Sum of `downstream_cx_active` over every listener: what draining waits for.
@@ -403,6 +588,45 @@ mod tests {
         assert_eq!(get("listener.0.0.0.0_80.downstream_cx_active"), 1);
         assert_eq!(get("listener.0.0.0.0_80.downstream_cx_total"), 5);
         assert_eq!(registry.active_downstream_connections(), 1);
+    }
+
+    #[test]
+    fn histograms_merge_shards_and_report_the_last_flush_interval() {
+        let mut registry = StatsRegistry::new(2);
+        let c = registry.cluster("x");
+        let name = "cluster.x.upstream_rq_time";
+        let read = |registry: &StatsRegistry| {
+            registry
+                .read_histograms()
+                .into_iter()
+                .find(|h| h.name == name)
+                .unwrap()
+        };
+        assert!(!read(&registry).used());
+        record(&c.shard(0).upstream_rq_time, 1_000);
+        record_duration(&c.shard(1).upstream_rq_time, Duration::from_millis(2));
+        let before_flush = read(&registry);
+        assert_eq!(before_flush.cumulative.count(), 2);
+        assert_eq!(before_flush.interval.count(), 0);
+
+        let start = Instant::now();
+        registry.flush_histograms_if_due(start);
+        assert_eq!(read(&registry).interval.count(), 2);
+        record(&c.shard(1).upstream_rq_time, 5_000);
+        // Not due yet: the interval stays the first one.
+        registry.flush_histograms_if_due(start + Duration::from_secs(1));
+        assert_eq!(read(&registry).interval.count(), 2);
+        registry.flush_histograms_if_due(start + HISTOGRAM_FLUSH_INTERVAL);
+        let h = read(&registry);
+        assert_eq!(h.interval.count(), 1);
+        assert_eq!(h.interval.sum_ms(), 5.0);
+        assert_eq!(h.cumulative.count(), 3);
+        // Counters and gauges do not list histograms, and vice versa.
+        assert!(registry.read_all().iter().all(|s| s.name != name));
+        assert!(registry
+            .read_histograms()
+            .iter()
+            .all(|h| !h.name.ends_with("upstream_cx_total")));
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! HTTP filter tests: a connection manager with one virtual host and one route (whose
+//! per-filter configs a test sets), a stream context over it, and synthetic heads.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use xds_agent::{
+    model::{
+        filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
+        http::{
+            EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy,
+            ServerHeader, UnderscoreHeaders,
+        },
+        route::{
+            ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, PathMatch,
+            Route, RouteAction, RouteConfig, RouteIndex, RouteMatcher, TlsRequirement, VirtualHost,
+            VirtualHostIndex,
+        },
+    },
+    stats::HttpStats,
+};
+
+use crate::{
+    context::ShardContext,
+    stream::{
+        headers::{Headers, RequestHead, ResponseHead, Version},
+        StreamContext, StreamNotes,
+    },
+};
+
+/// The cluster the test route forwards to.
+pub const CLUSTER: &str = "backend";
+
+/// A shard (id 0 of 1) and a connection manager running `filters`.
+pub struct World {
+    pub shard: ShardContext,
+    pub hcm: HttpConnectionManager,
+}
+
+type Entries = Vec<(String, PerRouteFilter)>;
+
+impl World {
+    /// `route` and `vhost` are the test route's and virtual host's `typed_per_filter_config`.
+    pub fn new(filters: Vec<HttpFilter>, route: Entries, vhost: Entries) -> Self {
+        let route = Route {
+            name: "r".into(),
+            matcher: RouteMatcher {
+                path: PathMatch::Prefix("/".into()),
+                case_sensitive: true,
+                headers: vec![],
+                query_parameters: vec![],
+                grpc: false,
+            },
+            action: RouteAction::Forward(Forward {
+                cluster: ClusterSpecifier::Name(CLUSTER.into()),
+                cluster_not_found_status: 503,
+                prefix_rewrite: None,
+                regex_rewrite: None,
+                host_rewrite: HostRewrite::None,
+                timeout: None,
+                idle_timeout: None,
+                retry_policy: None,
+                mirrors: vec![],
+                upgrades: vec![],
+            }),
+            headers: HeaderMutations::default(),
+            per_filter: PerRouteFilters(route),
+        };
+        let vhost = VirtualHost {
+            name: "v".into(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            route_index: RouteIndex::default(),
+            headers: HeaderMutations::default(),
+            retry_policy: None,
+            per_filter: PerRouteFilters(vhost),
+            require_tls: TlsRequirement::None,
+        };
+        let route_config = RouteConfig {
+            name: "rc".into(),
+            config_hash: 0,
+            virtual_hosts: vec![vhost],
+            vhost_index: VirtualHostIndex::default(),
+            headers: HeaderMutations::default(),
+            most_specific_header_mutations_wins: false,
+            internal_only_headers: vec![],
+        };
+        let hcm = HttpConnectionManager {
+            stat_prefix: "test".into(),
+            route_config: Arc::new(route_config),
+            filters,
+            use_remote_address: false,
+            xff_num_trusted_hops: 0,
+            skip_xff_append: false,
+            generate_request_id: false,
+            preserve_external_request_id: false,
+            server_name: "envoy".into(),
+            server_header: ServerHeader::Overwrite,
+            timeouts: HcmTimeouts {
+                request: None,
+                request_headers: None,
+                stream_idle: None,
+                idle: None,
+                drain: Duration::from_secs(5),
+            },
+            max_request_headers_bytes: 60 * 1024,
+            max_requests_per_connection: None,
+            max_headers_count: 100,
+            headers_with_underscores: UnderscoreHeaders::Allow,
+            http1: Http1Options::default(),
+            path: PathPolicy {
+                normalize: false,
+                merge_slashes: false,
+                escaped_slashes: EscapedSlashes::KeepUnchanged,
+            },
+            upgrades: vec![],
+            proxy_100_continue: false,
+            access_logs: vec![],
+            stats: Arc::new(HttpStats::new("http.test".into(), 1)),
+        };
+        Self {
+            shard: ShardContext::new(0, 1),
+            hcm,
+        }
+    }
+
+    /// The test route answers directly instead of forwarding.
+    pub fn answering_directly(mut self) -> Self {
+        let config = Arc::get_mut(&mut self.hcm.route_config).expect("not shared yet");
+        config.virtual_hosts[0].routes[0].action = RouteAction::DirectResponse(DirectResponse {
+            status: 200,
+            body: None,
+        });
+        self
+    }
+
+    /// A stream on the test route.
+    pub fn cx(&self) -> StreamContext<'_> {
+        let vhost = &self.hcm.route_config.virtual_hosts[0];
+        StreamContext {
+            shard: &self.shard,
+            hcm: &self.hcm,
+            virtual_host: Some(vhost),
+            route: Some(&vhost.routes[0]),
+            downstream_remote: "127.0.0.1:40000".parse().unwrap(),
+            started: Instant::now(),
+            notes: StreamNotes::default(),
+        }
+    }
+
+    /// The only filter.
+    pub fn filter(&self) -> &HttpFilter {
+        &self.hcm.filters[0]
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    let mut headers = Headers::default();
+    for (name, value) in pairs {
+        headers.append(
+            Bytes::copy_from_slice(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
+    }
+    headers
+}
+
+pub fn request(method: &str, path: &str, pairs: &[(&str, &str)]) -> RequestHead {
+    RequestHead {
+        method: Bytes::copy_from_slice(method.as_bytes()),
+        path: Bytes::copy_from_slice(path.as_bytes()),
+        version: Version::Http11,
+        headers: headers(pairs),
+    }
+}
+
+pub fn response(status: u16, pairs: &[(&str, &str)]) -> ResponseHead {
+    ResponseHead {
+        status,
+        version: Version::Http11,
+        headers: headers(pairs),
+    }
+}
+
+/// The value of `name`, as text.
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| std::str::from_utf8(v).unwrap())
+}
+
+/// Every value of `name`, as text.
+pub fn all<'a>(headers: &'a Headers, name: &'a str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .map(|v| std::str::from_utf8(v).unwrap())
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! `envoy.filters.network.http_connection_manager` over HTTP/1.1: reads requests off a
+//! downstream connection one at a time (pipelined requests wait in the buffer, so responses
+//! go out in order), runs each through filters and the router, and keeps the connection
+//! alive between them within the configured timeouts.
+mod forwarding;
+mod log;
+mod path;
+mod respond;
+mod stream;
+
+use stream::Next;
+
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
+
+use xds_agent::{
+    model::{http::HttpConnectionManager, Listener},
+    stats::{add, dec, inc, HttpCells},
+};
+
+use crate::{
+    context::ShardContext,
+    net::{
+        buffered::{deadline, earliest, Buffered, IoFailure},
+        relay::{relay, RelayLimits, RelayObserver},
+    },
+    protocol::http1::{self, Limits, ParsedRequest},
+    proxy::pool::UpstreamConn,
+    rt::net::TcpStream,
+    stream::LocalReply,
+};
+
+/// One downstream connection's shared state.
+pub struct Connection<'a> {
+    pub ctx: &'a Rc<ShardContext>,
+    pub listener: &'a Listener,
+    pub hcm: &'a HttpConnectionManager,
+    pub stats: &'a HttpCells,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub conn: Buffered,
+    pub limits: Limits,
+    pub connection_id: u64,
+}
+
+/// How waiting for the next request ended, when no request came.
+enum NoRequest {
+    /// Closed by the client (or a socket error).
+    Closed,
+    IdleTimeout,
+    HeadersTimeout,
+    Malformed(http1::RequestError),
+}
+
+pub async fn run(
+    ctx: &Rc<ShardContext>,
+    listener: &Arc<Listener>,
+    hcm: &Arc<HttpConnectionManager>,
+    stream: TcpStream,
+) {
+    let stats = hcm.stats.shard(ctx.id);
+    inc(&stats.downstream_cx_total);
+    inc(&stats.downstream_cx_http1_total);
+    inc(&stats.downstream_cx_active);
+    inc(&stats.downstream_cx_http1_active);
+    let opened = Instant::now();
+    let remote = stream.peer_addr().unwrap_or(listener.address);
+    let local = stream.local_addr().unwrap_or(listener.address);
+    let mut connection = Connection {
+        ctx,
+        listener,
+        hcm,
+        stats,
+        remote,
+        local,
+        conn: Buffered::new(stream),
+        connection_id: ctx.connection_id(),
+        limits: Limits {
+            max_head_bytes: hcm.max_request_headers_bytes,
+            max_headers: hcm.max_headers_count,
+        },
+    };
+    let mut served = 0u32;
+    loop {
+        let request = match connection.next_request().await {
+            Ok(request) => request,
+            Err(NoRequest::Closed) => {
+                inc(&stats.downstream_cx_destroy_remote);
+                break;
+            }
+            Err(NoRequest::IdleTimeout) => {
+                inc(&stats.downstream_cx_idle_timeout);
+                inc(&stats.downstream_cx_destroy_local);
+                break;
+            }
+            Err(NoRequest::HeadersTimeout) => {
+                inc(&stats.downstream_rq_header_timeout);
+                inc(&stats.downstream_cx_destroy_local);
+                break;
+            }
+            Err(NoRequest::Malformed(error)) => {
+                inc(&stats.downstream_cx_protocol_error);
+                inc(&stats.downstream_cx_destroy_local);
+                connection.reject(&error).await;
+                break;
+            }
+        };
+        served += 1;
+        let last = hcm
+            .max_requests_per_connection
+            .is_some_and(|max| served >= max);
+        if last {
+            inc(&stats.downstream_cx_max_requests_reached);
+        }
+        match stream::serve(&mut connection, request, last).await {
+            Next::KeepAlive if !last => {}
+            Next::KeepAlive | Next::Close => {
+                inc(&stats.downstream_cx_destroy_local);
+                break;
+            }
+            Next::Upgrade {
+                upstream,
+                buffer_limit,
+            } => {
+                upgraded(connection, upstream, buffer_limit).await;
+                break;
+            }
+        }
+    }
+    xds_agent::stats::record_duration(&stats.downstream_cx_length_ms, opened.elapsed());
+    dec(&stats.downstream_cx_http1_active);
+    dec(&stats.downstream_cx_active);
+    inc(&stats.downstream_cx_destroy);
+}
+
+/// Relays an upgraded (101) connection until both sides close: bytes already buffered on
+/// either side go first.
+async fn upgraded(connection: Connection<'_>, upstream: UpstreamConn, upstream_limit: usize) {
+    let Connection {
+        ctx,
+        listener,
+        hcm,
+        stats,
+        conn: mut downstream,
+        ..
+    } = connection;
+    let UpstreamConn {
+        conn: mut upstream,
+        lease,
+        ..
+    } = upstream;
+    inc(&stats.downstream_cx_upgrades_total);
+    inc(&stats.downstream_cx_upgrades_active);
+    let early_down = std::mem::take(&mut downstream.buf);
+    let early_up = std::mem::take(&mut upstream.buf);
+    let flushed = upstream.write_all(&early_down).await.is_ok()
+        && downstream.write_all(&early_up).await.is_ok();
+    if flushed {
+        let limits = RelayLimits {
+            downstream: listener.buffer_limit,
+            upstream: upstream_limit,
+            idle_timeout: hcm.timeouts.stream_idle,
+        };
+        let observer = UpgradeBytes(stats);
+        relay(downstream.io, upstream.io, &limits, &ctx.scratch, &observer).await;
+    }
+    dec(&stats.downstream_cx_upgrades_active);
+    drop(lease);
+}
+
+/// Counts relayed bytes of an upgraded connection.
+struct UpgradeBytes<'a>(&'a HttpCells);
+
+impl RelayObserver for UpgradeBytes<'_> {
+    fn downstream_to_upstream(&self, bytes: usize) {
+        add(&self.0.downstream_cx_rx_bytes_total, bytes as u64);
+    }
+    fn upstream_to_downstream(&self, bytes: usize) {
+        add(&self.0.downstream_cx_tx_bytes_total, bytes as u64);
+    }
+}
+
+impl Connection<'_> {
+    /// Reads until a complete request head is buffered: idle timeout before its first byte,
+    /// `request_headers_timeout` from its first byte.
+    async fn next_request(&mut self) -> Result<ParsedRequest, NoRequest> {
+        let timeouts = &self.hcm.timeouts;
+        let idle_deadline = deadline(timeouts.idle);
+        let mut headers_deadline = None;
+        loop {
+            if !self.conn.buf.is_empty() {
+                match http1::parse_request(&mut self.conn.buf, &self.limits) {
+                    Ok(Some(request)) => return Ok(request),
+                    Ok(None) => {}
+                    Err(error) => return Err(NoRequest::Malformed(error)),
+                }
+                if headers_deadline.is_none() {
+                    headers_deadline = Some(deadline(timeouts.request_headers));
+                }
+            }
+            let until = match headers_deadline {
+                None => idle_deadline,
+                Some(headers) => earliest(headers, deadline(timeouts.request)),
+            };
+            match self.conn.fill_until(&self.ctx.scratch, until).await {
+                Ok(0) if self.conn.buf.is_empty() => return Err(NoRequest::Closed),
+                Ok(0) | Err(IoFailure::Io(_)) => return Err(NoRequest::Closed),
+                Ok(n) => {
+                    add(&self.stats.downstream_cx_rx_bytes_total, n as u64);
+                }
+                Err(IoFailure::TimedOut) if headers_deadline.is_some() => {
+                    return Err(NoRequest::HeadersTimeout)
+                }
+                Err(IoFailure::TimedOut) => return Err(NoRequest::IdleTimeout),
+            }
+        }
+    }
+
+    /// Answers a request the codec rejected, then the connection closes.
+    async fn reject(&mut self, error: &http1::RequestError) {
+        let reply = LocalReply::new(error.status(), http1::reason_phrase(error.status()));
+        let mut out = Vec::new();
+        respond::encode_local_reply(self.hcm, &reply, false, false, &mut out);
+        let _ = self.conn.write_all(&out).await;
+    }
+}

@@ -1,0 +1,71 @@
+//! HTTP connection manager: writing responses — the headers Envoy sets on every response
+//! (`server`, `x-envoy-upstream-service-time`), local replies, and upstream bodies streamed
+//! to the client in its framing.
+use bytes::Bytes;
+use xds_agent::model::http::{HttpConnectionManager, ServerHeader};
+
+use crate::{
+    protocol::http1::{encode_response_head, Framing},
+    stream::{
+        headers::{Headers, ResponseHead, Version},
+        LocalReply,
+    },
+};
+
+/// The response head of a local reply (`content-type: text/plain` when it has a body).
+pub fn local_head(reply: &LocalReply) -> ResponseHead {
+    let mut headers = Headers::with_capacity(reply.headers.len() + 2);
+    for h in reply.headers.iter() {
+        headers.append(h.name.clone(), h.value.clone());
+    }
+    if !reply.body.is_empty() && !headers.contains("content-type") {
+        headers.append("content-type", Bytes::from_static(b"text/plain"));
+    }
+    ResponseHead {
+        status: reply.status,
+        version: Version::Http11,
+        headers,
+    }
+}
+
+/// Applies `server_header_transformation`.
+pub fn set_server(hcm: &HttpConnectionManager, head: &mut ResponseHead) {
+    match hcm.server_header {
+        ServerHeader::Overwrite => head.headers.set("server", hcm.server_name.clone()),
+        ServerHeader::AppendIfAbsent if !head.headers.contains("server") => {
+            head.headers.append("server", hcm.server_name.clone())
+        }
+        ServerHeader::AppendIfAbsent | ServerHeader::PassThrough => {}
+    }
+}
+
+/// Encodes a complete local reply (head and body) into `out`.
+pub fn encode_local_reply(
+    hcm: &HttpConnectionManager,
+    reply: &LocalReply,
+    keep_alive: bool,
+    is_head: bool,
+    out: &mut Vec<u8>,
+) {
+    let mut head = local_head(reply);
+    set_server(hcm, &mut head);
+    encode_complete(&head, &reply.body, keep_alive, is_head, out);
+}
+
+/// Encodes a head with a body known in full (`content-length` framing).
+pub fn encode_complete(
+    head: &ResponseHead,
+    body: &[u8],
+    keep_alive: bool,
+    is_head: bool,
+    out: &mut Vec<u8>,
+) {
+    let framing = match head.status {
+        204 | 304 => Framing::Empty,
+        _ => Framing::Length(body.len() as u64),
+    };
+    encode_response_head(head, &framing, keep_alive, out);
+    if !is_head && !matches!(framing, Framing::Empty) {
+        out.extend_from_slice(body);
+    }
+}

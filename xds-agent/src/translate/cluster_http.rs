@@ -1,0 +1,93 @@
+//! Translator: a cluster's HTTP upstream settings — circuit breaker thresholds and
+//! `HttpProtocolOptions` (upstream idle timeout, requests per connection, HTTP/1.1 only).
+use envoy_types::pb::envoy::{
+    config::{cluster::v3::Cluster as ClusterProto, core::v3::RoutingPriority},
+    extensions::upstreams::http::v3::{
+        http_protocol_options::{
+            explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+        },
+        HttpProtocolOptions,
+    },
+};
+
+use super::{duration, TranslateError};
+use crate::{
+    model::{CircuitBreakers, UpstreamHttpOptions},
+    names,
+};
+
+/// The DEFAULT-priority thresholds (HIGH-priority ones only apply to high-priority routes,
+/// which shardproxy does not have, so they are accepted and unused).
+pub(super) fn circuit_breakers(proto: &ClusterProto) -> CircuitBreakers {
+    let mut limits = CircuitBreakers::DEFAULT;
+    let thresholds = proto.circuit_breakers.iter().flat_map(|c| &c.thresholds);
+    for t in thresholds.filter(|t| t.priority == RoutingPriority::Default as i32) {
+        let set =
+            |field: &mut u32, value: Option<&envoy_types::pb::google::protobuf::UInt32Value>| {
+                if let Some(v) = value {
+                    *field = v.value;
+                }
+            };
+        set(&mut limits.max_connections, t.max_connections.as_ref());
+        set(
+            &mut limits.max_pending_requests,
+            t.max_pending_requests.as_ref(),
+        );
+        set(&mut limits.max_requests, t.max_requests.as_ref());
+        set(&mut limits.max_retries, t.max_retries.as_ref());
+    }
+    limits
+}
+
+/// `typed_extension_protocol_options` → upstream HTTP options. Only HTTP/1.1 upstreams exist
+/// yet: an explicit HTTP/2 or HTTP/3 config is an error.
+pub(super) fn upstream_http(
+    proto: &ClusterProto,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> UpstreamHttpOptions {
+    let mut options = UpstreamHttpOptions::default();
+    let key = names::UPSTREAM_HTTP_PROTOCOL_OPTIONS;
+    let Some(any) = proto.typed_extension_protocol_options.get(key) else {
+        return options;
+    };
+    let path = format!("{path}.typed_extension_protocol_options[{key}]");
+    let url = Some(any.type_url.as_str());
+    if names::type_name(&any.type_url) != key {
+        errors.push(TranslateError::new(
+            &path,
+            url,
+            format!("expected a {key} under this key"),
+        ));
+        return options;
+    }
+    let config: HttpProtocolOptions = match proto::decode_any(any) {
+        Ok(config) => config,
+        Err(e) => {
+            errors.push(TranslateError::new(path, url, e.to_string()));
+            return options;
+        }
+    };
+    if let Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+        protocol_config: Some(config),
+    })) = &config.upstream_protocol_options
+    {
+        if !matches!(config, ProtocolConfig::HttpProtocolOptions(_)) {
+            errors.push(TranslateError::new(
+                format!("{path}.explicit_http_config"),
+                url,
+                "only HTTP/1.1 upstreams are supported yet",
+            ));
+        }
+    }
+    if let Some(common) = &config.common_http_protocol_options {
+        if let Some(idle) = &common.idle_timeout {
+            let field = format!("{path}.common_http_protocol_options.idle_timeout");
+            options.idle_timeout = duration(idle, &field, url, errors).filter(|d| !d.is_zero());
+        }
+        if let Some(max) = &common.max_requests_per_connection {
+            options.max_requests_per_connection = Some(max.value).filter(|n| *n > 0);
+        }
+    }
+    options
+}

@@ -1,0 +1,236 @@
+//! Translator: `StringMatcher` and `HeaderMatcher` into compiled matchers (regexes built here,
+//! on the agent). Route matching can use the same.
+#![allow(deprecated)] // HeaderMatcher's exact/prefix/suffix/contains/safe_regex_match fields.
+
+use envoy_types::pb::envoy::{
+    config::route::v3::{
+        header_matcher::HeaderMatchSpecifier, HeaderMatcher as HeaderMatcherProto,
+    },
+    r#type::matcher::v3::{
+        string_matcher::MatchPattern, RegexMatcher, StringMatcher as StringMatcherProto,
+    },
+};
+
+use super::common::Site;
+use crate::{
+    model::filters::matchers::{
+        HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern,
+    },
+    translate::TranslateError,
+};
+
+/// A `StringMatcher` (at `field`). A `custom` matcher is left to the walker, which rejects it.
+pub(super) fn string_matcher(
+    proto: &StringMatcherProto,
+    site: &Site,
+    field: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<StringMatcher> {
+    let non_empty = |s: &str, name: &str, errors: &mut Vec<TranslateError>| {
+        if s.is_empty() {
+            errors.push(site.error(&format!("{field}.{name}"), "must not be empty"));
+            None
+        } else {
+            Some(s.as_bytes().into())
+        }
+    };
+    let pattern = match proto.match_pattern.as_ref() {
+        None => {
+            errors.push(site.error(
+                field,
+                "one of exact, prefix, suffix, contains, safe_regex is required",
+            ));
+            return None;
+        }
+        Some(MatchPattern::Exact(s)) => StringPattern::Exact(s.as_bytes().into()),
+        Some(MatchPattern::Prefix(s)) => StringPattern::Prefix(non_empty(s, "prefix", errors)?),
+        Some(MatchPattern::Suffix(s)) => StringPattern::Suffix(non_empty(s, "suffix", errors)?),
+        Some(MatchPattern::Contains(s)) => {
+            StringPattern::Contains(non_empty(s, "contains", errors)?)
+        }
+        Some(MatchPattern::SafeRegex(r)) => {
+            StringPattern::Regex(regex(r, site, &format!("{field}.safe_regex"), errors)?)
+        }
+        Some(MatchPattern::Custom(_)) => return None,
+    };
+    Some(StringMatcher::new(pattern, proto.ignore_case))
+}
+
+/// A `RegexMatcher`, anchored: the whole value must match (Envoy's rule).
+fn regex(
+    proto: &RegexMatcher,
+    site: &Site,
+    field: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<regex::bytes::Regex> {
+    match regex::bytes::Regex::new(&format!("^(?:{})$", proto.regex)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(site.error(
+                &format!("{field}.regex"),
+                format!("invalid regex {:?}: {e}", proto.regex),
+            ));
+            None
+        }
+    }
+}
+
+/// A `HeaderMatcher` (at `field`).
+pub(super) fn header_matcher(
+    proto: &HeaderMatcherProto,
+    site: &Site,
+    field: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<HeaderMatcher> {
+    let name = proto.name.to_ascii_lowercase();
+    let source = match name.as_str() {
+        "" => {
+            errors.push(site.error(&format!("{field}.name"), "name is required"));
+            return None;
+        }
+        ":method" => HeaderSource::Method,
+        ":path" => HeaderSource::Path,
+        ":authority" => HeaderSource::Named(name),
+        pseudo if pseudo.starts_with(':') => {
+            errors.push(site.error(
+                &format!("{field}.name"),
+                format!("{pseudo}: only :authority, :method and :path can be matched"),
+            ));
+            return None;
+        }
+        _ => HeaderSource::Named(name),
+    };
+    let literal = |s: &str,
+                   which: &str,
+                   make: fn(Box<[u8]>) -> StringPattern,
+                   errors: &mut Vec<TranslateError>| {
+        if s.is_empty() {
+            errors.push(site.error(
+                &format!("{field}.{which}"),
+                "must not be empty (use present_match)",
+            ));
+            return None;
+        }
+        Some(HeaderRule::Value(StringMatcher::new(
+            make(s.as_bytes().into()),
+            false,
+        )))
+    };
+    let rule = match proto.header_match_specifier.as_ref() {
+        None => HeaderRule::Present(true),
+        Some(HeaderMatchSpecifier::PresentMatch(present)) => HeaderRule::Present(*present),
+        Some(HeaderMatchSpecifier::ExactMatch(s)) => HeaderRule::Exact(s.as_bytes().into()),
+        Some(HeaderMatchSpecifier::PrefixMatch(s)) => {
+            literal(s, "prefix_match", StringPattern::Prefix, errors)?
+        }
+        Some(HeaderMatchSpecifier::SuffixMatch(s)) => {
+            literal(s, "suffix_match", StringPattern::Suffix, errors)?
+        }
+        Some(HeaderMatchSpecifier::ContainsMatch(s)) => {
+            literal(s, "contains_match", StringPattern::Contains, errors)?
+        }
+        Some(HeaderMatchSpecifier::SafeRegexMatch(r)) => {
+            let r = regex(r, site, &format!("{field}.safe_regex_match"), errors)?;
+            HeaderRule::Value(StringMatcher::new(StringPattern::Regex(r), false))
+        }
+        Some(HeaderMatchSpecifier::RangeMatch(range)) => HeaderRule::Range {
+            start: range.start,
+            end: range.end,
+        },
+        Some(HeaderMatchSpecifier::StringMatch(m)) => HeaderRule::Value(string_matcher(
+            m,
+            site,
+            &format!("{field}.string_match"),
+            errors,
+        )?),
+    };
+    Some(HeaderMatcher {
+        source,
+        rule,
+        invert: proto.invert_match,
+        treat_missing_as_empty: proto.treat_missing_header_as_empty,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::r#type::v3::Int64Range;
+
+    use super::*;
+
+    const SITE: Site = Site {
+        path: "p",
+        type_url: "t",
+    };
+
+    fn header(name: &str, spec: Option<HeaderMatchSpecifier>) -> HeaderMatcherProto {
+        HeaderMatcherProto {
+            name: name.into(),
+            header_match_specifier: spec,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn header_matchers_compile() {
+        let mut errors = vec![];
+        let m = header_matcher(&header("X-Env", None), &SITE, "h", &mut errors).unwrap();
+        assert_eq!(m.source, HeaderSource::Named("x-env".into()));
+        assert!(matches!(m.rule, HeaderRule::Present(true)));
+        let m = header_matcher(&header(":method", None), &SITE, "h", &mut errors).unwrap();
+        assert_eq!(m.source, HeaderSource::Method);
+        let range = Some(HeaderMatchSpecifier::RangeMatch(Int64Range {
+            start: 1,
+            end: 5,
+        }));
+        let m = header_matcher(&header("n", range), &SITE, "h", &mut errors).unwrap();
+        assert!(matches!(m.rule, HeaderRule::Range { start: 1, end: 5 }));
+        let regex = Some(HeaderMatchSpecifier::SafeRegexMatch(RegexMatcher {
+            regex: "a|b".into(),
+            ..Default::default()
+        }));
+        let m = header_matcher(&header("r", regex), &SITE, "h", &mut errors).unwrap();
+        let HeaderRule::Value(v) = &m.rule else {
+            panic!()
+        };
+        assert!(
+            v.matches(b"a") && !v.matches(b"ab"),
+            "alternatives stay anchored"
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn bad_matchers_name_their_field() {
+        let mut errors = vec![];
+        let bad_regex = Some(HeaderMatchSpecifier::StringMatch(StringMatcherProto {
+            match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+                regex: "(".into(),
+                ..Default::default()
+            })),
+            ignore_case: false,
+        }));
+        let empty_prefix = Some(HeaderMatchSpecifier::PrefixMatch(String::new()));
+        for (name, spec) in [
+            ("", None),
+            (":scheme", None),
+            ("a", bad_regex),
+            ("a", empty_prefix),
+        ] {
+            assert!(header_matcher(&header(name, spec), &SITE, "h", &mut errors).is_none());
+        }
+        let none = StringMatcherProto::default();
+        assert!(string_matcher(&none, &SITE, "s", &mut errors).is_none());
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "p.h.name",
+                "p.h.name",
+                "p.h.string_match.safe_regex.regex",
+                "p.h.prefix_match",
+                "p.s"
+            ]
+        );
+    }
+}
