@@ -3,6 +3,7 @@ use std::cell::{Cell, RefCell};
 
 use crate::{
     access_log::LogWriters, net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
+    stream::date::DateCache,
 };
 
 pub struct ShardContext {
@@ -10,6 +11,8 @@ pub struct ShardContext {
     pub shards: usize,
     pub clusters: RefCell<ClusterManager>,
     pub logs: LogWriters,
+    /// The `date` response header, reformatted once a second.
+    pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
     pub scratch: RefCell<Box<[u8]>>,
     next_connection: Cell<u64>,
@@ -22,6 +25,7 @@ impl ShardContext {
             shards,
             clusters: RefCell::new(ClusterManager::default()),
             logs: LogWriters::default(),
+            date: DateCache::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),
         }

@@ -21,14 +21,11 @@ fn differential_against_envoy() {
     }
     let upstreams = EchoUpstreams::start(&["alpha", "beta", "gamma"], None);
     let dead = refused_port();
-    let mut targets = vec![("envoy", Kind::Envoy), ("envoy-twin", Kind::Envoy)];
-    if shardproxy_serves_http() {
-        targets.push(("shardproxy", Kind::Shardproxy));
-    } else {
-        eprintln!(
-            "shardproxy left out: it does not serve HTTP yet (SHARDPROXY_HTTP=1 to include it)"
-        );
-    }
+    let targets = [
+        ("envoy", Kind::Envoy),
+        ("envoy-twin", Kind::Envoy),
+        ("shardproxy", Kind::Shardproxy),
+    ];
     let mut running = Vec::new();
     let mut args = vec!["run".to_string()];
     for (name, kind) in targets {

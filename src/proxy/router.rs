@@ -46,6 +46,8 @@ pub struct Forwarding<'a> {
     pub head: &'a RequestHead,
     /// `auto_host_rewrite`: each try's `host` is the chosen host's name, when it has one.
     pub auto_host_rewrite: bool,
+    /// `include_request_attempt_count`: each try carries `x-envoy-attempt-count`.
+    pub attempt_count: bool,
     /// How the body goes upstream (`Chunked` or `Length`, as it came).
     pub framing: &'a Framing,
     pub is_head_request: bool,
@@ -123,7 +125,17 @@ pub async fn forward(
         record.upstream_host = Some(host.address());
         let host = ActiveHost::new(host);
         let try_started = Instant::now();
-        let outcome = try_once(ctx, &request, &host, body, downstream, cells).await;
+        record.attempts += 1;
+        let outcome = try_once(
+            ctx,
+            &request,
+            record.attempts,
+            &host,
+            body,
+            downstream,
+            cells,
+        )
+        .await;
         let failure = match outcome {
             Ok((response, conn)) => {
                 let status = response.head.status;
@@ -179,11 +191,11 @@ pub async fn forward(
             }
             TryFailure::Connect => (
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                reset_reply("connection failure"),
+                reset_reply(retries_done, "remote connection failure"),
             ),
             TryFailure::Reset { .. } => (
                 ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-                reset_reply("connection termination"),
+                reset_reply(retries_done, "connection termination"),
             ),
             TryFailure::PerTryTimeout => {
                 inc(&cells.upstream_rq_per_try_timeout);
@@ -228,17 +240,25 @@ pub async fn forward(
 pub struct RouterRecord {
     pub flags: ResponseFlags,
     pub upstream_host: Option<SocketAddr>,
+    /// Tries made (the first one included).
+    pub attempts: u32,
 }
 
 fn overflow_reply() -> LocalReply {
-    reset_reply("overflow")
+    reset_reply(0, "overflow")
 }
 
-fn reset_reply(reason: &str) -> LocalReply {
+/// Envoy's local reply when no response head arrived (it says when tries were retried).
+fn reset_reply(retries: u32, reason: &str) -> LocalReply {
+    let retried = if retries > 0 {
+        "retried and the latest "
+    } else {
+        ""
+    };
     LocalReply::new(
         503,
         format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+            "upstream connect error or disconnect/reset before headers. {retried}reset reason: {reason}"
         ),
     )
 }
@@ -288,6 +308,7 @@ async fn back_off(policy: &RetryPolicy, retry: u32, deadline: Option<Instant>) {
 async fn try_once(
     ctx: &ShardContext,
     request: &Forwarding<'_>,
+    attempt: u32,
     host: &ActiveHost,
     body: &mut RequestBody,
     downstream: &mut Buffered,
@@ -319,13 +340,27 @@ async fn try_once(
     };
     // Head and whatever body is already here in one write; then the rest as it arrives.
     let mut out = Vec::with_capacity(1024);
-    match host.host().endpoint.hostname.as_deref() {
-        Some(name) if request.auto_host_rewrite => {
-            let mut head = request.head.clone();
+    let hostname = host
+        .host()
+        .endpoint
+        .hostname
+        .as_deref()
+        .filter(|_| request.auto_host_rewrite);
+    if hostname.is_some() || request.attempt_count {
+        let mut head = request.head.clone();
+        if let Some(name) = hostname {
+            if let Some(original) = head.headers.get("host").cloned() {
+                head.headers.set("x-envoy-original-host", original);
+            }
             head.headers.set("host", name.to_string());
-            encode_request_head(&head, request.framing, &mut out);
         }
-        _ => encode_request_head(request.head, request.framing, &mut out),
+        if request.attempt_count {
+            head.headers
+                .set("x-envoy-attempt-count", attempt.to_string());
+        }
+        encode_request_head(&head, request.framing, &mut out);
+    } else {
+        encode_request_head(request.head, request.framing, &mut out);
     }
     let chunked = matches!(request.framing, Framing::Chunked);
     if let Some(replay) = body.replay() {

@@ -1,6 +1,7 @@
 //! Runtime: shardproxy's own per-core io_uring runtime (executor, timers, sockets), shard
 //! threads, pinning, wake-ups. The only place for `unsafe`.
 pub mod executor;
+pub mod host;
 pub mod limits;
 pub mod memory;
 pub mod net;

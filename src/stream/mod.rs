@@ -1,6 +1,7 @@
 //! Stream layer: one HTTP request/response exchange as filters see it — the heads, the matched
 //! route, and what a filter may decide (continue, or answer locally).
 pub mod body;
+pub mod date;
 pub mod headers;
 pub mod mutations;
 

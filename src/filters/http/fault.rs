@@ -100,7 +100,9 @@ fn routes_to(cx: &StreamContext<'_>, request: &RequestHead, cluster: &str) -> bo
     };
     match &forward.cluster {
         ClusterSpecifier::Name(name) => name == cluster,
-        ClusterSpecifier::Weighted(weighted) => weighted.clusters.iter().any(|(n, _)| n == cluster),
+        ClusterSpecifier::Weighted(weighted) => {
+            weighted.clusters.clusters.iter().any(|(n, _)| n == cluster)
+        }
         ClusterSpecifier::Header(header) => request
             .headers
             .get(header)

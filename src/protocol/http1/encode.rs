@@ -5,8 +5,9 @@ use crate::stream::headers::{Headers, RequestHead, ResponseHead, Version};
 
 /// Appends a request head. The target is `head.path`, or the authority for CONNECT (empty
 /// path). Framing fields come from `framing`, not from `head.headers` (which carry none after
-/// parsing): `content-length` or `transfer-encoding: chunked`; an `Empty` body of POST, PUT or
-/// PATCH gets `content-length: 0` (servers may otherwise answer 411). Hop-by-hop fields for an
+/// parsing): `content-length` or `transfer-encoding: chunked`; an `Empty` body gets
+/// `content-length: 0` (servers may otherwise answer 411) except for methods whose requests
+/// carry no body by convention (GET, HEAD, DELETE, CONNECT, TRACE), as Envoy. Hop-by-hop fields for an
 /// upgrade (`connection: upgrade`, `upgrade: …`) are the caller's to add to the head.
 pub fn encode_request_head(head: &RequestHead, framing: &Framing, out: &mut Vec<u8>) {
     let target: &[u8] = if head.path.is_empty() {
@@ -25,7 +26,12 @@ pub fn encode_request_head(head: &RequestHead, framing: &Framing, out: &mut Vec<
     match framing {
         Framing::Length(n) => write_content_length(*n, out),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::Empty if matches!(&head.method[..], b"POST" | b"PUT" | b"PATCH") => {
+        Framing::Empty
+            if !matches!(
+                &head.method[..],
+                b"GET" | b"HEAD" | b"DELETE" | b"CONNECT" | b"TRACE"
+            ) =>
+        {
             out.extend_from_slice(b"content-length: 0\r\n")
         }
         Framing::Empty | Framing::UntilClose => {}

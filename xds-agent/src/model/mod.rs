@@ -74,14 +74,19 @@ pub struct WeightedClusters {
 impl WeightedClusters {
     /// The cluster for a point in `0..total_weight`.
     pub fn pick(&self, point: u32) -> &str {
+        &self.clusters[self.index_of(point)].0
+    }
+
+    /// The index of the cluster for a point in `0..total_weight`.
+    pub fn index_of(&self, point: u32) -> usize {
         let mut point = point;
-        for (name, weight) in &self.clusters {
+        for (i, (_, weight)) in self.clusters.iter().enumerate() {
             if point < *weight {
-                return name;
+                return i;
             }
             point -= weight;
         }
-        &self.clusters[self.clusters.len() - 1].0
+        self.clusters.len() - 1
     }
 }
 

@@ -48,6 +48,10 @@ pub struct VirtualHost {
     /// `require_tls`: plain-HTTP requests get a 301 to `https://` (see
     /// `route_match::https_redirect_location`) instead of a route.
     pub require_tls: TlsRequirement,
+    /// `include_request_attempt_count`: upstream requests carry `x-envoy-attempt-count`.
+    pub attempt_count_to_upstream: bool,
+    /// `include_attempt_count_in_response`: so do responses to the client.
+    pub attempt_count_in_response: bool,
 }
 
 /// `VirtualHost.require_tls`.
@@ -78,9 +82,17 @@ pub enum RouteAction {
 #[derive(Debug)]
 pub enum ClusterSpecifier {
     Name(String),
-    Weighted(WeightedClusters),
+    Weighted(WeightedRoute),
     /// Cluster named by this request header (lower-case); missing header → 503 (NC).
     Header(String),
+}
+
+/// `weighted_clusters` with each cluster's own header mutations (`headers[i]` for the `i`th
+/// cluster; applied before the route's).
+#[derive(Debug)]
+pub struct WeightedRoute {
+    pub clusters: WeightedClusters,
+    pub headers: Vec<HeaderMutations>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -128,6 +128,8 @@ pub const SURFACE: &[Surface] = &[
             "domains",
             "routes",
             "require_tls",
+            "include_request_attempt_count",
+            "include_attempt_count_in_response",
             "request_headers_to_add",
             "request_headers_to_remove",
             "response_headers_to_add",
@@ -263,7 +265,14 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.route.v3.WeightedCluster.ClusterWeight",
-        supported: &["name", "weight"],
+        supported: &[
+            "name",
+            "weight",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
         ignored: &[],
     },
     Surface {

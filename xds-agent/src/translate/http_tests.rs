@@ -438,8 +438,8 @@ fn route_actions() {
     let ClusterSpecifier::Weighted(weighted) = &w.cluster else {
         panic!()
     };
-    assert_eq!(weighted.total_weight, 4);
-    assert_eq!(weighted.pick(3), "d");
+    assert_eq!(weighted.clusters.total_weight, 4);
+    assert_eq!(weighted.clusters.pick(3), "d");
     assert_eq!(w.timeout, None, "0s disables");
     assert_eq!(w.idle_timeout, Some(None), "0s disables");
     assert_eq!(w.cluster_not_found_status, 404);

@@ -1,39 +1,43 @@
 //! HTTP connection manager: the headers Envoy sets on every request it forwards —
 //! `x-forwarded-for` (`use_remote_address`, `skip_xff_append`), `x-forwarded-proto`,
-//! `x-request-id` (`generate_request_id`, `preserve_external_request_id`).
-use std::net::{IpAddr, SocketAddr};
+//! `x-envoy-external-address`, `x-request-id` (`generate_request_id`,
+//! `preserve_external_request_id`) — and the cleaning of `x-envoy-*` headers from the edge.
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use xds_agent::model::http::HttpConnectionManager;
 
-use crate::stream::headers::RequestHead;
+use crate::{rt::host, stream::headers::RequestHead};
 
-/// Whether an address is internal by Envoy's default rule (RFC 1918, loopback, RFC 4193).
-fn internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
-}
-
-/// Whether a request from `remote` counts as external (only at the edge: with
-/// `use_remote_address`, a non-internal peer).
-pub fn is_external(hcm: &HttpConnectionManager, remote: SocketAddr) -> bool {
-    hcm.use_remote_address && !internal(remote.ip())
+/// Whether a request from `remote` is an edge request from outside. Only with
+/// `use_remote_address`; and as Envoy without an `internal_address_config`, no peer address
+/// counts as internal (not even loopback).
+pub fn is_external(hcm: &HttpConnectionManager, _remote: SocketAddr) -> bool {
+    hcm.use_remote_address
 }
 
 /// Sets the forwarding headers on a request from `remote`.
 pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: SocketAddr) {
     let headers = &mut head.headers;
     let external = is_external(hcm, remote);
+    if external {
+        // Envoy's own control headers are not for outside clients to set.
+        headers.retain(|h| !h.name.starts_with(b"x-envoy-"));
+        headers.set("x-envoy-external-address", remote.ip().to_string());
+    }
     if hcm.use_remote_address {
         if !hcm.skip_xff_append {
-            let ip = remote.ip().to_string();
+            // A loopback peer is this host: Envoy records the host's own address instead.
+            let ip = match remote.ip() {
+                ip if ip.is_loopback() => host::local_address().unwrap_or(ip),
+                ip => ip,
+            }
+            .to_string();
             match headers.get("x-forwarded-for") {
                 Some(existing) => {
-                    let mut joined = Vec::with_capacity(existing.len() + 2 + ip.len());
+                    let mut joined = Vec::with_capacity(existing.len() + 1 + ip.len());
                     joined.extend_from_slice(existing);
-                    joined.extend_from_slice(b",");
+                    joined.push(b',');
                     joined.extend_from_slice(ip.as_bytes());
                     headers.set("x-forwarded-for", joined);
                 }
@@ -82,13 +86,5 @@ mod tests {
         assert_eq!(id[14], b'4');
         assert!(matches!(id[19], b'8' | b'9' | b'a' | b'b'));
         assert_ne!(id, uuid_v4());
-    }
-
-    #[test]
-    fn internal_addresses() {
-        assert!(internal("10.1.2.3".parse().unwrap()));
-        assert!(internal("127.0.0.1".parse().unwrap()));
-        assert!(internal("fd00::1".parse().unwrap()));
-        assert!(!internal("8.8.8.8".parse().unwrap()));
     }
 }

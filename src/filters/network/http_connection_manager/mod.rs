@@ -217,9 +217,15 @@ impl Connection<'_> {
 
     /// Answers a request the codec rejected, then the connection closes.
     async fn reject(&mut self, error: &http1::RequestError) {
-        let reply = LocalReply::new(error.status(), http1::reason_phrase(error.status()));
+        // Envoy's body for codec errors is the reason phrase; a missing Host is caught after
+        // the codec and answered without a body.
+        let body = match error {
+            http1::RequestError::MissingHost => "",
+            _ => http1::reason_phrase(error.status()),
+        };
+        let reply = LocalReply::new(error.status(), body);
         let mut out = Vec::new();
-        respond::encode_local_reply(self.hcm, &reply, false, false, &mut out);
+        respond::encode_local_reply(self.hcm, &self.ctx.date, &reply, false, false, &mut out);
         let _ = self.conn.write_all(&out).await;
     }
 }

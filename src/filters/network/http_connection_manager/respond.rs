@@ -7,6 +7,7 @@ use xds_agent::model::http::{HttpConnectionManager, ServerHeader};
 use crate::{
     protocol::http1::{encode_response_head, Framing},
     stream::{
+        date::DateCache,
         headers::{Headers, ResponseHead, Version},
         LocalReply,
     },
@@ -28,8 +29,10 @@ pub fn local_head(reply: &LocalReply) -> ResponseHead {
     }
 }
 
-/// Applies `server_header_transformation`.
-pub fn set_server(hcm: &HttpConnectionManager, head: &mut ResponseHead) {
+/// The headers Envoy sets on every response: `date`, and `server` by
+/// `server_header_transformation`.
+pub fn finish_head(hcm: &HttpConnectionManager, date: &DateCache, head: &mut ResponseHead) {
+    head.headers.set("date", date.now());
     match hcm.server_header {
         ServerHeader::Overwrite => head.headers.set("server", hcm.server_name.clone()),
         ServerHeader::AppendIfAbsent if !head.headers.contains("server") => {
@@ -42,13 +45,14 @@ pub fn set_server(hcm: &HttpConnectionManager, head: &mut ResponseHead) {
 /// Encodes a complete local reply (head and body) into `out`.
 pub fn encode_local_reply(
     hcm: &HttpConnectionManager,
+    date: &DateCache,
     reply: &LocalReply,
     keep_alive: bool,
     is_head: bool,
     out: &mut Vec<u8>,
 ) {
     let mut head = local_head(reply);
-    set_server(hcm, &mut head);
+    finish_head(hcm, date, &mut head);
     encode_complete(&head, &reply.body, keep_alive, is_head, out);
 }
 
@@ -62,6 +66,8 @@ pub fn encode_complete(
 ) {
     let framing = match head.status {
         204 | 304 => Framing::Empty,
+        // Envoy answers HEAD with an empty local reply as a chunked stream it never writes.
+        _ if is_head && body.is_empty() => Framing::Chunked,
         _ => Framing::Length(body.len() as u64),
     };
     encode_response_head(head, &framing, keep_alive, out);

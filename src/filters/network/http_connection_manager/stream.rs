@@ -170,7 +170,7 @@ async fn exchange_request(
                 c,
                 None,
                 request,
-                LocalReply::new(426, ""),
+                LocalReply::new(426, "Upgrade Required"),
                 0,
                 false,
                 exchange,
@@ -205,7 +205,16 @@ async fn exchange_request(
         path::PathVerdict::Redirect(p) => {
             let mut reply = LocalReply::new(307, "");
             reply.headers.append("location", p);
-            return local(c, None, request, reply, 0, keep_alive, exchange).await;
+            return local(
+                c,
+                None,
+                request,
+                reply,
+                0,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
     }
     forwarding::prepare(hcm, request, c.remote);
@@ -243,28 +252,64 @@ async fn exchange_request(
         location.extend_from_slice(&request.path);
         let mut reply = LocalReply::new(301, "");
         reply.headers.append("location", location);
-        return local(c, None, request, reply, 0, keep_alive, exchange).await;
+        return local(
+            c,
+            None,
+            request,
+            reply,
+            0,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     }
     let mut ran = 0;
     for filter in &hcm.filters {
         ran += 1;
         if let FilterResult::Respond(reply) = on_request(filter, &cx, request).await {
             exchange.details = "filter";
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
     }
     let Some(route) = route else {
         inc(&c.stats.no_route);
         exchange.details = "route_not_found";
         let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     let forward = match &route.action {
         RouteAction::DirectResponse(direct) => {
             inc(&c.stats.rq_direct_response);
             exchange.details = "direct_response";
             let reply = LocalReply::new(direct.status, direct.body.clone().unwrap_or_default());
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
         RouteAction::Redirect(redirect) => {
             inc(&c.stats.rq_redirect);
@@ -274,7 +319,16 @@ async fn exchange_request(
             reply
                 .headers
                 .append("location", location.unwrap_or_default());
-            return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+            return local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await;
         }
         RouteAction::Forward(forward) => forward,
     };
@@ -288,12 +342,21 @@ async fn exchange_request(
             return local(c, Some(&cx), request, reply, ran, false, exchange).await;
         }
     };
-    let Some(cluster_name) = cluster_name(forward, request) else {
+    let Some((cluster_name, weighted_headers)) = cluster_name(forward, request) else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     exchange.upstream_cluster = Some(cluster_name.clone());
     let cluster = c.ctx.clusters.borrow().get(&cluster_name);
@@ -302,7 +365,16 @@ async fn exchange_request(
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await;
+        return local(
+            c,
+            Some(&cx),
+            request,
+            reply,
+            ran,
+            keep_alive && body.is_done(),
+            exchange,
+        )
+        .await;
     };
     inc(&c.stats.rq_total);
     // The upstream request: rewrites, route header mutations, router headers.
@@ -312,9 +384,16 @@ async fn exchange_request(
     }
     match &forward.host_rewrite {
         HostRewrite::None | HostRewrite::Auto => {}
-        HostRewrite::Literal(host) => request.headers.set("host", host.clone()),
+        HostRewrite::Literal(host) => {
+            let original = request.headers.get("host").cloned();
+            request.headers.set("host", host.clone());
+            if let Some(original) = original {
+                request.headers.set("x-envoy-original-host", original);
+            }
+        }
     }
-    for level in levels(config, virtual_host, route) {
+    let levels = levels(config, virtual_host, route, weighted_headers);
+    for level in &levels {
         mutations::remove(&mut request.headers, &level.request_remove);
         mutations::add(&mut request.headers, &level.request_add);
     }
@@ -343,6 +422,7 @@ async fn exchange_request(
             cluster: cluster.clone(),
             head: request,
             auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
+            attempt_count: virtual_host.is_some_and(|v| v.attempt_count_to_upstream),
             framing,
             is_head_request: is_head,
             retry,
@@ -359,7 +439,16 @@ async fn exchange_request(
     match routed {
         Routed::Failed(reply) => {
             exchange.details = "upstream_reset_before_response_started";
-            local(c, Some(&cx), request, reply, ran, keep_alive, exchange).await
+            local(
+                c,
+                Some(&cx),
+                request,
+                reply,
+                ran,
+                keep_alive && body.is_done(),
+                exchange,
+            )
+            .await
         }
         Routed::Downstream(BodyFailure::Malformed) => {
             inc(&c.stats.downstream_cx_protocol_error);
@@ -381,8 +470,10 @@ async fn exchange_request(
             Next::Close
         }
         Routed::Response(response) => {
-            let levels = levels(config, virtual_host, route);
             let relay = Relay {
+                attempts: virtual_host
+                    .filter(|v| v.attempt_count_in_response)
+                    .map(|_| record.attempts),
                 levels,
                 ran,
                 keep_alive,
@@ -397,13 +488,16 @@ async fn exchange_request(
     }
 }
 
-/// Header mutation levels in Envoy's order of application.
+/// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
+/// host, route configuration (reversed with `most_specific_header_mutations_wins`).
 fn levels<'r>(
     config: &'r RouteConfig,
     virtual_host: Option<&'r VirtualHost>,
     route: &'r Route,
+    weighted: Option<&'r HeaderMutations>,
 ) -> Vec<&'r HeaderMutations> {
-    let mut levels = vec![&route.headers];
+    let mut levels: Vec<&HeaderMutations> = weighted.into_iter().collect();
+    levels.push(&route.headers);
     if let Some(v) = virtual_host {
         levels.push(&v.headers);
     }
@@ -427,19 +521,26 @@ fn needs_tls(
     }
 }
 
-fn cluster_name(forward: &Forward, request: &RequestHead) -> Option<String> {
+/// The cluster to forward to, and the header mutations of a weighted cluster's entry.
+fn cluster_name<'f>(
+    forward: &'f Forward,
+    request: &RequestHead,
+) -> Option<(String, Option<&'f HeaderMutations>)> {
     match &forward.cluster {
-        ClusterSpecifier::Name(name) => Some(name.clone()),
-        ClusterSpecifier::Weighted(weighted) => Some(
-            weighted
-                .pick(fastrand::u32(0..weighted.total_weight.max(1)))
-                .to_string(),
-        ),
+        ClusterSpecifier::Name(name) => Some((name.clone(), None)),
+        ClusterSpecifier::Weighted(weighted) => {
+            let clusters = &weighted.clusters;
+            let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
+            Some((
+                clusters.clusters[index].0.clone(),
+                weighted.headers.get(index),
+            ))
+        }
         ClusterSpecifier::Header(header) => request
             .headers
             .get(header)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_string),
+            .map(|name| (name.to_string(), None)),
     }
 }
 
@@ -460,7 +561,7 @@ async fn local(
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
         if let Some(route) = cx.route {
-            for level in levels(&hcm.route_config, cx.virtual_host, route) {
+            for level in levels(&hcm.route_config, cx.virtual_host, route, None) {
                 mutations::remove(&mut head.headers, &level.response_remove);
                 mutations::add(&mut head.headers, &level.response_add);
             }
@@ -469,7 +570,7 @@ async fn local(
             on_response(filter, cx, request, &mut head);
         }
     }
-    respond::set_server(hcm, &mut head);
+    respond::finish_head(hcm, &c.ctx.date, &mut head);
     let mut out = Vec::with_capacity(256 + reply.body.len());
     respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
     exchange.bytes_sent = reply.body.len() as u64;
@@ -491,6 +592,8 @@ async fn local(
 
 /// How an upstream response is relayed to the client.
 struct Relay<'r> {
+    /// Tries made, when the response reports them (`include_attempt_count_in_response`).
+    attempts: Option<u32>,
     levels: Vec<&'r HeaderMutations>,
     /// How many filters ran on the request (they see the response, in reverse).
     ran: usize,
@@ -514,6 +617,7 @@ async fn proxy_response(
 ) -> Next {
     let hcm = c.hcm;
     let Relay {
+        attempts,
         levels,
         ran,
         keep_alive,
@@ -543,11 +647,14 @@ async fn proxy_response(
     for filter in hcm.filters[..ran].iter().rev() {
         on_response(filter, cx, request, &mut head);
     }
+    if let Some(n) = attempts {
+        head.headers.set("x-envoy-attempt-count", n.to_string());
+    }
     head.headers.set(
         "x-envoy-upstream-service-time",
         try_started.elapsed().as_millis().to_string(),
     );
-    respond::set_server(hcm, &mut head);
+    respond::finish_head(hcm, &c.ctx.date, &mut head);
     let status_cell = match head.status {
         100..=199 => &cells.upstream_rq_1xx,
         200..=299 => &cells.upstream_rq_2xx,

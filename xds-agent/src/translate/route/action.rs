@@ -20,14 +20,14 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{
-    header_ops::{header_value_problem, is_token_byte},
+    header_ops::{self, header_value_problem, is_token_byte},
     Problems,
 };
 use crate::{
     model::{
         route::{
             ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
-            RetryOn, RetryPolicy,
+            RetryOn, RetryPolicy, WeightedRoute,
         },
         WeightedClusters,
     },
@@ -156,7 +156,7 @@ pub(super) fn forward(
 
 /// `weighted_clusters`: weights may be 0 but must sum to more than 0 (`total_weight` is
 /// deprecated in Envoy, which uses the sum).
-fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<WeightedClusters> {
+fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<WeightedRoute> {
     let before = p.count();
     let mut total: u32 = 0;
     for (i, c) in proto.clusters.iter().enumerate() {
@@ -181,13 +181,29 @@ fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<Wei
             "the sum of the weights must be greater than 0",
         );
     }
-    (p.count() == before).then(|| WeightedClusters {
-        clusters: proto
-            .clusters
-            .iter()
-            .map(|c| (c.name.clone(), c.weight.map_or(0, |w| w.value)))
-            .collect(),
-        total_weight: total,
+    let headers = proto
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            header_ops::mutations(
+                [&c.request_headers_to_add, &c.response_headers_to_add],
+                [&c.request_headers_to_remove, &c.response_headers_to_remove],
+                &format!("{path}.clusters[{i}]"),
+                p,
+            )
+        })
+        .collect();
+    (p.count() == before).then(|| WeightedRoute {
+        clusters: WeightedClusters {
+            clusters: proto
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.weight.map_or(0, |w| w.value)))
+                .collect(),
+            total_weight: total,
+        },
+        headers,
     })
 }
 

@@ -202,6 +202,8 @@ fn virtual_host(
             TlsRequirementType::ExternalOnly => TlsRequirement::ExternalOnly,
             TlsRequirementType::All => TlsRequirement::All,
         },
+        attempt_count_to_upstream: proto.include_request_attempt_count,
+        attempt_count_in_response: proto.include_attempt_count_in_response,
     })
 }
 
