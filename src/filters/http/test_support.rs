@@ -77,6 +77,8 @@ impl World {
             retry_policy: None,
             per_filter: PerRouteFilters(vhost),
             require_tls: TlsRequirement::None,
+            attempt_count_to_upstream: false,
+            attempt_count_in_response: false,
         };
         let route_config = RouteConfig {
             name: "rc".into(),
