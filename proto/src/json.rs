@@ -116,6 +116,12 @@ pub fn decode_any<M: prost::Message + Default + Name>(any: &Any) -> Result<M, Js
 /// (`last_updated`, not `lastUpdated`), default-valued fields left out, `Any`s expanded with
 /// their `@type`.
 pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
+    try_to_json(message).expect("every Any in the message names a type in the pool")
+}
+
+/// [`to_json`], or why the message cannot be rendered (an `Any` whose type is not in the
+/// pool, or whose payload does not decode).
+pub fn try_to_json<M: prost::Message + Name>(message: &M) -> Result<serde_json::Value, String> {
     let descriptor = pool()
         .get_message_by_name(&M::full_name())
         .expect("type in the pool");
@@ -130,7 +136,7 @@ pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
                 .skip_default_fields(true)
                 .use_proto_field_name(true),
         )
-        .expect("every Any in the message names a type in the pool")
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 pub mod json;
 
 pub use json::{
-    decode_any, descriptor_bytes, from_json, parse_document, pool, release_pool, to_json, JsonError,
+    decode_any, descriptor_bytes, from_json, parse_document, pool, release_pool, to_json,
+    try_to_json, JsonError,
 };

@@ -2,16 +2,19 @@
 //! the longest `*suffix` wildcard, then the longest `prefix*` wildcard, then `*`. The
 //! authority is compared lower-cased and with its port, unless
 //! `ignore_port_in_host_matching` strips the port first.
-use std::collections::HashMap;
+use super::fast_hash::FastMap;
+
+/// Wildcards of one kind, grouped by length (longest first), each without its `*`.
+type Wildcards = Vec<(usize, FastMap<Box<[u8]>, u32>)>;
 
 /// Domain index of a route table's virtual hosts (values are indexes into them).
 #[derive(Debug, Default)]
 pub struct VirtualHostIndex {
-    exact: HashMap<Box<[u8]>, u32>,
+    exact: FastMap<Box<[u8]>, u32>,
     /// By wildcard length, longest first: `*.foo.com` is stored as `.foo.com`.
-    suffixes: Vec<(usize, HashMap<Box<[u8]>, u32>)>,
+    suffixes: Wildcards,
     /// By wildcard length, longest first: `foo.*` is stored as `foo.`.
-    prefixes: Vec<(usize, HashMap<Box<[u8]>, u32>)>,
+    prefixes: Wildcards,
     default: Option<u32>,
     ignore_port: bool,
 }
@@ -105,19 +108,15 @@ pub fn port_start(authority: &[u8]) -> Option<usize> {
     }
 }
 
-fn add_wildcard(
-    by_len: &mut Vec<(usize, HashMap<Box<[u8]>, u32>)>,
-    key: &[u8],
-    vh: u32,
-) -> Option<u32> {
+fn add_wildcard(by_len: &mut Wildcards, key: &[u8], vh: u32) -> Option<u32> {
     let slot = match by_len.iter().position(|(len, _)| *len <= key.len()) {
         Some(i) if by_len[i].0 == key.len() => i,
         Some(i) => {
-            by_len.insert(i, (key.len(), HashMap::new()));
+            by_len.insert(i, (key.len(), FastMap::default()));
             i
         }
         None => {
-            by_len.push((key.len(), HashMap::new()));
+            by_len.push((key.len(), FastMap::default()));
             by_len.len() - 1
         }
     };
@@ -125,7 +124,7 @@ fn add_wildcard(
 }
 
 /// Inserts unless present; returns the existing value if there was one.
-fn insert_new(map: &mut HashMap<Box<[u8]>, u32>, key: Box<[u8]>, vh: u32) -> Option<u32> {
+fn insert_new(map: &mut FastMap<Box<[u8]>, u32>, key: Box<[u8]>, vh: u32) -> Option<u32> {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
         std::collections::hash_map::Entry::Vacant(e) => {
@@ -138,7 +137,7 @@ fn insert_new(map: &mut HashMap<Box<[u8]>, u32>, key: Box<[u8]>, vh: u32) -> Opt
 /// The longest wildcard matching `host`; a wildcard never matches the empty string, so only
 /// wildcards shorter than the host are tried.
 fn longest<'a>(
-    by_len: &'a [(usize, HashMap<Box<[u8]>, u32>)],
+    by_len: &'a Wildcards,
     host: &[u8],
     part: impl Fn(usize) -> &'a [u8],
 ) -> Option<&'a u32> {

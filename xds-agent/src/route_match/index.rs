@@ -1,16 +1,28 @@
-//! Route matching: the per-virtual-host route index. Plain `prefix`, `path` and
-//! `path_separated_prefix` routes sit in radix trees (one case-sensitive, one ASCII-folded)
-//! so a lookup walks the request path once, whatever the number of routes; regex routes are
-//! kept in a list. Every entry carries its config position, and the lowest position whose
-//! whole match holds wins — the same answer as Envoy's first-match scan.
-use super::matcher::{path_end, PathMatch};
+//! Route matching: the per-virtual-host route index. Plain `path` routes sit in hash maps;
+//! `prefix` and `path_separated_prefix` routes in a stride tree, where each node jumps to its
+//! children by hashing the next `stride` bytes of the path (the distance to the nearest
+//! deeper route key), so a lookup makes one probe per route-key length along the path
+//! however many routes the table holds. Case-insensitive routes have their own map and
+//! tree over lower-cased keys; regex routes are kept in a list. Every entry carries its
+//! config position, and the lowest position whose whole match holds wins — the same answer
+//! as Envoy's first-match scan.
+use super::{
+    fast_hash::FastMap,
+    matcher::{path_end, PathMatch},
+};
 use crate::model::route::{Route, RouteRequest};
+
+/// Paths up to this length are lower-cased on the stack for case-insensitive routes.
+const INLINE_PATH: usize = 512;
 
 /// Index of a virtual host's routes.
 #[derive(Debug, Default)]
 pub struct RouteIndex {
-    exact_case: RadixTree,
-    folded_case: RadixTree,
+    exact: FastMap<Box<[u8]>, Vec<u32>>,
+    prefixes: StrideTree,
+    /// Case-insensitive routes, keyed lower-case.
+    folded_exact: FastMap<Box<[u8]>, Vec<u32>>,
+    folded_prefixes: StrideTree,
     /// Positions of routes matched one by one (regex paths), ascending.
     scanned: Vec<u32>,
     /// `ignore_path_parameters_in_path_matching`: paths match up to the first `;`.
@@ -24,23 +36,47 @@ impl RouteIndex {
             ignore_path_parameters,
             ..Self::default()
         };
+        let mut prefixes = Vec::new();
+        let mut folded_prefixes = Vec::new();
         for (position, route) in routes.iter().enumerate() {
             let position = position as u32;
-            let tree = if route.matcher.case_sensitive {
-                &mut index.exact_case
-            } else {
-                &mut index.folded_case
-            };
             let fold = !route.matcher.case_sensitive;
-            match &route.matcher.path {
-                PathMatch::Prefix(p) => tree.insert(p.as_bytes(), fold, Kind::Prefix, position),
-                PathMatch::Path(p) => tree.insert(p.as_bytes(), fold, Kind::Exact, position),
-                PathMatch::PathSeparatedPrefix(p) => {
-                    tree.insert(p.as_bytes(), fold, Kind::Separated, position)
+            let key = |p: &str| -> Box<[u8]> {
+                if fold {
+                    p.to_ascii_lowercase().into_bytes().into()
+                } else {
+                    p.as_bytes().into()
                 }
+            };
+            let tree = if fold {
+                &mut folded_prefixes
+            } else {
+                &mut prefixes
+            };
+            match &route.matcher.path {
+                PathMatch::Path(p) => {
+                    let map = if fold {
+                        &mut index.folded_exact
+                    } else {
+                        &mut index.exact
+                    };
+                    map.entry(key(p)).or_default().push(position);
+                }
+                PathMatch::Prefix(p) => tree.push(Entry {
+                    key: key(p),
+                    separated: false,
+                    position,
+                }),
+                PathMatch::PathSeparatedPrefix(p) => tree.push(Entry {
+                    key: key(p),
+                    separated: true,
+                    position,
+                }),
                 PathMatch::Regex(_) => index.scanned.push(position),
             }
         }
+        index.prefixes = StrideTree::build(prefixes);
+        index.folded_prefixes = StrideTree::build(folded_prefixes);
         index
     }
 
@@ -66,147 +102,128 @@ impl RouteIndex {
                 }
             }
         };
-        self.exact_case
-            .walk(path, false, |list| consider(list, &mut best, false));
-        self.folded_case
-            .walk(path, true, |list| consider(list, &mut best, false));
+        if let Some(list) = self.exact.get(path) {
+            consider(list, &mut best, false);
+        }
+        self.prefixes
+            .walk(path, |list| consider(list, &mut best, false));
+        if !self.folded_exact.is_empty() || !self.folded_prefixes.nodes.is_empty() {
+            let mut inline = [0u8; INLINE_PATH];
+            let owned;
+            let folded: &[u8] = if path.len() <= INLINE_PATH {
+                inline[..path.len()].copy_from_slice(path);
+                inline[..path.len()].make_ascii_lowercase();
+                &inline[..path.len()]
+            } else {
+                owned = path.to_ascii_lowercase();
+                &owned
+            };
+            if let Some(list) = self.folded_exact.get(folded) {
+                consider(list, &mut best, false);
+            }
+            self.folded_prefixes
+                .walk(folded, |list| consider(list, &mut best, false));
+        }
         consider(&self.scanned, &mut best, true);
         (best != u32::MAX).then_some(best as usize)
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Prefix,
-    Exact,
-    Separated,
+/// A prefix route's key, as indexed.
+struct Entry {
+    key: Box<[u8]>,
+    /// `path_separated_prefix` (else `prefix`).
+    separated: bool,
+    position: u32,
 }
 
-/// A radix tree over route paths; node 0 is the root (empty label).
-#[derive(Debug)]
-struct RadixTree {
+/// The prefix routes' tree; node 0 (if any) is the root, whose key is empty.
+#[derive(Debug, Default)]
+struct StrideTree {
     nodes: Vec<Node>,
-}
-
-impl Default for RadixTree {
-    fn default() -> Self {
-        Self {
-            nodes: vec![Node::default()],
-        }
-    }
 }
 
 #[derive(Debug, Default)]
 struct Node {
-    /// The bytes on the edge from the parent (lower-case in the folded tree).
-    label: Box<[u8]>,
-    /// First label byte of each child, parallel to `children`.
-    first_bytes: Vec<u8>,
-    children: Vec<u32>,
-    /// Routes whose key ends here, by kind; each ascending by position.
+    /// Routes whose key is this node's, by kind; each ascending by position.
     prefix: Vec<u32>,
-    exact: Vec<u32>,
     separated: Vec<u32>,
+    /// How many path bytes lead to a child (the shortest deeper key minus this one); 0 for a
+    /// leaf.
+    stride: usize,
+    /// Children by those bytes.
+    children: FastMap<Box<[u8]>, u32>,
 }
 
-impl RadixTree {
-    fn insert(&mut self, key: &[u8], fold: bool, kind: Kind, position: u32) {
-        let key: Vec<u8> = if fold {
-            key.to_ascii_lowercase()
-        } else {
-            key.to_vec()
-        };
-        let mut node = 0;
-        let mut rest = &key[..];
-        while !rest.is_empty() {
-            let Some(slot) = self.nodes[node]
-                .first_bytes
-                .iter()
-                .position(|b| *b == rest[0])
-            else {
-                let child = self.push(rest);
-                self.nodes[node].first_bytes.push(rest[0]);
-                self.nodes[node].children.push(child);
-                node = child as usize;
-                break;
-            };
-            let child = self.nodes[node].children[slot] as usize;
-            let common = common_prefix(&self.nodes[child].label, rest);
-            if common < self.nodes[child].label.len() {
-                self.split(node, slot, common);
+impl StrideTree {
+    fn build(mut entries: Vec<Entry>) -> Self {
+        let mut tree = Self::default();
+        if entries.is_empty() {
+            return tree;
+        }
+        // By key, then position: a node's own keys come first in its range, in config order.
+        entries.sort_by(|a, b| a.key.cmp(&b.key).then(a.position.cmp(&b.position)));
+        tree.nodes.push(Node::default());
+        // (node, range of entries sharing its key as a prefix, key length).
+        let mut pending = vec![(0usize, 0..entries.len(), 0usize)];
+        while let Some((node, range, depth)) = pending.pop() {
+            let group = &entries[range.clone()];
+            let own = group.iter().take_while(|e| e.key.len() == depth).count();
+            for e in &group[..own] {
+                let list = if e.separated {
+                    &mut tree.nodes[node].separated
+                } else {
+                    &mut tree.nodes[node].prefix
+                };
+                list.push(e.position);
             }
-            node = self.nodes[node].children[slot] as usize;
-            rest = &rest[common..];
+            let deeper = &group[own..];
+            let Some(shortest) = deeper.iter().map(|e| e.key.len()).min() else {
+                continue;
+            };
+            let stride = shortest - depth;
+            tree.nodes[node].stride = stride;
+            let mut start = range.start + own;
+            while start < range.end {
+                let chunk = &entries[start].key[depth..depth + stride];
+                let len = entries[start..range.end]
+                    .iter()
+                    .take_while(|e| &e.key[depth..depth + stride] == chunk)
+                    .count();
+                let child = tree.nodes.len();
+                tree.nodes.push(Node::default());
+                tree.nodes[node].children.insert(chunk.into(), child as u32);
+                pending.push((child, start..start + len, depth + stride));
+                start += len;
+            }
         }
-        let node = &mut self.nodes[node];
-        match kind {
-            Kind::Prefix => node.prefix.push(position),
-            Kind::Exact => node.exact.push(position),
-            Kind::Separated => node.separated.push(position),
-        }
-    }
-
-    fn push(&mut self, label: &[u8]) -> u32 {
-        self.nodes.push(Node {
-            label: label.into(),
-            ..Node::default()
-        });
-        (self.nodes.len() - 1) as u32
-    }
-
-    /// Splits the edge to `parent`'s child in `slot` after `at` label bytes.
-    fn split(&mut self, parent: usize, slot: usize, at: usize) {
-        let child = self.nodes[parent].children[slot] as usize;
-        let label = std::mem::take(&mut self.nodes[child].label);
-        let middle = self.push(&label[..at]);
-        self.nodes[child].label = label[at..].into();
-        let middle_node = &mut self.nodes[middle as usize];
-        middle_node.first_bytes.push(label[at]);
-        middle_node.children.push(child as u32);
-        self.nodes[parent].children[slot] = middle;
+        tree
     }
 
     /// Calls `visit` with each candidate list whose key matches `path`, shortest key first.
-    fn walk<'a>(&'a self, path: &[u8], fold: bool, mut visit: impl FnMut(&'a [u32])) {
-        let mut node = &self.nodes[0];
+    fn walk<'a>(&'a self, path: &[u8], mut visit: impl FnMut(&'a [u32])) {
+        let Some(mut node) = self.nodes.first() else {
+            return;
+        };
         let mut depth = 0;
         loop {
-            visit(&node.prefix);
-            if depth == path.len() {
-                visit(&node.exact);
-                visit(&node.separated);
-                return;
+            if !node.prefix.is_empty() {
+                visit(&node.prefix);
             }
-            if path[depth] == b'/' {
+            if !node.separated.is_empty() && matches!(path.get(depth), None | Some(b'/')) {
                 visit(&node.separated);
             }
-            let next = if fold {
-                path[depth].to_ascii_lowercase()
-            } else {
-                path[depth]
-            };
-            let Some(slot) = node.first_bytes.iter().position(|b| *b == next) else {
-                return;
-            };
-            let child = &self.nodes[node.children[slot] as usize];
-            let end = depth + child.label.len();
-            let label_matches = end <= path.len()
-                && if fold {
-                    path[depth..end].eq_ignore_ascii_case(&child.label)
-                } else {
-                    path[depth..end] == *child.label
-                };
-            if !label_matches {
+            let end = depth + node.stride;
+            if node.stride == 0 || end > path.len() {
                 return;
             }
-            node = child;
+            let Some(&child) = node.children.get(&path[depth..end]) else {
+                return;
+            };
+            node = &self.nodes[child as usize];
             depth = end;
         }
     }
-}
-
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]
@@ -363,15 +380,27 @@ mod tests {
     }
 
     #[test]
-    fn the_tree_splits_and_shares_edges() {
-        // Keys inserted in an order that forces edge splits at every level.
-        let keys = ["/abcdef", "/abc", "/abxyz", "/ab", "/a", "/abcdeg", "/b"];
-        let routes: Vec<Route> = keys.iter().map(|k| path(k)).collect();
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(find(&routes, &Request::get(k)), Some(i), "{k}");
-        }
-        assert_eq!(find(&routes, &Request::get("/abcde")), None);
-        assert_eq!(find(&routes, &Request::get("/abcdefg")), None);
+    fn nested_and_sibling_prefixes_of_every_length() {
+        // Keys of staggered lengths, nested and not, in an order unlike their sorted one.
+        let keys = [
+            "/abcdef", "/abc", "/abxyz", "/ab", "", "/abcdeg", "/b", "/abcd",
+        ];
+        let routes: Vec<Route> = keys.iter().map(|k| prefix(k)).collect();
+        let at = |p| find(&routes, &Request::get(p));
+        assert_eq!(at("/abcdefZ"), Some(0));
+        assert_eq!(at("/abcde"), Some(1));
+        assert_eq!(at("/abxyz/1"), Some(2));
+        assert_eq!(at("/abx"), Some(3));
+        assert_eq!(at("/a"), Some(4));
+        assert_eq!(at("/b/x"), Some(4));
+        let mut reversed: Vec<Route> = keys.iter().rev().map(|k| prefix(k)).collect();
+        reversed.remove(3); // Drop "" so the longest-first order shows.
+        let at = |p| find(&reversed, &Request::get(p));
+        assert_eq!(at("/abcdefZ"), Some(0), "/abcd is first now");
+        assert_eq!(at("/abcdeg"), Some(0));
+        assert_eq!(at("/abx"), Some(3));
+        assert_eq!(at("/abxyz"), Some(3));
+        assert_eq!(at("/c"), None);
     }
 
     #[test]

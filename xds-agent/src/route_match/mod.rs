@@ -3,6 +3,7 @@
 //! `Location`, header-mutation order). Indexes are built by the translator so lookups never
 //! scan thousands of plain routes; nothing here allocates on a plain lookup.
 mod domains;
+mod fast_hash;
 mod index;
 mod matcher;
 mod rewrite;

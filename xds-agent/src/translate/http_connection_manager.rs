@@ -10,7 +10,7 @@ use envoy_types::pb::{
             http_connection_manager::{
                 CodecType, PathWithEscapedSlashesAction, RouteSpecifier, ServerHeaderTransformation,
             },
-            http_filter, HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
+            HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
         },
     },
     google::protobuf::{self, Any},
@@ -20,6 +20,7 @@ use super::{
     access_log::access_logs, duration, http_filters, route, TranslateContext, TranslateError,
 };
 use crate::{
+    model::filters::HttpFilter,
     model::http::{
         EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, ServerHeader,
         UnderscoreHeaders,
@@ -141,10 +142,7 @@ pub(super) fn http_connection_manager(
             format!("must be between 1 and {MAX_REQUEST_HEADERS_KB}"),
         );
     }
-    let common = config
-        .common_http_protocol_options
-        .clone()
-        .unwrap_or_default();
+    let common = config.common_http_protocol_options.unwrap_or_default();
     let max_headers_count = common
         .max_headers_count
         .map_or(DEFAULT_MAX_HEADERS_COUNT, |v| v.value);
@@ -271,25 +269,19 @@ fn upgrades(config: &HcmProto, path: &str, p: &mut Problems) -> Vec<(String, boo
 /// Whether an `http_filters` entry is the router (by type, or by its well-known name when it
 /// has no typed config, as Envoy still accepts).
 fn is_router(filter: &HttpFilterProto) -> bool {
-    match &filter.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => {
-            names::type_name(&any.type_url) == names::ROUTER
-        }
-        None => filter.name == names::ROUTER_FILTER,
-        Some(_) => false,
-    }
+    http_filters::is_router(filter)
+        || (filter.config_type.is_none() && filter.name == names::ROUTER_FILTER)
 }
 
-/// An `is_optional` filter of a type shardproxy does not implement is left out, as Envoy does
-/// (the walker skips it too).
-/// The filters before the router, which must be last and present.
+/// The filters before the router, which must be last and present (an `is_optional` filter of
+/// an unsupported type is left out by the HTTP filters translator, as Envoy does).
 fn http_filter_chain(
     filters: &[HttpFilterProto],
     path: &str,
     stat_prefix: &str,
     ctx: &mut TranslateContext,
     p: &mut Problems,
-) -> Vec<crate::model::filters::HttpFilter> {
+) -> Vec<HttpFilter> {
     let Some((last, init)) = filters.split_last() else {
         p.add(
             path,

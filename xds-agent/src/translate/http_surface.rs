@@ -2,7 +2,10 @@
 //! (see `surface.rs` for how the walker uses it). Shared message types used inside route
 //! tables and HTTP filters alike (`HeaderValueOption`, `StringMatcher`, `RegexMatcher`,
 //! `FractionalPercent`, `RuntimeFractionalPercent`) are listed here once.
-use super::surface::{AnySlot, Surface};
+use super::{
+    http_filters,
+    surface::{AnySlot, Surface},
+};
 use crate::names;
 
 /// Why tracing-only fields are ignored.
@@ -13,23 +16,6 @@ const NO_RUNTIME: &str = "no runtime: the default value applies";
 const METADATA: &str = "read only by filters that are not supported";
 /// Why `Rds` fields are accepted by the walker: the translator rejects `rds` as a whole.
 const RDS: &str = "rds itself is rejected by the translator (needs xDS, issue 4)";
-
-/// HTTP filter types allowed in `http_filters` (the router, and the HTTP filters work's).
-pub(super) const HTTP_FILTERS: &[&str] = &[
-    names::ROUTER,
-    names::FAULT,
-    names::CORS,
-    names::LOCAL_RATELIMIT,
-    names::HEADER_MUTATION,
-];
-
-/// Per-route config types allowed in `typed_per_filter_config`.
-const PER_ROUTE_FILTERS: &[&str] = &[
-    names::FAULT,
-    names::CORS_POLICY,
-    names::LOCAL_RATELIMIT,
-    names::HEADER_MUTATION_PER_ROUTE,
-];
 
 /// Accepted-and-ignored fields, and why each is harmless:
 /// - `HttpConnectionManager.http2_protocol_options`, `.http3_protocol_options`: read only by
@@ -86,11 +72,6 @@ pub const SURFACE: &[Surface] = &[
         message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
         supported: &[],
         ignored: &[("config_source", RDS), ("route_config_name", RDS)],
-    },
-    Surface {
-        message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
-        supported: &["name", "typed_config", "is_optional"],
-        ignored: &[],
     },
     Surface {
         message:
@@ -374,21 +355,18 @@ pub const SURFACE: &[Surface] = &[
     },
 ];
 
+/// `http_filters` entries (`HttpFilter`, its slot and `FilterConfig`) belong to the HTTP
+/// filters' tables; the route tables' per-filter maps take what those filters define.
 pub const ANY_SLOTS: &[AnySlot] = &[
-    (
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
-        "HTTP filter",
-        HTTP_FILTERS,
-    ),
     (
         "envoy.config.route.v3.VirtualHost",
         "per-filter config",
-        PER_ROUTE_FILTERS,
+        http_filters::PER_ROUTE_TYPES,
     ),
     (
         "envoy.config.route.v3.Route",
         "per-filter config",
-        PER_ROUTE_FILTERS,
+        http_filters::PER_ROUTE_TYPES,
     ),
     (
         "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",

@@ -750,3 +750,20 @@ http_filters:
     ));
     assert!(hcm(&s).filters.is_empty());
 }
+
+#[test]
+fn tables_with_maps_hash_the_same_on_every_parse() {
+    let text = with_routes(CATCH_ALL).replace(
+        "{name: vh,",
+        "{name: vh, metadata: {filter_metadata: {a: {x: 1, y: 2, z: 3}, b: {k: v}, c: {}, d: {}}},",
+    );
+    let first = ok(&text);
+    for _ in 0..20 {
+        let again = run(&text, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.listeners[0], &again.listeners[0]));
+        assert_eq!(
+            hcm(&first).route_config.config_hash,
+            hcm(&again).route_config.config_hash
+        );
+    }
+}

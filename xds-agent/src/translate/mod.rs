@@ -126,10 +126,17 @@ pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
     translate(bootstrap, &mut ctx).err().unwrap_or_default()
 }
 
-/// Hash of a message's encoding: equal configs hash equal within a process.
-fn config_hash<M: prost::Message>(message: &M) -> u64 {
+/// Hash of a message's canonical form: equal configs hash equal within a process. Not the
+/// binary encoding, whose maps (metadata, `typed_per_filter_config`) come out in hash-map
+/// order, different for two parses of the same text: the proto3 JSON rendering, which sorts
+/// map keys and expands `Any`s. A message with an `Any` of a type outside the pool (possible
+/// only from xDS) falls back to its encoding.
+fn config_hash<M: prost::Message + prost::Name>(message: &M) -> u64 {
     let mut hasher = DefaultHasher::new();
-    message.encode_to_vec().hash(&mut hasher);
+    match proto::try_to_json(message) {
+        Ok(json) => json.to_string().hash(&mut hasher),
+        Err(_) => message.encode_to_vec().hash(&mut hasher),
+    }
     hasher.finish()
 }
 
