@@ -5,6 +5,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::{
     fields::{trailer_fields, Spans},
+    syntax::has_bare_lf,
     BodyError, Framing, Limits,
 };
 use crate::stream::headers::Headers;
@@ -241,20 +242,16 @@ fn expect_crlf(buf: &mut BytesMut) -> Result<bool, BodyError> {
     }
 }
 
-/// An LF not preceded by CR.
-fn has_bare_lf(block: &[u8]) -> bool {
-    block
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || block[i - 1] != b'\r'))
-}
-
 /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] )` (RFC 9112 §7.1.1),
-/// plus trailing whitespace.
+/// plus trailing whitespace — so whitespace alone after the size (`5 `) is BWS before an
+/// empty extension list, which Envoy accepts too.
 fn valid_extensions(ext: &[u8]) -> bool {
     let mut i = 0;
     while i < ext.len() {
         i = skip_ws(ext, i);
+        if i == ext.len() {
+            break;
+        }
         if ext.get(i) != Some(&b';') {
             return false;
         }
@@ -386,7 +383,7 @@ mod tests {
 
     #[test]
     fn chunked_with_extensions_and_trailers() {
-        let input = b"5;a=b;c=\"q\\\"x\"\r\nhello\r\n1 ; x\r\n!\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\n\r\nNEXT";
+        let input = b"5;a=b;c=\"q\\\"x\"\r\nhello\r\n1 ; x\r\n!\r\n2 \t\r\n!!\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\n\r\nNEXT";
         let mut buf = BytesMut::from(&input[..]);
         let mut dec = BodyDecoder::new(&Framing::Chunked, &Limits::default());
         let mut body = Vec::new();
@@ -397,7 +394,7 @@ mod tests {
                 BodyEvent::Done { trailers } => break trailers.unwrap(),
             }
         };
-        assert_eq!(body, b"hello!");
+        assert_eq!(body, b"hello!!!");
         assert_eq!(trailers.get("x-sum").unwrap(), "1");
         assert!(!trailers.contains("content-length"));
         assert_eq!(&buf[..], b"NEXT");
@@ -414,10 +411,9 @@ mod tests {
             ),
             (b"-5\r\n", BodyError::InvalidChunkSize),
             (b"+5\r\n", BodyError::InvalidChunkSize),
-            (
-                b"5 \r\nhello\r\n0\r\n\r\n",
-                BodyError::InvalidChunkExtension,
-            ),
+            (b" 5\r\nhello\r\n0\r\n\r\n", BodyError::InvalidChunkSize),
+            (b"5 x\r\nhello\r\n", BodyError::InvalidChunkExtension),
+            (b"5 ;\r\nhello\r\n", BodyError::InvalidChunkExtension),
             (b"10000000000000000\r\n", BodyError::ChunkSizeOverflow),
             (b"5\nhello\r\n", BodyError::MissingCrlf),
             (b"5\r\nhelloXX0\r\n\r\n", BodyError::MissingCrlf),

@@ -13,7 +13,8 @@ pub const MALFORMED: &[Case] = &[
     // Request line.
     ("version_lower_case", b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
     ("version_2_0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    ("version_1_2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+    ("version_0_9", b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+    ("version_1_10", b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400),
     ("version_garbage", b"GET / HTTP/1.x\r\nHost: a\r\n\r\n", 400),
     ("version_trailing_bytes", b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n", 400),
     ("http_0_9_request", b"GET /\r\n\r\n", 400),
@@ -34,11 +35,37 @@ pub const MALFORMED: &[Case] = &[
     ("connect_without_port", b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("bare_cr_after_version", b"GET / HTTP/1.1\rHost: a\r\n\r\n", 400),
     ("bare_cr_before_request", b"\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    // Methods: Envoy's list only (syntax.rs), case-sensitive; checked before the version.
+    ("method_lower_case", b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("method_unknown", b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("method_query", b"QUERY / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("method_m_search", b"M-SEARCH / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("h2_preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    ("unknown_method_http_2_0", b"BREW / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+    // Bare LF line ends (RFC 9112 §2.2 permits refusing them; a smuggling vector).
+    ("bare_lf_line_ends", b"GET / HTTP/1.1\nHost: a\nX: 1\n\n", 400),
+    ("bare_lf_after_request_line", b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
+    ("bare_lf_after_field", b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n", 400),
+    ("bare_lf_ending_head", b"GET / HTTP/1.1\r\nHost: a\r\n\n", 400),
+    (
+        "bare_lf_hiding_a_field",
+        b"POST / HTTP/1.1\r\nHost: a\r\nX: 1\nContent-Length: 5\r\n\r\nhello",
+        400,
+    ),
     // Host.
     ("missing_host", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("duplicate_host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ("host_with_space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     ("host_with_path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("host_bad_port", b"GET / HTTP/1.1\r\nHost: a:abc\r\n\r\n", 400),
+    ("host_two_ports", b"GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+    ("host_port_without_host", b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+    ("host_userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    ("host_bad_percent_escape", b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", 400),
+    ("host_unbracketed_ipv6", b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", 400),
+    ("host_bad_ipv6", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
+    ("host_unclosed_bracket", b"GET / HTTP/1.1\r\nHost: [::1:80\r\n\r\n", 400),
+    ("absolute_form_bad_port", b"GET http://a:abc/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     // Field syntax.
     ("space_before_colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
     ("tab_before_colon", b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", 400),
@@ -112,11 +139,16 @@ pub const MALFORMED: &[Case] = &[
     (
         "te_chunked_twice_in_list",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-        400,
+        501,
     ),
     (
         "te_chunked_twice_in_lines",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    (
+        "te_chunked_twice_then_gzip",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked, gzip\r\n\r\n0\r\n\r\n",
         400,
     ),
     (
@@ -189,7 +221,8 @@ pub const MALFORMED: &[Case] = &[
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nx\r\n0\r\n\r\n",
         400,
     ),
-    ("chunk_size_trailing_space", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n", 400),
+    ("chunk_size_leading_space", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n 1\r\nx\r\n0\r\n\r\n", 400),
+    ("chunk_size_space_then_junk", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 x\r\nx\r\n0\r\n\r\n", 400),
     ("chunk_size_bare_lf", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n", 400),
     ("chunk_data_longer_than_size", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk_data_bare_lf", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\n0\r\n\r\n", 400),
@@ -210,16 +243,24 @@ pub const MALFORMED: &[Case] = &[
 /// Unusual but valid requests that must be accepted whole (nothing refused, nothing left
 /// over): lenient where RFC 9112 allows it, so strictness does not turn away real clients.
 pub const ACCEPTED: &[(&str, &[u8])] = &[
-    ("bare_lf_line_ends", b"GET / HTTP/1.1\nHost: a\nX: 1\n\n"),
     ("leading_empty_lines", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    // Outside any message, so no framing can hang on it (Envoy skips these too).
+    ("leading_bare_lf_lines", b"\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("empty_value", b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n"),
     ("ows_around_value", b"GET / HTTP/1.1\r\nHost: a\r\nX: \t v \t\r\n\r\n"),
     ("obs_text_in_value", b"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n"),
-    ("custom_method", b"PURGE /cache HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("method_purge", b"PURGE /cache HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("method_webdav", b"PROPFIND /dav HTTP/1.1\r\nHost: a\r\nDepth: 1\r\n\r\n"),
+    ("method_msearch", b"MSEARCH / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("version_1_2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+    ("version_1_9_post", b"POST / HTTP/1.9\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"),
     ("percent_encoded_path", b"GET /a%2Fb%20c?q=%7C HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("http10_without_host", b"GET / HTTP/1.0\r\n\r\n"),
     ("empty_host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
     ("ipv6_host", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"),
+    ("ipv4_host", b"GET / HTTP/1.1\r\nHost: 192.0.2.1:80\r\n\r\n"),
+    ("host_empty_port", b"GET / HTTP/1.1\r\nHost: a.example:\r\n\r\n"),
+    ("host_percent_escape", b"GET / HTTP/1.1\r\nHost: a%2Db.example\r\n\r\n"),
     ("absolute_form", b"GET http://a.example:81/p?q HTTP/1.1\r\nHost: ignored\r\n\r\n"),
     ("options_asterisk", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("connect", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
@@ -237,6 +278,10 @@ pub const ACCEPTED: &[(&str, &[u8])] = &[
         "chunk_extensions",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
           3 ; a ; b = c ; d=\"e\\\"f\"\r\nabc\r\n0;last\r\n\r\n",
+    ),
+    (
+        "chunk_size_trailing_whitespace",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n2\t \r\nyz\r\n0 \r\n\r\n",
     ),
     (
         "chunk_size_upper_hex_leading_zeros",

@@ -8,6 +8,8 @@ use super::fields::FieldError;
 pub enum RequestError {
     #[error("malformed request line")]
     BadRequestLine,
+    #[error("method not in Envoy's HTTP/1 method list")]
+    UnknownMethod,
     #[error("invalid byte in a header name (or obs-fold / space before the colon)")]
     InvalidHeaderName,
     #[error("invalid byte in a header value")]
@@ -59,7 +61,9 @@ impl RequestError {
             RequestError::UnsupportedVersion => 505,
             RequestError::RequestLineTooLong => 414,
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
-            RequestError::UnsupportedTransferCoding => 501,
+            // Envoy answers 501 for a repeated chunked too (not a framing conflict: the body
+            // is chunked either way); chunked not final stays a 400 (RFC 9112 §6.3).
+            RequestError::UnsupportedTransferCoding | RequestError::ChunkedTwice => 501,
             _ => 400,
         }
     }
@@ -87,6 +91,7 @@ impl RequestError {
             RequestError::ConnectWithBody => "http1.body_disallowed",
             RequestError::ConnectionHeaderRejected => "http1.connection_header_rejected",
             RequestError::BadRequestLine
+            | RequestError::UnknownMethod
             | RequestError::InvalidLineEnding
             | RequestError::UnsupportedVersion
             | RequestError::DuplicateHost

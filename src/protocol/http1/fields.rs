@@ -211,9 +211,9 @@ impl ConnectionTokens {
 struct TransferCodings {
     present: bool,
     any: bool,
-    chunked_seen: bool,
+    chunked: usize,
+    last_is_chunked: bool,
     unsupported: bool,
-    error: Option<FieldError>,
 }
 
 impl TransferCodings {
@@ -221,29 +221,26 @@ impl TransferCodings {
         self.present = true;
         for coding in list_elements(value) {
             self.any = true;
-            let chunked = coding.eq_ignore_ascii_case(b"chunked");
-            if self.chunked_seen && self.error.is_none() {
-                self.error = Some(if chunked {
-                    FieldError::ChunkedTwice
-                } else {
-                    FieldError::ChunkedNotFinal
-                });
-            }
-            if chunked {
-                self.chunked_seen = true;
+            self.last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if self.last_is_chunked {
+                self.chunked += 1;
             } else {
                 self.unsupported = true;
             }
         }
     }
 
-    /// Ok when the codings are exactly one final `chunked`.
+    /// Ok when the codings are exactly one final `chunked`. A chunked that is not final is
+    /// reported first (the framing conflict RFC 9112 §6.3 makes a 400), then a repeated one.
     fn resolve(&self) -> Result<(), FieldError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
         if !self.any {
             return Err(FieldError::EmptyTransferEncoding);
+        }
+        if self.chunked > 0 && !self.last_is_chunked {
+            return Err(FieldError::ChunkedNotFinal);
+        }
+        if self.chunked > 1 {
+            return Err(FieldError::ChunkedTwice);
         }
         if self.unsupported {
             return Err(FieldError::UnsupportedTransferCoding);
@@ -438,35 +435,6 @@ pub(super) fn trailer_fields(block: &Bytes, spans: &Spans) -> Headers {
     headers
 }
 
-/// Host / authority bytes: reg-name, IP literal or IPv4 with an optional port (RFC 3986
-/// §3.2), percent-escapes allowed.
-pub(super) fn is_authority(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-            )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +492,14 @@ mod tests {
             Err(FieldError::ChunkedTwice)
         );
         assert_eq!(
+            codings(&["chunked, chunked"]),
+            Err(FieldError::ChunkedTwice)
+        );
+        assert_eq!(
+            codings(&["chunked, chunked, gzip"]),
+            Err(FieldError::ChunkedNotFinal)
+        );
+        assert_eq!(
             codings(&["", " , "]),
             Err(FieldError::EmptyTransferEncoding)
         );
@@ -548,14 +524,5 @@ mod tests {
         assert!(!tokens(b"x").keep_alive(Version::Http10));
         assert!(tokens(b"keep-alive").keep_alive(Version::Http10));
         assert!(!tokens(b"keep-alive, close").keep_alive(Version::Http10));
-    }
-
-    #[test]
-    fn authority_bytes() {
-        assert!(is_authority(b"example.com:8080"));
-        assert!(is_authority(b"[::1]:443"));
-        assert!(!is_authority(b"a b"));
-        assert!(!is_authority(b"a/b"));
-        assert!(!is_authority(b"user@host"));
     }
 }

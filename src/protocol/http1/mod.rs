@@ -9,9 +9,11 @@
 //!
 //! Strictness (RFC 9112, matching Envoy where it documents a choice): request smuggling forms
 //! (CL+TE, repeated or malformed Content-Length, a Transfer-Encoding that is not one final
-//! `chunked`, obs-fold, space before a colon, control bytes, malformed chunk lines) are
-//! refused and the connection must be closed. Bare LF ends head lines (RFC 9112 §2.2 allows
-//! it, as Envoy does) but not chunk-size lines, chunk data or trailers, where CRLF is required.
+//! `chunked`, obs-fold, space before a colon, control bytes, malformed chunk lines, a bare LF
+//! anywhere in a request head, chunk line or trailer section) are refused and the connection
+//! must be closed. Requests also need a method from Envoy's list and a valid Host authority;
+//! `HTTP/1.x` above 1.1 is served as 1.1. Response heads from upstreams may end lines with a
+//! bare LF (RFC 9112 §2.2 allows a recipient to accept it), as may empty lines before a request.
 mod body;
 #[cfg(test)]
 pub mod corpus;
@@ -20,6 +22,7 @@ mod errors;
 mod fields;
 mod request;
 mod response;
+mod syntax;
 #[cfg(test)]
 mod tests;
 

@@ -3,7 +3,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{
-    fields::{head_fields, is_authority, range_in, Slots, Spans},
+    fields::{head_fields, range_in, Slots, Spans},
+    syntax::{authority_port, has_bare_lf, is_known_method, other_version, OtherVersion},
     Framing, Limits, RequestError,
 };
 use crate::stream::headers::{RequestHead, Version};
@@ -45,34 +46,47 @@ pub fn parse_request(
         return Ok(None);
     }
     let window = buf.len().min(limits.max_head_bytes);
-    let (line, spans, head_len) = {
-        let base = &buf[..window];
-        let mut slots = Slots::new(limits.max_headers);
-        let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(base, slots.as_mut()) {
-            Ok(httparse::Status::Complete(len)) => {
-                let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version)
-                else {
-                    return Err(RequestError::BadRequestLine);
-                };
-                let line = RequestLine {
-                    method: range_in(base, method.as_bytes()),
-                    target: range_in(base, target.as_bytes()),
-                    version: if minor == 1 {
-                        Version::Http11
-                    } else {
-                        Version::Http10
-                    },
-                };
-                (line, Spans::record(base, req.headers), len)
+    let (line, spans, head_len) = loop {
+        let minor_at = {
+            let base = &buf[..window];
+            let mut slots = Slots::new(limits.max_headers);
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(base, slots.as_mut()) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let (Some(method), Some(target), Some(minor)) =
+                        (req.method, req.path, req.version)
+                    else {
+                        return Err(RequestError::BadRequestLine);
+                    };
+                    // RFC 9112 §2.2 lets a recipient take a bare LF for a line end; a proxy
+                    // that does, in front of a server that does not, reads other messages
+                    // than the server (a smuggling vector), so request heads need CRLF.
+                    if has_bare_lf(&base[..len]) {
+                        return Err(RequestError::InvalidLineEnding);
+                    }
+                    let line = RequestLine {
+                        method: range_in(base, method.as_bytes()),
+                        target: range_in(base, target.as_bytes()),
+                        version: if minor == 1 {
+                            Version::Http11
+                        } else {
+                            Version::Http10
+                        },
+                    };
+                    break (line, Spans::record(base, req.headers), len);
+                }
+                Ok(httparse::Status::Partial) => return incomplete(buf, limits),
+                Err(httparse::Error::Version) => match version_error(base)? {
+                    Some(at) => at,
+                    None => return incomplete(buf, limits),
+                },
+                Err(e) => return Err(syntax_error(e)),
             }
-            Ok(httparse::Status::Partial) => return incomplete(buf, limits),
-            Err(httparse::Error::Version) => match version_error(base) {
-                Some(e) => return Err(e),
-                None => return incomplete(buf, limits),
-            },
-            Err(e) => return Err(syntax_error(e)),
-        }
+        };
+        // RFC 9110 §2.5, §6.2: HTTP/1.x with x > 1 is served as HTTP/1.1, the highest minor
+        // version here. The digit is rewritten in place (the head is not copied, and the
+        // version is not kept as bytes) so that httparse takes the line on the next pass.
+        buf[minor_at] = b'1';
     };
     spans.lower_case_names(buf);
     let head = buf.split_to(head_len).freeze();
@@ -98,6 +112,9 @@ fn interpret(
 ) -> Result<ParsedRequest, RequestError> {
     let method = &head[line.method.0 as usize..line.method.1 as usize];
     let target = &head[line.target.0 as usize..line.target.1 as usize];
+    if !is_known_method(method) {
+        return Err(RequestError::UnknownMethod);
+    }
     let connect = method == b"CONNECT";
     let form = target_form(method, target)?;
     let mut fields = head_fields(head, spans, false);
@@ -124,7 +141,10 @@ fn interpret(
     };
     match fields.headers.get("host") {
         None if line.version == Version::Http11 => return Err(RequestError::MissingHost),
-        Some(host) if !is_authority(host) => return Err(RequestError::InvalidHost),
+        // RFC 9112 §3.2: an invalid Host value is a 400 (an empty one is allowed).
+        Some(host) if !host.is_empty() && authority_port(host).is_none() => {
+            return Err(RequestError::InvalidHost)
+        }
         _ => {}
     }
     if fields.transfer_encoding_on(line.version) {
@@ -178,7 +198,9 @@ fn target_form(method: &[u8], target: &[u8]) -> Result<TargetForm, RequestError>
         return Err(RequestError::InvalidTarget);
     }
     if method == b"CONNECT" {
-        return if is_host_port(target) {
+        // RFC 9112 §3.2.3: `uri-host ":" port`, the port required.
+        let port = authority_port(target).unwrap_or_default();
+        return if !port.is_empty() && port.len() <= 5 {
             Ok(TargetForm::Authority)
         } else {
             Err(RequestError::InvalidTarget)
@@ -205,9 +227,7 @@ fn absolute_form(target: &[u8]) -> Option<TargetForm> {
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let authority = &rest[..authority_len];
-    if authority.is_empty() || !is_authority(authority) {
-        return None;
-    }
+    authority_port(authority)?;
     let path_start = start + authority_len;
     Some(TargetForm::Absolute {
         authority: (start as u32, path_start as u32),
@@ -223,19 +243,6 @@ fn origin_path(path: Bytes) -> Bytes {
         Some(b'/') => path,
         Some(_) => [&b"/"[..], &path[..]].concat().into(),
     }
-}
-
-/// CONNECT's `uri-host ":" port` with a non-empty host and a numeric port.
-fn is_host_port(target: &[u8]) -> bool {
-    let Some(colon) = target.iter().rposition(|b| *b == b':') else {
-        return false;
-    };
-    let (host, port) = (&target[..colon], &target[colon + 1..]);
-    !host.is_empty()
-        && is_authority(host)
-        && !port.is_empty()
-        && port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Drops CRLF / LF lines before a request line (RFC 9112 §2.2); a CR followed by anything but
@@ -267,23 +274,25 @@ fn incomplete(buf: &BytesMut, limits: &Limits) -> Result<Option<ParsedRequest>, 
     }
 }
 
-/// httparse rejects every version but 1.0 and 1.1: a well-formed `HTTP/d.d` in a well-formed
-/// `method SP target SP version` line is a 505, anything else a 400. `None` while the request
-/// line has not ended (the answer could still change).
-fn version_error(base: &[u8]) -> Option<RequestError> {
-    let end = base.iter().position(|b| *b == b'\n')?;
+/// httparse refuses every version but 1.0 and 1.1. Once the request line has ended (`Ok(None)`
+/// until then: the answer could still change): the offset of the minor digit of a higher
+/// `HTTP/1.x`, to be served as 1.1; a 505 for another `HTTP/d.d` in a well-formed line; a 400
+/// for anything else. The method is checked first, as Envoy does (so the HTTP/2 preface,
+/// `PRI * HTTP/2.0`, is a 400).
+fn version_error(base: &[u8]) -> Result<Option<usize>, RequestError> {
+    let Some(end) = base.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
     let line = base[..end].strip_suffix(b"\r").unwrap_or(&base[..end]);
-    let mut parts = line.split(|b| *b == b' ');
-    let well_formed = matches!(
-        (parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some(m), Some(t), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
-            if !m.is_empty() && !t.is_empty() && major.is_ascii_digit() && minor.is_ascii_digit()
-    );
-    Some(if well_formed {
-        RequestError::UnsupportedVersion
-    } else {
-        RequestError::BadRequestLine
-    })
+    let method = line.split(|b| *b == b' ').next().unwrap_or_default();
+    if !is_known_method(method) {
+        return Err(RequestError::UnknownMethod);
+    }
+    match other_version(line) {
+        Some(OtherVersion::HigherMinor(at)) => Ok(Some(at)),
+        Some(OtherVersion::Unsupported) => Err(RequestError::UnsupportedVersion),
+        None => Err(RequestError::BadRequestLine),
+    }
 }
 
 fn syntax_error(e: httparse::Error) -> RequestError {
@@ -499,9 +508,18 @@ mod tests {
             parse("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
             Err(RequestError::DuplicateHost)
         );
+        for bad in ["a/b", "a:abc", ":80", "[::1", "a b"] {
+            assert_eq!(
+                parse(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")),
+                Err(RequestError::InvalidHost),
+                "{bad:?}"
+            );
+        }
         assert_eq!(
-            parse("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
-            Err(RequestError::InvalidHost)
+            parsed("GET / HTTP/1.1\r\nHost: a:\r\n\r\n")
+                .head
+                .authority(),
+            b"a:"
         );
         assert_eq!(
             parsed("GET / HTTP/1.1\r\nHost:\r\n\r\n").head.authority(),
@@ -526,10 +544,64 @@ mod tests {
     }
 
     #[test]
+    fn higher_minor_versions_are_served_as_http11_in_place() {
+        let mut buf = BytesMut::from("GET /p HTTP/1.2\r\nHost: a\r\n\r\nnext");
+        let start = buf.as_ptr();
+        let req = parse_request(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.head.version, Version::Http11);
+        assert!(req.keep_alive);
+        assert_eq!(req.head.path.as_ptr(), start.wrapping_add(4), "not copied");
+        assert_eq!(&buf[..], b"next");
+        let mut buf = BytesMut::from("GET / HTTP/1.9\r\n");
+        assert_eq!(parse_request(&mut buf, &Limits::default()), Ok(None));
+        buf.extend_from_slice(b"Host: a\r\n\r\n");
+        let req = parse_request(&mut buf, &Limits::default()).unwrap();
+        assert_eq!(req.unwrap().head.version, Version::Http11);
+    }
+
+    #[test]
+    fn methods_come_from_envoys_list() {
+        for bad in ["get", "BREW", "PRI", "M-SEARCH"] {
+            assert_eq!(
+                parse(&format!("{bad} / HTTP/1.1\r\nHost: a\r\n\r\n")),
+                Err(RequestError::UnknownMethod),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Err(RequestError::UnknownMethod),
+            "the method is checked before the version"
+        );
+        assert_eq!(
+            parsed("MKCOL /d HTTP/1.1\r\nHost: a\r\n\r\n").head.method,
+            "MKCOL"
+        );
+    }
+
+    #[test]
+    fn request_heads_need_crlf() {
+        for bad in [
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\n",
+        ] {
+            assert_eq!(parse(bad), Err(RequestError::InvalidLineEnding), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn versions() {
         assert_eq!(
             parse("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
             Err(RequestError::UnsupportedVersion)
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.10\r\nHost: a\r\n\r\n"),
+            Err(RequestError::InvalidLineEnding),
+            "httparse reads HTTP/1.1 then a stray byte"
         );
         assert_eq!(
             parse("GET / HTTP/2"),
