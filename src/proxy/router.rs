@@ -284,7 +284,9 @@ fn retriable_failure(policy: &RetryPolicy, failure: &TryFailure) -> bool {
             RetryOn::GATEWAY_ERROR,
             RetryOn::RESET,
         ]),
-        TryFailure::Reset { .. } => any(&[RetryOn::RESET, RetryOn::FIVE_XX]),
+        TryFailure::Reset { .. } => {
+            any(&[RetryOn::RESET, RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR])
+        }
         TryFailure::PerTryTimeout => {
             any(&[RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET])
         }
