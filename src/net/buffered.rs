@@ -23,11 +23,12 @@ pub struct Buffered {
     pub buf: BytesMut,
 }
 
-/// Why a read or write with a deadline failed.
-#[derive(Debug)]
+/// Why a read with a deadline failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoFailure {
     TimedOut,
-    Io(io::Error),
+    /// A socket error (reset): the connection is unusable.
+    Broken,
 }
 
 impl Buffered {
@@ -58,7 +59,7 @@ impl Buffered {
         scratch: &RefCell<Box<[u8]>>,
         deadline: Option<Instant>,
     ) -> Result<usize, IoFailure> {
-        let read = async { self.fill(scratch).await.map_err(IoFailure::Io) };
+        let read = async { self.fill(scratch).await.map_err(|_| IoFailure::Broken) };
         match deadline {
             None => read.await,
             Some(at) => {

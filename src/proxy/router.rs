@@ -87,7 +87,7 @@ enum TryFailure {
     },
     PerTryTimeout,
     GlobalTimeout,
-    Protocol,
+    Protocol(http1::ResponseError),
     Overflow,
     Downstream(BodyFailure),
 }
@@ -206,8 +206,9 @@ pub async fn forward(
                     LocalReply::new(504, "upstream request timeout"),
                 )
             }
-            TryFailure::Protocol => {
+            TryFailure::Protocol(error) => {
                 inc(&cells.upstream_cx_protocol_error);
+                record.details = Some(error.details());
                 (
                     ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
                     LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
@@ -244,6 +245,8 @@ pub struct RouterRecord {
     pub upstream_host: Option<SocketAddr>,
     /// Tries made (the first one included).
     pub attempts: u32,
+    /// Why the last try failed, when the codec knows (`%RESPONSE_CODE_DETAILS%`).
+    pub details: Option<&'static str>,
 }
 
 fn overflow_reply() -> LocalReply {
@@ -290,7 +293,7 @@ fn retriable_failure(policy: &RetryPolicy, failure: &TryFailure) -> bool {
         TryFailure::PerTryTimeout => {
             any(&[RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET])
         }
-        TryFailure::Protocol => any(&[RetryOn::FIVE_XX, RetryOn::RESET]),
+        TryFailure::Protocol(_) => any(&[RetryOn::FIVE_XX, RetryOn::RESET]),
         TryFailure::GlobalTimeout | TryFailure::Overflow | TryFailure::Downstream(_) => false,
     }
 }
@@ -422,11 +425,11 @@ async fn try_once(
             Ok(Some(response)) if response.head.status == 100 => continue, // interim
             Ok(Some(response)) => return Ok((response, conn)),
             Ok(None) => {}
-            Err(_) => return Err(TryFailure::Protocol),
+            Err(error) => return Err(TryFailure::Protocol(error)),
         }
         let received = !conn.conn.buf.is_empty();
         match conn.conn.fill_until(&ctx.scratch, deadline).await {
-            Ok(0) | Err(IoFailure::Io(_)) => {
+            Ok(0) | Err(IoFailure::Broken) => {
                 inc(&cells.upstream_cx_destroy_remote);
                 inc(&cells.upstream_rq_rx_reset);
                 return Err(reset(received));

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use super::headers::Headers;
 use crate::{
     net::buffered::{Buffered, IoFailure},
-    protocol::http1::{BodyDecoder, BodyEvent, Framing, Limits},
+    protocol::http1::{BodyDecoder, BodyError, BodyEvent, Framing, Limits},
 };
 
 /// Why the request body could not be read.
 #[derive(Debug)]
 pub enum BodyFailure {
-    /// Bad chunked framing: 400 and close.
-    Malformed,
+    /// Bad chunked framing: an error reply (400, or 431 for oversized trailers) and close.
+    Malformed(BodyError),
     /// The client closed or reset mid-body.
     Disconnected,
     TimedOut,
@@ -77,10 +77,10 @@ impl RequestBody {
                     return Ok(None);
                 }
                 Ok(BodyEvent::NeedMore) => {}
-                Err(_) => return Err(BodyFailure::Malformed),
+                Err(e) => return Err(BodyFailure::Malformed(e)),
             }
             match downstream.fill_until(scratch, deadline).await {
-                Ok(0) | Err(IoFailure::Io(_)) => return Err(BodyFailure::Disconnected),
+                Ok(0) | Err(IoFailure::Broken) => return Err(BodyFailure::Disconnected),
                 Ok(_) => {}
                 Err(IoFailure::TimedOut) => return Err(BodyFailure::TimedOut),
             }

@@ -5,7 +5,7 @@ pub mod date;
 pub mod headers;
 pub mod mutations;
 
-use std::{cell::Cell, net::SocketAddr, time::Instant};
+use std::{cell::Cell, time::Instant};
 
 use bytes::Bytes;
 use xds_agent::{
@@ -26,7 +26,6 @@ pub struct StreamContext<'a> {
     pub hcm: &'a HttpConnectionManager,
     pub virtual_host: Option<&'a VirtualHost>,
     pub route: Option<&'a Route>,
-    pub downstream_remote: SocketAddr,
     pub started: Instant,
     /// What filters note on the stream as it runs.
     pub notes: StreamNotes,

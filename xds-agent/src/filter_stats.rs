@@ -1,8 +1,8 @@
 //! Stats: the HTTP filters' scopes with Envoy's names (`http.<prefix>.fault.*`,
 //! `http.<prefix>.cors.*`, `<stat_prefix>.http_local_rate_limit.*`).
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
-use crate::stats::{stat_scope, Padded, Scope, StatKind, StatValue};
+use crate::stats::stat_scope;
 
 stat_scope!(
     FaultStats,

@@ -147,7 +147,6 @@ impl World {
             hcm: &self.hcm,
             virtual_host: Some(vhost),
             route: Some(&vhost.routes[0]),
-            downstream_remote: "127.0.0.1:40000".parse().unwrap(),
             started: Instant::now(),
             notes: StreamNotes::default(),
         }

@@ -132,6 +132,7 @@ impl BodyDecoder {
     }
 
     /// Whether the whole body has been taken (the last `Data` included).
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -96,7 +96,7 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
 
 /// Appends only the size line of a `len`-byte chunk (`len` > 0), for callers that write the
 /// data itself from its own buffer (vectored writes) followed by CRLF.
-pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
+fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
     debug_assert!(len > 0, "a zero-size chunk ends the body");
     let mut digits = [0u8; 16];
     let mut n = len;

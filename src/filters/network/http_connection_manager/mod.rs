@@ -8,11 +8,13 @@ mod path;
 mod respond;
 mod stream;
 
-use stream::Next;
+use bytes::Bytes;
+use stream::{Exchange, Next};
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
 
 use xds_agent::{
+    access_log::ResponseFlags,
     model::{http::HttpConnectionManager, Listener},
     stats::{add, dec, inc, HttpCells},
 };
@@ -26,7 +28,10 @@ use crate::{
     protocol::http1::{self, Limits, ParsedRequest},
     proxy::pool::UpstreamConn,
     rt::net::TcpStream,
-    stream::LocalReply,
+    stream::{
+        headers::{Headers, RequestHead, Version},
+        LocalReply,
+    },
 };
 
 /// One downstream connection's shared state.
@@ -203,7 +208,7 @@ impl Connection<'_> {
             };
             match self.conn.fill_until(&self.ctx.scratch, until).await {
                 Ok(0) if self.conn.buf.is_empty() => return Err(NoRequest::Closed),
-                Ok(0) | Err(IoFailure::Io(_)) => return Err(NoRequest::Closed),
+                Ok(0) | Err(IoFailure::Broken) => return Err(NoRequest::Closed),
                 Ok(n) => {
                     add(&self.stats.downstream_cx_rx_bytes_total, n as u64);
                 }
@@ -215,8 +220,13 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers a request the codec rejected, then the connection closes.
+    /// Answers a request the codec rejected (and logs it, with what is known: nothing of the
+    /// request), then the connection closes.
     async fn reject(&mut self, error: &http1::RequestError) {
+        let mut exchange = Exchange::start();
+        exchange.status = error.status();
+        exchange.details = error.details();
+        exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
         // Envoy's body for codec errors is the reason phrase; a missing Host is caught after
         // the codec and answered without a body.
         let body = match error {
@@ -227,5 +237,15 @@ impl Connection<'_> {
         let mut out = Vec::new();
         respond::encode_local_reply(self.hcm, &self.ctx.date, &reply, false, false, &mut out);
         let _ = self.conn.write_all(&out).await;
+        exchange.bytes_sent = reply.body.len() as u64;
+        if !self.hcm.access_logs.is_empty() {
+            let unparsed = RequestHead {
+                method: Bytes::new(),
+                path: Bytes::new(),
+                version: Version::Http11,
+                headers: Headers::default(),
+            };
+            log::write(self, &unparsed, 0, &exchange);
+        }
     }
 }

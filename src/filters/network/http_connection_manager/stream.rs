@@ -22,8 +22,8 @@ use crate::{
     filters::http::{on_request, on_response},
     net::buffered::{deadline, earliest, IoFailure},
     protocol::http1::{
-        encode_chunk, encode_last_chunk, encode_response_head, BodyDecoder, BodyEvent, Framing,
-        ParsedRequest,
+        encode_chunk, encode_last_chunk, encode_response_head, reason_phrase, BodyDecoder,
+        BodyEvent, Framing, ParsedRequest,
     },
     proxy::{
         pool::UpstreamConn,
@@ -59,6 +59,27 @@ pub struct Exchange {
     pub response_done: Option<Duration>,
 }
 
+impl Exchange {
+    /// An exchange starting now.
+    pub fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            start_wall: SystemTime::now(),
+            status: 0,
+            flags: ResponseFlags::default(),
+            upstream_host: None,
+            upstream_cluster: None,
+            bytes_sent: 0,
+            response: None,
+            details: "",
+            route_name: None,
+            request_done: None,
+            first_upstream_byte: None,
+            response_done: None,
+        }
+    }
+}
+
 /// What the connection does after an exchange.
 pub enum Next {
     KeepAlive,
@@ -78,21 +99,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
     inc(&stats.downstream_rq_total);
     inc(&stats.downstream_rq_http1_total);
     inc(&stats.downstream_rq_active);
-    let mut exchange = Exchange {
-        started: Instant::now(),
-        start_wall: SystemTime::now(),
-        status: 0,
-        flags: ResponseFlags::default(),
-        upstream_host: None,
-        upstream_cluster: None,
-        bytes_sent: 0,
-        response: None,
-        details: "",
-        route_name: None,
-        request_done: None,
-        first_upstream_byte: None,
-        response_done: None,
-    };
+    let mut exchange = Exchange::start();
     let ParsedRequest {
         head: mut request,
         framing,
@@ -242,7 +249,6 @@ async fn exchange_request(
         hcm,
         virtual_host,
         route,
-        downstream_remote: c.remote,
         started: exchange.started,
         notes: StreamNotes::default(),
     };
@@ -439,7 +445,9 @@ async fn exchange_request(
     exchange.upstream_host = record.upstream_host;
     match routed {
         Routed::Failed(reply) => {
-            exchange.details = "upstream_reset_before_response_started";
+            exchange.details = record
+                .details
+                .unwrap_or("upstream_reset_before_response_started");
             local(
                 c,
                 Some(&cx),
@@ -451,10 +459,12 @@ async fn exchange_request(
             )
             .await
         }
-        Routed::Downstream(BodyFailure::Malformed) => {
+        Routed::Downstream(BodyFailure::Malformed(error)) => {
             inc(&c.stats.downstream_cx_protocol_error);
-            exchange.details = "http1.codec_error";
-            let reply = LocalReply::new(400, "Bad Request");
+            exchange.details = error.details();
+            exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+            let status = error.status();
+            let reply = LocalReply::new(status, reason_phrase(status));
             local(c, Some(&cx), request, reply, ran, false, exchange).await
         }
         Routed::Downstream(BodyFailure::TimedOut) => {
@@ -746,7 +756,7 @@ async fn proxy_response(
                 }
             },
             Ok(_) => {}
-            Err(IoFailure::Io(_)) => {
+            Err(IoFailure::Broken) => {
                 inc(&cells.upstream_rq_rx_reset);
                 exchange
                     .flags
