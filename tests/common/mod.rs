@@ -4,6 +4,8 @@
 //! Every port is picked by binding port 0; every child is killed by PID when its handle drops.
 #![allow(dead_code)]
 
+pub mod upstreams;
+
 use std::{
     collections::BTreeMap,
     fs,
