@@ -6,89 +6,12 @@
 mod common;
 
 use std::{
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{upstreams::*, *};
+use common::{http_e2e::*, *};
 use serde_json::{json, Value};
-
-/// The access log format the flag assertions read.
-const FLAGS_LOG: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST%\n";
-
-/// A bootstrap with one HTTP listener on `port` routing every path through `routes` (a JSON
-/// array), logging `FLAGS_LOG` to `log`, with `clusters`.
-fn http_bootstrap(
-    port: u16,
-    admin: u16,
-    routes: Value,
-    log: &PathBuf,
-    clusters: Vec<Value>,
-) -> Value {
-    let extra = json!({"access_log": file_access_log(log, Some(FLAGS_LOG))});
-    let manager = hcm("ingress", any_host(routes), extra);
-    bootstrap(admin, vec![http_listener("http", port, manager)], clusters)
-}
-
-/// One route on `/` to cluster `a` with `action` merged into the route action.
-fn to_a(action: Value) -> Value {
-    json!([route_to("/", "a", action)])
-}
-
-/// A running scenario: the proxy, its listener port, and its access log.
-struct Scene {
-    port: u16,
-    log: PathBuf,
-    _dir: TempDir,
-    running: Running,
-}
-
-impl Scene {
-    fn start(peer: Peer, tag: &str, routes: Value, clusters: Vec<Value>) -> Option<Scene> {
-        let dir = TempDir::new(tag);
-        let log = dir.file("access.log");
-        let (port, admin) = (free_port(), free_port());
-        let b = http_bootstrap(port, admin, routes, &log, clusters);
-        let running = peer.start(tag, &b)?;
-        Some(Scene {
-            port,
-            log,
-            _dir: dir,
-            running,
-        })
-    }
-
-    /// shardproxy only (stats assertions).
-    fn ours(tag: &str, routes: Value, clusters: Vec<Value>) -> Scene {
-        Scene::start(Peer::Shardproxy, tag, routes, clusters).unwrap()
-    }
-
-    fn proxy(&self) -> &Proxy {
-        match &self.running {
-            Running::Shardproxy(p) => p,
-            Running::Envoy(_) => panic!("not shardproxy"),
-        }
-    }
-
-    /// The `n`-th access log line's response flags, sorted (waits for the line). Envoy
-    /// prints flags in the order they were set; `raw_flags` compares that order.
-    fn flags(&self, n: usize) -> String {
-        let mut flags: Vec<String> = self.raw_flags(n).split(',').map(str::to_string).collect();
-        flags.sort();
-        flags.join(",")
-    }
-
-    /// The `n`-th access log line's response flags as printed.
-    fn raw_flags(&self, n: usize) -> String {
-        let lines = log_lines(&self.log, n + 1);
-        lines[n].split(' ').nth(1).unwrap_or("").to_string()
-    }
-
-    fn log_lines(&self, n: usize) -> Vec<String> {
-        log_lines(&self.log, n)
-    }
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

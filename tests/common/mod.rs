@@ -4,7 +4,7 @@
 //! Every port is picked by binding port 0; every child is killed by PID when its handle drops.
 #![allow(dead_code)]
 
-pub mod upstreams;
+pub mod http_e2e;
 
 use std::{
     collections::BTreeMap,

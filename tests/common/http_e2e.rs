@@ -1,6 +1,6 @@
 //! Tests: HTTP end-to-end helpers — scripted HTTP/1.1 upstream servers on threads (request
 //! log, connection counts), a keep-alive HTTP/1.1 client, connection-manager bootstrap
-//! builders, and Envoy run as a peer on the same bootstrap.
+//! builders, and scenes run on shardproxy or on Envoy as a peer with the same bootstrap.
 use std::{
     fs,
     io::{self, BufRead, BufReader, Read, Write},
@@ -18,7 +18,8 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    http_get, merge, socket_address, to_yaml, try_connect, Proxy, TempDir, Upstream, IO_TIMEOUT,
+    bootstrap, free_port, http_get, merge, socket_address, to_yaml, try_connect, Proxy, TempDir,
+    Upstream, IO_TIMEOUT,
 };
 
 pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -521,6 +522,26 @@ impl Client {
         Client::try_connect(port).unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"))
     }
 
+    /// Connects from the local address `ip` (another loopback address, e.g. `127.0.0.2`:
+    /// Envoy treats `127.0.0.1` itself specially in `x-forwarded-for`).
+    pub fn connect_from(port: u16, ip: [u8; 4]) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        let from = std::net::SocketAddr::from((ip, 0));
+        sock.bind(&from.into()).unwrap();
+        sock.connect_timeout(&super::addr(port).into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port} from {from}: {e}"));
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+            port,
+        }
+    }
+
     pub fn try_connect(port: u16) -> io::Result<Client> {
         let s = try_connect(port)?;
         Ok(Client {
@@ -766,4 +787,99 @@ pub fn same_as_envoy<T: PartialEq + std::fmt::Debug>(scenario: impl Fn(Peer) -> 
         assert_eq!(ours, theirs, "shardproxy (left) and Envoy (right) differ");
     }
     ours
+}
+
+/// The access log format scenes write unless their connection manager sets its own.
+pub const FLAGS_LOG: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST%\n";
+
+/// One route on `/` to cluster `a` with `action` merged into the route action.
+pub fn to_a(action: Value) -> Value {
+    json!([route_to("/", "a", action)])
+}
+
+/// A running scenario: one HTTP listener (stat prefix `ingress`) whose virtual host `*` holds
+/// `routes`, access-logged (`FLAGS_LOG`) to `log`, on shardproxy or Envoy.
+pub struct Scene {
+    pub port: u16,
+    pub admin: u16,
+    pub log: PathBuf,
+    pub dir: TempDir,
+    pub running: Running,
+}
+
+impl Scene {
+    pub fn start(peer: Peer, tag: &str, routes: Value, clusters: Vec<Value>) -> Option<Scene> {
+        Scene::with(peer, tag, json!({}), routes, clusters)
+    }
+
+    /// `hcm_extra` is merged into the connection manager's typed_config.
+    pub fn with(
+        peer: Peer,
+        tag: &str,
+        hcm_extra: Value,
+        routes: Value,
+        clusters: Vec<Value>,
+    ) -> Option<Scene> {
+        Scene::with_hosts(peer, tag, hcm_extra, any_host(routes), clusters)
+    }
+
+    /// `virtual_hosts` given whole.
+    pub fn with_hosts(
+        peer: Peer,
+        tag: &str,
+        hcm_extra: Value,
+        virtual_hosts: Value,
+        clusters: Vec<Value>,
+    ) -> Option<Scene> {
+        let dir = TempDir::new(tag);
+        let log = dir.file("access.log");
+        let (port, admin) = (free_port(), free_port());
+        let mut extra = json!({"access_log": file_access_log(&log, Some(FLAGS_LOG))});
+        merge(&mut extra, hcm_extra);
+        let manager = hcm("ingress", virtual_hosts, extra);
+        let b = bootstrap(admin, vec![http_listener("http", port, manager)], clusters);
+        let running = peer.start(tag, &b)?;
+        Some(Scene {
+            port,
+            admin,
+            log,
+            dir,
+            running,
+        })
+    }
+
+    /// shardproxy only (for stats assertions).
+    pub fn ours(tag: &str, routes: Value, clusters: Vec<Value>) -> Scene {
+        Scene::start(Peer::Shardproxy, tag, routes, clusters).unwrap()
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        match &self.running {
+            Running::Shardproxy(p) => p,
+            Running::Envoy(_) => panic!("not shardproxy"),
+        }
+    }
+
+    pub fn is_envoy(&self) -> bool {
+        matches!(self.running, Running::Envoy(_))
+    }
+
+    /// The `n`-th access log line's response flags, sorted (waits for the line). Envoy
+    /// prints flags in the order they were set; `raw_flags` keeps that order.
+    pub fn flags(&self, n: usize) -> String {
+        let mut flags: Vec<String> = self.raw_flags(n).split(',').map(str::to_string).collect();
+        flags.sort();
+        flags.join(",")
+    }
+
+    /// The `n`-th access log line's response flags as printed.
+    pub fn raw_flags(&self, n: usize) -> String {
+        let lines = log_lines(&self.log, n + 1);
+        lines[n].split(' ').nth(1).unwrap_or("").to_string()
+    }
+
+    /// The first `n` access log lines (waits for them).
+    pub fn log_lines(&self, n: usize) -> Vec<String> {
+        log_lines(&self.log, n)
+    }
 }
