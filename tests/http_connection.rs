@@ -120,7 +120,7 @@ fn connection_idle_timeout_closes_an_idle_keep_alive_connection() {
 }
 
 #[test]
-fn stream_idle_timeout_while_waiting_for_the_upstream_is_408() {
+fn stream_idle_timeout_while_waiting_for_the_upstream_is_504() {
     let out = same_as_envoy(|peer| {
         let up = HttpUpstream::script(vec![Reply::after(4000, Reply::ok("late"))]);
         let s = scene(
@@ -135,7 +135,8 @@ fn stream_idle_timeout_while_waiting_for_the_upstream_is_408() {
         assert!(took < Duration::from_secs(3), "answered after {took:?}");
         Some((r.status, r.text(), s.flags(0)))
     });
-    assert_eq!(out, (408, "stream timeout".into(), "SI".into()));
+    // Envoy: 504 before the upstream answered (408 only while the request is still coming).
+    assert_eq!(out, (504, "stream timeout".into(), "SI".into()));
 }
 
 #[test]
@@ -866,4 +867,94 @@ fn upstream_rq_per_status_code_stats() {
     let stats = s.proxy().stats();
     assert_eq!(stats.get("cluster.a.upstream_rq_200"), Some(&1));
     assert_eq!(stats.get("cluster.a.upstream_rq_404"), Some(&1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection lifetime
+
+#[test]
+fn client_connection_close_is_honoured() {
+    let up = HttpUpstream::named("a");
+    let s = scene(Peer::Shardproxy, "client_close", json!({}), &up).unwrap();
+    let mut c = Client::connect(s.port);
+    let r = c.request("GET", "/", &[("connection", "close")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_within(Duration::from_secs(3)));
+}
+
+#[test]
+fn downstream_max_requests_per_connection() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let s = scene(
+            peer,
+            "downstream_max_requests",
+            json!({"common_http_protocol_options": {"max_requests_per_connection": 2}}),
+            &up,
+        )?;
+        let mut c = Client::connect(s.port);
+        let first = c.get("/");
+        let second = c.get("/");
+        let closed = c.closed_within(Duration::from_secs(3));
+        Some((
+            first.header("connection").map(str::to_string),
+            second.status,
+            second.header("connection").map(str::to_string),
+            closed,
+        ))
+    });
+    assert_eq!(out, (None, 200, Some("close".into()), true));
+}
+
+#[test]
+fn request_timeout_on_a_slow_body_is_408() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let s = scene(
+            peer,
+            "request_timeout",
+            json!({"request_timeout": "0.6s"}),
+            &up,
+        )?;
+        let mut c = Client::connect(s.port);
+        c.send(b"POST / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 100\r\n\r\nabc");
+        let start = Instant::now();
+        let seen = next_thing(&mut c, Duration::from_secs(8));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "after {:?}",
+            start.elapsed()
+        );
+        Some(seen)
+    });
+    assert_eq!(out, "408 request timeout");
+}
+
+#[test]
+fn route_idle_timeout_overrides_stream_idle_timeout() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::script(vec![Reply::Raw(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345".to_vec(),
+        )]);
+        let routes = json!([route_to("/", "a", json!({"idle_timeout": "0.4s"}))]);
+        let s = Scene::with(
+            peer,
+            "route_idle",
+            json!({"stream_idle_timeout": "30s"}),
+            routes,
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        c.send(&request_bytes("GET", "/", &[], b""));
+        let start = Instant::now();
+        let seen = next_thing(&mut c, Duration::from_secs(8));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "after {:?}",
+            start.elapsed()
+        );
+        Some(seen)
+    });
+    assert_eq!(out, "closed");
 }

@@ -588,10 +588,11 @@ fn overflow_outcome(
 ) -> Option<(u16, String, Option<String>, String)> {
     let up = HttpUpstream::script(vec![Reply::after(1500, Reply::ok("slow"))]);
     let breakers = json!({"circuit_breakers": {"thresholds": [thresholds]}});
+    // A route timeout bounds the test if a queued request is never served.
     let s = Scene::start(
         peer,
         tag,
-        to_a(json!({})),
+        to_a(json!({"timeout": "5s"})),
         vec![cluster("a", &[(up.port, 1)], breakers)],
     )?;
     let port = s.port;
@@ -641,7 +642,7 @@ fn pending_overflow_is_counted() {
     let breakers = json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 1}]}});
     let s = Scene::ours(
         "pending_stat",
-        to_a(json!({})),
+        to_a(json!({"timeout": "5s"})),
         vec![cluster("a", &[(up.port, 1)], breakers)],
     );
     let port = s.port;
@@ -660,6 +661,35 @@ fn pending_overflow_is_counted() {
     let stats = s.proxy().stats();
     assert_eq!(stats["cluster.a.upstream_rq_pending_overflow"], 1);
     assert_eq!(stats["cluster.a.upstream_rq_pending_total"], 1);
+}
+
+#[test]
+fn max_connections_queues_requests_for_the_pooled_connection() {
+    // One connection allowed: concurrent requests wait as pending requests and are served one
+    // after another on that connection as it comes back to the pool.
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::script(vec![Reply::after(300, Reply::ok("served"))]);
+        let breakers = json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 10}]}});
+        let s = Scene::start(
+            peer,
+            "queued",
+            to_a(json!({"timeout": "6s"})),
+            vec![cluster("a", &[(up.port, 1)], breakers)],
+        )?;
+        let port = s.port;
+        let start = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                thread::sleep(ms(20));
+                thread::spawn(move || get(port, &format!("/{i}")).status)
+            })
+            .collect();
+        let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(4), "4 × 300 ms took {took:?}");
+        Some((statuses, up.accepted()))
+    });
+    assert_eq!(out, (vec![200; 4], 1));
 }
 
 #[test]
@@ -964,11 +994,11 @@ fn redirects_and_direct_responses() {
     assert_eq!(
         summary,
         vec![
-            // path_redirect replaces the query too (Envoy 1.40 drops `?x=1`).
+            // path_redirect without a query keeps the request's query.
             (
                 "/old/page?x=1",
                 308,
-                loc("http://example.com/new"),
+                loc("http://example.com/new?x=1"),
                 "".into()
             ),
             (
@@ -993,4 +1023,298 @@ fn redirects_and_direct_responses() {
             ("/gone", 410, None, "".into()),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream message handling
+
+#[test]
+fn retried_request_body_is_sent_again() {
+    let up = HttpUpstream::script(vec![Reply::status(503, "again"), Reply::ok("done")]);
+    let s = Scene::ours(
+        "retry_body",
+        to_a(json!({"retry_policy": policy("5xx", 1)})),
+        vec![cluster("a", &[(up.port, 1)], json!(null))],
+    );
+    let body = vec![b'p'; 50_000];
+    let r = fetch(s.port, "POST", "/upload", &[], &body);
+    assert_eq!((r.status, r.text().as_str()), (200, "done"));
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs.iter().all(|r| r.body == body),
+        "both tries carry the whole body"
+    );
+}
+
+#[test]
+fn upstream_connection_close_is_not_reused() {
+    let up = HttpUpstream::start(|_| {
+        Reply::RawClose(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        )
+    });
+    let s = Scene::ours(
+        "upstream_conn_close",
+        to_a(json!({})),
+        vec![cluster("a", &[(up.port, 1)], json!(null))],
+    );
+    let mut c = Client::connect(s.port);
+    for _ in 0..3 {
+        let r = c.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert_ne!(
+            r.header("connection"),
+            Some("close"),
+            "the client connection stays open"
+        );
+    }
+    assert_eq!(up.accepted(), 3);
+}
+
+#[test]
+fn upstream_body_until_close_and_head_and_204() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::start(|req| {
+            match req.path.as_str() {
+            "/until-close" => Reply::RawClose(b"HTTP/1.1 200 OK\r\n\r\nread until the end".to_vec()),
+            "/empty" => Reply::Raw(b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n".to_vec()),
+            "/chunked" => Reply::Raw(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(),
+            ),
+            _ => Reply::ok("sized body"),
+        }
+        });
+        let s = Scene::start(
+            peer,
+            "framings",
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        let mut out = Vec::new();
+        for (method, path) in [
+            ("GET", "/until-close"),
+            ("HEAD", "/sized"),
+            ("GET", "/empty"),
+            ("GET", "/chunked"),
+            ("GET", "/sized"),
+        ] {
+            let r = c.request(method, path, &[], b"");
+            out.push((
+                path,
+                r.status,
+                r.text(),
+                r.header("content-length").map(str::to_string),
+            ));
+        }
+        Some(out)
+    });
+    let o = |p: &'static str, s: u16, b: &str, cl: Option<&str>| {
+        (p, s, b.to_string(), cl.map(str::to_string))
+    };
+    assert_eq!(
+        out,
+        vec![
+            o("/until-close", 200, "read until the end", None),
+            o("/sized", 200, "", Some("10")),
+            o("/empty", 204, "", None),
+            o("/chunked", 200, "hello world", None),
+            o("/sized", 200, "sized body", Some("10")),
+        ]
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_are_not_forwarded() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::start(|_| {
+            Reply::with_headers(
+                200,
+                &[
+                    ("connection", "x-up-private"),
+                    ("x-up-private", "1"),
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "keep-alive"),
+                    ("x-up-public", "2"),
+                ],
+                "ok",
+            )
+        });
+        let s = Scene::start(
+            peer,
+            "hop_by_hop",
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let r = fetch(
+            s.port,
+            "GET",
+            "/",
+            &[
+                ("connection", "keep-alive, x-private"),
+                ("x-private", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("te", "trailers"),
+                ("x-public", "2"),
+            ],
+            b"",
+        );
+        let req = up.last();
+        let mut sent: Vec<String> = req
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .filter(|k| {
+                !k.starts_with("x-envoy-") && k != "x-request-id" && k != "x-forwarded-proto"
+            })
+            .collect();
+        sent.sort();
+        let mut got: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .filter(|k| k != "x-envoy-upstream-service-time")
+            .collect();
+        got.sort();
+        Some((r.status, sent, req.header("te").map(str::to_string), got))
+    });
+    assert_eq!(out.0, 200);
+}
+
+#[test]
+fn local_reply_headers_match_envoy() {
+    // Header names (and the values that do not vary) of local replies: a direct response, no
+    // route, no healthy upstream.
+    let out = same_as_envoy(|peer| {
+        let hosts = json!([{"name": "only", "domains": ["example.com"], "routes": [
+            {"match": {"path": "/direct"}, "direct_response": {"status": 200, "body": {"inline_string": "hi"}}},
+            {"match": {"path": "/empty"}, "direct_response": {"status": 200}},
+            route_to("/dead", "dead", json!({})),
+        ]}]);
+        let s = Scene::with_hosts(
+            peer,
+            "local_headers",
+            json!({}),
+            hosts,
+            vec![cluster("dead", &[], json!(null))],
+        )?;
+        let mut out = Vec::new();
+        for (host, path) in [
+            ("example.com", "/direct"),
+            ("example.com", "/empty"),
+            ("example.com", "/nope"),
+            ("other.example", "/direct"),
+            ("example.com", "/dead"),
+        ] {
+            let mut c = Client::connect(s.port);
+            let r = c.request("GET", path, &[("host", host)], b"");
+            let mut headers: Vec<String> = r
+                .headers
+                .iter()
+                .map(|(k, v)| match k.to_ascii_lowercase().as_str() {
+                    "date" => "date".to_string(),
+                    k => format!("{k}: {v}"),
+                })
+                .collect();
+            headers.sort();
+            out.push((path, r.status, headers, r.text()));
+        }
+        Some(out)
+    });
+    assert_eq!(out[0].1, 200);
+    assert_eq!(out[2].1, 404);
+}
+
+#[test]
+fn repeated_response_headers_are_kept() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::start(|_| {
+            Reply::with_headers(
+                200,
+                &[
+                    ("set-cookie", "a=1"),
+                    ("x-multi", "one"),
+                    ("set-cookie", "b=2"),
+                    ("x-multi", "two"),
+                ],
+                "ok",
+            )
+        });
+        let s = Scene::start(
+            peer,
+            "repeated_headers",
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let r = get(s.port, "/");
+        let all = |n: &str| -> Vec<String> {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        Some((all("set-cookie"), all("x-multi")))
+    });
+    assert_eq!(out.0, vec!["a=1".to_string(), "b=2".to_string()]);
+}
+
+#[test]
+fn bad_upstream_responses_are_502() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::start(|req| {
+            let head: Vec<u8> = match req.path.as_str() {
+                "/cl-te" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
+                "/two-cl" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
+                "/bad-chunk" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec(),
+                "/many" => {
+                    let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+                    for i in 0..150 {
+                        h.extend(format!("x-h{i}: v\r\n").as_bytes());
+                    }
+                    h.extend(b"content-length: 2\r\n\r\nok");
+                    h
+                }
+                p if p.starts_with("/huge") => {
+                    let kb: usize = p[5..].parse().unwrap();
+                    let mut h = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+                    h.extend(vec![b'v'; kb * 1024]);
+                    h.extend(b"\r\ncontent-length: 2\r\n\r\nok");
+                    h
+                }
+                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            };
+            Reply::RawClose(head)
+        });
+        let s = Scene::start(
+            peer,
+            "bad_upstream",
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut out = Vec::new();
+        for path in [
+            "/cl-te",
+            "/two-cl",
+            "/bad-chunk",
+            "/many",
+            "/huge59",
+            "/huge70",
+            "/huge90",
+            "/huge200",
+            "/fine",
+        ] {
+            let mut c = Client::connect(s.port);
+            c.send(&request_bytes("GET", path, &[], b""));
+            let seen = match c.read_response(false) {
+                Ok(r) => format!("{} {}", r.status, r.text()),
+                Err(_) => "cut".to_string(),
+            };
+            out.push((path, seen));
+        }
+        Some(out)
+    });
+    assert_eq!(out.last().unwrap().1, "200 ok");
 }

@@ -780,8 +780,15 @@ impl Peer {
 }
 
 /// Runs `scenario` on shardproxy, then on Envoy when there is one, and asserts both give the
-/// same outcome; returns shardproxy's.
+/// same outcome; returns shardproxy's. With `SHARDPROXY_E2E_PEER=envoy` only Envoy runs, and
+/// its outcome is returned: the tests' expectations can be checked against Envoy alone.
 pub fn same_as_envoy<T: PartialEq + std::fmt::Debug>(scenario: impl Fn(Peer) -> Option<T>) -> T {
+    if std::env::var("SHARDPROXY_E2E_PEER").as_deref() == Ok("envoy") {
+        let theirs =
+            scenario(Peer::Envoy).expect("SHARDPROXY_E2E_PEER=envoy needs an Envoy binary");
+        eprintln!("Envoy's outcome: {theirs:?}");
+        return theirs;
+    }
     let ours = scenario(Peer::Shardproxy).expect("shardproxy runs the scenario");
     if let Some(theirs) = scenario(Peer::Envoy) {
         assert_eq!(ours, theirs, "shardproxy (left) and Envoy (right) differ");
