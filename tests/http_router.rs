@@ -1318,3 +1318,149 @@ fn bad_upstream_responses_are_502() {
     });
     assert_eq!(out.last().unwrap().1, "200 ok");
 }
+
+#[test]
+fn request_mirror_policy_copies_requests_to_the_shadow_cluster() {
+    let out = same_as_envoy(|peer| {
+        let main = HttpUpstream::named("main");
+        let shadow = HttpUpstream::named("shadow");
+        let routes = json!([route_to(
+            "/",
+            "a",
+            json!({"request_mirror_policies": [{"cluster": "shadow"}]})
+        )]);
+        let s = Scene::start(
+            peer,
+            "mirror",
+            routes,
+            vec![
+                cluster("a", &[(main.port, 1)], json!(null)),
+                cluster("shadow", &[(shadow.port, 1)], json!(null)),
+            ],
+        )?;
+        let r = fetch(s.port, "POST", "/copy", &[], b"payload");
+        let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
+            shadow.requests().pop()
+        });
+        Some((
+            r.text(),
+            copy.path.clone(),
+            copy.header("host").map(str::to_string),
+            copy.body.clone(),
+            main.count(),
+        ))
+    });
+    assert_eq!(
+        out,
+        (
+            "main".into(),
+            "/copy".into(),
+            Some("example.com-shadow".into()),
+            b"payload".to_vec(),
+            1
+        )
+    );
+}
+
+#[test]
+fn client_gone_before_the_response_is_logged_dc() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::script(vec![Reply::after(800, Reply::ok("too late"))]);
+        let s = Scene::start(
+            peer,
+            "client_gone",
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        c.send(&request_bytes("GET", "/", &[], b""));
+        thread::sleep(ms(200));
+        drop(c);
+        let line = s.log_lines(1)[0].clone();
+        let mut parts = line.split(' ');
+        Some((
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        ))
+    });
+    assert_eq!(out, ("0".into(), "DC".into()));
+}
+
+#[test]
+fn cluster_not_found_response_code() {
+    let out = same_as_envoy(|peer| {
+        let routes = json!([{"match": {"prefix": "/"}, "route": {
+            "cluster_header": "x-cluster", "cluster_not_found_response_code": "NOT_FOUND"}}]);
+        let s = Scene::start(peer, "not_found_code", routes, vec![])?;
+        let r = fetch(s.port, "GET", "/", &[("x-cluster", "ghost")], b"");
+        Some((r.status, s.flags(0)))
+    });
+    assert_eq!(out, (404, "NC".into()));
+}
+
+#[test]
+fn early_upstream_response_before_the_request_body() {
+    // The upstream answers 413 after the head and closes without reading the body.
+    let out = same_as_envoy(|peer| {
+        let up = Upstream::start(|mut s| {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut s, &mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => return,
+                }
+            }
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!",
+            );
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            thread::sleep(ms(300));
+        });
+        let s = Scene::start(
+            peer,
+            "early_response",
+            to_a(json!({"timeout": "5s"})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        c.send(b"POST / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 2000000\r\n\r\n");
+        let writer = {
+            let mut w = c.w.try_clone().unwrap();
+            thread::spawn(move || {
+                let chunk = vec![b'b'; 64 << 10];
+                for _ in 0..30 {
+                    if std::io::Write::write_all(&mut w, &chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let seen = match c.read_response(false) {
+            Ok(r) => format!("{} {}", r.status, r.text()),
+            Err(e) => format!("error {e}"),
+        };
+        let _ = c.w.shutdown(std::net::Shutdown::Both);
+        let _ = writer.join();
+        Some(seen)
+    });
+    assert_eq!(out, "413 too big!");
+}
+
+#[test]
+fn head_request_to_a_direct_response() {
+    let out = same_as_envoy(|peer| {
+        let routes = json!([{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "twelve bytes"}}}]);
+        let s = Scene::start(peer, "head_direct", routes, vec![])?;
+        let mut c = Client::connect(s.port);
+        let head = c.request("HEAD", "/", &[], b"");
+        let get = c.get("/");
+        Some((
+            head.status,
+            head.header("content-length").map(str::to_string),
+            get.text(),
+        ))
+    });
+    assert_eq!(out, (200, Some("12".into()), "twelve bytes".into()));
+}

@@ -420,8 +420,11 @@ fn read_fields(r: &mut impl BufRead) -> io::Result<Option<Vec<(String, String)>>
     }
 }
 
+/// Header or trailer fields, in order.
+type Fields = Vec<(String, String)>;
+
 /// Reads a chunked body and its trailers.
-fn read_chunked(r: &mut impl BufRead) -> io::Result<(Vec<u8>, Vec<(String, String)>)> {
+fn read_chunked(r: &mut impl BufRead) -> io::Result<(Vec<u8>, Fields)> {
     let mut body = Vec::new();
     let mut line = String::new();
     loop {
