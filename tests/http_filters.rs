@@ -630,3 +630,117 @@ fn header_mutation_request_and_response() {
         "the route's response mutation removes x-keep"
     );
 }
+
+#[test]
+fn local_ratelimit_per_route_bucket() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let chain_config = json!({"@type": LOCAL_RATELIMIT, "stat_prefix": "rl"});
+        let mut per_route = ratelimit(2, json!({}));
+        per_route["stat_prefix"] = json!("route_rl");
+        let routes = json!([
+            {"match": {"prefix": "/limited"}, "route": {"cluster": "a"},
+             "typed_per_filter_config": {"envoy.filters.http.local_ratelimit": per_route}},
+            route_to("/", "a", json!({})),
+        ]);
+        let s = Scene::with(
+            peer,
+            "ratelimit_route",
+            chain(vec![http_filter(
+                "envoy.filters.http.local_ratelimit",
+                chain_config,
+            )]),
+            routes,
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        let limited: Vec<u16> = (0..4).map(|_| c.get("/limited").status).collect();
+        let free: Vec<u16> = (0..4).map(|_| c.get("/free").status).collect();
+        Some((limited, free))
+    });
+    assert_eq!(out, (vec![200, 200, 429, 429], vec![200; 4]));
+}
+
+#[test]
+fn fault_only_for_matching_headers() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let fault = json!({
+            "@type": FAULT,
+            "abort": {"http_status": 503, "percentage": percent(100)},
+            "headers": [{"name": "x-chaos", "string_match": {"exact": "on"}}],
+        });
+        let s = Scene::with(
+            peer,
+            "fault_headers_match",
+            chain(vec![http_filter("envoy.filters.http.fault", fault)]),
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        Some(vec![
+            c.get("/").status,
+            c.request("GET", "/", &[("x-chaos", "on")], b"").status,
+            c.request("GET", "/", &[("x-chaos", "off")], b"").status,
+        ])
+    });
+    assert_eq!(out, vec![200, 503, 200]);
+}
+
+#[test]
+fn cors_route_policy_overrides_the_virtual_host() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let route_policy = json!({
+            "@type": CORS_POLICY,
+            "allow_origin_string_match": [{"exact": "https://route.example"}],
+            "allow_methods": "POST",
+        });
+        let hosts = json!([{
+            "name": "cors",
+            "domains": ["*"],
+            "routes": [
+                {"match": {"prefix": "/special"}, "route": {"cluster": "a"},
+                 "typed_per_filter_config": {"envoy.filters.http.cors": route_policy}},
+                route_to("/", "a", json!({})),
+            ],
+            "typed_per_filter_config": {"envoy.filters.http.cors": {
+                "@type": CORS_POLICY,
+                "allow_origin_string_match": [{"exact": "https://host.example"}],
+                "allow_methods": "GET",
+                "max_age": "60",
+            }},
+        }]);
+        let s = Scene::with_hosts(
+            peer,
+            "cors_route",
+            chain(vec![http_filter(
+                "envoy.filters.http.cors",
+                json!({"@type": CORS}),
+            )]),
+            hosts,
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut out = Vec::new();
+        for (path, origin) in [
+            ("/special", "https://route.example"),
+            ("/special", "https://host.example"),
+            ("/", "https://host.example"),
+            ("/", "https://route.example"),
+        ] {
+            let r = fetch(
+                s.port,
+                "OPTIONS",
+                path,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                ],
+                b"",
+            );
+            out.push((path, origin, r.status, cors_headers(&r)));
+        }
+        Some((out, up.count()))
+    });
+    assert_eq!(out.0[0].2, 200);
+}

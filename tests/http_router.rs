@@ -1464,3 +1464,52 @@ fn head_request_to_a_direct_response() {
     });
     assert_eq!(out, (200, Some("12".into()), "twelve bytes".into()));
 }
+
+#[test]
+fn client_router_headers_do_not_change_timeout_or_retries() {
+    // Envoy 1.40 (loopback peers, no internal_address_config) ignores a client's
+    // x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on and x-envoy-max-retries.
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::start(|req| match req.path.as_str() {
+            "/slow" => Reply::after(2000, Reply::ok("late")),
+            _ => Reply::ok("fine"),
+        });
+        let flaky = HttpUpstream::script(vec![Reply::status(503, "x"), Reply::ok("second try")]);
+        let routes = json!([
+            route_to("/flaky", "flaky", json!({})),
+            route_to("/", "a", json!({})),
+        ]);
+        let s = Scene::start(
+            peer,
+            "router_headers",
+            routes,
+            vec![
+                cluster("a", &[(up.port, 1)], json!(null)),
+                cluster("flaky", &[(flaky.port, 1)], json!(null)),
+            ],
+        )?;
+        let start = Instant::now();
+        let timed = fetch(
+            s.port,
+            "GET",
+            "/slow",
+            &[("x-envoy-upstream-rq-timeout-ms", "300")],
+            b"",
+        );
+        let took = start.elapsed();
+        let retried = fetch(
+            s.port,
+            "GET",
+            "/flaky",
+            &[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "1")],
+            b"",
+        );
+        Some((
+            timed.status,
+            took < ms(1500),
+            retried.status,
+            retried.text(),
+        ))
+    });
+    assert_eq!(out, (200, false, 503, "x".into()));
+}
