@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod http_e2e;
 
 use std::{
     collections::BTreeMap,
