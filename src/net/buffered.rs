@@ -6,11 +6,12 @@ use std::{
     future::poll_fn,
     io,
     pin::Pin,
+    task::{ready, Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
-use futures_lite::{future, AsyncRead, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::rt::{net::TcpStream, timer};
 
@@ -41,16 +42,8 @@ impl Buffered {
 
     /// Reads once, appending to `buf`; 0 = the peer closed its side.
     pub async fn fill(&mut self, scratch: &RefCell<Box<[u8]>>) -> io::Result<usize> {
-        let io = &mut self.io;
-        let buf = &mut self.buf;
-        poll_fn(|cx| {
-            let mut scratch = scratch.borrow_mut();
-            let limit = scratch.len().min(READ_CHUNK);
-            let n = std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut scratch[..limit]))?;
-            buf.extend_from_slice(&scratch[..n]);
-            std::task::Poll::Ready(Ok(n))
-        })
-        .await
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        poll_fn(|cx| poll_fill(io, buf, scratch, cx)).await
     }
 
     /// `fill`, failing with `TimedOut` at `deadline` (none = wait forever).
@@ -74,6 +67,50 @@ impl Buffered {
 
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.io.write_all(data).await
+    }
+}
+
+/// Reads once from `io` through the scratch buffer, appending what came to `buf`.
+fn poll_fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    scratch: &RefCell<Box<[u8]>>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut scratch = scratch.borrow_mut();
+    let limit = scratch.len().min(READ_CHUNK);
+    let n = ready!(Pin::new(io).poll_read(cx, &mut scratch[..limit]))?;
+    buf.extend_from_slice(&scratch[..n]);
+    Poll::Ready(Ok(n))
+}
+
+/// A socket written by one future and read by another of the same task (each poll borrows
+/// it only for the poll), e.g. a request body still going out while the response comes in.
+pub struct Shared<'a>(RefCell<&'a mut TcpStream>);
+
+impl<'a> Shared<'a> {
+    pub fn new(io: &'a mut TcpStream) -> Self {
+        Self(RefCell::new(io))
+    }
+
+    /// Reads once, appending to `buf`; 0 = the peer closed its side.
+    pub async fn fill(
+        &self,
+        buf: &mut BytesMut,
+        scratch: &RefCell<Box<[u8]>>,
+    ) -> io::Result<usize> {
+        poll_fn(|cx| poll_fill(&mut self.0.borrow_mut(), buf, scratch, cx)).await
+    }
+
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut **self.0.borrow_mut()).poll_write(cx, data)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[n..];
+        }
+        Ok(())
     }
 }
 

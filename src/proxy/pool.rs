@@ -5,18 +5,25 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     future::poll_fn,
+    io,
     rc::Rc,
     sync::Arc,
     task::{Poll, Waker},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
+use futures_lite::future;
 use xds_agent::{
     model::{CircuitBreakers, UpstreamHttpOptions},
     stats::{dec, inc, record_duration, ClusterCells, ClusterStats},
 };
 
-use crate::net::buffered::Buffered;
+use super::cluster_manager::{Host, ShardCluster};
+use crate::{
+    context::ShardContext,
+    net::buffered::Buffered,
+    rt::{self, net::TcpStream, timer},
+};
 
 /// A cluster's breaker counters on this shard.
 pub struct Breakers {
@@ -61,7 +68,8 @@ impl Breakers {
         Slot::take(self, |b| &b.pending, self.limits.max_pending_requests)
     }
 
-    /// Waits until a connection slot is released (or the waker is dropped by cancellation).
+    /// Waits until a connection slot is released or a connection goes idle (or the waker is
+    /// dropped by cancellation).
     pub async fn released(&self) {
         let mut registered = false;
         poll_fn(|cx| {
@@ -175,6 +183,8 @@ impl Drop for Lease {
 #[derive(Default)]
 pub struct HostPool {
     idle: RefCell<Vec<(UpstreamConn, Instant)>>,
+    /// A sweeper task is closing connections as they pass the idle timeout.
+    sweeping: Cell<bool>,
 }
 
 impl HostPool {
@@ -194,24 +204,142 @@ impl HostPool {
             return Some(conn);
         }
     }
+}
 
-    /// Parks a connection after a complete exchange, unless it has reached its request limit.
-    pub fn put(&self, conn: UpstreamConn, options: &UpstreamHttpOptions) {
-        if options
-            .max_requests_per_connection
-            .is_some_and(|max| conn.requests >= max)
-        {
-            inc(&conn.cells().upstream_cx_max_requests);
+/// Parks a connection in its host's pool after a complete exchange (unless it has carried
+/// its last request) and wakes a request waiting for one. Idle connections are closed when
+/// they pass the idle timeout, by a sweeper task per host that runs while the pool is not
+/// empty (it holds the host until then, even if the host left its cluster).
+pub fn park(host: &Rc<Host>, conn: UpstreamConn, options: &UpstreamHttpOptions) {
+    if options
+        .max_requests_per_connection
+        .is_some_and(|max| conn.requests >= max)
+    {
+        inc(&conn.cells().upstream_cx_max_requests);
+        return;
+    }
+    let breakers = conn.lease._slot.breakers.clone();
+    host.pool.idle.borrow_mut().push((conn, Instant::now()));
+    if let Some(timeout) = options.idle_timeout {
+        if !host.pool.sweeping.replace(true) {
+            rt::spawn_local(sweep(host.clone(), timeout)).detach();
+        }
+    }
+    breakers.wake_one();
+}
+
+/// Closes a host's idle connections as they expire; ends when the pool is empty.
+async fn sweep(host: Rc<Host>, timeout: Duration) {
+    loop {
+        let oldest = host.pool.idle.borrow().first().map(|(_, since)| *since);
+        let Some(oldest) = oldest else {
+            host.pool.sweeping.set(false);
             return;
+        };
+        timer::sleep_until(oldest + timeout).await;
+        let now = Instant::now();
+        let expired: Vec<_> = {
+            let mut idle = host.pool.idle.borrow_mut();
+            let n = idle
+                .iter()
+                .take_while(|(_, since)| *since + timeout <= now)
+                .count();
+            idle.drain(..n).collect()
+        };
+        for (conn, _) in expired {
+            inc(&conn.cells().upstream_cx_idle_timeout);
         }
-        let mut idle = self.idle.borrow_mut();
-        // Expire the oldest first so an idle pool does not hold descriptors forever.
-        if let (Some(timeout), Some((_, since))) = (options.idle_timeout, idle.first()) {
-            if since.elapsed() >= timeout {
-                let (stale, _) = idle.remove(0);
-                inc(&stale.cells().upstream_cx_idle_timeout);
+    }
+}
+
+/// Why no upstream connection could be had.
+pub enum Acquire {
+    Failed,
+    TimedOut,
+    Overflow,
+}
+
+/// A pooled connection to `host`, or a new one within the cluster's breakers (waiting as a
+/// pending request while `max_connections` is reached).
+pub async fn acquire(
+    ctx: &ShardContext,
+    cluster: &ShardCluster,
+    host: &Rc<Host>,
+    deadline: Option<Instant>,
+) -> Result<UpstreamConn, Acquire> {
+    let config = &cluster.config;
+    let cells = config.stats.shard(ctx.id);
+    let mut _pending = None;
+    loop {
+        if let Some(conn) = host.pool.take(&config.http) {
+            return Ok(conn);
+        }
+        if let Some(slot) = cluster.breakers.connection() {
+            let started = Instant::now();
+            return match TcpStream::connect_timeout(host.address(), config.connect_timeout).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
+                    Ok(UpstreamConn::new(
+                        Buffered::new(stream),
+                        slot,
+                        config.stats.clone(),
+                        ctx.id,
+                    ))
+                }
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        inc(&cells.upstream_cx_connect_timeout);
+                    }
+                    inc(&cells.upstream_cx_connect_fail);
+                    Err(Acquire::Failed)
+                }
+            };
+        }
+        if _pending.is_none() {
+            inc(&cells.upstream_cx_overflow);
+            let Some(slot) = cluster.breakers.pending() else {
+                inc(&cells.upstream_rq_pending_overflow);
+                return Err(Acquire::Overflow);
+            };
+            inc(&cells.upstream_rq_pending_total);
+            inc(&cells.upstream_rq_pending_active);
+            _pending = Some(PendingGauge { _slot: slot, cells });
+        }
+        let released = cluster.breakers.released();
+        let expired = match deadline {
+            None => {
+                released.await;
+                false
             }
+            Some(at) => {
+                future::or(
+                    async {
+                        released.await;
+                        false
+                    },
+                    async {
+                        timer::sleep_until(at).await;
+                        true
+                    },
+                )
+                .await
+            }
+        };
+        if expired {
+            return Err(Acquire::TimedOut);
         }
-        idle.push((conn, Instant::now()));
+    }
+}
+
+/// A pending request: holds its breaker slot and the `upstream_rq_pending_active` gauge.
+struct PendingGauge<'a> {
+    _slot: Slot,
+    cells: &'a ClusterCells,
+}
+
+impl Drop for PendingGauge<'_> {
+    fn drop(&mut self) {
+        dec(&self.cells.upstream_rq_pending_active);
     }
 }

@@ -127,9 +127,9 @@ impl CircuitBreakers {
         max_retries: 3,
     };
 
-    /// One shard's share of each limit: `ceil(limit / shards)`, at least 1.
+    /// One shard's share of each limit: `ceil(limit / shards)` (a limit of 0 stays 0).
     pub fn per_shard(&self, shards: usize) -> Self {
-        let share = |limit: u32| limit.div_ceil(shards.max(1) as u32).max(1);
+        let share = |limit: u32| limit.div_ceil(shards.max(1) as u32);
         Self {
             max_connections: share(self.max_connections),
             max_pending_requests: share(self.max_pending_requests),

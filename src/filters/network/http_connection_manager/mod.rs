@@ -100,6 +100,7 @@ pub async fn run(
             Err(NoRequest::HeadersTimeout) => {
                 inc(&stats.downstream_rq_header_timeout);
                 inc(&stats.downstream_cx_destroy_local);
+                connection.header_timeout().await;
                 break;
             }
             Err(NoRequest::Malformed(error)) => {
@@ -218,6 +219,14 @@ impl Connection<'_> {
                 Err(IoFailure::TimedOut) => return Err(NoRequest::IdleTimeout),
             }
         }
+    }
+
+    /// Answers a client that did not finish its request head in `request_headers_timeout`.
+    async fn header_timeout(&mut self) {
+        let reply = LocalReply::new(408, "request header timeout");
+        let mut out = Vec::new();
+        respond::encode_local_reply(self.hcm, &self.ctx.date, &reply, false, false, &mut out);
+        let _ = self.conn.write_all(&out).await;
     }
 
     /// Answers a request the codec rejected (and logs it, with what is known: nothing of the

@@ -42,15 +42,6 @@ pub fn finish_head(hcm: &HttpConnectionManager, date: &DateCache, head: &mut Res
     }
 }
 
-/// An HTTP/1.0 client kept alive is told so (`connection: keep-alive`); 1.1 is persistent
-/// by default.
-pub fn keep_alive_header(request: Version, keep_alive: bool, head: &mut ResponseHead) {
-    if request == Version::Http10 && keep_alive {
-        head.headers
-            .set("connection", Bytes::from_static(b"keep-alive"));
-    }
-}
-
 /// Encodes a complete local reply (head and body) into `out`.
 pub fn encode_local_reply(
     hcm: &HttpConnectionManager,

@@ -20,14 +20,18 @@ use xds_agent::{
 use super::{forwarding, path, respond, Connection};
 use crate::{
     filters::http::{on_request, on_response},
-    net::buffered::{deadline, earliest, IoFailure},
+    net::buffered::{deadline, IoFailure},
     protocol::http1::{
         encode_chunk, encode_last_chunk, encode_response_head, reason_phrase, BodyDecoder,
         BodyEvent, Framing, ParsedRequest,
     },
     proxy::{
-        pool::UpstreamConn,
-        router::{self, Forwarding, Routed, RouterRecord, UpstreamResponse, RESPONSE_LIMITS},
+        pool::{self, UpstreamConn},
+        router::{
+            self,
+            deadline::{Deadlines, Expiry},
+            Forwarding, Routed, RouterRecord, UpstreamResponse, RESPONSE_LIMITS,
+        },
     },
     stream::{
         body::{BodyFailure, RequestBody},
@@ -433,7 +437,11 @@ async fn exchange_request(
             framing,
             is_head_request: is_head,
             retry,
-            deadline: deadline(forward.timeout),
+            deadlines: Deadlines {
+                route: deadline(forward.timeout),
+                request: hcm.timeouts.request.map(|t| exchange.started + t),
+                stream_idle: forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle),
+            },
         },
         body,
         &mut c.conn,
@@ -443,6 +451,11 @@ async fn exchange_request(
     request.version = version;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
+    match record.downstream_timeout {
+        Some(Expiry::Request) => inc(&c.stats.downstream_rq_timeout),
+        Some(Expiry::StreamIdle) => inc(&c.stats.downstream_rq_idle_timeout),
+        _ => {}
+    }
     match routed {
         Routed::Failed(reply) => {
             exchange.details = record
@@ -569,6 +582,7 @@ async fn local(
     exchange.flags.set(reply.flags);
     exchange.status = reply.status;
     let mut head = respond::local_head(&reply);
+    head.version = request.version;
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
         if let Some(route) = cx.route {
@@ -582,7 +596,6 @@ async fn local(
         }
     }
     respond::finish_head(hcm, &c.ctx.date, &mut head);
-    respond::keep_alive_header(request.version, keep_alive, &mut head);
     let mut out = Vec::with_capacity(256 + reply.body.len());
     respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
     exchange.bytes_sent = reply.body.len() as u64;
@@ -644,12 +657,16 @@ async fn proxy_response(
         mut conn,
         host,
         try_started,
+        early,
     } = upstream;
+    // An upstream that answered before taking the whole body ends the exchange: the client's
+    // unread body cannot be skipped, so its connection closes after this response.
+    let keep_alive = keep_alive && !early;
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
     exchange.flags.set(cx.notes.flags());
     let cells = cluster_stats.shard(c.ctx.id);
     let mut head: ResponseHead = response.head;
-    head.version = Version::Http11; // the client talks to this proxy, an HTTP/1.1 server
+    head.version = request.version; // answered in the client's version, as Envoy
     exchange.status = head.status;
     exchange.details = "via_upstream";
     for level in &levels {
@@ -695,13 +712,16 @@ async fn proxy_response(
     };
     let keep_alive = keep_alive && !matches!(client_framing, Framing::UntilClose);
     let chunked = matches!(client_framing, Framing::Chunked);
-    respond::keep_alive_header(request.version, keep_alive, &mut head);
     let mut out = Vec::with_capacity(1024);
     encode_response_head(&head, &client_framing, keep_alive, &mut out);
     exchange.response = Some(head);
     let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
     let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
-    let route_deadline = deadline(forward.timeout).map(|d| d.max(try_started));
+    let deadlines = Deadlines {
+        route: deadline(forward.timeout).map(|d| d.max(try_started)),
+        request: None,
+        stream_idle,
+    };
     let complete = loop {
         match decoder.decode(&mut conn.conn.buf) {
             Ok(BodyEvent::Data(chunk)) => {
@@ -738,8 +758,12 @@ async fn proxy_response(
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return Next::Close;
         }
-        let until = earliest(route_deadline, deadline(stream_idle));
-        match conn.conn.fill_until(&c.ctx.scratch, until).await {
+        let next = deadlines.next(None, false);
+        match conn
+            .conn
+            .fill_until(&c.ctx.scratch, next.map(|d| d.0))
+            .await
+        {
             Ok(0) => match decoder.at_eof() {
                 Ok(()) => {
                     if chunked {
@@ -747,20 +771,22 @@ async fn proxy_response(
                     }
                     break true;
                 }
+                // Envoy calls a body cut short by the upstream a protocol error.
                 Err(_) => {
                     inc(&cells.upstream_rq_rx_reset);
-                    exchange
-                        .flags
-                        .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                    exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
                     break false;
                 }
             },
             Ok(_) => {}
             Err(IoFailure::Broken) => {
                 inc(&cells.upstream_rq_rx_reset);
-                exchange
-                    .flags
-                    .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
+                break false;
+            }
+            Err(IoFailure::TimedOut) if next.is_some_and(|d| d.1 == Expiry::StreamIdle) => {
+                inc(&c.stats.downstream_rq_idle_timeout);
+                exchange.flags.set(ResponseFlags::STREAM_IDLE_TIMEOUT);
                 break false;
             }
             Err(IoFailure::TimedOut) => {
@@ -783,7 +809,7 @@ async fn proxy_response(
     inc(&cells.upstream_rq_completed);
     record_duration(&cells.upstream_rq_time, try_started.elapsed());
     if complete && response.keep_alive && body.is_done() {
-        host.host().pool.put(conn, upstream_http);
+        pool::park(host.host(), conn, upstream_http);
     }
     match complete && keep_alive {
         true => Next::KeepAlive,

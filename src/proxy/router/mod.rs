@@ -1,0 +1,343 @@
+//! Proxy layer: the router — sends a request to a host of its cluster through the host's pool
+//! and reads the response head, with Envoy's timeouts, circuit breakers and retries
+//! (`retry_on`, back-off, `previous_hosts`). One try is in `attempt`, the deadlines in
+//! `deadline`.
+mod attempt;
+pub mod deadline;
+
+use std::{
+    net::SocketAddr,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use xds_agent::{
+    access_log::ResponseFlags,
+    model::route::{RetryOn, RetryPolicy},
+    stats::{inc, ClusterCells},
+};
+
+use self::{
+    attempt::{try_once, Answer, TryFailure},
+    deadline::{Deadlines, Expiry},
+};
+use super::{
+    cluster_manager::{ActiveHost, ShardCluster},
+    pool::{Slot, UpstreamConn},
+};
+use crate::{
+    context::ShardContext,
+    net::buffered::{earliest, Buffered},
+    protocol::http1::{Framing, Limits, ParsedResponse},
+    rt::timer,
+    stream::{
+        body::{BodyFailure, RequestBody},
+        headers::RequestHead,
+        LocalReply,
+    },
+};
+
+/// Upstream response heads may be as large as Envoy takes (80 KiB) with up to 100 headers.
+pub const RESPONSE_LIMITS: Limits = Limits {
+    max_head_bytes: 80 << 10,
+    max_headers: 100,
+};
+
+/// What the router needs for one request.
+pub struct Forwarding<'a> {
+    pub cluster: Rc<ShardCluster>,
+    /// The request head to send (HTTP/1.1, rewrites applied).
+    pub head: &'a RequestHead,
+    /// `auto_host_rewrite`: each try's `host` is the chosen host's name, when it has one.
+    pub auto_host_rewrite: bool,
+    /// `include_request_attempt_count`: each try carries `x-envoy-attempt-count`.
+    pub attempt_count: bool,
+    /// Request trailers go upstream (both sides' HTTP/1 options `enable_trailers`).
+    pub trailers: bool,
+    /// How the body goes upstream (`Chunked` or `Length`, as it came).
+    pub framing: &'a Framing,
+    pub is_head_request: bool,
+    pub retry: Option<&'a RetryPolicy>,
+    pub deadlines: Deadlines,
+}
+
+/// A response head from upstream, its connection, and what the log needs.
+pub struct UpstreamResponse {
+    pub response: ParsedResponse,
+    pub conn: UpstreamConn,
+    pub host: ActiveHost,
+    /// When the last try started (for `x-envoy-upstream-service-time`).
+    pub try_started: Instant,
+    /// The upstream answered before the request body was sent in full.
+    pub early: bool,
+}
+
+/// The outcome of routing one request upstream.
+pub enum Routed {
+    Response(UpstreamResponse),
+    /// No response from upstream: answer locally (503/504/502/408 with flags).
+    Failed(LocalReply),
+    /// The client went away or sent a bad body: nothing to answer.
+    Downstream(BodyFailure),
+}
+
+/// What the access log and stats need from the router.
+#[derive(Default)]
+pub struct RouterRecord {
+    pub flags: ResponseFlags,
+    pub upstream_host: Option<SocketAddr>,
+    /// Tries made (the first one included).
+    pub attempts: u32,
+    /// Why the request failed, when more precise than the default (`%RESPONSE_CODE_DETAILS%`).
+    pub details: Option<&'static str>,
+    /// The connection manager's own deadline expired (`request_timeout`, idle stream).
+    pub downstream_timeout: Option<Expiry>,
+}
+
+/// Routes the request: picks hosts, sends, reads the response head; retries by policy.
+pub async fn forward(
+    ctx: &ShardContext,
+    request: Forwarding<'_>,
+    body: &mut RequestBody,
+    downstream: &mut Buffered,
+    record: &mut RouterRecord,
+) -> Routed {
+    let cluster = &request.cluster;
+    let cells = cluster.config.stats.shard(ctx.id);
+    let Some(_request_slot) = cluster.breakers.request() else {
+        inc(&cells.upstream_rq_pending_overflow);
+        record.flags.set(ResponseFlags::UPSTREAM_OVERFLOW);
+        return Routed::Failed(overflow_reply());
+    };
+    let policy = request.retry;
+    let num_retries = policy.map_or(0, |p| p.num_retries);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries = Retries {
+        done: 0,
+        slot: None,
+    };
+    loop {
+        let avoid_previous = policy.is_some_and(|p| p.previous_hosts) && !tried.is_empty();
+        let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
+        let host = match avoid_previous {
+            true => cluster.pick_where(attempts, |h| !tried.contains(&h.address())),
+            false => cluster.pick(),
+        };
+        let Some(host) = host else {
+            inc(&cells.upstream_cx_none_healthy);
+            record.flags.set(ResponseFlags::NO_HEALTHY_UPSTREAM);
+            return Routed::Failed(LocalReply::new(503, "no healthy upstream"));
+        };
+        tried.push(host.address());
+        record.upstream_host = Some(host.address());
+        let host = ActiveHost::new(host);
+        let try_started = Instant::now();
+        record.attempts += 1;
+        let attempt = record.attempts;
+        let outcome = try_once(ctx, &request, attempt, &host, body, downstream, cells).await;
+        let failure = match outcome {
+            Ok(Answer {
+                response,
+                conn,
+                early,
+            }) => {
+                let status = response.head.status;
+                let wanted = policy.is_some_and(|p| retriable_status(p, status));
+                if wanted && retries.done < num_retries && body.replay().is_some() {
+                    drop(conn); // its response body is not wanted
+                    if retries.next(cluster, cells, record) {
+                        back_off(policy, retries.done, request.deadlines.route).await;
+                        continue;
+                    }
+                    return Routed::Failed(overflow_reply());
+                }
+                if wanted && retries.done > 0 {
+                    inc(&cells.upstream_rq_retry_limit_exceeded);
+                    record
+                        .flags
+                        .set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                } else if retries.done > 0 {
+                    inc(&cells.upstream_rq_retry_success);
+                }
+                return Routed::Response(UpstreamResponse {
+                    response,
+                    conn,
+                    host,
+                    try_started,
+                    early,
+                });
+            }
+            Err(TryFailure::Downstream(f)) => return Routed::Downstream(f),
+            Err(failure) => failure,
+        };
+        let (flag, reply) = match &failure {
+            TryFailure::Downstream(_) => unreachable!("returned above"),
+            TryFailure::Overflow => {
+                record.flags.set(ResponseFlags::UPSTREAM_OVERFLOW);
+                return Routed::Failed(overflow_reply());
+            }
+            TryFailure::TimedOut { expiry, receiving } => match expiry {
+                Expiry::Route => {
+                    inc(&cells.upstream_rq_timeout);
+                    record.flags.set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                    return Routed::Failed(LocalReply::new(504, "upstream request timeout"));
+                }
+                Expiry::PerTry => {
+                    inc(&cells.upstream_rq_per_try_timeout);
+                    (
+                        ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                        LocalReply::new(504, "upstream request timeout"),
+                    )
+                }
+                Expiry::Request => {
+                    record.downstream_timeout = Some(Expiry::Request);
+                    record.details = Some("request_overall_timeout");
+                    return Routed::Failed(LocalReply::new(408, "request timeout"));
+                }
+                Expiry::StreamIdle => {
+                    record.downstream_timeout = Some(Expiry::StreamIdle);
+                    record.details = Some("stream_idle_timeout");
+                    record.flags.set(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                    let status = if *receiving { 408 } else { 504 };
+                    return Routed::Failed(LocalReply::new(status, "stream timeout"));
+                }
+            },
+            // A keep-alive connection the upstream had just closed: resend once on a fresh one,
+            // as the request never reached it.
+            TryFailure::Reset {
+                reused: true,
+                sent_nothing_back: true,
+            } if body.replay().is_some() && tried.len() <= 1 + retries.done as usize => {
+                tried.pop();
+                continue;
+            }
+            TryFailure::Connect => (
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                reset_reply(retries.done, "remote connection failure"),
+            ),
+            TryFailure::Reset { .. } => (
+                ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+                reset_reply(retries.done, "connection termination"),
+            ),
+            TryFailure::Protocol(error) => {
+                inc(&cells.upstream_cx_protocol_error);
+                record.details = Some(error.details());
+                (
+                    ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+                    LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
+                )
+            }
+        };
+        let wanted = policy.is_some_and(|p| retriable_failure(p, &failure));
+        if wanted && retries.done < num_retries && body.replay().is_some() {
+            if retries.next(cluster, cells, record) {
+                back_off(policy, retries.done, request.deadlines.route).await;
+                continue;
+            }
+        } else if wanted && retries.done > 0 {
+            inc(&cells.upstream_rq_retry_limit_exceeded);
+            record
+                .flags
+                .set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        }
+        record.flags.set(flag);
+        return Routed::Failed(reply);
+    }
+}
+
+/// Retries made so far and the breaker slot the current one holds.
+struct Retries {
+    done: u32,
+    slot: Option<Slot>,
+}
+
+impl Retries {
+    /// Takes a retry within the cluster's `max_retries`; `false` (counted, flagged `UO`) when
+    /// the breaker is full.
+    fn next(
+        &mut self,
+        cluster: &ShardCluster,
+        cells: &ClusterCells,
+        record: &mut RouterRecord,
+    ) -> bool {
+        match cluster.breakers.retry() {
+            Some(slot) => {
+                self.slot = Some(slot);
+                self.done += 1;
+                inc(&cells.upstream_rq_retry);
+                true
+            }
+            None => {
+                inc(&cells.upstream_rq_retry_overflow);
+                record.flags.set(ResponseFlags::UPSTREAM_OVERFLOW);
+                false
+            }
+        }
+    }
+}
+
+fn overflow_reply() -> LocalReply {
+    let mut reply = reset_reply(0, "overflow");
+    reply.headers.append("x-envoy-overloaded", "true");
+    reply
+}
+
+/// Envoy's local reply when no response head arrived (it says when tries were retried).
+fn reset_reply(retries: u32, reason: &str) -> LocalReply {
+    let retried = if retries > 0 {
+        "retried and the latest "
+    } else {
+        ""
+    };
+    LocalReply::new(
+        503,
+        format!(
+            "upstream connect error or disconnect/reset before headers. {retried}reset reason: {reason}"
+        ),
+    )
+}
+
+fn retriable_status(policy: &RetryPolicy, status: u16) -> bool {
+    let on = policy.retry_on;
+    (on.contains(RetryOn::FIVE_XX) && status >= 500)
+        || (on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
+        || (on.contains(RetryOn::RETRIABLE_4XX) && status == 409)
+        || (on.contains(RetryOn::RETRIABLE_STATUS_CODES)
+            && policy.retriable_status_codes.contains(&status))
+}
+
+fn retriable_failure(policy: &RetryPolicy, failure: &TryFailure) -> bool {
+    let on = policy.retry_on;
+    let any = |flags: &[RetryOn]| flags.iter().any(|f| on.contains(*f));
+    match failure {
+        TryFailure::Connect => any(&[
+            RetryOn::CONNECT_FAILURE,
+            RetryOn::FIVE_XX,
+            RetryOn::GATEWAY_ERROR,
+            RetryOn::RESET,
+        ]),
+        TryFailure::Reset { .. } => {
+            any(&[RetryOn::RESET, RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR])
+        }
+        TryFailure::TimedOut {
+            expiry: Expiry::PerTry,
+            ..
+        } => any(&[RetryOn::FIVE_XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET]),
+        TryFailure::Protocol(_) => any(&[RetryOn::FIVE_XX, RetryOn::RESET]),
+        TryFailure::TimedOut { .. } | TryFailure::Overflow | TryFailure::Downstream(_) => false,
+    }
+}
+
+/// Envoy's fully jittered exponential back-off: a random wait in `[0, base * 2^(n-1))`,
+/// capped at the maximum, and never past the route deadline.
+async fn back_off(policy: Option<&RetryPolicy>, retry: u32, deadline: Option<Instant>) {
+    let Some(policy) = policy else { return };
+    let base = policy.back_off_base.as_micros() as u64;
+    let ceiling = base
+        .saturating_mul(1 << (retry - 1).min(20))
+        .min(policy.back_off_max.as_micros() as u64)
+        .max(1);
+    let wait = Duration::from_micros(fastrand::u64(0..ceiling));
+    let until = earliest(Some(Instant::now() + wait), deadline).expect("some");
+    timer::sleep_until(until).await;
+}
