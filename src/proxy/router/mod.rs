@@ -143,13 +143,12 @@ pub async fn forward(
             }) => {
                 let status = response.head.status;
                 let wanted = policy.is_some_and(|p| retriable_status(p, status));
-                if wanted && retries.done < num_retries && body.replay().is_some() {
+                let retry = wanted && retries.done < num_retries && body.replay().is_some();
+                // Without a retry slot (`max_retries`) this response is the answer, as Envoy.
+                if retry && retries.next(cluster, cells, record) {
                     drop(conn); // its response body is not wanted
-                    if retries.next(cluster, cells, record) {
-                        back_off(policy, retries.done, request.deadlines.route).await;
-                        continue;
-                    }
-                    return Routed::Failed(overflow_reply());
+                    back_off(policy, retries.done, request.deadlines.route).await;
+                    continue;
                 }
                 if wanted && retries.done > 0 {
                     inc(&cells.upstream_rq_retry_limit_exceeded);

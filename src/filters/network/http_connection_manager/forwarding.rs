@@ -2,7 +2,7 @@
 //! `x-forwarded-for` (`use_remote_address`, `skip_xff_append`), `x-forwarded-proto`,
 //! `x-envoy-external-address`, `x-request-id` (`generate_request_id`,
 //! `preserve_external_request_id`) — and the cleaning of `x-envoy-*` headers from the edge.
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use xds_agent::model::http::HttpConnectionManager;
@@ -27,9 +27,12 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
     }
     if hcm.use_remote_address {
         if !hcm.skip_xff_append {
-            // A loopback peer is this host: Envoy records the host's own address instead.
+            // A peer at exactly 127.0.0.1 or ::1 is this host: Envoy records the host's own
+            // address instead (other 127/8 addresses are taken as they are, as Envoy does).
             let ip = match remote.ip() {
-                ip if ip.is_loopback() => host::local_address().unwrap_or(ip),
+                ip if ip == Ipv4Addr::LOCALHOST || ip == Ipv6Addr::LOCALHOST => {
+                    host::local_address().unwrap_or(ip)
+                }
                 ip => ip,
             }
             .to_string();

@@ -177,6 +177,8 @@ async fn exchange_request(
     }
     if request.version == Version::Http10 {
         if !hcm.http1.accept_http_10 {
+            // The codec's refusal, so in the codec's own version.
+            request.version = Version::Http11;
             return local(
                 c,
                 None,
