@@ -1182,7 +1182,10 @@ fn hop_by_hop_headers_are_not_forwarded() {
         // drops it, Envoy passes it on (docs/http-differences.md); compare the rest.
         let private = got.iter().any(|k| k == "x-up-private");
         if matches!(peer, Peer::Shardproxy) {
-            assert!(!private, "x-up-private is named by Connection: not forwarded");
+            assert!(
+                !private,
+                "x-up-private is named by Connection: not forwarded"
+            );
         }
         got.retain(|k| k != "x-up-private");
         Some((r.status, sent, req.header("te").map(str::to_string), got))

@@ -133,72 +133,85 @@ pub struct HttpTimings {
 }
 
 /// Envoy's response flags: the bits and short names of `%RESPONSE_FLAGS%`. Bit `n` is Envoy's
-/// flag `n`, so rendering in bit order is Envoy's order. Envoy sets no flag for a tcp_proxy
-/// idle timeout; that is only counted (`tcp.<stat_prefix>.idle_timeout`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResponseFlags(u32);
+/// flag `n`. Envoy 1.40 renders flags in the order they were set, so that order is kept too
+/// (equality looks at the set only). Envoy sets no flag for a tcp_proxy idle timeout; that is
+/// only counted (`tcp.<stat_prefix>.idle_timeout`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseFlags {
+    bits: u32,
+    /// Bit numbers plus one, five bits each, in the order they were set (room for 12).
+    order: u64,
+}
+
+impl PartialEq for ResponseFlags {
+    fn eq(&self, other: &Self) -> bool {
+        self.bits == other.bits
+    }
+}
+
+impl Eq for ResponseFlags {}
 
 impl ResponseFlags {
     /// LH: the local health check failed (`/healthcheck/fail`).
-    pub const FAILED_LOCAL_HEALTH_CHECK: Self = Self(1 << 0);
+    pub const FAILED_LOCAL_HEALTH_CHECK: Self = Self::bit(0);
     /// UH: no healthy upstream host in the cluster.
-    pub const NO_HEALTHY_UPSTREAM: Self = Self(1 << 1);
+    pub const NO_HEALTHY_UPSTREAM: Self = Self::bit(1);
     /// UT: the upstream request timed out.
-    pub const UPSTREAM_REQUEST_TIMEOUT: Self = Self(1 << 2);
+    pub const UPSTREAM_REQUEST_TIMEOUT: Self = Self::bit(2);
     /// LR: the connection was reset locally.
-    pub const LOCAL_RESET: Self = Self(1 << 3);
+    pub const LOCAL_RESET: Self = Self::bit(3);
     /// UR: the upstream reset the stream.
-    pub const UPSTREAM_REMOTE_RESET: Self = Self(1 << 4);
+    pub const UPSTREAM_REMOTE_RESET: Self = Self::bit(4);
     /// UF: the upstream connection failed.
-    pub const UPSTREAM_CONNECTION_FAILURE: Self = Self(1 << 5);
+    pub const UPSTREAM_CONNECTION_FAILURE: Self = Self::bit(5);
     /// UC: the upstream closed the connection.
-    pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 6);
+    pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self::bit(6);
     /// UO: upstream overflow (circuit breaking).
-    pub const UPSTREAM_OVERFLOW: Self = Self(1 << 7);
+    pub const UPSTREAM_OVERFLOW: Self = Self::bit(7);
     /// NR: no route (no matching filter chain or route, or no cluster to pick).
-    pub const NO_ROUTE_FOUND: Self = Self(1 << 8);
+    pub const NO_ROUTE_FOUND: Self = Self::bit(8);
     /// DI: the fault filter delayed the request.
-    pub const DELAY_INJECTED: Self = Self(1 << 9);
+    pub const DELAY_INJECTED: Self = Self::bit(9);
     /// FI: the fault filter aborted the request.
-    pub const FAULT_INJECTED: Self = Self(1 << 10);
+    pub const FAULT_INJECTED: Self = Self::bit(10);
     /// RL: rate limited locally (429).
-    pub const RATE_LIMITED: Self = Self(1 << 11);
+    pub const RATE_LIMITED: Self = Self::bit(11);
     /// UAEX: an external authorization service denied the request.
-    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self(1 << 12);
+    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self::bit(12);
     /// RLSE: the rate limit service failed.
-    pub const RATE_LIMIT_SERVICE_ERROR: Self = Self(1 << 13);
+    pub const RATE_LIMIT_SERVICE_ERROR: Self = Self::bit(13);
     /// DC: the downstream closed the connection.
-    pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 14);
+    pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self::bit(14);
     /// URX: retries (`num_retries`) or connect attempts (`max_connect_attempts`) ran out.
-    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: Self = Self(1 << 15);
+    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: Self = Self::bit(15);
     /// SI: `stream_idle_timeout` fired.
-    pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 16);
+    pub const STREAM_IDLE_TIMEOUT: Self = Self::bit(16);
     /// IH: an `x-envoy-*` request header had an invalid value.
-    pub const INVALID_ENVOY_REQUEST_HEADERS: Self = Self(1 << 17);
+    pub const INVALID_ENVOY_REQUEST_HEADERS: Self = Self::bit(17);
     /// DPE: the downstream request broke the HTTP protocol.
-    pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 18);
+    pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self::bit(18);
     /// UMSDR: the upstream request reached its `max_stream_duration`.
-    pub const UPSTREAM_MAX_STREAM_DURATION_REACHED: Self = Self(1 << 19);
+    pub const UPSTREAM_MAX_STREAM_DURATION_REACHED: Self = Self::bit(19);
     /// RFCF: the response came from the cache filter.
-    pub const RESPONSE_FROM_CACHE_FILTER: Self = Self(1 << 20);
+    pub const RESPONSE_FROM_CACHE_FILTER: Self = Self::bit(20);
     /// NFCF: a filter's config (ECDS) was not found.
-    pub const NO_FILTER_CONFIG_FOUND: Self = Self(1 << 21);
+    pub const NO_FILTER_CONFIG_FOUND: Self = Self::bit(21);
     /// DT: `max_downstream_connection_duration` (or a stream's max duration) reached.
-    pub const DURATION_TIMEOUT: Self = Self(1 << 22);
+    pub const DURATION_TIMEOUT: Self = Self::bit(22);
     /// UPE: the upstream response broke the HTTP protocol.
-    pub const UPSTREAM_PROTOCOL_ERROR: Self = Self(1 << 23);
+    pub const UPSTREAM_PROTOCOL_ERROR: Self = Self::bit(23);
     /// NC: the cluster named by the config does not exist (yet).
-    pub const NO_CLUSTER_FOUND: Self = Self(1 << 24);
+    pub const NO_CLUSTER_FOUND: Self = Self::bit(24);
     /// OM: the overload manager ended the request.
-    pub const OVERLOAD_MANAGER: Self = Self(1 << 25);
+    pub const OVERLOAD_MANAGER: Self = Self::bit(25);
     /// DF: DNS resolution of the upstream failed.
-    pub const DNS_RESOLUTION_FAILED: Self = Self(1 << 26);
+    pub const DNS_RESOLUTION_FAILED: Self = Self::bit(26);
     /// DO: dropped by the cluster's drop_overload.
-    pub const DROP_OVERLOAD: Self = Self(1 << 27);
+    pub const DROP_OVERLOAD: Self = Self::bit(27);
     /// DR: the downstream reset the stream (HTTP/2 RST_STREAM and later protocols).
-    pub const DOWNSTREAM_REMOTE_RESET: Self = Self(1 << 28);
+    pub const DOWNSTREAM_REMOTE_RESET: Self = Self::bit(28);
     /// UDO: dropped unconditionally by drop_overload.
-    pub const UNCONDITIONAL_DROP_OVERLOAD: Self = Self(1 << 29);
+    pub const UNCONDITIONAL_DROP_OVERLOAD: Self = Self::bit(29);
 
     /// Short names by bit, in Envoy's rendering order.
     const NAMES: [&'static str; 30] = [
@@ -207,33 +220,56 @@ impl ResponseFlags {
         "DO", "DR", "UDO",
     ];
 
+    const fn bit(n: u32) -> Self {
+        Self {
+            bits: 1 << n,
+            order: n as u64 + 1,
+        }
+    }
+
+    /// Adds `flag`'s flags not set yet, after those already set.
     pub fn set(&mut self, flag: Self) {
-        self.0 |= flag.0;
+        for n in flag.in_order() {
+            if self.bits & (1 << n) == 0 {
+                self.bits |= 1 << n;
+                let used = self.in_order().count();
+                if used < 12 {
+                    self.order |= (n as u64 + 1) << (5 * used);
+                }
+            }
+        }
     }
 
     pub fn contains(self, flag: Self) -> bool {
-        self.0 & flag.0 == flag.0
+        self.bits & flag.bits == flag.bits
     }
 
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.bits == 0
     }
 
-    /// `-` when empty, else the short names joined with `,` (Envoy's `%RESPONSE_FLAGS%`).
+    /// The bit numbers set, in the order they were set.
+    fn in_order(self) -> impl Iterator<Item = u32> {
+        (0..12)
+            .map(move |slot| ((self.order >> (5 * slot)) & 0x1f) as u32)
+            .take_while(|n| *n != 0)
+            .map(|n| n - 1)
+    }
+
+    /// `-` when empty, else the short names joined with `,` in the order they were set
+    /// (Envoy's `%RESPONSE_FLAGS%`; past 12 flags the rest follow in bit order).
     pub fn render(self, out: &mut Vec<u8>) {
         if self.is_empty() {
             out.push(b'-');
             return;
         }
-        let mut first = true;
-        for (bit, name) in Self::NAMES.iter().enumerate() {
-            if self.0 & (1 << bit) != 0 {
-                if !first {
-                    out.push(b',');
-                }
-                out.extend_from_slice(name.as_bytes());
-                first = false;
+        let ordered = self.in_order().fold(0u32, |seen, n| seen | 1 << n);
+        let rest = (0..32).filter(|n| (self.bits & !ordered) & (1 << n) != 0);
+        for (i, n) in self.in_order().chain(rest).enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
+            out.extend_from_slice(Self::NAMES[n as usize].as_bytes());
         }
     }
 }
@@ -675,7 +711,7 @@ mod tests {
                  %RESP(X):3% %PROTOCOL% 100%%",
                 &r
             ),
-            "10.0.0.1:5555 10.0.0.1 [::1]:80 ::1 - backend 7 UH,UF - - 100%"
+            "10.0.0.1:5555 10.0.0.1 [::1]:80 ::1 - backend 7 UF,UH - - 100%"
         );
     }
 
@@ -832,7 +868,7 @@ mod tests {
                  %UPSTREAM_CLUSTER% %DOWNSTREAM_REMOTE_ADDRESS%",
                 &r
             ),
-            "/original /path?q=1 /path curl - 2 0 - HTTP/1.1 200 via_upstream UH,UT - - 3 0 2 0 \
+            "/original /path?q=1 /path curl - 2 0 - HTTP/1.1 200 via_upstream UT,UH - - 3 0 2 0 \
              0 12 backend 127.0.0.1:40000"
         );
         // The alternative header serves when the first is absent; a named route renders.
@@ -893,7 +929,7 @@ mod tests {
     #[test]
     fn every_flag_renders_in_envoy_order() {
         let mut all = ResponseFlags::default();
-        (0..30).for_each(|bit| all.set(ResponseFlags(1 << bit)));
+        (0..30).for_each(|bit| all.set(ResponseFlags::bit(bit)));
         let mut out = Vec::new();
         all.render(&mut out);
         assert_eq!(
@@ -906,6 +942,17 @@ mod tests {
     }
 
     #[test]
+    fn flags_render_in_the_order_they_were_set() {
+        let mut flags = ResponseFlags::default();
+        flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        flags.set(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+        flags.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        let mut out = Vec::new();
+        flags.render(&mut out);
+        assert_eq!(out, b"URX,UF");
+    }
+
+    #[test]
     fn response_flags_render() {
         let mut flags = ResponseFlags::default();
         let mut out = Vec::new();
@@ -915,7 +962,7 @@ mod tests {
         assert!(!flags.is_empty());
         out.push(b' ');
         flags.render(&mut out);
-        assert_eq!(out, b"- DC,NC");
+        assert_eq!(out, b"- NC,DC");
     }
 
     #[test]
