@@ -6,17 +6,17 @@ use std::{
     future::poll_fn,
     io,
     pin::Pin,
-    task::{ready, Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
-use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 
 use crate::rt::{net::TcpStream, timer};
 
-/// Most bytes one read takes from the socket (bounds how far a peer can run ahead).
-const READ_CHUNK: usize = 64 << 10;
+/// Free buffer space a read makes sure of: a typical head, or a good share of a body, in one
+/// read.
+const READ_RESERVE: usize = 16 << 10;
 
 pub struct Buffered {
     pub io: TcpStream,
@@ -41,18 +41,22 @@ impl Buffered {
     }
 
     /// Reads once, appending to `buf`; 0 = the peer closed its side.
-    pub async fn fill(&mut self, scratch: &RefCell<Box<[u8]>>) -> io::Result<usize> {
+    pub async fn fill(&mut self) -> io::Result<usize> {
         let (io, buf) = (&mut self.io, &mut self.buf);
-        poll_fn(|cx| poll_fill(io, buf, scratch, cx)).await
+        poll_fn(|cx| io.poll_read_buf(cx, buf, READ_RESERVE)).await
+    }
+
+    /// Gives the read buffer's memory back when nothing is buffered (an idle keep-alive
+    /// connection holds no buffer).
+    pub fn release_idle_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// `fill`, failing with `TimedOut` at `deadline` (none = wait forever).
-    pub async fn fill_until(
-        &mut self,
-        scratch: &RefCell<Box<[u8]>>,
-        deadline: Option<Instant>,
-    ) -> Result<usize, IoFailure> {
-        let read = async { self.fill(scratch).await.map_err(|_| IoFailure::Broken) };
+    pub async fn fill_until(&mut self, deadline: Option<Instant>) -> Result<usize, IoFailure> {
+        let read = async { self.fill().await.map_err(|_| IoFailure::Broken) };
         match deadline {
             None => read.await,
             Some(at) => {
@@ -68,20 +72,23 @@ impl Buffered {
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.io.write_all(data).await
     }
-}
 
-/// Reads once from `io` through the scratch buffer, appending what came to `buf`.
-fn poll_fill(
-    io: &mut TcpStream,
-    buf: &mut BytesMut,
-    scratch: &RefCell<Box<[u8]>>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    let mut scratch = scratch.borrow_mut();
-    let limit = scratch.len().min(READ_CHUNK);
-    let n = ready!(Pin::new(io).poll_read(cx, &mut scratch[..limit]))?;
-    buf.extend_from_slice(&scratch[..n]);
-    Poll::Ready(Ok(n))
+    /// Writes every slice, in order, with as few `writev` calls as the socket allows.
+    pub async fn write_all_vectored(
+        &mut self,
+        mut slices: &mut [io::IoSlice<'_>],
+    ) -> io::Result<()> {
+        io::IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let io = &mut self.io;
+            let n = poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, slices)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    }
 }
 
 /// A socket written by one future and read by another of the same task (each poll borrows
@@ -94,12 +101,8 @@ impl<'a> Shared<'a> {
     }
 
     /// Reads once, appending to `buf`; 0 = the peer closed its side.
-    pub async fn fill(
-        &self,
-        buf: &mut BytesMut,
-        scratch: &RefCell<Box<[u8]>>,
-    ) -> io::Result<usize> {
-        poll_fn(|cx| poll_fill(&mut self.0.borrow_mut(), buf, scratch, cx)).await
+    pub async fn fill(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        poll_fn(|cx| self.0.borrow_mut().poll_read_buf(cx, buf, READ_RESERVE)).await
     }
 
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::BytesMut;
 use futures_lite::{future, AsyncRead, AsyncWrite};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -98,6 +99,37 @@ impl TcpStream {
         self.0.poll_ready(Interest::Read, &mut cx).is_ready()
     }
 
+    /// Reads into `buf`'s spare capacity (at least `reserve` bytes of it, reserved if need be),
+    /// so received bytes are not copied again; 0 = the peer closed its side.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        reserve: usize,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < reserve {
+            buf.reserve(reserve);
+        }
+        let result = self.0.poll_io(Interest::Read, cx, |io| {
+            let spare = buf.spare_capacity_mut();
+            let n = SockRef::from(io).recv(spare)?;
+            let drained = n > 0 && n < spare.len();
+            // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            Ok((n, drained))
+        });
+        match result {
+            Poll::Ready(Ok((n, drained))) => {
+                if drained {
+                    self.0.clear(Interest::Read); // drained: new data raises a poll event
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.0.io().set_nodelay(nodelay)
     }
@@ -128,6 +160,14 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.0.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -126,6 +126,21 @@ where
         result
     }
 
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let result = self.poll_io(Interest::Write, cx, |mut io| io.write_vectored(bufs));
+        if let Poll::Ready(Ok(n)) = result {
+            if n < total {
+                self.clear(Interest::Write); // send buffer full
+            }
+        }
+        result
+    }
+
     pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = self.poll_io(Interest::Write, cx, |mut io| io.write(buf));
         if let Poll::Ready(Ok(n)) = result {

@@ -1,6 +1,6 @@
 //! Stream layer: a request body read from the downstream connection as it arrives, decoded
 //! from its HTTP/1.1 framing; kept for replay (retries) while it fits the buffer limit.
-use std::{cell::RefCell, time::Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -59,7 +59,6 @@ impl RequestBody {
     pub async fn next(
         &mut self,
         downstream: &mut Buffered,
-        scratch: &RefCell<Box<[u8]>>,
         deadline: Option<Instant>,
     ) -> Result<Option<Bytes>, BodyFailure> {
         loop {
@@ -79,7 +78,7 @@ impl RequestBody {
                 Ok(BodyEvent::NeedMore) => {}
                 Err(e) => return Err(BodyFailure::Malformed(e)),
             }
-            match downstream.fill_until(scratch, deadline).await {
+            match downstream.fill_until(deadline).await {
                 Ok(0) | Err(IoFailure::Broken) => return Err(BodyFailure::Disconnected),
                 Ok(_) => {}
                 Err(IoFailure::TimedOut) => return Err(BodyFailure::TimedOut),

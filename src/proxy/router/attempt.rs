@@ -91,10 +91,8 @@ pub async fn try_once(
     let mut early = BytesMut::new();
     let sent = {
         let io = Shared::new(&mut conn.conn.io);
-        let sending = send(
-            ctx, request, &io, head, body, downstream, deadlines, per_try,
-        );
-        let answered = early_response(ctx, &io, &mut early, request.is_head_request);
+        let sending = send(request, &io, head, body, downstream, deadlines, per_try);
+        let answered = early_response(&io, &mut early, request.is_head_request);
         future::or(sending, answered).await
     };
     conn.conn.buf = early;
@@ -113,8 +111,8 @@ pub async fn try_once(
     };
     let wait = deadlines.next(per_try, false);
     let response = {
-        let head = response_head(ctx, &mut conn.conn, request.is_head_request, wait, cells);
-        let gone = client_gone(ctx, downstream);
+        let head = response_head(&mut conn.conn, request.is_head_request, wait, cells);
+        let gone = client_gone(downstream);
         future::or(head, async {
             gone.await;
             Err(TryFailure::Downstream(BodyFailure::Disconnected))
@@ -184,7 +182,6 @@ fn first_bytes(
 /// Writes the head and the body as it arrives from the client.
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    ctx: &ShardContext,
     request: &Forwarding<'_>,
     io: &Shared<'_>,
     mut out: Vec<u8>,
@@ -210,7 +207,7 @@ async fn send(
         io.write_all(&out).await.map_err(|_| reset())?;
         out.clear();
         let next = deadlines.next(per_try, true);
-        match body.next(downstream, &ctx.scratch, next.map(|d| d.0)).await {
+        match body.next(downstream, next.map(|d| d.0)).await {
             Ok(Some(chunk)) => frame(chunked, &chunk, &mut out),
             Ok(None) => {}
             Err(BodyFailure::TimedOut) => return Err(expired(next, true)),
@@ -223,13 +220,12 @@ async fn send(
 /// is still being sent; never completes if the upstream stays quiet or closes (the sender
 /// then sees the failure).
 async fn early_response(
-    ctx: &ShardContext,
     io: &Shared<'_>,
     early: &mut BytesMut,
     is_head_request: bool,
 ) -> Result<Sent, TryFailure> {
     loop {
-        match io.fill(early, &ctx.scratch).await {
+        match io.fill(early).await {
             Ok(0) | Err(_) => return pending().await,
             Ok(_) if has_final_head(early, is_head_request) => return Ok(Sent::EarlyResponse),
             Ok(_) => {}
@@ -251,7 +247,6 @@ fn has_final_head(buf: &BytesMut, is_head_request: bool) -> bool {
 
 /// Reads until a final response head (interim `100 Continue`s are skipped).
 async fn response_head(
-    ctx: &ShardContext,
     conn: &mut Buffered,
     is_head_request: bool,
     deadline: Option<(Instant, Expiry)>,
@@ -265,7 +260,7 @@ async fn response_head(
             Err(error) => return Err(TryFailure::Protocol(error)),
         }
         let received = !conn.buf.is_empty();
-        match conn.fill_until(&ctx.scratch, deadline.map(|d| d.0)).await {
+        match conn.fill_until(deadline.map(|d| d.0)).await {
             Ok(0) | Err(IoFailure::Broken) => {
                 inc(&cells.upstream_cx_destroy_remote);
                 inc(&cells.upstream_rq_rx_reset);
@@ -282,9 +277,9 @@ async fn response_head(
 
 /// Completes when the client closes (or resets) its connection; what it pipelines meanwhile
 /// is kept for later, up to a bound.
-async fn client_gone(ctx: &ShardContext, downstream: &mut Buffered) {
+async fn client_gone(downstream: &mut Buffered) {
     while downstream.buf.len() < CLIENT_READ_AHEAD {
-        match downstream.fill(&ctx.scratch).await {
+        match downstream.fill().await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

@@ -191,6 +191,7 @@ impl Connection<'_> {
     async fn next_request(&mut self) -> Result<ParsedRequest, NoRequest> {
         let timeouts = &self.hcm.timeouts;
         let idle_deadline = deadline(timeouts.idle);
+        self.conn.release_idle_buffer();
         let mut headers_deadline = None;
         loop {
             if !self.conn.buf.is_empty() {
@@ -207,7 +208,7 @@ impl Connection<'_> {
                 None => idle_deadline,
                 Some(headers) => earliest(headers, deadline(timeouts.request)),
             };
-            match self.conn.fill_until(&self.ctx.scratch, until).await {
+            match self.conn.fill_until(until).await {
                 Ok(0) if self.conn.buf.is_empty() => return Err(NoRequest::Closed),
                 Ok(0) | Err(IoFailure::Broken) => return Err(NoRequest::Closed),
                 Ok(n) => {

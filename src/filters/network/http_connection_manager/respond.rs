@@ -1,10 +1,13 @@
 //! HTTP connection manager: writing responses — the headers Envoy sets on every response
 //! (`server`, `x-envoy-upstream-service-time`), local replies, and upstream bodies streamed
 //! to the client in its framing.
+use std::io;
+
 use bytes::Bytes;
 use xds_agent::model::http::{HttpConnectionManager, ServerHeader};
 
 use crate::{
+    net::buffered::Buffered,
     protocol::http1::{encode_response_head, Framing},
     stream::{
         date::DateCache,
@@ -73,5 +76,50 @@ pub fn encode_complete(
     encode_response_head(head, &framing, keep_alive, out);
     if !is_head && !matches!(framing, Framing::Empty) {
         out.extend_from_slice(body);
+    }
+}
+
+/// Response bytes on their way to the client: encoded heads and framing first, then body
+/// chunks passed on as they came from upstream (no copy), all written with one `writev`.
+#[derive(Default)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    chunks: Vec<Bytes>,
+    chunk_bytes: usize,
+}
+
+impl Outgoing {
+    /// The encoded part, to append to (before any chunk is queued).
+    pub fn bytes(&mut self) -> &mut Vec<u8> {
+        debug_assert!(self.chunks.is_empty(), "encoded bytes must precede chunks");
+        &mut self.bytes
+    }
+
+    /// Queues a body chunk as it is.
+    pub fn push_chunk(&mut self, chunk: Bytes) {
+        self.chunk_bytes += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.chunk_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes everything queued; how many bytes that was.
+    pub async fn write_to(&mut self, conn: &mut Buffered) -> io::Result<usize> {
+        let len = self.len();
+        let mut slices: Vec<io::IoSlice<'_>> = std::iter::once(&self.bytes[..])
+            .chain(self.chunks.iter().map(|c| &c[..]))
+            .map(io::IoSlice::new)
+            .collect();
+        let written = conn.write_all_vectored(&mut slices).await;
+        self.bytes.clear();
+        self.chunks.clear();
+        self.chunk_bytes = 0;
+        written.map(|()| len)
     }
 }

@@ -17,7 +17,11 @@ use xds_agent::{
     stats::{add, dec, inc, record_duration, ClusterStats},
 };
 
-use super::{forwarding, path, respond, Connection};
+use super::{
+    forwarding, path,
+    respond::{self, Outgoing},
+    Connection,
+};
 use crate::{
     filters::http::{on_request, on_response},
     net::buffered::{deadline, IoFailure},
@@ -714,8 +718,8 @@ async fn proxy_response(
     };
     let keep_alive = keep_alive && !matches!(client_framing, Framing::UntilClose);
     let chunked = matches!(client_framing, Framing::Chunked);
-    let mut out = Vec::with_capacity(1024);
-    encode_response_head(&head, &client_framing, keep_alive, &mut out);
+    let mut out = Outgoing::default();
+    encode_response_head(&head, &client_framing, keep_alive, out.bytes());
     exchange.response = Some(head);
     let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
     let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
@@ -729,8 +733,8 @@ async fn proxy_response(
             Ok(BodyEvent::Data(chunk)) => {
                 exchange.bytes_sent += chunk.len() as u64;
                 match chunked {
-                    true => encode_chunk(&chunk, &mut out),
-                    false => out.extend_from_slice(&chunk),
+                    true => encode_chunk(&chunk, out.bytes()),
+                    false => out.push_chunk(chunk),
                 }
                 if out.len() >= FLUSH_BYTES && !flush(c, &mut out).await {
                     exchange
@@ -743,7 +747,7 @@ async fn proxy_response(
             Ok(BodyEvent::Done { trailers }) => {
                 if chunked {
                     let pass = hcm.http1.enable_trailers && upstream_http.enable_trailers;
-                    encode_last_chunk(trailers.as_ref().filter(|_| pass), &mut out);
+                    encode_last_chunk(trailers.as_ref().filter(|_| pass), out.bytes());
                 }
                 break true;
             }
@@ -761,15 +765,11 @@ async fn proxy_response(
             return Next::Close;
         }
         let next = deadlines.next(None, false);
-        match conn
-            .conn
-            .fill_until(&c.ctx.scratch, next.map(|d| d.0))
-            .await
-        {
+        match conn.conn.fill_until(next.map(|d| d.0)).await {
             Ok(0) => match decoder.at_eof() {
                 Ok(()) => {
                     if chunked {
-                        encode_last_chunk(None, &mut out);
+                        encode_last_chunk(None, out.bytes());
                     }
                     break true;
                 }
@@ -819,11 +819,15 @@ async fn proxy_response(
     }
 }
 
-async fn flush(c: &mut Connection<'_>, out: &mut Vec<u8>) -> bool {
-    let ok = c.conn.write_all(out).await.is_ok();
-    add(&c.stats.downstream_cx_tx_bytes_total, out.len() as u64);
-    out.clear();
-    ok
+/// Writes what is queued for the client; `false` when the client is gone.
+async fn flush(c: &mut Connection<'_>, out: &mut Outgoing) -> bool {
+    match out.write_to(&mut c.conn).await {
+        Ok(n) => {
+            add(&c.stats.downstream_cx_tx_bytes_total, n as u64);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A `101 Switching Protocols` from upstream: forward it; the connection then relays.
@@ -840,8 +844,8 @@ async fn switch_protocols(
     if let Some(token) = token {
         head.headers.set("upgrade", token);
     }
-    let mut out = Vec::with_capacity(256);
-    encode_response_head(&head, &Framing::Empty, true, &mut out);
+    let mut out = Outgoing::default();
+    encode_response_head(&head, &Framing::Empty, true, out.bytes());
     exchange.response = Some(head);
     if !flush(c, &mut out).await {
         exchange
