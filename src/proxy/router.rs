@@ -448,7 +448,7 @@ fn frame(chunked: bool, chunk: &Bytes, out: &mut Vec<u8>) {
     }
 }
 
-enum Acquire {
+pub(super) enum Acquire {
     Failed,
     TimedOut,
     Overflow,
@@ -456,7 +456,7 @@ enum Acquire {
 
 /// A pooled connection to `host`, or a new one within the cluster's breakers (waiting as a
 /// pending request while `max_connections` is reached).
-async fn acquire(
+pub(super) async fn acquire(
     ctx: &ShardContext,
     cluster: &ShardCluster,
     host: &Rc<Host>,
