@@ -1421,6 +1421,40 @@ fn mirror_stats_and_an_unreachable_mirror_as_envoy() {
 }
 
 #[test]
+fn a_slow_mirror_neither_delays_the_client_nor_outlives_the_route_timeout() {
+    let out = same_as_envoy(|peer| {
+        let main = HttpUpstream::named("main");
+        let slow = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
+        let action = json!({"timeout": "0.5s", "request_mirror_policies": [{"cluster": "slow"}]});
+        let s = Scene::start(
+            peer,
+            "mirror_slow",
+            json!([route_to("/", "a", action)]),
+            vec![
+                cluster("a", &[(main.port, 1)], json!(null)),
+                cluster("slow", &[(slow.port, 1)], json!(null)),
+            ],
+        )?;
+        let started = Instant::now();
+        let r = get(s.port, "/");
+        let fast = started.elapsed() < ms(400);
+        let stats = wait_for(Duration::from_secs(5), "the shadow's timeout", || {
+            let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
+            (stats.get("cluster.slow.upstream_rq_timeout") == Some(&1)).then_some(stats)
+        });
+        let timed_out_in = started.elapsed();
+        Some((
+            r.status,
+            fast,
+            timed_out_in < ms(2500),
+            stats.get("cluster.slow.upstream_rq_504").copied(),
+            stats.get("cluster.slow.upstream_rq_completed").copied(),
+        ))
+    });
+    assert_eq!(out, (200, true, true, Some(1), Some(1)));
+}
+
+#[test]
 fn a_mirror_of_a_body_over_the_buffer_limit_is_abandoned_and_counted() {
     // shardproxy sends a shadow once the request is forwarded, from the body kept for replay;
     // a body larger than the buffer limit is not kept, so its shadow is abandoned (counted as

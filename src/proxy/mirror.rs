@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     context::ShardContext,
-    net::buffered::IoFailure,
+    net::buffered::{Buffered, IoFailure},
     protocol::http1::{
         self, encode_chunk, encode_last_chunk, encode_request_head, BodyDecoder, BodyEvent, Framing,
     },
@@ -256,36 +256,48 @@ async fn exchange(
             .map_err(head_failure)?;
     };
     cells.record_status(response.head.status);
+    let read = if response.head.status == 101 {
+        // Not asked for (upgrades are not mirrored): the connection is the upstream's now.
+        Err(ShadowFailure::Protocol("unexpected 101"))
+    } else {
+        discard_body(ctx, &mut conn.conn, &response.framing, deadline).await
+    };
     inc(&cells.upstream_rq_completed);
     record_duration(&cells.upstream_rq_time, started.elapsed());
-    if response.head.status == 101 {
-        // Not asked for (upgrades are not mirrored): the connection is the upstream's now.
-        return Err(counted(cells, ShadowFailure::Protocol("unexpected 101")));
-    }
-    let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
-    loop {
-        match decoder.decode(&mut conn.conn.buf) {
-            Ok(BodyEvent::Data(_)) => continue,
-            Ok(BodyEvent::Done { .. }) => break,
-            Ok(BodyEvent::NeedMore) => {}
-            Err(error) => return Err(counted(cells, ShadowFailure::Protocol(error.details()))),
-        }
-        match fill(ctx, &mut conn.conn, deadline).await {
-            Ok(()) => {}
-            Err(ShadowFailure::Reset) if decoder.at_eof().is_ok() => break,
-            Err(failure) => return Err(counted(cells, failure)),
-        }
-    }
-    if response.keep_alive {
+    let read = read.map_err(|failure| counted(cells, failure));
+    if read.is_ok() && response.keep_alive {
         host.host().pool.put(conn, &cluster.config.http);
     }
-    Ok(())
+    read
+}
+
+/// Reads a response body to its end and drops it.
+async fn discard_body(
+    ctx: &ShardContext,
+    conn: &mut Buffered,
+    framing: &Framing,
+    deadline: Instant,
+) -> Result<(), ShadowFailure> {
+    let mut decoder = BodyDecoder::new(framing, &RESPONSE_LIMITS);
+    loop {
+        match decoder.decode(&mut conn.buf) {
+            Ok(BodyEvent::Data(_)) => continue,
+            Ok(BodyEvent::Done { .. }) => return Ok(()),
+            Ok(BodyEvent::NeedMore) => {}
+            Err(error) => return Err(ShadowFailure::Protocol(error.details())),
+        }
+        match fill(ctx, conn, deadline).await {
+            Ok(()) => {}
+            Err(ShadowFailure::Reset) if decoder.at_eof().is_ok() => return Ok(()),
+            Err(failure) => return Err(failure),
+        }
+    }
 }
 
 /// Reads more of the response; a close, a reset or the deadline ends the exchange.
 async fn fill(
     ctx: &ShardContext,
-    conn: &mut crate::net::buffered::Buffered,
+    conn: &mut Buffered,
     deadline: Instant,
 ) -> Result<(), ShadowFailure> {
     match conn.fill_until(&ctx.scratch, Some(deadline)).await {
