@@ -470,7 +470,12 @@ fn local_ratelimit_429_headers_and_stats_as_envoy() {
             names,
         ))
     });
-    assert_eq!(out.0, 429);
+    assert_eq!((out.0, out.1), (429, None));
+    assert!(
+        out.2.iter().any(|n| n.ends_with(".shadow_mode")),
+        "{:?}",
+        out.2
+    );
 }
 
 #[test]

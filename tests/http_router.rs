@@ -1373,6 +1373,141 @@ fn request_mirror_policy_copies_requests_to_the_shadow_cluster() {
 }
 
 #[test]
+fn mirror_stats_and_an_unreachable_mirror_as_envoy() {
+    // Two mirrors: one answers, one refuses connections. The client's request is not
+    // affected; each mirror cluster counts its outcome as Envoy does (a refused shadow is a
+    // completed 503), and the copy carries `-shadow` before the port and `x-envoy-internal`.
+    let out = same_as_envoy(|peer| {
+        let main = HttpUpstream::named("main");
+        let shadow = HttpUpstream::named("shadow");
+        let mirrors =
+            json!({"request_mirror_policies": [{"cluster": "shadow"}, {"cluster": "dead"}]});
+        let s = Scene::start(
+            peer,
+            "mirror_stats",
+            json!([route_to("/", "a", mirrors)]),
+            vec![
+                cluster("a", &[(main.port, 1)], json!(null)),
+                cluster("shadow", &[(shadow.port, 1)], json!(null)),
+                cluster("dead", &[(free_port(), 1)], json!(null)),
+            ],
+        )?;
+        let r = fetch(s.port, "GET", "/x", &[("host", "example.com:8080")], b"");
+        let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
+            shadow.requests().pop()
+        });
+        let wanted = [
+            "cluster.a.upstream_rq_200",
+            "cluster.shadow.upstream_rq_200",
+            "cluster.shadow.upstream_rq_completed",
+            "cluster.dead.upstream_cx_connect_fail",
+            "cluster.dead.upstream_rq_503",
+            "cluster.dead.upstream_rq_completed",
+        ];
+        let stats = wait_for(Duration::from_secs(5), "both mirrors counted", || {
+            let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
+            let done = |name: &str| stats.get(name) == Some(&1);
+            (done("cluster.shadow.upstream_rq_completed") && done("cluster.dead.upstream_rq_503"))
+                .then_some(stats)
+        });
+        Some((
+            r.status,
+            r.text(),
+            copy.header("host").map(str::to_string),
+            copy.header("x-envoy-internal").map(str::to_string),
+            wanted.map(|name| stats.get(name).copied()),
+        ))
+    });
+    assert_eq!(
+        out,
+        (
+            200,
+            "main".into(),
+            Some("example.com-shadow:8080".into()),
+            Some("true".into()),
+            [Some(1); 6]
+        )
+    );
+}
+
+#[test]
+fn a_slow_mirror_neither_delays_the_client_nor_outlives_the_route_timeout() {
+    let out = same_as_envoy(|peer| {
+        let main = HttpUpstream::named("main");
+        let slow = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
+        let action = json!({"timeout": "0.5s", "request_mirror_policies": [{"cluster": "slow"}]});
+        let s = Scene::start(
+            peer,
+            "mirror_slow",
+            json!([route_to("/", "a", action)]),
+            vec![
+                cluster("a", &[(main.port, 1)], json!(null)),
+                cluster("slow", &[(slow.port, 1)], json!(null)),
+            ],
+        )?;
+        let started = Instant::now();
+        let r = get(s.port, "/");
+        let fast = started.elapsed() < ms(400);
+        let stats = wait_for(Duration::from_secs(5), "the shadow's timeout", || {
+            let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
+            (stats.get("cluster.slow.upstream_rq_timeout") == Some(&1)).then_some(stats)
+        });
+        let timed_out_in = started.elapsed();
+        Some((
+            r.status,
+            fast,
+            timed_out_in < ms(2500),
+            stats.get("cluster.slow.upstream_rq_504").copied(),
+            stats.get("cluster.slow.upstream_rq_completed").copied(),
+        ))
+    });
+    assert_eq!(out, (200, true, true, Some(1), Some(1)));
+}
+
+#[test]
+fn a_mirror_of_a_body_over_the_buffer_limit_is_abandoned_and_counted() {
+    // shardproxy sends a shadow once the request is forwarded, from the body kept for replay;
+    // a body larger than the buffer limit is not kept, so its shadow is abandoned (counted as
+    // Envoy's `retry_or_shadow_abandoned`). Envoy streams shadows and would send this one.
+    let main = HttpUpstream::named("main");
+    let shadow = HttpUpstream::named("shadow");
+    let (port, admin) = (free_port(), free_port());
+    let mirrors = json!({"request_mirror_policies": [{"cluster": "shadow"}]});
+    let manager = hcm(
+        "ingress",
+        any_host(json!([route_to("/", "a", mirrors)])),
+        json!({}),
+    );
+    let mut listener = http_listener("http", port, manager);
+    listener["per_connection_buffer_limit_bytes"] = json!(4096);
+    let b = bootstrap(
+        admin,
+        vec![listener],
+        vec![
+            cluster("a", &[(main.port, 1)], json!(null)),
+            cluster("shadow", &[(shadow.port, 1)], json!(null)),
+        ],
+    );
+    let p = Proxy::builder("mirror_abandoned", &b).start();
+    let big = vec![b'x'; 64 << 10];
+    let r = fetch(port, "POST", "/big", &[], &big);
+    assert_eq!((r.status, r.text().as_str()), (200, "main"));
+    assert_eq!(main.last().body.len(), big.len());
+    p.wait_stat("cluster.a.retry_or_shadow_abandoned", "1", |v| v == 1);
+    // A body within the limit on the same route is mirrored.
+    fetch(port, "POST", "/small", &[], b"tiny");
+    let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
+        shadow.requests().pop()
+    });
+    assert_eq!(
+        (copy.path.as_str(), copy.body.as_slice()),
+        ("/small", &b"tiny"[..])
+    );
+    assert_eq!(shadow.count(), 1, "the big request was not mirrored");
+    assert_eq!(p.stats()["cluster.a.retry_or_shadow_abandoned"], 1);
+}
+
+#[test]
 fn client_gone_before_the_response_is_logged_dc() {
     let out = same_as_envoy(|peer| {
         let up = HttpUpstream::script(vec![Reply::after(800, Reply::ok("too late"))]);

@@ -1,6 +1,8 @@
-//! Proxy layer: the shard-local cluster manager, load balancers, upstream connects.
+//! Proxy layer: the shard-local cluster manager, load balancers, upstream connects, the
+//! router and its request mirroring.
 pub mod cluster_manager;
 pub mod connect;
 pub mod lb;
+pub mod mirror;
 pub mod pool;
 pub mod router;

@@ -40,6 +40,9 @@ stat_scope!(
         enforced: Counter,
         rate_limited: Counter,
         ok: Counter,
+        // Envoy 1.40: requests over a `shadow_mode` descriptor's limit, let through. Always 0
+        // here (descriptors are rejected), listed because Envoy lists it.
+        shadow_mode: Counter,
     }
 );
 
@@ -69,5 +72,6 @@ mod tests {
         let names: Vec<_> = registry.read_all().into_iter().map(|s| s.name).collect();
         assert!(names.contains(&"http.ingress.fault.active_faults".to_string()));
         assert!(names.contains(&"rl.http_local_rate_limit.rate_limited".to_string()));
+        assert!(names.contains(&"rl.http_local_rate_limit.shadow_mode".to_string()));
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP filters: `envoy.filters.http.local_ratelimit` — a process-wide token bucket per config
-//! (the route's, else the chain's); a limited request gets the configured status with
-//! `x-envoy-ratelimited`, or when not enforced goes on with the configured request headers.
+//! (the route's, else the chain's); a limited request gets the configured status (Envoy 1.40
+//! adds no `x-envoy-ratelimited`), or when not enforced goes on with the configured request
+//! headers.
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,7 +55,6 @@ pub(super) fn on_request(
 fn limited_reply(config: &LocalRateLimitConfig, cx: &StreamContext<'_>) -> LocalReply {
     let mut reply = LocalReply::new(config.status, Bytes::from_static(BODY.as_bytes()))
         .flagged(ResponseFlags::RATE_LIMITED);
-    reply.headers.append("x-envoy-ratelimited", "true");
     for add in &config.response_headers_to_add {
         add_header(add, &mut reply.headers);
     }
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(reply.status, 429);
         assert_eq!(&reply.body[..], b"local_rate_limited");
         assert!(reply.flags.contains(ResponseFlags::RATE_LIMITED));
-        assert_eq!(header(&reply.headers, "x-envoy-ratelimited"), Some("true"));
+        assert_eq!(header(&reply.headers, "x-envoy-ratelimited"), None);
         assert_eq!(header(&reply.headers, "x-local-rate-limit"), Some("true"));
         let retry: u64 = header(&reply.headers, "retry-after")
             .unwrap()

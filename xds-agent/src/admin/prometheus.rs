@@ -272,6 +272,34 @@ mod tests {
     }
 
     #[test]
+    fn per_code_counters_render_as_one_family_as_in_envoy() {
+        let mut registry = crate::stats::StatsRegistry::new(1);
+        let b = registry.cluster("b");
+        let a = registry.cluster("a");
+        for (cells, status) in [(&b, 200), (&a, 404), (&a, 200), (&a, 200)] {
+            cells.shard(0).record_status(status);
+        }
+        let out = render(&registry.read_all(), &[]);
+        let family: Vec<&str> = out
+            .split("\n\n")
+            .find(|f| f.starts_with("# TYPE envoy_cluster_upstream_rq counter"))
+            .expect("the per-code family")
+            .lines()
+            .collect();
+        assert_eq!(
+            family[1..],
+            [
+                "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"a\"} 2",
+                "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"b\"} 1",
+                "envoy_cluster_upstream_rq{envoy_response_code=\"404\",envoy_cluster_name=\"a\"} 1",
+            ]
+        );
+        assert!(out.contains(
+            "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"a\"} 2\n"
+        ));
+    }
+
+    #[test]
     fn histograms_render_cumulative_buckets_sum_and_count() {
         let cell = crate::stats::HistogramCell::default();
         for micros in [300, 2_000, 2_000, 40_000_000] {

@@ -1,8 +1,10 @@
 //! Stats with Envoy's names: each shard writes only its own cache-line-padded cells (no
 //! contended atomics), and readers (admin) sum the shards. Counters and gauges are one cell;
 //! histograms are bucket cells (`histogram.rs`) merged when read, with the last flush
-//! interval's snapshot kept by the registry.
+//! interval's snapshot kept by the registry. Per-status-code counters (`status_codes.rs`) are
+//! a table per shard, listed only for the codes that occurred.
 mod histogram;
+mod status_codes;
 
 use std::{
     any::{Any, TypeId},
@@ -18,6 +20,7 @@ pub use histogram::{
     record, record_duration, HistogramCell, HistogramSnapshot, PROMETHEUS_BUCKETS_MS,
     SUPPORTED_QUANTILES,
 };
+pub use status_codes::{record_status, StatusCodeCell};
 
 /// Adds one to a cell owned by the calling shard (single writer: no read-modify-write).
 #[inline]
@@ -76,12 +79,23 @@ impl HistogramValue {
     }
 }
 
+/// How `stat_scope!` reads a field of each kind.
+#[doc(hidden)]
+pub enum FieldKind {
+    Scalar(StatKind),
+    Histogram,
+    StatusCodes,
+}
+
 /// A stat field of any kind, as `stat_scope!` reads it.
 pub trait StatCell {
     fn scalar(&self) -> Option<&AtomicU64> {
         None
     }
     fn histogram(&self) -> Option<&HistogramCell> {
+        None
+    }
+    fn status_codes(&self) -> Option<&StatusCodeCell> {
         None
     }
 }
@@ -98,20 +112,29 @@ impl StatCell for HistogramCell {
     }
 }
 
+impl StatCell for StatusCodeCell {
+    fn status_codes(&self) -> Option<&StatusCodeCell> {
+        Some(self)
+    }
+}
+
 #[repr(align(64))]
 #[derive(Debug, Default)]
 pub struct Padded<T>(pub T);
 
 /// Declares a stats scope: a struct of per-shard cells and the scope holding one per shard.
 /// Field kinds: `Counter` and `Gauge` (an `AtomicU64`, see [`inc`], [`add`], [`dec`]) and
-/// `Histogram` (a [`HistogramCell`], see [`record`] and [`record_duration`]).
+/// `Histogram` (a [`HistogramCell`], see [`record`] and [`record_duration`]) and `StatusCodes`
+/// (a [`StatusCodeCell`], see [`record_status`]: field `upstream_rq` lists `upstream_rq_200`…).
 macro_rules! stat_scope {
     (@cell Counter) => { ::std::sync::atomic::AtomicU64 };
     (@cell Gauge) => { ::std::sync::atomic::AtomicU64 };
     (@cell Histogram) => { $crate::stats::HistogramCell };
-    (@scalar Counter) => { Some($crate::stats::StatKind::Counter) };
-    (@scalar Gauge) => { Some($crate::stats::StatKind::Gauge) };
-    (@scalar Histogram) => { None::<$crate::stats::StatKind> };
+    (@cell StatusCodes) => { $crate::stats::StatusCodeCell };
+    (@kind Counter) => { $crate::stats::FieldKind::Scalar($crate::stats::StatKind::Counter) };
+    (@kind Gauge) => { $crate::stats::FieldKind::Scalar($crate::stats::StatKind::Gauge) };
+    (@kind Histogram) => { $crate::stats::FieldKind::Histogram };
+    (@kind StatusCodes) => { $crate::stats::FieldKind::StatusCodes };
     ($scope:ident, $cells:ident { $($field:ident : $kind:ident),* $(,)? }) => {
         #[derive(Debug, Default)]
         pub struct $cells { $(pub $field: $crate::stats::stat_scope!(@cell $kind)),* }
@@ -154,17 +177,29 @@ macro_rules! stat_scope {
             pub fn read(&self, out: &mut Vec<$crate::stats::StatValue>) {
                 use ::std::sync::atomic::Ordering::Relaxed;
                 $(
-                    if let Some(kind) = $crate::stats::stat_scope!(@scalar $kind) {
-                        let sum = self
-                            .shards
-                            .iter()
-                            .filter_map(|s| $crate::stats::StatCell::scalar(&s.0.$field))
-                            .fold(0u64, |acc, cell| acc.wrapping_add(cell.load(Relaxed)));
-                        out.push($crate::stats::StatValue {
-                            name: format!("{}.{}", self.prefix, stringify!($field)),
-                            kind,
-                            value: sum as i64,
-                        });
+                    match $crate::stats::stat_scope!(@kind $kind) {
+                        $crate::stats::FieldKind::Scalar(kind) => {
+                            let sum = self
+                                .shards
+                                .iter()
+                                .filter_map(|s| $crate::stats::StatCell::scalar(&s.0.$field))
+                                .fold(0u64, |acc, cell| acc.wrapping_add(cell.load(Relaxed)));
+                            out.push($crate::stats::StatValue {
+                                name: format!("{}.{}", self.prefix, stringify!($field)),
+                                kind,
+                                value: sum as i64,
+                            });
+                        }
+                        $crate::stats::FieldKind::StatusCodes => {
+                            $crate::stats::StatusCodeCell::read_sum(
+                                &format!("{}.{}", self.prefix, stringify!($field)),
+                                self.shards
+                                    .iter()
+                                    .filter_map(|s| $crate::stats::StatCell::status_codes(&s.0.$field)),
+                                out,
+                            );
+                        }
+                        $crate::stats::FieldKind::Histogram => {}
                     }
                 )*
             }
@@ -172,7 +207,10 @@ macro_rules! stat_scope {
             /// Appends every histogram, merged over shards (cumulative; no interval yet).
             pub fn read_histograms(&self, out: &mut Vec<$crate::stats::HistogramValue>) {
                 $(
-                    if $crate::stats::stat_scope!(@scalar $kind).is_none() {
+                    if matches!(
+                        $crate::stats::stat_scope!(@kind $kind),
+                        $crate::stats::FieldKind::Histogram
+                    ) {
                         out.push($crate::stats::HistogramValue::cumulative(
                             format!("{}.{}", self.prefix, stringify!($field)),
                             $crate::stats::HistogramSnapshot::merge(
@@ -242,6 +280,7 @@ stat_scope!(
         upstream_rq_3xx: Counter,
         upstream_rq_4xx: Counter,
         upstream_rq_5xx: Counter,
+        upstream_rq: StatusCodes,
         upstream_rq_pending_total: Counter,
         upstream_rq_pending_active: Gauge,
         upstream_rq_pending_overflow: Counter,
@@ -253,6 +292,7 @@ stat_scope!(
         upstream_rq_retry_success: Counter,
         upstream_rq_retry_overflow: Counter,
         upstream_rq_retry_limit_exceeded: Counter,
+        retry_or_shadow_abandoned: Counter,
         membership_total: Gauge,
         membership_healthy: Gauge,
         upstream_cx_connect_ms: Histogram,
@@ -349,6 +389,23 @@ stat_scope!(
         update_rejected: Counter,
     }
 );
+
+impl ClusterCells {
+    /// Counts an upstream response status: its class (`upstream_rq_2xx`…; anything outside
+    /// 100–499 is 5xx) and its code (`upstream_rq_200`…).
+    #[inline]
+    pub fn record_status(&self, status: u16) {
+        let class = match status {
+            100..=199 => &self.upstream_rq_1xx,
+            200..=299 => &self.upstream_rq_2xx,
+            300..=399 => &self.upstream_rq_3xx,
+            400..=499 => &self.upstream_rq_4xx,
+            _ => &self.upstream_rq_5xx,
+        };
+        inc(class);
+        record_status(&self.upstream_rq, status);
+    }
+}
 
 /// Envoy's `server.state` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -627,6 +684,53 @@ mod tests {
             .read_histograms()
             .iter()
             .all(|h| !h.name.ends_with("upstream_cx_total")));
+    }
+
+    #[test]
+    fn cluster_status_codes_are_listed_per_code_and_class() {
+        let mut registry = StatsRegistry::new(2);
+        let c = registry.cluster("x");
+        c.shard(0).record_status(200);
+        c.shard(1).record_status(200);
+        c.shard(1).record_status(404);
+        c.shard(0).record_status(700); // not a status code: 5xx class only, as before
+        let all = registry.read_all();
+        let get = |n: &str| all.iter().find(|s| s.name == n).map(|s| (s.kind, s.value));
+        assert_eq!(
+            get("cluster.x.upstream_rq_200"),
+            Some((StatKind::Counter, 2))
+        );
+        assert_eq!(
+            get("cluster.x.upstream_rq_404"),
+            Some((StatKind::Counter, 1))
+        );
+        assert_eq!(
+            get("cluster.x.upstream_rq_2xx"),
+            Some((StatKind::Counter, 2))
+        );
+        assert_eq!(
+            get("cluster.x.upstream_rq_4xx"),
+            Some((StatKind::Counter, 1))
+        );
+        assert_eq!(
+            get("cluster.x.upstream_rq_5xx"),
+            Some((StatKind::Counter, 1))
+        );
+        // Only codes that occurred, and no stat named after the table itself.
+        let codes: Vec<&str> = all
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| n.starts_with("cluster.x.upstream_rq_") && n[22..].parse::<u16>().is_ok())
+            .collect();
+        assert_eq!(
+            codes,
+            ["cluster.x.upstream_rq_200", "cluster.x.upstream_rq_404"]
+        );
+        assert!(all.iter().all(|s| s.name != "cluster.x.upstream_rq"));
+        assert!(registry
+            .read_histograms()
+            .iter()
+            .all(|h| h.name != "cluster.x.upstream_rq"));
     }
 
     #[test]

@@ -454,6 +454,7 @@ async fn exchange_request(
         &mut record,
     )
     .await;
+    crate::proxy::mirror::shadow(c.ctx, hcm, forward, &cluster, request, framing, body);
     request.version = version;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
@@ -690,14 +691,7 @@ async fn proxy_response(
         try_started.elapsed().as_millis().to_string(),
     );
     respond::finish_head(hcm, &c.ctx.date, &mut head);
-    let status_cell = match head.status {
-        100..=199 => &cells.upstream_rq_1xx,
-        200..=299 => &cells.upstream_rq_2xx,
-        300..=399 => &cells.upstream_rq_3xx,
-        400..=499 => &cells.upstream_rq_4xx,
-        _ => &cells.upstream_rq_5xx,
-    };
-    inc(status_cell);
+    cells.record_status(head.status);
     if upgrading && head.status == 101 {
         let token = response.upgrade.clone();
         return switch_protocols(c, head, token, conn, upstream_buffer_limit, exchange).await;
