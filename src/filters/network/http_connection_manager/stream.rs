@@ -468,6 +468,12 @@ async fn exchange_request(
             exchange.details = record
                 .details
                 .unwrap_or("upstream_reset_before_response_started");
+            if record.upstream_host.is_some() {
+                // A host was tried: Envoy counts the local answer as that upstream's.
+                let cells = cluster.config.stats.shard(c.ctx.id);
+                cells.record_status(reply.status);
+                inc(&cells.upstream_rq_completed);
+            }
             local(
                 c,
                 Some(&cx),
