@@ -11,6 +11,9 @@ pub struct ShardContext {
     pub shards: usize,
     pub clusters: RefCell<ClusterManager>,
     pub logs: LogWriters,
+    /// The process is draining (SIGTERM, `/quitquitquit`, `/drain_listeners`): HTTP
+    /// connections close after their current response, as Envoy's `connection: close`.
+    pub draining: Cell<bool>,
     /// The `date` response header, reformatted once a second.
     pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
@@ -26,6 +29,7 @@ impl ShardContext {
             clusters: RefCell::new(ClusterManager::default()),
             logs: LogWriters::default(),
             date: DateCache::default(),
+            draining: Cell::new(false),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),
         }

@@ -1,5 +1,5 @@
-//! Tests: the embedded default bootstrap — admin on 127.0.0.1:9901 and a tcp_proxy on
-//! 127.0.0.1:10000 that relays to the admin, so GET :10000/stats shows the stats.
+//! Tests: the embedded default bootstrap — admin on 127.0.0.1:9901 and an HTTP proxy on
+//! 127.0.0.1:10000 that routes to the admin, so GET :10000/stats shows the stats.
 mod common;
 
 use std::net::TcpListener;
@@ -66,9 +66,11 @@ fn no_config_serves_admin_through_the_default_tcp_proxy() {
         stats["cluster.admin.upstream_cx_total"] >= 1,
         "the relayed request itself is counted"
     );
-    proxy.wait_stat("tcp.default.downstream_cx_total", ">= 1", |v| v >= 1);
-    // The default logs each relayed connection to stdout.
+    proxy.wait_stat("http.default.downstream_rq_2xx", ">= 1", |v| v >= 1);
+    // The default logs each request to stdout, in Envoy's default format.
     wait_for(SOON, "an access log line on stdout", || {
-        proxy.stdout().contains("127.0.0.1:9901").then_some(())
+        let out = proxy.stdout();
+        (out.contains("\"GET /stats HTTP/1.1\" 200") && out.contains("127.0.0.1:9901"))
+            .then_some(())
     });
 }

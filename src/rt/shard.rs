@@ -82,7 +82,10 @@ async fn run(
         while let Ok(command) = commands.try_recv() {
             match command {
                 ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
-                ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
+                ShardCommand::StopListening { inbound_only } => {
+                    listeners.stop(inbound_only);
+                    ctx.draining.set(ctx.draining.get() || !inbound_only);
+                }
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });
                     return;

@@ -23,7 +23,6 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
     if external {
         // Envoy's own control headers are not for outside clients to set.
         headers.retain(|h| !h.name.starts_with(b"x-envoy-"));
-        headers.set("x-envoy-external-address", remote.ip().to_string());
     }
     if hcm.use_remote_address {
         if !hcm.skip_xff_append {
@@ -49,6 +48,13 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
         }
         // At the edge the scheme is what this connection used.
         headers.set("x-forwarded-proto", Bytes::from_static(b"http"));
+        if external {
+            let client = trusted_client(headers.get("x-forwarded-for"), hcm.xff_num_trusted_hops);
+            headers.set(
+                "x-envoy-external-address",
+                client.unwrap_or_else(|| remote.ip().to_string()),
+            );
+        }
     } else if !headers.contains("x-forwarded-proto") {
         headers.append("x-forwarded-proto", Bytes::from_static(b"http"));
     }
@@ -59,6 +65,19 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
             headers.set("x-request-id", uuid_v4());
         }
     }
+}
+
+/// The client address `xff_num_trusted_hops` points at: with `n` trusted proxies in front,
+/// the `n`th `x-forwarded-for` entry from the right (the last one itself when `n` is 0 is the
+/// peer, which the caller knows). `None` when the header is shorter than that.
+fn trusted_client(xff: Option<&Bytes>, hops: u32) -> Option<String> {
+    if hops == 0 {
+        return None;
+    }
+    let xff = std::str::from_utf8(xff?).ok()?;
+    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let index = entries.len().checked_sub(1 + hops as usize)?;
+    Some(entries[index].to_string())
 }
 
 /// A random (version 4) UUID in its text form.
@@ -81,6 +100,15 @@ pub fn uuid_v4() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_hops_pick_the_client_from_the_right() {
+        let xff = Bytes::from_static(b"1.1.1.1, 2.2.2.2,3.3.3.3");
+        assert_eq!(trusted_client(Some(&xff), 0), None);
+        assert_eq!(trusted_client(Some(&xff), 1).as_deref(), Some("2.2.2.2"));
+        assert_eq!(trusted_client(Some(&xff), 2).as_deref(), Some("1.1.1.1"));
+        assert_eq!(trusted_client(Some(&xff), 3), None);
+    }
 
     #[test]
     fn uuids_have_version_and_variant() {

@@ -192,6 +192,9 @@ impl Connection<'_> {
         let timeouts = &self.hcm.timeouts;
         let idle_deadline = deadline(timeouts.idle);
         self.conn.release_idle_buffer();
+        if self.ctx.draining.get() && self.conn.buf.is_empty() {
+            return Err(NoRequest::Closed); // draining: no new request on this connection
+        }
         let mut headers_deadline = None;
         loop {
             if !self.conn.buf.is_empty() {

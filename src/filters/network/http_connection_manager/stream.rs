@@ -117,7 +117,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         connect,
     } = parsed;
     let mut body = RequestBody::new(&framing, &c.limits, c.listener.buffer_limit);
-    let keep_alive = keep_alive && !last;
+    let keep_alive = keep_alive && !last && !c.ctx.draining.get();
     let keep = exchange_request(
         c,
         &mut request,
