@@ -210,7 +210,7 @@ impl HostPool {
 /// its last request) and wakes a request waiting for one. Idle connections are closed when
 /// they pass the idle timeout, by a sweeper task per host that runs while the pool is not
 /// empty (it holds the host until then, even if the host left its cluster).
-pub fn park(host: &Rc<Host>, conn: UpstreamConn, options: &UpstreamHttpOptions) {
+pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptions) {
     if options
         .max_requests_per_connection
         .is_some_and(|max| conn.requests >= max)
@@ -219,6 +219,7 @@ pub fn park(host: &Rc<Host>, conn: UpstreamConn, options: &UpstreamHttpOptions) 
         return;
     }
     let breakers = conn.lease._slot.breakers.clone();
+    conn.conn.release_idle_buffer();
     host.pool.idle.borrow_mut().push((conn, Instant::now()));
     if let Some(timeout) = options.idle_timeout {
         if !host.pool.sweeping.replace(true) {

@@ -35,15 +35,20 @@ impl TcpListener {
     }
 }
 
+/// Accepts one connection, with its peer's address (which accept4 reports for free, so no
+/// getpeername is needed later).
 fn accept4(listener: &std::net::TcpListener) -> io::Result<TcpStream> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: accept4 with null address pointers writes no memory; `listener` keeps the
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    let mut len = storage.size_of();
+    // SAFETY: accept4 writes at most `len` bytes of address into `storage` (viewed as the
+    // generic sockaddr it starts with), which outlives the call; `listener` keeps the
     // descriptor open for the call.
     let fd = unsafe {
         libc::accept4(
             listener.as_raw_fd(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            storage.view_as::<libc::sockaddr>(),
+            &mut len,
             flags,
         )
     };
@@ -52,7 +57,12 @@ fn accept4(listener: &std::net::TcpListener) -> io::Result<TcpStream> {
     }
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(TcpStream(Source::new(fd.into())))
+    // SAFETY: accept4 initialised `len` bytes of `storage` with the peer's address.
+    let peer = unsafe { socket2::SockAddr::new(storage, len) }.as_socket();
+    Ok(TcpStream {
+        source: Source::new(fd.into()),
+        peer,
+    })
 }
 
 impl Drop for TcpListener {
@@ -63,7 +73,11 @@ impl Drop for TcpListener {
     }
 }
 
-pub struct TcpStream(Source<std::net::TcpStream>);
+pub struct TcpStream {
+    source: Source<std::net::TcpStream>,
+    /// The peer's address when it is known without a syscall (accepted connections).
+    peer: Option<SocketAddr>,
+}
 
 impl TcpStream {
     /// Connects to `addr`, failing with `TimedOut` after `timeout`.
@@ -89,14 +103,14 @@ impl TcpStream {
         if let Some(e) = source.io().take_error()? {
             return Err(e);
         }
-        Ok(Self(source))
+        Ok(Self { source, peer: None })
     }
 
     /// Whether the socket turned readable (data or EOF) since it was last drained. For an idle
     /// pooled HTTP/1 connection either means it can no longer carry a request. Never waits.
     pub fn has_pending_input(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.0.poll_ready(Interest::Read, &mut cx).is_ready()
+        self.source.poll_ready(Interest::Read, &mut cx).is_ready()
     }
 
     /// Reads into `buf`'s spare capacity (at least `reserve` bytes of it, reserved if need be),
@@ -110,7 +124,7 @@ impl TcpStream {
         if buf.capacity() - buf.len() < reserve {
             buf.reserve(reserve);
         }
-        let result = self.0.poll_io(Interest::Read, cx, |io| {
+        let result = self.source.poll_io(Interest::Read, cx, |io| {
             let spare = buf.spare_capacity_mut();
             let n = SockRef::from(io).recv(spare)?;
             let drained = n > 0 && n < spare.len();
@@ -121,7 +135,7 @@ impl TcpStream {
         match result {
             Poll::Ready(Ok((n, drained))) => {
                 if drained {
-                    self.0.clear(Interest::Read); // drained: new data raises a poll event
+                    self.source.clear(Interest::Read); // drained: new data raises a poll event
                 }
                 Poll::Ready(Ok(n))
             }
@@ -131,15 +145,18 @@ impl TcpStream {
     }
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.io().set_nodelay(nodelay)
+        self.source.io().set_nodelay(nodelay)
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.io().peer_addr()
+        match self.peer {
+            Some(peer) => Ok(peer),
+            None => self.source.io().peer_addr(),
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.io().local_addr()
+        self.source.io().local_addr()
     }
 }
 
@@ -149,7 +166,7 @@ impl AsyncRead for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_read(cx, buf)
+        self.source.poll_read(cx, buf)
     }
 }
 
@@ -159,7 +176,7 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, buf)
+        self.source.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -167,7 +184,7 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_write_vectored(cx, bufs)
+        self.source.poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -176,6 +193,6 @@ impl AsyncWrite for TcpStream {
 
     /// Half-close: sends FIN; reading goes on.
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.io().shutdown(Shutdown::Write))
+        Poll::Ready(self.source.io().shutdown(Shutdown::Write))
     }
 }

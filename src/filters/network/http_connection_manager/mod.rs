@@ -69,7 +69,11 @@ pub async fn run(
     inc(&stats.downstream_cx_http1_active);
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
-    let local = stream.local_addr().unwrap_or(listener.address);
+    // The local address costs a syscall; only access logs read it.
+    let local = match hcm.access_logs.is_empty() {
+        true => listener.address,
+        false => stream.local_addr().unwrap_or(listener.address),
+    };
     let mut connection = Connection {
         ctx,
         listener,
