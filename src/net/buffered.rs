@@ -14,9 +14,10 @@ use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 
 use crate::rt::{net::TcpStream, timer};
 
-/// Free buffer space a read makes sure of: a head with a body of tens of KiB arrives in one
-/// read (the buffer is given back when the connection goes idle).
-const READ_RESERVE: usize = 64 << 10;
+/// Free buffer space a read makes sure of: a typical head, or a good share of a body, in one
+/// read (the buffer is given back when the connection goes idle). Larger reserves measured
+/// slower (bench/RESULTS.md): each request's buffer is a fresh allocation.
+const READ_RESERVE: usize = 16 << 10;
 
 pub struct Buffered {
     pub io: TcpStream,
