@@ -1,7 +1,10 @@
 //! HTTP connection manager: one request/response exchange — path policy, forwarding headers,
 //! route lookup, HTTP filters, then the route's action (forward through the router, redirect,
 //! direct response) and the response back to the client, stats and access log last.
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    rc::Rc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use bytes::Bytes;
 use xds_agent::{
@@ -30,6 +33,7 @@ use crate::{
         BodyEvent, Framing, ParsedRequest,
     },
     proxy::{
+        cluster_manager::ShardCluster,
         pool::{self, UpstreamConn},
         router::{
             self,
@@ -167,81 +171,14 @@ async fn exchange_request(
 ) -> Next {
     let hcm = c.hcm;
     let is_head = request.is_head();
-    if connect {
-        return local(
-            c,
-            None,
-            request,
-            LocalReply::new(404, ""),
-            0,
-            false,
-            exchange,
-        )
-        .await;
+    if let Err(refused) = admit(c, request, connect) {
+        let keep = refused.keep && keep_alive && body.is_done();
+        return local(c, None, request, refused.reply, 0, keep, exchange).await;
     }
-    if request.version == Version::Http10 {
-        if !hcm.http1.accept_http_10 {
-            // The codec's refusal, so in the codec's own version.
-            request.version = Version::Http11;
-            return local(
-                c,
-                None,
-                request,
-                LocalReply::new(426, "Upgrade Required"),
-                0,
-                false,
-                exchange,
-            )
-            .await;
-        }
-        if let (false, Some(host)) = (
-            request.headers.contains("host"),
-            &hcm.http1.default_host_for_http_10,
-        ) {
-            request.headers.append("host", host.clone());
-        }
-    }
-    match hcm.headers_with_underscores {
-        UnderscoreHeaders::Allow => {}
-        UnderscoreHeaders::DropHeader => request.headers.retain(|h| !h.name.contains(&b'_')),
-        UnderscoreHeaders::RejectRequest => {
-            if request.headers.iter().any(|h| h.name.contains(&b'_')) {
-                let reply = LocalReply::new(400, "Bad Request");
-                return local(c, None, request, reply, 0, false, exchange).await;
-            }
-        }
-    }
-    match path::apply(&hcm.path, &request.path) {
-        path::PathVerdict::Forward(None) => {}
-        path::PathVerdict::Forward(Some(p)) => request.path = Bytes::from(p),
-        path::PathVerdict::Reject => {
-            inc(&c.stats.downstream_rq_failed_path_normalization);
-            let reply = LocalReply::new(400, "Bad Request");
-            return local(c, None, request, reply, 0, false, exchange).await;
-        }
-        path::PathVerdict::Redirect(p) => {
-            let mut reply = LocalReply::new(307, "");
-            reply.headers.append("location", p);
-            return local(
-                c,
-                None,
-                request,
-                reply,
-                0,
-                keep_alive && body.is_done(),
-                exchange,
-            )
-            .await;
-        }
-    }
-    forwarding::prepare(hcm, request, c.remote);
     if expect_continue && !hcm.proxy_100_continue {
         request.headers.remove("expect");
-        if c.conn
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .is_err()
-        {
+        let continued = c.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        if continued.is_err() {
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
@@ -254,6 +191,15 @@ async fn exchange_request(
     if let Some(route) = route.filter(|r| !r.name.is_empty()) {
         exchange.route_name = Some(route.name.clone());
     }
+    if virtual_host.is_some_and(|v| needs_tls(v.require_tls, hcm, c.remote)) {
+        let mut location = b"https://".to_vec();
+        location.extend_from_slice(request.authority());
+        location.extend_from_slice(&request.path);
+        let mut reply = LocalReply::new(301, "");
+        reply.headers.append("location", location);
+        let keep = keep_alive && body.is_done();
+        return local(c, None, request, reply, 0, keep, exchange).await;
+    }
     let cx = StreamContext {
         shard: c.ctx,
         hcm,
@@ -262,135 +208,20 @@ async fn exchange_request(
         started: exchange.started,
         notes: StreamNotes::default(),
     };
-    if virtual_host.is_some_and(|v| needs_tls(v.require_tls, hcm, c.remote)) {
-        let mut location = b"https://".to_vec();
-        location.extend_from_slice(request.authority());
-        location.extend_from_slice(&request.path);
-        let mut reply = LocalReply::new(301, "");
-        reply.headers.append("location", location);
-        return local(
-            c,
-            None,
-            request,
-            reply,
-            0,
-            keep_alive && body.is_done(),
-            exchange,
-        )
-        .await;
-    }
     let mut ran = 0;
-    for filter in &hcm.filters {
-        ran += 1;
-        if let FilterResult::Respond(reply) = on_request(filter, &cx, request).await {
-            exchange.details = "filter";
-            return local(
-                c,
-                Some(&cx),
-                request,
-                reply,
-                ran,
-                keep_alive && body.is_done(),
-                exchange,
-            )
-            .await;
+    let chosen = choose(c, &cx, request, upgrade, &mut ran, exchange).await;
+    let Chosen {
+        route,
+        forward,
+        upgrade,
+        cluster,
+        weighted_headers,
+    } = match chosen {
+        Ok(chosen) => chosen,
+        Err(refused) => {
+            let keep = refused.keep && keep_alive && body.is_done();
+            return local(c, Some(&cx), request, refused.reply, ran, keep, exchange).await;
         }
-    }
-    let Some(route) = route else {
-        inc(&c.stats.no_route);
-        exchange.details = "route_not_found";
-        let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
-        return local(
-            c,
-            Some(&cx),
-            request,
-            reply,
-            ran,
-            keep_alive && body.is_done(),
-            exchange,
-        )
-        .await;
-    };
-    let forward = match &route.action {
-        RouteAction::DirectResponse(direct) => {
-            inc(&c.stats.rq_direct_response);
-            exchange.details = "direct_response";
-            let reply = LocalReply::new(direct.status, direct.body.clone().unwrap_or_default());
-            return local(
-                c,
-                Some(&cx),
-                request,
-                reply,
-                ran,
-                keep_alive && body.is_done(),
-                exchange,
-            )
-            .await;
-        }
-        RouteAction::Redirect(redirect) => {
-            inc(&c.stats.rq_redirect);
-            exchange.details = "direct_response";
-            let mut reply = LocalReply::new(redirect.status, "");
-            let location = route.redirect_location(b"http", request.authority(), &request.path);
-            reply
-                .headers
-                .append("location", location.unwrap_or_default());
-            return local(
-                c,
-                Some(&cx),
-                request,
-                reply,
-                ran,
-                keep_alive && body.is_done(),
-                exchange,
-            )
-            .await;
-        }
-        RouteAction::Forward(forward) => forward,
-    };
-    let upgrade = match upgrade {
-        None => None,
-        Some(token) if hcm.upgrade_allowed(Some(forward), &token) => Some(token),
-        Some(_) => {
-            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
-            exchange.details = "upgrade_failed";
-            let reply = LocalReply::new(403, "");
-            return local(c, Some(&cx), request, reply, ran, false, exchange).await;
-        }
-    };
-    let Some((cluster_name, weighted_headers)) = cluster_name(forward, request) else {
-        inc(&c.stats.no_cluster);
-        exchange.details = "cluster_not_found";
-        let reply = LocalReply::new(forward.cluster_not_found_status, "")
-            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(
-            c,
-            Some(&cx),
-            request,
-            reply,
-            ran,
-            keep_alive && body.is_done(),
-            exchange,
-        )
-        .await;
-    };
-    exchange.upstream_cluster = Some(cluster_name.clone());
-    let cluster = c.ctx.clusters.borrow().get(&cluster_name);
-    let Some(cluster) = cluster else {
-        inc(&c.stats.no_cluster);
-        exchange.details = "cluster_not_found";
-        let reply = LocalReply::new(forward.cluster_not_found_status, "")
-            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return local(
-            c,
-            Some(&cx),
-            request,
-            reply,
-            ran,
-            keep_alive && body.is_done(),
-            exchange,
-        )
-        .await;
     };
     inc(&c.stats.rq_total);
     // The upstream request: rewrites, route header mutations, router headers.
@@ -523,6 +354,151 @@ async fn exchange_request(
             proxy_response(c, &cx, request, response, relay, body, exchange).await
         }
     }
+}
+
+/// A request answered locally before it reaches an upstream, and whether its connection may
+/// stay open (when the client's body was read, which the caller checks).
+struct Refusal {
+    reply: LocalReply,
+    keep: bool,
+}
+
+impl Refusal {
+    fn keep(reply: LocalReply) -> Self {
+        Self { reply, keep: true }
+    }
+
+    fn close(reply: LocalReply) -> Self {
+        Self { reply, keep: false }
+    }
+}
+
+/// The connection manager's checks and rewrites before routing: CONNECT, HTTP/1.0,
+/// underscores in header names, the path policy, then the forwarding headers.
+fn admit(c: &Connection<'_>, request: &mut RequestHead, connect: bool) -> Result<(), Refusal> {
+    let hcm = c.hcm;
+    if connect {
+        return Err(Refusal::close(LocalReply::new(404, "")));
+    }
+    if request.version == Version::Http10 {
+        if !hcm.http1.accept_http_10 {
+            // The codec's refusal, so in the codec's own version.
+            request.version = Version::Http11;
+            return Err(Refusal::close(LocalReply::new(426, "Upgrade Required")));
+        }
+        if let (false, Some(host)) = (
+            request.headers.contains("host"),
+            &hcm.http1.default_host_for_http_10,
+        ) {
+            request.headers.append("host", host.clone());
+        }
+    }
+    match hcm.headers_with_underscores {
+        UnderscoreHeaders::Allow => {}
+        UnderscoreHeaders::DropHeader => request.headers.retain(|h| !h.name.contains(&b'_')),
+        UnderscoreHeaders::RejectRequest => {
+            if request.headers.iter().any(|h| h.name.contains(&b'_')) {
+                return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
+            }
+        }
+    }
+    match path::apply(&hcm.path, &request.path) {
+        path::PathVerdict::Forward(None) => {}
+        path::PathVerdict::Forward(Some(p)) => request.path = Bytes::from(p),
+        path::PathVerdict::Reject => {
+            inc(&c.stats.downstream_rq_failed_path_normalization);
+            return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
+        }
+        path::PathVerdict::Redirect(p) => {
+            let mut reply = LocalReply::new(307, "");
+            reply.headers.append("location", p);
+            return Err(Refusal::keep(reply));
+        }
+    }
+    forwarding::prepare(hcm, request, c.remote);
+    Ok(())
+}
+
+/// Where a request goes once the filters let it through.
+struct Chosen<'a> {
+    route: &'a Route,
+    forward: &'a Forward,
+    upgrade: Option<Bytes>,
+    cluster: Rc<ShardCluster>,
+    weighted_headers: Option<&'a HeaderMutations>,
+}
+
+/// Runs the HTTP filters (`ran` counts those that saw the request), then the route's action:
+/// a forwarding route's cluster, or the local answer (no route, direct response, redirect,
+/// refused upgrade, unknown cluster).
+async fn choose<'a>(
+    c: &Connection<'a>,
+    cx: &StreamContext<'a>,
+    request: &mut RequestHead,
+    upgrade: Option<Bytes>,
+    ran: &mut usize,
+    exchange: &mut Exchange,
+) -> Result<Chosen<'a>, Refusal> {
+    let hcm = c.hcm;
+    for filter in &hcm.filters {
+        *ran += 1;
+        if let FilterResult::Respond(reply) = on_request(filter, cx, request).await {
+            exchange.details = "filter";
+            return Err(Refusal::keep(reply));
+        }
+    }
+    let Some(route) = cx.route else {
+        inc(&c.stats.no_route);
+        exchange.details = "route_not_found";
+        let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
+        return Err(Refusal::keep(reply));
+    };
+    let forward = match &route.action {
+        RouteAction::DirectResponse(direct) => {
+            inc(&c.stats.rq_direct_response);
+            exchange.details = "direct_response";
+            let body = direct.body.clone().unwrap_or_default();
+            return Err(Refusal::keep(LocalReply::new(direct.status, body)));
+        }
+        RouteAction::Redirect(redirect) => {
+            inc(&c.stats.rq_redirect);
+            exchange.details = "direct_response";
+            let mut reply = LocalReply::new(redirect.status, "");
+            let location = route.redirect_location(b"http", request.authority(), &request.path);
+            reply
+                .headers
+                .append("location", location.unwrap_or_default());
+            return Err(Refusal::keep(reply));
+        }
+        RouteAction::Forward(forward) => forward,
+    };
+    let upgrade = match upgrade {
+        Some(token) if !hcm.upgrade_allowed(Some(forward), &token) => {
+            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
+            exchange.details = "upgrade_failed";
+            return Err(Refusal::close(LocalReply::new(403, "")));
+        }
+        upgrade => upgrade,
+    };
+    let named = cluster_name(forward, request);
+    exchange.upstream_cluster = named.as_ref().map(|(name, _)| name.clone());
+    let cluster = named
+        .as_ref()
+        .and_then(|(name, _)| c.ctx.clusters.borrow().get(name));
+    let (Some((_, weighted_headers)), Some(cluster)) = (named, cluster) else {
+        inc(&c.stats.no_cluster);
+        exchange.details = "cluster_not_found";
+        let reply = LocalReply::new(forward.cluster_not_found_status, "")
+            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
+        return Err(Refusal::keep(reply));
+    };
+    Ok(Chosen {
+        route,
+        forward,
+        upgrade,
+        cluster,
+        weighted_headers,
+    })
 }
 
 /// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
