@@ -331,6 +331,15 @@ pub fn any_slot(parent: &str) -> Option<&'static AnySlot> {
 mod tests {
     use super::*;
 
+    /// A message type is described once: the first table listing it would hide the others.
+    #[test]
+    fn each_message_has_one_surface() {
+        let mut seen = std::collections::HashSet::new();
+        for s in TABLES.iter().flat_map(|t| t.iter()) {
+            assert!(seen.insert(s.message), "{} is listed twice", s.message);
+        }
+    }
+
     /// Every listed type and field exists in Envoy's descriptors (guards against typos).
     #[test]
     fn every_listed_field_exists() {

@@ -129,13 +129,6 @@ pub const SURFACE: &[Surface] = &[
         supported: &["config", "is_optional", "disabled"],
         ignored: &[],
     },
-    // The router's own fields belong to the connection manager's table; this entry only makes
-    // the type valid in the `http_filters` slot.
-    Surface {
-        message: names::ROUTER,
-        supported: &[],
-        ignored: &[],
-    },
     Surface {
         message: names::FAULT,
         supported: &[
@@ -266,68 +259,6 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     // Shared building blocks (route tables may use them too).
-    Surface {
-        message: "envoy.type.v3.FractionalPercent",
-        supported: &["numerator", "denominator"],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.config.core.v3.RuntimeFractionalPercent",
-        supported: &["default_value"],
-        ignored: &[("runtime_key", NO_RUNTIME)],
-    },
-    Surface {
-        message: "envoy.config.core.v3.HeaderValueOption",
-        supported: &["header", "append", "append_action", "keep_empty_value"],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.config.core.v3.HeaderValue",
-        supported: &["key", "value"],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.config.route.v3.HeaderMatcher",
-        supported: &[
-            "name",
-            "exact_match",
-            "safe_regex_match",
-            "range_match",
-            "present_match",
-            "prefix_match",
-            "suffix_match",
-            "contains_match",
-            "string_match",
-            "invert_match",
-            "treat_missing_header_as_empty",
-        ],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.type.matcher.v3.StringMatcher",
-        supported: &[
-            "exact",
-            "prefix",
-            "suffix",
-            "safe_regex",
-            "contains",
-            "ignore_case",
-        ],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.type.matcher.v3.RegexMatcher",
-        supported: &["regex"],
-        ignored: &[(
-            "google_re2",
-            "RE2 program-size limit: the regex crate applies its own size limit",
-        )],
-    },
-    Surface {
-        message: "envoy.type.v3.Int64Range",
-        supported: &["start", "end"],
-        ignored: &[],
-    },
 ];
 
 /// `Any` slots: an HTTP filter's `typed_config`, a `FilterConfig`'s `config`.
