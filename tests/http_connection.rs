@@ -811,6 +811,8 @@ fn stats_count_requests_and_histograms() {
     assert_eq!(c.get("/missing").status, 404);
     let p = s.proxy();
     p.wait_stat("http.ingress.downstream_rq_total", "6", |v| v == 6);
+    // `downstream_rq_completed` is counted once the last response went out: wait for it.
+    p.wait_stat("http.ingress.downstream_rq_completed", "== 6", |v| v == 6);
     let stats = p.stats();
     assert_eq!(stats["http.ingress.downstream_rq_2xx"], 5);
     assert_eq!(stats["http.ingress.downstream_rq_4xx"], 1);

@@ -510,9 +510,10 @@ fn route_timeout_counts_upstream_rq_timeout() {
         vec![cluster("a", &[(up.port, 1)], json!(null))],
     );
     assert_eq!(get(s.port, "/").status, 504);
-    let stats = s.proxy().stats();
-    assert_eq!(stats["cluster.a.upstream_rq_timeout"], 1);
-    assert_eq!(stats["http.ingress.downstream_rq_5xx"], 1);
+    // Shards publish counters with relaxed stores that the admin thread sums: wait for them.
+    let proxy = s.proxy();
+    proxy.wait_stat("cluster.a.upstream_rq_timeout", "== 1", |v| v == 1);
+    proxy.wait_stat("http.ingress.downstream_rq_5xx", "== 1", |v| v == 1);
 }
 
 #[test]

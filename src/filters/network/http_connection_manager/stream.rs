@@ -136,14 +136,6 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
     .await;
     dec(&stats.downstream_rq_active);
     inc(&stats.downstream_rq_completed);
-    match exchange.status {
-        100..=199 => inc(&stats.downstream_rq_1xx),
-        200..=299 => inc(&stats.downstream_rq_2xx),
-        300..=399 => inc(&stats.downstream_rq_3xx),
-        400..=499 => inc(&stats.downstream_rq_4xx),
-        500..=599 => inc(&stats.downstream_rq_5xx),
-        _ => {}
-    }
     record_duration(&stats.downstream_rq_time, exchange.started.elapsed());
     if body.is_done() {
         exchange.request_done = Some(exchange.started.elapsed());
@@ -569,7 +561,7 @@ async fn local(
 ) -> Next {
     let hcm = c.hcm;
     exchange.flags.set(reply.flags);
-    exchange.status = reply.status;
+    respond_with(c, exchange, reply.status);
     let mut head = respond::local_head(&reply);
     head.version = request.version;
     if let Some(cx) = cx {
@@ -601,6 +593,20 @@ async fn local(
     match keep_alive {
         true => Next::KeepAlive,
         false => Next::Close,
+    }
+}
+
+/// Records the status the client is answered with; its class is counted now, as Envoy counts
+/// it when the response head goes out.
+fn respond_with(c: &Connection<'_>, exchange: &mut Exchange, status: u16) {
+    exchange.status = status;
+    let stats = c.stats;
+    match status {
+        100..=199 => inc(&stats.downstream_rq_1xx),
+        200..=299 => inc(&stats.downstream_rq_2xx),
+        300..=399 => inc(&stats.downstream_rq_3xx),
+        400..=499 => inc(&stats.downstream_rq_4xx),
+        _ => inc(&stats.downstream_rq_5xx),
     }
 }
 
@@ -656,7 +662,7 @@ async fn proxy_response(
     let cells = cluster_stats.shard(c.ctx.id);
     let mut head: ResponseHead = response.head;
     head.version = request.version; // answered in the client's version, as Envoy
-    exchange.status = head.status;
+    respond_with(c, exchange, head.status);
     exchange.details = "via_upstream";
     for level in &levels {
         mutations::remove(&mut head.headers, &level.response_remove);
