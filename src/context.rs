@@ -2,8 +2,8 @@
 use std::cell::{Cell, RefCell};
 
 use crate::{
-    access_log::LogWriters, net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
-    stream::date::DateCache,
+    access_log::LogWriters, net::drain::DrainSignal, net::relay::SCRATCH_BYTES,
+    proxy::cluster_manager::ClusterManager, stream::date::DateCache,
 };
 
 pub struct ShardContext {
@@ -12,8 +12,9 @@ pub struct ShardContext {
     pub clusters: RefCell<ClusterManager>,
     pub logs: LogWriters,
     /// The process is draining (SIGTERM, `/quitquitquit`, `/drain_listeners`): HTTP
-    /// connections close after their current response, as Envoy's `connection: close`.
-    pub draining: Cell<bool>,
+    /// connections close after their current response (`connection: close`) or at once when
+    /// idle.
+    pub drain: DrainSignal,
     /// The `date` response header, reformatted once a second.
     pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
@@ -29,7 +30,7 @@ impl ShardContext {
             clusters: RefCell::new(ClusterManager::default()),
             logs: LogWriters::default(),
             date: DateCache::default(),
-            draining: Cell::new(false),
+            drain: DrainSignal::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),
         }

@@ -108,3 +108,42 @@ fn sigterm_without_connections_exits_promptly() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn sigterm_closes_idle_http_connections_and_tells_busy_ones_to_close() {
+    use common::http_e2e::{any_host, hcm, http_listener, route_to, Client, HttpUpstream, Reply};
+    let up = HttpUpstream::start(|req| match req.path.as_str() {
+        "/slow" => Reply::after(800, Reply::ok("slow")),
+        _ => Reply::ok("ok"),
+    });
+    let (l, admin) = (free_port(), free_port());
+    let routes = any_host(json!([route_to("/", "up", json!({}))]));
+    let b = bootstrap(
+        admin,
+        vec![http_listener("http", l, hcm("http", routes, json!({})))],
+        vec![cluster("up", &[(up.port, 1)], json!(null))],
+    );
+    let mut proxy = Proxy::builder("drain_http", &b)
+        .args(&["--drain-time-s", "60", "--concurrency", "1"])
+        .start();
+    let mut idle = Client::connect(l);
+    assert_eq!(idle.get("/").status, 200);
+    let mut busy = Client::connect(l);
+    busy.send(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    proxy.signal("TERM");
+    // The request in flight is answered, and told the connection ends with it.
+    let r = busy.read_response(false).expect("the in-flight response");
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    // The idle keep-alive connection is closed instead of holding the drain for 60 s.
+    assert!(
+        idle.closed_within(Duration::from_secs(10)),
+        "idle connection kept open"
+    );
+    let status = proxy
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits once its HTTP connections are closed");
+    assert!(status.success(), "stderr:\n{}", proxy.stderr());
+    assert!(t0.elapsed() < Duration::from_secs(20));
+}

@@ -84,7 +84,9 @@ async fn run(
                 ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
                 ShardCommand::StopListening { inbound_only } => {
                     listeners.stop(inbound_only);
-                    ctx.draining.set(ctx.draining.get() || !inbound_only);
+                    if !inbound_only {
+                        ctx.drain.start();
+                    }
                 }
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });

@@ -9,6 +9,7 @@ mod respond;
 mod stream;
 
 use bytes::Bytes;
+use futures_lite::future;
 use stream::{Exchange, Next};
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
@@ -196,7 +197,7 @@ impl Connection<'_> {
         let timeouts = &self.hcm.timeouts;
         let idle_deadline = deadline(timeouts.idle);
         self.conn.release_idle_buffer();
-        if self.ctx.draining.get() && self.conn.buf.is_empty() {
+        if self.ctx.drain.is_draining() && self.conn.buf.is_empty() {
             return Err(NoRequest::Closed); // draining: no new request on this connection
         }
         let mut headers_deadline = None;
@@ -215,7 +216,19 @@ impl Connection<'_> {
                 None => idle_deadline,
                 Some(headers) => earliest(headers, deadline(timeouts.request)),
             };
-            match self.conn.fill_until(until).await {
+            // An idle connection (nothing of a next request yet) closes when draining starts.
+            let read = match headers_deadline {
+                None => {
+                    let ctx = self.ctx;
+                    let drained = async {
+                        ctx.drain.started().await;
+                        Err(IoFailure::Broken)
+                    };
+                    future::or(self.conn.fill_until(until), drained).await
+                }
+                Some(_) => self.conn.fill_until(until).await,
+            };
+            match read {
                 Ok(0) if self.conn.buf.is_empty() => return Err(NoRequest::Closed),
                 Ok(0) | Err(IoFailure::Broken) => return Err(NoRequest::Closed),
                 Ok(n) => {

@@ -121,7 +121,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         connect,
     } = parsed;
     let mut body = RequestBody::new(&framing, &c.limits, c.listener.buffer_limit);
-    let keep_alive = keep_alive && !last && !c.ctx.draining.get();
+    let keep_alive = keep_alive && !last;
     let keep = exchange_request(
         c,
         &mut request,
@@ -560,6 +560,8 @@ async fn local(
     exchange: &mut Exchange,
 ) -> Next {
     let hcm = c.hcm;
+    // A drain that started while this request ran ends its connection with this response.
+    let keep_alive = keep_alive && !c.ctx.drain.is_draining();
     exchange.flags.set(reply.flags);
     respond_with(c, exchange, reply.status);
     let mut head = respond::local_head(&reply);
@@ -656,7 +658,7 @@ async fn proxy_response(
     } = upstream;
     // An upstream that answered before taking the whole body ends the exchange: the client's
     // unread body cannot be skipped, so its connection closes after this response.
-    let keep_alive = keep_alive && !early;
+    let keep_alive = keep_alive && !early && !c.ctx.drain.is_draining();
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
     exchange.flags.set(cx.notes.flags());
     let cells = cluster_stats.shard(c.ctx.id);
