@@ -14,6 +14,14 @@ use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 
 use crate::rt::{net::TcpStream, timer};
 
+/// Most read buffers a shard keeps for reuse.
+const MAX_SPARE: usize = 64;
+
+thread_local! {
+    /// This shard's read buffers not in use (each with `READ_RESERVE` bytes free).
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Free buffer space a read makes sure of: a typical head, or a good share of a body, in one
 /// read (the buffer is given back when the connection goes idle). Larger reserves measured
 /// slower (bench/RESULTS.md): each request's buffer is a fresh allocation.
@@ -43,15 +51,30 @@ impl Buffered {
 
     /// Reads once, appending to `buf`; 0 = the peer closed its side.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.is_empty() && self.buf.capacity() < READ_RESERVE {
+            if let Some(spare) = SPARE.with(|s| s.borrow_mut().pop()) {
+                self.buf = spare;
+            }
+        }
         let (io, buf) = (&mut self.io, &mut self.buf);
         poll_fn(|cx| io.poll_read_buf(cx, buf, READ_RESERVE)).await
     }
 
-    /// Gives the read buffer's memory back when nothing is buffered (an idle keep-alive
-    /// connection holds no buffer).
+    /// Gives the read buffer back when nothing is buffered (an idle keep-alive connection
+    /// holds no buffer): to the shard's spare buffers when nothing else uses it any more, so
+    /// the next read anywhere on the shard takes it instead of allocating.
     pub fn release_idle_buffer(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+        if !self.buf.is_empty() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.try_reclaim(READ_RESERVE) {
+            SPARE.with(|s| {
+                let mut spare = s.borrow_mut();
+                if spare.len() < MAX_SPARE {
+                    spare.push(buf);
+                }
+            });
         }
     }
 
