@@ -22,10 +22,10 @@ thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Free buffer space a read makes sure of: a typical head, or a good share of a body, in one
-/// read (the buffer is given back when the connection goes idle). Larger reserves measured
-/// slower (bench/RESULTS.md): each request's buffer is a fresh allocation.
-const READ_RESERVE: usize = 16 << 10;
+/// Free buffer space a read makes sure of: a head with a 16 KiB body arrives in one read (the
+/// buffer goes back to the shard's spares when the connection goes idle, so this is not an
+/// allocation per request; bench/RESULTS.md has the measurements).
+const READ_RESERVE: usize = 32 << 10;
 
 pub struct Buffered {
     pub io: TcpStream,
