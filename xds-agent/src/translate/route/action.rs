@@ -185,14 +185,7 @@ fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<Wei
         .clusters
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            header_ops::mutations(
-                [&c.request_headers_to_add, &c.response_headers_to_add],
-                [&c.request_headers_to_remove, &c.response_headers_to_remove],
-                &format!("{path}.clusters[{i}]"),
-                p,
-            )
-        })
+        .map(|(i, c)| header_ops::level_mutations!(c, &format!("{path}.clusters[{i}]"), p))
         .collect();
     (p.count() == before).then(|| WeightedRoute {
         clusters: WeightedClusters {

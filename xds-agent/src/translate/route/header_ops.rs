@@ -9,6 +9,26 @@ use crate::model::route::{AppendAction, HeaderAdd, HeaderMutations};
 
 /// `[request_headers_to_add, response_headers_to_add]` and the matching removals of the
 /// message at `path`.
+/// A level's four header fields, which the route configuration, virtual hosts, routes and
+/// weighted clusters all name alike (`request_headers_to_add`, …), translated.
+macro_rules! level_mutations {
+    ($proto:expr, $path:expr, $p:expr) => {
+        $crate::translate::route::header_ops::mutations(
+            [
+                &$proto.request_headers_to_add,
+                &$proto.response_headers_to_add,
+            ],
+            [
+                &$proto.request_headers_to_remove,
+                &$proto.response_headers_to_remove,
+            ],
+            $path,
+            $p,
+        )
+    };
+}
+pub(super) use level_mutations;
+
 pub(super) fn mutations(
     [request_add, response_add]: [&Vec<HeaderValueOption>; 2],
     [request_remove, response_remove]: [&Vec<String>; 2],

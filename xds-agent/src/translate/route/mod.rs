@@ -55,18 +55,7 @@ pub(super) fn route_config(
         }
     }
     let at = |field: &str| format!("{path}.{field}");
-    let headers = header_ops::mutations(
-        [
-            &proto.request_headers_to_add,
-            &proto.response_headers_to_add,
-        ],
-        [
-            &proto.request_headers_to_remove,
-            &proto.response_headers_to_remove,
-        ],
-        path,
-        p,
-    );
+    let headers = header_ops::level_mutations!(proto, path, p);
     let defaults = action::Defaults {
         retry_policy: None,
         mirrors: action::mirrors(
@@ -173,18 +162,7 @@ fn virtual_host(
             routes.push(route);
         }
     }
-    let headers = header_ops::mutations(
-        [
-            &proto.request_headers_to_add,
-            &proto.response_headers_to_add,
-        ],
-        [
-            &proto.request_headers_to_remove,
-            &proto.response_headers_to_remove,
-        ],
-        path,
-        p,
-    );
+    let headers = header_ops::level_mutations!(proto, path, p);
     let per_filter = per_filter(&proto.typed_per_filter_config, path, ctx, p);
     if p.count() > before {
         return None;
@@ -237,18 +215,7 @@ fn route(
             None
         }
     };
-    let headers = header_ops::mutations(
-        [
-            &proto.request_headers_to_add,
-            &proto.response_headers_to_add,
-        ],
-        [
-            &proto.request_headers_to_remove,
-            &proto.response_headers_to_remove,
-        ],
-        path,
-        p,
-    );
+    let headers = header_ops::level_mutations!(proto, path, p);
     let per_filter = per_filter(&proto.typed_per_filter_config, path, ctx, p);
     if p.count() > before {
         return None;
