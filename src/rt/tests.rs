@@ -271,7 +271,13 @@ fn agent_wake_ups_reach_a_parked_shard() {
         let start = Instant::now();
         wake.wait().await.unwrap();
         assert!(start.elapsed() >= Duration::from_millis(40));
-        assert!(wake.wait().await.is_err(), "agent gone");
+        // The second wake-up is coalesced with the first unless the shard read in between;
+        // either way the agent going away ends the waiting.
+        let mut extra = 0;
+        while wake.wait().await.is_ok() {
+            extra += 1;
+            assert!(extra <= 1, "more wake-ups than the agent sent");
+        }
         agent.join().unwrap();
     });
 }
