@@ -6,7 +6,9 @@ mod forwarding;
 mod log;
 mod path;
 mod respond;
+mod routing;
 mod stream;
+mod upstream_response;
 
 use bytes::Bytes;
 use futures_lite::future;

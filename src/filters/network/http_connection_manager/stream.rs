@@ -1,55 +1,39 @@
-//! HTTP connection manager: one request/response exchange — path policy, forwarding headers,
-//! route lookup, HTTP filters, then the route's action (forward through the router, redirect,
-//! direct response) and the response back to the client, stats and access log last.
-use std::{
-    rc::Rc,
-    time::{Duration, Instant, SystemTime},
-};
+//! HTTP connection manager: one request/response exchange from start to end — admission and
+//! routing (`routing`), the upstream request through the router, the answer (a local reply
+//! here, an upstream response in `upstream_response`), stats and access log last.
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use xds_agent::{
     access_log::ResponseFlags,
-    model::{
-        http::{HttpConnectionManager, UnderscoreHeaders},
-        route::{
-            ClusterSpecifier, Forward, HeaderMutations, HostRewrite, Route, RouteAction,
-            RouteConfig, TlsRequirement, VirtualHost,
-        },
-        UpstreamHttpOptions,
-    },
-    stats::{add, dec, inc, record_duration, ClusterStats},
+    model::route::{HostRewrite, RouteConfig},
+    stats::{add, dec, inc, record_duration},
 };
 
 use super::{
-    forwarding, path,
-    respond::{self, Outgoing},
+    respond,
+    routing::{admit, choose, levels, needs_tls, Chosen},
+    upstream_response::{proxy_response, respond_with, Relay},
     Connection,
 };
 use crate::{
-    filters::http::{on_request, on_response},
-    net::buffered::{deadline, IoFailure},
-    protocol::http1::{
-        encode_chunk, encode_last_chunk, encode_response_head, reason_phrase, BodyDecoder,
-        BodyEvent, Framing, ParsedRequest,
-    },
+    filters::http::on_response,
+    net::buffered::deadline,
+    protocol::http1::{reason_phrase, Framing, ParsedRequest},
     proxy::{
-        cluster_manager::ShardCluster,
-        pool::{self, UpstreamConn},
+        pool::UpstreamConn,
         router::{
             self,
             deadline::{Deadlines, Expiry},
-            Forwarding, Routed, RouterRecord, UpstreamResponse, RESPONSE_LIMITS,
+            Forwarding, Routed, RouterRecord,
         },
     },
     stream::{
         body::{BodyFailure, RequestBody},
         headers::{RequestHead, ResponseHead, Version},
-        mutations, FilterResult, LocalReply, StreamContext, StreamNotes,
+        mutations, LocalReply, StreamContext, StreamNotes,
     },
 };
-
-/// Largest response chunk batched before it is written (bounds per-stream memory).
-const FLUSH_BYTES: usize = 64 << 10;
 
 /// What the access log and stats learn about an exchange.
 pub struct Exchange {
@@ -348,209 +332,8 @@ async fn exchange_request(
     }
 }
 
-/// A request answered locally before it reaches an upstream, and whether its connection may
-/// stay open (when the client's body was read, which the caller checks).
-struct Refusal {
-    reply: LocalReply,
-    keep: bool,
-}
-
-impl Refusal {
-    fn keep(reply: LocalReply) -> Self {
-        Self { reply, keep: true }
-    }
-
-    fn close(reply: LocalReply) -> Self {
-        Self { reply, keep: false }
-    }
-}
-
-/// The connection manager's checks and rewrites before routing: CONNECT, HTTP/1.0,
-/// underscores in header names, the path policy, then the forwarding headers.
-fn admit(c: &Connection<'_>, request: &mut RequestHead, connect: bool) -> Result<(), Refusal> {
-    let hcm = c.hcm;
-    if connect {
-        return Err(Refusal::close(LocalReply::new(404, "")));
-    }
-    if request.version == Version::Http10 {
-        if !hcm.http1.accept_http_10 {
-            // The codec's refusal, so in the codec's own version.
-            request.version = Version::Http11;
-            return Err(Refusal::close(LocalReply::new(426, "Upgrade Required")));
-        }
-        if let (false, Some(host)) = (
-            request.headers.contains("host"),
-            &hcm.http1.default_host_for_http_10,
-        ) {
-            request.headers.append("host", host.clone());
-        }
-    }
-    match hcm.headers_with_underscores {
-        UnderscoreHeaders::Allow => {}
-        UnderscoreHeaders::DropHeader => request.headers.retain(|h| !h.name.contains(&b'_')),
-        UnderscoreHeaders::RejectRequest => {
-            if request.headers.iter().any(|h| h.name.contains(&b'_')) {
-                return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
-            }
-        }
-    }
-    match path::apply(&hcm.path, &request.path) {
-        path::PathVerdict::Forward(None) => {}
-        path::PathVerdict::Forward(Some(p)) => request.path = Bytes::from(p),
-        path::PathVerdict::Reject => {
-            inc(&c.stats.downstream_rq_failed_path_normalization);
-            return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
-        }
-        path::PathVerdict::Redirect(p) => {
-            let mut reply = LocalReply::new(307, "");
-            reply.headers.append("location", p);
-            return Err(Refusal::keep(reply));
-        }
-    }
-    forwarding::prepare(hcm, request, c.remote);
-    Ok(())
-}
-
-/// Where a request goes once the filters let it through.
-struct Chosen<'a> {
-    route: &'a Route,
-    forward: &'a Forward,
-    upgrade: Option<Bytes>,
-    cluster: Rc<ShardCluster>,
-    weighted_headers: Option<&'a HeaderMutations>,
-}
-
-/// Runs the HTTP filters (`ran` counts those that saw the request), then the route's action:
-/// a forwarding route's cluster, or the local answer (no route, direct response, redirect,
-/// refused upgrade, unknown cluster).
-async fn choose<'a>(
-    c: &Connection<'a>,
-    cx: &StreamContext<'a>,
-    request: &mut RequestHead,
-    upgrade: Option<Bytes>,
-    ran: &mut usize,
-    exchange: &mut Exchange,
-) -> Result<Chosen<'a>, Refusal> {
-    let hcm = c.hcm;
-    for filter in &hcm.filters {
-        *ran += 1;
-        if let FilterResult::Respond(reply) = on_request(filter, cx, request).await {
-            exchange.details = "filter";
-            return Err(Refusal::keep(reply));
-        }
-    }
-    let Some(route) = cx.route else {
-        inc(&c.stats.no_route);
-        exchange.details = "route_not_found";
-        let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
-        return Err(Refusal::keep(reply));
-    };
-    let forward = match &route.action {
-        RouteAction::DirectResponse(direct) => {
-            inc(&c.stats.rq_direct_response);
-            exchange.details = "direct_response";
-            let body = direct.body.clone().unwrap_or_default();
-            return Err(Refusal::keep(LocalReply::new(direct.status, body)));
-        }
-        RouteAction::Redirect(redirect) => {
-            inc(&c.stats.rq_redirect);
-            exchange.details = "direct_response";
-            let mut reply = LocalReply::new(redirect.status, "");
-            let location = route.redirect_location(b"http", request.authority(), &request.path);
-            reply
-                .headers
-                .append("location", location.unwrap_or_default());
-            return Err(Refusal::keep(reply));
-        }
-        RouteAction::Forward(forward) => forward,
-    };
-    let upgrade = match upgrade {
-        Some(token) if !hcm.upgrade_allowed(Some(forward), &token) => {
-            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
-            exchange.details = "upgrade_failed";
-            return Err(Refusal::close(LocalReply::new(403, "")));
-        }
-        upgrade => upgrade,
-    };
-    let named = cluster_name(forward, request);
-    exchange.upstream_cluster = named.as_ref().map(|(name, _)| name.clone());
-    let cluster = named
-        .as_ref()
-        .and_then(|(name, _)| c.ctx.clusters.borrow().get(name));
-    let (Some((_, weighted_headers)), Some(cluster)) = (named, cluster) else {
-        inc(&c.stats.no_cluster);
-        exchange.details = "cluster_not_found";
-        let reply = LocalReply::new(forward.cluster_not_found_status, "")
-            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
-        return Err(Refusal::keep(reply));
-    };
-    Ok(Chosen {
-        route,
-        forward,
-        upgrade,
-        cluster,
-        weighted_headers,
-    })
-}
-
-/// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
-/// host, route configuration (reversed with `most_specific_header_mutations_wins`).
-fn levels<'r>(
-    config: &'r RouteConfig,
-    virtual_host: Option<&'r VirtualHost>,
-    route: &'r Route,
-    weighted: Option<&'r HeaderMutations>,
-) -> Vec<&'r HeaderMutations> {
-    let mut levels: Vec<&HeaderMutations> = weighted.into_iter().collect();
-    levels.push(&route.headers);
-    if let Some(v) = virtual_host {
-        levels.push(&v.headers);
-    }
-    levels.push(&config.headers);
-    if config.most_specific_header_mutations_wins {
-        levels.reverse();
-    }
-    levels
-}
-
-/// Whether a plain-HTTP request must be redirected to https (`require_tls`).
-fn needs_tls(
-    requirement: TlsRequirement,
-    hcm: &HttpConnectionManager,
-    remote: std::net::SocketAddr,
-) -> bool {
-    match requirement {
-        TlsRequirement::None => false,
-        TlsRequirement::All => true,
-        TlsRequirement::ExternalOnly => forwarding::is_external(hcm, remote),
-    }
-}
-
-/// The cluster to forward to, and the header mutations of a weighted cluster's entry.
-fn cluster_name<'f>(
-    forward: &'f Forward,
-    request: &RequestHead,
-) -> Option<(String, Option<&'f HeaderMutations>)> {
-    match &forward.cluster {
-        ClusterSpecifier::Name(name) => Some((name.clone(), None)),
-        ClusterSpecifier::Weighted(weighted) => {
-            let clusters = &weighted.clusters;
-            let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
-            Some((
-                clusters.clusters[index].0.clone(),
-                weighted.headers.get(index),
-            ))
-        }
-        ClusterSpecifier::Header(header) => request
-            .headers
-            .get(header)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|name| (name.to_string(), None)),
-    }
-}
-
 /// Answers with a local reply: route response mutations and the filters that ran see it.
-async fn local(
+pub(super) async fn local(
     c: &mut Connection<'_>,
     cx: Option<&StreamContext<'_>>,
     request: &RequestHead,
@@ -595,250 +378,5 @@ async fn local(
     match keep_alive {
         true => Next::KeepAlive,
         false => Next::Close,
-    }
-}
-
-/// Records the status the client is answered with; its class is counted now, as Envoy counts
-/// it when the response head goes out.
-fn respond_with(c: &Connection<'_>, exchange: &mut Exchange, status: u16) {
-    exchange.status = status;
-    let stats = c.stats;
-    match status {
-        100..=199 => inc(&stats.downstream_rq_1xx),
-        200..=299 => inc(&stats.downstream_rq_2xx),
-        300..=399 => inc(&stats.downstream_rq_3xx),
-        400..=499 => inc(&stats.downstream_rq_4xx),
-        _ => inc(&stats.downstream_rq_5xx),
-    }
-}
-
-/// How an upstream response is relayed to the client.
-struct Relay<'r> {
-    /// Tries made, when the response reports them (`include_attempt_count_in_response`).
-    attempts: Option<u32>,
-    levels: Vec<&'r HeaderMutations>,
-    /// How many filters ran on the request (they see the response, in reverse).
-    ran: usize,
-    keep_alive: bool,
-    upgrading: bool,
-    forward: &'r Forward,
-    upstream_http: &'r UpstreamHttpOptions,
-    upstream_buffer_limit: usize,
-    cluster_stats: &'r ClusterStats,
-}
-
-/// Streams an upstream response to the client.
-async fn proxy_response(
-    c: &mut Connection<'_>,
-    cx: &StreamContext<'_>,
-    request: &RequestHead,
-    upstream: UpstreamResponse,
-    relay: Relay<'_>,
-    body: &RequestBody,
-    exchange: &mut Exchange,
-) -> Next {
-    let hcm = c.hcm;
-    let Relay {
-        attempts,
-        levels,
-        ran,
-        keep_alive,
-        upgrading,
-        forward,
-        upstream_http,
-        upstream_buffer_limit,
-        cluster_stats,
-    } = relay;
-    let UpstreamResponse {
-        response,
-        mut conn,
-        host,
-        try_started,
-        early,
-    } = upstream;
-    // An upstream that answered before taking the whole body ends the exchange: the client's
-    // unread body cannot be skipped, so its connection closes after this response.
-    let keep_alive = keep_alive && !early && !c.ctx.drain.is_draining();
-    exchange.first_upstream_byte = Some(exchange.started.elapsed());
-    exchange.flags.set(cx.notes.flags());
-    let cells = cluster_stats.shard(c.ctx.id);
-    let mut head: ResponseHead = response.head;
-    head.version = request.version; // answered in the client's version, as Envoy
-    respond_with(c, exchange, head.status);
-    exchange.details = "via_upstream";
-    for level in &levels {
-        mutations::remove(&mut head.headers, &level.response_remove);
-        mutations::add(&mut head.headers, &level.response_add);
-    }
-    for filter in hcm.filters[..ran].iter().rev() {
-        on_response(filter, cx, request, &mut head);
-    }
-    if let Some(n) = attempts {
-        head.headers.set("x-envoy-attempt-count", n.to_string());
-    }
-    head.headers.set(
-        "x-envoy-upstream-service-time",
-        try_started.elapsed().as_millis().to_string(),
-    );
-    respond::finish_head(hcm, &c.ctx.date, &mut head);
-    cells.record_status(head.status);
-    if upgrading && head.status == 101 {
-        let token = response.upgrade.clone();
-        return switch_protocols(c, head, token, conn, upstream_buffer_limit, exchange).await;
-    }
-    if head.status == 101 {
-        // Not asked for: the upstream is broken.
-        inc(&cells.upstream_cx_protocol_error);
-        exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-        let reply = LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error");
-        return local(c, Some(cx), request, reply, ran, false, exchange).await;
-    }
-    // The client's framing: an until-close body is re-chunked for HTTP/1.1 keep-alive clients.
-    let client_framing = match (response.framing, request.version) {
-        (Framing::UntilClose, Version::Http11) if keep_alive => Framing::Chunked,
-        // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
-        (Framing::Chunked, Version::Http10) => Framing::UntilClose,
-        (other, _) => other,
-    };
-    let keep_alive = keep_alive && !matches!(client_framing, Framing::UntilClose);
-    let chunked = matches!(client_framing, Framing::Chunked);
-    let mut out = Outgoing::default();
-    encode_response_head(&head, &client_framing, keep_alive, out.bytes());
-    exchange.response = Some(head);
-    let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
-    let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
-    let deadlines = Deadlines {
-        route: deadline(forward.timeout).map(|d| d.max(try_started)),
-        request: None,
-        stream_idle,
-    };
-    let complete = loop {
-        match decoder.decode(&mut conn.conn.buf) {
-            Ok(BodyEvent::Data(chunk)) => {
-                exchange.bytes_sent += chunk.len() as u64;
-                match chunked {
-                    true => encode_chunk(&chunk, out.bytes()),
-                    false => out.push_chunk(chunk),
-                }
-                if out.len() >= FLUSH_BYTES && !flush(c, &mut out).await {
-                    exchange
-                        .flags
-                        .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-                    return Next::Close;
-                }
-                continue;
-            }
-            Ok(BodyEvent::Done { trailers }) => {
-                if chunked {
-                    let pass = hcm.http1.enable_trailers && upstream_http.enable_trailers;
-                    encode_last_chunk(trailers.as_ref().filter(|_| pass), out.bytes());
-                }
-                break true;
-            }
-            Ok(BodyEvent::NeedMore) => {}
-            Err(_) => {
-                inc(&cells.upstream_cx_protocol_error);
-                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                break false;
-            }
-        }
-        if !out.is_empty() && !flush(c, &mut out).await {
-            exchange
-                .flags
-                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-            return Next::Close;
-        }
-        let next = deadlines.next(None, false);
-        match conn.conn.fill_until(next.map(|d| d.0)).await {
-            Ok(0) => match decoder.at_eof() {
-                Ok(()) => {
-                    if chunked {
-                        encode_last_chunk(None, out.bytes());
-                    }
-                    break true;
-                }
-                // Envoy calls a body cut short by the upstream a protocol error.
-                Err(_) => {
-                    inc(&cells.upstream_rq_rx_reset);
-                    exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                    break false;
-                }
-            },
-            Ok(_) => {}
-            Err(IoFailure::Broken) => {
-                inc(&cells.upstream_rq_rx_reset);
-                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                break false;
-            }
-            Err(IoFailure::TimedOut) if next.is_some_and(|d| d.1 == Expiry::StreamIdle) => {
-                inc(&c.stats.downstream_rq_idle_timeout);
-                exchange.flags.set(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                break false;
-            }
-            Err(IoFailure::TimedOut) => {
-                inc(&cells.upstream_rq_timeout);
-                exchange.flags.set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
-                break false;
-            }
-        }
-    };
-    if !complete {
-        inc(&c.stats.rq_reset_after_downstream_response_started);
-    }
-    if !out.is_empty() && !flush(c, &mut out).await {
-        exchange
-            .flags
-            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-        return Next::Close;
-    }
-    exchange.response_done = Some(exchange.started.elapsed());
-    inc(&cells.upstream_rq_completed);
-    record_duration(&cells.upstream_rq_time, try_started.elapsed());
-    if complete && response.keep_alive && body.is_done() {
-        pool::park(host.host(), conn, upstream_http);
-    }
-    match complete && keep_alive {
-        true => Next::KeepAlive,
-        false => Next::Close,
-    }
-}
-
-/// Writes what is queued for the client; `false` when the client is gone.
-async fn flush(c: &mut Connection<'_>, out: &mut Outgoing) -> bool {
-    match out.write_to(&mut c.conn).await {
-        Ok(n) => {
-            add(&c.stats.downstream_cx_tx_bytes_total, n as u64);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// A `101 Switching Protocols` from upstream: forward it; the connection then relays.
-async fn switch_protocols(
-    c: &mut Connection<'_>,
-    mut head: ResponseHead,
-    token: Option<Bytes>,
-    upstream: UpstreamConn,
-    buffer_limit: usize,
-    exchange: &mut Exchange,
-) -> Next {
-    head.headers
-        .set("connection", Bytes::from_static(b"upgrade"));
-    if let Some(token) = token {
-        head.headers.set("upgrade", token);
-    }
-    let mut out = Outgoing::default();
-    encode_response_head(&head, &Framing::Empty, true, out.bytes());
-    exchange.response = Some(head);
-    if !flush(c, &mut out).await {
-        exchange
-            .flags
-            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-        return Next::Close;
-    }
-    Next::Upgrade {
-        upstream,
-        buffer_limit,
     }
 }

@@ -1,0 +1,232 @@
+//! HTTP connection manager: what happens to a request before it goes upstream — the
+//! connection manager's admission checks and rewrites, then the HTTP filters and the route's
+//! action, down to the cluster (or the local answer) — and the route-table header levels.
+use std::rc::Rc;
+
+use bytes::Bytes;
+use xds_agent::{
+    access_log::ResponseFlags,
+    model::{
+        http::{HttpConnectionManager, UnderscoreHeaders},
+        route::{
+            ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, RouteConfig,
+            TlsRequirement, VirtualHost,
+        },
+    },
+    stats::inc,
+};
+
+use super::{forwarding, path, stream::Exchange, Connection};
+use crate::{
+    filters::http::on_request,
+    proxy::cluster_manager::ShardCluster,
+    stream::{
+        headers::{RequestHead, Version},
+        FilterResult, LocalReply, StreamContext,
+    },
+};
+
+/// A request answered locally before it reaches an upstream, and whether its connection may
+/// stay open (when the client's body was read, which the caller checks).
+pub(super) struct Refusal {
+    pub reply: LocalReply,
+    pub keep: bool,
+}
+
+impl Refusal {
+    fn keep(reply: LocalReply) -> Self {
+        Self { reply, keep: true }
+    }
+
+    fn close(reply: LocalReply) -> Self {
+        Self { reply, keep: false }
+    }
+}
+
+/// The connection manager's checks and rewrites before routing: CONNECT, HTTP/1.0,
+/// underscores in header names, the path policy, then the forwarding headers.
+pub(super) fn admit(
+    c: &Connection<'_>,
+    request: &mut RequestHead,
+    connect: bool,
+) -> Result<(), Refusal> {
+    let hcm = c.hcm;
+    if connect {
+        return Err(Refusal::close(LocalReply::new(404, "")));
+    }
+    if request.version == Version::Http10 {
+        if !hcm.http1.accept_http_10 {
+            // The codec's refusal, so in the codec's own version.
+            request.version = Version::Http11;
+            return Err(Refusal::close(LocalReply::new(426, "Upgrade Required")));
+        }
+        if let (false, Some(host)) = (
+            request.headers.contains("host"),
+            &hcm.http1.default_host_for_http_10,
+        ) {
+            request.headers.append("host", host.clone());
+        }
+    }
+    match hcm.headers_with_underscores {
+        UnderscoreHeaders::Allow => {}
+        UnderscoreHeaders::DropHeader => request.headers.retain(|h| !h.name.contains(&b'_')),
+        UnderscoreHeaders::RejectRequest => {
+            if request.headers.iter().any(|h| h.name.contains(&b'_')) {
+                return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
+            }
+        }
+    }
+    match path::apply(&hcm.path, &request.path) {
+        path::PathVerdict::Forward(None) => {}
+        path::PathVerdict::Forward(Some(p)) => request.path = Bytes::from(p),
+        path::PathVerdict::Reject => {
+            inc(&c.stats.downstream_rq_failed_path_normalization);
+            return Err(Refusal::close(LocalReply::new(400, "Bad Request")));
+        }
+        path::PathVerdict::Redirect(p) => {
+            let mut reply = LocalReply::new(307, "");
+            reply.headers.append("location", p);
+            return Err(Refusal::keep(reply));
+        }
+    }
+    forwarding::prepare(hcm, request, c.remote);
+    Ok(())
+}
+
+/// Where a request goes once the filters let it through.
+pub(super) struct Chosen<'a> {
+    pub route: &'a Route,
+    pub forward: &'a Forward,
+    pub upgrade: Option<Bytes>,
+    pub cluster: Rc<ShardCluster>,
+    pub weighted_headers: Option<&'a HeaderMutations>,
+}
+
+/// Runs the HTTP filters (`ran` counts those that saw the request), then the route's action:
+/// a forwarding route's cluster, or the local answer (no route, direct response, redirect,
+/// refused upgrade, unknown cluster).
+pub(super) async fn choose<'a>(
+    c: &Connection<'a>,
+    cx: &StreamContext<'a>,
+    request: &mut RequestHead,
+    upgrade: Option<Bytes>,
+    ran: &mut usize,
+    exchange: &mut Exchange,
+) -> Result<Chosen<'a>, Refusal> {
+    let hcm = c.hcm;
+    for filter in &hcm.filters {
+        *ran += 1;
+        if let FilterResult::Respond(reply) = on_request(filter, cx, request).await {
+            exchange.details = "filter";
+            return Err(Refusal::keep(reply));
+        }
+    }
+    let Some(route) = cx.route else {
+        inc(&c.stats.no_route);
+        exchange.details = "route_not_found";
+        let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
+        return Err(Refusal::keep(reply));
+    };
+    let forward = match &route.action {
+        RouteAction::DirectResponse(direct) => {
+            inc(&c.stats.rq_direct_response);
+            exchange.details = "direct_response";
+            let body = direct.body.clone().unwrap_or_default();
+            return Err(Refusal::keep(LocalReply::new(direct.status, body)));
+        }
+        RouteAction::Redirect(redirect) => {
+            inc(&c.stats.rq_redirect);
+            exchange.details = "direct_response";
+            let mut reply = LocalReply::new(redirect.status, "");
+            let location = route.redirect_location(b"http", request.authority(), &request.path);
+            reply
+                .headers
+                .append("location", location.unwrap_or_default());
+            return Err(Refusal::keep(reply));
+        }
+        RouteAction::Forward(forward) => forward,
+    };
+    let upgrade = match upgrade {
+        Some(token) if !hcm.upgrade_allowed(Some(forward), &token) => {
+            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
+            exchange.details = "upgrade_failed";
+            return Err(Refusal::close(LocalReply::new(403, "")));
+        }
+        upgrade => upgrade,
+    };
+    let named = cluster_name(forward, request);
+    exchange.upstream_cluster = named.as_ref().map(|(name, _)| name.clone());
+    let cluster = named
+        .as_ref()
+        .and_then(|(name, _)| c.ctx.clusters.borrow().get(name));
+    let (Some((_, weighted_headers)), Some(cluster)) = (named, cluster) else {
+        inc(&c.stats.no_cluster);
+        exchange.details = "cluster_not_found";
+        let reply = LocalReply::new(forward.cluster_not_found_status, "")
+            .flagged(ResponseFlags::NO_CLUSTER_FOUND);
+        return Err(Refusal::keep(reply));
+    };
+    Ok(Chosen {
+        route,
+        forward,
+        upgrade,
+        cluster,
+        weighted_headers,
+    })
+}
+
+/// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
+/// host, route configuration (reversed with `most_specific_header_mutations_wins`).
+pub(super) fn levels<'r>(
+    config: &'r RouteConfig,
+    virtual_host: Option<&'r VirtualHost>,
+    route: &'r Route,
+    weighted: Option<&'r HeaderMutations>,
+) -> Vec<&'r HeaderMutations> {
+    let mut levels: Vec<&HeaderMutations> = weighted.into_iter().collect();
+    levels.push(&route.headers);
+    if let Some(v) = virtual_host {
+        levels.push(&v.headers);
+    }
+    levels.push(&config.headers);
+    if config.most_specific_header_mutations_wins {
+        levels.reverse();
+    }
+    levels
+}
+
+/// Whether a plain-HTTP request must be redirected to https (`require_tls`).
+pub(super) fn needs_tls(
+    requirement: TlsRequirement,
+    hcm: &HttpConnectionManager,
+    remote: std::net::SocketAddr,
+) -> bool {
+    match requirement {
+        TlsRequirement::None => false,
+        TlsRequirement::All => true,
+        TlsRequirement::ExternalOnly => forwarding::is_external(hcm, remote),
+    }
+}
+
+/// The cluster to forward to, and the header mutations of a weighted cluster's entry.
+fn cluster_name<'f>(
+    forward: &'f Forward,
+    request: &RequestHead,
+) -> Option<(String, Option<&'f HeaderMutations>)> {
+    match &forward.cluster {
+        ClusterSpecifier::Name(name) => Some((name.clone(), None)),
+        ClusterSpecifier::Weighted(weighted) => {
+            let clusters = &weighted.clusters;
+            let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
+            Some((
+                clusters.clusters[index].0.clone(),
+                weighted.headers.get(index),
+            ))
+        }
+        ClusterSpecifier::Header(header) => request
+            .headers
+            .get(header)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|name| (name.to_string(), None)),
+    }
+}
