@@ -1,9 +1,6 @@
 //! HTTP filter tests: a connection manager with one virtual host and one route (whose
 //! per-filter configs a test sets), a stream context over it, and synthetic heads.
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use xds_agent::{
@@ -106,7 +103,6 @@ impl World {
                 request_headers: None,
                 stream_idle: None,
                 idle: None,
-                drain: Duration::from_secs(5),
             },
             max_request_headers_bytes: 60 * 1024,
             max_requests_per_connection: None,

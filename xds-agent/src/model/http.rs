@@ -91,8 +91,6 @@ pub struct HcmTimeouts {
     pub stream_idle: Option<Duration>,
     /// Connection with no active stream; default 1 hour.
     pub idle: Option<Duration>,
-    /// `drain_timeout`: how long a draining connection may finish its stream (default 5 s).
-    pub drain: Duration,
 }
 
 /// What to do with the `server` response header.

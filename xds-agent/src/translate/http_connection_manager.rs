@@ -31,7 +31,6 @@ use crate::{
 /// Envoy's defaults.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 /// The largest `max_request_headers_kb` Envoy accepts.
 pub const MAX_REQUEST_HEADERS_KB: u32 = 8192;
@@ -240,12 +239,6 @@ fn timeouts(config: &HcmProto, path: &str, p: &mut Problems) -> HcmTimeouts {
             Some(DEFAULT_IDLE_TIMEOUT),
             at("common_http_protocol_options.idle_timeout"),
         ),
-        drain: match &config.drain_timeout {
-            None => DEFAULT_DRAIN_TIMEOUT,
-            Some(d) => p
-                .duration(d, at("drain_timeout"))
-                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-        },
     }
 }
 

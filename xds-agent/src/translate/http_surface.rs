@@ -52,7 +52,6 @@ pub const SURFACE: &[Surface] = &[
             "request_timeout",
             "request_headers_timeout",
             "stream_idle_timeout",
-            "drain_timeout",
             "common_http_protocol_options",
             "http_protocol_options",
             "max_request_headers_kb",
@@ -66,6 +65,10 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[
             ("http2_protocol_options", "read only by the HTTP/2 codec (not served)"),
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
+            (
+                "drain_timeout",
+                "HTTP/1.1 connections close on drain at once when idle or after their response",
+            ),
         ],
     },
     Surface {

@@ -123,7 +123,6 @@ fn connection_manager_defaults() {
     assert_eq!(h.timeouts.request_headers, None);
     assert_eq!(h.timeouts.stream_idle, Some(Duration::from_secs(300)));
     assert_eq!(h.timeouts.idle, Some(Duration::from_secs(3600)));
-    assert_eq!(h.timeouts.drain, Duration::from_secs(5));
     assert_eq!(h.max_request_headers_bytes, 60 * 1024);
     assert_eq!(h.max_requests_per_connection, None);
     assert_eq!(h.max_headers_count, 100);
@@ -203,7 +202,6 @@ access_log:
     assert_eq!(h.timeouts.request_headers, Some(Duration::from_secs(2)));
     assert_eq!(h.timeouts.stream_idle, None, "0s disables");
     assert_eq!(h.timeouts.idle, None, "0s disables");
-    assert_eq!(h.timeouts.drain, Duration::from_secs(1));
     assert_eq!(h.max_requests_per_connection, Some(7));
     assert_eq!(h.max_headers_count, 20);
     assert_eq!(h.headers_with_underscores, UnderscoreHeaders::DropHeader);
