@@ -960,3 +960,33 @@ fn route_idle_timeout_overrides_stream_idle_timeout() {
     });
     assert_eq!(out, "closed");
 }
+
+#[test]
+fn internal_only_headers_are_removed_from_edge_requests() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let mut seen = Vec::new();
+        for (tag, remote) in [("internal_edge", true), ("internal_plain", false)] {
+            let extra = json!({
+                "use_remote_address": remote,
+                "route_config": {"internal_only_headers": ["x-internal"]},
+            });
+            let s = scene(peer, tag, extra, &up)?;
+            Client::connect_from(s.port, [127, 0, 0, 2]).request(
+                "GET",
+                "/",
+                &[("x-internal", "1"), ("x-public", "2")],
+                b"",
+            );
+            let req = up.last();
+            seen.push((
+                req.header("x-internal").map(str::to_string),
+                req.header("x-public").map(str::to_string),
+            ));
+        }
+        Some(seen)
+    });
+    let s = |v: &str| Some(v.to_string());
+    // No peer is internal without an internal_address_config, edge or not.
+    assert_eq!(out, vec![(None, s("2")), (None, s("2"))]);
+}

@@ -24,6 +24,11 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
         // Envoy's own control headers are not for outside clients to set.
         headers.retain(|h| !h.name.starts_with(b"x-envoy-"));
     }
+    // No request is internal without an `internal_address_config` (not supported), so the
+    // route table's `internal_only_headers` never pass, as in Envoy 1.40.
+    for name in &hcm.route_config.internal_only_headers {
+        headers.remove(name);
+    }
     if hcm.use_remote_address {
         if !hcm.skip_xff_append {
             // A peer at exactly 127.0.0.1 or ::1 is this host: Envoy records the host's own
