@@ -32,8 +32,9 @@ pub struct HttpExchange<'a> {
 impl HttpLogView for HttpExchange<'_> {
     fn request_header(&self, name: &str) -> Option<&[u8]> {
         match name {
-            ":method" => Some(&self.request.method),
-            ":path" => Some(&self.request.path),
+            // Empty for a request the codec rejected: rendered `-`, as Envoy.
+            ":method" => Some(&self.request.method[..]).filter(|m| !m.is_empty()),
+            ":path" => Some(&self.request.path[..]).filter(|p| !p.is_empty()),
             ":authority" => self.request.headers.get("host").map(|v| &v[..]),
             ":scheme" => Some(self.scheme.as_bytes()),
             _ => self.request.headers.get(name).map(|v| &v[..]),
@@ -200,5 +201,24 @@ mod tests {
         let mut out = Vec::new();
         log.render(&record, &mut out);
         assert_eq!(out, b"0 - -");
+        // A request the codec rejected has no method or path: `-`, as Envoy logs it.
+        let unparsed = RequestHead {
+            method: Bytes::new(),
+            path: Bytes::new(),
+            version: Version::Http11,
+            headers: Headers::default(),
+        };
+        let rejected = HttpExchange {
+            request: &unparsed,
+            ..unanswered
+        };
+        let record = ConnectionRecord {
+            http: Some(&rejected),
+            ..record.clone()
+        };
+        let log = AccessLog::compile(LogSink::Stdout, Some("%REQ(:METHOD)% %REQ(:PATH)%")).unwrap();
+        let mut out = Vec::new();
+        log.render(&record, &mut out);
+        assert_eq!(out, b"- -");
     }
 }
