@@ -197,10 +197,8 @@ pub(super) fn on_response(
 mod tests {
     use std::sync::Arc;
 
-    use xds_agent::model::filters::{
-        matchers::{StringMatcher, StringPattern},
-        FractionalPercent, HttpFilterKind,
-    };
+    use xds_agent::model::filters::{FractionalPercent, HttpFilterKind};
+    use xds_agent::model::matchers::{StringMatcher, StringPattern};
 
     use super::{
         super::{on_request as run_request, on_response as run_response, test_support::*},

@@ -9,9 +9,10 @@ use xds_agent::{
     filter_stats::FaultStats,
     model::{
         filters::{
-            matchers::all_match, AbortSource, DelaySource, FaultConfig, FaultFilter,
-            FractionalPercent, HttpFilter, PerRouteFilter,
+            AbortSource, DelaySource, FaultConfig, FaultFilter, FractionalPercent, HttpFilter,
+            PerRouteFilter,
         },
+        matchers::all_match,
         route::{ClusterSpecifier, RouteAction},
     },
     stats::{dec, inc},
@@ -267,10 +268,8 @@ mod tests {
         time::Instant,
     };
 
-    use xds_agent::model::filters::{
-        matchers::{HeaderMatcher, HeaderRule, HeaderSource},
-        FaultAbort, FaultDelay, HttpFilterKind,
-    };
+    use xds_agent::model::filters::{FaultAbort, FaultDelay, HttpFilterKind};
+    use xds_agent::model::matchers::{HeaderMatcher, HeaderRule, HeaderSource};
 
     use super::{super::on_request as run_request, super::test_support::*, *};
     use crate::rt::executor::Executor;

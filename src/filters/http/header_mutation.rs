@@ -97,10 +97,8 @@ pub fn add_header(add: &HeaderAdd, headers: &mut Headers) {
 mod tests {
     use std::sync::Arc;
 
-    use xds_agent::model::filters::{
-        matchers::{StringMatcher, StringPattern},
-        HttpFilterKind,
-    };
+    use xds_agent::model::filters::HttpFilterKind;
+    use xds_agent::model::matchers::{StringMatcher, StringPattern};
 
     use super::{
         super::{on_request as run_request, on_response as run_response, test_support::*},

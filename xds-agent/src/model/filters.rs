@@ -4,13 +4,12 @@
 //! Strings that shards put on the wire are `String`s, copied into a stream's heads when used
 //! (a shard-local allocation): a `Bytes` shared by every shard would bounce its reference
 //! count between cores on each clone.
-pub mod matchers;
 pub mod token_bucket;
 
 use std::{sync::Arc, time::Duration};
 
 use self::{
-    matchers::{HeaderMatcher, StringMatcher},
+    super::matchers::{HeaderMatcher, StringMatcher},
     token_bucket::TokenBucket,
 };
 use super::route::HeaderAdd;

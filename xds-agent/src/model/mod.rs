@@ -2,6 +2,7 @@
 //! nothing here can be invalid, and nothing here is a proto type.
 pub mod filters;
 pub mod http;
+pub mod matchers;
 pub mod route;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};

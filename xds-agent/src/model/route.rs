@@ -5,8 +5,7 @@ use std::{sync::Arc, time::Duration};
 use super::{filters::PerRouteFilters, WeightedClusters};
 
 pub use crate::route_match::{
-    HeaderMatcher, HeaderRule, PathMatch, QueryParameterMatcher, RegexRewrite, RouteIndex,
-    RouteMatcher, StringMatcher, VirtualHostIndex,
+    PathMatch, QueryParameterMatcher, RegexRewrite, RouteIndex, RouteMatcher, VirtualHostIndex,
 };
 
 /// What route matching reads from a request. Names are lower-case; a header with several

@@ -232,12 +232,10 @@ mod tests {
     use crate::{
         model::{
             filters::PerRouteFilters,
+            matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
             route::{DirectResponse, HeaderMutations, RouteAction},
         },
-        route_match::{
-            full_match_regex, testing::Request, HeaderMatcher, HeaderRule, QueryParameterMatcher,
-            RouteMatcher, StringMatcher,
-        },
+        route_match::{full_match_regex, testing::Request, QueryParameterMatcher, RouteMatcher},
     };
 
     fn route(path: PathMatch) -> Route {
@@ -343,10 +341,10 @@ mod tests {
     fn headers_and_query_parameters_narrow_a_candidate() {
         let mut by_header = prefix("/");
         by_header.matcher.headers.push(HeaderMatcher {
-            name: "x-canary".into(),
+            source: HeaderSource::Named("x-canary".into()),
             rule: HeaderRule::Present(true),
             invert: false,
-            missing_as_empty: false,
+            treat_missing_as_empty: false,
         });
         let mut by_query = prefix("/");
         by_query
@@ -354,10 +352,10 @@ mod tests {
             .query_parameters
             .push(QueryParameterMatcher {
                 name: "debug".into(),
-                value: Some(StringMatcher::Exact {
-                    value: b"1".as_slice().into(),
-                    ignore_case: false,
-                }),
+                value: Some(StringMatcher::new(
+                    StringPattern::Exact(b"1".as_slice().into()),
+                    false,
+                )),
             });
         let routes = [by_header, by_query, prefix("/")];
         assert_eq!(

@@ -1,8 +1,12 @@
-//! Route matching: one route's compiled `match` (path, headers, query parameters, gRPC) and
-//! the string matchers they use, evaluated on a request without allocating.
+//! Route matching: one route's compiled `match` (path, headers, query parameters, gRPC),
+//! evaluated on a request without allocating; header and string matchers are the model's
+//! (`model::matchers`), shared with the HTTP filters.
 use regex::bytes::Regex;
 
-use crate::model::route::RouteRequest;
+use crate::model::{
+    matchers::{HeaderMatcher, StringMatcher},
+    route::RouteRequest,
+};
 
 /// A route's compiled `match`.
 #[derive(Debug)]
@@ -28,52 +32,6 @@ pub enum PathMatch {
     PathSeparatedPrefix(String),
     /// `safe_regex`: the whole path must match.
     Regex(Regex),
-}
-
-/// `HeaderMatcher`: one request header (or `:method`, `:path`, `:authority`).
-#[derive(Debug)]
-pub struct HeaderMatcher {
-    /// Lower-case.
-    pub name: String,
-    pub rule: HeaderRule,
-    pub invert: bool,
-    /// `treat_missing_header_as_empty`: a missing header is matched as the empty value.
-    pub missing_as_empty: bool,
-}
-
-#[derive(Debug)]
-pub enum HeaderRule {
-    /// `present_match` (a matcher with no rule is `Present(true)`): `false` matches absence.
-    Present(bool),
-    Value(StringMatcher),
-    /// `range_match`: the value as a decimal integer in `[start, end)`.
-    Range(i64, i64),
-}
-
-/// `StringMatcher` (and the deprecated header `*_match` forms mapped onto it).
-#[derive(Debug)]
-pub enum StringMatcher {
-    /// Lower-cased when `ignore_case`.
-    Exact {
-        value: Box<[u8]>,
-        ignore_case: bool,
-    },
-    Prefix {
-        value: Box<[u8]>,
-        ignore_case: bool,
-    },
-    Suffix {
-        value: Box<[u8]>,
-        ignore_case: bool,
-    },
-    Contains {
-        value: Box<[u8]>,
-        ignore_case: bool,
-    },
-    /// Whole-value match.
-    Regex(Regex),
-    /// The deprecated `exact_match: ""`, which Envoy treats as "any value".
-    Any,
 }
 
 /// `QueryParameterMatcher`: the first value of a query parameter (undecoded, as Envoy).
@@ -137,58 +95,6 @@ fn is_grpc(request: &impl RouteRequest) -> bool {
     })
 }
 
-impl HeaderMatcher {
-    pub fn matches(&self, request: &impl RouteRequest) -> bool {
-        let value = match self.name.as_str() {
-            ":method" => Some(request.method()),
-            ":path" => Some(request.path()),
-            name => request.header(name),
-        };
-        let value = match (value, self.missing_as_empty) {
-            (Some(v), _) => v,
-            (None, true) => b"",
-            (None, false) => {
-                // Absent: only a presence rule can match (Envoy's semantics).
-                return matches!(self.rule, HeaderRule::Present(present) if present == self.invert);
-            }
-        };
-        let matched = match &self.rule {
-            HeaderRule::Present(present) => *present,
-            HeaderRule::Value(m) => m.matches(value),
-            HeaderRule::Range(start, end) => std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|n| *start <= n && n < *end),
-        };
-        matched != self.invert
-    }
-}
-
-impl StringMatcher {
-    pub fn matches(&self, value: &[u8]) -> bool {
-        match self {
-            Self::Exact {
-                value: v,
-                ignore_case,
-            } => eq(value, v, *ignore_case),
-            Self::Prefix {
-                value: v,
-                ignore_case,
-            } => starts_with(value, v, *ignore_case),
-            Self::Suffix {
-                value: v,
-                ignore_case,
-            } => value.len() >= v.len() && eq(&value[value.len() - v.len()..], v, *ignore_case),
-            Self::Contains {
-                value: v,
-                ignore_case,
-            } => v.is_empty() || value.windows(v.len()).any(|w| eq(w, v, *ignore_case)),
-            Self::Regex(r) => r.is_match(value),
-            Self::Any => true,
-        }
-    }
-}
-
 impl QueryParameterMatcher {
     /// Matches against a raw query string (after `?`, before `#`).
     pub fn matches(&self, query: &[u8]) -> bool {
@@ -240,7 +146,7 @@ fn starts_with(value: &[u8], prefix: &[u8], fold: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route_match::testing::Request;
+    use crate::{model::matchers::StringPattern, route_match::testing::Request};
 
     fn req<'a>(headers: &[(&'a str, &'a str)]) -> Request<'a> {
         Request {
@@ -249,88 +155,8 @@ mod tests {
         }
     }
 
-    fn header(name: &str, rule: HeaderRule, invert: bool, missing_as_empty: bool) -> HeaderMatcher {
-        HeaderMatcher {
-            name: name.into(),
-            rule,
-            invert,
-            missing_as_empty,
-        }
-    }
-
     fn exact(v: &str) -> StringMatcher {
-        StringMatcher::Exact {
-            value: v.as_bytes().into(),
-            ignore_case: false,
-        }
-    }
-
-    #[test]
-    fn string_matchers() {
-        let folded = |v: &str| v.to_ascii_lowercase().into_bytes().into_boxed_slice();
-        assert!(exact("abc").matches(b"abc"));
-        assert!(!exact("abc").matches(b"ABC"));
-        let ci = StringMatcher::Exact {
-            value: folded("AbC"),
-            ignore_case: true,
-        };
-        assert!(ci.matches(b"aBc"));
-        let prefix = StringMatcher::Prefix {
-            value: folded("Ab"),
-            ignore_case: true,
-        };
-        assert!(prefix.matches(b"ABCD") && !prefix.matches(b"a"));
-        let suffix = StringMatcher::Suffix {
-            value: b"cd".as_slice().into(),
-            ignore_case: false,
-        };
-        assert!(suffix.matches(b"abcd") && !suffix.matches(b"abcD") && !suffix.matches(b"d"));
-        let contains = StringMatcher::Contains {
-            value: folded("B-C"),
-            ignore_case: true,
-        };
-        assert!(contains.matches(b"aB-Cd") && !contains.matches(b"abc"));
-        let regex = StringMatcher::Regex(full_match_regex(r"\d{3}").unwrap());
-        assert!(regex.matches(b"123") && !regex.matches(b"1234") && !regex.matches(b"a123"));
-        assert!(StringMatcher::Any.matches(b""));
-    }
-
-    #[test]
-    fn header_presence_absence_and_inversion_follow_envoy() {
-        let present = header("x", HeaderRule::Present(true), false, false);
-        assert!(present.matches(&req(&[("x", "")])));
-        assert!(!present.matches(&req(&[])));
-        let absent = header("x", HeaderRule::Present(false), false, false);
-        assert!(absent.matches(&req(&[])) && !absent.matches(&req(&[("x", "1")])));
-        let inverted_present = header("x", HeaderRule::Present(true), true, false);
-        assert!(inverted_present.matches(&req(&[])));
-        // A value rule never matches a missing header, inverted or not...
-        let inverted = header("x", HeaderRule::Value(exact("v")), true, false);
-        assert!(!inverted.matches(&req(&[])));
-        assert!(inverted.matches(&req(&[("x", "w")])));
-        assert!(!inverted.matches(&req(&[("x", "v")])));
-        // ...unless missing counts as empty.
-        let empty = header("x", HeaderRule::Value(exact("v")), true, true);
-        assert!(empty.matches(&req(&[])));
-        let range = header("x", HeaderRule::Range(-10, 0), false, false);
-        assert!(range.matches(&req(&[("x", "-1")])));
-        assert!(!range.matches(&req(&[("x", "0")])) && !range.matches(&req(&[("x", "1.5")])));
-    }
-
-    #[test]
-    fn pseudo_headers_read_method_and_path() {
-        let method = header(":method", HeaderRule::Value(exact("GET")), false, false);
-        assert!(method.matches(&req(&[])));
-        let path = header(
-            ":path",
-            HeaderRule::Value(StringMatcher::Prefix {
-                value: b"/p?".as_slice().into(),
-                ignore_case: false,
-            }),
-            false,
-            false,
-        );
-        assert!(path.matches(&req(&[])));
+        StringMatcher::new(StringPattern::Exact(v.as_bytes().into()), false)
     }
 
     #[test]

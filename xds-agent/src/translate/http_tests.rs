@@ -641,7 +641,10 @@ fn route_table_errors() {
             r(9, ".match.headers[0].name"),
             "\"bad name\" is not a valid header name",
         ),
-        (r(9, ".match.headers[1].prefix_match"), "must not be empty"),
+        (
+            r(9, ".match.headers[1].prefix_match"),
+            "must not be empty (use present_match)",
+        ),
         (
             format!("{vh}[1].domains[0]"),
             "duplicate domain \"A.COM\" (also in virtual host 0)",

@@ -13,6 +13,7 @@ mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 mod listener;
+mod matchers;
 mod route;
 pub mod support;
 pub mod surface;

@@ -12,7 +12,7 @@ use crate::{
         filters::FractionalPercent,
         route::{AppendAction, HeaderAdd},
     },
-    translate::TranslateError,
+    translate::{matchers::At, TranslateError},
 };
 
 /// Where a typed config sits: its path from the bootstrap root and its type URL. Errors name
@@ -29,6 +29,14 @@ impl Site<'_> {
             self.path.to_string()
         } else {
             format!("{}.{field}", self.path)
+        }
+    }
+
+    /// Where a matcher at `path` (from `path_of`) sits, for the shared matcher translator.
+    pub fn at<'b>(&'b self, path: &'b str) -> At<'b> {
+        At {
+            path,
+            type_url: Some(self.type_url),
         }
     }
 

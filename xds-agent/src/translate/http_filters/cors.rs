@@ -10,14 +10,11 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 
-use super::{
-    common::{fractional_percent, Site},
-    matchers::string_matcher,
-};
+use super::common::{fractional_percent, Site};
 use crate::{
     filter_stats::CorsStats,
     model::filters::{CorsPolicy, FractionalPercent, HttpFilterKind, PerRouteFilter},
-    translate::{TranslateContext, TranslateError},
+    translate::{matchers::string_matcher, TranslateContext, TranslateError},
 };
 
 /// The filter in the chain; its stats are `http.<stat_prefix>.cors.*`.
@@ -49,7 +46,8 @@ pub(super) fn per_route(
         .iter()
         .enumerate()
         .filter_map(|(i, m)| {
-            string_matcher(m, site, &format!("allow_origin_string_match[{i}]"), errors)
+            let path = site.path_of(&format!("allow_origin_string_match[{i}]"));
+            string_matcher(m, site.at(&path), errors)
         })
         .collect();
     let runtime_percent = |p: &Option<RuntimeFractionalPercent>,

@@ -9,17 +9,14 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 
-use super::{
-    common::{fractional_percent, Site},
-    matchers::header_matcher,
-};
+use super::common::{fractional_percent, Site};
 use crate::{
     filter_stats::FaultStats,
     model::filters::{
         AbortSource, DelaySource, FaultAbort, FaultConfig, FaultDelay, FaultFilter,
         FractionalPercent, HttpFilterKind, PerRouteFilter,
     },
-    translate::{duration, TranslateContext, TranslateError},
+    translate::{duration, matchers::header_matcher, TranslateContext, TranslateError},
 };
 
 /// Envoy's abort body when `response_body` is unset.
@@ -61,7 +58,10 @@ fn settings(any: &Any, site: &Site, errors: &mut Vec<TranslateError>) -> Option<
         .headers
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| header_matcher(h, site, &format!("headers[{i}]"), errors))
+        .filter_map(|(i, h)| {
+            let path = site.path_of(&format!("headers[{i}]"));
+            header_matcher(h, site.at(&path), errors)
+        })
         .collect();
     if errors.len() > before {
         return None;
@@ -157,7 +157,10 @@ fn abort(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{filter_errors, one_filter, per_route_config};
-    use crate::model::filters::{matchers::HeaderSource, HttpFilterKind, PerRouteFilter};
+    use crate::model::{
+        filters::{HttpFilterKind, PerRouteFilter},
+        matchers::HeaderSource,
+    };
 
     use super::*;
 

@@ -14,13 +14,10 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 
-use super::{
-    common::{header_value_option, modifiable_header_name, Site},
-    matchers::string_matcher,
-};
+use super::common::{header_value_option, modifiable_header_name, Site};
 use crate::{
     model::filters::{HeaderMutationConfig, HeaderOp, HttpFilterKind, Mutations, PerRouteFilter},
-    translate::{TranslateContext, TranslateError},
+    translate::{matchers::string_matcher, TranslateContext, TranslateError},
 };
 
 /// The filter in the chain.
@@ -106,9 +103,8 @@ fn ops(
                 Some(Action::RemoveOnMatch(m)) => {
                     let field = format!("{field}.remove_on_match.key_matcher");
                     match &m.key_matcher {
-                        Some(m) => {
-                            string_matcher(m, site, &field, errors).map(HeaderOp::RemoveMatching)
-                        }
+                        Some(m) => string_matcher(m, site.at(&site.path_of(&field)), errors)
+                            .map(HeaderOp::RemoveMatching),
                         None => {
                             errors.push(site.error(&field, "key_matcher is required"));
                             None

@@ -10,7 +10,6 @@ mod cors;
 mod fault;
 mod header_mutation;
 mod local_ratelimit;
-mod matchers;
 
 use envoy_types::pb::{
     envoy::{

@@ -115,7 +115,7 @@ fn modifiable_name(name: &str, path: &str, verb: &str, p: &mut Problems) -> bool
 }
 
 /// RFC 9110 `tchar`.
-pub(super) fn is_token_byte(b: u8) -> bool {
+pub(in crate::translate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

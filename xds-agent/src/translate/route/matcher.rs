@@ -1,22 +1,23 @@
-//! Translator: a route's `match` (`RouteMatch`, `HeaderMatcher`, `QueryParameterMatcher`,
-//! `StringMatcher`, `RegexMatcher`) → `RouteMatcher`, regexes compiled here.
-use envoy_types::pb::envoy::{
-    config::route::v3::{
-        header_matcher::HeaderMatchSpecifier,
-        query_parameter_matcher::QueryParameterMatchSpecifier, route_match::PathSpecifier,
-        HeaderMatcher as HeaderMatcherProto, QueryParameterMatcher as QueryProto, RouteMatch,
-    },
-    r#type::matcher::v3::{
-        string_matcher::MatchPattern, RegexMatcher, StringMatcher as StringProto,
-    },
+//! Translator: a route's `match` (`RouteMatch`, `QueryParameterMatcher`) → `RouteMatcher`;
+//! header, string and regex matchers through the shared `translate::matchers`.
+use envoy_types::pb::envoy::config::route::v3::{
+    query_parameter_matcher::QueryParameterMatchSpecifier, route_match::PathSpecifier,
+    QueryParameterMatcher as QueryProto, RouteMatch,
 };
-use regex::bytes::Regex;
 
-use super::{header_ops::is_token_byte, Problems};
-use crate::route_match::{
-    full_match_regex, HeaderMatcher, HeaderRule, PathMatch, QueryParameterMatcher, RouteMatcher,
-    StringMatcher,
+use super::Problems;
+use crate::{
+    route_match::{PathMatch, QueryParameterMatcher, RouteMatcher},
+    translate::matchers::{header_matcher, regex, string_matcher, At},
 };
+
+/// Where a matcher at `path` sits, for the shared matcher translator.
+fn at<'a>(path: &'a str, p: &Problems<'a>) -> At<'a> {
+    At {
+        path,
+        type_url: p.url,
+    }
+}
 
 /// The route's `match` at `path`.
 pub(super) fn route_match(
@@ -33,7 +34,8 @@ pub(super) fn route_match(
         Some(PathSpecifier::Prefix(prefix)) => Some(PathMatch::Prefix(prefix.clone())),
         Some(PathSpecifier::Path(exact)) => Some(PathMatch::Path(exact.clone())),
         Some(PathSpecifier::SafeRegex(r)) => {
-            regex(r, &format!("{path}.safe_regex"), p).map(PathMatch::Regex)
+            let path = format!("{path}.safe_regex");
+            regex(r, at(&path, p), p.errors).map(PathMatch::Regex)
         }
         Some(PathSpecifier::PathSeparatedPrefix(prefix)) => {
             separated_prefix(prefix, &format!("{path}.path_separated_prefix"), p)
@@ -52,7 +54,10 @@ pub(super) fn route_match(
         .headers
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| header(h, &format!("{path}.headers[{i}]"), p))
+        .filter_map(|(i, h)| {
+            let path = format!("{path}.headers[{i}]");
+            header_matcher(h, at(&path, p), p.errors)
+        })
         .collect();
     let query_parameters: Vec<_> = proto
         .query_parameters
@@ -84,64 +89,6 @@ fn separated_prefix(prefix: &str, path: &str, p: &mut Problems) -> Option<PathMa
     Some(PathMatch::PathSeparatedPrefix(prefix.to_string()))
 }
 
-#[allow(deprecated)] // The `*_match` forms are deprecated in Envoy but still accepted by it.
-fn header(proto: &HeaderMatcherProto, path: &str, p: &mut Problems) -> Option<HeaderMatcher> {
-    let name_ok = !proto.name.is_empty()
-        && proto
-            .name
-            .strip_prefix(':')
-            .unwrap_or(&proto.name)
-            .bytes()
-            .all(is_token_byte);
-    if !name_ok {
-        p.add(
-            format!("{path}.name"),
-            format!("{:?} is not a valid header name", proto.name),
-        );
-    }
-    // The deprecated `*_match` forms: case-sensitive, non-empty (but see `exact_match`).
-    let mut non_empty = |value: &str, field: &str| -> Option<Box<[u8]>> {
-        if value.is_empty() {
-            p.add(format!("{path}.{field}"), "must not be empty");
-            return None;
-        }
-        Some(value.as_bytes().into())
-    };
-    let ignore_case = false;
-    let rule = match &proto.header_match_specifier {
-        None => Some(HeaderRule::Present(true)),
-        Some(HeaderMatchSpecifier::PresentMatch(present)) => Some(HeaderRule::Present(*present)),
-        // Envoy treats an empty exact value as "any value".
-        Some(HeaderMatchSpecifier::ExactMatch(v)) if v.is_empty() => {
-            Some(HeaderRule::Value(StringMatcher::Any))
-        }
-        Some(HeaderMatchSpecifier::ExactMatch(v)) => non_empty(v, "exact_match")
-            .map(|value| HeaderRule::Value(StringMatcher::Exact { value, ignore_case })),
-        Some(HeaderMatchSpecifier::PrefixMatch(v)) => non_empty(v, "prefix_match")
-            .map(|value| HeaderRule::Value(StringMatcher::Prefix { value, ignore_case })),
-        Some(HeaderMatchSpecifier::SuffixMatch(v)) => non_empty(v, "suffix_match")
-            .map(|value| HeaderRule::Value(StringMatcher::Suffix { value, ignore_case })),
-        Some(HeaderMatchSpecifier::ContainsMatch(v)) => non_empty(v, "contains_match")
-            .map(|value| HeaderRule::Value(StringMatcher::Contains { value, ignore_case })),
-        Some(HeaderMatchSpecifier::SafeRegexMatch(r)) => {
-            regex(r, &format!("{path}.safe_regex_match"), p)
-                .map(|r| HeaderRule::Value(StringMatcher::Regex(r)))
-        }
-        Some(HeaderMatchSpecifier::RangeMatch(range)) => {
-            Some(HeaderRule::Range(range.start, range.end))
-        }
-        Some(HeaderMatchSpecifier::StringMatch(m)) => {
-            string_matcher(m, &format!("{path}.string_match"), p).map(HeaderRule::Value)
-        }
-    };
-    Some(HeaderMatcher {
-        name: proto.name.to_ascii_lowercase(),
-        rule: rule.filter(|_| name_ok)?,
-        invert: proto.invert_match,
-        missing_as_empty: proto.treat_missing_header_as_empty,
-    })
-}
-
 fn query_parameter(
     proto: &QueryProto,
     path: &str,
@@ -153,7 +100,8 @@ fn query_parameter(
     }
     let value = match &proto.query_parameter_match_specifier {
         Some(QueryParameterMatchSpecifier::StringMatch(m)) => {
-            Some(string_matcher(m, &format!("{path}.string_match"), p)?)
+            let path = format!("{path}.string_match");
+            Some(string_matcher(m, at(&path, p), p.errors)?)
         }
         Some(QueryParameterMatchSpecifier::PresentMatch(_)) | None => None,
     };
@@ -161,70 +109,4 @@ fn query_parameter(
         name: proto.name.clone(),
         value,
     })
-}
-
-/// A `StringMatcher`; exact/prefix/suffix/contains fold ASCII case with `ignore_case`, which
-/// (as in Envoy) does not apply to `safe_regex`.
-pub(super) fn string_matcher(
-    proto: &StringProto,
-    path: &str,
-    p: &mut Problems,
-) -> Option<StringMatcher> {
-    let ignore_case = proto.ignore_case;
-    let mut value = |v: &str, field: &str, may_be_empty: bool| -> Option<Box<[u8]>> {
-        if v.is_empty() && !may_be_empty {
-            p.add(format!("{path}.{field}"), "must not be empty");
-            return None;
-        }
-        Some(if ignore_case {
-            v.to_ascii_lowercase().into_bytes().into()
-        } else {
-            v.as_bytes().into()
-        })
-    };
-    match &proto.match_pattern {
-        Some(MatchPattern::Exact(v)) => Some(StringMatcher::Exact {
-            value: value(v, "exact", true)?,
-            ignore_case,
-        }),
-        Some(MatchPattern::Prefix(v)) => Some(StringMatcher::Prefix {
-            value: value(v, "prefix", false)?,
-            ignore_case,
-        }),
-        Some(MatchPattern::Suffix(v)) => Some(StringMatcher::Suffix {
-            value: value(v, "suffix", false)?,
-            ignore_case,
-        }),
-        Some(MatchPattern::Contains(v)) => Some(StringMatcher::Contains {
-            value: value(v, "contains", false)?,
-            ignore_case,
-        }),
-        Some(MatchPattern::SafeRegex(r)) => {
-            regex(r, &format!("{path}.safe_regex"), p).map(StringMatcher::Regex)
-        }
-        // Custom matchers are rejected by the walker.
-        Some(MatchPattern::Custom(_)) => None,
-        None => {
-            p.add(
-                path,
-                "one of exact, prefix, suffix, contains or safe_regex is required",
-            );
-            None
-        }
-    }
-}
-
-/// A `RegexMatcher` that must match a whole value.
-fn regex(proto: &RegexMatcher, path: &str, p: &mut Problems) -> Option<Regex> {
-    match full_match_regex(&proto.regex) {
-        Ok(r) if !proto.regex.is_empty() => Some(r),
-        Ok(_) => {
-            p.add(format!("{path}.regex"), "regex is required");
-            None
-        }
-        Err(e) => {
-            p.add(format!("{path}.regex"), format!("invalid regex: {e}"));
-            None
-        }
-    }
 }

@@ -1,5 +1,6 @@
-//! Translator: `StringMatcher` and `HeaderMatcher` into compiled matchers (regexes built here,
-//! on the agent). Route matching can use the same.
+//! Translator: `StringMatcher`, `RegexMatcher` and `HeaderMatcher` into the compiled matchers
+//! of `model::matchers` (regexes built here, on the agent), for route matching and HTTP filters
+//! alike. Errors name `path` (where the matcher sits) and the enclosing config's `type_url`.
 #![allow(deprecated)] // HeaderMatcher's exact/prefix/suffix/contains/safe_regex_match fields.
 
 use envoy_types::pb::envoy::{
@@ -11,24 +12,42 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::common::Site;
+use super::{route::is_token_byte, TranslateError};
 use crate::{
-    model::filters::matchers::{
-        HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern,
-    },
-    translate::TranslateError,
+    model::matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
+    route_match::full_match_regex,
 };
 
-/// A `StringMatcher` (at `field`). A `custom` matcher is left to the walker, which rejects it.
+/// Where a matcher sits, for its errors.
+#[derive(Clone, Copy)]
+pub(super) struct At<'a> {
+    pub path: &'a str,
+    pub type_url: Option<&'a str>,
+}
+
+impl At<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> TranslateError {
+        let path = match field {
+            "" => self.path.to_string(),
+            field => format!("{}.{field}", self.path),
+        };
+        TranslateError::new(path, self.type_url, message)
+    }
+
+    fn below(&self, field: &str) -> String {
+        format!("{}.{field}", self.path)
+    }
+}
+
+/// A `StringMatcher`. A `custom` matcher is left to the walker, which rejects it.
 pub(super) fn string_matcher(
     proto: &StringMatcherProto,
-    site: &Site,
-    field: &str,
+    at: At,
     errors: &mut Vec<TranslateError>,
 ) -> Option<StringMatcher> {
     let non_empty = |s: &str, name: &str, errors: &mut Vec<TranslateError>| {
         if s.is_empty() {
-            errors.push(site.error(&format!("{field}.{name}"), "must not be empty"));
+            errors.push(at.error(name, "must not be empty"));
             None
         } else {
             Some(s.as_bytes().into())
@@ -36,8 +55,8 @@ pub(super) fn string_matcher(
     };
     let pattern = match proto.match_pattern.as_ref() {
         None => {
-            errors.push(site.error(
-                field,
+            errors.push(at.error(
+                "",
                 "one of exact, prefix, suffix, contains, safe_regex is required",
             ));
             return None;
@@ -49,7 +68,8 @@ pub(super) fn string_matcher(
             StringPattern::Contains(non_empty(s, "contains", errors)?)
         }
         Some(MatchPattern::SafeRegex(r)) => {
-            StringPattern::Regex(regex(r, site, &format!("{field}.safe_regex"), errors)?)
+            let path = at.below("safe_regex");
+            StringPattern::Regex(regex(r, At { path: &path, ..at }, errors)?)
         }
         Some(MatchPattern::Custom(_)) => return None,
     };
@@ -57,44 +77,51 @@ pub(super) fn string_matcher(
 }
 
 /// A `RegexMatcher`, anchored: the whole value must match (Envoy's rule).
-fn regex(
+pub(super) fn regex(
     proto: &RegexMatcher,
-    site: &Site,
-    field: &str,
+    at: At,
     errors: &mut Vec<TranslateError>,
 ) -> Option<regex::bytes::Regex> {
-    match regex::bytes::Regex::new(&format!("^(?:{})$", proto.regex)) {
+    if proto.regex.is_empty() {
+        errors.push(at.error("regex", "regex is required"));
+        return None;
+    }
+    match full_match_regex(&proto.regex) {
         Ok(r) => Some(r),
         Err(e) => {
-            errors.push(site.error(
-                &format!("{field}.regex"),
-                format!("invalid regex {:?}: {e}", proto.regex),
-            ));
+            errors.push(at.error("regex", format!("invalid regex {:?}: {e}", proto.regex)));
             None
         }
     }
 }
 
-/// A `HeaderMatcher` (at `field`).
+/// A `HeaderMatcher`.
 pub(super) fn header_matcher(
     proto: &HeaderMatcherProto,
-    site: &Site,
-    field: &str,
+    at: At,
     errors: &mut Vec<TranslateError>,
 ) -> Option<HeaderMatcher> {
     let name = proto.name.to_ascii_lowercase();
+    let token = |n: &str| !n.is_empty() && n.bytes().all(is_token_byte);
     let source = match name.as_str() {
         "" => {
-            errors.push(site.error(&format!("{field}.name"), "name is required"));
+            errors.push(at.error("name", "name is required"));
             return None;
         }
         ":method" => HeaderSource::Method,
         ":path" => HeaderSource::Path,
         ":authority" => HeaderSource::Named(name),
         pseudo if pseudo.starts_with(':') => {
-            errors.push(site.error(
-                &format!("{field}.name"),
+            errors.push(at.error(
+                "name",
                 format!("{pseudo}: only :authority, :method and :path can be matched"),
+            ));
+            return None;
+        }
+        n if !token(n) => {
+            errors.push(at.error(
+                "name",
+                format!("{:?} is not a valid header name", proto.name),
             ));
             return None;
         }
@@ -105,10 +132,7 @@ pub(super) fn header_matcher(
                    make: fn(Box<[u8]>) -> StringPattern,
                    errors: &mut Vec<TranslateError>| {
         if s.is_empty() {
-            errors.push(site.error(
-                &format!("{field}.{which}"),
-                "must not be empty (use present_match)",
-            ));
+            errors.push(at.error(which, "must not be empty (use present_match)"));
             return None;
         }
         Some(HeaderRule::Value(StringMatcher::new(
@@ -130,19 +154,18 @@ pub(super) fn header_matcher(
             literal(s, "contains_match", StringPattern::Contains, errors)?
         }
         Some(HeaderMatchSpecifier::SafeRegexMatch(r)) => {
-            let r = regex(r, site, &format!("{field}.safe_regex_match"), errors)?;
+            let path = at.below("safe_regex_match");
+            let r = regex(r, At { path: &path, ..at }, errors)?;
             HeaderRule::Value(StringMatcher::new(StringPattern::Regex(r), false))
         }
         Some(HeaderMatchSpecifier::RangeMatch(range)) => HeaderRule::Range {
             start: range.start,
             end: range.end,
         },
-        Some(HeaderMatchSpecifier::StringMatch(m)) => HeaderRule::Value(string_matcher(
-            m,
-            site,
-            &format!("{field}.string_match"),
-            errors,
-        )?),
+        Some(HeaderMatchSpecifier::StringMatch(m)) => {
+            let path = at.below("string_match");
+            HeaderRule::Value(string_matcher(m, At { path: &path, ..at }, errors)?)
+        }
     };
     Some(HeaderMatcher {
         source,
@@ -158,10 +181,16 @@ mod tests {
 
     use super::*;
 
-    const SITE: Site = Site {
-        path: "p",
-        type_url: "t",
-    };
+    fn at(field: &str) -> String {
+        format!("p.{field}")
+    }
+
+    fn site(path: &str) -> At<'_> {
+        At {
+            path,
+            type_url: Some("t"),
+        }
+    }
 
     fn header(name: &str, spec: Option<HeaderMatchSpecifier>) -> HeaderMatcherProto {
         HeaderMatcherProto {
@@ -174,22 +203,22 @@ mod tests {
     #[test]
     fn header_matchers_compile() {
         let mut errors = vec![];
-        let m = header_matcher(&header("X-Env", None), &SITE, "h", &mut errors).unwrap();
+        let m = header_matcher(&header("X-Env", None), site(&at("h")), &mut errors).unwrap();
         assert_eq!(m.source, HeaderSource::Named("x-env".into()));
         assert!(matches!(m.rule, HeaderRule::Present(true)));
-        let m = header_matcher(&header(":method", None), &SITE, "h", &mut errors).unwrap();
+        let m = header_matcher(&header(":method", None), site(&at("h")), &mut errors).unwrap();
         assert_eq!(m.source, HeaderSource::Method);
         let range = Some(HeaderMatchSpecifier::RangeMatch(Int64Range {
             start: 1,
             end: 5,
         }));
-        let m = header_matcher(&header("n", range), &SITE, "h", &mut errors).unwrap();
+        let m = header_matcher(&header("n", range), site(&at("h")), &mut errors).unwrap();
         assert!(matches!(m.rule, HeaderRule::Range { start: 1, end: 5 }));
         let regex = Some(HeaderMatchSpecifier::SafeRegexMatch(RegexMatcher {
             regex: "a|b".into(),
             ..Default::default()
         }));
-        let m = header_matcher(&header("r", regex), &SITE, "h", &mut errors).unwrap();
+        let m = header_matcher(&header("r", regex), site(&at("h")), &mut errors).unwrap();
         let HeaderRule::Value(v) = &m.rule else {
             panic!()
         };
@@ -217,10 +246,10 @@ mod tests {
             ("a", bad_regex),
             ("a", empty_prefix),
         ] {
-            assert!(header_matcher(&header(name, spec), &SITE, "h", &mut errors).is_none());
+            assert!(header_matcher(&header(name, spec), site(&at("h")), &mut errors).is_none());
         }
         let none = StringMatcherProto::default();
-        assert!(string_matcher(&none, &SITE, "s", &mut errors).is_none());
+        assert!(string_matcher(&none, site(&at("s")), &mut errors).is_none());
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
