@@ -113,13 +113,17 @@ pub async fn forward(
     };
     let policy = request.retry;
     let num_retries = policy.map_or(0, |p| p.num_retries);
+    // Hosts already tried, kept only for `previous_hosts` (no allocation otherwise).
+    let previous_hosts = policy.is_some_and(|p| p.previous_hosts);
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // A stale keep-alive connection is resent once, without counting as a retry.
+    let mut resent_stale = false;
     let mut retries = Retries {
         done: 0,
         slot: None,
     };
     loop {
-        let avoid_previous = policy.is_some_and(|p| p.previous_hosts) && !tried.is_empty();
+        let avoid_previous = previous_hosts && !tried.is_empty();
         let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
         let host = match avoid_previous {
             true => cluster.pick_where(attempts, |h| !tried.contains(&h.address())),
@@ -130,7 +134,9 @@ pub async fn forward(
             record.flags.set(ResponseFlags::NO_HEALTHY_UPSTREAM);
             return Routed::Failed(LocalReply::new(503, "no healthy upstream"));
         };
-        tried.push(host.address());
+        if previous_hosts {
+            tried.push(host.address());
+        }
         record.upstream_host = Some(host.address());
         let host = ActiveHost::new(host);
         let try_started = Instant::now();
@@ -208,7 +214,8 @@ pub async fn forward(
             TryFailure::Reset {
                 reused: true,
                 sent_nothing_back: true,
-            } if body.replay().is_some() && tried.len() <= 1 + retries.done as usize => {
+            } if body.replay().is_some() && !resent_stale => {
+                resent_stale = true;
                 tried.pop();
                 continue;
             }

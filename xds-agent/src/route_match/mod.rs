@@ -23,20 +23,27 @@ impl RouteConfig {
             .map(|i| &self.virtual_hosts[i])
     }
 
-    /// The header mutations that apply to a request matched to `route` of `virtual_host`, in
-    /// the order Envoy applies them (a later level overrides an earlier one): route, virtual
-    /// host, route config — reversed by `most_specific_header_mutations_wins`.
+    /// The header mutations that apply to a request matched to `route` of `virtual_host`
+    /// (and, for a weighted route, to the chosen cluster's entry), in the order Envoy applies
+    /// them (a later level overrides an earlier one): weighted cluster, route, virtual host,
+    /// route config — reversed by `most_specific_header_mutations_wins`; absent levels are
+    /// `None`. No allocation.
     pub fn header_mutations<'a>(
         &'a self,
         virtual_host: &'a VirtualHost,
         route: &'a Route,
-    ) -> [&'a HeaderMutations; 3] {
-        let levels = [&route.headers, &virtual_host.headers, &self.headers];
+        weighted: Option<&'a HeaderMutations>,
+    ) -> [Option<&'a HeaderMutations>; 4] {
+        let mut levels = [
+            weighted,
+            Some(&route.headers),
+            Some(&virtual_host.headers),
+            Some(&self.headers),
+        ];
         if self.most_specific_header_mutations_wins {
-            [levels[2], levels[1], levels[0]]
-        } else {
-            levels
+            levels.reverse();
         }
+        levels
     }
 }
 

@@ -556,7 +556,11 @@ fn header_mutations_at_every_level() {
     assert_eq!(vh.headers.response_remove, ["x-powered-by"]);
     assert_eq!(rc.headers.response_add[0].name, "server-group");
     assert_eq!(rc.internal_only_headers, ["x-internal"]);
-    let order = rc.header_mutations(vh, route);
+    let order: Vec<_> = rc
+        .header_mutations(vh, route, None)
+        .into_iter()
+        .flatten()
+        .collect();
     assert!(std::ptr::eq(order[0], &rc.headers), "least specific first");
     assert!(std::ptr::eq(order[2], &route.headers));
 }

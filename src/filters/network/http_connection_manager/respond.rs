@@ -109,14 +109,25 @@ impl Outgoing {
         self.len() == 0
     }
 
-    /// Writes everything queued; how many bytes that was.
+    /// Writes everything queued, in `writev` batches built on the stack; how many bytes that
+    /// was.
     pub async fn write_to(&mut self, conn: &mut Buffered) -> io::Result<usize> {
+        const BATCH: usize = 8;
         let len = self.len();
-        let mut slices: Vec<io::IoSlice<'_>> = std::iter::once(&self.bytes[..])
+        let mut parts = std::iter::once(&self.bytes[..])
             .chain(self.chunks.iter().map(|c| &c[..]))
-            .map(io::IoSlice::new)
-            .collect();
-        let written = conn.write_all_vectored(&mut slices).await;
+            .filter(|part| !part.is_empty())
+            .peekable();
+        let mut written = Ok(());
+        while written.is_ok() && parts.peek().is_some() {
+            let mut batch = [io::IoSlice::new(&[]); BATCH];
+            let mut n = 0;
+            for (slot, part) in batch.iter_mut().zip(parts.by_ref()) {
+                *slot = io::IoSlice::new(part);
+                n += 1;
+            }
+            written = conn.write_all_vectored(&mut batch[..n]).await;
+        }
         self.bytes.clear();
         self.chunks.clear();
         self.chunk_bytes = 0;

@@ -1,6 +1,6 @@
 //! HTTP connection manager: what happens to a request before it goes upstream — the
 //! connection manager's admission checks and rewrites, then the HTTP filters and the route's
-//! action, down to the cluster (or the local answer) — and the route-table header levels.
+//! action, down to the cluster (or the local answer).
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -9,8 +9,8 @@ use xds_agent::{
     model::{
         http::{HttpConnectionManager, UnderscoreHeaders},
         route::{
-            ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, RouteConfig,
-            TlsRequirement, VirtualHost,
+            ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement,
+            VirtualHost,
         },
     },
     stats::inc,
@@ -95,6 +95,7 @@ pub(super) fn admit(
 
 /// Where a request goes once the filters let it through.
 pub(super) struct Chosen<'a> {
+    pub virtual_host: &'a VirtualHost,
     pub route: &'a Route,
     pub forward: &'a Forward,
     pub upgrade: Option<Bytes>,
@@ -121,7 +122,7 @@ pub(super) async fn choose<'a>(
             return Err(Refusal::keep(reply));
         }
     }
-    let Some(route) = cx.route else {
+    let (Some(virtual_host), Some(route)) = (cx.virtual_host, cx.route) else {
         inc(&c.stats.no_route);
         exchange.details = "route_not_found";
         let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
@@ -167,32 +168,13 @@ pub(super) async fn choose<'a>(
         return Err(Refusal::keep(reply));
     };
     Ok(Chosen {
+        virtual_host,
         route,
         forward,
         upgrade,
         cluster,
         weighted_headers,
     })
-}
-
-/// Header mutation levels in Envoy's order of application: weighted cluster, route, virtual
-/// host, route configuration (reversed with `most_specific_header_mutations_wins`).
-pub(super) fn levels<'r>(
-    config: &'r RouteConfig,
-    virtual_host: Option<&'r VirtualHost>,
-    route: &'r Route,
-    weighted: Option<&'r HeaderMutations>,
-) -> Vec<&'r HeaderMutations> {
-    let mut levels: Vec<&HeaderMutations> = weighted.into_iter().collect();
-    levels.push(&route.headers);
-    if let Some(v) = virtual_host {
-        levels.push(&v.headers);
-    }
-    levels.push(&config.headers);
-    if config.most_specific_header_mutations_wins {
-        levels.reverse();
-    }
-    levels
 }
 
 /// Whether a plain-HTTP request must be redirected to https (`require_tls`).

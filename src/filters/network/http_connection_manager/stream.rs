@@ -12,7 +12,7 @@ use xds_agent::{
 
 use super::{
     respond,
-    routing::{admit, choose, levels, needs_tls, Chosen},
+    routing::{admit, choose, needs_tls, Chosen},
     upstream_response::{proxy_response, respond_with, Relay},
     Connection,
 };
@@ -187,6 +187,7 @@ async fn exchange_request(
     let mut ran = 0;
     let chosen = choose(c, &cx, request, upgrade, &mut ran, exchange).await;
     let Chosen {
+        virtual_host: vhost,
         route,
         forward,
         upgrade,
@@ -215,15 +216,15 @@ async fn exchange_request(
             }
         }
     }
-    let levels = levels(config, virtual_host, route, weighted_headers);
-    for level in &levels {
+    let levels = config.header_mutations(vhost, route, weighted_headers);
+    for level in levels.into_iter().flatten() {
         mutations::remove(&mut request.headers, &level.request_remove);
         mutations::add(&mut request.headers, &level.request_add);
     }
     let retry = forward
         .retry_policy
         .as_deref()
-        .or_else(|| virtual_host.and_then(|v| v.retry_policy.as_deref()));
+        .or(vhost.retry_policy.as_deref());
     let expected = retry.and_then(|r| r.per_try_timeout).or(forward.timeout);
     if let Some(timeout) = expected {
         request.headers.set(
@@ -245,7 +246,7 @@ async fn exchange_request(
             cluster: cluster.clone(),
             head: request,
             auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
-            attempt_count: virtual_host.is_some_and(|v| v.attempt_count_to_upstream),
+            attempt_count: vhost.attempt_count_to_upstream,
             trailers: hcm.http1.enable_trailers && cluster.config.http.enable_trailers,
             framing,
             is_head_request: is_head,
@@ -315,9 +316,7 @@ async fn exchange_request(
         }
         Routed::Response(response) => {
             let relay = Relay {
-                attempts: virtual_host
-                    .filter(|v| v.attempt_count_in_response)
-                    .map(|_| record.attempts),
+                attempts: vhost.attempt_count_in_response.then_some(record.attempts),
                 levels,
                 ran,
                 keep_alive,
@@ -351,8 +350,9 @@ pub(super) async fn local(
     head.version = request.version;
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
-        if let Some(route) = cx.route {
-            for level in levels(&hcm.route_config, cx.virtual_host, route, None) {
+        if let (Some(host), Some(route)) = (cx.virtual_host, cx.route) {
+            let levels = hcm.route_config.header_mutations(host, route, None);
+            for level in levels.into_iter().flatten() {
                 mutations::remove(&mut head.headers, &level.response_remove);
                 mutations::add(&mut head.headers, &level.response_add);
             }

@@ -58,7 +58,8 @@ pub(super) fn respond_with(c: &Connection<'_>, exchange: &mut Exchange, status: 
 pub(super) struct Relay<'r> {
     /// Tries made, when the response reports them (`include_attempt_count_in_response`).
     pub attempts: Option<u32>,
-    pub levels: Vec<&'r HeaderMutations>,
+    /// Route-table header mutations, in application order (`RouteConfig::header_mutations`).
+    pub levels: [Option<&'r HeaderMutations>; 4],
     /// How many filters ran on the request (they see the response, in reverse).
     pub ran: usize,
     pub keep_alive: bool,
@@ -108,7 +109,7 @@ pub(super) async fn proxy_response(
     head.version = request.version; // answered in the client's version, as Envoy
     respond_with(c, exchange, head.status);
     exchange.details = "via_upstream";
-    for level in &levels {
+    for level in levels.into_iter().flatten() {
         mutations::remove(&mut head.headers, &level.response_remove);
         mutations::add(&mut head.headers, &level.response_add);
     }
