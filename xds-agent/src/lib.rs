@@ -13,3 +13,4 @@ pub mod signals;
 pub mod stats;
 pub mod translate;
 pub mod watch;
+pub mod xds;
