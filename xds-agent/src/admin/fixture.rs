@@ -59,6 +59,7 @@ pub fn state() -> AgentState {
         buffer_limit: 1 << 20,
         filter_chains: vec![],
         inbound: false,
+        drain_type: Default::default(),
         stats: stats.listener("0.0.0.0_10000"),
     };
     let snapshot = Snapshot {
@@ -68,6 +69,7 @@ pub fn state() -> AgentState {
             ("backend".to_string(), Arc::new(backend)),
             ("api".to_string(), Arc::new(api)),
         ]),
+        routes: HashMap::new(),
     };
     AgentState {
         stats,

@@ -256,6 +256,7 @@ impl Agent {
             generation: current.generation + 1,
             listeners: current.listeners.clone(),
             clusters,
+            routes: current.routes.clone(),
         }));
     }
 

@@ -175,11 +175,7 @@ pub fn run(
         let state = Arc::new(Mutex::new(AgentState {
             stats,
             bootstrap: bootstrap.clone(),
-            snapshot: Arc::new(Snapshot {
-                generation: 0,
-                listeners: vec![],
-                clusters: HashMap::new(),
-            }),
+            snapshot: Arc::new(Snapshot::empty()),
             applied: vec![0; shards.len()],
             server_state: ServerState::Initializing,
             healthcheck_failed: false,

@@ -19,6 +19,20 @@ pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Route tables from RDS, by name: every table an `Routes::Rds` listener names is here.
+    pub routes: HashMap<String, Arc<route::RouteConfig>>,
+}
+
+impl Snapshot {
+    /// Generation 0: nothing configured yet.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            listeners: Vec::new(),
+            clusters: HashMap::new(),
+            routes: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -32,7 +46,18 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
+    pub drain_type: DrainType,
     pub stats: Arc<ListenerStats>,
+}
+
+/// When a listener's connections drain (`drain_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DrainType {
+    /// On modification or removal, and on server drain (`/drain_listeners`, shutdown).
+    #[default]
+    Default,
+    /// Only when the listener is modified or removed.
+    ModifyOnly,
 }
 
 #[derive(Debug)]

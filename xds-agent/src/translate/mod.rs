@@ -9,6 +9,7 @@ mod access_log;
 mod address;
 mod cluster;
 mod cluster_http;
+pub mod config_source;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;
@@ -105,6 +106,7 @@ pub fn translate(
             generation: ctx.generation,
             listeners,
             clusters,
+            routes: HashMap::new(),
         })
     } else {
         let mut seen = HashSet::new();

@@ -72,6 +72,16 @@ pub const SURFACE: &[Surface] = &[
         ],
     },
     Surface {
+        message: "envoy.config.core.v3.ConfigSource",
+        supported: &["ads", "resource_api_version", "initial_fetch_timeout"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.AggregatedConfigSource",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.config.bootstrap.v3.Admin",
         supported: &["address"],
         ignored: &[
@@ -104,6 +114,7 @@ pub const SURFACE: &[Surface] = &[
             "filter_chains",
             "per_connection_buffer_limit_bytes",
             "traffic_direction",
+            "drain_type",
         ],
         ignored: &[
             ("metadata", "read only by filters that are not supported"),

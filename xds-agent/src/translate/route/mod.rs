@@ -25,6 +25,7 @@ use super::{config_hash, http_connection_manager::Problems, http_filters, Transl
 use crate::{
     model::{
         filters::PerRouteFilters,
+        http::Routes,
         route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
         NetworkFilter, Snapshot,
     },
@@ -120,11 +121,12 @@ fn previous_table(snapshot: &Snapshot, name: &str, hash: u64) -> Option<Arc<Rout
         .iter()
         .flat_map(|l| l.filter_chains.iter())
         .find_map(|chain| match &chain.network {
-            NetworkFilter::HttpConnectionManager(hcm)
-                if hcm.route_config.config_hash == hash && hcm.route_config.name == name =>
-            {
-                Some(hcm.route_config.clone())
-            }
+            NetworkFilter::HttpConnectionManager(hcm) => match &hcm.routes {
+                Routes::Static(table) if table.config_hash == hash && table.name == name => {
+                    Some(table.clone())
+                }
+                _ => None,
+            },
             _ => None,
         })
 }
