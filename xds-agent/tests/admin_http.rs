@@ -58,6 +58,7 @@ fn agent_state() -> AgentState {
         name: "backend".into(),
         config_hash: 0,
         dns: None,
+        eds: None,
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: vec![Endpoint {

@@ -34,6 +34,7 @@ pub fn state() -> AgentState {
         name: name.into(),
         config_hash: 0,
         dns: None,
+        eds: None,
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: endpoints.into(),

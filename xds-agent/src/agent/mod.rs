@@ -3,6 +3,7 @@
 //! what the rest of the process sees (options, shared state, commands, start-up).
 mod changes;
 mod event_loop;
+mod xds;
 
 use std::{
     collections::HashMap,
