@@ -103,7 +103,13 @@ pub fn translate(
     if let Some(name) = grpc_cluster {
         clusters.remove(name);
     }
-    let cluster_names: HashSet<&str> = clusters.keys().map(String::as_str).collect();
+    // Names of every cluster given (translated or not: a broken cluster is reported once).
+    let cluster_names: HashSet<&str> = statics
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| Some(*name) != grpc_cluster)
+        .collect();
     let listeners = listener::listeners(
         &statics.listeners,
         "static_resources.listeners",
