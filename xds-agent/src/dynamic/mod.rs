@@ -128,3 +128,6 @@ pub fn rds_names(listener: &Listener) -> impl Iterator<Item = &str> {
             NetworkFilter::TcpProxy(_) => None,
         })
 }
+
+#[cfg(test)]
+mod tests;
