@@ -93,6 +93,7 @@ fn agent_state() -> AgentState {
             clusters: HashMap::from([("backend".to_string(), Arc::new(cluster))]),
             routes: HashMap::new(),
         }),
+        dynamic: Default::default(),
         applied: vec![1, 1],
         server_state: ServerState::Live,
         healthcheck_failed: false,

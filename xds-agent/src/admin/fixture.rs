@@ -76,6 +76,7 @@ pub fn state() -> AgentState {
         stats,
         bootstrap: proto::from_json(proto::parse_document(BOOTSTRAP).unwrap(), false).unwrap(),
         snapshot: Arc::new(snapshot),
+        dynamic: Default::default(),
         applied: vec![1, 1],
         server_state: ServerState::Live,
         healthcheck_failed: false,

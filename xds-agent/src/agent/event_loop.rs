@@ -163,7 +163,10 @@ impl Agent {
     pub(super) async fn run(&mut self) {
         loop {
             let now = Instant::now();
-            let deadline = self.xds.as_ref().and_then(|x| x.next_deadline(now));
+            let deadline = self
+                .xds
+                .as_ref()
+                .and_then(|x| x.next_deadline(&self.lock().dynamic, now));
             let warming_ends = tokio::time::sleep_until(
                 deadline.unwrap_or(now + Duration::from_secs(3600)).into(),
             );
@@ -292,8 +295,8 @@ impl Agent {
         statics.generation = generation;
         if let Some(cluster) = statics.clusters.get_mut(&name) {
             *cluster = resolved(cluster);
-        } else if let Some(xds) = self.xds.as_mut() {
-            xds.config.replace_cluster(&name, resolved);
+        } else {
+            self.lock().dynamic.replace_cluster(&name, resolved);
         }
         let snapshot = self.compose(statics);
         self.publish(snapshot);

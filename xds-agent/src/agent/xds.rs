@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::event_loop::Agent;
+use super::{event_loop::Agent, AgentState};
 use crate::{
     dynamic::{DynamicConfig, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
     model::Snapshot,
@@ -44,7 +44,6 @@ pub(super) struct Xds {
     pub sources: DynamicSources,
     client: client::ClientHandle,
     pub events: UnboundedReceiver<ClientEvent>,
-    pub config: DynamicConfig,
     control_plane: Arc<ControlPlaneStats>,
     lds_subscribed: bool,
     started: Instant,
@@ -66,7 +65,6 @@ impl Xds {
             sources,
             client,
             events,
-            config: DynamicConfig::default(),
             control_plane,
             lds_subscribed: false,
             started: Instant::now(),
@@ -90,7 +88,7 @@ impl Xds {
 
     /// Whether the initial fetch of a wildcard type is over: a response came, or its
     /// `initial_fetch_timeout` passed (or it is not configured).
-    fn fetched(&self, type_url: &str, now: Instant) -> bool {
+    fn fetched(&self, config: &DynamicConfig, type_url: &str, now: Instant) -> bool {
         let source = match type_url {
             CLUSTER => self.sources.cds,
             _ => self.sources.lds,
@@ -98,24 +96,32 @@ impl Xds {
         let Some(source) = source else {
             return true;
         };
-        self.config.status.get(type_url).is_some_and(|s| s.received)
+        received(config, type_url)
             || source
                 .initial_fetch_timeout
                 .is_some_and(|t| now >= self.started + t)
     }
 
     /// The next moment something may stop warming.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let wildcard = [(CLUSTER, self.sources.cds), (LISTENER, self.sources.lds)]
+    pub fn next_deadline(&self, config: &DynamicConfig, now: Instant) -> Option<Instant> {
+        let wildcard = [self.sources.cds, self.sources.lds]
             .into_iter()
-            .filter_map(|(_, source)| Some(self.started + source?.initial_fetch_timeout?))
+            .filter_map(|source| Some(self.started + source?.initial_fetch_timeout?))
             .filter(|d| *d > now);
-        self.config
-            .next_deadline(now)
-            .into_iter()
-            .chain(wildcard)
-            .min()
+        config.next_deadline(now).into_iter().chain(wildcard).min()
     }
+
+    /// Whether the initial fetch is over: clusters and listeners fetched, nothing warming.
+    fn initial_fetch_done(&self, config: &DynamicConfig, now: Instant) -> bool {
+        self.lds_subscribed
+            && self.fetched(config, CLUSTER, now)
+            && self.fetched(config, LISTENER, now)
+            && !config.warming(now)
+    }
+}
+
+fn received(config: &DynamicConfig, type_url: &str) -> bool {
+    config.status.get(type_url).is_some_and(|s| s.received)
 }
 
 impl Agent {
@@ -157,14 +163,19 @@ impl Agent {
         stats::inc(&scope.shard(0).update_attempt);
         let applied = {
             let mut state = self.lock();
-            let previous = state.snapshot.clone();
+            let AgentState {
+                stats,
+                snapshot,
+                dynamic,
+                ..
+            } = &mut *state;
             let mut ctx = TranslateContext {
-                generation: previous.generation + 1,
-                stats: &mut state.stats,
-                previous: Some(&previous),
+                generation: snapshot.generation + 1,
+                stats,
+                previous: Some(snapshot),
                 dns: &self.dns,
             };
-            xds.config.apply(&update, &statics, &mut ctx)
+            dynamic.apply(&update, &statics, &mut ctx)
         };
         let cells = scope.shard(0);
         match &applied.rejection {
@@ -193,8 +204,7 @@ impl Agent {
         match (update.type_url.as_str(), generation) {
             (LISTENER, Some(generation)) => {
                 if let Some(old) = xds.pending_lds.take() {
-                    xds.client
-                        .verdict(LISTENER, &old.nonce, old.rejection.clone());
+                    xds.client.verdict(LISTENER, &old.nonce, old.rejection);
                 }
                 xds.pending_lds = Some(PendingVerdict {
                     nonce: update.nonce.clone(),
@@ -219,24 +229,21 @@ impl Agent {
     /// Keeps EDS and RDS subscriptions equal to what held clusters and listeners name, and
     /// subscribes to listeners once the initial clusters are warm.
     fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
-        match type_url {
-            CLUSTER => {
-                let names = xds.config.wanted_assignments();
-                let timeout = xds.sources.cds.and_then(|s| s.initial_fetch_timeout);
-                xds.config.wait_for(ASSIGNMENT, &names, timeout, now);
-                xds.client.subscribe(ASSIGNMENT, names);
-            }
-            LISTENER => {
-                let names = xds.config.wanted_routes();
-                let timeout = xds.sources.lds.and_then(|s| s.initial_fetch_timeout);
-                xds.config.wait_for(ROUTE, &names, timeout, now);
-                xds.client.subscribe(ROUTE, names);
-            }
-            _ => {}
+        let mut state = self.lock();
+        let config = &mut state.dynamic;
+        let (wanted, names, source) = match type_url {
+            CLUSTER => (ASSIGNMENT, config.wanted_assignments(), xds.sources.cds),
+            LISTENER => (ROUTE, config.wanted_routes(), xds.sources.lds),
+            _ => ("", Vec::new(), None),
+        };
+        if !wanted.is_empty() {
+            let timeout = source.and_then(|s| s.initial_fetch_timeout);
+            config.wait_for(wanted, &names, timeout, now);
+            xds.client.subscribe(wanted, names);
         }
         if !xds.lds_subscribed
-            && xds.fetched(CLUSTER, now)
-            && xds.config.warming_clusters(now).next().is_none()
+            && xds.fetched(config, CLUSTER, now)
+            && config.warming_clusters(now).next().is_none()
         {
             xds.subscribe_listeners();
         }
@@ -249,9 +256,11 @@ impl Agent {
         };
         let now = Instant::now();
         for type_url in [CLUSTER, LISTENER] {
-            if !xds.config.status.get(type_url).is_some_and(|s| s.received)
-                && xds.fetched(type_url, now)
-            {
+            let timed_out = {
+                let state = self.lock();
+                !received(&state.dynamic, type_url) && xds.fetched(&state.dynamic, type_url, now)
+            };
+            if timed_out {
                 stats::inc(&self.xds_stats(type_url).shard(0).init_fetch_timeout);
             }
         }
@@ -263,19 +272,20 @@ impl Agent {
     /// Assembles and publishes the next generation; marks the server live once the initial
     /// fetch is over. Returns the generation published, if one was.
     fn republish(&mut self, xds: &mut Xds, now: Instant) -> Option<u64> {
-        let generation = self.lock().snapshot.generation + 1;
-        let snapshot = xds.config.assemble(&self.statics, generation, now);
-        let unchanged = super::changes::same_config(&self.lock().snapshot, &snapshot);
+        let (snapshot, unchanged, done) = {
+            let mut state = self.lock();
+            let generation = state.snapshot.generation + 1;
+            let snapshot = state.dynamic.assemble(&self.statics, generation, now);
+            let unchanged = super::changes::same_config(&state.snapshot, &snapshot);
+            let done = xds.initial_fetch_done(&state.dynamic, now);
+            (snapshot, unchanged, done)
+        };
+        let generation = snapshot.generation;
         let published = (!unchanged).then(|| {
             self.publish(Arc::new(snapshot));
             generation
         });
-        if !xds.initialized
-            && xds.lds_subscribed
-            && xds.fetched(CLUSTER, now)
-            && xds.fetched(LISTENER, now)
-            && !xds.config.warming(now)
-        {
+        if !xds.initialized && done {
             xds.initialized = true;
             tracing::info!(
                 "initial xDS fetch done in {:?}: live",
@@ -286,65 +296,61 @@ impl Agent {
         published
     }
 
-    /// Every shard applied `generation` (or reported a bind failure for it): send the LDS
-    /// answer that waited for it, NACKing listeners that could not bind.
+    /// Every shard applied `generation` (or reported a bind failure for it): sends the LDS
+    /// answer that waited for it, NACKing listeners that could not bind (they are dropped, as
+    /// Envoy drops a listener it cannot bind).
     pub(super) fn on_generation_applied(
         &mut self,
         generation: u64,
         bind_failures: &[(String, String)],
     ) {
-        let Some(xds) = self.xds.as_mut() else {
+        let Some(mut xds) = self.xds.take() else {
             return;
         };
-        let Some(pending) = xds.pending_lds.take_if(|p| p.generation <= generation) else {
-            return;
-        };
-        let mut rejection = pending.rejection;
-        let failed: Vec<&(String, String)> = bind_failures
-            .iter()
-            .filter(|(name, _)| xds.config.listeners.contains_key(name))
-            .collect();
-        if !failed.is_empty() {
-            let message = failed
-                .iter()
-                .map(|(name, error)| format!("listeners[{name:?}].address: {error}"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let rejection = rejection.get_or_insert(Rejection {
-                message: String::new(),
-                names: Vec::new(),
-            });
-            if !rejection.message.is_empty() {
-                rejection.message.push('\n');
+        if let Some(pending) = xds.pending_lds.take_if(|p| p.generation <= generation) {
+            let mut rejection = pending.rejection;
+            let mut dropped = false;
+            {
+                let mut state = self.lock();
+                for (name, error) in bind_failures {
+                    if state.dynamic.listeners.remove(name).is_none() {
+                        continue;
+                    }
+                    dropped = true;
+                    let nack = rejection.get_or_insert(Rejection {
+                        message: String::new(),
+                        names: Vec::new(),
+                    });
+                    if !nack.message.is_empty() {
+                        nack.message.push('\n');
+                    }
+                    nack.message
+                        .push_str(&format!("listeners[{name:?}].address: {error}"));
+                    nack.names.push(name.clone());
+                }
             }
-            rejection.message.push_str(&message);
-            for (name, _) in &failed {
-                rejection.names.push(name.clone());
-                xds.config.listeners.remove(name);
+            xds.client.verdict(LISTENER, &pending.nonce, rejection);
+            if dropped {
+                self.republish(&mut xds, Instant::now());
             }
         }
-        xds.client.verdict(LISTENER, &pending.nonce, rejection);
-        if !failed.is_empty() {
-            let mut xds = self.xds.take().expect("checked above");
-            self.republish(&mut xds, Instant::now());
-            self.xds = Some(xds);
-        }
+        self.xds = Some(xds);
     }
 
     /// Composes the current static translation with the dynamic config (after a bootstrap
     /// reload or a DNS change).
     pub(super) fn compose(&mut self, statics: Snapshot) -> Arc<Snapshot> {
         self.statics = Arc::new(statics);
-        match self.xds.as_mut() {
-            Some(xds) => {
-                let generation = self.statics.generation;
-                Arc::new(
-                    xds.config
-                        .assemble(&self.statics, generation, Instant::now()),
-                )
-            }
-            None => self.statics.clone(),
+        if self.xds.is_none() {
+            return self.statics.clone();
         }
+        let generation = self.statics.generation;
+        let mut state = self.lock();
+        Arc::new(
+            state
+                .dynamic
+                .assemble(&self.statics, generation, Instant::now()),
+        )
     }
 
     pub(super) fn mark_live(&mut self) {
