@@ -106,10 +106,11 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-from google.protobuf import any_pb2, json_format, symbol_database
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
+from xds.type.v3 import typed_struct_pb2  # noqa: F401 (the fallback for unknown @types)
 
 import istio_types
 
@@ -155,7 +156,9 @@ def _import_types_in(value) -> None:
 def _message_class(type_url: str):
     full_name = type_url[len(TYPE_PREFIX):] if type_url.startswith(TYPE_PREFIX) else type_url
     _import_package_of(full_name)
-    return symbol_database.Default().GetSymbol(full_name)
+    return message_factory.GetMessageClass(
+        descriptor_pool.Default().FindMessageTypeByName(full_name)
+    )
 
 
 def resource_name(type_url: str, doc: dict) -> str:
