@@ -481,7 +481,8 @@ fn convert_dump(dump: &Path, out: &Path) -> Vec<String> {
     stdout.lines().map(str::to_string).collect()
 }
 
-/// Envoy's verdict on one type: what it ACKed and NACKed (first NACK's message, cut short).
+/// Envoy's verdict on one type: what it ACKed and NACKed, with the first NACK's message (which
+/// Envoy itself cuts at 4 KiB).
 fn verdict(record: &Value) -> Option<String> {
     let acked = record["acked"].as_array().cloned().unwrap_or_default();
     let nacked = record["nacked"].as_array().cloned().unwrap_or_default();
@@ -493,8 +494,7 @@ fn verdict(record: &Value) -> Option<String> {
         let msg = first["error_detail"]["message"]
             .as_str()
             .unwrap_or_default();
-        let cut: String = msg.chars().take(400).collect();
-        out.push_str(&format!(": {cut}"));
+        out.push_str(&format!(": {msg}"));
     }
     Some(out)
 }
