@@ -79,3 +79,81 @@ fn resource(any: Any, version: &str) -> Option<Resource> {
         body: any,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment,
+    };
+
+    use super::*;
+
+    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+    fn any<M: Message>(type_url: &str, message: &M) -> Any {
+        Any {
+            type_url: type_url.into(),
+            value: message.encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_bodies_and_cds_is_full_state() {
+        let cluster = Cluster {
+            name: "backend".into(),
+            ..Default::default()
+        };
+        let update = decode(DiscoveryResponse {
+            version_info: "3".into(),
+            resources: vec![any(CDS, &cluster), any(CDS, &Cluster::default())],
+            type_url: CDS.into(),
+            nonce: "n".into(),
+            ..Default::default()
+        });
+        assert!(update.full_state);
+        assert_eq!((update.version_info.as_str(), update.nonce.as_str()), ("3", "n"));
+        let names: Vec<_> = update.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["backend", ""]);
+        assert!(update.resources.iter().all(|r| r.version == "3"));
+        assert_eq!(Cluster::decode(update.resources[0].body.value.as_slice()), Ok(cluster));
+    }
+
+    #[test]
+    fn wrapped_resources_are_unwrapped_and_eds_is_not_full_state() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "backend".into(),
+            ..Default::default()
+        };
+        let wrapper = Wrapped {
+            name: "backend".into(),
+            resource: Some(any(EDS, &cla)),
+            ..Default::default()
+        };
+        let wrapper_url = "type.googleapis.com/envoy.service.discovery.v3.Resource";
+        let update = decode(DiscoveryResponse {
+            version_info: "1".into(),
+            resources: vec![any(wrapper_url, &wrapper), any(wrapper_url, &Wrapped::default())],
+            type_url: EDS.into(),
+            ..Default::default()
+        });
+        assert!(!update.full_state);
+        assert_eq!(update.resources.len(), 1, "a body-less wrapper is dropped");
+        assert_eq!(update.resources[0].name, "backend");
+        assert_eq!(update.resources[0].body.type_url, EDS);
+    }
+
+    #[test]
+    fn an_undecodable_body_keeps_an_empty_name_for_the_agent_to_reject() {
+        let update = decode(DiscoveryResponse {
+            resources: vec![Any {
+                type_url: CDS.into(),
+                value: vec![0x0a, 0xff],
+            }],
+            type_url: CDS.into(),
+            ..Default::default()
+        });
+        assert_eq!(update.resources.len(), 1);
+        assert_eq!(update.resources[0].name, "");
+    }
+}
