@@ -67,7 +67,10 @@ mod tests {
         let delays: Vec<Duration> = (0..200).map(|_| backoff.next_delay()).collect();
         assert!(delays.iter().all(|d| *d <= MAX));
         let distinct: std::collections::HashSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 100, "full jitter spreads delays: {distinct:?}");
+        assert!(
+            distinct.len() > 100,
+            "full jitter spreads delays: {distinct:?}"
+        );
         assert!(delays.iter().any(|d| *d < MAX / 2));
     }
 

@@ -112,11 +112,17 @@ mod tests {
             ..Default::default()
         });
         assert!(update.full_state);
-        assert_eq!((update.version_info.as_str(), update.nonce.as_str()), ("3", "n"));
+        assert_eq!(
+            (update.version_info.as_str(), update.nonce.as_str()),
+            ("3", "n")
+        );
         let names: Vec<_> = update.resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["backend", ""]);
         assert!(update.resources.iter().all(|r| r.version == "3"));
-        assert_eq!(Cluster::decode(update.resources[0].body.value.as_slice()), Ok(cluster));
+        assert_eq!(
+            Cluster::decode(update.resources[0].body.value.as_slice()),
+            Ok(cluster)
+        );
     }
 
     #[test]
@@ -133,7 +139,10 @@ mod tests {
         let wrapper_url = "type.googleapis.com/envoy.service.discovery.v3.Resource";
         let update = decode(DiscoveryResponse {
             version_info: "1".into(),
-            resources: vec![any(wrapper_url, &wrapper), any(wrapper_url, &Wrapped::default())],
+            resources: vec![
+                any(wrapper_url, &wrapper),
+                any(wrapper_url, &Wrapped::default()),
+            ],
             type_url: EDS.into(),
             ..Default::default()
         });

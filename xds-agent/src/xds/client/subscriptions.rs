@@ -149,7 +149,9 @@ impl Subscriptions {
         self.streams += 1;
         self.live = Some(self.streams);
         self.node_sent = false;
-        (0..self.types.len()).map(|i| self.first_request(i)).collect()
+        (0..self.types.len())
+            .map(|i| self.first_request(i))
+            .collect()
     }
 
     pub(super) fn end_stream(&mut self) {
@@ -192,7 +194,11 @@ impl Subscriptions {
     /// a type nobody subscribed (ignored, as Envoy does).
     pub(super) fn receive(&mut self, update: Update) -> Option<Update> {
         let stream = self.live?;
-        let Some(ty) = self.types.iter_mut().find(|t| t.type_url == update.type_url) else {
+        let Some(ty) = self
+            .types
+            .iter_mut()
+            .find(|t| t.type_url == update.type_url)
+        else {
             debug!(type_url = %update.type_url, "xDS response for an unsubscribed type ignored");
             return None;
         };
@@ -209,7 +215,11 @@ impl Subscriptions {
             } else {
                 Vec::new()
             },
-            removed: if self.delta { update.removed.clone() } else { Vec::new() },
+            removed: if self.delta {
+                update.removed.clone()
+            } else {
+                Vec::new()
+            },
         });
         Some(update)
     }
@@ -223,12 +233,18 @@ impl Subscriptions {
         rejection: Option<Rejection>,
     ) -> Option<Request> {
         let Some(i) = self.types.iter().position(|t| t.type_url == type_url) else {
-            debug!(type_url, nonce, "xDS verdict for an unsubscribed type ignored");
+            debug!(
+                type_url,
+                nonce, "xDS verdict for an unsubscribed type ignored"
+            );
             return None;
         };
         let ty = &mut self.types[i];
         let Some(at) = ty.pending.iter().position(|p| p.nonce == nonce) else {
-            debug!(type_url, nonce, "xDS verdict for an unknown response ignored");
+            debug!(
+                type_url,
+                nonce, "xDS verdict for an unknown response ignored"
+            );
             return None;
         };
         let pending = ty.pending.remove(at)?;

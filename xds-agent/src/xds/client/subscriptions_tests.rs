@@ -65,11 +65,15 @@ fn rejection(message: &str, rejected: &[&str]) -> Option<Rejection> {
 }
 
 fn sotw(request: Option<Request>) -> DiscoveryRequest {
-    request.and_then(Request::into_sotw).expect("a SotW request")
+    request
+        .and_then(Request::into_sotw)
+        .expect("a SotW request")
 }
 
 fn delta(request: Option<Request>) -> DeltaDiscoveryRequest {
-    request.and_then(Request::into_delta).expect("a Delta request")
+    request
+        .and_then(Request::into_delta)
+        .expect("a Delta request")
 }
 
 fn initial_versions(request: &DeltaDiscoveryRequest) -> HashMap<&str, &str> {
@@ -81,7 +85,11 @@ fn initial_versions(request: &DeltaDiscoveryRequest) -> HashMap<&str, &str> {
 #[test]
 fn sotw_first_request_names_the_type_and_carries_no_version_or_nonce() {
     let mut subs = Subscriptions::new(&settings(false, false));
-    assert_eq!(subs.subscribe(EDS, names(&["b", "a"])), None, "no stream yet");
+    assert_eq!(
+        subs.subscribe(EDS, names(&["b", "a"])),
+        None,
+        "no stream yet"
+    );
     let first = subs.start_stream();
     assert_eq!(first.len(), 1);
     let request = sotw(first.into_iter().next());
@@ -100,13 +108,19 @@ fn sotw_ack_carries_the_response_version_and_nack_the_previous_one() {
     subs.start_stream();
     subs.receive(update(CDS, "v1", "n1", &[("c1", "v1")]));
     let ack = sotw(subs.verdict(CDS, "n1", None));
-    assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("v1", "n1"));
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("v1", "n1")
+    );
     assert!(ack.error_detail.is_none());
     assert!(ack.resource_names.is_empty(), "wildcard");
 
     subs.receive(update(CDS, "v2", "n2", &[("c1", "v2")]));
     let nack = sotw(subs.verdict(CDS, "n2", rejection("cluster c1: bad lb_policy", &["c1"])));
-    assert_eq!((nack.version_info.as_str(), nack.response_nonce.as_str()), ("v1", "n2"));
+    assert_eq!(
+        (nack.version_info.as_str(), nack.response_nonce.as_str()),
+        ("v1", "n2")
+    );
     let status = nack.error_detail.expect("error_detail on a NACK");
     assert_eq!(status.code, 13, "INTERNAL, as Envoy");
     assert_eq!(status.message, "cluster c1: bad lb_policy");
@@ -114,7 +128,10 @@ fn sotw_ack_carries_the_response_version_and_nack_the_previous_one() {
     // A new stream restates the last accepted version.
     subs.end_stream();
     let again = sotw(subs.start_stream().into_iter().next());
-    assert_eq!((again.version_info.as_str(), again.response_nonce.as_str()), ("v1", ""));
+    assert_eq!(
+        (again.version_info.as_str(), again.response_nonce.as_str()),
+        ("v1", "")
+    );
 }
 
 #[test]
@@ -129,10 +146,16 @@ fn node_goes_on_every_request_or_only_the_streams_first() {
             .collect();
         assert_eq!(nodes, [true, !first_only]);
         subs.receive(update(CDS, "1", "n1", &[]));
-        assert_eq!(sotw(subs.verdict(CDS, "n1", None)).node.is_some(), !first_only);
+        assert_eq!(
+            sotw(subs.verdict(CDS, "n1", None)).node.is_some(),
+            !first_only
+        );
         subs.end_stream();
         let again = sotw(subs.start_stream().into_iter().next());
-        assert!(again.node.is_some(), "a new stream's first request has the node");
+        assert!(
+            again.node.is_some(),
+            "a new stream's first request has the node"
+        );
     }
 }
 
@@ -147,7 +170,13 @@ fn sotw_subscription_change_sends_the_full_list_with_the_last_nonce() {
     assert_eq!(subs.subscribe(EDS, names(&["a"])), None, "unchanged");
     let request = sotw(subs.subscribe(EDS, names(&["a", "b"])));
     assert_eq!(request.resource_names, ["a", "b"]);
-    assert_eq!((request.version_info.as_str(), request.response_nonce.as_str()), ("1", "n1"));
+    assert_eq!(
+        (
+            request.version_info.as_str(),
+            request.response_nonce.as_str()
+        ),
+        ("1", "n1")
+    );
 }
 
 #[test]
@@ -212,7 +241,10 @@ fn delta_ack_and_nack_answer_by_nonce() {
     let nack = delta(subs.verdict(CDS, "n2", rejection("c2: no endpoints", &["c2"])));
     assert_eq!(nack.response_nonce, "n2");
     let status = nack.error_detail.expect("error_detail");
-    assert_eq!((status.code, status.message.as_str()), (13, "c2: no endpoints"));
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (13, "c2: no endpoints")
+    );
 }
 
 #[test]
@@ -220,10 +252,20 @@ fn delta_reconnect_reports_what_is_held_after_accepts_rejections_and_removals() 
     let mut subs = Subscriptions::new(&settings(true, false));
     subs.subscribe(CDS, vec![]);
     subs.start_stream();
-    subs.receive(update(CDS, "1", "n1", &[("a", "a1"), ("b", "b1"), ("c", "c1")]));
+    subs.receive(update(
+        CDS,
+        "1",
+        "n1",
+        &[("a", "a1"), ("b", "b1"), ("c", "c1")],
+    ));
     subs.verdict(CDS, "n1", None);
     // b's new version is rejected: b stays at b1; d is rejected outright.
-    subs.receive(update(CDS, "2", "n2", &[("b", "b2"), ("d", "d1"), ("e", "e1")]));
+    subs.receive(update(
+        CDS,
+        "2",
+        "n2",
+        &[("b", "b2"), ("d", "d1"), ("e", "e1")],
+    ));
     subs.verdict(CDS, "n2", rejection("bad", &["b", "d"]));
     subs.receive(removal(CDS, "n3", &["c"]));
     subs.verdict(CDS, "n3", None);
@@ -236,7 +278,10 @@ fn delta_reconnect_reports_what_is_held_after_accepts_rejections_and_removals() 
         initial_versions(&first),
         HashMap::from([("a", "a1"), ("b", "b1"), ("e", "e1")])
     );
-    assert!(first.resource_names_subscribe.is_empty(), "still a wildcard");
+    assert!(
+        first.resource_names_subscribe.is_empty(),
+        "still a wildcard"
+    );
     assert_eq!(first.response_nonce, "");
 
     // The late verdict for the dead stream is recorded but not sent.

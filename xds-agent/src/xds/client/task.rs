@@ -53,7 +53,11 @@ pub(super) async fn run(
             outbox: None,
             got_response: false,
         };
-        if agent.serve(tokio::time::sleep(backoff.next_delay())).await.is_none() {
+        if agent
+            .serve(tokio::time::sleep(backoff.next_delay()))
+            .await
+            .is_none()
+        {
             return;
         }
     }
@@ -82,7 +86,10 @@ impl Agent<'_> {
             outbox.send(request).ok()?;
         }
         self.outbox = Some(outbox);
-        let mut inbox = match self.serve(transport::open(channel, settings, requests)).await? {
+        let mut inbox = match self
+            .serve(transport::open(channel, settings, requests))
+            .await?
+        {
             Ok(inbox) => inbox,
             Err(e) => return Some(e),
         };
