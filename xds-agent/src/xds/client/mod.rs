@@ -12,8 +12,6 @@ mod transport;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::debug;
 
-pub use transport::TransportError;
-
 use super::{ClientEvent, Rejection, StreamSettings};
 
 /// Starts a stream task on the current tokio runtime (current-thread). It connects, keeps

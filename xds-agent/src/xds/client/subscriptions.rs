@@ -83,6 +83,20 @@ impl TypeState {
         }
     }
 
+    /// Replaces the names; false when they are the same. Delta no longer holds a resource
+    /// that is no longer subscribed.
+    fn set_names(&mut self, names: BTreeSet<String>) -> bool {
+        if self.names == names {
+            return false;
+        }
+        self.names = names;
+        if !self.names.is_empty() {
+            let names = &self.names;
+            self.held.retain(|name, _| names.contains(name));
+        }
+        true
+    }
+
     /// Records what the agent accepted of `pending`.
     fn settle(&mut self, pending: &Pending, rejection: Option<&Rejection>) {
         let Some(rejection) = rejection else {
@@ -167,27 +181,21 @@ impl Subscriptions {
             self.types.push(TypeState::new(type_url, names));
             return self.live.map(|_| self.first_request(self.types.len() - 1));
         };
-        let ty = &mut self.types[i];
-        if ty.names == names {
+        if !self.types[i].set_names(names) {
             return None;
-        }
-        ty.names = names;
-        let TypeState { held, names, .. } = ty;
-        if !names.is_empty() {
-            held.retain(|name, _| names.contains(name));
         }
         let live = self.live?;
         if self.types[i].pending.iter().any(|p| p.stream == live) {
             return None;
         }
-        let node = self.node_for_request();
-        let ty = &mut self.types[i];
-        Some(if self.delta {
-            Request::Delta(delta::request(ty, node, String::new(), None))
+        // Not an answer: Delta sends no nonce; state of the world restates the last one, as
+        // Envoy does, with the accepted version.
+        let nonce = if self.delta {
+            String::new()
         } else {
-            let nonce = ty.last_nonce.clone();
-            Request::Sotw(sotw::request(ty, node, nonce, None))
-        })
+            self.types[i].last_nonce.clone()
+        };
+        Some(self.later_request(i, nonce, None))
     }
 
     /// Notes a response from the live stream; the update the agent must answer, or None for
@@ -257,13 +265,18 @@ impl Subscriptions {
             message: r.message,
             details: Vec::new(),
         });
+        Some(self.later_request(i, pending.nonce, error))
+    }
+
+    /// A request after the type's first on the stream.
+    fn later_request(&mut self, i: usize, nonce: String, error: Option<Status>) -> Request {
         let node = self.node_for_request();
         let ty = &mut self.types[i];
-        Some(if self.delta {
-            Request::Delta(delta::request(ty, node, pending.nonce, error))
+        if self.delta {
+            Request::Delta(delta::request(ty, node, nonce, error))
         } else {
-            Request::Sotw(sotw::request(ty, node, pending.nonce, error))
-        })
+            Request::Sotw(sotw::request(ty, node, nonce, error))
+        }
     }
 
     fn first_request(&mut self, i: usize) -> Request {

@@ -3,7 +3,10 @@
 
 use std::future::Future;
 
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::{
+    sync::mpsc::{self, UnboundedReceiver, UnboundedSender},
+    time::sleep,
+};
 use tracing::debug;
 
 use super::{
@@ -17,63 +20,50 @@ use crate::xds::{ClientEvent, StreamSettings};
 /// Runs streams until the agent drops every handle or stops listening for events.
 pub(super) async fn run(
     settings: StreamSettings,
-    mut commands: UnboundedReceiver<Command>,
+    commands: UnboundedReceiver<Command>,
     events: UnboundedSender<ClientEvent>,
 ) {
     let service = settings.service;
-    let mut subscriptions = Subscriptions::new(&settings);
+    let mut agent = Agent {
+        subscriptions: Subscriptions::new(&settings),
+        commands,
+        events,
+        outbox: None,
+        got_response: false,
+    };
     let mut backoff = Backoff::new();
     loop {
-        let mut agent = Agent {
-            commands: &mut commands,
-            events: &events,
-            subscriptions: &mut subscriptions,
-            outbox: None,
-            got_response: false,
-        };
         let Some(failure) = agent.stream_once(&settings).await else {
             return;
         };
-        if agent.got_response {
+        agent.outbox = None;
+        agent.subscriptions.end_stream();
+        if std::mem::take(&mut agent.got_response) {
             backoff.reset();
         }
-        subscriptions.end_stream();
         debug!(?service, %failure, "xDS stream ended");
         let reason = failure.to_string();
-        if events
+        let gone = (agent.events)
             .send(ClientEvent::Disconnected { service, reason })
-            .is_err()
-        {
-            return;
-        }
-        let mut agent = Agent {
-            commands: &mut commands,
-            events: &events,
-            subscriptions: &mut subscriptions,
-            outbox: None,
-            got_response: false,
-        };
-        if agent
-            .serve(tokio::time::sleep(backoff.next_delay()))
-            .await
-            .is_none()
-        {
+            .is_err();
+        if gone || agent.serve(sleep(backoff.next_delay())).await.is_none() {
             return;
         }
     }
 }
 
-/// One stream attempt's view of the agent's side.
-struct Agent<'a> {
-    commands: &'a mut UnboundedReceiver<Command>,
-    events: &'a UnboundedSender<ClientEvent>,
-    subscriptions: &'a mut Subscriptions,
+/// The task's link with the agent, and the state of the current stream attempt.
+struct Agent {
+    subscriptions: Subscriptions,
+    commands: UnboundedReceiver<Command>,
+    events: UnboundedSender<ClientEvent>,
     /// The live stream's requests.
     outbox: Option<UnboundedSender<Request>>,
+    /// The current stream got a response (the back-off then starts over).
     got_response: bool,
 }
 
-impl Agent<'_> {
+impl Agent {
     /// Connects and serves one stream until it fails (Some(why)); None when the agent is gone.
     async fn stream_once(&mut self, settings: &StreamSettings) -> Option<TransportError> {
         let service = settings.service;

@@ -27,7 +27,7 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// Why a stream attempt ended.
 #[derive(Debug, thiserror::Error)]
-pub enum TransportError {
+pub(super) enum TransportError {
     #[error("cannot connect to the control plane at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("the control plane failed the stream: {0}")]
