@@ -108,7 +108,7 @@ fn lookup<'a>(rc: &'a RouteConfig, requests: &'a [Request]) -> impl FnMut() -> u
 
 fn routes(snapshot: &Snapshot) -> &RouteConfig {
     match &snapshot.listeners[0].filter_chains[0].network {
-        NetworkFilter::HttpConnectionManager(h) => &h.route_config,
+        NetworkFilter::HttpConnectionManager(h) => h.routes.inline().expect("inline table"),
         NetworkFilter::TcpProxy(_) => unreachable!("the bench table is HTTP"),
     }
 }

@@ -2,14 +2,17 @@
 use std::cell::{Cell, RefCell};
 
 use crate::{
-    access_log::LogWriters, net::drain::DrainSignal, net::relay::SCRATCH_BYTES,
-    proxy::cluster_manager::ClusterManager, stream::date::DateCache,
+    access_log::LogWriters, filters::network::http_connection_manager::RdsTables,
+    net::drain::DrainSignal, net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
+    stream::date::DateCache,
 };
 
 pub struct ShardContext {
     pub id: usize,
     pub shards: usize,
     pub clusters: RefCell<ClusterManager>,
+    /// RDS route tables (swapped by each snapshot).
+    pub routes: RdsTables,
     pub logs: LogWriters,
     /// The process is draining (SIGTERM, `/quitquitquit`, `/drain_listeners`): HTTP
     /// connections close after their current response (`connection: close`) or at once when
@@ -28,6 +31,7 @@ impl ShardContext {
             id,
             shards,
             clusters: RefCell::new(ClusterManager::default()),
+            routes: RdsTables::default(),
             logs: LogWriters::default(),
             date: DateCache::default(),
             drain: DrainSignal::default(),

@@ -110,6 +110,7 @@ fn apply(
     ctx.clusters
         .borrow_mut()
         .apply(&snapshot, ctx.id, ctx.shards);
+    ctx.routes.apply(&snapshot);
     for (listener, error) in listeners.apply(ctx, &snapshot) {
         let _ = events.send(ShardEvent::BindFailed {
             shard: ctx.id,

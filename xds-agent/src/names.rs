@@ -39,8 +39,5 @@ pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
 /// The previous-hosts predicate's well-known name (accepted without a typed config).
 pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";
 
-/// xDS resource types whose state-of-the-world responses hold every resource (LDS, CDS).
-pub const LISTENER: &str = "envoy.config.listener.v3.Listener";
-pub const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
 /// The wrapper a state-of-the-world response may put around each resource (name, version).
 pub const DISCOVERY_RESOURCE: &str = "envoy.service.discovery.v3.Resource";

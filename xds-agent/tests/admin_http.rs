@@ -58,6 +58,7 @@ fn agent_state() -> AgentState {
         name: "backend".into(),
         config_hash: 0,
         dns: None,
+        eds: None,
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: vec![Endpoint {
@@ -79,6 +80,7 @@ fn agent_state() -> AgentState {
         buffer_limit: 1 << 20,
         filter_chains: vec![],
         inbound: true,
+        drain_type: Default::default(),
         stats: registry.listener("127.0.0.1_10000"),
     };
     stats::inc(&listener.stats.shard(0).downstream_cx_active);
@@ -89,6 +91,7 @@ fn agent_state() -> AgentState {
             generation: 1,
             listeners: vec![Arc::new(listener)],
             clusters: HashMap::from([("backend".to_string(), Arc::new(cluster))]),
+            routes: HashMap::new(),
         }),
         applied: vec![1, 1],
         server_state: ServerState::Live,

@@ -7,7 +7,7 @@ use xds_agent::{
     model::{
         filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
         http::{
-            EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy,
+            EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, Routes,
             ServerHeader, UnderscoreHeaders,
         },
         route::{
@@ -89,7 +89,7 @@ impl World {
         };
         let hcm = HttpConnectionManager {
             stat_prefix: "test".into(),
-            route_config: Arc::new(route_config),
+            routes: Routes::Static(Arc::new(route_config)),
             filters,
             use_remote_address: false,
             xff_num_trusted_hops: 0,
@@ -127,7 +127,10 @@ impl World {
 
     /// The test route answers directly instead of forwarding.
     pub fn answering_directly(mut self) -> Self {
-        let config = Arc::get_mut(&mut self.hcm.route_config).expect("not shared yet");
+        let Routes::Static(table) = &mut self.hcm.routes else {
+            unreachable!("the test table is inline")
+        };
+        let config = Arc::get_mut(table).expect("not shared yet");
         config.virtual_hosts[0].routes[0].action = RouteAction::DirectResponse(DirectResponse {
             status: 200,
             body: None,
@@ -137,7 +140,7 @@ impl World {
 
     /// A stream on the test route.
     pub fn cx(&self) -> StreamContext<'_> {
-        let vhost = &self.hcm.route_config.virtual_hosts[0];
+        let vhost = &self.hcm.routes.inline().expect("inline").virtual_hosts[0];
         StreamContext {
             shard: &self.shard,
             hcm: &self.hcm,

@@ -34,6 +34,7 @@ pub fn state() -> AgentState {
         name: name.into(),
         config_hash: 0,
         dns: None,
+        eds: None,
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: endpoints.into(),
@@ -59,6 +60,7 @@ pub fn state() -> AgentState {
         buffer_limit: 1 << 20,
         filter_chains: vec![],
         inbound: false,
+        drain_type: Default::default(),
         stats: stats.listener("0.0.0.0_10000"),
     };
     let snapshot = Snapshot {
@@ -68,6 +70,7 @@ pub fn state() -> AgentState {
             ("backend".to_string(), Arc::new(backend)),
             ("api".to_string(), Arc::new(api)),
         ]),
+        routes: HashMap::new(),
     };
     AgentState {
         stats,

@@ -3,6 +3,7 @@
 //! what the rest of the process sees (options, shared state, commands, start-up).
 mod changes;
 mod event_loop;
+mod xds;
 
 use std::{
     collections::HashMap,
@@ -175,11 +176,7 @@ pub fn run(
         let state = Arc::new(Mutex::new(AgentState {
             stats,
             bootstrap: bootstrap.clone(),
-            snapshot: Arc::new(Snapshot {
-                generation: 0,
-                listeners: vec![],
-                clusters: HashMap::new(),
-            }),
+            snapshot: Arc::new(Snapshot::empty()),
             applied: vec![0; shards.len()],
             server_state: ServerState::Initializing,
             healthcheck_failed: false,

@@ -8,11 +8,30 @@ use super::{
 };
 use crate::{access_log::AccessLog, stats::HttpStats};
 
+/// Where a connection manager's route table comes from.
+#[derive(Debug)]
+pub enum Routes {
+    /// Inline `route_config`: fixed for the listener's life.
+    Static(Arc<RouteConfig>),
+    /// `rds`: the table of this name in the current snapshot (`Snapshot::routes`). Updates
+    /// reach open connections from their next stream on, as in Envoy.
+    Rds(String),
+}
+
+impl Routes {
+    /// The inline table, if the routes are not from RDS.
+    pub fn inline(&self) -> Option<&Arc<RouteConfig>> {
+        match self {
+            Routes::Static(table) => Some(table),
+            Routes::Rds(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
-    /// Inline `route_config` (RDS arrives with xDS).
-    pub route_config: Arc<RouteConfig>,
+    pub routes: Routes,
     /// The decoder/encoder filters before the router, in config order. The router is implied
     /// (the translator requires it to be last).
     pub filters: Vec<HttpFilter>,

@@ -14,11 +14,25 @@ use crate::{
 
 /// One immutable generation of the whole config. Unchanged parts are shared (`Arc`) with the
 /// previous generation so shards can tell what changed by pointer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Route tables from RDS, by name: every table an `Routes::Rds` listener names is here.
+    pub routes: HashMap<String, Arc<route::RouteConfig>>,
+}
+
+impl Snapshot {
+    /// Generation 0: nothing configured yet.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            listeners: Vec::new(),
+            clusters: HashMap::new(),
+            routes: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -32,7 +46,18 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
+    pub drain_type: DrainType,
     pub stats: Arc<ListenerStats>,
+}
+
+/// When a listener's connections drain (`drain_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DrainType {
+    /// On modification or removal, and on server drain (`/drain_listeners`, shutdown).
+    #[default]
+    Default,
+    /// Only when the listener is modified or removed.
+    ModifyOnly,
 }
 
 #[derive(Debug)]
@@ -99,6 +124,9 @@ pub struct Cluster {
     /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes
     /// the addresses as `endpoints`.
     pub dns: Option<DnsTarget>,
+    /// Set for EDS clusters: the `ClusterLoadAssignment` name (`service_name`, else the
+    /// cluster's name) whose endpoints the agent publishes as `endpoints`.
+    pub eds: Option<String>,
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
     pub endpoints: Arc<[Endpoint]>,

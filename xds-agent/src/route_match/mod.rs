@@ -16,6 +16,19 @@ pub use rewrite::{https_redirect_location, RegexRewrite, RewriteError};
 use crate::model::route::{HeaderMutations, Route, RouteConfig, RouteRequest, VirtualHost};
 
 impl RouteConfig {
+    /// A table with no virtual hosts: every request gets 404 (no route).
+    pub fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            config_hash: 0,
+            virtual_hosts: Vec::new(),
+            vhost_index: Default::default(),
+            headers: Default::default(),
+            most_specific_header_mutations_wins: false,
+            internal_only_headers: Vec::new(),
+        }
+    }
+
     /// The virtual host for a request's authority (`host` header), most specific domain first.
     pub fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualHost> {
         self.vhost_index

@@ -381,6 +381,28 @@ stat_scope!(
     }
 );
 
+// `version`: a hash of the last accepted `version_info` (Envoy's gauge); `update_time`: when
+// the last update was accepted, in ms since the epoch.
+stat_scope!(
+    XdsStats,
+    XdsCells {
+        update_attempt: Counter,
+        update_success: Counter,
+        update_rejected: Counter,
+        update_failure: Counter,
+        init_fetch_timeout: Counter,
+        version: Gauge,
+        update_time: Gauge,
+    }
+);
+
+stat_scope!(
+    ControlPlaneStats,
+    ControlPlaneCells {
+        connected_state: Gauge,
+    }
+);
+
 stat_scope!(
     ConfigReloadStats,
     ConfigReloadCells {

@@ -17,13 +17,14 @@ use envoy_types::pb::{
 };
 
 use super::{
-    access_log::access_logs, duration, http_filters, route, TranslateContext, TranslateError,
+    access_log::access_logs, config_source::ads_source, duration, http_filters, route,
+    TranslateContext, TranslateError,
 };
 use crate::{
     model::filters::HttpFilter,
     model::http::{
-        EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, ServerHeader,
-        UnderscoreHeaders,
+        EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, Routes,
+        ServerHeader, UnderscoreHeaders,
     },
     names,
 };
@@ -106,21 +107,28 @@ pub(super) fn http_connection_manager(
     if config.stat_prefix.is_empty() {
         p.add(at("stat_prefix"), "stat_prefix is required");
     }
-    let route_config = match &config.route_specifier {
+    let routes = match &config.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
-            route::route_config(rc, &at("route_config"), clusters, ctx, &mut p)
+            route::route_config(rc, &at("route_config"), clusters, true, ctx, &mut p)
+                .map(Routes::Static)
         }
-        Some(RouteSpecifier::Rds(_)) => {
-            p.add(
-                at("rds"),
-                "rds needs xDS (issue 4); use an inline route_config",
+        Some(RouteSpecifier::Rds(rds)) => {
+            let source = ads_source(
+                rds.config_source.as_ref(),
+                &at("rds.config_source"),
+                p.errors,
             );
-            None
+            if rds.route_config_name.is_empty() {
+                p.add(at("rds.route_config_name"), "route_config_name is required");
+            }
+            source
+                .filter(|_| !rds.route_config_name.is_empty())
+                .map(|_| Routes::Rds(rds.route_config_name.clone()))
         }
         // Scoped routes are rejected by the walker.
         Some(_) => None,
         None => {
-            p.add(path, "route_config is required");
+            p.add(path, "route_config or rds is required");
             None
         }
     };
@@ -159,7 +167,7 @@ pub(super) fn http_connection_manager(
     let http1 = config.http_protocol_options.clone().unwrap_or_default();
     Some(HttpConnectionManager {
         stat_prefix: config.stat_prefix.clone(),
-        route_config: route_config?,
+        routes: routes?,
         filters,
         use_remote_address: config.use_remote_address.is_some_and(|v| v.value),
         xff_num_trusted_hops: config.xff_num_trusted_hops,

@@ -14,8 +14,6 @@ const NO_TRACING: &str = "tracing only; shardproxy does not trace";
 const NO_RUNTIME: &str = "no runtime: the default value applies";
 /// Why metadata is ignored.
 const METADATA: &str = "read only by filters that are not supported";
-/// Why `Rds` fields are accepted by the walker: the translator rejects `rds` as a whole.
-const RDS: &str = "rds itself is rejected by the translator (needs xDS, issue 4)";
 
 /// Accepted-and-ignored fields, and why each is harmless:
 /// - `HttpConnectionManager.http2_protocol_options`, `.http3_protocol_options`: read only by
@@ -73,8 +71,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
-        supported: &[],
-        ignored: &[("config_source", RDS), ("route_config_name", RDS)],
+        supported: &["config_source", "route_config_name"],
+        ignored: &[],
     },
     Surface {
         message:

@@ -137,7 +137,7 @@ fn connection_manager_defaults() {
         .iter()
         .any(|s| s.name == "http.ingress.downstream_rq_total"));
 
-    let rc = &h.route_config;
+    let rc = &h.routes.inline().unwrap();
     assert_eq!(rc.name, "rc");
     assert!(!rc.most_specific_header_mutations_wins);
     let vh = rc.virtual_host(b"anything").unwrap();
@@ -222,7 +222,7 @@ access_log:
     );
     assert!(h.proxy_100_continue);
     assert_eq!(h.access_logs.len(), 1);
-    assert!(h.route_config.virtual_host(b"x").is_none());
+    assert!(h.routes.inline().unwrap().virtual_host(b"x").is_none());
     assert!(h.upgrade_allowed(None, b"websocket"));
     assert!(!h.upgrade_allowed(None, b"CONNECT"));
     assert!(!h.upgrade_allowed(None, b"h2c"));
@@ -232,7 +232,7 @@ access_log:
 fn connection_manager_errors() {
     let e = errors(&yaml(
         r#"codec_type: HTTP2
-rds: {route_config_name: r, config_source: {ads: {}}}
+rds: {config_source: {ads: {}}}
 http_filters: []
 max_request_headers_kb: 0
 common_http_protocol_options: {max_headers_count: 0}
@@ -247,10 +247,7 @@ upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: WEBSOCKET}]"#,
                 "codec_type HTTP2 is not supported yet: only HTTP/1.1 is served (AUTO and HTTP1)"
             ),
             (".stat_prefix", "stat_prefix is required"),
-            (
-                ".rds",
-                "rds needs xDS (issue 4); use an inline route_config"
-            ),
+            (".rds.route_config_name", "route_config_name is required"),
             (
                 ".http_filters",
                 "the router (envoy.filters.http.router) is required as the last HTTP filter"
@@ -279,7 +276,7 @@ http_filters:
     assert_eq!(
         e,
         error_list(&[
-            ("", "route_config is required"),
+            ("", "route_config or rds is required"),
             (
                 ".http_filters[2]",
                 "the last HTTP filter must be the router (envoy.filters.http.router)"
@@ -324,7 +321,7 @@ fn virtual_hosts_by_domain() {
           {name: wild, domains: ['*.a.com'], routes: [], require_tls: EXTERNAL_ONLY},
           {name: any, domains: ['*'], routes: []}]",
     ));
-    let rc = &hcm(&s).route_config;
+    let rc = &hcm(&s).routes.inline().unwrap();
     let name = |host: &str| rc.virtual_host(host.as_bytes()).map(|v| v.name.as_str());
     assert_eq!(name("A.com"), Some("a"));
     assert_eq!(name("a.com:8080"), Some("a"));
@@ -344,7 +341,9 @@ fn virtual_hosts_by_domain() {
     );
     assert_eq!(
         hcm(&s)
-            .route_config
+            .routes
+            .inline()
+            .unwrap()
             .virtual_host(b"a.com:1")
             .map(|v| v.name.as_str()),
         Some("a")
@@ -368,7 +367,7 @@ fn route_matching_through_a_translated_table() {
   {name: rest, match: {prefix: /}, route: {cluster: c}}
 ]"#,
     ));
-    let vh = hcm(&s).route_config.virtual_host(b"h").unwrap();
+    let vh = hcm(&s).routes.inline().unwrap().virtual_host(b"h").unwrap();
     let name = |r: Request| vh.route(&r).map(|r| r.name.as_str());
     assert_eq!(name(Request::get("/health")), Some("exact"));
     assert_eq!(
@@ -417,7 +416,7 @@ fn route_actions() {
 ]}]"#,
     ));
     let h = hcm(&s);
-    let vh = &h.route_config.virtual_hosts[0];
+    let vh = &h.routes.inline().unwrap().virtual_hosts[0];
     let forward = |i: usize| match &vh.routes[i].action {
         RouteAction::Forward(f) => f,
         other => panic!("{other:?}"),
@@ -525,7 +524,7 @@ fn header_mutations_at_every_level() {
         "route_config: {name: rc,",
         "route_config: {name: rc, most_specific_header_mutations_wins: true, internal_only_headers: [X-Internal], response_headers_to_add: [{header: {key: server-group, value: g}}],",
     ));
-    let rc = &hcm(&s).route_config;
+    let rc = &hcm(&s).routes.inline().unwrap();
     let vh = &rc.virtual_hosts[0];
     let route = &vh.routes[0];
     assert_eq!(
@@ -701,7 +700,7 @@ fn clusters_may_be_unknown_when_validation_is_off() {
         "route_config: {name: rc, validate_clusters: false,",
     );
     let s = ok(&text);
-    let vh = &hcm(&s).route_config.virtual_hosts[0];
+    let vh = &hcm(&s).routes.inline().unwrap().virtual_hosts[0];
     assert!(matches!(
         &vh.routes[0].action,
         RouteAction::Forward(f) if matches!(&f.cluster, ClusterSpecifier::Name(c) if c == "later")
@@ -720,13 +719,13 @@ fn an_unchanged_route_table_keeps_its_arc() {
     .unwrap();
     assert!(!Arc::ptr_eq(&first.listeners[0], &changed.listeners[0]));
     assert!(Arc::ptr_eq(
-        &hcm(&first).route_config,
-        &hcm(&changed).route_config
+        hcm(&first).routes.inline().unwrap(),
+        hcm(&changed).routes.inline().unwrap()
     ));
     let retabled = run(&text.replace("prefix: /", "prefix: /x"), Some(&first)).unwrap();
     assert!(!Arc::ptr_eq(
-        &hcm(&first).route_config,
-        &hcm(&retabled).route_config
+        hcm(&first).routes.inline().unwrap(),
+        hcm(&retabled).routes.inline().unwrap()
     ));
     // A table whose cluster disappeared is not reused: it is an error.
     let e = run(
@@ -767,8 +766,8 @@ fn tables_with_maps_hash_the_same_on_every_parse() {
         let again = run(&text, Some(&first)).unwrap();
         assert!(Arc::ptr_eq(&first.listeners[0], &again.listeners[0]));
         assert_eq!(
-            hcm(&first).route_config.config_hash,
-            hcm(&again).route_config.config_hash
+            hcm(&first).routes.inline().unwrap().config_hash,
+            hcm(&again).routes.inline().unwrap().config_hash
         );
     }
 }

@@ -8,7 +8,9 @@ use std::{
 
 use envoy_types::pb::envoy::config::{
     core::v3::TrafficDirection,
-    listener::v3::{filter, FilterChain as FilterChainProto, Listener as ListenerProto},
+    listener::v3::{
+        filter, listener::DrainType, FilterChain as FilterChainProto, Listener as ListenerProto,
+    },
 };
 
 use super::{
@@ -16,7 +18,7 @@ use super::{
     tcp_proxy::tcp_proxy, TranslateContext, TranslateError,
 };
 use crate::{
-    model::{FilterChain, Listener, NetworkFilter},
+    model::{DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter},
     names,
 };
 
@@ -64,7 +66,7 @@ pub(super) fn listeners(
 }
 
 /// One listener; reuses the previous generation's `Arc` when its config is unchanged.
-fn listener(
+pub(super) fn listener(
     proto: &ListenerProto,
     path: &str,
     clusters: &HashSet<&str>,
@@ -134,6 +136,10 @@ fn listener(
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
         filter_chains: chains,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
+        drain_type: match proto.drain_type() {
+            DrainType::Default => ModelDrainType::Default,
+            DrainType::ModifyOnly => ModelDrainType::ModifyOnly,
+        },
         stats: ctx.stats.listener(&stat_prefix),
     }))
 }

@@ -67,10 +67,18 @@ pub struct Update {
 #[derive(Debug, Clone)]
 pub enum ClientEvent {
     /// A stream is open (`control_plane.connected_state` 1).
-    Connected { service: Service },
+    Connected {
+        service: Service,
+    },
     /// The stream ended; the client reconnects with back-off by itself.
-    Disconnected { service: Service, reason: String },
-    Update { service: Service, update: Update },
+    Disconnected {
+        service: Service,
+        reason: String,
+    },
+    Update {
+        service: Service,
+        update: Update,
+    },
 }
 
 /// Why an update was (partly) rejected: sent as the NACK's `error_detail.message`.

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use xds_agent::model::http::HttpConnectionManager;
+use xds_agent::model::{http::HttpConnectionManager, route::RouteConfig};
 
 use crate::{rt::host, stream::headers::RequestHead};
 
@@ -17,7 +17,12 @@ pub fn is_external(hcm: &HttpConnectionManager, _remote: SocketAddr) -> bool {
 }
 
 /// Sets the forwarding headers on a request from `remote`.
-pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: SocketAddr) {
+pub fn prepare(
+    hcm: &HttpConnectionManager,
+    table: &RouteConfig,
+    head: &mut RequestHead,
+    remote: SocketAddr,
+) {
     let headers = &mut head.headers;
     let external = is_external(hcm, remote);
     if external {
@@ -26,7 +31,7 @@ pub fn prepare(hcm: &HttpConnectionManager, head: &mut RequestHead, remote: Sock
     }
     // No request is internal without an `internal_address_config` (not supported), so the
     // route table's `internal_only_headers` never pass, as in Envoy 1.40.
-    for name in &hcm.route_config.internal_only_headers {
+    for name in &table.internal_only_headers {
         headers.remove(name);
     }
     if hcm.use_remote_address {

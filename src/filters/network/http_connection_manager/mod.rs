@@ -6,12 +6,15 @@ mod forwarding;
 mod log;
 mod path;
 mod respond;
+mod routes;
 mod routing;
 mod stream;
 mod upstream_response;
 
 use bytes::Bytes;
 use futures_lite::future;
+pub use routes::RdsTables;
+use routes::{RouteSource, Table};
 use stream::{Exchange, Next};
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
@@ -42,6 +45,10 @@ pub struct Connection<'a> {
     pub ctx: &'a Rc<ShardContext>,
     pub listener: &'a Listener,
     pub hcm: &'a HttpConnectionManager,
+    /// Where each new stream finds its route table.
+    pub routes: RouteSource,
+    /// The table of the stream being served (taken from `routes` when it starts).
+    pub table: Table,
     pub stats: &'a HttpCells,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -77,10 +84,13 @@ pub async fn run(
         true => listener.address,
         false => stream.local_addr().unwrap_or(listener.address),
     };
+    let routes = ctx.routes.source(&hcm.routes);
     let mut connection = Connection {
         ctx,
         listener,
         hcm,
+        table: routes.current(),
+        routes,
         stats,
         remote,
         local,

@@ -89,7 +89,7 @@ pub(super) fn admit(
             return Err(Refusal::keep(reply));
         }
     }
-    forwarding::prepare(hcm, request, c.remote);
+    forwarding::prepare(hcm, &c.table, request, c.remote);
     Ok(())
 }
 

@@ -92,6 +92,7 @@ pub enum Next {
 pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) -> Next {
     let hcm = c.hcm;
     let stats = c.stats;
+    c.table = c.routes.current();
     inc(&stats.downstream_rq_total);
     inc(&stats.downstream_rq_http1_total);
     inc(&stats.downstream_rq_active);
@@ -161,7 +162,8 @@ async fn exchange_request(
             return Next::Close;
         }
     }
-    let config: &RouteConfig = &hcm.route_config;
+    let table = c.table.clone();
+    let config: &RouteConfig = &table;
     let virtual_host = config.virtual_host(request.authority());
     let route = virtual_host.and_then(|v| v.route(&*request));
     if let Some(route) = route.filter(|r| !r.name.is_empty()) {
@@ -351,7 +353,7 @@ pub(super) async fn local(
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
         if let (Some(host), Some(route)) = (cx.virtual_host, cx.route) {
-            let levels = hcm.route_config.header_mutations(host, route, None);
+            let levels = c.table.header_mutations(host, route, None);
             for level in levels.into_iter().flatten() {
                 mutations::remove(&mut head.headers, &level.response_remove);
                 mutations::add(&mut head.headers, &level.response_add);

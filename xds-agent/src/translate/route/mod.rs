@@ -25,6 +25,7 @@ use super::{config_hash, http_connection_manager::Problems, http_filters, Transl
 use crate::{
     model::{
         filters::PerRouteFilters,
+        http::Routes,
         route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
         NetworkFilter, Snapshot,
     },
@@ -34,17 +35,19 @@ use crate::{
 /// Envoy's default `max_direct_response_body_size_bytes`.
 pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY: usize = 4096;
 
-/// Translates the route table at `path`. Cluster names must be in `clusters` unless
-/// `validate_clusters` is false (it defaults to true for an inline table, as in Envoy).
+/// Translates the route table at `path`. Cluster names must be in `clusters` when
+/// `validate_clusters` says so; unset, it is `inline` (Envoy: true for a table inside its
+/// listener, false for one from RDS).
 pub(super) fn route_config(
     proto: &RouteConfiguration,
     path: &str,
     clusters: &HashSet<&str>,
+    inline: bool,
     ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Option<Arc<RouteConfig>> {
     let before = p.count();
-    if proto.validate_clusters.is_none_or(|v| v.value) {
+    if proto.validate_clusters.map_or(inline, |v| v.value) {
         check_clusters(proto, path, clusters, p);
     }
     let hash = config_hash(proto);
@@ -120,11 +123,12 @@ fn previous_table(snapshot: &Snapshot, name: &str, hash: u64) -> Option<Arc<Rout
         .iter()
         .flat_map(|l| l.filter_chains.iter())
         .find_map(|chain| match &chain.network {
-            NetworkFilter::HttpConnectionManager(hcm)
-                if hcm.route_config.config_hash == hash && hcm.route_config.name == name =>
-            {
-                Some(hcm.route_config.clone())
-            }
+            NetworkFilter::HttpConnectionManager(hcm) => match &hcm.routes {
+                Routes::Static(table) if table.config_hash == hash && table.name == name => {
+                    Some(table.clone())
+                }
+                _ => None,
+            },
             _ => None,
         })
 }

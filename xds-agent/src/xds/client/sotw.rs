@@ -12,6 +12,7 @@ use prost::Message;
 
 use super::subscriptions::TypeState;
 use crate::{
+    dynamic::{CLUSTER, LISTENER},
     names,
     xds::{Resource, Update},
 };
@@ -37,8 +38,9 @@ pub(super) fn request(
 }
 
 pub(super) fn decode(response: DiscoveryResponse) -> Update {
-    let type_name = names::type_name(&response.type_url);
-    let full_state = type_name == names::LISTENER || type_name == names::CLUSTER;
+    // LDS and CDS responses hold every resource of the type; RDS, EDS and SDS ones only
+    // some (xDS protocol, "state of the world").
+    let full_state = response.type_url == LISTENER || response.type_url == CLUSTER;
     let resources = (response.resources.into_iter())
         .filter_map(|any| resource(any, &response.version_info))
         .collect();
@@ -87,9 +89,7 @@ mod tests {
     };
 
     use super::*;
-
-    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    use crate::dynamic::{ASSIGNMENT as EDS, CLUSTER as CDS};
 
     fn any<M: Message>(type_url: &str, message: &M) -> Any {
         Any {

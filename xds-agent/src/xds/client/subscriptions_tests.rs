@@ -10,10 +10,10 @@ use envoy_types::pb::{
 };
 
 use super::*;
-use crate::xds::{GrpcTarget, Resource, Service};
-
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+use crate::{
+    dynamic::{ASSIGNMENT as EDS, CLUSTER as CDS},
+    xds::{GrpcTarget, Resource, Service},
+};
 
 fn settings(delta: bool, node_on_first_only: bool) -> StreamSettings {
     StreamSettings {
