@@ -5,10 +5,11 @@ Started by the end-to-end tests as a separate process; it speaks real xDS v3 ove
 same control plane drives Envoy and shardproxy's agent. Run from the test venv (grpcio and
 xds-protos installed):
 
-    xds_server.py --script resources.json [--port 0] [--control-port 0]
+    xds_server.py --script resources.json [--port 0] [--control-port 0] [--unix PATH]
 
 It listens on 127.0.0.1 only, prints `LISTEN ads <port>` and `LISTEN control <port>`
-(kernel-chosen when 0), then `READY`. It exits when its stdin reaches EOF (the parent test
+(kernel-chosen when 0), then `READY`. With `--unix PATH` it serves ADS on that unix socket
+too. It exits when its stdin reaches EOF (the parent test
 died or dropped its handle) or on SIGTERM/SIGINT.
 
 Services: envoy.service.discovery.v3.AggregatedDiscoveryService, both
@@ -69,9 +70,11 @@ Control endpoints (HTTP/1.1 on the control port, JSON bodies):
                       "acked": [versions ACKed, in order],
                       "nacked": [{"version": rejected version, "nonce": ...,
                                   "error_detail": {"code": N, "message": "..."}}],
-                      "requests": N}}}}
+                      "requests": N,
+                      "initial_resource_versions": {name: version}}}}}
                  For delta streams, a version is the one the server gave that type's
-                 resource set when it sent them.
+                 resource set when it sent them. `initial_resource_versions` is what the
+                 last delta stream's first request of the type carried (delta only).
 
 Versions: each type URL has a counter, bumped by every change of its resource set; it is
 `version_info` on state-of-the-world responses and `system_version_info` on Delta ones. On
@@ -350,6 +353,10 @@ class Store:
             record["mode"] = mode
             record["requests"] += 1
 
+    def note_initial_versions(self, node_id: str, type_url: str, versions) -> None:
+        with self.lock:
+            self._record(node_id, type_url)["initial_resource_versions"] = dict(versions)
+
     def note_ack(self, node_id: str, type_url: str, version: str) -> None:
         with self.lock:
             self._record(node_id, type_url)["acked"].append(version)
@@ -556,6 +563,9 @@ class DeltaStream(Stream):
                 "nonce": "",
                 "version": "",
             }
+            self.store.note_initial_versions(
+                self.node_id, type_url, req.initial_resource_versions
+            )
             # Legacy wildcard: the first request of a type subscribes to nothing by name.
             sub["wildcard"] = not req.resource_names_subscribe
         if req.response_nonce and req.response_nonce == sub["nonce"]:
@@ -711,6 +721,7 @@ def main() -> None:
     ap.add_argument("--script", required=True, help="resource set file (JSON or YAML)")
     ap.add_argument("--port", type=int, default=0, help="ADS gRPC port (0: any)")
     ap.add_argument("--control-port", type=int, default=0, help="control HTTP port (0: any)")
+    ap.add_argument("--unix", help="also serve ADS on this unix socket path")
     args = ap.parse_args()
 
     store = Store()
@@ -720,6 +731,8 @@ def main() -> None:
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(store), server)
     sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(Sds(store), server)
     ads_port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if args.unix:
+        server.add_insecure_port(f"unix:{args.unix}")
     server.start()
 
     control = ThreadingHTTPServer(("127.0.0.1", args.control_port), control_handler(store))
