@@ -37,10 +37,17 @@ pub struct XdsServer {
 impl XdsServer {
     /// Starts tests/peers/xds_server.py serving the resource set in `script`.
     pub fn start(script: &Path) -> XdsServer {
+        Self::start_on(script, 0)
+    }
+
+    /// As `start`, with the ADS port fixed (`0`: any), so a restarted server is found again.
+    pub fn start_on(script: &Path, ads_port: u16) -> XdsServer {
         let mut child = Command::new(python())
             .arg(peer_script("xds_server.py"))
             .arg("--script")
             .arg(script)
+            .arg("--port")
+            .arg(ads_port.to_string())
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
