@@ -216,12 +216,13 @@ impl Agent {
                 .client
                 .verdict(&update.type_url, &update.nonce, applied.rejection),
         }
+        let took = started.elapsed();
+        stats::record_duration(&cells.update_duration, took);
         tracing::debug!(
             type_url = %update.type_url,
             resources = update.resources.len(),
             removed = update.removed.len(),
-            "update applied in {:?}",
-            started.elapsed()
+            "update applied in {took:?}"
         );
         self.xds = Some(xds);
     }

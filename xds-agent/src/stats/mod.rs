@@ -382,7 +382,8 @@ stat_scope!(
 );
 
 // `version`: a hash of the last accepted `version_info` (Envoy's gauge); `update_time`: when
-// the last update was accepted, in ms since the epoch.
+// the last update was accepted, in ms since the epoch; `update_duration`: the agent's time to
+// apply an update (translate, assemble, publish).
 stat_scope!(
     XdsStats,
     XdsCells {
@@ -393,6 +394,7 @@ stat_scope!(
         init_fetch_timeout: Counter,
         version: Gauge,
         update_time: Gauge,
+        update_duration: Histogram,
     }
 );
 
