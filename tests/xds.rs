@@ -393,3 +393,114 @@ fn ready_waits_for_the_initial_fetch_until_its_timeout() {
     assert_eq!(status, 503, "a cluster without endpoints answers 503");
     drop(proxy);
 }
+
+// ------------------------------------------------------------------------------------------
+// Real Istio config dumps (docs/istio-gap-list.md, shardproxy's column)
+
+/// One rejected resource's reasons, generalised: resource names and list indexes dropped, so
+/// the same missing feature in many resources counts as one line.
+fn feature(reason: &str) -> Vec<String> {
+    let name = regex::Regex::new(r#"\["[^"]*"\]"#).unwrap();
+    let index = regex::Regex::new(r"\[\d+\]").unwrap();
+    reason
+        .lines()
+        .map(|line| {
+            index
+                .replace_all(&name.replace_all(line, "[*]"), "[]")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Serves the dynamic resources of Istio dump `file` to shardproxy over Delta ADS and reports
+/// per type what it accepted and, grouped by feature, why it rejected the rest (from
+/// /config_dump's per-resource error_state). Asserts the proxy stays up, connected and ready.
+fn shardproxy_on_istio_dump(file: &str) {
+    let dump = istio_dump(file);
+    let dir = TempDir::new("xds-istio-dump");
+    let script = dir.file("resources.json");
+    convert_dump(&dump, &script);
+    let xds = XdsServer::start(&script);
+    let node = "sidecar~127.0.0.1~app1-0.default~default.svc.cluster.local";
+    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, "DELTA_GRPC");
+    // HttpProxy::start waits for /ready: the initial fetch must finish despite the NACKs.
+    let proxy = HttpProxy::start(Kind::Shardproxy, "istio-dump", &bootstrap);
+    thread::sleep(Duration::from_secs(1));
+    let served: Value = serde_json::from_str(&fs::read_to_string(&script).unwrap()).unwrap();
+    let dumped = http_get(proxy.admin, "/config_dump?include_eds")
+        .unwrap()
+        .json();
+    eprintln!("==== shardproxy on {file}");
+    let sections = [
+        (CLUSTER, "ClustersConfigDump", "dynamic_active_clusters"),
+        (CLUSTER, "ClustersConfigDump", "dynamic_warming_clusters"),
+        (LISTENER, "ListenersConfigDump", "dynamic_listeners"),
+        (ROUTE, "RoutesConfigDump", "dynamic_route_configs"),
+        (ENDPOINT, "EndpointsConfigDump", "dynamic_endpoint_configs"),
+    ];
+    for (type_url, dump_type, field) in sections {
+        let entries: Vec<Value> = dumped["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["@type"].as_str().unwrap().ends_with(dump_type))
+            .flat_map(|c| c[field].as_array().cloned().unwrap_or_default())
+            .collect();
+        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+        let mut rejected = 0;
+        for entry in &entries {
+            if let Some(details) = entry["error_state"]["details"].as_str() {
+                rejected += 1;
+                let mut seen: Vec<String> = feature(details);
+                seen.sort();
+                seen.dedup();
+                for line in seen {
+                    *reasons.entry(line).or_default() += 1;
+                }
+            }
+        }
+        let count = served["resources"][type_url]
+            .as_array()
+            .map_or(0, |r| r.len());
+        eprintln!(
+            "{field}: served {count}; {} accepted, {rejected} rejected",
+            entries.len() - rejected
+        );
+        let mut reasons: Vec<_> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1));
+        for (reason, n) in reasons {
+            eprintln!("  {n:>3} × {reason}");
+        }
+    }
+    let stats = proxy.stats();
+    for name in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+        "listener_manager.total_listeners_active",
+        "cluster_manager.active_clusters",
+    ] {
+        eprintln!("{name}: {:?}", stats.get(name));
+    }
+    assert_eq!(stats["control_plane.connected_state"], 1);
+    assert_eq!(http_get(proxy.admin, "/ready").unwrap().status, 200);
+}
+
+#[test]
+fn shardproxy_on_istio_1_22_3_sidecar() {
+    shardproxy_on_istio_dump("istio-1.22.3_app1_sidecar.json");
+}
+
+#[test]
+fn shardproxy_on_istio_1_22_3_ingressgateway() {
+    shardproxy_on_istio_dump("istio-1.22.3_ingressgateway.json");
+}
+
+#[test]
+fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
+    shardproxy_on_istio_dump("istio-1.9.1_bookinfo_productpage_sidecar.json");
+}
+
+#[test]
+fn shardproxy_on_istio_1_19_authz_listeners() {
+    shardproxy_on_istio_dump("istio-1.19dev_sidecar_listeners_with_authz.json");
+}

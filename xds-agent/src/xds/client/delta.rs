@@ -22,7 +22,7 @@ const WILDCARD: &str = "*";
 /// Envoy sends) and the version of every resource it holds, so the server sends only what
 /// changed.
 pub(super) fn first_request(ty: &mut TypeState, node: Option<Node>) -> DeltaDiscoveryRequest {
-    ty.told_server = server_view(&ty.names);
+    ty.told_server = server_view(ty);
     DeltaDiscoveryRequest {
         node,
         type_url: ty.type_url.clone(),
@@ -40,7 +40,7 @@ pub(super) fn request(
     nonce: String,
     error: Option<Status>,
 ) -> DeltaDiscoveryRequest {
-    let wanted = server_view(&ty.names);
+    let wanted = server_view(ty);
     let subscribe = wanted.difference(&ty.told_server).cloned().collect();
     let unsubscribe = ty.told_server.difference(&wanted).cloned().collect();
     ty.told_server = wanted;
@@ -56,11 +56,11 @@ pub(super) fn request(
 }
 
 /// The subscription as the server sees it: a wildcard is the name `*`.
-fn server_view(names: &BTreeSet<String>) -> BTreeSet<String> {
-    if names.is_empty() {
+fn server_view(ty: &TypeState) -> BTreeSet<String> {
+    if ty.wildcard {
         BTreeSet::from([WILDCARD.to_owned()])
     } else {
-        names.clone()
+        ty.names.clone()
     }
 }
 

@@ -44,7 +44,9 @@ enum Command {
 }
 
 impl ClientHandle {
-    /// Sets the names subscribed for `type_url` (empty = wildcard). Sends a request on the
+    /// Sets the names subscribed for `type_url`. LDS and CDS are wildcard subscriptions (as
+    /// in Envoy; `names` is empty); every other type is named, and no names means nothing is
+    /// subscribed (no request until there is one). Sends a request on the
     /// live stream when the set changed (state of the world: the full name list; Delta:
     /// subscribe/unsubscribe diffs); while a response of the type awaits its verdict, the
     /// answer carries the change.

@@ -41,6 +41,11 @@ impl Request {
     }
 }
 
+/// The wildcard types (LDS and CDS), as Envoy subscribes to them.
+fn is_wildcard(type_url: &str) -> bool {
+    type_url == crate::dynamic::LISTENER || type_url == crate::dynamic::CLUSTER
+}
+
 /// A response handed to the agent and not answered yet.
 #[derive(Debug)]
 struct Pending {
@@ -57,7 +62,9 @@ struct Pending {
 #[derive(Debug)]
 pub(super) struct TypeState {
     pub(super) type_url: String,
-    /// The names the agent wants; empty = wildcard.
+    /// A wildcard subscription (LDS, CDS): every resource of the type.
+    pub(super) wildcard: bool,
+    /// The names the agent wants (a named type with none is not requested at all).
     pub(super) names: BTreeSet<String>,
     /// Delta: the subscription the server knows on the live stream (`*` for wildcard).
     pub(super) told_server: BTreeSet<String>,
@@ -74,6 +81,7 @@ impl TypeState {
     fn new(type_url: &str, names: BTreeSet<String>) -> TypeState {
         TypeState {
             type_url: type_url.to_owned(),
+            wildcard: is_wildcard(type_url),
             names,
             told_server: BTreeSet::new(),
             accepted_version: String::new(),
@@ -90,7 +98,7 @@ impl TypeState {
             return false;
         }
         self.names = names;
-        if !self.names.is_empty() {
+        if !self.wildcard {
             let names = &self.names;
             self.held.retain(|name, _| names.contains(name));
         }
@@ -127,7 +135,12 @@ impl TypeState {
     }
 
     fn wants(&self, name: &str) -> bool {
-        self.names.is_empty() || self.names.contains(name)
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Whether the type is asked for at all (a named type with no names is not).
+    pub(super) fn requested(&self) -> bool {
+        self.wildcard || !self.names.is_empty()
     }
 }
 
@@ -163,7 +176,11 @@ impl Subscriptions {
         self.streams += 1;
         self.live = Some(self.streams);
         self.node_sent = false;
-        (0..self.types.len())
+        let requested: Vec<usize> = (0..self.types.len())
+            .filter(|i| self.types[*i].requested())
+            .collect();
+        requested
+            .into_iter()
             .map(|i| self.first_request(i))
             .collect()
     }
@@ -178,8 +195,13 @@ impl Subscriptions {
     pub(super) fn subscribe(&mut self, type_url: &str, names: Vec<String>) -> Option<Request> {
         let names: BTreeSet<String> = names.into_iter().collect();
         let Some(i) = self.types.iter().position(|t| t.type_url == type_url) else {
-            self.types.push(TypeState::new(type_url, names));
-            return self.live.map(|_| self.first_request(self.types.len() - 1));
+            let ty = TypeState::new(type_url, names);
+            let requested = ty.requested();
+            self.types.push(ty);
+            return self
+                .live
+                .filter(|_| requested)
+                .map(|_| self.first_request(self.types.len() - 1));
         };
         if !self.types[i].set_names(names) {
             return None;

@@ -304,13 +304,28 @@ fn delta_subscription_diffs_and_unsubscribed_names_are_no_longer_held() {
     assert_eq!(change.resource_names_unsubscribe, ["a"]);
     assert_eq!(change.response_nonce, "", "not an ACK");
 
-    let to_wildcard = delta(subs.subscribe(EDS, vec![]));
-    assert_eq!(to_wildcard.resource_names_subscribe, ["*"]);
-    assert_eq!(to_wildcard.resource_names_unsubscribe, ["b", "c"]);
-    let from_wildcard = delta(subs.subscribe(EDS, names(&["b"])));
-    assert_eq!(from_wildcard.resource_names_subscribe, ["b"]);
-    assert_eq!(from_wildcard.resource_names_unsubscribe, ["*"]);
+    // A named type with no names left unsubscribes everything (it is not a wildcard).
+    let to_none = delta(subs.subscribe(EDS, vec![]));
+    assert!(to_none.resource_names_subscribe.is_empty());
+    assert_eq!(to_none.resource_names_unsubscribe, ["b", "c"]);
+    subs.end_stream();
+    assert!(
+        subs.start_stream().is_empty(),
+        "a named type with no names is not requested"
+    );
+    let again = delta(subs.subscribe(EDS, names(&["b"])));
+    assert_eq!(again.resource_names_subscribe, ["b"]);
+    assert!(again.resource_names_unsubscribe.is_empty());
+}
 
+#[test]
+fn delta_reconnect_subscribes_the_names_with_what_is_held() {
+    let mut subs = Subscriptions::new(&settings(true, false));
+    subs.subscribe(EDS, names(&["a", "b"]));
+    subs.start_stream();
+    subs.receive(update(EDS, "", "n1", &[("a", "a1"), ("b", "b1")]));
+    subs.verdict(EDS, "n1", None);
+    subs.subscribe(EDS, names(&["b"]));
     subs.end_stream();
     let first = delta(subs.start_stream().into_iter().next());
     assert_eq!(initial_versions(&first), HashMap::from([("b", "b1")]));
