@@ -467,7 +467,7 @@ fn shardproxy_on_istio_dump(file: &str) {
             entries.len() - rejected
         );
         let mut reasons: Vec<_> = reasons.into_iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1));
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
         for (reason, n) in reasons {
             eprintln!("  {n:>3} × {reason}");
         }
