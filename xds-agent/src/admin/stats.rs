@@ -35,7 +35,6 @@ enum Kinds {
     Counters,
     Gauges,
     Histograms,
-    /// We have no text readouts: selects nothing.
     TextReadouts,
 }
 
@@ -50,10 +49,12 @@ pub struct Selection {
     kinds: Kinds,
 }
 
-/// Counters and gauges, and histograms, each in name order.
+/// Counters and gauges, text readouts (the xDS `version_text`s), and histograms, each in
+/// name order.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub scalars: Vec<StatValue>,
+    pub texts: Vec<(String, String)>,
     pub histograms: Vec<HistogramValue>,
 }
 
@@ -106,6 +107,15 @@ impl Selection {
                 .into_iter()
                 .filter(|s| self.keeps(s))
                 .collect(),
+            texts: stats
+                .texts
+                .into_iter()
+                .filter(|(name, value)| {
+                    matches!(self.kinds, Kinds::All | Kinds::TextReadouts)
+                        && (!self.used_only || !value.is_empty())
+                        && self.name_matches(name)
+                })
+                .collect(),
             histograms: stats
                 .histograms
                 .into_iter()
@@ -145,6 +155,7 @@ fn select(state: &AgentState, query: &Query) -> Result<Stats, StatsQueryError> {
     state.stats.flush_histograms_if_due(Instant::now());
     Ok(selection.apply(Stats {
         scalars: state.stats.read_all(),
+        texts: state.dynamic.version_texts(),
         histograms: state.stats.read_histograms(),
     }))
 }
@@ -171,6 +182,9 @@ pub fn text(stats: &Stats) -> String {
     let mut out = String::new();
     for s in &stats.scalars {
         let _ = writeln!(out, "{}: {}", s.name, s.value);
+    }
+    for (name, value) in &stats.texts {
+        let _ = writeln!(out, "{name}: {value:?}");
     }
     for h in &stats.histograms {
         if !h.used() {
@@ -202,6 +216,12 @@ pub fn json(stats: &Stats) -> serde_json::Value {
         .scalars
         .iter()
         .map(|s| serde_json::json!({"name": s.name, "value": s.value}))
+        .chain(
+            stats
+                .texts
+                .iter()
+                .map(|(name, value)| serde_json::json!({"name": name, "value": value})),
+        )
         .collect();
     if !stats.histograms.is_empty() {
         let quantile = |v: f64| match v.is_nan() {
@@ -264,6 +284,7 @@ mod tests {
                 stat("cluster.a.upstream_cx_total", StatKind::Counter, 0),
                 stat("server.uptime", StatKind::Gauge, 7),
             ],
+            texts: vec![("cluster_manager.cds.version_text".into(), "v3".into())],
             histograms: vec![
                 histogram("cluster.a.upstream_rq_time", &[], &[200_000]),
                 histogram("cluster.b.upstream_rq_time", &[], &[]),
@@ -278,6 +299,7 @@ mod tests {
             .scalars
             .into_iter()
             .map(|s| s.name)
+            .chain(stats.texts.into_iter().map(|(name, _)| name))
             .chain(stats.histograms.into_iter().map(|h| h.name))
             .collect()
     }
@@ -289,6 +311,7 @@ mod tests {
             "cluster.a.upstream_cx_active: 2\n\
              cluster.a.upstream_cx_total: 0\n\
              server.uptime: 7\n\
+             cluster_manager.cds.version_text: \"v3\"\n\
              cluster.a.upstream_rq_time: P0(nan,200) P25(nan,202.5) P50(nan,205) \
              P75(nan,207.5) P90(nan,209) P95(nan,209.5) P99(nan,209.9) P99.5(nan,209.95) \
              P99.9(nan,209.99) P100(nan,210)\n\
@@ -296,6 +319,7 @@ mod tests {
         );
         let both = Stats {
             scalars: vec![],
+            texts: vec![],
             histograms: vec![histogram("h", &[1_500], &[1_500, 3])],
         };
         assert!(
@@ -315,7 +339,11 @@ mod tests {
             value["stats"][0],
             serde_json::json!({"name": "cluster.a.upstream_cx_active", "value": 2})
         );
-        let histograms = &value["stats"][1]["histograms"];
+        assert_eq!(
+            value["stats"][1],
+            serde_json::json!({"name": "cluster_manager.cds.version_text", "value": "v3"})
+        );
+        let histograms = &value["stats"][2]["histograms"];
         assert_eq!(
             histograms["supported_quantiles"],
             serde_json::json!([0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0])
@@ -329,7 +357,7 @@ mod tests {
         assert_eq!(computed["values"].as_array().unwrap().len(), 10);
         // No histograms: no histograms entry.
         stats.histograms.clear();
-        assert_eq!(json(&stats)["stats"].as_array().unwrap().len(), 1);
+        assert_eq!(json(&stats)["stats"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -347,6 +375,7 @@ mod tests {
             [
                 "cluster.a.upstream_cx_active",
                 "server.uptime",
+                "cluster_manager.cds.version_text",
                 "cluster.a.upstream_rq_time"
             ]
         );
@@ -363,8 +392,11 @@ mod tests {
             selected("type=Histograms&usedonly"),
             ["cluster.a.upstream_rq_time"]
         );
-        assert!(selected("type=TextReadouts").is_empty());
-        assert_eq!(selected("").len(), 5);
+        assert_eq!(
+            selected("type=TextReadouts"),
+            ["cluster_manager.cds.version_text"]
+        );
+        assert_eq!(selected("").len(), 6);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{event_loop::Agent, AgentState};
 use crate::{
-    dynamic::{DynamicConfig, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
+    dynamic::{stats_prefix, DynamicConfig, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
     model::Snapshot,
     stats::{self, ControlPlaneStats, ServerState, XdsStats},
     translate::{
@@ -21,17 +21,6 @@ use crate::{
     },
     xds::{client, ClientEvent, Rejection, Update},
 };
-
-/// The stats scope of each type's updates: Envoy's names for CDS and LDS; EDS, RDS totals
-/// (Envoy keeps those per cluster and per route table) under `xds.*`.
-fn stats_prefix(type_url: &str) -> &'static str {
-    match type_url {
-        CLUSTER => "cluster_manager.cds",
-        LISTENER => "listener_manager.lds",
-        ASSIGNMENT => "xds.eds",
-        _ => "xds.rds",
-    }
-}
 
 /// An LDS answer held until the shards applied the generation it produced.
 struct PendingVerdict {

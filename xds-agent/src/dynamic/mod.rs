@@ -21,6 +21,17 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const ASSIGNMENT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
+/// The stats scope of each type's updates: Envoy's names for CDS and LDS; EDS and RDS
+/// totals (Envoy keeps those per cluster and per route table) under `xds.*`.
+pub fn stats_prefix(type_url: &str) -> &'static str {
+    match type_url {
+        CLUSTER => "cluster_manager.cds",
+        LISTENER => "listener_manager.lds",
+        ASSIGNMENT => "xds.eds",
+        _ => "xds.rds",
+    }
+}
+
 /// The resource types the agent subscribes to, in Envoy's order.
 pub const TYPES: [&str; 4] = [CLUSTER, ASSIGNMENT, LISTENER, ROUTE];
 
@@ -102,6 +113,22 @@ impl DynamicConfig {
             held.model = with(&held.model);
             self.dirty.insert(name.to_string());
         }
+    }
+
+    /// `<scope>.version_text` of every type that got an update: the last accepted version.
+    pub fn version_texts(&self) -> Vec<(String, String)> {
+        let mut texts: Vec<(String, String)> = self
+            .status
+            .iter()
+            .map(|(type_url, s)| {
+                (
+                    format!("{}.version_text", stats_prefix(type_url)),
+                    s.version_info.clone(),
+                )
+            })
+            .collect();
+        texts.sort();
+        texts
     }
 
     pub fn status(&mut self, type_url: &str) -> &mut TypeStatus {
