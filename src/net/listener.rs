@@ -1,80 +1,265 @@
-//! Listeners on a shard: one SO_REUSEPORT socket per listener per shard, an accept loop each,
-//! reconciled against every new snapshot (kept, re-pointed, added, or closed).
+//! NET/IO layer: listeners on a shard: one SO_REUSEPORT socket per listener per shard, an
+//! accept loop each, reconciled against every new snapshot as Envoy's listener manager does.
+//! A modified listener keeps its socket (same address) and new connections take the new
+//! config at once, while the connections accepted under the old config drain; a removed one
+//! closes its socket and drains; after the drain time whatever is still open is closed.
+//!
+//! What the agent receives when a bind fails (one `ShardEvent::BindFailed` per shard, then
+//! that shard's `Applied` for the same generation, as for any snapshot):
+//! - a new listener: it is not bound on that shard; the rest of the snapshot is applied.
+//! - a listener whose address changed: the old socket and the old config keep serving on that
+//!   shard (no traffic is lost) until a later snapshot binds or removes it.
 use std::{
-    cell::RefCell, collections::HashMap, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration,
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
 };
 
+use futures_lite::future;
 use socket2::{Domain, Protocol, Socket, Type};
-use xds_agent::model::{Listener, Snapshot};
+use xds_agent::{
+    model::{DrainType, Listener, Snapshot},
+    publish::{EventSender, ShardEvent},
+};
 
 use crate::{
     context::ShardContext,
-    net::connection,
+    net::{connection, drain::DrainSignal},
     rt::{self, net::TcpListener, timer, Task},
 };
 
 const BACKLOG: i32 = 1024;
 
-struct Active {
-    /// Config new connections pin; swapped in place when the listener changes but keeps its
-    /// address (open connections keep the config they were accepted with).
-    config: Rc<RefCell<Arc<Listener>>>,
-    /// Dropping the task cancels the accept loop and closes the socket.
-    _accept: Task<()>,
+/// One generation of a listener on this shard: the config its connections pinned at accept,
+/// their drain signal, and how many of them are still open.
+pub struct Generation {
+    pub config: Arc<Listener>,
+    pub drain: DrainSignal,
+    open: Cell<usize>,
 }
 
-#[derive(Default)]
+impl Generation {
+    fn new(config: Arc<Listener>) -> Rc<Self> {
+        Rc::new(Self {
+            config,
+            drain: DrainSignal::default(),
+            open: Cell::new(0),
+        })
+    }
+
+    /// Counts a connection of this generation until the returned guard drops.
+    pub fn open_connection(self: &Rc<Self>) -> OpenConnection {
+        self.open.set(self.open.get() + 1);
+        OpenConnection(self.clone())
+    }
+}
+
+/// A connection of a generation; the last one to close ends the generation's drain early.
+pub struct OpenConnection(Rc<Generation>);
+
+impl OpenConnection {
+    pub fn generation(&self) -> &Rc<Generation> {
+        &self.0
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let generation = &self.0;
+        generation.open.set(generation.open.get() - 1);
+        if generation.open.get() == 0 && generation.drain.is_draining() {
+            generation.drain.close();
+        }
+    }
+}
+
+/// Which listeners the server stopped (`/drain_listeners`, shutdown): they stay stopped, and
+/// listeners added later in that scope are not bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stopped {
+    Inbound,
+    All,
+}
+
+struct Active {
+    /// The generation new connections pin; replaced when the listener is modified.
+    current: Rc<RefCell<Rc<Generation>>>,
+    /// `None` once the server stopped the listener. Dropping the task cancels the accept loop
+    /// and closes the socket.
+    accept: Option<Task<()>>,
+}
+
+impl Active {
+    fn generation(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+}
+
+/// Where drains are reported (for `listener_manager.total_listeners_draining`).
+struct Reporter {
+    shard: usize,
+    events: EventSender,
+}
+
+impl Reporter {
+    fn draining(&self, listener: &Listener, draining: bool) {
+        let _ = self.events.send(ShardEvent::ListenerDraining {
+            shard: self.shard,
+            listener: listener.name.clone(),
+            config_hash: listener.config_hash,
+            draining,
+        });
+    }
+}
+
 pub struct ListenerSet {
     active: HashMap<String, Active>,
+    /// How long old connections get to finish (`--drain-time-s`).
+    drain_time: Duration,
+    stopped: Option<Stopped>,
+    reporter: Rc<Reporter>,
 }
 
 impl ListenerSet {
-    /// Brings this shard's sockets in line with `snapshot`; returns (listener, error) for each
-    /// listener that could not bind.
+    pub fn new(shard: usize, drain_time: Duration, events: EventSender) -> Self {
+        Self {
+            active: HashMap::new(),
+            drain_time,
+            stopped: None,
+            reporter: Rc::new(Reporter { shard, events }),
+        }
+    }
+
+    /// Brings this shard's listeners in line with `snapshot`; returns (listener, error) for
+    /// each listener that could not bind (see the module comment for what then serves).
     pub fn apply(&mut self, ctx: &Rc<ShardContext>, snapshot: &Snapshot) -> Vec<(String, String)> {
         let wanted: HashMap<&str, &Arc<Listener>> = snapshot
             .listeners
             .iter()
             .map(|l| (l.name.as_str(), l))
             .collect();
-        self.active.retain(|name, active| {
-            wanted
-                .get(name.as_str())
-                .is_some_and(|new| new.address == active.config.borrow().address)
-        });
+        let removed: Vec<String> = self
+            .active
+            .keys()
+            .filter(|name| !wanted.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(active) = self.active.remove(&name) {
+                self.retire(active.generation()); // dropping `active` closes the socket
+            }
+        }
         let mut failures = Vec::new();
         for (name, listener) in wanted {
-            if let Some(active) = self.active.get(name) {
-                if !Arc::ptr_eq(&active.config.borrow(), listener) {
-                    *active.config.borrow_mut() = listener.clone();
-                }
+            let (old, listening) = match self.active.get(name) {
+                Some(active) => (Some(active.generation()), active.accept.is_some()),
+                None => (None, false),
+            };
+            if old.as_ref().is_some_and(|g| Arc::ptr_eq(&g.config, listener)) {
                 continue;
             }
-            match bind(listener.address) {
-                Ok(socket) => {
-                    let config = Rc::new(RefCell::new(listener.clone()));
-                    let accept = rt::spawn_local(accept_loop(socket, config.clone(), ctx.clone()));
-                    self.active.insert(
-                        name.to_string(),
-                        Active {
-                            config,
-                            _accept: accept,
-                        },
-                    );
+            let generation = Generation::new(listener.clone());
+            let same_socket = old
+                .as_ref()
+                .is_some_and(|g| g.config.address == listener.address);
+            let stopped = self.is_stopped(listener);
+            if stopped || (listening && same_socket) {
+                // New connections take the new config at once (no accept gap); a stopped
+                // listener only carries its config for a later drain.
+                let active = self.active.entry(name.to_string()).or_insert_with(|| Active {
+                    current: Rc::new(RefCell::new(generation.clone())),
+                    accept: None,
+                });
+                *active.current.borrow_mut() = generation;
+                if stopped {
+                    active.accept = None;
                 }
-                Err(e) => failures.push((
-                    name.to_string(),
-                    format!("cannot bind {}: {e}", listener.address),
-                )),
+            } else {
+                match bind(listener.address) {
+                    Ok(socket) => {
+                        let current = Rc::new(RefCell::new(generation));
+                        let accept = rt::spawn_local(accept_loop(socket, current.clone(), ctx.clone()));
+                        // Replacing the old entry closes its socket.
+                        self.active.insert(
+                            name.to_string(),
+                            Active {
+                                current,
+                                accept: Some(accept),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        failures.push((
+                            name.to_string(),
+                            format!("cannot bind {}: {e}", listener.address),
+                        ));
+                        continue; // an old socket, if any, keeps serving the old config
+                    }
+                }
+            }
+            if let Some(old) = old {
+                self.retire(old);
             }
         }
         failures
     }
 
-    /// Closes listening sockets (all, or inbound ones only); connections continue.
+    /// Server drain (`/drain_listeners`, shutdown): closes listening sockets (all, or inbound
+    /// ones only); connections of `drain_type: DEFAULT` listeners drain, MODIFY_ONLY ones
+    /// continue (until their listener is modified or removed).
     pub fn stop(&mut self, inbound_only: bool) {
-        self.active
-            .retain(|_, active| inbound_only && !active.config.borrow().inbound);
+        let scope = if inbound_only {
+            Stopped::Inbound
+        } else {
+            Stopped::All
+        };
+        self.stopped = self.stopped.max(Some(scope));
+        let mut draining = Vec::new();
+        for active in self.active.values_mut() {
+            let generation = active.generation();
+            if inbound_only && !generation.config.inbound {
+                continue;
+            }
+            active.accept = None;
+            if generation.config.drain_type == DrainType::Default {
+                draining.push(generation);
+            }
+        }
+        draining.into_iter().for_each(|g| self.retire(g));
+    }
+
+    fn is_stopped(&self, listener: &Listener) -> bool {
+        match self.stopped {
+            None => false,
+            Some(Stopped::Inbound) => listener.inbound,
+            Some(Stopped::All) => true,
+        }
+    }
+
+    /// Starts draining a generation that accepts no more connections; after the drain time
+    /// (or once its last connection closed) it is closed.
+    fn retire(&self, generation: Rc<Generation>) {
+        if generation.drain.is_draining() {
+            return;
+        }
+        generation.drain.start();
+        if generation.open.get() == 0 {
+            generation.drain.close();
+            return;
+        }
+        let reporter = self.reporter.clone();
+        reporter.draining(&generation.config, true);
+        let drain_time = self.drain_time;
+        rt::spawn_local(async move {
+            future::or(timer::sleep(drain_time), generation.drain.closed()).await;
+            generation.drain.close();
+            reporter.draining(&generation.config, false);
+        })
+        .detach();
     }
 }
 
@@ -97,18 +282,18 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(
     mut socket: TcpListener,
-    config: Rc<RefCell<Arc<Listener>>>,
+    current: Rc<RefCell<Rc<Generation>>>,
     ctx: Rc<ShardContext>,
 ) {
     loop {
         match socket.accept().await {
             Ok(stream) => {
-                let listener = config.borrow().clone();
-                rt::spawn_local(connection::serve(ctx.clone(), listener, stream)).detach();
+                let open = current.borrow().open_connection();
+                rt::spawn_local(connection::serve(ctx.clone(), open, stream)).detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.
-                tracing::warn!(listener = %config.borrow().name, "accept failed: {e}");
+                tracing::warn!(listener = %current.borrow().config.name, "accept failed: {e}");
                 timer::sleep(Duration::from_millis(10)).await;
             }
         }
