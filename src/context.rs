@@ -3,8 +3,7 @@ use std::cell::{Cell, RefCell};
 
 use crate::{
     access_log::LogWriters, filters::network::http_connection_manager::RdsTables,
-    net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
-    stream::date::DateCache,
+    net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager, stream::date::DateCache,
 };
 
 pub struct ShardContext {

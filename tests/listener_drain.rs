@@ -27,12 +27,16 @@ fn config(admin: u16, listeners: Vec<Value>) -> Value {
 
 /// Waits until a new connection to `port` gets `body`.
 fn wait_body(port: u16, body: &str) {
-    wait_for(SOON, &format!("127.0.0.1:{port} to answer {body:?}"), || {
-        let mut c = Client::try_connect(port).ok()?;
-        c.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-        let r = c.read_response(false).ok()?;
-        (r.text() == body).then_some(())
-    });
+    wait_for(
+        SOON,
+        &format!("127.0.0.1:{port} to answer {body:?}"),
+        || {
+            let mut c = Client::try_connect(port).ok()?;
+            c.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+            let r = c.read_response(false).ok()?;
+            (r.text() == body).then_some(())
+        },
+    );
 }
 
 /// A keep-alive request on `c`: its body and its `connection` header.
@@ -45,9 +49,12 @@ fn get(c: &mut Client) -> (String, Option<String>) {
 #[test]
 fn modified_listener_drains_old_connections_and_serves_new_config() {
     let (l, admin) = (free_port(), free_port());
-    let proxy = Proxy::builder("ldrain_modify", &config(admin, vec![answering("l", l, "v1")]))
-        .args(&["--drain-time-s", "60"])
-        .start();
+    let proxy = Proxy::builder(
+        "ldrain_modify",
+        &config(admin, vec![answering("l", l, "v1")]),
+    )
+    .args(&["--drain-time-s", "60"])
+    .start();
     let mut idle = Client::connect(l);
     assert_eq!(get(&mut idle), ("v1".into(), None));
     let mut busy = Client::connect(l);
@@ -71,8 +78,13 @@ fn modified_listener_drains_old_connections_and_serves_new_config() {
     );
     // The request under way gets the old config's answer, and its connection closes after it.
     busy.send(b"host: x\r\n\r\n");
-    let r = busy.read_response(false).expect("the old connection's answer");
-    assert_eq!((r.text(), r.header("connection")), ("v1".into(), Some("close")));
+    let r = busy
+        .read_response(false)
+        .expect("the old connection's answer");
+    assert_eq!(
+        (r.text(), r.header("connection")),
+        ("v1".into(), Some("close"))
+    );
     assert!(busy.closed_within(Duration::from_secs(10)));
     // New connections: the new config, kept alive.
     let mut fresh = Client::connect(l);
@@ -155,7 +167,10 @@ fn tcp_proxy_connection_of_old_config_closes_at_drain_time() {
         "the old config's connection counted",
         |v| v == 1,
     );
-    assert_eq!(proxy.stat("listener_manager.total_listeners_draining"), Some(0));
+    assert_eq!(
+        proxy.stat("listener_manager.total_listeners_draining"),
+        Some(0)
+    );
 }
 
 #[test]
@@ -165,7 +180,10 @@ fn removed_listener_closes_its_socket_and_drains_its_connections() {
         "ldrain_remove",
         &config(
             admin,
-            vec![answering("keep", keep, "keep"), answering("gone", gone, "gone")],
+            vec![
+                answering("keep", keep, "keep"),
+                answering("gone", gone, "gone"),
+            ],
         ),
     )
     .args(&["--drain-time-s", "60"])
@@ -175,14 +193,22 @@ fn removed_listener_closes_its_socket_and_drains_its_connections() {
     busy.send(b"GET / HTTP/1.1\r\n");
     std::thread::sleep(Duration::from_millis(100));
 
-    proxy.rewrite(&to_yaml(&config(admin, vec![answering("keep", keep, "keep")])));
+    proxy.rewrite(&to_yaml(&config(
+        admin,
+        vec![answering("keep", keep, "keep")],
+    )));
     wait_for(SOON, "the removed listener's port to refuse", || {
         try_connect(gone).is_err().then_some(())
     });
     assert_eq!(proxy.stat("listener_manager.listener_removed"), Some(1));
     busy.send(b"host: x\r\n\r\n");
-    let r = busy.read_response(false).expect("the answer under the removed listener");
-    assert_eq!((r.text(), r.header("connection")), ("gone".into(), Some("close")));
+    let r = busy
+        .read_response(false)
+        .expect("the answer under the removed listener");
+    assert_eq!(
+        (r.text(), r.header("connection")),
+        ("gone".into(), Some("close"))
+    );
     assert!(busy.closed_within(Duration::from_secs(10)));
     let mut other = Client::connect(keep);
     assert_eq!(get(&mut other), ("keep".into(), None));

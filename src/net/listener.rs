@@ -159,7 +159,10 @@ impl ListenerSet {
                 Some(active) => (Some(active.generation()), active.accept.is_some()),
                 None => (None, false),
             };
-            if old.as_ref().is_some_and(|g| Arc::ptr_eq(&g.config, listener)) {
+            if old
+                .as_ref()
+                .is_some_and(|g| Arc::ptr_eq(&g.config, listener))
+            {
                 continue;
             }
             let generation = Generation::new(listener.clone());
@@ -170,10 +173,13 @@ impl ListenerSet {
             if stopped || (listening && same_socket) {
                 // New connections take the new config at once (no accept gap); a stopped
                 // listener only carries its config for a later drain.
-                let active = self.active.entry(name.to_string()).or_insert_with(|| Active {
-                    current: Rc::new(RefCell::new(generation.clone())),
-                    accept: None,
-                });
+                let active = self
+                    .active
+                    .entry(name.to_string())
+                    .or_insert_with(|| Active {
+                        current: Rc::new(RefCell::new(generation.clone())),
+                        accept: None,
+                    });
                 *active.current.borrow_mut() = generation;
                 if stopped {
                     active.accept = None;
@@ -182,7 +188,8 @@ impl ListenerSet {
                 match bind(listener.address) {
                     Ok(socket) => {
                         let current = Rc::new(RefCell::new(generation));
-                        let accept = rt::spawn_local(accept_loop(socket, current.clone(), ctx.clone()));
+                        let accept =
+                            rt::spawn_local(accept_loop(socket, current.clone(), ctx.clone()));
                         // Replacing the old entry closes its socket.
                         self.active.insert(
                             name.to_string(),
@@ -297,5 +304,216 @@ async fn accept_loop(
                 timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, pin::pin, task::Poll};
+
+    use xds_agent::{publish::EventReceiver, stats::StatsRegistry};
+
+    use super::*;
+    use crate::rt::executor::Executor;
+
+    fn free_address() -> SocketAddr {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    }
+
+    fn listener(
+        name: &str,
+        hash: u64,
+        address: SocketAddr,
+        drain_type: DrainType,
+    ) -> Arc<Listener> {
+        Arc::new(Listener {
+            name: name.into(),
+            config_hash: hash,
+            address,
+            buffer_limit: 1 << 20,
+            filter_chains: vec![],
+            inbound: false,
+            drain_type,
+            stats: StatsRegistry::new(1).listener(name),
+        })
+    }
+
+    fn snapshot(generation: u64, listeners: &[&Arc<Listener>]) -> Snapshot {
+        Snapshot {
+            generation,
+            listeners: listeners.iter().map(|l| Arc::clone(l)).collect(),
+            ..Snapshot::empty()
+        }
+    }
+
+    struct Shard {
+        ctx: Rc<ShardContext>,
+        set: ListenerSet,
+        events: EventReceiver,
+    }
+
+    fn shard(drain_time: Duration) -> Shard {
+        let (tx, events) = xds_agent::publish::event_channel();
+        Shard {
+            ctx: Rc::new(ShardContext::new(0, 1)),
+            set: ListenerSet::new(0, drain_time, tx),
+            events,
+        }
+    }
+
+    impl Shard {
+        fn generation(&self, name: &str) -> Rc<Generation> {
+            self.set.active[name].generation()
+        }
+
+        /// `(listener, config_hash, draining)` of every drain report so far.
+        fn drains(&mut self) -> Vec<(String, u64, bool)> {
+            let mut out = Vec::new();
+            while let Ok(event) = self.events.try_recv() {
+                if let ShardEvent::ListenerDraining {
+                    listener,
+                    config_hash,
+                    draining,
+                    ..
+                } = event
+                {
+                    out.push((listener, config_hash, draining));
+                }
+            }
+            out
+        }
+    }
+
+    fn is_closed(generation: &Generation) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        matches!(
+            pin!(generation.drain.closed()).poll(&mut cx),
+            Poll::Ready(())
+        )
+    }
+
+    #[test]
+    fn modified_listener_keeps_its_socket_and_drains_the_old_generation() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let address = free_address();
+            let v1 = listener("l", 1, address, DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(1, &[&v1])).is_empty());
+            let socket = s.set.active["l"].current.clone();
+            let old = s.generation("l");
+            let open = old.open_connection();
+
+            let v2 = listener("l", 2, address, DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(2, &[&v2])).is_empty());
+            assert!(
+                Rc::ptr_eq(&socket, &s.set.active["l"].current),
+                "same address: the accept loop and its socket are kept"
+            );
+            assert!(Arc::ptr_eq(&s.generation("l").config, &v2));
+            assert!(!s.generation("l").drain.is_draining());
+            assert!(old.drain.is_draining() && !is_closed(&old));
+            assert_eq!(s.drains(), [("l".to_string(), 1, true)]);
+
+            // The same snapshot again changes nothing.
+            s.set.apply(&s.ctx, &snapshot(3, &[&v2]));
+            assert!(Arc::ptr_eq(&s.generation("l").config, &v2));
+            assert!(s.drains().is_empty());
+
+            // The last old connection closing ends the drain before the drain time.
+            drop(open);
+            assert!(is_closed(&old));
+            timer::sleep(Duration::from_millis(10)).await;
+            assert_eq!(s.drains(), [("l".to_string(), 1, false)]);
+        });
+    }
+
+    #[test]
+    fn drain_time_closes_what_is_left_and_idle_generations_close_at_once() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_millis(50));
+            let (a, b) = (free_address(), free_address());
+            let busy = listener("busy", 1, a, DrainType::Default);
+            let idle = listener("idle", 1, b, DrainType::Default);
+            s.set.apply(&s.ctx, &snapshot(1, &[&busy, &idle]));
+            let (busy_old, idle_old) = (s.generation("busy"), s.generation("idle"));
+            let _open = busy_old.open_connection();
+
+            // `busy` is removed, `idle` moves to another address.
+            let moved = listener("idle", 2, free_address(), DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(2, &[&moved])).is_empty());
+            assert!(!s.set.active.contains_key("busy"));
+            timer::sleep(Duration::from_millis(10)).await; // the socket's close goes through the ring
+            assert!(
+                std::net::TcpStream::connect(a).is_err(),
+                "a removed listener's socket is closed at once"
+            );
+            assert!(is_closed(&idle_old), "no connection: nothing to wait for");
+            assert!(busy_old.drain.is_draining() && !is_closed(&busy_old));
+            timer::sleep(Duration::from_millis(100)).await;
+            assert!(is_closed(&busy_old), "closed at the end of the drain time");
+            assert_eq!(
+                s.drains(),
+                [
+                    ("busy".to_string(), 1, true),
+                    ("busy".to_string(), 1, false)
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn server_drain_spares_modify_only_listeners_until_they_change() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let default = listener("d", 1, free_address(), DrainType::Default);
+            let modify_only = listener("m", 1, free_address(), DrainType::ModifyOnly);
+            s.set.apply(&s.ctx, &snapshot(1, &[&default, &modify_only]));
+            let (d, m) = (s.generation("d"), s.generation("m"));
+            let _open = (d.open_connection(), m.open_connection());
+
+            s.set.stop(false);
+            assert!(s.set.active.values().all(|a| a.accept.is_none()));
+            assert!(d.drain.is_draining());
+            assert!(!m.drain.is_draining());
+
+            // Stopped: changes are not bound again, but a modification drains MODIFY_ONLY.
+            let m2 = listener("m", 2, free_address(), DrainType::ModifyOnly);
+            let added = listener("new", 1, free_address(), DrainType::Default);
+            assert!(s
+                .set
+                .apply(&s.ctx, &snapshot(2, &[&default, &m2, &added]))
+                .is_empty());
+            assert!(m.drain.is_draining());
+            assert!(s.set.active.values().all(|a| a.accept.is_none()));
+            assert!(std::net::TcpStream::connect(added.address).is_err());
+            assert_eq!(
+                s.drains(),
+                [("d".to_string(), 1, true), ("m".to_string(), 1, true)]
+            );
+        });
+    }
+
+    #[test]
+    fn failed_bind_of_a_moved_listener_keeps_the_old_socket_and_config() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = free_address();
+            let v1 = listener("l", 1, address, DrainType::Default);
+            s.set.apply(&s.ctx, &snapshot(1, &[&v1]));
+            let old = s.generation("l");
+
+            let moved = listener("l", 2, taken.local_addr().unwrap(), DrainType::Default);
+            let fresh = listener("fresh", 1, free_address(), DrainType::Default);
+            let failures = s.set.apply(&s.ctx, &snapshot(2, &[&moved, &fresh]));
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].0, "l");
+            assert!(Rc::ptr_eq(&s.generation("l"), &old));
+            assert!(!old.drain.is_draining());
+            assert!(std::net::TcpStream::connect(address).is_ok());
+            assert!(s.set.active["fresh"].accept.is_some());
+        });
     }
 }

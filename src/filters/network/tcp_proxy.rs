@@ -120,7 +120,15 @@ async fn proxy_to(
         upstream: cluster.config.buffer_limit,
         idle_timeout: proxy.idle_timeout,
     };
-    let end = relay(downstream, upstream, &limits, &ctx.scratch, &observer, drain).await;
+    let end = relay(
+        downstream,
+        upstream,
+        &limits,
+        &ctx.scratch,
+        &observer,
+        drain,
+    )
+    .await;
     drop(host);
     dec(&cells.upstream_cx_active);
     inc(&cells.upstream_cx_destroy);

@@ -215,7 +215,11 @@ impl Agent {
         }
         let state = self.lock();
         stats::set(
-            &state.stats.listener_manager.shard(0).total_listeners_draining,
+            &state
+                .stats
+                .listener_manager
+                .shard(0)
+                .total_listeners_draining,
             self.draining.len() as i64,
         );
     }
