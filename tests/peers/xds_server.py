@@ -5,34 +5,64 @@ Started by the end-to-end tests as a separate process; it speaks real xDS v3 ove
 same control plane drives Envoy and shardproxy's agent. Run from the test venv (grpcio and
 xds-protos installed):
 
-    xds_server.py --script resources.json [--port 0] [--control-port 0]
+    xds_server.py --script resources.json [--port 0] [--control-port 0] [--unix PATH]
 
 It listens on 127.0.0.1 only, prints `LISTEN ads <port>` and `LISTEN control <port>`
-(kernel-chosen when 0), then `READY`. It exits when its stdin reaches EOF (the parent test
+(kernel-chosen when 0), then `READY`. With `--unix PATH` it serves ADS on that unix socket
+too. It exits when its stdin reaches EOF (the parent test
 died or dropped its handle) or on SIGTERM/SIGINT.
 
 Services: envoy.service.discovery.v3.AggregatedDiscoveryService, both
-StreamAggregatedResources (state of the world) and DeltaAggregatedResources (incremental).
+StreamAggregatedResources (state of the world) and DeltaAggregatedResources (incremental);
+envoy.service.secret.v3.SecretDiscoveryService (StreamSecrets, DeltaSecrets: SDS on its own
+stream, as Istio's `sds-grpc` cluster) serving the same resources with the same semantics.
 
 Script format (JSON; YAML when the file ends in .yaml/.yml and PyYAML is installed):
 
     {"resources": {
         "type.googleapis.com/envoy.config.listener.v3.Listener": [ {<Listener as proto JSON>} ],
         "type.googleapis.com/envoy.config.cluster.v3.Cluster":   [ {<Cluster as proto JSON>} ]
-    }}
+     },
+     "remove": {type_url: [resource name, ...]}}
 
-Each resource is the proto3 JSON of the message its type URL names (any `@type` inside, e.g. an
-HCM typed_config, is resolved by importing the matching xds-protos module). A resource's name is
-its `name` field (`cluster_name` for ClusterLoadAssignment). A resource set replaces only the
-types it names: other types keep their resources. Every type whose resources changed gets a
-new version ("1", "2", ... per type URL) and is pushed to every stream subscribed to it. The
-script file is re-read when its mtime or size changes (an unparsable file is reported on
-stderr and ignored).
+Either key may be left out (not both). Each resource is the proto3 JSON of the message its
+type URL names (any `@type` inside, e.g. an HCM typed_config, is resolved by importing the
+matching xds-protos module; Istio's own alpn, stats and metadata-exchange configs are known
+through tests/peers/istio_types.py). An Any whose `@type` no descriptor knows (e.g. Istio's
+`istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig`) is served as an
+`xds.type.v3.TypedStruct` whose `type_url` is that original type and whose `value` is the Any's
+other fields as a Struct: the bytes are a correct TypedStruct, and the client decides (Envoy
+looks the original type up in its extension registry and accepts or NACKs). A resource's name
+is its `name` field (`cluster_name` for ClusterLoadAssignment).
+
+"resources" replaces the whole resource set of each type it names (so a resource left out is
+removed); "remove" deletes the named resources of a type and keeps the rest. Types not named
+keep their resources. Every type whose resources changed gets a new version ("1", "2", ... per
+type URL) and is pushed to every stream subscribed to it: state of the world sends the new
+(possibly shorter) set, Delta sends the changed resources and the names of removed ones in
+`removed_resources`. The script file is re-read when its mtime or size changes (an unparsable
+file is reported on stderr and ignored).
 
 Control endpoints (HTTP/1.1 on the control port, JSON bodies):
 
     POST /push   body: a resource set as above. 200 {"versions": {type_url: version}};
-                 400 {"error": "..."} when it does not parse.
+                 400 {"error": "..."} when it does not parse (nothing is applied).
+    POST /churn  body: {"type_url": T, "template": <one resource as proto JSON>,
+                        "count": N, "interval_ms": M (default 0)}.
+                 Pushes N successive versions of one resource of type T, M ms apart; step n
+                 (1..N) is the template with every `{{n}}` in its JSON text replaced by n
+                 (so "x-{{n}}" becomes "x-7"; a bare number field may be given as "{{n}}").
+                 Each step replaces that one resource (the others of T stay) and bumps T's
+                 version. All steps are parsed before the first push; the reply comes when
+                 the last is applied: 200 {"type_url": T, "name": resource name,
+                 "count": N, "version": T's final version}; 400 {"error": "..."} when the
+                 body or any step does not parse or the steps name different resources.
+    POST /drop   closes every open stream (gRPC status UNAVAILABLE); clients must
+                 reconnect. 200 {"dropped": number of streams closed}.
+    GET  /streams  the open streams: {"streams": [{"id": N, "node_id": "...",
+                 "mode": "sotw" or "delta", "subscribed": {type_url: {"wildcard": bool,
+                 "names": [names subscribed by name]}}}]}; a delta stream's entries also
+                 carry "sent": {name: resource version the client holds}.
     GET  /acks   what every client (by node id) did per type URL:
                  {"versions": {type_url: current version},
                   "clients": {node_id: {type_url: {
@@ -40,14 +70,26 @@ Control endpoints (HTTP/1.1 on the control port, JSON bodies):
                       "acked": [versions ACKed, in order],
                       "nacked": [{"version": rejected version, "nonce": ...,
                                   "error_detail": {"code": N, "message": "..."}}],
-                      "requests": N}}}}
+                      "requests": N,
+                      "initial_resource_versions": {name: version}}}}}
                  For delta streams, a version is the one the server gave that type's
-                 resource set when it sent them.
+                 resource set when it sent them. `initial_resource_versions` is what the
+                 last delta stream's first request of the type carried (delta only).
 
-Protocol notes: each response carries a fresh nonce per stream; a request whose
-response_nonce is not the latest one sent for its type is stale and ignored (xDS spec). A
-request with no nonce (subscription start) is answered with the current resources. Wildcard
-subscriptions (no names, or "*") get every resource of the type; named ones only those named.
+Versions: each type URL has a counter, bumped by every change of its resource set; it is
+`version_info` on state-of-the-world responses and `system_version_info` on Delta ones. On
+Delta each resource also has its own version: the first 16 hex digits of the SHA-256 of its
+deterministically serialized Any, so it changes exactly when the resource's bytes do and is
+stable across server restarts (a reconnecting client's `initial_resource_versions` that match
+are not re-sent).
+
+Protocol notes: each response carries a fresh nonce per stream; a state-of-the-world request
+whose response_nonce is not the latest one sent for its type is stale and ignored (xDS spec).
+A request with no nonce (subscription start) is answered with the current resources.
+Wildcard subscriptions (no names, or "*") get every resource of the type; named ones only
+those named. On Delta a name subscribed that the server does not have is listed once in
+`removed_resources` (the spec's "resource does not exist"); it is sent when it appears. A
+state-of-the-world response whose version the stream already sent is not repeated.
 """
 from __future__ import annotations
 
@@ -62,15 +104,23 @@ import queue
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-from google.protobuf import any_pb2, json_format, symbol_database
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+from xds.type.v3 import typed_struct_pb2  # noqa: F401 (the fallback for unknown @types)
+
+import istio_types
+
+istio_types.register()
 
 TYPE_PREFIX = "type.googleapis.com/"
+TYPED_STRUCT = "type.googleapis.com/xds.type.v3.TypedStruct"
 _imported_packages: set[str] = set()
 
 
@@ -109,7 +159,9 @@ def _import_types_in(value) -> None:
 def _message_class(type_url: str):
     full_name = type_url[len(TYPE_PREFIX):] if type_url.startswith(TYPE_PREFIX) else type_url
     _import_package_of(full_name)
-    return symbol_database.Default().GetSymbol(full_name)
+    return message_factory.GetMessageClass(
+        descriptor_pool.Default().FindMessageTypeByName(full_name)
+    )
 
 
 def resource_name(type_url: str, doc: dict) -> str:
@@ -120,30 +172,114 @@ def resource_name(type_url: str, doc: dict) -> str:
     return name
 
 
-def parse_resource_set(doc) -> dict[str, dict[str, any_pb2.Any]]:
-    """{"resources": {type_url: [proto JSON]}} -> {type_url: {name: Any}}; raises ValueError."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("resources"), dict):
-        raise ValueError('a resource set is {"resources": {type_url: [resource, ...]}}')
-    out: dict[str, dict[str, any_pb2.Any]] = {}
-    for type_url, items in doc["resources"].items():
+def _known(type_url: str) -> bool:
+    try:
+        _message_class(type_url)
+        return True
+    except KeyError:
+        return False
+
+
+def carry_unknown_types(value, carried: set[str]):
+    """A copy of `value` where each Any whose `@type` no descriptor knows becomes an
+    `xds.type.v3.TypedStruct` naming that type, its fields as the Struct `value`; the
+    carried type URLs are added to `carried`."""
+    if isinstance(value, list):
+        return [carry_unknown_types(v, carried) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: carry_unknown_types(v, carried) for k, v in value.items()}
+    type_url = out.get("@type")
+    if isinstance(type_url, str) and not _known(type_url):
+        carried.add(type_url)
+        fields = {k: v for k, v in out.items() if k != "@type"}
+        return {"@type": TYPED_STRUCT, "type_url": type_url, "value": fields}
+    return out
+
+
+def parse_resource(type_url: str, item: dict, carried: set[str] | None = None):
+    """One resource's proto JSON -> (name, Any); raises ValueError. Unknown nested types are
+    carried as TypedStruct (see carry_unknown_types) and reported in `carried`."""
+    try:
+        cls = _message_class(type_url)
+    except KeyError:
+        raise ValueError(f"unknown resource type {type_url}") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"a {type_url} resource must be a JSON object")
+    _import_types_in(item)
+    item = carry_unknown_types(item, set() if carried is None else carried)
+    try:
+        msg = json_format.ParseDict(item, cls())
+    except json_format.ParseError as e:
+        raise ValueError(f"{type_url}: {e}") from None
+    packed = any_pb2.Any()
+    packed.Pack(msg, deterministic=True)
+    return resource_name(type_url, item), packed
+
+
+class Change:
+    """What one push does: `replace` sets whole types, `upsert` adds or replaces single
+    resources, `remove` deletes resources by name; types not named are left alone."""
+
+    def __init__(self, replace=None, upsert=None, remove=None):
+        self.replace: dict[str, dict[str, any_pb2.Any]] = replace or {}
+        self.upsert: dict[str, dict[str, any_pb2.Any]] = upsert or {}
+        self.remove: dict[str, list[str]] = remove or {}
+
+    def types(self) -> set[str]:
+        return set(self.replace) | set(self.upsert) | set(self.remove)
+
+
+def parse_resource_set(doc) -> Change:
+    """{"resources": {type_url: [proto JSON]}, "remove": {type_url: [name]}} -> Change
+    (either key may be absent, not both); raises ValueError."""
+    if not isinstance(doc, dict) or not (
+        isinstance(doc.get("resources", {}), dict)
+        and isinstance(doc.get("remove", {}), dict)
+        and ("resources" in doc or "remove" in doc)
+    ):
+        raise ValueError(
+            'a resource set is {"resources": {type_url: [resource, ...]}, '
+            '"remove": {type_url: [name, ...]}} (either key optional)'
+        )
+    change = Change()
+    for type_url, items in doc.get("resources", {}).items():
         if not isinstance(items, list):
             raise ValueError(f"resources of {type_url} must be a list")
-        try:
-            cls = _message_class(type_url)
-        except KeyError:
-            raise ValueError(f"unknown resource type {type_url}") from None
-        by_name: dict[str, any_pb2.Any] = {}
+        by_name = change.replace[type_url] = {}
         for item in items:
-            _import_types_in(item)
-            try:
-                msg = json_format.ParseDict(item, cls())
-            except json_format.ParseError as e:
-                raise ValueError(f"{type_url}: {e}") from None
-            packed = any_pb2.Any()
-            packed.Pack(msg, deterministic=True)
-            by_name[resource_name(type_url, item)] = packed
-        out[type_url] = by_name
-    return out
+            name, packed = parse_resource(type_url, item)
+            by_name[name] = packed
+    for type_url, names in doc.get("remove", {}).items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"remove of {type_url} must be a list of names")
+        if not _known(type_url):
+            raise ValueError(f"unknown resource type {type_url}")
+        change.remove[type_url] = names
+    return change
+
+
+def churn_steps(doc) -> tuple[str, list[tuple[str, any_pb2.Any]], float]:
+    """A /churn body -> (type_url, [(name, Any) per step], interval in seconds); raises
+    ValueError. Step n (1-based) is the template with every `{{n}}` replaced by n."""
+    if not isinstance(doc, dict):
+        raise ValueError("a churn body is a JSON object")
+    type_url, template = doc.get("type_url"), doc.get("template")
+    count, interval_ms = doc.get("count"), doc.get("interval_ms", 0)
+    if not isinstance(type_url, str) or not isinstance(template, dict):
+        raise ValueError("churn needs `type_url` (string) and `template` (a resource)")
+    if not isinstance(count, int) or count < 1:
+        raise ValueError("churn needs `count` >= 1")
+    if not isinstance(interval_ms, (int, float)) or interval_ms < 0:
+        raise ValueError("churn `interval_ms` must be >= 0")
+    text = json.dumps(template)
+    steps = [
+        parse_resource(type_url, json.loads(text.replace("{{n}}", str(n))))
+        for n in range(1, count + 1)
+    ]
+    if len({name for name, _ in steps}) != 1:
+        raise ValueError("churn steps must all name the same resource")
+    return type_url, steps, interval_ms / 1000.0
 
 
 def load_script(path: str):
@@ -170,12 +306,17 @@ class Store:
         self.streams: set["Stream"] = set()
         self.clients: dict[str, dict[str, dict]] = {}
 
-    def apply(self, resource_set: dict[str, dict[str, any_pb2.Any]]) -> dict[str, str]:
+    def apply(self, change: Change) -> dict[str, str]:
         changed = []
         with self.lock:
-            for type_url, by_name in resource_set.items():
-                if self.resources.get(type_url) != by_name or type_url not in self.versions:
-                    self.resources[type_url] = by_name
+            for type_url in sorted(change.types()):
+                before = self.resources.get(type_url, {})
+                after = dict(change.replace.get(type_url, before))
+                after.update(change.upsert.get(type_url, {}))
+                for name in change.remove.get(type_url, []):
+                    after.pop(name, None)
+                if after != before or type_url not in self.versions:
+                    self.resources[type_url] = after
                     self.versions[type_url] = self.versions.get(type_url, 0) + 1
                     changed.append(type_url)
             streams = list(self.streams)
@@ -183,6 +324,18 @@ class Store:
         for stream in streams:
             stream.events.put(("push", changed))
         return versions
+
+    def open_streams(self) -> list[dict]:
+        with self.lock:
+            streams = sorted(self.streams, key=lambda s: s.id)
+        return [stream.describe() for stream in streams]
+
+    def drop_streams(self) -> int:
+        with self.lock:
+            streams = list(self.streams)
+        for stream in streams:
+            stream.events.put(("drop", None))
+        return len(streams)
 
     def snapshot(self, type_url: str) -> tuple[str, dict[str, any_pb2.Any]]:
         with self.lock:
@@ -199,6 +352,10 @@ class Store:
             record = self._record(node_id, type_url)
             record["mode"] = mode
             record["requests"] += 1
+
+    def note_initial_versions(self, node_id: str, type_url: str, versions) -> None:
+        with self.lock:
+            self._record(node_id, type_url)["initial_resource_versions"] = dict(versions)
 
     def note_ack(self, node_id: str, type_url: str, version: str) -> None:
         with self.lock:
@@ -234,6 +391,7 @@ class Stream:
     """One client stream: its request reader feeds `events`, pushes are queued there too."""
 
     _ids = itertools.count(1)
+    mode = ""  # "sotw" or "delta"
 
     def __init__(self, store: Store):
         self.store = store
@@ -269,6 +427,10 @@ class Stream:
                     continue
                 if kind == "closed":
                     return
+                if kind == "drop":
+                    context.set_code(grpc.StatusCode.UNAVAILABLE)
+                    context.set_details("stream dropped by the control plane (POST /drop)")
+                    return
                 handle = self.on_request if kind == "request" else self.on_push
                 yield from handle(payload)
         finally:
@@ -282,6 +444,8 @@ def _wildcard(names) -> bool:
 
 class SotwStream(Stream):
     """State of the world: every response holds all the subscribed resources of its type."""
+
+    mode = "sotw"
 
     def __init__(self, store: Store):
         super().__init__(store)
@@ -324,17 +488,29 @@ class SotwStream(Stream):
 
     def on_push(self, changed):
         for type_url in changed:
-            if type_url in self.subs:
+            sub = self.subs.get(type_url)
+            # Pushes queued during a burst may find their version already sent.
+            if sub is not None and sub["version"] != self.store.snapshot(type_url)[0]:
                 yield self.respond(type_url)
+
+    def describe(self) -> dict:
+        subscribed = {
+            t: {"wildcard": _wildcard(sub["names"]), "names": [n for n in sub["names"] if n != "*"]}
+            for t, sub in list(self.subs.items())
+        }
+        return {"id": self.id, "node_id": self.node_id, "mode": self.mode, "subscribed": subscribed}
 
 
 class DeltaStream(Stream):
-    """Incremental: responses carry only changed resources and the names of removed ones."""
+    """Incremental: responses carry only changed resources and the names of removed ones
+    (gone from the server, or subscribed by name and never there)."""
+
+    mode = "delta"
 
     def __init__(self, store: Store):
         super().__init__(store)
         # type_url -> {"names": set, "wildcard": bool, "sent": {name: hash},
-        #              "nonce": str, "version": str}
+        #              "absent": {names told not to exist}, "nonce": str, "version": str}
         self.subs: dict[str, dict] = {}
 
     @staticmethod
@@ -358,6 +534,11 @@ class DeltaStream(Stream):
         removed = [n for n in sub["sent"] if n not in wanted]
         for name in removed:
             del sub["sent"][name]
+        # Subscribed by name but not on the server: "does not exist", told once.
+        absent = sub.setdefault("absent", set())
+        missing = {n for n in sub["names"] if n not in resources}
+        removed += sorted(missing - absent - set(removed))
+        sub["absent"] = missing
         if not updates and not removed and not force:
             return None
         sub["nonce"], sub["version"] = self.next_nonce(), version
@@ -382,6 +563,9 @@ class DeltaStream(Stream):
                 "nonce": "",
                 "version": "",
             }
+            self.store.note_initial_versions(
+                self.node_id, type_url, req.initial_resource_versions
+            )
             # Legacy wildcard: the first request of a type subscribes to nothing by name.
             sub["wildcard"] = not req.resource_names_subscribe
         if req.response_nonce and req.response_nonce == sub["nonce"]:
@@ -402,6 +586,7 @@ class DeltaStream(Stream):
             else:
                 sub["names"].discard(name)
                 sub["sent"].pop(name, None)
+                sub.setdefault("absent", set()).discard(name)
         response = self.respond(type_url, force=first)
         if response is not None:
             yield response
@@ -413,6 +598,17 @@ class DeltaStream(Stream):
                 if response is not None:
                     yield response
 
+    def describe(self) -> dict:
+        subscribed = {
+            t: {
+                "wildcard": sub["wildcard"],
+                "names": sorted(sub["names"]),
+                "sent": dict(sub["sent"]),
+            }
+            for t, sub in list(self.subs.items())
+        }
+        return {"id": self.id, "node_id": self.node_id, "mode": self.mode, "subscribed": subscribed}
+
 
 class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, store: Store):
@@ -422,6 +618,19 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         yield from SotwStream(self.store).run(request_iterator, context)
 
     def DeltaAggregatedResources(self, request_iterator, context):
+        yield from DeltaStream(self.store).run(request_iterator, context)
+
+
+class Sds(sds_pb2_grpc.SecretDiscoveryServiceServicer):
+    """SDS on its own service (Istio's `sds-grpc` cluster): the same store and streams."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def StreamSecrets(self, request_iterator, context):
+        yield from SotwStream(self.store).run(request_iterator, context)
+
+    def DeltaSecrets(self, request_iterator, context):
         yield from DeltaStream(self.store).run(request_iterator, context)
 
 
@@ -442,25 +651,47 @@ def control_handler(store: Store):
         def do_GET(self):
             if self.path == "/acks":
                 self.reply(200, store.report())
+            elif self.path == "/streams":
+                self.reply(200, {"streams": store.open_streams()})
             else:
                 self.reply(404, {"error": f"no such endpoint {self.path}"})
 
         def do_POST(self):
-            if self.path != "/push":
-                self.reply(404, {"error": f"no such endpoint {self.path}"})
-                return
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            try:
-                resource_set = parse_resource_set(json.loads(body))
-            except (ValueError, json.JSONDecodeError) as e:
-                self.reply(400, {"error": str(e)})
-                return
-            self.reply(200, {"versions": store.apply(resource_set)})
+            if self.path == "/drop":
+                self.reply(200, {"dropped": store.drop_streams()})
+            elif self.path == "/push":
+                try:
+                    change = parse_resource_set(json.loads(body))
+                except (ValueError, json.JSONDecodeError) as e:
+                    self.reply(400, {"error": str(e)})
+                    return
+                self.reply(200, {"versions": store.apply(change)})
+            elif self.path == "/churn":
+                try:
+                    type_url, steps, interval = churn_steps(json.loads(body))
+                except (ValueError, json.JSONDecodeError) as e:
+                    self.reply(400, {"error": str(e)})
+                    return
+                self.reply(200, run_churn(store, type_url, steps, interval))
+            else:
+                self.reply(404, {"error": f"no such endpoint {self.path}"})
 
         def log_message(self, *args):
             pass
 
     return Handler
+
+
+def run_churn(store: Store, type_url: str, steps, interval: float) -> dict:
+    """Upserts each step's resource in turn, `interval` seconds apart."""
+    versions = {}
+    for i, (name, packed) in enumerate(steps):
+        if i and interval:
+            time.sleep(interval)
+        versions = store.apply(Change(upsert={type_url: {name: packed}}))
+    return {"type_url": type_url, "name": steps[0][0], "count": len(steps),
+            "version": versions[type_url]}
 
 
 def watch_script(path: str, store: Store, stop: threading.Event) -> None:
@@ -490,6 +721,7 @@ def main() -> None:
     ap.add_argument("--script", required=True, help="resource set file (JSON or YAML)")
     ap.add_argument("--port", type=int, default=0, help="ADS gRPC port (0: any)")
     ap.add_argument("--control-port", type=int, default=0, help="control HTTP port (0: any)")
+    ap.add_argument("--unix", help="also serve ADS on this unix socket path")
     args = ap.parse_args()
 
     store = Store()
@@ -497,7 +729,10 @@ def main() -> None:
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(store), server)
+    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(Sds(store), server)
     ads_port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if args.unix:
+        server.add_insecure_port(f"unix:{args.unix}")
     server.start()
 
     control = ThreadingHTTPServer(("127.0.0.1", args.control_port), control_handler(store))

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agent;
 pub mod bootstrap;
 pub mod dns;
+pub mod dynamic;
 pub mod filter_stats;
 pub mod model;
 pub mod names;

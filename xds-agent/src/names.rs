@@ -38,3 +38,6 @@ pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// The previous-hosts predicate's well-known name (accepted without a typed config).
 pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";
+
+/// The wrapper a state-of-the-world response may put around each resource (name, version).
+pub const DISCOVERY_RESOURCE: &str = "envoy.service.discovery.v3.Resource";

@@ -58,6 +58,7 @@ fn agent_state() -> AgentState {
         name: "backend".into(),
         config_hash: 0,
         dns: None,
+        eds: None,
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: vec![Endpoint {
@@ -92,6 +93,7 @@ fn agent_state() -> AgentState {
             clusters: HashMap::from([("backend".to_string(), Arc::new(cluster))]),
             routes: HashMap::new(),
         }),
+        dynamic: Default::default(),
         applied: vec![1, 1],
         server_state: ServerState::Live,
         healthcheck_failed: false,

@@ -17,7 +17,7 @@ use hyper::StatusCode;
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
-use super::{query::Query, reply::Reply};
+use super::{dynamic_dump, query::Query, reply::Reply};
 use crate::agent::AgentState;
 
 /// Why a config dump query was rejected.
@@ -40,7 +40,7 @@ impl DumpQueryError {
 
 const ANY: &str = "google.protobuf.Any";
 
-fn timestamp(time: SystemTime) -> Timestamp {
+pub(super) fn timestamp(time: SystemTime) -> Timestamp {
     let since_epoch = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -50,15 +50,18 @@ fn timestamp(time: SystemTime) -> Timestamp {
     }
 }
 
-/// The dumps in Envoy's order: bootstrap, clusters, endpoints (`include_eds` only), listeners.
+/// The dumps in Envoy's order: bootstrap, clusters, endpoints (`include_eds` only), listeners,
+/// routes (when RDS is in use). Each carries the static resources and the dynamic ones held.
 pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
+    let now = std::time::Instant::now();
+    let dynamic = &state.dynamic;
     let updated = Some(timestamp(state.last_updated));
     let resources = state.bootstrap.static_resources.clone().unwrap_or_default();
     let mut configs = vec![pack_any(BootstrapConfigDump {
         bootstrap: Some(state.bootstrap.clone()),
         last_updated: updated,
     })];
-    configs.push(pack_any(ClustersConfigDump {
+    let mut clusters = ClustersConfigDump {
         static_clusters: resources
             .clusters
             .iter()
@@ -68,9 +71,11 @@ pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
             })
             .collect(),
         ..Default::default()
-    }));
+    };
+    dynamic_dump::clusters(dynamic, &mut clusters, now);
+    configs.push(pack_any(clusters));
     if include_eds {
-        configs.push(pack_any(EndpointsConfigDump {
+        let mut endpoints = EndpointsConfigDump {
             static_endpoint_configs: resources
                 .clusters
                 .iter()
@@ -86,9 +91,11 @@ pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
                 })
                 .collect(),
             ..Default::default()
-        }));
+        };
+        dynamic_dump::endpoints(dynamic, &mut endpoints);
+        configs.push(pack_any(endpoints));
     }
-    configs.push(pack_any(ListenersConfigDump {
+    let mut listeners = ListenersConfigDump {
         static_listeners: resources
             .listeners
             .iter()
@@ -98,7 +105,10 @@ pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
             })
             .collect(),
         ..Default::default()
-    }));
+    };
+    dynamic_dump::listeners(dynamic, &mut listeners, now);
+    configs.push(pack_any(listeners));
+    configs.extend(dynamic_dump::routes(dynamic).map(pack_any));
     configs
 }
 

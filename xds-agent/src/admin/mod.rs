@@ -4,6 +4,7 @@
 //! whole reply synchronously and drops the lock before anything is awaited.
 mod clusters;
 mod config_dump;
+mod dynamic_dump;
 #[cfg(test)]
 mod fixture;
 mod listeners;

@@ -6,7 +6,7 @@ use crate::{
     stats::StatsRegistry,
 };
 
-/// Whether two generations run the same listeners and clusters (by pointer).
+/// Whether two generations run the same listeners, clusters and route tables (by pointer).
 pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
     old.listeners.len() == new.listeners.len()
         && old
@@ -19,6 +19,11 @@ pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
             .clusters
             .iter()
             .all(|(name, c)| old.clusters.get(name).is_some_and(|o| Arc::ptr_eq(o, c)))
+        && old.routes.len() == new.routes.len()
+        && new
+            .routes
+            .iter()
+            .all(|(name, r)| old.routes.get(name).is_some_and(|o| Arc::ptr_eq(o, r)))
 }
 
 /// Envoy's listener_manager / cluster_manager change counters and gauges.

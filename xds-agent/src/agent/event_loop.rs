@@ -10,15 +10,26 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::{
     changes::{record_changes, same_config},
-    list, load_bootstrap, AgentCommand, AgentState, SharedState, StartupError,
+    list, load_bootstrap,
+    xds::Xds,
+    AgentCommand, AgentState, SharedState, StartupError,
 };
 use crate::{
     dns,
     model::{Cluster, DnsTarget, Endpoint, Snapshot},
     publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink},
     stats::{self, ServerState},
-    translate::{translate, TranslateContext, TranslateError},
+    translate::{dynamic_resources::dynamic_sources, translate, TranslateContext, TranslateError},
+    xds::ClientEvent,
 };
+
+/// The next xDS client event, or never when there is no ADS stream.
+async fn next_xds_event(xds: &mut Option<Xds>) -> Option<ClientEvent> {
+    match xds {
+        Some(xds) => xds.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 pub(super) struct Agent {
     state: SharedState,
@@ -28,7 +39,13 @@ pub(super) struct Agent {
     dns_tx: UnboundedSender<(String, Arc<[Endpoint]>)>,
     dns_results: UnboundedReceiver<(String, Arc<[Endpoint]>)>,
     /// Last resolved addresses of each DNS cluster.
-    dns: HashMap<String, Arc<[Endpoint]>>,
+    pub(super) dns: HashMap<String, Arc<[Endpoint]>>,
+    /// The bootstrap's static resources, translated (what xDS resources are added to).
+    pub(super) statics: Arc<Snapshot>,
+    /// The ADS stream and the dynamic config, when the bootstrap has `dynamic_resources`.
+    pub(super) xds: Option<Xds>,
+    /// Listeners that failed to bind on some shard since the last publish.
+    bind_failures: Vec<(String, String)>,
     dns_tasks: HashMap<String, (DnsTarget, tokio::task::JoinHandle<()>)>,
     /// Generation published and when; cleared once every shard applied it.
     publish_started: Option<(u64, Instant)>,
@@ -55,6 +72,9 @@ impl Agent {
             dns_tx,
             dns_results,
             dns: HashMap::new(),
+            statics: Arc::new(Snapshot::empty()),
+            xds: None,
+            bind_failures: Vec::new(),
             dns_tasks: HashMap::new(),
             publish_started: None,
             last_applied: Instant::now(),
@@ -62,7 +82,7 @@ impl Agent {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AgentState> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, AgentState> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -103,7 +123,13 @@ impl Agent {
                 .translate(&bootstrap, None)
                 .map_err(StartupError::Config)?,
         };
-        self.publish(Arc::new(snapshot));
+        let mut errors = Vec::new();
+        if let Some(sources) = dynamic_sources(&bootstrap, &mut errors) {
+            let xds = Xds::start(sources, &mut self.lock().stats);
+            self.xds = Some(xds);
+        }
+        let snapshot = self.compose(snapshot);
+        self.publish(snapshot);
         let mut failures = Vec::new();
         while !self.lock().all_shards_applied() {
             match self.events.recv().await {
@@ -121,23 +147,37 @@ impl Agent {
             failures.dedup_by(|a, b| a.split(" (shard").next() == b.split(" (shard").next());
             return Err(StartupError::Bind(failures));
         }
-        let mut state = self.lock();
-        state.server_state = ServerState::Live;
-        stats::set(&state.stats.server.shard(0).state, ServerState::Live as i64);
-        stats::set(&state.stats.server.shard(0).live, 1);
-        stats::set(&state.stats.listener_manager.shard(0).workers_started, 1);
-        drop(state);
-        tracing::info!(
-            "all {} shard(s) running generation 1: live",
-            self.shards.len()
-        );
+        self.bind_failures.clear();
+        match self.xds {
+            None => {
+                self.mark_live();
+                tracing::info!(
+                    "all {} shard(s) running generation 1: live",
+                    self.shards.len()
+                );
+            }
+            Some(_) => tracing::info!(
+                "all {} shard(s) running the static config; waiting for the initial xDS fetch",
+                self.shards.len()
+            ),
+        }
         Ok(())
     }
 
     pub(super) async fn run(&mut self) {
         loop {
+            let now = Instant::now();
+            let deadline = self
+                .xds
+                .as_ref()
+                .and_then(|x| x.next_deadline(&self.lock().dynamic, now));
+            let warming_ends = tokio::time::sleep_until(
+                deadline.unwrap_or(now + Duration::from_secs(3600)).into(),
+            );
             tokio::select! {
                 Some(event) = self.events.recv() => self.on_shard_event(event),
+                Some(event) = next_xds_event(&mut self.xds) => self.on_xds_event(event),
+                _ = warming_ends, if deadline.is_some() => self.on_xds_deadline(),
                 Some((cluster, endpoints)) = self.dns_results.recv() => self.on_dns(cluster, endpoints),
                 Some(command) = self.commands.recv() => match command {
                     AgentCommand::Shutdown => return self.shutdown().await,
@@ -172,6 +212,8 @@ impl Agent {
                             "applied on all shards {took:?} after publish"
                         );
                         self.publish_started = None;
+                        let failures = std::mem::take(&mut self.bind_failures);
+                        self.on_generation_applied(published, &failures);
                     }
                 }
             }
@@ -190,6 +232,8 @@ impl Agent {
                         .listener_create_failure,
                 );
                 tracing::error!(shard, generation, listener, "listener failed: {error}");
+                drop(state);
+                self.bind_failures.push((listener, error));
             }
             ShardEvent::ListenerDraining {
                 listener,
@@ -225,7 +269,7 @@ impl Agent {
     }
 
     /// Publishes a generation to every shard and restarts DNS refreshes to match it.
-    fn publish(&mut self, snapshot: Arc<Snapshot>) {
+    pub(super) fn publish(&mut self, snapshot: Arc<Snapshot>) {
         {
             let mut state = self.lock();
             record_changes(&state.stats, &state.snapshot, &snapshot);
@@ -272,25 +316,23 @@ impl Agent {
             return;
         }
         self.dns.insert(name.clone(), endpoints.clone());
-        let current = self.lock().snapshot.clone();
-        let Some(cluster) = current.clusters.get(&name) else {
-            return;
-        };
         tracing::info!(cluster = %name, hosts = endpoints.len(), "DNS cluster membership changed");
-        let mut clusters = current.clusters.clone();
-        clusters.insert(
-            name,
+        let generation = self.lock().snapshot.generation + 1;
+        let resolved = |cluster: &Arc<Cluster>| {
             Arc::new(Cluster {
-                endpoints,
+                endpoints: endpoints.clone(),
                 ..Cluster::clone(cluster)
-            }),
-        );
-        self.publish(Arc::new(Snapshot {
-            generation: current.generation + 1,
-            listeners: current.listeners.clone(),
-            clusters,
-            routes: current.routes.clone(),
-        }));
+            })
+        };
+        let mut statics = Snapshot::clone(&self.statics);
+        statics.generation = generation;
+        if let Some(cluster) = statics.clusters.get_mut(&name) {
+            *cluster = resolved(cluster);
+        } else {
+            self.lock().dynamic.replace_cluster(&name, resolved);
+        }
+        let snapshot = self.compose(statics);
+        self.publish(snapshot);
     }
 
     /// The bootstrap file changed: load, translate, publish — or keep serving the last good
@@ -320,13 +362,14 @@ impl Agent {
                 crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_success);
                 state.bootstrap = bootstrap;
                 state.last_reload_error = None;
-                let unchanged = same_config(&state.snapshot, &snapshot);
                 drop(state);
+                let snapshot = self.compose(snapshot);
+                let unchanged = same_config(&self.lock().snapshot, &snapshot);
                 if unchanged {
                     tracing::info!("bootstrap reloaded: no change");
                 } else {
                     tracing::info!(generation = snapshot.generation, "bootstrap reloaded");
-                    self.publish(Arc::new(snapshot));
+                    self.publish(snapshot);
                 }
             }
             Err(error) => {

@@ -3,6 +3,7 @@
 //! what the rest of the process sees (options, shared state, commands, start-up).
 mod changes;
 mod event_loop;
+mod xds;
 
 use std::{
     collections::HashMap,
@@ -67,6 +68,8 @@ pub struct AgentState {
     /// The bootstrap as loaded (after `--config-yaml` merge): the static config dump.
     pub bootstrap: Bootstrap,
     pub snapshot: Arc<Snapshot>,
+    /// The xDS resources held (empty without an ADS stream).
+    pub dynamic: crate::dynamic::DynamicConfig,
     /// Generation each shard last reported applied.
     pub applied: Vec<u64>,
     pub server_state: ServerState,
@@ -176,6 +179,7 @@ pub fn run(
             stats,
             bootstrap: bootstrap.clone(),
             snapshot: Arc::new(Snapshot::empty()),
+            dynamic: Default::default(),
             applied: vec![0; shards.len()],
             server_state: ServerState::Initializing,
             healthcheck_failed: false,

@@ -14,7 +14,7 @@ use crate::{
 
 /// One immutable generation of the whole config. Unchanged parts are shared (`Arc`) with the
 /// previous generation so shards can tell what changed by pointer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<Arc<Listener>>,
@@ -124,6 +124,9 @@ pub struct Cluster {
     /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes
     /// the addresses as `endpoints`.
     pub dns: Option<DnsTarget>,
+    /// Set for EDS clusters: the `ClusterLoadAssignment` name (`service_name`, else the
+    /// cluster's name) whose endpoints the agent publishes as `endpoints`.
+    pub eds: Option<String>,
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
     pub endpoints: Arc<[Endpoint]>,

@@ -382,6 +382,30 @@ stat_scope!(
     }
 );
 
+// `version`: a hash of the last accepted `version_info` (Envoy's gauge); `update_time`: when
+// the last update was accepted, in ms since the epoch; `update_duration`: the agent's time to
+// apply an update (translate, assemble, publish).
+stat_scope!(
+    XdsStats,
+    XdsCells {
+        update_attempt: Counter,
+        update_success: Counter,
+        update_rejected: Counter,
+        update_failure: Counter,
+        init_fetch_timeout: Counter,
+        version: Gauge,
+        update_time: Gauge,
+        update_duration: Histogram,
+    }
+);
+
+stat_scope!(
+    ControlPlaneStats,
+    ControlPlaneCells {
+        connected_state: Gauge,
+    }
+);
+
 stat_scope!(
     ConfigReloadStats,
     ConfigReloadCells {

@@ -6,12 +6,13 @@ use envoy_types::pb::envoy::config::{
         cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto},
         Cluster as ClusterProto,
     },
-    endpoint::v3::lb_endpoint::HostIdentifier,
+    core::v3::HealthStatus,
+    endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
 };
 
 use super::{
-    address, buffer_limit, cluster_http, config_hash, positive_duration, TranslateContext,
-    TranslateError,
+    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, positive_duration,
+    TranslateContext, TranslateError,
 };
 use crate::model::{Cluster, DnsHost, DnsTarget, Endpoint, LbPolicy};
 
@@ -59,16 +60,17 @@ pub(super) fn clusters(
     out
 }
 
-/// What a cluster's endpoints are: addresses, or names to resolve.
+/// What a cluster's endpoints are: addresses, names to resolve, or an EDS assignment.
 enum Kind {
     Static,
     Dns { logical: bool },
+    Eds { service_name: String },
 }
 
 // `dns_refresh_rate` is deprecated in Envoy in favour of a typed DNS resolver config, which
 // Envoy still falls back from; it is what bootstraps use.
 #[allow(deprecated)]
-fn cluster(
+pub(super) fn cluster(
     proto: &ClusterProto,
     path: &str,
     ctx: &mut TranslateContext,
@@ -81,6 +83,7 @@ fn cluster(
             Ok(DiscoveryType::Static) => Some(Kind::Static),
             Ok(DiscoveryType::StrictDns) => Some(Kind::Dns { logical: false }),
             Ok(DiscoveryType::LogicalDns) => Some(Kind::Dns { logical: true }),
+            Ok(DiscoveryType::Eds) => eds(proto, path, errors),
             Ok(other) => {
                 errors.push(TranslateError::new(
                     format!("{path}.type"),
@@ -109,13 +112,37 @@ fn cluster(
     );
     let lb_policy = lb_policy(proto, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
-    let (hosts, endpoints) = hosts(proto, path, kind.as_ref(), errors);
+    let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
+        (_, Some(Kind::Eds { .. })) | (None, _) => (Vec::new(), Vec::new()),
+        (Some(assignment), kind) => hosts(
+            assignment,
+            &format!("{path}.load_assignment"),
+            kind.as_ref(),
+            errors,
+        ),
+    };
+    if let (Some(Kind::Dns { logical: true }), Some(assignment)) = (&kind, &proto.load_assignment) {
+        let single =
+            assignment.endpoints.len() == 1 && assignment.endpoints[0].lb_endpoints.len() == 1;
+        if !single {
+            errors.push(TranslateError::new(
+                format!("{path}.load_assignment"),
+                None,
+                "LOGICAL_DNS clusters must have exactly one endpoint",
+            ));
+        }
+    }
     let kind = kind?;
     if errors.len() > before {
         return None;
     }
+    let mut eds = None;
     let dns = match kind {
         Kind::Static => None,
+        Kind::Eds { service_name } => {
+            eds = Some(service_name);
+            None
+        }
         Kind::Dns { logical } => Some(DnsTarget {
             hosts,
             refresh_rate: positive_duration(
@@ -130,9 +157,11 @@ fn cluster(
     if errors.len() > before {
         return None;
     }
-    let endpoints: Arc<[Endpoint]> = match &dns {
-        None => endpoints.into(),
-        Some(_) => ctx
+    let endpoints: Arc<[Endpoint]> = match (&dns, &eds) {
+        // An EDS cluster's endpoints are attached by the agent as assignments arrive.
+        (None, Some(_)) => Arc::from([]),
+        (None, None) => endpoints.into(),
+        (Some(_), _) => ctx
             .dns
             .get(&proto.name)
             .cloned()
@@ -145,7 +174,8 @@ fn cluster(
     if let Some(previous) = ctx.previous.and_then(|p| p.clusters.get(&proto.name)) {
         if previous.config_hash == config_hash
             && previous.dns == dns
-            && previous.endpoints == endpoints
+            && previous.eds == eds
+            && (eds.is_some() || previous.endpoints == endpoints)
         {
             return Some(previous.clone());
         }
@@ -154,6 +184,7 @@ fn cluster(
         name: proto.name.clone(),
         config_hash,
         dns,
+        eds,
         connect_timeout,
         lb_policy,
         endpoints,
@@ -203,21 +234,55 @@ fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>)
     }
 }
 
-/// The endpoints of `load_assignment`: names to resolve for DNS clusters, addresses for STATIC
-/// ones (which must be IP literals, as in Envoy).
+/// The EDS settings of an `EDS` cluster: its assignment's name, fetched over ADS.
+fn eds(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> Option<Kind> {
+    let at = format!("{path}.eds_cluster_config");
+    let Some(config) = &proto.eds_cluster_config else {
+        errors.push(TranslateError::new(
+            at,
+            None,
+            "eds_cluster_config is required for an EDS cluster",
+        ));
+        return None;
+    };
+    ads_source(
+        config.eds_config.as_ref(),
+        &format!("{at}.eds_config"),
+        errors,
+    )?;
+    Some(Kind::Eds {
+        service_name: match config.service_name.is_empty() {
+            true => proto.name.clone(),
+            false => config.service_name.clone(),
+        },
+    })
+}
+
+/// The endpoints of an EDS `ClusterLoadAssignment` (addresses only, as for STATIC clusters).
+pub(super) fn assignment_endpoints(
+    assignment: &ClusterLoadAssignment,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<Endpoint> {
+    hosts(assignment, path, Some(&Kind::Static), errors).1
+}
+
+/// The endpoints of a load assignment at `path`: names to resolve for DNS clusters, addresses
+/// for the others (which must be IP literals, as in Envoy). Endpoints whose `health_status`
+/// says they must not take traffic (UNHEALTHY, DRAINING, TIMEOUT) are left out.
 fn hosts(
-    proto: &ClusterProto,
+    assignment: &ClusterLoadAssignment,
     path: &str,
     kind: Option<&Kind>,
     errors: &mut Vec<TranslateError>,
 ) -> (Vec<DnsHost>, Vec<Endpoint>) {
     let (mut hosts, mut endpoints) = (Vec::new(), Vec::new());
-    let Some(assignment) = &proto.load_assignment else {
-        return (hosts, endpoints);
-    };
     for (l, locality) in assignment.endpoints.iter().enumerate() {
         for (e, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
-            let path = format!("{path}.load_assignment.endpoints[{l}].lb_endpoints[{e}]");
+            let path = format!("{path}.endpoints[{l}].lb_endpoints[{e}]");
+            if !takes_traffic(lb_endpoint.health_status()) {
+                continue;
+            }
             let weight = lb_endpoint.load_balancing_weight.map_or(1, |w| w.value);
             if weight == 0 {
                 errors.push(TranslateError::new(
@@ -261,20 +326,18 @@ fn hosts(
                         });
                     }
                 }
-                None => {}
+                Some(Kind::Eds { .. }) | None => {}
             }
         }
     }
-    if let Some(Kind::Dns { logical: true }) = kind {
-        let single =
-            assignment.endpoints.len() == 1 && assignment.endpoints[0].lb_endpoints.len() == 1;
-        if !single {
-            errors.push(TranslateError::new(
-                format!("{path}.load_assignment"),
-                None,
-                "LOGICAL_DNS clusters must have exactly one endpoint",
-            ));
-        }
-    }
     (hosts, endpoints)
+}
+
+/// Whether an endpoint of this health status gets traffic (DEGRADED ones do: no degraded
+/// tier is kept; UNKNOWN is Envoy's default, healthy).
+fn takes_traffic(status: HealthStatus) -> bool {
+    !matches!(
+        status,
+        HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout
+    )
 }

@@ -109,7 +109,8 @@ pub(super) fn http_connection_manager(
     }
     let routes = match &config.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
-            route::route_config(rc, &at("route_config"), clusters, ctx, &mut p).map(Routes::Static)
+            route::route_config(rc, &at("route_config"), clusters, true, ctx, &mut p)
+                .map(Routes::Static)
         }
         Some(RouteSpecifier::Rds(rds)) => {
             let source = ads_source(

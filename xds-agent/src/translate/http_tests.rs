@@ -719,13 +719,13 @@ fn an_unchanged_route_table_keeps_its_arc() {
     .unwrap();
     assert!(!Arc::ptr_eq(&first.listeners[0], &changed.listeners[0]));
     assert!(Arc::ptr_eq(
-        &hcm(&first).routes.inline().unwrap(),
-        &hcm(&changed).routes.inline().unwrap()
+        hcm(&first).routes.inline().unwrap(),
+        hcm(&changed).routes.inline().unwrap()
     ));
     let retabled = run(&text.replace("prefix: /", "prefix: /x"), Some(&first)).unwrap();
     assert!(!Arc::ptr_eq(
-        &hcm(&first).routes.inline().unwrap(),
-        &hcm(&retabled).routes.inline().unwrap()
+        hcm(&first).routes.inline().unwrap(),
+        hcm(&retabled).routes.inline().unwrap()
     ));
     // A table whose cluster disappeared is not reused: it is an error.
     let e = run(

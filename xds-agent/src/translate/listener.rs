@@ -66,7 +66,7 @@ pub(super) fn listeners(
 }
 
 /// One listener; reuses the previous generation's `Arc` when its config is unchanged.
-fn listener(
+pub(super) fn listener(
     proto: &ListenerProto,
     path: &str,
     clusters: &HashSet<&str>,

@@ -10,17 +10,20 @@ mod address;
 mod cluster;
 mod cluster_http;
 pub mod config_source;
+pub mod dynamic_resources;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 mod listener;
 mod matchers;
+pub mod resources;
 mod route;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
 
 use std::{
+    borrow::Cow,
     collections::{hash_map::DefaultHasher, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::Arc,
@@ -28,7 +31,10 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::config::bootstrap::v3::{bootstrap::StaticResources, Bootstrap},
+    envoy::config::{
+        bootstrap::v3::{bootstrap::StaticResources, Bootstrap},
+        cluster::v3::Cluster as ClusterProto,
+    },
     google::protobuf,
 };
 
@@ -79,16 +85,31 @@ pub fn translate(
     bootstrap: &Bootstrap,
     ctx: &mut TranslateContext,
 ) -> Result<Snapshot, Vec<TranslateError>> {
-    let mut errors = support::unsupported_fields(bootstrap, "", None);
+    let mut errors = Vec::new();
+    let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
+    // The control-plane cluster is the agent's own: read by `dynamic_sources`, not walked
+    // (its connection options do not apply to the agent's gRPC client) nor published.
+    let grpc_cluster = sources.as_ref().map(|s| s.grpc_cluster.as_str());
+    let walked = without_cluster(bootstrap, grpc_cluster);
+    errors.extend(support::unsupported_fields(walked.as_ref(), "", None));
     let empty = StaticResources::default();
-    let statics = bootstrap.static_resources.as_ref().unwrap_or(&empty);
-    let clusters = cluster::clusters(
+    let statics = walked.static_resources.as_ref().unwrap_or(&empty);
+    let mut clusters = cluster::clusters(
         &statics.clusters,
         "static_resources.clusters",
         ctx,
         &mut errors,
     );
-    let cluster_names: HashSet<&str> = statics.clusters.iter().map(|c| c.name.as_str()).collect();
+    if let Some(name) = grpc_cluster {
+        clusters.remove(name);
+    }
+    // Names of every cluster given (translated or not: a broken cluster is reported once).
+    let cluster_names: HashSet<&str> = statics
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| Some(*name) != grpc_cluster)
+        .collect();
     let listeners = listener::listeners(
         &statics.listeners,
         "static_resources.listeners",
@@ -96,6 +117,21 @@ pub fn translate(
         ctx,
         &mut errors,
     );
+    if sources.is_none() {
+        for (i, listener) in statics.listeners.iter().enumerate() {
+            let uses_rds = listeners
+                .iter()
+                .find(|l| l.name == listener.name)
+                .is_some_and(|l| crate::dynamic::rds_names(l).next().is_some());
+            if uses_rds {
+                errors.push(TranslateError::new(
+                    format!("static_resources.listeners[{i}]"),
+                    None,
+                    "rds needs an ADS stream: add dynamic_resources.ads_config",
+                ));
+            }
+        }
+    }
     if let Some(admin) = &bootstrap.admin {
         if let Some(address) = &admin.address {
             address::socket_address(address, "admin.address", &mut errors);
@@ -113,6 +149,27 @@ pub fn translate(
         errors.retain(|e| seen.insert(e.clone()));
         Err(errors)
     }
+}
+
+/// The bootstrap with the cluster `name` reduced to its name (indexes, and so error paths,
+/// stay those of the file).
+fn without_cluster<'a>(bootstrap: &'a Bootstrap, name: Option<&str>) -> Cow<'a, Bootstrap> {
+    let Some(name) = name else {
+        return Cow::Borrowed(bootstrap);
+    };
+    let mut owned = bootstrap.clone();
+    for cluster in owned
+        .static_resources
+        .iter_mut()
+        .flat_map(|s| s.clusters.iter_mut())
+        .filter(|c| c.name == name)
+    {
+        *cluster = ClusterProto {
+            name: cluster.name.clone(),
+            ..Default::default()
+        };
+    }
+    Cow::Owned(owned)
 }
 
 /// Every problem `translate` would report for `bootstrap` (empty when it translates), without

@@ -251,7 +251,7 @@ static_resources:
     fn unsupported_fields_are_each_named_with_path_and_type_url() {
         let errors = check(&format!(
             r#"
-dynamic_resources: {{}}
+hds_config: {{}}
 overload_manager: {{refresh_interval: 1s}}
 static_resources:
   listeners:
@@ -273,7 +273,7 @@ static_resources:
         assert_eq!(
             paths,
             [
-                "dynamic_resources",
+                "hds_config",
                 "overload_manager",
                 "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port",
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config",

@@ -47,7 +47,7 @@ const NODE_ID: &str = "identity for a management server";
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
-        supported: &["node", "static_resources", "admin"],
+        supported: &["node", "static_resources", "admin", "dynamic_resources"],
         ignored: &[
             (
                 "layered_runtime",
@@ -70,6 +70,31 @@ pub const SURFACE: &[Surface] = &[
             ("client_features", NODE_ID),
             ("listening_addresses", NODE_ID),
         ],
+    },
+    Surface {
+        message: "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
+        supported: &["lds_config", "cds_config", "ads_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.ApiConfigSource",
+        supported: &[
+            "api_type",
+            "transport_api_version",
+            "grpc_services",
+            "set_node_on_first_message_only",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.GrpcService",
+        supported: &["envoy_grpc"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.GrpcService.EnvoyGrpc",
+        supported: &["cluster_name"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.core.v3.ConfigSource",
@@ -207,7 +232,13 @@ pub const SURFACE: &[Surface] = &[
             "per_connection_buffer_limit_bytes",
             "circuit_breakers",
             "typed_extension_protocol_options",
+            "eds_cluster_config",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
+        supported: &["eds_config", "service_name"],
         ignored: &[],
     },
     Surface {
@@ -271,7 +302,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LbEndpoint",
-        supported: &["endpoint", "load_balancing_weight"],
+        supported: &["endpoint", "load_balancing_weight", "health_status"],
         ignored: &[("metadata", "read only by subset balancing, not configured")],
     },
     Surface {

@@ -453,7 +453,10 @@ fn cluster_errors() {
         got,
         [
             ("static_resources.clusters[4].health_checks", "field is not supported yet"),
-            ("static_resources.clusters[0].type", "cluster type EDS is not supported yet"),
+            (
+                "static_resources.clusters[0].eds_cluster_config",
+                "eds_cluster_config is required for an EDS cluster"
+            ),
             ("static_resources.clusters[1].connect_timeout", "must be greater than zero"),
             ("static_resources.clusters[1].lb_policy", "lb_policy RING_HASH is not supported yet"),
             (
@@ -531,7 +534,7 @@ fn bootstrap_level_surface() {
     assert_eq!(
         got,
         [
-            "dynamic_resources",
+            "dynamic_resources.ads_config.grpc_services",
             "cluster_manager",
             "tracing",
             "admin.address.socket_address.address"

@@ -35,17 +35,19 @@ use crate::{
 /// Envoy's default `max_direct_response_body_size_bytes`.
 pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY: usize = 4096;
 
-/// Translates the route table at `path`. Cluster names must be in `clusters` unless
-/// `validate_clusters` is false (it defaults to true for an inline table, as in Envoy).
+/// Translates the route table at `path`. Cluster names must be in `clusters` when
+/// `validate_clusters` says so; unset, it is `inline` (Envoy: true for a table inside its
+/// listener, false for one from RDS).
 pub(super) fn route_config(
     proto: &RouteConfiguration,
     path: &str,
     clusters: &HashSet<&str>,
+    inline: bool,
     ctx: &mut TranslateContext,
     p: &mut Problems,
 ) -> Option<Arc<RouteConfig>> {
     let before = p.count();
-    if proto.validate_clusters.is_none_or(|v| v.value) {
+    if proto.validate_clusters.map_or(inline, |v| v.value) {
         check_clusters(proto, path, clusters, p);
     }
     let hash = config_hash(proto);

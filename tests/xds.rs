@@ -1,0 +1,395 @@
+//! Tests: shardproxy driven over ADS by the test control plane (tests/peers/xds_server.py),
+//! state of the world and Delta — LDS, RDS, CDS and EDS applied, ACKed and NACKed with reasons
+//! while the last good config serves; the same control plane drives Envoy, and both route the
+//! same requests the same way; control-plane restarts and a thousand rapid updates under load
+//! lose no request; a listener that cannot bind is NACKed.
+
+mod common;
+
+use std::{
+    fs,
+    net::TcpListener,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::http::{catch_all_routes, hcm, http_listener, EchoUpstreams, HttpProxy, Kind};
+use common::xds::*;
+use common::{addr, free_port, http_get, socket_address, wait_for, TempDir, SOON};
+use serde_json::{json, Value};
+
+/// The LDS listener on `port`: its routes come from RDS table `table`.
+fn rds_listener(name: &str, port: u16, table: &str) -> Value {
+    let rds = json!({"route_config_name": table, "config_source": {"ads": {}, "resource_api_version": "V3"}});
+    let mut manager = hcm("ingress", json!({}), vec![], json!({}));
+    let config = manager.as_object_mut().unwrap();
+    config.remove("route_config");
+    config.insert("rds".into(), rds);
+    http_listener(name, port, manager)
+}
+
+/// RDS table `name`: everything to cluster `svc`, tagged `x-route-version: version`.
+fn route_table(name: &str, version: &str) -> Value {
+    let mut table = catch_all_routes("svc", json!({}));
+    table["name"] = json!(name);
+    table["response_headers_to_add"] =
+        json!([{"header": {"key": "x-route-version", "value": version}}]);
+    table
+}
+
+/// The EDS assignment of `svc`: one endpoint on 127.0.0.1:`port`.
+fn assignment(port: u16) -> Value {
+    json!({"cluster_name": "svc", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": socket_address(port)}}]}]})
+}
+
+/// Listener (RDS) + table + EDS cluster + its assignment pointing at `upstream_port`.
+fn mesh(listen: u16, upstream_port: u16) -> Value {
+    json!({"resources": {
+        LISTENER: [rds_listener("main", listen, "routes")],
+        ROUTE: [route_table("routes", "1")],
+        CLUSTER: [eds_cluster("svc")],
+        ENDPOINT: [assignment(upstream_port)],
+    }})
+}
+
+/// The proxies to compare: shardproxy, and Envoy when its binary is installed.
+fn kinds(test: &str) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Shardproxy];
+    if have_envoy(test) {
+        kinds.push(Kind::Envoy);
+    }
+    kinds
+}
+
+fn start(kind: Kind, node: &str, xds: &XdsServer, api_type: &str) -> HttpProxy {
+    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, api_type);
+    HttpProxy::start(kind, node, &bootstrap)
+}
+
+/// What one proxy did through a scripted sequence of pushes: the observations to compare.
+fn follow(kind: Kind, api_type: &str) -> Vec<String> {
+    let upstreams = EchoUpstreams::start(&["one", "two"], None);
+    let listen = free_port();
+    let dir = TempDir::new("xds-follow");
+    let script = dir.file("resources.json");
+    fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let node = format!("{}-{api_type}", kind.name());
+    // HttpProxy::start waits for /ready: LIVE only once the initial fetch is done.
+    let proxy = start(kind, &node, &xds, api_type);
+    let mut seen = Vec::new();
+    for type_url in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        xds.wait_ack(&node, type_url, &json!("1"));
+    }
+    let first = wait_for(SOON, "traffic through the xDS listener", || through(listen));
+    seen.push(format!("initial: {first:?}"));
+
+    // A keep-alive connection stays open across the RDS update: its next request must see it.
+    let mut conn = common::http::HttpConn::open(listen);
+    let before = conn
+        .exchange(
+            "GET",
+            &common::http::request("GET", "/", &[("host", "x")], b""),
+        )
+        .unwrap();
+    seen.push(format!(
+        "keep-alive before: {:?}",
+        before.header("x-route-version")
+    ));
+    xds.push(&json!({"resources": {ROUTE: [route_table("routes", "2")]}}));
+    xds.wait_ack(&node, ROUTE, &json!("2"));
+    let after = wait_for(SOON, "the RDS update on the open connection", || {
+        let r = conn
+            .exchange(
+                "GET",
+                &common::http::request("GET", "/", &[("host", "x")], b""),
+            )
+            .ok()?;
+        (r.header("x-route-version") == Some("2")).then_some(r)
+    });
+    seen.push(format!(
+        "keep-alive after: {:?}",
+        after.header("x-route-version")
+    ));
+
+    // EDS moves the cluster to the other upstream.
+    xds.push(&json!({"resources": {ENDPOINT: [assignment(upstreams.port("two"))]}}));
+    xds.wait_ack(&node, ENDPOINT, &json!("2"));
+    let moved = wait_for(SOON, "the EDS change", || {
+        through(listen).filter(|(upstream, _)| upstream == "two")
+    });
+    seen.push(format!("after EDS: {moved:?}"));
+
+    // An invalid cluster is NACKed with a reason; the last good one keeps serving.
+    let mut bad = eds_cluster("svc");
+    bad["connect_timeout"] = json!("-1s");
+    xds.push(&json!({"resources": {CLUSTER: [bad]}}));
+    let nack = wait_for(SOON, "the NACK of the invalid cluster", || {
+        xds.record(&node, CLUSTER)["nacked"]
+            .as_array()?
+            .first()
+            .cloned()
+    });
+    seen.push(format!("NACK version {}", nack["version"]));
+    let reason = nack["error_detail"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if kind == Kind::Shardproxy {
+        assert!(
+            reason.contains("clusters[\"svc\"].connect_timeout"),
+            "the NACK names the resource and field: {reason}"
+        );
+        let dump = http_get(proxy.admin, "/config_dump").unwrap().json();
+        let clusters = dump["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["@type"].as_str().unwrap().ends_with("ClustersConfigDump"))
+            .unwrap()
+            .clone();
+        assert_eq!(clusters["version_info"], "1", "{clusters}");
+        let active = &clusters["dynamic_active_clusters"][0];
+        // The accepted version keeps serving; the rejected one is only in error_state.
+        assert_ne!(
+            active["version_info"], active["error_state"]["version_info"],
+            "{active}"
+        );
+        assert!(
+            active["error_state"]["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("connect_timeout"),
+            "config_dump shows the last NACK reason: {active}"
+        );
+        let stats = proxy.stats();
+        assert_eq!(stats["cluster_manager.cds.update_rejected"], 1);
+        assert_eq!(stats["control_plane.connected_state"], 1);
+        assert_eq!(stats["listener_manager.workers_started"], 1);
+    }
+    seen.push(format!("after NACK: {:?}", through(listen)));
+
+    // The listener removed: the port stops accepting.
+    xds.push(&json!({"remove": {LISTENER: ["main"]}}));
+    wait_for(SOON, "the removed listener to stop", || {
+        (!listening(listen)).then_some(())
+    });
+    seen.push("listener removed".into());
+    drop(proxy);
+    seen
+}
+
+#[test]
+fn both_proxies_follow_the_control_plane_the_same_way_state_of_the_world() {
+    same_on_both("GRPC");
+}
+
+#[test]
+fn both_proxies_follow_the_control_plane_the_same_way_delta() {
+    same_on_both("DELTA_GRPC");
+}
+
+fn same_on_both(api_type: &str) {
+    let runs: Vec<(Kind, Vec<String>)> = kinds("xds follow")
+        .into_iter()
+        .map(|kind| (kind, follow(kind, api_type)))
+        .collect();
+    for (kind, seen) in &runs {
+        eprintln!("{}: {seen:#?}", kind.name());
+    }
+    if let [(_, ours), (_, envoy)] = runs.as_slice() {
+        assert_eq!(ours, envoy, "shardproxy and Envoy differ");
+    }
+}
+
+/// Counts failed requests from a client thread hitting `port` until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match http_get(addr(port), "/") {
+                    Ok(r) if r.status == 200 => o.fetch_add(1, Ordering::Relaxed),
+                    _ => f.fetch_add(1, Ordering::Relaxed),
+                };
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the client; (succeeded, failed).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_control_plane_restart_loses_no_request_and_updates_resume() {
+    let upstreams = EchoUpstreams::start(&["one", "two"], None);
+    let listen = free_port();
+    let dir = TempDir::new("xds-restart");
+    let script = dir.file("resources.json");
+    fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let ads_port = xds.ads_port;
+    let node = "restart";
+    let proxy = start(Kind::Shardproxy, node, &xds, "DELTA_GRPC");
+    wait_for(SOON, "traffic", || through(listen));
+    let load = Load::start(listen);
+    drop(xds); // SIGKILL: the stream breaks
+    wait_for(SOON, "the proxy to see the control plane gone", || {
+        (proxy.stats()["control_plane.connected_state"] == 0).then_some(())
+    });
+    thread::sleep(Duration::from_millis(500));
+    fs::write(&script, mesh(listen, upstreams.port("two")).to_string()).unwrap();
+    let xds = XdsServer::start_on(&script, ads_port);
+    wait_for(
+        Duration::from_secs(60),
+        "reconnect and the new endpoints",
+        || through(listen).filter(|(upstream, _)| upstream == "two"),
+    );
+    assert_eq!(proxy.stats()["control_plane.connected_state"], 1);
+    let (ok, failed) = load.finish();
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed, 0,
+        "requests failed across the control-plane restart"
+    );
+    // Delta resumed with what the proxy held: the new server saw initial_resource_versions.
+    let held = xds.record(node, CLUSTER)["initial_resource_versions"].clone();
+    assert!(
+        held.get("svc").is_some(),
+        "initial_resource_versions on reconnect: {held}"
+    );
+}
+
+#[test]
+fn a_thousand_rapid_route_updates_under_load_fail_no_request() {
+    let upstreams = EchoUpstreams::start(&["one"], None);
+    let listen = free_port();
+    let dir = TempDir::new("xds-churn");
+    let script = dir.file("resources.json");
+    fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let node = "churn";
+    let proxy = start(Kind::Shardproxy, node, &xds, "GRPC");
+    wait_for(SOON, "traffic", || through(listen));
+    let wrk = thread::spawn(move || {
+        Command::new("wrk")
+            .args(["-t1", "-c8", "-d10s", "--latency"])
+            .arg(format!("http://127.0.0.1:{listen}/"))
+            .output()
+            .expect("wrk (tests/run.sh installs it)")
+    });
+    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let churn = xds.post(
+        "/churn",
+        &json!({"type_url": ROUTE, "template": route_table("routes", "v{{n}}"), "count": 1000, "interval_ms": 5}),
+    );
+    let took = started.elapsed();
+    let output = wrk.join().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string();
+    eprintln!("churn {churn} in {took:?}\n{report}");
+    assert!(output.status.success(), "wrk failed: {report}");
+    assert!(
+        !report.contains("Non-2xx"),
+        "failed requests during the updates:\n{report}"
+    );
+    assert!(
+        !report.contains("Socket errors"),
+        "socket errors during the updates:\n{report}"
+    );
+    let last = churn["version"].clone();
+    xds.wait_ack(node, ROUTE, &last);
+    let stats = proxy.stats();
+    assert!(
+        stats["xds.rds.update_success"] >= 100,
+        "{:?}",
+        stats.get("xds.rds.update_success")
+    );
+    assert_eq!(stats["xds.rds.update_rejected"], 0);
+    assert_eq!(through(listen).map(|(_, v)| v), Some("v1000".to_string()));
+}
+
+#[test]
+fn a_listener_that_cannot_bind_is_nacked_and_the_others_serve() {
+    let upstreams = EchoUpstreams::start(&["one"], None);
+    let listen = free_port();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("xds-bind");
+    let script = dir.file("resources.json");
+    fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let node = "bind";
+    let proxy = start(Kind::Shardproxy, node, &xds, "GRPC");
+    xds.push(&json!({"resources": {LISTENER: [
+        rds_listener("main", listen, "routes"),
+        rds_listener("clash", taken_port, "routes"),
+    ]}}));
+    let nack = wait_for(SOON, "the NACK of the listener that cannot bind", || {
+        xds.record(node, LISTENER)["nacked"]
+            .as_array()?
+            .first()
+            .cloned()
+    });
+    let reason = nack["error_detail"]["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("listeners[\"clash\"]"), "{nack}");
+    assert_eq!(through(listen).map(|(u, _)| u), Some("one".to_string()));
+    assert!(proxy.stats()["listener_manager.listener_create_failure"] >= 1);
+    drop(taken);
+}
+
+#[test]
+fn ready_waits_for_the_initial_fetch_until_its_timeout() {
+    let listen = free_port();
+    let dir = TempDir::new("xds-init-timeout");
+    let script = dir.file("resources.json");
+    // The cluster's endpoints never come (the server has none), and SotW says nothing about
+    // absent names: the cluster warms until cds_config's initial_fetch_timeout (1 s here).
+    let mut set = mesh(listen, 1);
+    set["resources"].as_object_mut().unwrap().remove(ENDPOINT);
+    fs::write(&script, set.to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let mut bootstrap = ads_bootstrap(free_port(), "init", xds.ads_port, "GRPC");
+    bootstrap["dynamic_resources"]["cds_config"]["initial_fetch_timeout"] = json!("1s");
+    let started = Instant::now();
+    let proxy = HttpProxy::start(Kind::Shardproxy, "init", &bootstrap);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "ready before the timeout"
+    );
+    let status = wait_for(SOON, "the listener", || {
+        http_get(addr(listen), "/").ok().map(|r| r.status)
+    });
+    assert_eq!(status, 503, "a cluster without endpoints answers 503");
+    drop(proxy);
+}

@@ -1,0 +1,379 @@
+//! The agent's xDS side: starts the ADS stream, applies each update to the dynamic config,
+//! answers it (ACK/NACK; an LDS answer waits until shards bound the new listeners, so a bind
+//! failure NACKs that listener), keeps EDS/RDS subscriptions in step with what clusters and
+//! listeners name, follows Envoy's initialisation order (CDS, then EDS, then LDS, then RDS),
+//! and publishes a generation whenever what is active changed.
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{event_loop::Agent, AgentState};
+use crate::{
+    dynamic::{DynamicConfig, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
+    model::Snapshot,
+    stats::{self, ControlPlaneStats, ServerState, XdsStats},
+    translate::{
+        dynamic_resources::{node_identity, DynamicSources},
+        TranslateContext,
+    },
+    xds::{client, ClientEvent, Rejection, Update},
+};
+
+/// The stats scope of each type's updates: Envoy's names for CDS and LDS; EDS, RDS totals
+/// (Envoy keeps those per cluster and per route table) under `xds.*`.
+fn stats_prefix(type_url: &str) -> &'static str {
+    match type_url {
+        CLUSTER => "cluster_manager.cds",
+        LISTENER => "listener_manager.lds",
+        ASSIGNMENT => "xds.eds",
+        _ => "xds.rds",
+    }
+}
+
+/// An LDS answer held until the shards applied the generation it produced.
+struct PendingVerdict {
+    nonce: String,
+    generation: u64,
+    rejection: Option<Rejection>,
+}
+
+pub(super) struct Xds {
+    pub sources: DynamicSources,
+    client: client::ClientHandle,
+    pub events: UnboundedReceiver<ClientEvent>,
+    control_plane: Arc<ControlPlaneStats>,
+    lds_subscribed: bool,
+    started: Instant,
+    /// The initial fetch finished (or timed out): the server is live.
+    pub initialized: bool,
+    pending_lds: Option<PendingVerdict>,
+}
+
+impl Xds {
+    /// Connects to the control plane and subscribes to clusters (listeners follow once the
+    /// clusters are warm, as in Envoy).
+    pub fn start(sources: DynamicSources, stats: &mut stats::StatsRegistry) -> Self {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut settings = sources.ads.clone();
+        settings.node = node_identity(&settings.node);
+        let client = client::spawn(settings, tx);
+        let control_plane: Arc<ControlPlaneStats> = stats.scope("control_plane".into());
+        let mut xds = Self {
+            sources,
+            client,
+            events,
+            control_plane,
+            lds_subscribed: false,
+            started: Instant::now(),
+            initialized: false,
+            pending_lds: None,
+        };
+        if xds.sources.cds.is_some() {
+            xds.client.subscribe(CLUSTER, Vec::new());
+        } else {
+            xds.subscribe_listeners();
+        }
+        xds
+    }
+
+    fn subscribe_listeners(&mut self) {
+        if !self.lds_subscribed && self.sources.lds.is_some() {
+            self.client.subscribe(LISTENER, Vec::new());
+        }
+        self.lds_subscribed = true;
+    }
+
+    /// Whether the initial fetch of a wildcard type is over: a response came, or its
+    /// `initial_fetch_timeout` passed (or it is not configured).
+    fn fetched(&self, config: &DynamicConfig, type_url: &str, now: Instant) -> bool {
+        let source = match type_url {
+            CLUSTER => self.sources.cds,
+            _ => self.sources.lds,
+        };
+        let Some(source) = source else {
+            return true;
+        };
+        received(config, type_url)
+            || source
+                .initial_fetch_timeout
+                .is_some_and(|t| now >= self.started + t)
+    }
+
+    /// The next moment something may stop warming.
+    pub fn next_deadline(&self, config: &DynamicConfig, now: Instant) -> Option<Instant> {
+        let wildcard = [self.sources.cds, self.sources.lds]
+            .into_iter()
+            .filter_map(|source| Some(self.started + source?.initial_fetch_timeout?))
+            .filter(|d| *d > now);
+        config.next_deadline(now).into_iter().chain(wildcard).min()
+    }
+
+    /// Whether the initial fetch is over: clusters and listeners fetched, nothing warming.
+    fn initial_fetch_done(&self, config: &DynamicConfig, now: Instant) -> bool {
+        self.lds_subscribed
+            && self.fetched(config, CLUSTER, now)
+            && self.fetched(config, LISTENER, now)
+            && !config.warming(now)
+    }
+}
+
+fn received(config: &DynamicConfig, type_url: &str) -> bool {
+    config.status.get(type_url).is_some_and(|s| s.received)
+}
+
+impl Agent {
+    /// A client event: connection state, or an update to apply and answer.
+    pub(super) fn on_xds_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Connected { service } => {
+                tracing::info!(?service, "connected to the control plane");
+                self.set_connected(1);
+            }
+            ClientEvent::Disconnected { service, reason } => {
+                tracing::warn!(?service, "control plane stream ended: {reason}");
+                self.set_connected(0);
+                for type_url in [CLUSTER, LISTENER, ASSIGNMENT, ROUTE] {
+                    stats::inc(&self.xds_stats(type_url).shard(0).update_failure);
+                }
+            }
+            ClientEvent::Update { update, .. } => self.on_update(update),
+        }
+    }
+
+    fn xds_stats(&self, type_url: &str) -> Arc<XdsStats> {
+        self.lock().stats.scope(stats_prefix(type_url).into())
+    }
+
+    fn set_connected(&mut self, value: i64) {
+        if let Some(xds) = &self.xds {
+            stats::set(&xds.control_plane.shard(0).connected_state, value);
+        }
+    }
+
+    fn on_update(&mut self, update: Update) {
+        let Some(mut xds) = self.xds.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let statics = self.statics.clone();
+        let scope = self.xds_stats(&update.type_url);
+        stats::inc(&scope.shard(0).update_attempt);
+        let applied = {
+            let mut state = self.lock();
+            let AgentState {
+                stats,
+                snapshot,
+                dynamic,
+                ..
+            } = &mut *state;
+            let mut ctx = TranslateContext {
+                generation: snapshot.generation + 1,
+                stats,
+                previous: Some(snapshot),
+                dns: &self.dns,
+            };
+            dynamic.apply(&update, &statics, &mut ctx)
+        };
+        let cells = scope.shard(0);
+        match &applied.rejection {
+            None => {
+                stats::inc(&cells.update_success);
+                stats::set(&cells.version, version_hash(&update.version_info));
+                stats::set(&cells.update_time, epoch_millis());
+            }
+            Some(rejection) => {
+                stats::inc(&cells.update_rejected);
+                tracing::warn!(
+                    type_url = %update.type_url,
+                    version = %update.version_info,
+                    "rejected: {}",
+                    rejection.message
+                );
+            }
+        }
+        let now = Instant::now();
+        self.follow_subscriptions(&mut xds, &update.type_url, now);
+        let generation = if applied.changed || !xds.initialized {
+            self.republish(&mut xds, now)
+        } else {
+            None
+        };
+        match (update.type_url.as_str(), generation) {
+            (LISTENER, Some(generation)) => {
+                if let Some(old) = xds.pending_lds.take() {
+                    xds.client.verdict(LISTENER, &old.nonce, old.rejection);
+                }
+                xds.pending_lds = Some(PendingVerdict {
+                    nonce: update.nonce.clone(),
+                    generation,
+                    rejection: applied.rejection,
+                });
+            }
+            _ => xds
+                .client
+                .verdict(&update.type_url, &update.nonce, applied.rejection),
+        }
+        let took = started.elapsed();
+        stats::record_duration(&cells.update_duration, took);
+        tracing::debug!(
+            type_url = %update.type_url,
+            resources = update.resources.len(),
+            removed = update.removed.len(),
+            "update applied in {took:?}"
+        );
+        self.xds = Some(xds);
+    }
+
+    /// Keeps EDS and RDS subscriptions equal to what held clusters and listeners name, and
+    /// subscribes to listeners once the initial clusters are warm.
+    fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
+        let mut state = self.lock();
+        let config = &mut state.dynamic;
+        let (wanted, names, source) = match type_url {
+            CLUSTER => (ASSIGNMENT, config.wanted_assignments(), xds.sources.cds),
+            LISTENER => (ROUTE, config.wanted_routes(), xds.sources.lds),
+            _ => ("", Vec::new(), None),
+        };
+        if !wanted.is_empty() {
+            let timeout = source.and_then(|s| s.initial_fetch_timeout);
+            config.wait_for(wanted, &names, timeout, now);
+            xds.client.subscribe(wanted, names);
+        }
+        if !xds.lds_subscribed
+            && xds.fetched(config, CLUSTER, now)
+            && config.warming_clusters(now).next().is_none()
+        {
+            xds.subscribe_listeners();
+        }
+    }
+
+    /// A warming deadline passed: whatever waited on it becomes active.
+    pub(super) fn on_xds_deadline(&mut self) {
+        let Some(mut xds) = self.xds.take() else {
+            return;
+        };
+        let now = Instant::now();
+        for type_url in [CLUSTER, LISTENER] {
+            let timed_out = {
+                let state = self.lock();
+                !received(&state.dynamic, type_url) && xds.fetched(&state.dynamic, type_url, now)
+            };
+            if timed_out {
+                stats::inc(&self.xds_stats(type_url).shard(0).init_fetch_timeout);
+            }
+        }
+        self.follow_subscriptions(&mut xds, "", now);
+        self.republish(&mut xds, now);
+        self.xds = Some(xds);
+    }
+
+    /// Assembles and publishes the next generation; marks the server live once the initial
+    /// fetch is over. Returns the generation published, if one was.
+    fn republish(&mut self, xds: &mut Xds, now: Instant) -> Option<u64> {
+        let (snapshot, unchanged, done) = {
+            let mut state = self.lock();
+            let generation = state.snapshot.generation + 1;
+            let snapshot = state.dynamic.assemble(&self.statics, generation, now);
+            let unchanged = super::changes::same_config(&state.snapshot, &snapshot);
+            let done = xds.initial_fetch_done(&state.dynamic, now);
+            (snapshot, unchanged, done)
+        };
+        let generation = snapshot.generation;
+        let published = (!unchanged).then(|| {
+            self.publish(Arc::new(snapshot));
+            generation
+        });
+        if !xds.initialized && done {
+            xds.initialized = true;
+            tracing::info!(
+                "initial xDS fetch done in {:?}: live",
+                xds.started.elapsed()
+            );
+            self.mark_live();
+        }
+        published
+    }
+
+    /// Every shard applied `generation` (or reported a bind failure for it): sends the LDS
+    /// answer that waited for it, NACKing listeners that could not bind (they are dropped, as
+    /// Envoy drops a listener it cannot bind).
+    pub(super) fn on_generation_applied(
+        &mut self,
+        generation: u64,
+        bind_failures: &[(String, String)],
+    ) {
+        let Some(mut xds) = self.xds.take() else {
+            return;
+        };
+        if let Some(pending) = xds.pending_lds.take_if(|p| p.generation <= generation) {
+            let mut rejection = pending.rejection;
+            let mut dropped = false;
+            {
+                let mut state = self.lock();
+                for (name, error) in bind_failures {
+                    if state.dynamic.listeners.remove(name).is_none() {
+                        continue;
+                    }
+                    dropped = true;
+                    let nack = rejection.get_or_insert(Rejection {
+                        message: String::new(),
+                        names: Vec::new(),
+                    });
+                    if !nack.message.is_empty() {
+                        nack.message.push('\n');
+                    }
+                    nack.message
+                        .push_str(&format!("listeners[{name:?}].address: {error}"));
+                    nack.names.push(name.clone());
+                }
+            }
+            xds.client.verdict(LISTENER, &pending.nonce, rejection);
+            if dropped {
+                self.republish(&mut xds, Instant::now());
+            }
+        }
+        self.xds = Some(xds);
+    }
+
+    /// Composes the current static translation with the dynamic config (after a bootstrap
+    /// reload or a DNS change).
+    pub(super) fn compose(&mut self, statics: Snapshot) -> Arc<Snapshot> {
+        self.statics = Arc::new(statics);
+        if self.xds.is_none() {
+            return self.statics.clone();
+        }
+        let generation = self.statics.generation;
+        let mut state = self.lock();
+        Arc::new(
+            state
+                .dynamic
+                .assemble(&self.statics, generation, Instant::now()),
+        )
+    }
+
+    pub(super) fn mark_live(&mut self) {
+        let mut state = self.lock();
+        state.server_state = ServerState::Live;
+        stats::set(&state.stats.server.shard(0).state, ServerState::Live as i64);
+        stats::set(&state.stats.server.shard(0).live, 1);
+        stats::set(&state.stats.listener_manager.shard(0).workers_started, 1);
+        state.last_updated = SystemTime::now();
+    }
+}
+
+/// Envoy's `version` gauge: a hash of the version text.
+fn version_hash(version: &str) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    version.hash(&mut hasher);
+    (hasher.finish() >> 1) as i64
+}
+
+fn epoch_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

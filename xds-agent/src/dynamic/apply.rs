@@ -1,0 +1,274 @@
+//! Dynamic config: applying one discovery response — each changed resource translated on its
+//! own, accepted or rejected (the rest of the update still applies, as in Envoy), removals,
+//! and the NACK text naming every rejected resource, field and reason.
+use std::{collections::HashSet, time::SystemTime};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster as ClusterProto, endpoint::v3::ClusterLoadAssignment,
+    listener::v3::Listener as ListenerProto, route::v3::RouteConfiguration,
+};
+
+use super::{DynamicConfig, Failed, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE};
+use crate::{
+    model::Snapshot,
+    translate::{resources, TranslateContext, TranslateError},
+    xds::{Rejection, Resource, Update},
+};
+
+/// What applying an update did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Resources accepted, changed or removed: a new generation is due.
+    pub changed: bool,
+    /// `None`: ACK. Otherwise the NACK (the accepted part is applied all the same).
+    pub rejection: Option<Rejection>,
+}
+
+impl DynamicConfig {
+    /// Applies `update`; `statics` is the bootstrap's translation (its cluster names are known
+    /// to listeners, and may not be replaced by CDS).
+    pub fn apply(
+        &mut self,
+        update: &Update,
+        statics: &Snapshot,
+        ctx: &mut TranslateContext,
+    ) -> Applied {
+        let mut applied = Applied::default();
+        let mut problems: Vec<(String, Vec<TranslateError>)> = Vec::new();
+        let mut offered = HashSet::new();
+        for resource in &update.resources {
+            offered.insert(resource.name.as_str());
+            match self.apply_resource(&update.type_url, resource, statics, ctx) {
+                Ok(changed) => {
+                    applied.changed |= changed;
+                    self.failed
+                        .remove(&(update.type_url.clone(), resource.name.clone()));
+                }
+                Err(errors) => {
+                    self.failed.insert(
+                        (update.type_url.clone(), resource.name.clone()),
+                        Failed {
+                            version: resource.version.clone(),
+                            reason: join(&errors),
+                            at: SystemTime::now(),
+                        },
+                    );
+                    problems.push((resource.name.clone(), errors));
+                }
+            }
+        }
+        let mut removed: Vec<String> = update.removed.clone();
+        if update.full_state {
+            removed.extend(
+                self.names(&update.type_url)
+                    .into_iter()
+                    .filter(|name| !offered.contains(name.as_str())),
+            );
+        }
+        for name in removed {
+            applied.changed |= self.remove(&update.type_url, &name);
+        }
+        let status = self.status(&update.type_url);
+        status.received = true;
+        if problems.is_empty() {
+            status.version_info = update.version_info.clone();
+            status.last_updated = Some(SystemTime::now());
+        } else {
+            let message = problems
+                .iter()
+                .map(|(_, errors)| join(errors))
+                .collect::<Vec<_>>()
+                .join("\n");
+            status.last_rejection = Some(Failed {
+                version: update.version_info.clone(),
+                reason: message.clone(),
+                at: SystemTime::now(),
+            });
+            applied.rejection = Some(Rejection {
+                message,
+                names: problems.into_iter().map(|(name, _)| name).collect(),
+            });
+        }
+        applied
+    }
+
+    /// Accepts one resource (`Ok(true)` if it changed what is held) or says why not.
+    fn apply_resource(
+        &mut self,
+        type_url: &str,
+        resource: &Resource,
+        statics: &Snapshot,
+        ctx: &mut TranslateContext,
+    ) -> Result<bool, Vec<TranslateError>> {
+        let body = &resource.body;
+        if body.type_url != type_url {
+            return Err(vec![TranslateError::new(
+                format!("{:?}", resource.name),
+                Some(&body.type_url),
+                format!("a resource of this type in a {type_url} response"),
+            )]);
+        }
+        match type_url {
+            CLUSTER => {
+                if unchanged(self.clusters.get(&resource.name), resource) {
+                    return Ok(false);
+                }
+                let proto: ClusterProto = decode(resource)?;
+                named(&resource.name, &proto.name)?;
+                if statics.clusters.contains_key(&proto.name) {
+                    return Err(vec![TranslateError::new(
+                        format!("clusters[{:?}].name", proto.name),
+                        None,
+                        "a static cluster of this name exists (CDS may not replace it)",
+                    )]);
+                }
+                let model = resources::cluster(&proto, ctx)?;
+                self.dirty.insert(proto.name.clone());
+                self.clusters.insert(proto.name, held(resource, model));
+            }
+            ASSIGNMENT => {
+                if unchanged(self.assignments.get(&resource.name), resource) {
+                    return Ok(false);
+                }
+                let proto: ClusterLoadAssignment = decode(resource)?;
+                named(&resource.name, &proto.cluster_name)?;
+                let model = resources::assignment(&proto)?;
+                self.waiting
+                    .remove(&(ASSIGNMENT, proto.cluster_name.clone()));
+                self.mark_users_of(&proto.cluster_name);
+                self.assignments
+                    .insert(proto.cluster_name, held(resource, model));
+            }
+            LISTENER => {
+                if unchanged(self.listeners.get(&resource.name), resource) {
+                    return Ok(false);
+                }
+                let proto: ListenerProto = decode(resource)?;
+                named(&resource.name, &proto.name)?;
+                let known: HashSet<&str> = statics
+                    .clusters
+                    .keys()
+                    .chain(self.clusters.keys())
+                    .map(String::as_str)
+                    .collect();
+                let model = resources::listener(&proto, &known, ctx)?;
+                if let Some(clash) = statics.listeners.iter().find(|l| l.name == proto.name) {
+                    return Err(vec![TranslateError::new(
+                        format!("listeners[{:?}].name", clash.name),
+                        None,
+                        "a static listener of this name exists (LDS may not replace it)",
+                    )]);
+                }
+                self.listeners.insert(proto.name, held(resource, model));
+            }
+            ROUTE => {
+                if unchanged(self.routes.get(&resource.name), resource) {
+                    return Ok(false);
+                }
+                let proto: RouteConfiguration = decode(resource)?;
+                named(&resource.name, &proto.name)?;
+                let known: HashSet<&str> = statics
+                    .clusters
+                    .keys()
+                    .chain(self.clusters.keys())
+                    .map(String::as_str)
+                    .collect();
+                let model = resources::route_config(&proto, &known, ctx)?;
+                self.waiting.remove(&(ROUTE, proto.name.clone()));
+                self.routes.insert(proto.name, held(resource, model));
+            }
+            other => {
+                return Err(vec![TranslateError::new(
+                    format!("{:?}", resource.name),
+                    Some(other),
+                    "resource type not subscribed",
+                )])
+            }
+        }
+        Ok(true)
+    }
+
+    /// Names held of a type.
+    fn names(&self, type_url: &str) -> Vec<String> {
+        match type_url {
+            CLUSTER => self.clusters.keys().cloned().collect(),
+            ASSIGNMENT => self.assignments.keys().cloned().collect(),
+            LISTENER => self.listeners.keys().cloned().collect(),
+            ROUTE => self.routes.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drops a resource; `true` if one was held.
+    fn remove(&mut self, type_url: &str, name: &str) -> bool {
+        self.failed
+            .remove(&(type_url.to_string(), name.to_string()));
+        match type_url {
+            CLUSTER => {
+                self.dirty.insert(name.to_string());
+                self.clusters.remove(name).is_some()
+            }
+            ASSIGNMENT => {
+                self.mark_users_of(name);
+                self.assignments.remove(name).is_some()
+            }
+            LISTENER => self.listeners.remove(name).is_some(),
+            ROUTE => self.routes.remove(name).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Marks the clusters whose endpoints come from assignment `name` for rebuilding.
+    fn mark_users_of(&mut self, name: &str) {
+        let users = self
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.model.eds.as_deref() == Some(name))
+            .map(|(cluster, _)| cluster.clone());
+        self.dirty.extend(users);
+    }
+}
+
+/// Whether `resource` is byte for byte the version held.
+fn unchanged<T>(held: Option<&Held<T>>, resource: &Resource) -> bool {
+    held.is_some_and(|h| h.body.value == resource.body.value)
+}
+
+fn held<T>(resource: &Resource, model: T) -> Held<T> {
+    Held {
+        version: resource.version.clone(),
+        last_updated: SystemTime::now(),
+        body: resource.body.clone(),
+        model,
+    }
+}
+
+fn decode<M: prost::Message + Default>(resource: &Resource) -> Result<M, Vec<TranslateError>> {
+    M::decode(resource.body.value.as_slice()).map_err(|e| {
+        vec![TranslateError::new(
+            format!("{:?}", resource.name),
+            Some(&resource.body.type_url),
+            format!("cannot decode: {e}"),
+        )]
+    })
+}
+
+/// A resource's name must be the name inside it.
+fn named(name: &str, inner: &str) -> Result<(), Vec<TranslateError>> {
+    if name == inner || name.is_empty() {
+        return Ok(());
+    }
+    Err(vec![TranslateError::new(
+        format!("{name:?}"),
+        None,
+        format!("the resource is named {name:?} but its config names {inner:?}"),
+    )])
+}
+
+fn join(errors: &[TranslateError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}

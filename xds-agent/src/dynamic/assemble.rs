@@ -1,0 +1,146 @@
+//! Dynamic config: assembling a generation — the bootstrap's static resources plus every
+//! dynamic one that finished warming (an EDS cluster once its assignment arrived, a listener
+//! once the RDS tables it names arrived, or either when `initial_fetch_timeout` ran out).
+use std::{sync::Arc, time::Instant};
+
+use super::{rds_names, DynamicConfig, ASSIGNMENT, ROUTE};
+use crate::model::{Cluster, Snapshot};
+
+impl DynamicConfig {
+    /// Starts the `initial_fetch_timeout` clock for wanted names not held yet (`None`: wait
+    /// forever).
+    pub fn wait_for(
+        &mut self,
+        type_url: &'static str,
+        names: &[String],
+        timeout: Option<std::time::Duration>,
+        now: Instant,
+    ) {
+        for name in names {
+            let held = match type_url {
+                ASSIGNMENT => self.assignments.contains_key(name),
+                _ => self.routes.contains_key(name),
+            };
+            if !held {
+                self.waiting
+                    .entry((type_url, name.clone()))
+                    .or_insert_with(|| timeout.map(|t| now + t));
+            }
+        }
+    }
+
+    /// The earliest pending `initial_fetch_timeout` deadline.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.waiting
+            .values()
+            .flatten()
+            .filter(|d| **d > now)
+            .min()
+            .copied()
+    }
+
+    /// Whether a wanted resource is held or gave up on (its timeout passed).
+    fn settled(&self, type_url: &'static str, name: &str, now: Instant) -> bool {
+        let held = match type_url {
+            ASSIGNMENT => self.assignments.contains_key(name),
+            _ => self.routes.contains_key(name),
+        };
+        held || self
+            .waiting
+            .get(&(type_url, name.to_string()))
+            .is_some_and(|deadline| deadline.is_some_and(|d| d <= now))
+    }
+
+    /// Whether anything held is still warming.
+    pub fn warming(&self, now: Instant) -> bool {
+        self.warming_clusters(now).next().is_some() || self.warming_listeners(now).next().is_some()
+    }
+
+    pub fn warming_clusters(&self, now: Instant) -> impl Iterator<Item = &str> {
+        self.clusters.iter().filter_map(move |(name, held)| {
+            let eds = held.model.eds.as_deref()?;
+            (!self.settled(ASSIGNMENT, eds, now)).then_some(name.as_str())
+        })
+    }
+
+    pub fn warming_listeners(&self, now: Instant) -> impl Iterator<Item = &str> {
+        self.listeners.iter().filter_map(move |(name, held)| {
+            let mut tables = rds_names(&held.model);
+            tables
+                .any(|table| !self.settled(ROUTE, table, now))
+                .then_some(name.as_str())
+        })
+    }
+
+    /// Generation `generation`: `statics` plus the dynamic resources that are active.
+    pub fn assemble(&mut self, statics: &Snapshot, generation: u64, now: Instant) -> Snapshot {
+        self.publish_clusters(now);
+        let mut clusters = statics.clusters.clone();
+        clusters.extend(self.published.iter().map(|(n, c)| (n.clone(), c.clone())));
+        let mut routes = statics.routes.clone();
+        routes.extend(
+            self.routes
+                .iter()
+                .map(|(n, r)| (n.clone(), r.model.clone())),
+        );
+        let warming: Vec<&str> = self.warming_listeners(now).collect();
+        let listeners = statics
+            .listeners
+            .iter()
+            .cloned()
+            .chain(
+                self.listeners
+                    .iter()
+                    .filter(|(name, _)| !warming.contains(&name.as_str()))
+                    .map(|(_, held)| held.model.clone()),
+            )
+            .collect();
+        Snapshot {
+            generation,
+            listeners,
+            clusters,
+            routes,
+        }
+    }
+
+    /// Brings `published` up to date for the clusters marked dirty and the EDS clusters still
+    /// warming (their timeout may have passed).
+    fn publish_clusters(&mut self, now: Instant) {
+        let mut names: Vec<String> = self.dirty.drain().collect();
+        names.extend(
+            self.warming_clusters_unpublished()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        );
+        for name in names {
+            match self.published_form(&name, now) {
+                Some(cluster) => self.published.insert(name, cluster),
+                None => self.published.remove(&name),
+            };
+        }
+    }
+
+    fn warming_clusters_unpublished(&self) -> impl Iterator<Item = &str> {
+        self.clusters
+            .iter()
+            .filter(|(name, held)| held.model.eds.is_some() && !self.published.contains_key(*name))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// A cluster as shards get it: with its EDS endpoints; `None` while warming or removed.
+    fn published_form(&self, name: &str, now: Instant) -> Option<Arc<Cluster>> {
+        let held = self.clusters.get(name)?;
+        let Some(eds) = held.model.eds.as_deref() else {
+            return Some(held.model.clone());
+        };
+        match self.assignments.get(eds) {
+            Some(assignment) => {
+                let mut cluster = Cluster::clone(&held.model);
+                cluster.endpoints = assignment.model.clone();
+                Some(Arc::new(cluster))
+            }
+            None if self.settled(ASSIGNMENT, eds, now) => Some(held.model.clone()),
+            None => None,
+        }
+    }
+}

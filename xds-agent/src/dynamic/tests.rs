@@ -1,0 +1,304 @@
+//! Dynamic config tests: updates applied resource by resource, NACK texts, removals, warming
+//! and what each generation publishes.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster as ClusterProto, endpoint::v3::ClusterLoadAssignment,
+    listener::v3::Listener as ListenerProto, route::v3::RouteConfiguration,
+};
+use prost::{Message, Name};
+
+use super::*;
+use crate::{
+    model::Snapshot,
+    stats::StatsRegistry,
+    translate::TranslateContext,
+    xds::{Resource, Update},
+};
+
+fn any<M: Message + Name + Default>(yaml: &str) -> Any {
+    let message: M = proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap();
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+fn update(type_url: &str, resources: &[(&str, Any)], removed: &[&str], full_state: bool) -> Update {
+    Update {
+        type_url: type_url.into(),
+        version_info: "v".into(),
+        nonce: "n".into(),
+        resources: resources
+            .iter()
+            .map(|(name, body)| Resource {
+                name: name.to_string(),
+                version: "1".into(),
+                body: body.clone(),
+            })
+            .collect(),
+        removed: removed.iter().map(|s| s.to_string()).collect(),
+        full_state,
+    }
+}
+
+struct Fixture {
+    config: DynamicConfig,
+    statics: Snapshot,
+    stats: StatsRegistry,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            config: DynamicConfig::default(),
+            statics: Snapshot::empty(),
+            stats: StatsRegistry::new(1),
+        }
+    }
+
+    fn apply(&mut self, update: Update) -> Applied {
+        let dns = HashMap::new();
+        let mut ctx = TranslateContext {
+            generation: 2,
+            stats: &mut self.stats,
+            previous: None,
+            dns: &dns,
+        };
+        self.config.apply(&update, &self.statics, &mut ctx)
+    }
+}
+
+fn eds_cluster(name: &str) -> Any {
+    any::<ClusterProto>(&format!(
+        "{{name: {name}, type: EDS, eds_cluster_config: {{eds_config: {{ads: {{}}, initial_fetch_timeout: 5s}}}}}}"
+    ))
+}
+
+fn static_cluster(name: &str, port: u16) -> Any {
+    any::<ClusterProto>(&format!(
+        "{{name: {name}, load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}}}"
+    ))
+}
+
+fn assignment(name: &str, ports: &[u16]) -> Any {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{endpoint: {{address: {{socket_address: {{address: 10.0.0.1, port_value: {p}}}}}}}}}"))
+        .collect();
+    any::<ClusterLoadAssignment>(&format!(
+        "{{cluster_name: {name}, endpoints: [{{lb_endpoints: [{}]}}]}}",
+        endpoints.join(", ")
+    ))
+}
+
+fn rds_listener(name: &str, port: u16, table: &str) -> Any {
+    any::<ListenerProto>(&format!(
+        r#"{{name: {name}, address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}},
+        filter_chains: [{{filters: [{{name: hcm, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
+          stat_prefix: s, rds: {{route_config_name: {table}, config_source: {{ads: {{}}}}}},
+          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]}}}}]}}]}}"#
+    ))
+}
+
+fn table(name: &str, cluster: &str) -> Any {
+    any::<RouteConfiguration>(&format!(
+        "{{name: {name}, virtual_hosts: [{{name: v, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: {cluster}}}}}]}}]}}"
+    ))
+}
+
+#[test]
+fn an_eds_cluster_warms_until_its_assignment_arrives_then_only_it_changes() {
+    let mut f = Fixture::new();
+    let applied = f.apply(update(
+        CLUSTER,
+        &[("a", eds_cluster("a")), ("b", static_cluster("b", 81))],
+        &[],
+        true,
+    ));
+    assert!(applied.changed && applied.rejection.is_none());
+    assert_eq!(f.config.wanted_assignments(), ["a"]);
+    let now = Instant::now();
+    f.config
+        .wait_for(ASSIGNMENT, &["a".into()], Some(Duration::from_secs(5)), now);
+    let gen2 = f.config.assemble(&f.statics, 2, now);
+    assert!(gen2.clusters.contains_key("b"));
+    assert!(
+        !gen2.clusters.contains_key("a"),
+        "warming clusters are not published"
+    );
+    assert!(f.config.warming(now));
+
+    f.apply(update(
+        ASSIGNMENT,
+        &[("a", assignment("a", &[1, 2]))],
+        &[],
+        false,
+    ));
+    let gen3 = f.config.assemble(&f.statics, 3, now);
+    assert_eq!(gen3.clusters["a"].endpoints.len(), 2);
+    assert!(Arc::ptr_eq(&gen2.clusters["b"], &gen3.clusters["b"]));
+    assert!(!f.config.warming(now));
+
+    f.apply(update(
+        ASSIGNMENT,
+        &[("a", assignment("a", &[1]))],
+        &[],
+        false,
+    ));
+    let gen4 = f.config.assemble(&f.statics, 4, now);
+    assert_eq!(gen4.clusters["a"].endpoints.len(), 1);
+    assert!(Arc::ptr_eq(&gen3.clusters["b"], &gen4.clusters["b"]));
+}
+
+#[test]
+fn a_missing_assignment_stops_warming_at_its_timeout() {
+    let mut f = Fixture::new();
+    f.apply(update(CLUSTER, &[("a", eds_cluster("a"))], &[], true));
+    let now = Instant::now();
+    f.config
+        .wait_for(ASSIGNMENT, &["a".into()], Some(Duration::from_secs(5)), now);
+    assert_eq!(
+        f.config.next_deadline(now),
+        Some(now + Duration::from_secs(5))
+    );
+    let later = now + Duration::from_secs(6);
+    let snapshot = f.config.assemble(&f.statics, 2, later);
+    assert!(snapshot.clusters["a"].endpoints.is_empty());
+    assert!(!f.config.warming(later));
+}
+
+#[test]
+fn a_listener_waits_for_its_route_table() {
+    let mut f = Fixture::new();
+    f.apply(update(
+        CLUSTER,
+        &[("c", static_cluster("c", 80))],
+        &[],
+        true,
+    ));
+    let applied = f.apply(update(
+        LISTENER,
+        &[("l", rds_listener("l", 0, "r"))],
+        &[],
+        true,
+    ));
+    assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
+    assert_eq!(f.config.wanted_routes(), ["r"]);
+    let now = Instant::now();
+    f.config.wait_for(ROUTE, &["r".into()], None, now);
+    assert!(f.config.assemble(&f.statics, 2, now).listeners.is_empty());
+    assert_eq!(f.config.next_deadline(now), None, "0s waits forever");
+    f.apply(update(ROUTE, &[("r", table("r", "c"))], &[], false));
+    let snapshot = f.config.assemble(&f.statics, 3, now);
+    assert_eq!(snapshot.listeners.len(), 1);
+    assert!(snapshot.routes.contains_key("r"));
+}
+
+#[test]
+fn an_invalid_resource_is_nacked_by_name_and_field_while_the_rest_applies() {
+    let mut f = Fixture::new();
+    f.apply(update(
+        CLUSTER,
+        &[("a", static_cluster("a", 80))],
+        &[],
+        true,
+    ));
+    let bad = any::<ClusterProto>("{name: a, connect_timeout: -1s}");
+    let mut second = update(
+        CLUSTER,
+        &[("a", bad), ("b", static_cluster("b", 81))],
+        &[],
+        true,
+    );
+    second.version_info = "v2".into();
+    let applied = f.apply(second);
+    let rejection = applied.rejection.expect("NACK");
+    assert_eq!(rejection.names, ["a"]);
+    assert!(
+        rejection
+            .message
+            .contains("clusters[\"a\"].connect_timeout"),
+        "{}",
+        rejection.message
+    );
+    // The last good "a" keeps serving; "b" was accepted beside it.
+    let snapshot = f.config.assemble(&f.statics, 2, Instant::now());
+    assert_eq!(snapshot.clusters["a"].endpoints[0].address.port(), 80);
+    assert!(snapshot.clusters.contains_key("b"));
+    assert_eq!(
+        f.config.status[CLUSTER].version_info, "v",
+        "a NACK keeps the version"
+    );
+    assert!(f
+        .config
+        .failed
+        .contains_key(&(CLUSTER.to_string(), "a".to_string())));
+}
+
+#[test]
+fn removal_by_full_state_and_by_name() {
+    let mut f = Fixture::new();
+    f.apply(update(
+        CLUSTER,
+        &[
+            ("a", static_cluster("a", 80)),
+            ("b", static_cluster("b", 81)),
+        ],
+        &[],
+        true,
+    ));
+    let applied = f.apply(update(
+        CLUSTER,
+        &[("a", static_cluster("a", 80))],
+        &[],
+        true,
+    ));
+    assert!(applied.changed, "b left the state of the world");
+    assert!(!f.config.clusters.contains_key("b"));
+    let applied = f.apply(update(CLUSTER, &[], &["a"], false));
+    assert!(applied.changed);
+    let snapshot = f.config.assemble(&f.statics, 2, Instant::now());
+    assert!(snapshot.clusters.is_empty());
+}
+
+#[test]
+fn an_unchanged_resource_is_not_translated_again() {
+    let mut f = Fixture::new();
+    f.apply(update(
+        CLUSTER,
+        &[("a", static_cluster("a", 80))],
+        &[],
+        true,
+    ));
+    let before = f.config.clusters["a"].model.clone();
+    let applied = f.apply(update(
+        CLUSTER,
+        &[("a", static_cluster("a", 80))],
+        &[],
+        true,
+    ));
+    assert!(!applied.changed);
+    assert!(Arc::ptr_eq(&before, &f.config.clusters["a"].model));
+}
+
+#[test]
+fn a_resource_of_the_wrong_type_or_name_is_rejected() {
+    let mut f = Fixture::new();
+    let applied = f.apply(update(CLUSTER, &[("x", assignment("x", &[1]))], &[], true));
+    assert!(applied
+        .rejection
+        .unwrap()
+        .message
+        .contains("ClusterLoadAssignment"));
+    let applied = f.apply(update(CLUSTER, &[("x", static_cluster("y", 1))], &[], true));
+    assert!(applied
+        .rejection
+        .unwrap()
+        .message
+        .contains("named \"x\" but its config names \"y\""));
+}

@@ -1,0 +1,375 @@
+//! Tests: the xDS client against the scripted Python control plane
+//! (tests/peers/xds_server.py), state of the world and Delta: resources arrive, ACKs and NACKs
+//! (with our error_detail) are recorded by the server, pushed updates arrive, the client
+//! reconnects after the server restarts (Delta restating what it holds), and a unix socket
+//! target works.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::envoy::config::{cluster::v3::Cluster, core::v3::Node};
+use prost::Message;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use xds_agent::{
+    dynamic::CLUSTER as CDS,
+    xds::{
+        client::{self, ClientHandle},
+        ClientEvent, GrpcTarget, Rejection, Service, StreamSettings, Update,
+    },
+};
+
+/// Long enough for a restarted Python server plus a few back-off rounds.
+const PATIENCE: Duration = Duration::from_secs(40);
+
+// ---------------------------------------------------------------------------------------------
+// The control plane process
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The test venv's Python (grpcio and xds-protos); a missing venv fails the test.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("SHARDPROXY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/test-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: the xDS client tests need the test venv (grpcio, xds-protos). \
+         Build it with tests/run.sh, or point SHARDPROXY_TEST_VENV at an existing one.",
+        python.display()
+    );
+    python
+}
+
+/// tests/peers/xds_server.py as a child process; killed by PID when dropped.
+struct ControlPlane {
+    child: Child,
+    _stdin: ChildStdin,
+    ads_port: u16,
+    control: SocketAddr,
+}
+
+impl ControlPlane {
+    fn start(script: &Path, ads_port: u16, unix: Option<&Path>) -> ControlPlane {
+        let mut command = Command::new(python());
+        command
+            .arg(workspace().join("tests/peers/xds_server.py"))
+            .arg("--script")
+            .arg(script)
+            .arg("--port")
+            .arg(ads_port.to_string())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(path) = unix {
+            command.arg("--unix").arg(path);
+        }
+        let mut child = command.spawn().expect("start tests/peers/xds_server.py");
+        let stdin = child.stdin.take().expect("stdin");
+        let (mut ads, mut control) = (None, None);
+        for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+            let line = line.expect("xds_server.py output");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["READY"] => break,
+                ["LISTEN", "ads", port] => ads = port.parse::<u16>().ok(),
+                ["LISTEN", "control", port] => control = port.parse::<u16>().ok(),
+                _ => {}
+            }
+        }
+        ControlPlane {
+            child,
+            _stdin: stdin,
+            ads_port: ads.expect("xds_server.py printed `LISTEN ads <port>` before READY"),
+            control: ([127, 0, 0, 1], control.expect("the control port")).into(),
+        }
+    }
+
+    fn ads(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.ads_port).into()
+    }
+
+    /// One HTTP/1.0 exchange with the control endpoint; its JSON body.
+    fn call(&self, method: &str, path: &str, body: &str) -> Value {
+        let mut s = TcpStream::connect(self.control).expect("control port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("control response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.0 200"), "{method} {path}: {head}");
+        serde_json::from_str(body).expect("a JSON body")
+    }
+
+    fn push(&self, set: &Value) {
+        self.call("POST", "/push", &set.to_string());
+    }
+
+    /// What the server recorded for `node` and the CDS type.
+    fn record(&self, node: &str) -> Value {
+        self.call("GET", "/acks", "")["clients"][node][CDS].clone()
+    }
+
+    /// Polls the record of `node` until `done` holds for it.
+    async fn wait_record(&self, node: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let record = self.record(node);
+            if done(&record) {
+                return record;
+            }
+            assert!(Instant::now() < deadline, "{what}; server record: {record}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster(name: &str) -> Value {
+    json!({"name": name, "type": "STATIC", "connect_timeout": "1s"})
+}
+
+fn clusters(names: &[&str]) -> Value {
+    json!({"resources": {CDS: names.iter().map(|n| cluster(n)).collect::<Vec<_>>()}})
+}
+
+/// A script file with one cluster, `backend`, in a fresh temp dir.
+fn script() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "xds-client-test-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("resources.json");
+    std::fs::write(&path, clusters(&["backend"]).to_string()).unwrap();
+    (dir, path)
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side
+
+fn start_client(
+    target: GrpcTarget,
+    delta: bool,
+    node: &str,
+) -> (ClientHandle, UnboundedReceiver<ClientEvent>) {
+    let (events, inbox) = unbounded_channel();
+    let handle = client::spawn(
+        StreamSettings {
+            service: Service::Aggregated,
+            target,
+            delta,
+            node: Node {
+                id: node.into(),
+                cluster: "test".into(),
+                ..Default::default()
+            },
+            set_node_on_first_message_only: false,
+            connect_timeout: Duration::from_secs(2),
+        },
+        events,
+    );
+    handle.subscribe(CDS, vec![]);
+    (handle, inbox)
+}
+
+async fn next_event(events: &mut UnboundedReceiver<ClientEvent>) -> ClientEvent {
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("a client event in time")
+        .expect("the client task is running")
+}
+
+async fn expect_connected(events: &mut UnboundedReceiver<ClientEvent>) {
+    match next_event(events).await {
+        ClientEvent::Connected { service } => assert_eq!(service, Service::Aggregated),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+async fn expect_update(events: &mut UnboundedReceiver<ClientEvent>) -> Update {
+    match next_event(events).await {
+        ClientEvent::Update { update, .. } => {
+            assert_eq!(update.type_url, CDS);
+            update
+        }
+        other => panic!("expected an Update, got {other:?}"),
+    }
+}
+
+fn cluster_names(update: &Update) -> Vec<String> {
+    let mut names: Vec<String> = (update.resources.iter())
+        .map(|r| {
+            let cluster = Cluster::decode(r.body.value.as_slice()).expect("a Cluster body");
+            assert_eq!(cluster.name, r.name, "the resource is named after its body");
+            cluster.name
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn acked(record: &Value) -> Vec<String> {
+    (record["acked"].as_array().into_iter().flatten())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// Receive, ACK, pushed update, NACK, server restart and reconnect.
+async fn full_cycle(delta: bool) {
+    let node = if delta { "client-delta" } else { "client-sotw" };
+    let (dir, script) = script();
+    let server = ControlPlane::start(&script, 0, None);
+    let (client, mut events) = start_client(GrpcTarget::Tcp(server.ads()), delta, node);
+
+    expect_connected(&mut events).await;
+    let first = expect_update(&mut events).await;
+    assert_eq!(cluster_names(&first), ["backend"]);
+    assert_eq!(
+        first.full_state, !delta,
+        "SotW CDS is full state; Delta never"
+    );
+    let backend_version = first.resources[0].version.clone();
+    if !delta {
+        assert_eq!(
+            (first.version_info.as_str(), backend_version.as_str()),
+            ("1", "1")
+        );
+    }
+    client.verdict(CDS, &first.nonce, None);
+    server
+        .wait_record(node, "the ACK of version 1", |r| acked(r) == ["1"])
+        .await;
+
+    // A pushed update: a new cluster the agent rejects.
+    server.push(&clusters(&["backend", "bad"]));
+    let pushed = expect_update(&mut events).await;
+    let expected: &[&str] = if delta { &["bad"] } else { &["backend", "bad"] };
+    assert_eq!(cluster_names(&pushed), expected);
+    let message = "cluster bad: rejected by the test";
+    client.verdict(
+        CDS,
+        &pushed.nonce,
+        Some(Rejection {
+            message: message.into(),
+            names: vec!["bad".into()],
+        }),
+    );
+    let record = server
+        .wait_record(node, "the NACK of version 2", |r| {
+            r["nacked"].as_array().is_some_and(|n| !n.is_empty())
+        })
+        .await;
+    let nack = &record["nacked"][0];
+    assert_eq!(nack["version"], "2");
+    assert_eq!(nack["nonce"], pushed.nonce.as_str());
+    assert_eq!(
+        nack["error_detail"],
+        json!({"code": 13, "message": message})
+    );
+    assert_eq!(acked(&record), ["1"], "a NACK is not an ACK");
+    assert_eq!(record["mode"], if delta { "delta" } else { "sotw" });
+
+    // The server dies and comes back on the same port, serving the script (backend only).
+    let port = server.ads_port;
+    drop(server);
+    match next_event(&mut events).await {
+        ClientEvent::Disconnected { service, reason } => {
+            assert_eq!(service, Service::Aggregated);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let server = ControlPlane::start(&script, port, None);
+    let connected = loop {
+        match next_event(&mut events).await {
+            ClientEvent::Disconnected { .. } => continue, // attempts while it was down
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(connected, ClientEvent::Connected { .. }),
+        "{connected:?}"
+    );
+    let again = expect_update(&mut events).await;
+    if delta {
+        // It told the new server what it holds: backend, not the rejected one, so nothing
+        // needs sending again.
+        let record = server.record(node);
+        assert_eq!(
+            record["initial_resource_versions"],
+            json!({"backend": backend_version}),
+            "{record}"
+        );
+        assert!(again.resources.is_empty(), "{again:?}");
+        assert!(again.removed.is_empty(), "{again:?}");
+    } else {
+        assert_eq!(cluster_names(&again), ["backend"]);
+        assert_eq!(again.version_info, "1");
+    }
+    client.verdict(CDS, &again.nonce, None);
+    server
+        .wait_record(node, "the ACK on the new stream", |r| !acked(r).is_empty())
+        .await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn state_of_the_world_stream_acks_nacks_and_reconnects() {
+    full_cycle(false).await;
+}
+
+#[tokio::test]
+async fn delta_stream_acks_nacks_and_reconnects_with_what_it_holds() {
+    full_cycle(true).await;
+}
+
+#[tokio::test]
+async fn a_unix_socket_target_works() {
+    let (dir, script) = script();
+    let socket = dir.join("ads.sock");
+    let server = ControlPlane::start(&script, 0, Some(&socket));
+    let node = "client-unix";
+    let (client, mut events) = start_client(GrpcTarget::Unix(socket), true, node);
+    expect_connected(&mut events).await;
+    let update = expect_update(&mut events).await;
+    assert_eq!(cluster_names(&update), ["backend"]);
+    client.verdict(CDS, &update.nonce, None);
+    server
+        .wait_record(node, "the ACK over the unix socket", |r| acked(r) == ["1"])
+        .await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
