@@ -8,7 +8,10 @@
 //! that shard's `Applied` for the same generation, as for any snapshot):
 //! - a new listener: it is not bound on that shard; the rest of the snapshot is applied.
 //! - a listener whose address changed: the old socket and the old config keep serving on that
-//!   shard (no traffic is lost) until a later snapshot binds or removes it.
+//!   shard (no traffic is lost) until a later snapshot binds or removes it. A later snapshot
+//!   with the same listener tries the bind again. (An LDS listener is then NACKed and dropped
+//!   by the agent, as Envoy removes a listener its workers failed to add: the next generation
+//!   removes it here and its connections drain; a bootstrap listener stays as it is.)
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
