@@ -3,8 +3,7 @@ use std::cell::{Cell, RefCell};
 
 use crate::{
     access_log::LogWriters, filters::network::http_connection_manager::RdsTables,
-    net::drain::DrainSignal, net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager,
-    stream::date::DateCache,
+    net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager, stream::date::DateCache,
 };
 
 pub struct ShardContext {
@@ -14,10 +13,6 @@ pub struct ShardContext {
     /// RDS route tables (swapped by each snapshot).
     pub routes: RdsTables,
     pub logs: LogWriters,
-    /// The process is draining (SIGTERM, `/quitquitquit`, `/drain_listeners`): HTTP
-    /// connections close after their current response (`connection: close`) or at once when
-    /// idle.
-    pub drain: DrainSignal,
     /// The `date` response header, reformatted once a second.
     pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
@@ -34,7 +29,6 @@ impl ShardContext {
             routes: RdsTables::default(),
             logs: LogWriters::default(),
             date: DateCache::default(),
-            drain: DrainSignal::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),
         }

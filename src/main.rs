@@ -84,7 +84,8 @@ fn serve(
     rt::limits::check_io_uring()?;
     rt::limits::check_memlock(options.concurrency)?;
     let (events_tx, events) = xds_agent::publish::event_channel();
-    let (links, _threads) = rt::shard::spawn_all(options.concurrency, cores, events_tx)?;
+    let (links, _threads) =
+        rt::shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;
     tracing::info!(shards = links.len(), "shards started");
     // Shard threads are not joined: once the agent returns, they have exited or are abandoned.
     std::thread::Builder::new()

@@ -1,80 +1,275 @@
-//! Listeners on a shard: one SO_REUSEPORT socket per listener per shard, an accept loop each,
-//! reconciled against every new snapshot (kept, re-pointed, added, or closed).
+//! NET/IO layer: listeners on a shard: one SO_REUSEPORT socket per listener per shard, an
+//! accept loop each, reconciled against every new snapshot as Envoy's listener manager does.
+//! A modified listener keeps its socket (same address) and new connections take the new
+//! config at once, while the connections accepted under the old config drain; a removed one
+//! closes its socket and drains; after the drain time whatever is still open is closed.
+//!
+//! What the agent receives when a bind fails (one `ShardEvent::BindFailed` per shard, then
+//! that shard's `Applied` for the same generation, as for any snapshot):
+//! - a new listener: it is not bound on that shard; the rest of the snapshot is applied.
+//! - a listener whose address changed: the old socket and the old config keep serving on that
+//!   shard (no traffic is lost) until a later snapshot binds or removes it. A later snapshot
+//!   with the same listener tries the bind again. (An LDS listener is then NACKed and dropped
+//!   by the agent, as Envoy removes a listener its workers failed to add: the next generation
+//!   removes it here and its connections drain; a bootstrap listener stays as it is.)
 use std::{
-    cell::RefCell, collections::HashMap, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration,
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
 };
 
+use futures_lite::future;
 use socket2::{Domain, Protocol, Socket, Type};
-use xds_agent::model::{Listener, Snapshot};
+use xds_agent::{
+    model::{DrainType, Listener, Snapshot},
+    publish::{EventSender, ShardEvent},
+};
 
 use crate::{
     context::ShardContext,
-    net::connection,
+    net::{connection, drain::DrainSignal},
     rt::{self, net::TcpListener, timer, Task},
 };
 
 const BACKLOG: i32 = 1024;
 
-struct Active {
-    /// Config new connections pin; swapped in place when the listener changes but keeps its
-    /// address (open connections keep the config they were accepted with).
-    config: Rc<RefCell<Arc<Listener>>>,
-    /// Dropping the task cancels the accept loop and closes the socket.
-    _accept: Task<()>,
+/// One generation of a listener on this shard: the config its connections pinned at accept,
+/// their drain signal, and how many of them are still open.
+pub struct Generation {
+    pub config: Arc<Listener>,
+    pub drain: DrainSignal,
+    open: Cell<usize>,
 }
 
-#[derive(Default)]
+impl Generation {
+    fn new(config: Arc<Listener>) -> Rc<Self> {
+        Rc::new(Self {
+            config,
+            drain: DrainSignal::default(),
+            open: Cell::new(0),
+        })
+    }
+
+    /// Counts a connection of this generation until the returned guard drops.
+    pub fn open_connection(self: &Rc<Self>) -> OpenConnection {
+        self.open.set(self.open.get() + 1);
+        OpenConnection(self.clone())
+    }
+}
+
+/// A connection of a generation; the last one to close ends the generation's drain early.
+pub struct OpenConnection(Rc<Generation>);
+
+impl OpenConnection {
+    pub fn generation(&self) -> &Rc<Generation> {
+        &self.0
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let generation = &self.0;
+        generation.open.set(generation.open.get() - 1);
+        if generation.open.get() == 0 && generation.drain.is_draining() {
+            generation.drain.close();
+        }
+    }
+}
+
+/// Which listeners the server stopped (`/drain_listeners`, shutdown): they stay stopped, and
+/// listeners added later in that scope are not bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stopped {
+    Inbound,
+    All,
+}
+
+struct Active {
+    /// The generation new connections pin; replaced when the listener is modified.
+    current: Rc<RefCell<Rc<Generation>>>,
+    /// `None` once the server stopped the listener. Dropping the task cancels the accept loop
+    /// and closes the socket.
+    accept: Option<Task<()>>,
+}
+
+impl Active {
+    fn generation(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+}
+
+/// Where drains are reported (for `listener_manager.total_listeners_draining`).
+struct Reporter {
+    shard: usize,
+    events: EventSender,
+}
+
+impl Reporter {
+    fn draining(&self, listener: &Listener, draining: bool) {
+        let _ = self.events.send(ShardEvent::ListenerDraining {
+            shard: self.shard,
+            listener: listener.name.clone(),
+            config_hash: listener.config_hash,
+            draining,
+        });
+    }
+}
+
 pub struct ListenerSet {
     active: HashMap<String, Active>,
+    /// How long old connections get to finish (`--drain-time-s`).
+    drain_time: Duration,
+    stopped: Option<Stopped>,
+    reporter: Rc<Reporter>,
 }
 
 impl ListenerSet {
-    /// Brings this shard's sockets in line with `snapshot`; returns (listener, error) for each
-    /// listener that could not bind.
+    pub fn new(shard: usize, drain_time: Duration, events: EventSender) -> Self {
+        Self {
+            active: HashMap::new(),
+            drain_time,
+            stopped: None,
+            reporter: Rc::new(Reporter { shard, events }),
+        }
+    }
+
+    /// Brings this shard's listeners in line with `snapshot`; returns (listener, error) for
+    /// each listener that could not bind (see the module comment for what then serves).
     pub fn apply(&mut self, ctx: &Rc<ShardContext>, snapshot: &Snapshot) -> Vec<(String, String)> {
         let wanted: HashMap<&str, &Arc<Listener>> = snapshot
             .listeners
             .iter()
             .map(|l| (l.name.as_str(), l))
             .collect();
-        self.active.retain(|name, active| {
-            wanted
-                .get(name.as_str())
-                .is_some_and(|new| new.address == active.config.borrow().address)
-        });
+        let removed: Vec<String> = self
+            .active
+            .keys()
+            .filter(|name| !wanted.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(active) = self.active.remove(&name) {
+                self.retire(active.generation()); // dropping `active` closes the socket
+            }
+        }
         let mut failures = Vec::new();
         for (name, listener) in wanted {
-            if let Some(active) = self.active.get(name) {
-                if !Arc::ptr_eq(&active.config.borrow(), listener) {
-                    *active.config.borrow_mut() = listener.clone();
-                }
+            let (old, listening) = match self.active.get(name) {
+                Some(active) => (Some(active.generation()), active.accept.is_some()),
+                None => (None, false),
+            };
+            if old
+                .as_ref()
+                .is_some_and(|g| Arc::ptr_eq(&g.config, listener))
+            {
                 continue;
             }
-            match bind(listener.address) {
-                Ok(socket) => {
-                    let config = Rc::new(RefCell::new(listener.clone()));
-                    let accept = rt::spawn_local(accept_loop(socket, config.clone(), ctx.clone()));
-                    self.active.insert(
-                        name.to_string(),
-                        Active {
-                            config,
-                            _accept: accept,
-                        },
-                    );
+            let generation = Generation::new(listener.clone());
+            let same_socket = old
+                .as_ref()
+                .is_some_and(|g| g.config.address == listener.address);
+            let stopped = self.is_stopped(listener);
+            if stopped || (listening && same_socket) {
+                // New connections take the new config at once (no accept gap); a stopped
+                // listener only carries its config for a later drain.
+                let active = self
+                    .active
+                    .entry(name.to_string())
+                    .or_insert_with(|| Active {
+                        current: Rc::new(RefCell::new(generation.clone())),
+                        accept: None,
+                    });
+                *active.current.borrow_mut() = generation;
+                if stopped {
+                    active.accept = None;
                 }
-                Err(e) => failures.push((
-                    name.to_string(),
-                    format!("cannot bind {}: {e}", listener.address),
-                )),
+            } else {
+                match bind(listener.address) {
+                    Ok(socket) => {
+                        let current = Rc::new(RefCell::new(generation));
+                        let accept =
+                            rt::spawn_local(accept_loop(socket, current.clone(), ctx.clone()));
+                        // Replacing the old entry closes its socket.
+                        self.active.insert(
+                            name.to_string(),
+                            Active {
+                                current,
+                                accept: Some(accept),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        failures.push((
+                            name.to_string(),
+                            format!("cannot bind {}: {e}", listener.address),
+                        ));
+                        continue; // an old socket, if any, keeps serving the old config
+                    }
+                }
+            }
+            if let Some(old) = old {
+                self.retire(old);
             }
         }
         failures
     }
 
-    /// Closes listening sockets (all, or inbound ones only); connections continue.
+    /// Server drain (`/drain_listeners`, shutdown): closes listening sockets (all, or inbound
+    /// ones only); connections of `drain_type: DEFAULT` listeners drain, MODIFY_ONLY ones
+    /// continue (until their listener is modified or removed).
     pub fn stop(&mut self, inbound_only: bool) {
-        self.active
-            .retain(|_, active| inbound_only && !active.config.borrow().inbound);
+        let scope = if inbound_only {
+            Stopped::Inbound
+        } else {
+            Stopped::All
+        };
+        self.stopped = self.stopped.max(Some(scope));
+        let mut draining = Vec::new();
+        for active in self.active.values_mut() {
+            let generation = active.generation();
+            if inbound_only && !generation.config.inbound {
+                continue;
+            }
+            active.accept = None;
+            if generation.config.drain_type == DrainType::Default {
+                draining.push(generation);
+            }
+        }
+        draining.into_iter().for_each(|g| self.retire(g));
+    }
+
+    fn is_stopped(&self, listener: &Listener) -> bool {
+        match self.stopped {
+            None => false,
+            Some(Stopped::Inbound) => listener.inbound,
+            Some(Stopped::All) => true,
+        }
+    }
+
+    /// Starts draining a generation that accepts no more connections; after the drain time
+    /// (or once its last connection closed) it is closed.
+    fn retire(&self, generation: Rc<Generation>) {
+        if generation.drain.is_draining() {
+            return;
+        }
+        generation.drain.start();
+        if generation.open.get() == 0 {
+            generation.drain.close();
+            return;
+        }
+        let reporter = self.reporter.clone();
+        reporter.draining(&generation.config, true);
+        let drain_time = self.drain_time;
+        rt::spawn_local(async move {
+            future::or(timer::sleep(drain_time), generation.drain.closed()).await;
+            generation.drain.close();
+            reporter.draining(&generation.config, false);
+        })
+        .detach();
     }
 }
 
@@ -97,20 +292,231 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(
     mut socket: TcpListener,
-    config: Rc<RefCell<Arc<Listener>>>,
+    current: Rc<RefCell<Rc<Generation>>>,
     ctx: Rc<ShardContext>,
 ) {
     loop {
         match socket.accept().await {
             Ok(stream) => {
-                let listener = config.borrow().clone();
-                rt::spawn_local(connection::serve(ctx.clone(), listener, stream)).detach();
+                let open = current.borrow().open_connection();
+                rt::spawn_local(connection::serve(ctx.clone(), open, stream)).detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.
-                tracing::warn!(listener = %config.borrow().name, "accept failed: {e}");
+                tracing::warn!(listener = %current.borrow().config.name, "accept failed: {e}");
                 timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, pin::pin, task::Poll};
+
+    use xds_agent::{publish::EventReceiver, stats::StatsRegistry};
+
+    use super::*;
+    use crate::rt::executor::Executor;
+
+    fn free_address() -> SocketAddr {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    }
+
+    fn listener(
+        name: &str,
+        hash: u64,
+        address: SocketAddr,
+        drain_type: DrainType,
+    ) -> Arc<Listener> {
+        Arc::new(Listener {
+            name: name.into(),
+            config_hash: hash,
+            address,
+            buffer_limit: 1 << 20,
+            filter_chains: vec![],
+            inbound: false,
+            drain_type,
+            stats: StatsRegistry::new(1).listener(name),
+        })
+    }
+
+    fn snapshot(generation: u64, listeners: &[&Arc<Listener>]) -> Snapshot {
+        Snapshot {
+            generation,
+            listeners: listeners.iter().map(|l| Arc::clone(l)).collect(),
+            ..Snapshot::empty()
+        }
+    }
+
+    struct Shard {
+        ctx: Rc<ShardContext>,
+        set: ListenerSet,
+        events: EventReceiver,
+    }
+
+    fn shard(drain_time: Duration) -> Shard {
+        let (tx, events) = xds_agent::publish::event_channel();
+        Shard {
+            ctx: Rc::new(ShardContext::new(0, 1)),
+            set: ListenerSet::new(0, drain_time, tx),
+            events,
+        }
+    }
+
+    impl Shard {
+        fn generation(&self, name: &str) -> Rc<Generation> {
+            self.set.active[name].generation()
+        }
+
+        /// `(listener, config_hash, draining)` of every drain report so far.
+        fn drains(&mut self) -> Vec<(String, u64, bool)> {
+            let mut out = Vec::new();
+            while let Ok(event) = self.events.try_recv() {
+                if let ShardEvent::ListenerDraining {
+                    listener,
+                    config_hash,
+                    draining,
+                    ..
+                } = event
+                {
+                    out.push((listener, config_hash, draining));
+                }
+            }
+            out
+        }
+    }
+
+    fn is_closed(generation: &Generation) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        matches!(
+            pin!(generation.drain.closed()).poll(&mut cx),
+            Poll::Ready(())
+        )
+    }
+
+    #[test]
+    fn modified_listener_keeps_its_socket_and_drains_the_old_generation() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let address = free_address();
+            let v1 = listener("l", 1, address, DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(1, &[&v1])).is_empty());
+            let socket = s.set.active["l"].current.clone();
+            let old = s.generation("l");
+            let open = old.open_connection();
+
+            let v2 = listener("l", 2, address, DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(2, &[&v2])).is_empty());
+            assert!(
+                Rc::ptr_eq(&socket, &s.set.active["l"].current),
+                "same address: the accept loop and its socket are kept"
+            );
+            assert!(Arc::ptr_eq(&s.generation("l").config, &v2));
+            assert!(!s.generation("l").drain.is_draining());
+            assert!(old.drain.is_draining() && !is_closed(&old));
+            assert_eq!(s.drains(), [("l".to_string(), 1, true)]);
+
+            // The same snapshot again changes nothing.
+            s.set.apply(&s.ctx, &snapshot(3, &[&v2]));
+            assert!(Arc::ptr_eq(&s.generation("l").config, &v2));
+            assert!(s.drains().is_empty());
+
+            // The last old connection closing ends the drain before the drain time.
+            drop(open);
+            assert!(is_closed(&old));
+            timer::sleep(Duration::from_millis(10)).await;
+            assert_eq!(s.drains(), [("l".to_string(), 1, false)]);
+        });
+    }
+
+    #[test]
+    fn drain_time_closes_what_is_left_and_idle_generations_close_at_once() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_millis(50));
+            let (a, b) = (free_address(), free_address());
+            let busy = listener("busy", 1, a, DrainType::Default);
+            let idle = listener("idle", 1, b, DrainType::Default);
+            s.set.apply(&s.ctx, &snapshot(1, &[&busy, &idle]));
+            let (busy_old, idle_old) = (s.generation("busy"), s.generation("idle"));
+            let _open = busy_old.open_connection();
+
+            // `busy` is removed, `idle` moves to another address.
+            let moved = listener("idle", 2, free_address(), DrainType::Default);
+            assert!(s.set.apply(&s.ctx, &snapshot(2, &[&moved])).is_empty());
+            assert!(!s.set.active.contains_key("busy"));
+            timer::sleep(Duration::from_millis(10)).await; // the socket's close goes through the ring
+            assert!(
+                std::net::TcpStream::connect(a).is_err(),
+                "a removed listener's socket is closed at once"
+            );
+            assert!(is_closed(&idle_old), "no connection: nothing to wait for");
+            assert!(busy_old.drain.is_draining() && !is_closed(&busy_old));
+            timer::sleep(Duration::from_millis(100)).await;
+            assert!(is_closed(&busy_old), "closed at the end of the drain time");
+            assert_eq!(
+                s.drains(),
+                [
+                    ("busy".to_string(), 1, true),
+                    ("busy".to_string(), 1, false)
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn server_drain_spares_modify_only_listeners_until_they_change() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let default = listener("d", 1, free_address(), DrainType::Default);
+            let modify_only = listener("m", 1, free_address(), DrainType::ModifyOnly);
+            s.set.apply(&s.ctx, &snapshot(1, &[&default, &modify_only]));
+            let (d, m) = (s.generation("d"), s.generation("m"));
+            let _open = (d.open_connection(), m.open_connection());
+
+            s.set.stop(false);
+            assert!(s.set.active.values().all(|a| a.accept.is_none()));
+            assert!(d.drain.is_draining());
+            assert!(!m.drain.is_draining());
+
+            // Stopped: changes are not bound again, but a modification drains MODIFY_ONLY.
+            let m2 = listener("m", 2, free_address(), DrainType::ModifyOnly);
+            let added = listener("new", 1, free_address(), DrainType::Default);
+            assert!(s
+                .set
+                .apply(&s.ctx, &snapshot(2, &[&default, &m2, &added]))
+                .is_empty());
+            assert!(m.drain.is_draining());
+            assert!(s.set.active.values().all(|a| a.accept.is_none()));
+            assert!(std::net::TcpStream::connect(added.address).is_err());
+            assert_eq!(
+                s.drains(),
+                [("d".to_string(), 1, true), ("m".to_string(), 1, true)]
+            );
+        });
+    }
+
+    #[test]
+    fn failed_bind_of_a_moved_listener_keeps_the_old_socket_and_config() {
+        Executor::new().unwrap().run(async {
+            let mut s = shard(Duration::from_secs(600));
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = free_address();
+            let v1 = listener("l", 1, address, DrainType::Default);
+            s.set.apply(&s.ctx, &snapshot(1, &[&v1]));
+            let old = s.generation("l");
+
+            let moved = listener("l", 2, taken.local_addr().unwrap(), DrainType::Default);
+            let fresh = listener("fresh", 1, free_address(), DrainType::Default);
+            let failures = s.set.apply(&s.ctx, &snapshot(2, &[&moved, &fresh]));
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].0, "l");
+            assert!(Rc::ptr_eq(&s.generation("l"), &old));
+            assert!(!old.drain.is_draining());
+            assert!(std::net::TcpStream::connect(address).is_ok());
+            assert!(s.set.active["fresh"].accept.is_some());
+        });
     }
 }

@@ -13,7 +13,10 @@ use std::{
 
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::rt::{net::TcpStream, timer};
+use crate::{
+    net::drain::DrainSignal,
+    rt::{net::TcpStream, timer},
+};
 
 /// Size of each shard's scratch buffer: the largest single read.
 pub const SCRATCH_BYTES: usize = 256 << 10;
@@ -29,6 +32,8 @@ pub enum RelayEnd {
     DownstreamError,
     /// A socket error (reset) on the upstream side.
     UpstreamError,
+    /// The listener's drain time ended.
+    Drained,
 }
 
 /// Per-chunk hooks into the caller's stats.
@@ -130,13 +135,15 @@ impl Direction<'_> {
     }
 }
 
-/// Relays until both directions closed, an error, or `idle_timeout` of silence.
+/// Relays until both directions closed, an error, `idle_timeout` of silence, or the end of
+/// the drain of the listener the downstream connection came from.
 pub async fn relay(
     downstream: TcpStream,
     upstream: TcpStream,
     limits: &RelayLimits,
     scratch: &RefCell<Box<[u8]>>,
     observer: &impl RelayObserver,
+    drain: &DrainSignal,
 ) -> RelayEnd {
     let (down, up) = (RefCell::new(downstream), RefCell::new(upstream));
     let last_activity = Cell::new(Instant::now());
@@ -171,10 +178,17 @@ pub async fn relay(
             Err(end) => end,
         }
     };
-    match limits.idle_timeout {
-        None => both.await,
-        Some(timeout) => future::or(both, idle(timeout, &last_activity)).await,
-    }
+    let drained = async {
+        drain.closed().await;
+        RelayEnd::Drained
+    };
+    let ended = async {
+        match limits.idle_timeout {
+            None => drained.await,
+            Some(timeout) => future::or(idle(timeout, &last_activity), drained).await,
+        }
+    };
+    future::or(both, ended).await
 }
 
 async fn idle(timeout: Duration, last_activity: &Cell<Instant>) -> RelayEnd {

@@ -1,6 +1,6 @@
 //! Shard threads: one executor (and io_uring) per core, pinned, applying the snapshots the agent
 //! publishes and acknowledging each generation.
-use std::{rc::Rc, sync::Arc, thread::JoinHandle};
+use std::{rc::Rc, sync::Arc, thread::JoinHandle, time::Duration};
 
 use crossbeam_channel::Receiver;
 use xds_agent::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
@@ -13,10 +13,12 @@ use super::{
 use crate::{context::ShardContext, net::listener::ListenerSet};
 
 /// Starts `count` shards pinned round-robin over `cores`; returns the agent's links to them.
+/// `drain_time`: how long connections of a modified, removed or drained listener get.
 pub fn spawn_all(
     count: usize,
     cores: &[core_affinity::CoreId],
     events: EventSender,
+    drain_time: Duration,
 ) -> Result<(Vec<ShardLink>, Vec<JoinHandle<()>>), StartError> {
     let mut links = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
@@ -38,7 +40,9 @@ pub fn spawn_all(
                 match Executor::new() {
                     Ok(executor) => {
                         let _ = started_tx.send(Ok(()));
-                        executor.run(run(ShardContext::new(id, count), rx, wake_rx, events));
+                        let listeners = ListenerSet::new(id, drain_time, events.clone());
+                        let ctx = ShardContext::new(id, count);
+                        executor.run(run(ctx, listeners, rx, wake_rx, events));
                     }
                     Err(e) => {
                         let _ = started_tx.send(Err(e.to_string()));
@@ -71,23 +75,18 @@ pub fn spawn_all(
 /// A shard's main loop: wait for a wake-up, run every queued command, repeat.
 async fn run(
     ctx: ShardContext,
+    mut listeners: ListenerSet,
     commands: Receiver<ShardCommand>,
     wake: WakeReceiver,
     events: EventSender,
 ) {
     let ctx = Rc::new(ctx);
     let mut wake = wake.attach();
-    let mut listeners = ListenerSet::default();
     loop {
         while let Ok(command) = commands.try_recv() {
             match command {
                 ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
-                ShardCommand::StopListening { inbound_only } => {
-                    listeners.stop(inbound_only);
-                    if !inbound_only {
-                        ctx.drain.start();
-                    }
-                }
+                ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });
                     return;

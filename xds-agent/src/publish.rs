@@ -12,7 +12,8 @@ use crate::model::Snapshot;
 pub enum ShardCommand {
     /// Run this generation: bind new listeners, drain removed ones, keep the rest.
     Apply(Arc<Snapshot>),
-    /// Close listening sockets (all, or only inbound ones); open connections continue.
+    /// Close listening sockets (all, or only inbound ones); connections of `drain_type:
+    /// DEFAULT` listeners drain, MODIFY_ONLY ones continue.
     StopListening { inbound_only: bool },
     /// Close every connection and stop the shard.
     Exit,
@@ -32,6 +33,15 @@ pub enum ShardEvent {
         generation: u64,
         listener: String,
         error: String,
+    },
+    /// A generation of a listener (`config_hash`) started draining on this shard with
+    /// connections open (`draining`), or its drain ended: its last connection closed, or the
+    /// drain time was over and the rest were closed.
+    ListenerDraining {
+        shard: usize,
+        listener: String,
+        config_hash: u64,
+        draining: bool,
     },
     Exited {
         shard: usize,

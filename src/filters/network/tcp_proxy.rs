@@ -15,6 +15,7 @@ use xds_agent::{
 
 use crate::{
     context::ShardContext,
+    net::drain::DrainSignal,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
     rt::net::TcpStream,
@@ -23,6 +24,7 @@ use crate::{
 pub async fn run(
     ctx: &Rc<ShardContext>,
     listener: &Arc<Listener>,
+    drain: &DrainSignal,
     proxy: &TcpProxy,
     downstream: TcpStream,
 ) {
@@ -67,6 +69,7 @@ pub async fn run(
             proxy_to(
                 ctx,
                 listener,
+                drain,
                 proxy,
                 &cluster,
                 downstream,
@@ -82,9 +85,11 @@ pub async fn run(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy_to(
     ctx: &Rc<ShardContext>,
     listener: &Listener,
+    drain: &DrainSignal,
     proxy: &TcpProxy,
     cluster: &Rc<ShardCluster>,
     downstream: TcpStream,
@@ -115,7 +120,15 @@ async fn proxy_to(
         upstream: cluster.config.buffer_limit,
         idle_timeout: proxy.idle_timeout,
     };
-    let end = relay(downstream, upstream, &limits, &ctx.scratch, &observer).await;
+    let end = relay(
+        downstream,
+        upstream,
+        &limits,
+        &ctx.scratch,
+        &observer,
+        drain,
+    )
+    .await;
     drop(host);
     dec(&cells.upstream_cx_active);
     inc(&cells.upstream_cx_destroy);
@@ -133,6 +146,7 @@ async fn proxy_to(
                 .response_flags
                 .set(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
         }
+        RelayEnd::Drained => inc(&cells.upstream_cx_destroy_local),
         RelayEnd::DownstreamError => {
             inc(&cells.upstream_cx_destroy_local);
             record

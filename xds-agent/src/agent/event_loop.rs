@@ -51,6 +51,9 @@ pub(super) struct Agent {
     publish_started: Option<(u64, Instant)>,
     /// Latest time a shard reported applying the generation being published.
     last_applied: Instant,
+    /// Listener generations (name, config hash) draining, with how many shards still have
+    /// their connections open: `listener_manager.total_listeners_draining` counts the keys.
+    draining: HashMap<(String, u64), usize>,
 }
 
 impl Agent {
@@ -75,6 +78,7 @@ impl Agent {
             dns_tasks: HashMap::new(),
             publish_started: None,
             last_applied: Instant::now(),
+            draining: HashMap::new(),
         }
     }
 
@@ -231,8 +235,37 @@ impl Agent {
                 drop(state);
                 self.bind_failures.push((listener, error));
             }
+            ShardEvent::ListenerDraining {
+                listener,
+                config_hash,
+                draining,
+                ..
+            } => self.listener_draining(listener, config_hash, draining),
             ShardEvent::Exited { .. } => {}
         }
+    }
+
+    fn listener_draining(&mut self, listener: String, config_hash: u64, draining: bool) {
+        let key = (listener, config_hash);
+        match (draining, self.draining.get_mut(&key)) {
+            (true, Some(shards)) => *shards += 1,
+            (true, None) => {
+                self.draining.insert(key, 1);
+            }
+            (false, Some(shards)) if *shards > 1 => *shards -= 1,
+            (false, _) => {
+                self.draining.remove(&key);
+            }
+        }
+        let state = self.lock();
+        stats::set(
+            &state
+                .stats
+                .listener_manager
+                .shard(0)
+                .total_listeners_draining,
+            self.draining.len() as i64,
+        );
     }
 
     /// Publishes a generation to every shard and restarts DNS refreshes to match it.

@@ -364,6 +364,7 @@ stat_scope!(
     ListenerManagerCells {
         workers_started: Gauge,
         total_listeners_active: Gauge,
+        total_listeners_draining: Gauge,
         listener_added: Counter,
         listener_modified: Counter,
         listener_removed: Counter,

@@ -29,6 +29,7 @@ use crate::{
     context::ShardContext,
     net::{
         buffered::{deadline, earliest, Buffered, IoFailure},
+        drain::DrainSignal,
         relay::{relay, RelayLimits, RelayObserver},
     },
     protocol::http1::{self, Limits, ParsedRequest},
@@ -44,6 +45,8 @@ use crate::{
 pub struct Connection<'a> {
     pub ctx: &'a Rc<ShardContext>,
     pub listener: &'a Listener,
+    /// The drain of the listener generation this connection was accepted under.
+    pub drain: &'a DrainSignal,
     pub hcm: &'a HttpConnectionManager,
     /// Where each new stream finds its route table.
     pub routes: RouteSource,
@@ -66,9 +69,23 @@ enum NoRequest {
     Malformed(http1::RequestError),
 }
 
+/// How serving requests on a connection ended.
+enum Ended {
+    /// The connection closes (as counted by the request loop).
+    Closed,
+    /// The listener's drain time ended with a request still in progress.
+    DrainClosed,
+    /// The upstream accepted an upgrade (101): relay raw bytes from now on.
+    Upgrade {
+        upstream: UpstreamConn,
+        buffer_limit: usize,
+    },
+}
+
 pub async fn run(
     ctx: &Rc<ShardContext>,
     listener: &Arc<Listener>,
+    drain: &DrainSignal,
     hcm: &Arc<HttpConnectionManager>,
     stream: TcpStream,
 ) {
@@ -88,6 +105,7 @@ pub async fn run(
     let mut connection = Connection {
         ctx,
         listener,
+        drain,
         hcm,
         table: routes.current(),
         routes,
@@ -101,53 +119,18 @@ pub async fn run(
             max_headers: hcm.max_headers_count,
         },
     };
-    let mut served = 0u32;
-    loop {
-        let request = match connection.next_request().await {
-            Ok(request) => request,
-            Err(NoRequest::Closed) => {
-                inc(&stats.downstream_cx_destroy_remote);
-                break;
-            }
-            Err(NoRequest::IdleTimeout) => {
-                inc(&stats.downstream_cx_idle_timeout);
-                inc(&stats.downstream_cx_destroy_local);
-                break;
-            }
-            Err(NoRequest::HeadersTimeout) => {
-                inc(&stats.downstream_rq_header_timeout);
-                inc(&stats.downstream_cx_destroy_local);
-                connection.header_timeout().await;
-                break;
-            }
-            Err(NoRequest::Malformed(error)) => {
-                inc(&stats.downstream_cx_protocol_error);
-                inc(&stats.downstream_cx_destroy_local);
-                connection.reject(&error).await;
-                break;
-            }
-        };
-        served += 1;
-        let last = hcm
-            .max_requests_per_connection
-            .is_some_and(|max| served >= max);
-        if last {
-            inc(&stats.downstream_cx_max_requests_reached);
-        }
-        match stream::serve(&mut connection, request, last).await {
-            Next::KeepAlive if !last => {}
-            Next::KeepAlive | Next::Close => {
-                inc(&stats.downstream_cx_destroy_local);
-                break;
-            }
-            Next::Upgrade {
-                upstream,
-                buffer_limit,
-            } => {
-                upgraded(connection, upstream, buffer_limit).await;
-                break;
-            }
-        }
+    // At the end of the drain time a request still in progress ends with its connection.
+    let drained = async {
+        drain.closed().await;
+        Ended::DrainClosed
+    };
+    match future::or(connection.serve_requests(), drained).await {
+        Ended::Closed => {}
+        Ended::DrainClosed => inc(&stats.downstream_cx_destroy_local),
+        Ended::Upgrade {
+            upstream,
+            buffer_limit,
+        } => upgraded(connection, upstream, buffer_limit).await,
     }
     xds_agent::stats::record_duration(&stats.downstream_cx_length_ms, opened.elapsed());
     dec(&stats.downstream_cx_http1_active);
@@ -161,6 +144,7 @@ async fn upgraded(connection: Connection<'_>, upstream: UpstreamConn, upstream_l
     let Connection {
         ctx,
         listener,
+        drain,
         hcm,
         stats,
         conn: mut downstream,
@@ -184,7 +168,15 @@ async fn upgraded(connection: Connection<'_>, upstream: UpstreamConn, upstream_l
             idle_timeout: hcm.timeouts.stream_idle,
         };
         let observer = UpgradeBytes(stats);
-        relay(downstream.io, upstream.io, &limits, &ctx.scratch, &observer).await;
+        relay(
+            downstream.io,
+            upstream.io,
+            &limits,
+            &ctx.scratch,
+            &observer,
+            drain,
+        )
+        .await;
     }
     dec(&stats.downstream_cx_upgrades_active);
     drop(lease);
@@ -203,13 +195,69 @@ impl RelayObserver for UpgradeBytes<'_> {
 }
 
 impl Connection<'_> {
+    /// Serves requests one after another until the connection closes or is upgraded.
+    async fn serve_requests(&mut self) -> Ended {
+        let mut served = 0u32;
+        loop {
+            let request = match self.next_request().await {
+                Ok(request) => request,
+                Err(NoRequest::Closed) => {
+                    inc(&self.stats.downstream_cx_destroy_remote);
+                    break;
+                }
+                Err(NoRequest::IdleTimeout) => {
+                    inc(&self.stats.downstream_cx_idle_timeout);
+                    inc(&self.stats.downstream_cx_destroy_local);
+                    break;
+                }
+                Err(NoRequest::HeadersTimeout) => {
+                    inc(&self.stats.downstream_rq_header_timeout);
+                    inc(&self.stats.downstream_cx_destroy_local);
+                    self.header_timeout().await;
+                    break;
+                }
+                Err(NoRequest::Malformed(error)) => {
+                    inc(&self.stats.downstream_cx_protocol_error);
+                    inc(&self.stats.downstream_cx_destroy_local);
+                    self.reject(&error).await;
+                    break;
+                }
+            };
+            served += 1;
+            let last = self
+                .hcm
+                .max_requests_per_connection
+                .is_some_and(|max| served >= max);
+            if last {
+                inc(&self.stats.downstream_cx_max_requests_reached);
+            }
+            match stream::serve(self, request, last).await {
+                Next::KeepAlive if !last => {}
+                Next::KeepAlive | Next::Close => {
+                    inc(&self.stats.downstream_cx_destroy_local);
+                    break;
+                }
+                Next::Upgrade {
+                    upstream,
+                    buffer_limit,
+                } => {
+                    return Ended::Upgrade {
+                        upstream,
+                        buffer_limit,
+                    }
+                }
+            }
+        }
+        Ended::Closed
+    }
+
     /// Reads until a complete request head is buffered: idle timeout before its first byte,
     /// `request_headers_timeout` from its first byte.
     async fn next_request(&mut self) -> Result<ParsedRequest, NoRequest> {
         let timeouts = &self.hcm.timeouts;
         let idle_deadline = deadline(timeouts.idle);
         self.conn.release_idle_buffer();
-        if self.ctx.drain.is_draining() && self.conn.buf.is_empty() {
+        if self.drain.is_draining() && self.conn.buf.is_empty() {
             return Err(NoRequest::Closed); // draining: no new request on this connection
         }
         let mut headers_deadline = None;
@@ -231,9 +279,9 @@ impl Connection<'_> {
             // An idle connection (nothing of a next request yet) closes when draining starts.
             let read = match headers_deadline {
                 None => {
-                    let ctx = self.ctx;
+                    let drain = self.drain;
                     let drained = async {
-                        ctx.drain.started().await;
+                        drain.started().await;
                         Err(IoFailure::Broken)
                     };
                     future::or(self.conn.fill_until(until), drained).await

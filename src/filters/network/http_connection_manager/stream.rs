@@ -7,7 +7,7 @@ use bytes::Bytes;
 use xds_agent::{
     access_log::ResponseFlags,
     model::route::{HostRewrite, RouteConfig},
-    stats::{add, dec, inc, record_duration},
+    stats::{add, dec, inc, record_duration, HttpCells},
 };
 
 use super::{
@@ -88,6 +88,23 @@ pub enum Next {
     },
 }
 
+/// Holds `downstream_rq_active` for a request, also when its connection is closed under it
+/// (the end of a listener drain drops the request mid-way).
+struct ActiveRequest<'a>(&'a HttpCells);
+
+impl<'a> ActiveRequest<'a> {
+    fn count(stats: &'a HttpCells) -> Self {
+        inc(&stats.downstream_rq_active);
+        Self(stats)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        dec(&self.0.downstream_rq_active);
+    }
+}
+
 /// Serves one request; what the connection does next.
 pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) -> Next {
     let hcm = c.hcm;
@@ -95,7 +112,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
     c.table = c.routes.current();
     inc(&stats.downstream_rq_total);
     inc(&stats.downstream_rq_http1_total);
-    inc(&stats.downstream_rq_active);
+    let active = ActiveRequest::count(stats);
     let mut exchange = Exchange::start();
     let ParsedRequest {
         head: mut request,
@@ -119,7 +136,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         &mut exchange,
     )
     .await;
-    dec(&stats.downstream_rq_active);
+    drop(active);
     inc(&stats.downstream_rq_completed);
     record_duration(&stats.downstream_rq_time, exchange.started.elapsed());
     if body.is_done() {
@@ -345,7 +362,7 @@ pub(super) async fn local(
 ) -> Next {
     let hcm = c.hcm;
     // A drain that started while this request ran ends its connection with this response.
-    let keep_alive = keep_alive && !c.ctx.drain.is_draining();
+    let keep_alive = keep_alive && !c.drain.is_draining();
     exchange.flags.set(reply.flags);
     respond_with(c, exchange, reply.status);
     let mut head = respond::local_head(&reply);

@@ -101,7 +101,7 @@ pub(super) async fn proxy_response(
     } = upstream;
     // An upstream that answered before taking the whole body ends the exchange: the client's
     // unread body cannot be skipped, so its connection closes after this response.
-    let keep_alive = keep_alive && !early && !c.ctx.drain.is_draining();
+    let keep_alive = keep_alive && !early && !c.drain.is_draining();
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
     exchange.flags.set(cx.notes.flags());
     let cells = cluster_stats.shard(c.ctx.id);
