@@ -89,6 +89,7 @@ static_resources:
         stats: &mut stats,
         previous: None,
         dns: &dns,
+        extensions: &Default::default(),
     };
     translate(&bootstrap, &mut ctx).unwrap_or_else(|e| panic!("{e:#?}"))
 }

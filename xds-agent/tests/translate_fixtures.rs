@@ -51,6 +51,7 @@ fn check(path: &Path) -> String {
             stats: &mut stats,
             previous: None,
             dns: &dns,
+            extensions: &Default::default(),
         },
     );
     match result {

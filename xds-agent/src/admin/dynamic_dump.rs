@@ -1,6 +1,6 @@
 //! `/config_dump`, dynamic part: the xDS resources held — active and warming, with versions,
 //! last-updated times and, for a rejected update, the NACK reason (`error_state`).
-use std::time::Instant;
+use std::{collections::BTreeSet, time::Instant};
 
 use envoy_types::pb::envoy::admin::v3::{
     clusters_config_dump::DynamicCluster,
@@ -89,18 +89,30 @@ pub fn endpoints(config: &DynamicConfig, dump: &mut EndpointsConfigDump) {
 pub fn listeners(config: &DynamicConfig, dump: &mut ListenersConfigDump, now: Instant) {
     dump.version_info = version(config, LISTENER);
     let warming: Vec<&str> = config.warming_listeners(now).collect();
-    for (name, held) in &config.listeners {
-        let state = DynamicListenerState {
-            version_info: held.version.clone(),
-            listener: Some(held.body.clone()),
-            last_updated: Some(timestamp(held.last_updated)),
+    let state = |held: &Held<()>| DynamicListenerState {
+        version_info: held.version.clone(),
+        listener: Some(held.body.clone()),
+        last_updated: Some(timestamp(held.last_updated)),
+    };
+    let names: BTreeSet<&String> = config
+        .listeners
+        .keys()
+        .chain(config.awaiting.keys())
+        .collect();
+    for name in names {
+        let held = config.listeners.get(name).map(|h| state(&h.with(())));
+        // An update waiting for ECDS configs warms while the held version serves.
+        let waiting = config.awaiting.get(name).map(state);
+        let (active_state, warming_state) = match (held, waiting) {
+            (held, Some(waiting)) => (held, Some(waiting)),
+            (Some(held), None) if warming.contains(&name.as_str()) => (None, Some(held)),
+            (held, None) => (held, None),
         };
         let error_state = error_state(config, LISTENER, name);
-        let warm = warming.contains(&name.as_str());
         dump.dynamic_listeners.push(DynamicListener {
             name: name.clone(),
-            active_state: (!warm).then(|| state.clone()),
-            warming_state: warm.then_some(state),
+            active_state,
+            warming_state,
             draining_state: None,
             client_status: status(&error_state),
             error_state,

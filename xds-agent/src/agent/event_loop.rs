@@ -102,6 +102,7 @@ impl Agent {
                 stats: &mut state.stats,
                 previous,
                 dns: &self.dns,
+                extensions: &Default::default(),
             },
         )
     }

@@ -131,6 +131,7 @@ pub fn load_and_translate(
             stats,
             previous: None,
             dns: &HashMap::new(),
+            extensions: &Default::default(),
         },
     )
     .map_err(StartupError::Config)?;

@@ -12,13 +12,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{event_loop::Agent, AgentState};
 use crate::{
-    dynamic::{stats_prefix, DynamicConfig, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
+    dynamic::{
+        stats_prefix, DynamicConfig, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE,
+    },
     model::Snapshot,
     stats::{self, ControlPlaneStats, ServerState, XdsStats},
-    translate::{
-        dynamic_resources::{node_identity, DynamicSources},
-        TranslateContext,
-    },
+    translate::dynamic_resources::{node_identity, DynamicSources},
     xds::{client, ClientEvent, Rejection, Update},
 };
 
@@ -124,7 +123,7 @@ impl Agent {
             ClientEvent::Disconnected { service, reason } => {
                 tracing::warn!(?service, "control plane stream ended: {reason}");
                 self.set_connected(0);
-                for type_url in [CLUSTER, LISTENER, ASSIGNMENT, ROUTE] {
+                for type_url in [CLUSTER, LISTENER, ASSIGNMENT, ROUTE, EXTENSION] {
                     stats::inc(&self.xds_stats(type_url).shard(0).update_failure);
                 }
             }
@@ -158,13 +157,13 @@ impl Agent {
                 dynamic,
                 ..
             } = &mut *state;
-            let mut ctx = TranslateContext {
+            let mut inputs = Inputs {
                 generation: snapshot.generation + 1,
                 stats,
                 previous: Some(snapshot),
                 dns: &self.dns,
             };
-            dynamic.apply(&update, &statics, &mut ctx)
+            dynamic.apply(&update, &statics, &mut inputs)
         };
         let cells = scope.shard(0);
         match &applied.rejection {
@@ -221,15 +220,22 @@ impl Agent {
     fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
         let mut state = self.lock();
         let config = &mut state.dynamic;
-        let (wanted, names, source) = match type_url {
-            CLUSTER => (ASSIGNMENT, config.wanted_assignments(), xds.sources.cds),
-            LISTENER => (ROUTE, config.wanted_routes(), xds.sources.lds),
-            _ => ("", Vec::new(), None),
+        let wanted = match type_url {
+            CLUSTER => vec![(ASSIGNMENT, config.wanted_assignments(), xds.sources.cds)],
+            LISTENER => vec![
+                (ROUTE, config.wanted_routes(), xds.sources.lds),
+                (EXTENSION, config.wanted_extensions(), None),
+            ],
+            _ => Vec::new(),
         };
-        if !wanted.is_empty() {
+        for (type_url, names, source) in wanted {
+            // ECDS waits for its configs without a timeout: a listener cannot be built
+            // without them (see docs/xds.md).
             let timeout = source.and_then(|s| s.initial_fetch_timeout);
-            config.wait_for(wanted, &names, timeout, now);
-            xds.client.subscribe(wanted, names);
+            if type_url != EXTENSION {
+                config.wait_for(type_url, &names, timeout, now);
+            }
+            xds.client.subscribe(type_url, names);
         }
         if !xds.lds_subscribed
             && xds.fetched(config, CLUSTER, now)

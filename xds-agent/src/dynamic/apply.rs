@@ -4,14 +4,15 @@
 use std::{collections::HashSet, time::SystemTime};
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster as ClusterProto, endpoint::v3::ClusterLoadAssignment,
-    listener::v3::Listener as ListenerProto, route::v3::RouteConfiguration,
+    cluster::v3::Cluster as ClusterProto, core::v3::TypedExtensionConfig,
+    endpoint::v3::ClusterLoadAssignment, listener::v3::Listener as ListenerProto,
+    route::v3::RouteConfiguration,
 };
 
-use super::{DynamicConfig, Failed, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE};
+use super::{DynamicConfig, Failed, Held, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE};
 use crate::{
     model::Snapshot,
-    translate::{resources, TranslateContext, TranslateError},
+    translate::{resources, TranslateError},
     xds::{Rejection, Resource, Update},
 };
 
@@ -27,18 +28,13 @@ pub struct Applied {
 impl DynamicConfig {
     /// Applies `update`; `statics` is the bootstrap's translation (its cluster names are known
     /// to listeners, and may not be replaced by CDS).
-    pub fn apply(
-        &mut self,
-        update: &Update,
-        statics: &Snapshot,
-        ctx: &mut TranslateContext,
-    ) -> Applied {
+    pub fn apply(&mut self, update: &Update, statics: &Snapshot, inputs: &mut Inputs) -> Applied {
         let mut applied = Applied::default();
         let mut problems: Vec<(String, Vec<TranslateError>)> = Vec::new();
         let mut offered = HashSet::new();
         for resource in &update.resources {
             offered.insert(resource.name.as_str());
-            match self.apply_resource(&update.type_url, resource, statics, ctx) {
+            match self.apply_resource(&update.type_url, resource, statics, inputs) {
                 Ok(changed) => {
                     applied.changed |= changed;
                     self.failed
@@ -98,7 +94,7 @@ impl DynamicConfig {
         type_url: &str,
         resource: &Resource,
         statics: &Snapshot,
-        ctx: &mut TranslateContext,
+        inputs: &mut Inputs,
     ) -> Result<bool, Vec<TranslateError>> {
         let body = &resource.body;
         if body.type_url != type_url {
@@ -122,7 +118,8 @@ impl DynamicConfig {
                         "a static cluster of this name exists (CDS may not replace it)",
                     )]);
                 }
-                let model = resources::cluster(&proto, ctx)?;
+                let model =
+                    resources::cluster(&proto, &mut inputs.context(&self.extension_configs))?;
                 self.dirty.insert(proto.name.clone());
                 self.clusters.insert(proto.name, held(resource, model));
             }
@@ -145,13 +142,6 @@ impl DynamicConfig {
                 }
                 let proto: ListenerProto = decode(resource)?;
                 named(&resource.name, &proto.name)?;
-                let known: HashSet<&str> = statics
-                    .clusters
-                    .keys()
-                    .chain(self.clusters.keys())
-                    .map(String::as_str)
-                    .collect();
-                let model = resources::listener(&proto, &known, ctx)?;
                 if let Some(clash) = statics.listeners.iter().find(|l| l.name == proto.name) {
                     return Err(vec![TranslateError::new(
                         format!("listeners[{:?}].name", clash.name),
@@ -159,7 +149,7 @@ impl DynamicConfig {
                         "a static listener of this name exists (LDS may not replace it)",
                     )]);
                 }
-                self.listeners.insert(proto.name, held(resource, model));
+                self.accept_listener(proto, held(resource, ()), statics, inputs)?;
             }
             ROUTE => {
                 if unchanged(self.routes.get(&resource.name), resource) {
@@ -173,9 +163,21 @@ impl DynamicConfig {
                     .chain(self.clusters.keys())
                     .map(String::as_str)
                     .collect();
-                let model = resources::route_config(&proto, &known, ctx)?;
+                let model = resources::route_config(
+                    &proto,
+                    &known,
+                    &mut inputs.context(&self.extension_configs),
+                )?;
                 self.waiting.remove(&(ROUTE, proto.name.clone()));
                 self.routes.insert(proto.name, held(resource, model));
+            }
+            EXTENSION => {
+                if unchanged(self.extensions.get(&resource.name), resource) {
+                    return Ok(false);
+                }
+                let proto: TypedExtensionConfig = decode(resource)?;
+                named(&resource.name, &proto.name)?;
+                self.accept_extension(proto, held(resource, ()), statics, inputs)?;
             }
             other => {
                 return Err(vec![TranslateError::new(
@@ -193,7 +195,13 @@ impl DynamicConfig {
         match type_url {
             CLUSTER => self.clusters.keys().cloned().collect(),
             ASSIGNMENT => self.assignments.keys().cloned().collect(),
-            LISTENER => self.listeners.keys().cloned().collect(),
+            LISTENER => self
+                .listeners
+                .keys()
+                .chain(self.awaiting.keys())
+                .cloned()
+                .collect(),
+            EXTENSION => self.extensions.keys().cloned().collect(),
             ROUTE => self.routes.keys().cloned().collect(),
             _ => Vec::new(),
         }
@@ -212,7 +220,16 @@ impl DynamicConfig {
                 self.mark_users_of(name);
                 self.assignments.remove(name).is_some()
             }
-            LISTENER => self.listeners.remove(name).is_some(),
+            LISTENER => {
+                self.listener_extensions.remove(name);
+                let awaited = self.awaiting.remove(name).is_some();
+                self.listeners.remove(name).is_some() || awaited
+            }
+            EXTENSION => {
+                // Listeners keep the config they were built with (as Envoy keeps the last).
+                self.extension_configs.remove(name);
+                self.extensions.remove(name).is_some()
+            }
             ROUTE => self.routes.remove(name).is_some(),
             _ => false,
         }
@@ -234,7 +251,7 @@ fn unchanged<T>(held: Option<&Held<T>>, resource: &Resource) -> bool {
     held.is_some_and(|h| h.body.value == resource.body.value)
 }
 
-fn held<T>(resource: &Resource, model: T) -> Held<T> {
+pub(super) fn held<T>(resource: &Resource, model: T) -> Held<T> {
     Held {
         version: resource.version.clone(),
         last_updated: SystemTime::now(),
@@ -243,7 +260,9 @@ fn held<T>(resource: &Resource, model: T) -> Held<T> {
     }
 }
 
-fn decode<M: prost::Message + Default>(resource: &Resource) -> Result<M, Vec<TranslateError>> {
+pub(super) fn decode<M: prost::Message + Default>(
+    resource: &Resource,
+) -> Result<M, Vec<TranslateError>> {
     M::decode(resource.body.value.as_slice()).map_err(|e| {
         vec![TranslateError::new(
             format!("{:?}", resource.name),

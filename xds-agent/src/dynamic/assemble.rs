@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Instant};
 
 use super::{rds_names, DynamicConfig, ASSIGNMENT, ROUTE};
-use crate::model::{Cluster, Snapshot};
+use crate::model::{Cluster, Listener, Snapshot};
 
 impl DynamicConfig {
     /// Starts the `initial_fetch_timeout` clock for wanted names not held yet (`None`: wait
@@ -63,13 +63,20 @@ impl DynamicConfig {
         })
     }
 
+    /// Listeners waiting for their RDS tables or ECDS configs (a waiting update of a listener
+    /// whose previous version serves counts too).
     pub fn warming_listeners(&self, now: Instant) -> impl Iterator<Item = &str> {
-        self.listeners.iter().filter_map(move |(name, held)| {
-            let mut tables = rds_names(&held.model);
-            tables
-                .any(|table| !self.settled(ROUTE, table, now))
-                .then_some(name.as_str())
-        })
+        let for_routes = self
+            .listeners
+            .iter()
+            .filter(move |(_, held)| self.routes_pending(&held.model, now))
+            .map(|(name, _)| name.as_str());
+        for_routes.chain(self.awaiting.keys().map(String::as_str))
+    }
+
+    /// Whether a listener still waits for an RDS table it names.
+    fn routes_pending(&self, listener: &Listener, now: Instant) -> bool {
+        rds_names(listener).any(|table| !self.settled(ROUTE, table, now))
     }
 
     /// Generation `generation`: `statics` plus the dynamic resources that are active.
@@ -83,16 +90,15 @@ impl DynamicConfig {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.model.clone())),
         );
-        let warming: Vec<&str> = self.warming_listeners(now).collect();
         let listeners = statics
             .listeners
             .iter()
             .cloned()
             .chain(
                 self.listeners
-                    .iter()
-                    .filter(|(name, _)| !warming.contains(&name.as_str()))
-                    .map(|(_, held)| held.model.clone()),
+                    .values()
+                    .filter(|held| !self.routes_pending(&held.model, now))
+                    .map(|held| held.model.clone()),
             )
             .collect();
         Snapshot {

@@ -3,6 +3,7 @@
 //! bootstrap's static resources. Only what an update touches is translated again.
 mod apply;
 mod assemble;
+mod extensions;
 
 pub use apply::Applied;
 
@@ -14,12 +15,19 @@ use std::{
 
 use envoy_types::pb::google::protobuf::Any;
 
-use crate::model::{http::Routes, route::RouteConfig, Cluster, Endpoint, Listener, NetworkFilter};
+use crate::{
+    model::{
+        http::Routes, route::RouteConfig, Cluster, Endpoint, Listener, NetworkFilter, Snapshot,
+    },
+    stats::StatsRegistry,
+    translate::TranslateContext,
+};
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const ASSIGNMENT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 
 /// The stats scope of each type's updates: Envoy's names for CDS and LDS; EDS and RDS
 /// totals (Envoy keeps those per cluster and per route table) under `xds.*`.
@@ -28,12 +36,10 @@ pub fn stats_prefix(type_url: &str) -> &'static str {
         CLUSTER => "cluster_manager.cds",
         LISTENER => "listener_manager.lds",
         ASSIGNMENT => "xds.eds",
+        EXTENSION => "xds.ecds",
         _ => "xds.rds",
     }
 }
-
-/// The resource types the agent subscribes to, in Envoy's order.
-pub const TYPES: [&str; 4] = [CLUSTER, ASSIGNMENT, LISTENER, ROUTE];
 
 /// An accepted resource: its version, when it was accepted, what it was (for `/config_dump`),
 /// and its translation.
@@ -43,6 +49,39 @@ pub struct Held<T> {
     pub last_updated: SystemTime,
     pub body: Any,
     pub model: T,
+}
+
+impl<T> Held<T> {
+    /// The same resource with another model.
+    pub fn with<U>(&self, model: U) -> Held<U> {
+        Held {
+            version: self.version.clone(),
+            last_updated: self.last_updated,
+            body: self.body.clone(),
+            model,
+        }
+    }
+}
+
+/// What translating a resource reads besides the resource (see `TranslateContext`); the
+/// ECDS configs come from the dynamic config itself.
+pub struct Inputs<'a> {
+    pub generation: u64,
+    pub stats: &'a mut StatsRegistry,
+    pub previous: Option<&'a Snapshot>,
+    pub dns: &'a HashMap<String, Arc<[Endpoint]>>,
+}
+
+impl Inputs<'_> {
+    fn context<'b>(&'b mut self, extensions: &'b HashMap<String, Any>) -> TranslateContext<'b> {
+        TranslateContext {
+            generation: self.generation,
+            stats: self.stats,
+            previous: self.previous,
+            dns: self.dns,
+            extensions,
+        }
+    }
 }
 
 /// A resource that was rejected: the reason, and the version offered.
@@ -69,6 +108,14 @@ pub struct DynamicConfig {
     pub assignments: BTreeMap<String, Held<Arc<[Endpoint]>>>,
     pub listeners: BTreeMap<String, Held<Arc<Listener>>>,
     pub routes: BTreeMap<String, Held<Arc<RouteConfig>>>,
+    /// ECDS resources held (their configs are in `extension_configs`).
+    pub extensions: BTreeMap<String, Held<()>>,
+    pub extension_configs: HashMap<String, Any>,
+    /// Listeners accepted but waiting for ECDS configs they name (a previous version of one
+    /// may still be in `listeners`, serving).
+    pub awaiting: BTreeMap<String, Held<()>>,
+    /// The ECDS names each listener (held or waiting) needs.
+    listener_extensions: HashMap<String, Vec<String>>,
     /// Rejected resources by (type URL, name): the NACK reasons `/config_dump` reports.
     pub failed: BTreeMap<(String, String), Failed>,
     pub status: HashMap<String, TypeStatus>,
@@ -136,7 +183,7 @@ impl DynamicConfig {
     }
 }
 
-fn sorted(names: HashSet<&str>) -> Vec<String> {
+pub(super) fn sorted(names: HashSet<&str>) -> Vec<String> {
     let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
     names.sort();
     names

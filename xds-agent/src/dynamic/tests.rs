@@ -7,8 +7,9 @@ use std::{
 };
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster as ClusterProto, endpoint::v3::ClusterLoadAssignment,
-    listener::v3::Listener as ListenerProto, route::v3::RouteConfiguration,
+    cluster::v3::Cluster as ClusterProto, core::v3::TypedExtensionConfig,
+    endpoint::v3::ClusterLoadAssignment, listener::v3::Listener as ListenerProto,
+    route::v3::RouteConfiguration,
 };
 use prost::{Message, Name};
 
@@ -16,7 +17,6 @@ use super::*;
 use crate::{
     model::Snapshot,
     stats::StatsRegistry,
-    translate::TranslateContext,
     xds::{Resource, Update},
 };
 
@@ -63,13 +63,13 @@ impl Fixture {
 
     fn apply(&mut self, update: Update) -> Applied {
         let dns = HashMap::new();
-        let mut ctx = TranslateContext {
+        let mut inputs = Inputs {
             generation: 2,
             stats: &mut self.stats,
             previous: None,
             dns: &dns,
         };
-        self.config.apply(&update, &self.statics, &mut ctx)
+        self.config.apply(&update, &self.statics, &mut inputs)
     }
 }
 
@@ -301,4 +301,77 @@ fn a_resource_of_the_wrong_type_or_name_is_rejected() {
         .unwrap()
         .message
         .contains("named \"x\" but its config names \"y\""));
+}
+
+/// A listener whose one HTTP filter's config comes over ECDS as `filter`.
+fn ecds_listener(name: &str, port: u16, filter: &str) -> Any {
+    any::<ListenerProto>(&format!(
+        r#"{{name: {name}, address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}},
+        filter_chains: [{{filters: [{{name: hcm, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
+          stat_prefix: s, route_config: {{virtual_hosts: [{{name: v, domains: ['*'], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]}},
+          http_filters: [
+            {{name: {filter}, config_discovery: {{config_source: {{ads: {{}}}}, type_urls: [type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault]}}}},
+            {{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]}}}}]}}]}}"#
+    ))
+}
+
+fn fault(name: &str, percent: u32) -> Any {
+    any::<TypedExtensionConfig>(&format!(
+        r#"{{name: {name}, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault,
+          abort: {{http_status: 503, percentage: {{numerator: {percent}}}}}}}}}"#
+    ))
+}
+
+#[test]
+fn a_listener_with_an_ecds_filter_warms_until_its_config_arrives_and_follows_it() {
+    let mut f = Fixture::new();
+    let applied = f.apply(update(
+        LISTENER,
+        &[("l", ecds_listener("l", 0, "faults"))],
+        &[],
+        true,
+    ));
+    assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
+    assert_eq!(f.config.wanted_extensions(), ["faults"]);
+    let now = Instant::now();
+    assert!(f.config.warming(now));
+    assert!(f.config.assemble(&f.statics, 2, now).listeners.is_empty());
+
+    let applied = f.apply(update(
+        EXTENSION,
+        &[("faults", fault("faults", 10))],
+        &[],
+        false,
+    ));
+    assert!(
+        applied.changed && applied.rejection.is_none(),
+        "{:?}",
+        applied.rejection
+    );
+    let first = f.config.assemble(&f.statics, 3, now);
+    assert_eq!(first.listeners.len(), 1);
+    assert!(!f.config.warming(now));
+
+    // A new config rebuilds the listener; a config of a type outside type_urls is rejected
+    // and the listener keeps the last good one.
+    f.apply(update(
+        EXTENSION,
+        &[("faults", fault("faults", 20))],
+        &[],
+        false,
+    ));
+    let second = f.config.assemble(&f.statics, 4, now);
+    assert!(!Arc::ptr_eq(&first.listeners[0], &second.listeners[0]));
+    let wrong = any::<TypedExtensionConfig>(
+        r#"{name: faults, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}"#,
+    );
+    let applied = f.apply(update(EXTENSION, &[("faults", wrong)], &[], false));
+    let rejection = applied.rejection.expect("NACK");
+    assert!(
+        rejection.message.contains("type_urls"),
+        "{}",
+        rejection.message
+    );
+    let third = f.config.assemble(&f.statics, 5, now);
+    assert!(Arc::ptr_eq(&second.listeners[0], &third.listeners[0]));
 }

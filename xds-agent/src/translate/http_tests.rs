@@ -67,6 +67,7 @@ fn run(text: &str, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Translat
         stats: &mut stats,
         previous,
         dns: &dns,
+        extensions: &Default::default(),
     };
     let result = translate(&bootstrap, &mut ctx);
     if let Err(errors) = &result {

@@ -35,7 +35,7 @@ use envoy_types::pb::{
         bootstrap::v3::{bootstrap::StaticResources, Bootstrap},
         cluster::v3::Cluster as ClusterProto,
     },
-    google::protobuf,
+    google::protobuf::{self, Any},
 };
 
 use crate::{
@@ -78,6 +78,9 @@ pub struct TranslateContext<'a> {
     pub previous: Option<&'a Snapshot>,
     /// Resolved addresses of DNS clusters, by cluster name.
     pub dns: &'a HashMap<String, Arc<[Endpoint]>>,
+    /// ECDS configs (`TypedExtensionConfig.typed_config`) by name, for HTTP filters whose
+    /// config is discovered (`config_discovery`).
+    pub extensions: &'a HashMap<String, Any>,
 }
 
 /// Translates a bootstrap into a snapshot, or lists every problem found.
@@ -182,6 +185,7 @@ pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
         stats: &mut stats,
         previous: None,
         dns: &dns,
+        extensions: &Default::default(),
     };
     translate(bootstrap, &mut ctx).err().unwrap_or_default()
 }

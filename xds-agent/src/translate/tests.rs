@@ -26,6 +26,7 @@ fn run(
         stats: &mut stats,
         previous,
         dns,
+        extensions: &Default::default(),
     };
     translate(&bootstrap(yaml), &mut ctx)
 }

@@ -13,7 +13,7 @@ mod local_ratelimit;
 
 use envoy_types::pb::{
     envoy::{
-        config::route::v3::FilterConfig,
+        config::{core::v3::ExtensionConfigSource, route::v3::FilterConfig},
         extensions::filters::network::http_connection_manager::v3::{
             http_filter::ConfigType, HttpFilter as HttpFilterProto,
         },
@@ -23,6 +23,8 @@ use envoy_types::pb::{
 
 use self::common::Site;
 use super::{
+    config_source::ads_source,
+    support::unsupported_fields,
     surface::{AnySlot, Surface},
     TranslateContext, TranslateError,
 };
@@ -120,7 +122,23 @@ const NO_DESCRIPTORS: &str = "only read with descriptors, which are not supporte
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: names::HTTP_FILTER,
-        supported: &["name", "typed_config", "is_optional", "disabled"],
+        supported: &[
+            "name",
+            "typed_config",
+            "config_discovery",
+            "is_optional",
+            "disabled",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.ExtensionConfigSource",
+        supported: &[
+            "config_source",
+            "default_config",
+            "apply_default_config_without_warming",
+            "type_urls",
+        ],
         ignored: &[],
     },
     Surface {
@@ -264,6 +282,11 @@ pub const SURFACE: &[Surface] = &[
 pub const ANY_SLOTS: &[AnySlot] = &[
     (names::HTTP_FILTER, "HTTP filter", FILTER_TYPES),
     (
+        "envoy.config.core.v3.ExtensionConfigSource",
+        "HTTP filter",
+        FILTER_TYPES,
+    ),
+    (
         names::FILTER_CONFIG,
         "per-route filter config",
         PER_ROUTE_CONFIG_TYPES,
@@ -290,9 +313,13 @@ pub(super) fn http_filter(
     ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<HttpFilter> {
+    let discovered;
     let any = match &proto.config_type {
         Some(ConfigType::TypedConfig(any)) => any,
-        Some(ConfigType::ConfigDiscovery(_)) => return None,
+        Some(ConfigType::ConfigDiscovery(source)) => {
+            discovered = discovered_config(proto, source, path, ctx, errors)?;
+            &discovered
+        }
         None => {
             errors.push(TranslateError::new(path, None, "typed_config is required"));
             return None;
@@ -329,6 +356,69 @@ pub(super) fn http_filter(
         disabled: proto.disabled,
         kind: build(any, &site, stat_prefix, ctx, errors)?,
     })
+}
+
+/// The config of a `config_discovery` filter: the ECDS resource named like the filter, else
+/// its `default_config`; of one of its `type_urls`, and walked like an inline config.
+fn discovered_config(
+    proto: &HttpFilterProto,
+    source: &ExtensionConfigSource,
+    path: &str,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Any> {
+    let at = format!("{path}.config_discovery");
+    let before = errors.len();
+    ads_source(
+        source.config_source.as_ref(),
+        &format!("{at}.config_source"),
+        errors,
+    );
+    if source.type_urls.is_empty() {
+        errors.push(TranslateError::new(
+            format!("{at}.type_urls"),
+            None,
+            "at least one type URL is required",
+        ));
+    }
+    let Some(config) = ctx
+        .extensions
+        .get(&proto.name)
+        .or(source.default_config.as_ref())
+        .cloned()
+    else {
+        errors.push(TranslateError::new(
+            at,
+            None,
+            format!(
+                "no ECDS config named {:?} (and no default_config): configs are discovered \
+                 over ADS only",
+                proto.name
+            ),
+        ));
+        return None;
+    };
+    if !source.type_urls.contains(&config.type_url) {
+        errors.push(TranslateError::new(
+            at,
+            Some(&config.type_url),
+            format!(
+                "the config's type is not one of type_urls {:?}",
+                source.type_urls
+            ),
+        ));
+    }
+    let inline = HttpFilterProto {
+        name: proto.name.clone(),
+        config_type: Some(ConfigType::TypedConfig(config.clone())),
+        ..Default::default()
+    };
+    errors.extend(unsupported_fields(
+        &inline,
+        &format!("{path}.config_discovery[ECDS {:?}]", proto.name),
+        None,
+    ));
+    (errors.len() == before).then_some(config)
 }
 
 /// A `typed_per_filter_config` entry for the filter named `filter_name` (at `path`). As in

@@ -22,6 +22,7 @@ fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {
         stats: &mut stats,
         previous: None,
         dns: &dns,
+        extensions: &Default::default(),
     };
     f(&mut ctx)
 }

@@ -1,0 +1,170 @@
+//! Dynamic config: ECDS — HTTP filter configs discovered by name (`config_discovery`). A
+//! listener that names configs not held yet waits (warming) with its previous version still
+//! serving; a new or changed config rebuilds the listeners that use it, or is rejected (and
+//! the previous one kept) when one of them cannot be built with it.
+use std::collections::HashSet;
+
+use prost::Message;
+
+use envoy_types::pb::envoy::{
+    config::{
+        core::v3::TypedExtensionConfig,
+        listener::v3::{filter::ConfigType as FilterConfigType, Listener as ListenerProto},
+    },
+    extensions::filters::network::http_connection_manager::v3::{
+        http_filter::ConfigType, HttpConnectionManager,
+    },
+};
+
+use super::{DynamicConfig, Held, Inputs};
+use crate::{
+    model::Snapshot,
+    names,
+    translate::{resources, TranslateError},
+};
+
+/// The ECDS names a listener's connection managers must have before it can be built: each
+/// `config_discovery` filter, unless it may start on its default config.
+pub fn required_extensions(listener: &ListenerProto) -> Vec<String> {
+    let managers = listener
+        .filter_chains
+        .iter()
+        .chain(&listener.default_filter_chain)
+        .flat_map(|chain| &chain.filters)
+        .filter_map(|filter| match &filter.config_type {
+            Some(FilterConfigType::TypedConfig(any))
+                if names::type_name(&any.type_url) == names::HTTP_CONNECTION_MANAGER =>
+            {
+                proto::decode_any::<HttpConnectionManager>(any).ok()
+            }
+            _ => None,
+        });
+    let mut out: Vec<String> = managers
+        .flat_map(|hcm| hcm.http_filters)
+        .filter_map(|filter| match filter.config_type {
+            Some(ConfigType::ConfigDiscovery(source))
+                if !(source.apply_default_config_without_warming
+                    && source.default_config.is_some()) =>
+            {
+                Some(filter.name)
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl DynamicConfig {
+    /// ECDS names the held and waiting listeners need.
+    pub fn wanted_extensions(&self) -> Vec<String> {
+        let names: HashSet<&str> = self
+            .listener_extensions
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        super::sorted(names)
+    }
+
+    /// Builds a listener now, or parks it until the ECDS configs it names arrive.
+    pub(super) fn accept_listener(
+        &mut self,
+        proto: ListenerProto,
+        meta: Held<()>,
+        statics: &Snapshot,
+        inputs: &mut Inputs,
+    ) -> Result<(), Vec<TranslateError>> {
+        let required = required_extensions(&proto);
+        let ready = required
+            .iter()
+            .all(|name| self.extension_configs.contains_key(name));
+        self.listener_extensions
+            .insert(proto.name.clone(), required);
+        if !ready {
+            self.awaiting.insert(proto.name, meta);
+            return Ok(());
+        }
+        let model = self.build_listener(&proto, statics, inputs)?;
+        self.awaiting.remove(&proto.name);
+        self.listeners.insert(proto.name, meta.with(model));
+        Ok(())
+    }
+
+    fn build_listener(
+        &self,
+        proto: &ListenerProto,
+        statics: &Snapshot,
+        inputs: &mut Inputs,
+    ) -> Result<std::sync::Arc<crate::model::Listener>, Vec<TranslateError>> {
+        let known: HashSet<&str> = statics
+            .clusters
+            .keys()
+            .chain(self.clusters.keys())
+            .map(String::as_str)
+            .collect();
+        resources::listener(proto, &known, &mut inputs.context(&self.extension_configs))
+    }
+
+    /// Holds an ECDS config and rebuilds the listeners using it; if one cannot be built with
+    /// it, the config is rejected and the previous one stays.
+    pub(super) fn accept_extension(
+        &mut self,
+        proto: TypedExtensionConfig,
+        meta: Held<()>,
+        statics: &Snapshot,
+        inputs: &mut Inputs,
+    ) -> Result<(), Vec<TranslateError>> {
+        let Some(config) = proto.typed_config else {
+            return Err(vec![TranslateError::new(
+                format!("extension_configs[{:?}].typed_config", proto.name),
+                None,
+                "typed_config is required",
+            )]);
+        };
+        let previous = self.extension_configs.insert(proto.name.clone(), config);
+        let users: Vec<String> = self
+            .listener_extensions
+            .iter()
+            .filter(|(_, names)| names.contains(&proto.name))
+            .map(|(listener, _)| listener.clone())
+            .collect();
+        let mut rebuilt = Vec::new();
+        let mut errors = Vec::new();
+        for name in users {
+            let meta: Held<()> = match (self.awaiting.get(&name), self.listeners.get(&name)) {
+                (Some(waiting), _) => waiting.clone(),
+                (None, Some(held)) => held.with(()),
+                (None, None) => continue,
+            };
+            let ready = self.listener_extensions[&name]
+                .iter()
+                .all(|n| self.extension_configs.contains_key(n));
+            if !ready {
+                continue;
+            }
+            // Held bodies decoded once already.
+            let Ok(listener) = ListenerProto::decode(meta.body.value.as_slice()) else {
+                continue;
+            };
+            match self.build_listener(&listener, statics, inputs) {
+                Ok(model) => rebuilt.push((name, meta, model)),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if !errors.is_empty() {
+            match previous {
+                Some(config) => self.extension_configs.insert(proto.name, config),
+                None => self.extension_configs.remove(&proto.name),
+            };
+            return Err(errors);
+        }
+        for (name, meta, model) in rebuilt {
+            self.awaiting.remove(&name);
+            self.listeners.insert(name, meta.with(model));
+        }
+        self.extensions.insert(proto.name, meta);
+        Ok(())
+    }
+}
