@@ -504,3 +504,74 @@ fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
 fn shardproxy_on_istio_1_19_authz_listeners() {
     shardproxy_on_istio_dump("istio-1.19dev_sidecar_listeners_with_authz.json");
 }
+
+/// What a proxy answers while its HTTP filter's config comes over ECDS: a fault filter that
+/// aborts everything with 418, then one that aborts nothing.
+fn ecds_follow(kind: Kind) -> Vec<String> {
+    let upstreams = EchoUpstreams::start(&["one"], None);
+    let listen = free_port();
+    let dir = TempDir::new("xds-ecds");
+    let script = dir.file("resources.json");
+    let mut manager = hcm(
+        "ingress",
+        catch_all_routes("svc", json!({})),
+        vec![],
+        json!({}),
+    );
+    manager["http_filters"] = json!([
+        {"name": "faults", "config_discovery": {
+            "config_source": {"ads": {}, "resource_api_version": "V3"},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"]}},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ]);
+    let fault = |percent: u32| {
+        json!({"name": "faults", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "abort": {"http_status": 418, "percentage": {"numerator": percent}}}})
+    };
+    let set = json!({"resources": {
+        LISTENER: [http_listener("main", listen, manager)],
+        CLUSTER: [eds_cluster("svc")],
+        ENDPOINT: [assignment(upstreams.port("one"))],
+        ECDS: [fault(100)],
+    }});
+    fs::write(&script, set.to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let node = format!("{}-ecds", kind.name());
+    let proxy = start(kind, &node, &xds, "DELTA_GRPC");
+    let status = || http_get(addr(listen), "/").ok().map(|r| r.status);
+    let mut seen = vec![format!(
+        "first: {:?}",
+        wait_for(SOON, "the listener", status)
+    )];
+    xds.push(&json!({"resources": {ECDS: [fault(0)]}}));
+    let after = wait_for(SOON, "the new filter config", || {
+        status().filter(|s| *s == 200)
+    });
+    seen.push(format!("after the ECDS update: {after}"));
+    seen.push(format!(
+        "ECDS ACKed: {}",
+        !xds.record(&node, ECDS)["acked"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    ));
+    drop(proxy);
+    seen
+}
+
+#[test]
+fn both_proxies_take_http_filter_configs_from_ecds() {
+    let runs: Vec<(Kind, Vec<String>)> = kinds("xds ecds")
+        .into_iter()
+        .map(|kind| (kind, ecds_follow(kind)))
+        .collect();
+    for (kind, seen) in &runs {
+        eprintln!("{}: {seen:#?}", kind.name());
+    }
+    assert_eq!(runs[0].1[0], "first: 418", "the ECDS config applied");
+    if let [(_, ours), (_, envoy)] = runs.as_slice() {
+        assert_eq!(ours, envoy, "shardproxy and Envoy differ");
+    }
+}

@@ -86,17 +86,21 @@ impl DynamicConfig {
             self.awaiting.insert(proto.name, meta);
             return Ok(());
         }
-        let model = self.build_listener(&proto, statics, inputs)?;
+        let model = self.build_listener(&proto, statics, inputs, true)?;
         self.awaiting.remove(&proto.name);
         self.listeners.insert(proto.name, meta.with(model));
         Ok(())
     }
 
+    /// Translates a listener with the ECDS configs held. `reuse`: an unchanged listener keeps
+    /// its previous build — not when an ECDS config it reads changed (the listener's own
+    /// config hash cannot tell).
     fn build_listener(
         &self,
         proto: &ListenerProto,
         statics: &Snapshot,
         inputs: &mut Inputs,
+        reuse: bool,
     ) -> Result<std::sync::Arc<crate::model::Listener>, Vec<TranslateError>> {
         let known: HashSet<&str> = statics
             .clusters
@@ -104,7 +108,11 @@ impl DynamicConfig {
             .chain(self.clusters.keys())
             .map(String::as_str)
             .collect();
-        resources::listener(proto, &known, &mut inputs.context(&self.extension_configs))
+        let mut ctx = inputs.context(&self.extension_configs);
+        if !reuse {
+            ctx.previous = None;
+        }
+        resources::listener(proto, &known, &mut ctx)
     }
 
     /// Holds an ECDS config and rebuilds the listeners using it; if one cannot be built with
@@ -148,7 +156,7 @@ impl DynamicConfig {
             let Ok(listener) = ListenerProto::decode(meta.body.value.as_slice()) else {
                 continue;
             };
-            match self.build_listener(&listener, statics, inputs) {
+            match self.build_listener(&listener, statics, inputs, false) {
                 Ok(model) => rebuilt.push((name, meta, model)),
                 Err(e) => errors.extend(e),
             }
