@@ -359,6 +359,12 @@ impl Agent {
             });
         match result {
             Ok((bootstrap, snapshot)) => {
+                let sources = dynamic_sources(&bootstrap, &mut Vec::new());
+                if sources.as_ref().map(|s| &s.ads) != self.xds.as_ref().map(|x| &x.sources.ads) {
+                    tracing::warn!(
+                        "the bootstrap's ADS settings changed: they apply at the next restart"
+                    );
+                }
                 let mut state = self.lock();
                 crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_success);
                 state.bootstrap = bootstrap;

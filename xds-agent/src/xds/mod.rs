@@ -25,7 +25,7 @@ pub enum GrpcTarget {
 }
 
 /// Everything a stream needs to connect and identify itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     pub service: Service,
     pub target: GrpcTarget,
