@@ -374,13 +374,14 @@ fn ready_waits_for_the_initial_fetch_until_its_timeout() {
     let dir = TempDir::new("xds-init-timeout");
     let script = dir.file("resources.json");
     // The cluster's endpoints never come (the server has none), and SotW says nothing about
-    // absent names: the cluster warms until cds_config's initial_fetch_timeout (1 s here).
+    // absent names: the cluster warms until its eds_config's initial_fetch_timeout (1 s).
     let mut set = mesh(listen, 1);
     set["resources"].as_object_mut().unwrap().remove(ENDPOINT);
+    set["resources"][CLUSTER][0]["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] =
+        json!("1s");
     fs::write(&script, set.to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let mut bootstrap = ads_bootstrap(free_port(), "init", xds.ads_port, "GRPC");
-    bootstrap["dynamic_resources"]["cds_config"]["initial_fetch_timeout"] = json!("1s");
+    let bootstrap = ads_bootstrap(free_port(), "init", xds.ads_port, "GRPC");
     let started = Instant::now();
     let proxy = HttpProxy::start(Kind::Shardproxy, "init", &bootstrap);
     assert!(

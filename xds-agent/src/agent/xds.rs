@@ -221,21 +221,17 @@ impl Agent {
         let mut state = self.lock();
         let config = &mut state.dynamic;
         let wanted = match type_url {
-            CLUSTER => vec![(ASSIGNMENT, config.wanted_assignments(), xds.sources.cds)],
-            LISTENER => vec![
-                (ROUTE, config.wanted_routes(), xds.sources.lds),
-                (EXTENSION, config.wanted_extensions(), None),
-            ],
+            CLUSTER => vec![(ASSIGNMENT, config.wanted_assignments())],
+            LISTENER => vec![(ROUTE, config.wanted_routes())],
             _ => Vec::new(),
         };
-        for (type_url, names, source) in wanted {
-            // ECDS waits for its configs without a timeout: a listener cannot be built
-            // without them (see docs/xds.md).
-            let timeout = source.and_then(|s| s.initial_fetch_timeout);
-            if type_url != EXTENSION {
-                config.wait_for(type_url, &names, timeout, now);
-            }
-            xds.client.subscribe(type_url, names);
+        for (type_url, wanted) in wanted {
+            config.wait_for(type_url, &wanted, now);
+            xds.client.subscribe(type_url, wanted.into_keys().collect());
+        }
+        if type_url == LISTENER {
+            // ECDS has no timeout: a listener cannot be built without its filter configs.
+            xds.client.subscribe(EXTENSION, config.wanted_extensions());
         }
         if !xds.lds_subscribed
             && xds.fetched(config, CLUSTER, now)

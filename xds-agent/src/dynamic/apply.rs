@@ -240,7 +240,7 @@ impl DynamicConfig {
         let users = self
             .clusters
             .iter()
-            .filter(|(_, c)| c.model.eds.as_deref() == Some(name))
+            .filter(|(_, c)| c.model.eds.as_ref().is_some_and(|e| e.name == name))
             .map(|(cluster, _)| cluster.clone());
         self.dirty.extend(users);
     }
@@ -284,7 +284,7 @@ fn named(name: &str, inner: &str) -> Result<(), Vec<TranslateError>> {
     )])
 }
 
-fn join(errors: &[TranslateError]) -> String {
+pub(super) fn join(errors: &[TranslateError]) -> String {
     errors
         .iter()
         .map(ToString::to_string)

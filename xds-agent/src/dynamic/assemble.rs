@@ -3,20 +3,14 @@
 //! once the RDS tables it names arrived, or either when `initial_fetch_timeout` ran out).
 use std::{sync::Arc, time::Instant};
 
-use super::{rds_names, DynamicConfig, ASSIGNMENT, ROUTE};
+use super::{rds_sources, DynamicConfig, Wanted, ASSIGNMENT, ROUTE};
 use crate::model::{Cluster, Listener, Snapshot};
 
 impl DynamicConfig {
     /// Starts the `initial_fetch_timeout` clock for wanted names not held yet (`None`: wait
     /// forever).
-    pub fn wait_for(
-        &mut self,
-        type_url: &'static str,
-        names: &[String],
-        timeout: Option<std::time::Duration>,
-        now: Instant,
-    ) {
-        for name in names {
+    pub fn wait_for(&mut self, type_url: &'static str, wanted: &Wanted, now: Instant) {
+        for (name, timeout) in wanted {
             let held = match type_url {
                 ASSIGNMENT => self.assignments.contains_key(name),
                 _ => self.routes.contains_key(name),
@@ -58,7 +52,7 @@ impl DynamicConfig {
 
     pub fn warming_clusters(&self, now: Instant) -> impl Iterator<Item = &str> {
         self.clusters.iter().filter_map(move |(name, held)| {
-            let eds = held.model.eds.as_deref()?;
+            let eds = &held.model.eds.as_ref()?.name;
             (!self.settled(ASSIGNMENT, eds, now)).then_some(name.as_str())
         })
     }
@@ -76,7 +70,7 @@ impl DynamicConfig {
 
     /// Whether a listener still waits for an RDS table it names.
     fn routes_pending(&self, listener: &Listener, now: Instant) -> bool {
-        rds_names(listener).any(|table| !self.settled(ROUTE, table, now))
+        rds_sources(listener).any(|table| !self.settled(ROUTE, &table.name, now))
     }
 
     /// Generation `generation`: `statics` plus the dynamic resources that are active.
@@ -136,7 +130,7 @@ impl DynamicConfig {
     /// A cluster as shards get it: with its EDS endpoints; `None` while warming or removed.
     fn published_form(&self, name: &str, now: Instant) -> Option<Arc<Cluster>> {
         let held = self.clusters.get(name)?;
-        let Some(eds) = held.model.eds.as_deref() else {
+        let Some(eds) = held.model.eds.as_ref().map(|e| e.name.as_str()) else {
             return Some(held.model.clone());
         };
         match self.assignments.get(eds) {

@@ -2,7 +2,7 @@
 //! listener that names configs not held yet waits (warming) with its previous version still
 //! serving; a new or changed config rebuilds the listeners that use it, or is rejected (and
 //! the previous one kept) when one of them cannot be built with it.
-use std::collections::HashSet;
+use std::{collections::HashSet, time::SystemTime};
 
 use prost::Message;
 
@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{DynamicConfig, Held, Inputs};
+use super::{apply::join, DynamicConfig, Failed, Held, Inputs, LISTENER};
 use crate::{
     model::Snapshot,
     names,
@@ -140,6 +140,7 @@ impl DynamicConfig {
             .collect();
         let mut rebuilt = Vec::new();
         let mut errors = Vec::new();
+        let mut unbuildable = Vec::new();
         for name in users {
             let meta: Held<()> = match (self.awaiting.get(&name), self.listeners.get(&name)) {
                 (Some(waiting), _) => waiting.clone(),
@@ -158,7 +159,10 @@ impl DynamicConfig {
             };
             match self.build_listener(&listener, statics, inputs, false) {
                 Ok(model) => rebuilt.push((name, meta, model)),
-                Err(e) => errors.extend(e),
+                Err(e) => {
+                    unbuildable.push((name, meta.version, join(&e)));
+                    errors.extend(e);
+                }
             }
         }
         if !errors.is_empty() {
@@ -166,6 +170,19 @@ impl DynamicConfig {
                 Some(config) => self.extension_configs.insert(proto.name, config),
                 None => self.extension_configs.remove(&proto.name),
             };
+            // The answer settles the wait, as in Envoy: a listener version waiting for this
+            // config fails (its previous version, if any, keeps serving).
+            for (name, version, reason) in unbuildable {
+                if self.awaiting.remove(&name).is_some() {
+                    let at = SystemTime::now();
+                    let failed = Failed {
+                        version,
+                        reason,
+                        at,
+                    };
+                    self.failed.insert((LISTENER.to_string(), name), failed);
+                }
+            }
             return Err(errors);
         }
         for (name, meta, model) in rebuilt {

@@ -10,14 +10,15 @@ pub use apply::Applied;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use envoy_types::pb::google::protobuf::Any;
 
 use crate::{
     model::{
-        http::Routes, route::RouteConfig, Cluster, Endpoint, Listener, NetworkFilter, Snapshot,
+        http::Routes, route::RouteConfig, Cluster, DiscoveredBy, Endpoint, Listener, NetworkFilter,
+        Snapshot,
     },
     stats::StatsRegistry,
     translate::TranslateContext,
@@ -130,24 +131,14 @@ pub struct DynamicConfig {
 }
 
 impl DynamicConfig {
-    /// EDS assignment names the held clusters need.
-    pub fn wanted_assignments(&self) -> Vec<String> {
-        let names: HashSet<&str> = self
-            .clusters
-            .values()
-            .filter_map(|c| c.model.eds.as_deref())
-            .collect();
-        sorted(names)
+    /// EDS assignments the held clusters need, with how long they wait for each.
+    pub fn wanted_assignments(&self) -> Wanted {
+        wanted(self.clusters.values().filter_map(|c| c.model.eds.as_ref()))
     }
 
-    /// RDS table names the held listeners need.
-    pub fn wanted_routes(&self) -> Vec<String> {
-        let names: HashSet<&str> = self
-            .listeners
-            .values()
-            .flat_map(|l| rds_names(&l.model))
-            .collect();
-        sorted(names)
+    /// RDS tables the held listeners need, with how long they wait for each.
+    pub fn wanted_routes(&self) -> Wanted {
+        wanted(self.listeners.values().flat_map(|l| rds_sources(&l.model)))
     }
 
     /// Replaces a held cluster's model (its DNS endpoints changed).
@@ -183,6 +174,23 @@ impl DynamicConfig {
     }
 }
 
+/// Names wanted, each with the longest wait any of its users allows (`None`: forever).
+pub type Wanted = BTreeMap<String, Option<Duration>>;
+
+fn wanted<'a>(sources: impl Iterator<Item = &'a DiscoveredBy>) -> Wanted {
+    let mut out = Wanted::new();
+    for source in sources {
+        let wait = out
+            .entry(source.name.clone())
+            .or_insert(source.initial_fetch_timeout);
+        *wait = match (*wait, source.initial_fetch_timeout) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    out
+}
+
 pub(super) fn sorted(names: HashSet<&str>) -> Vec<String> {
     let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
     names.sort();
@@ -190,13 +198,13 @@ pub(super) fn sorted(names: HashSet<&str>) -> Vec<String> {
 }
 
 /// The RDS tables a listener's connection managers name.
-pub fn rds_names(listener: &Listener) -> impl Iterator<Item = &str> {
+pub fn rds_sources(listener: &Listener) -> impl Iterator<Item = &DiscoveredBy> {
     listener
         .filter_chains
         .iter()
         .filter_map(|chain| match &chain.network {
             NetworkFilter::HttpConnectionManager(hcm) => match &hcm.routes {
-                Routes::Rds(name) => Some(name.as_str()),
+                Routes::Rds(rds) => Some(rds),
                 Routes::Static(_) => None,
             },
             NetworkFilter::TcpProxy(_) => None,

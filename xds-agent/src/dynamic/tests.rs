@@ -100,7 +100,7 @@ fn rds_listener(name: &str, port: u16, table: &str) -> Any {
     any::<ListenerProto>(&format!(
         r#"{{name: {name}, address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}},
         filter_chains: [{{filters: [{{name: hcm, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-          stat_prefix: s, rds: {{route_config_name: {table}, config_source: {{ads: {{}}}}}},
+          stat_prefix: s, rds: {{route_config_name: {table}, config_source: {{ads: {{}}, initial_fetch_timeout: 0s}}}},
           http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]}}}}]}}]}}"#
     ))
 }
@@ -121,10 +121,13 @@ fn an_eds_cluster_warms_until_its_assignment_arrives_then_only_it_changes() {
         true,
     ));
     assert!(applied.changed && applied.rejection.is_none());
-    assert_eq!(f.config.wanted_assignments(), ["a"]);
+    assert_eq!(
+        f.config.wanted_assignments(),
+        Wanted::from([("a".to_string(), Some(Duration::from_secs(5)))])
+    );
     let now = Instant::now();
     f.config
-        .wait_for(ASSIGNMENT, &["a".into()], Some(Duration::from_secs(5)), now);
+        .wait_for(ASSIGNMENT, &f.config.wanted_assignments(), now);
     let gen2 = f.config.assemble(&f.statics, 2, now);
     assert!(gen2.clusters.contains_key("b"));
     assert!(
@@ -161,7 +164,7 @@ fn a_missing_assignment_stops_warming_at_its_timeout() {
     f.apply(update(CLUSTER, &[("a", eds_cluster("a"))], &[], true));
     let now = Instant::now();
     f.config
-        .wait_for(ASSIGNMENT, &["a".into()], Some(Duration::from_secs(5)), now);
+        .wait_for(ASSIGNMENT, &f.config.wanted_assignments(), now);
     assert_eq!(
         f.config.next_deadline(now),
         Some(now + Duration::from_secs(5))
@@ -188,9 +191,13 @@ fn a_listener_waits_for_its_route_table() {
         true,
     ));
     assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
-    assert_eq!(f.config.wanted_routes(), ["r"]);
+    assert_eq!(
+        f.config.wanted_routes(),
+        Wanted::from([("r".to_string(), None)]),
+        "the listener's rds source says 0s: wait forever"
+    );
     let now = Instant::now();
-    f.config.wait_for(ROUTE, &["r".into()], None, now);
+    f.config.wait_for(ROUTE, &f.config.wanted_routes(), now);
     assert!(f.config.assemble(&f.statics, 2, now).listeners.is_empty());
     assert_eq!(f.config.next_deadline(now), None, "0s waits forever");
     f.apply(update(ROUTE, &[("r", table("r", "c"))], &[], false));
@@ -374,4 +381,25 @@ fn a_listener_with_an_ecds_filter_warms_until_its_config_arrives_and_follows_it(
     );
     let third = f.config.assemble(&f.statics, 5, now);
     assert!(Arc::ptr_eq(&second.listeners[0], &third.listeners[0]));
+}
+
+#[test]
+fn a_rejected_ecds_config_ends_the_wait_of_the_listeners_needing_it() {
+    let mut f = Fixture::new();
+    f.apply(update(
+        LISTENER,
+        &[("l", ecds_listener("l", 0, "faults"))],
+        &[],
+        true,
+    ));
+    let wrong = any::<TypedExtensionConfig>(
+        r#"{name: faults, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}"#,
+    );
+    let applied = f.apply(update(EXTENSION, &[("faults", wrong)], &[], false));
+    assert!(applied.rejection.is_some());
+    let now = Instant::now();
+    assert!(!f.config.warming(now), "the answer settles the wait");
+    assert!(f.config.assemble(&f.statics, 2, now).listeners.is_empty());
+    let failed = &f.config.failed[&(LISTENER.to_string(), "l".to_string())];
+    assert!(failed.reason.contains("type_urls"), "{}", failed.reason);
 }

@@ -15,7 +15,7 @@ pub enum Routes {
     Static(Arc<RouteConfig>),
     /// `rds`: the table of this name in the current snapshot (`Snapshot::routes`). Updates
     /// reach open connections from their next stream on, as in Envoy.
-    Rds(String),
+    Rds(super::DiscoveredBy),
 }
 
 impl Routes {

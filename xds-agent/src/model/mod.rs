@@ -50,6 +50,14 @@ pub struct Listener {
     pub stats: Arc<ListenerStats>,
 }
 
+/// A resource discovered over ADS by name (an EDS assignment, an RDS table), and how long
+/// what needs it waits for it (`initial_fetch_timeout`; `None`: forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredBy {
+    pub name: String,
+    pub initial_fetch_timeout: Option<Duration>,
+}
+
 /// When a listener's connections drain (`drain_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DrainType {
@@ -124,9 +132,9 @@ pub struct Cluster {
     /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes
     /// the addresses as `endpoints`.
     pub dns: Option<DnsTarget>,
-    /// Set for EDS clusters: the `ClusterLoadAssignment` name (`service_name`, else the
-    /// cluster's name) whose endpoints the agent publishes as `endpoints`.
-    pub eds: Option<String>,
+    /// Set for EDS clusters: the assignment whose endpoints the agent publishes as
+    /// `endpoints`.
+    pub eds: Option<DiscoveredBy>,
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
     pub endpoints: Arc<[Endpoint]>,

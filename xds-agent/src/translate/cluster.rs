@@ -14,7 +14,7 @@ use super::{
     address, buffer_limit, cluster_http, config_hash, config_source::ads_source, positive_duration,
     TranslateContext, TranslateError,
 };
-use crate::model::{Cluster, DnsHost, DnsTarget, Endpoint, LbPolicy};
+use crate::model::{Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy};
 
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ pub(super) fn clusters(
 enum Kind {
     Static,
     Dns { logical: bool },
-    Eds { service_name: String },
+    Eds(DiscoveredBy),
 }
 
 // `dns_refresh_rate` is deprecated in Envoy in favour of a typed DNS resolver config, which
@@ -113,7 +113,7 @@ pub(super) fn cluster(
     let lb_policy = lb_policy(proto, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
-        (_, Some(Kind::Eds { .. })) | (None, _) => (Vec::new(), Vec::new()),
+        (_, Some(Kind::Eds(_))) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
             assignment,
             &format!("{path}.load_assignment"),
@@ -139,8 +139,8 @@ pub(super) fn cluster(
     let mut eds = None;
     let dns = match kind {
         Kind::Static => None,
-        Kind::Eds { service_name } => {
-            eds = Some(service_name);
+        Kind::Eds(source) => {
+            eds = Some(source);
             None
         }
         Kind::Dns { logical } => Some(DnsTarget {
@@ -245,17 +245,18 @@ fn eds(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> Op
         ));
         return None;
     };
-    ads_source(
+    let source = ads_source(
         config.eds_config.as_ref(),
         &format!("{at}.eds_config"),
         errors,
     )?;
-    Some(Kind::Eds {
-        service_name: match config.service_name.is_empty() {
+    Some(Kind::Eds(DiscoveredBy {
+        name: match config.service_name.is_empty() {
             true => proto.name.clone(),
             false => config.service_name.clone(),
         },
-    })
+        initial_fetch_timeout: source.initial_fetch_timeout,
+    }))
 }
 
 /// The endpoints of an EDS `ClusterLoadAssignment` (addresses only, as for STATIC clusters).
@@ -326,7 +327,7 @@ fn hosts(
                         });
                     }
                 }
-                Some(Kind::Eds { .. }) | None => {}
+                Some(Kind::Eds(_)) | None => {}
             }
         }
     }

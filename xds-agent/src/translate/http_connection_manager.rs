@@ -21,11 +21,11 @@ use super::{
     TranslateContext, TranslateError,
 };
 use crate::{
-    model::filters::HttpFilter,
     model::http::{
         EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, Routes,
         ServerHeader, UnderscoreHeaders,
     },
+    model::{filters::HttpFilter, DiscoveredBy},
     names,
 };
 
@@ -123,7 +123,12 @@ pub(super) fn http_connection_manager(
             }
             source
                 .filter(|_| !rds.route_config_name.is_empty())
-                .map(|_| Routes::Rds(rds.route_config_name.clone()))
+                .map(|source| {
+                    Routes::Rds(DiscoveredBy {
+                        name: rds.route_config_name.clone(),
+                        initial_fetch_timeout: source.initial_fetch_timeout,
+                    })
+                })
         }
         // Scoped routes are rejected by the walker.
         Some(_) => None,

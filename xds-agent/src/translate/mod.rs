@@ -125,7 +125,7 @@ pub fn translate(
             let uses_rds = listeners
                 .iter()
                 .find(|l| l.name == listener.name)
-                .is_some_and(|l| crate::dynamic::rds_names(l).next().is_some());
+                .is_some_and(|l| crate::dynamic::rds_sources(l).next().is_some());
             if uses_rds {
                 errors.push(TranslateError::new(
                     format!("static_resources.listeners[{i}]"),

@@ -33,18 +33,20 @@ impl RdsTables {
         }
     }
 
-    /// The source a new connection reads its tables from. The agent publishes a listener only
-    /// with the RDS tables it names; a name missing here (impossible by that rule) gets an
-    /// empty table, so every request is answered 404 (no route).
+    /// The source a new connection reads its tables from. A table not here yet (the
+    /// listener's `initial_fetch_timeout` ran out before it arrived) starts empty, so every
+    /// request is answered 404 (no route) until it comes.
     pub fn source(&self, routes: &Routes) -> RouteSource {
         let slot = match routes {
             Routes::Static(table) => Rc::new(RefCell::new(Rc::new(table.clone()))),
-            Routes::Rds(name) => self
+            Routes::Rds(rds) => self
                 .slots
                 .borrow_mut()
-                .entry(name.clone())
+                .entry(rds.name.clone())
                 .or_insert_with(|| {
-                    Rc::new(RefCell::new(Rc::new(Arc::new(RouteConfig::empty(name)))))
+                    Rc::new(RefCell::new(Rc::new(Arc::new(RouteConfig::empty(
+                        &rds.name,
+                    )))))
                 })
                 .clone(),
         };
@@ -64,7 +66,16 @@ impl RouteSource {
 
 #[cfg(test)]
 mod tests {
+    use xds_agent::model::DiscoveredBy;
+
     use super::*;
+
+    fn rds(name: &str) -> Routes {
+        Routes::Rds(DiscoveredBy {
+            name: name.into(),
+            initial_fetch_timeout: None,
+        })
+    }
 
     fn snapshot(routes: &[(&str, &Arc<RouteConfig>)]) -> Snapshot {
         let mut s = Snapshot::empty();
@@ -82,7 +93,7 @@ mod tests {
             Arc::new(RouteConfig::empty("r")),
         );
         tables.apply(&snapshot(&[("r", &v1)]));
-        let rds = tables.source(&Routes::Rds("r".into()));
+        let rds = tables.source(&rds("r"));
         let fixed = tables.source(&Routes::Static(v1.clone()));
         let held = rds.current();
         tables.apply(&snapshot(&[("r", &v2)]));
@@ -101,7 +112,7 @@ mod tests {
 
     #[test]
     fn an_unknown_name_gets_an_empty_table() {
-        let source = RdsTables::default().source(&Routes::Rds("missing".into()));
+        let source = RdsTables::default().source(&rds("missing"));
         assert!(source.current().virtual_hosts.is_empty());
     }
 }
