@@ -18,15 +18,15 @@ use crate::model::{route::RouteConfig, Cluster, Endpoint, Listener};
 /// The result of translating one resource: its model, or every problem found.
 pub type Translated<T> = Result<T, Vec<TranslateError>>;
 
+/// Runs the semantic pass after the walker's findings (`errors`); the model only when
+/// neither found a problem. (The semantic pass reports why whenever it returns `None`.)
 fn checked<T>(
     mut errors: Vec<TranslateError>,
     build: impl FnOnce(&mut Vec<TranslateError>) -> Option<T>,
 ) -> Translated<T> {
-    let model = build(&mut errors);
-    match (model, errors.is_empty()) {
-        (Some(model), true) => Ok(model),
-        (_, _) if !errors.is_empty() => Err(errors),
-        _ => Err(vec![TranslateError::new("", None, "not translated")]),
+    match build(&mut errors) {
+        Some(model) if errors.is_empty() => Ok(model),
+        _ => Err(errors),
     }
 }
 
