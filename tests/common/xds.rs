@@ -42,8 +42,21 @@ impl XdsServer {
 
     /// As `start`, with the ADS port fixed (`0`: any), so a restarted server is found again.
     pub fn start_on(script: &Path, ads_port: u16) -> XdsServer {
-        let mut child = Command::new(python())
-            .arg(peer_script("xds_server.py"))
+        Self::start_with(script, ads_port, None)
+    }
+
+    /// As `start_on`, also serving ADS on the unix socket `unix` when given.
+    pub fn start_with(script: &Path, ads_port: u16, unix: Option<&Path>) -> XdsServer {
+        let mut command = Command::new(python());
+        if let Some(path) = unix {
+            command
+                .arg(peer_script("xds_server.py"))
+                .arg("--unix")
+                .arg(path);
+        } else {
+            command.arg(peer_script("xds_server.py"));
+        }
+        let mut child = command
             .arg("--script")
             .arg(script)
             .arg("--port")

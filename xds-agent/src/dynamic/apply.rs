@@ -157,15 +157,9 @@ impl DynamicConfig {
                 }
                 let proto: RouteConfiguration = decode(resource)?;
                 named(&resource.name, &proto.name)?;
-                let known: HashSet<&str> = statics
-                    .clusters
-                    .keys()
-                    .chain(self.clusters.keys())
-                    .map(String::as_str)
-                    .collect();
                 let model = resources::route_config(
                     &proto,
-                    &known,
+                    &self.known_clusters(statics),
                     &mut inputs.context(&self.extension_configs),
                 )?;
                 self.waiting.remove(&(ROUTE, proto.name.clone()));

@@ -102,12 +102,7 @@ impl DynamicConfig {
         inputs: &mut Inputs,
         reuse: bool,
     ) -> Result<std::sync::Arc<crate::model::Listener>, Vec<TranslateError>> {
-        let known: HashSet<&str> = statics
-            .clusters
-            .keys()
-            .chain(self.clusters.keys())
-            .map(String::as_str)
-            .collect();
+        let known = self.known_clusters(statics);
         let mut ctx = inputs.context(&self.extension_configs);
         if !reuse {
             ctx.previous = None;

@@ -141,6 +141,16 @@ impl DynamicConfig {
         wanted(self.listeners.values().flat_map(|l| rds_sources(&l.model)))
     }
 
+    /// Every cluster name a listener or route table may name: the bootstrap's and CDS's.
+    fn known_clusters<'a>(&'a self, statics: &'a Snapshot) -> HashSet<&'a str> {
+        statics
+            .clusters
+            .keys()
+            .chain(self.clusters.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Replaces a held cluster's model (its DNS endpoints changed).
     pub fn replace_cluster(
         &mut self,

@@ -30,19 +30,25 @@ fn checked<T>(
     }
 }
 
+/// A resource's name is required: it is how xDS tells resources apart.
+fn named(name: &str, path: &str, errors: &mut Vec<TranslateError>) -> Option<()> {
+    if name.is_empty() {
+        errors.push(TranslateError::new(
+            format!("{path}.name"),
+            None,
+            "name is required",
+        ));
+        return None;
+    }
+    Some(())
+}
+
 /// A CDS cluster. An EDS cluster comes without endpoints (`Cluster::eds` names its
 /// assignment).
 pub fn cluster(proto: &ClusterProto, ctx: &mut TranslateContext) -> Translated<Arc<Cluster>> {
     let path = format!("clusters[{:?}]", proto.name);
     checked(unsupported_fields(proto, &path, None), |errors| {
-        if proto.name.is_empty() {
-            errors.push(TranslateError::new(
-                format!("{path}.name"),
-                None,
-                "name is required",
-            ));
-            return None;
-        }
+        named(&proto.name, &path, errors)?;
         cluster::cluster(proto, &path, ctx, errors)
     })
 }
@@ -65,14 +71,7 @@ pub fn listener(
 ) -> Translated<Arc<Listener>> {
     let path = format!("listeners[{:?}]", proto.name);
     checked(unsupported_fields(proto, &path, None), |errors| {
-        if proto.name.is_empty() {
-            errors.push(TranslateError::new(
-                format!("{path}.name"),
-                None,
-                "name is required",
-            ));
-            return None;
-        }
+        named(&proto.name, &path, errors)?;
         listener::listener(proto, &path, clusters, ctx, errors)
     })
 }
@@ -85,14 +84,7 @@ pub fn route_config(
 ) -> Translated<Arc<RouteConfig>> {
     let path = format!("route_configs[{:?}]", proto.name);
     checked(unsupported_fields(proto, &path, None), |errors| {
-        if proto.name.is_empty() {
-            errors.push(TranslateError::new(
-                format!("{path}.name"),
-                None,
-                "name is required",
-            ));
-            return None;
-        }
+        named(&proto.name, &path, errors)?;
         let mut p = Problems { url: None, errors };
         route::route_config(proto, &path, clusters, false, ctx, &mut p)
     })

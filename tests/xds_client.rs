@@ -4,13 +4,14 @@
 //! reconnects after the server restarts (Delta restating what it holds), and a unix socket
 //! target works.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    path::PathBuf,
     time::{Duration, Instant},
 };
+
+use common::{addr, xds::XdsServer, TempDir};
 
 use envoy_types::pb::envoy::config::{cluster::v3::Cluster, core::v3::Node};
 use prost::Message;
@@ -27,121 +28,21 @@ use xds_agent::{
 /// Long enough for a restarted Python server plus a few back-off rounds.
 const PATIENCE: Duration = Duration::from_secs(40);
 
-// ---------------------------------------------------------------------------------------------
-// The control plane process
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The test venv's Python (grpcio and xds-protos); a missing venv fails the test.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("SHARDPROXY_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/test-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: the xDS client tests need the test venv (grpcio, xds-protos). \
-         Build it with tests/run.sh, or point SHARDPROXY_TEST_VENV at an existing one.",
-        python.display()
-    );
-    python
-}
-
-/// tests/peers/xds_server.py as a child process; killed by PID when dropped.
-struct ControlPlane {
-    child: Child,
-    _stdin: ChildStdin,
-    ads_port: u16,
-    control: SocketAddr,
-}
-
-impl ControlPlane {
-    fn start(script: &Path, ads_port: u16, unix: Option<&Path>) -> ControlPlane {
-        let mut command = Command::new(python());
-        command
-            .arg(workspace().join("tests/peers/xds_server.py"))
-            .arg("--script")
-            .arg(script)
-            .arg("--port")
-            .arg(ads_port.to_string())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(path) = unix {
-            command.arg("--unix").arg(path);
+/// Polls the server's record of `node` for CDS until `done` holds for it.
+async fn wait_record(
+    server: &XdsServer,
+    node: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let record = server.record(node, CDS);
+        if done(&record) {
+            return record;
         }
-        let mut child = command.spawn().expect("start tests/peers/xds_server.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let (mut ads, mut control) = (None, None);
-        for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-            let line = line.expect("xds_server.py output");
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["READY"] => break,
-                ["LISTEN", "ads", port] => ads = port.parse::<u16>().ok(),
-                ["LISTEN", "control", port] => control = port.parse::<u16>().ok(),
-                _ => {}
-            }
-        }
-        ControlPlane {
-            child,
-            _stdin: stdin,
-            ads_port: ads.expect("xds_server.py printed `LISTEN ads <port>` before READY"),
-            control: ([127, 0, 0, 1], control.expect("the control port")).into(),
-        }
-    }
-
-    fn ads(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.ads_port).into()
-    }
-
-    /// One HTTP/1.0 exchange with the control endpoint; its JSON body.
-    fn call(&self, method: &str, path: &str, body: &str) -> Value {
-        let mut s = TcpStream::connect(self.control).expect("control port");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("control response");
-        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.0 200"), "{method} {path}: {head}");
-        serde_json::from_str(body).expect("a JSON body")
-    }
-
-    fn push(&self, set: &Value) {
-        self.call("POST", "/push", &set.to_string());
-    }
-
-    /// What the server recorded for `node` and the CDS type.
-    fn record(&self, node: &str) -> Value {
-        self.call("GET", "/acks", "")["clients"][node][CDS].clone()
-    }
-
-    /// Polls the record of `node` until `done` holds for it.
-    async fn wait_record(&self, node: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let record = self.record(node);
-            if done(&record) {
-                return record;
-            }
-            assert!(Instant::now() < deadline, "{what}; server record: {record}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(Instant::now() < deadline, "{what}; server record: {record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -153,24 +54,12 @@ fn clusters(names: &[&str]) -> Value {
     json!({"resources": {CDS: names.iter().map(|n| cluster(n)).collect::<Vec<_>>()}})
 }
 
-/// A script file with one cluster, `backend`, in a fresh temp dir.
-fn script() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "xds-client-test-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("resources.json");
+/// A temp dir holding a script with one cluster, `backend`; the script's path.
+fn script() -> (TempDir, PathBuf) {
+    let dir = TempDir::new("xds-client");
+    let path = dir.file("resources.json");
     std::fs::write(&path, clusters(&["backend"]).to_string()).unwrap();
     (dir, path)
-}
-
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,8 +139,8 @@ fn acked(record: &Value) -> Vec<String> {
 async fn full_cycle(delta: bool) {
     let node = if delta { "client-delta" } else { "client-sotw" };
     let (dir, script) = script();
-    let server = ControlPlane::start(&script, 0, None);
-    let (client, mut events) = start_client(GrpcTarget::Tcp(server.ads()), delta, node);
+    let server = XdsServer::start_with(&script, 0, None);
+    let (client, mut events) = start_client(GrpcTarget::Tcp(addr(server.ads_port)), delta, node);
 
     expect_connected(&mut events).await;
     let first = expect_update(&mut events).await;
@@ -268,9 +157,7 @@ async fn full_cycle(delta: bool) {
         );
     }
     client.verdict(CDS, &first.nonce, None);
-    server
-        .wait_record(node, "the ACK of version 1", |r| acked(r) == ["1"])
-        .await;
+    wait_record(&server, node, "the ACK of version 1", |r| acked(r) == ["1"]).await;
 
     // A pushed update: a new cluster the agent rejects.
     server.push(&clusters(&["backend", "bad"]));
@@ -286,11 +173,10 @@ async fn full_cycle(delta: bool) {
             names: vec!["bad".into()],
         }),
     );
-    let record = server
-        .wait_record(node, "the NACK of version 2", |r| {
-            r["nacked"].as_array().is_some_and(|n| !n.is_empty())
-        })
-        .await;
+    let record = wait_record(&server, node, "the NACK of version 2", |r| {
+        r["nacked"].as_array().is_some_and(|n| !n.is_empty())
+    })
+    .await;
     let nack = &record["nacked"][0];
     assert_eq!(nack["version"], "2");
     assert_eq!(nack["nonce"], pushed.nonce.as_str());
@@ -311,7 +197,7 @@ async fn full_cycle(delta: bool) {
         }
         other => panic!("expected Disconnected, got {other:?}"),
     }
-    let server = ControlPlane::start(&script, port, None);
+    let server = XdsServer::start_with(&script, port, None);
     let connected = loop {
         match next_event(&mut events).await {
             ClientEvent::Disconnected { .. } => continue, // attempts while it was down
@@ -326,7 +212,7 @@ async fn full_cycle(delta: bool) {
     if delta {
         // It told the new server what it holds: backend, not the rejected one, so nothing
         // needs sending again.
-        let record = server.record(node);
+        let record = server.record(node, CDS);
         assert_eq!(
             record["initial_resource_versions"],
             json!({"backend": backend_version}),
@@ -339,11 +225,12 @@ async fn full_cycle(delta: bool) {
         assert_eq!(again.version_info, "1");
     }
     client.verdict(CDS, &again.nonce, None);
-    server
-        .wait_record(node, "the ACK on the new stream", |r| !acked(r).is_empty())
-        .await;
+    wait_record(&server, node, "the ACK on the new stream", |r| {
+        !acked(r).is_empty()
+    })
+    .await;
     drop(server);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[tokio::test]
@@ -359,17 +246,18 @@ async fn delta_stream_acks_nacks_and_reconnects_with_what_it_holds() {
 #[tokio::test]
 async fn a_unix_socket_target_works() {
     let (dir, script) = script();
-    let socket = dir.join("ads.sock");
-    let server = ControlPlane::start(&script, 0, Some(&socket));
+    let socket = dir.file("ads.sock");
+    let server = XdsServer::start_with(&script, 0, Some(&socket));
     let node = "client-unix";
     let (client, mut events) = start_client(GrpcTarget::Unix(socket), true, node);
     expect_connected(&mut events).await;
     let update = expect_update(&mut events).await;
     assert_eq!(cluster_names(&update), ["backend"]);
     client.verdict(CDS, &update.nonce, None);
-    server
-        .wait_record(node, "the ACK over the unix socket", |r| acked(r) == ["1"])
-        .await;
+    wait_record(&server, node, "the ACK over the unix socket", |r| {
+        acked(r) == ["1"]
+    })
+    .await;
     drop(server);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
