@@ -89,6 +89,22 @@ fn follow(kind: Kind, api_type: &str) -> Vec<String> {
     }
     let first = wait_for(SOON, "traffic through the xDS listener", || through(listen));
     seen.push(format!("initial: {first:?}"));
+    // The node as the control plane sees it: identity, user agent and release, as Envoy's.
+    let stream = xds.streams().pop().expect("the proxy's stream");
+    let reported = &stream["node"];
+    let release = &reported["user_agent_build_version"]["version"];
+    seen.push(format!(
+        "node cluster {}, user agent {}, release {}.{}",
+        reported["cluster"],
+        reported["user_agent_name"],
+        release["major_number"],
+        release["minor_number"]
+    ));
+    assert_eq!(reported["id"], node.as_str());
+    if kind == Kind::Shardproxy {
+        let metadata = &reported["user_agent_build_version"]["metadata"];
+        assert!(metadata.get("shardproxy.version").is_some(), "{reported}");
+    }
 
     // A keep-alive connection stays open across the RDS update: its next request must see it.
     let mut conn = common::http::HttpConn::open(listen);

@@ -60,6 +60,7 @@ Control endpoints (HTTP/1.1 on the control port, JSON bodies):
     POST /drop   closes every open stream (gRPC status UNAVAILABLE); clients must
                  reconnect. 200 {"dropped": number of streams closed}.
     GET  /streams  the open streams: {"streams": [{"id": N, "node_id": "...",
+                 "node": {the last Node the stream sent, proto JSON field names},
                  "mode": "sotw" or "delta", "subscribed": {type_url: {"wildcard": bool,
                  "names": [names subscribed by name]}}}]}; a delta stream's entries also
                  carry "sent": {name: resource version the client holds}.
@@ -399,6 +400,7 @@ class Stream:
         self.id = next(self._ids)
         self.nonces = itertools.count(1)
         self.node_id = ""
+        self.node: dict = {}
 
     def next_nonce(self) -> str:
         return f"{self.id}-{next(self.nonces)}"
@@ -408,6 +410,10 @@ class Stream:
             for request in request_iterator:
                 if request.node.id:
                     self.node_id = request.node.id
+                if request.HasField("node"):
+                    self.node = json_format.MessageToDict(
+                        request.node, preserving_proto_field_name=True
+                    )
                 self.events.put(("request", request))
         except grpc.RpcError:
             pass
@@ -498,7 +504,8 @@ class SotwStream(Stream):
             t: {"wildcard": _wildcard(sub["names"]), "names": [n for n in sub["names"] if n != "*"]}
             for t, sub in list(self.subs.items())
         }
-        return {"id": self.id, "node_id": self.node_id, "mode": self.mode, "subscribed": subscribed}
+        return {"id": self.id, "node_id": self.node_id, "node": self.node, "mode": self.mode,
+                "subscribed": subscribed}
 
 
 class DeltaStream(Stream):
@@ -607,7 +614,8 @@ class DeltaStream(Stream):
             }
             for t, sub in list(self.subs.items())
         }
-        return {"id": self.id, "node_id": self.node_id, "mode": self.mode, "subscribed": subscribed}
+        return {"id": self.id, "node_id": self.node_id, "node": self.node, "mode": self.mode,
+                "subscribed": subscribed}
 
 
 class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
