@@ -265,7 +265,7 @@ class Run:
                 "--disable-hot-restart", "--base-id", str(1000 + os.getpid() % 50000),
                 "--log-level", "warn", "--log-path", self.log_path]
         # The agent's per-update time is a debug line of its xDS glue.
-        return [self.binary] + common + ["--component-log-level", "xds_agent::agent::xds:debug"]
+        return [self.binary] + common + ["--component-log-level", "xds_agent:debug"]
 
     def start(self) -> dict:
         cfg = os.path.join(self.tmp, f"bootstrap-{self.node}.json")
@@ -378,7 +378,7 @@ class Run:
         churned = self.wrk(a.duration)
         busy = procstat.core_busy(busy, procstat.core_times())
         churned["updates_acked"] = len(self.cp.acked(self.node, ENDPOINT)) - acked0
-        churned["client_core_busy"] = busy.get(a.client_core, 0.0)
+        churned["client_core_busy"] = busy.get(int(a.client_core), 0.0)
         t.join(timeout=steps * a.churn_interval_ms / 1000 + 120)
         if "error" in box:
             churned["churn_error"] = box["error"]
@@ -386,7 +386,7 @@ class Run:
                 "p99_ratio": churned["p99_us"] / max(1, quiet["p99_us"])}
 
     def stop(self):
-        self.final_hwm = vm_hwm(self.pid)
+        self.final_hwm = vm_hwm(self.p.pid) if self.p.poll() is None else 0
         Started.stop(self.p)
 
 

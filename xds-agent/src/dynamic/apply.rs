@@ -123,6 +123,11 @@ impl DynamicConfig {
                     )]);
                 }
                 let model = resources::cluster(&proto, ctx)?;
+                let old_eds = self
+                    .clusters
+                    .get(&proto.name)
+                    .and_then(|held| held.model.eds.clone());
+                self.index_eds(&proto.name, old_eds.as_deref(), model.eds.as_deref());
                 self.dirty.insert(proto.name.clone());
                 self.clusters.insert(proto.name, held(resource, model));
             }
@@ -206,7 +211,11 @@ impl DynamicConfig {
         match type_url {
             CLUSTER => {
                 self.dirty.insert(name.to_string());
-                self.clusters.remove(name).is_some()
+                let Some(held) = self.clusters.remove(name) else {
+                    return false;
+                };
+                self.index_eds(name, held.model.eds.as_deref(), None);
+                true
             }
             ASSIGNMENT => {
                 self.mark_users_of(name);
@@ -220,12 +229,9 @@ impl DynamicConfig {
 
     /// Marks the clusters whose endpoints come from assignment `name` for rebuilding.
     fn mark_users_of(&mut self, name: &str) {
-        let users = self
-            .clusters
-            .iter()
-            .filter(|(_, c)| c.model.eds.as_deref() == Some(name))
-            .map(|(cluster, _)| cluster.clone());
-        self.dirty.extend(users);
+        if let Some(users) = self.eds_users.get(name) {
+            self.dirty.extend(users.iter().cloned());
+        }
     }
 }
 
