@@ -218,6 +218,11 @@ def parse_resource(type_url: str, item: dict, carried: set[str] | None = None):
     return resource_name(type_url, item), packed
 
 
+def _hash(resource: any_pb2.Any) -> str:
+    """A resource's Delta version: the first 16 hex digits of its serialized SHA-256."""
+    return hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
 class Change:
     """What one push does: `replace` sets whole types, `upsert` adds or replaces single
     resources, `remove` deletes resources by name; types not named are left alone."""
@@ -303,6 +308,9 @@ class Store:
     def __init__(self):
         self.lock = threading.Lock()
         self.resources: dict[str, dict[str, any_pb2.Any]] = {}
+        # Per type URL: {name: Delta resource version}, computed once per new resource (a
+        # 10,000-resource type is not rehashed on every push).
+        self.hashes: dict[str, dict[str, str]] = {}
         self.versions: dict[str, int] = {}
         self.streams: set["Stream"] = set()
         self.clients: dict[str, dict[str, dict]] = {}
@@ -318,6 +326,11 @@ class Store:
                     after.pop(name, None)
                 if after != before or type_url not in self.versions:
                     self.resources[type_url] = after
+                    hashes = self.hashes.get(type_url, {})
+                    self.hashes[type_url] = {
+                        n: hashes[n] if before.get(n) is r and n in hashes else _hash(r)
+                        for n, r in after.items()
+                    }
                     self.versions[type_url] = self.versions.get(type_url, 0) + 1
                     changed.append(type_url)
             streams = list(self.streams)
@@ -341,6 +354,15 @@ class Store:
     def snapshot(self, type_url: str) -> tuple[str, dict[str, any_pb2.Any]]:
         with self.lock:
             return str(self.versions.get(type_url, 0)), dict(self.resources.get(type_url, {}))
+
+    def snapshot_hashed(self, type_url: str):
+        """(version, {name: resource}, {name: Delta resource version}) of one type."""
+        with self.lock:
+            return (
+                str(self.versions.get(type_url, 0)),
+                dict(self.resources.get(type_url, {})),
+                self.hashes.get(type_url, {}),
+            )
 
     def _record(self, node_id: str, type_url: str) -> dict:
         per_type = self.clients.setdefault(node_id, {})
@@ -520,19 +542,15 @@ class DeltaStream(Stream):
         #              "absent": {names told not to exist}, "nonce": str, "version": str}
         self.subs: dict[str, dict] = {}
 
-    @staticmethod
-    def _hash(resource: any_pb2.Any) -> str:
-        return hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()[:16]
-
     def respond(self, type_url: str, force: bool = False):
         sub = self.subs[type_url]
-        version, resources = self.store.snapshot(type_url)
+        version, resources, hashes = self.store.snapshot_hashed(type_url)
         wanted = {
             n: r for n, r in resources.items() if sub["wildcard"] or n in sub["names"]
         }
         updates = []
         for name, res in wanted.items():
-            h = self._hash(res)
+            h = hashes[name]
             if sub["sent"].get(name) != h:
                 updates.append(
                     discovery_pb2.Resource(name=name, version=h, resource=res)

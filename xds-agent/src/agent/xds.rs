@@ -269,7 +269,8 @@ impl Agent {
             let generation = state.snapshot.generation + 1;
             let snapshot = state.dynamic.assemble(&self.statics, generation, now);
             let unchanged = super::changes::same_config(&state.snapshot, &snapshot);
-            let done = xds.initial_fetch_done(&state.dynamic, now);
+            // Once live, no need to walk every held resource again.
+            let done = !xds.initialized && xds.initial_fetch_done(&state.dynamic, now);
             (snapshot, unchanged, done)
         };
         let generation = snapshot.generation;
@@ -277,7 +278,7 @@ impl Agent {
             self.publish(Arc::new(snapshot));
             generation
         });
-        if !xds.initialized && done {
+        if done {
             xds.initialized = true;
             tracing::info!(
                 "initial xDS fetch done in {:?}: live",

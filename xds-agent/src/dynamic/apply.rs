@@ -120,6 +120,11 @@ impl DynamicConfig {
                 }
                 let model =
                     resources::cluster(&proto, &mut inputs.context(&self.extension_configs))?;
+                let old_eds = self
+                    .clusters
+                    .get(&proto.name)
+                    .and_then(|held| held.model.eds_name().map(str::to_string));
+                self.index_eds(&proto.name, old_eds.as_deref(), model.eds_name());
                 self.dirty.insert(proto.name.clone());
                 self.clusters.insert(proto.name, held(resource, model));
             }
@@ -208,7 +213,11 @@ impl DynamicConfig {
         match type_url {
             CLUSTER => {
                 self.dirty.insert(name.to_string());
-                self.clusters.remove(name).is_some()
+                let Some(held) = self.clusters.remove(name) else {
+                    return false;
+                };
+                self.index_eds(name, held.model.eds_name(), None);
+                true
             }
             ASSIGNMENT => {
                 self.mark_users_of(name);
@@ -231,12 +240,9 @@ impl DynamicConfig {
 
     /// Marks the clusters whose endpoints come from assignment `name` for rebuilding.
     fn mark_users_of(&mut self, name: &str) {
-        let users = self
-            .clusters
-            .iter()
-            .filter(|(_, c)| c.model.eds.as_ref().is_some_and(|e| e.name == name))
-            .map(|(cluster, _)| cluster.clone());
-        self.dirty.extend(users);
+        if let Some(users) = self.eds_users.get(name) {
+            self.dirty.extend(users.iter().cloned());
+        }
     }
 }
 

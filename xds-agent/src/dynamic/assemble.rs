@@ -52,7 +52,7 @@ impl DynamicConfig {
 
     pub fn warming_clusters(&self, now: Instant) -> impl Iterator<Item = &str> {
         self.clusters.iter().filter_map(move |(name, held)| {
-            let eds = &held.model.eds.as_ref()?.name;
+            let eds = held.model.eds_name()?;
             (!self.settled(ASSIGNMENT, eds, now)).then_some(name.as_str())
         })
     }
@@ -130,7 +130,7 @@ impl DynamicConfig {
     /// A cluster as shards get it: with its EDS endpoints; `None` while warming or removed.
     fn published_form(&self, name: &str, now: Instant) -> Option<Arc<Cluster>> {
         let held = self.clusters.get(name)?;
-        let Some(eds) = held.model.eds.as_ref().map(|e| e.name.as_str()) else {
+        let Some(eds) = held.model.eds_name() else {
             return Some(held.model.clone());
         };
         match self.assignments.get(eds) {

@@ -125,6 +125,9 @@ pub struct DynamicConfig {
     published: HashMap<String, Arc<Cluster>>,
     /// Names whose published form must be rebuilt (a cluster or its assignment changed).
     dirty: HashSet<String>,
+    /// Held clusters by the EDS assignment they take their endpoints from, so an assignment
+    /// update finds its clusters without scanning them all.
+    eds_users: HashMap<String, HashSet<String>>,
     /// When a wanted EDS assignment or RDS table stops holding its dependants back
     /// (`initial_fetch_timeout`); absent once it arrived or timed out.
     pub waiting: HashMap<(&'static str, String), Option<Instant>>,
@@ -158,7 +161,10 @@ impl DynamicConfig {
         with: impl FnOnce(&Arc<Cluster>) -> Arc<Cluster>,
     ) {
         if let Some(held) = self.clusters.get_mut(name) {
-            held.model = with(&held.model);
+            let model = with(&held.model);
+            let old = std::mem::replace(&mut held.model, model);
+            let new = held.model.eds_name().map(str::to_string);
+            self.index_eds(name, old.eds_name(), new.as_deref());
             self.dirty.insert(name.to_string());
         }
     }
@@ -177,6 +183,27 @@ impl DynamicConfig {
             .collect();
         texts.sort();
         texts
+    }
+
+    /// Moves cluster `cluster` in `eds_users` from assignment `old` to `new`.
+    fn index_eds(&mut self, cluster: &str, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(users) = self.eds_users.get_mut(old) {
+                users.remove(cluster);
+                if users.is_empty() {
+                    self.eds_users.remove(old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.eds_users
+                .entry(new.to_string())
+                .or_default()
+                .insert(cluster.to_string());
+        }
     }
 
     pub fn status(&mut self, type_url: &str) -> &mut TypeStatus {

@@ -403,3 +403,47 @@ fn a_rejected_ecds_config_ends_the_wait_of_the_listeners_needing_it() {
     let failed = &f.config.failed[&(LISTENER.to_string(), "l".to_string())];
     assert!(failed.reason.contains("type_urls"), "{}", failed.reason);
 }
+
+#[test]
+fn an_assignment_reaches_the_clusters_that_name_it_now() {
+    let mut f = Fixture::new();
+    let named = |name: &str, service: &str| {
+        any::<ClusterProto>(&format!(
+            "{{name: {name}, type: EDS, eds_cluster_config: {{service_name: {service}, eds_config: {{ads: {{}}}}}}}}"
+        ))
+    };
+    f.apply(update(
+        CLUSTER,
+        &[("a", named("a", "s1")), ("b", named("b", "s1"))],
+        &[],
+        true,
+    ));
+    f.apply(update(CLUSTER, &[("b", named("b", "s2"))], &[], false));
+    f.apply(update(
+        ASSIGNMENT,
+        &[("s1", assignment("s1", &[80]))],
+        &[],
+        false,
+    ));
+    f.apply(update(
+        ASSIGNMENT,
+        &[("s2", assignment("s2", &[81, 82]))],
+        &[],
+        false,
+    ));
+    let gen2 = f.config.assemble(&f.statics, 2, Instant::now());
+    assert_eq!(gen2.clusters["a"].endpoints.len(), 1);
+    assert_eq!(gen2.clusters["b"].endpoints.len(), 2);
+    // `a` removed: a new s1 assignment marks nothing; `b` keeps its s2 endpoints.
+    f.apply(update(CLUSTER, &[], &["a"], false));
+    f.apply(update(
+        ASSIGNMENT,
+        &[("s1", assignment("s1", &[80, 81, 82]))],
+        &[],
+        false,
+    ));
+    assert!(!f.config.dirty.contains("b"));
+    let gen3 = f.config.assemble(&f.statics, 3, Instant::now());
+    assert!(!gen3.clusters.contains_key("a"));
+    assert!(Arc::ptr_eq(&gen2.clusters["b"], &gen3.clusters["b"]));
+}

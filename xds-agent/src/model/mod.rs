@@ -50,6 +50,13 @@ pub struct Listener {
     pub stats: Arc<ListenerStats>,
 }
 
+impl Cluster {
+    /// The EDS assignment the cluster's endpoints come from, if it is an EDS cluster.
+    pub fn eds_name(&self) -> Option<&str> {
+        self.eds.as_ref().map(|e| e.name.as_str())
+    }
+}
+
 /// A resource discovered over ADS by name (an EDS assignment, an RDS table), and how long
 /// what needs it waits for it (`initial_fetch_timeout`; `None`: forever).
 #[derive(Debug, Clone, PartialEq, Eq)]
