@@ -94,6 +94,7 @@ fn agent_state() -> AgentState {
             routes: HashMap::new(),
         }),
         dynamic: Default::default(),
+        keep_descriptors: false,
         applied: vec![1, 1],
         server_state: ServerState::Live,
         healthcheck_failed: false,

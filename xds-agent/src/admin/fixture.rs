@@ -77,6 +77,7 @@ pub fn state() -> AgentState {
         bootstrap: proto::from_json(proto::parse_document(BOOTSTRAP).unwrap(), false).unwrap(),
         snapshot: Arc::new(snapshot),
         dynamic: Default::default(),
+        keep_descriptors: false,
         applied: vec![1, 1],
         server_state: ServerState::Live,
         healthcheck_failed: false,

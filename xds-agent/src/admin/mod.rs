@@ -50,9 +50,8 @@ pub async fn serve(listener: TcpListener, ctx: AdminContext) {
             let service = service_fn(move |request: Request<Incoming>| {
                 let reply = handle(&ctx, request.method(), request.uri());
                 // Dumps may have decoded Envoy's descriptor pool; do not keep it resident.
-                let release_memory = ctx.state.lock().map(|s| s.options.release_memory);
-                if let Ok(release_memory) = release_memory {
-                    release_memory();
+                if let Ok(state) = ctx.state.lock() {
+                    state.release_memory();
                 }
                 async move { Ok::<_, Infallible>(reply.into_response()) }
             });

@@ -126,7 +126,10 @@ impl Agent {
         };
         let mut errors = Vec::new();
         if let Some(sources) = dynamic_sources(&bootstrap, &mut errors) {
-            let xds = Xds::start(sources, &mut self.lock().stats);
+            let mut state = self.lock();
+            state.keep_descriptors = true;
+            let xds = Xds::start(sources, &mut state.stats);
+            drop(state);
             self.xds = Some(xds);
         }
         let snapshot = self.compose(snapshot);
@@ -340,8 +343,7 @@ impl Agent {
     /// config and say why.
     fn reload(&mut self) {
         self.apply_reload();
-        let release_memory = self.lock().options.release_memory;
-        release_memory();
+        self.lock().release_memory();
     }
 
     fn apply_reload(&mut self) {

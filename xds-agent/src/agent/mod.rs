@@ -70,6 +70,10 @@ pub struct AgentState {
     pub snapshot: Arc<Snapshot>,
     /// The xDS resources held (empty without an ADS stream).
     pub dynamic: crate::dynamic::DynamicConfig,
+    /// An ADS stream is running: Envoy's descriptor pool stays resident (every xDS update is
+    /// checked against it; re-reading it costs ~100 ms), instead of being dropped after
+    /// each load and admin request.
+    pub keep_descriptors: bool,
     /// Generation each shard last reported applied.
     pub applied: Vec<u64>,
     pub server_state: ServerState,
@@ -84,6 +88,13 @@ pub struct AgentState {
 }
 
 impl AgentState {
+    /// Hands memory used by config work back to the OS, unless an ADS stream needs it.
+    pub fn release_memory(&self) {
+        if !self.keep_descriptors {
+            (self.options.release_memory)();
+        }
+    }
+
     /// Whether every shard runs the current generation.
     pub fn all_shards_applied(&self) -> bool {
         self.applied.iter().all(|g| *g >= self.snapshot.generation)
@@ -181,6 +192,7 @@ pub fn run(
             bootstrap: bootstrap.clone(),
             snapshot: Arc::new(Snapshot::empty()),
             dynamic: Default::default(),
+            keep_descriptors: false,
             applied: vec![0; shards.len()],
             server_state: ServerState::Initializing,
             healthcheck_failed: false,
@@ -217,9 +229,9 @@ pub fn run(
             .as_ref()
             .and_then(|path| watch::spawn(path, commands_tx.clone()));
         signals::spawn(commands_tx);
-        let mut agent = Agent::new(state, shards, events, commands);
+        let mut agent = Agent::new(state.clone(), shards, events, commands);
         agent.start(bootstrap).await?;
-        (options.release_memory)();
+        state.lock().map(|s| s.release_memory()).ok();
         agent.run().await;
         Ok(())
     })
