@@ -121,32 +121,144 @@ impl ShardCluster {
     }
 }
 
+/// The shard's state for `config`: the previous one when its config is the same `Arc`, else a
+/// new one carrying over what it can (hosts that stay, breaker counts).
+fn adopt(
+    config: &Arc<Cluster>,
+    previous: Option<Rc<ShardCluster>>,
+    shard: usize,
+    shards: usize,
+) -> Rc<ShardCluster> {
+    match previous {
+        Some(existing) if Arc::ptr_eq(&existing.config, config) => existing,
+        previous => Rc::new(ShardCluster::new(
+            config.clone(),
+            shard,
+            shards,
+            previous.as_deref(),
+        )),
+    }
+}
+
 #[derive(Default)]
 pub struct ClusterManager {
     clusters: HashMap<String, Rc<ShardCluster>>,
+    /// The generation applied last.
+    generation: u64,
 }
 
 impl ClusterManager {
-    /// Adopts the snapshot's clusters: unchanged ones (same `Arc`) keep their state.
+    /// Adopts the snapshot's clusters: unchanged ones (same `Arc`) keep their state. When the
+    /// snapshot lists what changed since the generation applied last, only those clusters are
+    /// looked at.
     pub fn apply(&mut self, snapshot: &Snapshot, shard: usize, shards: usize) {
-        let mut next = HashMap::with_capacity(snapshot.clusters.len());
-        for (name, config) in &snapshot.clusters {
-            let previous = self.clusters.remove(name);
-            let cluster = match previous {
-                Some(existing) if Arc::ptr_eq(&existing.config, config) => existing,
-                previous => Rc::new(ShardCluster::new(
-                    config.clone(),
-                    shard,
-                    shards,
-                    previous.as_deref(),
-                )),
-            };
-            next.insert(name.clone(), cluster);
+        match &snapshot.cluster_changes {
+            Some(changes) if snapshot.generation == self.generation + 1 => {
+                for name in changes {
+                    let previous = self.clusters.remove(name);
+                    if let Some(config) = snapshot.clusters.get(name) {
+                        let cluster = adopt(config, previous, shard, shards);
+                        self.clusters.insert(name.clone(), cluster);
+                    }
+                }
+            }
+            _ => {
+                let mut next = HashMap::with_capacity(snapshot.clusters.len());
+                for (name, config) in &snapshot.clusters {
+                    let previous = self.clusters.remove(name);
+                    next.insert(name.clone(), adopt(config, previous, shard, shards));
+                }
+                self.clusters = next;
+            }
         }
-        self.clusters = next;
+        self.generation = snapshot.generation;
     }
 
     pub fn get(&self, name: &str) -> Option<Rc<ShardCluster>> {
         self.clusters.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use xds_agent::{
+        model::Cluster,
+        stats::StatsRegistry,
+        translate::{translate, TranslateContext},
+    };
+
+    use super::*;
+
+    /// Generation 1 of a bootstrap with static clusters `a` and `b`.
+    fn first() -> Snapshot {
+        let cluster = |name: &str, port: u16| {
+            format!(
+                "{{name: {name}, load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}}}"
+            )
+        };
+        let yaml = format!(
+            "static_resources: {{clusters: [{}, {}]}}",
+            cluster("a", 1),
+            cluster("b", 2)
+        );
+        let bootstrap = proto::from_json(proto::parse_document(&yaml).unwrap(), false).unwrap();
+        let mut stats = StatsRegistry::new(1);
+        let context = &mut TranslateContext {
+            generation: 1,
+            stats: &mut stats,
+            previous: None,
+            dns: &HashMap::new(),
+            extensions: &HashMap::new(),
+        };
+        translate(&bootstrap, context).unwrap()
+    }
+
+    /// `previous` with cluster `name` replaced by an equal copy (a new `Arc`), listed as the
+    /// only change.
+    fn next_with_new(previous: &Snapshot, name: &str) -> Snapshot {
+        let mut next = previous.clone();
+        next.generation += 1;
+        let copy = Arc::new(Cluster::clone(&previous.clusters[name]));
+        next.clusters.insert(name.to_string(), copy);
+        next.cluster_changes = Some(vec![name.to_string()]);
+        next
+    }
+
+    #[test]
+    fn a_listed_change_rebuilds_only_that_cluster() {
+        let mut manager = ClusterManager::default();
+        let gen1 = first();
+        manager.apply(&gen1, 0, 1);
+        let (a1, b1) = (manager.get("a").unwrap(), manager.get("b").unwrap());
+        let gen2 = next_with_new(&gen1, "a");
+        manager.apply(&gen2, 0, 1);
+        assert!(!Rc::ptr_eq(&a1, &manager.get("a").unwrap()), "a rebuilt");
+        assert!(Rc::ptr_eq(&b1, &manager.get("b").unwrap()), "b kept");
+        // A removal listed as a change.
+        let mut gen3 = gen2.clone();
+        gen3.generation = 3;
+        gen3.clusters.remove("b");
+        gen3.cluster_changes = Some(vec!["b".to_string()]);
+        manager.apply(&gen3, 0, 1);
+        assert!(manager.get("b").is_none());
+        assert!(manager.get("a").is_some());
+    }
+
+    #[test]
+    fn a_skipped_generation_compares_every_cluster() {
+        let mut manager = ClusterManager::default();
+        let gen1 = first();
+        manager.apply(&gen1, 0, 1);
+        let b1 = manager.get("b").unwrap();
+        // Generation 3 after 1: its change list (relative to 2) cannot be trusted.
+        let mut gen3 = next_with_new(&next_with_new(&gen1, "b"), "a");
+        gen3.cluster_changes = Some(vec!["a".to_string()]);
+        manager.apply(&gen3, 0, 1);
+        assert!(
+            !Rc::ptr_eq(&b1, &manager.get("b").unwrap()),
+            "b changed in 2"
+        );
     }
 }

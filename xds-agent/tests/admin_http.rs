@@ -90,7 +90,10 @@ fn agent_state() -> AgentState {
         snapshot: Arc::new(Snapshot {
             generation: 1,
             listeners: vec![Arc::new(listener)],
-            clusters: HashMap::from([("backend".to_string(), Arc::new(cluster))]),
+            clusters: [("backend".to_string(), Arc::new(cluster))]
+                .into_iter()
+                .collect(),
+            cluster_changes: None,
             routes: HashMap::new(),
         }),
         dynamic: Default::default(),

@@ -66,10 +66,13 @@ pub fn state() -> AgentState {
     let snapshot = Snapshot {
         generation: 1,
         listeners: vec![Arc::new(listener)],
-        clusters: HashMap::from([
+        clusters: [
             ("backend".to_string(), Arc::new(backend)),
             ("api".to_string(), Arc::new(api)),
-        ]),
+        ]
+        .into_iter()
+        .collect(),
+        cluster_changes: None,
         routes: HashMap::new(),
     };
     AgentState {

@@ -6,6 +6,27 @@ use crate::{
     stats::StatsRegistry,
 };
 
+/// The clusters that may differ between two generations: the change list when `new` carries
+/// one relative to `old`, else every name in either.
+pub(super) fn changed_clusters<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<&'a str> {
+    match &new.cluster_changes {
+        Some(changes) if new.generation == old.generation + 1 => {
+            changes.iter().map(String::as_str).collect()
+        }
+        _ => {
+            let mut names: Vec<&str> = old
+                .clusters
+                .keys()
+                .chain(new.clusters.keys())
+                .map(String::as_str)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        }
+    }
+}
+
 /// Whether two generations run the same listeners, clusters and route tables (by pointer).
 pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
     old.listeners.len() == new.listeners.len()
@@ -14,11 +35,13 @@ pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
             .iter()
             .zip(&new.listeners)
             .all(|(a, b)| Arc::ptr_eq(a, b))
-        && old.clusters.len() == new.clusters.len()
-        && new
-            .clusters
-            .iter()
-            .all(|(name, c)| old.clusters.get(name).is_some_and(|o| Arc::ptr_eq(o, c)))
+        && changed_clusters(old, new).into_iter().all(|name| {
+            match (old.clusters.get(name), new.clusters.get(name)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        })
         && old.routes.len() == new.routes.len()
         && new
             .routes
@@ -47,21 +70,35 @@ pub(super) fn record_changes(stats: &StatsRegistry, old: &Snapshot, new: &Snapsh
     add(&lm.listener_removed, removed as u64);
     set(&lm.total_listeners_active, new.listeners.len() as i64);
     let cm = stats.cluster_manager.shard(0);
-    for (name, cluster) in &new.clusters {
-        match old.clusters.get(name) {
-            None => add(&cm.cluster_added, 1),
-            Some(o) if !Arc::ptr_eq(o, cluster) => add(&cm.cluster_modified, 1),
-            Some(_) => continue,
-        }
+    for name in changed_clusters(old, new) {
+        let cluster = match (old.clusters.get(name), new.clusters.get(name)) {
+            (None, Some(cluster)) => {
+                add(&cm.cluster_added, 1);
+                cluster
+            }
+            (Some(o), Some(cluster)) if !Arc::ptr_eq(o, cluster) => {
+                add(&cm.cluster_modified, 1);
+                cluster
+            }
+            (Some(_), None) => {
+                add(&cm.cluster_removed, 1);
+                continue;
+            }
+            _ => continue,
+        };
         let cells = cluster.stats.shard(0);
         set(&cells.membership_total, cluster.endpoints.len() as i64);
         set(&cells.membership_healthy, cluster.endpoints.len() as i64);
     }
-    let removed = old
-        .clusters
-        .keys()
-        .filter(|name| !new.clusters.contains_key(*name))
-        .count();
-    add(&cm.cluster_removed, removed as u64);
     set(&cm.active_clusters, new.clusters.len() as i64);
+}
+
+/// Whether `new` drops a listener or cluster `old` had (their stats scopes may be pruned).
+pub(super) fn removes_any(old: &Snapshot, new: &Snapshot) -> bool {
+    old.listeners
+        .iter()
+        .any(|o| !new.listeners.iter().any(|n| n.name == o.name))
+        || changed_clusters(old, new)
+            .into_iter()
+            .any(|name| !new.clusters.contains_key(name))
 }

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::{
-    changes::{record_changes, same_config},
+    changes::{changed_clusters, record_changes, removes_any, same_config},
     list, load_bootstrap,
     xds::Xds,
     AgentCommand, AgentState, SharedState, StartupError,
@@ -277,39 +277,45 @@ impl Agent {
         {
             let mut state = self.lock();
             record_changes(&state.stats, &state.snapshot, &snapshot);
-            state.snapshot = snapshot.clone();
+            if removes_any(&state.snapshot, &snapshot) {
+                state.stats.prune();
+            }
+            let previous = std::mem::replace(&mut state.snapshot, snapshot.clone());
             state.last_updated = SystemTime::now();
-            state.stats.prune();
+            drop(state);
+            self.sync_dns_tasks(&previous, &snapshot);
         }
         self.publish_started = Some((snapshot.generation, Instant::now()));
         self.last_applied = Instant::now();
         for shard in &self.shards {
             shard.send(ShardCommand::Apply(snapshot.clone()));
         }
-        self.sync_dns_tasks(&snapshot);
     }
 
-    fn sync_dns_tasks(&mut self, snapshot: &Snapshot) {
-        self.dns_tasks.retain(|name, (target, task)| {
-            let keep = snapshot.clusters.get(name).and_then(|c| c.dns.as_ref()) == Some(target);
-            if !keep {
+    /// Keeps one DNS refresh task per DNS cluster of `snapshot` (looking only at the clusters
+    /// that changed since `previous`).
+    fn sync_dns_tasks(&mut self, previous: &Snapshot, snapshot: &Snapshot) {
+        for name in changed_clusters(previous, snapshot) {
+            let target = snapshot.clusters.get(name).and_then(|c| c.dns.as_ref());
+            if self.dns_tasks.get(name).map(|(t, _)| t) == target {
+                continue;
+            }
+            if let Some((_, task)) = self.dns_tasks.remove(name) {
                 task.abort();
             }
-            keep
-        });
-        self.dns
-            .retain(|name, _| snapshot.clusters.get(name).is_some_and(|c| c.dns.is_some()));
-        for cluster in snapshot.clusters.values() {
-            if let (Some(target), false) =
-                (&cluster.dns, self.dns_tasks.contains_key(&cluster.name))
-            {
-                let task = tokio::spawn(dns::refresh(
-                    cluster.name.clone(),
-                    target.clone(),
-                    self.dns_tx.clone(),
-                ));
-                self.dns_tasks
-                    .insert(cluster.name.clone(), (target.clone(), task));
+            match target {
+                Some(target) => {
+                    let task = tokio::spawn(dns::refresh(
+                        name.to_string(),
+                        target.clone(),
+                        self.dns_tx.clone(),
+                    ));
+                    self.dns_tasks
+                        .insert(name.to_string(), (target.clone(), task));
+                }
+                None => {
+                    self.dns.remove(name);
+                }
             }
         }
     }

@@ -73,11 +73,29 @@ impl DynamicConfig {
         rds_sources(listener).any(|table| !self.settled(ROUTE, &table.name, now))
     }
 
-    /// Generation `generation`: `statics` plus the dynamic resources that are active.
-    pub fn assemble(&mut self, statics: &Snapshot, generation: u64, now: Instant) -> Snapshot {
-        self.publish_clusters(now);
-        let mut clusters = statics.clusters.clone();
-        clusters.extend(self.published.iter().map(|(n, c)| (n.clone(), c.clone())));
+    /// Generation `generation`: `statics` plus the dynamic resources that are active. The
+    /// cluster map is the previous generation's with only the changed clusters replaced
+    /// (rebuilt in full when `statics` is new).
+    pub fn assemble(&mut self, statics: &Arc<Snapshot>, generation: u64, now: Instant) -> Snapshot {
+        let changed = self.publish_clusters(now);
+        let (clusters, cluster_changes) = match &self.assembled {
+            Some((base, clusters)) if Arc::ptr_eq(base, statics) => {
+                let mut clusters = clusters.clone();
+                for name in &changed {
+                    match self.published.get(name) {
+                        Some(cluster) => clusters.insert(name.clone(), cluster.clone()),
+                        None => clusters.remove(name),
+                    };
+                }
+                (clusters, Some(changed))
+            }
+            _ => {
+                let mut clusters = statics.clusters.clone();
+                clusters.extend(self.published.iter().map(|(n, c)| (n.clone(), c.clone())));
+                (clusters, None)
+            }
+        };
+        self.assembled = Some((statics.clone(), clusters.clone()));
         let mut routes = statics.routes.clone();
         routes.extend(
             self.routes
@@ -99,32 +117,41 @@ impl DynamicConfig {
             generation,
             listeners,
             clusters,
+            cluster_changes,
             routes,
         }
     }
 
-    /// Brings `published` up to date for the clusters marked dirty and the EDS clusters still
-    /// warming (their timeout may have passed).
-    fn publish_clusters(&mut self, now: Instant) {
+    /// Brings `published` up to date for the clusters marked dirty and those still warming
+    /// (their timeout may have passed); the names whose published form changed.
+    fn publish_clusters(&mut self, now: Instant) -> Vec<String> {
         let mut names: Vec<String> = self.dirty.drain().collect();
-        names.extend(
-            self.warming_clusters_unpublished()
-                .map(str::to_string)
-                .collect::<Vec<_>>(),
-        );
+        names.extend(self.unpublished.iter().cloned());
+        names.sort();
+        names.dedup();
+        let mut changed = Vec::new();
         for name in names {
-            match self.published_form(&name, now) {
-                Some(cluster) => self.published.insert(name, cluster),
+            let form = self.published_form(&name, now);
+            if form.is_none() && self.clusters.contains_key(&name) {
+                self.unpublished.insert(name.clone());
+            } else {
+                self.unpublished.remove(&name);
+            }
+            let same = match (&form, self.published.get(&name)) {
+                (Some(new), Some(old)) => Arc::ptr_eq(new, old),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            match form {
+                Some(cluster) => self.published.insert(name.clone(), cluster),
                 None => self.published.remove(&name),
             };
+            changed.push(name);
         }
-    }
-
-    fn warming_clusters_unpublished(&self) -> impl Iterator<Item = &str> {
-        self.clusters
-            .iter()
-            .filter(|(name, held)| held.model.eds.is_some() && !self.published.contains_key(*name))
-            .map(|(name, _)| name.as_str())
+        changed
     }
 
     /// A cluster as shards get it: with its EDS endpoints; `None` while warming or removed.

@@ -8,7 +8,7 @@ mod extensions;
 pub use apply::Applied;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -17,8 +17,8 @@ use envoy_types::pb::google::protobuf::Any;
 
 use crate::{
     model::{
-        http::Routes, route::RouteConfig, Cluster, DiscoveredBy, Endpoint, Listener, NetworkFilter,
-        Snapshot,
+        http::Routes, route::RouteConfig, Cluster, ClusterMap, DiscoveredBy, Endpoint, Listener,
+        NetworkFilter, Snapshot,
     },
     stats::StatsRegistry,
     translate::TranslateContext,
@@ -125,6 +125,10 @@ pub struct DynamicConfig {
     published: HashMap<String, Arc<Cluster>>,
     /// Names whose published form must be rebuilt (a cluster or its assignment changed).
     dirty: HashSet<String>,
+    /// Held clusters not published yet (warming): looked at again at each assembly.
+    unpublished: BTreeSet<String>,
+    /// The last assembled cluster map and the static translation it was built on.
+    assembled: Option<(Arc<Snapshot>, ClusterMap)>,
     /// Held clusters by the EDS assignment they take their endpoints from, so an assignment
     /// update finds its clusters without scanning them all.
     eds_users: HashMap<String, HashSet<String>>,

@@ -48,7 +48,7 @@ fn update(type_url: &str, resources: &[(&str, Any)], removed: &[&str], full_stat
 
 struct Fixture {
     config: DynamicConfig,
-    statics: Snapshot,
+    statics: Arc<Snapshot>,
     stats: StatsRegistry,
 }
 
@@ -56,7 +56,7 @@ impl Fixture {
     fn new() -> Self {
         Self {
             config: DynamicConfig::default(),
-            statics: Snapshot::empty(),
+            statics: Arc::new(Snapshot::empty()),
             stats: StatsRegistry::new(1),
         }
     }
@@ -156,6 +156,18 @@ fn an_eds_cluster_warms_until_its_assignment_arrives_then_only_it_changes() {
     let gen4 = f.config.assemble(&f.statics, 4, now);
     assert_eq!(gen4.clusters["a"].endpoints.len(), 1);
     assert!(Arc::ptr_eq(&gen3.clusters["b"], &gen4.clusters["b"]));
+    // Generations after the first say what changed, so shards look at nothing else.
+    assert_eq!(
+        gen2.cluster_changes, None,
+        "the first assembly lists nothing"
+    );
+    assert_eq!(gen3.cluster_changes, Some(vec!["a".to_string()]));
+    assert_eq!(gen4.cluster_changes, Some(vec!["a".to_string()]));
+    assert_eq!(
+        f.config.assemble(&f.statics, 5, now).cluster_changes,
+        Some(vec![]),
+        "nothing changed"
+    );
 }
 
 #[test]

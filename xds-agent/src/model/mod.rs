@@ -12,13 +12,21 @@ use crate::{
     stats::{ClusterStats, ListenerStats, TcpProxyStats},
 };
 
+/// Clusters by name.
+pub type ClusterMap = imbl::HashMap<String, Arc<Cluster>>;
+
 /// One immutable generation of the whole config. Unchanged parts are shared (`Arc`) with the
 /// previous generation so shards can tell what changed by pointer.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<Arc<Listener>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// A persistent map: a generation shares it with the previous one and copies only what
+    /// changed, so a one-cluster change costs the same in a 10,000-cluster mesh.
+    pub clusters: ClusterMap,
+    /// The clusters added, changed or removed since generation `generation - 1`, when the
+    /// agent knows them (xDS updates); `None`: compare every cluster.
+    pub cluster_changes: Option<Vec<String>>,
     /// Route tables from RDS, by name: every table an `Routes::Rds` listener names is here.
     pub routes: HashMap<String, Arc<route::RouteConfig>>,
 }
@@ -29,7 +37,8 @@ impl Snapshot {
         Self {
             generation: 0,
             listeners: Vec::new(),
-            clusters: HashMap::new(),
+            clusters: ClusterMap::new(),
+            cluster_changes: None,
             routes: HashMap::new(),
         }
     }

@@ -144,7 +144,8 @@ pub fn translate(
         Ok(Snapshot {
             generation: ctx.generation,
             listeners,
-            clusters,
+            clusters: clusters.into_iter().collect(),
+            cluster_changes: None,
             routes: HashMap::new(),
         })
     } else {
