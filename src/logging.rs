@@ -17,7 +17,7 @@ fn filter_spec(spec: &str) -> Result<String, String> {
     let level = |name: &str| tracing_level(name).map_err(|e| e.to_string());
     spec.split(',')
         .filter(|part| !part.is_empty())
-        .map(|part| match part.split_once(':') {
+        .map(|part| match part.rsplit_once(':') {
             Some((component, name)) => Ok(format!("{component}={}", level(name)?)),
             None => level(part).map(str::to_string),
         })
@@ -70,5 +70,10 @@ mod tests {
             "warn,upstream=debug"
         );
         assert!(filter_spec("loud").unwrap_err().contains("loud"));
+        assert_eq!(
+            filter_spec("info,xds_agent::agent::xds:debug").unwrap(),
+            "info,xds_agent::agent::xds=debug",
+            "a module path as the component"
+        );
     }
 }

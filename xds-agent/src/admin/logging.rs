@@ -90,7 +90,7 @@ fn requested(current: &str, query: &Query) -> Result<Option<String>, LoggingErro
         if key == "paths" {
             for entry in value.split(',').filter(|e| !e.is_empty()) {
                 let (name, lvl) = entry
-                    .split_once(':')
+                    .rsplit_once(':')
                     .ok_or_else(|| LoggingError::Path(entry.into()))?;
                 spec.set(name, level(lvl)?);
             }

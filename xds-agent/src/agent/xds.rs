@@ -38,6 +38,8 @@ pub(super) struct Xds {
     /// The initial fetch finished (or timed out): the server is live.
     pub initialized: bool,
     pending_lds: Option<PendingVerdict>,
+    /// The wildcard types whose initial fetch timed out (counted once each).
+    fetch_timed_out: Vec<&'static str>,
 }
 
 impl Xds {
@@ -58,6 +60,7 @@ impl Xds {
             started: Instant::now(),
             initialized: false,
             pending_lds: None,
+            fetch_timed_out: Vec::new(),
         };
         if xds.sources.cds.is_some() {
             xds.client.subscribe(CLUSTER, Vec::new());
@@ -248,11 +251,12 @@ impl Agent {
         };
         let now = Instant::now();
         for type_url in [CLUSTER, LISTENER] {
-            let timed_out = {
+            let timed_out = !xds.fetch_timed_out.contains(&type_url) && {
                 let state = self.lock();
                 !received(&state.dynamic, type_url) && xds.fetched(&state.dynamic, type_url, now)
             };
             if timed_out {
+                xds.fetch_timed_out.push(type_url);
                 stats::inc(&self.xds_stats(type_url).shard(0).init_fetch_timeout);
             }
         }
