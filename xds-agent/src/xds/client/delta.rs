@@ -23,6 +23,7 @@ const WILDCARD: &str = "*";
 /// changed.
 pub(super) fn first_request(ty: &mut TypeState, node: Option<Node>) -> DeltaDiscoveryRequest {
     ty.told_server = server_view(ty);
+    ty.names_changed = false;
     DeltaDiscoveryRequest {
         node,
         type_url: ty.type_url.clone(),
@@ -40,10 +41,14 @@ pub(super) fn request(
     nonce: String,
     error: Option<Status>,
 ) -> DeltaDiscoveryRequest {
-    let wanted = server_view(ty);
-    let subscribe = wanted.difference(&ty.told_server).cloned().collect();
-    let unsubscribe = ty.told_server.difference(&wanted).cloned().collect();
-    ty.told_server = wanted;
+    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+    if ty.names_changed {
+        let wanted = server_view(ty);
+        subscribe = wanted.difference(&ty.told_server).cloned().collect();
+        unsubscribe = ty.told_server.difference(&wanted).cloned().collect();
+        ty.told_server = wanted;
+        ty.names_changed = false;
+    }
     DeltaDiscoveryRequest {
         node,
         type_url: ty.type_url.clone(),

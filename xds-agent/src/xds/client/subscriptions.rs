@@ -68,6 +68,9 @@ pub(super) struct TypeState {
     pub(super) names: BTreeSet<String>,
     /// Delta: the subscription the server knows on the live stream (`*` for wildcard).
     pub(super) told_server: BTreeSet<String>,
+    /// Delta: `names` changed since the server was last told (only then is a diff computed:
+    /// an ACK of a 10,000-name type must not compare the whole set).
+    pub(super) names_changed: bool,
     /// State of the world: the last accepted `version_info` ("" before any).
     pub(super) accepted_version: String,
     /// Delta: name → version of every accepted resource not removed since.
@@ -84,6 +87,7 @@ impl TypeState {
             wildcard: is_wildcard(type_url),
             names,
             told_server: BTreeSet::new(),
+            names_changed: false,
             accepted_version: String::new(),
             held: BTreeMap::new(),
             last_nonce: String::new(),
@@ -98,6 +102,7 @@ impl TypeState {
             return false;
         }
         self.names = names;
+        self.names_changed = true;
         if !self.wildcard {
             let names = &self.names;
             self.held.retain(|name, _| names.contains(name));
