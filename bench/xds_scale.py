@@ -17,9 +17,11 @@ Per proxy run (shardproxy with each --concurrency in --shardproxy-concurrency, E
      on the control plane, CPU of the thread that applies xDS (shardproxy's `agent`, Envoy's
      main thread; /proc/<tid>/schedstat, ns) from push to ACK + 50 ms; for shardproxy also
      its own "update applied in" (agent, debug log) and "applied on all shards" times.
-  3. wrk (-t1 -c --connections, --duration s) through the listener to svc-0: quiet, then while
-     the control plane churns a cold service's endpoints every --churn-interval-ms: p99
-     ratio and failed requests.
+  3. h2load (HTTP/1.1, --connections keep-alive connections) at a fixed --rate of requests per
+     second through the listener to svc-0: quiet, then while the control plane churns a cold
+     service's endpoints every --churn-interval-ms: p99 ratio and failed requests. A fixed
+     rate below saturation, because the load generator shares its core with the control plane:
+     a closed loop (wrk) there measures the starved client, not the proxy.
 
     python3 bench/xds_scale.py [--clusters 10000] [--endpoints 10] [--changes 20] [--duration 10]
 
@@ -48,7 +50,6 @@ sys.path.insert(0, HERE)
 
 import peers as peers_mod  # noqa: E402
 import procstat  # noqa: E402
-import scenarios  # noqa: E402
 from bench import Started, free_port, tail  # noqa: E402
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -336,18 +337,38 @@ class Run:
             out["all_shards_us"] = summary(shards)
         return out
 
-    def wrk(self, duration: float) -> dict:
-        argv = ["taskset", "-c", str(self.args.client_core), self.args.wrk_bin, "-t1",
-                f"-c{self.args.connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
-                "--latency", "-s", os.path.join(HERE, "templates/report.lua"),
-                "-H", "Host: svc-0.mesh", f"http://127.0.0.1:{self.listen}/small"]
+    def fixed_rate(self, duration: float) -> dict:
+        """h2load at --rate req/s for `duration` s; latency percentiles from its per-request
+        log (start µs, status, duration µs)."""
+        a = self.args
+        log = os.path.join(self.tmp, f"h2load-{self.node}-{time.monotonic_ns()}.log")
+        per_connection = max(1, round(a.rate / a.connections))
+        argv = ["taskset", "-c", str(a.client_core), a.h2load_bin, "--h1",
+                "-c", str(a.connections), "--rps", str(per_connection),
+                "-D", str(max(1, round(duration))), "--log-file", log,
+                # `:authority` sets the one Host header (`-H Host:` would add a second).
+                "-H", ":authority: svc-0.mesh", f"http://127.0.0.1:{self.listen}/small"]
         cpu0 = procstat.cpu_seconds(self.pid)
-        r = scenarios._parse(scenarios._run(argv, duration + 30))
+        started = time.monotonic()
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        elapsed = time.monotonic() - started
         cpu = procstat.cpu_seconds(self.pid) - cpu0
-        errors = sum(r[k] for k in r if k.startswith("err_"))
-        return {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
-                "p50_us": r["p50_us"], "p99_us": r["p99_us"], "max_us": r["max_us"],
-                "errors": errors, "cpu_us_per_req": cpu * 1e6 / max(1, r["requests"])}
+        times, failed = [], 0
+        with open(log) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) == 3:
+                    times.append(int(fields[2]))
+                    failed += not fields[1].startswith("2")
+        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, "
+                      r"(\d+) errored, (\d+) timeout", out.stdout)
+        if m:
+            failed = max(failed, sum(int(g) for g in m.groups()))
+        times.sort()
+        pct = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0  # noqa: E731
+        return {"requests": len(times), "rps": len(times) / elapsed, "p50_us": pct(0.50),
+                "p99_us": pct(0.99), "max_us": times[-1] if times else 0, "errors": failed,
+                "cpu_us_per_req": cpu * 1e6 / max(1, len(times))}
 
     def eds_updates(self) -> int:
         """EDS updates the proxy accepted (its own counters; the control plane records only
@@ -360,7 +381,7 @@ class Run:
 
     def under_churn(self, seq: list[int]) -> dict:
         a = self.args
-        quiet = self.wrk(a.duration)
+        quiet = self.fixed_rate(a.duration)
         steps = int((a.duration + 3) * 1000 / a.churn_interval_ms)
         seq[0] += 1
         # Step n moves svc-2's first endpoint to port 30000 + n: every step is a real change.
@@ -386,7 +407,7 @@ class Run:
              lambda: len(self.cp.acked(self.node, ENDPOINT)) > before, interval=0.01)
         updates0, cpu0 = self.eds_updates(), thread_cpu_ns(self.pid, self.xds_tid)
         busy = procstat.core_times()
-        churned = self.wrk(a.duration)
+        churned = self.fixed_rate(a.duration)
         busy = procstat.core_busy(busy, procstat.core_times())
         churned["updates_applied"] = self.eds_updates() - updates0
         churned["xds_thread_cpu_s"] = (thread_cpu_ns(self.pid, self.xds_tid) - cpu0) / 1e9
@@ -432,7 +453,7 @@ def render(res: dict) -> str:
         f"hosts of one route each, one listener. Script {res['script_mb']:.1f} MB of JSON; the "
         f"server parses it in {res['server_load_s']:.0f} s (not counted).",
         f"- **Layout**: proxy on core {a['proxy_core']} (`--concurrency 1`; `--concurrency 2` on "
-        f"both cores); control plane, upstream nginx and wrk on core {a['client_core']}.",
+        f"both cores); control plane, upstream nginx and h2load on core {a['client_core']}.",
         "- **Metrics**: ready = process start → admin `/ready` 200 (initial fetch of CDS, EDS, "
         "LDS, RDS applied, polled every 2 ms); CPU = utime+stime of the process until ready; "
         "xDS thread = the thread that applies xDS (shardproxy `agent`, Envoy's main thread), "
@@ -441,10 +462,13 @@ def render(res: dict) -> str:
         f"alone, {a['changes']} times; push→ACK = POST to the control plane until the proxy's "
         "ACK is recorded there (includes the Python server's push); xDS-thread CPU from push "
         "to ACK + 50 ms; shardproxy's own log: agent time per update (`update applied in`) and "
-        "publish → every shard applied. Load: `wrk -t1 "
-        f"-c{a['connections']} -d{a['duration']}s` GET /small through the listener to svc-0 "
-        f"(10 endpoints, one nginx), quiet, then while the control plane pushes one EDS change "
-        f"of another service every {a['churn_interval_ms']} ms.",
+        "publish → every shard applied. Load: `h2load --h1` at a fixed "
+        f"{a['rate']:,} req/s over {a['connections']} keep-alive connections for "
+        f"{a['duration']} s, GET /small through the listener to svc-0 (10 endpoints, one nginx), "
+        f"quiet, then while the control plane pushes one EDS change of another service every "
+        f"{a['churn_interval_ms']} ms; percentiles from h2load's per-request log. (A fixed rate "
+        "below saturation: the load generator shares its core with the control plane, so a "
+        "closed loop there measures the starved client, not the proxy.)",
         "",
         "| proxy | ready s ↓ | initial fetch s (log) | CPU s to ready ↓ | xDS thread CPU s ↓ | "
         "peak RSS MB at ready ↓ | peak RSS MB at exit ↓ |",
@@ -552,11 +576,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--churn-interval-ms", type=float, default=10)
-    ap.add_argument("--no-load", action="store_true", help="skip the wrk runs")
+    ap.add_argument("--rate", type=int, default=10000, help="offered req/s of the load runs")
+    ap.add_argument("--no-load", action="store_true", help="skip the load runs")
     ap.add_argument("--proxy-bin", default=None)
     ap.add_argument("--envoy-bin", default=None)
     ap.add_argument("--nginx-bin", default=None)
-    ap.add_argument("--wrk-bin", default="wrk")
+    ap.add_argument("--h2load-bin", default="h2load")
     ap.add_argument("--python", default=os.path.join(REPO, "target/test-venv/bin/python"),
                     help="a Python with grpcio and xds-protos (tests/run.sh makes this venv)")
     ap.add_argument("--proxy-core", default="0")

@@ -90,7 +90,10 @@ fn serve(
     // Shard threads are not joined: once the agent returns, they have exited or are abandoned.
     std::thread::Builder::new()
         .name("agent".into())
-        .spawn(move || agent::run(options, links, events, logs))?
+        .spawn(move || {
+            rt::priority::lower_current_thread(rt::priority::AGENT_NICE);
+            agent::run(options, links, events, logs)
+        })?
         .join()
         .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;
     Ok(())

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod memory;
 pub mod net;
 mod ops;
+pub mod priority;
 mod readiness;
 mod ring;
 pub mod shard;
