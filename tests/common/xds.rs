@@ -18,12 +18,11 @@ use super::{
     addr, cluster, free_port, http_get, read_http_response, socket_address, wait_for, TempDir, SOON,
 };
 
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-pub const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+// Each test binary uses some of these (`common` is compiled into every one).
+#[allow(unused_imports)]
+pub use xds_agent::names::type_urls::{
+    ASSIGNMENT as ENDPOINT, CLUSTER, EXTENSION as ECDS, LISTENER, ROUTE, SECRET,
+};
 pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// The control plane as a child process; killed by PID when dropped (closing its stdin too).

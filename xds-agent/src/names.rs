@@ -41,3 +41,14 @@ pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous
 
 /// The wrapper a state-of-the-world response may put around each resource (name, version).
 pub const DISCOVERY_RESOURCE: &str = "envoy.service.discovery.v3.Resource";
+
+/// The xDS resource types, as their type URLs.
+pub mod type_urls {
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    pub const ASSIGNMENT: &str =
+        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    pub const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+    pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+}
