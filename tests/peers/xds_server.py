@@ -90,7 +90,10 @@ A request with no nonce (subscription start) is answered with the current resour
 Wildcard subscriptions (no names, or "*") get every resource of the type; named ones only
 those named. On Delta a name subscribed that the server does not have is listed once in
 `removed_resources` (the spec's "resource does not exist"); it is sent when it appears. A
-state-of-the-world response whose version the stream already sent is not repeated.
+state-of-the-world response whose version the stream already sent is not repeated. On
+Delta a plain ACK or NACK is not answered, and a push that changes single resources (`remove`,
+/churn) is compared and sent per changed resource, so one change in a 10,000-resource type
+costs the server what one resource costs.
 """
 from __future__ import annotations
 
@@ -316,9 +319,18 @@ class Store:
         self.clients: dict[str, dict[str, dict]] = {}
 
     def apply(self, change: Change) -> dict[str, str]:
-        changed = []
+        # type_url -> the names that changed, or None when the whole type may have.
+        changed: dict[str, set | None] = {}
         with self.lock:
             for type_url in sorted(change.types()):
+                if type_url not in change.replace and type_url in self.versions:
+                    # Single resources: only they are hashed and compared (a 10,000-resource
+                    # type is not copied for one change).
+                    touched = self._upsert(type_url, change)
+                    if touched:
+                        self.versions[type_url] += 1
+                        changed[type_url] = touched
+                    continue
                 before = self.resources.get(type_url, {})
                 after = dict(change.replace.get(type_url, before))
                 after.update(change.upsert.get(type_url, {}))
@@ -332,12 +344,29 @@ class Store:
                         for n, r in after.items()
                     }
                     self.versions[type_url] = self.versions.get(type_url, 0) + 1
-                    changed.append(type_url)
+                    changed[type_url] = None
             streams = list(self.streams)
             versions = {t: str(v) for t, v in self.versions.items()}
         for stream in streams:
             stream.events.put(("push", changed))
         return versions
+
+    def _upsert(self, type_url: str, change: Change) -> set:
+        """Applies `change`'s upserts and removals of one type in place (lock held); the names
+        that changed."""
+        resources = self.resources[type_url]
+        hashes = self.hashes.setdefault(type_url, {})
+        touched = set()
+        for name, resource in change.upsert.get(type_url, {}).items():
+            digest = _hash(resource)
+            if hashes.get(name) != digest:
+                resources[name], hashes[name] = resource, digest
+                touched.add(name)
+        for name in change.remove.get(type_url, []):
+            if resources.pop(name, None) is not None:
+                hashes.pop(name, None)
+                touched.add(name)
+        return touched
 
     def open_streams(self) -> list[dict]:
         with self.lock:
@@ -361,8 +390,16 @@ class Store:
             return (
                 str(self.versions.get(type_url, 0)),
                 dict(self.resources.get(type_url, {})),
-                self.hashes.get(type_url, {}),
+                dict(self.hashes.get(type_url, {})),
             )
+
+    def lookup_hashed(self, type_url: str, names):
+        """(version, {name: (resource, Delta resource version) or None}) for `names`."""
+        with self.lock:
+            resources = self.resources.get(type_url, {})
+            hashes = self.hashes.get(type_url, {})
+            found = {n: (resources[n], hashes[n]) if n in resources else None for n in names}
+            return str(self.versions.get(type_url, 0)), found
 
     def _record(self, node_id: str, type_url: str) -> dict:
         per_type = self.clients.setdefault(node_id, {})
@@ -566,6 +603,29 @@ class DeltaStream(Stream):
         sub["absent"] = missing
         if not updates and not removed and not force:
             return None
+        return self.response(type_url, version, updates, removed)
+
+    def respond_names(self, type_url: str, names):
+        """The response for a push that changed only `names` of the type (None: nothing the
+        stream wants changed)."""
+        sub = self.subs[type_url]
+        wanted = [n for n in names if sub["wildcard"] or n in sub["names"]]
+        version, found = self.store.lookup_hashed(type_url, wanted)
+        updates, removed = [], []
+        for name, entry in found.items():
+            if entry is None:
+                if sub["sent"].pop(name, None) is not None:
+                    removed.append(name)
+            elif sub["sent"].get(name) != entry[1]:
+                resource, digest = entry
+                updates.append(discovery_pb2.Resource(name=name, version=digest, resource=resource))
+                sub["sent"][name] = digest
+        if not updates and not removed:
+            return None
+        return self.response(type_url, version, updates, removed)
+
+    def response(self, type_url: str, version: str, updates, removed):
+        sub = self.subs[type_url]
         sub["nonce"], sub["version"] = self.next_nonce(), version
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version,
@@ -612,14 +672,19 @@ class DeltaStream(Stream):
                 sub["names"].discard(name)
                 sub["sent"].pop(name, None)
                 sub.setdefault("absent", set()).discard(name)
-        response = self.respond(type_url, force=first)
+        # A plain ACK or NACK changes nothing the stream wants: pushes answer themselves.
+        resubscribed = req.resource_names_subscribe or req.resource_names_unsubscribe
+        response = self.respond(type_url, force=first) if first or resubscribed else None
         if response is not None:
             yield response
 
     def on_push(self, changed):
-        for type_url in changed:
+        for type_url, names in changed.items():
             if type_url in self.subs:
-                response = self.respond(type_url)
+                if names is None:
+                    response = self.respond(type_url)
+                else:
+                    response = self.respond_names(type_url, names)
                 if response is not None:
                     yield response
 
