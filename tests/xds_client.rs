@@ -11,7 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{addr, xds::XdsServer, TempDir};
+use common::{
+    addr,
+    xds::{XdsServer, SECRET},
+    TempDir,
+};
 
 use envoy_types::pb::envoy::config::{cluster::v3::Cluster, core::v3::Node};
 use prost::Message;
@@ -260,4 +264,65 @@ async fn a_unix_socket_target_works() {
     .await;
     drop(server);
     drop(dir);
+}
+
+/// Istio's `sds-grpc` stream: the SecretDiscoveryService, secrets by name only.
+async fn secret_stream(delta: bool) {
+    let (dir, script) = script();
+    let secret = |name: &str| {
+        json!({"name": name, "tls_certificate": {
+            "certificate_chain": {"inline_string": format!("{name} chain")},
+            "private_key": {"inline_string": "key"}}})
+    };
+    let set =
+        json!({"resources": {SECRET: [secret("default"), secret("ROOTCA"), secret("other")]}});
+    std::fs::write(&script, set.to_string()).unwrap();
+    let server = XdsServer::start(&script);
+    let node = if delta { "sds-delta" } else { "sds-sotw" };
+    let (events, mut inbox) = unbounded_channel();
+    let client = client::spawn(
+        StreamSettings {
+            service: Service::Secrets,
+            target: GrpcTarget::Tcp(addr(server.ads_port)),
+            delta,
+            node: Node {
+                id: node.into(),
+                ..Default::default()
+            },
+            set_node_on_first_message_only: true,
+            connect_timeout: Duration::from_secs(2),
+        },
+        events,
+    );
+    client.subscribe(SECRET, vec!["ROOTCA".into(), "default".into()]);
+    match next_event(&mut inbox).await {
+        ClientEvent::Connected { service } => assert_eq!(service, Service::Secrets),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    let update = match next_event(&mut inbox).await {
+        ClientEvent::Update { update, .. } => update,
+        other => panic!("expected an Update, got {other:?}"),
+    };
+    assert_eq!(update.type_url, SECRET);
+    let mut names: Vec<&str> = update.resources.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["ROOTCA", "default"], "only the secrets named");
+    client.verdict(SECRET, &update.nonce, None);
+    let deadline = Instant::now() + PATIENCE;
+    while acked(&server.record(node, SECRET)).is_empty() {
+        assert!(Instant::now() < deadline, "the SDS ACK");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_secret_stream_state_of_the_world_gets_the_named_secrets() {
+    secret_stream(false).await;
+}
+
+#[tokio::test]
+async fn a_secret_stream_delta_gets_the_named_secrets() {
+    secret_stream(true).await;
 }
