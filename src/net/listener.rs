@@ -221,6 +221,19 @@ impl ListenerSet {
     /// Server drain (`/drain_listeners`, shutdown): closes listening sockets (all, or inbound
     /// ones only); connections of `drain_type: DEFAULT` listeners drain, MODIFY_ONLY ones
     /// continue (until their listener is modified or removed).
+    /// Tells the connections of DEFAULT-drain listeners in scope to drain (HTTP responses
+    /// close their connections, idle ones close), while the sockets keep accepting: the
+    /// graceful period of `/drain_listeners?graceful`, before `stop`.
+    pub fn start_draining(&mut self, inbound_only: bool) {
+        for active in self.active.values() {
+            let generation = active.generation();
+            let in_scope = !inbound_only || generation.config.inbound;
+            if in_scope && generation.config.drain_type == DrainType::Default {
+                generation.drain.start();
+            }
+        }
+    }
+
     pub fn stop(&mut self, inbound_only: bool) {
         let scope = if inbound_only {
             Stopped::Inbound

@@ -86,6 +86,9 @@ async fn run(
         while let Ok(command) = commands.try_recv() {
             match command {
                 ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
+                ShardCommand::StartDraining { inbound_only } => {
+                    listeners.start_draining(inbound_only)
+                }
                 ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });

@@ -12,6 +12,9 @@ use crate::model::Snapshot;
 pub enum ShardCommand {
     /// Run this generation: bind new listeners, drain removed ones, keep the rest.
     Apply(Arc<Snapshot>),
+    /// Start draining the connections of listeners (all, or only inbound ones) whose
+    /// `drain_type` is DEFAULT, keeping their sockets open: a graceful `/drain_listeners`.
+    StartDraining { inbound_only: bool },
     /// Close listening sockets (all, or only inbound ones); connections of `drain_type:
     /// DEFAULT` listeners drain, MODIFY_ONLY ones continue.
     StopListening { inbound_only: bool },

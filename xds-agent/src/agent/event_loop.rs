@@ -411,6 +411,12 @@ impl Agent {
         }
         let delay = if graceful { drain_time } else { Duration::ZERO };
         tracing::info!(inbound_only, graceful, "draining listeners in {delay:?}");
+        if graceful {
+            // Connections learn of the drain now; the sockets close when the period ends.
+            for link in &self.shards {
+                link.send(ShardCommand::StartDraining { inbound_only });
+            }
+        }
         let links = self.shards.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

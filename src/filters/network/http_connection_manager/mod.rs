@@ -199,7 +199,7 @@ impl Connection<'_> {
     async fn serve_requests(&mut self) -> Ended {
         let mut served = 0u32;
         loop {
-            let request = match self.next_request().await {
+            let request = match self.next_request(served == 0).await {
                 Ok(request) => request,
                 Err(NoRequest::Closed) => {
                     inc(&self.stats.downstream_cx_destroy_remote);
@@ -252,12 +252,14 @@ impl Connection<'_> {
     }
 
     /// Reads until a complete request head is buffered: idle timeout before its first byte,
-    /// `request_headers_timeout` from its first byte.
-    async fn next_request(&mut self) -> Result<ParsedRequest, NoRequest> {
+    /// `request_headers_timeout` from its first byte. While draining, a connection that
+    /// served a request closes once idle; a `first` one (accepted during a graceful drain)
+    /// still gets its request answered, with `connection: close`, as in Envoy.
+    async fn next_request(&mut self, first: bool) -> Result<ParsedRequest, NoRequest> {
         let timeouts = &self.hcm.timeouts;
         let idle_deadline = deadline(timeouts.idle);
         self.conn.release_idle_buffer();
-        if self.drain.is_draining() && self.conn.buf.is_empty() {
+        if !first && self.drain.is_draining() && self.conn.buf.is_empty() {
             return Err(NoRequest::Closed); // draining: no new request on this connection
         }
         let mut headers_deadline = None;
@@ -278,7 +280,7 @@ impl Connection<'_> {
             };
             // An idle connection (nothing of a next request yet) closes when draining starts.
             let read = match headers_deadline {
-                None => {
+                None if !first => {
                     let drain = self.drain;
                     let drained = async {
                         drain.started().await;
@@ -286,7 +288,7 @@ impl Connection<'_> {
                     };
                     future::or(self.conn.fill_until(until), drained).await
                 }
-                Some(_) => self.conn.fill_until(until).await,
+                _ => self.conn.fill_until(until).await,
             };
             match read {
                 Ok(0) if self.conn.buf.is_empty() => return Err(NoRequest::Closed),
