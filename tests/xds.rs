@@ -592,3 +592,50 @@ fn both_proxies_take_http_filter_configs_from_ecds() {
         assert_eq!(ours, envoy, "shardproxy and Envoy differ");
     }
 }
+
+#[test]
+fn a_listener_changed_over_lds_drains_its_old_connections() {
+    let upstreams = EchoUpstreams::start(&["one"], None);
+    let listen = free_port();
+    let dir = TempDir::new("xds-lds-drain");
+    let script = dir.file("resources.json");
+    fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let proxy = start(Kind::Shardproxy, "lds-drain", &xds, "DELTA_GRPC");
+    wait_for(SOON, "traffic", || through(listen));
+    let request = || common::http::request("GET", "/", &[("host", "x")], b"");
+    let mut idle = common::http::HttpConn::open(listen);
+    let first = idle.exchange("GET", &request()).unwrap();
+    assert_eq!(first.header("connection"), None);
+    // A request half sent when the listener changes.
+    let mut busy = common::http::HttpConn::open(listen);
+    let whole = request();
+    let (head, rest) = whole.split_at(whole.len() - 2);
+    busy.send(head).unwrap();
+    // The same listener with another stat prefix: a modified listener.
+    let mut changed = rds_listener("main", listen, "routes");
+    let manager = &mut changed["filter_chains"][0]["filters"][0]["typed_config"];
+    manager["stat_prefix"] = json!("changed");
+    xds.push(&json!({"resources": {LISTENER: [changed]}}));
+    wait_for(SOON, "the listener change", || {
+        (proxy.stats()["listener_manager.listener_modified"] >= 1).then_some(())
+    });
+    // Old connections drain: the idle one closes, the busy one is answered and closed; a new
+    // connection is served under the new config.
+    assert!(idle.closed_within(SOON), "the idle old connection closes");
+    busy.send(rest).unwrap();
+    let last = busy.read_response("GET").unwrap();
+    assert_eq!(
+        (last.status(), last.header("connection")),
+        (200, Some("close"))
+    );
+    assert!(busy.closed_within(SOON));
+    let mut new = common::http::HttpConn::open(listen);
+    let fresh = new.exchange("GET", &request()).unwrap();
+    assert_eq!((fresh.status(), fresh.header("connection")), (200, None));
+    wait_for(
+        SOON,
+        "the new connection counted under the new config",
+        || (proxy.stats().get("http.changed.downstream_rq_total") >= Some(&1)).then_some(()),
+    );
+}
