@@ -1,8 +1,10 @@
 //! Tests: shardproxy driven over ADS by the test control plane (tests/peers/xds_server.py),
 //! state of the world and Delta — LDS, RDS, CDS and EDS applied, ACKed and NACKed with reasons
 //! while the last good config serves; the same control plane drives Envoy, and both route the
-//! same requests the same way; control-plane restarts and a thousand rapid updates under load
-//! lose no request; a listener that cannot bind is NACKed.
+//! same requests the same way (ECDS filter configs too); control-plane restarts and a thousand
+//! rapid updates under load lose no request; a listener that cannot bind is NACKed, a changed
+//! one drains its old connections; readiness waits for the initial fetch; the real Istio dumps
+//! are reported feature by feature.
 
 mod common;
 
