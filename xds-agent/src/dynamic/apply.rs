@@ -30,7 +30,8 @@ impl DynamicConfig {
     /// to listeners, and may not be replaced by CDS).
     pub fn apply(&mut self, update: &Update, statics: &Snapshot, inputs: &mut Inputs) -> Applied {
         let mut applied = Applied::default();
-        let mut problems: Vec<(String, Vec<TranslateError>)> = Vec::new();
+        // (name, reason) of each rejected resource.
+        let mut problems: Vec<(String, String)> = Vec::new();
         let mut offered = HashSet::new();
         for resource in &update.resources {
             offered.insert(resource.name.as_str());
@@ -41,15 +42,16 @@ impl DynamicConfig {
                         .remove(&(update.type_url.clone(), resource.name.clone()));
                 }
                 Err(errors) => {
+                    let reason = join(&errors);
                     self.failed.insert(
                         (update.type_url.clone(), resource.name.clone()),
                         Failed {
                             version: resource.version.clone(),
-                            reason: join(&errors),
+                            reason: reason.clone(),
                             at: SystemTime::now(),
                         },
                     );
-                    problems.push((resource.name.clone(), errors));
+                    problems.push((resource.name.clone(), reason));
                 }
             }
         }
@@ -64,25 +66,15 @@ impl DynamicConfig {
         for name in removed {
             applied.changed |= self.remove(&update.type_url, &name);
         }
-        let status = self.status(&update.type_url);
+        let status = self.status.entry(update.type_url.clone()).or_default();
         status.received = true;
         if problems.is_empty() {
-            status.version_info = update.version_info.clone();
-            status.last_updated = Some(SystemTime::now());
+            status.version_info.clone_from(&update.version_info);
         } else {
-            let message = problems
-                .iter()
-                .map(|(_, errors)| join(errors))
-                .collect::<Vec<_>>()
-                .join("\n");
-            status.last_rejection = Some(Failed {
-                version: update.version_info.clone(),
-                reason: message.clone(),
-                at: SystemTime::now(),
-            });
+            let (names, reasons): (Vec<String>, Vec<String>) = problems.into_iter().unzip();
             applied.rejection = Some(Rejection {
-                message,
-                names: problems.into_iter().map(|(name, _)| name).collect(),
+                message: reasons.join("\n"),
+                names,
             });
         }
         applied

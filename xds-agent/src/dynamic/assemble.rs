@@ -4,18 +4,14 @@
 use std::{sync::Arc, time::Instant};
 
 use super::{rds_sources, DynamicConfig, Wanted, ASSIGNMENT, ROUTE};
-use crate::model::{Cluster, Listener, Snapshot};
+use crate::model::{Cluster, ClusterMap, Listener, Snapshot};
 
 impl DynamicConfig {
     /// Starts the `initial_fetch_timeout` clock for wanted names not held yet (`None`: wait
     /// forever).
     pub fn wait_for(&mut self, type_url: &'static str, wanted: &Wanted, now: Instant) {
         for (name, timeout) in wanted {
-            let held = match type_url {
-                ASSIGNMENT => self.assignments.contains_key(name),
-                _ => self.routes.contains_key(name),
-            };
-            if !held {
+            if !self.holds(type_url, name) {
                 self.waiting
                     .entry((type_url, name.clone()))
                     .or_insert_with(|| timeout.map(|t| now + t));
@@ -33,16 +29,21 @@ impl DynamicConfig {
             .copied()
     }
 
-    /// Whether a wanted resource is held or gave up on (its timeout passed).
-    fn settled(&self, type_url: &'static str, name: &str, now: Instant) -> bool {
-        let held = match type_url {
+    /// Whether an EDS assignment or RDS table (by `type_url`) is held.
+    fn holds(&self, type_url: &str, name: &str) -> bool {
+        match type_url {
             ASSIGNMENT => self.assignments.contains_key(name),
             _ => self.routes.contains_key(name),
-        };
-        held || self
-            .waiting
-            .get(&(type_url, name.to_string()))
-            .is_some_and(|deadline| deadline.is_some_and(|d| d <= now))
+        }
+    }
+
+    /// Whether a wanted resource is held or gave up on (its timeout passed).
+    fn settled(&self, type_url: &'static str, name: &str, now: Instant) -> bool {
+        self.holds(type_url, name)
+            || self
+                .waiting
+                .get(&(type_url, name.to_string()))
+                .is_some_and(|deadline| deadline.is_some_and(|d| d <= now))
     }
 
     /// Whether anything held is still warming.
@@ -75,26 +76,13 @@ impl DynamicConfig {
 
     /// Generation `generation`: `statics` plus the dynamic resources that are active. The
     /// cluster map is the previous generation's with only the changed clusters replaced
-    /// (rebuilt in full when `statics` is new).
+    /// (rebuilt when `statics` is new).
     pub fn assemble(&mut self, statics: &Arc<Snapshot>, generation: u64, now: Instant) -> Snapshot {
-        let changed = self.publish_clusters(now);
-        let (clusters, cluster_changes) = match &self.assembled {
-            Some((base, clusters)) if Arc::ptr_eq(base, statics) => {
-                let mut clusters = clusters.clone();
-                for name in &changed {
-                    match self.published.get(name) {
-                        Some(cluster) => clusters.insert(name.clone(), cluster.clone()),
-                        None => clusters.remove(name),
-                    };
-                }
-                (clusters, Some(changed))
-            }
-            _ => {
-                let mut clusters = statics.clusters.clone();
-                clusters.extend(self.published.iter().map(|(n, c)| (n.clone(), c.clone())));
-                (clusters, None)
-            }
+        let (mut clusters, rebased) = match self.assembled.take() {
+            Some((base, clusters)) if Arc::ptr_eq(&base, statics) => (clusters, false),
+            previous => (rebase(previous, statics), true),
         };
+        let changed = self.publish_clusters(&mut clusters, now);
         self.assembled = Some((statics.clone(), clusters.clone()));
         let mut routes = statics.routes.clone();
         routes.extend(
@@ -117,14 +105,14 @@ impl DynamicConfig {
             generation,
             listeners,
             clusters,
-            cluster_changes,
+            cluster_changes: (!rebased).then_some(changed),
             routes,
         }
     }
 
-    /// Brings `published` up to date for the clusters marked dirty and those still warming
-    /// (their timeout may have passed); the names whose published form changed.
-    fn publish_clusters(&mut self, now: Instant) -> Vec<String> {
+    /// Brings the dynamic clusters of `clusters` up to date for those marked dirty and those
+    /// still warming (their timeout may have passed); the names whose published form changed.
+    fn publish_clusters(&mut self, clusters: &mut ClusterMap, now: Instant) -> Vec<String> {
         let mut names: Vec<String> = self.dirty.drain().collect();
         names.extend(self.unpublished.iter().cloned());
         names.sort();
@@ -137,7 +125,7 @@ impl DynamicConfig {
             } else {
                 self.unpublished.remove(&name);
             }
-            let same = match (&form, self.published.get(&name)) {
+            let same = match (&form, clusters.get(&name)) {
                 (Some(new), Some(old)) => Arc::ptr_eq(new, old),
                 (None, None) => true,
                 _ => false,
@@ -146,8 +134,8 @@ impl DynamicConfig {
                 continue;
             }
             match form {
-                Some(cluster) => self.published.insert(name.clone(), cluster),
-                None => self.published.remove(&name),
+                Some(cluster) => clusters.insert(name.clone(), cluster),
+                None => clusters.remove(&name),
             };
             changed.push(name);
         }
@@ -170,4 +158,17 @@ impl DynamicConfig {
             None => None,
         }
     }
+}
+
+/// `statics`' clusters plus the dynamic ones of the `previous` assembly (those not from its
+/// own statics: CDS may not shadow a static cluster).
+fn rebase(previous: Option<(Arc<Snapshot>, ClusterMap)>, statics: &Snapshot) -> ClusterMap {
+    let mut clusters = statics.clusters.clone();
+    if let Some((base, old)) = previous {
+        clusters.extend(
+            old.into_iter()
+                .filter(|(name, _)| !base.clusters.contains_key(name)),
+        );
+    }
+    clusters
 }

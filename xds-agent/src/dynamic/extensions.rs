@@ -2,7 +2,7 @@
 //! listener that names configs not held yet waits (warming) with its previous version still
 //! serving; a new or changed config rebuilds the listeners that use it, or is rejected (and
 //! the previous one kept) when one of them cannot be built with it.
-use std::{collections::HashSet, time::SystemTime};
+use std::{collections::HashSet, sync::Arc, time::SystemTime};
 
 use prost::Message;
 
@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::{
 
 use super::{apply::join, DynamicConfig, Failed, Held, Inputs, LISTENER};
 use crate::{
-    model::Snapshot,
+    model::{Listener, Snapshot},
     names,
     translate::{resources, TranslateError},
 };
@@ -76,13 +76,9 @@ impl DynamicConfig {
         statics: &Snapshot,
         inputs: &mut Inputs,
     ) -> Result<(), Vec<TranslateError>> {
-        let required = required_extensions(&proto);
-        let ready = required
-            .iter()
-            .all(|name| self.extension_configs.contains_key(name));
         self.listener_extensions
-            .insert(proto.name.clone(), required);
-        if !ready {
+            .insert(proto.name.clone(), required_extensions(&proto));
+        if !self.extensions_ready(&proto.name) {
             self.awaiting.insert(proto.name, meta);
             return Ok(());
         }
@@ -90,6 +86,13 @@ impl DynamicConfig {
         self.awaiting.remove(&proto.name);
         self.listeners.insert(proto.name, meta.with(model));
         Ok(())
+    }
+
+    /// Whether every ECDS config listener `name` needs is held.
+    fn extensions_ready(&self, name: &str) -> bool {
+        self.listener_extensions
+            .get(name)
+            .is_none_or(|names| names.iter().all(|n| self.extension_configs.contains_key(n)))
     }
 
     /// Translates a listener with the ECDS configs held. `reuse`: an unchanged listener keeps
@@ -101,7 +104,7 @@ impl DynamicConfig {
         statics: &Snapshot,
         inputs: &mut Inputs,
         reuse: bool,
-    ) -> Result<std::sync::Arc<crate::model::Listener>, Vec<TranslateError>> {
+    ) -> Result<Arc<Listener>, Vec<TranslateError>> {
         let known = self.known_clusters(statics);
         let mut ctx = inputs.context(&self.extension_configs);
         if !reuse {
@@ -142,10 +145,7 @@ impl DynamicConfig {
                 (None, Some(held)) => held.with(()),
                 (None, None) => continue,
             };
-            let ready = self.listener_extensions[&name]
-                .iter()
-                .all(|n| self.extension_configs.contains_key(n));
-            if !ready {
+            if !self.extensions_ready(&name) {
                 continue;
             }
             // Held bodies decoded once already.

@@ -89,14 +89,12 @@ pub struct Failed {
     pub at: SystemTime,
 }
 
-/// Per type: the last accepted `version_info`, and the last rejection.
+/// Per type: the last accepted `version_info`, and whether any response came.
 #[derive(Debug, Clone, Default)]
 pub struct TypeStatus {
     pub version_info: String,
-    pub last_updated: Option<SystemTime>,
     /// Any response seen (the initial fetch is over for this type).
     pub received: bool,
-    pub last_rejection: Option<Failed>,
 }
 
 #[derive(Debug, Default)]
@@ -116,14 +114,12 @@ pub struct DynamicConfig {
     /// Rejected resources by (type URL, name): the NACK reasons `/config_dump` reports.
     pub failed: BTreeMap<(String, String), Failed>,
     pub status: HashMap<String, TypeStatus>,
-    /// Clusters as published (EDS ones with their endpoints attached), kept between
-    /// generations so an EDS change rebuilds only its cluster.
-    published: HashMap<String, Arc<Cluster>>,
     /// Names whose published form must be rebuilt (a cluster or its assignment changed).
     dirty: HashSet<String>,
     /// Held clusters not published yet (warming): looked at again at each assembly.
     unpublished: BTreeSet<String>,
-    /// The last assembled cluster map and the static translation it was built on.
+    /// The last assembled cluster map (static clusters, and dynamic ones as published: EDS
+    /// ones with their endpoints) and the static translation it was built on.
     assembled: Option<(Arc<Snapshot>, ClusterMap)>,
     /// Held clusters by the EDS assignment they take their endpoints from, so an assignment
     /// update finds its clusters without scanning them all.
@@ -204,10 +200,6 @@ impl DynamicConfig {
                 .or_default()
                 .insert(cluster.to_string());
         }
-    }
-
-    pub fn status(&mut self, type_url: &str) -> &mut TypeStatus {
-        self.status.entry(type_url.to_string()).or_default()
     }
 }
 

@@ -49,9 +49,9 @@ pub struct Connection<'a> {
     pub drain: &'a DrainSignal,
     pub hcm: &'a HttpConnectionManager,
     /// Where each new stream finds its route table.
-    pub routes: RouteSource,
+    pub routes: RouteSource<'a>,
     /// The table of the stream being served (taken from `routes` when it starts).
-    pub table: Table,
+    pub table: Table<'a>,
     pub stats: &'a HttpCells,
     pub remote: SocketAddr,
     pub local: SocketAddr,

@@ -1,14 +1,33 @@
 //! Stream layer: where a connection finds its route table. RDS tables live in one slot per
 //! name on the shard, swapped by each snapshot, so an open connection's next stream sees an
 //! update (as in Envoy); an inline table is fixed for the connection's life.
-use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, ops::Deref, rc::Rc, sync::Arc};
 
 use xds_agent::model::{http::Routes, route::RouteConfig, Snapshot};
 
-/// A route table held by a stream (a shard-local handle: cloning it touches no shared atomic).
-pub type Table = Rc<Arc<RouteConfig>>;
+/// The route table a stream uses.
+#[derive(Clone)]
+pub enum Table<'a> {
+    /// The connection manager's inline table (borrowed: it outlives the connection).
+    Inline(&'a RouteConfig),
+    /// An RDS table, through a shard-local handle: cloning the `Rc` per stream touches no
+    /// count shared with other shards, as cloning the `Arc` would.
+    #[allow(clippy::redundant_allocation)]
+    Rds(Rc<Arc<RouteConfig>>),
+}
 
-type Slot = Rc<RefCell<Table>>;
+impl Deref for Table<'_> {
+    type Target = RouteConfig;
+
+    fn deref(&self) -> &RouteConfig {
+        match self {
+            Table::Inline(table) => table,
+            Table::Rds(table) => table,
+        }
+    }
+}
+
+type Slot = Rc<RefCell<Rc<Arc<RouteConfig>>>>;
 
 /// The shard's RDS tables, by name.
 #[derive(Default)]
@@ -33,34 +52,37 @@ impl RdsTables {
         }
     }
 
-    /// The source a new connection reads its tables from. A table not here yet (the
+    /// The source a new connection reads its tables from. An RDS table not here yet (the
     /// listener's `initial_fetch_timeout` ran out before it arrived) starts empty, so every
     /// request is answered 404 (no route) until it comes.
-    pub fn source(&self, routes: &Routes) -> RouteSource {
-        let slot = match routes {
-            Routes::Static(table) => Rc::new(RefCell::new(Rc::new(table.clone()))),
-            Routes::Rds(rds) => self
-                .slots
-                .borrow_mut()
-                .entry(rds.name.clone())
-                .or_insert_with(|| {
-                    Rc::new(RefCell::new(Rc::new(Arc::new(RouteConfig::empty(
-                        &rds.name,
-                    )))))
-                })
-                .clone(),
-        };
-        RouteSource(slot)
+    pub fn source<'a>(&self, routes: &'a Routes) -> RouteSource<'a> {
+        match routes {
+            Routes::Static(table) => RouteSource::Inline(table),
+            Routes::Rds(rds) => {
+                let mut slots = self.slots.borrow_mut();
+                let slot = slots.entry(rds.name.clone()).or_insert_with(|| {
+                    let empty = Arc::new(RouteConfig::empty(&rds.name));
+                    Rc::new(RefCell::new(Rc::new(empty)))
+                });
+                RouteSource::Rds(slot.clone())
+            }
+        }
     }
 }
 
 /// A connection's route table source.
-pub struct RouteSource(Slot);
+pub enum RouteSource<'a> {
+    Inline(&'a RouteConfig),
+    Rds(Slot),
+}
 
-impl RouteSource {
+impl<'a> RouteSource<'a> {
     /// The table a new stream uses (kept for the whole stream).
-    pub fn current(&self) -> Table {
-        self.0.borrow().clone()
+    pub fn current(&self) -> Table<'a> {
+        match self {
+            RouteSource::Inline(table) => Table::Inline(table),
+            RouteSource::Rds(slot) => Table::Rds(slot.borrow().clone()),
+        }
     }
 }
 
@@ -93,26 +115,24 @@ mod tests {
             Arc::new(RouteConfig::empty("r")),
         );
         tables.apply(&snapshot(&[("r", &v1)]));
-        let rds = tables.source(&rds("r"));
-        let fixed = tables.source(&Routes::Static(v1.clone()));
+        let named = rds("r");
+        let rds = tables.source(&named);
+        let inline = Routes::Static(v1.clone());
+        let fixed = tables.source(&inline);
+        let same = |table: Table, config: &Arc<RouteConfig>| std::ptr::eq(&*table, &**config);
         let held = rds.current();
         tables.apply(&snapshot(&[("r", &v2)]));
-        assert!(
-            Arc::ptr_eq(&rds.current(), &v2),
-            "next stream sees the update"
-        );
-        assert!(Arc::ptr_eq(&held, &v1), "a running stream keeps its table");
-        assert!(Arc::ptr_eq(&fixed.current(), &v1));
+        assert!(same(rds.current(), &v2), "next stream sees the update");
+        assert!(same(held, &v1), "a running stream keeps its table");
+        assert!(same(fixed.current(), &v1));
         tables.apply(&snapshot(&[]));
-        assert!(
-            Arc::ptr_eq(&rds.current(), &v2),
-            "removal keeps the last version"
-        );
+        assert!(same(rds.current(), &v2), "removal keeps the last version");
     }
 
     #[test]
     fn an_unknown_name_gets_an_empty_table() {
-        let source = RdsTables::default().source(&rds("missing"));
+        let missing = rds("missing");
+        let source = RdsTables::default().source(&missing);
         assert!(source.current().virtual_hosts.is_empty());
     }
 }
