@@ -90,6 +90,7 @@ static_resources:
         previous: None,
         dns: &dns,
         extensions: &Default::default(),
+        secrets: Default::default(),
     };
     translate(&bootstrap, &mut ctx).unwrap_or_else(|e| panic!("{e:#?}"))
 }

@@ -1,6 +1,6 @@
-//! A socket with a read buffer, for protocol codecs: reads land in the shard's scratch buffer
-//! and only the bytes received are copied into the connection's `BytesMut` (so a connection's
-//! buffer holds what it has not parsed yet, and nothing when idle).
+//! A transport (raw or TLS) with a read buffer, for protocol codecs: only the bytes received
+//! land in the connection's `BytesMut` (so a connection's buffer holds what it has not parsed
+//! yet, and nothing when idle). Every write is flushed (a no-op on a raw socket).
 use std::{
     cell::RefCell,
     future::poll_fn,
@@ -12,7 +12,8 @@ use std::{
 use bytes::BytesMut;
 use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 
-use crate::rt::{net::TcpStream, timer};
+use super::transport::Transport;
+use crate::rt::timer;
 
 /// Most read buffers a shard keeps for reuse.
 const MAX_SPARE: usize = 64;
@@ -28,7 +29,7 @@ thread_local! {
 const READ_RESERVE: usize = 32 << 10;
 
 pub struct Buffered {
-    pub io: TcpStream,
+    pub io: Transport,
     /// Received, not yet consumed.
     pub buf: BytesMut,
 }
@@ -42,9 +43,9 @@ pub enum IoFailure {
 }
 
 impl Buffered {
-    pub fn new(io: TcpStream) -> Self {
+    pub fn new(io: impl Into<Transport>) -> Self {
         Self {
-            io,
+            io: io.into(),
             buf: BytesMut::new(),
         }
     }
@@ -94,7 +95,8 @@ impl Buffered {
     }
 
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.io.write_all(data).await
+        self.io.write_all(data).await?;
+        self.io.flush().await
     }
 
     /// Writes every slice, in order, with as few `writev` calls as the socket allows.
@@ -111,16 +113,16 @@ impl Buffered {
             }
             io::IoSlice::advance_slices(&mut slices, n);
         }
-        Ok(())
+        self.io.flush().await
     }
 }
 
 /// A socket written by one future and read by another of the same task (each poll borrows
 /// it only for the poll), e.g. a request body still going out while the response comes in.
-pub struct Shared<'a>(RefCell<&'a mut TcpStream>);
+pub struct Shared<'a>(RefCell<&'a mut Transport>);
 
 impl<'a> Shared<'a> {
-    pub fn new(io: &'a mut TcpStream) -> Self {
+    pub fn new(io: &'a mut Transport) -> Self {
         Self(RefCell::new(io))
     }
 
@@ -137,7 +139,7 @@ impl<'a> Shared<'a> {
             }
             data = &data[n..];
         }
-        Ok(())
+        poll_fn(|cx| Pin::new(&mut **self.0.borrow_mut()).poll_flush(cx)).await
     }
 }
 

@@ -1,21 +1,34 @@
-//! NET/IO layer: a downstream connection: counts it, picks its filter chain, hands it to the
-//! chain's terminal filter. The listener generation (config and drain signal) is pinned here
-//! for the connection's life.
-use xds_agent::{
-    model::NetworkFilter,
-    stats::{dec, inc},
-};
+//! NET/IO layer: a downstream connection, as Envoy takes it: accept → listener filters → pick
+//! the filter chain (`filter_chain_match`, else the default chain) → the chain's transport
+//! socket (a TLS handshake, or raw bytes) → the chain's terminal filter. The listener
+//! generation (config and drain signal) is pinned here for the connection's life.
+use std::{net::SocketAddr, rc::Rc};
 
-use std::rc::Rc;
+use xds_agent::{
+    model::{
+        filter_chain_match::ConnectionFacts,
+        tls::{classify_failure, negotiated, ServerTls},
+        Listener, NetworkFilter,
+    },
+    stats::{dec, inc, HandshakeFailure},
+};
 
 use crate::{
     context::ShardContext,
     filters::network::{http_connection_manager, tcp_proxy},
-    net::listener::OpenConnection,
+    net::{
+        listener::OpenConnection,
+        listener_filters::{self, Abort},
+        tls::{self, HandshakeError},
+        transport::Transport,
+    },
     rt::net::TcpStream,
 };
 
-pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, stream: TcpStream) {
+/// Most ALPN protocols a connection offers that filter-chain matching looks at.
+const MAX_ALPN: usize = 8;
+
+pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpStream) {
     let generation = open.generation();
     let listener = &generation.config;
     let drain = &generation.drain;
@@ -23,17 +36,102 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, stream: TcpStrea
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
     let _ = stream.set_nodelay(true);
-    match listener.filter_chains.first() {
-        Some(chain) => match &chain.network {
-            NetworkFilter::TcpProxy(proxy) => {
-                tcp_proxy::run(&ctx, listener, drain, proxy, stream).await
+    if let Some(transport) = pick_chain(&ctx, listener, &mut stream).await {
+        let (chain, tls) = transport;
+        let transport = match tls {
+            None => Some(Transport::Raw(stream)),
+            Some(tls) => handshake(&ctx, tls, stream).await,
+        };
+        if let Some(transport) = transport {
+            match &chain.network {
+                NetworkFilter::TcpProxy(proxy) => {
+                    tcp_proxy::run(&ctx, listener, drain, proxy, transport).await
+                }
+                NetworkFilter::HttpConnectionManager(hcm) => {
+                    http_connection_manager::run(&ctx, listener, drain, hcm, transport).await
+                }
             }
-            NetworkFilter::HttpConnectionManager(hcm) => {
-                http_connection_manager::run(&ctx, listener, drain, hcm, stream).await
-            }
-        },
-        None => inc(&stats.no_filter_chain_match),
+        }
     }
     dec(&stats.downstream_cx_active);
     inc(&stats.downstream_cx_destroy);
+}
+
+type Chain<'a> = (
+    &'a xds_agent::model::FilterChain,
+    Option<&'a std::sync::Arc<ServerTls>>,
+);
+
+/// Runs the listener filters and picks the chain; `None` closes the connection (counted).
+async fn pick_chain<'a>(
+    ctx: &ShardContext,
+    listener: &'a Listener,
+    stream: &mut TcpStream,
+) -> Option<Chain<'a>> {
+    let stats = listener.stats.shard(ctx.id);
+    let remote = stream.peer_addr().unwrap_or(listener.address);
+    // A listener bound to one address is that address; a wildcard one asks the socket.
+    let local = match listener.address.ip().is_unspecified() {
+        false => listener.address,
+        true => stream.local_addr().unwrap_or(listener.address),
+    };
+    let found = match listener_filters::run(ctx, &listener.listener_filters, local, stream).await {
+        Ok(found) => found,
+        Err(abort) => {
+            match abort {
+                Abort::TimedOut => inc(&stats.downstream_pre_cx_timeout),
+                Abort::HelloTooLarge => inc(&stats.downstream_listener_filter_error),
+                Abort::Closed => {}
+            }
+            tracing::debug!(listener = %listener.name, %remote, ?abort, "connection closed by a listener filter");
+            return None;
+        }
+    };
+    let mut alpn = [""; MAX_ALPN];
+    let offered = found.application_protocols.len().min(MAX_ALPN);
+    for (slot, p) in alpn.iter_mut().zip(&found.application_protocols) {
+        *slot = p;
+    }
+    let facts = ConnectionFacts {
+        local,
+        remote,
+        direct_remote: remote,
+        server_name: &found.server_name,
+        transport_protocol: found.transport_protocol(),
+        application_protocols: &alpn[..offered],
+    };
+    match listener.chain_for(&facts) {
+        Some(chain) => Some((chain, chain.tls.as_ref())),
+        None => {
+            inc(&stats.no_filter_chain_match);
+            tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");
+            None
+        }
+    }
+}
+
+/// The chain's TLS handshake; `None` (counted in `ssl.*`) closes the connection.
+async fn handshake(ctx: &ShardContext, tls: &ServerTls, stream: TcpStream) -> Option<Transport> {
+    let cells = tls.stats.shard(ctx.id);
+    let remote: Option<SocketAddr> = stream.peer_addr().ok();
+    match tls::accept(stream, tls).await {
+        Ok(stream) => {
+            let conn = stream.connection();
+            let (version, cipher, curve) = negotiated(conn);
+            let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            cells.handshake(version, cipher, curve, resumed);
+            if conn.peer_certificates().is_none() && tls.requests_client_certificate {
+                inc(&cells.no_certificate);
+            }
+            Some(stream.into())
+        }
+        Err(e) => {
+            cells.failure(match &e {
+                HandshakeError::Tls(e) => classify_failure(e),
+                HandshakeError::Io(_) => HandshakeFailure::Connection,
+            });
+            tracing::debug!(?remote, "downstream TLS handshake failed: {e}");
+            None
+        }
+    }
 }

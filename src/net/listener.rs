@@ -349,6 +349,10 @@ mod tests {
             address,
             buffer_limit: 1 << 20,
             filter_chains: vec![],
+            chain_index: xds_agent::model::filter_chain_match::FilterChainIndex::build(&[])
+                .unwrap(),
+            default_chain: None,
+            listener_filters: Default::default(),
             inbound: false,
             drain_type,
             stats: StatsRegistry::new(1).listener(name),

@@ -1,6 +1,11 @@
-//! NET/IO layer: listeners, connection dispatch to filter chains, byte relays.
+//! NET/IO layer: listeners, listener filters, connection dispatch to filter chains, transport
+//! sockets (raw, TLS), byte relays.
 pub mod buffered;
 pub mod connection;
 pub mod drain;
+pub mod inspect;
 pub mod listener;
+pub mod listener_filters;
 pub mod relay;
+pub mod tls;
+pub mod transport;

@@ -1,4 +1,5 @@
-//! Byte relay between two sockets: both directions at once, TCP half-close carried across.
+//! Byte relay between two transports (raw or TLS): both directions at once, half-close carried
+//! across.
 //! Reads land in the shard's scratch buffer and are written on at once, so an idle connection
 //! holds no buffer; only bytes the peer cannot take yet are kept per connection (back-pressure:
 //! at most one read, bounded by the direction's limit, is ever held).
@@ -14,8 +15,8 @@ use std::{
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    net::drain::DrainSignal,
-    rt::{net::TcpStream, timer},
+    net::{drain::DrainSignal, transport::Transport},
+    rt::timer,
 };
 
 /// Size of each shard's scratch buffer: the largest single read.
@@ -52,7 +53,7 @@ pub struct RelayLimits {
 }
 
 /// Writes through a shared stream; each poll borrows it only for the poll's duration.
-struct Writer<'a>(&'a RefCell<TcpStream>);
+struct Writer<'a>(&'a RefCell<Transport>);
 
 impl AsyncWrite for Writer<'_> {
     fn poll_write(
@@ -79,8 +80,8 @@ enum Side {
 
 /// One direction: `from` → `to` until EOF, then half-close `to`.
 struct Direction<'a> {
-    from: &'a RefCell<TcpStream>,
-    to: &'a RefCell<TcpStream>,
+    from: &'a RefCell<Transport>,
+    to: &'a RefCell<Transport>,
     limit: usize,
     scratch: &'a RefCell<Box<[u8]>>,
     /// Bytes read but not yet accepted by `to`; empty (and unallocated) unless back-pressured.
@@ -101,6 +102,8 @@ impl Direction<'_> {
                     .map_err(|_| Side::Sink)?;
                 self.backlog = Vec::new(); // give the memory back while the peer keeps up
             }
+            // TLS records the socket did not take yet (a no-op on a raw socket).
+            Writer(self.to).flush().await.map_err(|_| Side::Sink)?;
             let n = poll_fn(|cx| self.read_and_forward(cx)).await?;
             if n == 0 {
                 // Half-close: the peer may keep sending the other way.
@@ -138,8 +141,8 @@ impl Direction<'_> {
 /// Relays until both directions closed, an error, `idle_timeout` of silence, or the end of
 /// the drain of the listener the downstream connection came from.
 pub async fn relay(
-    downstream: TcpStream,
-    upstream: TcpStream,
+    downstream: Transport,
+    upstream: Transport,
     limits: &RelayLimits,
     scratch: &RefCell<Box<[u8]>>,
     observer: &impl RelayObserver,

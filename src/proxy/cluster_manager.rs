@@ -211,6 +211,7 @@ mod tests {
             previous: None,
             dns: &HashMap::new(),
             extensions: &HashMap::new(),
+            secrets: Default::default(),
         };
         translate(&bootstrap, context).unwrap()
     }

@@ -1,11 +1,88 @@
-//! Upstream connects for L4 proxying: pick a host, connect within `connect_timeout`, retry
-//! with a fresh pick up to the attempt limit, counting every outcome in the cluster's stats.
+//! Upstream connects: a transport to one host (TCP, then TLS when the cluster has a transport
+//! socket, both within `connect_timeout` as in Envoy), and for L4 proxying the host pick with
+//! retries up to the attempt limit, counting every outcome in the cluster's stats.
 use std::{io, net::SocketAddr, rc::Rc};
 
-use xds_agent::{access_log::ResponseFlags, stats::inc};
+use futures_lite::future;
+use xds_agent::{
+    access_log::ResponseFlags,
+    model::{tls::classify_failure, Cluster},
+    stats::{inc, HandshakeFailure},
+};
 
 use super::cluster_manager::{ActiveHost, ShardCluster};
-use crate::{context::ShardContext, rt::net::TcpStream};
+use crate::{
+    context::ShardContext,
+    net::{
+        tls::{self, HandshakeError},
+        transport::Transport,
+    },
+    rt::{net::TcpStream, timer},
+};
+
+/// Why no transport to a host was opened.
+#[derive(Debug)]
+pub enum OpenError {
+    TimedOut,
+    Connect(io::Error),
+    Tls(HandshakeError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::TimedOut => f.write_str("connect timeout"),
+            OpenError::Connect(e) => write!(f, "connect failed: {e}"),
+            OpenError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// Opens a transport to `address`: TCP (no delay), then the cluster's TLS handshake, within
+/// the cluster's connect timeout. Counts TLS outcomes in `cluster.<name>.ssl.*`.
+pub async fn open(
+    ctx: &ShardContext,
+    cluster: &Cluster,
+    address: SocketAddr,
+) -> Result<Transport, OpenError> {
+    let attempt = async {
+        let stream = TcpStream::connect_timeout(address, cluster.connect_timeout)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => OpenError::TimedOut,
+                _ => OpenError::Connect(e),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &cluster.tls else {
+            return Ok(Transport::Raw(stream));
+        };
+        let cells = tls.stats.shard(ctx.id);
+        match tls::connect(stream, tls, address).await {
+            Ok(stream) => {
+                let (version, cipher, curve) =
+                    xds_agent::model::tls::negotiated(stream.connection());
+                let resumed =
+                    stream.connection().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                cells.handshake(version, cipher, curve, resumed);
+                Ok(stream.into())
+            }
+            Err(e) => {
+                cells.failure(match &e {
+                    HandshakeError::Tls(e) => classify_failure(e),
+                    HandshakeError::Io(_) => HandshakeFailure::Connection,
+                });
+                tracing::debug!(cluster = %cluster.name, host = %address, "upstream TLS handshake failed: {e}");
+                Err(OpenError::Tls(e))
+            }
+        }
+    };
+    // The TCP connect has its own timer; this one bounds the handshake as well.
+    let expired = async {
+        timer::sleep(cluster.connect_timeout).await;
+        Err(OpenError::TimedOut)
+    };
+    future::or(attempt, expired).await
+}
 
 /// Why no upstream connection was made: the flag to log, and the last host tried (Envoy
 /// logs it as `%UPSTREAM_HOST%` even when the connect failed).
@@ -19,7 +96,7 @@ pub async fn connect_upstream(
     ctx: &ShardContext,
     cluster: &Rc<ShardCluster>,
     attempts: u32,
-) -> Result<(TcpStream, ActiveHost), ConnectFailure> {
+) -> Result<(Transport, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
     for _ in 0..attempts.max(1) {
@@ -33,19 +110,17 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match TcpStream::connect_timeout(active.address(), cluster.config.connect_timeout).await {
+        match open(ctx, &cluster.config, active.address()).await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));
             }
             Err(e) => {
-                let timed_out = e.kind() == io::ErrorKind::TimedOut;
-                if timed_out {
+                if matches!(e, OpenError::TimedOut) {
                     inc(&stats.upstream_cx_connect_timeout);
                 }
                 inc(&stats.upstream_cx_connect_fail);
-                tracing::debug!(cluster = %cluster.config.name, host = %active.address(), timed_out, "upstream connect failed");
+                tracing::debug!(cluster = %cluster.config.name, host = %active.address(), "upstream connect failed: {e}");
             }
         }
     }

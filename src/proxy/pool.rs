@@ -5,7 +5,6 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     future::poll_fn,
-    io,
     rc::Rc,
     sync::Arc,
     task::{Poll, Waker},
@@ -18,11 +17,14 @@ use xds_agent::{
     stats::{dec, inc, record_duration, ClusterCells, ClusterStats},
 };
 
-use super::cluster_manager::{Host, ShardCluster};
+use super::{
+    cluster_manager::{Host, ShardCluster},
+    connect,
+};
 use crate::{
     context::ShardContext,
     net::buffered::Buffered,
-    rt::{self, net::TcpStream, timer},
+    rt::{self, timer},
 };
 
 /// A cluster's breaker counters on this shard.
@@ -277,9 +279,8 @@ pub async fn acquire(
         }
         if let Some(slot) = cluster.breakers.connection() {
             let started = Instant::now();
-            return match TcpStream::connect_timeout(host.address(), config.connect_timeout).await {
+            return match connect::open(ctx, config, host.address()).await {
                 Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
                     record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
                     Ok(UpstreamConn::new(
                         Buffered::new(stream),
@@ -289,7 +290,8 @@ pub async fn acquire(
                     ))
                 }
                 Err(e) => {
-                    if e.kind() == io::ErrorKind::TimedOut {
+                    tracing::debug!(cluster = %config.name, host = %host.address(), "upstream connect failed: {e}");
+                    if matches!(e, connect::OpenError::TimedOut) {
                         inc(&cells.upstream_cx_connect_timeout);
                     }
                     inc(&cells.upstream_cx_connect_fail);

@@ -144,6 +144,26 @@ impl TcpStream {
         }
     }
 
+    /// Copies received bytes into `buf` without consuming them (MSG_PEEK), once more have
+    /// arrived than `seen` (what the previous peek returned); 0 = the peer closed its side.
+    pub fn poll_peek(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        seen: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let n = match self.source.poll_io(Interest::Read, cx, |io| io.peek(buf)) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            if n == 0 || n > seen || n == buf.len() {
+                return Poll::Ready(Ok(n));
+            }
+            self.source.clear(Interest::Read); // nothing new: wait for the next arrival
+        }
+    }
+
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.source.io().set_nodelay(nodelay)
     }

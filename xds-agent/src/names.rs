@@ -37,6 +37,17 @@ pub const PREVIOUS_HOSTS: &str =
 pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// The previous-hosts predicate's well-known name (accepted without a typed config).
+/// Transport sockets.
+pub const DOWNSTREAM_TLS_CONTEXT: &str =
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub const UPSTREAM_TLS_CONTEXT: &str =
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+pub const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+/// Listener filters.
+pub const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+pub const HTTP_INSPECTOR: &str =
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+pub const TLS_INSPECTOR_FILTER: &str = "envoy.filters.listener.tls_inspector";
 pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";
 
 /// The wrapper a state-of-the-world response may put around each resource (name, version).

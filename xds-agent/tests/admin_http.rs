@@ -70,6 +70,7 @@ fn agent_state() -> AgentState {
         buffer_limit: 1 << 20,
         circuit_breakers: CircuitBreakers::DEFAULT,
         http: UpstreamHttpOptions::default(),
+        tls: None,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);
@@ -79,6 +80,9 @@ fn agent_state() -> AgentState {
         address: "127.0.0.1:10000".parse().unwrap(),
         buffer_limit: 1 << 20,
         filter_chains: vec![],
+        chain_index: xds_agent::model::filter_chain_match::FilterChainIndex::build(&[]).unwrap(),
+        default_chain: None,
+        listener_filters: Default::default(),
         inbound: true,
         drain_type: Default::default(),
         stats: registry.listener("127.0.0.1_10000"),

@@ -52,6 +52,7 @@ fn check(path: &Path) -> String {
             previous: None,
             dns: &dns,
             extensions: &Default::default(),
+            secrets: Default::default(),
         },
     );
     match result {

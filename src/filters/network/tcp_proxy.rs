@@ -17,8 +17,8 @@ use crate::{
     context::ShardContext,
     net::drain::DrainSignal,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
+    net::transport::Transport,
     proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
-    rt::net::TcpStream,
 };
 
 pub async fn run(
@@ -26,7 +26,7 @@ pub async fn run(
     listener: &Arc<Listener>,
     drain: &DrainSignal,
     proxy: &TcpProxy,
-    downstream: TcpStream,
+    downstream: Transport,
 ) {
     let started = Instant::now();
     let start_wall = SystemTime::now();
@@ -92,7 +92,7 @@ async fn proxy_to(
     drain: &DrainSignal,
     proxy: &TcpProxy,
     cluster: &Rc<ShardCluster>,
-    downstream: TcpStream,
+    downstream: Transport,
     stats: &TcpProxyCells,
     record: &mut ConnectionRecord<'_>,
 ) {

@@ -98,17 +98,20 @@ impl<'a> ClientHello<'a> {
     }
 
     /// The supported_versions extension offers TLS 1.3.
+    #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
     pub fn supports_tls13(&self) -> bool {
         self.tls13
     }
 
     /// An SSLv2-compatible hello (no extensions).
+    #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
     pub fn is_sslv2(&self) -> bool {
         self.sslv2
     }
 
     /// Bytes of the connection the hello occupies, record headers included (Envoy's
     /// tls_inspector.bytes_processed).
+    #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
     pub fn wire_len(&self) -> usize {
         self.wire_len
     }

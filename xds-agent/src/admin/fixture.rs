@@ -41,6 +41,7 @@ pub fn state() -> AgentState {
         buffer_limit: 1 << 20,
         circuit_breakers: CircuitBreakers::DEFAULT,
         http: UpstreamHttpOptions::default(),
+        tls: None,
         stats: stats.cluster(name),
     };
     let backend = cluster(
@@ -59,6 +60,9 @@ pub fn state() -> AgentState {
         address: "0.0.0.0:10000".parse().unwrap(),
         buffer_limit: 1 << 20,
         filter_chains: vec![],
+        chain_index: crate::model::filter_chain_match::FilterChainIndex::build(&[]).unwrap(),
+        default_chain: None,
+        listener_filters: Default::default(),
         inbound: false,
         drain_type: Default::default(),
         stats: stats.listener("0.0.0.0_10000"),

@@ -103,6 +103,7 @@ impl Agent {
                 previous,
                 dns: &self.dns,
                 extensions: &Default::default(),
+                secrets: Default::default(),
             },
         )
     }

@@ -143,6 +143,7 @@ pub fn load_and_translate(
             previous: None,
             dns: &HashMap::new(),
             extensions: &Default::default(),
+            secrets: Default::default(),
         },
     )
     .map_err(StartupError::Config)?;

@@ -77,6 +77,7 @@ impl Inputs<'_> {
             previous: self.previous,
             dns: self.dns,
             extensions,
+            secrets: Default::default(),
         }
     }
 }

@@ -40,6 +40,14 @@ impl StringMatcher {
         }
     }
 
+    /// The value of an `exact` pattern.
+    pub fn exact_value(&self) -> Option<&str> {
+        match &self.pattern {
+            StringPattern::Exact(p) => std::str::from_utf8(p).ok(),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, value: &[u8]) -> bool {
         let eq = |a: &[u8], b: &[u8]| {
             if self.ignore_case {

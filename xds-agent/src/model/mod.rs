@@ -1,9 +1,12 @@
 //! Domain model: the validated, compiled config that shards run. Built only by the translator;
 //! nothing here can be invalid, and nothing here is a proto type.
+pub mod filter_chain_match;
 pub mod filters;
 pub mod http;
+pub mod listener_filters;
 pub mod matchers;
 pub mod route;
+pub mod tls;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -52,7 +55,13 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
+    /// The chains, `filter_chains` in order, then the `default_filter_chain` if any.
     pub filter_chains: Vec<FilterChain>,
+    /// Picks a chain of `filter_chains` for a connection.
+    pub chain_index: filter_chain_match::FilterChainIndex,
+    /// The index of `default_filter_chain`: taken when no chain matches.
+    pub default_chain: Option<usize>,
+    pub listener_filters: listener_filters::ListenerFilters,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
     pub drain_type: DrainType,
@@ -84,10 +93,25 @@ pub enum DrainType {
     ModifyOnly,
 }
 
+impl Listener {
+    /// The chain for a connection: the matching one, else the default chain.
+    pub fn chain_for(
+        &self,
+        facts: &filter_chain_match::ConnectionFacts<'_>,
+    ) -> Option<&FilterChain> {
+        self.chain_index
+            .select(facts)
+            .or(self.default_chain)
+            .map(|i| &self.filter_chains[i])
+    }
+}
+
 #[derive(Debug)]
 pub struct FilterChain {
     pub name: String,
     pub network: NetworkFilter,
+    /// `transport_socket`: `None` = raw bytes.
+    pub tls: Option<Arc<tls::ServerTls>>,
 }
 
 /// The terminal network filter of a chain.
@@ -158,6 +182,8 @@ pub struct Cluster {
     pub buffer_limit: usize,
     pub circuit_breakers: CircuitBreakers,
     pub http: UpstreamHttpOptions,
+    /// `transport_socket`: `None` = raw bytes.
+    pub tls: Option<Arc<tls::ClientTls>>,
     pub stats: Arc<ClusterStats>,
 }
 

@@ -4,6 +4,7 @@
 //! interval's snapshot kept by the registry. Per-status-code counters (`status_codes.rs`) are
 //! a table per shard, listed only for the codes that occurred.
 mod histogram;
+mod ssl;
 mod status_codes;
 
 use std::{
@@ -20,6 +21,7 @@ pub use histogram::{
     record, record_duration, HistogramCell, HistogramSnapshot, PROMETHEUS_BUCKETS_MS,
     SUPPORTED_QUANTILES,
 };
+pub use ssl::{HandshakeFailure, SslCells, SslStats, CIPHERS, CURVES, VERSIONS};
 pub use status_codes::{record_status, StatusCodeCell};
 
 /// Adds one to a cell owned by the calling shard (single writer: no read-modify-write).
@@ -236,6 +238,31 @@ stat_scope!(
         downstream_cx_destroy: Counter,
         downstream_cx_active: Gauge,
         no_filter_chain_match: Counter,
+        downstream_pre_cx_timeout: Counter,
+        downstream_listener_filter_error: Counter,
+    }
+);
+
+stat_scope!(
+    TlsInspectorStats,
+    TlsInspectorCells {
+        tls_found: Counter,
+        tls_not_found: Counter,
+        client_hello_too_large: Counter,
+        alpn_found: Counter,
+        alpn_not_found: Counter,
+        sni_found: Counter,
+        sni_not_found: Counter,
+    }
+);
+
+stat_scope!(
+    HttpInspectorStats,
+    HttpInspectorCells {
+        http10_found: Counter,
+        http11_found: Counter,
+        http2_found: Counter,
+        http_not_found: Counter,
     }
 );
 
@@ -555,6 +582,11 @@ impl StatsRegistry {
     /// `cluster.<name>.*`
     pub fn cluster(&mut self, name: &str) -> Arc<ClusterStats> {
         self.scope(format!("cluster.{name}"))
+    }
+
+    /// `<scope>.ssl.*` of a listener (`listener.<stat_prefix>`) or cluster (`cluster.<name>`).
+    pub fn ssl(&mut self, scope: &str) -> Arc<SslStats> {
+        self.scope(format!("{scope}.ssl"))
     }
 
     /// Forgets scopes no config and no connection holds any more.

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 use envoy_types::pb::envoy::{
     config::{
         accesslog::v3::{access_log, AccessLog as AccessLogProto},
-        core::v3::{data_source, substitution_format_string, SubstitutionFormatString},
+        core::v3::{substitution_format_string, SubstitutionFormatString},
     },
     extensions::access_loggers::{
         file::v3::{file_access_log, FileAccessLog},
@@ -50,12 +50,16 @@ fn access_log(
     let decoded = match names::type_name(&any.type_url) {
         names::FILE_ACCESS_LOG => proto::decode_any::<FileAccessLog>(any).map(|file| {
             let sink = LogSink::Path(PathBuf::from(&file.path));
-            (sink, file_format(&file, &path), file.path.is_empty())
+            (
+                sink,
+                file_format(&file, &path, errors),
+                file.path.is_empty(),
+            )
         }),
         names::STDOUT_ACCESS_LOG => proto::decode_any::<StdoutAccessLog>(any).map(|log| {
             let format = match &log.access_log_format {
                 Some(stdout_access_log::AccessLogFormat::LogFormat(f)) => {
-                    substitution_format(f, &format!("{path}.log_format"))
+                    substitution_format(f, &format!("{path}.log_format"), errors)
                 }
                 None => None,
             };
@@ -64,7 +68,7 @@ fn access_log(
         names::STDERR_ACCESS_LOG => proto::decode_any::<StderrAccessLog>(any).map(|log| {
             let format = match &log.access_log_format {
                 Some(stderr_access_log::AccessLogFormat::LogFormat(f)) => {
-                    substitution_format(f, &format!("{path}.log_format"))
+                    substitution_format(f, &format!("{path}.log_format"), errors)
                 }
                 None => None,
             };
@@ -103,31 +107,44 @@ fn access_log(
 
 /// The text format of a file logger and where it sits; `None` for Envoy's default.
 #[allow(deprecated)] // `format` is deprecated in Envoy but still accepted by it.
-fn file_format(file: &FileAccessLog, path: &str) -> Option<(String, String)> {
+fn file_format(
+    file: &FileAccessLog,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<(String, String)> {
     match &file.access_log_format {
         Some(file_access_log::AccessLogFormat::Format(f)) if !f.is_empty() => {
             Some((f.clone(), format!("{path}.format")))
         }
         Some(file_access_log::AccessLogFormat::LogFormat(f)) => {
-            substitution_format(f, &format!("{path}.log_format"))
+            substitution_format(f, &format!("{path}.log_format"), errors)
         }
         _ => None,
     }
 }
 
 #[allow(deprecated)] // `text_format` is deprecated in Envoy but still accepted by it.
-fn substitution_format(format: &SubstitutionFormatString, path: &str) -> Option<(String, String)> {
+fn substitution_format(
+    format: &SubstitutionFormatString,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<(String, String)> {
     match &format.format {
         Some(substitution_format_string::Format::TextFormat(text)) => {
             Some((text.clone(), format!("{path}.text_format")))
         }
         Some(substitution_format_string::Format::TextFormatSource(source)) => {
-            match &source.specifier {
-                Some(data_source::Specifier::InlineString(text)) => Some((
-                    text.clone(),
-                    format!("{path}.text_format_source.inline_string"),
+            let path = format!("{path}.text_format_source");
+            let bytes = super::data_source::read(source, &path, errors)?;
+            match String::from_utf8(bytes) {
+                Ok(text) => Some((
+                    text,
+                    format!("{path}.{}", super::data_source::field(source)),
                 )),
-                _ => None,
+                Err(_) => {
+                    errors.push(TranslateError::new(path, None, "must be UTF-8 text"));
+                    None
+                }
             }
         }
         _ => None,

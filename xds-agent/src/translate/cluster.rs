@@ -112,6 +112,17 @@ pub(super) fn cluster(
     );
     let lb_policy = lb_policy(proto, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
+    let tls = match &proto.transport_socket {
+        None => Ok(None),
+        Some(socket) => super::tls::upstream(
+            socket,
+            &format!("{path}.transport_socket"),
+            &proto.name,
+            &ctx.secrets,
+            ctx.stats,
+            errors,
+        ),
+    };
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
         (_, Some(Kind::Eds(_))) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
@@ -133,6 +144,7 @@ pub(super) fn cluster(
         }
     }
     let kind = kind?;
+    let tls = tls.ok()?;
     if errors.len() > before {
         return None;
     }
@@ -170,7 +182,7 @@ pub(super) fn cluster(
     // Endpoints are excluded from the hash: DNS (and later EDS) replace them alone.
     let mut without_endpoints = proto.clone();
     without_endpoints.load_assignment = None;
-    let config_hash = config_hash(&without_endpoints);
+    let config_hash = config_hash(&without_endpoints) ^ tls.as_ref().map_or(0, |t| t.material_hash);
     if let Some(previous) = ctx.previous.and_then(|p| p.clusters.get(&proto.name)) {
         if previous.config_hash == config_hash
             && previous.dns == dns
@@ -191,6 +203,7 @@ pub(super) fn cluster(
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
         circuit_breakers: cluster_http::circuit_breakers(proto),
         http,
+        tls,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }

@@ -68,6 +68,7 @@ fn run(text: &str, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Translat
         previous,
         dns: &dns,
         extensions: &Default::default(),
+        secrets: Default::default(),
     };
     let result = translate(&bootstrap, &mut ctx);
     if let Err(errors) = &result {

@@ -1,5 +1,6 @@
 //! Translator: listeners and their filter chains (each ending in a tcp_proxy or an HTTP
-//! connection manager).
+//! connection manager, behind an optional TLS transport socket), indexed for selection by
+//! `filter_chain_match`, and their listener filters.
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -14,11 +15,19 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{
-    address, buffer_limit, config_hash, http_connection_manager::http_connection_manager,
-    tcp_proxy::tcp_proxy, TranslateContext, TranslateError,
+    address, buffer_limit, config_hash,
+    filter_chain_match::chain_match,
+    http_connection_manager::http_connection_manager,
+    listener_filters::{listener_filters, tls_inspector, MAX_CLIENT_HELLO},
+    tcp_proxy::tcp_proxy,
+    tls, TranslateContext, TranslateError,
 };
 use crate::{
-    model::{DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter},
+    model::{
+        filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
+        listener_filters::ListenerFilter,
+        DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter,
+    },
     names,
 };
 
@@ -92,23 +101,71 @@ pub(super) fn listener(
             "at least one filter chain is required",
         ));
     }
-    let chains: Vec<_> = proto
-        .filter_chains
-        .iter()
-        .enumerate()
-        .filter_map(|(k, chain)| {
-            filter_chain(
-                chain,
-                &format!("{path}.filter_chains[{k}]"),
-                clusters,
-                ctx,
-                errors,
-            )
-        })
-        .collect();
+    let stat_prefix = match (&address, proto.stat_prefix.as_str()) {
+        (_, prefix) if !prefix.is_empty() => prefix.to_string(),
+        (Some(address), _) => address::stat_name(address),
+        (None, _) => String::new(),
+    };
+    let scope = format!("listener.{stat_prefix}");
+    let mut chains = Vec::new();
+    let mut matches = Vec::new();
+    for (k, chain) in proto.filter_chains.iter().enumerate() {
+        let path = format!("{path}.filter_chains[{k}]");
+        let found = chain.filter_chain_match.as_ref().map_or_else(
+            || Some(ChainMatch::default()),
+            |m| chain_match(m, &format!("{path}.filter_chain_match"), errors),
+        );
+        let built = filter_chain(chain, &path, &scope, clusters, ctx, errors);
+        if let (Some(m), Some(built)) = (found, built) {
+            matches.push(m);
+            chains.push(built);
+        }
+    }
+    let default_chain = proto.default_filter_chain.as_ref().and_then(|chain| {
+        let path = format!("{path}.default_filter_chain");
+        if chain.filter_chain_match.is_some() {
+            errors.push(TranslateError::new(
+                format!("{path}.filter_chain_match"),
+                None,
+                "the default chain takes no filter_chain_match",
+            ));
+        }
+        filter_chain(chain, &path, &scope, clusters, ctx, errors)
+    });
+    let filters = listener_filters(proto, path, ctx.stats, errors);
     let address = address?;
-    if errors.len() > before || chains.len() != proto.filter_chains.len() {
+    let expected = proto.filter_chains.len() + usize::from(proto.default_filter_chain.is_some());
+    let has_default = default_chain.is_some();
+    chains.extend(default_chain);
+    if errors.len() > before || chains.len() != expected {
         return None;
+    }
+    let chain_index = match FilterChainIndex::build(&matches) {
+        Ok(index) => index,
+        Err(IndexError::Duplicate(first, second)) => {
+            errors.push(TranslateError::new(
+                format!("{path}.filter_chains[{second}].filter_chain_match"),
+                None,
+                format!(
+                    "multiple filter chains with the same matching rules are defined \
+                     (also filter_chains[{first}])"
+                ),
+            ));
+            return None;
+        }
+    };
+    let mut filters = filters?;
+    // As Envoy does, a listener whose chains match on what only the TLS inspector finds
+    // gets one when it has none.
+    if matches.iter().any(ChainMatch::needs_tls_inspector) && !filters.inspects_tls() {
+        tracing::warn!(
+            listener = %proto.name,
+            "filter chain match rules require the TLS inspector listener filter, but it isn't configured: adding it"
+        );
+        filters.filters.push(ListenerFilter {
+            kind: tls_inspector(MAX_CLIENT_HELLO, ctx.stats),
+            disabled: None,
+        });
     }
     // Envoy names an unnamed listener with a UUID; the address keeps it stable across reloads.
     let name = if proto.name.is_empty() {
@@ -116,7 +173,12 @@ pub(super) fn listener(
     } else {
         proto.name.clone()
     };
-    let config_hash = config_hash(proto);
+    // Certificates and keys read from files or secrets count as config: a new key in the
+    // same file rebuilds the listener.
+    let config_hash = chains
+        .iter()
+        .filter_map(|c| c.tls.as_ref())
+        .fold(config_hash(proto), |h, tls| h ^ tls.material_hash);
     if let Some(previous) = ctx.previous.and_then(|p| {
         p.listeners
             .iter()
@@ -124,17 +186,15 @@ pub(super) fn listener(
     }) {
         return Some(previous.clone());
     }
-    let stat_prefix = if proto.stat_prefix.is_empty() {
-        address::stat_name(&address)
-    } else {
-        proto.stat_prefix.clone()
-    };
     Some(Arc::new(Listener {
         name,
         config_hash,
         address,
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
         filter_chains: chains,
+        chain_index,
+        default_chain: has_default.then_some(matches.len()),
+        listener_filters: filters,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
         drain_type: match proto.drain_type() {
             DrainType::Default => ModelDrainType::Default,
@@ -157,6 +217,7 @@ fn is_terminal(type_url: &str) -> bool {
 fn filter_chain(
     chain: &FilterChainProto,
     path: &str,
+    stat_scope: &str,
     clusters: &HashSet<&str>,
     ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
@@ -222,9 +283,21 @@ fn filter_chain(
             None
         }
     };
+    let tls = match &chain.transport_socket {
+        None => Ok(None),
+        Some(socket) => tls::downstream(
+            socket,
+            &format!("{path}.transport_socket"),
+            stat_scope,
+            &ctx.secrets,
+            ctx.stats,
+            errors,
+        ),
+    };
     let network = network.filter(|_| ok)?;
     Some(FilterChain {
         name: chain.name.clone(),
         network,
+        tls: tls.ok()?,
     })
 }

@@ -10,17 +10,22 @@ mod address;
 mod cluster;
 mod cluster_http;
 pub mod config_source;
+mod data_source;
 pub mod dynamic_resources;
+mod filter_chain_match;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 mod listener;
+mod listener_filters;
 mod matchers;
 pub mod resources;
 mod route;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
+pub mod tls;
+mod tls_surface;
 
 use std::{
     borrow::Cow,
@@ -81,6 +86,9 @@ pub struct TranslateContext<'a> {
     /// ECDS configs (`TypedExtensionConfig.typed_config`) by name, for HTTP filters whose
     /// config is discovered (`config_discovery`).
     pub extensions: &'a HashMap<String, Any>,
+    /// Secrets TLS contexts may name (`sds_secret_config`): the bootstrap's
+    /// `static_resources.secrets` (filled by `translate`).
+    pub secrets: Arc<tls::Secrets>,
 }
 
 /// Translates a bootstrap into a snapshot, or lists every problem found.
@@ -97,6 +105,11 @@ pub fn translate(
     errors.extend(support::unsupported_fields(walked.as_ref(), "", None));
     let empty = StaticResources::default();
     let statics = walked.static_resources.as_ref().unwrap_or(&empty);
+    ctx.secrets = Arc::new(tls::static_secrets(
+        &statics.secrets,
+        "static_resources.secrets",
+        &mut errors,
+    ));
     let mut clusters = cluster::clusters(
         &statics.clusters,
         "static_resources.clusters",
@@ -187,6 +200,7 @@ pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
         previous: None,
         dns: &dns,
         extensions: &Default::default(),
+        secrets: Default::default(),
     };
     translate(bootstrap, &mut ctx).err().unwrap_or_default()
 }

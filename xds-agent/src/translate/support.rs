@@ -256,9 +256,9 @@ overload_manager: {{refresh_interval: 1s}}
 static_resources:
   listeners:
   - name: l
-    listener_filters: [{{name: x}}]
+    listener_filters: [{{name: x, config_discovery: {{}}}}]
     filter_chains:
-    - filter_chain_match: {{destination_port: 80}}
+    - filter_chain_match: {{address_suffix: x}}
       filters:
       - name: tcp
         typed_config:
@@ -275,9 +275,9 @@ static_resources:
             [
                 "hds_config",
                 "overload_manager",
-                "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port",
+                "static_resources.listeners[0].filter_chains[0].filter_chain_match.address_suffix",
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config",
-                "static_resources.listeners[0].listener_filters",
+                "static_resources.listeners[0].listener_filters[0].config_discovery",
             ]
         );
         assert_eq!(errors.len(), 5, "{errors:#?}");

@@ -39,7 +39,6 @@ const NODE_ID: &str = "identity for a management server";
 ///   logging and profiler output; the admin server does not log requests or profile.
 /// - `Listener.metadata`, `FilterChain.metadata`, `LbEndpoint.metadata`: opaque metadata that
 ///   only filters or subset load balancing (neither supported) read.
-/// - `Listener.listener_filters_timeout`: only applies to listener filters, which are rejected.
 /// - `ClusterLoadAssignment.cluster_name`: names the cluster the assignment belongs to, which
 ///   is implied for an inline `load_assignment`.
 /// - `LocalityLbEndpoints.locality`, `.load_balancing_weight`: only read by zone-aware and
@@ -117,7 +116,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
-        supported: &["listeners", "clusters"],
+        supported: &["listeners", "clusters", "secrets"],
         ignored: &[],
     },
     Surface {
@@ -140,23 +139,71 @@ pub const SURFACE: &[Surface] = &[
             "per_connection_buffer_limit_bytes",
             "traffic_direction",
             "drain_type",
+            "default_filter_chain",
+            "listener_filters",
+            "listener_filters_timeout",
+            "continue_on_listener_filters_timeout",
         ],
-        ignored: &[
-            ("metadata", "read only by filters that are not supported"),
-            (
-                "listener_filters_timeout",
-                "listener filters are not supported",
-            ),
-        ],
+        ignored: &[("metadata", "read only by filters that are not supported")],
     },
     Surface {
         message: "envoy.config.listener.v3.FilterChain",
-        supported: &["filters", "name", "filter_chain_match"],
+        supported: &["filters", "name", "filter_chain_match", "transport_socket"],
         ignored: &[("metadata", "read only by filters that are not supported")],
     },
-    // Only an empty match is supported: every set field of it is reported.
     Surface {
         message: "envoy.config.listener.v3.FilterChainMatch",
+        supported: &[
+            "destination_port",
+            "prefix_ranges",
+            "direct_source_prefix_ranges",
+            "source_type",
+            "source_prefix_ranges",
+            "source_ports",
+            "server_names",
+            "transport_protocol",
+            "application_protocols",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.CidrRange",
+        supported: &["address_prefix", "prefix_len"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.ListenerFilter",
+        supported: &["name", "typed_config", "filter_disabled"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.ListenerFilterChainMatchPredicate",
+        supported: &[
+            "or_match",
+            "and_match",
+            "not_match",
+            "any_match",
+            "destination_port_range",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet",
+        supported: &["rules"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.Int32Range",
+        supported: &["start", "end"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        supported: &["max_client_hello_size"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         supported: &[],
         ignored: &[],
     },
@@ -215,7 +262,12 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.DataSource",
-        supported: &["inline_string"],
+        supported: &[
+            "filename",
+            "inline_bytes",
+            "inline_string",
+            "environment_variable",
+        ],
         ignored: &[],
     },
     Surface {
@@ -233,6 +285,7 @@ pub const SURFACE: &[Surface] = &[
             "circuit_breakers",
             "typed_extension_protocol_options",
             "eds_cluster_config",
+            "transport_socket",
         ],
         ignored: &[],
     },
@@ -326,6 +379,11 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         &[names::UPSTREAM_HTTP_PROTOCOL_OPTIONS],
     ),
     (
+        "envoy.config.listener.v3.ListenerFilter",
+        "listener filter",
+        &[names::TLS_INSPECTOR, names::HTTP_INSPECTOR],
+    ),
+    (
         "envoy.config.accesslog.v3.AccessLog",
         "access logger",
         &[
@@ -336,18 +394,21 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     ),
 ];
 
-/// Every surface table: the core one here, HTTP (connection manager, routes) and HTTP filters.
-const TABLES: [&[Surface]; 3] = [
+/// Every surface table: the core one here, HTTP (connection manager, routes), HTTP filters
+/// and TLS.
+const TABLES: [&[Surface]; 4] = [
     SURFACE,
     super::http_surface::SURFACE,
     super::http_filters::SURFACE,
+    super::tls_surface::SURFACE,
 ];
 
 /// Every `Any` slot table (same split as `TABLES`).
-const SLOT_TABLES: [&[AnySlot]; 3] = [
+const SLOT_TABLES: [&[AnySlot]; 4] = [
     ANY_SLOTS,
     super::http_surface::ANY_SLOTS,
     super::http_filters::ANY_SLOTS,
+    super::tls_surface::ANY_SLOTS,
 ];
 
 /// `(parent message, what the payload is, allowed type names)`.

@@ -27,6 +27,7 @@ fn run(
         previous,
         dns,
         extensions: &Default::default(),
+        secrets: Default::default(),
     };
     translate(&bootstrap(yaml), &mut ctx)
 }
@@ -353,7 +354,7 @@ fn listener_errors() {
 }
 
 #[test]
-fn unsupported_filter_and_chain_match_and_default_chain() {
+fn unsupported_filter_and_empty_default_chain() {
     let yaml = config("cluster: c", STATIC).replace(
         "    filter_chains:\n",
         "    default_filter_chain: {filters: []}\n    filter_chains:\n    - filter_chain_match: {server_names: [a]}\n      filters:\n      - name: envoy.filters.network.echo\n        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo}\n",
@@ -367,20 +368,77 @@ fn unsupported_filter_and_chain_match_and_default_chain() {
         got,
         [
             (
-                "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
-                "field is not supported yet"
-            ),
-            (
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
                 "network filter envoy.filters.network.echo is not supported yet"
             ),
             (
-                "static_resources.listeners[0].default_filter_chain",
-                "field is not supported yet"
+                "static_resources.listeners[0].default_filter_chain.filters",
+                "a filter chain needs a terminal envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager filter"
             ),
         ],
         "{e:#?}"
     );
+}
+
+#[test]
+fn filter_chain_match_values_and_duplicates() {
+    let chain = |m: &str| {
+        format!("    - filter_chain_match: {m}\n      filters:\n      - name: t\n        typed_config: {{\"@type\": {TCP}, stat_prefix: s, cluster: c}}\n")
+    };
+    let yaml = config("cluster: c", STATIC).replace(
+        "    filter_chains:\n",
+        &format!(
+            "    filter_chains:\n{}{}{}{}",
+            chain("{server_names: [a.com, \"w*.b.com\"]}"),
+            chain("{server_names: [c.com, a.com]}"),
+            chain(
+                "{prefix_ranges: [{address_prefix: 10.0.0.0, prefix_len: 33}], source_ports: [0]}"
+            ),
+            chain("{destination_port: 70000}"),
+        ),
+    );
+    let e = errors(&yaml);
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    let base = "static_resources.listeners[0].filter_chains";
+    assert_eq!(
+        got,
+        [
+            (
+                &*format!("{base}[0].filter_chain_match.server_names[1]"),
+                "\"w*.b.com\": partial wildcards are not supported (only a leading `*.`)"
+            ),
+            (
+                &format!("{base}[2].filter_chain_match.source_ports[0]"),
+                "0 is not a port (1-65535)"
+            ),
+            (
+                &format!("{base}[2].filter_chain_match.prefix_ranges[0]"),
+                "\"10.0.0.0\"/33 is not an IP address range"
+            ),
+            (
+                &format!("{base}[3].filter_chain_match.destination_port"),
+                "70000 is not a port (1-65535)"
+            ),
+        ],
+        "{e:#?}"
+    );
+    // Valid values, but two chains both take SNI a.com (the filter_chains[0] default chain
+    // of the fixture takes everything else).
+    let yaml = config("cluster: c", STATIC).replace(
+        "    filter_chains:\n",
+        &format!(
+            "    filter_chains:\n{}{}",
+            chain("{server_names: [a.com, \"*.b.com\"]}"),
+            chain("{server_names: [c.com, a.com]}"),
+        ),
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].path, format!("{base}[1].filter_chain_match"));
+    assert!(e[0].message.contains("same matching rules"), "{e:#?}");
 }
 
 #[test]

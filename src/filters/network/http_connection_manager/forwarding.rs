@@ -16,12 +16,14 @@ pub fn is_external(hcm: &HttpConnectionManager, _remote: SocketAddr) -> bool {
     hcm.use_remote_address
 }
 
-/// Sets the forwarding headers on a request from `remote`.
+/// Sets the forwarding headers on a request from `remote` that came over `scheme` (`http`,
+/// or `https` on a TLS connection).
 pub fn prepare(
     hcm: &HttpConnectionManager,
     table: &RouteConfig,
     head: &mut RequestHead,
     remote: SocketAddr,
+    scheme: &'static str,
 ) {
     let headers = &mut head.headers;
     let external = is_external(hcm, remote);
@@ -57,7 +59,7 @@ pub fn prepare(
             }
         }
         // At the edge the scheme is what this connection used.
-        headers.set("x-forwarded-proto", Bytes::from_static(b"http"));
+        headers.set("x-forwarded-proto", Bytes::from_static(scheme.as_bytes()));
         if external {
             let client = trusted_client(headers.get("x-forwarded-for"), hcm.xff_num_trusted_hops);
             headers.set(
@@ -66,7 +68,7 @@ pub fn prepare(
             );
         }
     } else if !headers.contains("x-forwarded-proto") {
-        headers.append("x-forwarded-proto", Bytes::from_static(b"http"));
+        headers.append("x-forwarded-proto", Bytes::from_static(scheme.as_bytes()));
     }
     if hcm.generate_request_id {
         let keep =

@@ -31,10 +31,10 @@ use crate::{
         buffered::{deadline, earliest, Buffered, IoFailure},
         drain::DrainSignal,
         relay::{relay, RelayLimits, RelayObserver},
+        transport::Transport,
     },
     protocol::http1::{self, Limits, ParsedRequest},
     proxy::pool::UpstreamConn,
-    rt::net::TcpStream,
     stream::{
         headers::{Headers, RequestHead, Version},
         LocalReply,
@@ -58,6 +58,16 @@ pub struct Connection<'a> {
     pub conn: Buffered,
     pub limits: Limits,
     pub connection_id: u64,
+}
+
+impl Connection<'_> {
+    /// `https` on a TLS connection, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.conn.io.tls() {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
 }
 
 /// How waiting for the next request ended, when no request came.
@@ -87,7 +97,7 @@ pub async fn run(
     listener: &Arc<Listener>,
     drain: &DrainSignal,
     hcm: &Arc<HttpConnectionManager>,
-    stream: TcpStream,
+    stream: Transport,
 ) {
     let stats = hcm.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);

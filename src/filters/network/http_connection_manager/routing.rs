@@ -89,7 +89,7 @@ pub(super) fn admit(
             return Err(Refusal::keep(reply));
         }
     }
-    forwarding::prepare(hcm, &c.table, request, c.remote);
+    forwarding::prepare(hcm, &c.table, request, c.remote, c.scheme());
     Ok(())
 }
 
@@ -139,7 +139,8 @@ pub(super) async fn choose<'a>(
             inc(&c.stats.rq_redirect);
             exchange.details = "direct_response";
             let mut reply = LocalReply::new(redirect.status, "");
-            let location = route.redirect_location(b"http", request.authority(), &request.path);
+            let location =
+                route.redirect_location(c.scheme().as_bytes(), request.authority(), &request.path);
             reply
                 .headers
                 .append("location", location.unwrap_or_default());

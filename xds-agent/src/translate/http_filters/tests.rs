@@ -23,6 +23,7 @@ fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {
         previous: None,
         dns: &dns,
         extensions: &Default::default(),
+        secrets: Default::default(),
     };
     f(&mut ctx)
 }

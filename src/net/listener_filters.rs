@@ -1,0 +1,220 @@
+//! NET/IO layer: running a listener's listener filters on a new connection. The TLS and HTTP
+//! inspectors look at bytes peeked (MSG_PEEK) into the shard's scratch buffer, so nothing is
+//! consumed: the chain's transport socket reads the same bytes again. They stop at the first
+//! answer, the listener filter timeout, or the peer's close.
+use std::{future::poll_fn, net::SocketAddr, task::Poll};
+
+use futures_lite::future;
+use xds_agent::{
+    model::listener_filters::{ListenerFilterKind, ListenerFilters},
+    stats::inc,
+};
+
+use super::inspect::{
+    client_hello::{self, Detect},
+    http::{detect_http, HttpDetect, MAX_INSPECT_SIZE},
+};
+use crate::{
+    context::ShardContext,
+    rt::{net::TcpStream, timer},
+};
+
+/// What the listener filters found, for filter-chain matching.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The SNI, lowercase (empty without one).
+    pub server_name: String,
+    /// `tls` when a ClientHello was seen, else `raw_buffer`.
+    pub tls: bool,
+    /// ALPN protocols offered (TLS) or the one detected (`http/1.1`, `h2c`, ...).
+    pub application_protocols: Vec<String>,
+}
+
+impl Found {
+    pub fn transport_protocol(&self) -> &'static str {
+        if self.tls {
+            client_hello::TRANSPORT_PROTOCOL
+        } else {
+            "raw_buffer"
+        }
+    }
+}
+
+/// Why the connection is closed before a chain is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// The peer closed (or the socket failed) during inspection.
+    Closed,
+    /// The listener filter timeout passed (without `continue_on_listener_filters_timeout`).
+    TimedOut,
+    /// A ClientHello larger than `max_client_hello_size`.
+    HelloTooLarge,
+}
+
+/// Where each inspector stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Done,
+}
+
+/// Runs the filters of `filters` that apply to a connection to `local`.
+pub async fn run(
+    ctx: &ShardContext,
+    filters: &ListenerFilters,
+    local: SocketAddr,
+    stream: &mut TcpStream,
+) -> Result<Found, Abort> {
+    let active: Vec<&ListenerFilterKind> = filters
+        .filters
+        .iter()
+        .filter(|f| !f.disabled.as_ref().is_some_and(|p| p.matches(local)))
+        .map(|f| &f.kind)
+        .collect();
+    let mut found = Found::default();
+    if active.is_empty() {
+        return Ok(found);
+    }
+    let inspect = inspect(ctx, &active, stream, &mut found);
+    let outcome = match filters.timeout {
+        None => inspect.await,
+        Some(timeout) => {
+            future::or(inspect, async {
+                timer::sleep(timeout).await;
+                Err(Abort::TimedOut)
+            })
+            .await
+        }
+    };
+    match outcome {
+        Err(Abort::TimedOut) if filters.continue_on_timeout => Ok(found),
+        Err(abort) => Err(abort),
+        Ok(()) => Ok(found),
+    }
+}
+
+async fn inspect(
+    ctx: &ShardContext,
+    active: &[&ListenerFilterKind],
+    stream: &mut TcpStream,
+    found: &mut Found,
+) -> Result<(), Abort> {
+    // The most bytes any inspector looks at: a whole ClientHello (with its record headers),
+    // or a request line.
+    let wanted = active
+        .iter()
+        .map(|f| match f {
+            ListenerFilterKind::TlsInspector {
+                max_client_hello, ..
+            } => (*max_client_hello).min(client_hello::MAX_CLIENT_HELLO_SIZE),
+            ListenerFilterKind::HttpInspector { .. } => MAX_INSPECT_SIZE,
+        })
+        .max()
+        .unwrap_or(MAX_INSPECT_SIZE);
+    let mut states = vec![State::Waiting; active.len()];
+    let mut seen = 0;
+    loop {
+        let step = poll_fn(|cx| {
+            let mut scratch = ctx.scratch.borrow_mut();
+            let len = wanted.min(scratch.len());
+            let n = match stream.poll_peek(cx, &mut scratch[..len], seen) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Abort::Closed)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let bytes = &mut scratch[..n];
+            // In order, as Envoy runs them: a filter starts when the one before it is done.
+            for (filter, state) in active.iter().zip(states.iter_mut()) {
+                if *state == State::Waiting {
+                    *state = examine(filter, ctx.id, &mut *bytes, n == 0 || n == len, found)?;
+                    if *state == State::Waiting {
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Ok(n))
+        })
+        .await?;
+        if states.iter().all(|s| *s == State::Done) {
+            return Ok(());
+        }
+        if step == 0 {
+            return Err(Abort::Closed);
+        }
+        seen = step;
+    }
+}
+
+/// One inspector's look at the bytes so far; `last` = no more bytes will come (the peer
+/// closed, or the peek is as large as it gets).
+fn examine(
+    filter: &ListenerFilterKind,
+    shard: usize,
+    bytes: &mut [u8],
+    last: bool,
+    found: &mut Found,
+) -> Result<State, Abort> {
+    match filter {
+        ListenerFilterKind::TlsInspector {
+            max_client_hello,
+            stats,
+        } => {
+            let cells = stats.shard(shard);
+            match client_hello::detect(bytes, *max_client_hello) {
+                Detect::NeedMore if !last => Ok(State::Waiting),
+                Detect::NeedMore
+                | Detect::NotTls
+                | Detect::Invalid(client_hello::Invalid::Malformed(_)) => {
+                    inc(&cells.tls_not_found);
+                    Ok(State::Done)
+                }
+                Detect::Invalid(client_hello::Invalid::TooLarge) => {
+                    inc(&cells.client_hello_too_large);
+                    Err(Abort::HelloTooLarge)
+                }
+                Detect::Hello(hello) => {
+                    inc(&cells.tls_found);
+                    found.tls = true;
+                    match hello.server_name() {
+                        Some(name) => {
+                            inc(&cells.sni_found);
+                            found.server_name = name.to_ascii_lowercase();
+                        }
+                        None => inc(&cells.sni_not_found),
+                    }
+                    found.application_protocols = hello
+                        .alpn()
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .collect();
+                    inc(if found.application_protocols.is_empty() {
+                        &cells.alpn_not_found
+                    } else {
+                        &cells.alpn_found
+                    });
+                    Ok(State::Done)
+                }
+            }
+        }
+        // Envoy's HTTP inspector leaves TLS connections alone.
+        ListenerFilterKind::HttpInspector { .. } if found.tls => Ok(State::Done),
+        ListenerFilterKind::HttpInspector { stats } => {
+            let cells = stats.shard(shard);
+            let detected = detect_http(bytes);
+            let cell = match detected {
+                HttpDetect::NeedMore if !last => return Ok(State::Waiting),
+                HttpDetect::NeedMore | HttpDetect::NotHttp | HttpDetect::TooLong => {
+                    &cells.http_not_found
+                }
+                HttpDetect::Http10 => &cells.http10_found,
+                HttpDetect::Http11 => &cells.http11_found,
+                HttpDetect::H2c => &cells.http2_found,
+            };
+            inc(cell);
+            let protocol = detected.application_protocol();
+            found
+                .application_protocols
+                .extend(protocol.map(String::from));
+            Ok(State::Done)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! NET/IO layer: a connection's transport socket, raw or TLS, behind one interface: what the
+//! codecs and the relay read from and write to. Writers flush after each write (`write_all`
+//! in `buffered`, the relay), which is a no-op on a raw socket and sends TLS records that did
+//! not fit into the socket at once.
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use super::tls::TlsStream;
+use crate::rt::net::TcpStream;
+
+pub enum Transport {
+    Raw(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl From<TcpStream> for Transport {
+    fn from(io: TcpStream) -> Self {
+        Transport::Raw(io)
+    }
+}
+
+impl From<TlsStream> for Transport {
+    fn from(io: TlsStream) -> Self {
+        Transport::Tls(Box::new(io))
+    }
+}
+
+impl Transport {
+    /// Reads into `buf`'s spare capacity (at least `reserve` bytes of room); 0 = the peer
+    /// closed its side.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        reserve: usize,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Raw(io) => io.poll_read_buf(cx, buf, reserve),
+            Transport::Tls(tls) => {
+                if buf.capacity() - buf.len() < reserve {
+                    buf.reserve(reserve);
+                }
+                tls.poll_read_buf(cx, buf, reserve)
+            }
+        }
+    }
+
+    /// Whether data, a close or an error is waiting. Never waits.
+    pub fn has_pending_input(&mut self) -> bool {
+        match self {
+            Transport::Raw(io) => io.has_pending_input(),
+            Transport::Tls(tls) => tls.has_pending_input(),
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Raw(io) => io,
+            Transport::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    pub fn tls(&self) -> Option<&TlsStream> {
+        match self {
+            Transport::Raw(_) => None,
+            Transport::Tls(tls) => Some(tls),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Raw(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Raw(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Raw(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            // rustls copies into records anyway: take the slices in order.
+            Transport::Tls(tls) => {
+                let mut taken = 0;
+                for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                    match Pin::new(tls.as_mut()).poll_write(cx, buf) {
+                        Poll::Ready(Ok(n)) => {
+                            taken += n;
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Err(e)) if taken == 0 => return Poll::Ready(Err(e)),
+                        Poll::Pending if taken == 0 => return Poll::Pending,
+                        _ => break,
+                    }
+                }
+                Poll::Ready(Ok(taken))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Raw(io) => Pin::new(io).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Raw(io) => Pin::new(io).poll_close(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_close(cx),
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Domain model: TLS for transport sockets. The rustls configs the agent builds for a chain's
+//! downstream side (`ServerTls`) and a cluster's upstream side (`ClientTls`), the certificate
+//! choice by SNI and key type, and Envoy's peer verification: a trusted CA chain (with CRLs)
+//! and `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
+//! (`ssl.fail_verify_san`).
+use std::{fmt, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    server::{
+        danger::{ClientCertVerified, ClientCertVerifier},
+        ClientHello, ParsedCertificate, ResolvesServerCert,
+    },
+    sign::CertifiedKey,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+
+use super::matchers::StringMatcher;
+use crate::stats::{HandshakeFailure, SslStats, CIPHERS, CURVES, VERSIONS};
+
+/// A chain's downstream TLS (`DownstreamTlsContext`). Its rustls configs are replaced in
+/// place when an SDS secret it names changes: new handshakes take the new certificate or CA,
+/// open connections keep theirs, and the listener (so its connections) stays as it is.
+pub struct ServerTls {
+    configs: ArcSwap<ServerConfigs>,
+    pub stats: Arc<SslStats>,
+    /// Client certificates are asked for (a validation context): a handshake without one
+    /// counts as `ssl.no_certificate`.
+    pub requests_client_certificate: bool,
+    /// Hash of the certificates, keys and CAs read from files or inline (a changed file is a
+    /// changed config); SDS secrets are not in it (they are swapped in place).
+    pub material_hash: u64,
+    /// The SDS secrets the context names.
+    pub secrets: Vec<String>,
+}
+
+/// A server context's rustls configs.
+pub struct ServerConfigs {
+    /// With the configured ALPN protocols.
+    pub with_alpn: Arc<ServerConfig>,
+    /// The same without ALPN, for clients that offer none of the configured protocols: Envoy
+    /// (BoringSSL) then goes on without ALPN, where rustls would refuse the handshake.
+    pub without_alpn: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    pub fn new(
+        configs: ServerConfigs,
+        stats: Arc<SslStats>,
+        requests_client_certificate: bool,
+        material_hash: u64,
+        secrets: Vec<String>,
+    ) -> Self {
+        Self {
+            configs: ArcSwap::from_pointee(configs),
+            stats,
+            requests_client_certificate,
+            material_hash,
+            secrets,
+        }
+    }
+
+    /// The config for a client offering `offered` ALPN protocols.
+    pub fn config_for<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<ServerConfig> {
+        let configs = self.configs.load();
+        let configured = &configs.with_alpn.alpn_protocols;
+        let shares_one = match offered {
+            Some(mut offered) => offered.any(|p| configured.iter().any(|c| c == p)),
+            None => true,
+        };
+        if configured.is_empty() || shares_one {
+            configs.with_alpn.clone()
+        } else {
+            configs.without_alpn.clone()
+        }
+    }
+
+    /// Takes `fresh`'s configs (the same context rebuilt with new secrets).
+    pub fn update_from(&self, fresh: &ServerTls) {
+        self.configs.store(fresh.configs.load_full());
+    }
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("alpn", &self.configs.load().with_alpn.alpn_protocols)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cluster's upstream TLS (`UpstreamTlsContext`); its config is replaced in place when an
+/// SDS secret it names changes.
+pub struct ClientTls {
+    config: ArcSwap<ClientConfig>,
+    /// The SNI sent (`sni`); without one, none is sent.
+    pub sni: Option<ServerName<'static>>,
+    pub stats: Arc<SslStats>,
+    /// Hash of the certificates, keys and CAs read from files or inline.
+    pub material_hash: u64,
+    /// The SDS secrets the context names.
+    pub secrets: Vec<String>,
+}
+
+impl ClientTls {
+    pub fn new(
+        config: ClientConfig,
+        sni: Option<ServerName<'static>>,
+        stats: Arc<SslStats>,
+        material_hash: u64,
+        secrets: Vec<String>,
+    ) -> Self {
+        Self {
+            config: ArcSwap::from_pointee(config),
+            sni,
+            stats,
+            material_hash,
+            secrets,
+        }
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.load_full()
+    }
+
+    /// Takes `fresh`'s config (the same context rebuilt with new secrets).
+    pub fn update_from(&self, fresh: &ClientTls) {
+        self.config.store(fresh.config.load_full());
+    }
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("sni", &self.sni)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A served certificate and the DNS names it is for (lowercase; wildcards as `*.suffix`).
+#[derive(Debug)]
+pub struct ServedCertificate {
+    pub key: Arc<CertifiedKey>,
+    pub dns_names: Vec<String>,
+}
+
+/// Several certificates on one context: the first whose names cover the SNI and whose key the
+/// client can verify; else the first the client can verify; else the first (Envoy's order).
+#[derive(Debug)]
+pub struct CertificateChoice(pub Vec<ServedCertificate>);
+
+impl ResolvesServerCert for CertificateChoice {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let usable = |c: &&ServedCertificate| c.key.key.choose_scheme(schemes).is_some();
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let for_sni = |c: &&ServedCertificate| {
+            sni.as_deref()
+                .is_some_and(|sni| c.dns_names.iter().any(|n| dns_name_matches(n, sni)))
+        };
+        let certs = &self.0;
+        certs
+            .iter()
+            .find(|c| for_sni(c) && usable(c))
+            .or_else(|| certs.iter().find(usable))
+            .or_else(|| certs.first())
+            .map(|c| c.key.clone())
+    }
+}
+
+/// Whether a certificate name (`*.example.com` wildcards cover one label) covers `host`.
+pub fn dns_name_matches(name: &str, host: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => name == host,
+    }
+}
+
+/// The client certificate an upstream context presents (`tls_certificates`).
+#[derive(Debug)]
+pub struct ClientCertificate(pub Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(&self, _: &[&[u8]], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.key.choose_scheme(schemes).map(|_| self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// One `match_typed_subject_alt_names` entry.
+#[derive(Debug, Clone)]
+pub struct SanMatcher {
+    pub kind: SanKind,
+    pub matcher: StringMatcher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanKind {
+    Dns,
+    Uri,
+    Email,
+    IpAddress,
+}
+
+/// A peer certificate's subject alt names, read from its DER.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PeerNames {
+    pub dns: Vec<String>,
+    pub uri: Vec<String>,
+    pub email: Vec<String>,
+    pub ip: Vec<String>,
+    /// The subject as RFC 2253 text (for XFCC and access logs).
+    pub subject: String,
+}
+
+impl PeerNames {
+    pub fn parse(der: &[u8]) -> Option<Self> {
+        use x509_parser::{extensions::GeneralName, prelude::FromDer};
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+        let mut names = PeerNames {
+            subject: cert.subject().to_string(),
+            ..Default::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => names.dns.push(d.to_string()),
+                    GeneralName::URI(u) => names.uri.push(u.to_string()),
+                    GeneralName::RFC822Name(e) => names.email.push(e.to_string()),
+                    GeneralName::IPAddress(ip) => names.ip.extend(ip_text(ip)),
+                    _ => {}
+                }
+            }
+        }
+        Some(names)
+    }
+
+    fn of(&self, kind: SanKind) -> &[String] {
+        match kind {
+            SanKind::Dns => &self.dns,
+            SanKind::Uri => &self.uri,
+            SanKind::Email => &self.email,
+            SanKind::IpAddress => &self.ip,
+        }
+    }
+
+    /// Envoy's rule: with matchers, some SAN must satisfy some matcher (a DNS matcher's exact
+    /// value also accepts a wildcard SAN covering it).
+    pub fn satisfy(&self, matchers: &[SanMatcher]) -> bool {
+        matchers.is_empty()
+            || matchers.iter().any(|m| {
+                self.of(m.kind).iter().any(|san| {
+                    m.matcher.matches(san.as_bytes())
+                        || (m.kind == SanKind::Dns
+                            && m.matcher.exact_value().is_some_and(|v| {
+                                dns_name_matches(&san.to_ascii_lowercase(), &v.to_ascii_lowercase())
+                            }))
+                })
+            })
+    }
+}
+
+fn ip_text(raw: &[u8]) -> Option<String> {
+    match raw.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(raw).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(raw).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+/// How a peer certificate is checked: against trusted CAs (none: any certificate is accepted,
+/// as Envoy does without a `trusted_ca`), then its SANs.
+#[derive(Debug, Clone)]
+pub struct PeerValidation {
+    pub roots: Option<Arc<RootCertStore>>,
+    pub san_matchers: Vec<SanMatcher>,
+    pub algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// The rustls error meaning "the SAN check failed" (counted as `ssl.fail_verify_san`).
+const SAN_MISMATCH: &str = "no subject alt name matches";
+
+impl PeerValidation {
+    fn check_sans(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
+        if self.san_matchers.is_empty() {
+            return Ok(());
+        }
+        match PeerNames::parse(end_entity) {
+            Some(names) if names.satisfy(&self.san_matchers) => Ok(()),
+            _ => Err(Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(SanMismatch)),
+            ))),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SanMismatch;
+
+impl fmt::Display for SanMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(SAN_MISMATCH)
+    }
+}
+
+impl std::error::Error for SanMismatch {}
+
+/// The stat a handshake error counts under.
+pub fn classify_failure(error: &Error) -> HandshakeFailure {
+    match error {
+        Error::NoCertificatesPresented => HandshakeFailure::NoCertificate,
+        Error::InvalidCertificate(CertificateError::Other(other))
+            if other.to_string() == SAN_MISMATCH =>
+        {
+            HandshakeFailure::VerifySan
+        }
+        Error::InvalidCertificate(_) | Error::InvalidCertRevocationList(_) => {
+            HandshakeFailure::VerifyError
+        }
+        _ => HandshakeFailure::Connection,
+    }
+}
+
+/// Upstream certificates: the chain against the trusted CAs (if any), then the SANs. The
+/// host name is not checked against the SNI unless a SAN matcher asks, as in Envoy.
+#[derive(Debug)]
+pub struct UpstreamVerifier(pub PeerValidation);
+
+impl ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let v = &self.0;
+        if let Some(roots) = &v.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                v.algorithms.all,
+            )?;
+        }
+        v.check_sans(end_entity)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.algorithms.supported_schemes()
+    }
+}
+
+/// Downstream client certificates: rustls' WebPKI verifier (chain, CRLs, expiry), then SANs.
+#[derive(Debug)]
+pub struct ClientCertCheck {
+    pub inner: Arc<dyn ClientCertVerifier>,
+    pub validation: PeerValidation,
+}
+
+impl ClientCertVerifier for ClientCertCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.validation.check_sans(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// What a handshake negotiated, as indexes into the stats' name tables.
+pub fn negotiated(conn: &rustls::CommonState) -> (Option<usize>, Option<usize>, Option<usize>) {
+    let version = conn.protocol_version().and_then(|v| match v {
+        rustls::ProtocolVersion::TLSv1_2 => Some(0),
+        rustls::ProtocolVersion::TLSv1_3 => Some(1),
+        _ => None,
+    });
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| cipher_name(s.suite()))
+        .and_then(|name| CIPHERS.iter().position(|c| *c == name));
+    let curve = conn
+        .negotiated_key_exchange_group()
+        .and_then(|g| group_name(g.name()))
+        .and_then(|name| CURVES.iter().position(|c| *c == name));
+    debug_assert_eq!(VERSIONS.len(), 2);
+    (version, cipher, curve)
+}
+
+/// rustls' cipher suites by Envoy's (BoringSSL's) names.
+pub const CIPHER_NAMES: [(&str, rustls::CipherSuite); 9] = {
+    use rustls::CipherSuite as S;
+    [
+        ("TLS_AES_128_GCM_SHA256", S::TLS13_AES_128_GCM_SHA256),
+        ("TLS_AES_256_GCM_SHA384", S::TLS13_AES_256_GCM_SHA384),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ]
+};
+
+pub fn cipher_name(suite: rustls::CipherSuite) -> Option<&'static str> {
+    CIPHER_NAMES
+        .iter()
+        .find(|(_, s)| *s == suite)
+        .map(|(n, _)| *n)
+}
+
+/// Key-exchange groups by Envoy's names (`ecdh_curves`, `ssl.curves.*`).
+pub const GROUP_NAMES: [(&str, rustls::NamedGroup); 4] = [
+    ("X25519", rustls::NamedGroup::X25519),
+    ("P-256", rustls::NamedGroup::secp256r1),
+    ("P-384", rustls::NamedGroup::secp384r1),
+    ("X25519MLKEM768", rustls::NamedGroup::X25519MLKEM768),
+];
+
+pub fn group_name(group: rustls::NamedGroup) -> Option<&'static str> {
+    GROUP_NAMES
+        .iter()
+        .find(|(_, g)| *g == group)
+        .map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_names_cover_one_label() {
+        assert!(dns_name_matches("*.example.com", "a.example.com"));
+        assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
+        assert!(!dns_name_matches("*.example.com", "example.com"));
+        assert!(dns_name_matches("example.com", "example.com"));
+    }
+
+    #[test]
+    fn every_cipher_and_group_has_a_stat_slot() {
+        for (name, _) in CIPHER_NAMES {
+            assert!(CIPHERS.contains(&name), "{name}");
+        }
+        for (name, _) in GROUP_NAMES {
+            assert!(CURVES.contains(&name), "{name}");
+        }
+    }
+}

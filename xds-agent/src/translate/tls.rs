@@ -1,0 +1,791 @@
+//! Translator: the TLS transport socket (`envoy.transport_sockets.tls`): a chain's
+//! `DownstreamTlsContext` and a cluster's `UpstreamTlsContext` into rustls configs
+//! (`model::tls`). Certificates, keys, CAs and CRLs are read and checked here, on the agent;
+//! secrets named by `sds_secret_config` come from the bootstrap's `static_resources.secrets`.
+use std::{
+    collections::{hash_map::DefaultHasher, HashMap},
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{transport_socket, TransportSocket},
+        extensions::transport_sockets::tls::v3::{
+            common_tls_context::ValidationContextType,
+            downstream_tls_context::{OcspStaplePolicy, SessionTicketKeysType},
+            secret,
+            subject_alt_name_matcher::SanType,
+            tls_parameters::TlsProtocol,
+            CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+            Secret, TlsCertificate, TlsParameters, UpstreamTlsContext,
+        },
+    },
+    google::protobuf::Any,
+};
+use rustls::{
+    client::Resumption,
+    crypto::{aws_lc_rs, CryptoProvider},
+    pki_types::{
+        pem::PemObject, CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName,
+    },
+    server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier},
+    sign::CertifiedKey,
+    version::{TLS12, TLS13},
+    ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion,
+};
+
+use super::{data_source, matchers, TranslateError};
+use crate::{
+    model::tls::{
+        CertificateChoice, ClientCertCheck, ClientCertificate, ClientTls, PeerNames,
+        PeerValidation, SanKind, SanMatcher, ServedCertificate, ServerConfigs, ServerTls,
+        UpstreamVerifier, CIPHER_NAMES, GROUP_NAMES,
+    },
+    names,
+    stats::StatsRegistry,
+};
+
+/// Secrets by name (`static_resources.secrets`).
+pub type Secrets = HashMap<String, Secret>;
+
+/// Collects a listener's or cluster's problems at one type URL.
+struct At<'a> {
+    type_url: &'a str,
+    errors: &'a mut Vec<TranslateError>,
+    /// Every certificate, key, CA and CRL read.
+    material: DefaultHasher,
+}
+
+impl At<'_> {
+    fn fail<T>(&mut self, path: impl Into<String>, message: impl Into<String>) -> Option<T> {
+        self.errors
+            .push(TranslateError::new(path, Some(self.type_url), message));
+        None
+    }
+}
+
+/// The typed config of a transport socket: `None` for a raw one (`raw_buffer`), else the TLS
+/// context's `Any`. The walker has rejected every other type.
+fn tls_config<'a>(
+    socket: &'a TransportSocket,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Result<Option<&'a Any>, ()> {
+    match &socket.config_type {
+        Some(transport_socket::ConfigType::TypedConfig(any))
+            if names::type_name(&any.type_url) == names::RAW_BUFFER =>
+        {
+            Ok(None)
+        }
+        Some(transport_socket::ConfigType::TypedConfig(any)) => Ok(Some(any)),
+        None => {
+            errors.push(TranslateError::new(
+                format!("{path}.typed_config"),
+                None,
+                "typed_config is required",
+            ));
+            Err(())
+        }
+    }
+}
+
+/// A filter chain's `transport_socket`: `Ok(None)` for raw bytes.
+pub(super) fn downstream(
+    socket: &TransportSocket,
+    path: &str,
+    stat_scope: &str,
+    secrets: &Secrets,
+    stats: &mut StatsRegistry,
+    errors: &mut Vec<TranslateError>,
+) -> Result<Option<Arc<ServerTls>>, ()> {
+    let Some(any) = tls_config(socket, path, errors)? else {
+        return Ok(None);
+    };
+    let path = format!("{path}.typed_config");
+    let mut at = At {
+        type_url: &any.type_url,
+        errors,
+        material: DefaultHasher::new(),
+    };
+    let context = match proto::decode_any::<DownstreamTlsContext>(any) {
+        Ok(c) => c,
+        Err(e) => return at.fail(path, e.to_string()).ok_or(()),
+    };
+    server_tls(&context, &path, stat_scope, secrets, stats, &mut at)
+        .map(Some)
+        .ok_or(())
+}
+
+/// A cluster's `transport_socket`: `Ok(None)` for raw bytes.
+pub(super) fn upstream(
+    socket: &TransportSocket,
+    path: &str,
+    cluster: &str,
+    secrets: &Secrets,
+    stats: &mut StatsRegistry,
+    errors: &mut Vec<TranslateError>,
+) -> Result<Option<Arc<ClientTls>>, ()> {
+    let Some(any) = tls_config(socket, path, errors)? else {
+        return Ok(None);
+    };
+    let path = format!("{path}.typed_config");
+    let mut at = At {
+        type_url: &any.type_url,
+        errors,
+        material: DefaultHasher::new(),
+    };
+    let context = match proto::decode_any::<UpstreamTlsContext>(any) {
+        Ok(c) => c,
+        Err(e) => return at.fail(path, e.to_string()).ok_or(()),
+    };
+    client_tls(&context, &path, cluster, secrets, stats, &mut at)
+        .map(Some)
+        .ok_or(())
+}
+
+fn server_tls(
+    context: &DownstreamTlsContext,
+    path: &str,
+    stat_scope: &str,
+    secrets: &Secrets,
+    stats: &mut StatsRegistry,
+    at: &mut At,
+) -> Option<Arc<ServerTls>> {
+    let before = at.errors.len();
+    let empty = CommonTlsContext::default();
+    let common = context.common_tls_context.as_ref().unwrap_or(&empty);
+    let common_path = format!("{path}.common_tls_context");
+    if context.ocsp_staple_policy != OcspStaplePolicy::LenientStapling as i32 {
+        at.fail::<()>(
+            format!("{path}.ocsp_staple_policy"),
+            "only LENIENT_STAPLING is supported: certificates are served without OCSP staples",
+        );
+    }
+    let certificates = certificates(common, &common_path, secrets, at);
+    if certificates.is_empty() && at.errors.len() == before {
+        at.fail::<()>(
+            format!("{common_path}.tls_certificates"),
+            "a server context needs at least one certificate",
+        );
+    }
+    let provider = provider(common.tls_params.as_ref(), &common_path, at);
+    let versions = versions(
+        common.tls_params.as_ref(),
+        &TLS13,
+        &format!("{common_path}.tls_params"),
+        at,
+    );
+    let validation = validation(common, &common_path, secrets, at);
+    let require_client = context
+        .require_client_certificate
+        .as_ref()
+        .is_some_and(|v| v.value);
+    if at.errors.len() > before {
+        return None;
+    }
+    let (provider, versions) = (Arc::new(provider?), versions?);
+    let verifier = match validation {
+        Some((validation, crls)) => {
+            let roots = validation.roots.clone()?;
+            let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                .with_crls(crls);
+            // As in Envoy, SAN matchers need a certificate to match even when it is optional.
+            if !require_client && validation.san_matchers.is_empty() {
+                builder = builder.allow_unauthenticated();
+            }
+            match builder.build() {
+                Ok(inner) => Some(Arc::new(ClientCertCheck { inner, validation })),
+                Err(e) => {
+                    return at.fail(format!("{common_path}.validation_context"), e.to_string())
+                }
+            }
+        }
+        None if require_client => {
+            return at.fail(
+                format!("{path}.require_client_certificate"),
+                "requires a validation_context with a trusted_ca to verify client certificates",
+            )
+        }
+        None => None,
+    };
+    let builder =
+        match ServerConfig::builder_with_provider(provider).with_protocol_versions(&versions) {
+            Ok(b) => b,
+            Err(e) => return at.fail(format!("{common_path}.tls_params"), e.to_string()),
+        };
+    let requests_client_certificate = verifier.is_some();
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(CertificateChoice(certificates)));
+    config.session_storage = if context.disable_stateful_session_resumption {
+        Arc::new(NoServerSessionStorage {})
+    } else {
+        ServerSessionMemoryCache::new(SESSION_CACHE)
+    };
+    let stateless = !matches!(
+        context.session_ticket_keys_type,
+        Some(SessionTicketKeysType::DisableStatelessSessionResumption(
+            true
+        ))
+    );
+    if stateless {
+        match aws_lc_rs::Ticketer::new() {
+            Ok(ticketer) => config.ticketer = ticketer,
+            Err(e) => return at.fail(path, format!("cannot create a session ticketer: {e}")),
+        }
+    }
+    config.send_tls13_tickets = 1;
+    let without_alpn = Arc::new(config.clone());
+    config.alpn_protocols = alpn(common);
+    Some(Arc::new(ServerTls::new(
+        ServerConfigs {
+            with_alpn: Arc::new(config),
+            without_alpn,
+        },
+        stats.ssl(stat_scope),
+        requests_client_certificate,
+        at.material.finish(),
+        secret_names(common),
+    )))
+}
+
+/// Sessions a context remembers for stateful resumption.
+const SESSION_CACHE: usize = 4096;
+
+fn client_tls(
+    context: &UpstreamTlsContext,
+    path: &str,
+    cluster: &str,
+    secrets: &Secrets,
+    stats: &mut StatsRegistry,
+    at: &mut At,
+) -> Option<Arc<ClientTls>> {
+    let before = at.errors.len();
+    let empty = CommonTlsContext::default();
+    let common = context.common_tls_context.as_ref().unwrap_or(&empty);
+    let common_path = format!("{path}.common_tls_context");
+    let sni = match context.sni.as_str() {
+        "" => None,
+        name => match ServerName::try_from(name.to_string()) {
+            Ok(n) => Some(n),
+            Err(e) => return at.fail(format!("{path}.sni"), format!("{name:?}: {e}")),
+        },
+    };
+    let mut certificates = certificates(common, &common_path, secrets, at);
+    if certificates.len() > 1 {
+        at.fail::<()>(
+            format!("{common_path}.tls_certificates"),
+            "an upstream context takes at most one client certificate",
+        );
+    }
+    let provider = provider(common.tls_params.as_ref(), &common_path, at);
+    // Envoy's client default is TLS 1.2 at most.
+    let versions = versions(
+        common.tls_params.as_ref(),
+        &TLS12,
+        &format!("{common_path}.tls_params"),
+        at,
+    );
+    let validation = validation(common, &common_path, secrets, at);
+    if at.errors.len() > before {
+        return None;
+    }
+    let (provider, versions) = (Arc::new(provider?), versions?);
+    let validation = match validation {
+        Some((validation, crls)) if !crls.is_empty() => {
+            drop(validation);
+            return at.fail(
+                format!("{common_path}.validation_context.crl"),
+                "CRLs are checked on downstream client certificates only",
+            );
+        }
+        Some((validation, _)) => validation,
+        None => PeerValidation {
+            roots: None,
+            san_matchers: Vec::new(),
+            algorithms: provider.signature_verification_algorithms,
+        },
+    };
+    let builder =
+        match ClientConfig::builder_with_provider(provider).with_protocol_versions(&versions) {
+            Ok(b) => b,
+            Err(e) => return at.fail(format!("{common_path}.tls_params"), e.to_string()),
+        };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier(validation)));
+    let mut config = match certificates.pop() {
+        Some(cert) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(cert.key))),
+        None => builder.with_no_client_auth(),
+    };
+    let sessions = context
+        .max_session_keys
+        .as_ref()
+        .map_or(1, |v| v.value as usize);
+    config.resumption = if sessions == 0 {
+        Resumption::disabled()
+    } else {
+        Resumption::in_memory_sessions(sessions.max(1) * 256)
+    };
+    config.enable_sni = sni.is_some();
+    config.alpn_protocols = alpn(common);
+    Some(Arc::new(ClientTls::new(
+        config,
+        sni,
+        stats.ssl(&format!("cluster.{cluster}")),
+        at.material.finish(),
+        secret_names(common),
+    )))
+}
+
+/// The SDS secrets (with an `sds_config`) a context names.
+fn secret_names(common: &CommonTlsContext) -> Vec<String> {
+    let validation = match &common.validation_context_type {
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => Some(sds),
+        Some(ValidationContextType::CombinedValidationContext(c)) => {
+            c.validation_context_sds_secret_config.as_ref()
+        }
+        _ => None,
+    };
+    common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .chain(validation)
+        .filter(|sds| sds.sds_config.is_some())
+        .map(|sds| sds.name.clone())
+        .collect()
+}
+
+fn alpn(common: &CommonTlsContext) -> Vec<Vec<u8>> {
+    common
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect()
+}
+
+/// The context's certificates: inline or file `tls_certificates`, then named secrets.
+fn certificates(
+    common: &CommonTlsContext,
+    path: &str,
+    secrets: &Secrets,
+    at: &mut At,
+) -> Vec<ServedCertificate> {
+    let mut out = Vec::new();
+    for (i, cert) in common.tls_certificates.iter().enumerate() {
+        out.extend(certificate(
+            cert,
+            &format!("{path}.tls_certificates[{i}]"),
+            at,
+        ));
+    }
+    for (i, sds) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
+        let path = format!("{path}.tls_certificate_sds_secret_configs[{i}]");
+        match secret(sds, &path, secrets, at) {
+            Some((Some(secret::Type::TlsCertificate(cert)), secret_path)) => {
+                out.extend(certificate(cert, &secret_path, at));
+            }
+            Some((_, _)) => {
+                at.fail::<()>(
+                    format!("{path}.name"),
+                    format!("secret {:?} is not a tls_certificate", sds.name),
+                );
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// The secret `sds` names: its payload and the path to report its problems at.
+fn secret<'a>(
+    sds: &SdsSecretConfig,
+    path: &str,
+    secrets: &'a Secrets,
+    at: &mut At,
+) -> Option<(Option<&'a secret::Type>, String)> {
+    if sds.sds_config.is_some() {
+        return at.fail(
+            format!("{path}.sds_config"),
+            "secrets from an SDS server are not supported yet: name a static_resources.secrets entry",
+        );
+    }
+    match secrets.get(&sds.name) {
+        Some(found) => Some((
+            found.r#type.as_ref(),
+            format!("static_resources.secrets[{:?}]", sds.name),
+        )),
+        None => at.fail(
+            format!("{path}.name"),
+            format!("no static_resources.secrets entry named {:?}", sds.name),
+        ),
+    }
+}
+
+fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedCertificate> {
+    let chain = read(
+        cert.certificate_chain.as_ref(),
+        &format!("{path}.certificate_chain"),
+        at,
+    )?;
+    let key = read(
+        cert.private_key.as_ref(),
+        &format!("{path}.private_key"),
+        at,
+    )?;
+    let chain = match CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<Vec<CertificateDer<'static>>, _>>()
+    {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            return at.fail(
+                format!("{path}.certificate_chain"),
+                "no PEM certificate found",
+            )
+        }
+        Err(e) => return at.fail(format!("{path}.certificate_chain"), format!("bad PEM: {e}")),
+    };
+    let key = match PrivateKeyDer::from_pem_slice(&key) {
+        Ok(k) => k,
+        Err(e) => {
+            return at.fail(
+                format!("{path}.private_key"),
+                format!("no usable PEM private key: {e}"),
+            )
+        }
+    };
+    let signing = match aws_lc_rs::sign::any_supported_type(&key) {
+        Ok(s) => s,
+        Err(e) => return at.fail(format!("{path}.private_key"), e.to_string()),
+    };
+    let names = PeerNames::parse(&chain[0]);
+    let key = CertifiedKey::new(chain, signing);
+    if let Err(e) = key.keys_match() {
+        return at.fail(
+            format!("{path}.private_key"),
+            format!("does not match the certificate: {e}"),
+        );
+    }
+    let Some(names) = names else {
+        return at.fail(
+            format!("{path}.certificate_chain"),
+            "cannot parse the certificate",
+        );
+    };
+    Some(ServedCertificate {
+        key: Arc::new(key),
+        dns_names: names.dns.iter().map(|n| n.to_ascii_lowercase()).collect(),
+    })
+}
+
+fn read(
+    source: Option<&envoy_types::pb::envoy::config::core::v3::DataSource>,
+    path: &str,
+    at: &mut At,
+) -> Option<Vec<u8>> {
+    match source {
+        Some(source) => material(source, path, at),
+        None => at.fail(path, "is required"),
+    }
+}
+
+/// Reads a data source, hashing what it held into the context's material.
+fn material(
+    source: &envoy_types::pb::envoy::config::core::v3::DataSource,
+    path: &str,
+    at: &mut At,
+) -> Option<Vec<u8>> {
+    let bytes = data_source::read(source, path, at.errors)?;
+    bytes.hash(&mut at.material);
+    Some(bytes)
+}
+
+/// The peer validation of a context, with the CRLs it names; `None` without one.
+fn validation(
+    common: &CommonTlsContext,
+    path: &str,
+    secrets: &Secrets,
+    at: &mut At,
+) -> Option<(PeerValidation, Vec<CertificateRevocationListDer<'static>>)> {
+    let (context, context_path) = match &common.validation_context_type {
+        None => return None,
+        Some(ValidationContextType::ValidationContext(v)) => {
+            (v.clone(), format!("{path}.validation_context"))
+        }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
+            let path = format!("{path}.validation_context_sds_secret_config");
+            match secret(sds, &path, secrets, at)? {
+                (Some(secret::Type::ValidationContext(v)), secret_path) => (v.clone(), secret_path),
+                _ => {
+                    return at.fail(
+                        format!("{path}.name"),
+                        format!("secret {:?} is not a validation_context", sds.name),
+                    )
+                }
+            }
+        }
+        Some(ValidationContextType::CombinedValidationContext(combined)) => {
+            let path = format!("{path}.combined_validation_context");
+            let mut merged = combined
+                .default_validation_context
+                .clone()
+                .unwrap_or_default();
+            if let Some(sds) = &combined.validation_context_sds_secret_config {
+                let sds_path = format!("{path}.validation_context_sds_secret_config");
+                match secret(sds, &sds_path, secrets, at)? {
+                    (Some(secret::Type::ValidationContext(v)), _) => merge(&mut merged, v),
+                    _ => {
+                        return at.fail(
+                            format!("{sds_path}.name"),
+                            format!("secret {:?} is not a validation_context", sds.name),
+                        )
+                    }
+                }
+            }
+            (merged, path)
+        }
+        Some(_) => return None, // rejected by the walker
+    };
+    validation_context(&context, &context_path, at)
+}
+
+/// `Message::MergeFrom` of a dynamic validation context over the default one, as Envoy
+/// combines them: singular fields replace, repeated fields append.
+fn merge(into: &mut CertificateValidationContext, from: &CertificateValidationContext) {
+    if from.trusted_ca.is_some() {
+        into.trusted_ca.clone_from(&from.trusted_ca);
+    }
+    if from.crl.is_some() {
+        into.crl.clone_from(&from.crl);
+    }
+    into.match_typed_subject_alt_names
+        .extend(from.match_typed_subject_alt_names.iter().cloned());
+}
+
+fn validation_context(
+    context: &CertificateValidationContext,
+    path: &str,
+    at: &mut At,
+) -> Option<(PeerValidation, Vec<CertificateRevocationListDer<'static>>)> {
+    let before = at.errors.len();
+    let roots = match &context.trusted_ca {
+        None => None,
+        Some(source) => {
+            let pem = material(source, &format!("{path}.trusted_ca"), at)?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                match cert.map(|c| roots.add(c)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return at.fail(format!("{path}.trusted_ca"), e.to_string()),
+                    Err(e) => {
+                        return at.fail(format!("{path}.trusted_ca"), format!("bad PEM: {e}"))
+                    }
+                }
+            }
+            if roots.is_empty() {
+                return at.fail(format!("{path}.trusted_ca"), "no PEM certificate found");
+            }
+            Some(Arc::new(roots))
+        }
+    };
+    let crls = match &context.crl {
+        None => Vec::new(),
+        Some(source) => {
+            let pem = material(source, &format!("{path}.crl"), at)?;
+            match CertificateRevocationListDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()
+            {
+                Ok(crls) if !crls.is_empty() => crls,
+                Ok(_) => return at.fail(format!("{path}.crl"), "no PEM CRL found"),
+                Err(e) => return at.fail(format!("{path}.crl"), format!("bad PEM: {e}")),
+            }
+        }
+    };
+    if roots.is_none() && !crls.is_empty() {
+        at.fail::<()>(format!("{path}.crl"), "a CRL needs a trusted_ca");
+    }
+    let mut san_matchers = Vec::new();
+    for (i, m) in context.match_typed_subject_alt_names.iter().enumerate() {
+        let m_path = format!("{path}.match_typed_subject_alt_names[{i}]");
+        let kind = match SanType::try_from(m.san_type) {
+            Ok(SanType::Dns) => SanKind::Dns,
+            Ok(SanType::Uri) => SanKind::Uri,
+            Ok(SanType::Email) => SanKind::Email,
+            Ok(SanType::IpAddress) => SanKind::IpAddress,
+            _ => {
+                at.fail::<()>(
+                    format!("{m_path}.san_type"),
+                    "must be DNS, URI, EMAIL or IP_ADDRESS",
+                );
+                continue;
+            }
+        };
+        let Some(matcher) = &m.matcher else {
+            at.fail::<()>(format!("{m_path}.matcher"), "is required");
+            continue;
+        };
+        let found = matchers::string_matcher(
+            matcher,
+            matchers::At {
+                path: &format!("{m_path}.matcher"),
+                type_url: Some(at.type_url),
+            },
+            at.errors,
+        );
+        san_matchers.extend(found.map(|matcher| SanMatcher { kind, matcher }));
+    }
+    if at.errors.len() > before {
+        return None;
+    }
+    Some((
+        PeerValidation {
+            roots,
+            san_matchers,
+            algorithms: aws_lc_rs::default_provider().signature_verification_algorithms,
+        },
+        crls,
+    ))
+}
+
+/// The crypto provider with `tls_params`' cipher suites and curves (rustls' defaults where
+/// unset, which cover Envoy's defaults).
+fn provider(params: Option<&TlsParameters>, path: &str, at: &mut At) -> Option<CryptoProvider> {
+    let mut provider = aws_lc_rs::default_provider();
+    let Some(params) = params else {
+        return Some(provider);
+    };
+    let path = format!("{path}.tls_params");
+    if !params.cipher_suites.is_empty() {
+        let mut wanted = Vec::new();
+        for (i, entry) in params.cipher_suites.iter().enumerate() {
+            // `[A|B]` is an equal-preference group in BoringSSL's syntax.
+            for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
+                match CIPHER_NAMES.iter().find(|(n, _)| *n == name) {
+                    Some((_, suite)) if !name.starts_with("TLS_") => wanted.push(*suite),
+                    Some(_) => {
+                        at.fail::<()>(
+                            format!("{path}.cipher_suites[{i}]"),
+                            format!("{name}: TLS 1.3 suites are not configurable (as in Envoy); list TLS 1.2 suites only"),
+                        );
+                    }
+                    None => {
+                        at.fail::<()>(
+                            format!("{path}.cipher_suites[{i}]"),
+                            format!(
+                                "cipher suite {name:?} is not offered by rustls; TLS 1.2 suites available: {}",
+                                CIPHER_NAMES.iter().map(|(n, _)| *n).filter(|n| !n.starts_with("TLS_")).collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &TLS13 || wanted.contains(&s.suite()));
+    }
+    if !params.ecdh_curves.is_empty() {
+        let mut groups = Vec::new();
+        for (i, name) in params.ecdh_curves.iter().enumerate() {
+            match GROUP_NAMES.iter().find(|(n, _)| n == name) {
+                Some((_, group)) => groups.extend(
+                    provider
+                        .kx_groups
+                        .iter()
+                        .filter(|g| g.name() == *group)
+                        .copied(),
+                ),
+                None => {
+                    at.fail::<()>(
+                        format!("{path}.ecdh_curves[{i}]"),
+                        format!(
+                            "curve {name:?} is not offered by rustls; available: {}",
+                            GROUP_NAMES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        provider.kx_groups = groups;
+    }
+    Some(provider)
+}
+
+/// The protocol versions `tls_params` allow; the default minimum is TLS 1.2 and the default
+/// maximum `default_max` (Envoy: 1.3 for servers, 1.2 for clients).
+fn versions(
+    params: Option<&TlsParameters>,
+    default_max: &'static SupportedProtocolVersion,
+    path: &str,
+    at: &mut At,
+) -> Option<Vec<&'static SupportedProtocolVersion>> {
+    let level = |v: &SupportedProtocolVersion| if v == &TLS12 { 2 } else { 3 };
+    let (min, max) = params.map_or((0, 0), |p| {
+        (
+            p.tls_minimum_protocol_version,
+            p.tls_maximum_protocol_version,
+        )
+    });
+    let parse = |value: i32, field: &str, default: u8, at: &mut At| -> Option<u8> {
+        match TlsProtocol::try_from(value) {
+            Ok(TlsProtocol::TlsAuto) => Some(default),
+            Ok(TlsProtocol::TlSv12) => Some(2),
+            Ok(TlsProtocol::TlSv13) => Some(3),
+            Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11) => at.fail(
+                format!("{path}.{field}"),
+                "TLS 1.0 and 1.1 are not offered (rustls implements TLS 1.2 and 1.3)",
+            ),
+            Err(_) => at.fail(
+                format!("{path}.{field}"),
+                format!("unknown version {value}"),
+            ),
+        }
+    };
+    let min = parse(min, "tls_minimum_protocol_version", 2, at);
+    let max = parse(max, "tls_maximum_protocol_version", level(default_max), at);
+    let (min, max) = (min?, max?);
+    if min > max {
+        return at.fail(
+            format!("{path}.tls_minimum_protocol_version"),
+            "is above tls_maximum_protocol_version",
+        );
+    }
+    Some(
+        [(2, &TLS12), (3, &TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, v)| v)
+            .collect(),
+    )
+}
+
+/// The static secrets of a bootstrap by name; each is checked where it is used.
+pub(super) fn static_secrets(
+    secrets: &[Secret],
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Secrets {
+    let mut out = Secrets::new();
+    for (i, secret) in secrets.iter().enumerate() {
+        if secret.name.is_empty() {
+            errors.push(TranslateError::new(
+                format!("{path}[{i}].name"),
+                None,
+                "is required",
+            ));
+        } else if out.insert(secret.name.clone(), secret.clone()).is_some() {
+            errors.push(TranslateError::new(
+                format!("{path}[{i}].name"),
+                None,
+                format!("duplicate secret name {:?}", secret.name),
+            ));
+        }
+    }
+    out
+}
