@@ -81,6 +81,10 @@ fn serve(
             "no -c/--config-yaml given: running the embedded default bootstrap (see README)"
         );
     }
+    // Read and check the config before any ring or shard exists: a bad one is one message and
+    // exit 1 with nothing started. The agent starts from this bootstrap (the file is read once).
+    let (bootstrap, _) =
+        agent::load_and_translate(&options, &mut StatsRegistry::new(options.concurrency))?;
     rt::limits::check_io_uring()?;
     rt::limits::check_memlock(options.concurrency)?;
     let (events_tx, events) = xds_agent::publish::event_channel();
@@ -92,7 +96,7 @@ fn serve(
         .name("agent".into())
         .spawn(move || {
             rt::priority::lower_current_thread(rt::priority::AGENT_NICE);
-            agent::run(options, links, events, logs)
+            agent::run(options, bootstrap, links, events, logs)
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;

@@ -1,5 +1,6 @@
 //! Tests: startup errors — a taken listener or admin port, or a bad config, exits 1 with one
-//! clear message on stderr that names what failed.
+//! clear message on stderr that names what failed; a bad config is found before any shard
+//! starts.
 mod common;
 
 use std::{net::TcpListener, time::Duration};
@@ -102,11 +103,26 @@ fn bad_config_at_startup() {
     b["static_resources"]["clusters"][0]["not_a_real_field"] = json!(3);
     let (code, stderr) = run_config("bad_config", &b);
     assert_eq!(code, 1, "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("not_a_real_field"),
-        "stderr does not name the field:\n{stderr}"
+    assert_eq!(
+        stderr.matches("not_a_real_field").count(),
+        1,
+        "the field is named exactly once:\n{stderr}"
     );
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "one message:\n{stderr}"
+    );
+    assert_nothing_started(&stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The config is read and checked before any io_uring ring or shard exists.
+fn assert_nothing_started(stderr: &str) {
+    assert!(
+        !stderr.contains("shards started") && !stderr.contains("ring created"),
+        "shards started before the config was checked:\n{stderr}"
+    );
 }
 
 #[test]
@@ -116,8 +132,15 @@ fn missing_config_file() {
         Duration::from_secs(60),
     );
     assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("/nonexistent/shardproxy-e2e.yaml"),
-        "stderr does not name the file:\n{stderr}"
+    assert_eq!(
+        stderr.matches("/nonexistent/shardproxy-e2e.yaml").count(),
+        1,
+        "the file is named exactly once:\n{stderr}"
     );
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the reason is given once:\n{stderr}"
+    );
+    assert_nothing_started(&stderr);
 }
