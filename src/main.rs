@@ -30,10 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let concurrency = cli
-        .concurrency
-        .filter(|n| *n > 0)
-        .unwrap_or(cores.len().max(1));
+    let concurrency = cli.concurrency.unwrap_or(cores.len().max(1));
     let options = AgentOptions {
         config_path: cli.config_path.clone(),
         config_yaml: cli.config_yaml.clone(),
@@ -85,6 +82,14 @@ fn serve(
     // exit 1 with nothing started. The agent starts from this bootstrap (the file is read once).
     let (bootstrap, _) =
         agent::load_and_translate(&options, &mut StatsRegistry::new(options.concurrency))?;
+    if !cores.is_empty() && options.concurrency > cores.len() {
+        tracing::warn!(
+            "--concurrency {}: more shards than the {} CPU(s) this process may run on; shards \
+             will share CPUs",
+            options.concurrency,
+            cores.len()
+        );
+    }
     rt::limits::check_io_uring()?;
     rt::limits::check_memlock(options.concurrency)?;
     let (events_tx, events) = xds_agent::publish::event_channel();

@@ -300,9 +300,16 @@ pub struct ProxyBuilder {
     args: Vec<String>,
     tag: String,
     wait_ready: bool,
+    under: Vec<String>,
 }
 
 impl ProxyBuilder {
+    /// Runs the proxy through a command that execs it (e.g. `taskset -c 0`), so the child's PID
+    /// is still the proxy's.
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.under = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
     /// Extra command-line arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
@@ -318,7 +325,14 @@ impl ProxyBuilder {
         let config_path = dir.file("bootstrap.yaml");
         let stderr_path = dir.file("stderr.log");
         let stdout_path = dir.file("stdout.log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.under.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         if let Some(config) = &self.config {
             fs::write(&config_path, config).unwrap();
             cmd.arg("-c").arg(&config_path);
@@ -363,6 +377,7 @@ impl Proxy {
             args: Vec::new(),
             tag: tag.into(),
             wait_ready: true,
+            under: Vec::new(),
         }
     }
 
@@ -374,6 +389,7 @@ impl Proxy {
             args: Vec::new(),
             tag: tag.into(),
             wait_ready: true,
+            under: Vec::new(),
         }
     }
 
