@@ -11,6 +11,29 @@ pub enum Mode {
     Validate,
 }
 
+/// `--drain-strategy`: Envoy's two values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DrainStrategy {
+    /// Envoy: encourage connections to close over the drain time.
+    Gradual,
+    /// Envoy: encourage them all to close at once.
+    Immediate,
+}
+
+/// `--concurrency N`, N >= 1. Envoy documents no meaning for 0 and runs one worker for it
+/// (`std::max(1U, value)`); Istio never passes 0. Refused rather than given a meaning of ours.
+fn shard_count(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err(
+            "0 shards cannot serve; give 1 or more, or leave --concurrency out for one \
+                      shard per CPU this process may run on"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a shard count: {e}")),
+    }
+}
+
 /// shardproxy: a thread-per-core io_uring proxy configured with Envoy's v3 API.
 ///
 /// With neither -c nor --config-yaml it runs the embedded default bootstrap (see README).
@@ -29,17 +52,18 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "serve")]
     pub mode: Mode,
 
-    /// Shards (one pinned executor per core). Default: the CPUs this process may run on.
-    #[arg(long)]
+    /// Shards (one pinned executor per core), 1 or more. Default: one per CPU this process may
+    /// run on.
+    #[arg(long, value_parser = shard_count)]
     pub concurrency: Option<usize>,
 
     /// Seconds open connections get to finish on shutdown or listener drain.
     #[arg(long = "drain-time-s", default_value_t = 600)]
     pub drain_time_s: u64,
 
-    /// Accepted; both strategies let connections finish within --drain-time-s.
-    #[arg(long = "drain-strategy", default_value = "gradual")]
-    pub drain_strategy: String,
+    /// `gradual` or `immediate`; both let connections finish within --drain-time-s.
+    #[arg(long = "drain-strategy", value_enum, default_value = "gradual")]
+    pub drain_strategy: DrainStrategy,
 
     /// Accepted and ignored: addresses come from the config.
     #[arg(long = "local-address-ip-version", default_value = "v4")]

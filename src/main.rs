@@ -30,10 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let concurrency = cli
-        .concurrency
-        .filter(|n| *n > 0)
-        .unwrap_or(cores.len().max(1));
+    let concurrency = cli.concurrency.unwrap_or(cores.len().max(1));
     let options = AgentOptions {
         config_path: cli.config_path.clone(),
         config_yaml: cli.config_yaml.clone(),
@@ -81,6 +78,18 @@ fn serve(
             "no -c/--config-yaml given: running the embedded default bootstrap (see README)"
         );
     }
+    // Read and check the config before any ring or shard exists: a bad one is one message and
+    // exit 1 with nothing started. The agent starts from this bootstrap (the file is read once).
+    let (bootstrap, _) =
+        agent::load_and_translate(&options, &mut StatsRegistry::new(options.concurrency))?;
+    if !cores.is_empty() && options.concurrency > cores.len() {
+        tracing::warn!(
+            "--concurrency {}: more shards than the {} CPU(s) this process may run on; shards \
+             will share CPUs",
+            options.concurrency,
+            cores.len()
+        );
+    }
     rt::limits::check_io_uring()?;
     rt::limits::check_memlock(options.concurrency)?;
     let (events_tx, events) = xds_agent::publish::event_channel();
@@ -92,7 +101,7 @@ fn serve(
         .name("agent".into())
         .spawn(move || {
             rt::priority::lower_current_thread(rt::priority::AGENT_NICE);
-            agent::run(options, links, events, logs)
+            agent::run(options, bootstrap, links, events, logs)
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;

@@ -1,11 +1,12 @@
 //! Tests: file access log — one line per connection in the configured format, with the
-//! right byte counts, upstream host and response flags.
+//! right byte counts, upstream host and response flags; examples/tcp-proxy-lb.yaml logs what
+//! its comment says.
 mod common;
 
-use std::{io::Write, net::Shutdown};
+use std::{collections::HashMap, io::Write, net::Shutdown};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn file_access_log_one_line_per_connection() {
@@ -118,4 +119,70 @@ fn failed_connect_logs_the_upstream_host_tried() {
         format!("127.0.0.1:{dead} UF"),
         "%UPSTREAM_HOST% of a failed connect"
     );
+}
+
+/// Replaces every `port_value` of `v` by its entry in `ports` (each must have one).
+fn remap_ports(v: &mut Value, ports: &HashMap<u64, u16>) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value.as_u64()) {
+                    ("port_value", Some(port)) => {
+                        let to = ports
+                            .get(&port)
+                            .unwrap_or_else(|| panic!("port {port} unmapped"));
+                        *value = json!(to);
+                    }
+                    _ => remap_ports(value, ports),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| remap_ports(i, ports)),
+        _ => {}
+    }
+}
+
+/// examples/tcp-proxy-lb.yaml as shipped (ports moved to free ones): each of its listeners
+/// logs one line per connection to stdout, starting with the listener's name.
+#[test]
+fn example_tcp_proxy_lb_logs_a_line_per_connection_on_each_listener() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tcp-proxy-lb.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut example = proto::json::parse_document(&text).unwrap();
+    let backends: Vec<Upstream> = ["b1", "b2", "b3"]
+        .into_iter()
+        .map(Upstream::hello)
+        .collect();
+    let (admin, rr, split) = (free_port(), free_port(), free_port());
+    let ports = HashMap::from([
+        (9902, admin),
+        (10001, rr),
+        (10002, split),
+        (9001, backends[0].port),
+        (9002, backends[1].port),
+        (9003, backends[2].port),
+    ]);
+    remap_ports(&mut example, &ports);
+    let proxy = Proxy::start("example_lb", &example);
+    for port in [rr, rr, rr, split, split, split] {
+        let mut s = connect(port);
+        let id = read_line(&mut s).unwrap();
+        assert!(id.starts_with('b'), "no backend answered on {port}: {id:?}");
+    }
+    let lines = wait_for(SOON, "6 access log lines on stdout", || {
+        let lines: Vec<String> = proxy.stdout().lines().map(str::to_string).collect();
+        (lines.len() >= 6).then_some(lines)
+    });
+    for listener in ["weighted_rr", "canary_split"] {
+        let logged = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{listener} [")))
+            .count();
+        assert_eq!(
+            logged,
+            3,
+            "{listener}: one line per connection in:\n{}",
+            lines.join("\n")
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Tests: command line — --config-yaml alone and merged over -c, -l debug, and DNS cluster
-//! types resolved by the agent.
+//! Tests: command line — --config-yaml alone and merged over -c, -l debug, DNS cluster types
+//! resolved by the agent, --concurrency 0 refused and more shards than CPUs warned about,
+//! --drain-strategy limited to Envoy's values.
 mod common;
 
 use std::io::{Read, Write};
@@ -155,5 +156,98 @@ fn dns_clusters_resolve_localhost() {
     assert!(
         clusters.contains(&format!("strict::127.0.0.1:{}", a.port)),
         "{clusters}"
+    );
+}
+
+#[test]
+fn concurrency_zero_is_refused() {
+    let (status, _out, err) = run_to_end(
+        &["--concurrency", "0", "--mode", "validate"],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "--concurrency 0 accepted; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("--concurrency") && err.contains("1 or more"),
+        "the message names the flag and what it takes: {err}"
+    );
+    let (status, out, err) = run_to_end(
+        &["--concurrency", "1", "--mode", "validate"],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(0), "--concurrency 1: {out}{err}");
+}
+
+/// The first CPU this process may run on (`Cpus_allowed_list`, e.g. `0-1,4`).
+fn first_allowed_cpu() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    let first = list.trim().split([',', '-']).next()?;
+    (!first.is_empty()).then(|| first.to_string())
+}
+
+#[test]
+fn more_shards_than_cpus_warns() {
+    let (Some(cpu), true) = (first_allowed_cpu(), have_command("taskset")) else {
+        skip(
+            "more_shards_than_cpus_warns",
+            "no taskset (util-linux) or no Cpus_allowed_list",
+            Missing::Environment,
+        );
+        return;
+    };
+    let (l, admin) = (free_port(), free_port());
+    let b = bootstrap(
+        admin,
+        vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+    );
+    // Pinned to one CPU, two shards: the proxy runs, and says so.
+    let proxy = Proxy::builder("more_shards", &b)
+        .under(&["taskset", "-c", &cpu])
+        .args(&["--concurrency", "2"])
+        .start();
+    let stderr = proxy.stderr();
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("--concurrency 2"))
+        .unwrap_or_else(|| panic!("no warning about 2 shards:\n{stderr}"));
+    assert!(
+        warning.contains("the 1 CPU"),
+        "the warning names both numbers: {warning}"
+    );
+    assert_eq!(proxy.stat("server.concurrency"), Some(2));
+}
+
+#[test]
+fn drain_strategy_takes_envoys_values_only() {
+    for strategy in ["gradual", "immediate"] {
+        let (status, out, err) = run_to_end(
+            &["--drain-strategy", strategy, "--mode", "validate"],
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "--drain-strategy {strategy}: {out}{err}"
+        );
+    }
+    let (status, _out, err) = run_to_end(
+        &["--drain-strategy", "fast", "--mode", "validate"],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "--drain-strategy fast accepted; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("'fast'") && err.contains("gradual") && err.contains("immediate"),
+        "the message names the bad value and the allowed ones: {err}"
     );
 }

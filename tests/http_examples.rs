@@ -48,9 +48,13 @@ fn examples_dir() -> PathBuf {
 fn fixture(file: &str) -> Option<Value> {
     let dir = examples_dir();
     if !dir.is_dir() {
-        eprintln!(
-            "SKIP {file}: the Envoy example fixtures are not at {} (shared/fixtures/envoy-static)",
-            dir.display()
+        skip(
+            file,
+            &format!(
+                "the Envoy example fixtures are not at {} (shared/fixtures/envoy-static)",
+                dir.display()
+            ),
+            Missing::Environment,
         );
         return None;
     }
@@ -422,9 +426,10 @@ fn websocket_route_upgrades_and_echoes() {
 fn every_example_is_covered_or_skipped_with_a_reason() {
     let dir = examples_dir();
     if !dir.is_dir() {
-        eprintln!(
-            "SKIP: the Envoy example fixtures are not at {}",
-            dir.display()
+        skip(
+            "every_example_is_covered_or_skipped_with_a_reason",
+            &format!("the Envoy example fixtures are not at {}", dir.display()),
+            Missing::Environment,
         );
         return;
     }
@@ -435,7 +440,7 @@ fn every_example_is_covered_or_skipped_with_a_reason() {
     files.sort();
     for f in &files {
         match SKIPPED.iter().find(|(name, _)| name == f) {
-            Some((_, why)) => eprintln!("skipped {f}: {why}"),
+            Some((_, why)) => skip(f, why, Missing::Feature),
             None => assert!(
                 COVERED.contains(&f.as_str()),
                 "{f}: neither covered nor skipped"

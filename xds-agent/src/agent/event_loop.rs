@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     dns,
+    listener_probe::ListenerAddresses,
     model::{Cluster, DnsTarget, Endpoint, Snapshot},
     publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink},
     stats::{self, ServerState},
@@ -44,8 +45,11 @@ pub(super) struct Agent {
     pub(super) statics: Arc<Snapshot>,
     /// The ADS stream and the dynamic config, when the bootstrap has `dynamic_resources`.
     pub(super) xds: Option<Xds>,
-    /// Listeners that failed to bind on some shard since the last publish.
+    /// Listeners that failed to bind on some shard, or were refused before publishing (their
+    /// address taken by another socket), since the last publish.
     bind_failures: Vec<(String, String)>,
+    /// Listener addresses published so far (the probe skips them: see `listener_probe`).
+    addresses: ListenerAddresses,
     dns_tasks: HashMap<String, (DnsTarget, tokio::task::JoinHandle<()>)>,
     /// Generation published and when; cleared once every shard applied it.
     publish_started: Option<(u64, Instant)>,
@@ -75,6 +79,7 @@ impl Agent {
             statics: Arc::new(Snapshot::empty()),
             xds: None,
             bind_failures: Vec::new(),
+            addresses: ListenerAddresses::default(),
             dns_tasks: HashMap::new(),
             publish_started: None,
             last_applied: Instant::now(),
@@ -134,6 +139,16 @@ impl Agent {
             self.xds = Some(xds);
         }
         let snapshot = self.compose(snapshot);
+        // Before any shard binds: an address another socket holds fails the start-up.
+        let taken = self.addresses.taken(&snapshot);
+        if !taken.is_empty() {
+            return Err(StartupError::Bind(
+                taken
+                    .iter()
+                    .map(|(listener, error)| format!("  - listener {listener}: {error}"))
+                    .collect(),
+            ));
+        }
         self.publish(snapshot);
         let mut failures = Vec::new();
         while !self.lock().all_shards_applied() {
@@ -275,6 +290,7 @@ impl Agent {
 
     /// Publishes a generation to every shard and restarts DNS refreshes to match it.
     pub(super) fn publish(&mut self, snapshot: Arc<Snapshot>) {
+        let snapshot = self.refuse_taken_addresses(snapshot);
         {
             let mut state = self.lock();
             record_changes(&state.stats, &state.snapshot, &snapshot);
@@ -291,6 +307,47 @@ impl Agent {
         for shard in &self.shards {
             shard.send(ShardCommand::Apply(snapshot.clone()));
         }
+    }
+
+    /// Keeps out of `snapshot` each new listener whose address another socket holds: its
+    /// previous version keeps serving if there is one, as when a shard's bind fails. Each is
+    /// reported as a bind failure (logged, counted, NACKed when it came over LDS).
+    fn refuse_taken_addresses(&mut self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        let taken = self.addresses.taken(&snapshot);
+        let snapshot = match taken.is_empty() {
+            true => snapshot,
+            false => {
+                let previous = self.lock().snapshot.clone();
+                let mut kept = Snapshot::clone(&snapshot);
+                kept.listeners = snapshot
+                    .listeners
+                    .iter()
+                    .filter_map(|l| match taken.iter().any(|(name, _)| *name == l.name) {
+                        false => Some(l.clone()),
+                        true => previous
+                            .listeners
+                            .iter()
+                            .find(|p| p.name == l.name)
+                            .cloned(),
+                    })
+                    .collect();
+                let state = self.lock();
+                let failures = &state
+                    .stats
+                    .listener_manager
+                    .shard(0)
+                    .listener_create_failure;
+                for (listener, error) in &taken {
+                    crate::stats::inc(failures);
+                    tracing::error!(listener, "listener refused: {error}");
+                }
+                drop(state);
+                self.bind_failures.extend(taken);
+                Arc::new(kept)
+            }
+        };
+        self.addresses.publish(&snapshot);
+        snapshot
     }
 
     /// Keeps one DNS refresh task per DNS cluster of `snapshot` (looking only at the clusters

@@ -106,7 +106,9 @@ pub type SharedState = Arc<Mutex<AgentState>>;
 /// Why the agent could not start (the process exits 1 with this message).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("{0}")]
+    /// Transparent: the message already names the file; printing the source again (anyhow's
+    /// `{:#}`) would say it twice.
+    #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("invalid configuration:\n{}", list(.0))]
     Config(Vec<TranslateError>),
@@ -168,10 +170,12 @@ fn load_bootstrap(options: &AgentOptions) -> Result<Bootstrap, crate::bootstrap:
     Ok(bootstrap)
 }
 
-/// Runs the agent on the calling thread until shutdown; returns early with the reason when
-/// generation 1 cannot start (bad config, an address that cannot bind).
+/// Runs the agent on the calling thread until shutdown, from `bootstrap` (what
+/// [`load_and_translate`] read and checked before the shards started); returns early with the
+/// reason when generation 1 cannot start (an address that cannot bind).
 pub fn run(
     options: AgentOptions,
+    bootstrap: Bootstrap,
     shards: Vec<ShardLink>,
     events: EventReceiver,
     logs: Arc<dyn LogControl>,
@@ -181,7 +185,6 @@ pub fn run(
         .build()
         .map_err(StartupError::Runtime)?;
     runtime.block_on(async move {
-        let bootstrap = load_bootstrap(&options)?;
         let stats = StatsRegistry::new(shards.len());
         stats::set(&stats.server.shard(0).concurrency, shards.len() as i64);
         stats::set(
