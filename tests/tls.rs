@@ -703,6 +703,26 @@ fn required_client_certificate() {
         assert_eq!(none12.stage(), Some("handshake"), "{who}: {}", none12.0);
         let with = base().cert(&pki.client).run();
         assert_eq!(with.status(), Some(200), "{who}: with cert: {}", with.0);
+        // curl: --cert/--key served, without them refused (exit 35, 55 or 56 as the TLS 1.3
+        // alert races curl's own steps).
+        let (resolve, url) = (
+            format!("localhost:{port}:127.0.0.1"),
+            format!("https://localhost:{port}/curl"),
+        );
+        let ca = pki.ca.to_str().unwrap();
+        let curl_args = ["--http1.1", "--cacert", ca, "--resolve", &resolve, &url];
+        let (cert, key) = (
+            pki.client.cert.to_str().unwrap(),
+            pki.client.key.to_str().unwrap(),
+        );
+        let c = curl(&[&["--cert", cert, "--key", key][..], &curl_args[..]].concat());
+        assert_eq!(c.status, 200, "{who}: curl with cert: {}", c.body);
+        let refused = try_curl(&curl_args);
+        assert!(
+            refused.is_err(),
+            "{who}: curl without cert: {:?}",
+            refused.map(|c| c.status)
+        );
         let stats = settled_stats(
             proxy,
             &listener_stats(port),
@@ -1377,6 +1397,113 @@ fn tls_stats_after_a_mix_of_connections() {
             eprintln!("{who}: non-zero ssl stats of 127.0.0.1:{port}: {nonzero:?}");
             seen.push(format!("stats: {stats:?}"));
         }
+        seen
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filter-chain matching on addresses and ports
+
+/// Connects to 127.0.0.1:`port` from `ip`:`src_port` (0: any) and reads the first line the
+/// relayed upstream sends (`Upstream::hello`), or `closed` when the proxy closes instead.
+fn hello_via(port: u16, ip: [u8; 4], src_port: u16) -> String {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.bind(&std::net::SocketAddr::from((ip, src_port)).into())
+        .unwrap();
+    sock.connect_timeout(&addr(port).into(), std::time::Duration::from_secs(5))
+        .unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    match read_line(&mut s) {
+        Ok(line) if !line.is_empty() => line,
+        _ => "closed".into(),
+    }
+}
+
+/// Plain-TCP filter-chain matching (no TLS): `source_prefix_ranges`, `source_ports` and the
+/// chain without a match as the fallback; and Envoy's order of criteria — a chain naming the
+/// listener's `destination_port` takes that port's connections away from the port-less chains,
+/// so a connection it does not match (wrong source) matches nothing and is closed
+/// (`listener.<addr>.no_filter_chain_match`) even though a catch-all chain exists.
+#[test]
+fn filter_chain_match_on_source_and_destination_port() {
+    let ids = ["from-2", "src-port", "default", "port-src4", "catch-all"];
+    let hellos: Vec<Upstream> = ids.iter().map(|id| Upstream::hello(id)).collect();
+    let (p1, p2, admin, src_port) = (free_port(), free_port(), free_port(), free_port());
+    let chain = |m: Value, id: &str| filter_chain(m, vec![tcp_proxy_filter(id, id)], None);
+    let ip32 = |ip: &str| json!([{"address_prefix": ip, "prefix_len": 32}]);
+    let b = bootstrap(
+        admin,
+        vec![
+            listener_with(
+                "sources",
+                p1,
+                vec![],
+                vec![
+                    chain(json!({"source_prefix_ranges": ip32("127.0.0.2")}), "from-2"),
+                    chain(json!({"source_ports": [src_port]}), "src-port"),
+                    chain(Value::Null, "default"),
+                ],
+            ),
+            listener_with(
+                "port",
+                p2,
+                vec![],
+                vec![
+                    chain(
+                        json!({"destination_port": p2, "source_prefix_ranges": ip32("127.0.0.4")}),
+                        "port-src4",
+                    ),
+                    chain(Value::Null, "catch-all"),
+                ],
+            ),
+        ],
+        ids.iter()
+            .zip(&hellos)
+            .map(|(id, u)| to_port(id, u.port, json!({})))
+            .collect(),
+    );
+    on_both("filter-chain-match", &b, |proxy| {
+        let who = proxy.kind.name();
+        let mut seen = Vec::new();
+        for (label, port, ip, sport, expect) in [
+            ("from 127.0.0.1", p1, [127, 0, 0, 1], 0, "default"),
+            ("from 127.0.0.2", p1, [127, 0, 0, 2], 0, "from-2"),
+            (
+                "from the source port",
+                p1,
+                [127, 0, 0, 1],
+                src_port,
+                "src-port",
+            ),
+            (
+                "port chain, from 127.0.0.4",
+                p2,
+                [127, 0, 0, 4],
+                0,
+                "port-src4",
+            ),
+            (
+                "port chain, from 127.0.0.1",
+                p2,
+                [127, 0, 0, 1],
+                0,
+                "closed",
+            ),
+        ] {
+            let got = hello_via(port, ip, sport);
+            assert_eq!(got, expect, "{who}: {label}");
+            seen.push(format!("{label}: {got}"));
+        }
+        let stats = settled_stats(
+            proxy,
+            &listener_stats(p2),
+            &["no_filter_chain_match"],
+            |s| s["no_filter_chain_match"] >= 1,
+        );
+        seen.push(format!("stats: {stats:?}"));
         seen
     });
 }
