@@ -1507,3 +1507,80 @@ fn filter_chain_match_on_source_and_destination_port() {
         seen
     });
 }
+
+/// The http_inspector sets the application protocol of plaintext connections: an HTTP/1.1
+/// request matches the chain with `application_protocols: [http/1.1]` (the connection
+/// manager), other bytes the chain without it (a tcp_proxy to an echo server); with the
+/// tls_inspector beside it, TLS still reaches its own chain. Stats `http_inspector.*`. (Had
+/// the HTTP chain also said `transport_protocol: raw_buffer`, it alone would be left for
+/// plaintext at the transport level — the more specific value wins a level — and non-HTTP
+/// bytes would match no chain at all.)
+#[test]
+fn http_inspector_splits_http_from_other_plaintext() {
+    const HTTP_INSPECTOR: &str =
+        "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+    let pki = pki();
+    let ups = EchoUpstreams::start(&["http", "tls"], None);
+    let echo = Upstream::echo();
+    let (port, admin) = (free_port(), free_port());
+    let chains = vec![
+        https_chain(
+            json!({"transport_protocol": "tls"}),
+            "tls",
+            server_tls(vec![tls_certificate(&pki.server_rsa)]),
+        ),
+        filter_chain(
+            json!({"application_protocols": ["http/1.1"]}),
+            vec![hcm_filter(manager("http", json!({})))],
+            None,
+        ),
+        filter_chain(Value::Null, vec![tcp_proxy_filter("raw", "raw")], None),
+    ];
+    let inspectors = vec![
+        tls_inspector(),
+        json!({"name": "envoy.filters.listener.http_inspector",
+               "typed_config": {"@type": HTTP_INSPECTOR}}),
+    ];
+    let b = bootstrap(
+        admin,
+        vec![listener_with("inspect", port, inspectors, chains)],
+        vec![
+            to_port("http", ups.port("http"), json!({})),
+            to_port("tls", ups.port("tls"), json!({})),
+            to_port("raw", echo.port, json!({})),
+        ],
+    );
+    on_both("http-inspector", &b, |proxy| {
+        let who = proxy.kind.name();
+        let c = curl(&[&format!("http://127.0.0.1:{port}/")]);
+        let body: Value = serde_json::from_str(&c.body).unwrap();
+        assert_eq!(body["upstream"], "http", "{who}");
+        let mut s = connect(port);
+        s.write_all(b"not http at all\r\n").unwrap();
+        let line = read_line(&mut s).unwrap();
+        assert_eq!(
+            line, "not http at all\r",
+            "{who}: echoed through the raw chain"
+        );
+        drop(s);
+        let r = TlsClient::new(port).sni("localhost").ca(&pki.ca).run();
+        assert_eq!(r.upstream().as_deref(), Some("tls"), "{who}: {}", r.0);
+        let stats = settled_stats(
+            proxy,
+            "http_inspector.",
+            &[
+                "http10_found",
+                "http11_found",
+                "http2_found",
+                "http_not_found",
+            ],
+            |s| s["http11_found"] >= 1 && s["http_not_found"] >= 1,
+        );
+        vec![
+            "http: http".to_string(),
+            "raw: echoed".to_string(),
+            format!("tls: {}", summary(&r)),
+            format!("http_inspector stats: {stats:?}"),
+        ]
+    });
+}
