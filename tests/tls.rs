@@ -9,6 +9,34 @@
 //! then on shardproxy with the same bootstrap, and asserts the same observable outcome
 //! (tests/common/tls.rs `on_both`). `SHARDPROXY_TLS_PENDING=1` skips the shardproxy half
 //! while TLS is not implemented; with `CI=true` a missing Envoy fails the test.
+//!
+//! Envoy 1.40 behaviour these tests pin (what shardproxy has to match):
+//! - Client-certificate failures (`ssl.fail_verify_error`, `ssl.fail_verify_san`,
+//!   `ssl.fail_verify_no_cert`) do not count in `ssl.connection_error`; a version or cipher
+//!   mismatch and plaintext on a TLS port do. `ssl.handshake` and `ssl.versions.*` count
+//!   successful handshakes only; `ssl.no_certificate` counts served connections without one.
+//! - TLS 1.2 alerts: missing required certificate → handshake_failure, wrong SAN →
+//!   certificate_unknown, unknown issuer → unknown_ca, expired → certificate_expired, revoked →
+//!   certificate_revoked, version below the minimum → protocol_version, no shared suite →
+//!   handshake_failure. In TLS 1.3 the client's handshake completes first and its next read
+//!   fails (alert or bare close, racing).
+//! - With `match_typed_subject_alt_names` in the validation context a client without a
+//!   certificate is refused even with `require_client_certificate: false`.
+//! - No ALPN overlap is not an error: the handshake completes without ALPN (rustls' default
+//!   is to fail it with no_application_protocol). The server's own order decides (`h2` for a
+//!   client offering `http/1.1,h2`).
+//! - Filter-chain matching goes criterion by criterion (destination port, destination IP,
+//!   server name, transport protocol, application protocols, source ...), and the most
+//!   specific value present at a level wins that level for good: a chain naming the
+//!   listener's `destination_port` takes every connection to that port, and one it does not
+//!   match is closed (`no_filter_chain_match`) even when a catch-all chain exists.
+//!   `*.wild.example.com` also matches names two labels down; exact beats wildcard.
+//! - Upstream TLS defaults to TLS 1.2 at most; no SNI unless `sni` is set; a failed upstream
+//!   handshake is a 503 "upstream connect error or disconnect/reset before headers. reset
+//!   reason: remote connection failure, transport failure reason: ..."
+//! - XFCC `SANITIZE_SET` + `uri: true` gives `Hash=<sha256 of the DER>;URI=<SAN>` (`By=` only
+//!   when the server certificate has a URI SAN); a client's own XFCC is dropped.
+//! - Plaintext on a TLS port: closed with no bytes sent (no alert).
 mod common;
 
 use std::{
