@@ -1614,3 +1614,97 @@ fn http_inspector_splits_http_from_other_plaintext() {
         ]
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// SDS
+
+/// Secrets over xDS (tests/peers/xds_server.py): one listener takes its certificate over ADS
+/// (`sds_config: {ads: {}}`), another over a separate SDS stream to the same control plane
+/// (`api_config_source` GRPC, as Istio's `sds-grpc`). Both serve the first secret; after the
+/// control plane pushes a new one (another certificate), new connections get it, and again
+/// after it is pushed back.
+#[test]
+fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
+    use common::xds::{XdsServer, HTTP_OPTIONS, SECRET};
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    let secret = |ck: &CertKey| {
+        json!({"resources": {SECRET: [
+            {"name": "server-cert", "tls_certificate": tls_certificate_inline(ck)},
+        ]}})
+    };
+    let dir = TempDir::new("tls-sds");
+    let script = dir.file("resources.json");
+    std::fs::write(&script, secret(&pki.server_rsa).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let (over_ads, over_sds, admin) = (free_port(), free_port(), free_port());
+    let grpc = json!({"envoy_grpc": {"cluster_name": "xds_cluster"}});
+    let sds_tls = |sds_config: Value| {
+        downstream_tls(
+            json!({"tls_certificate_sds_secret_configs": [
+                {"name": "server-cert", "sds_config": sds_config}]}),
+            json!({}),
+        )
+    };
+    let xds_cluster = to_port(
+        "xds_cluster",
+        xds.ads_port,
+        json!({"typed_extension_protocol_options": {HTTP_OPTIONS: {
+            "@type": format!("type.googleapis.com/{HTTP_OPTIONS}"),
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }}}),
+    );
+    let mut b = bootstrap(
+        admin,
+        vec![
+            https_listener(
+                "over-ads",
+                over_ads,
+                "app",
+                sds_tls(json!({"ads": {}, "resource_api_version": "V3"})),
+            ),
+            https_listener(
+                "over-sds",
+                over_sds,
+                "app",
+                sds_tls(json!({"resource_api_version": "V3", "api_config_source": {
+                    "api_type": "GRPC", "transport_api_version": "V3",
+                    "grpc_services": [grpc.clone()]}})),
+            ),
+        ],
+        vec![to_port("app", app.port("app"), json!({})), xds_cluster],
+    );
+    b["node"] = json!({"id": "tls-sds", "cluster": "xds-test"});
+    b["dynamic_resources"] = json!({"ads_config": {
+        "api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [grpc]}});
+    on_both("tls-sds", &b, |proxy| {
+        let who = proxy.kind.name();
+        let cn = |port| {
+            TlsClient::new(port)
+                .sni("localhost")
+                .handshake_only()
+                .run()
+                .peer_cn()
+                .map(String::from)
+        };
+        let mut seen = Vec::new();
+        for (step, ck, expect) in [
+            ("initial", None, "localhost"),
+            ("rotated", Some(&pki.domain1), "domain1.example.com"),
+            ("rotated back", Some(&pki.server_rsa), "localhost"),
+        ] {
+            if let Some(ck) = ck {
+                xds.push(&secret(ck));
+            }
+            for (label, port) in [("ads", over_ads), ("sds stream", over_sds)] {
+                wait_for(SOON, &format!("{who} {label} {step}: CN {expect}"), || {
+                    (cn(port).as_deref() == Some(expect)).then_some(())
+                });
+                let r = TlsClient::new(port).sni("localhost").run();
+                assert_eq!(r.status(), Some(200), "{who} {label} {step}: {}", r.0);
+                seen.push(format!("{label} {step}: {}", summary(&r)));
+            }
+        }
+        seen
+    });
+}
