@@ -1,9 +1,10 @@
 //! Tests: TLS end to end — termination, versions and tls_params, ALPN, filter-chain matching
-//! (SNI, transport and application protocols) with the tls_inspector, RSA and ECDSA
-//! certificates on one context, client certificates and their validation (trusted CA, SPIFFE
-//! SAN match, expired, untrusted, revoked), TLS origination to the upstream (SNI, validation,
-//! mTLS), passthrough, plaintext on a TLS port, x-forwarded-proto and XFCC, static SDS secrets,
-//! session resumption, and Envoy's `ssl.*` stats.
+//! (SNI, transport and application protocols with the tls_inspector, HTTP with the
+//! http_inspector, source ranges and ports, destination port), RSA and ECDSA certificates on
+//! one context, client certificates and their validation (trusted CA, SPIFFE SAN match,
+//! expired, untrusted, revoked), TLS origination to the upstream (SNI, validation, mTLS),
+//! passthrough, plaintext on a TLS port, x-forwarded-proto and XFCC, static secrets and SDS
+//! (over ADS and an SDS stream, rotated), session resumption, and Envoy's `ssl.*` stats.
 //!
 //! Each test runs one bootstrap on Envoy (its assertions are Envoy's documented behaviour),
 //! then on shardproxy with the same bootstrap, and asserts the same observable outcome
