@@ -891,6 +891,8 @@ impl SClient {
 /// (bounded to 30 s); parses Protocol, Cipher, Verify return code, New/Reused, peer signature
 /// type, server key size and ALPN.
 pub fn s_client(port: u16, args: &[&str], input: &[u8]) -> SClient {
+    let dir = super::TempDir::new("s_client");
+    let (out, err) = (dir.file("stdout"), dir.file("stderr"));
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -900,33 +902,25 @@ pub fn s_client(port: u16, args: &[&str], input: &[u8]) -> SClient {
         ])
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
         .spawn()
         .expect("openssl s_client");
     {
         let mut stdin = child.stdin.take().unwrap();
         let _ = stdin.write_all(input);
     }
-    let pid = child.id();
-    let watchdog = thread::spawn(move || {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill(); // by PID, not yet reaped
+            let _ = child.wait();
+            panic!("openssl s_client {args:?} ran longer than 30 s");
         }
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = watchdog.join();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_s_client(output)
+        thread::sleep(Duration::from_millis(20));
+    }
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    parse_s_client(format!("{}{}", read(&out), read(&err)))
 }
 
 fn parse_s_client(output: String) -> SClient {
