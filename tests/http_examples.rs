@@ -4,8 +4,11 @@
 //! Each fixture is read from the shared directory (never copied into the repository) and
 //! localised in a temporary copy: listeners and admin move to free 127.0.0.1 ports, each
 //! cluster endpoint to the stand-in named for it, a runtime disk layer to a temp directory.
-//! Nothing else changes, except what a test names and explains (the front proxy's TLS
-//! listener). Fixtures that need TLS, RBAC or HTTP/2 are listed in SKIPPED with the reason.
+//! Nothing else changes, except what a test names and explains. The TLS examples also get
+//! their `certs/...` files from the test PKI (tests/common/tls.rs; inline certificates are
+//! kept), HTTPS stand-ins (tests/peers/tls_upstream.py) for their HTTPS services, and run
+//! Envoy first, then shardproxy unless `SHARDPROXY_TLS_PENDING=1`. Fixtures that need RBAC or
+//! HTTP/2 are listed in SKIPPED with the reason.
 mod common;
 
 use std::{
@@ -15,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{http::*, *};
+use common::{http::*, tls::*, *};
 use serde_json::{json, Value};
 
 /// Examples covered by a test below.
@@ -25,23 +28,38 @@ const COVERED: &[&str] = &[
     "fault-injection_envoy.yaml",
     "local_ratelimit_envoy.yaml",
     "websocket_envoy-ws-route.yaml",
+    "tls_envoy-https-http.yaml",
+    "tls_envoy-https-https.yaml",
+    "tls_envoy-http-https.yaml",
+    "tls_envoy-https-passthrough.yaml",
+    "tls-sni_envoy.yaml",
+    "tls-inspector_envoy.yaml",
 ];
 
 /// Examples not run, and why.
 const SKIPPED: &[(&str, &str)] = &[
-    ("grpc-bridge_client_envoy-proxy.yaml", "gRPC-HTTP/1.1 bridge filter and an HTTP/2 upstream: HTTP/2 and gRPC come after issue 3"),
-    ("grpc-bridge_server_envoy-proxy.yaml", "HTTP/2 upstream (http2_protocol_options) for a gRPC service: HTTP/2 comes after issue 3"),
-    ("rbac_envoy.yaml", "envoy.filters.http.rbac is not one of issue 3's filters (RBAC arrives with Istio support)"),
-    ("tls-inspector_envoy.yaml", "TLS inspector and TLS termination: TLS comes after issue 3"),
-    ("tls-sni_envoy.yaml", "SNI filter-chain match and TLS termination: TLS comes after issue 3"),
-    ("tls_envoy-http-https.yaml", "TLS to the upstream (UpstreamTlsContext): TLS comes after issue 3"),
-    ("tls_envoy-https-http.yaml", "TLS termination (DownstreamTlsContext): TLS comes after issue 3"),
-    ("tls_envoy-https-https.yaml", "TLS on both sides: TLS comes after issue 3"),
-    ("tls_envoy-https-passthrough.yaml", "an L4 tcp_proxy example whose README needs TLS clients and servers: TLS comes after issue 3"),
+    (
+        "grpc-bridge_client_envoy-proxy.yaml",
+        "gRPC-HTTP/1.1 bridge filter and an HTTP/2 upstream: HTTP/2 and gRPC come after issue 3",
+    ),
+    (
+        "grpc-bridge_server_envoy-proxy.yaml",
+        "HTTP/2 upstream (http2_protocol_options) for a gRPC service: HTTP/2 comes after issue 3",
+    ),
+    (
+        "rbac_envoy.yaml",
+        "envoy.filters.http.rbac is not one of issue 3's filters (RBAC arrives with Istio support)",
+    ),
 ];
 
+/// The fixtures: `$SHARDPROXY_ENVOY_EXAMPLES`, else ../shared/fixtures/envoy-static/examples
+/// (a git worktree elsewhere than beside shared/ sets the variable).
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/envoy-static/examples")
+    std::env::var_os("SHARDPROXY_ENVOY_EXAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/envoy-static/examples")
+        })
 }
 
 /// The fixture `file` as a JSON tree, or None (said on stderr) when the directory is absent.
@@ -135,8 +153,9 @@ fn get(port: u16, target: &str) -> Response {
 }
 
 /// front-proxy: `curl localhost:8080/service/1` reaches service 1, `/service/2` service 2.
-/// The fixture's second listener (8443) terminates TLS: it is dropped from the copy, as TLS
-/// comes after issue 3; everything else is the fixture's.
+/// The fixture's second listener (8443) terminates TLS: it is dropped from this copy so the
+/// plaintext half runs on shardproxy today; `front_proxy_tls_listener_routes_each_service_prefix`
+/// runs the whole fixture (behind the TLS gate).
 #[test]
 fn front_proxy_routes_each_service_prefix() {
     let Some(mut f) = fixture("front-proxy_envoy.yaml") else {
@@ -417,6 +436,304 @@ fn websocket_route_upgrades_and_echoes() {
             "{}: closed after the close frames",
             kind.name()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The TLS examples (examples/tls, examples/tls-sni, examples/tls-inspector in Envoy's
+// repository): run on Envoy, then on shardproxy unless SHARDPROXY_TLS_PENDING=1.
+
+/// Replaces every `filename: certs/...` in `v` with the test PKI file `certs` maps it to
+/// (panics on one it does not map: nothing is left pointing at a missing file).
+fn localise_certs(v: &mut Value, certs: &[(&str, &Path)]) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if let (true, Some(name)) = (k == "filename", child.as_str()) {
+                    if name.starts_with("certs/") {
+                        let (_, local) = certs
+                            .iter()
+                            .find(|(from, _)| *from == name)
+                            .unwrap_or_else(|| panic!("no stand-in for {name}"));
+                        *child = json!(local.to_str().unwrap());
+                    }
+                } else {
+                    localise_certs(child, certs);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| localise_certs(c, certs)),
+        _ => {}
+    }
+}
+
+/// `curl -sS -i --resolve localhost:<port>:127.0.0.1 args… https://localhost:<port>/`
+/// (curl's own `localhost` resolution may try ::1 first, where nothing listens).
+fn curl_localhost(port: u16, scheme: &str, args: &[&str]) -> Curl {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("{scheme}://localhost:{port}/");
+    let mut all = vec!["--resolve", &resolve];
+    all.extend_from_slice(args);
+    all.push(&url);
+    curl(&all)
+}
+
+/// What the echo servers said about a request: (which upstream, x-forwarded-proto).
+fn echoed(c: &Curl) -> (String, Option<String>) {
+    let echo: Value =
+        serde_json::from_str(&c.body).unwrap_or_else(|e| panic!("not an echo ({e}): {}", c.body));
+    (
+        echo["upstream"].as_str().unwrap_or_default().to_string(),
+        echoed_header(&echo, "x-forwarded-proto").map(String::from),
+    )
+}
+
+/// tls https -> http: `curl -sk https://localhost:10000` is answered by service-http, which
+/// sees `x-forwarded-proto: https`; the certificate is the fixture's inline front-envoy one.
+#[test]
+fn tls_https_to_http() {
+    let Some(f) = fixture("tls_envoy-https-http.yaml") else {
+        return;
+    };
+    let services = EchoUpstreams::start(&["service-http"], None);
+    let ex = localise(f, &[(("service-http", 80), services.port("service-http"))]);
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "tls-https-http", &ex.bootstrap);
+        let port = ex.port(10000);
+        let c = curl_localhost(port, "https", &["-k"]);
+        assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
+        assert_eq!(
+            echoed(&c),
+            ("service-http".into(), Some("https".into())),
+            "{}",
+            kind.name()
+        );
+        let r = TlsClient::new(port).sni("localhost").handshake_only().run();
+        assert_eq!(r.peer_cn(), Some("front-envoy"), "{}: {}", kind.name(), r.0);
+    }
+}
+
+/// tls https -> https: the proxy on 10001 terminates HTTPS and originates TLS 1.3 (the
+/// cluster's tls_params) to service-https; `x-forwarded-proto: https`.
+#[test]
+fn tls_https_to_https() {
+    let Some(f) = fixture("tls_envoy-https-https.yaml") else {
+        return;
+    };
+    let https = TlsUpstream::start("service-https", &pki().upstream, &[]);
+    let ex = localise(f, &[(("service-https", 443), https.port)]);
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "tls-https-https", &ex.bootstrap);
+        let c = curl_localhost(ex.port(10000), "https", &["-k"]);
+        assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
+        assert_eq!(
+            echoed(&c),
+            ("service-https".into(), Some("https".into())),
+            "{}",
+            kind.name()
+        );
+        let echo: Value = serde_json::from_str(&c.body).unwrap();
+        assert_eq!(echo["os"]["hostname"], "service-https", "{}", kind.name());
+        assert_eq!(echo["tls"]["version"], "TLSv1.3", "{}", kind.name());
+    }
+}
+
+/// tls http -> https: plain HTTP on 10002 reaches service-https over TLS 1.3;
+/// `x-forwarded-proto: http`.
+#[test]
+fn tls_http_to_https() {
+    let Some(f) = fixture("tls_envoy-http-https.yaml") else {
+        return;
+    };
+    let https = TlsUpstream::start("service-https", &pki().upstream, &[]);
+    let ex = localise(f, &[(("service-https", 443), https.port)]);
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "tls-http-https", &ex.bootstrap);
+        let c = curl_localhost(ex.port(10000), "http", &[]);
+        assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
+        assert_eq!(
+            echoed(&c),
+            ("service-https".into(), Some("http".into())),
+            "{}",
+            kind.name()
+        );
+        let echo: Value = serde_json::from_str(&c.body).unwrap();
+        assert_eq!(echo["tls"]["version"], "TLSv1.3", "{}", kind.name());
+    }
+}
+
+/// tls passthrough: a tcp_proxy; service-https terminates the client's TLS itself, so no
+/// `x-forwarded-proto` is added and the client sees the service's certificate. Plain L4 for
+/// the proxy: shardproxy runs it today, outside the TLS gate.
+#[test]
+fn tls_https_passthrough() {
+    let Some(f) = fixture("tls_envoy-https-passthrough.yaml") else {
+        return;
+    };
+    let https = TlsUpstream::start("service-https", &pki().upstream, &[]);
+    let ex = localise(f, &[(("service-https", 443), https.port)]);
+    let envoy = envoy_available().then_some(Kind::Envoy);
+    for kind in envoy.into_iter().chain([Kind::Shardproxy]) {
+        let _proxy = HttpProxy::start(kind, "tls-passthrough", &ex.bootstrap);
+        let port = ex.port(10000);
+        let c = curl_localhost(port, "https", &["-k"]);
+        assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
+        assert_eq!(
+            echoed(&c),
+            ("service-https".into(), None),
+            "{}",
+            kind.name()
+        );
+        let r = TlsClient::new(port).sni("localhost").handshake_only().run();
+        assert_eq!(r.peer_cn(), Some(UPSTREAM_NAME), "{}: {}", kind.name(), r.0);
+    }
+}
+
+/// tls-sni: one port, the chain picked by SNI — domain1 and domain2 terminated with their own
+/// certificates (certs/domainN.*.pem: the test PKI's) in front of http-upstream1 and 2,
+/// domain3 passed through to https-upstream3. (The sandbox's second proxy, envoy-client.yaml,
+/// is not among the fixtures.)
+#[test]
+fn tls_sni_routes_each_domain() {
+    let Some(mut f) = fixture("tls-sni_envoy.yaml") else {
+        return;
+    };
+    let pki = pki();
+    localise_certs(
+        &mut f,
+        &[
+            ("certs/domain1.crt.pem", &pki.domain1.cert),
+            ("certs/domain1.key.pem", &pki.domain1.key),
+            ("certs/domain2.crt.pem", &pki.domain2.cert),
+            ("certs/domain2.key.pem", &pki.domain2.key),
+        ],
+    );
+    let http = EchoUpstreams::start(&["http-upstream1", "http-upstream2"], None);
+    let https = TlsUpstream::start("https-upstream3", &pki.upstream, &[]);
+    let ex = localise(
+        f,
+        &[
+            (("service-http0", 80), http.port("http-upstream1")),
+            (("service-http1", 80), http.port("http-upstream2")),
+            (("service-https", 443), https.port),
+        ],
+    );
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "tls-sni", &ex.bootstrap);
+        let port = ex.port(10000);
+        for (domain, upstream, cn) in [
+            ("domain1", "http-upstream1", "domain1.example.com"),
+            ("domain2", "http-upstream2", "domain2.example.com"),
+            ("domain3", "https-upstream3", UPSTREAM_NAME),
+        ] {
+            let host = format!("{domain}.example.com");
+            let resolve = format!("{host}:{port}:127.0.0.1");
+            let url = format!("https://{host}:{port}");
+            let c = curl(&["-k", "--resolve", &resolve, &url]);
+            assert_eq!(c.status, 200, "{} {domain}: {}", kind.name(), c.body);
+            assert_eq!(echoed(&c).0, upstream, "{} {domain}", kind.name());
+            let r = TlsClient::new(port).sni(&host).handshake_only().run();
+            assert_eq!(r.peer_cn(), Some(cn), "{} {domain}: {}", kind.name(), r.0);
+        }
+    }
+}
+
+/// tls-inspector: `curl -sk --http1.1` (ALPN http/1.1) is passed through to
+/// service-https-http1.1, `curl -sk --http2` (ALPN h2) to service-https-http2 (which answers
+/// HTTP/2), plaintext to service-http; the admin then shows tls_inspector.alpn_found 2,
+/// sni_found 2, tls_found 2, tls_not_found 1.
+#[test]
+fn tls_inspector_routes_by_transport_and_alpn() {
+    let Some(f) = fixture("tls-inspector_envoy.yaml") else {
+        return;
+    };
+    let pki = pki();
+    let h2 = TlsUpstream::start(
+        "service-https-http2",
+        &pki.upstream,
+        &["--alpn", "h2,http/1.1"],
+    );
+    let h1 = TlsUpstream::start(
+        "service-https-http1.1",
+        &pki.upstream2,
+        &["--alpn", "http/1.1"],
+    );
+    let http = EchoUpstreams::start(&["service-http"], None);
+    let ex = localise(
+        f,
+        &[
+            (("service-https1", 443), h2.port),
+            (("service-https0", 443), h1.port),
+            (("service-http", 80), http.port("service-http")),
+        ],
+    );
+    let admin = addr(
+        ex.bootstrap["admin"]["address"]["socket_address"]["port_value"]
+            .as_u64()
+            .unwrap() as u16,
+    );
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "tls-inspector", &ex.bootstrap);
+        let port = ex.port(10000);
+        for (args, scheme, upstream) in [
+            (&["-k", "--http1.1"][..], "https", "service-https-http1.1"),
+            (&["-k", "--http2"][..], "https", "service-https-http2"),
+            (&[][..], "http", "service-http"),
+        ] {
+            let c = curl_localhost(port, scheme, args);
+            assert_eq!(c.status, 200, "{} {args:?}: {}", kind.name(), c.body);
+            assert_eq!(echoed(&c).0, upstream, "{} {args:?}", kind.name());
+        }
+        let stats = wait_for(SOON, "tls_inspector stats", || {
+            let s = parse_stats(&http_get(admin, "/stats").ok()?.body);
+            (s.get("tls_inspector.tls_not_found") == Some(&1)).then_some(s)
+        });
+        for (name, value) in [
+            ("alpn_found", 2),
+            ("sni_found", 2),
+            ("tls_found", 2),
+            ("tls_not_found", 1),
+        ] {
+            assert_eq!(
+                stats.get(&format!("tls_inspector.{name}")),
+                Some(&value),
+                "{}: tls_inspector.{name}",
+                kind.name()
+            );
+        }
+    }
+}
+
+/// front-proxy's TLS listener (8443, the fixture's inline certificate): `curl -k
+/// https://localhost:8443/service/1` reaches service 1, `/service/2` service 2.
+#[test]
+fn front_proxy_tls_listener_routes_each_service_prefix() {
+    let Some(f) = fixture("front-proxy_envoy.yaml") else {
+        return;
+    };
+    let services = EchoUpstreams::start(&["service1", "service2"], None);
+    let ex = localise(
+        f,
+        &[
+            (("service-envoy-1", 8000), services.port("service1")),
+            (("service-envoy-2", 8000), services.port("service2")),
+        ],
+    );
+    for kind in tls_proxies() {
+        let _proxy = HttpProxy::start(kind, "front-proxy-tls", &ex.bootstrap);
+        let port = ex.port(8443);
+        for (path, service) in [("/service/1", "service1"), ("/service/2", "service2")] {
+            let resolve = format!("localhost:{port}:127.0.0.1");
+            let url = format!("https://localhost:{port}{path}");
+            let c = curl(&["-k", "--resolve", &resolve, &url]);
+            assert_eq!(c.status, 200, "{}: {path}: {}", kind.name(), c.body);
+            assert_eq!(
+                echoed(&c),
+                (service.into(), Some("https".into())),
+                "{}: {path}",
+                kind.name()
+            );
+        }
     }
 }
 

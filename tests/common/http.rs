@@ -412,13 +412,21 @@ impl Curl {
 
 /// Runs curl (`-sS -i --max-time 30` and `args`); panics if curl is missing or fails.
 pub fn curl(args: &[&str]) -> Curl {
+    try_curl(args).unwrap_or_else(|(code, stderr)| panic!("curl {args:?}: exit {code}: {stderr}"))
+}
+
+/// Runs curl as [`curl`] does; a curl failure is `Err((exit code, stderr))` (35: TLS
+/// handshake failed, 56: receive failure, 60: peer certificate not verified, ...).
+pub fn try_curl(args: &[&str]) -> Result<Curl, (i32, String)> {
     let out = Command::new("curl")
         .args(["-sS", "-i", "--max-time", "30"])
         .args(args)
         .output()
         .expect("curl (tests/run.sh installs it)");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "curl {args:?}: {stderr}");
+    if !out.status.success() {
+        return Err((out.status.code().unwrap_or(-1), stderr));
+    }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // -i prints every head (1xx included); the last one before the body is the final answer.
     let mut rest = text.as_str();
@@ -440,12 +448,12 @@ pub fn curl(args: &[&str]) -> Curl {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        return Curl {
+        return Ok(Curl {
             status,
             headers,
             body: body.to_string(),
             stderr,
-        };
+        });
     }
 }
 

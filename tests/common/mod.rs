@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod http_e2e;
+pub mod tls;
 pub mod xds;
 
 use std::{
