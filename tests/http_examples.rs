@@ -7,7 +7,7 @@
 //! Nothing else changes, except what a test names and explains. The TLS examples also get
 //! their `certs/...` files from the test PKI (tests/common/tls.rs; inline certificates are
 //! kept), HTTPS stand-ins (tests/peers/tls_upstream.py) for their HTTPS services, and run
-//! Envoy first, then shardproxy unless `SHARDPROXY_TLS_PENDING=1`. Fixtures that need RBAC or
+//! Envoy first, then shardproxy. Fixtures that need RBAC or
 //! HTTP/2 are listed in SKIPPED with the reason.
 mod common;
 
@@ -441,7 +441,7 @@ fn websocket_route_upgrades_and_echoes() {
 
 // ---------------------------------------------------------------------------------------------
 // The TLS examples (examples/tls, examples/tls-sni, examples/tls-inspector in Envoy's
-// repository): run on Envoy, then on shardproxy unless SHARDPROXY_TLS_PENDING=1.
+// repository): run on Envoy, then on shardproxy.
 
 /// Replaces every `filename: certs/...` in `v` with the test PKI file `certs` maps it to
 /// (panics on one it does not map: nothing is left pointing at a missing file).

@@ -150,7 +150,6 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 
 # TLS is not implemented yet: the TLS tests (tls.rs, testssl.rs, http_examples.rs's TLS
 # examples) run their Envoy half only while this is 1. Remove this line once TLS lands.
-export SHARDPROXY_TLS_PENDING="${SHARDPROXY_TLS_PENDING:-1}"
 
 step "cargo build"
 cargo build --workspace --all-targets

@@ -1,6 +1,6 @@
 //! Tests: testssl.sh (Debian's `testssl.sh` package) scans a listener with a default
 //! DownstreamTlsContext — protocols (`-p`), cipher categories (`-s`) and vulnerabilities
-//! (`-U`), `--fast` — on Envoy, then on shardproxy (skipped while `SHARDPROXY_TLS_PENDING=1`).
+//! (`-U`), `--fast` — on Envoy, then on shardproxy .
 //! Asserts: nothing below TLS 1.2 offered, TLS 1.2 offered; no NULL, anonymous, EXPORT, LOW
 //! (DES, RC2, RC4), 3DES/IDEA or obsolete CBC cipher offered; no finding VULNERABLE, none of
 //! severity HIGH or CRITICAL. About 30 s a proxy on 2 cores (Envoy: 27 s).
@@ -28,11 +28,11 @@ fn testssl() -> Option<PathBuf> {
         })
     });
     if found.is_none() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true and no testssl.sh: tests/run.sh installs the Debian package testssl.sh"
+        skip(
+            "testssl",
+            "no testssl.sh (apt-get install testssl.sh, or run tests/run.sh)",
+            Missing::Peer,
         );
-        eprintln!("SKIP testssl: no testssl.sh (apt-get install testssl.sh, or run tests/run.sh)");
     }
     found
 }

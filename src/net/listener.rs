@@ -344,18 +344,9 @@ mod tests {
         drain_type: DrainType,
     ) -> Arc<Listener> {
         Arc::new(Listener {
-            name: name.into(),
             config_hash: hash,
-            address,
-            buffer_limit: 1 << 20,
-            filter_chains: vec![],
-            chain_index: xds_agent::model::filter_chain_match::FilterChainIndex::build(&[])
-                .unwrap(),
-            default_chain: None,
-            listener_filters: Default::default(),
-            inbound: false,
             drain_type,
-            stats: StatsRegistry::new(1).listener(name),
+            ..Listener::without_chains(name, address, StatsRegistry::new(1).listener(name))
         })
     }
 

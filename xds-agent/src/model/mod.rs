@@ -94,6 +94,25 @@ pub enum DrainType {
 }
 
 impl Listener {
+    /// A listener without filter chains (nothing it accepts is served): for tests and admin
+    /// fixtures that only need a listener to exist.
+    pub fn without_chains(name: &str, address: SocketAddr, stats: Arc<ListenerStats>) -> Self {
+        Self {
+            name: name.into(),
+            config_hash: 0,
+            address,
+            buffer_limit: crate::translate::DEFAULT_BUFFER_LIMIT,
+            filter_chains: Vec::new(),
+            chain_index: filter_chain_match::FilterChainIndex::build(&[])
+                .expect("no chains, no duplicates"),
+            default_chain: None,
+            listener_filters: Default::default(),
+            inbound: false,
+            drain_type: DrainType::Default,
+            stats,
+        }
+    }
+
     /// The chain for a connection: the matching one, else the default chain.
     pub fn chain_for(
         &self,

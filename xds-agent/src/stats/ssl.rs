@@ -87,7 +87,11 @@ impl SslCells {
 }
 
 /// A group of named counters: its name, the counter names, and where its cells are.
-type NamedCells = (&'static str, &'static [&'static str], fn(&SslCells) -> &[AtomicU64]);
+type NamedCells = (
+    &'static str,
+    &'static [&'static str],
+    fn(&SslCells) -> &[AtomicU64],
+);
 
 #[derive(Debug)]
 pub struct SslStats {
