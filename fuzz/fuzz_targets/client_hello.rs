@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(h.wire_len() <= data.len() && h.wire_len() <= MAX_CLIENT_HELLO_SIZE);
         if let Some(name) = h.server_name() {
             assert!(inside(name.as_bytes()) && !name.is_empty() && name.len() <= 255);
-            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
         }
         assert!(h.alpn().all(|p| inside(p) && !p.is_empty()));
         if h.is_sslv2() {
@@ -37,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     for n in prefixes(data.len()) {
         let mut prefix = data[..n].to_vec();
         let d = detect(&mut prefix, MAX_CLIENT_HELLO_SIZE);
-        assert!(d == Detect::NeedMore || d == whole, "prefix {n}: {d:?}, whole: {whole:?}");
+        assert!(
+            d == Detect::NeedMore || d == whole,
+            "prefix {n}: {d:?}, whole: {whole:?}"
+        );
     }
 });
 
@@ -51,7 +56,10 @@ fn prefixes(len: usize) -> impl Iterator<Item = usize> {
 fn check_limit(data: &[u8], h: &ClientHello<'_>) {
     let len = h.wire_len();
     assert_eq!(detect(&mut data.to_vec(), len), Detect::Hello(*h));
-    assert_eq!(detect(&mut data.to_vec(), len - 1), Detect::Invalid(Invalid::TooLarge));
+    assert_eq!(
+        detect(&mut data.to_vec(), len - 1),
+        Detect::Invalid(Invalid::TooLarge)
+    );
 }
 
 /// The same handshake message in records of another size gives the same hello.
@@ -63,7 +71,8 @@ fn check_refragmented(data: &[u8], h: &ClientHello<'_>) {
         message.extend_from_slice(&data[pos + 5..pos + 5 + len]);
         pos += 5 + len;
     }
-    let message_len = 4 + (usize::from(message[1]) << 16 | usize::from(message[2]) << 8)
+    let message_len = 4
+        + (usize::from(message[1]) << 16 | usize::from(message[2]) << 8)
         + usize::from(message[3]);
     message.truncate(message_len);
     let size = 1 + usize::from(data[data.len() / 2]) % 300;

@@ -21,11 +21,17 @@ fuzz_target!(|data: &[u8]| {
     let step = (data.len() / 128).max(1);
     for n in (0..data.len()).step_by(step) {
         let d = detect_http(&data[..n]);
-        assert!(d == HttpDetect::NeedMore || d == whole, "prefix {n}: {d:?}, whole: {whole:?}");
+        assert!(
+            d == HttpDetect::NeedMore || d == whole,
+            "prefix {n}: {d:?}, whole: {whole:?}"
+        );
     }
     match whole {
         HttpDetect::Http10 | HttpDetect::Http11 => {
-            let lf = data.iter().position(|&b| b == b'\n').expect("an HTTP/1 line ends in LF");
+            let lf = data
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("an HTTP/1 line ends in LF");
             assert!(lf < MAX_INSPECT_SIZE);
             // The line decides, unless it is still a prefix of the preface ("PRI * HTTP/2.0").
             if !PREFACE.starts_with(&data[..=lf]) {
@@ -36,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
         HttpDetect::H2c => assert!(data.starts_with(PREFACE)),
         _ => {}
     }
-    let named = matches!(whole, HttpDetect::Http10 | HttpDetect::Http11 | HttpDetect::H2c);
+    let named = matches!(
+        whole,
+        HttpDetect::Http10 | HttpDetect::Http11 | HttpDetect::H2c
+    );
     assert_eq!(whole.application_protocol().is_some(), named);
 });
