@@ -52,6 +52,9 @@ pub struct Listener {
     pub name: String,
     /// Hash of the source config: equal hashes mean the translator reused the previous `Arc`.
     pub config_hash: u64,
+    /// Hash of the config without its filter chains: equal across an update that changed
+    /// only chains (whose unchanged chains' connections then keep running, as in Envoy).
+    pub listener_hash: u64,
     pub address: SocketAddr,
     /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
@@ -100,6 +103,7 @@ impl Listener {
         Self {
             name: name.into(),
             config_hash: 0,
+            listener_hash: 0,
             address,
             buffer_limit: crate::translate::DEFAULT_BUFFER_LIMIT,
             filter_chains: Vec::new(),
@@ -113,21 +117,18 @@ impl Listener {
         }
     }
 
-    /// The chain for a connection: the matching one, else the default chain.
-    pub fn chain_for(
-        &self,
-        facts: &filter_chain_match::ConnectionFacts<'_>,
-    ) -> Option<&FilterChain> {
-        self.chain_index
-            .select(facts)
-            .or(self.default_chain)
-            .map(|i| &self.filter_chains[i])
+    /// The index (in `filter_chains`) of the chain for a connection: the matching one, else
+    /// the default chain.
+    pub fn chain_for(&self, facts: &filter_chain_match::ConnectionFacts<'_>) -> Option<usize> {
+        self.chain_index.select(facts).or(self.default_chain)
     }
 }
 
 #[derive(Debug)]
 pub struct FilterChain {
     pub name: String,
+    /// Hash of the chain's config (with the certificates it read).
+    pub config_hash: u64,
     pub network: NetworkFilter,
     /// `transport_socket`: `None` = raw bytes.
     pub tls: Option<Arc<tls::ServerTls>>,
