@@ -123,11 +123,16 @@ pub(super) fn listener(
     }
     let default_chain = proto.default_filter_chain.as_ref().and_then(|chain| {
         let path = format!("{path}.default_filter_chain");
-        if chain.filter_chain_match.is_some() {
+        // Istio writes an empty one; a match on the default chain would never be consulted.
+        if chain
+            .filter_chain_match
+            .as_ref()
+            .is_some_and(|m| *m != Default::default())
+        {
             errors.push(TranslateError::new(
                 format!("{path}.filter_chain_match"),
                 None,
-                "the default chain takes no filter_chain_match",
+                "the default chain is taken when no chain matches: it takes no filter_chain_match",
             ));
         }
         filter_chain(chain, &path, &scope, clusters, ctx, errors)
