@@ -119,15 +119,16 @@ async fn inspect(
             let mut scratch = ctx.scratch.borrow_mut();
             let len = wanted.min(scratch.len());
             let n = match stream.poll_peek(cx, &mut scratch[..len], seen) {
+                // The peer closed before the filters had their answer: so does Envoy.
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Abort::Closed)),
                 Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Abort::Closed)),
                 Poll::Pending => return Poll::Pending,
             };
             let bytes = &mut scratch[..n];
             // In order, as Envoy runs them: a filter starts when the one before it is done.
             for (filter, state) in active.iter().zip(states.iter_mut()) {
                 if *state == State::Waiting {
-                    *state = examine(filter, ctx.id, &mut *bytes, n == 0 || n == len, found)?;
+                    *state = examine(filter, ctx.id, &mut *bytes, n == len, found)?;
                     if *state == State::Waiting {
                         break;
                     }
@@ -139,15 +140,12 @@ async fn inspect(
         if states.iter().all(|s| *s == State::Done) {
             return Ok(());
         }
-        if step == 0 {
-            return Err(Abort::Closed);
-        }
         seen = step;
     }
 }
 
-/// One inspector's look at the bytes so far; `last` = no more bytes will come (the peer
-/// closed, or the peek is as large as it gets).
+/// One inspector's look at the bytes so far; `last` = no more bytes will be looked at (the
+/// peek is as large as it gets).
 fn examine(
     filter: &ListenerFilterKind,
     shard: usize,
