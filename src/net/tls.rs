@@ -122,16 +122,18 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
     TlsStream::handshake(io, conn.into()).await
 }
 
-/// Starts TLS to an upstream host: SNI as configured (none: the host's address stands as the
-/// name, which rustls never sends), then the handshake.
+/// Starts TLS to an upstream host: SNI `sni` (`auto_sni`) or as configured (none: the host's
+/// address stands as the name, which rustls never sends), then the handshake.
 pub async fn connect(
     io: TcpStream,
     tls: &ClientTls,
+    sni: Option<&str>,
     host: SocketAddr,
 ) -> Result<TlsStream, HandshakeError> {
-    let name = tls
-        .sni
-        .clone()
+    let name = sni
+        .and_then(|s| ServerName::try_from(s).ok())
+        .map(|n| n.to_owned())
+        .or_else(|| tls.sni.clone())
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
     let conn = ClientConnection::new(tls.config(), name).map_err(HandshakeError::Tls)?;
     TlsStream::handshake(io, conn.into()).await

@@ -275,6 +275,9 @@ pub struct UpstreamHttpOptions {
     pub max_requests_per_connection: Option<u32>,
     /// `http_protocol_options.enable_trailers`: trailers are exchanged with the upstream.
     pub enable_trailers: bool,
+    /// `upstream_http_protocol_options.auto_sni`: a TLS connection's SNI is the request's
+    /// host (pooled connections are kept apart by SNI).
+    pub auto_sni: bool,
 }
 
 impl Default for UpstreamHttpOptions {
@@ -284,6 +287,7 @@ impl Default for UpstreamHttpOptions {
             idle_timeout: Some(Duration::from_secs(3600)),
             max_requests_per_connection: None,
             enable_trailers: false,
+            auto_sni: false,
         }
     }
 }

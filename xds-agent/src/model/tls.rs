@@ -308,11 +308,16 @@ impl PeerValidation {
         }
         match PeerNames::parse(end_entity) {
             Some(names) if names.satisfy(&self.san_matchers) => Ok(()),
-            _ => Err(Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(SanMismatch)),
-            ))),
+            _ => Err(san_mismatch()),
         }
     }
+}
+
+/// The error counted as `ssl.fail_verify_san`.
+fn san_mismatch() -> Error {
+    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        SanMismatch,
+    ))))
 }
 
 #[derive(Debug)]
@@ -343,29 +348,39 @@ pub fn classify_failure(error: &Error) -> HandshakeFailure {
 }
 
 /// Upstream certificates: the chain against the trusted CAs (if any), then the SANs. The
-/// host name is not checked against the SNI unless a SAN matcher asks, as in Envoy.
+/// host name is checked against the SNI only with `auto_san_validation`, as in Envoy.
 #[derive(Debug)]
-pub struct UpstreamVerifier(pub PeerValidation);
+pub struct UpstreamVerifier {
+    pub validation: PeerValidation,
+    /// `auto_san_validation`: the certificate must be valid for the SNI sent.
+    pub verify_sni: bool,
+}
 
 impl ServerCertVerifier for UpstreamVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let v = &self.0;
-        if let Some(roots) = &v.roots {
+        let v = &self.validation;
+        if v.roots.is_some() || self.verify_sni {
             let cert = ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                roots,
-                intermediates,
-                now,
-                v.algorithms.all,
-            )?;
+            if let Some(roots) = &v.roots {
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    v.algorithms.all,
+                )?;
+            }
+            if self.verify_sni {
+                rustls::client::verify_server_name(&cert, server_name)
+                    .map_err(|_| san_mismatch())?;
+            }
         }
         v.check_sans(end_entity)?;
         Ok(ServerCertVerified::assertion())
@@ -377,7 +392,7 @@ impl ServerCertVerifier for UpstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.algorithms)
+        verify_tls12_signature(message, cert, dss, &self.validation.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -386,11 +401,11 @@ impl ServerCertVerifier for UpstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+        verify_tls13_signature(message, cert, dss, &self.validation.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.algorithms.supported_schemes()
+        self.validation.algorithms.supported_schemes()
     }
 }
 

@@ -117,11 +117,13 @@ pub(super) fn downstream(
         .ok_or(())
 }
 
-/// A cluster's `transport_socket`: `Ok(None)` for raw bytes.
+/// A cluster's `transport_socket`: `Ok(None)` for raw bytes. With `verify_sni` (the cluster's
+/// `auto_san_validation`) the server certificate must also be valid for the SNI sent.
 pub(super) fn upstream(
     socket: &TransportSocket,
     path: &str,
     cluster: &str,
+    verify_sni: bool,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
@@ -139,9 +141,11 @@ pub(super) fn upstream(
         Ok(c) => c,
         Err(e) => return at.fail(path, e.to_string()).ok_or(()),
     };
-    client_tls(&context, &path, cluster, secrets, stats, &mut at)
-        .map(Some)
-        .ok_or(())
+    client_tls(
+        &context, &path, cluster, verify_sni, secrets, stats, &mut at,
+    )
+    .map(Some)
+    .ok_or(())
 }
 
 fn server_tls(
@@ -259,6 +263,7 @@ fn client_tls(
     context: &UpstreamTlsContext,
     path: &str,
     cluster: &str,
+    verify_sni: bool,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     at: &mut At,
@@ -309,6 +314,10 @@ fn client_tls(
             algorithms: provider.signature_verification_algorithms,
         },
     };
+    let verifier = UpstreamVerifier {
+        validation,
+        verify_sni,
+    };
     let builder =
         match ClientConfig::builder_with_provider(provider).with_protocol_versions(&versions) {
             Ok(b) => b,
@@ -316,7 +325,7 @@ fn client_tls(
         };
     let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier(validation)));
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match certificates.pop() {
         Some(cert) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(cert.key))),
         None => builder.with_no_client_auth(),
@@ -330,7 +339,9 @@ fn client_tls(
     } else {
         Resumption::in_memory_sessions(sessions.max(1) * 256)
     };
-    config.enable_sni = sni.is_some();
+    // SNI goes out only for a DNS name: without `sni` (and without `auto_sni`) the shard
+    // connects with the host's IP address as the name, which is never sent.
+    config.enable_sni = true;
     config.alpn_protocols = alpn(common);
     Some(Arc::new(ClientTls::new(
         config,
