@@ -36,19 +36,22 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
     let _ = stream.set_nodelay(true);
-    if let Some(transport) = pick_chain(&ctx, listener, &mut stream).await {
-        let (chain, tls) = transport;
-        let transport = match tls {
+    if let Some(picked) = pick_chain(&ctx, listener, &mut stream).await {
+        let transport = match picked.tls {
             None => Some(Transport::Raw(stream)),
             Some(tls) => handshake(&ctx, tls, stream).await,
         };
         if let Some(transport) = transport {
-            match &chain.network {
+            let accepted = Accepted {
+                transport,
+                server_name: &picked.server_name,
+            };
+            match &picked.chain.network {
                 NetworkFilter::TcpProxy(proxy) => {
-                    tcp_proxy::run(&ctx, listener, drain, proxy, transport).await
+                    tcp_proxy::run(&ctx, listener, drain, proxy, accepted).await
                 }
                 NetworkFilter::HttpConnectionManager(hcm) => {
-                    http_connection_manager::run(&ctx, listener, drain, hcm, transport).await
+                    http_connection_manager::run(&ctx, listener, drain, hcm, accepted).await
                 }
             }
         }
@@ -57,17 +60,26 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
     inc(&stats.downstream_cx_destroy);
 }
 
-type Chain<'a> = (
-    &'a xds_agent::model::FilterChain,
-    Option<&'a std::sync::Arc<ServerTls>>,
-);
+/// A connection ready for its network filter.
+pub struct Accepted<'a> {
+    pub transport: Transport,
+    /// The server name (SNI) the tls_inspector read; empty without one.
+    pub server_name: &'a str,
+}
+
+/// The filter chain a connection takes.
+struct Picked<'a> {
+    chain: &'a xds_agent::model::FilterChain,
+    tls: Option<&'a std::sync::Arc<ServerTls>>,
+    server_name: String,
+}
 
 /// Runs the listener filters and picks the chain; `None` closes the connection (counted).
 async fn pick_chain<'a>(
     ctx: &ShardContext,
     listener: &'a Listener,
     stream: &mut TcpStream,
-) -> Option<Chain<'a>> {
+) -> Option<Picked<'a>> {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket.
@@ -101,7 +113,11 @@ async fn pick_chain<'a>(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(chain) => Some((chain, chain.tls.as_ref())),
+        Some(chain) => Some(Picked {
+            chain,
+            tls: chain.tls.as_ref(),
+            server_name: found.server_name,
+        }),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");
