@@ -226,7 +226,9 @@ fn text(value: &Any<'_>) -> Option<String> {
         | Tag::PrintableString
         | Tag::T61String
         | Tag::Ia5String
-        | Tag::VisibleString => Some(data.iter().map(|b| char::from(*b)).collect()),
+        | Tag::VisibleString
+        | Tag::UtcTime
+        | Tag::GeneralizedTime => Some(data.iter().map(|b| char::from(*b)).collect()),
         Tag::BmpString => Some(
             char::decode_utf16(
                 data.chunks_exact(2)
