@@ -1024,6 +1024,33 @@ mod tests {
     }
 
     #[test]
+    fn tls_commands_on_a_plaintext_connection() {
+        let mut r = record();
+        r.requested_server_name = Some("example.com");
+        r.upstream_tls = Some(Negotiated {
+            version: Some("TLSv1.2"),
+            cipher: Some("ECDHE-RSA-AES128-GCM-SHA256"),
+        });
+        let format = "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_SUBJECT% \
+                      %DOWNSTREAM_PEER_CERT_V_START()% %DOWNSTREAM_LOCAL_URI_SAN% \
+                      %REQUESTED_SERVER_NAME% %UPSTREAM_TLS_VERSION% %UPSTREAM_TLS_CIPHER%";
+        assert_eq!(
+            render(format, &r),
+            "- - - - example.com TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"
+        );
+        let log = AccessLog::compile(LogSink::Stdout, Some(format)).unwrap();
+        assert!(log.reads_tls());
+        let without = AccessLog::compile(LogSink::Stdout, Some("%UPSTREAM_TLS_VERSION%"));
+        assert!(!without.unwrap().reads_tls());
+        assert!(
+            AccessLog::compile(LogSink::Stdout, Some("%DOWNSTREAM_PEER_CERT_V_END(%s)%"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("%DOWNSTREAM_PEER_CERT_V_END(%s)% at position 0")
+        );
+    }
+
+    #[test]
     fn header_arguments_are_checked() {
         let err = |f: &str| AccessLog::compile(LogSink::Stdout, Some(f)).unwrap_err();
         for bad in [
