@@ -1709,3 +1709,73 @@ fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
         seen
     });
 }
+
+/// `transport_socket_matches` as Istio's auto mTLS writes them: endpoints labelled
+/// `tlsMode: istio` get the TLS socket, the others the `tlsMode-disabled` raw socket. One
+/// cluster, one TLS and one plaintext host: round robin alternates, and every request
+/// succeeds because each host gets the socket it speaks.
+#[test]
+fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
+    let pki = pki();
+    let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
+    let plain = EchoUpstreams::start(&["plain"], None);
+    let (port, admin) = (free_port(), free_port());
+    let endpoint = |port: u16, labels: Value| {
+        json!({
+            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+            "metadata": {"filter_metadata": {"envoy.transport_socket_match": labels}}
+        })
+    };
+    let mixed = json!({
+        "name": "mixed",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": "mixed", "endpoints": [{"lb_endpoints": [
+            endpoint(secure.port, json!({"tlsMode": "istio"})),
+            endpoint(plain.port("plain"), json!({})),
+        ]}]},
+        "transport_socket_matches": [
+            {
+                "name": "tlsMode-istio",
+                "match": {"tlsMode": "istio"},
+                "transport_socket": upstream_tls(
+                    json!({"validation_context": validation(&pki.ca, json!({}))}),
+                    json!({"sni": UPSTREAM_NAME}),
+                ),
+            },
+            {
+                "name": "tlsMode-disabled",
+                "match": {},
+                "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
+            },
+        ],
+    });
+    let route_config = json!({"name": "local", "virtual_hosts": [
+        {"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "mixed"}}]}]});
+    let b = bootstrap(
+        admin,
+        vec![http_listener(
+            "plain",
+            port,
+            hcm("ingress", route_config, vec![], json!({})),
+        )],
+        vec![mixed],
+    );
+    on_both("tls-socket-matches", &b, |proxy| {
+        let mut over_tls = 0;
+        for i in 0..4 {
+            let c = curl(&[&format!("http://127.0.0.1:{port}/r{i}")]);
+            assert_eq!(c.status, 200, "{}: {}", proxy.kind.name(), c.body);
+            let echo: Value = serde_json::from_str(&c.body).unwrap_or(Value::Null);
+            if echo["tls"]["version"].is_string() {
+                over_tls += 1;
+            }
+        }
+        let stats = settled_stats(proxy, "cluster.mixed.", &["ssl.handshake"], |s| {
+            s["ssl.handshake"] >= 1
+        });
+        vec![format!("over TLS: {over_tls} of 4"), format!("{stats:?}")]
+    });
+}

@@ -31,22 +31,24 @@ const MAX_ALPN: usize = 8;
 pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpStream) {
     let generation = open.generation();
     let listener = &generation.config;
-    let drain = &generation.drain;
     let stats = listener.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
     let _ = stream.set_nodelay(true);
-    if let Some(picked) = pick_chain(&ctx, listener, &mut stream).await {
-        let transport = match picked.tls {
+    if let Some((index, server_name)) = pick_chain(&ctx, listener, &mut stream).await {
+        let chain = &listener.filter_chains[index];
+        // The chain's drain: an update that changed only other chains leaves it running.
+        let drain = generation.chain_drain(index);
+        let transport = match &chain.tls {
             None => Some(Transport::Raw(stream)),
             Some(tls) => handshake(&ctx, tls, stream).await,
         };
         if let Some(transport) = transport {
             let accepted = Accepted {
                 transport,
-                server_name: &picked.server_name,
+                server_name: &server_name,
             };
-            match &picked.chain.network {
+            match &chain.network {
                 NetworkFilter::TcpProxy(proxy) => {
                     tcp_proxy::run(&ctx, listener, drain, proxy, accepted).await
                 }
@@ -67,19 +69,13 @@ pub struct Accepted<'a> {
     pub server_name: &'a str,
 }
 
-/// The filter chain a connection takes.
-struct Picked<'a> {
-    chain: &'a xds_agent::model::FilterChain,
-    tls: Option<&'a std::sync::Arc<ServerTls>>,
-    server_name: String,
-}
-
-/// Runs the listener filters and picks the chain; `None` closes the connection (counted).
-async fn pick_chain<'a>(
+/// Runs the listener filters and picks the chain: its index, and the server name (SNI) the
+/// tls_inspector read. `None` closes the connection (counted).
+async fn pick_chain(
     ctx: &ShardContext,
-    listener: &'a Listener,
+    listener: &Listener,
     stream: &mut TcpStream,
-) -> Option<Picked<'a>> {
+) -> Option<(usize, String)> {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket.
@@ -92,7 +88,7 @@ async fn pick_chain<'a>(
         Err(abort) => {
             match abort {
                 Abort::TimedOut => inc(&stats.downstream_pre_cx_timeout),
-                Abort::HelloTooLarge => inc(&stats.downstream_listener_filter_error),
+                Abort::Rejected => inc(&stats.downstream_listener_filter_error),
                 Abort::Closed => {}
             }
             tracing::debug!(listener = %listener.name, %remote, ?abort, "connection closed by a listener filter");
@@ -113,11 +109,7 @@ async fn pick_chain<'a>(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(chain) => Some(Picked {
-            chain,
-            tls: chain.tls.as_ref(),
-            server_name: found.server_name,
-        }),
+        Some(index) => Some((index, found.server_name)),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");

@@ -47,8 +47,9 @@ pub enum Abort {
     Closed,
     /// The listener filter timeout passed (without `continue_on_listener_filters_timeout`).
     TimedOut,
-    /// A ClientHello larger than `max_client_hello_size`.
-    HelloTooLarge,
+    /// An inspector refused it: a ClientHello larger than `max_client_hello_size`, or no end
+    /// of an HTTP request line within 64 KiB.
+    Rejected,
 }
 
 /// Where each inspector stands.
@@ -170,7 +171,7 @@ fn examine(
                 }
                 Detect::Invalid(client_hello::Invalid::TooLarge) => {
                     inc(&cells.client_hello_too_large);
-                    Err(Abort::HelloTooLarge)
+                    Err(Abort::Rejected)
                 }
                 Detect::Hello(hello) => {
                     inc(&cells.tls_found);
@@ -202,8 +203,10 @@ fn examine(
             let detected = detect_http(bytes);
             let cell = match detected {
                 HttpDetect::NeedMore if !last => return Ok(State::Waiting),
-                HttpDetect::NeedMore | HttpDetect::NotHttp | HttpDetect::TooLong => {
-                    &cells.http_not_found
+                HttpDetect::NeedMore | HttpDetect::NotHttp => &cells.http_not_found,
+                HttpDetect::TooLong => {
+                    inc(&cells.read_error);
+                    return Err(Abort::Rejected);
                 }
                 HttpDetect::Http10 => &cells.http10_found,
                 HttpDetect::Http11 => &cells.http11_found,

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, rc::Rc};
 use futures_lite::future;
 use xds_agent::{
     access_log::ResponseFlags,
-    model::{tls::classify_failure, Cluster},
+    model::{tls::classify_failure, Cluster, Endpoint},
     stats::{inc, HandshakeFailure},
 };
 
@@ -38,13 +38,15 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-/// Opens a transport to `address`: TCP (no delay), then the cluster's TLS handshake, within
-/// the cluster's connect timeout. Counts TLS outcomes in `cluster.<name>.ssl.*`.
+/// Opens a transport to `endpoint`: TCP (no delay), then the TLS handshake of the transport
+/// socket the cluster gives that endpoint, within the cluster's connect timeout. Counts TLS
+/// outcomes in `cluster.<name>.ssl.*`.
 pub async fn open(
     ctx: &ShardContext,
     cluster: &Cluster,
-    address: SocketAddr,
+    endpoint: &Endpoint,
 ) -> Result<Transport, OpenError> {
+    let address = endpoint.address;
     let attempt = async {
         let stream = TcpStream::connect_timeout(address, cluster.connect_timeout)
             .await
@@ -53,7 +55,7 @@ pub async fn open(
                 _ => OpenError::Connect(e),
             })?;
         let _ = stream.set_nodelay(true);
-        let Some(tls) = &cluster.tls else {
+        let Some(tls) = cluster.tls_for(endpoint) else {
             return Ok(Transport::Raw(stream));
         };
         let cells = tls.stats.shard(ctx.id);
@@ -110,7 +112,7 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match open(ctx, &cluster.config, active.address()).await {
+        match open(ctx, &cluster.config, &active.host().endpoint).await {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));

@@ -231,6 +231,8 @@ pub enum SanKind {
     Uri,
     Email,
     IpAddress,
+    /// The deprecated `match_subject_alt_names`: a SAN of any of the four kinds.
+    Any,
 }
 
 /// A certificate's subject alt names, in the certificate's order.
@@ -266,13 +268,17 @@ impl PeerNames {
         names
     }
 
-    fn of_kind(&self, kind: SanKind) -> &[String] {
-        match kind {
-            SanKind::Dns => &self.dns,
-            SanKind::Uri => &self.uri,
-            SanKind::Email => &self.email,
-            SanKind::IpAddress => &self.ip,
-        }
+    /// The SANs of a kind.
+    fn of_kind(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
+        let all = [
+            (SanKind::Dns, &self.dns),
+            (SanKind::Uri, &self.uri),
+            (SanKind::Email, &self.email),
+            (SanKind::IpAddress, &self.ip),
+        ];
+        all.into_iter()
+            .filter(move |(k, _)| kind == SanKind::Any || *k == kind)
+            .flat_map(|(k, sans)| sans.iter().map(move |san| (k, san)))
     }
 
     /// Envoy's rule: with matchers, some SAN must satisfy some matcher (a DNS matcher's exact
@@ -280,9 +286,9 @@ impl PeerNames {
     pub fn satisfy(&self, matchers: &[SanMatcher]) -> bool {
         matchers.is_empty()
             || matchers.iter().any(|m| {
-                self.of_kind(m.kind).iter().any(|san| {
+                self.of_kind(m.kind).any(|(kind, san)| {
                     m.matcher.matches(san.as_bytes())
-                        || (m.kind == SanKind::Dns
+                        || (kind == SanKind::Dns
                             && m.matcher.exact_value().is_some_and(|v| {
                                 dns_name_matches(&san.to_ascii_lowercase(), &v.to_ascii_lowercase())
                             }))
@@ -548,6 +554,33 @@ mod tests {
         assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
         assert!(!dns_name_matches("*.example.com", "example.com"));
         assert!(dns_name_matches("example.com", "example.com"));
+    }
+
+    #[test]
+    fn san_matchers_by_kind_and_any_kind() {
+        use crate::model::matchers::{StringMatcher, StringPattern};
+        let names = PeerNames {
+            dns: vec!["*.example.com".into()],
+            uri: vec!["spiffe://cluster.local/ns/default/sa/app".into()],
+            ..Default::default()
+        };
+        let exact = |kind, value: &str| SanMatcher {
+            kind,
+            matcher: StringMatcher::new(StringPattern::Exact(value.as_bytes().into()), false),
+        };
+        let uri = "spiffe://cluster.local/ns/default/sa/app";
+        assert!(names.satisfy(&[exact(SanKind::Uri, uri)]));
+        assert!(!names.satisfy(&[exact(SanKind::Dns, uri)]));
+        assert!(
+            names.satisfy(&[exact(SanKind::Any, uri)]),
+            "deprecated matchers take any kind"
+        );
+        assert!(
+            names.satisfy(&[exact(SanKind::Dns, "a.example.com")]),
+            "wildcard SAN"
+        );
+        assert!(!names.satisfy(&[exact(SanKind::Dns, "a.b.example.com")]));
+        assert!(names.satisfy(&[]));
     }
 
     #[test]
