@@ -8,13 +8,17 @@ use std::{
     io::{self, BufRead, Read, Write},
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll, Waker},
 };
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustls::{pki_types::ServerName, server::Acceptor, ClientConnection, Connection};
-use xds_agent::model::tls::{ClientTls, ServerTls};
+use xds_agent::model::{
+    tls::{ClientTls, ServerTls},
+    tls_info::{CertificateInfo, DownstreamTls},
+};
 
 use crate::rt::net::TcpStream;
 
@@ -42,6 +46,8 @@ pub struct TlsStream {
     tls: Connection,
     /// `close_notify` has been queued.
     closing: bool,
+    /// The certificate served (server side).
+    served: Option<Arc<CertificateInfo>>,
 }
 
 /// The socket as `Read`/`Write` for rustls: "would block" instead of pending (the waker is
@@ -110,7 +116,7 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
             }
         }
     };
-    let config = tls.config_for(accepted.client_hello().alpn());
+    let (config, served) = tls.config_for(&accepted.client_hello());
     let conn = match accepted.into_connection(config) {
         Ok(conn) => conn,
         Err((e, mut alert)) => {
@@ -119,7 +125,7 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
             return Err(HandshakeError::Tls(e));
         }
     };
-    TlsStream::handshake(io, conn.into()).await
+    TlsStream::handshake(io, conn.into(), served).await
 }
 
 /// Starts TLS to an upstream host: SNI `sni` (`auto_sni`) or as configured (none: the host's
@@ -136,15 +142,20 @@ pub async fn connect(
         .or_else(|| tls.sni.clone())
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
     let conn = ClientConnection::new(tls.config(), name).map_err(HandshakeError::Tls)?;
-    TlsStream::handshake(io, conn.into()).await
+    TlsStream::handshake(io, conn.into(), None).await
 }
 
 impl TlsStream {
-    async fn handshake(io: TcpStream, tls: Connection) -> Result<Self, HandshakeError> {
+    async fn handshake(
+        io: TcpStream,
+        tls: Connection,
+        served: Option<Arc<CertificateInfo>>,
+    ) -> Result<Self, HandshakeError> {
         let mut stream = Self {
             io,
             tls,
             closing: false,
+            served,
         };
         while stream.tls.is_handshaking() {
             poll_fn(|cx| stream.poll_flush_tls(cx))
@@ -251,6 +262,11 @@ impl TlsStream {
 
     pub fn connection(&self) -> &Connection {
         &self.tls
+    }
+
+    /// What access logs and XFCC read of this (downstream) connection.
+    pub fn info(&self) -> DownstreamTls {
+        DownstreamTls::new(&self.tls, self.served.clone())
     }
 }
 

@@ -7,6 +7,7 @@ pub mod listener_filters;
 pub mod matchers;
 pub mod route;
 pub mod tls;
+pub mod tls_info;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -155,6 +156,11 @@ impl TcpProxy {
     /// Whether connections are access-logged (then their addresses are worth reading).
     pub fn logs_connections(&self) -> bool {
         !self.access_logs.is_empty()
+    }
+
+    /// Whether an access log reads the downstream connection's TLS.
+    pub fn logs_read_tls(&self) -> bool {
+        self.access_logs.iter().any(|l| l.reads_tls())
     }
 }
 

@@ -20,7 +20,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use super::matchers::StringMatcher;
+use super::{matchers::StringMatcher, tls_info::CertificateInfo};
 use crate::stats::{HandshakeFailure, SslStats, CIPHERS, CURVES, VERSIONS};
 
 /// A chain's downstream TLS (`DownstreamTlsContext`). Its rustls configs are replaced in
@@ -46,6 +46,8 @@ pub struct ServerConfigs {
     /// The same without ALPN, for clients that offer none of the configured protocols: Envoy
     /// (BoringSSL) then goes on without ALPN, where rustls would refuse the handshake.
     pub without_alpn: Arc<ServerConfig>,
+    /// The certificates both configs serve (their resolver).
+    pub certificates: Arc<CertificateChoice>,
 }
 
 impl ServerTls {
@@ -65,22 +67,25 @@ impl ServerTls {
         }
     }
 
-    /// The config for a client offering `offered` ALPN protocols.
-    pub fn config_for<'a>(
+    /// The config for a client's hello (with ALPN when it offers a configured protocol), and
+    /// the certificate that config will serve it.
+    pub fn config_for(
         &self,
-        offered: Option<impl Iterator<Item = &'a [u8]>>,
-    ) -> Arc<ServerConfig> {
+        hello: &ClientHello<'_>,
+    ) -> (Arc<ServerConfig>, Option<Arc<CertificateInfo>>) {
         let configs = self.configs.load();
         let configured = &configs.with_alpn.alpn_protocols;
-        let shares_one = match offered {
+        let shares_one = match hello.alpn() {
             Some(mut offered) => offered.any(|p| configured.iter().any(|c| c == p)),
             None => true,
         };
-        if configured.is_empty() || shares_one {
+        let config = if configured.is_empty() || shares_one {
             configs.with_alpn.clone()
         } else {
             configs.without_alpn.clone()
-        }
+        };
+        let served = configs.certificates.choose(hello).map(|c| c.info.clone());
+        (config, served)
     }
 
     /// Takes `fresh`'s configs (the same context rebuilt with new secrets).
@@ -152,6 +157,8 @@ impl fmt::Debug for ClientTls {
 pub struct ServedCertificate {
     pub key: Arc<CertifiedKey>,
     pub dns_names: Vec<String>,
+    /// What access logs and XFCC read of it (`%DOWNSTREAM_LOCAL_SUBJECT%`, `By=`).
+    pub info: Arc<CertificateInfo>,
 }
 
 /// Several certificates on one context: the first whose names cover the SNI and whose key the
@@ -159,8 +166,13 @@ pub struct ServedCertificate {
 #[derive(Debug)]
 pub struct CertificateChoice(pub Vec<ServedCertificate>);
 
-impl ResolvesServerCert for CertificateChoice {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl CertificateChoice {
+    /// The certificate for `hello` (the only one, when there is one).
+    pub fn choose(&self, hello: &ClientHello<'_>) -> Option<&ServedCertificate> {
+        let certs = &self.0;
+        if let [only] = &certs[..] {
+            return Some(only);
+        }
         let schemes = hello.signature_schemes();
         let usable = |c: &&ServedCertificate| c.key.key.choose_scheme(schemes).is_some();
         let sni = hello.server_name().map(str::to_ascii_lowercase);
@@ -168,13 +180,17 @@ impl ResolvesServerCert for CertificateChoice {
             sni.as_deref()
                 .is_some_and(|sni| c.dns_names.iter().any(|n| dns_name_matches(n, sni)))
         };
-        let certs = &self.0;
         certs
             .iter()
             .find(|c| for_sni(c) && usable(c))
             .or_else(|| certs.iter().find(usable))
             .or_else(|| certs.first())
-            .map(|c| c.key.clone())
+    }
+}
+
+impl ResolvesServerCert for CertificateChoice {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(&hello).map(|c| c.key.clone())
     }
 }
 
@@ -219,25 +235,25 @@ pub enum SanKind {
     Any,
 }
 
-/// A peer certificate's subject alt names, read from its DER.
+/// A certificate's subject alt names, in the certificate's order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PeerNames {
     pub dns: Vec<String>,
     pub uri: Vec<String>,
     pub email: Vec<String>,
     pub ip: Vec<String>,
-    /// The subject as RFC 2253 text (for XFCC and access logs).
-    pub subject: String,
 }
 
 impl PeerNames {
     pub fn parse(der: &[u8]) -> Option<Self> {
-        use x509_parser::{extensions::GeneralName, prelude::FromDer};
+        use x509_parser::prelude::FromDer;
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-        let mut names = PeerNames {
-            subject: cert.subject().to_string(),
-            ..Default::default()
-        };
+        Some(Self::of(&cert))
+    }
+
+    pub fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        use x509_parser::extensions::GeneralName;
+        let mut names = PeerNames::default();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
@@ -249,11 +265,11 @@ impl PeerNames {
                 }
             }
         }
-        Some(names)
+        names
     }
 
     /// The SANs of a kind.
-    fn of(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
+    fn of_kind(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
         let all = [
             (SanKind::Dns, &self.dns),
             (SanKind::Uri, &self.uri),
@@ -270,7 +286,7 @@ impl PeerNames {
     pub fn satisfy(&self, matchers: &[SanMatcher]) -> bool {
         matchers.is_empty()
             || matchers.iter().any(|m| {
-                self.of(m.kind).any(|(kind, san)| {
+                self.of_kind(m.kind).any(|(kind, san)| {
                     m.matcher.matches(san.as_bytes())
                         || (kind == SanKind::Dns
                             && m.matcher.exact_value().is_some_and(|v| {

@@ -37,10 +37,13 @@ use rustls::{
 
 use super::{data_source, matchers, TranslateError};
 use crate::{
-    model::tls::{
-        CertificateChoice, ClientCertCheck, ClientCertificate, ClientTls, PeerNames,
-        PeerValidation, SanKind, SanMatcher, ServedCertificate, ServerConfigs, ServerTls,
-        UpstreamVerifier, CIPHER_NAMES, GROUP_NAMES,
+    model::{
+        tls::{
+            CertificateChoice, ClientCertCheck, ClientCertificate, ClientTls, PeerValidation,
+            SanKind, SanMatcher, ServedCertificate, ServerConfigs, ServerTls, UpstreamVerifier,
+            CIPHER_NAMES, GROUP_NAMES,
+        },
+        tls_info::CertificateInfo,
     },
     names,
     stats::StatsRegistry,
@@ -223,7 +226,8 @@ fn server_tls(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(CertificateChoice(certificates)));
+    let certificates = Arc::new(CertificateChoice(certificates));
+    let mut config = builder.with_cert_resolver(certificates.clone());
     config.session_storage = if context.disable_stateful_session_resumption {
         Arc::new(NoServerSessionStorage {})
     } else {
@@ -248,6 +252,7 @@ fn server_tls(
         ServerConfigs {
             with_alpn: Arc::new(config),
             without_alpn,
+            certificates,
         },
         stats.ssl(stat_scope),
         requests_client_certificate,
@@ -472,7 +477,7 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
         Ok(s) => s,
         Err(e) => return at.fail(format!("{path}.private_key"), e.to_string()),
     };
-    let names = PeerNames::parse(&chain[0]);
+    let info = CertificateInfo::parse(&chain[0]);
     // Compared here rather than with rustls' `keys_match`, whose WebPKI parser refuses the
     // X.509 v1 certificates that Envoy (and its examples) serve.
     let key_matches = match (signing.public_key(), public_key(&chain[0])) {
@@ -486,7 +491,7 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
         );
     }
     let key = CertifiedKey::new(chain, signing);
-    let Some(names) = names else {
+    let Some(info) = info else {
         return at.fail(
             format!("{path}.certificate_chain"),
             "cannot parse the certificate",
@@ -494,7 +499,13 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
     };
     Some(ServedCertificate {
         key: Arc::new(key),
-        dns_names: names.dns.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        dns_names: info
+            .sans
+            .dns
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        info: Arc::new(info),
     })
 }
 
