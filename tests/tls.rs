@@ -1975,12 +1975,11 @@ fn auto_sni_and_auto_san_validation() {
                 assert_eq!(sni.as_deref(), Some(host), "{who}");
             }
         }
-        let stats = settled_stats(
-            proxy,
-            "cluster.auto.",
-            &["ssl.handshake", "ssl.fail_verify_san"],
-            |s| s["ssl.fail_verify_san"] >= 1,
-        );
+        // (How many handshakes depends on which worker or shard each connection lands on,
+        // and so whether the third request finds a pooled connection: not compared.)
+        let stats = settled_stats(proxy, "cluster.auto.", &["ssl.fail_verify_san"], |s| {
+            s["ssl.fail_verify_san"] >= 1
+        });
         seen.push(format!("{stats:?}"));
         seen
     });
