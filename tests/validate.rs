@@ -322,3 +322,107 @@ fn every_example_validates() {
         failures.join("\n")
     );
 }
+
+/// TLS config problems are precise errors naming the field path: a missing certificate file,
+/// a key that is not the certificate's, a cipher suite rustls does not offer, TLS 1.0, a
+/// secret of the wrong kind, a client certificate required with no CA to check it against.
+#[test]
+fn tls_config_errors_name_their_paths() {
+    let dir = TempDir::new("validate-tls");
+    let pem = |name: &str, args: &[&str]| {
+        let path = dir.file(name);
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+        path.to_str().unwrap().to_string()
+    };
+    let key = pem(
+        "key.pem",
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+        ],
+    );
+    let other_key = pem(
+        "other.pem",
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+        ],
+    );
+    let cert = dir.file("cert.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-new", "-key", &key, "-subj", "/CN=x", "-days", "1", "-out",
+        ])
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cert = cert.to_str().unwrap();
+    let mut b = good();
+    let chain = |common: serde_json::Value, extra: serde_json::Value| {
+        let mut context = json!({"common_tls_context": common});
+        common::merge(&mut context, extra);
+        context["@type"] = json!(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+        );
+        json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
+    };
+    let certs = |key: &str| json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]);
+    let listener = b["static_resources"]["listeners"][0].clone();
+    let mut listeners = Vec::new();
+    for (i, socket) in [
+        chain(json!({"tls_certificates": [{"certificate_chain": {"filename": "/nonexistent/cert.pem"}, "private_key": {"filename": key}}]}), json!({})),
+        chain(json!({"tls_certificates": certs(&other_key)}), json!({})),
+        chain(json!({"tls_certificates": certs(&key), "tls_params": {"cipher_suites": ["AES128-SHA"]}}), json!({})),
+        chain(json!({"tls_certificates": certs(&key), "tls_params": {"tls_minimum_protocol_version": "TLSv1_0"}}), json!({})),
+        chain(json!({"tls_certificate_sds_secret_configs": [{"name": "ca"}]}), json!({})),
+        chain(json!({"tls_certificates": certs(&key)}), json!({"require_client_certificate": true})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut l = listener.clone();
+        l["name"] = json!(format!("l{i}"));
+        l["address"]["socket_address"]["port_value"] = json!(free_port());
+        l["filter_chains"][0]["transport_socket"] = socket;
+        listeners.push(l);
+    }
+    b["static_resources"]["listeners"] = json!(listeners);
+    b["static_resources"]["secrets"] =
+        json!([{"name": "ca", "validation_context": {"trusted_ca": {"filename": cert}}}]);
+    let at = |i: usize, rest: &str| {
+        format!(
+            "static_resources.listeners[{i}].filter_chains[0].transport_socket.typed_config.{rest}"
+        )
+    };
+    assert_rejected(
+        "tls",
+        &to_yaml(&b),
+        &[
+            &at(0, "common_tls_context.tls_certificates[0].certificate_chain.filename: cannot read /nonexistent/cert.pem"),
+            &at(1, "common_tls_context.tls_certificates[0].private_key"),
+            "does not match the certificate's public key",
+            &at(2, "common_tls_context.tls_params.cipher_suites[0]"),
+            "cipher suite \"AES128-SHA\" is not offered by rustls",
+            &at(3, "common_tls_context.tls_params.tls_minimum_protocol_version"),
+            &at(4, "common_tls_context.tls_certificate_sds_secret_configs[0].name"),
+            "is not a tls_certificate",
+            &at(5, "require_client_certificate"),
+        ],
+    );
+}
