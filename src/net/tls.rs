@@ -13,8 +13,9 @@ use std::{
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
+use rustls::ClientConfig;
 use rustls::{pki_types::ServerName, server::Acceptor, ClientConnection, Connection};
-use xds_agent::model::tls::{ClientTls, ServerTls};
+use xds_agent::model::tls::ServerConfigs;
 
 use crate::rt::net::TcpStream;
 
@@ -90,7 +91,10 @@ fn pending_on_block<T>(result: io::Result<T>) -> Poll<io::Result<T>> {
 
 /// Accepts a downstream TLS connection: reads the ClientHello, picks the config (with or
 /// without ALPN), completes the handshake.
-pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, HandshakeError> {
+pub async fn accept(
+    mut io: TcpStream,
+    configs: &ServerConfigs,
+) -> Result<TlsStream, HandshakeError> {
     let mut acceptor = Acceptor::default();
     let accepted = loop {
         let n = poll_fn(|cx| pending_on_block(acceptor.read_tls(&mut SyncIo { io: &mut io, cx })))
@@ -110,7 +114,7 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
             }
         }
     };
-    let config = tls.config_for(accepted.client_hello().alpn());
+    let config = configs.config_for(accepted.client_hello().alpn());
     let conn = match accepted.into_connection(config) {
         Ok(conn) => conn,
         Err((e, mut alert)) => {
@@ -122,18 +126,18 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
     TlsStream::handshake(io, conn.into()).await
 }
 
-/// Starts TLS to an upstream host: SNI as configured (none: the host's address stands as the
-/// name, which rustls never sends), then the handshake.
+/// Starts TLS to an upstream host: SNI `sni` (none: the host's address stands as the name,
+/// which rustls never sends), then the handshake.
 pub async fn connect(
     io: TcpStream,
-    tls: &ClientTls,
+    config: std::sync::Arc<ClientConfig>,
+    sni: Option<&ServerName<'static>>,
     host: SocketAddr,
 ) -> Result<TlsStream, HandshakeError> {
-    let name = tls
-        .sni
-        .clone()
+    let name = sni
+        .cloned()
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
-    let conn = ClientConnection::new(tls.config(), name).map_err(HandshakeError::Tls)?;
+    let conn = ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
     TlsStream::handshake(io, conn.into()).await
 }
 

@@ -1,11 +1,17 @@
 //! Domain model: TLS for transport sockets. The rustls configs the agent builds for a chain's
-//! downstream side (`ServerTls`) and a cluster's upstream side (`ClientTls`), the certificate
-//! choice by SNI and key type, and Envoy's peer verification: a trusted CA chain (with CRLs)
-//! and `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
+//! downstream side (`ServerTls`) and a cluster's upstream side (`ClientTls`) — swapped in place
+//! when an SDS secret they name changes (`SecretKey`) — the certificate choice by SNI and key
+//! type, and Envoy's peer verification: a trusted CA chain (with CRLs) and
+//! `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
 //! (`ssl.fail_verify_san`).
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -21,22 +27,67 @@ use rustls::{
 };
 
 use super::matchers::StringMatcher;
-use crate::stats::{HandshakeFailure, SslStats, CIPHERS, CURVES, VERSIONS};
+use crate::stats::{self, HandshakeFailure, SslFactoryStats, SslStats, CIPHERS, CURVES, VERSIONS};
+
+/// Where an SDS secret comes from (`SdsSecretConfig.sds_config`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// The ADS stream (`ads: {}`).
+    Ads,
+    /// An SDS stream of its own (`api_config_source`, as Istio's `sds-grpc`).
+    Grpc(GrpcSecretSource),
+    /// A file holding the secret (`path_config_source`, or the deprecated `path`).
+    File(FileSecretSource),
+}
+
+/// An `api_config_source` with one `envoy_grpc` service: one stream per distinct source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrpcSecretSource {
+    /// The static cluster the service names.
+    pub cluster: String,
+    /// `api_type: DELTA_GRPC` (else GRPC, state of the world).
+    pub delta: bool,
+    pub set_node_on_first_message_only: bool,
+}
+
+/// A secret file, reloaded when it changes (or, with `watched_directory`, when an entry is
+/// moved into that directory: Kubernetes' `..data` swap).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileSecretSource {
+    pub path: PathBuf,
+    pub watched_directory: Option<PathBuf>,
+}
+
+/// An SDS secret: its source and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub source: SecretSource,
+    pub name: String,
+}
+
+/// An SDS secret a TLS context names, and how long what uses it waits for it
+/// (`initial_fetch_timeout`; `None`: forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSecret {
+    pub key: SecretKey,
+    pub initial_fetch_timeout: Option<Duration>,
+}
 
 /// A chain's downstream TLS (`DownstreamTlsContext`). Its rustls configs are replaced in
 /// place when an SDS secret it names changes: new handshakes take the new certificate or CA,
 /// open connections keep theirs, and the listener (so its connections) stays as it is.
 pub struct ServerTls {
-    configs: ArcSwap<ServerConfigs>,
+    /// `None` while an SDS secret it names is missing (its wait timed out or its first version
+    /// was rejected): connections are closed (`downstream_context_secrets_not_ready`).
+    configs: ArcSwapOption<ServerConfigs>,
     pub stats: Arc<SslStats>,
-    /// Client certificates are asked for (a validation context): a handshake without one
-    /// counts as `ssl.no_certificate`.
-    pub requests_client_certificate: bool,
+    /// `<listener>.server_ssl_socket_factory.*`.
+    pub factory_stats: Arc<SslFactoryStats>,
     /// Hash of the certificates, keys and CAs read from files or inline (a changed file is a
     /// changed config); SDS secrets are not in it (they are swapped in place).
     pub material_hash: u64,
     /// The SDS secrets the context names.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<SdsSecret>,
 }
 
 /// A server context's rustls configs.
@@ -46,53 +97,69 @@ pub struct ServerConfigs {
     /// The same without ALPN, for clients that offer none of the configured protocols: Envoy
     /// (BoringSSL) then goes on without ALPN, where rustls would refuse the handshake.
     pub without_alpn: Arc<ServerConfig>,
+    /// Client certificates are asked for (a validation context): a handshake without one
+    /// counts as `ssl.no_certificate`.
+    pub requests_client_certificate: bool,
+    pub certificates: ContextCertificates,
 }
 
-impl ServerTls {
-    pub fn new(
-        configs: ServerConfigs,
-        stats: Arc<SslStats>,
-        requests_client_certificate: bool,
-        material_hash: u64,
-        secrets: Vec<String>,
-    ) -> Self {
-        Self {
-            configs: ArcSwap::from_pointee(configs),
-            stats,
-            requests_client_certificate,
-            material_hash,
-            secrets,
-        }
-    }
-
+impl ServerConfigs {
     /// The config for a client offering `offered` ALPN protocols.
     pub fn config_for<'a>(
         &self,
         offered: Option<impl Iterator<Item = &'a [u8]>>,
     ) -> Arc<ServerConfig> {
-        let configs = self.configs.load();
-        let configured = &configs.with_alpn.alpn_protocols;
+        let configured = &self.with_alpn.alpn_protocols;
         let shares_one = match offered {
             Some(mut offered) => offered.any(|p| configured.iter().any(|c| c == p)),
             None => true,
         };
         if configured.is_empty() || shares_one {
-            configs.with_alpn.clone()
+            self.with_alpn.clone()
         } else {
-            configs.without_alpn.clone()
+            self.without_alpn.clone()
         }
+    }
+}
+
+impl ServerTls {
+    /// `configs: None` builds a context waiting for its SDS secrets.
+    pub fn new(
+        configs: Option<ServerConfigs>,
+        stats: Arc<SslStats>,
+        factory_stats: Arc<SslFactoryStats>,
+        material_hash: u64,
+        secrets: Vec<SdsSecret>,
+    ) -> Self {
+        Self {
+            configs: ArcSwapOption::from_pointee(configs),
+            stats,
+            factory_stats,
+            material_hash,
+            secrets,
+        }
+    }
+
+    /// The configs new handshakes take; `None` while a secret is missing.
+    pub fn configs(&self) -> Option<Arc<ServerConfigs>> {
+        self.configs.load_full()
     }
 
     /// Takes `fresh`'s configs (the same context rebuilt with new secrets).
     pub fn update_from(&self, fresh: &ServerTls) {
         self.configs.store(fresh.configs.load_full());
+        stats::inc(&self.factory_stats.shard(0).ssl_context_update_by_sds);
     }
 }
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let configs = self.configs.load();
         f.debug_struct("ServerTls")
-            .field("alpn", &self.configs.load().with_alpn.alpn_protocols)
+            .field(
+                "alpn",
+                &configs.as_ref().map(|c| &c.with_alpn.alpn_protocols),
+            )
             .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
@@ -101,40 +168,59 @@ impl fmt::Debug for ServerTls {
 /// A cluster's upstream TLS (`UpstreamTlsContext`); its config is replaced in place when an
 /// SDS secret it names changes.
 pub struct ClientTls {
-    config: ArcSwap<ClientConfig>,
+    /// `None` while an SDS secret it names is missing: connections fail
+    /// (`upstream_context_secrets_not_ready`).
+    configs: ArcSwapOption<ClientConfigs>,
     /// The SNI sent (`sni`); without one, none is sent.
     pub sni: Option<ServerName<'static>>,
     pub stats: Arc<SslStats>,
+    /// `cluster.<name>.client_ssl_socket_factory.*`.
+    pub factory_stats: Arc<SslFactoryStats>,
     /// Hash of the certificates, keys and CAs read from files or inline.
     pub material_hash: u64,
     /// The SDS secrets the context names.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<SdsSecret>,
+}
+
+/// A client context's rustls config.
+pub struct ClientConfigs {
+    pub config: Arc<ClientConfig>,
+    pub certificates: ContextCertificates,
 }
 
 impl ClientTls {
+    /// `configs: None` builds a context waiting for its SDS secrets.
     pub fn new(
-        config: ClientConfig,
+        configs: Option<ClientConfigs>,
         sni: Option<ServerName<'static>>,
         stats: Arc<SslStats>,
+        factory_stats: Arc<SslFactoryStats>,
         material_hash: u64,
-        secrets: Vec<String>,
+        secrets: Vec<SdsSecret>,
     ) -> Self {
         Self {
-            config: ArcSwap::from_pointee(config),
+            configs: ArcSwapOption::from_pointee(configs),
             sni,
             stats,
+            factory_stats,
             material_hash,
             secrets,
         }
     }
 
-    pub fn config(&self) -> Arc<ClientConfig> {
-        self.config.load_full()
+    /// The config new connections take; `None` while a secret is missing.
+    pub fn config(&self) -> Option<Arc<ClientConfig>> {
+        self.configs.load().as_ref().map(|c| c.config.clone())
+    }
+
+    pub fn configs(&self) -> Option<Arc<ClientConfigs>> {
+        self.configs.load_full()
     }
 
     /// Takes `fresh`'s config (the same context rebuilt with new secrets).
     pub fn update_from(&self, fresh: &ClientTls) {
-        self.config.store(fresh.config.load_full());
+        self.configs.store(fresh.configs.load_full());
+        stats::inc(&self.factory_stats.shard(0).ssl_context_update_by_sds);
     }
 }
 
@@ -147,11 +233,74 @@ impl fmt::Debug for ClientTls {
     }
 }
 
+/// A context's certificates as `/certs` shows them: the first certificate of each chain it
+/// serves or presents, and the first trusted CA.
+#[derive(Debug, Clone, Default)]
+pub struct ContextCertificates {
+    pub ca: Option<CertificateInfo>,
+    pub chain: Vec<CertificateInfo>,
+}
+
+/// One certificate, read when its context was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The file it came from, or `<inline>`.
+    pub path: String,
+    /// Lowercase hex, as Envoy prints it.
+    pub serial_number: String,
+    /// DNS, URI and IP address SANs, in the certificate's order.
+    pub subject_alt_names: Vec<(SanKind, String)>,
+    pub valid_from: SystemTime,
+    pub expiration: SystemTime,
+}
+
+impl CertificateInfo {
+    pub fn parse(der: &[u8], path: &str) -> Option<Self> {
+        use x509_parser::{extensions::GeneralName, prelude::FromDer};
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+        let serial = cert.tbs_certificate.raw_serial();
+        let serial = match serial.iter().position(|b| *b != 0) {
+            Some(first) => &serial[first..],
+            None => &serial[serial.len().saturating_sub(1)..],
+        };
+        let mut subject_alt_names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => {
+                        subject_alt_names.push((SanKind::Dns, d.to_string()))
+                    }
+                    GeneralName::URI(u) => subject_alt_names.push((SanKind::Uri, u.to_string())),
+                    GeneralName::IPAddress(ip) => {
+                        subject_alt_names.extend(ip_text(ip).map(|ip| (SanKind::IpAddress, ip)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let time = |t: x509_parser::time::ASN1Time| {
+            let seconds = t.timestamp();
+            match u64::try_from(seconds) {
+                Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+                Err(_) => SystemTime::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
+            }
+        };
+        Some(Self {
+            path: path.to_string(),
+            serial_number: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            subject_alt_names,
+            valid_from: time(cert.validity().not_before),
+            expiration: time(cert.validity().not_after),
+        })
+    }
+}
+
 /// A served certificate and the DNS names it is for (lowercase; wildcards as `*.suffix`).
 #[derive(Debug)]
 pub struct ServedCertificate {
     pub key: Arc<CertifiedKey>,
     pub dns_names: Vec<String>,
+    pub info: CertificateInfo,
 }
 
 /// Several certificates on one context: the first whose names cover the SNI and whose key the

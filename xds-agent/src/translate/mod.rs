@@ -21,6 +21,7 @@ mod listener_filters;
 mod matchers;
 pub mod resources;
 mod route;
+pub mod secret;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
@@ -44,7 +45,7 @@ use envoy_types::pb::{
 };
 
 use crate::{
-    model::{Endpoint, Snapshot},
+    model::{Cluster, Endpoint, Listener, Snapshot},
     stats::StatsRegistry,
 };
 
@@ -86,8 +87,8 @@ pub struct TranslateContext<'a> {
     /// ECDS configs (`TypedExtensionConfig.typed_config`) by name, for HTTP filters whose
     /// config is discovered (`config_discovery`).
     pub extensions: &'a HashMap<String, Any>,
-    /// Secrets TLS contexts may name (`sds_secret_config`): the bootstrap's
-    /// `static_resources.secrets` (filled by `translate`).
+    /// What TLS contexts' `sds_secret_config`s resolve against: the bootstrap's part is
+    /// filled by `translate`, the SDS secrets held are the caller's.
     pub secrets: Arc<tls::Secrets>,
 }
 
@@ -98,33 +99,44 @@ pub fn translate(
 ) -> Result<Snapshot, Vec<TranslateError>> {
     let mut errors = Vec::new();
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
-    // The control-plane cluster is the agent's own: read by `dynamic_sources`, not walked
-    // (its connection options do not apply to the agent's gRPC client) nor published.
-    let grpc_cluster = sources.as_ref().map(|s| s.grpc_cluster.as_str());
-    let walked = without_cluster(bootstrap, grpc_cluster);
+    // Control-plane clusters are the agent's own: the ADS cluster (read by
+    // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
+    // connection options do not apply to the agent's gRPC client) nor published.
+    let agents: HashSet<&str> = bootstrap
+        .static_resources
+        .iter()
+        .flat_map(|s| &s.clusters)
+        .filter(|c| dynamic_resources::is_pipe_cluster(c))
+        .map(|c| c.name.as_str())
+        .chain(sources.as_ref().map(|s| s.grpc_cluster.as_str()))
+        .collect();
+    let walked = without_clusters(bootstrap, &agents);
     errors.extend(support::unsupported_fields(walked.as_ref(), "", None));
     let empty = StaticResources::default();
     let statics = walked.static_resources.as_ref().unwrap_or(&empty);
-    ctx.secrets = Arc::new(tls::static_secrets(
-        &statics.secrets,
-        "static_resources.secrets",
-        &mut errors,
-    ));
+    ctx.secrets = Arc::new(tls::Secrets {
+        statics: Arc::new(tls::static_secrets(
+            &statics.secrets,
+            "static_resources.secrets",
+            &mut errors,
+        )),
+        grpc_clusters: Arc::new(dynamic_resources::grpc_clusters(bootstrap)),
+        ads: sources.is_some(),
+        held: ctx.secrets.held.clone(),
+    });
     let mut clusters = cluster::clusters(
         &statics.clusters,
         "static_resources.clusters",
         ctx,
         &mut errors,
     );
-    if let Some(name) = grpc_cluster {
-        clusters.remove(name);
-    }
+    clusters.retain(|name, _| !agents.contains(name.as_str()));
     // Names of every cluster given (translated or not: a broken cluster is reported once).
     let cluster_names: HashSet<&str> = statics
         .clusters
         .iter()
         .map(|c| c.name.as_str())
-        .filter(|name| Some(*name) != grpc_cluster)
+        .filter(|name| !agents.contains(name))
         .collect();
     let listeners = listener::listeners(
         &statics.listeners,
@@ -168,18 +180,56 @@ pub fn translate(
     }
 }
 
-/// The bootstrap with the cluster `name` reduced to its name (indexes, and so error paths,
-/// stay those of the file).
-fn without_cluster<'a>(bootstrap: &'a Bootstrap, name: Option<&str>) -> Cow<'a, Bootstrap> {
-    let Some(name) = name else {
+/// Static listener `index` of `bootstrap` translated again on its own, as `translate` did
+/// (without reusing the version that serves: SDS rotation takes its fresh TLS contexts).
+pub fn static_listener(
+    bootstrap: &Bootstrap,
+    index: usize,
+    ctx: &mut TranslateContext,
+) -> Result<Arc<Listener>, Vec<TranslateError>> {
+    let statics = bootstrap.static_resources.as_ref();
+    let proto = statics.and_then(|s| s.listeners.get(index));
+    let clusters: HashSet<&str> = statics
+        .iter()
+        .flat_map(|s| &s.clusters)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut errors = Vec::new();
+    let path = format!("static_resources.listeners[{index}]");
+    proto
+        .and_then(|proto| listener::listener(proto, &path, &clusters, ctx, &mut errors))
+        .ok_or(errors)
+}
+
+/// Static cluster `name` of `bootstrap` translated again on its own (see `static_listener`).
+pub fn static_cluster(
+    bootstrap: &Bootstrap,
+    name: &str,
+    ctx: &mut TranslateContext,
+) -> Result<Arc<Cluster>, Vec<TranslateError>> {
+    let clusters = bootstrap.static_resources.iter().flat_map(|s| &s.clusters);
+    let found = clusters.enumerate().find(|(_, c)| c.name == name);
+    let mut errors = Vec::new();
+    found
+        .and_then(|(j, proto)| {
+            let path = format!("static_resources.clusters[{j}]");
+            cluster::cluster(proto, &path, ctx, &mut errors)
+        })
+        .ok_or(errors)
+}
+
+/// The bootstrap with the clusters `names` reduced to their names (indexes, and so error
+/// paths, stay those of the file).
+fn without_clusters<'a>(bootstrap: &'a Bootstrap, names: &HashSet<&str>) -> Cow<'a, Bootstrap> {
+    if names.is_empty() {
         return Cow::Borrowed(bootstrap);
-    };
+    }
     let mut owned = bootstrap.clone();
     for cluster in owned
         .static_resources
         .iter_mut()
         .flat_map(|s| s.clusters.iter_mut())
-        .filter(|c| c.name == name)
+        .filter(|c| names.contains(c.name.as_str()))
     {
         *cluster = ClusterProto {
             name: cluster.name.clone(),
