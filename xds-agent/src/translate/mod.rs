@@ -313,4 +313,6 @@ fn buffer_limit(value: Option<&protobuf::UInt32Value>) -> usize {
 #[cfg(test)]
 mod http_tests;
 #[cfg(test)]
+mod sds_tests;
+#[cfg(test)]
 mod tests;

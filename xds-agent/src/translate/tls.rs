@@ -444,7 +444,8 @@ fn certificates(
         };
         match named.payload {
             Some(secret::Type::TlsCertificate(cert)) => {
-                out.extend(at.reading(&named, |at| certificate(cert, &named.path, at)));
+                let path = format!("{}.tls_certificate", named.path);
+                out.extend(at.reading(&named, |at| certificate(cert, &path, at)));
             }
             _ => {
                 at.fail::<()>(format!("{path}.name"), named.not_a("tls_certificate", sds));
@@ -454,8 +455,8 @@ fn certificates(
     out
 }
 
-/// A secret an `sds_secret_config` names: its payload, the path to report its problems at,
-/// and whether it came from SDS.
+/// A secret an `sds_secret_config` names: its payload, the path of the secret (its problems
+/// are reported under it), and whether it came from SDS.
 struct Named<'a> {
     payload: Option<&'a secret::Type>,
     path: String,
@@ -632,7 +633,8 @@ fn validation(
             let named = secret(sds, &path, secrets, at)?;
             match named.payload {
                 Some(secret::Type::ValidationContext(v)) => {
-                    at.reading(&named, |at| validation_context(v, &named.path, at))
+                    let path = format!("{}.validation_context", named.path);
+                    at.reading(&named, |at| validation_context(v, &path, at))
                 }
                 _ => at.fail(
                     format!("{path}.name"),
