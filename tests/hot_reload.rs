@@ -344,3 +344,63 @@ fn reload_refuses_a_listener_address_another_process_holds() {
         },
     );
 }
+
+/// A connection from 127.0.0.`last` (loopback takes any 127/8 source).
+fn connect_from(last: u8, port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source = std::net::SocketAddr::from(([127, 0, 0, last], 0));
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&addr(port).into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s
+}
+
+/// Envoy's filter-chain-only update: when only some filter chains of a listener change, the
+/// connections on the chains left as they were keep running; those on the changed chain drain
+/// (here: closed at the end of a 1 s drain time).
+#[test]
+fn reload_changing_one_filter_chain_drains_only_its_connections() {
+    let (a, b) = (Upstream::echo(), Upstream::echo());
+    let (l, admin) = (free_port(), free_port());
+    let with_b_prefix = |b_prefix: &str| {
+        let filter = |prefix: &str, cluster: &str| json!({"name": "tcp", "typed_config": tcp_proxy(prefix, cluster, json!(null))});
+        let chains = json!([
+            {"filters": [filter("a", "ca")]},
+            {
+                "filter_chain_match": {"source_prefix_ranges": [{"address_prefix": "127.0.0.2", "prefix_len": 32}]},
+                "filters": [filter(b_prefix, "cb")]
+            },
+        ]);
+        let mut l = listener("l", l, tcp_proxy("unused", "ca", json!(null)));
+        l["filter_chains"] = chains;
+        bootstrap(
+            admin,
+            vec![l],
+            vec![cluster_cfg("ca", a.port), cluster_cfg("cb", b.port)],
+        )
+    };
+    let proxy = Proxy::builder("reload_chain_only", &with_b_prefix("b1"))
+        .args(&["--drain-time-s", "1"])
+        .start();
+    let (mut on_a, mut on_b) = (connect_from(1, l), connect_from(2, l));
+    ping(&mut on_a, "chain a");
+    ping(&mut on_b, "chain b");
+    assert_eq!(proxy.stat("tcp.b1.downstream_cx_total"), Some(1));
+
+    proxy.rewrite(&to_yaml(&with_b_prefix("b2")));
+    proxy.wait_stat("server.bootstrap_reload.update_success", ">= 1", |v| v >= 1);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ping(&mut on_a, "chain a, after the drain time");
+    assert!(
+        matches!(
+            next_outcome(&mut on_b, std::time::Duration::from_secs(2)),
+            Outcome::Eof | Outcome::Reset
+        ),
+        "the changed chain's connection is closed at the end of the drain time"
+    );
+    let mut fresh = connect_from(2, l);
+    ping(&mut fresh, "new connection on the new chain b");
+    assert_eq!(proxy.stat("tcp.b2.downstream_cx_total"), Some(1));
+}

@@ -148,9 +148,6 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 
-# TLS is not implemented yet: the TLS tests (tls.rs, testssl.rs, http_examples.rs's TLS
-# examples) run their Envoy half only while this is 1. Remove this line once TLS lands.
-
 step "cargo build"
 cargo build --workspace --all-targets
 
@@ -160,9 +157,27 @@ export SHARDPROXY_TEST_SKIPS="$ROOT/target/test-skips.txt"
 status=0
 cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
 
+# Short, bounded fuzz runs (the long campaigns are run by hand: fuzz/README.md).
+step "fuzz targets, ${FUZZ_SECONDS:=15} s each"
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [ "$INSTALL" = 1 ]; then
+    cargo install --quiet --locked cargo-fuzz || warn "cargo install cargo-fuzz failed"
+fi
+if command -v cargo-fuzz >/dev/null 2>&1; then
+    for target in client_hello http_inspector filter_chain; do
+        mkdir -p "fuzz/corpus/$target"
+        seeds="fuzz/seeds/$target"; [ -d "$seeds" ] || seeds=""
+        (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" ${seeds:+"../$seeds"} \
+            -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -n 3) \
+            || { warn "fuzz target $target failed"; status=1; }
+    done
+else
+    warn "no cargo-fuzz: fuzz targets not run"; status=1
+fi
+
 if [ "$LINT" = 1 ]; then
     step "cargo fmt --check"
     cargo fmt --all -- --check || status=1
+    (cd fuzz && cargo fmt -- --check) || status=1
     step "cargo clippy --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings || status=1
 fi

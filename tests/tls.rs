@@ -47,7 +47,7 @@ mod common;
 use std::{
     io::{Read, Write},
     process::Command,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use common::{http::*, tls::*, *};
@@ -2198,5 +2198,210 @@ fn certificate_rotation_under_load_fails_no_request() {
             format!("failed requests {}", failures.len()),
             "both certificates served".to_string(),
         ]
+    });
+}
+
+/// `transport_socket_matches` as Istio's auto mTLS writes them: endpoints labelled
+/// `tlsMode: istio` get the TLS socket, the others the `tlsMode-disabled` raw socket. One
+/// cluster, one TLS and one plaintext host: round robin alternates, and every request
+/// succeeds because each host gets the socket it speaks.
+#[test]
+fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
+    let pki = pki();
+    let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
+    let plain = EchoUpstreams::start(&["plain"], None);
+    let (port, admin) = (free_port(), free_port());
+    let endpoint = |port: u16, labels: Value| {
+        json!({
+            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+            "metadata": {"filter_metadata": {"envoy.transport_socket_match": labels}}
+        })
+    };
+    let mixed = json!({
+        "name": "mixed",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": "mixed", "endpoints": [{"lb_endpoints": [
+            endpoint(secure.port, json!({"tlsMode": "istio"})),
+            endpoint(plain.port("plain"), json!({})),
+        ]}]},
+        "transport_socket_matches": [
+            {
+                "name": "tlsMode-istio",
+                "match": {"tlsMode": "istio"},
+                "transport_socket": upstream_tls(
+                    json!({"validation_context": validation(&pki.ca, json!({}))}),
+                    json!({"sni": UPSTREAM_NAME}),
+                ),
+            },
+            {
+                "name": "tlsMode-disabled",
+                "match": {},
+                "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
+            },
+        ],
+    });
+    let route_config = json!({"name": "local", "virtual_hosts": [
+        {"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "mixed"}}]}]});
+    let b = bootstrap(
+        admin,
+        vec![http_listener(
+            "plain",
+            port,
+            hcm("ingress", route_config, vec![], json!({})),
+        )],
+        vec![mixed],
+    );
+    on_both("tls-socket-matches", &b, |proxy| {
+        let mut over_tls = 0;
+        for i in 0..4 {
+            let c = curl(&[&format!("http://127.0.0.1:{port}/r{i}")]);
+            assert_eq!(c.status, 200, "{}: {}", proxy.kind.name(), c.body);
+            let echo: Value = serde_json::from_str(&c.body).unwrap_or(Value::Null);
+            if echo["tls"]["version"].is_string() {
+                over_tls += 1;
+            }
+        }
+        let stats = settled_stats(proxy, "cluster.mixed.", &["ssl.handshake"], |s| {
+            s["ssl.handshake"] >= 1
+        });
+        vec![format!("over TLS: {over_tls} of 4"), format!("{stats:?}")]
+    });
+}
+
+/// What a raw client sees from a listener after sending `bytes` and waiting up to `wait`:
+/// `closed` (EOF or reset) or `open`, and how long until the close.
+fn raw_outcome(port: u16, bytes: &[u8], wait: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut s = connect(port);
+    s.write_all(bytes).unwrap();
+    let outcome = match next_outcome(&mut s, wait) {
+        Outcome::Eof | Outcome::Reset => "closed",
+        Outcome::Timeout => "open",
+        Outcome::Data(_) => "answered",
+    };
+    (outcome.to_string(), started.elapsed())
+}
+
+/// TLS handshake records carrying the start of a ClientHello that announces `hello_len`
+/// bytes: `sent` bytes of it (zeros after the handshake header), in records of `record`
+/// bytes.
+fn hello_records(hello_len: u32, sent: usize, record: usize) -> Vec<u8> {
+    let mut message = vec![1];
+    message.extend_from_slice(&hello_len.to_be_bytes()[1..]);
+    message.resize(sent, 0);
+    let mut out = Vec::new();
+    for chunk in message.chunks(record) {
+        out.extend_from_slice(&[22, 3, 1]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// Bad input to the TLS inspector, as Envoy handles it: a connection that sends nothing is
+/// closed at `listener_filters_timeout` (`downstream_pre_cx_timeout`); with
+/// `continue_on_listener_filters_timeout` it goes on to the plaintext chain instead; a
+/// ClientHello announced larger than 16 KiB is refused at once (`client_hello_too_large`);
+/// a truncated one whose client then closes is closed. Other connections are served
+/// throughout.
+#[test]
+fn tls_inspector_bad_input_timeout_and_oversized_hello() {
+    let pki = pki();
+    let ups = EchoUpstreams::start(&["secure", "plain"], None);
+    let (strict, lenient, admin) = (free_port(), free_port(), free_port());
+    let listener = |name: &str, port: u16, continue_on_timeout: bool| {
+        let chains = vec![
+            https_chain(
+                json!({"transport_protocol": "tls"}),
+                "secure",
+                server_tls(vec![tls_certificate(&pki.server_rsa)]),
+            ),
+            filter_chain(
+                json!({"transport_protocol": "raw_buffer"}),
+                vec![hcm_filter(manager("plain", json!({})))],
+                None,
+            ),
+        ];
+        let mut l = listener_with(name, port, vec![tls_inspector()], chains);
+        l["listener_filters_timeout"] = json!("0.5s");
+        l["continue_on_listener_filters_timeout"] = json!(continue_on_timeout);
+        l
+    };
+    let b = bootstrap(
+        admin,
+        vec![
+            listener("strict", strict, false),
+            listener("lenient", lenient, true),
+        ],
+        vec![
+            to_port("secure", ups.port("secure"), json!({})),
+            to_port("plain", ups.port("plain"), json!({})),
+        ],
+    );
+    on_both("tls-inspector-bad-input", &b, |proxy| {
+        let who = proxy.kind.name();
+        let mut seen = Vec::new();
+        // Nothing sent: closed at the timeout (not before, not much after).
+        let (outcome, took) = raw_outcome(strict, b"", Duration::from_secs(3));
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(2500),
+            "{who}: closed after {took:?}"
+        );
+        seen.push(format!("silent client: {outcome}"));
+        // Lenient: after the timeout the plaintext chain takes the connection.
+        let started = Instant::now();
+        let mut s = connect(lenient);
+        std::thread::sleep(Duration::from_millis(700));
+        s.write_all(b"GET /late HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let head = read_line(&mut s).unwrap_or_default();
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        seen.push(format!("lenient, late request: {head}"));
+        // A ClientHello announcing more than 16 KiB is no TLS at all (BoringSSL's limit): the
+        // plaintext chain answers the garbage.
+        let (outcome, _) = raw_outcome(
+            strict,
+            &hello_records(20_000, 19_000, 16379),
+            Duration::from_secs(3),
+        );
+        seen.push(format!("hello over 16 KiB: {outcome}"));
+        // One under 16 KiB in 1000-byte records: with the record headers it needs more than
+        // max_client_hello_size bytes, and is refused at once.
+        let (outcome, took) = raw_outcome(
+            strict,
+            &hello_records(16_300, 16_304, 1000),
+            Duration::from_secs(3),
+        );
+        assert!(
+            took < Duration::from_millis(400),
+            "{who}: refused after {took:?}"
+        );
+        seen.push(format!("hello too large: {outcome}"));
+        // A truncated ClientHello, then the client's close: the proxy closes too.
+        let mut s = connect(strict);
+        s.write_all(&hello_records(300, 40, 1000)).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let outcome = next_outcome(&mut s, Duration::from_secs(3));
+        seen.push(format!("truncated hello then FIN: {outcome:?}"));
+        // Everyone else is served.
+        let r = TlsClient::new(strict).sni("localhost").ca(&pki.ca).run();
+        assert_eq!(r.status(), Some(200), "{who}: {}", r.0);
+        let stats = settled_stats(
+            proxy,
+            &listener_stats(strict),
+            &["downstream_pre_cx_timeout"],
+            |s| s["downstream_pre_cx_timeout"] >= 1,
+        );
+        let inspector = settled_stats(
+            proxy,
+            "tls_inspector.",
+            &["client_hello_too_large", "tls_not_found", "tls_found"],
+            |s| s["tls_found"] >= 1 && s["client_hello_too_large"] >= 1,
+        );
+        seen.push(format!("{stats:?} {inspector:?}"));
+        seen
     });
 }

@@ -31,14 +31,15 @@ const MAX_ALPN: usize = 8;
 pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpStream) {
     let generation = open.generation();
     let listener = &generation.config;
-    let drain = &generation.drain;
     let stats = listener.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
     let _ = stream.set_nodelay(true);
-    if let Some(transport) = pick_chain(&ctx, listener, &mut stream).await {
-        let (chain, tls) = transport;
-        let transport = match tls {
+    if let Some(index) = pick_chain(&ctx, listener, &mut stream).await {
+        let chain = &listener.filter_chains[index];
+        // The chain's drain: an update that changed only other chains leaves it running.
+        let drain = generation.chain_drain(index);
+        let transport = match &chain.tls {
             None => Some(Transport::Raw(stream)),
             Some(tls) => handshake(&ctx, tls, stream).await,
         };
@@ -57,17 +58,13 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
     inc(&stats.downstream_cx_destroy);
 }
 
-type Chain<'a> = (
-    &'a xds_agent::model::FilterChain,
-    Option<&'a std::sync::Arc<ServerTls>>,
-);
-
-/// Runs the listener filters and picks the chain; `None` closes the connection (counted).
-async fn pick_chain<'a>(
+/// Runs the listener filters and picks the chain (its index); `None` closes the connection
+/// (counted).
+async fn pick_chain(
     ctx: &ShardContext,
-    listener: &'a Listener,
+    listener: &Listener,
     stream: &mut TcpStream,
-) -> Option<Chain<'a>> {
+) -> Option<usize> {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket.
@@ -80,7 +77,7 @@ async fn pick_chain<'a>(
         Err(abort) => {
             match abort {
                 Abort::TimedOut => inc(&stats.downstream_pre_cx_timeout),
-                Abort::HelloTooLarge => inc(&stats.downstream_listener_filter_error),
+                Abort::Rejected => inc(&stats.downstream_listener_filter_error),
                 Abort::Closed => {}
             }
             tracing::debug!(listener = %listener.name, %remote, ?abort, "connection closed by a listener filter");
@@ -101,7 +98,7 @@ async fn pick_chain<'a>(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(chain) => Some((chain, chain.tls.as_ref())),
+        Some(index) => Some(index),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");

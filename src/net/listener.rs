@@ -38,20 +38,57 @@ use crate::{
 const BACKLOG: i32 = 1024;
 
 /// One generation of a listener on this shard: the config its connections pinned at accept,
-/// their drain signal, and how many of them are still open.
+/// the drain signal of each filter chain (what its connections watch), whether the generation
+/// is retired (`drain`), and how many of its connections are still open.
 pub struct Generation {
     pub config: Arc<Listener>,
+    /// Retired: accepts no more connections; closed at the end of its drain time.
     pub drain: DrainSignal,
+    /// One per chain of `config`. After an update that changed only filter chains, an
+    /// unchanged chain's signal is shared with the generation before, so that generation's
+    /// connections on it keep running (Envoy's filter-chain-only update).
+    chains: Vec<Rc<DrainSignal>>,
     open: Cell<usize>,
 }
 
 impl Generation {
-    fn new(config: Arc<Listener>) -> Rc<Self> {
+    /// A generation of `config`, taking over the chain signals of `previous` for the chains
+    /// an update that changed only filter chains left as they were.
+    fn new(config: Arc<Listener>, previous: Option<&Generation>) -> Rc<Self> {
+        let carried = previous.filter(|p| p.config.listener_hash == config.listener_hash);
+        let chains = config
+            .filter_chains
+            .iter()
+            .map(|chain| {
+                carried
+                    .and_then(|p| {
+                        let i = p.config.filter_chains.iter().position(|c| {
+                            c.config_hash == chain.config_hash && c.name == chain.name
+                        })?;
+                        Some(p.chains[i].clone())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
         Rc::new(Self {
             config,
             drain: DrainSignal::default(),
+            chains,
             open: Cell::new(0),
         })
+    }
+
+    /// The drain signal connections on chain `index` watch.
+    pub fn chain_drain(&self, index: usize) -> &DrainSignal {
+        &self.chains[index]
+    }
+
+    /// Chain signals of this generation that `successor` does not carry over.
+    fn retired_chains(&self, successor: Option<&Generation>) -> Vec<Rc<DrainSignal>> {
+        let kept = |signal: &Rc<DrainSignal>| {
+            successor.is_some_and(|s| s.chains.iter().any(|k| Rc::ptr_eq(k, signal)))
+        };
+        self.chains.iter().filter(|c| !kept(c)).cloned().collect()
     }
 
     /// Counts a connection of this generation until the returned guard drops.
@@ -153,7 +190,7 @@ impl ListenerSet {
             .collect();
         for name in removed {
             if let Some(active) = self.active.remove(&name) {
-                self.retire(active.generation()); // dropping `active` closes the socket
+                self.retire(active.generation(), None); // dropping `active` closes the socket
             }
         }
         let mut failures = Vec::new();
@@ -168,7 +205,7 @@ impl ListenerSet {
             {
                 continue;
             }
-            let generation = Generation::new(listener.clone());
+            let generation = Generation::new(listener.clone(), old.as_deref());
             let same_socket = old
                 .as_ref()
                 .is_some_and(|g| g.config.address == listener.address);
@@ -212,7 +249,8 @@ impl ListenerSet {
                 }
             }
             if let Some(old) = old {
-                self.retire(old);
+                let current = self.active[name].generation();
+                self.retire(old, Some(&current));
             }
         }
         failures
@@ -229,7 +267,7 @@ impl ListenerSet {
             let generation = active.generation();
             let in_scope = !inbound_only || generation.config.inbound;
             if in_scope && generation.config.drain_type == DrainType::Default {
-                generation.drain.start();
+                generation.chains.iter().for_each(|c| c.start());
             }
         }
     }
@@ -252,7 +290,7 @@ impl ListenerSet {
                 draining.push(generation);
             }
         }
-        draining.into_iter().for_each(|g| self.retire(g));
+        draining.into_iter().for_each(|g| self.retire(g, None));
     }
 
     fn is_stopped(&self, listener: &Listener) -> bool {
@@ -263,15 +301,19 @@ impl ListenerSet {
         }
     }
 
-    /// Starts draining a generation that accepts no more connections; after the drain time
-    /// (or once its last connection closed) it is closed.
-    fn retire(&self, generation: Rc<Generation>) {
+    /// Retires a generation that accepts no more connections: the connections on its chains
+    /// that `successor` does not carry over drain, and after the drain time (or once the
+    /// generation's last connection closed) whatever is left of them is closed.
+    fn retire(&self, generation: Rc<Generation>, successor: Option<&Generation>) {
         if generation.drain.is_draining() {
             return;
         }
+        let retired = generation.retired_chains(successor);
         generation.drain.start();
+        retired.iter().for_each(|c| c.start());
         if generation.open.get() == 0 {
             generation.drain.close();
+            retired.iter().for_each(|c| c.close());
             return;
         }
         let reporter = self.reporter.clone();
@@ -280,6 +322,7 @@ impl ListenerSet {
         rt::spawn_local(async move {
             future::or(timer::sleep(drain_time), generation.drain.closed()).await;
             generation.drain.close();
+            retired.iter().for_each(|c| c.close());
             reporter.draining(&generation.config, false);
         })
         .detach();

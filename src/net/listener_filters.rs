@@ -47,8 +47,9 @@ pub enum Abort {
     Closed,
     /// The listener filter timeout passed (without `continue_on_listener_filters_timeout`).
     TimedOut,
-    /// A ClientHello larger than `max_client_hello_size`.
-    HelloTooLarge,
+    /// An inspector refused it: a ClientHello larger than `max_client_hello_size`, or no end
+    /// of an HTTP request line within 64 KiB.
+    Rejected,
 }
 
 /// Where each inspector stands.
@@ -118,15 +119,16 @@ async fn inspect(
             let mut scratch = ctx.scratch.borrow_mut();
             let len = wanted.min(scratch.len());
             let n = match stream.poll_peek(cx, &mut scratch[..len], seen) {
+                // The peer closed before the filters had their answer: so does Envoy.
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Abort::Closed)),
                 Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Abort::Closed)),
                 Poll::Pending => return Poll::Pending,
             };
             let bytes = &mut scratch[..n];
             // In order, as Envoy runs them: a filter starts when the one before it is done.
             for (filter, state) in active.iter().zip(states.iter_mut()) {
                 if *state == State::Waiting {
-                    *state = examine(filter, ctx.id, &mut *bytes, n == 0 || n == len, found)?;
+                    *state = examine(filter, ctx.id, &mut *bytes, n == len, found)?;
                     if *state == State::Waiting {
                         break;
                     }
@@ -138,15 +140,12 @@ async fn inspect(
         if states.iter().all(|s| *s == State::Done) {
             return Ok(());
         }
-        if step == 0 {
-            return Err(Abort::Closed);
-        }
         seen = step;
     }
 }
 
-/// One inspector's look at the bytes so far; `last` = no more bytes will come (the peer
-/// closed, or the peek is as large as it gets).
+/// One inspector's look at the bytes so far; `last` = no more bytes will be looked at (the
+/// peek is as large as it gets).
 fn examine(
     filter: &ListenerFilterKind,
     shard: usize,
@@ -170,7 +169,7 @@ fn examine(
                 }
                 Detect::Invalid(client_hello::Invalid::TooLarge) => {
                     inc(&cells.client_hello_too_large);
-                    Err(Abort::HelloTooLarge)
+                    Err(Abort::Rejected)
                 }
                 Detect::Hello(hello) => {
                     inc(&cells.tls_found);
@@ -202,8 +201,10 @@ fn examine(
             let detected = detect_http(bytes);
             let cell = match detected {
                 HttpDetect::NeedMore if !last => return Ok(State::Waiting),
-                HttpDetect::NeedMore | HttpDetect::NotHttp | HttpDetect::TooLong => {
-                    &cells.http_not_found
+                HttpDetect::NeedMore | HttpDetect::NotHttp => &cells.http_not_found,
+                HttpDetect::TooLong => {
+                    inc(&cells.read_error);
+                    return Err(Abort::Rejected);
                 }
                 HttpDetect::Http10 => &cells.http10_found,
                 HttpDetect::Http11 => &cells.http11_found,

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, rc::Rc};
 use futures_lite::future;
 use xds_agent::{
     access_log::ResponseFlags,
-    model::{tls::classify_failure, Cluster},
+    model::{tls::classify_failure, Cluster, Endpoint},
     stats::{inc, HandshakeFailure},
 };
 
@@ -41,16 +41,18 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-/// Opens a transport to `address`: TCP (no delay), then the cluster's TLS handshake, within
-/// the cluster's connect timeout. Counts TLS outcomes in `cluster.<name>.ssl.*`.
+/// Opens a transport to `endpoint`: TCP (no delay), then the TLS handshake of the transport
+/// socket the cluster gives that endpoint, within the cluster's connect timeout. Counts TLS
+/// outcomes in `cluster.<name>.ssl.*`.
 pub async fn open(
     ctx: &ShardContext,
     cluster: &Cluster,
-    address: SocketAddr,
+    endpoint: &Endpoint,
 ) -> Result<Transport, OpenError> {
+    let address = endpoint.address;
     // The config new connections take, fixed before connecting (a rotation meanwhile applies
     // to the next connection).
-    let tls = match &cluster.tls {
+    let tls = match cluster.tls_for(endpoint) {
         None => None,
         Some(tls) => match tls.config() {
             Some(config) => Some((tls, config)),
@@ -128,7 +130,7 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match open(ctx, &cluster.config, active.address()).await {
+        match open(ctx, &cluster.config, &active.host().endpoint).await {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));

@@ -279,7 +279,7 @@ pub async fn acquire(
         }
         if let Some(slot) = cluster.breakers.connection() {
             let started = Instant::now();
-            return match connect::open(ctx, config, host.address()).await {
+            return match connect::open(ctx, config, &host.endpoint).await {
                 Ok(stream) => {
                     record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
                     Ok(UpstreamConn::new(

@@ -145,7 +145,8 @@ impl TcpStream {
     }
 
     /// Copies received bytes into `buf` without consuming them (MSG_PEEK), once more have
-    /// arrived than `seen` (what the previous peek returned); 0 = the peer closed its side.
+    /// arrived than `seen` (what the previous peek returned); 0 = the peer closed its side
+    /// (with or without bytes left unread: none will follow).
     pub fn poll_peek(
         &mut self,
         cx: &mut Context<'_>,
@@ -159,6 +160,9 @@ impl TcpStream {
             };
             if n == 0 || n > seen || n == buf.len() {
                 return Poll::Ready(Ok(n));
+            }
+            if self.source.read_closed() {
+                return Poll::Ready(Ok(0)); // the peer closed: nothing new will arrive
             }
             self.source.clear(Interest::Read); // nothing new: wait for the next arrival
         }

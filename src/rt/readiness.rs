@@ -83,6 +83,11 @@ impl<T: AsFd + Into<OwnedFd>> Source<T> {
         Poll::Ready(())
     }
 
+    /// Whether the peer closed (or the socket failed): reads will not block again.
+    pub fn read_closed(&self) -> bool {
+        self.read.closed
+    }
+
     /// Records that the syscall for `interest` would block.
     pub fn clear(&mut self, interest: Interest) {
         let state = match interest {

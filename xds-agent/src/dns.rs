@@ -22,6 +22,7 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                         address,
                         weight: host.weight,
                         hostname: Some(hostname.clone()),
+                        socket_labels: host.socket_labels.clone(),
                     });
                     if target.logical {
                         return endpoints.into();

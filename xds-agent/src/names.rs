@@ -43,6 +43,8 @@ pub const DOWNSTREAM_TLS_CONTEXT: &str =
 pub const UPSTREAM_TLS_CONTEXT: &str =
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 pub const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+/// The endpoint metadata namespace `transport_socket_matches` look at.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// Listener filters.
 pub const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 pub const HTTP_INSPECTOR: &str =

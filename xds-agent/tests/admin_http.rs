@@ -65,12 +65,14 @@ fn agent_state() -> AgentState {
             address: "127.0.0.1:9000".parse().unwrap(),
             weight: 3,
             hostname: None,
+            socket_labels: None,
         }]
         .into(),
         buffer_limit: 1 << 20,
         circuit_breakers: CircuitBreakers::DEFAULT,
         http: UpstreamHttpOptions::default(),
         tls: None,
+        socket_matches: Vec::new(),
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

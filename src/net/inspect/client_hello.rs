@@ -24,7 +24,10 @@
 //! Envoy's outcomes, for the caller: `Hello` → transport protocol [`TRANSPORT_PROTOCOL`],
 //! requested server name and application protocols set; `NotTls` and `Invalid(Malformed)` →
 //! tls_not_found (or a close with `close_connection_on_client_hello_parsing_errors`);
-//! `Invalid(TooLarge)` → client_hello_too_large and a close; `NeedMore` → peek again.
+//! `Invalid(TooLarge)` → client_hello_too_large and a close; `NeedMore` → peek again. A hello
+//! announcing a body over 16 KiB is `Malformed` (BoringSSL refuses it at its header, so Envoy
+//! reports no TLS), one that fits but whose records need more than `max_hello` bytes is
+//! `TooLarge`.
 //!
 //! SSLv2-compatible hellos (RFC 5246 appendix E.2): BoringSSL still accepts them from a server
 //! whose range includes TLS 1.0–1.2 (Envoy's inspector allows TLS 1.0–1.3), so they are a
@@ -45,6 +48,8 @@ const EXT_SERVER_NAME: u16 = 0;
 const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 const TLS13: u16 = 0x0304;
+/// BoringSSL's cap on a ClientHello message body.
+const MAX_HELLO_MESSAGE: usize = 16 * 1024;
 /// BoringSSL's cap on an SSLv2-compatible hello.
 const MAX_V2_HELLO: usize = 4096;
 
@@ -226,7 +231,13 @@ fn frame(buf: &[u8], max_hello: usize) -> Result<Framing, Detect<'static>> {
             if header >> 24 != HANDSHAKE_CLIENT_HELLO {
                 return Err(malformed("first handshake message is not a ClientHello"));
             }
-            message_len = Some(4 + (header & 0xff_ffff) as usize);
+            let body = (header & 0xff_ffff) as usize;
+            if body > MAX_HELLO_MESSAGE {
+                // BoringSSL refuses such a hello as it reads its header: Envoy then finds no
+                // TLS (tls_not_found), not a hello too large.
+                return Err(malformed("ClientHello longer than 16 KiB"));
+            }
+            message_len = Some(4 + body);
         }
         records += 1;
         if let Some(message_len) = message_len {
@@ -770,9 +781,18 @@ mod tests {
             let d = detect(&mut prefix, max);
             assert_eq!(d, too_large, "max {max}");
         }
-        // A handshake message claiming 16 MiB.
-        let mut huge = vec![22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff];
-        assert_eq!(detect(&mut huge, MAX_CLIENT_HELLO_SIZE), too_large);
+        // A handshake message claiming 16 MiB, or just over 16 KiB: no TLS for BoringSSL
+        // (Envoy: tls_not_found), whatever the byte limit.
+        for body in [[0xff, 0xff, 0xff], [0x00, 0x40, 0x01]] {
+            let mut huge = vec![22, 3, 1, 0, 4, 1, body[0], body[1], body[2]];
+            assert!(
+                matches!(
+                    detect(&mut huge, MAX_CLIENT_HELLO_SIZE),
+                    Detect::Invalid(Invalid::Malformed(_))
+                ),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]

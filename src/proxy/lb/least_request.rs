@@ -60,6 +60,7 @@ mod tests {
                     address: ([127, 0, 0, 1], 1000 + i).into(),
                     weight: 1,
                     hostname: None,
+                    socket_labels: None,
                 }))
             })
             .collect();

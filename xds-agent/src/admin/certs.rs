@@ -1,5 +1,5 @@
 //! `/certs`: the certificates of every TLS context in use (each listener chain's and each
-//! cluster's), as Envoy lists them: the first trusted CA (`ca_cert`) and the first
+//! cluster's, `transport_socket_matches` included), as Envoy lists them: the first trusted CA (`ca_cert`) and the first
 //! certificate of each chain the context serves or presents (`cert_chain`), with serial
 //! number, SANs and validity. A context still waiting for its SDS secrets is not listed.
 use std::time::SystemTime;
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{config_dump::timestamp, reply::Reply};
 use crate::{
     agent::AgentState,
-    model::tls::{CertificateInfo, ContextCertificates, SanKind},
+    model::tls::{CertificateInfo, CertificateSan, ContextCertificates},
 };
 
 /// `GET /certs`.
@@ -23,7 +23,8 @@ pub fn handle(state: &AgentState) -> Reply {
     let clients = snapshot
         .clusters
         .values()
-        .filter_map(|cluster| Some(cluster.tls.as_ref()?.configs()?.certificates.clone()));
+        .flat_map(|cluster| cluster.tls_contexts())
+        .filter_map(|tls| Some(tls.configs()?.certificates.clone()));
     let now = SystemTime::now();
     let certificates: Vec<Value> = servers
         .chain(clients)
@@ -52,11 +53,10 @@ fn details(cert: &CertificateInfo, now: SystemTime) -> Value {
     let sans: Vec<Value> = cert
         .subject_alt_names
         .iter()
-        .filter_map(|(kind, name)| match kind {
-            SanKind::Dns => Some(json!({ "dns": name })),
-            SanKind::Uri => Some(json!({ "uri": name })),
-            SanKind::IpAddress => Some(json!({ "ip_address": name })),
-            SanKind::Email => None,
+        .map(|san| match san {
+            CertificateSan::Dns(name) => json!({ "dns": name }),
+            CertificateSan::Uri(name) => json!({ "uri": name }),
+            CertificateSan::IpAddress(ip) => json!({ "ip_address": ip }),
         })
         .collect();
     json!({
@@ -82,8 +82,8 @@ mod tests {
             path: "<inline>".into(),
             serial_number: "7321a1".into(),
             subject_alt_names: vec![
-                (SanKind::Dns, "one.example.com".into()),
-                (SanKind::Uri, "spiffe://x/one".into()),
+                CertificateSan::Dns("one.example.com".into()),
+                CertificateSan::Uri("spiffe://x/one".into()),
             ],
             valid_from: start,
             expiration: start + Duration::from_secs(30 * 86_400),

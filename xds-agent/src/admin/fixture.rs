@@ -42,6 +42,7 @@ pub fn state() -> AgentState {
         circuit_breakers: CircuitBreakers::DEFAULT,
         http: UpstreamHttpOptions::default(),
         tls: None,
+        socket_matches: Vec::new(),
         stats: stats.cluster(name),
     };
     let backend = cluster(
@@ -51,6 +52,7 @@ pub fn state() -> AgentState {
             address: "10.0.0.1:8080".parse().unwrap(),
             weight: 1,
             hostname: None,
+            socket_labels: None,
         }],
     );
     let api = cluster("api", &mut stats, vec![]);

@@ -207,7 +207,7 @@ impl Rebuilt {
                 }
             }
             Rebuilt::Cluster(serving, fresh) => {
-                if let (Some(serving), Some(fresh)) = (&serving.tls, &fresh.tls) {
+                for (serving, fresh) in serving.tls_contexts().zip(fresh.tls_contexts()) {
                     if names(&serving.secrets) {
                         serving.update_from(fresh);
                     }
@@ -226,9 +226,9 @@ pub fn listener_secrets(listener: &Listener) -> impl Iterator<Item = &SdsSecret>
         .flat_map(|tls| &tls.secrets)
 }
 
-/// The SDS secrets a cluster's TLS context names.
+/// The SDS secrets a cluster's TLS contexts (`transport_socket_matches` too) name.
 pub fn cluster_secrets(cluster: &Cluster) -> impl Iterator<Item = &SdsSecret> {
-    cluster.tls.iter().flat_map(|tls| &tls.secrets)
+    cluster.tls_contexts().flat_map(|tls| &tls.secrets)
 }
 
 impl DynamicConfig {

@@ -52,6 +52,9 @@ pub struct Listener {
     pub name: String,
     /// Hash of the source config: equal hashes mean the translator reused the previous `Arc`.
     pub config_hash: u64,
+    /// Hash of the config without its filter chains: equal across an update that changed
+    /// only chains (whose unchanged chains' connections then keep running, as in Envoy).
+    pub listener_hash: u64,
     pub address: SocketAddr,
     /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
@@ -100,6 +103,7 @@ impl Listener {
         Self {
             name: name.into(),
             config_hash: 0,
+            listener_hash: 0,
             address,
             buffer_limit: crate::translate::DEFAULT_BUFFER_LIMIT,
             filter_chains: Vec::new(),
@@ -113,21 +117,18 @@ impl Listener {
         }
     }
 
-    /// The chain for a connection: the matching one, else the default chain.
-    pub fn chain_for(
-        &self,
-        facts: &filter_chain_match::ConnectionFacts<'_>,
-    ) -> Option<&FilterChain> {
-        self.chain_index
-            .select(facts)
-            .or(self.default_chain)
-            .map(|i| &self.filter_chains[i])
+    /// The index (in `filter_chains`) of the chain for a connection: the matching one, else
+    /// the default chain.
+    pub fn chain_for(&self, facts: &filter_chain_match::ConnectionFacts<'_>) -> Option<usize> {
+        self.chain_index.select(facts).or(self.default_chain)
     }
 }
 
 #[derive(Debug)]
 pub struct FilterChain {
     pub name: String,
+    /// Hash of the chain's config (with the certificates it read).
+    pub config_hash: u64,
     pub network: NetworkFilter,
     /// `transport_socket`: `None` = raw bytes.
     pub tls: Option<Arc<tls::ServerTls>>,
@@ -203,8 +204,43 @@ pub struct Cluster {
     pub http: UpstreamHttpOptions,
     /// `transport_socket`: `None` = raw bytes.
     pub tls: Option<Arc<tls::ClientTls>>,
+    /// `transport_socket_matches`, in order: an endpoint whose transport-socket metadata
+    /// satisfies one uses its socket instead of `tls` (Istio's auto mTLS).
+    pub socket_matches: Vec<SocketMatch>,
     pub stats: Arc<ClusterStats>,
 }
+
+impl Cluster {
+    /// The TLS context connections to `endpoint` use (`None`: raw bytes).
+    pub fn tls_for(&self, endpoint: &Endpoint) -> Option<&Arc<tls::ClientTls>> {
+        let labels = endpoint.socket_labels.as_deref().unwrap_or_default();
+        self.socket_matches
+            .iter()
+            .find(|m| m.criteria.iter().all(|c| labels.contains(c)))
+            .map_or(self.tls.as_ref(), |m| m.tls.as_ref())
+    }
+
+    /// Every TLS context of the cluster: its `transport_socket`'s, then each
+    /// `transport_socket_matches` entry's, in order.
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &Arc<tls::ClientTls>> {
+        self.tls
+            .iter()
+            .chain(self.socket_matches.iter().filter_map(|m| m.tls.as_ref()))
+    }
+}
+
+/// One `transport_socket_matches` entry.
+#[derive(Debug, Clone)]
+pub struct SocketMatch {
+    pub name: String,
+    /// `match`: labels the endpoint's metadata must all have (none: every endpoint).
+    pub criteria: Vec<SocketLabel>,
+    /// Its transport socket: `None` = raw bytes.
+    pub tls: Option<Arc<tls::ClientTls>>,
+}
+
+/// A `key: value` of `envoy.transport_socket_match` metadata, the value in its JSON form.
+pub type SocketLabel = (String, String);
 
 /// `circuit_breakers.thresholds` (default priority): limits for the whole process, which
 /// shards enforce as equal shares (no cross-core counter on the request path).
@@ -277,6 +313,9 @@ pub struct Endpoint {
     /// The DNS name a DNS cluster resolved, or a static endpoint's `hostname`: what
     /// `auto_host_rewrite` puts in the `host` header.
     pub hostname: Option<Arc<str>>,
+    /// The endpoint's `envoy.transport_socket_match` metadata (sorted), which picks its
+    /// transport socket among the cluster's `transport_socket_matches`.
+    pub socket_labels: Option<Arc<[SocketLabel]>>,
 }
 
 /// Hostnames a DNS cluster resolves, and how often.
@@ -293,4 +332,6 @@ pub struct DnsHost {
     pub hostname: String,
     pub port: u16,
     pub weight: u32,
+    /// Carried to the endpoints resolved (see `Endpoint::socket_labels`).
+    pub socket_labels: Option<Arc<[SocketLabel]>>,
 }

@@ -249,9 +249,17 @@ pub struct CertificateInfo {
     /// Lowercase hex, as Envoy prints it.
     pub serial_number: String,
     /// DNS, URI and IP address SANs, in the certificate's order.
-    pub subject_alt_names: Vec<(SanKind, String)>,
+    pub subject_alt_names: Vec<CertificateSan>,
     pub valid_from: SystemTime,
     pub expiration: SystemTime,
+}
+
+/// A subject alt name as `/certs` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateSan {
+    Dns(String),
+    Uri(String),
+    IpAddress(String),
 }
 
 impl CertificateInfo {
@@ -268,11 +276,13 @@ impl CertificateInfo {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::DNSName(d) => {
-                        subject_alt_names.push((SanKind::Dns, d.to_string()))
+                        subject_alt_names.push(CertificateSan::Dns(d.to_string()))
                     }
-                    GeneralName::URI(u) => subject_alt_names.push((SanKind::Uri, u.to_string())),
+                    GeneralName::URI(u) => {
+                        subject_alt_names.push(CertificateSan::Uri(u.to_string()))
+                    }
                     GeneralName::IPAddress(ip) => {
-                        subject_alt_names.extend(ip_text(ip).map(|ip| (SanKind::IpAddress, ip)))
+                        subject_alt_names.extend(ip_text(ip).map(CertificateSan::IpAddress))
                     }
                     _ => {}
                 }
@@ -364,6 +374,8 @@ pub enum SanKind {
     Uri,
     Email,
     IpAddress,
+    /// The deprecated `match_subject_alt_names`: a SAN of any of the four kinds.
+    Any,
 }
 
 /// A peer certificate's subject alt names, read from its DER.
@@ -399,13 +411,17 @@ impl PeerNames {
         Some(names)
     }
 
-    fn of(&self, kind: SanKind) -> &[String] {
-        match kind {
-            SanKind::Dns => &self.dns,
-            SanKind::Uri => &self.uri,
-            SanKind::Email => &self.email,
-            SanKind::IpAddress => &self.ip,
-        }
+    /// The SANs of a kind.
+    fn of(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
+        let all = [
+            (SanKind::Dns, &self.dns),
+            (SanKind::Uri, &self.uri),
+            (SanKind::Email, &self.email),
+            (SanKind::IpAddress, &self.ip),
+        ];
+        all.into_iter()
+            .filter(move |(k, _)| kind == SanKind::Any || *k == kind)
+            .flat_map(|(k, sans)| sans.iter().map(move |san| (k, san)))
     }
 
     /// Envoy's rule: with matchers, some SAN must satisfy some matcher (a DNS matcher's exact
@@ -413,9 +429,9 @@ impl PeerNames {
     pub fn satisfy(&self, matchers: &[SanMatcher]) -> bool {
         matchers.is_empty()
             || matchers.iter().any(|m| {
-                self.of(m.kind).iter().any(|san| {
+                self.of(m.kind).any(|(kind, san)| {
                     m.matcher.matches(san.as_bytes())
-                        || (m.kind == SanKind::Dns
+                        || (kind == SanKind::Dns
                             && m.matcher.exact_value().is_some_and(|v| {
                                 dns_name_matches(&san.to_ascii_lowercase(), &v.to_ascii_lowercase())
                             }))
@@ -681,6 +697,33 @@ mod tests {
         assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
         assert!(!dns_name_matches("*.example.com", "example.com"));
         assert!(dns_name_matches("example.com", "example.com"));
+    }
+
+    #[test]
+    fn san_matchers_by_kind_and_any_kind() {
+        use crate::model::matchers::{StringMatcher, StringPattern};
+        let names = PeerNames {
+            dns: vec!["*.example.com".into()],
+            uri: vec!["spiffe://cluster.local/ns/default/sa/app".into()],
+            ..Default::default()
+        };
+        let exact = |kind, value: &str| SanMatcher {
+            kind,
+            matcher: StringMatcher::new(StringPattern::Exact(value.as_bytes().into()), false),
+        };
+        let uri = "spiffe://cluster.local/ns/default/sa/app";
+        assert!(names.satisfy(&[exact(SanKind::Uri, uri)]));
+        assert!(!names.satisfy(&[exact(SanKind::Dns, uri)]));
+        assert!(
+            names.satisfy(&[exact(SanKind::Any, uri)]),
+            "deprecated matchers take any kind"
+        );
+        assert!(
+            names.satisfy(&[exact(SanKind::Dns, "a.example.com")]),
+            "wildcard SAN"
+        );
+        assert!(!names.satisfy(&[exact(SanKind::Dns, "a.b.example.com")]));
+        assert!(names.satisfy(&[]));
     }
 
     #[test]

@@ -263,6 +263,7 @@ stat_scope!(
         http11_found: Counter,
         http2_found: Counter,
         http_not_found: Counter,
+        read_error: Counter,
     }
 );
 

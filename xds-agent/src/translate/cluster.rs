@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::{
         cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto},
         Cluster as ClusterProto,
     },
-    core::v3::HealthStatus,
+    core::v3::{HealthStatus, Metadata},
     endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
 };
 
@@ -14,7 +14,12 @@ use super::{
     address, buffer_limit, cluster_http, config_hash, config_source::ads_source, positive_duration,
     TranslateContext, TranslateError,
 };
-use crate::model::{Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy};
+use crate::{
+    model::{
+        Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel, SocketMatch,
+    },
+    names::TRANSPORT_SOCKET_MATCH,
+};
 
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,6 +148,7 @@ pub(super) fn cluster(
             ));
         }
     }
+    let socket_matches = socket_matches(proto, path, ctx, errors);
     let kind = kind?;
     let tls = tls.ok()?;
     if errors.len() > before {
@@ -182,7 +188,11 @@ pub(super) fn cluster(
     // Endpoints are excluded from the hash: DNS (and later EDS) replace them alone.
     let mut without_endpoints = proto.clone();
     without_endpoints.load_assignment = None;
-    let config_hash = config_hash(&without_endpoints) ^ tls.as_ref().map_or(0, |t| t.material_hash);
+    let config_hash = socket_matches
+        .iter()
+        .filter_map(|m| m.tls.as_ref())
+        .chain(&tls)
+        .fold(config_hash(&without_endpoints), |h, t| h ^ t.material_hash);
     if let Some(previous) = ctx.previous.and_then(|p| p.clusters.get(&proto.name)) {
         if previous.config_hash == config_hash
             && previous.dns == dns
@@ -204,6 +214,7 @@ pub(super) fn cluster(
         circuit_breakers: cluster_http::circuit_breakers(proto),
         http,
         tls,
+        socket_matches,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -298,6 +309,7 @@ fn hosts(
                 continue;
             }
             let weight = lb_endpoint.load_balancing_weight.map_or(1, |w| w.value);
+            let socket_labels = socket_labels(lb_endpoint.metadata.as_ref());
             if weight == 0 {
                 errors.push(TranslateError::new(
                     format!("{path}.load_balancing_weight"),
@@ -328,6 +340,7 @@ fn hosts(
                             address,
                             weight,
                             hostname,
+                            socket_labels,
                         });
                     }
                 }
@@ -337,6 +350,7 @@ fn hosts(
                             hostname: host.to_string(),
                             port,
                             weight,
+                            socket_labels,
                         });
                     }
                 }
@@ -345,6 +359,59 @@ fn hosts(
         }
     }
     (hosts, endpoints)
+}
+
+/// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
+fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
+    let fields = &metadata?
+        .filter_metadata
+        .get(TRANSPORT_SOCKET_MATCH)?
+        .fields;
+    let mut labels: Vec<SocketLabel> = fields
+        .iter()
+        .map(|(key, value)| (key.clone(), proto::to_json(value).to_string()))
+        .collect();
+    labels.sort();
+    Some(labels.into())
+}
+
+/// `transport_socket_matches`: each entry's labels and transport socket.
+fn socket_matches(
+    proto: &ClusterProto,
+    path: &str,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<SocketMatch> {
+    let mut out = Vec::new();
+    for (i, m) in proto.transport_socket_matches.iter().enumerate() {
+        let path = format!("{path}.transport_socket_matches[{i}]");
+        let tls = match &m.transport_socket {
+            None => Ok(None),
+            Some(socket) => super::tls::upstream(
+                socket,
+                &format!("{path}.transport_socket"),
+                &proto.name,
+                &ctx.secrets,
+                ctx.stats,
+                errors,
+            ),
+        };
+        let mut criteria: Vec<SocketLabel> = m
+            .r#match
+            .iter()
+            .flat_map(|s| &s.fields)
+            .map(|(key, value)| (key.clone(), proto::to_json(value).to_string()))
+            .collect();
+        criteria.sort();
+        if let Ok(tls) = tls {
+            out.push(SocketMatch {
+                name: m.name.clone(),
+                criteria,
+                tls,
+            });
+        }
+    }
+    out
 }
 
 /// Whether an endpoint of this health status gets traffic (DEGRADED ones do: no degraded

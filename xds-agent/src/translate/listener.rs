@@ -123,11 +123,16 @@ pub(super) fn listener(
     }
     let default_chain = proto.default_filter_chain.as_ref().and_then(|chain| {
         let path = format!("{path}.default_filter_chain");
-        if chain.filter_chain_match.is_some() {
+        // Istio writes an empty one; a match on the default chain would never be consulted.
+        if chain
+            .filter_chain_match
+            .as_ref()
+            .is_some_and(|m| *m != Default::default())
+        {
             errors.push(TranslateError::new(
                 format!("{path}.filter_chain_match"),
                 None,
-                "the default chain takes no filter_chain_match",
+                "the default chain is taken when no chain matches: it takes no filter_chain_match",
             ));
         }
         filter_chain(chain, &path, &scope, clusters, ctx, errors)
@@ -173,12 +178,18 @@ pub(super) fn listener(
     } else {
         proto.name.clone()
     };
+    let listener_hash = config_hash(&ListenerProto {
+        filter_chains: Vec::new(),
+        default_filter_chain: None,
+        ..proto.clone()
+    });
     // Certificates and keys read from files or secrets count as config: a new key in the
     // same file rebuilds the listener.
     let config_hash = chains
         .iter()
         .filter_map(|c| c.tls.as_ref())
         .fold(config_hash(proto), |h, tls| h ^ tls.material_hash);
+
     if let Some(previous) = ctx.previous.and_then(|p| {
         p.listeners
             .iter()
@@ -189,6 +200,7 @@ pub(super) fn listener(
     Some(Arc::new(Listener {
         name,
         config_hash,
+        listener_hash,
         address,
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
         filter_chains: chains,
@@ -295,9 +307,11 @@ fn filter_chain(
         ),
     };
     let network = network.filter(|_| ok)?;
+    let tls = tls.ok()?;
     Some(FilterChain {
         name: chain.name.clone(),
+        config_hash: config_hash(chain) ^ tls.as_ref().map_or(0, |t| t.material_hash),
         network,
-        tls: tls.ok()?,
+        tls,
     })
 }

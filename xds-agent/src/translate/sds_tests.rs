@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::*;
-use crate::model::tls::{GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
+use crate::model::tls::{CertificateSan, GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
 
 /// A self-signed test certificate (P-256, valid to 2126) and its key.
 const CERT: &str = include_str!("testdata/unit.crt");
@@ -182,7 +182,10 @@ fn a_context_waits_for_its_secret_and_its_bytes_are_not_config() {
     let configs = tls(&ready).configs().expect("the secret is held");
     let served = &configs.certificates.chain[0];
     assert_eq!(served.path, "<inline>");
-    assert_eq!(served.subject_alt_names[0].1, "unit.example.com");
+    assert_eq!(
+        served.subject_alt_names,
+        [CertificateSan::Dns("unit.example.com".into())]
+    );
     // Another version of the secret (other bytes) is the same config: it is swapped in place.
     let (rotated, _) = run(&b, held(&format!("{CERT}\n"))).unwrap();
     let hash = |s: &Snapshot| s.listeners[0].config_hash;

@@ -21,6 +21,7 @@ pub const LEAF_TYPES: &[&str] = &[
     "google.protobuf.UInt64Value",
     "google.protobuf.Int64Value",
     "google.protobuf.StringValue",
+    "google.protobuf.Struct",
     "google.protobuf.DoubleValue",
 ];
 
@@ -304,6 +305,7 @@ pub const SURFACE: &[Surface] = &[
             "typed_extension_protocol_options",
             "eds_cluster_config",
             "transport_socket",
+            "transport_socket_matches",
         ],
         ignored: &[],
     },
@@ -373,8 +375,28 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LbEndpoint",
-        supported: &["endpoint", "load_balancing_weight", "health_status"],
-        ignored: &[("metadata", "read only by subset balancing, not configured")],
+        supported: &[
+            "endpoint",
+            "load_balancing_weight",
+            "health_status",
+            "metadata",
+        ],
+        ignored: &[],
+    },
+    // Namespaces other than envoy.transport_socket_match are kept unread (subset balancing
+    // and filters that read them are not supported).
+    Surface {
+        message: "envoy.config.core.v3.Metadata",
+        supported: &["filter_metadata"],
+        ignored: &[(
+            "typed_filter_metadata",
+            "read only by filters that are not supported",
+        )],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
+        supported: &["name", "match", "transport_socket"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.endpoint.v3.Endpoint",

@@ -104,6 +104,7 @@ fn listener_and_tcp_proxy_defaults() {
             address: "10.0.0.1:80".parse().unwrap(),
             weight: 1,
             hostname: None,
+            socket_labels: None,
         }
     );
     assert_eq!(c.dns, None);
@@ -468,6 +469,7 @@ fn dns_clusters() {
         address: "10.1.1.1:80".parse().unwrap(),
         weight: 2,
         hostname: None,
+        socket_labels: None,
     }]);
     let dns = HashMap::from([("c".to_string(), resolved.clone())]);
     let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
@@ -478,7 +480,8 @@ fn dns_clusters() {
         [DnsHost {
             hostname: "backend.local".into(),
             port: 80,
-            weight: 2
+            weight: 2,
+            socket_labels: None,
         }]
     );
     assert_eq!(target.refresh_rate, Duration::from_secs(10));
@@ -570,6 +573,7 @@ fn unchanged_parts_are_shared_with_the_previous_generation() {
             address: "10.1.1.1:80".parse().unwrap(),
             weight: 2,
             hostname: None,
+            socket_labels: None,
         }]),
     )]);
     let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();

@@ -686,6 +686,9 @@ fn merge(into: &mut CertificateValidationContext, from: &CertificateValidationCo
     }
     into.match_typed_subject_alt_names
         .extend(from.match_typed_subject_alt_names.iter().cloned());
+    #[allow(deprecated)]
+    into.match_subject_alt_names
+        .extend(from.match_subject_alt_names.iter().cloned());
 }
 
 fn validation_context(
@@ -762,6 +765,21 @@ fn validation_context(
             at.errors,
         );
         san_matchers.extend(found.map(|matcher| SanMatcher { kind, matcher }));
+    }
+    #[allow(deprecated)] // Istio still writes match_subject_alt_names.
+    for (i, m) in context.match_subject_alt_names.iter().enumerate() {
+        let found = matchers::string_matcher(
+            m,
+            matchers::At {
+                path: &format!("{path}.match_subject_alt_names[{i}]"),
+                type_url: Some(at.type_url),
+            },
+            at.errors,
+        );
+        san_matchers.extend(found.map(|matcher| SanMatcher {
+            kind: SanKind::Any,
+            matcher,
+        }));
     }
     if at.errors.len() > before {
         return None;

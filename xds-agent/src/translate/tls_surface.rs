@@ -68,7 +68,12 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
-        supported: &["trusted_ca", "match_typed_subject_alt_names", "crl"],
+        supported: &[
+            "trusted_ca",
+            "match_typed_subject_alt_names",
+            "match_subject_alt_names",
+            "crl",
+        ],
         ignored: &[],
     },
     Surface {
