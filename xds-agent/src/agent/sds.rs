@@ -290,14 +290,14 @@ impl Agent {
                 dynamic
                     .secrets
                     .accept(key.clone(), version.to_string(), body, candidate);
-                for users in &rebuilt {
-                    users.swap_in(key);
+                for context in &rebuilt {
+                    context.swap_in();
                 }
                 stats::inc(&cells.update_success);
                 stats::set(&cells.version, version_hash(version));
                 stats::set(&cells.update_time, epoch_millis());
                 stats::record_duration(&cells.update_duration, started.elapsed());
-                tracing::info!(secret = %key.name, version, users = rebuilt.len(), "secret accepted");
+                tracing::info!(secret = %key.name, version, contexts = rebuilt.len(), "secret accepted");
                 Ok(())
             }
             Err(reason) => {

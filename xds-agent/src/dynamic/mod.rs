@@ -8,7 +8,7 @@ mod secrets;
 
 pub(crate) use apply::join;
 pub use apply::Applied;
-pub use secrets::{cluster_secrets, listener_secrets, SecretStore};
+pub use secrets::{cluster_secrets, listener_secrets, Rebuilt, SecretStore};
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},

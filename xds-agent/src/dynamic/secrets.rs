@@ -1,7 +1,7 @@
 //! Dynamic config: SDS secrets — the ones the listeners and clusters (static and dynamic) name,
 //! the version of each accepted, the last rejected one, how long their users still wait
 //! (`initial_fetch_timeout`; a rejected first version ends the wait, as in Envoy), and the
-//! rebuild of every listener and cluster naming a secret with a new version of it.
+//! rebuild of every TLS context naming a secret with a new version of it.
 use std::{
     collections::BTreeMap,
     sync::Arc,
@@ -23,11 +23,11 @@ use prost::Message;
 use super::{DynamicConfig, Failed, Held, Inputs};
 use crate::{
     model::{
-        tls::{SdsSecret, SecretKey, SecretSource},
+        tls::{ClientTls, SdsSecret, SecretKey, SecretSource, ServerTls},
         Cluster, Listener, Snapshot,
     },
     stats::{StatsRegistry, XdsStats},
-    translate::{self, resources, tls::Secrets, TranslateError},
+    translate::{self, tls::Secrets, TranslateError},
 };
 
 /// A secret some listener or cluster names.
@@ -184,35 +184,20 @@ impl SecretStore {
     }
 }
 
-/// A listener or cluster that serves (or warms), and the same rebuilt with a new secret.
+/// A TLS context that serves (or waits for its secrets), and the same rebuilt with a new
+/// secret.
 pub enum Rebuilt {
-    Listener(Arc<Listener>, Arc<Listener>),
-    Cluster(Arc<Cluster>, Arc<Cluster>),
+    Server(Arc<ServerTls>, Arc<ServerTls>),
+    Client(Arc<ClientTls>, Arc<ClientTls>),
 }
 
 impl Rebuilt {
-    /// Swaps the rebuilt TLS contexts naming `key` into the serving ones: new handshakes take
-    /// them; the listener or cluster, and its connections, stay.
-    pub fn swap_in(&self, key: &SecretKey) {
-        let names = |secrets: &[SdsSecret]| secrets.iter().any(|s| s.key == *key);
+    /// Swaps the rebuilt context into the serving one: new handshakes take it; the listener
+    /// or cluster, and its connections, stay.
+    pub fn swap_in(&self) {
         match self {
-            Rebuilt::Listener(serving, fresh) => {
-                let chains = serving.filter_chains.iter().zip(&fresh.filter_chains);
-                for (serving, fresh) in chains {
-                    if let (Some(serving), Some(fresh)) = (&serving.tls, &fresh.tls) {
-                        if names(&serving.secrets) {
-                            serving.update_from(fresh);
-                        }
-                    }
-                }
-            }
-            Rebuilt::Cluster(serving, fresh) => {
-                for (serving, fresh) in serving.tls_contexts().zip(fresh.tls_contexts()) {
-                    if names(&serving.secrets) {
-                        serving.update_from(fresh);
-                    }
-                }
-            }
+            Rebuilt::Server(serving, fresh) => serving.update_from(fresh),
+            Rebuilt::Client(serving, fresh) => serving.update_from(fresh),
         }
     }
 }
@@ -258,9 +243,9 @@ impl DynamicConfig {
         out
     }
 
-    /// Every listener and cluster naming `key` — static ones (translated from `bootstrap`
-    /// into `statics`) and held dynamic ones — rebuilt with `candidate` as the secrets, not
-    /// reusing the serving versions; or every problem a rebuild found.
+    /// Every TLS context naming `key` — of static listeners and clusters (translated from
+    /// `bootstrap` into `statics`) and of held dynamic ones — rebuilt from its transport
+    /// socket with `candidate` as the secrets; or every problem a rebuild found.
     pub fn rebuild_users(
         &self,
         key: &SecretKey,
@@ -269,50 +254,82 @@ impl DynamicConfig {
         statics: &Snapshot,
         inputs: &mut Inputs,
     ) -> Result<Vec<Rebuilt>, Vec<TranslateError>> {
-        let names = |secret: &SdsSecret| secret.key == *key;
-        let known = self.known_clusters(statics);
+        let named = |secret: &SdsSecret| secret.key == *key;
+        let names = |secrets: &[SdsSecret]| secrets.iter().any(named);
         let mut ctx = inputs.context(&self.extension_configs, candidate);
-        ctx.previous = None;
         let mut rebuilt = Vec::new();
         let mut errors = Vec::new();
-        let mut take = |result: Result<Rebuilt, Vec<TranslateError>>| match result {
-            Ok(r) => rebuilt.push(r),
-            Err(e) => errors.extend(e),
-        };
-        for (i, serving) in statics.listeners.iter().enumerate() {
-            if listener_secrets(serving).any(names) {
-                take(
-                    translate::static_listener(bootstrap, i, &mut ctx)
-                        .map(|fresh| Rebuilt::Listener(serving.clone(), fresh)),
-                );
-            }
-        }
-        for serving in statics.clusters.values() {
-            if cluster_secrets(serving).any(names) {
-                take(
-                    translate::static_cluster(bootstrap, &serving.name, &mut ctx)
-                        .map(|fresh| Rebuilt::Cluster(serving.clone(), fresh)),
-                );
-            }
-        }
+        let resources = bootstrap.static_resources.as_ref();
+        let static_listeners = (statics.listeners.iter().enumerate())
+            .filter(|(_, serving)| listener_secrets(serving).any(named))
+            .map(|(i, serving)| {
+                let proto = resources.and_then(|r| r.listeners.get(i)).cloned();
+                (serving, proto, format!("static_resources.listeners[{i}]"))
+            });
         // Held bodies decoded once already.
-        for held in self.listeners.values() {
-            if listener_secrets(&held.model).any(names) {
-                if let Ok(proto) = ListenerProto::decode(held.body.value.as_slice()) {
-                    take(
-                        resources::listener(&proto, &known, &mut ctx)
-                            .map(|fresh| Rebuilt::Listener(held.model.clone(), fresh)),
-                    );
+        let dynamic_listeners = (self.listeners.values())
+            .filter(|held| listener_secrets(&held.model).any(named))
+            .map(|held| {
+                let proto = ListenerProto::decode(held.body.value.as_slice()).ok();
+                (
+                    &held.model,
+                    proto,
+                    format!("listeners[{:?}]", held.model.name),
+                )
+            });
+        for (serving, proto, path) in static_listeners.chain(dynamic_listeners) {
+            // The contexts naming the secret, by chain.
+            let slots: Vec<_> = (serving.filter_chains.iter())
+                .map(|c| c.tls.as_ref().filter(|tls| names(&tls.secrets)))
+                .collect();
+            let wanted = |i: usize| slots[i].is_some();
+            let Some(proto) = proto else {
+                continue;
+            };
+            let fresh = translate::listener_tls(&proto, &path, wanted, &mut ctx, &mut errors);
+            for (serving, fresh) in slots.iter().zip(fresh) {
+                if let (Some(serving), Some(fresh)) = (serving, fresh) {
+                    rebuilt.push(Rebuilt::Server((*serving).clone(), fresh));
                 }
             }
         }
-        for held in self.clusters.values() {
-            if cluster_secrets(&held.model).any(names) {
-                if let Ok(proto) = ClusterProto::decode(held.body.value.as_slice()) {
-                    take(
-                        resources::cluster(&proto, &mut ctx)
-                            .map(|fresh| Rebuilt::Cluster(held.model.clone(), fresh)),
-                    );
+        let static_clusters = (statics.clusters.values())
+            .filter(|serving| cluster_secrets(serving).any(named))
+            .map(|serving| {
+                let mut protos = resources.iter().flat_map(|r| r.clusters.iter().enumerate());
+                let found = protos.find(|(_, c)| c.name == serving.name);
+                let path = found.map(|(j, _)| format!("static_resources.clusters[{j}]"));
+                (
+                    serving,
+                    found.map(|(_, c)| c.clone()),
+                    path.unwrap_or_default(),
+                )
+            });
+        let dynamic_clusters = (self.clusters.values())
+            .filter(|held| cluster_secrets(&held.model).any(named))
+            .map(|held| {
+                let proto = ClusterProto::decode(held.body.value.as_slice()).ok();
+                (
+                    &held.model,
+                    proto,
+                    format!("clusters[{:?}]", held.model.name),
+                )
+            });
+        for (serving, proto, path) in static_clusters.chain(dynamic_clusters) {
+            // The contexts naming the secret, in the translator's order: `transport_socket`,
+            // then the matches'.
+            let slots: Vec<_> = std::iter::once(serving.tls.as_ref())
+                .chain(serving.socket_matches.iter().map(|m| m.tls.as_ref()))
+                .map(|tls| tls.filter(|tls| names(&tls.secrets)))
+                .collect();
+            let wanted = |i: usize| slots[i].is_some();
+            let Some(proto) = proto else {
+                continue;
+            };
+            let fresh = translate::cluster_tls(&proto, &path, wanted, &mut ctx, &mut errors);
+            for (serving, fresh) in slots.iter().zip(fresh) {
+                if let (Some(serving), Some(fresh)) = (serving, fresh) {
+                    rebuilt.push(Rebuilt::Client((*serving).clone(), fresh));
                 }
             }
         }

@@ -530,11 +530,11 @@ fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
             .config
             .rebuild_users(&key, &candidate, &bootstrap, &f.statics, &mut inputs)
             .unwrap();
-        assert_eq!(rebuilt.len(), 1, "only the cluster naming the secret");
+        assert_eq!(rebuilt.len(), 1, "only the context naming the secret");
         f.config
             .secrets
             .accept(key.clone(), suffix.into(), Any::default(), candidate);
-        rebuilt.iter().for_each(|r| r.swap_in(&key));
+        rebuilt.iter().for_each(Rebuilt::swap_in);
     };
     offer(&mut f, "");
     let gen3 = f.config.assemble(&f.statics, 3, now);
@@ -564,4 +564,56 @@ fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
     let gen5 = f.config.assemble(&f.statics, 5, later);
     assert!(gen5.clusters["b"].tls.as_ref().unwrap().config().is_none());
     assert!(!f.config.warming(later));
+}
+
+#[test]
+fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
+    use crate::model::tls::{SecretKey, SecretSource};
+    let mut f = Fixture::new();
+    f.config.secrets.current = Arc::new(Secrets {
+        ads: true,
+        ..Default::default()
+    });
+    f.apply(update(
+        CLUSTER,
+        &[("c", static_cluster("c", 80))],
+        &[],
+        true,
+    ));
+    let listener = any::<ListenerProto>(
+        r#"{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 10443}},
+        filter_chains: [{filters: [{name: tcp, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}}],
+          transport_socket: {name: tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext,
+            common_tls_context: {tls_certificate_sds_secret_configs: [{name: s, sds_config: {ads: {}}}]}}}}]}"#,
+    );
+    let applied = f.apply(update(LISTENER, &[("l", listener)], &[], true));
+    assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
+    // The cluster the listener names goes: translating the listener again would now fail.
+    f.apply(update(CLUSTER, &[], &[], true));
+    let key = SecretKey {
+        source: SecretSource::Ads,
+        name: "s".into(),
+    };
+    let candidate = f.config.secrets.with(&key, certificate("s", ""));
+    let dns = HashMap::new();
+    let mut inputs = Inputs {
+        generation: 3,
+        stats: &mut f.stats,
+        previous: None,
+        dns: &dns,
+    };
+    let rebuilt = f
+        .config
+        .rebuild_users(
+            &key,
+            &candidate,
+            &Default::default(),
+            &f.statics,
+            &mut inputs,
+        )
+        .expect("only the TLS context is rebuilt");
+    assert_eq!(rebuilt.len(), 1);
+    rebuilt.iter().for_each(Rebuilt::swap_in);
+    let serving = &f.config.listeners["l"].model.filter_chains[0];
+    assert!(serving.tls.as_ref().unwrap().configs().is_some());
 }

@@ -45,9 +45,12 @@ use envoy_types::pb::{
 };
 
 use crate::{
-    model::{Cluster, Endpoint, Listener, Snapshot},
+    model::{Endpoint, Snapshot},
     stats::StatsRegistry,
 };
+
+pub use cluster::cluster_tls;
+pub use listener::listener_tls;
 
 /// Envoy's default `per_connection_buffer_limit_bytes` (listeners and clusters): 1 MiB.
 pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
@@ -178,44 +181,6 @@ pub fn translate(
         errors.retain(|e| seen.insert(e.clone()));
         Err(errors)
     }
-}
-
-/// Static listener `index` of `bootstrap` translated again on its own, as `translate` did
-/// (without reusing the version that serves: SDS rotation takes its fresh TLS contexts).
-pub fn static_listener(
-    bootstrap: &Bootstrap,
-    index: usize,
-    ctx: &mut TranslateContext,
-) -> Result<Arc<Listener>, Vec<TranslateError>> {
-    let statics = bootstrap.static_resources.as_ref();
-    let proto = statics.and_then(|s| s.listeners.get(index));
-    let clusters: HashSet<&str> = statics
-        .iter()
-        .flat_map(|s| &s.clusters)
-        .map(|c| c.name.as_str())
-        .collect();
-    let mut errors = Vec::new();
-    let path = format!("static_resources.listeners[{index}]");
-    proto
-        .and_then(|proto| listener::listener(proto, &path, &clusters, ctx, &mut errors))
-        .ok_or(errors)
-}
-
-/// Static cluster `name` of `bootstrap` translated again on its own (see `static_listener`).
-pub fn static_cluster(
-    bootstrap: &Bootstrap,
-    name: &str,
-    ctx: &mut TranslateContext,
-) -> Result<Arc<Cluster>, Vec<TranslateError>> {
-    let clusters = bootstrap.static_resources.iter().flat_map(|s| &s.clusters);
-    let found = clusters.enumerate().find(|(_, c)| c.name == name);
-    let mut errors = Vec::new();
-    found
-        .and_then(|(j, proto)| {
-            let path = format!("static_resources.clusters[{j}]");
-            cluster::cluster(proto, &path, ctx, &mut errors)
-        })
-        .ok_or(errors)
 }
 
 /// The bootstrap with the clusters `names` reduced to their names (indexes, and so error
