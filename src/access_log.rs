@@ -163,6 +163,9 @@ mod tests {
             upstream_cluster: Some("backend"),
             response_flags: flags,
             connection_id: 3,
+            tls: None,
+            requested_server_name: None,
+            upstream_tls: None,
             http: Some(&exchange),
         };
         let render = |format: Option<&str>| {

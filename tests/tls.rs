@@ -2202,49 +2202,45 @@ fn certificate_rotation_under_load_fails_no_request() {
 }
 
 /// `transport_socket_matches` as Istio's auto mTLS writes them: endpoints labelled
-/// `tlsMode: istio` get the TLS socket, the others the `tlsMode-disabled` raw socket. One
-/// cluster, one TLS and one plaintext host: round robin alternates, and every request
-/// succeeds because each host gets the socket it speaks.
+/// `tlsMode: istio` get the TLS socket, the others the `tlsMode-disabled` raw socket. Two
+/// clusters with the same matches, one with a labelled TLS host and one with an unlabelled
+/// plaintext host: each request succeeds because each host gets the socket it speaks.
 #[test]
 fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
     let pki = pki();
     let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
     let plain = EchoUpstreams::start(&["plain"], None);
     let (port, admin) = (free_port(), free_port());
-    let endpoint = |port: u16, labels: Value| {
+    let cluster = |name: &str, port: u16, labels: Value| {
         json!({
-            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
-            "metadata": {"filter_metadata": {"envoy.transport_socket_match": labels}}
+            "name": name,
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+                "metadata": {"filter_metadata": {"envoy.transport_socket_match": labels}}
+            }]}]},
+            "transport_socket_matches": [
+                {
+                    "name": "tlsMode-istio",
+                    "match": {"tlsMode": "istio"},
+                    "transport_socket": upstream_tls(
+                        json!({"validation_context": validation(&pki.ca, json!({}))}),
+                        json!({"sni": UPSTREAM_NAME}),
+                    ),
+                },
+                {
+                    "name": "tlsMode-disabled",
+                    "match": {},
+                    "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
+                },
+            ],
         })
     };
-    let mixed = json!({
-        "name": "mixed",
-        "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": "mixed", "endpoints": [{"lb_endpoints": [
-            endpoint(secure.port, json!({"tlsMode": "istio"})),
-            endpoint(plain.port("plain"), json!({})),
-        ]}]},
-        "transport_socket_matches": [
-            {
-                "name": "tlsMode-istio",
-                "match": {"tlsMode": "istio"},
-                "transport_socket": upstream_tls(
-                    json!({"validation_context": validation(&pki.ca, json!({}))}),
-                    json!({"sni": UPSTREAM_NAME}),
-                ),
-            },
-            {
-                "name": "tlsMode-disabled",
-                "match": {},
-                "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
-            },
-        ],
-    });
     let route_config = json!({"name": "local", "virtual_hosts": [
         {"name": "all", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "mixed"}}]}]});
+            {"match": {"prefix": "/tls"}, "route": {"cluster": "labelled"}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "unlabelled"}}]}]});
     let b = bootstrap(
         admin,
         vec![http_listener(
@@ -2252,22 +2248,27 @@ fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
             port,
             hcm("ingress", route_config, vec![], json!({})),
         )],
-        vec![mixed],
+        vec![
+            cluster("labelled", secure.port, json!({"tlsMode": "istio"})),
+            cluster("unlabelled", plain.port("plain"), json!({})),
+        ],
     );
     on_both("tls-socket-matches", &b, |proxy| {
-        let mut over_tls = 0;
-        for i in 0..4 {
-            let c = curl(&[&format!("http://127.0.0.1:{port}/r{i}")]);
+        let mut seen = Vec::new();
+        for path in ["/tls", "/plain"] {
+            let c = curl(&[&format!("http://127.0.0.1:{port}{path}")]);
             assert_eq!(c.status, 200, "{}: {}", proxy.kind.name(), c.body);
             let echo: Value = serde_json::from_str(&c.body).unwrap_or(Value::Null);
-            if echo["tls"]["version"].is_string() {
-                over_tls += 1;
-            }
+            seen.push(format!(
+                "{path}: 200 tls={}",
+                echo["tls"]["version"].is_string()
+            ));
         }
-        let stats = settled_stats(proxy, "cluster.mixed.", &["ssl.handshake"], |s| {
+        let stats = settled_stats(proxy, "cluster.labelled.", &["ssl.handshake"], |s| {
             s["ssl.handshake"] >= 1
         });
-        vec![format!("over TLS: {over_tls} of 4"), format!("{stats:?}")]
+        seen.push(format!("{stats:?}"));
+        seen
     });
 }
 
@@ -2402,6 +2403,75 @@ fn tls_inspector_bad_input_timeout_and_oversized_hello() {
             |s| s["tls_found"] >= 1 && s["client_hello_too_large"] >= 1,
         );
         seen.push(format!("{stats:?} {inspector:?}"));
+        seen
+    });
+}
+
+/// `upstream_http_protocol_options` `auto_sni` and `auto_san_validation`: each request's host
+/// becomes the SNI of the connection that carries it (connections are not shared between
+/// hosts), and a server certificate that does not cover that host is refused (503,
+/// `ssl.fail_verify_san`).
+#[test]
+fn auto_sni_and_auto_san_validation() {
+    let pki = pki();
+    let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
+    let (port, admin) = (free_port(), free_port());
+    let options = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "upstream_http_protocol_options": {"auto_sni": true, "auto_san_validation": true},
+        "explicit_http_config": {"http_protocol_options": {}},
+    }});
+    let cluster = to_port(
+        "auto",
+        secure.port,
+        json!({
+            "transport_socket": upstream_tls(
+                json!({"validation_context": validation(&pki.ca, json!({}))}),
+                json!({}),
+            ),
+            "typed_extension_protocol_options": options,
+        }),
+    );
+    let route_config = json!({"name": "local", "virtual_hosts": [
+        {"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "auto"}}]}]});
+    let b = bootstrap(
+        admin,
+        vec![http_listener(
+            "plain",
+            port,
+            hcm("ingress", route_config, vec![], json!({})),
+        )],
+        vec![cluster],
+    );
+    on_both("tls-auto-sni", &b, |proxy| {
+        let who = proxy.kind.name();
+        let mut seen = Vec::new();
+        for host in [
+            UPSTREAM_NAME,
+            "localhost",
+            UPSTREAM_NAME,
+            "elsewhere.example.com",
+        ] {
+            let c = curl(&[
+                "-H",
+                &format!("host: {host}"),
+                &format!("http://127.0.0.1:{port}/"),
+            ]);
+            let sni = serde_json::from_str::<Value>(&c.body)
+                .ok()
+                .and_then(|echo| echo["tls"]["sni"].as_str().map(String::from));
+            seen.push(format!("{host}: {} sni={sni:?}", c.status));
+            if c.status == 200 {
+                assert_eq!(sni.as_deref(), Some(host), "{who}");
+            }
+        }
+        // (How many handshakes depends on which worker or shard each connection lands on,
+        // and so whether the third request finds a pooled connection: not compared.)
+        let stats = settled_stats(proxy, "cluster.auto.", &["ssl.fail_verify_san"], |s| {
+            s["ssl.fail_verify_san"] >= 1
+        });
+        seen.push(format!("{stats:?}"));
         seen
     });
 }

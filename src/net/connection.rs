@@ -35,7 +35,7 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
     let _ = stream.set_nodelay(true);
-    if let Some(index) = pick_chain(&ctx, listener, &mut stream).await {
+    if let Some((index, server_name)) = pick_chain(&ctx, listener, &mut stream).await {
         let chain = &listener.filter_chains[index];
         // The chain's drain: an update that changed only other chains leaves it running.
         let drain = generation.chain_drain(index);
@@ -44,12 +44,16 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
             Some(tls) => handshake(&ctx, tls, stream).await,
         };
         if let Some(transport) = transport {
+            let accepted = Accepted {
+                transport,
+                server_name: &server_name,
+            };
             match &chain.network {
                 NetworkFilter::TcpProxy(proxy) => {
-                    tcp_proxy::run(&ctx, listener, drain, proxy, transport).await
+                    tcp_proxy::run(&ctx, listener, drain, proxy, accepted).await
                 }
                 NetworkFilter::HttpConnectionManager(hcm) => {
-                    http_connection_manager::run(&ctx, listener, drain, hcm, transport).await
+                    http_connection_manager::run(&ctx, listener, drain, hcm, accepted).await
                 }
             }
         }
@@ -58,13 +62,20 @@ pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpS
     inc(&stats.downstream_cx_destroy);
 }
 
-/// Runs the listener filters and picks the chain (its index); `None` closes the connection
-/// (counted).
+/// A connection ready for its network filter.
+pub struct Accepted<'a> {
+    pub transport: Transport,
+    /// The server name (SNI) the tls_inspector read; empty without one.
+    pub server_name: &'a str,
+}
+
+/// Runs the listener filters and picks the chain: its index, and the server name (SNI) the
+/// tls_inspector read. `None` closes the connection (counted).
 async fn pick_chain(
     ctx: &ShardContext,
     listener: &Listener,
     stream: &mut TcpStream,
-) -> Option<usize> {
+) -> Option<(usize, String)> {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket.
@@ -98,7 +109,7 @@ async fn pick_chain(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(index) => Some(index),
+        Some(index) => Some((index, found.server_name)),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");

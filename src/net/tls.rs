@@ -8,14 +8,17 @@ use std::{
     io::{self, BufRead, Read, Write},
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll, Waker},
 };
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
-use rustls::ClientConfig;
-use rustls::{pki_types::ServerName, server::Acceptor, ClientConnection, Connection};
-use xds_agent::model::tls::ServerConfigs;
+use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
+use xds_agent::model::{
+    tls::{ClientTls, ServerConfigs},
+    tls_info::{CertificateInfo, DownstreamTls},
+};
 
 use crate::rt::net::TcpStream;
 
@@ -43,6 +46,8 @@ pub struct TlsStream {
     tls: Connection,
     /// `close_notify` has been queued.
     closing: bool,
+    /// The certificate served (server side).
+    served: Option<Arc<CertificateInfo>>,
 }
 
 /// The socket as `Read`/`Write` for rustls: "would block" instead of pending (the waker is
@@ -114,7 +119,7 @@ pub async fn accept(
             }
         }
     };
-    let config = configs.config_for(accepted.client_hello().alpn());
+    let (config, served) = configs.config_for(&accepted.client_hello());
     let conn = match accepted.into_connection(config) {
         Ok(conn) => conn,
         Err((e, mut alert)) => {
@@ -123,30 +128,39 @@ pub async fn accept(
             return Err(HandshakeError::Tls(e));
         }
     };
-    TlsStream::handshake(io, conn.into()).await
+    TlsStream::handshake(io, conn.into(), served).await
 }
 
-/// Starts TLS to an upstream host: SNI `sni` (none: the host's address stands as the name,
-/// which rustls never sends), then the handshake.
+/// Starts TLS to an upstream host with `config` (the context's, taken when the connection
+/// began): SNI `sni` (`auto_sni`) or as configured (none: the host's address stands as the
+/// name, which rustls never sends), then the handshake.
 pub async fn connect(
     io: TcpStream,
-    config: std::sync::Arc<ClientConfig>,
-    sni: Option<&ServerName<'static>>,
+    tls: &ClientTls,
+    config: Arc<ClientConfig>,
+    sni: Option<&str>,
     host: SocketAddr,
 ) -> Result<TlsStream, HandshakeError> {
     let name = sni
-        .cloned()
+        .and_then(|s| ServerName::try_from(s).ok())
+        .map(|n| n.to_owned())
+        .or_else(|| tls.sni.clone())
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
     let conn = ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
-    TlsStream::handshake(io, conn.into()).await
+    TlsStream::handshake(io, conn.into(), None).await
 }
 
 impl TlsStream {
-    async fn handshake(io: TcpStream, tls: Connection) -> Result<Self, HandshakeError> {
+    async fn handshake(
+        io: TcpStream,
+        tls: Connection,
+        served: Option<Arc<CertificateInfo>>,
+    ) -> Result<Self, HandshakeError> {
         let mut stream = Self {
             io,
             tls,
             closing: false,
+            served,
         };
         while stream.tls.is_handshaking() {
             poll_fn(|cx| stream.poll_flush_tls(cx))
@@ -253,6 +267,11 @@ impl TlsStream {
 
     pub fn connection(&self) -> &Connection {
         &self.tls
+    }
+
+    /// What access logs and XFCC read of this (downstream) connection.
+    pub fn info(&self) -> DownstreamTls {
+        DownstreamTls::new(&self.tls, self.served.clone())
     }
 }
 

@@ -42,12 +42,14 @@ impl std::fmt::Display for OpenError {
 }
 
 /// Opens a transport to `endpoint`: TCP (no delay), then the TLS handshake of the transport
-/// socket the cluster gives that endpoint, within the cluster's connect timeout. Counts TLS
-/// outcomes in `cluster.<name>.ssl.*`.
+/// socket the cluster gives that endpoint (with `sni` in place of the configured one, for
+/// `auto_sni`), within the cluster's connect timeout. Counts TLS outcomes in
+/// `cluster.<name>.ssl.*`.
 pub async fn open(
     ctx: &ShardContext,
     cluster: &Cluster,
     endpoint: &Endpoint,
+    sni: Option<&str>,
 ) -> Result<Transport, OpenError> {
     let address = endpoint.address;
     // The config new connections take, fixed before connecting (a rotation meanwhile applies
@@ -77,7 +79,7 @@ pub async fn open(
             return Ok(Transport::Raw(stream));
         };
         let cells = tls.stats.shard(ctx.id);
-        match tls::connect(stream, config, tls.sni.as_ref(), address).await {
+        match tls::connect(stream, tls, config, sni, address).await {
             Ok(stream) => {
                 let (version, cipher, curve) =
                     xds_agent::model::tls::negotiated(stream.connection());
@@ -130,7 +132,7 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match open(ctx, &cluster.config, &active.host().endpoint).await {
+        match open(ctx, &cluster.config, &active.host().endpoint, None).await {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));

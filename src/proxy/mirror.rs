@@ -230,7 +230,7 @@ async fn exchange(
         return Err(ShadowFailure::NoHealthyUpstream);
     };
     let host = ActiveHost::new(host);
-    let acquired = pool::acquire(ctx, cluster, host.host(), Some(deadline)).await;
+    let acquired = pool::acquire(ctx, cluster, host.host(), None, Some(deadline)).await;
     let mut conn = match acquired {
         Ok(conn) => conn,
         Err(Acquire::Overflow) => return Err(ShadowFailure::Overflow),

@@ -132,6 +132,8 @@ pub struct UpstreamConn {
     pub conn: Buffered,
     /// Requests sent on it so far.
     pub requests: u32,
+    /// The SNI it was opened with under `auto_sni` (it serves only requests for that host).
+    pub sni: Option<Box<str>>,
     pub lease: Lease,
 }
 
@@ -144,7 +146,13 @@ pub struct Lease {
 }
 
 impl UpstreamConn {
-    pub fn new(conn: Buffered, slot: Slot, stats: Arc<ClusterStats>, shard: usize) -> Self {
+    pub fn new(
+        conn: Buffered,
+        sni: Option<&str>,
+        slot: Slot,
+        stats: Arc<ClusterStats>,
+        shard: usize,
+    ) -> Self {
         let cells = stats.shard(shard);
         inc(&cells.upstream_cx_total);
         inc(&cells.upstream_cx_http1_total);
@@ -152,6 +160,7 @@ impl UpstreamConn {
         Self {
             conn,
             requests: 0,
+            sni: sni.map(Box::from),
             lease: Lease {
                 opened: Instant::now(),
                 stats,
@@ -190,11 +199,16 @@ pub struct HostPool {
 }
 
 impl HostPool {
-    /// The most recently used idle connection that is still usable; stale ones are closed.
-    pub fn take(&self, options: &UpstreamHttpOptions) -> Option<UpstreamConn> {
+    /// The most recently used idle connection that is still usable and was opened with `sni`
+    /// (`auto_sni`; `None` otherwise); stale ones are closed.
+    pub fn take(&self, options: &UpstreamHttpOptions, sni: Option<&str>) -> Option<UpstreamConn> {
         let now = Instant::now();
         loop {
-            let (mut conn, since) = self.idle.borrow_mut().pop()?;
+            let (mut conn, since) = {
+                let mut idle = self.idle.borrow_mut();
+                let last = idle.iter().rposition(|(c, _)| c.sni.as_deref() == sni)?;
+                idle.remove(last)
+            };
             if options.idle_timeout.is_some_and(|t| now >= since + t) {
                 inc(&conn.cells().upstream_cx_idle_timeout);
                 continue;
@@ -262,28 +276,30 @@ pub enum Acquire {
     Overflow,
 }
 
-/// A pooled connection to `host`, or a new one within the cluster's breakers (waiting as a
-/// pending request while `max_connections` is reached).
+/// A pooled connection to `host` (opened with `sni` under `auto_sni`), or a new one within
+/// the cluster's breakers (waiting as a pending request while `max_connections` is reached).
 pub async fn acquire(
     ctx: &ShardContext,
     cluster: &ShardCluster,
     host: &Rc<Host>,
+    sni: Option<&str>,
     deadline: Option<Instant>,
 ) -> Result<UpstreamConn, Acquire> {
     let config = &cluster.config;
     let cells = config.stats.shard(ctx.id);
     let mut _pending = None;
     loop {
-        if let Some(conn) = host.pool.take(&config.http) {
+        if let Some(conn) = host.pool.take(&config.http, sni) {
             return Ok(conn);
         }
         if let Some(slot) = cluster.breakers.connection() {
             let started = Instant::now();
-            return match connect::open(ctx, config, &host.endpoint).await {
+            return match connect::open(ctx, config, &host.endpoint, sni).await {
                 Ok(stream) => {
                     record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
                     Ok(UpstreamConn::new(
                         Buffered::new(stream),
+                        sni,
                         slot,
                         config.stats.clone(),
                         ctx.id,

@@ -38,6 +38,8 @@ pub const TLS_INSPECTOR: &str =
 pub const CLIENT_SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/client";
 /// The SPIFFE identity in the second client certificate (a SAN matcher's "wrong" identity).
 pub const OTHER_SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/other";
+/// The first URI SAN of `Pki::client_rich`.
+pub const RICH_SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/rich";
 /// The DNS name (and CN) of the upstream's server certificate.
 pub const UPSTREAM_NAME: &str = "upstream.example.com";
 
@@ -90,6 +92,10 @@ pub struct Pki {
     pub client: CertKey,
     /// Client certificate: CN=other, URI SAN spiffe://cluster.local/ns/default/sa/other.
     pub client_other: CertKey,
+    /// Client certificate signed by the intermediate (the file holds both: the client sends
+    /// a chain), subject `C=US, O=Acme, Inc., OU=mesh, CN=rich client`, SANs
+    /// DNS:rich.example.com, DNS:alt.example.com, URI `RICH_SPIFFE`, URI …/sa/rich2.
+    pub client_rich: CertKey,
     /// Client certificate revoked by `crl`: CN=revoked, URI SAN …/sa/revoked.
     pub client_revoked: CertKey,
     /// Client certificate valid 2020-01-01 .. 2021-01-01: CN=expired-client, URI …/sa/client.
@@ -221,7 +227,9 @@ impl Ca {
              serial = $dir/serial\ncrlnumber = $dir/crlnumber\nnew_certs_dir = $dir\n\
              certificate = {cert}\nprivate_key = {key}\ndefault_md = sha256\n\
              default_days = 3650\ndefault_crl_days = 3650\npolicy = any\n\
-             unique_subject = no\ncopy_extensions = none\n\n[any]\ncommonName = supplied\n",
+             unique_subject = no\ncopy_extensions = none\n\n[any]\ncountryName = optional\n\
+             organizationName = optional\norganizationalUnitName = optional\n\
+             commonName = supplied\n",
             db = db.display(),
             cert = cert.display(),
             key = key.display(),
@@ -234,7 +242,7 @@ impl Ca {
         }
     }
 
-    /// Signs a new key's certificate `leaf` with `subject`, extensions `ext` (lines of an
+    /// Signs a new key's certificate `leaf` with CN `cn`, extensions `ext` (lines of an
     /// openssl extension section) and validity `dates` (start, end as YYYYMMDDHHMMSSZ).
     fn sign(
         &self,
@@ -242,6 +250,19 @@ impl Ca {
         leaf: &str,
         kind: KeyType,
         cn: &str,
+        ext: &str,
+        dates: Option<(&str, &str)>,
+    ) -> CertKey {
+        self.sign_subject(dir, leaf, kind, &format!("/CN={cn}"), ext, dates)
+    }
+
+    /// As `sign`, with a whole `subject` (`/C=../O=../OU=../CN=..`, in that order).
+    fn sign_subject(
+        &self,
+        dir: &Path,
+        leaf: &str,
+        kind: KeyType,
+        subject: &str,
         ext: &str,
         dates: Option<(&str, &str)>,
     ) -> CertKey {
@@ -255,7 +276,7 @@ impl Ca {
                 "-key",
                 key.to_str().unwrap(),
                 "-subj",
-                &format!("/CN={cn}"),
+                subject,
                 "-out",
                 &csr,
             ],
@@ -441,6 +462,20 @@ fn make_pki(dir: &Path) -> Pki {
         )
     };
     let client_cert = client("client", "client", CLIENT_SPIFFE, None);
+    let client_rich = issuing.sign_subject(
+        dir,
+        "client-rich",
+        Ec,
+        "/C=US/O=Acme, Inc./OU=mesh/CN=rich client",
+        &leaf_ext(
+            false,
+            &format!(
+                "DNS:rich.example.com,DNS:alt.example.com,URI:{RICH_SPIFFE},\
+                 URI:spiffe://cluster.local/ns/default/sa/rich2"
+            ),
+        ),
+        None,
+    );
     let client_other = client("client-other", "other", OTHER_SPIFFE, None);
     let client_revoked = client(
         "client-revoked",
@@ -487,6 +522,7 @@ fn make_pki(dir: &Path) -> Pki {
         upstream,
         upstream2,
         client: client_cert,
+        client_rich,
         client_other,
         client_revoked,
         client_expired,

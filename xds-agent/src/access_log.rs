@@ -13,6 +13,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::model::tls_info::{DownstreamTls, Negotiated};
+
 /// Envoy's format when an access log sets none (the same for HTTP and TCP; the HTTP-only
 /// commands render `-`, and `%RESPONSE_CODE%` renders `0`, for TCP connections).
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
@@ -22,6 +24,8 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-O
 pub struct AccessLog {
     pub sink: LogSink,
     format: Vec<Part>,
+    /// A command reads the downstream connection's TLS.
+    reads_tls: bool,
 }
 
 /// Where an access log writes.
@@ -45,9 +49,13 @@ pub enum FormatError {
     #[error("command %{command}% at position {position} takes no argument")]
     UnexpectedArgument { command: String, position: usize },
     #[error(
-        "%START_TIME({format})% at position {position}: custom time formats are not supported yet"
+        "%{command}({format})% at position {position}: custom time formats are not supported yet"
     )]
-    TimeFormat { format: String, position: usize },
+    TimeFormat {
+        command: String,
+        format: String,
+        position: usize,
+    },
     #[error(
         "command %{command}% at position {position}: header {argument:?} is not `NAME` or `NAME?ALTERNATIVE`"
     )]
@@ -76,6 +84,13 @@ pub struct ConnectionRecord<'a> {
     pub upstream_cluster: Option<&'a str>,
     pub response_flags: ResponseFlags,
     pub connection_id: u64,
+    /// The downstream connection's TLS; `None` on a plaintext connection, and when no format
+    /// of the log reads it ([`AccessLog::reads_tls`]).
+    pub tls: Option<&'a DownstreamTls>,
+    /// The server name (SNI) the tls_inspector read (`%REQUESTED_SERVER_NAME%`).
+    pub requested_server_name: Option<&'a str>,
+    /// What the upstream connection's handshake negotiated.
+    pub upstream_tls: Option<Negotiated>,
     /// The HTTP request this record logs; `None` for a TCP connection.
     pub http: Option<&'a dyn HttpLogView>,
 }
@@ -301,6 +316,13 @@ enum Command {
     DownstreamLocalAddressWithoutPort,
     ResponseFlags,
     ConnectionId,
+    /// `-` without one.
+    RequestedServerName,
+    /// `%DOWNSTREAM_TLS_*%`, `%DOWNSTREAM_PEER_*%`, `%DOWNSTREAM_LOCAL_*%`: `-` on a plaintext
+    /// connection.
+    DownstreamTls(TlsField),
+    UpstreamTlsVersion,
+    UpstreamTlsCipher,
     /// `-` for TCP.
     Protocol,
     /// `0` for TCP, as Envoy.
@@ -309,6 +331,26 @@ enum Command {
     RouteName,
     /// `REQ`, `REQ_WITHOUT_QUERY`, `RESP`, `TRAILER`: `-` for TCP.
     Header(HeaderSource, HeaderName),
+}
+
+/// What a downstream TLS command prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsField {
+    Version,
+    Cipher,
+    /// Always `-`: rustls does not expose a TLS 1.2 session ID (TLS 1.3 has none in Envoy
+    /// either).
+    SessionId,
+    PeerUriSan,
+    PeerDnsSan,
+    PeerSubject,
+    PeerIssuer,
+    PeerSerial,
+    PeerFingerprint256,
+    PeerCertValidFrom,
+    PeerCertValidTo,
+    LocalUriSan,
+    LocalSubject,
 }
 
 /// Where a header command looks.
@@ -358,8 +400,8 @@ fn valid_header_name(name: &str) -> Option<Box<str>> {
 enum Spec {
     /// No argument.
     Plain(Command),
-    /// An optional time format (only the default is supported).
-    StartTime,
+    /// A time, with an optional format (only the default is supported).
+    Time(Command),
     /// A required `NAME?ALTERNATIVE` header argument.
     Header(HeaderSource),
 }
@@ -367,7 +409,13 @@ enum Spec {
 fn command(name: &str) -> Option<Spec> {
     use Command::*;
     let plain = match name {
-        "START_TIME" => return Some(Spec::StartTime),
+        "START_TIME" => return Some(Spec::Time(StartTime)),
+        "DOWNSTREAM_PEER_CERT_V_START" => {
+            return Some(Spec::Time(DownstreamTls(TlsField::PeerCertValidFrom)))
+        }
+        "DOWNSTREAM_PEER_CERT_V_END" => {
+            return Some(Spec::Time(DownstreamTls(TlsField::PeerCertValidTo)))
+        }
         "REQ" => return Some(Spec::Header(HeaderSource::Request)),
         "REQ_WITHOUT_QUERY" => return Some(Spec::Header(HeaderSource::RequestWithoutQuery)),
         "RESP" => return Some(Spec::Header(HeaderSource::Response)),
@@ -392,6 +440,20 @@ fn command(name: &str) -> Option<Spec> {
         "RESPONSE_CODE" => ResponseCode,
         "RESPONSE_CODE_DETAILS" => ResponseCodeDetails,
         "ROUTE_NAME" => RouteName,
+        "REQUESTED_SERVER_NAME" => RequestedServerName,
+        "DOWNSTREAM_TLS_VERSION" => DownstreamTls(TlsField::Version),
+        "DOWNSTREAM_TLS_CIPHER" => DownstreamTls(TlsField::Cipher),
+        "DOWNSTREAM_TLS_SESSION_ID" => DownstreamTls(TlsField::SessionId),
+        "DOWNSTREAM_PEER_URI_SAN" => DownstreamTls(TlsField::PeerUriSan),
+        "DOWNSTREAM_PEER_DNS_SAN" => DownstreamTls(TlsField::PeerDnsSan),
+        "DOWNSTREAM_PEER_SUBJECT" => DownstreamTls(TlsField::PeerSubject),
+        "DOWNSTREAM_PEER_ISSUER" => DownstreamTls(TlsField::PeerIssuer),
+        "DOWNSTREAM_PEER_SERIAL" => DownstreamTls(TlsField::PeerSerial),
+        "DOWNSTREAM_PEER_FINGERPRINT_256" => DownstreamTls(TlsField::PeerFingerprint256),
+        "DOWNSTREAM_LOCAL_URI_SAN" => DownstreamTls(TlsField::LocalUriSan),
+        "DOWNSTREAM_LOCAL_SUBJECT" => DownstreamTls(TlsField::LocalSubject),
+        "UPSTREAM_TLS_VERSION" => UpstreamTlsVersion,
+        "UPSTREAM_TLS_CIPHER" => UpstreamTlsCipher,
         _ => return None,
     };
     Some(Spec::Plain(plain))
@@ -400,10 +462,21 @@ fn command(name: &str) -> Option<Spec> {
 impl AccessLog {
     /// Compiles `format` (Envoy's [`DEFAULT_FORMAT`] when `None`) for `sink`.
     pub fn compile(sink: LogSink, format: Option<&str>) -> Result<Self, FormatError> {
+        let format = parse(format.unwrap_or(DEFAULT_FORMAT))?;
+        let reads_tls = format
+            .iter()
+            .any(|p| matches!(p, Part::Command(Command::DownstreamTls(_), _)));
         Ok(Self {
             sink,
-            format: parse(format.unwrap_or(DEFAULT_FORMAT))?,
+            format,
+            reads_tls,
         })
+    }
+
+    /// Whether a command reads the downstream connection's TLS (then the caller passes it in
+    /// the record).
+    pub fn reads_tls(&self) -> bool {
+        self.reads_tls
     }
 
     /// Appends one formatted line for `record` to `out`.
@@ -498,13 +571,14 @@ fn parse_command(s: &str, position: usize) -> Result<(Part, usize), FormatError>
                 position,
             })
         }
-        (Spec::StartTime, Some(format)) if !format.is_empty() => {
+        (Spec::Time(_), Some(format)) if !format.is_empty() => {
             return Err(FormatError::TimeFormat {
+                command: name.to_string(),
                 format: format.to_string(),
                 position,
             })
         }
-        (Spec::StartTime, _) => Command::StartTime,
+        (Spec::Time(command), _) => command,
         (Spec::Header(_), None) => {
             return Err(FormatError::MissingArgument {
                 command: name.to_string(),
@@ -565,6 +639,13 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
         Command::ConnectionId => {
             let _ = write!(out, "{}", r.connection_id);
         }
+        Command::RequestedServerName => render_str(r.requested_server_name, out),
+        Command::DownstreamTls(field) => match r.tls {
+            Some(tls) => render_tls(*field, tls, out),
+            None => out.push(b'-'),
+        },
+        Command::UpstreamTlsVersion => render_str(r.upstream_tls.and_then(|t| t.version), out),
+        Command::UpstreamTlsCipher => render_str(r.upstream_tls.and_then(|t| t.cipher), out),
         Command::Protocol => render_str(r.http.map(|h| h.protocol()), out),
         Command::ResponseCode => {
             let _ = write!(out, "{}", r.http.map_or(0, |h| h.response_code()));
@@ -592,6 +673,44 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
                 None => out.push(b'-'),
             }
         }
+    }
+}
+
+fn render_tls(field: TlsField, tls: &DownstreamTls, out: &mut Vec<u8>) {
+    let peer = || tls.peer();
+    let local = tls.local.as_deref();
+    match field {
+        TlsField::Version => render_str(tls.negotiated.version, out),
+        TlsField::Cipher => render_str(tls.negotiated.cipher, out),
+        TlsField::SessionId => out.push(b'-'),
+        TlsField::PeerUriSan => render_list(peer().map(|p| &p.sans.uri[..]), out),
+        TlsField::PeerDnsSan => render_list(peer().map(|p| &p.sans.dns[..]), out),
+        TlsField::PeerSubject => render_str(peer().map(|p| &p.subject[..]), out),
+        TlsField::PeerIssuer => render_str(peer().map(|p| &p.issuer[..]), out),
+        TlsField::PeerSerial => render_str(peer().map(|p| &p.serial[..]), out),
+        TlsField::PeerFingerprint256 => render_str(peer().map(|p| &p.sha256[..]), out),
+        TlsField::PeerCertValidFrom | TlsField::PeerCertValidTo => match peer() {
+            Some(p) if field == TlsField::PeerCertValidFrom => render_time(p.not_before, out),
+            Some(p) => render_time(p.not_after, out),
+            None => out.push(b'-'),
+        },
+        TlsField::LocalUriSan => render_list(local.map(|l| &l.sans.uri[..]), out),
+        TlsField::LocalSubject => render_str(local.map(|l| &l.subject[..]), out),
+    }
+}
+
+/// The items joined with `,`, or `-` when there are none.
+fn render_list(items: Option<&[String]>, out: &mut Vec<u8>) {
+    match items {
+        Some(items) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(item.as_bytes());
+            }
+        }
+        _ => out.push(b'-'),
     }
 }
 
@@ -675,6 +794,9 @@ mod tests {
             upstream_cluster: Some("backend"),
             response_flags: ResponseFlags::default(),
             connection_id: 7,
+            tls: None,
+            requested_server_name: None,
+            upstream_tls: None,
             http: None,
         }
     }
@@ -749,6 +871,7 @@ mod tests {
         assert_eq!(
             err("%START_TIME(%s.%3f)%"),
             FormatError::TimeFormat {
+                command: "START_TIME".into(),
                 format: "%s.%3f".into(),
                 position: 0
             }
@@ -897,6 +1020,33 @@ mod tests {
                 &record()
             ),
             "- - - - 0 - - - - - - -"
+        );
+    }
+
+    #[test]
+    fn tls_commands_on_a_plaintext_connection() {
+        let mut r = record();
+        r.requested_server_name = Some("example.com");
+        r.upstream_tls = Some(Negotiated {
+            version: Some("TLSv1.2"),
+            cipher: Some("ECDHE-RSA-AES128-GCM-SHA256"),
+        });
+        let format = "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_SUBJECT% \
+                      %DOWNSTREAM_PEER_CERT_V_START()% %DOWNSTREAM_LOCAL_URI_SAN% \
+                      %REQUESTED_SERVER_NAME% %UPSTREAM_TLS_VERSION% %UPSTREAM_TLS_CIPHER%";
+        assert_eq!(
+            render(format, &r),
+            "- - - - example.com TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"
+        );
+        let log = AccessLog::compile(LogSink::Stdout, Some(format)).unwrap();
+        assert!(log.reads_tls());
+        let without = AccessLog::compile(LogSink::Stdout, Some("%UPSTREAM_TLS_VERSION%"));
+        assert!(!without.unwrap().reads_tls());
+        assert!(
+            AccessLog::compile(LogSink::Stdout, Some("%DOWNSTREAM_PEER_CERT_V_END(%s)%"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("%DOWNSTREAM_PEER_CERT_V_END(%s)% at position 0")
         );
     }
 

@@ -7,8 +7,8 @@ use xds_agent::{
     model::{
         filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
         http::{
-            EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, Routes,
-            ServerHeader, UnderscoreHeaders,
+            EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, HttpConnectionManager,
+            PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
         },
         route::{
             ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
@@ -50,6 +50,7 @@ impl World {
                 headers: vec![],
                 query_parameters: vec![],
                 grpc: false,
+                tls_context: Default::default(),
             },
             action: RouteAction::Forward(Forward {
                 cluster: ClusterSpecifier::Name(CLUSTER.into()),
@@ -116,6 +117,8 @@ impl World {
             },
             upgrades: vec![],
             proxy_100_continue: false,
+            forward_client_cert: ForwardClientCert::Sanitize,
+            client_cert_details: Default::default(),
             access_logs: vec![],
             stats: Arc::new(HttpStats::new("http.test".into(), 1)),
         };

@@ -9,12 +9,13 @@ use std::{
 
 use xds_agent::{
     access_log::{ConnectionRecord, ResponseFlags},
-    model::{Listener, TcpProxy},
+    model::{tls_info::Negotiated, Listener, TcpProxy},
     stats::{add, dec, inc, ClusterCells, TcpProxyCells},
 };
 
 use crate::{
     context::ShardContext,
+    net::connection::Accepted,
     net::drain::DrainSignal,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     net::transport::Transport,
@@ -26,8 +27,9 @@ pub async fn run(
     listener: &Arc<Listener>,
     drain: &DrainSignal,
     proxy: &TcpProxy,
-    downstream: Transport,
+    accepted: Accepted<'_>,
 ) {
+    let downstream = accepted.transport;
     let started = Instant::now();
     let start_wall = SystemTime::now();
     let stats = proxy.stats.shard(ctx.id);
@@ -41,6 +43,11 @@ pub async fn run(
         ),
         false => (listener.address, listener.address),
     };
+    // Read before the relay takes the connection, when a format prints it.
+    let tls = match proxy.logs_read_tls() {
+        true => downstream.tls().map(|t| t.info()),
+        false => None,
+    };
     let mut record = ConnectionRecord {
         start: start_wall,
         duration: Default::default(),
@@ -53,6 +60,9 @@ pub async fn run(
         upstream_cluster: None,
         response_flags: ResponseFlags::default(),
         connection_id: ctx.connection_id(),
+        tls: tls.as_ref(),
+        requested_server_name: Some(accepted.server_name).filter(|n| !n.is_empty()),
+        upstream_tls: None,
         http: None,
     };
     let cluster_name = proxy
@@ -107,6 +117,7 @@ async fn proxy_to(
     record.upstream_host = Some(host.address());
     if proxy.logs_connections() {
         record.upstream_local = upstream.local_addr().ok();
+        record.upstream_tls = upstream.tls().map(|t| Negotiated::of(t.connection()));
     }
     let cells = cluster.config.stats.shard(ctx.id);
     let observer = Observer {

@@ -77,13 +77,20 @@ pub async fn try_once(
         .map(|t| Instant::now() + t);
     let deadlines = &request.deadlines;
     let connect_by = deadlines.next(per_try, !body.is_done());
-    let mut conn = pool::acquire(ctx, &request.cluster, host.host(), connect_by.map(|d| d.0))
-        .await
-        .map_err(|e| match e {
-            Acquire::TimedOut => expired(connect_by, !body.is_done()),
-            Acquire::Failed => TryFailure::Connect,
-            Acquire::Overflow => TryFailure::Overflow,
-        })?;
+    let sni = auto_sni(request, host);
+    let mut conn = pool::acquire(
+        ctx,
+        &request.cluster,
+        host.host(),
+        sni.as_deref(),
+        connect_by.map(|d| d.0),
+    )
+    .await
+    .map_err(|e| match e {
+        Acquire::TimedOut => expired(connect_by, !body.is_done()),
+        Acquire::Failed => TryFailure::Connect,
+        Acquire::Overflow => TryFailure::Overflow,
+    })?;
     conn.requests += 1;
     inc(&cells.upstream_rq_total);
     let reused = conn.reused();
@@ -143,6 +150,31 @@ fn expired(deadline: Option<(Instant, Expiry)>, receiving: bool) -> TryFailure {
 }
 
 /// The request head (with this try's host and attempt headers) and the body read so far.
+/// The SNI for this try under `auto_sni`: the host the request goes to (after
+/// `auto_host_rewrite`), without its port; `None` without `auto_sni` or TLS.
+fn auto_sni(request: &Forwarding<'_>, host: &ActiveHost) -> Option<String> {
+    let cluster = &request.cluster.config;
+    let endpoint = &host.host().endpoint;
+    if !cluster.http.auto_sni || cluster.tls_for(endpoint).is_none() {
+        return None;
+    }
+    let authority = match endpoint.hostname.as_deref() {
+        Some(name) if request.auto_host_rewrite => name.as_bytes(),
+        _ => request.head.authority(),
+    };
+    let authority = std::str::from_utf8(authority).ok()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
+    .filter(|h| !h.is_empty())
+}
+
 fn first_bytes(
     request: &Forwarding<'_>,
     attempt: u32,

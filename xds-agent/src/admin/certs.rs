@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{config_dump::timestamp, reply::Reply};
 use crate::{
     agent::AgentState,
-    model::tls::{CertificateInfo, CertificateSan, ContextCertificates},
+    model::tls::{ContextCertificates, ListedCertificate},
 };
 
 /// `GET /certs`.
@@ -19,12 +19,12 @@ pub fn handle(state: &AgentState) -> Reply {
         .listeners
         .iter()
         .flat_map(|l| &l.filter_chains)
-        .filter_map(|chain| Some(chain.tls.as_ref()?.configs()?.certificates.clone()));
+        .filter_map(|chain| Some(chain.tls.as_ref()?.configs()?.listed.clone()));
     let clients = snapshot
         .clusters
         .values()
         .flat_map(|cluster| cluster.tls_contexts())
-        .filter_map(|tls| Some(tls.configs()?.certificates.clone()));
+        .filter_map(|tls| Some(tls.configs()?.listed.clone()));
     let now = SystemTime::now();
     let certificates: Vec<Value> = servers
         .chain(clients)
@@ -34,7 +34,7 @@ pub fn handle(state: &AgentState) -> Reply {
 }
 
 fn render(context: &ContextCertificates, now: SystemTime) -> Value {
-    let details = |certs: &mut dyn Iterator<Item = &CertificateInfo>| -> Vec<Value> {
+    let details = |certs: &mut dyn Iterator<Item = &ListedCertificate>| -> Vec<Value> {
         certs.map(|cert| details(cert, now)).collect()
     };
     json!({
@@ -43,50 +43,58 @@ fn render(context: &ContextCertificates, now: SystemTime) -> Value {
     })
 }
 
-/// One certificate as Envoy's `CertificateDetails` (whole days left, none once expired).
-fn details(cert: &CertificateInfo, now: SystemTime) -> Value {
+/// One certificate as Envoy's `CertificateDetails` (whole days left, none once expired);
+/// its SANs DNS names first, then URIs, then IP addresses.
+fn details(cert: &ListedCertificate, now: SystemTime) -> Value {
+    let info = &cert.info;
     let time = |t: SystemTime| proto::to_json(&timestamp(t));
-    let days = cert
-        .expiration
+    let days = info
+        .not_after
         .duration_since(now)
         .map_or(0, |left| left.as_secs() / 86_400);
-    let sans: Vec<Value> = cert
-        .subject_alt_names
-        .iter()
-        .map(|san| match san {
-            CertificateSan::Dns(name) => json!({ "dns": name }),
-            CertificateSan::Uri(name) => json!({ "uri": name }),
-            CertificateSan::IpAddress(ip) => json!({ "ip_address": ip }),
-        })
-        .collect();
+    let sans = &info.sans;
+    let named = |kind: &str, names: &[String]| -> Vec<Value> {
+        names.iter().map(|name| json!({ kind: name })).collect()
+    };
+    let mut listed = named("dns", &sans.dns);
+    listed.extend(named("uri", &sans.uri));
+    listed.extend(named("ip_address", &sans.ip));
     json!({
         "path": cert.path,
-        "serial_number": cert.serial_number,
-        "subject_alt_names": sans,
+        "serial_number": info.serial,
+        "subject_alt_names": listed,
         "days_until_expiration": days.to_string(),
-        "valid_from": time(cert.valid_from),
-        "expiration_time": time(cert.expiration),
+        "valid_from": time(info.not_before),
+        "expiration_time": time(info.not_after),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
+    use crate::model::tls::PeerNames;
+    use crate::model::tls_info::CertificateInfo;
 
     #[test]
     fn details_as_envoy_prints_them() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_591_008);
-        let cert = CertificateInfo {
+        let cert = ListedCertificate {
             path: "<inline>".into(),
-            serial_number: "7321a1".into(),
-            subject_alt_names: vec![
-                CertificateSan::Dns("one.example.com".into()),
-                CertificateSan::Uri("spiffe://x/one".into()),
-            ],
-            valid_from: start,
-            expiration: start + Duration::from_secs(30 * 86_400),
+            info: Arc::new(CertificateInfo {
+                subject: "CN=one".into(),
+                issuer: "CN=one".into(),
+                serial: "7321a1".into(),
+                not_before: start,
+                not_after: start + Duration::from_secs(30 * 86_400),
+                sans: PeerNames {
+                    dns: vec!["one.example.com".into()],
+                    uri: vec!["spiffe://x/one".into()],
+                    ..Default::default()
+                },
+                sha256: String::new(),
+            }),
         };
         let now = start + Duration::from_secs(60);
         assert_eq!(

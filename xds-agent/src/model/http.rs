@@ -59,11 +59,20 @@ pub struct HttpConnectionManager {
     pub upgrades: Vec<(String, bool)>,
     /// `proxy_100_continue`: forward `Expect: 100-continue` upstream instead of answering it.
     pub proxy_100_continue: bool,
+    /// `forward_client_cert_details`: what becomes of a request's `x-forwarded-client-cert`.
+    pub forward_client_cert: ForwardClientCert,
+    /// `set_current_client_cert_details`: what this proxy's own XFCC element carries.
+    pub client_cert_details: ClientCertDetails,
     pub access_logs: Vec<Arc<AccessLog>>,
     pub stats: Arc<HttpStats>,
 }
 
 impl HttpConnectionManager {
+    /// Whether an access log reads the connection's TLS.
+    pub fn logs_read_tls(&self) -> bool {
+        self.access_logs.iter().any(|l| l.reads_tls())
+    }
+
     /// Whether a request asking for `Upgrade: <upgrade_type>` may be upgraded on `route`
     /// (as Envoy: a route's own `upgrade_configs` entry decides; else the connection manager's
     /// entry; a type neither lists is refused).
@@ -75,6 +84,33 @@ impl HttpConnectionManager {
             .or_else(|| self.upgrades.iter().find(named))
             .is_some_and(|(_, on)| *on)
     }
+}
+
+/// `forward_client_cert_details`, Envoy's rules: the header is forwarded as it came only with
+/// `ALWAYS_FORWARD_ONLY`, or with `FORWARD_ONLY` on a connection whose client presented a
+/// certificate; the two setting modes add this proxy's element on such connections; every
+/// other case removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    Sanitize,
+    ForwardOnly,
+    /// Appends this proxy's element (after a `,`).
+    AppendForward,
+    /// Replaces the header with this proxy's element.
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+/// `set_current_client_cert_details`: the element always has `By=` (each URI SAN of the
+/// served certificate) and `Hash=`, then these in Envoy's order: `Cert`, `Chain`, `Subject`,
+/// `URI`, `DNS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCertDetails {
+    pub cert: bool,
+    pub chain: bool,
+    pub subject: bool,
+    pub uri: bool,
+    pub dns: bool,
 }
 
 /// HTTP/1 codec options (`http_protocol_options`).

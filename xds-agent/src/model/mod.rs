@@ -7,6 +7,7 @@ pub mod listener_filters;
 pub mod matchers;
 pub mod route;
 pub mod tls;
+pub mod tls_info;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -156,6 +157,11 @@ impl TcpProxy {
     pub fn logs_connections(&self) -> bool {
         !self.access_logs.is_empty()
     }
+
+    /// Whether an access log reads the downstream connection's TLS.
+    pub fn logs_read_tls(&self) -> bool {
+        self.access_logs.iter().any(|l| l.reads_tls())
+    }
 }
 
 /// One or more clusters with weights; a single cluster has one entry.
@@ -283,6 +289,9 @@ pub struct UpstreamHttpOptions {
     pub max_requests_per_connection: Option<u32>,
     /// `http_protocol_options.enable_trailers`: trailers are exchanged with the upstream.
     pub enable_trailers: bool,
+    /// `upstream_http_protocol_options.auto_sni`: a TLS connection's SNI is the request's
+    /// host (pooled connections are kept apart by SNI).
+    pub auto_sni: bool,
 }
 
 impl Default for UpstreamHttpOptions {
@@ -292,6 +301,7 @@ impl Default for UpstreamHttpOptions {
             idle_timeout: Some(Duration::from_secs(3600)),
             max_requests_per_connection: None,
             enable_trailers: false,
+            auto_sni: false,
         }
     }
 }

@@ -15,6 +15,20 @@ pub trait RouteRequest {
     /// Path with query, after the connection manager's normalisation.
     fn path(&self) -> &[u8];
     fn header(&self, lowercase_name: &str) -> Option<&[u8]>;
+    /// The connection's client certificate (`tls_context` matches); a request read without
+    /// its connection has none.
+    fn client_certificate(&self) -> ClientCertificateState {
+        ClientCertificateState::default()
+    }
+}
+
+/// Whether a connection's client presented a certificate, and whether it was validated. A
+/// plaintext connection has neither. (rustls asks for a certificate only to validate it, and
+/// refuses the handshake when it does not validate, so here a presented one is validated.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCertificateState {
+    pub presented: bool,
+    pub validated: bool,
 }
 
 #[derive(Debug)]

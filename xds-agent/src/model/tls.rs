@@ -4,12 +4,7 @@
 //! type, and Envoy's peer verification: a trusted CA chain (with CRLs) and
 //! `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
 //! (`ssl.fail_verify_san`).
-use std::{
-    fmt,
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 
@@ -26,7 +21,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use super::matchers::StringMatcher;
+use super::{matchers::StringMatcher, tls_info::CertificateInfo};
 use crate::stats::{self, HandshakeFailure, SslFactoryStats, SslStats, CIPHERS, CURVES, VERSIONS};
 
 /// Where an SDS secret comes from (`SdsSecretConfig.sds_config`).
@@ -97,28 +92,34 @@ pub struct ServerConfigs {
     /// The same without ALPN, for clients that offer none of the configured protocols: Envoy
     /// (BoringSSL) then goes on without ALPN, where rustls would refuse the handshake.
     pub without_alpn: Arc<ServerConfig>,
+    /// The certificates both configs serve (their resolver).
+    pub certificates: Arc<CertificateChoice>,
     /// Client certificates are asked for (a validation context): a handshake without one
     /// counts as `ssl.no_certificate`.
     pub requests_client_certificate: bool,
-    pub certificates: ContextCertificates,
+    /// What `/certs` lists of the context.
+    pub listed: ContextCertificates,
 }
 
 impl ServerConfigs {
-    /// The config for a client offering `offered` ALPN protocols.
-    pub fn config_for<'a>(
+    /// The config for a client's hello (with ALPN when it offers a configured protocol), and
+    /// the certificate that config will serve it.
+    pub fn config_for(
         &self,
-        offered: Option<impl Iterator<Item = &'a [u8]>>,
-    ) -> Arc<ServerConfig> {
+        hello: &ClientHello<'_>,
+    ) -> (Arc<ServerConfig>, Option<Arc<CertificateInfo>>) {
         let configured = &self.with_alpn.alpn_protocols;
-        let shares_one = match offered {
+        let shares_one = match hello.alpn() {
             Some(mut offered) => offered.any(|p| configured.iter().any(|c| c == p)),
             None => true,
         };
-        if configured.is_empty() || shares_one {
+        let config = if configured.is_empty() || shares_one {
             self.with_alpn.clone()
         } else {
             self.without_alpn.clone()
-        }
+        };
+        let served = self.certificates.choose(hello).map(|c| c.info.clone());
+        (config, served)
     }
 }
 
@@ -185,7 +186,8 @@ pub struct ClientTls {
 /// A client context's rustls config.
 pub struct ClientConfigs {
     pub config: Arc<ClientConfig>,
-    pub certificates: ContextCertificates,
+    /// What `/certs` lists of the context.
+    pub listed: ContextCertificates,
 }
 
 impl ClientTls {
@@ -237,72 +239,15 @@ impl fmt::Debug for ClientTls {
 /// serves or presents, and the first trusted CA.
 #[derive(Debug, Clone, Default)]
 pub struct ContextCertificates {
-    pub ca: Option<CertificateInfo>,
-    pub chain: Vec<CertificateInfo>,
+    pub ca: Option<ListedCertificate>,
+    pub chain: Vec<ListedCertificate>,
 }
 
-/// One certificate, read when its context was built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateInfo {
-    /// The file it came from, or `<inline>`.
+/// A certificate `/certs` lists: the file it came from (or `<inline>`), and what it is.
+#[derive(Debug, Clone)]
+pub struct ListedCertificate {
     pub path: String,
-    /// Lowercase hex, as Envoy prints it.
-    pub serial_number: String,
-    /// DNS, URI and IP address SANs, in the certificate's order.
-    pub subject_alt_names: Vec<CertificateSan>,
-    pub valid_from: SystemTime,
-    pub expiration: SystemTime,
-}
-
-/// A subject alt name as `/certs` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateSan {
-    Dns(String),
-    Uri(String),
-    IpAddress(String),
-}
-
-impl CertificateInfo {
-    pub fn parse(der: &[u8], path: &str) -> Option<Self> {
-        use x509_parser::{extensions::GeneralName, prelude::FromDer};
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-        let serial = cert.tbs_certificate.raw_serial();
-        let serial = match serial.iter().position(|b| *b != 0) {
-            Some(first) => &serial[first..],
-            None => &serial[serial.len().saturating_sub(1)..],
-        };
-        let mut subject_alt_names = Vec::new();
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                match name {
-                    GeneralName::DNSName(d) => {
-                        subject_alt_names.push(CertificateSan::Dns(d.to_string()))
-                    }
-                    GeneralName::URI(u) => {
-                        subject_alt_names.push(CertificateSan::Uri(u.to_string()))
-                    }
-                    GeneralName::IPAddress(ip) => {
-                        subject_alt_names.extend(ip_text(ip).map(CertificateSan::IpAddress))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let time = |t: x509_parser::time::ASN1Time| {
-            let seconds = t.timestamp();
-            match u64::try_from(seconds) {
-                Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
-                Err(_) => SystemTime::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
-            }
-        };
-        Some(Self {
-            path: path.to_string(),
-            serial_number: serial.iter().map(|b| format!("{b:02x}")).collect(),
-            subject_alt_names,
-            valid_from: time(cert.validity().not_before),
-            expiration: time(cert.validity().not_after),
-        })
-    }
+    pub info: Arc<CertificateInfo>,
 }
 
 /// A served certificate and the DNS names it is for (lowercase; wildcards as `*.suffix`).
@@ -310,7 +255,20 @@ impl CertificateInfo {
 pub struct ServedCertificate {
     pub key: Arc<CertifiedKey>,
     pub dns_names: Vec<String>,
-    pub info: CertificateInfo,
+    /// What access logs and XFCC read of it (`%DOWNSTREAM_LOCAL_SUBJECT%`, `By=`).
+    pub info: Arc<CertificateInfo>,
+    /// The file it came from, or `<inline>` (`/certs`).
+    pub path: String,
+}
+
+impl ServedCertificate {
+    /// The certificate as `/certs` lists it.
+    pub fn listed(&self) -> ListedCertificate {
+        ListedCertificate {
+            path: self.path.clone(),
+            info: self.info.clone(),
+        }
+    }
 }
 
 /// Several certificates on one context: the first whose names cover the SNI and whose key the
@@ -318,8 +276,13 @@ pub struct ServedCertificate {
 #[derive(Debug)]
 pub struct CertificateChoice(pub Vec<ServedCertificate>);
 
-impl ResolvesServerCert for CertificateChoice {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl CertificateChoice {
+    /// The certificate for `hello` (the only one, when there is one).
+    pub fn choose(&self, hello: &ClientHello<'_>) -> Option<&ServedCertificate> {
+        let certs = &self.0;
+        if let [only] = &certs[..] {
+            return Some(only);
+        }
         let schemes = hello.signature_schemes();
         let usable = |c: &&ServedCertificate| c.key.key.choose_scheme(schemes).is_some();
         let sni = hello.server_name().map(str::to_ascii_lowercase);
@@ -327,13 +290,17 @@ impl ResolvesServerCert for CertificateChoice {
             sni.as_deref()
                 .is_some_and(|sni| c.dns_names.iter().any(|n| dns_name_matches(n, sni)))
         };
-        let certs = &self.0;
         certs
             .iter()
             .find(|c| for_sni(c) && usable(c))
             .or_else(|| certs.iter().find(usable))
             .or_else(|| certs.first())
-            .map(|c| c.key.clone())
+    }
+}
+
+impl ResolvesServerCert for CertificateChoice {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(&hello).map(|c| c.key.clone())
     }
 }
 
@@ -378,25 +345,25 @@ pub enum SanKind {
     Any,
 }
 
-/// A peer certificate's subject alt names, read from its DER.
+/// A certificate's subject alt names, in the certificate's order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PeerNames {
     pub dns: Vec<String>,
     pub uri: Vec<String>,
     pub email: Vec<String>,
     pub ip: Vec<String>,
-    /// The subject as RFC 2253 text (for XFCC and access logs).
-    pub subject: String,
 }
 
 impl PeerNames {
     pub fn parse(der: &[u8]) -> Option<Self> {
-        use x509_parser::{extensions::GeneralName, prelude::FromDer};
+        use x509_parser::prelude::FromDer;
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-        let mut names = PeerNames {
-            subject: cert.subject().to_string(),
-            ..Default::default()
-        };
+        Some(Self::of(&cert))
+    }
+
+    pub fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        use x509_parser::extensions::GeneralName;
+        let mut names = PeerNames::default();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
@@ -408,11 +375,11 @@ impl PeerNames {
                 }
             }
         }
-        Some(names)
+        names
     }
 
     /// The SANs of a kind.
-    fn of(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
+    fn of_kind(&self, kind: SanKind) -> impl Iterator<Item = (SanKind, &String)> {
         let all = [
             (SanKind::Dns, &self.dns),
             (SanKind::Uri, &self.uri),
@@ -429,7 +396,7 @@ impl PeerNames {
     pub fn satisfy(&self, matchers: &[SanMatcher]) -> bool {
         matchers.is_empty()
             || matchers.iter().any(|m| {
-                self.of(m.kind).any(|(kind, san)| {
+                self.of_kind(m.kind).any(|(kind, san)| {
                     m.matcher.matches(san.as_bytes())
                         || (kind == SanKind::Dns
                             && m.matcher.exact_value().is_some_and(|v| {
@@ -467,11 +434,16 @@ impl PeerValidation {
         }
         match PeerNames::parse(end_entity) {
             Some(names) if names.satisfy(&self.san_matchers) => Ok(()),
-            _ => Err(Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(SanMismatch)),
-            ))),
+            _ => Err(san_mismatch()),
         }
     }
+}
+
+/// The error counted as `ssl.fail_verify_san`.
+fn san_mismatch() -> Error {
+    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        SanMismatch,
+    ))))
 }
 
 #[derive(Debug)]
@@ -502,29 +474,39 @@ pub fn classify_failure(error: &Error) -> HandshakeFailure {
 }
 
 /// Upstream certificates: the chain against the trusted CAs (if any), then the SANs. The
-/// host name is not checked against the SNI unless a SAN matcher asks, as in Envoy.
+/// host name is checked against the SNI only with `auto_san_validation`, as in Envoy.
 #[derive(Debug)]
-pub struct UpstreamVerifier(pub PeerValidation);
+pub struct UpstreamVerifier {
+    pub validation: PeerValidation,
+    /// `auto_san_validation`: the certificate must be valid for the SNI sent.
+    pub verify_sni: bool,
+}
 
 impl ServerCertVerifier for UpstreamVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let v = &self.0;
-        if let Some(roots) = &v.roots {
+        let v = &self.validation;
+        if v.roots.is_some() || self.verify_sni {
             let cert = ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                roots,
-                intermediates,
-                now,
-                v.algorithms.all,
-            )?;
+            if let Some(roots) = &v.roots {
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    v.algorithms.all,
+                )?;
+            }
+            if self.verify_sni {
+                rustls::client::verify_server_name(&cert, server_name)
+                    .map_err(|_| san_mismatch())?;
+            }
         }
         v.check_sans(end_entity)?;
         Ok(ServerCertVerified::assertion())
@@ -536,7 +518,7 @@ impl ServerCertVerifier for UpstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.algorithms)
+        verify_tls12_signature(message, cert, dss, &self.validation.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -545,11 +527,11 @@ impl ServerCertVerifier for UpstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+        verify_tls13_signature(message, cert, dss, &self.validation.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.algorithms.supported_schemes()
+        self.validation.algorithms.supported_schemes()
     }
 }
 

@@ -247,6 +247,7 @@ mod tests {
                 headers: vec![],
                 query_parameters: vec![],
                 grpc: false,
+                tls_context: Default::default(),
             },
             action: RouteAction::DirectResponse(DirectResponse {
                 status: 200,

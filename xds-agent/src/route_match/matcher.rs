@@ -5,7 +5,7 @@ use regex::bytes::Regex;
 
 use crate::model::{
     matchers::{HeaderMatcher, StringMatcher},
-    route::RouteRequest,
+    route::{ClientCertificateState, RouteRequest},
 };
 
 /// A route's compiled `match`.
@@ -20,6 +20,22 @@ pub struct RouteMatcher {
     pub query_parameters: Vec<QueryParameterMatcher>,
     /// `grpc: {}`: only requests with a gRPC `content-type`.
     pub grpc: bool,
+    /// `tls_context`: the client certificate the connection must (or must not) have.
+    pub tls_context: TlsContextMatch,
+}
+
+/// `TlsContextMatchOptions`: each value set must equal the connection's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsContextMatch {
+    pub presented: Option<bool>,
+    pub validated: Option<bool>,
+}
+
+impl TlsContextMatch {
+    pub fn matches(&self, state: ClientCertificateState) -> bool {
+        self.presented.is_none_or(|p| p == state.presented)
+            && self.validated.is_none_or(|v| v == state.validated)
+    }
 }
 
 /// The path part of a route's match, compared with the path before `?`/`#`.
@@ -63,9 +79,10 @@ impl RouteMatcher {
         }
     }
 
-    /// Whether everything but the path holds (gRPC, headers, query parameters).
+    /// Whether everything but the path holds (gRPC, headers, query parameters, TLS).
     pub fn rest_matches(&self, request: &impl RouteRequest) -> bool {
         (!self.grpc || is_grpc(request))
+            && self.tls_context.matches(request.client_certificate())
             && self.headers.iter().all(|h| h.matches(request))
             && (self.query_parameters.is_empty() || self.query_matches(request.path()))
     }
@@ -184,6 +201,7 @@ mod tests {
             headers: vec![],
             query_parameters: vec![],
             grpc: false,
+            tls_context: TlsContextMatch::default(),
         };
         let sep = m(PathMatch::PathSeparatedPrefix("/api".into()), true);
         assert!(sep.path_matches(b"/api") && sep.path_matches(b"/api/x"));
@@ -200,6 +218,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_context_compares_each_value_set() {
+        let none = ClientCertificateState::default();
+        let validated = ClientCertificateState {
+            presented: true,
+            validated: true,
+        };
+        let m = |presented, validated| TlsContextMatch {
+            presented,
+            validated,
+        };
+        assert!(m(None, None).matches(none) && m(None, None).matches(validated));
+        assert!(m(Some(true), None).matches(validated) && !m(Some(true), None).matches(none));
+        assert!(m(Some(false), None).matches(none) && !m(Some(false), None).matches(validated));
+        assert!(m(None, Some(false)).matches(none));
+        assert!(!m(Some(true), Some(false)).matches(validated));
+    }
+
+    #[test]
     fn grpc_needs_a_grpc_content_type() {
         let m = RouteMatcher {
             path: PathMatch::Prefix("/".into()),
@@ -207,6 +243,7 @@ mod tests {
             headers: vec![],
             query_parameters: vec![],
             grpc: true,
+            tls_context: TlsContextMatch::default(),
         };
         for (ct, ok) in [
             ("application/grpc", true),

@@ -10,7 +10,9 @@ mod rewrite;
 
 pub use domains::{DuplicateDomain, VirtualHostIndex};
 pub use index::RouteIndex;
-pub use matcher::{full_match_regex, PathMatch, QueryParameterMatcher, RouteMatcher};
+pub use matcher::{
+    full_match_regex, PathMatch, QueryParameterMatcher, RouteMatcher, TlsContextMatch,
+};
 pub use rewrite::{https_redirect_location, RegexRewrite, RewriteError};
 
 use crate::model::route::{HeaderMutations, Route, RouteConfig, RouteRequest, VirtualHost};

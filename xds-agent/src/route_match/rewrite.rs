@@ -215,6 +215,7 @@ mod tests {
             headers: vec![],
             query_parameters: vec![],
             grpc: false,
+            tls_context: Default::default(),
         }
     }
 

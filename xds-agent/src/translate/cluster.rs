@@ -124,6 +124,7 @@ pub(super) fn cluster(
             socket,
             &format!("{path}.transport_socket"),
             &proto.name,
+            cluster_http::auto_san_validation(proto),
             &ctx.secrets,
             ctx.stats,
             errors,
@@ -403,10 +404,19 @@ pub fn cluster_tls(
         .map(|(i, (path, socket))| {
             let path = format!("{path}.transport_socket");
             let socket = socket.as_ref().filter(|_| wanted(i))?;
-            let tls = &ctx.secrets;
-            super::tls::upstream(socket, &path, &proto.name, tls, ctx.stats, errors)
-                .ok()
-                .flatten()
+            let verify_sni = cluster_http::auto_san_validation(proto);
+            let (secrets, stats) = (&ctx.secrets, &mut *ctx.stats);
+            super::tls::upstream(
+                socket,
+                &path,
+                &proto.name,
+                verify_sni,
+                secrets,
+                stats,
+                errors,
+            )
+            .ok()
+            .flatten()
         })
         .collect()
 }
@@ -427,6 +437,7 @@ fn socket_matches(
                 socket,
                 &format!("{path}.transport_socket"),
                 &proto.name,
+                cluster_http::auto_san_validation(proto),
                 &ctx.secrets,
                 ctx.stats,
                 errors,

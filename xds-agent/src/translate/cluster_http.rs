@@ -40,6 +40,17 @@ pub(super) fn circuit_breakers(proto: &ClusterProto) -> CircuitBreakers {
     limits
 }
 
+/// Whether the cluster's upstream HTTP options ask for `auto_san_validation` (the TLS context
+/// then checks the server certificate against the SNI sent).
+pub(super) fn auto_san_validation(proto: &ClusterProto) -> bool {
+    proto
+        .typed_extension_protocol_options
+        .get(names::UPSTREAM_HTTP_PROTOCOL_OPTIONS)
+        .and_then(|any| proto::decode_any::<HttpProtocolOptions>(any).ok())
+        .and_then(|c| c.upstream_http_protocol_options)
+        .is_some_and(|u| u.auto_san_validation)
+}
+
 /// `typed_extension_protocol_options` → upstream HTTP options. Only HTTP/1.1 upstreams exist
 /// yet: an explicit HTTP/2 or HTTP/3 config is an error.
 pub(super) fn upstream_http(
@@ -86,6 +97,10 @@ pub(super) fn upstream_http(
         )),
         _ => {}
     }
+    options.auto_sni = config
+        .upstream_http_protocol_options
+        .as_ref()
+        .is_some_and(|u| u.auto_sni);
     if let Some(common) = &config.common_http_protocol_options {
         if let Some(idle) = &common.idle_timeout {
             let field = format!("{path}.common_http_protocol_options.idle_timeout");

@@ -8,7 +8,8 @@ use envoy_types::pb::{
         config::core::v3::http_protocol_options::HeadersWithUnderscoresAction,
         extensions::filters::network::http_connection_manager::v3::{
             http_connection_manager::{
-                CodecType, PathWithEscapedSlashesAction, RouteSpecifier, ServerHeaderTransformation,
+                CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
+                ServerHeaderTransformation,
             },
             HttpConnectionManager as HcmProto, HttpFilter as HttpFilterProto,
         },
@@ -22,8 +23,8 @@ use super::{
 };
 use crate::{
     model::http::{
-        EscapedSlashes, HcmTimeouts, Http1Options, HttpConnectionManager, PathPolicy, Routes,
-        ServerHeader, UnderscoreHeaders,
+        ClientCertDetails, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
+        HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
     },
     model::{filters::HttpFilter, DiscoveredBy},
     names,
@@ -170,6 +171,7 @@ pub(super) fn http_connection_manager(
         return None;
     }
     let http1 = config.http_protocol_options.clone().unwrap_or_default();
+    let details = config.set_current_client_cert_details.unwrap_or_default();
     Some(HttpConnectionManager {
         stat_prefix: config.stat_prefix.clone(),
         routes: routes?,
@@ -224,6 +226,20 @@ pub(super) fn http_connection_manager(
         },
         upgrades,
         proxy_100_continue: config.proxy_100_continue,
+        forward_client_cert: match config.forward_client_cert_details() {
+            ForwardClientCertDetails::Sanitize => ForwardClientCert::Sanitize,
+            ForwardClientCertDetails::ForwardOnly => ForwardClientCert::ForwardOnly,
+            ForwardClientCertDetails::AppendForward => ForwardClientCert::AppendForward,
+            ForwardClientCertDetails::SanitizeSet => ForwardClientCert::SanitizeSet,
+            ForwardClientCertDetails::AlwaysForwardOnly => ForwardClientCert::AlwaysForwardOnly,
+        },
+        client_cert_details: ClientCertDetails {
+            cert: details.cert,
+            chain: details.chain,
+            subject: details.subject.is_some_and(|v| v.value),
+            uri: details.uri,
+            dns: details.dns,
+        },
         access_logs,
         stats: ctx.stats.http(&config.stat_prefix),
     })

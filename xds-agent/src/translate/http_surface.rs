@@ -58,6 +58,8 @@ pub const SURFACE: &[Surface] = &[
             "path_with_escaped_slashes_action",
             "upgrade_configs",
             "proxy_100_continue",
+            "forward_client_cert_details",
+            "set_current_client_cert_details",
             "access_log",
         ],
         ignored: &[
@@ -68,6 +70,11 @@ pub const SURFACE: &[Surface] = &[
                 "HTTP/1.1 connections close on drain at once when idle or after their response",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
+        supported: &["subject", "cert", "chain", "dns", "uri"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
@@ -171,12 +178,18 @@ pub const SURFACE: &[Surface] = &[
             "headers",
             "query_parameters",
             "grpc",
+            "tls_context",
         ],
         ignored: &[],
     },
     Surface {
         message: "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions",
         supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteMatch.TlsContextMatchOptions",
+        supported: &["presented", "validated"],
         ignored: &[],
     },
     Surface {

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::*;
-use crate::model::tls::{CertificateSan, GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
+use crate::model::tls::{GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
 
 /// A self-signed test certificate (P-256, valid to 2126) and its key.
 const CERT: &str = include_str!("testdata/unit.crt");
@@ -180,12 +180,9 @@ fn a_context_waits_for_its_secret_and_its_bytes_are_not_config() {
     let held = |pem: &str| HashMap::from([(key.clone(), certificate(pem))]);
     let (ready, _) = run(&b, held(CERT)).unwrap();
     let configs = tls(&ready).configs().expect("the secret is held");
-    let served = &configs.certificates.chain[0];
+    let served = &configs.listed.chain[0];
     assert_eq!(served.path, "<inline>");
-    assert_eq!(
-        served.subject_alt_names,
-        [CertificateSan::Dns("unit.example.com".into())]
-    );
+    assert_eq!(served.info.sans.dns, ["unit.example.com"]);
     // Another version of the secret (other bytes) is the same config: it is swapped in place.
     let (rotated, _) = run(&b, held(&format!("{CERT}\n"))).unwrap();
     let hash = |s: &Snapshot| s.listeners[0].config_hash;

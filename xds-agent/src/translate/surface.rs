@@ -339,7 +339,13 @@ pub const SURFACE: &[Surface] = &[
             "common_http_protocol_options",
             "explicit_http_config",
             "use_downstream_protocol_config",
+            "upstream_http_protocol_options",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.UpstreamHttpProtocolOptions",
+        supported: &["auto_sni", "auto_san_validation"],
         ignored: &[],
     },
     Surface {

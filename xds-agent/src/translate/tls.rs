@@ -40,11 +40,14 @@ use rustls::{
 
 use super::{config_source::secret_source, data_source, matchers, TranslateError};
 use crate::{
-    model::tls::{
-        CertificateChoice, CertificateInfo, ClientCertCheck, ClientCertificate, ClientConfigs,
-        ClientTls, ContextCertificates, PeerNames, PeerValidation, SanKind, SanMatcher, SdsSecret,
-        SecretKey, ServedCertificate, ServerConfigs, ServerTls, UpstreamVerifier, CIPHER_NAMES,
-        GROUP_NAMES,
+    model::{
+        tls::{
+            CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
+            ContextCertificates, ListedCertificate, PeerValidation, SanKind, SanMatcher, SdsSecret,
+            SecretKey, ServedCertificate, ServerConfigs, ServerTls, UpstreamVerifier, CIPHER_NAMES,
+            GROUP_NAMES,
+        },
+        tls_info::CertificateInfo,
     },
     names,
     stats::StatsRegistry,
@@ -156,11 +159,13 @@ pub(super) fn downstream(
         .ok_or(())
 }
 
-/// A cluster's `transport_socket`: `Ok(None)` for raw bytes.
+/// A cluster's `transport_socket`: `Ok(None)` for raw bytes. With `verify_sni` (the cluster's
+/// `auto_san_validation`) the server certificate must also be valid for the SNI sent.
 pub(super) fn upstream(
     socket: &TransportSocket,
     path: &str,
     cluster: &str,
+    verify_sni: bool,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
@@ -174,9 +179,11 @@ pub(super) fn upstream(
         Ok(c) => c,
         Err(e) => return at.fail(path, e.to_string()).ok_or(()),
     };
-    client_tls(&context, &path, cluster, secrets, stats, &mut at)
-        .map(Some)
-        .ok_or(())
+    client_tls(
+        &context, &path, cluster, verify_sni, secrets, stats, &mut at,
+    )
+    .map(Some)
+    .ok_or(())
 }
 
 fn server_tls(
@@ -268,8 +275,9 @@ fn server_tls(
         Some((v, ca)) => (builder.with_client_cert_verifier(v), ca),
         None => (builder.with_no_client_auth(), None),
     };
-    let chain = certificates.iter().map(|c| c.info.clone()).collect();
-    let mut config = builder.with_cert_resolver(Arc::new(CertificateChoice(certificates)));
+    let chain = certificates.iter().map(ServedCertificate::listed).collect();
+    let certificates = Arc::new(CertificateChoice(certificates));
+    let mut config = builder.with_cert_resolver(certificates.clone());
     config.session_storage = if context.disable_stateful_session_resumption {
         Arc::new(NoServerSessionStorage {})
     } else {
@@ -294,8 +302,9 @@ fn server_tls(
         Some(ServerConfigs {
             with_alpn: Arc::new(config),
             without_alpn,
+            certificates,
             requests_client_certificate,
-            certificates: ContextCertificates { ca, chain },
+            listed: ContextCertificates { ca, chain },
         }),
         stats.0,
         stats.1,
@@ -311,6 +320,7 @@ fn client_tls(
     context: &UpstreamTlsContext,
     path: &str,
     cluster: &str,
+    verify_sni: bool,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     at: &mut At,
@@ -377,6 +387,10 @@ fn client_tls(
             None,
         ),
     };
+    let verifier = UpstreamVerifier {
+        validation,
+        verify_sni,
+    };
     let builder =
         match ClientConfig::builder_with_provider(provider).with_protocol_versions(&versions) {
             Ok(b) => b,
@@ -384,8 +398,8 @@ fn client_tls(
         };
     let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier(validation)));
-    let chain = certificates.iter().map(|c| c.info.clone()).collect();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let chain = certificates.iter().map(ServedCertificate::listed).collect();
     let mut config = match certificates.pop() {
         Some(cert) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(cert.key))),
         None => builder.with_no_client_auth(),
@@ -399,12 +413,14 @@ fn client_tls(
     } else {
         Resumption::in_memory_sessions(sessions.max(1) * 256)
     };
-    config.enable_sni = sni.is_some();
+    // SNI goes out only for a DNS name: without `sni` (and without `auto_sni`) the shard
+    // connects with the host's IP address as the name, which is never sent.
+    config.enable_sni = true;
     config.alpn_protocols = alpn(common);
     Some(Arc::new(ClientTls::new(
         Some(ClientConfigs {
             config: Arc::new(config),
-            certificates: ContextCertificates { ca, chain },
+            listed: ContextCertificates { ca, chain },
         }),
         sni,
         stats.0,
@@ -555,7 +571,7 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
         Ok(s) => s,
         Err(e) => return at.fail(format!("{path}.private_key"), e.to_string()),
     };
-    let names = PeerNames::parse(&chain[0]);
+    let info = CertificateInfo::parse(&chain[0]);
     // Compared here rather than with rustls' `keys_match`, whose WebPKI parser refuses the
     // X.509 v1 certificates that Envoy (and its examples) serve.
     let key_matches = match (signing.public_key(), public_key(&chain[0])) {
@@ -568,9 +584,8 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
             "does not match the certificate's public key",
         );
     }
-    let info = CertificateInfo::parse(&chain[0], &origin(cert.certificate_chain.as_ref()));
     let key = CertifiedKey::new(chain, signing);
-    let (Some(names), Some(info)) = (names, info) else {
+    let Some(info) = info else {
         return at.fail(
             format!("{path}.certificate_chain"),
             "cannot parse the certificate",
@@ -578,8 +593,14 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
     };
     Some(ServedCertificate {
         key: Arc::new(key),
-        dns_names: names.dns.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        info,
+        dns_names: info
+            .sans
+            .dns
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        info: Arc::new(info),
+        path: origin(cert.certificate_chain.as_ref()),
     })
 }
 
@@ -671,7 +692,7 @@ fn validation(
 /// A validation context: how peers are checked, the first trusted CA (`/certs`), the CRLs.
 type Validation = (
     PeerValidation,
-    Option<CertificateInfo>,
+    Option<ListedCertificate>,
     Vec<CertificateRevocationListDer<'static>>,
 );
 
@@ -705,7 +726,10 @@ fn validation_context(
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 if let (None, Ok(der)) = (&ca, &cert) {
-                    ca = CertificateInfo::parse(der, &origin(Some(source)));
+                    ca = CertificateInfo::parse(der).map(|info| ListedCertificate {
+                        path: origin(Some(source)),
+                        info: Arc::new(info),
+                    });
                 }
                 match cert.map(|c| roots.add(c)) {
                     Ok(Ok(())) => {}

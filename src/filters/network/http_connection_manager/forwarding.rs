@@ -1,13 +1,23 @@
 //! HTTP connection manager: the headers Envoy sets on every request it forwards —
 //! `x-forwarded-for` (`use_remote_address`, `skip_xff_append`), `x-forwarded-proto`,
 //! `x-envoy-external-address`, `x-request-id` (`generate_request_id`,
-//! `preserve_external_request_id`) — and the cleaning of `x-envoy-*` headers from the edge.
+//! `preserve_external_request_id`), `x-forwarded-client-cert` (`forward_client_cert_details`)
+//! — and the cleaning of `x-envoy-*` headers from the edge.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use xds_agent::model::{http::HttpConnectionManager, route::RouteConfig};
+use xds_agent::model::{
+    http::{ForwardClientCert, HttpConnectionManager},
+    route::RouteConfig,
+    tls_info::DownstreamTls,
+};
 
-use crate::{rt::host, stream::headers::RequestHead};
+use crate::{
+    rt::host,
+    stream::headers::{Headers, RequestHead},
+};
+
+const XFCC: &str = "x-forwarded-client-cert";
 
 /// Whether a request from `remote` is an edge request from outside. Only with
 /// `use_remote_address`; and as Envoy without an `internal_address_config`, no peer address
@@ -77,6 +87,81 @@ pub fn prepare(
             headers.set("x-request-id", uuid_v4());
         }
     }
+}
+
+/// `x-forwarded-client-cert` by `forward_client_cert_details`, on a connection whose client
+/// presented a certificate (`presented`) or not; `element` is this connection's own entry.
+pub fn client_cert(
+    hcm: &HttpConnectionManager,
+    headers: &mut Headers,
+    presented: bool,
+    element: impl FnOnce() -> Bytes,
+) {
+    match hcm.forward_client_cert {
+        ForwardClientCert::AlwaysForwardOnly => {}
+        ForwardClientCert::Sanitize => {
+            headers.remove(XFCC);
+        }
+        _ if !presented => {
+            headers.remove(XFCC);
+        }
+        ForwardClientCert::ForwardOnly => {}
+        ForwardClientCert::SanitizeSet => headers.set(XFCC, element()),
+        ForwardClientCert::AppendForward => {
+            // Repeated headers count as one joined with `,` (Envoy's codec joins them).
+            let mut joined = Vec::new();
+            let values = headers.iter().filter(|h| h.name == XFCC).map(|h| &h.value);
+            for value in values.chain([&element()]) {
+                if !joined.is_empty() {
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(value);
+            }
+            headers.set(XFCC, joined);
+        }
+    }
+}
+
+/// This proxy's XFCC element for a connection, in Envoy's order and quoting: `By=` for each
+/// URI SAN of the served certificate, `Hash=`, then what `set_current_client_cert_details`
+/// asks for — `Cert="…"`, `Chain="…"`, `Subject="…"`, `URI=` (each, or one empty), `DNS=`
+/// (each) — joined with `;`.
+pub fn client_cert_element(hcm: &HttpConnectionManager, tls: &DownstreamTls) -> Bytes {
+    let details = hcm.client_cert_details;
+    let peer = tls.peer();
+    let mut items = Vec::new();
+    if let Some(local) = &tls.local {
+        items.extend(local.sans.uri.iter().map(|uri| format!("By={uri}")));
+    }
+    if let Some(peer) = peer {
+        items.push(format!("Hash={}", peer.sha256));
+    }
+    for (wanted, key, whole_chain) in [
+        (details.cert, "Cert", false),
+        (details.chain, "Chain", true),
+    ] {
+        let mut pem = String::new();
+        if wanted {
+            tls.peer_pem_url_encoded(whole_chain, &mut pem);
+        }
+        if !pem.is_empty() {
+            items.push(format!("{key}=\"{pem}\""));
+        }
+    }
+    if details.subject {
+        items.push(format!("Subject=\"{}\"", peer.map_or("", |p| &p.subject)));
+    }
+    if details.uri {
+        match peer.map(|p| &p.sans.uri[..]).unwrap_or_default() {
+            [] => items.push("URI=".to_string()),
+            uris => items.extend(uris.iter().map(|uri| format!("URI={uri}"))),
+        }
+    }
+    if details.dns {
+        let dns = peer.map(|p| &p.sans.dns[..]).unwrap_or_default();
+        items.extend(dns.iter().map(|name| format!("DNS={name}")));
+    }
+    Bytes::from(items.join(";"))
 }
 
 /// The client address `xff_num_trusted_hops` points at: with `n` trusted proxies in front,

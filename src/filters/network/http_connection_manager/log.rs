@@ -31,6 +31,9 @@ pub fn write(c: &Connection<'_>, request: &RequestHead, received: u64, exchange:
         upstream_cluster: exchange.upstream_cluster.as_deref(),
         response_flags: exchange.flags,
         connection_id: c.connection_id,
+        tls: c.hcm.logs_read_tls().then(|| c.tls()).flatten(),
+        requested_server_name: Some(c.requested_server_name).filter(|n| !n.is_empty()),
+        upstream_tls: exchange.upstream_tls,
         http: Some(&http),
     };
     c.ctx.logs.write(&c.hcm.access_logs, &record);

@@ -17,11 +17,14 @@ pub use routes::RdsTables;
 use routes::{RouteSource, Table};
 use stream::{Exchange, Next};
 
-use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
+use std::{cell::OnceCell, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
 
 use xds_agent::{
     access_log::ResponseFlags,
-    model::{http::HttpConnectionManager, Listener},
+    model::{
+        http::HttpConnectionManager, route::ClientCertificateState, tls_info::DownstreamTls,
+        Listener,
+    },
     stats::{add, dec, inc, HttpCells},
 };
 
@@ -29,9 +32,9 @@ use crate::{
     context::ShardContext,
     net::{
         buffered::{deadline, earliest, Buffered, IoFailure},
+        connection::Accepted,
         drain::DrainSignal,
         relay::{relay, RelayLimits, RelayObserver},
-        transport::Transport,
     },
     protocol::http1::{self, Limits, ParsedRequest},
     proxy::pool::UpstreamConn,
@@ -58,6 +61,14 @@ pub struct Connection<'a> {
     pub conn: Buffered,
     pub limits: Limits,
     pub connection_id: u64,
+    /// The server name (SNI) the tls_inspector read; empty without one.
+    pub requested_server_name: &'a str,
+    /// What `tls_context` route matches read.
+    pub client_certificate: ClientCertificateState,
+    /// The connection's TLS as access logs and XFCC read it, taken on first use.
+    tls: OnceCell<Option<DownstreamTls>>,
+    /// This connection's own `x-forwarded-client-cert` element, made on first use.
+    xfcc: OnceCell<Bytes>,
 }
 
 impl Connection<'_> {
@@ -67,6 +78,23 @@ impl Connection<'_> {
             Some(_) => "https",
             None => "http",
         }
+    }
+
+    /// The connection's TLS; `None` on plaintext.
+    pub fn tls(&self) -> Option<&DownstreamTls> {
+        self.tls
+            .get_or_init(|| self.conn.io.tls().map(|t| t.info()))
+            .as_ref()
+    }
+
+    /// This connection's XFCC element (its client presented a certificate).
+    pub fn xfcc_element(&self) -> Bytes {
+        self.xfcc
+            .get_or_init(|| match self.tls() {
+                Some(tls) => forwarding::client_cert_element(self.hcm, tls),
+                None => Bytes::new(),
+            })
+            .clone()
     }
 }
 
@@ -97,8 +125,9 @@ pub async fn run(
     listener: &Arc<Listener>,
     drain: &DrainSignal,
     hcm: &Arc<HttpConnectionManager>,
-    stream: Transport,
+    accepted: Accepted<'_>,
 ) {
+    let stream = accepted.transport;
     let stats = hcm.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_http1_total);
@@ -112,6 +141,9 @@ pub async fn run(
         false => stream.local_addr().unwrap_or(listener.address),
     };
     let routes = ctx.routes.source(&hcm.routes);
+    let presented = stream
+        .tls()
+        .is_some_and(|t| t.connection().peer_certificates().is_some());
     let mut connection = Connection {
         ctx,
         listener,
@@ -128,6 +160,13 @@ pub async fn run(
             max_head_bytes: hcm.max_request_headers_bytes,
             max_headers: hcm.max_headers_count,
         },
+        requested_server_name: accepted.server_name,
+        client_certificate: ClientCertificateState {
+            presented,
+            validated: presented,
+        },
+        tls: OnceCell::new(),
+        xfcc: OnceCell::new(),
     };
     // At the end of the drain time a request still in progress ends with its connection.
     let drained = async {

@@ -90,6 +90,8 @@ pub(super) fn admit(
         }
     }
     forwarding::prepare(hcm, &c.table, request, c.remote, c.scheme());
+    let presented = c.client_certificate.presented;
+    forwarding::client_cert(hcm, &mut request.headers, presented, || c.xfcc_element());
     Ok(())
 }
 

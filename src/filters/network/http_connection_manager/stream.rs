@@ -6,7 +6,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use xds_agent::{
     access_log::ResponseFlags,
-    model::route::{HostRewrite, RouteConfig},
+    model::{
+        route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
+        tls_info::Negotiated,
+    },
     stats::{add, dec, inc, record_duration, HttpCells},
 };
 
@@ -43,6 +46,8 @@ pub struct Exchange {
     pub flags: ResponseFlags,
     pub upstream_host: Option<std::net::SocketAddr>,
     pub upstream_cluster: Option<String>,
+    /// What the upstream connection that answered negotiated (TLS clusters).
+    pub upstream_tls: Option<Negotiated>,
     pub bytes_sent: u64,
     /// The response head as sent downstream.
     pub response: Option<ResponseHead>,
@@ -65,6 +70,7 @@ impl Exchange {
             flags: ResponseFlags::default(),
             upstream_host: None,
             upstream_cluster: None,
+            upstream_tls: None,
             bytes_sent: 0,
             response: None,
             details: "",
@@ -182,7 +188,11 @@ async fn exchange_request(
     let table = c.table.clone();
     let config: &RouteConfig = &table;
     let virtual_host = config.virtual_host(request.authority());
-    let route = virtual_host.and_then(|v| v.route(&*request));
+    let routed = OnConnection {
+        head: request,
+        client_certificate: c.client_certificate,
+    };
+    let route = virtual_host.and_then(|v| v.route(&routed));
     if let Some(route) = route.filter(|r| !r.name.is_empty()) {
         exchange.route_name = Some(route.name.clone());
     }
@@ -334,6 +344,10 @@ async fn exchange_request(
             Next::Close
         }
         Routed::Response(response) => {
+            if !hcm.access_logs.is_empty() {
+                let upstream = response.conn.conn.io.tls();
+                exchange.upstream_tls = upstream.map(|t| Negotiated::of(t.connection()));
+            }
             let relay = Relay {
                 attempts: vhost.attempt_count_in_response.then_some(record.attempts),
                 levels,
@@ -347,6 +361,27 @@ async fn exchange_request(
             };
             proxy_response(c, &cx, request, response, relay, body, exchange).await
         }
+    }
+}
+
+/// A request as route matching reads it: its head, and its connection's client certificate.
+struct OnConnection<'a> {
+    head: &'a RequestHead,
+    client_certificate: ClientCertificateState,
+}
+
+impl RouteRequest for OnConnection<'_> {
+    fn method(&self) -> &[u8] {
+        self.head.method()
+    }
+    fn path(&self) -> &[u8] {
+        self.head.path()
+    }
+    fn header(&self, lowercase_name: &str) -> Option<&[u8]> {
+        self.head.header(lowercase_name)
+    }
+    fn client_certificate(&self) -> ClientCertificateState {
+        self.client_certificate
     }
 }
 

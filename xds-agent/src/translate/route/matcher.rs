@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 
 use super::Problems;
 use crate::{
-    route_match::{PathMatch, QueryParameterMatcher, RouteMatcher},
+    route_match::{PathMatch, QueryParameterMatcher, RouteMatcher, TlsContextMatch},
     translate::matchers::{header_matcher, regex, string_matcher, At},
 };
 
@@ -74,6 +74,13 @@ pub(super) fn route_match(
         headers,
         query_parameters,
         grpc: proto.grpc.is_some(),
+        tls_context: proto
+            .tls_context
+            .as_ref()
+            .map_or_else(TlsContextMatch::default, |t| TlsContextMatch {
+                presented: t.presented.map(|v| v.value),
+                validated: t.validated.map(|v| v.value),
+            }),
     })
 }
 
