@@ -8,7 +8,9 @@ mod secrets;
 
 pub(crate) use apply::join;
 pub use apply::Applied;
-pub use secrets::{cluster_secrets, listener_secrets, Rebuilt, SecretStore};
+pub use secrets::SecretStore;
+
+use secrets::{cluster_secrets, listener_secrets};
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},

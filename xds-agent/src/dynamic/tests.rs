@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::{
 };
 use prost::{Message, Name};
 
-use super::*;
+use super::{secrets::Rebuilt, *};
 use crate::{
     model::Snapshot,
     stats::StatsRegistry,

@@ -215,6 +215,7 @@ impl ClientTls {
         self.configs.load().as_ref().map(|c| c.config.clone())
     }
 
+    /// The config and what `/certs` lists of it; `None` while a secret is missing.
     pub fn configs(&self) -> Option<Arc<ClientConfigs>> {
         self.configs.load_full()
     }
