@@ -4,7 +4,9 @@
 //! one context, client certificates and their validation (trusted CA, SPIFFE SAN match,
 //! expired, untrusted, revoked), TLS origination to the upstream (SNI, validation, mTLS),
 //! passthrough, plaintext on a TLS port, x-forwarded-proto and XFCC, static secrets and SDS
-//! (over ADS and an SDS stream, rotated), session resumption, and Envoy's `ssl.*` stats.
+//! (over ADS, an SDS stream and watched files; rotated with keep-alive connections open and
+//! under load; a bad version NACKed; a listener warming until its secret arrives; `/certs`
+//! and the secrets dump), session resumption, and Envoy's `ssl.*` stats.
 //!
 //! Each test runs one bootstrap on Envoy (its assertions are Envoy's documented behaviour),
 //! then on shardproxy with the same bootstrap, and asserts the same observable outcome
@@ -37,6 +39,9 @@
 //! - XFCC `SANITIZE_SET` + `uri: true` gives `Hash=<sha256 of the DER>;URI=<SAN>` (`By=` only
 //!   when the server certificate has a URI SAN); a client's own XFCC is dropped.
 //! - Plaintext on a TLS port: closed with no bytes sent (no alert).
+//! - SDS: a secret file holds exactly one secret; a NACKed secret version (Envoy lists it as
+//!   the active one in the config dump, shardproxy the one that serves) leaves the last good
+//!   one serving; a listener naming a secret not yet there takes no handshake.
 mod common;
 
 use std::{
@@ -1707,6 +1712,492 @@ fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
             }
         }
         seen
+    });
+}
+
+/// A `tls_certificate_sds_secret_configs` DownstreamTlsContext naming secret `name` from
+/// `sds_config`.
+fn sds_tls(name: &str, sds_config: Value) -> Value {
+    downstream_tls(
+        json!({"tls_certificate_sds_secret_configs": [{"name": name, "sds_config": sds_config}]}),
+        json!({}),
+    )
+}
+
+/// The CN of the certificate a new connection to `port` gets (None: no handshake).
+fn served_cn(port: u16) -> Option<String> {
+    let r = TlsClient::new(port).sni("localhost").handshake_only().run();
+    r.peer_cn().map(String::from)
+}
+
+/// Waits until new connections to `port` get the certificate with CN `cn`.
+fn wait_cn(who: &str, port: u16, cn: &str) {
+    wait_for(
+        SOON,
+        &format!("{who}: new handshakes on {port} to get CN {cn}"),
+        || (served_cn(port).as_deref() == Some(cn)).then_some(()),
+    );
+}
+
+/// `/certs` as sorted lines: each context's CA and chain certificates (path, serial, SANs,
+/// expiry).
+fn certs_lines(proxy: &HttpProxy) -> Vec<String> {
+    let certs = http_get(proxy.admin, "/certs").unwrap().json();
+    let describe = |c: &Value| {
+        let sans: Vec<String> = c["subject_alt_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|san| san.as_object().unwrap())
+            .map(|(kind, name)| format!("{kind}:{}", name.as_str().unwrap()))
+            .collect();
+        format!(
+            "{} serial {} [{}] until {}",
+            c["path"].as_str().unwrap(),
+            c["serial_number"].as_str().unwrap(),
+            sans.join(","),
+            c["expiration_time"].as_str().unwrap()
+        )
+    };
+    let mut lines: Vec<String> = certs["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|context| {
+            let list = |field: &str| -> Vec<String> {
+                context[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(describe)
+                    .collect()
+            };
+            format!("ca {:?} chain {:?}", list("ca_cert"), list("cert_chain"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The secrets dump of `proxy`'s /config_dump.
+fn secrets_dump(proxy: &HttpProxy) -> Value {
+    let dump = http_get(proxy.admin, "/config_dump").unwrap().json();
+    dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"].as_str().unwrap().ends_with("SecretsConfigDump"))
+        .cloned()
+        .expect("a SecretsConfigDump")
+}
+
+/// File-based SDS: one listener reads its secret from a file holding the PEM inline
+/// (`path_config_source.path`, the file watched), another from a file naming the certificate
+/// and key files, in a `watched_directory`. Both serve the first certificate; after each file
+/// is replaced (written beside it, then renamed over it) new handshakes get the new one, while
+/// keep-alive connections opened before go on serving requests. `/certs` lists the contexts'
+/// certificates (and the CA of the first one's validation context), and the secrets dump
+/// redacts the private keys.
+#[test]
+fn sds_from_files_rotates_without_closing_connections() {
+    use common::xds::SECRET;
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    let dir = TempDir::new("tls-sds-file");
+    let watched = dir.file("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let inline_file = dir.file("inline.json");
+    let named_file = watched.join("named.json");
+    let write = |ck: &CertKey| {
+        let secret = |certificate: Value| {
+            json!({"resources": [
+                {"@type": SECRET, "name": "server-cert", "tls_certificate": certificate}]})
+            .to_string()
+        };
+        write_atomic(&inline_file, &secret(tls_certificate_inline(ck)));
+        write_atomic(&named_file, &secret(tls_certificate(ck)));
+    };
+    write(&pki.server_rsa);
+    let (by_path, by_dir, admin) = (free_port(), free_port(), free_port());
+    let mut b = bootstrap(
+        admin,
+        vec![
+            https_listener(
+                "by-path",
+                by_path,
+                "app",
+                downstream_tls(
+                    json!({
+                        "tls_certificate_sds_secret_configs": [{"name": "server-cert", "sds_config":
+                            {"path_config_source": {"path": inline_file}, "resource_api_version": "V3"}}],
+                        "validation_context": validation(&pki.ca, json!({})),
+                    }),
+                    json!({"require_client_certificate": false}),
+                ),
+            ),
+            https_listener(
+                "by-dir",
+                by_dir,
+                "app",
+                sds_tls(
+                    "server-cert",
+                    json!({"path_config_source": {"path": named_file,
+                           "watched_directory": {"path": watched}}}),
+                ),
+            ),
+        ],
+        vec![to_port("app", app.port("app"), json!({}))],
+    );
+    b["node"] = json!({"id": "tls-sds-file", "cluster": "test"});
+    let trusted = https_config(&pki.ca);
+    on_both("tls-sds-file", &b, |proxy| {
+        let who = proxy.kind.name();
+        let mut seen = Vec::new();
+        for port in [by_path, by_dir] {
+            assert_eq!(served_cn(port).as_deref(), Some("localhost"), "{who}");
+        }
+        let mut kept: Vec<Https> = [by_path, by_dir]
+            .into_iter()
+            .map(|port| Https::connect(port, &trusted).unwrap())
+            .collect();
+        for conn in &mut kept {
+            assert_eq!(conn.get("/").unwrap().status, 200, "{who}");
+        }
+        seen.push(format!("certs before: {:?}", certs_lines(proxy)));
+        write(&pki.domain1);
+        for port in [by_path, by_dir] {
+            wait_cn(who, port, "domain1.example.com");
+        }
+        for (conn, port) in kept.iter_mut().zip([by_path, by_dir]) {
+            let r = conn.get("/").unwrap();
+            assert_eq!(r.status, 200, "{who}: the keep-alive connection to {port}");
+            assert_eq!(conn.peer_certificate(), leaf_der(&pki.server_rsa), "{who}");
+            seen.push(format!(
+                "{port} keep-alive after the rotation: {}",
+                r.status
+            ));
+        }
+        seen.push(format!("certs after: {:?}", certs_lines(proxy)));
+        let secrets = secrets_dump(proxy);
+        let active = secrets["dynamic_active_secrets"].as_array().unwrap();
+        assert_eq!(active.len(), 2, "{who}: {secrets}");
+        for secret in active {
+            let key = &secret["secret"]["tls_certificate"]["private_key"];
+            let redacted =
+                key["inline_string"] == "[redacted]" || key["inline_bytes"] == "W3JlZGFjdGVkXQ==";
+            assert!(redacted, "{who}: the private key is redacted: {key}");
+        }
+        let stats = proxy.stats();
+        assert_eq!(
+            stats.get("sds.server-cert.update_rejected"),
+            Some(&0),
+            "{who}"
+        );
+        // The next run starts from the first certificate again.
+        write(&pki.server_rsa);
+        for port in [by_path, by_dir] {
+            wait_cn(who, port, "localhost");
+        }
+        seen
+    });
+}
+
+/// A secret version that cannot serve is NACKed and the last good one keeps serving: a key
+/// that does not match the certificate, then a validation context where a certificate is
+/// named. A good version afterwards is taken. shardproxy's NACK names the field.
+#[test]
+fn sds_bad_secret_is_nacked_and_the_last_good_one_serves() {
+    use common::xds::{XdsServer, HTTP_OPTIONS, SECRET};
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    let secret = |body: Value| {
+        let mut secret = json!({"name": "server-cert"});
+        merge(&mut secret, body);
+        json!({"resources": {SECRET: [secret]}})
+    };
+    let good = |ck: &CertKey| secret(json!({"tls_certificate": tls_certificate_inline(ck)}));
+    let mismatched = secret(json!({"tls_certificate": {
+        "certificate_chain": {"inline_string": pki.server_rsa.cert_pem()},
+        "private_key": {"inline_string": pki.domain1.key_pem()},
+    }}));
+    let wrong_kind = secret(json!({"validation_context": {
+        "trusted_ca": {"inline_string": std::fs::read_to_string(&pki.ca).unwrap()}}}));
+    let dir = TempDir::new("tls-sds-nack");
+    let script = dir.file("resources.json");
+    std::fs::write(&script, good(&pki.server_rsa).to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let (port, admin) = (free_port(), free_port());
+    let xds_cluster = to_port(
+        "xds_cluster",
+        xds.ads_port,
+        json!({"typed_extension_protocol_options": {HTTP_OPTIONS: {
+            "@type": format!("type.googleapis.com/{HTTP_OPTIONS}"),
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }}}),
+    );
+    let mut b = bootstrap(
+        admin,
+        vec![https_listener(
+            "over-ads",
+            port,
+            "app",
+            sds_tls(
+                "server-cert",
+                json!({"ads": {}, "resource_api_version": "V3"}),
+            ),
+        )],
+        vec![to_port("app", app.port("app"), json!({})), xds_cluster],
+    );
+    let node = "tls-sds-nack";
+    b["node"] = json!({"id": node, "cluster": "xds-test"});
+    b["dynamic_resources"] = json!({"ads_config": {
+        "api_type": "GRPC", "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}});
+    let nacks = || {
+        let record = xds.record(node, SECRET);
+        record["nacked"].as_array().cloned().unwrap_or_default()
+    };
+    on_both("tls-sds-nack", &b, |proxy| {
+        let who = proxy.kind.name();
+        wait_cn(who, port, "localhost");
+        let mut seen = vec![format!("initial: {:?}", served_cn(port))];
+        for (label, bad, field) in [
+            (
+                "mismatched key",
+                &mismatched,
+                "secrets[\"server-cert\"].tls_certificate.private_key",
+            ),
+            (
+                "validation context",
+                &wrong_kind,
+                "is a validation_context, not a tls_certificate",
+            ),
+        ] {
+            let before = nacks().len();
+            xds.push(bad);
+            let nack = wait_for(SOON, &format!("{who} to NACK the {label}"), || {
+                nacks().get(before).cloned()
+            });
+            let message = nack["error_detail"]["message"].as_str().unwrap_or("");
+            if proxy.kind == Kind::Shardproxy {
+                assert!(message.contains(field), "{who}: {message}");
+            }
+            let r = TlsClient::new(port).sni("localhost").run();
+            assert_eq!(r.status(), Some(200), "{who}: {}", r.0);
+            seen.push(format!(
+                "after the {label}: NACK code {}, {}",
+                nack["error_detail"]["code"],
+                summary(&r)
+            ));
+        }
+        let stats = proxy.stats();
+        seen.push(format!(
+            "sds.server-cert.update_rejected {:?}",
+            stats.get("sds.server-cert.update_rejected")
+        ));
+        if proxy.kind == Kind::Shardproxy {
+            // Envoy lists the rejected version as active; shardproxy the one that serves.
+            let secrets = secrets_dump(proxy);
+            let active = &secrets["dynamic_active_secrets"][0];
+            assert!(active["secret"]["tls_certificate"].is_object(), "{secrets}");
+            assert_eq!(active["client_status"], "NACKED", "{secrets}");
+        }
+        xds.push(&good(&pki.domain1));
+        wait_cn(who, port, "domain1.example.com");
+        seen.push(format!("good again: {:?}", served_cn(port)));
+        // The next run starts from the first certificate again.
+        xds.push(&good(&pki.server_rsa));
+        wait_cn(who, port, "localhost");
+        seen
+    });
+}
+
+/// A listener that arrives over LDS naming a secret the control plane does not have yet
+/// warms: it takes no connection, and the config dump shows it warming with the secret; once
+/// the secret is pushed it serves it.
+#[test]
+fn a_listener_warms_until_its_secret_arrives() {
+    use common::xds::{ads_bootstrap, XdsServer, LISTENER, SECRET};
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    let dir = TempDir::new("tls-sds-warm");
+    let script = dir.file("resources.json");
+    let empty = json!({"resources": {LISTENER: [], SECRET: []}});
+    std::fs::write(&script, empty.to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let node = "tls-sds-warm";
+    let port = free_port();
+    let mut b = ads_bootstrap(free_port(), node, xds.ads_port, "GRPC");
+    b["dynamic_resources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cds_config");
+    b["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(to_port("app", app.port("app"), json!({})));
+    let listener = https_listener(
+        "late-tls",
+        port,
+        "app",
+        sds_tls(
+            "late",
+            json!({"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}),
+        ),
+    );
+    on_both("tls-sds-warm", &b, |proxy| {
+        let who = proxy.kind.name();
+        let versions = xds.push(&json!({"resources": {LISTENER: [listener.clone()], SECRET: []}}));
+        xds.wait_ack(node, LISTENER, &versions[LISTENER]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let warming = TlsClient::new(port).sni("localhost").handshake_only().run();
+        assert!(!warming.ok(), "{who}: a warming listener took a handshake");
+        let dump = http_get(proxy.admin, "/config_dump").unwrap().json();
+        let find = |suffix: &str| {
+            dump["configs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["@type"].as_str().unwrap().ends_with(suffix))
+                .cloned()
+                .unwrap()
+        };
+        let listener_state = &find("ListenersConfigDump")["dynamic_listeners"][0];
+        let secret_state = &find("SecretsConfigDump")["dynamic_warming_secrets"][0];
+        let mut seen = vec![
+            format!("handshake while warming: ok={}", warming.ok()),
+            format!(
+                "listener {} warming {} active {}",
+                listener_state["name"],
+                listener_state["warming_state"].is_object(),
+                listener_state["active_state"].is_object()
+            ),
+            format!(
+                "warming secret {} {}",
+                secret_state["name"], secret_state["version_info"]
+            ),
+        ];
+        xds.push(&json!({"resources": {SECRET: [
+            {"name": "late", "tls_certificate": tls_certificate_inline(&pki.server_rsa)}]}}));
+        wait_cn(who, port, "localhost");
+        let r = TlsClient::new(port).sni("localhost").run();
+        assert_eq!(r.status(), Some(200), "{who}: {}", r.0);
+        seen.push(format!("after the secret: {}", summary(&r)));
+        let active = secrets_dump(proxy)["dynamic_active_secrets"][0]["name"].clone();
+        seen.push(format!("active secret {active}"));
+        // The next run starts without the listener.
+        let versions = xds.push(&empty);
+        xds.wait_ack(node, LISTENER, &versions[LISTENER]);
+        seen
+    });
+}
+
+/// Certificate rotation during a load run: for 10 s, three clients make HTTPS requests, each
+/// on a new connection (handshake verified against the CA), while the control plane rotates
+/// the listener's certificate five times over its SDS stream — to an `sds-grpc` cluster on a
+/// unix socket, as Istio's — (RSA and ECDSA in turn). Not a request fails, and both
+/// certificates are served.
+#[test]
+fn certificate_rotation_under_load_fails_no_request() {
+    use common::xds::{XdsServer, HTTP_OPTIONS, SECRET};
+    use std::{
+        sync::atomic::{AtomicBool, Ordering},
+        thread,
+        time::Duration,
+    };
+    let pki = pki();
+    let secret = |ck: &CertKey| {
+        json!({"resources": {SECRET: [
+            {"name": "server-cert", "tls_certificate": tls_certificate_inline(ck)}]}})
+    };
+    let dir = TempDir::new("tls-sds-load");
+    let script = dir.file("resources.json");
+    std::fs::write(&script, secret(&pki.server_rsa).to_string()).unwrap();
+    let socket = dir.file("sds.sock");
+    let xds = XdsServer::start_with(&script, 0, Some(&socket));
+    let (port, admin) = (free_port(), free_port());
+    let routes = json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]});
+    let tls = sds_tls(
+        "server-cert",
+        json!({"resource_api_version": "V3", "initial_fetch_timeout": "0s", "api_config_source": {
+            "api_type": "GRPC", "transport_api_version": "V3",
+            "set_node_on_first_message_only": true,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]}}),
+    );
+    let chain = filter_chain(
+        Value::Null,
+        vec![hcm_filter(hcm("ingress", routes, vec![], json!({})))],
+        Some(tls),
+    );
+    let sds_cluster = json!({
+        "name": "sds-grpc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {HTTP_OPTIONS: {
+            "@type": format!("type.googleapis.com/{HTTP_OPTIONS}"),
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+        "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"pipe": {"path": socket}}}}]}]},
+    });
+    let mut b = bootstrap(
+        admin,
+        vec![listener_with("load", port, vec![], vec![chain])],
+        vec![sds_cluster],
+    );
+    b["node"] = json!({"id": "tls-sds-load", "cluster": "test"});
+    let trusted = https_config(&pki.ca);
+    let (rsa, ecdsa) = (leaf_der(&pki.server_rsa), leaf_der(&pki.server_ecdsa));
+    on_both("tls-sds-load", &b, |proxy| {
+        let who = proxy.kind.name();
+        xds.push(&secret(&pki.server_rsa));
+        wait_cn(who, port, "localhost");
+        let stop = AtomicBool::new(false);
+        let (results, rotations) = thread::scope(|scope| {
+            let clients: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (mut served, mut failures) = ([0usize; 2], Vec::new());
+                        while !stop.load(Ordering::Relaxed) {
+                            let exchange = Https::connect(port, &trusted).and_then(|mut conn| {
+                                Ok((conn.peer_certificate(), conn.get("/")?.status))
+                            });
+                            match exchange {
+                                Ok((cert, 200)) if cert == rsa => served[0] += 1,
+                                Ok((cert, 200)) if cert == ecdsa => served[1] += 1,
+                                Ok((_, status)) => failures.push(format!("status {status}")),
+                                Err(e) => failures.push(e.to_string()),
+                            }
+                        }
+                        (served, failures)
+                    })
+                })
+                .collect();
+            let mut rotations = 0;
+            for step in 0..5 {
+                thread::sleep(Duration::from_millis(1700));
+                let ck = [&pki.server_ecdsa, &pki.server_rsa][step % 2];
+                xds.push(&secret(ck));
+                rotations += 1;
+            }
+            thread::sleep(Duration::from_millis(1500));
+            stop.store(true, Ordering::Relaxed);
+            let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+            (results, rotations)
+        });
+        let served = results
+            .iter()
+            .fold([0, 0], |acc, (s, _)| [acc[0] + s[0], acc[1] + s[1]]);
+        let failures: Vec<&String> = results.iter().flat_map(|(_, f)| f).collect();
+        eprintln!("{who}: {served:?} requests served (RSA, ECDSA) over {rotations} rotations");
+        assert!(failures.is_empty(), "{who}: failed requests: {failures:?}");
+        assert!(served[0] > 10 && served[1] > 10, "{who}: {served:?}");
+        vec![
+            format!("rotations {rotations}"),
+            format!("failed requests {}", failures.len()),
+            "both certificates served".to_string(),
+        ]
     });
 }
 

@@ -118,17 +118,26 @@ async fn pick_chain(
     }
 }
 
-/// The chain's TLS handshake; `None` (counted in `ssl.*`) closes the connection.
+/// The chain's TLS handshake; `None` (counted in `ssl.*`) closes the connection, as does a
+/// context still waiting for its SDS secrets.
 async fn handshake(ctx: &ShardContext, tls: &ServerTls, stream: TcpStream) -> Option<Transport> {
+    let Some(configs) = tls.configs() else {
+        inc(&tls
+            .factory_stats
+            .shard(ctx.id)
+            .downstream_context_secrets_not_ready);
+        tracing::debug!("TLS context has no secrets yet: connection closed");
+        return None;
+    };
     let cells = tls.stats.shard(ctx.id);
     let remote: Option<SocketAddr> = stream.peer_addr().ok();
-    match tls::accept(stream, tls).await {
+    match tls::accept(stream, &configs).await {
         Ok(stream) => {
             let conn = stream.connection();
             let (version, cipher, curve) = negotiated(conn);
             let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             cells.handshake(version, cipher, curve, resumed);
-            if conn.peer_certificates().is_none() && tls.requests_client_certificate {
+            if conn.peer_certificates().is_none() && configs.requests_client_certificate {
                 inc(&cells.no_certificate);
             }
             Some(stream.into())

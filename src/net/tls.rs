@@ -14,9 +14,9 @@ use std::{
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
-use rustls::{pki_types::ServerName, server::Acceptor, ClientConnection, Connection};
+use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
 use xds_agent::model::{
-    tls::{ClientTls, ServerTls},
+    tls::{ClientTls, ServerConfigs},
     tls_info::{CertificateInfo, DownstreamTls},
 };
 
@@ -96,7 +96,10 @@ fn pending_on_block<T>(result: io::Result<T>) -> Poll<io::Result<T>> {
 
 /// Accepts a downstream TLS connection: reads the ClientHello, picks the config (with or
 /// without ALPN), completes the handshake.
-pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, HandshakeError> {
+pub async fn accept(
+    mut io: TcpStream,
+    configs: &ServerConfigs,
+) -> Result<TlsStream, HandshakeError> {
     let mut acceptor = Acceptor::default();
     let accepted = loop {
         let n = poll_fn(|cx| pending_on_block(acceptor.read_tls(&mut SyncIo { io: &mut io, cx })))
@@ -116,7 +119,7 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
             }
         }
     };
-    let (config, served) = tls.config_for(&accepted.client_hello());
+    let (config, served) = configs.config_for(&accepted.client_hello());
     let conn = match accepted.into_connection(config) {
         Ok(conn) => conn,
         Err((e, mut alert)) => {
@@ -128,11 +131,13 @@ pub async fn accept(mut io: TcpStream, tls: &ServerTls) -> Result<TlsStream, Han
     TlsStream::handshake(io, conn.into(), served).await
 }
 
-/// Starts TLS to an upstream host: SNI `sni` (`auto_sni`) or as configured (none: the host's
-/// address stands as the name, which rustls never sends), then the handshake.
+/// Starts TLS to an upstream host with `config` (the context's, taken when the connection
+/// began): SNI `sni` (`auto_sni`) or as configured (none: the host's address stands as the
+/// name, which rustls never sends), then the handshake.
 pub async fn connect(
     io: TcpStream,
     tls: &ClientTls,
+    config: Arc<ClientConfig>,
     sni: Option<&str>,
     host: SocketAddr,
 ) -> Result<TlsStream, HandshakeError> {
@@ -141,7 +146,7 @@ pub async fn connect(
         .map(|n| n.to_owned())
         .or_else(|| tls.sni.clone())
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
-    let conn = ClientConnection::new(tls.config(), name).map_err(HandshakeError::Tls)?;
+    let conn = ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
     TlsStream::handshake(io, conn.into(), None).await
 }
 

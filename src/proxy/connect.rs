@@ -26,6 +26,8 @@ pub enum OpenError {
     TimedOut,
     Connect(io::Error),
     Tls(HandshakeError),
+    /// The cluster's TLS context still waits for its SDS secrets.
+    SecretsNotReady,
 }
 
 impl std::fmt::Display for OpenError {
@@ -34,6 +36,7 @@ impl std::fmt::Display for OpenError {
             OpenError::TimedOut => f.write_str("connect timeout"),
             OpenError::Connect(e) => write!(f, "connect failed: {e}"),
             OpenError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            OpenError::SecretsNotReady => f.write_str("TLS context has no secrets yet"),
         }
     }
 }
@@ -49,6 +52,21 @@ pub async fn open(
     sni: Option<&str>,
 ) -> Result<Transport, OpenError> {
     let address = endpoint.address;
+    // The config new connections take, fixed before connecting (a rotation meanwhile applies
+    // to the next connection).
+    let tls = match cluster.tls_for(endpoint) {
+        None => None,
+        Some(tls) => match tls.config() {
+            Some(config) => Some((tls, config)),
+            None => {
+                inc(&tls
+                    .factory_stats
+                    .shard(ctx.id)
+                    .upstream_context_secrets_not_ready);
+                return Err(OpenError::SecretsNotReady);
+            }
+        },
+    };
     let attempt = async {
         let stream = TcpStream::connect_timeout(address, cluster.connect_timeout)
             .await
@@ -57,11 +75,11 @@ pub async fn open(
                 _ => OpenError::Connect(e),
             })?;
         let _ = stream.set_nodelay(true);
-        let Some(tls) = cluster.tls_for(endpoint) else {
+        let Some((tls, config)) = tls else {
             return Ok(Transport::Raw(stream));
         };
         let cells = tls.stats.shard(ctx.id);
-        match tls::connect(stream, tls, sni, address).await {
+        match tls::connect(stream, tls, config, sni, address).await {
             Ok(stream) => {
                 let (version, cipher, curve) =
                     xds_agent::model::tls::negotiated(stream.connection());

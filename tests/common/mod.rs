@@ -626,7 +626,7 @@ pub fn http_request(to: SocketAddr, method: &str, path: &str) -> io::Result<Http
 }
 
 /// Reads one response (Content-Length, chunked, or until EOF) from `s`.
-pub fn read_http_response(s: TcpStream) -> io::Result<HttpResponse> {
+pub fn read_http_response(s: impl Read) -> io::Result<HttpResponse> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let mut r = BufReader::new(s);
     let mut line = String::new();

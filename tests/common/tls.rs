@@ -1,7 +1,8 @@
 //! Tests: TLS end-to-end harness — a throwaway PKI made with the `openssl` CLI, TLS bootstrap
 //! builders (Downstream/UpstreamTlsContext, tls_inspector, filter chains), TLS clients (curl,
-//! `openssl s_client`, tests/peers/tls_client.py), the HTTPS upstream (tests/peers/
-//! tls_upstream.py), and the runner that plays one bootstrap on Envoy, then on shardproxy.
+//! `openssl s_client`, tests/peers/tls_client.py, in-process rustls for keep-alive and load),
+//! the HTTPS upstream (tests/peers/tls_upstream.py), and the runner that plays one bootstrap
+//! on Envoy, then on shardproxy.
 //!
 //! Without an Envoy binary only the shardproxy half runs (and with `CI=true` the test fails
 //! instead).
@@ -9,19 +10,21 @@
 use std::{
     collections::BTreeMap,
     env, fs,
-    io::{BufRead, BufReader, Write},
+    io::{self, BufRead, BufReader, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     thread,
     time::{Duration, Instant},
 };
 
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use serde_json::{json, Value};
 
 use super::{
     http::{envoy_bin, peer_script, python, HttpProxy, Kind},
-    skip, Missing,
+    read_http_response, skip, HttpResponse, Missing,
 };
 
 pub const DOWNSTREAM_TLS: &str =
@@ -634,6 +637,70 @@ pub fn listener_with(
 /// The stat prefix Envoy gives a listener on 127.0.0.1:`port`: `listener.127.0.0.1_<port>.`.
 pub fn listener_stats(port: u16) -> String {
     format!("listener.127.0.0.1_{port}.")
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process HTTPS (rustls)
+
+/// A client config trusting `ca` (for [`Https`]).
+pub fn https_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The first certificate of `ck`'s chain (DER): what a server serving `ck` presents first.
+pub fn leaf_der(ck: &CertKey) -> Vec<u8> {
+    CertificateDer::pem_file_iter(&ck.cert)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// An HTTPS connection to 127.0.0.1:`port` made in this process (rustls, SNI `localhost`,
+/// the server verified): for keep-alive checks and load runs, where a child process per
+/// request would be too slow.
+pub struct Https {
+    stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl Https {
+    /// Connects and completes the handshake.
+    pub fn connect(port: u16, config: &Arc<rustls::ClientConfig>) -> io::Result<Https> {
+        let mut socket = super::try_connect(port)?;
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(config.clone(), name)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut socket)?;
+        }
+        Ok(Https {
+            stream: rustls::StreamOwned::new(conn, socket),
+        })
+    }
+
+    /// The certificate the server presented (DER).
+    pub fn peer_certificate(&self) -> Vec<u8> {
+        self.stream.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// GET `path` on this connection (kept alive).
+    pub fn get(&mut self, path: &str) -> io::Result<HttpResponse> {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: shardproxy-e2e\r\n\r\n"
+        )?;
+        self.stream.flush()?;
+        read_http_response(&mut self.stream)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

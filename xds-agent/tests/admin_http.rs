@@ -342,6 +342,7 @@ async fn config_dump() {
             "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
             "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
             "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
         ]
     );
     assert_eq!(dump["configs"][0]["bootstrap"]["node"]["id"], "node-1");
@@ -408,6 +409,15 @@ async fn clusters_and_listeners() {
     );
     let json = admin.get("/listeners?format=json").await.json();
     assert_eq!(json["listener_statuses"][0]["name"], "ingress");
+}
+
+/// `/certs` as Envoy prints it; the fixture has no TLS context.
+#[tokio::test]
+async fn certs() {
+    let admin = start().await;
+    let r = admin.get("/certs").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"certificates": []}));
 }
 
 #[tokio::test]

@@ -51,7 +51,8 @@ pub(super) fn timestamp(time: SystemTime) -> Timestamp {
 }
 
 /// The dumps in Envoy's order: bootstrap, clusters, endpoints (`include_eds` only), listeners,
-/// routes (when RDS is in use). Each carries the static resources and the dynamic ones held.
+/// routes (when RDS is in use), secrets. Each carries the static resources and the dynamic
+/// ones held.
 pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
     let now = std::time::Instant::now();
     let dynamic = &state.dynamic;
@@ -109,6 +110,7 @@ pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
     dynamic_dump::listeners(dynamic, &mut listeners, now);
     configs.push(pack_any(listeners));
     configs.extend(dynamic_dump::routes(dynamic).map(pack_any));
+    configs.push(pack_any(dynamic_dump::secrets(&resources.secrets, dynamic)));
     configs
 }
 
@@ -245,7 +247,8 @@ mod tests {
             [
                 "BootstrapConfigDump",
                 "ClustersConfigDump",
-                "ListenersConfigDump"
+                "ListenersConfigDump",
+                "SecretsConfigDump"
             ]
         );
         let configs = &json["configs"];

@@ -1,30 +1,46 @@
 //! `/config_dump`, dynamic part: the xDS resources held — active and warming, with versions,
-//! last-updated times and, for a rejected update, the NACK reason (`error_state`).
+//! last-updated times and, for a rejected update, the NACK reason (`error_state`) — and the
+//! secrets, static and SDS, their private keys redacted.
 use std::{collections::BTreeSet, time::Instant};
 
-use envoy_types::pb::envoy::admin::v3::{
-    clusters_config_dump::DynamicCluster,
-    endpoints_config_dump::DynamicEndpointConfig,
-    listeners_config_dump::{DynamicListener, DynamicListenerState},
-    routes_config_dump::DynamicRouteConfig,
-    ClientResourceStatus, ClustersConfigDump, EndpointsConfigDump, ListenersConfigDump,
-    RoutesConfigDump, UpdateFailureState,
+use envoy_types::{
+    pb::envoy::{
+        admin::v3::{
+            clusters_config_dump::DynamicCluster,
+            endpoints_config_dump::DynamicEndpointConfig,
+            listeners_config_dump::{DynamicListener, DynamicListenerState},
+            routes_config_dump::DynamicRouteConfig,
+            secrets_config_dump::{DynamicSecret, StaticSecret},
+            ClientResourceStatus, ClustersConfigDump, EndpointsConfigDump, ListenersConfigDump,
+            RoutesConfigDump, SecretsConfigDump, UpdateFailureState,
+        },
+        extensions::transport_sockets::tls::v3::Secret,
+    },
+    util::pack_any,
 };
+use prost::Message;
 
 use super::config_dump::timestamp;
-use crate::dynamic::{DynamicConfig, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE};
+use crate::{
+    dynamic::{DynamicConfig, Failed, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
+    translate::secret::redacted,
+};
 
 /// The last rejection of a resource, as Envoy reports it.
 fn error_state(config: &DynamicConfig, type_url: &str, name: &str) -> Option<UpdateFailureState> {
-    let failed = config
+    config
         .failed
-        .get(&(type_url.to_string(), name.to_string()))?;
-    Some(UpdateFailureState {
+        .get(&(type_url.to_string(), name.to_string()))
+        .map(failure_state)
+}
+
+fn failure_state(failed: &Failed) -> UpdateFailureState {
+    UpdateFailureState {
         failed_configuration: None,
         last_update_attempt: Some(timestamp(failed.at)),
         details: failed.reason.clone(),
         version_info: failed.version.clone(),
-    })
+    }
 }
 
 fn status(error: &Option<UpdateFailureState>) -> i32 {
@@ -160,4 +176,49 @@ fn version(config: &DynamicConfig, type_url: &str) -> String {
         .get(type_url)
         .map(|s| s.version_info.clone())
         .unwrap_or_default()
+}
+
+/// The secrets dump: the bootstrap's `statics`, and each SDS secret wanted — active once a
+/// version was accepted, else warming (`version_info` "uninitialized", as Envoy).
+pub fn secrets(statics: &[Secret], config: &DynamicConfig) -> SecretsConfigDump {
+    let store = &config.secrets;
+    let mut dump = SecretsConfigDump {
+        static_secrets: statics
+            .iter()
+            .map(|secret| StaticSecret {
+                name: secret.name.clone(),
+                last_updated: None,
+                secret: Some(pack_any(redacted(secret.clone()))),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for (key, wanted) in &store.wanted {
+        let error_state = store.failed.get(key).map(failure_state);
+        let client_status = status(&error_state);
+        match store.held.get(key) {
+            Some(held) => dump.dynamic_active_secrets.push(DynamicSecret {
+                name: key.name.clone(),
+                version_info: held.version.clone(),
+                last_updated: Some(timestamp(held.last_updated)),
+                secret: Secret::decode(held.body.value.as_slice())
+                    .ok()
+                    .map(|secret| pack_any(redacted(secret))),
+                error_state,
+                client_status,
+            }),
+            None => dump.dynamic_warming_secrets.push(DynamicSecret {
+                name: key.name.clone(),
+                version_info: "uninitialized".into(),
+                last_updated: Some(timestamp(wanted.since)),
+                secret: Some(pack_any(Secret {
+                    name: key.name.clone(),
+                    r#type: None,
+                })),
+                error_state,
+                client_status,
+            }),
+        }
+    }
+    dump
 }

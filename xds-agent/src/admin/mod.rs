@@ -2,6 +2,7 @@
 //!
 //! One hyper HTTP/1.1 connection task per client. A handler takes the state lock, renders its
 //! whole reply synchronously and drops the lock before anything is awaited.
+mod certs;
 mod clusters;
 mod config_dump;
 mod dynamic_dump;
@@ -74,6 +75,7 @@ enum Endpoint {
     Stats,
     StatsPrometheus,
     ConfigDump,
+    Certs,
     Clusters,
     Listeners,
     Logging,
@@ -116,6 +118,12 @@ const ENDPOINTS: &[(&str, Endpoint, bool, &str)] = &[
         Endpoint::ConfigDump,
         false,
         "current config (JSON); ?include_eds ?resource=<repeated field> ?mask=<paths>",
+    ),
+    (
+        "/certs",
+        Endpoint::Certs,
+        false,
+        "certificates of the TLS contexts in use (JSON)",
     ),
     (
         "/clusters",
@@ -188,6 +196,7 @@ fn handle(ctx: &AdminContext, method: &Method, uri: &hyper::Uri) -> Reply {
         Endpoint::Stats => with_state(ctx, |s| stats::handle(s, &query)),
         Endpoint::StatsPrometheus => with_state(ctx, |s| stats::prometheus(s, &query)),
         Endpoint::ConfigDump => with_state(ctx, |s| config_dump::handle(s, &query)),
+        Endpoint::Certs => with_state(ctx, certs::handle),
         Endpoint::Clusters => with_state(ctx, |s| clusters::handle(s, &query)),
         Endpoint::Listeners => with_state(ctx, |s| listeners::handle(s, &query)),
         Endpoint::Logging => logging::handle(ctx.logs.as_ref(), &query),

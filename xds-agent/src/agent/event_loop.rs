@@ -1,4 +1,5 @@
-//! The agent's event loop: shard acknowledgements, DNS results, reloads, drain and shutdown.
+//! The agent's event loop: shard acknowledgements, xDS and SDS events, warming deadlines, DNS
+//! results, reloads, drain and shutdown.
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -11,6 +12,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use super::{
     changes::{changed_clusters, record_changes, removes_any, same_config},
     list, load_bootstrap,
+    sds::Sds,
     xds::Xds,
     AgentCommand, AgentState, SharedState, StartupError,
 };
@@ -20,7 +22,10 @@ use crate::{
     model::{Cluster, DnsTarget, Endpoint, Snapshot},
     publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink},
     stats::{self, ServerState},
-    translate::{dynamic_resources::dynamic_sources, translate, TranslateContext, TranslateError},
+    translate::{
+        dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
+        TranslateError,
+    },
     xds::ClientEvent,
 };
 
@@ -45,6 +50,10 @@ pub(super) struct Agent {
     pub(super) statics: Arc<Snapshot>,
     /// The ADS stream and the dynamic config, when the bootstrap has `dynamic_resources`.
     pub(super) xds: Option<Xds>,
+    /// SDS streams and secret files.
+    pub(super) sds: Sds,
+    /// The initial fetch (xDS and SDS) finished, or timed out: the server is live.
+    pub(super) initialized: bool,
     /// Listeners that failed to bind on some shard, or were refused before publishing (their
     /// address taken by another socket), since the last publish.
     bind_failures: Vec<(String, String)>,
@@ -78,6 +87,8 @@ impl Agent {
             dns: HashMap::new(),
             statics: Arc::new(Snapshot::empty()),
             xds: None,
+            sds: Sds::new(),
+            initialized: false,
             bind_failures: Vec::new(),
             addresses: ListenerAddresses::default(),
             dns_tasks: HashMap::new(),
@@ -93,24 +104,26 @@ impl Agent {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Translates `bootstrap` as the generation after `previous` (or as generation 1).
+    /// Translates `bootstrap` as the generation after `previous` (or as generation 1), with
+    /// the SDS secrets held; also returns the secrets the translation resolved against (the
+    /// bootstrap's part new), to keep once the translation is taken.
     fn translate(
         &self,
         bootstrap: &Bootstrap,
         previous: Option<&Snapshot>,
-    ) -> Result<Snapshot, Vec<TranslateError>> {
+    ) -> Result<(Snapshot, Arc<Secrets>), Vec<TranslateError>> {
         let mut state = self.lock();
-        translate(
-            bootstrap,
-            &mut TranslateContext {
-                generation: previous.map_or(1, |p| p.generation + 1),
-                stats: &mut state.stats,
-                previous,
-                dns: &self.dns,
-                extensions: &Default::default(),
-                secrets: Default::default(),
-            },
-        )
+        let AgentState { stats, dynamic, .. } = &mut *state;
+        let mut ctx = TranslateContext {
+            generation: previous.map_or(1, |p| p.generation + 1),
+            stats,
+            previous,
+            dns: &self.dns,
+            extensions: &Default::default(),
+            secrets: dynamic.secrets.current.clone(),
+        };
+        let snapshot = translate(bootstrap, &mut ctx)?;
+        Ok((snapshot, ctx.secrets))
     }
 
     /// Generation 1: resolve DNS clusters, translate, publish, wait for every shard.
@@ -118,18 +131,19 @@ impl Agent {
         let first = self
             .translate(&bootstrap, None)
             .map_err(StartupError::Config)?;
-        for cluster in first.clusters.values() {
+        for cluster in first.0.clusters.values() {
             if let Some(target) = &cluster.dns {
                 self.dns
                     .insert(cluster.name.clone(), dns::resolve(target).await);
             }
         }
-        let snapshot = match self.dns.is_empty() {
+        let (snapshot, secrets) = match self.dns.is_empty() {
             true => first,
             false => self
                 .translate(&bootstrap, None)
                 .map_err(StartupError::Config)?,
         };
+        self.lock().dynamic.secrets.current = secrets;
         let mut errors = Vec::new();
         if let Some(sources) = dynamic_sources(&bootstrap, &mut errors) {
             let mut state = self.lock();
@@ -168,18 +182,12 @@ impl Agent {
             return Err(StartupError::Bind(failures));
         }
         self.bind_failures.clear();
-        match self.xds {
-            None => {
-                self.mark_live();
-                tracing::info!(
-                    "all {} shard(s) running generation 1: live",
-                    self.shards.len()
-                );
-            }
-            Some(_) => tracing::info!(
-                "all {} shard(s) running the static config; waiting for the initial xDS fetch",
-                self.shards.len()
-            ),
+        tracing::info!("all {} shard(s) running generation 1", self.shards.len());
+        let xds = self.xds.take();
+        self.republish(xds.as_ref(), Instant::now());
+        self.xds = xds;
+        if !self.initialized {
+            tracing::info!("waiting for the initial xDS fetch and SDS secrets");
         }
         Ok(())
     }
@@ -187,17 +195,21 @@ impl Agent {
     pub(super) async fn run(&mut self) {
         loop {
             let now = Instant::now();
-            let deadline = self
-                .xds
-                .as_ref()
-                .and_then(|x| x.next_deadline(&self.lock().dynamic, now));
+            let deadline = {
+                let state = self.lock();
+                match &self.xds {
+                    Some(xds) => xds.next_deadline(&state.dynamic, now),
+                    None => state.dynamic.next_deadline(now),
+                }
+            };
             let warming_ends = tokio::time::sleep_until(
                 deadline.unwrap_or(now + Duration::from_secs(3600)).into(),
             );
             tokio::select! {
                 Some(event) = self.events.recv() => self.on_shard_event(event),
                 Some(event) = next_xds_event(&mut self.xds) => self.on_xds_event(event),
-                _ = warming_ends, if deadline.is_some() => self.on_xds_deadline(),
+                Some(event) = self.sds.events.recv() => self.on_sds_event(event),
+                _ = warming_ends, if deadline.is_some() => self.on_deadline(),
                 Some((cluster, endpoints)) = self.dns_results.recv() => self.on_dns(cluster, endpoints),
                 Some(command) = self.commands.recv() => match command {
                     AgentCommand::Shutdown => return self.shutdown().await,
@@ -424,7 +436,7 @@ impl Agent {
                     .map_err(|errors| list(&errors))
             });
         match result {
-            Ok((bootstrap, snapshot)) => {
+            Ok((bootstrap, (snapshot, secrets))) => {
                 let sources = dynamic_sources(&bootstrap, &mut Vec::new());
                 if sources.as_ref().map(|s| &s.ads) != self.xds.as_ref().map(|x| &x.sources.ads) {
                     tracing::warn!(
@@ -435,6 +447,7 @@ impl Agent {
                 crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_success);
                 state.bootstrap = bootstrap;
                 state.last_reload_error = None;
+                state.dynamic.secrets.current = secrets;
                 drop(state);
                 let snapshot = self.compose(snapshot);
                 let unchanged = same_config(&self.lock().snapshot, &snapshot);

@@ -1,8 +1,10 @@
 //! The agent: loads the bootstrap, translates and publishes generations, watches the file,
-//! refreshes DNS, tracks shard acknowledgements, and runs drain and shutdown. This module holds
-//! what the rest of the process sees (options, shared state, commands, start-up).
+//! follows xDS and SDS, refreshes DNS, tracks shard acknowledgements, and runs drain and
+//! shutdown. This module holds what the rest of the process sees (options, shared state,
+//! commands, start-up).
 mod changes;
 mod event_loop;
+mod sds;
 mod xds;
 
 use std::{
@@ -228,10 +230,12 @@ pub fn run(
         }
         // Watch before generation 1 is built: a change made meanwhile becomes generation 2
         // instead of being missed.
-        let _watch = options
-            .config_path
-            .as_ref()
-            .and_then(|path| watch::spawn(path, commands_tx.clone()));
+        let reload = commands_tx.clone();
+        let _watch = options.config_path.as_ref().and_then(|path| {
+            watch::spawn(std::slice::from_ref(path), &[], move || {
+                reload.send(AgentCommand::Reload).is_ok()
+            })
+        });
         signals::spawn(commands_tx);
         let mut agent = Agent::new(state.clone(), shards, events, commands);
         agent.start(bootstrap).await?;

@@ -1,8 +1,9 @@
 //! The agent's xDS side: starts the ADS stream, applies each update to the dynamic config,
 //! answers it (ACK/NACK; an LDS answer waits until shards bound the new listeners, so a bind
-//! failure NACKs that listener), keeps EDS/RDS subscriptions in step with what clusters and
-//! listeners name, follows Envoy's initialisation order (CDS, then EDS, then LDS, then RDS),
-//! and publishes a generation whenever what is active changed.
+//! failure NACKs that listener), keeps EDS/RDS/SDS subscriptions in step with what clusters
+//! and listeners name, follows Envoy's initialisation order (CDS, then EDS, then LDS, then
+//! RDS), publishes a generation whenever what is active changed, and goes live once the
+//! initial fetch (SDS secrets included) is over.
 use std::{
     sync::Arc,
     time::{Instant, SystemTime},
@@ -14,8 +15,9 @@ use super::{event_loop::Agent, AgentState};
 use crate::{
     dynamic::{
         stats_prefix, DynamicConfig, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE,
+        SECRET,
     },
-    model::Snapshot,
+    model::{tls::SecretSource, Snapshot},
     stats::{self, ControlPlaneStats, ServerState, XdsStats},
     translate::dynamic_resources::{node_identity, DynamicSources},
     xds::{client, ClientEvent, Rejection, Update},
@@ -30,13 +32,11 @@ struct PendingVerdict {
 
 pub(super) struct Xds {
     pub sources: DynamicSources,
-    client: client::ClientHandle,
+    pub client: client::ClientHandle,
     pub events: UnboundedReceiver<ClientEvent>,
     control_plane: Arc<ControlPlaneStats>,
     lds_subscribed: bool,
     started: Instant,
-    /// The initial fetch finished (or timed out): the server is live.
-    pub initialized: bool,
     pending_lds: Option<PendingVerdict>,
     /// The wildcard types whose initial fetch timed out (counted once each).
     fetch_timed_out: Vec<&'static str>,
@@ -58,7 +58,6 @@ impl Xds {
             control_plane,
             lds_subscribed: false,
             started: Instant::now(),
-            initialized: false,
             pending_lds: None,
             fetch_timed_out: Vec::new(),
         };
@@ -102,13 +101,18 @@ impl Xds {
         config.next_deadline(now).into_iter().chain(wildcard).min()
     }
 
-    /// Whether the initial fetch is over: clusters and listeners fetched, nothing warming.
-    fn initial_fetch_done(&self, config: &DynamicConfig, now: Instant) -> bool {
+    /// Whether clusters and listeners were fetched.
+    fn fetched_all(&self, config: &DynamicConfig, now: Instant) -> bool {
         self.lds_subscribed
             && self.fetched(config, CLUSTER, now)
             && self.fetched(config, LISTENER, now)
-            && !config.warming(now)
     }
+}
+
+/// Whether the initial fetch is over: clusters and listeners fetched (with an ADS stream),
+/// nothing warming, no SDS secret awaited.
+fn initial_fetch_done(xds: Option<&Xds>, config: &DynamicConfig, now: Instant) -> bool {
+    xds.is_none_or(|xds| xds.fetched_all(config, now)) && !config.warming(now)
 }
 
 fn received(config: &DynamicConfig, type_url: &str) -> bool {
@@ -129,6 +133,14 @@ impl Agent {
                 for type_url in [CLUSTER, LISTENER, ASSIGNMENT, ROUTE, EXTENSION] {
                     stats::inc(&self.xds_stats(type_url).shard(0).update_failure);
                 }
+                self.secret_stream_failed(&SecretSource::Ads);
+            }
+            ClientEvent::Update { update, .. } if update.type_url == SECRET => {
+                let rejection = self.apply_secrets(&SecretSource::Ads, &update);
+                if let Some(xds) = &self.xds {
+                    xds.client.verdict(SECRET, &update.nonce, rejection);
+                }
+                self.after_secrets();
             }
             ClientEvent::Update { update, .. } => self.on_update(update),
         }
@@ -187,8 +199,8 @@ impl Agent {
         }
         let now = Instant::now();
         self.follow_subscriptions(&mut xds, &update.type_url, now);
-        let generation = if applied.changed || !xds.initialized {
-            self.republish(&mut xds, now)
+        let generation = if applied.changed || !self.initialized {
+            self.republish(Some(&xds), now)
         } else {
             None
         };
@@ -218,9 +230,12 @@ impl Agent {
         self.xds = Some(xds);
     }
 
-    /// Keeps EDS and RDS subscriptions equal to what held clusters and listeners name, and
-    /// subscribes to listeners once the initial clusters are warm.
+    /// Keeps EDS, RDS and SDS subscriptions equal to what held clusters and listeners name,
+    /// and subscribes to listeners once the initial clusters are warm.
     fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
+        if [CLUSTER, LISTENER, EXTENSION].contains(&type_url) {
+            self.follow_secrets(Some(xds), now);
+        }
         let mut state = self.lock();
         let config = &mut state.dynamic;
         let wanted = match type_url {
@@ -245,36 +260,40 @@ impl Agent {
     }
 
     /// A warming deadline passed: whatever waited on it becomes active.
-    pub(super) fn on_xds_deadline(&mut self) {
-        let Some(mut xds) = self.xds.take() else {
-            return;
-        };
+    pub(super) fn on_deadline(&mut self) {
         let now = Instant::now();
-        for type_url in [CLUSTER, LISTENER] {
-            let timed_out = !xds.fetch_timed_out.contains(&type_url) && {
-                let state = self.lock();
-                !received(&state.dynamic, type_url) && xds.fetched(&state.dynamic, type_url, now)
-            };
-            if timed_out {
-                xds.fetch_timed_out.push(type_url);
-                stats::inc(&self.xds_stats(type_url).shard(0).init_fetch_timeout);
-            }
+        let mut xds = self.xds.take();
+        for stats in self.lock().dynamic.secrets.timed_out(now) {
+            stats::inc(&stats.shard(0).init_fetch_timeout);
         }
-        self.follow_subscriptions(&mut xds, "", now);
-        self.republish(&mut xds, now);
-        self.xds = Some(xds);
+        if let Some(xds) = &mut xds {
+            for type_url in [CLUSTER, LISTENER] {
+                let timed_out = !xds.fetch_timed_out.contains(&type_url) && {
+                    let state = self.lock();
+                    !received(&state.dynamic, type_url)
+                        && xds.fetched(&state.dynamic, type_url, now)
+                };
+                if timed_out {
+                    xds.fetch_timed_out.push(type_url);
+                    stats::inc(&self.xds_stats(type_url).shard(0).init_fetch_timeout);
+                }
+            }
+            self.follow_subscriptions(xds, "", now);
+        }
+        self.republish(xds.as_ref(), now);
+        self.xds = xds;
     }
 
     /// Assembles and publishes the next generation; marks the server live once the initial
     /// fetch is over. Returns the generation published, if one was.
-    fn republish(&mut self, xds: &mut Xds, now: Instant) -> Option<u64> {
+    pub(super) fn republish(&mut self, xds: Option<&Xds>, now: Instant) -> Option<u64> {
         let (snapshot, unchanged, done) = {
             let mut state = self.lock();
             let generation = state.snapshot.generation + 1;
             let snapshot = state.dynamic.assemble(&self.statics, generation, now);
             let unchanged = super::changes::same_config(&state.snapshot, &snapshot);
             // Once live, no need to walk every held resource again.
-            let done = !xds.initialized && xds.initial_fetch_done(&state.dynamic, now);
+            let done = !self.initialized && initial_fetch_done(xds, &state.dynamic, now);
             (snapshot, unchanged, done)
         };
         let generation = snapshot.generation;
@@ -283,11 +302,9 @@ impl Agent {
             generation
         });
         if done {
-            xds.initialized = true;
-            tracing::info!(
-                "initial xDS fetch done in {:?}: live",
-                xds.started.elapsed()
-            );
+            self.initialized = true;
+            let took = self.lock().started.elapsed();
+            tracing::info!("initial fetch done in {took:?}: live");
             self.mark_live();
         }
         published
@@ -328,19 +345,21 @@ impl Agent {
             }
             xds.client.verdict(LISTENER, &pending.nonce, rejection);
             if dropped {
-                self.republish(&mut xds, Instant::now());
+                self.republish(Some(&xds), Instant::now());
             }
         }
         self.xds = Some(xds);
     }
 
-    /// Composes the current static translation with the dynamic config (after a bootstrap
-    /// reload or a DNS change).
+    /// Takes `statics` as the static translation (at start-up, after a bootstrap reload or a
+    /// DNS change), follows the secrets it names (a secret file is read at once, so static
+    /// listeners start with it) and composes it with the dynamic config: static listeners
+    /// still waiting for SDS secrets stay out.
     pub(super) fn compose(&mut self, statics: Snapshot) -> Arc<Snapshot> {
         self.statics = Arc::new(statics);
-        if self.xds.is_none() {
-            return self.statics.clone();
-        }
+        let xds = self.xds.take();
+        self.follow_secrets(xds.as_ref(), Instant::now());
+        self.xds = xds;
         let generation = self.statics.generation;
         let mut state = self.lock();
         Arc::new(
@@ -361,14 +380,14 @@ impl Agent {
 }
 
 /// Envoy's `version` gauge: a hash of the version text.
-fn version_hash(version: &str) -> i64 {
+pub(super) fn version_hash(version: &str) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     version.hash(&mut hasher);
     (hasher.finish() >> 1) as i64
 }
 
-fn epoch_millis() -> i64 {
+pub(super) fn epoch_millis() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

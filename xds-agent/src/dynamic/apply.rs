@@ -110,8 +110,10 @@ impl DynamicConfig {
                         "a static cluster of this name exists (CDS may not replace it)",
                     )]);
                 }
-                let model =
-                    resources::cluster(&proto, &mut inputs.context(&self.extension_configs))?;
+                let model = resources::cluster(
+                    &proto,
+                    &mut inputs.context(&self.extension_configs, &self.secrets.current),
+                )?;
                 let old_eds = self
                     .clusters
                     .get(&proto.name)
@@ -157,7 +159,7 @@ impl DynamicConfig {
                 let model = resources::route_config(
                     &proto,
                     &self.known_clusters(statics),
-                    &mut inputs.context(&self.extension_configs),
+                    &mut inputs.context(&self.extension_configs, &self.secrets.current),
                 )?;
                 self.waiting.remove(&(ROUTE, proto.name.clone()));
                 self.routes.insert(proto.name, held(resource, model));
@@ -276,7 +278,8 @@ fn named(name: &str, inner: &str) -> Result<(), Vec<TranslateError>> {
     )])
 }
 
-pub(super) fn join(errors: &[TranslateError]) -> String {
+/// Problems as one text, a line each.
+pub(crate) fn join(errors: &[TranslateError]) -> String {
     errors
         .iter()
         .map(ToString::to_string)

@@ -1,9 +1,12 @@
 //! Dynamic config: assembling a generation — the bootstrap's static resources plus every
 //! dynamic one that finished warming (an EDS cluster once its assignment arrived, a listener
-//! once the RDS tables it names arrived, or either when `initial_fetch_timeout` ran out).
+//! once the RDS tables it names arrived, either once its SDS secrets arrived, or when
+//! `initial_fetch_timeout` ran out). A static listener waits for its SDS secrets too.
 use std::{sync::Arc, time::Instant};
 
-use super::{rds_sources, DynamicConfig, Wanted, ASSIGNMENT, ROUTE};
+use super::{
+    cluster_secrets, listener_secrets, rds_sources, DynamicConfig, Wanted, ASSIGNMENT, ROUTE,
+};
 use crate::model::{Cluster, ClusterMap, Listener, Snapshot};
 
 impl DynamicConfig {
@@ -21,12 +24,12 @@ impl DynamicConfig {
 
     /// The earliest pending `initial_fetch_timeout` deadline.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.waiting
-            .values()
-            .flatten()
-            .filter(|d| **d > now)
-            .min()
+        let waiting = self.waiting.values().flatten().filter(|d| **d > now).min();
+        waiting
             .copied()
+            .into_iter()
+            .chain(self.next_secret_deadline(now))
+            .min()
     }
 
     /// Whether an EDS assignment or RDS table (by `type_url`) is held.
@@ -46,32 +49,43 @@ impl DynamicConfig {
                 .is_some_and(|deadline| deadline.is_some_and(|d| d <= now))
     }
 
-    /// Whether anything held is still warming.
+    /// Whether anything held is still warming, or an SDS secret still awaited.
     pub fn warming(&self, now: Instant) -> bool {
-        self.warming_clusters(now).next().is_some() || self.warming_listeners(now).next().is_some()
+        self.warming_clusters(now).next().is_some()
+            || self.warming_listeners(now).next().is_some()
+            || self.any_secret_pending(now)
     }
 
+    /// Clusters waiting for their EDS assignment or SDS secrets.
     pub fn warming_clusters(&self, now: Instant) -> impl Iterator<Item = &str> {
-        self.clusters.iter().filter_map(move |(name, held)| {
-            let eds = held.model.eds_name()?;
-            (!self.settled(ASSIGNMENT, eds, now)).then_some(name.as_str())
-        })
+        self.clusters
+            .iter()
+            .filter(move |(_, held)| self.cluster_pending(&held.model, now))
+            .map(|(name, _)| name.as_str())
     }
 
-    /// Listeners waiting for their RDS tables or ECDS configs (a waiting update of a listener
-    /// whose previous version serves counts too).
+    fn cluster_pending(&self, cluster: &Cluster, now: Instant) -> bool {
+        cluster
+            .eds_name()
+            .is_some_and(|eds| !self.settled(ASSIGNMENT, eds, now))
+            || self.secrets_pending(cluster_secrets(cluster), now)
+    }
+
+    /// Listeners waiting for their RDS tables, SDS secrets or ECDS configs (a waiting update
+    /// of a listener whose previous version serves counts too).
     pub fn warming_listeners(&self, now: Instant) -> impl Iterator<Item = &str> {
-        let for_routes = self
+        let pending = self
             .listeners
             .iter()
-            .filter(move |(_, held)| self.routes_pending(&held.model, now))
+            .filter(move |(_, held)| self.listener_pending(&held.model, now))
             .map(|(name, _)| name.as_str());
-        for_routes.chain(self.awaiting.keys().map(String::as_str))
+        pending.chain(self.awaiting.keys().map(String::as_str))
     }
 
-    /// Whether a listener still waits for an RDS table it names.
-    fn routes_pending(&self, listener: &Listener, now: Instant) -> bool {
+    /// Whether a listener still waits for an RDS table or SDS secret it names.
+    fn listener_pending(&self, listener: &Listener, now: Instant) -> bool {
         rds_sources(listener).any(|table| !self.settled(ROUTE, &table.name, now))
+            || self.secrets_pending(listener_secrets(listener), now)
     }
 
     /// Generation `generation`: `statics` plus the dynamic resources that are active. The
@@ -93,11 +107,12 @@ impl DynamicConfig {
         let listeners = statics
             .listeners
             .iter()
+            .filter(|listener| !self.secrets_pending(listener_secrets(listener), now))
             .cloned()
             .chain(
                 self.listeners
                     .values()
-                    .filter(|held| !self.routes_pending(&held.model, now))
+                    .filter(|held| !self.listener_pending(&held.model, now))
                     .map(|held| held.model.clone()),
             )
             .collect();
@@ -145,6 +160,9 @@ impl DynamicConfig {
     /// A cluster as shards get it: with its EDS endpoints; `None` while warming or removed.
     fn published_form(&self, name: &str, now: Instant) -> Option<Arc<Cluster>> {
         let held = self.clusters.get(name)?;
+        if self.secrets_pending(cluster_secrets(&held.model), now) {
+            return None;
+        }
         let Some(eds) = held.model.eds_name() else {
             return Some(held.model.clone());
         };

@@ -106,7 +106,7 @@ impl DynamicConfig {
         reuse: bool,
     ) -> Result<Arc<Listener>, Vec<TranslateError>> {
         let known = self.known_clusters(statics);
-        let mut ctx = inputs.context(&self.extension_configs);
+        let mut ctx = inputs.context(&self.extension_configs, &self.secrets.current);
         if !reuse {
             ctx.previous = None;
         }

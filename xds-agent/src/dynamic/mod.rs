@@ -4,8 +4,13 @@
 mod apply;
 mod assemble;
 mod extensions;
+mod secrets;
 
+pub(crate) use apply::join;
 pub use apply::Applied;
+pub use secrets::SecretStore;
+
+use secrets::{cluster_secrets, listener_secrets};
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -21,10 +26,10 @@ use crate::{
         NetworkFilter, Snapshot,
     },
     stats::StatsRegistry,
-    translate::TranslateContext,
+    translate::{tls::Secrets, TranslateContext},
 };
 
-pub use crate::names::type_urls::{ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE};
+pub use crate::names::type_urls::{ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE, SECRET};
 
 /// The stats scope of each type's updates: Envoy's names for CDS and LDS; EDS and RDS
 /// totals (Envoy keeps those per cluster and per route table) under `xds.*`.
@@ -70,14 +75,18 @@ pub struct Inputs<'a> {
 }
 
 impl Inputs<'_> {
-    fn context<'b>(&'b mut self, extensions: &'b HashMap<String, Any>) -> TranslateContext<'b> {
+    fn context<'b>(
+        &'b mut self,
+        extensions: &'b HashMap<String, Any>,
+        secrets: &Arc<Secrets>,
+    ) -> TranslateContext<'b> {
         TranslateContext {
             generation: self.generation,
             stats: self.stats,
             previous: self.previous,
             dns: self.dns,
             extensions,
-            secrets: Default::default(),
+            secrets: secrets.clone(),
         }
     }
 }
@@ -128,6 +137,8 @@ pub struct DynamicConfig {
     /// When a wanted EDS assignment or RDS table stops holding its dependants back
     /// (`initial_fetch_timeout`); absent once it arrived or timed out.
     pub waiting: HashMap<(&'static str, String), Option<Instant>>,
+    /// SDS secrets (from any source: ADS, SDS streams, files).
+    pub secrets: SecretStore,
 }
 
 impl DynamicConfig {
@@ -178,6 +189,7 @@ impl DynamicConfig {
                 )
             })
             .collect();
+        texts.extend(self.secrets.version_texts());
         texts.sort();
         texts
     }

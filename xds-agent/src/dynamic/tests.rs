@@ -1,5 +1,5 @@
 //! Dynamic config tests: updates applied resource by resource, NACK texts, removals, warming
-//! and what each generation publishes.
+//! (on assignments, route tables and SDS secrets) and what each generation publishes.
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -13,10 +13,11 @@ use envoy_types::pb::envoy::config::{
 };
 use prost::{Message, Name};
 
-use super::*;
+use super::{secrets::Rebuilt, *};
 use crate::{
     model::Snapshot,
     stats::StatsRegistry,
+    translate::tls::Secrets,
     xds::{Resource, Update},
 };
 
@@ -458,4 +459,161 @@ fn an_assignment_reaches_the_clusters_that_name_it_now() {
     let gen3 = f.config.assemble(&f.statics, 3, Instant::now());
     assert!(!gen3.clusters.contains_key("a"));
     assert!(Arc::ptr_eq(&gen2.clusters["b"], &gen3.clusters["b"]));
+}
+
+/// A cluster presenting the client certificate of ADS secret `secret` (waited for `wait`).
+fn tls_cluster(name: &str, secret: &str, wait: &str) -> Any {
+    any::<ClusterProto>(&format!(
+        r#"{{name: {name}, load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 443}}}}}}}}]}}]}},
+        transport_socket: {{name: tls, typed_config: {{"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext,
+          common_tls_context: {{tls_certificate_sds_secret_configs: [{{name: {secret}, sds_config: {{ads: {{}}, initial_fetch_timeout: {wait}}}}}]}}}}}}}}"#
+    ))
+}
+
+fn certificate(
+    name: &str,
+    pem_suffix: &str,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret {
+    proto::from_json(
+        serde_json::json!({"name": name, "tls_certificate": {
+            "certificate_chain": {"inline_string": format!("{}{pem_suffix}", include_str!("../translate/testdata/unit.crt"))},
+            "private_key": {"inline_string": include_str!("../translate/testdata/unit.key")},
+        }}),
+        false,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
+    use crate::model::tls::{SecretKey, SecretSource};
+    let mut f = Fixture::new();
+    f.config.secrets.current = Arc::new(Secrets {
+        ads: true,
+        ..Default::default()
+    });
+    f.apply(update(
+        CLUSTER,
+        &[
+            ("a", tls_cluster("a", "s", "0s")),
+            ("b", tls_cluster("b", "t", "5s")),
+        ],
+        &[],
+        true,
+    ));
+    let now = Instant::now();
+    let wanted = f.config.wanted_secrets(&f.statics);
+    f.config.secrets.set_wanted(wanted, &mut f.stats, now);
+    let gen2 = f.config.assemble(&f.statics, 2, now);
+    assert!(gen2.clusters.is_empty(), "clusters wait for their secrets");
+    assert_eq!(
+        f.config.next_deadline(now),
+        Some(now + Duration::from_secs(5))
+    );
+    assert_eq!(f.config.secrets.names(&SecretSource::Ads), ["s", "t"]);
+
+    let key = SecretKey {
+        source: SecretSource::Ads,
+        name: "s".into(),
+    };
+    let offer = |f: &mut Fixture, suffix: &str| {
+        let candidate = f.config.secrets.with(&key, certificate("s", suffix));
+        let dns = HashMap::new();
+        let mut inputs = Inputs {
+            generation: 3,
+            stats: &mut f.stats,
+            previous: None,
+            dns: &dns,
+        };
+        let bootstrap = Default::default();
+        let rebuilt = f
+            .config
+            .rebuild_users(&key, &candidate, &bootstrap, &f.statics, &mut inputs)
+            .unwrap();
+        assert_eq!(rebuilt.len(), 1, "only the context naming the secret");
+        f.config
+            .secrets
+            .accept(key.clone(), suffix.into(), Any::default(), candidate);
+        rebuilt.iter().for_each(Rebuilt::swap_in);
+    };
+    offer(&mut f, "");
+    let gen3 = f.config.assemble(&f.statics, 3, now);
+    let a = gen3.clusters["a"].clone();
+    let first = a
+        .tls
+        .as_ref()
+        .unwrap()
+        .config()
+        .expect("the secret arrived");
+    assert!(Arc::ptr_eq(&a, &f.config.clusters["a"].model));
+    assert!(!gen3.clusters.contains_key("b"), "b still waits for t");
+
+    offer(&mut f, "\n");
+    let rotated = a.tls.as_ref().unwrap().config().unwrap();
+    assert!(
+        !Arc::ptr_eq(&first, &rotated),
+        "the new version is swapped in"
+    );
+    let gen4 = f.config.assemble(&f.statics, 4, now);
+    assert!(Arc::ptr_eq(&gen4.clusters["a"], &a), "the cluster stays");
+
+    // `t` never comes: b goes out at its timeout, refusing connections (counted once).
+    let later = now + Duration::from_secs(6);
+    assert_eq!(f.config.secrets.timed_out(later).len(), 1);
+    assert!(f.config.secrets.timed_out(later).is_empty());
+    let gen5 = f.config.assemble(&f.statics, 5, later);
+    assert!(gen5.clusters["b"].tls.as_ref().unwrap().config().is_none());
+    assert!(!f.config.warming(later));
+}
+
+#[test]
+fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
+    use crate::model::tls::{SecretKey, SecretSource};
+    let mut f = Fixture::new();
+    f.config.secrets.current = Arc::new(Secrets {
+        ads: true,
+        ..Default::default()
+    });
+    f.apply(update(
+        CLUSTER,
+        &[("c", static_cluster("c", 80))],
+        &[],
+        true,
+    ));
+    let listener = any::<ListenerProto>(
+        r#"{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 10443}},
+        filter_chains: [{filters: [{name: tcp, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}}],
+          transport_socket: {name: tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext,
+            common_tls_context: {tls_certificate_sds_secret_configs: [{name: s, sds_config: {ads: {}}}]}}}}]}"#,
+    );
+    let applied = f.apply(update(LISTENER, &[("l", listener)], &[], true));
+    assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
+    // The cluster the listener names goes: translating the listener again would now fail.
+    f.apply(update(CLUSTER, &[], &[], true));
+    let key = SecretKey {
+        source: SecretSource::Ads,
+        name: "s".into(),
+    };
+    let candidate = f.config.secrets.with(&key, certificate("s", ""));
+    let dns = HashMap::new();
+    let mut inputs = Inputs {
+        generation: 3,
+        stats: &mut f.stats,
+        previous: None,
+        dns: &dns,
+    };
+    let rebuilt = f
+        .config
+        .rebuild_users(
+            &key,
+            &candidate,
+            &Default::default(),
+            &f.statics,
+            &mut inputs,
+        )
+        .expect("only the TLS context is rebuilt");
+    assert_eq!(rebuilt.len(), 1);
+    rebuilt.iter().for_each(Rebuilt::swap_in);
+    let serving = &f.config.listeners["l"].model.filter_chains[0];
+    assert!(serving.tls.as_ref().unwrap().configs().is_some());
 }

@@ -225,6 +225,14 @@ impl Cluster {
             .find(|m| m.criteria.iter().all(|c| labels.contains(c)))
             .map_or(self.tls.as_ref(), |m| m.tls.as_ref())
     }
+
+    /// Every TLS context of the cluster: its `transport_socket`'s, then each
+    /// `transport_socket_matches` entry's, in order.
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &Arc<tls::ClientTls>> {
+        self.tls
+            .iter()
+            .chain(self.socket_matches.iter().filter_map(|m| m.tls.as_ref()))
+    }
 }
 
 /// One `transport_socket_matches` entry.

@@ -1,11 +1,12 @@
 //! Domain model: TLS for transport sockets. The rustls configs the agent builds for a chain's
-//! downstream side (`ServerTls`) and a cluster's upstream side (`ClientTls`), the certificate
-//! choice by SNI and key type, and Envoy's peer verification: a trusted CA chain (with CRLs)
-//! and `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
+//! downstream side (`ServerTls`) and a cluster's upstream side (`ClientTls`) — swapped in place
+//! when an SDS secret they name changes (`SecretKey`) — the certificate choice by SNI and key
+//! type, and Envoy's peer verification: a trusted CA chain (with CRLs) and
+//! `match_typed_subject_alt_names`, where a SAN mismatch is its own failure
 //! (`ssl.fail_verify_san`).
-use std::{fmt, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -21,22 +22,67 @@ use rustls::{
 };
 
 use super::{matchers::StringMatcher, tls_info::CertificateInfo};
-use crate::stats::{HandshakeFailure, SslStats, CIPHERS, CURVES, VERSIONS};
+use crate::stats::{self, HandshakeFailure, SslFactoryStats, SslStats, CIPHERS, CURVES, VERSIONS};
+
+/// Where an SDS secret comes from (`SdsSecretConfig.sds_config`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// The ADS stream (`ads: {}`).
+    Ads,
+    /// An SDS stream of its own (`api_config_source`, as Istio's `sds-grpc`).
+    Grpc(GrpcSecretSource),
+    /// A file holding the secret (`path_config_source`, or the deprecated `path`).
+    File(FileSecretSource),
+}
+
+/// An `api_config_source` with one `envoy_grpc` service: one stream per distinct source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrpcSecretSource {
+    /// The static cluster the service names.
+    pub cluster: String,
+    /// `api_type: DELTA_GRPC` (else GRPC, state of the world).
+    pub delta: bool,
+    pub set_node_on_first_message_only: bool,
+}
+
+/// A secret file, reloaded when it changes (or, with `watched_directory`, when an entry is
+/// moved into that directory: Kubernetes' `..data` swap).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileSecretSource {
+    pub path: PathBuf,
+    pub watched_directory: Option<PathBuf>,
+}
+
+/// An SDS secret: its source and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub source: SecretSource,
+    pub name: String,
+}
+
+/// An SDS secret a TLS context names, and how long what uses it waits for it
+/// (`initial_fetch_timeout`; `None`: forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSecret {
+    pub key: SecretKey,
+    pub initial_fetch_timeout: Option<Duration>,
+}
 
 /// A chain's downstream TLS (`DownstreamTlsContext`). Its rustls configs are replaced in
 /// place when an SDS secret it names changes: new handshakes take the new certificate or CA,
 /// open connections keep theirs, and the listener (so its connections) stays as it is.
 pub struct ServerTls {
-    configs: ArcSwap<ServerConfigs>,
+    /// `None` while an SDS secret it names is missing (its wait timed out or its first version
+    /// was rejected): connections are closed (`downstream_context_secrets_not_ready`).
+    configs: ArcSwapOption<ServerConfigs>,
     pub stats: Arc<SslStats>,
-    /// Client certificates are asked for (a validation context): a handshake without one
-    /// counts as `ssl.no_certificate`.
-    pub requests_client_certificate: bool,
+    /// `<listener>.server_ssl_socket_factory.*`.
+    pub factory_stats: Arc<SslFactoryStats>,
     /// Hash of the certificates, keys and CAs read from files or inline (a changed file is a
     /// changed config); SDS secrets are not in it (they are swapped in place).
     pub material_hash: u64,
     /// The SDS secrets the context names.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<SdsSecret>,
 }
 
 /// A server context's rustls configs.
@@ -48,56 +94,73 @@ pub struct ServerConfigs {
     pub without_alpn: Arc<ServerConfig>,
     /// The certificates both configs serve (their resolver).
     pub certificates: Arc<CertificateChoice>,
+    /// Client certificates are asked for (a validation context): a handshake without one
+    /// counts as `ssl.no_certificate`.
+    pub requests_client_certificate: bool,
+    /// What `/certs` lists of the context.
+    pub listed: ContextCertificates,
 }
 
-impl ServerTls {
-    pub fn new(
-        configs: ServerConfigs,
-        stats: Arc<SslStats>,
-        requests_client_certificate: bool,
-        material_hash: u64,
-        secrets: Vec<String>,
-    ) -> Self {
-        Self {
-            configs: ArcSwap::from_pointee(configs),
-            stats,
-            requests_client_certificate,
-            material_hash,
-            secrets,
-        }
-    }
-
+impl ServerConfigs {
     /// The config for a client's hello (with ALPN when it offers a configured protocol), and
     /// the certificate that config will serve it.
     pub fn config_for(
         &self,
         hello: &ClientHello<'_>,
     ) -> (Arc<ServerConfig>, Option<Arc<CertificateInfo>>) {
-        let configs = self.configs.load();
-        let configured = &configs.with_alpn.alpn_protocols;
+        let configured = &self.with_alpn.alpn_protocols;
         let shares_one = match hello.alpn() {
             Some(mut offered) => offered.any(|p| configured.iter().any(|c| c == p)),
             None => true,
         };
         let config = if configured.is_empty() || shares_one {
-            configs.with_alpn.clone()
+            self.with_alpn.clone()
         } else {
-            configs.without_alpn.clone()
+            self.without_alpn.clone()
         };
-        let served = configs.certificates.choose(hello).map(|c| c.info.clone());
+        let served = self.certificates.choose(hello).map(|c| c.info.clone());
         (config, served)
+    }
+}
+
+impl ServerTls {
+    /// `configs: None` builds a context waiting for its SDS secrets.
+    pub fn new(
+        configs: Option<ServerConfigs>,
+        stats: Arc<SslStats>,
+        factory_stats: Arc<SslFactoryStats>,
+        material_hash: u64,
+        secrets: Vec<SdsSecret>,
+    ) -> Self {
+        Self {
+            configs: ArcSwapOption::from_pointee(configs),
+            stats,
+            factory_stats,
+            material_hash,
+            secrets,
+        }
+    }
+
+    /// The configs new handshakes take; `None` while a secret is missing.
+    pub fn configs(&self) -> Option<Arc<ServerConfigs>> {
+        self.configs.load_full()
     }
 
     /// Takes `fresh`'s configs (the same context rebuilt with new secrets).
     pub fn update_from(&self, fresh: &ServerTls) {
         self.configs.store(fresh.configs.load_full());
+        stats::inc(&self.factory_stats.shard(0).ssl_context_update_by_sds);
     }
 }
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let configs = self.configs.load();
         f.debug_struct("ServerTls")
-            .field("alpn", &self.configs.load().with_alpn.alpn_protocols)
+            .field(
+                "alpn",
+                &configs.as_ref().map(|c| &c.with_alpn.alpn_protocols),
+            )
             .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
@@ -106,40 +169,61 @@ impl fmt::Debug for ServerTls {
 /// A cluster's upstream TLS (`UpstreamTlsContext`); its config is replaced in place when an
 /// SDS secret it names changes.
 pub struct ClientTls {
-    config: ArcSwap<ClientConfig>,
+    /// `None` while an SDS secret it names is missing: connections fail
+    /// (`upstream_context_secrets_not_ready`).
+    configs: ArcSwapOption<ClientConfigs>,
     /// The SNI sent (`sni`); without one, none is sent.
     pub sni: Option<ServerName<'static>>,
     pub stats: Arc<SslStats>,
+    /// `cluster.<name>.client_ssl_socket_factory.*`.
+    pub factory_stats: Arc<SslFactoryStats>,
     /// Hash of the certificates, keys and CAs read from files or inline.
     pub material_hash: u64,
     /// The SDS secrets the context names.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<SdsSecret>,
+}
+
+/// A client context's rustls config.
+pub struct ClientConfigs {
+    pub config: Arc<ClientConfig>,
+    /// What `/certs` lists of the context.
+    pub listed: ContextCertificates,
 }
 
 impl ClientTls {
+    /// `configs: None` builds a context waiting for its SDS secrets.
     pub fn new(
-        config: ClientConfig,
+        configs: Option<ClientConfigs>,
         sni: Option<ServerName<'static>>,
         stats: Arc<SslStats>,
+        factory_stats: Arc<SslFactoryStats>,
         material_hash: u64,
-        secrets: Vec<String>,
+        secrets: Vec<SdsSecret>,
     ) -> Self {
         Self {
-            config: ArcSwap::from_pointee(config),
+            configs: ArcSwapOption::from_pointee(configs),
             sni,
             stats,
+            factory_stats,
             material_hash,
             secrets,
         }
     }
 
-    pub fn config(&self) -> Arc<ClientConfig> {
-        self.config.load_full()
+    /// The config new connections take; `None` while a secret is missing.
+    pub fn config(&self) -> Option<Arc<ClientConfig>> {
+        self.configs.load().as_ref().map(|c| c.config.clone())
+    }
+
+    /// The config and what `/certs` lists of it; `None` while a secret is missing.
+    pub fn configs(&self) -> Option<Arc<ClientConfigs>> {
+        self.configs.load_full()
     }
 
     /// Takes `fresh`'s config (the same context rebuilt with new secrets).
     pub fn update_from(&self, fresh: &ClientTls) {
-        self.config.store(fresh.config.load_full());
+        self.configs.store(fresh.configs.load_full());
+        stats::inc(&self.factory_stats.shard(0).ssl_context_update_by_sds);
     }
 }
 
@@ -152,6 +236,21 @@ impl fmt::Debug for ClientTls {
     }
 }
 
+/// A context's certificates as `/certs` shows them: the first certificate of each chain it
+/// serves or presents, and the first trusted CA.
+#[derive(Debug, Clone, Default)]
+pub struct ContextCertificates {
+    pub ca: Option<ListedCertificate>,
+    pub chain: Vec<ListedCertificate>,
+}
+
+/// A certificate `/certs` lists: the file it came from (or `<inline>`), and what it is.
+#[derive(Debug, Clone)]
+pub struct ListedCertificate {
+    pub path: String,
+    pub info: Arc<CertificateInfo>,
+}
+
 /// A served certificate and the DNS names it is for (lowercase; wildcards as `*.suffix`).
 #[derive(Debug)]
 pub struct ServedCertificate {
@@ -159,6 +258,18 @@ pub struct ServedCertificate {
     pub dns_names: Vec<String>,
     /// What access logs and XFCC read of it (`%DOWNSTREAM_LOCAL_SUBJECT%`, `By=`).
     pub info: Arc<CertificateInfo>,
+    /// The file it came from, or `<inline>` (`/certs`).
+    pub path: String,
+}
+
+impl ServedCertificate {
+    /// The certificate as `/certs` lists it.
+    pub fn listed(&self) -> ListedCertificate {
+        ListedCertificate {
+            path: self.path.clone(),
+            info: self.info.clone(),
+        }
+    }
 }
 
 /// Several certificates on one context: the first whose names cover the SNI and whose key the

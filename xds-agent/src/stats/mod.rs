@@ -427,6 +427,18 @@ stat_scope!(
     }
 );
 
+// A TLS listener's or cluster's socket factory (`<listener>.server_ssl_socket_factory`,
+// `cluster.<name>.client_ssl_socket_factory`): contexts an SDS update rebuilt, connections
+// refused while a context's secrets are missing (Envoy lists both kinds on both sides).
+stat_scope!(
+    SslFactoryStats,
+    SslFactoryCells {
+        ssl_context_update_by_sds: Counter,
+        downstream_context_secrets_not_ready: Counter,
+        upstream_context_secrets_not_ready: Counter,
+    }
+);
+
 stat_scope!(
     ControlPlaneStats,
     ControlPlaneCells {
@@ -588,6 +600,12 @@ impl StatsRegistry {
     /// `<scope>.ssl.*` of a listener (`listener.<stat_prefix>`) or cluster (`cluster.<name>`).
     pub fn ssl(&mut self, scope: &str) -> Arc<SslStats> {
         self.scope(format!("{scope}.ssl"))
+    }
+
+    /// `<scope>.server_ssl_socket_factory.*` (`server`) or `<scope>.client_ssl_socket_factory.*`.
+    pub fn ssl_socket_factory(&mut self, scope: &str, server: bool) -> Arc<SslFactoryStats> {
+        let side = if server { "server" } else { "client" };
+        self.scope(format!("{scope}.{side}_ssl_socket_factory"))
     }
 
     /// Forgets scopes no config and no connection holds any more.

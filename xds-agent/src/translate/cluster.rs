@@ -16,7 +16,8 @@ use super::{
 };
 use crate::{
     model::{
-        Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel, SocketMatch,
+        tls::ClientTls, Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel,
+        SocketMatch,
     },
     names::TRANSPORT_SOCKET_MATCH,
 };
@@ -374,6 +375,50 @@ fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
         .collect();
     labels.sort();
     Some(labels.into())
+}
+
+/// The TLS contexts of cluster `proto` (at `path`, accepted before) translated again with
+/// `ctx`'s secrets: its `transport_socket`'s, then each `transport_socket_matches` entry's
+/// (`None`: raw, or not `wanted`). Only the transport sockets are read (see
+/// `listener::listener_tls`).
+pub fn cluster_tls(
+    proto: &ClusterProto,
+    path: &str,
+    wanted: impl Fn(usize) -> bool,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<Option<Arc<ClientTls>>> {
+    let matches = proto
+        .transport_socket_matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                format!("{path}.transport_socket_matches[{i}]"),
+                &m.transport_socket,
+            )
+        });
+    std::iter::once((path.to_string(), &proto.transport_socket))
+        .chain(matches)
+        .enumerate()
+        .map(|(i, (path, socket))| {
+            let path = format!("{path}.transport_socket");
+            let socket = socket.as_ref().filter(|_| wanted(i))?;
+            let verify_sni = cluster_http::auto_san_validation(proto);
+            let (secrets, stats) = (&ctx.secrets, &mut *ctx.stats);
+            super::tls::upstream(
+                socket,
+                &path,
+                &proto.name,
+                verify_sni,
+                secrets,
+                stats,
+                errors,
+            )
+            .ok()
+            .flatten()
+        })
+        .collect()
 }
 
 /// `transport_socket_matches`: each entry's labels and transport socket.

@@ -1,12 +1,16 @@
-//! Translator: `ConfigSource` — where a dynamic resource comes from. Only ADS is served
-//! (`ads: {}`, as Istio configures every source); the walker rejects the other specifiers.
-use std::time::Duration;
+//! Translator: `ConfigSource` — where a dynamic resource comes from. Listeners, clusters,
+//! assignments, route tables and filter configs come over ADS (`ads: {}`, as Istio
+//! configures every source); an SDS secret also from a gRPC stream of its own
+//! (`api_config_source`, Istio's `sds-grpc`) or from a file (`path_config_source`).
+use std::{path::PathBuf, time::Duration};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    config_source::ConfigSourceSpecifier, ApiVersion, ConfigSource,
+    api_config_source::ApiType, config_source::ConfigSourceSpecifier,
+    grpc_service::TargetSpecifier, ApiConfigSource, ApiVersion, ConfigSource,
 };
 
-use super::{duration, TranslateError};
+use super::{duration, tls::Secrets, TranslateError};
+use crate::model::tls::{FileSecretSource, GrpcSecretSource, SecretSource};
 
 /// Envoy's default `initial_fetch_timeout`.
 pub const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -33,6 +37,162 @@ pub fn ads_source(
         return None;
     };
     let before = errors.len();
+    let initial_fetch_timeout = initial_fetch_timeout(source, path, errors);
+    match &source.config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => {}
+        None => errors.push(TranslateError::new(
+            path,
+            None,
+            "ads is required (the only config source served)",
+        )),
+        Some(_) => errors.push(TranslateError::new(
+            path,
+            None,
+            "only ads is served here (api_config_source and path_config_source are served for \
+             SDS secrets only)",
+        )),
+    }
+    (errors.len() == before).then_some(AdsSource {
+        initial_fetch_timeout,
+    })
+}
+
+/// The source of an SDS secret (`sds_config` at `path`) and how long its users wait for it:
+/// ADS when the bootstrap has a stream, a gRPC stream to a static cluster of `secrets`, or a
+/// file that exists.
+pub fn secret_source(
+    source: &ConfigSource,
+    path: &str,
+    secrets: &Secrets,
+    errors: &mut Vec<TranslateError>,
+) -> Option<(SecretSource, Option<Duration>)> {
+    let before = errors.len();
+    let initial_fetch_timeout = initial_fetch_timeout(source, path, errors);
+    let file = |file: &str, watched_directory: Option<&str>, field: &str, errors: &mut Vec<_>| {
+        if file.is_empty() {
+            errors.push(TranslateError::new(
+                format!("{path}.{field}"),
+                None,
+                "a path is required",
+            ));
+            return None;
+        }
+        if !std::path::Path::new(file).is_file() {
+            errors.push(TranslateError::new(
+                format!("{path}.{field}"),
+                None,
+                format!("{file}: no such file (it must exist when the config is loaded)"),
+            ));
+            return None;
+        }
+        Some(SecretSource::File(FileSecretSource {
+            path: PathBuf::from(file),
+            watched_directory: watched_directory.map(PathBuf::from),
+        }))
+    };
+    let found = match &source.config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) if secrets.ads => Some(SecretSource::Ads),
+        Some(ConfigSourceSpecifier::Ads(_)) => {
+            errors.push(TranslateError::new(
+                format!("{path}.ads"),
+                None,
+                "there is no ADS stream: dynamic_resources.ads_config is not set",
+            ));
+            None
+        }
+        Some(ConfigSourceSpecifier::ApiConfigSource(api)) => {
+            let at = format!("{path}.api_config_source");
+            grpc_service(api, &at, errors).and_then(|(cluster, delta)| {
+                if secrets.grpc_clusters.contains_key(&cluster) {
+                    return Some(SecretSource::Grpc(GrpcSecretSource {
+                        cluster,
+                        delta,
+                        set_node_on_first_message_only: api.set_node_on_first_message_only,
+                    }));
+                }
+                errors.push(TranslateError::new(
+                    format!("{at}.grpc_services[0].envoy_grpc.cluster_name"),
+                    None,
+                    format!("no static cluster named {cluster:?} with exactly one endpoint"),
+                ));
+                None
+            })
+        }
+        Some(ConfigSourceSpecifier::PathConfigSource(source)) => file(
+            &source.path,
+            source.watched_directory.as_ref().map(|d| d.path.as_str()),
+            "path_config_source.path",
+            errors,
+        ),
+        #[allow(deprecated)]
+        Some(ConfigSourceSpecifier::Path(deprecated)) => file(deprecated, None, "path", errors),
+        // `self` is rejected by the walker.
+        Some(ConfigSourceSpecifier::Self_(_)) => None,
+        None => {
+            errors.push(TranslateError::new(
+                path,
+                None,
+                "one of ads, api_config_source or path_config_source is required",
+            ));
+            None
+        }
+    };
+    let found = found?;
+    (errors.len() == before).then_some((found, initial_fetch_timeout))
+}
+
+/// The gRPC service of an `api_config_source` (ADS's or an SDS stream's): the static cluster
+/// its one `envoy_grpc` service names, and whether it is Delta.
+pub fn grpc_service(
+    api: &ApiConfigSource,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<(String, bool)> {
+    let delta = match ApiType::try_from(api.api_type) {
+        Ok(ApiType::Grpc) => false,
+        Ok(ApiType::DeltaGrpc) => true,
+        _ => {
+            errors.push(TranslateError::new(
+                format!("{path}.api_type"),
+                None,
+                "api_type must be GRPC or DELTA_GRPC",
+            ));
+            false
+        }
+    };
+    if !matches!(
+        ApiVersion::try_from(api.transport_api_version),
+        Ok(ApiVersion::Auto | ApiVersion::V3)
+    ) {
+        errors.push(TranslateError::new(
+            format!("{path}.transport_api_version"),
+            None,
+            "only the V3 transport is served",
+        ));
+    }
+    match api.grpc_services.as_slice() {
+        [service] => match &service.target_specifier {
+            Some(TargetSpecifier::EnvoyGrpc(grpc)) => Some((grpc.cluster_name.clone(), delta)),
+            // google_grpc is rejected by the walker.
+            _ => None,
+        },
+        _ => {
+            errors.push(TranslateError::new(
+                format!("{path}.grpc_services"),
+                None,
+                "exactly one gRPC service is required",
+            ));
+            None
+        }
+    }
+}
+
+/// `resource_api_version` (V3 only) and `initial_fetch_timeout` (`None`: wait forever).
+fn initial_fetch_timeout(
+    source: &ConfigSource,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Duration> {
     match ApiVersion::try_from(source.resource_api_version) {
         Ok(ApiVersion::Auto | ApiVersion::V3) => {}
         _ => errors.push(TranslateError::new(
@@ -41,27 +201,11 @@ pub fn ads_source(
             "only the V3 resource API is served",
         )),
     }
-    if !matches!(
-        source.config_source_specifier,
-        Some(ConfigSourceSpecifier::Ads(_))
-    ) {
-        // Other specifiers are rejected by the walker; an empty source names none.
-        if source.config_source_specifier.is_none() {
-            errors.push(TranslateError::new(
-                path,
-                None,
-                "ads is required (the only config source served)",
-            ));
-        }
-    }
-    let initial_fetch_timeout = match &source.initial_fetch_timeout {
+    match &source.initial_fetch_timeout {
         None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
         Some(d) => duration(d, &format!("{path}.initial_fetch_timeout"), None, errors)
             .filter(|d| !d.is_zero()),
-    };
-    (errors.len() == before).then_some(AdsSource {
-        initial_fetch_timeout,
-    })
+    }
 }
 
 #[cfg(test)]

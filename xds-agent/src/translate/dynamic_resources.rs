@@ -1,20 +1,19 @@
 //! Translator: the bootstrap's `dynamic_resources` — the ADS stream (`ads_config`) and the
-//! LDS/CDS sources on it — and the static cluster its gRPC service names, reached over TCP or
-//! a unix socket (`pipe`), as Istio's `xds-grpc` is.
-use std::{path::PathBuf, time::Duration};
+//! LDS/CDS sources on it — and the static clusters gRPC services (ADS, SDS streams) name,
+//! reached over TCP or a unix socket (`pipe`), as Istio's `xds-grpc` and `sds-grpc` are.
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use envoy_types::pb::envoy::config::{
     bootstrap::v3::Bootstrap,
     cluster::v3::Cluster as ClusterProto,
-    core::v3::{
-        address::Address as AddressKind, api_config_source::ApiType, grpc_service::TargetSpecifier,
-        ApiVersion, Node,
-    },
+    core::v3::{address::Address as AddressKind, Node},
     endpoint::v3::lb_endpoint::HostIdentifier,
 };
 
 use super::{
-    address, cluster::DEFAULT_CONNECT_TIMEOUT, config_source::ads_source, config_source::AdsSource,
+    address,
+    cluster::DEFAULT_CONNECT_TIMEOUT,
+    config_source::{ads_source, grpc_service, AdsSource},
     positive_duration, TranslateError,
 };
 use crate::xds::{GrpcTarget, Service, StreamSettings};
@@ -55,44 +54,7 @@ pub fn dynamic_sources(
         ));
         return None;
     };
-    let delta = match ApiType::try_from(ads.api_type) {
-        Ok(ApiType::Grpc) => false,
-        Ok(ApiType::DeltaGrpc) => true,
-        _ => {
-            errors.push(TranslateError::new(
-                at("ads_config.api_type"),
-                None,
-                "api_type must be GRPC or DELTA_GRPC",
-            ));
-            false
-        }
-    };
-    if !matches!(
-        ApiVersion::try_from(ads.transport_api_version),
-        Ok(ApiVersion::Auto | ApiVersion::V3)
-    ) {
-        errors.push(TranslateError::new(
-            at("ads_config.transport_api_version"),
-            None,
-            "only the V3 transport is served",
-        ));
-    }
-    let cluster_name = match ads.grpc_services.as_slice() {
-        [service] => match &service.target_specifier {
-            Some(TargetSpecifier::EnvoyGrpc(grpc)) => Some(grpc.cluster_name.clone()),
-            // google_grpc is rejected by the walker.
-            _ => None,
-        },
-        _ => {
-            errors.push(TranslateError::new(
-                at("ads_config.grpc_services"),
-                None,
-                "exactly one gRPC service is required",
-            ));
-            None
-        }
-    };
-    let cluster_name = cluster_name?;
+    let (cluster_name, delta) = grpc_service(ads, &at("ads_config"), errors)?;
     let cluster = bootstrap
         .static_resources
         .as_ref()
@@ -124,6 +86,25 @@ pub fn dynamic_sources(
         cds,
         lds,
     })
+}
+
+/// The static clusters a gRPC config source (ADS, an SDS stream) may name: those with exactly
+/// one endpoint, a socket address or a pipe; with where each points.
+pub fn grpc_clusters(bootstrap: &Bootstrap) -> HashMap<String, (GrpcTarget, Duration)> {
+    let clusters = bootstrap.static_resources.iter().flat_map(|s| &s.clusters);
+    clusters
+        .filter_map(|c| Some((c.name.clone(), grpc_target(c, "", &mut Vec::new())?)))
+        .collect()
+}
+
+/// Whether a static cluster's one endpoint is a unix socket (`pipe`), as Istio's `xds-grpc`
+/// and `sds-grpc`: only the agent's gRPC streams can reach it (shards have no unix-socket
+/// upstreams), so it is not published.
+pub fn is_pipe_cluster(proto: &ClusterProto) -> bool {
+    matches!(
+        grpc_target(proto, "", &mut Vec::new()),
+        Some((GrpcTarget::Unix(_), _))
+    )
 }
 
 /// Where a control-plane cluster points: its one endpoint, a socket address or a pipe. Only

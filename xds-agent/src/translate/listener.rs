@@ -26,6 +26,7 @@ use crate::{
     model::{
         filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
         listener_filters::ListenerFilter,
+        tls::ServerTls,
         DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter,
     },
     names,
@@ -74,6 +75,53 @@ pub(super) fn listeners(
     out
 }
 
+/// A listener's stats prefix: `stat_prefix`, else its address.
+fn stat_prefix(proto: &ListenerProto, address: Option<&SocketAddr>) -> String {
+    match (address, proto.stat_prefix.as_str()) {
+        (_, prefix) if !prefix.is_empty() => prefix.to_string(),
+        (Some(address), _) => address::stat_name(address),
+        (None, _) => String::new(),
+    }
+}
+
+/// The TLS contexts of listener `proto` (at `path`, accepted before) translated again with
+/// `ctx`'s secrets, one per chain in `Listener::filter_chains` order (`None`: raw, or not
+/// `wanted`). Only the transport sockets are read, as Envoy rebuilds only its TLS contexts on
+/// an SDS update: the rest of the listener, and what it names, stays as it was accepted.
+pub fn listener_tls(
+    proto: &ListenerProto,
+    path: &str,
+    wanted: impl Fn(usize) -> bool,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<Option<Arc<ServerTls>>> {
+    let address = proto
+        .address
+        .as_ref()
+        .and_then(|a| address::socket_address(a, path, &mut Vec::new()));
+    let scope = format!("listener.{}", stat_prefix(proto, address.as_ref()));
+    let chains = proto
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(k, chain)| (format!("{path}.filter_chains[{k}]"), chain));
+    let default = proto
+        .default_filter_chain
+        .iter()
+        .map(|chain| (format!("{path}.default_filter_chain"), chain));
+    chains
+        .chain(default)
+        .enumerate()
+        .map(|(i, (path, chain))| {
+            let socket = chain.transport_socket.as_ref().filter(|_| wanted(i))?;
+            let path = format!("{path}.transport_socket");
+            tls::downstream(socket, &path, &scope, &ctx.secrets, ctx.stats, errors)
+                .ok()
+                .flatten()
+        })
+        .collect()
+}
+
 /// One listener; reuses the previous generation's `Arc` when its config is unchanged.
 pub(super) fn listener(
     proto: &ListenerProto,
@@ -101,11 +149,7 @@ pub(super) fn listener(
             "at least one filter chain is required",
         ));
     }
-    let stat_prefix = match (&address, proto.stat_prefix.as_str()) {
-        (_, prefix) if !prefix.is_empty() => prefix.to_string(),
-        (Some(address), _) => address::stat_name(address),
-        (None, _) => String::new(),
-    };
+    let stat_prefix = stat_prefix(proto, address.as_ref());
     let scope = format!("listener.{stat_prefix}");
     let mut chains = Vec::new();
     let mut matches = Vec::new();

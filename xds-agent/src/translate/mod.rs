@@ -21,6 +21,7 @@ mod listener_filters;
 mod matchers;
 pub mod resources;
 mod route;
+pub mod secret;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
@@ -47,6 +48,9 @@ use crate::{
     model::{Endpoint, Snapshot},
     stats::StatsRegistry,
 };
+
+pub use cluster::cluster_tls;
+pub use listener::listener_tls;
 
 /// Envoy's default `per_connection_buffer_limit_bytes` (listeners and clusters): 1 MiB.
 pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
@@ -86,8 +90,8 @@ pub struct TranslateContext<'a> {
     /// ECDS configs (`TypedExtensionConfig.typed_config`) by name, for HTTP filters whose
     /// config is discovered (`config_discovery`).
     pub extensions: &'a HashMap<String, Any>,
-    /// Secrets TLS contexts may name (`sds_secret_config`): the bootstrap's
-    /// `static_resources.secrets` (filled by `translate`).
+    /// What TLS contexts' `sds_secret_config`s resolve against: the bootstrap's part is
+    /// filled by `translate`, the SDS secrets held are the caller's.
     pub secrets: Arc<tls::Secrets>,
 }
 
@@ -98,33 +102,44 @@ pub fn translate(
 ) -> Result<Snapshot, Vec<TranslateError>> {
     let mut errors = Vec::new();
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
-    // The control-plane cluster is the agent's own: read by `dynamic_sources`, not walked
-    // (its connection options do not apply to the agent's gRPC client) nor published.
-    let grpc_cluster = sources.as_ref().map(|s| s.grpc_cluster.as_str());
-    let walked = without_cluster(bootstrap, grpc_cluster);
+    // Control-plane clusters are the agent's own: the ADS cluster (read by
+    // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
+    // connection options do not apply to the agent's gRPC client) nor published.
+    let agents: HashSet<&str> = bootstrap
+        .static_resources
+        .iter()
+        .flat_map(|s| &s.clusters)
+        .filter(|c| dynamic_resources::is_pipe_cluster(c))
+        .map(|c| c.name.as_str())
+        .chain(sources.as_ref().map(|s| s.grpc_cluster.as_str()))
+        .collect();
+    let walked = without_clusters(bootstrap, &agents);
     errors.extend(support::unsupported_fields(walked.as_ref(), "", None));
     let empty = StaticResources::default();
     let statics = walked.static_resources.as_ref().unwrap_or(&empty);
-    ctx.secrets = Arc::new(tls::static_secrets(
-        &statics.secrets,
-        "static_resources.secrets",
-        &mut errors,
-    ));
+    ctx.secrets = Arc::new(tls::Secrets {
+        statics: Arc::new(tls::static_secrets(
+            &statics.secrets,
+            "static_resources.secrets",
+            &mut errors,
+        )),
+        grpc_clusters: Arc::new(dynamic_resources::grpc_clusters(bootstrap)),
+        ads: sources.is_some(),
+        held: ctx.secrets.held.clone(),
+    });
     let mut clusters = cluster::clusters(
         &statics.clusters,
         "static_resources.clusters",
         ctx,
         &mut errors,
     );
-    if let Some(name) = grpc_cluster {
-        clusters.remove(name);
-    }
+    clusters.retain(|name, _| !agents.contains(name.as_str()));
     // Names of every cluster given (translated or not: a broken cluster is reported once).
     let cluster_names: HashSet<&str> = statics
         .clusters
         .iter()
         .map(|c| c.name.as_str())
-        .filter(|name| Some(*name) != grpc_cluster)
+        .filter(|name| !agents.contains(name))
         .collect();
     let listeners = listener::listeners(
         &statics.listeners,
@@ -168,18 +183,18 @@ pub fn translate(
     }
 }
 
-/// The bootstrap with the cluster `name` reduced to its name (indexes, and so error paths,
-/// stay those of the file).
-fn without_cluster<'a>(bootstrap: &'a Bootstrap, name: Option<&str>) -> Cow<'a, Bootstrap> {
-    let Some(name) = name else {
+/// The bootstrap with the clusters `names` reduced to their names (indexes, and so error
+/// paths, stay those of the file).
+fn without_clusters<'a>(bootstrap: &'a Bootstrap, names: &HashSet<&str>) -> Cow<'a, Bootstrap> {
+    if names.is_empty() {
         return Cow::Borrowed(bootstrap);
-    };
+    }
     let mut owned = bootstrap.clone();
     for cluster in owned
         .static_resources
         .iter_mut()
         .flat_map(|s| s.clusters.iter_mut())
-        .filter(|c| c.name == name)
+        .filter(|c| names.contains(c.name.as_str()))
     {
         *cluster = ClusterProto {
             name: cluster.name.clone(),
@@ -262,5 +277,7 @@ fn buffer_limit(value: Option<&protobuf::UInt32Value>) -> usize {
 
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod sds_tests;
 #[cfg(test)]
 mod tests;

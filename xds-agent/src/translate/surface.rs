@@ -98,7 +98,25 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.ConfigSource",
-        supported: &["ads", "resource_api_version", "initial_fetch_timeout"],
+        // `api_config_source` and the paths are for SDS secrets only (`config_source.rs`).
+        supported: &[
+            "ads",
+            "api_config_source",
+            "path_config_source",
+            "path",
+            "resource_api_version",
+            "initial_fetch_timeout",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.PathConfigSource",
+        supported: &["path", "watched_directory"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.WatchedDirectory",
+        supported: &["path"],
         ignored: &[],
     },
     Surface {

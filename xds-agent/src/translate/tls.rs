@@ -1,16 +1,19 @@
 //! Translator: the TLS transport socket (`envoy.transport_sockets.tls`): a chain's
 //! `DownstreamTlsContext` and a cluster's `UpstreamTlsContext` into rustls configs
 //! (`model::tls`). Certificates, keys, CAs and CRLs are read and checked here, on the agent;
-//! secrets named by `sds_secret_config` come from the bootstrap's `static_resources.secrets`.
+//! secrets named by `sds_secret_config` come from the bootstrap's `static_resources.secrets`
+//! or, with an `sds_config`, from SDS: a context whose SDS secrets are not all held yet is
+//! built without configs (it refuses connections) and filled in when they arrive.
 use std::{
     collections::{hash_map::DefaultHasher, HashMap},
     hash::{Hash, Hasher},
     sync::Arc,
+    time::Duration,
 };
 
 use envoy_types::pb::{
     envoy::{
-        config::core::v3::{transport_socket, TransportSocket},
+        config::core::v3::{data_source::Specifier, transport_socket, DataSource, TransportSocket},
         extensions::transport_sockets::tls::v3::{
             common_tls_context::ValidationContextType,
             downstream_tls_context::{OcspStaplePolicy, SessionTicketKeysType},
@@ -35,36 +38,76 @@ use rustls::{
     ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion,
 };
 
-use super::{data_source, matchers, TranslateError};
+use super::{config_source::secret_source, data_source, matchers, TranslateError};
 use crate::{
     model::{
         tls::{
-            CertificateChoice, ClientCertCheck, ClientCertificate, ClientTls, PeerValidation,
-            SanKind, SanMatcher, ServedCertificate, ServerConfigs, ServerTls, UpstreamVerifier,
-            CIPHER_NAMES, GROUP_NAMES,
+            CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
+            ContextCertificates, ListedCertificate, PeerValidation, SanKind, SanMatcher, SdsSecret,
+            SecretKey, ServedCertificate, ServerConfigs, ServerTls, UpstreamVerifier, CIPHER_NAMES,
+            GROUP_NAMES,
         },
         tls_info::CertificateInfo,
     },
     names,
     stats::StatsRegistry,
+    xds::GrpcTarget,
 };
 
-/// Secrets by name (`static_resources.secrets`).
-pub type Secrets = HashMap<String, Secret>;
+/// What an `sds_secret_config` resolves against: the bootstrap's secrets and the sources it
+/// offers (set by `translate`), and the SDS secrets accepted (set by the agent).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `static_resources.secrets` by name.
+    pub statics: Arc<HashMap<String, Secret>>,
+    /// The static clusters an `api_config_source` may name (one endpoint each), and where
+    /// each points.
+    pub grpc_clusters: Arc<HashMap<String, (GrpcTarget, Duration)>>,
+    /// `dynamic_resources.ads_config` is set: `ads` sources are served.
+    pub ads: bool,
+    /// The SDS secrets accepted, with the files they name read into inline bytes.
+    pub held: Arc<HashMap<SecretKey, Secret>>,
+}
 
 /// Collects a listener's or cluster's problems at one type URL.
 struct At<'a> {
     type_url: &'a str,
     errors: &'a mut Vec<TranslateError>,
-    /// Every certificate, key, CA and CRL read.
+    /// Every certificate, key, CA and CRL read, except from SDS secrets (those are swapped in
+    /// place, not config).
     material: DefaultHasher,
+    /// Reading an SDS secret: its bytes are not hashed.
+    in_sds: bool,
+    /// The SDS secrets named, held or not.
+    sds: Vec<SdsSecret>,
+    /// An SDS secret named is not held yet.
+    pending: bool,
 }
 
-impl At<'_> {
+impl<'a> At<'a> {
+    fn new(type_url: &'a str, errors: &'a mut Vec<TranslateError>) -> Self {
+        Self {
+            type_url,
+            errors,
+            material: DefaultHasher::new(),
+            in_sds: false,
+            sds: Vec::new(),
+            pending: false,
+        }
+    }
+
     fn fail<T>(&mut self, path: impl Into<String>, message: impl Into<String>) -> Option<T> {
         self.errors
             .push(TranslateError::new(path, Some(self.type_url), message));
         None
+    }
+
+    /// Runs `read` on a secret's payload (unhashed when it came from SDS).
+    fn reading<T>(&mut self, secret: &Named, read: impl FnOnce(&mut Self) -> T) -> T {
+        self.in_sds = secret.sds;
+        let out = read(self);
+        self.in_sds = false;
+        out
     }
 }
 
@@ -106,11 +149,7 @@ pub(super) fn downstream(
         return Ok(None);
     };
     let path = format!("{path}.typed_config");
-    let mut at = At {
-        type_url: &any.type_url,
-        errors,
-        material: DefaultHasher::new(),
-    };
+    let mut at = At::new(&any.type_url, errors);
     let context = match proto::decode_any::<DownstreamTlsContext>(any) {
         Ok(c) => c,
         Err(e) => return at.fail(path, e.to_string()).ok_or(()),
@@ -135,11 +174,7 @@ pub(super) fn upstream(
         return Ok(None);
     };
     let path = format!("{path}.typed_config");
-    let mut at = At {
-        type_url: &any.type_url,
-        errors,
-        material: DefaultHasher::new(),
-    };
+    let mut at = At::new(&any.type_url, errors);
     let context = match proto::decode_any::<UpstreamTlsContext>(any) {
         Ok(c) => c,
         Err(e) => return at.fail(path, e.to_string()).ok_or(()),
@@ -170,7 +205,7 @@ fn server_tls(
         );
     }
     let certificates = certificates(common, &common_path, secrets, at);
-    if certificates.is_empty() && at.errors.len() == before {
+    if certificates.is_empty() && at.errors.len() == before && !at.pending {
         at.fail::<()>(
             format!("{common_path}.tls_certificates"),
             "a server context needs at least one certificate",
@@ -191,9 +226,23 @@ fn server_tls(
     if at.errors.len() > before {
         return None;
     }
+    let stats = (
+        stats.ssl(stat_scope),
+        stats.ssl_socket_factory(stat_scope, true),
+    );
     let (provider, versions) = (Arc::new(provider?), versions?);
+    if at.pending {
+        let sds = std::mem::take(&mut at.sds);
+        return Some(Arc::new(ServerTls::new(
+            None,
+            stats.0,
+            stats.1,
+            at.material.finish(),
+            sds,
+        )));
+    }
     let verifier = match validation {
-        Some((validation, crls)) => {
+        Some((validation, ca, crls)) => {
             let roots = validation.roots.clone()?;
             let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                 .with_crls(crls);
@@ -202,7 +251,7 @@ fn server_tls(
                 builder = builder.allow_unauthenticated();
             }
             match builder.build() {
-                Ok(inner) => Some(Arc::new(ClientCertCheck { inner, validation })),
+                Ok(inner) => Some((Arc::new(ClientCertCheck { inner, validation }), ca)),
                 Err(e) => {
                     return at.fail(format!("{common_path}.validation_context"), e.to_string())
                 }
@@ -222,10 +271,11 @@ fn server_tls(
             Err(e) => return at.fail(format!("{common_path}.tls_params"), e.to_string()),
         };
     let requests_client_certificate = verifier.is_some();
-    let builder = match verifier {
-        Some(v) => builder.with_client_cert_verifier(v),
-        None => builder.with_no_client_auth(),
+    let (builder, ca) = match verifier {
+        Some((v, ca)) => (builder.with_client_cert_verifier(v), ca),
+        None => (builder.with_no_client_auth(), None),
     };
+    let chain = certificates.iter().map(ServedCertificate::listed).collect();
     let certificates = Arc::new(CertificateChoice(certificates));
     let mut config = builder.with_cert_resolver(certificates.clone());
     config.session_storage = if context.disable_stateful_session_resumption {
@@ -249,15 +299,17 @@ fn server_tls(
     let without_alpn = Arc::new(config.clone());
     config.alpn_protocols = alpn(common);
     Some(Arc::new(ServerTls::new(
-        ServerConfigs {
+        Some(ServerConfigs {
             with_alpn: Arc::new(config),
             without_alpn,
             certificates,
-        },
-        stats.ssl(stat_scope),
-        requests_client_certificate,
+            requests_client_certificate,
+            listed: ContextCertificates { ca, chain },
+        }),
+        stats.0,
+        stats.1,
         at.material.finish(),
-        secret_names(common),
+        std::mem::take(&mut at.sds),
     )))
 }
 
@@ -303,21 +355,37 @@ fn client_tls(
     if at.errors.len() > before {
         return None;
     }
+    let scope = format!("cluster.{cluster}");
+    let stats = (stats.ssl(&scope), stats.ssl_socket_factory(&scope, false));
     let (provider, versions) = (Arc::new(provider?), versions?);
-    let validation = match validation {
-        Some((validation, crls)) if !crls.is_empty() => {
+    if at.pending {
+        let sds = std::mem::take(&mut at.sds);
+        return Some(Arc::new(ClientTls::new(
+            None,
+            sni,
+            stats.0,
+            stats.1,
+            at.material.finish(),
+            sds,
+        )));
+    }
+    let (validation, ca) = match validation {
+        Some((validation, _, crls)) if !crls.is_empty() => {
             drop(validation);
             return at.fail(
                 format!("{common_path}.validation_context.crl"),
                 "CRLs are checked on downstream client certificates only",
             );
         }
-        Some((validation, _)) => validation,
-        None => PeerValidation {
-            roots: None,
-            san_matchers: Vec::new(),
-            algorithms: provider.signature_verification_algorithms,
-        },
+        Some((validation, ca, _)) => (validation, ca),
+        None => (
+            PeerValidation {
+                roots: None,
+                san_matchers: Vec::new(),
+                algorithms: provider.signature_verification_algorithms,
+            },
+            None,
+        ),
     };
     let verifier = UpstreamVerifier {
         validation,
@@ -331,6 +399,7 @@ fn client_tls(
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
+    let chain = certificates.iter().map(ServedCertificate::listed).collect();
     let mut config = match certificates.pop() {
         Some(cert) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(cert.key))),
         None => builder.with_no_client_auth(),
@@ -349,30 +418,16 @@ fn client_tls(
     config.enable_sni = true;
     config.alpn_protocols = alpn(common);
     Some(Arc::new(ClientTls::new(
-        config,
+        Some(ClientConfigs {
+            config: Arc::new(config),
+            listed: ContextCertificates { ca, chain },
+        }),
         sni,
-        stats.ssl(&format!("cluster.{cluster}")),
+        stats.0,
+        stats.1,
         at.material.finish(),
-        secret_names(common),
+        std::mem::take(&mut at.sds),
     )))
-}
-
-/// The SDS secrets (with an `sds_config`) a context names.
-fn secret_names(common: &CommonTlsContext) -> Vec<String> {
-    let validation = match &common.validation_context_type {
-        Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => Some(sds),
-        Some(ValidationContextType::CombinedValidationContext(c)) => {
-            c.validation_context_sds_secret_config.as_ref()
-        }
-        _ => None,
-    };
-    common
-        .tls_certificate_sds_secret_configs
-        .iter()
-        .chain(validation)
-        .filter(|sds| sds.sds_config.is_some())
-        .map(|sds| sds.name.clone())
-        .collect()
 }
 
 fn alpn(common: &CommonTlsContext) -> Vec<Vec<u8>> {
@@ -400,45 +455,84 @@ fn certificates(
     }
     for (i, sds) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
         let path = format!("{path}.tls_certificate_sds_secret_configs[{i}]");
-        match secret(sds, &path, secrets, at) {
-            Some((Some(secret::Type::TlsCertificate(cert)), secret_path)) => {
-                out.extend(certificate(cert, &secret_path, at));
+        let Some(named) = secret(sds, &path, secrets, at) else {
+            continue;
+        };
+        match named.payload {
+            Some(secret::Type::TlsCertificate(cert)) => {
+                let path = format!("{}.tls_certificate", named.path);
+                out.extend(at.reading(&named, |at| certificate(cert, &path, at)));
             }
-            Some((_, _)) => {
-                at.fail::<()>(
-                    format!("{path}.name"),
-                    format!("secret {:?} is not a tls_certificate", sds.name),
-                );
+            _ => {
+                at.fail::<()>(format!("{path}.name"), named.not_a("tls_certificate", sds));
             }
-            None => {}
         }
     }
     out
 }
 
-/// The secret `sds` names: its payload and the path to report its problems at.
+/// A secret an `sds_secret_config` names: its payload, the path of the secret (its problems
+/// are reported under it), and whether it came from SDS.
+struct Named<'a> {
+    payload: Option<&'a secret::Type>,
+    path: String,
+    sds: bool,
+}
+
+impl Named<'_> {
+    /// Why the secret cannot stand where a `wanted` one is named.
+    fn not_a(&self, wanted: &str, sds: &SdsSecretConfig) -> String {
+        let kind = match self.payload {
+            Some(secret::Type::TlsCertificate(_)) => "a tls_certificate",
+            Some(secret::Type::ValidationContext(_)) => "a validation_context",
+            Some(_) => "of another kind",
+            None => "empty",
+        };
+        format!("secret {:?} is {kind}, not a {wanted}", sds.name)
+    }
+}
+
+/// The secret `sds` names: from `static_resources.secrets`, or with an `sds_config` from SDS.
+/// `None` on an error, or when an SDS secret is not held yet (`at.pending`).
 fn secret<'a>(
     sds: &SdsSecretConfig,
     path: &str,
     secrets: &'a Secrets,
     at: &mut At,
-) -> Option<(Option<&'a secret::Type>, String)> {
-    if sds.sds_config.is_some() {
-        return at.fail(
-            format!("{path}.sds_config"),
-            "secrets from an SDS server are not supported yet: name a static_resources.secrets entry",
-        );
+) -> Option<Named<'a>> {
+    let Some(source) = &sds.sds_config else {
+        return match secrets.statics.get(&sds.name) {
+            Some(found) => Some(Named {
+                payload: found.r#type.as_ref(),
+                path: format!("static_resources.secrets[{:?}]", sds.name),
+                sds: false,
+            }),
+            None => at.fail(
+                format!("{path}.name"),
+                format!("no static_resources.secrets entry named {:?}", sds.name),
+            ),
+        };
+    };
+    if sds.name.is_empty() {
+        return at.fail(format!("{path}.name"), "is required");
     }
-    match secrets.get(&sds.name) {
-        Some(found) => Some((
-            found.r#type.as_ref(),
-            format!("static_resources.secrets[{:?}]", sds.name),
-        )),
-        None => at.fail(
-            format!("{path}.name"),
-            format!("no static_resources.secrets entry named {:?}", sds.name),
-        ),
-    }
+    let (source, initial_fetch_timeout) =
+        secret_source(source, &format!("{path}.sds_config"), secrets, at.errors)?;
+    let key = SecretKey {
+        source,
+        name: sds.name.clone(),
+    };
+    let found = secrets.held.get(&key);
+    at.pending |= found.is_none();
+    at.sds.push(SdsSecret {
+        key,
+        initial_fetch_timeout,
+    });
+    found.map(|found| Named {
+        payload: found.r#type.as_ref(),
+        path: format!("secrets[{:?}]", sds.name),
+        sds: true,
+    })
 }
 
 fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedCertificate> {
@@ -506,6 +600,7 @@ fn certificate(cert: &TlsCertificate, path: &str, at: &mut At) -> Option<ServedC
             .map(|n| n.to_ascii_lowercase())
             .collect(),
         info: Arc::new(info),
+        path: origin(cert.certificate_chain.as_ref()),
     })
 }
 
@@ -516,50 +611,56 @@ fn public_key(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.public_key().raw.to_vec())
 }
 
-fn read(
-    source: Option<&envoy_types::pb::envoy::config::core::v3::DataSource>,
-    path: &str,
-    at: &mut At,
-) -> Option<Vec<u8>> {
+fn read(source: Option<&DataSource>, path: &str, at: &mut At) -> Option<Vec<u8>> {
     match source {
         Some(source) => material(source, path, at),
         None => at.fail(path, "is required"),
     }
 }
 
-/// Reads a data source, hashing what it held into the context's material.
-fn material(
-    source: &envoy_types::pb::envoy::config::core::v3::DataSource,
-    path: &str,
-    at: &mut At,
-) -> Option<Vec<u8>> {
+/// Reads a data source, hashing what it held into the context's material (unless it is an
+/// SDS secret's).
+fn material(source: &DataSource, path: &str, at: &mut At) -> Option<Vec<u8>> {
     let bytes = data_source::read(source, path, at.errors)?;
-    bytes.hash(&mut at.material);
+    if !at.in_sds {
+        bytes.hash(&mut at.material);
+    }
     Some(bytes)
 }
 
-/// The peer validation of a context, with the CRLs it names; `None` without one.
+/// Where a certificate came from, as `/certs` shows it: its file, or `<inline>`.
+fn origin(source: Option<&DataSource>) -> String {
+    match source.and_then(|s| s.specifier.as_ref()) {
+        Some(Specifier::Filename(file)) => file.clone(),
+        _ => "<inline>".into(),
+    }
+}
+
+/// The peer validation of a context, its first trusted CA and the CRLs it names; `None`
+/// without one (or while its SDS secret is not held).
 fn validation(
     common: &CommonTlsContext,
     path: &str,
     secrets: &Secrets,
     at: &mut At,
-) -> Option<(PeerValidation, Vec<CertificateRevocationListDer<'static>>)> {
-    let (context, context_path) = match &common.validation_context_type {
-        None => return None,
+) -> Option<Validation> {
+    match &common.validation_context_type {
+        None => None,
         Some(ValidationContextType::ValidationContext(v)) => {
-            (v.clone(), format!("{path}.validation_context"))
+            validation_context(v, &format!("{path}.validation_context"), at)
         }
         Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
             let path = format!("{path}.validation_context_sds_secret_config");
-            match secret(sds, &path, secrets, at)? {
-                (Some(secret::Type::ValidationContext(v)), secret_path) => (v.clone(), secret_path),
-                _ => {
-                    return at.fail(
-                        format!("{path}.name"),
-                        format!("secret {:?} is not a validation_context", sds.name),
-                    )
+            let named = secret(sds, &path, secrets, at)?;
+            match named.payload {
+                Some(secret::Type::ValidationContext(v)) => {
+                    let path = format!("{}.validation_context", named.path);
+                    at.reading(&named, |at| validation_context(v, &path, at))
                 }
+                _ => at.fail(
+                    format!("{path}.name"),
+                    named.not_a("validation_context", sds),
+                ),
             }
         }
         Some(ValidationContextType::CombinedValidationContext(combined)) => {
@@ -568,24 +669,32 @@ fn validation(
                 .default_validation_context
                 .clone()
                 .unwrap_or_default();
-            if let Some(sds) = &combined.validation_context_sds_secret_config {
-                let sds_path = format!("{path}.validation_context_sds_secret_config");
-                match secret(sds, &sds_path, secrets, at)? {
-                    (Some(secret::Type::ValidationContext(v)), _) => merge(&mut merged, v),
-                    _ => {
-                        return at.fail(
-                            format!("{sds_path}.name"),
-                            format!("secret {:?} is not a validation_context", sds.name),
-                        )
-                    }
+            let Some(sds) = &combined.validation_context_sds_secret_config else {
+                return validation_context(&merged, &path, at);
+            };
+            let sds_path = format!("{path}.validation_context_sds_secret_config");
+            let named = secret(sds, &sds_path, secrets, at)?;
+            match named.payload {
+                Some(secret::Type::ValidationContext(v)) => {
+                    merge(&mut merged, v);
+                    at.reading(&named, |at| validation_context(&merged, &path, at))
                 }
+                _ => at.fail(
+                    format!("{sds_path}.name"),
+                    named.not_a("validation_context", sds),
+                ),
             }
-            (merged, path)
         }
-        Some(_) => return None, // rejected by the walker
-    };
-    validation_context(&context, &context_path, at)
+        Some(_) => None, // rejected by the walker
+    }
 }
+
+/// A validation context: how peers are checked, the first trusted CA (`/certs`), the CRLs.
+type Validation = (
+    PeerValidation,
+    Option<ListedCertificate>,
+    Vec<CertificateRevocationListDer<'static>>,
+);
 
 /// `Message::MergeFrom` of a dynamic validation context over the default one, as Envoy
 /// combines them: singular fields replace, repeated fields append.
@@ -607,14 +716,21 @@ fn validation_context(
     context: &CertificateValidationContext,
     path: &str,
     at: &mut At,
-) -> Option<(PeerValidation, Vec<CertificateRevocationListDer<'static>>)> {
+) -> Option<Validation> {
     let before = at.errors.len();
+    let mut ca = None;
     let roots = match &context.trusted_ca {
         None => None,
         Some(source) => {
             let pem = material(source, &format!("{path}.trusted_ca"), at)?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
+                if let (None, Ok(der)) = (&ca, &cert) {
+                    ca = CertificateInfo::parse(der).map(|info| ListedCertificate {
+                        path: origin(Some(source)),
+                        info: Arc::new(info),
+                    });
+                }
                 match cert.map(|c| roots.add(c)) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return at.fail(format!("{path}.trusted_ca"), e.to_string()),
@@ -698,6 +814,7 @@ fn validation_context(
             san_matchers,
             algorithms: aws_lc_rs::default_provider().signature_verification_algorithms,
         },
+        ca,
         crls,
     ))
 }
@@ -823,8 +940,8 @@ pub(super) fn static_secrets(
     secrets: &[Secret],
     path: &str,
     errors: &mut Vec<TranslateError>,
-) -> Secrets {
-    let mut out = Secrets::new();
+) -> HashMap<String, Secret> {
+    let mut out = HashMap::new();
     for (i, secret) in secrets.iter().enumerate() {
         if secret.name.is_empty() {
             errors.push(TranslateError::new(
