@@ -421,7 +421,7 @@ fn tls_config_errors_name_their_paths() {
             "cipher suite \"AES128-SHA\" is not offered by rustls",
             &at(3, "common_tls_context.tls_params.tls_minimum_protocol_version"),
             &at(4, "common_tls_context.tls_certificate_sds_secret_configs[0].name"),
-            "is not a tls_certificate",
+            "not a tls_certificate",
             &at(5, "require_client_certificate"),
         ],
     );

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::{
         cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto},
         Cluster as ClusterProto,
     },
-    core::v3::{HealthStatus, Metadata},
+    core::v3::{HealthStatus, Metadata, TransportSocket},
     endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
 };
 
@@ -118,18 +118,7 @@ pub(super) fn cluster(
     );
     let lb_policy = lb_policy(proto, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
-    let tls = match &proto.transport_socket {
-        None => Ok(None),
-        Some(socket) => super::tls::upstream(
-            socket,
-            &format!("{path}.transport_socket"),
-            &proto.name,
-            cluster_http::auto_san_validation(proto),
-            &ctx.secrets,
-            ctx.stats,
-            errors,
-        ),
-    };
+    let tls = upstream_socket(proto.transport_socket.as_ref(), path, proto, ctx, errors);
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
         (_, Some(Kind::Eds(_))) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
@@ -402,23 +391,35 @@ pub fn cluster_tls(
         .chain(matches)
         .enumerate()
         .map(|(i, (path, socket))| {
-            let path = format!("{path}.transport_socket");
             let socket = socket.as_ref().filter(|_| wanted(i))?;
-            let verify_sni = cluster_http::auto_san_validation(proto);
-            let (secrets, stats) = (&ctx.secrets, &mut *ctx.stats);
-            super::tls::upstream(
-                socket,
-                &path,
-                &proto.name,
-                verify_sni,
-                secrets,
-                stats,
-                errors,
-            )
-            .ok()
-            .flatten()
+            upstream_socket(Some(socket), &path, proto, ctx, errors)
+                .ok()
+                .flatten()
         })
         .collect()
+}
+
+/// A transport socket of the cluster (its own, at `path`.transport_socket, or a match's):
+/// `Ok(None)` for none or a raw one.
+fn upstream_socket(
+    socket: Option<&TransportSocket>,
+    path: &str,
+    proto: &ClusterProto,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Result<Option<Arc<ClientTls>>, ()> {
+    let Some(socket) = socket else {
+        return Ok(None);
+    };
+    super::tls::upstream(
+        socket,
+        &format!("{path}.transport_socket"),
+        &proto.name,
+        cluster_http::auto_san_validation(proto),
+        &ctx.secrets,
+        ctx.stats,
+        errors,
+    )
 }
 
 /// `transport_socket_matches`: each entry's labels and transport socket.
@@ -431,18 +432,7 @@ fn socket_matches(
     let mut out = Vec::new();
     for (i, m) in proto.transport_socket_matches.iter().enumerate() {
         let path = format!("{path}.transport_socket_matches[{i}]");
-        let tls = match &m.transport_socket {
-            None => Ok(None),
-            Some(socket) => super::tls::upstream(
-                socket,
-                &format!("{path}.transport_socket"),
-                &proto.name,
-                cluster_http::auto_san_validation(proto),
-                &ctx.secrets,
-                ctx.stats,
-                errors,
-            ),
-        };
+        let tls = upstream_socket(m.transport_socket.as_ref(), &path, proto, ctx, errors);
         let mut criteria: Vec<SocketLabel> = m
             .r#match
             .iter()
