@@ -258,7 +258,7 @@ def parse_args(argv=None):
     ap.add_argument("--tlsclient-bin", default=os.path.join(HERE, "tlsclient/target/release/tlsclient"),
                     help="handshake load generator (tlsnew, tlsresume): cargo build --release "
                          "--manifest-path bench/tlsclient/Cargo.toml")
-    ap.add_argument("--tls-threads", type=int, default=8,
+    ap.add_argument("--tls-connections", type=int, default=32,
                     help="tlsclient connections in flight (tlsnew, tlsresume)")
     ap.add_argument("--proxy-core", type=int, default=0)
     ap.add_argument("--client-core", type=int, default=1)
@@ -564,7 +564,7 @@ def main(argv=None) -> int:
         "http_connections": args.http_connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
         "idle_connections": args.idle_connections,
-        "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core, "tls_threads": args.tls_threads,
+        "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core, "tls_connections": args.tls_connections,
         "client_core": args.client_core, "note": args.note, "runs": runs,
     }
     summary = report.summarise(run)

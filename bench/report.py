@@ -43,8 +43,10 @@ METRICS = [
     ("tlsidle_kib_conn", "KiB per idle TLS conn", "tlsidle", "down", 1),
     ("tlspass_gb_s", "GB/s passthrough", "tlspass", "up", 2),
     ("tlspass_cpu_s_gb", "CPU s/GB passthrough", "tlspass", "down", 3),
+    ("tlspass_gb_core", "GB/s per core passthrough", "tlspass", "up", 2),
     ("tlsterm_gb_s", "GB/s TLS termination", "tlsterm", "up", 2),
     ("tlsterm_cpu_s_gb", "CPU s/GB TLS termination", "tlsterm", "down", 3),
+    ("tlsterm_gb_core", "GB/s per core TLS termination", "tlsterm", "up", 2),
     ("rss_idle_mb", "RSS idle MB", None, "down", 1),
     ("rss_load_mb", "RSS loaded MB", None, "down", 1),
 ]
@@ -115,6 +117,8 @@ def round_metrics(run: dict) -> dict:
             gb = r["bytes"] / 1e9
             out[f"{name}_gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
             out[f"{name}_cpu_s_gb"] = r["cpu_s"] / gb if gb else None
+            # What one core fully busy relaying would move, at this CPU per GB.
+            out[f"{name}_gb_core"] = gb / r["cpu_s"] if r["cpu_s"] else None
             out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
     if "tlsidle" in sc:
         r = sc["tlsidle"]
@@ -323,7 +327,7 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
         "https": f"`https`: wrk -t1 -c{run.get('http_connections', '?')} keep-alive over TLS 1.3 through the "
                  "TLS-terminating HTTP proxy, GET of a 12-byte body (handshakes only in the warm-up); RSS MB "
                  "HTTPS keep-alive load = RSS after warm-up with those connections open",
-        "tlsnew": f"`tlsnew`: bench/tlsclient (rustls), {run.get('tls_threads', '?')} connections in flight, each "
+        "tlsnew": f"`tlsnew`: bench/tlsclient (rustls), {run.get('tls_connections', '?')} connections in flight, each "
                   "a new TCP connection and a full TLS 1.3 handshake, then close_notify and read to the "
                   "server's close (no request); handshakes/s per core = 10⁶ ÷ proxy CPU µs per handshake",
         "tlsresume": "`tlsresume`: the same, each connection resuming (PSK-DHE) with a session ticket the "
@@ -334,10 +338,11 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
                    "body on each, then holds them idle for 1 s. Run on a freshly started proxy of its own",
         "tlspass": f"`tlspass`: bench/bulkclient.py --tls, {run['bulk_connections']} keep-alive TLS connections "
                    f"(SNI {'bulk.example.com'}) each fetching a {run['bulk_mb']} MB file in a loop through the "
-                   "passthrough chain (the upstream nginx terminates TLS; the proxy relays ciphertext)",
+                   "passthrough chain (the upstream nginx terminates TLS; the proxy relays ciphertext); "
+                   "GB/s per core = 1 ÷ proxy CPU s/GB",
         "tlsterm": f"`tlsterm`: bench/bulkclient.py --tls, {run['bulk_connections']} keep-alive TLS connections "
                    f"each fetching a {run['bulk_mb']} MB file in a loop; the proxy terminates TLS and relays "
-                   "the plaintext to the upstream (tcp_proxy)",
+                   "the plaintext to the upstream (tcp_proxy); GB/s per core = 1 ÷ proxy CPU s/GB",
     }
     load = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     timing = (f"{run['warmup']:.0f} s warm-up + {run['duration']:.0f} s measured per scenario; " if load else "")

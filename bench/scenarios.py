@@ -144,7 +144,7 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
         }
     if scenario in HANDSHAKE_SCENARIOS:
         argv = pin + [args.tlsclient_bin, "--port", str(port), "--sni", SNI,
-                      "--duration", str(duration), "--threads", str(args.tls_threads)]
+                      "--duration", str(duration), "--connections", str(args.tls_connections)]
         if scenario == "tlsresume":
             argv.append("--resume")
         r = _parse(_run(argv, timeout, poll))

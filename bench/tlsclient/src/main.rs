@@ -1,11 +1,12 @@
 //! Bench tool: a TLS 1.3 handshake load generator (rustls, aws-lc-rs; X25519 and
 //! TLS_AES_128_GCM_SHA256 only).
 //!
-//! `--threads` blocking connections, each in a loop until `--duration` is over: connect, full
-//! handshake (or, with `--resume`, a resumption with the ticket the server sent on the previous
-//! connection), then close_notify and read to EOF (so the server has processed the client's
-//! Finished, sent its tickets and closed: every counted handshake completed on the server too).
-//! Prints one line `BENCHJSON {json}`.
+//! `--connections` in flight (non-blocking, one thread, an epoll loop), each slot
+//! reopened as soon as its connection ends, until `--duration` is over: connect, full handshake
+//! (or, with `--resume`, a resumption with a ticket the server sent on an earlier connection),
+//! then close_notify and read to EOF (so the server has processed the client's Finished, sent
+//! its tickets and closed: every counted handshake completed on the server too). Prints one
+//! line `BENCHJSON {json}`.
 //!
 //! Made to cost the client less than the server: the server's certificate and its
 //! CertificateVerify signature are not checked (no ECDSA verification, no chain building);
@@ -14,11 +15,12 @@
 //! servers they measure.
 use std::{
     io::{self, Read},
-    net::{Shutdown, SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::Arc,
-    thread,
     time::{Duration, Instant},
 };
+
+use mio::{net::TcpStream, Events, Interest, Poll, Token};
 
 use rustls::{
     client::{
@@ -82,13 +84,14 @@ struct Args {
     duration: Duration,
     threads: usize,
     resume: bool,
+    tls12: bool,
     timeout: Duration,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: tlsclient --port P [--host 127.0.0.1] [--sni bench.example.com] [--duration 10] \
-         [--threads 8] [--resume] [--timeout 5]"
+         [--connections 8] [--resume] [--tls12] [--timeout 5]"
     );
     std::process::exit(2)
 }
@@ -97,6 +100,7 @@ fn parse_args() -> Args {
     let (mut host, mut sni) = ("127.0.0.1".to_string(), "bench.example.com".to_string());
     let mut port: Option<u16> = None;
     let (mut duration, mut threads, mut resume, mut timeout) = (10.0f64, 8usize, false, 5.0f64);
+    let mut tls12 = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
@@ -105,9 +109,10 @@ fn parse_args() -> Args {
             "--port" => port = val().parse().ok(),
             "--sni" => sni = val(),
             "--duration" => duration = val().parse().unwrap_or_else(|_| usage()),
-            "--threads" => threads = val().parse().unwrap_or_else(|_| usage()),
+            "--connections" | "--threads" => threads = val().parse().unwrap_or_else(|_| usage()),
             "--timeout" => timeout = val().parse().unwrap_or_else(|_| usage()),
             "--resume" => resume = true,
+            "--tls12" => tls12 = true,
             _ => usage(),
         }
     }
@@ -118,6 +123,7 @@ fn parse_args() -> Args {
         duration: Duration::from_secs_f64(duration),
         threads: threads.max(1),
         resume,
+        tls12,
         timeout: Duration::from_secs_f64(timeout),
     }
 }
@@ -132,88 +138,204 @@ struct Tally {
     negotiated: Option<String>,
 }
 
+impl Tally {
+    fn error(&mut self, e: &io::Error) {
+        self.errors += 1;
+        let s = format!("{:?}: {e}", e.kind());
+        if self.error_samples.len() < 3 && !self.error_samples.contains(&s) {
+            self.error_samples.push(s);
+        }
+    }
+}
+
 fn io_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// One connection: handshake, close_notify, read to EOF. Returns the handshake kind and what
-/// was negotiated.
-fn one(config: &Arc<ClientConfig>, a: &Args) -> io::Result<(HandshakeKind, String)> {
-    let mut sock = TcpStream::connect_timeout(&a.addr, a.timeout)?;
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(a.timeout))?;
-    let mut conn = ClientConnection::new(config.clone(), a.sni.clone()).map_err(io_err)?;
-    while conn.is_handshaking() {
-        while conn.wants_write() {
-            conn.write_tls(&mut sock)?;
-        }
-        if !conn.is_handshaking() {
-            break;
-        }
-        if conn.read_tls(&mut sock)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF during the handshake"));
-        }
-        conn.process_new_packets().map_err(io_err)?;
-    }
-    // The client's Finished (still queued) goes out with the close_notify, in one write.
-    let kind = conn.handshake_kind().unwrap_or(HandshakeKind::Full);
-    let negotiated = format!(
-        "{:?} {:?} {:?}",
-        conn.protocol_version(),
-        conn.negotiated_cipher_suite().map(|s| s.suite()),
-        conn.negotiated_key_exchange_group().map(|g| g.name())
-    );
-    conn.send_close_notify();
-    while conn.wants_write() {
-        conn.write_tls(&mut sock)?;
-    }
-    // The server's tickets and close: process them (tickets go to the session store) until EOF.
-    loop {
-        match conn.read_tls(&mut sock) {
-            Ok(0) => break,
-            Ok(_) => {
-                if conn.process_new_packets().is_err() {
-                    break;
-                }
-                // Plaintext is not expected; drain whatever came.
-                let mut sink = [0u8; 4096];
-                while matches!(conn.reader().read(&mut sink), Ok(n) if n > 0) {}
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+/// Where a connection is.
+enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// ClientHello sent, reading the server's flight.
+    Handshaking,
+    /// Finished and close_notify sent; reading the server's tickets and its close to EOF.
+    Closing,
+}
+
+/// One connection in flight.
+struct Conn {
+    sock: TcpStream,
+    tls: ClientConnection,
+    phase: Phase,
+    started: Instant,
+    kind: HandshakeKind,
+}
+
+/// Writes what rustls has queued (the socket takes these few hundred bytes at once).
+fn flush(c: &mut Conn) -> io::Result<()> {
+    while c.tls.wants_write() {
+        match c.tls.write_tls(&mut c.sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
     }
-    let _ = sock.shutdown(Shutdown::Both);
-    Ok((kind, negotiated))
+    Ok(())
 }
 
-fn worker(config: Arc<ClientConfig>, a: Arc<Args>, deadline: Instant) -> Tally {
-    let mut t = Tally::default();
-    while Instant::now() < deadline {
-        let t0 = Instant::now();
-        match one(&config, &a) {
-            Ok((kind, negotiated)) => {
-                t.handshakes += 1;
-                if kind == HandshakeKind::Resumed {
-                    t.resumed += 1;
-                }
-                t.latency_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if t.negotiated.is_none() {
-                    t.negotiated = Some(negotiated);
+/// Drives a connection on a readiness event. `Ok(true)`: done (the server closed after the
+/// handshake).
+fn advance(c: &mut Conn, t: &mut Tally) -> io::Result<bool> {
+    if let Phase::Connecting = c.phase {
+        if let Some(e) = c.sock.take_error()? {
+            return Err(e);
+        }
+        match c.sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false), // not yet
+            Err(e) => return Err(e),
+        }
+        c.sock.set_nodelay(true)?;
+        c.phase = Phase::Handshaking;
+        flush(c)?; // ClientHello
+        return Ok(false);
+    }
+    // Edge-triggered: read until the socket would block.
+    loop {
+        match c.tls.read_tls(&mut c.sock) {
+            Ok(0) => {
+                return match c.phase {
+                    Phase::Closing => Ok(true),
+                    _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF during the handshake")),
                 }
             }
-            Err(e) => {
-                t.errors += 1;
-                let s = format!("{:?}: {e}", e.kind());
-                if t.error_samples.len() < 3 && !t.error_samples.contains(&s) {
-                    t.error_samples.push(s);
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return match c.phase {
+                    Phase::Closing => Ok(true),
+                    _ => Err(e),
                 }
-                // A refused or reset connection: do not spin.
-                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+        match c.phase {
+            Phase::Handshaking => {
+                c.tls.process_new_packets().map_err(io_err)?;
+                if !c.tls.is_handshaking() {
+                    c.kind = c.tls.handshake_kind().unwrap_or(HandshakeKind::Full);
+                    if t.negotiated.is_none() {
+                        t.negotiated = Some(format!(
+                            "{:?} {:?} {:?}",
+                            c.tls.protocol_version(),
+                            c.tls.negotiated_cipher_suite().map(|s| s.suite()),
+                            c.tls.negotiated_key_exchange_group().map(|g| g.name())
+                        ));
+                    }
+                    // The client's Finished (still queued) goes out with the close_notify.
+                    c.tls.send_close_notify();
+                    c.phase = Phase::Closing;
+                }
+                flush(c)?;
+            }
+            Phase::Closing => {
+                // Tickets go to the session store; the server's close_notify ends the stream.
+                if c.tls.process_new_packets().is_err() {
+                    return Ok(true);
+                }
+                let mut sink = [0u8; 4096];
+                while matches!(c.tls.reader().read(&mut sink), Ok(n) if n > 0) {}
+            }
+            Phase::Connecting => unreachable!(),
+        }
+    }
+}
+
+fn open(config: &Arc<ClientConfig>, a: &Args, poll: &Poll, token: Token) -> io::Result<Conn> {
+    let mut sock = TcpStream::connect(a.addr)?;
+    poll.registry()
+        .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
+    let tls = ClientConnection::new(config.clone(), a.sni.clone()).map_err(io_err)?;
+    Ok(Conn {
+        sock,
+        tls,
+        phase: Phase::Connecting,
+        started: Instant::now(),
+        kind: HandshakeKind::Full,
+    })
+}
+
+/// `--connections` in flight on one thread (an epoll loop: no thread switches), each
+/// slot reopened as soon as its connection ends, until the deadline.
+fn run(config: Arc<ClientConfig>, a: &Args, deadline: Instant) -> io::Result<Tally> {
+    let mut t = Tally::default();
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Option<Conn>> = Vec::with_capacity(a.threads);
+    for i in 0..a.threads {
+        let c = match open(&config, a, &poll, Token(i)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                t.error(&e);
+                None
+            }
+        };
+        slots.push(c);
+    }
+    while Instant::now() < deadline {
+        // Slots without a connection (after an error) retry, not too fast.
+        for i in 0..slots.len() {
+            if slots[i].is_none() {
+                match open(&config, a, &poll, Token(i)) {
+                    Ok(c) => slots[i] = Some(c),
+                    Err(e) => t.error(&e),
+                }
+            }
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        let now = Instant::now();
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(c) = slots[i].as_mut() else { continue };
+            let result = advance(c, &mut t);
+            let stale = now.duration_since(c.started) > a.timeout;
+            match result {
+                Ok(false) if !stale => continue,
+                Ok(false) => t.error(&io::Error::new(io::ErrorKind::TimedOut, "connection timed out")),
+                Ok(true) => {
+                    t.handshakes += 1;
+                    if c.kind == HandshakeKind::Resumed {
+                        t.resumed += 1;
+                    }
+                    t.latency_us
+                        .push(c.started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                Err(e) => t.error(&e),
+            }
+            let mut old = slots[i].take().expect("slot");
+            let _ = poll.registry().deregister(&mut old.sock);
+            drop(old);
+            if Instant::now() < deadline {
+                match open(&config, a, &poll, Token(i)) {
+                    Ok(c) => slots[i] = Some(c),
+                    Err(e) => {
+                        t.error(&e);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        // Connections that never got an event (a silent server) time out too.
+        for slot in slots.iter_mut() {
+            if slot.as_ref().is_some_and(|c| now.duration_since(c.started) > a.timeout) {
+                t.error(&io::Error::new(io::ErrorKind::TimedOut, "connection timed out"));
+                if let Some(mut c) = slot.take() {
+                    let _ = poll.registry().deregister(&mut c.sock);
+                }
             }
         }
     }
-    t
+    Ok(t)
 }
 
 fn json_str(s: &str) -> String {
@@ -237,9 +359,20 @@ fn main() {
     // (bench/scenarios.py): X25519, TLS_AES_128_GCM_SHA256.
     provider.kx_groups = vec![aws_lc_rs::kx_group::X25519];
     provider.cipher_suites = vec![aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    // --tls12 (a comparison, not a scenario): TLS 1.2, whose ticket resumption skips the key
+    // exchange that TLS 1.3's PSK-DHE resumption keeps.
+    let version: &'static rustls::SupportedProtocolVersion = if a.tls12 {
+        provider.cipher_suites = vec![
+            aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ];
+        &rustls::version::TLS12
+    } else {
+        &rustls::version::TLS13
+    };
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
+        .with_protocol_versions(&[version])
+        .expect("protocol version")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerify))
         .with_no_client_auth();
@@ -252,26 +385,10 @@ fn main() {
     let config = Arc::new(config);
     let start = Instant::now();
     let deadline = start + a.duration;
-    let handles: Vec<_> = (0..a.threads)
-        .map(|_| {
-            let (c, a) = (config.clone(), a.clone());
-            thread::spawn(move || worker(c, a, deadline))
-        })
-        .collect();
-    let mut all = Tally::default();
-    for h in handles {
-        let t = h.join().expect("worker");
-        all.handshakes += t.handshakes;
-        all.resumed += t.resumed;
-        all.errors += t.errors;
-        for s in t.error_samples {
-            if all.error_samples.len() < 3 && !all.error_samples.contains(&s) {
-                all.error_samples.push(s);
-            }
-        }
-        all.latency_us.extend(t.latency_us);
-        all.negotiated = all.negotiated.or(t.negotiated);
-    }
+    let mut all = run(config, &a, deadline).unwrap_or_else(|e| {
+        eprintln!("tlsclient: {e}");
+        std::process::exit(1)
+    });
     let elapsed = start.elapsed().as_secs_f64().min(a.duration.as_secs_f64().max(1e-9) + 0.5);
     all.latency_us.sort_unstable();
     let pct = |p: f64| -> u32 {
