@@ -14,9 +14,10 @@
 //! OpenSSL 3.0 clients (`openssl s_time`, wrk, h2load) spend more per handshake than the
 //! servers they measure.
 use std::{
+    collections::VecDeque,
     io::{self, Read},
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -25,7 +26,7 @@ use mio::{net::TcpStream, Events, Interest, Poll, Token};
 use rustls::{
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        Resumption,
+        ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
     },
     crypto::{aws_lc_rs, CryptoProvider},
     pki_types::{CertificateDer, ServerName, UnixTime},
@@ -75,6 +76,49 @@ impl ServerCertVerifier for NoVerify {
             SignatureScheme::RSA_PKCS1_SHA384,
             SignatureScheme::RSA_PKCS1_SHA512,
         ]
+    }
+}
+
+/// Tickets for the one server, oldest first, as many as the connections in flight need.
+/// (rustls' `ClientSessionMemoryCache` keeps 8 per server: with more connections in flight than
+/// that, a server that sends one ticket per connection runs the client out of tickets, and it
+/// falls back to full handshakes.)
+#[derive(Debug, Default)]
+struct Tickets {
+    tls13: Mutex<VecDeque<Tls13ClientSessionValue>>,
+    tls12: Mutex<Option<Tls12ClientSessionValue>>,
+    kx_hint: Mutex<Option<rustls::NamedGroup>>,
+}
+
+/// Most tickets kept.
+const MAX_TICKETS: usize = 4096;
+
+impl ClientSessionStore for Tickets {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: rustls::NamedGroup) {
+        *self.kx_hint.lock().unwrap() = Some(group);
+    }
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        *self.kx_hint.lock().unwrap()
+    }
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        *self.tls12.lock().unwrap() = Some(value);
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.tls12.lock().unwrap().clone()
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        *self.tls12.lock().unwrap() = None;
+    }
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        let mut q = self.tls13.lock().unwrap();
+        if q.len() == MAX_TICKETS {
+            q.pop_front();
+        }
+        q.push_back(value);
+    }
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        // The newest: the server issued it last, so it is the least likely to have expired.
+        self.tls13.lock().unwrap().pop_back()
     }
 }
 
@@ -377,7 +421,7 @@ fn main() {
         .with_custom_certificate_verifier(Arc::new(NoVerify))
         .with_no_client_auth();
     config.resumption = if a.resume {
-        Resumption::in_memory_sessions(1024)
+        Resumption::store(Arc::new(Tickets::default()))
     } else {
         // Still offers psk_dhe_ke (servers send tickets, as to any browser); never resumes.
         Resumption::disabled()
