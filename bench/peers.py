@@ -6,10 +6,16 @@ except that Envoy's L4 cluster circuit breaker is raised (ENVOY_CLUSTER_LIMITS).
 (nginx `worker_connections` 16384, counting both sides; HAProxy `maxconn` 8192) bound
 `--idle-connections` (bench.py, MAX_IDLE_CONNECTIONS).
 
-A launch is in one of two modes: `l4` (TCP relay: nginx stream, HAProxy mode tcp, tcp_proxy)
+A launch is in one of these modes: `l4` (TCP relay: nginx stream, HAProxy mode tcp, tcp_proxy)
 or `http` (HTTP/1.1 proxy with upstream keep-alive: nginx proxy_pass + upstream keepalive,
 HAProxy mode http with http-reuse always, http_connection_manager + router). HTTP launches use
-each proxy's default buffers.
+each proxy's default buffers. TLS modes (certificate and key in `TlsFiles`): `https` (the
+`http` proxy behind TLS 1.3 termination: nginx `listen ... ssl`, HAProxy `bind ... ssl crt`,
+a DownstreamTlsContext), `tlspass` (an L4 relay that picks its upstream by the ClientHello's
+SNI and relays TLS untouched: nginx `ssl_preread`, HAProxy `req.ssl_sni`, tls_inspector +
+`server_names`) and `tlsterm` (an L4 relay behind TLS 1.3 termination: nginx stream `listen ...
+ssl`, HAProxy mode tcp `bind ... ssl crt`, a DownstreamTlsContext on the tcp_proxy chain).
+TLS L4 modes take `--buffer-bytes` like `l4`; `https` uses each proxy's defaults like `http`.
 """
 from __future__ import annotations
 
@@ -27,7 +33,24 @@ REPO = os.path.dirname(HERE)
 TEMPLATES = os.path.join(HERE, "templates")
 
 ALL_PEERS = ("nginx", "haproxy", "envoy")
-MODES = ("l4", "http")
+MODES = ("l4", "http", "https", "tlspass", "tlsterm")
+L4_MODES = ("l4", "tlspass", "tlsterm")  # relays: --buffer-bytes applies, Envoy's limits raised
+
+
+@dataclass
+class TlsFiles:
+    """The server certificate every TLS-terminating proxy serves (ECDSA P-256, made per run),
+    the same as one PEM file (HAProxy's `crt`), the name the passthrough chain matches, and the
+    upstream's TLS port (the passthrough's far end)."""
+    cert: str
+    key: str
+    pem: str
+    sni: str
+    upstream_tls_port: int
+
+    def values(self) -> dict:
+        return {"cert": self.cert, "key": self.key, "pem": self.pem, "sni": self.sni,
+                "upstream_tls_port": self.upstream_tls_port}
 
 
 def render(template: str, dest: str, **values) -> str:
@@ -87,7 +110,7 @@ class Peer:
         raise NotImplementedError
 
     def launch(self, tmp: str, port: int, upstream_port: int, admin_port: int, buf: int,
-               mode: str = "l4") -> Launch:
+               mode: str = "l4", tls: TlsFiles | None = None) -> Launch:
         raise NotImplementedError
 
 
@@ -123,10 +146,18 @@ class Nginx(Peer):
     def buffer_note(self, buf):
         return f"proxy_buffer_size {buf}" if buf else "proxy_buffer_size 16k (default)"
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
         if mode == "http":
             cfg = render("nginx-http.conf", os.path.join(tmp, "nginx-http.conf"),
                          dir=tmp, port=port, upstream_port=upstream_port)
+        elif mode == "https":
+            cfg = render("nginx-https.conf", os.path.join(tmp, "nginx-https.conf"),
+                         dir=tmp, port=port, upstream_port=upstream_port, **tls.values())
+        elif mode in ("tlspass", "tlsterm"):
+            cfg = render(f"nginx-{mode}.conf", os.path.join(tmp, f"nginx-{mode}.conf"),
+                         dir=tmp, port=port, upstream_port=upstream_port,
+                         load_module=nginx_load_module(self.binary),
+                         buffer_directive=f"proxy_buffer_size {buf};" if buf else "", **tls.values())
         else:
             cfg = render("nginx-stream.conf", os.path.join(tmp, "nginx-stream.conf"),
                          dir=tmp, port=port, upstream_port=upstream_port,
@@ -149,10 +180,17 @@ class HAProxy(Peer):
     def buffer_note(self, buf):
         return f"tune.bufsize {buf}" if buf else "tune.bufsize 16384 (default)"
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
         if mode == "http":
             cfg = render("haproxy-http.cfg", os.path.join(tmp, "haproxy-http.cfg"), port=port,
                          upstream_port=upstream_port)
+        elif mode == "https":
+            cfg = render("haproxy-https.cfg", os.path.join(tmp, "haproxy-https.cfg"), port=port,
+                         upstream_port=upstream_port, **tls.values())
+        elif mode in ("tlspass", "tlsterm"):
+            cfg = render(f"haproxy-{mode}.cfg", os.path.join(tmp, f"haproxy-{mode}.cfg"), port=port,
+                         upstream_port=upstream_port,
+                         buffer_directive=f"tune.bufsize {buf}" if buf else "", **tls.values())
         else:
             cfg = render("haproxy.cfg", os.path.join(tmp, "haproxy.cfg"), port=port,
                          upstream_port=upstream_port,
@@ -170,14 +208,18 @@ ENVOY_CLUSTER_LIMITS = ("    circuit_breakers:\n      thresholds:\n"
 
 
 def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_port: int,
-                     buf: int, cluster_limits: str = "", mode: str = "l4") -> str:
-    if mode == "http":
-        return render("bootstrap-http.yaml", os.path.join(tmp, f"bootstrap-http-{name}.yaml"),
-                      port=port, upstream_port=upstream_port, admin_port=admin_port)
+                     buf: int, cluster_limits: str = "", mode: str = "l4",
+                     tls: TlsFiles | None = None) -> str:
+    if mode in ("http", "https"):
+        return render(f"bootstrap-{mode}.yaml", os.path.join(tmp, f"bootstrap-{mode}-{name}.yaml"),
+                      port=port, upstream_port=upstream_port, admin_port=admin_port,
+                      **(tls.values() if tls else {}))
     lb = f"    per_connection_buffer_limit_bytes: {buf}\n" if buf else ""
-    return render("bootstrap.yaml", os.path.join(tmp, f"bootstrap-{name}.yaml"), port=port,
-                  upstream_port=upstream_port, admin_port=admin_port,
-                  listener_buffer=lb, cluster_buffer=lb, cluster_limits=cluster_limits)
+    template = "bootstrap.yaml" if mode == "l4" else f"bootstrap-{mode}.yaml"
+    return render(template, os.path.join(tmp, template.replace("bootstrap", f"bootstrap-{name}")),
+                  port=port, upstream_port=upstream_port, admin_port=admin_port,
+                  listener_buffer=lb, cluster_buffer=lb, cluster_limits=cluster_limits,
+                  **(tls.values() if tls else {}))
 
 
 class Envoy(Peer):
@@ -197,10 +239,10 @@ class Envoy(Peer):
         return (f"per_connection_buffer_limit_bytes {buf}" if buf
                 else "per_connection_buffer_limit_bytes 1 MiB (default)")
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
         # The HTTP scenarios stay far below the default circuit breakers (1024).
-        limits = ENVOY_CLUSTER_LIMITS if mode == "l4" else ""
-        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, limits, mode)
+        limits = ENVOY_CLUSTER_LIMITS if mode in L4_MODES else ""
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, limits, mode, tls)
         # --disable-hot-restart and a random --base-id: no shared memory clash with any other
         # Envoy on the machine.
         return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1",
@@ -229,8 +271,8 @@ class ShardProxy(Peer):
         return (f"per_connection_buffer_limit_bytes {buf}" if buf
                 else "per_connection_buffer_limit_bytes unset (shardproxy default)")
 
-    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4"):
-        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, mode=mode)
+    def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
+        cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, mode=mode, tls=tls)
         return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1"], cfg)
 
 

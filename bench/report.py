@@ -28,12 +28,35 @@ METRICS = [
     ("httpclose_req_s", "req/s close", "httpclose", "up", 0),
     ("httpclose_p99_ms", "p99 ms close", "httpclose", "down", 3),
     ("httpclose_cpu_us_req", "CPU µs/req close", "httpclose", "down", 1),
+    ("https_req_s", "req/s HTTPS", "https", "up", 0),
+    ("https_p99_ms", "p99 ms HTTPS", "https", "down", 3),
+    ("https_cpu_us_req", "CPU µs/req HTTPS", "https", "down", 1),
+    ("https_rss_mb", "RSS MB HTTPS keep-alive load", "https", "down", 1),
+    ("tlsnew_hs_s", "full handshakes/s", "tlsnew", "up", 0),
+    ("tlsnew_cpu_us_hs", "CPU µs/full handshake", "tlsnew", "down", 1),
+    ("tlsnew_hs_core", "full handshakes/s per core", "tlsnew", "up", 0),
+    ("tlsresume_hs_s", "resumed handshakes/s", "tlsresume", "up", 0),
+    ("tlsresume_cpu_us_hs", "CPU µs/resumed handshake", "tlsresume", "down", 1),
+    ("tlsresume_hs_core", "resumed handshakes/s per core", "tlsresume", "up", 0),
+    ("tlsresume_pct", "% resumed", "tlsresume", "up", 1),
+    ("resume_gain", "resumed ÷ full per core", "tlsresume", "up", 2),
+    ("tlsidle_kib_conn", "KiB per idle TLS conn", "tlsidle", "down", 1),
+    ("tlspass_gb_s", "GB/s passthrough", "tlspass", "up", 2),
+    ("tlspass_cpu_s_gb", "CPU s/GB passthrough", "tlspass", "down", 3),
+    ("tlspass_gb_core", "GB/s per core passthrough", "tlspass", "up", 2),
+    ("tlsterm_gb_s", "GB/s TLS termination", "tlsterm", "up", 2),
+    ("tlsterm_cpu_s_gb", "CPU s/GB TLS termination", "tlsterm", "down", 3),
+    ("tlsterm_gb_core", "GB/s per core TLS termination", "tlsterm", "up", 2),
     ("rss_idle_mb", "RSS idle MB", None, "down", 1),
     ("rss_load_mb", "RSS loaded MB", None, "down", 1),
 ]
 METRIC = {m[0]: m for m in METRICS}
 HTTP_SCENARIOS = ("http", "http16k", "httpclose")
-LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS  # timed loads (idle is not one)
+TLS_SCENARIOS = ("https", "tlsnew", "tlsresume", "tlsidle", "tlspass", "tlsterm")
+HANDSHAKE_SCENARIOS = ("tlsnew", "tlsresume")
+BULK_SCENARIOS = ("bulk", "tlspass", "tlsterm")
+# timed loads (idle and tlsidle are not)
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass", "tlsterm")
 COLORS = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781"]
 
 
@@ -64,16 +87,42 @@ def round_metrics(run: dict) -> dict:
         out["gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
         out["cpu_s_gb"] = r["cpu_s"] / gb if gb else None
         out["cpu_pct_bulk"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
-    for name in HTTP_SCENARIOS:
+    for name in HTTP_SCENARIOS + ("https",):
         if name in sc:
             r = sc[name]
             out[f"{name}_req_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
             out[f"{name}_p99_ms"] = r["p99_us"] / 1000
             out[f"{name}_cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
             out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
-    if sc.get("http", {}).get("rss_warm"):
-        # RSS after warm-up with the keep-alive connections open.
-        out["http_rss_mb"] = sc["http"]["rss_warm"] / 2**20
+    for name in ("http", "https"):
+        if sc.get(name, {}).get("rss_warm"):
+            # RSS after warm-up with the keep-alive connections open.
+            out[f"{name}_rss_mb"] = sc[name]["rss_warm"] / 2**20
+    for name in HANDSHAKE_SCENARIOS:
+        if name in sc:
+            r = sc[name]
+            out[f"{name}_hs_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
+            cpu_us = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+            out[f"{name}_cpu_us_hs"] = cpu_us
+            # What one core fully busy with handshakes would do, at this CPU per handshake.
+            out[f"{name}_hs_core"] = 1e6 / cpu_us if cpu_us else None
+            out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "tlsresume" in sc and sc["tlsresume"]["requests"]:
+        out["tlsresume_pct"] = 100 * sc["tlsresume"].get("resumed", 0) / sc["tlsresume"]["requests"]
+        if out.get("tlsnew_cpu_us_hs") and out.get("tlsresume_cpu_us_hs"):
+            out["resume_gain"] = out["tlsnew_cpu_us_hs"] / out["tlsresume_cpu_us_hs"]
+    for name in ("tlspass", "tlsterm"):
+        if name in sc:
+            r = sc[name]
+            gb = r["bytes"] / 1e9
+            out[f"{name}_gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
+            out[f"{name}_cpu_s_gb"] = r["cpu_s"] / gb if gb else None
+            # What one core fully busy relaying would move, at this CPU per GB.
+            out[f"{name}_gb_core"] = gb / r["cpu_s"] if r["cpu_s"] else None
+            out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
+    if "tlsidle" in sc:
+        r = sc["tlsidle"]
+        out["tlsidle_kib_conn"] = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else None
     if "idle" in sc:
         r = sc["idle"]
         # Growth of the proxy tree's RSS with the connections open, per connection held.
@@ -89,7 +138,7 @@ def round_metrics(run: dict) -> dict:
             own = r["cpu_s"] / r["duration_s"] if r["duration_s"] else 0
             out[f"noise_pct_{name}"] = max(0.0, 100 * (r["proxy_core_busy"] - own))
             out[f"client_core_pct_{name}"] = 100 * r["client_core_busy"]
-            if r.get("requests") and name != "bulk":
+            if r.get("requests") and name not in BULK_SCENARIOS:
                 # Time the client core (load generator, upstream, and the kernel work of waking the
                 # proxy's sockets, which the sender pays) spent per request.
                 out[f"client_us_{name}"] = r["client_core_busy"] * r["duration_s"] * 1e6 / r["requests"]
@@ -126,7 +175,7 @@ def fmt(v, dec):
 
 
 def one_line(sc: str, r: dict) -> str:
-    if sc == "idle":
+    if sc in ("idle", "tlsidle"):
         kib = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else 0
         err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
         return (f"{kib:.1f} KiB per idle conn ({r['held']:,} held; RSS {r['rss_before'] / 2**20:.1f} → "
@@ -134,13 +183,16 @@ def one_line(sc: str, r: dict) -> str:
     d = r["duration_s"] or 1
     own = 100 * r["cpu_s"] / d
     err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
-    if sc == "bulk":
+    tls = f", {r['tls']}" if r.get("tls") else ""
+    if sc in BULK_SCENARIOS:
         gb = r["bytes"] / 1e9
-        return f"{gb / d:.2f} GB/s, {r['cpu_s'] / gb if gb else 0:.3f} CPU s/GB, proxy CPU {own:.0f}%{err}"
+        return f"{gb / d:.2f} GB/s, {r['cpu_s'] / gb if gb else 0:.3f} CPU s/GB, proxy CPU {own:.0f}%{tls}{err}"
     per = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else 0
-    unit = "conn/s" if sc == "newconn" else "req/s"
+    unit = {"newconn": "conn/s", "tlsnew": "handshakes/s", "tlsresume": "handshakes/s"}.get(sc, "req/s")
+    if sc == "tlsresume":
+        tls += f", {100 * r.get('resumed', 0) / r['requests'] if r['requests'] else 0:.1f}% resumed"
     return (f"{r['requests'] / d:,.0f} {unit}, {per:.1f} CPU µs each, p50 {r['p50_us'] / 1000:.2f} ms, "
-            f"p99 {r['p99_us'] / 1000:.2f} ms, proxy CPU {own:.0f}%{err}")
+            f"p99 {r['p99_us'] / 1000:.2f} ms, proxy CPU {own:.0f}%{tls}{err}")
 
 
 def shown_metrics(run: dict) -> list:
@@ -181,7 +233,7 @@ def conditions_table(run: dict, s: dict) -> str:
     scs = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     head = ["proxy"] + [f"proxy CPU % ({sc})" for sc in scs] + [f"client core busy % ({sc})" for sc in scs] \
         + [f"other load on proxy core % ({sc})" for sc in scs] \
-        + [f"client core µs/req ({sc})" for sc in scs if sc != "bulk"] + ["start s"]
+        + [f"client core µs/req ({sc})" for sc in scs if sc not in BULK_SCENARIOS] + ["start s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name in run["proxies"]:
         med = s[name]["median"]
@@ -189,7 +241,7 @@ def conditions_table(run: dict, s: dict) -> str:
         cells = [fmt(med.get(f"cpu_pct_{sc}"), 0) for sc in scs] \
             + [fmt(med.get(f"client_core_pct_{sc}"), 0) for sc in scs] \
             + [fmt(med.get(f"noise_pct_{sc}"), 0) for sc in scs] \
-            + [fmt(med.get(f"client_us_{sc}"), 1) for sc in scs if sc != "bulk"] \
+            + [fmt(med.get(f"client_us_{sc}"), 1) for sc in scs if sc not in BULK_SCENARIOS] \
             + [fmt(statistics.median(starts), 2) if starts else "—"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -210,8 +262,47 @@ def is_http_run(run: dict) -> bool:
     return all(x in HTTP_SCENARIOS for x in run["scenarios"])
 
 
+def is_tls_run(run: dict) -> bool:
+    return all(x in TLS_SCENARIOS for x in run["scenarios"])
+
+
+def run_kind(run: dict) -> str:
+    return "http" if is_http_run(run) else ("tls" if is_tls_run(run) else "l4")
+
+
 def section_key(run: dict) -> str:
-    return ("http-" if is_http_run(run) else "l4-") + "-".join(run["scenarios"])
+    return run_kind(run) + "-" + "-".join(run["scenarios"])
+
+
+def spread_table(run: dict, s: dict) -> str:
+    """Per proxy and metric: the range over rounds (min – max) and its width as a share of the
+    median, so a ratio can be read against the noise of its two numbers."""
+    ms = [m for m in shown_metrics(run) if not m[0].startswith("rss_idle")]
+    lines = ["| proxy | " + " | ".join(m[1] for m in ms) + " |", "|---|" + "---:|" * len(ms)]
+    for name in run["proxies"]:
+        cells = []
+        for m in ms:
+            vals = s[name]["rounds"].get(m[0]) or []
+            med = s[name]["median"].get(m[0])
+            if not vals:
+                cells.append("—")
+            elif len(vals) == 1 or not med:
+                cells.append(fmt(vals[0], m[4]))
+            else:
+                w = 100 * (max(vals) - min(vals)) / abs(med)
+                cells.append(f"{fmt(min(vals), m[4])} – {fmt(max(vals), m[4])} (±{w / 2:.0f} %)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def negotiated(run: dict) -> dict:
+    """What each proxy's TLS clients negotiated (version, suite, group), as reported by them."""
+    out: dict = {}
+    for r in run["runs"]:
+        for sc, v in r.get("scenarios", {}).items():
+            if v.get("tls"):
+                out.setdefault(r["proxy"], {}).setdefault(v["tls"], set()).add(sc)
+    return out
 
 
 def section(run: dict, s: dict, svg_rel: str) -> str:
@@ -233,15 +324,45 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
         "http16k": f"`http16k`: wrk -t1 -c{run.get('http_connections', '?')} keep-alive, GET of a 16 KiB file",
         "httpclose": f"`httpclose`: wrk -t1 -c{run.get('http_connections', '?')} with `Connection: close`: a new "
                      "client connection per request while the proxy reuses its upstream connections",
+        "https": f"`https`: wrk -t1 -c{run.get('http_connections', '?')} keep-alive over TLS 1.3 through the "
+                 "TLS-terminating HTTP proxy, GET of a 12-byte body (handshakes only in the warm-up); RSS MB "
+                 "HTTPS keep-alive load = RSS after warm-up with those connections open",
+        "tlsnew": f"`tlsnew`: bench/tlsclient (rustls), {run.get('tls_connections', '?')} connections in flight, each "
+                  "a new TCP connection and a full TLS 1.3 handshake, then close_notify and read to the "
+                  "server's close (no request); handshakes/s per core = 10⁶ ÷ proxy CPU µs per handshake",
+        "tlsresume": "`tlsresume`: the same, each connection resuming (PSK-DHE) with a session ticket the "
+                     "server sent on an earlier connection; % resumed as the client saw it; resumed ÷ full "
+                     "per core = CPU µs per full handshake ÷ CPU µs per resumed one, same proxy start",
+        "tlsidle": f"`tlsidle`: bench/idleclient.py --tls opens {run.get('idle_connections', '?')} TLS connections "
+                   "through the HTTPS proxy (100 handshakes at a time), one keep-alive GET of the 12-byte "
+                   "body on each, then holds them idle for 1 s. Run on a freshly started proxy of its own",
+        "tlspass": f"`tlspass`: bench/bulkclient.py --tls, {run['bulk_connections']} keep-alive TLS connections "
+                   f"(SNI {'bulk.example.com'}) each fetching a {run['bulk_mb']} MB file in a loop through the "
+                   "passthrough chain (the upstream nginx terminates TLS; the proxy relays ciphertext); "
+                   "GB/s per core = 1 ÷ proxy CPU s/GB",
+        "tlsterm": f"`tlsterm`: bench/bulkclient.py --tls, {run['bulk_connections']} keep-alive TLS connections "
+                   f"each fetching a {run['bulk_mb']} MB file in a loop; the proxy terminates TLS and relays "
+                   "the plaintext to the upstream (tcp_proxy); GB/s per core = 1 ÷ proxy CPU s/GB",
     }
     load = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     timing = (f"{run['warmup']:.0f} s warm-up + {run['duration']:.0f} s measured per scenario; " if load else "")
-    http = is_http_run(run)
-    if http:
+    kind = run_kind(run)
+    if kind == "http":
         title = "HTTP/1.1 proxy"
         layout = ("nginx `worker_processes 1` proxy_pass with upstream `keepalive`, HAProxy `nbthread 1` "
                   "mode http with `http-reuse always`, shardproxy/Envoy http_connection_manager + router, "
                   "each with its default buffers")
+    elif kind == "tls":
+        title = "TLS 1.3"
+        layout = ("TLS 1.3 only, one self-signed ECDSA P-256 certificate, each proxy's TLS defaults otherwise "
+                  "(session tickets on); `https`/`tlsnew`/`tlsresume`/`tlsidle`: the HTTP proxy of the HTTP "
+                  "runs behind TLS termination (nginx `listen ... ssl`, HAProxy `bind ... ssl crt`, a "
+                  "DownstreamTlsContext), default buffers; `tlspass`: tls_inspector + `server_names` chain "
+                  "(nginx `ssl_preread`, HAProxy `req.ssl_sni`); `tlsterm`: tcp_proxy behind a "
+                  "DownstreamTlsContext (nginx stream `listen ... ssl`, HAProxy mode tcp `bind ... ssl crt`); "
+                  "the relays with the L4 runs' buffers. Clients offer X25519 and TLS_AES_128_GCM_SHA256 "
+                  "only (OPENSSL_CONF for wrk and Python; bench/tlsclient likewise), so every proxy runs "
+                  "the same key exchange and cipher")
     else:
         title = "L4 relay"
         layout = "nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp"
@@ -254,7 +375,7 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            f"- **Proxies**: " + "; ".join(f"{n} {run['versions'][n]} ({run['buffers'][n]})" for n in run["proxies"]),
            f"- **Layout**: each proxy one worker pinned to core {run['proxy_core']} (shardproxy/Envoy "
            f"`--concurrency 1`, {layout}); "
-           f"load generator and upstream nginx (HTTP, sendfile) pinned to core {run['client_core']}. "
+           f"load generator and upstream nginx (HTTP, sendfile{'; its TLS listener for tlspass' if 'tlspass' in run['scenarios'] else ''}) pinned to core {run['client_core']}. "
            f"{run['rounds']} rounds, order rotated each round, {timing}medians over rounds.",
            "- **Scenarios**: " + "; ".join(sc_desc[x] for x in run["scenarios"]) + ".",
            "- **Metrics**: CPU = utime+stime of the proxy's process tree (/proc/<pid>/stat) over the "
@@ -262,8 +383,13 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            "idle 0.5 s after start" + (", loaded = after warm-up (largest over scenarios)" if load else "")
            + "." + (" KiB per idle conn = (RSS with the connections open and idle − RSS just before "
                     "opening them) ÷ connections held, KiB = 1024 bytes; the client and the upstream "
-                    "are not counted." if "idle" in run["scenarios"] else ""),
+                    "are not counted." if set(run["scenarios"]) & {"idle", "tlsidle"} else ""),
            ""]
+    neg = negotiated(run)
+    if neg:
+        out[-1:-1] = ["- **Negotiated** (as the clients report it): " + "; ".join(
+            f"{n}: " + ", ".join(f"{t} ({'/'.join(sorted(scs))})" for t, scs in sorted(neg[n].items()))
+            for n in run["proxies"] if n in neg)]
     if run.get("note"):
         out += [f"**Note**: {run['note']}", ""]
     if run["skipped"]:
@@ -276,6 +402,9 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
                 "machine). Throughput and latency moved with that load; CPU per request / per GB are the "
                 "steadier comparison.", ""]
     out += [markdown_tables(run, s), ""]
+    if run["rounds"] > 1:
+        out += [f"Spread over the {run['rounds']} rounds: min – max (± half the range as a share of the "
+                "median):", "", spread_table(run, s), ""]
     fails = [(n, f) for n in run["proxies"] for f in s[n]["failures"]]
     if fails:
         out += ["**Failures** (rounds in which a proxy failed count only the scenarios it completed):", ""]
@@ -343,7 +472,7 @@ def svg(run: dict, s: dict) -> str:
          'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
          f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy '
-         f'{"HTTP/1.1" if is_http_run(run) else "L4"} bench — '
+         f'{ {"http": "HTTP/1.1", "tls": "TLS 1.3", "l4": "L4"}[run_kind(run)]} bench — '
          f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
          f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds'
          f'{"" if set(run["scenarios"]) <= {"idle"} else " × %.0f s" % run["duration"]}, '

@@ -10,6 +10,14 @@ HTTP (the proxy parses HTTP/1.1 and keeps its upstream connections alive):
 http       wrk keep-alive, 12-byte responses.
 http16k    wrk keep-alive, 16 KiB responses.
 httpclose  wrk with `Connection: close`: a new client connection per request; upstream kept alive.
+
+TLS (TLS 1.3, ECDSA P-256 certificate; clients offer X25519 and TLS_AES_128_GCM_SHA256 only):
+https      wrk keep-alive over TLS to the `http` proxy behind TLS termination, 12-byte responses.
+tlsnew     tlsclient (bench/tlsclient): new connections, each a full handshake, then closed.
+tlsresume  the same, each resuming with the session ticket of an earlier connection.
+tlsidle    idleclient.py --tls: N TLS connections, one GET each, held idle; RSS before and with them.
+tlspass    bulkclient.py --tls through an SNI-picked passthrough chain to the upstream's TLS port.
+tlsterm    bulkclient.py --tls to a tcp_proxy behind TLS termination, plaintext upstream.
 """
 from __future__ import annotations
 
@@ -22,8 +30,32 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HTTP_SCENARIOS = ("http", "http16k", "httpclose")
-ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle") + HTTP_SCENARIOS
-LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS  # timed load: warm-up, duration, CPU
+TLS_SCENARIOS = ("https", "tlsnew", "tlsresume", "tlsidle", "tlspass", "tlsterm")
+HANDSHAKE_SCENARIOS = ("tlsnew", "tlsresume")
+BULK_SCENARIOS = ("bulk", "tlspass", "tlsterm")
+IDLE_SCENARIOS = ("idle", "tlsidle")
+ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle") + HTTP_SCENARIOS + TLS_SCENARIOS
+# timed load: warm-up, duration, CPU
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass", "tlsterm")
+# The proxy config (peers.py mode) each scenario runs against.
+MODE = {"rps": "l4", "newconn": "l4", "bulk": "l4", "idle": "l4", "http": "http", "http16k": "http",
+        "httpclose": "http", "https": "https", "tlsnew": "https", "tlsresume": "https",
+        "tlsidle": "https", "tlspass": "tlspass", "tlsterm": "tlsterm"}
+# The server name TLS clients send: the passthrough chain matches PASS_SNI.
+SNI = "bench.example.com"
+PASS_SNI = "bulk.example.com"
+# OpenSSL clients (wrk, Python's ssl) read this config (OPENSSL_CONF): the same TLS 1.3 suite
+# and group for every proxy, whatever each one would prefer, and what bench/tlsclient offers.
+CLIENT_OPENSSL_CONF = """openssl_conf = bench_conf
+[bench_conf]
+ssl_conf = bench_ssl
+[bench_ssl]
+system_default = bench_tls
+[bench_tls]
+MinProtocol = TLSv1.3
+Ciphersuites = TLS_AES_128_GCM_SHA256
+Groups = X25519
+"""
 # wrk scenarios: path, whether the client closes after each request, the connections option.
 WRK = {
     "rps": ("/small", False, "connections"),
@@ -31,6 +63,7 @@ WRK = {
     "http": ("/small", False, "http_connections"),
     "http16k": ("/16k.bin", False, "http_connections"),
     "httpclose": ("/small", True, "http_connections"),
+    "https": ("/small", False, "http_connections"),
 }
 
 
@@ -45,9 +78,15 @@ def _parse(stdout: str) -> dict:
     raise LoadError("load generator printed no result line:\n" + stdout[-800:])
 
 
-def _run(argv: list[str], timeout: float, poll=None) -> str:
+def client_env(args) -> dict | None:
+    """The environment of load generators: OPENSSL_CONF for TLS clients, when TLS runs."""
+    conf = getattr(args, "client_openssl_conf", None)
+    return dict(os.environ, OPENSSL_CONF=conf) if conf else None
+
+
+def _run(argv: list[str], timeout: float, poll=None, env=None) -> str:
     """Run argv, bounded by timeout; poll() is called about once a second while it runs."""
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -81,8 +120,9 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
                       "-s", os.path.join(HERE, "templates/report.lua")]
         if close:
             argv += ["-H", "Connection: close"]
-        argv.append(f"http://127.0.0.1:{port}{path}")
-        r = _parse(_run(argv, timeout, poll))
+        scheme = "https" if scenario in TLS_SCENARIOS else "http"
+        argv.append(f"{scheme}://127.0.0.1:{port}{path}")
+        r = _parse(_run(argv, timeout, poll, client_env(args)))
         errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
         return {
             "requests": r["requests"], "bytes": r["bytes"], "duration_s": r["duration_us"] / 1e6,
@@ -91,13 +131,29 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
             "p50_us": r["p50_us"], "p90_us": r["p90_us"], "p99_us": r["p99_us"],
             "max_us": r["max_us"],
         }
-    if scenario == "bulk":
+    if scenario in BULK_SCENARIOS:
         argv = pin + [sys.executable, os.path.join(HERE, "bulkclient.py"), "--port", str(port),
                       "--duration", str(duration), "--connections", str(args.bulk_connections)]
-        r = _parse(_run(argv, timeout, poll))
+        if scenario != "bulk":
+            argv += ["--tls", "--sni", PASS_SNI if scenario == "tlspass" else SNI]
+        r = _parse(_run(argv, timeout, poll, client_env(args)))
         return {
             "requests": r["responses"], "bytes": r["bytes"], "duration_s": r["duration_s"],
             "errors": r["errors"], "error_detail": {"samples": r["error_samples"]} if r["errors"] else {},
+            "tls": r.get("tls"),
+        }
+    if scenario in HANDSHAKE_SCENARIOS:
+        argv = pin + [args.tlsclient_bin, "--port", str(port), "--sni", SNI,
+                      "--duration", str(duration), "--connections", str(args.tls_connections)]
+        if scenario == "tlsresume":
+            argv.append("--resume")
+        r = _parse(_run(argv, timeout, poll))
+        detail = {"samples": r["error_samples"]} if r["errors"] else {}
+        return {
+            "requests": r["handshakes"], "resumed": r["resumed"], "bytes": 0,
+            "duration_s": r["duration_s"], "errors": r["errors"], "error_detail": detail,
+            "p50_us": r["p50_us"], "p90_us": r["p90_us"], "p99_us": r["p99_us"], "max_us": r["max_us"],
+            "tls": r["negotiated"],
         }
     raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(ALL_SCENARIOS)})")
 
@@ -119,14 +175,17 @@ def _line(p: subprocess.Popen, prefix: str, timeout: float, poll=None) -> dict:
     raise LoadError(f"idle client printed no {prefix.strip()} line within {timeout:.0f}s")
 
 
-def run_idle(port: int, args, rss, poll=None, settle=1.0) -> dict:
-    """Open args.idle_connections through the relay (one GET each), hold them idle for `settle`
-    seconds, and sample rss() (the proxy tree's RSS, bytes) before opening and while held."""
+def run_idle(port: int, args, rss, poll=None, settle=1.0, tls=False) -> dict:
+    """Open args.idle_connections through the relay (one GET each; with tls, after a TLS
+    handshake), hold them idle for `settle` seconds, and sample rss() (the proxy tree's RSS,
+    bytes) before opening and while held."""
     argv = ["taskset", "-c", str(args.client_core), sys.executable, os.path.join(HERE, "idleclient.py"),
             "--port", str(port), "--connections", str(args.idle_connections)]
+    if tls:
+        argv += ["--tls", "--sni", SNI]
     rss_before = rss()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                         text=True, env=client_env(args))
     try:
         opened = _line(p, "OPEN ", 60, poll)
         if not opened["held"]:

@@ -12,6 +12,11 @@ import peers  # noqa: E402
 import report  # noqa: E402
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
     runs = []
     for rnd in (1, 2, 3):
@@ -33,6 +38,28 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
                                 "p50_us": 400, "p90_us": 700, "p99_us": 1000 * (i + 1), "max_us": 5000,
                                 "cpu_s": 5.0 * (i + 1), "rss_warm": (8 + i) << 20,
                                 "proxy_core_busy": 0.6, "client_core_busy": 1.0}
+            if "https" in scenarios:
+                sc["https"] = {"requests": 200000, "bytes": 1, "duration_s": 10.0, "errors": 0,
+                               "p50_us": 400, "p90_us": 700, "p99_us": 1000, "max_us": 5000,
+                               "cpu_s": 3.0 * (i + 1), "rss_warm": (10 + i) << 20,
+                               "proxy_core_busy": 0.4, "client_core_busy": 1.0}
+            for name, cpu in (("tlsnew", 2.0), ("tlsresume", 1.0)):
+                if name in scenarios:
+                    # 20,000 handshakes: shardproxy 100 / 50 µs each, the peer twice that.
+                    sc[name] = {"requests": 20000, "resumed": 19990 if name == "tlsresume" else 0,
+                                "bytes": 0, "duration_s": 10.0, "errors": 0, "p50_us": 4000,
+                                "p90_us": 6000, "p99_us": 9000, "max_us": 20000, "cpu_s": cpu * (i + 1),
+                                "rss_warm": 12 << 20, "proxy_core_busy": 0.3, "client_core_busy": 1.0,
+                                "tls": "TLSv1_3 TLS13_AES_128_GCM_SHA256 X25519"}
+            for name in ("tlspass", "tlsterm"):
+                if name in scenarios:
+                    sc[name] = {"requests": 50, "bytes": 5 * 10 ** 9, "duration_s": 10.0, "errors": 0,
+                                "cpu_s": 2.5 * (i + 1), "rss_warm": 12 << 20, "proxy_core_busy": 0.3,
+                                "client_core_busy": 1.0, "tls": "TLSv1.3 TLS_AES_128_GCM_SHA256"}
+            if "tlsidle" in scenarios:
+                sc["tlsidle"] = {"requests": 2000, "bytes": 1, "duration_s": 2.0, "errors": 0,
+                                 "connections": 2000, "held": 2000, "alive": 2000,
+                                 "rss_before": 10 << 20, "rss_open": (10 << 20) + 2000 * 4096 * (i + 1)}
             if "idle" in scenarios:
                 # shardproxy grows 2000 × 8 KiB, the peer 2000 × (8 + 8·(i)) KiB; 1990 held.
                 sc["idle"] = {"requests": 1990, "bytes": 1, "duration_s": 0.5, "errors": 10,
@@ -139,6 +166,62 @@ class Tests(unittest.TestCase):
             self.assertIn("proxy_pass http://bench_upstream;", cfg)
             self.assertNotIn("\nstream {", cfg)
 
+    def test_tls_run_metrics_section_and_chart(self):
+        run = fake_run(scenarios=("https", "tlsnew", "tlsresume", "tlsidle", "tlspass", "tlsterm"))
+        run["runs"][2]["scenarios"]["tlsnew"]["cpu_s"] = 2.4  # a slower round: a spread to show
+        s = report.summarise(run)
+        sp, ng = s["shardproxy"]["median"], s["nginx"]["median"]
+        self.assertAlmostEqual(sp["https_cpu_us_req"], 15.0)
+        self.assertAlmostEqual(sp["tlsnew_cpu_us_hs"], 100.0)
+        self.assertAlmostEqual(sp["tlsnew_hs_core"], 10000.0)
+        self.assertAlmostEqual(ng["tlsresume_cpu_us_hs"], 100.0)
+        self.assertAlmostEqual(sp["resume_gain"], 2.0)
+        self.assertAlmostEqual(sp["tlsresume_pct"], 99.95)
+        self.assertAlmostEqual(sp["tlsidle_kib_conn"], 4.0)
+        self.assertAlmostEqual(ng["tlspass_gb_s"], 0.5)
+        self.assertAlmostEqual(ng["tlsterm_cpu_s_gb"], 1.0)
+        md = report.markdown_tables(run, s)
+        self.assertIn("CPU µs/full handshake ↓", md)
+        self.assertIn("0.50× ▲", md)
+        text = report.section(run, s, "results.svg")
+        self.assertIn("<!-- bench:begin tls-https-tlsnew-tlsresume-tlsidle-tlspass-tlsterm -->", text)
+        self.assertIn("## TLS 1.3", text)
+        self.assertIn("TLSv1_3 TLS13_AES_128_GCM_SHA256 X25519 (tlsnew/tlsresume)", text)
+        self.assertIn("100.0 – 120.0 (±10 %)", text)  # shardproxy tlsnew µs over rounds
+        ET.fromstring(report.svg(run, s))
+
+    def test_tls_configs_render(self):
+        tls = peers.TlsFiles(cert="/c.crt", key="/c.key", pem="/c.pem", sni="bulk.example.com",
+                             upstream_tls_port=4443)
+        with tempfile.TemporaryDirectory() as d:
+            text = _read(peers.render_bootstrap(d, "x", 1001, 1002, 1003, 0, mode="https", tls=tls))
+            self.assertIn("DownstreamTlsContext", text)
+            self.assertIn('filename: "/c.key"', text)
+            self.assertIn("tls_minimum_protocol_version: TLSv1_3", text)
+            text = _read(peers.render_bootstrap(d, "x", 1001, 1002, 1003, 65536, mode="tlspass", tls=tls))
+            self.assertIn("envoy.filters.listener.tls_inspector", text)
+            self.assertIn('server_names: ["bulk.example.com"]', text)
+            self.assertIn("port_value: 4443", text)
+            self.assertNotIn("DownstreamTlsContext", text)
+            self.assertEqual(text.count("per_connection_buffer_limit_bytes: 65536"), 3)
+            launch = peers.Envoy("envoy").launch(d, 1, 2, 3, 65536, mode="tlsterm", tls=tls)
+            text = _read(launch.config)
+            self.assertIn("DownstreamTlsContext", text)
+            self.assertIn("envoy.filters.network.tcp_proxy", text)
+            self.assertIn("max_connections: 1000000", text)
+            cfg = _read(peers.Nginx("nginx").launch(d, 1, 2, 3, 0, mode="https", tls=tls).config)
+            self.assertIn("listen 127.0.0.1:1 ssl", cfg)
+            self.assertIn("ssl_protocols TLSv1.3;", cfg)
+            cfg = _read(peers.HAProxy("haproxy").launch(d, 1, 2, 3, 0, mode="https", tls=tls).config)
+            self.assertIn("ssl crt /c.pem ssl-min-ver TLSv1.3", cfg)
+            cfg = _read(peers.HAProxy("haproxy").launch(d, 1, 2, 3, 0, mode="tlspass", tls=tls).config)
+            self.assertIn("req.ssl_sni -i bulk.example.com", cfg)
+            for mode, want in (("tlspass", "map $ssl_preread_server_name $bench_backend"),
+                               ("tlsterm", "listen 127.0.0.1:1 ssl")):
+                text = peers.render(f"nginx-{mode}.conf", os.path.join(d, "n.conf"), dir=d, port=1,
+                                    upstream_port=2, load_module="", buffer_directive="", **tls.values())
+                self.assertIn(want, _read(text))
+
     def test_args(self):
         a = bench.parse_args(["--peers", "nginx,envoy", "--scenarios", "bulk,rps"])
         self.assertEqual(a.peer_list, ["nginx", "envoy"])
@@ -146,6 +229,8 @@ class Tests(unittest.TestCase):
         self.assertEqual(bench.parse_args(["--scenarios", "idle,rps"]).scenario_list, ["rps", "idle"])
         self.assertEqual(bench.parse_args([]).idle_connections, 2000)
         self.assertEqual(bench.parse_args([]).scenario_list, ["rps", "newconn", "bulk", "idle"])
+        a = bench.parse_args(["--scenarios", "tlsterm,https,tlsnew"])
+        self.assertEqual(a.scenario_list, ["https", "tlsnew", "tlsterm"])
         a = bench.parse_args(["--scenarios", "httpclose,http"])
         self.assertEqual((a.scenario_list, a.http_connections), (["http", "httpclose"], 50))
 

@@ -548,7 +548,7 @@ def start_upstream(tmp: str, nginx: str, core: str) -> tuple[subprocess.Popen, l
     text = read(os.path.join(HERE, "templates/upstream-nginx.conf")).replace(
         "        listen 127.0.0.1:${upstream_port} backlog=4096;", listens)
     with open(cfg, "w") as f:
-        f.write(text.replace("${dir}", tmp))
+        f.write(text.replace("${dir}", tmp).replace("${tls_listen}", ""))
     os.makedirs(os.path.join(tmp, "www"), exist_ok=True)
     log = os.path.join(tmp, "upstream.log")
     p = Started.start([nginx, "-p", tmp + "/", "-e", os.path.join(tmp, "upstream-error.log"),
