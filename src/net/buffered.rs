@@ -50,11 +50,16 @@ impl Buffered {
         }
     }
 
-    /// Reads once, appending to `buf`; 0 = the peer closed its side.
+    /// Reads once, appending to `buf`; 0 = the peer closed its side. With nothing buffered,
+    /// the buffer is taken only once there is something to read: a connection waiting for
+    /// its next request holds none.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.is_empty() && self.buf.capacity() < READ_RESERVE {
-            if let Some(spare) = SPARE.with(|s| s.borrow_mut().pop()) {
-                self.buf = spare;
+        if self.buf.is_empty() {
+            poll_fn(|cx| self.io.poll_readable(cx)).await;
+            if self.buf.capacity() < READ_RESERVE {
+                if let Some(spare) = SPARE.with(|s| s.borrow_mut().pop()) {
+                    self.buf = spare;
+                }
             }
         }
         let (io, buf) = (&mut self.io, &mut self.buf);

@@ -253,6 +253,11 @@ impl TlsStream {
         Poll::Ready(Ok(n))
     }
 
+    /// Ready once plaintext, a close or an error is waiting (without taking any of it).
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_plaintext(cx).map(|_| ())
+    }
+
     /// Whether plaintext, a close or an error is waiting (an idle pooled connection that has
     /// any cannot carry a request). TLS records that carry no data (session tickets) are
     /// processed and do not count. Never waits.
@@ -316,6 +321,23 @@ impl AsyncWrite for TlsStream {
             }
             taken += n;
         }
+    }
+
+    /// All slices into one TLS record where they fit (a response head and a small body go out
+    /// as one record in one send, as nginx sends them), after what was queued before.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_tls(cx))?;
+        let n = this.tls.writer().write_vectored(bufs)?;
+        // What the socket does not take now goes out on the next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_flush_tls(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

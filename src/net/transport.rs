@@ -52,6 +52,14 @@ impl Transport {
         }
     }
 
+    /// Ready once data, a close or an error is waiting (nothing is read).
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Transport::Raw(io) => io.poll_readable(cx),
+            Transport::Tls(tls) => tls.poll_readable(cx),
+        }
+    }
+
     /// Whether data, a close or an error is waiting. Never waits.
     pub fn has_pending_input(&mut self) -> bool {
         match self {
@@ -115,24 +123,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            // rustls copies into records anyway: take the slices in order.
-            Transport::Tls(tls) => {
-                let mut taken = 0;
-                for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                    match Pin::new(tls.as_mut()).poll_write(cx, buf) {
-                        Poll::Ready(Ok(n)) => {
-                            taken += n;
-                            if n < buf.len() {
-                                break;
-                            }
-                        }
-                        Poll::Ready(Err(e)) if taken == 0 => return Poll::Ready(Err(e)),
-                        Poll::Pending if taken == 0 => return Poll::Pending,
-                        _ => break,
-                    }
-                }
-                Poll::Ready(Ok(taken))
-            }
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 

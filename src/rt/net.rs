@@ -106,6 +106,11 @@ impl TcpStream {
         Ok(Self { source, peer: None })
     }
 
+    /// Ready once the socket may be read (data, EOF or an error), without reading.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.source.poll_ready(Interest::Read, cx)
+    }
+
     /// Whether the socket turned readable (data or EOF) since it was last drained. For an idle
     /// pooled HTTP/1 connection either means it can no longer carry a request. Never waits.
     pub fn has_pending_input(&mut self) -> bool {
