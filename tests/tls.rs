@@ -2475,3 +2475,126 @@ fn auto_sni_and_auto_san_validation() {
         seen
     });
 }
+
+/// A mesh hop between the two proxies, both ways: the client-side proxy (plain HTTP in, mTLS
+/// out with the client workload's SPIFFE certificate, checking the server's SPIFFE URI) in
+/// front of the server-side proxy (mTLS in, requiring the client's SPIFFE URI; XFCC with it to
+/// the app). Envoy → shardproxy, then shardproxy → Envoy: the app sees the client's identity
+/// either way, and each side refuses a peer without the expected SPIFFE URI.
+#[test]
+fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
+    if !envoy_available() {
+        return;
+    }
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    const SERVER_SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/upstream";
+    let server_side = |port: u16, admin: u16| {
+        let tls = downstream_tls(
+            common_tls(
+                vec![tls_certificate(&pki.upstream)],
+                json!({"validation_context": validation(
+                    &pki.ca,
+                    json!({"match_typed_subject_alt_names": [san_exact("URI", CLIENT_SPIFFE)]}),
+                )}),
+            ),
+            json!({"require_client_certificate": true}),
+        );
+        let xfcc = json!({
+            "forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": {"uri": true},
+        });
+        bootstrap(
+            admin,
+            vec![listener_with(
+                "inbound",
+                port,
+                vec![],
+                vec![filter_chain(
+                    Value::Null,
+                    vec![hcm_filter(manager("app", xfcc))],
+                    Some(tls),
+                )],
+            )],
+            vec![to_port("app", app.port("app"), json!({}))],
+        )
+    };
+    let client_side = |port: u16, admin: u16, server: u16| {
+        let tls = |cert| {
+            upstream_tls(
+                common_tls(
+                    vec![tls_certificate(cert)],
+                    json!({"validation_context": validation(
+                        &pki.ca,
+                        json!({"match_typed_subject_alt_names": [san_exact("URI", SERVER_SPIFFE)]}),
+                    )}),
+                ),
+                json!({"sni": UPSTREAM_NAME}),
+            )
+        };
+        let routes = json!({"name": "local", "virtual_hosts": [
+            {"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/wrong"}, "route": {"cluster": "wrong"}},
+                {"match": {"prefix": "/"}, "route": {"cluster": "mesh"}}]}]});
+        bootstrap(
+            admin,
+            vec![http_listener(
+                "outbound",
+                port,
+                hcm("outbound", routes, vec![], json!({})),
+            )],
+            vec![
+                to_port(
+                    "mesh",
+                    server,
+                    json!({"transport_socket": tls(&pki.client)}),
+                ),
+                // Another workload's identity: the server side refuses it.
+                to_port(
+                    "wrong",
+                    server,
+                    json!({"transport_socket": tls(&pki.client_other)}),
+                ),
+            ],
+        )
+    };
+    for (client_kind, server_kind) in [
+        (Kind::Envoy, Kind::Shardproxy),
+        (Kind::Shardproxy, Kind::Envoy),
+    ] {
+        let (inbound, outbound) = (free_port(), free_port());
+        let server = HttpProxy::start(
+            server_kind,
+            "mesh-server",
+            &server_side(inbound, free_port()),
+        );
+        let client = HttpProxy::start(
+            client_kind,
+            "mesh-client",
+            &client_side(outbound, free_port(), inbound),
+        );
+        let hop = format!("{} → {}", client_kind.name(), server_kind.name());
+        let c = curl(&[&format!("http://127.0.0.1:{outbound}/mesh")]);
+        assert_eq!(c.status, 200, "{hop}: {}", c.body);
+        let echo: Value = serde_json::from_str(&c.body).unwrap();
+        let xfcc = echoed_header(&echo, "x-forwarded-client-cert").unwrap_or_default();
+        assert!(
+            xfcc.contains(&format!("URI={CLIENT_SPIFFE}")),
+            "{hop}: the app sees the client's SPIFFE identity: {xfcc:?}"
+        );
+        // The edge (the client-side proxy, reached over plain HTTP) set the scheme; the
+        // server side keeps it, as Envoy does without use_remote_address.
+        assert_eq!(
+            echoed_header(&echo, "x-forwarded-proto"),
+            Some("http"),
+            "{hop}"
+        );
+        let refused = curl(&[&format!("http://127.0.0.1:{outbound}/wrong")]);
+        assert_eq!(
+            refused.status, 503,
+            "{hop}: another identity: {}",
+            refused.body
+        );
+        drop((client, server));
+    }
+}
