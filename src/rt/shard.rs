@@ -87,7 +87,8 @@ async fn run(
             match command {
                 ShardCommand::Apply(snapshot) => apply(&ctx, &mut listeners, snapshot, &events),
                 ShardCommand::StartDraining { inbound_only } => {
-                    listeners.start_draining(inbound_only)
+                    listeners.start_draining(inbound_only);
+                    let _ = events.send(ShardEvent::DrainStarted { shard: ctx.id });
                 }
                 ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
                 ShardCommand::Exit => {

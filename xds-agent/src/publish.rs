@@ -46,6 +46,10 @@ pub enum ShardEvent {
         config_hash: u64,
         draining: bool,
     },
+    /// The shard's connections were told to drain (`ShardCommand::StartDraining`).
+    DrainStarted {
+        shard: usize,
+    },
     Exited {
         shard: usize,
     },

@@ -423,26 +423,45 @@ async fn certs() {
 #[tokio::test]
 async fn commands_reach_the_agent() {
     let mut admin = start().await;
-    let r = admin.post("/drain_listeners?inboundonly&graceful").await;
+    // A drain's reply waits until the agent says the shards are draining.
+    let Admin { port, commands, .. } = &mut admin;
+    let poster = Admin {
+        port: *port,
+        state: Arc::new(Mutex::new(agent_state())),
+        commands: unbounded_channel().1,
+    };
+    let (r, ()) = tokio::join!(
+        poster.post("/drain_listeners?inboundonly&graceful"),
+        async {
+            match commands.recv().await {
+                Some(AgentCommand::DrainListeners {
+                    inbound_only: true,
+                    graceful: true,
+                    started: Some(started),
+                }) => {
+                    let _ = started.send(());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    );
     assert_eq!((r.status, r.body.as_str()), (200, "OK\n"));
-    assert_eq!(
-        admin.commands.recv().await,
-        Some(AgentCommand::DrainListeners {
-            inbound_only: true,
-            graceful: true
-        })
-    );
-    admin.post("/drain_listeners").await;
-    assert_eq!(
-        admin.commands.recv().await,
-        Some(AgentCommand::DrainListeners {
-            inbound_only: false,
-            graceful: false
-        })
-    );
+    let (_, ()) = tokio::join!(poster.post("/drain_listeners"), async {
+        assert!(matches!(
+            commands.recv().await,
+            Some(AgentCommand::DrainListeners {
+                inbound_only: false,
+                graceful: false,
+                ..
+            })
+        ));
+    });
     let r = admin.post("/quitquitquit").await;
     assert_eq!((r.status, r.body.as_str()), (200, "OK\n"));
-    assert_eq!(admin.commands.recv().await, Some(AgentCommand::Shutdown));
+    assert!(matches!(
+        admin.commands.recv().await,
+        Some(AgentCommand::Shutdown)
+    ));
 
     // Mutations over GET do nothing.
     for path in [

@@ -49,12 +49,19 @@ pub async fn serve(listener: TcpListener, ctx: AdminContext) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let reply = handle(&ctx, request.method(), request.uri());
+                let mut done = None;
+                let reply = handle(&ctx, request.method(), request.uri(), &mut done);
                 // Dumps may have decoded Envoy's descriptor pool; do not keep it resident.
                 if let Ok(state) = ctx.state.lock() {
                     state.release_memory();
                 }
-                async move { Ok::<_, Infallible>(reply.into_response()) }
+                async move {
+                    if let Some(done) = done {
+                        // Bounded: a shard that never answers does not hang the admin.
+                        let _ = tokio::time::timeout(COMMAND_WAIT, done).await;
+                    }
+                    Ok::<_, Infallible>(reply.into_response())
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -170,7 +177,17 @@ const ENDPOINTS: &[(&str, Endpoint, bool, &str)] = &[
 ];
 
 /// Routes one request to its endpoint and renders the reply.
-fn handle(ctx: &AdminContext, method: &Method, uri: &hyper::Uri) -> Reply {
+/// How long a command's reply waits for the agent to carry it out.
+const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The reply to a request; `done` is set for a command whose reply should wait until the
+/// agent has carried it out.
+fn handle(
+    ctx: &AdminContext,
+    method: &Method,
+    uri: &hyper::Uri,
+    done: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Reply {
     let query = match Query::parse(uri.query().unwrap_or("")) {
         Ok(query) => query,
         Err(e) => return Reply::bad_request(e.to_string()),
@@ -204,13 +221,18 @@ fn handle(ctx: &AdminContext, method: &Method, uri: &hyper::Uri) -> Reply {
             lock(ctx).healthcheck_failed = endpoint == Endpoint::HealthcheckFail;
             Reply::ok_text("OK\n".into())
         }
-        Endpoint::DrainListeners => command(
-            ctx,
-            AgentCommand::DrainListeners {
-                inbound_only: query.has("inboundonly"),
-                graceful: query.has("graceful"),
-            },
-        ),
+        Endpoint::DrainListeners => {
+            let (started, carried_out) = tokio::sync::oneshot::channel();
+            *done = Some(carried_out);
+            command(
+                ctx,
+                AgentCommand::DrainListeners {
+                    inbound_only: query.has("inboundonly"),
+                    graceful: query.has("graceful"),
+                    started: Some(started),
+                },
+            )
+        }
         Endpoint::QuitQuitQuit => command(ctx, AgentCommand::Shutdown),
     }
 }

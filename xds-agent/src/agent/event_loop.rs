@@ -60,6 +60,9 @@ pub(super) struct Agent {
     /// Listener addresses published so far (the probe skips them: see `listener_probe`).
     addresses: ListenerAddresses,
     dns_tasks: HashMap<String, (DnsTarget, tokio::task::JoinHandle<()>)>,
+    /// A graceful `/drain_listeners` waiting for the shards to start draining: how many have
+    /// yet to, and whom to tell.
+    drain_started: Option<(usize, tokio::sync::oneshot::Sender<()>)>,
     /// Generation published and when; cleared once every shard applied it.
     publish_started: Option<(u64, Instant)>,
     /// Latest time a shard reported applying the generation being published.
@@ -92,6 +95,7 @@ impl Agent {
             bind_failures: Vec::new(),
             addresses: ListenerAddresses::default(),
             dns_tasks: HashMap::new(),
+            drain_started: None,
             publish_started: None,
             last_applied: Instant::now(),
             draining: HashMap::new(),
@@ -213,7 +217,7 @@ impl Agent {
                 Some((cluster, endpoints)) = self.dns_results.recv() => self.on_dns(cluster, endpoints),
                 Some(command) = self.commands.recv() => match command {
                     AgentCommand::Shutdown => return self.shutdown().await,
-                    AgentCommand::DrainListeners { inbound_only, graceful } => self.drain_listeners(inbound_only, graceful),
+                    AgentCommand::DrainListeners { inbound_only, graceful, started } => self.drain_listeners(inbound_only, graceful, started),
                     AgentCommand::Reload => self.reload(),
                 },
             }
@@ -273,6 +277,16 @@ impl Agent {
                 draining,
                 ..
             } => self.listener_draining(listener, config_hash, draining),
+            ShardEvent::DrainStarted { .. } => {
+                if let Some((waiting, _)) = &mut self.drain_started {
+                    *waiting = waiting.saturating_sub(1);
+                    if *waiting == 0 {
+                        if let Some((_, started)) = self.drain_started.take() {
+                            let _ = started.send(());
+                        }
+                    }
+                }
+            }
             ShardEvent::Exited { .. } => {}
         }
     }
@@ -470,7 +484,12 @@ impl Agent {
         }
     }
 
-    fn drain_listeners(&mut self, inbound_only: bool, graceful: bool) {
+    fn drain_listeners(
+        &mut self,
+        inbound_only: bool,
+        graceful: bool,
+        started: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let drain_time = self.lock().options.drain_time;
         if graceful {
             let mut state = self.lock();
@@ -487,6 +506,8 @@ impl Agent {
             for link in &self.shards {
                 link.send(ShardCommand::StartDraining { inbound_only });
             }
+            // Told once every shard has started draining.
+            self.drain_started = started.map(|s| (self.shards.len(), s));
         }
         let links = self.shards.clone();
         tokio::spawn(async move {

@@ -53,13 +53,19 @@ pub trait LogControl: Send + Sync {
 }
 
 /// Requests to the agent loop (from admin or signals).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AgentCommand {
     /// Drain for `--drain-time-s`, then exit 0.
     Shutdown,
     /// Stop listening (all, or only inbound listeners). `graceful` first enters the draining
-    /// state for the drain time before closing the sockets, as Envoy does.
-    DrainListeners { inbound_only: bool, graceful: bool },
+    /// state for the drain time before closing the sockets, as Envoy does; `started` is told
+    /// once every shard drains (so a connection made after `/drain_listeners?graceful`
+    /// answered is told to close, on any shard).
+    DrainListeners {
+        inbound_only: bool,
+        graceful: bool,
+        started: Option<tokio::sync::oneshot::Sender<()>>,
+    },
     /// The bootstrap file changed on disk.
     Reload,
 }
