@@ -78,8 +78,10 @@ async fn pick_chain(
 ) -> Option<(usize, String)> {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
-    // A listener bound to one address is that address; a wildcard one asks the socket.
-    let local = match listener.address.ip().is_unspecified() {
+    // A listener bound to one address is that address; a wildcard one asks the socket (a
+    // syscall), only when a chain matches on it.
+    let ask = listener.address.ip().is_unspecified() && listener.chain_index.reads_local();
+    let local = match ask {
         false => listener.address,
         true => stream.local_addr().unwrap_or(listener.address),
     };

@@ -146,6 +146,9 @@ pub enum IndexError {
 #[derive(Debug)]
 pub struct FilterChainIndex {
     nodes: Vec<Node>,
+    /// Some chain matches on the local address (destination port or IP, or a source type,
+    /// which compares with it): only then is a wildcard listener's accepted address read.
+    reads_local: bool,
 }
 
 impl FilterChainIndex {
@@ -153,6 +156,11 @@ impl FilterChainIndex {
     pub fn build(chains: &[ChainMatch]) -> Result<Self, IndexError> {
         let mut index = Self {
             nodes: vec![Node::default()],
+            reads_local: chains.iter().any(|c| {
+                c.destination_port.is_some()
+                    || !c.prefix_ranges.is_empty()
+                    || c.source_type.is_some()
+            }),
         };
         for (i, chain) in chains.iter().enumerate() {
             index.insert(0, 0, chain, i)?;
@@ -182,6 +190,11 @@ impl FilterChainIndex {
             }
         }
         Ok(())
+    }
+
+    /// Whether selection looks at the connection's local address.
+    pub fn reads_local(&self) -> bool {
+        self.reads_local
     }
 
     /// The index of the chain for this connection, if one matches.

@@ -115,9 +115,6 @@ pub struct PeerValidation {
     pub algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// The rustls error meaning "the SAN check failed" (counted as `ssl.fail_verify_san`).
-const SAN_MISMATCH: &str = "no subject alt name matches";
-
 impl PeerValidation {
     fn check_sans(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
         if self.san_matchers.is_empty() {
@@ -137,12 +134,13 @@ fn san_mismatch() -> Error {
     ))))
 }
 
+/// The rustls error meaning "the SAN check failed" (counted as `ssl.fail_verify_san`).
 #[derive(Debug)]
 struct SanMismatch;
 
 impl fmt::Display for SanMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(SAN_MISMATCH)
+        f.write_str("no subject alt name matches")
     }
 }
 
@@ -153,7 +151,7 @@ pub fn classify_failure(error: &Error) -> HandshakeFailure {
     match error {
         Error::NoCertificatesPresented => HandshakeFailure::NoCertificate,
         Error::InvalidCertificate(CertificateError::Other(other))
-            if other.to_string() == SAN_MISMATCH =>
+            if other.0.downcast_ref::<SanMismatch>().is_some() =>
         {
             HandshakeFailure::VerifySan
         }
