@@ -1,7 +1,8 @@
 //! Tests: shared end-to-end harness — temp dirs, bootstrap templates, the proxy as a child
 //! process, a tiny admin HTTP client, and real upstream servers on threads.
 //!
-//! Every port is picked by binding port 0; every child is killed by PID when its handle drops.
+//! Every port is picked below the kernel's ephemeral range (see `free_port`); every child is
+//! killed by PID when its handle drops.
 #![allow(dead_code)]
 
 pub mod http;
@@ -100,12 +101,28 @@ pub fn have_command(cmd: &str) -> bool {
 // Ports, temp dirs, polling
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+/// A port no one listens on, for a proxy or peer to bind later. Taken from 12000..32000, below
+/// the kernel's ephemeral range (32768+): a port picked by binding port 0 is closed again before
+/// the proxy binds it, and in between any outgoing connection of a parallel test may take it as
+/// its source port. Ports are handed out once per test process, starting at an offset from the
+/// PID so test binaries run side by side rarely meet; each is checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 12000;
+    const SPAN: u32 = 20000;
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        (std::process::id().wrapping_mul(7919) % SPAN) as usize,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) as u32 % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub fn addr(port: u16) -> SocketAddr {
