@@ -15,14 +15,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xds_agent::{
-    model::{
-        route::{Route, RouteConfig, RouteRequest},
-        NetworkFilter, Snapshot,
-    },
-    stats::StatsRegistry,
-    translate::{translate, TranslateContext},
-};
+
+
+use xds_agent::{translate::{translate, TranslateContext}};
+
+
+
+use model::{{
+
+route::{Route, RouteConfig, RouteRequest},
+
+NetworkFilter, Snapshot,
+
+}, stats::StatsRegistry};
 
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";

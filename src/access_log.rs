@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
 };
 
-use xds_agent::access_log::{AccessLog, ConnectionRecord, HttpLogView, HttpTimings, LogSink};
+use model::access_log::{AccessLog, ConnectionRecord, HttpLogView, HttpTimings, LogSink};
 
 use crate::stream::headers::{Headers, RequestHead, ResponseHead};
 
@@ -112,7 +112,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use bytes::Bytes;
-    use xds_agent::access_log::ResponseFlags;
+    use model::access_log::ResponseFlags;
 
     use super::*;
     use crate::stream::headers::Version;

@@ -15,10 +15,8 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use cli::{Cli, Mode};
-use xds_agent::{
-    agent::{self, AgentOptions},
-    stats::StatsRegistry,
-};
+use xds_agent::{agent::{self, AgentOptions}};
+use model::{stats::StatsRegistry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,7 +90,7 @@ fn serve(
     }
     rt::limits::check_io_uring()?;
     rt::limits::check_memlock(options.concurrency)?;
-    let (events_tx, events) = xds_agent::publish::event_channel();
+    let (events_tx, events) = model::publish::event_channel();
     let (links, _threads) =
         rt::shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;
     tracing::info!(shards = links.len(), "shards started");

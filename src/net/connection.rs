@@ -4,14 +4,17 @@
 //! generation (config and drain signal) is pinned here for the connection's life.
 use std::{net::SocketAddr, rc::Rc};
 
-use xds_agent::{
-    model::{
-        filter_chain_match::ConnectionFacts,
-        tls::{classify_failure, negotiated, ServerTls},
-        Listener, NetworkFilter,
-    },
-    stats::{dec, inc, HandshakeFailure},
-};
+
+
+use model::{{
+
+filter_chain_match::ConnectionFacts,
+
+tls::{classify_failure, negotiated, ServerTls},
+
+Listener, NetworkFilter,
+
+}, stats::{dec, inc, HandshakeFailure}};
 
 use crate::{
     context::ShardContext,

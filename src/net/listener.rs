@@ -24,10 +24,7 @@ use std::{
 
 use futures_lite::future;
 use socket2::{Domain, Protocol, Socket, Type};
-use xds_agent::{
-    model::{DrainType, Listener, Snapshot},
-    publish::{EventSender, ShardEvent},
-};
+use model::{{DrainType, Listener, Snapshot}, publish::{EventSender, ShardEvent}};
 
 use crate::{
     context::ShardContext,
@@ -370,7 +367,9 @@ async fn accept_loop(
 mod tests {
     use std::{future::Future, pin::pin, task::Poll};
 
-    use xds_agent::{publish::EventReceiver, stats::StatsRegistry};
+    
+
+    use model::{publish::EventReceiver, stats::StatsRegistry};
 
     use super::*;
     use crate::rt::executor::Executor;
@@ -408,7 +407,7 @@ mod tests {
     }
 
     fn shard(drain_time: Duration) -> Shard {
-        let (tx, events) = xds_agent::publish::event_channel();
+        let (tx, events) = model::publish::event_channel();
         Shard {
             ctx: Rc::new(ShardContext::new(0, 1)),
             set: ListenerSet::new(0, drain_time, tx),

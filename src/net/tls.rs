@@ -15,7 +15,7 @@ use std::{
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
-use xds_agent::model::{
+use model::{
     tls::{ClientTls, ServerConfigs},
     tls_info::{CertificateInfo, DownstreamTls},
 };

@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use xds_agent::model::{Cluster, Endpoint, Snapshot};
+use model::{Cluster, Endpoint, Snapshot};
 
 use super::{
     lb::Balancer,
@@ -183,11 +183,13 @@ impl ClusterManager {
 mod tests {
     use std::collections::HashMap;
 
-    use xds_agent::{
-        model::Cluster,
-        stats::StatsRegistry,
-        translate::{translate, TranslateContext},
-    };
+    
+
+    use xds_agent::{translate::{translate, TranslateContext}};
+
+    
+
+    use model::{Cluster, stats::StatsRegistry};
 
     use super::*;
 

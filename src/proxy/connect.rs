@@ -4,11 +4,7 @@
 use std::{io, net::SocketAddr, rc::Rc};
 
 use futures_lite::future;
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{tls::classify_failure, Cluster, Endpoint},
-    stats::{inc, HandshakeFailure},
-};
+use model::{access_log::ResponseFlags, {tls::classify_failure, Cluster, Endpoint}, stats::{inc, HandshakeFailure}};
 
 use super::cluster_manager::{ActiveHost, ShardCluster};
 use crate::{
@@ -82,7 +78,7 @@ pub async fn open(
         match tls::connect(stream, tls, config, sni, address).await {
             Ok(stream) => {
                 let (version, cipher, curve) =
-                    xds_agent::model::tls::negotiated(stream.connection());
+                    model::tls::negotiated(stream.connection());
                 let resumed =
                     stream.connection().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 cells.handshake(version, cipher, curve, resumed);

@@ -10,10 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_lite::future;
-use xds_agent::{
-    model::{http::HttpConnectionManager, route::Forward},
-    stats::{inc, record_duration, ClusterCells},
-};
+use model::{{http::HttpConnectionManager, route::Forward}, stats::{inc, record_duration, ClusterCells}};
 
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},

@@ -12,10 +12,7 @@ use std::{
 };
 
 use futures_lite::future;
-use xds_agent::{
-    model::{CircuitBreakers, UpstreamHttpOptions},
-    stats::{dec, inc, record_duration, ClusterCells, ClusterStats},
-};
+use model::{{CircuitBreakers, UpstreamHttpOptions}, stats::{dec, inc, record_duration, ClusterCells, ClusterStats}};
 
 use super::{
     cluster_manager::{Host, ShardCluster},

@@ -3,7 +3,7 @@
 use std::{rc::Rc, sync::Arc, thread::JoinHandle, time::Duration};
 
 use crossbeam_channel::Receiver;
-use xds_agent::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
+use model::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
 
 use super::{
     executor::Executor,
@@ -106,7 +106,7 @@ async fn run(
 fn apply(
     ctx: &Rc<ShardContext>,
     listeners: &mut ListenerSet,
-    snapshot: Arc<xds_agent::model::Snapshot>,
+    snapshot: Arc<model::Snapshot>,
     events: &EventSender,
 ) {
     let generation = snapshot.generation;

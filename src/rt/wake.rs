@@ -6,7 +6,7 @@ use std::{
     os::unix::net::UnixStream as StdUnixStream,
 };
 
-use xds_agent::publish::Wake;
+use model::publish::Wake;
 
 use super::readiness::Source;
 

@@ -1,7 +1,7 @@
 //! Stream layer: protocol-independent request/response heads and their header list. Names
 //! are stored lower-case; values are zero-copy slices of the buffer they were parsed from.
 use bytes::Bytes;
-use xds_agent::model::route::RouteRequest;
+use model::route::RouteRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

@@ -8,14 +8,11 @@ pub mod mutations;
 use std::{cell::Cell, time::Instant};
 
 use bytes::Bytes;
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{
-        filters::PerRouteFilter,
-        http::HttpConnectionManager,
-        route::{Route, VirtualHost},
-    },
-};
+use model::{access_log::ResponseFlags, {
+filters::PerRouteFilter,
+http::HttpConnectionManager,
+route::{Route, VirtualHost},
+}};
 
 use crate::context::ShardContext;
 use headers::Headers;

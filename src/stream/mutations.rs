@@ -1,7 +1,7 @@
 //! Stream layer: header mutations from route configuration (`*_headers_to_add` with Envoy's
 //! append actions, `*_headers_to_remove`).
 use bytes::Bytes;
-use xds_agent::model::route::{AppendAction, HeaderAdd};
+use model::route::{AppendAction, HeaderAdd};
 
 use super::headers::Headers;
 

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::{DnsTarget, Endpoint};
+use model::{DnsTarget, Endpoint};
 
 /// How long one lookup may take before the cluster keeps its previous addresses.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -13,7 +13,7 @@ use std::{collections::HashSet, io, net::SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::model::Snapshot;
+use model::Snapshot;
 
 /// The listener addresses this process has published to its shards.
 #[derive(Debug, Default)]
@@ -76,7 +76,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{model::Listener, stats::StatsRegistry};
+    use model::{Listener, stats::StatsRegistry};
 
     fn snapshot(listeners: &[(&str, SocketAddr)]) -> Snapshot {
         let listener = |(name, address): &(&str, SocketAddr)| {

@@ -2,14 +2,10 @@
 //! responses of allowed origins, with the route's and virtual host's `CorsPolicy` (each field
 //! from the most specific policy that sets it, as Envoy).
 use bytes::Bytes;
-use xds_agent::{
-    filter_stats::CorsStats,
-    model::{
-        filters::{CorsPolicy, HttpFilter, PerRouteFilter},
-        route::RouteAction,
-    },
-    stats::inc,
-};
+use model::{filter_stats::CorsStats, {
+filters::{CorsPolicy, HttpFilter, PerRouteFilter},
+route::RouteAction,
+}, stats::inc};
 
 use super::{per_route_levels, position, sampled};
 use crate::stream::{
@@ -197,8 +193,8 @@ pub(super) fn on_response(
 mod tests {
     use std::sync::Arc;
 
-    use xds_agent::model::filters::{FractionalPercent, HttpFilterKind};
-    use xds_agent::model::matchers::{StringMatcher, StringPattern};
+    use model::filters::{FractionalPercent, HttpFilterKind};
+    use model::matchers::{StringMatcher, StringPattern};
 
     use super::{
         super::{on_request as run_request, on_response as run_response, test_support::*},

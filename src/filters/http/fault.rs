@@ -4,19 +4,14 @@
 use std::{sync::atomic::AtomicU64, time::Duration};
 
 use bytes::Bytes;
-use xds_agent::{
-    access_log::ResponseFlags,
-    filter_stats::FaultStats,
-    model::{
-        filters::{
-            AbortSource, DelaySource, FaultConfig, FaultFilter, FractionalPercent, HttpFilter,
-            PerRouteFilter,
-        },
-        matchers::all_match,
-        route::{ClusterSpecifier, RouteAction},
-    },
-    stats::{dec, inc},
-};
+use model::{access_log::ResponseFlags, filter_stats::FaultStats, {
+filters::{
+AbortSource, DelaySource, FaultConfig, FaultFilter, FractionalPercent, HttpFilter,
+PerRouteFilter,
+},
+matchers::all_match,
+route::{ClusterSpecifier, RouteAction},
+}, stats::{dec, inc}};
 
 use super::sampled;
 use crate::{
@@ -268,8 +263,8 @@ mod tests {
         time::Instant,
     };
 
-    use xds_agent::model::filters::{FaultAbort, FaultDelay, HttpFilterKind};
-    use xds_agent::model::matchers::{HeaderMatcher, HeaderRule, HeaderSource};
+    use model::filters::{FaultAbort, FaultDelay, HttpFilterKind};
+    use model::matchers::{HeaderMatcher, HeaderRule, HeaderSource};
 
     use super::{super::on_request as run_request, super::test_support::*, *};
     use crate::rt::executor::Executor;

@@ -2,7 +2,7 @@
 //! operations, then the per-route ones (route and virtual host, most specific first unless
 //! `most_specific_header_mutations_wins`); and header additions other filters reuse.
 use bytes::Bytes;
-use xds_agent::model::{
+use model::{
     filters::{HeaderMutationConfig, HeaderOp, HttpFilter, Mutations, PerRouteFilter},
     route::{AppendAction, HeaderAdd},
 };
@@ -70,7 +70,7 @@ pub fn apply(ops: &[HeaderOp], headers: &mut Headers) {
 }
 
 /// Applies one `HeaderValueOption` (Envoy's `append_action` and `keep_empty_value`). The
-/// config's strings are copied into the head (see `xds_agent::model::filters`).
+/// config's strings are copied into the head (see `model::filters`).
 pub fn add_header(add: &HeaderAdd, headers: &mut Headers) {
     if add.value.is_empty() && !add.keep_empty {
         return;
@@ -97,8 +97,8 @@ pub fn add_header(add: &HeaderAdd, headers: &mut Headers) {
 mod tests {
     use std::sync::Arc;
 
-    use xds_agent::model::filters::HttpFilterKind;
-    use xds_agent::model::matchers::{StringMatcher, StringPattern};
+    use model::filters::HttpFilterKind;
+    use model::matchers::{StringMatcher, StringPattern};
 
     use super::{
         super::{on_request as run_request, on_response as run_response, test_support::*},

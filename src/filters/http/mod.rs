@@ -3,13 +3,13 @@
 //!
 //! Filters never lock: their state is the stream's (`StreamContext`), their shard's stat cells,
 //! and for the local rate limit the process-wide token bucket (one compare-and-swap per lease,
-//! see `xds_agent::model::filters::token_bucket`), which the process-wide rate requires.
+//! see `model::filters::token_bucket`), which the process-wide rate requires.
 mod cors;
 mod fault;
 pub mod header_mutation;
 mod local_ratelimit;
 
-use xds_agent::model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
+use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
 
 use crate::stream::{
     headers::{RequestHead, ResponseHead},
@@ -107,7 +107,7 @@ pub(crate) mod test_support;
 mod tests {
     use std::sync::Arc;
 
-    use xds_agent::model::filters::{HeaderMutationConfig, Mutations};
+    use model::filters::{HeaderMutationConfig, Mutations};
 
     use super::{test_support::*, *};
 

@@ -7,11 +7,9 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use xds_agent::{
-    access_log::{ConnectionRecord, ResponseFlags},
-    model::{tls_info::Negotiated, Listener, TcpProxy},
-    stats::{add, dec, inc, ClusterCells, TcpProxyCells},
-};
+
+
+use model::{access_log::{ConnectionRecord, ResponseFlags}, {tls_info::Negotiated, Listener, TcpProxy}, stats::{add, dec, inc, ClusterCells, TcpProxyCells}};
 
 use crate::{
     context::ShardContext,

@@ -47,7 +47,7 @@ fn less_loaded(a: &Host, b: &Host) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use xds_agent::model::Endpoint;
+    use model::Endpoint;
 
     use super::*;
     use crate::proxy::cluster_manager::ActiveHost;

@@ -5,7 +5,7 @@ mod round_robin;
 
 use std::rc::Rc;
 
-use xds_agent::model::LbPolicy;
+use model::LbPolicy;
 
 use self::{least_request::LeastRequest, random::WeightedRandom, round_robin::RoundRobin};
 use super::cluster_manager::Host;

@@ -5,7 +5,7 @@ use std::{future::pending, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use xds_agent::stats::{inc, ClusterCells};
+use model::stats::{inc, ClusterCells};
 
 use super::{
     deadline::{Deadlines, Expiry},

@@ -11,11 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::route::{RetryOn, RetryPolicy},
-    stats::{inc, ClusterCells},
-};
+
+
+use model::{access_log::ResponseFlags, route::{RetryOn, RetryPolicy}, stats::{inc, ClusterCells}};
 
 use self::{
     attempt::{try_once, Answer, TryFailure},

@@ -7,10 +7,8 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::{config_dump::timestamp, reply::Reply};
-use crate::{
-    agent::AgentState,
-    model::tls::{ContextCertificates, ListedCertificate},
-};
+use crate::{agent::AgentState};
+use model::{tls::{ContextCertificates, ListedCertificate}};
 
 /// `GET /certs`.
 pub fn handle(state: &AgentState) -> Reply {
@@ -74,8 +72,8 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::model::tls::PeerNames;
-    use crate::model::tls_info::CertificateInfo;
+    use model::tls::PeerNames;
+    use model::tls_info::CertificateInfo;
 
     #[test]
     fn details_as_envoy_prints_them() {

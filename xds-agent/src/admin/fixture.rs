@@ -5,13 +5,17 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{
-    agent::{AgentOptions, AgentState},
-    model::{
-        CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
-    },
-    stats::{ServerState, StatsRegistry},
-};
+
+
+use crate::{agent::{AgentOptions, AgentState}};
+
+
+
+use model::{{
+
+CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
+
+}, stats::{ServerState, StatsRegistry}};
 
 pub const BOOTSTRAP: &str = r#"
 node: {id: node-1, cluster: mesh}

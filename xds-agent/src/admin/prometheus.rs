@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write, sync::OnceLock};
 
 use regex::Regex;
 
-use crate::stats::{HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS};
+use model::stats::{HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS};
 
 /// Envoy's default tag extractors for the scopes we emit: tag name and a regex whose group 1
 /// is cut out of the stat name and whose group 2 is the tag value. Envoy runs them in order
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn per_code_counters_render_as_one_family_as_in_envoy() {
-        let mut registry = crate::stats::StatsRegistry::new(1);
+        let mut registry = model::stats::StatsRegistry::new(1);
         let b = registry.cluster("b");
         let a = registry.cluster("a");
         for (cells, status) in [(&b, 200), (&a, 404), (&a, 200), (&a, 200)] {
@@ -301,9 +301,9 @@ mod tests {
 
     #[test]
     fn histograms_render_cumulative_buckets_sum_and_count() {
-        let cell = crate::stats::HistogramCell::default();
+        let cell = model::stats::HistogramCell::default();
         for micros in [300, 2_000, 2_000, 40_000_000] {
-            crate::stats::record(&cell, micros);
+            model::stats::record(&cell, micros);
         }
         let used = HistogramValue::cumulative(
             "cluster.b.upstream_rq_time".into(),

@@ -9,10 +9,8 @@ use std::{fmt::Write, time::Instant};
 use regex::Regex;
 
 use super::{prometheus, query::Query, reply::Reply};
-use crate::{
-    agent::AgentState,
-    stats::{self as registry, HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES},
-};
+use crate::{agent::AgentState};
+use model::{stats::{self as registry, HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES}};
 
 /// Why a `/stats` query was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +145,7 @@ pub fn prometheus(state: &AgentState, query: &Query) -> Reply {
 /// Refreshes `server.uptime`, ends a histogram interval if one is due (see
 /// [`StatsRegistry::flush_histograms_if_due`]), reads every stat and applies the selection.
 ///
-/// [`StatsRegistry::flush_histograms_if_due`]: crate::stats::StatsRegistry::flush_histograms_if_due
+/// [`StatsRegistry::flush_histograms_if_due`]: model::stats::StatsRegistry::flush_histograms_if_due
 fn select(state: &AgentState, query: &Query) -> Result<Stats, StatsQueryError> {
     let selection = Selection::from_query(query)?;
     let uptime = state.started.elapsed().as_secs();
@@ -254,7 +252,7 @@ pub fn json(stats: &Stats) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{record, HistogramCell, HistogramSnapshot};
+    use model::stats::{record, HistogramCell, HistogramSnapshot};
 
     fn stat(name: &str, kind: StatKind, value: i64) -> StatValue {
         StatValue {

@@ -1,10 +1,9 @@
 //! What changed between two generations, as Envoy's listener_manager / cluster_manager stats.
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{
-    model::{Listener, Snapshot},
-    stats::StatsRegistry,
-};
+
+
+use model::{{Listener, Snapshot}, stats::StatsRegistry};
 
 /// The clusters that may differ between two generations: the change list when `new` carries
 /// one relative to `old`, else every name in either.
@@ -51,7 +50,7 @@ pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
 
 /// Envoy's listener_manager / cluster_manager change counters and gauges.
 pub(super) fn record_changes(stats: &StatsRegistry, old: &Snapshot, new: &Snapshot) {
-    use crate::stats::{add, set};
+    use model::stats::{add, set};
     let lm = stats.listener_manager.shard(0);
     let old_listeners: HashMap<&str, &Arc<Listener>> =
         old.listeners.iter().map(|l| (l.name.as_str(), l)).collect();

@@ -16,18 +16,11 @@ use super::{
     xds::Xds,
     AgentCommand, AgentState, SharedState, StartupError,
 };
-use crate::{
-    dns,
-    listener_probe::ListenerAddresses,
-    model::{Cluster, DnsTarget, Endpoint, Snapshot},
-    publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink},
-    stats::{self, ServerState},
-    translate::{
-        dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
-        TranslateError,
-    },
-    xds::ClientEvent,
-};
+use crate::{dns, listener_probe::ListenerAddresses, translate::{
+dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
+TranslateError,
+}, xds::ClientEvent};
+use model::{{Cluster, DnsTarget, Endpoint, Snapshot}, publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink}, stats::{self, ServerState}};
 
 /// The next xDS client event, or never when there is no ADS stream.
 async fn next_xds_event(xds: &mut Option<Xds>) -> Option<ClientEvent> {
@@ -260,7 +253,7 @@ impl Agent {
                 error,
             } => {
                 let state = self.lock();
-                crate::stats::inc(
+                model::stats::inc(
                     &state
                         .stats
                         .listener_manager
@@ -364,7 +357,7 @@ impl Agent {
                     .shard(0)
                     .listener_create_failure;
                 for (listener, error) in &taken {
-                    crate::stats::inc(failures);
+                    model::stats::inc(failures);
                     tracing::error!(listener, "listener refused: {error}");
                 }
                 drop(state);
@@ -439,7 +432,7 @@ impl Agent {
     fn apply_reload(&mut self) {
         let (options, previous) = {
             let state = self.lock();
-            crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_attempt);
+            model::stats::inc(&state.stats.bootstrap_reload.shard(0).update_attempt);
             (state.options.clone(), state.snapshot.clone())
         };
         let result = load_bootstrap(&options)
@@ -458,7 +451,7 @@ impl Agent {
                     );
                 }
                 let mut state = self.lock();
-                crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_success);
+                model::stats::inc(&state.stats.bootstrap_reload.shard(0).update_success);
                 state.bootstrap = bootstrap;
                 state.last_reload_error = None;
                 state.dynamic.secrets.current = secrets;
@@ -474,7 +467,7 @@ impl Agent {
             }
             Err(error) => {
                 let mut state = self.lock();
-                crate::stats::inc(&state.stats.bootstrap_reload.shard(0).update_rejected);
+                model::stats::inc(&state.stats.bootstrap_reload.shard(0).update_rejected);
                 tracing::error!(
                     "bootstrap reload rejected, still serving generation {}:\n{error}",
                     state.snapshot.generation

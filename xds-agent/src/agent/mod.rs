@@ -18,15 +18,8 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use tokio::sync::mpsc::unbounded_channel;
 
 use self::event_loop::Agent;
-use crate::{
-    admin, bootstrap,
-    model::Snapshot,
-    publish::{EventReceiver, ShardLink},
-    signals,
-    stats::{self, ServerState, StatsRegistry},
-    translate::{translate, TranslateContext, TranslateError},
-    watch,
-};
+use crate::{admin, bootstrap, signals, translate::{translate, TranslateContext, TranslateError}, watch};
+use model::{Snapshot, publish::{EventReceiver, ShardLink}, stats::{self, ServerState, StatsRegistry}};
 
 /// What the agent needs from the command line.
 #[derive(Debug, Clone)]

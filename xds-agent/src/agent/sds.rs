@@ -16,14 +16,8 @@ use super::{
     xds::{epoch_millis, version_hash, Xds},
     AgentState,
 };
-use crate::{
-    dynamic::{join, Inputs, SECRET},
-    model::tls::{FileSecretSource, GrpcSecretSource, SecretKey, SecretSource},
-    stats,
-    translate::{dynamic_resources::node_identity, secret},
-    watch,
-    xds::{client, ClientEvent, Rejection, Service, StreamSettings, Update},
-};
+use crate::{dynamic::{join, Inputs, SECRET}, translate::{dynamic_resources::node_identity, secret}, watch, xds::{client, ClientEvent, Rejection, Service, StreamSettings, Update}};
+use model::{tls::{FileSecretSource, GrpcSecretSource, SecretKey, SecretSource}, stats};
 
 /// What SDS streams and secret files report to the agent loop.
 pub(super) enum SdsEvent {

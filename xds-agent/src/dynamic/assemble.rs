@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use super::{
     cluster_secrets, listener_secrets, rds_sources, DynamicConfig, Wanted, ASSIGNMENT, ROUTE,
 };
-use crate::model::{Cluster, ClusterMap, Listener, Snapshot};
+use model::{Cluster, ClusterMap, Listener, Snapshot};
 
 impl DynamicConfig {
     /// Starts the `initial_fetch_timeout` clock for wanted names not held yet (`None`: wait

@@ -20,14 +20,19 @@ use std::{
 
 use envoy_types::pb::google::protobuf::Any;
 
-use crate::{
-    model::{
-        http::Routes, route::RouteConfig, Cluster, ClusterMap, DiscoveredBy, Endpoint, Listener,
-        NetworkFilter, Snapshot,
-    },
-    stats::StatsRegistry,
-    translate::{tls::Secrets, TranslateContext},
-};
+
+
+use crate::{translate::{tls::Secrets, TranslateContext}};
+
+
+
+use model::{{
+
+http::Routes, route::RouteConfig, Cluster, ClusterMap, DiscoveredBy, Endpoint, Listener,
+
+NetworkFilter, Snapshot,
+
+}, stats::StatsRegistry};
 
 pub use crate::names::type_urls::{ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE, SECRET};
 

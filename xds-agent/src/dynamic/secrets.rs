@@ -21,14 +21,11 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{DynamicConfig, Failed, Held, Inputs};
-use crate::{
-    model::{
-        tls::{ClientTls, SdsSecret, SecretKey, SecretSource, ServerTls},
-        Cluster, Listener, Snapshot,
-    },
-    stats::{StatsRegistry, XdsStats},
-    translate::{self, tls::Secrets, TranslateError},
-};
+use crate::{translate::{self, tls::Secrets, TranslateError}};
+use model::{{
+tls::{ClientTls, SdsSecret, SecretKey, SecretSource, ServerTls},
+Cluster, Listener, Snapshot,
+}, stats::{StatsRegistry, XdsStats}};
 
 /// A secret some listener or cluster names.
 #[derive(Debug)]

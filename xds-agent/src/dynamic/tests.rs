@@ -14,12 +14,8 @@ use envoy_types::pb::envoy::config::{
 use prost::{Message, Name};
 
 use super::{secrets::Rebuilt, *};
-use crate::{
-    model::Snapshot,
-    stats::StatsRegistry,
-    translate::tls::Secrets,
-    xds::{Resource, Update},
-};
+use crate::{translate::tls::Secrets, xds::{Resource, Update}};
+use model::{Snapshot, stats::StatsRegistry};
 
 fn any<M: Message + Name + Default>(yaml: &str) -> Any {
     let message: M = proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap();
@@ -486,7 +482,7 @@ fn certificate(
 
 #[test]
 fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
-    use crate::model::tls::{SecretKey, SecretSource};
+    use model::tls::{SecretKey, SecretSource};
     let mut f = Fixture::new();
     f.config.secrets.current = Arc::new(Secrets {
         ads: true,
@@ -568,7 +564,7 @@ fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
 
 #[test]
 fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
-    use crate::model::tls::{SecretKey, SecretSource};
+    use model::tls::{SecretKey, SecretSource};
     let mut f = Fixture::new();
     f.config.secrets.current = Arc::new(Secrets {
         ads: true,

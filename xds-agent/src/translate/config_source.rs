@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 
 use super::{duration, tls::Secrets, TranslateError};
-use crate::model::tls::{FileSecretSource, GrpcSecretSource, SecretSource};
+use model::tls::{FileSecretSource, GrpcSecretSource, SecretSource};
 
 /// Envoy's default `initial_fetch_timeout`.
 pub const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::TranslateError;
-use crate::model::filter_chain_match::{ChainMatch, Cidr, SourceType};
+use model::filter_chain_match::{ChainMatch, Cidr, SourceType};
 
 pub(super) fn chain_match(
     proto: &FilterChainMatch,

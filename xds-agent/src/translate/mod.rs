@@ -44,16 +44,14 @@ use envoy_types::pb::{
     google::protobuf::{self, Any},
 };
 
-use crate::{
-    model::{Endpoint, Snapshot},
-    stats::StatsRegistry,
-};
+
+
+use model::{{Endpoint, Snapshot}, stats::StatsRegistry};
 
 pub use cluster::cluster_tls;
 pub use listener::listener_tls;
 
-/// Envoy's default `per_connection_buffer_limit_bytes` (listeners and clusters): 1 MiB.
-pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
+pub use model::DEFAULT_BUFFER_LIMIT;
 
 /// A rejected input: where (field path from the bootstrap root), for typed configs the type
 /// URL, and why.

@@ -13,7 +13,7 @@ use super::{
     cluster, http_connection_manager::Problems, listener, route, support::unsupported_fields,
     TranslateContext, TranslateError,
 };
-use crate::model::{route::RouteConfig, Cluster, Endpoint, Listener};
+use model::{route::RouteConfig, Cluster, Endpoint, Listener};
 
 /// The result of translating one resource: its model, or every problem found.
 pub type Translated<T> = Result<T, Vec<TranslateError>>;

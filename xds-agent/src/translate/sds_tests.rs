@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::*;
-use crate::model::tls::{GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
+use model::tls::{GrpcSecretSource, SdsSecret, SecretKey, SecretSource};
 
 /// A self-signed test certificate (P-256, valid to 2126) and its key.
 const CERT: &str = include_str!("testdata/unit.crt");

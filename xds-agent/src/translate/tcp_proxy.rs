@@ -9,10 +9,7 @@ use envoy_types::pb::{
 };
 
 use super::{access_log::access_logs, duration, TranslateError};
-use crate::{
-    model::{TcpProxy, WeightedClusters},
-    stats::StatsRegistry,
-};
+use model::{{TcpProxy, WeightedClusters}, stats::StatsRegistry};
 
 /// Envoy's default tcp_proxy `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -4,10 +4,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
-use crate::{
-    access_log::LogSink,
-    model::{Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy},
-};
+use model::{access_log::LogSink, {Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy}};
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -72,7 +69,7 @@ fn proxy(snapshot: &Snapshot) -> &TcpProxy {
     p
 }
 
-fn stat_names(read: impl Fn(&mut Vec<crate::stats::StatValue>)) -> Vec<String> {
+fn stat_names(read: impl Fn(&mut Vec<model::stats::StatValue>)) -> Vec<String> {
     let mut out = Vec::new();
     read(&mut out);
     out.into_iter().map(|s| s.name).collect()
@@ -223,7 +220,7 @@ fn access_logs() {
     );
     assert_eq!(
         *logs[0],
-        crate::access_log::AccessLog::compile(
+        model::access_log::AccessLog::compile(
             LogSink::Path("/tmp/a.log".into()),
             Some("%UPSTREAM_CLUSTER%\n")
         )
@@ -231,7 +228,7 @@ fn access_logs() {
     );
     assert_eq!(
         *logs[2],
-        crate::access_log::AccessLog::compile(LogSink::Stdout, None).unwrap()
+        model::access_log::AccessLog::compile(LogSink::Stdout, None).unwrap()
     );
 }
 

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use xds_agent::model::{
+use model::{
     http::{ForwardClientCert, HttpConnectionManager},
     route::RouteConfig,
     tls_info::DownstreamTls,

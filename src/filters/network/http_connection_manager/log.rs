@@ -1,6 +1,6 @@
 //! HTTP connection manager: the access log line of one exchange, written through the shard's
 //! log writers with the request and response heads read in place.
-use xds_agent::access_log::{ConnectionRecord, HttpTimings};
+use model::access_log::{ConnectionRecord, HttpTimings};
 
 use super::{stream::Exchange, Connection};
 use crate::{access_log::HttpExchange, stream::headers::RequestHead};

@@ -19,14 +19,15 @@ use stream::{Exchange, Next};
 
 use std::{cell::OnceCell, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
 
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{
-        http::HttpConnectionManager, route::ClientCertificateState, tls_info::DownstreamTls,
-        Listener,
-    },
-    stats::{add, dec, inc, HttpCells},
-};
+
+
+use model::{access_log::ResponseFlags, {
+
+http::HttpConnectionManager, route::ClientCertificateState, tls_info::DownstreamTls,
+
+Listener,
+
+}, stats::{add, dec, inc, HttpCells}};
 
 use crate::{
     context::ShardContext,
@@ -181,7 +182,7 @@ pub async fn run(
             buffer_limit,
         } => upgraded(connection, upstream, buffer_limit).await,
     }
-    xds_agent::stats::record_duration(&stats.downstream_cx_length_ms, opened.elapsed());
+    model::stats::record_duration(&stats.downstream_cx_length_ms, opened.elapsed());
     dec(&stats.downstream_cx_http1_active);
     dec(&stats.downstream_cx_active);
     inc(&stats.downstream_cx_destroy);

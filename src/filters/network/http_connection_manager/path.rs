@@ -1,7 +1,7 @@
 //! HTTP connection manager: request path policy before routing — escaped slashes
 //! (`path_with_escaped_slashes_action`), RFC 3986 normalisation (`normalize_path`) and
 //! `merge_slashes`. The query is never touched.
-use xds_agent::model::http::{EscapedSlashes, PathPolicy};
+use model::http::{EscapedSlashes, PathPolicy};
 
 /// What the policy decided for a path.
 #[derive(Debug, PartialEq, Eq)]

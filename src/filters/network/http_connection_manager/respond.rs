@@ -4,7 +4,7 @@
 use std::io;
 
 use bytes::Bytes;
-use xds_agent::model::http::{HttpConnectionManager, ServerHeader};
+use model::http::{HttpConnectionManager, ServerHeader};
 
 use crate::{
     net::buffered::Buffered,

@@ -3,7 +3,7 @@
 //! update (as in Envoy); an inline table is fixed for the connection's life.
 use std::{cell::RefCell, collections::HashMap, ops::Deref, rc::Rc, sync::Arc};
 
-use xds_agent::model::{http::Routes, route::RouteConfig, Snapshot};
+use model::{http::Routes, route::RouteConfig, Snapshot};
 
 /// The route table a stream uses.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ impl<'a> RouteSource<'a> {
 
 #[cfg(test)]
 mod tests {
-    use xds_agent::model::DiscoveredBy;
+    use model::DiscoveredBy;
 
     use super::*;
 

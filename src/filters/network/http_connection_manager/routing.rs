@@ -4,17 +4,13 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{
-        http::{HttpConnectionManager, UnderscoreHeaders},
-        route::{
-            ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement,
-            VirtualHost,
-        },
-    },
-    stats::inc,
-};
+use model::{access_log::ResponseFlags, {
+http::{HttpConnectionManager, UnderscoreHeaders},
+route::{
+ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement,
+VirtualHost,
+},
+}, stats::inc};
 
 use super::{forwarding, path, stream::Exchange, Connection};
 use crate::{

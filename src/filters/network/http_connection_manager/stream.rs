@@ -4,14 +4,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{
-        route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
-        tls_info::Negotiated,
-    },
-    stats::{add, dec, inc, record_duration, HttpCells},
-};
+use model::{access_log::ResponseFlags, {
+route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
+tls_info::Negotiated,
+}, stats::{add, dec, inc, record_duration, HttpCells}};
 
 use super::{
     respond,

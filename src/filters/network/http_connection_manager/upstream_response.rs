@@ -3,14 +3,10 @@
 //! and upgrades switched to a byte relay.
 
 use bytes::Bytes;
-use xds_agent::{
-    access_log::ResponseFlags,
-    model::{
-        route::{Forward, HeaderMutations},
-        UpstreamHttpOptions,
-    },
-    stats::{add, inc, record_duration, ClusterStats},
-};
+use model::{access_log::ResponseFlags, {
+route::{Forward, HeaderMutations},
+UpstreamHttpOptions,
+}, stats::{add, inc, record_duration, ClusterStats}};
 
 use super::{
     respond::{self, Outgoing},

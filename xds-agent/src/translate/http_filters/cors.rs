@@ -11,11 +11,8 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, Site};
-use crate::{
-    filter_stats::CorsStats,
-    model::filters::{CorsPolicy, FractionalPercent, HttpFilterKind, PerRouteFilter},
-    translate::{matchers::string_matcher, TranslateContext, TranslateError},
-};
+use crate::{translate::{matchers::string_matcher, TranslateContext, TranslateError}};
+use model::{filter_stats::CorsStats, filters::{CorsPolicy, FractionalPercent, HttpFilterKind, PerRouteFilter}};
 
 /// The filter in the chain; its stats are `http.<stat_prefix>.cors.*`.
 pub(super) fn filter(

@@ -10,14 +10,11 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, Site};
-use crate::{
-    filter_stats::FaultStats,
-    model::filters::{
-        AbortSource, DelaySource, FaultAbort, FaultConfig, FaultDelay, FaultFilter,
-        FractionalPercent, HttpFilterKind, PerRouteFilter,
-    },
-    translate::{duration, matchers::header_matcher, TranslateContext, TranslateError},
-};
+use crate::{translate::{duration, matchers::header_matcher, TranslateContext, TranslateError}};
+use model::{filter_stats::FaultStats, filters::{
+AbortSource, DelaySource, FaultAbort, FaultConfig, FaultDelay, FaultFilter,
+FractionalPercent, HttpFilterKind, PerRouteFilter,
+}};
 
 /// Envoy's abort body when `response_body` is unset.
 const DEFAULT_ABORT_BODY: &str = "fault filter abort";
@@ -157,7 +154,7 @@ fn abort(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{filter_errors, one_filter, per_route_config};
-    use crate::model::{
+    use model::{
         filters::{HttpFilterKind, PerRouteFilter},
         matchers::HeaderSource,
     };

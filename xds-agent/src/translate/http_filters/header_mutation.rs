@@ -15,10 +15,8 @@ use envoy_types::pb::{
 };
 
 use super::common::{header_value_option, modifiable_header_name, Site};
-use crate::{
-    model::filters::{HeaderMutationConfig, HeaderOp, HttpFilterKind, Mutations, PerRouteFilter},
-    translate::{matchers::string_matcher, TranslateContext, TranslateError},
-};
+use crate::{translate::{matchers::string_matcher, TranslateContext, TranslateError}};
+use model::{filters::{HeaderMutationConfig, HeaderOp, HttpFilterKind, Mutations, PerRouteFilter}};
 
 /// The filter in the chain.
 pub(super) fn filter(
@@ -120,7 +118,7 @@ fn ops(
 mod tests {
     use super::super::tests::{filter_errors, one_filter, per_route_config};
     use super::*;
-    use crate::model::route::AppendAction;
+    use model::route::AppendAction;
 
     const HM: &str =
         "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation";

@@ -12,14 +12,11 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, header_value_options, status_code, Site};
-use crate::{
-    filter_stats::LocalRateLimitStats,
-    model::filters::{
-        token_bucket::TokenBucket, FractionalPercent, HttpFilterKind, LocalRateLimitConfig,
-        PerRouteFilter,
-    },
-    translate::{duration, TranslateContext, TranslateError},
-};
+use crate::{translate::{duration, TranslateContext, TranslateError}};
+use model::{filter_stats::LocalRateLimitStats, filters::{
+token_bucket::TokenBucket, FractionalPercent, HttpFilterKind, LocalRateLimitConfig,
+PerRouteFilter,
+}};
 
 /// Envoy's floor for `fill_interval`.
 const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);
@@ -175,7 +172,7 @@ fn bucket_shape(
 mod tests {
     use super::super::tests::{filter_errors, one_filter, per_route_config, per_route_errors};
     use super::*;
-    use crate::model::route::AppendAction;
+    use model::route::AppendAction;
 
     const RL: &str =
         "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";

@@ -8,10 +8,8 @@ use envoy_types::pb::{
 };
 
 use super::*;
-use crate::{
-    stats::StatsRegistry,
-    translate::{support::unsupported_fields, surface},
-};
+use crate::{translate::{support::unsupported_fields, surface}};
+use model::{stats::StatsRegistry};
 
 /// Runs `f` with a translation context over a fresh registry of 2 shards.
 fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {
@@ -169,7 +167,7 @@ fn disabled_filters_keep_their_flag_and_stats_names() {
         panic!()
     };
     let mut stats = vec![];
-    crate::stats::Scope::read(&*f.stats, &mut stats);
+    model::stats::Scope::read(&*f.stats, &mut stats);
     assert!(stats
         .iter()
         .any(|s| s.name == "http.ingress.fault.delays_injected"));

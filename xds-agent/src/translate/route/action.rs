@@ -23,17 +23,14 @@ use super::{
     header_ops::{self, header_value_problem, is_token_byte},
     Problems,
 };
-use crate::{
-    model::{
-        route::{
-            ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
-            RetryOn, RetryPolicy, WeightedRoute,
-        },
-        WeightedClusters,
-    },
-    names,
-    route_match::RegexRewrite,
-};
+use crate::{names};
+use model::{{
+route::{
+ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
+RetryOn, RetryPolicy, WeightedRoute,
+},
+WeightedClusters,
+}, route_match::RegexRewrite};
 
 /// Envoy's defaults.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 
 use super::Problems;
-use crate::model::route::{AppendAction, HeaderAdd, HeaderMutations};
+use model::route::{AppendAction, HeaderAdd, HeaderMutations};
 
 /// `[request_headers_to_add, response_headers_to_add]` and the matching removals of the
 /// message at `path`.

@@ -16,7 +16,7 @@ use rustls::{
 
 use super::super::{config_source::secret_source, data_source};
 use super::{At, Secrets};
-use crate::model::{
+use model::{
     tls::{SdsSecret, SecretKey, ServedCertificate},
     tls_info::CertificateInfo,
 };

@@ -33,16 +33,21 @@ mod certificates;
 mod params;
 mod validation;
 
-use crate::{
-    model::tls::{
-        CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
-        ContextCertificates, PeerValidation, SdsSecret, SecretKey, ServedCertificate,
-        ServerConfigs, ServerTls, UpstreamVerifier,
-    },
-    names,
-    stats::StatsRegistry,
-    xds::GrpcTarget,
-};
+
+
+use crate::{names, xds::GrpcTarget};
+
+
+
+use model::{tls::{
+
+CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
+
+ContextCertificates, PeerValidation, SdsSecret, SecretKey, ServedCertificate,
+
+ServerConfigs, ServerTls, UpstreamVerifier,
+
+}, stats::StatsRegistry};
 use certificates::{certificates, Named};
 use params::{provider, versions};
 use validation::validation;

@@ -11,7 +11,7 @@ use rustls::{
 };
 
 use super::At;
-use crate::model::tls::{CIPHER_NAMES, GROUP_NAMES};
+use model::tls::{CIPHER_NAMES, GROUP_NAMES};
 
 /// The crypto provider with `tls_params`' cipher suites and curves (rustls' defaults where
 /// unset, which cover Envoy's defaults).

@@ -17,7 +17,7 @@ use super::{
     certificates::{material, origin, secret as named_secret},
     At, Secrets,
 };
-use crate::model::{
+use model::{
     tls::{ListedCertificate, PeerValidation, SanKind, SanMatcher},
     tls_info::CertificateInfo,
 };

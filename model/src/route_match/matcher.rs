@@ -3,7 +3,7 @@
 //! (`model::matchers`), shared with the HTTP filters.
 use regex::bytes::Regex;
 
-use crate::model::{
+use crate::{
     matchers::{HeaderMatcher, StringMatcher},
     route::{ClientCertificateState, RouteRequest},
 };

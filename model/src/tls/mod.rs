@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn san_matchers_by_kind_and_any_kind() {
-        use crate::model::matchers::{StringMatcher, StringPattern};
+        use crate::matchers::{StringMatcher, StringPattern};
         let names = PeerNames {
             dns: vec!["*.example.com".into()],
             uri: vec!["spiffe://cluster.local/ns/default/sa/app".into()],

@@ -1,7 +1,7 @@
 //! Domain model: compiled string and header matchers (`type.matcher.v3.StringMatcher`,
 //! `config.route.v3.HeaderMatcher`) with Envoy's matching rules, shared by HTTP filters and
 //! route matching.
-use crate::model::route::RouteRequest;
+use crate::route::RouteRequest;
 
 /// A compiled `StringMatcher`.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use super::{
     fast_hash::FastMap,
     matcher::{path_end, PathMatch},
 };
-use crate::model::route::{Route, RouteRequest};
+use crate::route::{Route, RouteRequest};
 
 /// Paths up to this length are lower-cased on the stack for case-insensitive routes.
 const INLINE_PATH: usize = 512;
@@ -230,7 +230,7 @@ impl StrideTree {
 mod tests {
     use super::*;
     use crate::{
-        model::{
+        {
             filters::PerRouteFilters,
             matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
             route::{DirectResponse, HeaderMutations, RouteAction},

@@ -15,7 +15,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use super::super::matchers::StringMatcher;
+use crate::matchers::StringMatcher;
 use super::certificates::dns_name_matches;
 use crate::stats::HandshakeFailure;
 

@@ -4,7 +4,7 @@
 use regex::bytes::Regex;
 
 use super::{domains::port_start, matcher::path_end, RouteMatcher};
-use crate::model::route::{Forward, Redirect, RedirectPath, Route, RouteAction};
+use crate::route::{Forward, Redirect, RedirectPath, Route, RouteAction};
 
 /// `RegexMatchAndSubstitute`: every match of `pattern` in the path (before `?`) is replaced.
 #[derive(Debug)]
@@ -203,8 +203,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::filters::PerRouteFilters,
-        model::route::{ClusterSpecifier, HeaderMutations, HostRewrite},
+        filters::PerRouteFilters,
+        route::{ClusterSpecifier, HeaderMutations, HostRewrite},
         route_match::{full_match_regex, PathMatch},
     };
 

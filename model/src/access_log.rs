@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::model::tls_info::{DownstreamTls, Negotiated};
+use crate::tls_info::{DownstreamTls, Negotiated};
 
 /// Envoy's format when an access log sets none (the same for HTTP and TCP; the HTTP-only
 /// commands render `-`, and `%RESPONSE_CODE%` renders `0`, for TCP connections).

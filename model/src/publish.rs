@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::Snapshot;
+use crate::Snapshot;
 
 /// What the agent tells a shard.
 #[derive(Debug)]

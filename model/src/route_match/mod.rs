@@ -15,7 +15,7 @@ pub use matcher::{
 };
 pub use rewrite::{https_redirect_location, RegexRewrite, RewriteError};
 
-use crate::model::route::{HeaderMutations, Route, RouteConfig, RouteRequest, VirtualHost};
+use crate::route::{HeaderMutations, Route, RouteConfig, RouteRequest, VirtualHost};
 
 impl RouteConfig {
     /// A table with no virtual hosts: every request gets 404 (no route).
@@ -74,7 +74,7 @@ impl VirtualHost {
 /// A request for tests: method, path and headers.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::model::route::RouteRequest;
+    use crate::route::RouteRequest;
 
     pub struct Request<'a> {
         pub method: &'a str,

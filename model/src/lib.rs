@@ -1,5 +1,12 @@
-//! Domain model: the validated, compiled config that shards run. Built only by the translator;
-//! nothing here can be invalid, and nothing here is a proto type.
+//! Domain model: the validated, compiled config that shards run and what shards and agent
+//! share — the Snapshot and its domain types, route matching, stats cells, access-log
+//! formatting, the shard↔agent channels. Built only by the agent's translator; nothing here
+//! can be invalid, and nothing here is a proto type.
+pub mod access_log;
+pub mod filter_stats;
+pub mod publish;
+pub mod route_match;
+pub mod stats;
 pub mod filter_chain_match;
 pub mod filters;
 pub mod http;
@@ -15,6 +22,9 @@ use crate::{
     access_log::AccessLog,
     stats::{ClusterStats, ListenerStats, TcpProxyStats},
 };
+
+/// Envoy's default `per_connection_buffer_limit_bytes` (listeners and clusters): 1 MiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 
 /// Clusters by name.
 pub type ClusterMap = imbl::HashMap<String, Arc<Cluster>>;
@@ -106,7 +116,7 @@ impl Listener {
             config_hash: 0,
             listener_hash: 0,
             address,
-            buffer_limit: crate::translate::DEFAULT_BUFFER_LIMIT,
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
             filter_chains: Vec::new(),
             chain_index: filter_chain_match::FilterChainIndex::build(&[])
                 .expect("no chains, no duplicates"),

@@ -8,7 +8,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use super::super::tls_info::CertificateInfo;
+use crate::tls_info::CertificateInfo;
 
 /// A context's certificates as `/certs` shows them: the first certificate of each chain it
 /// serves or presents, and the first trusted CA.
