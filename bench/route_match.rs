@@ -15,19 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use xds_agent::translate::{translate, TranslateContext};
 
-
-use xds_agent::{translate::{translate, TranslateContext}};
-
-
-
-use model::{{
-
-route::{Route, RouteConfig, RouteRequest},
-
-NetworkFilter, Snapshot,
-
-}, stats::StatsRegistry};
+use model::{
+    route::{Route, RouteConfig, RouteRequest},
+    stats::StatsRegistry,
+    NetworkFilter, Snapshot,
+};
 
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";

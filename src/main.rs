@@ -15,8 +15,8 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use cli::{Cli, Mode};
-use xds_agent::{agent::{self, AgentOptions}};
-use model::{stats::StatsRegistry};
+use model::stats::StatsRegistry;
+use xds_agent::agent::{self, AgentOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -21,10 +21,13 @@ use envoy_types::pb::envoy::config::{cluster::v3::Cluster, core::v3::Node};
 use prost::Message;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use xds_agent::{dynamic::CLUSTER as CDS, xds::{
-client::{self, ClientHandle},
-ClientEvent, GrpcTarget, Rejection, Service, StreamSettings, Update,
-}};
+use xds_agent::{
+    dynamic::CLUSTER as CDS,
+    xds::{
+        client::{self, ClientHandle},
+        ClientEvent, GrpcTarget, Rejection, Service, StreamSettings, Update,
+    },
+};
 
 /// Long enough for a restarted Python server plus a few back-off rounds.
 const PATIENCE: Duration = Duration::from_secs(40);

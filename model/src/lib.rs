@@ -3,16 +3,16 @@
 //! formatting, the shard↔agent channels. Built only by the agent's translator; nothing here
 //! can be invalid, and nothing here is a proto type.
 pub mod access_log;
-pub mod filter_stats;
-pub mod publish;
-pub mod route_match;
-pub mod stats;
 pub mod filter_chain_match;
+pub mod filter_stats;
 pub mod filters;
 pub mod http;
 pub mod listener_filters;
 pub mod matchers;
+pub mod publish;
 pub mod route;
+pub mod route_match;
+pub mod stats;
 pub mod tls;
 pub mod tls_info;
 

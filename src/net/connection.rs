@@ -4,17 +4,12 @@
 //! generation (config and drain signal) is pinned here for the connection's life.
 use std::{net::SocketAddr, rc::Rc};
 
-
-
-use model::{{
-
-filter_chain_match::ConnectionFacts,
-
-tls::{classify_failure, negotiated, ServerTls},
-
-Listener, NetworkFilter,
-
-}, stats::{dec, inc, HandshakeFailure}};
+use model::{
+    filter_chain_match::ConnectionFacts,
+    stats::{dec, inc, HandshakeFailure},
+    tls::{classify_failure, negotiated, ServerTls},
+    Listener, NetworkFilter,
+};
 
 use crate::{
     context::ShardContext,

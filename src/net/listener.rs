@@ -23,8 +23,11 @@ use std::{
 };
 
 use futures_lite::future;
+use model::{
+    publish::{EventSender, ShardEvent},
+    DrainType, Listener, Snapshot,
+};
 use socket2::{Domain, Protocol, Socket, Type};
-use model::{{DrainType, Listener, Snapshot}, publish::{EventSender, ShardEvent}};
 
 use crate::{
     context::ShardContext,
@@ -366,8 +369,6 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use std::{future::Future, pin::pin, task::Poll};
-
-    
 
     use model::{publish::EventReceiver, stats::StatsRegistry};
 

@@ -5,7 +5,10 @@
 use std::{future::poll_fn, net::SocketAddr, task::Poll};
 
 use futures_lite::future;
-use model::{listener_filters::{ListenerFilterKind, ListenerFilters}, stats::inc};
+use model::{
+    listener_filters::{ListenerFilterKind, ListenerFilters},
+    stats::inc,
+};
 
 use super::inspect::{
     client_hello::{self, Detect},

@@ -14,11 +14,11 @@ use std::{
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
-use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
 use model::{
     tls::{ClientTls, ServerConfigs},
     tls_info::{CertificateInfo, DownstreamTls},
 };
+use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
 
 use crate::rt::net::TcpStream;
 

@@ -183,13 +183,9 @@ impl ClusterManager {
 mod tests {
     use std::collections::HashMap;
 
-    
+    use xds_agent::translate::{translate, TranslateContext};
 
-    use xds_agent::{translate::{translate, TranslateContext}};
-
-    
-
-    use model::{Cluster, stats::StatsRegistry};
+    use model::{stats::StatsRegistry, Cluster};
 
     use super::*;
 

@@ -4,7 +4,11 @@
 use std::{io, net::SocketAddr, rc::Rc};
 
 use futures_lite::future;
-use model::{access_log::ResponseFlags, {tls::classify_failure, Cluster, Endpoint}, stats::{inc, HandshakeFailure}};
+use model::{
+    access_log::ResponseFlags,
+    stats::{inc, HandshakeFailure},
+    {tls::classify_failure, Cluster, Endpoint},
+};
 
 use super::cluster_manager::{ActiveHost, ShardCluster};
 use crate::{
@@ -77,8 +81,7 @@ pub async fn open(
         let cells = tls.stats.shard(ctx.id);
         match tls::connect(stream, tls, config, sni, address).await {
             Ok(stream) => {
-                let (version, cipher, curve) =
-                    model::tls::negotiated(stream.connection());
+                let (version, cipher, curve) = model::tls::negotiated(stream.connection());
                 let resumed =
                     stream.connection().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 cells.handshake(version, cipher, curve, resumed);

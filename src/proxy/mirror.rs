@@ -10,7 +10,10 @@ use std::{
 
 use bytes::Bytes;
 use futures_lite::future;
-use model::{{http::HttpConnectionManager, route::Forward}, stats::{inc, record_duration, ClusterCells}};
+use model::{
+    stats::{inc, record_duration, ClusterCells},
+    {http::HttpConnectionManager, route::Forward},
+};
 
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},

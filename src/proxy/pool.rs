@@ -12,7 +12,10 @@ use std::{
 };
 
 use futures_lite::future;
-use model::{{CircuitBreakers, UpstreamHttpOptions}, stats::{dec, inc, record_duration, ClusterCells, ClusterStats}};
+use model::{
+    stats::{dec, inc, record_duration, ClusterCells, ClusterStats},
+    CircuitBreakers, UpstreamHttpOptions,
+};
 
 use super::{
     cluster_manager::{Host, ShardCluster},

@@ -8,11 +8,12 @@ pub mod mutations;
 use std::{cell::Cell, time::Instant};
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, {
-filters::PerRouteFilter,
-http::HttpConnectionManager,
-route::{Route, VirtualHost},
-}};
+use model::{
+    access_log::ResponseFlags,
+    filters::PerRouteFilter,
+    http::HttpConnectionManager,
+    route::{Route, VirtualHost},
+};
 
 use crate::context::ShardContext;
 use headers::Headers;

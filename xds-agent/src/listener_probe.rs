@@ -76,7 +76,7 @@ mod tests {
     };
 
     use super::*;
-    use model::{Listener, stats::StatsRegistry};
+    use model::{stats::StatsRegistry, Listener};
 
     fn snapshot(listeners: &[(&str, SocketAddr)]) -> Snapshot {
         let listener = |(name, address): &(&str, SocketAddr)| {

@@ -6,6 +6,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use model::{
+    stats::{self, ServerState, StatsRegistry},
+    {CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -14,10 +18,6 @@ use tokio::{
 use xds_agent::{
     admin::{serve, AdminContext},
     agent::{AgentCommand, AgentOptions, AgentState, LogControl, SharedState},
-    model::{
-        CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
-    },
-    stats::{self, ServerState, StatsRegistry},
 };
 
 const BOOTSTRAP: &str = r#"

@@ -9,9 +9,10 @@ use std::{
 
 use xds_agent::{
     bootstrap,
-    stats::StatsRegistry,
     translate::{self, TranslateContext},
 };
+
+use model::stats::StatsRegistry;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/envoy-static")

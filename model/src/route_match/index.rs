@@ -230,11 +230,9 @@ impl StrideTree {
 mod tests {
     use super::*;
     use crate::{
-        {
-            filters::PerRouteFilters,
-            matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
-            route::{DirectResponse, HeaderMutations, RouteAction},
-        },
+        filters::PerRouteFilters,
+        matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
+        route::{DirectResponse, HeaderMutations, RouteAction},
         route_match::{full_match_regex, testing::Request, QueryParameterMatcher, RouteMatcher},
     };
 

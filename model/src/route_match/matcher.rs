@@ -163,7 +163,7 @@ fn starts_with(value: &[u8], prefix: &[u8], fold: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::matchers::StringPattern, route_match::testing::Request};
+    use crate::{matchers::StringPattern, route_match::testing::Request};
 
     fn req<'a>(headers: &[(&'a str, &'a str)]) -> Request<'a> {
         Request {

@@ -71,9 +71,10 @@ impl VirtualHost {
     }
 }
 
-/// A request for tests: method, path and headers.
-#[cfg(test)]
-pub(crate) mod testing {
+/// A request for tests (here and the agent's translator tests, through the `testing`
+/// feature): method, path and headers.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use crate::route::RouteRequest;
 
     pub struct Request<'a> {

@@ -15,8 +15,8 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::matchers::StringMatcher;
 use super::certificates::dns_name_matches;
+use crate::matchers::StringMatcher;
 use crate::stats::HandshakeFailure;
 
 /// One `match_typed_subject_alt_names` entry.

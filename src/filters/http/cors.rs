@@ -2,10 +2,12 @@
 //! responses of allowed origins, with the route's and virtual host's `CorsPolicy` (each field
 //! from the most specific policy that sets it, as Envoy).
 use bytes::Bytes;
-use model::{filter_stats::CorsStats, {
-filters::{CorsPolicy, HttpFilter, PerRouteFilter},
-route::RouteAction,
-}, stats::inc};
+use model::{
+    filter_stats::CorsStats,
+    filters::{CorsPolicy, HttpFilter, PerRouteFilter},
+    route::RouteAction,
+    stats::inc,
+};
 
 use super::{per_route_levels, position, sampled};
 use crate::stream::{

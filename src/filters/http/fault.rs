@@ -4,14 +4,17 @@
 use std::{sync::atomic::AtomicU64, time::Duration};
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, filter_stats::FaultStats, {
-filters::{
-AbortSource, DelaySource, FaultConfig, FaultFilter, FractionalPercent, HttpFilter,
-PerRouteFilter,
-},
-matchers::all_match,
-route::{ClusterSpecifier, RouteAction},
-}, stats::{dec, inc}};
+use model::{
+    access_log::ResponseFlags,
+    filter_stats::FaultStats,
+    filters::{
+        AbortSource, DelaySource, FaultConfig, FaultFilter, FractionalPercent, HttpFilter,
+        PerRouteFilter,
+    },
+    matchers::all_match,
+    route::{ClusterSpecifier, RouteAction},
+    stats::{dec, inc},
+};
 
 use super::sampled;
 use crate::{

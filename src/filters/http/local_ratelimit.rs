@@ -5,7 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, filters::{HttpFilter, LocalRateLimitConfig, PerRouteFilter}, stats::inc};
+use model::{
+    access_log::ResponseFlags,
+    filters::{HttpFilter, LocalRateLimitConfig, PerRouteFilter},
+    stats::inc,
+};
 
 use super::{header_mutation::add_header, sampled};
 use crate::stream::{headers::RequestHead, FilterResult, LocalReply, StreamContext};
@@ -73,15 +77,11 @@ mod tests {
         time::{Duration, Instant},
     };
 
-    
-
-    use model::{filter_stats::LocalRateLimitStats, {
-
-    filters::{token_bucket::TokenBucket, FractionalPercent, HttpFilterKind},
-
-    route::{AppendAction, HeaderAdd},
-
-    }};
+    use model::{
+        filter_stats::LocalRateLimitStats,
+        filters::{token_bucket::TokenBucket, FractionalPercent, HttpFilterKind},
+        route::{AppendAction, HeaderAdd},
+    };
 
     use super::{super::on_request as run_request, super::test_support::*, *};
 

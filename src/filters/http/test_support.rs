@@ -3,18 +3,20 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use model::{{
-filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
-http::{
-EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, HttpConnectionManager,
-PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
-},
-route::{
-ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
-RouteAction, RouteConfig, RouteIndex, RouteMatcher, TlsRequirement, VirtualHost,
-VirtualHostIndex,
-},
-}, route_match::PathMatch, stats::HttpStats};
+use model::{
+    filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
+    http::{
+        EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, HttpConnectionManager,
+        PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
+    },
+    route::{
+        ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
+        RouteAction, RouteConfig, RouteIndex, RouteMatcher, TlsRequirement, VirtualHost,
+        VirtualHostIndex,
+    },
+    route_match::PathMatch,
+    stats::HttpStats,
+};
 
 use crate::{
     context::ShardContext,

@@ -7,9 +7,11 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-
-
-use model::{access_log::{ConnectionRecord, ResponseFlags}, {tls_info::Negotiated, Listener, TcpProxy}, stats::{add, dec, inc, ClusterCells, TcpProxyCells}};
+use model::{
+    access_log::{ConnectionRecord, ResponseFlags},
+    stats::{add, dec, inc, ClusterCells, TcpProxyCells},
+    {tls_info::Negotiated, Listener, TcpProxy},
+};
 
 use crate::{
     context::ShardContext,

@@ -11,9 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-
-
-use model::{access_log::ResponseFlags, route::{RetryOn, RetryPolicy}, stats::{inc, ClusterCells}};
+use model::{
+    access_log::ResponseFlags,
+    route::{RetryOn, RetryPolicy},
+    stats::{inc, ClusterCells},
+};
 
 use self::{
     attempt::{try_once, Answer, TryFailure},

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::{config_dump::timestamp, reply::Reply};
-use crate::{agent::AgentState};
-use model::{tls::{ContextCertificates, ListedCertificate}};
+use crate::agent::AgentState;
+use model::tls::{ContextCertificates, ListedCertificate};
 
 /// `GET /certs`.
 pub fn handle(state: &AgentState) -> Reply {

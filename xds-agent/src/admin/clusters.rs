@@ -23,8 +23,8 @@ use envoy_types::pb::{
 };
 
 use super::{query::Query, reply::Reply};
-use crate::{agent::AgentState};
-use model::{Cluster};
+use crate::agent::AgentState;
+use model::Cluster;
 
 /// Envoy's default circuit-breaker limits per priority: connections, pending requests,
 /// requests, retries. We do not enforce circuit breakers yet; these are what Envoy reports

@@ -21,7 +21,10 @@ use envoy_types::{
 use prost::Message;
 
 use super::config_dump::timestamp;
-use crate::{dynamic::{DynamicConfig, Failed, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE}, translate::secret::redacted};
+use crate::{
+    dynamic::{DynamicConfig, Failed, Held, ASSIGNMENT, CLUSTER, LISTENER, ROUTE},
+    translate::secret::redacted,
+};
 
 /// The last rejection of a resource, as Envoy reports it.
 fn error_state(config: &DynamicConfig, type_url: &str, name: &str) -> Option<UpdateFailureState> {

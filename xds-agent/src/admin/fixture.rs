@@ -5,17 +5,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::agent::{AgentOptions, AgentState};
 
-
-use crate::{agent::{AgentOptions, AgentState}};
-
-
-
-use model::{{
-
-CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions,
-
-}, stats::{ServerState, StatsRegistry}};
+use model::{
+    stats::{ServerState, StatsRegistry},
+    {CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions},
+};
 
 pub const BOOTSTRAP: &str = r#"
 node: {id: node-1, cluster: mesh}

@@ -8,8 +8,8 @@ use envoy_types::pb::{
 use hyper::StatusCode;
 
 use super::reply::Reply;
-use crate::{agent::AgentState};
-use model::{stats::ServerState};
+use crate::agent::AgentState;
+use model::stats::ServerState;
 
 /// The state admin reports: a live server that failed its health check reports DRAINING,
 /// as Envoy does after `/healthcheck/fail`.

@@ -9,8 +9,8 @@ use std::{fmt::Write, time::Instant};
 use regex::Regex;
 
 use super::{prometheus, query::Query, reply::Reply};
-use crate::{agent::AgentState};
-use model::{stats::{self as registry, HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES}};
+use crate::agent::AgentState;
+use model::stats::{self as registry, HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES};
 
 /// Why a `/stats` query was rejected.
 #[derive(Debug, thiserror::Error)]

@@ -16,11 +16,20 @@ use super::{
     xds::Xds,
     AgentCommand, AgentState, SharedState, StartupError,
 };
-use crate::{dns, listener_probe::ListenerAddresses, translate::{
-dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
-TranslateError,
-}, xds::ClientEvent};
-use model::{{Cluster, DnsTarget, Endpoint, Snapshot}, publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink}, stats::{self, ServerState}};
+use crate::{
+    dns,
+    listener_probe::ListenerAddresses,
+    translate::{
+        dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
+        TranslateError,
+    },
+    xds::ClientEvent,
+};
+use model::{
+    publish::{EventReceiver, ShardCommand, ShardEvent, ShardLink},
+    stats::{self, ServerState},
+    Cluster, DnsTarget, Endpoint, Snapshot,
+};
 
 /// The next xDS client event, or never when there is no ADS stream.
 async fn next_xds_event(xds: &mut Option<Xds>) -> Option<ClientEvent> {

@@ -18,8 +18,16 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use tokio::sync::mpsc::unbounded_channel;
 
 use self::event_loop::Agent;
-use crate::{admin, bootstrap, signals, translate::{translate, TranslateContext, TranslateError}, watch};
-use model::{Snapshot, publish::{EventReceiver, ShardLink}, stats::{self, ServerState, StatsRegistry}};
+use crate::{
+    admin, bootstrap, signals,
+    translate::{translate, TranslateContext, TranslateError},
+    watch,
+};
+use model::{
+    publish::{EventReceiver, ShardLink},
+    stats::{self, ServerState, StatsRegistry},
+    Snapshot,
+};
 
 /// What the agent needs from the command line.
 #[derive(Debug, Clone)]

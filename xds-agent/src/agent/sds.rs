@@ -16,8 +16,16 @@ use super::{
     xds::{epoch_millis, version_hash, Xds},
     AgentState,
 };
-use crate::{dynamic::{join, Inputs, SECRET}, translate::{dynamic_resources::node_identity, secret}, watch, xds::{client, ClientEvent, Rejection, Service, StreamSettings, Update}};
-use model::{tls::{FileSecretSource, GrpcSecretSource, SecretKey, SecretSource}, stats};
+use crate::{
+    dynamic::{join, Inputs, SECRET},
+    translate::{dynamic_resources::node_identity, secret},
+    watch,
+    xds::{client, ClientEvent, Rejection, Service, StreamSettings, Update},
+};
+use model::{
+    stats,
+    tls::{FileSecretSource, GrpcSecretSource, SecretKey, SecretSource},
+};
 
 /// What SDS streams and secret files report to the agent loop.
 pub(super) enum SdsEvent {

@@ -12,11 +12,19 @@ use std::{
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{event_loop::Agent, AgentState};
-use crate::{dynamic::{
-stats_prefix, DynamicConfig, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE,
-SECRET,
-}, translate::dynamic_resources::{node_identity, DynamicSources}, xds::{client, ClientEvent, Rejection, Update}};
-use model::{{tls::SecretSource, Snapshot}, stats::{self, ControlPlaneStats, ServerState, XdsStats}};
+use crate::{
+    dynamic::{
+        stats_prefix, DynamicConfig, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE,
+        SECRET,
+    },
+    translate::dynamic_resources::{node_identity, DynamicSources},
+    xds::{client, ClientEvent, Rejection, Update},
+};
+use model::{
+    stats::{self, ControlPlaneStats, ServerState, XdsStats},
+    tls::SecretSource,
+    Snapshot,
+};
 
 /// An LDS answer held until the shards applied the generation it produced.
 struct PendingVerdict {

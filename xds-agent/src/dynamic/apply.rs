@@ -10,8 +10,11 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{DynamicConfig, Failed, Held, Inputs, ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE};
-use crate::{translate::{resources, TranslateError}, xds::{Rejection, Resource, Update}};
-use model::{Snapshot};
+use crate::{
+    translate::{resources, TranslateError},
+    xds::{Rejection, Resource, Update},
+};
+use model::Snapshot;
 
 /// What applying an update did.
 #[derive(Debug, Default)]

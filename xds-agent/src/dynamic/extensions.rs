@@ -17,8 +17,11 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{apply::join, DynamicConfig, Failed, Held, Inputs, LISTENER};
-use crate::{names, translate::{resources, TranslateError}};
-use model::{{Listener, Snapshot}};
+use crate::{
+    names,
+    translate::{resources, TranslateError},
+};
+use model::{Listener, Snapshot};
 
 /// The ECDS names a listener's connection managers must have before it can be built: each
 /// `config_discovery` filter, unless it may start on its default config.

@@ -20,19 +20,12 @@ use std::{
 
 use envoy_types::pb::google::protobuf::Any;
 
+use crate::translate::{tls::Secrets, TranslateContext};
 
-
-use crate::{translate::{tls::Secrets, TranslateContext}};
-
-
-
-use model::{{
-
-http::Routes, route::RouteConfig, Cluster, ClusterMap, DiscoveredBy, Endpoint, Listener,
-
-NetworkFilter, Snapshot,
-
-}, stats::StatsRegistry};
+use model::{
+    http::Routes, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap, DiscoveredBy,
+    Endpoint, Listener, NetworkFilter, Snapshot,
+};
 
 pub use crate::names::type_urls::{ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE, SECRET};
 

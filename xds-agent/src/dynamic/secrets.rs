@@ -21,11 +21,12 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{DynamicConfig, Failed, Held, Inputs};
-use crate::{translate::{self, tls::Secrets, TranslateError}};
-use model::{{
-tls::{ClientTls, SdsSecret, SecretKey, SecretSource, ServerTls},
-Cluster, Listener, Snapshot,
-}, stats::{StatsRegistry, XdsStats}};
+use crate::translate::{self, tls::Secrets, TranslateError};
+use model::{
+    stats::{StatsRegistry, XdsStats},
+    tls::{ClientTls, SdsSecret, SecretKey, SecretSource, ServerTls},
+    Cluster, Listener, Snapshot,
+};
 
 /// A secret some listener or cluster names.
 #[derive(Debug)]

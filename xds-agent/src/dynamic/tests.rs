@@ -14,8 +14,11 @@ use envoy_types::pb::envoy::config::{
 use prost::{Message, Name};
 
 use super::{secrets::Rebuilt, *};
-use crate::{translate::tls::Secrets, xds::{Resource, Update}};
-use model::{Snapshot, stats::StatsRegistry};
+use crate::{
+    translate::tls::Secrets,
+    xds::{Resource, Update},
+};
+use model::{stats::StatsRegistry, Snapshot};
 
 fn any<M: Message + Name + Default>(yaml: &str) -> Any {
     let message: M = proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap();

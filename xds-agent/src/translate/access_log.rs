@@ -14,8 +14,8 @@ use envoy_types::pb::envoy::{
 };
 
 use super::TranslateError;
-use crate::{names};
-use model::{access_log::{AccessLog, LogSink}};
+use crate::names;
+use model::access_log::{AccessLog, LogSink};
 
 /// The `access_log` list at `path`; entries with problems are reported and left out.
 pub(super) fn access_logs(

@@ -14,11 +14,11 @@ use super::{
     address, buffer_limit, cluster_http, config_hash, config_source::ads_source, positive_duration,
     TranslateContext, TranslateError,
 };
-use crate::{names::TRANSPORT_SOCKET_MATCH};
-use model::{{
-tls::ClientTls, Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel,
-SocketMatch,
-}};
+use crate::names::TRANSPORT_SOCKET_MATCH;
+use model::{
+    tls::ClientTls, Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel,
+    SocketMatch,
+};
 
 /// Envoy's default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

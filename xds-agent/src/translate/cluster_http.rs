@@ -12,8 +12,8 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{duration, TranslateError};
-use crate::{names};
-use model::{{CircuitBreakers, UpstreamHttpOptions}};
+use crate::names;
+use model::{CircuitBreakers, UpstreamHttpOptions};
 
 /// The DEFAULT-priority thresholds (HIGH-priority ones only apply to high-priority routes,
 /// which shardproxy does not have, so they are accepted and unused).

@@ -21,11 +21,14 @@ use super::{
     access_log::access_logs, config_source::ads_source, duration, http_filters, route,
     TranslateContext, TranslateError,
 };
-use crate::{names};
-use model::{http::{
-ClientCertDetails, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
-HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
-}, {filters::HttpFilter, DiscoveredBy}};
+use crate::names;
+use model::{
+    http::{
+        ClientCertDetails, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
+        HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
+    },
+    {filters::HttpFilter, DiscoveredBy},
+};
 
 /// Envoy's defaults.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

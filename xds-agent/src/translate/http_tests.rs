@@ -5,14 +5,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
-use model::{{
-http::{EscapedSlashes, HttpConnectionManager, ServerHeader, UnderscoreHeaders},
-route::{
-AppendAction, ClusterSpecifier, HeaderAdd, HostRewrite, Mirror, RedirectPath, RetryOn,
-RouteAction, TlsRequirement,
-},
-NetworkFilter,
-}, route_match::testing::Request};
+use model::{
+    http::{EscapedSlashes, HttpConnectionManager, ServerHeader, UnderscoreHeaders},
+    route::{
+        AppendAction, ClusterSpecifier, HeaderAdd, HostRewrite, Mirror, RedirectPath, RetryOn,
+        RouteAction, TlsRequirement,
+    },
+    route_match::testing::Request,
+    NetworkFilter,
+};
 
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";

@@ -22,13 +22,13 @@ use super::{
     tcp_proxy::tcp_proxy,
     tls, TranslateContext, TranslateError,
 };
-use crate::{names};
-use model::{{
-filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
-listener_filters::ListenerFilter,
-tls::ServerTls,
-DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter,
-}};
+use crate::names;
+use model::{
+    filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
+    listener_filters::ListenerFilter,
+    tls::ServerTls,
+    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter,
+};
 
 /// Translates `listeners` (at `path`), checking names and addresses are unique.
 pub(super) fn listeners(

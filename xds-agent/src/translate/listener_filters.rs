@@ -9,10 +9,13 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{duration, TranslateError};
-use crate::{names};
-use model::{listener_filters::{
-ListenerFilter, ListenerFilterKind, ListenerFilters, Predicate, DEFAULT_TIMEOUT,
-}, stats::StatsRegistry};
+use crate::names;
+use model::{
+    listener_filters::{
+        ListenerFilter, ListenerFilterKind, ListenerFilters, Predicate, DEFAULT_TIMEOUT,
+    },
+    stats::StatsRegistry,
+};
 
 /// Envoy's default `max_client_hello_size`, and its upper bound: 16 KiB of bytes read,
 /// record headers included.

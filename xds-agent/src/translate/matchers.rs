@@ -13,7 +13,10 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{route::is_token_byte, TranslateError};
-use model::{matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern}, route_match::full_match_regex};
+use model::{
+    matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
+    route_match::full_match_regex,
+};
 
 /// Where a matcher sits, for its errors.
 #[derive(Clone, Copy)]

@@ -44,9 +44,7 @@ use envoy_types::pb::{
     google::protobuf::{self, Any},
 };
 
-
-
-use model::{{Endpoint, Snapshot}, stats::StatsRegistry};
+use model::{stats::StatsRegistry, Endpoint, Snapshot};
 
 pub use cluster::cluster_tls;
 pub use listener::listener_tls;

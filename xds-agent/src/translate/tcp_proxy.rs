@@ -9,7 +9,10 @@ use envoy_types::pb::{
 };
 
 use super::{access_log::access_logs, duration, TranslateError};
-use model::{{TcpProxy, WeightedClusters}, stats::StatsRegistry};
+use model::{
+    stats::StatsRegistry,
+    {TcpProxy, WeightedClusters},
+};
 
 /// Envoy's default tcp_proxy `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -4,7 +4,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
-use model::{access_log::LogSink, {Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy}};
+use model::{
+    access_log::LogSink,
+    {Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy},
+};
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 

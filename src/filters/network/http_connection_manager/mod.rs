@@ -19,15 +19,14 @@ use stream::{Exchange, Next};
 
 use std::{cell::OnceCell, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
 
-
-
-use model::{access_log::ResponseFlags, {
-
-http::HttpConnectionManager, route::ClientCertificateState, tls_info::DownstreamTls,
-
-Listener,
-
-}, stats::{add, dec, inc, HttpCells}};
+use model::{
+    access_log::ResponseFlags,
+    http::HttpConnectionManager,
+    route::ClientCertificateState,
+    stats::{add, dec, inc, HttpCells},
+    tls_info::DownstreamTls,
+    Listener,
+};
 
 use crate::{
     context::ShardContext,

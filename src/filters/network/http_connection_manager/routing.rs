@@ -4,13 +4,14 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, {
-http::{HttpConnectionManager, UnderscoreHeaders},
-route::{
-ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement,
-VirtualHost,
-},
-}, stats::inc};
+use model::{
+    access_log::ResponseFlags,
+    http::{HttpConnectionManager, UnderscoreHeaders},
+    route::{
+        ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement, VirtualHost,
+    },
+    stats::inc,
+};
 
 use super::{forwarding, path, stream::Exchange, Connection};
 use crate::{

@@ -4,10 +4,12 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, {
-route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
-tls_info::Negotiated,
-}, stats::{add, dec, inc, record_duration, HttpCells}};
+use model::{
+    access_log::ResponseFlags,
+    route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
+    stats::{add, dec, inc, record_duration, HttpCells},
+    tls_info::Negotiated,
+};
 
 use super::{
     respond,

@@ -3,10 +3,12 @@
 //! and upgrades switched to a byte relay.
 
 use bytes::Bytes;
-use model::{access_log::ResponseFlags, {
-route::{Forward, HeaderMutations},
-UpstreamHttpOptions,
-}, stats::{add, inc, record_duration, ClusterStats}};
+use model::{
+    access_log::ResponseFlags,
+    route::{Forward, HeaderMutations},
+    stats::{add, inc, record_duration, ClusterStats},
+    UpstreamHttpOptions,
+};
 
 use super::{
     respond::{self, Outgoing},

@@ -7,19 +7,12 @@ use envoy_types::pb::envoy::{
     },
 };
 
+use crate::translate::{matchers::At, TranslateError};
 
-
-use crate::{translate::{matchers::At, TranslateError}};
-
-
-
-use model::{{
-
-filters::FractionalPercent,
-
-route::{AppendAction, HeaderAdd},
-
-}};
+use model::{
+    filters::FractionalPercent,
+    route::{AppendAction, HeaderAdd},
+};
 
 /// Where a typed config sits: its path from the bootstrap root and its type URL. Errors name
 /// a field below it.

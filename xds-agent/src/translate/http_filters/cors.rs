@@ -11,8 +11,11 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, Site};
-use crate::{translate::{matchers::string_matcher, TranslateContext, TranslateError}};
-use model::{filter_stats::CorsStats, filters::{CorsPolicy, FractionalPercent, HttpFilterKind, PerRouteFilter}};
+use crate::translate::{matchers::string_matcher, TranslateContext, TranslateError};
+use model::{
+    filter_stats::CorsStats,
+    filters::{CorsPolicy, FractionalPercent, HttpFilterKind, PerRouteFilter},
+};
 
 /// The filter in the chain; its stats are `http.<stat_prefix>.cors.*`.
 pub(super) fn filter(

@@ -10,11 +10,14 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, Site};
-use crate::{translate::{duration, matchers::header_matcher, TranslateContext, TranslateError}};
-use model::{filter_stats::FaultStats, filters::{
-AbortSource, DelaySource, FaultAbort, FaultConfig, FaultDelay, FaultFilter,
-FractionalPercent, HttpFilterKind, PerRouteFilter,
-}};
+use crate::translate::{duration, matchers::header_matcher, TranslateContext, TranslateError};
+use model::{
+    filter_stats::FaultStats,
+    filters::{
+        AbortSource, DelaySource, FaultAbort, FaultConfig, FaultDelay, FaultFilter,
+        FractionalPercent, HttpFilterKind, PerRouteFilter,
+    },
+};
 
 /// Envoy's abort body when `response_body` is unset.
 const DEFAULT_ABORT_BODY: &str = "fault filter abort";

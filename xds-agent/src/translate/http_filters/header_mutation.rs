@@ -15,8 +15,8 @@ use envoy_types::pb::{
 };
 
 use super::common::{header_value_option, modifiable_header_name, Site};
-use crate::{translate::{matchers::string_matcher, TranslateContext, TranslateError}};
-use model::{filters::{HeaderMutationConfig, HeaderOp, HttpFilterKind, Mutations, PerRouteFilter}};
+use crate::translate::{matchers::string_matcher, TranslateContext, TranslateError};
+use model::filters::{HeaderMutationConfig, HeaderOp, HttpFilterKind, Mutations, PerRouteFilter};
 
 /// The filter in the chain.
 pub(super) fn filter(

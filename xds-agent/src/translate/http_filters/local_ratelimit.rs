@@ -12,11 +12,14 @@ use envoy_types::pb::{
 };
 
 use super::common::{fractional_percent, header_value_options, status_code, Site};
-use crate::{translate::{duration, TranslateContext, TranslateError}};
-use model::{filter_stats::LocalRateLimitStats, filters::{
-token_bucket::TokenBucket, FractionalPercent, HttpFilterKind, LocalRateLimitConfig,
-PerRouteFilter,
-}};
+use crate::translate::{duration, TranslateContext, TranslateError};
+use model::{
+    filter_stats::LocalRateLimitStats,
+    filters::{
+        token_bucket::TokenBucket, FractionalPercent, HttpFilterKind, LocalRateLimitConfig,
+        PerRouteFilter,
+    },
+};
 
 /// Envoy's floor for `fill_interval`.
 const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);

@@ -28,8 +28,8 @@ use super::{
     surface::{AnySlot, Surface},
     TranslateContext, TranslateError,
 };
-use crate::{names};
-use model::{filters::{HttpFilter, HttpFilterKind, PerRouteFilter}};
+use crate::names;
+use model::filters::{HttpFilter, HttpFilterKind, PerRouteFilter};
 
 /// Builds a filter from its `typed_config`; the `&str` is the connection manager's
 /// `stat_prefix` (for `http.<prefix>.*` stats).

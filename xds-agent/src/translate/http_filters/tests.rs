@@ -8,8 +8,8 @@ use envoy_types::pb::{
 };
 
 use super::*;
-use crate::{translate::{support::unsupported_fields, surface}};
-use model::{stats::StatsRegistry};
+use crate::translate::{support::unsupported_fields, surface};
+use model::stats::StatsRegistry;
 
 /// Runs `f` with a translation context over a fresh registry of 2 shards.
 fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {

@@ -23,14 +23,15 @@ use super::{
     header_ops::{self, header_value_problem, is_token_byte},
     Problems,
 };
-use crate::{names};
-use model::{{
-route::{
-ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
-RetryOn, RetryPolicy, WeightedRoute,
-},
-WeightedClusters,
-}, route_match::RegexRewrite};
+use crate::names;
+use model::{
+    route::{
+        ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
+        RetryOn, RetryPolicy, WeightedRoute,
+    },
+    route_match::RegexRewrite,
+    WeightedClusters,
+};
 
 /// Envoy's defaults.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 
 use super::Problems;
-use crate::{translate::matchers::{header_matcher, regex, string_matcher, At}};
-use model::{route_match::{PathMatch, QueryParameterMatcher, RouteMatcher, TlsContextMatch}};
+use crate::translate::matchers::{header_matcher, regex, string_matcher, At};
+use model::route_match::{PathMatch, QueryParameterMatcher, RouteMatcher, TlsContextMatch};
 
 /// Where a matcher at `path` sits, for the shared matcher translator.
 fn at<'a>(path: &'a str, p: &Problems<'a>) -> At<'a> {

@@ -22,12 +22,13 @@ use envoy_types::pb::{
 };
 
 use super::{config_hash, http_connection_manager::Problems, http_filters, TranslateContext};
-use model::{{
-filters::PerRouteFilters,
-http::Routes,
-route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
-NetworkFilter, Snapshot,
-}, route_match::{RouteIndex, VirtualHostIndex}};
+use model::{
+    filters::PerRouteFilters,
+    http::Routes,
+    route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
+    route_match::{RouteIndex, VirtualHostIndex},
+    NetworkFilter, Snapshot,
+};
 
 /// Envoy's default `max_direct_response_body_size_bytes`.
 pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY: usize = 4096;

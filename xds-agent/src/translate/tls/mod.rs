@@ -33,22 +33,17 @@ mod certificates;
 mod params;
 mod validation;
 
-
-
 use crate::{names, xds::GrpcTarget};
 
-
-
-use model::{tls::{
-
-CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
-
-ContextCertificates, PeerValidation, SdsSecret, SecretKey, ServedCertificate,
-
-ServerConfigs, ServerTls, UpstreamVerifier,
-
-}, stats::StatsRegistry};
 use certificates::{certificates, Named};
+use model::{
+    stats::StatsRegistry,
+    tls::{
+        CertificateChoice, ClientCertCheck, ClientCertificate, ClientConfigs, ClientTls,
+        ContextCertificates, PeerValidation, SdsSecret, SecretKey, ServedCertificate,
+        ServerConfigs, ServerTls, UpstreamVerifier,
+    },
+};
 use params::{provider, versions};
 use validation::validation;
 

@@ -11,7 +11,11 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::subscriptions::TypeState;
-use crate::{dynamic::{CLUSTER, LISTENER}, names, xds::{Resource, Update}};
+use crate::{
+    dynamic::{CLUSTER, LISTENER},
+    names,
+    xds::{Resource, Update},
+};
 
 /// A request for `ty`: the full name list and the last accepted version. With no nonce it
 /// starts (or restates) the subscription; with the nonce of a response it ACKs it, or NACKs

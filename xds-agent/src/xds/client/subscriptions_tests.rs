@@ -10,7 +10,10 @@ use envoy_types::pb::{
 };
 
 use super::*;
-use crate::{dynamic::{ASSIGNMENT as EDS, CLUSTER as CDS}, xds::{GrpcTarget, Resource, Service}};
+use crate::{
+    dynamic::{ASSIGNMENT as EDS, CLUSTER as CDS},
+    xds::{GrpcTarget, Resource, Service},
+};
 
 fn settings(delta: bool, node_on_first_only: bool) -> StreamSettings {
     StreamSettings {
