@@ -1,35 +1,26 @@
 //! Proxy layer: request mirroring (`request_mirror_policies`) — for each sampled policy a copy
-//! of the forwarded request goes to a host of the mirror cluster with its `host` suffixed
-//! `-shadow`, as Envoy's shadowing; fire and forget on the shard, the response read and
-//! dropped, never delaying or failing the client's request.
+//! of the forwarded request goes through the router to the mirror cluster with its `host`
+//! suffixed `-shadow`, as Envoy's shadowing; fire and forget on the shard, the response read
+//! and dropped, never delaying or failing the client's request.
 use std::{
-    future::Future,
     rc::Rc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures_lite::future;
-use model::{
-    stats::{inc, record_duration, ClusterCells},
-    {http::HttpConnectionManager, route::Forward},
-};
+use model::{http::HttpConnectionManager, route::Forward, stats::inc};
 
 use super::{
-    cluster_manager::{ActiveHost, ShardCluster},
-    pool::{self, Acquire},
-    router::RESPONSE_LIMITS,
+    cluster_manager::ShardCluster,
+    router::{self, deadline::Deadlines, Forwarding, Routed, RouterRecord},
 };
 use crate::{
     context::ShardContext,
-    net::buffered::{Buffered, IoFailure},
-    protocol::http1::{
-        self, encode_chunk, encode_last_chunk, encode_request_head, BodyDecoder, BodyEvent, Framing,
-    },
-    rt::{self, timer},
+    protocol::http1::Framing,
+    rt,
     stream::{
         body::RequestBody,
-        headers::{Headers, RequestHead, Version},
+        headers::{RequestHead, Version},
     },
 };
 
@@ -49,7 +40,7 @@ pub fn shadow(
     routed: &ShardCluster,
     request: &RequestHead,
     framing: &Framing,
-    body: &RequestBody,
+    body: &RequestBody<'_>,
 ) {
     if !forward.mirrors.is_empty() {
         shadow_sampled(ctx, hcm, forward, routed, request, framing, body);
@@ -63,7 +54,7 @@ fn shadow_sampled(
     routed: &ShardCluster,
     request: &RequestHead,
     framing: &Framing,
-    body: &RequestBody,
+    body: &RequestBody<'_>,
 ) {
     let mut kept: Option<&[Bytes]> = None;
     for mirror in &forward.mirrors {
@@ -89,12 +80,15 @@ fn shadow_sampled(
         };
         let trailers = body
             .trailers
-            .as_ref()
+            .clone()
             .filter(|_| hcm.http1.enable_trailers && cluster.config.http.enable_trailers);
-        let bytes = encode_shadow(request, framing, chunks, trailers);
-        let deadline = Instant::now() + forward.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let task = send(ctx.clone(), cluster, bytes, request.is_head(), deadline);
-        rt::spawn_local(task).detach();
+        let copy = Shadow {
+            head: shadow_head(request),
+            framing: *framing,
+            body: RequestBody::complete(chunks.to_vec(), trailers),
+            deadline: Instant::now() + forward.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        };
+        rt::spawn_local(send(ctx.clone(), cluster, copy)).detach();
     }
 }
 
@@ -135,14 +129,8 @@ fn whole_body<'b>(request: &RequestHead, body: &'b RequestBody) -> Result<&'b [B
     body.replay().ok_or(Skip::BodyNotKept)
 }
 
-/// The shadow request on the wire: the forwarded head with Envoy's shadow changes, then the
-/// body in the framing it came with.
-fn encode_shadow(
-    request: &RequestHead,
-    framing: &Framing,
-    chunks: &[Bytes],
-    trailers: Option<&Headers>,
-) -> Vec<u8> {
+/// The shadow request's head: the forwarded head with Envoy's shadow changes.
+fn shadow_head(request: &RequestHead) -> RequestHead {
     let mut head = request.clone();
     head.version = Version::Http11;
     if let Some(host) = head.headers.get("host") {
@@ -152,20 +140,7 @@ fn encode_shadow(
     // Envoy sends shadows as internal requests.
     head.headers
         .set("x-envoy-internal", Bytes::from_static(b"true"));
-    let body_len: usize = chunks.iter().map(|c| c.len() + 16).sum();
-    let mut out = Vec::with_capacity(512 + body_len);
-    encode_request_head(&head, framing, &mut out);
-    let chunked = matches!(framing, Framing::Chunked);
-    for chunk in chunks {
-        match chunked {
-            true => encode_chunk(chunk, &mut out),
-            false => out.extend_from_slice(chunk),
-        }
-    }
-    if chunked {
-        encode_last_chunk(trailers, &mut out);
-    }
-    out
+    head
 }
 
 /// Envoy's shadow authority: `-shadow` after the host, before any port
@@ -183,161 +158,71 @@ fn shadow_host(authority: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Why a shadow exchange failed (logged at debug; counted in the mirror cluster's stats).
-#[derive(Debug, thiserror::Error)]
-enum ShadowFailure {
-    #[error("circuit breaker overflow")]
-    Overflow,
-    #[error("no healthy upstream")]
-    NoHealthyUpstream,
-    #[error("connection failure")]
-    Connect,
-    #[error("timed out")]
-    TimedOut,
-    #[error("connection reset")]
-    Reset,
-    #[error("protocol error: {0}")]
-    Protocol(&'static str),
-}
-
-/// Sends one shadow request and reads its response to the end.
-async fn send(
-    ctx: Rc<ShardContext>,
-    cluster: Rc<ShardCluster>,
-    request: Vec<u8>,
-    is_head: bool,
+/// One shadow request, owned by its task.
+struct Shadow {
+    head: RequestHead,
+    framing: Framing,
+    body: RequestBody<'static>,
     deadline: Instant,
-) {
-    if let Err(failure) = exchange(&ctx, &cluster, &request, is_head, deadline).await {
-        tracing::debug!(cluster = %cluster.config.name, %failure, "shadow request failed");
-    }
 }
 
-async fn exchange(
-    ctx: &ShardContext,
-    cluster: &ShardCluster,
-    request: &[u8],
-    is_head: bool,
-    deadline: Instant,
-) -> Result<(), ShadowFailure> {
-    let cells = cluster.config.stats.shard(ctx.id);
-    let Some(_request_slot) = cluster.breakers.request() else {
-        inc(&cells.upstream_rq_pending_overflow);
-        return Err(ShadowFailure::Overflow);
+/// Sends one shadow request through the router (no retries, within its deadline) and reads
+/// its response to the end.
+async fn send(ctx: Rc<ShardContext>, cluster: Rc<ShardCluster>, shadow: Shadow) {
+    let Shadow {
+        head,
+        framing,
+        mut body,
+        deadline,
+    } = shadow;
+    let forwarding = Forwarding {
+        cluster: cluster.clone(),
+        head: &head,
+        auto_host_rewrite: false,
+        attempt_count: false,
+        trailers: true,
+        framing: &framing,
+        is_head_request: head.is_head(),
+        retry: None,
+        deadlines: Deadlines {
+            route: Some(deadline),
+            request: None,
+            stream_idle: None,
+        },
     };
-    let Some(host) = cluster.pick() else {
-        inc(&cells.upstream_cx_none_healthy);
-        return Err(ShadowFailure::NoHealthyUpstream);
-    };
-    let host = ActiveHost::new(host);
-    let acquired = pool::acquire(ctx, cluster, host.host(), None, Some(deadline)).await;
-    let mut conn = match acquired {
-        Ok(conn) => conn,
-        Err(Acquire::Overflow) => return Err(ShadowFailure::Overflow),
-        Err(Acquire::Failed) => return Err(charged(cells, ShadowFailure::Connect)),
-        Err(Acquire::TimedOut) => return Err(charged(cells, ShadowFailure::TimedOut)),
-    };
-    conn.requests += 1;
-    inc(&cells.upstream_rq_total);
-    let started = Instant::now();
-    let head_failure = |failure| charged(cells, failure);
-    within(deadline, conn.conn.write_all(request))
-        .await
-        .map_err(head_failure)?
-        .map_err(|_| head_failure(ShadowFailure::Reset))?;
-    let response = loop {
-        match http1::parse_response(&mut conn.conn.buf, is_head, &RESPONSE_LIMITS) {
-            Ok(Some(response)) if response.head.status == 100 => continue,
-            Ok(Some(response)) => break response,
-            Ok(None) => {}
-            Err(error) => return Err(head_failure(ShadowFailure::Protocol(error.details()))),
+    let mut record = RouterRecord::default();
+    let name = &cluster.config.name;
+    match router::forward(&ctx, forwarding, &mut body, &mut record).await {
+        Routed::Response(response) if response.head.head.status == 101 => {
+            // Not asked for (upgrades are not mirrored): the connection is the upstream's now.
+            inc(&cluster
+                .config
+                .stats
+                .shard(ctx.id)
+                .upstream_cx_protocol_error);
+            tracing::debug!(cluster = %name, "shadow answered 101");
         }
-        fill(&mut conn.conn, deadline).await.map_err(head_failure)?;
-    };
-    cells.record_status(response.head.status);
-    let read = if response.head.status == 101 {
-        // Not asked for (upgrades are not mirrored): the connection is the upstream's now.
-        Err(ShadowFailure::Protocol("unexpected 101"))
-    } else {
-        discard_body(&mut conn.conn, &response.framing, deadline).await
-    };
-    inc(&cells.upstream_rq_completed);
-    record_duration(&cells.upstream_rq_time, started.elapsed());
-    let read = read.map_err(|failure| counted(cells, failure));
-    if read.is_ok() && response.keep_alive {
-        pool::park(host.host(), conn, &cluster.config.http);
-    }
-    read
-}
-
-/// Reads a response body to its end and drops it.
-async fn discard_body(
-    conn: &mut Buffered,
-    framing: &Framing,
-    deadline: Instant,
-) -> Result<(), ShadowFailure> {
-    let mut decoder = BodyDecoder::new(framing, &RESPONSE_LIMITS);
-    loop {
-        match decoder.decode(&mut conn.buf) {
-            Ok(BodyEvent::Data(_)) => continue,
-            Ok(BodyEvent::Done { .. }) => return Ok(()),
-            Ok(BodyEvent::NeedMore) => {}
-            Err(error) => return Err(ShadowFailure::Protocol(error.details())),
+        Routed::Response(mut response) => loop {
+            match response.body.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(failure) => {
+                    tracing::debug!(cluster = %name, ?failure, "shadow response failed");
+                    break;
+                }
+            }
+        },
+        Routed::Failed(reply) => {
+            tracing::debug!(cluster = %name, status = reply.status, "shadow request failed")
         }
-        match fill(conn, deadline).await {
-            Ok(()) => {}
-            Err(ShadowFailure::Reset) if decoder.at_eof().is_ok() => return Ok(()),
-            Err(failure) => return Err(failure),
-        }
+        Routed::Downstream(_) => unreachable!("a shadow's body is complete"),
     }
-}
-
-/// Reads more of the response; a close, a reset or the deadline ends the exchange.
-async fn fill(conn: &mut Buffered, deadline: Instant) -> Result<(), ShadowFailure> {
-    match conn.fill_until(Some(deadline)).await {
-        Ok(0) | Err(IoFailure::Broken) => Err(ShadowFailure::Reset),
-        Ok(_) => Ok(()),
-        Err(IoFailure::TimedOut) => Err(ShadowFailure::TimedOut),
-    }
-}
-
-/// Counts a failure before a response head as Envoy charges it: its own counter, and the
-/// status of the local reply it stands for (504 for a timeout, 502 for a protocol error, else
-/// 503) as a completed request.
-fn charged(cells: &ClusterCells, failure: ShadowFailure) -> ShadowFailure {
-    let status = match &failure {
-        ShadowFailure::TimedOut => 504,
-        ShadowFailure::Protocol(_) => 502,
-        _ => 503,
-    };
-    cells.record_status(status);
-    inc(&cells.upstream_rq_completed);
-    counted(cells, failure)
-}
-
-/// Counts a failure in its own counter, if it has one.
-fn counted(cells: &ClusterCells, failure: ShadowFailure) -> ShadowFailure {
-    match &failure {
-        ShadowFailure::TimedOut => inc(&cells.upstream_rq_timeout),
-        ShadowFailure::Reset => inc(&cells.upstream_rq_rx_reset),
-        ShadowFailure::Protocol(_) => inc(&cells.upstream_cx_protocol_error),
-        ShadowFailure::Connect | ShadowFailure::Overflow | ShadowFailure::NoHealthyUpstream => {}
-    }
-    failure
-}
-
-/// Runs `work` until `deadline`.
-async fn within<T>(deadline: Instant, work: impl Future<Output = T>) -> Result<T, ShadowFailure> {
-    future::or(async { Ok(work.await) }, async {
-        timer::sleep_until(deadline).await;
-        Err(ShadowFailure::TimedOut)
-    })
-    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::headers::Headers;
 
     fn head(method: &str, host: Option<&str>) -> RequestHead {
         let mut headers = Headers::with_capacity(4);
@@ -372,38 +257,24 @@ mod tests {
     }
 
     #[test]
-    fn a_shadow_is_the_forwarded_request_with_the_shadow_host_and_its_body() {
-        let chunks = [Bytes::from_static(b"pay"), Bytes::from_static(b"load")];
-        let out = encode_shadow(
-            &head("POST", Some("example.com")),
-            &Framing::Length(7),
-            &chunks,
-            None,
-        );
+    fn a_shadow_is_the_forwarded_request_as_internal_with_the_shadow_host() {
+        let shadow = shadow_head(&head("POST", Some("example.com")));
+        assert_eq!(shadow.version, Version::Http11);
+        let headers: Vec<_> = shadow
+            .headers
+            .iter()
+            .map(|h| (text(&h.name), text(&h.value)))
+            .collect();
         assert_eq!(
-            text(&out),
-            "POST /copy?q=1 HTTP/1.1\r\nhost: example.com-shadow\r\nx-request-id: abc\r\n\
-             x-envoy-internal: true\r\ncontent-length: 7\r\n\r\npayload"
+            headers,
+            [
+                ("host", "example.com-shadow"),
+                ("x-request-id", "abc"),
+                ("x-envoy-internal", "true")
+            ]
         );
-    }
-
-    #[test]
-    fn a_chunked_body_stays_chunked_with_its_trailers() {
-        let mut trailers = Headers::with_capacity(1);
-        trailers.append("x-sum", "1");
-        let chunks = [Bytes::from_static(b"abc")];
-        let out = encode_shadow(
-            &head("PUT", None),
-            &Framing::Chunked,
-            &chunks,
-            Some(&trailers),
-        );
-        let text = text(&out);
-        assert!(!text.contains("host:"), "no host stays no host: {text}");
-        assert!(
-            text.ends_with("transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 1\r\n\r\n"),
-            "{text}"
-        );
+        let without = shadow_head(&head("PUT", None));
+        assert!(!without.headers.contains("host"), "no host stays no host");
     }
 
     #[test]
@@ -418,14 +289,7 @@ mod tests {
     fn upgrades_are_not_mirrored() {
         let mut request = head("GET", Some("a"));
         request.headers.set("upgrade", "websocket");
-        let body = RequestBody::new(
-            &Framing::Empty,
-            &crate::protocol::http1::Limits {
-                max_head_bytes: 1024,
-                max_headers: 10,
-            },
-            1024,
-        );
+        let body = RequestBody::complete(Vec::new(), None);
         assert_eq!(whole_body(&request, &body), Err(Skip::Upgrade));
         assert_eq!(whole_body(&head("GET", Some("a")), &body), Ok(&[][..]));
     }

@@ -1,8 +1,9 @@
 //! Proxy layer: the shard-local cluster manager, load balancers, upstream connects, the
-//! router and its request mirroring.
+//! router and its request mirroring, upstream streams.
 pub mod cluster_manager;
 pub mod connect;
 pub mod lb;
 pub mod mirror;
 pub mod pool;
 pub mod router;
+pub mod upstream;

@@ -1,6 +1,7 @@
-//! Stream layer: a request body read from the downstream connection as it arrives, decoded
-//! from its HTTP/1.1 framing; kept for replay (retries) while it fits the buffer limit.
-use std::time::Instant;
+//! Stream layer: a request body as the router reads it, whatever codec it came from — chunks
+//! as they arrive, then trailers; kept for replay (retries, shadows) while it fits the buffer
+//! limit.
+use std::{future::pending, time::Instant};
 
 use bytes::Bytes;
 
@@ -10,18 +11,32 @@ use crate::{
     protocol::http1::{BodyDecoder, BodyError, BodyEvent, Framing, Limits},
 };
 
+/// Most pipelined bytes buffered from an HTTP/1 client while its response is awaited.
+const CLIENT_READ_AHEAD: usize = 64 << 10;
+
 /// Why the request body could not be read.
 #[derive(Debug)]
 pub enum BodyFailure {
-    /// Bad chunked framing: an error reply (400, or 431 for oversized trailers) and close.
+    /// Bad framing: an error reply (400, or 431 for oversized trailers) and close.
     Malformed(BodyError),
     /// The client closed or reset mid-body.
     Disconnected,
     TimedOut,
 }
 
-pub struct RequestBody {
-    decoder: BodyDecoder,
+/// Where the body's bytes come from.
+enum Source<'d> {
+    /// HTTP/1: decoded off the downstream connection's buffer as it arrives.
+    Http1 {
+        conn: &'d mut Buffered,
+        decoder: BodyDecoder,
+    },
+    /// Read in full already (a shadow's copy): everything is in `replay`.
+    Complete,
+}
+
+pub struct RequestBody<'d> {
+    source: Source<'d>,
     done: bool,
     pub trailers: Option<Headers>,
     /// Chunks read so far, for a retry to resend; `None` once they exceeded `replay_limit`.
@@ -32,11 +47,35 @@ pub struct RequestBody {
     pub received: u64,
 }
 
-impl RequestBody {
-    pub fn new(framing: &Framing, limits: &Limits, replay_limit: usize) -> Self {
-        Self {
+impl<'d> RequestBody<'d> {
+    /// The body of an HTTP/1 request framed as `framing`, read off `conn`.
+    pub fn http1(
+        conn: &'d mut Buffered,
+        framing: &Framing,
+        limits: &Limits,
+        replay_limit: usize,
+    ) -> Self {
+        let source = Source::Http1 {
+            conn,
             decoder: BodyDecoder::new(framing, limits),
-            done: matches!(framing, Framing::Empty),
+        };
+        Self::new(source, matches!(framing, Framing::Empty), replay_limit)
+    }
+
+    /// A body known in full: `chunks`, then `trailers`.
+    pub fn complete(chunks: Vec<Bytes>, trailers: Option<Headers>) -> Self {
+        let mut body = Self::new(Source::Complete, true, usize::MAX);
+        body.received = chunks.iter().map(|c| c.len() as u64).sum();
+        body.replay_bytes = body.received as usize;
+        body.replay = Some(chunks);
+        body.trailers = trailers;
+        body
+    }
+
+    fn new(source: Source<'d>, done: bool, replay_limit: usize) -> Self {
+        Self {
+            source,
+            done,
             trailers: None,
             replay: Some(Vec::new()),
             replay_bytes: 0,
@@ -56,16 +95,15 @@ impl RequestBody {
     }
 
     /// The next chunk from the client, `None` at the end of the body.
-    pub async fn next(
-        &mut self,
-        downstream: &mut Buffered,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Bytes>, BodyFailure> {
+    pub async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Bytes>, BodyFailure> {
         loop {
             if self.done {
                 return Ok(None);
             }
-            match self.decoder.decode(&mut downstream.buf) {
+            let Source::Http1 { conn, decoder } = &mut self.source else {
+                return Ok(None);
+            };
+            match decoder.decode(&mut conn.buf) {
                 Ok(BodyEvent::Data(chunk)) => {
                     self.keep(&chunk);
                     return Ok(Some(chunk));
@@ -78,12 +116,27 @@ impl RequestBody {
                 Ok(BodyEvent::NeedMore) => {}
                 Err(e) => return Err(BodyFailure::Malformed(e)),
             }
-            match downstream.fill_until(deadline).await {
+            match conn.fill_until(deadline).await {
                 Ok(0) | Err(IoFailure::Broken) => return Err(BodyFailure::Disconnected),
                 Ok(_) => {}
                 Err(IoFailure::TimedOut) => return Err(BodyFailure::TimedOut),
             }
         }
+    }
+
+    /// Completes when the client goes away (closes or resets). An HTTP/1 client's pipelined
+    /// next requests are kept meanwhile, up to a bound; a complete body has no client.
+    pub async fn client_gone(&mut self) {
+        let Source::Http1 { conn, .. } = &mut self.source else {
+            return pending().await;
+        };
+        while conn.buf.len() < CLIENT_READ_AHEAD {
+            match conn.fill().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        pending().await
     }
 
     fn keep(&mut self, chunk: &Bytes) {

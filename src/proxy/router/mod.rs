@@ -1,6 +1,8 @@
-//! Proxy layer: the router — sends a request to a host of its cluster through the host's pool
-//! and reads the response head, with Envoy's timeouts, circuit breakers and retries
-//! (`retry_on`, back-off, `previous_hosts`). One try is in `attempt`, the deadlines in
+//! Proxy layer: the router — the whole upstream exchange of a request: picks a host of its
+//! cluster, sends the request on an upstream stream and reads the response head, with Envoy's
+//! timeouts, circuit breakers and retries (`retry_on`, back-off, `previous_hosts`), then hands
+//! the response (head, and a body that returns its connection to the pool when read) to the
+//! caller: the connection manager, or a shadow. One try is in `attempt`, the deadlines in
 //! `deadline`.
 mod attempt;
 pub mod deadline;
@@ -18,29 +20,24 @@ use model::{
 };
 
 use self::{
-    attempt::{try_once, Answer, TryFailure},
+    attempt::{try_once, Answer},
     deadline::{Deadlines, Expiry},
 };
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},
-    pool::{Slot, UpstreamConn},
+    pool::Slot,
+    upstream::{ResponseBody, TryFailure, UpstreamHead},
 };
 use crate::{
     context::ShardContext,
-    net::buffered::{earliest, Buffered},
-    protocol::http1::{Framing, Limits, ParsedResponse},
+    net::buffered::earliest,
+    protocol::http1::Framing,
     rt::timer,
     stream::{
         body::{BodyFailure, RequestBody},
         headers::RequestHead,
         LocalReply,
     },
-};
-
-/// Upstream response heads may be as large as Envoy takes (80 KiB) with up to 100 headers.
-pub const RESPONSE_LIMITS: Limits = Limits {
-    max_head_bytes: 80 << 10,
-    max_headers: 100,
 };
 
 /// What the router needs for one request.
@@ -61,15 +58,12 @@ pub struct Forwarding<'a> {
     pub deadlines: Deadlines,
 }
 
-/// A response head from upstream, its connection, and what the log needs.
+/// A response from upstream: its head, and its body still to read.
 pub struct UpstreamResponse {
-    pub response: ParsedResponse,
-    pub conn: UpstreamConn,
-    pub host: ActiveHost,
+    pub head: UpstreamHead,
+    pub body: ResponseBody,
     /// When the last try started (for `x-envoy-upstream-service-time`).
     pub try_started: Instant,
-    /// The upstream answered before the request body was sent in full.
-    pub early: bool,
 }
 
 /// The outcome of routing one request upstream. Returned once per request and moved once:
@@ -96,12 +90,33 @@ pub struct RouterRecord {
     pub downstream_timeout: Option<Expiry>,
 }
 
-/// Routes the request: picks hosts, sends, reads the response head; retries by policy.
+/// Routes the request: picks hosts, sends, reads the response head; retries by policy. The
+/// response's status is counted in the cluster's stats, and so is a local answer after a host
+/// was tried, as Envoy counts it.
 pub async fn forward(
     ctx: &ShardContext,
     request: Forwarding<'_>,
-    body: &mut RequestBody,
-    downstream: &mut Buffered,
+    body: &mut RequestBody<'_>,
+    record: &mut RouterRecord,
+) -> Routed {
+    let cluster = request.cluster.clone();
+    let routed = route(ctx, request, body, record).await;
+    let cells = cluster.config.stats.shard(ctx.id);
+    match &routed {
+        Routed::Response(response) => cells.record_status(response.head.head.status),
+        Routed::Failed(reply) if record.upstream_host.is_some() => {
+            cells.record_status(reply.status);
+            inc(&cells.upstream_rq_completed);
+        }
+        Routed::Failed(_) | Routed::Downstream(_) => {}
+    }
+    routed
+}
+
+async fn route(
+    ctx: &ShardContext,
+    request: Forwarding<'_>,
+    body: &mut RequestBody<'_>,
     record: &mut RouterRecord,
 ) -> Routed {
     let cluster = &request.cluster;
@@ -142,19 +157,15 @@ pub async fn forward(
         let try_started = Instant::now();
         record.attempts += 1;
         let attempt = record.attempts;
-        let outcome = try_once(ctx, &request, attempt, &host, body, downstream, cells).await;
+        let outcome = try_once(ctx, &request, attempt, &host, body, cells).await;
         let failure = match outcome {
-            Ok(Answer {
-                response,
-                conn,
-                early,
-            }) => {
-                let status = response.head.status;
+            Ok(Answer { head, stream }) => {
+                let status = head.head.status;
                 let wanted = policy.is_some_and(|p| retriable_status(p, status));
                 let retry = wanted && retries.done < num_retries && body.replay().is_some();
                 // Without a retry slot (`max_retries`) this response is the answer, as Envoy.
                 if retry && retries.next(cluster, cells, record) {
-                    drop(conn); // its response body is not wanted
+                    drop(stream); // its response body is not wanted
                     back_off(policy, retries.done, request.deadlines.route).await;
                     continue;
                 }
@@ -166,12 +177,23 @@ pub async fn forward(
                 } else if retries.done > 0 {
                     inc(&cells.upstream_rq_retry_success);
                 }
-                return Routed::Response(UpstreamResponse {
-                    response,
-                    conn,
+                let deadlines = Deadlines {
+                    request: None,
+                    ..request.deadlines
+                };
+                let body = ResponseBody::new(
+                    stream,
+                    head.early,
                     host,
+                    cluster.clone(),
+                    ctx.id,
+                    deadlines,
                     try_started,
-                    early,
+                );
+                return Routed::Response(UpstreamResponse {
+                    head,
+                    body,
+                    try_started,
                 });
             }
             Err(TryFailure::Downstream(f)) => return Routed::Downstream(f),

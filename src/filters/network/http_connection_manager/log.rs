@@ -5,7 +5,7 @@ use model::access_log::{ConnectionRecord, HttpTimings};
 use super::{stream::Exchange, Connection};
 use crate::{access_log::HttpExchange, stream::headers::RequestHead};
 
-pub fn write(c: &Connection<'_>, request: &RequestHead, received: u64, exchange: &Exchange) {
+pub fn write(c: &Connection<'_>, request: &RequestHead, exchange: &Exchange) {
     let http = HttpExchange {
         request,
         response: exchange.response.as_ref(),
@@ -22,7 +22,7 @@ pub fn write(c: &Connection<'_>, request: &RequestHead, received: u64, exchange:
     let record = ConnectionRecord {
         start: exchange.start_wall,
         duration: exchange.started.elapsed(),
-        bytes_received: received,
+        bytes_received: exchange.bytes_received,
         bytes_sent: exchange.bytes_sent,
         downstream_remote: c.remote,
         downstream_local: c.local,

@@ -386,7 +386,7 @@ impl Connection<'_> {
                 version: Version::Http11,
                 headers: Headers::default(),
             };
-            log::write(self, &unparsed, 0, &exchange);
+            log::write(self, &unparsed, &exchange);
         }
     }
 }

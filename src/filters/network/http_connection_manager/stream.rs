@@ -6,7 +6,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use model::{
     access_log::ResponseFlags,
-    route::{ClientCertificateState, HostRewrite, RouteConfig, RouteRequest},
+    route::{
+        ClientCertificateState, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
+        RouteRequest,
+    },
     stats::{add, dec, inc, record_duration, HttpCells},
     tls_info::Negotiated,
 };
@@ -56,6 +59,10 @@ pub struct Exchange {
     pub request_done: Option<Duration>,
     pub first_upstream_byte: Option<Duration>,
     pub response_done: Option<Duration>,
+    /// The request body was read to its end.
+    pub body_done: bool,
+    /// Request body bytes received (`%BYTES_RECEIVED%`).
+    pub bytes_received: u64,
 }
 
 impl Exchange {
@@ -76,6 +83,8 @@ impl Exchange {
             request_done: None,
             first_upstream_byte: None,
             response_done: None,
+            body_done: false,
+            bytes_received: 0,
         }
     }
 }
@@ -109,6 +118,17 @@ impl Drop for ActiveRequest<'_> {
     }
 }
 
+/// What the codec said of a request besides its head.
+struct Incoming {
+    framing: Framing,
+    /// The connection may carry another request after this one.
+    keep_alive: bool,
+    expect_continue: bool,
+    /// The protocol an `upgrade` request asks for.
+    upgrade: Option<Bytes>,
+    connect: bool,
+}
+
 /// Serves one request; what the connection does next.
 pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) -> Next {
     let hcm = c.hcm;
@@ -126,57 +146,51 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         upgrade,
         connect,
     } = parsed;
-    let mut body = RequestBody::new(&framing, &c.limits, c.listener.buffer_limit);
-    let keep_alive = keep_alive && !last;
-    let keep = exchange_request(
-        c,
-        &mut request,
-        &framing,
-        &mut body,
-        keep_alive,
+    exchange.body_done = matches!(framing, Framing::Empty);
+    let incoming = Incoming {
+        framing,
+        keep_alive: keep_alive && !last,
         expect_continue,
         upgrade,
         connect,
-        &mut exchange,
-    )
-    .await;
+    };
+    let keep = exchange_request(c, &mut request, incoming, &mut exchange).await;
     drop(active);
     inc(&stats.downstream_rq_completed);
     record_duration(&stats.downstream_rq_time, exchange.started.elapsed());
-    if body.is_done() {
+    if exchange.body_done {
         exchange.request_done = Some(exchange.started.elapsed());
     }
     if !hcm.access_logs.is_empty() {
-        super::log::write(c, &request, body.received, &exchange);
+        super::log::write(c, &request, &exchange);
     }
     match keep {
-        Next::KeepAlive if !body.is_done() => Next::Close,
+        Next::KeepAlive if !exchange.body_done => Next::Close,
         next => next,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The phases of one exchange: admission, `100 Continue`, route match, filters and the
+/// route's action, the upstream request's headers, the router, the answer.
 async fn exchange_request(
     c: &mut Connection<'_>,
     request: &mut RequestHead,
-    framing: &Framing,
-    body: &mut RequestBody,
-    keep_alive: bool,
-    expect_continue: bool,
-    upgrade: Option<Bytes>,
-    connect: bool,
+    incoming: Incoming,
     exchange: &mut Exchange,
 ) -> Next {
-    let hcm = c.hcm;
-    let is_head = request.is_head();
-    if let Err(refused) = admit(c, request, connect) {
-        let keep = refused.keep && keep_alive && body.is_done();
+    // A local answer keeps the connection when the client's body is done (nothing unread).
+    let may_keep = incoming.keep_alive && exchange.body_done;
+    if let Err(refused) = admit(c, request, incoming.connect) {
+        let keep = refused.keep && may_keep;
         return local(c, None, request, refused.reply, 0, keep, exchange).await;
     }
-    if expect_continue && !hcm.proxy_100_continue {
+    if incoming.expect_continue && !c.hcm.proxy_100_continue {
         request.headers.remove("expect");
-        let continued = c.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-        if continued.is_err() {
+        if c.conn
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
@@ -184,8 +198,68 @@ async fn exchange_request(
         }
     }
     let table = c.table.clone();
-    let config: &RouteConfig = &table;
-    let virtual_host = config.virtual_host(request.authority());
+    let cx = match match_route(c, &table, request, exchange) {
+        Ok(cx) => cx,
+        Err(reply) => return local(c, None, request, reply, 0, may_keep, exchange).await,
+    };
+    let mut ran = 0;
+    let chosen = match choose(c, &cx, request, incoming.upgrade, &mut ran, exchange).await {
+        Ok(chosen) => chosen,
+        Err(refused) => {
+            let keep = refused.keep && may_keep;
+            return local(c, Some(&cx), request, refused.reply, ran, keep, exchange).await;
+        }
+    };
+    inc(&c.stats.rq_total);
+    let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
+    let retry = upstream_headers(request, &chosen, levels);
+    let (routed, record) = forward(c, request, &chosen, retry, &incoming.framing, exchange).await;
+    exchange.flags.set(record.flags);
+    exchange.upstream_host = record.upstream_host;
+    match record.downstream_timeout {
+        Some(Expiry::Request) => inc(&c.stats.downstream_rq_timeout),
+        Some(Expiry::StreamIdle) => inc(&c.stats.downstream_rq_idle_timeout),
+        _ => {}
+    }
+    let keep_alive = incoming.keep_alive;
+    match routed {
+        Routed::Failed(reply) => {
+            exchange.details = record
+                .details
+                .unwrap_or("upstream_reset_before_response_started");
+            let keep = keep_alive && exchange.body_done;
+            local(c, Some(&cx), request, reply, ran, keep, exchange).await
+        }
+        Routed::Downstream(failure) => {
+            downstream_failed(c, &cx, request, failure, ran, exchange).await
+        }
+        Routed::Response(response) => {
+            let relay = Relay {
+                attempts: chosen
+                    .virtual_host
+                    .attempt_count_in_response
+                    .then_some(record.attempts),
+                levels,
+                ran,
+                keep_alive,
+                upgrading: chosen.upgrade.is_some(),
+                upstream_http: &chosen.cluster.config.http,
+                upstream_buffer_limit: chosen.cluster.config.buffer_limit,
+            };
+            proxy_response(c, &cx, request, response, relay, exchange).await
+        }
+    }
+}
+
+/// Matches the request's virtual host and route; a plain-HTTP request to a virtual host that
+/// requires TLS is redirected to https instead.
+fn match_route<'t>(
+    c: &Connection<'t>,
+    table: &'t RouteConfig,
+    request: &RequestHead,
+    exchange: &mut Exchange,
+) -> Result<StreamContext<'t>, LocalReply> {
+    let virtual_host = table.virtual_host(request.authority());
     let routed = OnConnection {
         head: request,
         client_certificate: c.client_certificate,
@@ -194,41 +268,32 @@ async fn exchange_request(
     if let Some(route) = route.filter(|r| !r.name.is_empty()) {
         exchange.route_name = Some(route.name.clone());
     }
-    if virtual_host.is_some_and(|v| needs_tls(v.require_tls, hcm, c.remote)) {
+    if virtual_host.is_some_and(|v| needs_tls(v.require_tls, c.hcm, c.remote)) {
         let mut location = b"https://".to_vec();
         location.extend_from_slice(request.authority());
         location.extend_from_slice(&request.path);
         let mut reply = LocalReply::new(301, "");
         reply.headers.append("location", location);
-        let keep = keep_alive && body.is_done();
-        return local(c, None, request, reply, 0, keep, exchange).await;
+        return Err(reply);
     }
-    let cx = StreamContext {
+    Ok(StreamContext {
         shard: c.ctx,
-        hcm,
+        hcm: c.hcm,
         virtual_host,
         route,
         started: exchange.started,
         notes: StreamNotes::default(),
-    };
-    let mut ran = 0;
-    let chosen = choose(c, &cx, request, upgrade, &mut ran, exchange).await;
-    let Chosen {
-        virtual_host: vhost,
-        route,
-        forward,
-        upgrade,
-        cluster,
-        weighted_headers,
-    } = match chosen {
-        Ok(chosen) => chosen,
-        Err(refused) => {
-            let keep = refused.keep && keep_alive && body.is_done();
-            return local(c, Some(&cx), request, refused.reply, ran, keep, exchange).await;
-        }
-    };
-    inc(&c.stats.rq_total);
-    // The upstream request: rewrites, route header mutations, router headers.
+    })
+}
+
+/// The upstream request's headers: path and host rewrites, the route table's header
+/// mutations, the router's own headers. Returns the retry policy in force.
+fn upstream_headers<'a>(
+    request: &mut RequestHead,
+    chosen: &Chosen<'a>,
+    levels: [Option<&HeaderMutations>; 4],
+) -> Option<&'a RetryPolicy> {
+    let (route, forward, vhost) = (chosen.route, chosen.forward, chosen.virtual_host);
     if let Some(new_path) = route.rewritten_path(&request.path) {
         let original = std::mem::replace(&mut request.path, Bytes::from(new_path));
         request.headers.set("x-envoy-original-path", original);
@@ -243,7 +308,6 @@ async fn exchange_request(
             }
         }
     }
-    let levels = config.header_mutations(vhost, route, weighted_headers);
     for level in levels.into_iter().flatten() {
         mutations::remove(&mut request.headers, &level.request_remove);
         mutations::add(&mut request.headers, &level.request_add);
@@ -259,105 +323,86 @@ async fn exchange_request(
             timeout.as_millis().to_string(),
         );
     }
-    if let Some(token) = &upgrade {
+    if let Some(token) = &chosen.upgrade {
         request
             .headers
             .set("connection", Bytes::from_static(b"upgrade"));
         request.headers.set("upgrade", token.clone());
     }
+    retry
+}
+
+/// Hands the request to the router (reading its body from the client as it goes upstream),
+/// then to the mirrors; what the exchange learns of the body is noted in `exchange`.
+async fn forward(
+    c: &mut Connection<'_>,
+    request: &mut RequestHead,
+    chosen: &Chosen<'_>,
+    retry: Option<&RetryPolicy>,
+    framing: &Framing,
+    exchange: &mut Exchange,
+) -> (Routed, RouterRecord) {
+    let hcm = c.hcm;
+    let cluster = &chosen.cluster;
     let version = std::mem::replace(&mut request.version, Version::Http11);
+    let mut body = RequestBody::http1(&mut c.conn, framing, &c.limits, c.listener.buffer_limit);
     let mut record = RouterRecord::default();
-    let routed = router::forward(
-        c.ctx,
-        Forwarding {
-            cluster: cluster.clone(),
-            head: request,
-            auto_host_rewrite: forward.host_rewrite == HostRewrite::Auto,
-            attempt_count: vhost.attempt_count_to_upstream,
-            trailers: hcm.http1.enable_trailers && cluster.config.http.enable_trailers,
-            framing,
-            is_head_request: is_head,
-            retry,
-            deadlines: Deadlines {
-                route: deadline(forward.timeout),
-                request: hcm.timeouts.request.map(|t| exchange.started + t),
-                stream_idle: forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle),
-            },
+    let forwarding = Forwarding {
+        cluster: cluster.clone(),
+        head: request,
+        auto_host_rewrite: chosen.forward.host_rewrite == HostRewrite::Auto,
+        attempt_count: chosen.virtual_host.attempt_count_to_upstream,
+        trailers: hcm.http1.enable_trailers && cluster.config.http.enable_trailers,
+        framing,
+        is_head_request: request.is_head(),
+        retry,
+        deadlines: Deadlines {
+            route: deadline(chosen.forward.timeout),
+            request: hcm.timeouts.request.map(|t| exchange.started + t),
+            stream_idle: chosen
+                .forward
+                .idle_timeout
+                .unwrap_or(hcm.timeouts.stream_idle),
         },
-        body,
-        &mut c.conn,
-        &mut record,
-    )
-    .await;
-    crate::proxy::mirror::shadow(c.ctx, hcm, forward, &cluster, request, framing, body);
+    };
+    let routed = router::forward(c.ctx, forwarding, &mut body, &mut record).await;
+    crate::proxy::mirror::shadow(c.ctx, hcm, chosen.forward, cluster, request, framing, &body);
     request.version = version;
-    exchange.flags.set(record.flags);
-    exchange.upstream_host = record.upstream_host;
-    match record.downstream_timeout {
-        Some(Expiry::Request) => inc(&c.stats.downstream_rq_timeout),
-        Some(Expiry::StreamIdle) => inc(&c.stats.downstream_rq_idle_timeout),
-        _ => {}
-    }
-    match routed {
-        Routed::Failed(reply) => {
-            exchange.details = record
-                .details
-                .unwrap_or("upstream_reset_before_response_started");
-            if record.upstream_host.is_some() {
-                // A host was tried: Envoy counts the local answer as that upstream's.
-                let cells = cluster.config.stats.shard(c.ctx.id);
-                cells.record_status(reply.status);
-                inc(&cells.upstream_rq_completed);
-            }
-            local(
-                c,
-                Some(&cx),
-                request,
-                reply,
-                ran,
-                keep_alive && body.is_done(),
-                exchange,
-            )
-            .await
-        }
-        Routed::Downstream(BodyFailure::Malformed(error)) => {
+    exchange.body_done = body.is_done();
+    exchange.bytes_received = body.received;
+    (routed, record)
+}
+
+/// Answers a request whose client sent a bad body, timed out sending it, or went away.
+async fn downstream_failed(
+    c: &mut Connection<'_>,
+    cx: &StreamContext<'_>,
+    request: &RequestHead,
+    failure: BodyFailure,
+    ran: usize,
+    exchange: &mut Exchange,
+) -> Next {
+    match failure {
+        BodyFailure::Malformed(error) => {
             inc(&c.stats.downstream_cx_protocol_error);
             exchange.details = error.details();
             exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
             let status = error.status();
             let reply = LocalReply::new(status, reason_phrase(status));
-            local(c, Some(&cx), request, reply, ran, false, exchange).await
+            local(c, Some(cx), request, reply, ran, false, exchange).await
         }
-        Routed::Downstream(BodyFailure::TimedOut) => {
+        BodyFailure::TimedOut => {
             inc(&c.stats.downstream_rq_timeout);
             exchange.details = "request_overall_timeout";
             let reply = LocalReply::new(408, "request timeout");
-            local(c, Some(&cx), request, reply, ran, false, exchange).await
+            local(c, Some(cx), request, reply, ran, false, exchange).await
         }
-        Routed::Downstream(BodyFailure::Disconnected) => {
+        BodyFailure::Disconnected => {
             inc(&c.stats.downstream_rq_rx_reset);
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             Next::Close
-        }
-        Routed::Response(response) => {
-            if !hcm.access_logs.is_empty() {
-                let upstream = response.conn.conn.io.tls();
-                exchange.upstream_tls = upstream.map(|t| Negotiated::of(t.connection()));
-            }
-            let relay = Relay {
-                attempts: vhost.attempt_count_in_response.then_some(record.attempts),
-                levels,
-                ran,
-                keep_alive,
-                upgrading: upgrade.is_some(),
-                forward,
-                upstream_http: &cluster.config.http,
-                upstream_buffer_limit: cluster.config.buffer_limit,
-                cluster_stats: &cluster.config.stats,
-            };
-            proxy_response(c, &cx, request, response, relay, body, exchange).await
         }
     }
 }

@@ -1,12 +1,12 @@
 //! HTTP connection manager: an upstream response on its way to the client — response header
-//! policy, the body streamed in the client's framing, upstream connections parked for reuse,
-//! and upgrades switched to a byte relay.
+//! policy, the body streamed in the client's framing as the router's response body yields
+//! it, and upgrades switched to a byte relay.
 
 use bytes::Bytes;
 use model::{
     access_log::ResponseFlags,
-    route::{Forward, HeaderMutations},
-    stats::{add, inc, record_duration, ClusterStats},
+    route::HeaderMutations,
+    stats::{add, inc},
     UpstreamHttpOptions,
 };
 
@@ -17,19 +17,13 @@ use super::{
 };
 use crate::{
     filters::http::on_response,
-    net::buffered::{deadline, IoFailure},
-    protocol::http1::{
-        encode_chunk, encode_last_chunk, encode_response_head, BodyDecoder, BodyEvent, Framing,
-    },
+    protocol::http1::{encode_chunk, encode_last_chunk, encode_response_head, Framing},
     proxy::{
-        pool::{self, UpstreamConn},
-        router::{
-            deadline::{Deadlines, Expiry},
-            UpstreamResponse, RESPONSE_LIMITS,
-        },
+        pool::UpstreamConn,
+        router::{deadline::Expiry, UpstreamResponse},
+        upstream::ResponseFailure,
     },
     stream::{
-        body::RequestBody,
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext,
     },
@@ -62,10 +56,8 @@ pub(super) struct Relay<'r> {
     pub ran: usize,
     pub keep_alive: bool,
     pub upgrading: bool,
-    pub forward: &'r Forward,
     pub upstream_http: &'r UpstreamHttpOptions,
     pub upstream_buffer_limit: usize,
-    pub cluster_stats: &'r ClusterStats,
 }
 
 /// Streams an upstream response to the client.
@@ -75,46 +67,34 @@ pub(super) async fn proxy_response(
     request: &RequestHead,
     upstream: UpstreamResponse,
     relay: Relay<'_>,
-    body: &RequestBody,
     exchange: &mut Exchange,
 ) -> Next {
     let hcm = c.hcm;
-    let Relay {
-        attempts,
-        levels,
-        ran,
-        keep_alive,
-        upgrading,
-        forward,
-        upstream_http,
-        upstream_buffer_limit,
-        cluster_stats,
-    } = relay;
     let UpstreamResponse {
-        response,
-        mut conn,
-        host,
+        head: response,
+        mut body,
         try_started,
-        early,
     } = upstream;
     // An upstream that answered before taking the whole body ends the exchange: the client's
     // unread body cannot be skipped, so its connection closes after this response.
-    let keep_alive = keep_alive && !early && !c.drain.is_draining();
+    let keep_alive = relay.keep_alive && !response.early && !c.drain.is_draining();
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
     exchange.flags.set(cx.notes.flags());
-    let cells = cluster_stats.shard(c.ctx.id);
+    if !hcm.access_logs.is_empty() {
+        exchange.upstream_tls = body.negotiated();
+    }
     let mut head: ResponseHead = response.head;
     head.version = request.version; // answered in the client's version, as Envoy
     respond_with(c, exchange, head.status);
     exchange.details = "via_upstream";
-    for level in levels.into_iter().flatten() {
+    for level in relay.levels.into_iter().flatten() {
         mutations::remove(&mut head.headers, &level.response_remove);
         mutations::add(&mut head.headers, &level.response_add);
     }
-    for filter in hcm.filters[..ran].iter().rev() {
+    for filter in hcm.filters[..relay.ran].iter().rev() {
         on_response(filter, cx, request, &mut head);
     }
-    if let Some(n) = attempts {
+    if let Some(n) = relay.attempts {
         head.headers.set("x-envoy-attempt-count", n.to_string());
     }
     head.headers.set(
@@ -122,17 +102,20 @@ pub(super) async fn proxy_response(
         try_started.elapsed().as_millis().to_string(),
     );
     respond::finish_head(hcm, &c.ctx.date, &mut head);
-    cells.record_status(head.status);
-    if upgrading && head.status == 101 {
-        let token = response.upgrade.clone();
-        return switch_protocols(c, head, token, conn, upstream_buffer_limit, exchange).await;
-    }
     if head.status == 101 {
-        // Not asked for: the upstream is broken.
-        inc(&cells.upstream_cx_protocol_error);
-        exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-        let reply = LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error");
-        return local(c, Some(cx), request, reply, ran, false, exchange).await;
+        let upgraded = body.into_upgrade().filter(|_| relay.upgrading);
+        return match upgraded {
+            Some(upstream) => {
+                let limit = relay.upstream_buffer_limit;
+                switch_protocols(c, head, response.upgrade, upstream, limit, exchange).await
+            }
+            None => {
+                // Not asked for: the upstream is broken.
+                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
+                let reply = LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error");
+                local(c, Some(cx), request, reply, relay.ran, false, exchange).await
+            }
+        };
     }
     // The client's framing: an until-close body is re-chunked for HTTP/1.1 keep-alive clients.
     let client_framing = match (response.framing, request.version) {
@@ -146,81 +129,47 @@ pub(super) async fn proxy_response(
     let mut out = Outgoing::default();
     encode_response_head(&head, &client_framing, keep_alive, out.bytes());
     exchange.response = Some(head);
-    let mut decoder = BodyDecoder::new(&response.framing, &RESPONSE_LIMITS);
-    let stream_idle = forward.idle_timeout.unwrap_or(hcm.timeouts.stream_idle);
-    let deadlines = Deadlines {
-        route: deadline(forward.timeout).map(|d| d.max(try_started)),
-        request: None,
-        stream_idle,
-    };
     let complete = loop {
-        match decoder.decode(&mut conn.conn.buf) {
-            Ok(BodyEvent::Data(chunk)) => {
+        match body.next().await {
+            Ok(Some(chunk)) => {
                 exchange.bytes_sent += chunk.len() as u64;
                 match chunked {
                     true => encode_chunk(&chunk, out.bytes()),
                     false => out.push_chunk(chunk),
                 }
-                if out.len() >= FLUSH_BYTES && !flush(c, &mut out).await {
-                    exchange
-                        .flags
-                        .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-                    return Next::Close;
+                if out.len() < FLUSH_BYTES {
+                    continue;
                 }
-                continue;
             }
-            Ok(BodyEvent::Done { trailers }) => {
+            Ok(None) => {
                 if chunked {
-                    let pass = hcm.http1.enable_trailers && upstream_http.enable_trailers;
-                    encode_last_chunk(trailers.as_ref().filter(|_| pass), out.bytes());
+                    let pass = hcm.http1.enable_trailers && relay.upstream_http.enable_trailers;
+                    let trailers = body.trailers().filter(|_| pass);
+                    encode_last_chunk(trailers.as_ref(), out.bytes());
                 }
                 break true;
             }
-            Ok(BodyEvent::NeedMore) => {}
-            Err(_) => {
-                inc(&cells.upstream_cx_protocol_error);
-                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
+            Err(failure) => {
+                match failure {
+                    ResponseFailure::TimedOut(Expiry::StreamIdle) => {
+                        inc(&c.stats.downstream_rq_idle_timeout);
+                        exchange.flags.set(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                    }
+                    ResponseFailure::TimedOut(_) => {
+                        exchange.flags.set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT)
+                    }
+                    ResponseFailure::Protocol | ResponseFailure::Reset => {
+                        exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR)
+                    }
+                }
                 break false;
             }
         }
-        if !out.is_empty() && !flush(c, &mut out).await {
+        if !flush(c, &mut out).await {
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return Next::Close;
-        }
-        let next = deadlines.next(None, false);
-        match conn.conn.fill_until(next.map(|d| d.0)).await {
-            Ok(0) => match decoder.at_eof() {
-                Ok(()) => {
-                    if chunked {
-                        encode_last_chunk(None, out.bytes());
-                    }
-                    break true;
-                }
-                // Envoy calls a body cut short by the upstream a protocol error.
-                Err(_) => {
-                    inc(&cells.upstream_rq_rx_reset);
-                    exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                    break false;
-                }
-            },
-            Ok(_) => {}
-            Err(IoFailure::Broken) => {
-                inc(&cells.upstream_rq_rx_reset);
-                exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                break false;
-            }
-            Err(IoFailure::TimedOut) if next.is_some_and(|d| d.1 == Expiry::StreamIdle) => {
-                inc(&c.stats.downstream_rq_idle_timeout);
-                exchange.flags.set(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                break false;
-            }
-            Err(IoFailure::TimedOut) => {
-                inc(&cells.upstream_rq_timeout);
-                exchange.flags.set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
-                break false;
-            }
         }
     };
     if !complete {
@@ -233,11 +182,6 @@ pub(super) async fn proxy_response(
         return Next::Close;
     }
     exchange.response_done = Some(exchange.started.elapsed());
-    inc(&cells.upstream_rq_completed);
-    record_duration(&cells.upstream_rq_time, try_started.elapsed());
-    if complete && response.keep_alive && body.is_done() {
-        pool::park(host.host(), conn, upstream_http);
-    }
     match complete && keep_alive {
         true => Next::KeepAlive,
         false => Next::Close,
