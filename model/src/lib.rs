@@ -3,6 +3,7 @@
 //! formatting, the shard↔agent channels. Built only by the agent's translator; nothing here
 //! can be invalid, and nothing here is a proto type.
 pub mod access_log;
+pub mod cluster_ref;
 pub mod filter_chain_match;
 pub mod filter_stats;
 pub mod filters;
@@ -17,6 +18,8 @@ pub mod tls;
 pub mod tls_info;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+pub use cluster_ref::{ClusterId, ClusterRef};
 
 use crate::{
     access_log::AccessLog,
@@ -177,13 +180,13 @@ impl TcpProxy {
 /// One or more clusters with weights; a single cluster has one entry.
 #[derive(Debug)]
 pub struct WeightedClusters {
-    pub clusters: Vec<(String, u32)>,
+    pub clusters: Vec<(ClusterRef, u32)>,
     pub total_weight: u32,
 }
 
 impl WeightedClusters {
     /// The cluster for a point in `0..total_weight`.
-    pub fn pick(&self, point: u32) -> &str {
+    pub fn pick(&self, point: u32) -> &ClusterRef {
         &self.clusters[self.index_of(point)].0
     }
 
@@ -203,6 +206,8 @@ impl WeightedClusters {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub name: String,
+    /// The number routes and tcp_proxy know this cluster by (`ClusterId::of(name)`).
+    pub id: ClusterId,
     /// Hash of the source config (endpoints excluded: DNS and EDS replace those alone).
     pub config_hash: u64,
     /// Set for STRICT_DNS / LOGICAL_DNS clusters: the agent resolves these names and publishes

@@ -2,7 +2,9 @@
 //! mutations and retry policies, compiled (regexes built, indexes made) by the translator.
 use std::{sync::Arc, time::Duration};
 
-use super::{filters::PerRouteFilters, WeightedClusters};
+use bytes::Bytes;
+
+use super::{filters::PerRouteFilters, ClusterRef, WeightedClusters};
 
 pub use crate::route_match::{
     PathMatch, QueryParameterMatcher, RegexRewrite, RouteIndex, RouteMatcher, VirtualHostIndex,
@@ -94,7 +96,7 @@ pub enum RouteAction {
 
 #[derive(Debug)]
 pub enum ClusterSpecifier {
-    Name(String),
+    Name(ClusterRef),
     Weighted(WeightedRoute),
     /// Cluster named by this request header (lower-case); missing header → 503 (NC).
     Header(String),
@@ -146,7 +148,7 @@ pub struct Forward {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
-    pub cluster: String,
+    pub cluster: ClusterRef,
     /// Share of requests mirrored, in millionths (`runtime_fraction`; default all).
     pub per_million: u32,
 }
@@ -231,11 +233,11 @@ pub struct HeaderMutations {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderAdd {
-    /// Lower-case.
-    pub name: String,
+    /// Lower-case. `Bytes`, as the value: a request takes them without copying.
+    pub name: Bytes,
     /// Literal (Envoy's `%COMMAND%` substitutions are rejected by the translator; `%%` has
     /// been turned into `%`).
-    pub value: String,
+    pub value: Bytes,
     pub action: AppendAction,
     /// `keep_empty_value`: add even when the value is empty.
     pub keep_empty: bool,

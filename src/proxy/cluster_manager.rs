@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use model::{Cluster, Endpoint, Snapshot};
+use model::{Cluster, ClusterRef, Endpoint, Snapshot};
 
 use super::{
     lb::Balancer,
@@ -143,6 +143,8 @@ fn adopt(
 #[derive(Default)]
 pub struct ClusterManager {
     clusters: HashMap<String, Rc<ShardCluster>>,
+    /// The same clusters by `ClusterId`: what routes and tcp_proxy resolve.
+    by_id: Vec<Option<Rc<ShardCluster>>>,
     /// The generation applied last.
     generation: u64,
 }
@@ -156,17 +158,24 @@ impl ClusterManager {
             Some(changes) if snapshot.generation == self.generation + 1 => {
                 for name in changes {
                     let previous = self.clusters.remove(name);
+                    if let Some(id) = previous.as_ref().map(|p| p.config.id) {
+                        self.by_id[id.index()] = None;
+                    }
                     if let Some(config) = snapshot.clusters.get(name) {
                         let cluster = adopt(config, previous, shard, shards);
+                        self.index(&cluster);
                         self.clusters.insert(name.clone(), cluster);
                     }
                 }
             }
             _ => {
                 let mut next = HashMap::with_capacity(snapshot.clusters.len());
+                self.by_id.clear();
                 for (name, config) in &snapshot.clusters {
                     let previous = self.clusters.remove(name);
-                    next.insert(name.clone(), adopt(config, previous, shard, shards));
+                    let cluster = adopt(config, previous, shard, shards);
+                    self.index(&cluster);
+                    next.insert(name.clone(), cluster);
                 }
                 self.clusters = next;
             }
@@ -174,8 +183,22 @@ impl ClusterManager {
         self.generation = snapshot.generation;
     }
 
+    fn index(&mut self, cluster: &Rc<ShardCluster>) {
+        let at = cluster.config.id.index();
+        if self.by_id.len() <= at {
+            self.by_id.resize(at + 1, None);
+        }
+        self.by_id[at] = Some(cluster.clone());
+    }
+
+    /// The cluster a name from a request names (`cluster_header`).
     pub fn get(&self, name: &str) -> Option<Rc<ShardCluster>> {
         self.clusters.get(name).cloned()
+    }
+
+    /// The cluster config refers to, if it exists now.
+    pub fn resolve(&self, cluster: &ClusterRef) -> Option<Rc<ShardCluster>> {
+        self.by_id.get(cluster.id.index()).cloned().flatten()
     }
 }
 

@@ -7,7 +7,8 @@ use futures_lite::future;
 use model::{
     access_log::ResponseFlags,
     stats::{inc, HandshakeFailure},
-    {tls::classify_failure, Cluster, Endpoint},
+    tls::classify_failure,
+    Cluster, Endpoint,
 };
 
 use super::cluster_manager::{ActiveHost, ShardCluster};

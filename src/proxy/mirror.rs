@@ -74,8 +74,8 @@ fn shadow_sampled(
                 }
             },
         };
-        let Some(cluster) = ctx.clusters.borrow().get(&mirror.cluster) else {
-            tracing::debug!(cluster = %mirror.cluster, "mirror cluster not found");
+        let Some(cluster) = ctx.clusters.borrow().resolve(&mirror.cluster) else {
+            tracing::debug!(cluster = %mirror.cluster.name, "mirror cluster not found");
             continue;
         };
         let trailers = body

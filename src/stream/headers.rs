@@ -40,7 +40,12 @@ impl Headers {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.contains_bytes(name.as_bytes())
+    }
+
+    /// Whether there is a value of `name` (lower-case).
+    pub fn contains_bytes(&self, name: &[u8]) -> bool {
+        self.entries.iter().any(|h| h.name == name)
     }
 
     /// Adds an entry; `name` must be lower-case.

@@ -1,6 +1,5 @@
 //! Stream layer: header mutations from route configuration (`*_headers_to_add` with Envoy's
 //! append actions, `*_headers_to_remove`).
-use bytes::Bytes;
 use model::route::{AppendAction, HeaderAdd};
 
 use super::headers::Headers;
@@ -8,26 +7,30 @@ use super::headers::Headers;
 /// Applies adds in order, then nothing else: removals are applied by the caller first, as
 /// Envoy removes before it adds.
 pub fn add(headers: &mut Headers, adds: &[HeaderAdd]) {
-    for add in adds {
-        if add.value.is_empty() && !add.keep_empty {
-            continue;
-        }
-        let name = Bytes::from(add.name.clone());
-        let value = Bytes::from(add.value.clone());
-        match add.action {
-            AppendAction::AppendIfExistsOrAdd => headers.append(name, value),
-            AppendAction::AddIfAbsent => {
-                if !headers.contains(&add.name) {
-                    headers.append(name, value);
-                }
-            }
-            AppendAction::OverwriteIfExistsOrAdd => headers.set(name, value),
-            AppendAction::OverwriteIfExists => {
-                if headers.contains(&add.name) {
-                    headers.set(name, value);
-                }
-            }
-        }
+    for one in adds {
+        add_header(one, headers);
+    }
+}
+
+/// Applies one `HeaderValueOption` (Envoy's `append_action` and `keep_empty_value`). Names and
+/// values are `Bytes` of the snapshot: the head takes them without copying.
+pub fn add_header(add: &HeaderAdd, headers: &mut Headers) {
+    if add.value.is_empty() && !add.keep_empty {
+        return;
+    }
+    let present = || headers.contains_bytes(&add.name);
+    let set = match add.action {
+        AppendAction::AppendIfExistsOrAdd => false,
+        AppendAction::AddIfAbsent if present() => return,
+        AppendAction::AddIfAbsent => false,
+        AppendAction::OverwriteIfExistsOrAdd => true,
+        AppendAction::OverwriteIfExists if present() => true,
+        AppendAction::OverwriteIfExists => return,
+    };
+    let (name, value) = (add.name.clone(), add.value.clone());
+    match set {
+        true => headers.set(name, value),
+        false => headers.append(name, value),
     }
 }
 
@@ -45,7 +48,7 @@ mod tests {
     fn add_one(action: AppendAction, value: &str) -> HeaderAdd {
         HeaderAdd {
             name: "x-a".into(),
-            value: value.into(),
+            value: value.to_owned().into(),
             action,
             keep_empty: false,
         }

@@ -8,7 +8,8 @@ use std::{
 
 use model::{
     stats::{self, ServerState, StatsRegistry},
-    {CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions},
+    CircuitBreakers, Cluster, ClusterId, Endpoint, LbPolicy, Listener, Snapshot,
+    UpstreamHttpOptions,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -56,6 +57,7 @@ fn agent_state() -> AgentState {
     let mut registry = StatsRegistry::new(2);
     let cluster = Cluster {
         name: "backend".into(),
+        id: ClusterId::of("backend"),
         config_hash: 0,
         dns: None,
         eds: None,

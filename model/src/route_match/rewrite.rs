@@ -221,7 +221,7 @@ mod tests {
 
     fn forward(prefix: Option<&str>, regex: Option<RegexRewrite>) -> Forward {
         Forward {
-            cluster: ClusterSpecifier::Name("c".into()),
+            cluster: ClusterSpecifier::Name(crate::ClusterRef::named("c")),
             cluster_not_found_status: 503,
             prefix_rewrite: prefix.map(str::to_string),
             regex_rewrite: regex,

@@ -98,10 +98,12 @@ fn routes_to(cx: &StreamContext<'_>, request: &RequestHead, cluster: &str) -> bo
         return false;
     };
     match &forward.cluster {
-        ClusterSpecifier::Name(name) => name == cluster,
-        ClusterSpecifier::Weighted(weighted) => {
-            weighted.clusters.clusters.iter().any(|(n, _)| n == cluster)
-        }
+        ClusterSpecifier::Name(name) => name.name == cluster,
+        ClusterSpecifier::Weighted(weighted) => weighted
+            .clusters
+            .clusters
+            .iter()
+            .any(|(n, _)| n.name == cluster),
         ClusterSpecifier::Header(header) => request
             .headers
             .get(header)

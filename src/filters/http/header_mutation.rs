@@ -1,15 +1,12 @@
 //! HTTP filters: `envoy.filters.http.header_mutation` — the chain's request/response header
 //! operations, then the per-route ones (route and virtual host, most specific first unless
-//! `most_specific_header_mutations_wins`); and header additions other filters reuse.
-use bytes::Bytes;
-use model::{
-    filters::{HeaderMutationConfig, HeaderOp, HttpFilter, Mutations, PerRouteFilter},
-    route::{AppendAction, HeaderAdd},
-};
+//! `most_specific_header_mutations_wins`).
+use model::filters::{HeaderMutationConfig, HeaderOp, HttpFilter, Mutations, PerRouteFilter};
 
 use super::per_route_levels;
 use crate::stream::{
     headers::{Headers, RequestHead, ResponseHead},
+    mutations::add_header,
     StreamContext,
 };
 
@@ -69,36 +66,16 @@ pub fn apply(ops: &[HeaderOp], headers: &mut Headers) {
     }
 }
 
-/// Applies one `HeaderValueOption` (Envoy's `append_action` and `keep_empty_value`). The
-/// config's strings are copied into the head (see `model::filters`).
-pub fn add_header(add: &HeaderAdd, headers: &mut Headers) {
-    if add.value.is_empty() && !add.keep_empty {
-        return;
-    }
-    let present = || headers.contains(&add.name);
-    let set = match add.action {
-        AppendAction::AppendIfExistsOrAdd => false,
-        AppendAction::AddIfAbsent if present() => return,
-        AppendAction::AddIfAbsent => false,
-        AppendAction::OverwriteIfExistsOrAdd => true,
-        AppendAction::OverwriteIfExists if present() => true,
-        AppendAction::OverwriteIfExists => return,
-    };
-    let name = Bytes::copy_from_slice(add.name.as_bytes());
-    let value = Bytes::copy_from_slice(add.value.as_bytes());
-    if set {
-        headers.set(name, value);
-    } else {
-        headers.append(name, value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use model::filters::HttpFilterKind;
-    use model::matchers::{StringMatcher, StringPattern};
+    use bytes::Bytes;
+    use model::{
+        filters::HttpFilterKind,
+        matchers::{StringMatcher, StringPattern},
+        route::{AppendAction, HeaderAdd},
+    };
 
     use super::{
         super::{on_request as run_request, on_response as run_response, test_support::*},
@@ -107,8 +84,8 @@ mod tests {
 
     fn add(name: &str, value: &str, action: AppendAction) -> HeaderOp {
         HeaderOp::Add(HeaderAdd {
-            name: name.into(),
-            value: value.into(),
+            name: name.to_owned().into(),
+            value: value.to_owned().into(),
             action,
             keep_empty: false,
         })
@@ -136,7 +113,7 @@ mod tests {
         assert_eq!(all(&h, "e"), ["u"]);
         let mut keep = HeaderAdd {
             name: "f".into(),
-            value: String::new(),
+            value: Bytes::new(),
             action: AppendAction::AppendIfExistsOrAdd,
             keep_empty: true,
         };

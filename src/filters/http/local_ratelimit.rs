@@ -11,7 +11,8 @@ use model::{
     stats::inc,
 };
 
-use super::{header_mutation::add_header, sampled};
+use super::sampled;
+use crate::stream::mutations::add_header;
 use crate::stream::{headers::RequestHead, FilterResult, LocalReply, StreamContext};
 
 /// Envoy's body for a limited request.
@@ -91,8 +92,8 @@ mod tests {
         enforced: FractionalPercent,
     ) -> LocalRateLimitConfig {
         let header = |name: &str, value: &str| HeaderAdd {
-            name: name.into(),
-            value: value.into(),
+            name: name.to_owned().into(),
+            value: value.to_owned().into(),
             action: AppendAction::AppendIfExistsOrAdd,
             keep_empty: false,
         };

@@ -51,7 +51,7 @@ impl World {
                 tls_context: Default::default(),
             },
             action: RouteAction::Forward(Forward {
-                cluster: ClusterSpecifier::Name(CLUSTER.into()),
+                cluster: ClusterSpecifier::Name(model::ClusterRef::named(CLUSTER)),
                 prefix_rewrite: None,
                 regex_rewrite: None,
                 host_rewrite: HostRewrite::None,

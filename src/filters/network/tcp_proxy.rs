@@ -10,7 +10,8 @@ use std::{
 use model::{
     access_log::{ConnectionRecord, ResponseFlags},
     stats::{add, dec, inc, ClusterCells, TcpProxyCells},
-    {tls_info::Negotiated, Listener, TcpProxy},
+    tls_info::Negotiated,
+    Listener, TcpProxy,
 };
 
 use crate::{
@@ -65,11 +66,11 @@ pub async fn run(
         upstream_tls: None,
         http: None,
     };
-    let cluster_name = proxy
+    let picked = proxy
         .upstream
         .pick(fastrand::u32(0..proxy.upstream.total_weight.max(1)));
-    record.upstream_cluster = Some(cluster_name);
-    let cluster = ctx.clusters.borrow().get(cluster_name);
+    record.upstream_cluster = Some(&picked.name);
+    let cluster = ctx.clusters.borrow().resolve(picked);
     match cluster {
         None => {
             inc(&stats.downstream_cx_no_route);

@@ -9,7 +9,8 @@ use crate::agent::{AgentOptions, AgentState};
 
 use model::{
     stats::{ServerState, StatsRegistry},
-    {CircuitBreakers, Cluster, Endpoint, LbPolicy, Listener, Snapshot, UpstreamHttpOptions},
+    CircuitBreakers, Cluster, ClusterId, Endpoint, LbPolicy, Listener, Snapshot,
+    UpstreamHttpOptions,
 };
 
 pub const BOOTSTRAP: &str = r#"
@@ -31,6 +32,7 @@ pub fn state() -> AgentState {
     let mut stats = StatsRegistry::new(2);
     let cluster = |name: &str, stats: &mut StatsRegistry, endpoints: Vec<Endpoint>| Cluster {
         name: name.into(),
+        id: ClusterId::of(name),
         config_hash: 0,
         dns: None,
         eds: None,

@@ -1,10 +1,7 @@
 //! What changed between two generations, as Envoy's listener_manager / cluster_manager stats.
 use std::{collections::HashMap, sync::Arc};
 
-use model::{
-    stats::StatsRegistry,
-    {Listener, Snapshot},
-};
+use model::{stats::StatsRegistry, Listener, Snapshot};
 
 /// The clusters that may differ between two generations: the change list when `new` carries
 /// one relative to `old`, else every name in either.

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::names::TRANSPORT_SOCKET_MATCH;
 use model::{
-    tls::ClientTls, Cluster, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, SocketLabel,
-    SocketMatch,
+    tls::ClientTls, Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy,
+    SocketLabel, SocketMatch,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -193,6 +193,7 @@ pub(super) fn cluster(
     }
     Some(Arc::new(Cluster {
         name: proto.name.clone(),
+        id: ClusterId::of(&proto.name),
         config_hash,
         dns,
         eds,

@@ -23,11 +23,12 @@ use super::{
 };
 use crate::names;
 use model::{
+    filters::HttpFilter,
     http::{
         ClientCertDetails, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
         HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
     },
-    {filters::HttpFilter, DiscoveredBy},
+    DiscoveredBy,
 };
 
 /// Envoy's defaults.

@@ -12,7 +12,7 @@ use model::{
         RouteAction, TlsRequirement,
     },
     route_match::testing::Request,
-    NetworkFilter,
+    ClusterRef, NetworkFilter,
 };
 
 const HCM: &str =
@@ -146,7 +146,7 @@ fn connection_manager_defaults() {
     let RouteAction::Forward(f) = &route.action else {
         panic!("{:?}", route.action)
     };
-    assert!(matches!(&f.cluster, ClusterSpecifier::Name(c) if c == "c"));
+    assert!(matches!(&f.cluster, ClusterSpecifier::Name(c) if c.name == "c"));
     assert_eq!(f.timeout, Some(Duration::from_secs(15)));
     assert_eq!(f.idle_timeout, None);
     assert_eq!(f.cluster_not_found_status, 503);
@@ -436,7 +436,7 @@ fn route_actions() {
         panic!()
     };
     assert_eq!(weighted.clusters.total_weight, 4);
-    assert_eq!(weighted.clusters.pick(3), "d");
+    assert_eq!(weighted.clusters.pick(3).name, "d");
     assert_eq!(w.timeout, None, "0s disables");
     assert_eq!(w.idle_timeout, Some(None), "0s disables");
     assert_eq!(w.cluster_not_found_status, 404);
@@ -447,7 +447,7 @@ fn route_actions() {
     assert_eq!(
         w.mirrors,
         [Mirror {
-            cluster: "m".into(),
+            cluster: ClusterRef::named("m"),
             per_million: 250_000
         }]
     );
@@ -463,7 +463,7 @@ fn route_actions() {
     assert_eq!(
         p.mirrors,
         [Mirror {
-            cluster: "d".into(),
+            cluster: ClusterRef::named("d"),
             per_million: 500
         }]
     );
@@ -703,7 +703,7 @@ fn clusters_may_be_unknown_when_validation_is_off() {
     let vh = &hcm(&s).routes.inline().unwrap().virtual_hosts[0];
     assert!(matches!(
         &vh.routes[0].action,
-        RouteAction::Forward(f) if matches!(&f.cluster, ClusterSpecifier::Name(c) if c == "later")
+        RouteAction::Forward(f) if matches!(&f.cluster, ClusterSpecifier::Name(c) if c.name == "later")
     ));
 }
 

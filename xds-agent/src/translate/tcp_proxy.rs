@@ -9,10 +9,7 @@ use envoy_types::pb::{
 };
 
 use super::{access_log::access_logs, duration, TranslateError};
-use model::{
-    stats::StatsRegistry,
-    {TcpProxy, WeightedClusters},
-};
+use model::{stats::StatsRegistry, ClusterRef, TcpProxy, WeightedClusters};
 
 /// Envoy's default tcp_proxy `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -92,7 +89,7 @@ fn upstream(
         }
         Some(ClusterSpecifier::Cluster(name)) => check(name, format!("{path}.cluster"), errors)
             .then(|| WeightedClusters {
-                clusters: vec![(name.clone(), 1)],
+                clusters: vec![(ClusterRef::named(name.clone()), 1)],
                 total_weight: 1,
             }),
         Some(ClusterSpecifier::WeightedClusters(weighted)) => {
@@ -133,7 +130,7 @@ fn upstream(
                 clusters: weighted
                     .clusters
                     .iter()
-                    .map(|c| (c.name.clone(), c.weight))
+                    .map(|c| (ClusterRef::named(c.name.clone()), c.weight))
                     .collect(),
                 total_weight: total,
             })

@@ -4,10 +4,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
-use model::{
-    access_log::LogSink,
-    {Cluster, DnsHost, LbPolicy, NetworkFilter, TcpProxy},
-};
+use model::{access_log::LogSink, Cluster, ClusterRef, DnsHost, LbPolicy, NetworkFilter, TcpProxy};
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -90,7 +87,7 @@ fn listener_and_tcp_proxy_defaults() {
     assert!(stat_names(|o| l.stats.read(o))
         .contains(&"listener.127.0.0.1_10000.downstream_cx_total".into()));
     let p = proxy(&s);
-    assert_eq!(p.upstream.clusters, [("c".to_string(), 1)]);
+    assert_eq!(p.upstream.clusters, [(ClusterRef::named("c"), 1)]);
     assert_eq!(p.idle_timeout, Some(Duration::from_secs(3600)));
     assert_eq!(p.max_connect_attempts, 1);
     assert!(p.access_logs.is_empty());
@@ -143,7 +140,7 @@ fn tcp_proxy_options() {
     ));
     let p = proxy(&s);
     assert_eq!(p.upstream.total_weight, 4);
-    assert_eq!(p.upstream.pick(3), "d");
+    assert_eq!(p.upstream.pick(3).name, "d");
     assert_eq!(p.idle_timeout, None);
     assert_eq!(p.max_connect_attempts, 3);
 }

@@ -11,6 +11,7 @@ use model::{
         ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement, VirtualHost,
     },
     stats::inc,
+    ClusterRef,
 };
 
 use super::{forwarding, path, stream::Exchange, Connection};
@@ -155,12 +156,18 @@ pub(super) async fn choose<'a>(
         }
         upgrade => upgrade,
     };
-    let named = cluster_name(forward, request);
-    exchange.upstream_cluster = named.as_ref().map(|(name, _)| name.clone());
-    let cluster = named
-        .as_ref()
-        .and_then(|(name, _)| c.ctx.clusters.borrow().get(name));
-    let (Some((_, weighted_headers)), Some(cluster)) = (named, cluster) else {
+    let (named, weighted_headers) = cluster_for(forward, request);
+    if !hcm.access_logs.is_empty() {
+        exchange.upstream_cluster = named.as_ref().map(|n| n.name().to_owned());
+    }
+    let clusters = c.ctx.clusters.borrow();
+    let cluster = match &named {
+        Some(Named::Config(cluster)) => clusters.resolve(cluster),
+        Some(Named::Header(name)) => clusters.get(name),
+        None => None,
+    };
+    drop(clusters);
+    let Some(cluster) = cluster else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found";
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
@@ -190,25 +197,38 @@ pub(super) fn needs_tls(
     }
 }
 
+/// A cluster a request goes to: named by config, or by a request header.
+enum Named<'a> {
+    Config(&'a ClusterRef),
+    Header(&'a str),
+}
+
+impl Named<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Named::Config(cluster) => &cluster.name,
+            Named::Header(name) => name,
+        }
+    }
+}
+
 /// The cluster to forward to, and the header mutations of a weighted cluster's entry.
-fn cluster_name<'f>(
+fn cluster_for<'f: 'r, 'r>(
     forward: &'f Forward,
-    request: &RequestHead,
-) -> Option<(String, Option<&'f HeaderMutations>)> {
+    request: &'r RequestHead,
+) -> (Option<Named<'r>>, Option<&'f HeaderMutations>) {
     match &forward.cluster {
-        ClusterSpecifier::Name(name) => Some((name.clone(), None)),
+        ClusterSpecifier::Name(cluster) => (Some(Named::Config(cluster)), None),
         ClusterSpecifier::Weighted(weighted) => {
             let clusters = &weighted.clusters;
             let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
-            Some((
-                clusters.clusters[index].0.clone(),
-                weighted.headers.get(index),
-            ))
+            let cluster = &clusters.clusters[index].0;
+            (Some(Named::Config(cluster)), weighted.headers.get(index))
         }
-        ClusterSpecifier::Header(header) => request
-            .headers
-            .get(header)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|name| (name.to_string(), None)),
+        ClusterSpecifier::Header(header) => {
+            let name = request.headers.get(header);
+            let name = name.and_then(|v| std::str::from_utf8(v).ok());
+            (name.map(Named::Header), None)
+        }
     }
 }

@@ -183,8 +183,8 @@ pub(super) fn header_value_option(
         errors,
     );
     Some(HeaderAdd {
-        name: name?,
-        value: value?,
+        name: name?.into(),
+        value: value?.into(),
         action,
         keep_empty: proto.keep_empty_value,
     })

@@ -30,7 +30,7 @@ use model::{
         RetryOn, RetryPolicy, WeightedRoute,
     },
     route_match::RegexRewrite,
-    WeightedClusters,
+    ClusterRef, WeightedClusters,
 };
 
 /// Envoy's defaults.
@@ -56,9 +56,8 @@ pub(super) fn forward(
     let before = p.count();
     let at = |field: &str| format!("{path}.{field}");
     let cluster = match &proto.cluster_specifier {
-        Some(ClusterSpecifierProto::Cluster(name)) => {
-            required(name, at("cluster"), p).map(|_| ClusterSpecifier::Name(name.clone()))
-        }
+        Some(ClusterSpecifierProto::Cluster(name)) => required(name, at("cluster"), p)
+            .map(|_| ClusterSpecifier::Name(ClusterRef::named(name.clone()))),
         Some(ClusterSpecifierProto::ClusterHeader(header)) => {
             if header.is_empty() || !header.bytes().all(is_token_byte) {
                 p.add(at("cluster_header"), "must be a header name");
@@ -190,7 +189,12 @@ fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<Wei
             clusters: proto
                 .clusters
                 .iter()
-                .map(|c| (c.name.clone(), c.weight.map_or(0, |w| w.value)))
+                .map(|c| {
+                    (
+                        ClusterRef::named(c.name.clone()),
+                        c.weight.map_or(0, |w| w.value),
+                    )
+                })
                 .collect(),
             total_weight: total,
         },
@@ -446,7 +450,7 @@ pub(super) fn mirrors(
                 Some(f) => per_million(f, &format!("{at}.runtime_fraction"), p),
             }?;
             Some(Mirror {
-                cluster: m.cluster.clone(),
+                cluster: ClusterRef::named(m.cluster.clone()),
                 per_million,
             })
         })

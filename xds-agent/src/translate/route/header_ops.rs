@@ -82,8 +82,8 @@ fn add(option: &HeaderValueOption, path: &str, p: &mut Problems) -> Option<Heade
         (_, HeaderAppendAction::OverwriteIfExists) => AppendAction::OverwriteIfExists,
     };
     Some(HeaderAdd {
-        name: header.key.to_ascii_lowercase(),
-        value: value.filter(|_| name_ok)?,
+        name: header.key.to_ascii_lowercase().into(),
+        value: value.filter(|_| name_ok)?.into(),
         action,
         keep_empty: option.keep_empty_value,
     })
