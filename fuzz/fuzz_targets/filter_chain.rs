@@ -1,4 +1,4 @@
-//! Fuzz target: filter-chain selection (xds-agent/src/model/filter_chain_match.rs).
+//! Fuzz target: filter-chain selection (model/src/filter_chain_match.rs).
 //!
 //! From the input, a handful of chains with small value domains (so they collide and overlap)
 //! and a connection. Checks: building never panics; a duplicate is reported only when two
@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../xds-agent/src/model/filter_chain_match.rs"]
+#[path = "../../model/src/filter_chain_match.rs"]
 mod filter_chain_match;
 
 use filter_chain_match::{ChainMatch, Cidr, ConnectionFacts, FilterChainIndex, SourceType};
