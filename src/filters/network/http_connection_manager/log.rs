@@ -10,7 +10,7 @@ pub fn write(c: &Connection<'_>, request: &RequestHead, exchange: &Exchange) {
         request,
         response: exchange.response.as_ref(),
         trailers: None,
-        scheme: c.scheme(),
+        scheme: c.scheme,
         response_code_details: Some(exchange.details).filter(|d| !d.is_empty()),
         route_name: exchange.route_name.as_deref(),
         timings: HttpTimings {

@@ -8,7 +8,8 @@ use model::{
     access_log::ResponseFlags,
     http::{HttpConnectionManager, UnderscoreHeaders},
     route::{
-        ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, TlsRequirement, VirtualHost,
+        ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, RouteConfig,
+        TlsRequirement, VirtualHost,
     },
     stats::inc,
     ClusterRef,
@@ -45,6 +46,7 @@ impl Refusal {
 /// underscores in header names, the path policy, then the forwarding headers.
 pub(super) fn admit(
     c: &Connection<'_>,
+    table: &RouteConfig,
     request: &mut RequestHead,
     connect: bool,
 ) -> Result<(), Refusal> {
@@ -87,7 +89,7 @@ pub(super) fn admit(
             return Err(Refusal::keep(reply));
         }
     }
-    forwarding::prepare(hcm, &c.table, request, c.remote, c.scheme());
+    forwarding::prepare(hcm, table, request, c.remote, c.scheme);
     let presented = c.client_certificate.presented;
     forwarding::client_cert(hcm, &mut request.headers, presented, || c.xfcc_element());
     Ok(())
@@ -140,7 +142,7 @@ pub(super) async fn choose<'a>(
             exchange.details = "direct_response";
             let mut reply = LocalReply::new(redirect.status, "");
             let location =
-                route.redirect_location(c.scheme().as_bytes(), request.authority(), &request.path);
+                route.redirect_location(c.scheme.as_bytes(), request.authority(), &request.path);
             reply
                 .headers
                 .append("location", location.unwrap_or_default());

@@ -15,7 +15,9 @@ use model::{
 };
 
 use super::{
+    downstream::Downstream,
     respond,
+    routes::Table,
     routing::{admit, choose, needs_tls, Chosen},
     upstream_response::{proxy_response, respond_with, Relay},
     Connection,
@@ -33,7 +35,7 @@ use crate::{
         },
     },
     stream::{
-        body::{BodyFailure, RequestBody},
+        body::BodyFailure,
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext, StreamNotes,
     },
@@ -129,11 +131,28 @@ struct Incoming {
     connect: bool,
 }
 
+/// One stream being served: its connection, the route table it started with (an RDS update
+/// reaches the next stream), and its client.
+pub struct Stream<'s, 'c> {
+    pub c: &'s Connection<'c>,
+    pub table: Table<'c>,
+    pub downstream: Downstream<'s>,
+}
+
 /// Serves one request; what the connection does next.
-pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) -> Next {
+pub async fn serve(
+    c: &Connection<'_>,
+    downstream: Downstream<'_>,
+    parsed: ParsedRequest,
+    last: bool,
+) -> Next {
     let hcm = c.hcm;
     let stats = c.stats;
-    c.table = c.routes.current();
+    let mut s = Stream {
+        c,
+        table: c.routes.current(),
+        downstream,
+    };
     inc(&stats.downstream_rq_total);
     inc(&stats.downstream_rq_http1_total);
     let active = ActiveRequest::count(stats);
@@ -154,7 +173,7 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
         upgrade,
         connect,
     };
-    let keep = exchange_request(c, &mut request, incoming, &mut exchange).await;
+    let keep = exchange_request(&mut s, &mut request, incoming, &mut exchange).await;
     drop(active);
     inc(&stats.downstream_rq_completed);
     record_duration(&stats.downstream_rq_time, exchange.started.elapsed());
@@ -173,47 +192,44 @@ pub async fn serve(c: &mut Connection<'_>, parsed: ParsedRequest, last: bool) ->
 /// The phases of one exchange: admission, `100 Continue`, route match, filters and the
 /// route's action, the upstream request's headers, the router, the answer.
 async fn exchange_request(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     request: &mut RequestHead,
     incoming: Incoming,
     exchange: &mut Exchange,
 ) -> Next {
     // A local answer keeps the connection when the client's body is done (nothing unread).
     let may_keep = incoming.keep_alive && exchange.body_done;
-    if let Err(refused) = admit(c, request, incoming.connect) {
+    let c = s.c;
+    if let Err(refused) = admit(c, &s.table, request, incoming.connect) {
         let keep = refused.keep && may_keep;
-        return local(c, None, request, refused.reply, 0, keep, exchange).await;
+        return local(s, None, request, refused.reply, 0, keep, exchange).await;
     }
     if incoming.expect_continue && !c.hcm.proxy_100_continue {
         request.headers.remove("expect");
-        if c.conn
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .is_err()
-        {
+        if s.downstream.send_continue().await.is_err() {
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return Next::Close;
         }
     }
-    let table = c.table.clone();
+    let table = s.table.clone();
     let cx = match match_route(c, &table, request, exchange) {
         Ok(cx) => cx,
-        Err(reply) => return local(c, None, request, reply, 0, may_keep, exchange).await,
+        Err(reply) => return local(s, None, request, reply, 0, may_keep, exchange).await,
     };
     let mut ran = 0;
     let chosen = match choose(c, &cx, request, incoming.upgrade, &mut ran, exchange).await {
         Ok(chosen) => chosen,
         Err(refused) => {
             let keep = refused.keep && may_keep;
-            return local(c, Some(&cx), request, refused.reply, ran, keep, exchange).await;
+            return local(s, Some(&cx), request, refused.reply, ran, keep, exchange).await;
         }
     };
     inc(&c.stats.rq_total);
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
     let retry = upstream_headers(request, &chosen, levels);
-    let (routed, record) = forward(c, request, &chosen, retry, &incoming.framing, exchange).await;
+    let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
     match record.downstream_timeout {
@@ -228,10 +244,10 @@ async fn exchange_request(
                 .details
                 .unwrap_or("upstream_reset_before_response_started");
             let keep = keep_alive && exchange.body_done;
-            local(c, Some(&cx), request, reply, ran, keep, exchange).await
+            local(s, Some(&cx), request, reply, ran, keep, exchange).await
         }
         Routed::Downstream(failure) => {
-            downstream_failed(c, &cx, request, failure, ran, exchange).await
+            downstream_failed(s, &cx, request, failure, ran, exchange).await
         }
         Routed::Response(response) => {
             let relay = Relay {
@@ -246,7 +262,7 @@ async fn exchange_request(
                 upstream_http: &chosen.cluster.config.http,
                 upstream_buffer_limit: chosen.cluster.config.buffer_limit,
             };
-            proxy_response(c, &cx, request, response, relay, exchange).await
+            proxy_response(s, &cx, request, response, relay, exchange).await
         }
     }
 }
@@ -335,17 +351,20 @@ fn upstream_headers<'a>(
 /// Hands the request to the router (reading its body from the client as it goes upstream),
 /// then to the mirrors; what the exchange learns of the body is noted in `exchange`.
 async fn forward(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     request: &mut RequestHead,
     chosen: &Chosen<'_>,
     retry: Option<&RetryPolicy>,
     framing: &Framing,
     exchange: &mut Exchange,
 ) -> (Routed, RouterRecord) {
+    let c = s.c;
     let hcm = c.hcm;
     let cluster = &chosen.cluster;
     let version = std::mem::replace(&mut request.version, Version::Http11);
-    let mut body = RequestBody::http1(&mut c.conn, framing, &c.limits, c.listener.buffer_limit);
+    let mut body = s
+        .downstream
+        .request_body(framing, &c.limits, c.listener.buffer_limit);
     let mut record = RouterRecord::default();
     let forwarding = Forwarding {
         cluster: cluster.clone(),
@@ -375,7 +394,7 @@ async fn forward(
 
 /// Answers a request whose client sent a bad body, timed out sending it, or went away.
 async fn downstream_failed(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     cx: &StreamContext<'_>,
     request: &RequestHead,
     failure: BodyFailure,
@@ -384,21 +403,21 @@ async fn downstream_failed(
 ) -> Next {
     match failure {
         BodyFailure::Malformed(error) => {
-            inc(&c.stats.downstream_cx_protocol_error);
+            inc(&s.c.stats.downstream_cx_protocol_error);
             exchange.details = error.details();
             exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
             let status = error.status();
             let reply = LocalReply::new(status, reason_phrase(status));
-            local(c, Some(cx), request, reply, ran, false, exchange).await
+            local(s, Some(cx), request, reply, ran, false, exchange).await
         }
         BodyFailure::TimedOut => {
-            inc(&c.stats.downstream_rq_timeout);
+            inc(&s.c.stats.downstream_rq_timeout);
             exchange.details = "request_overall_timeout";
             let reply = LocalReply::new(408, "request timeout");
-            local(c, Some(cx), request, reply, ran, false, exchange).await
+            local(s, Some(cx), request, reply, ran, false, exchange).await
         }
         BodyFailure::Disconnected => {
-            inc(&c.stats.downstream_rq_rx_reset);
+            inc(&s.c.stats.downstream_rq_rx_reset);
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
@@ -430,7 +449,7 @@ impl RouteRequest for OnConnection<'_> {
 
 /// Answers with a local reply: route response mutations and the filters that ran see it.
 pub(super) async fn local(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     cx: Option<&StreamContext<'_>>,
     request: &RequestHead,
     reply: LocalReply,
@@ -438,6 +457,7 @@ pub(super) async fn local(
     keep_alive: bool,
     exchange: &mut Exchange,
 ) -> Next {
+    let c = s.c;
     let hcm = c.hcm;
     // A drain that started while this request ran ends its connection with this response.
     let keep_alive = keep_alive && !c.drain.is_draining();
@@ -448,7 +468,7 @@ pub(super) async fn local(
     if let Some(cx) = cx {
         exchange.flags.set(cx.notes.flags());
         if let (Some(host), Some(route)) = (cx.virtual_host, cx.route) {
-            let levels = c.table.header_mutations(host, route, None);
+            let levels = s.table.header_mutations(host, route, None);
             for level in levels.into_iter().flatten() {
                 mutations::remove(&mut head.headers, &level.response_remove);
                 mutations::add(&mut head.headers, &level.response_add);
@@ -459,19 +479,20 @@ pub(super) async fn local(
         }
     }
     respond::finish_head(hcm, &c.ctx.date, &mut head);
-    let mut out = Vec::with_capacity(256 + reply.body.len());
-    respond::encode_complete(&head, &reply.body, keep_alive, request.is_head(), &mut out);
+    let written = s
+        .downstream
+        .send_complete(&head, &reply.body, keep_alive, request.is_head())
+        .await;
     exchange.bytes_sent = reply.body.len() as u64;
     exchange.response = Some(head);
-    let written = c.conn.write_all(&out).await;
     exchange.response_done = Some(exchange.started.elapsed());
-    if written.is_err() {
+    let Ok(written) = written else {
         exchange
             .flags
             .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Next::Close;
-    }
-    add(&c.stats.downstream_cx_tx_bytes_total, out.len() as u64);
+    };
+    add(&c.stats.downstream_cx_tx_bytes_total, written as u64);
     match keep_alive {
         true => Next::KeepAlive,
         false => Next::Close,

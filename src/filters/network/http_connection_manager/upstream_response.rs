@@ -11,26 +11,23 @@ use model::{
 };
 
 use super::{
-    respond::{self, Outgoing},
-    stream::{local, Exchange, Next},
+    downstream::ResponseWriter,
+    respond,
+    stream::{local, Exchange, Next, Stream},
     Connection,
 };
 use crate::{
     filters::http::on_response,
-    protocol::http1::{encode_chunk, encode_last_chunk, encode_response_head, Framing},
     proxy::{
         pool::UpstreamConn,
         router::{deadline::Expiry, UpstreamResponse},
         upstream::ResponseFailure,
     },
     stream::{
-        headers::{RequestHead, ResponseHead, Version},
+        headers::{RequestHead, ResponseHead},
         mutations, LocalReply, StreamContext,
     },
 };
-
-/// Largest response chunk batched before it is written (bounds per-stream memory).
-const FLUSH_BYTES: usize = 64 << 10;
 
 /// Records the status the client is answered with; its class is counted now, as Envoy counts
 /// it when the response head goes out.
@@ -62,13 +59,14 @@ pub(super) struct Relay<'r> {
 
 /// Streams an upstream response to the client.
 pub(super) async fn proxy_response(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     cx: &StreamContext<'_>,
     request: &RequestHead,
     upstream: UpstreamResponse,
     relay: Relay<'_>,
     exchange: &mut Exchange,
 ) -> Next {
+    let c = s.c;
     let hcm = c.hcm;
     let UpstreamResponse {
         head: response,
@@ -107,46 +105,31 @@ pub(super) async fn proxy_response(
         return match upgraded {
             Some(upstream) => {
                 let limit = relay.upstream_buffer_limit;
-                switch_protocols(c, head, response.upgrade, upstream, limit, exchange).await
+                switch_protocols(s, head, response.upgrade, upstream, limit, exchange).await
             }
             None => {
                 // Not asked for: the upstream is broken.
                 exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
                 let reply = LocalReply::new(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error");
-                local(c, Some(cx), request, reply, relay.ran, false, exchange).await
+                local(s, Some(cx), request, reply, relay.ran, false, exchange).await
             }
         };
     }
-    // The client's framing: an until-close body is re-chunked for HTTP/1.1 keep-alive clients.
-    let client_framing = match (response.framing, request.version) {
-        (Framing::UntilClose, Version::Http11) if keep_alive => Framing::Chunked,
-        // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
-        (Framing::Chunked, Version::Http10) => Framing::UntilClose,
-        (other, _) => other,
-    };
-    let keep_alive = keep_alive && !matches!(client_framing, Framing::UntilClose);
-    let chunked = matches!(client_framing, Framing::Chunked);
-    let mut out = Outgoing::default();
-    encode_response_head(&head, &client_framing, keep_alive, out.bytes());
+    let (mut writer, keep_alive) = s
+        .downstream
+        .start_response(&head, response.framing, keep_alive);
     exchange.response = Some(head);
     let complete = loop {
         match body.next().await {
             Ok(Some(chunk)) => {
                 exchange.bytes_sent += chunk.len() as u64;
-                match chunked {
-                    true => encode_chunk(&chunk, out.bytes()),
-                    false => out.push_chunk(chunk),
-                }
-                if out.len() < FLUSH_BYTES {
+                if !writer.push(chunk) {
                     continue;
                 }
             }
             Ok(None) => {
-                if chunked {
-                    let pass = hcm.http1.enable_trailers && relay.upstream_http.enable_trailers;
-                    let trailers = body.trailers().filter(|_| pass);
-                    encode_last_chunk(trailers.as_ref(), out.bytes());
-                }
+                let pass = hcm.http1.enable_trailers && relay.upstream_http.enable_trailers;
+                writer.finish(body.trailers().filter(|_| pass).as_ref());
                 break true;
             }
             Err(failure) => {
@@ -165,20 +148,14 @@ pub(super) async fn proxy_response(
                 break false;
             }
         }
-        if !flush(c, &mut out).await {
-            exchange
-                .flags
-                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        if !flush(c, &mut writer, exchange).await {
             return Next::Close;
         }
     };
     if !complete {
         inc(&c.stats.rq_reset_after_downstream_response_started);
     }
-    if !out.is_empty() && !flush(c, &mut out).await {
-        exchange
-            .flags
-            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+    if !flush(c, &mut writer, exchange).await {
         return Next::Close;
     }
     exchange.response_done = Some(exchange.started.elapsed());
@@ -188,20 +165,29 @@ pub(super) async fn proxy_response(
     }
 }
 
-/// Writes what is queued for the client; `false` when the client is gone.
-pub(super) async fn flush(c: &mut Connection<'_>, out: &mut Outgoing) -> bool {
-    match out.write_to(&mut c.conn).await {
+/// Writes what is queued for the client; `false` (flagged) when the client is gone.
+async fn flush(
+    c: &Connection<'_>,
+    writer: &mut ResponseWriter<'_>,
+    exchange: &mut Exchange,
+) -> bool {
+    match writer.flush().await {
         Ok(n) => {
             add(&c.stats.downstream_cx_tx_bytes_total, n as u64);
             true
         }
-        Err(_) => false,
+        Err(_) => {
+            exchange
+                .flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            false
+        }
     }
 }
 
 /// A `101 Switching Protocols` from upstream: forward it; the connection then relays.
 async fn switch_protocols(
-    c: &mut Connection<'_>,
+    s: &mut Stream<'_, '_>,
     mut head: ResponseHead,
     token: Option<Bytes>,
     upstream: UpstreamConn,
@@ -213,14 +199,16 @@ async fn switch_protocols(
     if let Some(token) = token {
         head.headers.set("upgrade", token);
     }
-    let mut out = Outgoing::default();
-    encode_response_head(&head, &Framing::Empty, true, out.bytes());
+    let written = s.downstream.switch_protocols(&head).await;
     exchange.response = Some(head);
-    if !flush(c, &mut out).await {
-        exchange
-            .flags
-            .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-        return Next::Close;
+    match written {
+        Ok(n) => add(&s.c.stats.downstream_cx_tx_bytes_total, n as u64),
+        Err(_) => {
+            exchange
+                .flags
+                .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            return Next::Close;
+        }
     }
     Next::Upgrade {
         upstream,
