@@ -176,8 +176,8 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
 
 
 def grpc_frame(n: int, fill: int = 0) -> bytes:
-    """One gRPC length-prefixed message (RFC-less but documented framing: a compressed-flag
-    byte 0, a 4-byte big-endian length, then the message) of n bytes."""
+    """One length-prefixed gRPC message as gRPC over HTTP/2 frames it (a compressed-flag byte 0,
+    a 4-byte big-endian length, then the message), n bytes of `fill`."""
     return b"\x00" + n.to_bytes(4, "big") + bytes([fill]) * n
 
 
