@@ -12,6 +12,7 @@ baseline (shardproxy) to each peer measured in the same run (DESIGN.md, style ru
     python3 bench/bench.py --scenarios idle --idle-connections 2000   # memory per idle connection
     python3 bench/bench.py --scenarios http,http16k,httpclose         # HTTP/1.1 proxies
     python3 bench/bench.py --scenarios https,tlsnew,tlsresume,tlsidle,tlspass,tlsterm  # TLS
+    python3 bench/bench.py --scenarios h2c,grpc,h2idle   # HTTP/2 (h2load) and gRPC at a fixed rate
 
 Writes a section of bench/RESULTS.md (one per run type), its chart bench/results-<run type>.svg
 (bench/results.svg for sections written before charts were per run type), and the raw
@@ -158,13 +159,44 @@ def http_get_sha256(port: int, path: str, timeout=10.0, sni=None) -> tuple[int, 
     return n, h.hexdigest()
 
 
-def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str, sni=None) -> None:
-    """Ready when a GET /small through the port (over TLS with sni) returns the 12-byte body."""
+def h2_probe(port: int, mode: str, args) -> str | None:
+    """One request over HTTP/2 with prior knowledge (h2load -n1): h2c mode a GET of the 12-byte
+    body, grpc mode one gRPC call; None when it succeeded with the expected body size, else why
+    not."""
+    argv = [args.h2load_bin, "-n1", "-c1"]
+    if mode == "grpc":
+        argv += ["-d", args.grpc_request_file] + scenarios.GRPC_HEADERS + [
+            f"http://127.0.0.1:{port}{scenarios.GRPC_PATH}"]
+        body = 5 + scenarios.GRPC_MESSAGE_BYTES
+    else:
+        argv.append(f"http://127.0.0.1:{port}/small")
+        body = 12
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout
+        r = scenarios.parse_h2load(out)
+    except (OSError, subprocess.TimeoutExpired, scenarios.LoadError) as e:
+        return f"h2load probe: {type(e).__name__}: {str(e)[:200]}"
+    if r["succeeded"] == 1 and r["data_bytes"] == body:
+        return None
+    return (f"no HTTP/2 answer as expected (does it serve HTTP/2?): h2load probe {r['succeeded']} "
+            f"succeeded, status {r['status']}, {r['data_bytes']} body bytes (want {body})")
+
+
+def wait_ready(p: subprocess.Popen, port: int, timeout: float, log_path: str, sni=None, h2=None,
+               args=None) -> None:
+    """Ready when a GET /small through the port (over TLS with sni) returns the 12-byte body;
+    for h2 (a mode of peers.H2_MODES), when h2_probe succeeds."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
     while time.monotonic() < deadline:
         if p.poll() is not None:
             raise RuntimeError(f"exited with code {p.returncode} during start:\n{tail(log_path)}")
+        if h2:
+            last = h2_probe(port, h2, args)
+            if last is None:
+                return
+            time.sleep(0.1)
+            continue
         try:
             st, body = http_get(port, "/small", timeout=1.0, sni=sni)
             if st == 200 and body == b"hello world\n":
@@ -235,7 +267,8 @@ def parse_args(argv=None):
                     help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
     ap.add_argument("--scenarios", default="rps,newconn,bulk,idle",
                     help="comma list: rps, newconn, bulk, idle (L4 relay); http, http16k, httpclose "
-                         "(HTTP/1.1 proxy); https, tlsnew, tlsresume, tlsidle, tlspass, tlsterm (TLS)")
+                         "(HTTP/1.1 proxy); https, tlsnew, tlsresume, tlsidle, tlspass, tlsterm (TLS); "
+                         "h2c, grpc, h2idle (HTTP/2 cleartext and gRPC; needs h2load)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; order rotates each round")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
@@ -260,6 +293,11 @@ def parse_args(argv=None):
                          "--manifest-path bench/tlsclient/Cargo.toml")
     ap.add_argument("--tls-connections", type=int, default=32,
                     help="tlsclient connections in flight (tlsnew, tlsresume)")
+    ap.add_argument("--h2-connections", type=int, default=50, help="h2load connections (h2c)")
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load streams in flight per connection (h2c)")
+    ap.add_argument("--grpc-rate", type=int, default=5000, help="gRPC calls per second, fixed (grpc)")
+    ap.add_argument("--grpc-connections", type=int, default=10, help="h2load connections (grpc)")
+    ap.add_argument("--h2load-bin", default="h2load", help="HTTP/2 load generator (h2c, grpc; nghttp2-client)")
     ap.add_argument("--proxy-core", type=int, default=0)
     ap.add_argument("--client-core", type=int, default=1)
     ap.add_argument("--start-timeout", type=float, default=20.0, help="seconds for a proxy to become ready")
@@ -345,14 +383,20 @@ def start_upstream(tmp: str, args) -> tuple[subprocess.Popen, int]:
     tls_listen = (f"        listen 127.0.0.1:{tls.upstream_tls_port} ssl backlog=4096;\n"
                   f"        ssl_certificate {tls.cert};\n        ssl_certificate_key {tls.key};\n"
                   "        ssl_protocols TLSv1.3;\n") if tls else ""
+    with open(os.path.join(www, "grpc-100.bin"), "wb") as f:
+        f.write(scenarios.grpc_frame(scenarios.GRPC_MESSAGE_BYTES, 0x61))
+    args.grpc_upstream_port = free_port()
     cfg = peers_mod.render("upstream-nginx.conf", os.path.join(tmp, "upstream-nginx.conf"),
-                           dir=tmp, upstream_port=port, tls_listen=tls_listen)
+                           dir=tmp, upstream_port=port, tls_listen=tls_listen,
+                           grpc_port=args.grpc_upstream_port)
     log = os.path.join(tmp, "upstream.log")
     p = Started.start([nginx, "-p", tmp + "/", "-e", os.path.join(tmp, "upstream-error.log"), "-c", cfg],
                       log, args.client_core)
     wait_ready(p, port, 10, log)
     if tls:
         wait_ready(p, tls.upstream_tls_port, 10, log, sni=scenarios.PASS_SNI)
+    if set(args.scenario_list) & {"grpc"}:
+        wait_ready(p, args.grpc_upstream_port, 10, log, h2="grpc", args=args)
     return p, port
 
 
@@ -363,15 +407,19 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode="l4
     port, admin = free_port(), free_port()
     # HTTP proxies run with their own default buffers (see peers.py).
     buf = args.buffer_bytes if mode in peers_mod.L4_MODES else 0
-    launch = peer.launch(tmp, port, upstream_port, admin, buf, mode, args.tls_files)
+    # The grpc mode's upstream is the origin's h2c gRPC listener.
+    up = args.grpc_upstream_port if mode == "grpc" else upstream_port
+    launch = peer.launch(tmp, port, up, admin, buf, mode, args.tls_files)
     # TLS clients name the server; the passthrough chain is picked by its own name.
-    sni = None if mode in ("l4", "http") else (scenarios.PASS_SNI if mode == "tlspass" else scenarios.SNI)
+    sni = (None if mode in ("l4", "http") + peers_mod.H2_MODES
+           else (scenarios.PASS_SNI if mode == "tlspass" else scenarios.SNI))
+    h2 = mode if mode in peers_mod.H2_MODES else None
     log = os.path.join(tmp, f"{peer.name}-r{round_no}.log")
     prog.phase(f"{label}: starting")
     p = Started.start(launch.argv, log, args.proxy_core)
     try:
         t0 = time.monotonic()
-        wait_ready(p, port, args.start_timeout, log, sni)
+        wait_ready(p, port, args.start_timeout, log, sni, h2, args)
         res["start_s"] = time.monotonic() - t0
         time.sleep(0.5)
         res["rss_idle"] = procstat.rss_bytes(p.pid)
@@ -402,7 +450,7 @@ def measure(peer, tmp, upstream_port, args, round_no, prog, label, scs, mode="l4
                 if sc in scenarios.IDLE_SCENARIOS:
                     prog.phase(f"{label} · {sc}: {args.idle_connections} connections opened and held")
                     r = scenarios.run_idle(port, args, lambda: procstat.rss_bytes(p.pid), poll,
-                                           tls=sc == "tlsidle")
+                                           tls=sc == "tlsidle", h2=sc == "h2idle")
                 else:
                     r = load(sc, p.pid, port, args, prog, label, poll)
                 if p.poll() is not None:
@@ -482,12 +530,15 @@ def raise_nofile(need: int) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     tools = ["taskset"] + ([args.wrk_bin] if set(scenarios.WRK) & set(args.scenario_list) else [])
+    if {"h2c", "grpc"} & set(args.scenario_list):
+        tools.append(args.h2load_bin)
     tls_run = bool(set(scenarios.TLS_SCENARIOS) & set(args.scenario_list))
     if tls_run:
         tools.append("openssl")
     for tool in tools:
         if not shutil.which(tool):
-            hint = {args.wrk_bin: "wrk", "openssl": "openssl"}.get(tool, "util-linux")
+            hint = {args.wrk_bin: "wrk", "openssl": "openssl", args.h2load_bin: "nghttp2-client"}.get(
+                tool, "util-linux")
             sys.exit(f"bench: {tool} not found (Debian: apt-get install {hint}; or bench/setup.sh)")
     if set(scenarios.HANDSHAKE_SCENARIOS) & set(args.scenario_list) and not os.access(args.tlsclient_bin, os.X_OK):
         sys.exit(f"bench: {args.tlsclient_bin} not found: cargo build --release --manifest-path "
@@ -529,6 +580,11 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="shardproxy-bench-")
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user and read www/ from here
     args.tls_files = make_certificate(tmp, free_port()) if tls_run else None
+    args.tmp = tmp
+    # The grpc scenario's request body: one gRPC message (h2load -d posts the file).
+    args.grpc_request_file = os.path.join(tmp, "grpc-request.bin")
+    with open(args.grpc_request_file, "wb") as f:
+        f.write(scenarios.grpc_frame(scenarios.GRPC_MESSAGE_BYTES, 0x62))
     if tls_run:
         args.client_openssl_conf = os.path.join(tmp, "client-openssl.cnf")
         with open(args.client_openssl_conf, "w") as f:
@@ -561,7 +617,8 @@ def main(argv=None) -> int:
         "versions": versions, "buffers": buffers, "skipped": skipped, "baseline": baseline,
         "proxies": names, "scenarios": args.scenario_list, "rounds": args.rounds,
         "duration": args.duration, "warmup": args.warmup, "connections": args.connections,
-        "http_connections": args.http_connections,
+        "http_connections": args.http_connections, "h2_connections": args.h2_connections,
+        "h2_streams": args.h2_streams, "grpc_rate": args.grpc_rate, "grpc_connections": args.grpc_connections,
         "bulk_connections": args.bulk_connections, "bulk_mb": args.bulk_mb,
         "idle_connections": args.idle_connections,
         "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core, "tls_connections": args.tls_connections,

@@ -16,6 +16,10 @@ SNI and relays TLS untouched: nginx `ssl_preread`, HAProxy `req.ssl_sni`, tls_in
 `server_names`) and `tlsterm` (an L4 relay behind TLS 1.3 termination: nginx stream `listen ...
 ssl`, HAProxy mode tcp `bind ... ssl crt`, a DownstreamTlsContext on the tcp_proxy chain).
 TLS L4 modes take `--buffer-bytes` like `l4`; `https` uses each proxy's defaults like `http`.
+HTTP/2 modes, cleartext with prior knowledge on the client side: `h2c` (the `http` proxy with an
+h2 front end: nginx `listen ... http2`, HAProxy `bind ... proto h2`, codec_type AUTO; HTTP/1.1
+upstream) and `grpc` (h2 both sides to the upstream's gRPC listener: nginx `grpc_pass`, HAProxy
+`server ... proto h2`, a cluster with `http2_protocol_options`); each proxy's defaults.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ REPO = os.path.dirname(HERE)
 TEMPLATES = os.path.join(HERE, "templates")
 
 ALL_PEERS = ("nginx", "haproxy", "envoy")
-MODES = ("l4", "http", "https", "tlspass", "tlsterm")
+MODES = ("l4", "http", "https", "tlspass", "tlsterm", "h2c", "grpc")
+H2_MODES = ("h2c", "grpc")  # the client speaks HTTP/2 with prior knowledge
 L4_MODES = ("l4", "tlspass", "tlsterm")  # relays: --buffer-bytes applies, Envoy's limits raised
 
 
@@ -147,8 +152,8 @@ class Nginx(Peer):
         return f"proxy_buffer_size {buf}" if buf else "proxy_buffer_size 16k (default)"
 
     def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
-        if mode == "http":
-            cfg = render("nginx-http.conf", os.path.join(tmp, "nginx-http.conf"),
+        if mode in ("http",) + H2_MODES:
+            cfg = render(f"nginx-{mode}.conf", os.path.join(tmp, f"nginx-{mode}.conf"),
                          dir=tmp, port=port, upstream_port=upstream_port)
         elif mode == "https":
             cfg = render("nginx-https.conf", os.path.join(tmp, "nginx-https.conf"),
@@ -181,8 +186,8 @@ class HAProxy(Peer):
         return f"tune.bufsize {buf}" if buf else "tune.bufsize 16384 (default)"
 
     def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
-        if mode == "http":
-            cfg = render("haproxy-http.cfg", os.path.join(tmp, "haproxy-http.cfg"), port=port,
+        if mode in ("http",) + H2_MODES:
+            cfg = render(f"haproxy-{mode}.cfg", os.path.join(tmp, f"haproxy-{mode}.cfg"), port=port,
                          upstream_port=upstream_port)
         elif mode == "https":
             cfg = render("haproxy-https.cfg", os.path.join(tmp, "haproxy-https.cfg"), port=port,
@@ -210,7 +215,7 @@ ENVOY_CLUSTER_LIMITS = ("    circuit_breakers:\n      thresholds:\n"
 def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_port: int,
                      buf: int, cluster_limits: str = "", mode: str = "l4",
                      tls: TlsFiles | None = None) -> str:
-    if mode in ("http", "https"):
+    if mode in ("http", "https") + H2_MODES:
         return render(f"bootstrap-{mode}.yaml", os.path.join(tmp, f"bootstrap-{mode}-{name}.yaml"),
                       port=port, upstream_port=upstream_port, admin_port=admin_port,
                       **(tls.values() if tls else {}))

@@ -47,6 +47,15 @@ METRICS = [
     ("tlsterm_gb_s", "GB/s TLS termination", "tlsterm", "up", 2),
     ("tlsterm_cpu_s_gb", "CPU s/GB TLS termination", "tlsterm", "down", 3),
     ("tlsterm_gb_core", "GB/s per core TLS termination", "tlsterm", "up", 2),
+    ("h2c_req_s", "req/s h2c", "h2c", "up", 0),
+    ("h2c_p99_ms", "p99 ms h2c", "h2c", "down", 3),
+    ("h2c_cpu_us_req", "CPU µs/req h2c", "h2c", "down", 1),
+    ("h2c_rss_mb", "RSS MB h2c load", "h2c", "down", 1),
+    ("grpc_req_s", "gRPC calls/s (fixed rate)", "grpc", "up", 0),
+    ("grpc_p50_ms", "p50 ms gRPC", "grpc", "down", 3),
+    ("grpc_p99_ms", "p99 ms gRPC", "grpc", "down", 3),
+    ("grpc_cpu_us_req", "CPU µs/gRPC call", "grpc", "down", 1),
+    ("h2idle_kib_conn", "KiB per idle h2 conn", "h2idle", "down", 1),
     ("rss_idle_mb", "RSS idle MB", None, "down", 1),
     ("rss_load_mb", "RSS loaded MB", None, "down", 1),
 ]
@@ -55,8 +64,11 @@ HTTP_SCENARIOS = ("http", "http16k", "httpclose")
 TLS_SCENARIOS = ("https", "tlsnew", "tlsresume", "tlsidle", "tlspass", "tlsterm")
 HANDSHAKE_SCENARIOS = ("tlsnew", "tlsresume")
 BULK_SCENARIOS = ("bulk", "tlspass", "tlsterm")
-# timed loads (idle and tlsidle are not)
-LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass", "tlsterm")
+H2_SCENARIOS = ("h2c", "grpc", "h2idle")
+IDLE_SCENARIOS = ("idle", "tlsidle", "h2idle")
+# timed loads (the idle ones are not)
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass",
+                                                                "tlsterm", "h2c", "grpc")
 COLORS = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781"]
 
 
@@ -87,14 +99,16 @@ def round_metrics(run: dict) -> dict:
         out["gb_s"] = gb / r["duration_s"] if r["duration_s"] else None
         out["cpu_s_gb"] = r["cpu_s"] / gb if gb else None
         out["cpu_pct_bulk"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
-    for name in HTTP_SCENARIOS + ("https",):
+    for name in HTTP_SCENARIOS + ("https", "h2c", "grpc"):
         if name in sc:
             r = sc[name]
             out[f"{name}_req_s"] = r["requests"] / r["duration_s"] if r["duration_s"] else None
             out[f"{name}_p99_ms"] = r["p99_us"] / 1000
             out[f"{name}_cpu_us_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
             out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
-    for name in ("http", "https"):
+    if "grpc" in sc:
+        out["grpc_p50_ms"] = sc["grpc"]["p50_us"] / 1000
+    for name in ("http", "https", "h2c"):
         if sc.get(name, {}).get("rss_warm"):
             # RSS after warm-up with the keep-alive connections open.
             out[f"{name}_rss_mb"] = sc[name]["rss_warm"] / 2**20
@@ -120,9 +134,10 @@ def round_metrics(run: dict) -> dict:
             # What one core fully busy relaying would move, at this CPU per GB.
             out[f"{name}_gb_core"] = gb / r["cpu_s"] if r["cpu_s"] else None
             out[f"cpu_pct_{name}"] = 100 * r["cpu_s"] / r["duration_s"] if r["duration_s"] else None
-    if "tlsidle" in sc:
-        r = sc["tlsidle"]
-        out["tlsidle_kib_conn"] = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else None
+    for name in ("tlsidle", "h2idle"):
+        if name in sc:
+            r = sc[name]
+            out[f"{name}_kib_conn"] = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else None
     if "idle" in sc:
         r = sc["idle"]
         # Growth of the proxy tree's RSS with the connections open, per connection held.
@@ -175,7 +190,7 @@ def fmt(v, dec):
 
 
 def one_line(sc: str, r: dict) -> str:
-    if sc in ("idle", "tlsidle"):
+    if sc in IDLE_SCENARIOS:
         kib = (r["rss_open"] - r["rss_before"]) / 1024 / r["held"] if r["held"] else 0
         err = f", {r['errors']} errors {r.get('error_detail', '')}" if r.get("errors") else ""
         return (f"{kib:.1f} KiB per idle conn ({r['held']:,} held; RSS {r['rss_before'] / 2**20:.1f} → "
@@ -266,8 +281,14 @@ def is_tls_run(run: dict) -> bool:
     return all(x in TLS_SCENARIOS for x in run["scenarios"])
 
 
+def is_h2_run(run: dict) -> bool:
+    return all(x in H2_SCENARIOS for x in run["scenarios"])
+
+
 def run_kind(run: dict) -> str:
-    return "http" if is_http_run(run) else ("tls" if is_tls_run(run) else "l4")
+    if is_http_run(run):
+        return "http"
+    return "tls" if is_tls_run(run) else ("h2" if is_h2_run(run) else "l4")
 
 
 def section_key(run: dict) -> str:
@@ -343,6 +364,21 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
         "tlsterm": f"`tlsterm`: bench/bulkclient.py --tls, {run['bulk_connections']} keep-alive TLS connections "
                    f"each fetching a {run['bulk_mb']} MB file in a loop; the proxy terminates TLS and relays "
                    "the plaintext to the upstream (tcp_proxy); GB/s per core = 1 ÷ proxy CPU s/GB",
+        "h2c": f"`h2c`: h2load -c{run.get('h2_connections', '?')} -m{run.get('h2_streams', '?')} (HTTP/2 "
+               "cleartext, prior knowledge; closed loop) through the proxy to the HTTP/1.1 upstream, GET of "
+               "a 12-byte body; p99 from h2load's per-request log; RSS MB h2c load = RSS after warm-up",
+        "grpc": f"`grpc`: h2load at a fixed {fmt(run.get('grpc_rate'), 0)} calls/s over "
+                f"{run.get('grpc_connections', '?')} h2c connections (`--rps` per connection, up to 10 "
+                "streams in flight each), each a gRPC unary call: POST of one 100-byte message "
+                "(`content-type: application/grpc`, `te: trailers`) through the proxy over HTTP/2 to the "
+                "upstream nginx's h2c listener, which answers one 100-byte message and `grpc-status: 0` "
+                "in trailers (answers of another size count as errors); CPU per call and p50/p99 at that "
+                "rate (from h2load's per-request log)",
+        "h2idle": f"`h2idle`: bench/idleclient.py --h2 opens {run.get('idle_connections', '?')} HTTP/2 "
+                  "(prior knowledge) connections through the h2c proxy (100 at a time); on each the SETTINGS "
+                  "exchange (both acknowledged) and one GET of the 12-byte body on stream 1; then holds them "
+                  "idle for 1 s. Run on a freshly started proxy of its own; the proxy's upstream "
+                  "HTTP/1.1 connections (at most 100) are counted too",
     }
     load = [x for x in run["scenarios"] if x in LOAD_SCENARIOS]
     timing = (f"{run['warmup']:.0f} s warm-up + {run['duration']:.0f} s measured per scenario; " if load else "")
@@ -363,6 +399,14 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
                   "the relays with the L4 runs' buffers. Clients offer X25519 and TLS_AES_128_GCM_SHA256 "
                   "only (OPENSSL_CONF for wrk and Python; bench/tlsclient likewise), so every proxy runs "
                   "the same key exchange and cipher")
+    elif kind == "h2":
+        title = "HTTP/2 and gRPC"
+        layout = ("cleartext HTTP/2 with prior knowledge from the clients: nginx `worker_processes 1` "
+                  "`listen ... http2` (h2c/h2idle: proxy_pass HTTP/1.1 to an upstream with `keepalive "
+                  "1024`; grpc: `grpc_pass`), HAProxy `nbthread 1` `bind ... proto h2` mode http with "
+                  "`http-reuse always` (grpc: `server ... proto h2`), shardproxy/Envoy http_connection_manager "
+                  "with `codec_type: AUTO` + router (grpc: the cluster with HttpProtocolOptions "
+                  "`http2_protocol_options`), each with its default buffers and HTTP/2 settings")
     else:
         title = "L4 relay"
         layout = "nginx `worker_processes 1` stream module, HAProxy `nbthread 1` mode tcp"
@@ -375,7 +419,7 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            f"- **Proxies**: " + "; ".join(f"{n} {run['versions'][n]} ({run['buffers'][n]})" for n in run["proxies"]),
            f"- **Layout**: each proxy one worker pinned to core {run['proxy_core']} (shardproxy/Envoy "
            f"`--concurrency 1`, {layout}); "
-           f"load generator and upstream nginx (HTTP, sendfile{'; its TLS listener for tlspass' if 'tlspass' in run['scenarios'] else ''}) pinned to core {run['client_core']}. "
+           f"load generator and upstream nginx (HTTP, sendfile{'; its TLS listener for tlspass' if 'tlspass' in run['scenarios'] else ''}{'; its h2c gRPC listener for grpc' if 'grpc' in run['scenarios'] else ''}) pinned to core {run['client_core']}. "
            f"{run['rounds']} rounds, order rotated each round, {timing}medians over rounds.",
            "- **Scenarios**: " + "; ".join(sc_desc[x] for x in run["scenarios"]) + ".",
            "- **Metrics**: CPU = utime+stime of the proxy's process tree (/proc/<pid>/stat) over the "
@@ -383,7 +427,7 @@ def section(run: dict, s: dict, svg_rel: str) -> str:
            "idle 0.5 s after start" + (", loaded = after warm-up (largest over scenarios)" if load else "")
            + "." + (" KiB per idle conn = (RSS with the connections open and idle − RSS just before "
                     "opening them) ÷ connections held, KiB = 1024 bytes; the client and the upstream "
-                    "are not counted." if set(run["scenarios"]) & {"idle", "tlsidle"} else ""),
+                    "are not counted." if set(run["scenarios"]) & set(IDLE_SCENARIOS) else ""),
            ""]
     neg = negotiated(run)
     if neg:
@@ -472,10 +516,10 @@ def svg(run: dict, s: dict) -> str:
          'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
          f'<text x="10" y="22" font-size="16" font-weight="bold">shardproxy '
-         f'{ {"http": "HTTP/1.1", "tls": "TLS 1.3", "l4": "L4"}[run_kind(run)]} bench — '
+         f'{ {"http": "HTTP/1.1", "tls": "TLS 1.3", "h2": "HTTP/2 + gRPC", "l4": "L4"}[run_kind(run)]} bench — '
          f'{escape(", ".join(run["scenarios"]))} — {escape(run["started_at"][:10])}</text>',
          f'<text x="10" y="40" fill="#57606a">medians of {run["rounds"]} rounds'
-         f'{"" if set(run["scenarios"]) <= {"idle"} else " × %.0f s" % run["duration"]}, '
+         f'{"" if set(run["scenarios"]) <= set(IDLE_SCENARIOS) else " × %.0f s" % run["duration"]}, '
          f'one proxy core; ↑ higher is better, ↓ lower is better</text>',
          f'<text x="10" y="56" fill="#57606a">×N = {escape(base)} ÷ peer: green where {escape(base)} is better, '
          'red where it is worse</text>']

@@ -18,11 +18,19 @@ tlsresume  the same, each resuming with the session ticket of an earlier connect
 tlsidle    idleclient.py --tls: N TLS connections, one GET each, held idle; RSS before and with them.
 tlspass    bulkclient.py --tls through an SNI-picked passthrough chain to the upstream's TLS port.
 tlsterm    bulkclient.py --tls to a tcp_proxy behind TLS termination, plaintext upstream.
+
+HTTP/2 (cleartext, prior knowledge; h2load from nghttp2):
+h2c        h2load -c50 -m10 (--h2-connections, --h2-streams), 12-byte responses; HTTP/1.1 upstream.
+grpc       h2load at a fixed rate (--grpc-rate over --grpc-connections): gRPC unary calls with a
+           100-byte message (POST, content-type application/grpc, te: trailers) through the proxy
+           to the upstream's h2c gRPC listener; CPU per call and p99 at that rate.
+h2idle     idleclient.py --h2: N h2 connections (SETTINGS exchanged, one GET each), held idle.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -33,14 +41,21 @@ HTTP_SCENARIOS = ("http", "http16k", "httpclose")
 TLS_SCENARIOS = ("https", "tlsnew", "tlsresume", "tlsidle", "tlspass", "tlsterm")
 HANDSHAKE_SCENARIOS = ("tlsnew", "tlsresume")
 BULK_SCENARIOS = ("bulk", "tlspass", "tlsterm")
-IDLE_SCENARIOS = ("idle", "tlsidle")
-ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle") + HTTP_SCENARIOS + TLS_SCENARIOS
+H2_SCENARIOS = ("h2c", "grpc", "h2idle")
+IDLE_SCENARIOS = ("idle", "tlsidle", "h2idle")
+ALL_SCENARIOS = ("rps", "newconn", "bulk", "idle") + HTTP_SCENARIOS + TLS_SCENARIOS + H2_SCENARIOS
 # timed load: warm-up, duration, CPU
-LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass", "tlsterm")
+LOAD_SCENARIOS = ("rps", "newconn", "bulk") + HTTP_SCENARIOS + ("https", "tlsnew", "tlsresume", "tlspass",
+                                                                "tlsterm", "h2c", "grpc")
 # The proxy config (peers.py mode) each scenario runs against.
 MODE = {"rps": "l4", "newconn": "l4", "bulk": "l4", "idle": "l4", "http": "http", "http16k": "http",
         "httpclose": "http", "https": "https", "tlsnew": "https", "tlsresume": "https",
-        "tlsidle": "https", "tlspass": "tlspass", "tlsterm": "tlsterm"}
+        "tlsidle": "https", "tlspass": "tlspass", "tlsterm": "tlsterm", "h2c": "h2c", "grpc": "grpc",
+        "h2idle": "h2c"}
+# The gRPC method every grpc-scenario call names (the upstream answers any path alike).
+GRPC_PATH = "/shardproxy.test.Echo/Unary"
+GRPC_MESSAGE_BYTES = 100
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
 # The server name TLS clients send: the passthrough chain matches PASS_SNI.
 SNI = "bench.example.com"
 PASS_SNI = "bulk.example.com"
@@ -155,7 +170,89 @@ def run(scenario: str, port: int, duration: float, args, poll=None) -> dict:
             "p50_us": r["p50_us"], "p90_us": r["p90_us"], "p99_us": r["p99_us"], "max_us": r["max_us"],
             "tls": r["negotiated"],
         }
+    if scenario in ("h2c", "grpc"):
+        return run_h2load(scenario, port, duration, args, poll)
     raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(ALL_SCENARIOS)})")
+
+
+def grpc_frame(n: int, fill: int = 0) -> bytes:
+    """One length-prefixed gRPC message as gRPC over HTTP/2 frames it (a compressed-flag byte 0,
+    a 4-byte big-endian length, then the message), n bytes of `fill`."""
+    return b"\x00" + n.to_bytes(4, "big") + bytes([fill]) * n
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"s": 1.0, "ms": 1e-3, "us": 1e-6}[unit]
+
+
+def parse_h2load(stdout: str) -> dict:
+    """h2load's summary: succeeded / failed counts, the status classes, data bytes, duration."""
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", stdout)
+    if not m:
+        raise LoadError("h2load printed no request summary:\n" + stdout[-800:])
+    total, started, done, ok, failed, errored, timeout = map(int, m.groups())
+    d = re.search(r"finished in ([\d.]+)(s|ms|us),", stdout)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", stdout)
+    data = re.search(r"\((\d+)\) data", stdout)
+    return {"succeeded": ok, "failed": failed, "errored": errored, "timeout": timeout, "started": started,
+            "duration_s": _seconds(*d.groups()) if d else 0.0,
+            "status": dict(zip(("2xx", "3xx", "4xx", "5xx"), map(int, codes.groups()))) if codes else {},
+            "data_bytes": int(data.group(1)) if data else 0}
+
+
+def latencies(log_path: str) -> tuple[list[int], int]:
+    """Per-request durations (µs) from an h2load --log-file (start µs, status, duration µs),
+    sorted, and how many of them did not end with a 2xx."""
+    times, bad = [], 0
+    with open(log_path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 3:
+                times.append(int(fields[2]))
+                bad += not fields[1].startswith("2")
+    times.sort()
+    return times, bad
+
+
+def run_h2load(scenario: str, port: int, duration: float, args, poll=None) -> dict:
+    """h2c: closed loop, --h2-connections × --h2-streams in flight, GET of the 12-byte body.
+    grpc: open loop at --grpc-rate calls/s over --grpc-connections (h2load --rps per
+    connection, up to 10 streams in flight each so a slow answer does not lower the rate),
+    each a POST of one 100-byte gRPC message; the upstream answers one 100-byte message and
+    grpc-status 0 in the trailers."""
+    log = os.path.join(args.tmp, f"h2load-{scenario}-{time.monotonic_ns()}.log")
+    argv = ["taskset", "-c", str(args.client_core), args.h2load_bin, "-D", str(max(1, round(duration))),
+            "--log-file", log]
+    if scenario == "h2c":
+        argv += ["-c", str(args.h2_connections), "-m", str(args.h2_streams),
+                 f"http://127.0.0.1:{port}/small"]
+        body = 12
+    else:
+        per_connection = max(1, round(args.grpc_rate / args.grpc_connections))
+        argv += ["-c", str(args.grpc_connections), "-m", "10", "--rps", str(per_connection),
+                 "-d", args.grpc_request_file] + GRPC_HEADERS + [f"http://127.0.0.1:{port}{GRPC_PATH}"]
+        body = 5 + GRPC_MESSAGE_BYTES
+    try:
+        r = parse_h2load(_run(argv, duration + 30, poll))
+        times, bad = latencies(log)
+    finally:
+        if os.path.exists(log):
+            os.remove(log)
+    pct = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0  # noqa: E731
+    errors = r["failed"] + r["errored"] + r["timeout"]
+    detail = {k: r[k] for k in ("failed", "errored", "timeout") if r[k]}
+    if r["status"] and sum(r["status"].values()) > r["status"]["2xx"]:
+        detail["status"] = r["status"]
+    if r["succeeded"] and r["data_bytes"] != body * r["succeeded"]:
+        # Not the upstream's answer (a proxy's own error reply, or a cut body).
+        detail["data_bytes"] = f"{r['data_bytes']} for {r['succeeded']} responses of {body}"
+    out = {"requests": r["succeeded"], "bytes": r["data_bytes"], "duration_s": r["duration_s"] or duration,
+           "errors": errors, "error_detail": detail, "p50_us": pct(0.50), "p90_us": pct(0.90),
+           "p99_us": pct(0.99), "max_us": times[-1] if times else 0, "logged_non_2xx": bad}
+    if scenario == "grpc":
+        out["target_rate"] = per_connection * args.grpc_connections
+    return out
 
 
 def _line(p: subprocess.Popen, prefix: str, timeout: float, poll=None) -> dict:
@@ -175,14 +272,17 @@ def _line(p: subprocess.Popen, prefix: str, timeout: float, poll=None) -> dict:
     raise LoadError(f"idle client printed no {prefix.strip()} line within {timeout:.0f}s")
 
 
-def run_idle(port: int, args, rss, poll=None, settle=1.0, tls=False) -> dict:
+def run_idle(port: int, args, rss, poll=None, settle=1.0, tls=False, h2=False) -> dict:
     """Open args.idle_connections through the relay (one GET each; with tls, after a TLS
-    handshake), hold them idle for `settle` seconds, and sample rss() (the proxy tree's RSS,
-    bytes) before opening and while held."""
+    handshake; with h2, over HTTP/2 with prior knowledge after the SETTINGS exchange), hold
+    them idle for `settle` seconds, and sample rss() (the proxy tree's RSS, bytes) before
+    opening and while held."""
     argv = ["taskset", "-c", str(args.client_core), sys.executable, os.path.join(HERE, "idleclient.py"),
             "--port", str(port), "--connections", str(args.idle_connections)]
     if tls:
         argv += ["--tls", "--sni", SNI]
+    if h2:
+        argv.append("--h2")
     rss_before = rss()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=client_env(args))

@@ -60,6 +60,21 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
                 sc["tlsidle"] = {"requests": 2000, "bytes": 1, "duration_s": 2.0, "errors": 0,
                                  "connections": 2000, "held": 2000, "alive": 2000,
                                  "rss_before": 10 << 20, "rss_open": (10 << 20) + 2000 * 4096 * (i + 1)}
+            if "h2c" in scenarios:
+                sc["h2c"] = {"requests": 300000, "bytes": 12 * 300000, "duration_s": 10.0, "errors": 0,
+                             "p50_us": 9000, "p90_us": 20000, "p99_us": 40000 * (i + 1), "max_us": 90000,
+                             "cpu_s": 3.0 * (i + 1), "rss_warm": (20 + i) << 20,
+                             "proxy_core_busy": 0.5, "client_core_busy": 1.0}
+            if "grpc" in scenarios:
+                # 5,000 calls/s for 10 s: shardproxy 40 µs per call, the peer 80.
+                sc["grpc"] = {"requests": 50000, "bytes": 105 * 50000, "duration_s": 10.0, "errors": 0,
+                              "p50_us": 1000, "p90_us": 2000, "p99_us": 5000, "max_us": 20000,
+                              "cpu_s": 2.0 * (i + 1), "rss_warm": 30 << 20, "target_rate": 5000,
+                              "proxy_core_busy": 0.3, "client_core_busy": 0.6}
+            if "h2idle" in scenarios:
+                sc["h2idle"] = {"requests": 1000, "bytes": 1, "duration_s": 1.0, "errors": 0,
+                                "connections": 1000, "held": 1000, "alive": 1000,
+                                "rss_before": 10 << 20, "rss_open": (10 << 20) + 1000 * 10240 * (i + 1)}
             if "idle" in scenarios:
                 # shardproxy grows 2000 × 8 KiB, the peer 2000 × (8 + 8·(i)) KiB; 1990 held.
                 sc["idle"] = {"requests": 1990, "bytes": 1, "duration_s": 0.5, "errors": 10,
@@ -222,6 +237,69 @@ class Tests(unittest.TestCase):
                                     upstream_port=2, load_module="", buffer_directive="", **tls.values())
                 self.assertIn(want, _read(text))
 
+    def test_h2_run_metrics_section_and_chart(self):
+        run = fake_run(scenarios=("h2c", "grpc", "h2idle"))
+        run.update(h2_connections=50, h2_streams=10, grpc_rate=5000, grpc_connections=10)
+        s = report.summarise(run)
+        sp, ng = s["shardproxy"]["median"], s["nginx"]["median"]
+        self.assertAlmostEqual(sp["h2c_cpu_us_req"], 10.0)
+        self.assertAlmostEqual(ng["h2c_p99_ms"], 80.0)
+        self.assertAlmostEqual(sp["grpc_cpu_us_req"], 40.0)
+        self.assertAlmostEqual(ng["grpc_req_s"], 5000.0)
+        self.assertAlmostEqual(ng["grpc_p99_ms"], 5.0)
+        self.assertAlmostEqual(sp["h2idle_kib_conn"], 10.0)
+        self.assertAlmostEqual(ng["h2idle_kib_conn"], 20.0)
+        md = report.markdown_tables(run, s)
+        self.assertIn("CPU µs/gRPC call ↓", md)
+        self.assertIn("KiB per idle h2 conn ↓", md)
+        self.assertIn("0.50× ▲", md)
+        text = report.section(run, s, "results.svg")
+        self.assertIn("<!-- bench:begin h2-h2c-grpc-h2idle -->", text)
+        self.assertIn("## HTTP/2 and gRPC", text)
+        self.assertIn("h2load -c50 -m10", text)
+        self.assertIn("fixed 5,000 calls/s over 10 h2c connections", text)
+        ET.fromstring(report.svg(run, s))
+
+    def test_h2_configs_render(self):
+        with tempfile.TemporaryDirectory() as d:
+            text = _read(peers.render_bootstrap(d, "envoy", 1001, 1002, 1003, 0, mode="h2c"))
+            self.assertIn("codec_type: AUTO", text)
+            self.assertNotIn("http2_protocol_options", text)
+            text = _read(peers.Envoy("envoy").launch(d, 1, 2, 3, 0, mode="grpc").config)
+            self.assertIn("codec_type: AUTO", text)
+            self.assertIn("http2_protocol_options: {}", text)
+            self.assertIn("port_value: 2", text)
+            cfg = _read(peers.Nginx("nginx").launch(d, 1, 2, 3, 0, mode="h2c").config)
+            self.assertIn("listen 127.0.0.1:1 http2", cfg)
+            self.assertIn("proxy_pass http://bench_upstream;", cfg)
+            cfg = _read(peers.Nginx("nginx").launch(d, 1, 2, 3, 0, mode="grpc").config)
+            self.assertIn("grpc_pass grpc://grpc_upstream;", cfg)
+            cfg = _read(peers.HAProxy("haproxy").launch(d, 1, 2, 3, 0, mode="h2c").config)
+            self.assertIn("bind 127.0.0.1:1 proto h2", cfg)
+            self.assertNotIn("server upstream 127.0.0.1:2 proto h2", cfg)
+            cfg = _read(peers.HAProxy("haproxy").launch(d, 1, 2, 3, 0, mode="grpc").config)
+            self.assertIn("server upstream 127.0.0.1:2 proto h2", cfg)
+            up = _read(peers.render("upstream-nginx.conf", os.path.join(d, "u.conf"), dir=d, upstream_port=1,
+                                    tls_listen="", grpc_port=7))
+            self.assertIn("listen 127.0.0.1:7 http2", up)
+            self.assertIn("add_trailer grpc-status 0;", up)
+
+    def test_h2load_summary_and_grpc_frame(self):
+        import scenarios
+        out = ("finished in 10.00s, 4990.30 req/s, 1.21MB/s\n"
+               "requests: 49903 total, 49913 started, 49903 done, 49900 succeeded, 3 failed, 0 errored, "
+               "0 timeout\nstatus codes: 49900 2xx, 0 3xx, 0 4xx, 3 5xx\n"
+               "traffic: 12.13MB (12718765) total, 1.20MB (1261000) headers (space savings 90.00%), "
+               "5.00MB (5239500) data\n")
+        r = scenarios.parse_h2load(out)
+        self.assertEqual((r["succeeded"], r["failed"], r["data_bytes"]), (49900, 3, 5239500))
+        self.assertEqual(r["status"]["5xx"], 3)
+        self.assertAlmostEqual(r["duration_s"], 10.0)
+        self.assertAlmostEqual(scenarios.parse_h2load(out.replace("10.00s", "999.50ms"))["duration_s"], 0.9995)
+        frame = scenarios.grpc_frame(100, 0x61)
+        self.assertEqual(frame[:5], b"\x00\x00\x00\x00\x64")
+        self.assertEqual(len(frame), 105)
+
     def test_args(self):
         a = bench.parse_args(["--peers", "nginx,envoy", "--scenarios", "bulk,rps"])
         self.assertEqual(a.peer_list, ["nginx", "envoy"])
@@ -233,6 +311,8 @@ class Tests(unittest.TestCase):
         self.assertEqual(a.scenario_list, ["https", "tlsnew", "tlsterm"])
         a = bench.parse_args(["--scenarios", "httpclose,http"])
         self.assertEqual((a.scenario_list, a.http_connections), (["http", "httpclose"], 50))
+        a = bench.parse_args(["--scenarios", "h2idle,grpc,h2c"])
+        self.assertEqual((a.scenario_list, a.grpc_rate, a.h2_streams), (["h2c", "grpc", "h2idle"], 5000, 10))
 
 
 if __name__ == "__main__":

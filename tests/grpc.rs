@@ -1,0 +1,386 @@
+//! Tests: gRPC through the proxy end to end — unary, the three streaming kinds, deadlines,
+//! cancellation, 4 MiB messages, 1,000 concurrent streams on one connection, statuses and
+//! metadata both ways, and a gRPC-shaped UNAVAILABLE when no upstream answers; the client and
+//! the HTTP/2 upstream are tests/peers/grpc_peer.py (grpcio).
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{
+    http::*,
+    http_e2e::{UPSTREAM_HTTP_OPTIONS, UPSTREAM_HTTP_OPTIONS_KEY},
+    *,
+};
+use serde_json::{json, Value};
+
+/// The proxies every gRPC test runs against. shardproxy has no HTTP/2 yet: add
+/// `Kind::Shardproxy` here when it lands.
+const KINDS: &[Kind] = &[Kind::Envoy];
+
+/// The `:authority` the client sends (checked on the upstream side).
+const AUTHORITY: &str = "grpc.echo.test";
+
+/// The whole client run (every scenario, one process, one channel) is killed after this.
+const CLIENT_BOUND: Duration = Duration::from_secs(45);
+
+/// The kinds of [`KINDS`] whose binary is there (a missing Envoy skips, or fails under CI).
+fn kinds(test: &str) -> Vec<Kind> {
+    KINDS
+        .iter()
+        .copied()
+        .filter(|&k| match k {
+            Kind::Envoy if envoy_bin().is_none() => {
+                skip(&format!("{test} (envoy)"), NO_ENVOY, Missing::Peer);
+                false
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// Whether the peers' Python has grpcio; skips `test` (fails under CI) when not.
+fn have_grpcio(test: &str) -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import grpc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(
+            test,
+            "no grpcio in the test venv (tests/run.sh installs it into target/test-venv)",
+            Missing::Peer,
+        );
+    }
+    ok
+}
+
+/// `grpc_peer.py serve`: the h2c gRPC upstream; exits when its stdin closes, killed by PID on
+/// drop.
+struct GrpcServer {
+    port: u16,
+    child: Child,
+    _stdin: ChildStdin,
+}
+
+impl GrpcServer {
+    fn start() -> GrpcServer {
+        let mut child = Command::new(python())
+            .arg(peer_script("grpc_peer.py"))
+            .args(["serve", "--port", "0", "--stdin-eof"])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tests/peers/grpc_peer.py serve");
+        let stdin = child.stdin.take().unwrap();
+        // The READY line, read on a thread so a server that never prints it fails the test
+        // after a bound instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(SOON) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("grpc_peer.py serve printed no READY line within {SOON:?}");
+            }
+        };
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("grpc_peer.py serve printed {line:?}, not READY <port>"));
+        GrpcServer {
+            port,
+            child,
+            _stdin: stdin,
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Cluster options: the upstream speaks HTTP/2 (gRPC needs it).
+fn h2_upstream() -> Value {
+    json!({"typed_extension_protocol_options": {UPSTREAM_HTTP_OPTIONS_KEY: {
+        "@type": UPSTREAM_HTTP_OPTIONS,
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }}})
+}
+
+/// A listener named `name` on `port` whose connection manager detects the codec (h2 prior
+/// knowledge here) and routes everything to the cluster `name`.
+fn grpc_listener(name: &str, port: u16) -> Value {
+    http_listener(
+        name,
+        port,
+        hcm(
+            name,
+            catch_all_routes(name, json!({})),
+            vec![],
+            json!({"codec_type": "AUTO"}),
+        ),
+    )
+}
+
+/// Runs `grpc_peer.py call` with `scenarios` against 127.0.0.1:`port`; returns each
+/// scenario's JSON object by name.
+fn call(port: u16, scenarios: &str) -> BTreeMap<String, Value> {
+    let args: Vec<String> = [
+        "call",
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--authority",
+        AUTHORITY,
+        "--scenario",
+        scenarios,
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = run_peer("grpc_peer.py", &args, CLIENT_BOUND);
+    let mut out = BTreeMap::new();
+    for line in run.stdout.lines().filter(|l| l.starts_with('{')) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        out.insert(v["scenario"].as_str().unwrap().to_string(), v);
+    }
+    // A failed scenario prints its error in its JSON object (and the exit code is 1): the
+    // caller's assertions name it. No object at all means the client itself failed.
+    assert!(
+        !out.is_empty(),
+        "grpc_peer.py call {scenarios}: {}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    out
+}
+
+/// The result of scenario `name` (which must have run without an error) through proxy `k`.
+fn scenario<'a>(runs: &'a BTreeMap<String, Value>, k: &str, name: &str) -> &'a Value {
+    let v = runs
+        .get(name)
+        .unwrap_or_else(|| panic!("{k}: no result for {name}"));
+    assert!(v.get("error").is_none(), "{k}: {name} failed: {v}");
+    v
+}
+
+fn int(v: &Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .or_else(|| v[key].as_f64().map(|f| f as i64))
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+/// Every client scenario through one proxy, on one client connection, to one gRPC upstream.
+#[test]
+fn grpc_scenarios_through_the_proxy() {
+    const TEST: &str = "grpc_scenarios_through_the_proxy";
+    if !have_grpcio(TEST) {
+        return;
+    }
+    for kind in kinds(TEST) {
+        let started = Instant::now();
+        let server = GrpcServer::start();
+        let (admin, port) = (free_port(), free_port());
+        let boot = bootstrap(
+            admin,
+            vec![grpc_listener("grpc", port)],
+            vec![cluster("grpc", &[(server.port, 1)], h2_upstream())],
+        );
+        let proxy = HttpProxy::start(kind, "grpc", &boot);
+        let runs = call(port, "all");
+        let k = kind.name();
+        let at = |name: &str| scenario(&runs, k, name);
+
+        let v = at("unary");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        assert_eq!(v["equal"], true, "{k}: echo differs from the request: {v}");
+        assert_eq!(v["response_bytes"], v["request_bytes"], "{k}: {v}");
+        assert_eq!(v["sized_equal"], true, "{k}: generated answer differs: {v}");
+        assert_eq!(v["seen"]["authority"], AUTHORITY, "{k}: :authority: {v}");
+        let left = int(&v["seen"], "time_remaining_ms");
+        assert!(
+            (1..=10_500).contains(&left),
+            "{k}: the 10 s deadline (grpc-timeout) did not reach the server: {v}"
+        );
+
+        let v = at("server_stream");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        assert_eq!(v["count"], v["expected"], "{k}: {v}");
+        assert_eq!(v["count"], 100, "{k}: {v}");
+        assert_eq!(v["in_order"], true, "{k}: {v}");
+
+        let v = at("client_stream");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        assert_eq!(v["count"], v["sent"], "{k}: {v}");
+        assert_eq!(v["sum"], v["sent_sum"], "{k}: {v}");
+        assert_eq!(v["bytes"], v["sent_bytes"], "{k}: {v}");
+        assert_eq!(v["sha256_equal"], true, "{k}: {v}");
+
+        let v = at("bidi");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        assert_eq!((int(v, "echoed"), int(v, "sent")), (50, 50), "{k}: {v}");
+        assert_eq!(v["equal"], true, "{k}: {v}");
+        assert_eq!(v["extra_after_close"], 0, "{k}: {v}");
+
+        // The server sleeps 3 s past a 500 ms deadline: the client gives up on time, the
+        // deadline reached the server (grpc-timeout), and the proxy's reset ended the server's
+        // call early (it never finished its sleep).
+        let v = at("deadline");
+        assert_eq!(v["code"], "DEADLINE_EXCEEDED", "{k}: {v}");
+        let elapsed = int(v, "elapsed_ms");
+        assert!(
+            (450..2000).contains(&elapsed),
+            "{k}: DEADLINE_EXCEEDED after {elapsed} ms for a 500 ms deadline: {v}"
+        );
+        let left = int(v, "server_time_remaining_ms");
+        assert!((1..=600).contains(&left), "{k}: grpc-timeout: {v}");
+        assert_eq!(v["server_saw_end"], true, "{k}: {v}");
+        assert_eq!(v["server_finished"], false, "{k}: {v}");
+        assert!(int(v, "server_run_ms") < 2500, "{k}: {v}");
+
+        let v = at("cancel");
+        assert_eq!(v["code"], "CANCELLED", "{k}: {v}");
+        assert_eq!(v["received_before_cancel"], 3, "{k}: {v}");
+        assert_eq!(
+            v["server_observed_cancel"], true,
+            "{k}: the client's cancel did not reach the server: {v}"
+        );
+        assert_eq!(v["server_finished"], false, "{k}: {v}");
+
+        let v = at("big");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        assert_eq!(
+            (int(v, "request_bytes"), int(v, "response_bytes")),
+            (4 << 20, 4 << 20),
+            "{k}: {v}"
+        );
+        assert_eq!(v["equal"], true, "{k}: 4 MiB echo differs: {v}");
+        assert_eq!(int(v, "download_bytes"), 4 << 20, "{k}: {v}");
+        assert_eq!(v["download_equal"], true, "{k}: {v}");
+
+        // The server answers none of the 1,000 calls before all are in flight at once.
+        let v = at("concurrent");
+        assert_eq!(v["ok"], 1000, "{k}: {v}");
+        assert_eq!(
+            v["peak_in_flight"], 1000,
+            "{k}: the 1,000 calls were not all in flight at the upstream together: {v}"
+        );
+
+        let v = at("status");
+        for case in v["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain([&v["midstream"]])
+        {
+            assert_eq!(case["code"], case["want_code"], "{k}: status: {case}");
+            assert_eq!(
+                case["message"], case["want_message"],
+                "{k}: message: {case}"
+            );
+        }
+        assert_eq!(v["midstream"]["messages"], 2, "{k}: {v}");
+        assert_eq!(v["all_match"], true, "{k}: {v}");
+
+        let v = at("metadata");
+        assert_eq!(v["code"], "OK", "{k}: {v}");
+        let got = &v["server_received"];
+        assert_eq!(got["x-custom"], json!(["hello metadata"]), "{k}: {v}");
+        assert_eq!(got["x-multi"], json!(["one", "two"]), "{k}: {v}");
+        assert_eq!(got["x-blob-bin"], json!([v["blob_sent"]]), "{k}: {v}");
+        assert_eq!(v["server_authority"], AUTHORITY, "{k}: {v}");
+        let left = int(v, "server_time_remaining_ms");
+        assert!((25_000..=31_000).contains(&left), "{k}: grpc-timeout: {v}");
+        assert_eq!(
+            v["initial"]["x-initial"],
+            json!(["from server"]),
+            "{k}: {v}"
+        );
+        assert_eq!(
+            v["initial"]["x-echo-x-custom"],
+            json!(["hello metadata"]),
+            "{k}: {v}"
+        );
+        assert_eq!(v["trailing"]["x-trailer"], "bye", "{k}: {v}");
+        assert_eq!(v["trailing"]["x-count"], "3", "{k}: {v}");
+
+        // Everything above ran on the client's one channel: one downstream connection.
+        let stats = proxy.stats();
+        assert_eq!(
+            stats.get("http.grpc.downstream_cx_total"),
+            Some(&1),
+            "{k}: the client's one channel should be one connection"
+        );
+        assert!(
+            stats
+                .get("http.grpc.downstream_rq_total")
+                .is_some_and(|&n| n >= 1000),
+            "{k}: downstream_rq_total {:?}",
+            stats.get("http.grpc.downstream_rq_total")
+        );
+        eprintln!("{k}: every gRPC scenario passed in {:?}", started.elapsed());
+    }
+}
+
+/// A cluster whose only endpoint refuses connections: the proxy answers the gRPC call itself,
+/// gRPC-shaped (HTTP 200, grpc-status 14), so the client sees UNAVAILABLE with a message.
+#[test]
+fn grpc_without_a_healthy_upstream_is_unavailable() {
+    const TEST: &str = "grpc_without_a_healthy_upstream_is_unavailable";
+    if !have_grpcio(TEST) {
+        return;
+    }
+    for kind in kinds(TEST) {
+        let (admin, port) = (free_port(), free_port());
+        let boot = bootstrap(
+            admin,
+            vec![grpc_listener("dead", port)],
+            vec![cluster("dead", &[(refused_port(), 1)], h2_upstream())],
+        );
+        let proxy = HttpProxy::start(kind, "grpc-dead", &boot);
+        let k = kind.name();
+        let v = &call(port, "ping")["ping"];
+        assert_eq!(v["code"], "UNAVAILABLE", "{k}: {v}");
+        assert!(
+            !v["message"].as_str().unwrap_or_default().is_empty(),
+            "{k}: UNAVAILABLE without a message: {v}"
+        );
+        assert!(int(v, "elapsed_ms") < 5000, "{k}: {v}");
+        // The answer came from the proxy (it took the request and failed to connect), not from
+        // a client that never reached it.
+        let stats = proxy.stats();
+        assert!(
+            stats
+                .get("http.dead.downstream_rq_total")
+                .is_some_and(|&n| n >= 1),
+            "{k}: the proxy saw no request"
+        );
+        assert!(
+            stats
+                .get("cluster.dead.upstream_cx_connect_fail")
+                .is_some_and(|&n| n >= 1),
+            "{k}: no failed upstream connect counted"
+        );
+    }
+}
