@@ -262,6 +262,11 @@ class Conn:
             self.closed = "EOF"
             raise Closed(self.closed)
         self.rbuf += chunk
+        if not self.frames and self.rbuf.startswith(b"HTTP/"):
+            line = bytes(self.rbuf).split(b"\r\n", 1)[0].decode("latin-1")
+            self.protocol_violation = f"server answered in HTTP/1: {line!r}"
+            self.rbuf.clear()
+            return True
         buf, at = self.rbuf, 0
         while len(buf) - at >= 9:
             n = int.from_bytes(buf[at:at + 3], "big")
@@ -667,14 +672,29 @@ def _(c):
     return expect_goaway(k, PROTOCOL_ERROR, close_ok=True)
 
 
-@case("preface_trickled", "3.4", "preface and SETTINGS one byte per write, then GET /",
-      "response 200")
-def _(c):
+def trickle(c: Ctx, first: int):
+    """Sends the preface's first `first` bytes, pauses 0.1 s, then the rest and SETTINGS one
+    byte per write (1 ms apart); then GET /."""
     k = c.raw()
-    for b in PREFACE + settings():
+    k.send(PREFACE[:first])
+    time.sleep(0.1)
+    for b in PREFACE[first:] + settings():
         k.send(bytes([b]))
+        time.sleep(0.001)
     k.handshake()
     return get_on(c, k)
+
+
+@case("preface_trickled", "3.4", "preface's first 16 bytes, a pause, then the rest of it and "
+      "SETTINGS one byte per write; GET /", "response 200")
+def _(c):
+    return trickle(c, 16)
+
+
+@case("preface_split_early", "3.3, 3.4", "'PR', a pause, then the rest of the preface and SETTINGS "
+      "one byte per write; GET /", "response 200 (TCP may split the preface anywhere)")
+def _(c):
+    return trickle(c, 2)
 
 
 # -- §6.5 SETTINGS
@@ -1050,7 +1070,8 @@ def _(c):
 
 # -- §5.1 stream states and identifiers
 
-@case("data_on_idle_stream", "5.1, 6.1", "DATA on idle stream 1", "GOAWAY(PROTOCOL_ERROR)")
+@case("data_on_idle_stream", "5.1, 6.1", "DATA on idle stream 1",
+      "GOAWAY(PROTOCOL_ERROR) (§5.1, idle) or GOAWAY(STREAM_CLOSED) (§6.1)")
 def _(c):
     k = c.conn()
     k.send(data(1, b"abc"))
