@@ -20,6 +20,7 @@ enum Goaway {
     /// (not MUST) send GOAWAY first. The suite reports such passes as lenient.
     MayOmit,
     /// A lenient pass counts as a failure: every connection error must come with its GOAWAY.
+    #[allow(dead_code)] // for shardproxy, once it is in PROXIES
     Required,
 }
 
@@ -85,13 +86,20 @@ fn bootstrap(port: u16, stall_port: u16, admin: u16, echo: u16, blackhole: u16) 
             }}),
         ),
     );
-    merge(&mut stall, json!({"per_connection_buffer_limit_bytes": 32768}));
+    merge(
+        &mut stall,
+        json!({"per_connection_buffer_limit_bytes": 32768}),
+    );
     common::bootstrap(
         admin,
         vec![main, stall],
         vec![
             cluster("echo", &[(echo, 1)], json!({})),
-            cluster("stall", &[(blackhole, 1)], json!({"connect_timeout": "30s"})),
+            cluster(
+                "stall",
+                &[(blackhole, 1)],
+                json!({"connect_timeout": "30s"}),
+            ),
         ],
     )
 }
@@ -148,8 +156,8 @@ fn h2_frame_level_conformance() {
             ],
             Duration::from_secs(90),
         );
-        let results: BTreeMap<String, Value> = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| {
+        let results: BTreeMap<String, Value> =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
                 panic!(
                     "{}: the suite printed no JSON ({e}); stdout:\n{}\nstderr:\n{}",
                     kind.name(),
