@@ -53,6 +53,10 @@ pub struct HttpConnectionManager {
     /// `common_http_protocol_options.headers_with_underscores_action`.
     pub headers_with_underscores: UnderscoreHeaders,
     pub http1: Http1Options,
+    /// `codec_type`.
+    pub codec: Codec,
+    /// `http2_protocol_options`.
+    pub http2: Http2Options,
     pub path: PathPolicy,
     /// `upgrade_configs`: each lower-cased `upgrade_type` (e.g. `websocket`) and whether it is
     /// enabled unless a route says otherwise. Types not listed are never upgraded.
@@ -111,6 +115,41 @@ pub struct ClientCertDetails {
     pub subject: bool,
     pub uri: bool,
     pub dns: bool,
+}
+
+/// `codec_type`: which codec serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/2 when TLS negotiated `h2` or the connection opens with the HTTP/2 preface, else
+    /// HTTP/1.1.
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// HTTP/2 codec options (`http2_protocol_options`), Envoy's defaults where unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Options {
+    /// SETTINGS_HEADER_TABLE_SIZE (`hpack_table_size`, default 4096).
+    pub hpack_table_size: u32,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (default 2^31 - 1).
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE (default 256 MiB; shards cap it at the listener's buffer
+    /// limit, so no stream holds more than that unforwarded).
+    pub initial_stream_window_size: u32,
+    /// The connection's window (default 256 MiB; capped the same way).
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Self {
+            hpack_table_size: 4096,
+            max_concurrent_streams: (1 << 31) - 1,
+            initial_stream_window_size: 256 << 20,
+            initial_connection_window_size: 256 << 20,
+        }
+    }
 }
 
 /// HTTP/1 codec options (`http_protocol_options`).

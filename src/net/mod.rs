@@ -8,4 +8,5 @@ pub mod listener;
 pub mod listener_filters;
 pub mod relay;
 pub mod tls;
+pub mod tokio_io;
 pub mod transport;

@@ -1,14 +1,23 @@
 //! Stream layer: a request body as the router reads it, whatever codec it came from — chunks
 //! as they arrive, then trailers; kept for replay (retries, shadows) while it fits the buffer
 //! limit.
-use std::{future::pending, time::Instant};
+use std::{
+    future::{pending, poll_fn},
+    time::Instant,
+};
 
 use bytes::Bytes;
+use futures_lite::future;
+use h2::{server::SendResponse, RecvStream};
 
 use super::headers::Headers;
 use crate::{
     net::buffered::{Buffered, IoFailure},
-    protocol::http1::{BodyDecoder, BodyError, BodyEvent, Framing, Limits},
+    protocol::{
+        http1::{BodyDecoder, BodyError, BodyEvent, Framing, Limits},
+        http2,
+    },
+    rt::timer,
 };
 
 /// Most pipelined bytes buffered from an HTTP/1 client while its response is awaited.
@@ -30,6 +39,16 @@ enum Source<'d> {
     Http1 {
         conn: &'d mut Buffered,
         decoder: BodyDecoder,
+    },
+    /// HTTP/2: the stream's DATA frames. The flow-control window a chunk took is given back
+    /// when the next one is asked for (the router has sent it on by then), so a client can
+    /// never have more than a window in flight here.
+    Http2 {
+        recv: RecvStream,
+        /// Where a reset of the stream by the client shows.
+        respond: &'d mut SendResponse<Bytes>,
+        /// Bytes handed out and not yet given back to the window.
+        unreleased: usize,
     },
     /// Read in full already (a shadow's copy): everything is in `replay`.
     Complete,
@@ -60,6 +79,21 @@ impl<'d> RequestBody<'d> {
             decoder: BodyDecoder::new(framing, limits),
         };
         Self::new(source, matches!(framing, Framing::Empty), replay_limit)
+    }
+
+    /// The body of an HTTP/2 request stream (`respond` answers it).
+    pub fn http2(
+        recv: RecvStream,
+        respond: &'d mut SendResponse<Bytes>,
+        replay_limit: usize,
+    ) -> Self {
+        let done = recv.is_end_stream();
+        let source = Source::Http2 {
+            recv,
+            respond,
+            unreleased: 0,
+        };
+        Self::new(source, done, replay_limit)
     }
 
     /// A body known in full: `chunks`, then `trailers`.
@@ -100,8 +134,23 @@ impl<'d> RequestBody<'d> {
             if self.done {
                 return Ok(None);
             }
-            let Source::Http1 { conn, decoder } = &mut self.source else {
-                return Ok(None);
+            let (conn, decoder) = match &mut self.source {
+                Source::Http1 { conn, decoder } => (conn, decoder),
+                Source::Http2 {
+                    recv, unreleased, ..
+                } => match next_frame(recv, unreleased, deadline).await? {
+                    Frame::Data(chunk) if chunk.is_empty() => continue,
+                    Frame::Data(chunk) => {
+                        self.keep(&chunk);
+                        return Ok(Some(chunk));
+                    }
+                    Frame::End(trailers) => {
+                        self.done = true;
+                        self.trailers = trailers;
+                        return Ok(None);
+                    }
+                },
+                Source::Complete => return Ok(None),
             };
             match decoder.decode(&mut conn.buf) {
                 Ok(BodyEvent::Data(chunk)) => {
@@ -127,8 +176,13 @@ impl<'d> RequestBody<'d> {
     /// Completes when the client goes away (closes or resets). An HTTP/1 client's pipelined
     /// next requests are kept meanwhile, up to a bound; a complete body has no client.
     pub async fn client_gone(&mut self) {
-        let Source::Http1 { conn, .. } = &mut self.source else {
-            return pending().await;
+        let conn = match &mut self.source {
+            Source::Http1 { conn, .. } => conn,
+            Source::Http2 { respond, .. } => {
+                let _ = poll_fn(|cx| respond.poll_reset(cx)).await;
+                return;
+            }
+            Source::Complete => return pending().await,
         };
         while conn.buf.len() < CLIENT_READ_AHEAD {
             match conn.fill().await {
@@ -151,4 +205,54 @@ impl<'d> RequestBody<'d> {
             replay.push(chunk.clone());
         }
     }
+}
+
+/// What an HTTP/2 request stream yielded.
+enum Frame {
+    Data(Bytes),
+    /// The stream ended, with these trailers.
+    End(Option<Headers>),
+}
+
+/// The next DATA frame (or the end) of an HTTP/2 request stream, after giving back the window
+/// the previous chunk took.
+async fn next_frame(
+    recv: &mut RecvStream,
+    unreleased: &mut usize,
+    deadline: Option<Instant>,
+) -> Result<Frame, BodyFailure> {
+    if *unreleased > 0 {
+        let _ = recv.flow_control().release_capacity(*unreleased);
+        *unreleased = 0;
+    }
+    match within(deadline, poll_fn(|cx| recv.poll_data(cx))).await? {
+        Some(Ok(chunk)) => {
+            *unreleased = chunk.len();
+            Ok(Frame::Data(chunk))
+        }
+        // The client reset the stream (or its connection failed).
+        Some(Err(_)) => Err(BodyFailure::Disconnected),
+        None => {
+            let trailers = within(deadline, poll_fn(|cx| recv.poll_trailers(cx))).await?;
+            match trailers {
+                Ok(trailers) => Ok(Frame::End(trailers.as_ref().map(http2::trailers))),
+                Err(_) => Err(BodyFailure::Disconnected),
+            }
+        }
+    }
+}
+
+/// Runs `work` until `deadline`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, BodyFailure> {
+    let Some(deadline) = deadline else {
+        return Ok(work.await);
+    };
+    future::or(async { Ok(work.await) }, async {
+        timer::sleep_until(deadline).await;
+        Err(BodyFailure::TimedOut)
+    })
+    .await
 }

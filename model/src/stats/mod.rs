@@ -334,8 +334,10 @@ stat_scope!(
     HttpCells {
         downstream_cx_total: Counter,
         downstream_cx_http1_total: Counter,
+        downstream_cx_http2_total: Counter,
         downstream_cx_active: Gauge,
         downstream_cx_http1_active: Gauge,
+        downstream_cx_http2_active: Gauge,
         downstream_cx_destroy: Counter,
         downstream_cx_destroy_remote: Counter,
         downstream_cx_destroy_local: Counter,
@@ -348,6 +350,7 @@ stat_scope!(
         downstream_cx_upgrades_active: Gauge,
         downstream_rq_total: Counter,
         downstream_rq_http1_total: Counter,
+        downstream_rq_http2_total: Counter,
         downstream_rq_active: Gauge,
         downstream_rq_completed: Counter,
         downstream_rq_1xx: Counter,

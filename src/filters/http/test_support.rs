@@ -6,8 +6,8 @@ use bytes::Bytes;
 use model::{
     filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
     http::{
-        EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, HttpConnectionManager,
-        PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
+        Codec, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, Http2Options,
+        HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
     },
     route::{
         ClusterSpecifier, DirectResponse, Forward, HeaderMutations, HostRewrite, Route,
@@ -107,6 +107,8 @@ impl World {
             max_requests_per_connection: None,
             max_headers_count: 100,
             headers_with_underscores: UnderscoreHeaders::Allow,
+            codec: Codec::Auto,
+            http2: Http2Options::default(),
             http1: Http1Options::default(),
             path: PathPolicy {
                 normalize: false,

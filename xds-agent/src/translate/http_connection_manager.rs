@@ -5,7 +5,9 @@ use std::{collections::HashSet, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
-        config::core::v3::http_protocol_options::HeadersWithUnderscoresAction,
+        config::core::v3::{
+            http_protocol_options::HeadersWithUnderscoresAction, Http2ProtocolOptions,
+        },
         extensions::filters::network::http_connection_manager::v3::{
             http_connection_manager::{
                 CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
@@ -25,8 +27,8 @@ use crate::names;
 use model::{
     filters::HttpFilter,
     http::{
-        ClientCertDetails, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
-        HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
+        ClientCertDetails, Codec, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
+        Http2Options, HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
     },
     DiscoveredBy,
 };
@@ -96,16 +98,21 @@ pub(super) fn http_connection_manager(
     let mut p = Problems { url, errors };
     let before = p.count();
     let at = |field: &str| format!("{path}.{field}");
-    match config.codec_type() {
-        CodecType::Auto | CodecType::Http1 => {}
-        other => p.add(
-            at("codec_type"),
-            format!(
-                "codec_type {} is not supported yet: only HTTP/1.1 is served (AUTO and HTTP1)",
-                other.as_str_name()
-            ),
-        ),
-    }
+    let codec = match config.codec_type() {
+        CodecType::Auto => Codec::Auto,
+        CodecType::Http1 => Codec::Http1,
+        CodecType::Http2 => Codec::Http2,
+        other => {
+            p.add(
+                at("codec_type"),
+                format!(
+                    "codec_type {} is not supported: HTTP/1.1 and HTTP/2 are served (AUTO, HTTP1, HTTP2)",
+                    other.as_str_name()
+                ),
+            );
+            Codec::Auto
+        }
+    };
     if config.stat_prefix.is_empty() {
         p.add(at("stat_prefix"), "stat_prefix is required");
     }
@@ -204,6 +211,8 @@ pub(super) fn http_connection_manager(
             HeadersWithUnderscoresAction::RejectRequest => UnderscoreHeaders::RejectRequest,
             HeadersWithUnderscoresAction::DropHeader => UnderscoreHeaders::DropHeader,
         },
+        codec,
+        http2: http2_options(config.http2_protocol_options.as_ref()),
         http1: Http1Options {
             accept_http_10: http1.accept_http_10,
             enable_trailers: http1.enable_trailers,
@@ -334,4 +343,31 @@ fn http_filter_chain(
         }
     }
     out
+}
+
+/// `http2_protocol_options`, Envoy's defaults for what is unset.
+fn http2_options(proto: Option<&Http2ProtocolOptions>) -> Http2Options {
+    let defaults = Http2Options::default();
+    let Some(proto) = proto else {
+        return defaults;
+    };
+    let or = |value: Option<u32>, default: u32| value.unwrap_or(default);
+    Http2Options {
+        hpack_table_size: or(
+            proto.hpack_table_size.map(|v| v.value),
+            defaults.hpack_table_size,
+        ),
+        max_concurrent_streams: or(
+            proto.max_concurrent_streams.map(|v| v.value),
+            defaults.max_concurrent_streams,
+        ),
+        initial_stream_window_size: or(
+            proto.initial_stream_window_size.map(|v| v.value),
+            defaults.initial_stream_window_size,
+        ),
+        initial_connection_window_size: or(
+            proto.initial_connection_window_size.map(|v| v.value),
+            defaults.initial_connection_window_size,
+        ),
+    }
 }

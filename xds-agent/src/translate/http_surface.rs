@@ -12,13 +12,18 @@ use crate::names;
 const NO_TRACING: &str = "tracing only; shardproxy does not trace";
 /// Why runtime keys are ignored.
 const NO_RUNTIME: &str = "no runtime: the default value applies";
+/// Why HTTP/2 flood limits are ignored.
+const H2_FLOODS: &str = "the h2 crate applies its own flood limits";
 /// Why metadata is ignored.
 const METADATA: &str = "read only by filters that are not supported";
 
 /// Accepted-and-ignored fields, and why each is harmless:
-/// - `HttpConnectionManager.http2_protocol_options`, `.http3_protocol_options`: read only by
-///   the HTTP/2 and HTTP/3 codecs; `codec_type` HTTP2/HTTP3 are rejected and AUTO serves
-///   HTTP/1.1 only.
+/// - `HttpConnectionManager.http3_protocol_options`: read only by the HTTP/3 codec;
+///   `codec_type` HTTP3 is rejected.
+/// - `Http2ProtocolOptions` flood limits (`max_outbound_frames`, `max_outbound_control_frames`,
+///   `max_consecutive_inbound_frames_with_empty_payload`, `max_inbound_priority_frames_per_stream`,
+///   `max_inbound_window_update_frames_per_data_frame_sent`): the `h2` crate applies its own
+///   limits to these floods (reset and GOAWAY).
 /// - `Router.dynamic_stats`, `.start_child_span`: stats and tracing only.
 /// - `RouteConfiguration.metadata`, `VirtualHost.metadata`, `Route.metadata`: opaque data only
 ///   unsupported filters read.
@@ -61,14 +66,30 @@ pub const SURFACE: &[Surface] = &[
             "forward_client_cert_details",
             "set_current_client_cert_details",
             "access_log",
+            "http2_protocol_options",
         ],
         ignored: &[
-            ("http2_protocol_options", "read only by the HTTP/2 codec (not served)"),
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
             (
                 "drain_timeout",
                 "HTTP/1.1 connections close on drain at once when idle or after their response",
             ),
+        ],
+    },
+    Surface {
+        message: "envoy.config.core.v3.Http2ProtocolOptions",
+        supported: &[
+            "hpack_table_size",
+            "max_concurrent_streams",
+            "initial_stream_window_size",
+            "initial_connection_window_size",
+        ],
+        ignored: &[
+            ("max_outbound_frames", H2_FLOODS),
+            ("max_outbound_control_frames", H2_FLOODS),
+            ("max_consecutive_inbound_frames_with_empty_payload", H2_FLOODS),
+            ("max_inbound_priority_frames_per_stream", H2_FLOODS),
+            ("max_inbound_window_update_frames_per_data_frame_sent", H2_FLOODS),
         ],
     },
     Surface {

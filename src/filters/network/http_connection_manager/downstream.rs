@@ -1,14 +1,19 @@
 //! HTTP connection manager: the client side of one stream, whatever codec carries it — where
 //! its request body comes from, and where its response goes (heads, body chunks, trailers),
 //! in the client's own framing.
-use std::io;
+use std::{future::poll_fn, io};
 
 use bytes::Bytes;
+use h2::{server::SendResponse, RecvStream, SendStream};
+use http::HeaderMap;
 
 use super::respond::{self, Outgoing};
 use crate::{
     net::buffered::Buffered,
-    protocol::http1::{self, encode_chunk, encode_last_chunk, encode_response_head, Framing},
+    protocol::{
+        http1::{self, encode_chunk, encode_last_chunk, encode_response_head, Framing},
+        http2,
+    },
     stream::{
         body::RequestBody,
         headers::{Headers, ResponseHead, Version},
@@ -22,6 +27,12 @@ const FLUSH_BYTES: usize = 64 << 10;
 pub enum Downstream<'a> {
     /// An HTTP/1 connection, which carries one stream at a time.
     Http1(&'a mut Buffered),
+    /// An HTTP/2 stream.
+    Http2 {
+        respond: SendResponse<Bytes>,
+        /// The request body, until the router takes it.
+        body: Option<RecvStream>,
+    },
 }
 
 impl Downstream<'_> {
@@ -29,6 +40,11 @@ impl Downstream<'_> {
     pub async fn send_continue(&mut self) -> io::Result<()> {
         match self {
             Downstream::Http1(conn) => conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await,
+            Downstream::Http2 { respond, .. } => {
+                let mut interim = http::Response::new(());
+                *interim.status_mut() = http::StatusCode::CONTINUE;
+                respond.send_informational(interim).map_err(h2_error)
+            }
         }
     }
 
@@ -41,6 +57,10 @@ impl Downstream<'_> {
     ) -> RequestBody<'_> {
         match self {
             Downstream::Http1(conn) => RequestBody::http1(conn, framing, limits, replay_limit),
+            Downstream::Http2 { respond, body } => {
+                let recv = body.take().expect("one request body per stream");
+                RequestBody::http2(recv, respond, replay_limit)
+            }
         }
     }
 
@@ -57,6 +77,18 @@ impl Downstream<'_> {
                 let mut out = Vec::with_capacity(256 + body.len());
                 respond::encode_complete(head, body, keep_alive, is_head, &mut out);
                 conn.write_all(&out).await.map(|()| out.len())
+            }
+            Downstream::Http2 { respond, .. } => {
+                let no_body = matches!(head.status, 204 | 304);
+                let empty = is_head || body.is_empty() || no_body;
+                let length = (!no_body).then_some(body.len() as u64);
+                let mut send = respond
+                    .send_response(http2::response(head, length), empty)
+                    .map_err(h2_error)?;
+                match empty {
+                    true => Ok(0),
+                    false => send_all(&mut send, Bytes::copy_from_slice(body), true).await,
+                }
             }
         }
     }
@@ -85,6 +117,21 @@ impl Downstream<'_> {
                 let chunked = matches!(framing, Framing::Chunked);
                 (ResponseWriter::Http1 { conn, out, chunked }, keep_alive)
             }
+            Downstream::Http2 { respond, .. } => {
+                let empty = matches!(upstream_framing, Framing::Empty);
+                let length = match upstream_framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                };
+                let send = respond.send_response(http2::response(head, length), empty);
+                let writer = ResponseWriter::Http2 {
+                    // A stream the client already reset fails at the first flush.
+                    send: send.ok().filter(|_| !empty),
+                    queue: Vec::new(),
+                    end: None,
+                };
+                (writer, true)
+            }
         }
     }
 
@@ -97,6 +144,7 @@ impl Downstream<'_> {
                 encode_response_head(head, &Framing::Empty, true, &mut out);
                 conn.write_all(&out).await.map(|()| out.len())
             }
+            Downstream::Http2 { .. } => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 }
@@ -107,6 +155,13 @@ pub enum ResponseWriter<'a> {
         conn: &'a mut Buffered,
         out: Outgoing,
         chunked: bool,
+    },
+    Http2 {
+        /// `None` when the head ended the stream (or the client reset it).
+        send: Option<SendStream<Bytes>>,
+        queue: Vec<Bytes>,
+        /// Set by `finish`: the trailers to end the stream with (an empty block: none).
+        end: Option<HeaderMap>,
     },
 }
 
@@ -121,6 +176,11 @@ impl ResponseWriter<'_> {
                 }
                 out.len() >= FLUSH_BYTES
             }
+            // Each chunk goes out as the client's window allows before the next is read.
+            ResponseWriter::Http2 { queue, .. } => {
+                queue.push(chunk);
+                true
+            }
         }
     }
 
@@ -132,6 +192,9 @@ impl ResponseWriter<'_> {
                     encode_last_chunk(trailers, out.bytes());
                 }
             }
+            ResponseWriter::Http2 { end, .. } => {
+                *end = Some(trailers.map(http2::header_map).unwrap_or_default());
+            }
         }
     }
 
@@ -142,6 +205,52 @@ impl ResponseWriter<'_> {
                 true => Ok(0),
                 false => out.write_to(conn).await,
             },
+            ResponseWriter::Http2 { send, queue, end } => {
+                let Some(stream) = send else {
+                    return match queue.is_empty() && end.is_none() {
+                        true => Ok(0),
+                        false => Err(io::ErrorKind::BrokenPipe.into()),
+                    };
+                };
+                let mut written = 0;
+                for chunk in queue.drain(..) {
+                    written += send_all(stream, chunk, false).await?;
+                }
+                if let Some(trailers) = end.take() {
+                    let ended = match trailers.is_empty() {
+                        true => stream.send_data(Bytes::new(), true),
+                        false => stream.send_trailers(trailers),
+                    };
+                    ended.map_err(h2_error)?;
+                    *send = None;
+                }
+                Ok(written)
+            }
         }
     }
+}
+
+/// Sends `data` as the stream's window allows (waiting for WINDOW_UPDATEs: a slow client
+/// slows the sender, nothing piles up here); `end` ends the stream with its last byte.
+async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> io::Result<usize> {
+    let len = data.len();
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(h2_error(e)),
+            None => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        send.send_data(chunk, end && data.is_empty())
+            .map_err(h2_error)?;
+    }
+    Ok(len)
+}
+
+fn h2_error(error: h2::Error) -> io::Error {
+    io::Error::other(error)
 }

@@ -1,9 +1,12 @@
 //! `envoy.filters.network.http_connection_manager`: a downstream connection's streams, each
 //! through admission, filters and the router (`stream`), answered through the codec that
-//! carries it (`downstream`); the HTTP/1.1 codec's request loop is in `http1`.
+//! carries it (`downstream`). The codec is the configured one, or under `AUTO` HTTP/2 when
+//! TLS negotiated `h2` or the client opens with the HTTP/2 preface, else HTTP/1.1; their
+//! connection loops are `http1` and `http2`.
 mod downstream;
 mod forwarding;
 mod http1;
+mod http2;
 mod log;
 mod path;
 mod respond;
@@ -17,7 +20,7 @@ use std::{cell::OnceCell, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
 use bytes::Bytes;
 use futures_lite::future;
 use model::{
-    http::{ForwardClientCert, HttpConnectionManager},
+    http::{Codec, ForwardClientCert, HttpConnectionManager},
     route::ClientCertificateState,
     stats::{add, dec, inc, HttpCells},
     tls_info::DownstreamTls,
@@ -29,7 +32,7 @@ use routes::RouteSource;
 use crate::{
     context::ShardContext,
     net::{
-        buffered::Buffered,
+        buffered::{deadline, Buffered},
         connection::Accepted,
         drain::DrainSignal,
         relay::{relay, RelayLimits, RelayObserver},
@@ -104,9 +107,7 @@ pub async fn run(
     let stream = accepted.transport;
     let stats = hcm.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
-    inc(&stats.downstream_cx_http1_total);
     inc(&stats.downstream_cx_active);
-    inc(&stats.downstream_cx_http1_active);
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // The local address costs a syscall; only access logs read it.
@@ -145,24 +146,76 @@ pub async fn run(
         tls: tls.filter(|_| reads_tls).map(|t| t.info()),
         xfcc: OnceCell::new(),
     };
+    let negotiated_h2 = tls.is_some_and(|t| t.connection().alpn_protocol() == Some(b"h2"));
     let mut conn = Buffered::new(stream);
+    let codec = match hcm.codec {
+        Codec::Http1 => Codec::Http1,
+        Codec::Http2 => Codec::Http2,
+        Codec::Auto if negotiated_h2 => Codec::Http2,
+        Codec::Auto => sniff(&mut conn, hcm).await,
+    };
+    let (total, active) = match codec {
+        Codec::Http2 => (
+            &stats.downstream_cx_http2_total,
+            &stats.downstream_cx_http2_active,
+        ),
+        _ => (
+            &stats.downstream_cx_http1_total,
+            &stats.downstream_cx_http1_active,
+        ),
+    };
+    inc(total);
+    inc(active);
     // At the end of the drain time a request still in progress ends with its connection.
     let drained = async {
         drain.closed().await;
         Ended::DrainClosed
     };
-    match future::or(http1::serve(&connection, &mut conn), drained).await {
-        Ended::Closed => {}
-        Ended::DrainClosed => inc(&stats.downstream_cx_destroy_local),
-        Ended::Upgrade {
-            upstream,
-            buffer_limit,
-        } => upgraded(&connection, conn, upstream, buffer_limit).await,
+    let ended = match codec {
+        Codec::Http2 => future::or(http2::serve(&connection, conn), drained).await,
+        _ => {
+            let served = future::or(http1::serve(&connection, &mut conn), drained).await;
+            if let Ended::Upgrade {
+                upstream,
+                buffer_limit,
+            } = served
+            {
+                upgraded(&connection, conn, upstream, buffer_limit).await;
+                Ended::Closed
+            } else {
+                served
+            }
+        }
+    };
+    if let Ended::DrainClosed = ended {
+        inc(&stats.downstream_cx_destroy_local);
     }
     model::stats::record_duration(&stats.downstream_cx_length_ms, opened.elapsed());
-    dec(&stats.downstream_cx_http1_active);
+    dec(active);
     dec(&stats.downstream_cx_active);
     inc(&stats.downstream_cx_destroy);
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `AUTO` on a connection without ALPN: HTTP/2 when its first bytes are the HTTP/2 preface,
+/// read until they are all there or one differs (what is read stays for the codec).
+async fn sniff(conn: &mut Buffered, hcm: &HttpConnectionManager) -> Codec {
+    let deadline = deadline(hcm.timeouts.idle);
+    loop {
+        let seen = conn.buf.len().min(PREFACE.len());
+        if conn.buf[..seen] != PREFACE[..seen] {
+            return Codec::Http1;
+        }
+        if seen == PREFACE.len() {
+            return Codec::Http2;
+        }
+        // A close or a timeout is the HTTP/1 loop's to report.
+        if !matches!(conn.fill_until(deadline).await, Ok(n) if n > 0) {
+            return Codec::Http1;
+        }
+    }
 }
 
 /// Relays an upgraded (101) connection until both sides close: bytes already buffered on

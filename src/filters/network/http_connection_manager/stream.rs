@@ -154,7 +154,10 @@ pub async fn serve(
         downstream,
     };
     inc(&stats.downstream_rq_total);
-    inc(&stats.downstream_rq_http1_total);
+    match &s.downstream {
+        Downstream::Http1(_) => inc(&stats.downstream_rq_http1_total),
+        Downstream::Http2 { .. } => inc(&stats.downstream_rq_http2_total),
+    }
     let active = ActiveRequest::count(stats);
     let mut exchange = Exchange::start();
     let ParsedRequest {
