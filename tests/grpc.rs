@@ -20,9 +20,8 @@ use common::{
 };
 use serde_json::{json, Value};
 
-/// The proxies every gRPC test runs against. shardproxy has no HTTP/2 yet: add
-/// `Kind::Shardproxy` here when it lands.
-const KINDS: &[Kind] = &[Kind::Envoy];
+/// The proxies every gRPC test runs against: Envoy (the reference), then shardproxy.
+const KINDS: &[Kind] = &[Kind::Envoy, Kind::Shardproxy];
 
 /// The `:authority` the client sends (checked on the upstream side).
 const AUTHORITY: &str = "grpc.echo.test";
@@ -118,12 +117,17 @@ impl Drop for GrpcServer {
     }
 }
 
-/// Cluster options: the upstream speaks HTTP/2 (gRPC needs it).
+/// Cluster options: the upstream speaks HTTP/2 (gRPC needs it). `max_requests` is raised
+/// from Envoy's 1024: shardproxy gives each shard its share of a threshold (docs/
+/// http-differences.md), and the 1,000 concurrent calls of one connection all land on one.
 fn h2_upstream() -> Value {
-    json!({"typed_extension_protocol_options": {UPSTREAM_HTTP_OPTIONS_KEY: {
-        "@type": UPSTREAM_HTTP_OPTIONS,
-        "explicit_http_config": {"http2_protocol_options": {}},
-    }}})
+    json!({
+        "typed_extension_protocol_options": {UPSTREAM_HTTP_OPTIONS_KEY: {
+            "@type": UPSTREAM_HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+        "circuit_breakers": {"thresholds": [{"max_requests": 4096}]},
+    })
 }
 
 /// A listener named `name` on `port` whose connection manager detects the codec (h2 prior

@@ -307,6 +307,39 @@ pub struct UpstreamHttpOptions {
     /// `upstream_http_protocol_options.auto_sni`: a TLS connection's SNI is the request's
     /// host (pooled connections are kept apart by SNI).
     pub auto_sni: bool,
+    /// Which HTTP version requests go upstream in.
+    pub protocol: UpstreamProtocol,
+    /// The HTTP/2 settings of HTTP/2 upstream connections.
+    pub http2: http::Http2Options,
+}
+
+/// `HttpProtocolOptions.upstream_protocol_options` (and the legacy cluster
+/// `http2_protocol_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// `explicit_http_config.http2_protocol_options`.
+    Http2,
+    /// `use_downstream_protocol_config`: HTTP/2 for HTTP/2 clients, else HTTP/1.1.
+    Downstream,
+}
+
+impl UpstreamHttpOptions {
+    /// Whether a request from a client speaking HTTP/2 (`client_http2`) or not goes upstream
+    /// over HTTP/2.
+    pub fn uses_http2(&self, client_http2: bool) -> bool {
+        match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Downstream => client_http2,
+        }
+    }
+
+    /// Whether trailers cross to or from the upstream: always over HTTP/2, over HTTP/1.1 only
+    /// with `enable_trailers`.
+    pub fn passes_trailers(&self, client_http2: bool) -> bool {
+        self.uses_http2(client_http2) || self.enable_trailers
+    }
 }
 
 impl Default for UpstreamHttpOptions {
@@ -317,6 +350,8 @@ impl Default for UpstreamHttpOptions {
             max_requests_per_connection: None,
             enable_trailers: false,
             auto_sni: false,
+            protocol: UpstreamProtocol::Http1,
+            http2: http::Http2Options::default(),
         }
     }
 }

@@ -184,6 +184,7 @@ async fn send(ctx: Rc<ShardContext>, cluster: Rc<ShardCluster>, shadow: Shadow) 
         framing: &framing,
         is_head_request: head.is_head(),
         retry: None,
+        client_version: Version::Http11,
         deadlines: Deadlines {
             route: Some(deadline),
             request: None,

@@ -1,6 +1,7 @@
-//! Proxy layer: HTTP/1.1 upstream connections — each host's idle keep-alive connections (most
-//! recent first, closed when idle too long or used up) and the cluster's circuit breakers as
-//! this shard's share of Envoy's process-wide thresholds.
+//! Proxy layer: upstream connections — each host's idle HTTP/1.1 keep-alive connections (most
+//! recent first, closed when idle too long or used up), how any protocol's pool gets a
+//! connection within the cluster's circuit breakers (this shard's share of Envoy's
+//! process-wide thresholds), and the lease that counts an open connection.
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
@@ -20,10 +21,11 @@ use model::{
 use super::{
     cluster_manager::{Host, ShardCluster},
     connect,
+    upstream::Http2Pool,
 };
 use crate::{
     context::ShardContext,
-    net::buffered::Buffered,
+    net::{buffered::Buffered, transport::Transport},
     rt::{self, timer},
 };
 
@@ -85,7 +87,8 @@ impl Breakers {
         .await
     }
 
-    fn wake_one(&self) {
+    /// Wakes a request waiting for a connection (a slot or a stream became free).
+    pub fn wake_one(&self) {
         let waiter = self.waiters.borrow_mut().pop_front();
         if let Some(w) = waiter {
             w.wake();
@@ -145,28 +148,40 @@ pub struct Lease {
     _slot: Slot,
 }
 
-impl UpstreamConn {
-    pub fn new(
-        conn: Buffered,
-        sni: Option<&str>,
-        slot: Slot,
-        stats: Arc<ClusterStats>,
-        shard: usize,
-    ) -> Self {
+impl Lease {
+    /// Counts a new connection (`http2`: an HTTP/2 one) holding `slot`.
+    pub fn new(slot: Slot, stats: Arc<ClusterStats>, shard: usize, http2: bool) -> Self {
         let cells = stats.shard(shard);
         inc(&cells.upstream_cx_total);
-        inc(&cells.upstream_cx_http1_total);
+        match http2 {
+            true => inc(&cells.upstream_cx_http2_total),
+            false => inc(&cells.upstream_cx_http1_total),
+        }
         inc(&cells.upstream_cx_active);
+        Self {
+            opened: Instant::now(),
+            stats,
+            shard,
+            _slot: slot,
+        }
+    }
+
+    pub fn cells(&self) -> &ClusterCells {
+        self.stats.shard(self.shard)
+    }
+
+    pub fn breakers(&self) -> &Rc<Breakers> {
+        &self._slot.breakers
+    }
+}
+
+impl UpstreamConn {
+    pub fn new(conn: Buffered, sni: Option<&str>, lease: Lease) -> Self {
         Self {
             conn,
             requests: 0,
             sni: sni.map(Box::from),
-            lease: Lease {
-                opened: Instant::now(),
-                stats,
-                shard,
-                _slot: slot,
-            },
+            lease,
         }
     }
 
@@ -177,7 +192,7 @@ impl UpstreamConn {
     }
 
     pub fn cells(&self) -> &ClusterCells {
-        self.lease.stats.shard(self.lease.shard)
+        self.lease.cells()
     }
 }
 
@@ -194,6 +209,8 @@ impl Drop for Lease {
 #[derive(Default)]
 pub struct HostPool {
     idle: RefCell<Vec<(UpstreamConn, Instant)>>,
+    /// The host's HTTP/2 connections.
+    pub http2: Http2Pool,
     /// A sweeper task is closing connections as they pass the idle timeout.
     sweeping: Cell<bool>,
 }
@@ -234,7 +251,7 @@ pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptio
         inc(&conn.cells().upstream_cx_max_requests);
         return;
     }
-    let breakers = conn.lease._slot.breakers.clone();
+    let breakers = conn.lease.breakers().clone();
     conn.conn.release_idle_buffer();
     host.pool.idle.borrow_mut().push((conn, Instant::now()));
     if let Some(timeout) = options.idle_timeout {
@@ -286,34 +303,60 @@ pub async fn acquire(
     deadline: Option<Instant>,
 ) -> Result<UpstreamConn, Acquire> {
     let config = &cluster.config;
+    let reuse = || host.pool.take(&config.http, sni);
+    let open = async |slot| {
+        let stream = open_transport(ctx, cluster, host, sni).await?;
+        let lease = Lease::new(slot, config.stats.clone(), ctx.id, false);
+        Ok(UpstreamConn::new(Buffered::new(stream), sni, lease))
+    };
+    within_breakers(ctx, cluster, deadline, reuse, open).await
+}
+
+/// A connection to `host` (TCP, then TLS as the endpoint's transport socket says), its
+/// connect time and failures counted.
+pub async fn open_transport(
+    ctx: &ShardContext,
+    cluster: &ShardCluster,
+    host: &Host,
+    sni: Option<&str>,
+) -> Result<Transport, Acquire> {
+    let config = &cluster.config;
     let cells = config.stats.shard(ctx.id);
+    let started = Instant::now();
+    match connect::open(ctx, config, &host.endpoint, sni).await {
+        Ok(stream) => {
+            record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
+            Ok(stream)
+        }
+        Err(e) => {
+            tracing::debug!(cluster = %config.name, host = %host.address(), "upstream connect failed: {e}");
+            if matches!(e, connect::OpenError::TimedOut) {
+                inc(&cells.upstream_cx_connect_timeout);
+            }
+            inc(&cells.upstream_cx_connect_fail);
+            Err(Acquire::Failed)
+        }
+    }
+}
+
+/// What every protocol's pool does to get a connection: `reuse` one it has, else `open` one
+/// within the cluster's `max_connections` (given the breaker slot), else wait as a pending
+/// request (within `max_pending_requests`) until a slot or a connection frees up.
+pub async fn within_breakers<T>(
+    ctx: &ShardContext,
+    cluster: &ShardCluster,
+    deadline: Option<Instant>,
+    mut reuse: impl FnMut() -> Option<T>,
+    open: impl AsyncFnOnce(Slot) -> Result<T, Acquire>,
+) -> Result<T, Acquire> {
+    let cells = cluster.config.stats.shard(ctx.id);
     let mut _pending = None;
     loop {
-        if let Some(conn) = host.pool.take(&config.http, sni) {
+        if let Some(conn) = reuse() {
             return Ok(conn);
         }
         if let Some(slot) = cluster.breakers.connection() {
-            let started = Instant::now();
-            return match connect::open(ctx, config, &host.endpoint, sni).await {
-                Ok(stream) => {
-                    record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
-                    Ok(UpstreamConn::new(
-                        Buffered::new(stream),
-                        sni,
-                        slot,
-                        config.stats.clone(),
-                        ctx.id,
-                    ))
-                }
-                Err(e) => {
-                    tracing::debug!(cluster = %config.name, host = %host.address(), "upstream connect failed: {e}");
-                    if matches!(e, connect::OpenError::TimedOut) {
-                        inc(&cells.upstream_cx_connect_timeout);
-                    }
-                    inc(&cells.upstream_cx_connect_fail);
-                    Err(Acquire::Failed)
-                }
-            };
+            return open(slot).await;
         }
         if _pending.is_none() {
             inc(&cells.upstream_cx_overflow);

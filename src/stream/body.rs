@@ -2,7 +2,9 @@
 //! as they arrive, then trailers; kept for replay (retries, shadows) while it fits the buffer
 //! limit.
 use std::{
+    cell::RefCell,
     future::{pending, poll_fn},
+    rc::Rc,
     time::Instant,
 };
 
@@ -45,8 +47,8 @@ enum Source<'d> {
     /// never have more than a window in flight here.
     Http2 {
         recv: RecvStream,
-        /// Where a reset of the stream by the client shows.
-        respond: &'d mut SendResponse<Bytes>,
+        /// Where a reset of the stream by the client shows (shared with the response side).
+        respond: Rc<RefCell<SendResponse<Bytes>>>,
         /// Bytes handed out and not yet given back to the window.
         unreleased: usize,
     },
@@ -84,7 +86,7 @@ impl<'d> RequestBody<'d> {
     /// The body of an HTTP/2 request stream (`respond` answers it).
     pub fn http2(
         recv: RecvStream,
-        respond: &'d mut SendResponse<Bytes>,
+        respond: Rc<RefCell<SendResponse<Bytes>>>,
         replay_limit: usize,
     ) -> Self {
         let done = recv.is_end_stream();
@@ -179,7 +181,7 @@ impl<'d> RequestBody<'d> {
         let conn = match &mut self.source {
             Source::Http1 { conn, .. } => conn,
             Source::Http2 { respond, .. } => {
-                let _ = poll_fn(|cx| respond.poll_reset(cx)).await;
+                let _ = poll_fn(|cx| respond.borrow_mut().poll_reset(cx)).await;
                 return;
             }
             Source::Complete => return pending().await,
@@ -191,6 +193,29 @@ impl<'d> RequestBody<'d> {
             }
         }
         pending().await
+    }
+
+    /// The rest of a body still arriving, to be read on by a task of its own (an HTTP/2
+    /// client's: it borrows nothing); this one then reads as ended, and cannot be replayed.
+    pub fn detach(&mut self) -> Option<RequestBody<'static>> {
+        if self.done || !matches!(self.source, Source::Http2 { .. }) {
+            return None;
+        }
+        let Source::Http2 {
+            recv,
+            respond,
+            unreleased,
+        } = std::mem::replace(&mut self.source, Source::Complete)
+        else {
+            unreachable!("checked above")
+        };
+        self.replay = None;
+        let source = Source::Http2 {
+            recv,
+            respond,
+            unreleased,
+        };
+        Some(RequestBody::new(source, false, 0))
     }
 
     fn keep(&mut self, chunk: &Bytes) {

@@ -2,6 +2,7 @@
 //! route, and what a filter may decide (continue, or answer locally).
 pub mod body;
 pub mod date;
+pub mod grpc;
 pub mod headers;
 pub mod mutations;
 
@@ -86,6 +87,8 @@ pub struct LocalReply {
     /// Extra response headers (lower-case names).
     pub headers: Headers,
     pub flags: ResponseFlags,
+    /// The gRPC status a gRPC client gets (else the one its HTTP status maps to).
+    pub grpc_status: Option<u32>,
 }
 
 impl LocalReply {
@@ -95,7 +98,14 @@ impl LocalReply {
             body: body.into(),
             headers: Headers::default(),
             flags: ResponseFlags::default(),
+            grpc_status: None,
         }
+    }
+
+    /// Answers a gRPC client with this gRPC status.
+    pub fn grpc(mut self, status: u32) -> Self {
+        self.grpc_status = Some(status);
+        self
     }
 
     pub fn flagged(mut self, flag: ResponseFlags) -> Self {

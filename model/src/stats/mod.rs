@@ -296,6 +296,7 @@ stat_scope!(
         upstream_cx_rx_bytes_total: Counter,
         upstream_cx_tx_bytes_total: Counter,
         upstream_cx_http1_total: Counter,
+        upstream_cx_http2_total: Counter,
         upstream_cx_idle_timeout: Counter,
         upstream_cx_max_requests: Counter,
         upstream_cx_overflow: Counter,

@@ -3,22 +3,25 @@
 //! layer's codec-neutral heads and back, with the rules of RFC 9113 §8 the crate leaves to
 //! its user (cookie crumbs joined, connection-specific fields never sent, `:authority` as the
 //! `host` the rest of the proxy reads).
+use std::future::poll_fn;
+
 use bytes::Bytes;
-use h2::RecvStream;
+use h2::{RecvStream, SendStream};
 use http::{header::HeaderName, HeaderMap, HeaderValue, Request, Response};
 
 use super::http1::Framing;
 use crate::stream::headers::{Headers, RequestHead, ResponseHead, Version};
 
 /// Fields that only mean something on one HTTP/1 connection (RFC 9113 §8.2.2): never sent on
-/// an HTTP/2 stream (the `h2` crate refuses them).
+/// an HTTP/2 stream (the `h2` crate refuses them); `te` only as `trailers`, and `host`, which
+/// HTTP/2 carries as `:authority`.
 const CONNECTION_SPECIFIC: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "transfer-encoding",
     "upgrade",
-    "te",
+    "host",
 ];
 
 /// A request as the connection manager serves it.
@@ -145,6 +148,9 @@ pub fn header_map(headers: &Headers) -> HeaderMap {
             Ok(name) if !CONNECTION_SPECIFIC.contains(&name.as_str()) => name,
             _ => continue,
         };
+        if name == http::header::TE && header.value != "trailers" {
+            continue;
+        }
         if let Ok(value) = HeaderValue::from_maybe_shared(header.value.clone()) {
             map.append(name, value);
         }
@@ -152,7 +158,8 @@ pub fn header_map(headers: &Headers) -> HeaderMap {
     map
 }
 
-/// Trailers from an HTTP/2 stream as the stream layer's headers.
+/// Fields (trailers, or a response's head) from an HTTP/2 stream as the stream layer's
+/// headers.
 pub fn trailers(map: &HeaderMap) -> Headers {
     let mut headers = Headers::with_capacity(map.len());
     for (name, value) in map {
@@ -162,4 +169,73 @@ pub fn trailers(map: &HeaderMap) -> Headers {
         );
     }
     headers
+}
+
+/// The HTTP/2 request for an upstream: `:scheme`, `:authority` (from `host`) and `:path` from
+/// the head, its fields as HTTP/2 carries them.
+pub fn request(head: &RequestHead, scheme: &str) -> Result<Request<()>, http::Error> {
+    let mut uri = http::Uri::builder();
+    if let Some(authority) = head.headers.get("host") {
+        uri = uri.scheme(scheme).authority(authority.as_ref());
+    }
+    if !head.path.is_empty() {
+        uri = uri.path_and_query(head.path.as_ref());
+    }
+    let mut request = Request::builder()
+        .method(head.method.as_ref())
+        .uri(uri.build()?)
+        .version(http::Version::HTTP_2)
+        .body(())?;
+    *request.headers_mut() = header_map(&head.headers);
+    Ok(request)
+}
+
+/// The stream layer's head of an HTTP/2 response, and its body's framing: `content-length`
+/// (then taken out of the fields, as HTTP/1 framing is) or the stream's end.
+pub fn response_head(response: &Response<RecvStream>) -> (ResponseHead, Framing) {
+    let mut headers = trailers(response.headers());
+    let length = headers
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    let framing = match (response.body().is_end_stream(), length) {
+        (true, _) => Framing::Empty,
+        (false, Some(n)) => {
+            headers.remove("content-length");
+            Framing::of_length(n)
+        }
+        (false, None) => Framing::Chunked,
+    };
+    let head = ResponseHead {
+        status: response.status().as_u16(),
+        version: Version::Http2,
+        headers,
+    };
+    (head, framing)
+}
+
+/// Sends `data` as the stream's window allows (waiting for WINDOW_UPDATEs: a slow peer slows
+/// the sender, nothing piles up); `end` ends the stream with its last byte.
+pub async fn send_all(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<usize, h2::Error> {
+    let len = data.len();
+    if data.is_empty() && end {
+        send.send_data(data, true)?;
+        return Ok(0);
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(granted) => granted?,
+            None => return Err(h2::Reason::STREAM_CLOSED.into()),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        send.send_data(chunk, end && data.is_empty())?;
+    }
+    Ok(len)
 }

@@ -13,7 +13,10 @@ use crate::{
         pool::Acquire,
         upstream::{Outgoing, TryFailure, UpstreamHead, UpstreamStream},
     },
-    stream::{body::RequestBody, headers::RequestHead},
+    stream::{
+        body::RequestBody,
+        headers::{RequestHead, Version},
+    },
 };
 
 /// A response head and the stream it came on.
@@ -37,12 +40,15 @@ pub async fn try_once(
     let deadlines = &request.deadlines;
     let connect_by = deadlines.next(per_try, !body.is_done());
     let sni = auto_sni(request, host);
+    let client_http2 = request.client_version == Version::Http2;
+    let http2 = request.cluster.config.http.uses_http2(client_http2);
     let mut stream = UpstreamStream::open(
         ctx,
         &request.cluster,
         host,
         sni.as_deref(),
         connect_by.map(|d| d.0),
+        http2,
     )
     .await
     .map_err(|e| match e {

@@ -33,9 +33,10 @@ use crate::{
     net::buffered::earliest,
     protocol::http1::Framing,
     rt::timer,
+    stream::grpc::GRPC_DEADLINE_EXCEEDED,
     stream::{
         body::{BodyFailure, RequestBody},
-        headers::RequestHead,
+        headers::{RequestHead, Version},
         LocalReply,
     },
 };
@@ -56,6 +57,8 @@ pub struct Forwarding<'a> {
     pub is_head_request: bool,
     pub retry: Option<&'a RetryPolicy>,
     pub deadlines: Deadlines,
+    /// The version the client speaks (`use_downstream_protocol_config` follows it).
+    pub client_version: Version,
 }
 
 /// A response from upstream: its head, and its body still to read.
@@ -209,13 +212,17 @@ async fn route(
                 Expiry::Route => {
                     inc(&cells.upstream_rq_timeout);
                     record.flags.set(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
-                    return Routed::Failed(LocalReply::new(504, "upstream request timeout"));
+                    return Routed::Failed(
+                        LocalReply::new(504, "upstream request timeout")
+                            .grpc(GRPC_DEADLINE_EXCEEDED),
+                    );
                 }
                 Expiry::PerTry => {
                     inc(&cells.upstream_rq_per_try_timeout);
                     (
                         ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                        LocalReply::new(504, "upstream request timeout"),
+                        LocalReply::new(504, "upstream request timeout")
+                            .grpc(GRPC_DEADLINE_EXCEEDED),
                     )
                 }
                 Expiry::Request => {

@@ -1,8 +1,10 @@
 //! Proxy layer: an upstream stream — one request/response exchange with a host as the router
-//! drives it, whatever protocol carries it (today an HTTP/1 connection from the host's pool):
+//! drives it, whatever protocol carries it (a pooled HTTP/1 connection, or a stream of a
+//! multiplexed HTTP/2 connection):
 //! send the request head and body, receive the response head, then stream the response body,
 //! after which the connection goes back to its pool by itself.
 mod http1;
+mod http2;
 
 use std::{rc::Rc, time::Instant};
 
@@ -12,7 +14,7 @@ use model::{
     tls_info::Negotiated,
 };
 
-use self::http1::Http1Stream;
+use self::{http1::Http1Stream, http2::Http2Stream};
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},
     pool::{self, Acquire, UpstreamConn},
@@ -26,6 +28,7 @@ use crate::{
         headers::{Headers, RequestHead, ResponseHead},
     },
 };
+pub use http2::Http2Pool;
 
 /// Where a try failed.
 pub enum TryFailure {
@@ -68,22 +71,31 @@ pub struct UpstreamHead {
     pub early: bool,
 }
 
-/// One exchange with a host.
+/// One exchange with a host. Made once per try and moved into the response body: boxing the
+/// HTTP/1 variant would cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum UpstreamStream {
     Http1(Http1Stream),
+    Http2(Http2Stream),
 }
 
 impl UpstreamStream {
-    /// A stream to `host`: a pooled connection opened with `sni` (`auto_sni`), or a new one
-    /// within the cluster's breakers.
+    /// A stream to `host` (`http2`: on an HTTP/2 connection): on a pooled connection opened
+    /// with `sni` (`auto_sni`), or a new one within the cluster's breakers.
     pub async fn open(
         ctx: &ShardContext,
         cluster: &ShardCluster,
         host: &ActiveHost,
         sni: Option<&str>,
         deadline: Option<Instant>,
+        http2: bool,
     ) -> Result<Self, Acquire> {
-        let conn = pool::acquire(ctx, cluster, host.host(), sni, deadline).await?;
+        let host = host.host();
+        if http2 {
+            let stream = Http2Stream::open(ctx, cluster, host, sni, deadline).await?;
+            return Ok(UpstreamStream::Http2(stream));
+        }
+        let conn = pool::acquire(ctx, cluster, host, sni, deadline).await?;
         Ok(UpstreamStream::Http1(Http1Stream::new(conn)))
     }
 
@@ -99,6 +111,7 @@ impl UpstreamStream {
     ) -> Result<UpstreamHead, TryFailure> {
         match self {
             UpstreamStream::Http1(s) => s.exchange(request, body, deadlines, per_try, cells).await,
+            UpstreamStream::Http2(s) => s.exchange(request, body, deadlines, per_try, cells).await,
         }
     }
 
@@ -106,6 +119,7 @@ impl UpstreamStream {
     pub fn negotiated(&self) -> Option<Negotiated> {
         match self {
             UpstreamStream::Http1(s) => s.negotiated(),
+            UpstreamStream::Http2(s) => s.negotiated(),
         }
     }
 }
@@ -147,9 +161,11 @@ impl ResponseBody {
         deadlines: Deadlines,
         try_started: Instant,
     ) -> Self {
+        // An HTTP/2 connection is shared: only an HTTP/1 one is handed back.
         let reusable = !early
             && match &stream {
                 UpstreamStream::Http1(s) => s.keep_alive(),
+                UpstreamStream::Http2(_) => false,
             };
         Self {
             stream: Some(stream),
@@ -174,18 +190,22 @@ impl ResponseBody {
         let read = match &mut self.stream {
             None => return Ok(None),
             Some(UpstreamStream::Http1(s)) => s.next_chunk(next).await,
+            Some(UpstreamStream::Http2(s)) => s.next_chunk(next).await,
         };
         match read {
             Ok(Some(chunk)) => Ok(Some(chunk)),
             Ok(None) => {
-                let Some(UpstreamStream::Http1(s)) = self.stream.take() else {
-                    unreachable!("read above")
-                };
                 self.finished();
-                let (conn, trailers) = s.finish();
-                self.trailers = trailers;
-                if self.reusable {
-                    pool::park(self.host.host(), conn, &self.cluster.config.http);
+                match self.stream.take() {
+                    Some(UpstreamStream::Http1(s)) => {
+                        let (conn, trailers) = s.finish();
+                        self.trailers = trailers;
+                        if self.reusable {
+                            pool::park(self.host.host(), conn, &self.cluster.config.http);
+                        }
+                    }
+                    Some(UpstreamStream::Http2(mut s)) => self.trailers = s.take_trailers(),
+                    None => unreachable!("read above"),
                 }
                 Ok(None)
             }
@@ -225,6 +245,7 @@ impl ResponseBody {
     pub fn into_upgrade(mut self) -> Option<UpstreamConn> {
         match self.stream.take()? {
             UpstreamStream::Http1(s) => Some(s.finish().0),
+            UpstreamStream::Http2(_) => None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Translator: a cluster's HTTP upstream settings — circuit breaker thresholds and
-//! `HttpProtocolOptions` (upstream idle timeout, requests per connection, HTTP/1.1 only).
+//! `HttpProtocolOptions` (upstream idle timeout, requests per connection, HTTP/1.1 or
+//! HTTP/2, `use_downstream_protocol_config`).
 use envoy_types::pb::envoy::{
     config::{cluster::v3::Cluster as ClusterProto, core::v3::RoutingPriority},
     extensions::upstreams::http::v3::{
@@ -11,9 +12,9 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{duration, TranslateError};
+use super::{duration, http_connection_manager::http2_options, TranslateError};
 use crate::names;
-use model::{CircuitBreakers, UpstreamHttpOptions};
+use model::{CircuitBreakers, UpstreamHttpOptions, UpstreamProtocol};
 
 /// The DEFAULT-priority thresholds (HIGH-priority ones only apply to high-priority routes,
 /// which shardproxy does not have, so they are accepted and unused).
@@ -49,14 +50,19 @@ pub(super) fn auto_san_validation(proto: &ClusterProto) -> bool {
         .is_some_and(|u| u.auto_san_validation)
 }
 
-/// `typed_extension_protocol_options` → upstream HTTP options. Only HTTP/1.1 upstreams exist
-/// yet: an explicit HTTP/2 or HTTP/3 config is an error.
+/// `typed_extension_protocol_options` → upstream HTTP options (HTTP/3 is an error).
 pub(super) fn upstream_http(
     proto: &ClusterProto,
     path: &str,
     errors: &mut Vec<TranslateError>,
 ) -> UpstreamHttpOptions {
     let mut options = UpstreamHttpOptions::default();
+    // The deprecated cluster field (as Istio's older bootstraps write `xds-grpc`).
+    #[allow(deprecated)]
+    if let Some(http2) = &proto.http2_protocol_options {
+        options.protocol = UpstreamProtocol::Http2;
+        options.http2 = http2_options(Some(http2));
+    }
     let key = names::UPSTREAM_HTTP_PROTOCOL_OPTIONS;
     let Some(any) = proto.typed_extension_protocol_options.get(key) else {
         return options;
@@ -81,18 +87,31 @@ pub(super) fn upstream_http(
     match &config.upstream_protocol_options {
         Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
             protocol_config: Some(ProtocolConfig::HttpProtocolOptions(http1)),
-        }))
-        | Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
-            http_protocol_options: Some(http1),
-            ..
         })) => options.enable_trailers = http1.enable_trailers,
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2)),
+        })) => {
+            options.protocol = UpstreamProtocol::Http2;
+            options.http2 = http2_options(Some(http2));
+        }
         Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
             protocol_config: Some(_),
         })) => errors.push(TranslateError::new(
             format!("{path}.explicit_http_config"),
             url,
-            "only HTTP/1.1 upstreams are supported yet",
+            "HTTP/3 upstreams are not supported: HTTP/1.1 and HTTP/2 are",
         )),
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http_protocol_options,
+            http2_protocol_options,
+            ..
+        })) => {
+            options.protocol = UpstreamProtocol::Downstream;
+            options.enable_trailers = http_protocol_options
+                .as_ref()
+                .is_some_and(|h| h.enable_trailers);
+            options.http2 = http2_options(http2_protocol_options.as_ref());
+        }
         _ => {}
     }
     options.auto_sni = config

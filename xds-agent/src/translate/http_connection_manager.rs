@@ -345,8 +345,9 @@ fn http_filter_chain(
     out
 }
 
-/// `http2_protocol_options`, Envoy's defaults for what is unset.
-fn http2_options(proto: Option<&Http2ProtocolOptions>) -> Http2Options {
+/// `http2_protocol_options` (of a connection manager or a cluster), Envoy's defaults for what
+/// is unset.
+pub(super) fn http2_options(proto: Option<&Http2ProtocolOptions>) -> Http2Options {
     let defaults = Http2Options::default();
     let Some(proto) = proto else {
         return defaults;

@@ -306,6 +306,7 @@ pub const SURFACE: &[Surface] = &[
             "eds_cluster_config",
             "transport_socket",
             "transport_socket_matches",
+            "http2_protocol_options",
         ],
         ignored: &[],
     },
@@ -355,7 +356,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
-        supported: &["http_protocol_options"],
+        supported: &["http_protocol_options", "http2_protocol_options"],
         ignored: &[],
     },
     Surface {

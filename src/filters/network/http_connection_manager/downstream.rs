@@ -1,7 +1,7 @@
 //! HTTP connection manager: the client side of one stream, whatever codec carries it — where
 //! its request body comes from, and where its response goes (heads, body chunks, trailers),
 //! in the client's own framing.
-use std::{future::poll_fn, io};
+use std::{cell::RefCell, io, rc::Rc};
 
 use bytes::Bytes;
 use h2::{server::SendResponse, RecvStream, SendStream};
@@ -29,7 +29,8 @@ pub enum Downstream<'a> {
     Http1(&'a mut Buffered),
     /// An HTTP/2 stream.
     Http2 {
-        respond: SendResponse<Bytes>,
+        /// Shared with the request body, which watches it for a reset.
+        respond: Rc<RefCell<SendResponse<Bytes>>>,
         /// The request body, until the router takes it.
         body: Option<RecvStream>,
     },
@@ -43,7 +44,10 @@ impl Downstream<'_> {
             Downstream::Http2 { respond, .. } => {
                 let mut interim = http::Response::new(());
                 *interim.status_mut() = http::StatusCode::CONTINUE;
-                respond.send_informational(interim).map_err(h2_error)
+                respond
+                    .borrow_mut()
+                    .send_informational(interim)
+                    .map_err(h2_error)
             }
         }
     }
@@ -59,7 +63,7 @@ impl Downstream<'_> {
             Downstream::Http1(conn) => RequestBody::http1(conn, framing, limits, replay_limit),
             Downstream::Http2 { respond, body } => {
                 let recv = body.take().expect("one request body per stream");
-                RequestBody::http2(recv, respond, replay_limit)
+                RequestBody::http2(recv, respond.clone(), replay_limit)
             }
         }
     }
@@ -83,11 +87,14 @@ impl Downstream<'_> {
                 let empty = is_head || body.is_empty() || no_body;
                 let length = (!no_body).then_some(body.len() as u64);
                 let mut send = respond
+                    .borrow_mut()
                     .send_response(http2::response(head, length), empty)
                     .map_err(h2_error)?;
                 match empty {
                     true => Ok(0),
-                    false => send_all(&mut send, Bytes::copy_from_slice(body), true).await,
+                    false => http2::send_all(&mut send, Bytes::copy_from_slice(body), true)
+                        .await
+                        .map_err(h2_error),
                 }
             }
         }
@@ -123,7 +130,9 @@ impl Downstream<'_> {
                     Framing::Length(n) => Some(n),
                     _ => None,
                 };
-                let send = respond.send_response(http2::response(head, length), empty);
+                let send = respond
+                    .borrow_mut()
+                    .send_response(http2::response(head, length), empty);
                 let writer = ResponseWriter::Http2 {
                     // A stream the client already reset fails at the first flush.
                     send: send.ok().filter(|_| !empty),
@@ -214,7 +223,9 @@ impl ResponseWriter<'_> {
                 };
                 let mut written = 0;
                 for chunk in queue.drain(..) {
-                    written += send_all(stream, chunk, false).await?;
+                    written += http2::send_all(stream, chunk, false)
+                        .await
+                        .map_err(h2_error)?;
                 }
                 if let Some(trailers) = end.take() {
                     let ended = match trailers.is_empty() {
@@ -228,27 +239,6 @@ impl ResponseWriter<'_> {
             }
         }
     }
-}
-
-/// Sends `data` as the stream's window allows (waiting for WINDOW_UPDATEs: a slow client
-/// slows the sender, nothing piles up here); `end` ends the stream with its last byte.
-async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> io::Result<usize> {
-    let len = data.len();
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(h2_error(e)),
-            None => return Err(io::ErrorKind::BrokenPipe.into()),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let chunk = data.split_to(granted.min(data.len()));
-        send.send_data(chunk, end && data.is_empty())
-            .map_err(h2_error)?;
-    }
-    Ok(len)
 }
 
 fn h2_error(error: h2::Error) -> io::Error {

@@ -2,8 +2,10 @@
 //! loop; each request stream is served as a stream of this connection (all of them polled by
 //! this one task), and the connection ends with GOAWAY when draining, idle or used up.
 use std::{
+    cell::RefCell,
     future::{poll_fn, Future},
     pin::pin,
+    rc::Rc,
     task::Poll,
     time::Instant,
 };
@@ -178,7 +180,7 @@ async fn serve_stream(
         connect: incoming.connect,
     };
     let downstream = Downstream::Http2 {
-        respond,
+        respond: Rc::new(RefCell::new(respond)),
         body: Some(incoming.body),
     };
     stream::serve(c, downstream, parsed, false).await;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use model::{
     access_log::ResponseFlags,
+    http::HttpConnectionManager,
     route::{
         ClientCertificateState, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
         RouteRequest,
@@ -36,6 +37,7 @@ use crate::{
     },
     stream::{
         body::BodyFailure,
+        grpc,
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext, StreamNotes,
     },
@@ -374,10 +376,15 @@ async fn forward(
         head: request,
         auto_host_rewrite: chosen.forward.host_rewrite == HostRewrite::Auto,
         attempt_count: chosen.virtual_host.attempt_count_to_upstream,
-        trailers: hcm.http1.enable_trailers && cluster.config.http.enable_trailers,
+        trailers: client_trailers(hcm, version)
+            && cluster
+                .config
+                .http
+                .passes_trailers(version == Version::Http2),
         framing,
         is_head_request: request.is_head(),
         retry,
+        client_version: version,
         deadlines: Deadlines {
             route: deadline(chosen.forward.timeout),
             request: hcm.timeouts.request.map(|t| exchange.started + t),
@@ -450,12 +457,13 @@ impl RouteRequest for OnConnection<'_> {
     }
 }
 
-/// Answers with a local reply: route response mutations and the filters that ran see it.
+/// Answers with a local reply: route response mutations and the filters that ran see it. A
+/// gRPC client gets it as a trailers-only gRPC response.
 pub(super) async fn local(
     s: &mut Stream<'_, '_>,
     cx: Option<&StreamContext<'_>>,
     request: &RequestHead,
-    reply: LocalReply,
+    mut reply: LocalReply,
     ran: usize,
     keep_alive: bool,
     exchange: &mut Exchange,
@@ -465,6 +473,12 @@ pub(super) async fn local(
     // A drain that started while this request ran ends its connection with this response.
     let keep_alive = keep_alive && !c.drain.is_draining();
     exchange.flags.set(reply.flags);
+    if grpc::is_grpc(request) {
+        let status = reply.grpc_status.unwrap_or(grpc::status_for(reply.status));
+        grpc::trailers_only(status, &reply.body, &mut reply.headers);
+        reply.status = 200;
+        reply.body = Bytes::new();
+    }
     respond_with(c, exchange, reply.status);
     let mut head = respond::local_head(&reply);
     head.version = request.version;
@@ -500,4 +514,10 @@ pub(super) async fn local(
         true => Next::KeepAlive,
         false => Next::Close,
     }
+}
+
+/// Whether trailers cross to or from the client: always over HTTP/2, over HTTP/1.1 only with
+/// `http_protocol_options.enable_trailers`.
+pub(super) fn client_trailers(hcm: &HttpConnectionManager, version: Version) -> bool {
+    version == Version::Http2 || hcm.http1.enable_trailers
 }

@@ -13,7 +13,7 @@ use model::{
 use super::{
     downstream::ResponseWriter,
     respond,
-    stream::{local, Exchange, Next, Stream},
+    stream::{client_trailers, local, Exchange, Next, Stream},
     Connection,
 };
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
         upstream::ResponseFailure,
     },
     stream::{
-        headers::{RequestHead, ResponseHead},
+        headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext,
     },
 };
@@ -128,7 +128,9 @@ pub(super) async fn proxy_response(
                 }
             }
             Ok(None) => {
-                let pass = hcm.http1.enable_trailers && relay.upstream_http.enable_trailers;
+                let client_http2 = request.version == Version::Http2;
+                let pass = client_trailers(hcm, request.version)
+                    && relay.upstream_http.passes_trailers(client_http2);
                 writer.finish(body.trailers().filter(|_| pass).as_ref());
                 break true;
             }
