@@ -388,3 +388,59 @@ fn grpc_without_a_healthy_upstream_is_unavailable() {
         );
     }
 }
+
+#[test]
+fn grpc_timeout_header_with_an_offset() {
+    const TEST: &str = "grpc_timeout_header_with_an_offset";
+    if !have_grpcio(TEST) {
+        return;
+    }
+    for kind in kinds(TEST) {
+        let server = GrpcServer::start();
+        let (admin, port) = (free_port(), free_port());
+        // The call's own grpc-timeout (2 s) less a 1.5 s offset, uncapped: the proxy gives up
+        // after 0.5 s, though the route's timeout is 10 s.
+        let route = json!({
+            "timeout": "10s",
+            "max_grpc_timeout": "0s",
+            "grpc_timeout_offset": "1.5s",
+        });
+        let listener = http_listener(
+            "grpc",
+            port,
+            hcm(
+                "grpc",
+                catch_all_routes("grpc", route),
+                vec![],
+                json!({"codec_type": "AUTO"}),
+            ),
+        );
+        let boot = bootstrap(
+            admin,
+            vec![listener],
+            vec![cluster("grpc", &[(server.port, 1)], h2_upstream())],
+        );
+        let proxy = HttpProxy::start(kind, "grpc-timeouts", &boot);
+        let k = kind.name();
+        let runs = call(port, "slow");
+        let slow = scenario(&runs, k, "slow");
+        // DEADLINE_EXCEEDED (trailers-only) when the upstream has not answered yet; when its
+        // response head (the server's initial metadata) is already out, the proxy can only
+        // reset the stream (RST_STREAM INTERNAL_ERROR, which grpcio reports as INTERNAL).
+        let code = slow["code"].as_str().unwrap_or_default();
+        assert!(
+            ["DEADLINE_EXCEEDED", "INTERNAL"].contains(&code),
+            "{k}: {slow}"
+        );
+        let elapsed = int(slow, "elapsed_ms");
+        assert!(
+            (400..1500).contains(&elapsed),
+            "{k}: the proxy's 0.5 s limit, not the client's 2 s deadline, ended the call: {slow}"
+        );
+        let timeouts = proxy
+            .stats()
+            .get("cluster.grpc.upstream_rq_timeout")
+            .copied();
+        assert_eq!(timeouts, Some(1), "{k}: the proxy's timeout");
+    }
+}

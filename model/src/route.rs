@@ -136,6 +136,8 @@ pub struct Forward {
     /// Per-stream idle timeout overriding the connection manager's `stream_idle_timeout`:
     /// `None` = not set, `Some(None)` = disabled (`0s`).
     pub idle_timeout: Option<Option<Duration>>,
+    /// How a gRPC request's `grpc-timeout` replaces `timeout`, when the route says so.
+    pub grpc_timeout: Option<GrpcTimeout>,
     /// The route's policy, else the virtual host's.
     pub retry_policy: Option<Arc<RetryPolicy>>,
     /// The route's mirror policies, else the virtual host's, else the route config's. A
@@ -144,6 +146,16 @@ pub struct Forward {
     /// Upgrade types (lower-case) enabled or disabled for this route, overriding the
     /// connection manager (see `HttpConnectionManager::upgrade_allowed`).
     pub upgrades: Vec<(String, bool)>,
+}
+
+/// `max_stream_duration.grpc_timeout_header_max` / `grpc_timeout_header_offset` (or the
+/// deprecated `max_grpc_timeout` / `grpc_timeout_offset`): a gRPC request runs for its
+/// `grpc-timeout` (none: no limit) less `offset`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// `None`: no cap (`0s`).
+    pub max: Option<Duration>,
+    pub offset: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +194,13 @@ impl RetryOn {
     pub const RETRIABLE_4XX: Self = Self(1 << 4);
     pub const REFUSED_STREAM: Self = Self(1 << 5);
     pub const RETRIABLE_STATUS_CODES: Self = Self(1 << 6);
+    /// gRPC statuses in a (trailers-only) response head: `cancelled`, `deadline-exceeded`,
+    /// `internal`, `resource-exhausted`, `unavailable`.
+    pub const GRPC_CANCELLED: Self = Self(1 << 7);
+    pub const GRPC_DEADLINE_EXCEEDED: Self = Self(1 << 8);
+    pub const GRPC_INTERNAL: Self = Self(1 << 9);
+    pub const GRPC_RESOURCE_EXHAUSTED: Self = Self(1 << 10);
+    pub const GRPC_UNAVAILABLE: Self = Self(1 << 11);
 
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0

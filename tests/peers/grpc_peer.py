@@ -557,12 +557,25 @@ def sc_metadata(channel, args) -> dict:
     }
 
 
+def sc_slow(channel, args) -> dict:
+    """A 3 s call under a 2 s deadline: who ends it first (the proxy's grpc-timeout handling
+    when the route caps or offsets it) shows in the elapsed time."""
+    t0 = time.monotonic()
+    try:
+        method(channel, "Unary", "uu")(command(sleep_ms=3000), timeout=2.0)
+        code, message = "OK", ""
+    except grpc.RpcError as e:
+        code, message = code_name(e.code()), e.details() or ""
+    return {"code": code, "message": message, "elapsed_ms": ms_since(t0)}
+
+
 SCENARIOS = {
     "unary": sc_unary, "server_stream": sc_server_stream, "client_stream": sc_client_stream,
     "bidi": sc_bidi, "deadline": sc_deadline, "cancel": sc_cancel, "big": sc_big,
     "concurrent": sc_concurrent, "status": sc_status, "metadata": sc_metadata, "ping": sc_ping,
+    "slow": sc_slow,
 }
-ALL = [s for s in SCENARIOS if s != "ping"]
+ALL = [s for s in SCENARIOS if s not in ("ping", "slow")]
 
 
 def call(args) -> int:

@@ -228,6 +228,7 @@ mod tests {
             host_rewrite: HostRewrite::None,
             timeout: Some(Duration::from_secs(15)),
             idle_timeout: None,
+            grpc_timeout: None,
             retry_policy: None,
             mirrors: vec![],
             upgrades: vec![],

@@ -57,6 +57,7 @@ impl World {
                 host_rewrite: HostRewrite::None,
                 timeout: None,
                 idle_timeout: None,
+                grpc_timeout: None,
                 retry_policy: None,
                 mirrors: vec![],
                 upgrades: vec![],

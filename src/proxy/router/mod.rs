@@ -36,7 +36,8 @@ use crate::{
     stream::grpc::GRPC_DEADLINE_EXCEEDED,
     stream::{
         body::{BodyFailure, RequestBody},
-        headers::{RequestHead, Version},
+        grpc,
+        headers::{RequestHead, ResponseHead, Version},
         LocalReply,
     },
 };
@@ -163,8 +164,7 @@ async fn route(
         let outcome = try_once(ctx, &request, attempt, &host, body, cells).await;
         let failure = match outcome {
             Ok(Answer { head, stream }) => {
-                let status = head.head.status;
-                let wanted = policy.is_some_and(|p| retriable_status(p, status));
+                let wanted = policy.is_some_and(|p| retriable_response(p, &head.head));
                 let retry = wanted && retries.done < num_retries && body.replay().is_some();
                 // Without a retry slot (`max_retries`) this response is the answer, as Envoy.
                 if retry && retries.next(cluster, cells, record) {
@@ -334,13 +334,23 @@ fn reset_reply(retries: u32, reason: &str) -> LocalReply {
     )
 }
 
-fn retriable_status(policy: &RetryPolicy, status: u16) -> bool {
+fn retriable_response(policy: &RetryPolicy, head: &ResponseHead) -> bool {
     let on = policy.retry_on;
+    let status = head.status;
+    let grpc = match grpc::status_of(head) {
+        Some(1) => RetryOn::GRPC_CANCELLED,
+        Some(4) => RetryOn::GRPC_DEADLINE_EXCEEDED,
+        Some(8) => RetryOn::GRPC_RESOURCE_EXHAUSTED,
+        Some(13) => RetryOn::GRPC_INTERNAL,
+        Some(14) => RetryOn::GRPC_UNAVAILABLE,
+        _ => RetryOn::default(),
+    };
     (on.contains(RetryOn::FIVE_XX) && status >= 500)
         || (on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
         || (on.contains(RetryOn::RETRIABLE_4XX) && status == 409)
         || (on.contains(RetryOn::RETRIABLE_STATUS_CODES)
             && policy.retriable_status_codes.contains(&status))
+        || (grpc != RetryOn::default() && on.contains(grpc))
 }
 
 fn retriable_failure(policy: &RetryPolicy, failure: &TryFailure) -> bool {
@@ -377,4 +387,52 @@ async fn back_off(policy: Option<&RetryPolicy>, retry: u32, deadline: Option<Ins
     let wait = Duration::from_micros(fastrand::u64(0..ceiling));
     let until = earliest(Some(Instant::now() + wait), deadline).expect("some");
     timer::sleep_until(until).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::stream::headers::Headers;
+
+    fn head(status: u16, grpc_status: Option<&str>) -> ResponseHead {
+        let mut headers = Headers::default();
+        if let Some(code) = grpc_status {
+            headers.append("grpc-status", Bytes::copy_from_slice(code.as_bytes()));
+        }
+        ResponseHead {
+            status,
+            version: Version::Http2,
+            headers,
+        }
+    }
+
+    fn policy(retry_on: RetryOn) -> RetryPolicy {
+        RetryPolicy {
+            retry_on,
+            num_retries: 1,
+            per_try_timeout: None,
+            retriable_status_codes: Vec::new(),
+            back_off_base: Duration::from_millis(25),
+            back_off_max: Duration::from_millis(250),
+            previous_hosts: false,
+            host_selection_retry_max_attempts: 1,
+        }
+    }
+
+    #[test]
+    fn grpc_conditions_read_the_grpc_status_of_the_head() {
+        let unavailable = policy(RetryOn::GRPC_UNAVAILABLE);
+        assert!(retriable_response(&unavailable, &head(200, Some("14"))));
+        assert!(!retriable_response(&unavailable, &head(200, Some("4"))));
+        assert!(!retriable_response(&unavailable, &head(200, None)));
+        assert!(!retriable_response(&unavailable, &head(503, None)));
+        let deadline = policy(RetryOn::GRPC_DEADLINE_EXCEEDED);
+        assert!(retriable_response(&deadline, &head(200, Some("4"))));
+        assert!(retriable_response(
+            &policy(RetryOn::FIVE_XX),
+            &head(503, None)
+        ));
+    }
 }

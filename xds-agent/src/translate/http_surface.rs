@@ -281,11 +281,19 @@ pub const SURFACE: &[Surface] = &[
             "retry_policy",
             "request_mirror_policies",
             "upgrade_configs",
+            "max_stream_duration",
+            "max_grpc_timeout",
+            "grpc_timeout_offset",
         ],
         ignored: &[(
             "hash_policy",
             "read only by RING_HASH / MAGLEV load balancing, which clusters cannot select yet",
         )],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.MaxStreamDuration",
+        supported: &["grpc_timeout_header_max", "grpc_timeout_header_offset"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.route.v3.WeightedCluster",

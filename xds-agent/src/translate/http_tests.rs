@@ -296,7 +296,7 @@ http_filters:
 #[test]
 fn unsupported_fields_are_named_with_the_connection_manager_type() {
     let e = errors(&with_routes(
-        "[{match: {prefix: /, runtime_fraction: {default_value: {numerator: 1}}}, route: {cluster: c, max_stream_duration: {}, hash_policy: [{header: {header_name: x}}]}}]",
+        "[{match: {prefix: /, runtime_fraction: {default_value: {numerator: 1}}}, route: {cluster: c, max_stream_duration: {max_stream_duration: 5s}, hash_policy: [{header: {header_name: x}}]}}]",
     ));
     let route = ".route_config.virtual_hosts[0].routes[0]";
     assert_eq!(
@@ -307,7 +307,7 @@ fn unsupported_fields_are_named_with_the_connection_manager_type() {
                 "field is not supported yet"
             ),
             (
-                &format!("{route}.route.max_stream_duration"),
+                &format!("{route}.route.max_stream_duration.max_stream_duration"),
                 "field is not supported yet"
             ),
         ])

@@ -207,6 +207,18 @@ impl ResponseWriter<'_> {
         }
     }
 
+    /// Ends a response that cannot be completed (the upstream failed mid-body): an HTTP/2
+    /// stream is reset with INTERNAL_ERROR, as Envoy resets it; an HTTP/1 connection closes
+    /// after it anyway.
+    pub fn abort(&mut self) {
+        if let ResponseWriter::Http2 {
+            send: Some(stream), ..
+        } = self
+        {
+            stream.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
+
     /// Writes what is queued; the bytes written.
     pub async fn flush(&mut self) -> io::Result<usize> {
         match self {

@@ -8,7 +8,7 @@ use model::{
     access_log::ResponseFlags,
     http::HttpConnectionManager,
     route::{
-        ClientCertificateState, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
+        ClientCertificateState, Forward, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
         RouteRequest,
     },
     stats::{add, dec, inc, record_duration, HttpCells},
@@ -337,7 +337,9 @@ fn upstream_headers<'a>(
         .retry_policy
         .as_deref()
         .or(vhost.retry_policy.as_deref());
-    let expected = retry.and_then(|r| r.per_try_timeout).or(forward.timeout);
+    let expected = retry
+        .and_then(|r| r.per_try_timeout)
+        .or(route_timeout(forward, request));
     if let Some(timeout) = expected {
         request.headers.set(
             "x-envoy-expected-rq-timeout-ms",
@@ -386,7 +388,7 @@ async fn forward(
         retry,
         client_version: version,
         deadlines: Deadlines {
-            route: deadline(chosen.forward.timeout),
+            route: deadline(route_timeout(chosen.forward, request)),
             request: hcm.timeouts.request.map(|t| exchange.started + t),
             stream_idle: chosen
                 .forward
@@ -520,4 +522,13 @@ pub(super) async fn local(
 /// `http_protocol_options.enable_trailers`.
 pub(super) fn client_trailers(hcm: &HttpConnectionManager, version: Version) -> bool {
     version == Version::Http2 || hcm.http1.enable_trailers
+}
+
+/// The route's timeout for this request: a gRPC request's own `grpc-timeout` where the route
+/// says so (`grpc_timeout_header_max`, `max_grpc_timeout`), else `timeout`.
+fn route_timeout(forward: &Forward, request: &RequestHead) -> Option<Duration> {
+    match &forward.grpc_timeout {
+        Some(settings) if grpc::is_grpc(request) => grpc::timeout(request, settings),
+        _ => forward.timeout,
+    }
 }

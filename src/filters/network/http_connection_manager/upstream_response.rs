@@ -147,6 +147,7 @@ pub(super) async fn proxy_response(
                         exchange.flags.set(ResponseFlags::UPSTREAM_PROTOCOL_ERROR)
                     }
                 }
+                writer.abort();
                 break false;
             }
         }

@@ -26,8 +26,8 @@ use super::{
 use crate::names;
 use model::{
     route::{
-        ClusterSpecifier, DirectResponse, Forward, HostRewrite, Mirror, Redirect, RedirectPath,
-        RetryOn, RetryPolicy, WeightedRoute,
+        ClusterSpecifier, DirectResponse, Forward, GrpcTimeout, HostRewrite, Mirror, Redirect,
+        RedirectPath, RetryOn, RetryPolicy, WeightedRoute,
     },
     route_match::RegexRewrite,
     ClusterRef, WeightedClusters,
@@ -105,6 +105,7 @@ pub(super) fn forward(
         .idle_timeout
         .as_ref()
         .map(|d| p.duration(d, at("idle_timeout")).filter(|d| !d.is_zero()));
+    let grpc_timeout = grpc_timeout(proto, &at, p);
     let retry_policy = match &proto.retry_policy {
         Some(r) => retry_policy(r, &at("retry_policy"), p).map(Arc::new),
         None => defaults.retry_policy.clone(),
@@ -141,6 +142,7 @@ pub(super) fn forward(
         host_rewrite,
         timeout,
         idle_timeout,
+        grpc_timeout,
         retry_policy,
         mirrors: if own_mirrors.is_empty() {
             defaults.mirrors.clone()
@@ -148,6 +150,41 @@ pub(super) fn forward(
             own_mirrors
         },
         upgrades,
+    })
+}
+
+/// How `grpc-timeout` replaces the route timeout: `max_stream_duration`'s header settings, or
+/// the deprecated `max_grpc_timeout` / `grpc_timeout_offset` (Envoy's precedence).
+fn grpc_timeout(
+    proto: &RouteAction,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<GrpcTimeout> {
+    let cap = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+    if let Some(stream) = &proto.max_stream_duration {
+        if let Some(max) = &stream.grpc_timeout_header_max {
+            let max = p.duration(max, at("max_stream_duration.grpc_timeout_header_max"));
+            let offset = stream
+                .grpc_timeout_header_offset
+                .as_ref()
+                .and_then(|d| p.duration(d, at("max_stream_duration.grpc_timeout_header_offset")));
+            return Some(GrpcTimeout {
+                max: cap(max),
+                offset: offset.unwrap_or_default(),
+            });
+        }
+    }
+    #[allow(deprecated)]
+    let legacy = proto.max_grpc_timeout.as_ref()?;
+    let max = p.duration(legacy, at("max_grpc_timeout"));
+    #[allow(deprecated)]
+    let offset = proto
+        .grpc_timeout_offset
+        .as_ref()
+        .and_then(|d| p.duration(d, at("grpc_timeout_offset")));
+    Some(GrpcTimeout {
+        max: cap(max),
+        offset: offset.unwrap_or_default(),
     })
 }
 
@@ -386,16 +423,6 @@ pub(super) fn retry_policy(
     })
 }
 
-/// gRPC `retry_on` conditions: accepted without effect, since they only apply to gRPC
-/// responses, which need HTTP/2 (not served yet).
-const GRPC_RETRY_ON: &[&str] = &[
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
-
 /// Envoy conditions that are not implemented.
 const UNSUPPORTED_RETRY_ON: &[&str] = &[
     "envoy-ratelimited",
@@ -415,7 +442,11 @@ fn retry_on(value: &str, path: &str, p: &mut Problems) -> RetryOn {
             "retriable-4xx" => RetryOn::RETRIABLE_4XX,
             "refused-stream" => RetryOn::REFUSED_STREAM,
             "retriable-status-codes" => RetryOn::RETRIABLE_STATUS_CODES,
-            t if GRPC_RETRY_ON.contains(&t) => continue,
+            "cancelled" => RetryOn::GRPC_CANCELLED,
+            "deadline-exceeded" => RetryOn::GRPC_DEADLINE_EXCEEDED,
+            "internal" => RetryOn::GRPC_INTERNAL,
+            "resource-exhausted" => RetryOn::GRPC_RESOURCE_EXHAUSTED,
+            "unavailable" => RetryOn::GRPC_UNAVAILABLE,
             t if UNSUPPORTED_RETRY_ON.contains(&t) => {
                 p.add(
                     path,
