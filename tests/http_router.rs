@@ -855,6 +855,32 @@ fn weighted_clusters_split_by_weight() {
 }
 
 #[test]
+fn weighted_clusters_follow_the_random_value_header() {
+    // `header_name`: the request's own number picks (value % total weight), as a chain of
+    // proxies needs to pick alike; without it a random one.
+    let picks = same_as_envoy(|peer| {
+        let a = HttpUpstream::named("a");
+        let b = HttpUpstream::named("b");
+        let routes = json!([{"match": {"prefix": "/"}, "route": {"weighted_clusters": {
+            "header_name": "x-pick",
+            "clusters": [{"name": "a", "weight": 3}, {"name": "b", "weight": 1}],
+        }}}]);
+        let clusters = vec![
+            cluster("a", &[(a.port, 1)], json!(null)),
+            cluster("b", &[(b.port, 1)], json!(null)),
+        ];
+        let s = Scene::start(peer, "weighted_header", routes, clusters)?;
+        let mut c = Client::connect(s.port);
+        let picks: Vec<String> = ["0", "2", "3", "7", "11", "400"]
+            .iter()
+            .map(|n| c.request("GET", "/", &[("x-pick", n)], b"").text())
+            .collect();
+        Some(picks)
+    });
+    assert_eq!(picks, ["a", "a", "b", "b", "b", "a"]);
+}
+
+#[test]
 fn cluster_header_picks_the_cluster() {
     let a = HttpUpstream::named("a");
     let b = HttpUpstream::named("b");

@@ -108,6 +108,10 @@ pub enum ClusterSpecifier {
 pub struct WeightedRoute {
     pub clusters: WeightedClusters,
     pub headers: Vec<HeaderMutations>,
+    /// `header_name` (`random_value_specifier`): the request header (lower-case) whose value,
+    /// an unsigned number, picks the cluster instead of a random one, so proxies in a chain
+    /// pick alike; a missing or unreadable value falls back to a random one.
+    pub random_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,6 +39,10 @@ impl tokio::io::AsyncRead for TokioIo {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
             this.replay.advance(n);
+            if this.replay.is_empty() {
+                // The read buffer is not needed once replayed: h2 reads into its own.
+                this.replay = BytesMut::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let unfilled = buf.initialize_unfilled();

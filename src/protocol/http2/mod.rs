@@ -151,7 +151,9 @@ pub fn header_map(headers: &Headers) -> HeaderMap {
         if name == http::header::TE && header.value != "trailers" {
             continue;
         }
-        if let Ok(value) = HeaderValue::from_maybe_shared(header.value.clone()) {
+        // Copied, not sliced: HPACK's table keeps values, and a slice would pin the whole
+        // read buffer it came from (32 KiB per connection).
+        if let Ok(value) = HeaderValue::from_bytes(&header.value) {
             map.append(name, value);
         }
     }

@@ -297,7 +297,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.route.v3.WeightedCluster",
-        supported: &["clusters"],
+        supported: &["clusters", "header_name"],
         ignored: &[
             ("runtime_key_prefix", NO_RUNTIME),
             (

@@ -223,7 +223,13 @@ fn cluster_for<'f: 'r, 'r>(
         ClusterSpecifier::Name(cluster) => (Some(Named::Config(cluster)), None),
         ClusterSpecifier::Weighted(weighted) => {
             let clusters = &weighted.clusters;
-            let index = clusters.index_of(fastrand::u32(0..clusters.total_weight.max(1)));
+            let total = u64::from(clusters.total_weight.max(1));
+            let given = weighted.random_header.as_deref().and_then(|name| {
+                let value = request.headers.get(name)?;
+                std::str::from_utf8(value).ok()?.parse::<u64>().ok()
+            });
+            let point = given.unwrap_or_else(|| fastrand::u64(0..total)) % total;
+            let index = clusters.index_of(point as u32);
             let cluster = &clusters.clusters[index].0;
             (Some(Named::Config(cluster)), weighted.headers.get(index))
         }

@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::{
                 ClusterNotFoundResponseCode, ClusterSpecifier as ClusterSpecifierProto,
                 HostRewriteSpecifier, RequestMirrorPolicy,
             },
+            weighted_cluster::RandomValueSpecifier,
             DirectResponseAction, RedirectAction, RetryPolicy as RetryPolicyProto, RouteAction,
             WeightedCluster,
         },
@@ -236,6 +237,10 @@ fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<Wei
             total_weight: total,
         },
         headers,
+        random_header: match &proto.random_value_specifier {
+            Some(RandomValueSpecifier::HeaderName(name)) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        },
     })
 }
 
