@@ -292,7 +292,11 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.route.v3.RouteAction.MaxStreamDuration",
-        supported: &["grpc_timeout_header_max", "grpc_timeout_header_offset"],
+        supported: &[
+            "max_stream_duration",
+            "grpc_timeout_header_max",
+            "grpc_timeout_header_offset",
+        ],
         ignored: &[],
     },
     Surface {

@@ -231,7 +231,7 @@ access_log:
 #[test]
 fn connection_manager_errors() {
     let e = errors(&yaml(
-        r#"codec_type: HTTP2
+        r#"codec_type: HTTP3
 rds: {config_source: {ads: {}}}
 http_filters: []
 max_request_headers_kb: 0
@@ -244,7 +244,7 @@ upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: WEBSOCKET}]"#,
         error_list(&[
             (
                 ".codec_type",
-                "codec_type HTTP2 is not supported yet: only HTTP/1.1 is served (AUTO and HTTP1)"
+                "codec_type HTTP3 is not supported: HTTP/1.1 and HTTP/2 are served (AUTO, HTTP1, HTTP2)"
             ),
             (".stat_prefix", "stat_prefix is required"),
             (".rds.route_config_name", "route_config_name is required"),
@@ -308,7 +308,7 @@ fn unsupported_fields_are_named_with_the_connection_manager_type() {
             ),
             (
                 &format!("{route}.route.max_stream_duration.max_stream_duration"),
-                "field is not supported yet"
+                "a stream duration limit is not supported yet (only 0s, no limit)"
             ),
         ])
     );
@@ -468,7 +468,11 @@ fn route_actions() {
         }]
     );
     let retry = p.retry_policy.as_ref().unwrap();
-    assert_eq!(retry.retry_on, RetryOn::RETRIABLE_STATUS_CODES);
+    let grpc_and_codes = RetryOn(RetryOn::RETRIABLE_STATUS_CODES.0 | RetryOn::GRPC_UNAVAILABLE.0);
+    assert_eq!(
+        retry.retry_on, grpc_and_codes,
+        "unavailable is a gRPC condition"
+    );
     assert_eq!(retry.retriable_status_codes, [503]);
     assert_eq!(retry.per_try_timeout, Some(Duration::from_secs(1)));
     assert_eq!(retry.back_off_base, Duration::from_millis(100));

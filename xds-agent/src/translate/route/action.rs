@@ -163,6 +163,14 @@ fn grpc_timeout(
 ) -> Option<GrpcTimeout> {
     let cap = |d: Option<Duration>| d.filter(|d| !d.is_zero());
     if let Some(stream) = &proto.max_stream_duration {
+        // `0s` is the default (no limit), as Istio writes on every route.
+        let limit = stream.max_stream_duration.as_ref();
+        if limit.is_some_and(|d| d.seconds != 0 || d.nanos != 0) {
+            p.add(
+                at("max_stream_duration.max_stream_duration"),
+                "a stream duration limit is not supported yet (only 0s, no limit)",
+            );
+        }
         if let Some(max) = &stream.grpc_timeout_header_max {
             let max = p.duration(max, at("max_stream_duration.grpc_timeout_header_max"));
             let offset = stream
