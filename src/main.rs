@@ -1,21 +1,14 @@
 //! Binary entry: parses Envoy-compatible flags, starts the shards and the agent thread.
-mod access_log;
 mod cli;
-mod context;
 mod default_config;
-mod filters;
 mod logging;
-mod net;
-mod protocol;
-mod proxy;
-mod rt;
-mod stream;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use cli::{Cli, Mode};
 use model::stats::StatsRegistry;
+use shardproxy::rt;
 use xds_agent::agent::{self, AgentOptions};
 
 fn main() -> ExitCode {

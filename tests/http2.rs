@@ -1312,8 +1312,6 @@ fn content_lengths(echo: &Value) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "shardproxy bug: an HTTP/2 request's content-length reaches an HTTP/1.1 upstream \
-            twice; an HTTP/1.1 request's content-length does not reach an HTTP/2 upstream"]
 fn content_length_crosses_protocols_once() {
     let test = "content_length_crosses_protocols_once";
     if !have(test, "curl") || !have_python(test, "h2") {

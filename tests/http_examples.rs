@@ -18,7 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{http::*, tls::*, *};
+use common::{
+    grpc::{grpc_call, have_grpcio, GrpcServer},
+    http::*,
+    tls::*,
+    *,
+};
 use serde_json::{json, Value};
 
 /// Examples covered by a test below.
@@ -34,17 +39,14 @@ const COVERED: &[&str] = &[
     "tls_envoy-https-passthrough.yaml",
     "tls-sni_envoy.yaml",
     "tls-inspector_envoy.yaml",
+    "grpc-bridge_server_envoy-proxy.yaml",
 ];
 
 /// Examples not run, and why.
 const SKIPPED: &[(&str, &str)] = &[
     (
         "grpc-bridge_client_envoy-proxy.yaml",
-        "gRPC-HTTP/1.1 bridge filter and an HTTP/2 upstream: HTTP/2 and gRPC come after issue 3",
-    ),
-    (
-        "grpc-bridge_server_envoy-proxy.yaml",
-        "HTTP/2 upstream (http2_protocol_options) for a gRPC service: HTTP/2 comes after issue 3",
+        "envoy.filters.http.grpc_http1_bridge (gRPC for HTTP/1.1 clients) and add_user_agent are not supported yet",
     ),
     (
         "rbac_envoy.yaml",
@@ -436,6 +438,29 @@ fn websocket_route_upgrades_and_echoes() {
             "{}: closed after the close frames",
             kind.name()
         );
+    }
+}
+
+/// grpc-bridge's server-side proxy: gRPC (h2c, `codec_type: AUTO`) on a `grpc: {}` route to an
+/// HTTP/2 STRICT_DNS cluster; the sandbox's Go service is stood in for by grpc_peer.py.
+#[test]
+fn grpc_bridge_server_proxies_grpc_over_http2() {
+    if !have_grpcio("grpc_bridge_server_proxies_grpc_over_http2") {
+        return;
+    }
+    let Some(f) = fixture("grpc-bridge_server_envoy-proxy.yaml") else {
+        return;
+    };
+    let server = GrpcServer::start();
+    let ex = localise(f, &[(("grpc-server", 8081), server.port)]);
+    for kind in proxies() {
+        let _proxy = HttpProxy::start(kind, "grpc-bridge", &ex.bootstrap);
+        let runs = grpc_call(ex.port(8811), "grpc.example", "unary,server_stream");
+        for name in ["unary", "server_stream"] {
+            let v = &runs[name];
+            assert!(v.get("error").is_none(), "{}: {name}: {v}", kind.name());
+        }
+        assert_eq!(runs["unary"]["code"], "OK", "{}", kind.name());
     }
 }
 

@@ -5,6 +5,7 @@
 //! killed by PID when its handle drops.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod http;
 pub mod http_e2e;
 pub mod tls;

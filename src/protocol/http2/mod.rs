@@ -8,6 +8,7 @@ use std::future::poll_fn;
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http::{header::HeaderName, HeaderMap, HeaderValue, Request, Response};
+use model::http::Http2Options;
 
 use super::http1::Framing;
 use crate::stream::headers::{Headers, RequestHead, ResponseHead, Version};
@@ -23,6 +24,27 @@ const CONNECTION_SPECIFIC: [&str; 6] = [
     "upgrade",
     "host",
 ];
+
+/// The HTTP/2 server side as the connection manager sets it up: `options`' SETTINGS, windows
+/// no larger than `buffer_limit` (what a client may send ahead is what the proxy is willing
+/// to hold; Envoy bounds it with watermarks instead), the header list within
+/// `max_header_bytes`.
+pub fn server(
+    options: &Http2Options,
+    buffer_limit: usize,
+    max_header_bytes: usize,
+) -> h2::server::Builder {
+    let window_cap = u32::try_from(buffer_limit).unwrap_or(u32::MAX).max(65_535);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(options.initial_stream_window_size.min(window_cap))
+        .initial_connection_window_size(options.initial_connection_window_size.min(window_cap))
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .header_table_size(options.hpack_table_size)
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .max_send_buffer_size(buffer_limit);
+    builder
+}
 
 /// A request as the connection manager serves it.
 pub struct IncomingRequest {
@@ -72,11 +94,14 @@ pub fn incoming(request: Request<RecvStream>) -> Result<IncomingRequest, Request
             }
             "content-length" => {
                 let parsed = std::str::from_utf8(bytes).ok().and_then(|v| v.parse().ok());
+                // Kept as the framing (as HTTP/1 keeps it), not as a field: each codec
+                // writes it out again.
                 match (parsed, length) {
                     (Some(n), None) => length = Some(n),
-                    (Some(n), Some(m)) if n == m => continue,
+                    (Some(n), Some(m)) if n == m => {}
                     _ => return Err(RequestError::BadContentLength),
                 }
+                continue;
             }
             "expect" if bytes.eq_ignore_ascii_case(b"100-continue") => {
                 expect_continue = true;
@@ -174,8 +199,12 @@ pub fn trailers(map: &HeaderMap) -> Headers {
 }
 
 /// The HTTP/2 request for an upstream: `:scheme`, `:authority` (from `host`) and `:path` from
-/// the head, its fields as HTTP/2 carries them.
-pub fn request(head: &RequestHead, scheme: &str) -> Result<Request<()>, http::Error> {
+/// the head, its fields as HTTP/2 carries them, and `content-length` when `framing` has one.
+pub fn request(
+    head: &RequestHead,
+    scheme: &str,
+    framing: &Framing,
+) -> Result<Request<()>, http::Error> {
     let mut uri = http::Uri::builder();
     if let Some(authority) = head.headers.get("host") {
         uri = uri.scheme(scheme).authority(authority.as_ref());
@@ -189,6 +218,12 @@ pub fn request(head: &RequestHead, scheme: &str) -> Result<Request<()>, http::Er
         .version(http::Version::HTTP_2)
         .body(())?;
     *request.headers_mut() = header_map(&head.headers);
+    if let Framing::Length(n) = framing {
+        let length = HeaderValue::from(*n);
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
+    }
     Ok(request)
 }
 

@@ -166,7 +166,7 @@ impl Http2Stream {
             Some(_) => "https",
             None => "http",
         };
-        let Ok(head) = http2::request(request.head, scheme) else {
+        let Ok(head) = http2::request(request.head, scheme, request.framing) else {
             return Err(TryFailure::Protocol(ResponseError::InvalidHeaderValue));
         };
         let mut sender = self.conn.send.clone();

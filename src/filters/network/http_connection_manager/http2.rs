@@ -37,20 +37,11 @@ enum Event {
 
 /// Serves the connection's streams until it closes.
 pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
-    let options = &c.hcm.http2;
-    // Windows no larger than the listener's buffer limit: what a client may send ahead is
-    // what the proxy is willing to hold (Envoy bounds it with watermarks instead).
-    let window_cap = u32::try_from(c.listener.buffer_limit)
-        .unwrap_or(u32::MAX)
-        .max(65_535);
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(options.initial_stream_window_size.min(window_cap))
-        .initial_connection_window_size(options.initial_connection_window_size.min(window_cap))
-        .max_concurrent_streams(options.max_concurrent_streams)
-        .header_table_size(options.hpack_table_size)
-        .max_header_list_size(c.hcm.max_request_headers_bytes as u32)
-        .max_send_buffer_size(c.listener.buffer_limit);
+    let builder = http2::server(
+        &c.hcm.http2,
+        c.listener.buffer_limit,
+        c.hcm.max_request_headers_bytes,
+    );
     let handshake = builder.handshake::<_, Bytes>(TokioIo::new(conn));
     let idle = c.hcm.timeouts.idle;
     let handshake = match idle {
