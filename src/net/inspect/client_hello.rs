@@ -104,12 +104,14 @@ impl<'a> ClientHello<'a> {
 
     /// The supported_versions extension offers TLS 1.3.
     #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
+    #[cfg_attr(fuzzing, allow(dead_code))] // not by the library the http2 target builds
     pub fn supports_tls13(&self) -> bool {
         self.tls13
     }
 
     /// An SSLv2-compatible hello (no extensions).
     #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
+    #[cfg_attr(fuzzing, allow(dead_code))] // not by the library the http2 target builds
     pub fn is_sslv2(&self) -> bool {
         self.sslv2
     }
@@ -117,6 +119,7 @@ impl<'a> ClientHello<'a> {
     /// Bytes of the connection the hello occupies, record headers included (Envoy's
     /// tls_inspector.bytes_processed).
     #[cfg(any(test, fuzzing))] // read by the tests and fuzz targets only
+    #[cfg_attr(fuzzing, allow(dead_code))] // not by the library the http2 target builds
     pub fn wire_len(&self) -> usize {
         self.wire_len
     }
