@@ -4,7 +4,7 @@
 use std::{
     cell::RefCell,
     future::{poll_fn, Future},
-    pin::pin,
+    pin::{pin, Pin},
     rc::Rc,
     task::Poll,
     time::Instant,
@@ -71,11 +71,10 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
     let mut served = 0u32;
     let mut going_away = false;
     let mut draining = pin!(c.drain.started());
-    let mut idle_since = Some(Instant::now());
+    // Runs while the connection has no stream (set again each time it becomes idle).
+    let idle_from = |since: Instant| idle.map(|timeout| timer::sleep_until(since + timeout));
+    let mut idle_timer = idle_from(Instant::now());
     loop {
-        let mut idle_timer = idle
-            .zip(idle_since)
-            .map(|(timeout, since)| Box::pin(timer::sleep_until(since + timeout)));
         let event = poll_fn(|cx| {
             if let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
                 return Poll::Ready(Event::StreamDone);
@@ -84,7 +83,7 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
                 return Poll::Ready(Event::Draining);
             }
             if let Some(timer) = idle_timer.as_mut() {
-                if streams.is_empty() && timer.as_mut().poll(cx).is_ready() {
+                if streams.is_empty() && Pin::new(timer).poll(cx).is_ready() {
                     return Poll::Ready(Event::Idle);
                 }
             }
@@ -101,7 +100,7 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
         match event {
             Event::Stream(request, respond) => {
                 served += 1;
-                idle_since = None;
+                idle_timer = None;
                 streams.push(serve_stream(c, request, respond));
                 let used_up = c
                     .hcm
@@ -123,7 +122,7 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
                 inc(&c.stats.downstream_cx_destroy_local);
                 going_away = true;
                 h2.graceful_shutdown();
-                idle_since = None;
+                idle_timer = None;
             }
             Event::Closed(error) => {
                 if error
@@ -140,8 +139,8 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
                 return Ended::Closed;
             }
         }
-        if streams.is_empty() && idle_since.is_none() && !going_away {
-            idle_since = Some(Instant::now());
+        if streams.is_empty() && idle_timer.is_none() && !going_away {
+            idle_timer = idle_from(Instant::now());
         }
     }
 }
