@@ -33,6 +33,18 @@ impl Timers {
     }
 }
 
+/// Runs `work` until `deadline` (none: to its end); `None` when the deadline came first.
+pub async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> Option<T> {
+    let Some(deadline) = deadline else {
+        return Some(work.await);
+    };
+    futures_lite::future::or(async { Some(work.await) }, async {
+        sleep_until(deadline).await;
+        None
+    })
+    .await
+}
+
 /// Completes after `duration`.
 pub fn sleep(duration: Duration) -> Sleep {
     sleep_until(Instant::now() + duration)

@@ -9,7 +9,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_lite::future;
 use h2::{server::SendResponse, RecvStream};
 
 use super::headers::Headers;
@@ -17,7 +16,7 @@ use crate::{
     net::buffered::{Buffered, IoFailure},
     protocol::{
         http1::{BodyDecoder, BodyError, BodyEvent, Framing, Limits},
-        http2,
+        http2::{self, Received},
     },
     rt::timer,
 };
@@ -140,13 +139,15 @@ impl<'d> RequestBody<'d> {
                 Source::Http1 { conn, decoder } => (conn, decoder),
                 Source::Http2 {
                     recv, unreleased, ..
-                } => match next_frame(recv, unreleased, deadline).await? {
-                    Frame::Data(chunk) if chunk.is_empty() => continue,
-                    Frame::Data(chunk) => {
+                } => match timer::within(deadline, http2::receive(recv, unreleased)).await {
+                    None => return Err(BodyFailure::TimedOut),
+                    // The client reset the stream (or its connection failed).
+                    Some(Err(_)) => return Err(BodyFailure::Disconnected),
+                    Some(Ok(Received::Data(chunk))) => {
                         self.keep(&chunk);
                         return Ok(Some(chunk));
                     }
-                    Frame::End(trailers) => {
+                    Some(Ok(Received::End(trailers))) => {
                         self.done = true;
                         self.trailers = trailers;
                         return Ok(None);
@@ -230,54 +231,4 @@ impl<'d> RequestBody<'d> {
             replay.push(chunk.clone());
         }
     }
-}
-
-/// What an HTTP/2 request stream yielded.
-enum Frame {
-    Data(Bytes),
-    /// The stream ended, with these trailers.
-    End(Option<Headers>),
-}
-
-/// The next DATA frame (or the end) of an HTTP/2 request stream, after giving back the window
-/// the previous chunk took.
-async fn next_frame(
-    recv: &mut RecvStream,
-    unreleased: &mut usize,
-    deadline: Option<Instant>,
-) -> Result<Frame, BodyFailure> {
-    if *unreleased > 0 {
-        let _ = recv.flow_control().release_capacity(*unreleased);
-        *unreleased = 0;
-    }
-    match within(deadline, poll_fn(|cx| recv.poll_data(cx))).await? {
-        Some(Ok(chunk)) => {
-            *unreleased = chunk.len();
-            Ok(Frame::Data(chunk))
-        }
-        // The client reset the stream (or its connection failed).
-        Some(Err(_)) => Err(BodyFailure::Disconnected),
-        None => {
-            let trailers = within(deadline, poll_fn(|cx| recv.poll_trailers(cx))).await?;
-            match trailers {
-                Ok(trailers) => Ok(Frame::End(trailers.as_ref().map(http2::trailers))),
-                Err(_) => Err(BodyFailure::Disconnected),
-            }
-        }
-    }
-}
-
-/// Runs `work` until `deadline`.
-async fn within<T>(
-    deadline: Option<Instant>,
-    work: impl std::future::Future<Output = T>,
-) -> Result<T, BodyFailure> {
-    let Some(deadline) = deadline else {
-        return Ok(work.await);
-    };
-    future::or(async { Ok(work.await) }, async {
-        timer::sleep_until(deadline).await;
-        Err(BodyFailure::TimedOut)
-    })
-    .await
 }

@@ -276,3 +276,34 @@ pub async fn send_all(
     }
     Ok(len)
 }
+
+/// What an HTTP/2 stream's body yields next.
+pub enum Received {
+    /// A DATA frame's bytes (never empty).
+    Data(Bytes),
+    /// The body ended, with these trailers.
+    End(Option<Headers>),
+}
+
+/// The next DATA (or the end) of a stream's body, after giving back to the flow-control window
+/// what the previous chunk took (`unreleased`, set again to this chunk's size): the window
+/// reopens only as the reader passes chunks on.
+pub async fn receive(recv: &mut RecvStream, unreleased: &mut usize) -> Result<Received, h2::Error> {
+    if *unreleased > 0 {
+        let _ = recv.flow_control().release_capacity(*unreleased);
+        *unreleased = 0;
+    }
+    loop {
+        match poll_fn(|cx| recv.poll_data(cx)).await {
+            Some(Ok(chunk)) if chunk.is_empty() => continue,
+            Some(Ok(chunk)) => {
+                *unreleased = chunk.len();
+                return Ok(Received::Data(chunk));
+            }
+            Some(Err(error)) => return Err(error),
+            None => break,
+        }
+    }
+    let trailers = poll_fn(|cx| recv.poll_trailers(cx)).await?;
+    Ok(Received::End(trailers.as_ref().map(self::trailers)))
+}

@@ -21,7 +21,10 @@ use super::{Outgoing, ResponseFailure, TryFailure, UpstreamHead};
 use crate::{
     context::ShardContext,
     net::tokio_io::TokioIo,
-    protocol::{http1::ResponseError, http2},
+    protocol::{
+        http1::ResponseError,
+        http2::{self, Received},
+    },
     proxy::{
         cluster_manager::{Host, ShardCluster},
         pool::{self, Acquire, Lease},
@@ -248,33 +251,15 @@ impl Http2Stream {
         deadline: Option<(Instant, Expiry)>,
     ) -> Result<Option<Bytes>, ResponseFailure> {
         let recv = self.recv.as_mut().expect("a response head was read");
-        if self.unreleased > 0 {
-            let _ = recv.flow_control().release_capacity(self.unreleased);
-            self.unreleased = 0;
-        }
-        let deadline = deadline.map(|d| (d.0, d.1));
-        loop {
-            let data = match within(deadline, poll_fn(|cx| recv.poll_data(cx))).await {
-                Ok(data) => data,
-                Err(expiry) => return Err(ResponseFailure::TimedOut(expiry)),
-            };
-            match data {
-                Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => {
-                    self.unreleased = chunk.len();
-                    return Ok(Some(chunk));
-                }
-                Some(Err(_)) => return Err(ResponseFailure::Reset),
-                None => break,
-            }
-        }
-        match within(deadline, poll_fn(|cx| recv.poll_trailers(cx))).await {
-            Ok(Ok(trailers)) => {
-                self.trailers = trailers.as_ref().map(http2::trailers);
+        let received = http2::receive(recv, &mut self.unreleased);
+        match within(deadline, received).await {
+            Err(expiry) => Err(ResponseFailure::TimedOut(expiry)),
+            Ok(Err(_)) => Err(ResponseFailure::Reset),
+            Ok(Ok(Received::Data(chunk))) => Ok(Some(chunk)),
+            Ok(Ok(Received::End(trailers))) => {
+                self.trailers = trailers;
                 Ok(None)
             }
-            Ok(Err(_)) => Err(ResponseFailure::Reset),
-            Err(expiry) => Err(ResponseFailure::TimedOut(expiry)),
         }
     }
 
@@ -416,12 +401,8 @@ async fn within<T>(
     deadline: Option<(Instant, Expiry)>,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Expiry> {
-    let Some((at, expiry)) = deadline else {
-        return Ok(work.await);
-    };
-    future::or(async { Ok(work.await) }, async {
-        timer::sleep_until(at).await;
-        Err(expiry)
-    })
-    .await
+    let expiry = deadline.map_or(Expiry::Route, |d| d.1);
+    timer::within(deadline.map(|d| d.0), work)
+        .await
+        .ok_or(expiry)
 }

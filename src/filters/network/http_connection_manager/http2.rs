@@ -44,16 +44,7 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
     );
     let handshake = builder.handshake::<_, Bytes>(TokioIo::new(conn));
     let idle = c.hcm.timeouts.idle;
-    let handshake = match idle {
-        Some(timeout) => {
-            let expired = async {
-                timer::sleep(timeout).await;
-                None
-            };
-            futures_lite::future::or(async { Some(handshake.await) }, expired).await
-        }
-        None => Some(handshake.await),
-    };
+    let handshake = timer::within(idle.map(|t| Instant::now() + t), handshake).await;
     let mut h2 = match handshake {
         Some(Ok(h2)) => h2,
         Some(Err(_)) => {
