@@ -1269,9 +1269,6 @@ fn graceful_drain_sends_goaway_and_finishes_the_request_in_flight() {
 }
 
 #[test]
-#[ignore = "shardproxy bug: at the end of --drain-time-s after /drain_listeners?graceful, \
-            shardproxy closes an HTTP/2 connection with a stream still in flight (after a \
-            GOAWAY promising it); Envoy closes only the listen sockets and lets it finish"]
 fn request_in_flight_outlives_the_drain_time() {
     let test = "request_in_flight_outlives_the_drain_time";
     if !have_python(test, "h2") {

@@ -117,6 +117,15 @@ impl Drop for OpenConnection {
     }
 }
 
+/// When a retired generation's remaining connections are closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cutoff {
+    /// At the end of the drain time (a listener modified or removed, as Envoy).
+    DrainTime,
+    /// Never: they end by themselves (the server stopped listening).
+    None,
+}
+
 /// Which listeners the server stopped (`/drain_listeners`, shutdown): they stay stopped, and
 /// listeners added later in that scope are not bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,7 +199,7 @@ impl ListenerSet {
             .collect();
         for name in removed {
             if let Some(active) = self.active.remove(&name) {
-                self.retire(active.generation(), None); // dropping `active` closes the socket
+                self.retire(active.generation(), None, Cutoff::DrainTime); // dropping `active` closes the socket
             }
         }
         let mut failures = Vec::new();
@@ -250,14 +259,15 @@ impl ListenerSet {
             }
             if let Some(old) = old {
                 let current = self.active[name].generation();
-                self.retire(old, Some(&current));
+                self.retire(old, Some(&current), Cutoff::DrainTime);
             }
         }
         failures
     }
 
     /// Server drain (`/drain_listeners`, shutdown): closes listening sockets (all, or inbound
-    /// ones only); connections of `drain_type: DEFAULT` listeners drain, MODIFY_ONLY ones
+    /// ones only); connections of `drain_type: DEFAULT` listeners drain (as Envoy, they are not
+    /// cut at the end of the drain time: a request in flight finishes), MODIFY_ONLY ones
     /// continue (until their listener is modified or removed).
     /// Tells the connections of DEFAULT-drain listeners in scope to drain (HTTP responses
     /// close their connections, idle ones close), while the sockets keep accepting: the
@@ -290,7 +300,9 @@ impl ListenerSet {
                 draining.push(generation);
             }
         }
-        draining.into_iter().for_each(|g| self.retire(g, None));
+        draining
+            .into_iter()
+            .for_each(|g| self.retire(g, None, Cutoff::None));
     }
 
     fn is_stopped(&self, listener: &Listener) -> bool {
@@ -302,9 +314,9 @@ impl ListenerSet {
     }
 
     /// Retires a generation that accepts no more connections: the connections on its chains
-    /// that `successor` does not carry over drain, and after the drain time (or once the
-    /// generation's last connection closed) whatever is left of them is closed.
-    fn retire(&self, generation: Rc<Generation>, successor: Option<&Generation>) {
+    /// that `successor` does not carry over drain, and (with `Cutoff::DrainTime`) after the
+    /// drain time whatever is left of them is closed.
+    fn retire(&self, generation: Rc<Generation>, successor: Option<&Generation>, cutoff: Cutoff) {
         if generation.drain.is_draining() {
             return;
         }
@@ -320,7 +332,12 @@ impl ListenerSet {
         reporter.draining(&generation.config, true);
         let drain_time = self.drain_time;
         rt::spawn_local(async move {
-            future::or(timer::sleep(drain_time), generation.drain.closed()).await;
+            match cutoff {
+                Cutoff::DrainTime => {
+                    future::or(timer::sleep(drain_time), generation.drain.closed()).await
+                }
+                Cutoff::None => generation.drain.closed().await,
+            }
             generation.drain.close();
             retired.iter().for_each(|c| c.close());
             reporter.draining(&generation.config, false);
