@@ -58,7 +58,10 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
             return Ended::Closed;
         }
     };
-    let mut streams = FuturesUnordered::new();
+    // Boxed: the set keeps a placeholder of its element type for as long as the connection
+    // lives, and a stream's future is ~7 KB (a box is a pointer).
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + '_>>> =
+        FuturesUnordered::new();
     let mut served = 0u32;
     let mut going_away = false;
     let mut draining = pin!(c.drain.started());
@@ -92,7 +95,7 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
             Event::Stream(request, respond) => {
                 served += 1;
                 idle_timer = None;
-                streams.push(serve_stream(c, request, respond));
+                streams.push(Box::pin(serve_stream(c, request, respond)));
                 let used_up = c
                     .hcm
                     .max_requests_per_connection
