@@ -7,7 +7,7 @@ mod common;
 use std::{collections::BTreeMap, time::Instant};
 
 use common::{
-    grpc::{grpc_call, have_grpcio, GrpcServer},
+    grpc::{grpc_call, grpc_server, have_grpcio},
     http::*,
     http_e2e::{UPSTREAM_HTTP_OPTIONS, UPSTREAM_HTTP_OPTIONS_KEY},
     *,
@@ -93,7 +93,7 @@ fn grpc_scenarios_through_the_proxy() {
     }
     for kind in kinds(TEST) {
         let started = Instant::now();
-        let server = GrpcServer::start();
+        let server = grpc_server();
         let (admin, port) = (free_port(), free_port());
         let boot = bootstrap(
             admin,
@@ -285,7 +285,7 @@ fn grpc_timeout_header_with_an_offset() {
         return;
     }
     for kind in kinds(TEST) {
-        let server = GrpcServer::start();
+        let server = grpc_server();
         let (admin, port) = (free_port(), free_port());
         // The call's own grpc-timeout (2 s) less a 1.5 s offset, uncapped: the proxy gives up
         // after 0.5 s, though the route's timeout is 10 s.

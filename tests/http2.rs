@@ -12,8 +12,7 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -144,24 +143,6 @@ fn have(test: &str, cmd: &str) -> bool {
     false
 }
 
-/// Whether the peers' Python has `modules`; skips `test` (fails under CI) when not.
-fn have_python(test: &str, modules: &str) -> bool {
-    let ok = Command::new(python())
-        .args(["-c", &format!("import {modules}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip(
-            test,
-            &format!("no Python {modules} in the test venv"),
-            Missing::Peer,
-        );
-    }
-    ok
-}
-
 /// Runs a command to completion, killed by PID after [`CLIENT_BOUND`]; (success, stdout,
 /// stderr).
 fn run_bounded(program: &str, args: &[String]) -> (bool, String, String) {
@@ -285,46 +266,9 @@ fn header_names(echo: &Value) -> Vec<String> {
     names
 }
 
-/// tests/peers/h2_peer.py `serve`: an h2c and HTTP/1.1 echo upstream; killed when dropped.
-struct H2Upstream {
-    port: u16,
-    child: Child,
-    _stdin: ChildStdin,
-}
-
-impl H2Upstream {
-    fn start() -> H2Upstream {
-        let mut child = Command::new(python())
-            .arg(peer_script("h2_peer.py"))
-            .arg("serve")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tests/peers/h2_peer.py serve");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("READY ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("h2_peer.py serve printed {line:?}"));
-        H2Upstream {
-            port,
-            child,
-            _stdin: stdin,
-        }
-    }
-}
-
-impl Drop for H2Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // by PID
-        let _ = self.child.wait();
-    }
+/// tests/peers/h2_peer.py `serve`: an h2c and HTTP/1.1 echo upstream.
+fn echo_h2_peer() -> PeerServer {
+    PeerServer::start("h2_peer.py", &["serve"])
 }
 
 /// nginx serving h2c (prior knowledge) on 127.0.0.1, answering every request with
@@ -941,7 +885,7 @@ fn downstream_protocol_picks_the_upstream_protocol() {
     if !have(test, "curl") || !have_python(test, "h2") {
         return;
     }
-    let up = H2Upstream::start();
+    let up = echo_h2_peer();
     let (admin, plain, tls) = (free_port(), free_port(), free_port());
     let b = bootstrap(
         admin,
@@ -1014,7 +958,7 @@ fn trailers_cross_h2_both_ways() {
     if !have_python(test, "h2") {
         return;
     }
-    let up = H2Upstream::start();
+    let up = echo_h2_peer();
     let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
         admin,
@@ -1315,7 +1259,7 @@ fn content_length_crosses_protocols_once() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let h2up = H2Upstream::start();
+    let h2up = echo_h2_peer();
     let (admin, to_h1, to_h2) = (free_port(), free_port(), free_port());
     let b = bootstrap(
         admin,

@@ -19,7 +19,7 @@ use std::{
 };
 
 use common::{
-    grpc::{grpc_call, have_grpcio, GrpcServer},
+    grpc::{grpc_call, grpc_server, have_grpcio},
     http::*,
     tls::*,
     *,
@@ -451,7 +451,7 @@ fn grpc_bridge_server_proxies_grpc_over_http2() {
     let Some(f) = fixture("grpc-bridge_server_envoy-proxy.yaml") else {
         return;
     };
-    let server = GrpcServer::start();
+    let server = grpc_server();
     let ex = localise(f, &[(("grpc-server", 8081), server.port)]);
     for kind in proxies() {
         let _proxy = HttpProxy::start(kind, "grpc-bridge", &ex.bootstrap);

@@ -12,6 +12,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::{
     addr, http_get, parse_stats, skip, socket_address, to_yaml, which, Missing, TempDir, BIN,
-    IO_TIMEOUT,
+    IO_TIMEOUT, SOON,
 };
 
 pub const HCM: &str =
@@ -807,4 +808,81 @@ pub fn echoed_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
         .iter()
         .find(|h| h[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
         .and_then(|h| h[1].as_str())
+}
+
+/// Whether the peers' Python has `modules` (`import` syntax); skips `test` (fails under CI)
+/// when not.
+pub fn have_python(test: &str, modules: &str) -> bool {
+    let ok = Command::new(python())
+        .args(["-c", &format!("import {modules}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(
+            test,
+            &format!(
+                "no Python {modules} in the test venv (tests/run.sh installs it into \
+                 target/test-venv)"
+            ),
+            Missing::Peer,
+        );
+    }
+    ok
+}
+
+/// A tests/peers script run as a server, which prints `READY <port>` once listening: it exits
+/// when its stdin closes, and is killed by PID on drop.
+pub struct PeerServer {
+    pub port: u16,
+    child: Child,
+    _stdin: ChildStdin,
+}
+
+impl PeerServer {
+    pub fn start(script: &str, args: &[&str]) -> PeerServer {
+        let mut child = Command::new(python())
+            .arg(peer_script(script))
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start tests/peers/{script}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        // The READY line, read on a thread so a server that never prints it fails the test
+        // after a bound instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(SOON) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{script} printed no READY line within {SOON:?}");
+            }
+        };
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{script} printed {line:?}, not READY <port>"));
+        PeerServer {
+            port,
+            child,
+            _stdin: stdin,
+        }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
