@@ -5,7 +5,7 @@
 //! `host` the rest of the proxy reads).
 use std::future::poll_fn;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use http::{header::HeaderName, HeaderMap, HeaderValue, Request, Response};
 use model::http::Http2Options;
@@ -167,8 +167,18 @@ pub fn response(head: &ResponseHead, content_length: Option<u64>) -> Response<()
 /// Headers (or trailers) as an HTTP/2 field block; connection-specific fields and names or
 /// values HTTP/2 cannot carry are left out.
 pub fn header_map(headers: &Headers) -> HeaderMap {
+    // The values are copied into one buffer of their own and sliced from it: HPACK's table
+    // keeps values, and a slice of the read buffer they came from would pin all of it (32 KiB
+    // per connection); one copy per head instead of one allocation per value.
+    let size = headers.iter().map(|h| h.value.len()).sum();
+    let mut copied = BytesMut::with_capacity(size);
+    headers
+        .iter()
+        .for_each(|h| copied.extend_from_slice(&h.value));
+    let mut copied = copied.freeze();
     let mut map = HeaderMap::with_capacity(headers.len());
     for header in headers.iter() {
+        let value = copied.split_to(header.value.len());
         let name = match HeaderName::from_bytes(&header.name) {
             Ok(name) if !CONNECTION_SPECIFIC.contains(&name.as_str()) => name,
             _ => continue,
@@ -176,9 +186,7 @@ pub fn header_map(headers: &Headers) -> HeaderMap {
         if name == http::header::TE && header.value != "trailers" {
             continue;
         }
-        // Copied, not sliced: HPACK's table keeps values, and a slice would pin the whole
-        // read buffer it came from (32 KiB per connection).
-        if let Ok(value) = HeaderValue::from_bytes(&header.value) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
             map.append(name, value);
         }
     }
