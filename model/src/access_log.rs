@@ -1,4 +1,4 @@
-//! Access log formats: compiled from Envoy's `%COMMAND%` strings on the agent, rendered on shards.
+//! Envoy's `%COMMAND%` formats (access logs, and anything formatted like them): compiled on the agent, rendered on shards.
 //!
 //! Compiling checks every command once; rendering only appends to the caller's buffer (no
 //! allocation, no parsing), so shards can log every closed connection and every HTTP request
@@ -23,7 +23,14 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-O
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLog {
     pub sink: LogSink,
-    format: Vec<Part>,
+    pub format: Format,
+}
+
+/// A compiled `%COMMAND%` string: an access log's line, and anything else Envoy formats the
+/// same way (header values, local reply bodies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    parts: Vec<Part>,
     /// A command reads the downstream connection's TLS.
     reads_tls: bool,
 }
@@ -462,26 +469,49 @@ fn command(name: &str) -> Option<Spec> {
 impl AccessLog {
     /// Compiles `format` (Envoy's [`DEFAULT_FORMAT`] when `None`) for `sink`.
     pub fn compile(sink: LogSink, format: Option<&str>) -> Result<Self, FormatError> {
-        let format = parse(format.unwrap_or(DEFAULT_FORMAT))?;
-        let reads_tls = format
-            .iter()
-            .any(|p| matches!(p, Part::Command(Command::DownstreamTls(_), _)));
-        Ok(Self {
-            sink,
-            format,
-            reads_tls,
-        })
+        let format = Format::compile(format.unwrap_or(DEFAULT_FORMAT))?;
+        Ok(Self { sink, format })
     }
 
     /// Whether a command reads the downstream connection's TLS (then the caller passes it in
     /// the record).
     pub fn reads_tls(&self) -> bool {
-        self.reads_tls
+        self.format.reads_tls()
     }
 
     /// Appends one formatted line for `record` to `out`.
     pub fn render(&self, record: &ConnectionRecord, out: &mut Vec<u8>) {
-        for part in &self.format {
+        self.format.render(record, out)
+    }
+}
+
+impl Format {
+    /// Compiles `format`, checking every command.
+    pub fn compile(format: &str) -> Result<Self, FormatError> {
+        let parts = parse(format)?;
+        let reads_tls = parts
+            .iter()
+            .any(|p| matches!(p, Part::Command(Command::DownstreamTls(_), _)));
+        Ok(Self { parts, reads_tls })
+    }
+
+    /// Whether a command reads the downstream connection's TLS.
+    pub fn reads_tls(&self) -> bool {
+        self.reads_tls
+    }
+
+    /// The text, when the format has no command (then it needs no record to render).
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Appends the format rendered for `record` to `out`.
+    pub fn render(&self, record: &ConnectionRecord, out: &mut Vec<u8>) {
+        for part in &self.parts {
             match part {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Part::Command(command, limit) => {
