@@ -1305,3 +1305,87 @@ fn content_length_crosses_protocols_once() {
         outcome
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keepalive PINGs
+
+/// `connection_keepalive` with a PING every 400 ms (no jitter) and 400 ms to answer it.
+fn keepalive_settings() -> Value {
+    json!({"connection_keepalive": {
+        "interval": "0.4s", "timeout": "0.4s", "interval_jitter": {"value": 0},
+    }})
+}
+
+fn keepalive_run(port: u16, wait_s: &str, silent: bool) -> Value {
+    let mut args = strings(&["keepalive", "--port", &port.to_string(), "--wait-s", wait_s]);
+    if silent {
+        args.push("--silent".into());
+    }
+    h2_peer(&args)
+}
+
+#[test]
+fn keepalive_pings_close_a_silent_client_and_keep_a_live_one() {
+    let test = "keepalive_pings_close_a_silent_client_and_keep_a_live_one";
+    if !have_python(test, "h2") {
+        return;
+    }
+    let echo = EchoUpstreams::start(&["echo"], None);
+    let (admin, port) = (free_port(), free_port());
+    let mut manager = auto_hcm("ka", "echo");
+    manager["http2_protocol_options"] = keepalive_settings();
+    let b = bootstrap(
+        admin,
+        vec![http_listener("ka", port, manager)],
+        vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
+    );
+    on_both("h2-keepalive", &b, |proxy| {
+        let who = proxy.kind.name();
+        // Answering: PINGs keep coming, the connection stays open.
+        let live = keepalive_run(port, "2", false);
+        assert!(live["pings"].as_u64().unwrap() >= 3, "{who}: {live}");
+        assert_eq!(live["closed"], false, "{who}: {live}");
+        // Silent: closed an interval and a timeout after it went quiet.
+        let dead = keepalive_run(port, "6", true);
+        assert_eq!(dead["pings"], 1, "{who}: {dead}");
+        assert_eq!(dead["closed"], true, "{who}: {dead}");
+        let after = dead["closed_after_ms"].as_u64().unwrap();
+        assert!(
+            (700..3000).contains(&after),
+            "{who}: closed after {after} ms"
+        );
+        (
+            live["closed"].clone(),
+            dead["closed"].clone(),
+            dead["goaway"].clone(),
+        )
+    });
+}
+
+#[test]
+fn keepalive_pings_fail_a_hung_http2_upstream_fast() {
+    let test = "keepalive_pings_fail_a_hung_http2_upstream_fast";
+    if !have_python(test, "h2") || !have(test, "curl") {
+        return;
+    }
+    let hung = PeerServer::start("h2_peer.py", &["serve", "--silent"]);
+    let (admin, port) = (free_port(), free_port());
+    let options = upstream_protocol(json!({"explicit_http_config": {
+        "http2_protocol_options": keepalive_settings(),
+    }}));
+    let b = bootstrap(
+        admin,
+        vec![plain_listener("front", port, "hung")],
+        vec![cluster("hung", &[(hung.port, 1)], options)],
+    );
+    on_both("h2-upstream-keepalive", &b, |proxy| {
+        let who = proxy.kind.name();
+        let started = Instant::now();
+        let r = curl_h(&["--http1.1", &format!("http://127.0.0.1:{port}/hung")]);
+        let took = started.elapsed();
+        // The route's 15 s timeout would give 504; the dead connection gives 503 first.
+        assert_eq!(r.status, 503, "{who}: {r:?}");
+        assert!(took < Duration::from_secs(5), "{who}: took {took:?}");
+        r.status
+    });
+}

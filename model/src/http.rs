@@ -139,6 +139,20 @@ pub struct Http2Options {
     pub initial_stream_window_size: u32,
     /// The connection's window (default 256 MiB; capped the same way).
     pub initial_connection_window_size: u32,
+    /// `connection_keepalive`: PINGs that find a dead peer (`None` without an interval).
+    pub keepalive: Option<Keepalive>,
+    /// `allow_connect`: CONNECT and extended CONNECT (RFC 8441) requests are served.
+    pub allow_connect: bool,
+}
+
+/// HTTP/2 `connection_keepalive`: a PING every `interval` (plus up to `jitter` of it, at
+/// random); a connection whose peer has not answered one within `timeout` is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `interval_jitter` in parts per million of the interval (Envoy's default 15 %).
+    pub jitter_ppm: u32,
 }
 
 impl Default for Http2Options {
@@ -148,6 +162,8 @@ impl Default for Http2Options {
             max_concurrent_streams: (1 << 31) - 1,
             initial_stream_window_size: 256 << 20,
             initial_connection_window_size: 256 << 20,
+            keepalive: None,
+            allow_connect: false,
         }
     }
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Test peer: HTTP/2 on the `h2` library (and `httpx`) — an h2c/HTTP/1.1 echo upstream, and clients.
 
-    h2_peer.py serve                 # prints `READY <port>` once listening on 127.0.0.1
+    h2_peer.py serve [--silent]      # prints `READY <port>` once listening on 127.0.0.1
     h2_peer.py request --port N [--method M] [--path P] [--header k:v]... [--body TEXT]
                        [--trailer k:v]...
     h2_peer.py httpx --url URL [--method M] [--body TEXT] [--ca CERT]
     h2_peer.py drain --port N --admin N [--path P] [--header k:v]...
+    h2_peer.py keepalive --port N --wait-s S [--silent]
 
 `serve` accepts both HTTP/2 with prior knowledge (h2c, told apart by the 24-byte preface) and
 HTTP/1.1 on the same port, and answers each request with a JSON echo: `protocol` (HTTP/2.0 or
@@ -14,10 +15,14 @@ request trailers. Every answer carries `x-upstream-protocol`. On HTTP/2 a reques
 `x-want-trailers: 1` gets its answer followed by trailers `x-trailer-one: one` and
 `x-trailer-body-len: <request body length>`.
 
+`serve --silent` accepts connections and reads them but never answers (a hung upstream).
+
 `request` is one h2c request (request trailers, if given, end the stream); `httpx` is one
 request on httpx with http2=True; `drain` sends a request, has the admin port POST
 /drain_listeners?graceful while it is in flight, then reads the connection until it closes.
-Each client prints one JSON object of what it observed.
+`keepalive` holds an idle h2c connection open for up to `--wait-s` and counts the PINGs the
+proxy sends; it answers them unless `--silent` (then it never writes after its preface, as
+a dead peer). Each client prints one JSON object of what it observed.
 """
 from __future__ import annotations
 
@@ -172,7 +177,18 @@ def serve_conn(sock: socket.socket) -> None:
         sock.close()
 
 
-def serve(_args) -> None:
+def swallow(sock: socket.socket) -> None:
+    """A dead peer: reads whatever comes, never writes."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def serve(args) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -182,7 +198,8 @@ def serve(_args) -> None:
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     while True:
         s, _ = listener.accept()
-        threading.Thread(target=serve_conn, args=(s,), daemon=True).start()
+        target = swallow if args.silent else serve_conn
+        threading.Thread(target=target, args=(s,), daemon=True).start()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,10 +362,39 @@ def drain(args) -> None:
     print(json.dumps(out))
 
 
+def keepalive(args) -> None:
+    """An idle h2c connection: the PINGs the proxy sends, and whether (and when) it closed."""
+    sock, conn = client_conn(args.port)
+    started = time.monotonic()
+    out = {"pings": 0, "closed": False, "goaway": None, "closed_after_ms": None}
+    sock.settimeout(0.2)
+    while time.monotonic() - started < args.wait_s:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            out["error"] = str(e)
+            data = b""
+        if not data:
+            out["closed"] = True
+            out["closed_after_ms"] = int((time.monotonic() - started) * 1000)
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.PingReceived):
+                out["pings"] += 1
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                out["goaway"] = int(ev.error_code)
+        pending = conn.data_to_send()
+        if pending and not args.silent:
+            sock.sendall(pending)
+    print(json.dumps(out))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("serve")
+    sub.add_parser("serve").add_argument("--silent", action="store_true")
     r = sub.add_parser("request")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--method", default="GET")
@@ -370,8 +416,13 @@ def main() -> None:
     d.add_argument("--header", action="append", default=[])
     d.add_argument("--drain-after-ms", type=int, default=300)
     d.add_argument("--wait-s", type=float, default=15)
+    k = sub.add_parser("keepalive")
+    k.add_argument("--port", type=int, required=True)
+    k.add_argument("--wait-s", type=float, required=True)
+    k.add_argument("--silent", action="store_true")
     args = p.parse_args()
-    {"serve": serve, "request": request, "httpx": httpx_request, "drain": drain}[args.cmd](args)
+    {"serve": serve, "request": request, "httpx": httpx_request, "drain": drain,
+     "keepalive": keepalive}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 //! layer's codec-neutral heads and back, with the rules of RFC 9113 §8 the crate leaves to
 //! its user (cookie crumbs joined, connection-specific fields never sent, `:authority` as the
 //! `host` the rest of the proxy reads).
+pub mod keepalive;
+
 use std::future::poll_fn;
 
 use bytes::{Bytes, BytesMut};

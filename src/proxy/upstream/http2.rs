@@ -23,7 +23,7 @@ use crate::{
     net::tokio_io::TokioIo,
     protocol::{
         http1::ResponseError,
-        http2::{self, Received},
+        http2::{self, keepalive, Received},
     },
     proxy::{
         cluster_manager::{Host, ShardCluster},
@@ -111,7 +111,7 @@ impl Http2Stream {
                 .enable_push(false);
             let io = TokioIo::new(crate::net::buffered::Buffered::new(transport));
             let handshake = builder.handshake::<_, Bytes>(io);
-            let (send, connection) = match handshake.await {
+            let (send, mut connection) = match handshake.await {
                 Ok(pair) => pair,
                 Err(_) => {
                     inc(&lease.cells().upstream_cx_protocol_error);
@@ -130,7 +130,9 @@ impl Http2Stream {
             });
             host.pool.http2.conns.borrow_mut().push(conn.clone());
             let idle = options.idle_timeout;
-            rt::spawn_local(drive(host.clone(), conn.clone(), connection, idle)).detach();
+            let keepalive = keepalive::peer_unresponsive(connection.ping_pong(), h2.keepalive);
+            let driven = drive(host.clone(), conn.clone(), connection, idle, keepalive);
+            rt::spawn_local(driven).detach();
             Ok(conn)
         };
         let conn = pool::within_breakers(ctx, cluster, deadline, reuse, open).await?;
@@ -365,9 +367,14 @@ async fn drive(
     conn: Rc<Http2Conn>,
     connection: h2::client::Connection<TokioIo, Bytes>,
     idle: Option<Duration>,
+    unresponsive: impl std::future::Future<Output = ()>,
 ) {
     let ended = async {
         let _ = connection.await;
+    };
+    let unresponsive = async {
+        unresponsive.await;
+        inc(&conn.lease.cells().upstream_cx_destroy_local);
     };
     let idled = async {
         let Some(idle) = idle else {
@@ -386,7 +393,7 @@ async fn drive(
             }
         }
     };
-    future::or(ended, idled).await;
+    future::or(ended, future::or(idled, unresponsive)).await;
     conn.closed.set(true);
     host.pool
         .http2

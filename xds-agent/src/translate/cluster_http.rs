@@ -12,7 +12,11 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{duration, http_connection_manager::http2_options, TranslateError};
+use super::{
+    duration,
+    http_connection_manager::{http2_options, Problems},
+    TranslateError,
+};
 use crate::names;
 use model::{CircuitBreakers, UpstreamHttpOptions, UpstreamProtocol};
 
@@ -61,7 +65,9 @@ pub(super) fn upstream_http(
     #[allow(deprecated)]
     if let Some(http2) = &proto.http2_protocol_options {
         options.protocol = UpstreamProtocol::Http2;
-        options.http2 = http2_options(Some(http2));
+        let at = format!("{path}.http2_protocol_options");
+        let mut p = Problems { url: None, errors };
+        options.http2 = http2_options(Some(http2), &at, &mut p);
     }
     let key = names::UPSTREAM_HTTP_PROTOCOL_OPTIONS;
     let Some(any) = proto.typed_extension_protocol_options.get(key) else {
@@ -92,7 +98,8 @@ pub(super) fn upstream_http(
             protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2)),
         })) => {
             options.protocol = UpstreamProtocol::Http2;
-            options.http2 = http2_options(Some(http2));
+            let at = format!("{path}.explicit_http_config.http2_protocol_options");
+            options.http2 = http2_options(Some(http2), &at, &mut Problems { url, errors });
         }
         Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
             protocol_config: Some(_),
@@ -110,7 +117,9 @@ pub(super) fn upstream_http(
             options.enable_trailers = http_protocol_options
                 .as_ref()
                 .is_some_and(|h| h.enable_trailers);
-            options.http2 = http2_options(http2_protocol_options.as_ref());
+            let at = format!("{path}.use_downstream_protocol_config.http2_protocol_options");
+            let mut p = Problems { url, errors };
+            options.http2 = http2_options(http2_protocol_options.as_ref(), &at, &mut p);
         }
         _ => {}
     }

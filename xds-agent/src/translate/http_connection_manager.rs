@@ -7,6 +7,7 @@ use envoy_types::pb::{
     envoy::{
         config::core::v3::{
             http_protocol_options::HeadersWithUnderscoresAction, Http2ProtocolOptions,
+            KeepaliveSettings,
         },
         extensions::filters::network::http_connection_manager::v3::{
             http_connection_manager::{
@@ -28,7 +29,8 @@ use model::{
     filters::HttpFilter,
     http::{
         ClientCertDetails, Codec, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options,
-        Http2Options, HttpConnectionManager, PathPolicy, Routes, ServerHeader, UnderscoreHeaders,
+        Http2Options, HttpConnectionManager, Keepalive, PathPolicy, Routes, ServerHeader,
+        UnderscoreHeaders,
     },
     DiscoveredBy,
 };
@@ -174,6 +176,11 @@ pub(super) fn http_connection_manager(
         );
     }
     let upgrades = upgrades(&config, path, &mut p);
+    let http2 = http2_options(
+        config.http2_protocol_options.as_ref(),
+        &at("http2_protocol_options"),
+        &mut p,
+    );
     let access_logs = access_logs(&config.access_log, &at("access_log"), p.errors);
     if p.count() > before {
         return None;
@@ -212,7 +219,7 @@ pub(super) fn http_connection_manager(
             HeadersWithUnderscoresAction::DropHeader => UnderscoreHeaders::DropHeader,
         },
         codec,
-        http2: http2_options(config.http2_protocol_options.as_ref()),
+        http2,
         http1: Http1Options {
             accept_http_10: http1.accept_http_10,
             enable_trailers: http1.enable_trailers,
@@ -347,7 +354,11 @@ fn http_filter_chain(
 
 /// `http2_protocol_options` (of a connection manager or a cluster), Envoy's defaults for what
 /// is unset.
-pub(super) fn http2_options(proto: Option<&Http2ProtocolOptions>) -> Http2Options {
+pub(super) fn http2_options(
+    proto: Option<&Http2ProtocolOptions>,
+    path: &str,
+    p: &mut Problems,
+) -> Http2Options {
     let defaults = Http2Options::default();
     let Some(proto) = proto else {
         return defaults;
@@ -370,5 +381,44 @@ pub(super) fn http2_options(proto: Option<&Http2ProtocolOptions>) -> Http2Option
             proto.initial_connection_window_size.map(|v| v.value),
             defaults.initial_connection_window_size,
         ),
+        keepalive: proto
+            .connection_keepalive
+            .as_ref()
+            .and_then(|k| keepalive(k, &format!("{path}.connection_keepalive"), p)),
+        allow_connect: proto.allow_connect,
     }
+}
+
+/// `connection_keepalive` (Envoy's rules: `timeout` required and at least 1 ms; no PINGs
+/// without an `interval`; jitter 15 % unless set).
+fn keepalive(proto: &KeepaliveSettings, path: &str, p: &mut Problems) -> Option<Keepalive> {
+    let timeout = match &proto.timeout {
+        Some(t) => p.duration(t, format!("{path}.timeout"))?,
+        None => Duration::ZERO,
+    };
+    if timeout < Duration::from_millis(1) {
+        p.add(
+            format!("{path}.timeout"),
+            "is required and must be at least 1ms",
+        );
+        return None;
+    }
+    let interval = proto
+        .interval
+        .as_ref()
+        .and_then(|i| p.duration(i, format!("{path}.interval")))
+        .filter(|i| !i.is_zero())?;
+    let jitter = proto.interval_jitter.as_ref().map_or(15.0, |j| j.value);
+    if !(0.0..=100.0).contains(&jitter) {
+        p.add(
+            format!("{path}.interval_jitter"),
+            "must be a percentage between 0 and 100",
+        );
+        return None;
+    }
+    Some(Keepalive {
+        interval,
+        timeout,
+        jitter_ppm: (jitter * 10_000.0) as u32,
+    })
 }

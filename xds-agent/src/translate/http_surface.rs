@@ -83,6 +83,8 @@ pub const SURFACE: &[Surface] = &[
             "max_concurrent_streams",
             "initial_stream_window_size",
             "initial_connection_window_size",
+            "connection_keepalive",
+            "allow_connect",
         ],
         ignored: &[
             ("max_outbound_frames", H2_FLOODS),
@@ -91,6 +93,16 @@ pub const SURFACE: &[Surface] = &[
             ("max_inbound_priority_frames_per_stream", H2_FLOODS),
             ("max_inbound_window_update_frames_per_data_frame_sent", H2_FLOODS),
         ],
+    },
+    Surface {
+        message: "envoy.config.core.v3.KeepaliveSettings",
+        supported: &["interval", "timeout", "interval_jitter"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.Percent",
+        supported: &["value"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",

@@ -186,7 +186,10 @@ merge_slashes: true
 path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT
 upgrade_configs: [{upgrade_type: WebSocket}, {upgrade_type: CONNECT, enabled: false}]
 proxy_100_continue: true
-http2_protocol_options: {max_concurrent_streams: 10}
+http2_protocol_options:
+  max_concurrent_streams: 10
+  allow_connect: true
+  connection_keepalive: {interval: 30s, timeout: 5s, interval_jitter: {value: 10}}
 access_log:
 - name: log
   typed_config:
@@ -221,6 +224,12 @@ access_log:
         ]
     );
     assert!(h.proxy_100_continue);
+    assert!(h.http2.allow_connect);
+    let keepalive = h.http2.keepalive.unwrap();
+    assert_eq!(
+        (keepalive.interval, keepalive.timeout, keepalive.jitter_ppm),
+        (Duration::from_secs(30), Duration::from_secs(5), 100_000)
+    );
     assert_eq!(h.access_logs.len(), 1);
     assert!(h.routes.inline().unwrap().virtual_host(b"x").is_none());
     assert!(h.upgrade_allowed(None, b"websocket"));
@@ -237,7 +246,8 @@ http_filters: []
 max_request_headers_kb: 0
 common_http_protocol_options: {max_headers_count: 0}
 request_timeout: -1s
-upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: WEBSOCKET}]"#,
+upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: WEBSOCKET}]
+http2_protocol_options: {connection_keepalive: {interval: 1s, interval_jitter: {value: 150}}}"#,
     ));
     assert_eq!(
         e,
@@ -261,6 +271,10 @@ upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: WEBSOCKET}]"#,
             (
                 ".upgrade_configs[1].upgrade_type",
                 "duplicate upgrade type \"websocket\""
+            ),
+            (
+                ".http2_protocol_options.connection_keepalive.timeout",
+                "is required and must be at least 1ms"
             ),
         ])
     );

@@ -19,7 +19,10 @@ use model::stats::inc;
 use super::{downstream::Downstream, stream, Connection, Ended};
 use crate::{
     net::{buffered::Buffered, tokio_io::TokioIo},
-    protocol::{http1::ParsedRequest, http2},
+    protocol::{
+        http1::ParsedRequest,
+        http2::{self, keepalive},
+    },
     rt::timer,
 };
 
@@ -33,6 +36,8 @@ enum Event {
     Closed(Option<h2::Error>),
     Draining,
     Idle,
+    /// A keepalive PING went unanswered.
+    Unresponsive,
 }
 
 /// Serves the connection's streams until it closes.
@@ -68,8 +73,15 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
     // Runs while the connection has no stream (set again each time it becomes idle).
     let idle_from = |since: Instant| idle.map(|timeout| timer::sleep_until(since + timeout));
     let mut idle_timer = idle_from(Instant::now());
+    let mut unresponsive = pin!(keepalive::peer_unresponsive(
+        h2.ping_pong(),
+        c.hcm.http2.keepalive
+    ));
     loop {
         let event = poll_fn(|cx| {
+            if unresponsive.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Unresponsive);
+            }
             if let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
                 return Poll::Ready(Event::StreamDone);
             }
@@ -117,6 +129,11 @@ pub(super) async fn serve(c: &Connection<'_>, conn: Buffered) -> Ended {
                 going_away = true;
                 h2.graceful_shutdown();
                 idle_timer = None;
+            }
+            Event::Unresponsive => {
+                // Envoy's keepalive timeout: the connection is closed without a GOAWAY.
+                inc(&c.stats.downstream_cx_destroy_local);
+                return Ended::Closed;
             }
             Event::Closed(error) => {
                 if error
