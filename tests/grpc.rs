@@ -336,3 +336,99 @@ fn grpc_timeout_header_with_an_offset() {
         }
     }
 }
+
+/// `envoy.filters.http.grpc_stats` as Istio configures it (`stats_for_all_methods: false`:
+/// one set of `cluster.<name>.grpc.*` counters) and per method; every counter the calls made
+/// (outcomes by status, message counts both ways) is compared between the proxies.
+#[test]
+fn grpc_stats_counts_calls_statuses_and_messages() {
+    const TEST: &str = "grpc_stats_counts_calls_statuses_and_messages";
+    if !have_grpcio(TEST) {
+        return;
+    }
+    let grpc_stats = |per_method: bool| {
+        json!({"name": "envoy.filters.http.grpc_stats", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+            "emit_filter_state": true,
+            "stats_for_all_methods": per_method,
+        }})
+    };
+    let listener = |name: &str, port: u16, per_method: bool| {
+        http_listener(
+            name,
+            port,
+            hcm(
+                name,
+                catch_all_routes(name, json!({})),
+                vec![grpc_stats(per_method)],
+                json!({"codec_type": "AUTO"}),
+            ),
+        )
+    };
+    let mut outcomes = Vec::new();
+    for kind in kinds(TEST) {
+        let server = grpc_server();
+        let (admin, shared, per_method) = (free_port(), free_port(), free_port());
+        let boot = bootstrap(
+            admin,
+            vec![
+                listener("shared", shared, false),
+                listener("methods", per_method, true),
+            ],
+            vec![
+                cluster("shared", &[(server.port, 1)], h2_upstream()),
+                cluster("methods", &[(server.port, 1)], h2_upstream()),
+            ],
+        );
+        let proxy = HttpProxy::start(kind, "grpc-stats", &boot);
+        let k = kind.name();
+        for port in [shared, per_method] {
+            let runs = call(port, "unary,server_stream,client_stream,bidi,status");
+            for name in ["unary", "server_stream", "client_stream", "bidi", "status"] {
+                scenario(&runs, k, name);
+            }
+        }
+        let stats = proxy.stats();
+        let grpc: BTreeMap<String, i64> = stats
+            .into_iter()
+            .filter(|(name, _)| name.contains(".grpc."))
+            .collect();
+        let at = |name: &str| grpc.get(name).copied().unwrap_or(0);
+        assert!(at("cluster.shared.grpc.total") > 5, "{k}: {grpc:?}");
+        assert_eq!(
+            at("cluster.shared.grpc.total"),
+            at("cluster.shared.grpc.success") + at("cluster.shared.grpc.failure"),
+            "{k}: {grpc:?}"
+        );
+        assert_eq!(
+            at("cluster.shared.grpc.0"),
+            at("cluster.shared.grpc.success"),
+            "{k}: {grpc:?}"
+        );
+        assert!(
+            at("cluster.shared.grpc.10") >= 1,
+            "{k}: ABORTED midstream: {grpc:?}"
+        );
+        // server_stream answers 100 messages to one; bidi echoes 50.
+        assert!(
+            at("cluster.shared.grpc.response_message_count") >= 150,
+            "{k}: {grpc:?}"
+        );
+        assert!(
+            at("cluster.methods.grpc.shardproxy.test.Echo.ServerStream.total") >= 1,
+            "{k}: {grpc:?}"
+        );
+        assert!(
+            !grpc
+                .keys()
+                .any(|n| n.starts_with("cluster.shared.grpc.shardproxy")),
+            "{k}: per-method names with stats_for_all_methods false: {grpc:?}"
+        );
+        eprintln!("{k}: {grpc:?}");
+        outcomes.push((k, grpc));
+        drop(proxy);
+    }
+    if let [(_, envoy), (_, ours)] = outcomes.as_slice() {
+        assert_eq!(ours, envoy, "shardproxy (left) and Envoy (right) differ");
+    }
+}

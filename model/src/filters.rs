@@ -33,6 +33,7 @@ pub enum HttpFilterKind {
     Cors(Arc<CorsStats>),
     LocalRateLimit(Arc<LocalRateLimitConfig>),
     HeaderMutation(Arc<HeaderMutationConfig>),
+    GrpcStats(Arc<GrpcStatsConfig>),
 }
 
 /// A share of requests: `numerator` out of `denominator` (100, 10 000 or 1 000 000).
@@ -165,6 +166,38 @@ pub struct LocalRateLimitConfig {
     pub enable_retry_after: bool,
     /// `<stat_prefix>.http_local_rate_limit.*`
     pub stats: Arc<LocalRateLimitStats>,
+}
+
+/// `envoy.filters.http.grpc_stats`: gRPC calls counted per route cluster, under
+/// `cluster.<name>.grpc.` — per service and method for the calls `methods` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcStatsConfig {
+    pub methods: GrpcMethodStats,
+    /// `replace_dots_in_grpc_service_name`: `.` in a service name becomes `_` in stat names.
+    pub replace_dots_in_service: bool,
+}
+
+/// Which calls get stats of their own (`<service>.<method>.success`); the others share
+/// `grpc.success`, `grpc.total`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcMethodStats {
+    /// `stats_for_all_methods: true`.
+    All,
+    /// `individual_method_stats_allowlist`: `(service, method)` pairs.
+    Allowlist(Vec<(String, String)>),
+    /// `stats_for_all_methods: false`, or neither set (Envoy's default).
+    None,
+}
+
+impl GrpcMethodStats {
+    /// Whether `service`'s `method` gets stats of its own.
+    pub fn names(&self, service: &str, method: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Allowlist(list) => list.iter().any(|(s, m)| s == service && m == method),
+            Self::None => false,
+        }
+    }
 }
 
 /// `envoy.filters.http.header_mutation` in the chain.

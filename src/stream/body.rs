@@ -55,6 +55,9 @@ enum Source<'d> {
     Complete,
 }
 
+/// What sees a request body's chunks as they are read.
+pub type BodyObserver = Rc<dyn Fn(&[u8])>;
+
 pub struct RequestBody<'d> {
     source: Source<'d>,
     done: bool,
@@ -65,6 +68,8 @@ pub struct RequestBody<'d> {
     replay_limit: usize,
     /// Body bytes received (for `%BYTES_RECEIVED%`).
     pub received: u64,
+    /// Sees every chunk as it is read from the client (gRPC message counts).
+    pub observer: Option<BodyObserver>,
 }
 
 impl<'d> RequestBody<'d> {
@@ -116,6 +121,7 @@ impl<'d> RequestBody<'d> {
             replay_bytes: 0,
             replay_limit,
             received: 0,
+            observer: None,
         }
     }
 
@@ -216,11 +222,16 @@ impl<'d> RequestBody<'d> {
             respond,
             unreleased,
         };
-        Some(RequestBody::new(source, false, 0))
+        let mut rest = RequestBody::new(source, false, 0);
+        rest.observer = self.observer.take();
+        Some(rest)
     }
 
     fn keep(&mut self, chunk: &Bytes) {
         self.received += chunk.len() as u64;
+        if let Some(observe) = &self.observer {
+            observe(chunk);
+        }
         let Some(replay) = &mut self.replay else {
             return;
         };

@@ -1,6 +1,7 @@
 //! Stream layer: gRPC as the proxy's own replies need it — a local reply to a gRPC request is
-//! a trailers-only response (HTTP 200, `grpc-status`, `grpc-message`), as Envoy sends it.
-use std::time::Duration;
+//! a trailers-only response (HTTP 200, `grpc-status`, `grpc-message`), as Envoy sends it —
+//! and as its stats read it: the messages of a body (length-prefixed frames).
+use std::{cell::Cell, time::Duration};
 
 use bytes::Bytes;
 use model::route::GrpcTimeout;
@@ -16,7 +17,16 @@ const MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Whether the request is gRPC (`content-type: application/grpc` or a `+suffix` of it).
 pub fn is_grpc(request: &RequestHead) -> bool {
-    request.headers.get("content-type").is_some_and(|v| {
+    grpc_content_type(&request.headers)
+}
+
+/// Whether a response head starts a gRPC body (its content type is gRPC's).
+pub fn is_grpc_response(head: &ResponseHead) -> bool {
+    grpc_content_type(&head.headers)
+}
+
+fn grpc_content_type(headers: &Headers) -> bool {
+    headers.get("content-type").is_some_and(|v| {
         v.strip_prefix(b"application/grpc")
             .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
     })
@@ -86,6 +96,22 @@ pub fn trailers_only(status: u32, message: &[u8], headers: &mut Headers) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_counted_across_any_chunking() {
+        let frame = |len: u32| {
+            let mut f = vec![0u8];
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend(std::iter::repeat_n(7u8, len as usize));
+            f
+        };
+        let body: Vec<u8> = [frame(3), frame(0), frame(300), frame(1)].concat();
+        for size in [1, 2, 4, 5, 6, 300, body.len()] {
+            let counter = MessageCounter::default();
+            let counted: u64 = body.chunks(size).map(|c| counter.inspect(c)).sum();
+            assert_eq!(counted, 4, "chunks of {size}");
+        }
+    }
     use crate::stream::headers::Version;
 
     fn request(content_type: &str) -> RequestHead {
@@ -147,5 +173,50 @@ mod tests {
             headers.get("grpc-message").unwrap(),
             "no healthy upstream 100%25%0A"
         );
+    }
+}
+
+/// Counts the messages of a gRPC body as its chunks pass (each message is a 1-byte flag, a
+/// 4-byte big-endian length, then that many bytes; chunks may split them anywhere).
+#[derive(Debug, Default)]
+pub struct MessageCounter {
+    /// Bytes of the current message's 5-byte prefix read so far (0: at a message's start).
+    prefix_read: Cell<u8>,
+    /// The length being read from the prefix.
+    length: Cell<u32>,
+    /// Bytes of the current message's payload still to come.
+    payload_left: Cell<u64>,
+}
+
+impl MessageCounter {
+    /// How many messages start in `chunk`.
+    pub fn inspect(&self, mut chunk: &[u8]) -> u64 {
+        let mut started = 0;
+        while !chunk.is_empty() {
+            let left = self.payload_left.get();
+            if left > 0 {
+                let skip = left.min(chunk.len() as u64);
+                self.payload_left.set(left - skip);
+                chunk = &chunk[skip as usize..];
+                continue;
+            }
+            let read = self.prefix_read.get();
+            if read == 0 {
+                started += 1;
+                self.length.set(0);
+            } else {
+                self.length
+                    .set(self.length.get() << 8 | u32::from(chunk[0]));
+            }
+            chunk = &chunk[1..];
+            match read + 1 {
+                5 => {
+                    self.prefix_read.set(0);
+                    self.payload_left.set(u64::from(self.length.get()));
+                }
+                next => self.prefix_read.set(next),
+            }
+        }
+        started
     }
 }

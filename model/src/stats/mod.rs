@@ -4,6 +4,7 @@
 //! interval's snapshot kept by the registry. Per-status-code counters (`status_codes.rs`) are
 //! a table per shard, listed only for the codes that occurred.
 mod histogram;
+mod named;
 mod ssl;
 mod status_codes;
 
@@ -21,6 +22,7 @@ pub use histogram::{
     record, record_duration, HistogramCell, HistogramSnapshot, PROMETHEUS_BUCKETS_MS,
     SUPPORTED_QUANTILES,
 };
+pub use named::NamedCounters;
 pub use ssl::{HandshakeFailure, SslCells, SslStats, CIPHERS, CURVES, VERSIONS};
 pub use status_codes::{record_status, StatusCodeCell};
 
@@ -87,6 +89,7 @@ pub enum FieldKind {
     Scalar(StatKind),
     Histogram,
     StatusCodes,
+    Named,
 }
 
 /// A stat field of any kind, as `stat_scope!` reads it.
@@ -98,6 +101,9 @@ pub trait StatCell {
         None
     }
     fn status_codes(&self) -> Option<&StatusCodeCell> {
+        None
+    }
+    fn named(&self) -> Option<&NamedCounters> {
         None
     }
 }
@@ -120,6 +126,12 @@ impl StatCell for StatusCodeCell {
     }
 }
 
+impl StatCell for NamedCounters {
+    fn named(&self) -> Option<&NamedCounters> {
+        Some(self)
+    }
+}
+
 #[repr(align(64))]
 #[derive(Debug, Default)]
 pub struct Padded<T>(pub T);
@@ -127,16 +139,20 @@ pub struct Padded<T>(pub T);
 /// Declares a stats scope: a struct of per-shard cells and the scope holding one per shard.
 /// Field kinds: `Counter` and `Gauge` (an `AtomicU64`, see [`inc`], [`add`], [`dec`]) and
 /// `Histogram` (a [`HistogramCell`], see [`record`] and [`record_duration`]) and `StatusCodes`
-/// (a [`StatusCodeCell`], see [`record_status`]: field `upstream_rq` lists `upstream_rq_200`…).
+/// (a [`StatusCodeCell`], see [`record_status`]: field `upstream_rq` lists `upstream_rq_200`…)
+/// and `Named` (a [`NamedCounters`]: field `grpc` lists `grpc.<name>` for names made at run
+/// time, e.g. by `envoy.filters.http.grpc_stats`).
 macro_rules! stat_scope {
     (@cell Counter) => { ::std::sync::atomic::AtomicU64 };
     (@cell Gauge) => { ::std::sync::atomic::AtomicU64 };
     (@cell Histogram) => { $crate::stats::HistogramCell };
     (@cell StatusCodes) => { $crate::stats::StatusCodeCell };
+    (@cell Named) => { $crate::stats::NamedCounters };
     (@kind Counter) => { $crate::stats::FieldKind::Scalar($crate::stats::StatKind::Counter) };
     (@kind Gauge) => { $crate::stats::FieldKind::Scalar($crate::stats::StatKind::Gauge) };
     (@kind Histogram) => { $crate::stats::FieldKind::Histogram };
     (@kind StatusCodes) => { $crate::stats::FieldKind::StatusCodes };
+    (@kind Named) => { $crate::stats::FieldKind::Named };
     ($scope:ident, $cells:ident { $($field:ident : $kind:ident),* $(,)? }) => {
         #[derive(Debug, Default)]
         pub struct $cells { $(pub $field: $crate::stats::stat_scope!(@cell $kind)),* }
@@ -198,6 +214,15 @@ macro_rules! stat_scope {
                                 self.shards
                                     .iter()
                                     .filter_map(|s| $crate::stats::StatCell::status_codes(&s.0.$field)),
+                                out,
+                            );
+                        }
+                        $crate::stats::FieldKind::Named => {
+                            $crate::stats::NamedCounters::read_sum(
+                                &format!("{}.{}", self.prefix, stringify!($field)),
+                                self.shards
+                                    .iter()
+                                    .filter_map(|s| $crate::stats::StatCell::named(&s.0.$field)),
                                 out,
                             );
                         }
@@ -310,6 +335,7 @@ stat_scope!(
         upstream_rq_4xx: Counter,
         upstream_rq_5xx: Counter,
         upstream_rq: StatusCodes,
+        grpc: Named,
         upstream_rq_pending_total: Counter,
         upstream_rq_pending_active: Gauge,
         upstream_rq_pending_overflow: Counter,

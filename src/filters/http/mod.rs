@@ -6,6 +6,7 @@
 //! see `model::filters::token_bucket`), which the process-wide rate requires.
 mod cors;
 mod fault;
+pub mod grpc_stats;
 pub mod header_mutation;
 mod local_ratelimit;
 
@@ -35,6 +36,8 @@ pub async fn on_request(
             header_mutation::on_request(filter, config, cx, request);
             FilterResult::Continue
         }
+        // Tracked by the stream once its cluster is known (`grpc_stats::GrpcCall`).
+        HttpFilterKind::GrpcStats(_) => FilterResult::Continue,
     }
 }
 
@@ -49,7 +52,9 @@ pub fn on_response(
         return;
     }
     match &filter.kind {
-        HttpFilterKind::Fault(_) | HttpFilterKind::LocalRateLimit(_) => {}
+        HttpFilterKind::Fault(_)
+        | HttpFilterKind::LocalRateLimit(_)
+        | HttpFilterKind::GrpcStats(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, response)

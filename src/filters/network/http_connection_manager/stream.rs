@@ -1,7 +1,10 @@
 //! HTTP connection manager: one request/response exchange from start to end — admission and
 //! routing (`routing`), the upstream request through the router, the answer (a local reply
 //! here, an upstream response in `upstream_response`), stats and access log last.
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    rc::Rc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use bytes::Bytes;
 use model::{
@@ -24,7 +27,7 @@ use super::{
     Connection,
 };
 use crate::{
-    filters::http::on_response,
+    filters::http::{grpc_stats::GrpcCall, on_response},
     net::buffered::deadline,
     protocol::http1::{reason_phrase, Framing, ParsedRequest},
     proxy::{
@@ -67,6 +70,8 @@ pub struct Exchange {
     pub body_done: bool,
     /// Request body bytes received (`%BYTES_RECEIVED%`).
     pub bytes_received: u64,
+    /// The gRPC call `envoy.filters.http.grpc_stats` tracks.
+    pub grpc: Option<Rc<GrpcCall>>,
 }
 
 impl Exchange {
@@ -89,6 +94,7 @@ impl Exchange {
             response_done: None,
             body_done: false,
             bytes_received: 0,
+            grpc: None,
         }
     }
 }
@@ -232,6 +238,7 @@ async fn exchange_request(
         }
     };
     inc(&c.stats.rq_total);
+    exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
     let retry = upstream_headers(request, &chosen, levels);
     let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
@@ -372,6 +379,9 @@ async fn forward(
     let mut body = s
         .downstream
         .request_body(framing, &c.limits, c.listener.buffer_limit);
+    if let Some(call) = exchange.grpc.clone() {
+        body.observer = Some(Rc::new(move |chunk: &[u8]| call.request_data(chunk)));
+    }
     let mut record = RouterRecord::default();
     let forwarding = Forwarding {
         cluster: cluster.clone(),
@@ -496,6 +506,9 @@ pub(super) async fn local(
         for filter in hcm.filters[..ran].iter().rev() {
             on_response(filter, cx, request, &mut head);
         }
+    }
+    if let Some(call) = &exchange.grpc {
+        call.response_head(&head);
     }
     respond::finish_head(hcm, &c.ctx.date, &mut head);
     let written = s

@@ -118,20 +118,31 @@ pub(super) async fn proxy_response(
     let (mut writer, keep_alive) = s
         .downstream
         .start_response(&head, response.framing, keep_alive);
+    let grpc = exchange.grpc.clone();
+    if let Some(call) = &grpc {
+        call.response_head(&head);
+    }
     exchange.response = Some(head);
     let complete = loop {
         match body.next().await {
             Ok(Some(chunk)) => {
+                if let Some(call) = &grpc {
+                    call.response_data(&chunk);
+                }
                 exchange.bytes_sent += chunk.len() as u64;
                 if !writer.push(chunk) {
                     continue;
                 }
             }
             Ok(None) => {
+                let trailers = body.trailers();
+                if let (Some(call), Some(trailers)) = (&grpc, &trailers) {
+                    call.response_trailers(trailers);
+                }
                 let client_http2 = request.version == Version::Http2;
                 let pass = client_trailers(hcm, request.version)
                     && relay.upstream_http.passes_trailers(client_http2);
-                writer.finish(body.trailers().filter(|_| pass).as_ref());
+                writer.finish(trailers.filter(|_| pass).as_ref());
                 break true;
             }
             Err(failure) => {

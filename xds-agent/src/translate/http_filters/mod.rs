@@ -8,6 +8,7 @@
 mod common;
 mod cors;
 mod fault;
+mod grpc_stats;
 mod header_mutation;
 mod local_ratelimit;
 
@@ -82,6 +83,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(header_mutation::filter),
         per_route: Some((names::HEADER_MUTATION_PER_ROUTE, header_mutation::per_route)),
     },
+    Factory {
+        config_type: names::GRPC_STATS,
+        build: Some(grpc_stats::filter),
+        per_route: None,
+    },
 ];
 
 /// `typed_config` types of `http_filters` entries (the registry's config types).
@@ -91,6 +97,7 @@ const FILTER_TYPES: &[&str] = &[
     names::CORS,
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION,
+    names::GRPC_STATS,
 ];
 
 /// Per-route config types (the registry's per-route types).
@@ -271,6 +278,30 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.common.mutation_rules.v3.HeaderMutation.RemoveOnMatch",
         supported: &["key_matcher"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::GRPC_STATS,
+        supported: &[
+            "individual_method_stats_allowlist",
+            "stats_for_all_methods",
+            "enable_upstream_stats",
+            "replace_dots_in_grpc_service_name",
+        ],
+        ignored: &[(
+            "emit_filter_state",
+            "nothing reads filter state yet (no %FILTER_STATE% command; the message counts \
+             are in the cluster's grpc.*_message_count stats)",
+        )],
+    },
+    Surface {
+        message: "envoy.config.core.v3.GrpcMethodList",
+        supported: &["services"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.GrpcMethodList.Service",
+        supported: &["name", "method_names"],
         ignored: &[],
     },
     // Shared building blocks (route tables may use them too).
