@@ -1389,3 +1389,38 @@ fn keepalive_pings_fail_a_hung_http2_upstream_fast() {
         r.status
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Malformed requests: the stream or the connection
+
+/// With `override_stream_error_on_invalid_http_message: true` both proxies reset only the
+/// malformed stream. (Envoy's default closes the connection; shardproxy always resets the
+/// stream: docs/http-differences.md.)
+#[test]
+fn malformed_request_resets_only_its_stream() {
+    let test = "malformed_request_resets_only_its_stream";
+    if !have_python(test, "h2") {
+        return;
+    }
+    let echo = EchoUpstreams::start(&["echo"], None);
+    let (admin, port) = (free_port(), free_port());
+    let mut per_stream = auto_hcm("lenient", "echo");
+    per_stream["http2_protocol_options"] =
+        json!({"override_stream_error_on_invalid_http_message": true});
+    let b = bootstrap(
+        admin,
+        vec![http_listener("lenient", port, per_stream)],
+        vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
+    );
+    on_both("h2-malformed", &b, |proxy| {
+        let who = proxy.kind.name();
+        let reset = h2_peer(&strings(&["malformed", "--port", &port.to_string()]));
+        assert_eq!(
+            reset["streams"]["3"], "reset 1",
+            "{who}: PROTOCOL_ERROR: {reset}"
+        );
+        assert_eq!(reset["streams"]["1"], 200, "{who}: {reset}");
+        assert_eq!(reset["closed"], false, "{who}: {reset}");
+        reset["streams"].clone()
+    });
+}

@@ -7,6 +7,7 @@
     h2_peer.py httpx --url URL [--method M] [--body TEXT] [--ca CERT]
     h2_peer.py drain --port N --admin N [--path P] [--header k:v]...
     h2_peer.py keepalive --port N --wait-s S [--silent]
+    h2_peer.py malformed --port N
 
 `serve` accepts both HTTP/2 with prior knowledge (h2c, told apart by the 24-byte preface) and
 HTTP/1.1 on the same port, and answers each request with a JSON echo: `protocol` (HTTP/2.0 or
@@ -22,7 +23,10 @@ request on httpx with http2=True; `drain` sends a request, has the admin port PO
 /drain_listeners?graceful while it is in flight, then reads the connection until it closes.
 `keepalive` holds an idle h2c connection open for up to `--wait-s` and counts the PINGs the
 proxy sends; it answers them unless `--silent` (then it never writes after its preface, as
-a dead peer). Each client prints one JSON object of what it observed.
+a dead peer). `malformed` starts a slow request (stream 1, `x-echo-delay-ms: 800`), then
+sends stream 3 with a `content-length` that is not a number (malformed, RFC 9113 §8.1.1), and
+reports how each stream ended and whether the connection closed. Each client prints one
+JSON object of what it observed.
 """
 from __future__ import annotations
 
@@ -391,6 +395,41 @@ def keepalive(args) -> None:
     print(json.dumps(out))
 
 
+def malformed(args) -> None:
+    """A request in flight, then a malformed one beside it on the same connection."""
+    sock = socket.create_connection(("127.0.0.1", args.port), timeout=IO_TIMEOUT)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    conn.initiate_connection()
+    base = [(":scheme", "http"), (":authority", "malformed.test"), (":method", "GET")]
+    conn.send_headers(1, base + [(":path", "/slow"), ("x-echo-delay-ms", "800")],
+                      end_stream=True)
+    conn.send_headers(3, base + [(":path", "/bad"), ("content-length", "1x")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    out = {"streams": {}, "closed": False, "goaway": None}
+    sock.settimeout(5)
+    try:
+        while len(out["streams"]) < 2:
+            data = sock.recv(65536)
+            if not data:
+                out["closed"] = True
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    out["streams"][str(ev.stream_id)] = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.StreamReset):
+                    out["streams"][str(ev.stream_id)] = f"reset {int(ev.error_code)}"
+                elif isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    out["goaway"] = int(ev.error_code)
+            sock.sendall(conn.data_to_send())
+    except (OSError, h2.exceptions.ProtocolError) as e:
+        out["error"] = type(e).__name__
+    print(json.dumps(out))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -420,8 +459,10 @@ def main() -> None:
     k.add_argument("--port", type=int, required=True)
     k.add_argument("--wait-s", type=float, required=True)
     k.add_argument("--silent", action="store_true")
+    m = sub.add_parser("malformed")
+    m.add_argument("--port", type=int, required=True)
     args = p.parse_args()
-    {"serve": serve, "request": request, "httpx": httpx_request, "drain": drain,
+    {"malformed": malformed, "serve": serve, "request": request, "httpx": httpx_request, "drain": drain,
      "keepalive": keepalive}[args.cmd](args)
 
 

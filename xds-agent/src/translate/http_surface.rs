@@ -14,6 +14,9 @@ const NO_TRACING: &str = "tracing only; shardproxy does not trace";
 const NO_RUNTIME: &str = "no runtime: the default value applies";
 /// Why HTTP/2 flood limits are ignored.
 const H2_FLOODS: &str = "the h2 crate applies its own flood limits";
+/// Why the malformed-request policy is ignored.
+const STREAM_ERRORS: &str = "a malformed HTTP/2 request always resets only its own stream (the \
+     h2 crate rejects most itself, per stream); HTTP/1 answers 400 and closes";
 /// Why metadata is ignored.
 const METADATA: &str = "read only by filters that are not supported";
 
@@ -70,6 +73,7 @@ pub const SURFACE: &[Surface] = &[
         ],
         ignored: &[
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
+            ("stream_error_on_invalid_http_message", STREAM_ERRORS),
             (
                 "drain_timeout",
                 "HTTP/1.1 connections close on drain at once when idle or after their response",
@@ -87,6 +91,8 @@ pub const SURFACE: &[Surface] = &[
             "allow_connect",
         ],
         ignored: &[
+            ("override_stream_error_on_invalid_http_message", STREAM_ERRORS),
+            ("stream_error_on_invalid_http_messaging", STREAM_ERRORS),
             ("max_outbound_frames", H2_FLOODS),
             ("max_outbound_control_frames", H2_FLOODS),
             ("max_consecutive_inbound_frames_with_empty_payload", H2_FLOODS),
