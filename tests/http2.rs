@@ -1424,3 +1424,62 @@ fn malformed_request_resets_only_its_stream() {
         reset["streams"].clone()
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// auto_config: the upstream protocol by ALPN
+
+/// A cluster with `auto_config` over TLS (no ALPN listed: the proxy offers `h2,http/1.1`) to
+/// one HTTPS upstream that takes h2 and one that only speaks HTTP/1.1: each request goes up
+/// in what the host's ALPN picked, on both proxies.
+#[test]
+fn auto_config_speaks_what_alpn_picks() {
+    let test = "auto_config_speaks_what_alpn_picks";
+    if !have_python(test, "h2") || !have(test, "curl") {
+        return;
+    }
+    let pki = pki();
+    let both = TlsUpstream::start("both", &pki.upstream, &["--alpn", "h2,http/1.1"]);
+    let h1 = TlsUpstream::start("h1only", &pki.upstream, &["--alpn", "http/1.1"]);
+    let auto = || {
+        let mut c = upstream_protocol(json!({"auto_config": {}}));
+        c["transport_socket"] = upstream_tls(
+            json!({"validation_context": validation(&pki.ca, json!({}))}),
+            json!({"sni": "localhost"}),
+        );
+        c
+    };
+    let (admin, to_both, to_h1) = (free_port(), free_port(), free_port());
+    let b = bootstrap(
+        admin,
+        vec![
+            plain_listener("toboth", to_both, "both"),
+            plain_listener("toh1", to_h1, "h1only"),
+        ],
+        vec![
+            cluster("both", &[(both.port, 1)], auto()),
+            cluster("h1only", &[(h1.port, 1)], auto()),
+        ],
+    );
+    on_both("h2-auto-config", &b, |proxy| {
+        let who = proxy.kind.name();
+        let mut seen = Vec::new();
+        for (port, want) in [
+            (to_both, ("h2", "HTTP/2")),
+            (to_h1, ("http/1.1", "HTTP/1.1")),
+        ] {
+            // Twice: the first request learns the host's pick, the second reuses it.
+            for _ in 0..2 {
+                let r = curl_h(&["--http1.1", &format!("http://127.0.0.1:{port}/auto")]);
+                assert_eq!(r.status, 200, "{who}: {r:?}");
+                let echo = r.echo();
+                let got = (
+                    echo["tls"]["alpn"].as_str().unwrap_or("-").to_string(),
+                    echo["version"].as_str().unwrap_or("-").to_string(),
+                );
+                assert_eq!((got.0.as_str(), got.1.as_str()), want, "{who}: {echo}");
+                seen.push(got);
+            }
+        }
+        seen
+    });
+}

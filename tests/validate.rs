@@ -426,3 +426,37 @@ fn tls_config_errors_name_their_paths() {
         ],
     );
 }
+
+#[test]
+fn auto_config_needs_tls_and_keepalive_a_timeout() {
+    // auto_config on a plaintext cluster: ALPN cannot pick the protocol.
+    let mut b = good();
+    b["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "auto_config": {},
+        }
+    });
+    assert_rejected(
+        "autoplain",
+        &to_yaml(&b),
+        &[
+            "clusters[0].typed_extension_protocol_options",
+            "TLS transport_socket",
+        ],
+    );
+    // connection_keepalive without a timeout.
+    b["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {
+                "connection_keepalive": {"interval": "10s"},
+            }},
+        }
+    });
+    assert_rejected(
+        "keepalivetimeout",
+        &to_yaml(&b),
+        &["connection_keepalive.timeout", "at least 1ms"],
+    );
+}

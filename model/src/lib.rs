@@ -322,23 +322,26 @@ pub enum UpstreamProtocol {
     Http2,
     /// `use_downstream_protocol_config`: HTTP/2 for HTTP/2 clients, else HTTP/1.1.
     Downstream,
+    /// `auto_config`: what TLS's ALPN negotiates with each host (`h2`, else HTTP/1.1).
+    Negotiated,
 }
 
 impl UpstreamHttpOptions {
     /// Whether a request from a client speaking HTTP/2 (`client_http2`) or not goes upstream
-    /// over HTTP/2.
-    pub fn uses_http2(&self, client_http2: bool) -> bool {
+    /// over HTTP/2; `None` when the host's ALPN answer decides.
+    pub fn uses_http2(&self, client_http2: bool) -> Option<bool> {
         match self.protocol {
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Downstream => client_http2,
+            UpstreamProtocol::Http1 => Some(false),
+            UpstreamProtocol::Http2 => Some(true),
+            UpstreamProtocol::Downstream => Some(client_http2),
+            UpstreamProtocol::Negotiated => None,
         }
     }
 
     /// Whether trailers cross to or from the upstream: always over HTTP/2, over HTTP/1.1 only
-    /// with `enable_trailers`.
+    /// with `enable_trailers` (also under `auto_config`, where the host may pick HTTP/1.1).
     pub fn passes_trailers(&self, client_http2: bool) -> bool {
-        self.uses_http2(client_http2) || self.enable_trailers
+        self.uses_http2(client_http2).unwrap_or(false) || self.enable_trailers
     }
 }
 

@@ -194,6 +194,12 @@ impl UpstreamConn {
     pub fn cells(&self) -> &ClusterCells {
         self.lease.cells()
     }
+
+    /// Whether the connection's TLS negotiated `h2` by ALPN.
+    pub fn negotiated_http2(&self) -> bool {
+        let tls = self.conn.io.tls();
+        tls.is_some_and(|t| t.connection().alpn_protocol() == Some(b"h2"))
+    }
 }
 
 impl Drop for Lease {
@@ -213,6 +219,9 @@ pub struct HostPool {
     pub http2: Http2Pool,
     /// A sweeper task is closing connections as they pass the idle timeout.
     sweeping: Cell<bool>,
+    /// Under `auto_config`: whether the host's ALPN picked `h2` (learnt from the shard's
+    /// first connection to it).
+    pub negotiated_http2: Cell<Option<bool>>,
 }
 
 impl HostPool {

@@ -80,17 +80,32 @@ pub enum UpstreamStream {
 }
 
 impl UpstreamStream {
-    /// A stream to `host` (`http2`: on an HTTP/2 connection): on a pooled connection opened
-    /// with `sni` (`auto_sni`), or a new one within the cluster's breakers.
+    /// A stream to `host` (`http2`: on an HTTP/2 connection; `None`: as the host's ALPN
+    /// answer says): on a pooled connection opened with `sni` (`auto_sni`), or a new one
+    /// within the cluster's breakers.
     pub async fn open(
         ctx: &ShardContext,
         cluster: &ShardCluster,
         host: &ActiveHost,
         sni: Option<&str>,
         deadline: Option<Instant>,
-        http2: bool,
+        http2: Option<bool>,
     ) -> Result<Self, Acquire> {
         let host = host.host();
+        let http2 = match http2.or(host.pool.negotiated_http2.get()) {
+            Some(http2) => http2,
+            None => {
+                // The shard's first connection to the host tells what its ALPN picks: kept
+                // for HTTP/1.1; for `h2` it is closed and the HTTP/2 pool opens its own.
+                let conn = pool::acquire(ctx, cluster, host, sni, deadline).await?;
+                let http2 = conn.negotiated_http2();
+                host.pool.negotiated_http2.set(Some(http2));
+                if !http2 {
+                    return Ok(UpstreamStream::Http1(Http1Stream::new(conn)));
+                }
+                true
+            }
+        };
         if http2 {
             let stream = Http2Stream::open(ctx, cluster, host, sni, deadline).await?;
             return Ok(UpstreamStream::Http2(stream));

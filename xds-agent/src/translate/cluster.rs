@@ -17,7 +17,7 @@ use super::{
 use crate::names::TRANSPORT_SOCKET_MATCH;
 use model::{
     tls::ClientTls, Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy,
-    SocketLabel, SocketMatch,
+    SocketLabel, SocketMatch, UpstreamProtocol,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -116,7 +116,15 @@ pub(super) fn cluster(
     );
     let lb_policy = lb_policy(proto, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
-    let tls = upstream_socket(proto.transport_socket.as_ref(), path, proto, ctx, errors);
+    let alpn = cluster_http::default_alpn(&http);
+    let tls = upstream_socket(
+        proto.transport_socket.as_ref(),
+        path,
+        proto,
+        alpn,
+        ctx,
+        errors,
+    );
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
         (_, Some(Kind::Eds(_))) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
@@ -137,7 +145,15 @@ pub(super) fn cluster(
             ));
         }
     }
-    let socket_matches = socket_matches(proto, path, ctx, errors);
+    let socket_matches = socket_matches(proto, path, alpn, ctx, errors);
+    let plaintext = tls.as_ref().is_ok_and(|t| t.is_none()) && socket_matches.is_empty();
+    if http.protocol == UpstreamProtocol::Negotiated && plaintext {
+        errors.push(TranslateError::new(
+            format!("{path}.typed_extension_protocol_options"),
+            None,
+            "auto_config picks the protocol by TLS ALPN: the cluster needs a TLS transport_socket",
+        ));
+    }
     let kind = kind?;
     let tls = tls.ok()?;
     if errors.len() > before {
@@ -386,12 +402,15 @@ pub fn cluster_tls(
                 &m.transport_socket,
             )
         });
+    // Accepted before: its HTTP options translate without error.
+    let http = cluster_http::upstream_http(proto, path, &mut Vec::new());
+    let alpn = cluster_http::default_alpn(&http);
     std::iter::once((path.to_string(), &proto.transport_socket))
         .chain(matches)
         .enumerate()
         .map(|(i, (path, socket))| {
             let socket = socket.as_ref().filter(|_| wanted(i))?;
-            upstream_socket(Some(socket), &path, proto, ctx, errors)
+            upstream_socket(Some(socket), &path, proto, alpn, ctx, errors)
                 .ok()
                 .flatten()
         })
@@ -404,17 +423,22 @@ fn upstream_socket(
     socket: Option<&TransportSocket>,
     path: &str,
     proto: &ClusterProto,
+    default_alpn: &[&str],
     ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Result<Option<Arc<ClientTls>>, ()> {
     let Some(socket) = socket else {
         return Ok(None);
     };
+    let peer = super::tls::Peer {
+        cluster: &proto.name,
+        verify_sni: cluster_http::auto_san_validation(proto),
+        default_alpn,
+    };
     super::tls::upstream(
         socket,
         &format!("{path}.transport_socket"),
-        &proto.name,
-        cluster_http::auto_san_validation(proto),
+        &peer,
         &ctx.secrets,
         ctx.stats,
         errors,
@@ -425,13 +449,15 @@ fn upstream_socket(
 fn socket_matches(
     proto: &ClusterProto,
     path: &str,
+    default_alpn: &[&str],
     ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Vec<SocketMatch> {
     let mut out = Vec::new();
     for (i, m) in proto.transport_socket_matches.iter().enumerate() {
         let path = format!("{path}.transport_socket_matches[{i}]");
-        let tls = upstream_socket(m.transport_socket.as_ref(), &path, proto, ctx, errors);
+        let socket = m.transport_socket.as_ref();
+        let tls = upstream_socket(socket, &path, proto, default_alpn, ctx, errors);
         let mut criteria: Vec<SocketLabel> = m
             .r#match
             .iter()

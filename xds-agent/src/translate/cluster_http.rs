@@ -1,12 +1,12 @@
 //! Translator: a cluster's HTTP upstream settings — circuit breaker thresholds and
 //! `HttpProtocolOptions` (upstream idle timeout, requests per connection, HTTP/1.1 or
-//! HTTP/2, `use_downstream_protocol_config`).
+//! HTTP/2, `use_downstream_protocol_config`, `auto_config`) and the ALPN they imply.
 use envoy_types::pb::envoy::{
     config::{cluster::v3::Cluster as ClusterProto, core::v3::RoutingPriority},
     extensions::upstreams::http::v3::{
         http_protocol_options::{
-            explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
-            UseDownstreamHttpConfig,
+            explicit_http_config::ProtocolConfig, AutoHttpConfig, ExplicitHttpConfig,
+            UpstreamProtocolOptions, UseDownstreamHttpConfig,
         },
         HttpProtocolOptions,
     },
@@ -52,6 +52,17 @@ pub(super) fn auto_san_validation(proto: &ClusterProto) -> bool {
         .and_then(|any| proto::decode_any::<HttpProtocolOptions>(any).ok())
         .and_then(|c| c.upstream_http_protocol_options)
         .is_some_and(|u| u.auto_san_validation)
+}
+
+/// The ALPN protocols a cluster's TLS offers when its context lists none, as Envoy fills
+/// them in: `h2` then `http/1.1` under `auto_config` (the host's pick decides), `h2` for
+/// HTTP/2, none otherwise.
+pub(super) fn default_alpn(http: &UpstreamHttpOptions) -> &'static [&'static str] {
+    match http.protocol {
+        UpstreamProtocol::Negotiated => &["h2", "http/1.1"],
+        UpstreamProtocol::Http2 => &["h2"],
+        UpstreamProtocol::Http1 | UpstreamProtocol::Downstream => &[],
+    }
 }
 
 /// `typed_extension_protocol_options` → upstream HTTP options (HTTP/3 is an error).
@@ -118,6 +129,19 @@ pub(super) fn upstream_http(
                 .as_ref()
                 .is_some_and(|h| h.enable_trailers);
             let at = format!("{path}.use_downstream_protocol_config.http2_protocol_options");
+            let mut p = Problems { url, errors };
+            options.http2 = http2_options(http2_protocol_options.as_ref(), &at, &mut p);
+        }
+        Some(UpstreamProtocolOptions::AutoConfig(AutoHttpConfig {
+            http_protocol_options,
+            http2_protocol_options,
+            ..
+        })) => {
+            options.protocol = UpstreamProtocol::Negotiated;
+            options.enable_trailers = http_protocol_options
+                .as_ref()
+                .is_some_and(|h| h.enable_trailers);
+            let at = format!("{path}.auto_config.http2_protocol_options");
             let mut p = Problems { url, errors };
             options.http2 = http2_options(http2_protocol_options.as_ref(), &at, &mut p);
         }

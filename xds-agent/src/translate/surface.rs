@@ -340,6 +340,7 @@ pub const SURFACE: &[Surface] = &[
             "common_http_protocol_options",
             "explicit_http_config",
             "use_downstream_protocol_config",
+            "auto_config",
             "upstream_http_protocol_options",
         ],
         ignored: &[],
@@ -356,6 +357,11 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
+        supported: &["http_protocol_options", "http2_protocol_options"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig",
         supported: &["http_protocol_options", "http2_protocol_options"],
         ignored: &[],
     },

@@ -160,13 +160,11 @@ pub(super) fn downstream(
     )
 }
 
-/// A cluster's `transport_socket`: `Ok(None)` for raw bytes. With `verify_sni` (the cluster's
-/// `auto_san_validation`) the server certificate must also be valid for the SNI sent.
+/// A cluster's `transport_socket` (for `peer`): `Ok(None)` for raw bytes.
 pub(super) fn upstream(
     socket: &TransportSocket,
     path: &str,
-    cluster: &str,
-    verify_sni: bool,
+    peer: &Peer,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
@@ -176,9 +174,18 @@ pub(super) fn upstream(
         path,
         errors,
         |context: &UpstreamTlsContext, path, at| {
-            client_tls(context, path, cluster, verify_sni, secrets, stats, at)
+            client_tls(context, path, peer, secrets, stats, at)
         },
     )
+}
+
+/// What a cluster's TLS context takes from the cluster.
+pub(super) struct Peer<'a> {
+    pub cluster: &'a str,
+    /// `auto_san_validation`: the server certificate must also be valid for the SNI sent.
+    pub verify_sni: bool,
+    /// Offered when the context lists no ALPN protocol.
+    pub default_alpn: &'a [&'a str],
 }
 
 fn server_tls(
@@ -314,12 +321,16 @@ const SESSION_CACHE: usize = 4096;
 fn client_tls(
     context: &UpstreamTlsContext,
     path: &str,
-    cluster: &str,
-    verify_sni: bool,
+    peer: &Peer,
     secrets: &Secrets,
     stats: &mut StatsRegistry,
     at: &mut At,
 ) -> Option<Arc<ClientTls>> {
+    let Peer {
+        cluster,
+        verify_sni,
+        default_alpn,
+    } = *peer;
     let before = at.errors.len();
     let empty = CommonTlsContext::default();
     let common = context.common_tls_context.as_ref().unwrap_or(&empty);
@@ -412,6 +423,9 @@ fn client_tls(
     // connects with the host's IP address as the name, which is never sent.
     config.enable_sni = true;
     config.alpn_protocols = alpn(common);
+    if config.alpn_protocols.is_empty() {
+        config.alpn_protocols = default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    }
     Some(Arc::new(ClientTls::new(
         Some(ClientConfigs {
             config: Arc::new(config),
