@@ -432,3 +432,106 @@ fn grpc_stats_counts_calls_statuses_and_messages() {
         assert_eq!(ours, envoy, "shardproxy (left) and Envoy (right) differ");
     }
 }
+
+/// `envoy.filters.http.grpc_web`: HTTP/1.1 gRPC-Web clients (binary and base64 text) reach
+/// the HTTP/2 gRPC upstream; answers, trailers in the body, statuses and a bad text body are
+/// the same on both proxies.
+#[test]
+fn grpc_web_clients_reach_a_grpc_upstream() {
+    const TEST: &str = "grpc_web_clients_reach_a_grpc_upstream";
+    if !have_grpcio(TEST) {
+        return;
+    }
+    let mut outcomes = Vec::new();
+    for kind in kinds(TEST) {
+        let server = grpc_server();
+        let (admin, port) = (free_port(), free_port());
+        let web = json!({"name": "envoy.filters.http.grpc_web", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
+        }});
+        let listener = http_listener(
+            "web",
+            port,
+            hcm(
+                "web",
+                catch_all_routes("web", json!({})),
+                vec![web],
+                json!({"codec_type": "AUTO"}),
+            ),
+        );
+        let boot = bootstrap(
+            admin,
+            vec![listener],
+            vec![cluster("web", &[(server.port, 1)], h2_upstream())],
+        );
+        let proxy = HttpProxy::start(kind, "grpc-web", &boot);
+        let k = kind.name();
+        let run = run_peer(
+            "grpc_peer.py",
+            &["web".into(), "--port".into(), port.to_string()],
+            std::time::Duration::from_secs(30),
+        );
+        assert!(run.status.success(), "{k}: {}{}", run.stdout, run.stderr);
+        let v: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        let ok = json!({"grpc-status": "0"});
+        let case = |name: &str| &v[name];
+        assert_eq!(case("unary_binary")["status"], 200, "{k}: {v}");
+        assert_eq!(
+            case("unary_binary")["content_type"],
+            "application/grpc-web+proto",
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("unary_binary")["messages"],
+            json!(["hello-web"]),
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("unary_binary")["trailers"]["grpc-status"],
+            ok["grpc-status"],
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("unary_text")["content_type"],
+            "application/grpc-web-text+proto",
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("unary_text")["messages"],
+            json!(["hello-text"]),
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("server_stream")["messages"].as_array().unwrap().len(),
+            3,
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("server_stream_text")["messages"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "{k}: {v}"
+        );
+        assert_eq!(
+            case("status")["trailers"]["grpc-status"],
+            "5",
+            "{k}: NOT_FOUND: {v}"
+        );
+        assert_eq!(
+            case("status")["trailers"]["grpc-message"],
+            "nope",
+            "{k}: {v}"
+        );
+        // Not base64: Envoy's 400 "Bad gRPC-web request", with gRPC's INTERNAL.
+        assert_eq!(case("bad_text")["status"], 400, "{k}: {v}");
+        assert_eq!(case("bad_text")["grpc_status_header"], "13", "{k}: {v}");
+        eprintln!("{k}: {v}");
+        outcomes.push(v);
+        drop(proxy);
+    }
+    if let [envoy, ours] = outcomes.as_slice() {
+        assert_eq!(ours, envoy, "shardproxy (left) and Envoy (right) differ");
+    }
+}

@@ -34,6 +34,8 @@ pub enum HttpFilterKind {
     LocalRateLimit(Arc<LocalRateLimitConfig>),
     HeaderMutation(Arc<HeaderMutationConfig>),
     GrpcStats(Arc<GrpcStatsConfig>),
+    /// `envoy.filters.http.grpc_web` (no settings).
+    GrpcWeb,
 }
 
 /// A share of requests: `numerator` out of `denominator` (100, 10 000 or 1 000 000).

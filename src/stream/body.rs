@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use h2::{server::SendResponse, RecvStream};
 
-use super::headers::Headers;
+use super::{grpc_web::TextDecoder, headers::Headers};
 use crate::{
     net::buffered::{Buffered, IoFailure},
     protocol::{
@@ -32,6 +32,8 @@ pub enum BodyFailure {
     /// The client closed or reset mid-body.
     Disconnected,
     TimedOut,
+    /// A `grpc-web-text` body that is not base64 (Envoy's 400 "Bad gRPC-web request").
+    BadGrpcWebText,
 }
 
 /// Where the body's bytes come from.
@@ -70,6 +72,8 @@ pub struct RequestBody<'d> {
     pub received: u64,
     /// Sees every chunk as it is read from the client (gRPC message counts).
     pub observer: Option<BodyObserver>,
+    /// Decodes a `grpc-web-text` body (base64) as it is read.
+    pub grpc_web_text: Option<TextDecoder>,
 }
 
 impl<'d> RequestBody<'d> {
@@ -122,6 +126,7 @@ impl<'d> RequestBody<'d> {
             replay_limit,
             received: 0,
             observer: None,
+            grpc_web_text: None,
         }
     }
 
@@ -149,28 +154,21 @@ impl<'d> RequestBody<'d> {
                     None => return Err(BodyFailure::TimedOut),
                     // The client reset the stream (or its connection failed).
                     Some(Err(_)) => return Err(BodyFailure::Disconnected),
-                    Some(Ok(Received::Data(chunk))) => {
-                        self.keep(&chunk);
-                        return Ok(Some(chunk));
-                    }
-                    Some(Ok(Received::End(trailers))) => {
-                        self.done = true;
-                        self.trailers = trailers;
-                        return Ok(None);
-                    }
+                    Some(Ok(Received::Data(chunk))) => match self.take(chunk)? {
+                        // All of it waits for the rest of a base64 group.
+                        chunk if chunk.is_empty() => continue,
+                        chunk => return Ok(Some(chunk)),
+                    },
+                    Some(Ok(Received::End(trailers))) => return self.end(trailers),
                 },
                 Source::Complete => return Ok(None),
             };
             match decoder.decode(&mut conn.buf) {
-                Ok(BodyEvent::Data(chunk)) => {
-                    self.keep(&chunk);
-                    return Ok(Some(chunk));
-                }
-                Ok(BodyEvent::Done { trailers }) => {
-                    self.done = true;
-                    self.trailers = trailers;
-                    return Ok(None);
-                }
+                Ok(BodyEvent::Data(chunk)) => match self.take(chunk)? {
+                    chunk if chunk.is_empty() => continue,
+                    chunk => return Ok(Some(chunk)),
+                },
+                Ok(BodyEvent::Done { trailers }) => return self.end(trailers),
                 Ok(BodyEvent::NeedMore) => {}
                 Err(e) => return Err(BodyFailure::Malformed(e)),
             }
@@ -224,11 +222,34 @@ impl<'d> RequestBody<'d> {
         };
         let mut rest = RequestBody::new(source, false, 0);
         rest.observer = self.observer.take();
+        rest.grpc_web_text = self.grpc_web_text.take();
         Some(rest)
     }
 
-    fn keep(&mut self, chunk: &Bytes) {
+    /// A chunk read from the client, as the router gets it (a text body decoded).
+    fn take(&mut self, chunk: Bytes) -> Result<Bytes, BodyFailure> {
         self.received += chunk.len() as u64;
+        let chunk = match &mut self.grpc_web_text {
+            Some(decoder) => decoder
+                .chunk(&chunk)
+                .map_err(|_| BodyFailure::BadGrpcWebText)?,
+            None => chunk,
+        };
+        self.keep(&chunk);
+        Ok(chunk)
+    }
+
+    /// The end of the body (its trailers, if any).
+    fn end(&mut self, trailers: Option<Headers>) -> Result<Option<Bytes>, BodyFailure> {
+        if let Some(decoder) = &self.grpc_web_text {
+            decoder.finish().map_err(|_| BodyFailure::BadGrpcWebText)?;
+        }
+        self.done = true;
+        self.trailers = trailers;
+        Ok(None)
+    }
+
+    fn keep(&mut self, chunk: &Bytes) {
         if let Some(observe) = &self.observer {
             observe(chunk);
         }

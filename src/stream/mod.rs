@@ -3,6 +3,7 @@
 pub mod body;
 pub mod date;
 pub mod grpc;
+pub mod grpc_web;
 pub mod headers;
 pub mod mutations;
 
@@ -17,6 +18,7 @@ use model::{
 };
 
 use crate::context::ShardContext;
+use grpc_web::GrpcWebMode;
 use headers::Headers;
 
 /// What a filter sees of the stream besides the heads.
@@ -37,6 +39,7 @@ pub struct StreamContext<'a> {
 pub struct StreamNotes {
     flags: Cell<ResponseFlags>,
     marks: Cell<u64>,
+    grpc_web: Cell<Option<GrpcWebMode>>,
 }
 
 impl StreamNotes {
@@ -57,6 +60,15 @@ impl StreamNotes {
 
     pub fn is_marked(&self, position: usize) -> bool {
         self.marks.get() & 1 << position.min(63) != 0
+    }
+
+    /// The gRPC-Web filter took the request: how its call is carried.
+    pub fn set_grpc_web(&self, mode: GrpcWebMode) {
+        self.grpc_web.set(Some(mode));
+    }
+
+    pub fn grpc_web(&self) -> Option<GrpcWebMode> {
+        self.grpc_web.get()
     }
 }
 
@@ -89,6 +101,8 @@ pub struct LocalReply {
     pub flags: ResponseFlags,
     /// The gRPC status a gRPC client gets (else the one its HTTP status maps to).
     pub grpc_status: Option<u32>,
+    /// A gRPC client gets this HTTP status too (with `grpc-status` in the head), not 200.
+    pub keeps_http_status: bool,
 }
 
 impl LocalReply {
@@ -99,6 +113,7 @@ impl LocalReply {
             headers: Headers::default(),
             flags: ResponseFlags::default(),
             grpc_status: None,
+            keeps_http_status: false,
         }
     }
 

@@ -25,11 +25,17 @@ key back as `x-echo-<key>`. So a test sees what a proxy forwarded.
     grpc_peer.py serve --port N [--tls CERT KEY]      # prints `READY <port>` once listening
     grpc_peer.py call --target 127.0.0.1:N --scenario NAME[,NAME...]|all [--json]
                       [--authority NAME] [--ca CERT --server-name NAME]
+    grpc_peer.py web --port N     # gRPC-Web calls over HTTP/1.1 (what a browser sends)
 
 Each client scenario prints one JSON object (one line with --json) of what it observed:
 status code names, messages, counts, bytes and timings, for a Rust test to assert on.
 Scenarios: unary, server_stream, client_stream, bidi, deadline, cancel, big, concurrent,
 status, metadata, ping (one small unary call; what an unreachable upstream answers).
+
+`web` plays gRPC-Web clients against a proxy with the grpc_web filter: binary and text
+(base64) unary calls, a server stream, an error status and a body that is not base64; it
+prints one JSON object per case: HTTP status, content type, `grpc-status` in the head, the
+messages' payloads and the trailers carried in the body.
 """
 from __future__ import annotations
 
@@ -611,6 +617,73 @@ def call(args) -> int:
     return 1 if failed else 0
 
 
+# ---------------------------------------------------------------------------------------------
+# gRPC-Web client (HTTP/1.1)
+
+
+def web_frame(payload: bytes, flag: int = 0) -> bytes:
+    return bytes([flag]) + len(payload).to_bytes(4, "big") + payload
+
+
+def web_messages(body: bytes) -> tuple[list[str], dict]:
+    """Data messages (as text) and the trailers message of a gRPC-Web body."""
+    messages, trailers, i = [], {}, 0
+    while i + 5 <= len(body):
+        flag, size = body[i], int.from_bytes(body[i + 1:i + 5], "big")
+        payload = body[i + 5:i + 5 + size]
+        i += 5 + size
+        if flag & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    k, _, v = line.partition(":")
+                    trailers[k] = v
+        else:
+            messages.append(payload.decode(errors="replace"))
+    return messages, trailers
+
+
+def web_case(port: int, method: str, body: bytes, text: bool) -> dict:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    content_type = "application/grpc-web-text" if text else "application/grpc-web+proto"
+    sent = base64.b64encode(body) if text else body
+    conn.request("POST", f"/{SERVICE}/{method}", body=sent, headers={
+        "content-type": content_type, "x-grpc-web": "1",
+        "accept": content_type})
+    r = conn.getresponse()
+    raw = r.read()
+    conn.close()
+    if text and r.getheader("content-type", "").startswith("application/grpc-web-text"):
+        # Segments may each be padded: decode 4 characters at a time.
+        raw = b"".join(base64.b64decode(raw[i:i + 4]) for i in range(0, len(raw), 4))
+    messages, trailers = web_messages(raw)
+    return {"status": r.status, "content_type": r.getheader("content-type"),
+            "grpc_status_header": r.getheader("grpc-status"), "messages": messages,
+            "trailers": {k: v for k, v in trailers.items() if k in ("grpc-status", "grpc-message")}}
+
+
+def web(args) -> int:
+    cases = {
+        "unary_binary": ("Unary", web_frame(b"hello-web"), False),
+        "unary_text": ("Unary", web_frame(b"hello-text") + b"", True),
+        "server_stream": ("ServerStream", web_frame(command(count=3)), False),
+        "server_stream_text": ("ServerStream", web_frame(command(count=2)), True),
+        "status": ("Unary", web_frame(command(status="NOT_FOUND", message="nope")), False),
+    }
+    out = {name: web_case(args.port, *case) for name, case in cases.items()}
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=10)
+    conn.request("POST", f"/{SERVICE}/Unary", body=b"not!base64", headers={
+        "content-type": "application/grpc-web-text"})
+    r = conn.getresponse()
+    r.read()
+    out["bad_text"] = {"status": r.status, "grpc_status_header": r.getheader("grpc-status"),
+                       "grpc_message_header": r.getheader("grpc-message"),
+                       "content_type": r.getheader("content-type")}
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -626,8 +699,10 @@ def main() -> int:
     c.add_argument("--authority", help=":authority to send (default: the target)")
     c.add_argument("--ca", help="TLS: trust this certificate (PEM); without it, cleartext h2")
     c.add_argument("--server-name", help="TLS: name to verify in the server certificate")
+    w = sub.add_parser("web", help="gRPC-Web calls over HTTP/1.1, one JSON object")
+    w.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
-    return serve(args) if args.mode == "serve" else call(args)
+    return {"serve": serve, "call": call, "web": web}[args.mode](args)
 
 
 if __name__ == "__main__":

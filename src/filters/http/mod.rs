@@ -7,6 +7,7 @@
 mod cors;
 mod fault;
 pub mod grpc_stats;
+mod grpc_web;
 pub mod header_mutation;
 mod local_ratelimit;
 
@@ -38,6 +39,10 @@ pub async fn on_request(
         }
         // Tracked by the stream once its cluster is known (`grpc_stats::GrpcCall`).
         HttpFilterKind::GrpcStats(_) => FilterResult::Continue,
+        HttpFilterKind::GrpcWeb => {
+            grpc_web::on_request(cx, request);
+            FilterResult::Continue
+        }
     }
 }
 
@@ -59,6 +64,7 @@ pub fn on_response(
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, response)
         }
+        HttpFilterKind::GrpcWeb => grpc_web::on_response(cx, response),
     }
 }
 

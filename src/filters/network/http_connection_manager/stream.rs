@@ -41,6 +41,7 @@ use crate::{
     stream::{
         body::BodyFailure,
         grpc,
+        grpc_web::{GrpcWebMode, TextDecoder},
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext, StreamNotes,
     },
@@ -72,6 +73,8 @@ pub struct Exchange {
     pub bytes_received: u64,
     /// The gRPC call `envoy.filters.http.grpc_stats` tracks.
     pub grpc: Option<Rc<GrpcCall>>,
+    /// `envoy.filters.http.grpc_web` took the request.
+    pub grpc_web: Option<GrpcWebMode>,
 }
 
 impl Exchange {
@@ -95,6 +98,7 @@ impl Exchange {
             body_done: false,
             bytes_received: 0,
             grpc: None,
+            grpc_web: None,
         }
     }
 }
@@ -239,6 +243,7 @@ async fn exchange_request(
     };
     inc(&c.stats.rq_total);
     exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
+    exchange.grpc_web = cx.notes.grpc_web();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
     let retry = upstream_headers(request, &chosen, levels);
     let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
@@ -382,6 +387,15 @@ async fn forward(
     if let Some(call) = exchange.grpc.clone() {
         body.observer = Some(Rc::new(move |chunk: &[u8]| call.request_data(chunk)));
     }
+    // A decoded text body is shorter than the client's: its length is unknown upstream.
+    let text_length = Framing::Chunked;
+    let mut framing = framing;
+    if exchange.grpc_web.is_some_and(|mode| mode.text_request) {
+        body.grpc_web_text = Some(TextDecoder::default());
+        if matches!(framing, Framing::Length(_)) {
+            framing = &text_length;
+        }
+    }
     let mut record = RouterRecord::default();
     let forwarding = Forwarding {
         cluster: cluster.clone(),
@@ -438,6 +452,12 @@ async fn downstream_failed(
             let reply = LocalReply::new(408, "request timeout");
             local(s, Some(cx), request, reply, ran, false, exchange).await
         }
+        BodyFailure::BadGrpcWebText => {
+            exchange.details = "grpc_web_bad_request";
+            let mut reply = LocalReply::new(400, "Bad gRPC-web request, invalid base64 data.");
+            reply.keeps_http_status = true;
+            local(s, Some(cx), request, reply, ran, false, exchange).await
+        }
         BodyFailure::Disconnected => {
             inc(&s.c.stats.downstream_rq_rx_reset);
             exchange
@@ -488,7 +508,9 @@ pub(super) async fn local(
     if grpc::is_grpc(request) {
         let status = reply.grpc_status.unwrap_or(grpc::status_for(reply.status));
         grpc::trailers_only(status, &reply.body, &mut reply.headers);
-        reply.status = 200;
+        if !reply.keeps_http_status {
+            reply.status = 200;
+        }
         reply.body = Bytes::new();
     }
     respond_with(c, exchange, reply.status);

@@ -18,12 +18,14 @@ use super::{
 };
 use crate::{
     filters::http::on_response,
+    protocol::http1::Framing,
     proxy::{
         pool::UpstreamConn,
         router::{deadline::Expiry, UpstreamResponse},
         upstream::ResponseFailure,
     },
     stream::{
+        grpc_web::{self, ResponseEncoder},
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext,
     },
@@ -115,9 +117,16 @@ pub(super) async fn proxy_response(
             }
         };
     }
-    let (mut writer, keep_alive) = s
-        .downstream
-        .start_response(&head, response.framing, keep_alive);
+    // A gRPC-Web client's body: the trailers join it, so its length is unknown.
+    let mut web = exchange
+        .grpc_web
+        .filter(|_| grpc_web::is_grpc_web(&head))
+        .map(|mode| ResponseEncoder::new(mode.text_response));
+    let framing = match web {
+        Some(_) => Framing::Chunked,
+        None => response.framing,
+    };
+    let (mut writer, keep_alive) = s.downstream.start_response(&head, framing, keep_alive);
     let grpc = exchange.grpc.clone();
     if let Some(call) = &grpc {
         call.response_head(&head);
@@ -129,6 +138,13 @@ pub(super) async fn proxy_response(
                 if let Some(call) = &grpc {
                     call.response_data(&chunk);
                 }
+                let chunk = match &mut web {
+                    Some(encoder) => encoder.data(chunk),
+                    None => chunk,
+                };
+                if chunk.is_empty() {
+                    continue; // all of it waits for a whole base64 group
+                }
                 exchange.bytes_sent += chunk.len() as u64;
                 if !writer.push(chunk) {
                     continue;
@@ -138,6 +154,16 @@ pub(super) async fn proxy_response(
                 let trailers = body.trailers();
                 if let (Some(call), Some(trailers)) = (&grpc, &trailers) {
                     call.response_trailers(trailers);
+                }
+                if let Some(encoder) = &mut web {
+                    // The trailers go as the body's last message.
+                    let tail = encoder.finish(trailers.as_ref());
+                    exchange.bytes_sent += tail.len() as u64;
+                    if !tail.is_empty() {
+                        writer.push(tail);
+                    }
+                    writer.finish(None);
+                    break true;
                 }
                 let client_http2 = request.version == Version::Http2;
                 let pass = client_trailers(hcm, request.version)

@@ -15,8 +15,11 @@ mod local_ratelimit;
 use envoy_types::pb::{
     envoy::{
         config::{core::v3::ExtensionConfigSource, route::v3::FilterConfig},
-        extensions::filters::network::http_connection_manager::v3::{
-            http_filter::ConfigType, HttpFilter as HttpFilterProto,
+        extensions::filters::{
+            http::grpc_web::v3::GrpcWeb,
+            network::http_connection_manager::v3::{
+                http_filter::ConfigType, HttpFilter as HttpFilterProto,
+            },
         },
     },
     google::protobuf::Any,
@@ -88,6 +91,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(grpc_stats::filter),
         per_route: None,
     },
+    Factory {
+        config_type: names::GRPC_WEB,
+        build: Some(grpc_web),
+        per_route: None,
+    },
 ];
 
 /// `typed_config` types of `http_filters` entries (the registry's config types).
@@ -98,6 +106,7 @@ const FILTER_TYPES: &[&str] = &[
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION,
     names::GRPC_STATS,
+    names::GRPC_WEB,
 ];
 
 /// Per-route config types (the registry's per-route types).
@@ -295,6 +304,11 @@ pub const SURFACE: &[Surface] = &[
         )],
     },
     Surface {
+        message: names::GRPC_WEB,
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.config.core.v3.GrpcMethodList",
         supported: &["services"],
         ignored: &[],
@@ -321,6 +335,18 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         PER_ROUTE_CONFIG_TYPES,
     ),
 ];
+
+/// `envoy.filters.http.grpc_web`: no settings.
+fn grpc_web(
+    any: &Any,
+    site: &Site,
+    _stat_prefix: &str,
+    _ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<HttpFilterKind> {
+    let _: GrpcWeb = decode(any, site, errors)?;
+    Some(HttpFilterKind::GrpcWeb)
+}
 
 /// Whether an `http_filters` entry is the router (which the connection manager requires last
 /// and runs itself).
