@@ -1,6 +1,16 @@
 //! Build script: locates the `envoy-types` crate on disk (via `cargo metadata`) so the crate can
-//! embed the descriptor set it ships, instead of vendoring Envoy's protos here.
-use std::{env, path::PathBuf, process::Command};
+//! embed the descriptor set it ships, instead of vendoring Envoy's protos here, and compiles the
+//! project's own `.proto` files under `protos/` (with `protox`, no system `protoc`) against it.
+use std::{env, fs, path::PathBuf, process::Command};
+
+use protox::file::{ChainFileResolver, DescriptorSetFileResolver, IncludeFileResolver};
+
+/// The project's own protos, relative to `protos/`.
+const OWN_PROTOS: &[&str] = &[
+    "udpa/type/v1/typed_struct.proto",
+    "xds/type/v3/typed_struct.proto",
+    "istio/workload/bootstrap_extension.proto",
+];
 
 fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -38,5 +48,26 @@ fn main() {
         "cargo:rustc-env=ENVOY_TYPES_DESCRIPTORS={}",
         descriptors.display()
     );
+    compile_own_protos(&descriptors);
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Compiles `OWN_PROTOS` into `$OUT_DIR/own.bin` (their imports resolve against Envoy's
+/// descriptor set and are left out: the pool already has them).
+fn compile_own_protos(envoy_descriptors: &std::path::Path) {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("protos");
+    let envoy = fs::read(envoy_descriptors).expect("read the envoy-types descriptor set");
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(IncludeFileResolver::new(root.clone()));
+    resolver.add(DescriptorSetFileResolver::decode(envoy.as_slice()).expect("descriptor set"));
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(false);
+    compiler
+        .open_files(OWN_PROTOS)
+        .unwrap_or_else(|e| panic!("compile protos/: {e}"));
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("own.bin");
+    fs::write(&out, compiler.encode_file_descriptor_set()).expect("write own.bin");
+    for proto in OWN_PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
 }

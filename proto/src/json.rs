@@ -6,7 +6,11 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 
+use crate::typed_struct::unwrap_typed_structs;
+
 static DESCRIPTORS: &[u8] = include_bytes!(env!("ENVOY_TYPES_DESCRIPTORS"));
+/// The project's own messages (`protos/`, compiled by build.rs), added to Envoy's.
+static OWN_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/own.bin"));
 
 /// Why a document could not become a message. `path` is the field path (`a.b[2].c`), empty
 /// when the error is about the document as a whole.
@@ -18,7 +22,7 @@ pub struct JsonError {
 }
 
 impl JsonError {
-    fn whole(message: impl ToString) -> Self {
+    pub(crate) fn whole(message: impl ToString) -> Self {
         Self {
             path: String::new(),
             message: message.to_string(),
@@ -30,11 +34,16 @@ impl JsonError {
 /// otherwise, so it is built on demand (~60 ms) and dropped by `release_pool` when idle.
 static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
 
-/// The pool of every Envoy, xDS and UDPA message type (a cheap handle to a shared pool).
+/// The pool of every Envoy, xDS and UDPA message type, and the project's own (a cheap handle
+/// to a shared pool).
 pub fn pool() -> DescriptorPool {
     let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     slot.get_or_insert_with(|| {
-        DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes")
+        let mut pool =
+            DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes");
+        pool.decode_file_descriptor_set(OWN_DESCRIPTORS)
+            .expect("the project's own descriptors fit Envoy's");
+        pool
     })
     .clone()
 }
@@ -65,18 +74,27 @@ pub fn parse_document(text: &str) -> Result<serde_json::Value, JsonError> {
 }
 
 /// Maps a JSON value onto message `M` with proto3 JSON rules (`@type` on `Any`, durations as
-/// strings, wrapper types). Unknown fields are errors unless `allow_unknown` is set.
+/// strings, wrapper types, TypedStruct wrappers unwrapped). Unknown fields are errors unless
+/// `allow_unknown` is set.
 pub fn from_json<M: prost::Message + Default + Name>(
     value: serde_json::Value,
     allow_unknown: bool,
 ) -> Result<M, JsonError> {
     let dynamic = to_dynamic(&M::full_name(), value, allow_unknown)?;
-    dynamic
+    let message = dynamic
         .transcode_to::<M>()
-        .map_err(|e| JsonError::whole(format!("transcode {}: {e}", M::full_name())))
+        .map_err(|e| JsonError::whole(format!("transcode {}: {e}", M::full_name())))?;
+    Ok(unwrap_typed_structs(&message, allow_unknown)?.unwrap_or(message))
 }
 
-fn to_dynamic(
+/// Decodes a config message from its binary encoding (an xDS resource), TypedStruct wrappers
+/// unwrapped as [`from_json`] does.
+pub fn decode_config<M: prost::Message + Default + Name>(bytes: &[u8]) -> Result<M, JsonError> {
+    let message = M::decode(bytes).map_err(|e| JsonError::whole(format!("cannot decode: {e}")))?;
+    Ok(unwrap_typed_structs(&message, false)?.unwrap_or(message))
+}
+
+pub(crate) fn to_dynamic(
     full_name: &str,
     value: serde_json::Value,
     allow_unknown: bool,

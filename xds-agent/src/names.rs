@@ -54,6 +54,16 @@ pub const HTTP_INSPECTOR: &str =
 pub const TLS_INSPECTOR_FILTER: &str = "envoy.filters.listener.tls_inspector";
 pub const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.retry_host_predicates.previous_hosts";
 
+/// The compressor HTTP filter (accepted, not run: `http_filters/mod.rs`).
+pub const COMPRESSOR: &str = "envoy.extensions.filters.http.compressor.v3.Compressor";
+/// Bootstrap, overload and tracing extensions Istio's bootstrap names.
+pub const INTERNAL_LISTENER: &str =
+    "envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
+pub const ISTIO_WORKLOAD_DISCOVERY: &str = "istio.workload.BootstrapExtension";
+pub const DOWNSTREAM_CONNECTIONS: &str =
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";
+
 /// The wrapper a state-of-the-world response may put around each resource (name, version).
 pub const DISCOVERY_RESOURCE: &str = "envoy.service.discovery.v3.Resource";
 

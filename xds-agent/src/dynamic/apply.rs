@@ -254,14 +254,22 @@ pub(super) fn held<T>(resource: &Resource, model: T) -> Held<T> {
     }
 }
 
-pub(super) fn decode<M: prost::Message + Default>(
+/// A resource's config, TypedStruct wrappers unwrapped (`proto::decode_config`); a problem
+/// names the resource and the field path inside it.
+pub(super) fn decode<M: prost::Message + Default + prost::Name>(
     resource: &Resource,
 ) -> Result<M, Vec<TranslateError>> {
-    M::decode(resource.body.value.as_slice()).map_err(|e| {
+    proto::decode_config(resource.body.value.as_slice()).map_err(|e| {
+        let name = format!("{:?}", resource.name);
+        let path = if e.path.is_empty() {
+            name
+        } else {
+            format!("{name}.{}", e.path)
+        };
         vec![TranslateError::new(
-            format!("{:?}", resource.name),
+            path,
             Some(&resource.body.type_url),
-            format!("cannot decode: {e}"),
+            e.message,
         )]
     })
 }

@@ -4,8 +4,6 @@
 //! the previous one kept) when one of them cannot be built with it.
 use std::{collections::HashSet, sync::Arc, time::SystemTime};
 
-use prost::Message;
-
 use envoy_types::pb::envoy::{
     config::{
         core::v3::TypedExtensionConfig,
@@ -149,7 +147,7 @@ impl DynamicConfig {
                 continue;
             }
             // Held bodies decoded once already.
-            let Ok(listener) = ListenerProto::decode(meta.body.value.as_slice()) else {
+            let Ok(listener) = proto::decode_config::<ListenerProto>(&meta.body.value) else {
                 continue;
             };
             match self.build_listener(&listener, statics, inputs, false) {

@@ -18,7 +18,6 @@ use envoy_types::pb::{
     },
     google::protobuf::Any,
 };
-use prost::Message;
 
 use super::{DynamicConfig, Failed, Held, Inputs};
 use crate::translate::{self, tls::Secrets, TranslateError};
@@ -268,7 +267,7 @@ impl DynamicConfig {
         let dynamic_listeners = (self.listeners.values())
             .filter(|held| listener_secrets(&held.model).any(named))
             .map(|held| {
-                let proto = ListenerProto::decode(held.body.value.as_slice()).ok();
+                let proto = proto::decode_config::<ListenerProto>(&held.body.value).ok();
                 (
                     &held.model,
                     proto,
@@ -306,7 +305,7 @@ impl DynamicConfig {
         let dynamic_clusters = (self.clusters.values())
             .filter(|held| cluster_secrets(&held.model).any(named))
             .map(|held| {
-                let proto = ClusterProto::decode(held.body.value.as_slice()).ok();
+                let proto = proto::decode_config::<ClusterProto>(&held.body.value).ok();
                 (
                     &held.model,
                     proto,

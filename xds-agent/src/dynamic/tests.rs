@@ -616,3 +616,99 @@ fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
     let serving = &f.config.listeners["l"].model.filter_chains[0];
     assert!(serving.tls.as_ref().unwrap().configs().is_some());
 }
+
+/// An `Any` of `udpa.type.v1.TypedStruct` (or `xds.type.v3.TypedStruct`) wrapping `value`,
+/// the JSON of a message of type `type_url`, encoded as a control plane sends it.
+fn typed_struct(wrapper: &str, type_url: &str, value: serde_json::Value) -> Any {
+    let descriptor = proto::pool().get_message_by_name(wrapper).unwrap();
+    let json = serde_json::json!({"type_url": type_url, "value": value});
+    let message = prost_reflect::DynamicMessage::deserialize(descriptor, json).unwrap();
+    Any {
+        type_url: format!("type.googleapis.com/{wrapper}"),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// A listener whose connection manager has a fault filter and the router, each given plainly
+/// or wrapped in `udpa.type.v1.TypedStruct` (and the connection manager in
+/// `xds.type.v3.TypedStruct`).
+fn hcm_listener(wrapped: bool) -> Any {
+    use envoy_types::pb::envoy::{
+        config::listener::v3::{filter, Filter, FilterChain},
+        extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+    };
+    use serde_json::{json, Value};
+    const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    let config = |url: &str, mut value: Value| {
+        if wrapped {
+            json!({"@type": "type.googleapis.com/udpa.type.v1.TypedStruct", "type_url": url, "value": value})
+        } else {
+            value["@type"] = url.into();
+            value
+        }
+    };
+    let hcm = json!({
+        "stat_prefix": "s",
+        "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+        "http_filters": [
+            {"name": "envoy.filters.http.fault", "typed_config": config(FAULT,
+                json!({"abort": {"http_status": 503, "percentage": {"numerator": 10}}}))},
+            {"name": "envoy.filters.http.router", "typed_config": config(ROUTER, json!({}))},
+        ],
+    });
+    let hcm = if wrapped {
+        typed_struct(
+            "xds.type.v3.TypedStruct",
+            &HttpConnectionManager::type_url(),
+            hcm,
+        )
+    } else {
+        let message: HttpConnectionManager = proto::from_json(hcm, false).unwrap();
+        Any {
+            type_url: HttpConnectionManager::type_url(),
+            value: message.encode_to_vec(),
+        }
+    };
+    let listener = ListenerProto {
+        name: "l".into(),
+        address: proto::from_json(
+            json!({"socket_address": {"address": "127.0.0.1", "port_value": 1}}),
+            false,
+        )
+        .ok(),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "hcm".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(hcm)),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Any {
+        type_url: ListenerProto::type_url(),
+        value: listener.encode_to_vec(),
+    }
+}
+
+/// Istio sends many filter configs wrapped in a TypedStruct (their JSON, with the type it
+/// stands for): an LDS listener so wrapped, at two depths, is accepted and builds the same
+/// listener as the plain form.
+#[test]
+fn a_typed_struct_wrapped_listener_builds_as_the_plain_one() {
+    let built = |wrapped: bool| {
+        let mut f = Fixture::new();
+        let body = hcm_listener(wrapped);
+        assert_eq!(body.value.windows(11).any(|w| w == b"TypedStruct"), wrapped);
+        let applied = f.apply(update(LISTENER, &[("l", body)], &[], true));
+        assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
+        let snapshot = f.config.assemble(&f.statics, 2, Instant::now());
+        assert_eq!(snapshot.listeners.len(), 1);
+        format!("{:?}", snapshot.listeners[0])
+    };
+    let plain = built(false);
+    assert!(plain.contains("Fault"), "{plain}");
+    assert_eq!(built(true), plain);
+}

@@ -765,9 +765,9 @@ fn optional_http_filters_of_unsupported_types_are_skipped() {
         r#"stat_prefix: s
 route_config: {}
 http_filters:
-- name: envoy.filters.http.grpc_web
+- name: envoy.filters.http.buffer
   is_optional: true
-  typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb}
+  typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer}
 - name: envoy.filters.http.router"#,
     ));
     assert!(hcm(&s).filters.is_empty());

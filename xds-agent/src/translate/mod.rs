@@ -7,6 +7,7 @@
 //! skipped silently by the semantic pass, so each problem is reported once.
 mod access_log;
 mod address;
+mod bootstrap_surface;
 mod cluster;
 mod cluster_http;
 pub mod config_source;

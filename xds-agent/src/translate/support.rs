@@ -274,7 +274,7 @@ static_resources:
             paths,
             [
                 "hds_config",
-                "overload_manager",
+                "overload_manager.refresh_interval",
                 "static_resources.listeners[0].filter_chains[0].filter_chain_match.address_suffix",
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config",
                 "static_resources.listeners[0].listener_filters[0].config_discovery",

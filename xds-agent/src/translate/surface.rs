@@ -33,8 +33,11 @@ const NODE_ID: &str = "identity for a management server";
 /// Accepted-and-ignored fields, and why each is harmless:
 /// - `Bootstrap.layered_runtime`: runtime overrides; shardproxy has no runtime, so Envoy's
 ///   built-in defaults apply (most examples only declare an empty static layer).
-/// - `Bootstrap.stats_config`: tag extraction and inclusion lists shape how stats are exported,
-///   not what the proxy does.
+/// - `Bootstrap.stats_config`: tag extraction, inclusion lists and histogram buckets shape how
+///   stats are exported, not what the proxy does (docs/istio-gap-list.md says what differs).
+/// - `Bootstrap.stats_sinks`, `.application_log_config`, `.deferred_stat_options`: where stats
+///   are pushed, the proxy's own log format, when stats appear.
+/// - The Istio bootstrap's process-wide sections: `bootstrap_surface.rs`.
 /// - `Node.*` except `id` / `cluster`: node identity sent to a management server.
 /// - `Admin.access_log`, `Admin.access_log_path`, `Admin.profile_path`: admin-interface
 ///   logging and profiler output; the admin server does not log requests or profile.
@@ -47,13 +50,38 @@ const NODE_ID: &str = "identity for a management server";
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
-        supported: &["node", "static_resources", "admin", "dynamic_resources"],
+        supported: &[
+            "node",
+            "static_resources",
+            "admin",
+            "dynamic_resources",
+            "bootstrap_extensions",
+            "overload_manager",
+            "tracing",
+            "cluster_manager",
+        ],
         ignored: &[
             (
                 "layered_runtime",
                 "no runtime: Envoy's built-in defaults apply",
             ),
-            ("stats_config", "shapes stats export only"),
+            (
+                "stats_config",
+                "tags, matchers and histogram buckets are not applied: stats keep their full \
+                 names, all of them listed",
+            ),
+            (
+                "stats_sinks",
+                "stats are not pushed: /stats and /stats/prometheus serve them",
+            ),
+            (
+                "application_log_config",
+                "the proxy's own log lines keep their format",
+            ),
+            (
+                "deferred_stat_options",
+                "stats are created with their owner; deferring only delays when they appear",
+            ),
         ],
     },
     Surface {
@@ -163,7 +191,17 @@ pub const SURFACE: &[Surface] = &[
             "listener_filters_timeout",
             "continue_on_listener_filters_timeout",
         ],
-        ignored: &[("metadata", "read only by filters that are not supported")],
+        ignored: &[
+            ("metadata", "read only by filters that are not supported"),
+            (
+                "ignore_global_conn_limit",
+                "the global connection limit is not enforced",
+            ),
+            (
+                "bypass_overload_manager",
+                "the overload manager takes no actions",
+            ),
+        ],
     },
     Surface {
         message: "envoy.config.listener.v3.FilterChain",
@@ -308,7 +346,16 @@ pub const SURFACE: &[Surface] = &[
             "transport_socket_matches",
             "http2_protocol_options",
         ],
-        ignored: &[],
+        ignored: &[
+            (
+                "alt_stat_name",
+                "cluster stats are named by the cluster's name",
+            ),
+            (
+                "respect_dns_ttl",
+                "DNS names are resolved again every dns_refresh_rate, whatever their TTL",
+            ),
+        ],
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
@@ -447,21 +494,23 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     ),
 ];
 
-/// Every surface table: the core one here, HTTP (connection manager, routes), HTTP filters
-/// and TLS.
-const TABLES: [&[Surface]; 4] = [
+/// Every surface table: the core one here, HTTP (connection manager, routes), HTTP filters,
+/// TLS and the bootstrap's process-wide sections.
+const TABLES: [&[Surface]; 5] = [
     SURFACE,
     super::http_surface::SURFACE,
     super::http_filters::SURFACE,
     super::tls_surface::SURFACE,
+    super::bootstrap_surface::SURFACE,
 ];
 
 /// Every `Any` slot table (same split as `TABLES`).
-const SLOT_TABLES: [&[AnySlot]; 4] = [
+const SLOT_TABLES: [&[AnySlot]; 5] = [
     ANY_SLOTS,
     super::http_surface::ANY_SLOTS,
     super::http_filters::ANY_SLOTS,
     super::tls_surface::ANY_SLOTS,
+    super::bootstrap_surface::ANY_SLOTS,
 ];
 
 /// `(parent message, what the payload is, allowed type names)`.

@@ -588,15 +588,15 @@ fn bootstrap_level_surface() {
         []
     );
     let e = validate(&bootstrap(
-        "admin: {address: {socket_address: {address: any, port_value: 9901}}}\ndynamic_resources: {ads_config: {api_type: GRPC}}\ncluster_manager: {local_cluster_name: x}\ntracing: {http: {name: z}}\n",
+        "admin: {address: {socket_address: {address: any, port_value: 9901}}}\ndynamic_resources: {ads_config: {api_type: GRPC}}\ncluster_manager: {local_cluster_name: x}\ntracing: {http: {name: z, typed_config: {'@type': type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig}}}\n",
     ));
     let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         got,
         [
             "dynamic_resources.ads_config.grpc_services",
-            "cluster_manager",
-            "tracing",
+            "cluster_manager.local_cluster_name",
+            "tracing.http.typed_config",
             "admin.address.socket_address.address"
         ],
         "{e:#?}"

@@ -98,7 +98,15 @@ const REGISTRY: &[Factory] = &[
     },
 ];
 
-/// `typed_config` types of `http_filters` entries (the registry's config types).
+/// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
+/// Envoy's compressor also sends whenever the client or the content type does not qualify.
+const NOT_RUN: &[&str] = &[names::COMPRESSOR];
+
+/// Why the compressor's settings are ignored.
+const NOT_COMPRESSED: &str = "the compressor is not run: responses leave uncompressed";
+
+/// `typed_config` types of `http_filters` entries (the registry's config types, and those
+/// accepted and not run).
 const FILTER_TYPES: &[&str] = &[
     names::ROUTER,
     names::FAULT,
@@ -107,6 +115,7 @@ const FILTER_TYPES: &[&str] = &[
     names::HEADER_MUTATION,
     names::GRPC_STATS,
     names::GRPC_WEB,
+    names::COMPRESSOR,
 ];
 
 /// Per-route config types (the registry's per-route types).
@@ -159,6 +168,15 @@ pub const SURFACE: &[Surface] = &[
         message: names::FILTER_CONFIG,
         supported: &["config", "is_optional", "disabled"],
         ignored: &[],
+    },
+    Surface {
+        message: names::COMPRESSOR,
+        supported: &[],
+        ignored: &[
+            ("compressor_library", NOT_COMPRESSED),
+            ("response_direction_config", NOT_COMPRESSED),
+            ("request_direction_config", NOT_COMPRESSED),
+        ],
     },
     Surface {
         message: names::FAULT,
@@ -359,7 +377,7 @@ pub fn is_router(proto: &HttpFilterProto) -> bool {
 
 /// One entry of `http_filters` (at `path`), the router excluded; `stat_prefix` is the
 /// connection manager's. `None` when the entry is skipped (an `is_optional` filter of an
-/// unsupported type) or after reporting why it is rejected (unsupported types and fields are
+/// unsupported type, or one of `NOT_RUN`) or after reporting why it is rejected (unsupported types and fields are
 /// reported by the walker).
 pub(super) fn http_filter(
     proto: &HttpFilterProto,
@@ -381,6 +399,9 @@ pub(super) fn http_filter(
         }
     };
     let type_name = names::type_name(&any.type_url);
+    if NOT_RUN.contains(&type_name) {
+        return None;
+    }
     let Some(factory) = REGISTRY.iter().find(|f| f.config_type == type_name) else {
         if proto.is_optional {
             tracing::warn!(

@@ -230,7 +230,9 @@ fn filter_types_without_per_route_config_are_rejected_per_route() {
 
 #[test]
 fn registry_and_slot_tables_agree() {
-    let configs: Vec<_> = REGISTRY.iter().map(|f| f.config_type).collect();
+    let configs: Vec<_> = (REGISTRY.iter().map(|f| f.config_type))
+        .chain(NOT_RUN.iter().copied())
+        .collect();
     assert_eq!(configs, FILTER_TYPES);
     let per_route: Vec<_> = REGISTRY
         .iter()

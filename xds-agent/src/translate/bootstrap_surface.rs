@@ -1,0 +1,109 @@
+//! Translator: the supported surface of the bootstrap's process-wide sections Istio's agent
+//! writes (bootstrap extensions, overload manager, tracing, cluster manager), each field
+//! accepted with the reason it changes no traffic, or refused by the walker.
+use super::surface::{AnySlot, Surface};
+use crate::names;
+
+/// Why tracing providers are accepted: Istio's bootstraps always name one, and a proxy that
+/// refuses them does not start. Trace headers still pass through to upstreams unchanged.
+const NO_SPANS: &str = "no spans are reported (trace headers pass through unchanged)";
+
+/// The surface (see `surface.rs`).
+pub const SURFACE: &[Surface] = &[
+    Surface {
+        message: "envoy.config.core.v3.TypedExtensionConfig",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::INTERNAL_LISTENER,
+        supported: &[],
+        ignored: &[(
+            "buffer_size_kb",
+            "internal listeners are not supported yet, so no internal connection has a buffer",
+        )],
+    },
+    Surface {
+        message: names::ISTIO_WORKLOAD_DISCOVERY,
+        supported: &[],
+        ignored: &[(
+            "config_source",
+            "workload metadata discovery is not subscribed (it only labels Istio telemetry)",
+        )],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.OverloadManager",
+        supported: &["resource_monitors"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.ResourceMonitor",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::DOWNSTREAM_CONNECTIONS,
+        supported: &[],
+        ignored: &[(
+            "max_active_downstream_connections",
+            "not enforced: no process-wide connection count stops accepts (Istio sets \
+             2147483647, which no proxy reaches)",
+        )],
+    },
+    Surface {
+        message: "envoy.config.trace.v3.Tracing",
+        supported: &["http"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.trace.v3.Tracing.Http",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::ZIPKIN,
+        supported: &[],
+        ignored: &[
+            ("collector_cluster", NO_SPANS),
+            ("collector_endpoint", NO_SPANS),
+            ("collector_endpoint_version", NO_SPANS),
+            ("collector_hostname", NO_SPANS),
+            ("trace_id_128bit", NO_SPANS),
+            ("shared_span_context", NO_SPANS),
+        ],
+    },
+    Surface {
+        message: "envoy.config.bootstrap.v3.ClusterManager",
+        supported: &[],
+        ignored: &[
+            (
+                "outlier_detection",
+                "its event log records ejections, and outlier detection is not supported yet",
+            ),
+            (
+                "enable_deferred_cluster_creation",
+                "clusters are built when published; this only defers when their memory is taken",
+            ),
+        ],
+    },
+];
+
+/// `Any` slots of these sections. `TypedExtensionConfig` holds only bootstrap extensions as
+/// far as the walker reaches (every other field of that type is refused by its parent).
+pub const ANY_SLOTS: &[AnySlot] = &[
+    (
+        "envoy.config.core.v3.TypedExtensionConfig",
+        "bootstrap extension",
+        &[names::INTERNAL_LISTENER, names::ISTIO_WORKLOAD_DISCOVERY],
+    ),
+    (
+        "envoy.config.overload.v3.ResourceMonitor",
+        "resource monitor",
+        &[names::DOWNSTREAM_CONNECTIONS],
+    ),
+    (
+        "envoy.config.trace.v3.Tracing.Http",
+        "tracer",
+        &[names::ZIPKIN],
+    ),
+];
