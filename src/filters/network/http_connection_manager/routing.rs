@@ -15,7 +15,7 @@ use model::{
     ClusterRef,
 };
 
-use super::{forwarding, path, stream::Exchange, Connection};
+use super::{forwarding, log::Values, path, stream::Exchange, Connection};
 use crate::{
     filters::http::on_request,
     proxy::cluster_manager::ShardCluster,
@@ -119,7 +119,8 @@ pub(super) async fn choose<'a>(
     let hcm = c.hcm;
     for filter in &hcm.filters {
         *ran += 1;
-        if let FilterResult::Respond(reply) = on_request(filter, cx, request).await {
+        let values = Values { c, exchange };
+        if let FilterResult::Respond(reply) = on_request(filter, cx, request, &values).await {
             exchange.details = "filter";
             return Err(Refusal::keep(reply));
         }
@@ -135,12 +136,12 @@ pub(super) async fn choose<'a>(
             inc(&c.stats.rq_direct_response);
             exchange.details = "direct_response";
             let body = direct.body.clone().unwrap_or_default();
-            return Err(Refusal::keep(LocalReply::new(direct.status, body)));
+            return Err(Refusal::keep(LocalReply::direct(direct.status, body)));
         }
         RouteAction::Redirect(redirect) => {
             inc(&c.stats.rq_redirect);
             exchange.details = "direct_response";
-            let mut reply = LocalReply::new(redirect.status, "");
+            let mut reply = LocalReply::direct(redirect.status, "");
             let location =
                 route.redirect_location(c.scheme.as_bytes(), request.authority(), &request.path);
             reply

@@ -17,6 +17,8 @@ use model::{
 
 use super::{
     downstream::Downstream,
+    local_reply,
+    log::Values,
     respond,
     routes::Table,
     routing::{admit, choose, needs_tls, Chosen},
@@ -233,7 +235,7 @@ async fn exchange_request(
     };
     inc(&c.stats.rq_total);
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
-    let retry = upstream_headers(request, &chosen, levels);
+    let retry = upstream_headers(request, &chosen, levels, &Values { c, exchange });
     let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
@@ -293,7 +295,7 @@ fn match_route<'t>(
         let mut location = b"https://".to_vec();
         location.extend_from_slice(request.authority());
         location.extend_from_slice(&request.path);
-        let mut reply = LocalReply::new(301, "");
+        let mut reply = LocalReply::direct(301, "");
         reply.headers.append("location", location);
         return Err(reply);
     }
@@ -313,6 +315,7 @@ fn upstream_headers<'a>(
     request: &mut RequestHead,
     chosen: &Chosen<'a>,
     levels: [Option<&HeaderMutations>; 4],
+    values: &Values<'_, '_>,
 ) -> Option<&'a RetryPolicy> {
     let (route, forward, vhost) = (chosen.route, chosen.forward, chosen.virtual_host);
     if let Some(new_path) = route.rewritten_path(&request.path) {
@@ -331,7 +334,7 @@ fn upstream_headers<'a>(
     }
     for level in levels.into_iter().flatten() {
         mutations::remove(&mut request.headers, &level.request_remove);
-        mutations::add(&mut request.headers, &level.request_add);
+        mutations::add_to_request(request, &level.request_add, values);
     }
     let retry = forward
         .retry_policy
@@ -475,6 +478,10 @@ pub(super) async fn local(
     // A drain that started while this request ran ends its connection with this response.
     let keep_alive = keep_alive && !c.drain.is_draining();
     exchange.flags.set(reply.flags);
+    if let Some(cx) = cx {
+        exchange.flags.set(cx.notes.flags());
+    }
+    local_reply::rewrite(c, request, exchange, &mut reply);
     if grpc::is_grpc(request) {
         let status = reply.grpc_status.unwrap_or(grpc::status_for(reply.status));
         grpc::trailers_only(status, &reply.body, &mut reply.headers);
@@ -485,16 +492,16 @@ pub(super) async fn local(
     let mut head = respond::local_head(&reply);
     head.version = request.version;
     if let Some(cx) = cx {
-        exchange.flags.set(cx.notes.flags());
         if let (Some(host), Some(route)) = (cx.virtual_host, cx.route) {
             let levels = s.table.header_mutations(host, route, None);
             for level in levels.into_iter().flatten() {
                 mutations::remove(&mut head.headers, &level.response_remove);
-                mutations::add(&mut head.headers, &level.response_add);
+                let values = Values { c, exchange };
+                mutations::add_to_response(request, &mut head, &level.response_add, &values);
             }
         }
         for filter in hcm.filters[..ran].iter().rev() {
-            on_response(filter, cx, request, &mut head);
+            on_response(filter, cx, request, &mut head, &Values { c, exchange });
         }
     }
     respond::finish_head(hcm, &c.ctx.date, &mut head);
