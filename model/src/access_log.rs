@@ -896,6 +896,37 @@ mod tests {
     }
 
     #[test]
+    fn omitting_empty_renders_absent_commands_as_nothing() {
+        let mut r = record();
+        r.upstream_host = None;
+        let format =
+            Format::compile("[%UPSTREAM_HOST%|%RESP(X)%|%LOCAL_REPLY_BODY%|%UPSTREAM_CLUSTER%]");
+        let mut out = Vec::new();
+        format
+            .clone()
+            .unwrap()
+            .omitting_empty()
+            .render(&r, &mut out);
+        assert_eq!(out, b"[|||backend]");
+        out.clear();
+        format.unwrap().render(&r, &mut out);
+        assert_eq!(out, b"[-|-||backend]");
+    }
+
+    #[test]
+    fn flags_by_name() {
+        assert_eq!(
+            ResponseFlags::from_name("NR"),
+            Some(ResponseFlags::NO_ROUTE_FOUND)
+        );
+        assert_eq!(ResponseFlags::from_name("nr"), None);
+        let mut flags = ResponseFlags::default();
+        flags.set(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        assert!(flags.intersects(ResponseFlags::NO_HEALTHY_UPSTREAM));
+        assert!(!flags.intersects(ResponseFlags::NO_ROUTE_FOUND));
+    }
+
+    #[test]
     fn length_limit_truncates() {
         assert_eq!(render("%UPSTREAM_CLUSTER:4%|", &record()), "back|");
     }

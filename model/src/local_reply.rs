@@ -127,3 +127,127 @@ impl LocalReplyConfig {
         self.mappers.iter().find(|m| m.filter.matches(record))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, time::UNIX_EPOCH};
+
+    use super::*;
+    use crate::{
+        matchers::{HeaderRule, HeaderSource},
+        route::HeaderValue,
+    };
+
+    /// A reply with status 503 to a GET with `x-a: 1`, 20 ms in.
+    struct Reply;
+
+    impl HttpLogView for Reply {
+        fn request_header(&self, name: &str) -> Option<&[u8]> {
+            match name {
+                ":method" => Some(b"GET"),
+                "x-a" => Some(b"1"),
+                _ => None,
+            }
+        }
+        fn response_header(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+        fn response_trailer(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+        fn protocol(&self) -> &str {
+            "HTTP/1.1"
+        }
+        fn response_code(&self) -> u16 {
+            503
+        }
+    }
+
+    fn record(flags: ResponseFlags) -> ConnectionRecord<'static> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        ConnectionRecord {
+            start: UNIX_EPOCH,
+            duration: Duration::from_millis(20),
+            bytes_received: 0,
+            bytes_sent: 0,
+            downstream_remote: addr,
+            downstream_local: addr,
+            upstream_host: None,
+            upstream_local: None,
+            upstream_cluster: None,
+            response_flags: flags,
+            connection_id: 0,
+            tls: None,
+            requested_server_name: None,
+            upstream_tls: None,
+            http: Some(&Reply),
+        }
+    }
+
+    fn header(name: &str) -> ReplyFilter {
+        ReplyFilter::Header(HeaderMatcher {
+            source: HeaderSource::Named(name.into()),
+            rule: HeaderRule::Present(true),
+            invert: false,
+            treat_missing_as_empty: false,
+        })
+    }
+
+    #[test]
+    fn filters_match_as_envoy_access_log_filters() {
+        let r = record(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        let yes = [
+            ReplyFilter::StatusCode(Comparison::Eq, 503),
+            ReplyFilter::StatusCode(Comparison::Ge, 500),
+            ReplyFilter::StatusCode(Comparison::Ne, 404),
+            ReplyFilter::Duration(Comparison::Le, 20),
+            header("x-a"),
+            ReplyFilter::ResponseFlags(ResponseFlags::default()),
+            ReplyFilter::ResponseFlags(ResponseFlags::NO_HEALTHY_UPSTREAM),
+            ReplyFilter::NotHealthCheck,
+            ReplyFilter::And(vec![header("x-a"), ReplyFilter::NotHealthCheck]),
+            ReplyFilter::Or(vec![header("x-b"), ReplyFilter::NotHealthCheck]),
+        ];
+        let no = [
+            ReplyFilter::StatusCode(Comparison::Le, 499),
+            ReplyFilter::Duration(Comparison::Ge, 21),
+            header("x-b"),
+            ReplyFilter::ResponseFlags(ResponseFlags::NO_ROUTE_FOUND),
+            ReplyFilter::And(vec![header("x-a"), header("x-b")]),
+        ];
+        for f in &yes {
+            assert!(f.matches(&r), "{f:?}");
+        }
+        for f in &no {
+            assert!(!f.matches(&r), "{f:?}");
+        }
+        assert!(!ReplyFilter::ResponseFlags(ResponseFlags::default())
+            .matches(&record(ResponseFlags::default())));
+    }
+
+    #[test]
+    fn the_first_matching_mapper_wins() {
+        let mapper = |filter, status| Mapper {
+            filter,
+            status: Some(status),
+            headers_to_add: vec![HeaderAdd {
+                name: "x".into(),
+                value: HeaderValue::from("v"),
+                action: crate::route::AppendAction::AppendIfExistsOrAdd,
+                keep_empty: false,
+            }],
+            body: None,
+            body_format: None,
+        };
+        let config = LocalReplyConfig {
+            mappers: vec![
+                mapper(ReplyFilter::StatusCode(Comparison::Eq, 404), 400),
+                mapper(ReplyFilter::StatusCode(Comparison::Ge, 500), 501),
+                mapper(ReplyFilter::NotHealthCheck, 502),
+            ],
+            body_format: None,
+        };
+        let r = record(ResponseFlags::default());
+        assert_eq!(config.mapper(&r).unwrap().status, Some(501));
+    }
+}

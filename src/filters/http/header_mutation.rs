@@ -102,7 +102,7 @@ mod tests {
     fn add(name: &str, value: &str, action: AppendAction) -> HeaderOp {
         HeaderOp::Add(HeaderAdd {
             name: name.to_owned().into(),
-            value: value.to_owned().into(),
+            value: value.into(),
             action,
             keep_empty: false,
         })

@@ -104,7 +104,7 @@ mod tests {
     ) -> LocalRateLimitConfig {
         let header = |name: &str, value: &str| HeaderAdd {
             name: name.to_owned().into(),
-            value: value.to_owned().into(),
+            value: value.into(),
             action: AppendAction::AppendIfExistsOrAdd,
             keep_empty: false,
         };
