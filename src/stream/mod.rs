@@ -89,8 +89,6 @@ pub struct LocalReply {
     pub flags: ResponseFlags,
     /// The gRPC status a gRPC client gets (else the one its HTTP status maps to).
     pub grpc_status: Option<u32>,
-    /// A route's direct response or redirect: not rewritten by `local_reply_config`, as Envoy.
-    pub direct: bool,
 }
 
 impl LocalReply {
@@ -101,15 +99,6 @@ impl LocalReply {
             headers: Headers::default(),
             flags: ResponseFlags::default(),
             grpc_status: None,
-            direct: false,
-        }
-    }
-
-    /// A route's direct response or redirect.
-    pub fn direct(status: u16, body: impl Into<Bytes>) -> Self {
-        Self {
-            direct: true,
-            ..Self::new(status, body)
         }
     }
 

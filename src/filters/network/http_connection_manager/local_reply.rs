@@ -12,7 +12,8 @@ use crate::stream::{
     mutations, LocalReply,
 };
 
-/// Rewrites `reply` (not a direct response) by the connection manager's `local_reply_config`.
+/// Rewrites `reply` by the connection manager's `local_reply_config`. As in Envoy 1.40, direct
+/// responses and redirects are local replies too.
 pub fn rewrite(
     c: &Connection<'_>,
     request: &RequestHead,
@@ -20,7 +21,7 @@ pub fn rewrite(
     reply: &mut LocalReply,
 ) {
     let config = &c.hcm.local_reply;
-    if reply.direct || (config.mappers.is_empty() && config.body_format.is_none()) {
+    if config.mappers.is_empty() && config.body_format.is_none() {
         return;
     }
     // Filters and formats read the reply as a response head with its status and headers.
@@ -34,9 +35,10 @@ pub fn rewrite(
     });
     let mut body_format = config.body_format.as_ref();
     if let Some(mapper) = mapper {
-        head.status = mapper.status.unwrap_or(head.status);
+        // Envoy renders the mapper's headers before it changes the status.
         let values = Values { c, exchange };
         mutations::add_to_response(request, &mut head, &mapper.headers_to_add, &values);
+        head.status = mapper.status.unwrap_or(head.status);
         if let Some(body) = &mapper.body {
             reply.body = body.clone();
         }

@@ -136,12 +136,12 @@ pub(super) async fn choose<'a>(
             inc(&c.stats.rq_direct_response);
             exchange.details = "direct_response";
             let body = direct.body.clone().unwrap_or_default();
-            return Err(Refusal::keep(LocalReply::direct(direct.status, body)));
+            return Err(Refusal::keep(LocalReply::new(direct.status, body)));
         }
         RouteAction::Redirect(redirect) => {
             inc(&c.stats.rq_redirect);
             exchange.details = "direct_response";
-            let mut reply = LocalReply::direct(redirect.status, "");
+            let mut reply = LocalReply::new(redirect.status, "");
             let location =
                 route.redirect_location(c.scheme.as_bytes(), request.authority(), &request.path);
             reply

@@ -295,7 +295,7 @@ fn match_route<'t>(
         let mut location = b"https://".to_vec();
         location.extend_from_slice(request.authority());
         location.extend_from_slice(&request.path);
-        let mut reply = LocalReply::direct(301, "");
+        let mut reply = LocalReply::new(301, "");
         reply.headers.append("location", location);
         return Err(reply);
     }
