@@ -70,9 +70,12 @@ fn header_values_render_commands_as_envoy() {
     assert_eq!(out[3].1, None);
 }
 
+/// A reply's status, `content-type`, body and `x-mapped`.
+type ReplySeen = (u16, Option<String>, String, Option<String>);
+
 /// Status, content-type, body and `x-mapped` of the local replies to a missing route, a route
 /// to a dead cluster and a direct response.
-fn local_reply_outcome(peer: Peer) -> Option<Vec<(u16, Option<String>, String, Option<String>)>> {
+fn local_reply_outcome(peer: Peer) -> Option<Vec<ReplySeen>> {
     let dead = refused_port();
     let routes = json!([
         {"match": {"prefix": "/direct"}, "direct_response": {"status": 200, "body": {"inline_string": "as is"}}},
