@@ -26,6 +26,8 @@ pub struct HttpExchange<'a> {
     pub scheme: &'a str,
     pub response_code_details: Option<&'a str>,
     pub route_name: Option<&'a str>,
+    /// The local reply's body, while its body format renders.
+    pub local_reply_body: Option<&'a [u8]>,
     pub timings: HttpTimings,
 }
 
@@ -63,6 +65,10 @@ impl HttpLogView for HttpExchange<'_> {
 
     fn route_name(&self) -> Option<&str> {
         self.route_name
+    }
+
+    fn local_reply_body(&self) -> Option<&[u8]> {
+        self.local_reply_body
     }
 
     fn timings(&self) -> HttpTimings {
@@ -147,6 +153,7 @@ mod tests {
                 "upstream_reset_before_response_started{connection_failure}",
             ),
             route_name: Some("r1"),
+            local_reply_body: None,
             timings: HttpTimings::default(),
         };
         let mut flags = ResponseFlags::default();

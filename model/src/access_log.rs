@@ -33,6 +33,9 @@ pub struct Format {
     parts: Vec<Part>,
     /// A command reads the downstream connection's TLS.
     reads_tls: bool,
+    /// A command without a value renders nothing (Envoy's `omit_empty_values`, always on for
+    /// header values), not `-`.
+    omit_empty: bool,
 }
 
 /// Where an access log writes.
@@ -126,6 +129,10 @@ pub trait HttpLogView {
     }
     /// Why the upstream connection failed at the transport level (TLS later).
     fn upstream_transport_failure_reason(&self) -> Option<&str> {
+        None
+    }
+    /// The body of the local reply being made (`%LOCAL_REPLY_BODY%`), before its body format.
+    fn local_reply_body(&self) -> Option<&[u8]> {
         None
     }
     /// Milestones since the request's start.
@@ -242,6 +249,12 @@ impl ResponseFlags {
         "DO", "DR", "UDO",
     ];
 
+    /// The flag with this short name (`UH`, `NR`, …).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let n = Self::NAMES.iter().position(|known| *known == name)?;
+        Some(Self::bit(n as u32))
+    }
+
     const fn bit(n: u32) -> Self {
         Self {
             bits: 1 << n,
@@ -260,6 +273,11 @@ impl ResponseFlags {
                 }
             }
         }
+    }
+
+    /// Whether any of `flags` is set.
+    pub fn intersects(self, flags: Self) -> bool {
+        self.bits & flags.bits != 0
     }
 
     pub fn contains(self, flag: Self) -> bool {
@@ -336,6 +354,8 @@ enum Command {
     ResponseCode,
     ResponseCodeDetails,
     RouteName,
+    /// Empty outside a local reply's body format.
+    LocalReplyBody,
     /// `REQ`, `REQ_WITHOUT_QUERY`, `RESP`, `TRAILER`: `-` for TCP.
     Header(HeaderSource, HeaderName),
 }
@@ -447,6 +467,7 @@ fn command(name: &str) -> Option<Spec> {
         "RESPONSE_CODE" => ResponseCode,
         "RESPONSE_CODE_DETAILS" => ResponseCodeDetails,
         "ROUTE_NAME" => RouteName,
+        "LOCAL_REPLY_BODY" => LocalReplyBody,
         "REQUESTED_SERVER_NAME" => RequestedServerName,
         "DOWNSTREAM_TLS_VERSION" => DownstreamTls(TlsField::Version),
         "DOWNSTREAM_TLS_CIPHER" => DownstreamTls(TlsField::Cipher),
@@ -492,7 +513,19 @@ impl Format {
         let reads_tls = parts
             .iter()
             .any(|p| matches!(p, Part::Command(Command::DownstreamTls(_), _)));
-        Ok(Self { parts, reads_tls })
+        Ok(Self {
+            parts,
+            reads_tls,
+            omit_empty: false,
+        })
+    }
+
+    /// This format with commands that have no value rendering nothing instead of `-`.
+    pub fn omitting_empty(self) -> Self {
+        Self {
+            omit_empty: true,
+            ..self
+        }
     }
 
     /// Whether a command reads the downstream connection's TLS.
@@ -516,7 +549,9 @@ impl Format {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Part::Command(command, limit) => {
                     let start = out.len();
-                    render_command(command, record, out);
+                    if !render_command(command, record, out) && !self.omit_empty {
+                        out.push(b'-');
+                    }
                     if let Some(limit) = limit {
                         out.truncate(start + (out.len() - start).min(*limit));
                     }
@@ -628,7 +663,8 @@ fn parse_command(s: &str, position: usize) -> Result<(Part, usize), FormatError>
     Ok((Part::Command(command, limit), used))
 }
 
-fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
+/// Appends `command`'s value for `r` to `out`; `false`, with nothing appended, when it has none.
+fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) -> bool {
     // Writing into a Vec<u8> cannot fail; the results are ignored for that reason.
     let timings = || r.http.map(|h| h.timings()).unwrap_or_default();
     match command {
@@ -644,12 +680,8 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
                 .map(|(last, first)| last.saturating_sub(first));
             render_millis(tx, out)
         }
-        Command::BytesReceived => {
-            let _ = write!(out, "{}", r.bytes_received);
-        }
-        Command::BytesSent => {
-            let _ = write!(out, "{}", r.bytes_sent);
-        }
+        Command::BytesReceived => render_display(r.bytes_received, out),
+        Command::BytesSent => render_display(r.bytes_sent, out),
         Command::UpstreamHost => render_addr(r.upstream_host, out),
         Command::UpstreamLocalAddress => render_addr(r.upstream_local, out),
         Command::UpstreamCluster => render_str(r.upstream_cluster, out),
@@ -657,33 +689,36 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
             r.http.and_then(|h| h.upstream_transport_failure_reason()),
             out,
         ),
-        Command::DownstreamRemoteAddress => render_addr(Some(r.downstream_remote), out),
+        Command::DownstreamRemoteAddress => render_display(r.downstream_remote, out),
         Command::DownstreamRemoteAddressWithoutPort => {
-            let _ = write!(out, "{}", r.downstream_remote.ip());
+            render_display(r.downstream_remote.ip(), out)
         }
-        Command::DownstreamLocalAddress => render_addr(Some(r.downstream_local), out),
-        Command::DownstreamLocalAddressWithoutPort => {
-            let _ = write!(out, "{}", r.downstream_local.ip());
+        Command::DownstreamLocalAddress => render_display(r.downstream_local, out),
+        Command::DownstreamLocalAddressWithoutPort => render_display(r.downstream_local.ip(), out),
+        Command::ResponseFlags if r.response_flags.is_empty() => false,
+        Command::ResponseFlags => {
+            r.response_flags.render(out);
+            true
         }
-        Command::ResponseFlags => r.response_flags.render(out),
-        Command::ConnectionId => {
-            let _ = write!(out, "{}", r.connection_id);
-        }
+        Command::ConnectionId => render_display(r.connection_id, out),
         Command::RequestedServerName => render_str(r.requested_server_name, out),
-        Command::DownstreamTls(field) => match r.tls {
-            Some(tls) => render_tls(*field, tls, out),
-            None => out.push(b'-'),
-        },
+        Command::DownstreamTls(field) => r.tls.is_some_and(|tls| render_tls(*field, tls, out)),
         Command::UpstreamTlsVersion => render_str(r.upstream_tls.and_then(|t| t.version), out),
         Command::UpstreamTlsCipher => render_str(r.upstream_tls.and_then(|t| t.cipher), out),
         Command::Protocol => render_str(r.http.map(|h| h.protocol()), out),
-        Command::ResponseCode => {
-            let _ = write!(out, "{}", r.http.map_or(0, |h| h.response_code()));
-        }
+        Command::ResponseCode => render_display(r.http.map_or(0, |h| h.response_code()), out),
         Command::ResponseCodeDetails => {
             render_str(r.http.and_then(|h| h.response_code_details()), out)
         }
         Command::RouteName => render_str(r.http.and_then(|h| h.route_name()), out),
+        Command::LocalReplyBody => {
+            let body = r
+                .http
+                .and_then(|h| h.local_reply_body())
+                .unwrap_or_default();
+            out.extend_from_slice(body);
+            true
+        }
         Command::Header(source, header) => {
             let value = r.http.and_then(|http| {
                 header.lookup(|name| match source {
@@ -698,81 +733,73 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) {
                 Some(value) if *source == HeaderSource::RequestWithoutQuery => {
                     let end = value.iter().position(|b| *b == b'?').unwrap_or(value.len());
                     out.extend_from_slice(&value[..end]);
+                    true
                 }
-                Some(value) => out.extend_from_slice(value),
-                None => out.push(b'-'),
+                Some(value) => {
+                    out.extend_from_slice(value);
+                    true
+                }
+                None => false,
             }
         }
     }
 }
 
-fn render_tls(field: TlsField, tls: &DownstreamTls, out: &mut Vec<u8>) {
+fn render_tls(field: TlsField, tls: &DownstreamTls, out: &mut Vec<u8>) -> bool {
     let peer = || tls.peer();
     let local = tls.local.as_deref();
     match field {
         TlsField::Version => render_str(tls.negotiated.version, out),
         TlsField::Cipher => render_str(tls.negotiated.cipher, out),
-        TlsField::SessionId => out.push(b'-'),
+        TlsField::SessionId => false,
         TlsField::PeerUriSan => render_list(peer().map(|p| &p.sans.uri[..]), out),
         TlsField::PeerDnsSan => render_list(peer().map(|p| &p.sans.dns[..]), out),
         TlsField::PeerSubject => render_str(peer().map(|p| &p.subject[..]), out),
         TlsField::PeerIssuer => render_str(peer().map(|p| &p.issuer[..]), out),
         TlsField::PeerSerial => render_str(peer().map(|p| &p.serial[..]), out),
         TlsField::PeerFingerprint256 => render_str(peer().map(|p| &p.sha256[..]), out),
-        TlsField::PeerCertValidFrom | TlsField::PeerCertValidTo => match peer() {
-            Some(p) if field == TlsField::PeerCertValidFrom => render_time(p.not_before, out),
-            Some(p) => render_time(p.not_after, out),
-            None => out.push(b'-'),
-        },
+        TlsField::PeerCertValidFrom => peer().is_some_and(|p| render_time(p.not_before, out)),
+        TlsField::PeerCertValidTo => peer().is_some_and(|p| render_time(p.not_after, out)),
         TlsField::LocalUriSan => render_list(local.map(|l| &l.sans.uri[..]), out),
         TlsField::LocalSubject => render_str(local.map(|l| &l.subject[..]), out),
     }
 }
 
-/// The items joined with `,`, or `-` when there are none.
-fn render_list(items: Option<&[String]>, out: &mut Vec<u8>) {
-    match items {
-        Some(items) if !items.is_empty() => {
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(item.as_bytes());
-            }
+/// The items joined with `,`; `false` when there are none.
+fn render_list(items: Option<&[String]>, out: &mut Vec<u8>) -> bool {
+    let items = items.unwrap_or_default();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        _ => out.push(b'-'),
+        out.extend_from_slice(item.as_bytes());
     }
+    !items.is_empty()
 }
 
-/// Whole milliseconds (truncated, as Envoy), or `-`.
-fn render_millis(duration: Option<Duration>, out: &mut Vec<u8>) {
-    match duration {
-        Some(duration) => {
-            let _ = write!(out, "{}", duration.as_millis());
-        }
-        None => out.push(b'-'),
-    }
+/// Whole milliseconds (truncated, as Envoy).
+fn render_millis(duration: Option<Duration>, out: &mut Vec<u8>) -> bool {
+    duration.is_some_and(|d| render_display(d.as_millis(), out))
 }
 
-/// The text, or `-` when absent or empty.
-fn render_str(text: Option<&str>, out: &mut Vec<u8>) {
-    match text {
-        Some(text) if !text.is_empty() => out.extend_from_slice(text.as_bytes()),
-        _ => out.push(b'-'),
-    }
+/// The text; `false` when absent or empty.
+fn render_str(text: Option<&str>, out: &mut Vec<u8>) -> bool {
+    let text = text.unwrap_or_default();
+    out.extend_from_slice(text.as_bytes());
+    !text.is_empty()
 }
 
-fn render_addr(addr: Option<SocketAddr>, out: &mut Vec<u8>) {
-    match addr {
-        Some(addr) => {
-            let _ = write!(out, "{addr}");
-        }
-        None => out.push(b'-'),
-    }
+fn render_addr(addr: Option<SocketAddr>, out: &mut Vec<u8>) -> bool {
+    addr.is_some_and(|addr| render_display(addr, out))
+}
+
+fn render_display(value: impl fmt::Display, out: &mut Vec<u8>) -> bool {
+    let _ = write!(out, "{value}");
+    true
 }
 
 /// Envoy's default `%START_TIME%`: UTC with milliseconds, `2024-01-02T03:04:05.678Z`.
-fn render_time(time: SystemTime, out: &mut Vec<u8>) {
+fn render_time(time: SystemTime, out: &mut Vec<u8>) -> bool {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
@@ -785,6 +812,7 @@ fn render_time(time: SystemTime, out: &mut Vec<u8>) {
         of_day % 60,
         since.subsec_millis()
     );
+    true
 }
 
 /// Days since 1970-01-01 → proleptic Gregorian (year, month, day). Counts in 400-year eras
@@ -865,6 +893,37 @@ mod tests {
             ),
             "10.0.0.1:5555 10.0.0.1 [::1]:80 ::1 - backend 7 UF,UH - - 100%"
         );
+    }
+
+    #[test]
+    fn omitting_empty_renders_absent_commands_as_nothing() {
+        let mut r = record();
+        r.upstream_host = None;
+        let format =
+            Format::compile("[%UPSTREAM_HOST%|%RESP(X)%|%LOCAL_REPLY_BODY%|%UPSTREAM_CLUSTER%]");
+        let mut out = Vec::new();
+        format
+            .clone()
+            .unwrap()
+            .omitting_empty()
+            .render(&r, &mut out);
+        assert_eq!(out, b"[|||backend]");
+        out.clear();
+        format.unwrap().render(&r, &mut out);
+        assert_eq!(out, b"[-|-||backend]");
+    }
+
+    #[test]
+    fn flags_by_name() {
+        assert_eq!(
+            ResponseFlags::from_name("NR"),
+            Some(ResponseFlags::NO_ROUTE_FOUND)
+        );
+        assert_eq!(ResponseFlags::from_name("nr"), None);
+        let mut flags = ResponseFlags::default();
+        flags.set(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        assert!(flags.intersects(ResponseFlags::NO_HEALTHY_UPSTREAM));
+        assert!(!flags.intersects(ResponseFlags::NO_ROUTE_FOUND));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{
     filters::HttpFilter,
     route::{Forward, RouteConfig},
 };
-use crate::{access_log::AccessLog, stats::HttpStats};
+use crate::{access_log::AccessLog, local_reply::LocalReplyConfig, stats::HttpStats};
 
 /// Where a connection manager's route table comes from.
 #[derive(Debug)]
@@ -68,6 +68,8 @@ pub struct HttpConnectionManager {
     /// `set_current_client_cert_details`: what this proxy's own XFCC element carries.
     pub client_cert_details: ClientCertDetails,
     pub access_logs: Vec<Arc<AccessLog>>,
+    /// `local_reply_config`.
+    pub local_reply: LocalReplyConfig,
     pub stats: Arc<HttpStats>,
 }
 

@@ -9,6 +9,7 @@ pub mod filter_stats;
 pub mod filters;
 pub mod http;
 pub mod listener_filters;
+pub mod local_reply;
 pub mod matchers;
 pub mod publish;
 pub mod route;

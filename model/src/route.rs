@@ -4,7 +4,11 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
-use super::{filters::PerRouteFilters, ClusterRef, WeightedClusters};
+use super::{
+    access_log::{Format, FormatError},
+    filters::PerRouteFilters,
+    ClusterRef, WeightedClusters,
+};
 
 pub use crate::route_match::{
     PathMatch, QueryParameterMatcher, RegexRewrite, RouteIndex, RouteMatcher, VirtualHostIndex,
@@ -258,12 +262,39 @@ pub struct HeaderMutations {
 pub struct HeaderAdd {
     /// Lower-case. `Bytes`, as the value: a request takes them without copying.
     pub name: Bytes,
-    /// Literal (Envoy's `%COMMAND%` substitutions are rejected by the translator; `%%` has
-    /// been turned into `%`).
-    pub value: Bytes,
+    pub value: HeaderValue,
     pub action: AppendAction,
     /// `keep_empty_value`: add even when the value is empty.
     pub keep_empty: bool,
+}
+
+/// A header value to add: Envoy's `%COMMAND%` format, compiled once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// A value without a command (`%%` already turned into `%`): each request takes the
+    /// snapshot's bytes without copying them.
+    Literal(Bytes),
+    /// A value with commands, rendered for each stream (a command without a value renders
+    /// nothing, as Envoy's header formatters).
+    Formatted(Arc<Format>),
+}
+
+impl HeaderValue {
+    /// Compiles `value`, checking every command.
+    pub fn compile(value: &str) -> Result<Self, FormatError> {
+        let format = Format::compile(value)?;
+        Ok(match format.literal() {
+            Some(text) => Self::Literal(Bytes::copy_from_slice(text.as_bytes())),
+            None => Self::Formatted(Arc::new(format.omitting_empty())),
+        })
+    }
+}
+
+impl From<&str> for HeaderValue {
+    /// A literal value, as it is.
+    fn from(value: &str) -> Self {
+        Self::Literal(Bytes::copy_from_slice(value.as_bytes()))
+    }
 }
 
 /// `HeaderValueOption.append_action` (and the deprecated `append` mapped onto it).

@@ -238,12 +238,13 @@ mod tests {
     /// decorated.
     fn exchange(world: &World, mut req: RequestHead) -> Result<Headers, LocalReply> {
         let cx = world.cx();
-        let result = futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req));
+        let result =
+            futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues));
         if let FilterResult::Respond(reply) = result {
             return Err(reply);
         }
         let mut resp = response(200, &[]);
-        run_response(world.filter(), &cx, &req, &mut resp);
+        run_response(world.filter(), &cx, &req, &mut resp, &TestValues);
         Ok(resp.headers)
     }
 

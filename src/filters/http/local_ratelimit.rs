@@ -12,8 +12,11 @@ use model::{
 };
 
 use super::sampled;
-use crate::stream::mutations::add_header;
-use crate::stream::{headers::RequestHead, FilterResult, LocalReply, StreamContext};
+use crate::stream::{
+    headers::RequestHead,
+    mutations::{add_header, Formatter},
+    FilterResult, LocalReply, StreamContext,
+};
 
 /// Envoy's body for a limited request.
 const BODY: &str = "local_rate_limited";
@@ -23,6 +26,7 @@ pub(super) fn on_request(
     config: &Arc<LocalRateLimitConfig>,
     cx: &StreamContext<'_>,
     request: &mut RequestHead,
+    values: &dyn Formatter,
 ) -> FilterResult {
     let config = match cx.per_filter(&filter.name) {
         Some(PerRouteFilter::LocalRateLimit(route)) => route,
@@ -45,19 +49,26 @@ pub(super) fn on_request(
     inc(&cells.rate_limited);
     if !sampled(config.filter_enforced) {
         for add in &config.request_headers_to_add_when_not_enforced {
-            add_header(add, &mut request.headers);
+            let value = values.value(&add.value, request, None);
+            add_header(add, value, &mut request.headers);
         }
         return FilterResult::Continue;
     }
     inc(&cells.enforced);
-    FilterResult::Respond(limited_reply(config, cx))
+    FilterResult::Respond(limited_reply(config, cx, request, values))
 }
 
-fn limited_reply(config: &LocalRateLimitConfig, cx: &StreamContext<'_>) -> LocalReply {
+fn limited_reply(
+    config: &LocalRateLimitConfig,
+    cx: &StreamContext<'_>,
+    request: &RequestHead,
+    values: &dyn Formatter,
+) -> LocalReply {
     let mut reply = LocalReply::new(config.status, Bytes::from_static(BODY.as_bytes()))
         .flagged(ResponseFlags::RATE_LIMITED);
     for add in &config.response_headers_to_add {
-        add_header(add, &mut reply.headers);
+        let value = values.value(&add.value, request, None);
+        add_header(add, value, &mut reply.headers);
     }
     if config.enable_retry_after && config.status == 429 && !reply.headers.contains("retry-after") {
         if let Some(bucket) = &config.bucket {
@@ -93,7 +104,7 @@ mod tests {
     ) -> LocalRateLimitConfig {
         let header = |name: &str, value: &str| HeaderAdd {
             name: name.to_owned().into(),
-            value: value.to_owned().into(),
+            value: value.into(),
             action: AppendAction::AppendIfExistsOrAdd,
             keep_empty: false,
         };
@@ -139,7 +150,8 @@ mod tests {
     fn run(world: &World) -> (FilterResult, RequestHead) {
         let cx = world.cx();
         let mut req = request("GET", "/", &[]);
-        let result = futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req));
+        let result =
+            futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues));
         (result, req)
     }
 

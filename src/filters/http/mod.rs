@@ -15,14 +15,17 @@ use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilt
 
 use crate::stream::{
     headers::{RequestHead, ResponseHead},
+    mutations::Formatter,
     FilterResult, StreamContext,
 };
 
-/// Runs `filter` on a request (after route selection, before the router).
+/// Runs `filter` on a request (after route selection, before the router); `values` renders the
+/// `%COMMAND%` header values it adds.
 pub async fn on_request(
     filter: &HttpFilter,
     cx: &StreamContext<'_>,
     request: &mut RequestHead,
+    values: &dyn Formatter,
 ) -> FilterResult {
     if !runs_here(filter, cx) {
         return FilterResult::Continue;
@@ -31,10 +34,10 @@ pub async fn on_request(
         HttpFilterKind::Fault(fault) => fault::on_request(filter, fault, cx, request).await,
         HttpFilterKind::Cors(stats) => cors::on_request(filter, stats, cx, request),
         HttpFilterKind::LocalRateLimit(config) => {
-            local_ratelimit::on_request(filter, config, cx, request)
+            local_ratelimit::on_request(filter, config, cx, request, values)
         }
         HttpFilterKind::HeaderMutation(config) => {
-            header_mutation::on_request(filter, config, cx, request);
+            header_mutation::on_request(filter, config, cx, request, values);
             FilterResult::Continue
         }
         // Tracked by the stream once its cluster is known (`grpc_stats::GrpcCall`).
@@ -52,6 +55,7 @@ pub fn on_response(
     cx: &StreamContext<'_>,
     request: &RequestHead,
     response: &mut ResponseHead,
+    values: &dyn Formatter,
 ) {
     if !runs_here(filter, cx) {
         return;
@@ -62,7 +66,7 @@ pub fn on_response(
         | HttpFilterKind::GrpcStats(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
-            header_mutation::on_response(filter, config, cx, response)
+            header_mutation::on_response(filter, config, cx, request, response, values)
         }
         HttpFilterKind::GrpcWeb => grpc_web::on_response(cx, response),
     }

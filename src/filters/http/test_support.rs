@@ -1,9 +1,13 @@
 //! HTTP filter tests: a connection manager with one virtual host and one route (whose
 //! per-filter configs a test sets), a stream context over it, and synthetic heads.
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
 use model::{
+    access_log::{ConnectionRecord, Format, HttpTimings, ResponseFlags},
     filters::{HttpFilter, PerRouteFilter, PerRouteFilters},
     http::{
         Codec, EscapedSlashes, ForwardClientCert, HcmTimeouts, Http1Options, Http2Options,
@@ -19,9 +23,11 @@ use model::{
 };
 
 use crate::{
+    access_log::HttpExchange,
     context::ShardContext,
     stream::{
         headers::{Headers, RequestHead, ResponseHead, Version},
+        mutations::Formatter,
         StreamContext, StreamNotes,
     },
 };
@@ -121,6 +127,7 @@ impl World {
             forward_client_cert: ForwardClientCert::Sanitize,
             client_cert_details: Default::default(),
             access_logs: vec![],
+            local_reply: Default::default(),
             stats: Arc::new(HttpStats::new("http.test".into(), 1)),
         };
         Self {
@@ -200,4 +207,46 @@ pub fn all<'a>(headers: &'a Headers, name: &'a str) -> Vec<&'a str> {
         .get_all(name)
         .map(|v| std::str::from_utf8(v).unwrap())
         .collect()
+}
+
+/// Renders header formats over the heads, on a fixed connection from 10.0.0.1:5555.
+pub struct TestValues;
+
+impl Formatter for TestValues {
+    fn render(
+        &self,
+        format: &Format,
+        request: &RequestHead,
+        response: Option<&ResponseHead>,
+        out: &mut Vec<u8>,
+    ) {
+        let http = HttpExchange {
+            request,
+            response,
+            trailers: None,
+            scheme: "http",
+            response_code_details: None,
+            route_name: None,
+            local_reply_body: None,
+            timings: HttpTimings::default(),
+        };
+        let record = ConnectionRecord {
+            start: UNIX_EPOCH,
+            duration: Duration::ZERO,
+            bytes_received: 0,
+            bytes_sent: 0,
+            downstream_remote: "10.0.0.1:5555".parse().unwrap(),
+            downstream_local: "10.0.0.2:80".parse().unwrap(),
+            upstream_host: None,
+            upstream_local: None,
+            upstream_cluster: None,
+            response_flags: ResponseFlags::default(),
+            connection_id: 1,
+            tls: None,
+            requested_server_name: None,
+            upstream_tls: None,
+            http: Some(&http),
+        };
+        format.render(&record, out)
+    }
 }

@@ -122,7 +122,9 @@ fn file_format(
 }
 
 #[allow(deprecated)] // `text_format` is deprecated in Envoy but still accepted by it.
-fn substitution_format(
+/// A text format (`text_format`, `text_format_source`) and the path of the field it came
+/// from; `None` for other kinds (which the walker refuses).
+pub(super) fn substitution_format(
     format: &SubstitutionFormatString,
     path: &str,
     errors: &mut Vec<TranslateError>,

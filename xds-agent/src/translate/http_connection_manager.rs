@@ -21,8 +21,8 @@ use envoy_types::pb::{
 };
 
 use super::{
-    access_log::access_logs, config_source::ads_source, duration, http_filters, route,
-    TranslateContext, TranslateError,
+    access_log::access_logs, config_source::ads_source, duration, http_filters,
+    local_reply::local_reply, route, TranslateContext, TranslateError,
 };
 use crate::names;
 use model::{
@@ -182,6 +182,11 @@ pub(super) fn http_connection_manager(
         &mut p,
     );
     let access_logs = access_logs(&config.access_log, &at("access_log"), p.errors);
+    let local_reply = local_reply(
+        config.local_reply_config.as_ref(),
+        &at("local_reply_config"),
+        &mut p,
+    );
     if p.count() > before {
         return None;
     }
@@ -258,6 +263,7 @@ pub(super) fn http_connection_manager(
             dns: details.dns,
         },
         access_logs,
+        local_reply,
         stats: ctx.stats.http(&config.stat_prefix),
     })
 }

@@ -70,6 +70,7 @@ pub const SURFACE: &[Surface] = &[
             "set_current_client_cert_details",
             "access_log",
             "http2_protocol_options",
+            "local_reply_config",
         ],
         ignored: &[
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
@@ -79,6 +80,80 @@ pub const SURFACE: &[Surface] = &[
                 "HTTP/1.1 connections close on drain at once when idle or after their response",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig",
+        supported: &["mappers", "body_format"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper",
+        supported: &[
+            "filter",
+            "status_code",
+            "headers_to_add",
+            "body",
+            "body_format_override",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.AccessLogFilter",
+        supported: &[
+            "status_code_filter",
+            "duration_filter",
+            "not_health_check_filter",
+            "and_filter",
+            "or_filter",
+            "header_filter",
+            "response_flag_filter",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.StatusCodeFilter",
+        supported: &["comparison"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.DurationFilter",
+        supported: &["comparison"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.ComparisonFilter",
+        supported: &["op", "value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.RuntimeUInt32",
+        supported: &["default_value"],
+        ignored: &[("runtime_key", "no runtime: the default value applies")],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.NotHealthCheckFilter",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.AndFilter",
+        supported: &["filters"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.OrFilter",
+        supported: &["filters"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.HeaderFilter",
+        supported: &["header"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.ResponseFlagFilter",
+        supported: &["flags"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.core.v3.Http2ProtocolOptions",

@@ -597,7 +597,7 @@ fn route_table_errors() {
   {match: {prefix: /}, route: {cluster: c, retry_policy: {retry_on: "5xx,bogus,envoy-ratelimited", retry_back_off: {base_interval: 1s, max_interval: 0.5s}}}},
   {match: {prefix: /, headers: [{name: "bad name", present_match: true}, {name: x, prefix_match: ""}]}, route: {cluster: c}}
 ]},
-{name: b, domains: [A.COM, "*"], routes: [], request_headers_to_add: [{header: {key: ":path", value: x}}, {header: {key: x, value: "%REQ(y)%"}}, {header: {key: y, value: "a"}, append: true, append_action: ADD_IF_ABSENT}], response_headers_to_remove: [host]},
+{name: b, domains: [A.COM, "*"], routes: [], request_headers_to_add: [{header: {key: ":path", value: x}}, {header: {key: x, value: "%REQ(y)% %BOGUS%"}}, {header: {key: y, value: "a"}, append: true, append_action: ADD_IF_ABSENT}], response_headers_to_remove: [host]},
 {name: c, domains: [], routes: [], request_mirror_policies: [{cluster: missing}]}]"#,
     )
     .replace(
@@ -680,7 +680,7 @@ fn route_table_errors() {
         ),
         (
             format!("{vh}[1].request_headers_to_add[1].header.value"),
-            "header value substitutions (%COMMAND%) are not supported yet; write a literal % as %%",
+            "unknown command %BOGUS% at position 9",
         ),
         (
             format!("{vh}[1].request_headers_to_add[2]"),
@@ -788,4 +788,92 @@ fn tables_with_maps_hash_the_same_on_every_parse() {
             hcm(&again).routes.inline().unwrap().config_hash
         );
     }
+}
+
+/// `stat_prefix`, the router, a catch-all route to c, and `local_reply_config` (flow YAML).
+fn with_local_reply(config: &str) -> String {
+    yaml(&format!(
+        "stat_prefix: ingress\nhttp_filters: [{{name: envoy.filters.http.router}}]\nroute_config: {{name: rc, virtual_hosts: [{{name: v, domains: [\"*\"], routes: []}}]}}\nlocal_reply_config: {config}"
+    ))
+}
+
+#[test]
+fn local_reply_config_compiles_mappers_and_body_formats() {
+    let s = ok(&with_local_reply(
+        r#"{mappers: [
+  {filter: {and_filter: {filters: [{status_code_filter: {comparison: {op: GE, value: {default_value: 500, runtime_key: k}}}}, {response_flag_filter: {flags: [UH]}}]}},
+   status_code: 502, headers_to_add: [{header: {key: x-mapped, value: "%RESPONSE_CODE%"}}], body: {inline_string: "mapped"},
+   body_format_override: {text_format: "override %LOCAL_REPLY_BODY%", content_type: text/html}},
+  {filter: {or_filter: {filters: [{header_filter: {header: {name: x-test, present_match: true}}}, {duration_filter: {comparison: {op: LE, value: {default_value: 5}}}}]}}},
+  {filter: {not_health_check_filter: {}}}],
+ body_format: {text_format_source: {inline_string: "%RESPONSE_CODE% %LOCAL_REPLY_BODY%\n"}, omit_empty_values: true}}"#,
+    ));
+    let config = &hcm(&s).local_reply;
+    assert_eq!(config.mappers.len(), 3);
+    let first = &config.mappers[0];
+    assert_eq!(first.status, Some(502));
+    assert_eq!(first.body.as_deref(), Some(&b"mapped"[..]));
+    assert!(matches!(
+        first.headers_to_add[0].value,
+        model::route::HeaderValue::Formatted(_)
+    ));
+    assert_eq!(
+        &first.body_format.as_ref().unwrap().content_type[..],
+        b"text/html"
+    );
+    let body = config.body_format.as_ref().unwrap();
+    assert_eq!(&body.content_type[..], b"text/plain");
+}
+
+#[test]
+fn local_reply_config_problems_name_their_field() {
+    let errors = errors(&with_local_reply(
+        r#"{mappers: [
+  {filter: {runtime_filter: {runtime_key: r}}},
+  {filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 404}}}}, status_code: 700},
+  {filter: {response_flag_filter: {flags: [XX]}}},
+  {filter: {and_filter: {filters: [{not_health_check_filter: {}}]}}}],
+ body_format: {text_format: "%NOPE%"}}"#,
+    ));
+    assert_eq!(
+        errors,
+        error_list(&[
+            (
+                ".local_reply_config.mappers[0].filter.runtime_filter",
+                "field is not supported yet"
+            ),
+            (
+                ".local_reply_config.mappers[1].status_code",
+                "700 is not between 200 and 599"
+            ),
+            (
+                ".local_reply_config.mappers[2].filter.response_flag_filter.flags[0]",
+                "\"XX\" is not a response flag"
+            ),
+            (
+                ".local_reply_config.mappers[3].filter.and_filter.filters",
+                "needs at least 2 filters"
+            ),
+            (
+                ".local_reply_config.body_format.text_format",
+                "unknown command %NOPE% at position 0"
+            ),
+        ])
+    );
+}
+
+#[test]
+fn header_values_compile_their_commands() {
+    let s = ok(&with_hosts(
+        r#"[{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}}],
+  request_headers_to_add: [{header: {key: x-client, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}, {header: {key: x-lit, value: "50%% off"}}]}]"#,
+    ));
+    let adds = &hcm(&s).routes.inline().unwrap().virtual_hosts[0]
+        .headers
+        .request_add;
+    assert!(matches!(
+        adds[0].value,
+        model::route::HeaderValue::Formatted(_)
+    ));
+    assert_eq!(adds[1].value, "50% off".into());
 }

@@ -19,6 +19,7 @@ mod http_filters;
 mod http_surface;
 mod listener;
 mod listener_filters;
+mod local_reply;
 mod matchers;
 pub mod resources;
 mod route;

@@ -314,7 +314,12 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.SubstitutionFormatString",
-        supported: &["text_format", "text_format_source"],
+        supported: &[
+            "text_format",
+            "text_format_source",
+            "content_type",
+            "omit_empty_values",
+        ],
         ignored: &[],
     },
     Surface {

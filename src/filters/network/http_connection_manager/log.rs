@@ -1,18 +1,42 @@
-//! HTTP connection manager: the access log line of one exchange, written through the shard's
-//! log writers with the request and response heads read in place.
-use model::access_log::{ConnectionRecord, HttpTimings};
+//! HTTP connection manager: the record of one exchange — what its access log line and its
+//! `%COMMAND%` header values read, the request and response heads read in place.
+use model::access_log::{ConnectionRecord, Format, HttpTimings};
 
 use super::{stream::Exchange, Connection};
-use crate::{access_log::HttpExchange, stream::headers::RequestHead};
+use crate::{
+    access_log::HttpExchange,
+    stream::{
+        headers::{RequestHead, ResponseHead},
+        mutations,
+    },
+};
 
+/// Writes the exchange's access log lines.
 pub fn write(c: &Connection<'_>, request: &RequestHead, exchange: &Exchange) {
+    let response = exchange.response.as_ref();
+    with_record(c, request, response, None, exchange, |record| {
+        c.ctx.logs.write(&c.hcm.access_logs, record)
+    });
+}
+
+/// Calls `f` with the exchange's record as it is now: `response` is the response head so far,
+/// `local_reply_body` the body of the local reply being made.
+pub(super) fn with_record<R>(
+    c: &Connection<'_>,
+    request: &RequestHead,
+    response: Option<&ResponseHead>,
+    local_reply_body: Option<&[u8]>,
+    exchange: &Exchange,
+    f: impl FnOnce(&ConnectionRecord) -> R,
+) -> R {
     let http = HttpExchange {
         request,
-        response: exchange.response.as_ref(),
+        response,
         trailers: None,
         scheme: c.scheme,
         response_code_details: Some(exchange.details).filter(|d| !d.is_empty()),
         route_name: exchange.route_name.as_deref(),
+        local_reply_body,
         timings: HttpTimings {
             last_request_byte_received: exchange.request_done,
             first_upstream_byte_received: exchange.first_upstream_byte,
@@ -31,10 +55,30 @@ pub fn write(c: &Connection<'_>, request: &RequestHead, exchange: &Exchange) {
         upstream_cluster: exchange.upstream_cluster.as_deref(),
         response_flags: exchange.flags,
         connection_id: c.connection_id,
-        tls: c.hcm.logs_read_tls().then(|| c.tls()).flatten(),
+        tls: c.tls(),
         requested_server_name: Some(c.requested_server_name).filter(|n| !n.is_empty()),
         upstream_tls: exchange.upstream_tls,
         http: Some(&http),
     };
-    c.ctx.logs.write(&c.hcm.access_logs, &record);
+    f(&record)
+}
+
+/// Header values rendered from the exchange in flight.
+pub struct Values<'x, 'c> {
+    pub c: &'x Connection<'c>,
+    pub exchange: &'x Exchange,
+}
+
+impl mutations::Formatter for Values<'_, '_> {
+    fn render(
+        &self,
+        format: &Format,
+        request: &RequestHead,
+        response: Option<&ResponseHead>,
+        out: &mut Vec<u8>,
+    ) {
+        with_record(self.c, request, response, None, self.exchange, |record| {
+            format.render(record, out)
+        })
+    }
 }

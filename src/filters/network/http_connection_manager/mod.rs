@@ -7,6 +7,7 @@ mod downstream;
 mod forwarding;
 mod http1;
 mod http2;
+mod local_reply;
 mod log;
 mod path;
 mod respond;

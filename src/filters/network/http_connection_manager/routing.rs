@@ -15,7 +15,7 @@ use model::{
     ClusterRef,
 };
 
-use super::{forwarding, path, stream::Exchange, Connection};
+use super::{forwarding, log::Values, path, stream::Exchange, Connection};
 use crate::{
     filters::http::on_request,
     proxy::cluster_manager::ShardCluster,
@@ -119,7 +119,8 @@ pub(super) async fn choose<'a>(
     let hcm = c.hcm;
     for filter in &hcm.filters {
         *ran += 1;
-        if let FilterResult::Respond(reply) = on_request(filter, cx, request).await {
+        let values = Values { c, exchange };
+        if let FilterResult::Respond(reply) = on_request(filter, cx, request, &values).await {
             exchange.details = "filter";
             return Err(Refusal::keep(reply));
         }

@@ -20,6 +20,8 @@ use model::{
 
 use super::{
     downstream::Downstream,
+    local_reply,
+    log::Values,
     respond,
     routes::Table,
     routing::{admit, choose, needs_tls, Chosen},
@@ -245,7 +247,7 @@ async fn exchange_request(
     exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
     exchange.grpc_web = cx.notes.grpc_web();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
-    let retry = upstream_headers(request, &chosen, levels);
+    let retry = upstream_headers(request, &chosen, levels, &Values { c, exchange });
     let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
@@ -325,6 +327,7 @@ fn upstream_headers<'a>(
     request: &mut RequestHead,
     chosen: &Chosen<'a>,
     levels: [Option<&HeaderMutations>; 4],
+    values: &Values<'_, '_>,
 ) -> Option<&'a RetryPolicy> {
     let (route, forward, vhost) = (chosen.route, chosen.forward, chosen.virtual_host);
     if let Some(new_path) = route.rewritten_path(&request.path) {
@@ -343,7 +346,7 @@ fn upstream_headers<'a>(
     }
     for level in levels.into_iter().flatten() {
         mutations::remove(&mut request.headers, &level.request_remove);
-        mutations::add(&mut request.headers, &level.request_add);
+        mutations::add_to_request(request, &level.request_add, values);
     }
     let retry = forward
         .retry_policy
@@ -505,6 +508,10 @@ pub(super) async fn local(
     // A drain that started while this request ran ends its connection with this response.
     let keep_alive = keep_alive && !c.drain.is_draining();
     exchange.flags.set(reply.flags);
+    if let Some(cx) = cx {
+        exchange.flags.set(cx.notes.flags());
+    }
+    local_reply::rewrite(c, request, exchange, &mut reply);
     if grpc::is_grpc(request) {
         let status = reply.grpc_status.unwrap_or(grpc::status_for(reply.status));
         grpc::trailers_only(status, &reply.body, &mut reply.headers);
@@ -517,16 +524,16 @@ pub(super) async fn local(
     let mut head = respond::local_head(&reply);
     head.version = request.version;
     if let Some(cx) = cx {
-        exchange.flags.set(cx.notes.flags());
         if let (Some(host), Some(route)) = (cx.virtual_host, cx.route) {
             let levels = s.table.header_mutations(host, route, None);
             for level in levels.into_iter().flatten() {
                 mutations::remove(&mut head.headers, &level.response_remove);
-                mutations::add(&mut head.headers, &level.response_add);
+                let values = Values { c, exchange };
+                mutations::add_to_response(request, &mut head, &level.response_add, &values);
             }
         }
         for filter in hcm.filters[..ran].iter().rev() {
-            on_response(filter, cx, request, &mut head);
+            on_response(filter, cx, request, &mut head, &Values { c, exchange });
         }
     }
     if let Some(call) = &exchange.grpc {

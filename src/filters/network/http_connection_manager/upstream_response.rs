@@ -12,6 +12,7 @@ use model::{
 
 use super::{
     downstream::ResponseWriter,
+    log::Values,
     respond,
     stream::{client_trailers, local, Exchange, Next, Stream},
     Connection,
@@ -89,10 +90,11 @@ pub(super) async fn proxy_response(
     exchange.details = "via_upstream";
     for level in relay.levels.into_iter().flatten() {
         mutations::remove(&mut head.headers, &level.response_remove);
-        mutations::add(&mut head.headers, &level.response_add);
+        let values = Values { c, exchange };
+        mutations::add_to_response(request, &mut head, &level.response_add, &values);
     }
     for filter in hcm.filters[..relay.ran].iter().rev() {
-        on_response(filter, cx, request, &mut head);
+        on_response(filter, cx, request, &mut head, &Values { c, exchange });
     }
     if let Some(n) = relay.attempts {
         head.headers.set("x-envoy-attempt-count", n.to_string());

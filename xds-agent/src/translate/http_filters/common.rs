@@ -11,7 +11,7 @@ use crate::translate::{matchers::At, TranslateError};
 
 use model::{
     filters::FractionalPercent,
-    route::{AppendAction, HeaderAdd},
+    route::{AppendAction, HeaderAdd, HeaderValue},
 };
 
 /// Where a typed config sits: its path from the bootstrap root and its type URL. Errors name
@@ -111,34 +111,21 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A header value from the config: Envoy reads it as a substitution format string, so `%%` is
-/// a literal `%`; other `%` commands are not supported. CR, LF and NUL are invalid.
+/// A header value from the config: Envoy's `%COMMAND%` format (`%%` is a literal `%`). CR, LF
+/// and NUL are invalid.
 fn header_value(
     value: &str,
     site: &Site,
     field: &str,
     errors: &mut Vec<TranslateError>,
-) -> Option<String> {
+) -> Option<HeaderValue> {
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         errors.push(site.error(field, "header values may not contain CR, LF or NUL"));
         return None;
     }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        if !rest[i..].starts_with("%%") {
-            errors.push(site.error(
-                field,
-                format!("{value:?}: substitution commands (%...%) in header values are not supported; write %% for a literal %"),
-            ));
-            return None;
-        }
-        out.push('%');
-        rest = &rest[i + 2..];
-    }
-    out.push_str(rest);
-    Some(out)
+    HeaderValue::compile(value)
+        .map_err(|e| errors.push(site.error(field, e.to_string())))
+        .ok()
 }
 
 /// A `HeaderValueOption` (at `field`).
@@ -184,7 +171,7 @@ pub(super) fn header_value_option(
     );
     Some(HeaderAdd {
         name: name?.into(),
-        value: value?.into(),
+        value: value?,
         action,
         keep_empty: proto.keep_empty_value,
     })
@@ -261,7 +248,7 @@ mod tests {
             (":path", "v"),
             ("Host", "v"),
             ("a b", "v"),
-            ("a", "%REQ(x)%"),
+            ("a", "%BOGUS%"),
             ("a", "x\r\ny"),
         ] {
             assert!(header_value_option(&option(key, value), &SITE, "h[0]", &mut errors).is_none());

@@ -159,7 +159,7 @@ mod tests {
         let errors = filter_errors(&format!(
             r#"{{name: hm, typed_config: {{"@type": "{HM}", mutations: {{
                 request_mutations: [{{remove: ":path"}}, {{}}],
-                response_mutations: [{{append: {{header: {{key: a, value: "%START_TIME%"}}}}}}],
+                response_mutations: [{{append: {{header: {{key: a, value: "%START_TIME% %NOPE%"}}}}}}],
                 query_parameter_mutations: [{{remove: q}}]}}}}}}"#
         ));
         let mut paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();

@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 
 use super::Problems;
-use model::route::{AppendAction, HeaderAdd, HeaderMutations};
+use model::route::{AppendAction, HeaderAdd, HeaderMutations, HeaderValue};
 
 /// `[request_headers_to_add, response_headers_to_add]` and the matching removals of the
 /// message at `path`.
@@ -51,7 +51,11 @@ pub(super) fn mutations(
     }
 }
 
-fn adds(options: &[HeaderValueOption], path: &str, p: &mut Problems) -> Vec<HeaderAdd> {
+pub(in crate::translate) fn adds(
+    options: &[HeaderValueOption],
+    path: &str,
+    p: &mut Problems,
+) -> Vec<HeaderAdd> {
     options
         .iter()
         .enumerate()
@@ -66,7 +70,7 @@ fn add(option: &HeaderValueOption, path: &str, p: &mut Problems) -> Option<Heade
         return None;
     };
     let name_ok = modifiable_name(&header.key, &format!("{path}.header.key"), "modified", p);
-    let value = literal_value(&header.value, &format!("{path}.header.value"), p);
+    let value = header_value(&header.value, &format!("{path}.header.value"), p);
     let action = match (&option.append, option.append_action()) {
         (Some(_), action) if action != HeaderAppendAction::AppendIfExistsOrAdd => {
             p.add(
@@ -83,7 +87,7 @@ fn add(option: &HeaderValueOption, path: &str, p: &mut Problems) -> Option<Heade
     };
     Some(HeaderAdd {
         name: header.key.to_ascii_lowercase().into(),
-        value: value.filter(|_| name_ok)?.into(),
+        value: value.filter(|_| name_ok)?,
         action,
         keep_empty: option.keep_empty_value,
     })
@@ -119,30 +123,16 @@ pub(in crate::translate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A header value with Envoy's `%%` escape undone; values using `%COMMAND%` substitutions are
-/// rejected (not supported yet), as are control characters a header cannot carry.
-fn literal_value(value: &str, path: &str, p: &mut Problems) -> Option<String> {
+/// A header value: Envoy's `%COMMAND%` format (`%%` is a literal `%`), without the control
+/// characters a header cannot carry.
+fn header_value(value: &str, path: &str, p: &mut Problems) -> Option<HeaderValue> {
     if let Some(bad) = header_value_problem(value) {
         p.add(path, bad);
         return None;
     }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        if rest[i + 1..].starts_with('%') {
-            out.push('%');
-            rest = &rest[i + 2..];
-        } else {
-            p.add(
-                path,
-                "header value substitutions (%COMMAND%) are not supported yet; write a literal % as %%",
-            );
-            return None;
-        }
-    }
-    out.push_str(rest);
-    Some(out)
+    HeaderValue::compile(value)
+        .map_err(|e| p.add(path, e.to_string()))
+        .ok()
 }
 
 /// Why `value` cannot be sent in a header (NUL, CR or LF), if it cannot.

@@ -5,6 +5,8 @@ mod action;
 mod header_ops;
 mod matcher;
 
+pub(super) use header_ops::adds as header_adds;
+
 pub(super) use header_ops::is_token_byte;
 
 use std::{
