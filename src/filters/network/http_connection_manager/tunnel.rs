@@ -50,7 +50,13 @@ pub(super) async fn terminate(
     let config = &cluster.config;
     let cells = config.stats.shard(ctx.id);
     let try_started = Instant::now();
+    // Held for the tunnel's life: a CONNECT is a request of its cluster (`max_requests`).
+    let request_slot = cluster.breakers.request();
     let opened = match cluster.pick() {
+        _ if request_slot.is_none() => {
+            inc(&cells.upstream_rq_pending_overflow);
+            Err(overflow_reply().flagged(ResponseFlags::UPSTREAM_OVERFLOW))
+        }
         None => {
             inc(&cells.upstream_cx_none_healthy);
             let reply = LocalReply::new(503, "no healthy upstream");
@@ -111,7 +117,7 @@ pub(super) async fn terminate(
     )
     .await;
     inc(&cells.upstream_rq_completed);
-    drop(host);
+    drop((host, request_slot));
     next
 }
 
