@@ -154,6 +154,10 @@ pub struct Forward {
     /// Upgrade types (lower-case) enabled or disabled for this route, overriding the
     /// connection manager (see `HttpConnectionManager::upgrade_allowed`).
     pub upgrades: Vec<(String, bool)>,
+    /// The route's CONNECT upgrade has a `connect_config`: a CONNECT request is terminated
+    /// here (its stream's bytes relayed over a TCP connection to a host of the cluster)
+    /// instead of forwarded.
+    pub terminates_connect: bool,
 }
 
 /// `max_stream_duration.grpc_timeout_header_max` / `grpc_timeout_header_offset` (or the

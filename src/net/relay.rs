@@ -1,5 +1,5 @@
-//! Byte relay between two transports (raw or TLS): both directions at once, half-close carried
-//! across.
+//! Byte relay between two byte streams (raw or TLS transports, or a tunnel carried on an
+//! HTTP/2 stream): both directions at once, half-close carried across.
 //! Reads land in the shard's scratch buffer and are written on at once, so an idle connection
 //! holds no buffer; only bytes the peer cannot take yet are kept per connection (back-pressure:
 //! at most one read, bounded by the direction's limit, is ever held).
@@ -14,10 +14,7 @@ use std::{
 
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::{
-    net::{drain::DrainSignal, transport::Transport},
-    rt::timer,
-};
+use crate::{net::drain::DrainSignal, rt::timer};
 
 /// Size of each shard's scratch buffer: the largest single read.
 pub const SCRATCH_BYTES: usize = 256 << 10;
@@ -53,9 +50,9 @@ pub struct RelayLimits {
 }
 
 /// Writes through a shared stream; each poll borrows it only for the poll's duration.
-struct Writer<'a>(&'a RefCell<Transport>);
+struct Writer<'a, S>(&'a RefCell<S>);
 
-impl AsyncWrite for Writer<'_> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Writer<'_, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -79,16 +76,31 @@ enum Side {
 }
 
 /// One direction: `from` → `to` until EOF, then half-close `to`.
-struct Direction<'a> {
-    from: &'a RefCell<Transport>,
-    to: &'a RefCell<Transport>,
+struct Direction<'a, F, T> {
+    from: &'a RefCell<F>,
+    to: &'a RefCell<T>,
     limit: usize,
     scratch: &'a RefCell<Box<[u8]>>,
     /// Bytes read but not yet accepted by `to`; empty (and unallocated) unless back-pressured.
     backlog: Vec<u8>,
 }
 
-impl Direction<'_> {
+impl<'a, F: AsyncRead + Unpin, T: AsyncWrite + Unpin> Direction<'a, F, T> {
+    fn new(
+        from: &'a RefCell<F>,
+        to: &'a RefCell<T>,
+        limit: usize,
+        scratch: &'a RefCell<Box<[u8]>>,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            limit,
+            scratch,
+            backlog: Vec::new(),
+        }
+    }
+
     async fn run(
         mut self,
         last_activity: &Cell<Instant>,
@@ -141,8 +153,8 @@ impl Direction<'_> {
 /// Relays until both directions closed, an error, `idle_timeout` of silence, or the end of
 /// the drain of the listener the downstream connection came from.
 pub async fn relay(
-    downstream: Transport,
-    upstream: Transport,
+    downstream: impl AsyncRead + AsyncWrite + Unpin,
+    upstream: impl AsyncRead + AsyncWrite + Unpin,
     limits: &RelayLimits,
     scratch: &RefCell<Box<[u8]>>,
     observer: &impl RelayObserver,
@@ -150,15 +162,8 @@ pub async fn relay(
 ) -> RelayEnd {
     let (down, up) = (RefCell::new(downstream), RefCell::new(upstream));
     let last_activity = Cell::new(Instant::now());
-    let direction = |from, to, limit| Direction {
-        from,
-        to,
-        limit,
-        scratch,
-        backlog: Vec::new(),
-    };
     let to_upstream = async {
-        direction(&down, &up, limits.upstream)
+        Direction::new(&down, &up, limits.upstream, scratch)
             .run(&last_activity, |n| observer.downstream_to_upstream(n))
             .await
             .map_err(|side| match side {
@@ -167,7 +172,7 @@ pub async fn relay(
             })
     };
     let to_downstream = async {
-        direction(&up, &down, limits.downstream)
+        Direction::new(&up, &down, limits.downstream, scratch)
             .run(&last_activity, |n| observer.upstream_to_downstream(n))
             .await
             .map_err(|side| match side {

@@ -55,6 +55,11 @@ enum Source<'d> {
     },
     /// Read in full already (a shadow's copy): everything is in `replay`.
     Complete,
+    /// An HTTP/2 stream whose DATA frames are a tunnel's (CONNECT): no body; only a reset
+    /// by the client is watched.
+    Tunnel {
+        respond: Rc<RefCell<SendResponse<Bytes>>>,
+    },
 }
 
 /// What sees a request body's chunks as they are read.
@@ -104,6 +109,11 @@ impl<'d> RequestBody<'d> {
             unreleased: 0,
         };
         Self::new(source, done, replay_limit)
+    }
+
+    /// The (empty) body of an HTTP/2 tunnel request, whose stream `respond` answers.
+    pub fn tunnel(respond: Rc<RefCell<SendResponse<Bytes>>>) -> Self {
+        Self::new(Source::Tunnel { respond }, true, 0)
     }
 
     /// A body known in full: `chunks`, then `trailers`.
@@ -161,7 +171,7 @@ impl<'d> RequestBody<'d> {
                     },
                     Some(Ok(Received::End(trailers))) => return self.end(trailers),
                 },
-                Source::Complete => return Ok(None),
+                Source::Complete | Source::Tunnel { .. } => return Ok(None),
             };
             match decoder.decode(&mut conn.buf) {
                 Ok(BodyEvent::Data(chunk)) => match self.take(chunk)? {
@@ -185,7 +195,7 @@ impl<'d> RequestBody<'d> {
     pub async fn client_gone(&mut self) {
         let conn = match &mut self.source {
             Source::Http1 { conn, .. } => conn,
-            Source::Http2 { respond, .. } => {
+            Source::Http2 { respond, .. } | Source::Tunnel { respond } => {
                 let _ = poll_fn(|cx| respond.borrow_mut().poll_reset(cx)).await;
                 return;
             }

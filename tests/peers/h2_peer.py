@@ -192,18 +192,22 @@ def swallow(sock: socket.socket) -> None:
         sock.close()
 
 
-def serve(args) -> None:
+def serve_forever(handle) -> None:
+    """Listens on 127.0.0.1, prints `READY <port>`, and runs `handle(sock)` on a thread of its
+    own for each connection, until the test closes our stdin (it died or dropped us)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     print(f"READY {listener.getsockname()[1]}", flush=True)
-    # Exit when the test closes our stdin (it died or dropped us).
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     while True:
         s, _ = listener.accept()
-        target = swallow if args.silent else serve_conn
-        threading.Thread(target=target, args=(s,), daemon=True).start()
+        threading.Thread(target=handle, args=(s,), daemon=True).start()
+
+
+def serve(args) -> None:
+    serve_forever(swallow if args.silent else serve_conn)
 
 
 # ---------------------------------------------------------------------------------------------

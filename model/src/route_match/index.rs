@@ -3,7 +3,8 @@
 //! children by hashing the next `stride` bytes of the path (the distance to the nearest
 //! deeper route key), so a lookup makes one probe per route-key length along the path
 //! however many routes the table holds. Case-insensitive routes have their own map and
-//! tree over lower-cased keys; regex routes are kept in a list. Every entry carries its
+//! tree over lower-cased keys; regex routes are kept in a list, and `connect_matcher` routes
+//! in another that only CONNECT requests read. Every entry carries its
 //! config position, and the lowest position whose whole match holds wins — the same answer
 //! as Envoy's first-match scan.
 use super::{
@@ -25,6 +26,8 @@ pub struct RouteIndex {
     folded_prefixes: StrideTree,
     /// Positions of routes matched one by one (regex paths), ascending.
     scanned: Vec<u32>,
+    /// Positions of `connect_matcher` routes, ascending: only CONNECT requests see them.
+    connect: Vec<u32>,
     /// `ignore_path_parameters_in_path_matching`: paths match up to the first `;`.
     ignore_path_parameters: bool,
 }
@@ -73,6 +76,7 @@ impl RouteIndex {
                     position,
                 }),
                 PathMatch::Regex(_) => index.scanned.push(position),
+                PathMatch::Connect => index.connect.push(position),
             }
         }
         index.prefixes = StrideTree::build(prefixes);
@@ -125,6 +129,9 @@ impl RouteIndex {
                 .walk(folded, |list| consider(list, &mut best, false));
         }
         consider(&self.scanned, &mut best, true);
+        if request.method() == b"CONNECT" {
+            consider(&self.connect, &mut best, false);
+        }
         (best != u32::MAX).then_some(best as usize)
     }
 }
@@ -266,6 +273,29 @@ mod tests {
 
     fn find(routes: &[Route], request: &Request) -> Option<usize> {
         RouteIndex::build(routes, false).find(routes, request)
+    }
+
+    #[test]
+    fn connect_matcher_routes_see_only_connect_requests() {
+        let any = || route(PathMatch::Regex(full_match_regex(".*").unwrap()));
+        let routes = [prefix("/"), route(PathMatch::Connect), any()];
+        let connect = Request {
+            method: "CONNECT",
+            ..Request::get("")
+        };
+        assert_eq!(find(&routes, &connect), Some(1));
+        assert_eq!(find(&routes, &Request::get("/")), Some(0));
+        assert_eq!(
+            find(&routes, &Request::get("")),
+            Some(2),
+            "a GET never matches a connect_matcher route"
+        );
+        let regex_first = [any(), route(PathMatch::Connect)];
+        assert_eq!(
+            find(&regex_first, &connect),
+            Some(0),
+            "a CONNECT's empty path matches other kinds as Envoy's (an earlier `.*` wins)"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum PathMatch {
     PathSeparatedPrefix(String),
     /// `safe_regex`: the whole path must match.
     Regex(Regex),
+    /// `connect_matcher`: CONNECT requests only, whatever their (empty) path; the route index
+    /// offers these routes to CONNECT requests alone.
+    Connect,
 }
 
 /// `QueryParameterMatcher`: the first value of a query parameter (undecoded, as Envoy).
@@ -76,6 +79,7 @@ impl RouteMatcher {
                     && matches!(path.get(p.len()), None | Some(b'/'))
             }
             PathMatch::Regex(r) => r.is_match(path),
+            PathMatch::Connect => false,
         }
     }
 
@@ -99,7 +103,7 @@ impl RouteMatcher {
             PathMatch::Prefix(p) | PathMatch::Path(p) | PathMatch::PathSeparatedPrefix(p) => {
                 p.len().min(path.len())
             }
-            PathMatch::Regex(_) => path_end(path),
+            PathMatch::Regex(_) | PathMatch::Connect => path_end(path),
         }
     }
 }

@@ -232,6 +232,7 @@ mod tests {
             retry_policy: None,
             mirrors: vec![],
             upgrades: vec![],
+            terminates_connect: false,
         }
     }
 

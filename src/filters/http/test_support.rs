@@ -67,6 +67,7 @@ impl World {
                 retry_policy: None,
                 mirrors: vec![],
                 upgrades: vec![],
+                terminates_connect: false,
                 cluster_not_found_status: 503,
             }),
             headers: HeaderMutations::default(),

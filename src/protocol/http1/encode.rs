@@ -52,15 +52,7 @@ pub fn encode_response_head(
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
-    let reason = reason_phrase(head.status);
-    out.reserve(reason.len() + fields_len(&head.headers) + 96);
-    out.extend_from_slice(head.version.as_str().as_bytes());
-    out.push(b' ');
-    write_decimal(u64::from(head.status), out);
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    write_fields(&head.headers, out);
+    status_line_and_fields(head, out);
     let bodiless = head.status < 200 || head.status == 204 || head.status == 304;
     match framing {
         Framing::Length(n) => write_content_length(*n, out),
@@ -80,6 +72,25 @@ pub fn encode_response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the head of a response that turns the connection into a tunnel (a 101, or a 200
+/// to a CONNECT): no framing fields, since the bytes after it are the tunnel's.
+pub fn encode_tunnel_head(head: &ResponseHead, out: &mut Vec<u8>) {
+    status_line_and_fields(head, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line_and_fields(head: &ResponseHead, out: &mut Vec<u8>) {
+    let reason = reason_phrase(head.status);
+    out.reserve(reason.len() + fields_len(&head.headers) + 96);
+    out.extend_from_slice(head.version.as_str().as_bytes());
+    out.push(b' ');
+    write_decimal(u64::from(head.status), out);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_fields(&head.headers, out);
 }
 
 /// Appends one chunk of a chunked body; nothing for empty `data` (an empty chunk would end

@@ -28,7 +28,8 @@ mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use encode::{
-    encode_chunk, encode_last_chunk, encode_request_head, encode_response_head, reason_phrase,
+    encode_chunk, encode_last_chunk, encode_request_head, encode_response_head, encode_tunnel_head,
+    reason_phrase,
 };
 pub use errors::{BodyError, RequestError, ResponseError};
 pub use request::{parse_request, ParsedRequest};

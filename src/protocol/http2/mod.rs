@@ -4,6 +4,7 @@
 //! its user (cookie crumbs joined, connection-specific fields never sent, `:authority` as the
 //! `host` the rest of the proxy reads).
 pub mod keepalive;
+pub mod tunnel;
 
 use std::future::poll_fn;
 
@@ -45,6 +46,10 @@ pub fn server(
         .header_table_size(options.hpack_table_size)
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .max_send_buffer_size(buffer_limit);
+    if options.allow_connect {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: clients may send extended CONNECT (RFC 8441).
+        builder.enable_connect_protocol();
+    }
     builder
 }
 
@@ -56,7 +61,11 @@ pub struct IncomingRequest {
     pub framing: Framing,
     pub body: RecvStream,
     pub expect_continue: bool,
+    /// A plain CONNECT (no `:protocol`): its DATA frames are the tunnel's bytes.
     pub connect: bool,
+    /// The `:protocol` of an extended CONNECT (RFC 8441), served as an HTTP/1.1 upgrade to
+    /// that protocol (a GET), as Envoy normalizes it.
+    pub upgrade: Option<Bytes>,
 }
 
 /// Why a request cannot be served (answered with RST_STREAM or a 400 by the caller).
@@ -71,7 +80,11 @@ pub enum RequestError {
 /// The codec-neutral request of an HTTP/2 stream.
 pub fn incoming(request: Request<RecvStream>) -> Result<IncomingRequest, RequestError> {
     let (parts, body) = request.into_parts();
-    let connect = parts.method == http::Method::CONNECT;
+    let upgrade = parts
+        .extensions
+        .get::<h2::ext::Protocol>()
+        .map(|protocol| Bytes::copy_from_slice(protocol.as_str().as_bytes()));
+    let connect = parts.method == http::Method::CONNECT && upgrade.is_none();
     let mut headers = Headers::with_capacity(parts.headers.len() + 1);
     if let Some(authority) = parts.uri.authority() {
         headers.append(
@@ -132,13 +145,19 @@ pub fn incoming(request: Request<RecvStream>) -> Result<IncomingRequest, Request
         Some(path) if !connect => Bytes::copy_from_slice(path.as_str().as_bytes()),
         _ => Bytes::new(),
     };
-    let framing = match (body.is_end_stream(), length) {
+    // A tunnel's DATA frames are not a body: its request has none.
+    let tunnel = connect || upgrade.is_some();
+    let framing = match (body.is_end_stream() || tunnel, length) {
         (true, _) => Framing::Empty,
         (false, Some(n)) => Framing::of_length(n),
         (false, None) => Framing::Chunked,
     };
+    let method = match upgrade {
+        Some(_) => Bytes::from_static(b"GET"),
+        None => Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+    };
     let head = RequestHead {
-        method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+        method,
         path,
         version: Version::Http2,
         headers,
@@ -149,6 +168,7 @@ pub fn incoming(request: Request<RecvStream>) -> Result<IncomingRequest, Request
         body,
         expect_continue,
         connect,
+        upgrade,
     })
 }
 

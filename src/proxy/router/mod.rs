@@ -313,14 +313,14 @@ impl Retries {
     }
 }
 
-fn overflow_reply() -> LocalReply {
+pub(crate) fn overflow_reply() -> LocalReply {
     let mut reply = reset_reply(0, "overflow");
     reply.headers.append("x-envoy-overloaded", "true");
     reply
 }
 
 /// Envoy's local reply when no response head arrived (it says when tries were retried).
-fn reset_reply(retries: u32, reason: &str) -> LocalReply {
+pub(crate) fn reset_reply(retries: u32, reason: &str) -> LocalReply {
     let retried = if retries > 0 {
         "retried and the latest "
     } else {

@@ -288,12 +288,18 @@ pub const SURFACE: &[Surface] = &[
             "path",
             "safe_regex",
             "path_separated_prefix",
+            "connect_matcher",
             "case_sensitive",
             "headers",
             "query_parameters",
             "grpc",
             "tls_context",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteMatch.ConnectMatcher",
+        supported: &[],
         ignored: &[],
     },
     Surface {
@@ -417,7 +423,14 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.route.v3.RouteAction.UpgradeConfig",
-        supported: &["upgrade_type", "enabled"],
+        supported: &["upgrade_type", "enabled", "connect_config"],
+        ignored: &[],
+    },
+    // Terminating CONNECT as Envoy does with an empty `connect_config`; its PROXY protocol
+    // header and POST tunnels are not implemented.
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig",
+        supported: &[],
         ignored: &[],
     },
     Surface {

@@ -11,7 +11,7 @@ use model::{
         AppendAction, ClusterSpecifier, HeaderAdd, HostRewrite, Mirror, RedirectPath, RetryOn,
         RouteAction, TlsRequirement,
     },
-    route_match::testing::Request,
+    route_match::{testing::Request, PathMatch},
     ClusterRef, NetworkFilter,
 };
 
@@ -876,4 +876,60 @@ fn header_values_compile_their_commands() {
         model::route::HeaderValue::Formatted(_)
     ));
     assert_eq!(adds[1].value, "50% off".into());
+}
+
+#[test]
+fn connect_termination_routes() {
+    let s = ok(&with_routes(
+        "[{match: {connect_matcher: {}}, route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}},
+          {match: {prefix: /}, route: {cluster: d, upgrade_configs: [{upgrade_type: websocket}]}}]",
+    ));
+    let routes = &hcm(&s).routes.inline().unwrap().virtual_hosts[0].routes;
+    assert!(matches!(routes[0].matcher.path, PathMatch::Connect));
+    let forward = |i: usize| match &routes[i].action {
+        RouteAction::Forward(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(forward(0).terminates_connect);
+    assert_eq!(forward(0).upgrades, [("connect".to_string(), true)]);
+    assert!(!forward(1).terminates_connect);
+}
+
+#[test]
+fn connect_termination_errors() {
+    let e = errors(&with_routes(
+        "[{match: {connect_matcher: {}}, route: {cluster: c}},
+          {match: {connect_matcher: {}}, route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT}]}},
+          {match: {prefix: /}, route: {cluster: c, upgrade_configs: [{upgrade_type: websocket, connect_config: {}}]}},
+          {match: {connect_matcher: {}}, route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {allow_post: true, proxy_protocol_config: {}}}]}}]",
+    ));
+    let r = |i: usize, rest: &str| format!(".route_config.virtual_hosts[0].routes[{i}]{rest}");
+    let terminate = "a connect_matcher route must terminate CONNECT (an upgrade_configs entry \
+                     {upgrade_type: CONNECT, connect_config: {}}): forwarding CONNECT upstream \
+                     is not supported";
+    let config = ".route.upgrade_configs[0].connect_config";
+    let expected = [
+        (
+            r(3, &format!("{config}.proxy_protocol_config")),
+            "field is not supported yet",
+        ),
+        (
+            r(3, &format!("{config}.allow_post")),
+            "field is not supported yet",
+        ),
+        (r(0, ".route.upgrade_configs"), terminate),
+        (r(1, ".route.upgrade_configs"), terminate),
+        (
+            r(2, config),
+            "only a CONNECT upgrade has a connect_config, not \"websocket\"",
+        ),
+    ];
+    let mut expected: Vec<(String, String)> = expected
+        .into_iter()
+        .map(|(p, m)| (p, m.to_string()))
+        .collect();
+    let mut e = e;
+    e.sort();
+    expected.sort();
+    assert_eq!(e, expected);
 }

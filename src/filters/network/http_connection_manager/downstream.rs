@@ -11,8 +11,11 @@ use super::respond::{self, Outgoing};
 use crate::{
     net::buffered::Buffered,
     protocol::{
-        http1::{self, encode_chunk, encode_last_chunk, encode_response_head, Framing},
-        http2,
+        http1::{
+            self, encode_chunk, encode_last_chunk, encode_response_head, encode_tunnel_head,
+            Framing,
+        },
+        http2::{self, tunnel::Tunnel},
     },
     stream::{
         body::RequestBody,
@@ -61,6 +64,14 @@ impl Downstream<'_> {
     ) -> RequestBody<'_> {
         match self {
             Downstream::Http1(conn) => RequestBody::http1(conn, framing, limits, replay_limit),
+            // A tunnel's stream stays open after a head without a body: its DATA is the
+            // tunnel's, kept for `open_tunnel`.
+            Downstream::Http2 { respond, body }
+                if *framing == Framing::Empty
+                    && body.as_ref().is_some_and(|b| !b.is_end_stream()) =>
+            {
+                RequestBody::tunnel(respond.clone())
+            }
             Downstream::Http2 { respond, body } => {
                 let recv = body.take().expect("one request body per stream");
                 RequestBody::http2(recv, respond.clone(), replay_limit)
@@ -144,18 +155,48 @@ impl Downstream<'_> {
         }
     }
 
-    /// Sends a `101 Switching Protocols` head: the connection then relays the upgraded
-    /// protocol.
-    pub async fn switch_protocols(&mut self, head: &ResponseHead) -> io::Result<usize> {
+    /// Resets an HTTP/2 stream with `reason` after its answer; an HTTP/1 connection closes
+    /// after its answer anyway.
+    pub async fn reset_after_answer(&mut self, reason: h2::Reason) {
+        if let Downstream::Http2 { respond, .. } = self {
+            // A reset drops the stream's frames still queued: first the connection's task
+            // (polled by this same task) takes the answer's frames.
+            futures_lite::future::yield_now().await;
+            respond.borrow_mut().send_reset(reason);
+        }
+    }
+
+    /// Sends the head that opens a tunnel (a 101 to an HTTP/1.1 upgrade, a 200 to a CONNECT
+    /// or to an HTTP/2 extended CONNECT) and returns the client's end of it.
+    pub async fn open_tunnel(&mut self, head: &ResponseHead) -> io::Result<ClientEnd> {
         match self {
             Downstream::Http1(conn) => {
                 let mut out = Vec::with_capacity(256);
-                encode_response_head(head, &Framing::Empty, true, &mut out);
-                conn.write_all(&out).await.map(|()| out.len())
+                encode_tunnel_head(head, &mut out);
+                conn.write_all(&out)
+                    .await
+                    .map(|()| ClientEnd::Connection(out.len()))
             }
-            Downstream::Http2 { .. } => Err(io::ErrorKind::Unsupported.into()),
+            Downstream::Http2 { respond, body } => {
+                let recv = body
+                    .take()
+                    .expect("a tunnel's stream is not read as a body");
+                let send = respond
+                    .borrow_mut()
+                    .send_response(http2::response(head, None), false)
+                    .map_err(h2_error)?;
+                Ok(ClientEnd::Stream(Tunnel::new(send, recv)))
+            }
         }
     }
+}
+
+/// The client's end of an open tunnel.
+pub enum ClientEnd {
+    /// The HTTP/1 connection, which relays once the stream is done (the head's bytes).
+    Connection(usize),
+    /// The HTTP/2 stream, which relays at once.
+    Stream(Tunnel),
 }
 
 /// A response body on its way to the client.

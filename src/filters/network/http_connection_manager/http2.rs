@@ -177,7 +177,7 @@ async fn serve_stream(
         framing: incoming.framing,
         keep_alive: true,
         expect_continue: incoming.expect_continue,
-        upgrade: None,
+        upgrade: incoming.upgrade,
         connect: incoming.connect,
     };
     let downstream = Downstream::Http2 {

@@ -14,6 +14,7 @@ mod respond;
 mod routes;
 mod routing;
 mod stream;
+mod tunnel;
 mod upstream_response;
 
 use std::{cell::OnceCell, net::SocketAddr, rc::Rc, sync::Arc, time::Instant};
@@ -23,7 +24,7 @@ use futures_lite::future;
 use model::{
     http::{Codec, ForwardClientCert, HttpConnectionManager},
     route::ClientCertificateState,
-    stats::{add, dec, inc, HttpCells},
+    stats::{dec, inc, HttpCells},
     tls_info::DownstreamTls,
     Listener,
 };
@@ -36,7 +37,6 @@ use crate::{
         buffered::{deadline, Buffered},
         connection::Accepted,
         drain::DrainSignal,
-        relay::{relay, RelayLimits, RelayObserver},
     },
     protocol::http1::Limits,
     proxy::pool::UpstreamConn,
@@ -219,55 +219,14 @@ async fn sniff(conn: &mut Buffered, hcm: &HttpConnectionManager) -> Codec {
     }
 }
 
-/// Relays an upgraded (101) connection until both sides close: bytes already buffered on
-/// either side go first.
+/// Relays an upgraded connection (a 101, or a terminated CONNECT's 200) until both sides
+/// close: bytes already buffered on either side go first.
 async fn upgraded(
     c: &Connection<'_>,
     mut downstream: Buffered,
     upstream: UpstreamConn,
     upstream_limit: usize,
 ) {
-    let stats = c.stats;
-    let UpstreamConn {
-        conn: mut upstream,
-        lease,
-        ..
-    } = upstream;
-    inc(&stats.downstream_cx_upgrades_total);
-    inc(&stats.downstream_cx_upgrades_active);
-    let early_down = std::mem::take(&mut downstream.buf);
-    let early_up = std::mem::take(&mut upstream.buf);
-    let flushed = upstream.write_all(&early_down).await.is_ok()
-        && downstream.write_all(&early_up).await.is_ok();
-    if flushed {
-        let limits = RelayLimits {
-            downstream: c.listener.buffer_limit,
-            upstream: upstream_limit,
-            idle_timeout: c.hcm.timeouts.stream_idle,
-        };
-        let observer = UpgradeBytes(stats);
-        relay(
-            downstream.io,
-            upstream.io,
-            &limits,
-            &c.ctx.scratch,
-            &observer,
-            c.drain,
-        )
-        .await;
-    }
-    dec(&stats.downstream_cx_upgrades_active);
-    drop(lease);
-}
-
-/// Counts relayed bytes of an upgraded connection.
-struct UpgradeBytes<'a>(&'a HttpCells);
-
-impl RelayObserver for UpgradeBytes<'_> {
-    fn downstream_to_upstream(&self, bytes: usize) {
-        add(&self.0.downstream_cx_rx_bytes_total, bytes as u64);
-    }
-    fn upstream_to_downstream(&self, bytes: usize) {
-        add(&self.0.downstream_cx_tx_bytes_total, bytes as u64);
-    }
+    let early = std::mem::take(&mut downstream.buf);
+    tunnel::relay_tunnel(c, downstream.io, &early, upstream, upstream_limit, None).await;
 }

@@ -42,18 +42,14 @@ impl Refusal {
     }
 }
 
-/// The connection manager's checks and rewrites before routing: CONNECT, HTTP/1.0,
+/// The connection manager's checks and rewrites before routing: HTTP/1.0,
 /// underscores in header names, the path policy, then the forwarding headers.
 pub(super) fn admit(
     c: &Connection<'_>,
     table: &RouteConfig,
     request: &mut RequestHead,
-    connect: bool,
 ) -> Result<(), Refusal> {
     let hcm = c.hcm;
-    if connect {
-        return Err(Refusal::close(LocalReply::new(404, "")));
-    }
     if request.version == Version::Http10 {
         if !hcm.http1.accept_http_10 {
             // The codec's refusal, so in the codec's own version.
@@ -157,7 +153,13 @@ pub(super) async fn choose<'a>(
             exchange.details = "upgrade_failed";
             return Err(Refusal::close(LocalReply::new(403, "")));
         }
-        upgrade => upgrade,
+        // Envoy counts an upgrade (CONNECT too) once its route accepts it, whatever the
+        // upstream answers.
+        Some(token) => {
+            inc(&c.stats.downstream_cx_upgrades_total);
+            Some(token)
+        }
+        None => None,
     };
     let (named, weighted_headers) = cluster_for(forward, request);
     if !hcm.access_logs.is_empty() {
@@ -177,6 +179,15 @@ pub(super) async fn choose<'a>(
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
         return Err(Refusal::keep(reply));
     };
+    // An upgrade to an HTTP/2 upstream would go as an extended CONNECT, which is not
+    // supported: refused as an upgrade the route does not take.
+    let client_http2 = request.version == Version::Http2;
+    if upgrade.as_ref().is_some_and(|token| token != "connect")
+        && cluster.config.http.uses_http2(client_http2) == Some(true)
+    {
+        exchange.details = "upgrade_failed";
+        return Err(Refusal::close(LocalReply::new(403, "")));
+    }
     Ok(Chosen {
         virtual_host,
         route,

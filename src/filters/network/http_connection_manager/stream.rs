@@ -25,6 +25,7 @@ use super::{
     respond,
     routes::Table,
     routing::{admit, choose, needs_tls, Chosen},
+    tunnel,
     upstream_response::{proxy_response, respond_with, Relay},
     Connection,
 };
@@ -185,7 +186,8 @@ pub async fn serve(
     exchange.body_done = matches!(framing, Framing::Empty);
     let incoming = Incoming {
         framing,
-        keep_alive: keep_alive && !last,
+        // A CONNECT's connection is the tunnel's, or closes with a refusal (as Envoy).
+        keep_alive: keep_alive && !last && !connect,
         expect_continue,
         upgrade,
         connect,
@@ -217,7 +219,7 @@ async fn exchange_request(
     // A local answer keeps the connection when the client's body is done (nothing unread).
     let may_keep = incoming.keep_alive && exchange.body_done;
     let c = s.c;
-    if let Err(refused) = admit(c, &s.table, request, incoming.connect) {
+    if let Err(refused) = admit(c, &s.table, request) {
         let keep = refused.keep && may_keep;
         return local(s, None, request, refused.reply, 0, keep, exchange).await;
     }
@@ -236,7 +238,12 @@ async fn exchange_request(
         Err(reply) => return local(s, None, request, reply, 0, may_keep, exchange).await,
     };
     let mut ran = 0;
-    let chosen = match choose(c, &cx, request, incoming.upgrade, &mut ran, exchange).await {
+    // A CONNECT is routed as an upgrade of its own type, as Envoy routes it.
+    let upgrade = match incoming.connect {
+        true => Some(Bytes::from_static(b"connect")),
+        false => incoming.upgrade,
+    };
+    let chosen = match choose(c, &cx, request, upgrade, &mut ran, exchange).await {
         Ok(chosen) => chosen,
         Err(refused) => {
             let keep = refused.keep && may_keep;
@@ -247,6 +254,26 @@ async fn exchange_request(
     exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
     exchange.grpc_web = cx.notes.grpc_web();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
+    let relay = |attempts, keep_alive| Relay {
+        attempts,
+        levels,
+        ran,
+        keep_alive,
+        upgrading: chosen.upgrade.is_some(),
+        upstream_http: &chosen.cluster.config.http,
+        upstream_buffer_limit: chosen.cluster.config.buffer_limit,
+    };
+    if incoming.connect {
+        return match chosen.forward.terminates_connect {
+            true => tunnel::terminate(s, &cx, request, &chosen, relay(None, false), exchange).await,
+            // Envoy would forward the CONNECT upstream, which is not supported.
+            false => {
+                exchange.details = "upgrade_failed";
+                let reply = LocalReply::new(403, "");
+                local(s, Some(&cx), request, reply, ran, false, exchange).await
+            }
+        };
+    }
     let retry = upstream_headers(request, &chosen, levels, &Values { c, exchange });
     let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
     exchange.flags.set(record.flags);
@@ -269,18 +296,11 @@ async fn exchange_request(
             downstream_failed(s, &cx, request, failure, ran, exchange).await
         }
         Routed::Response(response) => {
-            let relay = Relay {
-                attempts: chosen
-                    .virtual_host
-                    .attempt_count_in_response
-                    .then_some(record.attempts),
-                levels,
-                ran,
-                keep_alive,
-                upgrading: chosen.upgrade.is_some(),
-                upstream_http: &chosen.cluster.config.http,
-                upstream_buffer_limit: chosen.cluster.config.buffer_limit,
-            };
+            let attempts = chosen
+                .virtual_host
+                .attempt_count_in_response
+                .then_some(record.attempts);
+            let relay = relay(attempts, keep_alive);
             proxy_response(s, &cx, request, response, relay, exchange).await
         }
     }

@@ -1,6 +1,7 @@
 //! HTTP connection manager: an upstream response on its way to the client — response header
 //! policy, the body streamed in the client's framing as the router's response body yields
 //! it, and upgrades switched to a byte relay.
+use std::time::Instant;
 
 use bytes::Bytes;
 use model::{
@@ -11,10 +12,11 @@ use model::{
 };
 
 use super::{
-    downstream::ResponseWriter,
+    downstream::{ClientEnd, ResponseWriter},
     log::Values,
     respond,
     stream::{client_trailers, local, Exchange, Next, Stream},
+    tunnel::relay_stream,
     Connection,
 };
 use crate::{
@@ -60,6 +62,36 @@ pub(super) struct Relay<'r> {
     pub upstream_buffer_limit: usize,
 }
 
+/// The response policy on an upstream's head (or a terminated CONNECT's 200): the route
+/// table's mutations, the filters' response side in reverse, the router's headers, then the
+/// connection manager's.
+pub(super) fn upstream_head(
+    c: &Connection<'_>,
+    cx: &StreamContext<'_>,
+    request: &RequestHead,
+    head: &mut ResponseHead,
+    relay: &Relay<'_>,
+    try_started: Instant,
+    exchange: &Exchange,
+) {
+    let values = Values { c, exchange };
+    for level in relay.levels.into_iter().flatten() {
+        mutations::remove(&mut head.headers, &level.response_remove);
+        mutations::add_to_response(request, head, &level.response_add, &values);
+    }
+    for filter in c.hcm.filters[..relay.ran].iter().rev() {
+        on_response(filter, cx, request, head, &values);
+    }
+    if let Some(n) = relay.attempts {
+        head.headers.set("x-envoy-attempt-count", n.to_string());
+    }
+    head.headers.set(
+        "x-envoy-upstream-service-time",
+        try_started.elapsed().as_millis().to_string(),
+    );
+    respond::finish_head(c.hcm, &c.ctx.date, head);
+}
+
 /// Streams an upstream response to the client.
 pub(super) async fn proxy_response(
     s: &mut Stream<'_, '_>,
@@ -88,28 +120,13 @@ pub(super) async fn proxy_response(
     head.version = request.version; // answered in the client's version, as Envoy
     respond_with(c, exchange, head.status);
     exchange.details = "via_upstream";
-    for level in relay.levels.into_iter().flatten() {
-        mutations::remove(&mut head.headers, &level.response_remove);
-        let values = Values { c, exchange };
-        mutations::add_to_response(request, &mut head, &level.response_add, &values);
-    }
-    for filter in hcm.filters[..relay.ran].iter().rev() {
-        on_response(filter, cx, request, &mut head, &Values { c, exchange });
-    }
-    if let Some(n) = relay.attempts {
-        head.headers.set("x-envoy-attempt-count", n.to_string());
-    }
-    head.headers.set(
-        "x-envoy-upstream-service-time",
-        try_started.elapsed().as_millis().to_string(),
-    );
-    respond::finish_head(hcm, &c.ctx.date, &mut head);
+    upstream_head(c, cx, request, &mut head, &relay, try_started, exchange);
     if head.status == 101 {
         let upgraded = body.into_upgrade().filter(|_| relay.upgrading);
         return match upgraded {
             Some(upstream) => {
                 let limit = relay.upstream_buffer_limit;
-                switch_protocols(s, head, response.upgrade, upstream, limit, exchange).await
+                open_tunnel(s, head, response.upgrade, upstream, limit, exchange).await
             }
             None => {
                 // Not asked for: the upstream is broken.
@@ -227,8 +244,10 @@ async fn flush(
     }
 }
 
-/// A `101 Switching Protocols` from upstream: forward it; the connection then relays.
-async fn switch_protocols(
+/// Opens a tunnel to the client: a `101` from upstream goes to an HTTP/1.1 client as it is
+/// (the connection relays once the stream is done) and to an HTTP/2 client as `200` (RFC 8441,
+/// the stream relays now); so does a terminated CONNECT's `200`.
+pub(super) async fn open_tunnel(
     s: &mut Stream<'_, '_>,
     mut head: ResponseHead,
     token: Option<Bytes>,
@@ -236,24 +255,39 @@ async fn switch_protocols(
     buffer_limit: usize,
     exchange: &mut Exchange,
 ) -> Next {
-    head.headers
-        .set("connection", Bytes::from_static(b"upgrade"));
-    if let Some(token) = token {
-        head.headers.set("upgrade", token);
+    let status = head.status;
+    if status == 101 {
+        match head.version {
+            Version::Http2 => head.status = 200,
+            _ => {
+                head.headers
+                    .set("connection", Bytes::from_static(b"upgrade"));
+                if let Some(token) = token {
+                    head.headers.set("upgrade", token);
+                }
+            }
+        }
     }
-    let written = s.downstream.switch_protocols(&head).await;
+    let opened = s.downstream.open_tunnel(&head).await;
+    head.status = status; // logged as the upstream answered, as Envoy logs it
     exchange.response = Some(head);
-    match written {
-        Ok(n) => add(&s.c.stats.downstream_cx_tx_bytes_total, n as u64),
+    match opened {
+        Ok(ClientEnd::Connection(n)) => {
+            add(&s.c.stats.downstream_cx_tx_bytes_total, n as u64);
+            Next::Upgrade {
+                upstream,
+                buffer_limit,
+            }
+        }
+        Ok(ClientEnd::Stream(tunnel)) => {
+            relay_stream(s.c, tunnel, upstream, buffer_limit, exchange).await;
+            Next::Close
+        }
         Err(_) => {
             exchange
                 .flags
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-            return Next::Close;
+            Next::Close
         }
-    }
-    Next::Upgrade {
-        upstream,
-        buffer_limit,
     }
 }

@@ -117,15 +117,28 @@ pub(super) fn forward(
         p,
     );
     let mut upgrades: Vec<(String, bool)> = Vec::new();
+    let mut terminates_connect = false;
     for (i, u) in proto.upgrade_configs.iter().enumerate() {
         let kind = u.upgrade_type.to_ascii_lowercase();
-        let at = at(&format!("upgrade_configs[{i}].upgrade_type"));
+        let type_at = at(&format!("upgrade_configs[{i}].upgrade_type"));
         if kind.is_empty() {
-            p.add(at, "upgrade_type is required");
+            p.add(type_at, "upgrade_type is required");
         } else if upgrades.iter().any(|(k, _)| *k == kind) {
-            p.add(at, format!("duplicate upgrade type {kind:?}"));
+            p.add(type_at, format!("duplicate upgrade type {kind:?}"));
         } else {
             upgrades.push((kind, u.enabled.is_none_or(|v| v.value)));
+        }
+        if u.connect_config.is_some() {
+            match u.upgrade_type.eq_ignore_ascii_case("CONNECT") {
+                true => terminates_connect = true,
+                false => p.add(
+                    at(&format!("upgrade_configs[{i}].connect_config")),
+                    format!(
+                        "only a CONNECT upgrade has a connect_config, not {:?}",
+                        u.upgrade_type
+                    ),
+                ),
+            }
         }
     }
     if p.count() > before {
@@ -151,6 +164,7 @@ pub(super) fn forward(
             own_mirrors
         },
         upgrades,
+        terminates_connect,
     })
 }
 

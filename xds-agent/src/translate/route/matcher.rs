@@ -38,12 +38,13 @@ pub(super) fn route_match(
         Some(PathSpecifier::PathSeparatedPrefix(prefix)) => {
             separated_prefix(prefix, &format!("{path}.path_separated_prefix"), p)
         }
-        // CONNECT and path-template matchers are rejected by the walker.
+        Some(PathSpecifier::ConnectMatcher(_)) => Some(PathMatch::Connect),
+        // Path-template matchers are rejected by the walker.
         Some(_) => None,
         None => {
             p.add(
                 path,
-                "one of prefix, path, safe_regex or path_separated_prefix is required",
+                "one of prefix, path, safe_regex, path_separated_prefix or connect_matcher is required",
             );
             None
         }

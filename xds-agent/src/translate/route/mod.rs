@@ -28,7 +28,7 @@ use model::{
     filters::PerRouteFilters,
     http::Routes,
     route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
-    route_match::{RouteIndex, VirtualHostIndex},
+    route_match::{PathMatch, RouteIndex, VirtualHostIndex},
     NetworkFilter, Snapshot,
 };
 
@@ -223,6 +223,16 @@ fn route(
     };
     let headers = header_ops::level_mutations!(proto, path, p);
     let per_filter = per_filter(&proto.typed_per_filter_config, path, ctx, p);
+    if let (Some(matcher), Some(RouteAction::Forward(forward))) = (&matcher, &action) {
+        if matches!(matcher.path, PathMatch::Connect) && !forward.terminates_connect {
+            p.add(
+                format!("{path}.route.upgrade_configs"),
+                "a connect_matcher route must terminate CONNECT (an upgrade_configs entry \
+                 {upgrade_type: CONNECT, connect_config: {}}): forwarding CONNECT upstream is \
+                 not supported",
+            );
+        }
+    }
     if p.count() > before {
         return None;
     }
