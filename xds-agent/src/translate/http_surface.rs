@@ -71,6 +71,7 @@ pub const SURFACE: &[Surface] = &[
             "access_log",
             "http2_protocol_options",
             "local_reply_config",
+            "request_id_extension",
         ],
         ignored: &[
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
@@ -173,6 +174,21 @@ pub const SURFACE: &[Surface] = &[
             ("max_consecutive_inbound_frames_with_empty_payload", H2_FLOODS),
             ("max_inbound_priority_frames_per_stream", H2_FLOODS),
             ("max_inbound_window_update_frames_per_data_frame_sent", H2_FLOODS),
+        ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension",
+        supported: &["typed_config"],
+        ignored: &[],
+    },
+    // The UUID extension is what the connection manager does anyway (`x-request-id`, a
+    // version 4 UUID); its two settings only steer trace sampling.
+    Surface {
+        message: names::UUID_REQUEST_ID,
+        supported: &[],
+        ignored: &[
+            ("pack_trace_reason", NO_TRACING),
+            ("use_request_id_for_trace_sampling", NO_TRACING),
         ],
     },
     Surface {
@@ -525,5 +541,10 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
         "retry host predicate",
         &[names::PREVIOUS_HOSTS],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension",
+        "request ID extension",
+        &[names::UUID_REQUEST_ID],
     ),
 ];

@@ -933,3 +933,28 @@ fn connect_termination_errors() {
     expected.sort();
     assert_eq!(e, expected);
 }
+
+#[test]
+fn uuid_request_ids_are_accepted_and_other_extensions_refused() {
+    let config = |ext: &str| {
+        yaml(&format!(
+            "stat_prefix: s\nhttp_filters: [{{name: envoy.filters.http.router}}]\nroute_config: {{}}\nrequest_id_extension: {{typed_config: {ext}}}"
+        ))
+    };
+    // Istio's form: x-request-id stays the connection manager's own UUID.
+    let s = ok(&config(
+        r#"{"@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig, use_request_id_for_trace_sampling: true}"#,
+    ));
+    assert!(hcm(&s).generate_request_id);
+    let e = run(
+        &config(r#"{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}"#),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.path.ends_with(".request_id_extension.typed_config")
+                && e.message.contains("request ID extension")),
+        "{e:?}"
+    );
+}
