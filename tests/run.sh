@@ -43,7 +43,7 @@ step "system packages"
 # command -> Debian package
 declare -A NEED=(
     [curl]=curl [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [nghttp]=nghttp2-client
-    [iptables]=iptables [nft]=nftables [openssl]=openssl [testssl]=testssl.sh
+    [iptables]=iptables [nft]=nftables [ip]=iproute2 [openssl]=openssl [testssl]=testssl.sh
 )
 PATH="$PATH:/usr/sbin:/sbin"
 missing=()

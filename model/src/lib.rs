@@ -80,6 +80,12 @@ pub struct Listener {
     /// The index of `default_filter_chain`: taken when no chain matches.
     pub default_chain: Option<usize>,
     pub listener_filters: listener_filters::ListenerFilters,
+    /// `bind_to_port` (default true): false for a listener that only takes connections
+    /// handed over by a `use_original_dst` listener (Istio's per-service listeners).
+    pub bind_to_port: bool,
+    /// `use_original_dst`: a connection whose original destination (the `original_dst`
+    /// listener filter) is another listener's address is handed over to that listener.
+    pub use_original_dst: bool,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
     pub drain_type: DrainType,
@@ -126,6 +132,8 @@ impl Listener {
                 .expect("no chains, no duplicates"),
             default_chain: None,
             listener_filters: Default::default(),
+            bind_to_port: true,
+            use_original_dst: false,
             inbound: false,
             drain_type: DrainType::Default,
             stats,

@@ -49,6 +49,9 @@ pub enum ListenerFilterKind {
         /// `http_inspector.*`, shared by every listener.
         stats: Arc<HttpInspectorStats>,
     },
+    /// `envoy.filters.listener.original_dst`: the connection's destination before an
+    /// iptables REDIRECT (SO_ORIGINAL_DST), as its local address from then on.
+    OriginalDst,
 }
 
 /// `ListenerFilterChainMatchPredicate`.

@@ -2,7 +2,10 @@
 //! the filter chain (`filter_chain_match`, else the default chain) → the chain's transport
 //! socket (a TLS handshake, or raw bytes) → the chain's terminal filter. The listener
 //! generation (config and drain signal) is pinned here for the connection's life.
-use std::{net::SocketAddr, rc::Rc};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    rc::Rc,
+};
 
 use model::{
     filter_chain_match::ConnectionFacts,
@@ -15,7 +18,7 @@ use crate::{
     context::ShardContext,
     filters::network::{http_connection_manager, tcp_proxy},
     net::{
-        listener::OpenConnection,
+        listener::{Generation, Handoffs, OpenConnection},
         listener_filters::{self, Abort},
         tls::{self, HandshakeError},
         transport::Transport,
@@ -26,38 +29,75 @@ use crate::{
 /// Most ALPN protocols a connection offers that filter-chain matching looks at.
 const MAX_ALPN: usize = 8;
 
-pub async fn serve(ctx: Rc<ShardContext>, open: OpenConnection, mut stream: TcpStream) {
+pub async fn serve(
+    ctx: Rc<ShardContext>,
+    open: OpenConnection,
+    mut stream: TcpStream,
+    handoffs: Handoffs,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut open = open;
+    let mut restored = None;
+    loop {
+        let listener = open.generation().config.clone();
+        let stats = listener.stats.shard(ctx.id);
+        inc(&stats.downstream_cx_total);
+        inc(&stats.downstream_cx_active);
+        // A connection handed over once is served where it lands.
+        let handoffs = restored.is_none().then_some(&handoffs);
+        let picked = pick_chain(&ctx, &listener, &mut stream, restored, handoffs).await;
+        let closed = || {
+            dec(&stats.downstream_cx_active);
+            inc(&stats.downstream_cx_destroy);
+        };
+        match picked {
+            Picked::HandOff(target, local) => {
+                closed();
+                open = target.open_connection();
+                restored = Some(local);
+            }
+            Picked::Chain(index, server_name) => {
+                serve_chain(&ctx, &open, index, &server_name, stream).await;
+                return closed();
+            }
+            Picked::Closed => return closed(),
+        }
+    }
+}
+
+/// Runs the chain at `index` of `open`'s listener on the connection.
+async fn serve_chain(
+    ctx: &Rc<ShardContext>,
+    open: &OpenConnection,
+    index: usize,
+    server_name: &str,
+    stream: TcpStream,
+) {
     let generation = open.generation();
     let listener = &generation.config;
-    let stats = listener.stats.shard(ctx.id);
-    inc(&stats.downstream_cx_total);
-    inc(&stats.downstream_cx_active);
-    let _ = stream.set_nodelay(true);
-    if let Some((index, server_name)) = pick_chain(&ctx, listener, &mut stream).await {
+    {
         let chain = &listener.filter_chains[index];
         // The chain's drain: an update that changed only other chains leaves it running.
         let drain = generation.chain_drain(index);
         let transport = match &chain.tls {
             None => Some(Transport::Raw(stream)),
-            Some(tls) => handshake(&ctx, tls, stream).await,
+            Some(tls) => handshake(ctx, tls, stream).await,
         };
         if let Some(transport) = transport {
             let accepted = Accepted {
                 transport,
-                server_name: &server_name,
+                server_name,
             };
             match &chain.network {
                 NetworkFilter::TcpProxy(proxy) => {
-                    tcp_proxy::run(&ctx, listener, drain, proxy, accepted).await
+                    tcp_proxy::run(ctx, listener, drain, proxy, accepted).await
                 }
                 NetworkFilter::HttpConnectionManager(hcm) => {
-                    http_connection_manager::run(&ctx, listener, drain, hcm, accepted).await
+                    http_connection_manager::run(ctx, listener, drain, hcm, accepted).await
                 }
             }
         }
     }
-    dec(&stats.downstream_cx_active);
-    inc(&stats.downstream_cx_destroy);
 }
 
 /// A connection ready for its network filter.
@@ -67,21 +107,35 @@ pub struct Accepted<'a> {
     pub server_name: &'a str,
 }
 
-/// Runs the listener filters and picks the chain: its index, and the server name (SNI) the
-/// tls_inspector read. `None` closes the connection (counted).
+/// What the listener filters and chain matching decided for a connection.
+enum Picked {
+    /// The chain's index, and the server name (SNI) the tls_inspector read.
+    Chain(usize, String),
+    /// `use_original_dst`: the listener at the original destination (`.1`) serves it.
+    HandOff(Rc<Generation>, SocketAddr),
+    /// Closed (counted).
+    Closed,
+}
+
+/// Runs the listener filters and picks the chain. `restored` is the original destination of
+/// a connection handed over; `handoffs` the listeners a `use_original_dst` listener may hand
+/// it to.
 async fn pick_chain(
     ctx: &ShardContext,
     listener: &Listener,
     stream: &mut TcpStream,
-) -> Option<(usize, String)> {
+    restored: Option<SocketAddr>,
+    handoffs: Option<&Handoffs>,
+) -> Picked {
     let stats = listener.stats.shard(ctx.id);
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket (a
     // syscall), only when a chain matches on it.
     let ask = listener.address.ip().is_unspecified() && listener.chain_index.reads_local();
-    let local = match ask {
-        false => listener.address,
-        true => stream.local_addr().unwrap_or(listener.address),
+    let local = match (restored, ask) {
+        (Some(restored), _) => restored,
+        (None, false) => listener.address,
+        (None, true) => stream.local_addr().unwrap_or(listener.address),
     };
     let found = match listener_filters::run(ctx, &listener.listener_filters, local, stream).await {
         Ok(found) => found,
@@ -92,9 +146,19 @@ async fn pick_chain(
                 Abort::Closed => {}
             }
             tracing::debug!(listener = %listener.name, %remote, ?abort, "connection closed by a listener filter");
-            return None;
+            return Picked::Closed;
         }
     };
+    let local = found.original_destination.unwrap_or(local);
+    if let (true, Some(original), Some(handoffs)) = (
+        listener.use_original_dst,
+        found.original_destination,
+        handoffs,
+    ) {
+        if let Some(target) = handoff_target(handoffs, original) {
+            return Picked::HandOff(target, original);
+        }
+    }
     let mut alpn = [""; MAX_ALPN];
     let offered = found.application_protocols.len().min(MAX_ALPN);
     for (slot, p) in alpn.iter_mut().zip(&found.application_protocols) {
@@ -109,13 +173,29 @@ async fn pick_chain(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(index) => Some((index, found.server_name)),
+        Some(index) => Picked::Chain(index, found.server_name),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");
-            None
+            Picked::Closed
         }
     }
+}
+
+/// The listener serving `original` as Envoy picks it: the one bound to that exact address,
+/// else the wildcard one (`0.0.0.0` or `::`) on its port.
+fn handoff_target(handoffs: &Handoffs, original: SocketAddr) -> Option<Rc<Generation>> {
+    let handoffs = handoffs.borrow();
+    let unspecified: IpAddr = match original {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let wildcard = SocketAddr::new(unspecified, original.port());
+    let current = handoffs
+        .get(&original)
+        .or_else(|| handoffs.get(&wildcard))?;
+    let generation = current.borrow().clone();
+    (!generation.drain.is_draining()).then_some(generation)
 }
 
 /// The chain's TLS handshake; `None` (counted in `ssl.*`) closes the connection, as does a

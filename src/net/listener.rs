@@ -165,8 +165,13 @@ impl Reporter {
     }
 }
 
+/// The listeners of a shard that do not bind (`bind_to_port: false`), by address: where a
+/// `use_original_dst` listener hands a redirected connection over to.
+pub type Handoffs = Rc<RefCell<HashMap<SocketAddr, Rc<RefCell<Rc<Generation>>>>>>;
+
 pub struct ListenerSet {
     active: HashMap<String, Active>,
+    handoffs: Handoffs,
     /// How long old connections get to finish (`--drain-time-s`).
     drain_time: Duration,
     stopped: Option<Stopped>,
@@ -177,6 +182,7 @@ impl ListenerSet {
     pub fn new(shard: usize, drain_time: Duration, events: EventSender) -> Self {
         Self {
             active: HashMap::new(),
+            handoffs: Handoffs::default(),
             drain_time,
             stopped: None,
             reporter: Rc::new(Reporter { shard, events }),
@@ -219,9 +225,11 @@ impl ListenerSet {
                 .as_ref()
                 .is_some_and(|g| g.config.address == listener.address);
             let stopped = self.is_stopped(listener);
-            if stopped || (listening && same_socket) {
+            let unbound = stopped || !listener.bind_to_port;
+            if unbound || (listening && same_socket) {
                 // New connections take the new config at once (no accept gap); a stopped
-                // listener only carries its config for a later drain.
+                // listener only carries its config for a later drain, one that does not bind
+                // for the connections handed over to it.
                 let active = self
                     .active
                     .entry(name.to_string())
@@ -230,15 +238,16 @@ impl ListenerSet {
                         accept: None,
                     });
                 *active.current.borrow_mut() = generation;
-                if stopped {
+                if unbound {
                     active.accept = None;
                 }
             } else {
                 match bind(listener.address) {
                     Ok(socket) => {
                         let current = Rc::new(RefCell::new(generation));
-                        let accept =
-                            rt::spawn_local(accept_loop(socket, current.clone(), ctx.clone()));
+                        let handoffs = self.handoffs.clone();
+                        let accepting = accept_loop(socket, current.clone(), handoffs, ctx.clone());
+                        let accept = rt::spawn_local(accepting);
                         // Replacing the old entry closes its socket.
                         self.active.insert(
                             name.to_string(),
@@ -262,6 +271,12 @@ impl ListenerSet {
                 self.retire(old, Some(&current), Cutoff::DrainTime);
             }
         }
+        let unbound = self
+            .active
+            .values()
+            .filter(|a| !a.generation().config.bind_to_port)
+            .map(|a| (a.generation().config.address, a.current.clone()));
+        *self.handoffs.borrow_mut() = unbound.collect();
         failures
     }
 
@@ -366,13 +381,15 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 async fn accept_loop(
     mut socket: TcpListener,
     current: Rc<RefCell<Rc<Generation>>>,
+    handoffs: Handoffs,
     ctx: Rc<ShardContext>,
 ) {
     loop {
         match socket.accept().await {
             Ok(stream) => {
                 let open = current.borrow().open_connection();
-                rt::spawn_local(connection::serve(ctx.clone(), open, stream)).detach();
+                let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
+                rt::spawn_local(serving).detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.

@@ -28,6 +28,9 @@ pub struct Found {
     pub tls: bool,
     /// ALPN protocols offered (TLS) or the one detected (`http/1.1`, `h2c`, ...).
     pub application_protocols: Vec<String>,
+    /// The destination before an iptables REDIRECT (the `original_dst` filter): the
+    /// connection's local address from now on.
+    pub original_destination: Option<SocketAddr>,
 }
 
 impl Found {
@@ -66,13 +69,20 @@ pub async fn run(
     local: SocketAddr,
     stream: &mut TcpStream,
 ) -> Result<Found, Abort> {
-    let active: Vec<&ListenerFilterKind> = filters
-        .filters
-        .iter()
-        .filter(|f| !f.disabled.as_ref().is_some_and(|p| p.matches(local)))
-        .map(|f| &f.kind)
-        .collect();
     let mut found = Found::default();
+    let mut active: Vec<&ListenerFilterKind> = Vec::new();
+    for filter in &filters.filters {
+        if filter.disabled.as_ref().is_some_and(|p| p.matches(local)) {
+            continue;
+        }
+        match &filter.kind {
+            // Not an inspector: a socket option, read at once (not redirected: none).
+            ListenerFilterKind::OriginalDst => {
+                found.original_destination = stream.original_dst().ok();
+            }
+            inspector => active.push(inspector),
+        }
+    }
     if active.is_empty() {
         return Ok(found);
     }
@@ -108,7 +118,9 @@ async fn inspect(
             ListenerFilterKind::TlsInspector {
                 max_client_hello, ..
             } => (*max_client_hello).min(client_hello::MAX_CLIENT_HELLO_SIZE),
-            ListenerFilterKind::HttpInspector { .. } => MAX_INSPECT_SIZE,
+            ListenerFilterKind::HttpInspector { .. } | ListenerFilterKind::OriginalDst => {
+                MAX_INSPECT_SIZE
+            }
         })
         .max()
         .unwrap_or(MAX_INSPECT_SIZE);
@@ -217,5 +229,7 @@ fn examine(
                 .extend(protocol.map(String::from));
             Ok(State::Done)
         }
+        // Read before inspection (`run`), never here.
+        ListenerFilterKind::OriginalDst => Ok(State::Done),
     }
 }

@@ -187,6 +187,19 @@ impl TcpStream {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.source.io().local_addr()
     }
+
+    /// The destination the connection had before an iptables REDIRECT (`SO_ORIGINAL_DST`,
+    /// `IP6T_SO_ORIGINAL_DST` for IPv6); an error when it was not redirected.
+    pub fn original_dst(&self) -> io::Result<SocketAddr> {
+        let socket = socket2::SockRef::from(self.source.io());
+        let address = match self.local_addr()? {
+            SocketAddr::V4(_) => socket.original_dst_v4()?,
+            SocketAddr::V6(_) => socket.original_dst_v6()?,
+        };
+        address
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP address"))
+    }
 }
 
 impl AsyncRead for TcpStream {

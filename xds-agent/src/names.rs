@@ -26,6 +26,7 @@ pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 /// The router's well-known filter name (Envoy accepts it without a typed config).
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+pub const ORIGINAL_DST: &str = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 pub const UUID_REQUEST_ID: &str = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
 pub const GRPC_WEB: &str = "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb";
 pub const GRPC_STATS: &str = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";

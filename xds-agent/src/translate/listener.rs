@@ -249,6 +249,8 @@ pub(super) fn listener(
         chain_index,
         default_chain: has_default.then_some(matches.len()),
         listener_filters: filters,
+        bind_to_port: proto.bind_to_port.as_ref().is_none_or(|b| b.value),
+        use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
         drain_type: match proto.drain_type() {
             DrainType::Default => ModelDrainType::Default,

@@ -63,6 +63,7 @@ pub(super) fn listener_filters(
             names::HTTP_INSPECTOR => ListenerFilterKind::HttpInspector {
                 stats: stats.scope("http_inspector".into()),
             },
+            names::ORIGINAL_DST => ListenerFilterKind::OriginalDst,
             _ => continue, // rejected by the walker
         };
         let disabled = filter

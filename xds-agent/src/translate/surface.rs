@@ -190,6 +190,8 @@ pub const SURFACE: &[Surface] = &[
             "listener_filters",
             "listener_filters_timeout",
             "continue_on_listener_filters_timeout",
+            "bind_to_port",
+            "use_original_dst",
         ],
         ignored: &[
             ("metadata", "read only by filters that are not supported"),
@@ -263,6 +265,11 @@ pub const SURFACE: &[Surface] = &[
         message: "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         supported: &[],
         ignored: &[],
+    },
+    Surface {
+        message: names::ORIGINAL_DST,
+        supported: &[],
+        ignored: &[("traffic_direction", "Windows only")],
     },
     Surface {
         message: "envoy.config.listener.v3.Filter",
@@ -486,7 +493,11 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.listener.v3.ListenerFilter",
         "listener filter",
-        &[names::TLS_INSPECTOR, names::HTTP_INSPECTOR],
+        &[
+            names::TLS_INSPECTOR,
+            names::HTTP_INSPECTOR,
+            names::ORIGINAL_DST,
+        ],
     ),
     (
         "envoy.config.accesslog.v3.AccessLog",

@@ -602,3 +602,22 @@ fn bootstrap_level_surface() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn interception_fields() {
+    let yaml = config("cluster: c", STATIC).replace(
+        "  - name: l\n",
+        "  - name: l\n    bind_to_port: false\n    use_original_dst: true\n    listener_filters: [{name: envoy.filters.listener.original_dst, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}]\n",
+    );
+    let s = ok(&yaml);
+    let l = &s.listeners[0];
+    assert!(!l.bind_to_port && l.use_original_dst);
+    assert!(matches!(
+        l.listener_filters.filters[0].kind,
+        model::listener_filters::ListenerFilterKind::OriginalDst
+    ));
+    // Defaults: bound, no hand-over (a default value is never refused).
+    let s = ok(&config("cluster: c", STATIC)
+        .replace("  - name: l\n", "  - name: l\n    bind_to_port: true\n"));
+    assert!(s.listeners[0].bind_to_port && !s.listeners[0].use_original_dst);
+}

@@ -1,0 +1,210 @@
+//! Tests: sidecar interception for real — a network namespace per run, with the iptables
+//! REDIRECT Istio's init container installs for outbound traffic, a virtual outbound listener
+//! (`use_original_dst`, the `original_dst` listener filter) and listeners that do not bind
+//! (`bind_to_port: false`), on Envoy 1.40 and shardproxy with the same bootstrap.
+//!
+//! Needs root (namespaces, iptables) and the `ip` and `iptables` tools; tests/peers/
+//! interception.py runs the pod's side inside the namespace.
+mod common;
+
+use std::process::Command;
+
+use common::{http::*, *};
+use serde_json::{json, Value};
+
+const ORIGINAL_DST: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+
+/// A cluster whose one endpoint's port the peer fills in (`APP_PORT`, `OTHER_PORT`).
+fn placeholder_cluster(name: &str, port: &str) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        }}]}]},
+    })
+}
+
+/// A listener that does not bind, on `ip:port`, whose connection manager answers with
+/// `x-served-by: <name>` from the `app` cluster.
+fn unbound(name: &str, ip: &str, port: u16) -> Value {
+    let mut manager = hcm(name, catch_all_routes("app", json!({})), vec![], json!({}));
+    manager["route_config"]["response_headers_to_add"] =
+        json!([{"header": {"key": "x-served-by", "value": name}}]);
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": ip, "port_value": port}},
+        "bind_to_port": false,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": manager,
+        }]}],
+    })
+}
+
+/// Istio's outbound shape: `virtualOutbound` on 15001 (original_dst, use_original_dst, its
+/// own chain relaying to `other`, as Istio's PassthroughCluster), an HTTP listener for port
+/// 9080 on every address, and for 9091 one on every address and one on 127.0.0.1.
+fn outbound_bootstrap() -> Value {
+    let virtual_outbound = json!({
+        "name": "virtualOutbound",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "use_original_dst": true,
+        "listener_filters": [{
+            "name": "envoy.filters.listener.original_dst",
+            "typed_config": {"@type": ORIGINAL_DST},
+        }],
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": tcp_proxy("passthrough", "other", json!({})),
+        }]}],
+    });
+    bootstrap(
+        15000,
+        vec![
+            virtual_outbound,
+            unbound("0.0.0.0_9080", "0.0.0.0", 9080),
+            unbound("0.0.0.0_9091", "0.0.0.0", 9091),
+            unbound("127.0.0.1_9091", "127.0.0.1", 9091),
+        ],
+        vec![
+            placeholder_cluster("app", "APP_PORT"),
+            placeholder_cluster("other", "OTHER_PORT"),
+        ],
+    )
+}
+
+/// Whether this process may make namespaces and iptables rules (root, the tools present).
+fn can_intercept(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let tools = [("ip", "-V"), ("iptables", "--version")]
+        .iter()
+        .all(|(tool, flag)| {
+            Command::new(tool)
+                .arg(flag)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !(root && tools) {
+        skip(
+            test,
+            "needs root and the ip and iptables tools (network namespaces)",
+            Missing::Peer,
+        );
+        return false;
+    }
+    true
+}
+
+/// Runs tests/peers/interception.py in a fresh namespace with `proxy` (its command line).
+fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
+    let ns = format!("sp-{tag}-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let ok = Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?} failed");
+    };
+    ip(&["netns", "add", &ns]);
+    let dir = TempDir::new(tag);
+    let template = dir.file("bootstrap.yaml");
+    std::fs::write(&template, to_yaml(bootstrap)).unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .args(["ip", "netns", "exec", &ns])
+        .arg(python())
+        .arg(peer_script("interception.py"))
+        .arg("--bootstrap")
+        .arg(&template)
+        .args(["--admin", "15000"])
+        .args([
+            "--redirect",
+            "9080",
+            "--redirect",
+            "9090",
+            "--redirect",
+            "9091",
+        ])
+        .args([
+            "--request",
+            "9080",
+            "--request",
+            "9090",
+            "--request",
+            "9091",
+        ])
+        .arg("--")
+        .args(proxy)
+        .output();
+    ip(&["netns", "del", &ns]);
+    let out = out.expect("run interception.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{tag}: {e}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn redirected_connections_reach_the_listener_of_their_original_destination() {
+    let test = "redirected_connections_reach_the_listener_of_their_original_destination";
+    if !can_intercept(test) || !have_python(test, "json") {
+        return;
+    }
+    let bootstrap = outbound_bootstrap();
+    let mut runs = vec![(
+        "shardproxy",
+        vec![BIN.to_string(), "--concurrency".into(), "2".into()],
+    )];
+    match envoy_bin() {
+        Some(envoy) => runs.insert(
+            0,
+            (
+                "envoy",
+                vec![
+                    envoy.display().to_string(),
+                    "--disable-hot-restart".into(),
+                    "--concurrency".into(),
+                    "2".into(),
+                ],
+            ),
+        ),
+        None => skip(&format!("{test} (envoy)"), NO_ENVOY, Missing::Peer),
+    }
+    let mut outcomes = Vec::new();
+    for (who, proxy) in runs {
+        let out = intercepted(who, &bootstrap, &proxy);
+        assert_eq!(out["ready"], true, "{who}: {out}");
+        let seen = |port: &str| {
+            (
+                out[port]["upstream"].clone(),
+                out[port]["served_by"].clone(),
+            )
+        };
+        // 9080: handed over to the listener on every address, which routes to the app.
+        assert_eq!(
+            seen("9080"),
+            (json!("app"), json!("0.0.0.0_9080")),
+            "{who}: {out}"
+        );
+        // 9090: no listener: the outbound listener's own chain relays it.
+        assert_eq!(seen("9090"), (json!("other"), Value::Null), "{who}: {out}");
+        // 9091: the listener on the exact address wins over the one on every address.
+        assert_eq!(
+            seen("9091"),
+            (json!("app"), json!("127.0.0.1_9091")),
+            "{who}: {out}"
+        );
+        eprintln!("{who}: {out}");
+        outcomes.push(out);
+    }
+    if let [envoy, ours] = outcomes.as_slice() {
+        assert_eq!(ours, envoy, "shardproxy (left) and Envoy (right) differ");
+    }
+}

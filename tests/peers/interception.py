@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Test peer: a pod's outbound interception, run inside a network namespace of its own.
+
+    ip netns exec NS interception.py --bootstrap TEMPLATE --admin PORT \\
+        --redirect 9080 --redirect 9090 --request 9080 --request 9090 -- PROXY ARGS...
+
+Brings the namespace's loopback up, installs what Istio's init container does for outbound
+traffic (nat OUTPUT: TCP to each --redirect port REDIRECTed to 15001, where the proxy's
+virtual outbound listener is), starts tests/peers/upstream.py with the listeners `app` and
+`other`, writes the bootstrap with `APP_PORT` and `OTHER_PORT` replaced by their ports, starts the
+proxy (the command after `--`, given `-c <bootstrap>`), waits until its admin answers /ready,
+then GETs http://127.0.0.1:PORT/ for each --request port as the app would. Prints one JSON
+object: per port the status, the upstream that answered (its echo's `upstream`), and the
+`x-served-by` response header; then stops everything it started.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUTBOUND = 15001
+BOUND = 30
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def get(port: int) -> dict:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/", headers={"host": f"svc.test:{port}"})
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+    except OSError as e:
+        return {"error": type(e).__name__}
+    try:
+        upstream = json.loads(body).get("upstream")
+    except ValueError:
+        upstream = None
+    return {"status": r.status, "upstream": upstream, "served_by": r.getheader("x-served-by")}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--admin", type=int, required=True)
+    p.add_argument("--redirect", type=int, action="append", default=[])
+    p.add_argument("--request", type=int, action="append", default=[])
+    p.add_argument("proxy", nargs=argparse.REMAINDER)
+    args = p.parse_args()
+    proxy_cmd = [a for a in args.proxy if a != "--"]
+
+    run("ip", "link", "set", "lo", "up")
+    for port in args.redirect:
+        run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1",
+            "--dport", str(port), "-j", "REDIRECT", "--to-ports", str(OUTBOUND))
+
+    upstream = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "upstream.py"), "--name", "app", "--name", "other"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ports = {}
+    for line in upstream.stdout:
+        if line.startswith("LISTEN"):
+            _, name, port = line.split()
+            ports[name] = port
+        if line.startswith("READY"):
+            break
+    with open(args.bootstrap) as f:
+        text = f.read().replace("APP_PORT", ports["app"]).replace("OTHER_PORT", ports["other"])
+    work = tempfile.mkdtemp(prefix="interception-")
+    config = os.path.join(work, "bootstrap.yaml")
+    with open(config, "w") as f:
+        f.write(text)
+    log = open(os.path.join(work, "proxy.log"), "w")
+    proxy = subprocess.Popen(proxy_cmd + ["-c", config], stdout=log, stderr=log)
+    out: dict = {}
+    try:
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            if proxy.poll() is not None:
+                break
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", args.admin, timeout=2)
+                conn.request("GET", "/ready")
+                if conn.getresponse().status == 200:
+                    out["ready"] = True
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        for port in args.request:
+            out[str(port)] = get(port)
+    finally:
+        proxy.kill()
+        proxy.wait()
+        upstream.kill()
+        upstream.wait()
+        log.close()
+    if not out.get("ready"):
+        with open(os.path.join(work, "proxy.log")) as f:
+            out["log"] = f.read()[-3000:]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
