@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 const ORIGINAL_DST: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 
-/// A cluster whose one endpoint's port the peer fills in (`APP_PORT`, `OTHER_PORT`).
+/// A cluster whose one endpoint's port the peer fills in (`APP_PORT`).
 fn placeholder_cluster(name: &str, port: &str) -> Value {
     json!({
         "name": name, "type": "STATIC", "connect_timeout": "2s",
@@ -25,10 +25,21 @@ fn placeholder_cluster(name: &str, port: &str) -> Value {
     })
 }
 
+/// An `ORIGINAL_DST` cluster (Istio's `PassthroughCluster`).
+fn passthrough(name: &str) -> Value {
+    json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+           "connect_timeout": "2s"})
+}
+
 /// A listener that does not bind, on `ip:port`, whose connection manager answers with
-/// `x-served-by: <name>` from the `app` cluster.
-fn unbound(name: &str, ip: &str, port: u16) -> Value {
-    let mut manager = hcm(name, catch_all_routes("app", json!({})), vec![], json!({}));
+/// `x-served-by: <name>` from `cluster`.
+fn unbound(name: &str, ip: &str, port: u16, cluster: &str) -> Value {
+    let mut manager = hcm(
+        name,
+        catch_all_routes(cluster, json!({})),
+        vec![],
+        json!({}),
+    );
     manager["route_config"]["response_headers_to_add"] =
         json!([{"header": {"key": "x-served-by", "value": name}}]);
     json!({
@@ -43,8 +54,9 @@ fn unbound(name: &str, ip: &str, port: u16) -> Value {
 }
 
 /// Istio's outbound shape: `virtualOutbound` on 15001 (original_dst, use_original_dst, its
-/// own chain relaying to `other`, as Istio's PassthroughCluster), an HTTP listener for port
-/// 9080 on every address, and for 9091 one on every address and one on 127.0.0.1.
+/// own chain relaying to `PassthroughCluster`), an HTTP listener for port 9080 on every
+/// address, for 9091 one on every address and one on 127.0.0.1, and for 9092 one routing to
+/// an `ORIGINAL_DST` cluster too.
 fn outbound_bootstrap() -> Value {
     let virtual_outbound = json!({
         "name": "virtualOutbound",
@@ -56,20 +68,22 @@ fn outbound_bootstrap() -> Value {
         }],
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": tcp_proxy("passthrough", "other", json!({})),
+            "typed_config": tcp_proxy("passthrough", "PassthroughCluster", json!({})),
         }]}],
     });
     bootstrap(
         15000,
         vec![
             virtual_outbound,
-            unbound("0.0.0.0_9080", "0.0.0.0", 9080),
-            unbound("0.0.0.0_9091", "0.0.0.0", 9091),
-            unbound("127.0.0.1_9091", "127.0.0.1", 9091),
+            unbound("0.0.0.0_9080", "0.0.0.0", 9080, "app"),
+            unbound("0.0.0.0_9091", "0.0.0.0", 9091, "app"),
+            unbound("127.0.0.1_9091", "127.0.0.1", 9091, "app"),
+            unbound("0.0.0.0_9092", "0.0.0.0", 9092, "PassthroughHttp"),
         ],
         vec![
             placeholder_cluster("app", "APP_PORT"),
-            placeholder_cluster("other", "OTHER_PORT"),
+            passthrough("PassthroughCluster"),
+            passthrough("PassthroughHttp"),
         ],
     )
 }
@@ -99,6 +113,14 @@ fn can_intercept(test: &str) -> bool {
     true
 }
 
+/// `flag port` for each port.
+fn flags(flag: &str, ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| [flag.to_string(), p.to_string()])
+        .collect()
+}
+
 /// Runs tests/peers/interception.py in a fresh namespace with `proxy` (its command line).
 fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
     let ns = format!("sp-{tag}-{}", std::process::id());
@@ -121,22 +143,9 @@ fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
         .arg("--bootstrap")
         .arg(&template)
         .args(["--admin", "15000"])
-        .args([
-            "--redirect",
-            "9080",
-            "--redirect",
-            "9090",
-            "--redirect",
-            "9091",
-        ])
-        .args([
-            "--request",
-            "9080",
-            "--request",
-            "9090",
-            "--request",
-            "9091",
-        ])
+        .args(flags("--redirect", &[9080, 9090, 9091, 9092]))
+        .args(flags("--request", &[9080, 9090, 9091, 9092]))
+        .args(flags("--direct", &[9090, 9092]))
         .arg("--")
         .args(proxy)
         .output();
@@ -193,8 +202,13 @@ fn redirected_connections_reach_the_listener_of_their_original_destination() {
             (json!("app"), json!("0.0.0.0_9080")),
             "{who}: {out}"
         );
-        // 9090: no listener: the outbound listener's own chain relays it.
-        assert_eq!(seen("9090"), (json!("other"), Value::Null), "{who}: {out}");
+        // 9090: no listener: the outbound listener's own chain relays it where it was going
+        // (an ORIGINAL_DST cluster: the server on 9090 itself).
+        assert_eq!(
+            seen("9090"),
+            (json!("direct:9090"), Value::Null),
+            "{who}: {out}"
+        );
         // 9091: the listener on the exact address wins over the one on every address.
         assert_eq!(
             seen("9091"),

@@ -237,6 +237,8 @@ pub struct Cluster {
     /// `transport_socket_matches`, in order: an endpoint whose transport-socket metadata
     /// satisfies one uses its socket instead of `tls` (Istio's auto mTLS).
     pub socket_matches: Vec<SocketMatch>,
+    /// Set for `ORIGINAL_DST` clusters (no `endpoints`; `lb_policy` `ClusterProvided`).
+    pub original_dst: Option<OriginalDst>,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -376,6 +378,21 @@ pub enum LbPolicy {
     LeastRequest {
         choice_count: u32,
     },
+    /// `CLUSTER_PROVIDED`: the cluster picks (an `ORIGINAL_DST` cluster: the destination).
+    ClusterProvided,
+}
+
+/// An `ORIGINAL_DST` cluster: each connection or request goes where the downstream was going
+/// (its original destination), a host made on first use and forgotten once unused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalDst {
+    /// `use_http_header`: the request header naming the destination (`host:port`) instead,
+    /// lower-case (`x-envoy-original-dst-host` unless `http_header_name`).
+    pub header: Option<String>,
+    /// `upstream_port_override`: the destination's port replaced.
+    pub port_override: Option<u16>,
+    /// `cleanup_interval`: how long a host may go unused before it is forgotten.
+    pub cleanup_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

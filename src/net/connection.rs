@@ -56,8 +56,9 @@ pub async fn serve(
                 open = target.open_connection();
                 restored = Some(local);
             }
-            Picked::Chain(index, server_name) => {
-                serve_chain(&ctx, &open, index, &server_name, stream).await;
+            Picked::Chain(index, server_name, original) => {
+                let restored = original.or(restored);
+                serve_chain(&ctx, &open, index, &server_name, restored, stream).await;
                 return closed();
             }
             Picked::Closed => return closed(),
@@ -71,6 +72,7 @@ async fn serve_chain(
     open: &OpenConnection,
     index: usize,
     server_name: &str,
+    restored: Option<SocketAddr>,
     stream: TcpStream,
 ) {
     let generation = open.generation();
@@ -87,6 +89,7 @@ async fn serve_chain(
             let accepted = Accepted {
                 transport,
                 server_name,
+                restored,
             };
             match &chain.network {
                 NetworkFilter::TcpProxy(proxy) => {
@@ -105,12 +108,24 @@ pub struct Accepted<'a> {
     pub transport: Transport,
     /// The server name (SNI) the tls_inspector read; empty without one.
     pub server_name: &'a str,
+    /// The destination before an iptables REDIRECT, when the `original_dst` listener filter
+    /// found one (the connection's local address as Envoy reports it).
+    pub restored: Option<SocketAddr>,
+}
+
+impl Accepted<'_> {
+    /// Where the downstream was going: its original destination, else the address it
+    /// reached (an `ORIGINAL_DST` cluster's host).
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.restored.or_else(|| self.transport.local_addr().ok())
+    }
 }
 
 /// What the listener filters and chain matching decided for a connection.
 enum Picked {
-    /// The chain's index, and the server name (SNI) the tls_inspector read.
-    Chain(usize, String),
+    /// The chain's index, the server name (SNI) the tls_inspector read, and the original
+    /// destination when the `original_dst` filter restored one.
+    Chain(usize, String, Option<SocketAddr>),
     /// `use_original_dst`: the listener at the original destination (`.1`) serves it.
     HandOff(Rc<Generation>, SocketAddr),
     /// Closed (counted).
@@ -173,7 +188,7 @@ async fn pick_chain(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(index) => Picked::Chain(index, found.server_name),
+        Some(index) => Picked::Chain(index, found.server_name, found.original_destination),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");

@@ -6,6 +6,7 @@ use std::{
     net::SocketAddr,
     rc::Rc,
     sync::Arc,
+    time::Instant,
 };
 
 use model::{Cluster, ClusterRef, Endpoint, Snapshot};
@@ -70,6 +71,8 @@ pub struct ShardCluster {
     hosts: Box<[Rc<Host>]>,
     balancer: RefCell<Balancer>,
     pub breakers: Rc<Breakers>,
+    /// An `ORIGINAL_DST` cluster's hosts, made on first use, with when each was last picked.
+    destinations: RefCell<HashMap<SocketAddr, (Rc<Host>, Instant)>>,
 }
 
 impl ShardCluster {
@@ -97,7 +100,45 @@ impl ShardCluster {
             hosts,
             balancer,
             breakers,
+            destinations: RefCell::default(),
         }
+    }
+
+    /// The next host: an `ORIGINAL_DST` cluster's for `destination` (none without one), any
+    /// other's by its balancer.
+    pub fn pick_for(&self, destination: Option<SocketAddr>) -> Option<Rc<Host>> {
+        match self.config.original_dst {
+            Some(_) => self.destination_host(destination?),
+            None => self.pick(),
+        }
+    }
+
+    /// The host for `destination` in an `ORIGINAL_DST` cluster (its port overridden when the
+    /// cluster says so). Hosts unused for the cleanup interval, and without connections, are
+    /// forgotten when another is made (with their pooled connections).
+    fn destination_host(&self, destination: SocketAddr) -> Option<Rc<Host>> {
+        let config = self.config.original_dst.as_ref()?;
+        let mut address = destination;
+        if let Some(port) = config.port_override {
+            address.set_port(port);
+        }
+        let now = Instant::now();
+        let mut destinations = self.destinations.borrow_mut();
+        if let Some((host, used)) = destinations.get_mut(&address) {
+            *used = now;
+            return Some(host.clone());
+        }
+        destinations.retain(|_, (host, used)| {
+            host.active() > 0 || now.duration_since(*used) < config.cleanup_interval
+        });
+        let host = Rc::new(Host::new(Endpoint {
+            address,
+            weight: 1,
+            hostname: None,
+            socket_labels: None,
+        }));
+        destinations.insert(address, (host.clone(), now));
+        Some(host)
     }
 
     /// The next host by the cluster's policy, or `None` when it has no hosts.

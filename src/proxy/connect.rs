@@ -113,16 +113,17 @@ pub struct ConnectFailure {
     pub last_host: Option<SocketAddr>,
 }
 
-/// Connects to a host of `cluster`.
+/// Connects to a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s).
 pub async fn connect_upstream(
     ctx: &ShardContext,
     cluster: &Rc<ShardCluster>,
     attempts: u32,
+    destination: Option<SocketAddr>,
 ) -> Result<(Transport, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
     for _ in 0..attempts.max(1) {
-        let Some(host) = cluster.pick() else {
+        let Some(host) = cluster.pick_for(destination) else {
             inc(&stats.upstream_cx_none_healthy);
             return Err(ConnectFailure {
                 flag: ResponseFlags::NO_HEALTHY_UPSTREAM,

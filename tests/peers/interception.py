@@ -5,35 +5,60 @@
         --redirect 9080 --redirect 9090 --request 9080 --request 9090 -- PROXY ARGS...
 
 Brings the namespace's loopback up, installs what Istio's init container does for outbound
-traffic (nat OUTPUT: TCP to each --redirect port REDIRECTed to 15001, where the proxy's
-virtual outbound listener is), starts tests/peers/upstream.py with the listeners `app` and
-`other`, writes the bootstrap with `APP_PORT` and `OTHER_PORT` replaced by their ports, starts the
+traffic (nat OUTPUT: the app's TCP to each --redirect port REDIRECTed to 15001, where the
+proxy's virtual outbound listener is; the app is uid 65534 here, and the proxy's own
+connections are not redirected, as Istio exempts its proxy's uid), starts
+tests/peers/upstream.py with the listener `app`, and a server answering on each
+--direct port itself (its JSON `upstream` is `direct:<port>`: what a passthrough reaches),
+writes the bootstrap with `APP_PORT` replaced by its port, starts the
 proxy (the command after `--`, given `-c <bootstrap>`), waits until its admin answers /ready,
-then GETs http://127.0.0.1:PORT/ for each --request port as the app would. Prints one JSON
-object: per port the status, the upstream that answered (its echo's `upstream`), and the
+then GETs http://127.0.0.1:PORT/ for each --request port as the app. Prints one JSON object:
+per port the status, the upstream that answered (its echo's `upstream`), and the
 `x-served-by` response header; then stops everything it started.
 """
 from __future__ import annotations
 
 import argparse
 import http.client
+import http.server
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUTBOUND = 15001
 BOUND = 30
+APP_UID = 65534
+
+
+class Direct(http.server.BaseHTTPRequestHandler):
+    """Answers on the port the app asked for, naming it."""
+
+    def do_GET(self):
+        body = json.dumps({"upstream": f"direct:{self.server.server_port}"}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def get(port: int) -> dict:
+# The app's side, run as APP_UID by a system interpreter (this file may sit where that uid
+# cannot read): one GET per port given, one JSON object out.
+CLIENT = """
+import http.client, json, sys
+
+def get(port):
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/", headers={"host": f"svc.test:{port}"})
@@ -48,6 +73,14 @@ def get(port: int) -> dict:
         upstream = None
     return {"status": r.status, "upstream": upstream, "served_by": r.getheader("x-served-by")}
 
+print(json.dumps({port: get(int(port)) for port in sys.argv[1:]}))
+"""
+
+
+def app_python() -> str:
+    """An interpreter APP_UID can run (the venv's may live under /root)."""
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,6 +88,7 @@ def main() -> int:
     p.add_argument("--admin", type=int, required=True)
     p.add_argument("--redirect", type=int, action="append", default=[])
     p.add_argument("--request", type=int, action="append", default=[])
+    p.add_argument("--direct", type=int, action="append", default=[])
     p.add_argument("proxy", nargs=argparse.REMAINDER)
     args = p.parse_args()
     proxy_cmd = [a for a in args.proxy if a != "--"]
@@ -62,10 +96,14 @@ def main() -> int:
     run("ip", "link", "set", "lo", "up")
     for port in args.redirect:
         run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1",
-            "--dport", str(port), "-j", "REDIRECT", "--to-ports", str(OUTBOUND))
+            "--dport", str(port), "-m", "owner", "--uid-owner", str(APP_UID),
+            "-j", "REDIRECT", "--to-ports", str(OUTBOUND))
+    for port in args.direct:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Direct)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
 
     upstream = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "upstream.py"), "--name", "app", "--name", "other"],
+        [sys.executable, os.path.join(HERE, "upstream.py"), "--name", "app"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ports = {}
     for line in upstream.stdout:
@@ -75,7 +113,7 @@ def main() -> int:
         if line.startswith("READY"):
             break
     with open(args.bootstrap) as f:
-        text = f.read().replace("APP_PORT", ports["app"]).replace("OTHER_PORT", ports["other"])
+        text = f.read().replace("APP_PORT", ports["app"])
     work = tempfile.mkdtemp(prefix="interception-")
     config = os.path.join(work, "bootstrap.yaml")
     with open(config, "w") as f:
@@ -97,8 +135,10 @@ def main() -> int:
             except OSError:
                 pass
             time.sleep(0.1)
-        for port in args.request:
-            out[str(port)] = get(port)
+        client = [app_python(), "-c", CLIENT] + [str(port) for port in args.request]
+        answers = subprocess.run(client, user=APP_UID, capture_output=True, text=True,
+                                 timeout=BOUND, check=True, cwd="/")
+        out.update(json.loads(answers.stdout))
     finally:
         proxy.kill()
         proxy.wait()

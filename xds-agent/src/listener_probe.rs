@@ -28,7 +28,8 @@ impl ListenerAddresses {
         snapshot
             .listeners
             .iter()
-            .filter(|l| l.address.port() != 0 && !self.published.contains(&l.address))
+            .filter(|l| l.bind_to_port && l.address.port() != 0)
+            .filter(|l| !self.published.contains(&l.address))
             .filter_map(|l| {
                 let error = probe(l.address).err()?;
                 Some((l.name.clone(), describe(l.address, &error)))

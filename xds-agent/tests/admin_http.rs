@@ -75,6 +75,7 @@ fn agent_state() -> AgentState {
         http: UpstreamHttpOptions::default(),
         tls: None,
         socket_matches: Vec::new(),
+        original_dst: None,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

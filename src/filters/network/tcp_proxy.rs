@@ -30,6 +30,20 @@ pub async fn run(
     proxy: &TcpProxy,
     accepted: Accepted<'_>,
 ) {
+    // Where an ORIGINAL_DST cluster sends the connection (a syscall without a restored one).
+    let destination = || accepted.destination();
+    let destination = proxy
+        .upstream
+        .clusters
+        .iter()
+        .any(|(c, _)| {
+            ctx.clusters
+                .borrow()
+                .resolve(c)
+                .is_some_and(|c| c.config.original_dst.is_some())
+        })
+        .then(destination)
+        .flatten();
     let downstream = accepted.transport;
     let started = Instant::now();
     let start_wall = SystemTime::now();
@@ -77,12 +91,16 @@ pub async fn run(
             record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);
         }
         Some(cluster) => {
+            let upstream = Upstream {
+                cluster: &cluster,
+                destination,
+            };
             proxy_to(
                 ctx,
                 listener,
                 drain,
                 proxy,
-                &cluster,
+                upstream,
                 downstream,
                 stats,
                 &mut record,
@@ -96,18 +114,29 @@ pub async fn run(
     }
 }
 
+/// The cluster a connection goes to, and where an `ORIGINAL_DST` one sends it.
+struct Upstream<'a> {
+    cluster: &'a Rc<ShardCluster>,
+    destination: Option<std::net::SocketAddr>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn proxy_to(
     ctx: &Rc<ShardContext>,
     listener: &Listener,
     drain: &DrainSignal,
     proxy: &TcpProxy,
-    cluster: &Rc<ShardCluster>,
+    upstream: Upstream<'_>,
     downstream: Transport,
     stats: &TcpProxyCells,
     record: &mut ConnectionRecord<'_>,
 ) {
-    let (upstream, host) = match connect_upstream(ctx, cluster, proxy.max_connect_attempts).await {
+    let Upstream {
+        cluster,
+        destination,
+    } = upstream;
+    let attempts = proxy.max_connect_attempts;
+    let (upstream, host) = match connect_upstream(ctx, cluster, attempts, destination).await {
         Ok(connected) => connected,
         Err(failure) => {
             record.response_flags.set(failure.flag);

@@ -27,6 +27,9 @@ impl Balancer {
                 WeightedRandom::new(&weights),
                 choice_count,
             )),
+            // An ORIGINAL_DST cluster has no hosts to balance: it picks by destination
+            // (`ShardCluster::destination_host`).
+            LbPolicy::ClusterProvided => Self::RoundRobin(RoundRobin::new(&weights, shard)),
         }
     }
 

@@ -60,6 +60,9 @@ pub struct Forwarding<'a> {
     pub deadlines: Deadlines,
     /// The version the client speaks (`use_downstream_protocol_config` follows it).
     pub client_version: Version,
+    /// Where an `ORIGINAL_DST` cluster sends the request: the downstream's original
+    /// destination, or the address its `use_http_header` header names.
+    pub destination: Option<std::net::SocketAddr>,
 }
 
 /// A response from upstream: its head, and its body still to read.
@@ -144,9 +147,9 @@ async fn route(
     loop {
         let avoid_previous = previous_hosts && !tried.is_empty();
         let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
-        let host = match avoid_previous {
+        let host = match avoid_previous && cluster.config.original_dst.is_none() {
             true => cluster.pick_where(attempts, |h| !tried.contains(&h.address())),
-            false => cluster.pick(),
+            false => cluster.pick_for(request.destination),
         };
         let Some(host) = host else {
             inc(&cells.upstream_cx_none_healthy);

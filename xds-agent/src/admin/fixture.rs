@@ -44,6 +44,7 @@ pub fn state() -> AgentState {
         http: UpstreamHttpOptions::default(),
         tls: None,
         socket_matches: Vec::new(),
+        original_dst: None,
         stats: stats.cluster(name),
     };
     let backend = cluster(

@@ -17,7 +17,7 @@ use super::{
 use crate::names::TRANSPORT_SOCKET_MATCH;
 use model::{
     tls::ClientTls, Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy,
-    SocketLabel, SocketMatch, UpstreamProtocol,
+    OriginalDst, SocketLabel, SocketMatch, UpstreamProtocol,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -67,8 +67,12 @@ pub(super) fn clusters(
 /// What a cluster's endpoints are: addresses, names to resolve, or an EDS assignment.
 enum Kind {
     Static,
-    Dns { logical: bool },
+    Dns {
+        logical: bool,
+    },
     Eds(DiscoveredBy),
+    /// `ORIGINAL_DST`: no endpoints; hosts are the downstreams' original destinations.
+    OriginalDst,
 }
 
 // `dns_refresh_rate` is deprecated in Envoy in favour of a typed DNS resolver config, which
@@ -88,14 +92,7 @@ pub(super) fn cluster(
             Ok(DiscoveryType::StrictDns) => Some(Kind::Dns { logical: false }),
             Ok(DiscoveryType::LogicalDns) => Some(Kind::Dns { logical: true }),
             Ok(DiscoveryType::Eds) => eds(proto, path, errors),
-            Ok(other) => {
-                errors.push(TranslateError::new(
-                    format!("{path}.type"),
-                    None,
-                    format!("cluster type {} is not supported yet", other.as_str_name()),
-                ));
-                None
-            }
+            Ok(DiscoveryType::OriginalDst) => Some(Kind::OriginalDst),
             Err(_) => {
                 errors.push(TranslateError::new(
                     format!("{path}.type"),
@@ -125,8 +122,9 @@ pub(super) fn cluster(
         ctx,
         errors,
     );
+    let original_dst = original_dst(proto, kind.as_ref(), lb_policy, path, errors);
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
-        (_, Some(Kind::Eds(_))) | (None, _) => (Vec::new(), Vec::new()),
+        (_, Some(Kind::Eds(_) | Kind::OriginalDst)) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
             assignment,
             &format!("{path}.load_assignment"),
@@ -161,7 +159,7 @@ pub(super) fn cluster(
     }
     let mut eds = None;
     let dns = match kind {
-        Kind::Static => None,
+        Kind::Static | Kind::OriginalDst => None,
         Kind::Eds(source) => {
             eds = Some(source);
             None
@@ -221,8 +219,74 @@ pub(super) fn cluster(
         http,
         tls,
         socket_matches,
+        original_dst,
         stats: ctx.stats.cluster(&proto.name),
     }))
+}
+
+/// Envoy's default `cleanup_interval` of an `ORIGINAL_DST` cluster.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An `ORIGINAL_DST` cluster's settings (`None` for other kinds), checked as Envoy does: the
+/// type and `CLUSTER_PROVIDED` go together, and such a cluster lists no endpoints.
+fn original_dst(
+    proto: &ClusterProto,
+    kind: Option<&Kind>,
+    lb_policy: LbPolicy,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<OriginalDst> {
+    let is_original = matches!(kind, Some(Kind::OriginalDst));
+    let provided = lb_policy == LbPolicy::ClusterProvided;
+    if provided != is_original {
+        let message = match is_original {
+            true => "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED",
+            false => "lb_policy CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters",
+        };
+        errors.push(TranslateError::new(
+            format!("{path}.lb_policy"),
+            None,
+            message,
+        ));
+    }
+    if !is_original {
+        return None;
+    }
+    if proto.load_assignment.is_some() {
+        errors.push(TranslateError::new(
+            format!("{path}.load_assignment"),
+            None,
+            "ORIGINAL_DST clusters have no endpoints: each host is a connection's original destination",
+        ));
+    }
+    let config = match &proto.lb_config {
+        Some(LbConfig::OriginalDstLbConfig(config)) => config.clone(),
+        _ => Default::default(),
+    };
+    let header = config
+        .use_http_header
+        .then(|| match config.http_header_name.as_str() {
+            "" => "x-envoy-original-dst-host".to_string(),
+            name => name.to_ascii_lowercase(),
+        });
+    let port_override = config.upstream_port_override.map(|p| p.value);
+    if port_override.is_some_and(|p| p == 0 || p > u32::from(u16::MAX)) {
+        errors.push(TranslateError::new(
+            format!("{path}.original_dst_lb_config.upstream_port_override"),
+            None,
+            "must be a port (1 to 65535)",
+        ));
+    }
+    Some(OriginalDst {
+        header,
+        port_override: port_override.and_then(|p| u16::try_from(p).ok()),
+        cleanup_interval: positive_duration(
+            proto.cleanup_interval.as_ref(),
+            DEFAULT_CLEANUP_INTERVAL,
+            &format!("{path}.cleanup_interval"),
+            errors,
+        ),
+    })
 }
 
 fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> LbPolicy {
@@ -245,6 +309,7 @@ fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>)
             }
             LbPolicy::LeastRequest { choice_count }
         }
+        Ok(LbPolicyProto::ClusterProvided) => LbPolicy::ClusterProvided,
         Ok(other) => {
             errors.push(TranslateError::new(
                 format!("{path}.lb_policy"),
@@ -360,7 +425,7 @@ fn hosts(
                         });
                     }
                 }
-                Some(Kind::Eds(_)) | None => {}
+                Some(Kind::Eds(_) | Kind::OriginalDst) | None => {}
             }
         }
     }

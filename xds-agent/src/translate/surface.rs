@@ -356,6 +356,8 @@ pub const SURFACE: &[Surface] = &[
             "eds_cluster_config",
             "transport_socket",
             "transport_socket_matches",
+            "original_dst_lb_config",
+            "cleanup_interval",
             "http2_protocol_options",
         ],
         ignored: &[
@@ -422,6 +424,15 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig",
         supported: &["http_protocol_options", "http2_protocol_options"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
+        supported: &[
+            "use_http_header",
+            "http_header_name",
+            "upstream_port_override",
+        ],
         ignored: &[],
     },
     Surface {

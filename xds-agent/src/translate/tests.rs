@@ -621,3 +621,34 @@ fn interception_fields() {
         .replace("  - name: l\n", "  - name: l\n    bind_to_port: true\n"));
     assert!(s.listeners[0].bind_to_port && !s.listeners[0].use_original_dst);
 }
+
+#[test]
+fn original_dst_clusters() {
+    let clusters = "[{name: c, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, cleanup_interval: 30s, original_dst_lb_config: {use_http_header: true, upstream_port_override: 8080}}]";
+    let s = ok(&config("cluster: c", clusters));
+    let c = &s.clusters["c"];
+    assert_eq!(c.lb_policy, LbPolicy::ClusterProvided);
+    assert!(c.endpoints.is_empty());
+    assert_eq!(
+        c.original_dst,
+        Some(model::OriginalDst {
+            header: Some("x-envoy-original-dst-host".into()),
+            port_override: Some(8080),
+            cleanup_interval: Duration::from_secs(30),
+        })
+    );
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, type: ORIGINAL_DST}, {name: d, lb_policy: CLUSTER_PROVIDED}, {name: e, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, load_assignment: {endpoints: []}}]",
+    ));
+    let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "static_resources.clusters[0].lb_policy",
+            "static_resources.clusters[1].lb_policy",
+            "static_resources.clusters[2].load_assignment",
+        ],
+        "{e:#?}"
+    );
+}

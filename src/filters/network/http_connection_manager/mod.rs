@@ -54,6 +54,9 @@ pub struct Connection<'a> {
     pub stats: &'a HttpCells,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The original destination the `original_dst` listener filter restored, else the
+    /// address of a listener bound to one (an `ORIGINAL_DST` cluster's host).
+    pub destination: Option<SocketAddr>,
     pub limits: Limits,
     pub connection_id: u64,
     /// The server name (SNI) the tls_inspector read; empty without one.
@@ -112,10 +115,13 @@ pub async fn run(
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // The local address costs a syscall; only access logs read it.
-    let local = match hcm.access_logs.is_empty() {
-        true => listener.address,
-        false => stream.local_addr().unwrap_or(listener.address),
+    let local = match (accepted.restored, hcm.access_logs.is_empty()) {
+        (Some(restored), _) => restored,
+        (None, true) => listener.address,
+        (None, false) => stream.local_addr().unwrap_or(listener.address),
     };
+    let bound = (!listener.address.ip().is_unspecified()).then_some(listener.address);
+    let destination = accepted.restored.or(bound);
     let tls = stream.tls();
     let presented = tls.is_some_and(|t| t.connection().peer_certificates().is_some());
     // This proxy's XFCC element is made only by the modes that set it.
@@ -133,6 +139,7 @@ pub async fn run(
         stats,
         remote,
         local,
+        destination,
         connection_id: ctx.connection_id(),
         limits: Limits {
             max_head_bytes: hcm.max_request_headers_bytes,

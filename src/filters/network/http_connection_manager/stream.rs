@@ -16,6 +16,7 @@ use model::{
     },
     stats::{add, dec, inc, record_duration, HttpCells},
     tls_info::Negotiated,
+    OriginalDst,
 };
 
 use super::{
@@ -434,6 +435,11 @@ async fn forward(
         is_head_request: request.is_head(),
         retry,
         client_version: version,
+        destination: cluster
+            .config
+            .original_dst
+            .as_ref()
+            .and_then(|o| header_destination(o, request).or(c.destination)),
         deadlines: Deadlines {
             route: deadline(route_timeout(chosen.forward, request)),
             request: hcm.timeouts.request.map(|t| exchange.started + t),
@@ -578,6 +584,15 @@ pub(super) async fn local(
         true => Next::KeepAlive,
         false => Next::Close,
     }
+}
+
+/// `use_http_header`: the destination an `ORIGINAL_DST` cluster's header names (`ip:port`).
+fn header_destination(
+    original_dst: &OriginalDst,
+    request: &RequestHead,
+) -> Option<std::net::SocketAddr> {
+    let value = request.headers.get(original_dst.header.as_deref()?)?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// Whether trailers cross to or from the client: always over HTTP/2, over HTTP/1.1 only with
