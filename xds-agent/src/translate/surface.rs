@@ -317,9 +317,17 @@ pub const SURFACE: &[Surface] = &[
         supported: &[
             "text_format",
             "text_format_source",
+            "json_format",
             "content_type",
             "omit_empty_values",
+            "json_format_options",
         ],
+        ignored: &[],
+    },
+    Surface {
+        // Envoy 1.40 sorts the keys either way.
+        message: "envoy.config.core.v3.JsonFormatOptions",
+        supported: &["sort_properties"],
         ignored: &[],
     },
     Surface {
