@@ -130,3 +130,168 @@ fn local_reply_config_rewrites_local_replies_as_envoy() {
         )
     );
 }
+
+/// Access log lines in `json_format` (plain and `omit_empty_values`) and JSON local reply
+/// bodies, as each proxy writes them: values that differ between runs (times, durations, ids)
+/// are masked after their type is checked.
+#[derive(Debug, PartialEq)]
+struct JsonSeen {
+    replies: Vec<ReplySeen>,
+    content_lengths: Vec<Option<String>>,
+    log: String,
+    omitting_log: String,
+}
+
+fn json_log(path: &std::path::Path, omit_empty: bool) -> Value {
+    json!({"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": FILE_LOG,
+        "path": path.to_str().unwrap(),
+        "log_format": {
+            "omit_empty_values": omit_empty,
+            "json_format": {
+                "code": "%RESPONSE_CODE%",
+                "dur": "%DURATION%",
+                "sent": "%BYTES_SENT%",
+                "received": "%BYTES_RECEIVED%",
+                "id": "%CONNECTION_ID%",
+                "start": "%START_TIME%",
+                "path": "%REQ(:PATH)%",
+                "esc": "%REQ(x-esc)%",
+                "miss": "%REQ(x-missing)%",
+                "mid": "m=%REQ(x-missing)% c=%RESPONSE_CODE%",
+                "flags": "%RESPONSE_FLAGS%",
+                "proto": "%PROTOCOL%",
+                "Zed": "%UPSTREAM_CLUSTER%",
+                "_u": "lit 100%%",
+                "nested": {"b": "%UPSTREAM_CLUSTER%", "a": {"z": "%REQ(x-missing)%"}},
+                "list": ["%RESPONSE_CODE%", "lit", 7, true, null, "%REQ(x-missing)%"],
+                "none": null,
+            },
+        },
+    }})
+}
+
+/// `line` with the values of `keys` replaced by their JSON type, so runs compare.
+fn masked(line: &str, keys: &[&str]) -> String {
+    let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    keys.iter().fold(line.to_string(), |line, key| {
+        let v = &value[key];
+        let kind = if v.is_u64() { "<number>" } else { "<string>" };
+        assert!(v.is_u64() || v.is_string(), "{key} in {line}");
+        line.replace(&format!("\"{key}\":{v}"), &format!("\"{key}\":{kind}"))
+    })
+}
+
+fn json_outcome(peer: Peer) -> Option<JsonSeen> {
+    let up = HttpUpstream::start(|_: &Req| Reply::ok("hello"));
+    let dead = refused_port();
+    let logs = TempDir::new("json-logs");
+    let (log, omitting) = (logs.file("json.log"), logs.file("omitting.log"));
+    let routes = json!([
+        {"match": {"prefix": "/direct"}, "direct_response": {"status": 200, "body": {"inline_string": "line\n\"quoted\"\t\u{1}"}}},
+        {"match": {"prefix": "/dead"}, "route": {"cluster": "dead"}},
+        {"match": {"prefix": "/up"}, "route": {"cluster": "a"}},
+    ]);
+    let hcm = json!({
+        "access_log": [json_log(&log, false), json_log(&omitting, true)],
+        "local_reply_config": {
+            "mappers": [
+                {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "k"}}}},
+                 "body_format_override": {"json_format": {"error": "%LOCAL_REPLY_BODY%", "gone": "%REQ(x-missing)%"}, "omit_empty_values": true}},
+            ],
+            "body_format": {"json_format": {
+                "status": "%RESPONSE_CODE%",
+                "message": "%LOCAL_REPLY_BODY%",
+                "detail": {"flags": "%RESPONSE_FLAGS%", "path": "%REQ(:PATH)%", "cluster": "%UPSTREAM_CLUSTER%"},
+            }},
+        },
+    });
+    let clusters = vec![
+        cluster("a", &[(up.port, 1)], json!(null)),
+        cluster("dead", &[(dead, 1)], json!(null)),
+    ];
+    let s = Scene::with(peer, "json_formats", hcm, routes, clusters)?;
+    let mut replies = Vec::new();
+    let mut content_lengths = Vec::new();
+    for path in ["/up", "/nowhere", "/dead", "/direct"] {
+        let r = fetch(s.port, "GET", path, &[("x-esc", "q\"\\/é")], b"");
+        content_lengths.push(r.header("content-length").map(str::to_string));
+        replies.push((
+            r.status,
+            r.header("content-type").map(str::to_string),
+            r.text(),
+            None,
+        ));
+    }
+    let whole = |path: &std::path::Path| {
+        log_lines(path, 4);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let dynamic = ["dur", "id", "start"];
+    let mask = |text: String| {
+        assert!(text.ends_with('\n'), "{text:?}");
+        text.lines()
+            .map(|line| masked(line, &dynamic))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Some(JsonSeen {
+        replies,
+        content_lengths,
+        log: mask(whole(&log)),
+        omitting_log: mask(whole(&omitting)),
+    })
+}
+
+#[test]
+fn json_formats_render_as_envoy() {
+    let out = same_as_envoy(json_outcome);
+    let json = Some("application/json".to_string());
+    assert_eq!(out.replies[0].2, "hello");
+    assert_eq!(
+        out.replies[1],
+        (
+            404,
+            json.clone(),
+            "{\"detail\":{\"cluster\":null,\"flags\":\"NR\",\"path\":\"/nowhere\"},\
+             \"message\":\"\",\"status\":404}\n"
+                .into(),
+            None
+        )
+    );
+    // The mapper's format leaves the missing value out.
+    assert_eq!(
+        out.replies[2],
+        (
+            503,
+            json,
+            "{\"error\":\"upstream connect error or disconnect/reset before headers. reset \
+             reason: remote connection failure\"}\n"
+                .into(),
+            None
+        )
+    );
+    assert_eq!(
+        out.replies[3].2,
+        "{\"detail\":{\"cluster\":null,\"flags\":\"-\",\"path\":\"/direct\"},\
+         \"message\":\"line\\n\\\"quoted\\\"\\t\\u0001\",\"status\":200}\n"
+    );
+    let first = out.log.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "{\"Zed\":\"a\",\"_u\":\"lit 100%\",\"code\":200,\"dur\":<number>,\
+         \"esc\":\"q\\\"\\\\/é\",\"flags\":\"-\",\"id\":<number>,\
+         \"list\":[200,\"lit\",7,true,null,null],\"mid\":\"m=- c=200\",\"miss\":null,\
+         \"nested\":{\"a\":{\"z\":null},\"b\":\"a\"},\"none\":null,\"path\":\"/up\",\
+         \"proto\":\"HTTP/1.1\",\"received\":0,\"sent\":5,\"start\":<string>}"
+    );
+    let first = out.omitting_log.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "{\"Zed\":\"a\",\"_u\":\"lit 100%\",\"code\":200,\"dur\":<number>,\
+         \"esc\":\"q\\\"\\\\/é\",\"flags\":\"-\",\"id\":<number>,\
+         \"list\":[200,\"lit\",7,true],\"mid\":\"m= c=200\",\
+         \"nested\":{\"b\":\"a\"},\"path\":\"/up\",\
+         \"proto\":\"HTTP/1.1\",\"received\":0,\"sent\":5,\"start\":<string>}"
+    );
+}
