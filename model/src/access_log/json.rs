@@ -117,7 +117,7 @@ fn object(
             ))
         })
         .collect::<Result<Vec<_>, JsonFormatError>>()?;
-    members.sort_by(|(a, _), (b, _)| a.cmp(b));
+    members.sort_by_key(|(key, _)| *key);
     Ok(members.into_iter().map(|(_, member)| member).collect())
 }
 
