@@ -889,7 +889,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
-    fn record() -> ConnectionRecord<'static> {
+    pub(super) fn record() -> ConnectionRecord<'static> {
         ConnectionRecord {
             start: UNIX_EPOCH + Duration::from_millis(1_704_164_645_678),
             duration: Duration::from_micros(12_345_999),
@@ -1019,11 +1019,11 @@ mod tests {
     }
 
     /// A request as a connection manager would expose it.
-    struct Exchange {
-        request: Vec<(&'static str, &'static str)>,
+    pub(super) struct Exchange {
+        pub(super) request: Vec<(&'static str, &'static str)>,
         response: Vec<(&'static str, &'static str)>,
         trailers: Vec<(&'static str, &'static str)>,
-        code: u16,
+        pub(super) code: u16,
         route: Option<&'static str>,
         timings: HttpTimings,
     }
@@ -1062,7 +1062,7 @@ mod tests {
         }
     }
 
-    fn exchange() -> Exchange {
+    pub(super) fn exchange() -> Exchange {
         Exchange {
             request: vec![
                 (":method", "GET"),
@@ -1083,7 +1083,7 @@ mod tests {
         }
     }
 
-    fn http_record(exchange: &Exchange) -> ConnectionRecord<'_> {
+    pub(super) fn http_record(exchange: &Exchange) -> ConnectionRecord<'_> {
         ConnectionRecord {
             duration: Duration::from_micros(3_400),
             bytes_received: 0,
