@@ -188,19 +188,25 @@ impl Renderer<'_, '_> {
         out.push(b'{');
         let mut any = false;
         for member in members {
-            let mark = out.len();
-            if any {
-                out.push(b',');
-            }
-            out.extend_from_slice(member.key.as_bytes());
-            if self.value(&member.value, out) {
-                any = true;
-            } else {
-                out.truncate(mark);
-            }
+            self.entry(Some(&member.key), &member.value, &mut any, out);
         }
         out.push(b'}');
         any
+    }
+
+    /// Writes one member (`key` given) or list item, after a comma when `any` came before;
+    /// cuts it again when its value is left out.
+    fn entry(&self, key: Option<&str>, node: &Node, any: &mut bool, out: &mut Vec<u8>) {
+        let mark = out.len();
+        if *any {
+            out.push(b',');
+        }
+        out.extend_from_slice(key.unwrap_or_default().as_bytes());
+        if self.value(node, out) {
+            *any = true;
+        } else {
+            out.truncate(mark);
+        }
     }
 
     /// Writes one value; `false` when it is to be left out (then what it wrote is cut by the
@@ -241,15 +247,7 @@ impl Renderer<'_, '_> {
                 out.push(b'[');
                 let mut any = false;
                 for item in items {
-                    let mark = out.len();
-                    if any {
-                        out.push(b',');
-                    }
-                    if self.value(item, out) {
-                        any = true;
-                    } else {
-                        out.truncate(mark);
-                    }
+                    self.entry(None, item, &mut any, out);
                 }
                 out.push(b']');
                 true
