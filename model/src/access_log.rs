@@ -15,6 +15,10 @@ use std::{
 
 use crate::tls_info::{DownstreamTls, Negotiated};
 
+mod json;
+
+pub use json::{JsonFormat, JsonFormatError, JsonTemplate};
+
 /// Envoy's format when an access log sets none (the same for HTTP and TCP; the HTTP-only
 /// commands render `-`, and `%RESPONSE_CODE%` renders `0`, for TCP connections).
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
@@ -23,7 +27,33 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-O
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLog {
     pub sink: LogSink,
-    pub format: Format,
+    pub format: SubstitutionFormat,
+}
+
+/// A compiled `SubstitutionFormatString`: the text or JSON form of an access log line or a
+/// local reply body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubstitutionFormat {
+    Text(Format),
+    Json(JsonFormat),
+}
+
+impl SubstitutionFormat {
+    /// Whether a command reads the downstream connection's TLS.
+    pub fn reads_tls(&self) -> bool {
+        match self {
+            SubstitutionFormat::Text(format) => format.reads_tls(),
+            SubstitutionFormat::Json(format) => format.reads_tls(),
+        }
+    }
+
+    /// Appends the format rendered for `record` to `out`.
+    pub fn render(&self, record: &ConnectionRecord, out: &mut Vec<u8>) {
+        match self {
+            SubstitutionFormat::Text(format) => format.render(record, out),
+            SubstitutionFormat::Json(format) => format.render(record, out),
+        }
+    }
 }
 
 /// A compiled `%COMMAND%` string: an access log's line, and anything else Envoy formats the
@@ -360,6 +390,23 @@ enum Command {
     Header(HeaderSource, HeaderName),
 }
 
+impl Command {
+    /// Whether the value is a number (typed as one in a JSON format, as Envoy's).
+    fn is_number(&self) -> bool {
+        matches!(
+            self,
+            Command::Duration
+                | Command::RequestDuration
+                | Command::ResponseDuration
+                | Command::ResponseTxDuration
+                | Command::BytesReceived
+                | Command::BytesSent
+                | Command::ConnectionId
+                | Command::ResponseCode
+        )
+    }
+}
+
 /// What a downstream TLS command prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TlsField {
@@ -488,10 +535,13 @@ fn command(name: &str) -> Option<Spec> {
 }
 
 impl AccessLog {
-    /// Compiles `format` (Envoy's [`DEFAULT_FORMAT`] when `None`) for `sink`.
+    /// Compiles the text `format` (Envoy's [`DEFAULT_FORMAT`] when `None`) for `sink`.
     pub fn compile(sink: LogSink, format: Option<&str>) -> Result<Self, FormatError> {
         let format = Format::compile(format.unwrap_or(DEFAULT_FORMAT))?;
-        Ok(Self { sink, format })
+        Ok(Self {
+            sink,
+            format: SubstitutionFormat::Text(format),
+        })
     }
 
     /// Whether a command reads the downstream connection's TLS (then the caller passes it in
@@ -695,7 +745,7 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) ->
         }
         Command::DownstreamLocalAddress => render_display(r.downstream_local, out),
         Command::DownstreamLocalAddressWithoutPort => render_display(r.downstream_local.ip(), out),
-        Command::ResponseFlags if r.response_flags.is_empty() => false,
+        // `-` without a flag is a value (Envoy's), so header values and JSON formats get it too.
         Command::ResponseFlags => {
             r.response_flags.render(out);
             true
@@ -839,7 +889,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
-    fn record() -> ConnectionRecord<'static> {
+    pub(super) fn record() -> ConnectionRecord<'static> {
         ConnectionRecord {
             start: UNIX_EPOCH + Duration::from_millis(1_704_164_645_678),
             duration: Duration::from_micros(12_345_999),
@@ -969,11 +1019,11 @@ mod tests {
     }
 
     /// A request as a connection manager would expose it.
-    struct Exchange {
-        request: Vec<(&'static str, &'static str)>,
+    pub(super) struct Exchange {
+        pub(super) request: Vec<(&'static str, &'static str)>,
         response: Vec<(&'static str, &'static str)>,
         trailers: Vec<(&'static str, &'static str)>,
-        code: u16,
+        pub(super) code: u16,
         route: Option<&'static str>,
         timings: HttpTimings,
     }
@@ -1012,7 +1062,7 @@ mod tests {
         }
     }
 
-    fn exchange() -> Exchange {
+    pub(super) fn exchange() -> Exchange {
         Exchange {
             request: vec![
                 (":method", "GET"),
@@ -1033,7 +1083,7 @@ mod tests {
         }
     }
 
-    fn http_record(exchange: &Exchange) -> ConnectionRecord<'_> {
+    pub(super) fn http_record(exchange: &Exchange) -> ConnectionRecord<'_> {
         ConnectionRecord {
             duration: Duration::from_micros(3_400),
             bytes_received: 0,

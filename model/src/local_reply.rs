@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::{
-    access_log::{ConnectionRecord, Format, HttpLogView, ResponseFlags},
+    access_log::{ConnectionRecord, HttpLogView, ResponseFlags, SubstitutionFormat},
     matchers::HeaderMatcher,
     route::{HeaderAdd, RouteRequest},
 };
@@ -116,7 +116,7 @@ impl RouteRequest for RequestOf<'_> {
 /// A body format (`SubstitutionFormatString`) and the `content-type` it answers with.
 #[derive(Debug)]
 pub struct BodyFormat {
-    pub format: Format,
+    pub format: SubstitutionFormat,
     /// `content_type`, else `text/plain` for a text format and `application/json` for JSON.
     pub content_type: Bytes,
 }

@@ -1,5 +1,6 @@
-//! Translator: access logs (`AccessLog`: file, stdout, stderr) with their formats compiled,
-//! shared by the tcp_proxy and HTTP connection manager filters.
+//! Translator: access logs (`AccessLog`: file, stdout, stderr) and `SubstitutionFormatString`
+//! (text or JSON) compiled, shared by the tcp_proxy and HTTP connection manager filters and
+//! local reply body formats.
 use std::{path::PathBuf, sync::Arc};
 
 use envoy_types::pb::envoy::{
@@ -13,9 +14,13 @@ use envoy_types::pb::envoy::{
     },
 };
 
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+
 use super::TranslateError;
 use crate::names;
-use model::access_log::{AccessLog, LogSink};
+use model::access_log::{
+    AccessLog, Format, JsonFormat, JsonTemplate, LogSink, SubstitutionFormat, DEFAULT_FORMAT,
+};
 
 /// The `access_log` list at `path`; entries with problems are reported and left out.
 pub(super) fn access_logs(
@@ -50,25 +55,25 @@ fn access_log(
             let sink = LogSink::Path(PathBuf::from(&file.path));
             (
                 sink,
-                file_format(&file, &path, errors),
+                file_format(&file, &path, url, errors),
                 file.path.is_empty(),
             )
         }),
         names::STDOUT_ACCESS_LOG => proto::decode_any::<StdoutAccessLog>(any).map(|log| {
             let format = match &log.access_log_format {
                 Some(stdout_access_log::AccessLogFormat::LogFormat(f)) => {
-                    substitution_format(f, &format!("{path}.log_format"), errors)
+                    substitution_format(f, &format!("{path}.log_format"), url, errors).map(Some)
                 }
-                None => None,
+                None => Some(None),
             };
             (LogSink::Stdout, format, false)
         }),
         names::STDERR_ACCESS_LOG => proto::decode_any::<StderrAccessLog>(any).map(|log| {
             let format = match &log.access_log_format {
                 Some(stderr_access_log::AccessLogFormat::LogFormat(f)) => {
-                    substitution_format(f, &format!("{path}.log_format"), errors)
+                    substitution_format(f, &format!("{path}.log_format"), url, errors).map(Some)
                 }
-                None => None,
+                None => Some(None),
             };
             (LogSink::Stderr, format, false)
         }),
@@ -90,63 +95,111 @@ fn access_log(
         ));
         return None;
     }
-    let (format, format_path) = match format {
-        Some((format, format_path)) => (Some(format), format_path),
-        None => (None, path.clone()),
+    let format = match format? {
+        Some(format) => format,
+        None => SubstitutionFormat::Text(
+            Format::compile(DEFAULT_FORMAT).expect("Envoy's default format compiles"),
+        ),
     };
-    match AccessLog::compile(sink, format.as_deref()) {
-        Ok(log) => Some(log),
+    Some(AccessLog { sink, format })
+}
+
+/// The format of a file logger: `Some(None)` for Envoy's default, `None` when it failed
+/// (reported).
+#[allow(deprecated)] // `format` is deprecated in Envoy but still accepted by it.
+fn file_format(
+    file: &FileAccessLog,
+    path: &str,
+    url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Option<SubstitutionFormat>> {
+    match &file.access_log_format {
+        Some(file_access_log::AccessLogFormat::Format(f)) if !f.is_empty() => {
+            text(f, false, format!("{path}.format"), url, errors).map(Some)
+        }
+        Some(file_access_log::AccessLogFormat::LogFormat(f)) => {
+            substitution_format(f, &format!("{path}.log_format"), url, errors).map(Some)
+        }
+        _ => Some(None),
+    }
+}
+
+/// A `SubstitutionFormatString` compiled: `text_format`, `text_format_source` or
+/// `json_format`, with `omit_empty_values`. `None` when it failed (reported) or is of a kind
+/// the walker refuses.
+#[allow(deprecated)] // `text_format` is deprecated in Envoy but still accepted by it.
+pub(super) fn substitution_format(
+    format: &SubstitutionFormatString,
+    path: &str,
+    url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<SubstitutionFormat> {
+    let omit_empty = format.omit_empty_values;
+    match &format.format {
+        Some(substitution_format_string::Format::TextFormat(t)) => {
+            text(t, omit_empty, format!("{path}.text_format"), url, errors)
+        }
+        Some(substitution_format_string::Format::TextFormatSource(source)) => {
+            let path = format!("{path}.text_format_source");
+            let bytes = super::data_source::read(source, &path, errors)?;
+            let Ok(t) = String::from_utf8(bytes) else {
+                errors.push(TranslateError::new(path, url, "must be UTF-8 text"));
+                return None;
+            };
+            let path = format!("{path}.{}", super::data_source::field(source));
+            text(&t, omit_empty, path, url, errors)
+        }
+        Some(substitution_format_string::Format::JsonFormat(object)) => {
+            let path = format!("{path}.json_format");
+            match JsonFormat::compile(&fields(object), omit_empty) {
+                Ok(json) => Some(SubstitutionFormat::Json(json)),
+                Err(e) => {
+                    let at = format!("{path}.{}", e.key);
+                    errors.push(TranslateError::new(at, url, e.error.to_string()));
+                    None
+                }
+            }
+        }
+        None => None,
+    }
+}
+
+/// A text format compiled; `path` names its field.
+fn text(
+    text: &str,
+    omit_empty: bool,
+    path: String,
+    url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<SubstitutionFormat> {
+    match Format::compile(text) {
+        Ok(format) if omit_empty => Some(SubstitutionFormat::Text(format.omitting_empty())),
+        Ok(format) => Some(SubstitutionFormat::Text(format)),
         Err(e) => {
-            errors.push(TranslateError::new(format_path, url, e.to_string()));
+            errors.push(TranslateError::new(path, url, e.to_string()));
             None
         }
     }
 }
 
-/// The text format of a file logger and where it sits; `None` for Envoy's default.
-#[allow(deprecated)] // `format` is deprecated in Envoy but still accepted by it.
-fn file_format(
-    file: &FileAccessLog,
-    path: &str,
-    errors: &mut Vec<TranslateError>,
-) -> Option<(String, String)> {
-    match &file.access_log_format {
-        Some(file_access_log::AccessLogFormat::Format(f)) if !f.is_empty() => {
-            Some((f.clone(), format!("{path}.format")))
-        }
-        Some(file_access_log::AccessLogFormat::LogFormat(f)) => {
-            substitution_format(f, &format!("{path}.log_format"), errors)
-        }
-        _ => None,
-    }
+/// A `google.protobuf.Struct`'s fields as a JSON template.
+fn fields(object: &Struct) -> Vec<(String, JsonTemplate)> {
+    object
+        .fields
+        .iter()
+        .map(|(key, value)| (key.clone(), template(value)))
+        .collect()
 }
 
-#[allow(deprecated)] // `text_format` is deprecated in Envoy but still accepted by it.
-/// A text format (`text_format`, `text_format_source`) and the path of the field it came
-/// from; `None` for other kinds (which the walker refuses).
-pub(super) fn substitution_format(
-    format: &SubstitutionFormatString,
-    path: &str,
-    errors: &mut Vec<TranslateError>,
-) -> Option<(String, String)> {
-    match &format.format {
-        Some(substitution_format_string::Format::TextFormat(text)) => {
-            Some((text.clone(), format!("{path}.text_format")))
+fn template(value: &Value) -> JsonTemplate {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => JsonTemplate::Null,
+        Some(Kind::BoolValue(b)) => JsonTemplate::Bool(*b),
+        Some(Kind::NumberValue(n)) => JsonTemplate::Number(*n),
+        Some(Kind::StringValue(s)) => JsonTemplate::String(s.clone()),
+        Some(Kind::ListValue(list)) => {
+            JsonTemplate::List(list.values.iter().map(template).collect())
         }
-        Some(substitution_format_string::Format::TextFormatSource(source)) => {
-            let path = format!("{path}.text_format_source");
-            let bytes = super::data_source::read(source, &path, errors)?;
-            match String::from_utf8(bytes) {
-                Ok(text) => Some((
-                    text,
-                    format!("{path}.{}", super::data_source::field(source)),
-                )),
-                Err(_) => {
-                    errors.push(TranslateError::new(path, None, "must be UTF-8 text"));
-                    None
-                }
-            }
-        }
-        _ => None,
+        Some(Kind::StructValue(object)) => JsonTemplate::Object(fields(object)),
     }
 }

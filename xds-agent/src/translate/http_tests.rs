@@ -826,6 +826,24 @@ fn local_reply_config_compiles_mappers_and_body_formats() {
 }
 
 #[test]
+fn json_body_formats_default_to_application_json() {
+    let s = ok(&with_local_reply(
+        r#"{mappers: [{filter: {not_health_check_filter: {}},
+   body_format_override: {json_format: {m: "%LOCAL_REPLY_BODY%"}, content_type: application/x}}],
+ body_format: {json_format: {code: "%RESPONSE_CODE%"}}}"#,
+    ));
+    let config = &hcm(&s).local_reply;
+    let body = config.body_format.as_ref().unwrap();
+    assert_eq!(&body.content_type[..], b"application/json");
+    assert!(matches!(
+        body.format,
+        model::access_log::SubstitutionFormat::Json(_)
+    ));
+    let mapped = config.mappers[0].body_format.as_ref().unwrap();
+    assert_eq!(&mapped.content_type[..], b"application/x");
+}
+
+#[test]
 fn local_reply_config_problems_name_their_field() {
     let errors = errors(&with_local_reply(
         r#"{mappers: [
@@ -833,7 +851,7 @@ fn local_reply_config_problems_name_their_field() {
   {filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 404}}}}, status_code: 700},
   {filter: {response_flag_filter: {flags: [XX]}}},
   {filter: {and_filter: {filters: [{not_health_check_filter: {}}]}}}],
- body_format: {text_format: "%NOPE%"}}"#,
+ body_format: {json_format: {a: [{b: "%NOPE%"}]}}}"#,
     ));
     assert_eq!(
         errors,
@@ -855,7 +873,7 @@ fn local_reply_config_problems_name_their_field() {
                 "needs at least 2 filters"
             ),
             (
-                ".local_reply_config.body_format.text_format",
+                ".local_reply_config.body_format.json_format.a[0].b",
                 "unknown command %NOPE% at position 0"
             ),
         ])

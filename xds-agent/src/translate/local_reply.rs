@@ -22,7 +22,7 @@ use super::{
     route::header_adds,
 };
 use model::{
-    access_log::{Format, ResponseFlags},
+    access_log::{ResponseFlags, SubstitutionFormat},
     local_reply::{BodyFormat, Comparison, LocalReplyConfig, Mapper, ReplyFilter},
 };
 
@@ -187,25 +187,18 @@ fn comparison(
     Some((op, value.default_value))
 }
 
-/// A body format: text (`text_format`, `text_format_source`) with its `content_type`
-/// (default `text/plain`) and `omit_empty_values`.
+/// A body format: text or JSON, with `omit_empty_values` and its `content_type` (default
+/// `text/plain` for text, `application/json` for JSON, as Envoy).
 fn body_format(
     proto: &SubstitutionFormatString,
     path: &str,
     p: &mut Problems,
 ) -> Option<BodyFormat> {
-    let (text, text_path) = substitution_format(proto, path, p.errors)?;
-    let format = match Format::compile(&text) {
-        Ok(format) if proto.omit_empty_values => format.omitting_empty(),
-        Ok(format) => format,
-        Err(e) => {
-            p.add(text_path, e.to_string());
-            return None;
-        }
-    };
-    let content_type = match proto.content_type.as_str() {
-        "" => Bytes::from_static(b"text/plain"),
-        given => Bytes::copy_from_slice(given.as_bytes()),
+    let format = substitution_format(proto, path, p.url, p.errors)?;
+    let content_type = match (proto.content_type.as_str(), &format) {
+        ("", SubstitutionFormat::Text(_)) => Bytes::from_static(b"text/plain"),
+        ("", SubstitutionFormat::Json(_)) => Bytes::from_static(b"application/json"),
+        (given, _) => Bytes::copy_from_slice(given.as_bytes()),
     };
     Some(BodyFormat {
         format,

@@ -269,7 +269,7 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: names::ORIGINAL_DST,
         supported: &[],
-        ignored: &[("traffic_direction", "Windows only")],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.listener.v3.Filter",
@@ -324,9 +324,17 @@ pub const SURFACE: &[Surface] = &[
         supported: &[
             "text_format",
             "text_format_source",
+            "json_format",
             "content_type",
             "omit_empty_values",
+            "json_format_options",
         ],
+        ignored: &[],
+    },
+    Surface {
+        // Envoy 1.40 sorts the keys either way.
+        message: "envoy.config.core.v3.JsonFormatOptions",
+        supported: &["sort_properties"],
         ignored: &[],
     },
     Surface {

@@ -4,7 +4,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
-use model::{access_log::LogSink, Cluster, ClusterRef, DnsHost, LbPolicy, NetworkFilter, TcpProxy};
+use model::{
+    access_log::{JsonFormat, JsonTemplate, LogSink, SubstitutionFormat},
+    Cluster, ClusterRef, DnsHost, LbPolicy, NetworkFilter, TcpProxy,
+};
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -204,7 +207,14 @@ fn access_logs() {
           - name: err
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
-              log_format: {text_format: "%DURATION%"}"#,
+              log_format: {text_format: "%DURATION%"}
+          - name: json
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format: {code: "%RESPONSE_CODE%", up: {host: "%UPSTREAM_HOST%"}, n: 1, on: true}
+                json_format_options: {sort_properties: true}
+                omit_empty_values: true"#,
         STATIC,
     ));
     let logs = &proxy(&s).access_logs;
@@ -215,8 +225,28 @@ fn access_logs() {
             LogSink::Path("/tmp/a.log".into()),
             LogSink::Path("/tmp/b.log".into()),
             LogSink::Stdout,
-            LogSink::Stderr
+            LogSink::Stderr,
+            LogSink::Stdout
         ]
+    );
+    let json = |fields: Vec<(&str, JsonTemplate)>| {
+        let fields: Vec<_> = fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        SubstitutionFormat::Json(JsonFormat::compile(&fields, true).unwrap())
+    };
+    assert_eq!(
+        logs[4].format,
+        json(vec![
+            ("code", JsonTemplate::String("%RESPONSE_CODE%".into())),
+            (
+                "up",
+                JsonTemplate::Object(vec![(
+                    "host".into(),
+                    JsonTemplate::String("%UPSTREAM_HOST%".into())
+                )])
+            ),
+            ("n", JsonTemplate::Number(1.0)),
+            ("on", JsonTemplate::Bool(true)),
+        ])
     );
     assert_eq!(
         *logs[0],
@@ -245,7 +275,7 @@ fn access_log_errors() {
           - name: g
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              log_format: {json_format: {a: "%DURATION%"}}
+              log_format: {json_format: {a: {b: "%NOPE%"}}}
           - name: h"#,
         STATIC,
     ));
@@ -258,11 +288,11 @@ fn access_log_errors() {
         got,
         [
             (
-                "[1].typed_config.log_format.json_format",
-                "field is not supported yet"
+                "[0].typed_config.log_format.text_format_source.inline_string",
+                "unknown command %NOPE% at position 0"
             ),
             (
-                "[0].typed_config.log_format.text_format_source.inline_string",
+                "[1].typed_config.log_format.json_format.a.b",
                 "unknown command %NOPE% at position 0"
             ),
             ("[1].typed_config.path", "path is required"),

@@ -96,7 +96,8 @@ impl Downstream<'_> {
             Downstream::Http2 { respond, .. } => {
                 let no_body = matches!(head.status, 204 | 304);
                 let empty = is_head || body.is_empty() || no_body;
-                let length = (!no_body).then_some(body.len() as u64);
+                // Envoy's HTTP/2 local replies give a length only to a body.
+                let length = (!no_body && !body.is_empty()).then_some(body.len() as u64);
                 let mut send = respond
                     .borrow_mut()
                     .send_response(http2::response(head, length), empty)

@@ -153,8 +153,9 @@ async fn header_timeout(c: &Connection<'_>, conn: &mut Buffered) {
     let _ = conn.write_all(&out).await;
 }
 
-/// Answers a request the codec rejected (and logs it, with what is known: nothing of the
-/// request), then the connection closes.
+/// Answers a request the codec rejected (its reply rewritten by `local_reply_config`, as
+/// Envoy's, and logged with what is known: nothing of the request), then the connection
+/// closes.
 async fn reject(c: &Connection<'_>, conn: &mut Buffered, error: &http1::RequestError) {
     let mut exchange = Exchange::start();
     exchange.status = error.status();
@@ -166,18 +167,20 @@ async fn reject(c: &Connection<'_>, conn: &mut Buffered, error: &http1::RequestE
         http1::RequestError::MissingHost => "",
         _ => http1::reason_phrase(error.status()),
     };
-    let reply = LocalReply::new(error.status(), body);
+    let unparsed = RequestHead {
+        method: Bytes::new(),
+        path: Bytes::new(),
+        version: Version::Http11,
+        headers: Headers::default(),
+    };
+    let mut reply = LocalReply::new(error.status(), body);
+    super::local_reply::rewrite(c, &unparsed, &exchange, &mut reply);
+    exchange.status = reply.status;
     let mut out = Vec::new();
     respond::encode_local_reply(c.hcm, &c.ctx.date, &reply, false, false, &mut out);
     let _ = conn.write_all(&out).await;
     exchange.bytes_sent = reply.body.len() as u64;
     if !c.hcm.access_logs.is_empty() {
-        let unparsed = RequestHead {
-            method: Bytes::new(),
-            path: Bytes::new(),
-            version: Version::Http11,
-            headers: Headers::default(),
-        };
         super::log::write(c, &unparsed, &exchange);
     }
 }

@@ -102,8 +102,8 @@ pub(super) struct Chosen<'a> {
 }
 
 /// Runs the HTTP filters (`ran` counts those that saw the request), then the route's action:
-/// a forwarding route's cluster, or the local answer (no route, direct response, redirect,
-/// refused upgrade, unknown cluster).
+/// a forwarding route's cluster, or the local answer (refused upgrade, no route, direct
+/// response, redirect, unknown cluster).
 pub(super) async fn choose<'a>(
     c: &Connection<'a>,
     cx: &StreamContext<'a>,
@@ -113,6 +113,20 @@ pub(super) async fn choose<'a>(
     exchange: &mut Exchange,
 ) -> Result<Chosen<'a>, Refusal> {
     let hcm = c.hcm;
+    // As Envoy, an upgrade neither the route nor the connection manager allows is refused
+    // before any filter runs, whatever the route does (forward, direct response, redirect,
+    // or no route at all).
+    if let Some(token) = &upgrade {
+        let forward = cx.route.and_then(|route| match &route.action {
+            RouteAction::Forward(forward) => Some(forward),
+            _ => None,
+        });
+        if !hcm.upgrade_allowed(forward, token) {
+            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
+            exchange.details = "upgrade_failed";
+            return Err(Refusal::close(LocalReply::new(403, "")));
+        }
+    }
     for filter in &hcm.filters {
         *ran += 1;
         let values = Values { c, exchange };
@@ -147,20 +161,11 @@ pub(super) async fn choose<'a>(
         }
         RouteAction::Forward(forward) => forward,
     };
-    let upgrade = match upgrade {
-        Some(token) if !hcm.upgrade_allowed(Some(forward), &token) => {
-            inc(&c.stats.downstream_rq_ws_on_non_ws_route);
-            exchange.details = "upgrade_failed";
-            return Err(Refusal::close(LocalReply::new(403, "")));
-        }
-        // Envoy counts an upgrade (CONNECT too) once its route accepts it, whatever the
-        // upstream answers.
-        Some(token) => {
-            inc(&c.stats.downstream_cx_upgrades_total);
-            Some(token)
-        }
-        None => None,
-    };
+    // Envoy counts an upgrade (CONNECT too) once its route accepts it (refused ones were
+    // answered above), whatever the upstream answers.
+    if upgrade.is_some() {
+        inc(&c.stats.downstream_cx_upgrades_total);
+    }
     let (named, weighted_headers) = cluster_for(forward, request);
     if !hcm.access_logs.is_empty() {
         exchange.upstream_cluster = named.as_ref().map(|n| n.name().to_owned());
