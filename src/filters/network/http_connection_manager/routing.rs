@@ -115,8 +115,10 @@ pub(super) async fn choose<'a>(
     let hcm = c.hcm;
     // As Envoy, an upgrade neither the route nor the connection manager allows is refused
     // before any filter runs, whatever the route does (forward, direct response, redirect,
-    // or no route at all).
-    if let Some(token) = &upgrade {
+    // or no route at all, CONNECT excepted).
+    // A CONNECT without a route is Envoy's 404 (below), not a refused upgrade.
+    let routeless_connect = cx.route.is_none() && upgrade.as_deref() == Some(&b"connect"[..]);
+    if let Some(token) = upgrade.as_ref().filter(|_| !routeless_connect) {
         let forward = cx.route.and_then(|route| match &route.action {
             RouteAction::Forward(forward) => Some(forward),
             _ => None,
