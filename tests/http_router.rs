@@ -13,6 +13,18 @@ use std::{
 use common::{http_e2e::*, *};
 use serde_json::{json, Value};
 
+// Protocols (issue 10): each `same_as_envoy` scenario about routing semantics runs once per
+// `Proto::ALL` — the raw-socket HTTP/1.1 client, then h2c with prior knowledge (the scenes'
+// connection manager has the default codec, AUTO) — and each run is compared with Envoy on the
+// same bootstrap; the expectations are the same for both protocols. These stay HTTP/1.1-only:
+// - `hop_by_hop_headers_are_not_forwarded`: its subject is connection-specific request headers
+//   (`connection`, `keep-alive`, `proxy-connection`), which HTTP/2 forbids (RFC 9113 §8.2.2).
+// - `upstream_body_until_close_and_head_and_204`: HTTP/1.1 response framing (read until close,
+//   chunked, HEAD and 204 lengths) relayed on one kept-alive HTTP/1.1 client connection.
+// - `client_gone_before_the_response_is_logged_dc`: a raw socket closed mid-exchange.
+// - `early_upstream_response_before_the_request_body`: a `content-length` body streamed on a raw
+//   socket while the response arrives.
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -139,6 +151,7 @@ fn pooled_connection_closed_by_the_upstream_is_not_reused() {
 /// to an upstream answering `script`.
 fn retry_outcome(
     peer: Peer,
+    proto: Proto,
     tag: &str,
     policy: Value,
     script: Vec<Reply>,
@@ -150,7 +163,7 @@ fn retry_outcome(
         to_a(json!({"retry_policy": policy})),
         vec![cluster("a", &[(up.port, 1)], json!(null))],
     )?;
-    let r = get(s.port, "/retry");
+    let r = get_with(proto, s.port, "/retry");
     let flags = s.flags(0);
     Some((r.status, r.text(), flags, up.count()))
 }
@@ -161,32 +174,38 @@ fn policy(retry_on: &str, num_retries: u32) -> Value {
 
 #[test]
 fn retry_on_5xx_until_success() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "retry_5xx",
-            policy("5xx", 3),
-            vec![
-                Reply::status(503, "no"),
-                Reply::status(500, "no"),
-                Reply::ok("yes"),
-            ],
-        )
-    });
-    assert_eq!(out, (200, "yes".into(), "-".into(), 3));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "retry_5xx",
+                policy("5xx", 3),
+                vec![
+                    Reply::status(503, "no"),
+                    Reply::status(500, "no"),
+                    Reply::ok("yes"),
+                ],
+            )
+        });
+        assert_eq!(out, (200, "yes".into(), "-".into(), 3));
+    }
 }
 
 #[test]
 fn retry_on_5xx_exhausted_passes_the_last_response_with_urx() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "retry_5xx_limit",
-            policy("5xx", 2),
-            vec![Reply::status(503, "still down")],
-        )
-    });
-    assert_eq!(out, (503, "still down".into(), "URX".into(), 3));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "retry_5xx_limit",
+                policy("5xx", 2),
+                vec![Reply::status(503, "still down")],
+            )
+        });
+        assert_eq!(out, (503, "still down".into(), "URX".into(), 3));
+    }
 }
 
 #[test]
@@ -220,99 +239,116 @@ fn retry_limit_on_responses_is_counted() {
 
 #[test]
 fn retry_on_reset() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "retry_reset",
-            policy("reset", 1),
-            vec![Reply::Reset, Reply::ok("after reset")],
-        )
-    });
-    assert_eq!(out, (200, "after reset".into(), "-".into(), 2));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "retry_reset",
+                policy("reset", 1),
+                vec![Reply::Reset, Reply::ok("after reset")],
+            )
+        });
+        assert_eq!(out, (200, "after reset".into(), "-".into(), 2));
+    }
 }
 
 #[test]
 fn reset_without_retry_policy_is_503_uc() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::Reset]);
-        let s = Scene::start(
-            peer,
-            "reset_no_retry",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        Some((r.status, r.text(), s.flags(0), up.count()))
-    });
-    assert_eq!(out.0, 503);
-    assert_eq!(out.2, "UC");
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::Reset]);
+            let s = Scene::start(
+                peer,
+                "reset_no_retry",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            Some((r.status, r.text(), s.flags(0), up.count()))
+        });
+        assert_eq!(out.0, 503);
+        assert_eq!(out.2, "UC");
+    }
 }
 
 #[test]
 fn retry_on_reset_does_not_retry_5xx() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "reset_not_5xx",
-            policy("reset", 2),
-            vec![Reply::status(503, "five"), Reply::ok("no")],
-        )
-    });
-    assert_eq!(out, (503, "five".into(), "-".into(), 1));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "reset_not_5xx",
+                policy("reset", 2),
+                vec![Reply::status(503, "five"), Reply::ok("no")],
+            )
+        });
+        assert_eq!(out, (503, "five".into(), "-".into(), 1));
+    }
 }
 
 #[test]
 fn retry_on_gateway_error_only_502_to_504() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "gateway_error",
-            policy("gateway-error", 3),
-            vec![
-                Reply::status(502, "a"),
-                Reply::status(504, "b"),
-                Reply::status(500, "not retried"),
-                Reply::ok("no"),
-            ],
-        )
-    });
-    assert_eq!(out, (500, "not retried".into(), "-".into(), 3));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "gateway_error",
+                policy("gateway-error", 3),
+                vec![
+                    Reply::status(502, "a"),
+                    Reply::status(504, "b"),
+                    Reply::status(500, "not retried"),
+                    Reply::ok("no"),
+                ],
+            )
+        });
+        assert_eq!(out, (500, "not retried".into(), "-".into(), 3));
+    }
 }
 
 #[test]
 fn retry_on_retriable_status_codes() {
-    let out = same_as_envoy(|peer| {
-        let mut p = policy("retriable-status-codes", 2);
-        p["retriable_status_codes"] = json!([418]);
-        retry_outcome(
-            peer,
-            "status_codes",
-            p,
-            vec![
-                Reply::status(418, "teapot"),
-                Reply::status(503, "not listed"),
-                Reply::ok("no"),
-            ],
-        )
-    });
-    assert_eq!(out, (503, "not listed".into(), "-".into(), 2));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let mut p = policy("retriable-status-codes", 2);
+            p["retriable_status_codes"] = json!([418]);
+            retry_outcome(
+                peer,
+                proto,
+                "status_codes",
+                p,
+                vec![
+                    Reply::status(418, "teapot"),
+                    Reply::status(503, "not listed"),
+                    Reply::ok("no"),
+                ],
+            )
+        });
+        assert_eq!(out, (503, "not listed".into(), "-".into(), 2));
+    }
 }
 
 #[test]
 fn retry_on_retriable_4xx_is_409_only() {
-    let out = same_as_envoy(|peer| {
-        retry_outcome(
-            peer,
-            "retriable_4xx",
-            policy("retriable-4xx", 2),
-            vec![
-                Reply::status(409, "conflict"),
-                Reply::status(404, "missing"),
-                Reply::ok("no"),
-            ],
-        )
-    });
-    assert_eq!(out, (404, "missing".into(), "-".into(), 2));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            retry_outcome(
+                peer,
+                proto,
+                "retriable_4xx",
+                policy("retriable-4xx", 2),
+                vec![
+                    Reply::status(409, "conflict"),
+                    Reply::status(404, "missing"),
+                    Reply::ok("no"),
+                ],
+            )
+        });
+        assert_eq!(out, (404, "missing".into(), "-".into(), 2));
+    }
 }
 
 #[test]
@@ -338,61 +374,67 @@ fn connect_failure_is_retried_to_another_host() {
 
 #[test]
 fn connection_refused_is_503_uf() {
-    let out = same_as_envoy(|peer| {
-        let s = Scene::start(
-            peer,
-            "refused",
-            to_a(json!({})),
-            vec![cluster("a", &[(refused_port(), 1)], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        Some((r.status, s.flags(0)))
-    });
-    assert_eq!(out, (503, "UF".into()));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let s = Scene::start(
+                peer,
+                "refused",
+                to_a(json!({})),
+                vec![cluster("a", &[(refused_port(), 1)], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            Some((r.status, s.flags(0)))
+        });
+        assert_eq!(out, (503, "UF".into()));
+    }
 }
 
 #[test]
 fn connection_refused_retries_exhausted_is_uf_urx() {
-    let out = same_as_envoy(|peer| {
-        let s = Scene::start(
-            peer,
-            "refused_retries",
-            to_a(json!({"retry_policy": policy("connect-failure", 2)})),
-            vec![cluster("a", &[(refused_port(), 1)], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        Some((r.status, s.flags(0)))
-    });
-    assert_eq!(out, (503, "UF,URX".into()));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let s = Scene::start(
+                peer,
+                "refused_retries",
+                to_a(json!({"retry_policy": policy("connect-failure", 2)})),
+                vec![cluster("a", &[(refused_port(), 1)], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            Some((r.status, s.flags(0)))
+        });
+        assert_eq!(out, (503, "UF,URX".into()));
+    }
 }
 
 #[test]
 fn response_flags_print_in_the_order_envoy_sets_them() {
-    // Envoy 1.40 prints flags in the order they were set: the retry limit (URX) is noted
-    // before the failure that ends the request (UF, UT).
-    let out = same_as_envoy(|peer| {
-        let mut p = policy("connect-failure,5xx", 1);
-        p["per_try_timeout"] = json!("0.2s");
-        let slow = HttpUpstream::script(vec![Reply::after(2000, Reply::ok("late"))]);
-        let routes = json!([
-            route_to("/refused", "dead", json!({"retry_policy": p.clone()})),
-            route_to("/slow", "slow", json!({"retry_policy": p})),
-        ]);
-        let s = Scene::start(
-            peer,
-            "flag_order",
-            routes,
-            vec![
-                cluster("dead", &[(refused_port(), 1)], json!(null)),
-                cluster("slow", &[(slow.port, 1)], json!(null)),
-            ],
-        )?;
-        assert_eq!(get(s.port, "/refused").status, 503);
-        let refused = s.raw_flags(0);
-        assert_eq!(get(s.port, "/slow").status, 504);
-        Some((refused, s.raw_flags(1)))
-    });
-    assert_eq!(out, ("URX,UF".into(), "URX,UT".into()));
+    for proto in Proto::ALL {
+        // Envoy 1.40 prints flags in the order they were set: the retry limit (URX) is noted
+        // before the failure that ends the request (UF, UT).
+        let out = same_as_envoy(|peer| {
+            let mut p = policy("connect-failure,5xx", 1);
+            p["per_try_timeout"] = json!("0.2s");
+            let slow = HttpUpstream::script(vec![Reply::after(2000, Reply::ok("late"))]);
+            let routes = json!([
+                route_to("/refused", "dead", json!({"retry_policy": p.clone()})),
+                route_to("/slow", "slow", json!({"retry_policy": p})),
+            ]);
+            let s = Scene::start(
+                peer,
+                "flag_order",
+                routes,
+                vec![
+                    cluster("dead", &[(refused_port(), 1)], json!(null)),
+                    cluster("slow", &[(slow.port, 1)], json!(null)),
+                ],
+            )?;
+            assert_eq!(get_with(proto, s.port, "/refused").status, 503);
+            let refused = s.raw_flags(0);
+            assert_eq!(get_with(proto, s.port, "/slow").status, 504);
+            Some((refused, s.raw_flags(1)))
+        });
+        assert_eq!(out, ("URX,UF".into(), "URX,UT".into()));
+    }
 }
 
 #[test]
@@ -448,57 +490,61 @@ fn per_try_timeout_retries_then_succeeds() {
 
 #[test]
 fn per_try_timeout_exhausted_is_504() {
-    let out = same_as_envoy(|peer| {
-        let mut p = policy("5xx", 1);
-        p["per_try_timeout"] = json!("0.3s");
-        let up = HttpUpstream::script(vec![Reply::after(2000, Reply::ok("late"))]);
-        let s = Scene::start(
-            peer,
-            "per_try_504",
-            to_a(json!({"retry_policy": p})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let start = Instant::now();
-        let r = get(s.port, "/");
-        let took = start.elapsed();
-        assert!(took >= ms(550) && took < ms(1900), "took {took:?}");
-        Some((r.status, r.text(), s.flags(0), up.count()))
-    });
-    assert_eq!(out.0, 504);
-    assert_eq!(out.1, "upstream request timeout");
-    assert_eq!(out.3, 2);
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let mut p = policy("5xx", 1);
+            p["per_try_timeout"] = json!("0.3s");
+            let up = HttpUpstream::script(vec![Reply::after(2000, Reply::ok("late"))]);
+            let s = Scene::start(
+                peer,
+                "per_try_504",
+                to_a(json!({"retry_policy": p})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let start = Instant::now();
+            let r = get_with(proto, s.port, "/");
+            let took = start.elapsed();
+            assert!(took >= ms(550) && took < ms(1900), "took {took:?}");
+            Some((r.status, r.text(), s.flags(0), up.count()))
+        });
+        assert_eq!(out.0, 504);
+        assert_eq!(out.1, "upstream request timeout");
+        assert_eq!(out.3, 2);
+    }
 }
 
 #[test]
 fn route_timeout_is_504_ut() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
-        let s = Scene::start(
-            peer,
-            "route_timeout",
-            to_a(json!({"timeout": "0.4s"})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let start = Instant::now();
-        let r = get(s.port, "/");
-        let took = start.elapsed();
-        assert!(took >= ms(380) && took < ms(2500), "took {took:?}");
-        Some((
-            r.status,
-            r.text(),
-            r.header("content-type").map(str::to_string),
-            s.flags(0),
-        ))
-    });
-    assert_eq!(
-        out,
-        (
-            504,
-            "upstream request timeout".into(),
-            Some("text/plain".into()),
-            "UT".into()
-        )
-    );
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
+            let s = Scene::start(
+                peer,
+                "route_timeout",
+                to_a(json!({"timeout": "0.4s"})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let start = Instant::now();
+            let r = get_with(proto, s.port, "/");
+            let took = start.elapsed();
+            assert!(took >= ms(380) && took < ms(2500), "took {took:?}");
+            Some((
+                r.status,
+                r.text(),
+                r.header("content-type").map(str::to_string),
+                s.flags(0),
+            ))
+        });
+        assert_eq!(
+            out,
+            (
+                504,
+                "upstream request timeout".into(),
+                Some("text/plain".into()),
+                "UT".into()
+            )
+        );
+    }
 }
 
 #[test]
@@ -584,6 +630,7 @@ fn upstream_service_time_header() {
 /// (a connection, a pending request), the third overflows. Returns the third's outcome.
 fn overflow_outcome(
     peer: Peer,
+    proto: Proto,
     tag: &str,
     thresholds: Value,
 ) -> Option<(u16, String, Option<String>, String)> {
@@ -597,12 +644,12 @@ fn overflow_outcome(
         vec![cluster("a", &[(up.port, 1)], breakers)],
     )?;
     let port = s.port;
-    let first = thread::spawn(move || get(port, "/1").status);
+    let first = thread::spawn(move || get_with(proto, port, "/1").status);
     thread::sleep(ms(400));
-    let second = thread::spawn(move || get(port, "/2").status);
+    let second = thread::spawn(move || get_with(proto, port, "/2").status);
     thread::sleep(ms(400));
     let start = Instant::now();
-    let r = get(port, "/3");
+    let r = get_with(proto, port, "/3");
     assert!(start.elapsed() < ms(1000), "the overflow must not wait");
     let flags = s.flags(0);
     assert_eq!(first.join().unwrap(), 200);
@@ -617,24 +664,29 @@ fn overflow_outcome(
 
 #[test]
 fn max_pending_requests_overflow_is_503_uo() {
-    let out = same_as_envoy(|peer| {
-        overflow_outcome(
-            peer,
-            "pending_overflow",
-            json!({"max_connections": 1, "max_pending_requests": 1}),
-        )
-    });
-    assert_eq!(out.0, 503);
-    assert_eq!(out.3, "UO");
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            overflow_outcome(
+                peer,
+                proto,
+                "pending_overflow",
+                json!({"max_connections": 1, "max_pending_requests": 1}),
+            )
+        });
+        assert_eq!(out.0, 503);
+        assert_eq!(out.3, "UO");
+    }
 }
 
 #[test]
 fn max_requests_overflow_is_503_uo() {
-    let out = same_as_envoy(|peer| {
-        overflow_outcome(peer, "requests_overflow", json!({"max_requests": 2}))
-    });
-    assert_eq!(out.0, 503);
-    assert_eq!(out.3, "UO");
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            overflow_outcome(peer, proto, "requests_overflow", json!({"max_requests": 2}))
+        });
+        assert_eq!(out.0, 503);
+        assert_eq!(out.3, "UO");
+    }
 }
 
 #[test]
@@ -666,48 +718,52 @@ fn pending_overflow_is_counted() {
 
 #[test]
 fn max_connections_queues_requests_for_the_pooled_connection() {
-    // One connection allowed: concurrent requests wait as pending requests and are served one
-    // after another on that connection as it comes back to the pool.
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::after(300, Reply::ok("served"))]);
-        let breakers = json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 10}]}});
-        let s = Scene::start(
-            peer,
-            "queued",
-            to_a(json!({"timeout": "6s"})),
-            vec![cluster("a", &[(up.port, 1)], breakers)],
-        )?;
-        let port = s.port;
-        let start = Instant::now();
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                thread::sleep(ms(20));
-                thread::spawn(move || get(port, &format!("/{i}")).status)
-            })
-            .collect();
-        let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        let took = start.elapsed();
-        assert!(took < Duration::from_secs(4), "4 × 300 ms took {took:?}");
-        Some((statuses, up.accepted()))
-    });
-    assert_eq!(out, (vec![200; 4], 1));
+    for proto in Proto::ALL {
+        // One connection allowed: concurrent requests wait as pending requests and are served one
+        // after another on that connection as it comes back to the pool.
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::after(300, Reply::ok("served"))]);
+            let breakers = json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 10}]}});
+            let s = Scene::start(
+                peer,
+                "queued",
+                to_a(json!({"timeout": "6s"})),
+                vec![cluster("a", &[(up.port, 1)], breakers)],
+            )?;
+            let port = s.port;
+            let start = Instant::now();
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    thread::sleep(ms(20));
+                    thread::spawn(move || get_with(proto, port, &format!("/{i}")).status)
+                })
+                .collect();
+            let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(4), "4 × 300 ms took {took:?}");
+            Some((statuses, up.accepted()))
+        });
+        assert_eq!(out, (vec![200; 4], 1));
+    }
 }
 
 #[test]
 fn max_retries_overflow_passes_the_response() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::status(503, "down")]);
-        let breakers = json!({"circuit_breakers": {"thresholds": [{"max_retries": 0}]}});
-        let s = Scene::start(
-            peer,
-            "retry_overflow",
-            to_a(json!({"retry_policy": policy("5xx", 3)})),
-            vec![cluster("a", &[(up.port, 1)], breakers)],
-        )?;
-        let r = get(s.port, "/");
-        Some((r.status, r.text(), s.flags(0), up.count()))
-    });
-    assert_eq!(out, (503, "down".into(), "UO".into(), 1));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::status(503, "down")]);
+            let breakers = json!({"circuit_breakers": {"thresholds": [{"max_retries": 0}]}});
+            let s = Scene::start(
+                peer,
+                "retry_overflow",
+                to_a(json!({"retry_policy": policy("5xx", 3)})),
+                vec![cluster("a", &[(up.port, 1)], breakers)],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            Some((r.status, r.text(), s.flags(0), up.count()))
+        });
+        assert_eq!(out, (503, "down".into(), "UO".into(), 1));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -715,112 +771,118 @@ fn max_retries_overflow_passes_the_response() {
 
 #[test]
 fn no_healthy_host_is_503_uh() {
-    let out = same_as_envoy(|peer| {
-        let s = Scene::start(
-            peer,
-            "no_host",
-            to_a(json!({})),
-            vec![cluster("a", &[], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        Some((r.status, r.text(), s.flags(0)))
-    });
-    assert_eq!(out, (503, "no healthy upstream".into(), "UH".into()));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let s = Scene::start(
+                peer,
+                "no_host",
+                to_a(json!({})),
+                vec![cluster("a", &[], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            Some((r.status, r.text(), s.flags(0)))
+        });
+        assert_eq!(out, (503, "no healthy upstream".into(), "UH".into()));
+    }
 }
 
 #[test]
 fn unknown_cluster_is_503_nc() {
-    let up = HttpUpstream::named("b");
-    let out = same_as_envoy(|peer| {
-        let routes = json!([{"match": {"prefix": "/"}, "route": {"cluster_header": "x-cluster"}}]);
-        let s = Scene::start(
-            peer,
-            "no_cluster",
-            routes,
-            vec![cluster("b", &[(up.port, 1)], json!(null))],
-        )?;
-        let r = fetch(s.port, "GET", "/", &[("x-cluster", "nope")], b"");
-        let missing = get(s.port, "/");
-        Some((r.status, r.text(), s.flags(0), missing.status))
-    });
-    assert_eq!(out, (503, "".into(), "NC".into(), 503));
+    for proto in Proto::ALL {
+        let up = HttpUpstream::named("b");
+        let out = same_as_envoy(|peer| {
+            let routes =
+                json!([{"match": {"prefix": "/"}, "route": {"cluster_header": "x-cluster"}}]);
+            let s = Scene::start(
+                peer,
+                "no_cluster",
+                routes,
+                vec![cluster("b", &[(up.port, 1)], json!(null))],
+            )?;
+            let r = fetch_with(proto, s.port, "GET", "/", &[("x-cluster", "nope")], b"");
+            let missing = get_with(proto, s.port, "/");
+            Some((r.status, r.text(), s.flags(0), missing.status))
+        });
+        assert_eq!(out, (503, "".into(), "NC".into(), 503));
+    }
 }
 
 #[test]
 fn malformed_upstream_response_is_502_upe_and_counted() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::RawClose(
-            b"HTTP/1.1 2x0 Nope\r\ncontent-length: 2\r\n\r\nok".to_vec(),
-        )]);
-        let s = Scene::start(
-            peer,
-            "malformed_upstream",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        let flags = s.flags(0);
-        if let Running::Shardproxy(p) = &s.running {
-            assert_eq!(p.stats()["cluster.a.upstream_cx_protocol_error"], 1);
-        }
-        Some((r.status, flags))
-    });
-    assert_eq!(out, (502, "UPE".into()));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::RawClose(
+                b"HTTP/1.1 2x0 Nope\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            )]);
+            let s = Scene::start(
+                peer,
+                "malformed_upstream",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            let flags = s.flags(0);
+            if let Running::Shardproxy(p) = &s.running {
+                assert_eq!(p.stats()["cluster.a.upstream_cx_protocol_error"], 1);
+            }
+            Some((r.status, flags))
+        });
+        assert_eq!(out, (502, "UPE".into()));
+    }
 }
 
 #[test]
 fn upstream_reset_mid_body_cuts_the_client() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::RawReset(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec(),
-        )]);
-        let s = Scene::start(
-            peer,
-            "reset_mid_body",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let mut c = Client::connect(s.port);
-        c.send(&request_bytes("GET", "/", &[], b""));
-        let got = c.read_response(false);
-        let truncated = got.is_err();
-        let line = s.log_lines(1)[0].clone();
-        let mut parts = line.split(' ');
-        Some((
-            truncated,
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        ))
-    });
-    assert!(out.0, "the client must not see a complete 100-byte body");
-    assert_eq!(out.1, "200");
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::RawReset(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec(),
+            )]);
+            let s = Scene::start(
+                peer,
+                "reset_mid_body",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let truncated = try_fetch_with(proto, s.port, "GET", "/", &[], b"").is_err();
+            let line = s.log_lines(1)[0].clone();
+            let mut parts = line.split(' ');
+            Some((
+                truncated,
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            ))
+        });
+        assert!(out.0, "the client must not see a complete 100-byte body");
+        assert_eq!(out.1, "200");
+    }
 }
 
 #[test]
 fn upstream_close_mid_body_cuts_the_client() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::script(vec![Reply::RawClose(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec(),
-        )]);
-        let s = Scene::start(
-            peer,
-            "close_mid_body",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let mut c = Client::connect(s.port);
-        c.send(&request_bytes("GET", "/", &[], b""));
-        let truncated = c.read_response(false).is_err();
-        let line = s.log_lines(1)[0].clone();
-        let mut parts = line.split(' ');
-        Some((
-            truncated,
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        ))
-    });
-    assert!(out.0, "the client must not see a complete 100-byte body");
-    assert_eq!(out.1, "200");
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::script(vec![Reply::RawClose(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec(),
+            )]);
+            let s = Scene::start(
+                peer,
+                "close_mid_body",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let truncated = try_fetch_with(proto, s.port, "GET", "/", &[], b"").is_err();
+            let line = s.log_lines(1)[0].clone();
+            let mut parts = line.split(' ');
+            Some((
+                truncated,
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            ))
+        });
+        assert!(out.0, "the client must not see a complete 100-byte body");
+        assert_eq!(out.1, "200");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -856,28 +918,29 @@ fn weighted_clusters_split_by_weight() {
 
 #[test]
 fn weighted_clusters_follow_the_random_value_header() {
-    // `header_name`: the request's own number picks (value % total weight), as a chain of
-    // proxies needs to pick alike; without it a random one.
-    let picks = same_as_envoy(|peer| {
-        let a = HttpUpstream::named("a");
-        let b = HttpUpstream::named("b");
-        let routes = json!([{"match": {"prefix": "/"}, "route": {"weighted_clusters": {
-            "header_name": "x-pick",
-            "clusters": [{"name": "a", "weight": 3}, {"name": "b", "weight": 1}],
-        }}}]);
-        let clusters = vec![
-            cluster("a", &[(a.port, 1)], json!(null)),
-            cluster("b", &[(b.port, 1)], json!(null)),
-        ];
-        let s = Scene::start(peer, "weighted_header", routes, clusters)?;
-        let mut c = Client::connect(s.port);
-        let picks: Vec<String> = ["0", "2", "3", "7", "11", "400"]
-            .iter()
-            .map(|n| c.request("GET", "/", &[("x-pick", n)], b"").text())
-            .collect();
-        Some(picks)
-    });
-    assert_eq!(picks, ["a", "a", "b", "b", "b", "a"]);
+    for proto in Proto::ALL {
+        // `header_name`: the request's own number picks (value % total weight), as a chain of
+        // proxies needs to pick alike; without it a random one.
+        let picks = same_as_envoy(|peer| {
+            let a = HttpUpstream::named("a");
+            let b = HttpUpstream::named("b");
+            let routes = json!([{"match": {"prefix": "/"}, "route": {"weighted_clusters": {
+                "header_name": "x-pick",
+                "clusters": [{"name": "a", "weight": 3}, {"name": "b", "weight": 1}],
+            }}}]);
+            let clusters = vec![
+                cluster("a", &[(a.port, 1)], json!(null)),
+                cluster("b", &[(b.port, 1)], json!(null)),
+            ];
+            let s = Scene::start(peer, "weighted_header", routes, clusters)?;
+            let picks: Vec<String> = ["0", "2", "3", "7", "11", "400"]
+                .iter()
+                .map(|n| fetch_with(proto, s.port, "GET", "/", &[("x-pick", n)], b"").text())
+                .collect();
+            Some(picks)
+        });
+        assert_eq!(picks, ["a", "a", "b", "b", "b", "a"]);
+    }
 }
 
 #[test]
@@ -902,154 +965,167 @@ fn cluster_header_picks_the_cluster() {
 
 #[test]
 fn auto_host_rewrite_uses_the_dns_name() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::named("dns");
-        let dns = json!({
-            "name": "dns",
-            "type": "STRICT_DNS",
-            "dns_lookup_family": "V4_ONLY",
-            "connect_timeout": "2s",
-            "load_assignment": {"cluster_name": "dns", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": up.port}}}},
-            ]}]},
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::named("dns");
+            let dns = json!({
+                "name": "dns",
+                "type": "STRICT_DNS",
+                "dns_lookup_family": "V4_ONLY",
+                "connect_timeout": "2s",
+                "load_assignment": {"cluster_name": "dns", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": up.port}}}},
+                ]}]},
+            });
+            let routes = json!([
+                route_to("/auto", "dns", json!({"auto_host_rewrite": true})),
+                route_to(
+                    "/literal",
+                    "dns",
+                    json!({"host_rewrite_literal": "rewritten.example"})
+                ),
+                route_to("/", "dns", json!({})),
+            ]);
+            let s = Scene::start(peer, "auto_host", routes, vec![dns])?;
+            // The first request may race the first resolution.
+            wait_for(SOON, "the DNS cluster serves", || {
+                (get_with(proto, s.port, "/").status == 200).then_some(())
+            });
+            let mut hosts = Vec::new();
+            for path in ["/auto", "/literal", "/"] {
+                let r = fetch_with(
+                    proto,
+                    s.port,
+                    "GET",
+                    path,
+                    &[("host", "original.example")],
+                    b"",
+                );
+                assert_eq!(r.status, 200, "{path}");
+                hosts.push(up.last().header("host").unwrap_or("").to_string());
+            }
+            Some(hosts)
         });
-        let routes = json!([
-            route_to("/auto", "dns", json!({"auto_host_rewrite": true})),
-            route_to(
-                "/literal",
-                "dns",
-                json!({"host_rewrite_literal": "rewritten.example"})
-            ),
-            route_to("/", "dns", json!({})),
-        ]);
-        let s = Scene::start(peer, "auto_host", routes, vec![dns])?;
-        // The first request may race the first resolution.
-        wait_for(SOON, "the DNS cluster serves", || {
-            (get(s.port, "/").status == 200).then_some(())
-        });
-        let mut hosts = Vec::new();
-        for path in ["/auto", "/literal", "/"] {
-            let r = fetch(s.port, "GET", path, &[("host", "original.example")], b"");
-            assert_eq!(r.status, 200, "{path}");
-            hosts.push(up.last().header("host").unwrap_or("").to_string());
-        }
-        Some(hosts)
-    });
-    assert_eq!(
-        out,
-        vec!["localhost", "rewritten.example", "original.example"]
-    );
+        assert_eq!(
+            out,
+            vec!["localhost", "rewritten.example", "original.example"]
+        );
+    }
 }
 
 #[test]
 fn prefix_rewrite_sets_original_path() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::named("a");
-        let routes = json!([
-            {"match": {"prefix": "/api/"}, "route": {"cluster": "a", "prefix_rewrite": "/v2/"}},
-            {"match": {"prefix": "/strip"}, "route": {"cluster": "a", "prefix_rewrite": "/"}},
-            {"match": {"prefix": "/regex/"}, "route": {"cluster": "a", "regex_rewrite": {
-                "pattern": {"regex": "^/regex/(\\w+)/(\\w+)$"}, "substitution": "/\\2/\\1"}}},
-        ]);
-        let s = Scene::start(
-            peer,
-            "prefix_rewrite",
-            routes,
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let mut seen = Vec::new();
-        for path in ["/api/items?q=1", "/strip/x", "/regex/one/two"] {
-            assert_eq!(get(s.port, path).status, 200, "{path}");
-            let req = up.last();
-            seen.push((
-                req.path.clone(),
-                req.header("x-envoy-original-path").map(str::to_string),
-            ));
-        }
-        Some(seen)
-    });
-    assert_eq!(
-        out,
-        vec![
-            (
-                "/v2/items?q=1".to_string(),
-                Some("/api/items?q=1".to_string())
-            ),
-            ("//x".to_string(), Some("/strip/x".to_string())),
-            ("/two/one".to_string(), Some("/regex/one/two".to_string())),
-        ]
-    );
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::named("a");
+            let routes = json!([
+                {"match": {"prefix": "/api/"}, "route": {"cluster": "a", "prefix_rewrite": "/v2/"}},
+                {"match": {"prefix": "/strip"}, "route": {"cluster": "a", "prefix_rewrite": "/"}},
+                {"match": {"prefix": "/regex/"}, "route": {"cluster": "a", "regex_rewrite": {
+                    "pattern": {"regex": "^/regex/(\\w+)/(\\w+)$"}, "substitution": "/\\2/\\1"}}},
+            ]);
+            let s = Scene::start(
+                peer,
+                "prefix_rewrite",
+                routes,
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let mut seen = Vec::new();
+            for path in ["/api/items?q=1", "/strip/x", "/regex/one/two"] {
+                assert_eq!(get_with(proto, s.port, path).status, 200, "{path}");
+                let req = up.last();
+                seen.push((
+                    req.path.clone(),
+                    req.header("x-envoy-original-path").map(str::to_string),
+                ));
+            }
+            Some(seen)
+        });
+        assert_eq!(
+            out,
+            vec![
+                (
+                    "/v2/items?q=1".to_string(),
+                    Some("/api/items?q=1".to_string())
+                ),
+                ("//x".to_string(), Some("/strip/x".to_string())),
+                ("/two/one".to_string(), Some("/regex/one/two".to_string())),
+            ]
+        );
+    }
 }
 
 #[test]
 fn redirects_and_direct_responses() {
-    let out = same_as_envoy(|peer| {
-        let routes = json!([
-            {"match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new", "response_code": "PERMANENT_REDIRECT"}},
-            {"match": {"prefix": "/secure"}, "redirect": {"https_redirect": true}},
-            {"match": {"prefix": "/moved/"}, "redirect": {"prefix_rewrite": "/here/", "host_redirect": "other.example", "strip_query": true}},
-            {"match": {"prefix": "/found"}, "redirect": {"scheme_redirect": "https", "port_redirect": 8443, "response_code": "FOUND"}},
-            {"match": {"path": "/health"}, "direct_response": {"status": 200, "body": {"inline_string": "healthy"}}},
-            {"match": {"path": "/gone"}, "direct_response": {"status": 410}},
-        ]);
-        let s = Scene::start(peer, "redirects", routes, vec![])?;
-        let mut out = Vec::new();
-        for path in [
-            "/old/page?x=1",
-            "/secure/a",
-            "/moved/b?drop=1",
-            "/found",
-            "/health",
-            "/gone",
-        ] {
-            let r = get(s.port, path);
-            out.push((
-                path,
-                r.status,
-                r.header("location").map(str::to_string),
-                r.text(),
-                r.header("content-type").map(str::to_string),
-            ));
-        }
-        Some(out)
-    });
-    let loc = |l: &str| Some(l.to_string());
-    let summary: Vec<_> = out
-        .iter()
-        .map(|(p, s, l, b, _)| (*p, *s, l.clone(), b.clone()))
-        .collect();
-    assert_eq!(
-        summary,
-        vec![
-            // path_redirect without a query keeps the request's query.
-            (
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let routes = json!([
+                {"match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new", "response_code": "PERMANENT_REDIRECT"}},
+                {"match": {"prefix": "/secure"}, "redirect": {"https_redirect": true}},
+                {"match": {"prefix": "/moved/"}, "redirect": {"prefix_rewrite": "/here/", "host_redirect": "other.example", "strip_query": true}},
+                {"match": {"prefix": "/found"}, "redirect": {"scheme_redirect": "https", "port_redirect": 8443, "response_code": "FOUND"}},
+                {"match": {"path": "/health"}, "direct_response": {"status": 200, "body": {"inline_string": "healthy"}}},
+                {"match": {"path": "/gone"}, "direct_response": {"status": 410}},
+            ]);
+            let s = Scene::start(peer, "redirects", routes, vec![])?;
+            let mut out = Vec::new();
+            for path in [
                 "/old/page?x=1",
-                308,
-                loc("http://example.com/new?x=1"),
-                "".into()
-            ),
-            (
                 "/secure/a",
-                301,
-                loc("https://example.com/secure/a"),
-                "".into()
-            ),
-            (
                 "/moved/b?drop=1",
-                301,
-                loc("http://other.example/here/b"),
-                "".into()
-            ),
-            (
                 "/found",
-                302,
-                loc("https://example.com:8443/found"),
-                "".into()
-            ),
-            ("/health", 200, None, "healthy".into()),
-            ("/gone", 410, None, "".into()),
-        ]
-    );
+                "/health",
+                "/gone",
+            ] {
+                let r = get_with(proto, s.port, path);
+                out.push((
+                    path,
+                    r.status,
+                    r.header("location").map(str::to_string),
+                    r.text(),
+                    r.header("content-type").map(str::to_string),
+                ));
+            }
+            Some(out)
+        });
+        let loc = |l: &str| Some(l.to_string());
+        let summary: Vec<_> = out
+            .iter()
+            .map(|(p, s, l, b, _)| (*p, *s, l.clone(), b.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                // path_redirect without a query keeps the request's query.
+                (
+                    "/old/page?x=1",
+                    308,
+                    loc("http://example.com/new?x=1"),
+                    "".into()
+                ),
+                (
+                    "/secure/a",
+                    301,
+                    loc("https://example.com/secure/a"),
+                    "".into()
+                ),
+                (
+                    "/moved/b?drop=1",
+                    301,
+                    loc("http://other.example/here/b"),
+                    "".into()
+                ),
+                (
+                    "/found",
+                    302,
+                    loc("https://example.com:8443/found"),
+                    "".into()
+                ),
+                ("/health", 200, None, "healthy".into()),
+                ("/gone", 410, None, "".into()),
+            ]
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1222,87 +1298,91 @@ fn hop_by_hop_headers_are_not_forwarded() {
 
 #[test]
 fn local_reply_headers_match_envoy() {
-    // Header names (and the values that do not vary) of local replies: a direct response, no
-    // route, no healthy upstream.
-    let out = same_as_envoy(|peer| {
-        let hosts = json!([{"name": "only", "domains": ["example.com"], "routes": [
-            {"match": {"path": "/direct"}, "direct_response": {"status": 200, "body": {"inline_string": "hi"}}},
-            {"match": {"path": "/empty"}, "direct_response": {"status": 200}},
-            route_to("/dead", "dead", json!({})),
-        ]}]);
-        let s = Scene::with_hosts(
-            peer,
-            "local_headers",
-            json!({}),
-            hosts,
-            vec![cluster("dead", &[], json!(null))],
-        )?;
-        let mut out = Vec::new();
-        for (host, path) in [
-            ("example.com", "/direct"),
-            ("example.com", "/empty"),
-            ("example.com", "/nope"),
-            ("other.example", "/direct"),
-            ("example.com", "/dead"),
-        ] {
-            let mut c = Client::connect(s.port);
-            let r = c.request("GET", path, &[("host", host)], b"");
-            let mut headers: Vec<String> = r
-                .headers
-                .iter()
-                .map(|(k, v)| match k.to_ascii_lowercase().as_str() {
-                    "date" => "date".to_string(),
-                    k => format!("{k}: {v}"),
-                })
-                .collect();
-            headers.sort();
-            out.push((path, r.status, headers, r.text()));
-        }
-        Some(out)
-    });
-    assert_eq!(out[0].1, 200);
-    assert_eq!(out[2].1, 404);
+    for proto in Proto::ALL {
+        // Header names (and the values that do not vary) of local replies: a direct response, no
+        // route, no healthy upstream.
+        let out = same_as_envoy(|peer| {
+            let hosts = json!([{"name": "only", "domains": ["example.com"], "routes": [
+                {"match": {"path": "/direct"}, "direct_response": {"status": 200, "body": {"inline_string": "hi"}}},
+                {"match": {"path": "/empty"}, "direct_response": {"status": 200}},
+                route_to("/dead", "dead", json!({})),
+            ]}]);
+            let s = Scene::with_hosts(
+                peer,
+                "local_headers",
+                json!({}),
+                hosts,
+                vec![cluster("dead", &[], json!(null))],
+            )?;
+            let mut out = Vec::new();
+            for (host, path) in [
+                ("example.com", "/direct"),
+                ("example.com", "/empty"),
+                ("example.com", "/nope"),
+                ("other.example", "/direct"),
+                ("example.com", "/dead"),
+            ] {
+                let r = fetch_with(proto, s.port, "GET", path, &[("host", host)], b"");
+                let mut headers: Vec<String> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| match k.to_ascii_lowercase().as_str() {
+                        "date" => "date".to_string(),
+                        k => format!("{k}: {v}"),
+                    })
+                    .collect();
+                headers.sort();
+                out.push((path, r.status, headers, r.text()));
+            }
+            Some(out)
+        });
+        assert_eq!(out[0].1, 200);
+        assert_eq!(out[2].1, 404);
+    }
 }
 
 #[test]
 fn repeated_response_headers_are_kept() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::start(|_| {
-            Reply::with_headers(
-                200,
-                &[
-                    ("set-cookie", "a=1"),
-                    ("x-multi", "one"),
-                    ("set-cookie", "b=2"),
-                    ("x-multi", "two"),
-                ],
-                "ok",
-            )
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::start(|_| {
+                Reply::with_headers(
+                    200,
+                    &[
+                        ("set-cookie", "a=1"),
+                        ("x-multi", "one"),
+                        ("set-cookie", "b=2"),
+                        ("x-multi", "two"),
+                    ],
+                    "ok",
+                )
+            });
+            let s = Scene::start(
+                peer,
+                "repeated_headers",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let r = get_with(proto, s.port, "/");
+            let all = |n: &str| -> Vec<String> {
+                r.headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            };
+            Some((all("set-cookie"), all("x-multi")))
         });
-        let s = Scene::start(
-            peer,
-            "repeated_headers",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let r = get(s.port, "/");
-        let all = |n: &str| -> Vec<String> {
-            r.headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-                .collect()
-        };
-        Some((all("set-cookie"), all("x-multi")))
-    });
-    assert_eq!(out.0, vec!["a=1".to_string(), "b=2".to_string()]);
+        assert_eq!(out.0, vec!["a=1".to_string(), "b=2".to_string()]);
+    }
 }
 
 #[test]
 fn bad_upstream_responses_are_502() {
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::start(|req| {
-            let head: Vec<u8> = match req.path.as_str() {
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::start(|req| {
+                let head: Vec<u8> = match req.path.as_str() {
                 "/cl-te" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
                 "/two-cl" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
                 "/bad-chunk" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec(),
@@ -1323,172 +1403,186 @@ fn bad_upstream_responses_are_502() {
                 }
                 _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
             };
-            Reply::RawClose(head)
+                Reply::RawClose(head)
+            });
+            let s = Scene::start(
+                peer,
+                "bad_upstream",
+                to_a(json!({})),
+                vec![cluster("a", &[(up.port, 1)], json!(null))],
+            )?;
+            let mut out = Vec::new();
+            for path in [
+                "/cl-te",
+                "/two-cl",
+                "/bad-chunk",
+                "/many",
+                "/huge59",
+                "/huge70",
+                "/huge90",
+                "/huge200",
+                "/fine",
+            ] {
+                let seen = match try_fetch_with(proto, s.port, "GET", path, &[], b"") {
+                    Ok(r) => format!("{} {}", r.status, r.text()),
+                    Err(_) => "cut".to_string(),
+                };
+                out.push((path, seen));
+            }
+            Some(out)
         });
-        let s = Scene::start(
-            peer,
-            "bad_upstream",
-            to_a(json!({})),
-            vec![cluster("a", &[(up.port, 1)], json!(null))],
-        )?;
-        let mut out = Vec::new();
-        for path in [
-            "/cl-te",
-            "/two-cl",
-            "/bad-chunk",
-            "/many",
-            "/huge59",
-            "/huge70",
-            "/huge90",
-            "/huge200",
-            "/fine",
-        ] {
-            let mut c = Client::connect(s.port);
-            c.send(&request_bytes("GET", path, &[], b""));
-            let seen = match c.read_response(false) {
-                Ok(r) => format!("{} {}", r.status, r.text()),
-                Err(_) => "cut".to_string(),
-            };
-            out.push((path, seen));
-        }
-        Some(out)
-    });
-    assert_eq!(out.last().unwrap().1, "200 ok");
+        assert_eq!(out.last().unwrap().1, "200 ok");
+    }
 }
 
 #[test]
 fn request_mirror_policy_copies_requests_to_the_shadow_cluster() {
-    let out = same_as_envoy(|peer| {
-        let main = HttpUpstream::named("main");
-        let shadow = HttpUpstream::named("shadow");
-        let routes = json!([route_to(
-            "/",
-            "a",
-            json!({"request_mirror_policies": [{"cluster": "shadow"}]})
-        )]);
-        let s = Scene::start(
-            peer,
-            "mirror",
-            routes,
-            vec![
-                cluster("a", &[(main.port, 1)], json!(null)),
-                cluster("shadow", &[(shadow.port, 1)], json!(null)),
-            ],
-        )?;
-        let r = fetch(s.port, "POST", "/copy", &[], b"payload");
-        let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
-            shadow.requests().pop()
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let main = HttpUpstream::named("main");
+            let shadow = HttpUpstream::named("shadow");
+            let routes = json!([route_to(
+                "/",
+                "a",
+                json!({"request_mirror_policies": [{"cluster": "shadow"}]})
+            )]);
+            let s = Scene::start(
+                peer,
+                "mirror",
+                routes,
+                vec![
+                    cluster("a", &[(main.port, 1)], json!(null)),
+                    cluster("shadow", &[(shadow.port, 1)], json!(null)),
+                ],
+            )?;
+            let r = fetch_with(proto, s.port, "POST", "/copy", &[], b"payload");
+            let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
+                shadow.requests().pop()
+            });
+            Some((
+                r.text(),
+                copy.path.clone(),
+                copy.header("host").map(str::to_string),
+                copy.body.clone(),
+                main.count(),
+            ))
         });
-        Some((
-            r.text(),
-            copy.path.clone(),
-            copy.header("host").map(str::to_string),
-            copy.body.clone(),
-            main.count(),
-        ))
-    });
-    assert_eq!(
-        out,
-        (
-            "main".into(),
-            "/copy".into(),
-            Some("example.com-shadow".into()),
-            b"payload".to_vec(),
-            1
-        )
-    );
+        assert_eq!(
+            out,
+            (
+                "main".into(),
+                "/copy".into(),
+                Some("example.com-shadow".into()),
+                b"payload".to_vec(),
+                1
+            )
+        );
+    }
 }
 
 #[test]
 fn mirror_stats_and_an_unreachable_mirror_as_envoy() {
-    // Two mirrors: one answers, one refuses connections. The client's request is not
-    // affected; each mirror cluster counts its outcome as Envoy does (a refused shadow is a
-    // completed 503), and the copy carries `-shadow` before the port and `x-envoy-internal`.
-    let out = same_as_envoy(|peer| {
-        let main = HttpUpstream::named("main");
-        let shadow = HttpUpstream::named("shadow");
-        let mirrors =
-            json!({"request_mirror_policies": [{"cluster": "shadow"}, {"cluster": "dead"}]});
-        let s = Scene::start(
-            peer,
-            "mirror_stats",
-            json!([route_to("/", "a", mirrors)]),
-            vec![
-                cluster("a", &[(main.port, 1)], json!(null)),
-                cluster("shadow", &[(shadow.port, 1)], json!(null)),
-                cluster("dead", &[(free_port(), 1)], json!(null)),
-            ],
-        )?;
-        let r = fetch(s.port, "GET", "/x", &[("host", "example.com:8080")], b"");
-        let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
-            shadow.requests().pop()
-        });
-        let wanted = [
-            "cluster.a.upstream_rq_200",
-            "cluster.shadow.upstream_rq_200",
-            "cluster.shadow.upstream_rq_completed",
-            "cluster.dead.upstream_cx_connect_fail",
-            "cluster.dead.upstream_rq_503",
-            "cluster.dead.upstream_rq_completed",
-        ];
-        let stats = wait_for(Duration::from_secs(5), "both mirrors counted", || {
-            let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
-            let done = |name: &str| stats.get(name) == Some(&1);
-            (done("cluster.shadow.upstream_rq_completed") && done("cluster.dead.upstream_rq_503"))
+    for proto in Proto::ALL {
+        // Two mirrors: one answers, one refuses connections. The client's request is not
+        // affected; each mirror cluster counts its outcome as Envoy does (a refused shadow is a
+        // completed 503), and the copy carries `-shadow` before the port and `x-envoy-internal`.
+        let out = same_as_envoy(|peer| {
+            let main = HttpUpstream::named("main");
+            let shadow = HttpUpstream::named("shadow");
+            let mirrors =
+                json!({"request_mirror_policies": [{"cluster": "shadow"}, {"cluster": "dead"}]});
+            let s = Scene::start(
+                peer,
+                "mirror_stats",
+                json!([route_to("/", "a", mirrors)]),
+                vec![
+                    cluster("a", &[(main.port, 1)], json!(null)),
+                    cluster("shadow", &[(shadow.port, 1)], json!(null)),
+                    cluster("dead", &[(free_port(), 1)], json!(null)),
+                ],
+            )?;
+            let r = fetch_with(
+                proto,
+                s.port,
+                "GET",
+                "/x",
+                &[("host", "example.com:8080")],
+                b"",
+            );
+            let copy = wait_for(Duration::from_secs(5), "the shadow's copy", || {
+                shadow.requests().pop()
+            });
+            let wanted = [
+                "cluster.a.upstream_rq_200",
+                "cluster.shadow.upstream_rq_200",
+                "cluster.shadow.upstream_rq_completed",
+                "cluster.dead.upstream_cx_connect_fail",
+                "cluster.dead.upstream_rq_503",
+                "cluster.dead.upstream_rq_completed",
+            ];
+            let stats = wait_for(Duration::from_secs(5), "both mirrors counted", || {
+                let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
+                let done = |name: &str| stats.get(name) == Some(&1);
+                (done("cluster.shadow.upstream_rq_completed")
+                    && done("cluster.dead.upstream_rq_503"))
                 .then_some(stats)
+            });
+            Some((
+                r.status,
+                r.text(),
+                copy.header("host").map(str::to_string),
+                copy.header("x-envoy-internal").map(str::to_string),
+                wanted.map(|name| stats.get(name).copied()),
+            ))
         });
-        Some((
-            r.status,
-            r.text(),
-            copy.header("host").map(str::to_string),
-            copy.header("x-envoy-internal").map(str::to_string),
-            wanted.map(|name| stats.get(name).copied()),
-        ))
-    });
-    assert_eq!(
-        out,
-        (
-            200,
-            "main".into(),
-            Some("example.com-shadow:8080".into()),
-            Some("true".into()),
-            [Some(1); 6]
-        )
-    );
+        assert_eq!(
+            out,
+            (
+                200,
+                "main".into(),
+                Some("example.com-shadow:8080".into()),
+                Some("true".into()),
+                [Some(1); 6]
+            )
+        );
+    }
 }
 
 #[test]
 fn a_slow_mirror_neither_delays_the_client_nor_outlives_the_route_timeout() {
-    let out = same_as_envoy(|peer| {
-        let main = HttpUpstream::named("main");
-        let slow = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
-        let action = json!({"timeout": "0.5s", "request_mirror_policies": [{"cluster": "slow"}]});
-        let s = Scene::start(
-            peer,
-            "mirror_slow",
-            json!([route_to("/", "a", action)]),
-            vec![
-                cluster("a", &[(main.port, 1)], json!(null)),
-                cluster("slow", &[(slow.port, 1)], json!(null)),
-            ],
-        )?;
-        let started = Instant::now();
-        let r = get(s.port, "/");
-        let fast = started.elapsed() < ms(400);
-        let stats = wait_for(Duration::from_secs(5), "the shadow's timeout", || {
-            let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
-            (stats.get("cluster.slow.upstream_rq_timeout") == Some(&1)).then_some(stats)
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let main = HttpUpstream::named("main");
+            let slow = HttpUpstream::script(vec![Reply::after(3000, Reply::ok("late"))]);
+            let action =
+                json!({"timeout": "0.5s", "request_mirror_policies": [{"cluster": "slow"}]});
+            let s = Scene::start(
+                peer,
+                "mirror_slow",
+                json!([route_to("/", "a", action)]),
+                vec![
+                    cluster("a", &[(main.port, 1)], json!(null)),
+                    cluster("slow", &[(slow.port, 1)], json!(null)),
+                ],
+            )?;
+            let started = Instant::now();
+            let r = get_with(proto, s.port, "/");
+            let fast = started.elapsed() < ms(400);
+            let stats = wait_for(Duration::from_secs(5), "the shadow's timeout", || {
+                let stats = parse_stats(&http_get(addr(s.admin), "/stats").ok()?.body);
+                (stats.get("cluster.slow.upstream_rq_timeout") == Some(&1)).then_some(stats)
+            });
+            let timed_out_in = started.elapsed();
+            Some((
+                r.status,
+                fast,
+                timed_out_in < ms(2500),
+                stats.get("cluster.slow.upstream_rq_504").copied(),
+                stats.get("cluster.slow.upstream_rq_completed").copied(),
+            ))
         });
-        let timed_out_in = started.elapsed();
-        Some((
-            r.status,
-            fast,
-            timed_out_in < ms(2500),
-            stats.get("cluster.slow.upstream_rq_504").copied(),
-            stats.get("cluster.slow.upstream_rq_completed").copied(),
-        ))
-    });
-    assert_eq!(out, (200, true, true, Some(1), Some(1)));
+        assert_eq!(out, (200, true, true, Some(1), Some(1)));
+    }
 }
 
 #[test]
@@ -1560,14 +1654,16 @@ fn client_gone_before_the_response_is_logged_dc() {
 
 #[test]
 fn cluster_not_found_response_code() {
-    let out = same_as_envoy(|peer| {
-        let routes = json!([{"match": {"prefix": "/"}, "route": {
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let routes = json!([{"match": {"prefix": "/"}, "route": {
             "cluster_header": "x-cluster", "cluster_not_found_response_code": "NOT_FOUND"}}]);
-        let s = Scene::start(peer, "not_found_code", routes, vec![])?;
-        let r = fetch(s.port, "GET", "/", &[("x-cluster", "ghost")], b"");
-        Some((r.status, s.flags(0)))
-    });
-    assert_eq!(out, (404, "NC".into()));
+            let s = Scene::start(peer, "not_found_code", routes, vec![])?;
+            let r = fetch_with(proto, s.port, "GET", "/", &[("x-cluster", "ghost")], b"");
+            Some((r.status, s.flags(0)))
+        });
+        assert_eq!(out, (404, "NC".into()));
+    }
 }
 
 #[test]
@@ -1622,66 +1718,72 @@ fn early_upstream_response_before_the_request_body() {
 
 #[test]
 fn head_request_to_a_direct_response() {
-    let out = same_as_envoy(|peer| {
-        let routes = json!([{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "twelve bytes"}}}]);
-        let s = Scene::start(peer, "head_direct", routes, vec![])?;
-        let mut c = Client::connect(s.port);
-        let head = c.request("HEAD", "/", &[], b"");
-        let get = c.get("/");
-        Some((
-            head.status,
-            head.header("content-length").map(str::to_string),
-            get.text(),
-        ))
-    });
-    assert_eq!(out, (200, Some("12".into()), "twelve bytes".into()));
+    for proto in Proto::ALL {
+        let out = same_as_envoy(|peer| {
+            let routes = json!([{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "twelve bytes"}}}]);
+            let s = Scene::start(peer, "head_direct", routes, vec![])?;
+            let head = fetch_with(proto, s.port, "HEAD", "/", &[], b"");
+            let get = get_with(proto, s.port, "/");
+            Some((
+                head.status,
+                head.header("content-length").map(str::to_string),
+                get.text(),
+            ))
+        });
+        assert_eq!(out, (200, Some("12".into()), "twelve bytes".into()));
+    }
 }
 
 #[test]
 fn client_router_headers_do_not_change_timeout_or_retries() {
-    // Envoy 1.40 (loopback peers, no internal_address_config) ignores a client's
-    // x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on and x-envoy-max-retries.
-    let out = same_as_envoy(|peer| {
-        let up = HttpUpstream::start(|req| match req.path.as_str() {
-            "/slow" => Reply::after(2000, Reply::ok("late")),
-            _ => Reply::ok("fine"),
+    for proto in Proto::ALL {
+        // Envoy 1.40 (loopback peers, no internal_address_config) ignores a client's
+        // x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on and x-envoy-max-retries.
+        let out = same_as_envoy(|peer| {
+            let up = HttpUpstream::start(|req| match req.path.as_str() {
+                "/slow" => Reply::after(2000, Reply::ok("late")),
+                _ => Reply::ok("fine"),
+            });
+            let flaky =
+                HttpUpstream::script(vec![Reply::status(503, "x"), Reply::ok("second try")]);
+            let routes = json!([
+                route_to("/flaky", "flaky", json!({})),
+                route_to("/", "a", json!({})),
+            ]);
+            let s = Scene::start(
+                peer,
+                "router_headers",
+                routes,
+                vec![
+                    cluster("a", &[(up.port, 1)], json!(null)),
+                    cluster("flaky", &[(flaky.port, 1)], json!(null)),
+                ],
+            )?;
+            let start = Instant::now();
+            let timed = fetch_with(
+                proto,
+                s.port,
+                "GET",
+                "/slow",
+                &[("x-envoy-upstream-rq-timeout-ms", "300")],
+                b"",
+            );
+            let took = start.elapsed();
+            let retried = fetch_with(
+                proto,
+                s.port,
+                "GET",
+                "/flaky",
+                &[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "1")],
+                b"",
+            );
+            Some((
+                timed.status,
+                took < ms(1500),
+                retried.status,
+                retried.text(),
+            ))
         });
-        let flaky = HttpUpstream::script(vec![Reply::status(503, "x"), Reply::ok("second try")]);
-        let routes = json!([
-            route_to("/flaky", "flaky", json!({})),
-            route_to("/", "a", json!({})),
-        ]);
-        let s = Scene::start(
-            peer,
-            "router_headers",
-            routes,
-            vec![
-                cluster("a", &[(up.port, 1)], json!(null)),
-                cluster("flaky", &[(flaky.port, 1)], json!(null)),
-            ],
-        )?;
-        let start = Instant::now();
-        let timed = fetch(
-            s.port,
-            "GET",
-            "/slow",
-            &[("x-envoy-upstream-rq-timeout-ms", "300")],
-            b"",
-        );
-        let took = start.elapsed();
-        let retried = fetch(
-            s.port,
-            "GET",
-            "/flaky",
-            &[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "1")],
-            b"",
-        );
-        Some((
-            timed.status,
-            took < ms(1500),
-            retried.status,
-            retried.text(),
-        ))
-    });
-    assert_eq!(out, (200, false, 503, "x".into()));
+        assert_eq!(out, (200, false, 503, "x".into()));
+    }
 }

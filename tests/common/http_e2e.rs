@@ -1,6 +1,7 @@
 //! Tests: HTTP end-to-end helpers — scripted HTTP/1.1 upstream servers on threads (request
-//! log, connection counts), a keep-alive HTTP/1.1 client, connection-manager bootstrap
-//! builders, and scenes run on shardproxy or on Envoy as a peer with the same bootstrap.
+//! log, connection counts), a keep-alive HTTP/1.1 client and an h2c (prior knowledge) client
+//! behind one `fetch_with(Proto, …)`, connection-manager bootstrap builders, and scenes run on
+//! shardproxy or on Envoy as a peer with the same bootstrap.
 use std::{
     fs,
     io::{self, BufRead, BufReader, Read, Write},
@@ -568,9 +569,20 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Resp {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"))
+    }
+
+    /// `request`, with an error when the response is cut.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Resp> {
         self.send(&request_bytes(method, path, headers, body));
         self.read_response(method == "HEAD")
-            .unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"))
     }
 
     pub fn get(&mut self, path: &str) -> Resp {
@@ -662,14 +674,145 @@ pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &
     bytes
 }
 
-/// One request on a fresh connection.
-pub fn fetch(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    Client::connect(port).request(method, path, headers, body)
+/// The protocol a scene's client speaks to the proxy's listener (codec `AUTO`: HTTP/1.1, or
+/// HTTP/2 by its connection preface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// The raw-socket HTTP/1.1 `Client`.
+    Http1,
+    /// HTTP/2 cleartext with prior knowledge (`h2c_request`).
+    H2c,
 }
 
-/// `GET path` on a fresh connection.
+impl Proto {
+    /// Both, HTTP/1.1 first: scenarios about routing semantics run over each.
+    pub const ALL: [Proto; 2] = [Proto::Http1, Proto::H2c];
+}
+
+/// One request on a fresh connection in `proto`; an error when the response is cut (the
+/// connection closed or reset mid-response, or the HTTP/2 stream reset).
+pub fn try_fetch_with(
+    proto: Proto,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Resp> {
+    match proto {
+        Proto::Http1 => Client::try_connect(port)?.try_request(method, path, headers, body),
+        Proto::H2c => h2c_request(port, method, path, headers, body),
+    }
+}
+
+/// One request on a fresh connection in `proto` (panics if the response is cut).
+pub fn fetch_with(
+    proto: Proto,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    try_fetch_with(proto, port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{proto:?} {method} {path}: reading the response: {e}"))
+}
+
+/// `GET path` on a fresh connection in `proto`.
+pub fn get_with(proto: Proto, port: u16, path: &str) -> Resp {
+    fetch_with(proto, port, "GET", path, &[], b"")
+}
+
+/// One request over HTTP/2 cleartext with prior knowledge on a fresh connection (its own
+/// current-thread tokio runtime): `:authority` from a `host` in `headers`, else
+/// `example.com`; `content-length` when there is a body and none is given, as the HTTP/1.1
+/// client sends. The response's `version` is `HTTP/2`, its header names lower case (as
+/// HTTP/2 carries them), its body and trailers read whole.
+pub fn h2c_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Resp> {
+    let h2 = |e: h2::Error| io::Error::other(format!("h2: {e}"));
+    let authority = find_header_ref(headers, "host").unwrap_or("example.com");
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{authority}{path}"));
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
+        req = req.header(*k, *v);
+    }
+    if !body.is_empty() && find_header_ref(headers, "content-length").is_none() {
+        req = req.header("content-length", body.len());
+    }
+    let req = req.body(()).map_err(|e| invalid(format!("request: {e}")))?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(super::addr(port)).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = h2::client::handshake(tcp).await.map_err(h2)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.map_err(h2)?;
+        let (response, mut stream) = send.send_request(req, body.is_empty()).map_err(h2)?;
+        if !body.is_empty() {
+            stream
+                .send_data(bytes::Bytes::copy_from_slice(body), true)
+                .map_err(h2)?;
+        }
+        let (head, mut recv) = response.await.map_err(h2)?.into_parts();
+        let mut data = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.map_err(h2)?;
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = recv.trailers().await.map_err(h2)?;
+        let fields = |map: &http::HeaderMap| -> Fields {
+            map.iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_string(), v)
+                })
+                .collect()
+        };
+        Ok::<_, io::Error>(Resp {
+            version: "HTTP/2".to_string(),
+            status: head.status.as_u16(),
+            headers: fields(&head.headers),
+            body: data,
+            trailers: trailers.as_ref().map(fields).unwrap_or_default(),
+        })
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, exchange)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "h2c exchange timed out"))?
+        })
+}
+
+fn find_header_ref<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub fn fetch(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    fetch_with(Proto::Http1, port, method, path, headers, body)
+}
+
+/// `GET path` on a fresh HTTP/1.1 connection.
 pub fn get(port: u16, path: &str) -> Resp {
-    fetch(port, "GET", path, &[], b"")
+    get_with(Proto::Http1, port, path)
 }
 
 // ---------------------------------------------------------------------------------------------
