@@ -55,8 +55,9 @@ fn unbound(name: &str, ip: &str, port: u16, cluster: &str) -> Value {
 
 /// Istio's outbound shape: `virtualOutbound` on 15001 (original_dst, use_original_dst, its
 /// own chain relaying to `PassthroughCluster`), an HTTP listener for port 9080 on every
-/// address, for 9091 one on every address and one on 127.0.0.1, and for 9092 one routing to
-/// an `ORIGINAL_DST` cluster too.
+/// address, for 9091 one on every address and one on 127.0.0.1, for 9092 one routing to an
+/// `ORIGINAL_DST` cluster too, and for 9093 one routing to such a cluster whose connections
+/// come from 127.0.0.6 (`upstream_bind_config`, Istio's inbound passthrough).
 fn outbound_bootstrap() -> Value {
     let virtual_outbound = json!({
         "name": "virtualOutbound",
@@ -71,6 +72,10 @@ fn outbound_bootstrap() -> Value {
             "typed_config": tcp_proxy("passthrough", "PassthroughCluster", json!({})),
         }]}],
     });
+    // Istio's inbound passthrough: its connections come from 127.0.0.6.
+    let mut inbound_passthrough = passthrough("InboundPassthrough");
+    inbound_passthrough["upstream_bind_config"] =
+        json!({"source_address": {"address": "127.0.0.6", "port_value": 0}});
     bootstrap(
         15000,
         vec![
@@ -79,11 +84,13 @@ fn outbound_bootstrap() -> Value {
             unbound("0.0.0.0_9091", "0.0.0.0", 9091, "app"),
             unbound("127.0.0.1_9091", "127.0.0.1", 9091, "app"),
             unbound("0.0.0.0_9092", "0.0.0.0", 9092, "PassthroughHttp"),
+            unbound("0.0.0.0_9093", "0.0.0.0", 9093, "InboundPassthrough"),
         ],
         vec![
             placeholder_cluster("app", "APP_PORT"),
             passthrough("PassthroughCluster"),
             passthrough("PassthroughHttp"),
+            inbound_passthrough,
         ],
     )
 }
@@ -143,9 +150,9 @@ fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
         .arg("--bootstrap")
         .arg(&template)
         .args(["--admin", "15000"])
-        .args(flags("--redirect", &[9080, 9090, 9091, 9092]))
-        .args(flags("--request", &[9080, 9090, 9091, 9092]))
-        .args(flags("--direct", &[9090, 9092]))
+        .args(flags("--redirect", &[9080, 9090, 9091, 9092, 9093]))
+        .args(flags("--request", &[9080, 9090, 9091, 9092, 9093]))
+        .args(flags("--direct", &[9090, 9092, 9093]))
         .arg("--")
         .args(proxy)
         .output();

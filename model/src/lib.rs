@@ -239,6 +239,9 @@ pub struct Cluster {
     pub socket_matches: Vec<SocketMatch>,
     /// Set for `ORIGINAL_DST` clusters (no `endpoints`; `lb_policy` `ClusterProvided`).
     pub original_dst: Option<OriginalDst>,
+    /// `upstream_bind_config.source_address`: upstream connections come from this address
+    /// (Istio's inbound passthrough clusters use 127.0.0.6).
+    pub source_address: Option<SocketAddr>,
     pub stats: Arc<ClusterStats>,
 }
 

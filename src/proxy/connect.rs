@@ -69,12 +69,13 @@ pub async fn open(
         },
     };
     let attempt = async {
-        let stream = TcpStream::connect_timeout(address, cluster.connect_timeout)
-            .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::TimedOut => OpenError::TimedOut,
-                _ => OpenError::Connect(e),
-            })?;
+        let stream =
+            TcpStream::connect_from(cluster.source_address, address, cluster.connect_timeout)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::TimedOut => OpenError::TimedOut,
+                    _ => OpenError::Connect(e),
+                })?;
         let _ = stream.set_nodelay(true);
         let Some((tls, config)) = tls else {
             return Ok(Transport::Raw(stream));

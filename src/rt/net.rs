@@ -82,11 +82,23 @@ pub struct TcpStream {
 impl TcpStream {
     /// Connects to `addr`, failing with `TimedOut` after `timeout`.
     pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        Self::connect_from(None, addr, timeout).await
+    }
+
+    /// `connect_timeout` from the local address `from` (port 0: any), when given.
+    pub async fn connect_from(
+        from: Option<SocketAddr>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let socket = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
             Some(Protocol::TCP),
         )?;
+        if let Some(from) = from {
+            socket.bind(&from.into())?;
+        }
         match socket.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -9,12 +9,14 @@ traffic (nat OUTPUT: the app's TCP to each --redirect port REDIRECTed to 15001, 
 proxy's virtual outbound listener is; the app is uid 65534 here, and the proxy's own
 connections are not redirected, as Istio exempts its proxy's uid), starts
 tests/peers/upstream.py with the listener `app`, and a server answering on each
---direct port itself (its JSON `upstream` is `direct:<port>`: what a passthrough reaches),
+--direct port itself (its JSON `upstream` is `direct:<port>`: what a passthrough reaches,
+and `from` the address the connection came from),
 writes the bootstrap with `APP_PORT` replaced by its port, starts the
 proxy (the command after `--`, given `-c <bootstrap>`), waits until its admin answers /ready,
 then GETs http://127.0.0.1:PORT/ for each --request port as the app. Prints one JSON object:
-per port the status, the upstream that answered (its echo's `upstream`), and the
-`x-served-by` response header; then stops everything it started.
+per port the status, the upstream that answered (its echo's `upstream`), where a direct
+server saw it come from, and the `x-served-by` response header; then stops everything it
+started.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Direct(http.server.BaseHTTPRequestHandler):
     """Answers on the port the app asked for, naming it."""
 
     def do_GET(self):
-        body = json.dumps({"upstream": f"direct:{self.server.server_port}"}).encode()
+        body = json.dumps({"upstream": f"direct:{self.server.server_port}",
+                           "from": self.client_address[0]}).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -68,10 +71,11 @@ def get(port):
     except OSError as e:
         return {"error": type(e).__name__}
     try:
-        upstream = json.loads(body).get("upstream")
+        echo = json.loads(body)
     except ValueError:
-        upstream = None
-    return {"status": r.status, "upstream": upstream, "served_by": r.getheader("x-served-by")}
+        echo = {}
+    return {"status": r.status, "upstream": echo.get("upstream"), "from": echo.get("from"),
+            "served_by": r.getheader("x-served-by")}
 
 print(json.dumps({port: get(int(port)) for port in sys.argv[1:]}))
 """

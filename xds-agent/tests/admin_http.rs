@@ -76,6 +76,7 @@ fn agent_state() -> AgentState {
         tls: None,
         socket_matches: Vec::new(),
         original_dst: None,
+        source_address: None,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

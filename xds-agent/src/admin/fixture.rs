@@ -45,6 +45,7 @@ pub fn state() -> AgentState {
         tls: None,
         socket_matches: Vec::new(),
         original_dst: None,
+        source_address: None,
         stats: stats.cluster(name),
     };
     let backend = cluster(

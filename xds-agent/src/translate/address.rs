@@ -2,7 +2,9 @@
 //! names Envoy derives from them.
 use std::net::{IpAddr, SocketAddr};
 
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier, Address};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address::PortSpecifier, Address, SocketAddress,
+};
 
 use super::TranslateError;
 
@@ -25,7 +27,15 @@ pub(super) fn host_port<'a>(
             return None;
         }
     };
-    let path = format!("{path}.socket_address");
+    socket_host_port(socket, &format!("{path}.socket_address"), errors)
+}
+
+/// The host and port of a `SocketAddress` at `path`.
+fn socket_host_port<'a>(
+    socket: &'a SocketAddress,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<(&'a str, u16)> {
     let port = match socket.port_specifier {
         Some(PortSpecifier::PortValue(port)) => match u16::try_from(port) {
             Ok(port) => port,
@@ -59,11 +69,35 @@ pub(super) fn socket_address(
     errors: &mut Vec<TranslateError>,
 ) -> Option<SocketAddr> {
     let (host, port) = host_port(address, path, errors)?;
+    ip_address(
+        host,
+        port,
+        &format!("{path}.socket_address.address"),
+        errors,
+    )
+}
+
+/// An IP literal and port given as a `SocketAddress` at `path` (a bind address).
+pub(super) fn bind_address(
+    socket: &SocketAddress,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<SocketAddr> {
+    let (host, port) = socket_host_port(socket, path, errors)?;
+    ip_address(host, port, &format!("{path}.address"), errors)
+}
+
+fn ip_address(
+    host: &str,
+    port: u16,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<SocketAddr> {
     match host.parse::<IpAddr>() {
         Ok(ip) => Some(SocketAddr::new(ip, port)),
         Err(_) => {
             errors.push(TranslateError::new(
-                format!("{path}.socket_address.address"),
+                path,
                 None,
                 format!("{host:?} is not an IP address"),
             ));

@@ -123,6 +123,14 @@ pub(super) fn cluster(
         errors,
     );
     let original_dst = original_dst(proto, kind.as_ref(), lb_policy, path, errors);
+    let source_address = proto
+        .upstream_bind_config
+        .as_ref()
+        .and_then(|b| b.source_address.as_ref())
+        .and_then(|a| {
+            let at = format!("{path}.upstream_bind_config.source_address");
+            address::bind_address(a, &at, errors)
+        });
     let (hosts, endpoints) = match (&proto.load_assignment, &kind) {
         (_, Some(Kind::Eds(_) | Kind::OriginalDst)) | (None, _) => (Vec::new(), Vec::new()),
         (Some(assignment), kind) => hosts(
@@ -220,6 +228,7 @@ pub(super) fn cluster(
         tls,
         socket_matches,
         original_dst,
+        source_address,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }

@@ -366,6 +366,7 @@ pub const SURFACE: &[Surface] = &[
             "transport_socket_matches",
             "original_dst_lb_config",
             "cleanup_interval",
+            "upstream_bind_config",
             "http2_protocol_options",
         ],
         ignored: &[
@@ -432,6 +433,11 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig",
         supported: &["http_protocol_options", "http2_protocol_options"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.BindConfig",
+        supported: &["source_address"],
         ignored: &[],
     },
     Surface {

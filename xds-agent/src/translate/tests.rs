@@ -654,11 +654,12 @@ fn interception_fields() {
 
 #[test]
 fn original_dst_clusters() {
-    let clusters = "[{name: c, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, cleanup_interval: 30s, original_dst_lb_config: {use_http_header: true, upstream_port_override: 8080}}]";
+    let clusters = "[{name: c, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, cleanup_interval: 30s, original_dst_lb_config: {use_http_header: true, upstream_port_override: 8080}, upstream_bind_config: {source_address: {address: 127.0.0.6, port_value: 0}}}]";
     let s = ok(&config("cluster: c", clusters));
     let c = &s.clusters["c"];
     assert_eq!(c.lb_policy, LbPolicy::ClusterProvided);
     assert!(c.endpoints.is_empty());
+    assert_eq!(c.source_address, Some("127.0.0.6:0".parse().unwrap()));
     assert_eq!(
         c.original_dst,
         Some(model::OriginalDst {
@@ -669,7 +670,7 @@ fn original_dst_clusters() {
     );
     let e = errors(&config(
         "cluster: c",
-        "[{name: c, type: ORIGINAL_DST}, {name: d, lb_policy: CLUSTER_PROVIDED}, {name: e, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, load_assignment: {endpoints: []}}]",
+        "[{name: c, type: ORIGINAL_DST}, {name: d, lb_policy: CLUSTER_PROVIDED}, {name: e, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, load_assignment: {endpoints: []}}, {name: f, upstream_bind_config: {source_address: {address: localhost}}}]",
     ));
     let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -678,6 +679,7 @@ fn original_dst_clusters() {
             "static_resources.clusters[0].lb_policy",
             "static_resources.clusters[1].lb_policy",
             "static_resources.clusters[2].load_assignment",
+            "static_resources.clusters[3].upstream_bind_config.source_address.address",
         ],
         "{e:#?}"
     );
