@@ -113,14 +113,6 @@ pub struct Accepted<'a> {
     pub restored: Option<SocketAddr>,
 }
 
-impl Accepted<'_> {
-    /// Where the downstream was going: its original destination, else the address it
-    /// reached (an `ORIGINAL_DST` cluster's host).
-    pub fn destination(&self) -> Option<SocketAddr> {
-        self.restored.or_else(|| self.transport.local_addr().ok())
-    }
-}
-
 /// What the listener filters and chain matching decided for a connection.
 enum Picked {
     /// The chain's index, the server name (SNI) the tls_inspector read, and the original

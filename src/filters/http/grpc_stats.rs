@@ -6,7 +6,11 @@
 //!
 //! A call is tracked once its cluster is known (after the filters and the route's choice), so
 //! a local reply a filter makes before that (a fault abort) is not counted, unlike Envoy's.
-use std::{cell::Cell, rc::Rc, sync::Arc};
+use std::{
+    cell::{Cell, OnceCell},
+    rc::Rc,
+    sync::{atomic::AtomicU64, Arc},
+};
 
 use model::{
     filters::{GrpcStatsConfig, HttpFilter, HttpFilterKind},
@@ -27,10 +31,29 @@ pub struct GrpcCall {
     shard: usize,
     /// `<service>.<method>.` when the call has stats of its own, else empty.
     names: Box<str>,
-    request: MessageCounter,
-    response: MessageCounter,
+    request: Messages,
+    response: Messages,
     /// The response head sent downstream was gRPC's (its body's messages are counted).
     grpc_response: Cell<bool>,
+}
+
+/// One direction's messages: counted as chunks pass, charged to a counter looked up once
+/// per call (not per chunk).
+#[derive(Debug)]
+struct Messages {
+    counter: MessageCounter,
+    stat: &'static str,
+    cell: OnceCell<Arc<AtomicU64>>,
+}
+
+impl Messages {
+    fn new(stat: &'static str) -> Self {
+        Self {
+            counter: MessageCounter::default(),
+            stat,
+            cell: OnceCell::new(),
+        }
+    }
 }
 
 impl GrpcCall {
@@ -54,15 +77,15 @@ impl GrpcCall {
             stats: stats.clone(),
             shard: cx.shard.id,
             names: stat_names(config, service, method).into(),
-            request: MessageCounter::default(),
-            response: MessageCounter::default(),
+            request: Messages::new("request_message_count"),
+            response: Messages::new("response_message_count"),
             grpc_response: Cell::new(false),
         }))
     }
 
     /// A chunk of the request body on its way upstream.
     pub fn request_data(&self, chunk: &[u8]) {
-        self.charge_messages("request_message_count", self.request.inspect(chunk));
+        self.charge_messages(&self.request, chunk);
     }
 
     /// The response head sent downstream: a trailers-only response's status is charged.
@@ -74,7 +97,7 @@ impl GrpcCall {
     /// A chunk of the response body sent downstream (counted when the head was gRPC's).
     pub fn response_data(&self, chunk: &[u8]) {
         if self.grpc_response.get() {
-            self.charge_messages("response_message_count", self.response.inspect(chunk));
+            self.charge_messages(&self.response, chunk);
         }
     }
 
@@ -93,9 +116,13 @@ impl GrpcCall {
         self.inc("total");
     }
 
-    fn charge_messages(&self, what: &str, messages: u64) {
-        if messages > 0 {
-            add(&self.counter(what), messages);
+    fn charge_messages(&self, direction: &Messages, chunk: &[u8]) {
+        let started = direction.counter.inspect(chunk);
+        if started > 0 {
+            add(
+                direction.cell.get_or_init(|| self.counter(direction.stat)),
+                started,
+            );
         }
     }
 
@@ -103,7 +130,8 @@ impl GrpcCall {
         inc(&self.counter(what));
     }
 
-    fn counter(&self, what: &str) -> Arc<std::sync::atomic::AtomicU64> {
+    /// The shard's counter `<names><what>` (a lookup under the shard's own lock).
+    fn counter(&self, what: &str) -> Arc<AtomicU64> {
         let cells = self.stats.shard(self.shard);
         cells.grpc.counter(&format!("{}{what}", self.names))
     }

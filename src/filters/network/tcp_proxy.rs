@@ -30,20 +30,7 @@ pub async fn run(
     proxy: &TcpProxy,
     accepted: Accepted<'_>,
 ) {
-    // Where an ORIGINAL_DST cluster sends the connection (a syscall without a restored one).
-    let destination = || accepted.destination();
-    let destination = proxy
-        .upstream
-        .clusters
-        .iter()
-        .any(|(c, _)| {
-            ctx.clusters
-                .borrow()
-                .resolve(c)
-                .is_some_and(|c| c.config.original_dst.is_some())
-        })
-        .then(destination)
-        .flatten();
+    let restored = accepted.restored;
     let downstream = accepted.transport;
     let started = Instant::now();
     let start_wall = SystemTime::now();
@@ -54,7 +41,8 @@ pub async fn run(
     let (downstream_remote, downstream_local) = match logged {
         true => (
             downstream.peer_addr().unwrap_or(listener.address),
-            downstream.local_addr().unwrap_or(listener.address),
+            // A redirected connection's local address is its original destination, as Envoy.
+            restored.unwrap_or_else(|| downstream.local_addr().unwrap_or(listener.address)),
         ),
         false => (listener.address, listener.address),
     };
@@ -91,6 +79,13 @@ pub async fn run(
             record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);
         }
         Some(cluster) => {
+            // Where an ORIGINAL_DST cluster sends the connection: the restored destination,
+            // else the address it reached (a syscall).
+            let destination = cluster
+                .config
+                .original_dst
+                .as_ref()
+                .and_then(|_| restored.or_else(|| downstream.local_addr().ok()));
             let upstream = Upstream {
                 cluster: &cluster,
                 destination,
