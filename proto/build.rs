@@ -10,6 +10,23 @@ const OWN_PROTOS: &[&str] = &[
     "udpa/type/v1/typed_struct.proto",
     "xds/type/v3/typed_struct.proto",
     "istio/workload/bootstrap_extension.proto",
+    "istio/alpn.proto",
+    "istio/metadata_exchange.proto",
+    "istio/network_authn.proto",
+    "istio/peer_metadata.proto",
+    "istio/set_internal_dst_address.proto",
+    "istio/stats.proto",
+];
+
+/// The protos translated into Rust types (`$OUT_DIR/<package>.rs`, by prost-build): the
+/// Istio filter configs the translator reads.
+const RUST_PROTOS: &[&str] = &[
+    "istio/alpn.proto",
+    "istio/metadata_exchange.proto",
+    "istio/network_authn.proto",
+    "istio/peer_metadata.proto",
+    "istio/set_internal_dst_address.proto",
+    "istio/stats.proto",
 ];
 
 fn main() {
@@ -65,8 +82,26 @@ fn compile_own_protos(envoy_descriptors: &std::path::Path) {
     compiler
         .open_files(OWN_PROTOS)
         .unwrap_or_else(|e| panic!("compile protos/: {e}"));
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("own.bin");
-    fs::write(&out, compiler.encode_file_descriptor_set()).expect("write own.bin");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    fs::write(
+        out_dir.join("own.bin"),
+        compiler.encode_file_descriptor_set(),
+    )
+    .expect("write own.bin");
+    // prost-build reads the messages the generated ones name (Duration), so these come with
+    // their imports; it writes the well-known types' own file too, left unused.
+    let mut compiler =
+        protox::Compiler::new([root.clone()]).unwrap_or_else(|e| panic!("protos/: {e}"));
+    compiler.include_imports(true);
+    let rust = compiler
+        .open_files(RUST_PROTOS)
+        .unwrap_or_else(|e| panic!("compile protos/: {e}"))
+        .file_descriptor_set();
+    prost_build::Config::new()
+        .out_dir(&out_dir)
+        .enable_type_names()
+        .compile_fds(rust)
+        .unwrap_or_else(|e| panic!("generate Rust for protos/: {e}"));
     for proto in OWN_PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }

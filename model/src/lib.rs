@@ -152,9 +152,21 @@ pub struct FilterChain {
     pub name: String,
     /// Hash of the chain's config (with the certificates it read).
     pub config_hash: u64,
+    /// The network filters before the terminal one, in order.
+    pub connection_filters: Vec<ConnectionFilter>,
     pub network: NetworkFilter,
     /// `transport_socket`: `None` = raw bytes.
     pub tls: Option<Arc<tls::ServerTls>>,
+}
+
+/// A network filter that runs before its chain's terminal one, once the transport socket is
+/// up, and may record what it learns in the connection's filter state.
+#[derive(Debug)]
+pub enum ConnectionFilter {
+    /// Istio's `istio_authn` (`io.istio.network.authn.Config`): the peer's and this proxy's
+    /// SPIFFE identities (their certificates' first `spiffe://` URI SANs) become the filter
+    /// state `io.istio.peer_principal` and `io.istio.local_principal`.
+    IstioAuthn,
 }
 
 /// The terminal network filter of a chain.

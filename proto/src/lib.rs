@@ -1,6 +1,7 @@
 //! Proto layer: Envoy's descriptor pool and proto3 JSON mapping from YAML/JSON into
 //! `envoy-types` messages, with errors that name the field path, TypedStruct wrappers
 //! unwrapped.
+pub mod istio;
 pub mod json;
 pub mod typed_struct;
 

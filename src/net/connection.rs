@@ -16,7 +16,9 @@ use model::{
 
 use crate::{
     context::ShardContext,
-    filters::network::{http_connection_manager, tcp_proxy},
+    filters::network::{
+        filter_state::FilterState, http_connection_manager, run_connection_filters, tcp_proxy,
+    },
     net::{
         listener::{Generation, Handoffs, OpenConnection},
         listener_filters::{self, Abort},
@@ -86,8 +88,10 @@ async fn serve_chain(
             Some(tls) => handshake(ctx, tls, stream).await,
         };
         if let Some(transport) = transport {
+            let filter_state = run_connection_filters(&chain.connection_filters, &transport);
             let accepted = Accepted {
                 transport,
+                filter_state,
                 server_name,
                 restored,
             };
@@ -106,6 +110,8 @@ async fn serve_chain(
 /// A connection ready for its network filter.
 pub struct Accepted<'a> {
     pub transport: Transport,
+    /// What the chain's filters before the terminal one learned.
+    pub filter_state: FilterState,
     /// The server name (SNI) the tls_inspector read; empty without one.
     pub server_name: &'a str,
     /// The destination before an iptables REDIRECT, when the `original_dst` listener filter

@@ -17,7 +17,7 @@ use model::{
     route::{Route, VirtualHost},
 };
 
-use crate::context::ShardContext;
+use crate::{context::ShardContext, filters::network::filter_state::FilterState};
 use grpc_web::GrpcWebMode;
 use headers::Headers;
 
@@ -28,6 +28,8 @@ pub struct StreamContext<'a> {
     pub virtual_host: Option<&'a VirtualHost>,
     pub route: Option<&'a Route>,
     pub started: Instant,
+    /// What the connection's network filters learned.
+    pub filter_state: &'a FilterState,
     /// What filters note on the stream as it runs.
     pub notes: StreamNotes,
 }

@@ -62,6 +62,7 @@ pub const COMPRESSOR: &str = "envoy.extensions.filters.http.compressor.v3.Compre
 pub const INTERNAL_LISTENER: &str =
     "envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
 pub const ISTIO_WORKLOAD_DISCOVERY: &str = "istio.workload.BootstrapExtension";
+pub const ISTIO_AUTHN: &str = "io.istio.network.authn.Config";
 pub const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";

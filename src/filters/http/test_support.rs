@@ -25,6 +25,7 @@ use model::{
 use crate::{
     access_log::HttpExchange,
     context::ShardContext,
+    filters::network::filter_state::FilterState,
     stream::{
         headers::{Headers, RequestHead, ResponseHead, Version},
         mutations::Formatter,
@@ -39,6 +40,7 @@ pub const CLUSTER: &str = "backend";
 pub struct World {
     pub shard: ShardContext,
     pub hcm: HttpConnectionManager,
+    pub filter_state: FilterState,
 }
 
 type Entries = Vec<(String, PerRouteFilter)>;
@@ -134,6 +136,7 @@ impl World {
         Self {
             shard: ShardContext::new(0, 1),
             hcm,
+            filter_state: FilterState::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl World {
             virtual_host: Some(vhost),
             route: Some(&vhost.routes[0]),
             started: Instant::now(),
+            filter_state: &self.filter_state,
             notes: StreamNotes::default(),
         }
     }

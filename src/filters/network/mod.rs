@@ -1,3 +1,23 @@
-//! Network (L4) filters: the terminal filter of a listener's chain.
+//! Network (L4) filters: the filters a chain runs before its terminal one, and the terminal
+//! filter itself.
+pub mod filter_state;
 pub mod http_connection_manager;
+mod istio_authn;
 pub mod tcp_proxy;
+
+use model::ConnectionFilter;
+
+use crate::net::transport::Transport;
+use filter_state::FilterState;
+
+/// Runs a chain's `filters` (those before its terminal one) on a connection whose transport
+/// socket is up; what they learn goes into the returned filter state.
+pub fn run_connection_filters(filters: &[ConnectionFilter], transport: &Transport) -> FilterState {
+    let mut state = FilterState::default();
+    for filter in filters {
+        match filter {
+            ConnectionFilter::IstioAuthn => istio_authn::run(transport, &mut state),
+        }
+    }
+    state
+}

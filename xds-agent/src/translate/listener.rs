@@ -19,6 +19,7 @@ use super::{
     filter_chain_match::chain_match,
     http_connection_manager::http_connection_manager,
     listener_filters::{listener_filters, tls_inspector, MAX_CLIENT_HELLO},
+    network_filters,
     tcp_proxy::tcp_proxy,
     tls, TranslateContext, TranslateError,
 };
@@ -260,14 +261,6 @@ pub(super) fn listener(
     }))
 }
 
-/// Whether a network filter type ends a chain (and so must be last).
-fn is_terminal(type_url: &str) -> bool {
-    matches!(
-        names::type_name(type_url),
-        names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER
-    )
-}
-
 /// A chain is one terminal tcp_proxy or HTTP connection manager; chains with filters the
 /// walker rejected are skipped.
 fn filter_chain(
@@ -291,17 +284,17 @@ fn filter_chain(
         return None;
     };
     let mut ok = true;
+    let mut connection_filters = Vec::with_capacity(init.len());
     for (f, filter) in init.iter().enumerate() {
-        if let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type {
-            if is_terminal(&any.type_url) {
-                errors.push(TranslateError::new(
-                    format!("{path}.filters[{f}]"),
-                    Some(&any.type_url),
-                    "a terminal filter (tcp_proxy, http_connection_manager) must be the last in its chain",
-                ));
-            }
+        // A filter without a typed_config was refused by the walker.
+        let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            ok = false;
+            continue;
+        };
+        match network_filters::connection_filter(any, &format!("{path}.filters[{f}]"), errors) {
+            Some(built) => connection_filters.push(built),
+            None => ok = false,
         }
-        ok = false;
     }
     let filter_path = format!("{path}.filters[{}]", init.len());
     let network = match &last.config_type {
@@ -355,6 +348,7 @@ fn filter_chain(
     Some(FilterChain {
         name: chain.name.clone(),
         config_hash: config_hash(chain) ^ tls.as_ref().map_or(0, |t| t.material_hash),
+        connection_filters,
         network,
         tls,
     })

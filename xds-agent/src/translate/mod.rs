@@ -21,6 +21,7 @@ mod listener;
 mod listener_filters;
 mod local_reply;
 mod matchers;
+mod network_filters;
 pub mod resources;
 mod route;
 pub mod secret;

@@ -508,7 +508,11 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.listener.v3.Filter",
         "network filter",
-        &[names::TCP_PROXY, names::HTTP_CONNECTION_MANAGER],
+        &[
+            names::TCP_PROXY,
+            names::HTTP_CONNECTION_MANAGER,
+            names::ISTIO_AUTHN,
+        ],
     ),
     (
         "envoy.config.cluster.v3.Cluster",

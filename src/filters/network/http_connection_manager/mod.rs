@@ -33,6 +33,7 @@ use routes::RouteSource;
 
 use crate::{
     context::ShardContext,
+    filters::network::filter_state::FilterState,
     net::{
         buffered::{deadline, Buffered},
         connection::Accepted,
@@ -67,6 +68,8 @@ pub struct Connection<'a> {
     pub scheme: &'static str,
     /// The connection's TLS as access logs and XFCC read it (when they do).
     tls: Option<DownstreamTls>,
+    /// What the chain's filters before this one learned.
+    pub filter_state: &'a FilterState,
     /// This connection's own `x-forwarded-client-cert` element, made on first use.
     xfcc: OnceCell<Bytes>,
 }
@@ -109,6 +112,7 @@ pub async fn run(
     accepted: Accepted<'_>,
 ) {
     let stream = accepted.transport;
+    let filter_state = accepted.filter_state;
     let stats = hcm.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
     inc(&stats.downstream_cx_active);
@@ -152,6 +156,7 @@ pub async fn run(
         },
         scheme: if tls.is_some() { "https" } else { "http" },
         tls: tls.filter(|_| reads_tls).map(|t| t.info()),
+        filter_state: &filter_state,
         xfcc: OnceCell::new(),
     };
     let negotiated_h2 = tls.is_some_and(|t| t.connection().alpn_protocol() == Some(b"h2"));

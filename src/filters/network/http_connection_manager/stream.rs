@@ -338,6 +338,7 @@ fn match_route<'t>(
         virtual_host,
         route,
         started: exchange.started,
+        filter_state: c.filter_state,
         notes: StreamNotes::default(),
     })
 }

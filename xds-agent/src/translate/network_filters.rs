@@ -1,0 +1,30 @@
+//! Translator: the network filters a chain runs before its terminal one (Istio's
+//! `istio_authn`), keyed by config type.
+use envoy_types::pb::google::protobuf::Any;
+
+use super::TranslateError;
+use crate::names;
+use model::ConnectionFilter;
+
+/// The filter `any` configures (at `path`); `None` for a type that cannot run before a
+/// terminal filter (a terminal one is said so here).
+pub fn connection_filter(
+    any: &Any,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<ConnectionFilter> {
+    match names::type_name(&any.type_url) {
+        // Its config has no fields.
+        names::ISTIO_AUTHN => Some(ConnectionFilter::IstioAuthn),
+        names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
+            errors.push(TranslateError::new(
+                path.to_string(),
+                Some(&any.type_url),
+                "a terminal filter (tcp_proxy, http_connection_manager) must be the last in its chain",
+            ));
+            None
+        }
+        // Any other type was refused where the walker met it.
+        _ => None,
+    }
+}
