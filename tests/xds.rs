@@ -441,7 +441,7 @@ fn shardproxy_on_istio_dump(file: &str) {
     convert_dump(&dump, &script);
     let xds = XdsServer::start(&script);
     let node = "sidecar~127.0.0.1~app1-0.default~default.svc.cluster.local";
-    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, "DELTA_GRPC");
+    let bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
     // HttpProxy::start waits for /ready: the initial fetch must finish despite the NACKs.
     let proxy = HttpProxy::start(Kind::Shardproxy, "istio-dump", &bootstrap);
     thread::sleep(Duration::from_secs(1));

@@ -255,14 +255,7 @@ fn envoy_on_istio_dump(file: &str) {
     let report = convert_dump(&dump, &script);
     let xds = XdsServer::start(&script);
     let node = "sidecar~127.0.0.1~app1-0.default~default.svc.cluster.local";
-    let mut bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, "DELTA_GRPC");
-    let mut sds = bootstrap["static_resources"]["clusters"][0].clone();
-    sds["name"] = json!("sds-grpc");
-    sds["load_assignment"]["cluster_name"] = json!("sds-grpc");
-    bootstrap["static_resources"]["clusters"]
-        .as_array_mut()
-        .unwrap()
-        .push(sds);
+    let bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
     let envoy = HttpProxy::start(Kind::Envoy, "istio-dump", &bootstrap);
 
     // Every type Envoy asked for gets a verdict (LDS and CDS always; RDS, EDS, SDS, ECDS when

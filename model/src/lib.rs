@@ -11,6 +11,7 @@ pub mod http;
 pub mod listener_filters;
 pub mod local_reply;
 pub mod matchers;
+pub mod metadata;
 pub mod publish;
 pub mod route;
 pub mod route_match;
@@ -254,6 +255,12 @@ pub struct Cluster {
     /// `upstream_bind_config.source_address`: upstream connections come from this address
     /// (Istio's inbound passthrough clusters use 127.0.0.6).
     pub source_address: Option<SocketAddr>,
+    /// `common_lb_config.locality_weighted_lb_config`: each locality takes its
+    /// `load_balancing_weight`'s share of requests (a locality without one takes none), split
+    /// among its hosts by their weights.
+    pub locality_weighted: bool,
+    /// `metadata.filter_metadata`.
+    pub metadata: metadata::Metadata,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -420,6 +427,15 @@ pub struct Endpoint {
     /// The endpoint's `envoy.transport_socket_match` metadata (sorted), which picks its
     /// transport socket among the cluster's `transport_socket_matches`.
     pub socket_labels: Option<Arc<[SocketLabel]>>,
+    /// Its locality's place in the assignment and `load_balancing_weight` (0: none).
+    pub locality: Locality,
+}
+
+/// An endpoint's locality as locality-weighted balancing reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub index: u32,
+    pub weight: u32,
 }
 
 /// Hostnames a DNS cluster resolves, and how often.
@@ -438,4 +454,6 @@ pub struct DnsHost {
     pub weight: u32,
     /// Carried to the endpoints resolved (see `Endpoint::socket_labels`).
     pub socket_labels: Option<Arc<[SocketLabel]>>,
+    /// Carried to the endpoints resolved.
+    pub locality: Locality,
 }

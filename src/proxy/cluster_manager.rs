@@ -93,7 +93,12 @@ impl ShardCluster {
                     .unwrap_or_else(|| Rc::new(Host::new(endpoint.clone())))
             })
             .collect();
-        let balancer = RefCell::new(Balancer::new(config.lb_policy, &hosts, shard));
+        let balancer = RefCell::new(Balancer::new(
+            config.lb_policy,
+            &hosts,
+            config.locality_weighted,
+            shard,
+        ));
         let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
         Self {
             config,
@@ -136,6 +141,7 @@ impl ShardCluster {
             weight: 1,
             hostname: None,
             socket_labels: None,
+            locality: Default::default(),
         }));
         destinations.insert(address, (host.clone(), now));
         Some(host)

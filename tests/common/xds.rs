@@ -183,6 +183,20 @@ pub fn ads_bootstrap(admin_port: u16, node: &str, ads_port: u16, api_type: &str)
     })
 }
 
+/// An Istio-shaped ADS bootstrap: Delta ADS, plus the `sds-grpc` cluster Istio's bootstrap
+/// has, which SDS configs in Istio's resources name (here the same control plane).
+pub fn istio_ads_bootstrap(admin_port: u16, node: &str, ads_port: u16) -> Value {
+    let mut bootstrap = ads_bootstrap(admin_port, node, ads_port, "DELTA_GRPC");
+    let mut sds = bootstrap["static_resources"]["clusters"][0].clone();
+    sds["name"] = json!("sds-grpc");
+    sds["load_assignment"]["cluster_name"] = json!("sds-grpc");
+    bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(sds);
+    bootstrap
+}
+
 /// GET / through Envoy's listener: (upstream name, x-route-version).
 pub fn through(port: u16) -> Option<(String, String)> {
     let r = http_get(addr(port), "/").ok()?;

@@ -23,6 +23,7 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                         weight: host.weight,
                         hostname: Some(hostname.clone()),
                         socket_labels: host.socket_labels.clone(),
+                        locality: host.locality,
                     });
                     if target.logical {
                         return endpoints.into();

@@ -68,6 +68,7 @@ fn agent_state() -> AgentState {
             weight: 3,
             hostname: None,
             socket_labels: None,
+            locality: Default::default(),
         }]
         .into(),
         buffer_limit: 1 << 20,

@@ -61,6 +61,7 @@ mod tests {
                     weight: 1,
                     hostname: None,
                     socket_labels: None,
+                    locality: Default::default(),
                 }))
             })
             .collect();

@@ -3,7 +3,7 @@ mod least_request;
 mod random;
 mod round_robin;
 
-use std::rc::Rc;
+use std::{collections::HashMap, rc::Rc};
 
 use model::LbPolicy;
 
@@ -18,8 +18,14 @@ pub enum Balancer {
 
 impl Balancer {
     /// Fresh state for `hosts`; `shard` staggers round-robin starts so shards spread out.
-    pub fn new(policy: LbPolicy, hosts: &[Rc<Host>], shard: usize) -> Self {
-        let weights: Vec<u32> = hosts.iter().map(|h| h.endpoint.weight.max(1)).collect();
+    /// `locality_weighted`: hosts share by their locality's weight first (`weights`).
+    pub fn new(
+        policy: LbPolicy,
+        hosts: &[Rc<Host>],
+        locality_weighted: bool,
+        shard: usize,
+    ) -> Self {
+        let weights = weights(hosts, locality_weighted);
         match policy {
             LbPolicy::RoundRobin => Self::RoundRobin(RoundRobin::new(&weights, shard)),
             LbPolicy::Random => Self::Random(WeightedRandom::new(&weights)),
@@ -45,6 +51,100 @@ impl Balancer {
     }
 }
 
+/// What a host weighs when picked. Under locality weighting, a host's share of all requests
+/// is its locality's share of the locality weights times its share of its locality's host
+/// weights, as Envoy's pick of a locality and then a host within it gives on average. A
+/// locality without a weight takes nothing, unless none has one: then, as in Envoy, the hosts
+/// are balanced as if localities were not weighted.
+fn weights(hosts: &[Rc<Host>], locality_weighted: bool) -> Vec<u32> {
+    let own: Vec<u32> = hosts.iter().map(|h| h.endpoint.weight.max(1)).collect();
+    if !locality_weighted || hosts.iter().all(|h| h.endpoint.locality.weight == 0) {
+        return own;
+    }
+    let mut totals: HashMap<u32, u64> = HashMap::new();
+    for (host, weight) in hosts.iter().zip(&own) {
+        *totals.entry(host.endpoint.locality.index).or_default() += u64::from(*weight);
+    }
+    let shares: Vec<f64> = hosts
+        .iter()
+        .zip(&own)
+        .map(|(h, w)| {
+            let locality = h.endpoint.locality;
+            f64::from(locality.weight) * f64::from(*w) / totals[&locality.index] as f64
+        })
+        .collect();
+    let largest = shares.iter().copied().fold(0.0, f64::max);
+    shares
+        .iter()
+        .map(|share| match share {
+            0.0 => 0,
+            share => ((share / largest) * LOCALITY_SCALE).round().max(1.0) as u32,
+        })
+        .collect()
+}
+
+/// The weight of the heaviest host under locality weighting: the others' are rounded against
+/// it (shares kept to one part in a million).
+const LOCALITY_SCALE: f64 = 1_000_000.0;
+
 fn all_equal(weights: &[u32]) -> bool {
     weights.windows(2).all(|w| w[0] == w[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use model::{Endpoint, Locality};
+
+    use super::*;
+
+    fn host(port: u16, weight: u32, locality: (u32, u32)) -> Rc<Host> {
+        Rc::new(Host::new(Endpoint {
+            address: ([127, 0, 0, 1], port).into(),
+            weight,
+            hostname: None,
+            socket_labels: None,
+            locality: Locality {
+                index: locality.0,
+                weight: locality.1,
+            },
+        }))
+    }
+
+    #[test]
+    fn locality_weights_split_before_host_weights() {
+        // Locality 0 (weight 3) has two hosts weighing 1 and 2; locality 1 (weight 1) one host;
+        // locality 2 has no weight.
+        let hosts = [
+            host(1, 1, (0, 3)),
+            host(2, 2, (0, 3)),
+            host(3, 5, (1, 1)),
+            host(4, 1, (2, 0)),
+        ];
+        let shares = weights(&hosts, true);
+        let total: u32 = shares.iter().sum();
+        let share = |i: usize| f64::from(shares[i]) / f64::from(total);
+        assert!((share(0) - 0.25).abs() < 1e-6, "{shares:?}");
+        assert!((share(1) - 0.5).abs() < 1e-6, "{shares:?}");
+        assert!((share(2) - 0.25).abs() < 1e-6, "{shares:?}");
+        assert_eq!(shares[3], 0);
+        // Without locality weighting, or with no locality weighted, the hosts' own weights.
+        assert_eq!(weights(&hosts, false), [1, 2, 5, 1]);
+        let unweighted = [host(1, 1, (0, 0)), host(2, 2, (1, 0))];
+        assert_eq!(weights(&unweighted, true), [1, 2]);
+    }
+
+    #[test]
+    fn a_locality_without_weight_is_never_picked() {
+        let hosts = [host(1, 1, (0, 1)), host(2, 1, (1, 0)), host(3, 1, (2, 1))];
+        for policy in [
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest { choice_count: 2 },
+        ] {
+            let mut balancer = Balancer::new(policy, &hosts, true, 0);
+            let picks: Vec<usize> = (0..300).filter_map(|_| balancer.pick(&hosts)).collect();
+            assert!(picks.iter().all(|&i| i != 1), "{policy:?}");
+            assert!(picks.contains(&0) && picks.contains(&2), "{policy:?}");
+        }
+    }
 }

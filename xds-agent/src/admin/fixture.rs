@@ -56,6 +56,7 @@ pub fn state() -> AgentState {
             weight: 1,
             hostname: None,
             socket_labels: None,
+            locality: Default::default(),
         }],
     );
     let api = cluster("api", &mut stats, vec![]);

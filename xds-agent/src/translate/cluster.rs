@@ -3,7 +3,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::{
-        cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto},
+        cluster::{
+            common_lb_config::LocalityConfigSpecifier, ClusterDiscoveryType, DiscoveryType,
+            LbConfig, LbPolicy as LbPolicyProto,
+        },
         Cluster as ClusterProto,
     },
     core::v3::{HealthStatus, Metadata, TransportSocket},
@@ -16,8 +19,9 @@ use super::{
 };
 use crate::names::TRANSPORT_SOCKET_MATCH;
 use model::{
-    tls::ClientTls, Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy,
-    OriginalDst, SocketLabel, SocketMatch, UpstreamProtocol,
+    metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster, ClusterId, DiscoveredBy,
+    DnsHost, DnsTarget, Endpoint, LbPolicy, Locality, OriginalDst, SocketLabel, SocketMatch,
+    UpstreamProtocol,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -229,6 +233,16 @@ pub(super) fn cluster(
         socket_matches,
         original_dst,
         source_address,
+        locality_weighted: proto
+            .common_lb_config
+            .as_ref()
+            .is_some_and(|c| {
+                matches!(
+                    c.locality_config_specifier,
+                    Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+                )
+            }),
+        metadata: metadata(proto.metadata.as_ref()),
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -382,8 +396,12 @@ fn hosts(
     errors: &mut Vec<TranslateError>,
 ) -> (Vec<DnsHost>, Vec<Endpoint>) {
     let (mut hosts, mut endpoints) = (Vec::new(), Vec::new());
-    for (l, locality) in assignment.endpoints.iter().enumerate() {
-        for (e, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
+    for (l, group) in assignment.endpoints.iter().enumerate() {
+        let locality = Locality {
+            index: l as u32,
+            weight: group.load_balancing_weight.map_or(0, |w| w.value),
+        };
+        for (e, lb_endpoint) in group.lb_endpoints.iter().enumerate() {
             let path = format!("{path}.endpoints[{l}].lb_endpoints[{e}]");
             if !takes_traffic(lb_endpoint.health_status()) {
                 continue;
@@ -421,6 +439,7 @@ fn hosts(
                             weight,
                             hostname,
                             socket_labels,
+                            locality,
                         });
                     }
                 }
@@ -431,6 +450,7 @@ fn hosts(
                             port,
                             weight,
                             socket_labels,
+                            locality,
                         });
                     }
                 }
@@ -442,6 +462,17 @@ fn hosts(
 }
 
 /// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
+/// A resource's `filter_metadata`, kept for the filters that read it.
+pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
+    ModelMetadata::new(
+        metadata
+            .into_iter()
+            .flat_map(|m| &m.filter_metadata)
+            .map(|(namespace, fields)| (namespace.clone(), proto::to_json(fields)))
+            .collect(),
+    )
+}
+
 fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
     let fields = &metadata?
         .filter_metadata

@@ -45,8 +45,8 @@ const NODE_ID: &str = "identity for a management server";
 ///   only filters or subset load balancing (neither supported) read.
 /// - `ClusterLoadAssignment.cluster_name`: names the cluster the assignment belongs to, which
 ///   is implied for an inline `load_assignment`.
-/// - `LocalityLbEndpoints.locality`, `.load_balancing_weight`: only read by zone-aware and
-///   locality-weighted balancing, which are not configured (and not supported).
+/// - `LocalityLbEndpoints.locality`: only read by zone-aware balancing (not supported);
+///   locality-weighted balancing tells localities apart by their place in the assignment.
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
@@ -368,6 +368,8 @@ pub const SURFACE: &[Surface] = &[
             "cleanup_interval",
             "upstream_bind_config",
             "http2_protocol_options",
+            "common_lb_config",
+            "metadata",
         ],
         ignored: &[
             (
@@ -379,6 +381,16 @@ pub const SURFACE: &[Surface] = &[
                 "DNS names are resolved again every dns_refresh_rate, whatever their TTL",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
+        supported: &["locality_weighted_lb_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig",
+        supported: &[],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
@@ -461,14 +473,12 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        supported: &["lb_endpoints"],
-        ignored: &[
-            ("locality", "zone-aware balancing is not configured"),
-            (
-                "load_balancing_weight",
-                "locality-weighted balancing is not configured",
-            ),
-        ],
+        supported: &["lb_endpoints", "load_balancing_weight"],
+        ignored: &[(
+            "locality",
+            "zone-aware balancing is not supported: localities are told apart by their place \
+             in the assignment",
+        )],
     },
     Surface {
         message: "envoy.config.endpoint.v3.LbEndpoint",

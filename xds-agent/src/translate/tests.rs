@@ -105,6 +105,7 @@ fn listener_and_tcp_proxy_defaults() {
             weight: 1,
             hostname: None,
             socket_labels: None,
+            locality: Default::default(),
         }
     );
     assert_eq!(c.dns, None);
@@ -497,6 +498,7 @@ fn dns_clusters() {
         weight: 2,
         hostname: None,
         socket_labels: None,
+        locality: Default::default(),
     }]);
     let dns = HashMap::from([("c".to_string(), resolved.clone())]);
     let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
@@ -509,6 +511,7 @@ fn dns_clusters() {
             port: 80,
             weight: 2,
             socket_labels: None,
+            locality: Default::default(),
         }]
     );
     assert_eq!(target.refresh_rate, Duration::from_secs(10));
@@ -601,6 +604,7 @@ fn unchanged_parts_are_shared_with_the_previous_generation() {
             weight: 2,
             hostname: None,
             socket_labels: None,
+            locality: Default::default(),
         }]),
     )]);
     let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();
