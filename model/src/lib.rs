@@ -8,6 +8,7 @@ pub mod filter_chain_match;
 pub mod filter_stats;
 pub mod filters;
 pub mod http;
+pub mod istio;
 pub mod listener_filters;
 pub mod local_reply;
 pub mod matchers;
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub cluster_changes: Option<Vec<String>>,
     /// Route tables from RDS, by name: every table an `Routes::Rds` listener names is here.
     pub routes: HashMap<String, Arc<route::RouteConfig>>,
+    /// This proxy's identity for Istio's metadata exchange (from the bootstrap's node).
+    pub local_peer: Arc<istio::LocalPeer>,
 }
 
 impl Snapshot {
@@ -59,6 +62,7 @@ impl Snapshot {
             clusters: ClusterMap::new(),
             cluster_changes: None,
             routes: HashMap::new(),
+            local_peer: Default::default(),
         }
     }
 }
@@ -164,6 +168,9 @@ pub struct FilterChain {
 /// up, and may record what it learns in the connection's filter state.
 #[derive(Debug)]
 pub enum ConnectionFilter {
+    /// Istio's `istio.metadata_exchange`: the peer's identity becomes the filter state
+    /// `downstream_peer`.
+    MetadataExchange(Arc<istio::MetadataExchange>),
     /// Istio's `istio_authn` (`io.istio.network.authn.Config`): the peer's and this proxy's
     /// SPIFFE identities (their certificates' first `spiffe://` URI SANs) become the filter
     /// state `io.istio.peer_principal` and `io.istio.local_principal`.
@@ -261,6 +268,8 @@ pub struct Cluster {
     pub locality_weighted: bool,
     /// `metadata.filter_metadata`.
     pub metadata: metadata::Metadata,
+    /// `filters`: Istio's `istio.metadata_exchange` on upstream connections.
+    pub metadata_exchange: Option<Arc<istio::MetadataExchange>>,
     pub stats: Arc<ClusterStats>,
 }
 

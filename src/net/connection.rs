@@ -83,12 +83,15 @@ async fn serve_chain(
         let chain = &listener.filter_chains[index];
         // The chain's drain: an update that changed only other chains leaves it running.
         let drain = generation.chain_drain(index);
-        let transport = match &chain.tls {
+        let mut transport = match &chain.tls {
             None => Some(Transport::Raw(stream)),
             Some(tls) => handshake(ctx, tls, stream).await,
         };
-        if let Some(transport) = transport {
-            let filter_state = run_connection_filters(&chain.connection_filters, &transport);
+        let filter_state = match &mut transport {
+            Some(transport) => run_connection_filters(&chain.connection_filters, transport).await,
+            None => None,
+        };
+        if let (Some(transport), Some(filter_state)) = (transport, filter_state) {
             let accepted = Accepted {
                 transport,
                 filter_state,

@@ -14,6 +14,7 @@ use model::{
 use super::cluster_manager::{ActiveHost, ShardCluster};
 use crate::{
     context::ShardContext,
+    filters::istio::{exchange, peer::Peer},
     net::{
         tls::{self, HandshakeError},
         transport::Transport,
@@ -29,6 +30,8 @@ pub enum OpenError {
     Tls(HandshakeError),
     /// The cluster's TLS context still waits for its SDS secrets.
     SecretsNotReady,
+    /// Istio's metadata exchange failed.
+    Exchange(io::Error),
 }
 
 impl std::fmt::Display for OpenError {
@@ -38,20 +41,27 @@ impl std::fmt::Display for OpenError {
             OpenError::Connect(e) => write!(f, "connect failed: {e}"),
             OpenError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             OpenError::SecretsNotReady => f.write_str("TLS context has no secrets yet"),
+            OpenError::Exchange(e) => write!(f, "metadata exchange failed: {e}"),
         }
     }
 }
 
+/// A transport to a host, and the host's workload when Istio's metadata exchange ran on it.
+pub struct Opened {
+    pub transport: Transport,
+    pub peer: Option<Rc<Peer>>,
+}
+
 /// Opens a transport to `endpoint`: TCP (no delay), then the TLS handshake of the transport
 /// socket the cluster gives that endpoint (with `sni` in place of the configured one, for
-/// `auto_sni`), within the cluster's connect timeout. Counts TLS outcomes in
-/// `cluster.<name>.ssl.*`.
+/// `auto_sni`), then the cluster's metadata exchange when TLS negotiated its protocol, all
+/// within the cluster's connect timeout. Counts TLS outcomes in `cluster.<name>.ssl.*`.
 pub async fn open(
     ctx: &ShardContext,
     cluster: &Cluster,
     endpoint: &Endpoint,
     sni: Option<&str>,
-) -> Result<Transport, OpenError> {
+) -> Result<Opened, OpenError> {
     let address = endpoint.address;
     // The config new connections take, fixed before connecting (a rotation meanwhile applies
     // to the next connection).
@@ -78,7 +88,10 @@ pub async fn open(
                 })?;
         let _ = stream.set_nodelay(true);
         let Some((tls, config)) = tls else {
-            return Ok(Transport::Raw(stream));
+            return Ok(Opened {
+                transport: Transport::Raw(stream),
+                peer: None,
+            });
         };
         let cells = tls.stats.shard(ctx.id);
         match tls::connect(stream, tls, config, sni, address).await {
@@ -87,7 +100,14 @@ pub async fn open(
                 let resumed =
                     stream.connection().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 cells.handshake(version, cipher, curve, resumed);
-                Ok(stream.into())
+                let mut transport = Transport::from(stream);
+                let peer = match &cluster.metadata_exchange {
+                    None => None,
+                    Some(exchange) => exchange::exchange(&mut transport, exchange)
+                        .await
+                        .map_err(OpenError::Exchange)?,
+                };
+                Ok(Opened { transport, peer })
             }
             Err(e) => {
                 cells.failure(match &e {
@@ -120,7 +140,7 @@ pub async fn connect_upstream(
     cluster: &Rc<ShardCluster>,
     attempts: u32,
     destination: Option<SocketAddr>,
-) -> Result<(Transport, ActiveHost), ConnectFailure> {
+) -> Result<(Opened, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
     for _ in 0..attempts.max(1) {

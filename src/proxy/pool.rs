@@ -333,9 +333,9 @@ pub async fn open_transport(
     let cells = config.stats.shard(ctx.id);
     let started = Instant::now();
     match connect::open(ctx, config, &host.endpoint, sni).await {
-        Ok(stream) => {
+        Ok(opened) => {
             record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
-            Ok(stream)
+            Ok(opened.transport)
         }
         Err(e) => {
             tracing::debug!(cluster = %config.name, host = %host.address(), "upstream connect failed: {e}");

@@ -63,6 +63,9 @@ pub const INTERNAL_LISTENER: &str =
     "envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
 pub const ISTIO_WORKLOAD_DISCOVERY: &str = "istio.workload.BootstrapExtension";
 pub const ISTIO_AUTHN: &str = "io.istio.network.authn.Config";
+pub const METADATA_EXCHANGE: &str = "envoy.tcp.metadataexchange.config.MetadataExchange";
+pub const PEER_METADATA: &str = "io.istio.http.peer_metadata.Config";
+pub const ISTIO_ALPN: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 pub const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";

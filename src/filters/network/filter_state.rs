@@ -1,6 +1,9 @@
 //! Connection filter state: what a chain's network filters learned about a connection, read
 //! by the filters after them and by every stream on it (Envoy's connection-lifetime filter
 //! state, with the keys shardproxy's filters set).
+use std::rc::Rc;
+
+use crate::filters::istio::peer::Peer;
 
 /// The key `istio_authn` sets to the peer's SPIFFE identity.
 pub const PEER_PRINCIPAL: &str = "io.istio.peer_principal";
@@ -11,6 +14,8 @@ pub const LOCAL_PRINCIPAL: &str = "io.istio.local_principal";
 pub struct FilterState {
     pub peer_principal: Option<Box<str>>,
     pub local_principal: Option<Box<str>>,
+    /// The downstream workload, as Istio's metadata exchange told it.
+    pub downstream_peer: Option<Rc<Peer>>,
 }
 
 impl FilterState {

@@ -132,7 +132,7 @@ async fn proxy_to(
     } = upstream;
     let attempts = proxy.max_connect_attempts;
     let (upstream, host) = match connect_upstream(ctx, cluster, attempts, destination).await {
-        Ok(connected) => connected,
+        Ok((opened, host)) => (opened.transport, host),
         Err(failure) => {
             record.response_flags.set(failure.flag);
             record.upstream_host = failure.last_host;

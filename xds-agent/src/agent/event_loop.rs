@@ -127,6 +127,7 @@ impl Agent {
             dns: &self.dns,
             extensions: &Default::default(),
             secrets: dynamic.secrets.current.clone(),
+            local_peer: Default::default(),
         };
         let snapshot = translate(bootstrap, &mut ctx)?;
         Ok((snapshot, ctx.secrets))

@@ -155,6 +155,7 @@ pub fn load_and_translate(
             dns: &HashMap::new(),
             extensions: &Default::default(),
             secrets: Default::default(),
+            local_peer: Default::default(),
         },
     )
     .map_err(StartupError::Config)?;

@@ -112,7 +112,11 @@ impl DynamicConfig {
                 }
                 let model = resources::cluster(
                     &proto,
-                    &mut inputs.context(&self.extension_configs, &self.secrets.current),
+                    &mut inputs.context(
+                        &self.extension_configs,
+                        &self.secrets.current,
+                        &statics.local_peer,
+                    ),
                 )?;
                 let old_eds = self
                     .clusters
@@ -159,7 +163,11 @@ impl DynamicConfig {
                 let model = resources::route_config(
                     &proto,
                     &self.known_clusters(statics),
-                    &mut inputs.context(&self.extension_configs, &self.secrets.current),
+                    &mut inputs.context(
+                        &self.extension_configs,
+                        &self.secrets.current,
+                        &statics.local_peer,
+                    ),
                 )?;
                 self.waiting.remove(&(ROUTE, proto.name.clone()));
                 self.routes.insert(proto.name, held(resource, model));

@@ -122,6 +122,7 @@ impl DynamicConfig {
             clusters,
             cluster_changes: (!rebased).then_some(changed),
             routes,
+            local_peer: statics.local_peer.clone(),
         }
     }
 

@@ -104,7 +104,11 @@ impl DynamicConfig {
         reuse: bool,
     ) -> Result<Arc<Listener>, Vec<TranslateError>> {
         let known = self.known_clusters(statics);
-        let mut ctx = inputs.context(&self.extension_configs, &self.secrets.current);
+        let mut ctx = inputs.context(
+            &self.extension_configs,
+            &self.secrets.current,
+            &statics.local_peer,
+        );
         if !reuse {
             ctx.previous = None;
         }

@@ -23,7 +23,7 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::translate::{tls::Secrets, TranslateContext};
 
 use model::{
-    http::Routes, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap, DiscoveredBy,
+    http::Routes, istio::LocalPeer, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap, DiscoveredBy,
     Endpoint, Listener, NetworkFilter, Snapshot,
 };
 
@@ -77,6 +77,7 @@ impl Inputs<'_> {
         &'b mut self,
         extensions: &'b HashMap<String, Any>,
         secrets: &Arc<Secrets>,
+        local_peer: &Arc<LocalPeer>,
     ) -> TranslateContext<'b> {
         TranslateContext {
             generation: self.generation,
@@ -85,6 +86,7 @@ impl Inputs<'_> {
             dns: self.dns,
             extensions,
             secrets: secrets.clone(),
+            local_peer: local_peer.clone(),
         }
     }
 }

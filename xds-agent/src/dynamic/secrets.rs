@@ -253,7 +253,7 @@ impl DynamicConfig {
     ) -> Result<Vec<Rebuilt>, Vec<TranslateError>> {
         let named = |secret: &SdsSecret| secret.key == *key;
         let names = |secrets: &[SdsSecret]| secrets.iter().any(named);
-        let mut ctx = inputs.context(&self.extension_configs, candidate);
+        let mut ctx = inputs.context(&self.extension_configs, candidate, &statics.local_peer);
         let mut rebuilt = Vec::new();
         let mut errors = Vec::new();
         let resources = bootstrap.static_resources.as_ref();

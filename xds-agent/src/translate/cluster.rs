@@ -14,11 +14,12 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{
-    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, positive_duration,
-    TranslateContext, TranslateError,
+    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, istio,
+    positive_duration, TranslateContext, TranslateError,
 };
-use crate::names::TRANSPORT_SOCKET_MATCH;
+use crate::names;
 use model::{
+    istio::MetadataExchange,
     metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster, ClusterId, DiscoveredBy,
     DnsHost, DnsTarget, Endpoint, LbPolicy, Locality, OriginalDst, SocketLabel, SocketMatch,
     UpstreamProtocol,
@@ -127,6 +128,7 @@ pub(super) fn cluster(
         errors,
     );
     let original_dst = original_dst(proto, kind.as_ref(), lb_policy, path, errors);
+    let metadata_exchange = upstream_filters(proto, path, ctx, errors);
     let source_address = proto
         .upstream_bind_config
         .as_ref()
@@ -243,6 +245,7 @@ pub(super) fn cluster(
                 )
             }),
         metadata: metadata(proto.metadata.as_ref()),
+        metadata_exchange,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -462,6 +465,37 @@ fn hosts(
 }
 
 /// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
+/// A cluster's upstream network `filters`: Istio's metadata exchange is the one supported
+/// (other types are refused by the walker), at most once.
+fn upstream_filters(
+    proto: &ClusterProto,
+    path: &str,
+    ctx: &TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Arc<MetadataExchange>> {
+    let mut found = None;
+    for (i, filter) in proto.filters.iter().enumerate() {
+        let at = format!("{path}.filters[{i}].typed_config");
+        let Some(any) = &filter.typed_config else {
+            errors.push(TranslateError::new(at, None, "typed_config is required"));
+            continue;
+        };
+        if names::type_name(&any.type_url) != names::METADATA_EXCHANGE {
+            continue;
+        }
+        if found.is_some() {
+            errors.push(TranslateError::new(
+                at,
+                Some(&any.type_url),
+                "the metadata exchange is configured twice",
+            ));
+            continue;
+        }
+        found = istio::metadata_exchange(any, &at, &ctx.local_peer, errors);
+    }
+    found
+}
+
 /// A resource's `filter_metadata`, kept for the filters that read it.
 pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
     ModelMetadata::new(
@@ -476,7 +510,7 @@ pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
 fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
     let fields = &metadata?
         .filter_metadata
-        .get(TRANSPORT_SOCKET_MATCH)?
+        .get(names::TRANSPORT_SOCKET_MATCH)?
         .fields;
     let mut labels: Vec<SocketLabel> = fields
         .iter()

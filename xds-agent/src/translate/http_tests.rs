@@ -67,6 +67,7 @@ fn run(text: &str, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Translat
         dns: &dns,
         extensions: &Default::default(),
         secrets: Default::default(),
+        local_peer: Default::default(),
     };
     let result = translate(&bootstrap, &mut ctx);
     if let Err(errors) = &result {

@@ -17,6 +17,7 @@ mod filter_chain_match;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;
+pub mod istio;
 mod listener;
 mod listener_filters;
 mod local_reply;
@@ -47,7 +48,7 @@ use envoy_types::pb::{
     google::protobuf::{self, Any},
 };
 
-use model::{stats::StatsRegistry, Endpoint, Snapshot};
+use model::{istio::LocalPeer, stats::StatsRegistry, Endpoint, Snapshot};
 
 pub use cluster::cluster_tls;
 pub use listener::listener_tls;
@@ -92,6 +93,9 @@ pub struct TranslateContext<'a> {
     /// What TLS contexts' `sds_secret_config`s resolve against: the bootstrap's part is
     /// filled by `translate`, the SDS secrets held are the caller's.
     pub secrets: Arc<tls::Secrets>,
+    /// This proxy's identity for Istio's metadata exchange: set by `translate` from the
+    /// bootstrap's node (xDS resources take the static snapshot's).
+    pub local_peer: Arc<LocalPeer>,
 }
 
 /// Translates a bootstrap into a snapshot, or lists every problem found.
@@ -100,6 +104,7 @@ pub fn translate(
     ctx: &mut TranslateContext,
 ) -> Result<Snapshot, Vec<TranslateError>> {
     let mut errors = Vec::new();
+    ctx.local_peer = Arc::new(istio::local_peer(bootstrap.node.as_ref()));
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
     // Control-plane clusters are the agent's own: the ADS cluster (read by
     // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
@@ -174,6 +179,7 @@ pub fn translate(
             clusters: clusters.into_iter().collect(),
             cluster_changes: None,
             routes: HashMap::new(),
+            local_peer: ctx.local_peer.clone(),
         })
     } else {
         let mut seen = HashSet::new();
@@ -215,6 +221,7 @@ pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
         dns: &dns,
         extensions: &Default::default(),
         secrets: Default::default(),
+        local_peer: Default::default(),
     };
     translate(bootstrap, &mut ctx).err().unwrap_or_default()
 }

@@ -1,8 +1,8 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
-//! `istio_authn`), keyed by config type.
+//! `istio_authn`, `istio.metadata_exchange`), keyed by config type.
 use envoy_types::pb::google::protobuf::Any;
 
-use super::TranslateError;
+use super::{istio, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -11,11 +11,16 @@ use model::ConnectionFilter;
 pub fn connection_filter(
     any: &Any,
     path: &str,
+    ctx: &TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
     match names::type_name(&any.type_url) {
         // Its config has no fields.
         names::ISTIO_AUTHN => Some(ConnectionFilter::IstioAuthn),
+        names::METADATA_EXCHANGE => {
+            istio::metadata_exchange(any, &format!("{path}.typed_config"), &ctx.local_peer, errors)
+                .map(ConnectionFilter::MetadataExchange)
+        }
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),

@@ -370,6 +370,7 @@ pub const SURFACE: &[Surface] = &[
             "http2_protocol_options",
             "common_lb_config",
             "metadata",
+            "filters",
         ],
         ignored: &[
             (
@@ -381,6 +382,11 @@ pub const SURFACE: &[Surface] = &[
                 "DNS names are resolved again every dns_refresh_rate, whatever their TTL",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Filter",
+        supported: &["name", "typed_config"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
@@ -522,7 +528,13 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::TCP_PROXY,
             names::HTTP_CONNECTION_MANAGER,
             names::ISTIO_AUTHN,
+            names::METADATA_EXCHANGE,
         ],
+    ),
+    (
+        "envoy.config.cluster.v3.Filter",
+        "upstream network filter",
+        &[names::METADATA_EXCHANGE],
     ),
     (
         "envoy.config.cluster.v3.Cluster",

@@ -28,6 +28,7 @@ fn run(
         dns,
         extensions: &Default::default(),
         secrets: Default::default(),
+        local_peer: Default::default(),
     };
     translate(&bootstrap(yaml), &mut ctx)
 }

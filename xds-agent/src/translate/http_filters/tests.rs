@@ -22,6 +22,7 @@ fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {
         dns: &dns,
         extensions: &Default::default(),
         secrets: Default::default(),
+        local_peer: Default::default(),
     };
     f(&mut ctx)
 }

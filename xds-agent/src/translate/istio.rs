@@ -1,0 +1,161 @@
+//! Translator: Istio's metadata exchange — this proxy's identity as its peers learn it (from
+//! the bootstrap's `node`), and the `istio.metadata_exchange` network filter on chains and
+//! clusters.
+use std::sync::Arc;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use bytes::Bytes;
+use envoy_types::pb::{
+    envoy::config::core::v3::Node,
+    google::protobuf::{value::Kind, Any, Struct, Value},
+};
+use prost::Message;
+
+use super::TranslateError;
+use model::istio::{
+    LocalPeer, MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY, STRUCT_TYPE,
+};
+use proto::istio::metadata_exchange::MetadataExchange as MetadataExchangeProto;
+
+/// The node metadata keys Istio's exchange carries (its node schema); the others (proxy
+/// config, agent settings) stay home.
+const EXCHANGED: &[&str] = &[
+    "NAME",
+    "NAMESPACE",
+    "OWNER",
+    "WORKLOAD_NAME",
+    "ISTIO_VERSION",
+    "MESH_ID",
+    "CLUSTER_ID",
+    "LABELS",
+    "PLATFORM_METADATA",
+    "APP_CONTAINERS",
+    "INSTANCE_IPS",
+];
+
+/// This proxy's identity for the exchange, from the bootstrap's `node`.
+pub fn local_peer(node: Option<&Node>) -> LocalPeer {
+    let id = node.map(|n| n.id.clone()).unwrap_or_default();
+    let metadata = Struct {
+        fields: node
+            .and_then(|n| n.metadata.as_ref())
+            .into_iter()
+            .flat_map(|m| &m.fields)
+            .filter(|(key, _)| EXCHANGED.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    };
+    let both = Struct {
+        fields: [
+            (METADATA_KEY.to_string(), Kind::StructValue(metadata.clone())),
+            (METADATA_ID_KEY.to_string(), Kind::StringValue(id.clone())),
+        ]
+        .into_iter()
+        .map(|(key, kind)| (key, Value { kind: Some(kind) }))
+        .collect(),
+    };
+    let payload = Any {
+        type_url: STRUCT_TYPE.into(),
+        value: both.encode_to_vec(),
+    }
+    .encode_to_vec();
+    let mut frame = Vec::with_capacity(8 + payload.len());
+    frame.extend_from_slice(&EXCHANGE_MAGIC.to_be_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    LocalPeer {
+        id: Bytes::from(id),
+        header: Bytes::from(STANDARD.encode(metadata.encode_to_vec())),
+        frame: Bytes::from(frame),
+    }
+}
+
+/// `istio.metadata_exchange` at `path` (a chain's network filter or a cluster's upstream
+/// one).
+pub fn metadata_exchange(
+    any: &Any,
+    path: &str,
+    local: &Arc<LocalPeer>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Arc<MetadataExchange>> {
+    let config: MetadataExchangeProto = match proto::decode_any(any) {
+        Ok(config) => config,
+        Err(e) => {
+            errors.push(TranslateError::new(path.to_string(), Some(&any.type_url), e.to_string()));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if config.protocol.is_empty() {
+        errors.push(TranslateError::new(
+            format!("{path}.protocol"),
+            Some(&any.type_url),
+            "the ALPN protocol that starts the exchange is required (Istio's is istio-peer-exchange)",
+        ));
+        ok = false;
+    }
+    if !config.additional_labels.is_empty() {
+        errors.push(TranslateError::new(
+            format!("{path}.additional_labels"),
+            Some(&any.type_url),
+            "additional labels are not exchanged: only Istio's standard node metadata is",
+        ));
+        ok = false;
+    }
+    ok.then(|| {
+        Arc::new(MetadataExchange {
+            protocol: Bytes::from(config.protocol),
+            local: local.clone(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::protobuf::ListValue;
+
+    use super::*;
+
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.into())),
+        }
+    }
+
+    #[test]
+    fn the_frame_carries_the_exchanged_metadata_and_the_id() {
+        let node = Node {
+            id: "sidecar~10.0.0.1~app-1.ns~ns.svc.cluster.local".into(),
+            metadata: Some(Struct {
+                fields: [
+                    ("NAMESPACE".to_string(), string("ns")),
+                    ("PROXY_CONFIG".to_string(), string("kept home")),
+                    (
+                        "INSTANCE_IPS".to_string(),
+                        Value {
+                            kind: Some(Kind::ListValue(ListValue { values: vec![] })),
+                        },
+                    ),
+                ]
+                .into(),
+            }),
+            ..Default::default()
+        };
+        let peer = local_peer(Some(&node));
+        assert_eq!(peer.id, "sidecar~10.0.0.1~app-1.ns~ns.svc.cluster.local");
+        assert_eq!(peer.frame[..4], EXCHANGE_MAGIC.to_be_bytes());
+        let length = u32::from_be_bytes(peer.frame[4..8].try_into().unwrap()) as usize;
+        assert_eq!(peer.frame.len(), 8 + length);
+        let any = Any::decode(&peer.frame[8..]).unwrap();
+        assert_eq!(any.type_url, STRUCT_TYPE);
+        let both = Struct::decode(any.value.as_slice()).unwrap();
+        let Some(Kind::StructValue(metadata)) = &both.fields[METADATA_KEY].kind else {
+            panic!("{both:?}");
+        };
+        assert_eq!(metadata.fields["NAMESPACE"], string("ns"));
+        assert!(!metadata.fields.contains_key("PROXY_CONFIG"));
+        assert_eq!(both.fields[METADATA_ID_KEY], string(&node.id));
+        let header = Struct::decode(STANDARD.decode(&peer.header).unwrap().as_slice()).unwrap();
+        assert_eq!(&header, metadata);
+    }
+}
