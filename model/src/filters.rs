@@ -36,6 +36,32 @@ pub enum HttpFilterKind {
     GrpcStats(Arc<GrpcStatsConfig>),
     /// `envoy.filters.http.grpc_web` (no settings).
     GrpcWeb,
+    /// Istio's `istio.alpn`.
+    IstioAlpn(Arc<AlpnOverrides>),
+}
+
+/// An ALPN protocol list as a TLS client offers it.
+pub type Alpn = Arc<[Vec<u8>]>;
+
+/// Istio's `istio.alpn`: the ALPN list a request's upstream TLS connection offers instead of
+/// its cluster's, by the HTTP version the request goes upstream in (none: the cluster's).
+#[derive(Debug, Default, PartialEq)]
+pub struct AlpnOverrides {
+    pub http10: Option<Alpn>,
+    pub http11: Option<Alpn>,
+    pub http2: Option<Alpn>,
+}
+
+impl AlpnOverrides {
+    /// The list for a request going upstream over HTTP/2 (`http2`; `None`, ALPN decides,
+    /// counts as HTTP/2, Envoy's first choice then) or HTTP/1.x (`http10`: 1.0).
+    pub fn for_upstream(&self, http2: Option<bool>, http10: bool) -> Option<&Alpn> {
+        match (http2.unwrap_or(true), http10) {
+            (true, _) => self.http2.as_ref(),
+            (false, true) => self.http10.as_ref(),
+            (false, false) => self.http11.as_ref(),
+        }
+    }
 }
 
 /// A share of requests: `numerator` out of `denominator` (100, 10 000 or 1 000 000).

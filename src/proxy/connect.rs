@@ -1,17 +1,23 @@
 //! Upstream connects: a transport to one host (TCP, then TLS when the cluster has a transport
 //! socket, both within `connect_timeout` as in Envoy), and for L4 proxying the host pick with
 //! retries up to the attempt limit, counting every outcome in the cluster's stats.
-use std::{io, net::SocketAddr, rc::Rc};
+use std::{io, net::SocketAddr, rc::Rc, sync::Arc};
 
 use futures_lite::future;
 use model::{
     access_log::ResponseFlags,
+    filters::Alpn,
     stats::{inc, HandshakeFailure},
     tls::classify_failure,
     Cluster, Endpoint,
 };
 
-use super::cluster_manager::{ActiveHost, ShardCluster};
+use rustls::ClientConfig;
+
+use super::{
+    cluster_manager::{ActiveHost, ShardCluster},
+    open_as::OpenAs,
+};
 use crate::{
     context::ShardContext,
     filters::istio::{exchange, peer::Peer},
@@ -53,14 +59,14 @@ pub struct Opened {
 }
 
 /// Opens a transport to `endpoint`: TCP (no delay), then the TLS handshake of the transport
-/// socket the cluster gives that endpoint (with `sni` in place of the configured one, for
-/// `auto_sni`), then the cluster's metadata exchange when TLS negotiated its protocol, all
+/// socket the cluster gives that endpoint (with `as_`'s SNI and ALPN in place of the
+/// configured ones), then the cluster's metadata exchange when TLS negotiated its protocol, all
 /// within the cluster's connect timeout. Counts TLS outcomes in `cluster.<name>.ssl.*`.
 pub async fn open(
     ctx: &ShardContext,
     cluster: &Cluster,
     endpoint: &Endpoint,
-    sni: Option<&str>,
+    as_: OpenAs<'_>,
 ) -> Result<Opened, OpenError> {
     let address = endpoint.address;
     // The config new connections take, fixed before connecting (a rotation meanwhile applies
@@ -68,7 +74,7 @@ pub async fn open(
     let tls = match cluster.tls_for(endpoint) {
         None => None,
         Some(tls) => match tls.config() {
-            Some(config) => Some((tls, config)),
+            Some(config) => Some((tls, with_alpn(config, as_.alpn))),
             None => {
                 inc(&tls
                     .factory_stats
@@ -94,7 +100,7 @@ pub async fn open(
             });
         };
         let cells = tls.stats.shard(ctx.id);
-        match tls::connect(stream, tls, config, sni, address).await {
+        match tls::connect(stream, tls, config, as_.sni, address).await {
             Ok(stream) => {
                 let (version, cipher, curve) = model::tls::negotiated(stream.connection());
                 let resumed =
@@ -127,6 +133,19 @@ pub async fn open(
     future::or(attempt, expired).await
 }
 
+/// `config` offering `alpn` instead of its own list (a copy, for the connection about to
+/// open).
+fn with_alpn(config: Arc<ClientConfig>, alpn: Option<&Alpn>) -> Arc<ClientConfig> {
+    match alpn {
+        None => config,
+        Some(alpn) => {
+            let mut config = (*config).clone();
+            config.alpn_protocols = alpn.to_vec();
+            Arc::new(config)
+        }
+    }
+}
+
 /// Why no upstream connection was made: the flag to log, and the last host tried (Envoy
 /// logs it as `%UPSTREAM_HOST%` even when the connect failed).
 pub struct ConnectFailure {
@@ -154,7 +173,14 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match open(ctx, &cluster.config, &active.host().endpoint, None).await {
+        match open(
+            ctx,
+            &cluster.config,
+            &active.host().endpoint,
+            OpenAs::default(),
+        )
+        .await
+        {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));

@@ -185,6 +185,7 @@ async fn send(ctx: Rc<ShardContext>, cluster: Rc<ShardCluster>, shadow: Shadow) 
         is_head_request: head.is_head(),
         retry: None,
         client_version: Version::Http11,
+        alpn: None,
         // Shadows of an ORIGINAL_DST cluster find no host (none is named by a destination).
         destination: None,
         deadlines: Deadlines {

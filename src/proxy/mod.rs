@@ -4,6 +4,7 @@ pub mod cluster_manager;
 pub mod connect;
 pub mod lb;
 pub mod mirror;
+pub mod open_as;
 pub mod pool;
 pub mod router;
 pub mod upstream;

@@ -21,6 +21,7 @@ use model::{
 use super::{
     cluster_manager::{Host, ShardCluster},
     connect,
+    open_as::{OpenAs, OpenedAs},
     upstream::Http2Pool,
 };
 use crate::{
@@ -135,8 +136,9 @@ pub struct UpstreamConn {
     pub conn: Buffered,
     /// Requests sent on it so far.
     pub requests: u32,
-    /// The SNI it was opened with under `auto_sni` (it serves only requests for that host).
-    pub sni: Option<Box<str>>,
+    /// What it was opened with beyond the cluster's settings (it serves only requests that
+    /// want the same).
+    pub opened_as: OpenedAs,
     pub lease: Lease,
 }
 
@@ -176,11 +178,11 @@ impl Lease {
 }
 
 impl UpstreamConn {
-    pub fn new(conn: Buffered, sni: Option<&str>, lease: Lease) -> Self {
+    pub fn new(conn: Buffered, opened_as: OpenAs<'_>, lease: Lease) -> Self {
         Self {
             conn,
             requests: 0,
-            sni: sni.map(Box::from),
+            opened_as: opened_as.kept(),
             lease,
         }
     }
@@ -225,14 +227,14 @@ pub struct HostPool {
 }
 
 impl HostPool {
-    /// The most recently used idle connection that is still usable and was opened with `sni`
-    /// (`auto_sni`; `None` otherwise); stale ones are closed.
-    pub fn take(&self, options: &UpstreamHttpOptions, sni: Option<&str>) -> Option<UpstreamConn> {
+    /// The most recently used idle connection that is still usable and was opened as `wanted`;
+    /// stale ones are closed.
+    pub fn take(&self, options: &UpstreamHttpOptions, wanted: OpenAs<'_>) -> Option<UpstreamConn> {
         let now = Instant::now();
         loop {
             let (mut conn, since) = {
                 let mut idle = self.idle.borrow_mut();
-                let last = idle.iter().rposition(|(c, _)| c.sni.as_deref() == sni)?;
+                let last = idle.iter().rposition(|(c, _)| c.opened_as.serves(wanted))?;
                 idle.remove(last)
             };
             if options.idle_timeout.is_some_and(|t| now >= since + t) {
@@ -302,21 +304,21 @@ pub enum Acquire {
     Overflow,
 }
 
-/// A pooled connection to `host` (opened with `sni` under `auto_sni`), or a new one within
-/// the cluster's breakers (waiting as a pending request while `max_connections` is reached).
+/// A pooled connection to `host` (opened `as_`), or a new one within the cluster's breakers
+/// (waiting as a pending request while `max_connections` is reached).
 pub async fn acquire(
     ctx: &ShardContext,
     cluster: &ShardCluster,
     host: &Rc<Host>,
-    sni: Option<&str>,
+    as_: OpenAs<'_>,
     deadline: Option<Instant>,
 ) -> Result<UpstreamConn, Acquire> {
     let config = &cluster.config;
-    let reuse = || host.pool.take(&config.http, sni);
+    let reuse = || host.pool.take(&config.http, as_);
     let open = async |slot| {
-        let stream = open_transport(ctx, cluster, host, sni).await?;
+        let stream = open_transport(ctx, cluster, host, as_).await?;
         let lease = Lease::new(slot, config.stats.clone(), ctx.id, false);
-        Ok(UpstreamConn::new(Buffered::new(stream), sni, lease))
+        Ok(UpstreamConn::new(Buffered::new(stream), as_, lease))
     };
     within_breakers(ctx, cluster, deadline, reuse, open).await
 }
@@ -327,12 +329,12 @@ pub async fn open_transport(
     ctx: &ShardContext,
     cluster: &ShardCluster,
     host: &Host,
-    sni: Option<&str>,
+    as_: OpenAs<'_>,
 ) -> Result<Transport, Acquire> {
     let config = &cluster.config;
     let cells = config.stats.shard(ctx.id);
     let started = Instant::now();
-    match connect::open(ctx, config, &host.endpoint, sni).await {
+    match connect::open(ctx, config, &host.endpoint, as_).await {
         Ok(opened) => {
             record_duration(&cells.upstream_cx_connect_ms, started.elapsed());
             Ok(opened.transport)

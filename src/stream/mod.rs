@@ -7,12 +7,16 @@ pub mod grpc_web;
 pub mod headers;
 pub mod mutations;
 
-use std::{cell::Cell, time::Instant};
+use std::{
+    cell::{Cell, RefCell},
+    sync::Arc,
+    time::Instant,
+};
 
 use bytes::Bytes;
 use model::{
     access_log::ResponseFlags,
-    filters::PerRouteFilter,
+    filters::{AlpnOverrides, PerRouteFilter},
     http::HttpConnectionManager,
     route::{Route, VirtualHost},
 };
@@ -42,6 +46,7 @@ pub struct StreamNotes {
     flags: Cell<ResponseFlags>,
     marks: Cell<u64>,
     grpc_web: Cell<Option<GrpcWebMode>>,
+    alpn: RefCell<Option<Arc<AlpnOverrides>>>,
 }
 
 impl StreamNotes {
@@ -71,6 +76,15 @@ impl StreamNotes {
 
     pub fn grpc_web(&self) -> Option<GrpcWebMode> {
         self.grpc_web.get()
+    }
+
+    /// Istio's `istio.alpn` ran: upstream TLS offers its list for the request's protocol.
+    pub fn set_alpn(&self, overrides: Arc<AlpnOverrides>) {
+        *self.alpn.borrow_mut() = Some(overrides);
+    }
+
+    pub fn take_alpn(&self) -> Option<Arc<AlpnOverrides>> {
+        self.alpn.borrow_mut().take()
     }
 }
 

@@ -46,6 +46,10 @@ pub async fn on_request(
             grpc_web::on_request(cx, request);
             FilterResult::Continue
         }
+        HttpFilterKind::IstioAlpn(overrides) => {
+            cx.notes.set_alpn(overrides.clone());
+            FilterResult::Continue
+        }
     }
 }
 
@@ -63,7 +67,8 @@ pub fn on_response(
     match &filter.kind {
         HttpFilterKind::Fault(_)
         | HttpFilterKind::LocalRateLimit(_)
-        | HttpFilterKind::GrpcStats(_) => {}
+        | HttpFilterKind::GrpcStats(_)
+        | HttpFilterKind::IstioAlpn(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, request, response, values)

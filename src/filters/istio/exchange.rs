@@ -5,9 +5,7 @@
 use std::{io, rc::Rc};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use model::istio::{
-    MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY, STRUCT_TYPE,
-};
+use model::istio::{MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY, STRUCT_TYPE};
 use prost::Message;
 use prost_types::{value::Kind, Any, Struct};
 
@@ -24,9 +22,7 @@ pub async fn exchange(
     transport: &mut Transport,
     config: &MetadataExchange,
 ) -> io::Result<Option<Rc<Peer>>> {
-    let negotiated = transport
-        .tls()
-        .and_then(|t| t.connection().alpn_protocol());
+    let negotiated = transport.tls().and_then(|t| t.connection().alpn_protocol());
     if negotiated != Some(&config.protocol[..]) {
         return Ok(None);
     }
@@ -37,7 +33,9 @@ pub async fn exchange(
     let magic = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
     let length = u32::from_be_bytes(header[4..].try_into().expect("4 bytes")) as usize;
     if magic != EXCHANGE_MAGIC {
-        return Err(invalid("the peer's first bytes are not a metadata exchange frame"));
+        return Err(invalid(
+            "the peer's first bytes are not a metadata exchange frame",
+        ));
     }
     if length > MAX_FRAME {
         return Err(invalid("the peer's metadata exchange frame is too large"));
@@ -56,7 +54,11 @@ fn peer_in(payload: &[u8]) -> Option<Peer> {
         return None;
     }
     let both = Struct::decode(any.value.as_slice()).ok()?;
-    let id = both.fields.get(METADATA_ID_KEY).and_then(string).unwrap_or("");
+    let id = both
+        .fields
+        .get(METADATA_ID_KEY)
+        .and_then(string)
+        .unwrap_or("");
     match both.fields.get(METADATA_KEY).and_then(|v| v.kind.as_ref()) {
         Some(Kind::StructValue(metadata)) => Some(Peer::from_struct(metadata, id)),
         _ => None,

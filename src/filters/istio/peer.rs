@@ -83,8 +83,11 @@ mod tests {
     #[test]
     fn reads_the_node_metadata_istio_sends() {
         let labels = Struct {
-            fields: [("app".to_string(), text("reviews")), ("version".to_string(), text("v2"))]
-                .into(),
+            fields: [
+                ("app".to_string(), text("reviews")),
+                ("version".to_string(), text("v2")),
+            ]
+            .into(),
         };
         let metadata = Struct {
             fields: [

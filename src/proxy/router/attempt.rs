@@ -3,13 +3,17 @@
 //! response head.
 use std::{borrow::Cow, time::Instant};
 
-use model::stats::{inc, ClusterCells};
+use model::{
+    stats::{inc, ClusterCells},
+    UpstreamProtocol,
+};
 
 use super::Forwarding;
 use crate::{
     context::ShardContext,
     proxy::{
         cluster_manager::ActiveHost,
+        open_as::OpenAs,
         pool::Acquire,
         upstream::{Outgoing, TryFailure, UpstreamHead, UpstreamStream},
     },
@@ -40,13 +44,23 @@ pub async fn try_once(
     let deadlines = &request.deadlines;
     let connect_by = deadlines.next(per_try, !body.is_done());
     let sni = auto_sni(request, host);
+    let options = &request.cluster.config.http;
     let client_http2 = request.client_version == Version::Http2;
-    let http2 = request.cluster.config.http.uses_http2(client_http2);
+    let http2 = options.uses_http2(client_http2);
+    let http10 = request.client_version == Version::Http10
+        && options.protocol == UpstreamProtocol::Downstream;
+    let as_ = OpenAs {
+        sni: sni.as_deref(),
+        alpn: request
+            .alpn
+            .as_ref()
+            .and_then(|o| o.for_upstream(http2, http10)),
+    };
     let mut stream = UpstreamStream::open(
         ctx,
         &request.cluster,
         host,
-        sni.as_deref(),
+        as_,
         connect_by.map(|d| d.0),
         http2,
     )

@@ -10,11 +10,13 @@ pub mod deadline;
 use std::{
     net::SocketAddr,
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use model::{
     access_log::ResponseFlags,
+    filters::AlpnOverrides,
     route::{RetryOn, RetryPolicy},
     stats::{inc, ClusterCells},
 };
@@ -60,6 +62,8 @@ pub struct Forwarding<'a> {
     pub deadlines: Deadlines,
     /// The version the client speaks (`use_downstream_protocol_config` follows it).
     pub client_version: Version,
+    /// Istio's `istio.alpn` ran: each try's new connection offers its list.
+    pub alpn: Option<Arc<AlpnOverrides>>,
     /// Where an `ORIGINAL_DST` cluster sends the request: the downstream's original
     /// destination, or the address its `use_http_header` header names.
     pub destination: Option<std::net::SocketAddr>,

@@ -18,6 +18,7 @@ use model::{
 };
 
 use super::{Outgoing, ResponseFailure, TryFailure, UpstreamHead};
+use crate::proxy::open_as::{OpenAs, OpenedAs};
 use crate::{
     context::ShardContext,
     net::tokio_io::TokioIo,
@@ -48,7 +49,7 @@ pub struct Http2Conn {
     closed: Cell<bool>,
     /// When its last stream ended (or it opened).
     idle_since: Cell<Instant>,
-    sni: Option<Box<str>>,
+    opened_as: OpenedAs,
     negotiated: Option<Negotiated>,
     lease: Lease,
 }
@@ -60,14 +61,14 @@ pub struct Http2Pool {
 }
 
 impl Http2Pool {
-    /// A connection opened with `sni` that can take one more stream.
-    fn with_room(&self, sni: Option<&str>, max_requests: Option<u32>) -> Option<Rc<Http2Conn>> {
+    /// A connection opened as `wanted` that can take one more stream.
+    fn with_room(&self, wanted: OpenAs<'_>, max_requests: Option<u32>) -> Option<Rc<Http2Conn>> {
         self.conns
             .borrow()
             .iter()
             .find(|c| {
                 !c.closed.get()
-                    && c.sni.as_deref() == sni
+                    && c.opened_as.serves(wanted)
                     && (c.active.get() as usize) < c.send.current_max_send_streams()
                     && max_requests.is_none_or(|max| c.requests.get() < max)
             })
@@ -85,19 +86,19 @@ pub struct Http2Stream {
 }
 
 impl Http2Stream {
-    /// A stream on one of `host`'s HTTP/2 connections (opened with `sni`), or on a new one.
+    /// A stream on one of `host`'s HTTP/2 connections (opened `as_`), or on a new one.
     pub async fn open(
         ctx: &ShardContext,
         cluster: &ShardCluster,
         host: &Rc<Host>,
-        sni: Option<&str>,
+        as_: OpenAs<'_>,
         deadline: Option<Instant>,
     ) -> Result<Self, Acquire> {
         let options = &cluster.config.http;
         let max_requests = options.max_requests_per_connection;
-        let reuse = || host.pool.http2.with_room(sni, max_requests);
+        let reuse = || host.pool.http2.with_room(as_, max_requests);
         let open = async |slot| {
-            let transport = pool::open_transport(ctx, cluster, host, sni).await?;
+            let transport = pool::open_transport(ctx, cluster, host, as_).await?;
             let negotiated = transport.tls().map(|t| Negotiated::of(t.connection()));
             let lease = Lease::new(slot, cluster.config.stats.clone(), ctx.id, true);
             let h2 = &options.http2;
@@ -124,7 +125,7 @@ impl Http2Stream {
                 requests: Cell::new(0),
                 closed: Cell::new(false),
                 idle_since: Cell::new(Instant::now()),
-                sni: sni.map(Box::from),
+                opened_as: as_.kept(),
                 negotiated,
                 lease,
             });

@@ -23,6 +23,7 @@ use super::{
 use crate::{
     context::ShardContext,
     protocol::http1::{Framing, ResponseError},
+    proxy::open_as::OpenAs,
     stream::{
         body::{BodyFailure, RequestBody},
         headers::{Headers, RequestHead, ResponseHead},
@@ -81,13 +82,13 @@ pub enum UpstreamStream {
 
 impl UpstreamStream {
     /// A stream to `host` (`http2`: on an HTTP/2 connection; `None`: as the host's ALPN
-    /// answer says): on a pooled connection opened with `sni` (`auto_sni`), or a new one
-    /// within the cluster's breakers.
+    /// answer says): on a pooled connection opened `as_`, or a new one within the cluster's
+    /// breakers.
     pub async fn open(
         ctx: &ShardContext,
         cluster: &ShardCluster,
         host: &ActiveHost,
-        sni: Option<&str>,
+        as_: OpenAs<'_>,
         deadline: Option<Instant>,
         http2: Option<bool>,
     ) -> Result<Self, Acquire> {
@@ -97,7 +98,7 @@ impl UpstreamStream {
             None => {
                 // The shard's first connection to the host tells what its ALPN picks: kept
                 // for HTTP/1.1; for `h2` it is closed and the HTTP/2 pool opens its own.
-                let conn = pool::acquire(ctx, cluster, host, sni, deadline).await?;
+                let conn = pool::acquire(ctx, cluster, host, as_, deadline).await?;
                 let http2 = conn.negotiated_http2();
                 host.pool.negotiated_http2.set(Some(http2));
                 if !http2 {
@@ -107,10 +108,10 @@ impl UpstreamStream {
             }
         };
         if http2 {
-            let stream = Http2Stream::open(ctx, cluster, host, sni, deadline).await?;
+            let stream = Http2Stream::open(ctx, cluster, host, as_, deadline).await?;
             return Ok(UpstreamStream::Http2(stream));
         }
-        let conn = pool::acquire(ctx, cluster, host, sni, deadline).await?;
+        let conn = pool::acquire(ctx, cluster, host, as_, deadline).await?;
         Ok(UpstreamStream::Http1(Http1Stream::new(conn)))
     }
 

@@ -23,8 +23,8 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::translate::{tls::Secrets, TranslateContext};
 
 use model::{
-    http::Routes, istio::LocalPeer, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap, DiscoveredBy,
-    Endpoint, Listener, NetworkFilter, Snapshot,
+    http::Routes, istio::LocalPeer, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap,
+    DiscoveredBy, Endpoint, Listener, NetworkFilter, Snapshot,
 };
 
 pub use crate::names::type_urls::{ASSIGNMENT, CLUSTER, EXTENSION, LISTENER, ROUTE, SECRET};

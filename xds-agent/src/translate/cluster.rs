@@ -19,10 +19,9 @@ use super::{
 };
 use crate::names;
 use model::{
-    istio::MetadataExchange,
-    metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster, ClusterId, DiscoveredBy,
-    DnsHost, DnsTarget, Endpoint, LbPolicy, Locality, OriginalDst, SocketLabel, SocketMatch,
-    UpstreamProtocol,
+    istio::MetadataExchange, metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster,
+    ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, Locality, OriginalDst,
+    SocketLabel, SocketMatch, UpstreamProtocol,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -235,15 +234,12 @@ pub(super) fn cluster(
         socket_matches,
         original_dst,
         source_address,
-        locality_weighted: proto
-            .common_lb_config
-            .as_ref()
-            .is_some_and(|c| {
-                matches!(
-                    c.locality_config_specifier,
-                    Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
-                )
-            }),
+        locality_weighted: proto.common_lb_config.as_ref().is_some_and(|c| {
+            matches!(
+                c.locality_config_specifier,
+                Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+            )
+        }),
         metadata: metadata(proto.metadata.as_ref()),
         metadata_exchange,
         stats: ctx.stats.cluster(&proto.name),

@@ -47,7 +47,10 @@ pub fn local_peer(node: Option<&Node>) -> LocalPeer {
     };
     let both = Struct {
         fields: [
-            (METADATA_KEY.to_string(), Kind::StructValue(metadata.clone())),
+            (
+                METADATA_KEY.to_string(),
+                Kind::StructValue(metadata.clone()),
+            ),
             (METADATA_ID_KEY.to_string(), Kind::StringValue(id.clone())),
         ]
         .into_iter()
@@ -81,7 +84,11 @@ pub fn metadata_exchange(
     let config: MetadataExchangeProto = match proto::decode_any(any) {
         Ok(config) => config,
         Err(e) => {
-            errors.push(TranslateError::new(path.to_string(), Some(&any.type_url), e.to_string()));
+            errors.push(TranslateError::new(
+                path.to_string(),
+                Some(&any.type_url),
+                e.to_string(),
+            ));
             return None;
         }
     };

@@ -291,7 +291,8 @@ fn filter_chain(
             ok = false;
             continue;
         };
-        match network_filters::connection_filter(any, &format!("{path}.filters[{f}]"), ctx, errors) {
+        match network_filters::connection_filter(any, &format!("{path}.filters[{f}]"), ctx, errors)
+        {
             Some(built) => connection_filters.push(built),
             None => ok = false,
         }

@@ -17,10 +17,13 @@ pub fn connection_filter(
     match names::type_name(&any.type_url) {
         // Its config has no fields.
         names::ISTIO_AUTHN => Some(ConnectionFilter::IstioAuthn),
-        names::METADATA_EXCHANGE => {
-            istio::metadata_exchange(any, &format!("{path}.typed_config"), &ctx.local_peer, errors)
-                .map(ConnectionFilter::MetadataExchange)
-        }
+        names::METADATA_EXCHANGE => istio::metadata_exchange(
+            any,
+            &format!("{path}.typed_config"),
+            &ctx.local_peer,
+            errors,
+        )
+        .map(ConnectionFilter::MetadataExchange),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),

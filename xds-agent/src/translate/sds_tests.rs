@@ -74,7 +74,7 @@ fn run(
         dns: &HashMap::new(),
         extensions: &Default::default(),
         secrets: Arc::new(tls::Secrets {
-        local_peer: Default::default(),
+            local_peer: Default::default(),
             held: Arc::new(held),
             ..Default::default()
         }),

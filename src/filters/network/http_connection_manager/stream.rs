@@ -3,12 +3,14 @@
 //! here, an upstream response in `upstream_response`), stats and access log last.
 use std::{
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
 use model::{
     access_log::ResponseFlags,
+    filters::AlpnOverrides,
     http::HttpConnectionManager,
     route::{
         ClientCertificateState, Forward, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
@@ -79,6 +81,8 @@ pub struct Exchange {
     pub grpc: Option<Rc<GrpcCall>>,
     /// `envoy.filters.http.grpc_web` took the request.
     pub grpc_web: Option<GrpcWebMode>,
+    /// Istio's `istio.alpn` ran on the request.
+    pub alpn: Option<Arc<AlpnOverrides>>,
 }
 
 impl Exchange {
@@ -103,6 +107,7 @@ impl Exchange {
             bytes_received: 0,
             grpc: None,
             grpc_web: None,
+            alpn: None,
         }
     }
 }
@@ -254,6 +259,7 @@ async fn exchange_request(
     inc(&c.stats.rq_total);
     exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
     exchange.grpc_web = cx.notes.grpc_web();
+    exchange.alpn = cx.notes.take_alpn();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
     let relay = |attempts, keep_alive| Relay {
         attempts,
@@ -436,6 +442,7 @@ async fn forward(
         is_head_request: request.is_head(),
         retry,
         client_version: version,
+        alpn: exchange.alpn.clone(),
         destination: cluster
             .config
             .original_dst

@@ -24,6 +24,7 @@ use crate::{
     protocol::http2::tunnel::Tunnel,
     proxy::{
         cluster_manager::ActiveHost,
+        open_as::OpenAs,
         pool::{self, open_transport, Acquire, Lease, UpstreamConn},
         router::{overflow_reply, reset_reply},
     },
@@ -67,9 +68,13 @@ pub(super) async fn terminate(
             exchange.upstream_host = Some(host.address());
             inc(&cells.upstream_rq_total);
             let open = async |slot| {
-                let stream = open_transport(ctx, cluster, host.host(), None).await?;
+                let stream = open_transport(ctx, cluster, host.host(), OpenAs::default()).await?;
                 let lease = Lease::new(slot, config.stats.clone(), ctx.id, false);
-                Ok(UpstreamConn::new(Buffered::new(stream), None, lease))
+                Ok(UpstreamConn::new(
+                    Buffered::new(stream),
+                    OpenAs::default(),
+                    lease,
+                ))
             };
             match pool::within_breakers(ctx, cluster, None, || None, open).await {
                 Ok(upstream) => Ok((upstream, host)),

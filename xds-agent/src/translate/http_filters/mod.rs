@@ -10,6 +10,7 @@ mod cors;
 mod fault;
 mod grpc_stats;
 mod header_mutation;
+mod istio_alpn;
 mod local_ratelimit;
 
 use envoy_types::pb::{
@@ -96,6 +97,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(grpc_web),
         per_route: None,
     },
+    Factory {
+        config_type: names::ISTIO_ALPN,
+        build: Some(istio_alpn::filter),
+        per_route: None,
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -115,6 +121,7 @@ const FILTER_TYPES: &[&str] = &[
     names::HEADER_MUTATION,
     names::GRPC_STATS,
     names::GRPC_WEB,
+    names::ISTIO_ALPN,
     names::COMPRESSOR,
 ];
 
@@ -324,6 +331,16 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: names::GRPC_WEB,
         supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::ISTIO_ALPN,
+        supported: &["alpn_override"],
+        ignored: &[],
+    },
+    Surface {
+        message: "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.AlpnOverride",
+        supported: &["upstream_protocol", "alpn_override"],
         ignored: &[],
     },
     Surface {
