@@ -90,6 +90,7 @@ static_resources:
         dns: &dns,
         extensions: &Default::default(),
         secrets: Default::default(),
+        local_peer: Default::default(),
     };
     translate(&bootstrap, &mut ctx).unwrap_or_else(|e| panic!("{e:#?}"))
 }

@@ -38,6 +38,27 @@ pub enum HttpFilterKind {
     GrpcWeb,
     /// Istio's `istio.alpn`.
     IstioAlpn(Arc<AlpnOverrides>),
+    /// Istio's HTTP metadata exchange (`io.istio.http.peer_metadata`).
+    PeerMetadata(Arc<PeerMetadataConfig>),
+}
+
+/// Istio's `io.istio.http.peer_metadata` as shards run it: which sides' peers are read from
+/// the `x-envoy-peer-metadata(-id)` headers (and those headers removed), and which sides get
+/// this proxy's own.
+#[derive(Debug)]
+pub struct PeerMetadataConfig {
+    /// The downstream peer is read from request headers.
+    pub downstream_discovery: bool,
+    /// The upstream peer is read from response headers.
+    pub upstream_discovery: bool,
+    /// Requests going upstream carry this proxy's metadata.
+    pub upstream_propagation: bool,
+    /// Responses carry this proxy's metadata back when the request carried the peer's.
+    pub downstream_propagation: bool,
+    /// `skip_external_clusters`: requests to `PassthroughCluster` or a cluster whose `istio`
+    /// metadata says `external: true` carry none.
+    pub skip_external_clusters: bool,
+    pub local: Arc<crate::istio::LocalPeer>,
 }
 
 /// An ALPN protocol list as a TLS client offers it.

@@ -280,6 +280,7 @@ mod tests {
             dns: &HashMap::new(),
             extensions: &HashMap::new(),
             secrets: Default::default(),
+            local_peer: Default::default(),
         };
         translate(&bootstrap, context).unwrap()
     }

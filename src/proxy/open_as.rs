@@ -9,25 +9,34 @@ pub struct OpenAs<'a> {
     pub alpn: Option<&'a Alpn>,
 }
 
-/// What a connection was opened with, kept with it.
+/// What a connection was opened with, kept with it (boxed: most connections have neither,
+/// and every pooled connection carries this).
 #[derive(Debug, Default)]
-pub struct OpenedAs {
-    sni: Option<Box<str>>,
-    alpn: Option<Alpn>,
-}
+pub struct OpenedAs(Option<Box<Kept>>);
+
+/// The SNI and the ALPN list a connection was opened with.
+type Kept = (Option<Box<str>>, Option<Alpn>);
 
 impl OpenAs<'_> {
     pub fn kept(self) -> OpenedAs {
-        OpenedAs {
-            sni: self.sni.map(Box::from),
-            alpn: self.alpn.cloned(),
+        if self.sni.is_none() && self.alpn.is_none() {
+            return OpenedAs(None);
         }
+        OpenedAs(Some(Box::new((
+            self.sni.map(Box::from),
+            self.alpn.cloned(),
+        ))))
     }
 }
 
 impl OpenedAs {
     /// Whether a connection opened this way serves a request that wants `wanted`.
     pub fn serves(&self, wanted: OpenAs<'_>) -> bool {
-        self.sni.as_deref() == wanted.sni && self.alpn.as_deref() == wanted.alpn.map(|a| &**a)
+        match &self.0 {
+            None => wanted.sni.is_none() && wanted.alpn.is_none(),
+            Some(kept) => {
+                kept.0.as_deref() == wanted.sni && kept.1.as_deref() == wanted.alpn.map(|a| &**a)
+            }
+        }
     }
 }

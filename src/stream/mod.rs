@@ -9,6 +9,7 @@ pub mod mutations;
 
 use std::{
     cell::{Cell, RefCell},
+    rc::Rc,
     sync::Arc,
     time::Instant,
 };
@@ -21,7 +22,10 @@ use model::{
     route::{Route, VirtualHost},
 };
 
-use crate::{context::ShardContext, filters::network::filter_state::FilterState};
+use crate::{
+    context::ShardContext,
+    filters::{istio::peer::Peer, network::filter_state::FilterState},
+};
 use grpc_web::GrpcWebMode;
 use headers::Headers;
 
@@ -47,6 +51,10 @@ pub struct StreamNotes {
     marks: Cell<u64>,
     grpc_web: Cell<Option<GrpcWebMode>>,
     alpn: RefCell<Option<Arc<AlpnOverrides>>>,
+    downstream_peer: RefCell<Option<Rc<Peer>>>,
+    upstream_peer: RefCell<Option<Rc<Peer>>>,
+    /// The request carried the downstream peer's id and metadata headers.
+    peer_headers: Cell<(bool, bool)>,
 }
 
 impl StreamNotes {
@@ -85,6 +93,32 @@ impl StreamNotes {
 
     pub fn take_alpn(&self) -> Option<Arc<AlpnOverrides>> {
         self.alpn.borrow_mut().take()
+    }
+
+    /// The downstream workload, from Istio's HTTP metadata exchange.
+    pub fn set_downstream_peer(&self, peer: Rc<Peer>) {
+        *self.downstream_peer.borrow_mut() = Some(peer);
+    }
+
+    pub fn downstream_peer(&self) -> Option<Rc<Peer>> {
+        self.downstream_peer.borrow().clone()
+    }
+
+    /// The upstream workload, from Istio's HTTP metadata exchange.
+    pub fn set_upstream_peer(&self, peer: Rc<Peer>) {
+        *self.upstream_peer.borrow_mut() = Some(peer);
+    }
+
+    pub fn upstream_peer(&self) -> Option<Rc<Peer>> {
+        self.upstream_peer.borrow().clone()
+    }
+
+    pub fn peer_headers_received(&self, id: bool, metadata: bool) {
+        self.peer_headers.set((id, metadata));
+    }
+
+    pub fn received_peer_headers(&self) -> (bool, bool) {
+        self.peer_headers.get()
     }
 }
 

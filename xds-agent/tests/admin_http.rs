@@ -78,6 +78,9 @@ fn agent_state() -> AgentState {
         socket_matches: Vec::new(),
         original_dst: None,
         source_address: None,
+        locality_weighted: false,
+        metadata: Default::default(),
+        metadata_exchange: None,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);
@@ -101,6 +104,7 @@ fn agent_state() -> AgentState {
                 .collect(),
             cluster_changes: None,
             routes: HashMap::new(),
+            local_peer: Default::default(),
         }),
         dynamic: Default::default(),
         keep_descriptors: false,

@@ -54,6 +54,7 @@ fn check(path: &Path) -> String {
             dns: &dns,
             extensions: &Default::default(),
             secrets: Default::default(),
+            local_peer: Default::default(),
         },
     );
     match result {

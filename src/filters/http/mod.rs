@@ -10,6 +10,7 @@ pub mod grpc_stats;
 mod grpc_web;
 pub mod header_mutation;
 mod local_ratelimit;
+mod peer_metadata;
 
 use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
 
@@ -50,6 +51,10 @@ pub async fn on_request(
             cx.notes.set_alpn(overrides.clone());
             FilterResult::Continue
         }
+        HttpFilterKind::PeerMetadata(config) => {
+            peer_metadata::on_request(config, cx, request);
+            FilterResult::Continue
+        }
     }
 }
 
@@ -74,6 +79,7 @@ pub fn on_response(
             header_mutation::on_response(filter, config, cx, request, response, values)
         }
         HttpFilterKind::GrpcWeb => grpc_web::on_response(cx, response),
+        HttpFilterKind::PeerMetadata(config) => peer_metadata::on_response(config, cx, response),
     }
 }
 

@@ -46,6 +46,9 @@ pub fn state() -> AgentState {
         socket_matches: Vec::new(),
         original_dst: None,
         source_address: None,
+        locality_weighted: false,
+        metadata: Default::default(),
+        metadata_exchange: None,
         stats: stats.cluster(name),
     };
     let backend = cluster(
@@ -76,6 +79,7 @@ pub fn state() -> AgentState {
         .collect(),
         cluster_changes: None,
         routes: HashMap::new(),
+        local_peer: Default::default(),
     };
     AgentState {
         stats,

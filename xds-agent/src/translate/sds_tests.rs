@@ -74,10 +74,10 @@ fn run(
         dns: &HashMap::new(),
         extensions: &Default::default(),
         secrets: Arc::new(tls::Secrets {
-            local_peer: Default::default(),
             held: Arc::new(held),
             ..Default::default()
         }),
+        local_peer: Default::default(),
     };
     translate(bootstrap, &mut ctx).map(|snapshot| (snapshot, ctx.secrets))
 }

@@ -384,6 +384,20 @@ pub const SURFACE: &[Surface] = &[
         ],
     },
     Surface {
+        message: "envoy.tcp.metadataexchange.config.MetadataExchange",
+        supported: &["protocol", "additional_labels"],
+        ignored: &[(
+            "enable_discovery",
+            "workload discovery (Istio's WDS, for ambient mode) is not supported: peers are \
+             known from the exchange alone",
+        )],
+    },
+    Surface {
+        message: "io.istio.network.authn.Config",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.config.cluster.v3.Filter",
         supported: &["name", "typed_config"],
         ignored: &[],

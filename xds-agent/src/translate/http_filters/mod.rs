@@ -12,6 +12,7 @@ mod grpc_stats;
 mod header_mutation;
 mod istio_alpn;
 mod local_ratelimit;
+mod peer_metadata;
 
 use envoy_types::pb::{
     envoy::{
@@ -102,6 +103,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(istio_alpn::filter),
         per_route: None,
     },
+    Factory {
+        config_type: names::PEER_METADATA,
+        build: Some(peer_metadata::filter),
+        per_route: None,
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -122,6 +128,7 @@ const FILTER_TYPES: &[&str] = &[
     names::GRPC_STATS,
     names::GRPC_WEB,
     names::ISTIO_ALPN,
+    names::PEER_METADATA,
     names::COMPRESSOR,
 ];
 
@@ -336,6 +343,45 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: names::ISTIO_ALPN,
         supported: &["alpn_override"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::PEER_METADATA,
+        supported: &[
+            "downstream_discovery",
+            "upstream_discovery",
+            "downstream_propagation",
+            "upstream_propagation",
+            "additional_labels",
+        ],
+        ignored: &[(
+            "shared_with_upstream",
+            "the peers found are read by this proxy's own filters only",
+        )],
+    },
+    Surface {
+        message: "io.istio.http.peer_metadata.Config.DiscoveryMethod",
+        supported: &["baggage", "workload_discovery", "istio_headers"],
+        ignored: &[],
+    },
+    Surface {
+        message: "io.istio.http.peer_metadata.Config.PropagationMethod",
+        supported: &["istio_headers"],
+        ignored: &[],
+    },
+    Surface {
+        message: "io.istio.http.peer_metadata.Config.IstioHeaders",
+        supported: &["skip_external_clusters"],
+        ignored: &[],
+    },
+    Surface {
+        message: "io.istio.http.peer_metadata.Config.Baggage",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "io.istio.http.peer_metadata.Config.WorkloadDiscovery",
+        supported: &[],
         ignored: &[],
     },
     Surface {
