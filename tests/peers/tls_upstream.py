@@ -16,7 +16,8 @@ standard input closes. HTTP/1.1 with keep-alive; HTTP/2 (with the `h2` package) 
 --require-client-cert). The JSON body has the fields of tests/peers/upstream.py's echo
 (`upstream`, `method`, `target`, `version`, `headers` as [name, value] pairs) plus
 `os.hostname` (the name, as the echo server of Envoy's TLS sandboxes reports it) and `tls`:
-{sni, version, cipher, alpn, peer_subject, peer_sans}.
+{sni, version, cipher, alpn, peer_subject, peer_sans}. Over HTTP/1.1 a request header
+`x-echo-header: name: value` adds that response header (repeatable).
 """
 from __future__ import annotations
 
@@ -84,10 +85,13 @@ def serve_http1(sock: ssl.SSLSocket, name: str, tls: dict) -> None:
         body = f.read(int(lower.get("content-length", "0") or 0))
         payload = describe(name, method, target, version, headers, body, tls)
         close = "close" in lower.get("connection", "").lower()
+        extra = "".join(
+            f"{v}\r\n" for k, v in headers if k.lower() == "x-echo-header"
+        )
         head = (
             "HTTP/1.1 200 OK\r\nserver: tls-upstream\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
-            + "\r\n"
+            f"content-length: {len(payload)}\r\n" + extra
+            + ("connection: close\r\n" if close else "") + "\r\n"
         )
         sock.sendall(head.encode() + payload)
         if close:

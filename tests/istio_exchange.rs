@@ -1,0 +1,349 @@
+//! Tests: Istio's metadata exchange and ALPN override against an independent implementation
+//! of the wire formats (tests/peers/istio_mx.py, Python's protobuf): the TCP exchange
+//! (`istio-peer-exchange`) as an upstream cluster filter and as a listener chain's filter,
+//! and the HTTP headers (`io.istio.http.peer_metadata`) with `istio.alpn` towards an HTTPS
+//! upstream that reports the ALPN offered and the headers received.
+mod common;
+
+use std::{
+    fs,
+    io::{Read, Write},
+    process::Command,
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use common::{http::*, tls::*, *};
+use prost::Message;
+use serde_json::{json, Value};
+
+const NODE_ID: &str = "sidecar~127.0.0.1~client-1.ns1~ns1.svc.cluster.local";
+const TYPED_STRUCT: &str = "type.googleapis.com/udpa.type.v1.TypedStruct";
+const ALPN_FILTER: &str =
+    "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+
+/// The bootstrap node, as Istio's agent writes it (PROXY_CONFIG stays home).
+fn node() -> Value {
+    json!({
+        "id": NODE_ID,
+        "cluster": "client.ns1",
+        "metadata": {
+            "NAMESPACE": "ns1",
+            "WORKLOAD_NAME": "client-wl",
+            "CLUSTER_ID": "Kubernetes",
+            "LABELS": {"app": "client", "version": "v1"},
+            "PROXY_CONFIG": {"concurrency": 2},
+        },
+    })
+}
+
+/// `istio.metadata_exchange` as Istio sends it: wrapped in a TypedStruct.
+fn exchange_filter() -> Value {
+    json!({
+        "name": "istio.metadata_exchange",
+        "typed_config": {
+            "@type": TYPED_STRUCT,
+            "type_url": "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange",
+            "value": {"protocol": "istio-peer-exchange"},
+        },
+    })
+}
+
+/// Checks one frame (as istio_mx.py decoded it) carries this test's node.
+fn assert_is_our_node(peer: &Value) {
+    assert_eq!(
+        peer["type_url"], "type.googleapis.com/google.protobuf.Struct",
+        "{peer}"
+    );
+    assert_eq!(peer["id"], NODE_ID, "{peer}");
+    let metadata = &peer["metadata"];
+    assert_eq!(metadata["NAMESPACE"], "ns1", "{peer}");
+    assert_eq!(metadata["WORKLOAD_NAME"], "client-wl", "{peer}");
+    assert_eq!(metadata["LABELS"]["app"], "client", "{peer}");
+    assert!(metadata.get("PROXY_CONFIG").is_none(), "{peer}");
+}
+
+fn have_peer(test: &str) -> bool {
+    have_python(test, "google.protobuf")
+}
+
+/// A cluster to the exchange server, over mTLS-less TLS offering Istio's ALPN list, with the
+/// upstream exchange filter: the server gets this proxy's frame, the client's bytes pass
+/// after the exchange, and the server's frame never reaches the client.
+#[test]
+fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
+    let test = "upstream_exchange_sends_the_node_and_consumes_the_peers_frame";
+    if !have_peer(test) {
+        return;
+    }
+    let pki = pki();
+    let dir = TempDir::new("mx-upstream");
+    let record = dir.file("peers.jsonl");
+    let server = PeerServer::start(
+        "istio_mx.py",
+        &[
+            "server",
+            "--cert",
+            pki.upstream.cert.to_str().unwrap(),
+            "--key",
+            pki.upstream.key.to_str().unwrap(),
+            "--metadata",
+            r#"{"NAMESPACE": "ns2", "WORKLOAD_NAME": "server-wl"}"#,
+            "--id",
+            "sidecar~server",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    );
+    let (admin, port) = (free_port(), free_port());
+    let upstream = cluster(
+        "server",
+        &[(server.port, 1)],
+        json!({
+            "transport_socket": upstream_tls(
+                json!({
+                    "alpn_protocols": ["istio-peer-exchange", "istio"],
+                    "validation_context": validation(&pki.ca, json!({})),
+                }),
+                json!({"sni": "localhost"}),
+            ),
+            "filters": [exchange_filter()],
+        }),
+    );
+    let mut b = bootstrap(
+        admin,
+        vec![listener("out", port, tcp_proxy("out", "server", json!({})))],
+        vec![upstream],
+    );
+    b["node"] = node();
+    let _proxy = Proxy::start("mx-upstream", &b);
+    let mut client = connect(port);
+    client.write_all(b"hello mesh").unwrap();
+    let mut echoed = [0u8; 10];
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(
+        &echoed, b"hello mesh",
+        "the server's frame was not consumed"
+    );
+    let peer = wait_for(SOON, "the server's record of our frame", || {
+        let text = fs::read_to_string(&record).ok()?;
+        serde_json::from_str::<Value>(text.lines().next()?).ok()
+    });
+    assert_is_our_node(&peer);
+}
+
+/// Runs istio_mx.py as a client of `port`: (the frame it read, what came back of `send`).
+fn exchange_client(port: u16, send: &str, garbage: bool) -> (Value, String) {
+    let pki = pki();
+    let mut command = Command::new(python());
+    command
+        .arg(peer_script("istio_mx.py"))
+        .args(["client", "--port", &port.to_string(), "--ca"])
+        .arg(&pki.ca)
+        .args([
+            "--metadata",
+            r#"{"NAMESPACE": "ns0", "WORKLOAD_NAME": "caller"}"#,
+        ])
+        .args(["--id", "sidecar~caller", "--send", send]);
+    if garbage {
+        command.arg("--garbage");
+    }
+    let output = command.output().expect("run tests/peers/istio_mx.py");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {stdout:?} ({output:?})"))
+            .to_string()
+    };
+    (serde_json::from_str(&line("PEER ")).unwrap(), line("ECHO "))
+}
+
+/// A TLS listener offering `istio-peer-exchange` whose chain runs the exchange before its
+/// tcp_proxy: a peer that sends its frame gets this proxy's and then a byte relay; a peer
+/// whose first bytes are not a frame is closed, and the listener goes on serving.
+#[test]
+fn downstream_exchange_answers_and_relays_after_the_frames() {
+    let test = "downstream_exchange_answers_and_relays_after_the_frames";
+    if !have_peer(test) {
+        return;
+    }
+    let pki = pki();
+    let echo = Upstream::echo();
+    let (admin, port) = (free_port(), free_port());
+    let tls = downstream_tls(
+        common_tls(
+            vec![tls_certificate(&pki.server_ecdsa)],
+            json!({"alpn_protocols": ["istio-peer-exchange"]}),
+        ),
+        json!({}),
+    );
+    let inbound = json!({
+        "name": "in",
+        "address": socket_address(port),
+        "filter_chains": [{
+            "filters": [
+                exchange_filter(),
+                {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy("in", "echo", json!({}))},
+            ],
+            "transport_socket": tls,
+        }],
+    });
+    let mut b = bootstrap(
+        admin,
+        vec![inbound],
+        vec![cluster("echo", &[(echo.port, 1)], json!({}))],
+    );
+    b["node"] = node();
+    let _proxy = Proxy::start("mx-downstream", &b);
+    let (peer, echoed) = exchange_client(port, "ping", false);
+    assert_is_our_node(&peer);
+    assert_eq!(echoed, "ping");
+    let (peer, echoed) = exchange_client(port, "ping", true);
+    assert_is_our_node(&peer);
+    assert_eq!(echoed, "", "a peer that sent no frame must be closed");
+    let (_, echoed) = exchange_client(port, "still serving", false);
+    assert_eq!(echoed, "still serving");
+}
+
+/// The base64 `Struct` an Istio peer puts in `x-envoy-peer-metadata`.
+fn peer_header(workload: &str) -> String {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
+    let metadata = Struct {
+        fields: [(
+            "WORKLOAD_NAME".to_string(),
+            ProtoValue {
+                kind: Some(Kind::StringValue(workload.into())),
+            },
+        )]
+        .into(),
+    };
+    STANDARD.encode(metadata.encode_to_vec())
+}
+
+/// The node metadata in an `x-envoy-peer-metadata` value.
+fn decode_peer_header(value: &str) -> Value {
+    use envoy_types::pb::google::protobuf::Struct;
+    let metadata = Struct::decode(STANDARD.decode(value).unwrap().as_slice()).unwrap();
+    proto_json(&metadata)
+}
+
+/// `Struct` as JSON (string and struct values, which is all these headers hold).
+fn proto_json(s: &envoy_types::pb::google::protobuf::Struct) -> Value {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    s.fields
+        .iter()
+        .map(|(k, v)| {
+            let value = match &v.kind {
+                Some(Kind::StringValue(s)) => json!(s),
+                Some(Kind::StructValue(s)) => proto_json(s),
+                other => json!(format!("{other:?}")),
+            };
+            (k.clone(), value)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A client sidecar's outbound HTTP path as Istio configures it: `io.istio.http.peer_metadata`
+/// (upstream discovery and propagation) and `istio.alpn` before the router, to a cluster whose
+/// TLS context offers `istio-peer-exchange, istio`. The upstream sees `istio-http/1.1` offered
+/// and this proxy's metadata in the headers; the upstream's own peer headers are taken off
+/// the response.
+#[test]
+fn alpn_override_and_peer_headers_reach_the_upstream() {
+    let pki = pki();
+    let up = TlsUpstream::start(
+        "istio-up",
+        &pki.upstream,
+        &[
+            "--alpn",
+            "istio-http/1.1,istio-h2,istio-peer-exchange,istio",
+        ],
+    );
+    let (admin, port) = (free_port(), free_port());
+    let filters = vec![
+        json!({
+            "name": "istio.metadata_exchange",
+            "typed_config": {
+                "@type": TYPED_STRUCT,
+                "type_url": "type.googleapis.com/io.istio.http.peer_metadata.Config",
+                "value": {
+                    "upstream_discovery": [{"istio_headers": {}}, {"workload_discovery": {}}],
+                    "upstream_propagation": [{"istio_headers": {}}],
+                },
+            },
+        }),
+        json!({
+            "name": "istio.alpn",
+            "typed_config": {
+                "@type": ALPN_FILTER,
+                "alpn_override": [
+                    {"alpn_override": ["istio-http/1.0"]},
+                    {"upstream_protocol": "HTTP11", "alpn_override": ["istio-http/1.1"]},
+                    {"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2"]},
+                ],
+            },
+        }),
+    ];
+    let outbound = http_listener(
+        "out",
+        port,
+        hcm(
+            "out",
+            catch_all_routes("istio-up", json!({})),
+            filters,
+            json!({}),
+        ),
+    );
+    let upstream = cluster(
+        "istio-up",
+        &[(up.port, 1)],
+        json!({"transport_socket": upstream_tls(
+            json!({
+                "alpn_protocols": ["istio-peer-exchange", "istio"],
+                "validation_context": validation(&pki.ca, json!({})),
+            }),
+            json!({"sni": "localhost"}),
+        )}),
+    );
+    let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
+    b["node"] = node();
+    let _proxy = Proxy::start("istio-alpn", &b);
+    // Twice: the second request reuses the connection the first opened with the override.
+    for _ in 0..2 {
+        let mut s = connect(port);
+        write!(
+            s,
+            "GET /reviews HTTP/1.1\r\nhost: reviews\r\n\
+             x-echo-header: x-envoy-peer-metadata: {}\r\n\
+             x-echo-header: x-envoy-peer-metadata-id: sidecar~server\r\n\
+             connection: close\r\n\r\n",
+            peer_header("reviews-v2")
+        )
+        .unwrap();
+        let r = read_http_response(s).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.header("x-envoy-peer-metadata").is_none(), "{r:?}");
+        assert!(r.header("x-envoy-peer-metadata-id").is_none(), "{r:?}");
+        let echo = r.json();
+        assert_eq!(echo["tls"]["alpn"], "istio-http/1.1", "{echo}");
+        let sent = |name: &str| {
+            echo["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+                .map(|h| h[1].as_str().unwrap().to_string())
+        };
+        assert_eq!(sent("x-envoy-peer-metadata-id").as_deref(), Some(NODE_ID));
+        let metadata = decode_peer_header(&sent("x-envoy-peer-metadata").expect("metadata sent"));
+        assert_eq!(metadata["NAMESPACE"], "ns1", "{metadata}");
+        assert_eq!(metadata["LABELS"]["version"], "v1", "{metadata}");
+        assert!(metadata.get("PROXY_CONFIG").is_none(), "{metadata}");
+    }
+}
