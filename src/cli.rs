@@ -34,6 +34,27 @@ fn shard_count(value: &str) -> Result<usize, String> {
     }
 }
 
+/// `--restart-epoch`: only 0, a first start (there is no hot restart to take over from).
+fn restart_epoch(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Ok(0),
+        Ok(_) => Err(
+            "hot restart is not supported: only epoch 0 (a first start) can run; restart the \
+             process instead"
+                .into(),
+        ),
+        Err(e) => Err(format!("not an epoch: {e}")),
+    }
+}
+
+/// `--bootstrap-version`: only 3 (the v2 API is gone, as in Envoy).
+fn bootstrap_version(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(3) => Ok(3),
+        _ => Err(format!("only bootstrap version 3 is read, not {value}")),
+    }
+}
+
 /// shardproxy: a thread-per-core io_uring proxy configured with Envoy's v3 API.
 ///
 /// With neither -c nor --config-yaml it runs the embedded default bootstrap (see README).
@@ -80,6 +101,31 @@ pub struct Cli {
     /// Accepted and ignored, as in Envoy's hot restart scheme.
     #[arg(long = "base-id", default_value_t = 0)]
     pub base_id: u32,
+
+    /// Only 0: there is no hot restart (Istio before 1.11 passes it).
+    #[arg(long = "restart-epoch", default_value_t = 0, value_parser = restart_epoch)]
+    pub restart_epoch: u32,
+
+    /// Accepted and ignored: no parent process to shut down (no hot restart).
+    #[arg(long = "parent-shutdown-time-s", default_value_t = 900)]
+    pub parent_shutdown_time_s: u64,
+
+    /// Only 3, the v3 API (Istio 1.10 passes it).
+    #[arg(long = "bootstrap-version", value_parser = bootstrap_version)]
+    pub bootstrap_version: Option<u32>,
+
+    /// Accepted and ignored: the process stays dumpable (core dumps follow the rlimit the
+    /// container sets) since shardproxy never changes its credentials.
+    #[arg(long = "enable-core-dump")]
+    pub enable_core_dump: bool,
+
+    /// Accepted and ignored: no deprecated-feature warnings are logged.
+    #[arg(long = "skip-deprecated-logs")]
+    pub skip_deprecated_logs: bool,
+
+    /// Accepted and ignored, as --file-flush-interval-msec.
+    #[arg(long = "file-flush-min-size-kb", default_value_t = 64)]
+    pub file_flush_min_size_kb: u64,
 
     /// Ignore unknown fields in the bootstrap instead of rejecting them.
     #[arg(long = "allow-unknown-static-fields")]

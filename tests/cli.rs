@@ -251,3 +251,44 @@ fn drain_strategy_takes_envoys_values_only() {
         "the message names the bad value and the allowed ones: {err}"
     );
 }
+
+/// Every flag a pilot-agent of Istio 1.10 to current master may pass (some only when their
+/// setting is on) is taken; hot restart's epochs above 0 and the v2 bootstrap are refused.
+#[test]
+fn flags_istio_agents_pass_are_taken() {
+    let (status, out, err) = run_to_end(
+        &[
+            "--mode",
+            "validate",
+            "--restart-epoch",
+            "0",
+            "--parent-shutdown-time-s",
+            "60",
+            "--bootstrap-version",
+            "3",
+            "--enable-core-dump",
+            "--skip-deprecated-logs",
+            "--file-flush-min-size-kb",
+            "64",
+            "--file-flush-interval-msec",
+            "1000",
+            "--local-address-ip-version",
+            "v4",
+            "--disable-hot-restart",
+            "--allow-unknown-static-fields",
+        ],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    for (flag, value, says) in [
+        ("--restart-epoch", "1", "hot restart"),
+        ("--bootstrap-version", "2", "version 3"),
+    ] {
+        let (status, _out, err) = run_to_end(
+            &["--mode", "validate", flag, value],
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(status.code(), Some(2), "{flag} {value} accepted: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
