@@ -13,6 +13,19 @@ use rustls::{
 use super::At;
 use model::tls::{CIPHER_NAMES, GROUP_NAMES};
 
+/// BoringSSL's names of the TLS 1.2 suites with RSA key transport (no forward secrecy), which
+/// rustls does not implement. Istio lists two of them after its ECDHE suites: a list that
+/// still names a suite rustls has leaves these out (with a warning) instead of failing.
+const RSA_KEY_TRANSPORT: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "AES128-SHA256",
+    "AES256-SHA256",
+    "DES-CBC3-SHA",
+];
+
 /// The crypto provider with `tls_params`' cipher suites and curves (rustls' defaults where
 /// unset, which cover Envoy's defaults).
 pub(super) fn provider(
@@ -27,6 +40,7 @@ pub(super) fn provider(
     let path = format!("{path}.tls_params");
     if !params.cipher_suites.is_empty() {
         let mut wanted = Vec::new();
+        let mut left_out = Vec::new();
         for (i, entry) in params.cipher_suites.iter().enumerate() {
             // `[A|B]` is an equal-preference group in BoringSSL's syntax.
             for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
@@ -38,6 +52,7 @@ pub(super) fn provider(
                             format!("{name}: TLS 1.3 suites are not configurable (as in Envoy); list TLS 1.2 suites only"),
                         );
                     }
+                    None if RSA_KEY_TRANSPORT.contains(&name) => left_out.push(name),
                     None => {
                         at.fail::<()>(
                             format!("{path}.cipher_suites[{i}]"),
@@ -48,6 +63,24 @@ pub(super) fn provider(
                         );
                     }
                 }
+            }
+        }
+        if !left_out.is_empty() {
+            if wanted.is_empty() {
+                at.fail::<()>(
+                    format!("{path}.cipher_suites"),
+                    format!(
+                        "{} use RSA key transport, which rustls does not offer, and no other \
+                         TLS 1.2 suite is listed",
+                        left_out.join(", ")
+                    ),
+                );
+            } else {
+                tracing::warn!(
+                    at = %path,
+                    "cipher suites {} (RSA key transport) are not offered: rustls lacks them",
+                    left_out.join(", ")
+                );
             }
         }
         provider
@@ -131,4 +164,45 @@ pub(super) fn versions(
             .map(|(_, v)| v)
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suites(names: &[&str]) -> (Option<CryptoProvider>, Vec<String>) {
+        let params = TlsParameters {
+            cipher_suites: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        let provider = {
+            let mut at = At::new("t", &mut errors);
+            provider(Some(&params), "c", &mut at)
+        };
+        (provider, errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn rsa_key_transport_suites_are_left_out_when_others_remain() {
+        // Istio's inbound list.
+        let (provider, errors) = suites(&[
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "AES256-GCM-SHA384",
+            "AES128-GCM-SHA256",
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let tls12 = provider
+            .unwrap()
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &TLS12)
+            .count();
+        assert_eq!(tls12, 2);
+        let (_, errors) = suites(&["AES128-GCM-SHA256"]);
+        assert!(errors[0].contains("no other TLS 1.2 suite"), "{errors:?}");
+        let (_, errors) = suites(&["ECDHE-FOO-SHA", "ECDHE-RSA-AES128-GCM-SHA256"]);
+        assert!(errors[0].contains("not offered by rustls"), "{errors:?}");
+    }
 }
