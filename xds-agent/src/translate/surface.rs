@@ -395,7 +395,11 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "io.istio.network.authn.Config",
         supported: &[],
-        ignored: &[],
+        ignored: &[(
+            "shared",
+            "the identities are read on the downstream connection only: nothing on the \
+             upstream side reads them",
+        )],
     },
     Surface {
         message: "envoy.config.cluster.v3.Filter",
