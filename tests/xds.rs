@@ -543,10 +543,8 @@ fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
         &[
             // Envoy 1.40 refuses these too: a transport socket named without a typed_config.
             "transport_socket.typed_config: typed_config is required",
-            "protocol_selection",
             "listeners[*].access_log",
             "%CONNECTION_TERMINATION_DETAILS%",
-            "deprecated_v1",
             "wasm.v3.Wasm",
             ".tracing ",
             "authn.v2alpha1.FilterConfig",

@@ -2,7 +2,10 @@
 //! `HttpProtocolOptions` (upstream idle timeout, requests per connection, HTTP/1.1 or
 //! HTTP/2, `use_downstream_protocol_config`, `auto_config`) and the ALPN they imply.
 use envoy_types::pb::envoy::{
-    config::{cluster::v3::Cluster as ClusterProto, core::v3::RoutingPriority},
+    config::{
+        cluster::v3::{cluster::ClusterProtocolSelection, Cluster as ClusterProto},
+        core::v3::RoutingPriority,
+    },
     extensions::upstreams::http::v3::{
         http_protocol_options::{
             explicit_http_config::ProtocolConfig, AutoHttpConfig, ExplicitHttpConfig,
@@ -79,6 +82,12 @@ pub(super) fn upstream_http(
         let at = format!("{path}.http2_protocol_options");
         let mut p = Problems { url: None, errors };
         options.http2 = http2_options(Some(http2), &at, &mut p);
+    }
+    // The deprecated `protocol_selection` (Istio 1.9 writes it): upstream requests follow
+    // the downstream's HTTP version.
+    #[allow(deprecated)]
+    if proto.protocol_selection() == ClusterProtocolSelection::UseDownstreamProtocol {
+        options.protocol = UpstreamProtocol::Downstream;
     }
     let key = names::UPSTREAM_HTTP_PROTOCOL_OPTIONS;
     let Some(any) = proto.typed_extension_protocol_options.get(key) else {

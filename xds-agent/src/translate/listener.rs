@@ -250,7 +250,7 @@ pub(super) fn listener(
         chain_index,
         default_chain: has_default.then_some(matches.len()),
         listener_filters: filters,
-        bind_to_port: proto.bind_to_port.as_ref().is_none_or(|b| b.value),
+        bind_to_port: binds(proto),
         use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
         drain_type: match proto.drain_type() {
@@ -259,6 +259,20 @@ pub(super) fn listener(
         },
         stats: ctx.stats.listener(&stat_prefix),
     }))
+}
+
+/// Whether the listener opens its socket: unless `bind_to_port` or the deprecated
+/// `deprecated_v1.bind_to_port` (Istio 1.9 writes it) says false.
+fn binds(proto: &ListenerProto) -> bool {
+    #[allow(deprecated)]
+    let legacy = proto
+        .deprecated_v1
+        .as_ref()
+        .and_then(|v1| v1.bind_to_port.as_ref());
+    [proto.bind_to_port.as_ref(), legacy]
+        .into_iter()
+        .flatten()
+        .all(|b| b.value)
 }
 
 /// A chain is one terminal tcp_proxy or HTTP connection manager; chains with filters the

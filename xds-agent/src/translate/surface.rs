@@ -191,6 +191,7 @@ pub const SURFACE: &[Surface] = &[
             "listener_filters_timeout",
             "continue_on_listener_filters_timeout",
             "bind_to_port",
+            "deprecated_v1",
             "use_original_dst",
         ],
         ignored: &[
@@ -371,6 +372,7 @@ pub const SURFACE: &[Surface] = &[
             "common_lb_config",
             "metadata",
             "filters",
+            "protocol_selection",
         ],
         ignored: &[
             (
@@ -400,6 +402,11 @@ pub const SURFACE: &[Surface] = &[
             "the identities are read on the downstream connection only: nothing on the \
              upstream side reads them",
         )],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.Listener.DeprecatedV1",
+        supported: &["bind_to_port"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.cluster.v3.Filter",

@@ -689,3 +689,27 @@ fn original_dst_clusters() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn legacy_fields_istio_1_9_writes() {
+    let yaml = config("cluster: c", STATIC)
+        .replace(
+            "    filter_chains:",
+            "    deprecated_v1: {bind_to_port: false}\n    filter_chains:",
+        )
+        .replace(
+            "[{name: c,",
+            "[{name: c, protocol_selection: USE_DOWNSTREAM_PROTOCOL,",
+        );
+    let snapshot = ok(&yaml);
+    assert!(!snapshot.listeners[0].bind_to_port);
+    assert_eq!(
+        snapshot.clusters["c"].http.protocol,
+        model::UpstreamProtocol::Downstream
+    );
+    let binding = config("cluster: c", STATIC).replace(
+        "    filter_chains:",
+        "    deprecated_v1: {bind_to_port: true}\n    filter_chains:",
+    );
+    assert!(ok(&binding).listeners[0].bind_to_port);
+}
