@@ -186,3 +186,51 @@ fn example_tcp_proxy_lb_logs_a_line_per_connection_on_each_listener() {
         );
     }
 }
+
+/// A listener's own `access_log` (Istio puts one on its virtual listeners, filtered to `NR`)
+/// logs a connection no filter chain took, with the `NR` flag; a log filtered to other flags
+/// stays empty. Envoy 1.40 and shardproxy write the same lines.
+#[test]
+fn listener_access_log_records_connections_no_chain_took() {
+    let port = free_port();
+    let dir = TempDir::new("listener_access_log");
+    let (nr, uh) = (dir.file("nr.log"), dir.file("uh.log"));
+    let log = |path: &std::path::Path, flag: &str| {
+        json!({
+            "name": "envoy.access_loggers.file",
+            "filter": {"response_flag_filter": {"flags": [flag]}},
+            "typed_config": {
+                "@type": FILE_LOG,
+                "path": path.to_str().unwrap(),
+                "log_format": {"text_format_source": {"inline_string":
+                    "flags=%RESPONSE_FLAGS% local=%DOWNSTREAM_LOCAL_ADDRESS% upstream=%UPSTREAM_HOST%\n"}},
+            },
+        })
+    };
+    let mut unmatched = listener("unmatched", port, tcp_proxy("unmatched", "sink", json!({})));
+    unmatched["filter_chains"][0]["filter_chain_match"] = json!({"destination_port": 1});
+    unmatched["access_log"] = json!([log(&nr, "NR"), log(&uh, "UH")]);
+    let b = bootstrap(
+        free_port(),
+        vec![unmatched],
+        vec![cluster("sink", &[(refused_port(), 1)], json!(null))],
+    );
+    // Both proxies append to the same files (Envoy holds them open): each reads its own line.
+    let length = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    common::tls::on_both("listener-access-log", &b, |_| {
+        let (nr_before, uh_before) = (length(&nr), length(&uh));
+        let mut s = connect(port);
+        s.write_all(b"x").ok();
+        let outcome = next_outcome(&mut s, SOON);
+        let line = wait_for(SOON, "the NR line", || {
+            let text = std::fs::read_to_string(&nr).ok()?;
+            Some(text[nr_before..].to_string()).filter(|t| t.ends_with('\n'))
+        });
+        let uh_lines = std::fs::read_to_string(&uh).unwrap_or_default()[uh_before..].to_string();
+        (
+            matches!(outcome, Outcome::Eof | Outcome::Reset),
+            line,
+            uh_lines,
+        )
+    });
+}

@@ -28,6 +28,9 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-O
 pub struct AccessLog {
     pub sink: LogSink,
     pub format: SubstitutionFormat,
+    /// `filter`'s `response_flag_filter`: only connections or requests with one of these
+    /// flags are logged (`Some(empty)`: with any flag); `None` logs all.
+    pub only_flags: Option<ResponseFlags>,
 }
 
 /// A compiled `SubstitutionFormatString`: the text or JSON form of an access log line or a
@@ -541,7 +544,17 @@ impl AccessLog {
         Ok(Self {
             sink,
             format: SubstitutionFormat::Text(format),
+            only_flags: None,
         })
+    }
+
+    /// Whether a connection or request ending with `flags` is logged.
+    pub fn logs(&self, flags: ResponseFlags) -> bool {
+        match self.only_flags {
+            None => true,
+            Some(wanted) if wanted.is_empty() => !flags.is_empty(),
+            Some(wanted) => flags.intersects(wanted),
+        }
     }
 
     /// Whether a command reads the downstream connection's TLS (then the caller passes it in

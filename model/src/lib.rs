@@ -91,6 +91,9 @@ pub struct Listener {
     /// `use_original_dst`: a connection whose original destination (the `original_dst`
     /// listener filter) is another listener's address is handed over to that listener.
     pub use_original_dst: bool,
+    /// `access_log`: written for connections that end before a filter chain takes them (no
+    /// chain matched: `NR`; a listener filter closed or timed out).
+    pub access_logs: Vec<Arc<AccessLog>>,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
     pub drain_type: DrainType,
@@ -139,6 +142,7 @@ impl Listener {
             listener_filters: Default::default(),
             bind_to_port: true,
             use_original_dst: false,
+            access_logs: Vec::new(),
             inbound: false,
             drain_type: DrainType::Default,
             stats,

@@ -5,9 +5,11 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     rc::Rc,
+    time::{Instant, SystemTime},
 };
 
 use model::{
+    access_log::{ConnectionRecord, ResponseFlags},
     filter_chain_match::ConnectionFacts,
     stats::{dec, inc, HandshakeFailure},
     tls::{classify_failure, negotiated, ServerTls},
@@ -144,6 +146,7 @@ async fn pick_chain(
     handoffs: Option<&Handoffs>,
 ) -> Picked {
     let stats = listener.stats.shard(ctx.id);
+    let started = (SystemTime::now(), Instant::now());
     let remote = stream.peer_addr().unwrap_or(listener.address);
     // A listener bound to one address is that address; a wildcard one asks the socket (a
     // syscall), only when a chain matches on it.
@@ -162,6 +165,14 @@ async fn pick_chain(
                 Abort::Closed => {}
             }
             tracing::debug!(listener = %listener.name, %remote, ?abort, "connection closed by a listener filter");
+            log_unserved(
+                ctx,
+                listener,
+                started,
+                remote,
+                local,
+                ResponseFlags::default(),
+            );
             return Picked::Closed;
         }
     };
@@ -193,9 +204,50 @@ async fn pick_chain(
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");
+            log_unserved(
+                ctx,
+                listener,
+                started,
+                remote,
+                local,
+                ResponseFlags::NO_ROUTE_FOUND,
+            );
             Picked::Closed
         }
     }
+}
+
+/// Writes the listener's access logs for a connection no chain took (`NR`: none matched),
+/// accepted at `started`.
+fn log_unserved(
+    ctx: &ShardContext,
+    listener: &Listener,
+    started: (SystemTime, Instant),
+    remote: SocketAddr,
+    local: SocketAddr,
+    flags: ResponseFlags,
+) {
+    if listener.access_logs.is_empty() {
+        return;
+    }
+    let record = ConnectionRecord {
+        start: started.0,
+        duration: started.1.elapsed(),
+        bytes_received: 0,
+        bytes_sent: 0,
+        downstream_remote: remote,
+        downstream_local: local,
+        upstream_host: None,
+        upstream_local: None,
+        upstream_cluster: None,
+        response_flags: flags,
+        connection_id: ctx.connection_id(),
+        tls: None,
+        requested_server_name: None,
+        upstream_tls: None,
+        http: None,
+    };
+    ctx.logs.write(&listener.access_logs, &record);
 }
 
 /// The listener serving `original` as Envoy picks it: the one bound to that exact address,

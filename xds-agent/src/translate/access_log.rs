@@ -5,7 +5,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use envoy_types::pb::envoy::{
     config::{
-        accesslog::v3::{access_log, AccessLog as AccessLogProto},
+        accesslog::v3::{
+            access_log, access_log_filter::FilterSpecifier, AccessLog as AccessLogProto,
+        },
         core::v3::{substitution_format_string, SubstitutionFormatString},
     },
     extensions::access_loggers::{
@@ -19,7 +21,8 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use super::TranslateError;
 use crate::names;
 use model::access_log::{
-    AccessLog, Format, JsonFormat, JsonTemplate, LogSink, SubstitutionFormat, DEFAULT_FORMAT,
+    AccessLog, Format, JsonFormat, JsonTemplate, LogSink, ResponseFlags, SubstitutionFormat,
+    DEFAULT_FORMAT,
 };
 
 /// The `access_log` list at `path`; entries with problems are reported and left out.
@@ -48,6 +51,7 @@ fn access_log(
             return None;
         }
     };
+    let only_flags = only_flags(log, path, errors);
     let path = format!("{path}.typed_config");
     let url = Some(any.type_url.as_str());
     let decoded = match names::type_name(&any.type_url) {
@@ -101,7 +105,41 @@ fn access_log(
             Format::compile(DEFAULT_FORMAT).expect("Envoy's default format compiles"),
         ),
     };
-    Some(AccessLog { sink, format })
+    Some(AccessLog {
+        sink,
+        format,
+        only_flags: only_flags?,
+    })
+}
+
+/// The log's `filter`: `response_flag_filter` is the one kind supported (the walker refuses
+/// the others). `Some(None)`: no filter.
+fn only_flags(
+    log: &AccessLogProto,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Option<ResponseFlags>> {
+    let Some(filter) = &log.filter else {
+        return Some(None);
+    };
+    let Some(FilterSpecifier::ResponseFlagFilter(wanted)) = &filter.filter_specifier else {
+        return Some(None);
+    };
+    let mut flags = ResponseFlags::default();
+    for (i, name) in wanted.flags.iter().enumerate() {
+        match ResponseFlags::from_name(name) {
+            Some(flag) => flags.set(flag),
+            None => {
+                errors.push(TranslateError::new(
+                    format!("{path}.filter.response_flag_filter.flags[{i}]"),
+                    None,
+                    format!("unknown response flag {name:?}"),
+                ));
+                return None;
+            }
+        }
+    }
+    Some(Some(flags))
 }
 
 /// The format of a file logger: `Some(None)` for Envoy's default, `None` when it failed

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::{
 };
 
 use super::{
+    access_log::access_logs,
     address, buffer_limit, config_hash,
     filter_chain_match::chain_match,
     http_connection_manager::http_connection_manager,
@@ -202,6 +203,7 @@ pub(super) fn listener(
             return None;
         }
     };
+    let access_logs = access_logs(&proto.access_log, &format!("{path}.access_log"), errors);
     let mut filters = filters?;
     // As Envoy does, a listener whose chains match on what only the TLS inspector finds
     // gets one when it has none.
@@ -252,6 +254,7 @@ pub(super) fn listener(
         listener_filters: filters,
         bind_to_port: binds(proto),
         use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
+        access_logs,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
         drain_type: match proto.drain_type() {
             DrainType::Default => ModelDrainType::Default,

@@ -192,6 +192,7 @@ pub const SURFACE: &[Surface] = &[
             "continue_on_listener_filters_timeout",
             "bind_to_port",
             "deprecated_v1",
+            "access_log",
             "use_original_dst",
         ],
         ignored: &[
@@ -302,7 +303,17 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.accesslog.v3.AccessLog",
-        supported: &["name", "typed_config"],
+        supported: &["name", "typed_config", "filter"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.AccessLogFilter",
+        supported: &["response_flag_filter"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.accesslog.v3.ResponseFlagFilter",
+        supported: &["flags"],
         ignored: &[],
     },
     Surface {
