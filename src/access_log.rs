@@ -87,7 +87,7 @@ impl LogWriters {
     /// cache; a failed write is reported once per occurrence and the connection is unaffected.
     pub fn write(&self, logs: &[std::sync::Arc<AccessLog>], record: &ConnectionRecord) {
         let mut line = self.line.borrow_mut();
-        for log in logs.iter().filter(|log| log.logs(record.response_flags)) {
+        for log in logs.iter().filter(|log| log.logs(record)) {
             line.clear();
             log.render(record, &mut line);
             let result = match &log.sink {

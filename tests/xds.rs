@@ -518,7 +518,7 @@ fn shardproxy_on_istio_dump(file: &str, known_gaps: &[&str]) {
 
 /// The gap no proxy without a Wasm runtime closes: the user's own WasmPlugin (a v8 module)
 /// that the 1.22 dumps' listeners name over ECDS. Refused by design (docs/istio-gap-list.md).
-const USER_WASM: &str = "wasmplugin/";
+const USER_WASM: &str = "a Wasm module is refused";
 
 #[test]
 fn shardproxy_on_istio_1_22_3_sidecar() {
@@ -565,6 +565,8 @@ fn shardproxy_on_istio_1_19_authz_listeners() {
             "internal_listener",
             "set_internal_dst_address",
             "tunneling_config",
+            "connect_authority",
+            "connect_baggage",
         ],
     );
 }

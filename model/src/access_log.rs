@@ -15,6 +15,7 @@ use std::{
 
 use crate::tls_info::{DownstreamTls, Negotiated};
 
+pub mod filter;
 mod json;
 
 pub use json::{JsonFormat, JsonFormatError, JsonTemplate};
@@ -24,13 +25,12 @@ pub use json::{JsonFormat, JsonFormatError, JsonTemplate};
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
 
 /// A compiled access log: where lines go and how each is formatted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AccessLog {
     pub sink: LogSink,
     pub format: SubstitutionFormat,
-    /// `filter`'s `response_flag_filter`: only connections or requests with one of these
-    /// flags are logged (`Some(empty)`: with any flag); `None` logs all.
-    pub only_flags: Option<ResponseFlags>,
+    /// `filter`: which connections or requests are logged (`None`: all).
+    pub filter: Option<filter::LogFilter>,
 }
 
 /// A compiled `SubstitutionFormatString`: the text or JSON form of an access log line or a
@@ -544,17 +544,13 @@ impl AccessLog {
         Ok(Self {
             sink,
             format: SubstitutionFormat::Text(format),
-            only_flags: None,
+            filter: None,
         })
     }
 
-    /// Whether a connection or request ending with `flags` is logged.
-    pub fn logs(&self, flags: ResponseFlags) -> bool {
-        match self.only_flags {
-            None => true,
-            Some(wanted) if wanted.is_empty() => !flags.is_empty(),
-            Some(wanted) => flags.intersects(wanted),
-        }
+    /// Whether the connection or request `record` describes is logged.
+    pub fn logs(&self, record: &ConnectionRecord) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(record))
     }
 
     /// Whether a command reads the downstream connection's TLS (then the caller passes it in

@@ -1,13 +1,10 @@
 //! Domain model: the connection manager's `local_reply_config` — mappers that rewrite the
 //! replies the proxy makes itself, and the format of their bodies.
-use std::time::Duration;
-
 use bytes::Bytes;
 
 use crate::{
-    access_log::{ConnectionRecord, HttpLogView, ResponseFlags, SubstitutionFormat},
-    matchers::HeaderMatcher,
-    route::{HeaderAdd, RouteRequest},
+    access_log::{filter::LogFilter, ConnectionRecord, SubstitutionFormat},
+    route::HeaderAdd,
 };
 
 /// `local_reply_config`.
@@ -22,7 +19,7 @@ pub struct LocalReplyConfig {
 /// One `ResponseMapper`.
 #[derive(Debug)]
 pub struct Mapper {
-    pub filter: ReplyFilter,
+    pub filter: LogFilter,
     /// `status_code`: the status the reply gets instead.
     pub status: Option<u16>,
     /// `headers_to_add`.
@@ -31,86 +28,6 @@ pub struct Mapper {
     pub body: Option<Bytes>,
     /// `body_format_override`.
     pub body_format: Option<BodyFormat>,
-}
-
-/// The access log filters a mapper may use.
-#[derive(Debug)]
-pub enum ReplyFilter {
-    /// `status_code_filter`: the reply's status compared with a value.
-    StatusCode(Comparison, u32),
-    /// `duration_filter`: the request's duration so far, in milliseconds.
-    Duration(Comparison, u32),
-    /// `header_filter`: a request header matcher.
-    Header(HeaderMatcher),
-    /// `response_flag_filter`: any of these flags is set (any flag at all when empty).
-    ResponseFlags(ResponseFlags),
-    /// `not_health_check_filter`: no request is a health check here (there is no health
-    /// check filter), so it always matches.
-    NotHealthCheck,
-    And(Vec<ReplyFilter>),
-    Or(Vec<ReplyFilter>),
-}
-
-/// `ComparisonFilter.op`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Eq,
-    Ge,
-    Le,
-    Ne,
-}
-
-impl Comparison {
-    fn holds(self, actual: u64, value: u32) -> bool {
-        let value = u64::from(value);
-        match self {
-            Comparison::Eq => actual == value,
-            Comparison::Ge => actual >= value,
-            Comparison::Le => actual <= value,
-            Comparison::Ne => actual != value,
-        }
-    }
-}
-
-impl ReplyFilter {
-    /// Whether the reply `record` describes (its `http` view answering with the reply's
-    /// status) matches.
-    pub fn matches(&self, record: &ConnectionRecord) -> bool {
-        let status = record.http.map_or(0, |h| h.response_code());
-        match self {
-            ReplyFilter::StatusCode(op, value) => op.holds(status.into(), *value),
-            ReplyFilter::Duration(op, value) => op.holds(millis(record.duration), *value),
-            ReplyFilter::Header(matcher) => record
-                .http
-                .is_some_and(|http| matcher.matches(&RequestOf(http))),
-            ReplyFilter::ResponseFlags(flags) if flags.is_empty() => {
-                !record.response_flags.is_empty()
-            }
-            ReplyFilter::ResponseFlags(flags) => record.response_flags.intersects(*flags),
-            ReplyFilter::NotHealthCheck => true,
-            ReplyFilter::And(all) => all.iter().all(|f| f.matches(record)),
-            ReplyFilter::Or(any) => any.iter().any(|f| f.matches(record)),
-        }
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The request a header filter reads, through the record's view.
-struct RequestOf<'a>(&'a dyn HttpLogView);
-
-impl RouteRequest for RequestOf<'_> {
-    fn method(&self) -> &[u8] {
-        self.0.request_header(":method").unwrap_or_default()
-    }
-    fn path(&self) -> &[u8] {
-        self.0.request_header(":path").unwrap_or_default()
-    }
-    fn header(&self, lowercase_name: &str) -> Option<&[u8]> {
-        self.0.request_header(lowercase_name)
-    }
 }
 
 /// A body format (`SubstitutionFormatString`) and the `content-type` it answers with.
@@ -130,11 +47,15 @@ impl LocalReplyConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::{net::SocketAddr, time::UNIX_EPOCH};
+    use std::{
+        net::SocketAddr,
+        time::{Duration, UNIX_EPOCH},
+    };
 
     use super::*;
     use crate::{
-        matchers::{HeaderRule, HeaderSource},
+        access_log::{filter::Comparison, HttpLogView, ResponseFlags},
+        matchers::{HeaderMatcher, HeaderRule, HeaderSource},
         route::HeaderValue,
     };
 
@@ -184,8 +105,8 @@ mod tests {
         }
     }
 
-    fn header(name: &str) -> ReplyFilter {
-        ReplyFilter::Header(HeaderMatcher {
+    fn header(name: &str) -> LogFilter {
+        LogFilter::Header(HeaderMatcher {
             source: HeaderSource::Named(name.into()),
             rule: HeaderRule::Present(true),
             invert: false,
@@ -197,23 +118,23 @@ mod tests {
     fn filters_match_as_envoy_access_log_filters() {
         let r = record(ResponseFlags::NO_HEALTHY_UPSTREAM);
         let yes = [
-            ReplyFilter::StatusCode(Comparison::Eq, 503),
-            ReplyFilter::StatusCode(Comparison::Ge, 500),
-            ReplyFilter::StatusCode(Comparison::Ne, 404),
-            ReplyFilter::Duration(Comparison::Le, 20),
+            LogFilter::StatusCode(Comparison::Eq, 503),
+            LogFilter::StatusCode(Comparison::Ge, 500),
+            LogFilter::StatusCode(Comparison::Ne, 404),
+            LogFilter::Duration(Comparison::Le, 20),
             header("x-a"),
-            ReplyFilter::ResponseFlags(ResponseFlags::default()),
-            ReplyFilter::ResponseFlags(ResponseFlags::NO_HEALTHY_UPSTREAM),
-            ReplyFilter::NotHealthCheck,
-            ReplyFilter::And(vec![header("x-a"), ReplyFilter::NotHealthCheck]),
-            ReplyFilter::Or(vec![header("x-b"), ReplyFilter::NotHealthCheck]),
+            LogFilter::ResponseFlags(ResponseFlags::default()),
+            LogFilter::ResponseFlags(ResponseFlags::NO_HEALTHY_UPSTREAM),
+            LogFilter::NotHealthCheck,
+            LogFilter::And(vec![header("x-a"), LogFilter::NotHealthCheck]),
+            LogFilter::Or(vec![header("x-b"), LogFilter::NotHealthCheck]),
         ];
         let no = [
-            ReplyFilter::StatusCode(Comparison::Le, 499),
-            ReplyFilter::Duration(Comparison::Ge, 21),
+            LogFilter::StatusCode(Comparison::Le, 499),
+            LogFilter::Duration(Comparison::Ge, 21),
             header("x-b"),
-            ReplyFilter::ResponseFlags(ResponseFlags::NO_ROUTE_FOUND),
-            ReplyFilter::And(vec![header("x-a"), header("x-b")]),
+            LogFilter::ResponseFlags(ResponseFlags::NO_ROUTE_FOUND),
+            LogFilter::And(vec![header("x-a"), header("x-b")]),
         ];
         for f in &yes {
             assert!(f.matches(&r), "{f:?}");
@@ -221,7 +142,7 @@ mod tests {
         for f in &no {
             assert!(!f.matches(&r), "{f:?}");
         }
-        assert!(!ReplyFilter::ResponseFlags(ResponseFlags::default())
+        assert!(!LogFilter::ResponseFlags(ResponseFlags::default())
             .matches(&record(ResponseFlags::default())));
     }
 
@@ -241,9 +162,9 @@ mod tests {
         };
         let config = LocalReplyConfig {
             mappers: vec![
-                mapper(ReplyFilter::StatusCode(Comparison::Eq, 404), 400),
-                mapper(ReplyFilter::StatusCode(Comparison::Ge, 500), 501),
-                mapper(ReplyFilter::NotHealthCheck, 502),
+                mapper(LogFilter::StatusCode(Comparison::Eq, 404), 400),
+                mapper(LogFilter::StatusCode(Comparison::Ge, 500), 501),
+                mapper(LogFilter::NotHealthCheck, 502),
             ],
             body_format: None,
         };

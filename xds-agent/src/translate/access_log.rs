@@ -6,7 +6,8 @@ use std::{path::PathBuf, sync::Arc};
 use envoy_types::pb::envoy::{
     config::{
         accesslog::v3::{
-            access_log, access_log_filter::FilterSpecifier, AccessLog as AccessLogProto,
+            access_log, access_log_filter::FilterSpecifier, comparison_filter::Op,
+            AccessLog as AccessLogProto, AccessLogFilter, ComparisonFilter,
         },
         core::v3::{substitution_format_string, SubstitutionFormatString},
     },
@@ -18,9 +19,14 @@ use envoy_types::pb::envoy::{
 
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
-use super::TranslateError;
+use super::{
+    http_connection_manager::Problems,
+    matchers::{header_matcher, At},
+    TranslateError,
+};
 use crate::names;
 use model::access_log::{
+    filter::{Comparison, LogFilter},
     AccessLog, Format, JsonFormat, JsonTemplate, LogSink, ResponseFlags, SubstitutionFormat,
     DEFAULT_FORMAT,
 };
@@ -51,7 +57,7 @@ fn access_log(
             return None;
         }
     };
-    let only_flags = only_flags(log, path, errors);
+    let filter = filter(log, path, errors);
     let path = format!("{path}.typed_config");
     let url = Some(any.type_url.as_str());
     let decoded = match names::type_name(&any.type_url) {
@@ -108,38 +114,124 @@ fn access_log(
     Some(AccessLog {
         sink,
         format,
-        only_flags: only_flags?,
+        filter: filter?,
     })
 }
 
-/// The log's `filter`: `response_flag_filter` is the one kind supported (the walker refuses
-/// the others). `Some(None)`: no filter.
-fn only_flags(
+/// The log's `filter` (`Some(None)`: none; `None`: it has problems, reported).
+fn filter(
     log: &AccessLogProto,
     path: &str,
     errors: &mut Vec<TranslateError>,
-) -> Option<Option<ResponseFlags>> {
-    let Some(filter) = &log.filter else {
+) -> Option<Option<LogFilter>> {
+    let Some(proto) = &log.filter else {
         return Some(None);
     };
-    let Some(FilterSpecifier::ResponseFlagFilter(wanted)) = &filter.filter_specifier else {
-        return Some(None);
-    };
-    let mut flags = ResponseFlags::default();
-    for (i, name) in wanted.flags.iter().enumerate() {
-        match ResponseFlags::from_name(name) {
-            Some(flag) => flags.set(flag),
-            None => {
-                errors.push(TranslateError::new(
-                    format!("{path}.filter.response_flag_filter.flags[{i}]"),
-                    None,
-                    format!("unknown response flag {name:?}"),
-                ));
-                return None;
-            }
+    let mut p = Problems { url: None, errors };
+    log_filter(proto, &format!("{path}.filter"), &mut p).map(Some)
+}
+
+/// An access log filter (a log's `filter`, a local reply mapper's); the kinds that need what
+/// shardproxy does not have (runtime, tracing, metadata, gRPC status of a reply, extensions,
+/// log types) are refused by the walker.
+pub(super) fn log_filter(
+    proto: &AccessLogFilter,
+    path: &str,
+    p: &mut Problems,
+) -> Option<LogFilter> {
+    let at = |field: &str| format!("{path}.{field}");
+    Some(match &proto.filter_specifier {
+        Some(FilterSpecifier::StatusCodeFilter(f)) => {
+            let (op, value) = comparison(f.comparison.as_ref(), &at("status_code_filter"), p)?;
+            LogFilter::StatusCode(op, value)
         }
+        Some(FilterSpecifier::DurationFilter(f)) => {
+            let (op, value) = comparison(f.comparison.as_ref(), &at("duration_filter"), p)?;
+            LogFilter::Duration(op, value)
+        }
+        Some(FilterSpecifier::NotHealthCheckFilter(_)) => LogFilter::NotHealthCheck,
+        Some(FilterSpecifier::HeaderFilter(f)) => {
+            let path = at("header_filter.header");
+            let Some(header) = &f.header else {
+                p.add(path, "header is required");
+                return None;
+            };
+            let at = At {
+                path: &path,
+                type_url: p.url,
+            };
+            LogFilter::Header(header_matcher(header, at, p.errors)?)
+        }
+        Some(FilterSpecifier::ResponseFlagFilter(f)) => {
+            let mut flags = ResponseFlags::default();
+            for (i, name) in f.flags.iter().enumerate() {
+                match ResponseFlags::from_name(name) {
+                    Some(flag) => flags.set(flag),
+                    None => p.add(
+                        at(&format!("response_flag_filter.flags[{i}]")),
+                        format!("{name:?} is not a response flag"),
+                    ),
+                }
+            }
+            LogFilter::ResponseFlags(flags)
+        }
+        Some(FilterSpecifier::AndFilter(f)) => {
+            LogFilter::And(filters(&f.filters, &at("and_filter.filters"), p)?)
+        }
+        Some(FilterSpecifier::OrFilter(f)) => {
+            LogFilter::Or(filters(&f.filters, &at("or_filter.filters"), p)?)
+        }
+        // The walker refuses the other kinds, naming the field.
+        Some(_) => return None,
+        None => {
+            p.add(path, "a filter kind is required");
+            return None;
+        }
+    })
+}
+
+/// The filters of an `and_filter` or `or_filter` (Envoy wants at least two).
+fn filters(protos: &[AccessLogFilter], path: &str, p: &mut Problems) -> Option<Vec<LogFilter>> {
+    if protos.len() < 2 {
+        p.add(path, "needs at least 2 filters");
+        return None;
     }
-    Some(Some(flags))
+    let before = p.count();
+    let filters: Vec<_> = protos
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| log_filter(f, &format!("{path}[{i}]"), p))
+        .collect();
+    (p.count() == before && filters.len() == protos.len()).then_some(filters)
+}
+
+fn comparison(
+    proto: Option<&ComparisonFilter>,
+    path: &str,
+    p: &mut Problems,
+) -> Option<(Comparison, u32)> {
+    let Some(proto) = proto else {
+        p.add(format!("{path}.comparison"), "comparison is required");
+        return None;
+    };
+    let op = match Op::try_from(proto.op) {
+        Ok(Op::Eq) => Comparison::Eq,
+        Ok(Op::Ge) => Comparison::Ge,
+        Ok(Op::Le) => Comparison::Le,
+        Ok(Op::Ne) => Comparison::Ne,
+        Err(_) => {
+            p.add(
+                format!("{path}.comparison.op"),
+                format!("unknown op {}", proto.op),
+            );
+            return None;
+        }
+    };
+    let Some(value) = &proto.value else {
+        p.add(format!("{path}.comparison.value"), "value is required");
+        return None;
+    };
+    Some((op, value.default_value))
 }
 
 /// The format of a file logger: `Some(None)` for Envoy's default, `None` when it failed

@@ -2,28 +2,21 @@
 //! with compiled filters, headers and bodies, and body formats.
 use bytes::Bytes;
 use envoy_types::pb::envoy::{
-    config::{
-        accesslog::v3::{
-            access_log_filter::FilterSpecifier, comparison_filter::Op, AccessLogFilter,
-            ComparisonFilter,
-        },
-        core::v3::SubstitutionFormatString,
-    },
+    config::core::v3::SubstitutionFormatString,
     extensions::filters::network::http_connection_manager::v3::{
         LocalReplyConfig as LocalReplyProto, ResponseMapper,
     },
 };
 
 use super::{
-    access_log::substitution_format,
+    access_log::{log_filter, substitution_format},
     data_source,
     http_connection_manager::Problems,
-    matchers::{header_matcher, At},
     route::header_adds,
 };
 use model::{
-    access_log::{ResponseFlags, SubstitutionFormat},
-    local_reply::{BodyFormat, Comparison, LocalReplyConfig, Mapper, ReplyFilter},
+    access_log::SubstitutionFormat,
+    local_reply::{BodyFormat, LocalReplyConfig, Mapper},
 };
 
 /// `local_reply_config` at `path`.
@@ -54,7 +47,7 @@ fn mapper(proto: &ResponseMapper, path: &str, p: &mut Problems) -> Option<Mapper
         p.add(format!("{path}.filter"), "filter is required");
         return None;
     };
-    let filter = reply_filter(filter, &format!("{path}.filter"), p);
+    let filter = log_filter(filter, &format!("{path}.filter"), p);
     let status = match proto.status_code.map(|s| s.value) {
         Some(code) if !(200..600).contains(&code) => {
             p.add(
@@ -86,105 +79,6 @@ fn mapper(proto: &ResponseMapper, path: &str, p: &mut Problems) -> Option<Mapper
         body,
         body_format,
     })
-}
-
-/// A mapper's filter; the access log filters that need what shardproxy does not have
-/// (runtime, tracing, metadata, gRPC status of a reply, extensions, log types) are refused by
-/// the walker.
-fn reply_filter(proto: &AccessLogFilter, path: &str, p: &mut Problems) -> Option<ReplyFilter> {
-    let at = |field: &str| format!("{path}.{field}");
-    Some(match &proto.filter_specifier {
-        Some(FilterSpecifier::StatusCodeFilter(f)) => {
-            let (op, value) = comparison(f.comparison.as_ref(), &at("status_code_filter"), p)?;
-            ReplyFilter::StatusCode(op, value)
-        }
-        Some(FilterSpecifier::DurationFilter(f)) => {
-            let (op, value) = comparison(f.comparison.as_ref(), &at("duration_filter"), p)?;
-            ReplyFilter::Duration(op, value)
-        }
-        Some(FilterSpecifier::NotHealthCheckFilter(_)) => ReplyFilter::NotHealthCheck,
-        Some(FilterSpecifier::HeaderFilter(f)) => {
-            let path = at("header_filter.header");
-            let Some(header) = &f.header else {
-                p.add(path, "header is required");
-                return None;
-            };
-            let at = At {
-                path: &path,
-                type_url: p.url,
-            };
-            ReplyFilter::Header(header_matcher(header, at, p.errors)?)
-        }
-        Some(FilterSpecifier::ResponseFlagFilter(f)) => {
-            let mut flags = ResponseFlags::default();
-            for (i, name) in f.flags.iter().enumerate() {
-                match ResponseFlags::from_name(name) {
-                    Some(flag) => flags.set(flag),
-                    None => p.add(
-                        at(&format!("response_flag_filter.flags[{i}]")),
-                        format!("{name:?} is not a response flag"),
-                    ),
-                }
-            }
-            ReplyFilter::ResponseFlags(flags)
-        }
-        Some(FilterSpecifier::AndFilter(f)) => {
-            ReplyFilter::And(filters(&f.filters, &at("and_filter.filters"), p)?)
-        }
-        Some(FilterSpecifier::OrFilter(f)) => {
-            ReplyFilter::Or(filters(&f.filters, &at("or_filter.filters"), p)?)
-        }
-        // The walker refuses the other kinds, naming the field.
-        Some(_) => return None,
-        None => {
-            p.add(path, "a filter kind is required");
-            return None;
-        }
-    })
-}
-
-/// The filters of an `and_filter` or `or_filter` (Envoy wants at least two).
-fn filters(protos: &[AccessLogFilter], path: &str, p: &mut Problems) -> Option<Vec<ReplyFilter>> {
-    if protos.len() < 2 {
-        p.add(path, "needs at least 2 filters");
-        return None;
-    }
-    let before = p.count();
-    let filters: Vec<_> = protos
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| reply_filter(f, &format!("{path}[{i}]"), p))
-        .collect();
-    (p.count() == before && filters.len() == protos.len()).then_some(filters)
-}
-
-fn comparison(
-    proto: Option<&ComparisonFilter>,
-    path: &str,
-    p: &mut Problems,
-) -> Option<(Comparison, u32)> {
-    let Some(proto) = proto else {
-        p.add(format!("{path}.comparison"), "comparison is required");
-        return None;
-    };
-    let op = match Op::try_from(proto.op) {
-        Ok(Op::Eq) => Comparison::Eq,
-        Ok(Op::Ge) => Comparison::Ge,
-        Ok(Op::Le) => Comparison::Le,
-        Ok(Op::Ne) => Comparison::Ne,
-        Err(_) => {
-            p.add(
-                format!("{path}.comparison.op"),
-                format!("unknown op {}", proto.op),
-            );
-            return None;
-        }
-    };
-    let Some(value) = &proto.value else {
-        p.add(format!("{path}.comparison.value"), "value is required");
-        return None;
-    };
-    Some((op, value.default_value))
 }
 
 /// A body format: text or JSON, with `omit_empty_values` and its `content_type` (default

@@ -194,6 +194,10 @@ fn walk_any(
         errors.push(error(path, Some(&url), message));
         return;
     }
+    // A slot that lists "" takes an empty `Any` as no config.
+    if type_name.is_empty() && bytes.is_empty() {
+        return;
+    }
     let Some(descriptor) = proto::pool().get_message_by_name(type_name) else {
         errors.push(error(path, Some(&url), "unknown type".into()));
         return;

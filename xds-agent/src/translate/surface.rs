@@ -307,16 +307,6 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
-        message: "envoy.config.accesslog.v3.AccessLogFilter",
-        supported: &["response_flag_filter"],
-        ignored: &[],
-    },
-    Surface {
-        message: "envoy.config.accesslog.v3.ResponseFlagFilter",
-        supported: &["flags"],
-        ignored: &[],
-    },
-    Surface {
         message: "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         supported: &["path", "format", "log_format"],
         ignored: &[],
@@ -669,7 +659,8 @@ mod tests {
             assert!(surface(parent).is_some(), "{parent}");
             types
                 .iter()
-                .for_each(|t| assert!(surface(t).is_some(), "{t}"));
+                .filter(|t| !t.is_empty())
+                .for_each(|t| assert!(surface(t).is_some() || LEAF_TYPES.contains(t), "{t}"));
         }
         for leaf in LEAF_TYPES {
             assert!(pool.get_message_by_name(leaf).is_some(), "{leaf}");

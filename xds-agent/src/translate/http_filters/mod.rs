@@ -13,6 +13,7 @@ mod header_mutation;
 mod istio_alpn;
 mod local_ratelimit;
 mod peer_metadata;
+mod wasm;
 
 use envoy_types::pb::{
     envoy::{
@@ -108,6 +109,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(peer_metadata::filter),
         per_route: None,
     },
+    Factory {
+        config_type: names::HTTP_WASM,
+        build: Some(wasm::filter),
+        per_route: None,
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -129,6 +135,7 @@ const FILTER_TYPES: &[&str] = &[
     names::GRPC_WEB,
     names::ISTIO_ALPN,
     names::PEER_METADATA,
+    names::HTTP_WASM,
     names::COMPRESSOR,
 ];
 
@@ -341,6 +348,46 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
+        message: names::HTTP_WASM,
+        supported: &["config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.wasm.v3.PluginConfig",
+        supported: &[
+            "name",
+            "root_id",
+            "vm_config",
+            "configuration",
+            "fail_open",
+            "failure_policy",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.wasm.v3.VmConfig",
+        supported: &[
+            "vm_id",
+            "runtime",
+            "code",
+            "configuration",
+            "allow_precompiled",
+            "nack_on_code_cache_miss",
+            "environment_variables",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.wasm.v3.EnvironmentVariables",
+        supported: &["host_env_keys", "key_values"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.AsyncDataSource",
+        supported: &["local"],
+        ignored: &[],
+    },
+    Surface {
         message: names::ISTIO_ALPN,
         supported: &["alpn_override"],
         ignored: &[],
@@ -415,7 +462,22 @@ pub const ANY_SLOTS: &[AnySlot] = &[
         "per-route filter config",
         PER_ROUTE_CONFIG_TYPES,
     ),
+    (
+        "envoy.extensions.wasm.v3.PluginConfig",
+        "Wasm plugin configuration",
+        WASM_CONFIGURATION_TYPES,
+    ),
+    (
+        "envoy.extensions.wasm.v3.VmConfig",
+        "Wasm VM configuration",
+        WASM_CONFIGURATION_TYPES,
+    ),
 ];
+
+/// What a Wasm plugin's `configuration` holds: JSON in a string (Istio 1.5–1.9), Istio 1.19's
+/// typed metadata exchange config, or nothing (an empty `Any`).
+const WASM_CONFIGURATION_TYPES: &[&str] =
+    &["google.protobuf.StringValue", names::METADATA_EXCHANGE, ""];
 
 /// `envoy.filters.http.grpc_web`: no settings.
 fn grpc_web(

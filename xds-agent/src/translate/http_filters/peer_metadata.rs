@@ -51,6 +51,19 @@ pub(super) fn filter(
     })))
 }
 
+/// The filter as Istio's older null-VM plugin (`envoy.wasm.metadata_exchange`) ran it: both
+/// peers read from the headers, and this proxy's metadata sent both ways.
+pub(super) fn both_ways(ctx: &TranslateContext) -> HttpFilterKind {
+    HttpFilterKind::PeerMetadata(Arc::new(PeerMetadataConfig {
+        downstream_discovery: true,
+        upstream_discovery: true,
+        upstream_propagation: true,
+        downstream_propagation: true,
+        skip_external_clusters: false,
+        local: ctx.local_peer.clone(),
+    }))
+}
+
 /// Whether `methods` read the Istio headers. Workload discovery (Istio's WDS, for ambient
 /// mode) and baggage (deprecated by Istio) find nothing here: they are tried after the
 /// headers in Istio's configs, as fallbacks.
