@@ -249,8 +249,9 @@ fn zipkin_spans_and_b3_headers_same_as_envoy() {
     }
     for (kind, headers, spans, stats) in &outcomes {
         eprintln!(
-            "{}: headers {headers:#?}\nspans {spans:#}\nstats {stats:?}",
-            kind.name()
+            "{}: headers {headers:#?}\nspans {}\nstats {stats:?}",
+            kind.name(),
+            serde_json::to_string_pretty(spans).unwrap(),
         );
         assert_eq!(spans.len(), 4, "{}: four sampled spans", kind.name());
         assert_eq!(stats["tracing.zipkin.spans_sent"], 4, "{}", kind.name());
