@@ -97,11 +97,6 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
-        message: "envoy.type.v3.Percent",
-        supported: &["value"],
-        ignored: &[],
-    },
-    Surface {
         message: "envoy.type.tracing.v3.CustomTag",
         supported: &["tag", "literal", "environment", "request_header", "metadata"],
         ignored: &[],
