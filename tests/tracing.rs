@@ -61,6 +61,9 @@ const TRACE_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
+/// A request: the listener's port, the path, extra headers.
+type Case<'a> = (u16, &'a str, &'a [(&'a str, &'a str)]);
+
 fn run(kind: Kind, collector: &PeerServer, upstreams: &EchoUpstreams) -> Run {
     let (admin, out_port, in_port) = (free_port(), free_port(), free_port());
     let mut out = http_listener("out", out_port, traced_hcm("out"));
@@ -105,7 +108,7 @@ fn run(kind: Kind, collector: &PeerServer, upstreams: &EchoUpstreams) -> Run {
         "b3",
         "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
     )];
-    let cases: [(u16, &str, &[(&str, &str)]); 5] = [
+    let cases: [Case; 5] = [
         (out_port, "/new?q=1", &[("x-tag", "T")]),
         (in_port, "/continued", &continued),
         (out_port, "/dec/unsampled", &unsampled),

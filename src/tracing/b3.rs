@@ -93,7 +93,7 @@ pub fn extract(headers: &Headers, sampled: bool) -> Result<Option<SpanContext>, 
 fn single(b3: &[u8], sampled: bool) -> Result<Option<SpanContext>, Malformed> {
     match b3.len() {
         1 if is_flag(b3[0]) => return Ok(None),
-        n if n < 33 || n > 68 => return Err(Malformed),
+        n if !(33..=68).contains(&n) => return Err(Malformed),
         _ => {}
     }
     let mut parts = b3.split(|b| *b == b'-');
