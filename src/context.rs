@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use crate::{
     access_log::LogWriters, filters::network::http_connection_manager::RdsTables,
     net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager, stream::date::DateCache,
+    tracing::Reporter,
 };
 
 pub struct ShardContext {
@@ -13,6 +14,8 @@ pub struct ShardContext {
     /// RDS route tables (swapped by each snapshot).
     pub routes: RdsTables,
     pub logs: LogWriters,
+    /// Finished spans waiting to be reported to their Zipkin collector.
+    pub reporter: Reporter,
     /// The `date` response header, reformatted once a second.
     pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
@@ -28,6 +31,7 @@ impl ShardContext {
             clusters: RefCell::new(ClusterManager::default()),
             routes: RdsTables::default(),
             logs: LogWriters::default(),
+            reporter: Reporter::default(),
             date: DateCache::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             next_connection: Cell::new(0),

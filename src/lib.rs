@@ -8,6 +8,7 @@ mod protocol;
 mod proxy;
 pub mod rt;
 mod stream;
+mod tracing;
 
 #[cfg(fuzzing)]
 pub mod fuzzing;

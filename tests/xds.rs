@@ -524,7 +524,7 @@ const USER_WASM: &str = "a Wasm module is refused";
 fn shardproxy_on_istio_1_22_3_sidecar() {
     shardproxy_on_istio_dump(
         "istio-1.22.3_app1_sidecar.json",
-        &[USER_WASM, "stats.PluginConfig", ".tracing "],
+        &[USER_WASM, "stats.PluginConfig"],
     );
 }
 
@@ -532,7 +532,7 @@ fn shardproxy_on_istio_1_22_3_sidecar() {
 fn shardproxy_on_istio_1_22_3_ingressgateway() {
     shardproxy_on_istio_dump(
         "istio-1.22.3_ingressgateway.json",
-        &[USER_WASM, "stats.PluginConfig", ".tracing "],
+        &[USER_WASM, "stats.PluginConfig"],
     );
 }
 
@@ -545,7 +545,6 @@ fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
             "transport_socket.typed_config: typed_config is required",
             "%CONNECTION_TERMINATION_DETAILS%",
             "wasm.v3.Wasm",
-            ".tracing ",
             "authn.v2alpha1.FilterConfig",
         ],
     );
@@ -557,7 +556,6 @@ fn shardproxy_on_istio_1_19_authz_listeners() {
         "istio-1.19dev_sidecar_listeners_with_authz.json",
         &[
             "stats.PluginConfig",
-            ".tracing ",
             "wasm.v3.Wasm",
             "address is required",
             "ext_authz",

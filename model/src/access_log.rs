@@ -18,7 +18,7 @@ use crate::tls_info::{DownstreamTls, Negotiated};
 pub mod filter;
 mod json;
 
-pub use json::{JsonFormat, JsonFormatError, JsonTemplate};
+pub use json::{write_string as write_json_string, JsonFormat, JsonFormatError, JsonTemplate};
 
 /// Envoy's format when an access log sets none (the same for HTTP and TCP; the HTTP-only
 /// commands render `-`, and `%RESPONSE_CODE%` renders `0`, for TCP connections).

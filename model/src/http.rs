@@ -6,7 +6,9 @@ use super::{
     filters::HttpFilter,
     route::{Forward, RouteConfig},
 };
-use crate::{access_log::AccessLog, local_reply::LocalReplyConfig, stats::HttpStats};
+use crate::{
+    access_log::AccessLog, local_reply::LocalReplyConfig, stats::HttpStats, tracing::HttpTracing,
+};
 
 /// Where a connection manager's route table comes from.
 #[derive(Debug)]
@@ -70,6 +72,8 @@ pub struct HttpConnectionManager {
     pub access_logs: Vec<Arc<AccessLog>>,
     /// `local_reply_config`.
     pub local_reply: LocalReplyConfig,
+    /// `tracing`: requests sampled, spans reported, B3 headers sent upstream.
+    pub tracing: Option<HttpTracing>,
     pub stats: Arc<HttpStats>,
 }
 

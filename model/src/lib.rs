@@ -19,6 +19,7 @@ pub mod route_match;
 pub mod stats;
 pub mod tls;
 pub mod tls_info;
+pub mod tracing;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -96,6 +97,9 @@ pub struct Listener {
     pub access_logs: Vec<Arc<AccessLog>>,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
+    /// `traffic_direction: OUTBOUND`: its spans are client (egress) spans; any other
+    /// direction makes server (ingress) spans, as Envoy's tracing.
+    pub outbound: bool,
     pub drain_type: DrainType,
     pub stats: Arc<ListenerStats>,
 }
@@ -144,6 +148,7 @@ impl Listener {
             use_original_dst: false,
             access_logs: Vec::new(),
             inbound: false,
+            outbound: false,
             drain_type: DrainType::Default,
             stats,
         }

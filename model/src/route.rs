@@ -89,6 +89,17 @@ pub struct Route {
     pub action: RouteAction,
     pub headers: HeaderMutations,
     pub per_filter: PerRouteFilters,
+    /// `decorator`: the name of the spans of requests on this route.
+    pub decorator: Option<Decorator>,
+}
+
+/// A route's `decorator`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decorator {
+    pub operation: String,
+    /// `propagate` (default true): egress requests carry the operation upstream in
+    /// `x-envoy-decorator-operation`, ingress responses back downstream.
+    pub propagate: bool,
 }
 
 #[derive(Debug)]

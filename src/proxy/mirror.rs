@@ -158,17 +158,31 @@ fn shadow_host(authority: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One shadow request, owned by its task.
-struct Shadow {
-    head: RequestHead,
-    framing: Framing,
-    body: RequestBody<'static>,
-    deadline: Instant,
+/// One request with its whole body, owned by its task.
+pub struct Shadow {
+    pub head: RequestHead,
+    pub framing: Framing,
+    pub body: RequestBody<'static>,
+    pub deadline: Instant,
 }
 
 /// Sends one shadow request through the router (no retries, within its deadline) and reads
 /// its response to the end.
 async fn send(ctx: Rc<ShardContext>, cluster: Rc<ShardCluster>, shadow: Shadow) {
+    let name = cluster.config.name.clone();
+    if let Err(reason) = send_complete(&ctx, cluster, shadow).await {
+        tracing::debug!(cluster = %name, reason, "shadow request failed");
+    }
+}
+
+/// Sends a request whose body is complete through the router to `cluster` (no retries,
+/// within its deadline) and reads its response to the end: its status, or why none came.
+/// Shadows and trace reports go out this way.
+pub async fn send_complete(
+    ctx: &Rc<ShardContext>,
+    cluster: Rc<ShardCluster>,
+    shadow: Shadow,
+) -> Result<u16, &'static str> {
     let Shadow {
         head,
         framing,
@@ -195,31 +209,25 @@ async fn send(ctx: Rc<ShardContext>, cluster: Rc<ShardCluster>, shadow: Shadow) 
         },
     };
     let mut record = RouterRecord::default();
-    let name = &cluster.config.name;
-    match router::forward(&ctx, forwarding, &mut body, &mut record).await {
+    match router::forward(ctx, forwarding, &mut body, &mut record).await {
         Routed::Response(response) if response.head.head.status == 101 => {
-            // Not asked for (upgrades are not mirrored): the connection is the upstream's now.
+            // Not asked for (upgrades are not sent): the connection is the upstream's now.
             inc(&cluster
                 .config
                 .stats
                 .shard(ctx.id)
                 .upstream_cx_protocol_error);
-            tracing::debug!(cluster = %name, "shadow answered 101");
+            Err("answered 101")
         }
         Routed::Response(mut response) => loop {
             match response.body.next().await {
                 Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(failure) => {
-                    tracing::debug!(cluster = %name, ?failure, "shadow response failed");
-                    break;
-                }
+                Ok(None) => break Ok(response.head.head.status),
+                Err(_) => break Err("response body failed"),
             }
         },
-        Routed::Failed(reply) => {
-            tracing::debug!(cluster = %name, status = reply.status, "shadow request failed")
-        }
-        Routed::Downstream(_) => unreachable!("a shadow's body is complete"),
+        Routed::Failed(_) => Err("no response"),
+        Routed::Downstream(_) => unreachable!("the body is complete"),
     }
 }
 

@@ -273,7 +273,7 @@ fn quote_from(start: usize, out: &mut Vec<u8>) {
 
 /// Writes `raw` as a JSON string: `"` and `\` escaped, `\n`, `\r`, `\t`, `\b`, `\f` by name,
 /// other control bytes as `\u00XX`; invalid UTF-8 becomes U+FFFD.
-fn write_string(raw: &[u8], out: &mut Vec<u8>) {
+pub fn write_string(raw: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
     for c in String::from_utf8_lossy(raw).chars() {
         match c {

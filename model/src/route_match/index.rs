@@ -260,6 +260,7 @@ mod tests {
             }),
             headers: HeaderMutations::default(),
             per_filter: PerRouteFilters::default(),
+            decorator: None,
         }
     }
 

@@ -403,6 +403,7 @@ mod tests {
             action,
             headers: HeaderMutations::default(),
             per_filter: PerRouteFilters::default(),
+            decorator: None,
         };
         let fwd = route(RouteAction::Forward(forward(Some("/b"), None)));
         assert_eq!(text(fwd.rewritten_path(b"/a/1")), Some("/b/1".into()));

@@ -293,6 +293,18 @@ stat_scope!(
 );
 
 stat_scope!(
+    ZipkinStats,
+    ZipkinCells {
+        spans_sent: Counter,
+        timer_flushed: Counter,
+        reports_skipped_no_cluster: Counter,
+        reports_sent: Counter,
+        reports_dropped: Counter,
+        reports_failed: Counter,
+    }
+);
+
+stat_scope!(
     TcpProxyStats,
     TcpProxyCells {
         downstream_cx_total: Counter,
@@ -620,6 +632,11 @@ impl StatsRegistry {
     /// `http.<stat_prefix>.*`
     pub fn http(&mut self, stat_prefix: &str) -> Arc<HttpStats> {
         self.scope(format!("http.{stat_prefix}"))
+    }
+
+    /// `tracing.zipkin.*`: one scope for every Zipkin tracer, as Envoy's.
+    pub fn zipkin(&mut self) -> Arc<ZipkinStats> {
+        self.scope("tracing.zipkin".into())
     }
 
     /// `cluster.<name>.*`

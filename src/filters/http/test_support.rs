@@ -74,6 +74,7 @@ impl World {
             }),
             headers: HeaderMutations::default(),
             per_filter: PerRouteFilters(route),
+            decorator: None,
         };
         let vhost = VirtualHost {
             name: "v".into(),
@@ -131,6 +132,7 @@ impl World {
             client_cert_details: Default::default(),
             access_logs: vec![],
             local_reply: Default::default(),
+            tracing: None,
             stats: Arc::new(HttpStats::new("http.test".into(), 1)),
         };
         Self {

@@ -4,10 +4,6 @@
 use super::surface::{AnySlot, Surface};
 use crate::names;
 
-/// Why tracing providers are accepted: Istio's bootstraps always name one, and a proxy that
-/// refuses them does not start. Trace headers still pass through to upstreams unchanged.
-const NO_SPANS: &str = "no spans are reported (trace headers pass through unchanged)";
-
 /// The surface (see `surface.rs`).
 pub const SURFACE: &[Surface] = &[
     Surface {
@@ -62,15 +58,16 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: names::ZIPKIN,
-        supported: &[],
-        ignored: &[
-            ("collector_cluster", NO_SPANS),
-            ("collector_endpoint", NO_SPANS),
-            ("collector_endpoint_version", NO_SPANS),
-            ("collector_hostname", NO_SPANS),
-            ("trace_id_128bit", NO_SPANS),
-            ("shared_span_context", NO_SPANS),
+        supported: &[
+            "collector_cluster",
+            "collector_endpoint",
+            "collector_endpoint_version",
+            "collector_hostname",
+            "trace_id_128bit",
+            "shared_span_context",
+            "split_spans_for_request",
         ],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.bootstrap.v3.ClusterManager",

@@ -22,7 +22,7 @@ use envoy_types::pb::{
 
 use super::{
     access_log::access_logs, config_source::ads_source, duration, http_filters,
-    local_reply::local_reply, route, TranslateContext, TranslateError,
+    local_reply::local_reply, route, tracing, TranslateContext, TranslateError,
 };
 use crate::names;
 use model::{
@@ -182,6 +182,8 @@ pub(super) fn http_connection_manager(
         &mut p,
     );
     let access_logs = access_logs(&config.access_log, &at("access_log"), p.errors);
+    let bootstrap_tracing = ctx.secrets.tracing.clone();
+    let tracing = tracing::http_tracing(&config, path, &bootstrap_tracing, ctx.stats, &mut p);
     let local_reply = local_reply(
         config.local_reply_config.as_ref(),
         &at("local_reply_config"),
@@ -264,6 +266,7 @@ pub(super) fn http_connection_manager(
         },
         access_logs,
         local_reply,
+        tracing,
         stats: ctx.stats.http(&config.stat_prefix),
     })
 }

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::names;
 
-/// Why tracing-only fields are ignored.
-const NO_TRACING: &str = "tracing only; shardproxy does not trace";
+/// Why the mirror policy's trace flag is ignored.
+const NO_SHADOW_SPANS: &str = "shadow requests get no span of their own (docs/tracing.md)";
 /// Why runtime keys are ignored.
 const NO_RUNTIME: &str = "no runtime: the default value applies";
 /// Why HTTP/2 flood limits are ignored.
@@ -27,16 +27,15 @@ const METADATA: &str = "read only by filters that are not supported";
 ///   `max_consecutive_inbound_frames_with_empty_payload`, `max_inbound_priority_frames_per_stream`,
 ///   `max_inbound_window_update_frames_per_data_frame_sent`): the `h2` crate applies its own
 ///   limits to these floods (reset and GOAWAY).
-/// - `Router.dynamic_stats`, `.start_child_span`: stats and tracing only.
+/// - `Router.dynamic_stats`: stats only.
 /// - `RouteConfiguration.metadata`, `VirtualHost.metadata`, `Route.metadata`: opaque data only
 ///   unsupported filters read.
 /// - `VirtualHost.virtual_clusters`: per-virtual-cluster stats only.
-/// - `Route.decorator`: the tracing span name only.
 /// - `RouteAction.hash_policy`: read only by RING_HASH / MAGLEV load balancers, which clusters
 ///   cannot select yet (and weighted `use_hash_policy` is rejected).
 /// - `WeightedCluster.runtime_key_prefix`, `RuntimeFractionalPercent.runtime_key`: no runtime.
 /// - `WeightedCluster.total_weight`: deprecated; Envoy uses the sum of the weights, as here.
-/// - `RequestMirrorPolicy.trace_sampled`: tracing only.
+/// - `RequestMirrorPolicy.trace_sampled`: shadows are not traced (docs/tracing.md).
 /// - `RegexMatcher.google_re2` (and its deprecated `max_program_size`): selects RE2, which the
 ///   `regex` crate's syntax matches; its own size limit applies.
 pub const SURFACE: &[Surface] = &[
@@ -72,6 +71,7 @@ pub const SURFACE: &[Surface] = &[
             "http2_protocol_options",
             "local_reply_config",
             "request_id_extension",
+            "tracing",
         ],
         ignored: &[
             ("http3_protocol_options", "read only by the HTTP/3 codec (not served)"),
@@ -81,6 +81,65 @@ pub const SURFACE: &[Surface] = &[
                 "HTTP/1.1 connections close on drain at once when idle or after their response",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing",
+        supported: &[
+            "client_sampling",
+            "random_sampling",
+            "overall_sampling",
+            "max_path_tag_length",
+            "custom_tags",
+            "provider",
+            "verbose",
+            "spawn_upstream_span",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.tracing.v3.CustomTag",
+        supported: &["tag", "literal", "environment", "request_header", "metadata"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.tracing.v3.CustomTag.Literal",
+        supported: &["value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.tracing.v3.CustomTag.Environment",
+        supported: &["name", "default_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.tracing.v3.CustomTag.Header",
+        supported: &["name", "default_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.tracing.v3.CustomTag.Metadata",
+        supported: &["kind", "metadata_key", "default_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKind",
+        supported: &["request", "route", "cluster", "host"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKind.Request",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKey",
+        supported: &["key", "path"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKey.PathSegment",
+        supported: &["key"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig",
@@ -187,8 +246,11 @@ pub const SURFACE: &[Surface] = &[
         message: names::UUID_REQUEST_ID,
         supported: &[],
         ignored: &[
-            ("pack_trace_reason", NO_TRACING),
-            ("use_request_id_for_trace_sampling", NO_TRACING),
+            ("pack_trace_reason", "read by the connection manager's tracing"),
+            (
+                "use_request_id_for_trace_sampling",
+                "read by the connection manager's tracing",
+            ),
         ],
     },
     Surface {
@@ -237,7 +299,6 @@ pub const SURFACE: &[Surface] = &[
         supported: &[],
         ignored: &[
             ("dynamic_stats", "stats only"),
-            ("start_child_span", NO_TRACING),
         ],
     },
     Surface {
@@ -294,8 +355,14 @@ pub const SURFACE: &[Surface] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "typed_per_filter_config",
+            "decorator",
         ],
-        ignored: &[("metadata", METADATA), ("decorator", NO_TRACING)],
+        ignored: &[("metadata", METADATA)],
+    },
+    Surface {
+        message: "envoy.config.route.v3.Decorator",
+        supported: &["operation", "propagate"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.route.v3.RouteMatch",
@@ -452,7 +519,7 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
         supported: &["cluster", "runtime_fraction"],
-        ignored: &[("trace_sampled", NO_TRACING)],
+        ignored: &[("trace_sampled", NO_SHADOW_SPANS)],
     },
     Surface {
         message: "envoy.config.core.v3.RuntimeFractionalPercent",

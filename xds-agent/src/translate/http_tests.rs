@@ -977,3 +977,52 @@ fn uuid_request_ids_are_accepted_and_other_extensions_refused() {
         "{e:?}"
     );
 }
+
+#[test]
+fn istio_tracing_is_translated_and_unsupported_parts_refused() {
+    let config = |tracing: &str| {
+        yaml(&format!(
+            "stat_prefix: s\nhttp_filters: [{{name: envoy.filters.http.router}}]\nroute_config: {{}}\ntracing: {tracing}"
+        ))
+    };
+    let zipkin = |extra: &str| {
+        format!(
+            "{{name: envoy.tracers.zipkin, typed_config: {{'@type': type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: zipkin, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON{extra}}}}}"
+        )
+    };
+    // Istio 1.22's shape: sampling shares, literal and request-metadata tags, a provider.
+    let s = ok(&config(&format!(
+        "{{client_sampling: {{value: 100}}, random_sampling: {{value: 1}}, overall_sampling: {{value: 100}}, custom_tags: [{{tag: istio.mesh_id, literal: {{value: cluster.local}}}}, {{tag: dry, metadata: {{kind: {{request: {{}}}}, metadata_key: {{key: envoy.filters.http.rbac, path: [{{key: k}}]}}}}}}], provider: {}}}",
+        zipkin("")
+    )));
+    let tracing = hcm(&s).tracing.as_ref().unwrap();
+    assert_eq!(
+        (tracing.client_sampling, tracing.random_sampling),
+        (10_000, 100)
+    );
+    assert_eq!(tracing.custom_tags.len(), 2);
+    let tracer = tracing.zipkin.as_ref().unwrap();
+    assert_eq!(tracer.collector_hostname, "zipkin");
+    assert!(tracer.shared_span_context);
+    for (tracing, at) in [
+        (
+            format!("{{provider: {}}}", zipkin(", collector_endpoint_version: HTTP_PROTO")),
+            "collector_endpoint_version",
+        ),
+        ("{verbose: true}".to_string(), "tracing.verbose"),
+        ("{spawn_upstream_span: true}".to_string(), "spawn_upstream_span"),
+        (
+            "{custom_tags: [{tag: t, metadata: {kind: {route: {}}, metadata_key: {key: k}}}]}"
+                .to_string(),
+            "custom_tags[0].metadata.kind",
+        ),
+        (
+            "{provider: {name: otel, typed_config: {'@type': type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig}}}"
+                .to_string(),
+            "provider.typed_config",
+        ),
+    ] {
+        let e = run(&config(&tracing), None).unwrap_err();
+        assert!(e.iter().any(|e| e.path.contains(at)), "{at}: {e:#?}");
+    }
+}

@@ -256,6 +256,7 @@ pub(super) fn listener(
         use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
         access_logs,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
+        outbound: proto.traffic_direction == TrafficDirection::Outbound as i32,
         drain_type: match proto.drain_type() {
             DrainType::Default => ModelDrainType::Default,
             DrainType::ModifyOnly => ModelDrainType::ModifyOnly,

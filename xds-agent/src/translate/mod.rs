@@ -31,6 +31,7 @@ pub mod surface;
 mod tcp_proxy;
 pub mod tls;
 mod tls_surface;
+pub mod tracing;
 
 use std::{
     borrow::Cow,
@@ -130,6 +131,11 @@ pub fn translate(
         grpc_clusters: Arc::new(dynamic_resources::grpc_clusters(bootstrap)),
         ads: sources.is_some(),
         held: ctx.secrets.held.clone(),
+        tracing: Arc::new(tracing::bootstrap_tracing(
+            bootstrap,
+            ctx.stats,
+            &mut errors,
+        )),
     });
     let mut clusters = cluster::clusters(
         &statics.clusters,

@@ -169,7 +169,8 @@ pub(super) async fn choose<'a>(
         inc(&c.stats.downstream_cx_upgrades_total);
     }
     let (named, weighted_headers) = cluster_for(forward, request);
-    if !hcm.access_logs.is_empty() {
+    // Only access logs and spans read it.
+    if !hcm.access_logs.is_empty() || hcm.tracing.is_some() {
         exchange.upstream_cluster = named.as_ref().map(|n| n.name().to_owned());
     }
     let clusters = c.ctx.clusters.borrow();

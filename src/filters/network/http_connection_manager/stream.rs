@@ -51,6 +51,7 @@ use crate::{
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext, StreamNotes,
     },
+    tracing::{begin, Finished, Span},
 };
 
 /// What the access log and stats learn about an exchange.
@@ -83,6 +84,8 @@ pub struct Exchange {
     pub grpc_web: Option<GrpcWebMode>,
     /// Istio's `istio.alpn` ran on the request.
     pub alpn: Option<Arc<AlpnOverrides>>,
+    /// The request's span, when the connection manager traces.
+    pub span: Option<Span>,
 }
 
 impl Exchange {
@@ -108,6 +111,7 @@ impl Exchange {
             grpc: None,
             grpc_web: None,
             alpn: None,
+            span: None,
         }
     }
 }
@@ -208,6 +212,20 @@ pub async fn serve(
     if !hcm.access_logs.is_empty() {
         super::log::write(c, &request, &exchange);
     }
+    if let (Some(tracing), Some(span)) = (&hcm.tracing, exchange.span.take()) {
+        let end = Finished {
+            request: &request,
+            scheme: c.scheme,
+            status: exchange.response.as_ref().map_or(0, |r| r.status),
+            upstream_cluster: exchange.upstream_cluster.as_deref(),
+            flags: exchange.flags,
+            bytes_received: exchange.bytes_received,
+            bytes_sent: exchange.bytes_sent,
+            remote: c.remote.ip(),
+            duration_us: exchange.started.elapsed().as_micros() as u64,
+        };
+        crate::tracing::finish(c.ctx, tracing, span, &end);
+    }
     match keep {
         Next::KeepAlive if !exchange.body_done => Next::Close,
         next => next,
@@ -243,6 +261,10 @@ async fn exchange_request(
         Ok(cx) => cx,
         Err(reply) => return local(s, None, request, reply, 0, may_keep, exchange).await,
     };
+    if let Some(tracing) = &c.hcm.tracing {
+        let egress = c.listener.outbound;
+        exchange.span = begin(tracing, egress, cx.route, request, exchange.start_wall);
+    }
     let mut ran = 0;
     // A CONNECT is routed as an upgrade of its own type, as Envoy routes it.
     let upgrade = match incoming.connect {

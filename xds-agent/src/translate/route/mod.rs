@@ -27,7 +27,7 @@ use super::{config_hash, http_connection_manager::Problems, http_filters, Transl
 use model::{
     filters::PerRouteFilters,
     http::Routes,
-    route::{Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
+    route::{Decorator, Route, RouteAction, RouteConfig, TlsRequirement, VirtualHost},
     route_match::{PathMatch, RouteIndex, VirtualHostIndex},
     NetworkFilter, Snapshot,
 };
@@ -242,6 +242,10 @@ fn route(
         action: action?,
         headers,
         per_filter,
+        decorator: proto.decorator.as_ref().map(|d| Decorator {
+            operation: d.operation.clone(),
+            propagate: d.propagate.is_none_or(|p| p.value),
+        }),
     })
 }
 

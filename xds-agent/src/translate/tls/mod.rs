@@ -60,6 +60,9 @@ pub struct Secrets {
     pub ads: bool,
     /// The SDS secrets accepted, with the files they name read into inline bytes.
     pub held: Arc<HashMap<SecretKey, Secret>>,
+    /// The bootstrap's node and `tracing.http` (set by `translate`): connection managers of
+    /// later xDS resources read them too, as secrets do, so they travel together.
+    pub tracing: Arc<super::tracing::BootstrapTracing>,
 }
 
 /// Collects a listener's or cluster's problems at one type URL.
