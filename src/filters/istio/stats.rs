@@ -316,3 +316,172 @@ fn security(mutual_tls: Option<bool>) -> &'static str {
         None => UNKNOWN,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use model::stats::istio::{IstioMetrics, Labeled, Overrides, LABELS};
+
+    use super::*;
+
+    fn config(disable_host_header_fallback: bool) -> StatsConfig {
+        StatsConfig {
+            waypoint: false,
+            disable_host_header_fallback,
+            overrides: Arc::new(Overrides::default()),
+            local: Arc::new(LocalWorkload {
+                workload: "productpage-v1".into(),
+                namespace: "default".into(),
+                cluster: "Kubernetes".into(),
+                app: "productpage".into(),
+                version: "v1".into(),
+                canonical_name: "productpage".into(),
+                canonical_revision: "v1".into(),
+            }),
+            metrics: Arc::new(IstioMetrics::new(1)),
+        }
+    }
+
+    fn reviews() -> Peer {
+        Peer {
+            namespace: "shop".into(),
+            workload: "reviews-v2".into(),
+            cluster: "east".into(),
+            labels: [("app".into(), "reviews".into())].into(),
+            ..Peer::default()
+        }
+    }
+
+    fn labels<'a>(reporter: Reporter, config: &'a StatsConfig, sides: &Sides<'a>) -> Vec<String> {
+        let mut out = [""; 25];
+        peer_labels(reporter, config, sides, &mut out);
+        LABELS[..20]
+            .iter()
+            .zip(out)
+            .map(|(l, v)| format!("{l}={v}"))
+            .collect()
+    }
+
+    #[test]
+    fn client_labels_its_own_side_and_the_upstream_peer_with_fallbacks() {
+        let config = config(false);
+        let peer = reviews();
+        let metadata = Metadata::new(
+            serde_json::from_str(
+                r#"{"istio":{"services":[{"host":"reviews.shop.svc.cluster.local"}]}}"#,
+            )
+            .unwrap(),
+        );
+        let sides = Sides {
+            upstream: Some(&peer),
+            peer_principal: "spiffe://cluster.local/ns/other/sa/reviews",
+            host: "reviews:9080",
+            cluster: Some(("outbound|9080||reviews", &metadata)),
+            ..Sides::default()
+        };
+        let got = labels(Reporter::Client, &config, &sides);
+        assert_eq!(
+            got,
+            [
+                "reporter=source",
+                "source_workload=productpage-v1",
+                "source_canonical_service=productpage",
+                "source_canonical_revision=v1",
+                "source_workload_namespace=default",
+                "source_principal=unknown",
+                "source_app=productpage",
+                "source_version=v1",
+                "source_cluster=Kubernetes",
+                "destination_workload=reviews-v2",
+                // The SPIFFE id's namespace wins over the peer's metadata.
+                "destination_workload_namespace=other",
+                "destination_principal=spiffe://cluster.local/ns/other/sa/reviews",
+                "destination_app=reviews",
+                "destination_version=unknown",
+                "destination_service=reviews.shop.svc.cluster.local",
+                "destination_canonical_service=unknown",
+                "destination_canonical_revision=latest",
+                "destination_service_name=reviews",
+                "destination_service_namespace=other",
+                "destination_cluster=east",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_labels_the_downstream_peer_and_falls_back_to_its_canonical_name() {
+        let config = config(true);
+        let peer = reviews();
+        let sides = Sides {
+            downstream: Some(&peer),
+            peer_principal: "spiffe://cluster.local/ns/shop/sa/reviews",
+            local_principal: "spiffe://cluster.local/ns/default/sa/productpage",
+            host: "ignored:80",
+            ..Sides::default()
+        };
+        let got = labels(Reporter::Server, &config, &sides);
+        assert_eq!(got[0], "reporter=destination");
+        assert_eq!(got[1], "source_workload=reviews-v2");
+        assert_eq!(got[3], "source_canonical_revision=latest");
+        assert_eq!(got[7], "source_version=unknown");
+        assert_eq!(got[9], "destination_workload=productpage-v1");
+        assert_eq!(
+            got[11],
+            "destination_principal=spiffe://cluster.local/ns/default/sa/productpage"
+        );
+        // No Host (disabled) and no cluster metadata: the canonical name stands in.
+        assert_eq!(got[14], "destination_service=productpage");
+        assert_eq!(got[17], "destination_service_name=productpage");
+        let blackhole = Sides {
+            route_name: "block_all",
+            ..Sides::default()
+        };
+        let got = labels(Reporter::Client, &config, &blackhole);
+        assert_eq!(got[14], "destination_service=unknown");
+        assert_eq!(got[17], "destination_service_name=BlackHoleCluster");
+        assert_eq!(got[1], "source_workload=productpage-v1");
+    }
+
+    #[test]
+    fn exchanges_with_equal_labels_share_a_series_and_removed_labels_merge() {
+        let mut config = config(false);
+        let mut overrides = Overrides::default();
+        let code = model::stats::istio::label_index("response_code").unwrap();
+        overrides.remove_label(model::stats::istio::Metric::RequestsTotal, code);
+        overrides.drop_metric(model::stats::istio::Metric::RequestBytes);
+        config.overrides = Arc::new(overrides);
+        let outcome = |status| HttpOutcome {
+            grpc: false,
+            status,
+            grpc_status: None,
+            flags: ResponseFlags::default(),
+            mutual_tls: Some(true),
+            duration_ms: 3,
+            request_bytes: 0,
+            response_bytes: 12,
+        };
+        let sides = Sides::default();
+        for status in [200, 200, 503] {
+            record_http(&config, 0, Reporter::Server, &sides, &outcome(status));
+        }
+        let read = config.metrics.read();
+        let requests: Vec<_> = read
+            .iter()
+            .filter(|s| s.family == "istio_requests_total")
+            .collect();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].value, Labeled::Counter(3));
+        assert!(requests[0]
+            .labels
+            .iter()
+            .all(|(l, _)| *l != "response_code"));
+        assert!(requests[0]
+            .labels
+            .contains(&("connection_security_policy", "mutual_tls".into())));
+        assert!(read.iter().all(|s| s.family != "istio_request_bytes"));
+        let durations: Vec<_> = read
+            .iter()
+            .filter(|s| s.family == "istio_request_duration_milliseconds")
+            .collect();
+        assert_eq!(durations.len(), 2, "one per response code");
+    }
+}
