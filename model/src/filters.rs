@@ -40,6 +40,8 @@ pub enum HttpFilterKind {
     IstioAlpn(Arc<AlpnOverrides>),
     /// Istio's HTTP metadata exchange (`io.istio.http.peer_metadata`).
     PeerMetadata(Arc<PeerMetadataConfig>),
+    /// Istio's standard metrics (`istio.stats`), recorded when an exchange ends.
+    IstioStats(Arc<crate::istio::StatsConfig>),
 }
 
 /// Istio's `io.istio.http.peer_metadata` as shards run it: which sides' peers are read from

@@ -184,6 +184,9 @@ pub enum ConnectionFilter {
     /// SPIFFE identities (their certificates' first `spiffe://` URI SANs) become the filter
     /// state `io.istio.peer_principal` and `io.istio.local_principal`.
     IstioAuthn,
+    /// Istio's `istio.stats` on a TCP chain: the connection's `istio_tcp_*` metrics, recorded
+    /// by tcp_proxy.
+    IstioStats(Arc<istio::StatsConfig>),
 }
 
 /// The terminal network filter of a chain.

@@ -13,7 +13,7 @@ use model::{
     filter_chain_match::ConnectionFacts,
     stats::{dec, inc, HandshakeFailure},
     tls::{classify_failure, negotiated, ServerTls},
-    Listener, NetworkFilter,
+    ConnectionFilter, Listener, NetworkFilter,
 };
 
 use crate::{
@@ -97,6 +97,7 @@ async fn serve_chain(
             let accepted = Accepted {
                 transport,
                 filter_state,
+                connection_filters: &chain.connection_filters,
                 server_name,
                 restored,
             };
@@ -117,6 +118,8 @@ pub struct Accepted<'a> {
     pub transport: Transport,
     /// What the chain's filters before the terminal one learned.
     pub filter_state: FilterState,
+    /// Those filters (the terminal one records what some of them count, e.g. `istio.stats`).
+    pub connection_filters: &'a [ConnectionFilter],
     /// The server name (SNI) the tls_inspector read; empty without one.
     pub server_name: &'a str,
     /// The destination before an iptables REDIRECT, when the `original_dst` listener filter

@@ -66,7 +66,12 @@ fn parse_timeout(value: &[u8]) -> Option<Duration> {
 
 /// The `grpc-status` of a response head (a trailers-only response carries it there).
 pub fn status_of(head: &ResponseHead) -> Option<u32> {
-    let value = head.headers.get("grpc-status")?;
+    status_in(&head.headers)
+}
+
+/// The `grpc-status` among `fields` (a head's headers or the trailers).
+pub fn status_in(fields: &Headers) -> Option<u32> {
+    let value = fields.get("grpc-status")?;
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 

@@ -4,6 +4,7 @@
 //! interval's snapshot kept by the registry. Per-status-code counters (`status_codes.rs`) are
 //! a table per shard, listed only for the codes that occurred.
 mod histogram;
+pub mod istio;
 mod named;
 mod ssl;
 mod status_codes;
@@ -561,6 +562,8 @@ pub struct StatsRegistry {
     pub listener_manager: ListenerManagerStats,
     pub cluster_manager: ClusterManagerStats,
     pub bootstrap_reload: ConfigReloadStats,
+    /// Istio's standard metrics (`istio.stats` filters), one store for the process.
+    pub istio: Arc<istio::IstioMetrics>,
     scopes: HashMap<(TypeId, String), Arc<dyn Registered>>,
     flushed: Mutex<HistogramFlush>,
 }
@@ -599,6 +602,7 @@ impl StatsRegistry {
             listener_manager: ListenerManagerStats::new("listener_manager".into(), 1),
             cluster_manager: ClusterManagerStats::new("cluster_manager".into(), 1),
             bootstrap_reload: ConfigReloadStats::new("server.bootstrap_reload".into(), 1),
+            istio: Arc::new(istio::IstioMetrics::new(shards)),
             scopes: HashMap::new(),
             flushed: Mutex::default(),
         }

@@ -43,6 +43,8 @@ pub async fn on_request(
         }
         // Tracked by the stream once its cluster is known (`grpc_stats::GrpcCall`).
         HttpFilterKind::GrpcStats(_) => FilterResult::Continue,
+        // Recorded by the connection manager when the exchange ends.
+        HttpFilterKind::IstioStats(_) => FilterResult::Continue,
         HttpFilterKind::GrpcWeb => {
             grpc_web::on_request(cx, request);
             FilterResult::Continue
@@ -73,6 +75,7 @@ pub fn on_response(
         HttpFilterKind::Fault(_)
         | HttpFilterKind::LocalRateLimit(_)
         | HttpFilterKind::GrpcStats(_)
+        | HttpFilterKind::IstioStats(_)
         | HttpFilterKind::IstioAlpn(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {

@@ -1,4 +1,5 @@
-//! Istio's own filters' runtime: the peer identity its metadata exchange carries, and the
-//! exchange itself on a TLS connection (both directions).
+//! Istio's own filters' runtime: the peer identity its metadata exchange carries, the
+//! exchange itself on a TLS connection (both directions), and the standard metrics' labels.
 pub mod exchange;
 pub mod peer;
+pub mod stats;

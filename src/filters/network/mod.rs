@@ -21,6 +21,8 @@ pub async fn run_connection_filters(
     for filter in filters {
         match filter {
             ConnectionFilter::IstioAuthn => istio_authn::run(transport, &mut state),
+            // Recorded by tcp_proxy, which sees the connection's upstream and end.
+            ConnectionFilter::IstioStats(_) => {}
             ConnectionFilter::MetadataExchange(config) => {
                 match exchange::exchange(transport, config).await {
                     Ok(peer) => state.downstream_peer = peer,

@@ -1,5 +1,7 @@
 //! `envoy.filters.network.tcp_proxy`: picks a cluster and host, connects (with retries up to
-//! `max_connect_attempts`), relays bytes, then logs the connection.
+//! `max_connect_attempts`), relays bytes, then logs the connection. The chain's `istio.stats`
+//! filters count the connection here: opened once the upstream (and its peer) is known, bytes
+//! as they are relayed, closed at the end.
 use std::{
     cell::Cell,
     rc::Rc,
@@ -9,13 +11,22 @@ use std::{
 
 use model::{
     access_log::{ConnectionRecord, ResponseFlags},
-    stats::{add, dec, inc, ClusterCells, TcpProxyCells},
+    istio::StatsConfig,
+    metadata::Metadata,
+    stats::{add, dec, inc, istio::SeriesCells, ClusterCells, TcpProxyCells},
     tls_info::Negotiated,
-    Listener, TcpProxy,
+    ConnectionFilter, Listener, TcpProxy,
 };
 
 use crate::{
     context::ShardContext,
+    filters::{
+        istio::{
+            peer::Peer,
+            stats::{open_tcp, Reporter, Sides},
+        },
+        network::filter_state::FilterState,
+    },
     net::connection::Accepted,
     net::drain::DrainSignal,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
@@ -32,6 +43,19 @@ pub async fn run(
 ) {
     let restored = accepted.restored;
     let downstream = accepted.transport;
+    let mut istio = IstioTcp {
+        configs: accepted
+            .connection_filters
+            .iter()
+            .filter_map(|f| match f {
+                ConnectionFilter::IstioStats(config) => Some(&**config),
+                _ => None,
+            })
+            .collect(),
+        state: &accepted.filter_state,
+        inbound: listener.inbound,
+        series: Vec::new(),
+    };
     let started = Instant::now();
     let start_wall = SystemTime::now();
     let stats = proxy.stats.shard(ctx.id);
@@ -99,10 +123,16 @@ pub async fn run(
                 downstream,
                 stats,
                 &mut record,
+                &mut istio,
             )
             .await;
         }
     }
+    // A connection that never reached an upstream is counted opened at its end, as Istio.
+    if istio.series.is_empty() {
+        istio.open(ctx.id, None, None, record.response_flags);
+    }
+    istio.close();
     record.duration = started.elapsed();
     if logged {
         ctx.logs.write(&proxy.access_logs, &record);
@@ -125,6 +155,7 @@ async fn proxy_to(
     downstream: Transport,
     stats: &TcpProxyCells,
     record: &mut ConnectionRecord<'_>,
+    istio: &mut IstioTcp<'_>,
 ) {
     let Upstream {
         cluster,
@@ -132,7 +163,16 @@ async fn proxy_to(
     } = upstream;
     let attempts = proxy.max_connect_attempts;
     let (upstream, host) = match connect_upstream(ctx, cluster, attempts, destination).await {
-        Ok((opened, host)) => (opened.transport, host),
+        Ok((opened, host)) => {
+            let upstream = (cluster.config.name.as_str(), &cluster.config.metadata);
+            istio.open(
+                ctx.id,
+                opened.peer.as_deref(),
+                Some(upstream),
+                Default::default(),
+            );
+            (opened.transport, host)
+        }
         Err(failure) => {
             record.response_flags.set(failure.flag);
             record.upstream_host = failure.last_host;
@@ -150,6 +190,7 @@ async fn proxy_to(
         cluster: cells,
         received: Default::default(),
         sent: Default::default(),
+        istio: &istio.series,
     };
     let limits = RelayLimits {
         downstream: listener.buffer_limit,
@@ -197,6 +238,7 @@ struct Observer<'a> {
     cluster: &'a ClusterCells,
     received: Cell<u64>,
     sent: Cell<u64>,
+    istio: &'a [Arc<SeriesCells>],
 }
 
 impl RelayObserver for Observer<'_> {
@@ -204,11 +246,60 @@ impl RelayObserver for Observer<'_> {
         add(&self.tcp.downstream_cx_rx_bytes_total, bytes as u64);
         add(&self.cluster.upstream_cx_tx_bytes_total, bytes as u64);
         self.received.set(self.received.get() + bytes as u64);
+        self.istio
+            .iter()
+            .for_each(|s| add(&s.received, bytes as u64));
     }
 
     fn upstream_to_downstream(&self, bytes: usize) {
         add(&self.tcp.downstream_cx_tx_bytes_total, bytes as u64);
         add(&self.cluster.upstream_cx_rx_bytes_total, bytes as u64);
         self.sent.set(self.sent.get() + bytes as u64);
+        self.istio.iter().for_each(|s| add(&s.sent, bytes as u64));
+    }
+}
+
+/// The chain's `istio.stats` filters and, once opened, the connection's series in each.
+struct IstioTcp<'a> {
+    configs: Vec<&'a StatsConfig>,
+    state: &'a FilterState,
+    inbound: bool,
+    series: Vec<Arc<SeriesCells>>,
+}
+
+impl IstioTcp<'_> {
+    /// Counts the connection opened, labelled with its upstream peer and cluster.
+    fn open(
+        &mut self,
+        shard: usize,
+        upstream_peer: Option<&Peer>,
+        cluster: Option<(&str, &Metadata)>,
+        flags: ResponseFlags,
+    ) {
+        for config in &self.configs {
+            let reporter = Reporter::of(config, self.inbound);
+            let (peer_principal, local_principal, mutual_tls) = match reporter {
+                Reporter::Client => ("", "", None),
+                Reporter::Server | Reporter::Waypoint => {
+                    let peer = self.state.peer_principal.as_deref().unwrap_or("");
+                    let local = self.state.local_principal.as_deref().unwrap_or("");
+                    (peer, local, Some(!peer.is_empty() && !local.is_empty()))
+                }
+            };
+            let sides = Sides {
+                downstream: self.state.downstream_peer.as_deref(),
+                upstream: upstream_peer,
+                peer_principal,
+                local_principal,
+                cluster,
+                ..Sides::default()
+            };
+            let series = open_tcp(config, shard, reporter, &sides, flags, mutual_tls);
+            self.series.push(series);
+        }
+    }
+
+    fn close(&self) {
+        self.series.iter().for_each(|s| inc(&s.closed));
     }
 }

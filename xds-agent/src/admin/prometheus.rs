@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, fmt::Write, sync::OnceLock};
 
 use regex::Regex;
 
-use model::stats::{HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS};
+use model::stats::{
+    istio::{Labeled, LabeledValue},
+    HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS,
+};
 
 /// Envoy's default tag extractors for the scopes we emit: tag name and a regex whose group 1
 /// is cut out of the stat name and whose group 2 is the tag value. Envoy runs them in order
@@ -131,6 +134,40 @@ pub fn render(stats: &[StatValue], histograms: &[HistogramValue]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Appends Istio's metrics: families named as Istio names them (no `envoy_` prefix), each
+/// series with Istio's labels in Istio's order.
+pub fn render_labeled(series: &[LabeledValue], out: &mut String) {
+    let mut family = "";
+    for s in series {
+        let kind = match s.value {
+            Labeled::Counter(_) => "counter",
+            Labeled::Histogram(_) => "histogram",
+        };
+        if s.family != family {
+            if !family.is_empty() {
+                out.push('\n');
+            }
+            family = s.family;
+            let _ = writeln!(out, "# TYPE {family} {kind}");
+        }
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{}\"", escape_value(value)))
+            .collect();
+        let labels = labels.join(",");
+        match &s.value {
+            Labeled::Counter(n) => {
+                let _ = writeln!(out, "{family}{{{labels}}} {n}");
+            }
+            Labeled::Histogram(h) => render_histogram(out, family, &labels, h),
+        }
+    }
+    if !family.is_empty() {
+        out.push('\n');
+    }
 }
 
 /// One histogram series: a cumulative count per default bound, `+Inf`, `_sum` (ms), `_count`.

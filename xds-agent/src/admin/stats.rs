@@ -10,7 +10,11 @@ use regex::Regex;
 
 use super::{prometheus, query::Query, reply::Reply};
 use crate::agent::AgentState;
-use model::stats::{self as registry, HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES};
+use model::stats::{
+    self as registry,
+    istio::{Labeled, LabeledValue},
+    HistogramValue, StatKind, StatValue, SUPPORTED_QUANTILES,
+};
 
 /// Why a `/stats` query was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +130,8 @@ impl Selection {
 /// `GET /stats`.
 pub fn handle(state: &AgentState, query: &Query) -> Reply {
     match query.get("format") {
-        None | Some("text") => select(state, query).map(|s| Reply::ok_text(text(&s))),
-        Some("json") => select(state, query).map(|s| Reply::json(&json(&s))),
+        None | Some("text") => select(state, query, true).map(|s| Reply::ok_text(text(&s))),
+        Some("json") => select(state, query, true).map(|s| Reply::json(&json(&s))),
         Some("prometheus") => return prometheus(state, query),
         Some(other) => Err(StatsQueryError::Format(other.into())),
     }
@@ -136,26 +140,59 @@ pub fn handle(state: &AgentState, query: &Query) -> Reply {
 
 /// `GET /stats/prometheus` (and `/stats?format=prometheus`).
 pub fn prometheus(state: &AgentState, query: &Query) -> Reply {
-    match select(state, query) {
-        Ok(stats) => Reply::ok_text(prometheus::render(&stats.scalars, &stats.histograms)),
+    match select(state, query, false) {
+        Ok(stats) => {
+            let mut out = prometheus::render(&stats.scalars, &stats.histograms);
+            prometheus::render_labeled(&state.stats.istio.read(), &mut out);
+            Reply::ok_text(out)
+        }
         Err(e) => Reply::bad_request(e.to_string()),
     }
 }
 
 /// Refreshes `server.uptime`, ends a histogram interval if one is due (see
 /// [`StatsRegistry::flush_histograms_if_due`]), reads every stat and applies the selection.
+/// `labeled`: Istio's metrics join them under their tagged names
+/// (`istiocustom.istio_requests_total.reporter.source…`), as Envoy lists them; Prometheus
+/// renders them with their labels instead.
 ///
 /// [`StatsRegistry::flush_histograms_if_due`]: model::stats::StatsRegistry::flush_histograms_if_due
-fn select(state: &AgentState, query: &Query) -> Result<Stats, StatsQueryError> {
+fn select(state: &AgentState, query: &Query, labeled: bool) -> Result<Stats, StatsQueryError> {
     let selection = Selection::from_query(query)?;
     let uptime = state.started.elapsed().as_secs();
     registry::set(&state.stats.server.shard(0).uptime, uptime as i64);
     state.stats.flush_histograms_if_due(Instant::now());
+    let mut scalars = state.stats.read_all();
+    let mut histograms = state.stats.read_histograms();
+    if labeled {
+        for series in state.stats.istio.read() {
+            let name = tagged_name(&series);
+            match series.value {
+                Labeled::Counter(n) => scalars.push(StatValue {
+                    name,
+                    kind: StatKind::Counter,
+                    value: n as i64,
+                }),
+                Labeled::Histogram(h) => histograms.push(HistogramValue::cumulative(name, h)),
+            }
+        }
+        scalars.sort_by(|a, b| a.name.cmp(&b.name));
+        histograms.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(selection.apply(Stats {
-        scalars: state.stats.read_all(),
+        scalars,
         texts: state.dynamic.version_texts(),
-        histograms: state.stats.read_histograms(),
+        histograms,
     }))
+}
+
+/// Envoy's name of a tagged stat: the family, then each label's name and value.
+fn tagged_name(series: &LabeledValue) -> String {
+    let mut name = format!("istiocustom.{}", series.family);
+    for (label, value) in &series.labels {
+        let _ = write!(name, ".{label}.{value}");
+    }
+    name
 }
 
 /// Envoy's percentile labels: `SUPPORTED_QUANTILES` × 100 (`0`, `25`, …, `99.5`, `99.9`, `100`).

@@ -13,7 +13,8 @@ use prost::Message;
 
 use super::TranslateError;
 use model::istio::{
-    LocalPeer, MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY, STRUCT_TYPE,
+    LocalPeer, LocalWorkload, MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY,
+    STRUCT_TYPE,
 };
 use proto::istio::metadata_exchange::MetadataExchange as MetadataExchangeProto;
 
@@ -66,10 +67,35 @@ pub fn local_peer(node: Option<&Node>) -> LocalPeer {
     frame.extend_from_slice(&EXCHANGE_MAGIC.to_be_bytes());
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&payload);
+    let workload = Arc::new(local_workload(&metadata));
     LocalPeer {
+        workload,
         id: Bytes::from(id),
         header: Bytes::from(STANDARD.encode(metadata.encode_to_vec())),
         frame: Bytes::from(frame),
+    }
+}
+
+/// What the stats filters label this proxy with, from its node metadata.
+fn local_workload(metadata: &Struct) -> LocalWorkload {
+    let text = |fields: &std::collections::HashMap<String, Value>, key: &str| -> Box<str> {
+        match fields.get(key).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => s.as_str().into(),
+            _ => "".into(),
+        }
+    };
+    let labels = match metadata.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(labels)) => labels.fields.clone(),
+        _ => Default::default(),
+    };
+    LocalWorkload {
+        workload: text(&metadata.fields, "WORKLOAD_NAME"),
+        namespace: text(&metadata.fields, "NAMESPACE"),
+        cluster: text(&metadata.fields, "CLUSTER_ID"),
+        app: text(&labels, "app"),
+        version: text(&labels, "version"),
+        canonical_name: text(&labels, "service.istio.io/canonical-name"),
+        canonical_revision: text(&labels, "service.istio.io/canonical-revision"),
     }
 }
 

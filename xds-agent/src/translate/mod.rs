@@ -18,6 +18,7 @@ mod http_connection_manager;
 mod http_filters;
 mod http_surface;
 pub mod istio;
+mod istio_stats;
 mod listener;
 mod listener_filters;
 mod local_reply;

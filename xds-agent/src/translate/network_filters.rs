@@ -1,8 +1,8 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
-//! `istio_authn`, `istio.metadata_exchange`), keyed by config type.
+//! `istio_authn`, `istio.metadata_exchange`, `istio.stats`), keyed by config type.
 use envoy_types::pb::google::protobuf::Any;
 
-use super::{istio, TranslateContext, TranslateError};
+use super::{istio, istio_stats, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -24,6 +24,10 @@ pub fn connection_filter(
             errors,
         )
         .map(ConnectionFilter::MetadataExchange),
+        names::STATS => {
+            istio_stats::stats_config(any, &format!("{path}.typed_config"), ctx, errors)
+                .map(ConnectionFilter::IstioStats)
+        }
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),

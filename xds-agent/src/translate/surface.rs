@@ -396,6 +396,39 @@ pub const SURFACE: &[Surface] = &[
         )],
     },
     Surface {
+        message: "stats.PluginConfig",
+        supported: &[
+            "disable_host_header_fallback",
+            "metrics",
+            "definitions",
+            "reporter",
+        ],
+        ignored: &[
+            (
+                "tcp_reporting_duration",
+                "TCP byte counts are added as bytes are relayed, not every reporting period",
+            ),
+            (
+                "rotation_interval",
+                "series are kept for the process's life (no scope rotation)",
+            ),
+            (
+                "graceful_deletion_interval",
+                "series are kept for the process's life (no scope rotation)",
+            ),
+        ],
+    },
+    Surface {
+        message: "stats.MetricConfig",
+        supported: &["name", "tags_to_remove", "drop", "dimensions", "match"],
+        ignored: &[],
+    },
+    Surface {
+        message: "stats.MetricDefinition",
+        supported: &["name", "value", "type"],
+        ignored: &[],
+    },
+    Surface {
         message: "io.istio.network.authn.Config",
         supported: &[],
         ignored: &[(
@@ -555,6 +588,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::HTTP_CONNECTION_MANAGER,
             names::ISTIO_AUTHN,
             names::METADATA_EXCHANGE,
+            names::STATS,
         ],
     ),
     (

@@ -7,6 +7,7 @@ mod downstream;
 mod forwarding;
 mod http1;
 mod http2;
+mod istio_stats;
 mod local_reply;
 mod log;
 mod path;

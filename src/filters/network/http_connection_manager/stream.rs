@@ -33,10 +33,14 @@ use super::{
     Connection,
 };
 use crate::{
-    filters::http::{grpc_stats::GrpcCall, on_response},
+    filters::{
+        http::{grpc_stats::GrpcCall, on_response},
+        istio::peer::Peer,
+    },
     net::buffered::deadline,
     protocol::http1::{reason_phrase, Framing, ParsedRequest},
     proxy::{
+        cluster_manager::ShardCluster,
         pool::UpstreamConn,
         router::{
             self,
@@ -86,6 +90,13 @@ pub struct Exchange {
     pub alpn: Option<Arc<AlpnOverrides>>,
     /// The request's span, when the connection manager traces.
     pub span: Option<Span>,
+    /// The `grpc-status` of the upstream's trailers.
+    pub grpc_status: Option<u32>,
+    /// The cluster the request was routed to.
+    pub cluster: Option<Rc<ShardCluster>>,
+    /// The workloads Istio's metadata exchange found on either side.
+    pub downstream_peer: Option<Rc<Peer>>,
+    pub upstream_peer: Option<Rc<Peer>>,
 }
 
 impl Exchange {
@@ -112,6 +123,10 @@ impl Exchange {
             grpc_web: None,
             alpn: None,
             span: None,
+            grpc_status: None,
+            cluster: None,
+            downstream_peer: None,
+            upstream_peer: None,
         }
     }
 }
@@ -226,6 +241,7 @@ pub async fn serve(
         };
         crate::tracing::finish(c.ctx, tracing, span, &end);
     }
+    super::istio_stats::record(c, &request, &exchange);
     match keep {
         Next::KeepAlive if !exchange.body_done => Next::Close,
         next => next,
@@ -265,21 +281,40 @@ async fn exchange_request(
         let egress = c.listener.outbound;
         exchange.span = begin(tracing, egress, cx.route, request, exchange.start_wall);
     }
+    let next = routed(s, &table, &cx, request, incoming, exchange).await;
+    exchange.downstream_peer = cx.notes.downstream_peer();
+    exchange.upstream_peer = cx.notes.upstream_peer();
+    next
+}
+
+/// The phases after the route match: filters and the route's action, the upstream request's
+/// headers, the router, the answer.
+async fn routed(
+    s: &mut Stream<'_, '_>,
+    table: &Table<'_>,
+    cx: &StreamContext<'_>,
+    request: &mut RequestHead,
+    incoming: Incoming,
+    exchange: &mut Exchange,
+) -> Next {
+    let c = s.c;
+    let may_keep = incoming.keep_alive && exchange.body_done;
     let mut ran = 0;
     // A CONNECT is routed as an upgrade of its own type, as Envoy routes it.
     let upgrade = match incoming.connect {
         true => Some(Bytes::from_static(b"connect")),
         false => incoming.upgrade,
     };
-    let chosen = match choose(c, &cx, request, upgrade, &mut ran, exchange).await {
+    let chosen = match choose(c, cx, request, upgrade, &mut ran, exchange).await {
         Ok(chosen) => chosen,
         Err(refused) => {
             let keep = refused.keep && may_keep;
-            return local(s, Some(&cx), request, refused.reply, ran, keep, exchange).await;
+            return local(s, Some(cx), request, refused.reply, ran, keep, exchange).await;
         }
     };
     inc(&c.stats.rq_total);
-    exchange.grpc = GrpcCall::start(&c.hcm.filters, &cx, request, &chosen.cluster.config.stats);
+    exchange.cluster = Some(chosen.cluster.clone());
+    exchange.grpc = GrpcCall::start(&c.hcm.filters, cx, request, &chosen.cluster.config.stats);
     exchange.grpc_web = cx.notes.grpc_web();
     exchange.alpn = cx.notes.take_alpn();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
@@ -294,12 +329,12 @@ async fn exchange_request(
     };
     if incoming.connect {
         return match chosen.forward.terminates_connect {
-            true => tunnel::terminate(s, &cx, request, &chosen, relay(None, false), exchange).await,
+            true => tunnel::terminate(s, cx, request, &chosen, relay(None, false), exchange).await,
             // Envoy would forward the CONNECT upstream, which is not supported.
             false => {
                 exchange.details = "upgrade_failed";
                 let reply = LocalReply::new(403, "");
-                local(s, Some(&cx), request, reply, ran, false, exchange).await
+                local(s, Some(cx), request, reply, ran, false, exchange).await
             }
         };
     }
@@ -319,10 +354,10 @@ async fn exchange_request(
                 .details
                 .unwrap_or("upstream_reset_before_response_started");
             let keep = keep_alive && exchange.body_done;
-            local(s, Some(&cx), request, reply, ran, keep, exchange).await
+            local(s, Some(cx), request, reply, ran, keep, exchange).await
         }
         Routed::Downstream(failure) => {
-            downstream_failed(s, &cx, request, failure, ran, exchange).await
+            downstream_failed(s, cx, request, failure, ran, exchange).await
         }
         Routed::Response(response) => {
             let attempts = chosen
@@ -330,7 +365,7 @@ async fn exchange_request(
                 .attempt_count_in_response
                 .then_some(record.attempts);
             let relay = relay(attempts, keep_alive);
-            proxy_response(s, &cx, request, response, relay, exchange).await
+            proxy_response(s, cx, request, response, relay, exchange).await
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::{
         upstream::ResponseFailure,
     },
     stream::{
+        grpc,
         grpc_web::{self, ResponseEncoder},
         headers::{RequestHead, ResponseHead, Version},
         mutations, LocalReply, StreamContext,
@@ -171,6 +172,7 @@ pub(super) async fn proxy_response(
             }
             Ok(None) => {
                 let trailers = body.trailers();
+                exchange.grpc_status = trailers.as_ref().and_then(grpc::status_in);
                 if let (Some(call), Some(trailers)) = (&grpc, &trailers) {
                     call.response_trailers(trailers);
                 }

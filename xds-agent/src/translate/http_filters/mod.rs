@@ -114,6 +114,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(wasm::filter),
         per_route: None,
     },
+    Factory {
+        config_type: names::STATS,
+        build: Some(istio_stats),
+        per_route: None,
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -136,6 +141,7 @@ const FILTER_TYPES: &[&str] = &[
     names::ISTIO_ALPN,
     names::PEER_METADATA,
     names::HTTP_WASM,
+    names::STATS,
     names::COMPRESSOR,
 ];
 
@@ -695,6 +701,18 @@ fn per_route_config(
 }
 
 /// Decodes a typed config, reporting a failure at its site.
+/// Istio's `istio.stats` (translated as for the network filter).
+fn istio_stats(
+    any: &Any,
+    site: &Site,
+    _stat_prefix: &str,
+    ctx: &mut TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<HttpFilterKind> {
+    crate::translate::istio_stats::stats_config(any, site.path, ctx, errors)
+        .map(HttpFilterKind::IstioStats)
+}
+
 fn decode<M: prost::Message + Default + prost::Name>(
     any: &Any,
     site: &Site,
