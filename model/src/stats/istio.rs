@@ -176,8 +176,11 @@ impl Series {
 /// with the agent's reads, so it is not contended on the request path in practice.
 #[derive(Debug)]
 pub struct IstioMetrics {
-    shards: Box<[Padded<Mutex<HashMap<u64, Vec<Series>>>>]>,
+    shards: Box<[Padded<Mutex<ShardSeries>>]>,
 }
+
+/// One shard's series, by the hash of their label values.
+type ShardSeries = HashMap<u64, Vec<Series>>;
 
 /// One series as read: a family, its labels, its value summed over shards.
 #[derive(Debug, Clone, PartialEq)]
