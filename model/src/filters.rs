@@ -13,7 +13,10 @@ use self::{
     token_bucket::TokenBucket,
 };
 use super::route::HeaderAdd;
-use crate::filter_stats::{CorsStats, FaultStats, LocalRateLimitStats};
+use crate::{
+    filter_stats::{CorsStats, FaultStats, LocalRateLimitStats},
+    rbac::{RbacFilter, RbacRules},
+};
 
 /// One configured HTTP filter: its config name (what `typed_per_filter_config` keys on) and
 /// what it does.
@@ -40,6 +43,7 @@ pub enum HttpFilterKind {
     IstioAlpn(Arc<AlpnOverrides>),
     /// Istio's HTTP metadata exchange (`io.istio.http.peer_metadata`).
     PeerMetadata(Arc<PeerMetadataConfig>),
+    Rbac(Arc<RbacFilter>),
 }
 
 /// Istio's `io.istio.http.peer_metadata` as shards run it: which sides' peers are read from
@@ -287,6 +291,8 @@ pub enum PerRouteFilter {
     LocalRateLimit(Arc<LocalRateLimitConfig>),
     /// `HeaderMutationPerRoute`.
     HeaderMutation(Arc<Mutations>),
+    /// `RBACPerRoute`: these rules instead of the filter's (none: everything is allowed).
+    Rbac(Arc<RbacRules>),
 }
 
 /// `typed_per_filter_config`, keyed by filter config name.

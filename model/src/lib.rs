@@ -14,6 +14,7 @@ pub mod local_reply;
 pub mod matchers;
 pub mod metadata;
 pub mod publish;
+pub mod rbac;
 pub mod route;
 pub mod route_match;
 pub mod stats;
@@ -184,6 +185,13 @@ pub enum ConnectionFilter {
     /// SPIFFE identities (their certificates' first `spiffe://` URI SANs) become the filter
     /// state `io.istio.peer_principal` and `io.istio.local_principal`.
     IstioAuthn,
+    /// `envoy.filters.network.rbac`: judges the connection once its transport is up (the
+    /// first byte's verdict: nothing it reads changes later) and closes a denied one, after
+    /// `delay_deny`.
+    Rbac {
+        filter: rbac::RbacFilter,
+        delay_deny: Duration,
+    },
 }
 
 /// The terminal network filter of a chain.
