@@ -397,8 +397,9 @@ mod tests {
         assert!(!Permission::UrlPath(exact("/info/a?x=1")).matches(&c));
         assert!(Permission::UrlPath(exact("/info/a")).matches(&c));
         assert!(Permission::Not(Box::new(Permission::Header(method("POST")))).matches(&c));
-        assert!(Permission::Or(vec![Permission::Header(method("POST")), Permission::Any])
-            .matches(&c));
+        assert!(
+            Permission::Or(vec![Permission::Header(method("POST")), Permission::Any]).matches(&c)
+        );
         assert!(Permission::DestinationIp(cidr("10.0.0.0", 16)).matches(&c));
         assert!(!Permission::DestinationIp(cidr("10.0.2.0", 24)).matches(&c));
         assert!(Permission::DestinationPort(8080).matches(&c));
@@ -445,7 +446,10 @@ mod tests {
         assert!(named(exact("CN=sleep,O=acme")).matches(&c));
         assert!(!named(exact("CN=other")).matches(&c));
         assert!(Principal::RemoteIp(cidr("10.0.0.7", 32)).matches(&c));
-        assert!(!Principal::RemoteIp(cidr("::", 0)).matches(&c), "other family");
+        assert!(
+            !Principal::RemoteIp(cidr("::", 0)).matches(&c),
+            "other family"
+        );
         let state = |m| Principal::FilterState {
             key: "io.istio.peer_principal".into(),
             value: m,
@@ -521,7 +525,11 @@ mod tests {
         let cells = filter.stats.shard(0);
         let shadow = filter.shadow_stats.shard(0);
         assert_eq!(cells.denied.load(Relaxed), 1);
-        assert_eq!(cells.allowed.load(Relaxed), 0, "no enforced rules: not counted");
+        assert_eq!(
+            cells.allowed.load(Relaxed),
+            0,
+            "no enforced rules: not counted"
+        );
         assert_eq!(shadow.shadow_denied.load(Relaxed), 1);
     }
 }

@@ -1,8 +1,9 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
-//! `istio_authn`, `istio.metadata_exchange`), keyed by config type.
+//! `istio_authn`, `istio.metadata_exchange`, `envoy.filters.network.rbac`), keyed by config
+//! type.
 use envoy_types::pb::google::protobuf::Any;
 
-use super::{istio, TranslateContext, TranslateError};
+use super::{istio, rbac, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -11,7 +12,7 @@ use model::ConnectionFilter;
 pub fn connection_filter(
     any: &Any,
     path: &str,
-    ctx: &TranslateContext,
+    ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
     match names::type_name(&any.type_url) {
@@ -24,6 +25,7 @@ pub fn connection_filter(
             errors,
         )
         .map(ConnectionFilter::MetadataExchange),
+        names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),
