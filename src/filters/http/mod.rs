@@ -11,6 +11,7 @@ mod grpc_web;
 pub mod header_mutation;
 mod local_ratelimit;
 mod peer_metadata;
+mod rbac;
 
 use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
 
@@ -55,6 +56,7 @@ pub async fn on_request(
             peer_metadata::on_request(config, cx, request);
             FilterResult::Continue
         }
+        HttpFilterKind::Rbac(config) => rbac::on_request(filter, config, cx, request),
     }
 }
 
@@ -73,7 +75,8 @@ pub fn on_response(
         HttpFilterKind::Fault(_)
         | HttpFilterKind::LocalRateLimit(_)
         | HttpFilterKind::GrpcStats(_)
-        | HttpFilterKind::IstioAlpn(_) => {}
+        | HttpFilterKind::IstioAlpn(_)
+        | HttpFilterKind::Rbac(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, request, response, values)
