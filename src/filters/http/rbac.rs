@@ -63,3 +63,97 @@ impl Subject for Request<'_> {
         Some(self.request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{atomic::Ordering::Relaxed, Arc};
+
+    use model::{
+        filter_stats::{RbacShadowStats, RbacStats},
+        filters::HttpFilterKind,
+        matchers::{StringMatcher, StringPattern},
+        rbac::{Action, Permission, Policy, Principal, RbacRules, Rules},
+    };
+
+    use super::{super::test_support::*, *};
+
+    /// ALLOW rules: `GET` on paths under `/info` from the test connection's peer.
+    fn allow_info() -> RbacRules {
+        let prefix = StringMatcher::new(StringPattern::Prefix((*b"/info").into()), false);
+        let peer = model::filter_chain_match::Cidr::new("10.0.0.1".parse().unwrap(), 32);
+        RbacRules {
+            enforced: Some(Rules {
+                action: Action::Allow,
+                policies: vec![Policy {
+                    name: "info".into(),
+                    permissions: vec![Permission::UrlPath(prefix)],
+                    principals: vec![Principal::RemoteIp(peer.unwrap())],
+                }],
+            }),
+            shadow: None,
+        }
+    }
+
+    fn world(route: Option<RbacRules>) -> World {
+        let filter = HttpFilter {
+            name: "rbac".into(),
+            disabled: false,
+            kind: HttpFilterKind::Rbac(Arc::new(RbacFilter {
+                rules: Arc::new(allow_info()),
+                stats: Arc::new(RbacStats::new("http.test.rbac".into(), 1)),
+                shadow_stats: Arc::new(RbacShadowStats::new("http.test.rbac".into(), 1)),
+            })),
+        };
+        let route = route
+            .map(|r| ("rbac".to_string(), PerRouteFilter::Rbac(Arc::new(r))))
+            .into_iter()
+            .collect();
+        World::new(vec![filter], route, vec![])
+    }
+
+    fn run(world: &World, path: &str) -> FilterResult {
+        let HttpFilterKind::Rbac(config) = &world.filter().kind else {
+            unreachable!()
+        };
+        on_request(
+            world.filter(),
+            config,
+            &world.cx(),
+            &request("GET", path, &[]),
+        )
+    }
+
+    #[test]
+    fn denied_requests_get_envoys_reply_and_are_counted() {
+        let world = world(None);
+        assert!(matches!(run(&world, "/info?q"), FilterResult::Continue));
+        let FilterResult::Respond(reply) = run(&world, "/admin") else {
+            panic!("denied")
+        };
+        assert_eq!(reply.status, 403);
+        assert_eq!(&reply.body[..], b"RBAC: access denied");
+        assert_eq!(
+            reply.details.as_deref(),
+            Some("rbac_access_denied_matched_policy[none]")
+        );
+        assert!(reply.flags.is_empty(), "Envoy 1.40 sets no response flag");
+        let HttpFilterKind::Rbac(config) = &world.filter().kind else {
+            unreachable!()
+        };
+        let cells = config.stats.shard(0);
+        assert_eq!(
+            (cells.allowed.load(Relaxed), cells.denied.load(Relaxed)),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_route_without_rules_allows_everything() {
+        let world = world(Some(RbacRules::default()));
+        assert!(matches!(run(&world, "/admin"), FilterResult::Continue));
+        let HttpFilterKind::Rbac(config) = &world.filter().kind else {
+            unreachable!()
+        };
+        assert_eq!(config.stats.shard(0).allowed.load(Relaxed), 0, "uncounted");
+    }
+}
