@@ -559,10 +559,6 @@ fn shardproxy_on_istio_1_19_authz_listeners() {
             "wasm.v3.Wasm",
             "address is required",
             "ext_authz",
-            // Istio's CONNECT-termination filters (HBONE), not implemented; the rbac filters
-            // refused before them on the same listener hid them.
-            "io.istio.http.connect_authority",
-            "io.istio.http.connect_baggage",
             "internal_listener",
             "set_internal_dst_address",
             "tunneling_config",
