@@ -1,5 +1,6 @@
-//! Stats: the HTTP filters' scopes with Envoy's names (`http.<prefix>.fault.*`,
-//! `http.<prefix>.cors.*`, `<stat_prefix>.http_local_rate_limit.*`).
+//! Stats: the filters' scopes with Envoy's names (`http.<prefix>.fault.*`,
+//! `http.<prefix>.cors.*`, `<stat_prefix>.http_local_rate_limit.*`, the HTTP and network
+//! `rbac` filters' `<prefix>rbac[.<rules prefix>].allowed`, ...).
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::stat_scope;
@@ -52,6 +53,22 @@ impl LocalRateLimitStats {
         self.shards.len()
     }
 }
+
+stat_scope!(
+    RbacStats,
+    RbacCells {
+        allowed: Counter,
+        denied: Counter,
+    }
+);
+
+stat_scope!(
+    RbacShadowStats,
+    RbacShadowCells {
+        shadow_allowed: Counter,
+        shadow_denied: Counter,
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,10 @@ use self::{
     token_bucket::TokenBucket,
 };
 use super::route::HeaderAdd;
-use crate::filter_stats::{CorsStats, FaultStats, LocalRateLimitStats};
+use crate::{
+    filter_stats::{CorsStats, FaultStats, LocalRateLimitStats},
+    rbac::{RbacFilter, RbacRules},
+};
 
 /// One configured HTTP filter: its config name (what `typed_per_filter_config` keys on) and
 /// what it does.
@@ -42,6 +45,7 @@ pub enum HttpFilterKind {
     PeerMetadata(Arc<PeerMetadataConfig>),
     /// Istio's standard metrics (`istio.stats`), recorded when an exchange ends.
     IstioStats(Arc<crate::istio::StatsConfig>),
+    Rbac(Arc<RbacFilter>),
 }
 
 /// Istio's `io.istio.http.peer_metadata` as shards run it: which sides' peers are read from
@@ -289,6 +293,8 @@ pub enum PerRouteFilter {
     LocalRateLimit(Arc<LocalRateLimitConfig>),
     /// `HeaderMutationPerRoute`.
     HeaderMutation(Arc<Mutations>),
+    /// `RBACPerRoute`: these rules instead of the filter's (none: everything is allowed).
+    Rbac(Arc<RbacRules>),
 }
 
 /// `typed_per_filter_config`, keyed by filter config name.

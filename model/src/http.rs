@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    filters::HttpFilter,
+    filters::{HttpFilter, HttpFilterKind},
     route::{Forward, RouteConfig},
 };
 use crate::{
@@ -81,6 +81,13 @@ impl HttpConnectionManager {
     /// Whether an access log reads the connection's TLS.
     pub fn logs_read_tls(&self) -> bool {
         self.access_logs.iter().any(|l| l.reads_tls())
+    }
+
+    /// Whether an `rbac` filter runs here (it reads the connection's addresses and TLS).
+    pub fn has_rbac(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(f.kind, HttpFilterKind::Rbac(_)))
     }
 
     /// Whether a request asking for `Upgrade: <upgrade_type>` may be upgraded on `route`

@@ -14,6 +14,7 @@ pub mod local_reply;
 pub mod matchers;
 pub mod metadata;
 pub mod publish;
+pub mod rbac;
 pub mod route;
 pub mod route_match;
 pub mod stats;
@@ -187,6 +188,13 @@ pub enum ConnectionFilter {
     /// Istio's `istio.stats` on a TCP chain: the connection's `istio_tcp_*` metrics, recorded
     /// by tcp_proxy.
     IstioStats(Arc<istio::StatsConfig>),
+    /// `envoy.filters.network.rbac`: judges the connection once its transport is up (the
+    /// first byte's verdict: nothing it reads changes later) and closes a denied one, after
+    /// `delay_deny`.
+    Rbac {
+        filter: rbac::RbacFilter,
+        delay_deny: Duration,
+    },
 }
 
 /// The terminal network filter of a chain.

@@ -106,15 +106,20 @@ pub struct HeaderMatcher {
 }
 
 impl HeaderMatcher {
-    /// Envoy's rule: a missing header (unless treated as empty) matches only
-    /// `present_match: false`, or `present_match: true` inverted; otherwise the rule's result,
-    /// inverted if `invert_match`.
-    pub fn matches(&self, request: &impl RouteRequest) -> bool {
+    /// Whether `request` matches (see [`Self::matches_value`]).
+    pub fn matches(&self, request: &(impl RouteRequest + ?Sized)) -> bool {
         let value = match &self.source {
             HeaderSource::Method => Some(request.method()),
             HeaderSource::Path => Some(request.path()),
             HeaderSource::Named(name) => request.header(name),
         };
+        self.matches_value(value)
+    }
+
+    /// Envoy's rule on the header's value (`None`: missing): a missing header (unless treated
+    /// as empty) matches only `present_match: false`, or `present_match: true` inverted;
+    /// otherwise the rule's result, inverted if `invert_match`.
+    pub fn matches_value(&self, value: Option<&[u8]>) -> bool {
         let value = match value {
             Some(v) => v,
             None if self.treat_missing_as_empty => &[],

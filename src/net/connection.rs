@@ -90,7 +90,17 @@ async fn serve_chain(
             Some(tls) => handshake(ctx, tls, stream).await,
         };
         let filter_state = match &mut transport {
-            Some(transport) => run_connection_filters(&chain.connection_filters, transport).await,
+            Some(transport) => {
+                run_connection_filters(
+                    ctx.id,
+                    &chain.connection_filters,
+                    transport,
+                    server_name,
+                    restored,
+                    listener.address,
+                )
+                .await
+            }
             None => None,
         };
         if let (Some(transport), Some(filter_state)) = (transport, filter_state) {

@@ -9,6 +9,7 @@ pub mod mutations;
 
 use std::{
     cell::{Cell, RefCell},
+    net::SocketAddr,
     rc::Rc,
     sync::Arc,
     time::Instant,
@@ -20,6 +21,7 @@ use model::{
     filters::{AlpnOverrides, PerRouteFilter},
     http::HttpConnectionManager,
     route::{Route, VirtualHost},
+    tls_info::DownstreamTls,
 };
 
 use crate::{
@@ -38,8 +40,22 @@ pub struct StreamContext<'a> {
     pub started: Instant,
     /// What the connection's network filters learned.
     pub filter_state: &'a FilterState,
+    pub downstream: Downstream<'a>,
     /// What filters note on the stream as it runs.
     pub notes: StreamNotes,
+}
+
+/// What filters read of the stream's downstream connection (RBAC).
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    pub remote: SocketAddr,
+    /// Its original destination when one was restored, else its local address (exact when
+    /// access logs or an RBAC filter read it; the listener's address otherwise).
+    pub local: SocketAddr,
+    /// The SNI; empty without one.
+    pub requested_server_name: &'a str,
+    /// The connection's TLS when access logs, XFCC or an RBAC filter read it; else `None`.
+    pub tls: Option<&'a DownstreamTls>,
 }
 
 /// What HTTP filters record on a stream: response flags of a request that still goes on (a
@@ -153,6 +169,8 @@ pub struct LocalReply {
     pub grpc_status: Option<u32>,
     /// A gRPC client gets this HTTP status too (with `grpc-status` in the head), not 200.
     pub keeps_http_status: bool,
+    /// `%RESPONSE_CODE_DETAILS%` when a filter says more than `filter`.
+    pub details: Option<String>,
 }
 
 impl LocalReply {
@@ -164,7 +182,14 @@ impl LocalReply {
             flags: ResponseFlags::default(),
             grpc_status: None,
             keeps_http_status: false,
+            details: None,
         }
+    }
+
+    /// With these response code details.
+    pub fn detailed(mut self, details: String) -> Self {
+        self.details = Some(details);
+        self
     }
 
     /// Answers a gRPC client with this gRPC status.

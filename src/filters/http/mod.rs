@@ -11,6 +11,7 @@ mod grpc_web;
 pub mod header_mutation;
 mod local_ratelimit;
 mod peer_metadata;
+mod rbac;
 
 use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
 
@@ -57,6 +58,7 @@ pub async fn on_request(
             peer_metadata::on_request(config, cx, request);
             FilterResult::Continue
         }
+        HttpFilterKind::Rbac(config) => rbac::on_request(filter, config, cx, request),
     }
 }
 
@@ -76,7 +78,8 @@ pub fn on_response(
         | HttpFilterKind::LocalRateLimit(_)
         | HttpFilterKind::GrpcStats(_)
         | HttpFilterKind::IstioStats(_)
-        | HttpFilterKind::IstioAlpn(_) => {}
+        | HttpFilterKind::IstioAlpn(_)
+        | HttpFilterKind::Rbac(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, request, response, values)

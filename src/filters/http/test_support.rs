@@ -29,7 +29,7 @@ use crate::{
     stream::{
         headers::{Headers, RequestHead, ResponseHead, Version},
         mutations::Formatter,
-        StreamContext, StreamNotes,
+        Downstream, StreamContext, StreamNotes,
     },
 };
 
@@ -165,6 +165,12 @@ impl World {
             route: Some(&vhost.routes[0]),
             started: Instant::now(),
             filter_state: &self.filter_state,
+            downstream: Downstream {
+                remote: "10.0.0.1:5555".parse().unwrap(),
+                local: "10.0.0.2:8080".parse().unwrap(),
+                requested_server_name: "",
+                tls: None,
+            },
             notes: StreamNotes::default(),
         }
     }

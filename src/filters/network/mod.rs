@@ -3,7 +3,10 @@
 pub mod filter_state;
 pub mod http_connection_manager;
 mod istio_authn;
+mod rbac;
 pub mod tcp_proxy;
+
+use std::net::SocketAddr;
 
 use model::ConnectionFilter;
 
@@ -11,11 +14,16 @@ use crate::{filters::istio::exchange, net::transport::Transport};
 use filter_state::FilterState;
 
 /// Runs a chain's `filters` (those before its terminal one) on a connection whose transport
-/// socket is up; what they learn goes into the returned filter state. `None`: a filter
-/// closed the connection.
+/// socket is up (`server_name`: its SNI; `restored`: its original destination; `fallback`:
+/// the address to report when the socket cannot say its own). What they learn goes into the
+/// returned filter state; `None` when one of them closes the connection.
 pub async fn run_connection_filters(
+    shard: usize,
     filters: &[ConnectionFilter],
     transport: &mut Transport,
+    server_name: &str,
+    restored: Option<SocketAddr>,
+    fallback: SocketAddr,
 ) -> Option<FilterState> {
     let mut state = FilterState::default();
     for filter in filters {
@@ -30,6 +38,17 @@ pub async fn run_connection_filters(
                         tracing::debug!("metadata exchange with the downstream failed: {e}");
                         return None;
                     }
+                }
+            }
+            ConnectionFilter::Rbac { filter, delay_deny } => {
+                let allowed = {
+                    let connection =
+                        rbac::Connection::new(transport, server_name, restored, fallback, &state);
+                    rbac::allowed(shard, filter, &connection)
+                };
+                if !allowed {
+                    rbac::deny(transport, *delay_deny).await;
+                    return None;
                 }
             }
         }

@@ -101,25 +101,35 @@ pub(super) fn chain_match(
 }
 
 fn cidrs(ranges: &[CidrRange], path: &str, errors: &mut Vec<TranslateError>) -> Vec<Cidr> {
-    let mut out = Vec::new();
-    for (i, range) in ranges.iter().enumerate() {
-        let len = range.prefix_len.as_ref().map_or(0, |l| l.value);
-        let cidr = range
-            .address_prefix
-            .parse::<IpAddr>()
-            .ok()
-            .and_then(|ip| Cidr::new(ip, u8::try_from(len).ok()?));
-        match cidr {
-            Some(c) => out.push(c),
-            None => errors.push(TranslateError::new(
-                format!("{path}[{i}]"),
-                None,
-                format!(
-                    "{:?}/{len} is not an IP address range",
-                    range.address_prefix
-                ),
-            )),
-        }
+    ranges
+        .iter()
+        .enumerate()
+        .filter_map(|(i, range)| cidr(range, &format!("{path}[{i}]"), None, errors))
+        .collect()
+}
+
+/// One `CidrRange` (at `path`, in the config of `type_url`); a missing `prefix_len` is 0.
+pub(super) fn cidr(
+    range: &CidrRange,
+    path: &str,
+    type_url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Cidr> {
+    let len = range.prefix_len.as_ref().map_or(0, |l| l.value);
+    let cidr = range
+        .address_prefix
+        .parse::<IpAddr>()
+        .ok()
+        .and_then(|ip| Cidr::new(ip, u8::try_from(len).ok()?));
+    if cidr.is_none() {
+        errors.push(TranslateError::new(
+            path,
+            type_url,
+            format!(
+                "{:?}/{len} is not an IP address range",
+                range.address_prefix
+            ),
+        ));
     }
-    out
+    cidr
 }

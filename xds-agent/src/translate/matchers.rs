@@ -26,7 +26,7 @@ pub(super) struct At<'a> {
 }
 
 impl At<'_> {
-    fn error(&self, field: &str, message: impl Into<String>) -> TranslateError {
+    pub(super) fn error(&self, field: &str, message: impl Into<String>) -> TranslateError {
         let path = match field {
             "" => self.path.to_string(),
             field => format!("{}.{field}", self.path),
@@ -34,7 +34,7 @@ impl At<'_> {
         TranslateError::new(path, self.type_url, message)
     }
 
-    fn below(&self, field: &str) -> String {
+    pub(super) fn below(&self, field: &str) -> String {
         format!("{}.{field}", self.path)
     }
 }

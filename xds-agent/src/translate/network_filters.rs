@@ -1,8 +1,9 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
-//! `istio_authn`, `istio.metadata_exchange`, `istio.stats`), keyed by config type.
+//! `istio_authn`, `istio.metadata_exchange`, `istio.stats`, `envoy.filters.network.rbac`),
+//! keyed by config type.
 use envoy_types::pb::google::protobuf::Any;
 
-use super::{istio, istio_stats, TranslateContext, TranslateError};
+use super::{istio, istio_stats, rbac, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -11,7 +12,7 @@ use model::ConnectionFilter;
 pub fn connection_filter(
     any: &Any,
     path: &str,
-    ctx: &TranslateContext,
+    ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
     match names::type_name(&any.type_url) {
@@ -28,6 +29,7 @@ pub fn connection_filter(
             istio_stats::stats_config(any, &format!("{path}.typed_config"), ctx, errors)
                 .map(ConnectionFilter::IstioStats)
         }
+        names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),

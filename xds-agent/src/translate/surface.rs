@@ -589,6 +589,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::ISTIO_AUTHN,
             names::METADATA_EXCHANGE,
             names::STATS,
+            names::NETWORK_RBAC,
         ],
     ),
     (
@@ -622,16 +623,17 @@ pub const ANY_SLOTS: &[AnySlot] = &[
 ];
 
 /// Every surface table: the core one here, HTTP (connection manager, routes), HTTP filters,
-/// TLS and the bootstrap's process-wide sections.
-const TABLES: [&[Surface]; 5] = [
+/// TLS, the bootstrap's process-wide sections and RBAC rules.
+const TABLES: [&[Surface]; 6] = [
     SURFACE,
     super::http_surface::SURFACE,
     super::http_filters::SURFACE,
     super::tls_surface::SURFACE,
     super::bootstrap_surface::SURFACE,
+    super::rbac::SURFACE,
 ];
 
-/// Every `Any` slot table (same split as `TABLES`).
+/// Every `Any` slot table (split as `TABLES`; RBAC rules hold no `Any`).
 const SLOT_TABLES: [&[AnySlot]; 5] = [
     ANY_SLOTS,
     super::http_surface::ANY_SLOTS,

@@ -159,7 +159,7 @@ async fn header_timeout(c: &Connection<'_>, conn: &mut Buffered) {
 async fn reject(c: &Connection<'_>, conn: &mut Buffered, error: &http1::RequestError) {
     let mut exchange = Exchange::start();
     exchange.status = error.status();
-    exchange.details = error.details();
+    exchange.details = error.details().into();
     exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
     // Envoy's body for codec errors is the reason phrase; a missing Host is caught after
     // the codec and answered without a body.

@@ -34,7 +34,7 @@ pub(super) fn with_record<R>(
         response,
         trailers: None,
         scheme: c.scheme,
-        response_code_details: Some(exchange.details).filter(|d| !d.is_empty()),
+        response_code_details: Some(&*exchange.details).filter(|d| !d.is_empty()),
         route_name: exchange.route_name.as_deref(),
         local_reply_body,
         timings: HttpTimings {

@@ -42,6 +42,7 @@ use crate::{
     },
     protocol::http1::Limits,
     proxy::pool::UpstreamConn,
+    stream::Downstream,
 };
 
 /// One downstream connection's shared state.
@@ -79,6 +80,16 @@ impl Connection<'_> {
     /// The connection's TLS, when access logs or XFCC read it; `None` on plaintext.
     pub fn tls(&self) -> Option<&DownstreamTls> {
         self.tls.as_ref()
+    }
+
+    /// What filters read of this connection.
+    pub fn downstream(&self) -> Downstream<'_> {
+        Downstream {
+            remote: self.remote,
+            local: self.local,
+            requested_server_name: self.requested_server_name,
+            tls: self.tls(),
+        }
     }
 
     /// This connection's XFCC element (its client presented a certificate).
@@ -119,8 +130,11 @@ pub async fn run(
     inc(&stats.downstream_cx_active);
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
-    // The local address costs a syscall; only access logs read it.
-    let local = match (accepted.restored, hcm.access_logs.is_empty()) {
+    // The local address costs a syscall; only access logs and RBAC read it.
+    let local = match (
+        accepted.restored,
+        hcm.access_logs.is_empty() && !hcm.has_rbac(),
+    ) {
         (Some(restored), _) => restored,
         (None, true) => listener.address,
         (None, false) => stream.local_addr().unwrap_or(listener.address),
@@ -134,7 +148,7 @@ pub async fn run(
         hcm.forward_client_cert,
         ForwardClientCert::AppendForward | ForwardClientCert::SanitizeSet
     );
-    let reads_tls = hcm.logs_read_tls() || (presented && sets_xfcc);
+    let reads_tls = hcm.logs_read_tls() || hcm.has_rbac() || (presented && sets_xfcc);
     let connection = Connection {
         ctx,
         listener,

@@ -1,7 +1,7 @@
 //! HTTP connection manager: what happens to a request before it goes upstream — the
 //! connection manager's admission checks and rewrites, then the HTTP filters and the route's
 //! action, down to the cluster (or the local answer).
-use std::rc::Rc;
+use std::{borrow::Cow, rc::Rc};
 
 use bytes::Bytes;
 use model::{
@@ -125,34 +125,34 @@ pub(super) async fn choose<'a>(
         });
         if !hcm.upgrade_allowed(forward, token) {
             inc(&c.stats.downstream_rq_ws_on_non_ws_route);
-            exchange.details = "upgrade_failed";
+            exchange.details = "upgrade_failed".into();
             return Err(Refusal::close(LocalReply::new(403, "")));
         }
     }
     for filter in &hcm.filters {
         *ran += 1;
         let values = Values { c, exchange };
-        if let FilterResult::Respond(reply) = on_request(filter, cx, request, &values).await {
-            exchange.details = "filter";
+        if let FilterResult::Respond(mut reply) = on_request(filter, cx, request, &values).await {
+            exchange.details = reply.details.take().map_or("filter".into(), Cow::Owned);
             return Err(Refusal::keep(reply));
         }
     }
     let (Some(virtual_host), Some(route)) = (cx.virtual_host, cx.route) else {
         inc(&c.stats.no_route);
-        exchange.details = "route_not_found";
+        exchange.details = "route_not_found".into();
         let reply = LocalReply::new(404, "").flagged(ResponseFlags::NO_ROUTE_FOUND);
         return Err(Refusal::keep(reply));
     };
     let forward = match &route.action {
         RouteAction::DirectResponse(direct) => {
             inc(&c.stats.rq_direct_response);
-            exchange.details = "direct_response";
+            exchange.details = "direct_response".into();
             let body = direct.body.clone().unwrap_or_default();
             return Err(Refusal::keep(LocalReply::new(direct.status, body)));
         }
         RouteAction::Redirect(redirect) => {
             inc(&c.stats.rq_redirect);
-            exchange.details = "direct_response";
+            exchange.details = "direct_response".into();
             let mut reply = LocalReply::new(redirect.status, "");
             let location =
                 route.redirect_location(c.scheme.as_bytes(), request.authority(), &request.path);
@@ -182,7 +182,7 @@ pub(super) async fn choose<'a>(
     drop(clusters);
     let Some(cluster) = cluster else {
         inc(&c.stats.no_cluster);
-        exchange.details = "cluster_not_found";
+        exchange.details = "cluster_not_found".into();
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
             .flagged(ResponseFlags::NO_CLUSTER_FOUND);
         return Err(Refusal::keep(reply));
@@ -193,7 +193,7 @@ pub(super) async fn choose<'a>(
     if upgrade.as_ref().is_some_and(|token| token != "connect")
         && cluster.config.http.uses_http2(client_http2) == Some(true)
     {
-        exchange.details = "upgrade_failed";
+        exchange.details = "upgrade_failed".into();
         return Err(Refusal::close(LocalReply::new(403, "")));
     }
     Ok(Chosen {

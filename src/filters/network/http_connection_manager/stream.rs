@@ -2,6 +2,7 @@
 //! routing (`routing`), the upstream request through the router, the answer (a local reply
 //! here, an upstream response in `upstream_response`), stats and access log last.
 use std::{
+    borrow::Cow,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -71,7 +72,8 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// The response head as sent downstream.
     pub response: Option<ResponseHead>,
-    pub details: &'static str,
+    /// `%RESPONSE_CODE_DETAILS%` (empty: unset).
+    pub details: Cow<'static, str>,
     pub route_name: Option<String>,
     /// Since `started`: the request was read in full, the upstream's head arrived, the
     /// response was sent in full.
@@ -112,7 +114,7 @@ impl Exchange {
             upstream_tls: None,
             bytes_sent: 0,
             response: None,
-            details: "",
+            details: Cow::Borrowed(""),
             route_name: None,
             request_done: None,
             first_upstream_byte: None,
@@ -332,7 +334,7 @@ async fn routed(
             true => tunnel::terminate(s, cx, request, &chosen, relay(None, false), exchange).await,
             // Envoy would forward the CONNECT upstream, which is not supported.
             false => {
-                exchange.details = "upgrade_failed";
+                exchange.details = "upgrade_failed".into();
                 let reply = LocalReply::new(403, "");
                 local(s, Some(cx), request, reply, ran, false, exchange).await
             }
@@ -352,7 +354,8 @@ async fn routed(
         Routed::Failed(reply) => {
             exchange.details = record
                 .details
-                .unwrap_or("upstream_reset_before_response_started");
+                .unwrap_or("upstream_reset_before_response_started")
+                .into();
             let keep = keep_alive && exchange.body_done;
             local(s, Some(cx), request, reply, ran, keep, exchange).await
         }
@@ -373,7 +376,7 @@ async fn routed(
 /// Matches the request's virtual host and route; a plain-HTTP request to a virtual host that
 /// requires TLS is redirected to https instead.
 fn match_route<'t>(
-    c: &Connection<'t>,
+    c: &'t Connection<'t>,
     table: &'t RouteConfig,
     request: &RequestHead,
     exchange: &mut Exchange,
@@ -402,6 +405,7 @@ fn match_route<'t>(
         route,
         started: exchange.started,
         filter_state: c.filter_state,
+        downstream: c.downstream(),
         notes: StreamNotes::default(),
     })
 }
@@ -534,7 +538,7 @@ async fn downstream_failed(
     match failure {
         BodyFailure::Malformed(error) => {
             inc(&s.c.stats.downstream_cx_protocol_error);
-            exchange.details = error.details();
+            exchange.details = error.details().into();
             exchange.flags.set(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
             let status = error.status();
             let reply = LocalReply::new(status, reason_phrase(status));
@@ -542,12 +546,12 @@ async fn downstream_failed(
         }
         BodyFailure::TimedOut => {
             inc(&s.c.stats.downstream_rq_timeout);
-            exchange.details = "request_overall_timeout";
+            exchange.details = "request_overall_timeout".into();
             let reply = LocalReply::new(408, "request timeout");
             local(s, Some(cx), request, reply, ran, false, exchange).await
         }
         BodyFailure::BadGrpcWebText => {
-            exchange.details = "grpc_web_bad_request";
+            exchange.details = "grpc_web_bad_request".into();
             let mut reply = LocalReply::new(400, "Bad gRPC-web request, invalid base64 data.");
             reply.keeps_http_status = true;
             local(s, Some(cx), request, reply, ran, false, exchange).await

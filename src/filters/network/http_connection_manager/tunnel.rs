@@ -95,7 +95,7 @@ pub(super) async fn terminate(
                 cells.record_status(reply.status);
                 inc(&cells.upstream_rq_completed);
             }
-            exchange.details = "upstream_reset_before_response_started";
+            exchange.details = "upstream_reset_before_response_started".into();
             let next = local(s, Some(cx), request, reply, relay.ran, false, exchange).await;
             // RFC 9113 §8.5: a tunnel that could not be opened ends with CONNECT_ERROR.
             s.downstream.reset_after_answer(Reason::CONNECT_ERROR).await;
@@ -109,7 +109,7 @@ pub(super) async fn terminate(
         headers: Headers::default(),
     };
     exchange.first_upstream_byte = Some(exchange.started.elapsed());
-    exchange.details = "via_upstream";
+    exchange.details = "via_upstream".into();
     respond_with(c, exchange, 200);
     upstream_head(c, cx, request, &mut head, &relay, try_started, exchange);
     let next = open_tunnel(

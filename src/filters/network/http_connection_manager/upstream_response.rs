@@ -120,7 +120,7 @@ pub(super) async fn proxy_response(
     let mut head: ResponseHead = response.head;
     head.version = request.version; // answered in the client's version, as Envoy
     respond_with(c, exchange, head.status);
-    exchange.details = "via_upstream";
+    exchange.details = "via_upstream".into();
     upstream_head(c, cx, request, &mut head, &relay, try_started, exchange);
     if head.status == 101 {
         let upgraded = body.into_upgrade().filter(|_| relay.upgrading);

@@ -13,6 +13,7 @@ mod header_mutation;
 mod istio_alpn;
 mod local_ratelimit;
 mod peer_metadata;
+mod rbac;
 mod wasm;
 
 use envoy_types::pb::{
@@ -119,6 +120,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(istio_stats),
         per_route: None,
     },
+    Factory {
+        config_type: names::HTTP_RBAC,
+        build: Some(rbac::filter),
+        per_route: Some((names::HTTP_RBAC_PER_ROUTE, rbac::per_route)),
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -142,6 +148,7 @@ const FILTER_TYPES: &[&str] = &[
     names::PEER_METADATA,
     names::HTTP_WASM,
     names::STATS,
+    names::HTTP_RBAC,
     names::COMPRESSOR,
 ];
 
@@ -151,6 +158,7 @@ const PER_ROUTE_CONFIG_TYPES: &[&str] = &[
     names::CORS_POLICY,
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION_PER_ROUTE,
+    names::HTTP_RBAC_PER_ROUTE,
 ];
 
 /// What a `typed_per_filter_config` value (route, virtual host, weighted cluster) may hold:
@@ -160,6 +168,7 @@ pub const PER_ROUTE_TYPES: &[&str] = &[
     names::CORS_POLICY,
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION_PER_ROUTE,
+    names::HTTP_RBAC_PER_ROUTE,
     names::FILTER_CONFIG,
 ];
 
@@ -450,6 +459,21 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.core.v3.GrpcMethodList.Service",
         supported: &["name", "method_names"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::HTTP_RBAC,
+        supported: &[
+            "rules",
+            "shadow_rules",
+            "rules_stat_prefix",
+            "shadow_rules_stat_prefix",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: names::HTTP_RBAC_PER_ROUTE,
+        supported: &["rbac"],
         ignored: &[],
     },
     // Shared building blocks (route tables may use them too).
