@@ -2,7 +2,8 @@
 //! of the wire formats (tests/peers/istio_mx.py, Python's protobuf): the TCP exchange
 //! (`istio-peer-exchange`) as an upstream cluster filter and as a listener chain's filter,
 //! and the HTTP headers (`io.istio.http.peer_metadata`) with `istio.alpn` towards an HTTPS
-//! upstream that reports the ALPN offered and the headers received.
+//! upstream that reports the ALPN offered and the headers received; `istio.stats` names the
+//! peers those exchanges found.
 mod common;
 
 use std::{
@@ -63,6 +64,27 @@ fn assert_is_our_node(peer: &Value) {
     assert!(metadata.get("PROXY_CONFIG").is_none(), "{peer}");
 }
 
+/// `istio.stats` as Istio configures it.
+fn stats_filter() -> Value {
+    json!({"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}})
+}
+
+/// The value of the one series of `family` on `admin`'s `/stats/prometheus` whose labels
+/// include every `labels` pair (once it has that value or more).
+fn istio_series(admin: u16, family: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+    wait_for(SOON, &format!("{family} with {labels:?}"), || {
+        let text = http_get(addr(admin), "/stats/prometheus").ok()?.body;
+        let line = text.lines().find(|line| {
+            line.starts_with(&format!("{family}{{"))
+                && labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })?;
+        let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        (value >= at_least).then_some(value)
+    })
+}
+
 fn have_peer(test: &str) -> bool {
     have_python(test, "google.protobuf")
 }
@@ -110,11 +132,11 @@ fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
             "filters": [exchange_filter()],
         }),
     );
-    let mut b = bootstrap(
-        admin,
-        vec![listener("out", port, tcp_proxy("out", "server", json!({})))],
-        vec![upstream],
-    );
+    let mut outbound = listener("out", port, tcp_proxy("out", "server", json!({})));
+    outbound["traffic_direction"] = json!("OUTBOUND");
+    let relay = outbound["filter_chains"][0]["filters"][0].clone();
+    outbound["filter_chains"][0]["filters"] = json!([stats_filter(), relay]);
+    let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
     b["node"] = node();
     let _proxy = Proxy::start("mx-upstream", &b);
     let mut client = connect(port);
@@ -133,6 +155,20 @@ fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
         serde_json::from_str::<Value>(text.lines().next()?).ok()
     });
     assert_is_our_node(&peer);
+    drop(client);
+    // istio.stats names the server's workload as the exchange told it.
+    let labels = [
+        ("reporter", "source"),
+        ("source_workload", "client-wl"),
+        ("source_workload_namespace", "ns1"),
+        ("destination_workload", "server-wl"),
+        ("destination_workload_namespace", "ns2"),
+        ("request_protocol", "tcp"),
+    ];
+    istio_series(admin, "istio_tcp_connections_opened_total", &labels, 1.0);
+    istio_series(admin, "istio_tcp_connections_closed_total", &labels, 1.0);
+    istio_series(admin, "istio_tcp_received_bytes_total", &labels, 10.0);
+    istio_series(admin, "istio_tcp_sent_bytes_total", &labels, 10.0);
 }
 
 /// Runs istio_mx.py as a client of `port`: (the frame it read, what came back of `send`).
@@ -289,6 +325,7 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
                 ],
             },
         }),
+        stats_filter(),
     ];
     let outbound = http_listener(
         "out",
@@ -309,7 +346,10 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
                 "validation_context": validation(&pki.ca, json!({})),
             }),
             json!({"sni": "localhost"}),
-        )}),
+        ),
+        "metadata": {"filter_metadata": {"istio": {"services": [{
+            "host": "reviews.default.svc.cluster.local", "name": "reviews", "namespace": "default",
+        }]}}}}),
     );
     let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
     b["node"] = node();
@@ -346,4 +386,25 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
         assert_eq!(metadata["LABELS"]["version"], "v1", "{metadata}");
         assert!(metadata.get("PROXY_CONFIG").is_none(), "{metadata}");
     }
+    // istio.stats names the upstream workload from its response headers, the service from
+    // the cluster's metadata.
+    let labels = [
+        ("reporter", "source"),
+        ("source_workload", "client-wl"),
+        ("destination_workload", "reviews-v2"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("response_code", "200"),
+        ("request_protocol", "http"),
+    ];
+    assert_eq!(
+        istio_series(admin, "istio_requests_total", &labels, 2.0),
+        2.0
+    );
+    istio_series(
+        admin,
+        "istio_request_duration_milliseconds_count",
+        &labels,
+        2.0,
+    );
 }
