@@ -150,12 +150,8 @@ fn stats(proxy: &HttpProxy, prefix: &str, names: &[&str], ready: &str) -> BTreeM
 }
 
 /// The access log's lines once there are `count`, sorted.
-fn log_lines(path: &std::path::Path, count: usize) -> Vec<String> {
-    let mut lines = wait_for(Duration::from_secs(10), "access log lines", || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        (lines.len() >= count).then_some(lines)
-    });
+fn sorted_log_lines(path: &std::path::Path, count: usize) -> Vec<String> {
+    let mut lines = log_lines(path, count);
     lines.sort();
     lines
 }
@@ -233,7 +229,7 @@ fn hbone_connect_is_terminated_to_a_tcp_upstream() {
             "upstream_rq_503",
         );
         json!({
-            "log": log_lines(&s.log, 3),
+            "log": sorted_log_lines(&s.log, 3),
             "two_streams": two,
             "dead": dead,
             "without_allow_connect": without_allow_connect,
@@ -294,7 +290,7 @@ fn websocket_over_h2_reaches_an_http1_upstream() {
             "downstream_rq_4xx",
         );
         json!({
-            "log": log_lines(&s.log, 2),
+            "log": sorted_log_lines(&s.log, 2),
             "upgraded": upgraded,
             "refused_by_upstream": refused,
             "without_allow_connect": without_allow_connect,

@@ -18,7 +18,6 @@
 mod common;
 
 use std::{
-    fs,
     io::{Read, Write},
     path::Path,
 };
@@ -67,17 +66,6 @@ fn access_log(path: &Path) -> Value {
             }},
         },
     }])
-}
-
-/// The access log's lines once it has `count`; the file is removed for the next proxy.
-fn log_lines(path: &Path, count: usize) -> Vec<String> {
-    let lines = wait_for(SOON, "access log lines", || {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(String::from).collect();
-        (lines.len() >= count).then_some(lines)
-    });
-    let _ = fs::remove_file(path);
-    lines
 }
 
 /// One plaintext request with `headers` lines: `(status, body)`.
@@ -247,7 +235,7 @@ fn http_rbac_allows_and_denies_as_envoy() {
             .iter()
             .map(|(m, p, h)| format!("{m} {p} {h:?}: {:?}", request(plain, m, p, h)))
             .collect();
-        seen.extend(log_lines(&log, cases.len()));
+        seen.extend(take_log_lines(&log, cases.len()));
         for (label, cert) in [("client", &pki.client), ("other", &pki.client_other)] {
             let r = TlsClient::new(mtls)
                 .sni("localhost")

@@ -20,7 +20,7 @@
 //!   (64 hex digits), which rustls does not expose: shardproxy prints `-` (docs/tls.md).
 mod common;
 
-use std::{fs, path::Path};
+use std::path::Path;
 
 use common::{http::*, tls::*, *};
 use serde_json::{json, Value};
@@ -69,18 +69,6 @@ fn file_log(path: &Path, format: &str) -> Value {
             "log_format": {"text_format_source": {"inline_string": format}},
         },
     }])
-}
-
-/// The lines of `path` once it has `count` of them; the file is removed (the next proxy
-/// writes its own).
-fn log_lines(path: &Path, count: usize) -> Vec<String> {
-    let lines = wait_for(SOON, "access log lines", || {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(String::from).collect();
-        (lines.len() >= count).then_some(lines)
-    });
-    let _ = fs::remove_file(path);
-    lines
 }
 
 /// Every `x-forwarded-client-cert` value the echo upstream received.
@@ -328,10 +316,10 @@ fn tls_access_log_commands() {
             .unwrap();
         assert_eq!(r.status(), 200, "{who}: plaintext");
         drop(conn);
-        let mut lines = log_lines(&logs.file("https"), 4);
-        lines.extend(log_lines(&logs.file("plain"), 1));
-        lines.extend(log_lines(&logs.file("tcp"), 1));
-        lines.extend(log_lines(&logs.file("passthrough"), 1));
+        let mut lines = take_log_lines(&logs.file("https"), 4);
+        lines.extend(take_log_lines(&logs.file("plain"), 1));
+        lines.extend(take_log_lines(&logs.file("tcp"), 1));
+        lines.extend(take_log_lines(&logs.file("passthrough"), 1));
         // TLS 1.2: Envoy prints the session ID, shardproxy `-` (docs/tls.md).
         for line in &mut lines {
             if let Some(at) = line.find("sid=") {

@@ -101,15 +101,6 @@ pub fn file_access_log(path: &std::path::Path, format: Option<&str>) -> Value {
     json!([{"name": "envoy.access_loggers.file", "typed_config": config}])
 }
 
-/// Lines of a log file once it has at least `n` (panics after `SOON`).
-pub fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    super::wait_for(super::SOON, &format!("{n} access log lines"), || {
-        let text = fs::read_to_string(path).ok()?;
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        (lines.len() >= n).then_some(lines)
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scripted HTTP/1.1 upstreams
 
@@ -1031,12 +1022,12 @@ impl Scene {
 
     /// The `n`-th access log line's response flags as printed.
     pub fn raw_flags(&self, n: usize) -> String {
-        let lines = log_lines(&self.log, n + 1);
+        let lines = super::log_lines(&self.log, n + 1);
         lines[n].split(' ').nth(1).unwrap_or("").to_string()
     }
 
     /// The first `n` access log lines (waits for them).
     pub fn log_lines(&self, n: usize) -> Vec<String> {
-        log_lines(&self.log, n)
+        super::log_lines(&self.log, n)
     }
 }

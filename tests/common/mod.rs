@@ -179,6 +179,22 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// Writes `text` to `path` atomically (temp file in the same dir, then rename), as a
 /// config-management tool would.
+/// The lines of a log file once it has at least `n` (panics after `SOON`).
+pub fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    wait_for(SOON, &format!("{n} access log lines"), || {
+        let text = fs::read_to_string(path).ok()?;
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        (lines.len() >= n).then_some(lines)
+    })
+}
+
+/// [`log_lines`], then the file is removed, so the next proxy of a test writes its own.
+pub fn take_log_lines(path: &Path, n: usize) -> Vec<String> {
+    let lines = log_lines(path, n);
+    let _ = fs::remove_file(path);
+    lines
+}
+
 pub fn write_atomic(path: &Path, text: &str) {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, text).unwrap();
