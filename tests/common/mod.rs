@@ -8,6 +8,7 @@
 pub mod grpc;
 pub mod http;
 pub mod http_e2e;
+pub mod netns;
 pub mod tls;
 pub mod xds;
 
