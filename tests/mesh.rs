@@ -187,6 +187,16 @@ fn tcp_exchange() -> Value {
         json!({"protocol": "istio-peer-exchange", "enable_discovery": true}))})
 }
 
+/// Istio's `istio.stats` (its standard metrics), as an HTTP or a network filter; inbound ones
+/// do not fall back to the Host header.
+fn istio_stats(inbound: bool) -> Value {
+    let mut config = json!({"@type": "type.googleapis.com/stats.PluginConfig"});
+    if inbound {
+        config["disable_host_header_fallback"] = json!(true);
+    }
+    json!({"name": "istio.stats", "typed_config": config})
+}
+
 fn tcp_proxy_to(cluster: &str) -> Value {
     json!({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": TCP_PROXY, "stat_prefix": cluster, "cluster": cluster}})
@@ -197,7 +207,7 @@ fn http_filter(name: &str, typed_config: Value) -> Value {
 }
 
 /// The HTTP filters of an Istio sidecar's connection managers: peer metadata (discovery and
-/// propagation on `side`), `extra` (istio.alpn outbound), fault, cors, router.
+/// propagation on `side`), `extra` (istio.alpn outbound), fault, cors, stats, router.
 fn sidecar_http_filters(side: &str, extra: Vec<Value>) -> Vec<Value> {
     let peer = typed_struct(
         "io.istio.http.peer_metadata.Config",
@@ -217,6 +227,7 @@ fn sidecar_http_filters(side: &str, extra: Vec<Value>) -> Vec<Value> {
             "envoy.filters.http.cors",
             json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}),
         ),
+        istio_stats(side == "downstream"),
         http_filter(
             "envoy.filters.http.router",
             json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}),
@@ -247,8 +258,9 @@ fn virtual_outbound() -> Value {
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
         "filter_chains": [
             {"name": "virtualOutbound-blackhole", "filter_chain_match": {"destination_port": 15001},
-             "filters": [tcp_proxy_to("BlackHoleCluster")]},
-            {"name": "virtualOutbound-catchall-tcp", "filters": [tcp_proxy_to("PassthroughCluster")]},
+             "filters": [istio_stats(false), tcp_proxy_to("BlackHoleCluster")]},
+            {"name": "virtualOutbound-catchall-tcp",
+             "filters": [istio_stats(false), tcp_proxy_to("PassthroughCluster")]},
         ],
         "use_original_dst": true,
         "traffic_direction": "OUTBOUND",
@@ -280,7 +292,7 @@ fn outbound_http_listener() -> Value {
                          "typed_config": manager}],
         }],
         "default_filter_chain": {"name": "PassthroughFilterChain", "filter_chain_match": {},
-                                 "filters": [tcp_proxy_to("PassthroughCluster")]},
+                                 "filters": [istio_stats(false), tcp_proxy_to("PassthroughCluster")]},
         "listener_filters": [
             {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}},
             {"name": "envoy.filters.listener.http_inspector", "typed_config": {
@@ -299,7 +311,7 @@ fn outbound_tcp_listener() -> Value {
     json!({
         "name": format!("{SERVER_IP}_{TCP_PORT}"),
         "address": {"socket_address": {"address": SERVER_IP, "port_value": TCP_PORT}},
-        "filter_chains": [{"filters": [tcp_proxy_to(&cluster)]}],
+        "filter_chains": [{"filters": [istio_stats(false), tcp_proxy_to(&cluster)]}],
         "traffic_direction": "OUTBOUND",
         "bind_to_port": false,
     })
@@ -504,7 +516,8 @@ fn inbound_tcp_chain(port: u16) -> Value {
         "name": format!("0.0.0.0_{port}"),
         "filter_chain_match": {"destination_port": port, "transport_protocol": "tls",
                                "application_protocols": ["istio-peer-exchange", "istio"]},
-        "filters": [istio_authn(), tcp_exchange(), tcp_proxy_to(&inbound_name(port))],
+        "filters": [istio_authn(), tcp_exchange(), istio_stats(true),
+                    tcp_proxy_to(&inbound_name(port))],
         "transport_socket": downstream_mtls(&["istio-peer-exchange", "h2", "http/1.1"]),
     })
 }
@@ -515,14 +528,14 @@ fn virtual_inbound(chains: Vec<Value>) -> Value {
     let mut all = vec![json!({
         "name": "virtualInbound-blackhole",
         "filter_chain_match": {"destination_port": 15006},
-        "filters": [tcp_proxy_to("BlackHoleCluster")],
+        "filters": [istio_stats(true), tcp_proxy_to("BlackHoleCluster")],
     })];
     all.extend(chains);
     all.push(json!({
         "name": "virtualInbound",
         "filter_chain_match": {"prefix_ranges": [{"address_prefix": "0.0.0.0", "prefix_len": 0}],
                                "transport_protocol": "raw_buffer"},
-        "filters": [tcp_proxy_to("InboundPassthroughClusterIpv4")],
+        "filters": [istio_stats(true), tcp_proxy_to("InboundPassthroughClusterIpv4")],
     }));
     let disabled = json!({"destination_port_range": {"start": 15006, "end": 15007}});
     json!({
@@ -673,10 +686,73 @@ fn curl(ns: &Netns, uid: u32, url: &str) -> Result<(u16, Vec<(String, String)>, 
 
 /// The sidecar's admin `path` (127.0.0.1:15000 inside the pod).
 fn admin(ns: &Netns, path: &str) -> Option<String> {
-    curl(ns, 0, &format!("http://127.0.0.1:15000{path}"))
+    get_in(ns, 15000, path)
+}
+
+/// GET `path` from 127.0.0.1:`port` inside the pod: the body of a 200.
+fn get_in(ns: &Netns, port: u16, path: &str) -> Option<String> {
+    curl(ns, 0, &format!("http://127.0.0.1:{port}{path}"))
         .ok()
         .filter(|(status, _, _)| *status == 200)
         .map(|(_, _, body)| body)
+}
+
+/// The series of Prometheus family `family` the pod's 15090 listener (Istio's
+/// `prometheus_stats`) serves: each one's labels and value.
+fn series(ns: &Netns, family: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let text = get_in(ns, 15090, "/stats/prometheus").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            Some((prometheus_labels(labels), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `k="v",k2="v2"` (values escaped as Prometheus escapes them) by name.
+fn prometheus_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let (mut value, mut chars) = (String::new(), after.char_indices());
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next().map(|(_, c)| if c == 'n' { '\n' } else { c })),
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_string(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+/// Waits (bounded) until the pod's sidecar exports a series of `family` carrying every label
+/// of `wanted`, with a value of at least 1.
+fn expect_series(ns: &Netns, who: &str, family: &str, wanted: &[(&str, &str)]) {
+    let matches = |labels: &BTreeMap<String, String>| {
+        wanted
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+    };
+    let found = wait_for_bounded(|| {
+        series(ns, family)
+            .into_iter()
+            .any(|(labels, value)| matches(&labels) && value >= 1.0)
+            .then_some(())
+    });
+    if found.is_none() {
+        panic!(
+            "{who}'s sidecar has no {family} series with {wanted:?}; it has {:#?}",
+            series(ns, family)
+        );
+    }
 }
 
 /// The sidecar's counters and gauges, by name.
@@ -934,5 +1010,49 @@ fn client_reaches_server_through_both_sidecars_with_mtls() {
             ),
         ],
     );
+
+    // Istio's standard metrics name both workloads from the exchanged metadata: the client
+    // learns the server's from the response's peer headers, the server the client's from the
+    // request's (HTTP) and from the TCP exchange (TCP); the server knows both principals.
+    let client_side = [
+        ("reporter", "source"),
+        ("source_workload", CLIENT.app),
+        ("source_workload_namespace", "default"),
+        ("source_app", CLIENT.app),
+        ("destination_workload", SERVER.app),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", SERVER.app),
+        ("destination_version", "v1"),
+    ];
+    let client_principal = spiffe(CLIENT.app);
+    let server_principal = spiffe(SERVER.app);
+    let server_side = [
+        ("reporter", "destination"),
+        ("source_workload", CLIENT.app),
+        ("source_workload_namespace", "default"),
+        ("source_canonical_service", CLIENT.app),
+        ("destination_workload", SERVER.app),
+        ("destination_canonical_service", SERVER.app),
+        ("source_principal", client_principal.as_str()),
+        ("destination_principal", server_principal.as_str()),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    let http = [
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+        ("destination_service", HTTP_SERVICE),
+    ];
+    let tcp = [
+        ("request_protocol", "tcp"),
+        ("destination_service", TCP_SERVICE),
+    ];
+    for (ns, who, side) in [
+        (&client_ns, "client", &client_side[..]),
+        (&server_ns, "server", &server_side[..]),
+    ] {
+        let with = |more: &[(&'static str, &'static str)]| [side, more].concat();
+        expect_series(ns, who, "istio_requests_total", &with(&http));
+        expect_series(ns, who, "istio_tcp_connections_opened_total", &with(&tcp));
+    }
     drop(sidecars);
 }
