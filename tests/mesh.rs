@@ -741,7 +741,7 @@ fn expect_series(ns: &Netns, who: &str, family: &str, wanted: &[(&str, &str)]) {
             .iter()
             .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
     };
-    let found = wait_for_bounded(|| {
+    let found = poll_for(SOON, || {
         series(ns, family)
             .into_iter()
             .any(|(labels, value)| matches(&labels) && value >= 1.0)
@@ -768,7 +768,7 @@ fn stats(ns: &Netns) -> BTreeMap<String, u64> {
 /// Waits until `pod`'s sidecar has ACKed every resource type it is served (its certificates
 /// among them) and is live.
 fn wait_ready(ns: &Netns, xds: &XdsServer, pod: &Pod, log: &Path) {
-    let ready = wait_for_bounded(|| {
+    let ready = poll_for(SOON, || {
         let acked = [LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET]
             .iter()
             .all(|type_url| {
@@ -791,18 +791,6 @@ fn wait_ready(ns: &Netns, xds: &XdsServer, pod: &Pod, log: &Path) {
             tail(log)
         );
     }
-}
-
-/// Polls `f` until Some, for at most `SOON`.
-fn wait_for_bounded<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < SOON {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    None
 }
 
 fn tail(log: &Path) -> String {
@@ -970,7 +958,7 @@ fn client_reaches_server_through_both_sidecars_with_mtls() {
     let http_cluster = format!("cluster.{}", outbound_name(HTTP_PORT, HTTP_SERVICE));
     let tcp_cluster = format!("cluster.{}", outbound_name(TCP_PORT, TCP_SERVICE));
     let expect = |ns: &Netns, who: &str, wanted: &[(String, u64)]| {
-        let s = wait_for_bounded(|| {
+        let s = poll_for(SOON, || {
             let s = stats(ns);
             wanted
                 .iter()

@@ -9,8 +9,8 @@ xds-protos installed):
 
 It listens on 127.0.0.1 only, prints `LISTEN ads <port>` and `LISTEN control <port>`
 (kernel-chosen when 0), then `READY`. With `--unix PATH` (repeatable) it serves ADS and SDS
-on that unix socket too (a pod's `xds-grpc` and `sds-grpc` pipes). It exits when its stdin reaches EOF (the parent test
-died or dropped its handle) or on SIGTERM/SIGINT.
+on that unix socket too (a pod's `xds-grpc` and `sds-grpc` pipes). It exits when its stdin
+reaches EOF (the parent test died or dropped its handle) or on SIGTERM/SIGINT.
 
 Services: envoy.service.discovery.v3.AggregatedDiscoveryService, both
 StreamAggregatedResources (state of the world) and DeltaAggregatedResources (incremental);
