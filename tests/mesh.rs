@@ -657,8 +657,15 @@ fn start_sidecar(ns: &Netns, bootstrap: &Path, log: &Path) -> Running {
     Running(child)
 }
 
-/// GET `url` with curl inside `ns` as `uid`: (status, headers, body), or curl's complaint.
-fn curl(ns: &Netns, uid: u32, url: &str) -> Result<(u16, Vec<(String, String)>, String), String> {
+/// What curl got: the status, the headers (names lowercased) and the body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// GET `url` with curl inside `ns` as `uid`, or curl's complaint.
+fn curl(ns: &Netns, uid: u32, url: &str) -> Result<Answer, String> {
     let out = ns
         .command_as(uid, "curl")
         .args(["-sS", "-m", "10", "-i", url])
@@ -681,7 +688,11 @@ fn curl(ns: &Netns, uid: u32, url: &str) -> Result<(u16, Vec<(String, String)>, 
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok((status, headers, body.to_string()))
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// The sidecar's admin `path` (127.0.0.1:15000 inside the pod).
@@ -693,8 +704,8 @@ fn admin(ns: &Netns, path: &str) -> Option<String> {
 fn get_in(ns: &Netns, port: u16, path: &str) -> Option<String> {
     curl(ns, 0, &format!("http://127.0.0.1:{port}{path}"))
         .ok()
-        .filter(|(status, _, _)| *status == 200)
-        .map(|(_, _, body)| body)
+        .filter(|a| a.status == 200)
+        .map(|a| a.body)
 }
 
 /// The series of Prometheus family `family` the pod's 15090 listener (Istio's
@@ -894,7 +905,11 @@ fn client_reaches_server_through_both_sidecars_with_mtls() {
             tail(&server_dir.join("proxy.log"))
         )
     };
-    let (status, headers, body) = answer.unwrap_or_else(|e| panic!("curl {url}: {e}\n{}", logs()));
+    let Answer {
+        status,
+        headers,
+        body,
+    } = answer.unwrap_or_else(|e| panic!("curl {url}: {e}\n{}", logs()));
     assert_eq!(status, 200, "{headers:?} {body}\n{}", logs());
     let seen: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     let app_headers: Vec<(String, String)> = seen["headers"]
