@@ -7,9 +7,7 @@
 //! interception.py runs the pod's side inside the namespace.
 mod common;
 
-use std::process::Command;
-
-use common::{http::*, *};
+use common::{http::*, netns::*, *};
 use serde_json::{json, Value};
 
 const ORIGINAL_DST: &str =
@@ -95,31 +93,6 @@ fn outbound_bootstrap() -> Value {
     )
 }
 
-/// Whether this process may make namespaces and iptables rules (root, the tools present).
-fn can_intercept(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let tools = [("ip", "-V"), ("iptables", "--version")]
-        .iter()
-        .all(|(tool, flag)| {
-            Command::new(tool)
-                .arg(flag)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !(root && tools) {
-        skip(
-            test,
-            "needs root and the ip and iptables tools (network namespaces)",
-            Missing::Peer,
-        );
-        return false;
-    }
-    true
-}
-
 /// `flag port` for each port.
 fn flags(flag: &str, ports: &[u16]) -> Vec<String> {
     ports
@@ -130,21 +103,13 @@ fn flags(flag: &str, ports: &[u16]) -> Vec<String> {
 
 /// Runs tests/peers/interception.py in a fresh namespace with `proxy` (its command line).
 fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
-    let ns = format!("sp-{tag}-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let ok = Command::new("ip")
-            .args(args)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip {args:?} failed");
-    };
-    ip(&["netns", "add", &ns]);
+    let ns = Netns::new(tag);
     let dir = TempDir::new(tag);
     let template = dir.file("bootstrap.yaml");
     std::fs::write(&template, to_yaml(bootstrap)).unwrap();
-    let out = Command::new("timeout")
+    let out = ns
+        .command("timeout")
         .arg("60")
-        .args(["ip", "netns", "exec", &ns])
         .arg(python())
         .arg(peer_script("interception.py"))
         .arg("--bootstrap")
@@ -156,7 +121,7 @@ fn intercepted(tag: &str, bootstrap: &Value, proxy: &[String]) -> Value {
         .arg("--")
         .args(proxy)
         .output();
-    ip(&["netns", "del", &ns]);
+    drop(ns);
     let out = out.expect("run interception.py");
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {

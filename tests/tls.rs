@@ -2114,7 +2114,7 @@ fn certificate_rotation_under_load_fails_no_request() {
     let script = dir.file("resources.json");
     std::fs::write(&script, secret(&pki.server_rsa).to_string()).unwrap();
     let socket = dir.file("sds.sock");
-    let xds = XdsServer::start_with(&script, 0, Some(&socket));
+    let xds = XdsServer::start_with(&script, 0, &[&socket]);
     let (port, admin) = (free_port(), free_port());
     let routes = json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]});

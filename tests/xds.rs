@@ -3,8 +3,8 @@
 //! while the last good config serves; the same control plane drives Envoy, and both route the
 //! same requests the same way (ECDS filter configs too); control-plane restarts and a thousand
 //! rapid updates under load lose no request; a listener that cannot bind is NACKed, a changed
-//! one drains its old connections; readiness waits for the initial fetch; the real Istio dumps
-//! are reported feature by feature.
+//! one drains its old connections; readiness waits for the initial fetch, listeners for the
+//! clusters an SDS stream warms; the real Istio dumps are reported feature by feature.
 
 mod common;
 
@@ -22,7 +22,7 @@ use std::{
 
 use common::http::{catch_all_routes, hcm, http_listener, EchoUpstreams, HttpProxy, Kind};
 use common::xds::*;
-use common::{addr, free_port, http_get, socket_address, wait_for, TempDir, SOON};
+use common::{addr, free_port, http_get, socket_address, wait_for, Proxy, TempDir, SOON};
 use serde_json::{json, Value};
 
 /// The LDS listener on `port`: its routes come from RDS table `table`.
@@ -411,6 +411,47 @@ fn ready_waits_for_the_initial_fetch_until_its_timeout() {
     });
     assert_eq!(status, 503, "a cluster without endpoints answers 503");
     drop(proxy);
+}
+
+/// A cluster whose client certificate comes over an SDS stream of its own (Istio's
+/// `sds-grpc`) after the cluster's endpoints: the cluster is warm only then, and the listeners
+/// are asked for then (they once never were, and the proxy never went live).
+#[test]
+fn listeners_follow_clusters_warmed_by_secrets_from_an_sds_stream() {
+    use common::tls::{pki, tls_certificate_inline, UPSTREAM_TLS};
+    let node = "sds-warm";
+    let listen = free_port();
+    let dir = TempDir::new("xds-sds-warm");
+    let script = dir.file("resources.json");
+    let mut set = mesh(listen, 1);
+    let sds = json!({"resource_api_version": "V3", "initial_fetch_timeout": "0s",
+        "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]}});
+    set["resources"][CLUSTER][0]["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": UPSTREAM_TLS, "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": "cert", "sds_config": sds}]}},
+    });
+    fs::write(&script, set.to_string()).unwrap();
+    let xds = XdsServer::start(&script);
+    let mut bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
+    // As Istio's bootstrap: the initial fetches never time out (a timeout would hide the wait).
+    for source in ["lds_config", "cds_config"] {
+        bootstrap["dynamic_resources"][source]["initial_fetch_timeout"] = json!("0s");
+    }
+    let proxy = Proxy::builder(node, &bootstrap).no_wait().start();
+    xds.wait_ack(node, ENDPOINT, &json!("1"));
+    let secret = json!({"name": "cert", "tls_certificate": tls_certificate_inline(&pki().client)});
+    let versions = xds.push(&json!({"resources": {SECRET: [secret]}}));
+    xds.wait_ack(node, SECRET, &versions[SECRET]);
+    for type_url in [LISTENER, ROUTE] {
+        xds.wait_ack(node, type_url, &json!("1"));
+    }
+    wait_for(SOON, "the proxy to go live", || {
+        http_get(proxy.admin, "/ready")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
 }
 
 // ------------------------------------------------------------------------------------------

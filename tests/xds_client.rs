@@ -143,7 +143,7 @@ fn acked(record: &Value) -> Vec<String> {
 async fn full_cycle(delta: bool) {
     let node = if delta { "client-delta" } else { "client-sotw" };
     let (dir, script) = script();
-    let server = XdsServer::start_with(&script, 0, None);
+    let server = XdsServer::start_with(&script, 0, &[]);
     let (client, mut events) = start_client(GrpcTarget::Tcp(addr(server.ads_port)), delta, node);
 
     expect_connected(&mut events).await;
@@ -201,7 +201,7 @@ async fn full_cycle(delta: bool) {
         }
         other => panic!("expected Disconnected, got {other:?}"),
     }
-    let server = XdsServer::start_with(&script, port, None);
+    let server = XdsServer::start_with(&script, port, &[]);
     let connected = loop {
         match next_event(&mut events).await {
             ClientEvent::Disconnected { .. } => continue, // attempts while it was down
@@ -251,7 +251,7 @@ async fn delta_stream_acks_nacks_and_reconnects_with_what_it_holds() {
 async fn a_unix_socket_target_works() {
     let (dir, script) = script();
     let socket = dir.file("ads.sock");
-    let server = XdsServer::start_with(&script, 0, Some(&socket));
+    let server = XdsServer::start_with(&script, 0, &[&socket]);
     let node = "client-unix";
     let (client, mut events) = start_client(GrpcTarget::Unix(socket), true, node);
     expect_connected(&mut events).await;

@@ -62,7 +62,8 @@ enum State {
     Done,
 }
 
-/// Runs the filters of `filters` that apply to a connection to `local`.
+/// Runs the filters of `filters` that apply to a connection to `local` (to the destination
+/// `original_dst` restores, for the filters after it).
 pub async fn run(
     ctx: &ShardContext,
     filters: &ListenerFilters,
@@ -71,14 +72,18 @@ pub async fn run(
 ) -> Result<Found, Abort> {
     let mut found = Found::default();
     let mut active: Vec<&ListenerFilterKind> = Vec::new();
+    let mut local = local;
     for filter in &filters.filters {
         if filter.disabled.as_ref().is_some_and(|p| p.matches(local)) {
             continue;
         }
         match &filter.kind {
-            // Not an inspector: a socket option, read at once (not redirected: none).
+            // Not an inspector: a socket option, read at once (not redirected: none). The
+            // filters after it see the restored destination, as in Envoy: Istio disables its
+            // inspectors for connections to 15006 itself, not for those redirected there.
             ListenerFilterKind::OriginalDst => {
                 found.original_destination = stream.original_dst().ok();
+                local = found.original_destination.unwrap_or(local);
             }
             inspector => active.push(inspector),
         }

@@ -8,6 +8,7 @@
 pub mod grpc;
 pub mod http;
 pub mod http_e2e;
+pub mod netns;
 pub mod tls;
 pub mod xds;
 
@@ -164,14 +165,20 @@ impl Drop for TempDir {
 }
 
 /// Polls `f` every 50 ms until it returns Some, or panics with `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `f` every 50 ms until it returns Some; `None` once `timeout` passed (the caller
+/// explains the failure).
+pub fn poll_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         thread::sleep(Duration::from_millis(50));
     }

@@ -385,6 +385,37 @@ fn leaf_ext(server: bool, sans: &str) -> String {
     )
 }
 
+impl Pki {
+    /// An Istio workload certificate for service account `sa` of namespace `default`, as
+    /// istiod's CA issues it: signed by the intermediate (the chain follows the leaf), its one
+    /// SAN the URI spiffe://cluster.local/ns/default/sa/`sa`, for server and client use (a
+    /// sidecar presents it both ways).
+    pub fn workload(&self, sa: &str) -> CertKey {
+        let dir = &self.dir;
+        let inter_only = self.intermediate.cert.with_extension("leaf.pem");
+        let mut ca = Ca::new(
+            dir,
+            &format!("workload-{sa}"),
+            inter_only.clone(),
+            &self.intermediate.key,
+        );
+        ca.chain_tail = Some(inter_only);
+        let ext = format!(
+            "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, \
+             keyEncipherment\nextendedKeyUsage = serverAuth, clientAuth\n\
+             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
+             subjectAltName = critical, URI:{}\n",
+            spiffe(sa)
+        );
+        ca.sign(dir, &format!("workload-{sa}"), KeyType::Ec, sa, &ext, None)
+    }
+}
+
+/// The SPIFFE identity of service account `sa` in namespace `default`.
+pub fn spiffe(sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/default/sa/{sa}")
+}
+
 const EXPIRED: (&str, &str) = ("20200101000000Z", "20210101000000Z");
 
 fn make_pki(dir: &Path) -> Pki {

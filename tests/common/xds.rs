@@ -41,19 +41,15 @@ impl XdsServer {
 
     /// As `start`, with the ADS port fixed (`0`: any), so a restarted server is found again.
     pub fn start_on(script: &Path, ads_port: u16) -> XdsServer {
-        Self::start_with(script, ads_port, None)
+        Self::start_with(script, ads_port, &[])
     }
 
-    /// As `start_on`, also serving ADS on the unix socket `unix` when given.
-    pub fn start_with(script: &Path, ads_port: u16, unix: Option<&Path>) -> XdsServer {
+    /// As `start_on`, also serving ADS and SDS on each unix socket in `unix`.
+    pub fn start_with(script: &Path, ads_port: u16, unix: &[&Path]) -> XdsServer {
         let mut command = Command::new(python());
-        if let Some(path) = unix {
-            command
-                .arg(peer_script("xds_server.py"))
-                .arg("--unix")
-                .arg(path);
-        } else {
-            command.arg(peer_script("xds_server.py"));
+        command.arg(peer_script("xds_server.py"));
+        for path in unix {
+            command.arg("--unix").arg(path);
         }
         let mut child = command
             .arg("--script")

@@ -5,12 +5,12 @@ Started by the end-to-end tests as a separate process; it speaks real xDS v3 ove
 same control plane drives Envoy and shardproxy's agent. Run from the test venv (grpcio and
 xds-protos installed):
 
-    xds_server.py --script resources.json [--port 0] [--control-port 0] [--unix PATH]
+    xds_server.py --script resources.json [--port 0] [--control-port 0] [--unix PATH]...
 
 It listens on 127.0.0.1 only, prints `LISTEN ads <port>` and `LISTEN control <port>`
-(kernel-chosen when 0), then `READY`. With `--unix PATH` it serves ADS on that unix socket
-too. It exits when its stdin reaches EOF (the parent test
-died or dropped its handle) or on SIGTERM/SIGINT.
+(kernel-chosen when 0), then `READY`. With `--unix PATH` (repeatable) it serves ADS and SDS
+on that unix socket too (a pod's `xds-grpc` and `sds-grpc` pipes). It exits when its stdin
+reaches EOF (the parent test died or dropped its handle) or on SIGTERM/SIGINT.
 
 Services: envoy.service.discovery.v3.AggregatedDiscoveryService, both
 StreamAggregatedResources (state of the world) and DeltaAggregatedResources (incremental);
@@ -23,9 +23,13 @@ Script format (JSON; YAML when the file ends in .yaml/.yml and PyYAML is install
         "type.googleapis.com/envoy.config.listener.v3.Listener": [ {<Listener as proto JSON>} ],
         "type.googleapis.com/envoy.config.cluster.v3.Cluster":   [ {<Cluster as proto JSON>} ]
      },
-     "remove": {type_url: [resource name, ...]}}
+     "remove": {type_url: [resource name, ...]},
+     "nodes": {node_id: {type_url: [ {<resource as proto JSON>} ]}}}
 
-Either key may be left out (not both). Each resource is the proto3 JSON of the message its
+Any key may be left out (not all). `nodes` holds resources only the streams of that node id
+see, on top of the shared ones (a node's resource wins over a shared one of the same name): a
+pod's own listeners and its workload certificate `default`, as istiod and the pod's agent
+serve them. Each resource is the proto3 JSON of the message its
 type URL names (any `@type` inside, e.g. an HCM typed_config, is resolved by importing the
 matching xds-protos module; Istio's own alpn, stats and metadata-exchange configs are known
 through tests/peers/istio_types.py). An Any whose `@type` no descriptor knows (e.g. Istio's
@@ -36,7 +40,8 @@ looks the original type up in its extension registry and accepts or NACKs). A re
 is its `name` field (`cluster_name` for ClusterLoadAssignment).
 
 "resources" replaces the whole resource set of each type it names (so a resource left out is
-removed); "remove" deletes the named resources of a type and keeps the rest. Types not named
+removed); "remove" deletes the named resources of a type and keeps the rest; "nodes" replaces
+the node's own resources of each type it names. Types not named
 keep their resources. Every type whose resources changed gets a new version ("1", "2", ... per
 type URL) and is pushed to every stream subscribed to it: state of the world sends the new
 (possibly shorter) set, Delta sends the changed resources and the names of removed ones in
@@ -234,6 +239,8 @@ class Change:
         self.replace: dict[str, dict[str, any_pb2.Any]] = replace or {}
         self.upsert: dict[str, dict[str, any_pb2.Any]] = upsert or {}
         self.remove: dict[str, list[str]] = remove or {}
+        # node id -> type_url -> {name: Any}: replaces that node's own resources of the type.
+        self.nodes: dict[str, dict[str, dict[str, any_pb2.Any]]] = {}
 
     def types(self) -> set[str]:
         return set(self.replace) | set(self.upsert) | set(self.remove)
@@ -243,22 +250,20 @@ def parse_resource_set(doc) -> Change:
     """{"resources": {type_url: [proto JSON]}, "remove": {type_url: [name]}} -> Change
     (either key may be absent, not both); raises ValueError."""
     if not isinstance(doc, dict) or not (
-        isinstance(doc.get("resources", {}), dict)
-        and isinstance(doc.get("remove", {}), dict)
-        and ("resources" in doc or "remove" in doc)
+        all(isinstance(doc.get(k, {}), dict) for k in ("resources", "remove", "nodes"))
+        and ("resources" in doc or "remove" in doc or "nodes" in doc)
     ):
         raise ValueError(
             'a resource set is {"resources": {type_url: [resource, ...]}, '
-            '"remove": {type_url: [name, ...]}} (either key optional)'
+            '"remove": {type_url: [name, ...]}, "nodes": {node_id: {type_url: [resource]}}} '
+            '(any key optional)'
         )
     change = Change()
-    for type_url, items in doc.get("resources", {}).items():
-        if not isinstance(items, list):
-            raise ValueError(f"resources of {type_url} must be a list")
-        by_name = change.replace[type_url] = {}
-        for item in items:
-            name, packed = parse_resource(type_url, item)
-            by_name[name] = packed
+    change.replace = parse_types(doc.get("resources", {}))
+    for node, types in doc.get("nodes", {}).items():
+        if not isinstance(types, dict):
+            raise ValueError(f"resources of node {node} must be {{type_url: [resource]}}")
+        change.nodes[node] = parse_types(types)
     for type_url, names in doc.get("remove", {}).items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError(f"remove of {type_url} must be a list of names")
@@ -266,6 +271,19 @@ def parse_resource_set(doc) -> Change:
             raise ValueError(f"unknown resource type {type_url}")
         change.remove[type_url] = names
     return change
+
+
+def parse_types(doc: dict) -> dict[str, dict[str, any_pb2.Any]]:
+    """{type_url: [proto JSON]} -> {type_url: {name: Any}}; raises ValueError."""
+    out = {}
+    for type_url, items in doc.items():
+        if not isinstance(items, list):
+            raise ValueError(f"resources of {type_url} must be a list")
+        by_name = out[type_url] = {}
+        for item in items:
+            name, packed = parse_resource(type_url, item)
+            by_name[name] = packed
+    return out
 
 
 def churn_steps(doc) -> tuple[str, list[tuple[str, any_pb2.Any]], float]:
@@ -315,6 +333,10 @@ class Store:
         # 10,000-resource type is not rehashed on every push).
         self.hashes: dict[str, dict[str, str]] = {}
         self.versions: dict[str, int] = {}
+        # node id -> type_url -> {name: Any} / {name: Delta resource version}: what only that
+        # node's streams see, over the shared resources.
+        self.node_resources: dict[str, dict[str, dict[str, any_pb2.Any]]] = {}
+        self.node_hashes: dict[str, dict[str, dict[str, str]]] = {}
         self.streams: set["Stream"] = set()
         self.clients: dict[str, dict[str, dict]] = {}
 
@@ -345,6 +367,15 @@ class Store:
                     }
                     self.versions[type_url] = self.versions.get(type_url, 0) + 1
                     changed[type_url] = None
+            for node, types in change.nodes.items():
+                own = self.node_resources.setdefault(node, {})
+                own_hashes = self.node_hashes.setdefault(node, {})
+                for type_url, after in types.items():
+                    if own.get(type_url) != after or type_url not in self.versions:
+                        own[type_url] = after
+                        own_hashes[type_url] = {n: _hash(r) for n, r in after.items()}
+                        self.versions[type_url] = self.versions.get(type_url, 0) + 1
+                        changed[type_url] = None
             streams = list(self.streams)
             versions = {t: str(v) for t, v in self.versions.items()}
         for stream in streams:
@@ -380,24 +411,31 @@ class Store:
             stream.events.put(("drop", None))
         return len(streams)
 
-    def snapshot(self, type_url: str) -> tuple[str, dict[str, any_pb2.Any]]:
-        with self.lock:
-            return str(self.versions.get(type_url, 0)), dict(self.resources.get(type_url, {}))
+    def _view(self, type_url: str, node: str):
+        """({name: resource}, {name: Delta resource version}) of one type as `node` sees it:
+        the shared ones, then its own (lock held)."""
+        resources = self.resources.get(type_url, {})
+        hashes = self.hashes.get(type_url, {})
+        own = self.node_resources.get(node, {}).get(type_url)
+        if own is None:
+            return resources, hashes
+        own_hashes = self.node_hashes[node][type_url]
+        return {**resources, **own}, {**hashes, **own_hashes}
 
-    def snapshot_hashed(self, type_url: str):
+    def snapshot(self, type_url: str, node: str) -> tuple[str, dict[str, any_pb2.Any]]:
+        with self.lock:
+            return str(self.versions.get(type_url, 0)), dict(self._view(type_url, node)[0])
+
+    def snapshot_hashed(self, type_url: str, node: str):
         """(version, {name: resource}, {name: Delta resource version}) of one type."""
         with self.lock:
-            return (
-                str(self.versions.get(type_url, 0)),
-                dict(self.resources.get(type_url, {})),
-                dict(self.hashes.get(type_url, {})),
-            )
+            resources, hashes = self._view(type_url, node)
+            return str(self.versions.get(type_url, 0)), dict(resources), dict(hashes)
 
-    def lookup_hashed(self, type_url: str, names):
+    def lookup_hashed(self, type_url: str, names, node: str):
         """(version, {name: (resource, Delta resource version) or None}) for `names`."""
         with self.lock:
-            resources = self.resources.get(type_url, {})
-            hashes = self.hashes.get(type_url, {})
+            resources, hashes = self._view(type_url, node)
             found = {n: (resources[n], hashes[n]) if n in resources else None for n in names}
             return str(self.versions.get(type_url, 0)), found
 
@@ -519,7 +557,7 @@ class SotwStream(Stream):
 
     def respond(self, type_url: str):
         sub = self.subs[type_url]
-        version, resources = self.store.snapshot(type_url)
+        version, resources = self.store.snapshot(type_url, self.node_id)
         if not _wildcard(sub["names"]):
             resources = {n: r for n, r in resources.items() if n in sub["names"]}
         sub["nonce"], sub["version"] = self.next_nonce(), version
@@ -555,7 +593,8 @@ class SotwStream(Stream):
         for type_url in changed:
             sub = self.subs.get(type_url)
             # Pushes queued during a burst may find their version already sent.
-            if sub is not None and sub["version"] != self.store.snapshot(type_url)[0]:
+            current = self.store.snapshot(type_url, self.node_id)[0]
+            if sub is not None and sub["version"] != current:
                 yield self.respond(type_url)
 
     def describe(self) -> dict:
@@ -581,7 +620,7 @@ class DeltaStream(Stream):
 
     def respond(self, type_url: str, force: bool = False):
         sub = self.subs[type_url]
-        version, resources, hashes = self.store.snapshot_hashed(type_url)
+        version, resources, hashes = self.store.snapshot_hashed(type_url, self.node_id)
         wanted = {
             n: r for n, r in resources.items() if sub["wildcard"] or n in sub["names"]
         }
@@ -610,7 +649,7 @@ class DeltaStream(Stream):
         stream wants changed)."""
         sub = self.subs[type_url]
         wanted = [n for n in names if sub["wildcard"] or n in sub["names"]]
-        version, found = self.store.lookup_hashed(type_url, wanted)
+        version, found = self.store.lookup_hashed(type_url, wanted, self.node_id)
         updates, removed = [], []
         for name, entry in found.items():
             if entry is None:
@@ -812,7 +851,8 @@ def main() -> None:
     ap.add_argument("--script", required=True, help="resource set file (JSON or YAML)")
     ap.add_argument("--port", type=int, default=0, help="ADS gRPC port (0: any)")
     ap.add_argument("--control-port", type=int, default=0, help="control HTTP port (0: any)")
-    ap.add_argument("--unix", help="also serve ADS on this unix socket path")
+    ap.add_argument("--unix", action="append", default=[],
+                    help="also serve ADS and SDS on this unix socket path (repeatable)")
     args = ap.parse_args()
 
     store = Store()
@@ -822,8 +862,8 @@ def main() -> None:
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(store), server)
     sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(Sds(store), server)
     ads_port = server.add_insecure_port(f"127.0.0.1:{args.port}")
-    if args.unix:
-        server.add_insecure_port(f"unix:{args.unix}")
+    for path in args.unix:
+        server.add_insecure_port(f"unix:{path}")
     server.start()
 
     control = ThreadingHTTPServer(("127.0.0.1", args.control_port), control_handler(store))

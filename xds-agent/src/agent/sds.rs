@@ -200,11 +200,16 @@ impl Agent {
         }
     }
 
-    /// Publishes what the secrets stopped holding back (the server may go live), and hands
+    /// Publishes what the secrets stopped holding back (the server may go live; clusters
+    /// that waited for them may be warm, so listeners may be subscribed to now), and hands
     /// the memory the rebuilds used back.
     pub(super) fn after_secrets(&mut self) {
-        let xds = self.xds.take();
-        self.republish(xds.as_ref(), Instant::now());
+        let now = Instant::now();
+        let mut xds = self.xds.take();
+        if let Some(xds) = &mut xds {
+            self.follow_subscriptions(xds, "", now);
+        }
+        self.republish(xds.as_ref(), now);
         self.xds = xds;
         self.lock().release_memory();
     }

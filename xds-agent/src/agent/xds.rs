@@ -235,7 +235,7 @@ impl Agent {
 
     /// Keeps EDS, RDS and SDS subscriptions equal to what held clusters and listeners name,
     /// and subscribes to listeners once the initial clusters are warm.
-    fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
+    pub(super) fn follow_subscriptions(&mut self, xds: &mut Xds, type_url: &str, now: Instant) {
         if [CLUSTER, LISTENER, EXTENSION].contains(&type_url) {
             self.follow_secrets(Some(xds), now);
         }

@@ -1,5 +1,6 @@
-//! Translator: a listener's `listener_filters` (TLS and HTTP inspectors), their
-//! `filter_disabled` predicates and the listener's filter timeout.
+//! Translator: a listener's `listener_filters` (TLS and HTTP inspectors, original_dst, also
+//! implied by `use_original_dst`), their `filter_disabled` predicates and the listener's
+//! filter timeout.
 use envoy_types::pb::envoy::{
     config::listener::v3::{
         listener_filter, listener_filter_chain_match_predicate::Rule, Listener as ListenerProto,
@@ -71,6 +72,19 @@ pub(super) fn listener_filters(
             .as_ref()
             .and_then(|p| predicate(p, &format!("{path}.filter_disabled"), errors));
         filters.push(ListenerFilter { kind, disabled });
+    }
+    // Envoy adds the original_dst filter itself after the configured ones when the listener
+    // uses original destinations (Istio's `virtualOutbound` lists none).
+    let use_original_dst = proto.use_original_dst.as_ref().is_some_and(|b| b.value);
+    if use_original_dst
+        && !filters
+            .iter()
+            .any(|f| matches!(f.kind, ListenerFilterKind::OriginalDst))
+    {
+        filters.push(ListenerFilter {
+            kind: ListenerFilterKind::OriginalDst,
+            disabled: None,
+        });
     }
     let timeout = match &proto.listener_filters_timeout {
         None => Some(DEFAULT_TIMEOUT),

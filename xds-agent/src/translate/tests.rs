@@ -654,6 +654,16 @@ fn interception_fields() {
     let s = ok(&config("cluster: c", STATIC)
         .replace("  - name: l\n", "  - name: l\n    bind_to_port: true\n"));
     assert!(s.listeners[0].bind_to_port && !s.listeners[0].use_original_dst);
+    assert!(s.listeners[0].listener_filters.filters.is_empty());
+    // `use_original_dst` alone implies the filter, as in Envoy (Istio's virtualOutbound).
+    let s = ok(&config("cluster: c", STATIC)
+        .replace("  - name: l\n", "  - name: l\n    use_original_dst: true\n"));
+    let filters = &s.listeners[0].listener_filters.filters;
+    assert_eq!(filters.len(), 1);
+    assert!(matches!(
+        filters[0].kind,
+        model::listener_filters::ListenerFilterKind::OriginalDst
+    ));
 }
 
 #[test]
