@@ -38,6 +38,7 @@ pub const HEADER_MUTATION_PER_ROUTE: &str =
     "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
 pub const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub const HTTP_RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+pub const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 pub const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";

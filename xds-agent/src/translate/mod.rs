@@ -24,6 +24,7 @@ mod listener_filters;
 mod local_reply;
 mod matchers;
 mod network_filters;
+mod null_vm;
 mod rbac;
 pub mod resources;
 mod route;

@@ -3,7 +3,9 @@
 //! keyed by config type.
 use envoy_types::pb::google::protobuf::Any;
 
-use super::{istio, istio_stats, rbac, TranslateContext, TranslateError};
+use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
+
+use super::{istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -30,6 +32,7 @@ pub fn connection_filter(
                 .map(ConnectionFilter::IstioStats)
         }
         names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
+        names::NETWORK_WASM => null_vm_filter(any, &format!("{path}.typed_config"), ctx, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(
                 path.to_string(),
@@ -41,4 +44,41 @@ pub fn connection_filter(
         // Any other type was refused where the walker met it.
         _ => None,
     }
+}
+
+/// `envoy.filters.network.wasm`: Istio's null-VM stats plugin as `istio.stats`; any other Wasm
+/// is refused.
+fn null_vm_filter(
+    any: &Any,
+    path: &str,
+    ctx: &TranslateContext,
+    errors: &mut Vec<TranslateError>,
+) -> Option<ConnectionFilter> {
+    let wasm: Wasm = match proto::decode_any(any) {
+        Ok(wasm) => wasm,
+        Err(e) => {
+            errors.push(TranslateError::new(
+                path.to_string(),
+                Some(&any.type_url),
+                e.to_string(),
+            ));
+            return None;
+        }
+    };
+    let config = wasm.config.as_ref();
+    if null_vm::plugin(config) != Some(null_vm::STATS) {
+        errors.push(TranslateError::new(
+            format!("{path}.config.vm_config"),
+            Some(&any.type_url),
+            null_vm::NOT_RUN,
+        ));
+        return None;
+    }
+    istio_stats::null_vm_stats(
+        config.and_then(|c| c.configuration.as_ref()),
+        &format!("{path}.config.configuration"),
+        ctx,
+        errors,
+    )
+    .map(ConnectionFilter::IstioStats)
 }

@@ -443,6 +443,11 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
+        message: "envoy.extensions.filters.network.wasm.v3.Wasm",
+        supported: &["config"],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.config.cluster.v3.Filter",
         supported: &["name", "typed_config"],
         ignored: &[],
@@ -590,6 +595,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::METADATA_EXCHANGE,
             names::STATS,
             names::NETWORK_RBAC,
+            names::NETWORK_WASM,
         ],
     ),
     (

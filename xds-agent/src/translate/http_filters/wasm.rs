@@ -1,26 +1,10 @@
-//! Translator: `envoy.filters.http.wasm` — Wasm is not run. Istio's null-VM plugins (compiled
-//! into Istio's Envoy, named by `vm_config.code.local.inline_string` with the
-//! `envoy.wasm.runtime.null` runtime) map to the native filter of the same job; any other
-//! plugin (a real module) is refused.
-use envoy_types::pb::{
-    envoy::{
-        config::core::v3::{async_data_source, data_source},
-        extensions::{
-            filters::http::wasm::v3::Wasm,
-            wasm::v3::{plugin_config::Vm, VmConfig},
-        },
-    },
-    google::protobuf::Any,
-};
+//! Translator: `envoy.filters.http.wasm` — Istio's null-VM plugins as native filters
+//! (`translate::null_vm`); any other Wasm is refused.
+use envoy_types::pb::{envoy::extensions::filters::http::wasm::v3::Wasm, google::protobuf::Any};
 
 use super::{common::Site, peer_metadata};
-use crate::translate::{TranslateContext, TranslateError};
+use crate::translate::{istio_stats, null_vm, TranslateContext, TranslateError};
 use model::filters::HttpFilterKind;
-
-/// The runtime of Istio's plugins built into its proxy.
-const NULL_RUNTIME: &str = "envoy.wasm.runtime.null";
-/// Istio 1.5–1.19's HTTP metadata exchange plugin.
-const METADATA_EXCHANGE: &str = "envoy.wasm.metadata_exchange";
 
 pub(super) fn filter(
     any: &Any,
@@ -30,33 +14,19 @@ pub(super) fn filter(
     errors: &mut Vec<TranslateError>,
 ) -> Option<HttpFilterKind> {
     let wasm: Wasm = super::decode(any, site, errors)?;
-    let vm = wasm
-        .config
-        .as_ref()
-        .and_then(|c| c.vm.as_ref().map(|Vm::VmConfig(vm)| vm));
-    match vm.and_then(null_plugin) {
-        Some(METADATA_EXCHANGE) => Some(peer_metadata::both_ways(ctx)),
+    let config = wasm.config.as_ref();
+    match null_vm::plugin(config) {
+        Some(null_vm::METADATA_EXCHANGE) => Some(peer_metadata::both_ways(ctx)),
+        Some(null_vm::STATS) => istio_stats::null_vm_stats(
+            config.and_then(|c| c.configuration.as_ref()),
+            &site.path_of("config.configuration"),
+            ctx,
+            errors,
+        )
+        .map(HttpFilterKind::IstioStats),
         _ => {
-            errors.push(site.error(
-                "config.vm_config",
-                "Wasm is not run: only Istio's null-VM plugins built into its proxy \
-                 (envoy.wasm.metadata_exchange) map to native filters; a Wasm module is refused",
-            ));
+            errors.push(site.error("config.vm_config", null_vm::NOT_RUN));
             None
         }
-    }
-}
-
-/// The name of the built-in plugin a null-VM config runs.
-fn null_plugin(vm: &VmConfig) -> Option<&str> {
-    if vm.runtime != NULL_RUNTIME {
-        return None;
-    }
-    match vm.code.as_ref()?.specifier.as_ref()? {
-        async_data_source::Specifier::Local(local) => match local.specifier.as_ref()? {
-            data_source::Specifier::InlineString(name) => Some(name),
-            _ => None,
-        },
-        async_data_source::Specifier::Remote(_) => None,
     }
 }
