@@ -11,7 +11,7 @@ use envoy_types::pb::{
 };
 use prost::Message;
 
-use super::TranslateError;
+use super::{decode_typed, TranslateError};
 use model::istio::{
     LocalPeer, LocalWorkload, MetadataExchange, EXCHANGE_MAGIC, METADATA_ID_KEY, METADATA_KEY,
     STRUCT_TYPE,
@@ -107,17 +107,7 @@ pub fn metadata_exchange(
     local: &Arc<LocalPeer>,
     errors: &mut Vec<TranslateError>,
 ) -> Option<Arc<MetadataExchange>> {
-    let config: MetadataExchangeProto = match proto::decode_any(any) {
-        Ok(config) => config,
-        Err(e) => {
-            errors.push(TranslateError::new(
-                path.to_string(),
-                Some(&any.type_url),
-                e.to_string(),
-            ));
-            return None;
-        }
-    };
+    let config: MetadataExchangeProto = decode_typed(any, path, errors)?;
     let mut ok = true;
     if config.protocol.is_empty() {
         errors.push(TranslateError::new(

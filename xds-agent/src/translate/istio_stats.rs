@@ -180,6 +180,19 @@ mod tests {
     use super::*;
     use model::stats::StatsRegistry;
 
+    fn context(stats: &mut StatsRegistry) -> TranslateContext<'_> {
+        TranslateContext {
+            generation: 1,
+            stats,
+            previous: None,
+            // Empty maps that outlive the context (tests only).
+            dns: Box::leak(Box::default()),
+            extensions: Box::leak(Box::default()),
+            secrets: Default::default(),
+            local_peer: Default::default(),
+        }
+    }
+
     fn any(config: PluginConfig) -> Any {
         Any {
             type_url: "type.googleapis.com/stats.PluginConfig".into(),
@@ -206,15 +219,7 @@ mod tests {
             ..Default::default()
         };
         let mut stats = StatsRegistry::new(1);
-        let ctx = &TranslateContext {
-            generation: 1,
-            stats: &mut stats,
-            previous: None,
-            dns: &Default::default(),
-            extensions: &Default::default(),
-            secrets: Default::default(),
-            local_peer: Default::default(),
-        };
+        let ctx = &context(&mut stats);
         {
             let mut errors = Vec::new();
             let built = stats_config(&any(config), "f", ctx, &mut errors).unwrap();
@@ -243,15 +248,7 @@ mod tests {
     #[test]
     fn istio_1_9_null_vm_configs_read_as_plugin_configs() {
         let mut stats = StatsRegistry::new(1);
-        let ctx = &TranslateContext {
-            generation: 1,
-            stats: &mut stats,
-            previous: None,
-            dns: &Default::default(),
-            extensions: &Default::default(),
-            secrets: Default::default(),
-            local_peer: Default::default(),
-        };
+        let ctx = &context(&mut stats);
         let json = |text: &str| Any {
             type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
             value: StringValue { value: text.into() }.encode_to_vec(),

@@ -102,6 +102,23 @@ pub struct TranslateContext<'a> {
     pub local_peer: Arc<LocalPeer>,
 }
 
+/// The message in `any` (a typed config at `path`), or `None` with why not in `errors`.
+fn decode_typed<M: prost::Message + Default + prost::Name>(
+    any: &Any,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<M> {
+    proto::decode_any(any)
+        .map_err(|e| {
+            errors.push(TranslateError::new(
+                path.to_string(),
+                Some(&any.type_url),
+                e.to_string(),
+            ))
+        })
+        .ok()
+}
+
 /// Translates a bootstrap into a snapshot, or lists every problem found.
 pub fn translate(
     bootstrap: &Bootstrap,

@@ -5,7 +5,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
 
-use super::{istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError};
+use super::{decode_typed, istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -54,17 +54,7 @@ fn null_vm_filter(
     ctx: &TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
-    let wasm: Wasm = match proto::decode_any(any) {
-        Ok(wasm) => wasm,
-        Err(e) => {
-            errors.push(TranslateError::new(
-                path.to_string(),
-                Some(&any.type_url),
-                e.to_string(),
-            ));
-            return None;
-        }
-    };
+    let wasm: Wasm = decode_typed(any, path, errors)?;
     let config = wasm.config.as_ref();
     if null_vm::plugin(config) != Some(null_vm::STATS) {
         errors.push(TranslateError::new(
