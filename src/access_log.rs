@@ -173,6 +173,7 @@ mod tests {
             tls: None,
             requested_server_name: None,
             upstream_tls: None,
+            termination_details: None,
             http: Some(&exchange),
         };
         let render = |format: Option<&str>| {

@@ -346,18 +346,31 @@ fn filter_state_principal_reads_istio_authn() {
 
 /// The network filter: Istio's `rules: {}` (ALLOW with no policy) closes every connection
 /// after its first bytes, counted as `tcp.rbac.denied`, with a shadow DENY set counted under
-/// `tcp.rbac.istio_dry_run_allow_`; a destination-port policy lets a connection through.
+/// `tcp.rbac.istio_dry_run_allow_`; a destination-port policy lets a connection through. The
+/// tcp_proxy access log names the denial in `%CONNECTION_TERMINATION_DETAILS%`.
 #[test]
 fn network_rbac_closes_denied_connections_as_envoy() {
     let app = EchoUpstreams::start(&["app"], None);
     let (admin, closed, open) = (free_port(), free_port(), free_port());
+    let logs = TempDir::new("rbac-network-logs");
+    let log = logs.file("access.log");
+    let tcp_log = json!({"access_log": [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_LOG,
+            "path": log.to_str().unwrap(),
+            "log_format": {"text_format_source": {
+                "inline_string": "%CONNECTION_TERMINATION_DETAILS%\n",
+            }},
+        },
+    }]});
     let tcp = |name: &str, port: u16, rbac: Value| {
         json!({
             "name": name,
             "address": socket_address(port),
             "filter_chains": [{"filters": [
                 network_rbac(rbac),
-                {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy(name, "app", json!({}))},
+                {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy(name, "app", tcp_log.clone())},
             ]}],
         })
     };
@@ -402,6 +415,9 @@ fn network_rbac_closes_denied_connections_as_envoy() {
         s.write_all(b"GET /x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
             .unwrap();
         seen.push(format!("open: {}", read_http_response(s).unwrap().status));
+        let mut logged = take_log_lines(&log, 2);
+        logged.sort();
+        seen.extend(logged);
         let names = [
             "tcp.rbac.allowed",
             "tcp.rbac.denied",

@@ -578,7 +578,6 @@ fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
         &[
             // Envoy 1.40 refuses these too: a transport socket named without a typed_config.
             "transport_socket.typed_config: typed_config is required",
-            "%CONNECTION_TERMINATION_DETAILS%",
             "authn.v2alpha1.FilterConfig",
         ],
     );

@@ -134,6 +134,9 @@ pub struct ConnectionRecord<'a> {
     pub requested_server_name: Option<&'a str>,
     /// What the upstream connection's handshake negotiated.
     pub upstream_tls: Option<Negotiated>,
+    /// Why a network filter closed the connection (`%CONNECTION_TERMINATION_DETAILS%`), e.g.
+    /// the network RBAC filter's `rbac_access_denied_matched_policy[…]`.
+    pub termination_details: Option<&'a str>,
     /// The HTTP request this record logs; `None` for a TCP connection.
     pub http: Option<&'a dyn HttpLogView>,
 }
@@ -374,6 +377,8 @@ enum Command {
     DownstreamLocalAddressWithoutPort,
     ResponseFlags,
     ConnectionId,
+    /// `-` unless a network filter closed the connection.
+    ConnectionTerminationDetails,
     /// `-` without one.
     RequestedServerName,
     /// `%DOWNSTREAM_TLS_*%`, `%DOWNSTREAM_PEER_*%`, `%DOWNSTREAM_LOCAL_*%`: `-` on a plaintext
@@ -513,6 +518,7 @@ fn command(name: &str) -> Option<Spec> {
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => DownstreamLocalAddressWithoutPort,
         "RESPONSE_FLAGS" => ResponseFlags,
         "CONNECTION_ID" => ConnectionId,
+        "CONNECTION_TERMINATION_DETAILS" => ConnectionTerminationDetails,
         "PROTOCOL" => Protocol,
         "RESPONSE_CODE" => ResponseCode,
         "RESPONSE_CODE_DETAILS" => ResponseCodeDetails,
@@ -760,6 +766,7 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) ->
             true
         }
         Command::ConnectionId => render_display(r.connection_id, out),
+        Command::ConnectionTerminationDetails => render_str(r.termination_details, out),
         Command::RequestedServerName => render_str(r.requested_server_name, out),
         Command::DownstreamTls(field) => r.tls.is_some_and(|tls| render_tls(*field, tls, out)),
         Command::UpstreamTlsVersion => render_str(r.upstream_tls.and_then(|t| t.version), out),
@@ -914,6 +921,7 @@ mod tests {
             tls: None,
             requested_server_name: None,
             upstream_tls: None,
+            termination_details: None,
             http: None,
         }
     }

@@ -101,6 +101,7 @@ mod tests {
             tls: None,
             requested_server_name: None,
             upstream_tls: None,
+            termination_details: None,
             http: Some(&Reply),
         }
     }

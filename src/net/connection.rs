@@ -115,6 +115,9 @@ async fn serve_chain(
                 NetworkFilter::TcpProxy(proxy) => {
                     tcp_proxy::run(ctx, listener, drain, proxy, accepted).await
                 }
+                // A connection a filter ended has no streams to log.
+                NetworkFilter::HttpConnectionManager(_)
+                    if accepted.filter_state.denied.is_some() => {}
                 NetworkFilter::HttpConnectionManager(hcm) => {
                     http_connection_manager::run(ctx, listener, drain, hcm, accepted).await
                 }
@@ -258,6 +261,7 @@ fn log_unserved(
         tls: None,
         requested_server_name: None,
         upstream_tls: None,
+        termination_details: None,
         http: None,
     };
     ctx.logs.write(&listener.access_logs, &record);

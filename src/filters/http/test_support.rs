@@ -258,6 +258,7 @@ impl Formatter for TestValues {
             tls: None,
             requested_server_name: None,
             upstream_tls: None,
+            termination_details: None,
             http: Some(&http),
         };
         format.render(&record, out)

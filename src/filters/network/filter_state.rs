@@ -16,6 +16,9 @@ pub struct FilterState {
     pub local_principal: Option<Box<str>>,
     /// The downstream workload, as Istio's metadata exchange told it.
     pub downstream_peer: Option<Rc<Peer>>,
+    /// Why a filter ended the connection (Envoy's connection termination details): the
+    /// terminal filter then only logs it.
+    pub denied: Option<Box<str>>,
 }
 
 impl FilterState {

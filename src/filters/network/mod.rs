@@ -16,7 +16,8 @@ use filter_state::FilterState;
 /// Runs a chain's `filters` (those before its terminal one) on a connection whose transport
 /// socket is up (`server_name`: its SNI; `restored`: its original destination; `fallback`:
 /// the address to report when the socket cannot say its own). What they learn goes into the
-/// returned filter state; `None` when one of them closes the connection.
+/// returned filter state; `None` when one of them closes the connection, and the state's
+/// `denied` when one of them ended it (for the terminal filter to log).
 pub async fn run_connection_filters(
     shard: usize,
     filters: &[ConnectionFilter],
@@ -41,14 +42,15 @@ pub async fn run_connection_filters(
                 }
             }
             ConnectionFilter::Rbac { filter, delay_deny } => {
-                let allowed = {
+                let verdict = {
                     let connection =
                         rbac::Connection::new(transport, server_name, restored, fallback, &state);
-                    rbac::allowed(shard, filter, &connection)
+                    rbac::judge(shard, filter, &connection)
                 };
-                if !allowed {
+                if let Err(details) = verdict {
                     rbac::deny(transport, *delay_deny).await;
-                    return None;
+                    state.denied = Some(details.into());
+                    return Some(state);
                 }
             }
         }

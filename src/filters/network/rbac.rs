@@ -18,13 +18,15 @@ use crate::{net::transport::Transport, rt::timer};
 /// (Envoy's default idle timeout of tcp_proxy and the connection manager).
 const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3600);
 
-/// Whether the connection may go on.
-pub fn allowed(shard: usize, filter: &RbacFilter, connection: &Connection<'_>) -> bool {
-    let Err(denied) = filter.check(&filter.rules, shard, connection) else {
-        return true;
-    };
-    tracing::debug!(details = %denied.details(), "rbac: connection denied");
-    false
+/// Whether the connection may go on; why not (the connection termination details) otherwise.
+pub fn judge(shard: usize, filter: &RbacFilter, connection: &Connection<'_>) -> Result<(), String> {
+    filter
+        .check(&filter.rules, shard, connection)
+        .map_err(|denied| {
+            let details = denied.details();
+            tracing::debug!(%details, "rbac: connection denied");
+            details
+        })
 }
 
 /// Ends a denied connection as Envoy does: when its first bytes arrive (read, so the close is

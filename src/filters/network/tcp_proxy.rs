@@ -90,6 +90,7 @@ pub async fn run(
         tls: tls.as_ref(),
         requested_server_name: Some(accepted.server_name).filter(|n| !n.is_empty()),
         upstream_tls: None,
+        termination_details: accepted.filter_state.denied.as_deref(),
         http: None,
     };
     let picked = proxy
@@ -98,6 +99,8 @@ pub async fn run(
     record.upstream_cluster = Some(&picked.name);
     let cluster = ctx.clusters.borrow().resolve(picked);
     match cluster {
+        // A connection a filter before this one ended (e.g. network RBAC) is only logged.
+        _ if record.termination_details.is_some() => {}
         None => {
             inc(&stats.downstream_cx_no_route);
             record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);

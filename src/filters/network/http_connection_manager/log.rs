@@ -58,6 +58,7 @@ pub(super) fn with_record<R>(
         tls: c.tls(),
         requested_server_name: Some(c.requested_server_name).filter(|n| !n.is_empty()),
         upstream_tls: exchange.upstream_tls,
+        termination_details: None,
         http: Some(&http),
     };
     f(&record)
