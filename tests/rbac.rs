@@ -267,6 +267,82 @@ fn http_rbac_allows_and_denies_as_envoy() {
     });
 }
 
+/// Dynamic metadata between filters, as Istio's CUSTOM action chains them: a shadow-only
+/// filter writes its verdict (`<shadow prefix>shadow_effective_policy_id` and
+/// `..._shadow_engine_result` under `envoy.filters.http.rbac`), and a later filter's
+/// `metadata` principals read it (string prefix, `present_match`, `invert`).
+#[test]
+fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let metadata = |key: &str, value: Value, invert: bool| {
+        json!({"metadata": {
+            "filter": "envoy.filters.http.rbac",
+            "path": [{"key": key}],
+            "value": value,
+            "invert": invert,
+        }})
+    };
+    let filters = vec![
+        rbac_filter(
+            "custom",
+            json!({
+                "shadow_rules": {"action": "DENY", "policies": {"istio-ext-authz-ns[default]-policy[ext]-rule[0]": {
+                    "permissions": [path_prefix("/guarded")],
+                    "principals": [{"any": true}],
+                }}},
+                "shadow_rules_stat_prefix": "istio_ext_authz_",
+            }),
+        ),
+        rbac_filter(
+            "reader",
+            json!({"rules": {"action": "DENY", "policies": {
+                "a-guarded": {
+                    "permissions": [{"any": true}],
+                    "principals": [metadata(
+                        "istio_ext_authz_shadow_effective_policy_id",
+                        json!({"string_match": {"prefix": "istio-ext-authz"}}),
+                        false,
+                    )],
+                },
+                "b-unjudged": {
+                    "permissions": [path_prefix("/unjudged")],
+                    "principals": [metadata(
+                        "istio_ext_authz_shadow_engine_result",
+                        json!({"present_match": true}),
+                        true,
+                    )],
+                },
+                "c-allowed-marker": {
+                    "permissions": [path_prefix("/marker")],
+                    "principals": [metadata(
+                        "istio_ext_authz_shadow_engine_result",
+                        json!({"string_match": {"exact": "allowed"}}),
+                        false,
+                    )],
+                },
+            }}}),
+        ),
+    ];
+    let manager = hcm(
+        "meta",
+        catch_all_routes("app", json!({})),
+        filters,
+        json!({}),
+    );
+    let b = bootstrap(
+        admin,
+        vec![http_listener("meta", port, manager)],
+        vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
+    );
+    on_both("rbac-metadata", &b, |_| {
+        ["/guarded/x", "/open", "/unjudged", "/marker"]
+            .iter()
+            .map(|path| format!("{path}: {:?}", request(port, "GET", path, &[])))
+            .collect::<Vec<_>>()
+    });
+}
+
 /// Istio's principal: `istio_authn` records the peer's SPIFFE id as the filter state
 /// `io.istio.peer_principal`, which the `filter_state` principal reads (exact and regex, as
 /// Istio writes them), with the same outcome as `authenticated` on Envoy above. A JWT claim

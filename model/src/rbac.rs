@@ -9,6 +9,7 @@ use crate::{
     filter_chain_match::Cidr,
     filter_stats::{RbacShadowStats, RbacStats},
     matchers::{HeaderMatcher, StringMatcher},
+    metadata::{DynamicMetadata, MetadataMatcher},
     route::RouteRequest,
     stats::inc,
     tls_info::CertificateInfo,
@@ -61,9 +62,8 @@ pub enum Permission {
         end: u32,
     },
     RequestedServerName(StringMatcher),
-    /// A dynamic-metadata matcher's outcome, known when translated: nothing in shardproxy sets
-    /// dynamic metadata, so it always judges a missing value.
-    Metadata(bool),
+    /// The stream's dynamic metadata (a connection has none).
+    Metadata(MetadataMatcher),
 }
 
 /// Who sends it (`config.rbac.v3.Principal`).
@@ -89,7 +89,7 @@ pub enum Principal {
         value: StringMatcher,
     },
     /// As [`Permission::Metadata`].
-    Metadata(bool),
+    Metadata(MetadataMatcher),
 }
 
 /// What the rules read of a connection (and of its request, for the HTTP filter).
@@ -101,6 +101,8 @@ pub trait Subject {
     /// `None` on a plaintext connection; `Some(None)` on TLS without a peer certificate.
     fn peer_certificate(&self) -> Option<Option<&CertificateInfo>>;
     fn filter_state(&self, key: &str) -> Option<&str>;
+    /// What filters before this one wrote on the stream (empty for a connection).
+    fn dynamic_metadata(&self) -> &DynamicMetadata;
     /// The request (HTTP filter); `None` for a connection, on which header matchers see no
     /// headers and path matchers never match.
     fn request(&self) -> Option<&dyn RouteRequest>;
@@ -145,7 +147,7 @@ impl Permission {
                 (*start..*end).contains(&u32::from(s.local().port()))
             }
             Self::RequestedServerName(m) => m.matches(s.requested_server_name().as_bytes()),
-            Self::Metadata(fixed) => *fixed,
+            Self::Metadata(m) => m.matches(s.dynamic_metadata()),
         }
     }
 }
@@ -164,7 +166,7 @@ impl Principal {
             Self::FilterState { key, value } => s
                 .filter_state(key)
                 .is_some_and(|v| value.matches(v.as_bytes())),
-            Self::Metadata(fixed) => *fixed,
+            Self::Metadata(m) => m.matches(s.dynamic_metadata()),
         }
     }
 }
@@ -218,6 +220,8 @@ pub struct RbacFilter {
     pub rules: Arc<RbacRules>,
     pub stats: Arc<RbacStats>,
     pub shadow_stats: Arc<RbacShadowStats>,
+    /// `shadow_rules_stat_prefix` as written: it also prefixes the dynamic metadata keys.
+    pub shadow_metadata_prefix: Box<str>,
 }
 
 /// A denial: Envoy's `rbac_access_denied_matched_policy[<policy>]` (`none` when an `ALLOW`
@@ -243,6 +247,24 @@ impl Denied<'_> {
     }
 }
 
+/// The namespace of the dynamic metadata the HTTP filter writes.
+pub const METADATA_NAMESPACE: &str = "envoy.filters.http.rbac";
+
+/// What [`RbacFilter::check`] found: the enforced rules' verdict, and the shadow rules' when
+/// there are some.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked<'r> {
+    pub verdict: Result<(), Denied<'r>>,
+    pub shadow: Option<ShadowVerdict<'r>>,
+}
+
+/// The shadow rules' verdict: whether they would allow, and the policy that matched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ShadowVerdict<'r> {
+    pub allowed: bool,
+    pub policy: Option<&'r str>,
+}
+
 impl RbacFilter {
     /// Judges `subject` by `rules` (the filter's own or a route's), counting on `shard`: the
     /// shadow rules are only counted; the enforced rules decide.
@@ -251,27 +273,52 @@ impl RbacFilter {
         rules: &'r RbacRules,
         shard: usize,
         subject: &impl Subject,
-    ) -> Result<(), Denied<'r>> {
-        if let Some(shadow) = &rules.shadow {
+    ) -> Checked<'r> {
+        let shadow = rules.shadow.as_ref().map(|shadow| {
             let cells = self.shadow_stats.shard(shard);
-            match shadow.judge(subject) {
-                (true, _) => inc(&cells.shadow_allowed),
-                (false, _) => inc(&cells.shadow_denied),
+            let (allowed, policy) = shadow.judge(subject);
+            inc(match allowed {
+                true => &cells.shadow_allowed,
+                false => &cells.shadow_denied,
+            });
+            ShadowVerdict { allowed, policy }
+        });
+        let verdict = match &rules.enforced {
+            None => Ok(()),
+            Some(enforced) => {
+                let cells = self.stats.shard(shard);
+                match enforced.judge(subject) {
+                    (true, _) => {
+                        inc(&cells.allowed);
+                        Ok(())
+                    }
+                    (false, policy) => {
+                        inc(&cells.denied);
+                        Err(Denied { policy })
+                    }
+                }
             }
-        }
-        let Some(enforced) = &rules.enforced else {
-            return Ok(());
         };
-        let cells = self.stats.shard(shard);
-        match enforced.judge(subject) {
-            (true, _) => {
-                inc(&cells.allowed);
-                Ok(())
-            }
-            (false, policy) => {
-                inc(&cells.denied);
-                Err(Denied { policy })
-            }
+        Checked { verdict, shadow }
+    }
+
+    /// The dynamic metadata Envoy writes for a shadow verdict, under
+    /// [`METADATA_NAMESPACE`]: `<shadow prefix>shadow_engine_result` (`allowed` / `denied`)
+    /// and, when a policy matched, `<shadow prefix>shadow_effective_policy_id`.
+    pub fn record_shadow(&self, verdict: &ShadowVerdict<'_>, metadata: &mut DynamicMetadata) {
+        let prefix = &self.shadow_metadata_prefix;
+        let result = if verdict.allowed { "allowed" } else { "denied" };
+        metadata.set(
+            METADATA_NAMESPACE,
+            &format!("{prefix}shadow_engine_result"),
+            result.into(),
+        );
+        if let Some(policy) = verdict.policy {
+            metadata.set(
+                METADATA_NAMESPACE,
+                &format!("{prefix}shadow_effective_policy_id"),
+                policy.into(),
+            );
         }
     }
 }
@@ -310,6 +357,7 @@ mod tests {
         tls: Option<Option<CertificateInfo>>,
         peer_principal: Option<&'static str>,
         request: Option<Request>,
+        metadata: DynamicMetadata,
     }
 
     impl Subject for Conn {
@@ -329,6 +377,9 @@ mod tests {
             self.peer_principal
                 .filter(|_| key == "io.istio.peer_principal")
         }
+        fn dynamic_metadata(&self) -> &DynamicMetadata {
+            &self.metadata
+        }
         fn request(&self) -> Option<&dyn RouteRequest> {
             self.request.as_ref().map(|r| r as &dyn RouteRequest)
         }
@@ -345,6 +396,7 @@ mod tests {
                 method: "GET",
                 path: "/info/a?x=1",
             }),
+            metadata: DynamicMetadata::default(),
         }
     }
 
@@ -407,7 +459,21 @@ mod tests {
         let range = |start, end| Permission::DestinationPortRange { start, end };
         assert!(range(8000, 8081).matches(&c) && !range(8000, 8080).matches(&c));
         assert!(Permission::RequestedServerName(exact("api.example.com")).matches(&c));
-        assert!(!Permission::Metadata(false).matches(&c));
+        let authn = |key: &str, present| crate::metadata::MetadataMatcher {
+            filter: "istio_authn".into(),
+            path: Box::new([key.into()]),
+            value: crate::metadata::ValueMatcher::Present(present),
+            invert: false,
+        };
+        assert!(!Permission::Metadata(authn("source.principal", true)).matches(&c));
+        let mut c = c;
+        c.metadata.set(
+            "istio_authn",
+            "source.principal",
+            "cluster.local/ns/a/sa/b".into(),
+        );
+        assert!(Principal::Metadata(authn("source.principal", true)).matches(&c));
+        assert!(!Principal::Metadata(authn("source.principal", false)).matches(&c));
         assert!(Permission::And(vec![]).matches(&c), "an empty and is true");
         assert!(!Permission::Or(vec![]).matches(&c), "an empty or is false");
     }
@@ -511,17 +577,50 @@ mod tests {
             rules: Arc::new(RbacRules::default()),
             stats: Arc::new(RbacStats::new("http.x.rbac".into(), 1)),
             shadow_stats: Arc::new(RbacShadowStats::new("http.x.rbac".into(), 1)),
+            shadow_metadata_prefix: "istio_dry_run_".into(),
         };
         let c = conn();
         let route = RbacRules {
             enforced: Some(rules(Action::Deny, &[("d", true)])),
             shadow: Some(rules(Action::Allow, &[])),
         };
+        let checked = filter.check(&route, 0, &c);
+        assert_eq!(checked.verdict, Err(Denied { policy: Some("d") }));
+        let shadow = checked.shadow.expect("shadow rules judged");
         assert_eq!(
-            filter.check(&route, 0, &c),
-            Err(Denied { policy: Some("d") })
+            shadow,
+            ShadowVerdict {
+                allowed: false,
+                policy: None
+            }
         );
-        assert_eq!(filter.check(&filter.rules, 0, &c), Ok(()));
+        let mut metadata = DynamicMetadata::default();
+        filter.record_shadow(&shadow, &mut metadata);
+        filter.record_shadow(
+            &ShadowVerdict {
+                allowed: true,
+                policy: Some("p"),
+            },
+            &mut metadata,
+        );
+        let key = |k: &str| -> Box<[Box<str>]> { Box::new([k.into()]) };
+        let at = |k| metadata.get(METADATA_NAMESPACE, &key(k)).cloned();
+        assert_eq!(
+            at("istio_dry_run_shadow_engine_result"),
+            Some("allowed".into())
+        );
+        assert_eq!(
+            at("istio_dry_run_shadow_effective_policy_id"),
+            Some("p".into())
+        );
+        let checked = filter.check(&filter.rules, 0, &c);
+        assert_eq!(
+            checked,
+            Checked {
+                verdict: Ok(()),
+                shadow: None
+            }
+        );
         let cells = filter.stats.shard(0);
         let shadow = filter.shadow_stats.shard(0);
         assert_eq!(cells.denied.load(Relaxed), 1);

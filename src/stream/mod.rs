@@ -8,7 +8,7 @@ pub mod headers;
 pub mod mutations;
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, Ref, RefCell, RefMut},
     net::SocketAddr,
     rc::Rc,
     sync::Arc,
@@ -20,6 +20,7 @@ use model::{
     access_log::ResponseFlags,
     filters::{AlpnOverrides, PerRouteFilter},
     http::HttpConnectionManager,
+    metadata::DynamicMetadata,
     route::{Route, VirtualHost},
     tls_info::DownstreamTls,
 };
@@ -71,6 +72,8 @@ pub struct StreamNotes {
     upstream_peer: RefCell<Option<Rc<Peer>>>,
     /// The request carried the downstream peer's id and metadata headers.
     peer_headers: Cell<(bool, bool)>,
+    /// What filters wrote for the filters after them (RBAC's shadow verdict).
+    metadata: RefCell<DynamicMetadata>,
 }
 
 impl StreamNotes {
@@ -135,6 +138,16 @@ impl StreamNotes {
 
     pub fn received_peer_headers(&self) -> (bool, bool) {
         self.peer_headers.get()
+    }
+
+    /// The stream's dynamic metadata, to read.
+    pub fn metadata(&self) -> Ref<'_, DynamicMetadata> {
+        self.metadata.borrow()
+    }
+
+    /// The stream's dynamic metadata, to write.
+    pub fn metadata_mut(&self) -> RefMut<'_, DynamicMetadata> {
+        self.metadata.borrow_mut()
     }
 }
 

@@ -1,11 +1,13 @@
 //! HTTP filters: `envoy.filters.http.rbac` — the route's rules (`RBACPerRoute`), else the
-//! filter's, judge the request on its connection; shadow rules are only counted; a denied
+//! filter's, judge the request on its connection; shadow rules are only counted (and their
+//! verdict written as dynamic metadata for the filters after, as Envoy does); a denied
 //! request gets Envoy's 403 `RBAC: access denied`, with the policy that decided in its
 //! response code details (no response flag, as Envoy 1.40).
-use std::net::SocketAddr;
+use std::{cell::Ref, net::SocketAddr};
 
 use model::{
     filters::{HttpFilter, PerRouteFilter},
+    metadata::DynamicMetadata,
     rbac::{RbacFilter, Subject},
     route::RouteRequest,
     tls_info::CertificateInfo,
@@ -26,7 +28,17 @@ pub(super) fn on_request(
         Some(PerRouteFilter::Rbac(route)) => route,
         _ => &config.rules,
     };
-    match config.check(rules, cx.shard.id, &Request { cx, request }) {
+    let subject = Request {
+        cx,
+        request,
+        metadata: cx.notes.metadata(),
+    };
+    let checked = config.check(rules, cx.shard.id, &subject);
+    drop(subject);
+    if let Some(shadow) = &checked.shadow {
+        config.record_shadow(shadow, &mut cx.notes.metadata_mut());
+    }
+    match checked.verdict {
         Ok(()) => FilterResult::Continue,
         Err(denied) => FilterResult::Respond(LocalReply::new(403, BODY).detailed(denied.details())),
     }
@@ -36,6 +48,7 @@ pub(super) fn on_request(
 struct Request<'a> {
     cx: &'a StreamContext<'a>,
     request: &'a RequestHead,
+    metadata: Ref<'a, DynamicMetadata>,
 }
 
 impl Subject for Request<'_> {
@@ -57,6 +70,10 @@ impl Subject for Request<'_> {
 
     fn filter_state(&self, key: &str) -> Option<&str> {
         self.cx.filter_state.get(key)
+    }
+
+    fn dynamic_metadata(&self) -> &DynamicMetadata {
+        &self.metadata
     }
 
     fn request(&self) -> Option<&dyn RouteRequest> {
@@ -102,6 +119,7 @@ mod tests {
                 rules: Arc::new(allow_info()),
                 stats: Arc::new(RbacStats::new("http.test.rbac".into(), 1)),
                 shadow_stats: Arc::new(RbacShadowStats::new("http.test.rbac".into(), 1)),
+                shadow_metadata_prefix: "".into(),
             })),
         };
         let route = route

@@ -6,6 +6,7 @@ use std::{cell::OnceCell, net::SocketAddr, time::Duration};
 
 use futures_lite::{future, AsyncReadExt};
 use model::{
+    metadata::DynamicMetadata,
     rbac::{RbacFilter, Subject},
     route::RouteRequest,
     tls_info::{CertificateInfo, DownstreamTls},
@@ -22,6 +23,7 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3600);
 pub fn judge(shard: usize, filter: &RbacFilter, connection: &Connection<'_>) -> Result<(), String> {
     filter
         .check(&filter.rules, shard, connection)
+        .verdict
         .map_err(|denied| {
             let details = denied.details();
             tracing::debug!(%details, "rbac: connection denied");
@@ -96,6 +98,12 @@ impl Subject for Connection<'_> {
 
     fn filter_state(&self, key: &str) -> Option<&str> {
         self.state.get(key)
+    }
+
+    /// No connection filter writes dynamic metadata.
+    fn dynamic_metadata(&self) -> &DynamicMetadata {
+        static NONE: DynamicMetadata = DynamicMetadata::new();
+        &NONE
     }
 
     fn request(&self) -> Option<&dyn RouteRequest> {

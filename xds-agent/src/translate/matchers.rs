@@ -1,6 +1,6 @@
-//! Translator: `StringMatcher`, `RegexMatcher` and `HeaderMatcher` into the compiled matchers
-//! of `model::matchers` (regexes built here, on the agent), for route matching and HTTP filters
-//! alike. Errors name `path` (where the matcher sits) and the enclosing config's `type_url`.
+//! Translator: `StringMatcher`, `RegexMatcher`, `HeaderMatcher` and `MetadataMatcher` into the
+//! compiled matchers of `model::matchers` and `model::metadata` (regexes built here, on the
+//! agent), for route matching and HTTP filters alike. Errors name `path` (where the matcher sits) and the enclosing config's `type_url`.
 #![allow(deprecated)] // HeaderMatcher's exact/prefix/suffix/contains/safe_regex_match fields.
 
 use envoy_types::pb::envoy::{
@@ -8,13 +8,16 @@ use envoy_types::pb::envoy::{
         header_matcher::HeaderMatchSpecifier, HeaderMatcher as HeaderMatcherProto,
     },
     r#type::matcher::v3::{
-        string_matcher::MatchPattern, RegexMatcher, StringMatcher as StringMatcherProto,
+        double_matcher, list_matcher, metadata_matcher::path_segment::Segment,
+        string_matcher::MatchPattern, value_matcher, MetadataMatcher as MetadataMatcherProto,
+        RegexMatcher, StringMatcher as StringMatcherProto, ValueMatcher as ValueMatcherProto,
     },
 };
 
 use super::{route::is_token_byte, TranslateError};
 use model::{
     matchers::{HeaderMatcher, HeaderRule, HeaderSource, StringMatcher, StringPattern},
+    metadata::{MetadataMatcher, ValueMatcher},
     route_match::full_match_regex,
 };
 
@@ -93,6 +96,101 @@ pub(super) fn regex(
             None
         }
     }
+}
+
+/// A `MetadataMatcher` over dynamic metadata: a filter namespace, a path of keys, a value
+/// matcher.
+pub(super) fn metadata_matcher(
+    proto: &MetadataMatcherProto,
+    at: At,
+    errors: &mut Vec<TranslateError>,
+) -> Option<MetadataMatcher> {
+    let before = errors.len();
+    if proto.filter.is_empty() {
+        errors.push(at.error("filter", "filter is required"));
+    }
+    if proto.path.is_empty() {
+        errors.push(at.error("path", "path needs at least one key"));
+    }
+    let path = proto
+        .path
+        .iter()
+        .enumerate()
+        .filter_map(|(i, segment)| match &segment.segment {
+            Some(Segment::Key(key)) if !key.is_empty() => Some(key.as_str().into()),
+            _ => {
+                errors.push(at.error(&format!("path[{i}].key"), "key is required"));
+                None
+            }
+        })
+        .collect();
+    let value = match &proto.value {
+        Some(value) => value_matcher(value, &at.below("value"), at, errors),
+        None => {
+            errors.push(at.error("value", "value is required"));
+            None
+        }
+    };
+    (errors.len() == before).then_some(MetadataMatcher {
+        filter: proto.filter.as_str().into(),
+        path,
+        value: value?,
+        invert: proto.invert,
+    })
+}
+
+fn value_matcher(
+    proto: &ValueMatcherProto,
+    path: &str,
+    at: At,
+    errors: &mut Vec<TranslateError>,
+) -> Option<ValueMatcher> {
+    use value_matcher::MatchPattern as Pattern;
+    let at = At { path, ..at };
+    Some(match &proto.match_pattern {
+        Some(Pattern::NullMatch(_)) => ValueMatcher::Null,
+        Some(Pattern::DoubleMatch(d)) => match &d.match_pattern {
+            Some(double_matcher::MatchPattern::Range(r)) => ValueMatcher::DoubleRange {
+                start: r.start,
+                end: r.end,
+            },
+            Some(double_matcher::MatchPattern::Exact(x)) => ValueMatcher::DoubleExact(*x),
+            None => {
+                errors.push(at.error("double_match", "range or exact is required"));
+                return None;
+            }
+        },
+        Some(Pattern::StringMatch(m)) => {
+            let path = at.below("string_match");
+            ValueMatcher::String(string_matcher(m, At { path: &path, ..at }, errors)?)
+        }
+        Some(Pattern::BoolMatch(b)) => ValueMatcher::Bool(*b),
+        Some(Pattern::PresentMatch(p)) => ValueMatcher::Present(*p),
+        Some(Pattern::ListMatch(list)) => match &list.match_pattern {
+            Some(list_matcher::MatchPattern::OneOf(inner)) => {
+                let path = at.below("list_match.one_of");
+                ValueMatcher::OneOf(Box::new(value_matcher(inner, &path, at, errors)?))
+            }
+            None => {
+                errors.push(at.error("list_match", "one_of is required"));
+                return None;
+            }
+        },
+        Some(Pattern::OrMatch(or)) => ValueMatcher::Or(
+            or.value_matchers
+                .iter()
+                .enumerate()
+                .map(|(i, inner)| {
+                    let path = at.below(&format!("or_match.value_matchers[{i}]"));
+                    value_matcher(inner, &path, at, errors)
+                })
+                .collect::<Option<_>>()?,
+        ),
+        None => {
+            errors.push(at.error("", "a value matcher is required"));
+            return None;
+        }
+    })
 }
 
 /// A `HeaderMatcher`.

@@ -11,10 +11,7 @@ use envoy_types::pb::{
             Permission as PermissionProto, Principal as PrincipalProto, Rbac as RbacProto,
         },
         extensions::filters::network::rbac::v3::{rbac::EnforcementType, Rbac as NetworkRbac},
-        r#type::matcher::v3::{
-            filter_state_matcher, list_matcher, path_matcher, value_matcher, MetadataMatcher,
-            PathMatcher, ValueMatcher,
-        },
+        r#type::matcher::v3::{filter_state_matcher, path_matcher, PathMatcher},
     },
     google::protobuf::Any,
 };
@@ -22,7 +19,7 @@ use envoy_types::pb::{
 use super::{
     duration,
     filter_chain_match::cidr,
-    matchers::{header_matcher, string_matcher, At},
+    matchers::{header_matcher, metadata_matcher, string_matcher, At},
     surface::Surface,
     TranslateError,
 };
@@ -64,6 +61,7 @@ pub(super) fn filter(
         rules: Arc::new(rules),
         stats: stats.scope::<RbacStats>(scope(config.rules_stat_prefix)),
         shadow_stats: stats.scope::<RbacShadowStats>(scope(config.shadow_rules_stat_prefix)),
+        shadow_metadata_prefix: config.shadow_rules_stat_prefix.into(),
     })
 }
 
@@ -257,7 +255,8 @@ fn permission(
             Permission::RequestedServerName(string_matcher(name, At { path: &path, ..at }, errors)?)
         }
         Some(Rule::Metadata(m)) => {
-            Permission::Metadata(metadata(m, &below("metadata"), at, errors)?)
+            let path = below("metadata");
+            Permission::Metadata(metadata_matcher(m, At { path: &path, ..at }, errors)?)
         }
         // Refused by the walker (not in the surface).
         Some(Rule::Matcher(_) | Rule::UriTemplate(_) | Rule::SourcedMetadata(_)) => return None,
@@ -341,7 +340,8 @@ fn principal(
             }
         }
         Some(Identifier::Metadata(m)) => {
-            Principal::Metadata(metadata(m, &below("metadata"), at, errors)?)
+            let path = below("metadata");
+            Principal::Metadata(metadata_matcher(m, At { path: &path, ..at }, errors)?)
         }
         // Refused by the walker (not in the surface).
         Some(Identifier::SourcedMetadata(_) | Identifier::Custom(_)) => return None,
@@ -380,49 +380,6 @@ fn url_path(
 /// A `MetadataMatcher`'s fixed outcome: nothing sets dynamic metadata here (Istio's JWT
 /// `istio_authn` claims included), and Envoy's value matchers never match a missing value,
 /// so it matches only when `invert`ed. Its string matchers are still checked.
-fn metadata(
-    proto: &MetadataMatcher,
-    path: &str,
-    at: At,
-    errors: &mut Vec<TranslateError>,
-) -> Option<bool> {
-    let at = At { path, ..at };
-    let before = errors.len();
-    match &proto.value {
-        Some(value) => check_value(value, &at.below("value"), at, errors),
-        None => errors.push(at.error("value", "value is required")),
-    }
-    (errors.len() == before).then_some(proto.invert)
-}
-
-fn check_value(value: &ValueMatcher, path: &str, at: At, errors: &mut Vec<TranslateError>) {
-    let at = At { path, ..at };
-    match &value.match_pattern {
-        Some(value_matcher::MatchPattern::StringMatch(m)) => {
-            let path = at.below("string_match");
-            string_matcher(m, At { path: &path, ..at }, errors);
-        }
-        Some(value_matcher::MatchPattern::ListMatch(list)) => match &list.match_pattern {
-            Some(list_matcher::MatchPattern::OneOf(inner)) => {
-                check_value(inner, &at.below("list_match.one_of"), at, errors);
-            }
-            None => errors.push(at.error("list_match", "one_of is required")),
-        },
-        Some(value_matcher::MatchPattern::OrMatch(or)) => {
-            for (i, inner) in or.value_matchers.iter().enumerate() {
-                check_value(
-                    inner,
-                    &at.below(&format!("or_match.value_matchers[{i}]")),
-                    at,
-                    errors,
-                );
-            }
-        }
-        Some(_) => {}
-        None => errors.push(at.error("", "a value matcher is required")),
-    }
-}
-
 /// The RBAC rules' surface (the HTTP filter's own messages are with the HTTP filters').
 pub const SURFACE: &[Surface] = &[
     Surface {
