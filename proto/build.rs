@@ -11,6 +11,8 @@ const OWN_PROTOS: &[&str] = &[
     "xds/type/v3/typed_struct.proto",
     "istio/workload/bootstrap_extension.proto",
     "istio/alpn.proto",
+    "istio/authentication_policy.proto",
+    "istio/http_authn.proto",
     "istio/metadata_exchange.proto",
     "istio/network_authn.proto",
     "istio/peer_metadata.proto",
@@ -22,12 +24,21 @@ const OWN_PROTOS: &[&str] = &[
 /// Istio filter configs the translator reads.
 const RUST_PROTOS: &[&str] = &[
     "istio/alpn.proto",
+    "istio/authentication_policy.proto",
+    "istio/http_authn.proto",
     "istio/metadata_exchange.proto",
     "istio/network_authn.proto",
     "istio/peer_metadata.proto",
     "istio/set_internal_dst_address.proto",
     "istio/stats.proto",
 ];
+
+/// Protos naming another Istio package's messages: `(proto, that package, its Rust path)`.
+const CROSS_PACKAGE: &[(&str, &str, &str)] = &[(
+    "istio/http_authn.proto",
+    ".istio.authentication.v1alpha1",
+    "crate::istio::authentication",
+)];
 
 fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -102,6 +113,23 @@ fn compile_own_protos(envoy_descriptors: &std::path::Path) {
         .enable_type_names()
         .compile_fds(rust)
         .unwrap_or_else(|e| panic!("generate Rust for protos/: {e}"));
+    // The generated files are included flat (src/istio.rs), not nested by package, so a
+    // message naming another Istio package's is generated again with that package's path.
+    for (proto, package, path) in CROSS_PACKAGE {
+        let fds = protox::Compiler::new([root.clone()])
+            .and_then(|mut c| {
+                c.include_imports(true);
+                c.open_files([proto])?;
+                Ok(c.file_descriptor_set())
+            })
+            .unwrap_or_else(|e| panic!("compile {proto}: {e}"));
+        prost_build::Config::new()
+            .out_dir(&out_dir)
+            .enable_type_names()
+            .extern_path(*package, *path)
+            .compile_fds(fds)
+            .unwrap_or_else(|e| panic!("generate Rust for {proto}: {e}"));
+    }
     for proto in OWN_PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }

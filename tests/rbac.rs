@@ -162,33 +162,46 @@ fn plain_routes() -> Value {
 /// An mTLS HTTP listener allowing only `CLIENT_SPIFFE` (network filters `before` the
 /// connection manager; `principal` is the ALLOW policy's principal).
 fn mtls_listener(name: &str, port: u16, before: Vec<Value>, principal: Value) -> Value {
+    let authz = rbac_filter(
+        "authz",
+        json!({"rules": {"policies": {"sleep only": {
+            "permissions": [{"any": true}],
+            "principals": [principal],
+        }}}}),
+    );
+    tls_listener(name, port, true, before, vec![authz])
+}
+
+/// A TLS HTTP listener (client certificates required or optional) running `filters`
+/// (network filters `before` the connection manager) in front of `app`.
+fn tls_listener(
+    name: &str,
+    port: u16,
+    require_client_certificate: bool,
+    before: Vec<Value>,
+    filters: Vec<Value>,
+) -> Value {
     let pki = pki();
     let tls = downstream_tls(
         common_tls(
             vec![tls_certificate(&pki.upstream)],
             json!({"validation_context": validation(&pki.ca, json!({}))}),
         ),
-        json!({"require_client_certificate": true}),
+        json!({"require_client_certificate": require_client_certificate}),
     );
     let manager = hcm_filter(hcm(
         name,
         catch_all_routes("app", json!({})),
-        vec![rbac_filter(
-            "authz",
-            json!({"rules": {"policies": {"sleep only": {
-                "permissions": [{"any": true}],
-                "principals": [principal],
-            }}}}),
-        )],
+        filters,
         json!({}),
     ));
-    let mut filters = before;
-    filters.push(manager);
+    let mut chain = before;
+    chain.push(manager);
     listener_with(
         name,
         port,
         vec![],
-        vec![filter_chain(Value::Null, filters, Some(tls))],
+        vec![filter_chain(Value::Null, chain, Some(tls))],
     )
 }
 
@@ -415,6 +428,120 @@ fn filter_state_principal_reads_istio_authn() {
             "with_jwt other: Some(403)",
             "without_jwt client: Some(200)",
             "without_jwt other: Some(403)",
+        ]
+    );
+    drop(proxy);
+}
+
+/// Istio ≤ 1.9's `istio_authn` HTTP filter (`authn.v2alpha1`, carried in a TypedStruct as
+/// istiod 1.9 sent it): `STRICT` answers a peer without a certificate `401`, `PERMISSIVE`
+/// lets it through unnamed; a certificate's trust domain must be this proxy's (its own
+/// certificate's SPIFFE id's), or one `allowed_trust_domains` lists, in both modes; the peer
+/// it names is `istio_authn` dynamic metadata, which an RBAC `metadata` principal reads.
+/// shardproxy only: Envoy upstream lacks Istio's filter.
+#[test]
+fn v2alpha1_istio_authn_names_the_peer_for_rbac() {
+    let pki = pki();
+    let app = EchoUpstreams::start(&["app"], None);
+    let admin = free_port();
+    let authn = |mode: &str, trust: Value| {
+        let mut config = json!({"policy": {"peers": [{"mtls": {"mode": mode}}]}});
+        merge(&mut config, trust);
+        json!({"name": "istio_authn", "typed_config": {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": "type.googleapis.com/istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig",
+            "value": config,
+        }})
+    };
+    let source_principal = json!({"metadata": {
+        "filter": "istio_authn",
+        "path": [{"key": "source.principal"}],
+        "value": {"string_match": {"exact": CLIENT_SPIFFE.trim_start_matches("spiffe://")}},
+    }});
+    let client_only = rbac_filter(
+        "authz",
+        json!({"rules": {"policies": {"client": {
+            "permissions": [{"any": true}],
+            "principals": [source_principal],
+        }}}}),
+    );
+    let cases = [
+        (
+            "strict-skip",
+            authn("STRICT", json!({"skip_validate_trust_domain": true})),
+        ),
+        (
+            "permissive-skip",
+            authn("PERMISSIVE", json!({"skip_validate_trust_domain": true})),
+        ),
+        (
+            "strict-allowed",
+            authn(
+                "STRICT",
+                json!({"allowed_trust_domains": ["cluster.local"]}),
+            ),
+        ),
+        ("strict-local", authn("STRICT", json!({}))),
+        (
+            "permissive-elsewhere",
+            authn(
+                "PERMISSIVE",
+                json!({"allowed_trust_domains": ["other.domain"]}),
+            ),
+        ),
+    ];
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    for (label, filter) in cases {
+        let port = free_port();
+        let filters = vec![filter, client_only.clone()];
+        listeners.push(tls_listener(label, port, false, vec![], filters));
+        ports.push((label, port));
+    }
+    let b = bootstrap(
+        admin,
+        listeners,
+        vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
+    );
+    let proxy = HttpProxy::start(Kind::Shardproxy, "rbac-v2alpha1-authn", &b);
+    let mut seen = Vec::new();
+    for (label, port) in ports {
+        for (who, cert) in [
+            ("client", Some(&pki.client)),
+            ("other", Some(&pki.client_other)),
+            ("none", None),
+        ] {
+            let mut client = TlsClient::new(port).sni("localhost").ca(&pki.ca).path("/x");
+            if let Some(cert) = cert {
+                client = client.cert(cert);
+            }
+            let r = client.run();
+            let body = if r.status() == Some(401) {
+                r.body()
+            } else {
+                ""
+            };
+            seen.push(format!("{label} {who}: {:?} {body}", r.status()));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "strict-skip client: Some(200) ",
+            "strict-skip other: Some(403) ",
+            "strict-skip none: Some(401) Peer authentication failed.",
+            "permissive-skip client: Some(200) ",
+            "permissive-skip other: Some(403) ",
+            "permissive-skip none: Some(403) ",
+            "strict-allowed client: Some(200) ",
+            "strict-allowed other: Some(403) ",
+            "strict-allowed none: Some(401) Peer authentication failed.",
+            "strict-local client: Some(200) ",
+            "strict-local other: Some(403) ",
+            "strict-local none: Some(401) Peer authentication failed.",
+            "permissive-elsewhere client: Some(401) Peer authentication failed.",
+            "permissive-elsewhere other: Some(401) Peer authentication failed.",
+            "permissive-elsewhere none: Some(403) ",
         ]
     );
     drop(proxy);

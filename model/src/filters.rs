@@ -46,6 +46,43 @@ pub enum HttpFilterKind {
     /// Istio's standard metrics (`istio.stats`), recorded when an exchange ends.
     IstioStats(Arc<crate::istio::StatsConfig>),
     Rbac(Arc<RbacFilter>),
+    /// Istio ≤ 1.9's authentication policy filter (`istio_authn`, `authn.v2alpha1`).
+    IstioAuthnPolicy(Arc<AuthnPolicy>),
+}
+
+/// Istio ≤ 1.9's `istio_authn` HTTP filter as shards run it: the peer authenticated by its
+/// certificate (the first method that succeeds names it), a request refused `401` when none
+/// does and the peer is not optional, the outcome written as `istio_authn` dynamic metadata.
+#[derive(Debug)]
+pub struct AuthnPolicy {
+    /// Tried in order; empty: no peer authentication (every request passes, naming no peer).
+    pub peers: Vec<PeerMethod>,
+    pub peer_is_optional: bool,
+    /// `principal_binding: USE_PEER`: the peer is also the request's principal.
+    pub principal_is_peer: bool,
+    pub trust_domains: TrustDomains,
+}
+
+/// One peer authentication method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMethod {
+    /// mTLS, `STRICT`: the peer must present a certificate with a URI SAN.
+    MtlsStrict,
+    /// mTLS, `PERMISSIVE`: a peer certificate names the peer when there is one.
+    MtlsPermissive,
+    /// A method without parameters: succeeds, naming no peer.
+    Unnamed,
+}
+
+/// Which trust domains a peer certificate's SPIFFE id may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustDomains {
+    /// `skip_validate_trust_domain`.
+    Any,
+    /// This proxy's own (its certificate's SPIFFE id's).
+    Local,
+    /// `allowed_trust_domains`.
+    OneOf(Vec<String>),
 }
 
 /// Istio's `io.istio.http.peer_metadata` as shards run it: which sides' peers are read from

@@ -83,11 +83,15 @@ impl HttpConnectionManager {
         self.access_logs.iter().any(|l| l.reads_tls())
     }
 
-    /// Whether an `rbac` filter runs here (it reads the connection's addresses and TLS).
-    pub fn has_rbac(&self) -> bool {
-        self.filters
-            .iter()
-            .any(|f| matches!(f.kind, HttpFilterKind::Rbac(_)))
+    /// Whether a filter here reads the connection's addresses and TLS (`rbac`, Istio's
+    /// `istio_authn`).
+    pub fn filters_read_connection(&self) -> bool {
+        self.filters.iter().any(|f| {
+            matches!(
+                f.kind,
+                HttpFilterKind::Rbac(_) | HttpFilterKind::IstioAuthnPolicy(_)
+            )
+        })
     }
 
     /// Whether a request asking for `Upgrade: <upgrade_type>` may be upgraded on `route`

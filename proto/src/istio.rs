@@ -7,6 +7,20 @@ pub mod alpn {
     ));
 }
 
+pub mod authentication {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/istio.authentication.v1alpha1.rs"
+    ));
+}
+
+pub mod http_authn {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/istio.envoy.config.filter.http.authn.v2alpha1.rs"
+    ));
+}
+
 pub mod metadata_exchange {
     include!(concat!(
         env!("OUT_DIR"),

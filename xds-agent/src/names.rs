@@ -72,6 +72,7 @@ pub const PEER_METADATA: &str = "io.istio.http.peer_metadata.Config";
 pub const HTTP_WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 pub const STATS: &str = "stats.PluginConfig";
 pub const ISTIO_ALPN: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+pub const ISTIO_AUTHN_POLICY: &str = "istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig";
 pub const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";

@@ -9,6 +9,7 @@ mod fault;
 pub mod grpc_stats;
 mod grpc_web;
 pub mod header_mutation;
+mod istio_authn;
 mod local_ratelimit;
 mod peer_metadata;
 mod rbac;
@@ -59,6 +60,7 @@ pub async fn on_request(
             FilterResult::Continue
         }
         HttpFilterKind::Rbac(config) => rbac::on_request(filter, config, cx, request),
+        HttpFilterKind::IstioAuthnPolicy(policy) => istio_authn::on_request(policy, cx),
     }
 }
 
@@ -79,7 +81,8 @@ pub fn on_response(
         | HttpFilterKind::GrpcStats(_)
         | HttpFilterKind::IstioStats(_)
         | HttpFilterKind::IstioAlpn(_)
-        | HttpFilterKind::Rbac(_) => {}
+        | HttpFilterKind::Rbac(_)
+        | HttpFilterKind::IstioAuthnPolicy(_) => {}
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, request, response, values)

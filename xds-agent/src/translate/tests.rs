@@ -722,3 +722,24 @@ fn legacy_fields_istio_1_9_writes() {
     );
     assert!(ok(&binding).listeners[0].bind_to_port);
 }
+
+#[test]
+fn a_plaintext_socket_named_without_a_config_is_istio_1_9s_legacy_form() {
+    let socket = |name: &str| {
+        format!(
+            "[{{name: c, transport_socket: {{name: {name}}}, load_assignment: {{endpoints: \
+             [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 10.0.0.1, \
+             port_value: 80}}}}}}}}]}}]}}}}]"
+        )
+    };
+    let snapshot = ok(&config(
+        "cluster: c",
+        &socket("envoy.transport_sockets.raw_buffer"),
+    ));
+    assert!(snapshot.clusters["c"].tls.is_none());
+    let e = errors(&config(
+        "cluster: c",
+        &socket("envoy.transport_sockets.tls"),
+    ));
+    assert_eq!(e[0].message, "typed_config is required", "{e:#?}");
+}

@@ -130,10 +130,10 @@ pub async fn run(
     inc(&stats.downstream_cx_active);
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
-    // The local address costs a syscall; only access logs and RBAC read it.
+    // The local address costs a syscall; only access logs and connection-reading filters read it.
     let local = match (
         accepted.restored,
-        hcm.access_logs.is_empty() && !hcm.has_rbac(),
+        hcm.access_logs.is_empty() && !hcm.filters_read_connection(),
     ) {
         (Some(restored), _) => restored,
         (None, true) => listener.address,
@@ -148,7 +148,8 @@ pub async fn run(
         hcm.forward_client_cert,
         ForwardClientCert::AppendForward | ForwardClientCert::SanitizeSet
     );
-    let reads_tls = hcm.logs_read_tls() || hcm.has_rbac() || (presented && sets_xfcc);
+    let reads_tls =
+        hcm.logs_read_tls() || hcm.filters_read_connection() || (presented && sets_xfcc);
     let connection = Connection {
         ctx,
         listener,

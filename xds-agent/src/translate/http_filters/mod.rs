@@ -11,6 +11,7 @@ mod fault;
 mod grpc_stats;
 mod header_mutation;
 mod istio_alpn;
+mod istio_authn;
 mod local_ratelimit;
 mod peer_metadata;
 mod rbac;
@@ -111,6 +112,11 @@ const REGISTRY: &[Factory] = &[
         per_route: None,
     },
     Factory {
+        config_type: names::ISTIO_AUTHN_POLICY,
+        build: Some(istio_authn::filter),
+        per_route: None,
+    },
+    Factory {
         config_type: names::HTTP_WASM,
         build: Some(wasm::filter),
         per_route: None,
@@ -146,6 +152,7 @@ const FILTER_TYPES: &[&str] = &[
     names::GRPC_WEB,
     names::ISTIO_ALPN,
     names::PEER_METADATA,
+    names::ISTIO_AUTHN_POLICY,
     names::HTTP_WASM,
     names::STATS,
     names::HTTP_RBAC,
@@ -444,6 +451,42 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "io.istio.http.peer_metadata.Config.WorkloadDiscovery",
         supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::ISTIO_AUTHN_POLICY,
+        supported: &[
+            "policy",
+            "skip_validate_trust_domain",
+            "allowed_trust_domains",
+        ],
+        ignored: &[(
+            "jwt_output_payload_locations",
+            "read only by JWT methods, which are refused",
+        )],
+    },
+    Surface {
+        message: "istio.authentication.v1alpha1.Policy",
+        supported: &["peers", "peer_is_optional", "principal_binding"],
+        ignored: &[
+            (
+                "targets",
+                "istiod has chosen the workloads; the filter ignores them",
+            ),
+            (
+                "origin_is_optional",
+                "applies to origins (JWT), which are refused",
+            ),
+        ],
+    },
+    Surface {
+        message: "istio.authentication.v1alpha1.PeerAuthenticationMethod",
+        supported: &["mtls"],
+        ignored: &[],
+    },
+    Surface {
+        message: "istio.authentication.v1alpha1.MutualTls",
+        supported: &["allow_tls", "mode"],
         ignored: &[],
     },
     Surface {

@@ -123,7 +123,9 @@ mod tests {
         let Principal::Or(jwt) = &ids[1] else {
             panic!()
         };
-        assert!(matches!(&jwt[0], Principal::Metadata(m) if !m.invert && &*m.filter == "istio_authn"));
+        assert!(
+            matches!(&jwt[0], Principal::Metadata(m) if !m.invert && &*m.filter == "istio_authn")
+        );
         assert!(matches!(&policy.principals[8], Principal::Metadata(m) if m.invert));
         assert!(matches!(
             policy.principals[2],

@@ -107,9 +107,12 @@ impl<'a> At<'a> {
     }
 }
 
+/// The names of the plaintext socket that need no `typed_config` (Envoy's legacy form).
+const LEGACY_RAW_BUFFER_NAMES: &[&str] = &["envoy.transport_sockets.raw_buffer", "raw_buffer"];
+
 /// Decodes a transport socket's TLS context and builds it with `build` (given the context,
 /// the path of its typed config, and where to report): `Ok(None)` for a raw socket
-/// (`raw_buffer`; the walker has rejected every other type).
+/// (`raw_buffer`, also by name alone; the walker has rejected every other type).
 fn decoded<C, T>(
     socket: &TransportSocket,
     path: &str,
@@ -126,6 +129,9 @@ where
             return Ok(None)
         }
         Some(transport_socket::ConfigType::TypedConfig(any)) => any,
+        // Istio ≤ 1.9 names the plaintext socket without a config (the legacy form Envoy
+        // 1.40 refuses); nothing else can be meant.
+        None if LEGACY_RAW_BUFFER_NAMES.contains(&socket.name.as_str()) => return Ok(None),
         None => {
             errors.push(TranslateError::new(
                 format!("{path}.typed_config"),
