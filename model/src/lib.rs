@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub routes: HashMap<String, Arc<route::RouteConfig>>,
     /// This proxy's identity for Istio's metadata exchange (from the bootstrap's node).
     pub local_peer: Arc<istio::LocalPeer>,
+    /// How the admin interface names and shows stats (the bootstrap's `stats_config`).
+    pub stat_naming: Arc<stats::naming::StatNaming>,
 }
 
 impl Snapshot {
@@ -65,6 +67,7 @@ impl Snapshot {
             cluster_changes: None,
             routes: HashMap::new(),
             local_peer: Default::default(),
+            stat_naming: Default::default(),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Admin server over real HTTP: every endpoint's status, content type and body, and the
 //! commands the mutating endpoints send to the agent loop.
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -103,8 +102,7 @@ fn agent_state() -> AgentState {
                 .into_iter()
                 .collect(),
             cluster_changes: None,
-            routes: HashMap::new(),
-            local_peer: Default::default(),
+            ..Snapshot::empty()
         }),
         dynamic: Default::default(),
         keep_descriptors: false,

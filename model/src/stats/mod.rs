@@ -6,6 +6,7 @@
 mod histogram;
 pub mod istio;
 mod named;
+pub mod naming;
 mod ssl;
 mod status_codes;
 

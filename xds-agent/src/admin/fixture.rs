@@ -80,6 +80,7 @@ pub fn state() -> AgentState {
         cluster_changes: None,
         routes: HashMap::new(),
         local_peer: Default::default(),
+        stat_naming: Default::default(),
     };
     AgentState {
         stats,

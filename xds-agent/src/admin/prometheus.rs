@@ -1,64 +1,14 @@
-//! `/stats/prometheus`: Prometheus text exposition with Envoy's naming: default tag extraction,
-//! an `envoy_` prefix, names sanitised to `[a-zA-Z0-9_]`, one `# TYPE` line per family;
+//! `/stats/prometheus`: Prometheus text exposition with Envoy's naming: tags extracted as
+//! `stats_config` says (`model::stats::naming`), an `envoy_` prefix, names and tag names
+//! sanitised to `[a-zA-Z0-9_]`, one `# TYPE` line per family;
 //! histograms as cumulative `_bucket{le=..}` series on Envoy's default bounds, `_sum`, `_count`.
-use std::{collections::BTreeMap, fmt::Write, sync::OnceLock};
-
-use regex::Regex;
+use std::{collections::BTreeMap, fmt::Write};
 
 use model::stats::{
     istio::{Labeled, LabeledValue},
+    naming::StatNaming,
     HistogramSnapshot, HistogramValue, StatKind, StatValue, PROMETHEUS_BUCKETS_MS,
 };
-
-/// Envoy's default tag extractors for the scopes we emit: tag name and a regex whose group 1
-/// is cut out of the stat name and whose group 2 is the tag value. Envoy runs them in order
-/// over the name, each on what the previous ones left: first those that match anywhere
-/// (response codes), then those keyed by the name's first token, so labels come in that order.
-const TAG_EXTRACTORS: &[(&str, &str)] = &[
-    // `*_rq_<code>`: `upstream_rq_200` → `upstream_rq{envoy_response_code="200"}`.
-    ("envoy_response_code", r"_rq(_(\d{3}))$"),
-    // `*_rq_<class>xx`: `upstream_rq_2xx` → `upstream_rq_xx{envoy_response_code_class="2"}`.
-    ("envoy_response_code_class", r"_rq_((\d))xx$"),
-    // `cluster.<name>.<stat>`: the cluster name is one dot-free token, as in Envoy (configs
-    // whose cluster names contain dots add their own `stats_tags`, which we do not read yet).
-    ("envoy_cluster_name", r"^cluster\.(([^.]+)\.)"),
-    // `listener.<address>.<stat>`: only an address (`0.0.0.0_80`, `[__1]_80`) is a tag.
-    (
-        "envoy_listener_address",
-        r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
-    ),
-    // `http.<stat_prefix>.<stat>`: the prefix is one token.
-    ("envoy_http_conn_manager_prefix", r"^http\.(([^.]+)\.)"),
-    // `tcp.<stat_prefix>.<stat>`: the prefix may contain dots; the stat is the last token.
-    ("envoy_tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
-];
-
-fn extractors() -> &'static [(&'static str, Regex)] {
-    static COMPILED: OnceLock<Vec<(&str, Regex)>> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        TAG_EXTRACTORS
-            .iter()
-            .map(|(tag, re)| (*tag, Regex::new(re).expect("tag extractor regex compiles")))
-            .collect()
-    })
-}
-
-/// Splits a stat name into its tag-extracted name and its tags.
-pub fn extract_tags(name: &str) -> (String, Vec<(&'static str, String)>) {
-    let mut name = name.to_string();
-    let mut tags = Vec::new();
-    for (tag, re) in extractors() {
-        let Some(caps) = re.captures(&name) else {
-            continue;
-        };
-        let (Some(cut), Some(value)) = (caps.get(1), caps.get(2)) else {
-            continue;
-        };
-        tags.push((*tag, value.as_str().to_string()));
-        name.replace_range(cut.range(), "");
-    }
-    (name, tags)
-}
 
 /// Envoy's metric-name sanitising: every character outside `[a-zA-Z0-9_]` becomes `_`.
 fn sanitize_name(name: &str) -> String {
@@ -82,23 +32,23 @@ fn escape_value(value: &str) -> String {
 }
 
 /// A family name (`envoy_` + the sanitised tag-extracted name) and the series' labels.
-fn family_and_labels(name: &str) -> (String, String) {
-    let (name, tags) = extract_tags(name);
+fn family_and_labels(naming: &StatNaming, name: &str) -> (String, String) {
+    let (name, tags) = naming.extract_tags(name);
     let labels: Vec<String> = tags
         .iter()
-        .map(|(tag, value)| format!("{tag}=\"{}\"", escape_value(value)))
+        .map(|(tag, value)| format!("{}=\"{}\"", sanitize_name(tag), escape_value(value)))
         .collect();
     (format!("envoy_{}", sanitize_name(&name)), labels.join(","))
 }
 
 /// Renders stats as Prometheus text: counters, gauges, then histograms; families in name
 /// order, each family's series in label order.
-pub fn render(stats: &[StatValue], histograms: &[HistogramValue]) -> String {
+pub fn render(naming: &StatNaming, stats: &[StatValue], histograms: &[HistogramValue]) -> String {
     let mut out = String::new();
     for (kind, type_name) in [(StatKind::Counter, "counter"), (StatKind::Gauge, "gauge")] {
         let mut families: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
         for stat in stats.iter().filter(|s| s.kind == kind) {
-            let (family, labels) = family_and_labels(&stat.name);
+            let (family, labels) = family_and_labels(naming, &stat.name);
             families
                 .entry(family)
                 .or_default()
@@ -119,7 +69,7 @@ pub fn render(stats: &[StatValue], histograms: &[HistogramValue]) -> String {
     }
     let mut families: BTreeMap<String, Vec<(String, &HistogramSnapshot)>> = BTreeMap::new();
     for histogram in histograms {
-        let (family, labels) = family_and_labels(&histogram.name);
+        let (family, labels) = family_and_labels(naming, &histogram.name);
         families
             .entry(family)
             .or_default()
@@ -193,40 +143,12 @@ fn render_histogram(out: &mut String, family: &str, labels: &str, snapshot: &His
 mod tests {
     use super::*;
 
-    fn tags(name: &str) -> (String, Vec<(&'static str, String)>) {
-        extract_tags(name)
+    fn render(stats: &[StatValue], histograms: &[HistogramValue]) -> String {
+        super::render(&StatNaming::default(), stats, histograms)
     }
 
-    #[test]
-    fn extraction_table() {
-        assert_eq!(
-            tags("cluster.backend.upstream_cx_total"),
-            (
-                "cluster.upstream_cx_total".into(),
-                vec![("envoy_cluster_name", "backend".into())]
-            )
-        );
-        assert_eq!(
-            tags("listener.0.0.0.0_8080.downstream_cx_active"),
-            (
-                "listener.downstream_cx_active".into(),
-                vec![("envoy_listener_address", "0.0.0.0_8080".into())]
-            )
-        );
-        assert_eq!(
-            tags("listener.[__1]_80.downstream_cx_total").1,
-            vec![("envoy_listener_address", "[__1]_80".into())]
-        );
-        assert_eq!(
-            tags("tcp.ingress.tcp.downstream_cx_total"),
-            (
-                "tcp.downstream_cx_total".into(),
-                vec![("envoy_tcp_prefix", "ingress.tcp".into())]
-            )
-        );
-        // Not an address: no tag, the prefix stays in the name (as in Envoy).
-        assert_eq!(tags("listener.admin.downstream_cx_total").1, vec![]);
-        assert_eq!(tags("server.uptime"), ("server.uptime".into(), vec![]));
+    fn family_and_labels(name: &str) -> (String, String) {
+        super::family_and_labels(&StatNaming::default(), name)
     }
 
     #[test]

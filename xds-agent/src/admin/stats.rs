@@ -142,7 +142,8 @@ pub fn handle(state: &AgentState, query: &Query) -> Reply {
 pub fn prometheus(state: &AgentState, query: &Query) -> Reply {
     match select(state, query, false) {
         Ok(stats) => {
-            let mut out = prometheus::render(&stats.scalars, &stats.histograms);
+            let naming = &state.snapshot.stat_naming;
+            let mut out = prometheus::render(naming, &stats.scalars, &stats.histograms);
             prometheus::render_labeled(&state.stats.istio.read(), &mut out);
             Reply::ok_text(out)
         }
@@ -162,8 +163,12 @@ fn select(state: &AgentState, query: &Query, labeled: bool) -> Result<Stats, Sta
     let uptime = state.started.elapsed().as_secs();
     registry::set(&state.stats.server.shard(0).uptime, uptime as i64);
     state.stats.flush_histograms_if_due(Instant::now());
+    // `stats_matcher`: what Envoy would not have made is not shown.
+    let naming = &state.snapshot.stat_naming;
     let mut scalars = state.stats.read_all();
+    scalars.retain(|s| naming.shows(&s.name));
     let mut histograms = state.stats.read_histograms();
+    histograms.retain(|h| naming.shows(&h.name));
     if labeled {
         for series in state.stats.istio.read() {
             let name = tagged_name(&series);
@@ -181,7 +186,12 @@ fn select(state: &AgentState, query: &Query, labeled: bool) -> Result<Stats, Sta
     }
     Ok(selection.apply(Stats {
         scalars,
-        texts: state.dynamic.version_texts(),
+        texts: state
+            .dynamic
+            .version_texts()
+            .into_iter()
+            .filter(|(name, _)| naming.shows(name))
+            .collect(),
         histograms,
     }))
 }

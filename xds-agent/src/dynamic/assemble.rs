@@ -123,6 +123,7 @@ impl DynamicConfig {
             cluster_changes: (!rebased).then_some(changed),
             routes,
             local_peer: statics.local_peer.clone(),
+            stat_naming: statics.stat_naming.clone(),
         }
     }
 

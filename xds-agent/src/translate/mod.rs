@@ -29,6 +29,7 @@ mod rbac;
 pub mod resources;
 mod route;
 pub mod secret;
+mod stats_config;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;
@@ -126,6 +127,10 @@ pub fn translate(
 ) -> Result<Snapshot, Vec<TranslateError>> {
     let mut errors = Vec::new();
     ctx.local_peer = Arc::new(istio::local_peer(bootstrap.node.as_ref()));
+    let stat_naming = Arc::new(stats_config::stat_naming(
+        bootstrap.stats_config.as_ref(),
+        &mut errors,
+    ));
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
     // Control-plane clusters are the agent's own: the ADS cluster (read by
     // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
@@ -206,6 +211,7 @@ pub fn translate(
             cluster_changes: None,
             routes: HashMap::new(),
             local_peer: ctx.local_peer.clone(),
+            stat_naming,
         })
     } else {
         let mut seen = HashSet::new();

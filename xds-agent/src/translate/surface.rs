@@ -33,8 +33,7 @@ const NODE_ID: &str = "identity for a management server";
 /// Accepted-and-ignored fields, and why each is harmless:
 /// - `Bootstrap.layered_runtime`: runtime overrides; shardproxy has no runtime, so Envoy's
 ///   built-in defaults apply (most examples only declare an empty static layer).
-/// - `Bootstrap.stats_config`: tag extraction, inclusion lists and histogram buckets shape how
-///   stats are exported, not what the proxy does (docs/istio-gap-list.md says what differs).
+/// - `StatsConfig.histogram_bucket_settings`: histograms keep Envoy's default buckets.
 /// - `Bootstrap.stats_sinks`, `.application_log_config`, `.deferred_stat_options`: where stats
 ///   are pushed, the proxy's own log format, when stats appear.
 /// - The Istio bootstrap's process-wide sections: `bootstrap_surface.rs`.
@@ -59,16 +58,12 @@ pub const SURFACE: &[Surface] = &[
             "overload_manager",
             "tracing",
             "cluster_manager",
+            "stats_config",
         ],
         ignored: &[
             (
                 "layered_runtime",
                 "no runtime: Envoy's built-in defaults apply",
-            ),
-            (
-                "stats_config",
-                "tags, matchers and histogram buckets are not applied: stats keep their full \
-                 names, all of them listed",
             ),
             (
                 "stats_sinks",
@@ -83,6 +78,29 @@ pub const SURFACE: &[Surface] = &[
                 "stats are created with their owner; deferring only delays when they appear",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.config.metrics.v3.StatsConfig",
+        supported: &["stats_tags", "use_all_default_tags", "stats_matcher"],
+        ignored: &[(
+            "histogram_bucket_settings",
+            "histograms keep Envoy's default buckets",
+        )],
+    },
+    Surface {
+        message: "envoy.config.metrics.v3.TagSpecifier",
+        supported: &["tag_name", "regex", "fixed_value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.metrics.v3.StatsMatcher",
+        supported: &["reject_all", "exclusion_list", "inclusion_list"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.matcher.v3.ListStringMatcher",
+        supported: &["patterns"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.core.v3.Node",
