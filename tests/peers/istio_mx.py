@@ -6,14 +6,14 @@ A frame is: magic 0x3D230467 and the payload's length (both 32-bit big-endian), 
 payload: a serialized google.protobuf.Any whose type is google.protobuf.Struct, holding
 {"x-envoy-peer-metadata": <node metadata struct>, "x-envoy-peer-metadata-id": <node id>}.
 
-    istio_mx.py server --cert C --key K --metadata JSON --id ID --record FILE
-        TLS with ALPN istio-peer-exchange; per connection: write our frame, read the peer's,
-        append it to FILE as a JSON line ({"type_url", "id", "metadata"} or {"error"}), then
-        echo bytes.
+    istio_mx.py server --cert C --key K --metadata JSON --id ID --record FILE [--garbage]
+        TLS with ALPN istio-peer-exchange; per connection: write our frame (--garbage: 12 bytes
+        that are not a frame), read the peer's, append it to FILE as a JSON line
+        ({"type_url", "id", "metadata"} or {"error"}), then echo bytes.
     istio_mx.py client --port P --ca CA --metadata JSON --id ID --send TEXT [--garbage]
         connect (SNI localhost), exchange as above, print `PEER <json>`, send TEXT, print
-        `ECHO <text>` (what came back before TEXT's length or the close). --garbage sends 8
-        bytes that are not a frame instead of ours.
+        `ECHO <text>` (what came back before TEXT's length or the close). --garbage sends 12
+        bytes that are not a frame instead of ours (and then waits for them back too).
 
 Servers print `READY <port>` once listening, and serve until standard input closes.
 """
@@ -31,6 +31,8 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 
 MAGIC = 0x3D230467
 ALPN = "istio-peer-exchange"
+# What --garbage sends instead of a frame.
+GARBAGE = b"\x00\x00\x00\x00garbage!"
 
 
 def frame(metadata: dict, node_id: str) -> bytes:
@@ -125,7 +127,7 @@ def main() -> None:
         def handle(raw):
             try:
                 sock = ctx.wrap_socket(raw, server_side=True)
-                sock.sendall(ours)
+                sock.sendall(GARBAGE if args.garbage else ours)
                 peer = read_frame(sock)
             except (OSError, EOFError, ssl.SSLError) as e:
                 record({"error": str(e)})
@@ -140,16 +142,19 @@ def main() -> None:
         ctx.set_alpn_protocols([ALPN])
         sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", args.port)),
                                server_hostname="localhost")
-        sock.sendall(b"\x00\x00\x00\x00garbage!" if args.garbage else ours)
+        first = GARBAGE if args.garbage else ours
+        sock.sendall(first)
         try:
             peer = read_frame(sock)
         except (OSError, EOFError) as e:
             peer = {"error": str(e)}
         print(f"PEER {json.dumps(peer)}", flush=True)
+        # What comes back through an echo: the garbage too, when the peer relays it.
+        expected = len(args.send) + (len(GARBAGE) if args.garbage else 0)
         received = b""
         try:
             sock.sendall(args.send.encode())
-            while len(received) < len(args.send):
+            while len(received) < expected:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
