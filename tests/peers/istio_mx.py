@@ -15,11 +15,21 @@ payload: a serialized google.protobuf.Any whose type is google.protobuf.Struct, 
         `ECHO <text>` (what came back before TEXT's length or the close). --garbage sends 12
         bytes that are not a frame instead of ours (and then waits for them back too).
 
+    istio_mx.py headers --node JSON
+        print the HTTP exchange's two headers for that bootstrap `node` as Istio's
+        `io.istio.http.peer_metadata` propagates them: JSON {"x-envoy-peer-metadata": base64 of
+        the serialized Struct of the node metadata keys Istio exchanges,
+        "x-envoy-peer-metadata-id": the node id}.
+    istio_mx.py decode VALUE
+        print the node metadata in an `x-envoy-peer-metadata` value (base64, padded or not)
+        as JSON.
+
 Servers print `READY <port>` once listening, and serve until standard input closes.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import socket
 import ssl
@@ -33,6 +43,10 @@ MAGIC = 0x3D230467
 ALPN = "istio-peer-exchange"
 # What --garbage sends instead of a frame.
 GARBAGE = b"\x00\x00\x00\x00garbage!"
+# The node metadata keys Istio's exchange carries (its node schema); the others (proxy config,
+# agent settings) stay home.
+EXCHANGED = ("NAME", "NAMESPACE", "OWNER", "WORKLOAD_NAME", "ISTIO_VERSION", "MESH_ID",
+             "CLUSTER_ID", "LABELS", "PLATFORM_METADATA", "APP_CONTAINERS", "INSTANCE_IPS")
 
 
 def frame(metadata: dict, node_id: str) -> bytes:
@@ -41,6 +55,19 @@ def frame(metadata: dict, node_id: str) -> bytes:
     payload = any_pb2.Any(type_url="type.googleapis.com/google.protobuf.Struct",
                           value=both.SerializeToString()).SerializeToString()
     return struct.pack(">II", MAGIC, len(payload)) + payload
+
+
+def headers(node: dict) -> dict:
+    metadata = struct_pb2.Struct()
+    metadata.update({k: v for k, v in node.get("metadata", {}).items() if k in EXCHANGED})
+    value = base64.b64encode(metadata.SerializeToString(deterministic=True)).decode()
+    return {"x-envoy-peer-metadata": value, "x-envoy-peer-metadata-id": node.get("id", "")}
+
+
+def decode(value: str) -> dict:
+    metadata = struct_pb2.Struct()
+    metadata.ParseFromString(base64.b64decode(value + "=" * (-len(value) % 4)))
+    return json_format.MessageToDict(metadata)
 
 
 def read_exact(sock, n: int) -> bytes:
@@ -100,7 +127,9 @@ def serve(srv: socket.socket, handle) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["server", "client"])
+    ap.add_argument("mode", choices=["server", "client", "headers", "decode"])
+    ap.add_argument("value", nargs="?", default="")
+    ap.add_argument("--node", default="{}")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--ca")
@@ -111,6 +140,12 @@ def main() -> None:
     ap.add_argument("--garbage", action="store_true")
     ap.add_argument("--record")
     args = ap.parse_args()
+    if args.mode == "headers":
+        print(json.dumps(headers(json.loads(args.node))))
+        return
+    if args.mode == "decode":
+        print(json.dumps(decode(args.value)))
+        return
     ours = frame(json.loads(args.metadata), args.id)
 
     if args.mode == "server":
