@@ -89,34 +89,45 @@ fn have_peer(test: &str) -> bool {
     have_python(test, "google.protobuf")
 }
 
-/// A cluster to the exchange server, over mTLS-less TLS offering Istio's ALPN list, with the
-/// upstream exchange filter: the server gets this proxy's frame, the client's bytes pass
-/// after the exchange, and the server's frame never reaches the client.
-#[test]
-fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
-    let test = "upstream_exchange_sends_the_node_and_consumes_the_peers_frame";
+/// A proxy whose TCP listener relays to an istio_mx.py exchange server (`--garbage`: one that
+/// negotiates `istio-peer-exchange` but sends no frame) over TLS offering Istio's ALPN list,
+/// with the upstream exchange filter and `istio.stats` on the listener.
+struct UpstreamExchange {
+    admin: u16,
+    /// What the server recorded of this proxy's frame (one JSON line a connection).
+    record: std::path::PathBuf,
+    /// What a client of the listener got back for its `hello mesh`.
+    echoed: Vec<u8>,
+    _server: PeerServer,
+    _proxy: Proxy,
+    _dir: TempDir,
+}
+
+/// `None` after saying why not (a missing peer fails under CI).
+fn upstream_exchange(test: &str, garbage: bool) -> Option<UpstreamExchange> {
     if !have_peer(test) {
-        return;
+        return None;
     }
     let pki = pki();
     let dir = TempDir::new("mx-upstream");
     let record = dir.file("peers.jsonl");
-    let server = PeerServer::start(
-        "istio_mx.py",
-        &[
-            "server",
-            "--cert",
-            pki.upstream.cert.to_str().unwrap(),
-            "--key",
-            pki.upstream.key.to_str().unwrap(),
-            "--metadata",
-            r#"{"NAMESPACE": "ns2", "WORKLOAD_NAME": "server-wl"}"#,
-            "--id",
-            "sidecar~server",
-            "--record",
-            record.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        "server",
+        "--cert",
+        pki.upstream.cert.to_str().unwrap(),
+        "--key",
+        pki.upstream.key.to_str().unwrap(),
+        "--metadata",
+        r#"{"NAMESPACE": "ns2", "WORKLOAD_NAME": "server-wl"}"#,
+        "--id",
+        "sidecar~server",
+        "--record",
+        record.to_str().unwrap(),
+    ];
+    if garbage {
+        args.push("--garbage");
+    }
+    let server = PeerServer::start("istio_mx.py", &args);
     let (admin, port) = (free_port(), free_port());
     let upstream = cluster(
         "server",
@@ -138,24 +149,41 @@ fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
     outbound["filter_chains"][0]["filters"] = json!([stats_filter(), relay]);
     let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
     b["node"] = node();
-    let _proxy = Proxy::start("mx-upstream", &b);
+    let proxy = Proxy::start("mx-upstream", &b);
     let mut client = connect(port);
     client.write_all(b"hello mesh").unwrap();
-    let mut echoed = [0u8; 10];
+    let mut echoed = vec![0u8; if garbage { 22 } else { 10 }];
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     client.read_exact(&mut echoed).unwrap();
+    Some(UpstreamExchange {
+        admin,
+        record,
+        echoed,
+        _server: server,
+        _proxy: proxy,
+        _dir: dir,
+    })
+}
+
+/// A cluster to the exchange server: the server gets this proxy's frame, the client's bytes
+/// pass after the exchange, and the server's frame never reaches the client.
+#[test]
+fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
+    let test = "upstream_exchange_sends_the_node_and_consumes_the_peers_frame";
+    let Some(run) = upstream_exchange(test, false) else {
+        return;
+    };
     assert_eq!(
-        &echoed, b"hello mesh",
+        run.echoed, b"hello mesh",
         "the server's frame was not consumed"
     );
     let peer = wait_for(SOON, "the server's record of our frame", || {
-        let text = fs::read_to_string(&record).ok()?;
+        let text = fs::read_to_string(&run.record).ok()?;
         serde_json::from_str::<Value>(text.lines().next()?).ok()
     });
     assert_is_our_node(&peer);
-    drop(client);
     // istio.stats names the server's workload as the exchange told it.
     let labels = [
         ("reporter", "source"),
@@ -165,10 +193,35 @@ fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
         ("destination_workload_namespace", "ns2"),
         ("request_protocol", "tcp"),
     ];
+    let admin = run.admin;
     istio_series(admin, "istio_tcp_connections_opened_total", &labels, 1.0);
     istio_series(admin, "istio_tcp_connections_closed_total", &labels, 1.0);
     istio_series(admin, "istio_tcp_received_bytes_total", &labels, 10.0);
     istio_series(admin, "istio_tcp_sent_bytes_total", &labels, 10.0);
+}
+
+/// A server that negotiated `istio-peer-exchange` but sends no frame (Istio: "peer missing
+/// TCP MetadataExchange filter"): its bytes reach the client as they came, and the connection
+/// has no upstream peer.
+#[test]
+fn upstream_exchange_relays_a_server_that_sends_no_frame() {
+    let test = "upstream_exchange_relays_a_server_that_sends_no_frame";
+    let Some(run) = upstream_exchange(test, true) else {
+        return;
+    };
+    assert_eq!(run.echoed, b"\0\0\0\0garbage!hello mesh");
+    let labels = [
+        ("reporter", "source"),
+        ("source_workload", "client-wl"),
+        ("destination_workload", "unknown"),
+        ("request_protocol", "tcp"),
+    ];
+    istio_series(
+        run.admin,
+        "istio_tcp_connections_opened_total",
+        &labels,
+        1.0,
+    );
 }
 
 /// Runs istio_mx.py as a client of `port`: (the frame it read, what came back of `send`).
@@ -201,7 +254,8 @@ fn exchange_client(port: u16, send: &str, garbage: bool) -> (Value, String) {
 
 /// A TLS listener offering `istio-peer-exchange` whose chain runs the exchange before its
 /// tcp_proxy: a peer that sends its frame gets this proxy's and then a byte relay; a peer
-/// whose first bytes are not a frame is closed, and the listener goes on serving.
+/// whose first bytes are not a frame gets a relay of them too (no peer, as Istio's filter),
+/// and the listener goes on serving.
 #[test]
 fn downstream_exchange_answers_and_relays_after_the_frames() {
     let test = "downstream_exchange_answers_and_relays_after_the_frames";
@@ -239,9 +293,14 @@ fn downstream_exchange_answers_and_relays_after_the_frames() {
     let (peer, echoed) = exchange_client(port, "ping", false);
     assert_is_our_node(&peer);
     assert_eq!(echoed, "ping");
+    // A peer that negotiated the protocol but sends no frame (Istio: "peer missing TCP
+    // MetadataExchange filter") gets ours, and its bytes are relayed as they came.
     let (peer, echoed) = exchange_client(port, "ping", true);
     assert_is_our_node(&peer);
-    assert_eq!(echoed, "", "a peer that sent no frame must be closed");
+    assert_eq!(
+        echoed, "\0\0\0\0garbage!ping",
+        "a peer that sent no frame must have its bytes relayed"
+    );
     let (_, echoed) = exchange_client(port, "still serving", false);
     assert_eq!(echoed, "still serving");
 }

@@ -48,6 +48,9 @@ pub struct TlsStream {
     closing: bool,
     /// The certificate served (server side).
     served: Option<Arc<CertificateInfo>>,
+    /// Plaintext given back by a filter that read it but does not consume it ([`Self::unread`]):
+    /// read again before anything rustls holds.
+    unread: Vec<u8>,
 }
 
 /// The socket as `Read`/`Write` for rustls: "would block" instead of pending (the waker is
@@ -161,6 +164,7 @@ impl TlsStream {
             tls,
             closing: false,
             served,
+            unread: Vec::new(),
         };
         while stream.tls.is_handshaking() {
             poll_fn(|cx| stream.poll_flush_tls(cx))
@@ -211,6 +215,9 @@ impl TlsStream {
     /// Makes plaintext available, reading from the socket as needed; `false` = the peer
     /// closed (close_notify, or EOF without one, which Envoy also takes as a close).
     fn poll_plaintext(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.unread.is_empty() {
+            return Poll::Ready(Ok(true));
+        }
         loop {
             match self.tls.reader().fill_buf() {
                 Ok([]) => return Poll::Ready(Ok(false)),
@@ -245,6 +252,12 @@ impl TlsStream {
         if !ready!(self.poll_plaintext(cx))? {
             return Poll::Ready(Ok(0));
         }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(limit.max(1));
+            buf.extend_from_slice(&self.unread[..n]);
+            self.unread.drain(..n);
+            return Poll::Ready(Ok(n));
+        }
         let mut reader = self.tls.reader();
         let available = reader.fill_buf()?;
         let n = available.len().min(limit.max(1));
@@ -274,6 +287,13 @@ impl TlsStream {
         &self.tls
     }
 
+    /// Gives back `bytes` read from this connection: the next reads return them first, in
+    /// order, before any later plaintext (Istio's metadata exchange, which leaves a peer's
+    /// first bytes to the relay when they are not its frame).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        self.unread.splice(..0, bytes.iter().copied());
+    }
+
     /// What access logs and XFCC read of this (downstream) connection.
     pub fn info(&self) -> DownstreamTls {
         DownstreamTls::new(&self.tls, self.served.clone())
@@ -289,6 +309,12 @@ impl AsyncRead for TlsStream {
         let this = self.get_mut();
         if !ready!(this.poll_plaintext(cx))? {
             return Poll::Ready(Ok(0));
+        }
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.len());
+            buf[..n].copy_from_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            return Poll::Ready(Ok(n));
         }
         Poll::Ready(this.tls.reader().read(buf))
     }

@@ -82,6 +82,13 @@ impl Transport {
         }
     }
 
+    pub fn tls_mut(&mut self) -> Option<&mut TlsStream> {
+        match self {
+            Transport::Raw(_) => None,
+            Transport::Tls(tls) => Some(tls),
+        }
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
     }
