@@ -146,8 +146,19 @@ fn pod_bootstrap(golden: &Value, pod: &Pod, xds: &Path, sds: &Path) -> Value {
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] =
             json!({"pipe": {"path": path}});
     }
+    // The stats the tests read, as the `sidecar.istio.io/statsInclusionPrefixes` annotation
+    // adds them to Istio's inclusion list (which leaves them out otherwise, as Envoy does).
+    let patterns = b["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
+        .as_array_mut()
+        .expect("Istio's golden bootstrap has an inclusion list");
+    for prefix in STATS_INCLUSION_PREFIXES {
+        patterns.push(json!({"prefix": prefix}));
+    }
     b
 }
+
+/// The stat prefixes the pods' annotations include.
+const STATS_INCLUSION_PREFIXES: &[&str] = &["cluster.outbound|", "cluster.inbound|", "listener."];
 
 // ---------------------------------------------------------------------------------------------
 // Istio's resources (shaped as istio-1.22.3_app1_sidecar.json has them)

@@ -14,7 +14,7 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     thread,
     time::{Duration, Instant},
 };
@@ -110,6 +110,9 @@ pub struct Pki {
     pub untrusted_client: CertKey,
     /// The root CA's CRL, revoking `client_revoked`.
     pub crl: PathBuf,
+    /// Workload certificates made so far, by service account: tests running side by side ask
+    /// for the same ones, which are made once (their files are shared).
+    workloads: Mutex<BTreeMap<String, CertKey>>,
 }
 
 const SERVER_SANS: &str =
@@ -391,6 +394,13 @@ impl Pki {
     /// SAN the URI spiffe://cluster.local/ns/default/sa/`sa`, for server and client use (a
     /// sidecar presents it both ways).
     pub fn workload(&self, sa: &str) -> CertKey {
+        let mut made = self.workloads.lock().unwrap_or_else(|e| e.into_inner());
+        made.entry(sa.to_string())
+            .or_insert_with(|| self.make_workload(sa))
+            .clone()
+    }
+
+    fn make_workload(&self, sa: &str) -> CertKey {
         let dir = &self.dir;
         let inter_only = self.intermediate.cert.with_extension("leaf.pem");
         let mut ca = Ca::new(
@@ -562,6 +572,7 @@ fn make_pki(dir: &Path) -> Pki {
         untrusted_server,
         untrusted_client,
         crl,
+        workloads: Mutex::default(),
     }
 }
 
