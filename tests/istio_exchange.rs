@@ -184,13 +184,18 @@ fn upstream_exchange_sends_the_node_and_consumes_the_peers_frame() {
         serde_json::from_str::<Value>(text.lines().next()?).ok()
     });
     assert_is_our_node(&peer);
-    // istio.stats names the server's workload as the exchange told it.
+    // istio.stats names the server's workload as the exchange told it, and its principal as
+    // its certificate says (whose namespace wins over the exchanged one, as in Istio).
     let labels = [
         ("reporter", "source"),
         ("source_workload", "client-wl"),
         ("source_workload_namespace", "ns1"),
         ("destination_workload", "server-wl"),
-        ("destination_workload_namespace", "ns2"),
+        ("destination_workload_namespace", "default"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/default/sa/upstream",
+        ),
         ("request_protocol", "tcp"),
     ];
     let admin = run.admin;

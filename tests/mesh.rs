@@ -1508,16 +1508,23 @@ const TCP_LABELS: [(&str, &str); 2] = [
     ("destination_service", TCP_SERVICE),
 ];
 
-/// What the client sidecar reports of an exchange whose peer it learnt: both workloads
-/// (on a client shardproxy does not read the principals yet: docs/istio-stats.md).
+/// What the client sidecar reports of an exchange whose peer it learnt: both workloads, and
+/// both principals from the upstream connection's certificates.
 fn client_reported() -> Vec<(&'static str, &'static str)> {
     [
         &[("reporter", "source")][..],
         &CLIENT_WORKLOAD,
         &SERVER_WORKLOAD,
+        &CLIENT_SIDE_PRINCIPALS,
     ]
     .concat()
 }
+
+/// A client's principals: its own certificate's and the upstream's, as Istio reads them.
+const CLIENT_SIDE_PRINCIPALS: [(&str, &str); 2] = [
+    ("source_principal", CLIENT_PRINCIPAL),
+    ("destination_principal", SERVER_PRINCIPAL),
+];
 
 /// What the server sidecar reports of an exchange whose peer it learnt: both workloads, both
 /// principals, mutual TLS.
@@ -1659,9 +1666,10 @@ fn mixed_mesh(test: &str, client: Kind, server: Kind) {
             (server_counters(), server_reported(), tcp.to_vec())
         }
         Kind::Envoy => {
-            // A peer-less connection's destination is `unknown`. (Istio's client falls back to
-            // the endpoint's `istio.workload` EDS metadata, which shardproxy does not read:
-            // docs/istio-stats.md.)
+            // A peer-less connection's destination is `unknown` but for what the upstream
+            // certificate says: its SPIFFE id and the namespace in it. (Istio's client also
+            // falls back to the endpoint's `istio.workload` EDS metadata, which shardproxy does
+            // not read: docs/istio-stats.md.)
             let tcp = [
                 &[("reporter", "source")][..],
                 &CLIENT_WORKLOAD,
@@ -1669,8 +1677,9 @@ fn mixed_mesh(test: &str, client: Kind, server: Kind) {
                     ("destination_workload", "unknown"),
                     ("destination_canonical_service", "unknown"),
                     ("destination_app", "unknown"),
-                    ("destination_workload_namespace", "unknown"),
+                    ("destination_workload_namespace", "default"),
                 ],
+                &CLIENT_SIDE_PRINCIPALS,
             ]
             .concat();
             (client_counters(), client_reported(), tcp)

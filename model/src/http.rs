@@ -83,6 +83,13 @@ impl HttpConnectionManager {
         self.access_logs.iter().any(|l| l.reads_tls())
     }
 
+    /// Whether an `istio.stats` filter runs here.
+    pub fn has_istio_stats(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(f.kind, HttpFilterKind::IstioStats(_)))
+    }
+
     /// Whether a filter here reads the connection's addresses and TLS (`rbac`, Istio's
     /// `istio_authn`).
     pub fn filters_read_connection(&self) -> bool {

@@ -82,6 +82,14 @@ impl Negotiated {
     }
 }
 
+/// The first URI SAN of the peer's certificate and of the one this side presented, on a TLS
+/// connection (Istio's principals: `spiffe://…`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UriSans {
+    pub peer: Option<Box<str>>,
+    pub local: Option<Box<str>>,
+}
+
 /// A downstream TLS connection as the config reads it, taken from the connection the first
 /// time something needs it and kept for the connection's life.
 #[derive(Debug)]

@@ -4,10 +4,12 @@
 //! (ALPN fallback); clients connect with the cluster's config. Plaintext is read out of
 //! rustls' buffer straight into the caller's `BytesMut`.
 use std::{
+    cell::OnceCell,
     future::poll_fn,
     io::{self, BufRead, Read, Write},
     net::SocketAddr,
     pin::Pin,
+    rc::Rc,
     sync::Arc,
     task::{ready, Context, Poll, Waker},
 };
@@ -16,7 +18,7 @@ use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use model::{
     tls::{ClientTls, ServerConfigs},
-    tls_info::{CertificateInfo, DownstreamTls},
+    tls_info::{CertificateInfo, DownstreamTls, UriSans},
 };
 use rustls::{pki_types::ServerName, server::Acceptor, ClientConfig, ClientConnection, Connection};
 
@@ -46,8 +48,10 @@ pub struct TlsStream {
     tls: Connection,
     /// `close_notify` has been queued.
     closing: bool,
-    /// The certificate served (server side).
-    served: Option<Arc<CertificateInfo>>,
+    /// The certificate this side presented: served (server side) or sent (client side).
+    local: Option<Arc<CertificateInfo>>,
+    /// Both sides' first URI SANs, read once when first asked.
+    uri_sans: OnceCell<Rc<UriSans>>,
     /// Plaintext given back by a filter that read it but does not consume it ([`Self::unread`]):
     /// read again before anything rustls holds.
     unread: Vec<u8>,
@@ -135,12 +139,13 @@ pub async fn accept(
 }
 
 /// Starts TLS to an upstream host with `config` (the context's, taken when the connection
-/// began): SNI `sni` (`auto_sni`) or as configured (none: the host's address stands as the
-/// name, which rustls never sends), then the handshake.
+/// began, presenting `local`): SNI `sni` (`auto_sni`) or as configured (none: the host's
+/// address stands as the name, which rustls never sends), then the handshake.
 pub async fn connect(
     io: TcpStream,
     tls: &ClientTls,
     config: Arc<ClientConfig>,
+    local: Option<Arc<CertificateInfo>>,
     sni: Option<&str>,
     host: SocketAddr,
 ) -> Result<TlsStream, HandshakeError> {
@@ -150,20 +155,21 @@ pub async fn connect(
         .or_else(|| tls.sni.clone())
         .unwrap_or_else(|| ServerName::IpAddress(host.ip().into()));
     let conn = ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
-    TlsStream::handshake(io, conn.into(), None).await
+    TlsStream::handshake(io, conn.into(), local).await
 }
 
 impl TlsStream {
     async fn handshake(
         io: TcpStream,
         tls: Connection,
-        served: Option<Arc<CertificateInfo>>,
+        local: Option<Arc<CertificateInfo>>,
     ) -> Result<Self, HandshakeError> {
         let mut stream = Self {
             io,
             tls,
             closing: false,
-            served,
+            local,
+            uri_sans: OnceCell::new(),
             unread: Vec::new(),
         };
         while stream.tls.is_handshaking() {
@@ -296,7 +302,25 @@ impl TlsStream {
 
     /// What access logs and XFCC read of this (downstream) connection.
     pub fn info(&self) -> DownstreamTls {
-        DownstreamTls::new(&self.tls, self.served.clone())
+        DownstreamTls::new(&self.tls, self.local.clone())
+    }
+
+    /// The first URI SAN of the peer's certificate and of this side's (Istio's principals),
+    /// read once per connection.
+    pub fn uri_sans(&self) -> Rc<UriSans> {
+        self.uri_sans
+            .get_or_init(|| {
+                let first = |c: &CertificateInfo| c.sans.uri.first().map(|s| s.as_str().into());
+                let peer = self
+                    .tls
+                    .peer_certificates()
+                    .and_then(|chain| CertificateInfo::parse(chain.first()?));
+                Rc::new(UriSans {
+                    peer: peer.as_ref().and_then(first),
+                    local: self.local.as_deref().and_then(first),
+                })
+            })
+            .clone()
     }
 }
 

@@ -73,8 +73,11 @@ pub async fn open(
     // to the next connection).
     let tls = match cluster.tls_for(endpoint) {
         None => None,
-        Some(tls) => match tls.config() {
-            Some(config) => Some((tls, with_alpn(config, as_.alpn))),
+        Some(tls) => match tls.configs() {
+            Some(configs) => {
+                let presented = configs.listed.chain.first().map(|c| c.info.clone());
+                Some((tls, with_alpn(configs.config.clone(), as_.alpn), presented))
+            }
             None => {
                 inc(&tls
                     .factory_stats
@@ -93,14 +96,14 @@ pub async fn open(
                     _ => OpenError::Connect(e),
                 })?;
         let _ = stream.set_nodelay(true);
-        let Some((tls, config)) = tls else {
+        let Some((tls, config, presented)) = tls else {
             return Ok(Opened {
                 transport: Transport::Raw(stream),
                 peer: None,
             });
         };
         let cells = tls.stats.shard(ctx.id);
-        match tls::connect(stream, tls, config, as_.sni, address).await {
+        match tls::connect(stream, tls, config, presented, as_.sni, address).await {
             Ok(stream) => {
                 let (version, cipher, curve) = model::tls::negotiated(stream.connection());
                 let resumed =

@@ -11,6 +11,7 @@ use model::{
         inc,
         istio::{record_whole, SeriesCells},
     },
+    tls_info::UriSans,
 };
 
 use super::peer::Peer;
@@ -213,6 +214,18 @@ fn service<'a>(config: &StatsConfig, sides: &Sides<'a>) -> (&'a str, &'a str) {
 }
 
 /// The namespace in a SPIFFE id (`…/ns/<namespace>/sa/…`).
+/// A client's principals (peer, local): the first URI SANs of the upstream connection's
+/// certificates, as Istio reads them; empty without TLS.
+pub fn client_principals(sans: Option<&UriSans>) -> (&str, &str) {
+    match sans {
+        Some(sans) => (
+            sans.peer.as_deref().unwrap_or(""),
+            sans.local.as_deref().unwrap_or(""),
+        ),
+        None => ("", ""),
+    }
+}
+
 fn namespace_of(principal: &str) -> Option<&str> {
     let start = principal.find("/ns/")? + "/ns/".len();
     let rest = &principal[start..];

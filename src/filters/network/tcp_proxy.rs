@@ -14,7 +14,7 @@ use model::{
     istio::StatsConfig,
     metadata::Metadata,
     stats::{add, dec, inc, istio::SeriesCells, ClusterCells, TcpProxyCells},
-    tls_info::Negotiated,
+    tls_info::{Negotiated, UriSans},
     ConnectionFilter, Listener, TcpProxy,
 };
 
@@ -23,7 +23,7 @@ use crate::{
     filters::{
         istio::{
             peer::Peer,
-            stats::{open_tcp, Reporter, Sides},
+            stats::{client_principals, open_tcp, Reporter, Sides},
         },
         network::filter_state::FilterState,
     },
@@ -133,7 +133,7 @@ pub async fn run(
     }
     // A connection that never reached an upstream is counted opened at its end, as Istio.
     if istio.series.is_empty() {
-        istio.open(ctx.id, None, None, record.response_flags);
+        istio.open(ctx.id, None, None, None, record.response_flags);
     }
     istio.close();
     record.duration = started.elapsed();
@@ -168,9 +168,15 @@ async fn proxy_to(
     let (upstream, host) = match connect_upstream(ctx, cluster, attempts, destination).await {
         Ok((opened, host)) => {
             let upstream = (cluster.config.name.as_str(), &cluster.config.metadata);
+            // A client's principals are the upstream connection's certificates'.
+            let sans = match istio.configs.is_empty() {
+                true => None,
+                false => opened.transport.tls().map(|t| t.uri_sans()),
+            };
             istio.open(
                 ctx.id,
                 opened.peer.as_deref(),
+                sans.as_deref(),
                 Some(upstream),
                 Default::default(),
             );
@@ -271,18 +277,23 @@ struct IstioTcp<'a> {
 }
 
 impl IstioTcp<'_> {
-    /// Counts the connection opened, labelled with its upstream peer and cluster.
+    /// Counts the connection opened, labelled with its upstream peer, the upstream TLS
+    /// connection's principals and the cluster.
     fn open(
         &mut self,
         shard: usize,
         upstream_peer: Option<&Peer>,
+        upstream_sans: Option<&UriSans>,
         cluster: Option<(&str, &Metadata)>,
         flags: ResponseFlags,
     ) {
         for config in &self.configs {
             let reporter = Reporter::of(config, self.inbound);
             let (peer_principal, local_principal, mutual_tls) = match reporter {
-                Reporter::Client => ("", "", None),
+                Reporter::Client => {
+                    let (peer, local) = client_principals(upstream_sans);
+                    (peer, local, None)
+                }
                 Reporter::Server | Reporter::Waypoint => {
                     let peer = self.state.peer_principal.as_deref().unwrap_or("");
                     let local = self.state.local_principal.as_deref().unwrap_or("");

@@ -1,13 +1,13 @@
 //! Upstream stream over HTTP/1.1: the request head and body written in HTTP/1 framing while
 //! watching for an early response, the response head read (interim 100s skipped) while
 //! watching for the client going away, then the response body decoded off the connection.
-use std::{future::pending, time::Instant};
+use std::{future::pending, rc::Rc, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
 use model::{
     stats::{inc, ClusterCells},
-    tls_info::Negotiated,
+    tls_info::{Negotiated, UriSans},
 };
 
 use super::{Outgoing, ResponseFailure, TryFailure, UpstreamHead};
@@ -75,6 +75,10 @@ impl Http1Stream {
             .io
             .tls()
             .map(|t| Negotiated::of(t.connection()))
+    }
+
+    pub fn uri_sans(&self) -> Option<Rc<UriSans>> {
+        self.conn.conn.io.tls().map(|t| t.uri_sans())
     }
 
     pub async fn exchange(

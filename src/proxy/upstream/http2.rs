@@ -14,7 +14,7 @@ use futures_lite::future;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
 use model::{
     stats::{inc, ClusterCells},
-    tls_info::Negotiated,
+    tls_info::{Negotiated, UriSans},
 };
 
 use super::{Outgoing, ResponseFailure, TryFailure, UpstreamHead};
@@ -51,6 +51,8 @@ pub struct Http2Conn {
     idle_since: Cell<Instant>,
     opened_as: OpenedAs,
     negotiated: Option<Negotiated>,
+    /// Its TLS certificates' first URI SANs (Istio's client principals).
+    uri_sans: Option<Rc<UriSans>>,
     lease: Lease,
 }
 
@@ -100,6 +102,7 @@ impl Http2Stream {
         let open = async |slot| {
             let transport = pool::open_transport(ctx, cluster, host, as_).await?;
             let negotiated = transport.tls().map(|t| Negotiated::of(t.connection()));
+            let uri_sans = transport.tls().map(|t| t.uri_sans());
             let lease = Lease::new(slot, cluster.config.stats.clone(), ctx.id, true);
             let h2 = &options.http2;
             let mut builder = h2::client::Builder::new();
@@ -127,6 +130,7 @@ impl Http2Stream {
                 idle_since: Cell::new(Instant::now()),
                 opened_as: as_.kept(),
                 negotiated,
+                uri_sans,
                 lease,
             });
             host.pool.http2.conns.borrow_mut().push(conn.clone());
@@ -149,6 +153,10 @@ impl Http2Stream {
 
     pub fn negotiated(&self) -> Option<Negotiated> {
         self.conn.negotiated
+    }
+
+    pub fn uri_sans(&self) -> Option<Rc<UriSans>> {
+        self.conn.uri_sans.clone()
     }
 
     /// Sends the request head and body (the body as the stream's window allows) while

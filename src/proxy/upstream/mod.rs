@@ -11,7 +11,7 @@ use std::{rc::Rc, time::Instant};
 use bytes::Bytes;
 use model::{
     stats::{inc, record_duration, ClusterCells},
-    tls_info::Negotiated,
+    tls_info::{Negotiated, UriSans},
 };
 
 use self::{http1::Http1Stream, http2::Http2Stream};
@@ -138,6 +138,14 @@ impl UpstreamStream {
             UpstreamStream::Http2(s) => s.negotiated(),
         }
     }
+
+    /// The connection's certificates' first URI SANs (TLS clusters).
+    pub fn uri_sans(&self) -> Option<Rc<UriSans>> {
+        match self {
+            UpstreamStream::Http1(s) => s.uri_sans(),
+            UpstreamStream::Http2(s) => s.uri_sans(),
+        }
+    }
 }
 
 /// Why an upstream response body ended early.
@@ -255,6 +263,11 @@ impl ResponseBody {
     /// What the connection's TLS negotiated (TLS clusters).
     pub fn negotiated(&self) -> Option<Negotiated> {
         self.stream.as_ref().and_then(UpstreamStream::negotiated)
+    }
+
+    /// The connection's certificates' first URI SANs (TLS clusters).
+    pub fn uri_sans(&self) -> Option<Rc<UriSans>> {
+        self.stream.as_ref().and_then(UpstreamStream::uri_sans)
     }
 
     /// The connection, for a 101 upgrade: from now on it carries the upgraded protocol.

@@ -4,7 +4,7 @@ use model::{filters::HttpFilterKind, istio::StatsConfig};
 
 use super::{stream::Exchange, Connection};
 use crate::{
-    filters::istio::stats::{record_http, HttpOutcome, Reporter, Sides},
+    filters::istio::stats::{client_principals, record_http, HttpOutcome, Reporter, Sides},
     stream::{grpc, headers::RequestHead},
 };
 
@@ -20,8 +20,10 @@ fn record_one(c: &Connection<'_>, config: &StatsConfig, request: &RequestHead, e
     let reporter = Reporter::of(config, c.listener.inbound);
     let state = c.filter_state;
     let (peer_principal, local_principal, mutual_tls) = match reporter {
-        // The upstream connection's certificates are not read (yet): unknown principals.
-        Reporter::Client => ("", "", None),
+        Reporter::Client => {
+            let (peer, local) = client_principals(ex.upstream_sans.as_deref());
+            (peer, local, None)
+        }
         Reporter::Server | Reporter::Waypoint => {
             let (mut peer, mut local) = (
                 state.peer_principal.as_deref().unwrap_or(""),

@@ -18,7 +18,7 @@ use model::{
         RouteRequest,
     },
     stats::{add, dec, inc, record_duration, HttpCells},
-    tls_info::Negotiated,
+    tls_info::{Negotiated, UriSans},
     OriginalDst,
 };
 
@@ -69,6 +69,8 @@ pub struct Exchange {
     pub upstream_cluster: Option<String>,
     /// What the upstream connection that answered negotiated (TLS clusters).
     pub upstream_tls: Option<Negotiated>,
+    /// Its certificates' first URI SANs, when an `istio.stats` filter reports as the client.
+    pub upstream_sans: Option<Rc<UriSans>>,
     pub bytes_sent: u64,
     /// The response head as sent downstream.
     pub response: Option<ResponseHead>,
@@ -112,6 +114,7 @@ impl Exchange {
             upstream_host: None,
             upstream_cluster: None,
             upstream_tls: None,
+            upstream_sans: None,
             bytes_sent: 0,
             response: None,
             details: Cow::Borrowed(""),

@@ -117,6 +117,10 @@ pub(super) async fn proxy_response(
     if !hcm.access_logs.is_empty() {
         exchange.upstream_tls = body.negotiated();
     }
+    // A client's `istio.stats` labels its principals from the upstream certificates.
+    if !c.listener.inbound && hcm.has_istio_stats() {
+        exchange.upstream_sans = body.uri_sans();
+    }
     let mut head: ResponseHead = response.head;
     head.version = request.version; // answered in the client's version, as Envoy
     respond_with(c, exchange, head.status);
