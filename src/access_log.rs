@@ -9,7 +9,10 @@ use std::{
     path::PathBuf,
 };
 
-use model::access_log::{AccessLog, ConnectionRecord, HttpLogView, HttpTimings, LogSink};
+use model::{
+    access_log::{AccessLog, ConnectionRecord, HttpLogView, HttpTimings, LogSink},
+    metadata::{DynamicMetadata, Value},
+};
 
 use crate::stream::headers::{Headers, RequestHead, ResponseHead};
 
@@ -28,6 +31,8 @@ pub struct HttpExchange<'a> {
     pub route_name: Option<&'a str>,
     /// The local reply's body, while its body format renders.
     pub local_reply_body: Option<&'a [u8]>,
+    /// What the stream's filters wrote.
+    pub metadata: Option<&'a DynamicMetadata>,
     pub timings: HttpTimings,
 }
 
@@ -73,6 +78,10 @@ impl HttpLogView for HttpExchange<'_> {
 
     fn timings(&self) -> HttpTimings {
         self.timings
+    }
+
+    fn dynamic_metadata(&self, namespace: &str, path: &[Box<str>]) -> Option<&Value> {
+        self.metadata?.get(namespace, path)
     }
 }
 
@@ -154,6 +163,7 @@ mod tests {
             ),
             route_name: Some("r1"),
             local_reply_body: None,
+            metadata: None,
             timings: HttpTimings::default(),
         };
         let mut flags = ResponseFlags::default();

@@ -283,7 +283,8 @@ fn http_rbac_allows_and_denies_as_envoy() {
 /// Dynamic metadata between filters, as Istio's CUSTOM action chains them: a shadow-only
 /// filter writes its verdict (`<shadow prefix>shadow_effective_policy_id` and
 /// `..._shadow_engine_result` under `envoy.filters.http.rbac`), and a later filter's
-/// `metadata` principals read it (string prefix, `present_match`, `invert`).
+/// `metadata` principals read it (string prefix, `present_match`, `invert`); the access log
+/// prints it with `%DYNAMIC_METADATA%`.
 #[test]
 fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
     let app = EchoUpstreams::start(&["app"], None);
@@ -337,22 +338,39 @@ fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
             }}}),
         ),
     ];
+    let logs = TempDir::new("rbac-metadata-logs");
+    let log = logs.file("access.log");
+    let format = "%REQ(:PATH)% \
+                  %DYNAMIC_METADATA(envoy.filters.http.rbac:istio_ext_authz_shadow_effective_policy_id)% \
+                  %DYNAMIC_METADATA(envoy.filters.http.rbac:istio_ext_authz_shadow_engine_result)% \
+                  %DYNAMIC_METADATA(envoy.filters.http.rbac:missing)% %DYNAMIC_METADATA(nothing)%\n";
+    let access_log = json!({"access_log": [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_LOG,
+            "path": log.to_str().unwrap(),
+            "log_format": {"text_format_source": {"inline_string": format}},
+        },
+    }]});
     let manager = hcm(
         "meta",
         catch_all_routes("app", json!({})),
         filters,
-        json!({}),
+        access_log,
     );
     let b = bootstrap(
         admin,
         vec![http_listener("meta", port, manager)],
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
+    let paths = ["/guarded/x", "/open", "/unjudged", "/marker"];
     on_both("rbac-metadata", &b, |_| {
-        ["/guarded/x", "/open", "/unjudged", "/marker"]
+        let mut seen: Vec<_> = paths
             .iter()
             .map(|path| format!("{path}: {:?}", request(port, "GET", path, &[])))
-            .collect::<Vec<_>>()
+            .collect();
+        seen.extend(take_log_lines(&log, paths.len()));
+        seen
     });
 }
 

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use serde_json::Value;
+
 use crate::tls_info::{DownstreamTls, Negotiated};
 
 pub mod filter;
@@ -174,6 +176,10 @@ pub trait HttpLogView {
     /// Milestones since the request's start.
     fn timings(&self) -> HttpTimings {
         HttpTimings::default()
+    }
+    /// The value at `path` in a filter `namespace` of the stream's dynamic metadata.
+    fn dynamic_metadata(&self, _namespace: &str, _path: &[Box<str>]) -> Option<&Value> {
+        None
     }
 }
 
@@ -396,6 +402,12 @@ enum Command {
     LocalReplyBody,
     /// `REQ`, `REQ_WITHOUT_QUERY`, `RESP`, `TRAILER`: `-` for TCP.
     Header(HeaderSource, HeaderName),
+    /// `DYNAMIC_METADATA(NAMESPACE[:KEY…])`: a string as it is, anything else as JSON; `-`
+    /// when absent (and for TCP).
+    DynamicMetadata {
+        namespace: Box<str>,
+        path: Box<[Box<str>]>,
+    },
 }
 
 impl Command {
@@ -486,6 +498,8 @@ enum Spec {
     Time(Command),
     /// A required `NAME?ALTERNATIVE` header argument.
     Header(HeaderSource),
+    /// A required `NAMESPACE:KEY:…` argument.
+    Metadata,
 }
 
 fn command(name: &str) -> Option<Spec> {
@@ -502,6 +516,7 @@ fn command(name: &str) -> Option<Spec> {
         "REQ_WITHOUT_QUERY" => return Some(Spec::Header(HeaderSource::RequestWithoutQuery)),
         "RESP" => return Some(Spec::Header(HeaderSource::Response)),
         "TRAILER" => return Some(Spec::Header(HeaderSource::Trailer)),
+        "DYNAMIC_METADATA" => return Some(Spec::Metadata),
         "DURATION" => Duration,
         "REQUEST_DURATION" => RequestDuration,
         "RESPONSE_DURATION" => ResponseDuration,
@@ -709,11 +724,25 @@ fn parse_command(s: &str, position: usize) -> Result<(Part, usize), FormatError>
             })
         }
         (Spec::Time(command), _) => command,
-        (Spec::Header(_), None) => {
+        (Spec::Header(_) | Spec::Metadata, None) => {
             return Err(FormatError::MissingArgument {
                 command: name.to_string(),
                 position,
             })
+        }
+        (Spec::Metadata, Some(argument)) => {
+            let mut parts = argument.split(':');
+            let namespace = parts.next().unwrap_or_default();
+            if namespace.is_empty() {
+                return Err(FormatError::MissingArgument {
+                    command: name.to_string(),
+                    position,
+                });
+            }
+            Command::DynamicMetadata {
+                namespace: namespace.into(),
+                path: parts.map(Box::from).collect(),
+            }
         }
         (Spec::Header(source), Some(argument)) => {
             let header =
@@ -783,6 +812,16 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) ->
                 .and_then(|h| h.local_reply_body())
                 .unwrap_or_default();
             out.extend_from_slice(body);
+            true
+        }
+        Command::DynamicMetadata { namespace, path } => {
+            let Some(value) = r.http.and_then(|h| h.dynamic_metadata(namespace, path)) else {
+                return false;
+            };
+            match value {
+                Value::String(s) => out.extend_from_slice(s.as_bytes()),
+                other => out.extend_from_slice(other.to_string().as_bytes()),
+            }
             true
         }
         Command::Header(source, header) => {
@@ -1020,6 +1059,14 @@ mod tests {
         assert_eq!(err("50% off"), FormatError::Malformed { position: 2 });
         assert_eq!(err("%DURATION"), FormatError::Malformed { position: 0 });
         assert!(matches!(err("%REQ%"), FormatError::MissingArgument { .. }));
+        assert!(matches!(
+            err("%DYNAMIC_METADATA%"),
+            FormatError::MissingArgument { .. }
+        ));
+        assert!(matches!(
+            err("%DYNAMIC_METADATA(:k)%"),
+            FormatError::MissingArgument { .. }
+        ));
         assert!(matches!(
             err("%DURATION(x)%"),
             FormatError::UnexpectedArgument { .. }

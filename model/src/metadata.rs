@@ -4,7 +4,9 @@
 //! and Envoy's `MetadataMatcher` over it.
 use std::{collections::BTreeMap, sync::Arc};
 
-use serde_json::{Map, Value};
+use serde_json::Map;
+/// A metadata value (a protobuf `Value` as JSON).
+pub use serde_json::Value;
 
 use crate::matchers::StringMatcher;
 

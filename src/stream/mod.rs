@@ -149,6 +149,11 @@ impl StreamNotes {
     pub fn metadata_mut(&self) -> RefMut<'_, DynamicMetadata> {
         self.metadata.borrow_mut()
     }
+
+    /// The stream's dynamic metadata, taken once the filters are done (for its access log).
+    pub fn take_metadata(&self) -> DynamicMetadata {
+        self.metadata.take()
+    }
 }
 
 impl StreamContext<'_> {

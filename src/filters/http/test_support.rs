@@ -241,6 +241,7 @@ impl Formatter for TestValues {
             response_code_details: None,
             route_name: None,
             local_reply_body: None,
+            metadata: None,
             timings: HttpTimings::default(),
         };
         let record = ConnectionRecord {

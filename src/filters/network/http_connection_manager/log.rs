@@ -37,6 +37,7 @@ pub(super) fn with_record<R>(
         response_code_details: Some(&*exchange.details).filter(|d| !d.is_empty()),
         route_name: exchange.route_name.as_deref(),
         local_reply_body,
+        metadata: Some(&exchange.metadata),
         timings: HttpTimings {
             last_request_byte_received: exchange.request_done,
             first_upstream_byte_received: exchange.first_upstream_byte,

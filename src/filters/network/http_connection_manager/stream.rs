@@ -13,6 +13,7 @@ use model::{
     access_log::ResponseFlags,
     filters::AlpnOverrides,
     http::HttpConnectionManager,
+    metadata::DynamicMetadata,
     route::{
         ClientCertificateState, Forward, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
         RouteRequest,
@@ -71,6 +72,8 @@ pub struct Exchange {
     pub upstream_tls: Option<Negotiated>,
     /// Its certificates' first URI SANs, when an `istio.stats` filter reports as the client.
     pub upstream_sans: Option<Rc<UriSans>>,
+    /// What the filters wrote (`%DYNAMIC_METADATA%`).
+    pub metadata: DynamicMetadata,
     pub bytes_sent: u64,
     /// The response head as sent downstream.
     pub response: Option<ResponseHead>,
@@ -115,6 +118,7 @@ impl Exchange {
             upstream_cluster: None,
             upstream_tls: None,
             upstream_sans: None,
+            metadata: DynamicMetadata::new(),
             bytes_sent: 0,
             response: None,
             details: Cow::Borrowed(""),
@@ -289,6 +293,7 @@ async fn exchange_request(
     let next = routed(s, &table, &cx, request, incoming, exchange).await;
     exchange.downstream_peer = cx.notes.downstream_peer();
     exchange.upstream_peer = cx.notes.upstream_peer();
+    exchange.metadata = cx.notes.take_metadata();
     next
 }
 
