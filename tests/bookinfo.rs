@@ -296,10 +296,11 @@ fn authorization(pod: &Pod) -> Vec<Value> {
 /// and workload certificate.
 fn sidecar_resources(pod: &Pod, cert: &CertKey) -> Value {
     let service = fqdn(pod.app);
-    let inbound = inbound_http_chain(PORT, &service, authorization(pod));
+    let mode = PeerAuthn::Strict;
+    let inbound = inbound_http_chains(PORT, &service, authorization(pod), mode);
     json!({
         LISTENER: [virtual_outbound(), outbound_http_listener(PORT),
-                   virtual_inbound(vec![inbound], PeerAuthn::Strict)],
+                   virtual_inbound(inbound, mode)],
         CLUSTER: inbound_clusters(&[(PORT, &service)]),
         SECRET: [secret("default", cert)],
     })

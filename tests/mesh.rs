@@ -65,10 +65,9 @@ fn mesh_resources(client_cert: &CertKey, server_cert: &CertKey, ca: &Path) -> Va
         outbound_cluster(HTTP_PORT, "", HTTP_SERVICE, &SERVER.principal()),
         outbound_cluster(TCP_PORT, "", TCP_SERVICE, &SERVER.principal()),
     ]);
-    let server_chains = vec![
-        inbound_http_chain(HTTP_PORT, HTTP_SERVICE, vec![]),
-        inbound_tcp_chain(TCP_PORT),
-    ];
+    let mode = PeerAuthn::Strict;
+    let mut server_chains = inbound_http_chains(HTTP_PORT, HTTP_SERVICE, vec![], mode);
+    server_chains.extend(inbound_tcp_chains(TCP_PORT, mode));
     json!({
         "resources": {
             LISTENER: [virtual_outbound(), outbound_http_listener(HTTP_PORT), outbound_tcp_listener()],
@@ -80,11 +79,11 @@ fn mesh_resources(client_cert: &CertKey, server_cert: &CertKey, ca: &Path) -> Va
         },
         "nodes": {
             CLIENT.node_id(): {
-                LISTENER: [virtual_inbound(vec![], PeerAuthn::Permissive)],
+                LISTENER: [virtual_inbound(vec![], mode)],
                 SECRET: [secret("default", client_cert)],
             },
             SERVER.node_id(): {
-                LISTENER: [virtual_inbound(server_chains, PeerAuthn::Permissive)],
+                LISTENER: [virtual_inbound(server_chains, mode)],
                 CLUSTER: inbound_clusters(&[(HTTP_PORT, HTTP_SERVICE), (TCP_PORT, TCP_SERVICE)]),
                 SECRET: [secret("default", server_cert)],
             },

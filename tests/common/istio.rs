@@ -449,11 +449,49 @@ fn istio_authn() -> Value {
            "typed_config": typed_struct("io.istio.network.authn.Config", json!({}))})
 }
 
-/// The inbound HTTP chain of `port` (mTLS with Istio's HTTP ALPNs) to `inbound|port||`, its
-/// connection manager running `authz` (Istio's RBAC filters) after the peer metadata.
-pub fn inbound_http_chain(port: u16, service: &str, authz: Vec<Value>) -> Value {
+/// A PeerAuthentication's mode: whether a pod's inbound chains take plaintext too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAuthn {
+    /// mTLS from the mesh, and plaintext from anywhere: each port has a TLS and a raw_buffer
+    /// chain, and `virtualInbound`'s catch-all passes plaintext through.
+    Permissive,
+    /// Only mTLS: a plaintext connection finds no chain.
+    Strict,
+}
+
+/// The inbound HTTP chains of `port` to `inbound|port||`, each connection manager running
+/// `authz` (Istio's RBAC filters) after the peer metadata: mTLS with Istio's HTTP ALPNs, and
+/// under PERMISSIVE plaintext HTTP too.
+pub fn inbound_http_chains(
+    port: u16,
+    service: &str,
+    authz: Vec<Value>,
+    mode: PeerAuthn,
+) -> Vec<Value> {
+    let manager = json!({"name": "envoy.filters.network.http_connection_manager",
+                         "typed_config": inbound_http_manager(port, service, authz)});
+    let mut chains = vec![json!({
+        "name": format!("0.0.0.0_{port}"),
+        "filter_chain_match": {"destination_port": port, "transport_protocol": "tls",
+                               "application_protocols": ISTIO_HTTP_ALPNS},
+        "filters": [istio_authn(), tcp_exchange(), manager],
+        "transport_socket": downstream_mtls(&["h2", "http/1.1"]),
+    })];
+    if mode == PeerAuthn::Permissive {
+        chains.push(json!({
+            "name": format!("0.0.0.0_{port}"),
+            "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer",
+                                   "application_protocols": ["http/1.1", "h2c"]},
+            "filters": [istio_authn(), tcp_exchange(), manager],
+        }));
+    }
+    chains
+}
+
+/// The connection manager of an inbound HTTP chain.
+fn inbound_http_manager(port: u16, service: &str, authz: Vec<Value>) -> Value {
     let cluster = inbound_name(port);
-    let manager = json!({
+    json!({
         "@type": HCM,
         "stat_prefix": format!("inbound_0.0.0.0_{port}"),
         "route_config": {"name": cluster, "virtual_hosts": [{
@@ -472,45 +510,38 @@ pub fn inbound_http_chain(port: u16, service: &str, authz: Vec<Value>) -> Value 
         "stream_idle_timeout": "0s",
         "normalize_path": true,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
-    });
-    json!({
-        "name": format!("0.0.0.0_{port}"),
-        "filter_chain_match": {"destination_port": port, "transport_protocol": "tls",
-                               "application_protocols": ISTIO_HTTP_ALPNS},
-        "filters": [
-            istio_authn(),
-            tcp_exchange(),
-            {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager},
-        ],
-        "transport_socket": downstream_mtls(&["h2", "http/1.1"]),
     })
 }
 
-/// The inbound TCP chain of `port` (mTLS with the exchange ALPN) to `inbound|port||`.
-pub fn inbound_tcp_chain(port: u16) -> Value {
-    json!({
+/// The inbound TCP chains of `port` to `inbound|port||`: mTLS with the exchange ALPN, and
+/// under PERMISSIVE plaintext too.
+pub fn inbound_tcp_chains(port: u16, mode: PeerAuthn) -> Vec<Value> {
+    let filters = json!([
+        istio_authn(),
+        tcp_exchange(),
+        istio_stats(true),
+        tcp_proxy_to(&inbound_name(port))
+    ]);
+    let mut chains = vec![json!({
         "name": format!("0.0.0.0_{port}"),
         "filter_chain_match": {"destination_port": port, "transport_protocol": "tls",
                                "application_protocols": ["istio-peer-exchange", "istio"]},
-        "filters": [istio_authn(), tcp_exchange(), istio_stats(true),
-                    tcp_proxy_to(&inbound_name(port))],
+        "filters": filters,
         "transport_socket": downstream_mtls(&["istio-peer-exchange", "h2", "http/1.1"]),
-    })
-}
-
-/// A PeerAuthentication's mode: what `virtualInbound` lets through to ports without a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerAuthn {
-    /// Plaintext passes through (Istio's `virtualInbound` raw_buffer catch-all).
-    Permissive,
-    /// Only mTLS: the catch-all takes TLS from the mesh, and a plaintext connection finds no
-    /// chain.
-    Strict,
+    })];
+    if mode == PeerAuthn::Permissive {
+        chains.push(json!({
+            "name": format!("0.0.0.0_{port}"),
+            "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"},
+            "filters": filters,
+        }));
+    }
+    chains
 }
 
 /// `virtualInbound` with `chains` for the pod's ports, then Istio's catch-alls: what is sent
-/// to 15006 itself is dropped, anything to another port passes through (plaintext only under
-/// PERMISSIVE).
+/// to 15006 itself is dropped, anything to a port without chains passes through (plaintext
+/// only under PERMISSIVE). (Chains that name a port are the only ones tried for it.)
 pub fn virtual_inbound(chains: Vec<Value>, mode: PeerAuthn) -> Value {
     let mut all = vec![json!({
         "name": "virtualInbound-blackhole",
