@@ -353,7 +353,7 @@ fn proto_json(s: &envoy_types::pb::google::protobuf::Struct) -> Value {
 /// (upstream discovery and propagation) and `istio.alpn` before the router, to a cluster whose
 /// TLS context offers `istio-peer-exchange, istio`. The upstream sees `istio-http/1.1` offered
 /// and this proxy's metadata in the headers; the upstream's own peer headers are taken off
-/// the response.
+/// the response. A request the fault filter aborts is counted against the route's service.
 #[test]
 fn alpn_override_and_peer_headers_reach_the_upstream() {
     let pki = pki();
@@ -387,6 +387,14 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
                     {"upstream_protocol": "HTTP11", "alpn_override": ["istio-http/1.1"]},
                     {"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2"]},
                 ],
+            },
+        }),
+        // Aborts the requests that ask for it (`x-envoy-fault-abort-request`).
+        json!({
+            "name": "envoy.filters.http.fault",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                "abort": {"header_abort": {}, "percentage": {"numerator": 100}},
             },
         }),
         stats_filter(),
@@ -471,4 +479,25 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
         &labels,
         2.0,
     );
+
+    // A request the fault filter aborts never reaches a workload, but its route's cluster
+    // still names the destination service, as in Envoy.
+    let mut s = connect(port);
+    write!(
+        s,
+        "GET /reviews HTTP/1.1\r\nhost: reviews\r\n\
+         x-envoy-fault-abort-request: 503\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_http_response(s).unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    let aborted = [
+        ("reporter", "source"),
+        ("destination_workload", "unknown"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("response_code", "503"),
+        ("response_flags", "FI"),
+    ];
+    istio_series(admin, "istio_requests_total", &aborted, 1.0);
 }

@@ -8,7 +8,9 @@
 pub mod grpc;
 pub mod http;
 pub mod http_e2e;
+pub mod istio;
 pub mod netns;
+pub mod pod;
 pub mod tls;
 pub mod xds;
 

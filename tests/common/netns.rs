@@ -1,6 +1,7 @@
 //! Tests: pods as network namespaces — whether this process may make them (root, `ip`,
 //! `iptables`), a namespace guard deleted on drop, commands run inside one (as another uid),
-//! a veth link between two, and the nat rules Istio's init container installs.
+//! a veth link between two or a bridge joining many, and the nat rules Istio's init container
+//! installs.
 use std::{
     io::Write,
     process::{Command, Stdio},
@@ -101,6 +102,29 @@ impl Netns {
             ip(&["-n", &ns.name, "addr", "add", cidr, "dev", "eth0"]);
             ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
         }
+    }
+
+    /// Makes bridge `br0` in this namespace with address `cidr`, up: the node's network the
+    /// pods of [`Netns::join`] share.
+    pub fn bridge(&self, cidr: &str) {
+        ip(&["-n", &self.name, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &self.name, "addr", "add", cidr, "dev", "br0"]);
+        ip(&["-n", &self.name, "link", "set", "br0", "up"]);
+    }
+
+    /// Joins this namespace to `node`'s bridge: a veth pair, this side `eth0` with address
+    /// `cidr`, the node's side `port` (a unique name) on `br0`; every address not on the
+    /// bridge's network is routed via the node's `gateway` address, as a pod's default route.
+    pub fn join(&self, node: &Netns, port: &str, cidr: &str, gateway: &str) {
+        ip(&[
+            "-n", &self.name, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns",
+            &node.name,
+        ]);
+        ip(&["-n", &node.name, "link", "set", port, "master", "br0"]);
+        ip(&["-n", &node.name, "link", "set", port, "up"]);
+        ip(&["-n", &self.name, "addr", "add", cidr, "dev", "eth0"]);
+        ip(&["-n", &self.name, "link", "set", "eth0", "up"]);
+        ip(&["-n", &self.name, "route", "add", "default", "via", gateway]);
     }
 
     /// Installs the nat rules Istio's init container (istio-iptables, REDIRECT mode, every

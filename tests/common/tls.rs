@@ -110,8 +110,8 @@ pub struct Pki {
     pub untrusted_client: CertKey,
     /// The root CA's CRL, revoking `client_revoked`.
     pub crl: PathBuf,
-    /// Workload certificates made so far, by service account: tests running side by side ask
-    /// for the same ones, which are made once (their files are shared).
+    /// Workload certificates made so far, by namespace and service account: tests running side
+    /// by side ask for the same ones, which are made once (their files are shared).
     workloads: Mutex<BTreeMap<String, CertKey>>,
 }
 
@@ -390,40 +390,50 @@ fn leaf_ext(server: bool, sans: &str) -> String {
 
 impl Pki {
     /// An Istio workload certificate for service account `sa` of namespace `default`, as
-    /// istiod's CA issues it: signed by the intermediate (the chain follows the leaf), its one
-    /// SAN the URI spiffe://cluster.local/ns/default/sa/`sa`, for server and client use (a
-    /// sidecar presents it both ways).
+    /// istiod's CA issues it (see [`Pki::workload_in`]).
     pub fn workload(&self, sa: &str) -> CertKey {
+        self.workload_in("default", sa)
+    }
+
+    /// An Istio workload certificate for service account `sa` of `namespace`, as istiod's CA
+    /// issues it: signed by the intermediate (the chain follows the leaf), its one SAN the URI
+    /// spiffe://cluster.local/ns/`namespace`/sa/`sa`, for server and client use (a sidecar
+    /// presents it both ways). Made once: tests running side by side share its files.
+    pub fn workload_in(&self, namespace: &str, sa: &str) -> CertKey {
         let mut made = self.workloads.lock().unwrap_or_else(|e| e.into_inner());
-        made.entry(sa.to_string())
-            .or_insert_with(|| self.make_workload(sa))
+        made.entry(format!("{namespace}/{sa}"))
+            .or_insert_with(|| self.make_workload(namespace, sa))
             .clone()
     }
 
-    fn make_workload(&self, sa: &str) -> CertKey {
+    fn make_workload(&self, namespace: &str, sa: &str) -> CertKey {
         let dir = &self.dir;
+        let name = match namespace {
+            "default" => format!("workload-{sa}"),
+            _ => format!("workload-{namespace}-{sa}"),
+        };
         let inter_only = self.intermediate.cert.with_extension("leaf.pem");
-        let mut ca = Ca::new(
-            dir,
-            &format!("workload-{sa}"),
-            inter_only.clone(),
-            &self.intermediate.key,
-        );
+        let mut ca = Ca::new(dir, &name, inter_only.clone(), &self.intermediate.key);
         ca.chain_tail = Some(inter_only);
         let ext = format!(
             "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, \
              keyEncipherment\nextendedKeyUsage = serverAuth, clientAuth\n\
              subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
              subjectAltName = critical, URI:{}\n",
-            spiffe(sa)
+            spiffe_in(namespace, sa)
         );
-        ca.sign(dir, &format!("workload-{sa}"), KeyType::Ec, sa, &ext, None)
+        ca.sign(dir, &name, KeyType::Ec, sa, &ext, None)
     }
 }
 
 /// The SPIFFE identity of service account `sa` in namespace `default`.
 pub fn spiffe(sa: &str) -> String {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}")
+    spiffe_in("default", sa)
+}
+
+/// The SPIFFE identity of service account `sa` in `namespace`.
+pub fn spiffe_in(namespace: &str, sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/{namespace}/sa/{sa}")
 }
 
 const EXPIRED: (&str, &str) = ("20200101000000Z", "20210101000000Z");

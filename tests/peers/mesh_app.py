@@ -21,6 +21,8 @@ import socketserver
 import sys
 import threading
 
+from json_http import reply_json
+
 TIMEOUT = 10
 
 
@@ -30,16 +32,11 @@ class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        body = json.dumps({
+        reply_json(self, 200, {
             "headers": [[k, v] for k, v in self.headers.items()],
             "from": self.client_address[0],
             "path": self.path,
-        }).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        })
 
     def log_message(self, *args):
         pass

@@ -125,6 +125,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from xds.type.v3 import typed_struct_pb2  # noqa: F401 (the fallback for unknown @types)
 
 import istio_types
+from json_http import reply_json
 
 istio_types.register()
 
@@ -771,12 +772,7 @@ class Sds(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 def control_handler(store: Store):
     class Handler(BaseHTTPRequestHandler):
         def reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, status, body)
 
         def do_GET(self):
             if self.path == "/acks":

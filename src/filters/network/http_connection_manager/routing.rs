@@ -134,6 +134,10 @@ pub(super) async fn choose<'a>(
         let values = Values { c, exchange };
         if let FilterResult::Respond(mut reply) = on_request(filter, cx, request, &values).await {
             exchange.details = reply.details.take().map_or("filter".into(), Cow::Owned);
+            // Envoy's stream info holds the route's cluster from the route match on, so a
+            // filter's answer (a fault abort, an RBAC denial) is counted against it: Istio's
+            // metrics name the destination service from its metadata.
+            exchange.cluster = route_cluster(c, cx, request);
             return Err(Refusal::keep(reply));
         }
     }
@@ -173,14 +177,7 @@ pub(super) async fn choose<'a>(
     if !hcm.access_logs.is_empty() || hcm.tracing.is_some() {
         exchange.upstream_cluster = named.as_ref().map(|n| n.name().to_owned());
     }
-    let clusters = c.ctx.clusters.borrow();
-    let cluster = match &named {
-        Some(Named::Config(cluster)) => clusters.resolve(cluster),
-        Some(Named::Header(name)) => clusters.get(name),
-        None => None,
-    };
-    drop(clusters);
-    let Some(cluster) = cluster else {
+    let Some(cluster) = named.as_ref().and_then(|named| resolve(c, named)) else {
         inc(&c.stats.no_cluster);
         exchange.details = "cluster_not_found".into();
         let reply = LocalReply::new(forward.cluster_not_found_status, "")
@@ -217,6 +214,28 @@ pub(super) fn needs_tls(
         TlsRequirement::All => true,
         TlsRequirement::ExternalOnly => forwarding::is_external(hcm, remote),
     }
+}
+
+/// The shard's cluster `named`, if it has it.
+fn resolve(c: &Connection<'_>, named: &Named<'_>) -> Option<Rc<ShardCluster>> {
+    let clusters = c.ctx.clusters.borrow();
+    match named {
+        Named::Config(cluster) => clusters.resolve(cluster),
+        Named::Header(name) => clusters.get(name),
+    }
+}
+
+/// The cluster the matched route forwards `request` to (a weighted route's drawn as for a
+/// forwarded request), if the route forwards and the shard has the cluster.
+fn route_cluster(
+    c: &Connection<'_>,
+    cx: &StreamContext<'_>,
+    request: &RequestHead,
+) -> Option<Rc<ShardCluster>> {
+    let RouteAction::Forward(forward) = &cx.route?.action else {
+        return None;
+    };
+    resolve(c, &cluster_for(forward, request).0?)
 }
 
 /// A cluster a request goes to: named by config, or by a request header.
