@@ -89,6 +89,53 @@ fn fault_delay_at_100_percent() {
     assert_eq!(out, (200, "a".into(), "DI".into()));
 }
 
+/// `filter_metadata` goes into the stream's dynamic metadata, under the filter's name, when a
+/// fault is injected (a delay or an abort), and only then.
+#[test]
+fn fault_filter_metadata_marks_injected_faults() {
+    let out = same_as_envoy(|peer| {
+        let up = HttpUpstream::named("a");
+        let fault = json!({
+            "@type": FAULT,
+            "abort": {"header_abort": {}, "percentage": percent(100)},
+            "delay": {"header_delay": {}, "percentage": percent(100)},
+            "filter_metadata": {"injected": "yes", "by": {"team": "chaos"}},
+        });
+        let dir = TempDir::new("fault-md-log");
+        let log = dir.file("access.log");
+        let format = "%RESPONSE_CODE% %DYNAMIC_METADATA(fault-md:injected)% \
+                      %DYNAMIC_METADATA(fault-md:by)%\n";
+        let mut extra = chain(vec![http_filter("fault-md", fault)]);
+        extra["access_log"] = file_access_log(&log, Some(format));
+        let s = Scene::with(
+            peer,
+            "fault_metadata",
+            extra,
+            to_a(json!({})),
+            vec![cluster("a", &[(up.port, 1)], json!(null))],
+        )?;
+        let mut c = Client::connect(s.port);
+        let plain = c.get("/");
+        let aborted = c.request("GET", "/", &[("x-envoy-fault-abort-request", "429")], b"");
+        let delayed = c.request("GET", "/", &[("x-envoy-fault-delay-request", "10")], b"");
+        let lines = log_lines(&log, 3);
+        Some((plain.status, aborted.status, delayed.status, lines))
+    });
+    assert_eq!(
+        out,
+        (
+            200,
+            429,
+            200,
+            vec![
+                "200 - -".to_string(),
+                r#"429 yes {"team":"chaos"}"#.to_string(),
+                r#"200 yes {"team":"chaos"}"#.to_string(),
+            ]
+        )
+    );
+}
+
 #[test]
 fn fault_header_controlled() {
     let out = same_as_envoy(|peer| {

@@ -188,6 +188,9 @@ pub struct FaultConfig {
     pub downstream_nodes: Vec<String>,
     /// No new fault while this many are active process-wide (`None`: unlimited).
     pub max_active_faults: Option<u64>,
+    /// Written into the stream's dynamic metadata, under the filter's name, when a fault is
+    /// injected.
+    pub filter_metadata: Option<crate::metadata::Value>,
 }
 
 #[derive(Debug)]

@@ -49,6 +49,7 @@ pub(super) async fn on_request(
         if active.start() {
             inc(&cells.delays_injected);
             cx.notes.flag(ResponseFlags::DELAY_INJECTED);
+            record_metadata(filter, settings, cx);
             timer::sleep(delay).await;
             // Delays can be followed by aborts (no second overflow check: already active).
             return match abort(settings, request) {
@@ -63,9 +64,26 @@ pub(super) async fn on_request(
     match abort(settings, request) {
         Some(reply) if active.start() => {
             inc(&cells.aborts_injected);
+            record_metadata(filter, settings, cx);
             FilterResult::Respond(reply)
         }
         _ => FilterResult::Continue,
+    }
+}
+
+/// `filter_metadata` into the stream's dynamic metadata, under the filter's name: a fault was
+/// injected.
+fn record_metadata(filter: &HttpFilter, settings: &FaultConfig, cx: &StreamContext<'_>) {
+    let Some(fields) = settings
+        .filter_metadata
+        .as_ref()
+        .and_then(|m| m.as_object())
+    else {
+        return;
+    };
+    let mut metadata = cx.notes.metadata_mut();
+    for (key, value) in fields {
+        metadata.set(&filter.name, key, value.clone());
     }
 }
 

@@ -73,6 +73,7 @@ fn settings(any: &Any, site: &Site, errors: &mut Vec<TranslateError>) -> Option<
         headers,
         downstream_nodes: proto.downstream_nodes,
         max_active_faults: proto.max_active_faults.map(|m| u64::from(m.value)),
+        filter_metadata: proto.filter_metadata.as_ref().map(proto::to_json),
     })
 }
 

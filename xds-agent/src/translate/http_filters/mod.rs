@@ -230,6 +230,7 @@ pub const SURFACE: &[Surface] = &[
             "headers",
             "downstream_nodes",
             "max_active_faults",
+            "filter_metadata",
         ],
         ignored: &[
             ("delay_percent_runtime", NO_RUNTIME),
@@ -242,10 +243,6 @@ pub const SURFACE: &[Surface] = &[
             (
                 "disable_downstream_cluster_stats",
                 "per-downstream-cluster fault stats are never emitted",
-            ),
-            (
-                "filter_metadata",
-                "dynamic metadata is not kept (access logs cannot print it)",
             ),
         ],
     },
