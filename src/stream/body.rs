@@ -145,6 +145,12 @@ impl<'d> RequestBody<'d> {
         self.done
     }
 
+    /// Keeps at least `bytes` of the body for replay (a filter reads it ahead of the router,
+    /// which then sends what was read).
+    pub fn keep_at_least(&mut self, bytes: usize) {
+        self.replay_limit = self.replay_limit.max(bytes);
+    }
+
     /// The chunks read so far, if all of them were kept.
     pub fn replay(&self) -> Option<&[Bytes]> {
         self.replay.as_deref()
