@@ -89,7 +89,8 @@ async fn call(
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(&message);
     let head = head(service);
-    let framing = Framing::Length(framed.len() as u64);
+    // As Envoy's gRPC client: no content-length.
+    let framing = Framing::Chunked;
     let mut body = RequestBody::complete(vec![Bytes::from(framed)], None);
     let forwarding = Forwarding {
         cluster,

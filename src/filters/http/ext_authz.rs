@@ -71,16 +71,21 @@ pub(super) async fn on_request(
         Some(BodyOverride::Disabled) => None,
         Some(BodyOverride::Settings(settings)) => Some(settings),
     };
+    let declared_length = body.as_ref().and_then(|b| b.declared_length);
     let buffered = match (settings, body) {
         (Some(settings), Some(body)) if !body.is_done() && !is_upgrade(request) => {
             match buffer(cx, settings, body).await {
-                Ok(buffered) => Some((settings, buffered)),
+                Ok(read) => Some(Buffered {
+                    settings,
+                    read,
+                    whole: body.all_received(),
+                }),
                 Err(reply) => return FilterResult::Respond(reply),
             }
         }
         _ => None,
     };
-    let mut check = check_request(config, cx, request, buffered);
+    let mut check = check_request(config, cx, request, declared_length, buffered);
     if let Some(attributes) = &mut check.attributes {
         // The virtual host's extensions, then the route's over them.
         for level in levels.iter().rev().flatten() {
@@ -163,6 +168,14 @@ async fn buffer(
     Ok(read)
 }
 
+/// The body read for a check.
+struct Buffered {
+    settings: BodySettings,
+    read: Vec<u8>,
+    /// The body was read to its end.
+    whole: bool,
+}
+
 /// The most a single chunk read from a client can add past `max_request_bytes`.
 const MAX_CHUNK: usize = 1 << 20;
 
@@ -188,7 +201,8 @@ fn check_request(
     config: &HttpExtAuthz,
     cx: &StreamContext<'_>,
     request: &RequestHead,
-    buffered: Option<(BodySettings, Vec<u8>)>,
+    declared_length: Option<u64>,
+    buffered: Option<Buffered>,
 ) -> CheckRequest {
     let connection = Connection {
         remote: cx.downstream.remote,
@@ -215,7 +229,7 @@ fn check_request(
             seconds: since_epoch.as_secs() as i64,
             nanos: since_epoch.subsec_nanos() as i32,
         }),
-        http: Some(http_request(config, cx, request, buffered)),
+        http: Some(http_request(config, cx, request, declared_length, buffered)),
     });
     CheckRequest {
         attributes: Some(attributes),
@@ -223,12 +237,13 @@ fn check_request(
 }
 
 /// `request.http`: the head as Envoy's header map holds it (pseudo-headers, repeated headers
-/// joined by `,`), the body read, and its size so far.
+/// joined by `,`, an HTTP/1 request's `content-length`), the body read, and its size so far.
 fn http_request(
     config: &HttpExtAuthz,
     cx: &StreamContext<'_>,
     request: &RequestHead,
-    buffered: Option<(BodySettings, Vec<u8>)>,
+    declared_length: Option<u64>,
+    buffered: Option<Buffered>,
 ) -> HttpRequest {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut http = HttpRequest {
@@ -264,11 +279,21 @@ fn http_request(
             })
             .or_insert_with(|| text(&header.value));
     }
-    if let Some((settings, read)) = buffered {
+    if let Some(length) = declared_length.filter(|_| selected(b"content-length")) {
+        headers
+            .entry("content-length".to_string())
+            .or_insert_with(|| length.to_string());
+    }
+    if let Some(Buffered {
+        settings,
+        read,
+        whole,
+    }) = buffered
+    {
         http.size = read.len() as i64;
         let max = settings.max_request_bytes as usize;
         let sent = &read[..read.len().min(max)];
-        let partial = sent.len() == max;
+        let partial = !whole || sent.len() < read.len();
         headers.insert(PARTIAL_BODY.to_string(), partial.to_string());
         match settings.pack_as_bytes {
             true => http.raw_body = sent.to_vec(),
