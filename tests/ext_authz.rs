@@ -256,6 +256,103 @@ fn http_checks_as_envoy() {
     });
 }
 
+/// Istio's CUSTOM policy: an RBAC filter's shadow rules name the requests to check
+/// (`istio_ext_authz_shadow_effective_policy_id`), which `filter_enabled_metadata` reads; the
+/// service's dynamic metadata is what a later RBAC filter judges by.
+#[test]
+fn istio_custom_policy_as_envoy() {
+    if !have_authz_peer("istio_custom_policy_as_envoy") {
+        return;
+    }
+    let authz = AuthzServer::start("ext-authz-istio", &[]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let rbac = |name: &str, config: Value| {
+        let mut typed =
+            json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"});
+        merge(&mut typed, config);
+        json!({"name": name, "typed_config": typed})
+    };
+    let path = |prefix: &str| json!({"url_path": {"path": {"prefix": prefix}}});
+    let filters = vec![
+        rbac(
+            "envoy.filters.http.rbac",
+            json!({
+                "shadow_rules": {"action": "DENY", "policies": {
+                    "istio-ext-authz-ns[default]-policy[ext]-rule[0]": {
+                        "permissions": [path("/checked")],
+                        "principals": [{"any": true}],
+                    },
+                }},
+                "shadow_rules_stat_prefix": "istio_ext_authz_",
+            }),
+        ),
+        ext_authz(
+            "envoy.filters.http.ext_authz",
+            json!({"filter_enabled_metadata": {
+                "filter": "envoy.filters.http.rbac",
+                "path": [{"key": "istio_ext_authz_shadow_effective_policy_id"}],
+                "value": {"string_match": {"prefix": "istio-ext-authz"}},
+            }}),
+        ),
+        rbac(
+            "after",
+            json!({"rules_stat_prefix": "after_", "rules": {"policies": {
+                "the service named alice": {
+                    "permissions": [{"any": true}],
+                    "principals": [{"metadata": {
+                        "filter": "envoy.filters.http.ext_authz",
+                        "path": [{"key": "user"}],
+                        "value": {"string_match": {"exact": "alice"}},
+                    }}],
+                },
+                "unchecked": {"permissions": [path("/unchecked")], "principals": [{"any": true}]},
+            }}}),
+        ),
+    ];
+    let manager = hcm(
+        "istio",
+        catch_all_routes("app", json!({})),
+        filters,
+        json!({}),
+    );
+    let b = bootstrap(
+        admin,
+        vec![http_listener("istio", port, manager)],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+        ],
+    );
+    let cases = [
+        ("/checked", "alice"),
+        ("/checked", "bob"),
+        ("/unchecked", "bob"),
+    ];
+    on_both("ext-authz-istio", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(path, user)| {
+                let url = format!("http://127.0.0.1:{port}{path}");
+                let r = curl(&["-H", &format!("x-user: {user}"), &url]);
+                format!("{path} {user}: {}", outcome(&r))
+            })
+            .collect();
+        seen.extend(authz.checks(2));
+        let names = [
+            "ext_authz.ok",
+            "ext_authz.disabled",
+            "rbac.after_.allowed",
+            "rbac.after_.denied",
+        ];
+        let stats = settled_stats(proxy, "http.istio.", &names, |s| {
+            s["ext_authz.disabled"] == 1
+        });
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
 /// `failure_mode_allow` with its header; the body sent whole, partially (the first
 /// `max_request_bytes`, marked `x-envoy-auth-partial-body`) or as bytes, and forwarded whole;
 /// a body over the limit without `allow_partial_message` refused 413.

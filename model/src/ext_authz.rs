@@ -8,6 +8,7 @@ use crate::{
     filter_stats::{ExtAuthzStats, NetworkExtAuthzStats},
     filters::FractionalPercent,
     matchers::StringMatcher,
+    metadata::MetadataMatcher,
 };
 
 /// Envoy's default `grpc_service.timeout` for a check.
@@ -73,6 +74,12 @@ pub struct HttpExtAuthz {
     pub include_tls_session: bool,
     /// `filter_enabled`: the share of requests checked (`None`: all).
     pub filter_enabled: Option<FractionalPercent>,
+    /// `filter_enabled_metadata`: only requests whose dynamic metadata (what filters before
+    /// this one wrote) matches are checked.
+    pub filter_enabled_metadata: Option<MetadataMatcher>,
+    /// `enable_dynamic_metadata_ingestion`: the service's `dynamic_metadata` becomes the
+    /// stream's (namespace `envoy.filters.http.ext_authz`).
+    pub ingest_metadata: bool,
     /// `deny_at_disable`: a request the filter is not enabled for is refused.
     pub deny_at_disable: bool,
     pub headers: HeaderSelection,

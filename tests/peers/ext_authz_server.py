@@ -19,7 +19,8 @@ HTTP checks are decided by the request's path:
                   denied response
     anything else allowed: upstream headers `x-authz: ok` (overwriting), `x-authz-append: a`
                   (appended where present), `x-authz-new: 1` (appended: added only where
-                  present), `x-remove-me` removed, response header `x-authz-response: yes`
+                  present), `x-remove-me` removed, response header `x-authz-response: yes`;
+                  with an `x-user` header, dynamic metadata `{"user": <its value>}`
 Network (TCP) checks, which carry no HTTP request, are denied when the destination port is in
 `--deny-ports`, else allowed.
 """
@@ -101,8 +102,11 @@ class Authorization(external_auth_pb2_grpc.AuthorizationServicer):
             headers_to_remove=["x-remove-me"],
             response_headers_to_add=[header("x-authz-response", "yes")],
         )
-        return external_auth_pb2.CheckResponse(
+        response = external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
+        if "x-user" in http.headers:
+            response.dynamic_metadata.update({"user": http.headers["x-user"]})
+        return response
 
 
 def main() -> int:

@@ -5,9 +5,12 @@
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use envoy_types::pb::envoy::{
-    config::core::v3::{header_value_option::HeaderAppendAction, HeaderValueOption},
-    service::auth::v3::{check_response::HttpResponse, CheckRequest, CheckResponse},
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{header_value_option::HeaderAppendAction, HeaderValueOption},
+        service::auth::v3::{check_response::HttpResponse, CheckRequest, CheckResponse},
+    },
+    google::protobuf::Struct,
 };
 use model::{
     ext_authz::GrpcService,
@@ -50,6 +53,8 @@ pub struct Allowed {
     pub headers_to_remove: Vec<String>,
     /// `response_headers_to_add`, with their append actions.
     pub response_headers: Vec<HeaderAdd>,
+    /// `dynamic_metadata` (the deprecated `ok_response.dynamic_metadata` first).
+    pub metadata: Option<Struct>,
 }
 
 /// `denied_response`: the local reply.
@@ -59,6 +64,7 @@ pub struct Denied {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub metadata: Option<Struct>,
 }
 
 /// Calls the service with `request` (never fails: a failure is `Verdict::Error`).
@@ -173,6 +179,14 @@ fn head(service: &GrpcService) -> RequestHead {
 /// `ok_response` changes), anything else denies (403 unless `denied_response` says).
 fn verdict(response: CheckResponse) -> Verdict {
     let allowed = response.status.as_ref().map_or(0, |s| s.code) == 0;
+    #[allow(deprecated)]
+    let metadata = match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) if ok.dynamic_metadata.is_some() => {
+            ok.dynamic_metadata.clone()
+        }
+        _ => response.dynamic_metadata,
+    }
+    .filter(|m| !m.fields.is_empty());
     match (allowed, response.http_response) {
         (true, Some(HttpResponse::OkResponse(ok))) => Verdict::Allowed(Allowed {
             headers: ok.headers.iter().filter_map(request_header).collect(),
@@ -182,8 +196,12 @@ fn verdict(response: CheckResponse) -> Verdict {
                 .iter()
                 .filter_map(response_header)
                 .collect(),
+            metadata,
         }),
-        (true, _) => Verdict::Allowed(Allowed::default()),
+        (true, _) => Verdict::Allowed(Allowed {
+            metadata,
+            ..Default::default()
+        }),
         (false, Some(HttpResponse::DeniedResponse(denied))) => Verdict::Denied(Denied {
             status: denied
                 .status
@@ -197,11 +215,13 @@ fn verdict(response: CheckResponse) -> Verdict {
                 .map(|(name, value, _)| (name, value))
                 .collect(),
             body: denied.body,
+            metadata,
         }),
         (false, _) => Verdict::Denied(Denied {
             status: 403,
             headers: Vec::new(),
             body: String::new(),
+            metadata,
         }),
     }
 }

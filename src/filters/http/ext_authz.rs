@@ -4,7 +4,7 @@
 //! changes (and its response gets the service's response headers), a denied one is answered
 //! with the service's status, headers and body, and an error (no answer, failed call) refuses
 //! it with `status_on_error` unless `failure_mode_allow` — all as Envoy 1.40.
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use envoy_types::pb::{
@@ -12,7 +12,7 @@ use envoy_types::pb::{
         attribute_context::{HttpRequest, Request},
         CheckRequest,
     },
-    google::protobuf::Timestamp,
+    google::protobuf::{Struct, Timestamp},
 };
 use model::{
     access_log::ResponseFlags,
@@ -55,7 +55,13 @@ pub(super) async fn on_request(
         return FilterResult::Continue;
     }
     let cells = config.stats.shard(cx.shard.id);
-    if config.filter_enabled.is_some_and(|share| !sampled(share)) {
+    let enabled_by_metadata = || {
+        config
+            .filter_enabled_metadata
+            .as_ref()
+            .is_none_or(|m| m.matches(&cx.notes.metadata()))
+    };
+    if config.filter_enabled.is_some_and(|share| !sampled(share)) || !enabled_by_metadata() {
         inc(&cells.disabled);
         return match config.deny_at_disable {
             true => FilterResult::Respond(error_reply(config)),
@@ -96,14 +102,18 @@ pub(super) async fn on_request(
             }
         }
     }
+    let called = Instant::now();
     match client::check(cx.shard, &config.service, &check).await {
-        Verdict::Allowed(allowed) => {
+        Verdict::Allowed(mut allowed) => {
             inc(&cells.ok);
+            let took = Some(called.elapsed().as_millis() as u64);
+            ingest(config, cx, allowed.metadata.take(), took);
             allow(cx, request, allowed);
             FilterResult::Continue
         }
-        Verdict::Denied(denied) => {
+        Verdict::Denied(mut denied) => {
             inc(&cells.denied);
+            ingest(config, cx, denied.metadata.take(), None);
             FilterResult::Respond(deny(config, denied))
         }
         Verdict::Error => {
@@ -119,6 +129,36 @@ pub(super) async fn on_request(
             }
             FilterResult::Continue
         }
+    }
+}
+
+/// The namespace of the dynamic metadata this filter writes.
+const NAMESPACE: &str = "envoy.filters.http.ext_authz";
+
+/// Takes the service's dynamic metadata into the stream's (an allowed check's with
+/// `ext_authz_duration`, in milliseconds, as Envoy adds it), unless ingestion is off.
+fn ingest(
+    config: &HttpExtAuthz,
+    cx: &StreamContext<'_>,
+    metadata: Option<Struct>,
+    took: Option<u64>,
+) {
+    let Some(metadata) = metadata else {
+        return;
+    };
+    if !config.ingest_metadata {
+        inc(&config.stats.shard(cx.shard.id).ignored_dynamic_metadata);
+        return;
+    }
+    let Ok(serde_json::Value::Object(fields)) = proto::try_to_json(&metadata) else {
+        return;
+    };
+    let mut stream = cx.notes.metadata_mut();
+    for (key, value) in fields {
+        stream.set(NAMESPACE, &key, value);
+    }
+    if let Some(ms) = took {
+        stream.set(NAMESPACE, "ext_authz_duration", serde_json::json!(ms));
     }
 }
 

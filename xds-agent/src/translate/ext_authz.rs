@@ -21,9 +21,6 @@ use model::{
     ConnectionFilter,
 };
 
-/// Why the authorization server's dynamic metadata is not taken.
-const NO_DYNAMIC_METADATA: &str =
-    "the authorization server's dynamic_metadata is not kept: no filter here reads it";
 /// Why the route cluster's ext_authz stats are not charged.
 const NOT_CHARGED: &str = "the routed cluster's ext_authz.* and upstream_rq_<code> counters are \
                            not charged for checks (the filter's own stats are)";
@@ -47,11 +44,10 @@ pub const SURFACE: &[Surface] = &[
             "allowed_headers",
             "disallowed_headers",
             "max_denied_response_body_bytes",
+            "filter_enabled_metadata",
+            "enable_dynamic_metadata_ingestion",
         ],
-        ignored: &[
-            ("charge_cluster_response_stats", NOT_CHARGED),
-            ("enable_dynamic_metadata_ingestion", NO_DYNAMIC_METADATA),
-        ],
+        ignored: &[("charge_cluster_response_stats", NOT_CHARGED)],
     },
     Surface {
         message: "envoy.extensions.filters.http.ext_authz.v3.BufferSettings",

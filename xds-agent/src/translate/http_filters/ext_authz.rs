@@ -16,7 +16,7 @@ use envoy_types::pb::{
 use super::common::{fractional_percent, status_code, Site};
 use crate::translate::{
     ext_authz::{grpc_service, transport_v3},
-    matchers::string_matcher,
+    matchers::{metadata_matcher, string_matcher},
     TranslateContext, TranslateError,
 };
 use model::{
@@ -70,6 +70,11 @@ pub(super) fn filter(
             .map(|l| string_list(l, site, "disallowed_headers", errors))
             .unwrap_or_default(),
     };
+    let metadata_path = site.path_of("filter_enabled_metadata");
+    let filter_enabled_metadata = proto
+        .filter_enabled_metadata
+        .as_ref()
+        .map(|m| metadata_matcher(m, site.at(&metadata_path), errors));
     if errors.len() != before {
         return None;
     }
@@ -89,6 +94,10 @@ pub(super) fn filter(
         include_peer_certificate: proto.include_peer_certificate,
         include_tls_session: proto.include_tls_session,
         filter_enabled,
+        filter_enabled_metadata: filter_enabled_metadata.flatten(),
+        ingest_metadata: proto
+            .enable_dynamic_metadata_ingestion
+            .is_none_or(|b| b.value),
         deny_at_disable: proto
             .deny_at_disable
             .is_some_and(|f| f.default_value.is_some_and(|v| v.value)),

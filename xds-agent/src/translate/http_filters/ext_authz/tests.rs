@@ -22,14 +22,18 @@ fn ext_authz(config: &str) -> Arc<HttpExtAuthz> {
 
 const GRPC: &str = "grpc_service: {envoy_grpc: {cluster_name: authz}}";
 
-/// Istio 1.19's CUSTOM policy filter (its `filter_enabled_metadata` aside).
+/// Istio 1.19's CUSTOM policy filter.
 #[test]
 fn istio_config_translates() {
     let f = ext_authz(
         r#"grpc_service: {envoy_grpc: {cluster_name: "outbound|9191||sample-ext-authz-grpc",
              authority: sample-ext-authz-grpc.local}, timeout: 600s},
-           with_request_body: {max_request_bytes: 8000}, transport_api_version: V3"#,
+           with_request_body: {max_request_bytes: 8000}, transport_api_version: V3,
+           filter_enabled_metadata: {filter: envoy.filters.http.rbac,
+             path: [{key: istio_ext_authz_shadow_effective_policy_id}],
+             value: {string_match: {prefix: istio-ext-authz}}}"#,
     );
+    assert!(f.filter_enabled_metadata.is_some() && f.ingest_metadata);
     assert_eq!(f.service.cluster, "outbound|9191||sample-ext-authz-grpc");
     assert_eq!(f.service.authority, "sample-ext-authz-grpc.local");
     assert_eq!(f.service.timeout, Some(Duration::from_secs(600)));
@@ -116,13 +120,6 @@ fn refused_fields_are_named() {
         (
             format!("{GRPC}, metadata_context_namespaces: [a]"),
             "f.typed_config.metadata_context_namespaces",
-        ),
-        (
-            format!(
-                "{GRPC}, filter_enabled_metadata: {{filter: f, path: [{{key: k}}], \
-                 value: {{present_match: true}}}}"
-            ),
-            "f.typed_config.filter_enabled_metadata",
         ),
         (
             format!("{GRPC}, with_request_body: {{max_request_bytes: 0}}"),
