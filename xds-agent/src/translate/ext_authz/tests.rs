@@ -1,19 +1,17 @@
 //! Translator tests: `envoy.filters.network.ext_authz` and the `GrpcService` rules both
 //! `ext_authz` filters share with xDS streams.
-use std::{collections::HashMap, time::Duration};
-
-use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use std::time::Duration;
 
 use super::*;
-use crate::translate::{translate, TranslateContext};
-use model::{NetworkFilter, Snapshot};
+use crate::translate::tests::{bootstrap, errors, ok};
+use model::NetworkFilter;
 
 const NETWORK: &str = "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz";
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
 /// A bootstrap whose listener runs the network filter with `config`, then tcp_proxy.
-fn bootstrap(config: &str) -> Bootstrap {
-    let yaml = format!(
+fn config(config: &str) -> String {
+    format!(
         r#"
 static_resources:
   listeners:
@@ -30,32 +28,16 @@ static_resources:
     load_assignment: {{cluster_name: c, endpoints: [{{lb_endpoints: [{{endpoint: {{address:
       {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}}}}}]}}]}}
 "#
-    );
-    proto::from_json(proto::parse_document(&yaml).unwrap(), false).unwrap()
-}
-
-fn run(config: &str) -> Result<Snapshot, Vec<TranslateError>> {
-    let mut stats = StatsRegistry::new(2);
-    let mut ctx = TranslateContext {
-        generation: 1,
-        stats: &mut stats,
-        previous: None,
-        dns: &HashMap::new(),
-        extensions: &Default::default(),
-        secrets: Default::default(),
-        local_peer: Default::default(),
-    };
-    translate(&bootstrap(config), &mut ctx)
+    )
 }
 
 #[test]
 fn network_filter_translates_with_envoys_stat_names() {
-    let snapshot = run(
+    let snapshot = ok(&config(
         "stat_prefix: tcp_authz, failure_mode_allow: true, include_peer_certificate: true, \
          grpc_service: {envoy_grpc: {cluster_name: authz, authority: a.local}, timeout: 1s}, \
          transport_api_version: V3",
-    )
-    .unwrap_or_else(|e| panic!("{e:#?}"));
+    ));
     let chain = &snapshot.listeners[0].filter_chains[0];
     assert!(matches!(chain.network, NetworkFilter::TcpProxy(_)));
     let [ConnectionFilter::ExtAuthz(f)] = &chain.connection_filters[..] else {
@@ -86,7 +68,7 @@ fn network_filter_translates_with_envoys_stat_names() {
 #[test]
 fn network_filter_refusals_name_the_field() {
     let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
-    for (config, field) in [
+    for (yaml, field) in [
         (
             "grpc_service: {envoy_grpc: {cluster_name: a}}",
             "stat_prefix",
@@ -117,12 +99,9 @@ fn network_filter_refusals_name_the_field() {
             "grpc_service.initial_metadata[0]",
         ),
     ] {
-        let errors = run(config).unwrap_err();
+        let errors = errors(&config(yaml));
         let path = format!("{at}.{field}");
-        assert!(
-            errors.iter().any(|e| e.path == path),
-            "{config}: {errors:?}"
-        );
+        assert!(errors.iter().any(|e| e.path == path), "{yaml}: {errors:?}");
     }
 }
 
@@ -141,9 +120,7 @@ static_resources:
     load_assignment: {cluster_name: xds, endpoints: [{lb_endpoints: [{endpoint: {address:
       {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
 "#;
-    let bootstrap: Bootstrap =
-        proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap();
-    let errors = crate::translate::validate(&bootstrap);
+    let errors = crate::translate::validate(&bootstrap(yaml));
     let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
     assert!(
         paths.contains(&"dynamic_resources.ads_config.grpc_services[0].timeout")
