@@ -78,11 +78,6 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[("runtime_key", "no runtime: the configured value applies")],
     },
     Surface {
-        message: "envoy.type.matcher.v3.ListStringMatcher",
-        supported: &["patterns"],
-        ignored: &[],
-    },
-    Surface {
         message: names::NETWORK_EXT_AUTHZ,
         supported: &[
             "stat_prefix",
