@@ -582,7 +582,6 @@ fn shardproxy_on_istio_1_19_authz_listeners() {
         "istio-1.19dev_sidecar_listeners_with_authz.json",
         &[
             "address is required",
-            "ext_authz",
             "internal_listener",
             "set_internal_dst_address",
             "tunneling_config",

@@ -1,6 +1,7 @@
 //! Stats: the filters' scopes with Envoy's names (`http.<prefix>.fault.*`,
 //! `http.<prefix>.cors.*`, `<stat_prefix>.http_local_rate_limit.*`, the HTTP and network
-//! `rbac` filters' `<prefix>rbac[.<rules prefix>].allowed`, ...).
+//! `rbac` filters' `<prefix>rbac[.<rules prefix>].allowed`, the `ext_authz` filters'
+//! `<prefix>ext_authz.ok`, ...).
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::stat_scope;
@@ -59,6 +60,43 @@ stat_scope!(
     RbacCells {
         allowed: Counter,
         denied: Counter,
+    }
+);
+
+stat_scope!(
+    ExtAuthzStats,
+    ExtAuthzCells {
+        ok: Counter,
+        denied: Counter,
+        error: Counter,
+        disabled: Counter,
+        failure_mode_allowed: Counter,
+        // Envoy 1.40 lists these too; always 0 here: what counts them (filter state,
+        // dynamic metadata ingestion, validate_mutations, header limits, shadow_mode) is
+        // refused or not kept.
+        filter_state_name_collision: Counter,
+        ignored_dynamic_metadata: Counter,
+        invalid: Counter,
+        omitted_response_headers: Counter,
+        request_header_limits_reached: Counter,
+        response_header_limits_reached: Counter,
+        shadow_denied: Counter,
+        shadow_error: Counter,
+    }
+);
+
+stat_scope!(
+    NetworkExtAuthzStats,
+    NetworkExtAuthzCells {
+        total: Counter,
+        ok: Counter,
+        denied: Counter,
+        error: Counter,
+        failure_mode_allowed: Counter,
+        cx_closed: Counter,
+        // Envoy 1.40 lists it; 0 here (`filter_enabled_metadata` is refused).
+        disabled: Counter,
+        active: Gauge,
     }
 );
 

@@ -48,6 +48,8 @@ pub enum HttpFilterKind {
     Rbac(Arc<RbacFilter>),
     /// Istio ≤ 1.9's authentication policy filter (`istio_authn`, `authn.v2alpha1`).
     IstioAuthnPolicy(Arc<AuthnPolicy>),
+    /// `envoy.filters.http.ext_authz`.
+    ExtAuthz(Arc<crate::ext_authz::HttpExtAuthz>),
 }
 
 /// Istio ≤ 1.9's `istio_authn` HTTP filter as shards run it: the peer authenticated by its
@@ -335,6 +337,8 @@ pub enum PerRouteFilter {
     HeaderMutation(Arc<Mutations>),
     /// `RBACPerRoute`: these rules instead of the filter's (none: everything is allowed).
     Rbac(Arc<RbacRules>),
+    /// `ExtAuthzPerRoute.check_settings` (`disabled: true` is `Disabled`).
+    ExtAuthz(Arc<crate::ext_authz::ExtAuthzPerRoute>),
 }
 
 /// `typed_per_filter_config`, keyed by filter config name.

@@ -91,12 +91,14 @@ impl HttpConnectionManager {
     }
 
     /// Whether a filter here reads the connection's addresses and TLS (`rbac`, Istio's
-    /// `istio_authn`).
+    /// `istio_authn`, `ext_authz`).
     pub fn filters_read_connection(&self) -> bool {
         self.filters.iter().any(|f| {
             matches!(
                 f.kind,
-                HttpFilterKind::Rbac(_) | HttpFilterKind::IstioAuthnPolicy(_)
+                HttpFilterKind::Rbac(_)
+                    | HttpFilterKind::IstioAuthnPolicy(_)
+                    | HttpFilterKind::ExtAuthz(_)
             )
         })
     }

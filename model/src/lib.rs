@@ -4,6 +4,7 @@
 //! can be invalid, and nothing here is a proto type.
 pub mod access_log;
 pub mod cluster_ref;
+pub mod ext_authz;
 pub mod filter_chain_match;
 pub mod filter_stats;
 pub mod filters;
@@ -198,6 +199,10 @@ pub enum ConnectionFilter {
         filter: rbac::RbacFilter,
         delay_deny: Duration,
     },
+    /// `envoy.filters.network.ext_authz`: one check of the connection by an authorization
+    /// service before the terminal filter runs; a denied (or, unless `failure_mode_allow`,
+    /// failed) connection is closed.
+    ExtAuthz(Arc<ext_authz::NetworkExtAuthz>),
 }
 
 /// The terminal network filter of a chain.

@@ -92,7 +92,7 @@ async fn serve_chain(
         let filter_state = match &mut transport {
             Some(transport) => {
                 run_connection_filters(
-                    ctx.id,
+                    ctx,
                     &chain.connection_filters,
                     transport,
                     server_name,

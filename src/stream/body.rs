@@ -79,6 +79,8 @@ pub struct RequestBody<'d> {
     pub observer: Option<BodyObserver>,
     /// Decodes a `grpc-web-text` body (base64) as it is read.
     pub grpc_web_text: Option<TextDecoder>,
+    /// An HTTP/1 request's `content-length` (which its codec takes out of the head).
+    pub declared_length: Option<u64>,
 }
 
 impl<'d> RequestBody<'d> {
@@ -93,7 +95,11 @@ impl<'d> RequestBody<'d> {
             conn,
             decoder: BodyDecoder::new(framing, limits),
         };
-        Self::new(source, matches!(framing, Framing::Empty), replay_limit)
+        let mut body = Self::new(source, matches!(framing, Framing::Empty), replay_limit);
+        if let Framing::Length(n) = framing {
+            body.declared_length = Some(*n);
+        }
+        body
     }
 
     /// The body of an HTTP/2 request stream (`respond` answers it).
@@ -137,12 +143,30 @@ impl<'d> RequestBody<'d> {
             received: 0,
             observer: None,
             grpc_web_text: None,
+            declared_length: None,
         }
     }
 
     /// Whether the whole body has been read.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether every byte of the body has been read (its end may still be unread: a
+    /// `content-length` body's last bytes, a DATA frame with END_STREAM).
+    pub fn all_received(&self) -> bool {
+        self.done
+            || match &self.source {
+                Source::Http1 { .. } => self.declared_length == Some(self.received),
+                Source::Http2 { recv, .. } => recv.is_end_stream(),
+                Source::Complete | Source::Tunnel { .. } => true,
+            }
+    }
+
+    /// Keeps at least `bytes` of the body for replay (a filter reads it ahead of the router,
+    /// which then sends what was read).
+    pub fn keep_at_least(&mut self, bytes: usize) {
+        self.replay_limit = self.replay_limit.max(bytes);
     }
 
     /// The chunks read so far, if all of them were kept.

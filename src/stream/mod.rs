@@ -21,7 +21,7 @@ use model::{
     filters::{AlpnOverrides, PerRouteFilter},
     http::HttpConnectionManager,
     metadata::DynamicMetadata,
-    route::{Route, VirtualHost},
+    route::{HeaderAdd, Route, VirtualHost},
     tls_info::DownstreamTls,
 };
 
@@ -55,8 +55,11 @@ pub struct Downstream<'a> {
     pub local: SocketAddr,
     /// The SNI; empty without one.
     pub requested_server_name: &'a str,
-    /// The connection's TLS when access logs, XFCC or an RBAC filter read it; else `None`.
+    /// The connection's TLS when access logs, XFCC, an RBAC or ext_authz filter read it;
+    /// else `None`.
     pub tls: Option<&'a DownstreamTls>,
+    /// `https` on a TLS connection, else `http`.
+    pub scheme: &'static str,
 }
 
 /// What HTTP filters record on a stream: response flags of a request that still goes on (a
@@ -74,6 +77,8 @@ pub struct StreamNotes {
     peer_headers: Cell<(bool, bool)>,
     /// What filters wrote for the filters after them (RBAC's shadow verdict).
     metadata: RefCell<DynamicMetadata>,
+    /// Headers an allowed ext_authz check adds to the response.
+    response_headers: RefCell<Vec<HeaderAdd>>,
 }
 
 impl StreamNotes {
@@ -153,6 +158,16 @@ impl StreamNotes {
     /// The stream's dynamic metadata, taken once the filters are done (for its access log).
     pub fn take_metadata(&self) -> DynamicMetadata {
         self.metadata.take()
+    }
+
+    /// Headers the response gets (ext_authz's `response_headers_to_add`), added to any noted
+    /// before.
+    pub fn set_response_headers(&self, mut adds: Vec<HeaderAdd>) {
+        self.response_headers.borrow_mut().append(&mut adds);
+    }
+
+    pub fn take_response_headers(&self) -> Vec<HeaderAdd> {
+        std::mem::take(&mut *self.response_headers.borrow_mut())
     }
 }
 

@@ -40,6 +40,10 @@ pub const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub const HTTP_RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 pub const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub const HTTP_EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+pub const HTTP_EXT_AUTHZ_PER_ROUTE: &str =
+    "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+pub const NETWORK_EXT_AUTHZ: &str = "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz";
 pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =

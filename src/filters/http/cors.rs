@@ -238,8 +238,13 @@ mod tests {
     /// decorated.
     fn exchange(world: &World, mut req: RequestHead) -> Result<Headers, LocalReply> {
         let cx = world.cx();
-        let result =
-            futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues));
+        let result = futures_lite::future::block_on(run_request(
+            world.filter(),
+            &cx,
+            &mut req,
+            &TestValues,
+            None,
+        ));
         if let FilterResult::Respond(reply) = result {
             return Err(reply);
         }

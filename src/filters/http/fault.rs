@@ -346,7 +346,13 @@ mod tests {
     fn run(world: &World, req: RequestHead) -> FilterResult {
         let cx = world.cx();
         let mut req = req;
-        futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues))
+        futures_lite::future::block_on(run_request(
+            world.filter(),
+            &cx,
+            &mut req,
+            &TestValues,
+            None,
+        ))
     }
 
     fn status(result: FilterResult) -> Option<u16> {
@@ -572,7 +578,7 @@ mod tests {
             let cx = world.cx();
             let mut req = request("GET", "/", headers);
             let start = Instant::now();
-            let result = run_request(world.filter(), &cx, &mut req, &TestValues).await;
+            let result = run_request(world.filter(), &cx, &mut req, &TestValues, None).await;
             let took = start.elapsed();
             (
                 status(result),

@@ -203,7 +203,7 @@ mod tests {
         };
         let cx = world.cx();
         let mut req = request("GET", "/", &[("x-in", "a")]);
-        futures_lite::future::block_on(run_request(&filter, &cx, &mut req, &TestValues));
+        futures_lite::future::block_on(run_request(&filter, &cx, &mut req, &TestValues, None));
         assert_eq!(header(&req.headers, "x-from"), Some("a@10.0.0.1"));
         // A command without a value renders nothing, and an empty value adds no header.
         assert!(!req.headers.contains("x-missing"));
@@ -249,8 +249,13 @@ mod tests {
         );
         let cx = world.cx();
         let mut req = request("GET", "/", &[]);
-        let result =
-            futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues));
+        let result = futures_lite::future::block_on(run_request(
+            world.filter(),
+            &cx,
+            &mut req,
+            &TestValues,
+            None,
+        ));
         assert!(matches!(result, crate::stream::FilterResult::Continue));
         let mut resp = response(200, &[("server", "upstream")]);
         run_response(world.filter(), &cx, &req, &mut resp, &TestValues);

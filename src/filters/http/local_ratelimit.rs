@@ -150,8 +150,13 @@ mod tests {
     fn run(world: &World) -> (FilterResult, RequestHead) {
         let cx = world.cx();
         let mut req = request("GET", "/", &[]);
-        let result =
-            futures_lite::future::block_on(run_request(world.filter(), &cx, &mut req, &TestValues));
+        let result = futures_lite::future::block_on(run_request(
+            world.filter(),
+            &cx,
+            &mut req,
+            &TestValues,
+            None,
+        ));
         (result, req)
     }
 

@@ -5,6 +5,7 @@
 //! and for the local rate limit the process-wide token bucket (one compare-and-swap per lease,
 //! see `model::filters::token_bucket`), which the process-wide rate requires.
 mod cors;
+mod ext_authz;
 mod fault;
 pub mod grpc_stats;
 mod grpc_web;
@@ -17,18 +18,21 @@ mod rbac;
 use model::filters::{FractionalPercent, HttpFilter, HttpFilterKind, PerRouteFilter};
 
 use crate::stream::{
+    body::RequestBody,
     headers::{RequestHead, ResponseHead},
     mutations::Formatter,
     FilterResult, StreamContext,
 };
 
 /// Runs `filter` on a request (after route selection, before the router); `values` renders the
-/// `%COMMAND%` header values it adds.
+/// `%COMMAND%` header values it adds; `body` is the request's body (not for a CONNECT), which
+/// a filter may read ahead of the router.
 pub async fn on_request(
     filter: &HttpFilter,
     cx: &StreamContext<'_>,
     request: &mut RequestHead,
     values: &dyn Formatter,
+    body: Option<&mut RequestBody<'_>>,
 ) -> FilterResult {
     if !runs_here(filter, cx) {
         return FilterResult::Continue;
@@ -61,6 +65,9 @@ pub async fn on_request(
         }
         HttpFilterKind::Rbac(config) => rbac::on_request(filter, config, cx, request),
         HttpFilterKind::IstioAuthnPolicy(policy) => istio_authn::on_request(policy, cx),
+        HttpFilterKind::ExtAuthz(config) => {
+            ext_authz::on_request(filter, config, cx, request, body).await
+        }
     }
 }
 
@@ -83,6 +90,7 @@ pub fn on_response(
         | HttpFilterKind::IstioAlpn(_)
         | HttpFilterKind::Rbac(_)
         | HttpFilterKind::IstioAuthnPolicy(_) => {}
+        HttpFilterKind::ExtAuthz(_) => ext_authz::on_response(cx, response),
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {
             header_mutation::on_response(filter, config, cx, request, response, values)

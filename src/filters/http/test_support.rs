@@ -170,6 +170,7 @@ impl World {
                 local: "10.0.0.2:8080".parse().unwrap(),
                 requested_server_name: "",
                 tls: None,
+                scheme: "http",
             },
             notes: StreamNotes::default(),
         }

@@ -1,5 +1,6 @@
 //! Network (L4) filters: the filters a chain runs before its terminal one, and the terminal
 //! filter itself.
+mod ext_authz;
 pub mod filter_state;
 pub mod http_connection_manager;
 mod istio_authn;
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 
 use model::ConnectionFilter;
 
-use crate::{filters::istio::exchange, net::transport::Transport};
+use crate::{context::ShardContext, filters::istio::exchange, net::transport::Transport};
 use filter_state::FilterState;
 
 /// Runs a chain's `filters` (those before its terminal one) on a connection whose transport
@@ -19,7 +20,7 @@ use filter_state::FilterState;
 /// returned filter state; `None` when one of them closes the connection, and the state's
 /// `denied` when one of them ended it (for the terminal filter to log).
 pub async fn run_connection_filters(
-    shard: usize,
+    ctx: &ShardContext,
     filters: &[ConnectionFilter],
     transport: &mut Transport,
     server_name: &str,
@@ -45,12 +46,20 @@ pub async fn run_connection_filters(
                 let verdict = {
                     let connection =
                         rbac::Connection::new(transport, server_name, restored, fallback, &state);
-                    rbac::judge(shard, filter, &connection)
+                    rbac::judge(ctx.id, filter, &connection)
                 };
                 if let Err(details) = verdict {
                     rbac::deny(transport, *delay_deny).await;
                     state.denied = Some(details.into());
                     return Some(state);
+                }
+            }
+            ConnectionFilter::ExtAuthz(filter) => {
+                let allowed =
+                    ext_authz::allowed(ctx, filter, transport, server_name, restored, fallback);
+                if !allowed.await {
+                    rbac::deny(transport, std::time::Duration::ZERO).await;
+                    return None;
                 }
             }
         }

@@ -5,8 +5,10 @@
 use std::{path::PathBuf, time::Duration};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    api_config_source::ApiType, config_source::ConfigSourceSpecifier,
-    grpc_service::TargetSpecifier, ApiConfigSource, ApiVersion, ConfigSource,
+    api_config_source::ApiType,
+    config_source::ConfigSourceSpecifier,
+    grpc_service::{EnvoyGrpc, TargetSpecifier},
+    ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
 };
 
 use super::{duration, tls::Secrets, TranslateError};
@@ -172,7 +174,10 @@ pub fn grpc_service(
     }
     match api.grpc_services.as_slice() {
         [service] => match &service.target_specifier {
-            Some(TargetSpecifier::EnvoyGrpc(grpc)) => Some((grpc.cluster_name.clone(), delta)),
+            Some(TargetSpecifier::EnvoyGrpc(grpc)) => {
+                xds_stream_only(service, grpc, &format!("{path}.grpc_services[0]"), errors);
+                Some((grpc.cluster_name.clone(), delta))
+            }
             // google_grpc is rejected by the walker.
             _ => None,
         },
@@ -184,6 +189,28 @@ pub fn grpc_service(
             ));
             None
         }
+    }
+}
+
+/// What a `GrpcService` may say only where a call is made (ext_authz's checks), not on an xDS
+/// stream: `timeout`, `initial_metadata`, `envoy_grpc.authority` are refused there.
+fn xds_stream_only(
+    service: &GrpcService,
+    grpc: &EnvoyGrpc,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) {
+    let set = [
+        ("timeout", service.timeout.is_some()),
+        ("initial_metadata", !service.initial_metadata.is_empty()),
+        ("envoy_grpc.authority", !grpc.authority.is_empty()),
+    ];
+    for (field, _) in set.iter().filter(|(_, set)| *set) {
+        errors.push(TranslateError::new(
+            format!("{path}.{field}"),
+            None,
+            "not supported on an xDS stream",
+        ));
     }
 }
 

@@ -13,6 +13,7 @@ mod cluster_http;
 pub mod config_source;
 mod data_source;
 pub mod dynamic_resources;
+mod ext_authz;
 mod filter_chain_match;
 mod http_connection_manager;
 mod http_filters;

@@ -1,11 +1,14 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
-//! `istio_authn`, `istio.metadata_exchange`, `istio.stats`, `envoy.filters.network.rbac`),
+//! `istio_authn`, `istio.metadata_exchange`, `istio.stats`, `envoy.filters.network.rbac`,
+//! `envoy.filters.network.ext_authz`),
 //! keyed by config type.
 use envoy_types::pb::google::protobuf::Any;
 
 use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
 
-use super::{decode_typed, istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError};
+use super::{
+    decode_typed, ext_authz, istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError,
+};
 use crate::names;
 use model::ConnectionFilter;
 
@@ -32,6 +35,7 @@ pub fn connection_filter(
                 .map(ConnectionFilter::IstioStats)
         }
         names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
+        names::NETWORK_EXT_AUTHZ => ext_authz::network_filter(any, path, ctx.stats, errors),
         names::NETWORK_WASM => null_vm_filter(any, &format!("{path}.typed_config"), ctx, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(

@@ -134,12 +134,14 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.GrpcService",
-        supported: &["envoy_grpc"],
+        // `timeout` and `initial_metadata` only on ext_authz's (config_source.rs refuses
+        // them on xDS streams).
+        supported: &["envoy_grpc", "timeout", "initial_metadata"],
         ignored: &[],
     },
     Surface {
         message: "envoy.config.core.v3.GrpcService.EnvoyGrpc",
-        supported: &["cluster_name"],
+        supported: &["cluster_name", "authority"],
         ignored: &[],
     },
     Surface {
@@ -613,6 +615,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::METADATA_EXCHANGE,
             names::STATS,
             names::NETWORK_RBAC,
+            names::NETWORK_EXT_AUTHZ,
             names::NETWORK_WASM,
         ],
     ),
@@ -648,13 +651,14 @@ pub const ANY_SLOTS: &[AnySlot] = &[
 
 /// Every surface table: the core one here, HTTP (connection manager, routes), HTTP filters,
 /// TLS, the bootstrap's process-wide sections and RBAC rules.
-const TABLES: [&[Surface]; 6] = [
+const TABLES: [&[Surface]; 7] = [
     SURFACE,
     super::http_surface::SURFACE,
     super::http_filters::SURFACE,
     super::tls_surface::SURFACE,
     super::bootstrap_surface::SURFACE,
     super::rbac::SURFACE,
+    super::ext_authz::SURFACE,
 ];
 
 /// Every `Any` slot table (split as `TABLES`; RBAC rules hold no `Any`).

@@ -11,7 +11,7 @@ use model::{
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
-fn bootstrap(yaml: &str) -> Bootstrap {
+pub(super) fn bootstrap(yaml: &str) -> Bootstrap {
     proto::from_json(proto::parse_document(yaml).unwrap(), false).unwrap()
 }
 
@@ -33,11 +33,11 @@ fn run(
     translate(&bootstrap(yaml), &mut ctx)
 }
 
-fn ok(yaml: &str) -> Snapshot {
+pub(super) fn ok(yaml: &str) -> Snapshot {
     run(yaml, None, &HashMap::new()).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
-fn errors(yaml: &str) -> Vec<TranslateError> {
+pub(super) fn errors(yaml: &str) -> Vec<TranslateError> {
     let errors = run(yaml, None, &HashMap::new()).unwrap_err();
     assert_eq!(errors, validate(&bootstrap(yaml)), "validate agrees");
     errors

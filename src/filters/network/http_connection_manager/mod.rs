@@ -89,6 +89,7 @@ impl Connection<'_> {
             local: self.local,
             requested_server_name: self.requested_server_name,
             tls: self.tls(),
+            scheme: self.scheme,
         }
     }
 
@@ -130,7 +131,8 @@ pub async fn run(
     inc(&stats.downstream_cx_active);
     let opened = Instant::now();
     let remote = stream.peer_addr().unwrap_or(listener.address);
-    // The local address costs a syscall; only access logs and connection-reading filters read it.
+    // The local address costs a syscall; only access logs and connection-reading filters
+    // (RBAC, istio_authn, ext_authz) read it.
     let local = match (
         accepted.restored,
         hcm.access_logs.is_empty() && !hcm.filters_read_connection(),

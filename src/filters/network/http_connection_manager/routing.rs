@@ -20,6 +20,7 @@ use crate::{
     filters::http::on_request,
     proxy::cluster_manager::ShardCluster,
     stream::{
+        body::RequestBody,
         headers::{RequestHead, Version},
         FilterResult, LocalReply, StreamContext,
     },
@@ -101,9 +102,9 @@ pub(super) struct Chosen<'a> {
     pub weighted_headers: Option<&'a HeaderMutations>,
 }
 
-/// Runs the HTTP filters (`ran` counts those that saw the request), then the route's action:
-/// a forwarding route's cluster, or the local answer (refused upgrade, no route, direct
-/// response, redirect, unknown cluster).
+/// Runs the HTTP filters (`ran` counts those that saw the request; `body` is there for those
+/// that read it first), then the route's action: a forwarding route's cluster, or the local
+/// answer (refused upgrade, no route, direct response, redirect, unknown cluster).
 pub(super) async fn choose<'a>(
     c: &Connection<'a>,
     cx: &StreamContext<'a>,
@@ -111,6 +112,7 @@ pub(super) async fn choose<'a>(
     upgrade: Option<Bytes>,
     ran: &mut usize,
     exchange: &mut Exchange,
+    mut body: Option<&mut RequestBody<'_>>,
 ) -> Result<Chosen<'a>, Refusal> {
     let hcm = c.hcm;
     // As Envoy, an upgrade neither the route nor the connection manager allows is refused
@@ -132,7 +134,10 @@ pub(super) async fn choose<'a>(
     for filter in &hcm.filters {
         *ran += 1;
         let values = Values { c, exchange };
-        if let FilterResult::Respond(mut reply) = on_request(filter, cx, request, &values).await {
+        let body = body.as_deref_mut();
+        if let FilterResult::Respond(mut reply) =
+            on_request(filter, cx, request, &values, body).await
+        {
             exchange.details = reply.details.take().map_or("filter".into(), Cow::Owned);
             // Envoy's stream info holds the route's cluster from the route match on, so a
             // filter's answer (a fault abort, an RBAC denial) is counted against it: Istio's

@@ -51,7 +51,7 @@ use crate::{
         },
     },
     stream::{
-        body::BodyFailure,
+        body::{BodyFailure, RequestBody},
         grpc,
         grpc_web::{GrpcWebMode, TextDecoder},
         headers::{RequestHead, ResponseHead, Version},
@@ -308,17 +308,25 @@ async fn routed(
     exchange: &mut Exchange,
 ) -> Next {
     let c = s.c;
-    let may_keep = incoming.keep_alive && exchange.body_done;
     let mut ran = 0;
     // A CONNECT is routed as an upgrade of its own type, as Envoy routes it.
     let upgrade = match incoming.connect {
         true => Some(Bytes::from_static(b"connect")),
         false => incoming.upgrade,
     };
-    let chosen = match choose(c, cx, request, upgrade, &mut ran, exchange).await {
+    // The body, which filters may read before the router (a CONNECT's stream is its tunnel).
+    let mut body = (!incoming.connect).then(|| {
+        s.downstream
+            .request_body(&incoming.framing, &c.limits, c.listener.buffer_limit)
+    });
+    let chosen = choose(c, cx, request, upgrade, &mut ran, exchange, body.as_mut()).await;
+    let chosen = match chosen {
         Ok(chosen) => chosen,
         Err(refused) => {
-            let keep = refused.keep && may_keep;
+            if let Some(body) = body.take() {
+                note_body(exchange, &body);
+            }
+            let keep = refused.keep && incoming.keep_alive && exchange.body_done;
             return local(s, Some(cx), request, refused.reply, ran, keep, exchange).await;
         }
     };
@@ -349,7 +357,17 @@ async fn routed(
         };
     }
     let retry = upstream_headers(request, &chosen, levels, &Values { c, exchange });
-    let (routed, record) = forward(s, request, &chosen, retry, &incoming.framing, exchange).await;
+    let body = body.expect("made for every request but a CONNECT");
+    let (routed, record) = forward(
+        c,
+        body,
+        request,
+        &chosen,
+        retry,
+        &incoming.framing,
+        exchange,
+    )
+    .await;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
     match record.downstream_timeout {
@@ -467,24 +485,33 @@ fn upstream_headers<'a>(
     retry
 }
 
-/// Hands the request to the router (reading its body from the client as it goes upstream),
-/// then to the mirrors; what the exchange learns of the body is noted in `exchange`.
+/// What the exchange learns of the request body: whether it was read to its end, and how
+/// much of it arrived.
+fn note_body(exchange: &mut Exchange, body: &RequestBody<'_>) {
+    exchange.body_done = body.is_done();
+    exchange.bytes_received = body.received;
+}
+
+/// Hands the request to the router (reading its body from the client as it goes upstream,
+/// after what filters read of it), then to the mirrors; what the exchange learns of the body
+/// is noted in `exchange`.
 async fn forward(
-    s: &mut Stream<'_, '_>,
+    c: &Connection<'_>,
+    mut body: RequestBody<'_>,
     request: &mut RequestHead,
     chosen: &Chosen<'_>,
     retry: Option<&RetryPolicy>,
     framing: &Framing,
     exchange: &mut Exchange,
 ) -> (Routed, RouterRecord) {
-    let c = s.c;
     let hcm = c.hcm;
     let cluster = &chosen.cluster;
     let version = std::mem::replace(&mut request.version, Version::Http11);
-    let mut body = s
-        .downstream
-        .request_body(framing, &c.limits, c.listener.buffer_limit);
     if let Some(call) = exchange.grpc.clone() {
+        // What a filter read ahead is counted too.
+        for chunk in body.replay().unwrap_or_default() {
+            call.request_data(chunk);
+        }
         body.observer = Some(Rc::new(move |chunk: &[u8]| call.request_data(chunk)));
     }
     // A decoded text body is shorter than the client's: its length is unknown upstream.
@@ -529,8 +556,7 @@ async fn forward(
     let routed = router::forward(c.ctx, forwarding, &mut body, &mut record).await;
     crate::proxy::mirror::shadow(c.ctx, hcm, chosen.forward, cluster, request, framing, &body);
     request.version = version;
-    exchange.body_done = body.is_done();
-    exchange.bytes_received = body.received;
+    note_body(exchange, &body);
     (routed, record)
 }
 

@@ -7,6 +7,7 @@
 //! Envoy's factories are), and `FilterConfig` wraps one to disable, enable or mark it optional.
 mod common;
 mod cors;
+mod ext_authz;
 mod fault;
 mod grpc_stats;
 mod header_mutation;
@@ -131,6 +132,11 @@ const REGISTRY: &[Factory] = &[
         build: Some(rbac::filter),
         per_route: Some((names::HTTP_RBAC_PER_ROUTE, rbac::per_route)),
     },
+    Factory {
+        config_type: names::HTTP_EXT_AUTHZ,
+        build: Some(ext_authz::filter),
+        per_route: Some((names::HTTP_EXT_AUTHZ_PER_ROUTE, ext_authz::per_route)),
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -156,6 +162,7 @@ const FILTER_TYPES: &[&str] = &[
     names::HTTP_WASM,
     names::STATS,
     names::HTTP_RBAC,
+    names::HTTP_EXT_AUTHZ,
     names::COMPRESSOR,
 ];
 
@@ -166,6 +173,7 @@ const PER_ROUTE_CONFIG_TYPES: &[&str] = &[
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION_PER_ROUTE,
     names::HTTP_RBAC_PER_ROUTE,
+    names::HTTP_EXT_AUTHZ_PER_ROUTE,
 ];
 
 /// What a `typed_per_filter_config` value (route, virtual host, weighted cluster) may hold:
@@ -176,6 +184,7 @@ pub const PER_ROUTE_TYPES: &[&str] = &[
     names::LOCAL_RATELIMIT,
     names::HEADER_MUTATION_PER_ROUTE,
     names::HTTP_RBAC_PER_ROUTE,
+    names::HTTP_EXT_AUTHZ_PER_ROUTE,
     names::FILTER_CONFIG,
 ];
 

@@ -1,0 +1,583 @@
+//! Tests: `envoy.filters.http.ext_authz` and `envoy.filters.network.ext_authz` against a real
+//! authorization server (tests/peers/ext_authz_server.py, grpcio), compared with Envoy 1.40 on
+//! the same bootstrap (tests/common/tls.rs `on_both`; with `CI=true` a missing Envoy or grpcio
+//! fails the test): statuses, bodies and headers clients get, headers the upstream gets,
+//! access-log flags and response code details, stats, and the CheckRequests the server
+//! recorded (with what differs by run — stream ids, times, client ports, request ids —
+//! left out).
+//!
+//! Covered: allowed requests with the service's header changes upstream and its response
+//! headers downstream; denied requests with the service's status, headers and body (403 by
+//! default); errors (the call failing, timing out) refused with `status_on_error` or let
+//! through under `failure_mode_allow` (with `x-envoy-auth-failure-mode-allowed`); a route
+//! disabling the filter and routes adding context extensions; the body sent whole, partial
+//! or as bytes, and a too-large one refused 413; HTTP/2 clients; mutual-TLS principals, the
+//! peer certificate and the SNI; the network filter closing denied connections.
+mod common;
+
+use std::{io::Read, io::Write, path::Path};
+
+use common::{http::*, tls::*, *};
+use serde_json::{json, Value};
+
+const EXT_AUTHZ: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+const PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+const NETWORK: &str = "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz";
+const HTTP_OPTIONS: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Whether the peers' Python has grpcio and the Check API's messages (xds-protos); skips
+/// `test` (fails under CI) when not.
+fn have_authz_peer(test: &str) -> bool {
+    have_python(test, "grpc, envoy.service.auth.v3.external_auth_pb2_grpc")
+}
+
+/// The authorization server, recording into `log` (network checks of `deny_ports` denied).
+struct AuthzServer {
+    server: PeerServer,
+    _dir: TempDir,
+    log: std::path::PathBuf,
+}
+
+impl AuthzServer {
+    fn start(tag: &str, deny_ports: &[u16]) -> AuthzServer {
+        let dir = TempDir::new(tag);
+        let log = dir.file("checks.jsonl");
+        let ports: Vec<String> = deny_ports.iter().map(u16::to_string).collect();
+        let server = PeerServer::start(
+            "ext_authz_server.py",
+            &[
+                "--port",
+                "0",
+                "--log",
+                log.to_str().unwrap(),
+                "--deny-ports",
+                &ports.join(","),
+                "--stdin-eof",
+            ],
+        );
+        AuthzServer {
+            server,
+            _dir: dir,
+            log,
+        }
+    }
+
+    /// The cluster `authz` over HTTP/2 to the server.
+    fn cluster(&self) -> Value {
+        h2_cluster("authz", self.server.port)
+    }
+
+    /// The `n` checks recorded since the last call, as comparable JSON (then forgotten).
+    fn checks(&self, n: usize) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        take_log_lines(&self.log, n)
+            .iter()
+            .map(|line| normalized(serde_json::from_str(line).unwrap()))
+            .collect()
+    }
+}
+
+/// A STATIC cluster speaking HTTP/2 to 127.0.0.1:`port`.
+fn h2_cluster(name: &str, port: u16) -> Value {
+    cluster(
+        name,
+        &[(port, 1)],
+        json!({"typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        }}),
+    )
+}
+
+/// A recorded CheckRequest without what differs from run to run: the stream id, the time, the
+/// client's port, the request id and the proxy's own address (`x-forwarded-for` metadata).
+fn normalized(mut check: Value) -> String {
+    let mut remove = |path: &str, key: &str| {
+        if let Some(object) = check.pointer_mut(path).and_then(Value::as_object_mut) {
+            object.remove(key);
+        }
+    };
+    remove("/attributes/source/address/socket_address", "port_value");
+    remove("/attributes/request", "time");
+    remove("/attributes/request/http", "id");
+    remove("/attributes/request/http/headers", "x-request-id");
+    remove("/metadata", "x-forwarded-for");
+    check.to_string()
+}
+
+fn ext_authz(name: &str, config: Value) -> Value {
+    let mut typed =
+        json!({"@type": EXT_AUTHZ, "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}}});
+    merge(&mut typed, config);
+    json!({"name": name, "typed_config": typed})
+}
+
+/// A file access log with the status, flags and response code details.
+fn access_log(path: &Path) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_LOG,
+            "path": path.to_str().unwrap(),
+            "log_format": {"text_format_source": {
+                "inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n",
+            }},
+        },
+    }])
+}
+
+/// What a client saw: status, the headers the service may set, the body (an upstream's echo
+/// reduced to the headers the service changes and the body it got).
+fn outcome(r: &Curl) -> String {
+    let picked: Vec<String> = ["x-authz-response", "x-denied", "set-cookie", "content-type"]
+        .iter()
+        .flat_map(|name| {
+            r.headers
+                .iter()
+                .filter(move |(k, _)| k == name)
+                .map(|(k, v)| format!("{k}={v}"))
+        })
+        .collect();
+    let body = match serde_json::from_str::<Value>(&r.body) {
+        Ok(echo) if echo["headers"].is_array() => {
+            let upstream: Vec<String> = [
+                "x-authz",
+                "x-authz-append",
+                "x-authz-new",
+                "x-remove-me",
+                "x-envoy-auth-failure-mode-allowed",
+            ]
+            .iter()
+            .filter_map(|name| echoed_header(&echo, name).map(|v| format!("{name}={v}")))
+            .collect();
+            format!("upstream {upstream:?} body {}", echo["body"])
+        }
+        _ => r.body.clone(),
+    };
+    format!("{} {picked:?} {body}", r.status)
+}
+
+/// Allowed, denied and failed checks; routes disabling the filter and adding context
+/// extensions (the virtual host's merged under the route's); an HTTP/2 client.
+#[test]
+fn http_checks_as_envoy() {
+    if !have_authz_peer("http_checks_as_envoy") {
+        return;
+    }
+    let authz = AuthzServer::start("ext-authz-http", &[]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let logs = TempDir::new("ext-authz-http-logs");
+    let log = logs.file("access.log");
+    let extensions = |pairs: Value| json!({"authz": {"@type": PER_ROUTE, "check_settings": {"context_extensions": pairs}}});
+    let route = |prefix: &str, per_filter: Value| json!({"match": {"prefix": prefix}, "route": {"cluster": "app"}, "typed_per_filter_config": per_filter});
+    let routes = json!({"name": "local", "virtual_hosts": [{
+        "name": "all", "domains": ["*"],
+        "typed_per_filter_config": extensions(json!({"vhost": "all", "level": "vhost"})),
+        "routes": [
+            route("/off", json!({"authz": {"@type": PER_ROUTE, "disabled": true}})),
+            route("/ctx", extensions(json!({"level": "route"}))),
+            route("/", json!({})),
+        ],
+    }]});
+    let manager = hcm(
+        "plain",
+        routes,
+        vec![ext_authz("authz", json!({}))],
+        json!({"access_log": access_log(&log)}),
+    );
+    let b = bootstrap(
+        admin,
+        vec![http_listener("plain", port, manager)],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+        ],
+    );
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "allowed",
+            vec![
+                "-H",
+                "x-a: 1",
+                "-H",
+                "x-a: 2",
+                "-H",
+                "x-remove-me: z",
+                "-H",
+                "x-authz-append: orig",
+                url("/allowed?q=1").as_str(),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+        ("denied", vec![url("/deny")]),
+        (
+            "denied 401",
+            vec!["-H".into(), "x-deny-status: 401".into(), url("/deny")],
+        ),
+        ("status only", vec![url("/status")]),
+        ("error", vec![url("/error")]),
+        (
+            "timeout",
+            vec!["-H".into(), "x-sleep-ms: 1000".into(), url("/slow")],
+        ),
+        ("disabled route", vec![url("/off/x")]),
+        ("extensions", vec![url("/ctx/x")]),
+        (
+            "http2",
+            vec!["--http2-prior-knowledge".into(), url("/allowed/h2")],
+        ),
+        ("post", vec!["-d".into(), "hello".into(), url("/post")]),
+    ];
+    on_both("ext-authz-http", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(label, args)| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                format!("{label}: {}", outcome(&curl(&args)))
+            })
+            .collect();
+        seen.extend(take_log_lines(&log, cases.len()));
+        // Every request but the disabled route's was checked.
+        seen.extend(authz.checks(cases.len() - 1));
+        let names = ["ok", "denied", "error", "failure_mode_allowed", "disabled"];
+        let stats = settled_stats(proxy, "http.plain.ext_authz.", &names, |s| s["ok"] == 4);
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
+/// Istio's CUSTOM policy: an RBAC filter's shadow rules name the requests to check
+/// (`istio_ext_authz_shadow_effective_policy_id`), which `filter_enabled_metadata` reads; the
+/// service's dynamic metadata is what a later RBAC filter judges by.
+#[test]
+fn istio_custom_policy_as_envoy() {
+    if !have_authz_peer("istio_custom_policy_as_envoy") {
+        return;
+    }
+    let authz = AuthzServer::start("ext-authz-istio", &[]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let rbac = |name: &str, config: Value| {
+        let mut typed =
+            json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"});
+        merge(&mut typed, config);
+        json!({"name": name, "typed_config": typed})
+    };
+    let path = |prefix: &str| json!({"url_path": {"path": {"prefix": prefix}}});
+    let filters = vec![
+        rbac(
+            "envoy.filters.http.rbac",
+            json!({
+                "shadow_rules": {"action": "DENY", "policies": {
+                    "istio-ext-authz-ns[default]-policy[ext]-rule[0]": {
+                        "permissions": [path("/checked")],
+                        "principals": [{"any": true}],
+                    },
+                }},
+                "shadow_rules_stat_prefix": "istio_ext_authz_",
+            }),
+        ),
+        ext_authz(
+            "envoy.filters.http.ext_authz",
+            json!({"filter_enabled_metadata": {
+                "filter": "envoy.filters.http.rbac",
+                "path": [{"key": "istio_ext_authz_shadow_effective_policy_id"}],
+                "value": {"string_match": {"prefix": "istio-ext-authz"}},
+            }}),
+        ),
+        rbac(
+            "after",
+            json!({"rules_stat_prefix": "after_", "rules": {"policies": {
+                "the service named alice": {
+                    "permissions": [{"any": true}],
+                    "principals": [{"metadata": {
+                        "filter": "envoy.filters.http.ext_authz",
+                        "path": [{"key": "user"}],
+                        "value": {"string_match": {"exact": "alice"}},
+                    }}],
+                },
+                "unchecked": {"permissions": [path("/unchecked")], "principals": [{"any": true}]},
+            }}}),
+        ),
+    ];
+    let manager = hcm(
+        "istio",
+        catch_all_routes("app", json!({})),
+        filters,
+        json!({}),
+    );
+    let b = bootstrap(
+        admin,
+        vec![http_listener("istio", port, manager)],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+        ],
+    );
+    let cases = [
+        ("/checked", "alice"),
+        ("/checked", "bob"),
+        ("/unchecked", "bob"),
+    ];
+    on_both("ext-authz-istio", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(path, user)| {
+                let url = format!("http://127.0.0.1:{port}{path}");
+                let r = curl(&["-H", &format!("x-user: {user}"), &url]);
+                format!("{path} {user}: {}", outcome(&r))
+            })
+            .collect();
+        seen.extend(authz.checks(2));
+        let names = [
+            "ext_authz.ok",
+            "ext_authz.disabled",
+            "rbac.after_.allowed",
+            "rbac.after_.denied",
+        ];
+        let stats = settled_stats(proxy, "http.istio.", &names, |s| {
+            s["ext_authz.disabled"] == 1
+        });
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
+/// `failure_mode_allow` with its header; the body sent whole, partially (the first
+/// `max_request_bytes`, marked `x-envoy-auth-partial-body`) or as bytes, and forwarded whole;
+/// a body over the limit without `allow_partial_message` refused 413.
+#[test]
+fn failure_mode_and_bodies_as_envoy() {
+    if !have_authz_peer("failure_mode_and_bodies_as_envoy") {
+        return;
+    }
+    let authz = AuthzServer::start("ext-authz-body", &[]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, partial, strict) = (free_port(), free_port(), free_port());
+    let logs = TempDir::new("ext-authz-body-logs");
+    let log = logs.file("access.log");
+    let listener = |name: &str, port: u16, config: Value| {
+        let manager = hcm(
+            name,
+            catch_all_routes("app", json!({})),
+            vec![ext_authz("authz", config)],
+            json!({"access_log": access_log(&log)}),
+        );
+        http_listener(name, port, manager)
+    };
+    let b = bootstrap(
+        admin,
+        vec![
+            listener(
+                "partial",
+                partial,
+                json!({
+                    "stat_prefix": "waf",
+                    "failure_mode_allow": true,
+                    "failure_mode_allow_header_add": true,
+                    "with_request_body": {"max_request_bytes": 10, "allow_partial_message": true},
+                }),
+            ),
+            listener(
+                "strict",
+                strict,
+                json!({"with_request_body": {"max_request_bytes": 10, "pack_as_bytes": true}}),
+            ),
+        ],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+        ],
+    );
+    let cases: Vec<(&str, u16, &str, Option<&str>)> = vec![
+        ("error allowed", partial, "/error", None),
+        ("short body", partial, "/x", Some("hello")),
+        (
+            "long body",
+            partial,
+            "/x",
+            Some("hello world, this is long"),
+        ),
+        ("exact body", partial, "/x", Some("0123456789")),
+        ("bytes", strict, "/x", Some("hello")),
+        ("too large", strict, "/x", Some("hello world, this is long")),
+    ];
+    on_both("ext-authz-body", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(label, port, path, body)| {
+                let url = format!("http://127.0.0.1:{port}{path}");
+                let mut args = vec![url.as_str()];
+                if let Some(body) = body {
+                    args.extend(["--data-binary", body]);
+                }
+                format!("{label}: {}", outcome(&curl(&args)))
+            })
+            .collect();
+        seen.extend(take_log_lines(&log, cases.len()));
+        // The too-large body is refused before any check.
+        seen.extend(authz.checks(cases.len() - 1));
+        let names = [
+            "partial.ext_authz.waf.ok",
+            "partial.ext_authz.waf.error",
+            "partial.ext_authz.waf.failure_mode_allowed",
+            "strict.ext_authz.ok",
+            "downstream_rq_too_large",
+        ];
+        let stats = settled_stats(proxy, "http.", &names, |s| s["strict.ext_authz.ok"] == 1);
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
+/// A mutual-TLS client: the check names both sides' principals (the client's SPIFFE id, the
+/// server certificate's identity), carries the client's certificate (URL-encoded PEM) and the
+/// SNI.
+#[test]
+fn mtls_principals_as_envoy() {
+    if !have_authz_peer("mtls_principals_as_envoy") {
+        return;
+    }
+    let pki = pki();
+    let authz = AuthzServer::start("ext-authz-mtls", &[]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let tls = downstream_tls(
+        common_tls(
+            vec![tls_certificate(&pki.upstream)],
+            json!({"validation_context": validation(&pki.ca, json!({}))}),
+        ),
+        json!({"require_client_certificate": true}),
+    );
+    let manager = hcm_filter(hcm(
+        "mtls",
+        catch_all_routes("app", json!({})),
+        vec![ext_authz(
+            "authz",
+            json!({"include_peer_certificate": true, "include_tls_session": true,
+                   "allowed_headers": {"patterns": [{"exact": ":path"}, {"prefix": "x-"}]}}),
+        )],
+        json!({}),
+    ));
+    let b = bootstrap(
+        admin,
+        vec![listener_with(
+            "mtls",
+            port,
+            vec![tls_inspector()],
+            vec![filter_chain(Value::Null, vec![manager], Some(tls))],
+        )],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+        ],
+    );
+    on_both("ext-authz-mtls", &b, |_| {
+        let r = TlsClient::new(port)
+            .sni("localhost")
+            .ca(&pki.ca)
+            .cert(&pki.client)
+            .header("x-user: alice")
+            .path("/x")
+            .run();
+        let mut seen = vec![format!("{:?}", r.status())];
+        seen.extend(authz.checks(1));
+        seen
+    });
+}
+
+/// The network filter: a connection to a port the server denies is closed (counted in
+/// `ext_authz.<prefix>.cx_closed`), an allowed one reaches the upstream; a check that fails
+/// closes the connection unless `failure_mode_allow`.
+#[test]
+fn network_filter_as_envoy() {
+    if !have_authz_peer("network_filter_as_envoy") {
+        return;
+    }
+    let (admin, open, closed, failing, tolerant) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let authz = AuthzServer::start("ext-authz-network", &[closed]);
+    let app = EchoUpstreams::start(&["app"], None);
+    let tcp = |name: &str, port: u16, cluster: &str, failure_mode_allow: bool| {
+        json!({
+            "name": name,
+            "address": socket_address(port),
+            "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.ext_authz", "typed_config": {
+                    "@type": NETWORK, "stat_prefix": name,
+                    "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                    "failure_mode_allow": failure_mode_allow,
+                }},
+                {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy(name, "app", json!({}))},
+            ]}],
+        })
+    };
+    let b = bootstrap(
+        admin,
+        vec![
+            tcp("open", open, "authz", false),
+            tcp("closed", closed, "authz", false),
+            tcp("failing", failing, "down", false),
+            tcp("tolerant", tolerant, "down", true),
+        ],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            authz.cluster(),
+            h2_cluster("down", free_port()),
+        ],
+    );
+    on_both("ext-authz-network", &b, |proxy| {
+        let mut seen = Vec::new();
+        for (label, port) in [
+            ("open", open),
+            ("closed", closed),
+            ("failing", failing),
+            ("tolerant", tolerant),
+        ] {
+            let mut s = connect(port);
+            s.write_all(b"GET /x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let answer = match s.read_to_end(&mut got) {
+                Ok(_) if got.is_empty() => "closed".to_string(),
+                Ok(_) => String::from_utf8_lossy(&got[..12.min(got.len())]).into_owned(),
+                Err(e) => format!("{:?}", e.kind()),
+            };
+            seen.push(format!("{label}: {answer}"));
+        }
+        seen.extend(authz.checks(2));
+        let mut names = Vec::new();
+        for prefix in ["open", "closed", "failing", "tolerant"] {
+            for stat in [
+                "total",
+                "ok",
+                "denied",
+                "error",
+                "failure_mode_allowed",
+                "cx_closed",
+                "active",
+            ] {
+                names.push(format!("{prefix}.{stat}"));
+            }
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let stats = settled_stats(proxy, "ext_authz.", &names, |s| s["tolerant.total"] == 1);
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
