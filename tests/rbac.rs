@@ -22,7 +22,7 @@ use std::{
     path::Path,
 };
 
-use common::{http::*, tls::*, *};
+use common::{http::*, http_e2e::file_access_log, tls::*, *};
 use serde_json::{json, Value};
 
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
@@ -56,16 +56,9 @@ fn principal_name(spiffe: &str) -> Value {
 
 /// A file access log with the status, flags and response code details.
 fn access_log(path: &Path) -> Value {
-    json!([{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": FILE_LOG,
-            "path": path.to_str().unwrap(),
-            "log_format": {"text_format_source": {
-                "inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n",
-            }},
-        },
-    }])
+    let format =
+        "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n";
+    file_access_log(path, Some(format))
 }
 
 /// One plaintext request with `headers` lines: `(status, body)`.
@@ -344,14 +337,7 @@ fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
                   %DYNAMIC_METADATA(envoy.filters.http.rbac:istio_ext_authz_shadow_effective_policy_id)% \
                   %DYNAMIC_METADATA(envoy.filters.http.rbac:istio_ext_authz_shadow_engine_result)% \
                   %DYNAMIC_METADATA(envoy.filters.http.rbac:missing)% %DYNAMIC_METADATA(nothing)%\n";
-    let access_log = json!({"access_log": [{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": FILE_LOG,
-            "path": log.to_str().unwrap(),
-            "log_format": {"text_format_source": {"inline_string": format}},
-        },
-    }]});
+    let access_log = json!({"access_log": file_access_log(&log, Some(format))});
     let manager = hcm(
         "meta",
         catch_all_routes("app", json!({})),
@@ -575,16 +561,8 @@ fn network_rbac_closes_denied_connections_as_envoy() {
     let (admin, closed, open) = (free_port(), free_port(), free_port());
     let logs = TempDir::new("rbac-network-logs");
     let log = logs.file("access.log");
-    let tcp_log = json!({"access_log": [{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": FILE_LOG,
-            "path": log.to_str().unwrap(),
-            "log_format": {"text_format_source": {
-                "inline_string": "%CONNECTION_TERMINATION_DETAILS%\n",
-            }},
-        },
-    }]});
+    let format = "%CONNECTION_TERMINATION_DETAILS%\n";
+    let tcp_log = json!({"access_log": file_access_log(&log, Some(format))});
     let tcp = |name: &str, port: u16, rbac: Value| {
         json!({
             "name": name,
