@@ -315,5 +315,82 @@ class Tests(unittest.TestCase):
         self.assertEqual((a.scenario_list, a.grpc_rate, a.h2_streams), (["h2c", "grpc", "h2idle"], 5000, 10))
 
 
+class SidecarTests(unittest.TestCase):
+    """bench/sidecar.py's pure helpers: the Istio-resource strips, ACK verdicts, summaries."""
+
+    def script(self):
+        import sidecar
+        ts = "type.googleapis.com/udpa.type.v1.TypedStruct"
+        hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "hcm", "http_filters": [
+                {"name": "istio.metadata_exchange", "typed_config": {
+                    "@type": ts, "type_url": "type.googleapis.com/io.istio.http.peer_metadata.Config"}},
+                {"name": "user-wasm", "config_discovery": {"type_urls": [sidecar.WASM]}},
+                {"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig"}},
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": "router"}}]}}
+        return {"resources": {
+            sidecar.LISTENER: [
+                {"name": "virtualOutbound", "address": {"socket_address": {"port_value": 15001}},
+                 "filter_chains": [{"filters": [hcm]}]},
+                {"name": "10.0.0.1_80", "address": {"socket_address": {"port_value": 80}},
+                 "bind_to_port": False, "filter_chains": [{"filters": [{"name": "tcp", "typed_config": {}}]}]}],
+            sidecar.ECDS: [{"name": "user-wasm", "typed_config": {"@type": sidecar.WASM}}],
+        }}
+
+    def test_strips(self):
+        import sidecar
+        s = self.script()
+        self.assertEqual(sidecar.without_user_wasm(s), (1, 1))
+        self.assertNotIn(sidecar.ECDS, s["resources"])
+        envoy = self.script()
+        sidecar.without_user_wasm(envoy)
+        self.assertEqual(sidecar.without_istio_extensions(envoy), 2)
+        filters = envoy["resources"][sidecar.LISTENER][0]["filter_chains"][0]["filters"][0]
+        self.assertEqual([f["name"] for f in filters["typed_config"]["http_filters"]],
+                         ["envoy.filters.http.router"])
+        self.assertEqual(sidecar.bound_ports(envoy), [15001])
+        self.assertEqual(sidecar.counts(envoy), {"Listener": 2})
+
+    def test_verdicts(self):
+        import sidecar
+        route = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+        served = {sidecar.CLUSTER: [], sidecar.LISTENER: [], route: []}
+        acks = {"versions": {sidecar.CLUSTER: "2", sidecar.LISTENER: "1", route: "1"},
+                "clients": {"n": {sidecar.CLUSTER: {"acked": ["1", "2"]},
+                                  sidecar.LISTENER: {"acked": [], "nacked": [{"version": "1"}]}}}}
+        v = sidecar.verdicts(acks, "n", served)
+        self.assertEqual(v, {sidecar.CLUSTER: "ack", sidecar.LISTENER: "nack", route: None})
+        self.assertTrue(sidecar.all_answered(v))
+        acks["clients"]["n"][route] = {"acked": []}
+        self.assertFalse(sidecar.all_answered(sidecar.verdicts(acks, "n", served)))
+        self.assertFalse(sidecar.all_answered(sidecar.verdicts(acks, "other", served)))
+
+    def test_chain_summary_and_report(self):
+        import scenarios
+        import sidecar
+        turns = []
+        for rnd in (1, 2, 3):
+            turns.append({"path": "direct", "round": rnd, "p99_us": 1000 + rnd, "rps": 2000, "p50_us": 300})
+            turns.append({"path": "shardproxy", "round": rnd, "p99_us": 1200 + rnd, "rps": 2000, "p50_us": 400,
+                          "cpu_us_per_req": 30.0, "rss": 20e6})
+            turns.append({"path": "envoy", "round": rnd, "p99_us": 2000 + rnd, "rps": 2000, "p50_us": 600,
+                          "cpu_us_per_req": 120.0, "rss": 140e6})
+        s = sidecar.chain_summary(turns)
+        self.assertEqual((s["shardproxy"]["added_p99_us"], s["envoy"]["added_p99_us"]), (200, 1000))
+        self.assertAlmostEqual(s["added_p99_ratio"], 0.2)
+        self.assertAlmostEqual(s["cpu_ratio"], 0.25)
+        self.assertEqual(scenarios.percentile([1, 2, 3, 4], 0.99), 4)
+        self.assertEqual(scenarios.percentile([], 0.5), 0)
+        for t in turns:
+            t.update(loadavg="1.0 1.0 1.0", errors=0)
+        res = {"args": vars(sidecar.parse_args([])), "chain": turns, "chain_summary": s, "start": "s", "end": "e",
+               "machine": {"hostname": "h", "cpu": "c", "cores": 2, "mem_gib": 1, "kernel": "k",
+                           "loadavg": ["1", "1", "1"]}, "loadavg_end": "1 1 1", "command": "c", "versions": "v"}
+        text = sidecar.render_chain(res)
+        self.assertIn("| added p99 ≤ 0.5× | 0.20× | yes |", text)
+        self.assertIn("| CPU per request of the pair ≤ 0.4× | 0.25× | yes |", text)
+        self.assertTrue(text.startswith("<!-- bench:begin sidecar-chain -->"))
+
+
 if __name__ == "__main__":
     unittest.main()
