@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         service_node: cli.service_node.clone(),
         service_cluster: cli.service_cluster.clone(),
         release_memory: rt::memory::release_unused,
+        trim_memory: rt::memory::trim,
     };
     match cli.mode {
         Mode::Validate => validate(&options),

@@ -1,9 +1,15 @@
 //! Memory hand-back after config work: the agent briefly decodes Envoy's descriptor pool
 //! (~50 MB); afterwards free heap pages and the embedded descriptor bytes leave the RSS.
-/// Returns free heap pages to the kernel and drops the resident pages of the embedded
-/// descriptor set (they are re-read from the binary on next use).
+/// Drops the descriptor pool, then [`trim`]s.
 pub fn release_unused() {
     proto::release_pool();
+    trim();
+}
+
+/// Returns free heap pages to the kernel and drops the resident pages of the embedded
+/// descriptor set (they are re-read from the binary on next use); a decoded pool, if one is
+/// kept, stays.
+pub fn trim() {
     // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it touches no
     // live allocation and is thread-safe.
     unsafe { libc::malloc_trim(0) };

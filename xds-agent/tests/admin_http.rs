@@ -113,6 +113,7 @@ fn agent_state() -> AgentState {
         started_wall: SystemTime::now(),
         last_updated: SystemTime::now(),
         last_reload_error: None,
+        trim_when_applied: None,
         options: AgentOptions {
             config_path: None,
             config_yaml: Some(BOOTSTRAP.into()),
@@ -123,6 +124,7 @@ fn agent_state() -> AgentState {
             service_node: None,
             service_cluster: None,
             release_memory: proto::release_pool,
+            trim_memory: || {},
         },
     }
 }

@@ -95,6 +95,7 @@ pub fn state() -> AgentState {
         started_wall: SystemTime::now(),
         last_updated: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         last_reload_error: None,
+        trim_when_applied: None,
         options: AgentOptions {
             config_path: Some("/etc/shardproxy/bootstrap.yaml".into()),
             config_yaml: None,
@@ -105,6 +106,7 @@ pub fn state() -> AgentState {
             service_node: Some("sidecar~10.0.0.9~pod.ns~ns.svc.cluster.local".into()),
             service_cluster: None,
             release_memory: proto::release_pool,
+            trim_memory: || {},
         },
     }
 }

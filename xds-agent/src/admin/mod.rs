@@ -7,7 +7,7 @@ mod clusters;
 mod config_dump;
 mod dynamic_dump;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 mod listeners;
 mod logging;
 pub use logging::{level as tracing_level, LoggingError};

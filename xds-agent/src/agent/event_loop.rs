@@ -253,6 +253,7 @@ impl Agent {
                         self.publish_started = None;
                         let failures = std::mem::take(&mut self.bind_failures);
                         self.on_generation_applied(published, &failures);
+                        self.lock().trim_if_applied();
                     }
                 }
             }

@@ -44,6 +44,10 @@ pub struct AgentOptions {
     /// Hands memory used by config work back to the OS (drops the descriptor pool); called
     /// after each load and admin request.
     pub release_memory: fn(),
+    /// Hands free heap pages back to the OS, keeping the descriptor pool; called once the
+    /// initial xDS fetch runs on every shard (an ADS stream keeps the pool, so
+    /// `release_memory` does nothing then).
+    pub trim_memory: fn(),
 }
 
 /// Changes the process's log levels (`/logging`); implemented by `main` over tracing's
@@ -93,6 +97,9 @@ pub struct AgentState {
     pub last_updated: SystemTime,
     /// The last bootstrap reload's rejection reason, if the last attempt failed.
     pub last_reload_error: Option<String>,
+    /// The generation holding the initial xDS fetch, until every shard runs it: then the
+    /// memory that the fetch's decoding and the shards' rebuild freed goes back to the OS.
+    pub trim_when_applied: Option<u64>,
     pub options: AgentOptions,
 }
 
@@ -102,6 +109,19 @@ impl AgentState {
         if !self.keep_descriptors {
             (self.options.release_memory)();
         }
+    }
+
+    /// Trims the heap ([`AgentOptions::trim_memory`]) once every shard runs
+    /// `trim_when_applied`; true when it did.
+    pub fn trim_if_applied(&mut self) -> bool {
+        let due = self
+            .trim_when_applied
+            .is_some_and(|generation| self.applied.iter().all(|g| *g >= generation));
+        if due {
+            self.trim_when_applied = None;
+            (self.options.trim_memory)();
+        }
+        due
     }
 
     /// Whether every shard runs the current generation.
@@ -214,6 +234,7 @@ pub fn run(
             started_wall: SystemTime::now(),
             last_updated: SystemTime::now(),
             last_reload_error: None,
+            trim_when_applied: None,
             options: options.clone(),
         }));
         let (commands_tx, commands) = unbounded_channel();
@@ -275,4 +296,32 @@ fn admin_address(bootstrap: &Bootstrap) -> Option<String> {
         Ok(v6) => format!("[{v6}]:{port}"),
         Err(_) => format!("{}:{port}", socket.address),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static TRIMS: AtomicUsize = AtomicUsize::new(0);
+
+    /// With an ADS stream the descriptor pool stays resident, and `release_memory` does
+    /// nothing: the initial fetch's freed memory goes back once every shard runs it, once.
+    #[test]
+    fn heap_trimmed_once_when_every_shard_runs_the_initial_fetch() {
+        let mut state = crate::admin::fixture::state();
+        state.keep_descriptors = true;
+        state.options.trim_memory = || {
+            TRIMS.fetch_add(1, Ordering::SeqCst);
+        };
+        state.applied = vec![2, 1];
+        assert!(!state.trim_if_applied(), "nothing to trim before the fetch");
+        state.trim_when_applied = Some(2);
+        assert!(!state.trim_if_applied(), "shard 1 still runs generation 1");
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 0);
+        state.applied = vec![2, 3];
+        assert!(state.trim_if_applied());
+        assert!(!state.trim_if_applied(), "once");
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 1);
+        assert_eq!(state.trim_when_applied, None);
+    }
 }

@@ -309,6 +309,9 @@ impl Agent {
             let took = self.lock().started.elapsed();
             tracing::info!("initial fetch done in {took:?}: live");
             self.mark_live();
+            let mut state = self.lock();
+            state.trim_when_applied = Some(state.snapshot.generation);
+            state.trim_if_applied();
         }
         published
     }
