@@ -77,6 +77,42 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """The memory of one process by kind (/proc/<pid>/smaps_rollup, bytes): Rss, Anonymous
+    (heap, stacks, anonymous mappings), Pss_File (pages of mapped files: the executable's code
+    and read-only data), and the rest of the file's fields; {} when it cannot be read."""
+    out = {}
+    for line in (_read(f"/proc/{pid}/smaps_rollup") or "").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return out
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports pid's sockets listen on (/proc/<pid>/fd and /proc/net/tcp, tcp6), found
+    without connecting: a connection to a sidecar's virtualOutbound/virtualInbound listener that
+    no iptables rule redirected has no original destination but that listener itself."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in (_read(table) or "").splitlines()[1:]:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def core_times() -> dict[int, tuple[int, int]]:
     """Per-core (busy, total) jiffies from /proc/stat."""
     out = {}

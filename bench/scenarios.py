@@ -223,9 +223,10 @@ def percentile(times: list[int], q: float) -> int:
 def run_fixed_rate_h1(port: int, path: str, rate: int, connections: int, duration: float,
                       h2load_bin: str, client_core, tmp: str, authority: str | None = None) -> dict:
     """h2load over HTTP/1.1 keep-alive at a fixed `rate` req/s (--rps per connection, so the
-    offered rate is rounded to a multiple of `connections`) for `duration` s: requests, req/s,
-    percentiles from h2load's per-request log (a late answer delays that connection's next
-    request), errors (non-2xx, failed, errored, timed out) and the bytes of the bodies."""
+    offered rate is rounded to a multiple of `connections`) for `duration` s: requests (those in
+    h2load's per-request log), req/s, percentiles from that log (a late answer delays that
+    connection's next request), errors (non-2xx, failed, errored, timed out), and h2load's
+    count of succeeded requests with the bytes of their bodies."""
     log = os.path.join(tmp, f"h2load-fixed-{time.monotonic_ns()}.log")
     per_connection = max(1, round(rate / connections))
     argv = ["taskset", "-c", str(client_core), h2load_bin, "--h1", "-c", str(connections),
@@ -244,7 +245,7 @@ def run_fixed_rate_h1(port: int, path: str, rate: int, connections: int, duratio
         if os.path.exists(log):
             os.remove(log)
     return {"requests": len(times), "rps": len(times) / elapsed, "target_rate": per_connection * connections,
-            "bytes": r["data_bytes"], "p50_us": percentile(times, 0.50), "p90_us": percentile(times, 0.90),
+            "succeeded": r["succeeded"], "bytes": r["data_bytes"], "p50_us": percentile(times, 0.50), "p90_us": percentile(times, 0.90),
             "p99_us": percentile(times, 0.99), "max_us": times[-1] if times else 0,
             "errors": max(bad, r["failed"] + r["errored"] + r["timeout"])}
 

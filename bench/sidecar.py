@@ -27,7 +27,7 @@ config  A sidecar holding a real Istio config: the dynamic resources of the Isti
         Envoy only, Istio's own extensions (metadata exchange, istio.stats, istio.alpn, ...)
         are taken out, since upstream Envoy does not have them (without_istio_extensions).
         Per start, in rotating order: startup = spawn → admin /ready 200, every type the proxy
-        subscribed to ACKed at the served version, and every bound listener accepting; then,
+        subscribed to ACKed at the served version, and every bound listener listening; then,
         after --settle seconds, RSS (VmRSS) and peak RSS (VmHWM).
 
     python3 bench/sidecar.py --envoy-bin PATH [--parts chain,config] [--rounds 3]
@@ -59,8 +59,8 @@ import peers as peers_mod  # noqa: E402
 import procstat  # noqa: E402
 import scenarios  # noqa: E402
 from bench import Started, free_port, resolve_peers, start_upstream, tail, wait_ready  # noqa: E402
-from xds_scale import (CLUSTER, LISTENER, ControlPlane, add_output_args, bootstrap, connects, http,  # noqa: E402
-                       vm_hwm, write_section)
+from xds_scale import (CLUSTER, LISTENER, ControlPlane, add_output_args, anon_file, bootstrap,  # noqa: E402
+                       http, vm_hwm, write_section)
 
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 ECDS = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
@@ -320,8 +320,8 @@ def chain_turn(path: str, peer, args, tmp: str, pki: dict, origin_port: int, rou
         busy = procstat.core_busy(cores0, procstat.core_times())
         cpu = [procstat.cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
         turn.update(r, proxy_core_busy=busy.get(args.proxy_core), client_core_busy=busy.get(args.client_core))
-        if r["requests"] and r["bytes"] != BODY_BYTES * r["requests"]:
-            turn["body_mismatch"] = f"{r['bytes']} body bytes for {r['requests']} responses of {BODY_BYTES}"
+        if r["succeeded"] and r["bytes"] != BODY_BYTES * r["succeeded"]:
+            turn["body_mismatch"] = f"{r['bytes']} body bytes for {r['succeeded']} responses of {BODY_BYTES}"
         if procs:
             turn["cpu_us_per_req"] = sum(cpu) * 1e6 / max(1, r["requests"])
             turn["cpu_us_per_req_a"], turn["cpu_us_per_req_b"] = (c * 1e6 / max(1, r["requests"]) for c in cpu)
@@ -429,7 +429,7 @@ def config_turn(peer, args, tmp: str, cp: ControlPlane, script: dict, round_no: 
                 v = verdicts(json.loads(http(cp.control, "GET", "/acks")[1]), node, served)
                 if all_answered(v):
                     marks["acked"] = time.monotonic()
-            if "listening" not in marks and all(connects(port) for port in ports):
+            if "listening" not in marks and set(ports) <= procstat.listening_ports(p.pid):
                 marks["listening"] = time.monotonic()
             time.sleep(0.005)
         turn["cpu_to_ready_s"] = procstat.cpu_seconds(p.pid)
@@ -442,6 +442,7 @@ def config_turn(peer, args, tmp: str, cp: ControlPlane, script: dict, round_no: 
         turn["nacks"] = {t.rsplit(".", 1)[-1]: r["nacked"][-1]["error_detail"].get("message", "")[:300]
                          for t, r in nacks.items() if r.get("nacked")}
         turn["rss"], turn["hwm"] = procstat.rss_bytes(p.pid), vm_hwm(p.pid)
+        turn["smaps"] = procstat.smaps_rollup(p.pid)
         s = stats(admin)
         turn["listeners_active"] = s.get("listener_manager.total_listeners_active")
         turn["clusters_active"] = s.get("cluster_manager.active_clusters")
@@ -603,19 +604,22 @@ def render_config(res: dict) -> str:
         f"{a['proxy_cores']}; the control plane on core {a['client_core']}. Order rotates per round.",
         "- **Metrics**: startup = spawn → all of: admin `/ready` 200, every type the proxy subscribed to "
         "ACKed at the served version (the control plane's record), the bound listeners (virtualOutbound, "
-        "virtualInbound) accepting a TCP connection (polled every 5 ms); CPU = utime+stime at that "
-        f"point; RSS = VmRSS {a['settle']:.0f} s after startup, peak = VmHWM then.",
+        "virtualInbound) listening (the process's sockets in /proc/net/tcp: a test connection to them "
+        "would have no original destination but the listener itself), polled every 5 ms; CPU = utime+stime at that "
+        f"point; RSS = VmRSS {a['settle']:.0f} s after startup (anon + file from smaps_rollup: "
+        "heap and stacks + mapped-file pages such as the executable's code), peak = VmHWM then.",
         "",
     ]
 
     def config_cells(t: dict) -> list[str]:
         return [f"{t['startup_s']:.3f}", f"{t['ready_s']:.3f}", f"{t['acked_s']:.3f}", f"{t['listening_s']:.3f}",
-                f"{t['cpu_to_ready_s']:.2f}", f"{t['rss'] / 1e6:.1f}", f"{t['hwm'] / 1e6:.1f}",
+                f"{t['cpu_to_ready_s']:.2f}", f"{t['rss'] / 1e6:.1f}", anon_file(t.get("smaps", {})),
+                f"{t['hwm'] / 1e6:.1f}",
                 str(t["listeners_active"]), str(t["clusters_active"]),
                 ", ".join(f"{k} {w}" for k, w in t["verdicts"].items() if w),
                 "; ".join(f"{k}: {m[:120]}" for k, m in t["nacks"].items()) or "none"]
     lines += round_table(res["config"], "proxy", ["startup s ↓", "/ready s", "all ACKed s", "listening s",
-                                                  "CPU s", "RSS MB ↓", "peak RSS MB", "listeners active",
+                                                  "CPU s", "RSS MB ↓", "anon + file MB", "peak RSS MB", "listeners active",
                                                   "clusters active", "verdicts", "NACKs"], config_cells)
     lines += [
         "",

@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import socket
 import statistics
 import subprocess
@@ -67,7 +68,7 @@ SECTION = "xds-scale"
 
 DURATION = re.compile(r"([0-9.]+)(ns|µs|us|ms|s)\b")
 UNIT_US = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
-INITIAL = re.compile(r"initial xDS fetch done in (\S+): live")
+INITIAL = re.compile(r"initial (?:xDS )?fetch done in (\S+): live")
 APPLIED = re.compile(r"applied on all shards (\S+) after publish")
 UPDATE = re.compile(r"update applied in (\S+).*type_url=(\S+)|type_url=(\S+).*update applied in (\S+)")
 
@@ -270,7 +271,8 @@ class Run:
                 "--log-level", "warn", "--log-path", self.log_path]
         # The agent's per-update time is a debug line of its xDS glue (that module only: the
         # client's per-message debug lines would cost the agent time being measured).
-        return [self.binary] + common + ["--component-log-level", "xds_agent::agent::xds:debug"]
+        return shlex.split(self.args.wrap) + [self.binary] + common + [
+            "--component-log-level", "xds_agent::agent::xds:debug"]
 
     def start(self) -> dict:
         cfg = os.path.join(self.tmp, f"bootstrap-{self.node}.json")
@@ -294,6 +296,7 @@ class Run:
         pid = self.pid = self.p.pid
         self.xds_tid = pid if self.is_envoy else tid_of(pid, "agent")
         r = {"ready_s": ready_s, "cpu_s": procstat.cpu_seconds(pid), "hwm": vm_hwm(pid),
+             "smaps": procstat.smaps_rollup(pid),
              "xds_thread_cpu_s": thread_cpu_ns(pid, self.xds_tid) / 1e9}
         if not self.is_envoy:
             m = INITIAL.search(read(self.log_path))
@@ -410,6 +413,13 @@ def mb(b: float) -> str:
     return f"{b / 1e6:.0f}"
 
 
+def anon_file(smaps: dict) -> str:
+    """RSS split into anonymous memory (heap, stacks) and mapped-file pages (code), MB."""
+    if "Rss" not in smaps:
+        return "–"
+    return f"{smaps['Anonymous'] / 1e6:.1f} + {(smaps['Rss'] - smaps['Anonymous']) / 1e6:.1f}"
+
+
 def ms(us: float | None) -> str:
     return "–" if us is None else f"{us / 1e3:.2f}" if us < 1e5 else f"{us / 1e3:.0f}"
 
@@ -437,7 +447,9 @@ def render(res: dict) -> str:
         "LDS, RDS applied, polled every 2 ms); CPU = utime+stime of the process until ready; "
         "xDS thread = the thread that applies xDS (shardproxy `agent`, Envoy's main thread), "
         "on-CPU time from `/proc/<pid>/task/<tid>/schedstat`; peak RSS = VmHWM at ready and at "
-        "exit. EDS change: one ClusterLoadAssignment (10 endpoints, one port changed) pushed "
+        "exit; anon + file = smaps_rollup's Anonymous (heap, stacks) and the rest of RSS at "
+        "ready (mapped-file pages: code). EDS change: one ClusterLoadAssignment (10 endpoints, "
+        "one port changed) pushed "
         f"alone, {a['changes']} times; push→ACK = POST to the control plane until the proxy's "
         "ACK is recorded there (includes the Python server's push); xDS-thread CPU from push "
         "to ACK + 50 ms; shardproxy's own log: agent time per update (`update applied in`) and "
@@ -450,19 +462,19 @@ def render(res: dict) -> str:
         "closed loop there measures the starved client, not the proxy.)",
         "",
         "| proxy | ready s ↓ | initial fetch s (log) | CPU s to ready ↓ | xDS thread CPU s ↓ | "
-        "peak RSS MB at ready ↓ | peak RSS MB at exit ↓ |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "peak RSS MB at ready ↓ | RSS at ready: anon + file MB | peak RSS MB at exit ↓ |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["runs"]:
         s = r.get("start", {})
         if not s:
-            lines.append(f"| {r['label']} | failed: {r.get('error', '?')[:120]} | | | | | |")
+            lines.append(f"| {r['label']} | failed: {r.get('error', '?')[:120]} | | | | | | |")
             continue
         init = s.get("initial_fetch_us")
         lines.append(
             f"| {r['label']} | {s['ready_s']:.2f} | {'–' if init is None else f'{init / 1e6:.2f}'} "
             f"| {s['cpu_s']:.2f} | {s['xds_thread_cpu_s']:.2f} | {mb(s['hwm'])} | "
-            f"{mb(r.get('final_hwm', 0))} |")
+            f"{anon_file(s.get('smaps', {}))} | {mb(r.get('final_hwm', 0))} |")
     lines += [
         "",
         f"One-endpoint EDS change (median / max of {a['changes']}, ms):",
@@ -568,6 +580,9 @@ def main() -> int:
     ap.add_argument("--churn-interval-ms", type=float, default=10)
     ap.add_argument("--rate", type=int, default=10000, help="offered req/s of the load runs")
     ap.add_argument("--no-load", action="store_true", help="skip the load runs")
+    ap.add_argument("--wrap", default="",
+                    help="a command shardproxy runs under, for profiling (e.g. 'heaptrack -o "
+                         "/tmp/hp'); the wrapped run's RSS and CPU are the wrapper's too")
     ap.add_argument("--proxy-bin", default=None)
     ap.add_argument("--envoy-bin", default=None)
     ap.add_argument("--nginx-bin", default=None)
