@@ -390,6 +390,13 @@ class SidecarTests(unittest.TestCase):
         self.assertIn("| added p99 ≤ 0.5× | 0.20× | yes |", text)
         self.assertIn("| CPU per request of the pair ≤ 0.4× | 0.25× | yes |", text)
         self.assertTrue(text.startswith("<!-- bench:begin sidecar-chain -->"))
+        self.assertIn("Added p50, shardproxy ÷ Envoy: 0.33×", text)
+
+    def test_body_check(self):
+        import sidecar
+        self.assertEqual(sidecar.body_mismatch({"succeeded": 10, "bytes": 10 * 1024}, 20), "")
+        self.assertEqual(sidecar.body_mismatch({"succeeded": 10, "bytes": 12 * 1024}, 20), "")  # in flight
+        self.assertIn("body bytes", sidecar.body_mismatch({"succeeded": 10, "bytes": 10 * 1000}, 20))
 
 
 if __name__ == "__main__":
