@@ -106,13 +106,10 @@ pub async fn run(
             record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);
         }
         Some(cluster) => {
-            // Where an ORIGINAL_DST cluster sends the connection: the restored destination,
-            // else the address it reached (a syscall).
-            let destination = cluster
-                .config
-                .original_dst
-                .as_ref()
-                .and_then(|_| restored.or_else(|| downstream.local_addr().ok()));
+            // Where an ORIGINAL_DST cluster sends the connection: the restored destination;
+            // none without one, as in Envoy (the address it reached is this listener's own,
+            // and relaying there would loop back into it).
+            let destination = cluster.config.original_dst.as_ref().and(restored);
             let upstream = Upstream {
                 cluster: &cluster,
                 destination,
