@@ -236,44 +236,57 @@ fn listener_access_log_records_connections_no_chain_took() {
 }
 
 /// A connection to an `original_dst` listener that no iptables rule redirected has no
-/// original destination: its `ORIGINAL_DST` cluster has no host for it (`UH`, closed), as in
-/// Envoy — it is not relayed to the address it reached, the listener itself, where it would
-/// loop.
+/// original destination: an `ORIGINAL_DST` cluster has no host for it, as in Envoy — neither
+/// tcp_proxy's (`UH`, closed) nor the router's (503 `UH`). It is not sent to the address it
+/// reached, the listener itself, where it would loop.
 #[test]
 fn original_dst_without_a_redirect_has_no_host() {
-    let port = free_port();
+    let (tcp_port, http_port) = (free_port(), free_port());
     let dir = TempDir::new("original_dst_direct");
     let log = dir.file("access.log");
     let access_log = json!({"access_log": common::http_e2e::file_access_log(
         &log,
-        Some("flags=%RESPONSE_FLAGS% upstream=%UPSTREAM_HOST%\n"),
+        Some("flags=%RESPONSE_FLAGS% upstream=%UPSTREAM_HOST% code=%RESPONSE_CODE%\n"),
     )});
-    let mut outbound = listener(
-        "outbound",
-        port,
-        tcp_proxy("outbound", "passthrough", access_log),
-    );
-    outbound["listener_filters"] = json!([{
+    let original_dst = json!([{
         "name": "envoy.filters.listener.original_dst",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"},
     }]);
+    let mut tcp = listener(
+        "tcp",
+        tcp_port,
+        tcp_proxy("tcp", "passthrough", access_log.clone()),
+    );
+    tcp["listener_filters"] = original_dst.clone();
+    let routes = common::http::catch_all_routes("passthrough", json!({}));
+    let manager = common::http::hcm("http", routes, vec![], access_log);
+    let mut http = common::http::http_listener("http", http_port, manager);
+    http["listener_filters"] = original_dst;
     let passthrough = json!({
         "name": "passthrough",
         "type": "ORIGINAL_DST",
         "connect_timeout": "1s",
         "lb_policy": "CLUSTER_PROVIDED",
     });
-    let b = bootstrap(free_port(), vec![outbound], vec![passthrough]);
+    let b = bootstrap(free_port(), vec![tcp, http], vec![passthrough]);
     let length = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len() as usize);
-    common::tls::on_both("original-dst-direct", &b, |_| {
-        let before = length(&log);
-        let mut s = connect(port);
-        s.write_all(b"hello").ok();
-        let outcome = next_outcome(&mut s, SOON);
-        let line = wait_for(SOON, "the access log line", || {
+    let next_line = |before: usize| {
+        wait_for(SOON, "the access log line", || {
             let text = std::fs::read_to_string(&log).ok()?;
             Some(text[before..].to_string()).filter(|t| t.ends_with('\n'))
-        });
-        (matches!(outcome, Outcome::Eof | Outcome::Reset), line)
+        })
+    };
+    common::tls::on_both("original-dst-direct", &b, |_| {
+        let before = length(&log);
+        let mut s = connect(tcp_port);
+        s.write_all(b"hello").ok();
+        let closed = matches!(next_outcome(&mut s, SOON), Outcome::Eof | Outcome::Reset);
+        let tcp_line = next_line(before);
+        let before = length(&log);
+        let mut s = connect(http_port);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let status = read_http_response(s).map(|r| r.status).ok();
+        (closed, tcp_line, status, next_line(before))
     });
 }

@@ -57,8 +57,8 @@ pub struct Connection<'a> {
     pub stats: &'a HttpCells,
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    /// The original destination the `original_dst` listener filter restored, else the
-    /// address of a listener bound to one (an `ORIGINAL_DST` cluster's host).
+    /// The original destination the `original_dst` listener filter restored (an
+    /// `ORIGINAL_DST` cluster's host; without one, such a cluster has none, as in Envoy).
     pub destination: Option<SocketAddr>,
     pub limits: Limits,
     pub connection_id: u64,
@@ -141,8 +141,7 @@ pub async fn run(
         (None, true) => listener.address,
         (None, false) => stream.local_addr().unwrap_or(listener.address),
     };
-    let bound = (!listener.address.ip().is_unspecified()).then_some(listener.address);
-    let destination = accepted.restored.or(bound);
+    let destination = accepted.restored;
     let tls = stream.tls();
     let presented = tls.is_some_and(|t| t.connection().peer_certificates().is_some());
     // This proxy's XFCC element is made only by the modes that set it.
