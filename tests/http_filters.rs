@@ -89,18 +89,23 @@ fn fault_delay_at_100_percent() {
     assert_eq!(out, (200, "a".into(), "DI".into()));
 }
 
+/// A fault filter whose aborts and delays the request's `x-envoy-fault-*` headers ask for.
+fn header_controlled_fault() -> Value {
+    json!({
+        "@type": FAULT,
+        "abort": {"header_abort": {}, "percentage": percent(100)},
+        "delay": {"header_delay": {}, "percentage": percent(100)},
+    })
+}
+
 /// `filter_metadata` goes into the stream's dynamic metadata, under the filter's name, when a
 /// fault is injected (a delay or an abort), and only then.
 #[test]
 fn fault_filter_metadata_marks_injected_faults() {
     let out = same_as_envoy(|peer| {
         let up = HttpUpstream::named("a");
-        let fault = json!({
-            "@type": FAULT,
-            "abort": {"header_abort": {}, "percentage": percent(100)},
-            "delay": {"header_delay": {}, "percentage": percent(100)},
-            "filter_metadata": {"injected": "yes", "by": {"team": "chaos"}},
-        });
+        let mut fault = header_controlled_fault();
+        fault["filter_metadata"] = json!({"injected": "yes", "by": {"team": "chaos"}});
         let dir = TempDir::new("fault-md-log");
         let log = dir.file("access.log");
         let format = "%RESPONSE_CODE% %DYNAMIC_METADATA(fault-md:injected)% \
@@ -140,11 +145,7 @@ fn fault_filter_metadata_marks_injected_faults() {
 fn fault_header_controlled() {
     let out = same_as_envoy(|peer| {
         let up = HttpUpstream::named("a");
-        let fault = json!({
-            "@type": FAULT,
-            "abort": {"header_abort": {}, "percentage": percent(100)},
-            "delay": {"header_delay": {}, "percentage": percent(100)},
-        });
+        let fault = header_controlled_fault();
         let s = Scene::with(
             peer,
             "fault_headers",
