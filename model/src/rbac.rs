@@ -220,8 +220,8 @@ pub struct RbacFilter {
     pub rules: Arc<RbacRules>,
     pub stats: Arc<RbacStats>,
     pub shadow_stats: Arc<RbacShadowStats>,
-    /// `shadow_rules_stat_prefix` as written: it also prefixes the dynamic metadata keys.
-    pub shadow_metadata_prefix: Box<str>,
+    /// The dynamic metadata keys of the shadow verdict (made once, not per request).
+    pub shadow_keys: ShadowKeys,
 }
 
 /// A denial: Envoy's `rbac_access_denied_matched_policy[<policy>]` (`none` when an `ALLOW`
@@ -306,19 +306,27 @@ impl RbacFilter {
     /// [`METADATA_NAMESPACE`]: `<shadow prefix>shadow_engine_result` (`allowed` / `denied`)
     /// and, when a policy matched, `<shadow prefix>shadow_effective_policy_id`.
     pub fn record_shadow(&self, verdict: &ShadowVerdict<'_>, metadata: &mut DynamicMetadata) {
-        let prefix = &self.shadow_metadata_prefix;
+        let keys = &self.shadow_keys;
         let result = if verdict.allowed { "allowed" } else { "denied" };
-        metadata.set(
-            METADATA_NAMESPACE,
-            &format!("{prefix}shadow_engine_result"),
-            result.into(),
-        );
+        metadata.set(METADATA_NAMESPACE, &keys.result, result.into());
         if let Some(policy) = verdict.policy {
-            metadata.set(
-                METADATA_NAMESPACE,
-                &format!("{prefix}shadow_effective_policy_id"),
-                policy.into(),
-            );
+            metadata.set(METADATA_NAMESPACE, &keys.policy, policy.into());
+        }
+    }
+}
+
+/// `<shadow_rules_stat_prefix>shadow_engine_result` and `…shadow_effective_policy_id`.
+#[derive(Debug)]
+pub struct ShadowKeys {
+    result: Box<str>,
+    policy: Box<str>,
+}
+
+impl ShadowKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            result: format!("{prefix}shadow_engine_result").into(),
+            policy: format!("{prefix}shadow_effective_policy_id").into(),
         }
     }
 }
@@ -577,7 +585,7 @@ mod tests {
             rules: Arc::new(RbacRules::default()),
             stats: Arc::new(RbacStats::new("http.x.rbac".into(), 1)),
             shadow_stats: Arc::new(RbacShadowStats::new("http.x.rbac".into(), 1)),
-            shadow_metadata_prefix: "istio_dry_run_".into(),
+            shadow_keys: ShadowKeys::new("istio_dry_run_"),
         };
         let c = conn();
         let route = RbacRules {

@@ -119,7 +119,7 @@ mod tests {
                 rules: Arc::new(allow_info()),
                 stats: Arc::new(RbacStats::new("http.test.rbac".into(), 1)),
                 shadow_stats: Arc::new(RbacShadowStats::new("http.test.rbac".into(), 1)),
-                shadow_metadata_prefix: "".into(),
+                shadow_keys: model::rbac::ShadowKeys::new(""),
             })),
         };
         let route = route

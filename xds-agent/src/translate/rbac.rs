@@ -27,7 +27,7 @@ use crate::names;
 use model::{
     filter_stats::{RbacShadowStats, RbacStats},
     matchers::StringMatcher,
-    rbac::{Action, Permission, Policy, Principal, RbacFilter, RbacRules, Rules},
+    rbac::{Action, Permission, Policy, Principal, RbacFilter, RbacRules, Rules, ShadowKeys},
     stats::StatsRegistry,
     ConnectionFilter,
 };
@@ -61,7 +61,7 @@ pub(super) fn filter(
         rules: Arc::new(rules),
         stats: stats.scope::<RbacStats>(scope(config.rules_stat_prefix)),
         shadow_stats: stats.scope::<RbacShadowStats>(scope(config.shadow_rules_stat_prefix)),
-        shadow_metadata_prefix: config.shadow_rules_stat_prefix.into(),
+        shadow_keys: ShadowKeys::new(config.shadow_rules_stat_prefix),
     })
 }
 
