@@ -12,6 +12,8 @@ const OWN_PROTOS: &[&str] = &[
     "istio/workload/bootstrap_extension.proto",
     "istio/alpn.proto",
     "istio/authentication_policy.proto",
+    "istio/connect_authority.proto",
+    "istio/connect_baggage.proto",
     "istio/http_authn.proto",
     "istio/metadata_exchange.proto",
     "istio/network_authn.proto",
@@ -25,6 +27,8 @@ const OWN_PROTOS: &[&str] = &[
 const RUST_PROTOS: &[&str] = &[
     "istio/alpn.proto",
     "istio/authentication_policy.proto",
+    "istio/connect_authority.proto",
+    "istio/connect_baggage.proto",
     "istio/http_authn.proto",
     "istio/metadata_exchange.proto",
     "istio/network_authn.proto",

@@ -2,8 +2,11 @@
 use std::cell::{Cell, RefCell};
 
 use crate::{
-    access_log::LogWriters, filters::network::http_connection_manager::RdsTables,
-    net::relay::SCRATCH_BYTES, proxy::cluster_manager::ClusterManager, stream::date::DateCache,
+    access_log::LogWriters,
+    filters::network::http_connection_manager::RdsTables,
+    net::{internal::InternalListeners, relay::SCRATCH_BYTES},
+    proxy::cluster_manager::ClusterManager,
+    stream::date::DateCache,
     tracing::Reporter,
 };
 
@@ -20,6 +23,10 @@ pub struct ShardContext {
     pub date: DateCache,
     /// Where every relay on the shard reads into (see `net::relay`).
     pub scratch: RefCell<Box<[u8]>>,
+    /// The internal listeners accepting on this shard.
+    pub internal: InternalListeners,
+    /// Bytes an in-process connection buffers per direction (the snapshot's).
+    pub internal_buffer: Cell<usize>,
     next_connection: Cell<u64>,
 }
 
@@ -34,6 +41,8 @@ impl ShardContext {
             reporter: Reporter::default(),
             date: DateCache::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
+            internal: InternalListeners::default(),
+            internal_buffer: Cell::new(model::DEFAULT_INTERNAL_BUFFER),
             next_connection: Cell::new(0),
         }
     }

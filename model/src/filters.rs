@@ -50,6 +50,12 @@ pub enum HttpFilterKind {
     IstioAuthnPolicy(Arc<AuthnPolicy>),
     /// `envoy.filters.http.ext_authz`.
     ExtAuthz(Arc<crate::ext_authz::HttpExtAuthz>),
+    /// Istio's `connect_authority`: where a route enables it (`PerRouteFilter::
+    /// ConnectAuthority`), a CONNECT's authority is shared with the tunnel's connection.
+    ConnectAuthority,
+    /// Istio's `connect_baggage`: a request's `baggage` header names the downstream workload,
+    /// shared with the tunnel's connection.
+    ConnectBaggage,
 }
 
 /// Istio ≤ 1.9's `istio_authn` HTTP filter as shards run it: the peer authenticated by its
@@ -339,6 +345,15 @@ pub enum PerRouteFilter {
     Rbac(Arc<RbacRules>),
     /// `ExtAuthzPerRoute.check_settings` (`disabled: true` is `Disabled`).
     ExtAuthz(Arc<crate::ext_authz::ExtAuthzPerRoute>),
+    /// `connect_authority` with `enabled: true` (`false` is `Disabled`).
+    ConnectAuthority(ConnectAuthority),
+}
+
+/// Where `connect_authority` is enabled: the tunnel address's port in place of the
+/// authority's, when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectAuthority {
+    pub port: Option<u16>,
 }
 
 /// `typed_per_filter_config`, keyed by filter config name.

@@ -23,7 +23,12 @@ pub mod tls;
 pub mod tls_info;
 pub mod tracing;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::Duration,
+};
 
 pub use cluster_ref::{ClusterId, ClusterRef};
 
@@ -56,7 +61,16 @@ pub struct Snapshot {
     pub local_peer: Arc<istio::LocalPeer>,
     /// How the admin interface names and shows stats (the bootstrap's `stats_config`).
     pub stat_naming: Arc<stats::naming::StatNaming>,
+    /// Bytes an in-process connection to an internal listener buffers per direction (the
+    /// bootstrap's `envoy.bootstrap.internal_listener` `buffer_size_kb`).
+    pub internal_buffer: usize,
 }
+
+/// What stands for the address of an internal listener or endpoint, which have none.
+pub const NO_ADDRESS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// Envoy's default internal connection buffer (`buffer_size_kb` unset): 1 MiB.
+pub const DEFAULT_INTERNAL_BUFFER: usize = 1024 * 1024;
 
 impl Snapshot {
     /// Generation 0: nothing configured yet.
@@ -69,6 +83,7 @@ impl Snapshot {
             routes: HashMap::new(),
             local_peer: Default::default(),
             stat_naming: Default::default(),
+            internal_buffer: DEFAULT_INTERNAL_BUFFER,
         }
     }
 }
@@ -81,7 +96,11 @@ pub struct Listener {
     /// Hash of the config without its filter chains: equal across an update that changed
     /// only chains (whose unchanged chains' connections then keep running, as in Envoy).
     pub listener_hash: u64,
+    /// `NO_ADDRESS` for an internal listener.
     pub address: SocketAddr,
+    /// `internal_listener`: never bound; takes the in-process connections of
+    /// `envoy_internal_address` endpoints that name it.
+    pub internal: bool,
     /// Back-pressure limit per connection and direction (`per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
     /// The chains, `filter_chains` in order, then the `default_filter_chain` if any.
@@ -143,6 +162,7 @@ impl Listener {
             config_hash: 0,
             listener_hash: 0,
             address,
+            internal: false,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             filter_chains: Vec::new(),
             chain_index: filter_chain_match::FilterChainIndex::build(&[])
@@ -187,8 +207,9 @@ pub enum ConnectionFilter {
     MetadataExchange(Arc<istio::MetadataExchange>),
     /// Istio's `istio_authn` (`io.istio.network.authn.Config`): the peer's and this proxy's
     /// SPIFFE identities (their certificates' first `spiffe://` URI SANs) become the filter
-    /// state `io.istio.peer_principal` and `io.istio.local_principal`.
-    IstioAuthn,
+    /// state `io.istio.peer_principal` and `io.istio.local_principal`; with `shared`, the
+    /// connection's upstream connections (to internal listeners) carry them too.
+    IstioAuthn { shared: bool },
     /// Istio's `istio.stats` on a TCP chain: the connection's `istio_tcp_*` metrics, recorded
     /// by tcp_proxy.
     IstioStats(Arc<istio::StatsConfig>),
@@ -298,7 +319,24 @@ pub struct Cluster {
     pub metadata: metadata::Metadata,
     /// `filters`: Istio's `istio.metadata_exchange` on upstream connections.
     pub metadata_exchange: Option<Arc<istio::MetadataExchange>>,
+    /// An `internal_upstream` transport socket's `passthrough_metadata`: what connections to
+    /// internal endpoints carry to the internal listener as dynamic metadata.
+    pub passthrough_metadata: Vec<PassthroughMetadata>,
     pub stats: Arc<ClusterStats>,
+}
+
+/// A namespace of a host's or the cluster's metadata passed to an internal listener's
+/// connection (`internal_upstream`'s `passthrough_metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassthroughMetadata {
+    pub source: MetadataSource,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    Host,
+    Cluster,
 }
 
 impl Cluster {
@@ -466,6 +504,18 @@ pub struct Endpoint {
     pub socket_labels: Option<Arc<[SocketLabel]>>,
     /// Its locality's place in the assignment and `load_balancing_weight` (0: none).
     pub locality: Locality,
+    /// Set for an `envoy_internal_address` endpoint (whose `address` is then `NO_ADDRESS`).
+    pub internal: Option<Arc<InternalEndpoint>>,
+}
+
+/// An `envoy_internal_address` endpoint: an in-process connection to the internal listener
+/// named `listener` on the connecting shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalEndpoint {
+    pub listener: Box<str>,
+    pub endpoint_id: Box<str>,
+    /// The endpoint's `metadata.filter_metadata` (what `passthrough_metadata` reads).
+    pub metadata: metadata::Metadata,
 }
 
 /// An endpoint's locality as locality-weighted balancing reads it.

@@ -52,6 +52,11 @@ pub enum ListenerFilterKind {
     /// `envoy.filters.listener.original_dst`: the connection's destination before an
     /// iptables REDIRECT (SO_ORIGINAL_DST), as its local address from then on.
     OriginalDst,
+    /// Istio's `istio.set_internal_dst_address` (on internal listeners): the destination an
+    /// internal connection stands for, from the `tunnel` metadata its endpoint passed
+    /// (`destination`, and `address` for `ORIGINAL_DST` clusters), else from the CONNECT
+    /// authority `connect_authority` shared.
+    SetInternalDstAddress,
 }
 
 /// `ListenerFilterChainMatchPredicate`.

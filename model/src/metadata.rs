@@ -11,7 +11,7 @@ pub use serde_json::Value;
 use crate::matchers::StringMatcher;
 
 /// `filter_metadata`: namespace → struct. Empty for a resource without metadata.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata(Arc<BTreeMap<String, Value>>);
 
 impl Metadata {

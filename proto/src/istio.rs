@@ -14,6 +14,20 @@ pub mod authentication {
     ));
 }
 
+pub mod connect_authority {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/io.istio.http.connect_authority.rs"
+    ));
+}
+
+pub mod connect_baggage {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/io.istio.http.connect_baggage.rs"
+    ));
+}
+
 pub mod http_authn {
     include!(concat!(
         env!("OUT_DIR"),

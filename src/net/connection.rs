@@ -23,7 +23,8 @@ use crate::{
     },
     net::{
         listener::{Generation, Handoffs, OpenConnection},
-        listener_filters::{self, Abort},
+        listener_filters::{self, Abort, Found},
+        socket::Socket,
         tls::{self, HandshakeError},
         transport::Transport,
     },
@@ -36,10 +37,9 @@ const MAX_ALPN: usize = 8;
 pub async fn serve(
     ctx: Rc<ShardContext>,
     open: OpenConnection,
-    mut stream: TcpStream,
+    mut stream: Socket,
     handoffs: Handoffs,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut open = open;
     let mut restored = None;
     loop {
@@ -60,9 +60,14 @@ pub async fn serve(
                 open = target.open_connection();
                 restored = Some(local);
             }
-            Picked::Chain(index, server_name, original) => {
-                let restored = original.or(restored);
-                serve_chain(&ctx, &open, index, &server_name, restored, stream).await;
+            Picked::Chain(index, found) => {
+                let restored = found.original_destination.or(restored);
+                let landed = Landed {
+                    server_name: &found.server_name,
+                    restored,
+                    tunnel: found.tunnel_destination,
+                };
+                serve_chain(&ctx, &open, index, landed, stream).await;
                 return closed();
             }
             Picked::Closed => return closed(),
@@ -70,29 +75,47 @@ pub async fn serve(
     }
 }
 
+/// What the listener filters found that the chain reads.
+struct Landed<'a> {
+    /// The server name (SNI) the tls_inspector read; empty without one.
+    server_name: &'a str,
+    /// The original destination, when restored.
+    restored: Option<SocketAddr>,
+    /// Where `ORIGINAL_DST` clusters send an internal connection.
+    tunnel: Option<SocketAddr>,
+}
+
 /// Runs the chain at `index` of `open`'s listener on the connection.
 async fn serve_chain(
     ctx: &Rc<ShardContext>,
     open: &OpenConnection,
     index: usize,
-    server_name: &str,
-    restored: Option<SocketAddr>,
-    stream: TcpStream,
+    landed: Landed<'_>,
+    stream: Socket,
 ) {
+    let Landed {
+        server_name,
+        restored,
+        tunnel,
+    } = landed;
     let generation = open.generation();
     let listener = &generation.config;
     {
         let chain = &listener.filter_chains[index];
         // The chain's drain: an update that changed only other chains leaves it running.
         let drain = generation.chain_drain(index);
-        let mut transport = match &chain.tls {
-            None => Some(Transport::Raw(stream)),
-            Some(tls) => handshake(ctx, tls, stream).await,
+        let arriving = FilterState::arriving(stream.passage().map(|p| &p.shared), tunnel);
+        let mut transport = match (&chain.tls, stream) {
+            (None, stream) => Some(stream.into()),
+            (Some(tls), Socket::Tcp(stream)) => handshake(ctx, tls, stream).await,
+            // Refused by the translator.
+            (Some(_), Socket::Internal(_)) => None,
         };
         let filter_state = match &mut transport {
             Some(transport) => {
                 run_connection_filters(
                     ctx,
+                    arriving,
                     &chain.connection_filters,
                     transport,
                     server_name,
@@ -142,9 +165,8 @@ pub struct Accepted<'a> {
 
 /// What the listener filters and chain matching decided for a connection.
 enum Picked {
-    /// The chain's index, the server name (SNI) the tls_inspector read, and the original
-    /// destination when the `original_dst` filter restored one.
-    Chain(usize, String, Option<SocketAddr>),
+    /// The chain's index, and what the listener filters found.
+    Chain(usize, Found),
     /// `use_original_dst`: the listener at the original destination (`.1`) serves it.
     HandOff(Rc<Generation>, SocketAddr),
     /// Closed (counted).
@@ -157,7 +179,7 @@ enum Picked {
 async fn pick_chain(
     ctx: &ShardContext,
     listener: &Listener,
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     restored: Option<SocketAddr>,
     handoffs: Option<&Handoffs>,
 ) -> Picked {
@@ -216,7 +238,7 @@ async fn pick_chain(
         application_protocols: &alpn[..offered],
     };
     match listener.chain_for(&facts) {
-        Some(index) => Picked::Chain(index, found.server_name, found.original_destination),
+        Some(index) => Picked::Chain(index, found),
         None => {
             inc(&stats.no_filter_chain_match);
             tracing::debug!(listener = %listener.name, %remote, %local, sni = %found.server_name, "no filter chain matched");

@@ -31,7 +31,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     context::ShardContext,
-    net::{connection, drain::DrainSignal},
+    net::{connection, drain::DrainSignal, internal::Registration, socket},
     rt::{self, net::TcpListener, timer, Task},
 };
 
@@ -225,7 +225,7 @@ impl ListenerSet {
                 .as_ref()
                 .is_some_and(|g| g.config.address == listener.address);
             let stopped = self.is_stopped(listener);
-            let unbound = stopped || !listener.bind_to_port;
+            let unbound = stopped || !(listener.bind_to_port || listener.internal);
             if unbound || (listening && same_socket) {
                 // New connections take the new config at once (no accept gap); a stopped
                 // listener only carries its config for a later drain, one that does not bind
@@ -242,12 +242,20 @@ impl ListenerSet {
                     active.accept = None;
                 }
             } else {
-                match bind(listener.address) {
-                    Ok(socket) => {
-                        let current = Rc::new(RefCell::new(generation));
-                        let handoffs = self.handoffs.clone();
-                        let accepting = accept_loop(socket, current.clone(), handoffs, ctx.clone());
-                        let accept = rt::spawn_local(accepting);
+                let current = Rc::new(RefCell::new(generation));
+                let handoffs = self.handoffs.clone();
+                let accepting = match listener.internal {
+                    true => {
+                        let registration = ctx.internal.register(name);
+                        let accepting = accept_internal(registration, current.clone(), ctx.clone());
+                        Ok(rt::spawn_local(accepting))
+                    }
+                    false => bind(listener.address).map(|socket| {
+                        rt::spawn_local(accept_loop(socket, current.clone(), handoffs, ctx.clone()))
+                    }),
+                };
+                match accepting {
+                    Ok(accept) => {
                         // Replacing the old entry closes its socket.
                         self.active.insert(
                             name.to_string(),
@@ -274,7 +282,10 @@ impl ListenerSet {
         let unbound = self
             .active
             .values()
-            .filter(|a| !a.generation().config.bind_to_port)
+            .filter(|a| {
+                let config = &a.generation().config;
+                !config.bind_to_port && !config.internal
+            })
             .map(|a| (a.generation().config.address, a.current.clone()));
         *self.handoffs.borrow_mut() = unbound.collect();
         failures
@@ -387,7 +398,9 @@ async fn accept_loop(
     loop {
         match socket.accept().await {
             Ok(stream) => {
+                let _ = stream.set_nodelay(true);
                 let open = current.borrow().open_connection();
+                let stream = socket::Socket::Tcp(stream);
                 let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
                 rt::spawn_local(serving).detach();
             }
@@ -397,6 +410,21 @@ async fn accept_loop(
                 timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// An internal listener's accept loop: serves each in-process connection opened to it.
+async fn accept_internal(
+    registration: Registration,
+    current: Rc<RefCell<Rc<Generation>>>,
+    ctx: Rc<ShardContext>,
+) {
+    loop {
+        let stream = socket::Socket::Internal(registration.accept().await);
+        let open = current.borrow().open_connection();
+        // An internal listener hands nothing over (`use_original_dst` is refused for it).
+        let serving = connection::serve(ctx.clone(), open, stream, Handoffs::default());
+        rt::spawn_local(serving).detach();
     }
 }
 

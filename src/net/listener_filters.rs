@@ -10,14 +10,14 @@ use model::{
     stats::inc,
 };
 
-use super::inspect::{
-    client_hello::{self, Detect},
-    http::{detect_http, HttpDetect, MAX_INSPECT_SIZE},
+use super::{
+    inspect::{
+        client_hello::{self, Detect},
+        http::{detect_http, HttpDetect, MAX_INSPECT_SIZE},
+    },
+    socket::Socket,
 };
-use crate::{
-    context::ShardContext,
-    rt::{net::TcpStream, timer},
-};
+use crate::{context::ShardContext, rt::timer};
 
 /// What the listener filters found, for filter-chain matching.
 #[derive(Debug, Default)]
@@ -28,9 +28,12 @@ pub struct Found {
     pub tls: bool,
     /// ALPN protocols offered (TLS) or the one detected (`http/1.1`, `h2c`, ...).
     pub application_protocols: Vec<String>,
-    /// The destination before an iptables REDIRECT (the `original_dst` filter): the
-    /// connection's local address from now on.
+    /// The destination before an iptables REDIRECT (the `original_dst` filter), or the one an
+    /// internal connection stands for (`istio.set_internal_dst_address`): the connection's
+    /// local address from now on.
     pub original_destination: Option<SocketAddr>,
+    /// Where `ORIGINAL_DST` clusters send an internal connection (its tunnel address).
+    pub tunnel_destination: Option<SocketAddr>,
 }
 
 impl Found {
@@ -68,7 +71,7 @@ pub async fn run(
     ctx: &ShardContext,
     filters: &ListenerFilters,
     local: SocketAddr,
-    stream: &mut TcpStream,
+    stream: &mut Socket,
 ) -> Result<Found, Abort> {
     let mut found = Found::default();
     let mut active: Vec<&ListenerFilterKind> = Vec::new();
@@ -84,6 +87,14 @@ pub async fn run(
             ListenerFilterKind::OriginalDst => {
                 found.original_destination = stream.original_dst().ok();
                 local = found.original_destination.unwrap_or(local);
+            }
+            ListenerFilterKind::SetInternalDstAddress => {
+                if let Some(passage) = stream.passage() {
+                    let (destination, tunnel) = passage.internal_destination();
+                    found.original_destination = destination.or(found.original_destination);
+                    found.tunnel_destination = tunnel.or(found.tunnel_destination);
+                    local = found.original_destination.unwrap_or(local);
+                }
             }
             inspector => active.push(inspector),
         }
@@ -112,7 +123,7 @@ pub async fn run(
 async fn inspect(
     ctx: &ShardContext,
     active: &[&ListenerFilterKind],
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     found: &mut Found,
 ) -> Result<(), Abort> {
     // The most bytes any inspector looks at: a whole ClientHello (with its record headers),
@@ -123,9 +134,9 @@ async fn inspect(
             ListenerFilterKind::TlsInspector {
                 max_client_hello, ..
             } => (*max_client_hello).min(client_hello::MAX_CLIENT_HELLO_SIZE),
-            ListenerFilterKind::HttpInspector { .. } | ListenerFilterKind::OriginalDst => {
-                MAX_INSPECT_SIZE
-            }
+            ListenerFilterKind::HttpInspector { .. }
+            | ListenerFilterKind::OriginalDst
+            | ListenerFilterKind::SetInternalDstAddress => MAX_INSPECT_SIZE,
         })
         .max()
         .unwrap_or(MAX_INSPECT_SIZE);
@@ -235,6 +246,8 @@ fn examine(
             Ok(State::Done)
         }
         // Read before inspection (`run`), never here.
-        ListenerFilterKind::OriginalDst => Ok(State::Done),
+        ListenerFilterKind::OriginalDst | ListenerFilterKind::SetInternalDstAddress => {
+            Ok(State::Done)
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! NET/IO layer: a connection's transport socket, raw or TLS, behind one interface: what the
-//! codecs and the relay read from and write to. Writers flush after each write (`write_all`
+//! NET/IO layer: a connection's transport socket, raw, TLS or in-process (an internal
+//! listener's connection), behind one interface: what the codecs and the relay read from and
+//! write to. Writers flush after each write (`write_all`
 //! in `buffered`, the relay), which is a no-op on a raw socket and sends TLS records that did
 //! not fit into the socket at once.
 use std::{
@@ -12,12 +13,15 @@ use std::{
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use super::tls::TlsStream;
+use model::NO_ADDRESS;
+
+use super::{internal::InternalStream, tls::TlsStream};
 use crate::rt::net::TcpStream;
 
 pub enum Transport {
     Raw(TcpStream),
     Tls(Box<TlsStream>),
+    Internal(InternalStream),
 }
 
 impl From<TcpStream> for Transport {
@@ -49,6 +53,7 @@ impl Transport {
                 }
                 tls.poll_read_buf(cx, buf, reserve)
             }
+            Transport::Internal(io) => io.poll_read_buf(cx, buf, reserve),
         }
     }
 
@@ -57,6 +62,7 @@ impl Transport {
         match self {
             Transport::Raw(io) => io.poll_readable(cx),
             Transport::Tls(tls) => tls.poll_readable(cx),
+            Transport::Internal(io) => io.poll_readable(cx),
         }
     }
 
@@ -65,36 +71,41 @@ impl Transport {
         match self {
             Transport::Raw(io) => io.has_pending_input(),
             Transport::Tls(tls) => tls.has_pending_input(),
+            Transport::Internal(io) => io.has_pending_input(),
         }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP connection underneath, if there is one.
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Transport::Raw(io) => io,
-            Transport::Tls(tls) => tls.tcp(),
+            Transport::Raw(io) => Some(io),
+            Transport::Tls(tls) => Some(tls.tcp()),
+            Transport::Internal(_) => None,
         }
     }
 
     pub fn tls(&self) -> Option<&TlsStream> {
         match self {
-            Transport::Raw(_) => None,
             Transport::Tls(tls) => Some(tls),
+            Transport::Raw(_) | Transport::Internal(_) => None,
         }
     }
 
     pub fn tls_mut(&mut self) -> Option<&mut TlsStream> {
         match self {
-            Transport::Raw(_) => None,
             Transport::Tls(tls) => Some(tls),
+            Transport::Raw(_) | Transport::Internal(_) => None,
         }
     }
 
+    /// `NO_ADDRESS` for an in-process connection.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp().map_or(Ok(NO_ADDRESS), TcpStream::peer_addr)
     }
 
+    /// `NO_ADDRESS` for an in-process connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp().map_or(Ok(NO_ADDRESS), TcpStream::local_addr)
     }
 }
 
@@ -107,6 +118,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_read(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Transport::Internal(io) => Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -120,6 +132,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_write(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Transport::Internal(io) => Pin::new(io).poll_write(cx, buf),
         }
     }
 
@@ -131,6 +144,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Transport::Internal(io) => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -138,6 +152,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_flush(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Transport::Internal(io) => Pin::new(io).poll_flush(cx),
         }
     }
 
@@ -145,6 +160,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Raw(io) => Pin::new(io).poll_close(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_close(cx),
+            Transport::Internal(io) => Pin::new(io).poll_close(cx),
         }
     }
 }

@@ -142,6 +142,7 @@ impl ShardCluster {
             hostname: None,
             socket_labels: None,
             locality: Default::default(),
+            internal: None,
         }));
         destinations.insert(address, (host.clone(), now));
         Some(host)

@@ -7,9 +7,10 @@ use futures_lite::future;
 use model::{
     access_log::ResponseFlags,
     filters::Alpn,
+    metadata::Metadata,
     stats::{inc, HandshakeFailure},
     tls::classify_failure,
-    Cluster, Endpoint,
+    Cluster, Endpoint, InternalEndpoint, MetadataSource,
 };
 
 use rustls::ClientConfig;
@@ -20,8 +21,12 @@ use super::{
 };
 use crate::{
     context::ShardContext,
-    filters::istio::{exchange, peer::Peer},
+    filters::{
+        istio::{exchange, peer::Peer},
+        network::filter_state::SharedState,
+    },
     net::{
+        internal::Passage,
         tls::{self, HandshakeError},
         transport::Transport,
     },
@@ -68,6 +73,9 @@ pub async fn open(
     endpoint: &Endpoint,
     as_: OpenAs<'_>,
 ) -> Result<Opened, OpenError> {
+    if let Some(internal) = &endpoint.internal {
+        return open_internal(ctx, cluster, endpoint, internal, as_.shared);
+    }
     let address = endpoint.address;
     // The config new connections take, fixed before connecting (a rotation meanwhile applies
     // to the next connection).
@@ -136,6 +144,47 @@ pub async fn open(
     future::or(attempt, expired).await
 }
 
+/// Opens an in-process connection to the internal listener `internal` names, carrying the
+/// metadata the cluster passes through and the opener's shared filter state. A cluster's TLS
+/// does not apply (the translator allows only a plaintext socket in `internal_upstream`; a TLS
+/// cluster's internal endpoint is refused here).
+fn open_internal(
+    ctx: &ShardContext,
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    internal: &InternalEndpoint,
+    shared: Option<&SharedState>,
+) -> Result<Opened, OpenError> {
+    if cluster.tls_for(endpoint).is_some() {
+        let refused = io::Error::other("TLS to an internal listener is not supported");
+        return Err(OpenError::Connect(refused));
+    }
+    let metadata = cluster
+        .passthrough_metadata
+        .iter()
+        .filter_map(|p| {
+            let source = match p.source {
+                MetadataSource::Host => &internal.metadata,
+                MetadataSource::Cluster => &cluster.metadata,
+            };
+            Some((p.namespace.clone(), source.get(&p.namespace, &[])?.clone()))
+        })
+        .collect();
+    let passage = Passage {
+        metadata: Metadata::new(metadata),
+        shared: shared.cloned().unwrap_or_default(),
+    };
+    let buffer = ctx.internal_buffer.get();
+    let stream = ctx
+        .internal
+        .connect(&internal.listener, buffer, passage)
+        .map_err(OpenError::Connect)?;
+    Ok(Opened {
+        transport: Transport::Internal(stream),
+        peer: None,
+    })
+}
+
 /// `config` offering `alpn` instead of its own list (a copy, for the connection about to
 /// open).
 fn with_alpn(config: Arc<ClientConfig>, alpn: Option<&Alpn>) -> Arc<ClientConfig> {
@@ -156,12 +205,14 @@ pub struct ConnectFailure {
     pub last_host: Option<SocketAddr>,
 }
 
-/// Connects to a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s).
+/// Connects to a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s), sharing
+/// `shared` with it.
 pub async fn connect_upstream(
     ctx: &ShardContext,
     cluster: &Rc<ShardCluster>,
     attempts: u32,
     destination: Option<SocketAddr>,
+    shared: &SharedState,
 ) -> Result<(Opened, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
@@ -176,14 +227,11 @@ pub async fn connect_upstream(
         inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        match open(
-            ctx,
-            &cluster.config,
-            &active.host().endpoint,
-            OpenAs::default(),
-        )
-        .await
-        {
+        let as_ = OpenAs {
+            shared: Some(shared),
+            ..OpenAs::default()
+        };
+        match open(ctx, &cluster.config, &active.host().endpoint, as_).await {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
                 return Ok((stream, active));

@@ -1,12 +1,18 @@
 //! How an upstream connection is opened beyond its cluster's settings: the SNI (`auto_sni`)
-//! and the ALPN list (Istio's `istio.alpn`) in place of the configured ones. A pooled
-//! connection serves only requests that would have opened it the same way.
+//! and the ALPN list (Istio's `istio.alpn`) in place of the configured ones, and the filter
+//! state a connection to an internal listener carries. A pooled connection serves only
+//! requests that would have opened it the same way (connections that carry filter state are
+//! never pooled: tcp_proxy and terminated CONNECTs open them).
 use model::filters::Alpn;
+
+use crate::filters::network::filter_state::SharedState;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAs<'a> {
     pub sni: Option<&'a str>,
     pub alpn: Option<&'a Alpn>,
+    /// What the opener shares with the connection (read by internal listeners only).
+    pub shared: Option<&'a SharedState>,
 }
 
 /// What a connection was opened with, kept with it (boxed: most connections have neither,

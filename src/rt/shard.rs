@@ -114,6 +114,7 @@ fn apply(
         .borrow_mut()
         .apply(&snapshot, ctx.id, ctx.shards);
     ctx.routes.apply(&snapshot);
+    ctx.internal_buffer.set(snapshot.internal_buffer);
     for (listener, error) in listeners.apply(ctx, &snapshot) {
         let _ = events.send(ShardEvent::BindFailed {
             shard: ctx.id,

@@ -31,7 +31,7 @@ impl Headers {
             .map(|h| &h.value)
     }
 
-    #[cfg(test)]
+    /// Every value of `name` (lower-case), in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
         self.entries
             .iter()

@@ -79,6 +79,8 @@ pub struct StreamNotes {
     metadata: RefCell<DynamicMetadata>,
     /// Headers an allowed ext_authz check adds to the response.
     response_headers: RefCell<Vec<HeaderAdd>>,
+    /// `connect_authority`'s: the authority, and the tunnel port in place of its own.
+    tunnel_authority: RefCell<Option<(Box<str>, Option<u16>)>>,
 }
 
 impl StreamNotes {
@@ -162,6 +164,14 @@ impl StreamNotes {
 
     /// Headers the response gets (ext_authz's `response_headers_to_add`), added to any noted
     /// before.
+    pub fn set_tunnel_authority(&self, authority: Box<str>, port: Option<u16>) {
+        *self.tunnel_authority.borrow_mut() = Some((authority, port));
+    }
+
+    pub fn tunnel_authority(&self) -> Option<(Box<str>, Option<u16>)> {
+        self.tunnel_authority.borrow().clone()
+    }
+
     pub fn set_response_headers(&self, mut adds: Vec<HeaderAdd>) {
         self.response_headers.borrow_mut().append(&mut adds);
     }

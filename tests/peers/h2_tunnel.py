@@ -2,6 +2,8 @@
 """Test peer: tunnels over HTTP/2 (on the `h2` library) and a tiny HTTP/1.1 WebSocket server.
 
     h2_tunnel.py connect --port N [--streams K] [--authority A] [--tls-ca CERT]
+    h2_tunnel.py hbone --port N --authority A [--header NAME=VALUE]... --send TEXT
+                       [--half-close] [--tls-ca CERT --tls-cert CERT --tls-key KEY]
     h2_tunnel.py websocket --port N [--path P] [--message TEXT]
     h2_tunnel.py ws-serve [--status N]      # prints `READY <port>` once listening
 
@@ -11,6 +13,11 @@ waits for the response head, sends `tunnel-<i>` as DATA, reads it back (the far 
 echo), then ends its side of the stream (END_STREAM, a half-close) and reads until the proxy
 ends the stream too, and half a second more for a RST_STREAM after an answer. It prints one JSON object: per stream the status, the bytes read back,
 whether the proxy ended the stream and any reset code.
+
+`hbone` sends one CONNECT as Istio's HBONE does (extra request fields with `--header`, e.g.
+`baggage`), mTLS with `--tls-cert`/`--tls-key`; on a 200 it sends TEXT (backslash escapes
+such as \r\n decoded) through the tunnel, half-closes with `--half-close`, and reads until the
+proxy ends the stream. It prints the status and everything read back.
 
 `websocket` sends one RFC 8441 extended CONNECT (`:protocol websocket`, needing
 SETTINGS_ENABLE_CONNECT_PROTOCOL from the server, which it reports), then one masked text
@@ -46,10 +53,13 @@ IO_TIMEOUT = 10
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def h2_client(port: int, ca: str | None = None):
+def h2_client(port: int, ca: str | None = None, cert: str | None = None,
+              key: str | None = None):
     sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
     if ca:
         context = ssl.create_default_context(cafile=ca)
+        if cert:
+            context.load_cert_chain(cert, key)
         context.set_alpn_protocols(["h2"])
         sock = context.wrap_socket(sock, server_hostname="localhost")
     conn = h2.connection.H2Connection(
@@ -120,6 +130,37 @@ def connect(args) -> None:
         {"status": s["status"], "echo": s["echo"].decode(errors="replace"),
          "half_closed_first": s["sent_end"], "ended": s["ended"], "reset": s["reset"]}
         for s in streams.values()]}))
+
+
+def hbone(args) -> None:
+    sock, conn = h2_client(args.port, args.tls_ca, args.tls_cert, args.tls_key)
+    sid = conn.get_next_available_stream_id()
+    extra = [tuple(h.split("=", 1)) for h in args.header]
+    conn.send_headers(sid, [(":method", "CONNECT"), (":authority", args.authority)] + extra)
+    sock.sendall(conn.data_to_send())
+    out = {"status": None, "received": b"", "ended": False, "reset": None}
+
+    def on_event(event) -> None:
+        if getattr(event, "stream_id", None) != sid:
+            return
+        if isinstance(event, h2.events.ResponseReceived):
+            out["status"] = int(dict(event.headers)[":status"])
+            if out["status"] == 200:
+                payload = args.send.encode().decode("unicode_escape").encode("latin-1")
+                conn.send_data(sid, payload, end_stream=args.half_close)
+        elif isinstance(event, h2.events.DataReceived):
+            out["received"] += event.data
+            conn.acknowledge_received_data(event.flow_controlled_length, sid)
+        elif isinstance(event, h2.events.StreamEnded):
+            out["ended"] = True
+        elif isinstance(event, h2.events.StreamReset):
+            out["reset"] = int(event.error_code)
+            out["ended"] = True
+
+    pump(sock, conn, on_event, lambda: out["ended"], time.monotonic() + IO_TIMEOUT)
+    sock.close()
+    out["received"] = out["received"].decode(errors="replace")
+    print(json.dumps(out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +335,15 @@ def main() -> None:
     c.add_argument("--streams", type=int, default=1)
     c.add_argument("--authority", default="echo.test:443")
     c.add_argument("--tls-ca")
+    b = sub.add_parser("hbone")
+    b.add_argument("--port", type=int, required=True)
+    b.add_argument("--authority", required=True)
+    b.add_argument("--header", action="append", default=[])
+    b.add_argument("--send", required=True)
+    b.add_argument("--half-close", action="store_true")
+    b.add_argument("--tls-ca")
+    b.add_argument("--tls-cert")
+    b.add_argument("--tls-key")
     w = sub.add_parser("websocket")
     w.add_argument("--port", type=int, required=True)
     w.add_argument("--path", default="/ws")
@@ -301,7 +351,8 @@ def main() -> None:
     s = sub.add_parser("ws-serve")
     s.add_argument("--status", type=int)
     args = p.parse_args()
-    {"connect": connect, "websocket": websocket, "ws-serve": ws_serve}[args.cmd](args)
+    commands = {"connect": connect, "hbone": hbone, "websocket": websocket, "ws-serve": ws_serve}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

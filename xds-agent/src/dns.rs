@@ -24,6 +24,7 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                         hostname: Some(hostname.clone()),
                         socket_labels: host.socket_labels.clone(),
                         locality: host.locality,
+                        internal: None,
                     });
                     if target.logical {
                         return endpoints.into();

@@ -55,6 +55,8 @@ pub const DOWNSTREAM_TLS_CONTEXT: &str =
 pub const UPSTREAM_TLS_CONTEXT: &str =
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 pub const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+pub const INTERNAL_UPSTREAM: &str =
+    "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport";
 /// The endpoint metadata namespace `transport_socket_matches` look at.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// Listener filters.
@@ -77,6 +79,9 @@ pub const HTTP_WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 pub const STATS: &str = "stats.PluginConfig";
 pub const ISTIO_ALPN: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 pub const ISTIO_AUTHN_POLICY: &str = "istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig";
+pub const CONNECT_AUTHORITY: &str = "io.istio.http.connect_authority.Config";
+pub const CONNECT_BAGGAGE: &str = "io.istio.http.connect_baggage.Config";
+pub const SET_INTERNAL_DST_ADDRESS: &str = "istio.set_internal_dst_address.v1.Config";
 pub const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";

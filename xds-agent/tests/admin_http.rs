@@ -68,6 +68,7 @@ fn agent_state() -> AgentState {
             hostname: None,
             socket_labels: None,
             locality: Default::default(),
+            internal: None,
         }]
         .into(),
         buffer_limit: 1 << 20,
@@ -80,6 +81,7 @@ fn agent_state() -> AgentState {
         locality_weighted: false,
         metadata: Default::default(),
         metadata_exchange: None,
+        passthrough_metadata: Vec::new(),
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

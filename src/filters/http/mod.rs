@@ -4,6 +4,7 @@
 //! Filters never lock: their state is the stream's (`StreamContext`), their shard's stat cells,
 //! and for the local rate limit the process-wide token bucket (one compare-and-swap per lease,
 //! see `model::filters::token_bucket`), which the process-wide rate requires.
+mod connect;
 mod cors;
 mod ext_authz;
 mod fault;
@@ -68,6 +69,14 @@ pub async fn on_request(
         HttpFilterKind::ExtAuthz(config) => {
             ext_authz::on_request(filter, config, cx, request, body).await
         }
+        HttpFilterKind::ConnectAuthority => {
+            connect::authority(filter, cx, request);
+            FilterResult::Continue
+        }
+        HttpFilterKind::ConnectBaggage => {
+            connect::baggage(cx, request);
+            FilterResult::Continue
+        }
     }
 }
 
@@ -89,7 +98,9 @@ pub fn on_response(
         | HttpFilterKind::IstioStats(_)
         | HttpFilterKind::IstioAlpn(_)
         | HttpFilterKind::Rbac(_)
-        | HttpFilterKind::IstioAuthnPolicy(_) => {}
+        | HttpFilterKind::IstioAuthnPolicy(_)
+        | HttpFilterKind::ConnectAuthority
+        | HttpFilterKind::ConnectBaggage => {}
         HttpFilterKind::ExtAuthz(_) => ext_authz::on_response(cx, response),
         HttpFilterKind::Cors(_) => cors::on_response(filter, cx, request, response),
         HttpFilterKind::HeaderMutation(config) => {

@@ -3,6 +3,11 @@
 use prost::Message;
 use prost_types::{value::Kind, Struct, Value};
 
+/// The label naming a workload's canonical service.
+pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+/// The label naming a workload's canonical revision.
+pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+
 /// The parts of a peer's node metadata shardproxy reads; absent fields are empty.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -51,6 +56,38 @@ impl Peer {
             cluster: text("CLUSTER_ID"),
             labels,
         }
+    }
+
+    /// The workload a W3C `baggage` header describes (Istio's keys: `k8s.namespace.name`,
+    /// `k8s.cluster.name`, `k8s.<kind>.name` for the workload, `service.name` and
+    /// `service.version` as the canonical service and revision, `app.name`, `app.version`).
+    pub fn from_baggage(baggage: &str) -> Self {
+        let mut peer = Self::default();
+        let mut labels = Vec::new();
+        for (key, value) in baggage
+            .split(',')
+            .filter_map(|member| member.trim().split_once('='))
+        {
+            let value: Box<str> = value.into();
+            let label = |name: &str| (Box::<str>::from(name), value.clone());
+            match key {
+                "k8s.namespace.name" => peer.namespace = value,
+                "k8s.cluster.name" => peer.cluster = value,
+                // A pod or job names its instance too.
+                "k8s.pod.name" | "k8s.job.name" => {
+                    peer.name = value.clone();
+                    peer.workload = value;
+                }
+                "k8s.deployment.name" | "k8s.cronjob.name" => peer.workload = value,
+                "service.name" => labels.push(label(CANONICAL_NAME)),
+                "service.version" => labels.push(label(CANONICAL_REVISION)),
+                "app.name" => labels.push(label("app")),
+                "app.version" => labels.push(label("version")),
+                _ => {}
+            }
+        }
+        peer.labels = labels.into();
+        peer
     }
 
     /// The label `key`'s value.

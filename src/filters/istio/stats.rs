@@ -14,12 +14,10 @@ use model::{
     tls_info::UriSans,
 };
 
-use super::peer::Peer;
+use super::peer::{Peer, CANONICAL_NAME, CANONICAL_REVISION};
 
 const UNKNOWN: &str = "unknown";
 const LATEST: &str = "latest";
-const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
-const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 /// Clusters that name the destination service themselves.
 const SPECIAL_CLUSTERS: [&str; 5] = [
     "BlackHoleCluster",

@@ -17,20 +17,24 @@ use filter_state::FilterState;
 /// Runs a chain's `filters` (those before its terminal one) on a connection whose transport
 /// socket is up (`server_name`: its SNI; `restored`: its original destination; `fallback`:
 /// the address to report when the socket cannot say its own). What they learn goes into the
-/// returned filter state; `None` when one of them closes the connection, and the state's
-/// `denied` when one of them ended it (for the terminal filter to log).
+/// filter state (which starts as `state`) it returns; `None` when one of them closes the
+/// connection, and the state's `denied` when one of them ended it (for the terminal filter to
+/// log).
 pub async fn run_connection_filters(
     ctx: &ShardContext,
+    mut state: FilterState,
     filters: &[ConnectionFilter],
     transport: &mut Transport,
     server_name: &str,
     restored: Option<SocketAddr>,
     fallback: SocketAddr,
 ) -> Option<FilterState> {
-    let mut state = FilterState::default();
     for filter in filters {
         match filter {
-            ConnectionFilter::IstioAuthn => istio_authn::run(transport, &mut state),
+            ConnectionFilter::IstioAuthn { shared } => {
+                istio_authn::run(transport, &mut state);
+                state.shares_principals |= shared;
+            }
             // Recorded by tcp_proxy, which sees the connection's upstream and end.
             ConnectionFilter::IstioStats(_) => {}
             ConnectionFilter::MetadataExchange(config) => {

@@ -25,7 +25,7 @@ use crate::{
             peer::Peer,
             stats::{client_principals, open_tcp, Reporter, Sides},
         },
-        network::filter_state::FilterState,
+        network::filter_state::{FilterState, SharedState},
     },
     net::connection::Accepted,
     net::drain::DrainSignal,
@@ -106,13 +106,18 @@ pub async fn run(
             record.response_flags.set(ResponseFlags::NO_ROUTE_FOUND);
         }
         Some(cluster) => {
-            // Where an ORIGINAL_DST cluster sends the connection: the restored destination;
-            // none without one, as in Envoy (the address it reached is this listener's own,
-            // and relaying there would loop back into it).
-            let destination = cluster.config.original_dst.as_ref().and(restored);
+            // Where an ORIGINAL_DST cluster sends the connection: the tunnel address an
+            // internal connection was given, else the restored destination; none without
+            // either, as in Envoy (the address it reached is this listener's own, and
+            // relaying there would loop back into it).
+            let state = &accepted.filter_state;
+            let original = state.tunnel_destination.or(restored);
+            let destination = cluster.config.original_dst.as_ref().and(original);
+            let shared = state.shared();
             let upstream = Upstream {
                 cluster: &cluster,
                 destination,
+                shared: &shared,
             };
             proxy_to(
                 ctx,
@@ -139,10 +144,12 @@ pub async fn run(
     }
 }
 
-/// The cluster a connection goes to, and where an `ORIGINAL_DST` one sends it.
+/// The cluster a connection goes to, where an `ORIGINAL_DST` one sends it, and what the
+/// connection shares with its upstream connection.
 struct Upstream<'a> {
     cluster: &'a Rc<ShardCluster>,
     destination: Option<std::net::SocketAddr>,
+    shared: &'a SharedState,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -160,9 +167,11 @@ async fn proxy_to(
     let Upstream {
         cluster,
         destination,
+        shared,
     } = upstream;
     let attempts = proxy.max_connect_attempts;
-    let (upstream, host) = match connect_upstream(ctx, cluster, attempts, destination).await {
+    let connected = connect_upstream(ctx, cluster, attempts, destination, shared).await;
+    let (upstream, host) = match connected {
         Ok((opened, host)) => {
             let upstream = (cluster.config.name.as_str(), &cluster.config.metadata);
             // A client's principals are the upstream connection's certificates'.

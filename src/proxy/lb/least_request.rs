@@ -62,6 +62,7 @@ mod tests {
                     hostname: None,
                     socket_labels: None,
                     locality: Default::default(),
+                    internal: None,
                 }))
             })
             .collect();

@@ -107,6 +107,7 @@ mod tests {
                 index: locality.0,
                 weight: locality.1,
             },
+            internal: None,
         }))
     }
 

@@ -55,6 +55,8 @@ pub async fn try_once(
             .alpn
             .as_ref()
             .and_then(|o| o.for_upstream(http2, http10)),
+        // Pooled: shares no filter state (an internal listener gets the endpoint's metadata).
+        shared: None,
     };
     let mut stream = UpstreamStream::open(
         ctx,

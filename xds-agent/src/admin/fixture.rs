@@ -49,6 +49,7 @@ pub fn state() -> AgentState {
         locality_weighted: false,
         metadata: Default::default(),
         metadata_exchange: None,
+        passthrough_metadata: Vec::new(),
         stats: stats.cluster(name),
     };
     let backend = cluster(
@@ -60,6 +61,7 @@ pub fn state() -> AgentState {
             hostname: None,
             socket_labels: None,
             locality: Default::default(),
+            internal: None,
         }],
     );
     let api = cluster("api", &mut stats, vec![]);
@@ -81,6 +83,7 @@ pub fn state() -> AgentState {
         routes: HashMap::new(),
         local_peer: Default::default(),
         stat_naming: Default::default(),
+        internal_buffer: model::DEFAULT_INTERNAL_BUFFER,
     };
     AgentState {
         stats,

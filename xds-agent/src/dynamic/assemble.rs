@@ -124,6 +124,7 @@ impl DynamicConfig {
             routes,
             local_peer: statics.local_peer.clone(),
             stat_naming: statics.stat_naming.clone(),
+            internal_buffer: statics.internal_buffer,
         }
     }
 

@@ -3,13 +3,15 @@
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, SocketAddress,
+    address, envoy_internal_address::AddressNameSpecifier, socket_address::PortSpecifier, Address,
+    SocketAddress,
 };
 
 use super::TranslateError;
 
-/// The host and port of `address.socket_address`. Other address kinds and named ports are
-/// rejected by the walker and skipped here.
+/// The host and port of `address.socket_address`. An internal address is refused here (an
+/// endpoint's is read by `internal_listener_name`); pipes and named ports are rejected by the
+/// walker and skipped here.
 pub(super) fn host_port<'a>(
     address: &'a Address,
     path: &str,
@@ -17,6 +19,15 @@ pub(super) fn host_port<'a>(
 ) -> Option<(&'a str, u16)> {
     let socket = match &address.address {
         Some(address::Address::SocketAddress(socket)) => socket,
+        Some(address::Address::EnvoyInternalAddress(_)) => {
+            errors.push(TranslateError::new(
+                format!("{path}.envoy_internal_address"),
+                None,
+                "an internal address names an internal listener: only the endpoints of \
+                 STATIC and EDS clusters take one",
+            ));
+            return None;
+        }
         Some(_) => return None,
         None => {
             errors.push(TranslateError::new(
@@ -60,6 +71,31 @@ fn socket_host_port<'a>(
         return None;
     }
     Some((socket.address.as_str(), port))
+}
+
+/// The internal listener an `envoy_internal_address` names, and its endpoint id; `None` for
+/// any other address. An empty listener name is refused.
+pub(super) fn internal_listener_name<'a>(
+    address: &'a Address,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Option<(&'a str, &'a str)>> {
+    let Some(address::Address::EnvoyInternalAddress(internal)) = &address.address else {
+        return Some(None);
+    };
+    match &internal.address_name_specifier {
+        Some(AddressNameSpecifier::ServerListenerName(name)) if !name.is_empty() => {
+            Some(Some((name.as_str(), internal.endpoint_id.as_str())))
+        }
+        _ => {
+            errors.push(TranslateError::new(
+                format!("{path}.envoy_internal_address.server_listener_name"),
+                None,
+                "the internal listener's name is required",
+            ));
+            None
+        }
+    }
 }
 
 /// An IP literal and port (listeners, admin, STATIC cluster endpoints).

@@ -13,11 +13,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: names::INTERNAL_LISTENER,
-        supported: &[],
-        ignored: &[(
-            "buffer_size_kb",
-            "internal listeners are not supported yet, so no internal connection has a buffer",
-        )],
+        supported: &["buffer_size_kb"],
+        ignored: &[],
     },
     Surface {
         message: names::ISTIO_WORKLOAD_DISCOVERY,

@@ -9,8 +9,15 @@ use envoy_types::pb::envoy::config::{
         },
         Cluster as ClusterProto,
     },
-    core::v3::{HealthStatus, Metadata, TransportSocket},
+    core::v3::{transport_socket::ConfigType, HealthStatus, Metadata, TransportSocket},
     endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
+};
+use envoy_types::pb::{
+    envoy::{
+        extensions::transport_sockets::internal_upstream::v3::InternalUpstreamTransport,
+        r#type::metadata::v3::metadata_kind,
+    },
+    google::protobuf::Any,
 };
 
 use super::{
@@ -20,8 +27,9 @@ use super::{
 use crate::names;
 use model::{
     istio::MetadataExchange, metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster,
-    ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, LbPolicy, Locality, OriginalDst,
-    SocketLabel, SocketMatch, UpstreamProtocol,
+    ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, InternalEndpoint, LbPolicy, Locality,
+    MetadataSource, OriginalDst, PassthroughMetadata, SocketLabel, SocketMatch, UpstreamProtocol,
+    NO_ADDRESS,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -126,6 +134,7 @@ pub(super) fn cluster(
         ctx,
         errors,
     );
+    let passthrough_metadata = passthrough_metadata(proto, path, errors);
     let original_dst = original_dst(proto, kind.as_ref(), lb_policy, path, errors);
     let metadata_exchange = upstream_filters(proto, path, ctx, errors);
     let source_address = proto
@@ -242,6 +251,7 @@ pub(super) fn cluster(
         }),
         metadata: metadata(proto.metadata.as_ref()),
         metadata_exchange,
+        passthrough_metadata,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -432,15 +442,30 @@ fn hosts(
             };
             match kind {
                 Some(Kind::Static) => {
-                    if let Some(address) = address::socket_address(address, &path, errors) {
-                        endpoints.push(Endpoint {
-                            address,
-                            weight,
-                            hostname,
-                            socket_labels,
-                            locality,
-                        });
-                    }
+                    let (address, internal) =
+                        match address::internal_listener_name(address, &path, errors) {
+                            None => continue,
+                            Some(Some((listener, endpoint_id))) => {
+                                let internal = InternalEndpoint {
+                                    listener: listener.into(),
+                                    endpoint_id: endpoint_id.into(),
+                                    metadata: metadata(lb_endpoint.metadata.as_ref()),
+                                };
+                                (NO_ADDRESS, Some(Arc::new(internal)))
+                            }
+                            Some(None) => match address::socket_address(address, &path, errors) {
+                                Some(address) => (address, None),
+                                None => continue,
+                            },
+                        };
+                    endpoints.push(Endpoint {
+                        address,
+                        weight,
+                        hostname,
+                        socket_labels,
+                        locality,
+                        internal,
+                    });
                 }
                 Some(Kind::Dns { .. }) => {
                     if let Some((host, port)) = address::host_port(address, &path, errors) {
@@ -460,7 +485,88 @@ fn hosts(
     (hosts, endpoints)
 }
 
-/// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
+/// The `internal_upstream` config in `socket`, if it is one.
+fn internal_upstream(socket: &TransportSocket) -> Option<&Any> {
+    match &socket.config_type {
+        Some(ConfigType::TypedConfig(any))
+            if names::type_name(&any.type_url) == names::INTERNAL_UPSTREAM =>
+        {
+            Some(any)
+        }
+        _ => None,
+    }
+}
+
+/// The `passthrough_metadata` of the cluster's `internal_upstream` transport socket (none for
+/// another socket). The socket it wraps must be plaintext: connections to internal listeners
+/// are in-process, and TLS over them is not supported.
+fn passthrough_metadata(
+    proto: &ClusterProto,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Vec<PassthroughMetadata> {
+    let Some(any) = proto.transport_socket.as_ref().and_then(internal_upstream) else {
+        return Vec::new();
+    };
+    let path = format!("{path}.transport_socket.typed_config");
+    let config: InternalUpstreamTransport = match proto::decode_any(any) {
+        Ok(config) => config,
+        Err(e) => {
+            errors.push(TranslateError::new(
+                path,
+                Some(&any.type_url),
+                e.to_string(),
+            ));
+            return Vec::new();
+        }
+    };
+    let wrapped = config
+        .transport_socket
+        .as_ref()
+        .and_then(|s| match &s.config_type {
+            Some(ConfigType::TypedConfig(any)) => Some(names::type_name(&any.type_url)),
+            _ => None,
+        });
+    if wrapped.is_some_and(|t| t != names::RAW_BUFFER) {
+        errors.push(TranslateError::new(
+            format!("{path}.transport_socket"),
+            Some(&any.type_url),
+            "only a plaintext (raw_buffer) socket may be wrapped: TLS to an internal listener \
+             is not supported",
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, source) in config.passthrough_metadata.iter().enumerate() {
+        let at = format!("{path}.passthrough_metadata[{i}]");
+        let source_kind = match source.kind.as_ref().and_then(|k| k.kind.as_ref()) {
+            Some(metadata_kind::Kind::Host(_)) => MetadataSource::Host,
+            Some(metadata_kind::Kind::Cluster(_)) => MetadataSource::Cluster,
+            // What Envoy passes through: a request or route has no connection to pass to.
+            _ => {
+                errors.push(TranslateError::new(
+                    format!("{at}.kind"),
+                    Some(&any.type_url),
+                    "host or cluster is required",
+                ));
+                continue;
+            }
+        };
+        if source.name.is_empty() {
+            errors.push(TranslateError::new(
+                format!("{at}.name"),
+                Some(&any.type_url),
+                "the metadata namespace is required",
+            ));
+            continue;
+        }
+        out.push(PassthroughMetadata {
+            source: source_kind,
+            namespace: source.name.clone(),
+        });
+    }
+    out
+}
+
 /// A cluster's upstream network `filters`: Istio's metadata exchange is the one supported
 /// (other types are refused by the walker), at most once.
 fn upstream_filters(
@@ -503,6 +609,7 @@ pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
     )
 }
 
+/// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
 fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
     let fields = &metadata?
         .filter_metadata
@@ -562,7 +669,8 @@ fn upstream_socket(
     ctx: &mut TranslateContext,
     errors: &mut Vec<TranslateError>,
 ) -> Result<Option<Arc<ClientTls>>, ()> {
-    let Some(socket) = socket else {
+    // An internal_upstream socket is plaintext (`passthrough_metadata` checks what it wraps).
+    let Some(socket) = socket.filter(|s| internal_upstream(s).is_none()) else {
         return Ok(None);
     };
     let peer = super::tls::Peer {

@@ -10,8 +10,14 @@ use std::{
 use envoy_types::pb::envoy::config::{
     core::v3::TrafficDirection,
     listener::v3::{
-        filter, listener::DrainType, FilterChain as FilterChainProto, Listener as ListenerProto,
+        filter,
+        listener::{DrainType, ListenerSpecifier},
+        FilterChain as FilterChainProto, Listener as ListenerProto,
     },
+};
+use envoy_types::pb::envoy::{
+    config::bootstrap::v3::Bootstrap,
+    extensions::bootstrap::internal_listener::v3::InternalListener,
 };
 
 use super::{
@@ -29,7 +35,8 @@ use model::{
     filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
     listener_filters::ListenerFilter,
     tls::ServerTls,
-    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter,
+    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter, DEFAULT_INTERNAL_BUFFER,
+    NO_ADDRESS,
 };
 
 /// Translates `listeners` (at `path`), checking names and addresses are unique.
@@ -79,6 +86,8 @@ pub(super) fn listeners(
 fn stat_prefix(proto: &ListenerProto, address: Option<&SocketAddr>) -> String {
     match (address, proto.stat_prefix.as_str()) {
         (_, prefix) if !prefix.is_empty() => prefix.to_string(),
+        // Named after the listener, which is its address (Envoy's `envoy://<name>/`).
+        _ if proto.listener_specifier.is_some() => proto.name.clone(),
         (Some(address), _) => address::stat_name(address),
         (None, _) => String::new(),
     }
@@ -131,17 +140,34 @@ pub(super) fn listener(
     errors: &mut Vec<TranslateError>,
 ) -> Option<Arc<Listener>> {
     let before = errors.len();
-    let address = match &proto.address {
-        Some(a) => address::socket_address(a, &format!("{path}.address"), errors),
-        None => {
+    let internal = matches!(
+        proto.listener_specifier,
+        Some(ListenerSpecifier::InternalListener(_))
+    );
+    let address = match (&proto.address, internal) {
+        (None, true) => Some(NO_ADDRESS),
+        (Some(_), true) => {
             errors.push(TranslateError::new(
                 format!("{path}.address"),
                 None,
-                "address is required",
+                "an internal listener has no address: its connections come from \
+                 envoy_internal_address endpoints that name it",
+            ));
+            None
+        }
+        (Some(a), false) => address::socket_address(a, &format!("{path}.address"), errors),
+        (None, false) => {
+            errors.push(TranslateError::new(
+                format!("{path}.address"),
+                None,
+                "address is required (or internal_listener)",
             ));
             None
         }
     };
+    if internal {
+        internal_listener_checks(proto, path, errors);
+    }
     if proto.filter_chains.is_empty() {
         errors.push(TranslateError::new(
             format!("{path}.filter_chains"),
@@ -252,7 +278,8 @@ pub(super) fn listener(
         chain_index,
         default_chain: has_default.then_some(matches.len()),
         listener_filters: filters,
-        bind_to_port: binds(proto),
+        internal,
+        bind_to_port: !internal && binds(proto),
         use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
         access_logs,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
@@ -263,6 +290,72 @@ pub(super) fn listener(
         },
         stats: ctx.stats.listener(&stat_prefix),
     }))
+}
+
+/// The buffer of in-process connections to internal listeners, per direction: the
+/// `envoy.bootstrap.internal_listener` extension's `buffer_size_kb` (Envoy's default without).
+pub(super) fn internal_buffer(bootstrap: &Bootstrap, errors: &mut Vec<TranslateError>) -> usize {
+    let extensions = bootstrap.bootstrap_extensions.iter().enumerate();
+    let Some((i, any)) = extensions
+        .filter_map(|(i, e)| Some((i, e.typed_config.as_ref()?)))
+        .rfind(|(_, any)| names::type_name(&any.type_url) == names::INTERNAL_LISTENER)
+    else {
+        return DEFAULT_INTERNAL_BUFFER;
+    };
+    let path = format!("bootstrap_extensions[{i}].typed_config");
+    match proto::decode_any::<InternalListener>(any) {
+        Ok(config) => match config.buffer_size_kb.map(|k| k.value) {
+            None => DEFAULT_INTERNAL_BUFFER,
+            Some(kb @ 1..=8192) => kb as usize * 1024,
+            Some(kb) => {
+                errors.push(TranslateError::new(
+                    format!("{path}.buffer_size_kb"),
+                    Some(&any.type_url),
+                    format!("{kb} is not between 1 and 8192"),
+                ));
+                DEFAULT_INTERNAL_BUFFER
+            }
+        },
+        Err(e) => {
+            errors.push(TranslateError::new(
+                path,
+                Some(&any.type_url),
+                e.to_string(),
+            ));
+            DEFAULT_INTERNAL_BUFFER
+        }
+    }
+}
+
+/// What an internal listener cannot have: TLS on its chains (its connections are in-process
+/// and TLS over them is not supported) and `use_original_dst` (they have no original
+/// destination; `istio.set_internal_dst_address` restores theirs).
+fn internal_listener_checks(proto: &ListenerProto, path: &str, errors: &mut Vec<TranslateError>) {
+    let chains = proto
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(k, c)| (format!("filter_chains[{k}]"), c));
+    let default = proto
+        .default_filter_chain
+        .iter()
+        .map(|c| ("default_filter_chain".to_string(), c));
+    for (at, chain) in chains.chain(default) {
+        if chain.transport_socket.is_some() {
+            errors.push(TranslateError::new(
+                format!("{path}.{at}.transport_socket"),
+                None,
+                "an internal listener's connections are in-process: TLS over them is not supported",
+            ));
+        }
+    }
+    if proto.use_original_dst.as_ref().is_some_and(|b| b.value) {
+        errors.push(TranslateError::new(
+            format!("{path}.use_original_dst"),
+            None,
+            "an internal listener's connections have no original destination to hand over by",
+        ));
+    }
 }
 
 /// Whether the listener opens its socket: unless `bind_to_port` or the deprecated

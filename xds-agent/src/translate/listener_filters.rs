@@ -1,5 +1,5 @@
 //! Translator: a listener's `listener_filters` (TLS and HTTP inspectors, original_dst, also
-//! implied by `use_original_dst`), their `filter_disabled` predicates and the listener's
+//! implied by `use_original_dst`, Istio's set_internal_dst_address), their `filter_disabled` predicates and the listener's
 //! filter timeout.
 use envoy_types::pb::envoy::{
     config::listener::v3::{
@@ -29,6 +29,7 @@ pub(super) fn listener_filters(
     errors: &mut Vec<TranslateError>,
 ) -> Option<ListenerFilters> {
     let before = errors.len();
+    let internal = proto.listener_specifier.is_some();
     let mut filters = Vec::new();
     for (i, filter) in proto.listener_filters.iter().enumerate() {
         let path = format!("{path}.listener_filters[{i}]");
@@ -65,6 +66,17 @@ pub(super) fn listener_filters(
                 stats: stats.scope("http_inspector".into()),
             },
             names::ORIGINAL_DST => ListenerFilterKind::OriginalDst,
+            names::SET_INTERNAL_DST_ADDRESS if internal => {
+                ListenerFilterKind::SetInternalDstAddress
+            }
+            names::SET_INTERNAL_DST_ADDRESS => {
+                errors.push(TranslateError::new(
+                    format!("{path}.typed_config"),
+                    url,
+                    "only an internal listener's connections have an internal destination",
+                ));
+                continue;
+            }
             _ => continue, // rejected by the walker
         };
         let disabled = filter

@@ -132,6 +132,7 @@ pub fn translate(
         bootstrap.stats_config.as_ref(),
         &mut errors,
     ));
+    let internal_buffer = listener::internal_buffer(bootstrap, &mut errors);
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
     // Control-plane clusters are the agent's own: the ADS cluster (read by
     // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
@@ -213,6 +214,7 @@ pub fn translate(
             routes: HashMap::new(),
             local_peer: ctx.local_peer.clone(),
             stat_naming,
+            internal_buffer,
         })
     } else {
         let mut seen = HashSet::new();

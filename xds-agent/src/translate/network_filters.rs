@@ -11,6 +11,7 @@ use super::{
 };
 use crate::names;
 use model::ConnectionFilter;
+use proto::istio::network_authn::Config as AuthnConfig;
 
 /// The filter `any` configures (at `path`); `None` for a type that cannot run before a
 /// terminal filter (a terminal one is said so here).
@@ -21,8 +22,12 @@ pub fn connection_filter(
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
     match names::type_name(&any.type_url) {
-        // Its config has no fields.
-        names::ISTIO_AUTHN => Some(ConnectionFilter::IstioAuthn),
+        names::ISTIO_AUTHN => {
+            let config: AuthnConfig = decode_typed(any, &format!("{path}.typed_config"), errors)?;
+            Some(ConnectionFilter::IstioAuthn {
+                shared: config.shared,
+            })
+        }
         names::METADATA_EXCHANGE => istio::metadata_exchange(
             any,
             &format!("{path}.typed_config"),

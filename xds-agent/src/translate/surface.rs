@@ -188,7 +188,22 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.Address",
-        supported: &["socket_address"],
+        supported: &["socket_address", "envoy_internal_address"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.EnvoyInternalAddress",
+        supported: &["server_listener_name", "endpoint_id"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.listener.v3.Listener.InternalListenerConfig",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: names::SET_INTERNAL_DST_ADDRESS,
+        supported: &[],
         ignored: &[],
     },
     Surface {
@@ -214,6 +229,7 @@ pub const SURFACE: &[Surface] = &[
             "deprecated_v1",
             "access_log",
             "use_original_dst",
+            "internal_listener",
         ],
         ignored: &[
             ("metadata", "read only by filters that are not supported"),
@@ -450,12 +466,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "io.istio.network.authn.Config",
-        supported: &[],
-        ignored: &[(
-            "shared",
-            "the identities are read on the downstream connection only: nothing on the \
-             upstream side reads them",
-        )],
+        supported: &["shared"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.listener.v3.Listener.DeprecatedV1",
@@ -636,6 +648,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::TLS_INSPECTOR,
             names::HTTP_INSPECTOR,
             names::ORIGINAL_DST,
+            names::SET_INTERNAL_DST_ADDRESS,
         ],
     ),
     (

@@ -107,6 +107,7 @@ fn listener_and_tcp_proxy_defaults() {
             hostname: None,
             socket_labels: None,
             locality: Default::default(),
+            internal: None,
         }
     );
     assert_eq!(c.dns, None);
@@ -499,6 +500,7 @@ fn dns_clusters() {
         hostname: None,
         socket_labels: None,
         locality: Default::default(),
+        internal: None,
     }]);
     let dns = HashMap::from([("c".to_string(), resolved.clone())]);
     let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
@@ -605,6 +607,7 @@ fn unchanged_parts_are_shared_with_the_previous_generation() {
             hostname: None,
             socket_labels: None,
             locality: Default::default(),
+            internal: None,
         }]),
     )]);
     let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();
@@ -742,4 +745,110 @@ fn a_plaintext_socket_named_without_a_config_is_istio_1_9s_legacy_form() {
         &socket("envoy.transport_sockets.tls"),
     ));
     assert_eq!(e[0].message, "typed_config is required", "{e:#?}");
+}
+
+/// A tcp_proxy chain on an internal listener `inner` (with `extra` fields), reached through
+/// cluster `c`'s internal endpoint (with `socket` as its transport socket).
+fn internal_config(extra: &str, socket: &str) -> String {
+    format!(
+        r#"
+bootstrap_extensions:
+- name: envoy.bootstrap.internal_listener
+  typed_config: {{"@type": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener, buffer_size_kb: 64}}
+static_resources:
+  listeners:
+  - name: inner
+    internal_listener: {{}}
+    {extra}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{"@type": {TCP}, stat_prefix: inner, cluster: c}}
+  clusters:
+  - name: c
+    load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{envoy_internal_address: {{server_listener_name: inner, endpoint_id: e1}}}}}}, metadata: {{filter_metadata: {{tunnel: {{destination: "10.0.0.1:80"}}}}}}}}]}}]}}
+    {socket}
+"#
+    )
+}
+
+const INTERNAL_UPSTREAM: &str = "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport";
+
+#[test]
+fn internal_listeners_and_endpoints() {
+    let passthrough = format!(
+        "transport_socket: {{name: iu, typed_config: {{'@type': {INTERNAL_UPSTREAM}, passthrough_metadata: [{{kind: {{host: {{}}}}, name: tunnel}}, {{kind: {{cluster: {{}}}}, name: istio}}]}}}}"
+    );
+    let listener_filter = "listener_filters: [{name: set_dst_address, typed_config: {'@type': type.googleapis.com/istio.set_internal_dst_address.v1.Config}}]";
+    let s = ok(&internal_config(listener_filter, &passthrough));
+    let inner = &s.listeners[0];
+    assert!(inner.internal && !inner.bind_to_port);
+    assert_eq!(inner.address, model::NO_ADDRESS);
+    assert_eq!(s.internal_buffer, 64 * 1024);
+    let c = &s.clusters["c"];
+    let endpoint = c.endpoints[0].internal.as_ref().unwrap();
+    assert_eq!(
+        (&*endpoint.listener, &*endpoint.endpoint_id),
+        ("inner", "e1")
+    );
+    assert_eq!(
+        endpoint.metadata.str("tunnel", &["destination"]),
+        Some("10.0.0.1:80")
+    );
+    assert!(c.tls.is_none());
+    let sources: Vec<_> = c
+        .passthrough_metadata
+        .iter()
+        .map(|p| (p.source, p.namespace.as_str()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (model::MetadataSource::Host, "tunnel"),
+            (model::MetadataSource::Cluster, "istio")
+        ]
+    );
+}
+
+#[test]
+fn internal_listener_errors() {
+    let tls = format!(
+        "transport_socket: {{name: iu, typed_config: {{'@type': {INTERNAL_UPSTREAM}, transport_socket: {{name: tls, typed_config: {{'@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext}}}}, passthrough_metadata: [{{kind: {{request: {{}}}}, name: x}}]}}}}"
+    );
+    let e = errors(&internal_config(
+        "address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n    use_original_dst: true",
+        &tls,
+    ));
+    let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "static_resources.clusters[0].transport_socket.typed_config.transport_socket",
+            "static_resources.clusters[0].transport_socket.typed_config.passthrough_metadata[0].kind",
+            "static_resources.listeners[0].address",
+            "static_resources.listeners[0].use_original_dst",
+        ],
+        "{e:#?}"
+    );
+    // Only an endpoint takes an internal address; only an internal listener's connections
+    // have an internal destination.
+    let yaml = config("cluster: c", STATIC)
+        .replace(
+            "    filter_chains:",
+            "    listener_filters: [{name: s, typed_config: {'@type': type.googleapis.com/istio.set_internal_dst_address.v1.Config}}]\n    filter_chains:",
+        )
+        .replace(
+            "[{name: c,",
+            "[{name: d, type: STRICT_DNS, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {envoy_internal_address: {server_listener_name: x}}}}]}]}}, {name: c,",
+        );
+    let e = errors(&yaml);
+    let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.envoy_internal_address",
+            "static_resources.listeners[0].listener_filters[0].typed_config",
+        ],
+        "{e:#?}"
+    );
 }

@@ -15,6 +15,26 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
+        message: names::INTERNAL_UPSTREAM,
+        supported: &["passthrough_metadata", "transport_socket"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport.MetadataValueSource",
+        supported: &["kind", "name"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKind.Host",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.metadata.v3.MetadataKind.Cluster",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         supported: &[
             "common_tls_context",
@@ -100,5 +120,6 @@ pub const ANY_SLOTS: &[AnySlot] = &[(
         names::DOWNSTREAM_TLS_CONTEXT,
         names::UPSTREAM_TLS_CONTEXT,
         names::RAW_BUFFER,
+        names::INTERNAL_UPSTREAM,
     ],
 )];

@@ -57,8 +57,9 @@ pub struct Connection<'a> {
     pub stats: &'a HttpCells,
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    /// The original destination the `original_dst` listener filter restored (an
-    /// `ORIGINAL_DST` cluster's host; without one, such a cluster has none, as in Envoy).
+    /// The original destination the `original_dst` listener filter restored, or the tunnel
+    /// address of an internal connection (an `ORIGINAL_DST` cluster's host; without one,
+    /// such a cluster has none, as in Envoy).
     pub destination: Option<SocketAddr>,
     pub limits: Limits,
     pub connection_id: u64,
@@ -141,7 +142,8 @@ pub async fn run(
         (None, true) => listener.address,
         (None, false) => stream.local_addr().unwrap_or(listener.address),
     };
-    let destination = accepted.restored;
+    // An internal connection's tunnel address first, as Envoy's ORIGINAL_DST reads it.
+    let destination = filter_state.tunnel_destination.or(accepted.restored);
     let tls = stream.tls();
     let presented = tls.is_some_and(|t| t.connection().peer_certificates().is_some());
     // This proxy's XFCC element is made only by the modes that set it.

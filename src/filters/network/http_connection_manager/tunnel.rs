@@ -17,6 +17,7 @@ use super::{
     Connection,
 };
 use crate::{
+    filters::network::filter_state::{FilterState, SharedState},
     net::{
         buffered::Buffered,
         relay::{relay, RelayEnd, RelayLimits, RelayObserver},
@@ -33,6 +34,16 @@ use crate::{
         LocalReply, StreamContext,
     },
 };
+
+/// What a terminated CONNECT's connection carries: the downstream connection's shared state,
+/// and what Istio's `connect_authority` and `connect_baggage` found on the request.
+fn tunnel_shared(state: &FilterState, cx: &StreamContext<'_>) -> SharedState {
+    SharedState {
+        authority: cx.notes.tunnel_authority(),
+        downstream_peer: cx.notes.downstream_peer(),
+        ..state.shared()
+    }
+}
 
 /// Terminates a CONNECT on a route whose CONNECT upgrade has a `connect_config`: connects to
 /// a host of the cluster (its transport socket, within its breakers), answers `200`, then
@@ -67,8 +78,13 @@ pub(super) async fn terminate(
             let host = ActiveHost::new(host);
             exchange.upstream_host = Some(host.address());
             inc(&cells.upstream_rq_total);
+            let shared = tunnel_shared(c.filter_state, cx);
+            let as_ = OpenAs {
+                shared: Some(&shared),
+                ..OpenAs::default()
+            };
             let open = async |slot| {
-                let stream = open_transport(ctx, cluster, host.host(), OpenAs::default()).await?;
+                let stream = open_transport(ctx, cluster, host.host(), as_).await?;
                 let lease = Lease::new(slot, config.stats.clone(), ctx.id, false);
                 Ok(UpstreamConn::new(
                     Buffered::new(stream),

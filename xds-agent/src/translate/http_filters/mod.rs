@@ -6,6 +6,7 @@
 //! route or virtual host enables it; a per-route config is looked up by its own type (as
 //! Envoy's factories are), and `FilterConfig` wraps one to disable, enable or mark it optional.
 mod common;
+mod connect;
 mod cors;
 mod ext_authz;
 mod fault;
@@ -137,6 +138,16 @@ const REGISTRY: &[Factory] = &[
         build: Some(ext_authz::filter),
         per_route: Some((names::HTTP_EXT_AUTHZ_PER_ROUTE, ext_authz::per_route)),
     },
+    Factory {
+        config_type: names::CONNECT_AUTHORITY,
+        build: Some(connect::authority),
+        per_route: Some((names::CONNECT_AUTHORITY, connect::authority_per_route)),
+    },
+    Factory {
+        config_type: names::CONNECT_BAGGAGE,
+        build: Some(connect::baggage),
+        per_route: None,
+    },
 ];
 
 /// Filter types accepted and not run: a response leaves uncompressed (`identity`), which
@@ -163,6 +174,8 @@ const FILTER_TYPES: &[&str] = &[
     names::STATS,
     names::HTTP_RBAC,
     names::HTTP_EXT_AUTHZ,
+    names::CONNECT_AUTHORITY,
+    names::CONNECT_BAGGAGE,
     names::COMPRESSOR,
 ];
 
@@ -174,6 +187,7 @@ const PER_ROUTE_CONFIG_TYPES: &[&str] = &[
     names::HEADER_MUTATION_PER_ROUTE,
     names::HTTP_RBAC_PER_ROUTE,
     names::HTTP_EXT_AUTHZ_PER_ROUTE,
+    names::CONNECT_AUTHORITY,
 ];
 
 /// What a `typed_per_filter_config` value (route, virtual host, weighted cluster) may hold:
@@ -185,6 +199,7 @@ pub const PER_ROUTE_TYPES: &[&str] = &[
     names::HEADER_MUTATION_PER_ROUTE,
     names::HTTP_RBAC_PER_ROUTE,
     names::HTTP_EXT_AUTHZ_PER_ROUTE,
+    names::CONNECT_AUTHORITY,
     names::FILTER_CONFIG,
 ];
 
@@ -523,6 +538,16 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: names::HTTP_RBAC_PER_ROUTE,
         supported: &["rbac"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::CONNECT_AUTHORITY,
+        supported: &["enabled", "port"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::CONNECT_BAGGAGE,
+        supported: &[],
         ignored: &[],
     },
     // Shared building blocks (route tables may use them too).
