@@ -1,14 +1,18 @@
-//! shardproxy's data plane: the shard runtime (`rt`, what the binary starts) and everything
-//! that runs on shards — NET/IO, codecs, streams, filters, the proxy layer.
+//! shardproxy's data plane: the shard threads (what the binary starts) and everything that
+//! runs on shards — NET/IO, codecs, streams, filters, the proxy layer — on the `rt` runtime.
 mod access_log;
 mod context;
 mod filters;
+pub mod memory;
 mod net;
 mod protocol;
 mod proxy;
-pub mod rt;
+pub mod shard;
 mod stream;
 mod tracing;
+
+/// The shard runtime crate, at the path the modules here name it by.
+use ::rt;
 
 #[cfg(fuzzing)]
 pub mod fuzzing;

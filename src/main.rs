@@ -8,7 +8,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use cli::{Cli, Mode};
 use model::stats::StatsRegistry;
-use shardproxy::rt;
+use shardproxy::{memory, shard};
 use xds_agent::agent::{self, AgentOptions};
 
 fn main() -> ExitCode {
@@ -31,8 +31,8 @@ fn main() -> ExitCode {
         concurrency,
         service_node: cli.service_node.clone(),
         service_cluster: cli.service_cluster.clone(),
-        release_memory: rt::memory::release_unused,
-        trim_memory: rt::memory::trim,
+        release_memory: memory::release_unused,
+        trim_memory: memory::trim,
     };
     match cli.mode {
         Mode::Validate => validate(&options),
@@ -86,7 +86,7 @@ fn serve(
     rt::limits::check_memlock(options.concurrency)?;
     let (events_tx, events) = model::publish::event_channel();
     let (links, _threads) =
-        rt::shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;
+        shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;
     tracing::info!(shards = links.len(), "shards started");
     // Shard threads are not joined: once the agent returns, they have exited or are abandoned.
     std::thread::Builder::new()

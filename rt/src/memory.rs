@@ -1,19 +1,15 @@
-//! Memory hand-back after config work: the agent briefly decodes Envoy's descriptor pool
-//! (~50 MB); afterwards free heap pages and the embedded descriptor bytes leave the RSS.
-/// Drops the descriptor pool, then [`trim`]s.
-pub fn release_unused() {
-    proto::release_pool();
-    trim();
-}
+//! Runtime: handing memory back to the kernel — glibc's free heap pages, and the resident
+//! pages of a read-only static (re-read from the executable on next use).
 
-/// Returns free heap pages to the kernel and drops the resident pages of the embedded
-/// descriptor set (they are re-read from the binary on next use); a decoded pool, if one is
-/// kept, stays.
-pub fn trim() {
+/// Returns free heap pages to the kernel.
+pub fn trim_heap() {
     // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it touches no
     // live allocation and is thread-safe.
     unsafe { libc::malloc_trim(0) };
-    let bytes = proto::descriptor_bytes();
+}
+
+/// Drops the resident pages wholly inside `bytes`, a static of the executable's image.
+pub fn drop_static_pages(bytes: &'static [u8]) {
     let page = 4096;
     let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
     let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;

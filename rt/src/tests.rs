@@ -261,7 +261,6 @@ fn agent_wake_ups_reach_a_parked_shard() {
     ex.run(async move {
         let mut wake = receiver.attach();
         let agent = std::thread::spawn(move || {
-            use model::publish::Wake;
             std::thread::sleep(Duration::from_millis(50));
             waker.wake();
             waker.wake();

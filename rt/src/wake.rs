@@ -6,15 +6,13 @@ use std::{
     os::unix::net::UnixStream as StdUnixStream,
 };
 
-use model::publish::Wake;
-
 use super::readiness::Source;
 
 /// Agent side: writes a byte per wake (a full socket buffer already means "wake pending").
 pub struct SocketWaker(StdUnixStream);
 
-impl Wake for SocketWaker {
-    fn wake(&self) {
+impl SocketWaker {
+    pub fn wake(&self) {
         match (&self.0).write(&[1]) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

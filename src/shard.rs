@@ -3,14 +3,26 @@
 use std::{rc::Rc, sync::Arc, thread::JoinHandle, time::Duration};
 
 use crossbeam_channel::Receiver;
-use model::publish::{EventSender, ShardCommand, ShardEvent, ShardLink};
+use model::publish::{EventSender, ShardCommand, ShardEvent, ShardLink, Wake};
 
-use super::{
-    executor::Executor,
-    limits::StartError,
-    wake::{self, WakeReceiver},
+use crate::{
+    context::ShardContext,
+    net::listener::ListenerSet,
+    rt::{
+        executor::Executor,
+        limits::StartError,
+        wake::{self, SocketWaker, WakeReceiver},
+    },
 };
-use crate::{context::ShardContext, net::listener::ListenerSet};
+
+/// The agent's end of a shard's wake-ups.
+struct ShardWaker(SocketWaker);
+
+impl Wake for ShardWaker {
+    fn wake(&self) {
+        self.0.wake();
+    }
+}
 
 /// Starts `count` shards pinned round-robin over `cores`; returns the agent's links to them.
 /// `drain_time`: how long connections of a modified, removed or drained listener get.
@@ -65,7 +77,7 @@ pub fn spawn_all(
         }
         links.push(ShardLink {
             commands: tx,
-            waker: std::sync::Arc::new(waker),
+            waker: std::sync::Arc::new(ShardWaker(waker)),
         });
         threads.push(thread);
     }
