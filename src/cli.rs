@@ -11,6 +11,29 @@ pub enum Mode {
     Validate,
 }
 
+/// `--io-backend`: how shards wait for socket readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoBackend {
+    /// io_uring when the kernel grants it, else epoll (logged).
+    Auto,
+    /// io_uring, or fail at start-up.
+    #[value(name = "io_uring")]
+    IoUring,
+    /// epoll (for seccomp profiles that refuse io_uring, or to compare).
+    Epoll,
+}
+
+impl IoBackend {
+    /// The backend asked for (`None`: probe).
+    pub fn requested(self) -> Option<rt::poller::Backend> {
+        match self {
+            IoBackend::Auto => None,
+            IoBackend::IoUring => Some(rt::poller::Backend::IoUring),
+            IoBackend::Epoll => Some(rt::poller::Backend::Epoll),
+        }
+    }
+}
+
 /// `--drain-strategy`: Envoy's two values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DrainStrategy {
@@ -55,7 +78,7 @@ fn bootstrap_version(value: &str) -> Result<u32, String> {
     }
 }
 
-/// shardproxy: a thread-per-core io_uring proxy configured with Envoy's v3 API.
+/// shardproxy: a thread-per-core io_uring (or epoll) proxy configured with Envoy's v3 API.
 ///
 /// With neither -c nor --config-yaml it runs the embedded default bootstrap (see README).
 #[derive(Debug, Parser)]
@@ -77,6 +100,15 @@ pub struct Cli {
     /// run on.
     #[arg(long, value_parser = shard_count)]
     pub concurrency: Option<usize>,
+
+    /// How shards wait for sockets: `auto` (io_uring, else epoll), `io_uring` or `epoll`.
+    #[arg(
+        long = "io-backend",
+        env = "SHARDPROXY_IO_BACKEND",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub io_backend: IoBackend,
 
     /// Seconds open connections get to finish on shutdown or listener drain.
     #[arg(long = "drain-time-s", default_value_t = 600)]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     match cli.mode {
         Mode::Validate => validate(&options),
-        Mode::Serve => match serve(options, &cores, logs) {
+        Mode::Serve => match serve(options, &cores, logs, cli.io_backend) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -64,6 +64,7 @@ fn serve(
     options: AgentOptions,
     cores: &[core_affinity::CoreId],
     logs: Arc<logging::Levels>,
+    io_backend: cli::IoBackend,
 ) -> anyhow::Result<()> {
     if options.config_path.is_none() && options.config_yaml.is_none() {
         tracing::info!(
@@ -82,8 +83,9 @@ fn serve(
             cores.len()
         );
     }
-    rt::limits::check_io_uring()?;
-    rt::limits::check_memlock(options.concurrency)?;
+    if rt::poller::choose(io_backend.requested())? == rt::poller::Backend::IoUring {
+        rt::limits::check_memlock(options.concurrency)?;
+    }
     let (events_tx, events) = model::publish::event_channel();
     let (links, _threads) =
         shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;

@@ -7,7 +7,8 @@
 # 2. makes a Python venv in target/test-venv with the Python clients/servers tests use;
 # 3. exports PATH and SHARDPROXY_TEST_* variables the tests read;
 # 4. checks (and as root raises) the locked-memory limit the io_uring rings need;
-# 5. cargo build, then cargo test --workspace (debug builds);
+# 5. cargo build, then cargo test --workspace (debug builds), twice: shards on io_uring, then
+#    on epoll;
 # 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint);
 # 7. says which test cases skipped on purpose and why (tests record them in
 #    $SHARDPROXY_TEST_SKIPS through tests/common's `skip`; with CI=true a test whose peer,
@@ -156,6 +157,11 @@ export SHARDPROXY_TEST_SKIPS="$ROOT/target/test-skips.txt"
 : > "$SHARDPROXY_TEST_SKIPS"
 status=0
 cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
+
+# The same suite on the shards' other backend (where default container seccomp profiles refuse
+# io_uring, shardproxy runs on epoll): every proxy the tests start then uses it.
+step "cargo test --workspace, shards on epoll (SHARDPROXY_IO_BACKEND=epoll)"
+SHARDPROXY_IO_BACKEND=epoll cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
 
 # Short, bounded fuzz runs (the long campaigns are run by hand: fuzz/README.md).
 step "fuzz targets, ${FUZZ_SECONDS:=15} s each"

@@ -1,5 +1,6 @@
-//! Runtime: the per-shard executor. One io_uring per shard thread, a local run queue of
-//! `async-task` tasks, and a loop that runs ready tasks, then submits and reaps completions.
+//! Runtime: the per-shard executor. One readiness backend per shard thread (an io_uring, or
+//! epoll), a local run queue of `async-task` tasks, and a loop that runs ready tasks, then
+//! submits and reaps completions.
 use std::{
     cell::RefCell,
     collections::VecDeque,
@@ -12,7 +13,11 @@ use std::{
     time::Instant,
 };
 
-use super::{ops::Ops, ring::Ring, timer::Timers};
+use super::{
+    ops::Ops,
+    poller::{self, Backend, Poller},
+    timer::Timers,
+};
 use async_task::Runnable;
 pub use async_task::Task;
 
@@ -22,7 +27,7 @@ const BUDGET: usize = 128;
 /// Shard-local state behind the thread-local handle. Nothing here calls out (wakes, drops a
 /// waker, runs a task) while one of its cells is borrowed.
 pub struct Runtime {
-    ring: RefCell<Ring>,
+    ring: RefCell<Poller>,
     pub ops: RefCell<Ops>,
     pub timers: RefCell<Timers>,
     queue: RefCell<VecDeque<Runnable>>,
@@ -75,10 +80,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Creates this thread's runtime and ring.
+    /// Creates this thread's runtime on the process's backend.
     pub fn new() -> io::Result<Self> {
+        Self::on(poller::backend())
+    }
+
+    /// Creates this thread's runtime on `backend`.
+    pub fn on(backend: Backend) -> io::Result<Self> {
         let rt = Rc::new(Runtime {
-            ring: RefCell::new(Ring::new()?),
+            ring: RefCell::new(Poller::new(backend)?),
             ops: RefCell::default(),
             timers: RefCell::default(),
             queue: RefCell::default(),

@@ -1,4 +1,5 @@
-//! Start-up checks with actionable errors: locked-memory limit and io_uring availability.
+//! Start-up checks with actionable errors: the locked-memory limit io_uring rings need, and
+//! the errors a shard start can end in.
 use std::io;
 
 use super::ring::{CQ_ENTRIES, SQ_ENTRIES};
@@ -17,7 +18,7 @@ pub enum StartError {
          docker: --ulimit memlock=-1; Kubernetes: a container runtime default of at least this)"
     )]
     MemlockTooLow { have: u64, need: u64, shards: usize },
-    #[error("io_uring is not available on this kernel or is blocked by seccomp/sysctl ({0}); shardproxy needs Linux 5.13+ with io_uring enabled (kernel.io_uring_disabled=0)")]
+    #[error("io_uring was asked for but is not available on this kernel or is blocked by seccomp/sysctl ({0}); it needs Linux 5.13+ with io_uring enabled (kernel.io_uring_disabled=0); `--io-backend epoll` runs without it")]
     NoIoUring(io::Error),
     #[error("cannot start shard {shard}: {error}")]
     Shard { shard: usize, error: String },
@@ -45,11 +46,4 @@ pub fn check_memlock(shards: usize) -> Result<(), StartError> {
         });
     }
     Ok(())
-}
-
-/// Probes io_uring with a tiny ring so a kernel without it fails with a clear message.
-pub fn check_io_uring() -> Result<(), StartError> {
-    io_uring::IoUring::new(1)
-        .map(drop)
-        .map_err(StartError::NoIoUring)
 }

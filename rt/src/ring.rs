@@ -27,6 +27,11 @@ impl Ring {
         Ok(Self(ring))
     }
 
+    /// Whether this process may create rings (a tiny one is made and dropped).
+    pub fn probe() -> io::Result<()> {
+        IoUring::new(1).map(drop)
+    }
+
     /// Queues a poll for `events` on `fd`. `fd` must stay open until the entry is submitted
     /// (else the kernel could look up a reused descriptor number).
     pub fn poll_add(&mut self, fd: RawFd, events: u32, multishot: bool, user_data: u64) {

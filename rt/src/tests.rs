@@ -1,4 +1,5 @@
-//! Runtime unit tests: executor, timers and socket readiness on real 127.0.0.1 sockets.
+//! Runtime unit tests: executor, timers and socket readiness on real 127.0.0.1 sockets, each
+//! on both backends (io_uring and epoll).
 use std::{
     cell::{Cell, RefCell},
     io::{Read, Write},
@@ -13,6 +14,7 @@ use socket2::{Domain, Socket, Type};
 use super::{
     executor::{self, Executor},
     net::{TcpListener, TcpStream},
+    poller::Backend,
     spawn_local, timer, wake,
 };
 
@@ -44,9 +46,8 @@ impl Drop for SetOnDrop {
     }
 }
 
-#[test]
-fn tasks_run_in_order_and_dropping_a_task_cancels_it() {
-    let ex = Executor::new().unwrap();
+fn tasks_run_in_order_and_dropping_a_task_cancels_it(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     let out = ex.run(async {
         let order = Rc::new(RefCell::new(Vec::new()));
         let (a, b) = (order.clone(), order.clone());
@@ -71,9 +72,8 @@ fn tasks_run_in_order_and_dropping_a_task_cancels_it() {
     assert_eq!(out, (vec![1, 2], 7));
 }
 
-#[test]
-fn timers_fire_in_deadline_order_and_not_early() {
-    let ex = Executor::new().unwrap();
+fn timers_fire_in_deadline_order_and_not_early(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     let order = ex.run(async {
         let order = Rc::new(RefCell::new(Vec::new()));
         let start = Instant::now();
@@ -102,9 +102,8 @@ fn timers_fire_in_deadline_order_and_not_early() {
     assert_eq!(order, vec![10, 20, 30]);
 }
 
-#[test]
-fn echo_with_short_reads_and_late_data() {
-    let ex = Executor::new().unwrap();
+fn echo_with_short_reads_and_late_data(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     ex.run(async {
         let (mut listener, addr) = listen();
         let peer = std::thread::spawn(move || {
@@ -133,9 +132,8 @@ fn echo_with_short_reads_and_late_data() {
     });
 }
 
-#[test]
-fn short_read_before_a_queued_fin_still_sees_eof() {
-    let ex = Executor::new().unwrap();
+fn short_read_before_a_queued_fin_still_sees_eof(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     ex.run(async {
         let (mut listener, addr) = listen();
         let mut peer = std::net::TcpStream::connect(addr).unwrap();
@@ -167,9 +165,8 @@ fn short_read_before_a_queued_fin_still_sees_eof() {
     });
 }
 
-#[test]
-fn writes_wait_for_a_slow_reader_and_lose_nothing() {
-    let ex = Executor::new().unwrap();
+fn writes_wait_for_a_slow_reader_and_lose_nothing(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     ex.run(async {
         let (mut listener, addr) = listen();
         const LEN: usize = 8 << 20;
@@ -189,9 +186,8 @@ fn writes_wait_for_a_slow_reader_and_lose_nothing() {
     });
 }
 
-#[test]
-fn connect_reports_refusal_and_timeout() {
-    let ex = Executor::new().unwrap();
+fn connect_reports_refusal_and_timeout(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     ex.run(async {
         let (listener, addr) = listen();
         let err = TcpStream::connect_timeout(addr, Duration::ZERO)
@@ -219,9 +215,8 @@ fn connect_reports_refusal_and_timeout() {
     });
 }
 
-#[test]
-fn dropping_a_waiting_socket_cancels_its_poll_before_the_fd_is_reused() {
-    let ex = Executor::new().unwrap();
+fn dropping_a_waiting_socket_cancels_its_poll_before_the_fd_is_reused(backend: Backend) {
+    let ex = Executor::on(backend).unwrap();
     ex.run(async {
         let (mut listener, addr) = listen();
         let _peers: Vec<_> = (0..2)
@@ -254,10 +249,9 @@ fn dropping_a_waiting_socket_cancels_its_poll_before_the_fd_is_reused() {
     });
 }
 
-#[test]
-fn agent_wake_ups_reach_a_parked_shard() {
+fn agent_wake_ups_reach_a_parked_shard(backend: Backend) {
     let (waker, receiver) = wake::pair().unwrap();
-    let ex = Executor::new().unwrap();
+    let ex = Executor::on(backend).unwrap();
     ex.run(async move {
         let mut wake = receiver.attach();
         let agent = std::thread::spawn(move || {
@@ -280,3 +274,26 @@ fn agent_wake_ups_reach_a_parked_shard() {
         agent.join().unwrap();
     });
 }
+
+/// Every test above, on each backend.
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test] fn $test() { super::$test(super::Backend::IoUring) })*
+        }
+        mod epoll {
+            $(#[test] fn $test() { super::$test(super::Backend::Epoll) })*
+        }
+    };
+}
+
+on_each_backend!(
+    tasks_run_in_order_and_dropping_a_task_cancels_it,
+    timers_fire_in_deadline_order_and_not_early,
+    echo_with_short_reads_and_late_data,
+    short_read_before_a_queued_fin_still_sees_eof,
+    writes_wait_for_a_slow_reader_and_lose_nothing,
+    connect_reports_refusal_and_timeout,
+    dropping_a_waiting_socket_cancels_its_poll_before_the_fd_is_reused,
+    agent_wake_ups_reach_a_parked_shard,
+);
