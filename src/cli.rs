@@ -122,7 +122,8 @@ pub struct Cli {
     #[arg(long = "local-address-ip-version", default_value = "v4")]
     pub local_address_ip_version: String,
 
-    /// Access-log files are written per connection close; accepted and ignored.
+    /// Accepted and ignored: shards hand access-log lines to the log thread at the end of each
+    /// loop turn (at once past 64 KiB), which writes them as they come.
     #[arg(long = "file-flush-interval-msec", default_value_t = 10000)]
     pub file_flush_interval_msec: u64,
 

@@ -2,7 +2,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::{
-    access_log::LogWriters,
+    access_log::{FlusherHandle, LogWriters},
     filters::network::http_connection_manager::RdsTables,
     net::{internal::InternalListeners, relay::SCRATCH_BYTES},
     proxy::cluster_manager::ClusterManager,
@@ -31,13 +31,13 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub fn new(id: usize, shards: usize) -> Self {
+    pub fn new(id: usize, shards: usize, logs: FlusherHandle) -> Self {
         Self {
             id,
             shards,
             clusters: RefCell::new(ClusterManager::default()),
             routes: RdsTables::default(),
-            logs: LogWriters::default(),
+            logs: LogWriters::new(id, logs),
             reporter: Reporter::default(),
             date: DateCache::default(),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),

@@ -1,6 +1,6 @@
 //! shardproxy's data plane: the shard threads (what the binary starts) and everything that
 //! runs on shards — NET/IO, codecs, streams, filters, the proxy layer — on the `rt` runtime.
-mod access_log;
+pub mod access_log;
 mod context;
 mod filters;
 pub mod memory;

@@ -8,7 +8,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use cli::{Cli, Mode};
 use model::stats::StatsRegistry;
-use shardproxy::{memory, shard};
+use shardproxy::{access_log::Flusher, memory, shard};
 use xds_agent::agent::{self, AgentOptions};
 
 fn main() -> ExitCode {
@@ -87,8 +87,14 @@ fn serve(
         rt::limits::check_memlock(options.concurrency)?;
     }
     let (events_tx, events) = model::publish::event_channel();
-    let (links, _threads) =
-        shard::spawn_all(options.concurrency, cores, events_tx, options.drain_time)?;
+    let (flusher, logs_handle) = Flusher::start()?;
+    let (links, _threads) = shard::spawn_all(
+        options.concurrency,
+        cores,
+        events_tx,
+        options.drain_time,
+        logs_handle,
+    )?;
     tracing::info!(shards = links.len(), "shards started");
     // Shard threads are not joined: once the agent returns, they have exited or are abandoned.
     std::thread::Builder::new()
@@ -99,5 +105,7 @@ fn serve(
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("agent thread panicked"))??;
+    // The access-log lines queued so far are written before the process ends.
+    flusher.finish(Duration::from_secs(1));
     Ok(())
 }

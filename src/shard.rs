@@ -6,6 +6,7 @@ use crossbeam_channel::Receiver;
 use model::publish::{EventSender, ShardCommand, ShardEvent, ShardLink, Wake};
 
 use crate::{
+    access_log::FlusherHandle,
     context::ShardContext,
     net::listener::ListenerSet,
     rt::{
@@ -31,6 +32,7 @@ pub fn spawn_all(
     cores: &[core_affinity::CoreId],
     events: EventSender,
     drain_time: Duration,
+    logs: FlusherHandle,
 ) -> Result<(Vec<ShardLink>, Vec<JoinHandle<()>>), StartError> {
     let mut links = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
@@ -42,6 +44,7 @@ pub fn spawn_all(
         })?;
         let core = cores.get(id % cores.len().max(1)).copied();
         let events = events.clone();
+        let logs = logs.clone();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -53,7 +56,7 @@ pub fn spawn_all(
                     Ok(executor) => {
                         let _ = started_tx.send(Ok(()));
                         let listeners = ListenerSet::new(id, drain_time, events.clone());
-                        let ctx = ShardContext::new(id, count);
+                        let ctx = ShardContext::new(id, count, logs);
                         executor.run(run(ctx, listeners, rx, wake_rx, events));
                     }
                     Err(e) => {
@@ -127,6 +130,7 @@ fn apply(
         .apply(&snapshot, ctx.id, ctx.shards);
     ctx.routes.apply(&snapshot);
     ctx.internal_buffer.set(snapshot.internal_buffer);
+    ctx.logs.set_stats(snapshot.log_stats.clone());
     for (listener, error) in listeners.apply(ctx, &snapshot) {
         let _ = events.send(ShardEvent::BindFailed {
             shard: ctx.id,

@@ -290,3 +290,52 @@ fn original_dst_without_a_redirect_has_no_host() {
         (closed, tcp_line, status, next_line(before))
     });
 }
+
+/// A log sink nobody reads (a FIFO without a reader: opening it for writing blocks) stalls
+/// only the access-log flusher thread: connections keep being served, lines that do not fit
+/// its queue are dropped and counted in `filesystem.write_dropped`, and once a reader comes
+/// the queued lines reach it.
+#[test]
+fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
+    let echo = Upstream::echo();
+    let (port, admin) = (free_port(), free_port());
+    let dir = TempDir::new("access_log_fifo");
+    let fifo = dir.file("access.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let access_log = json!({"access_log": [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_LOG,
+            "path": fifo.to_str().unwrap(),
+            "log_format": {"text_format_source": {"inline_string": "conn %BYTES_RECEIVED%\n"}},
+        },
+    }]});
+    let b = bootstrap(
+        admin,
+        vec![listener("logged", port, tcp_proxy("logged", "echo", access_log))],
+        vec![cluster("echo", &[(echo.port, 1)], json!({}))],
+    );
+    let proxy = Proxy::start("access_log_fifo", &b);
+    // Each connection closes in its own loop turn: one batch each, more than the queue holds.
+    let connections = 1500;
+    for i in 0..connections {
+        let mut s = connect(port);
+        s.write_all(b"ping").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let echoed = read_all(&mut s).unwrap();
+        assert_eq!(echoed, b"ping", "connection {i} served while the log is stalled");
+    }
+    let counted = |name: &str| proxy.stat(&format!("filesystem.{name}")).unwrap_or(0);
+    let settled = poll_for(std::time::Duration::from_secs(10), || {
+        let (buffered, dropped) = (counted("write_buffered"), counted("write_dropped"));
+        (buffered + dropped == connections).then_some((buffered, dropped))
+    });
+    let (buffered, dropped) = settled.expect("every line handed over or dropped");
+    assert!(dropped > 0 && buffered > 0, "buffered {buffered}, dropped {dropped}");
+    // A reader unblocks the flusher: the queued lines arrive.
+    let mut reader = std::fs::File::open(&fifo).unwrap();
+    let mut first = [0u8; 7];
+    std::io::Read::read_exact(&mut reader, &mut first).unwrap();
+    assert_eq!(&first, b"conn 4\n");
+}

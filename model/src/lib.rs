@@ -64,6 +64,9 @@ pub struct Snapshot {
     /// Bytes an in-process connection to an internal listener buffers per direction (the
     /// bootstrap's `envoy.bootstrap.internal_listener` `buffer_size_kb`).
     pub internal_buffer: usize,
+    /// `filesystem.*`: the access-log lines shards hand over and drop (`None` before the
+    /// bootstrap is translated).
+    pub log_stats: Option<Arc<stats::FilesystemStats>>,
 }
 
 /// What stands for the address of an internal listener or endpoint, which have none.
@@ -84,6 +87,7 @@ impl Snapshot {
             local_peer: Default::default(),
             stat_naming: Default::default(),
             internal_buffer: DEFAULT_INTERNAL_BUFFER,
+            log_stats: None,
         }
     }
 }

@@ -435,7 +435,7 @@ mod tests {
     use model::{publish::EventReceiver, stats::StatsRegistry};
 
     use super::*;
-    use crate::rt::executor::Executor;
+    use crate::{access_log::FlusherHandle, rt::executor::Executor};
 
     fn free_address() -> SocketAddr {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -472,7 +472,7 @@ mod tests {
     fn shard(drain_time: Duration) -> Shard {
         let (tx, events) = model::publish::event_channel();
         Shard {
-            ctx: Rc::new(ShardContext::new(0, 1)),
+            ctx: Rc::new(ShardContext::new(0, 1, FlusherHandle::unread())),
             set: ListenerSet::new(0, drain_time, tx),
             events,
         }

@@ -294,6 +294,16 @@ stat_scope!(
     }
 );
 
+// `filesystem.*`: access-log lines shards handed to the log flusher (`write_buffered`), and
+// lines dropped because it was behind, a slow pipe or disk (`write_dropped`).
+stat_scope!(
+    FilesystemStats,
+    FilesystemCells {
+        write_buffered: Counter,
+        write_dropped: Counter,
+    }
+);
+
 stat_scope!(
     ZipkinStats,
     ZipkinCells {

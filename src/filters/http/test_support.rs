@@ -23,7 +23,7 @@ use model::{
 };
 
 use crate::{
-    access_log::HttpExchange,
+    access_log::{FlusherHandle, HttpExchange},
     context::ShardContext,
     filters::network::filter_state::FilterState,
     stream::{
@@ -136,7 +136,7 @@ impl World {
             stats: Arc::new(HttpStats::new("http.test".into(), 1)),
         };
         Self {
-            shard: ShardContext::new(0, 1),
+            shard: ShardContext::new(0, 1, FlusherHandle::unread()),
             hcm,
             filter_state: FilterState::default(),
         }

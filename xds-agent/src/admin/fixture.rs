@@ -84,6 +84,7 @@ pub fn state() -> AgentState {
         local_peer: Default::default(),
         stat_naming: Default::default(),
         internal_buffer: model::DEFAULT_INTERNAL_BUFFER,
+        log_stats: None,
     };
     AgentState {
         stats,

@@ -125,6 +125,7 @@ impl DynamicConfig {
             local_peer: statics.local_peer.clone(),
             stat_naming: statics.stat_naming.clone(),
             internal_buffer: statics.internal_buffer,
+            log_stats: statics.log_stats.clone(),
         }
     }
 

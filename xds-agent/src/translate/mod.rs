@@ -215,6 +215,7 @@ pub fn translate(
             local_peer: ctx.local_peer.clone(),
             stat_naming,
             internal_buffer,
+            log_stats: Some(ctx.stats.scope("filesystem".into())),
         })
     } else {
         let mut seen = HashSet::new();
