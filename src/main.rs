@@ -13,8 +13,9 @@ use xds_agent::agent::{self, AgentOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = match logging::init(&cli.log_level, cli.component_log_level.as_deref()) {
-        Ok(logs) => logs,
+    let (logs, log_writer) = match logging::init(&cli.log_level, cli.component_log_level.as_deref())
+    {
+        Ok(logging) => logging,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -36,13 +37,17 @@ fn main() -> ExitCode {
     };
     match cli.mode {
         Mode::Validate => validate(&options),
-        Mode::Serve => match serve(options, &cores, logs, cli.io_backend) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+        Mode::Serve => {
+            let served = serve(options, &cores, logs, cli.io_backend);
+            drop(log_writer); // the lines logged so far come before the outcome
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
 

@@ -313,7 +313,11 @@ fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
     }]});
     let b = bootstrap(
         admin,
-        vec![listener("logged", port, tcp_proxy("logged", "echo", access_log))],
+        vec![listener(
+            "logged",
+            port,
+            tcp_proxy("logged", "echo", access_log),
+        )],
         vec![cluster("echo", &[(echo.port, 1)], json!({}))],
     );
     let proxy = Proxy::start("access_log_fifo", &b);
@@ -324,7 +328,10 @@ fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
         s.write_all(b"ping").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let echoed = read_all(&mut s).unwrap();
-        assert_eq!(echoed, b"ping", "connection {i} served while the log is stalled");
+        assert_eq!(
+            echoed, b"ping",
+            "connection {i} served while the log is stalled"
+        );
     }
     let counted = |name: &str| proxy.stat(&format!("filesystem.{name}")).unwrap_or(0);
     let settled = poll_for(std::time::Duration::from_secs(10), || {
@@ -332,7 +339,10 @@ fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
         (buffered + dropped == connections).then_some((buffered, dropped))
     });
     let (buffered, dropped) = settled.expect("every line handed over or dropped");
-    assert!(dropped > 0 && buffered > 0, "buffered {buffered}, dropped {dropped}");
+    assert!(
+        dropped > 0 && buffered > 0,
+        "buffered {buffered}, dropped {dropped}"
+    );
     // A reader unblocks the flusher: the queued lines arrive.
     let mut reader = std::fs::File::open(&fifo).unwrap();
     let mut first = [0u8; 7];

@@ -65,7 +65,12 @@ impl Flusher {
     /// Waits up to `within` until what is queued now is written (at exit).
     pub fn finish(&self, within: Duration) {
         let (done, written) = crossbeam_channel::bounded(1);
-        if self.0 .0.send_timeout(Message::Barrier(done), within).is_ok() {
+        if self
+            .0
+             .0
+            .send_timeout(Message::Barrier(done), within)
+            .is_ok()
+        {
             let _ = written.recv_timeout(within);
         }
     }
@@ -107,5 +112,8 @@ fn append(files: &mut HashMap<PathBuf, File>, path: &PathBuf, bytes: &[u8]) -> i
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         files.insert(path.clone(), file);
     }
-    files.get_mut(path).expect("inserted above").write_all(bytes)
+    files
+        .get_mut(path)
+        .expect("inserted above")
+        .write_all(bytes)
 }
