@@ -1,5 +1,13 @@
 //! Shard context: what every connection on a shard shares (shard id, clusters, log writers).
-use std::cell::{Cell, RefCell};
+use std::{
+    cell::{Cell, RefCell},
+    sync::Arc,
+};
+
+use model::{
+    connection_limit::{ConnectionLimit, ConnectionSlot},
+    Listener,
+};
 
 use crate::{
     access_log::{FlusherHandle, LogWriters},
@@ -27,6 +35,8 @@ pub struct ShardContext {
     pub internal: InternalListeners,
     /// Bytes an in-process connection buffers per direction (the snapshot's).
     pub internal_buffer: Cell<usize>,
+    /// The global downstream connection limit (the snapshot's).
+    pub connection_limit: RefCell<Option<Arc<ConnectionLimit>>>,
     next_connection: Cell<u64>,
 }
 
@@ -43,7 +53,17 @@ impl ShardContext {
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             internal: InternalListeners::default(),
             internal_buffer: Cell::new(model::DEFAULT_INTERNAL_BUFFER),
+            connection_limit: RefCell::default(),
             next_connection: Cell::new(0),
+        }
+    }
+
+    /// Counts a connection `listener` accepted against the global limit: `Ok(None)` when no
+    /// limit applies, `Err(())` when the limit is reached (the connection is refused).
+    pub fn connection_slot(&self, listener: &Listener) -> Result<Option<ConnectionSlot>, ()> {
+        match &*self.connection_limit.borrow() {
+            Some(limit) if !listener.ignores_connection_limit => limit.open().map(Some).ok_or(()),
+            _ => Ok(None),
         }
     }
 

@@ -131,6 +131,7 @@ fn apply(
     ctx.routes.apply(&snapshot);
     ctx.internal_buffer.set(snapshot.internal_buffer);
     ctx.logs.set_stats(snapshot.log_stats.clone());
+    *ctx.connection_limit.borrow_mut() = snapshot.connection_limit.clone();
     for (listener, error) in listeners.apply(ctx, &snapshot) {
         let _ = events.send(ShardEvent::BindFailed {
             shard: ctx.id,

@@ -4,6 +4,7 @@
 //! can be invalid, and nothing here is a proto type.
 pub mod access_log;
 pub mod cluster_ref;
+pub mod connection_limit;
 pub mod ext_authz;
 pub mod filter_chain_match;
 pub mod filter_stats;
@@ -67,6 +68,8 @@ pub struct Snapshot {
     /// `filesystem.*`: the access-log lines shards hand over and drop (`None` before the
     /// bootstrap is translated).
     pub log_stats: Option<Arc<stats::FilesystemStats>>,
+    /// The overload manager's global downstream connection limit, if configured.
+    pub connection_limit: Option<Arc<connection_limit::ConnectionLimit>>,
 }
 
 /// What stands for the address of an internal listener or endpoint, which have none.
@@ -88,6 +91,7 @@ impl Snapshot {
             stat_naming: Default::default(),
             internal_buffer: DEFAULT_INTERNAL_BUFFER,
             log_stats: None,
+            connection_limit: None,
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct Listener {
     pub access_logs: Vec<Arc<AccessLog>>,
     /// Whether `/drain_listeners?inboundonly` drains it (`traffic_direction: INBOUND`).
     pub inbound: bool,
+    /// `ignore_global_conn_limit`: its connections are not counted against (nor refused by)
+    /// the global connection limit.
+    pub ignores_connection_limit: bool,
     /// `traffic_direction: OUTBOUND`: its spans are client (egress) spans; any other
     /// direction makes server (ingress) spans, as Envoy's tracing.
     pub outbound: bool,
@@ -177,6 +184,7 @@ impl Listener {
             use_original_dst: false,
             access_logs: Vec::new(),
             inbound: false,
+            ignores_connection_limit: false,
             outbound: false,
             drain_type: DrainType::Default,
             stats,

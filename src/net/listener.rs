@@ -25,6 +25,7 @@ use std::{
 use futures_lite::future;
 use model::{
     publish::{EventSender, ShardEvent},
+    stats::inc,
     DrainType, Listener, Snapshot,
 };
 use socket2::{Domain, Protocol, Socket, Type};
@@ -398,11 +399,21 @@ async fn accept_loop(
     loop {
         match socket.accept().await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 let open = current.borrow().open_connection();
+                let config = &open.generation().config;
+                let Ok(slot) = ctx.connection_slot(config) else {
+                    // Over the global connection limit: closed at once, as Envoy.
+                    inc(&config.stats.shard(ctx.id).downstream_global_cx_overflow);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
                 let stream = socket::Socket::Tcp(stream);
                 let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
-                rt::spawn_local(serving).detach();
+                rt::spawn_local(async move {
+                    serving.await;
+                    drop(slot);
+                })
+                .detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off briefly instead of spinning.

@@ -267,6 +267,7 @@ stat_scope!(
         no_filter_chain_match: Counter,
         downstream_pre_cx_timeout: Counter,
         downstream_listener_filter_error: Counter,
+        downstream_global_cx_overflow: Counter,
     }
 );
 

@@ -85,6 +85,7 @@ pub fn state() -> AgentState {
         stat_naming: Default::default(),
         internal_buffer: model::DEFAULT_INTERNAL_BUFFER,
         log_stats: None,
+        connection_limit: None,
     };
     AgentState {
         stats,

@@ -126,6 +126,7 @@ impl DynamicConfig {
             stat_naming: statics.stat_naming.clone(),
             internal_buffer: statics.internal_buffer,
             log_stats: statics.log_stats.clone(),
+            connection_limit: statics.connection_limit.clone(),
         }
     }
 

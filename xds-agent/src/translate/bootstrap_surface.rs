@@ -36,12 +36,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: names::DOWNSTREAM_CONNECTIONS,
-        supported: &[],
-        ignored: &[(
-            "max_active_downstream_connections",
-            "not enforced: no process-wide connection count stops accepts (Istio sets \
-             2147483647, which no proxy reaches)",
-        )],
+        supported: &["max_active_downstream_connections"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.trace.v3.Tracing",

@@ -133,6 +133,7 @@ pub fn translate(
         &mut errors,
     ));
     let internal_buffer = listener::internal_buffer(bootstrap, &mut errors);
+    let connection_limit = listener::connection_limit(bootstrap, ctx.previous, &mut errors);
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
     // Control-plane clusters are the agent's own: the ADS cluster (read by
     // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
@@ -216,6 +217,7 @@ pub fn translate(
             stat_naming,
             internal_buffer,
             log_stats: Some(ctx.stats.scope("filesystem".into())),
+            connection_limit,
         })
     } else {
         let mut seen = HashSet::new();

@@ -230,13 +230,10 @@ pub const SURFACE: &[Surface] = &[
             "access_log",
             "use_original_dst",
             "internal_listener",
+            "ignore_global_conn_limit",
         ],
         ignored: &[
             ("metadata", "read only by filters that are not supported"),
-            (
-                "ignore_global_conn_limit",
-                "the global connection limit is not enforced",
-            ),
             (
                 "bypass_overload_manager",
                 "the overload manager takes no actions",
