@@ -47,6 +47,8 @@ import scenarios  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PEERS = ("shardproxy",) + peers_mod.ALL_PEERS
+# Run when named: shardproxy with its shards on epoll (`--io-backend epoll`).
+KNOWN_PEERS = DEFAULT_PEERS + ("shardproxy-epoll",)
 # nginx worker_connections (16384) counts both sides of a relayed connection; HAProxy maxconn
 # is 8192 (templates/). Higher needs both raised there.
 MAX_IDLE_CONNECTIONS = 8000
@@ -264,7 +266,8 @@ def parse_args(argv=None):
         prog="bench.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
-                    help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy)")
+                    help="comma list of proxies to run (shardproxy, nginx, haproxy, envoy; "
+                         "shardproxy-epoll: shardproxy on its epoll backend)")
     ap.add_argument("--scenarios", default="rps,newconn,bulk,idle",
                     help="comma list: rps, newconn, bulk, idle (L4 relay); http, http16k, httpclose "
                          "(HTTP/1.1 proxy); https, tlsnew, tlsresume, tlsidle, tlspass, tlsterm (TLS); "
@@ -317,8 +320,8 @@ def parse_args(argv=None):
         if s not in scenarios.ALL_SCENARIOS:
             ap.error(f"unknown scenario {s!r} (known: {', '.join(scenarios.ALL_SCENARIOS)})")
     for p in a.peer_list:
-        if p not in DEFAULT_PEERS:
-            ap.error(f"unknown peer {p!r} (known: {', '.join(DEFAULT_PEERS)})")
+        if p not in KNOWN_PEERS:
+            ap.error(f"unknown peer {p!r} (known: {', '.join(KNOWN_PEERS)})")
     if a.rounds < 1 or a.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
     if not 1 <= a.idle_connections <= MAX_IDLE_CONNECTIONS:

@@ -300,6 +300,14 @@ class ShardProxy(Peer):
         return [self.binary, "-c", cfg, "--concurrency", str(concurrency), "--drain-time-s", "1"]
 
 
+class ShardProxyEpoll(ShardProxy):
+    """shardproxy with its shards on the epoll backend (what runs where io_uring is refused)."""
+    name = "shardproxy-epoll"
+
+    def command(self, cfg: str, log_path: str = "", concurrency: int = 1) -> list[str]:
+        return super().command(cfg, log_path, concurrency) + ["--io-backend", "epoll"]
+
+
 def make_peer(name: str, args) -> Peer:
     if name == "nginx":
         return Nginx(args.nginx_bin)
@@ -309,4 +317,7 @@ def make_peer(name: str, args) -> Peer:
         return Envoy(args.envoy_bin)
     if name == "shardproxy":
         return ShardProxy(args.proxy_bin)
-    raise ValueError(f"unknown peer {name!r} (known: shardproxy, {', '.join(ALL_PEERS)})")
+    if name == "shardproxy-epoll":
+        return ShardProxyEpoll(args.proxy_bin)
+    raise ValueError(f"unknown peer {name!r} (known: shardproxy, shardproxy-epoll, "
+                     f"{', '.join(ALL_PEERS)})")

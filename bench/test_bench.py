@@ -93,6 +93,14 @@ def fake_run(proxies=("shardproxy", "nginx"), scenarios=("rps", "bulk")):
 
 
 class Tests(unittest.TestCase):
+    def test_the_epoll_peer_runs_shardproxy_on_epoll(self):
+        args = bench.parse_args(["--peers", "shardproxy,shardproxy-epoll", "--proxy-bin", "/bin/true"])
+        epoll = peers.make_peer("shardproxy-epoll", args)
+        command = epoll.command("cfg.yaml")
+        self.assertEqual(command[:3], ["/bin/true", "-c", "cfg.yaml"])
+        self.assertEqual(command[-2:], ["--io-backend", "epoll"])
+        self.assertNotIn("--io-backend", peers.make_peer("shardproxy", args).command("cfg.yaml"))
+
     def test_medians_and_ratios(self):
         run = fake_run()
         s = report.summarise(run)
