@@ -77,12 +77,12 @@ fn file_access_log_one_line_per_connection() {
             lines.join("\n")
         );
     }
-    // The failed connect is logged too, flagged UF.
+    // The failed connect is logged too, flagged UF and URX (its one attempt ran out), as Envoy.
     assert!(
         lines
             .iter()
-            .any(|l| l.ends_with(" tx=0 flags=UF cluster=dead")),
-        "no UF line for the failed connection in:\n{}",
+            .any(|l| l.ends_with(" tx=0 flags=UF,URX cluster=dead")),
+        "no UF,URX line for the failed connection in:\n{}",
         lines.join("\n")
     );
 }
@@ -116,7 +116,7 @@ fn failed_connect_logs_the_upstream_host_tried() {
     });
     assert_eq!(
         line,
-        format!("127.0.0.1:{dead} UF"),
+        format!("127.0.0.1:{dead} UF,URX"),
         "%UPSTREAM_HOST% of a failed connect"
     );
 }

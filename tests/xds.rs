@@ -578,10 +578,7 @@ fn shardproxy_on_istio_1_9_1_productpage_sidecar() {
 
 #[test]
 fn shardproxy_on_istio_1_19_authz_listeners() {
-    shardproxy_on_istio_dump(
-        "istio-1.19dev_sidecar_listeners_with_authz.json",
-        &["tunneling_config"],
-    );
+    shardproxy_on_istio_dump("istio-1.19dev_sidecar_listeners_with_authz.json", &[]);
 }
 
 /// What a proxy answers while its HTTP filter's config comes over ECDS: a fault filter that

@@ -379,8 +379,10 @@ enum Command {
     UpstreamTransportFailureReason,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
+    DownstreamRemotePort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
+    DownstreamLocalPort,
     ResponseFlags,
     ConnectionId,
     /// `-` unless a network filter closed the connection.
@@ -423,6 +425,8 @@ impl Command {
                 | Command::BytesSent
                 | Command::ConnectionId
                 | Command::ResponseCode
+                | Command::DownstreamRemotePort
+                | Command::DownstreamLocalPort
         )
     }
 }
@@ -531,6 +535,8 @@ fn command(name: &str) -> Option<Spec> {
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => DownstreamRemoteAddressWithoutPort,
         "DOWNSTREAM_LOCAL_ADDRESS" => DownstreamLocalAddress,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => DownstreamLocalAddressWithoutPort,
+        "DOWNSTREAM_REMOTE_PORT" => DownstreamRemotePort,
+        "DOWNSTREAM_LOCAL_PORT" => DownstreamLocalPort,
         "RESPONSE_FLAGS" => ResponseFlags,
         "CONNECTION_ID" => ConnectionId,
         "CONNECTION_TERMINATION_DETAILS" => ConnectionTerminationDetails,
@@ -789,6 +795,8 @@ fn render_command(command: &Command, r: &ConnectionRecord, out: &mut Vec<u8>) ->
         }
         Command::DownstreamLocalAddress => render_display(r.downstream_local, out),
         Command::DownstreamLocalAddressWithoutPort => render_display(r.downstream_local.ip(), out),
+        Command::DownstreamRemotePort => render_display(r.downstream_remote.port(), out),
+        Command::DownstreamLocalPort => render_display(r.downstream_local.port(), out),
         // `-` without a flag is a value (Envoy's), so header values and JSON formats get it too.
         Command::ResponseFlags => {
             r.response_flags.render(out);
@@ -993,11 +1001,12 @@ mod tests {
             render(
                 "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% \
                  %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% \
+                 %DOWNSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% \
                  %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_CLUSTER% %CONNECTION_ID% %RESPONSE_FLAGS% \
                  %RESP(X):3% %PROTOCOL% 100%%",
                 &r
             ),
-            "10.0.0.1:5555 10.0.0.1 [::1]:80 ::1 - backend 7 UF,UH - - 100%"
+            "10.0.0.1:5555 10.0.0.1 [::1]:80 ::1 5555 80 - backend 7 UF,UH - - 100%"
         );
     }
 

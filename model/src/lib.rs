@@ -20,6 +20,7 @@ pub mod rbac;
 pub mod route;
 pub mod route_match;
 pub mod stats;
+pub mod tcp_tunnel;
 pub mod tls;
 pub mod tls_info;
 pub mod tracing;
@@ -253,17 +254,26 @@ pub struct TcpProxy {
     pub max_connect_attempts: u32,
     pub access_logs: Vec<Arc<AccessLog>>,
     pub stats: Arc<TcpProxyStats>,
+    /// `tunneling_config`: the connection goes to its host inside an HTTP request.
+    pub tunneling: Option<Box<tcp_tunnel::TunnelingConfig>>,
 }
 
 impl TcpProxy {
-    /// Whether connections are access-logged (then their addresses are worth reading).
+    /// Whether connections are access-logged.
     pub fn logs_connections(&self) -> bool {
         !self.access_logs.is_empty()
     }
 
-    /// Whether an access log reads the downstream connection's TLS.
+    /// Whether the connection's addresses are read: for access logs, and for the tunnel's
+    /// formatted hostname and headers.
+    pub fn reads_addresses(&self) -> bool {
+        self.logs_connections() || self.tunneling.is_some()
+    }
+
+    /// Whether an access log or a tunnel format reads the downstream connection's TLS.
     pub fn logs_read_tls(&self) -> bool {
         self.access_logs.iter().any(|l| l.reads_tls())
+            || self.tunneling.as_ref().is_some_and(|t| t.reads_tls())
     }
 }
 

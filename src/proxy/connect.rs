@@ -1,6 +1,7 @@
 //! Upstream connects: a transport to one host (TCP, then TLS when the cluster has a transport
 //! socket, both within `connect_timeout` as in Envoy), and for L4 proxying the host pick with
-//! retries up to the attempt limit, counting every outcome in the cluster's stats.
+//! retries up to the attempt limit (whatever an attempt opens: a connection, or a tunnel),
+//! counting every outcome in the cluster's stats.
 use std::{io, net::SocketAddr, rc::Rc, sync::Arc};
 
 use futures_lite::future;
@@ -215,6 +216,41 @@ pub async fn connect_upstream(
     shared: &SharedState,
 ) -> Result<(Opened, ActiveHost), ConnectFailure> {
     let stats = cluster.config.stats.shard(ctx.id);
+    let attempt = async |active: &ActiveHost| {
+        inc(&stats.upstream_cx_total);
+        let endpoint = &active.host().endpoint;
+        let as_ = OpenAs {
+            shared: Some(shared),
+            ..OpenAs::default()
+        };
+        match open(ctx, &cluster.config, endpoint, as_).await {
+            Ok(stream) => {
+                inc(&stats.upstream_cx_active);
+                Some(stream)
+            }
+            Err(e) => {
+                if matches!(e, OpenError::TimedOut) {
+                    inc(&stats.upstream_cx_connect_timeout);
+                }
+                inc(&stats.upstream_cx_connect_fail);
+                tracing::debug!(cluster = %cluster.config.name, host = %active.address(), "upstream connect failed: {e}");
+                None
+            }
+        }
+    };
+    try_hosts(ctx, cluster, attempts, destination, attempt).await
+}
+
+/// Picks a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s) and runs `attempt`
+/// on it, up to `attempts` times, until one succeeds (`attempt` counts its own failures).
+pub async fn try_hosts<T>(
+    ctx: &ShardContext,
+    cluster: &Rc<ShardCluster>,
+    attempts: u32,
+    destination: Option<SocketAddr>,
+    mut attempt: impl AsyncFnMut(&ActiveHost) -> Option<T>,
+) -> Result<(T, ActiveHost), ConnectFailure> {
+    let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
     for _ in 0..attempts.max(1) {
         let Some(host) = cluster.pick_for(destination) else {
@@ -224,30 +260,15 @@ pub async fn connect_upstream(
                 last_host,
             });
         };
-        inc(&stats.upstream_cx_total);
         let active = ActiveHost::new(host);
         last_host = Some(active.address());
-        let as_ = OpenAs {
-            shared: Some(shared),
-            ..OpenAs::default()
-        };
-        match open(ctx, &cluster.config, &active.host().endpoint, as_).await {
-            Ok(stream) => {
-                inc(&stats.upstream_cx_active);
-                return Ok((stream, active));
-            }
-            Err(e) => {
-                if matches!(e, OpenError::TimedOut) {
-                    inc(&stats.upstream_cx_connect_timeout);
-                }
-                inc(&stats.upstream_cx_connect_fail);
-                tracing::debug!(cluster = %cluster.config.name, host = %active.address(), "upstream connect failed: {e}");
-            }
+        if let Some(opened) = attempt(&active).await {
+            return Ok((opened, active));
         }
     }
     inc(&stats.upstream_cx_connect_attempts_exceeded);
-    Err(ConnectFailure {
-        flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-        last_host,
-    })
+    // Envoy flags the attempts running out as well (it logs `UF,URX`).
+    let mut flag = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+    flag.set(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+    Err(ConnectFailure { flag, last_host })
 }

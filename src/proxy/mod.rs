@@ -1,5 +1,5 @@
 //! Proxy layer: the shard-local cluster manager, load balancers, upstream connects, the
-//! router and its request mirroring, upstream streams.
+//! router and its request mirroring, upstream streams, tcp_proxy tunnels through HTTP.
 pub mod cluster_manager;
 pub mod connect;
 pub mod lb;
@@ -7,4 +7,5 @@ pub mod mirror;
 pub mod open_as;
 pub mod pool;
 pub mod router;
+pub mod tunnel;
 pub mod upstream;

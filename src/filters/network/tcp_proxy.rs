@@ -31,7 +31,12 @@ use crate::{
     net::drain::DrainSignal,
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     net::transport::Transport,
-    proxy::{cluster_manager::ShardCluster, connect::connect_upstream},
+    proxy::{
+        cluster_manager::ShardCluster,
+        connect::{connect_upstream, try_hosts, Opened},
+        tunnel::{self, OpenedTunnel},
+    },
+    rt::timer,
 };
 
 pub async fn run(
@@ -60,9 +65,9 @@ pub async fn run(
     let start_wall = SystemTime::now();
     let stats = proxy.stats.shard(ctx.id);
     inc(&stats.downstream_cx_total);
-    // Addresses cost two syscalls per connection; only access logs read them.
+    // Addresses cost two syscalls per connection; only access logs and tunnels read them.
     let logged = proxy.logs_connections();
-    let (downstream_remote, downstream_local) = match logged {
+    let (downstream_remote, downstream_local) = match proxy.reads_addresses() {
         true => (
             downstream.peer_addr().unwrap_or(listener.address),
             // A redirected connection's local address is its original destination, as Envoy.
@@ -70,7 +75,7 @@ pub async fn run(
         ),
         false => (listener.address, listener.address),
     };
-    // Read before the relay takes the connection, when a format prints it.
+    // Read before the relay takes the connection, when a format reads it.
     let tls = match proxy.logs_read_tls() {
         true => downstream.tls().map(|t| t.info()),
         false => None,
@@ -170,34 +175,69 @@ async fn proxy_to(
         shared,
     } = upstream;
     let attempts = proxy.max_connect_attempts;
-    let connected = connect_upstream(ctx, cluster, attempts, destination, shared).await;
-    let (upstream, host) = match connected {
-        Ok((opened, host)) => {
-            let upstream = (cluster.config.name.as_str(), &cluster.config.metadata);
-            // A client's principals are the upstream connection's certificates'.
-            let sans = match istio.configs.is_empty() {
-                true => None,
-                false => opened.transport.tls().map(|t| t.uri_sans()),
-            };
-            istio.open(
-                ctx.id,
-                opened.peer.as_deref(),
-                sans.as_deref(),
-                Some(upstream),
-                Default::default(),
-            );
-            (opened.transport, host)
+    let connecting = async {
+        match &proxy.tunneling {
+            None => connect_upstream(ctx, cluster, attempts, destination, shared)
+                .await
+                .map(|(opened, host)| (Connected::Raw(opened), host)),
+            Some(tunneling) => {
+                let request = tunnel::request(tunneling, record);
+                let open = async |host: &_| tunnel::open(ctx, cluster, host, &request).await;
+                try_hosts(ctx, cluster, attempts, destination, open)
+                    .await
+                    .map(|(opened, host)| (Connected::Tunnel(opened), host))
+            }
         }
-        Err(failure) => {
+    };
+    // Envoy's idle timer runs from the start: an upstream that never answers a tunnel's
+    // request times the connection out.
+    let deadline = proxy.idle_timeout.map(|t| Instant::now() + t);
+    let (upstream, host) = match timer::within(deadline, connecting).await {
+        None => {
+            inc(&stats.idle_timeout);
+            return;
+        }
+        Some(Ok(connected)) => connected,
+        Some(Err(failure)) => {
             record.response_flags.set(failure.flag);
             record.upstream_host = failure.last_host;
             return;
         }
     };
+    let cluster_name = (cluster.config.name.as_str(), &cluster.config.metadata);
+    // A client's principals are the upstream connection's certificates'.
+    let with_sans = !istio.configs.is_empty();
+    match &upstream {
+        Connected::Raw(opened) => {
+            let sans = with_sans.then(|| opened.transport.tls().map(|t| t.uri_sans()));
+            let sans = sans.flatten();
+            let peer = opened.peer.as_deref();
+            istio.open(
+                ctx.id,
+                peer,
+                sans.as_deref(),
+                Some(cluster_name),
+                Default::default(),
+            );
+        }
+        Connected::Tunnel(opened) => {
+            let sans = opened.uri_sans.as_deref().filter(|_| with_sans);
+            istio.open(ctx.id, None, sans, Some(cluster_name), Default::default());
+        }
+    }
     record.upstream_host = Some(host.address());
     if proxy.logs_connections() {
-        record.upstream_local = upstream.local_addr().ok();
-        record.upstream_tls = upstream.tls().map(|t| Negotiated::of(t.connection()));
+        (record.upstream_local, record.upstream_tls) = match &upstream {
+            Connected::Raw(opened) => (
+                opened.transport.local_addr().ok(),
+                opened
+                    .transport
+                    .tls()
+                    .map(|t| Negotiated::of(t.connection())),
+            ),
+            // The connection may be shared by other tunnels (HTTP/2): its address is not kept.
+            Connected::Tunnel(opened) => (None, opened.negotiated),
+        };
     }
     let cells = cluster.config.stats.shard(ctx.id);
     let observer = Observer {
@@ -212,18 +252,28 @@ async fn proxy_to(
         upstream: cluster.config.buffer_limit,
         idle_timeout: proxy.idle_timeout,
     };
-    let end = relay(
-        downstream,
-        upstream,
-        &limits,
-        &ctx.scratch,
-        &observer,
-        drain,
-    )
-    .await;
+    let scratch = &ctx.scratch;
+    let end = match upstream {
+        Connected::Raw(opened) => {
+            let end = relay(
+                downstream,
+                opened.transport,
+                &limits,
+                scratch,
+                &observer,
+                drain,
+            )
+            .await;
+            // A tunnel's connection is its pool's to count.
+            dec(&cells.upstream_cx_active);
+            inc(&cells.upstream_cx_destroy);
+            end
+        }
+        Connected::Tunnel(opened) => {
+            relay(downstream, opened.io, &limits, scratch, &observer, drain).await
+        }
+    };
     drop(host);
-    dec(&cells.upstream_cx_active);
-    inc(&cells.upstream_cx_destroy);
     record.bytes_received = observer.received.get();
     record.bytes_sent = observer.sent.get();
     match end {
@@ -246,6 +296,12 @@ async fn proxy_to(
                 .set(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
     }
+}
+
+/// What a connection reaches its host over: its own connection, or a tunnel.
+enum Connected {
+    Raw(Opened),
+    Tunnel(OpenedTunnel),
 }
 
 struct Observer<'a> {

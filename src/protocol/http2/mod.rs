@@ -230,6 +230,7 @@ pub fn trailers(map: &HeaderMap) -> Headers {
 
 /// The HTTP/2 request for an upstream: `:scheme`, `:authority` (from `host`) and `:path` from
 /// the head, its fields as HTTP/2 carries them, and `content-length` when `framing` has one.
+/// A CONNECT (no path) has only `:authority` (RFC 9113 §8.5).
 pub fn request(
     head: &RequestHead,
     scheme: &str,
@@ -237,7 +238,10 @@ pub fn request(
 ) -> Result<Request<()>, http::Error> {
     let mut uri = http::Uri::builder();
     if let Some(authority) = head.headers.get("host") {
-        uri = uri.scheme(scheme).authority(authority.as_ref());
+        if !head.path.is_empty() {
+            uri = uri.scheme(scheme);
+        }
+        uri = uri.authority(authority.as_ref());
     }
     if !head.path.is_empty() {
         uri = uri.path_and_query(head.path.as_ref());

@@ -1,7 +1,8 @@
 //! Upstream stream over HTTP/2: requests multiplexed on a host's HTTP/2 connections (opened as
 //! needed within the cluster's breakers, each driven by its own task on the shard, used up to
 //! the peer's concurrent-stream limit), the request body sent as the stream's window allows
-//! while the response is awaited, then the response read off the stream.
+//! while the response is awaited, then the response read off the stream; or a stream opened as
+//! a tunnel (tcp_proxy's CONNECT), its DATA frames the tunnel's bytes.
 use std::{
     cell::{Cell, RefCell},
     future::poll_fn,
@@ -12,6 +13,7 @@ use std::{
 use bytes::Bytes;
 use futures_lite::future;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
+use http::Request;
 use model::{
     stats::{inc, ClusterCells},
     tls_info::{Negotiated, UriSans},
@@ -23,8 +25,8 @@ use crate::{
     context::ShardContext,
     net::tokio_io::TokioIo,
     protocol::{
-        http1::ResponseError,
-        http2::{self, keepalive, Received},
+        http1::{Framing, ResponseError},
+        http2::{self, keepalive, tunnel::Tunnel, Received},
     },
     proxy::{
         cluster_manager::{Host, ShardCluster},
@@ -34,7 +36,7 @@ use crate::{
     rt::{self, timer},
     stream::{
         body::{BodyFailure, RequestBody},
-        headers::Headers,
+        headers::{Headers, RequestHead, ResponseHead},
     },
 };
 
@@ -171,33 +173,9 @@ impl Http2Stream {
         cells: &ClusterCells,
     ) -> Result<UpstreamHead, TryFailure> {
         let reused = self.conn.requests.get() > 1;
-        // Refused before it was sent (GOAWAY, stream limit): the router may resend it.
-        let unsent = || TryFailure::Reset {
-            reused: true,
-            sent_nothing_back: true,
-        };
-        let scheme = match self.conn.negotiated {
-            Some(_) => "https",
-            None => "http",
-        };
-        let Ok(head) = http2::request(request.head, scheme, request.framing) else {
-            return Err(TryFailure::Protocol(ResponseError::InvalidHeaderValue));
-        };
-        let mut sender = self.conn.send.clone();
+        let head = self.request(request.head, request.framing)?;
         let ready = deadlines.next(per_try, !body.is_done());
-        match within(ready, poll_fn(|cx| sender.poll_ready(cx))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                self.conn.closed.set(true);
-                return Err(unsent());
-            }
-            Err(expiry) => {
-                return Err(TryFailure::TimedOut {
-                    expiry,
-                    receiving: !body.is_done(),
-                })
-            }
-        }
+        let mut sender = self.sender(ready, !body.is_done()).await?;
         let replay: Vec<Bytes> = body.replay().unwrap_or_default().to_vec();
         let nothing_to_send = body.is_done() && replay.is_empty() && body.trailers.is_none();
         let (response, mut send) = match sender.send_request(head, nothing_to_send) {
@@ -256,6 +234,56 @@ impl Http2Stream {
         })
     }
 
+    /// Opens a tunnel on the stream: sends `head` (a CONNECT, or a POST whose body is the
+    /// tunnel) without ending the stream, then waits for the response head. The head, and
+    /// both directions of the stream as a byte stream (reset when dropped before both ended).
+    pub async fn tunnel(
+        &mut self,
+        head: &RequestHead,
+    ) -> Result<(ResponseHead, Tunnel), TryFailure> {
+        let request = self.request(head, &Framing::Chunked)?;
+        let mut sender = self.sender(None, false).await?;
+        let Ok((response, send)) = sender.send_request(request, false) else {
+            self.conn.closed.set(true);
+            return Err(unsent());
+        };
+        match response.await {
+            Ok(response) => {
+                let (head, _) = http2::response_head(&response);
+                Ok((head, Tunnel::new(send, response.into_body())))
+            }
+            Err(error) => Err(reset(&error, self.conn.requests.get() > 1)),
+        }
+    }
+
+    /// `head` as this connection's HTTP/2 request (`:scheme` as its transport).
+    fn request(&self, head: &RequestHead, framing: &Framing) -> Result<Request<()>, TryFailure> {
+        let scheme = match self.conn.negotiated {
+            Some(_) => "https",
+            None => "http",
+        };
+        http2::request(head, scheme, framing)
+            .map_err(|_| TryFailure::Protocol(ResponseError::InvalidHeaderValue))
+    }
+
+    /// The connection's sender once it can take a new stream (by `deadline`; `receiving`:
+    /// the request is still arriving, for the timeout's kind).
+    async fn sender(
+        &self,
+        deadline: Option<(Instant, Expiry)>,
+        receiving: bool,
+    ) -> Result<SendRequest<Bytes>, TryFailure> {
+        let mut sender = self.conn.send.clone();
+        match within(deadline, poll_fn(|cx| sender.poll_ready(cx))).await {
+            Ok(Ok(())) => Ok(sender),
+            Ok(Err(_)) => {
+                self.conn.closed.set(true);
+                Err(unsent())
+            }
+            Err(expiry) => Err(TryFailure::TimedOut { expiry, receiving }),
+        }
+    }
+
     /// The next chunk of the response body; `None` at its end (then its trailers are kept).
     pub async fn next_chunk(
         &mut self,
@@ -288,6 +316,14 @@ impl Drop for Http2Stream {
             self.conn.idle_since.set(Instant::now());
         }
         self.conn.lease.breakers().wake_one();
+    }
+}
+
+/// A stream refused before it was sent (GOAWAY, stream limit): the router may resend it.
+fn unsent() -> TryFailure {
+    TryFailure::Reset {
+        reused: true,
+        sent_nothing_back: true,
     }
 }
 

@@ -14,7 +14,7 @@ use model::{
     tls_info::{Negotiated, UriSans},
 };
 
-use self::{http1::Http1Stream, http2::Http2Stream};
+use self::http1::Http1Stream;
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},
     pool::{self, Acquire, UpstreamConn},
@@ -29,7 +29,7 @@ use crate::{
         headers::{Headers, RequestHead, ResponseHead},
     },
 };
-pub use http2::Http2Pool;
+pub use http2::{Http2Pool, Http2Stream};
 
 /// Where a try failed.
 pub enum TryFailure {

@@ -269,7 +269,7 @@ static_resources:
           "@type": "{TCP}"
           stat_prefix: s
           cluster: c
-          tunneling_config: {{hostname: h}}
+          tunneling_config: {{hostname: h, request_id_header: x-id}}
 "#
         ));
         let mut paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
@@ -280,14 +280,14 @@ static_resources:
                 "hds_config",
                 "overload_manager.refresh_interval",
                 "static_resources.listeners[0].filter_chains[0].filter_chain_match.address_suffix",
-                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config",
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config.request_id_header",
                 "static_resources.listeners[0].listener_filters[0].config_discovery",
             ]
         );
         assert_eq!(errors.len(), 5, "{errors:#?}");
         let tunnel = errors
             .iter()
-            .find(|e| e.path.ends_with("tunneling_config"))
+            .find(|e| e.path.ends_with("request_id_header"))
             .unwrap();
         assert_eq!(tunnel.type_url.as_deref(), Some(TCP));
         // A present message counts as set even when empty (`http2_protocol_options: {}` would

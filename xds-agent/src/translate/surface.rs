@@ -25,6 +25,10 @@ pub const LEAF_TYPES: &[&str] = &[
     "google.protobuf.DoubleValue",
 ];
 
+/// Why a tunnel's response headers and trailers are not kept.
+const TUNNEL_FILTER_STATE: &str = "they only go into the connection's filter state, which \
+     nothing in shardproxy reads (no %FILTER_STATE% command, no filter after tcp_proxy)";
+
 /// Why node identity fields are ignored.
 const NODE_ID: &str = "identity for a management server";
 
@@ -320,8 +324,17 @@ pub const SURFACE: &[Surface] = &[
             "idle_timeout",
             "max_connect_attempts",
             "access_log",
+            "tunneling_config",
         ],
         ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig",
+        supported: &["hostname", "use_post", "post_path", "headers_to_add"],
+        ignored: &[
+            ("propagate_response_headers", TUNNEL_FILTER_STATE),
+            ("propagate_response_trailers", TUNNEL_FILTER_STATE),
+        ],
     },
     Surface {
         message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster",

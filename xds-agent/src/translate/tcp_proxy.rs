@@ -1,15 +1,25 @@
 //! Translator: the `envoy.filters.network.tcp_proxy` filter.
 use std::{collections::HashSet, time::Duration};
 
+use bytes::Bytes;
 use envoy_types::pb::{
     envoy::extensions::filters::network::tcp_proxy::v3::{
-        tcp_proxy::ClusterSpecifier, TcpProxy as TcpProxyProto,
+        tcp_proxy::{ClusterSpecifier, TunnelingConfig as TunnelingProto},
+        TcpProxy as TcpProxyProto,
     },
     google::protobuf::Any,
 };
 
-use super::{access_log::access_logs, duration, TranslateError};
-use model::{stats::StatsRegistry, ClusterRef, TcpProxy, WeightedClusters};
+use super::{
+    access_log::access_logs, duration, http_connection_manager::Problems, route::header_adds,
+    TranslateError,
+};
+use model::{
+    access_log::Format,
+    stats::StatsRegistry,
+    tcp_tunnel::{TunnelMethod, TunnelingConfig},
+    ClusterRef, TcpProxy, WeightedClusters,
+};
 
 /// Envoy's default tcp_proxy `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -48,6 +58,10 @@ pub(super) fn tcp_proxy(
         errors.push(err("max_connect_attempts", "must be at least 1".into()));
     }
     let access_logs = access_logs(&config.access_log, &format!("{path}.access_log"), errors);
+    let tunneling = config.tunneling_config.as_ref().and_then(|t| {
+        let mut p = Problems { url, errors };
+        tunneling(t, &format!("{path}.tunneling_config"), &mut p).map(Box::new)
+    });
     if errors.len() > before {
         return None;
     }
@@ -57,6 +71,46 @@ pub(super) fn tcp_proxy(
         max_connect_attempts,
         access_logs,
         stats: stats.tcp_proxy(&config.stat_prefix),
+        tunneling,
+    })
+}
+
+/// `tunneling_config` at `path`: the hostname and header values are substitution formats;
+/// `post_path` only goes with `use_post` (Envoy refuses it otherwise).
+fn tunneling(proto: &TunnelingProto, path: &str, p: &mut Problems) -> Option<TunnelingConfig> {
+    let before = p.count();
+    let hostname = match Format::compile(&proto.hostname) {
+        _ if proto.hostname.is_empty() => {
+            p.add(format!("{path}.hostname"), "hostname is required");
+            None
+        }
+        Ok(format) => Some(format),
+        Err(e) => {
+            p.add(format!("{path}.hostname"), e.to_string());
+            None
+        }
+    };
+    let method = match (proto.use_post, proto.post_path.as_str()) {
+        (false, "") => TunnelMethod::Connect,
+        (false, _) => {
+            p.add(
+                format!("{path}.post_path"),
+                "post_path is set but use_post is not (a path only goes with POST)",
+            );
+            TunnelMethod::Connect
+        }
+        (true, "") => TunnelMethod::Post(Bytes::from_static(b"/")),
+        (true, post_path) if !post_path.starts_with('/') => {
+            p.add(format!("{path}.post_path"), "post_path must start with '/'");
+            TunnelMethod::Connect
+        }
+        (true, post_path) => TunnelMethod::Post(Bytes::copy_from_slice(post_path.as_bytes())),
+    };
+    let headers_to_add = header_adds(&proto.headers_to_add, &format!("{path}.headers_to_add"), p);
+    (p.count() == before).then(|| TunnelingConfig {
+        hostname: hostname.expect("reported when missing"),
+        method,
+        headers_to_add,
     })
 }
 

@@ -191,6 +191,99 @@ fn tcp_proxy_errors() {
 }
 
 #[test]
+fn tcp_proxy_tunneling_config() {
+    let s = ok(&config(
+        r#"cluster: c
+          tunneling_config:
+            hostname: "%DOWNSTREAM_LOCAL_ADDRESS%"
+            headers_to_add:
+            - header: {key: baggage, value: "k8s.namespace.name=ns"}
+            - header: {key: X-Port, value: "%DOWNSTREAM_LOCAL_PORT%"}
+              append_action: OVERWRITE_IF_EXISTS_OR_ADD
+            propagate_response_headers: true"#,
+        STATIC,
+    ));
+    let t = proxy(&s).tunneling.as_ref().expect("tunneling_config");
+    assert_eq!(t.method, model::tcp_tunnel::TunnelMethod::Connect);
+    assert_eq!(t.hostname.literal(), None, "a formatted hostname");
+    let names: Vec<_> = t.headers_to_add.iter().map(|h| &h.name[..]).collect();
+    assert_eq!(names, [&b"baggage"[..], b"x-port"]);
+    assert_eq!(
+        t.headers_to_add[1].action,
+        model::route::AppendAction::OverwriteIfExistsOrAdd
+    );
+    assert!(proxy(&s).reads_addresses());
+
+    let post = |extra: &str| {
+        ok(&config(
+            &format!(
+                "cluster: c\n          tunneling_config: {{hostname: h, use_post: true{extra}}}"
+            ),
+            STATIC,
+        ))
+    };
+    let method = |s: &Snapshot| proxy(s).tunneling.as_ref().unwrap().method.clone();
+    let root = model::tcp_tunnel::TunnelMethod::Post(bytes::Bytes::from_static(b"/"));
+    assert_eq!(method(&post("")), root, "POST to / by default");
+    let path = model::tcp_tunnel::TunnelMethod::Post(bytes::Bytes::from_static(b"/t"));
+    assert_eq!(method(&post(", post_path: /t")), path);
+}
+
+#[test]
+fn tcp_proxy_tunneling_config_errors() {
+    let base = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+    let e = errors(&config(
+        r#"cluster: c
+          tunneling_config:
+            hostname: "%NOPE%"
+            post_path: /p
+            headers_to_add: [{header: {key: host, value: x}}]"#,
+        STATIC,
+    ));
+    let found: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.strip_prefix(base).unwrap(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                ".tunneling_config.hostname",
+                "unknown command %NOPE% at position 0"
+            ),
+            (
+                ".tunneling_config.post_path",
+                "post_path is set but use_post is not (a path only goes with POST)"
+            ),
+            (
+                ".tunneling_config.headers_to_add[0].header.key",
+                ":-prefixed or host headers may not be modified"
+            ),
+        ],
+        "{e:#?}"
+    );
+    assert!(e.iter().all(|e| e.type_url.as_deref() == Some(TCP)));
+
+    let e = errors(&config(
+        "cluster: c\n          tunneling_config: {}",
+        STATIC,
+    ));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].message, "hostname is required");
+
+    // The request ID extension writes dynamic metadata no format here reads yet.
+    let e = errors(&config(
+        "cluster: c\n          tunneling_config: {hostname: h, request_id_header: x-id}",
+        STATIC,
+    ));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].path.ends_with("tunneling_config.request_id_header"),
+        "{e:#?}"
+    );
+}
+
+#[test]
 fn access_logs() {
     let s = ok(&config(
         r#"cluster: c
