@@ -96,8 +96,10 @@ struct Ports {
     tls: u16,
     h1: u16,
     post: u16,
+    post_h1: u16,
     refused: u16,
     refused_h1: u16,
+    silent: u16,
     ambient: u16,
 }
 
@@ -123,8 +125,10 @@ fn setup() -> Setup {
         tls: free_port(),
         h1: free_port(),
         post: free_port(),
+        post_h1: free_port(),
         refused: free_port(),
         refused_h1: free_port(),
+        silent: free_port(),
         ambient: free_port(),
     };
     let hbone = free_port();
@@ -189,6 +193,15 @@ fn setup() -> Setup {
                 json!({}),
             ),
             tunnel_listener(
+                "post_h1",
+                ports.post_h1,
+                "post_h1",
+                json!({"hostname": "post.test:80", "use_post": true,
+                       "headers_to_add": [{"header": {"key": "x-tunnel", "value": "post"}}]}),
+                &log("post_h1"),
+                json!({}),
+            ),
+            tunnel_listener(
                 "refused",
                 ports.refused,
                 "refusing",
@@ -205,6 +218,14 @@ fn setup() -> Setup {
                 json!({}),
             ),
             tunnel_listener(
+                "silent",
+                ports.silent,
+                "h2c",
+                json!({"hostname": "silent.test:443"}),
+                &log("silent"),
+                json!({"idle_timeout": "1s"}),
+            ),
+            tunnel_listener(
                 "ambient",
                 ports.ambient,
                 "hbone",
@@ -219,6 +240,7 @@ fn setup() -> Setup {
             http2_cluster("tls", t, json!({"transport_socket": upstream_tls})),
             cluster("h1", &[(t, 1)], json!({})),
             http2_cluster("post", t, json!({})),
+            cluster("post_h1", &[(t, 1)], json!({})),
             http2_cluster("refusing", t, json!({})),
             cluster("refusing_h1", &[(t, 1)], json!({})),
             http2_cluster("hbone", hbone, json!({})),
@@ -292,24 +314,32 @@ fn tcp_is_tunneled_over_http2_and_http1_connect() {
     let p = &s.ports;
     let outcome = on_both(test, &s.bootstrap, |proxy| {
         empty(&s.record);
-        for name in ["h2c", "tls", "h1", "post"] {
+        for name in ["h2c", "tls", "h1", "post", "post_h1"] {
             empty(&s.dir.file(&format!("{name}.log")));
         }
         let h2c = round_trip(p.h2c, "over h2c");
         let tls = round_trip(p.tls, "over h2 on TLS");
         let mut h1 = round_trip(p.h1, "over HTTP/1.1");
         let post = round_trip(p.post, "over POST");
-        // Envoy's HTTP/1 codec closes a tunnel's connection at the client's FIN, so what the
-        // upstream sends after it is lost; shardproxy carries the half-close over HTTP/1.1 as
-        // over HTTP/2 (docs/tcp-tunnel.md).
-        let h1_after = h1["after_half_close"].take();
-        let h1_log = logged(&s.dir, "h1", 1);
-        let term = format!("h1 - 127.0.0.1:{}", s.terminator.port);
-        let (after, log) = match proxy.kind {
-            Kind::Envoy => ("", format!("{term} rx=13 tx=13")),
-            Kind::Shardproxy => ("bye", format!("{term} rx=13 tx=16")),
-        };
-        assert_eq!((h1_after.as_str(), &h1_log[0]), (Some(after), &log));
+        let mut post_h1 = round_trip(p.post_h1, "over POST on HTTP/1.1");
+        // Envoy's HTTP/1 codec closes a tunnel's connection at the client's FIN (after a
+        // POST's last chunk), so what the upstream sends after it is lost; shardproxy carries
+        // the half-close over HTTP/1.1 as over HTTP/2 (docs/tcp-tunnel.md).
+        let term = s.terminator.port;
+        for (name, outcome, sent) in [("h1", &mut h1, 13), ("post_h1", &mut post_h1, 21)] {
+            let after = outcome["after_half_close"].take();
+            let (bye, tx) = match proxy.kind {
+                Kind::Envoy => ("", sent),
+                Kind::Shardproxy => ("bye", sent + 3),
+            };
+            let log = format!("{name} - 127.0.0.1:{term} rx={sent} tx={tx}");
+            assert_eq!(
+                (after.as_str(), logged(&s.dir, name, 1)),
+                (Some(bye), vec![log]),
+                "{name} on {}",
+                proxy.kind.name()
+            );
+        }
         let clusters = settled_stats(
             proxy,
             "cluster.",
@@ -318,6 +348,7 @@ fn tcp_is_tunneled_over_http2_and_http1_connect() {
                 "tls.upstream_cx_http2_total",
                 "h1.upstream_cx_http1_total",
                 "post.upstream_cx_http2_total",
+                "post_h1.upstream_cx_http1_total",
                 "h2c.upstream_rq_total",
                 "h2c.upstream_rq_200",
                 "h2c.upstream_rq_completed",
@@ -334,7 +365,8 @@ fn tcp_is_tunneled_over_http2_and_http1_connect() {
             "tls": tls,
             "h1": h1,
             "post": post,
-            "requests": recorded(&s.record, 4),
+            "post_h1": post_h1,
+            "requests": recorded(&s.record, 5),
             "logs": (["h2c", "tls", "post"].map(|n| logged(&s.dir, n, 1))),
             "clusters": clusters,
         })
@@ -345,6 +377,7 @@ fn tcp_is_tunneled_over_http2_and_http1_connect() {
         ("tls", "over h2 on TLS"),
         ("h1", "over HTTP/1.1"),
         ("post", "over POST"),
+        ("post_h1", "over POST on HTTP/1.1"),
     ] {
         assert_eq!(outcome[case]["echo"], payload, "{case}: {outcome:#}");
     }
@@ -398,6 +431,16 @@ fn tcp_is_tunneled_over_http2_and_http1_connect() {
                "path": "/tunnel", "scheme": "http", "fields": [["x-tunnel", "post"]]}),
         "{outcome:#}"
     );
+    assert_eq!(
+        requests[4],
+        json!({"protocol": "http/1.1", "method": "POST", "authority": null, "path": "/",
+        "scheme": null, "fields": [
+            ["host", "post.test:80"],
+            ["transfer-encoding", "chunked"],
+            ["x-tunnel", "post"],
+        ]}),
+        "{outcome:#}"
+    );
 }
 
 #[test]
@@ -410,11 +453,15 @@ fn a_refused_tunnel_closes_the_connection_with_uf() {
     let p = &s.ports;
     let outcome = on_both(test, &s.bootstrap, |proxy| {
         empty(&s.record);
-        for name in ["refused", "refused_h1"] {
+        for name in ["refused", "refused_h1", "silent"] {
             empty(&s.dir.file(&format!("{name}.log")));
         }
         let h2 = refused(p.refused);
         let h1 = refused(p.refused_h1);
+        // A tunnel never answered: the idle timeout (1 s) closes the connection.
+        let started = std::time::Instant::now();
+        let silent = refused(p.silent);
+        let silent_closed_in_time = started.elapsed() < Duration::from_secs(5);
         let clusters = settled_stats(
             proxy,
             "cluster.",
@@ -438,7 +485,10 @@ fn a_refused_tunnel_closes_the_connection_with_uf() {
         json!({
             "h2": h2,
             "h1": h1,
-            "requests": recorded(&s.record, 3),
+            "silent": silent,
+            "silent_closed_in_time": silent_closed_in_time,
+            "silent_log": logged(&s.dir, "silent", 1),
+            "requests": recorded(&s.record, 4),
             "logs": (["refused", "refused_h1"].map(|n| logged(&s.dir, n, 1))),
             "clusters": clusters,
         })
@@ -456,6 +506,8 @@ fn a_refused_tunnel_closes_the_connection_with_uf() {
         "the last host tried is logged: {outcome:#}"
     );
     assert_eq!(outcome["h1"]["read_before_close"], 0, "{outcome:#}");
+    assert_eq!(outcome["silent"]["read_before_close"], 0, "{outcome:#}");
+    assert_eq!(outcome["silent_closed_in_time"], true, "{outcome:#}");
     let authorities: Vec<_> = outcome["requests"]
         .as_array()
         .unwrap()
@@ -473,6 +525,7 @@ fn a_refused_tunnel_closes_the_connection_with_uf() {
             ("h2c", "refuse.test:443"),
             ("h2c", "refuse.test:443"),
             ("http/1.1", "refuse.test:443"),
+            ("h2c", "silent.test:443"),
         ],
         "max_connect_attempts: 2 tries twice: {outcome:#}"
     );
@@ -485,14 +538,38 @@ fn an_ambient_tunnel_ends_in_connect_termination() {
         return;
     }
     let s = setup();
-    let outcome = on_both(test, &s.bootstrap, |_| {
+    let outcome = on_both(test, &s.bootstrap, |proxy| {
         empty(&s.dir.file("ambient.log"));
-        let through = round_trip(s.ports.ambient, "to the echo behind the waypoint");
-        json!({"through": through, "log": logged(&s.dir, "ambient", 1)})
+        // Two connections at once, each a stream of an HTTP/2 connection of its worker.
+        let (mut a, mut b) = (connect(s.ports.ambient), connect(s.ports.ambient));
+        let mut echoes = Vec::new();
+        for (s, text) in [(&mut a, "first"), (&mut b, "second")] {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(text.as_bytes()).unwrap();
+            let mut echo = vec![0u8; text.len()];
+            s.read_exact(&mut echo).unwrap();
+            echoes.push(String::from_utf8(echo).unwrap());
+        }
+        for s in [&mut a, &mut b] {
+            s.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(
+                read_all(s).unwrap(),
+                b"",
+                "the echo closes after the half-close"
+            );
+        }
+        let hbone = settled_stats(
+            proxy,
+            "cluster.hbone.",
+            // (Not the connection count: it depends on which worker took each connection.)
+            &["upstream_rq_total"],
+            |s| s["upstream_rq_total"] == 2,
+        );
+        let mut log = logged(&s.dir, "ambient", 2);
+        log.sort();
+        json!({"echoes": echoes, "hbone": hbone, "log": log})
     })
     .unwrap();
-    assert_eq!(
-        outcome["through"]["echo"], "to the echo behind the waypoint",
-        "{outcome:#}"
-    );
+    assert_eq!(outcome["echoes"], json!(["first", "second"]), "{outcome:#}");
+    assert_eq!(outcome["hbone"]["upstream_rq_total"], 2, "{outcome:#}");
 }

@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 use model::{
     access_log::{ConnectionRecord, Format},
@@ -22,15 +22,16 @@ use model::{
 use super::{
     cluster_manager::{ActiveHost, ShardCluster},
     open_as::OpenAs,
-    pool::UpstreamConn,
-    router::deadline::Deadlines,
-    upstream::{Http2Stream, Outgoing, UpstreamStream},
+    pool::{Lease, UpstreamConn},
+    upstream::{Http2Stream, UpstreamStream, RESPONSE_LIMITS},
 };
 use crate::{
     context::ShardContext,
-    protocol::{http1::Framing, http2::tunnel::Tunnel},
+    protocol::{
+        http1::{tunnel::Http1Tunnel, Framing},
+        http2::tunnel::Tunnel,
+    },
     stream::{
-        body::RequestBody,
         headers::{Headers, RequestHead, ResponseHead, Version},
         mutations::{add_to_request, Formatter},
     },
@@ -43,8 +44,8 @@ pub enum TunnelIo {
         tunnel: Tunnel,
         _stream: Http2Stream,
     },
-    /// The connection itself; what arrived after the response head is read first.
-    Http1(UpstreamConn),
+    /// An HTTP/1.1 connection, counted in its cluster while held.
+    Http1 { tunnel: Http1Tunnel, _lease: Lease },
 }
 
 /// An open tunnel, and what its connection's TLS negotiated (TLS clusters).
@@ -125,18 +126,27 @@ pub async fn open(
             )
         }
         UpstreamStream::Http1(mut stream) => {
-            let outgoing = Outgoing {
-                head: request,
-                framing: &Framing::Empty,
-                trailers: false,
-                is_head_request: false,
+            // A POST's body is the tunnel: chunked, as Envoy sends it.
+            let post = !request.path.is_empty();
+            let framing = if post {
+                Framing::Chunked
+            } else {
+                Framing::Empty
             };
-            let mut body = RequestBody::complete(Vec::new(), None);
-            let deadlines = Deadlines::default();
-            let sent = stream.exchange(&outgoing, &mut body, &deadlines, None, cells);
-            let status = sent.await.ok()?.head.status;
-            let opened = (200..300).contains(&status);
-            (status, opened.then(|| TunnelIo::Http1(stream.finish().0)))
+            let answer = stream.tunnel(request, &framing, cells).await.ok()?;
+            let status = answer.head.status;
+            let opened = (200..300).contains(&status).then(|| {
+                let UpstreamConn { conn, lease, .. } = stream.finish().0;
+                let tunnel = match post {
+                    true => Http1Tunnel::post(conn, &answer.framing, &RESPONSE_LIMITS),
+                    false => Http1Tunnel::connect(conn),
+                };
+                TunnelIo::Http1 {
+                    tunnel,
+                    _lease: lease,
+                }
+            });
+            (status, opened)
         }
     };
     // Envoy counts the request, not its status (the tunnel is no routed request).
@@ -158,16 +168,7 @@ impl AsyncRead for TunnelIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             TunnelIo::Http2 { tunnel, .. } => Pin::new(tunnel).poll_read(cx, buf),
-            TunnelIo::Http1(conn) => {
-                let conn = &mut conn.conn;
-                if conn.buf.is_empty() {
-                    return Pin::new(&mut conn.io).poll_read(cx, buf);
-                }
-                let n = buf.len().min(conn.buf.len());
-                buf[..n].copy_from_slice(&conn.buf[..n]);
-                conn.buf.advance(n);
-                Poll::Ready(Ok(n))
-            }
+            TunnelIo::Http1 { tunnel, .. } => Pin::new(tunnel).poll_read(cx, buf),
         }
     }
 }
@@ -180,21 +181,21 @@ impl AsyncWrite for TunnelIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             TunnelIo::Http2 { tunnel, .. } => Pin::new(tunnel).poll_write(cx, buf),
-            TunnelIo::Http1(conn) => Pin::new(&mut conn.conn.io).poll_write(cx, buf),
+            TunnelIo::Http1 { tunnel, .. } => Pin::new(tunnel).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             TunnelIo::Http2 { tunnel, .. } => Pin::new(tunnel).poll_flush(cx),
-            TunnelIo::Http1(conn) => Pin::new(&mut conn.conn.io).poll_flush(cx),
+            TunnelIo::Http1 { tunnel, .. } => Pin::new(tunnel).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             TunnelIo::Http2 { tunnel, .. } => Pin::new(tunnel).poll_close(cx),
-            TunnelIo::Http1(conn) => Pin::new(&mut conn.conn.io).poll_close(cx),
+            TunnelIo::Http1 { tunnel, .. } => Pin::new(tunnel).poll_close(cx),
         }
     }
 }

@@ -8,9 +8,12 @@ HTTP/2 with prior knowledge (h2c, the connection preface), or HTTP/1.1. Each tun
 (a CONNECT, or any other method: a POST tunnel) is appended to FILE as one JSON line: the
 protocol, method, `:authority` (HTTP/1.1: the request target), `:path`, `:scheme`, the
 `host` field and every other field in order. An authority that starts with `refuse` is
-answered 403 (and the stream ended, or the connection closed); any other gets 200, then the
+answered 403 (and the stream ended, or the connection closed), one that starts with `silent`
+is never answered; any other gets 200, then the
 tunnel echoes every byte back. When the client ends its side (END_STREAM, or a FIN), the
-terminator sends `bye` and ends its own side too, so both half-closes are visible.
+terminator sends `bye` and ends its own side too, so both half-closes are visible. A POST over
+HTTP/1.1 carries the tunnel as chunked bodies both ways (the request's last chunk is the
+client's end; `bye` and the response's last chunk answer it).
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ def on_h2_event(conn, event, path: str, protocol: str) -> None:
             "scheme": pseudo.get(":scheme"),
             "fields": fields,
         })
+        if authority.startswith("silent"):
+            return  # never answered
         status = "403" if refused(authority) else "200"
         conn.send_headers(event.stream_id, [(":status", status)], end_stream=status != "200")
     elif isinstance(event, h2.events.DataReceived):
@@ -107,6 +112,13 @@ def serve_h1(sock, first: bytes, path: str, protocol: str) -> None:
     if refused(authority):
         sock.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
         return
+    if authority.startswith("silent"):
+        while sock.recv(65536):
+            pass
+        return
+    if method != "CONNECT":
+        serve_h1_post(sock, rest)
+        return
     sock.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + rest)
     while True:
         data = sock.recv(65536)
@@ -115,6 +127,35 @@ def serve_h1(sock, first: bytes, path: str, protocol: str) -> None:
             sock.shutdown(socket.SHUT_WR)
             return
         sock.sendall(data)
+
+
+def serve_h1_post(sock, data: bytes) -> None:
+    """A POST tunnel over HTTP/1.1: the request body is chunked; each chunk is echoed as a
+    chunk of the response, and the last one answered with `bye` and the response's end."""
+    sock.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+
+    def need(n: int) -> bool:
+        nonlocal data
+        while len(data) < n:
+            more = sock.recv(65536)
+            if not more:
+                return False
+            data += more
+        return True
+
+    while True:
+        while b"\r\n" not in data:
+            if not need(len(data) + 1):
+                return
+        line, data = data.split(b"\r\n", 1)
+        size = int(line.split(b";")[0], 16)
+        if not need(size + 2):
+            return
+        chunk, data = data[:size], data[size + 2:]
+        if size == 0:
+            sock.sendall(b"3\r\nbye\r\n0\r\n\r\n")
+            return
+        sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
 
 
 def handler(args):

@@ -32,7 +32,7 @@ use crate::{
     net::relay::{relay, RelayEnd, RelayLimits, RelayObserver},
     net::transport::Transport,
     proxy::{
-        cluster_manager::ShardCluster,
+        cluster_manager::{ActiveHost, ShardCluster},
         connect::{connect_upstream, try_hosts, Opened},
         tunnel::{self, OpenedTunnel},
     },
@@ -175,6 +175,8 @@ async fn proxy_to(
         shared,
     } = upstream;
     let attempts = proxy.max_connect_attempts;
+    // The host a tunnel's request waits on.
+    let asked = Cell::new(None);
     let connecting = async {
         match &proxy.tunneling {
             None => connect_upstream(ctx, cluster, attempts, destination, shared)
@@ -182,7 +184,10 @@ async fn proxy_to(
                 .map(|(opened, host)| (Connected::Raw(opened), host)),
             Some(tunneling) => {
                 let request = tunnel::request(tunneling, record);
-                let open = async |host: &_| tunnel::open(ctx, cluster, host, &request).await;
+                let open = async |host: &ActiveHost| {
+                    asked.set(Some(host.address()));
+                    tunnel::open(ctx, cluster, host, &request).await
+                };
                 try_hosts(ctx, cluster, attempts, destination, open)
                     .await
                     .map(|(opened, host)| (Connected::Tunnel(opened), host))
@@ -190,11 +195,17 @@ async fn proxy_to(
         }
     };
     // Envoy's idle timer runs from the start: an upstream that never answers a tunnel's
-    // request times the connection out.
+    // request times the connection out, and the request counts as a failed connect.
     let deadline = proxy.idle_timeout.map(|t| Instant::now() + t);
     let (upstream, host) = match timer::within(deadline, connecting).await {
         None => {
             inc(&stats.idle_timeout);
+            if let Some(host) = asked.get() {
+                record
+                    .response_flags
+                    .set(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                record.upstream_host = Some(host);
+            }
             return;
         }
         Some(Ok(connected)) => connected,

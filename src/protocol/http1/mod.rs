@@ -25,6 +25,7 @@ mod response;
 mod syntax;
 #[cfg(test)]
 mod tests;
+pub mod tunnel;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use encode::{

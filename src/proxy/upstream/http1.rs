@@ -23,7 +23,7 @@ use crate::{
     },
     stream::{
         body::{BodyFailure, RequestBody},
-        headers::Headers,
+        headers::{Headers, RequestHead},
     },
 };
 
@@ -148,6 +148,26 @@ impl Http1Stream {
             upgrade,
             early,
         })
+    }
+
+    /// Opens a tunnel on the connection: writes `head` alone (a CONNECT, or a POST whose
+    /// `framing`-delimited body is the tunnel), then reads the response head (interim 100s
+    /// skipped). The connection then carries the tunnel ([`Self::finish`]).
+    pub async fn tunnel(
+        &mut self,
+        head: &RequestHead,
+        framing: &Framing,
+        cells: &ClusterCells,
+    ) -> Result<ParsedResponse, TryFailure> {
+        let mut out = Vec::new();
+        encode_request_head(head, framing, &mut out);
+        if self.conn.conn.write_all(&out).await.is_err() {
+            return Err(TryFailure::Reset {
+                reused: self.reused(),
+                sent_nothing_back: true,
+            });
+        }
+        response_head(&mut self.conn.conn, false, None, cells).await
     }
 
     /// The next chunk of the response body; `None` at its end.

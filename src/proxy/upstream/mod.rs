@@ -29,6 +29,7 @@ use crate::{
         headers::{Headers, RequestHead, ResponseHead},
     },
 };
+pub use http1::RESPONSE_LIMITS;
 pub use http2::{Http2Pool, Http2Stream};
 
 /// Where a try failed.
