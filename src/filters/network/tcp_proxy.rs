@@ -190,7 +190,7 @@ async fn proxy_to(
                 };
                 try_hosts(ctx, cluster, attempts, destination, open)
                     .await
-                    .map(|(opened, host)| (Connected::Tunnel(opened), host))
+                    .map(|(opened, host)| (Connected::Tunnel(Box::new(opened)), host))
             }
         }
     };
@@ -312,7 +312,8 @@ async fn proxy_to(
 /// What a connection reaches its host over: its own connection, or a tunnel.
 enum Connected {
     Raw(Opened),
-    Tunnel(OpenedTunnel),
+    /// Boxed: a tunnel's state is large, and only tunneled connections pay for it.
+    Tunnel(Box<OpenedTunnel>),
 }
 
 struct Observer<'a> {
