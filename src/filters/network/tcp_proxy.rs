@@ -1,5 +1,6 @@
 //! `envoy.filters.network.tcp_proxy`: picks a cluster and host, connects (with retries up to
-//! `max_connect_attempts`), relays bytes, then logs the connection. The chain's `istio.stats`
+//! `max_connect_attempts`) or, with `tunneling_config`, opens an HTTP tunnel to the host
+//! (`proxy/tunnel.rs`), relays bytes, then logs the connection. The chain's `istio.stats`
 //! filters count the connection here: opened once the upstream (and its peer) is known, bytes
 //! as they are relayed, closed at the end.
 use std::{
