@@ -1,7 +1,7 @@
 //! Domain model: external authorization — `envoy.filters.http.ext_authz` and
 //! `envoy.filters.network.ext_authz` as shards run them: the authorization service each calls
-//! (`envoy.service.auth.v3.Authorization/Check` over gRPC), what the check request carries and
-//! what a verdict does.
+//! (`envoy.service.auth.v3.Authorization/Check` over gRPC, or for the HTTP filter a plain HTTP
+//! service), what the check request carries and what a verdict does.
 use std::{sync::Arc, time::Duration};
 
 use crate::{
@@ -26,6 +26,65 @@ pub struct GrpcService {
     pub timeout: Option<Duration>,
     /// `initial_metadata`: lower-case names.
     pub initial_metadata: Vec<(String, String)>,
+}
+
+/// The service an HTTP filter asks.
+#[derive(Debug, Clone)]
+pub enum AuthzService {
+    Grpc(GrpcService),
+    Http(HttpService),
+}
+
+/// `http_service`: each check is the request's method and path (under `path_prefix`, or
+/// `path_override`) sent to `server_uri.cluster` with the headers the filter selects and the
+/// body it read; a 200 answer allows, a 5xx or no answer is an error, any other status denies.
+/// Which of the answer's headers go where is chosen by name.
+#[derive(Debug, Clone)]
+pub struct HttpService {
+    pub cluster: String,
+    /// `server_uri.timeout` (`None`: `0s`, no deadline).
+    pub timeout: Option<Duration>,
+    pub path: CheckPath,
+    /// `authorization_request.headers_to_add`: set on every check (lower-case names).
+    pub headers_to_add: Vec<(String, String)>,
+    /// `allowed_upstream_headers`: an allowing answer's headers set on the request.
+    pub upstream: Vec<StringMatcher>,
+    /// `allowed_upstream_headers_to_append`: ... added to the request (another line).
+    pub upstream_to_append: Vec<StringMatcher>,
+    /// `allowed_client_headers`: a denying answer's headers the client gets.
+    pub client: ClientHeaders,
+    /// `allowed_client_headers_on_success`: an allowing answer's headers added to the response.
+    pub client_on_success: Vec<StringMatcher>,
+    /// `dynamic_metadata_from_headers`: either answer's headers that become dynamic metadata.
+    pub metadata: Vec<StringMatcher>,
+}
+
+/// The path a check asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckPath {
+    /// `path_prefix` (maybe empty) before the request's path and query.
+    Prefix(String),
+    /// `path_override`: this path for every check.
+    Override(String),
+}
+
+/// Which of a denying answer's headers reach the client.
+#[derive(Debug, Clone)]
+pub enum ClientHeaders {
+    /// No `allowed_client_headers`: every header but `host`.
+    AllButHost,
+    /// The list, and `:status`, `content-length`, `www-authenticate` and `location` (Envoy's
+    /// defaults, as exact names).
+    Listed(Vec<StringMatcher>),
+}
+
+impl ClientHeaders {
+    pub fn includes(&self, name: &[u8]) -> bool {
+        match self {
+            ClientHeaders::AllButHost => name != b"host",
+            ClientHeaders::Listed(list) => list.iter().any(|m| m.matches(name)),
+        }
+    }
 }
 
 /// `with_request_body`: the request body goes into the check (buffered first).
@@ -61,7 +120,7 @@ impl HeaderSelection {
 /// `envoy.filters.http.ext_authz` in a chain.
 #[derive(Debug)]
 pub struct HttpExtAuthz {
-    pub service: GrpcService,
+    pub service: AuthzService,
     /// An error (no answer, a failed call) lets the request through.
     pub failure_mode_allow: bool,
     /// ... and marks it `x-envoy-auth-failure-mode-allowed: true`.

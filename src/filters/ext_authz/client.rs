@@ -1,16 +1,11 @@
-//! External authorization: one `envoy.service.auth.v3.Authorization/Check` call — the
-//! `CheckRequest` framed as a gRPC message and sent through the router to the service's
-//! cluster (the shard's own pools, HTTP/2 when the cluster speaks it), the `CheckResponse`
-//! read back within the service's timeout, and what it decides.
-use std::time::Instant;
-
+//! External authorization: one `envoy.service.auth.v3.Authorization/Check` call over gRPC — the
+//! `CheckRequest` framed as a gRPC message and sent to the service's cluster (`call`: HTTP/2
+//! when the cluster speaks it), the `CheckResponse` read back within the service's timeout,
+//! and what it decides.
 use bytes::{Buf, Bytes};
-use envoy_types::pb::{
-    envoy::{
-        config::core::v3::{header_value_option::HeaderAppendAction, HeaderValueOption},
-        service::auth::v3::{check_response::HttpResponse, CheckRequest, CheckResponse},
-    },
-    google::protobuf::Struct,
+use envoy_types::pb::envoy::{
+    config::core::v3::{header_value_option::HeaderAppendAction, HeaderValueOption},
+    service::auth::v3::{check_response::HttpResponse, CheckRequest, CheckResponse},
 };
 use model::{
     ext_authz::GrpcService,
@@ -18,12 +13,14 @@ use model::{
 };
 use prost::Message;
 
+use super::{
+    call::{exchange, mark_internal},
+    verdict::{Allowed, Denied, HeaderChange, RequestHeader, Verdict},
+};
 use crate::{
     context::ShardContext,
     protocol::http1::Framing,
-    proxy::router::{self, deadline::Deadlines, Forwarding, Routed, RouterRecord},
     stream::{
-        body::RequestBody,
         grpc,
         headers::{Headers, RequestHead, Version},
     },
@@ -31,41 +28,6 @@ use crate::{
 
 /// The method every check calls.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
-/// The largest `CheckResponse` read (gRPC's default receive limit).
-const MAX_RESPONSE: usize = 4 << 20;
-
-/// What the authorization service decided.
-#[derive(Debug)]
-pub enum Verdict {
-    Allowed(Allowed),
-    Denied(Denied),
-    /// No decision: the service could not be reached, the call failed or timed out, or its
-    /// answer was not a `CheckResponse`.
-    Error,
-}
-
-/// `ok_response`: how the request and its response change.
-#[derive(Debug, Default)]
-pub struct Allowed {
-    /// `headers`: each set (`append: false` or unset) or appended to an existing value
-    /// (`append: true`; a header not there is not added), in order.
-    pub headers: Vec<(String, String, bool)>,
-    pub headers_to_remove: Vec<String>,
-    /// `response_headers_to_add`, with their append actions.
-    pub response_headers: Vec<HeaderAdd>,
-    /// `dynamic_metadata` (the deprecated `ok_response.dynamic_metadata` first).
-    pub metadata: Option<Struct>,
-}
-
-/// `denied_response`: the local reply.
-#[derive(Debug)]
-pub struct Denied {
-    /// 403 unless the service names another.
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    pub metadata: Option<Struct>,
-}
 
 /// Calls the service with `request` (never fails: a failure is `Verdict::Error`).
 pub async fn check(ctx: &ShardContext, service: &GrpcService, request: &CheckRequest) -> Verdict {
@@ -84,11 +46,6 @@ async fn call(
     service: &GrpcService,
     request: &CheckRequest,
 ) -> Result<CheckResponse, &'static str> {
-    let cluster = ctx
-        .clusters
-        .borrow()
-        .get(&service.cluster)
-        .ok_or("no such cluster")?;
     let message = request.encode_to_vec();
     let mut framed = Vec::with_capacity(5 + message.len());
     framed.push(0);
@@ -96,49 +53,24 @@ async fn call(
     framed.extend_from_slice(&message);
     let head = head(service);
     // As Envoy's gRPC client: no content-length.
-    let framing = Framing::Chunked;
-    let mut body = RequestBody::complete(vec![Bytes::from(framed)], None);
-    let forwarding = Forwarding {
-        cluster,
-        head: &head,
-        auto_host_rewrite: false,
-        attempt_count: false,
-        trailers: true,
-        framing: &framing,
-        is_head_request: false,
-        retry: None,
-        client_version: Version::Http2,
-        alpn: None,
-        destination: None,
-        deadlines: Deadlines {
-            route: service.timeout.map(|t| Instant::now() + t),
-            request: None,
-            stream_idle: None,
-        },
-    };
-    let mut record = RouterRecord::default();
-    let mut response = match router::forward(ctx, forwarding, &mut body, &mut record).await {
-        Routed::Response(response) => response,
-        Routed::Failed(_) => return Err("no response"),
-        Routed::Downstream(_) => unreachable!("the request body is complete"),
-    };
-    if response.head.head.status != 200 {
+    let answer = exchange(
+        ctx,
+        &service.cluster,
+        &head,
+        Bytes::from(framed),
+        Framing::Chunked,
+        service.timeout,
+    )
+    .await?;
+    if answer.head.status != 200 {
         return Err("not HTTP 200");
     }
     // A trailers-only answer carries its status in the head.
-    let head_status = grpc::status_of(&response.head.head);
-    let mut received: Vec<u8> = Vec::new();
-    while let Some(chunk) = response.body.next().await.map_err(|_| "body failed")? {
-        if received.len() + chunk.len() > MAX_RESPONSE {
-            return Err("response too large");
-        }
-        received.extend_from_slice(&chunk);
-    }
-    let status = head_status.or_else(|| grpc::status_in(&response.body.trailers()?));
+    let status = grpc::status_of(&answer.head).or_else(|| grpc::status_in(&answer.trailers?));
     if status != Some(0) {
         return Err("gRPC status not OK");
     }
-    let mut received = &received[..];
+    let mut received = &answer.body[..];
     if received.len() < 5 || received[0] != 0 {
         return Err("not one uncompressed gRPC message");
     }
@@ -161,9 +93,8 @@ fn head(service: &GrpcService) -> RequestHead {
     if let Some(timeout) = service.timeout {
         let ms = timeout.as_millis().max(1);
         headers.append("grpc-timeout", format!("{ms}m"));
-        headers.append("x-envoy-expected-rq-timeout-ms", ms.to_string());
     }
-    headers.append("x-envoy-internal", Bytes::from_static(b"true"));
+    mark_internal(&mut headers, service.timeout);
     for (name, value) in &service.initial_metadata {
         headers.append(name.clone(), value.clone());
     }
@@ -212,31 +143,34 @@ fn verdict(response: CheckResponse) -> Verdict {
                 .headers
                 .iter()
                 .filter_map(request_header)
-                .map(|(name, value, _)| (name, value))
+                .map(|h| (h.name, h.value))
                 .collect(),
-            body: denied.body,
+            body: Bytes::from(denied.body),
             metadata,
         }),
         (false, _) => Verdict::Denied(Denied {
             status: 403,
             headers: Vec::new(),
-            body: String::new(),
+            body: Bytes::new(),
             metadata,
         }),
     }
 }
 
 /// A `HeaderValueOption` of `ok_response.headers` or `denied_response.headers`: its
-/// lower-cased name, value and `append`.
-fn request_header(option: &HeaderValueOption) -> Option<(String, String, bool)> {
+/// lower-cased name and value, set (`append` unset or false) or appended to an existing value.
+fn request_header(option: &HeaderValueOption) -> Option<RequestHeader> {
     let header = option.header.as_ref()?;
     #[allow(deprecated)]
-    let append = option.append.is_some_and(|a| a.value);
-    Some((
-        header.key.to_ascii_lowercase(),
-        header.value.clone(),
-        append,
-    ))
+    let how = match option.append.is_some_and(|a| a.value) {
+        true => HeaderChange::AppendToExisting,
+        false => HeaderChange::Set,
+    };
+    Some(RequestHeader {
+        name: header.key.to_ascii_lowercase(),
+        value: header.value.clone(),
+        how,
+    })
 }
 
 /// A `response_headers_to_add` entry: `append` when set, else its `append_action`.
@@ -308,11 +242,16 @@ mod tests {
         let Verdict::Allowed(ok) = verdict(response) else {
             panic!()
         };
+        let changes: Vec<_> = ok
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str(), h.how))
+            .collect();
         assert_eq!(
-            ok.headers,
+            changes,
             [
-                ("x-a".into(), "1".into(), false),
-                ("x-b".into(), "2".into(), true)
+                ("x-a", "1", HeaderChange::Set),
+                ("x-b", "2", HeaderChange::AppendToExisting)
             ]
         );
         assert_eq!(ok.headers_to_remove, ["x-c"]);
@@ -343,7 +282,7 @@ mod tests {
         let Verdict::Denied(d) = verdict(denied(None)) else {
             panic!()
         };
-        assert_eq!((d.status, d.body.as_str()), (403, ""));
+        assert_eq!((d.status, &d.body[..]), (403, &b""[..]));
         let Verdict::Denied(d) = verdict(denied(Some(HttpResponse::DeniedResponse(
             DeniedHttpResponse {
                 status: Some(HttpStatus { code: 401 }),
@@ -353,7 +292,7 @@ mod tests {
         )))) else {
             panic!()
         };
-        assert_eq!((d.status, d.body.as_str()), (401, "no"));
+        assert_eq!((d.status, &d.body[..]), (401, &b"no"[..]));
         assert_eq!(d.headers, [("www-authenticate".into(), "Basic".into())]);
     }
 

@@ -1,5 +1,6 @@
-//! HTTP filters: `envoy.filters.http.ext_authz` — asks the authorization service whether a
-//! request may go on (its head, and its body buffered first under `with_request_body`), with
+//! HTTP filters: `envoy.filters.http.ext_authz` — asks the authorization service (gRPC, or an
+//! HTTP `http_service`) whether a request may go on (its head, and its body buffered first
+//! under `with_request_body`), with
 //! the route's context extensions; an allowed request goes on with the service's header
 //! changes (and its response gets the service's response headers), a denied one is answered
 //! with the service's status, headers and body, and an error (no answer, failed call) refuses
@@ -16,7 +17,7 @@ use envoy_types::pb::{
 };
 use model::{
     access_log::ResponseFlags,
-    ext_authz::{BodyOverride, BodySettings, HttpExtAuthz},
+    ext_authz::{AuthzService, BodyOverride, BodySettings, HttpExtAuthz},
     filters::{HttpFilter, PerRouteFilter},
     stats::inc,
 };
@@ -25,7 +26,8 @@ use super::{per_route_levels, sampled};
 use crate::{
     filters::ext_authz::{
         attributes::{connection_attributes, Connection, Include},
-        client::{self, Allowed, Denied, Verdict},
+        client, http_client,
+        verdict::{Allowed, Denied, HeaderChange, Verdict},
     },
     protocol::http1::reason_phrase,
     stream::{
@@ -103,7 +105,11 @@ pub(super) async fn on_request(
         }
     }
     let called = Instant::now();
-    match client::check(cx.shard, &config.service, &check).await {
+    let verdict = match &config.service {
+        AuthzService::Grpc(service) => client::check(cx.shard, service, &check).await,
+        AuthzService::Http(service) => http_client::check(cx.shard, service, check).await,
+    };
+    match verdict {
         Verdict::Allowed(mut allowed) => {
             inc(&cells.ok);
             let took = Some(called.elapsed().as_millis() as u64);
@@ -335,7 +341,9 @@ fn http_request(
         let sent = &read[..read.len().min(max)];
         let partial = !whole || sent.len() < read.len();
         headers.insert(PARTIAL_BODY.to_string(), partial.to_string());
-        match settings.pack_as_bytes {
+        // An HTTP service gets the body's bytes as they are (Envoy packs them so).
+        let as_bytes = settings.pack_as_bytes || matches!(config.service, AuthzService::Http(_));
+        match as_bytes {
             true => http.raw_body = sent.to_vec(),
             false => http.body = text(sent),
         }
@@ -346,19 +354,25 @@ fn http_request(
 /// Applies an allowed check's changes: request headers set, appended to and removed; its
 /// response headers noted for the response.
 fn allow(cx: &StreamContext<'_>, request: &mut RequestHead, allowed: Allowed) {
-    for (name, value, append) in allowed.headers {
-        if !append {
-            request.headers.set(name, value);
-            continue;
+    for header in allowed.headers {
+        let (name, value) = (header.name, header.value);
+        match header.how {
+            // Every value goes and the new one comes last, as Envoy sets a header.
+            HeaderChange::Set => {
+                request.headers.remove(&name);
+                request.headers.append(name, value);
+            }
+            HeaderChange::Add => request.headers.append(name, value),
+            HeaderChange::AppendToExisting => {
+                let Some(existing) = request.headers.get(&name) else {
+                    continue;
+                };
+                let mut joined = existing.to_vec();
+                joined.push(b',');
+                joined.extend_from_slice(value.as_bytes());
+                request.headers.set(name, joined);
+            }
         }
-        // Appended only to a header that is there, joined to its value by `,`.
-        let Some(existing) = request.headers.get(&name) else {
-            continue;
-        };
-        let mut joined = existing.to_vec();
-        joined.push(b',');
-        joined.extend_from_slice(value.as_bytes());
-        request.headers.set(name, joined);
     }
     for name in &allowed.headers_to_remove {
         let name = name.to_ascii_lowercase();
@@ -374,7 +388,7 @@ fn allow(cx: &StreamContext<'_>, request: &mut RequestHead, allowed: Allowed) {
 
 /// The reply to a denied request: the service's status, headers and body.
 fn deny(config: &HttpExtAuthz, denied: Denied) -> LocalReply {
-    let mut body = denied.body.into_bytes();
+    let mut body = denied.body;
     if let Some(max) = config.max_denied_body {
         body.truncate(max);
     }

@@ -16,7 +16,8 @@ use crate::{
     context::ShardContext,
     filters::ext_authz::{
         attributes::{connection_attributes, Connection, Include},
-        client::{check, Verdict},
+        client::check,
+        verdict::Verdict,
     },
     net::transport::Transport,
 };

@@ -1,7 +1,7 @@
-//! Translator: what the `ext_authz` filters share — the authorization service
+//! Translator: what the `ext_authz` filters share — the gRPC authorization service
 //! (`GrpcService` with `envoy_grpc`), the transport version (V3 only) — the network filter
-//! (`envoy.filters.network.ext_authz`) itself, and both filters' surface. The HTTP filter is
-//! `http_filters::ext_authz`.
+//! (`envoy.filters.network.ext_authz`) itself, and both filters' surface (the HTTP filter's
+//! `http_service` included). The HTTP filter is `http_filters::ext_authz`.
 use std::sync::Arc;
 
 use envoy_types::pb::{
@@ -31,6 +31,7 @@ pub const SURFACE: &[Surface] = &[
         message: names::HTTP_EXT_AUTHZ,
         supported: &[
             "grpc_service",
+            "http_service",
             "transport_api_version",
             "failure_mode_allow",
             "failure_mode_allow_header_add",
@@ -48,6 +49,38 @@ pub const SURFACE: &[Surface] = &[
             "enable_dynamic_metadata_ingestion",
         ],
         ignored: &[("charge_cluster_response_stats", NOT_CHARGED)],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.ext_authz.v3.HttpService",
+        supported: &[
+            "server_uri",
+            "path_prefix",
+            "path_override",
+            "authorization_request",
+            "authorization_response",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HttpUri",
+        supported: &["uri", "cluster", "timeout"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest",
+        supported: &["allowed_headers", "headers_to_add"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse",
+        supported: &[
+            "allowed_upstream_headers",
+            "allowed_upstream_headers_to_append",
+            "allowed_client_headers",
+            "allowed_client_headers_on_success",
+            "dynamic_metadata_from_headers",
+        ],
+        ignored: &[],
     },
     Surface {
         message: "envoy.extensions.filters.http.ext_authz.v3.BufferSettings",

@@ -113,7 +113,7 @@ fn is_token_byte(b: u8) -> bool {
 
 /// A header value from the config: Envoy's `%COMMAND%` format (`%%` is a literal `%`). CR, LF
 /// and NUL are invalid.
-fn header_value(
+pub(super) fn header_value(
     value: &str,
     site: &Site,
     field: &str,

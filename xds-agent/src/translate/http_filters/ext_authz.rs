@@ -1,5 +1,6 @@
-//! Translator: `envoy.filters.http.ext_authz` (`ExtAuthz` with a `grpc_service`) and its
-//! per-route `ExtAuthzPerRoute`; the service and the surface are `translate::ext_authz`'s.
+//! Translator: `envoy.filters.http.ext_authz` (`ExtAuthz` with a `grpc_service` or an
+//! `http_service`) and its per-route `ExtAuthzPerRoute`; the gRPC service and the surface are
+//! `translate::ext_authz`'s, the HTTP service `http_service`'s.
 use std::sync::Arc;
 
 use envoy_types::pb::{
@@ -20,7 +21,9 @@ use crate::translate::{
     TranslateContext, TranslateError,
 };
 use model::{
-    ext_authz::{BodyOverride, BodySettings, ExtAuthzPerRoute, HeaderSelection, HttpExtAuthz},
+    ext_authz::{
+        AuthzService, BodyOverride, BodySettings, ExtAuthzPerRoute, HeaderSelection, HttpExtAuthz,
+    },
     filter_stats::ExtAuthzStats,
     filters::{HttpFilterKind, PerRouteFilter},
     matchers::StringMatcher,
@@ -39,14 +42,34 @@ pub(super) fn filter(
     let path = site.path_of("");
     let at = site.at(&path);
     transport_v3(proto.transport_api_version, at, errors);
-    let service_path = site.path_of("grpc_service");
-    let grpc = match &proto.services {
-        Some(Services::GrpcService(grpc)) => Some(grpc),
-        // http_service is refused by the walker.
-        Some(Services::HttpService(_)) => return None,
-        None => None,
+    // A gRPC check carries every header unless `allowed_headers` says.
+    let (service, allowed) = match &proto.services {
+        Some(Services::HttpService(http)) => (
+            http_service::http_service(http, site, errors).map(AuthzService::Http),
+            Some(http_service::allowed_headers(&proto, http, site, errors)),
+        ),
+        grpc => {
+            let grpc = match grpc {
+                Some(Services::GrpcService(grpc)) => Some(grpc),
+                _ => None,
+            };
+            let service_path = site.path_of("grpc_service");
+            let service = grpc_service(grpc, site.at(&service_path), errors);
+            let allowed = proto
+                .allowed_headers
+                .as_ref()
+                .map(|l| string_list(l, site, "allowed_headers", errors));
+            (service.map(AuthzService::Grpc), allowed)
+        }
     };
-    let service = grpc_service(grpc, site.at(&service_path), errors);
+    let headers = HeaderSelection {
+        allowed,
+        disallowed: proto
+            .disallowed_headers
+            .as_ref()
+            .map(|l| string_list(l, site, "disallowed_headers", errors))
+            .unwrap_or_default(),
+    };
     let status_on_error = match &proto.status_on_error {
         None => Some(403),
         Some(s) => status_code(s.code, site, "status_on_error.code", errors),
@@ -59,17 +82,6 @@ pub(super) fn filter(
         let share = f.default_value.unwrap_or_default();
         fractional_percent(&share, site, "filter_enabled.default_value", errors)
     });
-    let headers = HeaderSelection {
-        allowed: proto
-            .allowed_headers
-            .as_ref()
-            .map(|l| string_list(l, site, "allowed_headers", errors)),
-        disallowed: proto
-            .disallowed_headers
-            .as_ref()
-            .map(|l| string_list(l, site, "disallowed_headers", errors))
-            .unwrap_or_default(),
-    };
     let metadata_path = site.path_of("filter_enabled_metadata");
     let filter_enabled_metadata = proto
         .filter_enabled_metadata
@@ -191,5 +203,6 @@ fn string_list(
         .collect()
 }
 
+mod http_service;
 #[cfg(test)]
 mod tests;

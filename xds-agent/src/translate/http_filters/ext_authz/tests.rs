@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::super::tests::{filter_errors, one_filter, per_route_config, per_route_errors};
 use super::*;
+use model::ext_authz::{CheckPath, GrpcService};
 
 const EXT_AUTHZ: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const PER_ROUTE: &str =
@@ -16,6 +17,13 @@ fn entry(config: &str) -> String {
 fn ext_authz(config: &str) -> Arc<HttpExtAuthz> {
     match one_filter(&entry(config)).kind {
         HttpFilterKind::ExtAuthz(f) => f,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn grpc(f: &HttpExtAuthz) -> &GrpcService {
+    match &f.service {
+        AuthzService::Grpc(grpc) => grpc,
         other => panic!("{other:?}"),
     }
 }
@@ -34,9 +42,9 @@ fn istio_config_translates() {
              value: {string_match: {prefix: istio-ext-authz}}}"#,
     );
     assert!(f.filter_enabled_metadata.is_some() && f.ingest_metadata);
-    assert_eq!(f.service.cluster, "outbound|9191||sample-ext-authz-grpc");
-    assert_eq!(f.service.authority, "sample-ext-authz-grpc.local");
-    assert_eq!(f.service.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(grpc(&f).cluster, "outbound|9191||sample-ext-authz-grpc");
+    assert_eq!(grpc(&f).authority, "sample-ext-authz-grpc.local");
+    assert_eq!(grpc(&f).timeout, Some(Duration::from_secs(600)));
     assert_eq!(
         f.with_request_body,
         Some(BodySettings {
@@ -52,8 +60,8 @@ fn istio_config_translates() {
 #[test]
 fn defaults_and_stat_names_follow_envoy() {
     let f = ext_authz(GRPC);
-    assert_eq!(f.service.timeout, Some(Duration::from_millis(200)));
-    assert_eq!(f.service.authority, "authz");
+    assert_eq!(grpc(&f).timeout, Some(Duration::from_millis(200)));
+    assert_eq!(grpc(&f).authority, "authz");
     assert_eq!(f.status_on_error, 403);
     assert!(f.headers.includes(b"anything") && f.filter_enabled.is_none());
     let mut names = vec![];
@@ -73,9 +81,9 @@ fn defaults_and_stat_names_follow_envoy() {
     f.stats.read(&mut names);
     assert_eq!(names[0].name, "http.ingress.ext_authz.waf.ok");
     assert_eq!(f.status_on_error, 503);
-    assert_eq!(f.service.timeout, None, "0s: no deadline");
+    assert_eq!(grpc(&f).timeout, None, "0s: no deadline");
     assert_eq!(
-        f.service.initial_metadata,
+        grpc(&f).initial_metadata,
         [("x-tenant".into(), "t1".into())]
     );
     assert!(f.headers.includes(b"x-a") && !f.headers.includes(b"x-secret"));
@@ -92,10 +100,6 @@ fn refused_fields_are_named() {
         (
             format!("{GRPC}, transport_api_version: V2"),
             "f.typed_config.transport_api_version",
-        ),
-        (
-            r#"http_service: {server_uri: {uri: "http://a", cluster: a, timeout: 1s}}"#.into(),
-            "f.typed_config.http_service",
         ),
         (
             "failure_mode_allow: true".into(),
@@ -148,6 +152,119 @@ fn refused_fields_are_named() {
         (
             format!("{GRPC}, allowed_headers: {{patterns: [{{prefix: \"\"}}]}}"),
             "f.typed_config.allowed_headers.patterns[0].prefix",
+        ),
+    ];
+    for (config, path) in cases {
+        let errors = filter_errors(&entry(&config));
+        assert!(
+            errors.iter().any(|e| e.path == path),
+            "{config}: {errors:?}"
+        );
+    }
+}
+
+/// Istio's CUSTOM policy with an `envoyExtAuthzHttp` provider: the HTTP service, its check
+/// headers (the allowed ones and Envoy's four) and where the answer's headers go.
+#[test]
+fn istio_http_config_translates() {
+    let f = ext_authz(
+        r#"http_service: {path_prefix: /check,
+             server_uri: {uri: "http://authz.foo.svc.cluster.local",
+               cluster: "outbound|8000||authz.foo.svc.cluster.local", timeout: 600s},
+             authorization_request: {headers_to_add: [{key: X-Tenant, value: "t%%1"}]},
+             authorization_response: {
+               allowed_upstream_headers: {patterns: [{exact: x-user, ignore_case: true}]},
+               allowed_client_headers: {patterns: [{prefix: x-deny-}]},
+               allowed_client_headers_on_success: {patterns: [{exact: x-ok}]},
+               dynamic_metadata_from_headers: {patterns: [{exact: x-meta}]}}},
+           allowed_headers: {patterns: [{exact: x-verdict, ignore_case: true}]},
+           status_on_error: {code: 503}, failure_mode_allow: true, transport_api_version: V3"#,
+    );
+    let AuthzService::Http(http) = &f.service else {
+        panic!("{:?}", f.service)
+    };
+    assert_eq!(http.cluster, "outbound|8000||authz.foo.svc.cluster.local");
+    assert_eq!(http.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(http.path, CheckPath::Prefix("/check".into()));
+    assert_eq!(http.headers_to_add, [("x-tenant".into(), "t%1".into())]);
+    assert!(http.upstream[0].matches(b"x-user") && http.upstream_to_append.is_empty());
+    assert!(http.client.includes(b"x-deny-reason") && http.client.includes(b"location"));
+    assert!(!http.client.includes(b"x-other"));
+    assert!(http.client_on_success[0].matches(b"x-ok") && http.metadata[0].matches(b"x-meta"));
+    for name in [
+        "x-verdict",
+        "authorization",
+        ":method",
+        ":path",
+        ":authority",
+    ] {
+        assert!(f.headers.includes(name.as_bytes()), "{name}");
+    }
+    assert!(!f.headers.includes(b"cookie") && !f.headers.includes(b":scheme"));
+    assert_eq!((f.status_on_error, f.failure_mode_allow), (503, true));
+}
+
+/// Envoy's defaults for an HTTP service: only its four headers checked, every answer header
+/// but `host` to a denied client, `0s`: no deadline; `path_override`.
+#[test]
+fn http_service_defaults() {
+    let f = ext_authz(
+        r#"http_service: {path_override: /authz,
+             server_uri: {uri: "http://a", cluster: a, timeout: 0s},
+             authorization_request: {allowed_headers: {patterns: [{exact: x-a}]}}}"#,
+    );
+    let AuthzService::Http(http) = &f.service else {
+        panic!()
+    };
+    assert_eq!(http.path, CheckPath::Override("/authz".into()));
+    assert_eq!(http.timeout, None);
+    assert!(http.client.includes(b"x-anything") && !http.client.includes(b"host"));
+    assert!(f.headers.includes(b"x-a") && f.headers.includes(b"authorization"));
+    assert!(!f.headers.includes(b"x-b"));
+}
+
+/// What an HTTP service refuses, each error naming its field.
+#[test]
+fn http_service_refusals_are_named() {
+    let uri = r#"server_uri: {uri: "http://a", cluster: a, timeout: 1s}"#;
+    let cases = [
+        (
+            r#"http_service: {server_uri: {uri: "http://a", cluster: a}}"#.to_string(),
+            "f.typed_config.http_service.server_uri.timeout",
+        ),
+        (
+            r#"http_service: {server_uri: {uri: "http://a", timeout: 1s}}"#.into(),
+            "f.typed_config.http_service.server_uri.cluster",
+        ),
+        (
+            r#"http_service: {server_uri: {cluster: a, timeout: 1s}}"#.into(),
+            "f.typed_config.http_service.server_uri.uri",
+        ),
+        (
+            format!("http_service: {{{uri}, path_prefix: /a, path_override: /b}}"),
+            "f.typed_config.http_service.path_override",
+        ),
+        (
+            format!("http_service: {{{uri}, retry_policy: {{num_retries: 1}}}}"),
+            "f.typed_config.http_service.retry_policy",
+        ),
+        (
+            format!(
+                r#"http_service: {{{uri}, authorization_request: {{headers_to_add: [{{key: x-a, value: "%REQ(x-b)%"}}]}}}}"#
+            ),
+            "f.typed_config.http_service.authorization_request.headers_to_add[0].value",
+        ),
+        (
+            format!(
+                r#"http_service: {{{uri}, authorization_request: {{headers_to_add: [{{key: ":path", value: a}}]}}}}"#
+            ),
+            "f.typed_config.http_service.authorization_request.headers_to_add[0].key",
+        ),
+        (
+            format!(
+                r#"http_service: {{{uri}, authorization_request: {{allowed_headers: {{patterns: [{{exact: a}}]}}}}}}, allowed_headers: {{patterns: [{{exact: b}}]}}"#
+            ),
+            "f.typed_config.http_service.authorization_request.allowed_headers",
         ),
     ];
     for (config, path) in cases {
