@@ -12,7 +12,13 @@
 //! through under `failure_mode_allow` (with `x-envoy-auth-failure-mode-allowed`); a route
 //! disabling the filter and routes adding context extensions; the body sent whole, partial
 //! or as bytes, and a too-large one refused 413; HTTP/2 clients; mutual-TLS principals, the
-//! peer certificate and the SNI; the network filter closing denied connections.
+//! peer certificate and the SNI; the network filter closing denied connections. The HTTP
+//! service (`http_service`, against tests/peers/ext_authz_http_server.py, which records each
+//! check's method, path, headers and body): the checks' paths under `path_prefix`, the headers
+//! `allowed_headers` selects and `headers_to_add` sets, the body; where the answer's headers
+//! go (`allowed_upstream_headers[_to_append]`, `allowed_client_headers[_on_success]`,
+//! `dynamic_metadata_from_headers`, `x-envoy-auth-headers-to-remove`); denials with the
+//! service's status and body; 5xx answers, timeouts and an unreachable service as errors.
 mod common;
 
 use std::{io::Read, io::Write, path::Path};
@@ -118,16 +124,17 @@ fn ext_authz(name: &str, config: Value) -> Value {
     json!({"name": name, "typed_config": typed})
 }
 
-/// A file access log with the status, flags and response code details.
-fn access_log(path: &Path) -> Value {
+/// A file access log with the status, flags and response code details, then `extra`.
+fn access_log(path: &Path, extra: &str) -> Value {
+    let format = format!(
+        "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%{extra}\n"
+    );
     json!([{
         "name": "envoy.access_loggers.file",
         "typed_config": {
             "@type": FILE_LOG,
             "path": path.to_str().unwrap(),
-            "log_format": {"text_format_source": {
-                "inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n",
-            }},
+            "log_format": {"text_format_source": {"inline_string": format}},
         },
     }])
 }
@@ -190,7 +197,7 @@ fn http_checks_as_envoy() {
         "plain",
         routes,
         vec![ext_authz("authz", json!({}))],
-        json!({"access_log": access_log(&log)}),
+        json!({"access_log": access_log(&log, "")}),
     );
     let b = bootstrap(
         admin,
@@ -371,7 +378,7 @@ fn failure_mode_and_bodies_as_envoy() {
             name,
             catch_all_routes("app", json!({})),
             vec![ext_authz("authz", config)],
-            json!({"access_log": access_log(&log)}),
+            json!({"access_log": access_log(&log, "")}),
         );
         http_listener(name, port, manager)
     };
@@ -577,6 +584,327 @@ fn network_filter_as_envoy() {
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let stats = settled_stats(proxy, "ext_authz.", &names, |s| s["tolerant.total"] == 1);
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
+/// The HTTP authorization server (tests/peers/ext_authz_http_server.py), recording into `log`.
+struct HttpAuthzServer {
+    server: PeerServer,
+    _dir: TempDir,
+    log: std::path::PathBuf,
+}
+
+impl HttpAuthzServer {
+    fn start(tag: &str) -> HttpAuthzServer {
+        let dir = TempDir::new(tag);
+        let log = dir.file("checks.jsonl");
+        let args = ["--port", "0", "--log", log.to_str().unwrap(), "--stdin-eof"];
+        let server = PeerServer::start("ext_authz_http_server.py", &args);
+        HttpAuthzServer {
+            server,
+            _dir: dir,
+            log,
+        }
+    }
+
+    /// The `n` checks recorded since the last call (method, path, headers sorted, body), then
+    /// forgotten.
+    fn checks(&self, n: usize) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut checks: Vec<String> = take_log_lines(&self.log, n)
+            .iter()
+            .map(|line| {
+                let mut check: Value = serde_json::from_str(line).unwrap();
+                let mut headers: Vec<Value> = check["headers"].as_array().unwrap().clone();
+                headers.sort_by_key(|h| h.to_string());
+                check["headers"] = Value::Array(headers);
+                check.to_string()
+            })
+            .collect();
+        // Checks made at once (none here) may be recorded in either order.
+        checks.sort();
+        checks
+    }
+}
+
+/// An `ext_authz` filter asking the HTTP service on cluster `cluster`; `service` and `config`
+/// are merged over the service's URI and the filter's defaults.
+fn http_ext_authz(cluster: &str, service: Value, config: Value) -> Value {
+    let mut http = json!({"server_uri": {"uri": "http://authz.local:9000", "cluster": cluster, "timeout": "0.5s"}});
+    merge(&mut http, service);
+    let mut typed = json!({"@type": EXT_AUTHZ, "http_service": http});
+    merge(&mut typed, config);
+    json!({"name": "authz", "typed_config": typed})
+}
+
+/// What a client saw of an HTTP check: status, the headers the service may have sent it, the
+/// body (an upstream's echo reduced to the headers the service may change, every line of
+/// each, and the body it got).
+fn http_outcome(r: &Curl) -> String {
+    let pick = |headers: &mut dyn Iterator<Item = (&str, &str)>, names: &[&str]| {
+        headers
+            .filter(|(k, _)| names.contains(&k.to_ascii_lowercase().as_str()))
+            .map(|(k, v)| format!("{}={v}", k.to_ascii_lowercase()))
+            .collect::<Vec<String>>()
+    };
+    let to_client = [
+        "x-authz-client",
+        "x-denied",
+        "set-cookie",
+        "www-authenticate",
+        "x-authz-secret",
+        "content-type",
+    ];
+    let client = pick(
+        &mut r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &to_client,
+    );
+    let body = match serde_json::from_str::<Value>(&r.body) {
+        Ok(echo) if echo["headers"].is_array() => {
+            let to_upstream = [
+                "x-authz",
+                "x-authz-append",
+                "x-authz-secret",
+                "x-remove-me",
+                "authorization",
+                "x-envoy-auth-failure-mode-allowed",
+            ];
+            let headers = echo["headers"].as_array().unwrap();
+            let upstream = pick(
+                &mut headers
+                    .iter()
+                    .map(|h| (h[0].as_str().unwrap(), h[1].as_str().unwrap())),
+                &to_upstream,
+            );
+            format!("upstream {upstream:?} body {}", echo["body"])
+        }
+        _ => r.body.clone(),
+    };
+    format!("{} {client:?} {body}", r.status)
+}
+
+/// The HTTP service: checks carry the method, the path under `path_prefix`, the allowed
+/// headers (and Envoy's four), `headers_to_add` and the body (whole, or its first
+/// `max_request_bytes`); an allowing answer's headers set and added upstream, added to the
+/// client's response and taken as dynamic metadata, `x-envoy-auth-headers-to-remove` honoured;
+/// denials (401, 302) with the listed client headers and the body; 5xx answers and timeouts
+/// refused 403; a disabled route unchecked; an HTTP/2 client.
+#[test]
+fn http_service_as_envoy() {
+    if !have_python("http_service_as_envoy", "json, http.server") {
+        return;
+    }
+    let authz = HttpAuthzServer::start("ext-authz-http-service");
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, port) = (free_port(), free_port());
+    let logs = TempDir::new("ext-authz-http-service-logs");
+    let log = logs.file("access.log");
+    let names = |names: &[&str]| {
+        let patterns: Vec<Value> = names.iter().map(|n| json!({"exact": n})).collect();
+        json!({"patterns": patterns})
+    };
+    let filter = http_ext_authz(
+        "authz",
+        json!({
+            "path_prefix": "/check",
+            "authorization_request": {"headers_to_add": [
+                {"key": "x-added", "value": "lit"},
+                {"key": "x-verdict-source", "value": "proxy"},
+            ]},
+            "authorization_response": {
+                "allowed_upstream_headers": names(&["x-authz"]),
+                "allowed_upstream_headers_to_append": names(&["x-authz-append"]),
+                "allowed_client_headers": names(&["x-denied", "set-cookie"]),
+                "allowed_client_headers_on_success": names(&["x-authz-client"]),
+                "dynamic_metadata_from_headers": names(&["x-user-id"]),
+            },
+        }),
+        json!({
+            "allowed_headers": {"patterns": [{"exact": "x-verdict"}, {"exact": "x-sleep-ms"}, {"prefix": "x-user"}]},
+            "with_request_body": {"max_request_bytes": 100, "allow_partial_message": true},
+        }),
+    );
+    let routes = json!({"name": "local", "virtual_hosts": [{
+        "name": "all", "domains": ["*"],
+        "routes": [
+            {"match": {"prefix": "/off"}, "route": {"cluster": "app"},
+             "typed_per_filter_config": {"authz": {"@type": PER_ROUTE, "disabled": true}}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "app"}},
+        ],
+    }]});
+    let manager = hcm(
+        "plain",
+        routes,
+        vec![filter],
+        json!({"access_log": access_log(&log, " %DYNAMIC_METADATA(envoy.filters.http.ext_authz:x-user-id)%")}),
+    );
+    let b = bootstrap(
+        admin,
+        vec![http_listener("plain", port, manager)],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            cluster("authz", &[(authz.server.port, 1)], json!({})),
+        ],
+    );
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let long_body = "0123456789".repeat(15);
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "allowed",
+            args(&[
+                "-H",
+                "x-user: alice",
+                "-H",
+                "x-remove-me: z",
+                "-H",
+                "x-authz-append: orig",
+                "-H",
+                "x-authz: old",
+                "-H",
+                "authorization: Bearer t",
+                "-H",
+                "cookie: c=1",
+                &url("/allowed?q=1"),
+            ]),
+        ),
+        ("denied 401", args(&["-H", "x-verdict: 401", &url("/deny")])),
+        (
+            "denied 302",
+            args(&["-H", "x-verdict: 302", &url("/deny/moved")]),
+        ),
+        ("error 503", args(&["-H", "x-verdict: 503", &url("/err")])),
+        (
+            "timeout",
+            args(&[
+                "-H",
+                "x-verdict: slow",
+                "-H",
+                "x-sleep-ms: 1000",
+                &url("/slow"),
+            ]),
+        ),
+        (
+            "disabled route",
+            args(&["-H", "x-verdict: 401", &url("/off/x")]),
+        ),
+        (
+            "body",
+            args(&["--data-binary", "hello body", &url("/post")]),
+        ),
+        (
+            "partial body",
+            args(&["--data-binary", &long_body, &url("/post/long")]),
+        ),
+        (
+            "http2",
+            args(&["--http2-prior-knowledge", "-H", "x-user: bob", &url("/h2")]),
+        ),
+    ];
+    on_both("ext-authz-http-service", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(label, args)| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                format!("{label}: {}", http_outcome(&curl(&args)))
+            })
+            .collect();
+        seen.extend(take_log_lines(&log, cases.len()));
+        // Every request but the disabled route's was checked.
+        seen.extend(authz.checks(cases.len() - 1));
+        let names = ["ok", "denied", "error", "failure_mode_allowed", "disabled"];
+        let stats = settled_stats(proxy, "http.plain.ext_authz.", &names, |s| s["ok"] == 4);
+        seen.push(format!("{stats:?}"));
+        seen
+    });
+}
+
+/// The HTTP service without client header lists: a denied client gets every answer header but
+/// `host`; `path_override`; the deprecated `authorization_request.allowed_headers`; errors (a 5xx answer, an
+/// unreachable service) let through under `failure_mode_allow` with its header, or refused with
+/// `status_on_error`.
+#[test]
+fn http_service_defaults_and_failures_as_envoy() {
+    if !have_python(
+        "http_service_defaults_and_failures_as_envoy",
+        "json, http.server",
+    ) {
+        return;
+    }
+    let authz = HttpAuthzServer::start("ext-authz-http-defaults");
+    let app = EchoUpstreams::start(&["app"], None);
+    let (admin, tolerant, strict) = (free_port(), free_port(), free_port());
+    let logs = TempDir::new("ext-authz-http-defaults-logs");
+    let log = logs.file("access.log");
+    let listener = |name: &str, port: u16, filter: Value| {
+        let manager = hcm(
+            name,
+            catch_all_routes("app", json!({})),
+            vec![filter],
+            json!({"access_log": access_log(&log, "")}),
+        );
+        http_listener(name, port, manager)
+    };
+    let verdict = json!({
+        "path_override": "/authz",
+        "authorization_request": {"allowed_headers": {"patterns": [{"exact": "x-verdict"}]}},
+    });
+    let b = bootstrap(
+        admin,
+        vec![
+            listener(
+                "tolerant",
+                tolerant,
+                http_ext_authz(
+                    "authz",
+                    verdict,
+                    json!({"failure_mode_allow": true, "failure_mode_allow_header_add": true}),
+                ),
+            ),
+            listener(
+                "strict",
+                strict,
+                http_ext_authz("down", json!({}), json!({"status_on_error": {"code": 503}})),
+            ),
+        ],
+        vec![
+            cluster("app", &[(app.port("app"), 1)], json!({})),
+            cluster("authz", &[(authz.server.port, 1)], json!({})),
+            cluster("down", &[(free_port(), 1)], json!({})),
+        ],
+    );
+    let cases: Vec<(&str, u16, Option<&str>)> = vec![
+        ("denied", tolerant, Some("x-verdict: 403")),
+        ("error allowed", tolerant, Some("x-verdict: 500")),
+        ("allowed", tolerant, None),
+        ("unreachable", strict, None),
+    ];
+    on_both("ext-authz-http-defaults", &b, |proxy| {
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|(label, port, header)| {
+                let url = format!("http://127.0.0.1:{port}/x");
+                let mut args = vec![url.as_str()];
+                if let Some(header) = header {
+                    args.extend(["-H", header]);
+                }
+                format!("{label}: {}", http_outcome(&curl(&args)))
+            })
+            .collect();
+        seen.extend(take_log_lines(&log, cases.len()));
+        seen.extend(authz.checks(3));
+        let names = [
+            "tolerant.ext_authz.ok",
+            "tolerant.ext_authz.denied",
+            "tolerant.ext_authz.error",
+            "tolerant.ext_authz.failure_mode_allowed",
+            "strict.ext_authz.error",
+        ];
+        let stats = settled_stats(proxy, "http.", &names, |s| s["strict.ext_authz.error"] == 1);
         seen.push(format!("{stats:?}"));
         seen
     });
