@@ -416,3 +416,107 @@ fn proxy_stat_at_least(proxy: &HttpProxy, name: &str, min: i64) {
         (proxy.stats().get(name).copied().unwrap_or(0) >= min).then_some(())
     });
 }
+
+/// Istio's HBONE from both ends on one shardproxy: a plain TCP client of the `outbound`
+/// listener reaches a service whose endpoint is the internal listener `connect_originate`
+/// (its `tunnel` metadata passed through `internal_upstream`); `set_internal_dst_address`
+/// restores the destination, and tcp_proxy's `tunneling_config` carries the connection in an
+/// HTTP/2 CONNECT (authority `%DOWNSTREAM_LOCAL_ADDRESS%`, a baggage header) over mTLS to the
+/// tunnel address, the `connect_terminate` listener of `hbone_inbound`, and on to the app.
+#[test]
+fn hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side() {
+    let test = "hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side";
+    let apps = EchoUpstreams::start(&["app"], None);
+    let echo = Upstream::echo();
+    let (admin, hbone, outbound) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("hbone_outbound");
+    let log = dir.file("access.log");
+    let app = apps.port("app");
+    let mut b = hbone_inbound(admin, hbone, app, echo.port, &log.to_string_lossy());
+    let originate = internal_listener(
+        "connect_originate",
+        vec![json!({"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": tcp_proxy("connect_originate", "connect_originate", json!({
+                "tunneling_config": {
+                    "hostname": "%DOWNSTREAM_LOCAL_ADDRESS%",
+                    "headers_to_add": [{"header": {"key": "baggage", "value":
+                        "k8s.namespace.name=default,k8s.deployment.name=sleep,service.name=sleep-svc,service.version=v7"}}],
+                },
+            })),
+        }]})],
+        json!({"listener_filters": [{"name": "set_dst_address", "typed_config":
+            istio_typed("istio.set_internal_dst_address.v1.Config", json!({}))}]}),
+    );
+    let client = listener(
+        "outbound",
+        outbound,
+        tcp_proxy("outbound", "svc", json!(null)),
+    );
+    let mut svc = internal_cluster("svc", "connect_originate");
+    svc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"] = json!({
+        "filter_metadata": {"tunnel": {
+            "destination": format!("127.0.0.1:{app}"),
+            "address": format!("127.0.0.1:{hbone}"),
+        }},
+    });
+    let tunnel_cluster = json!({
+        "name": "connect_originate",
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "transport_socket": upstream_tls(
+            json!({
+                "tls_certificates": [tls_certificate(&pki().client)],
+                "validation_context": validation(&pki().ca, json!({})),
+                "alpn_protocols": ["h2"],
+            }),
+            json!({"sni": "localhost"}),
+        ),
+    });
+    b["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .extend([client, originate]);
+    b["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .extend([svc, tunnel_cluster]);
+    let proxy = HttpProxy::start(Kind::Shardproxy, test, &b);
+    let response = HttpConn::open(outbound)
+        .exchange(
+            "GET",
+            &request("GET", "/through-hbone", &[("host", "app.test")], b""),
+        )
+        .expect("a response through both ends of HBONE");
+    assert_eq!(response.status(), 200, "{}", response.text());
+    assert_eq!(response.echo()["target"], "/through-hbone");
+    // The inbound side saw the destination the outbound endpoint's metadata named.
+    let line = &take_log_lines(&log, 1)[0];
+    let authority = format!("127.0.0.1:{app}");
+    assert_eq!(line, &format!("{authority} {authority} 200"));
+    let stats = settled_stats(
+        &proxy,
+        "",
+        &[
+            "cluster.connect_originate.upstream_rq_total",
+            "cluster.svc.upstream_cx_total",
+        ],
+        |s| s["cluster.connect_originate.upstream_rq_total"] >= 1,
+    );
+    assert_eq!(stats["cluster.svc.upstream_cx_total"], 1, "{stats:?}");
+    // The peer's baggage from the tunnel request names the workload on the inbound side.
+    let text = http_get(addr(admin), "/stats/prometheus").unwrap().body;
+    assert!(
+        text.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("source_workload=\"sleep\"")
+            && l.contains(&format!("source_principal=\"{CLIENT_SPIFFE}\""))),
+        "{text}"
+    );
+}
