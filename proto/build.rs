@@ -1,6 +1,7 @@
 //! Build script: locates the `envoy-types` crate on disk (via `cargo metadata`) so the crate can
-//! embed the descriptor set it ships, instead of vendoring Envoy's protos here, and compiles the
-//! project's own `.proto` files under `protos/` (with `protox`, no system `protoc`) against it.
+//! embed the descriptor set it ships, instead of vendoring Envoy's protos here, compiles the
+//! project's own `.proto` files under `protos/` (with `protox`, no system `protoc`) against it,
+//! and writes the index that lets the pool decode only the files a type needs.
 use std::{env, fs, path::PathBuf, process::Command};
 
 use protox::file::{ChainFileResolver, DescriptorSetFileResolver, IncludeFileResolver};
@@ -77,22 +78,20 @@ fn main() {
     let descriptors = crate_dir.join("src/generated/types.bin");
     assert!(descriptors.exists(), "{} is missing", descriptors.display());
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let embedded = without_source_info(&descriptors, &out_dir);
-    println!(
-        "cargo:rustc-env=ENVOY_TYPES_DESCRIPTORS={}",
-        embedded.display()
-    );
-    compile_own_protos(&descriptors);
+    let mut set = without_source_info(&descriptors);
+    set.extend(compile_own_protos(&descriptors));
+    let index = index(&set);
+    fs::write(out_dir.join("descriptors.bin"), &set).expect("write descriptors.bin");
+    fs::write(out_dir.join("descriptor_index.rs"), index).expect("write descriptor_index.rs");
     println!("cargo:rerun-if-changed=build.rs");
 }
 
-/// Writes Envoy's descriptor set without each file's `source_code_info` (comments and source
-/// locations: four fifths of its bytes, which nothing here reads), so the pool every start
-/// decodes is smaller and quicker to build. Everything else is copied byte for byte (options
+/// Envoy's descriptor set without each file's `source_code_info` (comments and source
+/// locations: four fifths of its bytes, which nothing here reads), so the files the pool
+/// decodes are smaller and quicker to build. Everything else is copied byte for byte (options
 /// keep their extensions).
-fn without_source_info(descriptors: &std::path::Path, out_dir: &std::path::Path) -> PathBuf {
-    /// `FileDescriptorSet.file` and `FileDescriptorProto.source_code_info`.
-    const FILE: u64 = 1;
+fn without_source_info(descriptors: &std::path::Path) -> Vec<u8> {
+    /// `FileDescriptorProto.source_code_info`.
     const SOURCE_CODE_INFO: u64 = 9;
     let set = fs::read(descriptors).expect("read the envoy-types descriptor set");
     let mut out = Vec::with_capacity(set.len());
@@ -106,9 +105,88 @@ fn without_source_info(descriptors: &std::path::Path, out_dir: &std::path::Path)
         put_varint(&mut out, file.len() as u64);
         out.extend_from_slice(&file);
     }
-    let path = out_dir.join("envoy_types.bin");
-    fs::write(&path, out).expect("write envoy_types.bin");
-    path
+    out
+}
+
+/// `FileDescriptorSet.file`; in a `FileDescriptorProto`: `name`, `package`, `dependency`,
+/// `message_type`; in a `DescriptorProto`: `name`, `nested_type`.
+const FILE: u64 = 1;
+const FILE_NAME: u64 = 1;
+const FILE_PACKAGE: u64 = 2;
+const FILE_DEPENDENCY: u64 = 3;
+const FILE_MESSAGE_TYPE: u64 = 4;
+const MESSAGE_NAME: u64 = 1;
+const MESSAGE_NESTED_TYPE: u64 = 3;
+
+/// The Rust source of the index of the descriptor set `set` (`descriptor_index.rs`): per
+/// file, the byte range of its entry (key, length and `FileDescriptorProto`: alone, a set of
+/// one file) and the files it imports; every message's full name,
+/// sorted, with its file.
+fn index(set: &[u8]) -> String {
+    let mut files = Vec::new();
+    let mut at = 0;
+    for (number, field) in fields(set) {
+        assert_eq!(number, FILE, "a FileDescriptorSet holds files only");
+        files.push((at, at + field.len(), length_delimited(field)));
+        at += field.len();
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|(_, _, file)| string_field(file, FILE_NAME))
+        .collect();
+    let mut messages = Vec::new();
+    let mut out = String::from(
+        "/// Per file of the embedded set: the byte range of its entry (a one-file set) and the \
+         files it imports.\nstatic FILES: &[(u32, u32, &[u16])] = &[\n",
+    );
+    for (i, (start, end, file)) in files.iter().enumerate() {
+        let deps: Vec<String> = fields(file)
+            .filter(|(n, _)| *n == FILE_DEPENDENCY)
+            .map(|(_, f)| {
+                let dep = String::from_utf8(length_delimited(f).to_vec()).expect("UTF-8 name");
+                let index = names.iter().position(|n| *n == dep);
+                index.unwrap_or_else(|| panic!("{} imports {dep}, not in the set", names[i]))
+            })
+            .map(|d| d.to_string())
+            .collect();
+        out += &format!("    ({start}, {end}, &[{}]),\n", deps.join(", "));
+        let package = string_field(file, FILE_PACKAGE);
+        for (_, message) in fields(file).filter(|(n, _)| *n == FILE_MESSAGE_TYPE) {
+            message_names(length_delimited(message), &package, i, &mut messages);
+        }
+    }
+    messages.sort();
+    for pair in messages.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "a message declared twice");
+    }
+    out += "];\n/// Every message's full name, sorted, with the index of its file in `FILES`.\n\
+            static MESSAGES: &[(&str, u16)] = &[\n";
+    for (name, file) in &messages {
+        out += &format!("    ({name:?}, {file}),\n");
+    }
+    out + "];\n"
+}
+
+/// Adds the full names of `message` (declared in `scope`) and of its nested messages.
+fn message_names(message: &[u8], scope: &str, file: usize, out: &mut Vec<(String, usize)>) {
+    let name = string_field(message, MESSAGE_NAME);
+    let full = if scope.is_empty() {
+        name
+    } else {
+        format!("{scope}.{name}")
+    };
+    for (_, nested) in fields(message).filter(|(n, _)| *n == MESSAGE_NESTED_TYPE) {
+        message_names(length_delimited(nested), &full, file, out);
+    }
+    out.push((full, file));
+}
+
+/// A string field of a message (the first with that number; empty when absent).
+fn string_field(message: &[u8], number: u64) -> String {
+    fields(message)
+        .find(|(n, _)| *n == number)
+        .map(|(_, f)| String::from_utf8(length_delimited(f).to_vec()).expect("UTF-8 string"))
+        .unwrap_or_default()
 }
 
 /// The fields of an encoded message: each field's number and its whole encoding (key
@@ -165,9 +243,10 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// Compiles `OWN_PROTOS` into `$OUT_DIR/own.bin` (their imports resolve against Envoy's
-/// descriptor set and are left out: the pool already has them).
-fn compile_own_protos(envoy_descriptors: &std::path::Path) {
+/// Compiles `OWN_PROTOS` into an encoded descriptor set to append to Envoy's (their imports
+/// resolve against Envoy's descriptor set and are left out: it has them), and their Rust
+/// types.
+fn compile_own_protos(envoy_descriptors: &std::path::Path) -> Vec<u8> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("protos");
     let envoy = fs::read(envoy_descriptors).expect("read the envoy-types descriptor set");
     let mut resolver = ChainFileResolver::new();
@@ -178,12 +257,8 @@ fn compile_own_protos(envoy_descriptors: &std::path::Path) {
     compiler
         .open_files(OWN_PROTOS)
         .unwrap_or_else(|e| panic!("compile protos/: {e}"));
+    let own = compiler.encode_file_descriptor_set();
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    fs::write(
-        out_dir.join("own.bin"),
-        compiler.encode_file_descriptor_set(),
-    )
-    .expect("write own.bin");
     // prost-build reads the messages the generated ones name (Duration), so these come with
     // their imports; it writes the well-known types' own file too, left unused.
     let mut compiler =
@@ -218,4 +293,5 @@ fn compile_own_protos(envoy_descriptors: &std::path::Path) {
     for proto in OWN_PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
+    own
 }

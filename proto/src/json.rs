@@ -1,16 +1,10 @@
 //! Proto3 JSON mapping: YAML/JSON text or values into `envoy-types` messages (and back),
 //! over the descriptor set that the `envoy-types` crate ships.
-use std::sync::Mutex;
-
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
+use prost_reflect::{DeserializeOptions, DynamicMessage, SerializeOptions};
 
-use crate::typed_struct::unwrap_typed_structs;
-
-static DESCRIPTORS: &[u8] = include_bytes!(env!("ENVOY_TYPES_DESCRIPTORS"));
-/// The project's own messages (`protos/`, compiled by build.rs), added to Envoy's.
-static OWN_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/own.bin"));
+use crate::{descriptors, typed_struct::unwrap_typed_structs};
 
 /// Why a document could not become a message. `path` is the field path (`a.b[2].c`), empty
 /// when the error is about the document as a whole.
@@ -28,39 +22,6 @@ impl JsonError {
             message: message.to_string(),
         }
     }
-}
-
-/// The decoded pool, while in use. Decoded it holds ~50 MB, more than the whole proxy
-/// otherwise, so it is built on demand (~60 ms) and dropped by `release_pool` when idle.
-static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
-
-/// The pool of every Envoy, xDS and UDPA message type, and the project's own (a cheap handle
-/// to a shared pool).
-pub fn pool() -> DescriptorPool {
-    let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    slot.get_or_insert_with(|| {
-        let mut pool =
-            DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes");
-        pool.decode_file_descriptor_set(OWN_DESCRIPTORS)
-            .expect("the project's own descriptors fit Envoy's");
-        pool
-    })
-    .clone()
-}
-
-/// Drops the cached pool; its memory is freed once no handle or descriptor refers to it.
-/// The agent calls this after each config load and admin request.
-pub fn release_pool() {
-    let pool = POOL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    drop(pool);
-}
-
-/// The embedded descriptor set (so the process can drop its pages from memory when idle).
-pub fn descriptor_bytes() -> &'static [u8] {
-    DESCRIPTORS
 }
 
 /// Parses YAML or JSON text (JSON is read as YAML, which also tolerates the trailing commas
@@ -99,8 +60,8 @@ pub(crate) fn to_dynamic(
     value: serde_json::Value,
     allow_unknown: bool,
 ) -> Result<DynamicMessage, JsonError> {
-    let descriptor = pool()
-        .get_message_by_name(full_name)
+    load_type_urls(&value);
+    let descriptor = descriptors::message(full_name)
         .ok_or_else(|| JsonError::whole(format!("unknown message type {full_name}")))?;
     let options = DeserializeOptions::new().deny_unknown_fields(!allow_unknown);
     let mut track = serde_path_to_error::Track::new();
@@ -115,6 +76,17 @@ pub(crate) fn to_dynamic(
             message: e.to_string(),
         }
     })
+}
+
+/// Decodes the types that the strings of `value` name as type URLs (`@type`s, TypedStructs'
+/// `type_url`s), so the `Any`s holding them can be read.
+fn load_type_urls(value: &serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('/') => descriptors::load_named_in(s.as_bytes()),
+        serde_json::Value::Array(items) => items.iter().for_each(load_type_urls),
+        serde_json::Value::Object(fields) => fields.values().for_each(load_type_urls),
+        _ => {}
+    }
 }
 
 /// Decodes an `Any`'s payload into `M`, checking the type URL names `M`.
@@ -140,12 +112,10 @@ pub fn to_json<M: prost::Message + Name>(message: &M) -> serde_json::Value {
 /// [`to_json`], or why the message cannot be rendered (an `Any` whose type is not in the
 /// pool, or whose payload does not decode).
 pub fn try_to_json<M: prost::Message + Name>(message: &M) -> Result<serde_json::Value, String> {
-    let descriptor = pool()
-        .get_message_by_name(&M::full_name())
-        .expect("type in the pool");
-    let mut dynamic = DynamicMessage::new(descriptor);
-    dynamic
-        .transcode_from(message)
+    let bytes = message.encode_to_vec();
+    descriptors::load_named_in(&bytes);
+    let descriptor = descriptors::message(&M::full_name()).expect("type in the pool");
+    let dynamic = DynamicMessage::decode(descriptor, bytes.as_slice())
         .expect("a message re-decodes as itself");
     dynamic
         .serialize_with_options(

@@ -4,7 +4,10 @@
 use prost::Message;
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
-use crate::json::{pool, to_dynamic, JsonError};
+use crate::{
+    descriptors::{load_named_in, message as descriptor_of},
+    json::{to_dynamic, JsonError},
+};
 
 /// The wrapper types, by full name (both have `type_url` = 1 and `value` = 2).
 pub const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
@@ -24,8 +27,8 @@ pub fn unwrap_typed_structs<M: Message + Default + prost::Name>(
     if !mentions_typed_struct(&bytes) {
         return Ok(None);
     }
-    let descriptor = pool()
-        .get_message_by_name(&M::full_name())
+    load_named_in(&bytes);
+    let descriptor = descriptor_of(&M::full_name())
         .ok_or_else(|| JsonError::whole(format!("unknown message type {}", M::full_name())))?;
     let mut dynamic = DynamicMessage::decode(descriptor, bytes.as_slice())
         .map_err(|e| JsonError::whole(format!("decode {}: {e}", M::full_name())))?;
@@ -115,7 +118,7 @@ fn rewrite_any(
     if !mentions_typed_struct(url.as_bytes()) && !mentions_typed_struct(&bytes) {
         return Ok(false);
     }
-    let Some(descriptor) = pool().get_message_by_name(type_name(&url)) else {
+    let Some(descriptor) = descriptor_of(type_name(&url)) else {
         return Ok(false);
     };
     let at = |e: String| JsonError {
@@ -133,7 +136,7 @@ fn rewrite_any(
             _ => serde_json::Value::Object(Default::default()),
         };
         let inner =
-            match pool().get_message_by_name(type_name(&inner_url)) {
+            match descriptor_of(type_name(&inner_url)) {
                 Some(_) => {
                     let mut inner = to_dynamic(type_name(&inner_url), json, allow_unknown)
                         .map_err(|e| JsonError {

@@ -114,9 +114,11 @@ pub fn dumps(state: &AgentState, include_eds: bool) -> Vec<Any> {
     configs
 }
 
-/// An `Any`'s payload as a dynamic message; `None` when its type is not in the pool.
+/// An `Any`'s payload as a dynamic message (the types of the `Any`s inside it decoded into
+/// the pool too); `None` when its type is not in the pool.
 fn decode(any: &Any) -> Option<DynamicMessage> {
-    let descriptor = proto::pool().get_message_by_name(crate::names::type_name(&any.type_url))?;
+    proto::load_named_in(&any.value);
+    let descriptor = proto::message(crate::names::type_name(&any.type_url))?;
     DynamicMessage::decode(descriptor, any.value.as_slice()).ok()
 }
 

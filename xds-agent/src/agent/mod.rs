@@ -83,9 +83,9 @@ pub struct AgentState {
     pub snapshot: Arc<Snapshot>,
     /// The xDS resources held (empty without an ADS stream).
     pub dynamic: crate::dynamic::DynamicConfig,
-    /// An ADS stream is running: Envoy's descriptor pool stays resident (every xDS update is
-    /// checked against it; re-reading it costs ~100 ms), instead of being dropped after
-    /// each load and admin request.
+    /// An ADS stream is running: the descriptor pool (the files of the types xDS delivered so
+    /// far) stays resident, since every xDS update is checked against it, instead of being
+    /// dropped after each load and admin request.
     pub keep_descriptors: bool,
     /// Generation each shard last reported applied.
     pub applied: Vec<u64>,

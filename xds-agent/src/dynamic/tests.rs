@@ -620,7 +620,7 @@ fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
 /// An `Any` of `udpa.type.v1.TypedStruct` (or `xds.type.v3.TypedStruct`) wrapping `value`,
 /// the JSON of a message of type `type_url`, encoded as a control plane sends it.
 fn typed_struct(wrapper: &str, type_url: &str, value: serde_json::Value) -> Any {
-    let descriptor = proto::pool().get_message_by_name(wrapper).unwrap();
+    let descriptor = proto::message(wrapper).unwrap();
     let json = serde_json::json!({"type_url": type_url, "value": value});
     let message = prost_reflect::DynamicMessage::deserialize(descriptor, json).unwrap();
     Any {

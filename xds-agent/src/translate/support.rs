@@ -19,7 +19,10 @@ pub fn unsupported_fields<M: prost::Message + prost::Name>(
     type_url: Option<&str>,
 ) -> Vec<TranslateError> {
     let mut errors = Vec::new();
-    let Some(descriptor) = proto::pool().get_message_by_name(&M::full_name()) else {
+    let bytes = message.encode_to_vec();
+    // The payload types of the `Any`s inside, decoded before the walk takes pool handles.
+    proto::load_named_in(&bytes);
+    let Some(descriptor) = proto::message(&M::full_name()) else {
         errors.push(error(
             path,
             type_url,
@@ -27,7 +30,7 @@ pub fn unsupported_fields<M: prost::Message + prost::Name>(
         ));
         return errors;
     };
-    match DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()) {
+    match DynamicMessage::decode(descriptor, bytes.as_slice()) {
         Ok(dynamic) => walk(&dynamic, path, type_url, &mut errors),
         Err(e) => errors.push(error(path, type_url, format!("cannot decode: {e}"))),
     }
@@ -186,7 +189,7 @@ fn walk_any(
             (None, Some(Value::String(n))) if !n.is_empty() => format!(" {n}"),
             _ => String::new(),
         };
-        let message = if proto::pool().get_message_by_name(type_name).is_none() {
+        let message = if !proto::is_known(type_name) {
             format!("{what}{named}: unknown type")
         } else {
             format!("{what}{named} is not supported yet")
@@ -198,7 +201,7 @@ fn walk_any(
     if type_name.is_empty() && bytes.is_empty() {
         return;
     }
-    let Some(descriptor) = proto::pool().get_message_by_name(type_name) else {
+    let Some(descriptor) = proto::message(type_name) else {
         errors.push(error(path, Some(&url), "unknown type".into()));
         return;
     };
