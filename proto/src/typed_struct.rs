@@ -125,15 +125,12 @@ fn rewrite_any(
         path: path.to_string(),
         message: e,
     };
-    let mut payload =
-        DynamicMessage::decode(descriptor, bytes).map_err(|e| at(format!("decode {url}: {e}")))?;
     let (url, payload) = if TYPED_STRUCTS.contains(&type_name(&url)) {
-        let inner_url = string_field(&payload, "type_url");
-        let json = match payload.get_field_by_name("value").as_deref() {
-            Some(Value::Message(value)) => {
-                serde_json::to_value(value).map_err(|e| at(format!("{url}: value: {e}")))?
-            }
-            _ => serde_json::Value::Object(Default::default()),
+        let wrapper = Wrapper::decode(bytes).map_err(|e| at(format!("decode {url}: {e}")))?;
+        let inner_url = wrapper.type_url;
+        let json = match &wrapper.value {
+            Some(value) => struct_json(value).map_err(|e| at(format!("{url}: value: {e}")))?,
+            None => serde_json::Value::Object(Default::default()),
         };
         let inner =
             match descriptor_of(type_name(&inner_url)) {
@@ -149,14 +146,56 @@ fn rewrite_any(
                 None => Vec::new(),
             };
         (inner_url, inner)
-    } else if rewrite(&mut payload, path, allow_unknown)? {
-        (url, payload.encode_to_vec())
     } else {
-        return Ok(false);
+        let mut payload = DynamicMessage::decode(descriptor, bytes)
+            .map_err(|e| at(format!("decode {url}: {e}")))?;
+        if !rewrite(&mut payload, path, allow_unknown)? {
+            return Ok(false);
+        }
+        (url, payload.encode_to_vec())
     };
     any.set_field_by_name("type_url", Value::String(url));
     any.set_field_by_name("value", Value::Bytes(payload.into()));
     Ok(true)
+}
+
+/// Both wrappers' fields, read without reflection.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Wrapper {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<prost_types::Struct>,
+}
+
+/// A `google.protobuf.Struct` in its proto3 JSON form (an object); a number that JSON cannot
+/// hold (NaN, an infinity) is an error.
+fn struct_json(value: &prost_types::Struct) -> Result<serde_json::Value, String> {
+    value
+        .fields
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), value_json(value)?)))
+        .collect::<Result<_, String>>()
+        .map(serde_json::Value::Object)
+}
+
+fn value_json(value: &prost_types::Value) -> Result<serde_json::Value, String> {
+    use prost_types::value::Kind;
+    Ok(match &value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("{n} is not a JSON number"))?,
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_json(s)?,
+        Some(Kind::ListValue(list)) => serde_json::Value::Array(
+            list.values
+                .iter()
+                .map(value_json)
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 /// The message name a type URL names (`type.googleapis.com/a.b.C` → `a.b.C`).
@@ -235,6 +274,35 @@ mod tests {
         );
         assert!(err.message.contains("bogus"), "{err}");
         assert!(err.message.contains("HttpConnectionManager"), "{err}");
+    }
+
+    /// Every kind of `Struct` value reads as its JSON form.
+    #[test]
+    fn struct_values_read_as_json() {
+        use prost_types::{value::Kind, ListValue, Struct, Value};
+        let value = |kind| Value { kind: Some(kind) };
+        let inner = Struct {
+            fields: [("s".to_string(), value(Kind::StringValue("x".into())))].into(),
+        };
+        let list = ListValue {
+            values: vec![value(Kind::BoolValue(true)), value(Kind::NullValue(0))],
+        };
+        let outer = Struct {
+            fields: [
+                ("n".to_string(), value(Kind::NumberValue(1.5))),
+                ("o".to_string(), value(Kind::StructValue(inner))),
+                ("l".to_string(), value(Kind::ListValue(list))),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            super::struct_json(&outer).unwrap(),
+            serde_json::json!({"n": 1.5, "o": {"s": "x"}, "l": [true, null]})
+        );
+        let nan = Struct {
+            fields: [("n".to_string(), value(Kind::NumberValue(f64::NAN)))].into(),
+        };
+        assert!(super::struct_json(&nan).is_err());
     }
 
     /// A wrapper naming a type outside the pool is left for the translator to refuse under
