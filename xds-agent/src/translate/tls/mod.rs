@@ -22,7 +22,7 @@ use rustls::{
     client::Resumption,
     crypto::aws_lc_rs,
     pki_types::ServerName,
-    server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier},
+    server::{NoServerSessionStorage, WebPkiClientVerifier},
     version::{TLS12, TLS13},
     ClientConfig, ServerConfig,
 };
@@ -31,6 +31,7 @@ use super::TranslateError;
 
 mod certificates;
 mod params;
+mod sessions;
 mod validation;
 
 use crate::{names, xds::GrpcTarget};
@@ -45,6 +46,7 @@ use model::{
     },
 };
 use params::{provider, versions};
+use sessions::{ClientSessions, ServerSessions};
 use validation::validation;
 
 /// What an `sds_secret_config` resolves against: the bootstrap's secrets and the sources it
@@ -292,7 +294,7 @@ fn server_tls(
     config.session_storage = if context.disable_stateful_session_resumption {
         Arc::new(NoServerSessionStorage {})
     } else {
-        ServerSessionMemoryCache::new(SESSION_CACHE)
+        ServerSessions::new(SESSION_CACHE)
     };
     let stateless = !matches!(
         context.session_ticket_keys_type,
@@ -426,7 +428,7 @@ fn client_tls(
     config.resumption = if sessions == 0 {
         Resumption::disabled()
     } else {
-        Resumption::in_memory_sessions(sessions.max(1) * 256)
+        Resumption::store(ClientSessions::new(sessions.max(1) * 256))
     };
     // SNI goes out only for a DNS name: without `sni` (and without `auto_sni`) the shard
     // connects with the host's IP address as the name, which is never sent.
