@@ -1,5 +1,8 @@
-//! Memory hand-back after config work: the agent briefly decodes Envoy's descriptor pool
-//! (~50 MB); afterwards free heap pages and the embedded descriptor bytes leave the RSS.
+//! Memory hand-back after config work: free heap pages, the decoded descriptor pool (when no
+//! ADS stream needs it) and the executable's pages that only start-up and config work read
+//! leave the RSS.
+use std::sync::Once;
+
 use crate::rt::memory;
 
 /// Drops the descriptor pool, then [`trim`]s.
@@ -8,10 +11,14 @@ pub fn release_unused() {
     trim();
 }
 
-/// Returns free heap pages to the kernel and drops the resident pages of the embedded
-/// descriptor set (they are re-read from the binary on next use); a decoded pool, if one is
-/// kept, stays.
+/// Returns free heap pages to the kernel; a decoded pool, if one is kept, stays. The first
+/// call (once start-up's config runs) also drops the resident pages of the executable's
+/// read-only segments (code, constants, the embedded descriptor set): pages read again fault
+/// back in from the page cache, which after start-up is the request path's code, not the
+/// bootstrap parser's, the translator's or the TLS setup's. Only once: later calls (after
+/// each admin request without ADS) would make the request path fault its code back in.
 pub fn trim() {
     memory::trim_heap();
-    memory::drop_static_pages(proto::descriptor_bytes());
+    static IMAGE: Once = Once::new();
+    IMAGE.call_once(memory::drop_read_only_image);
 }

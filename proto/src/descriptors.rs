@@ -137,11 +137,6 @@ pub fn release_pool() {
     drop(pool);
 }
 
-/// The embedded descriptor set (so the process can drop its pages from memory when idle).
-pub fn descriptor_bytes() -> &'static [u8] {
-    SET
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

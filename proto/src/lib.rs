@@ -6,7 +6,7 @@ pub mod istio;
 pub mod json;
 pub mod typed_struct;
 
-pub use descriptors::{descriptor_bytes, is_known, load_named_in, message, release_pool};
+pub use descriptors::{is_known, load_named_in, message, release_pool};
 pub use json::{
     decode_any, decode_config, from_json, parse_document, to_json, try_to_json, JsonError,
 };
