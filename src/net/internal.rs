@@ -202,7 +202,11 @@ impl InternalStream {
     }
 
     /// Appends from `bufs` what fits in the other side's direction, or waits for room.
-    fn poll_put(&mut self, cx: &mut Context<'_>, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
+    fn poll_put(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let mut pipe = self.pipe.borrow_mut();
         let limit = pipe.limit;
         let direction = &mut pipe.directions[1 - self.side];
@@ -268,7 +272,7 @@ impl AsyncWrite for InternalStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_put(cx, &[buf])
+        self.get_mut().poll_put(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -276,8 +280,7 @@ impl AsyncWrite for InternalStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let slices: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
-        self.get_mut().poll_put(cx, &slices)
+        self.get_mut().poll_put(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
