@@ -6,6 +6,7 @@ use std::{
 
 use model::{
     connection_limit::{ConnectionLimit, ConnectionSlot},
+    publish::EventSender,
     Listener,
 };
 
@@ -13,7 +14,7 @@ use crate::{
     access_log::{FlusherHandle, LogWriters},
     filters::network::http_connection_manager::RdsTables,
     net::{internal::InternalListeners, relay::SCRATCH_BYTES},
-    proxy::cluster_manager::ClusterManager,
+    proxy::cluster_manager::{ClusterManager, Place},
     stream::date::DateCache,
     tracing::Reporter,
 };
@@ -41,11 +42,16 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub fn new(id: usize, shards: usize, logs: FlusherHandle) -> Self {
+    pub fn new(id: usize, shards: usize, logs: FlusherHandle, events: EventSender) -> Self {
+        let place = Place {
+            shard: id,
+            shards,
+            events: Some(events),
+        };
         Self {
             id,
             shards,
-            clusters: RefCell::new(ClusterManager::default()),
+            clusters: RefCell::new(ClusterManager::new(place)),
             routes: RdsTables::default(),
             logs: LogWriters::new(id, logs),
             reporter: Reporter::default(),

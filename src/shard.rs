@@ -56,7 +56,7 @@ pub fn spawn_all(
                     Ok(executor) => {
                         let _ = started_tx.send(Ok(()));
                         let listeners = ListenerSet::new(id, drain_time, events.clone());
-                        let ctx = ShardContext::new(id, count, logs);
+                        let ctx = ShardContext::new(id, count, logs, events.clone());
                         executor.run(run(ctx, listeners, rx, wake_rx, events));
                     }
                     Err(e) => {
@@ -106,6 +106,13 @@ async fn run(
                     let _ = events.send(ShardEvent::DrainStarted { shard: ctx.id });
                 }
                 ShardCommand::StopListening { inbound_only } => listeners.stop(inbound_only),
+                ShardCommand::HostHealth { cluster, verdicts } => {
+                    ctx.clusters.borrow_mut().set_verdicts(cluster, verdicts)
+                }
+                ShardCommand::CollectOutlierCounts { cluster } => {
+                    let counts = ctx.clusters.borrow().take_counts(&cluster);
+                    let _ = events.send(ShardEvent::OutlierCounts { cluster, counts });
+                }
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });
                     return;
@@ -125,9 +132,7 @@ fn apply(
     events: &EventSender,
 ) {
     let generation = snapshot.generation;
-    ctx.clusters
-        .borrow_mut()
-        .apply(&snapshot, ctx.id, ctx.shards);
+    ctx.clusters.borrow_mut().apply(&snapshot);
     ctx.routes.apply(&snapshot);
     ctx.internal_buffer.set(snapshot.internal_buffer);
     ctx.logs.set_stats(snapshot.log_stats.clone());

@@ -9,6 +9,7 @@ pub mod ext_authz;
 pub mod filter_chain_match;
 pub mod filter_stats;
 pub mod filters;
+pub mod health;
 pub mod http;
 pub mod istio;
 pub mod listener_filters;
@@ -344,6 +345,12 @@ pub struct Cluster {
     /// An `internal_upstream` transport socket's `passthrough_metadata`: what connections to
     /// internal endpoints carry to the internal listener as dynamic metadata.
     pub passthrough_metadata: Vec<PassthroughMetadata>,
+    /// `health_checks` (Envoy runs at most one): the agent checks every host.
+    pub health_check: Option<Arc<health::HealthCheck>>,
+    pub outlier_detection: Option<Arc<health::OutlierDetection>>,
+    /// `common_lb_config.healthy_panic_threshold` (percent, default 50): below this share of
+    /// available hosts a priority balances over all of its hosts.
+    pub panic_threshold: f64,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -528,6 +535,30 @@ pub struct Endpoint {
     pub locality: Locality,
     /// Set for an `envoy_internal_address` endpoint (whose `address` is then `NO_ADDRESS`).
     pub internal: Option<Arc<InternalEndpoint>>,
+    /// Its locality's `priority` (0 is the highest).
+    pub priority: u32,
+    /// What EDS says of it (`health_status`): `FAILED_EDS_HEALTH`, `DEGRADED_EDS_HEALTH` or
+    /// nothing.
+    pub eds_health: health::HealthFlags,
+    /// Its `health_check_config`, when it has one.
+    pub check: Option<Arc<health::EndpointCheck>>,
+}
+
+impl Endpoint {
+    /// A host at `address` with weight 1 and nothing else set.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            weight: 1,
+            hostname: None,
+            socket_labels: None,
+            locality: Locality::default(),
+            internal: None,
+            priority: 0,
+            eds_health: health::HealthFlags::NONE,
+            check: None,
+        }
+    }
 }
 
 /// An `envoy_internal_address` endpoint: an in-process connection to the internal listener
@@ -560,9 +591,7 @@ pub struct DnsTarget {
 pub struct DnsHost {
     pub hostname: String,
     pub port: u16,
-    pub weight: u32,
-    /// Carried to the endpoints resolved (see `Endpoint::socket_labels`).
-    pub socket_labels: Option<Arc<[SocketLabel]>>,
-    /// Carried to the endpoints resolved.
-    pub locality: Locality,
+    /// What the endpoints resolved carry besides their address and hostname (weight,
+    /// transport-socket labels, locality, priority, health).
+    pub template: Endpoint,
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::Snapshot;
+use crate::{
+    health::{Consecutive, HostCounts, HostVerdicts},
+    Snapshot,
+};
 
 /// What the agent tells a shard.
 #[derive(Debug)]
@@ -18,6 +21,15 @@ pub enum ShardCommand {
     /// Close listening sockets (all, or only inbound ones); connections of `drain_type:
     /// DEFAULT` listeners drain, MODIFY_ONLY ones continue.
     StopListening { inbound_only: bool },
+    /// The agent's health verdicts on a cluster's hosts changed (active checks, outlier
+    /// ejections): picks go over the hosts they let take traffic.
+    HostHealth {
+        cluster: String,
+        verdicts: Arc<HostVerdicts>,
+    },
+    /// Send the cluster's outlier-detection counts since the last collection
+    /// (`ShardEvent::OutlierCounts`).
+    CollectOutlierCounts { cluster: String },
     /// Close every connection and stop the shard.
     Exit,
 }
@@ -52,6 +64,18 @@ pub enum ShardEvent {
     },
     Exited {
         shard: usize,
+    },
+    /// A run of consecutive failures of a host reached its outlier-detection threshold.
+    OutlierTrip {
+        cluster: String,
+        address: std::net::SocketAddr,
+        kind: Consecutive,
+    },
+    /// The answer to `ShardCommand::CollectOutlierCounts`: hosts with requests since the last
+    /// collection.
+    OutlierCounts {
+        cluster: String,
+        counts: Vec<(std::net::SocketAddr, HostCounts)>,
     },
 }
 

@@ -483,7 +483,12 @@ mod tests {
     fn shard(drain_time: Duration) -> Shard {
         let (tx, events) = model::publish::event_channel();
         Shard {
-            ctx: Rc::new(ShardContext::new(0, 1, FlusherHandle::unread())),
+            ctx: Rc::new(ShardContext::new(
+                0,
+                1,
+                FlusherHandle::unread(),
+                model::publish::event_channel().0,
+            )),
             set: ListenerSet::new(0, drain_time, tx),
             events,
         }

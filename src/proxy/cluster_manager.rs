@@ -1,5 +1,6 @@
 //! Shard-local cluster manager: per-cluster hosts and load-balancer state, keyed by name and
-//! carried across snapshots (rebuilt only for clusters whose config or endpoints changed).
+//! carried across snapshots (rebuilt only for clusters whose config or endpoints changed), the
+//! host health the agent publishes, and what outlier detection learns from each request.
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
@@ -9,10 +10,15 @@ use std::{
     time::Instant,
 };
 
-use model::{Cluster, ClusterRef, Endpoint, Snapshot};
+use model::{
+    health::{HealthFlags, HostCounts, HostVerdicts, Outcome},
+    publish::{EventSender, ShardEvent},
+    Cluster, ClusterRef, Endpoint, Snapshot,
+};
 
 use super::{
-    lb::Balancer,
+    lb::host_set::{Balancing, HostSet},
+    outlier::HostOutlier,
     pool::{Breakers, HostPool},
 };
 
@@ -22,6 +28,8 @@ pub struct Host {
     pub endpoint: Endpoint,
     active: Cell<u32>,
     pub pool: HostPool,
+    /// This shard's outlier-detection counts of the host.
+    outlier: HostOutlier,
 }
 
 impl Host {
@@ -30,6 +38,7 @@ impl Host {
             endpoint,
             active: Cell::new(0),
             pool: HostPool::default(),
+            outlier: HostOutlier::default(),
         }
     }
 
@@ -69,19 +78,28 @@ impl Drop for ActiveHost {
 pub struct ShardCluster {
     pub config: Arc<Cluster>,
     hosts: Box<[Rc<Host>]>,
-    balancer: RefCell<Balancer>,
+    /// What picks go over: rebuilt when the hosts' health changes.
+    set: RefCell<HostSet>,
     pub breakers: Rc<Breakers>,
     /// An `ORIGINAL_DST` cluster's hosts, made on first use, with when each was last picked.
     destinations: RefCell<HashMap<SocketAddr, (Rc<Host>, Instant)>>,
+    /// Where a host's run of failures is reported (clusters with outlier detection).
+    events: Option<EventSender>,
+    shard: usize,
 }
 
 impl ShardCluster {
     fn new(
         config: Arc<Cluster>,
-        shard: usize,
-        shards: usize,
+        place: &Place,
         previous: Option<&ShardCluster>,
+        verdicts: Option<&HostVerdicts>,
     ) -> Self {
+        let Place {
+            shard,
+            shards,
+            ref events,
+        } = *place;
         // Hosts that stay keep their active counts (connections still hold them).
         let hosts: Box<[Rc<Host>]> = config
             .endpoints
@@ -93,20 +111,48 @@ impl ShardCluster {
                     .unwrap_or_else(|| Rc::new(Host::new(endpoint.clone())))
             })
             .collect();
-        let balancer = RefCell::new(Balancer::new(
-            config.lb_policy,
-            &hosts,
-            config.locality_weighted,
-            shard,
-        ));
+        let set = RefCell::new(host_set(&config, &hosts, verdicts, shard));
         let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
+        let events = config.outlier_detection.as_ref().and(events.clone());
         Self {
             config,
             hosts,
-            balancer,
+            set,
             breakers,
             destinations: RefCell::default(),
+            events,
+            shard,
         }
+    }
+
+    /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
+    fn set_verdicts(&self, verdicts: &HostVerdicts) {
+        *self.set.borrow_mut() = host_set(&self.config, &self.hosts, Some(verdicts), self.shard);
+    }
+
+    /// Counts how a request or connection to `host` ended, for outlier detection; a run of
+    /// failures that reaches its threshold is reported to the agent, which decides on the
+    /// ejection.
+    pub fn report(&self, host: &Host, outcome: Outcome) {
+        let (Some(config), Some(events)) = (&self.config.outlier_detection, &self.events) else {
+            return;
+        };
+        for kind in host.outlier.record(outcome, config).into_iter().flatten() {
+            let _ = events.send(ShardEvent::OutlierTrip {
+                cluster: self.config.name.clone(),
+                address: host.address(),
+                kind,
+            });
+        }
+    }
+
+    /// Every host's counts since the last collection (then zeroed).
+    fn take_counts(&self) -> Vec<(SocketAddr, HostCounts)> {
+        self.hosts
+            .iter()
+            .map(|h| (h.address(), h.outlier.take_counts()))
+            .filter(|(_, counts)| counts.total + counts.local_total > 0)
+            .collect()
     }
 
     /// The next host: an `ORIGINAL_DST` cluster's for `destination` (none without one), any
@@ -136,22 +182,15 @@ impl ShardCluster {
         destinations.retain(|_, (host, used)| {
             host.active() > 0 || now.duration_since(*used) < config.cleanup_interval
         });
-        let host = Rc::new(Host::new(Endpoint {
-            address,
-            weight: 1,
-            hostname: None,
-            socket_labels: None,
-            locality: Default::default(),
-            internal: None,
-        }));
+        let host = Rc::new(Host::new(Endpoint::new(address)));
         destinations.insert(address, (host.clone(), now));
         Some(host)
     }
 
-    /// The next host by the cluster's policy, or `None` when it has no hosts.
+    /// The next host by the cluster's policy among those health lets take traffic, or `None`
+    /// when it has no hosts.
     pub fn pick(&self) -> Option<Rc<Host>> {
-        let index = self.balancer.borrow_mut().pick(&self.hosts)?;
-        Some(self.hosts[index].clone())
+        self.set.borrow_mut().pick()
     }
 
     /// The next host by the cluster's policy that `accept` takes, trying at most `attempts`
@@ -169,39 +208,60 @@ impl ShardCluster {
     }
 }
 
-/// The shard's state for `config`: the previous one when its config is the same `Arc`, else a
-/// new one carrying over what it can (hosts that stay, breaker counts).
-fn adopt(
-    config: &Arc<Cluster>,
-    previous: Option<Rc<ShardCluster>>,
+/// The hosts picks go over: each host's health is what EDS says joined with the agent's
+/// verdicts.
+fn host_set(
+    config: &Cluster,
+    hosts: &[Rc<Host>],
+    verdicts: Option<&HostVerdicts>,
     shard: usize,
-    shards: usize,
-) -> Rc<ShardCluster> {
-    match previous {
-        Some(existing) if Arc::ptr_eq(&existing.config, config) => existing,
-        previous => Rc::new(ShardCluster::new(
-            config.clone(),
-            shard,
-            shards,
-            previous.as_deref(),
-        )),
-    }
+) -> HostSet {
+    let balancing = Balancing {
+        policy: config.lb_policy,
+        locality_weighted: config.locality_weighted,
+        shard,
+        panic_threshold: config.panic_threshold,
+    };
+    let flags = |host: &Host| {
+        let verdict = verdicts.map_or(HealthFlags::NONE, |v| v.of(&host.address()));
+        host.endpoint.eds_health.union(verdict)
+    };
+    HostSet::new(hosts, flags, &balancing)
+}
+
+/// Which shard a cluster manager runs on, and where it reports to.
+#[derive(Default)]
+pub struct Place {
+    pub shard: usize,
+    pub shards: usize,
+    /// The agent's event queue (`None` in unit tests: nothing is reported).
+    pub events: Option<EventSender>,
 }
 
 #[derive(Default)]
 pub struct ClusterManager {
+    place: Place,
     clusters: HashMap<String, Rc<ShardCluster>>,
     /// The same clusters by `ClusterId`: what routes and tcp_proxy resolve.
     by_id: Vec<Option<Rc<ShardCluster>>>,
+    /// The agent's health verdicts, by cluster name (kept across cluster rebuilds).
+    verdicts: HashMap<String, Arc<HostVerdicts>>,
     /// The generation applied last.
     generation: u64,
 }
 
 impl ClusterManager {
+    pub fn new(place: Place) -> Self {
+        Self {
+            place,
+            ..Self::default()
+        }
+    }
+
     /// Adopts the snapshot's clusters: unchanged ones (same `Arc`) keep their state. When the
     /// snapshot lists what changed since the generation applied last, only those clusters are
     /// looked at.
-    pub fn apply(&mut self, snapshot: &Snapshot, shard: usize, shards: usize) {
+    pub fn apply(&mut self, snapshot: &Snapshot) {
         match &snapshot.cluster_changes {
             Some(changes) if snapshot.generation == self.generation + 1 => {
                 for name in changes {
@@ -209,10 +269,15 @@ impl ClusterManager {
                     if let Some(id) = previous.as_ref().map(|p| p.config.id) {
                         self.by_id[id.index()] = None;
                     }
-                    if let Some(config) = snapshot.clusters.get(name) {
-                        let cluster = adopt(config, previous, shard, shards);
-                        self.index(&cluster);
-                        self.clusters.insert(name.clone(), cluster);
+                    match snapshot.clusters.get(name) {
+                        Some(config) => {
+                            let cluster = self.adopt(config, previous);
+                            self.index(&cluster);
+                            self.clusters.insert(name.clone(), cluster);
+                        }
+                        None => {
+                            self.verdicts.remove(name);
+                        }
                     }
                 }
             }
@@ -221,14 +286,46 @@ impl ClusterManager {
                 self.by_id.clear();
                 for (name, config) in &snapshot.clusters {
                     let previous = self.clusters.remove(name);
-                    let cluster = adopt(config, previous, shard, shards);
+                    let cluster = self.adopt(config, previous);
                     self.index(&cluster);
                     next.insert(name.clone(), cluster);
                 }
                 self.clusters = next;
+                let clusters = &self.clusters;
+                self.verdicts.retain(|name, _| clusters.contains_key(name));
             }
         }
         self.generation = snapshot.generation;
+    }
+
+    /// The shard's state for `config`: the previous one when its config is the same `Arc`,
+    /// else a new one carrying over what it can (hosts that stay, breaker counts).
+    fn adopt(&self, config: &Arc<Cluster>, previous: Option<Rc<ShardCluster>>) -> Rc<ShardCluster> {
+        match previous {
+            Some(existing) if Arc::ptr_eq(&existing.config, config) => existing,
+            previous => Rc::new(ShardCluster::new(
+                config.clone(),
+                &self.place,
+                previous.as_deref(),
+                self.verdicts.get(&config.name).map(|v| &**v),
+            )),
+        }
+    }
+
+    /// The agent's new health verdicts on `cluster`'s hosts.
+    pub fn set_verdicts(&mut self, cluster: String, verdicts: Arc<HostVerdicts>) {
+        if let Some(existing) = self.clusters.get(&cluster) {
+            existing.set_verdicts(&verdicts);
+        }
+        self.verdicts.insert(cluster, verdicts);
+    }
+
+    /// `cluster`'s outlier-detection counts since the last collection, by host.
+    pub fn take_counts(&self, cluster: &str) -> Vec<(SocketAddr, HostCounts)> {
+        self.clusters
+            .get(cluster)
+            .map(|c| c.take_counts())
+            .unwrap_or_default()
     }
 
     fn index(&mut self, cluster: &Rc<ShardCluster>) {
@@ -301,10 +398,10 @@ mod tests {
     fn a_listed_change_rebuilds_only_that_cluster() {
         let mut manager = ClusterManager::default();
         let gen1 = first();
-        manager.apply(&gen1, 0, 1);
+        manager.apply(&gen1);
         let (a1, b1) = (manager.get("a").unwrap(), manager.get("b").unwrap());
         let gen2 = next_with_new(&gen1, "a");
-        manager.apply(&gen2, 0, 1);
+        manager.apply(&gen2);
         assert!(!Rc::ptr_eq(&a1, &manager.get("a").unwrap()), "a rebuilt");
         assert!(Rc::ptr_eq(&b1, &manager.get("b").unwrap()), "b kept");
         // A removal listed as a change.
@@ -312,7 +409,7 @@ mod tests {
         gen3.generation = 3;
         gen3.clusters.remove("b");
         gen3.cluster_changes = Some(vec!["b".to_string()]);
-        manager.apply(&gen3, 0, 1);
+        manager.apply(&gen3);
         assert!(manager.get("b").is_none());
         assert!(manager.get("a").is_some());
     }
@@ -321,12 +418,12 @@ mod tests {
     fn a_skipped_generation_compares_every_cluster() {
         let mut manager = ClusterManager::default();
         let gen1 = first();
-        manager.apply(&gen1, 0, 1);
+        manager.apply(&gen1);
         let b1 = manager.get("b").unwrap();
         // Generation 3 after 1: its change list (relative to 2) cannot be trusted.
         let mut gen3 = next_with_new(&next_with_new(&gen1, "b"), "a");
         gen3.cluster_changes = Some(vec!["a".to_string()]);
-        manager.apply(&gen3, 0, 1);
+        manager.apply(&gen3);
         assert!(
             !Rc::ptr_eq(&b1, &manager.get("b").unwrap()),
             "b changed in 2"

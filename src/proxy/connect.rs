@@ -8,6 +8,7 @@ use futures_lite::future;
 use model::{
     access_log::ResponseFlags,
     filters::Alpn,
+    health::Outcome,
     metadata::Metadata,
     stats::{inc, HandshakeFailure},
     tls::classify_failure,
@@ -226,12 +227,18 @@ pub async fn connect_upstream(
         match open(ctx, &cluster.config, endpoint, as_).await {
             Ok(stream) => {
                 inc(&stats.upstream_cx_active);
+                cluster.report(active.host(), Outcome::Connected);
                 Some(stream)
             }
             Err(e) => {
-                if matches!(e, OpenError::TimedOut) {
-                    inc(&stats.upstream_cx_connect_timeout);
-                }
+                let outcome = match e {
+                    OpenError::TimedOut => {
+                        inc(&stats.upstream_cx_connect_timeout);
+                        Outcome::Timeout
+                    }
+                    _ => Outcome::ConnectFailed,
+                };
+                cluster.report(active.host(), outcome);
                 inc(&stats.upstream_cx_connect_fail);
                 tracing::debug!(cluster = %cluster.config.name, host = %active.address(), "upstream connect failed: {e}");
                 None

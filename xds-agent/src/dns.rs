@@ -20,11 +20,8 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                 for address in addresses {
                     endpoints.push(Endpoint {
                         address,
-                        weight: host.weight,
                         hostname: Some(hostname.clone()),
-                        socket_labels: host.socket_labels.clone(),
-                        locality: host.locality,
-                        internal: None,
+                        ..host.template.clone()
                     });
                     if target.logical {
                         return endpoints.into();

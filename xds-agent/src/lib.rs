@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod dns;
 pub mod dynamic;
+pub mod health;
 pub mod listener_probe;
 pub mod names;
 pub mod signals;

@@ -63,12 +63,8 @@ fn agent_state() -> AgentState {
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: vec![Endpoint {
-            address: "127.0.0.1:9000".parse().unwrap(),
             weight: 3,
-            hostname: None,
-            socket_labels: None,
-            locality: Default::default(),
-            internal: None,
+            ..Endpoint::new("127.0.0.1:9000".parse().unwrap())
         }]
         .into(),
         buffer_limit: 1 << 20,
@@ -82,6 +78,9 @@ fn agent_state() -> AgentState {
         metadata: Default::default(),
         metadata_exchange: None,
         passthrough_metadata: Vec::new(),
+        health_check: None,
+        outlier_detection: None,
+        panic_threshold: 50.0,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);
@@ -97,6 +96,7 @@ fn agent_state() -> AgentState {
     AgentState {
         stats: registry,
         bootstrap: proto::from_json(proto::parse_document(BOOTSTRAP).unwrap(), false).unwrap(),
+        health: Default::default(),
         snapshot: Arc::new(Snapshot {
             generation: 1,
             listeners: vec![Arc::new(listener)],

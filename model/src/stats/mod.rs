@@ -193,6 +193,14 @@ macro_rules! stat_scope {
                 &self.shards[shard].0
             }
 
+            /// The sum over shards of the counter or gauge `field` picks.
+            pub fn sum(&self, field: impl Fn(&$cells) -> &::std::sync::atomic::AtomicU64) -> u64 {
+                self.shards
+                    .iter()
+                    .map(|s| field(&s.0).load(::std::sync::atomic::Ordering::Relaxed))
+                    .fold(0, u64::wrapping_add)
+            }
+
             /// Appends every counter and gauge, summed over shards.
             pub fn read(&self, out: &mut Vec<$crate::stats::StatValue>) {
                 use ::std::sync::atomic::Ordering::Relaxed;
@@ -378,6 +386,48 @@ stat_scope!(
         upstream_cx_connect_ms: Histogram,
         upstream_cx_length_ms: Histogram,
         upstream_rq_time: Histogram,
+    }
+);
+
+// `cluster.<name>.health_check.*`: the agent's active health checks of the cluster.
+stat_scope!(
+    HealthCheckStats,
+    HealthCheckCells {
+        attempt: Counter,
+        success: Counter,
+        failure: Counter,
+        passive_failure: Counter,
+        network_failure: Counter,
+        verify_cluster: Counter,
+        healthy: Gauge,
+        degraded: Gauge,
+    }
+);
+
+// `cluster.<name>.outlier_detection.*`.
+stat_scope!(
+    OutlierStats,
+    OutlierCells {
+        ejections_active: Gauge,
+        ejections_overflow: Counter,
+        ejections_enforced_total: Counter,
+        ejections_total: Counter,
+        ejections_consecutive_5xx: Counter,
+        ejections_success_rate: Counter,
+        ejections_detected_consecutive_5xx: Counter,
+        ejections_enforced_consecutive_5xx: Counter,
+        ejections_detected_consecutive_gateway_failure: Counter,
+        ejections_enforced_consecutive_gateway_failure: Counter,
+        ejections_detected_consecutive_local_origin_failure: Counter,
+        ejections_enforced_consecutive_local_origin_failure: Counter,
+        ejections_detected_success_rate: Counter,
+        ejections_enforced_success_rate: Counter,
+        ejections_detected_local_origin_success_rate: Counter,
+        ejections_enforced_local_origin_success_rate: Counter,
+        ejections_detected_failure_percentage: Counter,
+        ejections_enforced_failure_percentage: Counter,
+        ejections_detected_local_origin_failure_percentage: Counter,
+        ejections_enforced_local_origin_failure_percentage: Counter,
     }
 );
 
@@ -658,6 +708,16 @@ impl StatsRegistry {
     /// `cluster.<name>.*`
     pub fn cluster(&mut self, name: &str) -> Arc<ClusterStats> {
         self.scope(format!("cluster.{name}"))
+    }
+
+    /// `cluster.<name>.health_check.*`
+    pub fn health_check(&mut self, cluster: &str) -> Arc<HealthCheckStats> {
+        self.scope(format!("cluster.{cluster}.health_check"))
+    }
+
+    /// `cluster.<name>.outlier_detection.*`
+    pub fn outlier_detection(&mut self, cluster: &str) -> Arc<OutlierStats> {
+        self.scope(format!("cluster.{cluster}.outlier_detection"))
     }
 
     /// `<scope>.ssl.*` of a listener (`listener.<stat_prefix>`) or cluster (`cluster.<name>`).

@@ -136,7 +136,12 @@ impl World {
             stats: Arc::new(HttpStats::new("http.test".into(), 1)),
         };
         Self {
-            shard: ShardContext::new(0, 1, FlusherHandle::unread()),
+            shard: ShardContext::new(
+                0,
+                1,
+                FlusherHandle::unread(),
+                model::publish::event_channel().0,
+            ),
             hcm,
             filter_state: FilterState::default(),
         }

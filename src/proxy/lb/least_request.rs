@@ -55,16 +55,7 @@ mod tests {
     #[test]
     fn two_distinct_candidates_find_the_idle_host() {
         let hosts: Vec<Rc<Host>> = (0..3)
-            .map(|i| {
-                Rc::new(Host::new(Endpoint {
-                    address: ([127, 0, 0, 1], 1000 + i).into(),
-                    weight: 1,
-                    hostname: None,
-                    socket_labels: None,
-                    locality: Default::default(),
-                    internal: None,
-                }))
-            })
+            .map(|i| Rc::new(Host::new(Endpoint::new(([127, 0, 0, 1], 1000 + i).into()))))
             .collect();
         let _busy: Vec<ActiveHost> = [0, 2]
             .iter()

@@ -1,4 +1,5 @@
 //! Load balancers: shard-local state per cluster; each picks an index into the host list.
+pub mod host_set;
 mod least_request;
 mod random;
 mod round_robin;
@@ -99,15 +100,12 @@ mod tests {
 
     fn host(port: u16, weight: u32, locality: (u32, u32)) -> Rc<Host> {
         Rc::new(Host::new(Endpoint {
-            address: ([127, 0, 0, 1], port).into(),
             weight,
-            hostname: None,
-            socket_labels: None,
             locality: Locality {
                 index: locality.0,
                 weight: locality.1,
             },
-            internal: None,
+            ..Endpoint::new(([127, 0, 0, 1], port).into())
         }))
     }
 

@@ -17,6 +17,7 @@ use std::{
 use model::{
     access_log::ResponseFlags,
     filters::AlpnOverrides,
+    health::Outcome,
     route::{RetryOn, RetryPolicy},
     stats::{inc, ClusterCells},
 };
@@ -169,6 +170,9 @@ async fn route(
         record.attempts += 1;
         let attempt = record.attempts;
         let outcome = try_once(ctx, &request, attempt, &host, body, cells).await;
+        if let Some(result) = host_outcome(&outcome) {
+            cluster.report(host.host(), result);
+        }
         let failure = match outcome {
             Ok(Answer { head, stream }) => {
                 let wanted = policy.is_some_and(|p| retriable_response(p, &head.head));
@@ -286,6 +290,26 @@ async fn route(
         }
         record.flags.set(flag);
         return Routed::Failed(reply);
+    }
+}
+
+/// What a try says of the host, for outlier detection: its status, or a failure of its own
+/// (a stale keep-alive connection the host closed is not one: the request is resent).
+fn host_outcome(outcome: &Result<Answer, TryFailure>) -> Option<Outcome> {
+    match outcome {
+        Ok(answer) => Some(Outcome::Status(answer.head.head.status)),
+        Err(TryFailure::TimedOut {
+            expiry: Expiry::Route | Expiry::PerTry,
+            ..
+        }) => Some(Outcome::Timeout),
+        Err(TryFailure::Reset {
+            reused: true,
+            sent_nothing_back: true,
+        }) => None,
+        Err(TryFailure::Connect | TryFailure::Reset { .. } | TryFailure::Protocol(_)) => {
+            Some(Outcome::ConnectFailed)
+        }
+        Err(TryFailure::TimedOut { .. } | TryFailure::Downstream(_) | TryFailure::Overflow) => None,
     }
 }
 

@@ -1,9 +1,9 @@
 //! `/clusters`: every upstream cluster with its circuit-breaker limits and hosts, in Envoy's
 //! `name::…::value` text lines or as `envoy.admin.v3.Clusters` JSON.
 //!
-//! Per-host counters (connections, requests) are not tracked per host yet: they print 0.
-//! Hosts have no active health checking or outlier detection yet: every host is `healthy`
-//! and success rates print -1 (Envoy's "not computed").
+//! Per-host counters (connections, requests) are not tracked per host yet: they print 0, and
+//! success rates print -1 (Envoy's "not computed"). Health flags join what EDS says of each
+//! host with the agent's active checks and outlier ejections.
 use std::{fmt::Write, net::SocketAddr};
 
 use envoy_types::pb::{
@@ -24,7 +24,10 @@ use envoy_types::pb::{
 
 use super::{query::Query, reply::Reply};
 use crate::agent::AgentState;
-use model::Cluster;
+use model::{
+    health::{HealthFlags, HostVerdicts},
+    Cluster, Endpoint,
+};
 
 /// Envoy's default circuit-breaker limits per priority: connections, pending requests,
 /// requests, retries. We do not enforce circuit breakers yet; these are what Envoy reports
@@ -62,6 +65,15 @@ fn clusters(state: &AgentState) -> Vec<(&Cluster, bool)> {
     out
 }
 
+/// A host's flags: its EDS health joined with the agent's verdicts on it.
+fn flags(state: &AgentState, cluster: &Cluster, endpoint: &Endpoint) -> HealthFlags {
+    let verdicts = state.health.get(&cluster.name).map(|v| &**v);
+    let verdict = verdicts.map_or(HealthFlags::NONE, |v: &HostVerdicts| {
+        v.of(&endpoint.address)
+    });
+    endpoint.eds_health.union(verdict)
+}
+
 /// The DNS name every endpoint of the cluster was resolved from, when there is exactly one.
 fn hostname(cluster: &Cluster) -> &str {
     match cluster.dns.as_ref().map(|d| d.hosts.as_slice()) {
@@ -93,13 +105,14 @@ pub fn text(state: &AgentState) -> String {
                 let _ = writeln!(out, "{host}::{stat}::0");
             }
             let _ = writeln!(out, "{host}::hostname::{}", hostname(cluster));
-            let _ = writeln!(out, "{host}::health_flags::healthy");
+            let flags = flags(state, cluster, endpoint).describe();
+            let _ = writeln!(out, "{host}::health_flags::{flags}");
             let _ = writeln!(out, "{host}::weight::{}", endpoint.weight);
             let _ = writeln!(out, "{host}::region::");
             let _ = writeln!(out, "{host}::zone::");
             let _ = writeln!(out, "{host}::sub_zone::");
             let _ = writeln!(out, "{host}::canary::false");
-            let _ = writeln!(out, "{host}::priority::0");
+            let _ = writeln!(out, "{host}::priority::{}", endpoint.priority);
             let _ = writeln!(out, "{host}::success_rate::-1");
             let _ = writeln!(out, "{host}::local_origin_success_rate::-1");
         }
@@ -163,12 +176,10 @@ pub fn statuses(state: &AgentState) -> Clusters {
                 .map(|endpoint| HostStatus {
                     address: Some(socket_address(endpoint.address)),
                     stats: host_stats.clone(),
-                    health_status: Some(HostHealthStatus {
-                        eds_health_status: HealthStatus::Healthy as i32,
-                        ..Default::default()
-                    }),
+                    health_status: Some(health_status(flags(state, cluster, endpoint))),
                     weight: endpoint.weight,
                     hostname: hostname(cluster).into(),
+                    priority: endpoint.priority,
                     ..Default::default()
                 })
                 .collect(),
@@ -176,6 +187,24 @@ pub fn statuses(state: &AgentState) -> Clusters {
         })
         .collect();
     Clusters { cluster_statuses }
+}
+
+fn health_status(flags: HealthFlags) -> HostHealthStatus {
+    let eds = if flags.contains(HealthFlags::FAILED_EDS_HEALTH) {
+        HealthStatus::Unhealthy
+    } else if flags.contains(HealthFlags::DEGRADED_EDS_HEALTH) {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Healthy
+    };
+    HostHealthStatus {
+        failed_active_health_check: flags.contains(HealthFlags::FAILED_ACTIVE_HC),
+        failed_outlier_check: flags.contains(HealthFlags::FAILED_OUTLIER_CHECK),
+        failed_active_degraded_check: flags.contains(HealthFlags::DEGRADED_ACTIVE_HC),
+        active_hc_timeout: flags.contains(HealthFlags::ACTIVE_HC_TIMEOUT),
+        eds_health_status: eds as i32,
+        ..Default::default()
+    }
 }
 
 /// `GET /clusters`.

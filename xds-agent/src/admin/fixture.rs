@@ -50,19 +50,15 @@ pub fn state() -> AgentState {
         metadata: Default::default(),
         metadata_exchange: None,
         passthrough_metadata: Vec::new(),
+        health_check: None,
+        outlier_detection: None,
+        panic_threshold: 50.0,
         stats: stats.cluster(name),
     };
     let backend = cluster(
         "backend",
         &mut stats,
-        vec![Endpoint {
-            address: "10.0.0.1:8080".parse().unwrap(),
-            weight: 1,
-            hostname: None,
-            socket_labels: None,
-            locality: Default::default(),
-            internal: None,
-        }],
+        vec![Endpoint::new("10.0.0.1:8080".parse().unwrap())],
     );
     let api = cluster("api", &mut stats, vec![]);
     let listener = Listener::without_chains(
@@ -91,6 +87,7 @@ pub fn state() -> AgentState {
         stats,
         bootstrap: proto::from_json(proto::parse_document(BOOTSTRAP).unwrap(), false).unwrap(),
         snapshot: Arc::new(snapshot),
+        health: Default::default(),
         dynamic: Default::default(),
         keep_descriptors: false,
         applied: vec![1, 1],

@@ -1,7 +1,7 @@
 //! What changed between two generations, as Envoy's listener_manager / cluster_manager stats.
 use std::{collections::HashMap, sync::Arc};
 
-use model::{stats::StatsRegistry, Listener, Snapshot};
+use model::{health::CoarseHealth, stats::StatsRegistry, Listener, Snapshot};
 
 /// The clusters that may differ between two generations: the change list when `new` carries
 /// one relative to `old`, else every name in either.
@@ -85,7 +85,12 @@ pub(super) fn record_changes(stats: &StatsRegistry, old: &Snapshot, new: &Snapsh
         };
         let cells = cluster.stats.shard(0);
         set(&cells.membership_total, cluster.endpoints.len() as i64);
-        set(&cells.membership_healthy, cluster.endpoints.len() as i64);
+        let healthy = cluster
+            .endpoints
+            .iter()
+            .filter(|e| e.eds_health.coarse() == CoarseHealth::Healthy)
+            .count();
+        set(&cells.membership_healthy, healthy as i64);
     }
     set(&cm.active_clusters, new.clusters.len() as i64);
 }

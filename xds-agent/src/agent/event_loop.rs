@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     dns,
+    health::HealthMonitor,
     listener_probe::ListenerAddresses,
     translate::{
         dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
@@ -72,6 +73,8 @@ pub(super) struct Agent {
     /// Listener generations (name, config hash) draining, with how many shards still have
     /// their connections open: `listener_manager.total_listeners_draining` counts the keys.
     draining: HashMap<(String, u64), usize>,
+    /// Active health checks and outlier detection.
+    health: HealthMonitor,
 }
 
 impl Agent {
@@ -101,6 +104,7 @@ impl Agent {
             publish_started: None,
             last_applied: Instant::now(),
             draining: HashMap::new(),
+            health: HealthMonitor::default(),
         }
     }
 
@@ -218,6 +222,10 @@ impl Agent {
                 Some(event) = self.sds.events.recv() => self.on_sds_event(event),
                 _ = warming_ends, if deadline.is_some() => self.on_deadline(),
                 Some((cluster, endpoints)) = self.dns_results.recv() => self.on_dns(cluster, endpoints),
+                Some(event) = self.health.next() => {
+                    self.health.on_event(event, &self.shards);
+                    self.lock().health = self.health.verdicts();
+                }
                 Some(command) = self.commands.recv() => match command {
                     AgentCommand::Shutdown => return self.shutdown().await,
                     AgentCommand::DrainListeners { inbound_only, graceful, started } => self.drain_listeners(inbound_only, graceful, started),
@@ -292,6 +300,17 @@ impl Agent {
                 }
             }
             ShardEvent::Exited { .. } => {}
+            ShardEvent::OutlierTrip {
+                cluster,
+                address,
+                kind,
+            } => {
+                self.health.on_trip(&cluster, address, kind, &self.shards);
+                self.lock().health = self.health.verdicts();
+            }
+            ShardEvent::OutlierCounts { cluster, counts } => {
+                self.health.on_counts(&cluster, &counts)
+            }
         }
     }
 
@@ -337,6 +356,8 @@ impl Agent {
         for shard in &self.shards {
             shard.send(ShardCommand::Apply(snapshot.clone()));
         }
+        self.health.follow(&snapshot, &self.shards);
+        self.lock().health = self.health.verdicts();
     }
 
     /// Keeps out of `snapshot` each new listener whose address another socket holds: its

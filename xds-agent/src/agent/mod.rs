@@ -81,6 +81,9 @@ pub struct AgentState {
     /// The bootstrap as loaded (after `--config-yaml` merge): the static config dump.
     pub bootstrap: Bootstrap,
     pub snapshot: Arc<Snapshot>,
+    /// Host health verdicts (active checks, outlier ejections) by cluster: what `/clusters`
+    /// shows beside each host's EDS health.
+    pub health: HashMap<String, Arc<model::health::HostVerdicts>>,
     /// The xDS resources held (empty without an ADS stream).
     pub dynamic: crate::dynamic::DynamicConfig,
     /// An ADS stream is running: the descriptor pool (the files of the types xDS delivered so
@@ -225,6 +228,7 @@ pub fn run(
             stats,
             bootstrap: bootstrap.clone(),
             snapshot: Arc::new(Snapshot::empty()),
+            health: HashMap::new(),
             dynamic: Default::default(),
             keep_descriptors: false,
             applied: vec![0; shards.len()],

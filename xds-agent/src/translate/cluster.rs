@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::{
         Cluster as ClusterProto,
     },
     core::v3::{transport_socket::ConfigType, HealthStatus, Metadata, TransportSocket},
-    endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
+    endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EndpointProto},
 };
 use envoy_types::pb::{
     envoy::{
@@ -21,15 +21,18 @@ use envoy_types::pb::{
 };
 
 use super::{
-    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, istio,
+    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, health, istio,
     positive_duration, TranslateContext, TranslateError,
 };
 use crate::names;
 use model::{
-    istio::MetadataExchange, metadata::Metadata as ModelMetadata, tls::ClientTls, Cluster,
-    ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, InternalEndpoint, LbPolicy, Locality,
-    MetadataSource, OriginalDst, PassthroughMetadata, SocketLabel, SocketMatch, UpstreamProtocol,
-    NO_ADDRESS,
+    health::{EndpointCheck, HealthFlags},
+    istio::MetadataExchange,
+    metadata::Metadata as ModelMetadata,
+    tls::ClientTls,
+    Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, InternalEndpoint, LbPolicy,
+    Locality, MetadataSource, OriginalDst, PassthroughMetadata, SocketLabel, SocketMatch,
+    UpstreamProtocol, NO_ADDRESS,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -135,6 +138,8 @@ pub(super) fn cluster(
         errors,
     );
     let passthrough_metadata = passthrough_metadata(proto, path, errors);
+    let health_check = health::health_check(proto, path, ctx, errors);
+    let outlier_detection = health::outlier_detection(proto, path, ctx, errors);
     let original_dst = original_dst(proto, kind.as_ref(), lb_policy, path, errors);
     let metadata_exchange = upstream_filters(proto, path, ctx, errors);
     let source_address = proto
@@ -167,6 +172,14 @@ pub(super) fn cluster(
     }
     let socket_matches = socket_matches(proto, path, alpn, ctx, errors);
     let plaintext = tls.as_ref().is_ok_and(|t| t.is_none()) && socket_matches.is_empty();
+    if health_check.is_some() && !plaintext {
+        errors.push(TranslateError::new(
+            format!("{path}.health_checks"),
+            None,
+            "active health checks of clusters with a TLS transport socket (or \
+             transport_socket_matches) are not supported yet",
+        ));
+    }
     if http.protocol == UpstreamProtocol::Negotiated && plaintext {
         errors.push(TranslateError::new(
             format!("{path}.typed_extension_protocol_options"),
@@ -252,8 +265,31 @@ pub(super) fn cluster(
         metadata: metadata(proto.metadata.as_ref()),
         metadata_exchange,
         passthrough_metadata,
+        health_check,
+        outlier_detection,
+        panic_threshold: panic_threshold(proto, path, errors),
         stats: ctx.stats.cluster(&proto.name),
     }))
+}
+
+/// `common_lb_config.healthy_panic_threshold` in percent (Envoy's default 50).
+fn panic_threshold(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> f64 {
+    let Some(percent) = proto
+        .common_lb_config
+        .as_ref()
+        .and_then(|c| c.healthy_panic_threshold.as_ref())
+    else {
+        return 50.0;
+    };
+    if !(0.0..=100.0).contains(&percent.value) {
+        errors.push(TranslateError::new(
+            format!("{path}.common_lb_config.healthy_panic_threshold"),
+            None,
+            format!("{} is not a percentage in [0, 100]", percent.value),
+        ));
+        return 50.0;
+    }
+    percent.value
 }
 
 /// Envoy's default `cleanup_interval` of an `ORIGINAL_DST` cluster.
@@ -396,8 +432,9 @@ pub(super) fn assignment_endpoints(
 }
 
 /// The endpoints of a load assignment at `path`: names to resolve for DNS clusters, addresses
-/// for the others (which must be IP literals, as in Envoy). Endpoints whose `health_status`
-/// says they must not take traffic (UNHEALTHY, DRAINING, TIMEOUT) are left out.
+/// for the others (which must be IP literals, as in Envoy). An endpoint's `health_status` sets
+/// its EDS health flags (UNHEALTHY, DRAINING and TIMEOUT fail it, DEGRADED degrades it), as
+/// Envoy's do: such hosts stay in the host set (they count for the panic threshold).
 fn hosts(
     assignment: &ClusterLoadAssignment,
     path: &str,
@@ -412,11 +449,7 @@ fn hosts(
         };
         for (e, lb_endpoint) in group.lb_endpoints.iter().enumerate() {
             let path = format!("{path}.endpoints[{l}].lb_endpoints[{e}]");
-            if !takes_traffic(lb_endpoint.health_status()) {
-                continue;
-            }
             let weight = lb_endpoint.load_balancing_weight.map_or(1, |w| w.value);
-            let socket_labels = socket_labels(lb_endpoint.metadata.as_ref());
             if weight == 0 {
                 errors.push(TranslateError::new(
                     format!("{path}.load_balancing_weight"),
@@ -424,19 +457,31 @@ fn hosts(
                     "load_balancing_weight must be at least 1",
                 ));
             }
-            let (address, hostname) = match &lb_endpoint.host_identifier {
-                Some(HostIdentifier::Endpoint(endpoint)) => (
-                    endpoint.address.as_ref(),
-                    Some(endpoint.hostname.as_str())
-                        .filter(|h| !h.is_empty())
-                        .map(Arc::from),
-                ),
+            let Some(HostIdentifier::Endpoint(endpoint)) = &lb_endpoint.host_identifier else {
                 // `endpoint_name` is rejected by the walker.
-                Some(HostIdentifier::EndpointName(_)) => continue,
-                None => (None, None),
+                if lb_endpoint.host_identifier.is_none() {
+                    errors.push(TranslateError::new(
+                        format!("{path}.endpoint.address"),
+                        None,
+                        "address is required",
+                    ));
+                }
+                continue;
+            };
+            let template = Endpoint {
+                weight,
+                hostname: Some(endpoint.hostname.as_str())
+                    .filter(|h| !h.is_empty())
+                    .map(Arc::from),
+                socket_labels: socket_labels(lb_endpoint.metadata.as_ref()),
+                locality,
+                priority: group.priority,
+                eds_health: eds_health(lb_endpoint.health_status()),
+                check: endpoint_check(endpoint, &path, errors),
+                ..Endpoint::new(NO_ADDRESS)
             };
             let path = format!("{path}.endpoint.address");
-            let Some(address) = address else {
+            let Some(address) = endpoint.address.as_ref() else {
                 errors.push(TranslateError::new(path, None, "address is required"));
                 continue;
             };
@@ -460,11 +505,8 @@ fn hosts(
                         };
                     endpoints.push(Endpoint {
                         address,
-                        weight,
-                        hostname,
-                        socket_labels,
-                        locality,
                         internal,
+                        ..template
                     });
                 }
                 Some(Kind::Dns { .. }) => {
@@ -472,9 +514,7 @@ fn hosts(
                         hosts.push(DnsHost {
                             hostname: host.to_string(),
                             port,
-                            weight,
-                            socket_labels,
-                            locality,
+                            template,
                         });
                     }
                 }
@@ -483,6 +523,40 @@ fn hosts(
         }
     }
     (hosts, endpoints)
+}
+
+/// An endpoint's `health_check_config`: where its active checks go and what they name.
+fn endpoint_check(
+    endpoint: &EndpointProto,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<Arc<EndpointCheck>> {
+    let config = endpoint.health_check_config.as_ref()?;
+    let path = format!("{path}.endpoint.health_check_config");
+    let port = match config.port_value {
+        0 => None,
+        port => match u16::try_from(port) {
+            Ok(port) => Some(port),
+            Err(_) => {
+                errors.push(TranslateError::new(
+                    format!("{path}.port_value"),
+                    None,
+                    format!("port {port} is out of range"),
+                ));
+                None
+            }
+        },
+    };
+    let address = config
+        .address
+        .as_ref()
+        .and_then(|address| address::socket_address(address, &format!("{path}.address"), errors));
+    Some(Arc::new(EndpointCheck {
+        address,
+        port,
+        hostname: Some(config.hostname.clone()).filter(|h| !h.is_empty()),
+        disabled: config.disable_active_health_check,
+    }))
 }
 
 /// The `internal_upstream` config in `socket`, if it is one.
@@ -719,11 +793,13 @@ fn socket_matches(
     out
 }
 
-/// Whether an endpoint of this health status gets traffic (DEGRADED ones do: no degraded
-/// tier is kept; UNKNOWN is Envoy's default, healthy).
-fn takes_traffic(status: HealthStatus) -> bool {
-    !matches!(
-        status,
-        HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout
-    )
+/// The health flags EDS gives an endpoint of this `health_status` (UNKNOWN and HEALTHY: none).
+fn eds_health(status: HealthStatus) -> HealthFlags {
+    match status {
+        HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout => {
+            HealthFlags::FAILED_EDS_HEALTH
+        }
+        HealthStatus::Degraded => HealthFlags::DEGRADED_EDS_HEALTH,
+        HealthStatus::Unknown | HealthStatus::Healthy => HealthFlags::NONE,
+    }
 }

@@ -15,6 +15,7 @@ mod data_source;
 pub mod dynamic_resources;
 mod ext_authz;
 mod filter_chain_match;
+mod health;
 mod http_connection_manager;
 mod http_filters;
 mod http_surface;

@@ -420,6 +420,8 @@ pub const SURFACE: &[Surface] = &[
             "metadata",
             "filters",
             "protocol_selection",
+            "health_checks",
+            "outlier_detection",
         ],
         ignored: &[
             (
@@ -496,7 +498,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
-        supported: &["locality_weighted_lb_config"],
+        supported: &["locality_weighted_lb_config", "healthy_panic_threshold"],
         ignored: &[],
     },
     Surface {
@@ -585,7 +587,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        supported: &["lb_endpoints", "load_balancing_weight"],
+        supported: &["lb_endpoints", "load_balancing_weight", "priority"],
         ignored: &[(
             "locality",
             "zone-aware balancing is not supported: localities are told apart by their place \
@@ -619,7 +621,111 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.Endpoint",
-        supported: &["address", "hostname"],
+        supported: &["address", "hostname", "health_check_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig",
+        supported: &[
+            "port_value",
+            "hostname",
+            "address",
+            "disable_active_health_check",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HealthCheck",
+        supported: &[
+            "timeout",
+            "interval",
+            "initial_jitter",
+            "interval_jitter",
+            "interval_jitter_percent",
+            "unhealthy_threshold",
+            "healthy_threshold",
+            "reuse_connection",
+            "http_health_check",
+            "tcp_health_check",
+            "grpc_health_check",
+            "no_traffic_interval",
+            "no_traffic_healthy_interval",
+            "unhealthy_interval",
+            "unhealthy_edge_interval",
+            "healthy_edge_interval",
+        ],
+        ignored: &[
+            (
+                "always_log_health_check_failures",
+                "only chooses what a health check event logger writes; event loggers are not \
+                 supported (event_logger is refused)",
+            ),
+            (
+                "always_log_health_check_success",
+                "only chooses what a health check event logger writes; event loggers are not \
+                 supported (event_logger is refused)",
+            ),
+        ],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HealthCheck.HttpHealthCheck",
+        supported: &[
+            "host",
+            "path",
+            "send",
+            "receive",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "expected_statuses",
+            "retriable_statuses",
+            "codec_client_type",
+            "method",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HealthCheck.TcpHealthCheck",
+        supported: &["send", "receive"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
+        supported: &["service_name", "authority", "initial_metadata"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.HealthCheck.Payload",
+        supported: &["text", "binary"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.OutlierDetection",
+        supported: &[
+            "consecutive_5xx",
+            "interval",
+            "base_ejection_time",
+            "max_ejection_percent",
+            "enforcing_consecutive_5xx",
+            "enforcing_success_rate",
+            "success_rate_minimum_hosts",
+            "success_rate_request_volume",
+            "success_rate_stdev_factor",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+            "split_external_local_origin_errors",
+            "consecutive_local_origin_failure",
+            "enforcing_consecutive_local_origin_failure",
+            "enforcing_local_origin_success_rate",
+            "failure_percentage_threshold",
+            "enforcing_failure_percentage",
+            "enforcing_failure_percentage_local_origin",
+            "failure_percentage_minimum_hosts",
+            "failure_percentage_request_volume",
+            "max_ejection_time",
+            "max_ejection_time_jitter",
+            "successful_active_health_check_uneject_host",
+            "always_eject_one_host",
+        ],
         ignored: &[],
     },
 ];

@@ -101,14 +101,7 @@ fn listener_and_tcp_proxy_defaults() {
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin);
     assert_eq!(
         c.endpoints[0],
-        Endpoint {
-            address: "10.0.0.1:80".parse().unwrap(),
-            weight: 1,
-            hostname: None,
-            socket_labels: None,
-            locality: Default::default(),
-            internal: None,
-        }
+        Endpoint::new("10.0.0.1:80".parse().unwrap())
     );
     assert_eq!(c.dns, None);
     assert_eq!(c.buffer_limit, 1 << 20);
@@ -588,12 +581,8 @@ const DNS: &str = "[{name: c, type: STRICT_DNS, dns_refresh_rate: 10s, dns_looku
 #[test]
 fn dns_clusters() {
     let resolved: Arc<[Endpoint]> = Arc::from([Endpoint {
-        address: "10.1.1.1:80".parse().unwrap(),
         weight: 2,
-        hostname: None,
-        socket_labels: None,
-        locality: Default::default(),
-        internal: None,
+        ..Endpoint::new("10.1.1.1:80".parse().unwrap())
     }]);
     let dns = HashMap::from([("c".to_string(), resolved.clone())]);
     let s = run(&config("cluster: c", DNS), None, &dns).unwrap();
@@ -604,9 +593,10 @@ fn dns_clusters() {
         [DnsHost {
             hostname: "backend.local".into(),
             port: 80,
-            weight: 2,
-            socket_labels: None,
-            locality: Default::default(),
+            template: Endpoint {
+                weight: 2,
+                ..Endpoint::new(model::NO_ADDRESS)
+            },
         }]
     );
     assert_eq!(target.refresh_rate, Duration::from_secs(10));
@@ -639,7 +629,6 @@ fn cluster_errors() {
     assert_eq!(
         got,
         [
-            ("static_resources.clusters[4].health_checks", "field is not supported yet"),
             (
                 "static_resources.clusters[0].eds_cluster_config",
                 "eds_cluster_config is required for an EDS cluster"
@@ -656,6 +645,13 @@ fn cluster_errors() {
             ),
             ("static_resources.clusters[3].least_request_lb_config.choice_count", "choice_count must be at least 2"),
             ("static_resources.clusters[3].load_assignment", "LOGICAL_DNS clusters must have exactly one endpoint"),
+            ("static_resources.clusters[4].health_checks[0].interval", "is required"),
+            ("static_resources.clusters[4].health_checks[0].unhealthy_threshold", "is required"),
+            ("static_resources.clusters[4].health_checks[0].healthy_threshold", "is required"),
+            (
+                "static_resources.clusters[4].health_checks[0]",
+                "a health checker (http_health_check, tcp_health_check or grpc_health_check) is required"
+            ),
         ],
         "{e:#?}"
     );
@@ -695,12 +691,8 @@ fn unchanged_parts_are_shared_with_the_previous_generation() {
     let resolved = HashMap::from([(
         "c".to_string(),
         Arc::from([Endpoint {
-            address: "10.1.1.1:80".parse().unwrap(),
             weight: 2,
-            hostname: None,
-            socket_labels: None,
-            locality: Default::default(),
-            internal: None,
+            ..Endpoint::new("10.1.1.1:80".parse().unwrap())
         }]),
     )]);
     let moved: Snapshot = run(&dns_yaml, Some(&first), &resolved).unwrap();

@@ -1,0 +1,294 @@
+//! The hosts a cluster balances over: per priority, its healthy hosts (its degraded ones as a
+//! fallback, all of them in panic), and the share of requests each priority takes, computed as
+//! Envoy computes priority loads (overprovisioning factor 1.4, the panic threshold, total
+//! panic spreading by host count).
+use std::rc::Rc;
+
+use model::{
+    health::{CoarseHealth, HealthFlags},
+    LbPolicy,
+};
+
+use super::Balancer;
+use crate::proxy::cluster_manager::Host;
+
+/// Envoy's default overprovisioning factor, in percent.
+const OVERPROVISIONING: u32 = 140;
+
+/// Hosts that take a share of the requests, with their balancer.
+struct Tier {
+    hosts: Box<[Rc<Host>]>,
+    balancer: Balancer,
+    /// The tier's share of requests, as the upper end of its range in `0..100`.
+    until: u32,
+}
+
+/// What the balancers are built with.
+pub struct Balancing {
+    pub policy: LbPolicy,
+    pub locality_weighted: bool,
+    pub shard: usize,
+    /// Percent of available hosts under which a priority is in panic.
+    pub panic_threshold: f64,
+}
+
+pub struct HostSet {
+    /// Tiers with a share, in priority order (healthy before degraded within a priority).
+    tiers: Vec<Tier>,
+}
+
+/// One priority's hosts by health.
+#[derive(Default)]
+struct Priority {
+    all: Vec<Rc<Host>>,
+    healthy: Vec<Rc<Host>>,
+    degraded: Vec<Rc<Host>>,
+}
+
+impl Priority {
+    /// `min(100, 1.4 × hosts / all hosts)` in percent, as Envoy (integer arithmetic).
+    fn availability(&self, hosts: usize) -> u32 {
+        (OVERPROVISIONING * hosts as u32 / self.all.len().max(1) as u32).min(100)
+    }
+
+    fn in_panic(&self, threshold: f64) -> bool {
+        let available = self.healthy.len() + self.degraded.len();
+        100.0 * available as f64 / (self.all.len().max(1) as f64) < threshold
+    }
+}
+
+impl HostSet {
+    /// The set for `hosts`, each with the health `flags` gives it.
+    pub fn new(
+        hosts: &[Rc<Host>],
+        flags: impl Fn(&Host) -> HealthFlags,
+        balancing: &Balancing,
+    ) -> Self {
+        let mut priorities: Vec<Priority> = Vec::new();
+        for host in hosts {
+            let p = host.endpoint.priority as usize;
+            if priorities.len() <= p {
+                priorities.resize_with(p + 1, Priority::default);
+            }
+            let priority = &mut priorities[p];
+            priority.all.push(host.clone());
+            match flags(host).coarse() {
+                CoarseHealth::Healthy => priority.healthy.push(host.clone()),
+                CoarseHealth::Degraded => priority.degraded.push(host.clone()),
+                CoarseHealth::Unhealthy => {}
+            }
+        }
+        priorities.retain(|p| !p.all.is_empty());
+        let loads = loads(&priorities);
+        let mut tiers = Vec::new();
+        let mut until = 0;
+        for (priority, (healthy, degraded)) in priorities.iter().zip(loads) {
+            let panic =
+                loads_in_total_panic(&priorities) || priority.in_panic(balancing.panic_threshold);
+            for (load, hosts) in [(healthy, &priority.healthy), (degraded, &priority.degraded)] {
+                if load == 0 {
+                    continue;
+                }
+                let hosts: Box<[Rc<Host>]> = match panic {
+                    true => priority.all.clone().into(),
+                    false => hosts.clone().into(),
+                };
+                until += load;
+                let balancer = Balancer::new(
+                    balancing.policy,
+                    &hosts,
+                    balancing.locality_weighted,
+                    balancing.shard,
+                );
+                tiers.push(Tier {
+                    hosts,
+                    balancer,
+                    until,
+                });
+            }
+        }
+        Self { tiers }
+    }
+
+    /// The next host: a tier by the priority loads, then a host by its balancer.
+    pub fn pick(&mut self) -> Option<Rc<Host>> {
+        let tier = match self.tiers.as_mut_slice() {
+            [] => return None,
+            [only] => only,
+            tiers => {
+                let point = fastrand::u32(0..100);
+                let at = tiers.iter().position(|t| point < t.until).unwrap_or(0);
+                &mut tiers[at]
+            }
+        };
+        let index = tier.balancer.pick(&tier.hosts)?;
+        Some(tier.hosts[index].clone())
+    }
+}
+
+/// Whether no priority has an available host: then each takes a share by its host count and
+/// balances over all of its hosts.
+fn loads_in_total_panic(priorities: &[Priority]) -> bool {
+    priorities
+        .iter()
+        .all(|p| p.healthy.is_empty() && p.degraded.is_empty())
+}
+
+/// Each priority's (healthy, degraded) share of requests in percent, summing to 100 (or 0
+/// without hosts), as Envoy's priority load.
+fn loads(priorities: &[Priority]) -> Vec<(u32, u32)> {
+    let mut loads = vec![(0, 0); priorities.len()];
+    if loads_in_total_panic(priorities) {
+        let total: usize = priorities.iter().map(|p| p.all.len()).sum();
+        if total == 0 {
+            return loads;
+        }
+        let mut left = 100;
+        for (load, p) in loads.iter_mut().zip(priorities) {
+            load.0 = (100 * p.all.len() / total) as u32;
+            left -= load.0;
+        }
+        loads[0].0 += left;
+        return loads;
+    }
+    let health: Vec<u32> = priorities
+        .iter()
+        .map(|p| p.availability(p.healthy.len()))
+        .collect();
+    let degraded: Vec<u32> = priorities
+        .iter()
+        .map(|p| p.availability(p.degraded.len()))
+        .collect();
+    let total = (health.iter().sum::<u32>() + degraded.iter().sum::<u32>()).min(100);
+    let mut left = 100;
+    for (i, h) in health.iter().enumerate() {
+        loads[i].0 = (h * 100 / total).min(left);
+        left -= loads[i].0;
+    }
+    for (i, d) in degraded.iter().enumerate() {
+        loads[i].1 = (d * 100 / total).min(left);
+        left -= loads[i].1;
+    }
+    if left > 0 {
+        // Rounding: the rest goes to the first priority with healthy hosts, else degraded ones.
+        match health.iter().position(|h| *h > 0) {
+            Some(i) => loads[i].0 += left,
+            None => {
+                let i = degraded.iter().position(|d| *d > 0).unwrap_or(0);
+                loads[i].1 += left;
+            }
+        }
+    }
+    loads
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use model::Endpoint;
+
+    use super::*;
+
+    fn hosts(priorities: &[u32]) -> Vec<Rc<Host>> {
+        priorities
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Rc::new(Host::new(Endpoint {
+                    priority: *p,
+                    ..Endpoint::new(([127, 0, 0, 1], 1000 + i as u16).into())
+                }))
+            })
+            .collect()
+    }
+
+    fn balancing() -> Balancing {
+        Balancing {
+            policy: LbPolicy::RoundRobin,
+            locality_weighted: false,
+            shard: 0,
+            panic_threshold: 50.0,
+        }
+    }
+
+    /// How often each port is picked in 10,000 picks.
+    fn spread(set: &mut HostSet) -> HashMap<u16, u32> {
+        let mut counts = HashMap::new();
+        for _ in 0..10_000 {
+            *counts
+                .entry(set.pick().unwrap().address().port())
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    fn failing(ports: &'static [u16]) -> impl Fn(&Host) -> HealthFlags {
+        move |h| match ports.contains(&h.address().port()) {
+            true => HealthFlags::FAILED_ACTIVE_HC,
+            false => HealthFlags::NONE,
+        }
+    }
+
+    #[test]
+    fn unhealthy_hosts_are_skipped_above_the_panic_threshold() {
+        let all = hosts(&[0, 0, 0, 0]);
+        let mut set = HostSet::new(&all, failing(&[1001]), &balancing());
+        let counts = spread(&mut set);
+        assert!(!counts.contains_key(&1001), "{counts:?}");
+        assert_eq!(counts.len(), 3);
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_host_takes_traffic() {
+        let all = hosts(&[0, 0, 0, 0]);
+        let mut set = HostSet::new(&all, failing(&[1000, 1001, 1002]), &balancing());
+        assert_eq!(spread(&mut set).len(), 4);
+    }
+
+    #[test]
+    fn a_priority_spills_over_by_its_overprovisioned_health() {
+        // Priority 0: 2 of 4 healthy -> 1.4 × 50 = 70 % there, 30 % to priority 1.
+        let all = hosts(&[0, 0, 0, 0, 1, 1]);
+        let mut set = HostSet::new(&all, failing(&[1000, 1001]), &balancing());
+        let counts = spread(&mut set);
+        let p0 = counts.get(&1002).unwrap_or(&0) + counts.get(&1003).unwrap_or(&0);
+        assert!((6_500..7_500).contains(&p0), "{counts:?}");
+        assert!(!counts.contains_key(&1000) && !counts.contains_key(&1001));
+        // All healthy: priority 1 takes nothing.
+        let mut set = HostSet::new(&all, |_| HealthFlags::NONE, &balancing());
+        let counts = spread(&mut set);
+        assert!(
+            !counts.contains_key(&1004) && !counts.contains_key(&1005),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn degraded_hosts_take_only_what_healthy_ones_cannot() {
+        let all = hosts(&[0, 0, 0, 0]);
+        let flags = |h: &Host| match h.address().port() {
+            1000 => HealthFlags::DEGRADED_EDS_HEALTH,
+            _ => HealthFlags::NONE,
+        };
+        let mut set = HostSet::new(&all, flags, &balancing());
+        // 3 of 4 healthy: 1.4 × 75 ≥ 100, so the degraded host takes nothing.
+        assert!(!spread(&mut set).contains_key(&1000));
+        let flags = |h: &Host| match h.address().port() {
+            1000 | 1001 => HealthFlags::DEGRADED_EDS_HEALTH,
+            _ => HealthFlags::FAILED_EDS_HEALTH,
+        };
+        let mut set = HostSet::new(&all, flags, &balancing());
+        let counts = spread(&mut set);
+        assert_eq!(counts.len(), 2, "{counts:?}");
+    }
+
+    #[test]
+    fn total_panic_spreads_by_host_count() {
+        let all = hosts(&[0, 1, 1, 1]);
+        let mut set = HostSet::new(&all, |_| HealthFlags::FAILED_EDS_HEALTH, &balancing());
+        let counts = spread(&mut set);
+        assert_eq!(counts.len(), 4, "{counts:?}");
+        assert!((2_000..3_000).contains(&counts[&1000]), "{counts:?}");
+    }
+}
