@@ -17,12 +17,15 @@ impl HealthFlags {
     pub const DEGRADED_ACTIVE_HC: Self = Self(2);
     /// Ejected by outlier detection.
     pub const FAILED_OUTLIER_CHECK: Self = Self(4);
-    /// EDS says UNHEALTHY, DRAINING or TIMEOUT.
+    /// EDS says UNHEALTHY or TIMEOUT.
     pub const FAILED_EDS_HEALTH: Self = Self(8);
     /// EDS says DEGRADED.
     pub const DEGRADED_EDS_HEALTH: Self = Self(16);
     /// The last failed active check timed out.
     pub const ACTIVE_HC_TIMEOUT: Self = Self(32);
+    /// EDS says DRAINING: the host is excluded from load balancing altogether (not even
+    /// counted for the panic threshold), as Envoy excludes it.
+    pub const EDS_STATUS_DRAINING: Self = Self(64);
 
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
@@ -43,8 +46,10 @@ impl HealthFlags {
     /// Envoy's coarse health: any failure flag makes the host unhealthy, else any degraded
     /// flag degraded.
     pub fn coarse(self) -> CoarseHealth {
-        let failed =
-            Self::FAILED_ACTIVE_HC.0 | Self::FAILED_OUTLIER_CHECK.0 | Self::FAILED_EDS_HEALTH.0;
+        let failed = Self::FAILED_ACTIVE_HC.0
+            | Self::FAILED_OUTLIER_CHECK.0
+            | Self::FAILED_EDS_HEALTH.0
+            | Self::EDS_STATUS_DRAINING.0;
         let degraded = Self::DEGRADED_ACTIVE_HC.0 | Self::DEGRADED_EDS_HEALTH.0;
         if self.0 & failed != 0 {
             CoarseHealth::Unhealthy
@@ -57,13 +62,14 @@ impl HealthFlags {
 
     /// The flags as `/clusters` prints them (`healthy` when none is set).
     pub fn describe(self) -> String {
-        const NAMES: [(HealthFlags, &str); 6] = [
+        const NAMES: [(HealthFlags, &str); 7] = [
             (HealthFlags::FAILED_ACTIVE_HC, "/failed_active_hc"),
             (HealthFlags::FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
             (HealthFlags::FAILED_EDS_HEALTH, "/failed_eds_health"),
             (HealthFlags::DEGRADED_ACTIVE_HC, "/degraded_active_hc"),
             (HealthFlags::DEGRADED_EDS_HEALTH, "/degraded_eds_health"),
             (HealthFlags::ACTIVE_HC_TIMEOUT, "/active_hc_timeout"),
+            (HealthFlags::EDS_STATUS_DRAINING, "/eds_status_draining"),
         ];
         let named: String = NAMES
             .iter()

@@ -66,13 +66,17 @@ impl HostSet {
     ) -> Self {
         let mut priorities: Vec<Priority> = Vec::new();
         for host in hosts {
+            let flags = flags(host);
+            if flags.contains(HealthFlags::EDS_STATUS_DRAINING) {
+                continue; // excluded: not even a panic fallback
+            }
             let p = host.endpoint.priority as usize;
             if priorities.len() <= p {
                 priorities.resize_with(p + 1, Priority::default);
             }
             let priority = &mut priorities[p];
             priority.all.push(host.clone());
-            match flags(host).coarse() {
+            match flags.coarse() {
                 CoarseHealth::Healthy => priority.healthy.push(host.clone()),
                 CoarseHealth::Degraded => priority.degraded.push(host.clone()),
                 CoarseHealth::Unhealthy => {}

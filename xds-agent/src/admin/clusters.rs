@@ -190,7 +190,9 @@ pub fn statuses(state: &AgentState) -> Clusters {
 }
 
 fn health_status(flags: HealthFlags) -> HostHealthStatus {
-    let eds = if flags.contains(HealthFlags::FAILED_EDS_HEALTH) {
+    let eds = if flags.contains(HealthFlags::EDS_STATUS_DRAINING) {
+        HealthStatus::Draining
+    } else if flags.contains(HealthFlags::FAILED_EDS_HEALTH) {
         HealthStatus::Unhealthy
     } else if flags.contains(HealthFlags::DEGRADED_EDS_HEALTH) {
         HealthStatus::Degraded

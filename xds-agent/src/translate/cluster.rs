@@ -433,8 +433,8 @@ pub(super) fn assignment_endpoints(
 
 /// The endpoints of a load assignment at `path`: names to resolve for DNS clusters, addresses
 /// for the others (which must be IP literals, as in Envoy). An endpoint's `health_status` sets
-/// its EDS health flags (UNHEALTHY, DRAINING and TIMEOUT fail it, DEGRADED degrades it), as
-/// Envoy's do: such hosts stay in the host set (they count for the panic threshold).
+/// its EDS health flags as Envoy's: UNHEALTHY and TIMEOUT fail it (it still counts for the
+/// panic threshold), DEGRADED degrades it, DRAINING excludes it.
 fn hosts(
     assignment: &ClusterLoadAssignment,
     path: &str,
@@ -796,9 +796,8 @@ fn socket_matches(
 /// The health flags EDS gives an endpoint of this `health_status` (UNKNOWN and HEALTHY: none).
 fn eds_health(status: HealthStatus) -> HealthFlags {
     match status {
-        HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout => {
-            HealthFlags::FAILED_EDS_HEALTH
-        }
+        HealthStatus::Unhealthy | HealthStatus::Timeout => HealthFlags::FAILED_EDS_HEALTH,
+        HealthStatus::Draining => HealthFlags::EDS_STATUS_DRAINING,
         HealthStatus::Degraded => HealthFlags::DEGRADED_EDS_HEALTH,
         HealthStatus::Unknown | HealthStatus::Healthy => HealthFlags::NONE,
     }
