@@ -304,3 +304,132 @@ fn enforcement<'a>(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use model::stats::OutlierStats;
+
+    use super::*;
+
+    fn config(max_ejection_percent: u32) -> Arc<OutlierDetection> {
+        Arc::new(OutlierDetection {
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_time_jitter: Duration::ZERO,
+            max_ejection_percent,
+            always_eject_one_host: false,
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            consecutive_local_origin_failure: 5,
+            split_external_local_origin_errors: false,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            enforcing_consecutive_local_origin_failure: 100,
+            enforcing_success_rate: 100,
+            enforcing_local_origin_success_rate: 100,
+            enforcing_failure_percentage: 100,
+            enforcing_failure_percentage_local_origin: 0,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            failure_percentage_threshold: 85,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+            successful_active_health_check_uneject_host: true,
+            stats: Arc::new(OutlierStats::new("t".into(), 1)),
+        })
+    }
+
+    fn hosts(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| ([127, 0, 0, 1], 1000 + i).into()).collect()
+    }
+
+    fn stat(detector: &Detector, read: impl Fn(&OutlierCells) -> &AtomicU64) -> u64 {
+        detector.config.stats.sum(read)
+    }
+
+    #[test]
+    fn ejection_time_grows_with_each_ejection_and_returns_the_host() {
+        let mut detector = Detector::new(config(100));
+        let all = hosts(2);
+        detector.set_hosts(&all);
+        let t0 = Instant::now();
+        assert!(detector.on_trip(all[0], Consecutive::Http5xx, t0));
+        assert!(!detector.on_trip(all[0], Consecutive::Http5xx, t0), "already ejected");
+        assert!(!detector.on_interval(t0 + Duration::from_secs(29)));
+        assert!(detector.on_interval(t0 + Duration::from_secs(30)), "base time over");
+        assert!(!detector.is_ejected(&all[0]));
+        // The second ejection lasts twice the base time.
+        let t1 = t0 + Duration::from_secs(31);
+        assert!(detector.on_trip(all[0], Consecutive::Http5xx, t1));
+        assert!(!detector.on_interval(t1 + Duration::from_secs(59)));
+        assert!(detector.on_interval(t1 + Duration::from_secs(60)));
+        assert_eq!(stat(&detector, |c| &c.ejections_enforced_consecutive_5xx), 2);
+        assert_eq!(stat(&detector, |c| &c.ejections_active), 0);
+    }
+
+    #[test]
+    fn max_ejection_percent_holds_hosts_back() {
+        let mut detector = Detector::new(config(30));
+        let all = hosts(4);
+        detector.set_hosts(&all);
+        let now = Instant::now();
+        // One of four is 25 %: allowed; a second would be 50 %.
+        assert!(detector.on_trip(all[0], Consecutive::Http5xx, now));
+        assert!(!detector.on_trip(all[1], Consecutive::Http5xx, now));
+        assert_eq!(stat(&detector, |c| &c.ejections_overflow), 1);
+        assert_eq!(stat(&detector, |c| &c.ejections_active), 1);
+    }
+
+    #[test]
+    fn success_rate_and_failure_percentage_find_the_outlier() {
+        let mut detector = Detector::new(config(100));
+        let all = hosts(6);
+        detector.set_hosts(&all);
+        let counts: Vec<(SocketAddr, HostCounts)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let success = if i == 5 { 10 } else { 200 };
+                let counts = HostCounts {
+                    success,
+                    total: 200,
+                    ..Default::default()
+                };
+                (*a, counts)
+            })
+            .collect();
+        // Counts arrive from two shards, split.
+        let halves: Vec<_> = counts
+            .iter()
+            .map(|(a, c)| {
+                let half = HostCounts {
+                    success: c.success / 2,
+                    total: c.total / 2,
+                    ..Default::default()
+                };
+                (*a, half)
+            })
+            .collect();
+        detector.add_counts(&halves);
+        detector.add_counts(&halves);
+        assert!(detector.on_interval(Instant::now()));
+        assert!(detector.is_ejected(&all[5]));
+        assert!(all[..5].iter().all(|a| !detector.is_ejected(a)));
+        assert_eq!(stat(&detector, |c| &c.ejections_detected_success_rate), 1);
+        // The counts were used: the next interval has none.
+        assert!(!detector.on_interval(Instant::now()));
+    }
+
+    #[test]
+    fn a_passing_active_check_returns_an_ejected_host() {
+        let mut detector = Detector::new(config(100));
+        let all = hosts(2);
+        detector.set_hosts(&all);
+        let now = Instant::now();
+        detector.on_trip(all[1], Consecutive::Http5xx, now);
+        assert!(detector.on_check_passed(all[1], now));
+        assert!(!detector.is_ejected(&all[1]));
+    }
+}
