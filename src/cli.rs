@@ -57,19 +57,6 @@ fn shard_count(value: &str) -> Result<usize, String> {
     }
 }
 
-/// `--restart-epoch`: only 0, a first start (there is no hot restart to take over from).
-fn restart_epoch(value: &str) -> Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(0) => Ok(0),
-        Ok(_) => Err(
-            "hot restart is not supported: only epoch 0 (a first start) can run; restart the \
-             process instead"
-                .into(),
-        ),
-        Err(e) => Err(format!("not an epoch: {e}")),
-    }
-}
-
 /// `--bootstrap-version`: only 3 (the v2 API is gone, as in Envoy).
 fn bootstrap_version(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
@@ -127,19 +114,20 @@ pub struct Cli {
     #[arg(long = "file-flush-interval-msec", default_value_t = 10000)]
     pub file_flush_interval_msec: u64,
 
-    /// Accepted and ignored: there is no hot restart (shared memory) to disable.
+    /// No hot restart: this process neither takes sockets over nor hands them on.
     #[arg(long = "disable-hot-restart")]
     pub disable_hot_restart: bool,
 
-    /// Accepted and ignored, as in Envoy's hot restart scheme.
+    /// Tells apart hot-restart families on one host (the hand-over socket's name).
     #[arg(long = "base-id", default_value_t = 0)]
     pub base_id: u32,
 
-    /// Only 0: there is no hot restart (Istio before 1.11 passes it).
-    #[arg(long = "restart-epoch", default_value_t = 0, value_parser = restart_epoch)]
+    /// 0 for a first start; N takes the listening sockets over from the process started with
+    /// N-1 (same --base-id), which drains and exits once this one is live.
+    #[arg(long = "restart-epoch", default_value_t = 0)]
     pub restart_epoch: u32,
 
-    /// Accepted and ignored: no parent process to shut down (no hot restart).
+    /// Accepted and ignored: the previous process exits after its own --drain-time-s.
     #[arg(long = "parent-shutdown-time-s", default_value_t = 900)]
     pub parent_shutdown_time_s: u64,
 

@@ -1,6 +1,7 @@
 //! Binary entry: parses Envoy-compatible flags, starts the shards and the agent thread.
 mod cli;
 mod default_config;
+mod hot_restart;
 mod logging;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
@@ -34,11 +35,19 @@ fn main() -> ExitCode {
         service_cluster: cli.service_cluster.clone(),
         release_memory: memory::release_unused,
         trim_memory: memory::trim,
+        admin_socket: hot_restart::admin_socket,
+        on_live: rt::handover::release_parent,
+        taken_over: Vec::new(),
     };
     match cli.mode {
         Mode::Validate => validate(&options),
         Mode::Serve => {
-            let served = serve(options, &cores, logs, cli.io_backend);
+            let restart = hot_restart::Restart {
+                base_id: cli.base_id,
+                epoch: cli.restart_epoch,
+                disabled: cli.disable_hot_restart,
+            };
+            let served = serve(options, &cores, logs, cli.io_backend, restart);
             drop(log_writer); // the lines logged so far come before the outcome
             match served {
                 Ok(()) => ExitCode::SUCCESS,
@@ -66,10 +75,11 @@ fn validate(options: &AgentOptions) -> ExitCode {
 }
 
 fn serve(
-    options: AgentOptions,
+    mut options: AgentOptions,
     cores: &[core_affinity::CoreId],
     logs: Arc<logging::Levels>,
     io_backend: cli::IoBackend,
+    restart: hot_restart::Restart,
 ) -> anyhow::Result<()> {
     if options.config_path.is_none() && options.config_yaml.is_none() {
         tracing::info!(
@@ -88,6 +98,8 @@ fn serve(
             cores.len()
         );
     }
+    hot_restart::start(restart)?;
+    options.taken_over = rt::handover::listener_addresses();
     if rt::poller::choose(io_backend.requested())? == rt::poller::Backend::IoUring {
         rt::limits::check_memlock(options.concurrency)?;
     }

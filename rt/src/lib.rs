@@ -3,6 +3,7 @@
 //! checks and thread priorities. The only crate with `unsafe`.
 mod epoll;
 pub mod executor;
+pub mod handover;
 pub mod host;
 pub mod limits;
 pub mod memory;

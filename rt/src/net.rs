@@ -68,8 +68,11 @@ fn accept4(listener: &std::net::TcpListener) -> io::Result<TcpStream> {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         // Leave the SO_REUSEPORT group now, not when the ring releases its poll's reference:
-        // new connections go to the shards still listening.
-        let _ = SockRef::from(self.0.io()).shutdown(Shutdown::Read);
+        // new connections go to the shards still listening. Not once the sockets were handed
+        // to a new process (hot restart): the shutdown would stop its listening too.
+        if !crate::handover::handed_over() {
+            let _ = SockRef::from(self.0.io()).shutdown(Shutdown::Read);
+        }
     }
 }
 

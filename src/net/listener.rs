@@ -17,6 +17,7 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
+    os::fd::AsFd,
     rc::Rc,
     sync::Arc,
     time::Duration,
@@ -32,8 +33,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     context::ShardContext,
-    net::{connection, drain::DrainSignal, internal::Registration, socket},
-    rt::{self, net::TcpListener, timer, Task},
+    net::{connection, drain::DrainSignal, internal, socket},
+    rt::{
+        self,
+        handover::{self, Registration, Role},
+        net::TcpListener,
+        timer, Task,
+    },
 };
 
 const BACKLOG: i32 = 1024;
@@ -251,8 +257,8 @@ impl ListenerSet {
                         let accepting = accept_internal(registration, current.clone(), ctx.clone());
                         Ok(rt::spawn_local(accepting))
                     }
-                    false => bind(listener.address).map(|socket| {
-                        rt::spawn_local(accept_loop(socket, current.clone(), handoffs, ctx.clone()))
+                    false => listen(listener.address, ctx.id, ctx.shards).map(|sockets| {
+                        rt::spawn_local(accept_all(sockets, current.clone(), handoffs, ctx.clone()))
                     }),
                 };
                 match accepting {
@@ -373,7 +379,30 @@ impl ListenerSet {
     }
 }
 
-fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+/// The sockets shard `shard` of `shards` listens on for `address`: its share of those taken
+/// over from the previous process (hot restart: they keep their queued connections), else one
+/// of its own bound with SO_REUSEPORT. Each is registered for handing over to the next process.
+fn listen(
+    address: SocketAddr,
+    shard: usize,
+    shards: usize,
+) -> io::Result<Vec<(TcpListener, Registration)>> {
+    let taken = handover::take(Role::Listener, address, shard, shards);
+    let sockets = match taken.is_empty() {
+        true => vec![bind(address)?],
+        false => taken.into_iter().map(Socket::from).collect(),
+    };
+    sockets
+        .into_iter()
+        .map(|socket| {
+            socket.set_nonblocking(true)?;
+            let registration = Registration::new(Role::Listener, address, socket.as_fd())?;
+            Ok((TcpListener::adopt(socket), registration))
+        })
+        .collect()
+}
+
+fn bind(address: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -384,10 +413,31 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(BACKLOG)?;
-    Ok(TcpListener::adopt(socket))
+    Ok(socket)
+}
+
+/// Accepts on every socket of a listener (more than one only after a hot restart from a
+/// process with more shards); dropping the task stops them all and closes the sockets.
+async fn accept_all(
+    sockets: Vec<(TcpListener, Registration)>,
+    current: Rc<RefCell<Rc<Generation>>>,
+    handoffs: Handoffs,
+    ctx: Rc<ShardContext>,
+) {
+    let loops: Vec<Task<()>> = sockets
+        .into_iter()
+        .map(|(socket, registration)| {
+            let accepting = accept_loop(socket, current.clone(), handoffs.clone(), ctx.clone());
+            rt::spawn_local(async move {
+                let _registration = registration;
+                accepting.await
+            })
+        })
+        .collect();
+    future::pending::<()>().await;
+    drop(loops);
 }
 
 async fn accept_loop(
@@ -426,7 +476,7 @@ async fn accept_loop(
 
 /// An internal listener's accept loop: serves each in-process connection opened to it.
 async fn accept_internal(
-    registration: Registration,
+    registration: internal::Registration,
     current: Rc<RefCell<Rc<Generation>>>,
     ctx: Rc<ShardContext>,
 ) {

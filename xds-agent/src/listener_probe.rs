@@ -5,7 +5,7 @@
 //! fails with EADDRINUSE exactly when a listening socket is already there. SO_REUSEADDR keeps
 //! TIME_WAIT leftovers (a restart) from counting, as it does for the shards' own bind.
 //!
-//! Only addresses this process has never published are probed: one of ours may still be
+//! Only addresses this process has never published (nor took over in a hot restart) are probed: one of ours may still be
 //! bound by a shard (a generation not applied yet, a listener renamed or moved), and the probe
 //! cannot tell our sockets from another process's. An address this process gave up and that
 //! another process took meanwhile is therefore not caught (see README).
@@ -22,6 +22,14 @@ pub struct ListenerAddresses {
 }
 
 impl ListenerAddresses {
+    /// Addresses whose sockets this process already holds (taken over by a hot restart) count
+    /// as published: the probe would find them in use, by us.
+    pub fn holding(addresses: &[SocketAddr]) -> Self {
+        Self {
+            published: addresses.iter().copied().collect(),
+        }
+    }
+
     /// The listeners of `snapshot` on an address this process never published that cannot be
     /// bound: (listener name, why).
     pub fn taken(&self, snapshot: &Snapshot) -> Vec<(String, String)> {

@@ -127,6 +127,9 @@ fn agent_state() -> AgentState {
             service_cluster: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
+            admin_socket: xds_agent::agent::bind_admin,
+            on_live: || {},
+            taken_over: Vec::new(),
         },
     }
 }

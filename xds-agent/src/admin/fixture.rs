@@ -109,6 +109,9 @@ pub fn state() -> AgentState {
             service_cluster: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
+            admin_socket: crate::agent::bind_admin,
+            on_live: || {},
+            taken_over: Vec::new(),
         },
     }
 }

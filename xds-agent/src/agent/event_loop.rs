@@ -85,6 +85,10 @@ impl Agent {
         commands: UnboundedReceiver<AgentCommand>,
     ) -> Self {
         let (dns_tx, dns_results) = tokio::sync::mpsc::unbounded_channel();
+        let taken_over = state
+            .lock()
+            .map(|s| s.options.taken_over.clone())
+            .unwrap_or_default();
         Self {
             state,
             shards,
@@ -98,7 +102,7 @@ impl Agent {
             sds: Sds::new(),
             initialized: false,
             bind_failures: Vec::new(),
-            addresses: ListenerAddresses::default(),
+            addresses: ListenerAddresses::holding(&taken_over),
             dns_tasks: HashMap::new(),
             drain_started: None,
             publish_started: None,

@@ -48,6 +48,26 @@ pub struct AgentOptions {
     /// initial xDS fetch runs on every shard (an ADS stream keeps the pool, so
     /// `release_memory` does nothing then).
     pub trim_memory: fn(),
+    /// Opens the admin interface's socket (a hot restart's taken-over one, or a new one); the
+    /// guard keeps it registered for the next hot restart while the admin server runs.
+    pub admin_socket: AdminSocket,
+    /// Called when the server goes live (a hot restart's previous process is told to drain).
+    pub on_live: fn(),
+    /// Listener addresses whose sockets a hot restart took over (not probed as taken).
+    pub taken_over: Vec<std::net::SocketAddr>,
+}
+
+/// See [`AgentOptions::admin_socket`].
+pub type AdminSocket =
+    fn(
+        std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::TcpListener, Box<dyn std::any::Any + Send>)>;
+
+/// An admin socket of its own, for processes without hot restart.
+pub fn bind_admin(
+    address: std::net::SocketAddr,
+) -> std::io::Result<(std::net::TcpListener, Box<dyn std::any::Any + Send>)> {
+    Ok((std::net::TcpListener::bind(address)?, Box::new(())))
 }
 
 /// Changes the process's log levels (`/logging`); implemented by `main` over tracing's
@@ -243,12 +263,16 @@ pub fn run(
         }));
         let (commands_tx, commands) = unbounded_channel();
         if let Some(address) = admin_address(&bootstrap) {
-            let listener = tokio::net::TcpListener::bind(&address)
-                .await
-                .map_err(|error| StartupError::AdminBind {
-                    address: address.clone(),
-                    error,
-                })?;
+            let bind_error = |error| StartupError::AdminBind {
+                address: address.clone(),
+                error,
+            };
+            let parsed = address.parse().map_err(|e| {
+                bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?;
+            let (listener, registration) = (options.admin_socket)(parsed).map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
             let bound = listener
                 .local_addr()
                 .map(|a| a.to_string())
@@ -259,7 +283,10 @@ pub fn run(
                 commands: commands_tx.clone(),
                 logs,
             };
-            tokio::spawn(admin::serve(listener, ctx));
+            tokio::spawn(async move {
+                let _registered = registration;
+                admin::serve(listener, ctx).await
+            });
         }
         // Watch before generation 1 is built: a change made meanwhile becomes generation 2
         // instead of being missed.

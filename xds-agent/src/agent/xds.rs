@@ -382,6 +382,9 @@ impl Agent {
         stats::set(&state.stats.server.shard(0).live, 1);
         stats::set(&state.stats.listener_manager.shard(0).workers_started, 1);
         state.last_updated = SystemTime::now();
+        let on_live = state.options.on_live;
+        drop(state);
+        on_live();
     }
 }
 

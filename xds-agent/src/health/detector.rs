@@ -356,16 +356,25 @@ mod tests {
         detector.set_hosts(&all);
         let t0 = Instant::now();
         assert!(detector.on_trip(all[0], Consecutive::Http5xx, t0));
-        assert!(!detector.on_trip(all[0], Consecutive::Http5xx, t0), "already ejected");
+        assert!(
+            !detector.on_trip(all[0], Consecutive::Http5xx, t0),
+            "already ejected"
+        );
         assert!(!detector.on_interval(t0 + Duration::from_secs(29)));
-        assert!(detector.on_interval(t0 + Duration::from_secs(30)), "base time over");
+        assert!(
+            detector.on_interval(t0 + Duration::from_secs(30)),
+            "base time over"
+        );
         assert!(!detector.is_ejected(&all[0]));
         // The second ejection lasts twice the base time.
         let t1 = t0 + Duration::from_secs(31);
         assert!(detector.on_trip(all[0], Consecutive::Http5xx, t1));
         assert!(!detector.on_interval(t1 + Duration::from_secs(59)));
         assert!(detector.on_interval(t1 + Duration::from_secs(60)));
-        assert_eq!(stat(&detector, |c| &c.ejections_enforced_consecutive_5xx), 2);
+        assert_eq!(
+            stat(&detector, |c| &c.ejections_enforced_consecutive_5xx),
+            2
+        );
         assert_eq!(stat(&detector, |c| &c.ejections_active), 0);
     }
 

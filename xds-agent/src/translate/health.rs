@@ -164,7 +164,7 @@ fn checker(
                 method => method.as_str_name(),
             };
             let expected = match http.expected_statuses.as_slice() {
-                [] => vec![200..201],
+                [] => std::iter::once(200..201).collect(),
                 ranges => statuses(ranges, &format!("{path}.expected_statuses"), errors),
             };
             Some(CheckKind::Http(HttpCheck {
@@ -281,7 +281,7 @@ fn payload(payload: &Payload, path: &str, errors: &mut Vec<TranslateError>) -> O
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
