@@ -2,7 +2,7 @@
 //! carried across snapshots (rebuilt only for clusters whose config or endpoints changed), the
 //! host health the agent publishes, and what outlier detection learns from each request.
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, OnceCell, RefCell},
     collections::HashMap,
     net::SocketAddr,
     rc::Rc,
@@ -28,8 +28,9 @@ pub struct Host {
     pub endpoint: Endpoint,
     active: Cell<u32>,
     pub pool: HostPool,
-    /// This shard's outlier-detection counts of the host.
-    outlier: HostOutlier,
+    /// This shard's outlier-detection counts of the host, made on the first report (only
+    /// clusters with outlier detection report).
+    outlier: OnceCell<Box<HostOutlier>>,
 }
 
 impl Host {
@@ -38,7 +39,7 @@ impl Host {
             endpoint,
             active: Cell::new(0),
             pool: HostPool::default(),
-            outlier: HostOutlier::default(),
+            outlier: OnceCell::new(),
         }
     }
 
@@ -137,7 +138,8 @@ impl ShardCluster {
         let (Some(config), Some(events)) = (&self.config.outlier_detection, &self.events) else {
             return;
         };
-        for kind in host.outlier.record(outcome, config).into_iter().flatten() {
+        let outlier = host.outlier.get_or_init(Box::default);
+        for kind in outlier.record(outcome, config).into_iter().flatten() {
             let _ = events.send(ShardEvent::OutlierTrip {
                 cluster: self.config.name.clone(),
                 address: host.address(),
@@ -150,7 +152,7 @@ impl ShardCluster {
     fn take_counts(&self) -> Vec<(SocketAddr, HostCounts)> {
         self.hosts
             .iter()
-            .map(|h| (h.address(), h.outlier.take_counts()))
+            .filter_map(|h| Some((h.address(), h.outlier.get()?.take_counts())))
             .filter(|(_, counts)| counts.total + counts.local_total > 0)
             .collect()
     }
