@@ -530,8 +530,9 @@ def raise_nofile(need: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run_rounds(args, argv=None) -> dict | None:
+    """Checks the tools and proxies, runs every round and returns the run record with the raw
+    numbers (None for --check, after listing what was found). Exits when a tool is missing."""
     tools = ["taskset"] + ([args.wrk_bin] if set(scenarios.WRK) & set(args.scenario_list) else [])
     if {"h2c", "grpc"} & set(args.scenario_list):
         tools.append(args.h2load_bin)
@@ -557,7 +558,7 @@ def main(argv=None) -> int:
             print(f"{p.name:10} {p.version():30} {p.binary}")
         for tool in tools:
             print(f"{tool:10} {'':30} {shutil.which(tool)}")
-        return 0
+        return None
     baseline = args.baseline or ("shardproxy" if "shardproxy" in names else names[0])
     if baseline not in names:
         sys.exit(f"bench: baseline {baseline!r} is not among the proxies run ({', '.join(names)})")
@@ -627,20 +628,29 @@ def main(argv=None) -> int:
         "buffer_bytes": args.buffer_bytes, "proxy_core": args.proxy_core, "tls_connections": args.tls_connections,
         "client_core": args.client_core, "note": args.note, "runs": runs,
     }
+    return run
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = run_rounds(args, argv)
+    if run is None:
+        return 0
     summary = report.summarise(run)
     run["summary"] = summary
     print(report.markdown_tables(run, summary))
     if not args.no_write:
         os.makedirs(args.raw_dir, exist_ok=True)
-        raw = os.path.join(args.raw_dir, started_at.strftime("%Y%m%dT%H%M%SZ") + ".json")
+        stamp = dt.datetime.fromisoformat(run["started_at"]).strftime("%Y%m%dT%H%M%SZ")
+        raw = os.path.join(args.raw_dir, stamp + ".json")
         with open(raw, "w") as f:
             json.dump(run, f, indent=1)
         svg_path = args.svg or os.path.join(HERE, f"results-{report.section_key(run)}.svg")
         svg_rel = os.path.relpath(svg_path, os.path.dirname(os.path.abspath(args.results)))
         report.write_results(args.results, run, summary, svg_rel)
         report.write_svg(svg_path, run, summary)
-        prog.say(f"wrote {args.results}, {svg_path}, {raw}")
-    failed = any(r.get("failures") for r in runs)
+        print(f"bench: wrote {args.results}, {svg_path}, {raw}", file=sys.stderr)
+    failed = any(r.get("failures") for r in run["runs"])
     return 1 if failed else 0
 
 
