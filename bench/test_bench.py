@@ -407,5 +407,46 @@ class SidecarTests(unittest.TestCase):
         self.assertIn("body bytes", sidecar.body_mismatch({"succeeded": 10, "bytes": 10 * 1000}, 20))
 
 
+
+class GuardTest(unittest.TestCase):
+    """bench/guard.py's verdict, with the measurements replaced by fixed per-round values."""
+
+    def verdict(self, *ratios):
+        import contextlib
+        import io
+        import guard
+        calls = []
+
+        def fake_measure(args):
+            calls.append(args)
+            return [(10.0 * ratios[len(calls) - 1], 10.0)] * args.rounds
+        saved, guard.measure = guard.measure, fake_measure
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc = guard.main([])
+        finally:
+            guard.measure = saved
+        return rc, len(calls)
+
+    def test_bench_argv(self):
+        import guard
+        a = bench.parse_args(guard.bench_argv(guard.parse_args(["--proxy-bin", "/x/shardproxy"])))
+        self.assertEqual((a.scenario_list, a.peer_list), (["http"], ["shardproxy", "nginx"]))
+        self.assertEqual((a.rounds, a.duration, a.warmup, a.no_write, a.proxy_bin), (5, 4.0, 1.0, True, "/x/shardproxy"))
+
+    def test_verdicts(self):
+        self.assertEqual(self.verdict(1.2), (0, 1))
+        self.assertEqual(self.verdict(1.3), (0, 1))
+        self.assertEqual(self.verdict(1.5), (1, 1))  # well above: no second chance
+        # Borderline: measured again, judged on both measurements' rounds together.
+        self.assertEqual(self.verdict(1.32, 1.2), (0, 2))
+        self.assertEqual(self.verdict(1.32, 1.33), (1, 2))
+
+    def test_median_of_round_ratios(self):
+        import guard
+        pairs = [(13.0, 10.0), (26.0, 10.0), (12.0, 10.0), (11.0, 10.0), (30.0, 12.0)]
+        self.assertAlmostEqual(guard.verdict_ratio(pairs), 1.3)
+
+
 if __name__ == "__main__":
     unittest.main()
