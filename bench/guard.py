@@ -2,7 +2,7 @@
 """Performance guard: fails when shardproxy's HTTP/1.1 keep-alive CPU per request exceeds
 `--bound` (1.3) times nginx's, both measured in the same run (tests/run.sh runs it).
 
-    cargo build --release && python3 bench/guard.py      # ≈ 1.5 minutes, 3 with a re-measure
+    cargo build --release && python3 bench/guard.py      # ≈ 65 s, ≈ 2 minutes with a re-measure
 
 It runs bench.py's `http` scenario (wrk keep-alive, 12-byte responses, one proxy worker on the
 proxy core) for shardproxy and nginx, `--rounds` rounds that alternate which proxy goes first,
@@ -60,9 +60,12 @@ def bench_argv(args) -> list[str]:
 def measure(args) -> list[tuple[float, float]]:
     """One bench run: (shardproxy, nginx) CPU µs per request for each round. Exits 1 when a
     proxy is missing or failed: a guard that measured nothing must not pass."""
-    run = bench.run_rounds(bench.parse_args(bench_argv(args)))
-    problems = list(run["skipped"]) + [f"{r['proxy']} round {r['round']}: {f}"
-                                       for r in run["runs"] for f in r.get("failures", [])]
+    bench_args = bench.parse_args(bench_argv(args))
+    _, missing = bench.resolve_peers(bench_args)
+    if missing:
+        incomplete(missing)
+    run = bench.run_rounds(bench_args)
+    problems = [f"{r['proxy']} round {r['round']}: {f}" for r in run["runs"] for f in r.get("failures", [])]
     per_round: dict[int, dict[str, float]] = {}
     for r in run["runs"]:
         value = report.round_metrics(r).get(METRIC)
@@ -70,9 +73,13 @@ def measure(args) -> list[tuple[float, float]]:
             per_round.setdefault(r["round"], {})[r["proxy"]] = value
     pairs = [(v["shardproxy"], v["nginx"]) for _, v in sorted(per_round.items()) if len(v) == len(PEERS)]
     if problems or len(pairs) < args.rounds:
-        print("guard: FAIL, the measurement is incomplete:", *problems, sep="\n  ", file=sys.stderr)
-        sys.exit(1)
+        incomplete(problems)
     return pairs
+
+
+def incomplete(problems: list[str]):
+    print("guard: FAIL: the measurement is incomplete:", *problems, sep="\n  ")
+    sys.exit(1)
 
 
 def verdict_ratio(pairs: list[tuple[float, float]]) -> float:
