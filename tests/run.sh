@@ -9,8 +9,11 @@
 # 4. checks (and as root raises) the locked-memory limit the io_uring rings need;
 # 5. cargo build, then cargo test --workspace (debug builds), twice: shards on io_uring, then
 #    on epoll;
-# 6. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint);
-# 7. says which test cases skipped on purpose and why (tests record them in
+# 6. cargo build --release and the performance guard (bench/guard.py, ~1 min): fails when
+#    shardproxy's HTTP/1.1 CPU per request exceeds 1.3x nginx's measured in the same run;
+#    then short fuzz runs;
+# 7. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint);
+# 8. says which test cases skipped on purpose and why (tests record them in
 #    $SHARDPROXY_TEST_SKIPS through tests/common's `skip`; with CI=true a test whose peer,
 #    e.g. Envoy, is missing fails instead of skipping).
 #
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
         --no-lint) LINT=0 ;;
         --skip-install) INSTALL=0 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -162,6 +165,20 @@ cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
 # io_uring, shardproxy runs on epoll): every proxy the tests start then uses it.
 step "cargo test --workspace, shards on epoll (SHARDPROXY_IO_BACKEND=epoll)"
 SHARDPROXY_IO_BACKEND=epoll cargo test --workspace --no-fail-fast "${EXTRA[@]}" || status=$?
+
+# The performance guard (bench/guard.py, once: shards on io_uring): shardproxy's HTTP/1.1
+# keep-alive CPU per request against nginx's in the same run, on a release build.
+step "cargo build --release"
+if cargo build --release; then
+    step "performance guard: shardproxy at most 1.3x nginx's CPU per request (bench/guard.py)"
+    if [ -n "$PY" ]; then
+        "$PY" bench/guard.py --proxy-bin "${CARGO_TARGET_DIR:-$ROOT/target}/release/shardproxy" || status=1
+    else
+        warn "no python3: performance guard not run"; status=1
+    fi
+else
+    warn "cargo build --release failed: performance guard not run"; status=1
+fi
 
 # Short, bounded fuzz runs (the long campaigns are run by hand: fuzz/README.md).
 step "fuzz targets, ${FUZZ_SECONDS:=15} s each"
