@@ -151,9 +151,17 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # Two cores, shared: one build job and two test threads keep the timing-sensitive tests sane.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+# A one-shot build gains nothing from incremental state, which would double target/'s size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# Disk: the debug build, the release build and the fuzz build together take several GB.
+disk() { df -h "${CARGO_TARGET_DIR:-$ROOT/target}" | awk 'NR==2 {print "disk: " $4 " free of " $2}'; }
 
 step "cargo build"
+disk
 cargo build --workspace --all-targets
+du -sh "${CARGO_TARGET_DIR:-$ROOT/target}" 2>/dev/null || true
+disk
 
 step "cargo test --workspace"
 export SHARDPROXY_TEST_SKIPS="$ROOT/target/test-skips.txt"
@@ -182,6 +190,7 @@ fi
 
 # Short, bounded fuzz runs (the long campaigns are run by hand: fuzz/README.md).
 step "fuzz targets, ${FUZZ_SECONDS:=15} s each"
+disk
 if ! command -v cargo-fuzz >/dev/null 2>&1 && [ "$INSTALL" = 1 ]; then
     cargo install --quiet --locked cargo-fuzz || warn "cargo install cargo-fuzz failed"
 fi
