@@ -1,0 +1,165 @@
+//! Bench: what both runtime-comparison servers share, so they differ only in the runtime —
+//! the command line, one pinned thread per core with its own SO_REUSEPORT listener, the
+//! per-connection buffer, the request parser and the fixed response.
+use std::{io, net::SocketAddr, thread};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Bytes a connection reads into; a request head that does not fit is refused.
+pub const BUFFER_BYTES: usize = 4096;
+/// Pending connections per listening socket (shardproxy's listeners use the same).
+const BACKLOG: i32 = 1024;
+
+/// The fixed answer: a 12-byte body, as bench.py's upstream serves `/small`.
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
+/// The same, ending the connection (the client asked for `Connection: close`).
+const RESPONSE_CLOSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhello world\n";
+/// The answer to a request, `close` when the client asked to end the connection.
+pub fn response(close: bool) -> &'static [u8] {
+    if close {
+        RESPONSE_CLOSE
+    } else {
+        RESPONSE
+    }
+}
+
+/// The answer to a request that does not parse or does not fit the buffer.
+pub const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// What the buffered bytes hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole request head of `len` bytes; `close` when it asked for `Connection: close`.
+    Request { len: usize, close: bool },
+    /// Not a whole head yet: read more.
+    Partial,
+    /// Not HTTP/1.1, or a head longer than the buffer.
+    Bad,
+}
+
+/// Parses the request head at the start of `buf` (httparse, as shardproxy's codec).
+pub fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let close = request.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+            Parsed::Request { len, close }
+        }
+        Ok(httparse::Status::Partial) if buf.len() < BUFFER_BYTES => Parsed::Partial,
+        _ => Parsed::Bad,
+    }
+}
+
+/// The command line: `--port P` (required) and `--threads N` (default: one per core this
+/// process may run on).
+pub struct Options {
+    pub port: u16,
+    pub threads: usize,
+}
+
+impl Options {
+    pub fn from_args() -> Result<Self, String> {
+        let mut port = None;
+        let mut threads = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--port" => port = Some(value()?.parse().map_err(|e| format!("--port: {e}"))?),
+                "--threads" => {
+                    threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
+                }
+                _ => return Err(format!("unknown argument {flag} (--port P [--threads N])")),
+            }
+        }
+        Ok(Self {
+            port: port.ok_or("--port is required")?,
+            threads: threads.unwrap_or_else(|| cores().len().max(1)),
+        })
+    }
+}
+
+fn cores() -> Vec<core_affinity::CoreId> {
+    core_affinity::get_core_ids().unwrap_or_default()
+}
+
+/// Runs `serve` on `threads` threads, thread i pinned to the i-th core of this process's
+/// affinity mask (modulo their number) as shardproxy pins its shards, each given its own
+/// 127.0.0.1:`port` listening socket (SO_REUSEPORT: the kernel spreads connections over
+/// them). Returns when every thread returned.
+pub fn run_threads(options: &Options, serve: fn(Socket) -> io::Result<()>) -> io::Result<()> {
+    let cores = cores();
+    let address = SocketAddr::from(([127, 0, 0, 1], options.port));
+    let threads = (0..options.threads)
+        .map(|i| {
+            let socket = listen(address)?;
+            let core = cores.get(i % cores.len().max(1)).copied();
+            thread::Builder::new()
+                .name(format!("server-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    serve(socket)
+                })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| io::Error::other("a server thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// A bound, listening socket of the SO_REUSEPORT group on `address` (blocking mode: each
+/// runtime sets the mode it needs).
+fn listen(address: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+/// Prints the error and exits non-zero, for the binaries' `main`.
+pub fn exit_on_error(result: Result<(), String>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_whole_heads_and_connection_close() {
+        let keep = b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            parse(keep),
+            Parsed::Request {
+                len: keep.len(),
+                close: false
+            }
+        );
+        let close = b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\nGET";
+        assert_eq!(
+            parse(close),
+            Parsed::Request {
+                len: close.len() - 3,
+                close: true
+            }
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost"), Parsed::Partial);
+        assert_eq!(parse(b"\x00\x01 nonsense\r\n\r\n"), Parsed::Bad);
+        assert_eq!(parse(&[b'a'; BUFFER_BYTES]), Parsed::Bad);
+    }
+}
