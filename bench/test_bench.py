@@ -448,5 +448,50 @@ class GuardTest(unittest.TestCase):
         self.assertAlmostEqual(guard.verdict_ratio(pairs), 1.3)
 
 
+class RuntimeCompareTest(unittest.TestCase):
+    """bench/runtime_compare.py's summary: ratios paired by round, medians, the table."""
+
+    @staticmethod
+    def fake_runs():
+        import runtime_compare
+        runs = []
+        # rt: 10 µs/req every round; compio: 9, 12, 8 µs/req; 100k requests in 10 s each.
+        for rnd, compio_cpu in ((1, 0.9), (2, 1.2), (3, 0.8)):
+            for variant, cpu in (("rt", 1.0), ("compio", compio_cpu)):
+                r = {"requests": 100000, "duration_s": 10.0, "cpu_s": cpu, "errors": 0,
+                     "proxy_core_busy": 0.5, "client_core_busy": 1.0,
+                     "events_per_req": {e: 2.0 for e in runtime_compare.PERF_EVENTS}}
+                runs.append({"variant": variant, "round": rnd, "scenarios": {"keepalive": r}})
+        return runs
+
+    def test_summary(self):
+        import runtime_compare as rc
+        s = rc.summarise(self.fake_runs(), ["rt", "compio"], ["keepalive"])["keepalive"]
+        self.assertAlmostEqual(s["rt"]["cpu_us_req"], 10.0)
+        self.assertAlmostEqual(s["compio"]["cpu_us_req"], 9.0)
+        self.assertAlmostEqual(s["compio"]["cpu_us_req_ratio"], 0.9)
+        self.assertEqual([round(x, 2) for x in s["compio"]["cpu_us_req_ratios"]], [0.9, 1.2, 0.8])
+        self.assertAlmostEqual(s["compio"]["req_s_ratio"], 1.0)
+        self.assertAlmostEqual(s["compio"]["events_per_req"]["raw_syscalls:sys_enter"], 2.0)
+
+    def test_markdown_and_args(self):
+        import contextlib
+        import io
+
+        import runtime_compare as rc
+        runs = self.fake_runs()
+        run = {"command": "python3 bench/runtime_compare.py", "started_at": "2026-12-07T00:00:00+00:00",
+               "machine": {"cpu": "x", "cores": 2, "kernel": "Linux", "loadavg": ["1", "1", "1"]},
+               "loadavg_end": ["1", "1", "1"], "compio": "0.19.2", "rounds": 3, "duration": 10.0,
+               "connections": 100, "threads": 1, "server_cores": "0", "client_core": 1, "runs": runs}
+        md = rc.markdown(run, rc.summarise(runs, ["rt", "compio"], ["keepalive"]))
+        self.assertIn("| keepalive | compio | 10,000 | 9.00 | 1.000 | 0.900 | 0.90 1.20 0.80 |", md)
+        self.assertIn("| keepalive | compio | 2.00 | 2.00 | 2.00 | 2.00 |", md)
+        with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(SystemExit):
+            rc.parse_args(["--variants", "compio"])  # no baseline to compare with
+        a = rc.parse_args(["--server-cores", "2-3", "--connections", "64"])
+        self.assertEqual((a.proxy_core, a.http_connections), (2, 64))
+
+
 if __name__ == "__main__":
     unittest.main()
