@@ -10,9 +10,12 @@ Builds bench/runtime-compare in release (its own workspace: compio never enters 
 dependency tree), then each round starts each server in turn (the order alternates between
 rounds) on the server core, runs bench.py's wrk scenarios against it from the client core —
 `keepalive` (bench's `http`: wrk keep-alive, --connections) and `close` (bench's `httpclose`:
-`Connection: close`, a new connection per request) — and stops it. Reports requests/s and the
-server's CPU µs per request (/proc stat) for each, the ratio of each variant to rt in the same
-round, and the median over rounds. Prints Markdown; --json keeps the raw numbers.
+`Connection: close`, a new connection per request) — and stops it; `timers` runs the
+binary's timer microbench instead (--timer-tasks tasks each sleeping 0.5–1.5 ms inside a 30 s
+timeout, over and over: one timer fired and one armed and cancelled per wake-up). Reports
+requests (wake-ups) per second and the server's CPU µs per request (wake-up) for each, the
+ratio of each variant to rt in the same round, and the median over rounds. Prints Markdown;
+--json keeps the raw numbers.
 
 With --perf, each server also runs each scenario once more (--perf-duration) under `perf stat`
 counting kernel events — syscalls, io_uring submissions and internal poll arms, context
@@ -51,6 +54,7 @@ VARIANTS = {
 }
 # this tool's scenario: bench.py's scenario it runs
 SCENARIOS = {"keepalive": "http", "close": "httpclose"}
+TIMERS = "timers"
 # perf stat events (--perf), counted per request: the name shown for each.
 PERF_EVENTS = {
     "raw_syscalls:sys_enter": "syscalls",
@@ -65,11 +69,13 @@ def parse_args(argv=None):
         prog="runtime_compare.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--variants", default="rt,compio", help=f"comma list of {', '.join(VARIANTS)}")
-    ap.add_argument("--scenarios", default="keepalive,close", help=f"comma list of {', '.join(SCENARIOS)}")
+    ap.add_argument("--scenarios", default="keepalive,close,timers",
+                    help=f"comma list of {', '.join(SCENARIOS)}, {TIMERS}")
     ap.add_argument("--rounds", type=int, default=5, help="rounds; the order of the servers alternates")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
     ap.add_argument("--connections", type=int, default=100, help="wrk connections")
+    ap.add_argument("--timer-tasks", type=int, default=1000, help="tasks of the timers scenario")
     ap.add_argument("--threads", type=int, default=1,
                     help="server threads, one per core of --server-cores (each its own SO_REUSEPORT socket)")
     ap.add_argument("--server-cores", default="0", help="cores the server runs on (taskset list)")
@@ -91,8 +97,8 @@ def parse_args(argv=None):
     if BASELINE not in a.variant_list:
         ap.error(f"the variants must include {BASELINE} (the ratios' baseline)")
     for s in a.scenario_list:
-        if s not in SCENARIOS:
-            ap.error(f"unknown scenario {s!r} (known: {', '.join(SCENARIOS)})")
+        if s not in SCENARIOS and s != TIMERS:
+            ap.error(f"unknown scenario {s!r} (known: {', '.join(SCENARIOS)}, {TIMERS})")
     if a.rounds < 1 or a.duration < 1 or a.threads < 1:
         ap.error("--rounds, --duration and --threads must be at least 1")
     # What bench.load and bench.scenarios read: the server is the "proxy" there.
@@ -118,15 +124,41 @@ def compio_version() -> str:
     return "unknown"
 
 
-def measure_variant(variant, args, tmp, round_no, prog, label) -> dict:
-    """Starts one server, runs every scenario against it, stops it."""
+def command(variant, args) -> list[str]:
+    """The variant's binary with its environment; its mode's flags follow."""
     binary, env = VARIANTS[variant]
-    port = bench.free_port()
-    path = os.path.join(args.target_dir, "release", binary)
-    argv = ["env"] + [f"{k}={v}" for k, v in env.items()] + [
-        path, "--port", str(port), "--threads", str(args.threads)]
-    log = os.path.join(tmp, f"{variant}-r{round_no}.log")
+    return ["env"] + [f"{k}={v}" for k, v in env.items()] + [os.path.join(args.target_dir, "release", binary)]
+
+
+def measure_variant(variant, args, tmp, round_no, prog, label) -> dict:
+    """One variant's turn in a round: its server for the HTTP scenarios, then its timers."""
     out = {"variant": variant, "round": round_no, "scenarios": {}}
+    if any(sc in SCENARIOS for sc in args.scenario_list):
+        serve(variant, args, tmp, round_no, prog, label, out["scenarios"])
+    if TIMERS in args.scenario_list:
+        prog.phase(f"{label} · {TIMERS}: {args.warmup:.0f}s warm-up, {args.duration:.0f}s measured")
+        r = run_timers(variant, args, prog.tick)
+        out["scenarios"][TIMERS] = r
+        prog.say(f"{label} · {TIMERS}: {r['requests'] / r['duration_s']:,.0f} wake-ups/s, "
+                 f"{r['cpu_s'] * 1e6 / r['requests']:.2f} CPU µs each")
+    return out
+
+
+def run_timers(variant, args, poll) -> dict:
+    """The timer microbench, pinned like the server; wake-ups count as requests."""
+    argv = ["taskset", "-c", args.server_cores] + command(variant, args) + [
+        "--timers", str(args.timer_tasks), "--warmup", str(args.warmup), "--seconds", str(args.duration)]
+    r = scenarios._parse(scenarios._run(argv, args.warmup + args.duration + 30, poll))
+    if not r["wakeups"]:
+        raise RuntimeError(f"{variant} {TIMERS}: no wake-up")
+    return {"requests": r["wakeups"], "cpu_s": r["cpu_s"], "duration_s": r["duration_s"], "errors": 0}
+
+
+def serve(variant, args, tmp, round_no, prog, label, results: dict) -> None:
+    """Starts the variant's server, runs every HTTP scenario against it, stops it."""
+    port = bench.free_port()
+    argv = command(variant, args) + ["--port", str(port), "--threads", str(args.threads)]
+    log = os.path.join(tmp, f"{variant}-r{round_no}.log")
     p = bench.Started.start(argv, log, args.server_cores)
     try:
         bench.wait_ready(p, port, 10, log)
@@ -136,19 +168,18 @@ def measure_variant(variant, args, tmp, round_no, prog, label) -> dict:
             if p.poll() is not None:
                 raise RuntimeError(f"{variant} exited with code {p.returncode}:\n{bench.tail(log)}")
 
-        for sc in args.scenario_list:
+        for sc in (sc for sc in args.scenario_list if sc in SCENARIOS):
             r = bench.load(SCENARIOS[sc], p.pid, port, args, prog, f"{label} · {sc}", poll)
             if r["errors"] or not r["requests"]:
                 raise RuntimeError(f"{variant} {sc}: {r['requests']} requests, {r['errors']} errors "
                                    f"{r.get('error_detail', '')}")
-            out["scenarios"][sc] = r
+            results[sc] = r
             prog.say(f"{label} · {sc}: {report.one_line(SCENARIOS[sc], r)}")
             if args.perf:
                 prog.phase(f"{label} · {sc}: perf stat {args.perf_duration:.0f}s")
                 r["events_per_req"] = count_events(p.pid, port, sc, args, tmp, poll)
     finally:
         bench.Started.stop(p)
-    return out
 
 
 def count_events(pid: int, port: int, sc: str, args, tmp: str, poll) -> dict:
@@ -241,6 +272,9 @@ def markdown(run: dict, summary: dict) -> str:
         lines += ["", f"Server core busy {span(2)}, client core busy {span(3)} (all measurements; "
                       "the whole core, other tenants included). Values are medians over rounds; "
                       "ratios are the median of the per-round ratios."]
+    if TIMERS in summary:
+        lines += ["", f"`{TIMERS}`: req/s is wake-ups per second of {run['timer_tasks']} tasks on one thread "
+                      "(each sleeping 0.5–1.5 ms inside a 30 s timeout), CPU µs/req is per wake-up."]
     return "\n".join(lines)
 
 
@@ -255,7 +289,7 @@ def main(argv=None) -> int:
     run = {"command": command, "machine": procstat.machine_info(),
            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "compio": compio_version(), "rounds": args.rounds, "duration": args.duration,
-           "connections": args.connections, "threads": args.threads, "server_cores": args.server_cores,
+           "connections": args.connections, "timer_tasks": args.timer_tasks, "threads": args.threads, "server_cores": args.server_cores,
            "client_core": args.client_core, "runs": []}
     per_server = len(args.scenario_list) * (args.warmup + args.duration + 1) + 1
     prog = bench.Progress(args.rounds * len(args.variant_list) * per_server)

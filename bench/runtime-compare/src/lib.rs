@@ -1,7 +1,13 @@
-//! Bench: what both runtime-comparison servers share, so they differ only in the runtime —
+//! Bench: what both runtime-comparison binaries share, so they differ only in the runtime —
 //! the command line, one pinned thread per core with its own SO_REUSEPORT listener, the
-//! per-connection buffer, the request parser and the fixed response.
-use std::{io, net::SocketAddr, thread};
+//! per-connection buffer, the request parser and the fixed response; and the timer
+//! microbench's periods and report.
+use std::{
+    io,
+    net::SocketAddr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -55,32 +61,98 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-/// The command line: `--port P` (required) and `--threads N` (default: one per core this
-/// process may run on).
+/// What a binary runs, from its command line.
+pub enum Mode {
+    /// `--port P [--threads N]`: the HTTP server on 127.0.0.1:P, N threads (default: one per
+    /// core this process may run on).
+    Serve(Options),
+    /// `--timers N [--warmup S] [--seconds S]`: the timer microbench on this thread.
+    Timers(TimerBench),
+}
+
 pub struct Options {
     pub port: u16,
     pub threads: usize,
 }
 
-impl Options {
+impl Mode {
     pub fn from_args() -> Result<Self, String> {
-        let mut port = None;
-        let mut threads = None;
+        let mut flags = std::collections::HashMap::new();
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
-            let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--port" => port = Some(value()?.parse().map_err(|e| format!("--port: {e}"))?),
-                "--threads" => {
-                    threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
-                }
-                _ => return Err(format!("unknown argument {flag} (--port P [--threads N])")),
+            if !["--port", "--threads", "--timers", "--warmup", "--seconds"]
+                .contains(&flag.as_str())
+            {
+                return Err(format!(
+                    "unknown argument {flag} (--port P [--threads N] | --timers N [--warmup S] [--seconds S])"
+                ));
             }
+            let value = args.next().ok_or(format!("{flag} needs a value"))?;
+            let number: f64 = value.parse().map_err(|e| format!("{flag} {value}: {e}"))?;
+            flags.insert(flag, number);
         }
-        Ok(Self {
-            port: port.ok_or("--port is required")?,
-            threads: threads.unwrap_or_else(|| cores().len().max(1)),
-        })
+        let get = |flag: &str| flags.get(flag).copied();
+        if let Some(tasks) = get("--timers") {
+            return Ok(Mode::Timers(TimerBench {
+                tasks: tasks as usize,
+                warmup: Duration::from_secs_f64(get("--warmup").unwrap_or(1.0)),
+                window: Duration::from_secs_f64(get("--seconds").unwrap_or(5.0)),
+            }));
+        }
+        Ok(Mode::Serve(Options {
+            port: get("--port").ok_or("--port or --timers is required")? as u16,
+            threads: get("--threads").map_or_else(|| cores().len().max(1), |n| n as usize),
+        }))
+    }
+}
+
+/// The timer microbench: `tasks` tasks, each sleeping its own short period (`period`) over
+/// and over inside a long timeout (`TIMEOUT`) — per wake-up one timer fires and one is armed
+/// and cancelled, as a proxy's request does with its timeout. Counted over `window` after
+/// `warmup`.
+pub struct TimerBench {
+    pub tasks: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+/// The timeout each sleep runs inside; never reached.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Task `task`'s sleep: 0.5–1.5 ms, spread so that the tasks' deadlines do not coincide.
+pub fn period(task: usize) -> Duration {
+    Duration::from_micros(500 + (task as u64 * 37) % 1000)
+}
+
+/// Wake-ups counted so far, with this process's CPU time (all threads) and the time.
+pub struct Sample {
+    wakeups: u64,
+    cpu: Duration,
+    at: Instant,
+}
+
+impl Sample {
+    pub fn now(wakeups: u64) -> Self {
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .expect("getrusage(RUSAGE_SELF) cannot fail");
+        let time = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        };
+        Self {
+            wakeups,
+            cpu: time(usage.user_time()) + time(usage.system_time()),
+            at: Instant::now(),
+        }
+    }
+
+    /// Prints the window from `start` to `self` as the line runtime_compare.py reads.
+    pub fn report_since(&self, start: &Sample) {
+        println!(
+            "BENCHJSON {{\"wakeups\":{},\"cpu_s\":{:.6},\"duration_s\":{:.6}}}",
+            self.wakeups - start.wakeups,
+            (self.cpu - start.cpu).as_secs_f64(),
+            (self.at - start.at).as_secs_f64()
+        );
     }
 }
 

@@ -1,17 +1,18 @@
-//! Bench: the runtime comparison's HTTP/1.1 keep-alive server on compio, its io_uring set up
-//! as rt's ring (SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG, same queue sizes): accept,
-//! recv and send are completion operations submitted to the ring.
-use std::io;
+//! Bench: the runtime comparison's HTTP/1.1 keep-alive server and timer microbench on compio,
+//! its io_uring set up as rt's ring (SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG, same queue
+//! sizes): accept, recv and send are completion operations submitted to the ring.
+use std::{cell::Cell, io, rc::Rc};
 
 use compio::{
     driver::ProactorBuilder,
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    runtime::RuntimeBuilder,
-    BufResult,
+    runtime::{Runtime, RuntimeBuilder},
+    time, BufResult,
 };
 use runtime_compare::{
-    exit_on_error, parse, response, run_threads, Options, Parsed, BAD_REQUEST, BUFFER_BYTES,
+    exit_on_error, parse, period, response, run_threads, Mode, Parsed, Sample, TimerBench,
+    BAD_REQUEST, BUFFER_BYTES, TIMEOUT,
 };
 use socket2::Socket;
 
@@ -21,13 +22,16 @@ const CQ_ENTRIES: u32 = 4096;
 
 fn main() {
     exit_on_error((|| {
-        let options = Options::from_args()?;
-        run_threads(&options, serve).map_err(|e| e.to_string())
+        match Mode::from_args()? {
+            Mode::Serve(options) => run_threads(&options, serve),
+            Mode::Timers(bench) => timers(bench),
+        }
+        .map_err(|e| e.to_string())
     })());
 }
 
-/// One thread: its runtime accepts on its own listening socket.
-fn serve(socket: Socket) -> io::Result<()> {
+/// This thread's runtime, its ring set up as rt's.
+fn runtime() -> io::Result<Runtime> {
     let mut proactor = ProactorBuilder::new();
     proactor
         .capacity(SQ_ENTRIES)
@@ -35,8 +39,34 @@ fn serve(socket: Socket) -> io::Result<()> {
         .single_issuer(true)
         .defer_taskrun(true)
         .taskrun_flag(true);
-    let runtime = RuntimeBuilder::new().with_proactor(proactor).build()?;
-    runtime.block_on(async move {
+    RuntimeBuilder::new().with_proactor(proactor).build()
+}
+
+/// The timer microbench (`TimerBench`) on this thread.
+fn timers(bench: TimerBench) -> io::Result<()> {
+    runtime()?.block_on(async move {
+        let wakeups = Rc::new(Cell::new(0));
+        for task in 0..bench.tasks {
+            let wakeups = wakeups.clone();
+            compio::runtime::spawn(async move {
+                loop {
+                    let _ = time::timeout(TIMEOUT, time::sleep(period(task))).await;
+                    wakeups.set(wakeups.get() + 1);
+                }
+            })
+            .detach();
+        }
+        time::sleep(bench.warmup).await;
+        let start = Sample::now(wakeups.get());
+        time::sleep(bench.window).await;
+        Sample::now(wakeups.get()).report_since(&start);
+    });
+    Ok(())
+}
+
+/// One thread: its runtime accepts on its own listening socket.
+fn serve(socket: Socket) -> io::Result<()> {
+    runtime()?.block_on(async move {
         let listener = TcpListener::from_std(socket.into())?;
         loop {
             match listener.accept().await {

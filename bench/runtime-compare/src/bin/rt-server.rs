@@ -1,30 +1,60 @@
-//! Bench: the runtime comparison's HTTP/1.1 keep-alive server on shardproxy's shard runtime
-//! (`rt`): readiness from io_uring (or epoll with `RT_BACKEND=epoll`), then plain recv/send.
-use std::io;
+//! Bench: the runtime comparison's HTTP/1.1 keep-alive server and timer microbench on
+//! shardproxy's shard runtime (`rt`): readiness from io_uring (or epoll with
+//! `RT_BACKEND=epoll`), then plain recv/send.
+use std::{cell::Cell, io, rc::Rc, time::Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use rt::{
     executor::Executor,
     net::{TcpListener, TcpStream},
     poller::{self, Backend},
-    spawn_local,
+    spawn_local, timer,
 };
 use runtime_compare::{
-    exit_on_error, parse, response, run_threads, Options, Parsed, BAD_REQUEST, BUFFER_BYTES,
+    exit_on_error, parse, period, response, run_threads, Mode, Parsed, Sample, TimerBench,
+    BAD_REQUEST, BUFFER_BYTES, TIMEOUT,
 };
 use socket2::Socket;
 
 fn main() {
     exit_on_error((|| {
-        let options = Options::from_args()?;
+        let mode = Mode::from_args()?;
         let requested = match std::env::var("RT_BACKEND").as_deref() {
             Ok("epoll") => Some(Backend::Epoll),
             Ok("io_uring") => Some(Backend::IoUring),
             _ => None,
         };
         poller::choose(requested).map_err(|e| e.to_string())?;
-        run_threads(&options, serve).map_err(|e| e.to_string())
+        match mode {
+            Mode::Serve(options) => run_threads(&options, serve),
+            Mode::Timers(bench) => timers(bench),
+        }
+        .map_err(|e| e.to_string())
     })());
+}
+
+/// The timer microbench (`TimerBench`) on this thread.
+fn timers(bench: TimerBench) -> io::Result<()> {
+    let executor = Executor::new()?;
+    executor.run(async move {
+        let wakeups = Rc::new(Cell::new(0));
+        for task in 0..bench.tasks {
+            let wakeups = wakeups.clone();
+            spawn_local(async move {
+                loop {
+                    let deadline = Some(Instant::now() + TIMEOUT);
+                    timer::within(deadline, timer::sleep(period(task))).await;
+                    wakeups.set(wakeups.get() + 1);
+                }
+            })
+            .detach();
+        }
+        timer::sleep(bench.warmup).await;
+        let start = Sample::now(wakeups.get());
+        timer::sleep(bench.window).await;
+        Sample::now(wakeups.get()).report_since(&start);
+    });
+    Ok(())
 }
 
 /// One thread: its executor accepts on its own listening socket.
