@@ -77,31 +77,51 @@ pub struct Options {
 
 impl Mode {
     pub fn from_args() -> Result<Self, String> {
+        Self::parse(std::env::args().skip(1))
+    }
+
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        const USAGE: &str = "--port P [--threads N] | --timers N [--warmup S] [--seconds S]";
         let mut flags = std::collections::HashMap::new();
-        let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
-            if !["--port", "--threads", "--timers", "--warmup", "--seconds"]
-                .contains(&flag.as_str())
-            {
-                return Err(format!(
-                    "unknown argument {flag} (--port P [--threads N] | --timers N [--warmup S] [--seconds S])"
-                ));
+            if !["--port", "--threads", "--timers", "--warmup", "--seconds"].contains(&&*flag) {
+                return Err(format!("unknown argument {flag} ({USAGE})"));
             }
             let value = args.next().ok_or(format!("{flag} needs a value"))?;
-            let number: f64 = value.parse().map_err(|e| format!("{flag} {value}: {e}"))?;
-            flags.insert(flag, number);
+            flags.insert(flag, value);
         }
-        let get = |flag: &str| flags.get(flag).copied();
-        if let Some(tasks) = get("--timers") {
+        fn get<T: std::str::FromStr>(
+            flags: &std::collections::HashMap<String, String>,
+            flag: &str,
+        ) -> Result<Option<T>, String> {
+            flags
+                .get(flag)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("{flag} {v}: not a valid value"))
+                })
+                .transpose()
+        }
+        let seconds = |flag, default| -> Result<Duration, String> {
+            let s: f64 = get(&flags, flag)?.unwrap_or(default);
+            Duration::try_from_secs_f64(s).map_err(|e| format!("{flag} {s}: {e}"))
+        };
+        let at_least_one = |flag, n: Option<usize>| match n {
+            Some(0) => Err(format!("{flag} must be at least 1")),
+            n => Ok(n),
+        };
+        if let Some(tasks) = at_least_one("--timers", get(&flags, "--timers")?)? {
             return Ok(Mode::Timers(TimerBench {
-                tasks: tasks as usize,
-                warmup: Duration::from_secs_f64(get("--warmup").unwrap_or(1.0)),
-                window: Duration::from_secs_f64(get("--seconds").unwrap_or(5.0)),
+                tasks,
+                warmup: seconds("--warmup", 1.0)?,
+                window: seconds("--seconds", 5.0)?,
             }));
         }
         Ok(Mode::Serve(Options {
-            port: get("--port").ok_or("--port or --timers is required")? as u16,
-            threads: get("--threads").map_or_else(|| cores().len().max(1), |n| n as usize),
+            port: get(&flags, "--port")?
+                .ok_or(format!("--port or --timers is required ({USAGE})"))?,
+            threads: at_least_one("--threads", get(&flags, "--threads")?)?
+                .unwrap_or_else(|| cores().len().max(1)),
         }))
     }
 }
@@ -211,6 +231,36 @@ pub fn exit_on_error(result: Result<(), String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(args: &str) -> Result<Mode, String> {
+        Mode::parse(args.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn command_lines() {
+        let Ok(Mode::Serve(o)) = mode("--port 8080 --threads 2") else {
+            panic!("serve mode")
+        };
+        assert_eq!((o.port, o.threads), (8080, 2));
+        let Ok(Mode::Timers(t)) = mode("--timers 10 --seconds 0.5") else {
+            panic!("timers mode")
+        };
+        assert_eq!(
+            (t.tasks, t.window, t.warmup),
+            (10, Duration::from_millis(500), Duration::from_secs(1))
+        );
+        for bad in [
+            "",
+            "--port 70000",
+            "--port 1 --threads 0",
+            "--timers 0",
+            "--seconds -1 --timers 1",
+            "--port",
+            "--bogus 1",
+        ] {
+            assert!(mode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn parses_whole_heads_and_connection_close() {

@@ -22,7 +22,8 @@ fn main() {
         let requested = match std::env::var("RT_BACKEND").as_deref() {
             Ok("epoll") => Some(Backend::Epoll),
             Ok("io_uring") => Some(Backend::IoUring),
-            _ => None,
+            Ok(other) => return Err(format!("RT_BACKEND={other}: io_uring or epoll")),
+            Err(_) => None,
         };
         poller::choose(requested).map_err(|e| e.to_string())?;
         match mode {
