@@ -91,6 +91,7 @@ static_resources:
         extensions: &Default::default(),
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     translate(&bootstrap, &mut ctx).unwrap_or_else(|e| panic!("{e:#?}"))
 }

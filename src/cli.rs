@@ -171,4 +171,9 @@ pub struct Cli {
     /// Node cluster (overrides `node.cluster`).
     #[arg(long = "service-cluster")]
     pub service_cluster: Option<String>,
+
+    /// Writes the admin interface's bound address (`ip:port`) to this file once it listens:
+    /// how a caller learns the port of an admin configured on port 0.
+    #[arg(long = "admin-address-path")]
+    pub admin_address_path: Option<PathBuf>,
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         concurrency,
         service_node: cli.service_node.clone(),
         service_cluster: cli.service_cluster.clone(),
+        admin_address_path: cli.admin_address_path.clone(),
         release_memory: memory::release_unused,
         trim_memory: memory::trim,
         admin_socket: hot_restart::admin_socket,

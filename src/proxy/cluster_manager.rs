@@ -381,6 +381,7 @@ mod tests {
             extensions: &HashMap::new(),
             secrets: Default::default(),
             local_peer: Default::default(),
+            ports: None,
         };
         translate(&bootstrap, context).unwrap()
     }

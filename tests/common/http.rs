@@ -20,7 +20,7 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    addr, http_get, parse_stats, skip, socket_address, to_yaml, which, Missing, TempDir, BIN,
+    addr, admin_address, http_get, listener_address, parse_stats, skip, socket_address, to_yaml, which, Missing, TempDir, BIN,
     IO_TIMEOUT, SOON,
 };
 
@@ -148,7 +148,9 @@ pub fn catch_all_routes(cluster: &str, route_extra: Value) -> Value {
 /// Envoy or shardproxy running a bootstrap; killed by PID when dropped.
 pub struct HttpProxy {
     pub kind: Kind,
+    /// Port 0 until `wait_ready` reads the bound address of an admin configured on port 0.
     pub admin: SocketAddr,
+    admin_address_path: PathBuf,
     pub dir: TempDir,
     child: Child,
     stderr_path: PathBuf,
@@ -181,6 +183,11 @@ impl HttpProxy {
             }
             Kind::Shardproxy => Command::new(BIN),
         };
+        // An admin on port 0: both write the port they got to --admin-address-path.
+        let admin_address_path = dir.file("admin_address");
+        if admin_port == 0 {
+            cmd.arg("--admin-address-path").arg(&admin_address_path);
+        }
         cmd.arg("-c")
             .arg(&config)
             .args(["--concurrency", "2"])
@@ -193,6 +200,7 @@ impl HttpProxy {
         let mut proxy = HttpProxy {
             kind,
             admin: addr(admin_port),
+            admin_address_path,
             dir,
             child,
             stderr_path,
@@ -212,7 +220,9 @@ impl HttpProxy {
                     self.stderr()
                 );
             }
-            if http_get(self.admin, "/ready").is_ok_and(|r| r.status == 200) {
+            if self.admin.port() == 0 {
+                self.admin = admin_address(&self.admin_address_path).unwrap_or(self.admin);
+            } else if http_get(self.admin, "/ready").is_ok_and(|r| r.status == 200) {
                 return;
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -228,6 +238,11 @@ impl HttpProxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address listener `name` bound (see [`listener_address`]).
+    pub fn listener_address(&self, name: &str) -> SocketAddr {
+        listener_address(self.admin, name)
     }
 
     pub fn stderr(&self) -> String {

@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{self, BufRead, BufReader, Read, Write},
-    net::{Shutdown, TcpStream},
+    net::{Shutdown, SocketAddr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -19,7 +19,7 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    bootstrap, free_port, http_get, merge, socket_address, to_yaml, try_connect, Proxy, TempDir,
+    admin_address, bootstrap, http_get, listener_address, merge, socket_address, to_yaml, try_connect, Proxy, TempDir,
     Upstream, IO_TIMEOUT,
 };
 
@@ -821,6 +821,8 @@ pub fn envoy_binary() -> Option<PathBuf> {
 pub struct Envoy {
     child: Child,
     pub dir: TempDir,
+    /// Its admin address (read from --admin-address-path when configured on port 0).
+    pub admin: SocketAddr,
 }
 
 impl Envoy {
@@ -838,9 +840,12 @@ impl Envoy {
         let dir = TempDir::new(&format!("envoy-{tag}"));
         let config = dir.file("bootstrap.yaml");
         fs::write(&config, to_yaml(bootstrap)).unwrap();
+        let admin_address_path = dir.file("admin_address");
         let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_address_path)
             .args([
                 "--concurrency",
                 "1",
@@ -854,18 +859,16 @@ impl Envoy {
             .stderr(fs::File::create(dir.file("stderr.log")).unwrap())
             .spawn()
             .expect("start envoy");
-        let mut envoy = Envoy { child, dir };
-        let admin = super::addr(
-            bootstrap["admin"]["address"]["socket_address"]["port_value"]
-                .as_u64()
-                .unwrap() as u16,
-        );
+        let admin = super::addr(0);
+        let mut envoy = Envoy { child, dir, admin };
         let start = Instant::now();
         loop {
             if let Some(status) = envoy.child.try_wait().unwrap() {
                 panic!("envoy exited ({status}): {}", envoy.stderr());
             }
-            if http_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
+            if envoy.admin.port() == 0 {
+                envoy.admin = admin_address(&admin_address_path).unwrap_or(envoy.admin);
+            } else if http_get(envoy.admin, "/ready").is_ok_and(|r| r.status == 200) {
                 return Some(envoy);
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -904,6 +907,16 @@ pub enum Peer {
 pub enum Running {
     Shardproxy(Proxy),
     Envoy(Envoy),
+}
+
+impl Running {
+    /// The peer's admin address.
+    pub fn admin(&self) -> SocketAddr {
+        match self {
+            Running::Shardproxy(proxy) => proxy.admin,
+            Running::Envoy(envoy) => envoy.admin,
+        }
+    }
 }
 
 impl Peer {
@@ -981,15 +994,14 @@ impl Scene {
     ) -> Option<Scene> {
         let dir = TempDir::new(tag);
         let log = dir.file("access.log");
-        let (port, admin) = (free_port(), free_port());
         let mut extra = json!({"access_log": file_access_log(&log, Some(FLAGS_LOG))});
         merge(&mut extra, hcm_extra);
         let manager = hcm("ingress", virtual_hosts, extra);
-        let b = bootstrap(admin, vec![http_listener("http", port, manager)], clusters);
+        let b = bootstrap(0, vec![http_listener("http", 0, manager)], clusters);
         let running = peer.start(tag, &b)?;
         Some(Scene {
-            port,
-            admin,
+            port: listener_address(running.admin(), "http").port(),
+            admin: running.admin().port(),
             log,
             dir,
             running,

@@ -129,6 +129,25 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
+/// What `--admin-address-path` (shardproxy's and Envoy's) wrote, once it is there.
+pub fn admin_address(path: &Path) -> Option<SocketAddr> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The address listener `name` bound, from the admin's `/listeners` (`name::address` lines;
+/// the port is the kernel's choice for a listener configured on port 0, in shardproxy as in
+/// Envoy).
+pub fn listener_address(admin: SocketAddr, name: &str) -> SocketAddr {
+    let listeners = http_get(admin, "/listeners")
+        .unwrap_or_else(|e| panic!("GET {admin}/listeners: {e}"))
+        .body;
+    listeners
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix("::"))
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no listener {name} in /listeners:\n{listeners}"))
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -330,7 +349,9 @@ pub fn merge(base: &mut Value, extra: Value) {
 
 pub struct Proxy {
     pub child: Child,
+    /// Port 0 until `wait_ready` reads the bound address of an admin configured on port 0.
     pub admin: SocketAddr,
+    admin_address_path: Option<PathBuf>,
     pub dir: TempDir,
     pub config_path: PathBuf,
     pub stderr_path: PathBuf,
@@ -384,6 +405,11 @@ impl ProxyBuilder {
         if !self.args.iter().any(|a| a == "--concurrency") {
             cmd.args(["--concurrency", "2"]);
         }
+        // An admin on port 0: the proxy writes the port it got, `admin_address` reads it.
+        let admin_address_path = (self.admin_port == 0).then(|| dir.file("admin_address"));
+        if let Some(path) = &admin_address_path {
+            cmd.arg("--admin-address-path").arg(path);
+        }
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout_path).unwrap())
@@ -394,6 +420,7 @@ impl ProxyBuilder {
         let mut proxy = Proxy {
             child,
             admin: addr(self.admin_port),
+            admin_address_path,
             dir,
             config_path,
             stderr_path,
@@ -486,7 +513,12 @@ impl Proxy {
                     self.stderr()
                 );
             }
-            if let Ok(r) = http_get(self.admin, "/ready") {
+            if self.admin.port() == 0 {
+                let path = self.admin_address_path.as_ref().expect("admin port 0 without a path");
+                if let Some(bound) = admin_address(path) {
+                    self.admin = bound;
+                }
+            } else if let Ok(r) = http_get(self.admin, "/ready") {
                 if r.status == 200 {
                     assert!(
                         r.body.contains("LIVE"),
@@ -519,6 +551,16 @@ impl Proxy {
     pub fn get(&self, path: &str) -> HttpResponse {
         http_get(self.admin, path)
             .unwrap_or_else(|e| panic!("GET {path}: {e}; stderr:\n{}", self.stderr()))
+    }
+
+    /// The address listener `name` bound (see [`listener_address`]).
+    pub fn listener_address(&self, name: &str) -> SocketAddr {
+        listener_address(self.admin, name)
+    }
+
+    /// The port listener `name` bound.
+    pub fn port(&self, name: &str) -> u16 {
+        self.listener_address(name).port()
     }
 
     pub fn post(&self, path: &str) -> HttpResponse {

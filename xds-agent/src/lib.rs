@@ -7,6 +7,7 @@ pub mod dynamic;
 pub mod health;
 pub mod listener_probe;
 pub mod names;
+pub mod port_zero;
 pub mod signals;
 pub mod translate;
 pub mod watch;

@@ -125,6 +125,7 @@ fn agent_state() -> AgentState {
             concurrency: 2,
             service_node: None,
             service_cluster: None,
+            admin_address_path: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
             admin_socket: xds_agent::agent::bind_admin,

@@ -55,6 +55,7 @@ fn check(path: &Path) -> String {
             extensions: &Default::default(),
             secrets: Default::default(),
             local_peer: Default::default(),
+            ports: None,
         },
     );
     match result {

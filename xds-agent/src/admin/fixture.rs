@@ -107,6 +107,7 @@ pub fn state() -> AgentState {
             concurrency: 2,
             service_node: Some("sidecar~10.0.0.9~pod.ns~ns.svc.cluster.local".into()),
             service_cluster: None,
+            admin_address_path: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
             admin_socket: crate::agent::bind_admin,

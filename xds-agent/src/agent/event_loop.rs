@@ -20,6 +20,7 @@ use crate::{
     dns,
     health::HealthMonitor,
     listener_probe::ListenerAddresses,
+    port_zero::PortReservations,
     translate::{
         dynamic_resources::dynamic_sources, tls::Secrets, translate, TranslateContext,
         TranslateError,
@@ -62,6 +63,8 @@ pub(super) struct Agent {
     bind_failures: Vec<(String, String)>,
     /// Listener addresses published so far (the probe skips them: see `listener_probe`).
     addresses: ListenerAddresses,
+    /// The ports of listeners configured on port 0.
+    pub(super) ports: PortReservations,
     dns_tasks: HashMap<String, (DnsTarget, tokio::task::JoinHandle<()>)>,
     /// A graceful `/drain_listeners` waiting for the shards to start draining: how many have
     /// yet to, and whom to tell.
@@ -103,6 +106,7 @@ impl Agent {
             initialized: false,
             bind_failures: Vec::new(),
             addresses: ListenerAddresses::holding(&taken_over),
+            ports: PortReservations::default(),
             dns_tasks: HashMap::new(),
             drain_started: None,
             publish_started: None,
@@ -136,6 +140,7 @@ impl Agent {
             extensions: &Default::default(),
             secrets: dynamic.secrets.current.clone(),
             local_peer: Default::default(),
+            ports: Some(&self.ports),
         };
         let snapshot = translate(bootstrap, &mut ctx)?;
         Ok((snapshot, ctx.secrets))
@@ -355,6 +360,7 @@ impl Agent {
             drop(state);
             self.sync_dns_tasks(&previous, &snapshot);
         }
+        self.ports.retain(&snapshot);
         self.publish_started = Some((snapshot.generation, Instant::now()));
         self.last_applied = Instant::now();
         for shard in &self.shards {

@@ -41,6 +41,8 @@ pub struct AgentOptions {
     pub concurrency: usize,
     pub service_node: Option<String>,
     pub service_cluster: Option<String>,
+    /// `--admin-address-path`: where the admin's bound address is written.
+    pub admin_address_path: Option<PathBuf>,
     /// Hands memory used by config work back to the OS (drops the descriptor pool); called
     /// after each load and admin request.
     pub release_memory: fn(),
@@ -169,6 +171,11 @@ pub enum StartupError {
         address: String,
         error: std::io::Error,
     },
+    #[error("--admin-address-path {}: {error}", .path.display())]
+    AdminAddressPath {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("listeners failed to start:\n{}", .0.join("\n"))]
     Bind(Vec<String>),
     #[error("cannot start the agent runtime: {0}")]
@@ -199,6 +206,7 @@ pub fn load_and_translate(
             extensions: &Default::default(),
             secrets: Default::default(),
             local_peer: Default::default(),
+            ports: None,
         },
     )
     .map_err(StartupError::Config)?;
@@ -278,6 +286,12 @@ pub fn run(
                 .map(|a| a.to_string())
                 .unwrap_or(address);
             tracing::info!("admin listening on {bound}");
+            if let Some(path) = &options.admin_address_path {
+                std::fs::write(path, &bound).map_err(|error| StartupError::AdminAddressPath {
+                    path: path.clone(),
+                    error,
+                })?;
+            }
             let ctx = admin::AdminContext {
                 state: state.clone(),
                 commands: commands_tx.clone(),

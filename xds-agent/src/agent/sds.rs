@@ -286,6 +286,7 @@ impl Agent {
                 stats,
                 previous: None,
                 dns: &self.dns,
+                ports: Some(&self.ports),
             };
             let rebuilt = dynamic
                 .rebuild_users(key, &candidate, bootstrap, &self.statics, &mut inputs)

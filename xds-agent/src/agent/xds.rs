@@ -180,6 +180,7 @@ impl Agent {
                 stats,
                 previous: Some(snapshot),
                 dns: &self.dns,
+                ports: Some(&self.ports),
             };
             dynamic.apply(&update, &statics, &mut inputs)
         };

@@ -20,7 +20,10 @@ use std::{
 
 use envoy_types::pb::google::protobuf::Any;
 
-use crate::translate::{tls::Secrets, TranslateContext};
+use crate::{
+    port_zero::PortReservations,
+    translate::{tls::Secrets, TranslateContext},
+};
 
 use model::{
     http::Routes, istio::LocalPeer, route::RouteConfig, stats::StatsRegistry, Cluster, ClusterMap,
@@ -70,6 +73,7 @@ pub struct Inputs<'a> {
     pub stats: &'a mut StatsRegistry,
     pub previous: Option<&'a Snapshot>,
     pub dns: &'a HashMap<String, Arc<[Endpoint]>>,
+    pub ports: Option<&'a PortReservations>,
 }
 
 impl Inputs<'_> {
@@ -87,6 +91,7 @@ impl Inputs<'_> {
             extensions,
             secrets: secrets.clone(),
             local_peer: local_peer.clone(),
+            ports: self.ports,
         }
     }
 }

@@ -68,6 +68,7 @@ impl Fixture {
             stats: &mut self.stats,
             previous: None,
             dns: &dns,
+            ports: None,
         };
         self.config.apply(&update, &self.statics, &mut inputs)
     }
@@ -523,6 +524,7 @@ fn a_cluster_warms_until_its_secret_arrives_and_takes_new_versions_in_place() {
             stats: &mut f.stats,
             previous: None,
             dns: &dns,
+            ports: None,
         };
         let bootstrap = Default::default();
         let rebuilt = f
@@ -600,6 +602,7 @@ fn a_rotation_rebuilds_only_tls_contexts_so_stale_references_do_not_block_it() {
         stats: &mut f.stats,
         previous: None,
         dns: &dns,
+        ports: None,
     };
     let rebuilt = f
         .config

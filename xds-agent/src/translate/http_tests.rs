@@ -68,6 +68,7 @@ fn run(text: &str, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<Translat
         extensions: &Default::default(),
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     let result = translate(&bootstrap, &mut ctx);
     if let Err(errors) = &result {

@@ -190,6 +190,7 @@ mod tests {
             extensions: Box::leak(Box::default()),
             secrets: Default::default(),
             local_peer: Default::default(),
+            ports: None,
         }
     }
 

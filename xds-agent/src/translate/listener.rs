@@ -253,6 +253,23 @@ pub(super) fn listener(
     } else {
         proto.name.clone()
     };
+    let bind_to_port = !internal && binds(proto);
+    let address = match ctx.ports {
+        Some(ports) if bind_to_port && address.port() == 0 => {
+            match ports.assign(&name, address) {
+                Ok(bound) => bound,
+                Err(error) => {
+                    errors.push(TranslateError::new(
+                        format!("{path}.address"),
+                        None,
+                        format!("cannot take a port for {address}: {error}"),
+                    ));
+                    return None;
+                }
+            }
+        }
+        _ => address,
+    };
     let listener_hash = config_hash(&ListenerProto {
         filter_chains: Vec::new(),
         default_filter_chain: None,
@@ -283,7 +300,7 @@ pub(super) fn listener(
         default_chain: has_default.then_some(matches.len()),
         listener_filters: filters,
         internal,
-        bind_to_port: !internal && binds(proto),
+        bind_to_port,
         use_original_dst: proto.use_original_dst.as_ref().is_some_and(|b| b.value),
         access_logs,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,

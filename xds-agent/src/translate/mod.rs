@@ -57,6 +57,8 @@ use envoy_types::pb::{
 
 use model::{istio::LocalPeer, stats::StatsRegistry, Endpoint, Snapshot};
 
+use crate::port_zero::PortReservations;
+
 pub use cluster::cluster_tls;
 pub use listener::listener_tls;
 
@@ -103,6 +105,9 @@ pub struct TranslateContext<'a> {
     /// This proxy's identity for Istio's metadata exchange: set by `translate` from the
     /// bootstrap's node (xDS resources take the static snapshot's).
     pub local_peer: Arc<LocalPeer>,
+    /// Where a listener on port 0 gets its port (the serving agent's); `None` (validation,
+    /// tests) leaves port 0 in the address.
+    pub ports: Option<&'a PortReservations>,
 }
 
 /// The message in `any` (a typed config at `path`), or `None` with why not in `errors`.
@@ -261,6 +266,7 @@ pub fn validate(bootstrap: &Bootstrap) -> Vec<TranslateError> {
         extensions: &Default::default(),
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     translate(bootstrap, &mut ctx).err().unwrap_or_default()
 }

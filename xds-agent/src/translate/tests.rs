@@ -29,6 +29,7 @@ fn run(
         extensions: &Default::default(),
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     translate(&bootstrap(yaml), &mut ctx)
 }

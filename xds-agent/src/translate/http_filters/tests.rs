@@ -23,6 +23,7 @@ fn with_ctx<T>(f: impl FnOnce(&mut TranslateContext) -> T) -> T {
         extensions: &Default::default(),
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     f(&mut ctx)
 }
