@@ -1,8 +1,8 @@
 //! Tests: host health, each on Envoy 1.40 and shardproxy with the same bootstrap and the same
-//! outcome — active HTTP, TCP and gRPC health checks keep failing hosts out of load balancing
-//! and bring them back (`/clusters` flags, `health_check.*` stats), outlier detection ejects a
-//! host answering 503 (and `max_ejection_percent` holds one back), EDS health and priorities
-//! spread requests as Envoy's priority loads and panic threshold do.
+//! outcome — active HTTP, TCP and gRPC health checks (over a host's TLS too) keep failing hosts
+//! out of load balancing and bring them back (`/clusters` flags, `health_check.*` stats),
+//! outlier detection ejects a host answering 503 (and `max_ejection_percent` holds one back),
+//! EDS health and priorities spread requests as Envoy's priority loads and panic threshold do.
 mod common;
 
 use std::{
@@ -213,6 +213,50 @@ fn tcp_health_checks_match_payloads() {
             flags[&good.port].clone(),
             flags[&bad.port].contains("/failed_active_hc"),
             stats,
+        )
+    });
+}
+
+#[test]
+fn health_checks_go_over_the_hosts_tls() {
+    // `secure` speaks TLS (its certificate verified against the test CA); `plain` does not, so
+    // the handshake fails: a check over TLS passes the one and fails the other, where a
+    // plaintext check would do the opposite.
+    let secure = TlsUpstream::start("secure", &pki().upstream, &[]);
+    let plain = HttpUpstream::start(|_| Reply::ok("plain"));
+    let mut backend = cluster(
+        "backend",
+        &[(secure.port, 1), (plain.port, 1)],
+        json!({"health_checks": [{
+            "timeout": "1s", "interval": "0.2s", "no_traffic_interval": "0.2s",
+            "unhealthy_threshold": 1, "healthy_threshold": 1,
+            "http_health_check": {"path": "/healthz"},
+        }]}),
+    );
+    backend["transport_socket"] = upstream_tls(
+        json!({"validation_context": validation(&pki().ca, json!({}))}),
+        json!({"sni": UPSTREAM_NAME}),
+    );
+    let b = bootstrap(0, vec![http_listener_to("checked", 0, "backend")], vec![backend]);
+    on_both("health_tls", &b, |proxy| {
+        let flags = flags_when(proxy, "backend", |f| {
+            f.get(&secure.port).is_some_and(|v| v == "healthy")
+                && f.get(&plain.port)
+                    .is_some_and(|v| v.contains("failed_active_hc"))
+        });
+        thread::sleep(Duration::from_secs(1));
+        let port = proxy.listener_address("checked").port();
+        let statuses: BTreeSet<String> = served(port, 20)
+            .into_iter()
+            .map(|r| match r.starts_with('{') {
+                true => "200 from secure".to_string(),
+                false => r,
+            })
+            .collect();
+        (
+            flags[&secure.port].clone(),
+            flags[&plain.port].contains("/failed_active_hc"),
+            statuses,
         )
     });
 }

@@ -177,6 +177,7 @@ impl HealthMonitor {
                     authority: endpoint_check
                         .and_then(|c| c.hostname.clone())
                         .unwrap_or_else(|| check.authority().to_string()),
+                    tls: cluster.tls_for(endpoint).cloned(),
                 };
                 let (sender, name) = (self.sender.clone(), cluster.name.clone());
                 let report = move |report| {

@@ -1,17 +1,23 @@
 //! One active health check of one host: an HTTP/1.1 or HTTP/2 request, TCP payloads, or a gRPC
-//! `grpc.health.v1.Health/Check` call, judged as Envoy judges them.
-use std::net::SocketAddr;
+//! `grpc.health.v1.Health/Check` call, judged as Envoy judges them; over TLS when the host's
+//! transport socket is (as Envoy's checks use the cluster's transport socket).
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{client::conn, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
 
-use model::health::{CheckKind, HttpCheck};
+use model::{
+    health::{CheckKind, HttpCheck},
+    tls::ClientTls,
+};
 
 /// How many response body bytes `receive` payloads are looked for in (Envoy's default
 /// `response_buffer_size`).
@@ -38,10 +44,35 @@ pub enum Kept {
     Http2(conn::http2::SendRequest<Full<Bytes>>),
 }
 
-/// Where a check goes and the name it gives (`host` / `:authority`).
+/// Where a check goes, the name it gives (`host` / `:authority`), and the host's TLS.
 pub struct Target {
     pub address: SocketAddr,
     pub authority: String,
+    /// The transport socket's TLS context for this host, if any.
+    pub tls: Option<Arc<ClientTls>>,
+}
+
+/// A check's connection: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to `target`, with the TLS handshake when it has TLS (SNI as the context sets it,
+/// else none, as the shards connect); `None` on any failure, a missing SDS secret included.
+async fn open(target: &Target) -> Option<Box<dyn Stream>> {
+    let stream = TcpStream::connect(target.address).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &target.tls else {
+        return Some(Box::new(stream));
+    };
+    let name = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| ServerName::IpAddress(target.address.ip().into()));
+    let stream = TlsConnector::from(tls.config()?)
+        .connect(name, stream)
+        .await
+        .ok()?;
+    Some(Box::new(stream))
 }
 
 /// Runs one check of `kind` against `target`, reusing `kept` when it is open (and keeping the
@@ -53,7 +84,7 @@ pub async fn check(
     reuse: bool,
 ) -> Verdict {
     match kind {
-        CheckKind::Tcp { send, receive } => tcp(target.address, send, receive).await,
+        CheckKind::Tcp { send, receive } => tcp(target, send, receive).await,
         CheckKind::Http(http) => {
             let request = http_request(http, target);
             let Some(response) = send(request, target, http.http2, kept, reuse).await else {
@@ -75,8 +106,8 @@ pub async fn check(
     }
 }
 
-async fn tcp(address: SocketAddr, send: &[u8], receive: &[Vec<u8>]) -> Verdict {
-    let Ok(mut stream) = TcpStream::connect(address).await else {
+async fn tcp(target: &Target, send: &[u8], receive: &[Vec<u8>]) -> Verdict {
+    let Some(mut stream) = open(target).await else {
         return Verdict::Network;
     };
     if !send.is_empty() && stream.write_all(send).await.is_err() {
@@ -181,7 +212,7 @@ async fn send(
     }
     let connection = match kept.take() {
         Some(open) if is_ready(&open) => open,
-        _ => connect(target.address, http2).await?,
+        _ => connect(target, http2).await?,
     };
     let (response, connection) = match connection {
         Kept::Http1(mut send) => (send.send_request(request).await, Kept::Http1(send)),
@@ -205,10 +236,8 @@ fn is_ready(kept: &Kept) -> bool {
     }
 }
 
-async fn connect(address: SocketAddr, http2: bool) -> Option<Kept> {
-    let stream = TcpStream::connect(address).await.ok()?;
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+async fn connect(target: &Target, http2: bool) -> Option<Kept> {
+    let io = TokioIo::new(open(target).await?);
     if http2 {
         let (send, connection) = conn::http2::handshake(TokioExecutor::new(), io)
             .await

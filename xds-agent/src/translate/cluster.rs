@@ -172,14 +172,6 @@ pub(super) fn cluster(
     }
     let socket_matches = socket_matches(proto, path, alpn, ctx, errors);
     let plaintext = tls.as_ref().is_ok_and(|t| t.is_none()) && socket_matches.is_empty();
-    if health_check.is_some() && !plaintext {
-        errors.push(TranslateError::new(
-            format!("{path}.health_checks"),
-            None,
-            "active health checks of clusters with a TLS transport socket (or \
-             transport_socket_matches) are not supported yet",
-        ));
-    }
     if http.protocol == UpstreamProtocol::Negotiated && plaintext {
         errors.push(TranslateError::new(
             format!("{path}.typed_extension_protocol_options"),
