@@ -116,31 +116,11 @@ mod tests {
 
     fn config(split: bool) -> OutlierDetection {
         OutlierDetection {
-            interval: Duration::from_secs(10),
-            base_ejection_time: Duration::from_secs(30),
-            max_ejection_time: Duration::from_secs(300),
-            max_ejection_time_jitter: Duration::ZERO,
-            max_ejection_percent: 10,
-            always_eject_one_host: false,
             consecutive_5xx: 3,
             consecutive_gateway_failure: 2,
             consecutive_local_origin_failure: 2,
             split_external_local_origin_errors: split,
-            enforcing_consecutive_5xx: 100,
-            enforcing_consecutive_gateway_failure: 0,
-            enforcing_consecutive_local_origin_failure: 100,
-            enforcing_success_rate: 100,
-            enforcing_local_origin_success_rate: 100,
-            enforcing_failure_percentage: 0,
-            enforcing_failure_percentage_local_origin: 0,
-            success_rate_minimum_hosts: 5,
-            success_rate_request_volume: 100,
-            success_rate_stdev_factor: 1900,
-            failure_percentage_threshold: 85,
-            failure_percentage_minimum_hosts: 5,
-            failure_percentage_request_volume: 50,
-            successful_active_health_check_uneject_host: true,
-            stats: Arc::new(OutlierStats::new("test".into(), 1)),
+            ..OutlierDetection::envoy_defaults(Arc::new(OutlierStats::new("test".into(), 1)))
         }
     }
 

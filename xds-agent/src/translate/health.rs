@@ -352,6 +352,7 @@ pub(super) fn outlier_detection(
 ) -> Option<Arc<OutlierDetection>> {
     let config: &OutlierProto = proto.outlier_detection.as_ref()?;
     let path = format!("{path}.outlier_detection");
+    let d = OutlierDetection::envoy_defaults(ctx.stats.outlier_detection(&proto.name));
     let value =
         |v: &Option<protobuf::UInt32Value>, default: u32| v.as_ref().map_or(default, |v| v.value);
     let percent =
@@ -372,13 +373,13 @@ pub(super) fn outlier_detection(
         };
     let base_ejection_time = positive(
         config.base_ejection_time.as_ref(),
-        Duration::from_secs(30),
+        d.base_ejection_time,
         "base_ejection_time",
         errors,
     );
     let max_ejection_time = positive(
         config.max_ejection_time.as_ref(),
-        base_ejection_time.max(Duration::from_secs(300)),
+        base_ejection_time.max(d.max_ejection_time),
         "max_ejection_time",
         errors,
     );
@@ -392,7 +393,7 @@ pub(super) fn outlier_detection(
     Some(Arc::new(OutlierDetection {
         interval: positive(
             config.interval.as_ref(),
-            Duration::from_secs(10),
+            d.interval,
             "interval",
             errors,
         ),
@@ -405,7 +406,7 @@ pub(super) fn outlier_detection(
             .unwrap_or_default(),
         max_ejection_percent: percent(
             &config.max_ejection_percent,
-            10,
+            d.max_ejection_percent,
             "max_ejection_percent",
             errors,
         ),
@@ -413,68 +414,68 @@ pub(super) fn outlier_detection(
             .always_eject_one_host
             .as_ref()
             .is_some_and(|v| v.value),
-        consecutive_5xx: value(&config.consecutive_5xx, 5),
-        consecutive_gateway_failure: value(&config.consecutive_gateway_failure, 5),
-        consecutive_local_origin_failure: value(&config.consecutive_local_origin_failure, 5),
+        consecutive_5xx: value(&config.consecutive_5xx, d.consecutive_5xx),
+        consecutive_gateway_failure: value(&config.consecutive_gateway_failure, d.consecutive_gateway_failure),
+        consecutive_local_origin_failure: value(&config.consecutive_local_origin_failure, d.consecutive_local_origin_failure),
         split_external_local_origin_errors: config.split_external_local_origin_errors,
         enforcing_consecutive_5xx: percent(
             &config.enforcing_consecutive_5xx,
-            100,
+            d.enforcing_consecutive_5xx,
             "enforcing_consecutive_5xx",
             errors,
         ),
         enforcing_consecutive_gateway_failure: percent(
             &config.enforcing_consecutive_gateway_failure,
-            0,
+            d.enforcing_consecutive_gateway_failure,
             "enforcing_consecutive_gateway_failure",
             errors,
         ),
         enforcing_consecutive_local_origin_failure: percent(
             &config.enforcing_consecutive_local_origin_failure,
-            100,
+            d.enforcing_consecutive_local_origin_failure,
             "enforcing_consecutive_local_origin_failure",
             errors,
         ),
         enforcing_success_rate: percent(
             &config.enforcing_success_rate,
-            100,
+            d.enforcing_success_rate,
             "enforcing_success_rate",
             errors,
         ),
         enforcing_local_origin_success_rate: percent(
             &config.enforcing_local_origin_success_rate,
-            100,
+            d.enforcing_local_origin_success_rate,
             "enforcing_local_origin_success_rate",
             errors,
         ),
         enforcing_failure_percentage: percent(
             &config.enforcing_failure_percentage,
-            0,
+            d.enforcing_failure_percentage,
             "enforcing_failure_percentage",
             errors,
         ),
         enforcing_failure_percentage_local_origin: percent(
             &config.enforcing_failure_percentage_local_origin,
-            0,
+            d.enforcing_failure_percentage_local_origin,
             "enforcing_failure_percentage_local_origin",
             errors,
         ),
-        success_rate_minimum_hosts: value(&config.success_rate_minimum_hosts, 5),
-        success_rate_request_volume: value(&config.success_rate_request_volume, 100),
-        success_rate_stdev_factor: value(&config.success_rate_stdev_factor, 1900),
+        success_rate_minimum_hosts: value(&config.success_rate_minimum_hosts, d.success_rate_minimum_hosts),
+        success_rate_request_volume: value(&config.success_rate_request_volume, d.success_rate_request_volume),
+        success_rate_stdev_factor: value(&config.success_rate_stdev_factor, d.success_rate_stdev_factor),
         failure_percentage_threshold: percent(
             &config.failure_percentage_threshold,
-            85,
+            d.failure_percentage_threshold,
             "failure_percentage_threshold",
             errors,
         ),
-        failure_percentage_minimum_hosts: value(&config.failure_percentage_minimum_hosts, 5),
-        failure_percentage_request_volume: value(&config.failure_percentage_request_volume, 50),
+        failure_percentage_minimum_hosts: value(&config.failure_percentage_minimum_hosts, d.failure_percentage_minimum_hosts),
+        failure_percentage_request_volume: value(&config.failure_percentage_request_volume, d.failure_percentage_request_volume),
         successful_active_health_check_uneject_host: config
             .successful_active_health_check_uneject_host
             .as_ref()
             .is_none_or(|v| v.value),
-        stats: ctx.stats.outlier_detection(&proto.name),
+        stats: d.stats,
     }))
 }
 
