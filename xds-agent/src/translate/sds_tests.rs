@@ -78,6 +78,7 @@ fn run(
             ..Default::default()
         }),
         local_peer: Default::default(),
+        ports: None,
     };
     translate(bootstrap, &mut ctx).map(|snapshot| (snapshot, ctx.secrets))
 }
