@@ -237,7 +237,11 @@ fn health_checks_go_over_the_hosts_tls() {
         json!({"validation_context": validation(&pki().ca, json!({}))}),
         json!({"sni": UPSTREAM_NAME}),
     );
-    let b = bootstrap(0, vec![http_listener_to("checked", 0, "backend")], vec![backend]);
+    let b = bootstrap(
+        0,
+        vec![http_listener_to("checked", 0, "backend")],
+        vec![backend],
+    );
     on_both("health_tls", &b, |proxy| {
         let flags = flags_when(proxy, "backend", |f| {
             f.get(&secure.port).is_some_and(|v| v == "healthy")

@@ -108,7 +108,7 @@ fn bump(counter: &Cell<u32>, threshold: u32, kind: Consecutive) -> Option<Consec
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::sync::Arc;
 
     use model::stats::OutlierStats;
 

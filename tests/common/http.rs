@@ -20,8 +20,8 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    addr, admin_address, http_get, listener_address, parse_stats, skip, socket_address, to_yaml, which, Missing, TempDir, BIN,
-    IO_TIMEOUT, SOON,
+    addr, admin_address, http_get, listener_address, parse_stats, skip, socket_address, to_yaml,
+    which, Missing, TempDir, BIN, IO_TIMEOUT, SOON,
 };
 
 pub const HCM: &str =

@@ -19,8 +19,8 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    admin_address, bootstrap, http_get, listener_address, merge, socket_address, to_yaml, try_connect, Proxy, TempDir,
-    Upstream, IO_TIMEOUT,
+    admin_address, bootstrap, http_get, listener_address, merge, socket_address, to_yaml,
+    try_connect, Proxy, TempDir, Upstream, IO_TIMEOUT,
 };
 
 pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";

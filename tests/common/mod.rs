@@ -514,7 +514,10 @@ impl Proxy {
                 );
             }
             if self.admin.port() == 0 {
-                let path = self.admin_address_path.as_ref().expect("admin port 0 without a path");
+                let path = self
+                    .admin_address_path
+                    .as_ref()
+                    .expect("admin port 0 without a path");
                 if let Some(bound) = admin_address(path) {
                     self.admin = bound;
                 }

@@ -53,7 +53,12 @@ impl PortReservations {
     /// Gives up the ports of listeners `snapshot` no longer has (its shards hold the rest).
     pub fn retain(&self, snapshot: &Snapshot) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.retain(|name, r| snapshot.listeners.iter().any(|l| l.name == *name && l.address == r.bound));
+        held.retain(|name, r| {
+            snapshot
+                .listeners
+                .iter()
+                .any(|l| l.name == *name && l.address == r.bound)
+        });
     }
 }
 

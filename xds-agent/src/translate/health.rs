@@ -391,12 +391,7 @@ pub(super) fn outlier_detection(
         ));
     }
     Some(Arc::new(OutlierDetection {
-        interval: positive(
-            config.interval.as_ref(),
-            d.interval,
-            "interval",
-            errors,
-        ),
+        interval: positive(config.interval.as_ref(), d.interval, "interval", errors),
         base_ejection_time,
         max_ejection_time,
         max_ejection_time_jitter: config
@@ -415,8 +410,14 @@ pub(super) fn outlier_detection(
             .as_ref()
             .is_some_and(|v| v.value),
         consecutive_5xx: value(&config.consecutive_5xx, d.consecutive_5xx),
-        consecutive_gateway_failure: value(&config.consecutive_gateway_failure, d.consecutive_gateway_failure),
-        consecutive_local_origin_failure: value(&config.consecutive_local_origin_failure, d.consecutive_local_origin_failure),
+        consecutive_gateway_failure: value(
+            &config.consecutive_gateway_failure,
+            d.consecutive_gateway_failure,
+        ),
+        consecutive_local_origin_failure: value(
+            &config.consecutive_local_origin_failure,
+            d.consecutive_local_origin_failure,
+        ),
         split_external_local_origin_errors: config.split_external_local_origin_errors,
         enforcing_consecutive_5xx: percent(
             &config.enforcing_consecutive_5xx,
@@ -460,17 +461,32 @@ pub(super) fn outlier_detection(
             "enforcing_failure_percentage_local_origin",
             errors,
         ),
-        success_rate_minimum_hosts: value(&config.success_rate_minimum_hosts, d.success_rate_minimum_hosts),
-        success_rate_request_volume: value(&config.success_rate_request_volume, d.success_rate_request_volume),
-        success_rate_stdev_factor: value(&config.success_rate_stdev_factor, d.success_rate_stdev_factor),
+        success_rate_minimum_hosts: value(
+            &config.success_rate_minimum_hosts,
+            d.success_rate_minimum_hosts,
+        ),
+        success_rate_request_volume: value(
+            &config.success_rate_request_volume,
+            d.success_rate_request_volume,
+        ),
+        success_rate_stdev_factor: value(
+            &config.success_rate_stdev_factor,
+            d.success_rate_stdev_factor,
+        ),
         failure_percentage_threshold: percent(
             &config.failure_percentage_threshold,
             d.failure_percentage_threshold,
             "failure_percentage_threshold",
             errors,
         ),
-        failure_percentage_minimum_hosts: value(&config.failure_percentage_minimum_hosts, d.failure_percentage_minimum_hosts),
-        failure_percentage_request_volume: value(&config.failure_percentage_request_volume, d.failure_percentage_request_volume),
+        failure_percentage_minimum_hosts: value(
+            &config.failure_percentage_minimum_hosts,
+            d.failure_percentage_minimum_hosts,
+        ),
+        failure_percentage_request_volume: value(
+            &config.failure_percentage_request_volume,
+            d.failure_percentage_request_volume,
+        ),
         successful_active_health_check_uneject_host: config
             .successful_active_health_check_uneject_host
             .as_ref()

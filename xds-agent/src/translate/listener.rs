@@ -255,19 +255,17 @@ pub(super) fn listener(
     };
     let bind_to_port = !internal && binds(proto);
     let address = match ctx.ports {
-        Some(ports) if bind_to_port && address.port() == 0 => {
-            match ports.assign(&name, address) {
-                Ok(bound) => bound,
-                Err(error) => {
-                    errors.push(TranslateError::new(
-                        format!("{path}.address"),
-                        None,
-                        format!("cannot take a port for {address}: {error}"),
-                    ));
-                    return None;
-                }
+        Some(ports) if bind_to_port && address.port() == 0 => match ports.assign(&name, address) {
+            Ok(bound) => bound,
+            Err(error) => {
+                errors.push(TranslateError::new(
+                    format!("{path}.address"),
+                    None,
+                    format!("cannot take a port for {address}: {error}"),
+                ));
+                return None;
             }
-        }
+        },
         _ => address,
     };
     let listener_hash = config_hash(&ListenerProto {
