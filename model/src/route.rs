@@ -169,6 +169,8 @@ pub struct Forward {
     /// here (its stream's bytes relayed over a TCP connection to a host of the cluster)
     /// instead of forwarded.
     pub terminates_connect: bool,
+    /// `hash_policy`: what a consistent-hash cluster's balancer hashes.
+    pub hash_policy: crate::hash_policy::HashPolicies,
 }
 
 /// `max_stream_duration.grpc_timeout_header_max` / `grpc_timeout_header_offset` (or the
