@@ -97,6 +97,7 @@ mod tests {
             minimum_ring_size: min,
             maximum_ring_size: max,
             hash_function: RingHashFunction::XxHash,
+            use_hostname: false,
         }
     }
 
