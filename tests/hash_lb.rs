@@ -1,7 +1,7 @@
 //! Tests: consistent-hash load balancing (RING_HASH, MAGLEV) with route `hash_policy`, against
 //! Envoy 1.40 on the same bootstrap: the same keys (header, query parameter, cookie, source
 //! IP) must reach the same upstream through both, with equal and unequal host weights,
-//! locality weights, and a host removed or unhealthy (which moves only its own keys); the
+//! locality weights, and a host removed or unhealthy (which moves its keys and few others); the
 //! cookie Envoy makes must be byte-identical. Each key goes on a new connection, so keys land
 //! on both shards: every shard must map a key to the same host. Also the spread over hosts
 //! (chi-square bound) and tcp_proxy's source-IP hashing. With `CI=true` a missing Envoy fails
@@ -103,11 +103,23 @@ fn assert_spread(picks: &[String], at_least: usize) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Runs the header comparison for `cluster_extra` over `hosts` and returns the picks.
+/// Runs the header comparison for `extra` over `hosts` and returns the picks.
 fn compare_header(tag: &str, hosts: Hosts<'_>, localities: &[u32], extra: Value) -> Vec<String> {
     let ups = EchoUpstreams::start(&HOSTS, None);
+    compare_header_on(&ups, tag, hosts, localities, extra)
+}
+
+/// [`compare_header`] on the upstreams `ups` (hosts are hashed by address: the same
+/// upstreams give the same table).
+fn compare_header_on(
+    ups: &EchoUpstreams,
+    tag: &str,
+    hosts: Hosts<'_>,
+    localities: &[u32],
+    extra: Value,
+) -> Vec<String> {
     let port = free_port();
-    let cluster = hash_cluster(&ups, hosts, localities, extra);
+    let cluster = hash_cluster(ups, hosts, localities, extra);
     let b = hash_bootstrap(port, cluster, header_policy());
     on_both(tag, &b, |_| {
         let picks = by_header(port);
@@ -130,7 +142,13 @@ fn ring_hash_xx_hash_matches_envoy() {
 
 #[test]
 fn ring_hash_murmur_with_host_weights_matches_envoy() {
-    let hosts = [("u0", 1, 0), ("u1", 2, 0), ("u2", 3, 0), ("u3", 1, 0), ("u4", 5, 0)];
+    let hosts = [
+        ("u0", 1, 0),
+        ("u1", 2, 0),
+        ("u2", 3, 0),
+        ("u3", 1, 0),
+        ("u4", 5, 0),
+    ];
     let extra = json!({"lb_policy": "RING_HASH", "ring_hash_lb_config": {
         "hash_function": "MURMUR_HASH_2", "minimum_ring_size": 64}});
     let picks = compare_header("ring-murmur", &hosts, &[], extra);
@@ -147,18 +165,31 @@ fn maglev_matches_envoy() {
 
 #[test]
 fn maglev_with_host_and_locality_weights_matches_envoy() {
-    // zone-0 (weight 1): u0, u1 (weight 3); zone-1 (weight 2): u2, u3; zone-2 (weight 0): u4.
-    let hosts = [("u0", 1, 0), ("u1", 3, 0), ("u2", 1, 1), ("u3", 1, 1), ("u4", 1, 2)];
+    // zone-0 (weight 1): u0, u1 (weight 3); zone-1 (weight 2): u2, u3; zone-2 (weight 3): u4.
+    let hosts = [
+        ("u0", 1, 0),
+        ("u1", 3, 0),
+        ("u2", 1, 1),
+        ("u3", 1, 1),
+        ("u4", 1, 2),
+    ];
     let extra = json!({"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 1031},
                        "common_lb_config": {"locality_weighted_lb_config": {}}});
-    let picks = compare_header("maglev-locality", &hosts, &[1, 2, 0], extra);
-    let counts = assert_spread(&picks, 4);
-    assert!(!counts.contains_key("u4"), "a locality without weight: {counts:?}");
+    let picks = compare_header("maglev-locality", &hosts, &[1, 2, 3], extra);
+    let counts = assert_spread(&picks, 5);
+    // u4 alone holds half the weight; u0 an eighth of a sixth.
+    assert!(counts["u4"] > 3 * counts["u0"], "{counts:?}");
 }
 
 #[test]
 fn ring_hash_with_locality_weights_matches_envoy() {
-    let hosts = [("u0", 1, 0), ("u1", 2, 0), ("u2", 1, 1), ("u3", 1, 1), ("u4", 4, 1)];
+    let hosts = [
+        ("u0", 1, 0),
+        ("u1", 2, 0),
+        ("u2", 1, 1),
+        ("u3", 1, 1),
+        ("u4", 4, 1),
+    ];
     let extra = json!({"lb_policy": "RING_HASH",
                        "common_lb_config": {"locality_weighted_lb_config": {}}});
     let picks = compare_header("ring-locality", &hosts, &[3, 1], extra);
@@ -181,23 +212,53 @@ fn query_parameter_hashing_matches_envoy() {
     assert_spread(&picks, 5);
 }
 
-/// One request from `source` (an address on loopback), by curl: the upstream that answered
-/// and the response's `set-cookie`.
-fn curl_from(port: u16, source: &str, local_port: Option<u16>, cookie: &str) -> (String, String) {
-    let url = format!("http://127.0.0.1:{port}/");
-    let local = local_port.map(|p| p.to_string());
-    let mut args = vec!["--interface", source, "-H", "connection: close", &url];
-    if let Some(local) = &local {
-        args.extend(["--local-port", local]);
-    }
-    if !cookie.is_empty() {
-        args.extend(["-H", cookie]);
-    }
-    let out = curl(&args);
-    assert_eq!(out.status, 200, "{}", out.body);
-    let echo: Value = serde_json::from_str(&out.body).unwrap();
-    let upstream = echo["upstream"].as_str().unwrap().to_string();
-    (upstream, out.header("set-cookie").unwrap_or("").to_string())
+/// One request from `source` (an address on loopback) and source port `local_port` (any: 0),
+/// sent by python (which can bind both, reusing a port whose last connection is in
+/// TIME_WAIT), carrying header line `extra` (if not empty): the upstream that answered and the
+/// response's `set-cookie`.
+fn request_from(port: u16, source: &str, local_port: u16, extra: &str) -> (String, String) {
+    let extra = match extra {
+        "" => String::new(),
+        line => format!("{line}\\r\\n"),
+    };
+    let script = format!(
+        "import socket\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{source}', {local_port}))\n\
+         s.settimeout(20)\n\
+         s.connect(('127.0.0.1', {port}))\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nhost: hash.test\\r\\nconnection: close\\r\\n{extra}\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   chunk = s.recv(65536)\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(data.decode())\n"
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    let set_cookie = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim())
+        })
+        .unwrap_or("")
+        .to_string();
+    let echo: Value = serde_json::from_str(body.trim()).unwrap();
+    (echo["upstream"].as_str().unwrap().to_string(), set_cookie)
 }
 
 #[test]
@@ -212,14 +273,14 @@ fn cookie_hashing_and_the_made_cookie_match_envoy() {
     // The made cookie hashes the connection's addresses: the same client port on both runs.
     let client_port = free_port();
     let scenario = |_: &HttpProxy| {
-        let (first, set_cookie) = curl_from(port, "127.0.0.1", Some(client_port), "");
+        let (first, set_cookie) = request_from(port, "127.0.0.1", client_port, "");
         let value = set_cookie
             .strip_prefix("sticky=\"")
             .and_then(|v| v.split('"').next())
             .unwrap_or_else(|| panic!("no sticky cookie made: {set_cookie:?}"))
             .to_string();
         // The made cookie sticks: sent back, it reaches the same host, and none is made.
-        let (again, none) = curl_from(port, "127.0.0.1", None, &format!("cookie: sticky={value}"));
+        let (again, none) = request_from(port, "127.0.0.1", 0, &format!("cookie: sticky={value}"));
         assert_eq!(again, first, "the made cookie did not stick");
         assert_eq!(none, "", "a cookie was made though the request had one");
         let picks: Vec<String> = (0..KEYS)
@@ -245,7 +306,7 @@ fn source_ip_hashing_matches_envoy() {
     let b = hash_bootstrap(port, cluster, policy);
     let scenario = |_: &HttpProxy| {
         (2..42)
-            .map(|n| curl_from(port, &format!("127.0.0.{n}"), None, "").0)
+            .map(|n| request_from(port, &format!("127.0.0.{n}"), 0, "").0)
             .collect::<Vec<_>>()
     };
     let picks = on_both("source-ip", &b, scenario).expect("shardproxy ran");
@@ -255,17 +316,18 @@ fn source_ip_hashing_matches_envoy() {
 /// The header picks on `hosts` for `policy_extra`, with `u2` present, removed, then present
 /// but unhealthy (EDS `health_status`): Envoy's and shardproxy's must agree each time.
 fn picks_without_u2(tag: &str, extra: Value) -> [Vec<String>; 3] {
-    let with_all = compare_header(&format!("{tag}-all"), &equal_hosts(), &[], extra.clone());
-    let four: Vec<_> = equal_hosts().into_iter().filter(|h| h.0 != "u2").collect();
-    let removed = compare_header(&format!("{tag}-removed"), &four, &[], extra.clone());
     let ups = EchoUpstreams::start(&HOSTS, None);
+    let all = equal_hosts();
+    let with_all = compare_header_on(&ups, &format!("{tag}-all"), &all, &[], extra.clone());
+    let four: Vec<_> = all.into_iter().filter(|h| h.0 != "u2").collect();
+    let removed = compare_header_on(&ups, &format!("{tag}-removed"), &four, &[], extra.clone());
     let port = free_port();
     let mut cluster = hash_cluster(&ups, &equal_hosts(), &[], extra);
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][2]["health_status"] =
         json!("UNHEALTHY");
     let b = hash_bootstrap(port, cluster, header_policy());
-    let unhealthy = on_both(&format!("{tag}-unhealthy"), &b, |_| by_header(port))
-        .expect("shardproxy ran");
+    let unhealthy =
+        on_both(&format!("{tag}-unhealthy"), &b, |_| by_header(port)).expect("shardproxy ran");
     [with_all, removed, unhealthy]
 }
 
@@ -281,9 +343,14 @@ fn moved_off_others(before: &[String], after: &[String]) -> usize {
 }
 
 #[test]
-fn a_removed_or_unhealthy_host_moves_only_its_keys_on_the_ring() {
-    let [all, removed, unhealthy] = picks_without_u2("ring-move", json!({"lb_policy": "RING_HASH"}));
-    assert_eq!(moved_off_others(&all, &removed), 0);
+fn a_removed_or_unhealthy_host_moves_mostly_its_own_keys_on_the_ring() {
+    let [all, removed, unhealthy] =
+        picks_without_u2("ring-move", json!({"lb_policy": "RING_HASH"}));
+    // u2's keys move. The others keep their points, but each gains some (205 → 256 points
+    // for 5 → 4 hosts at the minimum ring size, as in Envoy), so a few of their keys move
+    // among them too.
+    let moved = moved_off_others(&all, &removed);
+    assert!(moved <= KEYS / 5, "{moved} keys of kept hosts moved");
     // An unhealthy host is left out of the ring just as a removed one.
     assert_eq!(unhealthy, removed);
 }
@@ -331,7 +398,10 @@ fn spread(port: u16, requests: usize, key: impl Fn(usize) -> Option<String>) -> 
         let upstream = response.echo()["upstream"].as_str().unwrap().to_string();
         *counts.entry(upstream).or_insert(0usize) += 1;
     }
-    HOSTS[..4].iter().map(|h| counts.get(*h).copied().unwrap_or(0)).collect()
+    HOSTS[..4]
+        .iter()
+        .map(|h| counts.get(*h).copied().unwrap_or(0))
+        .collect()
 }
 
 #[test]
@@ -350,7 +420,10 @@ fn keys_and_keyless_requests_spread_by_weight() {
     // No header: no hash, a random host (as Envoy), still by weight.
     let random = spread(port, 3000, |_| None);
     let chi2 = chi_square(&random, &shares);
-    assert!(chi2 < CHI2_3DF_P001, "keyless {random:?}: chi-square {chi2:.2}");
+    assert!(
+        chi2 < CHI2_3DF_P001,
+        "keyless {random:?}: chi-square {chi2:.2}"
+    );
     // One key always reaches one host.
     let same = spread(port, 50, |_| Some("one".into()));
     assert_eq!(same.iter().filter(|n| **n > 0).count(), 1, "{same:?}");
@@ -367,7 +440,11 @@ fn tcp_from(port: u16, source: Ipv4Addr) -> String {
         .args(["-c", &script])
         .output()
         .expect("python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -421,7 +498,7 @@ fn unsupported_pieces_are_refused_precisely() {
         (
             json!({"lb_policy": "RING_HASH"}),
             json!([{"filter_state": {"key": "io.istio.peer_principal"}}]),
-            "hash_policy[0].filter_state: no filter-state object",
+            "no filter-state object shardproxy's filters set is hashable",
         ),
     ];
     let dir = TempDir::new("hash-refused");
@@ -429,10 +506,8 @@ fn unsupported_pieces_are_refused_precisely() {
         let b = hash_bootstrap(free_port(), hash_cluster(&ups, &hosts, &[], extra), policy);
         let path = dir.file(&format!("b{i}.yaml"));
         std::fs::write(&path, to_yaml(&b)).unwrap();
-        let (status, stdout, stderr) = run_to_end(
-            &[BIN, "--mode", "validate", "-c", path.to_str().unwrap()],
-            SOON,
-        );
+        let (status, stdout, stderr) =
+            run_to_end(&["--mode", "validate", "-c", path.to_str().unwrap()], SOON);
         let out = format!("{stdout}{stderr}");
         assert!(!status.success(), "accepted: {b}");
         assert!(out.contains(wanted), "wanted {wanted:?} in:\n{out}");

@@ -514,7 +514,10 @@ pub enum LbPolicy {
     RingHash(RingHash),
     /// `MAGLEV`: the request's hash indexes Maglev's lookup table of `table_size` (a prime)
     /// entries; `use_hostname`: hosts are hashed by hostname (`consistent_hashing_lb_config`).
-    Maglev { table_size: u64, use_hostname: bool },
+    Maglev {
+        table_size: u64,
+        use_hostname: bool,
+    },
 }
 
 impl LbPolicy {

@@ -187,7 +187,10 @@ mod tests {
                 name: "sticky".into(),
                 path: "/app".into(),
                 ttl,
-                attributes: vec![("SameSite".into(), "Lax".into()), ("Secure".into(), "".into())],
+                attributes: vec![
+                    ("SameSite".into(), "Lax".into()),
+                    ("Secure".into(), "".into()),
+                ],
             }))
         };
         let sent = request("/", &[("cookie", "a=1; sticky=\"abc\"; b=2")]);

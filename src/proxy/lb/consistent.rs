@@ -37,9 +37,7 @@ impl HashTable {
         };
         let weighted = normalized(hosts, all, locality_weighted, by_hostname);
         match policy {
-            LbPolicy::Maglev { table_size, .. } => {
-                Self::Maglev(Maglev::new(&weighted, table_size))
-            }
+            LbPolicy::Maglev { table_size, .. } => Self::Maglev(Maglev::new(&weighted, table_size)),
             LbPolicy::RingHash(config) => Self::Ring(Ring::new(&weighted, &config)),
             _ => unreachable!("only hashing policies build a table"),
         }
@@ -112,7 +110,10 @@ fn share<'a>(
     by_hostname: bool,
     out: &mut Vec<Weighted>,
 ) {
-    let sum: u64 = hosts.clone().map(|(_, h)| u64::from(h.endpoint.weight)).sum();
+    let sum: u64 = hosts
+        .clone()
+        .map(|(_, h)| u64::from(h.endpoint.weight))
+        .sum();
     for (index, host) in hosts {
         out.push(Weighted {
             index: index as u32,

@@ -92,7 +92,10 @@ pub fn murmur2_64(input: &[u8], seed: u64) -> u64 {
     }
     let tail = chunks.remainder();
     if !tail.is_empty() {
-        let data = tail.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let data = tail
+            .iter()
+            .rev()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         hash = (hash ^ data).wrapping_mul(MUL);
     }
     hash = shift_mix(hash).wrapping_mul(MUL);

@@ -116,7 +116,10 @@ mod tests {
         let maglev = Maglev::new(&weighted(&[0.25; 4]), 65537);
         let counts = slots(&maglev, 4);
         assert_eq!(counts.iter().sum::<usize>(), 65537);
-        assert!(counts.iter().all(|c| (16384..=16385).contains(c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| (16384..=16385).contains(c)),
+            "{counts:?}"
+        );
         let maglev = Maglev::new(&weighted(&[0.25, 0.75]), 65537);
         let counts = slots(&maglev, 2);
         assert!((16383..=16385).contains(&counts[0]), "{counts:?}");
@@ -143,7 +146,10 @@ mod tests {
         let maglev = Maglev::new(&weighted(&[0.5, 0.5]), 7);
         assert_eq!(maglev.pick(3, 0), Some(maglev.table[3] as usize));
         let flipped = (3u64 ^ u64::MAX) % 7;
-        assert_eq!(maglev.pick(3, 1), Some(maglev.table[flipped as usize] as usize));
+        assert_eq!(
+            maglev.pick(3, 1),
+            Some(maglev.table[flipped as usize] as usize)
+        );
         assert!(Maglev::new(&[], 7).pick(3, 0).is_none());
     }
 }

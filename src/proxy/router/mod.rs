@@ -155,9 +155,7 @@ async fn route(
         let avoid_previous = previous_hosts && !tried.is_empty();
         let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
         let host = match avoid_previous && cluster.config.original_dst.is_none() {
-            true => cluster.pick_where(attempts, request.hash, |h| {
-                !tried.contains(&h.address())
-            }),
+            true => cluster.pick_where(attempts, request.hash, |h| !tried.contains(&h.address())),
             false => cluster.pick_for(request.destination, request.hash),
         };
         let Some(host) = host else {

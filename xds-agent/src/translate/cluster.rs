@@ -760,7 +760,11 @@ pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
 /// The `envoy.lb` metadata's string `hash_key`, which consistent hashing hashes instead of
 /// the address (Envoy ignores a key of another type, as here).
 fn hash_key(metadata: Option<&Metadata>) -> Option<Arc<str>> {
-    let value = metadata?.filter_metadata.get(names::ENVOY_LB)?.fields.get("hash_key")?;
+    let value = metadata?
+        .filter_metadata
+        .get(names::ENVOY_LB)?
+        .fields
+        .get("hash_key")?;
     match &value.kind {
         Some(value::Kind::StringValue(key)) if !key.is_empty() => Some(key.as_str().into()),
         _ => None,

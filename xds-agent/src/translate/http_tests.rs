@@ -1055,7 +1055,10 @@ fn hash_policies() {
     assert!(policies[1].terminal);
     assert_eq!(cookie.ttl, Some(60));
     assert_eq!(&*cookie.path, "/app");
-    assert_eq!(cookie.attributes, [(Box::from("SameSite"), Box::from("Lax"))]);
+    assert_eq!(
+        cookie.attributes,
+        [(Box::from("SameSite"), Box::from("Lax"))]
+    );
     assert!(matches!(policies[2].input, HashInput::SourceIp));
     assert!(matches!(&policies[3].input, HashInput::QueryParameter(name) if &**name == "user"));
     let e = errors(&with_routes(

@@ -3,16 +3,19 @@ use std::{collections::HashSet, time::Duration};
 
 use bytes::Bytes;
 use envoy_types::pb::{
-    envoy::r#type::v3::hash_policy::PolicySpecifier,
     envoy::extensions::filters::network::tcp_proxy::v3::{
         tcp_proxy::{ClusterSpecifier, TunnelingConfig as TunnelingProto},
         TcpProxy as TcpProxyProto,
     },
+    envoy::r#type::v3::hash_policy::PolicySpecifier,
     google::protobuf::Any,
 };
 
 use super::{
-    access_log::access_logs, duration, http_connection_manager::Problems, route::{header_adds, NO_HASHABLE_FILTER_STATE},
+    access_log::access_logs,
+    duration,
+    http_connection_manager::Problems,
+    route::{header_adds, NO_HASHABLE_FILTER_STATE},
     TranslateError,
 };
 use model::{

@@ -601,7 +601,9 @@ fn consistent_hash_policies() {
             use_hostname: false
         }
     );
-    assert!(matches!(s.clusters["r"].lb_policy, LbPolicy::RingHash(r) if r.minimum_ring_size == 1024 && r.hash_function == RingHashFunction::XxHash));
+    assert!(
+        matches!(s.clusters["r"].lb_policy, LbPolicy::RingHash(r) if r.minimum_ring_size == 1024 && r.hash_function == RingHashFunction::XxHash)
+    );
     let e = errors(&config(
         "cluster: c",
         "[{name: c, lb_policy: RING_HASH, ring_hash_lb_config: {minimum_ring_size: 0, maximum_ring_size: 9000000}, common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}}]",

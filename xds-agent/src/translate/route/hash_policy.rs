@@ -72,7 +72,10 @@ fn input(proto: &HashPolicyProto, path: &str, p: &mut Problems) -> Option<Option
                 }
                 checked_value(&attribute.name, format!("{at}.name"), p)?;
                 checked_value(&attribute.value, format!("{at}.value"), p)?;
-                attributes.push((attribute.name.as_str().into(), attribute.value.as_str().into()));
+                attributes.push((
+                    attribute.name.as_str().into(),
+                    attribute.value.as_str().into(),
+                ));
             }
             let ttl = cookie.ttl.as_ref().map(|d| d.seconds.max(0) as u64);
             HashInput::Cookie(CookieHash {
