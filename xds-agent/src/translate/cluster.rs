@@ -372,7 +372,7 @@ fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>)
         Ok(LbPolicyProto::ClusterProvided) => LbPolicy::ClusterProvided,
         Ok(LbPolicyProto::RingHash) => {
             let config = match &proto.lb_config {
-                Some(LbConfig::RingHashLbConfig(c)) => c.clone(),
+                Some(LbConfig::RingHashLbConfig(c)) => *c,
                 _ => Default::default(),
             };
             let minimum_ring_size = config.minimum_ring_size.map_or(1024, |v| v.value);
@@ -445,7 +445,7 @@ const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 const MAX_MAGLEV_TABLE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// `common_lb_config.consistent_hashing_lb_config` of a RING_HASH or MAGLEV cluster: whether
