@@ -1,6 +1,8 @@
 //! shardproxy's data plane: the shard threads (what the binary starts) and everything that
 //! runs on shards — NET/IO, codecs, streams, filters, the proxy layer — on the `rt` runtime.
 pub mod access_log;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod context;
 mod filters;
 pub mod memory;

@@ -9,6 +9,7 @@ pub mod ext_authz;
 pub mod filter_chain_match;
 pub mod filter_stats;
 pub mod filters;
+pub mod hash_policy;
 pub mod health;
 pub mod http;
 pub mod istio;
@@ -257,6 +258,9 @@ pub struct TcpProxy {
     pub stats: Arc<TcpProxyStats>,
     /// `tunneling_config`: the connection goes to its host inside an HTTP request.
     pub tunneling: Option<Box<tcp_tunnel::TunnelingConfig>>,
+    /// `hash_policy` `source_ip`: a consistent-hash cluster's balancer hashes the
+    /// connection's source address.
+    pub hashes_source_ip: bool,
 }
 
 impl TcpProxy {
@@ -506,6 +510,38 @@ pub enum LbPolicy {
     },
     /// `CLUSTER_PROVIDED`: the cluster picks (an `ORIGINAL_DST` cluster: the destination).
     ClusterProvided,
+    /// `RING_HASH`: the request's hash finds the next of each host's points on a ring.
+    RingHash(RingHash),
+    /// `MAGLEV`: the request's hash indexes Maglev's lookup table of `table_size` (a prime)
+    /// entries; `use_hostname`: hosts are hashed by hostname (`consistent_hashing_lb_config`).
+    Maglev {
+        table_size: u64,
+        use_hostname: bool,
+    },
+}
+
+impl LbPolicy {
+    /// Whether hosts are picked by the request's hash (`hash_policy`).
+    pub fn hashes(&self) -> bool {
+        matches!(self, Self::RingHash(_) | Self::Maglev { .. })
+    }
+}
+
+/// `ring_hash_lb_config`: the ring's bounds and how host points are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingHash {
+    pub minimum_ring_size: u64,
+    pub maximum_ring_size: u64,
+    pub hash_function: RingHashFunction,
+    /// Hosts are hashed by hostname (`consistent_hashing_lb_config.use_hostname_for_hashing`).
+    pub use_hostname: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingHashFunction {
+    XxHash,
+    /// libstdc++'s 64-bit MurmurHash2 (`MURMUR_HASH_2`).
+    MurmurHash2,
 }
 
 /// An `ORIGINAL_DST` cluster: each connection or request goes where the downstream was going
@@ -542,6 +578,9 @@ pub struct Endpoint {
     pub eds_health: health::HealthFlags,
     /// Its `health_check_config`, when it has one.
     pub check: Option<Arc<health::EndpointCheck>>,
+    /// Its `envoy.lb` metadata's `hash_key`: what consistent hashing hashes for it instead of
+    /// its address.
+    pub hash_key: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -557,6 +596,7 @@ impl Endpoint {
             priority: 0,
             eds_health: health::HealthFlags::NONE,
             check: None,
+            hash_key: None,
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct Decorator {
     pub propagate: bool,
 }
 
+/// Routes are built once per table and read in place on every request: boxing the large
+/// variant would add a pointer chase per request to save memory of a few hundred routes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RouteAction {
     Forward(Forward),
@@ -169,6 +172,8 @@ pub struct Forward {
     /// here (its stream's bytes relayed over a TCP connection to a host of the cluster)
     /// instead of forwarded.
     pub terminates_connect: bool,
+    /// `hash_policy`: what a consistent-hash cluster's balancer hashes.
+    pub hash_policy: crate::hash_policy::HashPolicies,
 }
 
 /// `max_stream_duration.grpc_timeout_header_max` / `grpc_timeout_header_offset` (or the

@@ -17,7 +17,10 @@ use model::{
 };
 
 use super::{
-    lb::host_set::{Balancing, HostSet},
+    lb::{
+        host_set::{Balancing, HostSet},
+        PickKey,
+    },
     outlier::HostOutlier,
     pool::{Breakers, HostPool},
 };
@@ -158,11 +161,11 @@ impl ShardCluster {
     }
 
     /// The next host: an `ORIGINAL_DST` cluster's for `destination` (none without one), any
-    /// other's by its balancer.
-    pub fn pick_for(&self, destination: Option<SocketAddr>) -> Option<Rc<Host>> {
+    /// other's by its balancer (a consistent-hash one's for `hash`).
+    pub fn pick_for(&self, destination: Option<SocketAddr>, hash: Option<u64>) -> Option<Rc<Host>> {
         match self.config.original_dst {
             Some(_) => self.destination_host(destination?),
-            None => self.pick(),
+            None => self.pick(PickKey { hash, attempt: 0 }),
         }
     }
 
@@ -191,16 +194,21 @@ impl ShardCluster {
 
     /// The next host by the cluster's policy among those health lets take traffic, or `None`
     /// when it has no hosts.
-    pub fn pick(&self) -> Option<Rc<Host>> {
-        self.set.borrow_mut().pick()
+    pub fn pick(&self, key: PickKey) -> Option<Rc<Host>> {
+        self.set.borrow_mut().pick(key)
     }
 
     /// The next host by the cluster's policy that `accept` takes, trying at most `attempts`
     /// picks; the last pick when none is accepted (Envoy's host selection retries).
-    pub fn pick_where(&self, attempts: u32, accept: impl Fn(&Host) -> bool) -> Option<Rc<Host>> {
+    pub fn pick_where(
+        &self,
+        attempts: u32,
+        hash: Option<u64>,
+        accept: impl Fn(&Host) -> bool,
+    ) -> Option<Rc<Host>> {
         let mut last = None;
-        for _ in 0..attempts.max(1) {
-            let host = self.pick()?;
+        for attempt in 0..attempts.max(1) {
+            let host = self.pick(PickKey { hash, attempt })?;
             if accept(&host) {
                 return Some(host);
             }

@@ -207,15 +207,22 @@ pub struct ConnectFailure {
     pub last_host: Option<SocketAddr>,
 }
 
-/// Connects to a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s), sharing
-/// `shared` with it.
+/// Where a connection goes: a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s;
+/// of a consistent-hash one: `hash`'s), tried up to `attempts` times.
+pub struct Target<'a> {
+    pub cluster: &'a Rc<ShardCluster>,
+    pub attempts: u32,
+    pub destination: Option<SocketAddr>,
+    pub hash: Option<u64>,
+}
+
+/// Connects to a host of the target, sharing `shared` with it.
 pub async fn connect_upstream(
     ctx: &ShardContext,
-    cluster: &Rc<ShardCluster>,
-    attempts: u32,
-    destination: Option<SocketAddr>,
+    target: Target<'_>,
     shared: &SharedState,
 ) -> Result<(Opened, ActiveHost), ConnectFailure> {
+    let cluster = target.cluster;
     let stats = cluster.config.stats.shard(ctx.id);
     let attempt = async |active: &ActiveHost| {
         inc(&stats.upstream_cx_total);
@@ -245,22 +252,21 @@ pub async fn connect_upstream(
             }
         }
     };
-    try_hosts(ctx, cluster, attempts, destination, attempt).await
+    try_hosts(ctx, target, attempt).await
 }
 
-/// Picks a host of `cluster` (of an `ORIGINAL_DST` one: `destination`'s) and runs `attempt`
-/// on it, up to `attempts` times, until one succeeds (`attempt` counts its own failures).
+/// Picks a host of the target and runs `attempt` on it, up to the target's `attempts` times,
+/// until one succeeds (`attempt` counts its own failures).
 pub async fn try_hosts<T>(
     ctx: &ShardContext,
-    cluster: &Rc<ShardCluster>,
-    attempts: u32,
-    destination: Option<SocketAddr>,
+    target: Target<'_>,
     mut attempt: impl AsyncFnMut(&ActiveHost) -> Option<T>,
 ) -> Result<(T, ActiveHost), ConnectFailure> {
+    let cluster = target.cluster;
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
-    for _ in 0..attempts.max(1) {
-        let Some(host) = cluster.pick_for(destination) else {
+    for _ in 0..target.attempts.max(1) {
+        let Some(host) = cluster.pick_for(target.destination, target.hash) else {
             inc(&stats.upstream_cx_none_healthy);
             return Err(ConnectFailure {
                 flag: ResponseFlags::NO_HEALTHY_UPSTREAM,

@@ -202,6 +202,7 @@ pub async fn send_complete(
         alpn: None,
         // Shadows of an ORIGINAL_DST cluster find no host (none is named by a destination).
         destination: None,
+        hash: None,
         deadlines: Deadlines {
             route: Some(deadline),
             request: None,

@@ -8,6 +8,7 @@ pub mod mirror;
 pub mod open_as;
 pub mod outlier;
 pub mod pool;
+pub mod request_hash;
 pub mod router;
 pub mod tunnel;
 pub mod upstream;

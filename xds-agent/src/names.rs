@@ -59,6 +59,8 @@ pub const INTERNAL_UPSTREAM: &str =
     "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport";
 /// The endpoint metadata namespace `transport_socket_matches` look at.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// The endpoint metadata namespace of load balancing (`hash_key`).
+pub const ENVOY_LB: &str = "envoy.lb";
 /// Listener filters.
 pub const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 pub const HTTP_INSPECTOR: &str =

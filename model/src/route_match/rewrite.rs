@@ -52,6 +52,13 @@ impl RegexRewrite {
         Ok(Self { pattern, template })
     }
 
+    /// `value` with every match replaced (a whole header value).
+    pub fn replace_all(&self, value: &[u8]) -> Vec<u8> {
+        self.pattern
+            .replace_all(value, self.template.as_slice())
+            .into_owned()
+    }
+
     /// `path` with the rewrite applied before its query; the query is kept.
     pub fn apply(&self, path: &[u8]) -> Vec<u8> {
         let end = path_end(path);
@@ -233,6 +240,7 @@ mod tests {
             mirrors: vec![],
             upgrades: vec![],
             terminates_connect: false,
+            hash_policy: Default::default(),
         }
     }
 

@@ -54,6 +54,7 @@ pub async fn exchange(
         client_version: head.version,
         alpn: None,
         destination: None,
+        hash: None,
         deadlines: Deadlines {
             route: timeout.map(|t| Instant::now() + t),
             request: None,

@@ -70,6 +70,7 @@ impl World {
                 mirrors: vec![],
                 upgrades: vec![],
                 terminates_connect: false,
+                hash_policy: Default::default(),
                 cluster_not_found_status: 503,
             }),
             headers: HeaderMutations::default(),

@@ -34,7 +34,8 @@ use crate::{
     net::transport::Transport,
     proxy::{
         cluster_manager::{ActiveHost, ShardCluster},
-        connect::{connect_upstream, try_hosts, Opened},
+        connect::{connect_upstream, try_hosts, Opened, Target},
+        lb::xx64,
         tunnel::{self, OpenedTunnel},
     },
     rt::timer,
@@ -120,9 +121,14 @@ pub async fn run(
             let original = state.tunnel_destination.or(restored);
             let destination = cluster.config.original_dst.as_ref().and(original);
             let shared = state.shared();
+            let hash = (proxy.hashes_source_ip && cluster.config.lb_policy.hashes())
+                .then(|| downstream.peer_addr().ok())
+                .flatten()
+                .map(|remote| xx64(remote.ip().to_string().as_bytes(), 0));
             let upstream = Upstream {
                 cluster: &cluster,
                 destination,
+                hash,
                 shared: &shared,
             };
             proxy_to(
@@ -155,6 +161,8 @@ pub async fn run(
 struct Upstream<'a> {
     cluster: &'a Rc<ShardCluster>,
     destination: Option<std::net::SocketAddr>,
+    /// The connection's hash for a consistent-hash cluster (its source IP's).
+    hash: Option<u64>,
     shared: &'a SharedState,
 }
 
@@ -173,14 +181,20 @@ async fn proxy_to(
     let Upstream {
         cluster,
         destination,
+        hash,
         shared,
     } = upstream;
-    let attempts = proxy.max_connect_attempts;
+    let target = Target {
+        cluster,
+        attempts: proxy.max_connect_attempts,
+        destination,
+        hash,
+    };
     // The host a tunnel's request waits on.
     let asked = Cell::new(None);
     let connecting = async {
         match &proxy.tunneling {
-            None => connect_upstream(ctx, cluster, attempts, destination, shared)
+            None => connect_upstream(ctx, target, shared)
                 .await
                 .map(|(opened, host)| (Connected::Raw(opened), host)),
             Some(tunneling) => {
@@ -189,7 +203,7 @@ async fn proxy_to(
                     asked.set(Some(host.address()));
                     tunnel::open(ctx, cluster, host, &request).await
                 };
-                try_hosts(ctx, cluster, attempts, destination, open)
+                try_hosts(ctx, target, open)
                     .await
                     .map(|(opened, host)| (Connected::Tunnel(Box::new(opened)), host))
             }

@@ -9,7 +9,7 @@ use model::{
     LbPolicy,
 };
 
-use super::Balancer;
+use super::{Balancer, PickKey};
 use crate::proxy::cluster_manager::Host;
 
 /// Envoy's default overprovisioning factor, in percent.
@@ -33,8 +33,11 @@ pub struct Balancing {
 }
 
 pub struct HostSet {
-    /// Tiers with a share, in priority order (healthy before degraded within a priority).
+    /// Tiers with a share: each priority's healthy hosts in priority order, then each one's
+    /// degraded hosts.
     tiers: Vec<Tier>,
+    /// Picks go by the request's hash (RING_HASH, MAGLEV).
+    hashes: bool,
 }
 
 /// One priority's hosts by health.
@@ -84,48 +87,71 @@ impl HostSet {
         }
         priorities.retain(|p| !p.all.is_empty());
         let loads = loads(&priorities);
+        let total_panic = loads_in_total_panic(&priorities);
+        let panics: Vec<bool> = priorities
+            .iter()
+            .map(|p| total_panic || p.in_panic(balancing.panic_threshold))
+            .collect();
+        // Every priority's healthy share, then every priority's degraded share: the order in
+        // which Envoy spends a point of the 100 (a request's hash, for consistent hashing).
+        let shares = (0..priorities.len())
+            .map(|p| (p, loads[p].0, false))
+            .chain((0..priorities.len()).map(|p| (p, loads[p].1, true)));
         let mut tiers = Vec::new();
         let mut until = 0;
-        for (priority, (healthy, degraded)) in priorities.iter().zip(loads) {
-            let panic =
-                loads_in_total_panic(&priorities) || priority.in_panic(balancing.panic_threshold);
-            for (load, hosts) in [(healthy, &priority.healthy), (degraded, &priority.degraded)] {
-                if load == 0 {
-                    continue;
-                }
-                let hosts: Box<[Rc<Host>]> = match panic {
-                    true => priority.all.clone().into(),
-                    false => hosts.clone().into(),
-                };
-                until += load;
-                let balancer = Balancer::new(
-                    balancing.policy,
-                    &hosts,
-                    balancing.locality_weighted,
-                    balancing.shard,
-                );
-                tiers.push(Tier {
-                    hosts,
-                    balancer,
-                    until,
-                });
+        for (p, load, degraded) in shares {
+            if load == 0 {
+                continue;
             }
+            let priority = &priorities[p];
+            // A consistent-hash table holds a priority's healthy hosts whichever share picked
+            // it (Envoy builds one table per priority).
+            let hosts = match (panics[p], degraded && !balancing.policy.hashes()) {
+                (true, _) => &priority.all,
+                (false, true) => &priority.degraded,
+                (false, false) => &priority.healthy,
+            };
+            let hosts: Box<[Rc<Host>]> = hosts.clone().into();
+            until += load;
+            let balancer = Balancer::new(
+                balancing.policy,
+                &hosts,
+                &priority.all,
+                balancing.locality_weighted,
+                balancing.shard,
+            );
+            tiers.push(Tier {
+                hosts,
+                balancer,
+                until,
+            });
         }
-        Self { tiers }
+        Self {
+            tiers,
+            hashes: balancing.policy.hashes(),
+        }
     }
 
-    /// The next host: a tier by the priority loads, then a host by its balancer.
-    pub fn pick(&mut self) -> Option<Rc<Host>> {
+    /// The next host: a tier by the priority loads, then a host by its balancer. Consistent
+    /// hashing spends the request's hash (a random one without) on both, as Envoy does.
+    pub fn pick(&mut self, key: PickKey) -> Option<Rc<Host>> {
+        let hash = match self.hashes {
+            true => key.hash.unwrap_or_else(|| fastrand::u64(..)),
+            false => 0,
+        };
         let tier = match self.tiers.as_mut_slice() {
             [] => return None,
             [only] => only,
             tiers => {
-                let point = fastrand::u32(0..100);
+                let point = match self.hashes {
+                    true => (hash % 100) as u32,
+                    false => fastrand::u32(0..100),
+                };
                 let at = tiers.iter().position(|t| point < t.until).unwrap_or(0);
                 &mut tiers[at]
             }
         };
-        let index = tier.balancer.pick(&tier.hosts)?;
+        let index = tier.balancer.pick(&tier.hosts, hash, key.attempt)?;
         Some(tier.hosts[index].clone())
     }
 }
@@ -221,7 +247,7 @@ mod tests {
         let mut counts = HashMap::new();
         for _ in 0..10_000 {
             *counts
-                .entry(set.pick().unwrap().address().port())
+                .entry(set.pick(PickKey::default()).unwrap().address().port())
                 .or_default() += 1;
         }
         counts

@@ -1,31 +1,55 @@
 //! Load balancers: shard-local state per cluster; each picks an index into the host list.
+mod consistent;
+mod hash;
 pub mod host_set;
 mod least_request;
+mod maglev;
 mod random;
+mod ring_hash;
 mod round_robin;
+
+pub use hash::{xx64, xx64_chain};
 
 use std::{collections::HashMap, rc::Rc};
 
 use model::LbPolicy;
 
-use self::{least_request::LeastRequest, random::WeightedRandom, round_robin::RoundRobin};
+use self::{
+    consistent::HashTable, least_request::LeastRequest, random::WeightedRandom,
+    round_robin::RoundRobin,
+};
 use super::cluster_manager::Host;
 
 pub enum Balancer {
     RoundRobin(RoundRobin),
     Random(WeightedRandom),
     LeastRequest(LeastRequest),
+    /// RING_HASH and MAGLEV.
+    Hash(HashTable),
+}
+
+/// What one pick goes by: the request's hash (consistent-hash balancers; none: a random one)
+/// and which try of host selection this is (0 first).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickKey {
+    pub hash: Option<u64>,
+    pub attempt: u32,
 }
 
 impl Balancer {
-    /// Fresh state for `hosts`; `shard` staggers round-robin starts so shards spread out.
-    /// `locality_weighted`: hosts share by their locality's weight first (`weights`).
+    /// Fresh state for `hosts` (of a priority whose hosts are `all`); `shard` staggers
+    /// round-robin starts so shards spread out. `locality_weighted`: hosts share by their
+    /// locality's weight first (`weights`).
     pub fn new(
         policy: LbPolicy,
         hosts: &[Rc<Host>],
+        all: &[Rc<Host>],
         locality_weighted: bool,
         shard: usize,
     ) -> Self {
+        if policy.hashes() {
+            return Self::Hash(HashTable::new(policy, hosts, all, locality_weighted));
+        }
         let weights = weights(hosts, locality_weighted);
         match policy {
             LbPolicy::RoundRobin => Self::RoundRobin(RoundRobin::new(&weights, shard)),
@@ -37,10 +61,12 @@ impl Balancer {
             // An ORIGINAL_DST cluster has no hosts to balance: it picks by destination
             // (`ShardCluster::destination_host`).
             LbPolicy::ClusterProvided => Self::RoundRobin(RoundRobin::new(&weights, shard)),
+            LbPolicy::RingHash(_) | LbPolicy::Maglev { .. } => unreachable!("built above"),
         }
     }
 
-    pub fn pick(&mut self, hosts: &[Rc<Host>]) -> Option<usize> {
+    /// The next host's index; a consistent-hash balancer's for `hash`.
+    pub fn pick(&mut self, hosts: &[Rc<Host>], hash: u64, attempt: u32) -> Option<usize> {
         if hosts.is_empty() {
             return None;
         }
@@ -48,6 +74,7 @@ impl Balancer {
             Self::RoundRobin(rr) => rr.pick(),
             Self::Random(random) => random.pick(),
             Self::LeastRequest(lr) => lr.pick(hosts),
+            Self::Hash(table) => return table.pick(hash, attempt),
         })
     }
 }
@@ -140,8 +167,10 @@ mod tests {
             LbPolicy::Random,
             LbPolicy::LeastRequest { choice_count: 2 },
         ] {
-            let mut balancer = Balancer::new(policy, &hosts, true, 0);
-            let picks: Vec<usize> = (0..300).filter_map(|_| balancer.pick(&hosts)).collect();
+            let mut balancer = Balancer::new(policy, &hosts, &hosts, true, 0);
+            let picks: Vec<usize> = (0..300)
+                .filter_map(|_| balancer.pick(&hosts, 0, 0))
+                .collect();
             assert!(picks.iter().all(|&i| i != 1), "{policy:?}");
             assert!(picks.contains(&0) && picks.contains(&2), "{policy:?}");
         }

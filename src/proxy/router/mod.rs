@@ -68,6 +68,8 @@ pub struct Forwarding<'a> {
     /// Where an `ORIGINAL_DST` cluster sends the request: the downstream's original
     /// destination, or the address its `use_http_header` header names.
     pub destination: Option<std::net::SocketAddr>,
+    /// The request's hash for a consistent-hash cluster (`None`: a random host).
+    pub hash: Option<u64>,
 }
 
 /// A response from upstream: its head, and its body still to read.
@@ -153,8 +155,8 @@ async fn route(
         let avoid_previous = previous_hosts && !tried.is_empty();
         let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
         let host = match avoid_previous && cluster.config.original_dst.is_none() {
-            true => cluster.pick_where(attempts, |h| !tried.contains(&h.address())),
-            false => cluster.pick_for(request.destination),
+            true => cluster.pick_where(attempts, request.hash, |h| !tried.contains(&h.address())),
+            false => cluster.pick_for(request.destination, request.hash),
         };
         let Some(host) = host else {
             inc(&cells.upstream_cx_none_healthy);

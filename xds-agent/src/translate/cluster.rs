@@ -4,8 +4,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::envoy::config::{
     cluster::v3::{
         cluster::{
-            common_lb_config::LocalityConfigSpecifier, ClusterDiscoveryType, DiscoveryType,
-            LbConfig, LbPolicy as LbPolicyProto,
+            common_lb_config::LocalityConfigSpecifier, ring_hash_lb_config::HashFunction,
+            ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as LbPolicyProto,
         },
         Cluster as ClusterProto,
     },
@@ -17,7 +17,7 @@ use envoy_types::pb::{
         extensions::transport_sockets::internal_upstream::v3::InternalUpstreamTransport,
         r#type::metadata::v3::metadata_kind,
     },
-    google::protobuf::Any,
+    google::protobuf::{value, Any},
 };
 
 use super::{
@@ -31,8 +31,8 @@ use model::{
     metadata::Metadata as ModelMetadata,
     tls::ClientTls,
     Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, InternalEndpoint, LbPolicy,
-    Locality, MetadataSource, OriginalDst, PassthroughMetadata, SocketLabel, SocketMatch,
-    UpstreamProtocol, NO_ADDRESS,
+    Locality, MetadataSource, OriginalDst, PassthroughMetadata, RingHash, RingHashFunction,
+    SocketLabel, SocketMatch, UpstreamProtocol, NO_ADDRESS,
 };
 
 /// Envoy's default `connect_timeout`.
@@ -370,6 +370,57 @@ fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>)
             LbPolicy::LeastRequest { choice_count }
         }
         Ok(LbPolicyProto::ClusterProvided) => LbPolicy::ClusterProvided,
+        Ok(LbPolicyProto::RingHash) => {
+            let config = match &proto.lb_config {
+                Some(LbConfig::RingHashLbConfig(c)) => *c,
+                _ => Default::default(),
+            };
+            let minimum_ring_size = config.minimum_ring_size.map_or(1024, |v| v.value);
+            let maximum_ring_size = config.maximum_ring_size.map_or(MAX_RING_SIZE, |v| v.value);
+            let at = format!("{path}.ring_hash_lb_config");
+            for (field, size) in [
+                ("minimum_ring_size", minimum_ring_size),
+                ("maximum_ring_size", maximum_ring_size),
+            ] {
+                if !(1..=MAX_RING_SIZE).contains(&size) {
+                    let message = format!("{size} is not in [1, {MAX_RING_SIZE}]");
+                    errors.push(TranslateError::new(format!("{at}.{field}"), None, message));
+                }
+            }
+            if minimum_ring_size > maximum_ring_size {
+                errors.push(TranslateError::new(
+                    format!("{at}.minimum_ring_size"),
+                    None,
+                    format!("minimum_ring_size ({minimum_ring_size}) > maximum_ring_size ({maximum_ring_size})"),
+                ));
+            }
+            LbPolicy::RingHash(RingHash {
+                minimum_ring_size,
+                maximum_ring_size,
+                hash_function: match config.hash_function() {
+                    HashFunction::XxHash => RingHashFunction::XxHash,
+                    HashFunction::MurmurHash2 => RingHashFunction::MurmurHash2,
+                },
+                use_hostname: use_hostname(proto, path, errors),
+            })
+        }
+        Ok(LbPolicyProto::Maglev) => {
+            let table_size = match &proto.lb_config {
+                Some(LbConfig::MaglevLbConfig(c)) => c.table_size.map_or(65537, |v| v.value),
+                _ => 65537,
+            };
+            if table_size > MAX_MAGLEV_TABLE || !is_prime(table_size) {
+                errors.push(TranslateError::new(
+                    format!("{path}.maglev_lb_config.table_size"),
+                    None,
+                    format!("{table_size} is not a prime of at most {MAX_MAGLEV_TABLE}"),
+                ));
+            }
+            LbPolicy::Maglev {
+                table_size,
+                use_hostname: use_hostname(proto, path, errors),
+            }
+        }
         Ok(other) => {
             errors.push(TranslateError::new(
                 format!("{path}.lb_policy"),
@@ -387,6 +438,35 @@ fn lb_policy(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>)
             LbPolicy::RoundRobin
         }
     }
+}
+
+/// The largest ring Envoy builds (8M points), and the largest Maglev table it accepts.
+const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+const MAX_MAGLEV_TABLE: u64 = 5_000_011;
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+}
+
+/// `common_lb_config.consistent_hashing_lb_config` of a RING_HASH or MAGLEV cluster: whether
+/// hosts are hashed by hostname. Bounded load (`hash_balance_factor`) is refused.
+fn use_hostname(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> bool {
+    let Some(config) = proto
+        .common_lb_config
+        .as_ref()
+        .and_then(|c| c.consistent_hashing_lb_config.as_ref())
+    else {
+        return false;
+    };
+    if config.hash_balance_factor.is_some() {
+        errors.push(TranslateError::new(
+            format!("{path}.common_lb_config.consistent_hashing_lb_config.hash_balance_factor"),
+            None,
+            "bounded-load consistent hashing is not supported: a pick would read every host's \
+             active requests across shards",
+        ));
+    }
+    config.use_hostname_for_hashing
 }
 
 /// The EDS settings of an `EDS` cluster: its assignment's name, fetched over ADS.
@@ -466,6 +546,7 @@ fn hosts(
                     .filter(|h| !h.is_empty())
                     .map(Arc::from),
                 socket_labels: socket_labels(lb_endpoint.metadata.as_ref()),
+                hash_key: hash_key(lb_endpoint.metadata.as_ref()),
                 locality,
                 priority: group.priority,
                 eds_health: eds_health(lb_endpoint.health_status()),
@@ -676,6 +757,20 @@ pub(super) fn metadata(metadata: Option<&Metadata>) -> ModelMetadata {
 }
 
 /// An endpoint's `envoy.transport_socket_match` metadata as sorted labels.
+/// The `envoy.lb` metadata's string `hash_key`, which consistent hashing hashes instead of
+/// the address (Envoy ignores a key of another type, as here).
+fn hash_key(metadata: Option<&Metadata>) -> Option<Arc<str>> {
+    let value = metadata?
+        .filter_metadata
+        .get(names::ENVOY_LB)?
+        .fields
+        .get("hash_key")?;
+    match &value.kind {
+        Some(value::Kind::StringValue(key)) if !key.is_empty() => Some(key.as_str().into()),
+        _ => None,
+    }
+}
+
 fn socket_labels(metadata: Option<&Metadata>) -> Option<Arc<[SocketLabel]>> {
     let fields = &metadata?
         .filter_metadata

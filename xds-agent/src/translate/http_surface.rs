@@ -31,8 +31,6 @@ const METADATA: &str = "read only by filters that are not supported";
 /// - `RouteConfiguration.metadata`, `VirtualHost.metadata`, `Route.metadata`: opaque data only
 ///   unsupported filters read.
 /// - `VirtualHost.virtual_clusters`: per-virtual-cluster stats only.
-/// - `RouteAction.hash_policy`: read only by RING_HASH / MAGLEV load balancers, which clusters
-///   cannot select yet (and weighted `use_hash_policy` is rejected).
 /// - `WeightedCluster.runtime_key_prefix`, `RuntimeFractionalPercent.runtime_key`: no runtime.
 /// - `WeightedCluster.total_weight`: deprecated; Envoy uses the sum of the weights, as here.
 /// - `RequestMirrorPolicy.trace_sampled`: shadows are not traced (docs/tracing.md).
@@ -466,11 +464,52 @@ pub const SURFACE: &[Surface] = &[
             "max_stream_duration",
             "max_grpc_timeout",
             "grpc_timeout_offset",
-        ],
-        ignored: &[(
             "hash_policy",
-            "read only by RING_HASH / MAGLEV load balancing, which clusters cannot select yet",
-        )],
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy",
+        // `filter_state` is refused by route/hash_policy.rs with the reason.
+        supported: &[
+            "header",
+            "cookie",
+            "connection_properties",
+            "query_parameter",
+            "filter_state",
+            "terminal",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.Header",
+        supported: &["header_name", "regex_rewrite"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.Cookie",
+        supported: &["name", "ttl", "path", "attributes"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute",
+        supported: &["name", "value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties",
+        supported: &["source_ip"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter",
+        supported: &["name"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.route.v3.RouteAction.HashPolicy.FilterState",
+        supported: &["key"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.route.v3.RouteAction.MaxStreamDuration",

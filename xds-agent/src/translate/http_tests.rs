@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
 use model::{
+    hash_policy::HashInput,
     http::{EscapedSlashes, HttpConnectionManager, ServerHeader, UnderscoreHeaders},
     route::{
         AppendAction, ClusterSpecifier, HeaderAdd, HostRewrite, Mirror, RedirectPath, RetryOn,
@@ -1026,4 +1027,52 @@ fn istio_tracing_is_translated_and_unsupported_parts_refused() {
         let e = run(&config(&tracing), None).unwrap_err();
         assert!(e.iter().any(|e| e.path.contains(at)), "{at}: {e:#?}");
     }
+}
+
+#[test]
+fn hash_policies() {
+    let s = ok(&with_routes(
+        "[{match: {prefix: /}, route: {cluster: c, hash_policy: [
+            {header: {header_name: X-User, regex_rewrite: {pattern: {regex: '^(\\w+)-.*$'}, substitution: '\\1'}}},
+            {cookie: {name: sticky, ttl: 60.5s, path: /app, attributes: [{name: SameSite, value: Lax}]}, terminal: true},
+            {connection_properties: {source_ip: false}},
+            {connection_properties: {source_ip: true}},
+            {query_parameter: {name: user}}]}}]",
+    ));
+    let routes = &hcm(&s).routes.inline().unwrap().virtual_hosts[0].routes;
+    let RouteAction::Forward(forward) = &routes[0].action else {
+        panic!("{:?}", routes[0].action);
+    };
+    let policies = &forward.hash_policy.policies;
+    // `source_ip: false` hashes nothing: left out, as Envoy leaves it out.
+    assert_eq!(policies.len(), 4, "{policies:?}");
+    assert!(
+        matches!(&policies[0].input, HashInput::Header { name, rewrite: Some(_) } if &**name == "x-user")
+    );
+    let HashInput::Cookie(cookie) = &policies[1].input else {
+        panic!("{policies:?}");
+    };
+    assert!(policies[1].terminal);
+    assert_eq!(cookie.ttl, Some(60));
+    assert_eq!(&*cookie.path, "/app");
+    assert_eq!(
+        cookie.attributes,
+        [(Box::from("SameSite"), Box::from("Lax"))]
+    );
+    assert!(matches!(policies[2].input, HashInput::SourceIp));
+    assert!(matches!(&policies[3].input, HashInput::QueryParameter(name) if &**name == "user"));
+    let e = errors(&with_routes(
+        "[{match: {prefix: /}, route: {cluster: c, hash_policy: [{filter_state: {key: k}}, {cookie: {name: ''}}, {}]}}]",
+    ));
+    let route = ".route_config.virtual_hosts[0].routes[0].route.hash_policy";
+    let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("{route}[0].filter_state"),
+            format!("{route}[1].cookie.name"),
+            format!("{route}[2]"),
+        ],
+        "{e:?}"
+    );
 }

@@ -325,7 +325,24 @@ pub const SURFACE: &[Surface] = &[
             "max_connect_attempts",
             "access_log",
             "tunneling_config",
+            "hash_policy",
         ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.HashPolicy",
+        // `filter_state` is refused by tcp_proxy.rs with the reason.
+        supported: &["source_ip", "filter_state"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.HashPolicy.SourceIp",
+        supported: &[],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.type.v3.HashPolicy.FilterState",
+        supported: &["key"],
         ignored: &[],
     },
     Surface {
@@ -403,6 +420,8 @@ pub const SURFACE: &[Surface] = &[
             "connect_timeout",
             "lb_policy",
             "least_request_lb_config",
+            "ring_hash_lb_config",
+            "maglev_lb_config",
             "load_assignment",
             "dns_refresh_rate",
             "dns_lookup_family",
@@ -498,7 +517,27 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
-        supported: &["locality_weighted_lb_config", "healthy_panic_threshold"],
+        supported: &[
+            "locality_weighted_lb_config",
+            "healthy_panic_threshold",
+            "consistent_hashing_lb_config",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig",
+        // `hash_balance_factor` (bounded load) is refused by cluster.rs with the reason.
+        supported: &["use_hostname_for_hashing", "hash_balance_factor"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
+        supported: &["minimum_ring_size", "maximum_ring_size", "hash_function"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
+        supported: &["table_size"],
         ignored: &[],
     },
     Surface {

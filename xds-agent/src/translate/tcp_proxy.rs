@@ -7,11 +7,15 @@ use envoy_types::pb::{
         tcp_proxy::{ClusterSpecifier, TunnelingConfig as TunnelingProto},
         TcpProxy as TcpProxyProto,
     },
+    envoy::r#type::v3::hash_policy::PolicySpecifier,
     google::protobuf::Any,
 };
 
 use super::{
-    access_log::access_logs, duration, http_connection_manager::Problems, route::header_adds,
+    access_log::access_logs,
+    duration,
+    http_connection_manager::Problems,
+    route::{header_adds, NO_HASHABLE_FILTER_STATE},
     TranslateError,
 };
 use model::{
@@ -62,6 +66,7 @@ pub(super) fn tcp_proxy(
         let mut p = Problems { url, errors };
         tunneling(t, &format!("{path}.tunneling_config"), &mut p).map(Box::new)
     });
+    let hashes_source_ip = hashes_source_ip(&config, path, url, errors);
     if errors.len() > before {
         return None;
     }
@@ -72,7 +77,42 @@ pub(super) fn tcp_proxy(
         access_logs,
         stats: stats.tcp_proxy(&config.stat_prefix),
         tunneling,
+        hashes_source_ip,
     })
+}
+
+/// `hash_policy` (at most one, as Envoy): whether a consistent-hash cluster hashes the
+/// connection's source IP; `filter_state` is refused.
+fn hashes_source_ip(
+    config: &TcpProxyProto,
+    path: &str,
+    url: Option<&str>,
+    errors: &mut Vec<TranslateError>,
+) -> bool {
+    let at = format!("{path}.hash_policy");
+    match config.hash_policy.as_slice() {
+        [] => false,
+        [policy] => match &policy.policy_specifier {
+            Some(PolicySpecifier::SourceIp(_)) => true,
+            Some(PolicySpecifier::FilterState(_)) => {
+                errors.push(TranslateError::new(
+                    format!("{at}[0].filter_state"),
+                    url,
+                    NO_HASHABLE_FILTER_STATE,
+                ));
+                false
+            }
+            None => {
+                let message = "one of source_ip or filter_state is required";
+                errors.push(TranslateError::new(format!("{at}[0]"), url, message));
+                false
+            }
+        },
+        _ => {
+            errors.push(TranslateError::new(at, url, "at most one hash policy"));
+            false
+        }
+    }
 }
 
 /// `tunneling_config` at `path`: the hostname and header values are substitution formats;

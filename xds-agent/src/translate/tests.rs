@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use super::*;
 use model::{
     access_log::{JsonFormat, JsonTemplate, LogSink, SubstitutionFormat},
-    Cluster, ClusterRef, DnsHost, LbPolicy, NetworkFilter, TcpProxy,
+    Cluster, ClusterRef, DnsHost, LbPolicy, NetworkFilter, RingHash, RingHashFunction, TcpProxy,
 };
 
 const TCP: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -577,6 +577,49 @@ fn cluster_options() {
     assert!(stat_names(|o| c.stats.read(o)).contains(&"cluster.c.upstream_cx_total".into()));
 }
 
+#[test]
+fn consistent_hash_policies() {
+    let s = ok(&config(
+        "cluster: c",
+        "[{name: c, lb_policy: RING_HASH, ring_hash_lb_config: {minimum_ring_size: 64, hash_function: MURMUR_HASH_2}, common_lb_config: {consistent_hashing_lb_config: {use_hostname_for_hashing: true}}, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}, metadata: {filter_metadata: {envoy.lb: {hash_key: alpha}}}}]}]}}, {name: m, lb_policy: MAGLEV}, {name: r, lb_policy: RING_HASH}]",
+    ));
+    let c = &s.clusters["c"];
+    assert_eq!(
+        c.lb_policy,
+        LbPolicy::RingHash(RingHash {
+            minimum_ring_size: 64,
+            maximum_ring_size: 8 << 20,
+            hash_function: RingHashFunction::MurmurHash2,
+            use_hostname: true,
+        })
+    );
+    assert_eq!(c.endpoints[0].hash_key.as_deref(), Some("alpha"));
+    assert_eq!(
+        s.clusters["m"].lb_policy,
+        LbPolicy::Maglev {
+            table_size: 65537,
+            use_hostname: false
+        }
+    );
+    assert!(
+        matches!(s.clusters["r"].lb_policy, LbPolicy::RingHash(r) if r.minimum_ring_size == 1024 && r.hash_function == RingHashFunction::XxHash)
+    );
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, lb_policy: RING_HASH, ring_hash_lb_config: {minimum_ring_size: 0, maximum_ring_size: 9000000}, common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}}]",
+    ));
+    let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "static_resources.clusters[0].ring_hash_lb_config.minimum_ring_size",
+            "static_resources.clusters[0].ring_hash_lb_config.maximum_ring_size",
+            "static_resources.clusters[0].common_lb_config.consistent_hashing_lb_config.hash_balance_factor",
+        ],
+        "{e:#?}"
+    );
+}
+
 const DNS: &str = "[{name: c, type: STRICT_DNS, dns_refresh_rate: 10s, dns_lookup_family: V4_ONLY, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: backend.local, port_value: 80}}}, load_balancing_weight: 2}]}]}}]";
 
 #[test]
@@ -621,7 +664,7 @@ fn dns_clusters() {
 fn cluster_errors() {
     let e = errors(&config(
         "cluster: c",
-        "[{name: c, type: EDS}, {name: d, lb_policy: RING_HASH, connect_timeout: 0s}, {name: s, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: db.local, port_value: 1}}}, load_balancing_weight: 0}]}]}}, {name: g, type: LOGICAL_DNS, least_request_lb_config: {choice_count: 1}, lb_policy: LEAST_REQUEST, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: a, port_value: 1}}}}, {endpoint: {address: {socket_address: {address: b, port_value: 1}}}}]}]}}, {name: h, health_checks: [{timeout: 1s}]}]",
+        "[{name: c, type: EDS}, {name: d, lb_policy: MAGLEV, maglev_lb_config: {table_size: 100}, connect_timeout: 0s}, {name: s, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: db.local, port_value: 1}}}, load_balancing_weight: 0}]}]}}, {name: g, type: LOGICAL_DNS, least_request_lb_config: {choice_count: 1}, lb_policy: LEAST_REQUEST, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: a, port_value: 1}}}}, {endpoint: {address: {socket_address: {address: b, port_value: 1}}}}]}]}}, {name: h, health_checks: [{timeout: 1s}]}]",
     ));
     let got: Vec<_> = e
         .iter()
@@ -635,7 +678,7 @@ fn cluster_errors() {
                 "eds_cluster_config is required for an EDS cluster"
             ),
             ("static_resources.clusters[1].connect_timeout", "must be greater than zero"),
-            ("static_resources.clusters[1].lb_policy", "lb_policy RING_HASH is not supported yet"),
+            ("static_resources.clusters[1].maglev_lb_config.table_size", "100 is not a prime of at most 5000011"),
             (
                 "static_resources.clusters[2].load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight",
                 "load_balancing_weight must be at least 1"

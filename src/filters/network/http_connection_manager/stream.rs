@@ -44,6 +44,7 @@ use crate::{
     proxy::{
         cluster_manager::ShardCluster,
         pool::UpstreamConn,
+        request_hash::{request_hash, RequestHash},
         router::{
             self,
             deadline::{Deadlines, Expiry},
@@ -336,7 +337,13 @@ async fn routed(
     exchange.grpc_web = cx.notes.grpc_web();
     exchange.alpn = cx.notes.take_alpn();
     let levels = table.header_mutations(chosen.virtual_host, chosen.route, chosen.weighted_headers);
+    // Hashed before the route's rewrites, as Envoy picks the host before applying them.
+    let hashed = match chosen.cluster.config.lb_policy.hashes() {
+        true => request_hash(&chosen.forward.hash_policy, request, c.remote, c.local),
+        false => RequestHash::default(),
+    };
     let relay = |attempts, keep_alive| Relay {
+        set_cookie: hashed.set_cookie.clone(),
         attempts,
         levels,
         ran,
@@ -347,7 +354,10 @@ async fn routed(
     };
     if incoming.connect {
         return match chosen.forward.terminates_connect {
-            true => tunnel::terminate(s, cx, request, &chosen, relay(None, false), exchange).await,
+            true => {
+                let relay = relay(None, false);
+                tunnel::terminate(s, cx, request, &chosen, relay, hashed.hash, exchange).await
+            }
             // Envoy would forward the CONNECT upstream, which is not supported.
             false => {
                 exchange.details = "upgrade_failed".into();
@@ -358,16 +368,12 @@ async fn routed(
     }
     let retry = upstream_headers(request, &chosen, levels, &Values { c, exchange });
     let body = body.expect("made for every request but a CONNECT");
-    let (routed, record) = forward(
-        c,
-        body,
-        request,
-        &chosen,
+    let upstream = Upstream {
+        chosen: &chosen,
         retry,
-        &incoming.framing,
-        exchange,
-    )
-    .await;
+        hash: hashed.hash,
+    };
+    let (routed, record) = forward(c, body, request, upstream, &incoming.framing, exchange).await;
     exchange.flags.set(record.flags);
     exchange.upstream_host = record.upstream_host;
     match record.downstream_timeout {
@@ -485,6 +491,14 @@ fn upstream_headers<'a>(
     retry
 }
 
+/// Where the router sends a request: the route's choice, its retry policy, and the request's
+/// hash for a consistent-hash cluster.
+struct Upstream<'a, 'c> {
+    chosen: &'a Chosen<'c>,
+    retry: Option<&'a RetryPolicy>,
+    hash: Option<u64>,
+}
+
 /// What the exchange learns of the request body: whether it was read to its end, and how
 /// much of it arrived.
 fn note_body(exchange: &mut Exchange, body: &RequestBody<'_>) {
@@ -499,11 +513,15 @@ async fn forward(
     c: &Connection<'_>,
     mut body: RequestBody<'_>,
     request: &mut RequestHead,
-    chosen: &Chosen<'_>,
-    retry: Option<&RetryPolicy>,
+    upstream: Upstream<'_, '_>,
     framing: &Framing,
     exchange: &mut Exchange,
 ) -> (Routed, RouterRecord) {
+    let Upstream {
+        chosen,
+        retry,
+        hash,
+    } = upstream;
     let hcm = c.hcm;
     let cluster = &chosen.cluster;
     let version = std::mem::replace(&mut request.version, Version::Http11);
@@ -539,6 +557,7 @@ async fn forward(
         retry,
         client_version: version,
         alpn: exchange.alpn.clone(),
+        hash,
         destination: cluster
             .config
             .original_dst

@@ -25,6 +25,7 @@ use crate::{
     protocol::http2::tunnel::Tunnel,
     proxy::{
         cluster_manager::ActiveHost,
+        lb::PickKey,
         open_as::OpenAs,
         pool::{self, open_transport, Acquire, Lease, UpstreamConn},
         router::{overflow_reply, reset_reply},
@@ -54,6 +55,7 @@ pub(super) async fn terminate(
     request: &RequestHead,
     chosen: &Chosen<'_>,
     relay: Relay<'_>,
+    hash: Option<u64>,
     exchange: &mut Exchange,
 ) -> Next {
     let c = s.c;
@@ -64,7 +66,7 @@ pub(super) async fn terminate(
     let try_started = Instant::now();
     // Held for the tunnel's life: a CONNECT is a request of its cluster (`max_requests`).
     let request_slot = cluster.breakers.request();
-    let opened = match cluster.pick() {
+    let opened = match cluster.pick(PickKey { hash, attempt: 0 }) {
         _ if request_slot.is_none() => {
             inc(&cells.upstream_rq_pending_overflow);
             Err(overflow_reply().flagged(ResponseFlags::UPSTREAM_OVERFLOW))

@@ -61,6 +61,8 @@ pub(super) struct Relay<'r> {
     pub upgrading: bool,
     pub upstream_http: &'r UpstreamHttpOptions,
     pub upstream_buffer_limit: usize,
+    /// The cookie a `hash_policy` made for this request, set on the response.
+    pub set_cookie: Option<Bytes>,
 }
 
 /// The response policy on an upstream's head (or a terminated CONNECT's 200): the route
@@ -126,6 +128,9 @@ pub(super) async fn proxy_response(
     respond_with(c, exchange, head.status);
     exchange.details = "via_upstream".into();
     upstream_head(c, cx, request, &mut head, &relay, try_started, exchange);
+    if let Some(cookie) = relay.set_cookie.clone() {
+        head.headers.append("set-cookie", cookie);
+    }
     if head.status == 101 {
         let upgraded = body.into_upgrade().filter(|_| relay.upgrading);
         return match upgraded {

@@ -141,6 +141,7 @@ pub(super) fn forward(
             }
         }
     }
+    let hash_policy = super::hash_policy::hash_policies(&proto.hash_policy, &at("hash_policy"), p);
     if p.count() > before {
         return None;
     }
@@ -165,6 +166,7 @@ pub(super) fn forward(
         },
         upgrades,
         terminates_connect,
+        hash_policy,
     })
 }
 
@@ -529,7 +531,7 @@ fn per_million(f: &RuntimeFractionalPercent, path: &str, p: &mut Problems) -> Op
     Some(default.numerator.saturating_mul(scale).min(1_000_000))
 }
 
-fn regex_rewrite(
+pub(super) fn regex_rewrite(
     proto: &RegexMatchAndSubstitute,
     path: &str,
     p: &mut Problems,
@@ -554,7 +556,7 @@ fn required(name: &str, path: String, p: &mut Problems) -> Option<()> {
 }
 
 /// A string that ends up in a header (a path or host): no NUL, CR or LF.
-fn checked_value(value: &str, path: String, p: &mut Problems) -> Option<String> {
+pub(super) fn checked_value(value: &str, path: String, p: &mut Problems) -> Option<String> {
     match header_value_problem(value) {
         Some(problem) => {
             p.add(path, problem);

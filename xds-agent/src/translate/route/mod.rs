@@ -2,9 +2,11 @@
 //! and their domain index, routes and their index, cluster references, per-filter configs.
 //! An unchanged table keeps the previous generation's `Arc`.
 mod action;
+mod hash_policy;
 mod header_ops;
 mod matcher;
 
+pub(super) use hash_policy::NO_HASHABLE_FILTER_STATE;
 pub(super) use header_ops::adds as header_adds;
 
 pub(super) use header_ops::is_token_byte;
