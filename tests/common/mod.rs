@@ -111,9 +111,10 @@ pub fn have_command(cmd: &str) -> bool {
 ///   cluster endpoint in the same bootstrap, a control plane's resources), matched on
 ///   (`destination_port`, `source_ports`, an authorization server's deny list), connected to
 ///   while its listener warms, or hot restart's fixed addresses;
-/// - the compared outcome carries it: Envoy names listener stats after the configured address
-///   (`listener.127.0.0.1_0.` for port 0, see `tls::listener_stats`), and some access-log
-///   lines and recorded requests hold the listener's address;
+/// - the test reads it back from what names it: listener stats are named after the configured
+///   address, in Envoy as in shardproxy (`listener.127.0.0.1_0.` for port 0, see
+///   `tls::listener_stats`), and some compared access-log lines and recorded requests hold the
+///   listener's address;
 /// - nothing may listen there at all ([`refused_port`]).
 ///
 /// Everything else binds port 0 and reads the port back ([`Proxy::port`],

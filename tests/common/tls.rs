@@ -687,9 +687,9 @@ pub fn listener_with(
 }
 
 /// The stat prefix Envoy gives a listener on 127.0.0.1:`port`: `listener.127.0.0.1_<port>.`.
-/// Envoy takes it from the configured address, so every listener configured on port 0 shares
-/// `listener.127.0.0.1_0.` (shardproxy names it after the bound port): a test that reads these
-/// stats configures its listener on a fixed port ([`free_port`](super::free_port)).
+/// Envoy and shardproxy take it from the configured address, so every listener configured on
+/// port 0 shares `listener.127.0.0.1_0.`: a test that reads these stats configures its listener
+/// on a fixed port ([`free_port`](super::free_port)).
 pub fn listener_stats(port: u16) -> String {
     format!("listener.127.0.0.1_{port}.")
 }
