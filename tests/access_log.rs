@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 #[test]
 fn file_access_log_one_line_per_connection() {
     let (sink, _rx) = Upstream::sink();
-    let (l, dead_l, admin) = (free_port(), free_port(), free_port());
     let dir = TempDir::new("access_log_files");
     let log = dir.file("access.log");
     let format = "conn %UPSTREAM_HOST% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% flags=%RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER%\n";
@@ -25,17 +24,18 @@ fn file_access_log_one_line_per_connection() {
     }]});
     let dead = refused_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            listener("logged", l, tcp_proxy("logged", "sink", access_log.clone())),
-            listener("dead", dead_l, tcp_proxy("dead", "dead", access_log)),
+            listener("logged", 0, tcp_proxy("logged", "sink", access_log.clone())),
+            listener("dead", 0, tcp_proxy("dead", "dead", access_log)),
         ],
         vec![
             cluster("sink", &[(sink.port, 1)], json!(null)),
             cluster("dead", &[(dead, 1)], json!(null)),
         ],
     );
-    let _proxy = Proxy::start("access_log", &b);
+    let proxy = Proxy::start("access_log", &b);
+    let (l, dead_l) = (proxy.port("logged"), proxy.port("dead"));
     let sizes = [1usize, 1000, 123_456];
     for (i, n) in sizes.iter().enumerate() {
         let mut s = connect(l);
@@ -90,7 +90,6 @@ fn file_access_log_one_line_per_connection() {
 /// As Envoy: the access log line of a failed connect names the host that was tried.
 #[test]
 fn failed_connect_logs_the_upstream_host_tried() {
-    let (l, admin) = (free_port(), free_port());
     let dir = TempDir::new("access_log_uf");
     let log = dir.file("access.log");
     let access_log = json!({"access_log": [{
@@ -103,11 +102,12 @@ fn failed_connect_logs_the_upstream_host_tried() {
     }]});
     let dead = refused_port();
     let b = bootstrap(
-        admin,
-        vec![listener("dead", l, tcp_proxy("dead", "dead", access_log))],
+        0,
+        vec![listener("dead", 0, tcp_proxy("dead", "dead", access_log))],
         vec![cluster("dead", &[(dead, 1)], json!(null))],
     );
-    let _proxy = Proxy::start("access_log_uf", &b);
+    let proxy = Proxy::start("access_log_uf", &b);
+    let l = proxy.port("dead");
     let mut s = connect(l);
     assert_eq!(next_outcome(&mut s, SOON), Outcome::Eof);
     let line = wait_for(SOON, "the access log line", || {
@@ -142,7 +142,8 @@ fn remap_ports(v: &mut Value, ports: &HashMap<u64, u16>) {
     }
 }
 
-/// examples/tcp-proxy-lb.yaml as shipped (ports moved to free ones): each of its listeners
+/// examples/tcp-proxy-lb.yaml as shipped (its admin and listeners moved to port 0, its
+/// backends to the test's): each of its listeners
 /// logs one line per connection to stdout, starting with the listener's name.
 #[test]
 fn example_tcp_proxy_lb_logs_a_line_per_connection_on_each_listener() {
@@ -153,17 +154,17 @@ fn example_tcp_proxy_lb_logs_a_line_per_connection_on_each_listener() {
         .into_iter()
         .map(Upstream::hello)
         .collect();
-    let (admin, rr, split) = (free_port(), free_port(), free_port());
     let ports = HashMap::from([
-        (9902, admin),
-        (10001, rr),
-        (10002, split),
+        (9902, 0),
+        (10001, 0),
+        (10002, 0),
         (9001, backends[0].port),
         (9002, backends[1].port),
         (9003, backends[2].port),
     ]);
     remap_ports(&mut example, &ports);
     let proxy = Proxy::start("example_lb", &example);
+    let (rr, split) = (proxy.port("weighted_rr"), proxy.port("canary_split"));
     for port in [rr, rr, rr, split, split, split] {
         let mut s = connect(port);
         let id = read_line(&mut s).unwrap();
@@ -192,6 +193,7 @@ fn example_tcp_proxy_lb_logs_a_line_per_connection_on_each_listener() {
 /// stays empty. Envoy 1.40 and shardproxy write the same lines.
 #[test]
 fn listener_access_log_records_connections_no_chain_took() {
+    // A fixed port: the compared log lines carry it (`%DOWNSTREAM_LOCAL_ADDRESS%`).
     let port = free_port();
     let dir = TempDir::new("listener_access_log");
     let (nr, uh) = (dir.file("nr.log"), dir.file("uh.log"));
@@ -211,7 +213,7 @@ fn listener_access_log_records_connections_no_chain_took() {
     unmatched["filter_chains"][0]["filter_chain_match"] = json!({"destination_port": 1});
     unmatched["access_log"] = json!([log(&nr, "NR"), log(&uh, "UH")]);
     let b = bootstrap(
-        free_port(),
+        0,
         vec![unmatched],
         vec![cluster("sink", &[(refused_port(), 1)], json!(null))],
     );
@@ -241,7 +243,6 @@ fn listener_access_log_records_connections_no_chain_took() {
 /// reached, the listener itself, where it would loop.
 #[test]
 fn original_dst_without_a_redirect_has_no_host() {
-    let (tcp_port, http_port) = (free_port(), free_port());
     let dir = TempDir::new("original_dst_direct");
     let log = dir.file("access.log");
     let access_log = json!({"access_log": common::http_e2e::file_access_log(
@@ -254,13 +255,13 @@ fn original_dst_without_a_redirect_has_no_host() {
     }]);
     let mut tcp = listener(
         "tcp",
-        tcp_port,
+        0,
         tcp_proxy("tcp", "passthrough", access_log.clone()),
     );
     tcp["listener_filters"] = original_dst.clone();
     let routes = common::http::catch_all_routes("passthrough", json!({}));
     let manager = common::http::hcm("http", routes, vec![], access_log);
-    let mut http = common::http::http_listener("http", http_port, manager);
+    let mut http = common::http::http_listener("http", 0, manager);
     http["listener_filters"] = original_dst;
     let passthrough = json!({
         "name": "passthrough",
@@ -268,7 +269,7 @@ fn original_dst_without_a_redirect_has_no_host() {
         "connect_timeout": "1s",
         "lb_policy": "CLUSTER_PROVIDED",
     });
-    let b = bootstrap(free_port(), vec![tcp, http], vec![passthrough]);
+    let b = bootstrap(0, vec![tcp, http], vec![passthrough]);
     let length = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len() as usize);
     let next_line = |before: usize| {
         wait_for(SOON, "the access log line", || {
@@ -276,7 +277,8 @@ fn original_dst_without_a_redirect_has_no_host() {
             Some(text[before..].to_string()).filter(|t| t.ends_with('\n'))
         })
     };
-    common::tls::on_both("original-dst-direct", &b, |_| {
+    common::tls::on_both("original-dst-direct", &b, |proxy| {
+        let (tcp_port, http_port) = (proxy.port("tcp"), proxy.port("http"));
         let before = length(&log);
         let mut s = connect(tcp_port);
         s.write_all(b"hello").ok();
@@ -298,7 +300,6 @@ fn original_dst_without_a_redirect_has_no_host() {
 #[test]
 fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
     let echo = Upstream::echo();
-    let (port, admin) = (free_port(), free_port());
     let dir = TempDir::new("access_log_fifo");
     let fifo = dir.file("access.fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
@@ -312,15 +313,16 @@ fn a_stalled_log_sink_drops_lines_instead_of_stalling_traffic() {
         },
     }]});
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "logged",
-            port,
+            0,
             tcp_proxy("logged", "echo", access_log),
         )],
         vec![cluster("echo", &[(echo.port, 1)], json!({}))],
     );
     let proxy = Proxy::start("access_log_fifo", &b);
+    let port = proxy.port("logged");
     // Each connection closes in its own loop turn: one batch each, more than the queue holds.
     let connections = 1500;
     for i in 0..connections {

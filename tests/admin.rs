@@ -21,9 +21,10 @@ struct Setup {
 fn setup(tag: &str) -> Setup {
     let echo = Upstream::echo();
     let spare = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
+    // A fixed port: the test reads the listener's stats, named after its configured address.
+    let l = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "front",
             l,
@@ -226,11 +227,12 @@ fn stats_text_json_filter_usedonly_and_counters_move() {
 #[test]
 fn listener_stat_prefix_names_listener_stats() {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
+    // A fixed port: the test reads the listener's stats, named after its configured address.
+    let l = free_port();
     let mut lst = listener("named", l, tcp_proxy("named_tcp", "echo", json!(null)));
     lst["stat_prefix"] = json!("my_front");
     let b = bootstrap(
-        admin,
+        0,
         vec![lst],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );

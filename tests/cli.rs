@@ -20,43 +20,41 @@ fn echo_ok(port: u16) {
 #[test]
 fn config_yaml_alone() {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "inline",
-            l,
+            0,
             tcp_proxy("inline", "echo", json!(null)),
         )],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let inline = serde_json::to_string(&b).unwrap();
-    let _proxy = Proxy::builder_raw("config_yaml", None, admin)
+    let proxy = Proxy::builder_raw("config_yaml", None, 0)
         .args(&["--config-yaml", &inline])
         .start();
-    echo_ok(l);
+    echo_ok(proxy.port("inline"));
 }
 
 #[test]
 fn config_yaml_merged_over_file() {
     let echo = Upstream::echo();
-    let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "from_file",
-            l1,
+            0,
             tcp_proxy("f", "echo", json!(null)),
         )],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     // Repeated fields append: the inline listener is added to the file's.
-    let extra = json!({"static_resources": {"listeners": [listener("inline", l2, tcp_proxy("i", "echo", json!(null)))]}});
+    let extra = json!({"static_resources": {"listeners": [listener("inline", 0, tcp_proxy("i", "echo", json!(null)))]}});
     let proxy = Proxy::builder("config_yaml_merge", &b)
         .args(&["--config-yaml", &serde_json::to_string(&extra).unwrap()])
         .start();
-    echo_ok(l1);
-    echo_ok(l2);
+    echo_ok(proxy.port("from_file"));
+    echo_ok(proxy.port("inline"));
     let listeners = proxy.get("/listeners").body;
     assert!(
         listeners.contains("from_file") && listeners.contains("inline"),
@@ -67,11 +65,10 @@ fn config_yaml_merged_over_file() {
 #[test]
 fn log_level_debug_logs_more() {
     // A failed upstream connect is logged at debug level: seen with -l debug, not at info.
-    let (l, admin) = (free_port(), free_port());
-    let b = |admin: u16, l: u16| {
+    let b = || {
         bootstrap(
-            admin,
-            vec![listener("l", l, tcp_proxy("l", "dead", json!(null)))],
+            0,
+            vec![listener("l", 0, tcp_proxy("l", "dead", json!(null)))],
             vec![cluster("dead", &[(refused_port(), 1)], json!(null))],
         )
     };
@@ -79,10 +76,10 @@ fn log_level_debug_logs_more() {
         let mut s = connect(port);
         assert_eq!(next_outcome(&mut s, SOON), Outcome::Eof);
     };
-    let debug = Proxy::builder("debug_log", &b(admin, l))
+    let debug = Proxy::builder("debug_log", &b())
         .args(&["-l", "debug"])
         .start();
-    fail_once(l);
+    fail_once(debug.port("l"));
     wait_for(SOON, "DEBUG lines on stderr with -l debug", || {
         debug
             .stderr()
@@ -90,11 +87,10 @@ fn log_level_debug_logs_more() {
             .any(|l| l.contains("DEBUG"))
             .then_some(())
     });
-    let (l2, admin2) = (free_port(), free_port());
-    let info = Proxy::builder("info_log", &b(admin2, l2))
+    let info = Proxy::builder("info_log", &b())
         .args(&["-l", "info"])
         .start();
-    fail_once(l2);
+    fail_once(info.port("l"));
     info.wait_stat("cluster.dead.upstream_cx_connect_fail", ">= 1", |v| v >= 1);
     assert!(
         !info.stderr().contains("DEBUG"),
@@ -120,7 +116,6 @@ fn log_level_debug_logs_more() {
 #[test]
 fn dns_clusters_resolve_localhost() {
     let (a, b) = (Upstream::hello("strict"), Upstream::hello("logical"));
-    let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let dns = |name: &str, kind: &str, port: u16| {
         json!({
             "name": name,
@@ -133,10 +128,10 @@ fn dns_clusters_resolve_localhost() {
         })
     };
     let bs = bootstrap(
-        admin,
+        0,
         vec![
-            listener("l1", l1, tcp_proxy("l1", "strict", json!(null))),
-            listener("l2", l2, tcp_proxy("l2", "logical", json!(null))),
+            listener("l1", 0, tcp_proxy("l1", "strict", json!(null))),
+            listener("l2", 0, tcp_proxy("l2", "logical", json!(null))),
         ],
         vec![
             dns("strict", "STRICT_DNS", a.port),
@@ -144,6 +139,7 @@ fn dns_clusters_resolve_localhost() {
         ],
     );
     let proxy = Proxy::start("dns", &bs);
+    let (l1, l2) = (proxy.port("l1"), proxy.port("l2"));
     for (port, id) in [(l1, "strict"), (l2, "logical")] {
         let got = wait_for(SOON, &format!("{id} cluster to resolve localhost"), || {
             let mut s = try_connect(port).ok()?;
@@ -201,11 +197,10 @@ fn more_shards_than_cpus_warns() {
         );
         return;
     };
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
-        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+        0,
+        vec![listener("l", 0, tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(refused_port(), 1)], json!(null))],
     );
     // Pinned to one CPU, two shards: the proxy runs, and says so.
     let proxy = Proxy::builder("more_shards", &b)

@@ -12,15 +12,15 @@ use serde_json::json;
 
 fn echo_proxy(tag: &str, drain_time_s: &str) -> (Proxy, u16, Upstream) {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![listener("l", l, tcp_proxy("l", "echo", json!(null)))],
+        0,
+        vec![listener("l", 0, tcp_proxy("l", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let proxy = Proxy::builder(tag, &b)
         .args(&["--drain-time-s", drain_time_s])
         .start();
+    let l = proxy.port("l");
     (proxy, l, echo)
 }
 
@@ -116,16 +116,16 @@ fn sigterm_closes_idle_http_connections_and_tells_busy_ones_to_close() {
         "/slow" => Reply::after(800, Reply::ok("slow")),
         _ => Reply::ok("ok"),
     });
-    let (l, admin) = (free_port(), free_port());
     let routes = any_host(json!([route_to("/", "up", json!({}))]));
     let b = bootstrap(
-        admin,
-        vec![http_listener("http", l, hcm("http", routes, json!({})))],
+        0,
+        vec![http_listener("http", 0, hcm("http", routes, json!({})))],
         vec![cluster("up", &[(up.port, 1)], json!(null))],
     );
     let mut proxy = Proxy::builder("drain_http", &b)
         .args(&["--drain-time-s", "60", "--concurrency", "1"])
         .start();
+    let l = proxy.port("http");
     let mut idle = Client::connect(l);
     assert_eq!(idle.get("/").status, 200);
     let mut busy = Client::connect(l);

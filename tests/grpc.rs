@@ -94,13 +94,13 @@ fn grpc_scenarios_through_the_proxy() {
     for kind in kinds(TEST) {
         let started = Instant::now();
         let server = grpc_server();
-        let (admin, port) = (free_port(), free_port());
         let boot = bootstrap(
-            admin,
-            vec![grpc_listener("grpc", port)],
+            0,
+            vec![grpc_listener("grpc", 0)],
             vec![cluster("grpc", &[(server.port, 1)], h2_upstream())],
         );
         let proxy = HttpProxy::start(kind, "grpc", &boot);
+        let port = proxy.port("grpc");
         let runs = call(port, "all");
         let k = kind.name();
         let at = |name: &str| scenario(&runs, k, name);
@@ -245,13 +245,13 @@ fn grpc_without_a_healthy_upstream_is_unavailable() {
         return;
     }
     for kind in kinds(TEST) {
-        let (admin, port) = (free_port(), free_port());
         let boot = bootstrap(
-            admin,
-            vec![grpc_listener("dead", port)],
+            0,
+            vec![grpc_listener("dead", 0)],
             vec![cluster("dead", &[(refused_port(), 1)], h2_upstream())],
         );
         let proxy = HttpProxy::start(kind, "grpc-dead", &boot);
+        let port = proxy.port("dead");
         let k = kind.name();
         let v = &call(port, "ping")["ping"];
         assert_eq!(v["code"], "UNAVAILABLE", "{k}: {v}");
@@ -286,7 +286,6 @@ fn grpc_timeout_header_with_an_offset() {
     }
     for kind in kinds(TEST) {
         let server = grpc_server();
-        let (admin, port) = (free_port(), free_port());
         // The call's own grpc-timeout (2 s) less a 1.5 s offset, uncapped: the proxy gives up
         // after 0.5 s, though the route's timeout is 10 s.
         let route = json!({
@@ -296,7 +295,7 @@ fn grpc_timeout_header_with_an_offset() {
         });
         let listener = http_listener(
             "grpc",
-            port,
+            0,
             hcm(
                 "grpc",
                 catch_all_routes("grpc", route),
@@ -305,11 +304,12 @@ fn grpc_timeout_header_with_an_offset() {
             ),
         );
         let boot = bootstrap(
-            admin,
+            0,
             vec![listener],
             vec![cluster("grpc", &[(server.port, 1)], h2_upstream())],
         );
         let proxy = HttpProxy::start(kind, "grpc-timeouts", &boot);
+        let port = proxy.port("grpc");
         let k = kind.name();
         let runs = call(port, "slow");
         let slow = scenario(&runs, k, "slow");
@@ -353,10 +353,10 @@ fn grpc_stats_counts_calls_statuses_and_messages() {
             "stats_for_all_methods": per_method,
         }})
     };
-    let listener = |name: &str, port: u16, per_method: bool| {
+    let listener = |name: &str, per_method: bool| {
         http_listener(
             name,
-            port,
+            0,
             hcm(
                 name,
                 catch_all_routes(name, json!({})),
@@ -368,13 +368,9 @@ fn grpc_stats_counts_calls_statuses_and_messages() {
     let mut outcomes = Vec::new();
     for kind in kinds(TEST) {
         let server = grpc_server();
-        let (admin, shared, per_method) = (free_port(), free_port(), free_port());
         let boot = bootstrap(
-            admin,
-            vec![
-                listener("shared", shared, false),
-                listener("methods", per_method, true),
-            ],
+            0,
+            vec![listener("shared", false), listener("methods", true)],
             vec![
                 cluster("shared", &[(server.port, 1)], h2_upstream()),
                 cluster("methods", &[(server.port, 1)], h2_upstream()),
@@ -382,7 +378,7 @@ fn grpc_stats_counts_calls_statuses_and_messages() {
         );
         let proxy = HttpProxy::start(kind, "grpc-stats", &boot);
         let k = kind.name();
-        for port in [shared, per_method] {
+        for port in [proxy.port("shared"), proxy.port("methods")] {
             let runs = call(port, "unary,server_stream,client_stream,bidi,status");
             for name in ["unary", "server_stream", "client_stream", "bidi", "status"] {
                 scenario(&runs, k, name);
@@ -445,13 +441,12 @@ fn grpc_web_clients_reach_a_grpc_upstream() {
     let mut outcomes = Vec::new();
     for kind in kinds(TEST) {
         let server = grpc_server();
-        let (admin, port) = (free_port(), free_port());
         let web = json!({"name": "envoy.filters.http.grpc_web", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
         }});
         let listener = http_listener(
             "web",
-            port,
+            0,
             hcm(
                 "web",
                 catch_all_routes("web", json!({})),
@@ -460,11 +455,12 @@ fn grpc_web_clients_reach_a_grpc_upstream() {
             ),
         );
         let boot = bootstrap(
-            admin,
+            0,
             vec![listener],
             vec![cluster("web", &[(server.port, 1)], h2_upstream())],
         );
         let proxy = HttpProxy::start(kind, "grpc-web", &boot);
+        let port = proxy.port("web");
         let k = kind.name();
         let run = run_peer(
             "grpc_peer.py",

@@ -102,11 +102,10 @@ fn http_health_checks_keep_a_failing_host_out_and_bring_it_back() {
         .map(|(n, h)| checked_upstream(n, h.clone()))
         .collect();
     let d = ups[3].port;
-    let (admin, port) = (free_port(), free_port());
     let endpoints: Vec<(u16, u32)> = ups.iter().map(|u| (u.port, 1)).collect();
     let b = bootstrap(
-        admin,
-        vec![http_listener_to("checked", port, "backend")],
+        0,
+        vec![http_listener_to("checked", 0, "backend")],
         vec![cluster(
             "backend",
             &endpoints,
@@ -118,6 +117,7 @@ fn http_health_checks_keep_a_failing_host_out_and_bring_it_back() {
         )],
     );
     on_both("health_http", &b, |proxy| {
+        let port = proxy.port("checked");
         health[3].store(503, Ordering::SeqCst);
         let failed = flags_when(proxy, "backend", |f| {
             f.len() == 4
@@ -186,10 +186,9 @@ fn tcp_health_checks_match_payloads() {
         })
     };
     let (good, bad) = (pong(b"PONG"), pong(b"NOPE"));
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![listener("l", port, tcp_proxy("l", "pingers", json!(null)))],
+        0,
+        vec![listener("l", 0, tcp_proxy("l", "pingers", json!(null)))],
         vec![cluster(
             "pingers",
             &[(good.port, 1), (bad.port, 1)],
@@ -286,10 +285,9 @@ fn grpc_health_checks_read_the_serving_status() {
             "--stdin-eof",
         ],
     );
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![http_listener_to("grpc", port, "grpc")],
+        0,
+        vec![http_listener_to("grpc", 0, "grpc")],
         vec![cluster(
             "grpc",
             &[(serving.port, 1), (not_serving.port, 1)],
@@ -335,7 +333,6 @@ fn outlier_detection_ejects_a_host_answering_503() {
         .collect();
     let d = ups[3].port;
     let endpoints: Vec<(u16, u32)> = ups.iter().map(|u| (u.port, 1)).collect();
-    let (admin, port, capped_port) = (free_port(), free_port(), free_port());
     let detection = |max: Option<u32>| {
         let mut od = json!({"consecutive_5xx": 3, "interval": "1s", "base_ejection_time": "30s"});
         if let Some(max) = max {
@@ -344,10 +341,10 @@ fn outlier_detection_ejects_a_host_answering_503() {
         json!({"outlier_detection": od})
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            http_listener_to("ejecting", port, "ejecting"),
-            http_listener_to("capped", capped_port, "capped"),
+            http_listener_to("ejecting", 0, "ejecting"),
+            http_listener_to("capped", 0, "capped"),
         ],
         vec![
             cluster("ejecting", &endpoints, detection(Some(50))),
@@ -356,6 +353,7 @@ fn outlier_detection_ejects_a_host_answering_503() {
         ],
     );
     on_both("outlier", &b, |proxy| {
+        let (port, capped_port) = (proxy.port("ejecting"), proxy.port("capped"));
         let first = served(port, 60);
         let flags = flags_when(proxy, "ejecting", |f| {
             f.get(&d)
@@ -393,16 +391,15 @@ fn eds_health_and_priorities_spread_like_envoy() {
     let ups: Vec<HttpUpstream> = names.iter().map(|n| HttpUpstream::named(n)).collect();
     let port_of = |n: &str| ups[names.iter().position(|m| *m == n).unwrap()].port;
     let endpoint = |n: &str, health: &str| json!({"endpoint": {"address": socket_address(port_of(n))}, "health_status": health});
-    let (admin, spill, panic) = (free_port(), free_port(), free_port());
     let with_groups = |name: &str, groups: Value| {
         json!({"name": name, "type": "STATIC", "connect_timeout": "1s",
                "load_assignment": {"cluster_name": name, "endpoints": groups}})
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            http_listener_to("spill", spill, "spill"),
-            http_listener_to("panic", panic, "panic"),
+            http_listener_to("spill", 0, "spill"),
+            http_listener_to("panic", 0, "panic"),
         ],
         vec![
             // Priority 0 has 2 of 3 hosts healthy: 1.4 × 66 % = 93 % stays there, 7 % spills
@@ -422,6 +419,7 @@ fn eds_health_and_priorities_spread_like_envoy() {
         ],
     );
     on_both("eds_health", &b, |proxy| {
+        let (spill, panic) = (proxy.port("spill"), proxy.port("panic"));
         let spilled = served(spill, 400);
         let to_e = spilled.iter().filter(|r| *r == "e").count();
         let spill_set: BTreeSet<String> = spilled.into_iter().collect();

@@ -29,22 +29,22 @@ fn wait_answer(port: u16, id: &str) {
 fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
     let echo = Upstream::echo();
     let added = Upstream::hello("added");
-    let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let v1 = bootstrap(
-        admin,
-        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        0,
+        vec![listener("l1", 0, tcp_proxy("l1", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let proxy = Proxy::start("reload", &v1);
+    let l1 = proxy.port("l1");
     let mut open = connect(l1);
     ping(&mut open, "before reload");
 
     // v2: a second listener and a second cluster.
     let v2 = bootstrap(
-        admin,
+        0,
         vec![
-            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
-            listener("l2", l2, tcp_proxy("l2", "added", json!(null))),
+            listener("l1", 0, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", 0, tcp_proxy("l2", "added", json!(null))),
         ],
         vec![
             cluster("echo", &[(echo.port, 1)], json!(null)),
@@ -52,6 +52,7 @@ fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
         ],
     );
     proxy.rewrite(&to_yaml(&v2));
+    let l2 = proxy.wait_port("l2");
     wait_answer(l2, "added");
     ping(&mut open, "after reload");
     let mut fresh = connect(l1);
@@ -104,15 +105,15 @@ fn reload_adds_listener_and_cluster_keeps_connections_rejects_invalid() {
 #[test]
 fn reload_changes_endpoints_for_new_connections_only() {
     let (old, new) = (Upstream::hello("old"), Upstream::hello("new"));
-    let (l, admin) = (free_port(), free_port());
     let with = |port: u16| {
         bootstrap(
-            admin,
-            vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
+            0,
+            vec![listener("l", 0, tcp_proxy("l", "c", json!(null)))],
             vec![cluster("c", &[(port, 1)], json!(null))],
         )
     };
     let proxy = Proxy::start("reload_eps", &with(old.port));
+    let l = proxy.port("l");
     let mut held = connect(l);
     assert_eq!(read_line(&mut held).unwrap(), "old");
     proxy.rewrite(&to_yaml(&with(new.port)));
@@ -133,21 +134,21 @@ fn reload_changes_endpoints_for_new_connections_only() {
 #[test]
 fn reload_removing_listener_stops_accepting_keeps_open_connection() {
     let echo = Upstream::echo();
-    let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let both = bootstrap(
-        admin,
+        0,
         vec![
-            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
-            listener("l2", l2, tcp_proxy("l2", "echo", json!(null))),
+            listener("l1", 0, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", 0, tcp_proxy("l2", "echo", json!(null))),
         ],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let proxy = Proxy::start("reload_remove", &both);
+    let (l1, l2) = (proxy.port("l1"), proxy.port("l2"));
     let mut open = connect(l2);
     ping(&mut open, "on l2");
     let only_l1 = bootstrap(
-        admin,
-        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        0,
+        vec![listener("l1", 0, tcp_proxy("l1", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     proxy.rewrite(&to_yaml(&only_l1));
@@ -180,13 +181,13 @@ fn reload_during_bulk_transfer_loses_nothing() {
     };
     let echo = Upstream::echo();
     let added = Upstream::hello("added");
-    let (l1, l2, admin) = (free_port(), free_port(), free_port());
     let v1 = bootstrap(
-        admin,
-        vec![listener("l1", l1, tcp_proxy("l1", "echo", json!(null)))],
+        0,
+        vec![listener("l1", 0, tcp_proxy("l1", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let proxy = Proxy::start("reload_bulk", &v1);
+    let l1 = proxy.port("l1");
     let mut s = connect(l1);
     let mut w = s.try_clone().unwrap();
     let reloaded = Arc::new(AtomicBool::new(false));
@@ -214,10 +215,10 @@ fn reload_during_bulk_transfer_loses_nothing() {
         (total, hex(&h.finalize()))
     });
     let v2 = bootstrap(
-        admin,
+        0,
         vec![
-            listener("l1", l1, tcp_proxy("l1", "echo", json!(null))),
-            listener("l2", l2, tcp_proxy("l2", "added", json!(null))),
+            listener("l1", 0, tcp_proxy("l1", "echo", json!(null))),
+            listener("l2", 0, tcp_proxy("l2", "added", json!(null))),
         ],
         vec![
             cluster("echo", &[(echo.port, 1)], json!(null)),
@@ -227,6 +228,7 @@ fn reload_during_bulk_transfer_loses_nothing() {
     let reader = std::thread::spawn(move || hash_to_eof(&mut s).unwrap());
     std::thread::sleep(std::time::Duration::from_millis(200));
     proxy.rewrite(&to_yaml(&v2));
+    let l2 = proxy.wait_port("l2");
     wait_answer(l2, "added");
     reloaded.store(true, Ordering::SeqCst);
     let sent = writer.join().unwrap();
@@ -239,15 +241,15 @@ fn reload_during_bulk_transfer_loses_nothing() {
 #[test]
 fn reload_changing_listener_cluster_pins_old_connections() {
     let (a, b) = (Upstream::hello("a"), Upstream::echo());
-    let (l, admin) = (free_port(), free_port());
     let to = |cluster: &str| {
         bootstrap(
-            admin,
-            vec![listener("l", l, tcp_proxy("l", cluster, json!(null)))],
+            0,
+            vec![listener("l", 0, tcp_proxy("l", cluster, json!(null)))],
             vec![cluster_cfg("ca", a.port), cluster_cfg("cb", b.port)],
         )
     };
     let proxy = Proxy::start("reload_switch", &to("ca"));
+    let l = proxy.port("l");
     let mut old = connect(l);
     assert_eq!(read_line(&mut old).unwrap(), "a");
     proxy.rewrite(&to_yaml(&to("cb")));
@@ -284,7 +286,6 @@ fn cluster_cfg(name: &str, port: u16) -> serde_json::Value {
 fn reload_refuses_a_listener_address_another_process_holds() {
     use socket2::{Domain, Protocol, Socket, Type};
     let echo = Upstream::echo();
-    let (l1, admin) = (free_port(), free_port());
     let other = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
     other.set_reuse_address(true).unwrap();
     other.set_reuse_port(true).unwrap();
@@ -294,7 +295,7 @@ fn reload_refuses_a_listener_address_another_process_holds() {
     let taken = other.local_addr().unwrap().port();
     let with = |ports: &[(&str, u16)]| {
         bootstrap(
-            admin,
+            0,
             ports
                 .iter()
                 .map(|(name, port)| listener(name, *port, tcp_proxy(name, "echo", json!(null))))
@@ -302,8 +303,9 @@ fn reload_refuses_a_listener_address_another_process_holds() {
             vec![cluster("echo", &[(echo.port, 1)], json!(null))],
         )
     };
-    let proxy = Proxy::start("reload_taken", &with(&[("l1", l1)]));
-    proxy.rewrite(&to_yaml(&with(&[("l1", l1), ("clash", taken)])));
+    let proxy = Proxy::start("reload_taken", &with(&[("l1", 0)]));
+    let l1 = proxy.port("l1");
+    proxy.rewrite(&to_yaml(&with(&[("l1", 0), ("clash", taken)])));
     proxy.wait_stat("listener_manager.listener_create_failure", ">= 1", |v| {
         v >= 1
     });
@@ -331,7 +333,7 @@ fn reload_refuses_a_listener_address_another_process_holds() {
     // Freed, the address binds at the next reload (the refused listener was not kept).
     drop(clients);
     drop(other);
-    proxy.rewrite(&to_yaml(&with(&[("l1", l1), ("clash", taken)])));
+    proxy.rewrite(&to_yaml(&with(&[("l1", 0), ("clash", taken)])));
     wait_for(
         SOON,
         "the clash listener to serve once its port is free",
@@ -363,7 +365,6 @@ fn connect_from(last: u8, port: u16) -> TcpStream {
 #[test]
 fn reload_changing_one_filter_chain_drains_only_its_connections() {
     let (a, b) = (Upstream::echo(), Upstream::echo());
-    let (l, admin) = (free_port(), free_port());
     let with_b_prefix = |b_prefix: &str| {
         let filter = |prefix: &str, cluster: &str| json!({"name": "tcp", "typed_config": tcp_proxy(prefix, cluster, json!(null))});
         let chains = json!([
@@ -373,10 +374,10 @@ fn reload_changing_one_filter_chain_drains_only_its_connections() {
                 "filters": [filter(b_prefix, "cb")]
             },
         ]);
-        let mut l = listener("l", l, tcp_proxy("unused", "ca", json!(null)));
+        let mut l = listener("l", 0, tcp_proxy("unused", "ca", json!(null)));
         l["filter_chains"] = chains;
         bootstrap(
-            admin,
+            0,
             vec![l],
             vec![cluster_cfg("ca", a.port), cluster_cfg("cb", b.port)],
         )
@@ -384,6 +385,7 @@ fn reload_changing_one_filter_chain_drains_only_its_connections() {
     let proxy = Proxy::builder("reload_chain_only", &with_b_prefix("b1"))
         .args(&["--drain-time-s", "1"])
         .start();
+    let l = proxy.port("l");
     let (mut on_a, mut on_b) = (connect_from(1, l), connect_from(2, l));
     ping(&mut on_a, "chain a");
     ping(&mut on_b, "chain b");

@@ -30,12 +30,11 @@ struct EchoProxy {
 
 fn echo_proxy(kind: Kind, tag: &str, hcm_extra: Value, cluster_extra: Value) -> EchoProxy {
     let upstream = EchoUpstreams::start(&["echo"], None);
-    let (port, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "clients",
-            port,
+            0,
             hcm(
                 tag,
                 catch_all_routes("echo", json!(null)),
@@ -49,9 +48,10 @@ fn echo_proxy(kind: Kind, tag: &str, hcm_extra: Value, cluster_extra: Value) -> 
             cluster_extra,
         )],
     );
+    let proxy = HttpProxy::start(kind, tag, &b);
     EchoProxy {
-        proxy: HttpProxy::start(kind, tag, &b),
-        port,
+        port: proxy.port("clients"),
+        proxy,
         _upstream: upstream,
     }
 }
@@ -517,13 +517,12 @@ fn retry_moves_to_another_host_after_a_reset() {
         }
     });
     for kind in proxies() {
-        let (port, admin) = (free_port(), free_port());
         let endpoints = [(upstreams.port("good"), 1), (upstreams.port("broken"), 1)];
         let b = bootstrap(
-            admin,
+            0,
             vec![http_listener(
                 "retry",
-                port,
+                0,
                 hcm(
                     "retry",
                     catch_all_routes("pair", retry.clone()),
@@ -534,6 +533,7 @@ fn retry_moves_to_another_host_after_a_reset() {
             vec![cluster("pair", &endpoints, json!(null))],
         );
         let proxy = HttpProxy::start(kind, "retry-hosts", &b);
+        let port = proxy.port("retry");
         for i in 0..20 {
             let r = HttpConn::open(port)
                 .exchange("GET", &get(&format!("/r/{i}")))

@@ -533,20 +533,20 @@ fn local_ratelimit_holds_for_the_whole_process_across_shards() {
     let up = HttpUpstream::named("a");
     let rl = ratelimit(20, json!({}));
     let dir = TempDir::new("ratelimit_shards");
-    let (port, admin) = (free_port(), free_port());
     let manager = hcm(
         "ingress",
         any_host(to_a(json!({}))),
         chain(vec![http_filter("envoy.filters.http.local_ratelimit", rl)]),
     );
     let b = bootstrap(
-        admin,
-        vec![http_listener("http", port, manager)],
+        0,
+        vec![http_listener("http", 0, manager)],
         vec![cluster("a", &[(up.port, 1)], json!(null))],
     );
     let p = Proxy::builder("ratelimit_shards", &b)
         .args(&["--concurrency", "2"])
         .start();
+    let port = p.port("http");
     let clients: Vec<Client> = (0..60).map(|_| Client::connect(port)).collect();
     let handles: Vec<_> = clients
         .into_iter()

@@ -24,17 +24,17 @@ fn smuggling_and_malformed_corpus() {
         let dir = TempDir::new("smuggling-log");
         let log = dir.file("upstream.jsonl");
         let upstream = EchoUpstreams::start(&["echo"], Some(&log));
-        let (port, admin) = (free_port(), free_port());
         let bootstrap = peer_json(
             "smuggling.py",
             &[
                 "bootstrap".into(),
-                format!("--listen-port={port}"),
-                format!("--admin-port={admin}"),
+                "--listen-port=0".into(),
+                "--admin-port=0".into(),
                 format!("--upstream={}", upstream.port("echo")),
             ],
         );
-        let _proxy = HttpProxy::start(kind, "smuggling", &bootstrap);
+        let proxy = HttpProxy::start(kind, "smuggling", &bootstrap);
+        let port = proxy.port("smuggling");
         let run = run_peer(
             "smuggling.py",
             &[

@@ -94,7 +94,6 @@ fn tunnels_and_requests_reach_internal_listeners_as_in_envoy() {
     }
     let echo = Upstream::echo();
     let apps = EchoUpstreams::start(&["app"], None);
-    let (admin, hbone, front) = (free_port(), free_port(), free_port());
     let tcp_chain = json!({"filters": [{
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": tcp_proxy("inner_tcp", "echo", json!({})),
@@ -114,18 +113,10 @@ fn tunnels_and_requests_reach_internal_listeners_as_in_envoy() {
         {"match": {"prefix": "/"}, "route": {"cluster": "to_http"}},
     ]}]});
     let mut bootstrap = bootstrap(
-        admin,
+        0,
         vec![
-            http_listener(
-                "hbone",
-                hbone,
-                hbone_hcm("hbone", "to_tcp", vec![], json!({})),
-            ),
-            http_listener(
-                "front",
-                front,
-                hcm("front", front_routes, vec![], json!({})),
-            ),
+            http_listener("hbone", 0, hbone_hcm("hbone", "to_tcp", vec![], json!({}))),
+            http_listener("front", 0, hcm("front", front_routes, vec![], json!({}))),
             internal_listener("inner_tcp", vec![tcp_chain], json!({})),
             internal_listener("inner_http", vec![http_chain], json!({})),
         ],
@@ -139,6 +130,7 @@ fn tunnels_and_requests_reach_internal_listeners_as_in_envoy() {
     );
     bootstrap["bootstrap_extensions"] = internal_listener_extension();
     let outcome = on_both(test, &bootstrap, |proxy| {
+        let (hbone, front) = (proxy.port("hbone"), proxy.port("front"));
         let port = hbone.to_string();
         let tunnels = peer_json(
             "h2_tunnel.py",
@@ -201,11 +193,11 @@ fn istio_typed(type_url: &str, value: Value) -> Value {
     json!({"@type": TYPED_STRUCT, "type_url": format!("type.googleapis.com/{type_url}"), "value": value})
 }
 
-/// The `connect_terminate` → `main_internal` pair on shardproxy: mTLS HBONE listener on
-/// `hbone`; the internal listener's chains: HTTP for destination port `app_port` (RBAC
+/// The `connect_terminate` → `main_internal` pair on shardproxy (admin on port 0): mTLS HBONE
+/// listener on `hbone`; the internal listener's chains: HTTP for destination port `app_port` (RBAC
 /// allowing only `CLIENT_SPIFFE` as the shared peer principal, istio.stats, access log),
 /// tcp_proxy for `echo_port`, each to an ORIGINAL_DST cluster.
-fn hbone_inbound(admin: u16, hbone: u16, app_port: u16, echo_port: u16, log: &str) -> Value {
+fn hbone_inbound(hbone: u16, app_port: u16, echo_port: u16, log: &str) -> Value {
     let authn = json!({"name": "istio_authn", "typed_config": istio_typed("io.istio.network.authn.Config", json!({"shared": true}))});
     let filters = vec![
         json!({"name": "connect_baggage", "typed_config": istio_typed("io.istio.http.connect_baggage.Config", json!({}))}),
@@ -288,7 +280,7 @@ fn hbone_inbound(admin: u16, hbone: u16, app_port: u16, echo_port: u16, log: &st
         }]}]},
     });
     let mut bootstrap = bootstrap(
-        admin,
+        0,
         vec![terminate, main_internal],
         vec![
             main_internal_cluster,
@@ -336,13 +328,13 @@ fn hbone_inbound_restores_the_destination_and_the_peer_in_an_internal_listener()
     }
     let apps = EchoUpstreams::start(&["app"], None);
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
     let dir = TempDir::new("hbone_inbound");
     let log = dir.file("access.log");
     let log_path = log.to_string_lossy().into_owned();
     let app = apps.port("app");
-    let bootstrap = hbone_inbound(admin, port, app, echo.port, &log_path);
+    let bootstrap = hbone_inbound(0, app, echo.port, &log_path);
     let proxy = HttpProxy::start(Kind::Shardproxy, test, &bootstrap);
+    let port = proxy.port("connect_terminate");
     let request = "GET /hello HTTP/1.1\\r\\nHost: app.test\\r\\nConnection: close\\r\\n\\r\\n";
     let authority = format!("127.0.0.1:{app}");
 
@@ -394,7 +386,7 @@ fn hbone_inbound_restores_the_destination_and_the_peer_in_an_internal_listener()
     proxy_stat_at_least(&proxy, "listener.main_internal.no_filter_chain_match", 1);
 
     // istio.stats named the downstream workload from the CONNECT's baggage.
-    let text = http_get(addr(admin), "/stats/prometheus").unwrap().body;
+    let text = http_get(proxy.admin, "/stats/prometheus").unwrap().body;
     let series = text
         .lines()
         .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
@@ -428,11 +420,12 @@ fn hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side() {
     let test = "hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side";
     let apps = EchoUpstreams::start(&["app"], None);
     let echo = Upstream::echo();
-    let (admin, hbone, outbound) = (free_port(), free_port(), free_port());
+    // A fixed port: the outbound side's tunnel cluster names it in the same bootstrap.
+    let hbone = free_port();
     let dir = TempDir::new("hbone_outbound");
     let log = dir.file("access.log");
     let app = apps.port("app");
-    let mut b = hbone_inbound(admin, hbone, app, echo.port, &log.to_string_lossy());
+    let mut b = hbone_inbound(hbone, app, echo.port, &log.to_string_lossy());
     let originate = internal_listener(
         "connect_originate",
         vec![json!({"filters": [{
@@ -448,11 +441,7 @@ fn hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side() {
         json!({"listener_filters": [{"name": "set_dst_address", "typed_config":
             istio_typed("istio.set_internal_dst_address.v1.Config", json!({}))}]}),
     );
-    let client = listener(
-        "outbound",
-        outbound,
-        tcp_proxy("outbound", "svc", json!(null)),
-    );
+    let client = listener("outbound", 0, tcp_proxy("outbound", "svc", json!(null)));
     let mut svc = internal_cluster("svc", "connect_originate");
     svc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"] = json!({
         "filter_metadata": {"tunnel": {
@@ -489,7 +478,7 @@ fn hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side() {
         .unwrap()
         .extend([svc, tunnel_cluster]);
     let proxy = HttpProxy::start(Kind::Shardproxy, test, &b);
-    let response = HttpConn::open(outbound)
+    let response = HttpConn::open(proxy.port("outbound"))
         .exchange(
             "GET",
             &request("GET", "/through-hbone", &[("host", "app.test")], b""),
@@ -512,7 +501,7 @@ fn hbone_outbound_tunnels_through_connect_originate_to_the_inbound_side() {
     );
     assert_eq!(stats["cluster.svc.upstream_cx_total"], 1, "{stats:?}");
     // The peer's baggage from the tunnel request names the workload on the inbound side.
-    let text = http_get(addr(admin), "/stats/prometheus").unwrap().body;
+    let text = http_get(proxy.admin, "/stats/prometheus").unwrap().body;
     assert!(
         text.lines().any(|l| l.starts_with("istio_requests_total{")
             && l.contains("source_workload=\"sleep\"")

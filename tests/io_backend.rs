@@ -10,20 +10,15 @@ use std::{io::Write, time::Duration};
 use common::{http::*, *};
 use serde_json::json;
 
-/// A tcp_proxy listener to a TCP echo: (the bootstrap, the listener's port, the echo).
-fn echo_bootstrap() -> (serde_json::Value, u16, Upstream) {
+/// A tcp_proxy listener `echo` (port 0) to a TCP echo: (the bootstrap, the echo).
+fn echo_bootstrap() -> (serde_json::Value, Upstream) {
     let echo = Upstream::echo();
-    let port = free_port();
     let b = bootstrap(
-        free_port(),
-        vec![listener(
-            "echo",
-            port,
-            tcp_proxy("echo", "echo", json!(null)),
-        )],
+        0,
+        vec![listener("echo", 0, tcp_proxy("echo", "echo", json!(null)))],
         vec![cluster("echo", &[(echo.port, 1)], json!({}))],
     );
-    (b, port, echo)
+    (b, echo)
 }
 
 fn echoes(port: u16) -> bool {
@@ -44,7 +39,7 @@ fn without_io_uring() -> [String; 2] {
 
 #[test]
 fn io_uring_refused_by_seccomp_falls_back_to_epoll() {
-    let (b, port, _echo) = echo_bootstrap();
+    let (b, _echo) = echo_bootstrap();
     let under = without_io_uring();
     let under: Vec<&str> = under.iter().map(String::as_str).collect();
     // `auto` over SHARDPROXY_IO_BACKEND, which tests/run.sh's epoll pass sets.
@@ -52,7 +47,7 @@ fn io_uring_refused_by_seccomp_falls_back_to_epoll() {
         .under(&under)
         .args(&["--io-backend", "auto"])
         .start();
-    assert!(echoes(port), "proxied on epoll");
+    assert!(echoes(proxy.port("echo")), "proxied on epoll");
     let stderr = proxy.stderr();
     assert!(
         stderr.contains("io_uring is not available") && stderr.contains("the shards use epoll"),
@@ -68,7 +63,7 @@ fn io_uring_refused_by_seccomp_falls_back_to_epoll() {
 
 #[test]
 fn io_uring_asked_for_but_refused_is_a_start_up_error() {
-    let (b, _port, _echo) = echo_bootstrap();
+    let (b, _echo) = echo_bootstrap();
     let under = without_io_uring();
     let under: Vec<&str> = under.iter().map(String::as_str).collect();
     let mut proxy = Proxy::builder("io_uring_refused", &b)
@@ -90,11 +85,11 @@ fn io_uring_asked_for_but_refused_is_a_start_up_error() {
 
 #[test]
 fn epoll_can_be_chosen_where_io_uring_works() {
-    let (b, port, _echo) = echo_bootstrap();
+    let (b, _echo) = echo_bootstrap();
     let proxy = Proxy::builder("epoll_chosen", &b)
         .args(&["--io-backend", "epoll"])
         .start();
-    assert!(echoes(port));
+    assert!(echoes(proxy.port("echo")));
     let stderr = proxy.stderr();
     assert!(stderr.contains("backend=\"epoll\""), "{stderr}");
     assert!(!stderr.contains("io_uring ring created"), "{stderr}");

@@ -128,7 +128,6 @@ fn upstream_exchange(test: &str, garbage: bool) -> Option<UpstreamExchange> {
         args.push("--garbage");
     }
     let server = PeerServer::start("istio_mx.py", &args);
-    let (admin, port) = (free_port(), free_port());
     let upstream = cluster(
         "server",
         &[(server.port, 1)],
@@ -143,13 +142,14 @@ fn upstream_exchange(test: &str, garbage: bool) -> Option<UpstreamExchange> {
             "filters": [exchange_filter()],
         }),
     );
-    let mut outbound = listener("out", port, tcp_proxy("out", "server", json!({})));
+    let mut outbound = listener("out", 0, tcp_proxy("out", "server", json!({})));
     outbound["traffic_direction"] = json!("OUTBOUND");
     let relay = outbound["filter_chains"][0]["filters"][0].clone();
     outbound["filter_chains"][0]["filters"] = json!([stats_filter(), relay]);
-    let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
+    let mut b = bootstrap(0, vec![outbound], vec![upstream]);
     b["node"] = node();
     let proxy = Proxy::start("mx-upstream", &b);
+    let (admin, port) = (proxy.admin.port(), proxy.port("out"));
     let mut client = connect(port);
     client.write_all(b"hello mesh").unwrap();
     let mut echoed = vec![0u8; if garbage { 22 } else { 10 }];
@@ -269,7 +269,6 @@ fn downstream_exchange_answers_and_relays_after_the_frames() {
     }
     let pki = pki();
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
     let tls = downstream_tls(
         common_tls(
             vec![tls_certificate(&pki.server_ecdsa)],
@@ -279,7 +278,7 @@ fn downstream_exchange_answers_and_relays_after_the_frames() {
     );
     let inbound = json!({
         "name": "in",
-        "address": socket_address(port),
+        "address": socket_address(0),
         "filter_chains": [{
             "filters": [
                 exchange_filter(),
@@ -289,12 +288,13 @@ fn downstream_exchange_answers_and_relays_after_the_frames() {
         }],
     });
     let mut b = bootstrap(
-        admin,
+        0,
         vec![inbound],
         vec![cluster("echo", &[(echo.port, 1)], json!({}))],
     );
     b["node"] = node();
-    let _proxy = Proxy::start("mx-downstream", &b);
+    let proxy = Proxy::start("mx-downstream", &b);
+    let port = proxy.port("in");
     let (peer, echoed) = exchange_client(port, "ping", false);
     assert_is_our_node(&peer);
     assert_eq!(echoed, "ping");
@@ -365,7 +365,6 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
             "istio-http/1.1,istio-h2,istio-peer-exchange,istio",
         ],
     );
-    let (admin, port) = (free_port(), free_port());
     let filters = vec![
         json!({
             "name": "istio.metadata_exchange",
@@ -401,7 +400,7 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
     ];
     let outbound = http_listener(
         "out",
-        port,
+        0,
         hcm(
             "out",
             catch_all_routes("istio-up", json!({})),
@@ -423,9 +422,10 @@ fn alpn_override_and_peer_headers_reach_the_upstream() {
             "host": "reviews.default.svc.cluster.local", "name": "reviews", "namespace": "default",
         }]}}}}),
     );
-    let mut b = bootstrap(admin, vec![outbound], vec![upstream]);
+    let mut b = bootstrap(0, vec![outbound], vec![upstream]);
     b["node"] = node();
-    let _proxy = Proxy::start("istio-alpn", &b);
+    let proxy = Proxy::start("istio-alpn", &b);
+    let (admin, port) = (proxy.admin.port(), proxy.port("out"));
     // Twice: the second request reuses the connection the first opened with the override.
     for _ in 0..2 {
         let mut s = connect(port);

@@ -24,17 +24,13 @@ fn relay(tag: &str, seed: u64, len: usize) -> Relay {
     let (sink, sink_rx) = Upstream::sink();
     let source = Upstream::source(seed, len);
     let echo = Upstream::echo();
-    let (sink_port, source_port, echo_port, admin) =
-        (free_port(), free_port(), free_port(), free_port());
+    // A fixed port for `echo`: tests read its listener stats, named after its configured address.
+    let echo_port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            listener("to_sink", sink_port, tcp_proxy("sink", "sink", json!(null))),
-            listener(
-                "from_source",
-                source_port,
-                tcp_proxy("source", "source", json!(null)),
-            ),
+            listener("to_sink", 0, tcp_proxy("sink", "sink", json!(null))),
+            listener("from_source", 0, tcp_proxy("source", "source", json!(null))),
             listener("echo", echo_port, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
@@ -44,6 +40,7 @@ fn relay(tag: &str, seed: u64, len: usize) -> Relay {
         ],
     );
     let proxy = Proxy::start(tag, &b);
+    let (sink_port, source_port) = (proxy.port("to_sink"), proxy.port("from_source"));
     Relay {
         proxy,
         sink_port,
@@ -209,9 +206,10 @@ fn half_close_from_upstream() {
         let got = hash_to_eof(&mut s);
         let _ = tx.lock().unwrap().send(got.map_err(|e| e.to_string()));
     });
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the test reads the listener's stats, named after its configured address.
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![listener("l", port, tcp_proxy("half", "up", json!(null)))],
         vec![cluster("up", &[(upstream.port, 1)], json!(null))],
     );
@@ -253,11 +251,10 @@ fn half_close_from_upstream() {
 #[test]
 fn small_buffer_limit_relays_exactly() {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
-    let mut lst = listener("small", l, tcp_proxy("small", "echo", json!(null)));
+    let mut lst = listener("small", 0, tcp_proxy("small", "echo", json!(null)));
     lst["per_connection_buffer_limit_bytes"] = json!(4096);
     let b = bootstrap(
-        admin,
+        0,
         vec![lst],
         vec![cluster(
             "echo",
@@ -265,7 +262,8 @@ fn small_buffer_limit_relays_exactly() {
             json!({"per_connection_buffer_limit_bytes": 4096}),
         )],
     );
-    let _proxy = Proxy::start("smallbuf", &b);
+    let proxy = Proxy::start("smallbuf", &b);
+    let l = proxy.port("small");
     let mut s = connect(l);
     let mut w = s.try_clone().unwrap();
     let len = 10_000_000;
@@ -332,13 +330,13 @@ fn backpressure_bounds_buffering_and_loses_nothing() {
             .unwrap()
             .send(hash_to_eof(&mut s).map_err(|e| e.to_string()));
     });
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![listener("bp", l, tcp_proxy("bp", "stalled", json!(null)))],
+        0,
+        vec![listener("bp", 0, tcp_proxy("bp", "stalled", json!(null)))],
         vec![cluster("stalled", &[(stalled.port, 1)], json!(null))],
     );
     let proxy = Proxy::start("backpressure", &b);
+    let l = proxy.port("bp");
     let rss_before = rss_kib(proxy.pid());
     let mut s = connect(l);
     s.set_nonblocking(true).unwrap();

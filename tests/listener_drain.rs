@@ -21,8 +21,8 @@ fn answering(name: &str, port: u16, body: &str) -> Value {
     http_listener(name, port, hcm(name, routes, json!({})))
 }
 
-fn config(admin: u16, listeners: Vec<Value>) -> Value {
-    bootstrap(admin, listeners, vec![])
+fn config(listeners: Vec<Value>) -> Value {
+    bootstrap(0, listeners, vec![])
 }
 
 /// Waits until a new connection to `port` gets `body`.
@@ -48,13 +48,10 @@ fn get(c: &mut Client) -> (String, Option<String>) {
 
 #[test]
 fn modified_listener_drains_old_connections_and_serves_new_config() {
-    let (l, admin) = (free_port(), free_port());
-    let proxy = Proxy::builder(
-        "ldrain_modify",
-        &config(admin, vec![answering("l", l, "v1")]),
-    )
-    .args(&["--drain-time-s", "60"])
-    .start();
+    let proxy = Proxy::builder("ldrain_modify", &config(vec![answering("l", 0, "v1")]))
+        .args(&["--drain-time-s", "60"])
+        .start();
+    let l = proxy.port("l");
     let mut idle = Client::connect(l);
     assert_eq!(get(&mut idle), ("v1".into(), None));
     let mut busy = Client::connect(l);
@@ -63,7 +60,7 @@ fn modified_listener_drains_old_connections_and_serves_new_config() {
     busy.send(b"GET / HTTP/1.1\r\n");
     std::thread::sleep(Duration::from_millis(100));
 
-    proxy.rewrite(&to_yaml(&config(admin, vec![answering("l", l, "v2")])));
+    proxy.rewrite(&to_yaml(&config(vec![answering("l", 0, "v2")])));
     wait_body(l, "v2");
     assert_eq!(proxy.stat("listener_manager.listener_modified"), Some(1));
     proxy.wait_stat(
@@ -99,15 +96,15 @@ fn modified_listener_drains_old_connections_and_serves_new_config() {
 
 #[test]
 fn modify_only_listener_keeps_serving_through_server_drain() {
-    let (d, m, admin) = (free_port(), free_port(), free_port());
-    let mut modify_only = answering("m", m, "m");
+    let mut modify_only = answering("m", 0, "m");
     modify_only["drain_type"] = json!("MODIFY_ONLY");
     let proxy = Proxy::builder(
         "ldrain_modify_only",
-        &config(admin, vec![answering("d", d, "d"), modify_only]),
+        &config(vec![answering("d", 0, "d"), modify_only]),
     )
     .args(&["--drain-time-s", "3"])
     .start();
+    let (d, m) = (proxy.port("d"), proxy.port("m"));
     let mut on_default = Client::connect(d);
     assert_eq!(get(&mut on_default), ("d".into(), None));
     let mut on_modify_only = Client::connect(m);
@@ -137,17 +134,17 @@ fn modify_only_listener_keeps_serving_through_server_drain() {
 #[test]
 fn tcp_proxy_connection_of_old_config_closes_at_drain_time() {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
     let version = |prefix: &str| {
         bootstrap(
-            admin,
-            vec![listener("l", l, tcp_proxy(prefix, "echo", json!(null)))],
+            0,
+            vec![listener("l", 0, tcp_proxy(prefix, "echo", json!(null)))],
             vec![cluster("echo", &[(echo.port, 1)], json!(null))],
         )
     };
     let proxy = Proxy::builder("ldrain_tcp", &version("v1"))
         .args(&["--drain-time-s", "1"])
         .start();
+    let l = proxy.port("l");
     let mut old = connect(l);
     ping(&mut old, b"before the change");
 
@@ -181,28 +178,22 @@ fn tcp_proxy_connection_of_old_config_closes_at_drain_time() {
 
 #[test]
 fn removed_listener_closes_its_socket_and_drains_its_connections() {
-    let (keep, gone, admin) = (free_port(), free_port(), free_port());
     let proxy = Proxy::builder(
         "ldrain_remove",
-        &config(
-            admin,
-            vec![
-                answering("keep", keep, "keep"),
-                answering("gone", gone, "gone"),
-            ],
-        ),
+        &config(vec![
+            answering("keep", 0, "keep"),
+            answering("gone", 0, "gone"),
+        ]),
     )
     .args(&["--drain-time-s", "60"])
     .start();
+    let (keep, gone) = (proxy.port("keep"), proxy.port("gone"));
     let mut busy = Client::connect(gone);
     assert_eq!(get(&mut busy), ("gone".into(), None));
     busy.send(b"GET / HTTP/1.1\r\n");
     std::thread::sleep(Duration::from_millis(100));
 
-    proxy.rewrite(&to_yaml(&config(
-        admin,
-        vec![answering("keep", keep, "keep")],
-    )));
+    proxy.rewrite(&to_yaml(&config(vec![answering("keep", 0, "keep")])));
     wait_for(SOON, "the removed listener's port to refuse", || {
         try_connect(gone).is_err().then_some(())
     });
@@ -222,27 +213,25 @@ fn removed_listener_closes_its_socket_and_drains_its_connections() {
 
 #[test]
 fn failed_binds_leave_the_rest_serving() {
-    let (l, added, admin) = (free_port(), free_port(), free_port());
     // Plain sockets (no SO_REUSEPORT) hold these ports: the proxy cannot bind them.
     let taken: Vec<_> = (0..2)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap())
         .collect();
     let taken_port = |i: usize| taken[i].local_addr().unwrap().port();
-    let proxy = Proxy::builder("ldrain_bind", &config(admin, vec![answering("l", l, "v1")]))
+    let proxy = Proxy::builder("ldrain_bind", &config(vec![answering("l", 0, "v1")]))
         .args(&["--drain-time-s", "60", "--concurrency", "2"])
         .start();
+    let l = proxy.port("l");
     let mut open = Client::connect(l);
     assert_eq!(get(&mut open), ("v1".into(), None));
 
     // `l` moves to a taken port; `blocked` is new on a taken port; `added` is new and free.
-    proxy.rewrite(&to_yaml(&config(
-        admin,
-        vec![
-            answering("l", taken_port(0), "v2"),
-            answering("blocked", taken_port(1), "blocked"),
-            answering("added", added, "added"),
-        ],
-    )));
+    proxy.rewrite(&to_yaml(&config(vec![
+        answering("l", taken_port(0), "v2"),
+        answering("blocked", taken_port(1), "blocked"),
+        answering("added", 0, "added"),
+    ])));
+    let added = proxy.wait_port("added");
     wait_body(added, "added");
     // Both taken ports are refused by the agent's probe before any shard tries them (counted
     // once per listener; a bind that still fails on a shard counts once per shard).

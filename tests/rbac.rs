@@ -205,7 +205,6 @@ fn tls_listener(
 fn http_rbac_allows_and_denies_as_envoy() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, plain, mtls) = (free_port(), free_port(), free_port());
     let logs = TempDir::new("rbac-http-logs");
     let log = logs.file("access.log");
     let manager = hcm(
@@ -215,10 +214,10 @@ fn http_rbac_allows_and_denies_as_envoy() {
         json!({"access_log": access_log(&log)}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            http_listener("plain", plain, manager),
-            mtls_listener("mtls", mtls, vec![], principal_name(CLIENT_SPIFFE)),
+            http_listener("plain", 0, manager),
+            mtls_listener("mtls", 0, vec![], principal_name(CLIENT_SPIFFE)),
         ],
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
@@ -237,6 +236,7 @@ fn http_rbac_allows_and_denies_as_envoy() {
         ("POST", "/override", &[]),
     ];
     on_both("rbac-http", &b, |proxy| {
+        let (plain, mtls) = (proxy.port("plain"), proxy.port("mtls"));
         let mut seen: Vec<String> = cases
             .iter()
             .map(|(m, p, h)| format!("{m} {p} {h:?}: {:?}", request(plain, m, p, h)))
@@ -281,7 +281,6 @@ fn http_rbac_allows_and_denies_as_envoy() {
 #[test]
 fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, port) = (free_port(), free_port());
     let metadata = |key: &str, value: Value, invert: bool| {
         json!({"metadata": {
             "filter": "envoy.filters.http.rbac",
@@ -345,12 +344,13 @@ fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
         access_log,
     );
     let b = bootstrap(
-        admin,
-        vec![http_listener("meta", port, manager)],
+        0,
+        vec![http_listener("meta", 0, manager)],
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
     let paths = ["/guarded/x", "/open", "/unjudged", "/marker"];
-    on_both("rbac-metadata", &b, |_| {
+    on_both("rbac-metadata", &b, |proxy| {
+        let port = proxy.port("meta");
         let mut seen: Vec<_> = paths
             .iter()
             .map(|path| format!("{path}: {:?}", request(port, "GET", path, &[])))
@@ -369,7 +369,6 @@ fn http_rbac_shadow_verdict_feeds_later_filters_as_envoy() {
 fn filter_state_principal_reads_istio_authn() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let admin = free_port();
     let authn = json!({
         "name": "istio_authn",
         "typed_config": {"@type": "type.googleapis.com/io.istio.network.authn.Config"},
@@ -397,20 +396,20 @@ fn filter_state_principal_reads_istio_authn() {
         ),
     ];
     let mut listeners = Vec::new();
-    let mut ports = Vec::new();
+    let mut labels = Vec::new();
     for (label, principal) in principals {
-        let port = free_port();
-        listeners.push(mtls_listener(label, port, vec![authn.clone()], principal));
-        ports.push((label, port));
+        listeners.push(mtls_listener(label, 0, vec![authn.clone()], principal));
+        labels.push(label);
     }
     let b = bootstrap(
-        admin,
+        0,
         listeners,
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
     let proxy = HttpProxy::start(Kind::Shardproxy, "rbac-filter-state", &b);
     let mut seen = Vec::new();
-    for (label, port) in ports {
+    for label in labels {
+        let port = proxy.port(label);
         for (who, cert) in [("client", &pki.client), ("other", &pki.client_other)] {
             let r = TlsClient::new(port)
                 .sni("localhost")
@@ -447,7 +446,6 @@ fn filter_state_principal_reads_istio_authn() {
 fn v2alpha1_istio_authn_names_the_peer_for_rbac() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let admin = free_port();
     let authn = |mode: &str, trust: Value| {
         let mut config = json!({"policy": {"peers": [{"mtls": {"mode": mode}}]}});
         merge(&mut config, trust);
@@ -495,21 +493,21 @@ fn v2alpha1_istio_authn_names_the_peer_for_rbac() {
         ),
     ];
     let mut listeners = Vec::new();
-    let mut ports = Vec::new();
+    let mut labels = Vec::new();
     for (label, filter) in cases {
-        let port = free_port();
         let filters = vec![filter, client_only.clone()];
-        listeners.push(tls_listener(label, port, false, vec![], filters));
-        ports.push((label, port));
+        listeners.push(tls_listener(label, 0, false, vec![], filters));
+        labels.push(label);
     }
     let b = bootstrap(
-        admin,
+        0,
         listeners,
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
     let proxy = HttpProxy::start(Kind::Shardproxy, "rbac-v2alpha1-authn", &b);
     let mut seen = Vec::new();
-    for (label, port) in ports {
+    for label in labels {
+        let port = proxy.port(label);
         for (who, cert) in [
             ("client", Some(&pki.client)),
             ("other", Some(&pki.client_other)),
@@ -558,7 +556,8 @@ fn v2alpha1_istio_authn_names_the_peer_for_rbac() {
 #[test]
 fn network_rbac_closes_denied_connections_as_envoy() {
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, closed, open) = (free_port(), free_port(), free_port());
+    // A fixed port: the `open` policy matches on it (`destination_port_range`).
+    let open = free_port();
     let logs = TempDir::new("rbac-network-logs");
     let log = logs.file("access.log");
     let format = "%CONNECTION_TERMINATION_DETAILS%\n";
@@ -574,11 +573,11 @@ fn network_rbac_closes_denied_connections_as_envoy() {
         })
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
             tcp(
                 "closed",
-                closed,
+                0,
                 json!({
                     "stat_prefix": "tcp.",
                     "rules": {},
@@ -604,6 +603,7 @@ fn network_rbac_closes_denied_connections_as_envoy() {
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
     on_both("rbac-network", &b, |proxy| {
+        let closed = proxy.port("closed");
         let mut seen = Vec::new();
         let mut s = connect(closed);
         s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").unwrap();

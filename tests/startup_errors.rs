@@ -33,13 +33,13 @@ fn listener_port_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let b = bootstrap(
-        free_port(),
+        0,
         vec![listener(
             "busy_listener",
             port,
             tcp_proxy("busy", "c", json!(null)),
         )],
-        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+        vec![cluster("c", &[(refused_port(), 1)], json!(null))],
     );
     let (code, stderr) = run_config("port_in_use", &b);
     assert_eq!(
@@ -71,8 +71,8 @@ fn admin_port_in_use() {
     let port = taken.local_addr().unwrap().port();
     let b = bootstrap(
         port,
-        vec![listener("l", free_port(), tcp_proxy("l", "c", json!(null)))],
-        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+        vec![listener("l", 0, tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(refused_port(), 1)], json!(null))],
     );
     let (code, stderr) = run_config("admin_in_use", &b);
     assert_eq!(
@@ -101,9 +101,9 @@ fn admin_port_in_use() {
 #[test]
 fn bad_config_at_startup() {
     let mut b = bootstrap(
-        free_port(),
-        vec![listener("l", free_port(), tcp_proxy("l", "c", json!(null)))],
-        vec![cluster("c", &[(free_port(), 1)], json!(null))],
+        0,
+        vec![listener("l", 0, tcp_proxy("l", "c", json!(null)))],
+        vec![cluster("c", &[(refused_port(), 1)], json!(null))],
     );
     b["static_resources"]["clusters"][0]["not_a_real_field"] = json!(3);
     let (code, stderr) = run_config("bad_config", &b);
@@ -162,17 +162,17 @@ fn echo_ok(port: u16) {
 #[test]
 fn second_proxy_on_the_same_listener_address_is_refused() {
     let echo = Upstream::echo();
-    let port = free_port();
-    let config = |admin: u16, name: &str| {
+    let config = |port: u16, name: &str| {
         bootstrap(
-            admin,
+            0,
             vec![listener(name, port, tcp_proxy(name, "echo", json!(null)))],
             vec![cluster("echo", &[(echo.port, 1)], json!(null))],
         )
     };
-    let first = Proxy::start("first_proxy", &config(free_port(), "first_listener"));
+    let first = Proxy::start("first_proxy", &config(0, "first_listener"));
+    let port = first.port("first_listener");
     echo_ok(port);
-    let (code, stderr) = run_config("second_proxy", &config(free_port(), "second_listener"));
+    let (code, stderr) = run_config("second_proxy", &config(port, "second_listener"));
     assert_eq!(
         code, 1,
         "a second proxy on a listener address in use; stderr:\n{stderr}"
@@ -197,16 +197,16 @@ fn second_proxy_on_the_same_listener_address_is_refused() {
 
 #[test]
 fn second_proxy_on_the_same_admin_address_is_refused() {
-    let admin = free_port();
-    let config = |l: u16| {
+    let config = |admin: u16| {
         bootstrap(
             admin,
-            vec![listener("l", l, tcp_proxy("l", "c", json!(null)))],
-            vec![cluster("c", &[(free_port(), 1)], json!(null))],
+            vec![listener("l", 0, tcp_proxy("l", "c", json!(null)))],
+            vec![cluster("c", &[(refused_port(), 1)], json!(null))],
         )
     };
-    let first = Proxy::start("first_admin", &config(free_port()));
-    let (code, stderr) = run_config("second_admin", &config(free_port()));
+    let first = Proxy::start("first_admin", &config(0));
+    let admin = first.admin.port();
+    let (code, stderr) = run_config("second_admin", &config(admin));
     assert_eq!(
         code, 1,
         "a second proxy on an admin address in use; stderr:\n{stderr}"

@@ -120,6 +120,9 @@ fn setup() -> Setup {
     );
     let echo = Upstream::echo();
     let t = terminator.port;
+    // Fixed ports: the tunnel requests compared between Envoy and shardproxy carry them
+    // (%DOWNSTREAM_LOCAL_ADDRESS%, %DOWNSTREAM_LOCAL_PORT%), and the hbone cluster names
+    // `hbone` in the same bootstrap.
     let ports = Ports {
         h2c: free_port(),
         tls: free_port(),
@@ -157,7 +160,7 @@ fn setup() -> Setup {
         }),
     );
     let bootstrap = bootstrap(
-        free_port(),
+        0,
         vec![
             tunnel_listener(
                 "h2c",

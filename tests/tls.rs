@@ -194,19 +194,18 @@ fn xfp(r: &TlsResult) -> Option<String> {
 fn https_termination_with_file_and_inline_certificates() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (files, inline, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
             https_listener(
                 "files",
-                files,
+                0,
                 "app",
                 server_tls(vec![tls_certificate(&pki.server_rsa)]),
             ),
             https_listener(
                 "inline",
-                inline,
+                0,
                 "app",
                 server_tls(vec![tls_certificate_inline(&pki.server_ecdsa)]),
             ),
@@ -214,6 +213,7 @@ fn https_termination_with_file_and_inline_certificates() {
         vec![to_port("app", app.port("app"), json!({}))],
     );
     on_both("tls-termination", &b, |proxy| {
+        let (files, inline) = (proxy.port("files"), proxy.port("inline"));
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for (label, port) in [("files", files), ("inline", inline)] {
@@ -252,12 +252,12 @@ fn https_termination_with_file_and_inline_certificates() {
 fn tls_versions_and_tls_params() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
+    // Fixed ports: the scenario reads the listeners' stats (see `listener_stats`).
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let admin = free_port();
     let rsa = || vec![tls_certificate(&pki.server_rsa)];
     let params = |p: Value| downstream_tls(common_tls(rsa(), json!({"tls_params": p})), json!({}));
     let b = bootstrap(
-        admin,
+        0,
         vec![
             https_listener("default", ports[0], "app", server_tls(rsa())),
             https_listener(
@@ -370,7 +370,6 @@ fn tls_versions_and_tls_params() {
 fn alpn_negotiation() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (with, without, admin) = (free_port(), free_port(), free_port());
     let alpn_tls = downstream_tls(
         common_tls(
             vec![tls_certificate(&pki.server_rsa)],
@@ -379,12 +378,12 @@ fn alpn_negotiation() {
         json!({}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            https_listener("alpn", with, "app", alpn_tls),
+            https_listener("alpn", 0, "app", alpn_tls),
             https_listener(
                 "no-alpn",
-                without,
+                0,
                 "app",
                 server_tls(vec![tls_certificate(&pki.server_rsa)]),
             ),
@@ -392,6 +391,7 @@ fn alpn_negotiation() {
         vec![to_port("app", app.port("app"), json!({}))],
     );
     on_both("tls-alpn", &b, |proxy| {
+        let (with, without) = (proxy.port("alpn"), proxy.port("no-alpn"));
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         let cases = [
@@ -457,7 +457,6 @@ fn alpn_negotiation() {
 fn sni_selects_the_filter_chain() {
     let pki = pki();
     let ups = EchoUpstreams::start(&["one", "exact", "wild", "default"], None);
-    let (port, admin) = (free_port(), free_port());
     let tls = |ck: &CertKey| server_tls(vec![tls_certificate(ck)]);
     let chains = vec![
         https_chain(
@@ -478,14 +477,15 @@ fn sni_selects_the_filter_chain() {
         https_chain(Value::Null, "default", tls(&pki.server_rsa)),
     ];
     let b = bootstrap(
-        admin,
-        vec![listener_with("sni", port, vec![tls_inspector()], chains)],
+        0,
+        vec![listener_with("sni", 0, vec![tls_inspector()], chains)],
         ["one", "exact", "wild", "default"]
             .iter()
             .map(|n| to_port(n, ups.port(n), json!({})))
             .collect(),
     );
     on_both("tls-sni", &b, |proxy| {
+        let port = proxy.port("sni");
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         let cases = [
@@ -536,7 +536,6 @@ fn sni_selects_the_filter_chain() {
 fn transport_protocol_splits_tls_and_plaintext_on_one_port() {
     let pki = pki();
     let ups = EchoUpstreams::start(&["secure", "plain"], None);
-    let (port, admin) = (free_port(), free_port());
     let chains = vec![
         https_chain(
             json!({"transport_protocol": "tls"}),
@@ -550,14 +549,15 @@ fn transport_protocol_splits_tls_and_plaintext_on_one_port() {
         ),
     ];
     let b = bootstrap(
-        admin,
-        vec![listener_with("split", port, vec![tls_inspector()], chains)],
+        0,
+        vec![listener_with("split", 0, vec![tls_inspector()], chains)],
         vec![
             to_port("secure", ups.port("secure"), json!({})),
             to_port("plain", ups.port("plain"), json!({})),
         ],
     );
     on_both("tls-transport", &b, |proxy| {
+        let port = proxy.port("split");
         let who = proxy.kind.name();
         let r = TlsClient::new(port).sni("localhost").ca(&pki.ca).run();
         assert_eq!(r.upstream().as_deref(), Some("secure"), "{who}: {}", r.0);
@@ -591,7 +591,6 @@ fn application_protocols_select_the_chain() {
     let h2 = TlsUpstream::start("h2-upstream", &pki.upstream2, &["--alpn", "h2,http/1.1"]);
     let h1 = TlsUpstream::start("h1-upstream", &pki.upstream, &["--alpn", "http/1.1"]);
     let plain = EchoUpstreams::start(&["plain"], None);
-    let (port, admin) = (free_port(), free_port());
     let chains = vec![
         filter_chain(
             json!({"transport_protocol": "tls", "application_protocols": ["h2"]}),
@@ -606,8 +605,8 @@ fn application_protocols_select_the_chain() {
         filter_chain(Value::Null, vec![tcp_proxy_filter("plain", "plain")], None),
     ];
     let b = bootstrap(
-        admin,
-        vec![listener_with("alpn", port, vec![tls_inspector()], chains)],
+        0,
+        vec![listener_with("alpn", 0, vec![tls_inspector()], chains)],
         vec![
             to_port("h2", h2.port, json!({})),
             to_port("h1", h1.port, json!({})),
@@ -615,6 +614,7 @@ fn application_protocols_select_the_chain() {
         ],
     );
     on_both("tls-application-protocols", &b, |proxy| {
+        let port = proxy.port("alpn");
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for (offer, cn, alpn) in [
@@ -650,12 +650,11 @@ fn application_protocols_select_the_chain() {
 fn rsa_and_ecdsa_certificates_on_one_context() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![https_listener(
             "dual",
-            port,
+            0,
             "app",
             server_tls(vec![
                 tls_certificate(&pki.server_rsa),
@@ -665,6 +664,7 @@ fn rsa_and_ecdsa_certificates_on_one_context() {
         vec![to_port("app", app.port("app"), json!({}))],
     );
     on_both("tls-dual-cert", &b, |proxy| {
+        let port = proxy.port("dual");
         let who = proxy.kind.name();
         let req = http_request_text("localhost", "/");
         let mut seen = Vec::new();
@@ -722,9 +722,10 @@ fn rsa_and_ecdsa_certificates_on_one_context() {
 fn required_client_certificate() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the scenario reads the listener's stats (see `listener_stats`).
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![mtls_listener(port, "app", json!({}), json!({}))],
         vec![to_port("app", app.port("app"), json!({}))],
     );
@@ -791,9 +792,10 @@ fn required_client_certificate() {
 fn spiffe_uri_san_match() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the scenario reads the listener's stats (see `listener_stats`).
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![mtls_listener(
             port,
             "app",
@@ -845,9 +847,10 @@ fn spiffe_uri_san_match() {
 fn expired_untrusted_and_revoked_client_certificates_are_refused() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the scenario reads the listener's stats (see `listener_stats`).
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![mtls_listener(
             port,
             "app",
@@ -911,7 +914,6 @@ fn expired_untrusted_and_revoked_client_certificates_are_refused() {
 fn upstream_tls_origination_with_sni_and_validation() {
     let pki = pki();
     let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
-    let (port, admin) = (free_port(), free_port());
     let tls = |sni: Option<&str>, validation_context: Option<Value>| {
         let mut common = json!({});
         if let Some(v) = validation_context {
@@ -955,15 +957,16 @@ fn upstream_tls_origination_with_sni_and_validation() {
     let route_config = json!({"name": "local", "virtual_hosts": [
         {"name": "all", "domains": ["*"], "routes": routes}]});
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "plain",
-            port,
+            0,
             hcm("ingress", route_config, vec![], json!({})),
         )],
         clusters,
     );
     on_both("tls-upstream", &b, |proxy| {
+        let port = proxy.port("plain");
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for (path, status) in [
@@ -1021,7 +1024,6 @@ fn upstream_client_certificate() {
         &pki.upstream,
         &["--ca", ca, "--require-client-cert"],
     );
-    let (port, admin) = (free_port(), free_port());
     let with_cert = upstream_tls(
         common_tls(
             vec![tls_certificate(&pki.client)],
@@ -1038,10 +1040,10 @@ fn upstream_client_certificate() {
         {"match": {"path": "/without"}, "route": {"cluster": "without"}},
     ]);
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "plain",
-            port,
+            0,
             hcm(
                 "ingress",
                 json!({"name": "local", "virtual_hosts": [
@@ -1060,6 +1062,7 @@ fn upstream_client_certificate() {
         ],
     );
     on_both("tls-upstream-mtls", &b, |proxy| {
+        let port = proxy.port("plain");
         let who = proxy.kind.name();
         let c = curl(&[&format!("http://127.0.0.1:{port}/with")]);
         assert_eq!(c.status, 200, "{who}: {}", c.body);
@@ -1090,7 +1093,6 @@ fn tls_passthrough_by_server_name() {
     let pki = pki();
     let backend = TlsUpstream::start("backend", &pki.upstream, &[]);
     let terminated = EchoUpstreams::start(&["terminated"], None);
-    let (port, admin) = (free_port(), free_port());
     let chains = vec![
         filter_chain(
             json!({"server_names": ["passthrough.example.com"]}),
@@ -1104,14 +1106,15 @@ fn tls_passthrough_by_server_name() {
         ),
     ];
     let b = bootstrap(
-        admin,
-        vec![listener_with("pass", port, vec![tls_inspector()], chains)],
+        0,
+        vec![listener_with("pass", 0, vec![tls_inspector()], chains)],
         vec![
             to_port("backend", backend.port, json!({})),
             to_port("terminated", terminated.port("terminated"), json!({})),
         ],
     );
     on_both("tls-passthrough", &b, |proxy| {
+        let port = proxy.port("pass");
         let who = proxy.kind.name();
         let r = TlsClient::new(port).sni("passthrough.example.com").run();
         assert!(r.ok(), "{who}: {}", r.0);
@@ -1141,9 +1144,10 @@ fn tls_passthrough_by_server_name() {
 fn plaintext_client_on_a_tls_port() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the scenario reads the listener's stats (see `listener_stats`).
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![https_listener(
             "tls",
             port,
@@ -1181,11 +1185,10 @@ fn plaintext_client_on_a_tls_port() {
 fn xfcc_sanitize_set_with_the_client_uri() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![mtls_listener(
-            port,
+            0,
             "app",
             json!({}),
             json!({
@@ -1207,6 +1210,7 @@ fn xfcc_sanitize_set_with_the_client_uri() {
     };
     let expected = format!("Hash={hash};URI={CLIENT_SPIFFE}");
     on_both("tls-xfcc", &b, |proxy| {
+        let port = proxy.port("mtls");
         let who = proxy.kind.name();
         let r = TlsClient::new(port)
             .sni("localhost")
@@ -1241,7 +1245,6 @@ fn xfcc_sanitize_set_with_the_client_uri() {
 fn static_secrets_referenced_by_sds_name() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
     let tls = downstream_tls(
         json!({
             "tls_certificate_sds_secret_configs": [{"name": "server-cert"}],
@@ -1250,8 +1253,8 @@ fn static_secrets_referenced_by_sds_name() {
         json!({"require_client_certificate": true}),
     );
     let mut b = bootstrap(
-        admin,
-        vec![https_listener("sds", port, "app", tls)],
+        0,
+        vec![https_listener("sds", 0, "app", tls)],
         vec![to_port("app", app.port("app"), json!({}))],
     );
     b["static_resources"]["secrets"] = json!([
@@ -1262,6 +1265,7 @@ fn static_secrets_referenced_by_sds_name() {
         )},
     ]);
     on_both("tls-static-secrets", &b, |proxy| {
+        let port = proxy.port("sds");
         let who = proxy.kind.name();
         let base = || TlsClient::new(port).sni("localhost").ca(&pki.ca);
         let good = base().cert(&pki.client).run();
@@ -1300,9 +1304,10 @@ fn static_secrets_referenced_by_sds_name() {
 fn session_resumption() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
+    // A fixed port: the scenario reads the listener's stats (see `listener_stats`).
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![https_listener(
             "resume",
             port,
@@ -1353,7 +1358,8 @@ fn session_resumption() {
 fn tls_stats_after_a_mix_of_connections() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (optional, san, admin) = (free_port(), free_port(), free_port());
+    // Fixed ports: the scenario reads the listeners' stats (see `listener_stats`).
+    let (optional, san) = (free_port(), free_port());
     let tls = |validation_extra: Value| {
         downstream_tls(
             common_tls(
@@ -1364,7 +1370,7 @@ fn tls_stats_after_a_mix_of_connections() {
         )
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
             https_listener("optional", optional, "app", tls(json!({}))),
             https_listener(
@@ -1467,11 +1473,13 @@ fn hello_via(port: u16, ip: [u8; 4], src_port: u16) -> String {
 fn filter_chain_match_on_source_and_destination_port() {
     let ids = ["from-2", "src-port", "default", "port-src4", "catch-all"];
     let hellos: Vec<Upstream> = ids.iter().map(|id| Upstream::hello(id)).collect();
-    let (p1, p2, admin, src_port) = (free_port(), free_port(), free_port(), free_port());
+    // Fixed ports: the chains match on them (`destination_port`, `source_ports`), and the
+    // scenario reads the listeners' stats.
+    let (p1, p2, src_port) = (free_port(), free_port(), free_port());
     let chain = |m: Value, id: &str| filter_chain(m, vec![tcp_proxy_filter(id, id)], None);
     let ip32 = |ip: &str| json!([{"address_prefix": ip, "prefix_len": 32}]);
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener_with(
                 "sources",
@@ -1558,7 +1566,6 @@ fn http_inspector_splits_http_from_other_plaintext() {
     let pki = pki();
     let ups = EchoUpstreams::start(&["http", "tls"], None);
     let echo = Upstream::echo();
-    let (port, admin) = (free_port(), free_port());
     let chains = vec![
         https_chain(
             json!({"transport_protocol": "tls"}),
@@ -1578,8 +1585,8 @@ fn http_inspector_splits_http_from_other_plaintext() {
                "typed_config": {"@type": HTTP_INSPECTOR}}),
     ];
     let b = bootstrap(
-        admin,
-        vec![listener_with("inspect", port, inspectors, chains)],
+        0,
+        vec![listener_with("inspect", 0, inspectors, chains)],
         vec![
             to_port("http", ups.port("http"), json!({})),
             to_port("tls", ups.port("tls"), json!({})),
@@ -1587,6 +1594,7 @@ fn http_inspector_splits_http_from_other_plaintext() {
         ],
     );
     on_both("http-inspector", &b, |proxy| {
+        let port = proxy.port("inspect");
         let who = proxy.kind.name();
         let c = curl(&[&format!("http://127.0.0.1:{port}/")]);
         let body: Value = serde_json::from_str(&c.body).unwrap();
@@ -1643,7 +1651,6 @@ fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
     let script = dir.file("resources.json");
     std::fs::write(&script, secret(&pki.server_rsa).to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let (over_ads, over_sds, admin) = (free_port(), free_port(), free_port());
     let grpc = json!({"envoy_grpc": {"cluster_name": "xds_cluster"}});
     let sds_tls = |sds_config: Value| {
         downstream_tls(
@@ -1661,17 +1668,17 @@ fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
         }}}),
     );
     let mut b = bootstrap(
-        admin,
+        0,
         vec![
             https_listener(
                 "over-ads",
-                over_ads,
+                0,
                 "app",
                 sds_tls(json!({"ads": {}, "resource_api_version": "V3"})),
             ),
             https_listener(
                 "over-sds",
-                over_sds,
+                0,
                 "app",
                 sds_tls(json!({"resource_api_version": "V3", "api_config_source": {
                     "api_type": "GRPC", "transport_api_version": "V3",
@@ -1684,6 +1691,7 @@ fn sds_secrets_over_ads_and_an_sds_stream_rotate() {
     b["dynamic_resources"] = json!({"ads_config": {
         "api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [grpc]}});
     on_both("tls-sds", &b, |proxy| {
+        let (over_ads, over_sds) = (proxy.port("over-ads"), proxy.port("over-sds"));
         let who = proxy.kind.name();
         let cn = |port| {
             TlsClient::new(port)
@@ -1818,13 +1826,12 @@ fn sds_from_files_rotates_without_closing_connections() {
         write_atomic(&named_file, &secret(tls_certificate(ck)));
     };
     write(&pki.server_rsa);
-    let (by_path, by_dir, admin) = (free_port(), free_port(), free_port());
     let mut b = bootstrap(
-        admin,
+        0,
         vec![
             https_listener(
                 "by-path",
-                by_path,
+                0,
                 "app",
                 downstream_tls(
                     json!({
@@ -1837,7 +1844,7 @@ fn sds_from_files_rotates_without_closing_connections() {
             ),
             https_listener(
                 "by-dir",
-                by_dir,
+                0,
                 "app",
                 sds_tls(
                     "server-cert",
@@ -1851,6 +1858,7 @@ fn sds_from_files_rotates_without_closing_connections() {
     b["node"] = json!({"id": "tls-sds-file", "cluster": "test"});
     let trusted = https_config(&pki.ca);
     on_both("tls-sds-file", &b, |proxy| {
+        let (by_path, by_dir) = (proxy.port("by-path"), proxy.port("by-dir"));
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for port in [by_path, by_dir] {
@@ -1868,12 +1876,12 @@ fn sds_from_files_rotates_without_closing_connections() {
         for port in [by_path, by_dir] {
             wait_cn(who, port, "domain1.example.com");
         }
-        for (conn, port) in kept.iter_mut().zip([by_path, by_dir]) {
+        for (conn, label) in kept.iter_mut().zip(["by-path", "by-dir"]) {
             let r = conn.get("/").unwrap();
-            assert_eq!(r.status, 200, "{who}: the keep-alive connection to {port}");
+            assert_eq!(r.status, 200, "{who}: the keep-alive connection to {label}");
             assert_eq!(conn.peer_certificate(), leaf_der(&pki.server_rsa), "{who}");
             seen.push(format!(
-                "{port} keep-alive after the rotation: {}",
+                "{label} keep-alive after the rotation: {}",
                 r.status
             ));
         }
@@ -1926,7 +1934,6 @@ fn sds_bad_secret_is_nacked_and_the_last_good_one_serves() {
     let script = dir.file("resources.json");
     std::fs::write(&script, good(&pki.server_rsa).to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let (port, admin) = (free_port(), free_port());
     let xds_cluster = to_port(
         "xds_cluster",
         xds.ads_port,
@@ -1936,10 +1943,10 @@ fn sds_bad_secret_is_nacked_and_the_last_good_one_serves() {
         }}}),
     );
     let mut b = bootstrap(
-        admin,
+        0,
         vec![https_listener(
             "over-ads",
-            port,
+            0,
             "app",
             sds_tls(
                 "server-cert",
@@ -1958,6 +1965,7 @@ fn sds_bad_secret_is_nacked_and_the_last_good_one_serves() {
         record["nacked"].as_array().cloned().unwrap_or_default()
     };
     on_both("tls-sds-nack", &b, |proxy| {
+        let port = proxy.port("over-ads");
         let who = proxy.kind.name();
         wait_cn(who, port, "localhost");
         let mut seen = vec![format!("initial: {:?}", served_cn(port))];
@@ -2026,8 +2034,9 @@ fn a_listener_warms_until_its_secret_arrives() {
     std::fs::write(&script, empty.to_string()).unwrap();
     let xds = XdsServer::start(&script);
     let node = "tls-sds-warm";
+    // A fixed port: the scenario connects to it while the listener is still warming.
     let port = free_port();
-    let mut b = ads_bootstrap(free_port(), node, xds.ads_port, "GRPC");
+    let mut b = ads_bootstrap(0, node, xds.ads_port, "GRPC");
     b["dynamic_resources"]
         .as_object_mut()
         .unwrap()
@@ -2115,7 +2124,6 @@ fn certificate_rotation_under_load_fails_no_request() {
     std::fs::write(&script, secret(&pki.server_rsa).to_string()).unwrap();
     let socket = dir.file("sds.sock");
     let xds = XdsServer::start_with(&script, 0, &[&socket]);
-    let (port, admin) = (free_port(), free_port());
     let routes = json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]});
     let tls = sds_tls(
@@ -2142,14 +2150,15 @@ fn certificate_rotation_under_load_fails_no_request() {
             {"endpoint": {"address": {"pipe": {"path": socket}}}}]}]},
     });
     let mut b = bootstrap(
-        admin,
-        vec![listener_with("load", port, vec![], vec![chain])],
+        0,
+        vec![listener_with("load", 0, vec![], vec![chain])],
         vec![sds_cluster],
     );
     b["node"] = json!({"id": "tls-sds-load", "cluster": "test"});
     let trusted = https_config(&pki.ca);
     let (rsa, ecdsa) = (leaf_der(&pki.server_rsa), leaf_der(&pki.server_ecdsa));
     on_both("tls-sds-load", &b, |proxy| {
+        let port = proxy.port("load");
         let who = proxy.kind.name();
         xds.push(&secret(&pki.server_rsa));
         wait_cn(who, port, "localhost");
@@ -2210,7 +2219,6 @@ fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
     let pki = pki();
     let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
     let plain = EchoUpstreams::start(&["plain"], None);
-    let (port, admin) = (free_port(), free_port());
     let cluster = |name: &str, port: u16, labels: Value| {
         json!({
             "name": name,
@@ -2242,10 +2250,10 @@ fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
             {"match": {"prefix": "/tls"}, "route": {"cluster": "labelled"}},
             {"match": {"prefix": "/"}, "route": {"cluster": "unlabelled"}}]}]});
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "plain",
-            port,
+            0,
             hcm("ingress", route_config, vec![], json!({})),
         )],
         vec![
@@ -2254,6 +2262,7 @@ fn transport_socket_matches_pick_the_socket_by_endpoint_metadata() {
         ],
     );
     on_both("tls-socket-matches", &b, |proxy| {
+        let port = proxy.port("plain");
         let mut seen = Vec::new();
         for path in ["/tls", "/plain"] {
             let c = curl(&[&format!("http://127.0.0.1:{port}{path}")]);
@@ -2312,7 +2321,8 @@ fn hello_records(hello_len: u32, sent: usize, record: usize) -> Vec<u8> {
 fn tls_inspector_bad_input_timeout_and_oversized_hello() {
     let pki = pki();
     let ups = EchoUpstreams::start(&["secure", "plain"], None);
-    let (strict, lenient, admin) = (free_port(), free_port(), free_port());
+    // Fixed ports: the scenario reads the listeners' stats (see `listener_stats`).
+    let (strict, lenient) = (free_port(), free_port());
     let listener = |name: &str, port: u16, continue_on_timeout: bool| {
         let chains = vec![
             https_chain(
@@ -2332,7 +2342,7 @@ fn tls_inspector_bad_input_timeout_and_oversized_hello() {
         l
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener("strict", strict, false),
             listener("lenient", lenient, true),
@@ -2415,7 +2425,6 @@ fn tls_inspector_bad_input_timeout_and_oversized_hello() {
 fn auto_sni_and_auto_san_validation() {
     let pki = pki();
     let secure = TlsUpstream::start("secure", &pki.upstream, &[]);
-    let (port, admin) = (free_port(), free_port());
     let options = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "upstream_http_protocol_options": {"auto_sni": true, "auto_san_validation": true},
@@ -2436,15 +2445,16 @@ fn auto_sni_and_auto_san_validation() {
         {"name": "all", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "route": {"cluster": "auto"}}]}]});
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "plain",
-            port,
+            0,
             hcm("ingress", route_config, vec![], json!({})),
         )],
         vec![cluster],
     );
     on_both("tls-auto-sni", &b, |proxy| {
+        let port = proxy.port("plain");
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for host in [
@@ -2489,7 +2499,7 @@ fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
     const SERVER_SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/upstream";
-    let server_side = |port: u16, admin: u16| {
+    let server_side = || {
         let tls = downstream_tls(
             common_tls(
                 vec![tls_certificate(&pki.upstream)],
@@ -2505,10 +2515,10 @@ fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
             "set_current_client_cert_details": {"uri": true},
         });
         bootstrap(
-            admin,
+            0,
             vec![listener_with(
                 "inbound",
-                port,
+                0,
                 vec![],
                 vec![filter_chain(
                     Value::Null,
@@ -2519,7 +2529,7 @@ fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
             vec![to_port("app", app.port("app"), json!({}))],
         )
     };
-    let client_side = |port: u16, admin: u16, server: u16| {
+    let client_side = |server: u16| {
         let tls = |cert| {
             upstream_tls(
                 common_tls(
@@ -2537,10 +2547,10 @@ fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
                 {"match": {"prefix": "/wrong"}, "route": {"cluster": "wrong"}},
                 {"match": {"prefix": "/"}, "route": {"cluster": "mesh"}}]}]});
         bootstrap(
-            admin,
+            0,
             vec![http_listener(
                 "outbound",
-                port,
+                0,
                 hcm("outbound", routes, vec![], json!({})),
             )],
             vec![
@@ -2562,17 +2572,10 @@ fn mesh_hop_with_spiffe_mtls_between_envoy_and_shardproxy() {
         (Kind::Envoy, Kind::Shardproxy),
         (Kind::Shardproxy, Kind::Envoy),
     ] {
-        let (inbound, outbound) = (free_port(), free_port());
-        let server = HttpProxy::start(
-            server_kind,
-            "mesh-server",
-            &server_side(inbound, free_port()),
-        );
-        let client = HttpProxy::start(
-            client_kind,
-            "mesh-client",
-            &client_side(outbound, free_port(), inbound),
-        );
+        let server = HttpProxy::start(server_kind, "mesh-server", &server_side());
+        let inbound = server.port("inbound");
+        let client = HttpProxy::start(client_kind, "mesh-client", &client_side(inbound));
+        let outbound = client.port("outbound");
         let hop = format!("{} → {}", client_kind.name(), server_kind.name());
         let c = curl(&[&format!("http://127.0.0.1:{outbound}/mesh")]);
         assert_eq!(c.status, 200, "{hop}: {}", c.body);

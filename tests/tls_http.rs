@@ -101,7 +101,6 @@ const CLIENT_XFCC: &str = "By=spiffe://evil;Hash=abc";
 fn xfcc_in_every_mode_with_and_without_mutual_tls() {
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let admin = free_port();
     let all = json!({"subject": true, "uri": true, "dns": true, "cert": true, "chain": true});
     let modes = [
         ("SANITIZE", json!({})),
@@ -125,9 +124,7 @@ fn xfcc_in_every_mode_with_and_without_mutual_tls() {
         ),
     ];
     let mut listeners = Vec::new();
-    let mut ports = Vec::new();
     for (mode, extra) in &modes {
-        let (tls_port, plain_port) = (free_port(), free_port());
         let manager = |extra: &Value| {
             hcm_filter(hcm(
                 "ingress",
@@ -138,30 +135,31 @@ fn xfcc_in_every_mode_with_and_without_mutual_tls() {
         };
         listeners.push(one_chain(
             &format!("tls-{mode}"),
-            tls_port,
+            0,
             false,
             vec![manager(extra)],
             Some(optional_mtls()),
         ));
         listeners.push(one_chain(
             &format!("plain-{mode}"),
-            plain_port,
+            0,
             false,
             vec![manager(extra)],
             None,
         ));
-        ports.push((*mode, tls_port, plain_port));
     }
     let b = bootstrap(
-        admin,
+        0,
         listeners,
         vec![cluster("app", &[(app.port("app"), 1)], json!({}))],
     );
     on_both("tls-xfcc-modes", &b, |proxy| {
         let who = proxy.kind.name();
         let mut seen = Vec::new();
-        for (mode, tls_port, plain_port) in &ports {
-            let client = || TlsClient::new(*tls_port).sni("localhost").ca(&pki.ca);
+        for (mode, _) in &modes {
+            let tls_port = proxy.port(&format!("tls-{mode}"));
+            let plain_port = proxy.port(&format!("plain-{mode}"));
+            let client = || TlsClient::new(tls_port).sni("localhost").ca(&pki.ca);
             let cases = [
                 (
                     "rich",
@@ -186,7 +184,7 @@ fn xfcc_in_every_mode_with_and_without_mutual_tls() {
                 assert_eq!(r.status(), Some(200), "{who} {mode} {label}: {}", r.0);
                 seen.push(format!("{mode} {label}: {:?}", xfcc_values(&r.echo())));
             }
-            let mut conn = HttpConn::open(*plain_port);
+            let mut conn = HttpConn::open(plain_port);
             let headers = [
                 ("host", "localhost"),
                 ("x-forwarded-client-cert", CLIENT_XFCC),
@@ -225,7 +223,6 @@ fn tls_access_log_commands() {
     let app = EchoUpstreams::start(&["app"], None);
     let tls_app = TlsUpstream::start("tls-app", &pki.upstream, &[]);
     let logs = TempDir::new("tls-logs");
-    let [https, plain, tcp, passthrough, admin] = [(); 5].map(|_| free_port());
     let routes = json!({"name": "local", "virtual_hosts": [{
         "name": "all", "domains": ["*"],
         "routes": [
@@ -260,26 +257,26 @@ fn tls_access_log_commands() {
         )}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![
             one_chain(
                 "https",
-                https,
+                0,
                 false,
                 vec![manager("https")],
                 Some(optional_mtls()),
             ),
-            one_chain("plain", plain, false, vec![manager("plain")], None),
+            one_chain("plain", 0, false, vec![manager("plain")], None),
             one_chain(
                 "tcp",
-                tcp,
+                0,
                 false,
                 vec![tcp_proxy("tcp", "app")],
                 Some(optional_mtls()),
             ),
             one_chain(
                 "passthrough",
-                passthrough,
+                0,
                 true,
                 vec![tcp_proxy("passthrough", "tls_passthrough")],
                 None,
@@ -292,6 +289,12 @@ fn tls_access_log_commands() {
         ],
     );
     on_both("tls-access-log", &b, |proxy| {
+        let (https, plain, tcp, passthrough) = (
+            proxy.port("https"),
+            proxy.port("plain"),
+            proxy.port("tcp"),
+            proxy.port("passthrough"),
+        );
         let who = proxy.kind.name();
         let client = |port: u16| TlsClient::new(port).sni("localhost").ca(&pki.ca);
         let rich = |port: u16| client(port).cert(&pki.client_rich);
@@ -344,7 +347,6 @@ fn tls_access_log_commands() {
 #[test]
 fn routes_match_on_the_client_certificate() {
     let pki = pki();
-    let [tls_port, plain_port, admin] = [(); 3].map(|_| free_port());
     let answer = |prefix: &str, tls_context: Value, body: &str| {
         json!({"match": {"prefix": prefix, "tls_context": tls_context},
                "direct_response": {"status": 200, "body": {"inline_string": body}}})
@@ -360,20 +362,15 @@ fn routes_match_on_the_client_certificate() {
     }]});
     let manager = || hcm_filter(hcm("ingress", routes.clone(), vec![], json!({})));
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            one_chain(
-                "tls",
-                tls_port,
-                false,
-                vec![manager()],
-                Some(optional_mtls()),
-            ),
-            one_chain("plain", plain_port, false, vec![manager()], None),
+            one_chain("tls", 0, false, vec![manager()], Some(optional_mtls())),
+            one_chain("plain", 0, false, vec![manager()], None),
         ],
         vec![],
     );
     on_both("tls-route-match", &b, |proxy| {
+        let (tls_port, plain_port) = (proxy.port("tls"), proxy.port("plain"));
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for path in ["/", "/v/x"] {

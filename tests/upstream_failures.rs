@@ -21,12 +21,11 @@ fn assert_still_serving(echo_listener: u16) {
 #[test]
 fn refused_upstream_closes_downstream() {
     let echo = Upstream::echo();
-    let (dead_l, echo_l, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            listener("dead", dead_l, tcp_proxy("dead", "dead", json!(null))),
-            listener("echo", echo_l, tcp_proxy("echo", "echo", json!(null))),
+            listener("dead", 0, tcp_proxy("dead", "dead", json!(null))),
+            listener("echo", 0, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
             cluster("dead", &[(refused_port(), 1)], json!(null)),
@@ -34,6 +33,7 @@ fn refused_upstream_closes_downstream() {
         ],
     );
     let proxy = Proxy::start("refused", &b);
+    let (dead_l, echo_l) = (proxy.port("dead"), proxy.port("echo"));
     for i in 0..3 {
         let mut s = connect(dead_l);
         let start = Instant::now();
@@ -57,12 +57,11 @@ fn refused_upstream_closes_downstream() {
 fn connect_timeout_closes_downstream_after_timeout() {
     let hole = Blackhole::new();
     let echo = Upstream::echo();
-    let (hole_l, echo_l, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            listener("hole", hole_l, tcp_proxy("hole", "hole", json!(null))),
-            listener("echo", echo_l, tcp_proxy("echo", "echo", json!(null))),
+            listener("hole", 0, tcp_proxy("hole", "hole", json!(null))),
+            listener("echo", 0, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
             cluster(
@@ -74,6 +73,7 @@ fn connect_timeout_closes_downstream_after_timeout() {
         ],
     );
     let proxy = Proxy::start("ctimeout", &b);
+    let (hole_l, echo_l) = (proxy.port("hole"), proxy.port("echo"));
     let mut s = connect(hole_l);
     let start = Instant::now();
     let out = next_outcome(&mut s, SOON);
@@ -96,12 +96,13 @@ fn connect_timeout_closes_downstream_after_timeout() {
 fn upstream_reset_mid_stream_closes_downstream() {
     let reset = Upstream::reset_after_first_read();
     let echo = Upstream::echo();
-    let (reset_l, echo_l, admin) = (free_port(), free_port(), free_port());
+    // A fixed port: the test reads the listener's stats, named after its configured address.
+    let reset_l = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener("reset", reset_l, tcp_proxy("reset", "reset", json!(null))),
-            listener("echo", echo_l, tcp_proxy("echo", "echo", json!(null))),
+            listener("echo", 0, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
             cluster("reset", &[(reset.port, 1)], json!(null)),
@@ -109,6 +110,7 @@ fn upstream_reset_mid_stream_closes_downstream() {
         ],
     );
     let proxy = Proxy::start("reset", &b);
+    let echo_l = proxy.port("echo");
     let mut s = connect(reset_l);
     s.write_all(b"hello").unwrap();
     let start = Instant::now();
@@ -144,12 +146,11 @@ fn upstream_reset_mid_stream_closes_downstream() {
 #[test]
 fn no_endpoints_counts_none_healthy() {
     let echo = Upstream::echo();
-    let (empty_l, echo_l, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            listener("empty", empty_l, tcp_proxy("empty", "empty", json!(null))),
-            listener("echo", echo_l, tcp_proxy("echo", "echo", json!(null))),
+            listener("empty", 0, tcp_proxy("empty", "empty", json!(null))),
+            listener("echo", 0, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
             cluster("empty", &[], json!(null)),
@@ -157,6 +158,7 @@ fn no_endpoints_counts_none_healthy() {
         ],
     );
     let proxy = Proxy::start("nonehealthy", &b);
+    let (empty_l, echo_l) = (proxy.port("empty"), proxy.port("echo"));
     let mut s = connect(empty_l);
     let out = next_outcome(&mut s, SOON);
     assert!(
@@ -172,12 +174,11 @@ fn no_endpoints_counts_none_healthy() {
 #[test]
 fn max_connect_attempts_retries_next_host() {
     let live = Upstream::hello("live");
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "retry",
-            l,
+            0,
             tcp_proxy("retry", "mixed", json!({"max_connect_attempts": 2})),
         )],
         vec![cluster(
@@ -189,6 +190,7 @@ fn max_connect_attempts_retries_next_host() {
     let proxy = Proxy::builder("retry", &b)
         .args(&["--concurrency", "1"])
         .start();
+    let l = proxy.port("retry");
     for i in 0..6 {
         let mut s = connect(l);
         assert_eq!(
@@ -212,16 +214,15 @@ fn max_connect_attempts_retries_next_host() {
 #[test]
 fn max_connect_attempts_exceeded() {
     let echo = Upstream::echo();
-    let (l, echo_l, admin) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener(
                 "retry",
-                l,
+                0,
                 tcp_proxy("retry", "alldead", json!({"max_connect_attempts": 2})),
             ),
-            listener("echo", echo_l, tcp_proxy("echo", "echo", json!(null))),
+            listener("echo", 0, tcp_proxy("echo", "echo", json!(null))),
         ],
         vec![
             cluster(
@@ -233,6 +234,7 @@ fn max_connect_attempts_exceeded() {
         ],
     );
     let proxy = Proxy::start("attempts", &b);
+    let (l, echo_l) = (proxy.port("retry"), proxy.port("echo"));
     let mut s = connect(l);
     let out = next_outcome(&mut s, SOON);
     assert!(matches!(out, Outcome::Eof), "expected EOF, got {out:?}");
@@ -253,17 +255,17 @@ fn max_connect_attempts_exceeded() {
 #[test]
 fn idle_timeout_closes_silent_connection() {
     let echo = Upstream::echo();
-    let (l, admin) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![listener(
             "idle",
-            l,
+            0,
             tcp_proxy("idle", "echo", json!({"idle_timeout": "1s"})),
         )],
         vec![cluster("echo", &[(echo.port, 1)], json!(null))],
     );
     let proxy = Proxy::start("idle", &b);
+    let l = proxy.port("idle");
     let mut s = connect(l);
     s.write_all(b"x").unwrap();
     assert_eq!(next_outcome(&mut s, SOON), Outcome::Data(1));

@@ -50,7 +50,9 @@ fn assignment(port: u16) -> Value {
         {"endpoint": {"address": socket_address(port)}}]}]})
 }
 
-/// Listener (RDS) + table + EDS cluster + its assignment pointing at `upstream_port`.
+/// Listener (RDS) + table + EDS cluster + its assignment pointing at `upstream_port`. The
+/// listener's port is fixed (`free_port`): it is in the control plane's script before the
+/// proxy starts, and the tests probe it across pushes, removals and re-adds.
 fn mesh(listen: u16, upstream_port: u16) -> Value {
     json!({"resources": {
         LISTENER: [rds_listener("main", listen, "routes")],
@@ -70,7 +72,7 @@ fn kinds(test: &str) -> Vec<Kind> {
 }
 
 fn start(kind: Kind, node: &str, xds: &XdsServer, api_type: &str) -> HttpProxy {
-    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, api_type);
+    let bootstrap = ads_bootstrap(0, node, xds.ads_port, api_type);
     HttpProxy::start(kind, node, &bootstrap)
 }
 
@@ -399,7 +401,7 @@ fn ready_waits_for_the_initial_fetch_until_its_timeout() {
         json!("1s");
     fs::write(&script, set.to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let bootstrap = ads_bootstrap(free_port(), "init", xds.ads_port, "GRPC");
+    let bootstrap = ads_bootstrap(0, "init", xds.ads_port, "GRPC");
     let started = Instant::now();
     let proxy = HttpProxy::start(Kind::Shardproxy, "init", &bootstrap);
     assert!(
@@ -434,12 +436,12 @@ fn listeners_follow_clusters_warmed_by_secrets_from_an_sds_stream() {
     });
     fs::write(&script, set.to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let mut bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
+    let mut bootstrap = istio_ads_bootstrap(0, node, xds.ads_port);
     // As Istio's bootstrap: the initial fetches never time out (a timeout would hide the wait).
     for source in ["lds_config", "cds_config"] {
         bootstrap["dynamic_resources"][source]["initial_fetch_timeout"] = json!("0s");
     }
-    let proxy = Proxy::builder(node, &bootstrap).no_wait().start();
+    let mut proxy = Proxy::builder(node, &bootstrap).no_wait().start();
     xds.wait_ack(node, ENDPOINT, &json!("1"));
     let secret = json!({"name": "cert", "tls_certificate": tls_certificate_inline(&pki().client)});
     let versions = xds.push(&json!({"resources": {SECRET: [secret]}}));
@@ -447,11 +449,8 @@ fn listeners_follow_clusters_warmed_by_secrets_from_an_sds_stream() {
     for type_url in [LISTENER, ROUTE] {
         xds.wait_ack(node, type_url, &json!("1"));
     }
-    wait_for(SOON, "the proxy to go live", || {
-        http_get(proxy.admin, "/ready")
-            .ok()
-            .filter(|r| r.status == 200)
-    });
+    // The admin (port 0) is read back, then /ready polled until LIVE.
+    proxy.wait_ready();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -485,7 +484,7 @@ fn shardproxy_on_istio_dump(file: &str, known_gaps: &[&str]) {
     convert_dump(&dump, &script);
     let xds = XdsServer::start(&script);
     let node = "sidecar~127.0.0.1~app1-0.default~default.svc.cluster.local";
-    let bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
+    let bootstrap = istio_ads_bootstrap(0, node, xds.ads_port);
     // HttpProxy::start waits for /ready: the initial fetch must finish despite the NACKs.
     let proxy = HttpProxy::start(Kind::Shardproxy, "istio-dump", &bootstrap);
     thread::sleep(Duration::from_secs(1));

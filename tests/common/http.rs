@@ -160,18 +160,18 @@ pub struct HttpProxy {
 impl HttpProxy {
     /// Starts `kind` on `bootstrap` (the admin port is read from it) and waits until /ready.
     pub fn start(kind: Kind, tag: &str, bootstrap: &Value) -> HttpProxy {
+        Self::start_with_flags(kind, tag, bootstrap, &[])
+    }
+
+    /// [`HttpProxy::start`] with extra command-line `flags` (both take Envoy's).
+    pub fn start_with_flags(kind: Kind, tag: &str, bootstrap: &Value, flags: &[&str]) -> HttpProxy {
         let admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
             .as_u64()
             .expect("bootstrap has admin.address.socket_address.port_value")
             as u16;
-        Self::start_yaml(kind, tag, &to_yaml(bootstrap), admin_port)
-    }
-
-    /// Starts `kind` on bootstrap text `yaml` whose admin listens on `admin_port`.
-    fn start_yaml(kind: Kind, tag: &str, yaml: &str, admin_port: u16) -> HttpProxy {
         let dir = TempDir::new(&format!("{tag}-{}", kind.name()));
         let config = dir.file("bootstrap.yaml");
-        fs::write(&config, yaml).unwrap();
+        fs::write(&config, to_yaml(bootstrap)).unwrap();
         let stderr_path = dir.file("stderr.log");
         let stdout_path = dir.file("stdout.log");
         let mut cmd = match kind {
@@ -191,6 +191,7 @@ impl HttpProxy {
         cmd.arg("-c")
             .arg(&config)
             .args(["--concurrency", "2"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout_path).unwrap())
             .stderr(fs::File::create(&stderr_path).unwrap());
@@ -243,6 +244,11 @@ impl HttpProxy {
     /// The address listener `name` bound (see [`listener_address`]).
     pub fn listener_address(&self, name: &str) -> SocketAddr {
         listener_address(self.admin, name)
+    }
+
+    /// The port listener `name` bound.
+    pub fn port(&self, name: &str) -> u16 {
+        self.listener_address(name).port()
     }
 
     pub fn stderr(&self) -> String {

@@ -1,8 +1,9 @@
 //! Tests: shared end-to-end harness — temp dirs, bootstrap templates, the proxy as a child
 //! process, a tiny admin HTTP client, and real upstream servers on threads.
 //!
-//! Every port is picked below the kernel's ephemeral range (see `free_port`); every child is
-//! killed by PID when its handle drops.
+//! Ports come from the kernel: what can report the port it bound (shardproxy, Envoy, the
+//! in-test upstreams, the Python peers) binds port 0 and is asked afterwards; `free_port` is
+//! for the rest. Every child is killed by PID when its handle drops.
 #![allow(dead_code)]
 
 pub mod grpc;
@@ -104,9 +105,21 @@ pub fn have_command(cmd: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Ports, temp dirs, polling
 
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-/// A port no one listens on, for a proxy or peer to bind later. Taken from 12000..32000, below
-/// the kernel's ephemeral range (32768+): a port picked by binding port 0 is closed again before
+/// A port no one listens on, for a process to bind later. Only where port 0 cannot serve:
+/// - the process cannot report the port it got (nginx, HAProxy configs);
+/// - the port must be known before the process starts: written into another config (a
+///   cluster endpoint in the same bootstrap, a control plane's resources), matched on
+///   (`destination_port`, `source_ports`, an authorization server's deny list), connected to
+///   while its listener warms, or hot restart's fixed addresses;
+/// - the test reads it back from what names it: listener stats are named after the configured
+///   address, in Envoy as in shardproxy (`listener.127.0.0.1_0.` for port 0, see
+///   `tls::listener_stats`), and some compared access-log lines and recorded requests hold the
+///   listener's address;
+/// - nothing may listen there at all ([`refused_port`]).
+///
+/// Everything else binds port 0 and reads the port back ([`Proxy::port`],
+/// [`http::HttpProxy::port`], the peers' `LISTEN` lines). Taken from 12000..32000, below the
+/// kernel's ephemeral range (32768+): a port picked by binding port 0 is closed again before
 /// the proxy binds it, and in between any outgoing connection of a parallel test may take it as
 /// its source port. Ports are handed out once per test process, starting at an offset from the
 /// PID so test binaries run side by side rarely meet; each is checked free by binding it.
@@ -564,6 +577,19 @@ impl Proxy {
     /// The port listener `name` bound.
     pub fn port(&self, name: &str) -> u16 {
         self.listener_address(name).port()
+    }
+
+    /// The port listener `name` bound, once /listeners shows it (a listener a reload adds).
+    pub fn wait_port(&self, name: &str) -> u16 {
+        let line = format!("{name}::");
+        wait_for(SOON, &format!("listener {name} in /listeners"), || {
+            let listeners = self.get("/listeners").body;
+            listeners
+                .lines()
+                .any(|l| l.starts_with(&line))
+                .then_some(())
+        });
+        self.port(name)
     }
 
     pub fn post(&self, path: &str) -> HttpResponse {

@@ -687,6 +687,9 @@ pub fn listener_with(
 }
 
 /// The stat prefix Envoy gives a listener on 127.0.0.1:`port`: `listener.127.0.0.1_<port>.`.
+/// Envoy and shardproxy take it from the configured address, so every listener configured on
+/// port 0 shares `listener.127.0.0.1_0.`: a test that reads these stats configures its listener
+/// on a fixed port ([`free_port`](super::free_port)).
 pub fn listener_stats(port: u16) -> String {
     format!("listener.127.0.0.1_{port}.")
 }
@@ -783,8 +786,9 @@ pub fn tls_proxies() -> Vec<Kind> {
 }
 
 /// Runs `scenario` against Envoy on `bootstrap` (its own assertions checked), then against
-/// shardproxy on the same bootstrap (the same ports: Envoy is stopped first), and asserts
-/// that shardproxy's outcome equals Envoy's. Returns Envoy's outcome when it ran.
+/// shardproxy on the same bootstrap, and asserts that shardproxy's outcome equals Envoy's.
+/// Returns Envoy's outcome when it ran. Listeners on port 0 get other ports in each run:
+/// `scenario` reads them from the proxy it is given (`proxy.port(name)`).
 pub fn on_both<T: PartialEq + std::fmt::Debug>(
     tag: &str,
     bootstrap: &Value,

@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 use super::http::{
     catch_all_routes, envoy_bin, hcm, http_listener, peer_script, python, HttpProxy, Kind,
 };
-use super::{
-    addr, cluster, free_port, http_get, read_http_response, socket_address, wait_for, TempDir, SOON,
-};
+use super::{addr, cluster, http_get, read_http_response, socket_address, wait_for, TempDir, SOON};
 
 // Each test binary uses some of these (`common` is compiled into every one).
 #[allow(unused_imports)]
@@ -216,7 +214,7 @@ pub fn envoy_on(set: &Value, node: &str, api_type: &str, dir: &TempDir) -> (XdsS
     let script = dir.file("resources.json");
     fs::write(&script, set.to_string()).unwrap();
     let xds = XdsServer::start(&script);
-    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, api_type);
+    let bootstrap = ads_bootstrap(0, node, xds.ads_port, api_type);
     let envoy = HttpProxy::start(Kind::Envoy, node, &bootstrap);
     (xds, envoy)
 }
