@@ -41,19 +41,23 @@ pub fn encode_request_head(head: &RequestHead, framing: &Framing, out: &mut Vec<
 
 /// Appends a response head with the standard reason phrase. Framing: `content-length`,
 /// `transfer-encoding: chunked`, nothing for `UntilClose`, and for `Empty`
-/// `content-length: 0` unless the status has no body (1xx, 204, 304) or the head already
-/// carries Content-Length or Transfer-Encoding (a response to HEAD passing the upstream's on). `!keep_alive` (or
-/// `UntilClose`) adds `connection: close`; a kept-alive HTTP/1.0 response gets
-/// `connection: keep-alive`. For 1xx pass `keep_alive = true`; a 101's `connection: upgrade`
-/// and `upgrade` fields are the caller's to add.
+/// `content-length: 0` unless the status has no body (1xx, 204, 304), the response answers a
+/// HEAD request (`request_was_head`: its Content-Length, if any, describes the GET response
+/// and is in the head already, as Envoy passes it on; none is made up), or the head already
+/// carries Content-Length or Transfer-Encoding. `!keep_alive` (or `UntilClose`) adds
+/// `connection: close`; a kept-alive HTTP/1.0 response gets `connection: keep-alive`. For 1xx
+/// pass `keep_alive = true`; a 101's `connection: upgrade` and `upgrade` fields are the
+/// caller's to add.
 pub fn encode_response_head(
     head: &ResponseHead,
     framing: &Framing,
     keep_alive: bool,
+    request_was_head: bool,
     out: &mut Vec<u8>,
 ) {
     status_line_and_fields(head, out);
-    let bodiless = head.status < 200 || head.status == 204 || head.status == 304;
+    let bodiless =
+        request_was_head || head.status < 200 || head.status == 204 || head.status == 304;
     match framing {
         Framing::Length(n) => write_content_length(*n, out),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -347,9 +351,24 @@ mod tests {
         ];
         for (head, framing, keep_alive, expected) in cases {
             let mut out = Vec::new();
-            encode_response_head(&head, &framing, keep_alive, &mut out);
+            encode_response_head(&head, &framing, keep_alive, false, &mut out);
             assert_eq!(text(&out), expected);
         }
+    }
+
+    /// fuzz/http1_codec's round trip: a HEAD response without Content-Length was written with
+    /// `content-length: 0`, telling the client the GET response would be empty. Envoy adds
+    /// no length to a HEAD response; one the upstream sent passes unchanged.
+    #[test]
+    fn head_responses_get_no_made_up_length() {
+        let mut out = Vec::new();
+        let head = response(200, Version::Http11, &[]);
+        encode_response_head(&head, &Framing::Empty, true, true, &mut out);
+        assert_eq!(text(&out), "HTTP/1.1 200 OK\r\n\r\n");
+        out.clear();
+        let head = response(200, Version::Http11, &[("content-length", "512")]);
+        encode_response_head(&head, &Framing::Empty, true, true, &mut out);
+        assert_eq!(text(&out), "HTTP/1.1 200 OK\r\ncontent-length: 512\r\n\r\n");
     }
 
     #[test]

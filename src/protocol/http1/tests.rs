@@ -342,7 +342,7 @@ fn response_round_trip() {
             ]),
         };
         let mut out = Vec::new();
-        encode_response_head(&head, &framing, keep_alive, &mut out);
+        encode_response_head(&head, &framing, keep_alive, false, &mut out);
         let mut buf = BytesMut::from(&out[..]);
         let parsed = parse_response(&mut buf, false, &Limits::default())
             .unwrap()

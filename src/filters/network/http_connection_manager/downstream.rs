@@ -113,12 +113,14 @@ impl Downstream<'_> {
     }
 
     /// Starts a response whose body follows from upstream (delimited there as
-    /// `upstream_framing`). Whether the connection may carry another request after it.
+    /// `upstream_framing`; `is_head`: it answers a HEAD request). Whether the connection may
+    /// carry another request after it.
     pub fn start_response(
         &mut self,
         head: &ResponseHead,
         upstream_framing: Framing,
         keep_alive: bool,
+        is_head: bool,
     ) -> (ResponseWriter<'_>, bool) {
         match self {
             Downstream::Http1(conn) => {
@@ -132,7 +134,7 @@ impl Downstream<'_> {
                 };
                 let keep_alive = keep_alive && !matches!(framing, Framing::UntilClose);
                 let mut out = Outgoing::default();
-                encode_response_head(head, &framing, keep_alive, out.bytes());
+                encode_response_head(head, &framing, keep_alive, is_head, out.bytes());
                 let chunked = matches!(framing, Framing::Chunked);
                 (ResponseWriter::Http1 { conn, out, chunked }, keep_alive)
             }

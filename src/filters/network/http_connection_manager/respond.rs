@@ -73,7 +73,7 @@ pub fn encode_complete(
         _ if is_head && body.is_empty() => Framing::Chunked,
         _ => Framing::Length(body.len() as u64),
     };
-    encode_response_head(head, &framing, keep_alive, out);
+    encode_response_head(head, &framing, keep_alive, is_head, out);
     if !is_head && !matches!(framing, Framing::Empty) {
         out.extend_from_slice(body);
     }

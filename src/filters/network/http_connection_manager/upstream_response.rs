@@ -155,7 +155,9 @@ pub(super) async fn proxy_response(
         Some(_) => Framing::Chunked,
         None => response.framing,
     };
-    let (mut writer, keep_alive) = s.downstream.start_response(&head, framing, keep_alive);
+    let (mut writer, keep_alive) =
+        s.downstream
+            .start_response(&head, framing, keep_alive, request.is_head());
     let grpc = exchange.grpc.clone();
     if let Some(call) = &grpc {
         call.response_head(&head);
