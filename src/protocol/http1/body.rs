@@ -149,15 +149,20 @@ impl BodyDecoder {
             }
             return Ok(None);
         };
+        // A line that does not start with a digit is refused as such whether or not its end
+        // has arrived (above): the same bytes give the same error however they are cut.
+        let digits = scan[..lf]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if digits == 0 {
+            return Err(BodyError::InvalidChunkSize);
+        }
         let Some(line) = scan[..lf].strip_suffix(b"\r") else {
             return Err(BodyError::MissingCrlf);
         };
         if line.len() > MAX_CHUNK_LINE {
             return Err(BodyError::ChunkLineTooLong);
-        }
-        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if digits == 0 {
-            return Err(BodyError::InvalidChunkSize);
         }
         let size = line[..digits].iter().try_fold(0u64, |n, &b| {
             let digit = (b as char).to_digit(16).unwrap_or_default();
@@ -433,6 +438,27 @@ mod tests {
         for (input, err) in cases {
             let (result, _) = decode_all(Framing::Chunked, input);
             assert_eq!(result, Err(*err), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    /// fuzz/http1_codec's arrival check: `g\n` was `InvalidChunkSize` when `g` arrived alone and
+    /// `MissingCrlf` when the line came whole.
+    #[test]
+    fn a_chunk_line_error_does_not_depend_on_arrival() {
+        for input in [&b"g\n"[..], b"\n", b" \n", b";x\n"] {
+            let (whole, _) = decode_all(Framing::Chunked, input);
+            let mut dec = BodyDecoder::new(&Framing::Chunked, &Limits::default());
+            let mut buf = BytesMut::from(&input[..1]);
+            let first = dec.decode(&mut buf);
+            let cut = match first {
+                Ok(BodyEvent::NeedMore) => {
+                    buf.extend_from_slice(&input[1..]);
+                    dec.decode(&mut buf)
+                }
+                other => other,
+            };
+            assert_eq!(whole, Err(BodyError::InvalidChunkSize), "{input:?}");
+            assert_eq!(cut, Err(BodyError::InvalidChunkSize), "{input:?}");
         }
     }
 
