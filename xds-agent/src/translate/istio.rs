@@ -9,7 +9,10 @@ use envoy_types::pb::{
     envoy::config::core::v3::Node,
     google::protobuf::{value::Kind, Any, Struct, Value},
 };
-use prost::Message;
+use prost::{
+    encoding::{encode_key, encode_varint, WireType},
+    Message,
+};
 
 use super::{decode_typed, TranslateError};
 use model::istio::{
@@ -60,7 +63,7 @@ pub fn local_peer(node: Option<&Node>) -> LocalPeer {
     };
     let payload = Any {
         type_url: STRUCT_TYPE.into(),
-        value: both.encode_to_vec(),
+        value: canonical_struct(&both),
     }
     .encode_to_vec();
     let mut frame = Vec::with_capacity(8 + payload.len());
@@ -71,9 +74,49 @@ pub fn local_peer(node: Option<&Node>) -> LocalPeer {
     LocalPeer {
         workload,
         id: Bytes::from(id),
-        header: Bytes::from(STANDARD.encode(metadata.encode_to_vec())),
+        header: Bytes::from(STANDARD.encode(canonical_struct(&metadata))),
         frame: Bytes::from(frame),
     }
+}
+
+/// The binary encoding of `message` with its fields in key order, at every depth. prost writes
+/// a map in its hash order, which differs between two maps with the same entries: the same
+/// node would give other bytes on each translation.
+fn canonical_struct(message: &Struct) -> Vec<u8> {
+    let mut keys: Vec<&String> = message.fields.keys().collect();
+    keys.sort_unstable();
+    let mut out = Vec::new();
+    for key in keys {
+        // A map entry: the key is field 1, the value field 2.
+        let mut entry = Vec::new();
+        length_delimited(1, key.as_bytes(), &mut entry);
+        length_delimited(2, &canonical_value(&message.fields[key]), &mut entry);
+        length_delimited(1, &entry, &mut out);
+    }
+    out
+}
+
+/// A `Value`'s encoding with the structs inside it in key order.
+fn canonical_value(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    match &value.kind {
+        Some(Kind::StructValue(inner)) => length_delimited(5, &canonical_struct(inner), &mut out),
+        Some(Kind::ListValue(list)) => {
+            let mut items = Vec::new();
+            for item in &list.values {
+                length_delimited(1, &canonical_value(item), &mut items);
+            }
+            length_delimited(6, &items, &mut out);
+        }
+        _ => value.encode(&mut out).expect("a Vec grows"),
+    }
+    out
+}
+
+fn length_delimited(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
 }
 
 /// What the stats filters label this proxy with, from its node metadata.
@@ -180,5 +223,58 @@ mod tests {
         assert_eq!(both.fields[METADATA_ID_KEY], string(&node.id));
         let header = Struct::decode(STANDARD.decode(&peer.header).unwrap().as_slice()).unwrap();
         assert_eq!(&header, metadata);
+    }
+
+    /// fuzz/translator's determinism check: the frame and header were the prost encoding,
+    /// whose map order is each map's hash order, so two translations of one node differed.
+    #[test]
+    fn the_same_node_gives_the_same_bytes() {
+        let labels = Struct {
+            fields: [
+                "app",
+                "version",
+                "service.istio.io/canonical-name",
+                "team",
+                "tier",
+            ]
+            .into_iter()
+            .map(|k| (k.to_string(), string(k)))
+            .collect(),
+        };
+        let mut fields: std::collections::HashMap<String, Value> = EXCHANGED
+            .iter()
+            .map(|k| (k.to_string(), string(&k.to_lowercase())))
+            .collect();
+        fields.insert(
+            "LABELS".into(),
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
+        fields.insert(
+            "INSTANCE_IPS".into(),
+            Value {
+                kind: Some(Kind::ListValue(ListValue {
+                    values: vec![string("10.0.0.1"), Value { kind: None }],
+                })),
+            },
+        );
+        let node = Node {
+            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        };
+        let first = local_peer(Some(&node));
+        for _ in 0..8 {
+            let again = local_peer(Some(&node));
+            assert_eq!(again.frame, first.frame);
+            assert_eq!(again.header, first.header);
+        }
+        let any = Any::decode(&first.frame[8..]).unwrap();
+        let both = Struct::decode(any.value.as_slice()).unwrap();
+        assert_eq!(
+            both.fields[METADATA_KEY].kind,
+            Some(Kind::StructValue(node.metadata.clone().unwrap()))
+        );
     }
 }
