@@ -1,7 +1,8 @@
 //! Entry points for the cargo-fuzz targets in fuzz/ (compiled only with `cfg(fuzzing)`): the
 //! HTTP/2 downstream path — the `h2` server with the settings the connection manager gives
 //! it, fed arbitrary bytes, every request it yields converted as the connection manager
-//! converts it, its body read, and a response sent.
+//! converts it, its body read, and a response sent — and the HTTP/1 codec, re-exported for
+//! the `http1_codec` target to drive.
 use std::{
     io,
     pin::Pin,
@@ -14,6 +15,9 @@ use model::http::Http2Options;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{protocol::http2, stream::headers::ResponseHead};
+
+/// The HTTP/1 codec (parsers, body decoder, encoders) and the head types it reads and writes.
+pub use crate::{protocol::http1, stream::headers};
 
 /// At most this many streams are served per input (a flood still exercises the codec).
 const MAX_STREAMS: usize = 64;

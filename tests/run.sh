@@ -195,7 +195,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1 && [ "$INSTALL" = 1 ]; then
     cargo install --quiet --locked cargo-fuzz || warn "cargo install cargo-fuzz failed"
 fi
 if command -v cargo-fuzz >/dev/null 2>&1; then
-    for target in client_hello http_inspector filter_chain http2_downstream; do
+    for target in client_hello http_inspector filter_chain http2_downstream http1_codec translator; do
         mkdir -p "fuzz/corpus/$target"
         seeds="fuzz/seeds/$target"; [ -d "$seeds" ] || seeds=""
         (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" ${seeds:+"../$seeds"} \

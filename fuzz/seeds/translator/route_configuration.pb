@@ -1,0 +1,8 @@
+
+
+rds_routes9
+all*
+	/health:È
+
+/
+c2upstream.internal
