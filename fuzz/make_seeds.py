@@ -240,8 +240,12 @@ http1 = {
     "response_switching": (RESPONSES, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02ok"),
     "head_with_length": (TO_HEAD, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 615\r\n\r\n"),
     "head_without_length": (TO_HEAD, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n"),
+    # Regression inputs: a chunk line's error once depended on where it was cut (the seed 18
+    # cuts between g and LF), and a HEAD response without a length was re-encoded with
+    # content-length: 0 (head_without_length).
+    "chunk_line_error": (REQUESTS, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\ng\n", (18).to_bytes(8, "little")),
     "head_chunked": (TO_HEAD, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nHTTP/1.1 404 Not Found\r\n\r\n"),
 }
-for name, (control, message) in http1.items():
+for name, (control, message, *seed) in http1.items():
     with open(os.path.join(out, name), "wb") as f:
-        f.write(bytes([control]) + SEED + message)
+        f.write(bytes([control]) + (seed[0] if seed else SEED) + message)
