@@ -49,6 +49,7 @@ fn translate_once(kind: u8, text: bool, message: &[u8]) -> Option<String> {
         extensions: &extensions,
         secrets: Default::default(),
         local_peer: Default::default(),
+        ports: None,
     };
     let clusters: HashSet<&str> = KNOWN_CLUSTERS.iter().copied().collect();
     Some(match kind % 5 {
