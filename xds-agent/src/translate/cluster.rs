@@ -445,7 +445,10 @@ const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 const MAX_MAGLEV_TABLE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// `common_lb_config.consistent_hashing_lb_config` of a RING_HASH or MAGLEV cluster: whether
