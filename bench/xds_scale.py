@@ -165,11 +165,16 @@ def http(port: int, method: str, path: str, body: dict | None = None, host="benc
 
 
 class ControlPlane:
-    def __init__(self, python: str, script: str, core: str, log_path: str, timeout: float):
+    """tests/peers/xds_server.py on `script`; its ADS and control ports kernel-chosen, or the
+    given ones (a restart on the same ports: bench/soak.py)."""
+
+    def __init__(self, python: str, script: str, core: str, log_path: str, timeout: float,
+                 ads_port: int = 0, control_port: int = 0):
         self.log = open(log_path, "ab")
         self.p = subprocess.Popen(
             ["taskset", "-c", core, python, os.path.join(REPO, "tests/peers/xds_server.py"),
-             "--script", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+             "--script", script, "--port", str(ads_port), "--control-port", str(control_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         Started.procs.append(self.p)
         deadline, ports = time.monotonic() + timeout, {}

@@ -1,0 +1,651 @@
+#!/usr/bin/env python3
+"""Soak: mixed HTTP/1.1, h2c and TCP load through shardproxy for a long run while its whole
+config churns over xDS; zero failed requests and a flat RSS pass.
+
+The control plane is tests/peers/xds_server.py (ADS, Delta by default). Each proxy under test
+(shardproxy `--concurrency 2`; Envoy too with `--peer envoy`) gets from it, over ADS:
+  - clusters `web` and `echo` (EDS): `web` lists some of --web-endpoints ports of one upstream
+    nginx (HTTP/1.1, `GET /small`: 12 bytes), `echo` some of --echo-endpoints TCP echo servers
+    (threads of this process);
+  - route table `web` (RDS): every request to `web`, with a response header naming the
+    listener generation;
+  - its own two listeners (per node, so both proxies run side by side): `http` (HCM,
+    codec_type AUTO: HTTP/1.1 and h2c with prior knowledge, RDS `web`) and `tcp` (tcp_proxy
+    to `echo`).
+Churn, all bounded by --duration:
+  - EDS every --eds-interval-ms (100): both assignments rotate which endpoints are listed (at
+    least one, all of them live) and their weights;
+  - listeners every --listener-interval (10 s): both listeners' stat_prefix and the route's
+    header change (a new generation: the proxy builds new listeners and drains the old ones);
+  - the control plane is killed (SIGKILL) at half the run and restarted on the same ports
+    with the current config: the proxy keeps serving its last config, reconnects and resyncs.
+Load per proxy, for --duration: wrk (HTTP/1.1 keep-alive, --wrk-connections connections, each
+pausing --wrk-delay-ms between requests), h2load (h2c, --h2-connections × --h2-streams at
+--h2-rate requests/s per connection), and --tcp-clients threads each looping connect, send 64
+random bytes, read the echo, compare, close, pause --tcp-pause-ms.
+
+Failures counted: wrk's non-2xx/3xx and socket errors (connect, read, write, timeout), h2load's
+failed, errored and timed-out requests and non-2xx answers, TCP connects refused, echoes that
+differ or are cut, xDS NACKs, a proxy that exits. RSS (VmRSS of the proxy) and the machine's
+load average are sampled every --sample-interval (10 s). RSS is flat when the largest sample
+of the last window is at most 10 % or 4 MB (whichever is more) above the largest of the first
+window; the windows are --rss-window (600 s) long, or a third of the run after --warmup
+(60 s) when the run is shorter. PASS = no failure and a flat RSS, for every proxy.
+
+    python3 bench/soak.py [--duration 1800] [--peer envoy] [--proxy-bin PATH]
+
+Writes the `soak` section of bench/RESULTS.md (unless --no-write) and the raw numbers to
+bench/results/soak-<UTC time>.json; exit code 0 on PASS, 1 otherwise. Needs the test venv
+(--python: grpcio, xds-protos), nginx, wrk, h2load.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests/peers"))
+
+import peers as peers_mod  # noqa: E402
+import procstat  # noqa: E402
+import scenarios  # noqa: E402
+import xds_scale  # noqa: E402
+from bench import Started, free_port, tail  # noqa: E402
+from mesh_app import TcpEcho, Threading  # noqa: E402
+from xds_scale import CLUSTER, ENDPOINT, HCM, LISTENER, ROUTE, ROUTER, address  # noqa: E402
+
+SECTION = "soak"
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ADS = {"ads": {}, "resource_api_version": "V3"}
+ECHO_BYTES = 64
+RSS_SLACK = 0.10  # flat: last window's max within 10 % or RSS_SLACK_BYTES of the first's
+RSS_SLACK_BYTES = 4 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# the config the control plane serves
+
+
+def assignment(cluster: str, ports: list[int], step: int) -> dict:
+    """Step `step` of a cluster's rotation: a window of 1..len(ports) consecutive ports
+    (wrapping), starting and sized by the step, weights 1..5 varying with it."""
+    n = len(ports)
+    size = 1 + (step // n) % n
+    listed = [ports[(step + i) % n] for i in range(size)]
+    return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": address("127.0.0.1", p)},
+         "load_balancing_weight": 1 + (step + i) % 5} for i, p in enumerate(listed)]}]}
+
+
+def listeners(http_port: int, tcp_port: int, gen: int) -> list[dict]:
+    hcm = {"@type": HCM, "stat_prefix": f"soak_http_{gen}", "codec_type": "AUTO",
+           "rds": {"route_config_name": "web", "config_source": ADS},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
+    tcp = {"@type": TCP_PROXY, "stat_prefix": f"soak_tcp_{gen}", "cluster": "echo"}
+    return [
+        {"name": "http", "address": address("127.0.0.1", http_port), "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]},
+        {"name": "tcp", "address": address("127.0.0.1", tcp_port), "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}]},
+    ]
+
+
+def route(gen: int) -> dict:
+    return {"name": "web", "virtual_hosts": [{
+        "name": "all", "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "web"}}],
+        "response_headers_to_add": [{"header": {"key": "x-soak-generation", "value": str(gen)}}]}]}
+
+
+class Config:
+    """What the control plane serves now: the EDS step and the listener generation."""
+
+    def __init__(self, web: list[int], echo: list[int], nodes: dict[str, tuple[int, int]]):
+        self.web, self.echo, self.nodes = web, echo, nodes
+        self.step = self.gen = 0
+
+    def endpoints(self) -> dict:
+        return {ENDPOINT: [assignment("web", self.web, self.step),
+                           assignment("echo", self.echo, self.step)]}
+
+    def generation(self) -> dict:
+        """The listener generation's resources: the route and each node's listeners."""
+        return {"resources": {ROUTE: [route(self.gen)]},
+                "nodes": {node: {LISTENER: listeners(h, t, self.gen)}
+                          for node, (h, t) in self.nodes.items()}}
+
+    def script(self) -> dict:
+        clusters = [{"name": c, "type": "EDS", "connect_timeout": "1s",
+                     "eds_cluster_config": {"eds_config": ADS}} for c in ("web", "echo")]
+        full = self.generation()
+        full["resources"].update({CLUSTER: clusters, **self.endpoints()})
+        return full
+
+
+# ---------------------------------------------------------------------------------------------
+# upstreams and load
+
+
+def start_echo(count: int) -> tuple[list[Threading], list[int]]:
+    servers = [Threading(("127.0.0.1", 0), TcpEcho) for _ in range(count)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    return servers, [s.server_address[1] for s in servers]
+
+
+class Counter:
+    """Thread-safe counts by name, with the first few error messages."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.samples: list[str] = []
+
+    def add(self, key: str, sample: str = ""):
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if sample and len(self.samples) < 10:
+                self.samples.append(f"{time.strftime('%H:%M:%S')} {sample}")
+
+
+def tcp_loop(port: int, until: float, pause: float, out: Counter) -> None:
+    """Connect, send ECHO_BYTES random bytes, read them back, compare, close; until `until`."""
+    while time.monotonic() < until:
+        payload = os.urandom(ECHO_BYTES)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(payload)
+                got = b""
+                while len(got) < ECHO_BYTES:
+                    chunk = s.recv(ECHO_BYTES - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+            if got == payload:
+                out.add("ok")
+            else:
+                out.add("mismatch", f"echo of {len(got)} bytes, {'cut' if len(got) < ECHO_BYTES else 'differs'}")
+        except ConnectionRefusedError as e:
+            out.add("refused", str(e))
+        except OSError as e:
+            out.add("error", f"{type(e).__name__}: {e}")
+        time.sleep(pause)
+
+
+def wrk_script(tmp: str, delay_ms: int) -> str:
+    """bench's wrk reporter (templates/report.lua) plus a pause between each connection's
+    requests, so wrk offers a moderate load instead of saturating the machine."""
+    path = os.path.join(tmp, "soak-wrk.lua")
+    with open(path, "w") as f:
+        f.write(xds_scale.read(os.path.join(HERE, "templates/report.lua")))
+        f.write(f"delay = function() return {delay_ms} end\n")
+    return path
+
+
+def start_load(args, tmp: str, name: str, http_port: int) -> dict[str, subprocess.Popen]:
+    d = str(max(1, round(args.duration)))
+    wrk = [args.wrk_bin, "-t1", f"-c{args.wrk_connections}", f"-d{d}s", "--timeout", "5s",
+           "-s", wrk_script(tmp, args.wrk_delay_ms), f"http://127.0.0.1:{http_port}/small"]
+    h2 = [args.h2load_bin, "-D", d, "-c", str(args.h2_connections), "-m", str(args.h2_streams),
+          "--rps", str(args.h2_rate), f"http://127.0.0.1:{http_port}/small"]
+    procs = {}
+    for kind, argv in (("wrk", wrk), ("h2load", h2)):
+        procs[kind] = subprocess.Popen(argv, stdout=open(os.path.join(tmp, f"{name}-{kind}.out"), "w"),
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        Started.procs.append(procs[kind])
+    return procs
+
+
+def finish_load(procs: dict[str, subprocess.Popen], tmp: str, name: str, timeout: float) -> dict:
+    """Waits for wrk and h2load (killed past `timeout`) and reads their counts."""
+    out = {}
+    deadline = time.monotonic() + timeout
+    for kind, p in procs.items():
+        try:
+            p.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        Started.stop(p)
+        text = xds_scale.read(os.path.join(tmp, f"{name}-{kind}.out"))
+        try:
+            if kind == "wrk":
+                r = scenarios._parse(text)
+                failed = {k[4:]: r[k] for k in r if k.startswith("err_") and r[k]}
+                out[kind] = {"requests": r["requests"], "failed": sum(failed.values()),
+                             "detail": failed, "p99_us": r["p99_us"], "max_us": r["max_us"]}
+            else:
+                r = scenarios.parse_h2load(text)
+                failed = {k: r[k] for k in ("failed", "errored", "timeout") if r[k]}
+                bad_status = {k: v for k, v in r["status"].items() if k != "2xx" and v}
+                out[kind] = {"requests": r["succeeded"], "failed": sum(failed.values()) + sum(bad_status.values()),
+                             "detail": {**failed, **bad_status}}
+        except scenarios.LoadError as e:
+            out[kind] = {"requests": 0, "failed": 1, "detail": {"no result": str(e)[-300:]},
+                         "exit": p.returncode}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# proxies
+
+
+class Proxy:
+    def __init__(self, peer, args, tmp: str, ads_port: int):
+        self.name, self.peer = peer.name, peer
+        self.node = f"soak-{peer.name}"
+        self.admin, self.http, self.tcp = free_port(), free_port(), free_port()
+        self.log_path = os.path.join(tmp, f"{peer.name}.log")
+        self.cfg = os.path.join(tmp, f"bootstrap-{peer.name}.json")
+        boot = xds_scale.bootstrap(self.node, self.admin, ads_port)
+        boot["node"]["cluster"] = "soak"
+        boot["dynamic_resources"]["ads_config"]["api_type"] = args.api_type
+        with open(self.cfg, "w") as f:
+            json.dump(boot, f)
+        self.rss: list[tuple[float, int]] = []
+        self.tcp_counts = Counter()
+        self.exit: int | None = None
+
+    def start(self, args, cores: str) -> None:
+        argv = self.peer.command(self.cfg, self.log_path, concurrency=args.concurrency)
+        self.p = Started.start(argv, self.log_path, cores)
+
+        def serving():
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.p.returncode}:\n{tail(self.log_path)}")
+            try:
+                return xds_scale.http(self.http, "GET", "/small", timeout=1.0)[0] == 200 and \
+                    echo_once(self.tcp)
+            except OSError:
+                return False
+
+        xds_scale.wait(f"{self.name} serving its xDS listeners", args.start_timeout, serving, 0.1)
+
+    def sample(self, t: float) -> None:
+        if self.p.poll() is not None:
+            self.exit = self.p.returncode
+            return
+        self.rss.append((t, procstat.rss_bytes(self.p.pid)))
+
+
+def echo_once(port: int) -> bool:
+    payload = os.urandom(ECHO_BYTES)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(payload)
+        got = b""
+        while len(got) < ECHO_BYTES and (chunk := s.recv(ECHO_BYTES)):
+            got += chunk
+    return got == payload
+
+
+def rss_verdict(samples: list[tuple[float, int]], duration: float, warmup: float,
+                window: float) -> dict:
+    """First and last windows' max RSS after warm-up and whether the last stays within the
+    slack of the first."""
+    window = min(window, max(1.0, (duration - warmup) / 3))
+    first = [r for t, r in samples if warmup <= t < warmup + window]
+    last = [r for t, r in samples if t >= duration - window]
+    if not first or not last:
+        return {"flat": False, "why": "too few RSS samples"}
+    a, b = max(first), max(last)
+    bound = max(a * (1 + RSS_SLACK), a + RSS_SLACK_BYTES)
+    return {"flat": b <= bound, "window_s": window, "first_max": a, "last_max": b,
+            "growth": b - a, "min": min(r for _, r in samples), "max": max(r for _, r in samples),
+            "samples": len(samples)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+class ControlPlaneSlot:
+    """The running control plane, replaced at the restart; pushes while it is down are
+    counted as skipped (the proxies keep their last config meanwhile)."""
+
+    def __init__(self, args, tmp: str, cfg: Config):
+        self.args, self.tmp, self.cfg = args, tmp, cfg
+        self.lock = threading.Lock()
+        self.cp: xds_scale.ControlPlane | None = None
+        self.ports = (0, 0)
+        self.acks_before: dict = {}
+        self.pushes = {"eds": 0, "listeners": 0, "skipped": 0, "errors": 0}
+
+    def start(self) -> None:
+        script = os.path.join(self.tmp, f"script-{time.monotonic_ns()}.json")
+        with open(script, "w") as f:
+            json.dump(self.cfg.script(), f)
+        cp = xds_scale.ControlPlane(self.args.python, script, self.args.cores,
+                                    os.path.join(self.tmp, "xds_server.log"), 60, *self.ports)
+        self.ports = (cp.ads, cp.control)
+        self.cp = cp
+
+    def push(self, kind: str, body: dict) -> None:
+        with self.lock:
+            cp = self.cp
+            if cp is None:
+                self.pushes["skipped"] += 1
+                return
+            try:
+                cp.post("/push", body, timeout=10)
+                self.pushes[kind] += 1
+            except (OSError, RuntimeError) as e:
+                self.pushes["errors"] += 1
+                print(f"push {kind} failed: {e}", file=sys.stderr)
+
+    def kill(self) -> None:
+        """SIGKILL the control plane (its /acks kept first)."""
+        with self.lock:
+            cp, self.cp = self.cp, None
+        self.acks_before = acks(cp)
+        cp.p.kill()
+        cp.p.wait(5)
+        cp.stop()
+
+    def restart(self) -> None:
+        with self.lock:
+            self.start()
+
+
+def acks(cp: xds_scale.ControlPlane) -> dict:
+    _, data = xds_scale.http(cp.control, "GET", "/acks")
+    return json.loads(data)["clients"]
+
+
+def nacks(clients: dict) -> int:
+    return sum(len(t.get("nacked", [])) for node in clients.values() for t in node.values())
+
+
+def churn(slot: ControlPlaneSlot, cfg: Config, args, t0: float, until: float) -> None:
+    next_listener = t0 + args.listener_interval
+    next_eds = t0
+    while (now := time.monotonic()) < until:
+        if now >= next_listener:
+            cfg.gen += 1
+            slot.push("listeners", cfg.generation())
+            next_listener += args.listener_interval
+        cfg.step += 1
+        slot.push("eds", {"resources": cfg.endpoints()})
+        next_eds += args.eds_interval_ms / 1000
+        time.sleep(max(0.0, next_eds - time.monotonic()))
+
+
+def run(args, proxies: list, tmp: str, nginx: str) -> dict:
+    up, ports = xds_scale.start_upstream(tmp, nginx, args.cores)
+    echo_servers, echo_ports = start_echo(args.echo_endpoints)
+    web_ports = ports[:args.web_endpoints]
+    res: dict = {"proxies": {}}
+    slot = None
+    try:
+        cfg = Config(web_ports, echo_ports, {})
+        slot = ControlPlaneSlot(args, tmp, cfg)
+        # Nodes need their listener ports before the first script: make the proxies first.
+        slot.start()
+        ps = [Proxy(peer, args, tmp, slot.cp.ads) for peer in proxies]
+        cfg.nodes = {p.node: (p.http, p.tcp) for p in ps}
+        slot.push("listeners", cfg.generation())
+        for p in ps:
+            p.start(args, args.cores)
+            print(f"{p.name}: serving (http {p.http}, tcp {p.tcp})", file=sys.stderr)
+
+        t0 = time.monotonic()
+        until = t0 + args.duration
+        loads = {p.name: start_load(args, tmp, p.name, p.http) for p in ps}
+        tcp_threads = [threading.Thread(target=tcp_loop, daemon=True,
+                                        args=(p.tcp, until, args.tcp_pause_ms / 1000, p.tcp_counts))
+                       for p in ps for _ in range(args.tcp_clients)]
+        churner = threading.Thread(target=churn, args=(slot, cfg, args, t0, until), daemon=True)
+        for t in tcp_threads + [churner]:
+            t.start()
+
+        restart_at = t0 + args.duration * args.restart_at
+        restarted = False
+        load_samples, busy0 = [], procstat.core_times()
+        next_sample = t0
+        while (now := time.monotonic()) < until:
+            if now >= next_sample:
+                for p in ps:
+                    p.sample(now - t0)
+                load_samples.append((now - t0, os.getloadavg()[0]))
+                print(f"[{now - t0:5.0f}s] " + "  ".join(
+                    f"{p.name} rss {p.rss[-1][1] / 1e6:.1f} MB tcp {p.tcp_counts.counts}"
+                    for p in ps if p.rss) + f"  load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+                next_sample += args.sample_interval
+            if not restarted and now >= restart_at:
+                slot.kill()
+                print(f"[{now - t0:5.0f}s] control plane killed", file=sys.stderr)
+                time.sleep(args.restart_down)
+                slot.restart()
+                res["restart"] = resync(slot, ps, now - t0, t0)
+                print(f"[{time.monotonic() - t0:5.0f}s] control plane restarted: "
+                      f"{res['restart']}", file=sys.stderr)
+                restarted = True
+            time.sleep(0.2)
+        churner.join(30)
+        for t in tcp_threads:
+            t.join(30)
+        res["core_busy"] = procstat.core_busy(busy0, procstat.core_times())
+        res["loadavg"] = [l for _, l in load_samples]
+        res["pushes"] = slot.pushes
+        after = acks(slot.cp)
+        res["nacks"] = nacks(slot.acks_before) + nacks(after)
+        res["nack_detail"] = [n for c in (slot.acks_before, after) for node in c.values()
+                              for t in node.values() for n in t.get("nacked", [])][:5]
+        for p in ps:
+            p.sample(args.duration)
+            r = finish_load(loads[p.name], tmp, p.name, 60)
+            c = p.tcp_counts.counts
+            r["tcp"] = {"requests": c.get("ok", 0), "failed": sum(v for k, v in c.items() if k != "ok"),
+                        "detail": {k: v for k, v in c.items() if k != "ok"},
+                        "samples": p.tcp_counts.samples}
+            r["rss"] = rss_verdict(p.rss, args.duration, args.warmup, args.rss_window)
+            r["rss_samples"] = [[round(t), b] for t, b in p.rss]
+            r["exit"] = p.exit if p.exit is not None else p.p.poll()
+            r["acked"] = {t.rsplit(".", 1)[-1]: len(v.get("acked", []))
+                          for t, v in after.get(p.node, {}).items()}
+            res["proxies"][p.name] = r
+    finally:
+        if slot and slot.cp:
+            slot.cp.stop()
+        for s in echo_servers:
+            s.shutdown()
+        Started.stop(up)
+    return res
+
+
+def resync(slot: ControlPlaneSlot, ps: list, killed_at: float, t0: float) -> dict:
+    """Waits (at most 60 s) until every proxy ACKed an EDS version on the new control plane."""
+    start = time.monotonic()
+
+    def synced():
+        clients = acks(slot.cp)
+        return all(clients.get(p.node, {}).get(ENDPOINT, {}).get("acked") for p in ps)
+
+    try:
+        xds_scale.wait("every proxy's EDS ACK on the restarted control plane", 60, synced, 0.1)
+        return {"killed_at_s": round(killed_at), "resync_s": round(time.monotonic() - start, 2)}
+    except RuntimeError as e:
+        return {"killed_at_s": round(killed_at), "error": str(e)}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def verdict(res: dict) -> bool:
+    if "error" in res.get("restart", {"error": "no restart"}) or res.get("nacks"):
+        return False
+    return bool(res["proxies"]) and all(
+        r["exit"] is None and r["rss"]["flat"] and
+        not any(r[k]["failed"] for k in ("wrk", "h2load", "tcp"))
+        for r in res["proxies"].values())
+
+
+def mb(b: float) -> str:
+    return f"{b / 1e6:.1f}"
+
+
+def render(res: dict) -> str:
+    a, m = res["args"], res["machine"]
+    loads = res.get("loadavg") or [0]
+    busy = res.get("core_busy", {})
+    lines = [
+        f"<!-- bench:begin {SECTION} -->",
+        f"## Soak — {a['duration'] / 60:.0f} minutes of h1/h2c/TCP load under xDS churn: "
+        f"**{'PASS' if res['pass'] else 'FAIL'}**",
+        "",
+        f"- **Date**: {res['start']} → {res['end']} (UTC)",
+        f"- **Machine**: `{m['hostname']}`, {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, "
+        f"{m['kernel']}; load average during the run {min(loads):.1f}–{max(loads):.1f} "
+        f"(median {sorted(loads)[len(loads) // 2]:.1f}); cores busy "
+        + ", ".join(f"{c}: {v:.0%}" for c, v in sorted(busy.items())),
+        f"- **Command**: `{res['command']}`",
+        f"- **Proxies**: {res['versions']}",
+        f"- **Config** ({a['api_type']} ADS from `tests/peers/xds_server.py`): listeners `http` "
+        "(HCM, codec AUTO, RDS) and `tcp` (tcp_proxy), clusters `web` "
+        f"({a['web_endpoints']} nginx ports) and `echo` ({a['echo_endpoints']} echo servers), "
+        f"both EDS. Churn: EDS every {a['eds_interval_ms']} ms (which endpoints are listed and "
+        f"their weights), new listeners and route every {a['listener_interval']} s "
+        f"(stat_prefix and a response header), control plane killed at "
+        f"{res.get('restart', {}).get('killed_at_s', '?')} s and restarted after "
+        f"{a['restart_down']} s on the same ports; pushes: {res.get('pushes')}, "
+        f"NACKs {res.get('nacks')}; resync after restart: "
+        f"{res.get('restart', {}).get('resync_s', res.get('restart', {}).get('error'))} s.",
+        f"- **Load** per proxy: wrk -t1 -c{a['wrk_connections']} keep-alive, "
+        f"{a['wrk_delay_ms']} ms pause between a connection's requests; h2load "
+        f"-c{a['h2_connections']} -m{a['h2_streams']} --rps {a['h2_rate']} (h2c); "
+        f"{a['tcp_clients']} TCP clients (connect, {ECHO_BYTES} bytes, echo, close, "
+        f"{a['tcp_pause_ms']} ms pause). `--concurrency {a['concurrency']}`, all on cores {a['cores']}.",
+        f"- **RSS flat**: largest sample of the last {res['proxies'] and next(iter(res['proxies'].values()))['rss'].get('window_s', 0):.0f} s "
+        f"within {RSS_SLACK:.0%} or {RSS_SLACK_BYTES >> 20} MB of the largest of the first window "
+        f"after {a['warmup']} s of warm-up (VmRSS every {a['sample_interval']} s).",
+        "",
+        "| proxy | h1 requests (wrk) | h1 failed | h2c requests (h2load) | h2c failed | "
+        "TCP echoes | TCP failed | RSS first window max MB | RSS last window max MB | "
+        "RSS min–max MB | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in res["proxies"].items():
+        s = r["rss"]
+        exited = "" if r["exit"] is None else f" (exited {r['exit']})"
+        ok = (r["exit"] is None and s["flat"] and
+              not any(r[k]["failed"] for k in ("wrk", "h2load", "tcp")))
+        lines.append(
+            f"| {name} | {r['wrk']['requests']:,} | {r['wrk']['failed']} | "
+            f"{r['h2load']['requests']:,} | {r['h2load']['failed']} | {r['tcp']['requests']:,} | "
+            f"{r['tcp']['failed']} | {mb(s.get('first_max', 0))} | {mb(s.get('last_max', 0))} | "
+            f"{mb(s.get('min', 0))}–{mb(s.get('max', 0))} | "
+            f"{'PASS' if ok else 'FAIL'}{exited} |")
+    for name, r in res["proxies"].items():
+        detail = {k: r[k]["detail"] for k in ("wrk", "h2load", "tcp") if r[k]["failed"]}
+        if detail:
+            lines += ["", f"{name} failures: `{json.dumps(detail)}`"]
+            if r["tcp"]["samples"]:
+                lines.append(f"first TCP errors: `{'; '.join(r['tcp']['samples'][:3])}`")
+    for name, r in res["proxies"].items():
+        samples = r["rss_samples"]
+        every = max(1, len(samples) // 12)
+        lines += ["", f"{name} RSS MB (every {every * a['sample_interval']:.0f} s): " +
+                  " ".join(mb(b) for _, b in samples[::every])]
+    if res.get("nack_detail"):
+        lines += ["", f"NACKs: `{json.dumps(res['nack_detail'])}`"]
+    if a.get("note"):
+        lines += ["", f"**Note**: {a['note']}"]
+    lines.append(f"<!-- bench:end {SECTION} -->")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=1800)
+    ap.add_argument("--peer", action="append", default=[], choices=["envoy"],
+                    help="run this peer too, side by side on the same control plane")
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--cores", default="0,1", help="cores every process runs on")
+    ap.add_argument("--api-type", default="DELTA_GRPC", choices=["DELTA_GRPC", "GRPC"])
+    ap.add_argument("--web-endpoints", type=int, default=4)
+    ap.add_argument("--echo-endpoints", type=int, default=3)
+    ap.add_argument("--eds-interval-ms", type=float, default=100)
+    ap.add_argument("--listener-interval", type=float, default=10)
+    ap.add_argument("--restart-at", type=float, default=0.5, help="share of the run")
+    ap.add_argument("--restart-down", type=float, default=2.0, help="seconds without a control plane")
+    ap.add_argument("--wrk-connections", type=int, default=8)
+    ap.add_argument("--wrk-delay-ms", type=int, default=4)
+    ap.add_argument("--h2-connections", type=int, default=4)
+    ap.add_argument("--h2-streams", type=int, default=4)
+    ap.add_argument("--h2-rate", type=int, default=250, help="h2load --rps per connection")
+    ap.add_argument("--tcp-clients", type=int, default=2)
+    ap.add_argument("--tcp-pause-ms", type=float, default=10)
+    ap.add_argument("--sample-interval", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=60)
+    ap.add_argument("--rss-window", type=float, default=600)
+    ap.add_argument("--proxy-bin", default=None)
+    ap.add_argument("--envoy-bin", default=os.environ.get("SHARDPROXY_TEST_ENVOY"))
+    ap.add_argument("--nginx-bin", default=None)
+    ap.add_argument("--wrk-bin", default="wrk")
+    ap.add_argument("--h2load-bin", default="h2load")
+    ap.add_argument("--python", default=os.path.join(REPO, "target/test-venv/bin/python"),
+                    help="a Python with grpcio and xds-protos (tests/run.sh makes this venv)")
+    ap.add_argument("--start-timeout", type=float, default=60)
+    xds_scale.add_output_args(ap)
+    args = ap.parse_args(argv)
+    args.warmup = min(args.warmup, args.duration / 4)
+
+    found = []
+    for name in ["shardproxy"] + args.peer:
+        peer = peers_mod.make_peer(name, args)
+        peer.binary = peer.find()
+        if not peer.binary:
+            print(f"soak: {name} not found ({peer.install_hint})", file=sys.stderr)
+            return 1
+        found.append(peer)
+    nginx = peers_mod._which(args.nginx_bin, "nginx")
+    missing = [what for what, ok in (("nginx", nginx), ("wrk", peers_mod._which(args.wrk_bin)),
+                                     ("h2load", peers_mod._which(args.h2load_bin)),
+                                     ("--python", os.access(args.python, os.X_OK))) if not ok]
+    if missing:
+        print(f"soak: missing {', '.join(missing)}", file=sys.stderr)
+        return 1
+
+    tmp = tempfile.mkdtemp(prefix="shardproxy-soak-")
+    start = dt.datetime.now(dt.timezone.utc)
+    res = {"args": vars(args), "start": start.isoformat(timespec="seconds"),
+           "machine": procstat.machine_info(),
+           "command": "python3 bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "versions": "; ".join(f"{p.name} {p.version()}" for p in found)}
+    try:
+        res.update(run(args, found, tmp, nginx))
+    except Exception as e:  # noqa: BLE001 - reported, the run fails
+        res.setdefault("proxies", {})
+        res["error"] = f"{type(e).__name__}: {e}"
+        print(f"soak: {res['error']}", file=sys.stderr)
+    finally:
+        Started.stop_all()
+    res["end"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    res["pass"] = "error" not in res and verdict(res)
+    text = render(res) if res["proxies"] else f"soak failed: {res.get('error')}\n"
+    print(text)
+    os.makedirs(args.raw_dir, exist_ok=True)
+    with open(os.path.join(args.raw_dir, f"soak-{start:%Y%m%dT%H%M%SZ}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    if not args.no_write and res["proxies"]:
+        xds_scale.write_section(args.results, text, SECTION)
+    if args.keep_tmp or not res["pass"]:
+        print(f"temp dir kept: {tmp}", file=sys.stderr)
+    else:
+        subprocess.run(["rm", "-rf", tmp])
+    return 0 if res["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
