@@ -19,24 +19,33 @@ Churn, all bounded by --duration:
     header change (a new generation: the proxy builds new listeners and drains the old ones);
   - the control plane is killed (SIGKILL) at half the run and restarted on the same ports
     with the current config: the proxy keeps serving its last config, reconnects and resyncs.
-Load per proxy, for --duration: wrk (HTTP/1.1 keep-alive, --wrk-connections connections, each
-pausing --wrk-delay-ms between requests), h2load (h2c, --h2-connections × --h2-streams at
---h2-rate requests/s per connection), and --tcp-clients threads each looping connect, send 64
-random bytes, read the echo, compare, close, pause --tcp-pause-ms.
+Load per proxy, for --duration, from threads of this process, each one request at a time
+with a --pause-ms pause: --h1-clients HTTP/1.1 keep-alive clients (raw sockets), --h2-clients
+h2c clients (httpx, prior knowledge), --tcp-clients TCP clients (connect, send 64 random
+bytes, read the echo, compare, close, --tcp-pause-ms pause). Not wrk and h2load: draining a
+listener closes idle keep-alive connections and sends GOAWAY (shardproxy and Envoy alike), and
+wrk (which does not watch a connection while it pauses) and h2load (whose client stops at a
+GOAWAY, counting its next request failed) count that as failed requests for any proxy.
+These clients do what RFC 9112 §9.3.1 and RFC 9110 §9.2.2 let clients do: an idempotent GET
+that fails at the transport level on a reused connection (closed by a drain before any
+answer) is retried once on a new connection and counted as `retried`, at most one per client
+and listener update; everything else is a failure.
 
-Failures counted: wrk's non-2xx/3xx and socket errors (connect, read, write, timeout), h2load's
-failed, errored and timed-out requests and non-2xx answers, TCP connects refused, echoes that
-differ or are cut, xDS NACKs, a proxy that exits. RSS (VmRSS of the proxy) and the machine's
+Failures counted: HTTP errors on a new connection, a failed retry, a status other than 200 or
+a body other than the upstream's, TCP connects refused, echoes that differ or are cut, more
+retries than listener updates × clients, xDS NACKs, a proxy that exits, a control plane the
+proxies did not resync with within 60 s. RSS (VmRSS of the proxy) and the machine's
 load average are sampled every --sample-interval (10 s). RSS is flat when the largest sample
 of the last window is at most 10 % or 4 MB (whichever is more) above the largest of the first
 window; the windows are --rss-window (600 s) long, or a third of the run after --warmup
-(60 s) when the run is shorter. PASS = no failure and a flat RSS, for every proxy.
+(60 s, at most a quarter of the run) when the run is shorter. PASS = no failure and a flat
+RSS, for every proxy.
 
     python3 bench/soak.py [--duration 1800] [--peer envoy] [--proxy-bin PATH]
 
 Writes the `soak` section of bench/RESULTS.md (unless --no-write) and the raw numbers to
-bench/results/soak-<UTC time>.json; exit code 0 on PASS, 1 otherwise. Needs the test venv
-(--python: grpcio, xds-protos), nginx, wrk, h2load.
+bench/results/soak-<UTC time>.json; exit code 0 on PASS, 1 otherwise. Runs on a Python with
+httpx and h2; needs the test venv for the control plane (--python: grpcio, xds-protos), nginx.
 """
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ import tempfile
 import threading
 import time
 
+import httpx
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
@@ -59,13 +70,13 @@ sys.path.insert(0, os.path.join(REPO, "tests/peers"))
 
 import peers as peers_mod  # noqa: E402
 import procstat  # noqa: E402
-import scenarios  # noqa: E402
 import xds_scale  # noqa: E402
 from bench import Started, free_port, tail  # noqa: E402
 from mesh_app import TcpEcho, Threading  # noqa: E402
 from xds_scale import CLUSTER, ENDPOINT, HCM, LISTENER, ROUTE, ROUTER, address  # noqa: E402
 
 SECTION = "soak"
+KINDS = ("h1", "h2c", "tcp")
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 ADS = {"ads": {}, "resource_api_version": "V3"}
 ECHO_BYTES = 64
@@ -183,58 +194,110 @@ def tcp_loop(port: int, until: float, pause: float, out: Counter) -> None:
         time.sleep(pause)
 
 
-def wrk_script(tmp: str, delay_ms: int) -> str:
-    """bench's wrk reporter (templates/report.lua) plus a pause between each connection's
-    requests, so wrk offers a moderate load instead of saturating the machine."""
-    path = os.path.join(tmp, "soak-wrk.lua")
-    with open(path, "w") as f:
-        f.write(xds_scale.read(os.path.join(HERE, "templates/report.lua")))
-        f.write(f"delay = function() return {delay_ms} end\n")
-    return path
+REQUEST = b"GET /small HTTP/1.1\r\nHost: soak\r\n\r\n"
+BODY = b"hello world\n"  # the upstream nginx's /small
 
 
-def start_load(args, tmp: str, name: str, http_port: int) -> dict[str, subprocess.Popen]:
-    d = str(max(1, round(args.duration)))
-    wrk = [args.wrk_bin, "-t1", f"-c{args.wrk_connections}", f"-d{d}s", "--timeout", "5s",
-           "-s", wrk_script(tmp, args.wrk_delay_ms), f"http://127.0.0.1:{http_port}/small"]
-    h2 = [args.h2load_bin, "-D", d, "-c", str(args.h2_connections), "-m", str(args.h2_streams),
-          "--rps", str(args.h2_rate), f"http://127.0.0.1:{http_port}/small"]
-    procs = {}
-    for kind, argv in (("wrk", wrk), ("h2load", h2)):
-        procs[kind] = subprocess.Popen(argv, stdout=open(os.path.join(tmp, f"{name}-{kind}.out"), "w"),
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        Started.procs.append(procs[kind])
-    return procs
+class NoResponse(Exception):
+    """The connection ended before any byte of a response."""
 
 
-def finish_load(procs: dict[str, subprocess.Popen], tmp: str, name: str, timeout: float) -> dict:
-    """Waits for wrk and h2load (killed past `timeout`) and reads their counts."""
-    out = {}
-    deadline = time.monotonic() + timeout
-    for kind, p in procs.items():
-        try:
-            p.wait(max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        Started.stop(p)
-        text = xds_scale.read(os.path.join(tmp, f"{name}-{kind}.out"))
-        try:
-            if kind == "wrk":
-                r = scenarios._parse(text)
-                failed = {k[4:]: r[k] for k in r if k.startswith("err_") and r[k]}
-                out[kind] = {"requests": r["requests"], "failed": sum(failed.values()),
-                             "detail": failed, "p99_us": r["p99_us"], "max_us": r["max_us"]}
+def read_response(f) -> tuple[int, bytes, bool]:
+    """Status, body (Content-Length framed) and whether the server closes after it."""
+    try:
+        line = f.readline()
+    except ConnectionResetError as e:
+        raise NoResponse(str(e)) from e
+    if not line:
+        raise NoResponse("closed")
+    status = int(line.split()[1])
+    length, close = 0, False
+    while (h := f.readline()) not in (b"\r\n", b""):
+        name, _, value = h.decode("latin-1").partition(":")
+        name, value = name.strip().lower(), value.strip().lower()
+        length = int(value) if name == "content-length" else length
+        close = close or (name == "connection" and value == "close")
+    return status, f.read(length), close
+
+
+def h1_loop(port: int, until: float, pause: float, out: Counter) -> None:
+    """Keep-alive GET /small, one at a time, until `until`. As RFC 9112 §9.3.1 lets a client
+    do (and browsers, curl and Envoy do): a request sent on a reused connection that the
+    server closed before any byte of a response (a keep-alive close, e.g. a drained listener's
+    idle connection) is retried once on a new connection and counted as `retried`, not failed.
+    Anything else is a failure: an error on a new connection, a second one, a bad status or
+    body."""
+    s = f = None
+    while time.monotonic() < until:
+        for attempt in (0, 1):
+            reused = s is not None
+            try:
+                if s is None:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    f = s.makefile("rb")
+                s.sendall(REQUEST)
+                status, body, close = read_response(f)
+            except (NoResponse, BrokenPipeError) as e:
+                s.close()
+                s = None
+                if reused and attempt == 0:
+                    out.add("retried")
+                    continue
+                out.add("error", f"{type(e).__name__}: {e}")
+                break
+            except (OSError, ValueError, IndexError) as e:
+                out.add("error", f"{type(e).__name__}: {e}")
+                if s is not None:
+                    s.close()
+                s = None
+                break
+            if status == 200 and body == BODY:
+                out.add("ok")
             else:
-                r = scenarios.parse_h2load(text)
-                failed = {k: r[k] for k in ("failed", "errored", "timeout") if r[k]}
-                bad_status = {k: v for k, v in r["status"].items() if k != "2xx" and v}
-                out[kind] = {"requests": r["succeeded"], "failed": sum(failed.values()) + sum(bad_status.values()),
-                             "detail": {**failed, **bad_status}}
-        except scenarios.LoadError as e:
-            out[kind] = {"requests": 0, "failed": 1, "detail": {"no result": str(e)[-300:]},
-                         "exit": p.returncode}
-    return out
+                out.add("bad_response", f"status {status}, {len(body)} bytes")
+            if close:
+                s.close()
+                s = None
+            break
+        time.sleep(pause)
+    if s is not None:
+        s.close()
+
+
+def h2_loop(port: int, until: float, pause: float, out: Counter) -> None:
+    """GET /small over h2c (prior knowledge) with httpx, one at a time, until `until`. The
+    retry rule of h1_loop: a request that fails at the transport level on a connection that
+    already served requests (a drained connection: GOAWAY, then closed) is retried once on a
+    new connection and counted as `retried`; any other error or a bad answer is a failure."""
+    url = f"http://127.0.0.1:{port}/small"
+    client, reused = httpx.Client(http1=False, http2=True, timeout=5), False
+    while time.monotonic() < until:
+        for attempt in (0, 1):
+            try:
+                r = client.get(url)
+            except httpx.TransportError as e:
+                client.close()
+                client = httpx.Client(http1=False, http2=True, timeout=5)
+                if reused and attempt == 0:
+                    reused = False
+                    out.add("retried")
+                    continue
+                out.add("error", f"{type(e).__name__}: {e}")
+                break
+            reused = True
+            if r.status_code == 200 and r.content == BODY and r.http_version == "HTTP/2":
+                out.add("ok")
+            else:
+                out.add("bad_response", f"{r.http_version} {r.status_code}, {len(r.content)} bytes")
+            break
+        time.sleep(pause)
+    client.close()
+
+
+def counts(c: Counter) -> dict:
+    fails = {k: v for k, v in c.counts.items() if k not in ("ok", "retried")}
+    return {"requests": c.counts.get("ok", 0), "retried": c.counts.get("retried", 0),
+            "failed": sum(fails.values()), "detail": fails, "samples": c.samples}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +317,7 @@ class Proxy:
         with open(self.cfg, "w") as f:
             json.dump(boot, f)
         self.rss: list[tuple[float, int]] = []
-        self.tcp_counts = Counter()
+        self.counters = {kind: Counter() for kind in KINDS}
         self.exit: int | None = None
 
     def start(self, args, cores: str) -> None:
@@ -400,12 +463,16 @@ def run(args, proxies: list, tmp: str, nginx: str) -> dict:
 
         t0 = time.monotonic()
         until = t0 + args.duration
-        loads = {p.name: start_load(args, tmp, p.name, p.http) for p in ps}
-        tcp_threads = [threading.Thread(target=tcp_loop, daemon=True,
-                                        args=(p.tcp, until, args.tcp_pause_ms / 1000, p.tcp_counts))
-                       for p in ps for _ in range(args.tcp_clients)]
+        clients = []
+        for p in ps:
+            for kind, loop, port, n, pause in (
+                    ("h1", h1_loop, p.http, args.h1_clients, args.pause_ms),
+                    ("h2c", h2_loop, p.http, args.h2_clients, args.pause_ms),
+                    ("tcp", tcp_loop, p.tcp, args.tcp_clients, args.tcp_pause_ms)):
+                clients += [threading.Thread(target=loop, daemon=True, args=(
+                    port, until, pause / 1000, p.counters[kind])) for _ in range(n)]
         churner = threading.Thread(target=churn, args=(slot, cfg, args, t0, until), daemon=True)
-        for t in tcp_threads + [churner]:
+        for t in clients + [churner]:
             t.start()
 
         restart_at = t0 + args.duration * args.restart_at
@@ -418,7 +485,8 @@ def run(args, proxies: list, tmp: str, nginx: str) -> dict:
                     p.sample(now - t0)
                 load_samples.append((now - t0, os.getloadavg()[0]))
                 print(f"[{now - t0:5.0f}s] " + "  ".join(
-                    f"{p.name} rss {p.rss[-1][1] / 1e6:.1f} MB tcp {p.tcp_counts.counts}"
+                    f"{p.name} rss {p.rss[-1][1] / 1e6:.1f} MB "
+                    + " ".join(f"{k} {c.counts}" for k, c in p.counters.items())
                     for p in ps if p.rss) + f"  load {os.getloadavg()[0]:.1f}", file=sys.stderr)
                 next_sample += args.sample_interval
             if not restarted and now >= restart_at:
@@ -432,22 +500,21 @@ def run(args, proxies: list, tmp: str, nginx: str) -> dict:
                 restarted = True
             time.sleep(0.2)
         churner.join(30)
-        for t in tcp_threads:
+        for t in clients:
             t.join(30)
         res["core_busy"] = procstat.core_busy(busy0, procstat.core_times())
         res["loadavg"] = [l for _, l in load_samples]
         res["pushes"] = slot.pushes
+        res["listener_updates"] = cfg.gen
         after = acks(slot.cp)
         res["nacks"] = nacks(slot.acks_before) + nacks(after)
         res["nack_detail"] = [n for c in (slot.acks_before, after) for node in c.values()
                               for t in node.values() for n in t.get("nacked", [])][:5]
         for p in ps:
             p.sample(args.duration)
-            r = finish_load(loads[p.name], tmp, p.name, 60)
-            c = p.tcp_counts.counts
-            r["tcp"] = {"requests": c.get("ok", 0), "failed": sum(v for k, v in c.items() if k != "ok"),
-                        "detail": {k: v for k, v in c.items() if k != "ok"},
-                        "samples": p.tcp_counts.samples}
+            r = {kind: counts(c) for kind, c in p.counters.items()}
+            r["retry_bound"] = {"h1": cfg.gen * args.h1_clients, "h2c": cfg.gen * args.h2_clients,
+                                "tcp": 0}
             r["rss"] = rss_verdict(p.rss, args.duration, args.warmup, args.rss_window)
             r["rss_samples"] = [[round(t), b] for t, b in p.rss]
             r["exit"] = p.exit if p.exit is not None else p.p.poll()
@@ -482,13 +549,16 @@ def resync(slot: ControlPlaneSlot, ps: list, killed_at: float, t0: float) -> dic
 # report
 
 
+def proxy_ok(r: dict) -> bool:
+    """No failure, at most one retry per client and listener drain, RSS flat, still running."""
+    return (r["exit"] is None and r["rss"]["flat"] and not any(r[k]["failed"] for k in KINDS)
+            and all(r[k]["retried"] <= r["retry_bound"][k] for k in KINDS))
+
+
 def verdict(res: dict) -> bool:
     if "error" in res.get("restart", {"error": "no restart"}) or res.get("nacks"):
         return False
-    return bool(res["proxies"]) and all(
-        r["exit"] is None and r["rss"]["flat"] and
-        not any(r[k]["failed"] for k in ("wrk", "h2load", "tcp"))
-        for r in res["proxies"].values())
+    return bool(res["proxies"]) and all(proxy_ok(r) for r in res["proxies"].values())
 
 
 def mb(b: float) -> str:
@@ -521,37 +591,37 @@ def render(res: dict) -> str:
         f"{a['restart_down']} s on the same ports; pushes: {res.get('pushes')}, "
         f"NACKs {res.get('nacks')}; resync after restart: "
         f"{res.get('restart', {}).get('resync_s', res.get('restart', {}).get('error'))} s.",
-        f"- **Load** per proxy: wrk -t1 -c{a['wrk_connections']} keep-alive, "
-        f"{a['wrk_delay_ms']} ms pause between a connection's requests; h2load "
-        f"-c{a['h2_connections']} -m{a['h2_streams']} --rps {a['h2_rate']} (h2c); "
-        f"{a['tcp_clients']} TCP clients (connect, {ECHO_BYTES} bytes, echo, close, "
-        f"{a['tcp_pause_ms']} ms pause). `--concurrency {a['concurrency']}`, all on cores {a['cores']}.",
+        f"- **Load** per proxy, each client one request at a time with a {a['pause_ms']} ms "
+        f"pause: {a['h1_clients']} HTTP/1.1 keep-alive clients (a request on a reused "
+        "connection closed before any response byte retried once: `retried`), "
+        f"{a['h2_clients']} h2c clients (httpx), {a['tcp_clients']} TCP clients (connect, "
+        f"{ECHO_BYTES} bytes, echo, close, {a['tcp_pause_ms']} ms pause). `--concurrency {a['concurrency']}`, all on cores "
+        f"{a['cores']}.",
         f"- **RSS flat**: largest sample of the last {res['proxies'] and next(iter(res['proxies'].values()))['rss'].get('window_s', 0):.0f} s "
         f"within {RSS_SLACK:.0%} or {RSS_SLACK_BYTES >> 20} MB of the largest of the first window "
         f"after {a['warmup']} s of warm-up (VmRSS every {a['sample_interval']} s).",
         "",
-        "| proxy | h1 requests (wrk) | h1 failed | h2c requests (h2load) | h2c failed | "
-        "TCP echoes | TCP failed | RSS first window max MB | RSS last window max MB | "
-        "RSS min–max MB | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| proxy | h1 requests | h1 retried | h1 failed | h2c requests | h2c retried | "
+        "h2c failed | TCP echoes | TCP failed | RSS first window max MB | "
+        "RSS last window max MB | RSS min–max MB | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in res["proxies"].items():
         s = r["rss"]
         exited = "" if r["exit"] is None else f" (exited {r['exit']})"
-        ok = (r["exit"] is None and s["flat"] and
-              not any(r[k]["failed"] for k in ("wrk", "h2load", "tcp")))
+        ok = proxy_ok(r)
         lines.append(
-            f"| {name} | {r['wrk']['requests']:,} | {r['wrk']['failed']} | "
-            f"{r['h2load']['requests']:,} | {r['h2load']['failed']} | {r['tcp']['requests']:,} | "
+            f"| {name} | {r['h1']['requests']:,} | {r['h1']['retried']} | {r['h1']['failed']} | "
+            f"{r['h2c']['requests']:,} | {r['h2c']['retried']} | {r['h2c']['failed']} | "
+            f"{r['tcp']['requests']:,} | "
             f"{r['tcp']['failed']} | {mb(s.get('first_max', 0))} | {mb(s.get('last_max', 0))} | "
             f"{mb(s.get('min', 0))}–{mb(s.get('max', 0))} | "
             f"{'PASS' if ok else 'FAIL'}{exited} |")
     for name, r in res["proxies"].items():
-        detail = {k: r[k]["detail"] for k in ("wrk", "h2load", "tcp") if r[k]["failed"]}
-        if detail:
-            lines += ["", f"{name} failures: `{json.dumps(detail)}`"]
-            if r["tcp"]["samples"]:
-                lines.append(f"first TCP errors: `{'; '.join(r['tcp']['samples'][:3])}`")
+        for kind in KINDS:
+            if r[kind]["failed"]:
+                lines += ["", f"{name} {kind} failures: `{json.dumps(r[kind]['detail'])}`, first: "
+                          f"`{'; '.join(r[kind]['samples'][:3])}`"]
     for name, r in res["proxies"].items():
         samples = r["rss_samples"]
         every = max(1, len(samples) // 12)
@@ -579,21 +649,18 @@ def main(argv=None) -> int:
     ap.add_argument("--listener-interval", type=float, default=10)
     ap.add_argument("--restart-at", type=float, default=0.5, help="share of the run")
     ap.add_argument("--restart-down", type=float, default=2.0, help="seconds without a control plane")
-    ap.add_argument("--wrk-connections", type=int, default=8)
-    ap.add_argument("--wrk-delay-ms", type=int, default=4)
-    ap.add_argument("--h2-connections", type=int, default=4)
-    ap.add_argument("--h2-streams", type=int, default=4)
-    ap.add_argument("--h2-rate", type=int, default=250, help="h2load --rps per connection")
+    ap.add_argument("--h1-clients", type=int, default=4)
+    ap.add_argument("--h2-clients", type=int, default=4)
     ap.add_argument("--tcp-clients", type=int, default=2)
-    ap.add_argument("--tcp-pause-ms", type=float, default=10)
+    ap.add_argument("--pause-ms", type=float, default=2, help="HTTP clients' pause between requests")
+    ap.add_argument("--tcp-pause-ms", type=float, default=20,
+                    help="TCP clients' pause between connections (each leaves a TIME_WAIT)")
     ap.add_argument("--sample-interval", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=60)
     ap.add_argument("--rss-window", type=float, default=600)
     ap.add_argument("--proxy-bin", default=None)
     ap.add_argument("--envoy-bin", default=os.environ.get("SHARDPROXY_TEST_ENVOY"))
     ap.add_argument("--nginx-bin", default=None)
-    ap.add_argument("--wrk-bin", default="wrk")
-    ap.add_argument("--h2load-bin", default="h2load")
     ap.add_argument("--python", default=os.path.join(REPO, "target/test-venv/bin/python"),
                     help="a Python with grpcio and xds-protos (tests/run.sh makes this venv)")
     ap.add_argument("--start-timeout", type=float, default=60)
@@ -610,9 +677,8 @@ def main(argv=None) -> int:
             return 1
         found.append(peer)
     nginx = peers_mod._which(args.nginx_bin, "nginx")
-    missing = [what for what, ok in (("nginx", nginx), ("wrk", peers_mod._which(args.wrk_bin)),
-                                     ("h2load", peers_mod._which(args.h2load_bin)),
-                                     ("--python", os.access(args.python, os.X_OK))) if not ok]
+    missing = [what for what, ok in (("nginx", nginx), ("--python", os.access(args.python, os.X_OK)))
+               if not ok]
     if missing:
         print(f"soak: missing {', '.join(missing)}", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@
 #    on epoll;
 # 6. cargo build --release and the performance guard (bench/guard.py, ~1 min): fails when
 #    shardproxy's HTTP/1.1 CPU per request exceeds 1.3x nginx's measured in the same run;
-#    then short fuzz runs;
+#    a 60 s soak (bench/soak.py): fails on any failed request under xDS churn; then short
+#    fuzz runs;
 # 7. cargo fmt --check and cargo clippy --all-targets -- -D warnings (skip with --no-lint);
 # 8. says which test cases skipped on purpose and why (tests record them in
 #    $SHARDPROXY_TEST_SKIPS through tests/common's `skip`; with CI=true a test whose peer,
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
         --no-lint) LINT=0 ;;
         --skip-install) INSTALL=0 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -183,6 +184,13 @@ if cargo build --release; then
         "$PY" bench/guard.py --proxy-bin "${CARGO_TARGET_DIR:-$ROOT/target}/release/shardproxy" || status=1
     else
         warn "no python3: performance guard not run"; status=1
+    fi
+    step "soak, 60 s: h1/h2c/TCP under EDS churn, listener updates and a control-plane restart; no failed request (bench/soak.py)"
+    if [ -x "$VENV/bin/python" ]; then
+        "$VENV/bin/python" bench/soak.py --duration 60 --no-write \
+            --proxy-bin "${CARGO_TARGET_DIR:-$ROOT/target}/release/shardproxy" || status=1
+    else
+        warn "no test venv: soak not run"; status=1
     fi
 else
     warn "cargo build --release failed: performance guard not run"; status=1
