@@ -45,7 +45,8 @@ RSS, for every proxy.
 
 Writes the `soak` section of bench/RESULTS.md (unless --no-write) and the raw numbers to
 bench/results/soak-<UTC time>.json; exit code 0 on PASS, 1 otherwise. Runs on a Python with
-httpx and h2; needs the test venv for the control plane (--python: grpcio, xds-protos), nginx.
+httpx and h2, and the control plane on one with grpcio and xds-protos (--python, default the
+same): tests/run.sh's venv target/test-venv has all four. Needs nginx.
 """
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ def tcp_loop(port: int, until: float, pause: float, out: Counter) -> None:
             if got == payload:
                 out.add("ok")
             else:
-                out.add("mismatch", f"echo of {len(got)} bytes, {'cut' if len(got) < ECHO_BYTES else 'differs'}")
+                how = "cut" if len(got) < ECHO_BYTES else "differs"
+                out.add("mismatch", f"echo of {len(got)} bytes, {how}")
         except ConnectionRefusedError as e:
             out.add("refused", str(e))
         except OSError as e:
@@ -568,6 +570,8 @@ def mb(b: float) -> str:
 def render(res: dict) -> str:
     a, m = res["args"], res["machine"]
     loads = res.get("loadavg") or [0]
+    restart = res.get("restart", {})
+    window = next(iter(res["proxies"].values()))["rss"].get("window_s", 0)
     busy = res.get("core_busy", {})
     lines = [
         f"<!-- bench:begin {SECTION} -->",
@@ -587,17 +591,16 @@ def render(res: dict) -> str:
         f"both EDS. Churn: EDS every {a['eds_interval_ms']} ms (which endpoints are listed and "
         f"their weights), new listeners and route every {a['listener_interval']} s "
         f"(stat_prefix and a response header), control plane killed at "
-        f"{res.get('restart', {}).get('killed_at_s', '?')} s and restarted after "
-        f"{a['restart_down']} s on the same ports; pushes: {res.get('pushes')}, "
-        f"NACKs {res.get('nacks')}; resync after restart: "
-        f"{res.get('restart', {}).get('resync_s', res.get('restart', {}).get('error'))} s.",
+        f"{restart.get('killed_at_s', '?')} s and restarted after {a['restart_down']} s on the "
+        f"same ports; pushes: {res.get('pushes')}, NACKs {res.get('nacks')}; every proxy's "
+        f"EDS ACK on the new control plane after {restart.get('resync_s', restart.get('error'))} s.",
         f"- **Load** per proxy, each client one request at a time with a {a['pause_ms']} ms "
         f"pause: {a['h1_clients']} HTTP/1.1 keep-alive clients (a request on a reused "
         "connection closed before any response byte retried once: `retried`), "
         f"{a['h2_clients']} h2c clients (httpx), {a['tcp_clients']} TCP clients (connect, "
-        f"{ECHO_BYTES} bytes, echo, close, {a['tcp_pause_ms']} ms pause). `--concurrency {a['concurrency']}`, all on cores "
-        f"{a['cores']}.",
-        f"- **RSS flat**: largest sample of the last {res['proxies'] and next(iter(res['proxies'].values()))['rss'].get('window_s', 0):.0f} s "
+        f"{ECHO_BYTES} bytes, echo, close, {a['tcp_pause_ms']} ms pause). "
+        f"`--concurrency {a['concurrency']}` and `--drain-time-s 1`, all on cores {a['cores']}.",
+        f"- **RSS flat**: largest sample of the last {window:.0f} s "
         f"within {RSS_SLACK:.0%} or {RSS_SLACK_BYTES >> 20} MB of the largest of the first window "
         f"after {a['warmup']} s of warm-up (VmRSS every {a['sample_interval']} s).",
         "",
@@ -661,8 +664,9 @@ def main(argv=None) -> int:
     ap.add_argument("--proxy-bin", default=None)
     ap.add_argument("--envoy-bin", default=os.environ.get("SHARDPROXY_TEST_ENVOY"))
     ap.add_argument("--nginx-bin", default=None)
-    ap.add_argument("--python", default=os.path.join(REPO, "target/test-venv/bin/python"),
-                    help="a Python with grpcio and xds-protos (tests/run.sh makes this venv)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the control plane's Python: grpcio and xds-protos (default: this one; "
+                         "tests/run.sh's venv has them)")
     ap.add_argument("--start-timeout", type=float, default=60)
     xds_scale.add_output_args(ap)
     args = ap.parse_args(argv)
