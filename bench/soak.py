@@ -37,8 +37,8 @@ retries than listener updates × clients, xDS NACKs, a proxy that exits, a contr
 proxies did not resync with within 60 s. RSS (VmRSS of the proxy) and the machine's
 load average are sampled every --sample-interval (10 s). RSS is flat when the largest sample
 of the last window is at most 10 % or 4 MB (whichever is more) above the largest of the first
-window; the windows are --rss-window (600 s) long, or a third of the run after --warmup
-(60 s, at most a quarter of the run) when the run is shorter. PASS = no failure and a flat
+window; a window is --rss-window (600 s) long, at most a third of the run after --warmup
+(60 s, at most a quarter of the run). PASS = no failure and a flat
 RSS, for every proxy.
 
     python3 bench/soak.py [--duration 1800] [--peer envoy] [--proxy-bin PATH]
@@ -51,6 +51,7 @@ same): tests/run.sh's venv target/test-venv has all four. Needs nginx.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import datetime as dt
 import json
 import os
@@ -61,8 +62,6 @@ import sys
 import tempfile
 import threading
 import time
-
-import httpx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -271,6 +270,8 @@ def h2_loop(port: int, until: float, pause: float, out: Counter) -> None:
     retry rule of h1_loop: a request that fails at the transport level on a connection that
     already served requests (a drained connection: GOAWAY, then closed) is retried once on a
     new connection and counted as `retried`; any other error or a bad answer is a failure."""
+    import httpx  # here: the rest of the harness (and its unit tests) runs without it
+
     url = f"http://127.0.0.1:{port}/small"
     client, reused = httpx.Client(http1=False, http2=True, timeout=5), False
     while time.monotonic() < until:
@@ -681,8 +682,9 @@ def main(argv=None) -> int:
             return 1
         found.append(peer)
     nginx = peers_mod._which(args.nginx_bin, "nginx")
-    missing = [what for what, ok in (("nginx", nginx), ("--python", os.access(args.python, os.X_OK)))
-               if not ok]
+    missing = [what for what, ok in (("nginx", nginx), ("--python", os.access(args.python, os.X_OK)),
+                                     ("httpx", importlib.util.find_spec("httpx")),
+                                     ("h2", importlib.util.find_spec("h2"))) if not ok]
     if missing:
         print(f"soak: missing {', '.join(missing)}", file=sys.stderr)
         return 1
