@@ -34,12 +34,12 @@ and listener update; everything else is a failure.
 Failures counted: HTTP errors on a new connection, a failed retry, a status other than 200 or
 a body other than the upstream's, TCP connects refused, echoes that differ or are cut, more
 retries than listener updates × clients, xDS NACKs, a proxy that exits, a control plane the
-proxies did not resync with within 60 s. RSS (VmRSS of the proxy) and the machine's
-load average are sampled every --sample-interval (10 s). RSS is flat when the largest sample
-of the last window is at most 10 % or 4 MB (whichever is more) above the largest of the first
-window; a window is --rss-window (600 s) long, at most a third of the run after --warmup
-(60 s, at most a quarter of the run). PASS = no failure and a flat
-RSS, for every proxy.
+proxies did not resync with within 60 s. RSS (VmRSS of the proxy), its open file descriptors
+and the machine's load average are sampled every --sample-interval (10 s). RSS is flat when
+the largest sample of the last window is at most 10 % or 4 MB (whichever is more) above the
+largest of the first window, open fds when at most 10 % or 64 above; a window is --rss-window
+(600 s) long, at most a third of the run after --warmup (60 s, at most a quarter of the run).
+PASS = no failure, flat RSS and open fds, for every proxy.
 
     python3 bench/soak.py [--duration 1800] [--peer envoy] [--proxy-bin PATH]
 
@@ -75,13 +75,13 @@ from bench import Started, free_port, tail  # noqa: E402
 from mesh_app import TcpEcho, Threading  # noqa: E402
 from xds_scale import CLUSTER, ENDPOINT, HCM, LISTENER, ROUTE, ROUTER, address  # noqa: E402
 
-SECTION = "soak"
 KINDS = ("h1", "h2c", "tcp")
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 ADS = {"ads": {}, "resource_api_version": "V3"}
 ECHO_BYTES = 64
-RSS_SLACK = 0.10  # flat: last window's max within 10 % or RSS_SLACK_BYTES of the first's
+SLACK = 0.10  # flat: the last window's max within 10 % or an absolute slack of the first's
 RSS_SLACK_BYTES = 4 << 20
+FD_SLACK = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +320,7 @@ class Proxy:
         with open(self.cfg, "w") as f:
             json.dump(boot, f)
         self.rss: list[tuple[float, int]] = []
+        self.fds: list[tuple[float, int]] = []
         self.counters = {kind: Counter() for kind in KINDS}
         self.exit: int | None = None
 
@@ -343,6 +344,7 @@ class Proxy:
             self.exit = self.p.returncode
             return
         self.rss.append((t, procstat.rss_bytes(self.p.pid)))
+        self.fds.append((t, len(os.listdir(f"/proc/{self.p.pid}/fd"))))
 
 
 def echo_once(port: int) -> bool:
@@ -355,17 +357,17 @@ def echo_once(port: int) -> bool:
     return got == payload
 
 
-def rss_verdict(samples: list[tuple[float, int]], duration: float, warmup: float,
-                window: float) -> dict:
-    """First and last windows' max RSS after warm-up and whether the last stays within the
-    slack of the first."""
+def flatness(samples: list[tuple[float, int]], duration: float, warmup: float,
+             window: float, slack: int) -> dict:
+    """First and last windows' max sample (RSS, open fds) after warm-up and whether the last
+    stays within SLACK or `slack` of the first."""
     window = min(window, max(1.0, (duration - warmup) / 3))
     first = [r for t, r in samples if warmup <= t < warmup + window]
     last = [r for t, r in samples if t >= duration - window]
     if not first or not last:
-        return {"flat": False, "why": "too few RSS samples"}
+        return {"flat": False, "why": "too few samples"}
     a, b = max(first), max(last)
-    bound = max(a * (1 + RSS_SLACK), a + RSS_SLACK_BYTES)
+    bound = max(a * (1 + SLACK), a + slack)
     return {"flat": b <= bound, "window_s": window, "first_max": a, "last_max": b,
             "growth": b - a, "min": min(r for _, r in samples), "max": max(r for _, r in samples),
             "samples": len(samples)}
@@ -518,8 +520,10 @@ def run(args, proxies: list, tmp: str, nginx: str) -> dict:
             r = {kind: counts(c) for kind, c in p.counters.items()}
             r["retry_bound"] = {"h1": cfg.gen * args.h1_clients, "h2c": cfg.gen * args.h2_clients,
                                 "tcp": 0}
-            r["rss"] = rss_verdict(p.rss, args.duration, args.warmup, args.rss_window)
+            r["rss"] = flatness(p.rss, args.duration, args.warmup, args.rss_window, RSS_SLACK_BYTES)
             r["rss_samples"] = [[round(t), b] for t, b in p.rss]
+            r["fds"] = flatness(p.fds, args.duration, args.warmup, args.rss_window, FD_SLACK)
+            r["fd_samples"] = [[round(t), n] for t, n in p.fds]
             r["exit"] = p.exit if p.exit is not None else p.p.poll()
             r["acked"] = {t.rsplit(".", 1)[-1]: len(v.get("acked", []))
                           for t, v in after.get(p.node, {}).items()}
@@ -553,8 +557,10 @@ def resync(slot: ControlPlaneSlot, ps: list, killed_at: float, t0: float) -> dic
 
 
 def proxy_ok(r: dict) -> bool:
-    """No failure, at most one retry per client and listener drain, RSS flat, still running."""
-    return (r["exit"] is None and r["rss"]["flat"] and not any(r[k]["failed"] for k in KINDS)
+    """No failure, at most one retry per client and listener drain, RSS and open file
+    descriptors flat, still running."""
+    return (r["exit"] is None and r["rss"]["flat"] and r["fds"]["flat"]
+            and not any(r[k]["failed"] for k in KINDS)
             and all(r[k]["retried"] <= r["retry_bound"][k] for k in KINDS))
 
 
@@ -575,7 +581,7 @@ def render(res: dict) -> str:
     window = next(iter(res["proxies"].values()))["rss"].get("window_s", 0)
     busy = res.get("core_busy", {})
     lines = [
-        f"<!-- bench:begin {SECTION} -->",
+        f"<!-- bench:begin {a['section']} -->",
         f"## Soak — {a['duration'] / 60:.0f} minutes of h1/h2c/TCP load under xDS churn: "
         f"**{'PASS' if res['pass'] else 'FAIL'}**",
         "",
@@ -601,14 +607,15 @@ def render(res: dict) -> str:
         f"{a['h2_clients']} h2c clients (httpx), {a['tcp_clients']} TCP clients (connect, "
         f"{ECHO_BYTES} bytes, echo, close, {a['tcp_pause_ms']} ms pause). "
         f"`--concurrency {a['concurrency']}` and `--drain-time-s 1`, all on cores {a['cores']}.",
-        f"- **RSS flat**: largest sample of the last {window:.0f} s "
-        f"within {RSS_SLACK:.0%} or {RSS_SLACK_BYTES >> 20} MB of the largest of the first window "
-        f"after {a['warmup']} s of warm-up (VmRSS every {a['sample_interval']} s).",
+        f"- **RSS and open fds flat**: largest sample of the last {window:.0f} s within "
+        f"{SLACK:.0%} (or {RSS_SLACK_BYTES >> 20} MB, {FD_SLACK} fds) of the largest of the first "
+        f"window after {a['warmup']} s of warm-up (VmRSS and /proc/<pid>/fd every "
+        f"{a['sample_interval']} s).",
         "",
         "| proxy | h1 requests | h1 retried | h1 failed | h2c requests | h2c retried | "
         "h2c failed | TCP echoes | TCP failed | RSS first window max MB | "
-        "RSS last window max MB | RSS min–max MB | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "RSS last window max MB | RSS min–max MB | open fds first → last window max | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in res["proxies"].items():
         s = r["rss"]
@@ -620,6 +627,7 @@ def render(res: dict) -> str:
             f"{r['tcp']['requests']:,} | "
             f"{r['tcp']['failed']} | {mb(s.get('first_max', 0))} | {mb(s.get('last_max', 0))} | "
             f"{mb(s.get('min', 0))}–{mb(s.get('max', 0))} | "
+            f"{r['fds'].get('first_max', '?')} → {r['fds'].get('last_max', '?')} | "
             f"{'PASS' if ok else 'FAIL'}{exited} |")
     for name, r in res["proxies"].items():
         for kind in KINDS:
@@ -630,12 +638,14 @@ def render(res: dict) -> str:
         samples = r["rss_samples"]
         every = max(1, len(samples) // 12)
         lines += ["", f"{name} RSS MB (every {every * a['sample_interval']:.0f} s): " +
-                  " ".join(mb(b) for _, b in samples[::every])]
+                  " ".join(mb(b) for _, b in samples[::every]),
+                  "", f"{name} open fds (same times): " +
+                  " ".join(str(n) for _, n in r["fd_samples"][::every])]
     if res.get("nack_detail"):
         lines += ["", f"NACKs: `{json.dumps(res['nack_detail'])}`"]
     if a.get("note"):
         lines += ["", f"**Note**: {a['note']}"]
-    lines.append(f"<!-- bench:end {SECTION} -->")
+    lines.append(f"<!-- bench:end {a['section']} -->")
     return "\n".join(lines) + "\n"
 
 
@@ -669,6 +679,7 @@ def main(argv=None) -> int:
                     help="the control plane's Python: grpcio and xds-protos (default: this one; "
                          "tests/run.sh's venv has them)")
     ap.add_argument("--start-timeout", type=float, default=60)
+    ap.add_argument("--section", default="soak", help="the RESULTS.md section written")
     xds_scale.add_output_args(ap)
     args = ap.parse_args(argv)
     args.warmup = min(args.warmup, args.duration / 4)
@@ -711,7 +722,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.raw_dir, f"soak-{start:%Y%m%dT%H%M%SZ}.json"), "w") as f:
         json.dump(res, f, indent=1)
     if not args.no_write and res["proxies"]:
-        xds_scale.write_section(args.results, text, SECTION)
+        xds_scale.write_section(args.results, text, args.section)
     if args.keep_tmp or not res["pass"]:
         print(f"temp dir kept: {tmp}", file=sys.stderr)
     else:

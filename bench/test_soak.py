@@ -56,26 +56,28 @@ class Responses(unittest.TestCase):
 def run(failed=0, retried=0, flat=True, exit=None):
     kinds = {k: {"requests": 10, "retried": retried, "failed": failed} for k in soak.KINDS}
     return {**kinds, "retry_bound": {"h1": 8, "h2c": 8, "tcp": 0}, "exit": exit,
-            "rss": {"flat": flat}}
+            "rss": {"flat": flat}, "fds": {"flat": True}}
 
 
 class Verdict(unittest.TestCase):
     def test_flat_within_slack_and_growth_beyond(self):
         mb = 1 << 20
         flat = [(t, 40 * mb) for t in range(0, 1800, 10)]
-        self.assertTrue(soak.rss_verdict(flat, 1800, 60, 600)["flat"])
+        self.assertTrue(soak.flatness(flat, 1800, 60, 600, soak.RSS_SLACK_BYTES)["flat"])
         growing = [(t, 40 * mb + t * 20_000) for t in range(0, 1800, 10)]
-        v = soak.rss_verdict(growing, 1800, 60, 600)
+        v = soak.flatness(growing, 1800, 60, 600, soak.RSS_SLACK_BYTES)
         self.assertFalse(v["flat"])
         self.assertEqual(v["window_s"], 580)  # at most a third of the run after warm-up
         # A short run uses thirds of the run after warm-up.
-        self.assertEqual(soak.rss_verdict(flat[:6], 60, 15, 600)["window_s"], 15)
+        self.assertEqual(soak.flatness(flat[:6], 60, 15, 600, soak.RSS_SLACK_BYTES)["window_s"], 15)
 
     def test_pass_needs_no_failure_bounded_retries_flat_rss_and_the_resync(self):
         ok = {"restart": {"resync_s": 1.0}, "nacks": 0}
         self.assertTrue(soak.verdict({**ok, "proxies": {"a": run(retried=0)}}))
         self.assertTrue(soak.verdict({**ok, "proxies": {"a": run(retried=0), "b": run()}}))
-        for bad in (run(failed=1), run(flat=False), run(exit=1)):
+        leaking = run()
+        leaking["fds"] = {"flat": False}
+        for bad in (run(failed=1), run(flat=False), run(exit=1), leaking):
             self.assertFalse(soak.verdict({**ok, "proxies": {"a": bad}}))
         too_many = run()
         too_many["h1"]["retried"] = 9
