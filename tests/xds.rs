@@ -3,8 +3,9 @@
 //! while the last good config serves; the same control plane drives Envoy, and both route the
 //! same requests the same way (ECDS filter configs too); control-plane restarts and a thousand
 //! rapid updates under load lose no request; a listener that cannot bind is NACKed, a changed
-//! one drains its old connections; readiness waits for the initial fetch, listeners for the
-//! clusters an SDS stream warms; the real Istio dumps are reported feature by feature.
+//! one drains its old connections, a host removed over EDS has its idle upstream connections
+//! closed; readiness waits for the initial fetch, listeners for the clusters an SDS stream
+//! warms; the real Istio dumps are reported feature by feature.
 
 mod common;
 
@@ -696,4 +697,34 @@ fn a_listener_changed_over_lds_drains_its_old_connections() {
         "the new connection counted under the new config",
         || (proxy.stats().get("http.changed.downstream_rq_total") >= Some(&1)).then_some(()),
     );
+}
+
+#[test]
+fn a_host_removed_over_eds_has_its_idle_upstream_connections_closed() {
+    let test = "a_host_removed_over_eds_has_its_idle_upstream_connections_closed";
+    for kind in kinds(test) {
+        let upstreams = EchoUpstreams::start(&["one", "two"], None);
+        let listen = free_port();
+        let dir = TempDir::new("xds-host-removed");
+        let script = dir.file("resources.json");
+        fs::write(&script, mesh(listen, upstreams.port("one")).to_string()).unwrap();
+        let xds = XdsServer::start(&script);
+        let proxy = start(kind, "host-removed", &xds, "DELTA_GRPC");
+        wait_for(SOON, "traffic", || through(listen));
+        let active = || proxy.stats().get("cluster.svc.upstream_cx_active").copied();
+        assert!(
+            active() >= Some(1),
+            "{kind:?}: a pooled connection to `one`"
+        );
+        // `one` leaves the cluster: its idle keep-alive connection closes now, not after the
+        // upstream idle timeout (an hour), which under EDS churn ran the process out of file
+        // descriptors (bench/soak.py).
+        xds.push(&json!({"resources": {ENDPOINT: [assignment(upstreams.port("two"))]}}));
+        wait_for(SOON, "the removed host's idle connection to close", || {
+            (active() == Some(0)).then_some(())
+        });
+        wait_for(SOON, "traffic to `two`", || {
+            through(listen).filter(|(upstream, _)| upstream == "two")
+        });
+    }
 }

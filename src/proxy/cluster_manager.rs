@@ -115,6 +115,9 @@ impl ShardCluster {
                     .unwrap_or_else(|| Rc::new(Host::new(endpoint.clone())))
             })
             .collect();
+        if let Some(previous) = previous {
+            previous.retire_except(&hosts);
+        }
         let set = RefCell::new(host_set(&config, &hosts, verdicts, shard));
         let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
         let events = config.outlier_detection.as_ref().and(events.clone());
@@ -127,6 +130,16 @@ impl ShardCluster {
             events,
             shard,
         }
+    }
+
+    /// Its hosts leave, but for those `kept` by its successor (see `HostPool::retire`).
+    fn retire_except(&self, kept: &[Rc<Host>]) {
+        let destinations = self.destinations.borrow();
+        self.hosts
+            .iter()
+            .chain(destinations.values().map(|(host, _)| host))
+            .filter(|old| !kept.iter().any(|new| Rc::ptr_eq(new, old)))
+            .for_each(|gone| gone.pool.retire());
     }
 
     /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
@@ -286,6 +299,7 @@ impl ClusterManager {
                             self.clusters.insert(name.clone(), cluster);
                         }
                         None => {
+                            previous.iter().for_each(|gone| gone.retire_except(&[]));
                             self.verdicts.remove(name);
                         }
                     }
@@ -300,6 +314,9 @@ impl ClusterManager {
                     self.index(&cluster);
                     next.insert(name.clone(), cluster);
                 }
+                self.clusters
+                    .values()
+                    .for_each(|gone| gone.retire_except(&[]));
                 self.clusters = next;
                 let clusters = &self.clusters;
                 self.verdicts.retain(|name, _| clusters.contains_key(name));

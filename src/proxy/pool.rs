@@ -1,7 +1,8 @@
 //! Proxy layer: upstream connections — each host's idle HTTP/1.1 keep-alive connections (most
-//! recent first, closed when idle too long or used up), how any protocol's pool gets a
-//! connection within the cluster's circuit breakers (this shard's share of Envoy's
-//! process-wide thresholds), and the lease that counts an open connection.
+//! recent first, closed when idle too long, used up, or when the host leaves its cluster),
+//! how any protocol's pool gets a connection within the cluster's circuit breakers (this
+//! shard's share of Envoy's process-wide thresholds), and the lease that counts an open
+//! connection.
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::{
     context::ShardContext,
-    net::{buffered::Buffered, transport::Transport},
+    net::{buffered::Buffered, drain::DrainSignal, transport::Transport},
     rt::{self, timer},
 };
 
@@ -221,6 +222,9 @@ pub struct HostPool {
     pub http2: Http2Pool,
     /// A sweeper task is closing connections as they pass the idle timeout.
     sweeping: Cell<bool>,
+    /// Starts when the host leaves its cluster: its connections close as soon as they are
+    /// idle, none is parked any more, and the tasks that hold the host end.
+    pub retired: DrainSignal,
     /// Under `auto_config`: whether the host's ALPN picked `h2` (learnt from the shard's
     /// first connection to it).
     pub negotiated_http2: Cell<Option<bool>>,
@@ -248,13 +252,28 @@ impl HostPool {
             return Some(conn);
         }
     }
+
+    /// The host left its cluster (an update removed it, or replaced it with a changed
+    /// endpoint): its idle HTTP/1.1 connections close now and the ones in use close when their
+    /// exchange ends, as Envoy drains a removed host's pools. Without this, the sweeper (which
+    /// holds the host) kept them open for the whole idle timeout, an hour by default: a file
+    /// descriptor per connection under EDS churn until the process ran out (bench/soak.py).
+    /// Its HTTP/2 connections close once they carry no stream (upstream/http2.rs).
+    pub fn retire(&self) {
+        self.retired.start();
+        let closing = std::mem::take(&mut *self.idle.borrow_mut());
+        drop(closing);
+    }
 }
 
 /// Parks a connection in its host's pool after a complete exchange (unless it has carried
-/// its last request) and wakes a request waiting for one. Idle connections are closed when
-/// they pass the idle timeout, by a sweeper task per host that runs while the pool is not
-/// empty (it holds the host until then, even if the host left its cluster).
+/// its last request, or the host left its cluster) and wakes a request waiting for one. Idle
+/// connections are closed when they pass the idle timeout, by a sweeper task per host that
+/// runs while the pool is not empty and the host in its cluster.
 pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptions) {
+    if host.pool.retired.is_draining() {
+        return;
+    }
     if options
         .max_requests_per_connection
         .is_some_and(|max| conn.requests >= max)
@@ -273,7 +292,8 @@ pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptio
     breakers.wake_one();
 }
 
-/// Closes a host's idle connections as they expire; ends when the pool is empty.
+/// Closes a host's idle connections as they expire; ends when the pool is empty (retiring
+/// the host empties it and wakes this).
 async fn sweep(host: Rc<Host>, timeout: Duration) {
     loop {
         let oldest = host.pool.idle.borrow().first().map(|(_, since)| *since);
@@ -281,7 +301,11 @@ async fn sweep(host: Rc<Host>, timeout: Duration) {
             host.pool.sweeping.set(false);
             return;
         };
-        timer::sleep_until(oldest + timeout).await;
+        future::or(
+            timer::sleep_until(oldest + timeout),
+            host.pool.retired.started(),
+        )
+        .await;
         let now = Instant::now();
         let expired: Vec<_> = {
             let mut idle = host.pool.idle.borrow_mut();

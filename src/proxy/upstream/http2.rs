@@ -405,8 +405,12 @@ async fn pump(mut body: RequestBody<'static>, mut send: SendStream<Bytes>, trail
     }
 }
 
+/// How often a connection to a host that left its cluster looks whether its last stream ended.
+const RETIRED_RECHECK: Duration = Duration::from_secs(1);
+
 /// Runs a connection until it ends, or until it has carried no stream for `idle` (then it
-/// is closed, as Envoy's upstream idle timeout does); then it leaves its host's pool.
+/// is closed, as Envoy's upstream idle timeout does) or carries none after its host left its
+/// cluster; then it leaves its host's pool.
 async fn drive(
     host: Rc<Host>,
     conn: Rc<Http2Conn>,
@@ -422,20 +426,34 @@ async fn drive(
         inc(&conn.lease.cells().upstream_cx_destroy_local);
     };
     let idled = async {
-        let Some(idle) = idle else {
-            return std::future::pending().await;
-        };
         loop {
-            let until = conn.idle_since.get() + idle;
-            timer::sleep_until(until).await;
-            if conn.active.get() == 0 && conn.idle_since.get() + idle <= Instant::now() {
+            let quiet = conn.active.get() == 0;
+            let retired = host.pool.retired.is_draining();
+            if quiet && retired {
+                return;
+            }
+            if quiet && idle.is_some_and(|idle| conn.idle_since.get() + idle <= Instant::now()) {
                 inc(&conn.lease.cells().upstream_cx_idle_timeout);
                 return;
             }
-            if conn.active.get() > 0 {
-                // Checked again an idle period after it is next quiet at the earliest.
-                timer::sleep_until(Instant::now() + idle).await;
+            if retired {
+                // A retired host's busy connection: looked at again until its streams end.
+                timer::sleep_until(Instant::now() + RETIRED_RECHECK).await;
+                continue;
             }
+            // Checked again when the idle period ends, or (busy) an idle period later at the
+            // earliest, or when the host leaves its cluster.
+            let recheck = match idle {
+                Some(idle) if quiet => Some(conn.idle_since.get() + idle),
+                idle => idle.map(|idle| Instant::now() + idle),
+            };
+            let rechecked = async {
+                match recheck {
+                    Some(at) => timer::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            future::or(rechecked, host.pool.retired.started()).await;
         }
     };
     future::or(ended, future::or(idled, unresponsive)).await;
