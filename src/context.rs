@@ -14,6 +14,7 @@ use crate::{
     access_log::{FlusherHandle, LogWriters},
     filters::network::http_connection_manager::RdsTables,
     net::{internal::InternalListeners, relay::SCRATCH_BYTES},
+    overload::ShardOverload,
     proxy::cluster_manager::{ClusterManager, Place},
     stream::date::DateCache,
     tracing::Reporter,
@@ -38,6 +39,8 @@ pub struct ShardContext {
     pub internal_buffer: Cell<usize>,
     /// The global downstream connection limit (the snapshot's).
     pub connection_limit: RefCell<Option<Arc<ConnectionLimit>>>,
+    /// The overload manager's action states.
+    pub overload: ShardOverload,
     next_connection: Cell<u64>,
 }
 
@@ -60,6 +63,7 @@ impl ShardContext {
             internal: InternalListeners::default(),
             internal_buffer: Cell::new(model::DEFAULT_INTERNAL_BUFFER),
             connection_limit: RefCell::default(),
+            overload: ShardOverload::default(),
             next_connection: Cell::new(0),
         }
     }

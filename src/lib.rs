@@ -7,6 +7,7 @@ mod context;
 mod filters;
 pub mod memory;
 mod net;
+mod overload;
 mod protocol;
 mod proxy;
 pub mod shard;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         admin_address_path: cli.admin_address_path.clone(),
         release_memory: memory::release_unused,
         trim_memory: memory::trim,
+        heap_in_use: rt::memory::heap_in_use,
         admin_socket: hot_restart::admin_socket,
         on_live: rt::handover::release_parent,
         taken_over: Vec::new(),

@@ -113,6 +113,7 @@ async fn run(
                     let counts = ctx.clusters.borrow().take_counts(&cluster);
                     let _ = events.send(ShardEvent::OutlierCounts { cluster, counts });
                 }
+                ShardCommand::Overload(states) => ctx.overload.set(states),
                 ShardCommand::Exit => {
                     let _ = events.send(ShardEvent::Exited { shard: ctx.id });
                     return;

@@ -17,6 +17,7 @@ pub mod listener_filters;
 pub mod local_reply;
 pub mod matchers;
 pub mod metadata;
+pub mod overload;
 pub mod publish;
 pub mod rbac;
 pub mod route;
@@ -73,6 +74,8 @@ pub struct Snapshot {
     pub log_stats: Option<Arc<stats::FilesystemStats>>,
     /// The overload manager's global downstream connection limit, if configured.
     pub connection_limit: Option<Arc<connection_limit::ConnectionLimit>>,
+    /// The overload manager's monitors and actions (the agent evaluates them), if configured.
+    pub overload: Option<Arc<overload::OverloadConfig>>,
 }
 
 /// What stands for the address of an internal listener or endpoint, which have none.
@@ -95,6 +98,7 @@ impl Snapshot {
             internal_buffer: DEFAULT_INTERNAL_BUFFER,
             log_stats: None,
             connection_limit: None,
+            overload: None,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct Listener {
     /// `ignore_global_conn_limit`: its connections are not counted against (nor refused by)
     /// the global connection limit.
     pub ignores_connection_limit: bool,
+    /// `bypass_overload_manager`: overload actions leave its connections and requests alone.
+    pub bypasses_overload: bool,
     /// `traffic_direction: OUTBOUND`: its spans are client (egress) spans; any other
     /// direction makes server (ingress) spans, as Envoy's tracing.
     pub outbound: bool,
@@ -188,6 +194,7 @@ impl Listener {
             access_logs: Vec::new(),
             inbound: false,
             ignores_connection_limit: false,
+            bypasses_overload: false,
             outbound: false,
             drain_type: DrainType::Default,
             stats,

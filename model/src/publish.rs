@@ -30,6 +30,8 @@ pub enum ShardCommand {
     /// Send the cluster's outlier-detection counts since the last collection
     /// (`ShardEvent::OutlierCounts`).
     CollectOutlierCounts { cluster: String },
+    /// The overload manager's action states changed.
+    Overload(crate::overload::ActionStates),
     /// Close every connection and stop the shard.
     Exit,
 }

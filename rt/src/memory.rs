@@ -1,6 +1,16 @@
-//! Runtime: handing memory back to the kernel — glibc's free heap pages, and the resident
+//! Runtime: the heap — how much of it is in use (the overload manager's `fixed_heap`
+//! monitor), and handing memory back to the kernel: glibc's free heap pages, and the resident
 //! pages of the executable's read-only segments (re-read from the executable on next use).
 use std::ffi::{c_int, c_void};
+
+/// Bytes of heap in use: glibc's allocated chunks in every arena plus its mmapped blocks
+/// (what Envoy's `fixed_heap` monitor reads from its allocator: memory not free in the heap).
+pub fn heap_in_use() -> Option<u64> {
+    // SAFETY: mallinfo2 takes no arguments and only reads glibc's arena statistics (under
+    // each arena's lock); it is thread-safe.
+    let info = unsafe { libc::mallinfo2() };
+    Some((info.uordblks + info.hblkhd) as u64)
+}
 
 /// Returns free heap pages to the kernel.
 pub fn trim_heap() {

@@ -20,7 +20,7 @@ use std::{
     os::fd::AsFd,
     rc::Rc,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_lite::future;
@@ -440,37 +440,124 @@ async fn accept_all(
     drop(loops);
 }
 
+/// Accepts connections until dropped: paused while `stop_accepting_connections` is saturated
+/// (unless the listener bypasses the overload manager; connections wait in the backlog);
+/// each accepted one is counted against the global connection limit, may be rejected by
+/// `reject_incoming_connections`, and is served on its own task.
 async fn accept_loop(
     mut socket: TcpListener,
     current: Rc<RefCell<Rc<Generation>>>,
     handoffs: Handoffs,
     ctx: Rc<ShardContext>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        match socket.accept().await {
-            Ok(stream) => {
-                let open = current.borrow().open_connection();
-                let config = &open.generation().config;
-                let Ok(slot) = ctx.connection_slot(config) else {
-                    // Over the global connection limit: closed at once, as Envoy.
-                    inc(&config.stats.shard(ctx.id).downstream_global_cx_overflow);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let stream = socket::Socket::Tcp(stream);
-                let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
-                rt::spawn_local(async move {
-                    serving.await;
-                    drop(slot);
-                })
-                .detach();
-            }
-            Err(e) => {
-                // Out of descriptors or memory: back off briefly instead of spinning.
-                tracing::warn!(listener = %current.borrow().config.name, "accept failed: {e}");
-                timer::sleep(Duration::from_millis(10)).await;
-            }
+        let bypasses = current.borrow().config.bypasses_overload;
+        if !bypasses {
+            ctx.overload.until_accepting().await;
         }
+        let stopped = async {
+            match bypasses {
+                true => future::pending().await,
+                false => ctx.overload.until_stopped().await,
+            }
+            None
+        };
+        let Some(accepted) = future::or(async { Some(socket.accept().await) }, stopped).await
+        else {
+            continue;
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                let generation = current.borrow().clone();
+                if let Some(delay) = backoff.failed(&generation.config.name, &e) {
+                    inc(&generation
+                        .config
+                        .stats
+                        .shard(ctx.id)
+                        .downstream_cx_accept_backoff);
+                    timer::sleep(delay).await;
+                }
+                continue;
+            }
+        };
+        backoff.succeeded();
+        let open = current.borrow().open_connection();
+        let config = &open.generation().config;
+        let Ok(slot) = ctx.connection_slot(config) else {
+            // Over the global connection limit: closed at once, as Envoy.
+            inc(&config.stats.shard(ctx.id).downstream_global_cx_overflow);
+            continue;
+        };
+        if !config.bypasses_overload
+            && ctx
+                .overload
+                .applies(model::overload::ActionKind::RejectIncomingConnections)
+        {
+            inc(&config.stats.shard(ctx.id).downstream_cx_overload_reject);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let stream = socket::Socket::Tcp(stream);
+        let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
+        rt::spawn_local(async move {
+            serving.await;
+            drop(slot);
+        })
+        .detach();
+    }
+}
+
+/// The first wait after a failed accept that is not about one connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest wait between accepts while they keep failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Failures less than this apart are one burst (logged once).
+const BURST_GAP: Duration = Duration::from_secs(10);
+
+/// Back-off after accept failures that would repeat at once (out of descriptors or memory:
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM): the listener waits, twice as long after each failure
+/// up to a second, instead of spinning on a connection it cannot take; a success resets the
+/// wait. The first failure of a burst is logged.
+#[derive(Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+    last_failure: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    /// How long to wait after `error` (`None`: a failure of one connection only, such as a
+    /// client that reset before it was accepted; the next accept goes ahead).
+    fn failed(&mut self, listener: &str, error: &io::Error) -> Option<Duration> {
+        let lasting = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+        let transient = error
+            .raw_os_error()
+            .is_some_and(|code| !lasting.contains(&code));
+        if transient {
+            return None;
+        }
+        let now = Instant::now();
+        if self
+            .last_failure
+            .is_none_or(|at| now.duration_since(at) >= BURST_GAP)
+        {
+            tracing::warn!(
+                listener,
+                "accept failed: {error}; backing off until it succeeds"
+            );
+        }
+        self.last_failure = Some(now);
+        let delay = self
+            .delay
+            .map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+        self.delay = Some(delay);
+        Some(delay)
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = None;
     }
 }
 
@@ -574,6 +661,29 @@ mod tests {
             pin!(generation.drain.closed()).poll(&mut cx),
             Poll::Ready(())
         )
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_ends_with_a_success() {
+        let mut backoff = AcceptBackoff::default();
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.failed("l", &emfile).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(
+            backoff.failed("l", &aborted),
+            None,
+            "one connection's failure"
+        );
+        backoff.succeeded();
+        let enobufs = io::Error::from_raw_os_error(libc::ENOBUFS);
+        assert_eq!(backoff.failed("l", &enobufs), Some(FIRST_BACKOFF));
+        assert!(
+            backoff.last_failure.is_some(),
+            "the same burst: not logged again"
+        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub const CONNECT_BAGGAGE: &str = "io.istio.http.connect_baggage.Config";
 pub const SET_INTERNAL_DST_ADDRESS: &str = "istio.set_internal_dst_address.v1.Config";
 pub const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+pub const FIXED_HEAP: &str = "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig";
 pub const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";
 
 /// The wrapper a state-of-the-world response may put around each resource (name, version).

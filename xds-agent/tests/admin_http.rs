@@ -128,6 +128,7 @@ fn agent_state() -> AgentState {
             admin_address_path: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
+            heap_in_use: || None,
             admin_socket: xds_agent::agent::bind_admin,
             on_live: || {},
             taken_over: Vec::new(),

@@ -276,6 +276,8 @@ stat_scope!(
         downstream_pre_cx_timeout: Counter,
         downstream_listener_filter_error: Counter,
         downstream_global_cx_overflow: Counter,
+        downstream_cx_overload_reject: Counter,
+        downstream_cx_accept_backoff: Counter,
     }
 );
 
@@ -469,6 +471,8 @@ stat_scope!(
         downstream_rq_ws_on_non_ws_route: Counter,
         downstream_rq_non_relative_path: Counter,
         downstream_rq_failed_path_normalization: Counter,
+        downstream_rq_overload_close: Counter,
+        downstream_cx_overload_disable_keepalive: Counter,
         no_route: Counter,
         no_cluster: Counter,
         rq_total: Counter,

@@ -82,6 +82,7 @@ pub fn state() -> AgentState {
         internal_buffer: model::DEFAULT_INTERNAL_BUFFER,
         log_stats: None,
         connection_limit: None,
+        overload: None,
     };
     AgentState {
         stats,
@@ -110,6 +111,7 @@ pub fn state() -> AgentState {
             admin_address_path: None,
             release_memory: proto::release_pool,
             trim_memory: || {},
+            heap_in_use: || None,
             admin_socket: crate::agent::bind_admin,
             on_live: || {},
             taken_over: Vec::new(),

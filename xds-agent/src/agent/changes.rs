@@ -44,6 +44,10 @@ pub(super) fn same_config(old: &Snapshot, new: &Snapshot) -> bool {
             .routes
             .iter()
             .all(|(name, r)| old.routes.get(name).is_some_and(|o| Arc::ptr_eq(o, r)))
+        && match (&old.overload, &new.overload) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
 }
 
 /// Envoy's listener_manager / cluster_manager change counters and gauges.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use super::{
     changes::{changed_clusters, record_changes, removes_any, same_config},
     list, load_bootstrap,
+    overload::OverloadManager,
     sds::Sds,
     xds::Xds,
     AgentCommand, AgentState, SharedState, StartupError,
@@ -78,6 +79,7 @@ pub(super) struct Agent {
     draining: HashMap<(String, u64), usize>,
     /// Active health checks and outlier detection.
     health: HealthMonitor,
+    overload: OverloadManager,
 }
 
 impl Agent {
@@ -88,10 +90,12 @@ impl Agent {
         commands: UnboundedReceiver<AgentCommand>,
     ) -> Self {
         let (dns_tx, dns_results) = tokio::sync::mpsc::unbounded_channel();
-        let taken_over = state
-            .lock()
-            .map(|s| s.options.taken_over.clone())
-            .unwrap_or_default();
+        let (taken_over, overload) = {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let options = &state.options;
+            let overload = OverloadManager::new(options.heap_in_use, options.trim_memory);
+            (options.taken_over.clone(), overload)
+        };
         Self {
             state,
             shards,
@@ -113,6 +117,7 @@ impl Agent {
             last_applied: Instant::now(),
             draining: HashMap::new(),
             health: HealthMonitor::default(),
+            overload,
         }
     }
 
@@ -225,8 +230,11 @@ impl Agent {
             let warming_ends = tokio::time::sleep_until(
                 deadline.unwrap_or(now + Duration::from_secs(3600)).into(),
             );
+            let refresh = self.overload.next_refresh();
+            let overload_due = tokio::time::sleep_until(refresh.unwrap_or(now).into());
             tokio::select! {
                 Some(event) = self.events.recv() => self.on_shard_event(event),
+                _ = overload_due, if refresh.is_some() => self.overload.refresh(&self.shards),
                 Some(event) = next_xds_event(&mut self.xds) => self.on_xds_event(event),
                 Some(event) = self.sds.events.recv() => self.on_sds_event(event),
                 _ = warming_ends, if deadline.is_some() => self.on_deadline(),
@@ -368,6 +376,7 @@ impl Agent {
         }
         self.health.follow(&snapshot, &self.shards);
         self.lock().health = self.health.verdicts();
+        self.overload.follow(&snapshot, &self.shards);
     }
 
     /// Keeps out of `snapshot` each new listener whose address another socket holds: its

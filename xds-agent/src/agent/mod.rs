@@ -4,6 +4,7 @@
 //! commands, start-up).
 mod changes;
 mod event_loop;
+mod overload;
 mod sds;
 mod xds;
 
@@ -50,6 +51,8 @@ pub struct AgentOptions {
     /// initial xDS fetch runs on every shard (an ADS stream keeps the pool, so
     /// `release_memory` does nothing then).
     pub trim_memory: fn(),
+    /// Heap bytes in use, for the overload manager's `fixed_heap` monitor (`None`: unknown).
+    pub heap_in_use: fn() -> Option<u64>,
     /// Opens the admin interface's socket (a hot restart's taken-over one, or a new one); the
     /// guard keeps it registered for the next hot restart while the admin server runs.
     pub admin_socket: AdminSocket,

@@ -127,6 +127,7 @@ impl DynamicConfig {
             internal_buffer: statics.internal_buffer,
             log_stats: statics.log_stats.clone(),
             connection_limit: statics.connection_limit.clone(),
+            overload: statics.overload.clone(),
         }
     }
 

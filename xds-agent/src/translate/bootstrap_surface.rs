@@ -26,7 +26,32 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.overload.v3.OverloadManager",
-        supported: &["resource_monitors"],
+        supported: &["refresh_interval", "resource_monitors", "actions"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.OverloadAction",
+        supported: &["name", "triggers"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.Trigger",
+        supported: &["name", "threshold", "scaled"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.ThresholdTrigger",
+        supported: &["value"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.overload.v3.ScaledTrigger",
+        supported: &["scaling_threshold", "saturation_threshold"],
+        ignored: &[],
+    },
+    Surface {
+        message: names::FIXED_HEAP,
+        supported: &["max_heap_size_bytes"],
         ignored: &[],
     },
     Surface {
@@ -89,7 +114,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
     (
         "envoy.config.overload.v3.ResourceMonitor",
         "resource monitor",
-        &[names::DOWNSTREAM_CONNECTIONS],
+        &[names::DOWNSTREAM_CONNECTIONS, names::FIXED_HEAP],
     ),
     (
         "envoy.config.trace.v3.Tracing.Http",

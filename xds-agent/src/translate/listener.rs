@@ -16,11 +16,8 @@ use envoy_types::pb::envoy::config::{
     },
 };
 use envoy_types::pb::envoy::{
-    config::{bootstrap::v3::Bootstrap, overload::v3::resource_monitor},
-    extensions::{
-        bootstrap::internal_listener::v3::InternalListener,
-        resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig,
-    },
+    config::bootstrap::v3::Bootstrap,
+    extensions::bootstrap::internal_listener::v3::InternalListener,
 };
 
 use super::{
@@ -35,12 +32,11 @@ use super::{
 };
 use crate::names;
 use model::{
-    connection_limit::ConnectionLimit,
     filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
     listener_filters::ListenerFilter,
     tls::ServerTls,
-    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter, Snapshot,
-    DEFAULT_INTERNAL_BUFFER, NO_ADDRESS,
+    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter, DEFAULT_INTERNAL_BUFFER,
+    NO_ADDRESS,
 };
 
 /// Translates `listeners` (at `path`), checking names and addresses are unique.
@@ -303,6 +299,7 @@ pub(super) fn listener(
         access_logs,
         inbound: proto.traffic_direction == TrafficDirection::Inbound as i32,
         ignores_connection_limit: proto.ignore_global_conn_limit,
+        bypasses_overload: proto.bypass_overload_manager,
         outbound: proto.traffic_direction == TrafficDirection::Outbound as i32,
         drain_type: match proto.drain_type() {
             DrainType::Default => ModelDrainType::Default,
@@ -345,54 +342,6 @@ pub(super) fn internal_buffer(bootstrap: &Bootstrap, errors: &mut Vec<TranslateE
             DEFAULT_INTERNAL_BUFFER
         }
     }
-}
-
-/// The overload manager's global downstream connection limit: the
-/// `envoy.resource_monitors.global_downstream_max_connections` monitor's
-/// `max_active_downstream_connections` (which must be positive), if configured.
-/// The previous generation's limit is kept when the maximum is the same, so the connections
-/// open across a reload stay counted.
-pub(super) fn connection_limit(
-    bootstrap: &Bootstrap,
-    previous: Option<&Snapshot>,
-    errors: &mut Vec<TranslateError>,
-) -> Option<Arc<ConnectionLimit>> {
-    let monitors = bootstrap
-        .overload_manager
-        .as_ref()?
-        .resource_monitors
-        .iter();
-    let mut limit = None;
-    for (i, monitor) in monitors.enumerate() {
-        let Some(resource_monitor::ConfigType::TypedConfig(any)) = &monitor.config_type else {
-            continue;
-        };
-        if names::type_name(&any.type_url) != names::DOWNSTREAM_CONNECTIONS {
-            continue; // refused by the walker
-        }
-        let path = format!("overload_manager.resource_monitors[{i}].typed_config");
-        match proto::decode_any::<DownstreamConnectionsConfig>(any) {
-            Ok(config) if config.max_active_downstream_connections > 0 => {
-                let max = config.max_active_downstream_connections as u64;
-                let kept = previous.and_then(|p| p.connection_limit.clone());
-                limit = Some(
-                    kept.filter(|l| l.max == max)
-                        .unwrap_or_else(|| ConnectionLimit::new(max)),
-                );
-            }
-            Ok(_) => errors.push(TranslateError::new(
-                format!("{path}.max_active_downstream_connections"),
-                Some(&any.type_url),
-                "must be greater than 0",
-            )),
-            Err(e) => errors.push(TranslateError::new(
-                path,
-                Some(&any.type_url),
-                e.to_string(),
-            )),
-        }
-    }
-    limit
 }
 
 /// What an internal listener cannot have: TLS on its chains (its connections are in-process

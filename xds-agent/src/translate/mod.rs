@@ -27,6 +27,7 @@ mod local_reply;
 mod matchers;
 mod network_filters;
 mod null_vm;
+mod overload;
 mod rbac;
 pub mod resources;
 mod route;
@@ -139,7 +140,8 @@ pub fn translate(
         &mut errors,
     ));
     let internal_buffer = listener::internal_buffer(bootstrap, &mut errors);
-    let connection_limit = listener::connection_limit(bootstrap, ctx.previous, &mut errors);
+    let connection_limit = overload::connection_limit(bootstrap, ctx.previous, &mut errors);
+    let overload = overload::overload(bootstrap, ctx, &mut errors);
     let sources = dynamic_resources::dynamic_sources(bootstrap, &mut errors);
     // Control-plane clusters are the agent's own: the ADS cluster (read by
     // `dynamic_sources`) and unix-socket ones (Istio's `sds-grpc`) are not walked (their
@@ -224,6 +226,7 @@ pub fn translate(
             internal_buffer,
             log_stats: Some(ctx.stats.scope("filesystem".into())),
             connection_limit,
+            overload,
         })
     } else {
         let mut seen = HashSet::new();

@@ -259,7 +259,7 @@ static_resources:
         let errors = check(&format!(
             r#"
 hds_config: {{}}
-overload_manager: {{refresh_interval: 1s}}
+overload_manager: {{buffer_factory_config: {{}}}}
 static_resources:
   listeners:
   - name: l
@@ -281,7 +281,7 @@ static_resources:
             paths,
             [
                 "hds_config",
-                "overload_manager.refresh_interval",
+                "overload_manager.buffer_factory_config",
                 "static_resources.listeners[0].filter_chains[0].filter_chain_match.address_suffix",
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tunneling_config.request_id_header",
                 "static_resources.listeners[0].listener_filters[0].config_discovery",

@@ -235,14 +235,9 @@ pub const SURFACE: &[Surface] = &[
             "use_original_dst",
             "internal_listener",
             "ignore_global_conn_limit",
+            "bypass_overload_manager",
         ],
-        ignored: &[
-            ("metadata", "read only by filters that are not supported"),
-            (
-                "bypass_overload_manager",
-                "the overload manager takes no actions",
-            ),
-        ],
+        ignored: &[("metadata", "read only by filters that are not supported")],
     },
     Surface {
         message: "envoy.config.listener.v3.FilterChain",

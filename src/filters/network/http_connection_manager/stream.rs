@@ -14,6 +14,7 @@ use model::{
     filters::AlpnOverrides,
     http::HttpConnectionManager,
     metadata::DynamicMetadata,
+    overload::ActionKind,
     route::{
         ClientCertificateState, Forward, HeaderMutations, HostRewrite, RetryPolicy, RouteConfig,
         RouteRequest,
@@ -219,10 +220,11 @@ pub async fn serve(
         connect,
     } = parsed;
     exchange.body_done = matches!(framing, Framing::Empty);
+    // A CONNECT's connection is the tunnel's, or closes with a refusal (as Envoy).
+    let keep_alive = keep_alive && !last && !connect;
     let incoming = Incoming {
         framing,
-        // A CONNECT's connection is the tunnel's, or closes with a refusal (as Envoy).
-        keep_alive: keep_alive && !last && !connect,
+        keep_alive: keep_alive && !overload_closes(c, &s.downstream),
         expect_continue,
         upgrade,
         connect,
@@ -258,6 +260,18 @@ pub async fn serve(
     }
 }
 
+/// Whether `disable_http_keepalive` closes this HTTP/1 connection after its response
+/// (counted); HTTP/2 connections are not drained by it.
+fn overload_closes(c: &Connection<'_>, downstream: &Downstream<'_>) -> bool {
+    let closes = matches!(downstream, Downstream::Http1(_))
+        && !c.listener.bypasses_overload
+        && c.ctx.overload.applies(ActionKind::DisableHttpKeepalive);
+    if closes {
+        inc(&c.stats.downstream_cx_overload_disable_keepalive);
+    }
+    closes
+}
+
 /// The phases of one exchange: admission, `100 Continue`, route match, filters and the
 /// route's action, the upstream request's headers, the router, the answer.
 async fn exchange_request(
@@ -269,6 +283,13 @@ async fn exchange_request(
     // A local answer keeps the connection when the client's body is done (nothing unread).
     let may_keep = incoming.keep_alive && exchange.body_done;
     let c = s.c;
+    if !c.listener.bypasses_overload && c.ctx.overload.applies(ActionKind::StopAcceptingRequests) {
+        inc(&c.stats.downstream_rq_overload_close);
+        let mut reply = LocalReply::new(503, "envoy overloaded");
+        reply.flags.set(ResponseFlags::OVERLOAD_MANAGER);
+        exchange.details = "overload".into();
+        return local(s, None, request, reply, 0, may_keep, exchange).await;
+    }
     if let Err(refused) = admit(c, &s.table, request) {
         let keep = refused.keep && may_keep;
         return local(s, None, request, refused.reply, 0, keep, exchange).await;
