@@ -90,8 +90,15 @@ mod tests {
 
     #[test]
     fn paused_accept_loops_wait_for_the_states_to_change_and_register_once() {
+        // A waker whose clones are the same waker (`will_wake`), as the runtime's are:
+        // `Waker::noop()`'s clones need not compare equal.
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let waker = Waker::from(std::sync::Arc::new(Task));
         let overload = ShardOverload::default();
-        let mut cx = Context::from_waker(Waker::noop());
+        let mut cx = Context::from_waker(&waker);
         assert!(pin!(overload.until_accepting()).poll(&mut cx).is_ready());
         overload.set(stopped());
         let mut accepting = pin!(overload.until_accepting());

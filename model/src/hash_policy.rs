@@ -86,13 +86,20 @@ mod tests {
             _ => Some(0xFF),
         };
         assert_eq!(policies.combine(all), Some(0x3 ^ 0x10));
-        // The terminal policy found nothing: the next one counts.
+        // The terminal policy found nothing, but a hash is there already: Envoy checks the
+        // combined hash, so it still stops.
         let no_a = |input: &HashInput| match input {
             HashInput::SourceIp => Some(1),
             HashInput::QueryParameter(name) if &**name == "a" => None,
             _ => Some(0xFF),
         };
-        assert_eq!(policies.combine(no_a), Some(2 ^ 0xFF));
+        assert_eq!(policies.combine(no_a), Some(1));
+        // With no hash yet, a terminal policy that found nothing lets the next one count.
+        let only_b = |input: &HashInput| match input {
+            HashInput::QueryParameter(name) if &**name == "b" => Some(0xFF),
+            _ => None,
+        };
+        assert_eq!(policies.combine(only_b), Some(0xFF));
         assert_eq!(policies.combine(|_| None), None);
     }
 }
