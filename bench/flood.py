@@ -33,7 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import procstat  # noqa: E402
-from outlier import free_port, stat, wait_ready  # noqa: E402
+from outlier import free_port, http_bootstrap, stat, wait_ready  # noqa: E402
 
 LIMIT = 1000
 
@@ -81,39 +81,15 @@ print(opened, reopened)
 
 
 def bootstrap(port: int, admin: int, upstream: int) -> dict:
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                "max_active_downstream_connections": LIMIT,
-            },
-        }]},
-        "static_resources": {
-            "listeners": [{
-                "name": "http",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "http",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                                                             "routes": [{"match": {"prefix": "/"},
-                                                                         "route": {"cluster": "backend"}}]}]},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                    },
-                }]}],
-            }],
-            "clusters": [{
-                "name": "backend", "type": "STATIC", "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
-            }],
+    config = http_bootstrap(port, admin, [upstream])
+    config["overload_manager"] = {"resource_monitors": [{
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+            "max_active_downstream_connections": LIMIT,
         },
-    }
+    }]}
+    return config
 
 
 def to_ms(value: str) -> float:

@@ -50,7 +50,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bootstrap(port: int, admin: int, upstreams: list[int]) -> dict:
+def http_bootstrap(port: int, admin: int, upstreams: list[int]) -> dict:
+    """One HTTP listener on `port` routing everything to STATIC cluster `backend`."""
     endpoints = [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
                  for p in upstreams]
     return {
@@ -77,11 +78,16 @@ def bootstrap(port: int, admin: int, upstreams: list[int]) -> dict:
                 "type": "STATIC",
                 "connect_timeout": "1s",
                 "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": endpoints}]},
-                "outlier_detection": {"consecutive_5xx": 5, "interval": "1s", "base_ejection_time": "60s",
-                                      "max_ejection_percent": 50},
             }],
         },
     }
+
+
+def bootstrap(port: int, admin: int, upstreams: list[int]) -> dict:
+    config = http_bootstrap(port, admin, upstreams)
+    config["static_resources"]["clusters"][0]["outlier_detection"] = {
+        "consecutive_5xx": 5, "interval": "1s", "base_ejection_time": "60s", "max_ejection_percent": 50}
+    return config
 
 
 def wait_ready(admin: int, proc: subprocess.Popen, name: str) -> None:
