@@ -51,7 +51,16 @@ pub fn request_hash(
                 Some(xx64(value.as_bytes(), 0))
             }
         },
-        HashInput::SourceIp => Some(xx64(remote.ip().to_string().as_bytes(), 0)),
+        HashInput::SourceIp => {
+            // The address as text (what Envoy hashes), written on the stack, not allocated.
+            let mut text = [0u8; 46];
+            let len = {
+                let mut rest = &mut text[..];
+                std::io::Write::write_fmt(&mut rest, format_args!("{}", remote.ip())).ok()?;
+                46 - rest.len()
+            };
+            Some(xx64(&text[..len], 0))
+        }
         HashInput::QueryParameter(name) => query_value(&request.path, name).map(|v| xx64(v, 0)),
     });
     RequestHash { hash, set_cookie }
