@@ -27,17 +27,19 @@ pub fn request_hash(
     let mut set_cookie = None;
     let hash = policies.combine(|input| match input {
         HashInput::Header { name, rewrite } => {
-            let mut values: Vec<Vec<u8>> = request
-                .headers
-                .get_all(name)
+            let mut found = request.headers.get_all(name);
+            let first = found.next()?;
+            let rest: Vec<_> = found.collect();
+            if rest.is_empty() && rewrite.is_none() {
+                return Some(xx64(first, 0)); // one value as sent: nothing to copy
+            }
+            let mut values: Vec<Vec<u8>> = std::iter::once(first)
+                .chain(rest)
                 .map(|v| match rewrite {
                     Some(rewrite) => rewrite.replace_all(v),
                     None => v.to_vec(),
                 })
                 .collect();
-            if values.is_empty() {
-                return None;
-            }
             // The same hash whatever order the values came in.
             values.sort();
             Some(xx64_chain(values.iter().map(Vec::as_slice)))
