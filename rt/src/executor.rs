@@ -2,7 +2,7 @@
 //! epoll), a local run queue of `async-task` tasks, and a loop that runs ready tasks, then
 //! submits and reaps completions.
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::VecDeque,
     future::Future,
     io,
@@ -30,6 +30,9 @@ pub struct Runtime {
     ring: RefCell<Poller>,
     pub ops: RefCell<Ops>,
     pub timers: RefCell<Timers>,
+    /// The clock as read once per loop turn (again after a wait): what a polled timer is
+    /// checked against, so polling one that is not due reads no clock.
+    now: Cell<Instant>,
     queue: RefCell<VecDeque<Runnable>>,
     /// Descriptors closed only once every queued submission naming them was submitted, so a
     /// queued poll can never land on a reused descriptor number.
@@ -91,6 +94,7 @@ impl Executor {
             ring: RefCell::new(Poller::new(backend)?),
             ops: RefCell::default(),
             timers: RefCell::default(),
+            now: Cell::new(Instant::now()),
             queue: RefCell::default(),
             closing: RefCell::default(),
         });
@@ -162,6 +166,11 @@ impl Runtime {
         }
     }
 
+    /// This loop turn's time (see `now`).
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
     /// Closes `fd` after the next submit (see `closing`).
     pub fn close_later(&self, fd: OwnedFd) {
         self.closing.borrow_mut().push(fd);
@@ -171,10 +180,10 @@ impl Runtime {
     /// runnable, reap completions and wake their waiters.
     fn turn(&self, reaped: &mut Vec<(u64, i32, bool)>) {
         let mut wakers = Vec::new();
+        let now = Instant::now();
+        self.now.set(now);
         if self.timers.borrow().next_deadline().is_some() {
-            self.timers
-                .borrow_mut()
-                .expired(Instant::now(), &mut wakers);
+            self.timers.borrow_mut().expired(now, &mut wakers);
         }
         wakers.into_iter().for_each(Waker::wake);
         if !self.closing.borrow().is_empty() {
@@ -186,11 +195,14 @@ impl Runtime {
         }
         let idle = self.queue.borrow().is_empty();
         let next = self.timers.borrow().next_deadline();
-        let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = next.map(|at| at.saturating_duration_since(now));
         {
             let mut ring = self.ring.borrow_mut();
             ring.submit(idle, timeout);
             ring.reap(reaped);
+        }
+        if idle {
+            self.now.set(Instant::now()); // the wait may have been long
         }
         for (user_data, result, more) in reaped.drain(..) {
             let waker = self.ops.borrow_mut().complete(user_data, result, more);

@@ -1,5 +1,6 @@
 //! Runtime: timers. Each shard keeps its deadlines in one ordered map; the loop wakes the
-//! expired ones every turn and sleeps in the kernel no longer than the nearest one.
+//! expired ones every turn and sleeps in the kernel no longer than the nearest one. A timer
+//! is checked against the loop's per-turn time and fired against the clock.
 use std::{
     collections::BTreeMap,
     future::Future,
@@ -45,21 +46,35 @@ pub async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>)
     .await
 }
 
-/// Completes after `duration`.
+/// The shard loop's time for this turn (read once per turn; the clock off a shard thread):
+/// never ahead of the clock, so a deadline it has passed is due.
+fn turn_time() -> Instant {
+    executor::with(|rt| rt.now()).unwrap_or_else(Instant::now)
+}
+
+/// Completes after `duration` (measured from the clock: a timer never fires early).
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    let now = Instant::now();
+    Sleep {
+        deadline: now + duration,
+        read_at: Some(now),
+        key: None,
+    }
 }
 
 /// Completes at `deadline`.
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
+        read_at: None,
         key: None,
     }
 }
 
 pub struct Sleep {
     deadline: Instant,
+    /// The clock reading `sleep` made (a zero duration is due at once).
+    read_at: Option<Instant>,
     /// Set while registered with the shard's timers.
     key: Option<(Instant, u64)>,
 }
@@ -68,7 +83,13 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        // A deadline not yet passed by the turn's time is left to the loop, which fires it
+        // against the clock: the common case (a timer armed and polled before it is due)
+        // reads no clock here.
+        let known = self
+            .read_at
+            .map_or_else(turn_time, |at| at.max(turn_time()));
+        if known >= self.deadline {
             self.unregister();
             return Poll::Ready(());
         }
