@@ -10,6 +10,7 @@ use std::{
 
 use model::{
     access_log::{ConnectionRecord, ResponseFlags},
+    connection_limit::ConnectionSlot,
     filter_chain_match::ConnectionFacts,
     stats::{dec, inc, HandshakeFailure},
     tls::{classify_failure, negotiated, ServerTls},
@@ -34,12 +35,16 @@ use crate::{
 /// Most ALPN protocols a connection offers that filter-chain matching looks at.
 const MAX_ALPN: usize = 8;
 
+/// Serves one accepted connection; `slot` (its place under the global connection limit) is
+/// given back when it closes.
 pub async fn serve(
     ctx: Rc<ShardContext>,
     open: OpenConnection,
     mut stream: Socket,
     handoffs: Handoffs,
+    slot: Option<ConnectionSlot>,
 ) {
+    let _slot = slot;
     let mut open = open;
     let mut restored = None;
     loop {

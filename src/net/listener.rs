@@ -500,11 +500,14 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let stream = socket::Socket::Tcp(stream);
-        let serving = connection::serve(ctx.clone(), open, stream, handoffs.clone());
-        rt::spawn_local(async move {
-            serving.await;
-            drop(slot);
-        })
+        // Spawned as it is: a wrapping future would move this one (tens of KB) on first poll.
+        rt::spawn_local(connection::serve(
+            ctx.clone(),
+            open,
+            stream,
+            handoffs.clone(),
+            slot,
+        ))
         .detach();
     }
 }
@@ -571,7 +574,7 @@ async fn accept_internal(
         let stream = socket::Socket::Internal(registration.accept().await);
         let open = current.borrow().open_connection();
         // An internal listener hands nothing over (`use_original_dst` is refused for it).
-        let serving = connection::serve(ctx.clone(), open, stream, Handoffs::default());
+        let serving = connection::serve(ctx.clone(), open, stream, Handoffs::default(), None);
         rt::spawn_local(serving).detach();
     }
 }
