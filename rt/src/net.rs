@@ -192,6 +192,10 @@ impl TcpStream {
         self.source.io().set_nodelay(nodelay)
     }
 
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.source.io().nodelay()
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self.peer {
             Some(peer) => Ok(peer),

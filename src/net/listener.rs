@@ -396,6 +396,9 @@ fn listen(
         .into_iter()
         .map(|socket| {
             socket.set_nonblocking(true)?;
+            // Accepted sockets inherit TCP_NODELAY from the listening one (Linux copies the
+            // listener's TCP options into each child): no setsockopt per connection.
+            socket.set_tcp_nodelay(true)?;
             let registration = Registration::new(Role::Listener, address, socket.as_fd())?;
             Ok((TcpListener::adopt(socket), registration))
         })
@@ -498,7 +501,6 @@ async fn accept_loop(
             inc(&config.stats.shard(ctx.id).downstream_cx_overload_reject);
             continue;
         }
-        let _ = stream.set_nodelay(true);
         let stream = socket::Socket::Tcp(stream);
         // Spawned as it is: a wrapping future would move this one (tens of KB) on first poll.
         rt::spawn_local(connection::serve(
@@ -687,6 +689,21 @@ mod tests {
             backoff.last_failure.is_some(),
             "the same burst: not logged again"
         );
+    }
+
+    #[test]
+    fn accepted_connections_have_nodelay_from_the_listening_socket() {
+        Executor::new().unwrap().run(async {
+            let address = free_address();
+            let mut sockets = listen(address, 0, 1).unwrap();
+            let (listener, _registration) = &mut sockets[0];
+            let _client = std::net::TcpStream::connect(address).unwrap();
+            let accepted = listener.accept().await.unwrap();
+            assert!(
+                accepted.nodelay().unwrap(),
+                "inherited, no setsockopt per connection"
+            );
+        });
     }
 
     #[test]
