@@ -90,7 +90,8 @@ pub(super) fn upstream_head(
     }
     head.headers.set(
         "x-envoy-upstream-service-time",
-        try_started.elapsed().as_millis().to_string(),
+        // u64: u128's formatting showed in the request profile; u64 ms is 584 million years.
+        (try_started.elapsed().as_millis() as u64).to_string(),
     );
     respond::finish_head(c.hcm, &c.ctx.date, head);
 }
