@@ -73,11 +73,12 @@ const PROXIES: &[(Kind, &[&str], Goaway)] = &[
 /// stalled stream, so the zero-window case can tell bounded from unbounded buffering.
 const BIG_BODY: u64 = 64 << 20;
 
-/// The bootstrap: `port` serves h2 (prior knowledge; codec AUTO, default http2 options) routing
-/// `/big` and `/` to the echo upstream; `stall_port` serves the same with 64 KiB stream windows
-/// and 32 KiB buffers, routing everything to `blackhole` (connects never complete), so request
-/// bodies cannot be passed on and the proxy must stop granting window.
-fn bootstrap(port: u16, stall_port: u16, admin: u16, echo: u16, blackhole: u16) -> Value {
+/// The bootstrap (admin and listeners on port 0): listener `h2` serves h2 (prior knowledge;
+/// codec AUTO, default http2 options) routing `/big` and `/` to the echo upstream; `h2_stall`
+/// serves the same with 64 KiB stream windows and 32 KiB buffers, routing everything to
+/// `blackhole` (connects never complete), so request bodies cannot be passed on and the proxy
+/// must stop granting window.
+fn bootstrap(echo: u16, blackhole: u16) -> Value {
     let routes = |cluster: &str| {
         json!({"name": "local", "virtual_hosts": [{
             "name": "all", "domains": ["*"],
@@ -91,7 +92,7 @@ fn bootstrap(port: u16, stall_port: u16, admin: u16, echo: u16, blackhole: u16) 
     };
     let main = http_listener(
         "h2",
-        port,
+        0,
         hcm(
             "h2",
             routes("echo"),
@@ -101,7 +102,7 @@ fn bootstrap(port: u16, stall_port: u16, admin: u16, echo: u16, blackhole: u16) 
     );
     let mut stall = http_listener(
         "h2_stall",
-        stall_port,
+        0,
         hcm(
             "h2_stall",
             routes("stall"),
@@ -117,7 +118,7 @@ fn bootstrap(port: u16, stall_port: u16, admin: u16, echo: u16, blackhole: u16) 
         json!({"per_connection_buffer_limit_bytes": 32768}),
     );
     common::bootstrap(
-        admin,
+        0,
         vec![main, stall],
         vec![
             cluster("echo", &[(echo, 1)], json!({})),
@@ -158,15 +159,9 @@ fn h2_frame_level_conformance() {
         let started = Instant::now();
         let upstream = EchoUpstreams::start(&["echo"], None);
         let blackhole = Blackhole::new();
-        let (port, stall_port, admin) = (free_port(), free_port(), free_port());
-        let boot = bootstrap(
-            port,
-            stall_port,
-            admin,
-            upstream.port("echo"),
-            blackhole.port,
-        );
+        let boot = bootstrap(upstream.port("echo"), blackhole.port);
         let proxy = HttpProxy::start(kind, "h2conf", &boot);
+        let (port, stall_port) = (proxy.port("h2"), proxy.port("h2_stall"));
         let run = run_peer(
             "h2_conformance.py",
             &[

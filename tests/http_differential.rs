@@ -26,19 +26,19 @@ fn differential_against_envoy() {
     let mut running = Vec::new();
     let mut args = vec!["run".to_string()];
     for (name, kind) in targets {
-        let (port, admin) = (free_port(), free_port());
         let mut bootstrap_args = vec![
             "bootstrap".to_string(),
-            format!("--listen-port={port}"),
-            format!("--admin-port={admin}"),
+            "--listen-port=0".to_string(),
+            "--admin-port=0".to_string(),
             format!("--dead-port={dead}"),
         ];
         for u in ["alpha", "beta", "gamma"] {
             bootstrap_args.push(format!("--upstream={u}={}", upstreams.port(u)));
         }
         let bootstrap = peer_json("differential.py", &bootstrap_args);
-        running.push(HttpProxy::start(kind, name, &bootstrap));
-        args.push(format!("--target={name}={port}"));
+        let proxy = HttpProxy::start(kind, name, &bootstrap);
+        args.push(format!("--target={name}={}", proxy.port("differential")));
+        running.push(proxy);
     }
     let run = run_peer("differential.py", &args, Duration::from_secs(180));
     eprintln!("{}{}", run.stdout, run.stderr);

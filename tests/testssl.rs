@@ -99,7 +99,6 @@ fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
     };
     let pki = pki();
     let app = EchoUpstreams::start(&["app"], None);
-    let (port, admin) = (free_port(), free_port());
     let tls = downstream_tls(
         common_tls(vec![tls_certificate(&pki.server_rsa)], json!({})),
         json!({}),
@@ -111,10 +110,10 @@ fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
         json!({}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![listener_with(
             "tls",
-            port,
+            0,
             vec![],
             vec![filter_chain(
                 Value::Null,
@@ -127,7 +126,7 @@ fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
     let dir = TempDir::new("testssl");
     on_both("testssl", &b, |proxy| {
         let who = proxy.kind.name();
-        let findings = scan(&bin, port, &dir);
+        let findings = scan(&bin, proxy.port("tls"), &dir);
         let finding = |id: &str| {
             findings
                 .get(id)

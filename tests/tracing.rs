@@ -65,13 +65,12 @@ const TRACE_HEADERS: &[&str] = &[
 type Case<'a> = (u16, &'a str, &'a [(&'a str, &'a str)]);
 
 fn run(kind: Kind, collector: &PeerServer, upstreams: &EchoUpstreams) -> Run {
-    let (admin, out_port, in_port) = (free_port(), free_port(), free_port());
-    let mut out = http_listener("out", out_port, traced_hcm("out"));
+    let mut out = http_listener("out", 0, traced_hcm("out"));
     out["traffic_direction"] = json!("OUTBOUND");
-    let mut inbound = http_listener("in", in_port, traced_hcm("in"));
+    let mut inbound = http_listener("in", 0, traced_hcm("in"));
     inbound["traffic_direction"] = json!("INBOUND");
     let mut config = bootstrap(
-        admin,
+        0,
         vec![out, inbound],
         vec![
             cluster("up", &[(upstreams.port("up"), 1)], json!(null)),
@@ -93,6 +92,7 @@ fn run(kind: Kind, collector: &PeerServer, upstreams: &EchoUpstreams) -> Run {
         }),
     );
     let proxy = HttpProxy::start(kind, "tracing", &config);
+    let (out_port, in_port) = (proxy.port("out"), proxy.port("in"));
     let continued = [
         ("x-b3-traceid", "0000000000000001000000000000000a"),
         ("x-b3-spanid", "000000000000000b"),
