@@ -87,30 +87,25 @@ fn alpn_listener(stat_prefix: &str, port: u16, cluster: &str) -> Value {
     )
 }
 
-/// A proxy with an h2c listener (`plain`) and an ALPN TLS listener (`tls`), both routing to
-/// the HTTP/1.1 echo upstream.
+/// A proxy with an h2c listener (`plain`) and an ALPN TLS listener (`tls`), both on port 0
+/// and routing to the HTTP/1.1 echo upstream.
 struct Front {
     bootstrap: Value,
-    plain: u16,
-    tls: u16,
     _echo: EchoUpstreams,
 }
 
 fn front_to_echo() -> Front {
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, plain, tls) = (free_port(), free_port(), free_port());
     let bootstrap = bootstrap(
-        admin,
+        0,
         vec![
-            plain_listener("plain", plain, "echo"),
-            alpn_listener("tls", tls, "echo"),
+            plain_listener("plain", 0, "echo"),
+            alpn_listener("tls", 0, "echo"),
         ],
         vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
     );
     Front {
         bootstrap,
-        plain,
-        tls,
         _echo: echo,
     }
 }
@@ -358,11 +353,13 @@ fn stat(proxy: &HttpProxy, name: &str) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // 1. curl: h2c with prior knowledge and h2 over TLS (ALPN) to an HTTP/1.1 upstream
 
-/// What one curl exchange through the front showed: curl's protocol, status, and what the
-/// HTTP/1.1 echo upstream received (method, target, version, body, x-forwarded-proto, the
-/// header names).
-fn curl_outcome(label: &str, r: &CurlOut) -> Value {
+/// What one curl exchange through the front's listener on `port` showed: curl's protocol,
+/// status, and what the HTTP/1.1 echo upstream received (method, target, version, body,
+/// x-forwarded-proto, the host with the listener's port, which differs by run, as `PORT`,
+/// the header names).
+fn curl_outcome(label: &str, r: &CurlOut, port: u16) -> Value {
     let echo = r.echo();
+    let host = echoed_header(&echo, "host").map(|h| h.replace(&format!(":{port}"), ":PORT"));
     json!({
         "label": label,
         "client_version": r.version,
@@ -373,7 +370,7 @@ fn curl_outcome(label: &str, r: &CurlOut) -> Value {
         "body_len": echo["body_len"],
         "body": echo["body"],
         "x-forwarded-proto": echoed_header(&echo, "x-forwarded-proto"),
-        "host": echoed_header(&echo, "host"),
+        "host": host,
         "header_names": header_names(&echo),
     })
 }
@@ -385,10 +382,10 @@ fn curl_h2c_and_alpn_h2_reach_an_http1_upstream() {
         return;
     }
     let f = front_to_echo();
-    let (plain, tls) = (f.plain, f.tls);
     let body = "a request body sent over HTTP/2";
     on_both("h2-curl", &f.bootstrap, |proxy| {
         let who = proxy.kind.name();
+        let (plain, tls) = (proxy.port("plain"), proxy.port("tls"));
         let h2c = format!("http://127.0.0.1:{plain}");
         let https = format!("https://localhost:{tls}");
         let tls_args = curl_tls(tls);
@@ -426,13 +423,13 @@ fn curl_h2c_and_alpn_h2_reach_an_http1_upstream() {
         for (label, r) in &runs {
             assert_eq!(r.version, "HTTP/2", "{who} {label}: {r:?}");
             assert_eq!(r.status, 200, "{who} {label}: {r:?}");
-            let o = curl_outcome(label, r);
-            assert_eq!(o["upstream_version"], "HTTP/1.1", "{who} {label}");
-            let proto = if label.starts_with("h2c") {
-                "http"
+            let (proto, port) = if label.starts_with("h2c") {
+                ("http", plain)
             } else {
-                "https"
+                ("https", tls)
             };
+            let o = curl_outcome(label, r, port);
+            assert_eq!(o["upstream_version"], "HTTP/1.1", "{who} {label}");
             assert_eq!(o["x-forwarded-proto"], proto, "{who} {label}");
             if label.ends_with("POST") {
                 assert_eq!(o["body"], body, "{who} {label}");
@@ -486,13 +483,13 @@ fn httpx_and_nghttp_over_h2c_and_alpn_h2() {
         return;
     }
     let f = front_to_echo();
-    let (plain, tls) = (f.plain, f.tls);
     let dir = TempDir::new("nghttp-body");
     let body_file = dir.file("body");
     let body = "x".repeat(100_000); // more than one frame and the initial window
     fs::write(&body_file, &body).unwrap();
     on_both("h2-httpx-nghttp", &f.bootstrap, |proxy| {
         let who = proxy.kind.name();
+        let (plain, tls) = (proxy.port("plain"), proxy.port("tls"));
         let mut outcome = Vec::new();
         let mut requests = 0;
         if with_httpx {
@@ -622,9 +619,9 @@ fn h2load_bounded_run_is_all_2xx() {
         return;
     }
     let f = front_to_echo();
-    let (plain, tls) = (f.plain, f.tls);
     on_both("h2-h2load", &f.bootstrap, |proxy| {
         let who = proxy.kind.name();
+        let (plain, tls) = (proxy.port("plain"), proxy.port("tls"));
         let h2c = h2load(&[
             "-n",
             "2000",
@@ -667,15 +664,14 @@ fn nginx_h2c_upstream_gets_http2() {
         return;
     }
     let nginx = Nginx::start_h2c();
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![plain_listener("front", port, "nginx")],
+        0,
+        vec![plain_listener("front", 0, "nginx")],
         vec![cluster("nginx", &[(nginx.port, 1)], h2_upstream())],
     );
     on_both("h2-nginx", &b, |proxy| {
         let who = proxy.kind.name();
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://127.0.0.1:{}", proxy.port("front"));
         let runs = [
             ("h1 GET", curl_h(&["--http1.1", &format!("{base}/a?x=1")])),
             (
@@ -736,13 +732,14 @@ fn nginx_h2c_upstream_gets_http2() {
 /// An Envoy (the peer, not under test) whose listener (codec AUTO) routes to the echo
 /// upstream; its stats under `http.back.`.
 fn envoy_back(echo_port: u16) -> (HttpProxy, u16) {
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![plain_listener("back", port, "echo")],
+        0,
+        vec![plain_listener("back", 0, "echo")],
         vec![cluster("echo", &[(echo_port, 1)], json!({}))],
     );
-    (HttpProxy::start(Kind::Envoy, "h2-envoy-back", &b), port)
+    let back = HttpProxy::start(Kind::Envoy, "h2-envoy-back", &b);
+    let port = back.port("back");
+    (back, port)
 }
 
 #[test]
@@ -753,16 +750,15 @@ fn proxy_speaks_h2_to_an_envoy_upstream() {
     }
     let echo = EchoUpstreams::start(&["echo"], None);
     let (back, back_port) = envoy_back(echo.port("echo"));
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![plain_listener("front", port, "back")],
+        0,
+        vec![plain_listener("front", 0, "back")],
         vec![cluster("back", &[(back_port, 1)], h2_upstream())],
     );
     on_both("h2-to-envoy", &b, |proxy| {
         let who = proxy.kind.name();
         let before = back.stats();
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://127.0.0.1:{}", proxy.port("front"));
         let runs = [
             ("h1 GET", curl_h(&["--http1.1", &format!("{base}/one")])),
             (
@@ -811,36 +807,37 @@ fn envoy_speaks_h2_to_the_proxy() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, auto_port, h2_port) = (free_port(), free_port(), free_port());
     let mut h2_only = auto_hcm("h2only", "echo");
     h2_only["codec_type"] = json!("HTTP2");
     // Under test: the back proxy, one listener with codec AUTO and one with codec HTTP2.
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            plain_listener("auto", auto_port, "echo"),
-            http_listener("h2only", h2_port, h2_only),
+            plain_listener("auto", 0, "echo"),
+            http_listener("h2only", 0, h2_only),
         ],
         vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
     );
     on_both("h2-from-envoy", &b, |proxy| {
         let who = proxy.kind.name();
         // The peer: a fresh Envoy in front, each listener to one of the back's over h2.
-        let (front_admin, to_auto, to_h2) = (free_port(), free_port(), free_port());
         let front_b = bootstrap(
-            front_admin,
+            0,
             vec![
-                plain_listener("to_auto", to_auto, "auto"),
-                plain_listener("to_h2", to_h2, "h2only"),
+                plain_listener("to_auto", 0, "auto"),
+                plain_listener("to_h2", 0, "h2only"),
             ],
             vec![
-                cluster("auto", &[(auto_port, 1)], h2_upstream()),
-                cluster("h2only", &[(h2_port, 1)], h2_upstream()),
+                cluster("auto", &[(proxy.port("auto"), 1)], h2_upstream()),
+                cluster("h2only", &[(proxy.port("h2only"), 1)], h2_upstream()),
             ],
         );
         let front = HttpProxy::start(Kind::Envoy, "h2-envoy-front", &front_b);
         let mut outcome = Vec::new();
-        for (label, port) in [("auto", to_auto), ("h2only", to_h2)] {
+        for (label, port) in [
+            ("auto", front.port("to_auto")),
+            ("h2only", front.port("to_h2")),
+        ] {
             let base = format!("http://127.0.0.1:{port}");
             let get = curl_h(&["--http1.1", &format!("{base}/{label}/get")]);
             let post = curl_h(&[
@@ -886,12 +883,11 @@ fn downstream_protocol_picks_the_upstream_protocol() {
         return;
     }
     let up = echo_h2_peer();
-    let (admin, plain, tls) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            plain_listener("plain", plain, "dual"),
-            alpn_listener("tls", tls, "dual"),
+            plain_listener("plain", 0, "dual"),
+            alpn_listener("tls", 0, "dual"),
         ],
         vec![cluster(
             "dual",
@@ -901,6 +897,7 @@ fn downstream_protocol_picks_the_upstream_protocol() {
     );
     on_both("h2-downstream-protocol", &b, |proxy| {
         let who = proxy.kind.name();
+        let (plain, tls) = (proxy.port("plain"), proxy.port("tls"));
         let h2c = format!("http://127.0.0.1:{plain}/p");
         let https = format!("https://localhost:{tls}/t");
         let tls_args = curl_tls(tls);
@@ -959,15 +956,14 @@ fn trailers_cross_h2_both_ways() {
         return;
     }
     let up = echo_h2_peer();
-    let (admin, port) = (free_port(), free_port());
     let b = bootstrap(
-        admin,
-        vec![plain_listener("front", port, "h2up")],
+        0,
+        vec![plain_listener("front", 0, "h2up")],
         vec![cluster("h2up", &[(up.port, 1)], h2_upstream())],
     );
     on_both("h2-trailers", &b, |proxy| {
         let who = proxy.kind.name();
-        let p = port.to_string();
+        let p = proxy.port("front").to_string();
         let with_body = h2_peer(&strings(&[
             "request",
             "--port",
@@ -1025,88 +1021,27 @@ fn trailers_cross_h2_both_ways() {
 // ---------------------------------------------------------------------------------------------
 // 8. GOAWAY on drain
 
-/// Envoy or shardproxy on a bootstrap with extra command-line flags (the drain strategy and
-/// time, which [`HttpProxy`] does not pass); killed by PID when dropped.
-struct Launched {
-    kind: Kind,
-    child: Child,
-    dir: TempDir,
-}
-
-impl Launched {
-    fn start(kind: Kind, tag: &str, bootstrap: &Value, flags: &[&str]) -> Launched {
-        let dir = TempDir::new(&format!("{tag}-{}", kind.name()));
-        let config = dir.file("bootstrap.yaml");
-        fs::write(&config, to_yaml(bootstrap)).unwrap();
-        let mut cmd = match kind {
-            Kind::Envoy => {
-                let mut c = Command::new(envoy_bin().expect("Envoy binary"));
-                c.args(["--disable-hot-restart", "--log-level", "warn"]);
-                c
-            }
-            Kind::Shardproxy => Command::new(BIN),
-        };
-        let child = cmd
-            .arg("-c")
-            .arg(&config)
-            .args(["--concurrency", "2"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.file("stderr.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
-        let mut p = Launched { kind, child, dir };
-        let admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
-            .as_u64()
-            .unwrap() as u16;
-        wait_for(Duration::from_secs(60), "the proxy to be ready", || {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("{} exited ({status}): {}", p.kind.name(), p.stderr());
-            }
-            http_get(addr(admin), "/ready")
-                .is_ok_and(|r| r.status == 200)
-                .then_some(())
-        });
-        p
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.file("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Launched {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL by PID
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("---- {} stderr ----\n{}", self.kind.name(), self.stderr());
-        }
-    }
-}
-
 /// A front (codec AUTO, HCM `drain_timeout` 1 s: Envoy's second GOAWAY comes 1 s after the
 /// first) to the echo upstream.
-fn drain_bootstrap(admin: u16, port: u16, echo_port: u16) -> Value {
+fn drain_bootstrap(echo_port: u16) -> Value {
     let mut manager = auto_hcm("front", "echo");
     manager["drain_timeout"] = json!("1s");
     bootstrap(
-        admin,
-        vec![http_listener("front", port, manager)],
+        0,
+        vec![http_listener("front", 0, manager)],
         vec![cluster("echo", &[(echo_port, 1)], json!({}))],
     )
 }
 
 /// Runs h2_peer.py `drain`: a GET that the echo upstream answers after `delay_ms`, and the
-/// admin's `/drain_listeners?graceful` 300 ms after it was sent.
-fn drain_run(port: u16, admin: u16, delay_ms: u64) -> Value {
+/// admin's `/drain_listeners?graceful` 300 ms after it was sent, on `proxy`'s `front`.
+fn drain_run(proxy: &HttpProxy, delay_ms: u64) -> Value {
     h2_peer(&strings(&[
         "drain",
         "--port",
-        &port.to_string(),
+        &proxy.port("front").to_string(),
         "--admin",
-        &admin.to_string(),
+        &proxy.admin.port().to_string(),
         "--path",
         "/slow",
         "--header",
@@ -1151,30 +1086,6 @@ fn drain_outcome(who: &str, r: &Value) -> Value {
     })
 }
 
-/// Runs `scenario` on Envoy, then shardproxy, each started with `flags`, and asserts both
-/// outcomes are equal.
-fn on_both_with_flags<T: PartialEq + std::fmt::Debug>(
-    tag: &str,
-    bootstrap: &Value,
-    flags: &[&str],
-    scenario: impl Fn(Kind) -> T,
-) {
-    let mut reference = None;
-    for kind in tls_proxies() {
-        let proxy = Launched::start(kind, tag, bootstrap, flags);
-        let outcome = scenario(kind);
-        eprintln!("{}: {outcome:?}", kind.name());
-        drop(proxy);
-        match (&reference, kind) {
-            (Some(envoy), Kind::Shardproxy) => assert_eq!(
-                &outcome, envoy,
-                "{tag}: shardproxy (left) and Envoy (right) differ"
-            ),
-            _ => reference = Some(outcome),
-        }
-    }
-}
-
 #[test]
 fn graceful_drain_sends_goaway_and_finishes_the_request_in_flight() {
     let test = "graceful_drain_sends_goaway_and_finishes_the_request_in_flight";
@@ -1182,13 +1093,13 @@ fn graceful_drain_sends_goaway_and_finishes_the_request_in_flight() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, port) = (free_port(), free_port());
-    let b = drain_bootstrap(admin, port, echo.port("echo"));
+    let b = drain_bootstrap(echo.port("echo"));
     // Immediate: Envoy's gradual strategy spreads the GOAWAYs over the drain time (600 s).
     let flags = ["--drain-strategy", "immediate"];
-    on_both_with_flags("h2-drain", &b, &flags, |kind| {
-        let who = kind.name();
-        let r = drain_run(port, admin, 1500);
+    on_both_with_flags("h2-drain", &b, &flags, |proxy| {
+        let who = proxy.kind.name();
+        let port = proxy.port("front");
+        let r = drain_run(proxy, 1500);
         let o = drain_outcome(who, &r);
         assert_eq!(o["goaway_before_response"], true, "{who}: {r}");
         assert_eq!(o["first_goaway_stream"], (1u64 << 31) - 1, "{who}: {r}");
@@ -1219,13 +1130,12 @@ fn request_in_flight_outlives_the_drain_time() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, port) = (free_port(), free_port());
-    let b = drain_bootstrap(admin, port, echo.port("echo"));
+    let b = drain_bootstrap(echo.port("echo"));
     // The drain time (1 s) ends while the request (2.5 s) is in flight.
     let flags = ["--drain-strategy", "immediate", "--drain-time-s", "1"];
-    on_both_with_flags("h2-drain-time", &b, &flags, |kind| {
-        let who = kind.name();
-        let r = drain_run(port, admin, 2500);
+    on_both_with_flags("h2-drain-time", &b, &flags, |proxy| {
+        let who = proxy.kind.name();
+        let r = drain_run(proxy, 2500);
         let o = drain_outcome(who, &r);
         assert_eq!(o["status"], 200, "{who}: the request in flight: {r}");
         assert_eq!(o["ended"], true, "{who}: the request in flight: {r}");
@@ -1260,12 +1170,11 @@ fn content_length_crosses_protocols_once() {
     }
     let echo = EchoUpstreams::start(&["echo"], None);
     let h2up = echo_h2_peer();
-    let (admin, to_h1, to_h2) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            plain_listener("toh1", to_h1, "echo"),
-            plain_listener("toh2", to_h2, "h2up"),
+            plain_listener("toh1", 0, "echo"),
+            plain_listener("toh2", 0, "h2up"),
         ],
         vec![
             cluster("echo", &[(echo.port("echo"), 1)], json!({})),
@@ -1274,6 +1183,7 @@ fn content_length_crosses_protocols_once() {
     );
     on_both("h2-content-length", &b, |proxy| {
         let who = proxy.kind.name();
+        let (to_h1, to_h2) = (proxy.port("toh1"), proxy.port("toh2"));
         let post = |flag: &str, port: u16| {
             curl_h(&[
                 flag,
@@ -1331,16 +1241,16 @@ fn keepalive_pings_close_a_silent_client_and_keep_a_live_one() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, port) = (free_port(), free_port());
     let mut manager = auto_hcm("ka", "echo");
     manager["http2_protocol_options"] = keepalive_settings();
     let b = bootstrap(
-        admin,
-        vec![http_listener("ka", port, manager)],
+        0,
+        vec![http_listener("ka", 0, manager)],
         vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
     );
     on_both("h2-keepalive", &b, |proxy| {
         let who = proxy.kind.name();
+        let port = proxy.port("ka");
         // Answering: PINGs keep coming, the connection stays open.
         let live = keepalive_run(port, "2", false);
         assert!(live["pings"].as_u64().unwrap() >= 3, "{who}: {live}");
@@ -1369,18 +1279,18 @@ fn keepalive_pings_fail_a_hung_http2_upstream_fast() {
         return;
     }
     let hung = PeerServer::start("h2_peer.py", &["serve", "--silent"]);
-    let (admin, port) = (free_port(), free_port());
     let options = upstream_protocol(json!({"explicit_http_config": {
         "http2_protocol_options": keepalive_settings(),
     }}));
     let b = bootstrap(
-        admin,
-        vec![plain_listener("front", port, "hung")],
+        0,
+        vec![plain_listener("front", 0, "hung")],
         vec![cluster("hung", &[(hung.port, 1)], options)],
     );
     on_both("h2-upstream-keepalive", &b, |proxy| {
         let who = proxy.kind.name();
         let started = Instant::now();
+        let port = proxy.port("front");
         let r = curl_h(&["--http1.1", &format!("http://127.0.0.1:{port}/hung")]);
         let took = started.elapsed();
         // The route's 15 s timeout would give 504; the dead connection gives 503 first.
@@ -1403,18 +1313,18 @@ fn malformed_request_resets_only_its_stream() {
         return;
     }
     let echo = EchoUpstreams::start(&["echo"], None);
-    let (admin, port) = (free_port(), free_port());
     let mut per_stream = auto_hcm("lenient", "echo");
     per_stream["http2_protocol_options"] =
         json!({"override_stream_error_on_invalid_http_message": true});
     let b = bootstrap(
-        admin,
-        vec![http_listener("lenient", port, per_stream)],
+        0,
+        vec![http_listener("lenient", 0, per_stream)],
         vec![cluster("echo", &[(echo.port("echo"), 1)], json!({}))],
     );
     on_both("h2-malformed", &b, |proxy| {
         let who = proxy.kind.name();
-        let reset = h2_peer(&strings(&["malformed", "--port", &port.to_string()]));
+        let port = proxy.port("lenient").to_string();
+        let reset = h2_peer(&strings(&["malformed", "--port", &port]));
         assert_eq!(
             reset["streams"]["3"], "reset 1",
             "{who}: PROTOCOL_ERROR: {reset}"
@@ -1448,12 +1358,11 @@ fn auto_config_speaks_what_alpn_picks() {
         );
         c
     };
-    let (admin, to_both, to_h1) = (free_port(), free_port(), free_port());
     let b = bootstrap(
-        admin,
+        0,
         vec![
-            plain_listener("toboth", to_both, "both"),
-            plain_listener("toh1", to_h1, "h1only"),
+            plain_listener("toboth", 0, "both"),
+            plain_listener("toh1", 0, "h1only"),
         ],
         vec![
             cluster("both", &[(both.port, 1)], auto()),
@@ -1464,8 +1373,8 @@ fn auto_config_speaks_what_alpn_picks() {
         let who = proxy.kind.name();
         let mut seen = Vec::new();
         for (port, want) in [
-            (to_both, ("h2", "HTTP/2")),
-            (to_h1, ("http/1.1", "HTTP/1.1")),
+            (proxy.port("toboth"), ("h2", "HTTP/2")),
+            (proxy.port("toh1"), ("http/1.1", "HTTP/1.1")),
         ] {
             // Twice: the first request learns the host's pick, the second reuses it.
             for _ in 0..2 {

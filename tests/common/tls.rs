@@ -794,9 +794,19 @@ pub fn on_both<T: PartialEq + std::fmt::Debug>(
     bootstrap: &Value,
     scenario: impl Fn(&HttpProxy) -> T,
 ) -> Option<T> {
+    on_both_with_flags(tag, bootstrap, &[], scenario)
+}
+
+/// [`on_both`] with both proxies started with the command-line `flags` (Envoy's).
+pub fn on_both_with_flags<T: PartialEq + std::fmt::Debug>(
+    tag: &str,
+    bootstrap: &Value,
+    flags: &[&str],
+    scenario: impl Fn(&HttpProxy) -> T,
+) -> Option<T> {
     let mut reference = None;
     for kind in tls_proxies() {
-        let proxy = HttpProxy::start(kind, tag, bootstrap);
+        let proxy = HttpProxy::start_with_flags(kind, tag, bootstrap, flags);
         let outcome = scenario(&proxy);
         eprintln!("{}: {outcome:?}", kind.name());
         drop(proxy);
