@@ -53,9 +53,9 @@ fn tunnel_hcm(stat_prefix: &str, allow_connect: bool) -> Value {
     )
 }
 
-/// A TLS listener (ECDSA localhost certificate, ALPN `h2, http/1.1`) with the HBONE
+/// A TLS listener on port 0 (ECDSA localhost certificate, ALPN `h2, http/1.1`) with the HBONE
 /// connection manager, as Istio's HBONE listener terminates mTLS first.
-fn tls_hbone_listener(port: u16) -> Value {
+fn tls_hbone_listener() -> Value {
     let tls = downstream_tls(
         common_tls(
             vec![tls_certificate(&pki().server_ecdsa)],
@@ -67,7 +67,7 @@ fn tls_hbone_listener(port: u16) -> Value {
     hcm["codec_type"] = json!("AUTO");
     listener_with(
         "tls_hbone",
-        port,
+        0,
         vec![],
         vec![filter_chain(Value::Null, vec![hcm_filter(hcm)], Some(tls))],
     )
@@ -82,10 +82,6 @@ struct Setup {
     log: std::path::PathBuf,
     _dir: TempDir,
     bootstrap: Value,
-    hbone: u16,
-    no_connect: u16,
-    auto: u16,
-    tls: u16,
     _echo: Upstream,
     _ws: PeerServer,
     _ws_refusing: PeerServer,
@@ -95,8 +91,6 @@ fn setup() -> Setup {
     let echo = Upstream::echo();
     let ws = PeerServer::start("h2_tunnel.py", &["ws-serve"]);
     let ws_refusing = PeerServer::start("h2_tunnel.py", &["ws-serve", "--status", "403"]);
-    let (admin, hbone, no_connect) = (free_port(), free_port(), free_port());
-    let (auto, tls) = (free_port(), free_port());
     let dir = TempDir::new("tunnel_log");
     let log = dir.file("access.log");
     let mut hbone_hcm = tunnel_hcm("hbone", true);
@@ -111,12 +105,12 @@ fn setup() -> Setup {
     let mut auto_hcm = tunnel_hcm("auto", true);
     auto_hcm["codec_type"] = json!("AUTO");
     let bootstrap = bootstrap(
-        admin,
+        0,
         vec![
-            http_listener("hbone", hbone, hbone_hcm),
-            http_listener("no_connect", no_connect, tunnel_hcm("no_connect", false)),
-            http_listener("auto", auto, auto_hcm),
-            tls_hbone_listener(tls),
+            http_listener("hbone", 0, hbone_hcm),
+            http_listener("no_connect", 0, tunnel_hcm("no_connect", false)),
+            http_listener("auto", 0, auto_hcm),
+            tls_hbone_listener(),
         ],
         vec![
             cluster("echo", &[(echo.port, 1)], json!({})),
@@ -129,10 +123,6 @@ fn setup() -> Setup {
         log,
         _dir: dir,
         bootstrap,
-        hbone,
-        no_connect,
-        auto,
-        tls,
         _echo: echo,
         _ws: ws,
         _ws_refusing: ws_refusing,
@@ -191,15 +181,15 @@ fn hbone_connect_is_terminated_to_a_tcp_upstream() {
     let s = setup();
     let outcome = on_both(test, &s.bootstrap, |proxy| {
         std::fs::File::create(&s.log).unwrap(); // emptied: each proxy appends its own lines
-        let hbone = s.hbone.to_string();
-        let no_connect = s.no_connect.to_string();
+        let hbone = proxy.port("hbone").to_string();
+        let no_connect = proxy.port("no_connect").to_string();
         let two = tunnel_peer(&["connect", "--port", &hbone, "--streams", "2"]);
         let dead = tunnel_peer(&["connect", "--port", &hbone, "--authority", "dead.test:443"]);
         let without_allow_connect = tunnel_peer(&["connect", "--port", &no_connect]);
         let ca = pki().ca.to_string_lossy().into_owned();
-        let tls = s.tls.to_string();
+        let tls = proxy.port("tls_hbone").to_string();
         let over_tls = tunnel_peer(&["connect", "--port", &tls, "--tls-ca", &ca]);
-        let http1 = http1_connect(s.auto);
+        let http1 = http1_connect(proxy.port("auto"));
         let http = stats(
             proxy,
             "http.hbone.",
@@ -273,10 +263,10 @@ fn websocket_over_h2_reaches_an_http1_upstream() {
     let s = setup();
     let outcome = on_both(test, &s.bootstrap, |proxy| {
         std::fs::File::create(&s.log).unwrap();
-        let hbone = s.hbone.to_string();
+        let hbone = proxy.port("hbone").to_string();
         let upgraded = tunnel_peer(&["websocket", "--port", &hbone]);
         let refused = tunnel_peer(&["websocket", "--port", &hbone, "--path", "/bad"]);
-        let no_connect = s.no_connect.to_string();
+        let no_connect = proxy.port("no_connect").to_string();
         let without_allow_connect = tunnel_peer(&["websocket", "--port", &no_connect]);
         let http = stats(
             proxy,
