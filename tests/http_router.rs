@@ -1477,7 +1477,7 @@ fn mirror_stats_and_an_unreachable_mirror_as_envoy() {
                 vec![
                     cluster("a", &[(main.port, 1)], json!(null)),
                     cluster("shadow", &[(shadow.port, 1)], json!(null)),
-                    cluster("dead", &[(free_port(), 1)], json!(null)),
+                    cluster("dead", &[(refused_port(), 1)], json!(null)),
                 ],
             )?;
             let r = fetch_with(
@@ -1571,17 +1571,16 @@ fn a_mirror_of_a_body_over_the_buffer_limit_is_abandoned_and_counted() {
     // Envoy's `retry_or_shadow_abandoned`). Envoy streams shadows and would send this one.
     let main = HttpUpstream::named("main");
     let shadow = HttpUpstream::named("shadow");
-    let (port, admin) = (free_port(), free_port());
     let mirrors = json!({"request_mirror_policies": [{"cluster": "shadow"}]});
     let manager = hcm(
         "ingress",
         any_host(json!([route_to("/", "a", mirrors)])),
         json!({}),
     );
-    let mut listener = http_listener("http", port, manager);
+    let mut listener = http_listener("http", 0, manager);
     listener["per_connection_buffer_limit_bytes"] = json!(4096);
     let b = bootstrap(
-        admin,
+        0,
         vec![listener],
         vec![
             cluster("a", &[(main.port, 1)], json!(null)),
@@ -1589,6 +1588,7 @@ fn a_mirror_of_a_body_over_the_buffer_limit_is_abandoned_and_counted() {
         ],
     );
     let p = Proxy::builder("mirror_abandoned", &b).start();
+    let port = p.port("http");
     let big = vec![b'x'; 64 << 10];
     let r = fetch(port, "POST", "/big", &[], &big);
     assert_eq!((r.status, r.text().as_str()), (200, "main"));
