@@ -47,7 +47,7 @@ fn envoy_follows_the_control_plane(api_type: &str, mode: &str) {
     let xds = XdsServer::start(&script);
 
     let node = "envoy-xds-test";
-    let bootstrap = ads_bootstrap(free_port(), node, xds.ads_port, api_type);
+    let bootstrap = ads_bootstrap(0, node, xds.ads_port, api_type);
     let envoy = HttpProxy::start(Kind::Envoy, &format!("xds-{mode}"), &bootstrap);
 
     // Both types ACKed at their first version; traffic reaches the CDS cluster's upstream.
@@ -255,7 +255,7 @@ fn envoy_on_istio_dump(file: &str) {
     let report = convert_dump(&dump, &script);
     let xds = XdsServer::start(&script);
     let node = "sidecar~127.0.0.1~app1-0.default~default.svc.cluster.local";
-    let bootstrap = istio_ads_bootstrap(free_port(), node, xds.ads_port);
+    let bootstrap = istio_ads_bootstrap(0, node, xds.ads_port);
     let envoy = HttpProxy::start(Kind::Envoy, "istio-dump", &bootstrap);
 
     // Every type Envoy asked for gets a verdict (LDS and CDS always; RDS, EDS, SDS, ECDS when
