@@ -19,6 +19,9 @@
 //! go (`allowed_upstream_headers[_to_append]`, `allowed_client_headers[_on_success]`,
 //! `dynamic_metadata_from_headers`, `x-envoy-auth-headers-to-remove`); denials with the
 //! service's status and body; 5xx answers, timeouts and an unreachable service as errors.
+//!
+//! Admins bind port 0; listeners keep a fixed port (`free_port`), the same for both proxies,
+//! because the compared checks carry the listener's address (the destination, the host).
 mod common;
 
 use std::{io::Read, io::Write, path::Path};
@@ -179,7 +182,7 @@ fn http_checks_as_envoy() {
     }
     let authz = AuthzServer::start("ext-authz-http", &[]);
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, port) = (free_port(), free_port());
+    let port = free_port();
     let logs = TempDir::new("ext-authz-http-logs");
     let log = logs.file("access.log");
     let extensions = |pairs: Value| json!({"authz": {"@type": PER_ROUTE, "check_settings": {"context_extensions": pairs}}});
@@ -200,7 +203,7 @@ fn http_checks_as_envoy() {
         json!({"access_log": access_log(&log, "")}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener("plain", port, manager)],
         vec![
             cluster("app", &[(app.port("app"), 1)], json!({})),
@@ -273,7 +276,7 @@ fn istio_custom_policy_as_envoy() {
     }
     let authz = AuthzServer::start("ext-authz-istio", &[]);
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, port) = (free_port(), free_port());
+    let port = free_port();
     let rbac = |name: &str, config: Value| {
         let mut typed =
             json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"});
@@ -324,7 +327,7 @@ fn istio_custom_policy_as_envoy() {
         json!({}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener("istio", port, manager)],
         vec![
             cluster("app", &[(app.port("app"), 1)], json!({})),
@@ -370,7 +373,7 @@ fn failure_mode_and_bodies_as_envoy() {
     }
     let authz = AuthzServer::start("ext-authz-body", &[]);
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, partial, strict) = (free_port(), free_port(), free_port());
+    let (partial, strict) = (free_port(), free_port());
     let logs = TempDir::new("ext-authz-body-logs");
     let log = logs.file("access.log");
     let listener = |name: &str, port: u16, config: Value| {
@@ -383,7 +386,7 @@ fn failure_mode_and_bodies_as_envoy() {
         http_listener(name, port, manager)
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener(
                 "partial",
@@ -458,7 +461,7 @@ fn mtls_principals_as_envoy() {
     let pki = pki();
     let authz = AuthzServer::start("ext-authz-mtls", &[]);
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, port) = (free_port(), free_port());
+    let port = free_port();
     let tls = downstream_tls(
         common_tls(
             vec![tls_certificate(&pki.upstream)],
@@ -477,7 +480,7 @@ fn mtls_principals_as_envoy() {
         json!({}),
     ));
     let b = bootstrap(
-        admin,
+        0,
         vec![listener_with(
             "mtls",
             port,
@@ -511,13 +514,7 @@ fn network_filter_as_envoy() {
     if !have_authz_peer("network_filter_as_envoy") {
         return;
     }
-    let (admin, open, closed, failing, tolerant) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let (open, closed, failing, tolerant) = (free_port(), free_port(), free_port(), free_port());
     let authz = AuthzServer::start("ext-authz-network", &[closed]);
     let app = EchoUpstreams::start(&["app"], None);
     let tcp = |name: &str, port: u16, cluster: &str, failure_mode_allow: bool| {
@@ -535,7 +532,7 @@ fn network_filter_as_envoy() {
         })
     };
     let b = bootstrap(
-        admin,
+        0,
         vec![
             tcp("open", open, "authz", false),
             tcp("closed", closed, "authz", false),
@@ -545,7 +542,7 @@ fn network_filter_as_envoy() {
         vec![
             cluster("app", &[(app.port("app"), 1)], json!({})),
             authz.cluster(),
-            h2_cluster("down", free_port()),
+            h2_cluster("down", refused_port()),
         ],
     );
     on_both("ext-authz-network", &b, |proxy| {
@@ -700,7 +697,7 @@ fn http_service_as_envoy() {
     }
     let authz = HttpAuthzServer::start("ext-authz-http-service");
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, port) = (free_port(), free_port());
+    let port = free_port();
     let logs = TempDir::new("ext-authz-http-service-logs");
     let log = logs.file("access.log");
     let names = |names: &[&str]| {
@@ -743,7 +740,7 @@ fn http_service_as_envoy() {
         json!({"access_log": access_log(&log, " %DYNAMIC_METADATA(envoy.filters.http.ext_authz:x-user-id)%")}),
     );
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener("plain", port, manager)],
         vec![
             cluster("app", &[(app.port("app"), 1)], json!({})),
@@ -837,7 +834,7 @@ fn http_service_defaults_and_failures_as_envoy() {
     }
     let authz = HttpAuthzServer::start("ext-authz-http-defaults");
     let app = EchoUpstreams::start(&["app"], None);
-    let (admin, tolerant, strict) = (free_port(), free_port(), free_port());
+    let (tolerant, strict) = (free_port(), free_port());
     let logs = TempDir::new("ext-authz-http-defaults-logs");
     let log = logs.file("access.log");
     let listener = |name: &str, port: u16, filter: Value| {
@@ -854,7 +851,7 @@ fn http_service_defaults_and_failures_as_envoy() {
         "authorization_request": {"allowed_headers": {"patterns": [{"exact": "x-verdict"}]}},
     });
     let b = bootstrap(
-        admin,
+        0,
         vec![
             listener(
                 "tolerant",
@@ -874,7 +871,7 @@ fn http_service_defaults_and_failures_as_envoy() {
         vec![
             cluster("app", &[(app.port("app"), 1)], json!({})),
             cluster("authz", &[(authz.server.port, 1)], json!({})),
-            cluster("down", &[(free_port(), 1)], json!({})),
+            cluster("down", &[(refused_port(), 1)], json!({})),
         ],
     );
     let cases: Vec<(&str, u16, Option<&str>)> = vec![
