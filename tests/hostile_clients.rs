@@ -61,19 +61,18 @@ fn trickle(port: u16, limit: Duration) -> (String, Duration) {
 
 #[test]
 fn a_slowloris_is_cut_by_the_request_headers_timeout() {
-    let (admin, port) = (free_port(), free_port());
     let extra = json!({"request_headers_timeout": "1s"});
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "h",
-            port,
+            0,
             hcm("h", direct_routes(), vec![], extra),
         )],
         vec![],
     );
     on_both("slowloris", &b, |proxy| {
-        let (answer, lasted) = trickle(port, Duration::from_secs(10));
+        let (answer, lasted) = trickle(proxy.port("h"), Duration::from_secs(10));
         let cut = lasted < Duration::from_secs(5);
         let stats = settled_stats(proxy, "http.h.", &["downstream_rq_header_timeout"], |s| {
             s["downstream_rq_header_timeout"] == 1
@@ -115,20 +114,20 @@ fn slow_readers_push_back_on_the_upstream_instead_of_filling_memory() {
             }
         }
     });
-    let (admin, port) = (free_port(), free_port());
     let limit = json!({"per_connection_buffer_limit_bytes": 65536});
     let mut l = http_listener(
         "h",
-        port,
+        0,
         hcm("h", catch_all_routes("big", json!({})), vec![], json!({})),
     );
     merge(&mut l, limit.clone());
     let b = bootstrap(
-        admin,
+        0,
         vec![l],
         vec![cluster("big", &[(upstream.port, 1)], limit)],
     );
     on_both("slow_reader", &b, |proxy| {
+        let port = proxy.port("h");
         let before = proxy.rss_kib();
         let mut clients: Vec<TcpStream> = (0..CLIENTS)
             .map(|_| {
@@ -181,9 +180,10 @@ fn out_of_descriptors_the_listener_backs_off_and_recovers() {
         );
         return;
     }
-    let (admin, port) = (free_port(), free_port());
+    // A fixed port: the back-offs are counted in stats named after the listener's address.
+    let port = free_port();
     let b = bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "h",
             port,

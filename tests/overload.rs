@@ -18,13 +18,14 @@ const HEAP: &str =
 const CONNECTIONS: &str = "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 const FIXED_HEAP: &str = "envoy.resource_monitors.fixed_heap";
 
-/// A bootstrap with one HTTP listener on `port` answering 200 `ok` itself.
-fn direct_bootstrap(admin: u16, port: u16) -> Value {
+/// A bootstrap (admin on port 0) with one HTTP listener `h` on `port` answering 200 `ok`
+/// itself.
+fn direct_bootstrap(port: u16) -> Value {
     let routes = json!({"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
     ]}]});
     bootstrap(
-        admin,
+        0,
         vec![http_listener(
             "h",
             port,
@@ -74,8 +75,9 @@ fn get(port: u16) -> (u16, String, bool) {
 
 #[test]
 fn the_global_connection_limit_refuses_the_same_count_as_envoy() {
-    let (admin, port) = (free_port(), free_port());
-    let mut b = direct_bootstrap(admin, port);
+    // A fixed port: the overflow is counted in stats named after the listener's address.
+    let port = free_port();
+    let mut b = direct_bootstrap(port);
     b["overload_manager"] = json!({"resource_monitors": [{
         "name": "envoy.resource_monitors.global_downstream_max_connections",
         "typed_config": {"@type": CONNECTIONS, "max_active_downstream_connections": 3},
@@ -104,11 +106,11 @@ fn the_global_connection_limit_refuses_the_same_count_as_envoy() {
 
 #[test]
 fn stop_accepting_requests_answers_503_and_disable_keepalive_closes() {
-    let (admin, port) = (free_port(), free_port());
-    let mut b = direct_bootstrap(admin, port);
+    let mut b = direct_bootstrap(0);
     b["overload_manager"] = heap_overload(1000, &["stop_accepting_requests"]);
     on_both("stop_accepting_requests", &b, |proxy| {
         wait_active(proxy, "stop_accepting_requests");
+        let port = proxy.port("h");
         let answers = (get(port), get(port));
         let stats = settled_stats(
             proxy,
@@ -130,7 +132,7 @@ fn stop_accepting_requests_answers_503_and_disable_keepalive_closes() {
     b["overload_manager"] = heap_overload(1000, &["disable_http_keepalive"]);
     on_both("disable_http_keepalive", &b, |proxy| {
         wait_active(proxy, "disable_http_keepalive");
-        let mut conn = HttpConn::open(port);
+        let mut conn = HttpConn::open(proxy.port("h"));
         let r = conn
             .exchange("GET", &request("GET", "/", &[("host", "x")], b""))
             .unwrap();
@@ -161,7 +163,7 @@ fn stop_accepting_requests_answers_503_and_disable_keepalive_closes() {
     on_both("overload_inactive", &b, |proxy| {
         let prefix = "overload.envoy.overload_actions.stop_accepting_requests.";
         settled_stats(proxy, prefix, &["active"], |s| s["active"] == 0);
-        let answer = get(port);
+        let answer = get(proxy.port("h"));
         assert_eq!(answer, (200, "ok".into(), false));
         answer
     });
@@ -169,8 +171,9 @@ fn stop_accepting_requests_answers_503_and_disable_keepalive_closes() {
 
 #[test]
 fn reject_and_stop_accepting_connections_keep_new_connections_out() {
-    let (admin, port) = (free_port(), free_port());
-    let mut b = direct_bootstrap(admin, port);
+    // A fixed port: the rejections are counted in stats named after the listener's address.
+    let port = free_port();
+    let mut b = direct_bootstrap(port);
     b["overload_manager"] = heap_overload(1000, &["reject_incoming_connections"]);
     on_both("reject_incoming_connections", &b, |proxy| {
         wait_active(proxy, "reject_incoming_connections");
@@ -203,8 +206,7 @@ fn reject_and_stop_accepting_connections_keep_new_connections_out() {
 
 #[test]
 fn a_paused_listener_accepts_its_backlog_once_the_action_ends() {
-    let (admin, port) = (free_port(), free_port());
-    let mut b = direct_bootstrap(admin, port);
+    let mut b = direct_bootstrap(0);
     b["overload_manager"] = heap_overload(1000, &["stop_accepting_connections"]);
     let proxy = Proxy::start("overload_resume", &b);
     proxy.wait_stat(
@@ -212,7 +214,7 @@ fn a_paused_listener_accepts_its_backlog_once_the_action_ends() {
         "the action to start",
         |v| v == 1,
     );
-    let mut conn = HttpConn::open(port);
+    let mut conn = HttpConn::open(proxy.port("h"));
     conn.send(&request("GET", "/", &[("host", "x")], b""))
         .unwrap();
     assert!(!conn.closed_within(Duration::from_secs(1)), "paused");
