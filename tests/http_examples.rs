@@ -83,36 +83,61 @@ fn fixture(file: &str) -> Option<Value> {
     Some(proto::json::parse_document(&text).unwrap_or_else(|e| panic!("{file}: {e}")))
 }
 
-/// A fixture rewritten to run here, and where its listeners went.
+/// A fixture rewritten to run here, and what its listeners are called.
 struct Localised {
     bootstrap: Value,
-    /// original listener port -> local port
-    listeners: BTreeMap<u64, u16>,
+    /// original listener port -> the listener's name
+    listeners: BTreeMap<u64, String>,
 }
 
 impl Localised {
-    fn port(&self, original: u64) -> u16 {
-        self.listeners[&original]
+    /// The port `proxy` bound for the listener the fixture had on port `original`.
+    fn port(&self, proxy: &HttpProxy, original: u64) -> u16 {
+        proxy.port(&self.listeners[&original])
     }
 }
 
-/// Rewrites `fixture`: every listener and the admin (added if absent) onto a free 127.0.0.1
-/// port; every cluster endpoint `(address, port)` onto 127.0.0.1 and the port `services` gives
-/// for it (an endpoint on the fixture's own admin port goes to the new admin port).
+/// Rewrites `fixture`: every listener onto 127.0.0.1 port 0 (named `listener_<its port>` when
+/// it has no name, so its port can be read back); the admin (added if absent) onto port 0, or
+/// onto a free port when a cluster endpoint is the fixture's own admin (that endpoint goes to
+/// the new admin port); every other cluster endpoint `(address, port)` onto 127.0.0.1 and the
+/// port `services` gives for it.
 fn localise(mut fixture: Value, services: &[((&str, u64), u16)]) -> Localised {
-    let admin_port = free_port();
     let old_admin = fixture["admin"]["address"]["socket_address"]["port_value"].as_u64();
+    let is_admin = |sa: &Value| {
+        old_admin.is_some()
+            && sa["address"] == "127.0.0.1"
+            && sa["port_value"].as_u64() == old_admin
+    };
+    let endpoints = |fixture: &Value| -> Vec<Value> {
+        fixture["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["load_assignment"]["endpoints"].as_array().unwrap())
+            .flat_map(|group| group["lb_endpoints"].as_array().unwrap())
+            .map(|e| e["endpoint"]["address"]["socket_address"].clone())
+            .collect()
+    };
+    let admin_port = if endpoints(&fixture).iter().any(is_admin) {
+        free_port()
+    } else {
+        0
+    };
     fixture["admin"] = json!({"address": socket_address(admin_port)});
     let mut listeners = BTreeMap::new();
     for l in fixture["static_resources"]["listeners"]
         .as_array_mut()
         .unwrap()
     {
-        let port = free_port();
-        let sa = &mut l["address"]["socket_address"];
-        listeners.insert(sa["port_value"].as_u64().unwrap(), port);
-        sa["address"] = json!("127.0.0.1");
-        sa["port_value"] = json!(port);
+        let original = l["address"]["socket_address"]["port_value"]
+            .as_u64()
+            .unwrap();
+        if l["name"].as_str().is_none_or(str::is_empty) {
+            l["name"] = json!(format!("listener_{original}"));
+        }
+        listeners.insert(original, l["name"].as_str().unwrap().to_string());
+        l["address"]["socket_address"] = json!({"address": "127.0.0.1", "port_value": 0});
     }
     for c in fixture["static_resources"]["clusters"]
         .as_array_mut()
@@ -126,7 +151,7 @@ fn localise(mut fixture: Value, services: &[((&str, u64), u16)]) -> Localised {
                     sa["address"].as_str().unwrap(),
                     sa["port_value"].as_u64().unwrap(),
                 );
-                let port = if Some(key.1) == old_admin && key.0 == "127.0.0.1" {
+                let port = if is_admin(sa) {
                     admin_port
                 } else {
                     services
@@ -181,8 +206,8 @@ fn front_proxy_routes_each_service_prefix() {
         ],
     );
     for kind in proxies() {
-        let _proxy = HttpProxy::start(kind, "front-proxy", &ex.bootstrap);
-        let url = |p: &str| format!("http://127.0.0.1:{}{p}", ex.port(8080));
+        let proxy = HttpProxy::start(kind, "front-proxy", &ex.bootstrap);
+        let url = |p: &str| format!("http://127.0.0.1:{}{p}", ex.port(&proxy, 8080));
         for (path, service) in [("/service/1", "service1"), ("/service/2", "service2")] {
             let r = curl(&[&url(path)]);
             assert_eq!(r.status, 200, "{}: {path}: {}", kind.name(), r.body);
@@ -211,7 +236,7 @@ fn cors_frontend_serves_the_frontend() {
     );
     for kind in proxies() {
         let proxy = HttpProxy::start(kind, "cors-frontend", &ex.bootstrap);
-        let port = ex.port(10000);
+        let port = ex.port(&proxy, 10000);
         let r = get(port, "/index.html");
         assert_eq!(r.status(), 200, "{}", kind.name());
         assert_eq!(r.echo()["upstream"], "frontend", "{}", kind.name());
@@ -305,8 +330,8 @@ fn fault_injection_follows_the_runtime() {
     let ex = localise(f, &[(("backend", 80), services.port("backend"))]);
     for kind in proxies() {
         switch_runtime(&runtime.path, 1, &[]);
-        let _proxy = HttpProxy::start(kind, "fault-injection", &ex.bootstrap);
-        let port = ex.port(9211);
+        let proxy = HttpProxy::start(kind, "fault-injection", &ex.bootstrap);
+        let port = ex.port(&proxy, 9211);
         let r = get(port, "/");
         assert_eq!(r.status(), 200, "{}: 0 % abort", kind.name());
         assert_eq!(r.echo()["upstream"], "backend", "{}", kind.name());
@@ -363,10 +388,10 @@ fn local_ratelimit_limits_each_listener() {
     let services = EchoUpstreams::start(&["service"], None);
     let ex = localise(f, &[(("service", 80), services.port("service"))]);
     for kind in proxies() {
-        let _proxy = HttpProxy::start(kind, "local-ratelimit", &ex.bootstrap);
+        let proxy = HttpProxy::start(kind, "local-ratelimit", &ex.bootstrap);
         for (port, path, served) in [
-            (ex.port(10000), "/", "\"upstream\": \"service\""),
-            (ex.port(9902), "/stats/prometheus", "# TYPE"),
+            (ex.port(&proxy, 10000), "/", "\"upstream\": \"service\""),
+            (ex.port(&proxy, 9902), "/stats/prometheus", "# TYPE"),
         ] {
             let url = format!("http://127.0.0.1:{port}{path}");
             // New connections each time (curl): with several workers the limit is still one.
@@ -404,8 +429,8 @@ fn websocket_route_upgrades_and_echoes() {
     let services = EchoUpstreams::start(&["service_ws"], None);
     let ex = localise(f, &[(("service-ws", 80), services.port("service_ws"))]);
     for kind in proxies() {
-        let _proxy = HttpProxy::start(kind, "websocket", &ex.bootstrap);
-        let port = ex.port(10000);
+        let proxy = HttpProxy::start(kind, "websocket", &ex.bootstrap);
+        let port = ex.port(&proxy, 10000);
         let r = get(port, "/");
         assert_eq!(
             (r.status(), r.text()),
@@ -455,8 +480,8 @@ fn grpc_bridge_server_proxies_grpc_over_http2() {
     let server = grpc_server();
     let ex = localise(f, &[(("grpc-server", 8081), server.port)]);
     for kind in proxies() {
-        let _proxy = HttpProxy::start(kind, "grpc-bridge", &ex.bootstrap);
-        let runs = grpc_call(ex.port(8811), "grpc.example", "unary,server_stream");
+        let proxy = HttpProxy::start(kind, "grpc-bridge", &ex.bootstrap);
+        let runs = grpc_call(ex.port(&proxy, 8811), "grpc.example", "unary,server_stream");
         for name in ["unary", "server_stream"] {
             let v = &runs[name];
             assert!(v.get("error").is_none(), "{}: {name}: {v}", kind.name());
@@ -524,8 +549,8 @@ fn tls_https_to_http() {
     let services = EchoUpstreams::start(&["service-http"], None);
     let ex = localise(f, &[(("service-http", 80), services.port("service-http"))]);
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "tls-https-http", &ex.bootstrap);
-        let port = ex.port(10000);
+        let proxy = HttpProxy::start(kind, "tls-https-http", &ex.bootstrap);
+        let port = ex.port(&proxy, 10000);
         let c = curl_localhost(port, "https", &["-k"]);
         assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
         assert_eq!(
@@ -549,8 +574,8 @@ fn tls_https_to_https() {
     let https = TlsUpstream::start("service-https", &pki().upstream, &[]);
     let ex = localise(f, &[(("service-https", 443), https.port)]);
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "tls-https-https", &ex.bootstrap);
-        let c = curl_localhost(ex.port(10000), "https", &["-k"]);
+        let proxy = HttpProxy::start(kind, "tls-https-https", &ex.bootstrap);
+        let c = curl_localhost(ex.port(&proxy, 10000), "https", &["-k"]);
         assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
         assert_eq!(
             echoed(&c),
@@ -574,8 +599,8 @@ fn tls_http_to_https() {
     let https = TlsUpstream::start("service-https", &pki().upstream, &[]);
     let ex = localise(f, &[(("service-https", 443), https.port)]);
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "tls-http-https", &ex.bootstrap);
-        let c = curl_localhost(ex.port(10000), "http", &[]);
+        let proxy = HttpProxy::start(kind, "tls-http-https", &ex.bootstrap);
+        let c = curl_localhost(ex.port(&proxy, 10000), "http", &[]);
         assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
         assert_eq!(
             echoed(&c),
@@ -600,8 +625,8 @@ fn tls_https_passthrough() {
     let ex = localise(f, &[(("service-https", 443), https.port)]);
     let envoy = envoy_available().then_some(Kind::Envoy);
     for kind in envoy.into_iter().chain([Kind::Shardproxy]) {
-        let _proxy = HttpProxy::start(kind, "tls-passthrough", &ex.bootstrap);
-        let port = ex.port(10000);
+        let proxy = HttpProxy::start(kind, "tls-passthrough", &ex.bootstrap);
+        let port = ex.port(&proxy, 10000);
         let c = curl_localhost(port, "https", &["-k"]);
         assert_eq!(c.status, 200, "{}: {}", kind.name(), c.body);
         assert_eq!(
@@ -645,8 +670,8 @@ fn tls_sni_routes_each_domain() {
         ],
     );
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "tls-sni", &ex.bootstrap);
-        let port = ex.port(10000);
+        let proxy = HttpProxy::start(kind, "tls-sni", &ex.bootstrap);
+        let port = ex.port(&proxy, 10000);
         for (domain, upstream, cn) in [
             ("domain1", "http-upstream1", "domain1.example.com"),
             ("domain2", "http-upstream2", "domain2.example.com"),
@@ -693,14 +718,9 @@ fn tls_inspector_routes_by_transport_and_alpn() {
             (("service-http", 80), http.port("service-http")),
         ],
     );
-    let admin = addr(
-        ex.bootstrap["admin"]["address"]["socket_address"]["port_value"]
-            .as_u64()
-            .unwrap() as u16,
-    );
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "tls-inspector", &ex.bootstrap);
-        let port = ex.port(10000);
+        let proxy = HttpProxy::start(kind, "tls-inspector", &ex.bootstrap);
+        let port = ex.port(&proxy, 10000);
         for (args, scheme, upstream) in [
             (&["-k", "--http1.1"][..], "https", "service-https-http1.1"),
             (&["-k", "--http2"][..], "https", "service-https-http2"),
@@ -711,7 +731,7 @@ fn tls_inspector_routes_by_transport_and_alpn() {
             assert_eq!(echoed(&c).0, upstream, "{} {args:?}", kind.name());
         }
         let stats = wait_for(SOON, "tls_inspector stats", || {
-            let s = parse_stats(&http_get(admin, "/stats").ok()?.body);
+            let s = parse_stats(&http_get(proxy.admin, "/stats").ok()?.body);
             (s.get("tls_inspector.tls_not_found") == Some(&1)).then_some(s)
         });
         for (name, value) in [
@@ -746,8 +766,8 @@ fn front_proxy_tls_listener_routes_each_service_prefix() {
         ],
     );
     for kind in tls_proxies() {
-        let _proxy = HttpProxy::start(kind, "front-proxy-tls", &ex.bootstrap);
-        let port = ex.port(8443);
+        let proxy = HttpProxy::start(kind, "front-proxy-tls", &ex.bootstrap);
+        let port = ex.port(&proxy, 8443);
         for (path, service) in [("/service/1", "service1"), ("/service/2", "service2")] {
             let resolve = format!("localhost:{port}:127.0.0.1");
             let url = format!("https://localhost:{port}{path}");
