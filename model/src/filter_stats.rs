@@ -1,7 +1,7 @@
 //! Stats: the filters' scopes with Envoy's names (`http.<prefix>.fault.*`,
 //! `http.<prefix>.cors.*`, `<stat_prefix>.http_local_rate_limit.*`, the HTTP and network
 //! `rbac` filters' `<prefix>rbac[.<rules prefix>].allowed`, the `ext_authz` filters'
-//! `<prefix>ext_authz.ok`, ...).
+//! `<prefix>ext_authz.ok`, `connection_limit.<prefix>.limited_connections`, ...).
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::stat_scope;
@@ -97,6 +97,14 @@ stat_scope!(
         // Envoy 1.40 lists it; 0 here (`filter_enabled_metadata` is refused).
         disabled: Counter,
         active: Gauge,
+    }
+);
+
+stat_scope!(
+    ConnectionLimitStats,
+    ConnectionLimitCells {
+        limited_connections: Counter,
+        active_connections: Gauge,
     }
 );
 

@@ -246,6 +246,10 @@ pub enum ConnectionFilter {
     /// service before the terminal filter runs; a denied (or, unless `failure_mode_allow`,
     /// failed) connection is closed.
     ExtAuthz(Arc<ext_authz::NetworkExtAuthz>),
+    /// `envoy.filters.network.connection_limit`: counts the connection when its chain is
+    /// picked (before the transport socket, as Envoy's `onNewConnection`) and closes one past
+    /// the limit.
+    ConnectionLimit(Arc<connection_limit::ConnectionLimitFilter>),
 }
 
 /// The terminal network filter of a chain.

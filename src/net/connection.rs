@@ -20,7 +20,8 @@ use model::{
 use crate::{
     context::ShardContext,
     filters::network::{
-        filter_state::FilterState, http_connection_manager, run_connection_filters, tcp_proxy,
+        connection_limit, filter_state::FilterState, http_connection_manager,
+        run_connection_filters, tcp_proxy,
     },
     net::{
         listener::{Generation, Handoffs, OpenConnection},
@@ -107,6 +108,9 @@ async fn serve_chain(
     let listener = &generation.config;
     {
         let chain = &listener.filter_chains[index];
+        let Some(_counted) = connection_limit::admit(ctx, &chain.connection_filters).await else {
+            return;
+        };
         // The chain's drain: an update that changed only other chains leaves it running.
         let drain = generation.chain_drain(index);
         let arriving = FilterState::arriving(stream.passage().map(|p| &p.shared), tunnel);

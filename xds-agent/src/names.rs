@@ -44,6 +44,8 @@ pub const HTTP_EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.Ext
 pub const HTTP_EXT_AUTHZ_PER_ROUTE: &str =
     "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
 pub const NETWORK_EXT_AUTHZ: &str = "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz";
+pub const NETWORK_CONNECTION_LIMIT: &str =
+    "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
 pub const PREVIOUS_HOSTS: &str =
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =

@@ -1,5 +1,6 @@
 //! Network (L4) filters: the filters a chain runs before its terminal one, and the terminal
 //! filter itself.
+pub mod connection_limit;
 mod ext_authz;
 pub mod filter_state;
 pub mod http_connection_manager;
@@ -58,6 +59,8 @@ pub async fn run_connection_filters(
                     return Some(state);
                 }
             }
+            // Counted when the chain was picked (`connection_limit::admit`).
+            ConnectionFilter::ConnectionLimit(_) => {}
             ConnectionFilter::ExtAuthz(filter) => {
                 let allowed =
                     ext_authz::allowed(ctx, filter, transport, server_name, restored, fallback);

@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::{
 
 use super::{
     access_log::access_logs,
-    address, buffer_limit, config_hash,
+    address, buffer_limit, config_hash, connection_limit,
     filter_chain_match::chain_match,
     http_connection_manager::http_connection_manager,
     listener_filters::{listener_filters, tls_inspector, MAX_CLIENT_HELLO},
@@ -276,12 +276,14 @@ pub(super) fn listener(
         .filter_map(|c| c.tls.as_ref())
         .fold(config_hash(proto), |h, tls| h ^ tls.material_hash);
 
-    if let Some(previous) = ctx.previous.and_then(|p| {
-        p.listeners
-            .iter()
-            .find(|l| l.name == name && l.config_hash == config_hash)
-    }) {
+    let previous = ctx
+        .previous
+        .and_then(|p| p.listeners.iter().find(|l| l.name == name));
+    if let Some(previous) = previous.filter(|l| l.config_hash == config_hash) {
         return Some(previous.clone());
+    }
+    if let Some(previous) = previous.filter(|l| l.listener_hash == listener_hash) {
+        connection_limit::keep_counts(&mut chains, previous);
     }
     Some(Arc::new(Listener {
         name,

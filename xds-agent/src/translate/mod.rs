@@ -11,6 +11,7 @@ mod bootstrap_surface;
 mod cluster;
 mod cluster_http;
 pub mod config_source;
+mod connection_limit;
 mod data_source;
 pub mod dynamic_resources;
 mod ext_authz;

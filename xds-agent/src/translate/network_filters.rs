@@ -1,13 +1,14 @@
 //! Translator: the network filters a chain runs before its terminal one (Istio's
 //! `istio_authn`, `istio.metadata_exchange`, `istio.stats`, `envoy.filters.network.rbac`,
-//! `envoy.filters.network.ext_authz`),
-//! keyed by config type.
+//! `envoy.filters.network.ext_authz`, `envoy.filters.network.connection_limit`), keyed by
+//! config type.
 use envoy_types::pb::google::protobuf::Any;
 
 use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
 
 use super::{
-    decode_typed, ext_authz, istio, istio_stats, null_vm, rbac, TranslateContext, TranslateError,
+    connection_limit, decode_typed, ext_authz, istio, istio_stats, null_vm, rbac, TranslateContext,
+    TranslateError,
 };
 use crate::names;
 use model::ConnectionFilter;
@@ -41,6 +42,9 @@ pub fn connection_filter(
         }
         names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
         names::NETWORK_EXT_AUTHZ => ext_authz::network_filter(any, path, ctx.stats, errors),
+        names::NETWORK_CONNECTION_LIMIT => {
+            connection_limit::network_filter(any, path, ctx.stats, errors)
+        }
         names::NETWORK_WASM => null_vm_filter(any, &format!("{path}.typed_config"), ctx, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
             errors.push(TranslateError::new(

@@ -325,6 +325,11 @@ pub const SURFACE: &[Surface] = &[
         ignored: &[],
     },
     Surface {
+        message: names::NETWORK_CONNECTION_LIMIT,
+        supported: &["stat_prefix", "max_connections", "delay", "runtime_enabled"],
+        ignored: &[],
+    },
+    Surface {
         message: "envoy.type.v3.HashPolicy",
         // `filter_state` is refused by tcp_proxy.rs with the reason.
         supported: &["source_ip", "filter_state"],
@@ -778,6 +783,7 @@ pub const ANY_SLOTS: &[AnySlot] = &[
             names::STATS,
             names::NETWORK_RBAC,
             names::NETWORK_EXT_AUTHZ,
+            names::NETWORK_CONNECTION_LIMIT,
             names::NETWORK_WASM,
         ],
     ),

@@ -38,6 +38,11 @@ pub(super) fn ok(yaml: &str) -> Snapshot {
     run(yaml, None, &HashMap::new()).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
+/// `yaml` translated as the generation after `previous`.
+pub(super) fn ok_after(yaml: &str, previous: &Snapshot) -> Snapshot {
+    run(yaml, Some(previous), &HashMap::new()).unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
 pub(super) fn errors(yaml: &str) -> Vec<TranslateError> {
     let errors = run(yaml, None, &HashMap::new()).unwrap_err();
     assert_eq!(errors, validate(&bootstrap(yaml)), "validate agrees");
