@@ -811,3 +811,70 @@ fn stats_of_a_replaced_stat_prefix_and_a_removed_cluster_go_once_drained() {
         assert!(stats["cluster.svc.upstream_rq_total"] > served, "{kind:?}");
     }
 }
+
+/// The EDS assignment of `svc`: one endpoint on 127.0.0.1:`port`, with its weight, health
+/// status and metadata as given.
+fn weighted_assignment(port: u16, weight: u32, health: &str, zone: &str) -> Value {
+    json!({"cluster_name": "svc", "endpoints": [{"lb_endpoints": [{
+        "endpoint": {"address": socket_address(port)},
+        "load_balancing_weight": weight,
+        "health_status": health,
+        "metadata": {"filter_metadata": {"test": {"zone": zone}}},
+    }]}]})
+}
+
+#[test]
+fn an_eds_update_of_weight_health_or_metadata_keeps_the_host_and_its_connection() {
+    let test = "an_eds_update_of_weight_health_or_metadata_keeps_the_host_and_its_connection";
+    for kind in kinds(test) {
+        let upstreams = EchoUpstreams::start(&["one"], None);
+        let port = upstreams.port("one");
+        let listen = free_port();
+        let dir = TempDir::new("xds-eds-weight");
+        let script = dir.file("resources.json");
+        let mut resources = mesh(listen, port);
+        resources["resources"][ENDPOINT] = json!([weighted_assignment(port, 1, "HEALTHY", "a")]);
+        fs::write(&script, resources.to_string()).unwrap();
+        let xds = XdsServer::start(&script);
+        let node = "eds-weight";
+        let proxy = start(kind, node, &xds, "DELTA_GRPC");
+        wait_for(SOON, "traffic", || through(listen));
+        let request = || common::http::request("GET", "/", &[("host", "x")], b"");
+        let mut client = common::http::HttpConn::open(listen);
+        let upstream_conn = |client: &mut common::http::HttpConn| {
+            let r = client.exchange("GET", &request()).unwrap();
+            assert_eq!(r.status(), 200, "{kind:?}");
+            r.echo()["conn"].clone()
+        };
+        let first = upstream_conn(&mut client);
+        let opened = proxy.stats()["cluster.svc.upstream_cx_total"];
+        for (weight, health, zone) in [
+            (5, "HEALTHY", "a"),
+            (5, "UNKNOWN", "a"),
+            (7, "UNKNOWN", "b"),
+        ] {
+            let versions = xds.push(&json!({"resources": {
+                ENDPOINT: [weighted_assignment(port, weight, health, zone)]}}));
+            xds.wait_ack(node, ENDPOINT, &versions[ENDPOINT]);
+            // The update reached the hosts /clusters lists (and, by then, the shards).
+            wait_for(SOON, "the new weight in /clusters", || {
+                let clusters = http_get(proxy.admin, "/clusters").ok()?.body;
+                let line = format!("svc::127.0.0.1:{port}::weight::{weight}");
+                clusters.lines().any(|l| l == line).then_some(())
+            });
+            thread::sleep(Duration::from_millis(200));
+            for _ in 0..3 {
+                assert_eq!(
+                    upstream_conn(&mut client),
+                    first,
+                    "{kind:?}: after weight {weight}, {health}, zone {zone}: the same upstream connection"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.stats()["cluster.svc.upstream_cx_total"],
+            opened,
+            "{kind:?}: no upstream connection opened"
+        );
+    }
+}
