@@ -4,7 +4,8 @@
 //! same requests the same way (ECDS filter configs too); control-plane restarts and a thousand
 //! rapid updates under load lose no request; a listener that cannot bind is NACKed, a changed
 //! one drains its old connections, a host removed over EDS has its idle upstream connections
-//! closed; readiness waits for the initial fetch, listeners for the clusters an SDS stream
+//! closed while one whose weight, health or metadata changes keeps its connection, the stats of
+//! a renamed stat_prefix or removed cluster go once drained; readiness waits for the initial fetch, listeners for the clusters an SDS stream
 //! warms; the real Istio dumps are reported feature by feature.
 
 mod common;
