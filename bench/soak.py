@@ -34,8 +34,9 @@ and listener update; everything else is a failure.
 Failures counted: HTTP errors on a new connection, a failed retry, a status other than 200 or
 a body other than the upstream's, TCP connects refused, echoes that differ or are cut, more
 retries than listener updates × clients, xDS NACKs, a proxy that exits, a control plane the
-proxies did not resync with within 60 s. RSS (VmRSS of the proxy), its open file descriptors
-and the machine's load average are sampled every --sample-interval (10 s). RSS is flat when
+proxies did not resync with within 60 s. RSS (VmRSS of the proxy), its open file descriptors,
+the lines its /stats lists, the upstream connections it opened (`upstream_cx_total` of `web`
+and `echo`) and the machine's load average are sampled every --sample-interval (10 s). RSS is flat when
 the largest sample of the last window is at most 10 % or 4 MB (whichever is more) above the
 largest of the first window, open fds when at most 10 % or 64 above; a window is --rss-window
 (600 s) long, at most a third of the run after --warmup (60 s, at most a quarter of the run).
@@ -56,6 +57,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -321,6 +323,10 @@ class Proxy:
             json.dump(boot, f)
         self.rss: list[tuple[float, int]] = []
         self.fds: list[tuple[float, int]] = []
+        # Per sample: lines /stats lists, and upstream connections opened (upstream_cx_total
+        # of `web` and `echo`, clusters that live the whole run).
+        self.stat_lines: list[int] = []
+        self.upstream_cx: list[int] = []
         self.counters = {kind: Counter() for kind in KINDS}
         self.exit: int | None = None
 
@@ -345,6 +351,18 @@ class Proxy:
             return
         self.rss.append((t, procstat.rss_bytes(self.p.pid)))
         self.fds.append((t, len(os.listdir(f"/proc/{self.p.pid}/fd"))))
+        try:
+            text = xds_scale.http(self.admin, "GET", "/stats", timeout=5.0)[1].decode()
+        except OSError:
+            text = ""
+        self.stat_lines.append(len(STAT_LINE.findall(text)))
+        self.upstream_cx.append(sum(int(n) for n in UPSTREAM_CX.findall(text)))
+
+
+# A /stats line (a chunk-size line of a chunked answer has no colon), and the upstream
+# connections opened to the clusters that live the whole run.
+STAT_LINE = re.compile(r"^[\w.:\-]+: .*$", re.M)
+UPSTREAM_CX = re.compile(r"^cluster\.(?:web|echo)\.upstream_cx_total: (\d+)$", re.M)
 
 
 def echo_once(port: int) -> bool:
@@ -524,6 +542,8 @@ def run(args, proxies: list, tmp: str, nginx: str) -> dict:
             r["rss_samples"] = [[round(t), b] for t, b in p.rss]
             r["fds"] = flatness(p.fds, args.duration, args.warmup, args.rss_window, FD_SLACK)
             r["fd_samples"] = [[round(t), n] for t, n in p.fds]
+            r["stat_lines"] = p.stat_lines
+            r["upstream_cx"] = p.upstream_cx
             r["exit"] = p.exit if p.exit is not None else p.p.poll()
             r["acked"] = {t.rsplit(".", 1)[-1]: len(v.get("acked", []))
                           for t, v in after.get(p.node, {}).items()}
@@ -640,7 +660,11 @@ def render(res: dict) -> str:
         lines += ["", f"{name} RSS MB (every {every * a['sample_interval']:.0f} s): " +
                   " ".join(mb(b) for _, b in samples[::every]),
                   "", f"{name} open fds (same times): " +
-                  " ".join(str(n) for _, n in r["fd_samples"][::every])]
+                  " ".join(str(n) for _, n in r["fd_samples"][::every]),
+                  "", f"{name} /stats lines (same times): " +
+                  " ".join(str(n) for n in r.get("stat_lines", [])[::every]),
+                  "", f"{name} upstream connections opened, `web` and `echo` (same times): " +
+                  " ".join(str(n) for n in r.get("upstream_cx", [])[::every])]
     if res.get("nack_detail"):
         lines += ["", f"NACKs: `{json.dumps(res['nack_detail'])}`"]
     if a.get("note"):

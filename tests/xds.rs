@@ -4,7 +4,8 @@
 //! same requests the same way (ECDS filter configs too); control-plane restarts and a thousand
 //! rapid updates under load lose no request; a listener that cannot bind is NACKed, a changed
 //! one drains its old connections, a host removed over EDS has its idle upstream connections
-//! closed; readiness waits for the initial fetch, listeners for the clusters an SDS stream
+//! closed while one whose weight, health or metadata changes keeps its connection, the stats of
+//! a renamed stat_prefix or removed cluster go once drained; readiness waits for the initial fetch, listeners for the clusters an SDS stream
 //! warms; the real Istio dumps are reported feature by feature.
 
 mod common;
@@ -726,5 +727,155 @@ fn a_host_removed_over_eds_has_its_idle_upstream_connections_closed() {
         wait_for(SOON, "traffic to `two`", || {
             through(listen).filter(|(upstream, _)| upstream == "two")
         });
+    }
+}
+
+/// Listener `main` on `port` (routes from RDS `routes`) counting its listener and HTTP stats
+/// under `prefix` (`listener.<prefix>.*`, `http.<prefix>.*`).
+fn prefixed_listener(port: u16, prefix: &str) -> Value {
+    let mut listener = rds_listener("main", port, "routes");
+    listener["stat_prefix"] = json!(prefix);
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = json!(prefix);
+    listener
+}
+
+#[test]
+fn stats_of_a_replaced_stat_prefix_and_a_removed_cluster_go_once_drained() {
+    let test = "stats_of_a_replaced_stat_prefix_and_a_removed_cluster_go_once_drained";
+    for kind in kinds(test) {
+        let upstreams = EchoUpstreams::start(&["one"], None);
+        let listen = free_port();
+        let dir = TempDir::new("xds-stats-gone");
+        let script = dir.file("resources.json");
+        let mut resources = mesh(listen, upstreams.port("one"));
+        resources["resources"][LISTENER] = json!([prefixed_listener(listen, "first")]);
+        resources["resources"][CLUSTER] = json!([eds_cluster("svc"), eds_cluster("spare")]);
+        let mut spare = assignment(upstreams.port("one"));
+        spare["cluster_name"] = json!("spare");
+        resources["resources"][ENDPOINT] = json!([assignment(upstreams.port("one")), spare]);
+        fs::write(&script, resources.to_string()).unwrap();
+        let xds = XdsServer::start(&script);
+        let bootstrap = ads_bootstrap(0, "stats-gone", xds.ads_port, "DELTA_GRPC");
+        let flags = ["--drain-time-s", "1"];
+        let proxy = HttpProxy::start_with_flags(kind, "stats-gone", &bootstrap, &flags);
+        wait_for(SOON, "traffic", || through(listen));
+        let request = || common::http::request("GET", "/", &[("host", "x")], b"");
+        // A keep-alive connection of the first version: its stats live while it drains.
+        let mut old = common::http::HttpConn::open(listen);
+        assert_eq!(old.exchange("GET", &request()).unwrap().status(), 200);
+        let stats = proxy.stats();
+        let named = |stats: &std::collections::BTreeMap<String, i64>, prefixes: &[&str]| {
+            let of = |name: &&String| prefixes.iter().any(|p| name.starts_with(p));
+            stats.keys().filter(of).cloned().collect::<Vec<_>>()
+        };
+        for prefix in ["listener.first.", "http.first.", "cluster.spare."] {
+            assert!(
+                !named(&stats, &[prefix]).is_empty(),
+                "{kind:?}: {prefix}* listed"
+            );
+        }
+        let served = stats["cluster.svc.upstream_rq_total"];
+
+        // The listener with another stat prefix, and `spare` removed.
+        xds.push(&json!({
+            "resources": {LISTENER: [prefixed_listener(listen, "second")]},
+            "remove": {CLUSTER: ["spare"]},
+        }));
+        wait_for(SOON, "traffic under the new prefix", || {
+            through(listen)?;
+            (proxy.stats().get("http.second.downstream_rq_total") >= Some(&1)).then_some(())
+        });
+        // Drained (the old connection is closed at the end of the drain time at the latest):
+        // nothing refers to the old prefix or the removed cluster any more.
+        // Envoy's RDS subscription stats (`http.<prefix>.rds.<table>.*`, which shardproxy does
+        // not make) belong to the subscription, which every HCM of the table shares and which
+        // the first HCM named: they stay while `routes` is in use.
+        let mut left = Vec::new();
+        let gone = common::poll_for(SOON, || {
+            left = named(
+                &proxy.stats(),
+                &["listener.first.", "http.first.", "cluster.spare."],
+            );
+            left.retain(|name| !name.starts_with("http.first.rds.routes."));
+            left.is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "{kind:?}: still listed after the drain: {left:?}"
+        );
+        let stats = proxy.stats();
+        assert!(
+            stats["listener.second.downstream_cx_total"] >= 1,
+            "{kind:?}"
+        );
+        // The cluster that stays keeps counting from where it was.
+        assert!(stats["cluster.svc.upstream_rq_total"] > served, "{kind:?}");
+    }
+}
+
+/// The EDS assignment of `svc`: one endpoint on 127.0.0.1:`port`, with its weight, health
+/// status and metadata as given.
+fn weighted_assignment(port: u16, weight: u32, health: &str, zone: &str) -> Value {
+    json!({"cluster_name": "svc", "endpoints": [{"lb_endpoints": [{
+        "endpoint": {"address": socket_address(port)},
+        "load_balancing_weight": weight,
+        "health_status": health,
+        "metadata": {"filter_metadata": {"test": {"zone": zone}}},
+    }]}]})
+}
+
+#[test]
+fn an_eds_update_of_weight_health_or_metadata_keeps_the_host_and_its_connection() {
+    let test = "an_eds_update_of_weight_health_or_metadata_keeps_the_host_and_its_connection";
+    for kind in kinds(test) {
+        let upstreams = EchoUpstreams::start(&["one"], None);
+        let port = upstreams.port("one");
+        let listen = free_port();
+        let dir = TempDir::new("xds-eds-weight");
+        let script = dir.file("resources.json");
+        let mut resources = mesh(listen, port);
+        resources["resources"][ENDPOINT] = json!([weighted_assignment(port, 1, "HEALTHY", "a")]);
+        fs::write(&script, resources.to_string()).unwrap();
+        let xds = XdsServer::start(&script);
+        let node = "eds-weight";
+        let proxy = start(kind, node, &xds, "DELTA_GRPC");
+        wait_for(SOON, "traffic", || through(listen));
+        let request = || common::http::request("GET", "/", &[("host", "x")], b"");
+        let mut client = common::http::HttpConn::open(listen);
+        let upstream_conn = |client: &mut common::http::HttpConn| {
+            let r = client.exchange("GET", &request()).unwrap();
+            assert_eq!(r.status(), 200, "{kind:?}");
+            r.echo()["conn"].clone()
+        };
+        let first = upstream_conn(&mut client);
+        let opened = proxy.stats()["cluster.svc.upstream_cx_total"];
+        for (weight, health, zone) in [
+            (5, "HEALTHY", "a"),
+            (5, "UNKNOWN", "a"),
+            (7, "UNKNOWN", "b"),
+        ] {
+            let versions = xds.push(&json!({"resources": {
+                ENDPOINT: [weighted_assignment(port, weight, health, zone)]}}));
+            xds.wait_ack(node, ENDPOINT, &versions[ENDPOINT]);
+            // The update reached the hosts /clusters lists (and, by then, the shards).
+            wait_for(SOON, "the new weight in /clusters", || {
+                let clusters = http_get(proxy.admin, "/clusters").ok()?.body;
+                let line = format!("svc::127.0.0.1:{port}::weight::{weight}");
+                clusters.lines().any(|l| l == line).then_some(())
+            });
+            thread::sleep(Duration::from_millis(200));
+            for _ in 0..3 {
+                assert_eq!(
+                    upstream_conn(&mut client),
+                    first,
+                    "{kind:?}: after weight {weight}, {health}, zone {zone}: the same upstream connection"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.stats()["cluster.svc.upstream_cx_total"],
+            opened,
+            "{kind:?}: no upstream connection opened"
+        );
     }
 }

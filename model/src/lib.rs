@@ -610,6 +610,20 @@ impl Endpoint {
             hash_key: None,
         }
     }
+
+    /// Whether `later`, from a later assignment, is the same upstream host: the same address
+    /// (for an internal endpoint, the same listener and endpoint id) and health-check target.
+    /// Envoy keeps such a host, and its connections, updating weight, health and metadata.
+    pub fn same_host(&self, later: &Endpoint) -> bool {
+        let internal = |e: &Endpoint| {
+            e.internal
+                .as_ref()
+                .map(|i| (i.listener.clone(), i.endpoint_id.clone()))
+        };
+        self.address == later.address
+            && internal(self) == internal(later)
+            && self.check == later.check
+    }
 }
 
 /// An `envoy_internal_address` endpoint: an in-process connection to the internal listener

@@ -25,12 +25,22 @@ use super::{
     pool::{Breakers, HostPool},
 };
 
-/// An upstream host with this shard's count of its active connections (or requests) and its
-/// idle HTTP connections.
+/// An upstream host: its endpoint as the cluster's assignment lists it now, and what this
+/// shard keeps of it across assignments.
 pub struct Host {
     pub endpoint: Endpoint,
+    state: Rc<HostState>,
+}
+
+/// What a host keeps while its address stays in the cluster, through EDS updates that change
+/// only its weight, health or metadata (as Envoy updates a host in place): its connections and
+/// what has been counted of it.
+#[derive(Default)]
+struct HostState {
+    /// This shard's count of its active connections (or requests).
     active: Cell<u32>,
-    pub pool: HostPool,
+    /// Its idle HTTP connections.
+    pool: HostPool,
     /// This shard's outlier-detection counts of the host, made on the first report (only
     /// clusters with outlier detection report).
     outlier: OnceCell<Box<HostOutlier>>,
@@ -40,10 +50,23 @@ impl Host {
     pub fn new(endpoint: Endpoint) -> Self {
         Self {
             endpoint,
-            active: Cell::new(0),
-            pool: HostPool::default(),
-            outlier: OnceCell::new(),
+            state: Rc::default(),
         }
+    }
+
+    /// The host `endpoint` of a new assignment is: this one when nothing changed, this one's
+    /// state with the new endpoint when it is the same host (see [`Endpoint::same_host`]),
+    /// else none.
+    fn successor(self: &Rc<Self>, endpoint: &Endpoint) -> Option<Rc<Host>> {
+        if self.endpoint == *endpoint {
+            return Some(self.clone());
+        }
+        self.endpoint.same_host(endpoint).then(|| {
+            Rc::new(Host {
+                endpoint: endpoint.clone(),
+                state: self.state.clone(),
+            })
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -51,7 +74,12 @@ impl Host {
     }
 
     pub fn active(&self) -> u32 {
-        self.active.get()
+        self.state.active.get()
+    }
+
+    /// Its idle HTTP connections.
+    pub fn pool(&self) -> &HostPool {
+        &self.state.pool
     }
 }
 
@@ -60,7 +88,8 @@ pub struct ActiveHost(Rc<Host>);
 
 impl ActiveHost {
     pub fn new(host: Rc<Host>) -> Self {
-        host.active.set(host.active.get() + 1);
+        let active = &host.state.active;
+        active.set(active.get() + 1);
         Self(host)
     }
 
@@ -75,7 +104,8 @@ impl ActiveHost {
 
 impl Drop for ActiveHost {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
+        let active = &self.0.state.active;
+        active.set(active.get() - 1);
     }
 }
 
@@ -104,14 +134,13 @@ impl ShardCluster {
             shards,
             ref events,
         } = *place;
-        // Hosts that stay keep their active counts (connections still hold them).
+        // Hosts that stay keep their connections and counts.
         let hosts: Box<[Rc<Host>]> = config
             .endpoints
             .iter()
             .map(|endpoint| {
                 previous
-                    .and_then(|p| p.hosts.iter().find(|h| h.endpoint == *endpoint))
-                    .cloned()
+                    .and_then(|p| p.hosts.iter().find_map(|h| h.successor(endpoint)))
                     .unwrap_or_else(|| Rc::new(Host::new(endpoint.clone())))
             })
             .collect();
@@ -138,8 +167,8 @@ impl ShardCluster {
         self.hosts
             .iter()
             .chain(destinations.values().map(|(host, _)| host))
-            .filter(|old| !kept.iter().any(|new| Rc::ptr_eq(new, old)))
-            .for_each(|gone| gone.pool.retire());
+            .filter(|old| !kept.iter().any(|new| Rc::ptr_eq(&new.state, &old.state)))
+            .for_each(|gone| gone.pool().retire());
     }
 
     /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
@@ -154,7 +183,7 @@ impl ShardCluster {
         let (Some(config), Some(events)) = (&self.config.outlier_detection, &self.events) else {
             return;
         };
-        let outlier = host.outlier.get_or_init(Box::default);
+        let outlier = host.state.outlier.get_or_init(Box::default);
         for kind in outlier.record(outcome, config).into_iter().flatten() {
             let _ = events.send(ShardEvent::OutlierTrip {
                 cluster: self.config.name.clone(),
@@ -168,7 +197,7 @@ impl ShardCluster {
     fn take_counts(&self) -> Vec<(SocketAddr, HostCounts)> {
         self.hosts
             .iter()
-            .filter_map(|h| Some((h.address(), h.outlier.get()?.take_counts())))
+            .filter_map(|h| Some((h.address(), h.state.outlier.get()?.take_counts())))
             .filter(|(_, counts)| counts.total + counts.local_total > 0)
             .collect()
     }
@@ -456,5 +485,41 @@ mod tests {
             !Rc::ptr_eq(&b1, &manager.get("b").unwrap()),
             "b changed in 2"
         );
+    }
+
+    #[test]
+    fn a_host_whose_weight_or_health_changes_keeps_its_state_one_whose_address_changes_does_not() {
+        let mut manager = ClusterManager::default();
+        let gen1 = first();
+        manager.apply(&gen1);
+        let host = |manager: &ClusterManager| manager.get("a").unwrap().hosts[0].clone();
+        let before = host(&manager);
+        let _in_use = ActiveHost::new(before.clone());
+        let with_endpoint = |previous: &Snapshot, change: &dyn Fn(&mut Endpoint)| {
+            let mut next = next_with_new(previous, "a");
+            let cluster = Arc::make_mut(next.clusters.get_mut("a").unwrap());
+            let mut endpoints = cluster.endpoints.to_vec();
+            change(&mut endpoints[0]);
+            cluster.endpoints = endpoints.into();
+            next
+        };
+        let gen2 = with_endpoint(&gen1, &|e| {
+            e.weight = 5;
+            e.eds_health = HealthFlags::DEGRADED_EDS_HEALTH;
+            e.hash_key = Some("k".into());
+        });
+        manager.apply(&gen2);
+        let kept = host(&manager);
+        assert_eq!(kept.endpoint.weight, 5);
+        assert!(Rc::ptr_eq(&kept.state, &before.state), "the same host");
+        assert_eq!(kept.active(), 1, "its connections still counted");
+        assert!(!kept.pool().retired.is_draining());
+        let gen3 = with_endpoint(&gen2, &|e| e.address.set_port(3));
+        manager.apply(&gen3);
+        assert!(
+            !Rc::ptr_eq(&host(&manager).state, &before.state),
+            "a new host"
+        );
+        assert!(before.pool().retired.is_draining(), "the old one retired");
     }
 }

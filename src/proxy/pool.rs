@@ -271,7 +271,7 @@ impl HostPool {
 /// connections are closed when they pass the idle timeout, by a sweeper task per host that
 /// runs while the pool is not empty and the host in its cluster.
 pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptions) {
-    if host.pool.retired.is_draining() {
+    if host.pool().retired.is_draining() {
         return;
     }
     if options
@@ -283,9 +283,9 @@ pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptio
     }
     let breakers = conn.lease.breakers().clone();
     conn.conn.release_idle_buffer();
-    host.pool.idle.borrow_mut().push((conn, Instant::now()));
+    host.pool().idle.borrow_mut().push((conn, Instant::now()));
     if let Some(timeout) = options.idle_timeout {
-        if !host.pool.sweeping.replace(true) {
+        if !host.pool().sweeping.replace(true) {
             rt::spawn_local(sweep(host.clone(), timeout)).detach();
         }
     }
@@ -296,19 +296,19 @@ pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptio
 /// the host empties it and wakes this).
 async fn sweep(host: Rc<Host>, timeout: Duration) {
     loop {
-        let oldest = host.pool.idle.borrow().first().map(|(_, since)| *since);
+        let oldest = host.pool().idle.borrow().first().map(|(_, since)| *since);
         let Some(oldest) = oldest else {
-            host.pool.sweeping.set(false);
+            host.pool().sweeping.set(false);
             return;
         };
         future::or(
             timer::sleep_until(oldest + timeout),
-            host.pool.retired.started(),
+            host.pool().retired.started(),
         )
         .await;
         let now = Instant::now();
         let expired: Vec<_> = {
-            let mut idle = host.pool.idle.borrow_mut();
+            let mut idle = host.pool().idle.borrow_mut();
             let n = idle
                 .iter()
                 .take_while(|(_, since)| *since + timeout <= now)
@@ -338,7 +338,7 @@ pub async fn acquire(
     deadline: Option<Instant>,
 ) -> Result<UpstreamConn, Acquire> {
     let config = &cluster.config;
-    let reuse = || host.pool.take(&config.http, as_);
+    let reuse = || host.pool().take(&config.http, as_);
     let open = async |slot| {
         let stream = open_transport(ctx, cluster, host, as_).await?;
         let lease = Lease::new(slot, config.stats.clone(), ctx.id, false);

@@ -630,8 +630,23 @@ pub struct StatsRegistry {
     pub bootstrap_reload: ConfigReloadStats,
     /// Istio's standard metrics (`istio.stats` filters), one store for the process.
     pub istio: Arc<istio::IstioMetrics>,
-    scopes: HashMap<(TypeId, String), Arc<dyn Registered>>,
+    scopes: HashMap<(TypeId, String), Entry>,
     flushed: Mutex<HistogramFlush>,
+}
+
+/// A registered scope, and whether it lasts as long as the process.
+struct Entry {
+    scope: Arc<dyn Registered>,
+    lasting: bool,
+}
+
+impl Entry {
+    /// A lasting scope always is; any other while a config or a connection holds it (an
+    /// `Arc` besides the registry's), as Envoy frees a listener's or cluster's stats scope
+    /// with the listener or cluster once it is removed and drained.
+    fn in_use(&self) -> bool {
+        self.lasting || Arc::strong_count(&self.scope) > 1
+    }
 }
 
 /// Envoy's default `stats_flush_interval`: the window of a histogram's `interval` values.
@@ -674,18 +689,36 @@ impl StatsRegistry {
         }
     }
 
-    /// The scope of type `S` named `prefix`, created on first use.
+    /// The scope of type `S` named `prefix`, created on first use. It is listed, and kept,
+    /// while something holds it: the config that uses it or a connection of that config.
     pub fn scope<S: Scope>(&mut self, prefix: String) -> Arc<S> {
+        self.entry(prefix, false)
+    }
+
+    /// The scope of type `S` named `prefix`, kept and listed for the life of the process
+    /// whether held or not (Envoy's server-scope stats: xDS, `control_plane`, `filesystem`,
+    /// `tracing.zipkin`).
+    pub fn lasting<S: Scope>(&mut self, prefix: String) -> Arc<S> {
+        self.entry(prefix, true)
+    }
+
+    fn entry<S: Scope>(&mut self, prefix: String, lasting: bool) -> Arc<S> {
         let key = (TypeId::of::<S>(), prefix);
-        if let Some(existing) = self.scopes.get(&key) {
+        if let Some(existing) = self.scopes.get_mut(&key) {
+            existing.lasting |= lasting;
             return existing
+                .scope
                 .clone()
                 .into_any()
                 .downcast::<S>()
                 .expect("keyed by type");
         }
         let scope = Arc::new(S::new(key.1.clone(), self.shards));
-        self.scopes.insert(key, scope.clone());
+        let entry = Entry {
+            scope: scope.clone(),
+            lasting,
+        };
+        self.scopes.insert(key, entry);
         scope
     }
 
@@ -704,9 +737,9 @@ impl StatsRegistry {
         self.scope(format!("http.{stat_prefix}"))
     }
 
-    /// `tracing.zipkin.*`: one scope for every Zipkin tracer, as Envoy's.
+    /// `tracing.zipkin.*`: one scope for every Zipkin tracer, lasting, as Envoy's.
     pub fn zipkin(&mut self) -> Arc<ZipkinStats> {
-        self.scope("tracing.zipkin".into())
+        self.lasting("tracing.zipkin".into())
     }
 
     /// `cluster.<name>.*`
@@ -735,9 +768,11 @@ impl StatsRegistry {
         self.scope(format!("{scope}.{side}_ssl_socket_factory"))
     }
 
-    /// Forgets scopes no config and no connection holds any more.
+    /// Frees the scopes no config and no connection holds any more (reading already skips
+    /// them). The agent calls it once every shard runs a new generation and when a listener's
+    /// drain ends.
     pub fn prune(&mut self) {
-        self.scopes.retain(|_, s| Arc::strong_count(s) > 1);
+        self.scopes.retain(|_, entry| entry.in_use());
     }
 
     /// Every counter and gauge, summed over shards, sorted by name.
@@ -753,7 +788,10 @@ impl StatsRegistry {
         visit(&self.listener_manager);
         visit(&self.cluster_manager);
         visit(&self.bootstrap_reload);
-        self.scopes.values().for_each(|s| visit(s.as_ref()));
+        self.scopes
+            .values()
+            .filter(|entry| entry.in_use())
+            .for_each(|entry| visit(entry.scope.as_ref()));
     }
 
     fn read_cumulative_histograms(&self) -> Vec<HistogramValue> {
@@ -818,7 +856,7 @@ impl StatsRegistry {
         self.scopes
             .iter()
             .filter(|((kind, _), _)| *kind == TypeId::of::<ListenerStats>())
-            .for_each(|(_, s)| s.read(&mut out));
+            .for_each(|(_, entry)| entry.scope.read(&mut out));
         out.iter()
             .filter(|s| s.name.ends_with(".downstream_cx_active"))
             .map(|s| s.value)
@@ -939,13 +977,48 @@ mod tests {
     #[test]
     fn scopes_survive_by_name_until_unreferenced() {
         let mut registry = StatsRegistry::new(1);
+        let names = |registry: &StatsRegistry, prefix: &str| {
+            registry
+                .read_all()
+                .into_iter()
+                .filter(|s| s.name.starts_with(prefix))
+                .map(|s| (s.name, s.value))
+                .collect::<Vec<_>>()
+        };
         let a = registry.cluster("x");
+        inc(&a.shard(0).upstream_rq_total);
         assert!(Arc::ptr_eq(&a, &registry.cluster("x")));
+        let held = registry.cluster("x");
         drop(a);
         registry.prune();
-        assert!(registry
-            .read_all()
+        // Still held: listed and kept, its counts too.
+        assert!(names(&registry, "cluster.x.").contains(&("cluster.x.upstream_rq_total".into(), 1)));
+        drop(held);
+        // Unheld: no longer listed, even before it is freed.
+        assert!(names(&registry, "cluster.x.").is_empty());
+        registry.prune();
+        assert!(registry.scopes.is_empty());
+        // A cluster of the same name made after starts from zero, as in Envoy.
+        let again = registry.cluster("x");
+        assert!(names(&registry, "cluster.x.").contains(&("cluster.x.upstream_rq_total".into(), 0)));
+        drop(again);
+    }
+
+    #[test]
+    fn lasting_scopes_are_listed_and_kept_unheld() {
+        let mut registry = StatsRegistry::new(1);
+        let cds: Arc<ConfigReloadStats> = registry.lasting("cluster_manager.cds".into());
+        inc(&cds.shard(0).update_attempt);
+        drop(cds);
+        registry.prune();
+        let all = registry.read_all();
+        let attempts = all
             .iter()
-            .all(|s| !s.name.starts_with("cluster.x")));
+            .find(|s| s.name == "cluster_manager.cds.update_attempt")
+            .map(|s| s.value);
+        assert_eq!(attempts, Some(1));
+        // Asked for again as a plain scope, it stays lasting.
+        let again: Arc<ConfigReloadStats> = registry.scope("cluster_manager.cds".into());
+        assert_eq!(again.sum(|c| &c.update_attempt), 1);
     }
 }

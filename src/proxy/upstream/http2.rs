@@ -100,7 +100,7 @@ impl Http2Stream {
     ) -> Result<Self, Acquire> {
         let options = &cluster.config.http;
         let max_requests = options.max_requests_per_connection;
-        let reuse = || host.pool.http2.with_room(as_, max_requests);
+        let reuse = || host.pool().http2.with_room(as_, max_requests);
         let open = async |slot| {
             let transport = pool::open_transport(ctx, cluster, host, as_).await?;
             let negotiated = transport.tls().map(|t| Negotiated::of(t.connection()));
@@ -135,7 +135,7 @@ impl Http2Stream {
                 uri_sans,
                 lease,
             });
-            host.pool.http2.conns.borrow_mut().push(conn.clone());
+            host.pool().http2.conns.borrow_mut().push(conn.clone());
             let idle = options.idle_timeout;
             let keepalive = keepalive::peer_unresponsive(connection.ping_pong(), h2.keepalive);
             let driven = drive(host.clone(), conn.clone(), connection, idle, keepalive);
@@ -428,7 +428,7 @@ async fn drive(
     let idled = async {
         loop {
             let quiet = conn.active.get() == 0;
-            let retired = host.pool.retired.is_draining();
+            let retired = host.pool().retired.is_draining();
             if quiet && retired {
                 return;
             }
@@ -453,12 +453,12 @@ async fn drive(
                     None => std::future::pending().await,
                 }
             };
-            future::or(rechecked, host.pool.retired.started()).await;
+            future::or(rechecked, host.pool().retired.started()).await;
         }
     };
     future::or(ended, future::or(idled, unresponsive)).await;
     conn.closed.set(true);
-    host.pool
+    host.pool()
         .http2
         .conns
         .borrow_mut()

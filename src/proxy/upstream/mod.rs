@@ -94,14 +94,14 @@ impl UpstreamStream {
         http2: Option<bool>,
     ) -> Result<Self, Acquire> {
         let host = host.host();
-        let http2 = match http2.or(host.pool.negotiated_http2.get()) {
+        let http2 = match http2.or(host.pool().negotiated_http2.get()) {
             Some(http2) => http2,
             None => {
                 // The shard's first connection to the host tells what its ALPN picks: kept
                 // for HTTP/1.1; for `h2` it is closed and the HTTP/2 pool opens its own.
                 let conn = pool::acquire(ctx, cluster, host, as_, deadline).await?;
                 let http2 = conn.negotiated_http2();
-                host.pool.negotiated_http2.set(Some(http2));
+                host.pool().negotiated_http2.set(Some(http2));
                 if !http2 {
                     return Ok(UpstreamStream::Http1(Http1Stream::new(conn)));
                 }

@@ -98,13 +98,3 @@ pub(super) fn record_changes(stats: &StatsRegistry, old: &Snapshot, new: &Snapsh
     }
     set(&cm.active_clusters, new.clusters.len() as i64);
 }
-
-/// Whether `new` drops a listener or cluster `old` had (their stats scopes may be pruned).
-pub(super) fn removes_any(old: &Snapshot, new: &Snapshot) -> bool {
-    old.listeners
-        .iter()
-        .any(|o| !new.listeners.iter().any(|n| n.name == o.name))
-        || changed_clusters(old, new)
-            .into_iter()
-            .any(|name| !new.clusters.contains_key(name))
-}

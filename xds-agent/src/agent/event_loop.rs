@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::{
-    changes::{changed_clusters, record_changes, removes_any, same_config},
+    changes::{changed_clusters, record_changes, same_config},
     list, load_bootstrap,
     overload::OverloadManager,
     sds::Sds,
@@ -278,7 +278,11 @@ impl Agent {
                         self.publish_started = None;
                         let failures = std::mem::take(&mut self.bind_failures);
                         self.on_generation_applied(published, &failures);
-                        self.lock().trim_if_applied();
+                        let mut state = self.lock();
+                        // No shard holds the generation before any more: free the stats
+                        // scopes only it used.
+                        state.stats.prune();
+                        state.trim_if_applied();
                     }
                 }
             }
@@ -343,7 +347,7 @@ impl Agent {
                 self.draining.remove(&key);
             }
         }
-        let state = self.lock();
+        let mut state = self.lock();
         stats::set(
             &state
                 .stats
@@ -352,6 +356,11 @@ impl Agent {
                 .total_listeners_draining,
             self.draining.len() as i64,
         );
+        // A drain that ended on a shard let go of its generation: free the stats scopes only
+        // that listener version used (`listener.<old stat_prefix>`, `http.<old stat_prefix>`).
+        if !draining {
+            state.stats.prune();
+        }
     }
 
     /// Publishes a generation to every shard and restarts DNS refreshes to match it.
@@ -360,9 +369,6 @@ impl Agent {
         {
             let mut state = self.lock();
             record_changes(&state.stats, &state.snapshot, &snapshot);
-            if removes_any(&state.snapshot, &snapshot) {
-                state.stats.prune();
-            }
             let previous = std::mem::replace(&mut state.snapshot, snapshot.clone());
             state.last_updated = SystemTime::now();
             drop(state);

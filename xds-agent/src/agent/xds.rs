@@ -53,7 +53,7 @@ impl Xds {
         let mut settings = sources.ads.clone();
         settings.node = node_identity(&settings.node);
         let client = client::spawn(settings, tx);
-        let control_plane: Arc<ControlPlaneStats> = stats.scope("control_plane".into());
+        let control_plane: Arc<ControlPlaneStats> = stats.lasting("control_plane".into());
         let mut xds = Self {
             sources,
             client,
@@ -150,7 +150,7 @@ impl Agent {
     }
 
     fn xds_stats(&self, type_url: &str) -> Arc<XdsStats> {
-        self.lock().stats.scope(stats_prefix(type_url).into())
+        self.lock().stats.lasting(stats_prefix(type_url).into())
     }
 
     fn set_connected(&mut self, value: i64) {

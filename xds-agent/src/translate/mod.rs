@@ -225,7 +225,7 @@ pub fn translate(
             local_peer: ctx.local_peer.clone(),
             stat_naming,
             internal_buffer,
-            log_stats: Some(ctx.stats.scope("filesystem".into())),
+            log_stats: Some(ctx.stats.lasting("filesystem".into())),
             connection_limit,
             overload,
         })
