@@ -69,9 +69,18 @@ impl PickCase {
             locality_weighted: false,
             shard: 0,
             panic_threshold: 50.0,
+            slow_start: None,
+            local: None,
+            zone_aware: Default::default(),
+            stats: None,
         };
         let started = Instant::now();
-        let set = HostSet::new(&hosts, |_| HealthFlags::NONE, &balancing);
+        let set = HostSet::new(
+            &hosts,
+            |_| HealthFlags::NONE,
+            |h| h.endpoint.first_published.0,
+            &balancing,
+        );
         let built_in = started.elapsed();
         let policies = HashPolicies {
             policies: vec![HashPolicy {

@@ -1,7 +1,13 @@
 //! Host health: Envoy's health flags, the active health check and outlier detection configs of
 //! a cluster, and the verdicts the agent publishes to shards (which hosts checks or outlier
 //! detection keep out of load balancing).
-use std::{collections::HashMap, net::SocketAddr, ops::Range, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::stats::{HealthCheckStats, OutlierStats};
 
@@ -96,6 +102,9 @@ pub enum CoarseHealth {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HostVerdicts {
     pub flags: HashMap<SocketAddr, HealthFlags>,
+    /// When an active health check last brought each host back to health (Envoy's last pass
+    /// while the host failed): where its slow-start window opens.
+    pub healthy_since: HashMap<SocketAddr, Instant>,
 }
 
 impl HostVerdicts {

@@ -3,6 +3,7 @@
 //! formatting, the shard↔agent channels. Built only by the agent's translator; nothing here
 //! can be invalid, and nothing here is a proto type.
 pub mod access_log;
+pub mod balancing;
 pub mod cluster_ref;
 pub mod connection_limit;
 pub mod ext_authz;
@@ -76,6 +77,8 @@ pub struct Snapshot {
     pub connection_limit: Option<Arc<connection_limit::ConnectionLimit>>,
     /// The overload manager's monitors and actions (the agent evaluates them), if configured.
     pub overload: Option<Arc<overload::OverloadConfig>>,
+    /// The local cluster and locality zone-aware routing goes by, if configured.
+    pub local_zone: Option<Arc<balancing::LocalZone>>,
 }
 
 /// What stands for the address of an internal listener or endpoint, which have none.
@@ -99,6 +102,7 @@ impl Snapshot {
             log_stats: None,
             connection_limit: None,
             overload: None,
+            local_zone: None,
         }
     }
 }
@@ -366,6 +370,10 @@ pub struct Cluster {
     /// `common_lb_config.healthy_panic_threshold` (percent, default 50): below this share of
     /// available hosts a priority balances over all of its hosts.
     pub panic_threshold: f64,
+    /// `slow_start_config` of `round_robin_lb_config` / `least_request_lb_config`.
+    pub slow_start: Option<balancing::SlowStart>,
+    /// `common_lb_config.zone_aware_lb_config` (read when the snapshot has a local zone).
+    pub zone_aware: balancing::ZoneAware,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -592,6 +600,10 @@ pub struct Endpoint {
     /// Its `envoy.lb` metadata's `hash_key`: what consistent hashing hashes for it instead of
     /// its address.
     pub hash_key: Option<Arc<str>>,
+    /// When the agent first published it (where slow start counts from).
+    pub first_published: balancing::FirstPublished,
+    /// Its locality's name (`None`: the assignment names none).
+    pub locality_name: Option<Arc<balancing::LocalityName>>,
 }
 
 impl Endpoint {
@@ -608,6 +620,8 @@ impl Endpoint {
             eds_health: health::HealthFlags::NONE,
             check: None,
             hash_key: None,
+            first_published: balancing::FirstPublished::now(),
+            locality_name: None,
         }
     }
 

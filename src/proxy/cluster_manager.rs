@@ -11,6 +11,7 @@ use std::{
 };
 
 use model::{
+    balancing::LocalZone,
     health::{HealthFlags, HostCounts, HostVerdicts, Outcome},
     publish::{EventSender, ShardEvent},
     Cluster, ClusterRef, Endpoint, Snapshot,
@@ -19,6 +20,7 @@ use model::{
 use super::{
     lb::{
         host_set::{Balancing, HostSet},
+        zone::LocalSpread,
         PickKey,
     },
     outlier::HostOutlier,
@@ -120,6 +122,8 @@ pub struct ShardCluster {
     /// Where a host's run of failures is reported (clusters with outlier detection).
     events: Option<EventSender>,
     shard: usize,
+    /// The local cluster's spread its set was built with (zone-aware routing).
+    local: RefCell<Option<Rc<LocalSpread>>>,
 }
 
 impl ShardCluster {
@@ -128,6 +132,7 @@ impl ShardCluster {
         place: &Place,
         previous: Option<&ShardCluster>,
         verdicts: Option<&HostVerdicts>,
+        local: Option<Rc<LocalSpread>>,
     ) -> Self {
         let Place {
             shard,
@@ -147,7 +152,7 @@ impl ShardCluster {
         if let Some(previous) = previous {
             previous.retire_except(&hosts);
         }
-        let set = RefCell::new(host_set(&config, &hosts, verdicts, shard));
+        let set = RefCell::new(host_set(&config, &hosts, verdicts, shard, &local));
         let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
         let events = config.outlier_detection.as_ref().and(events.clone());
         Self {
@@ -158,6 +163,7 @@ impl ShardCluster {
             destinations: RefCell::default(),
             events,
             shard,
+            local: RefCell::new(local),
         }
     }
 
@@ -173,7 +179,18 @@ impl ShardCluster {
 
     /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
     fn set_verdicts(&self, verdicts: &HostVerdicts) {
-        *self.set.borrow_mut() = host_set(&self.config, &self.hosts, Some(verdicts), self.shard);
+        let local = self.local.borrow();
+        *self.set.borrow_mut() =
+            host_set(&self.config, &self.hosts, Some(verdicts), self.shard, &local);
+    }
+
+    /// Rebuilds what picks go over when the local cluster's spread changed.
+    fn set_local(&self, local: &Option<Rc<LocalSpread>>, verdicts: Option<&HostVerdicts>) {
+        if *self.local.borrow() == *local {
+            return;
+        }
+        *self.local.borrow_mut() = local.clone();
+        *self.set.borrow_mut() = host_set(&self.config, &self.hosts, verdicts, self.shard, local);
     }
 
     /// Counts how a request or connection to `host` ended, for outlier detection; a run of
@@ -267,18 +284,47 @@ fn host_set(
     hosts: &[Rc<Host>],
     verdicts: Option<&HostVerdicts>,
     shard: usize,
+    local: &Option<Rc<LocalSpread>>,
 ) -> HostSet {
     let balancing = Balancing {
         policy: config.lb_policy,
         locality_weighted: config.locality_weighted,
         shard,
         panic_threshold: config.panic_threshold,
+        slow_start: config.slow_start,
+        local: local.clone(),
+        zone_aware: config.zone_aware,
+        stats: Some(config.stats.clone()),
     };
-    let flags = |host: &Host| {
-        let verdict = verdicts.map_or(HealthFlags::NONE, |v| v.of(&host.address()));
-        host.endpoint.eds_health.union(verdict)
+    let flags = |host: &Host| health_flags(&host.endpoint, verdicts);
+    // A host is in slow start from when it was first published or, later, from when an active
+    // check brought it back to health.
+    let since = |host: &Host| {
+        let published = host.endpoint.first_published.0;
+        verdicts
+            .and_then(|v| v.healthy_since.get(&host.address()))
+            .map_or(published, |back| published.max(*back))
     };
-    HostSet::new(hosts, flags, &balancing)
+    HostSet::new(hosts, flags, since, &balancing)
+}
+
+/// An endpoint's health: what EDS says joined with the agent's verdicts.
+fn health_flags(endpoint: &Endpoint, verdicts: Option<&HostVerdicts>) -> HealthFlags {
+    let verdict = verdicts.map_or(HealthFlags::NONE, |v| v.of(&endpoint.address));
+    endpoint.eds_health.union(verdict)
+}
+
+/// How the local cluster's `endpoints` (zone-aware routing's) spread over localities.
+fn local_spread(
+    zone: &LocalZone,
+    endpoints: &[Endpoint],
+    verdicts: Option<&HostVerdicts>,
+) -> Rc<LocalSpread> {
+    let health = |endpoint: &Endpoint| {
+        let flags = health_flags(endpoint, verdicts);
+        (!flags.contains(HealthFlags::EDS_STATUS_DRAINING)).then(|| flags.coarse())
+    };
+    Rc::new(LocalSpread::new(zone, endpoints, health))
 }
 
 /// Which shard a cluster manager runs on, and where it reports to.
@@ -300,6 +346,9 @@ pub struct ClusterManager {
     verdicts: HashMap<String, Arc<HostVerdicts>>,
     /// The generation applied last.
     generation: u64,
+    /// The snapshot's local zone (for re-reading the local cluster's spread) and the spread.
+    local_zone: Option<Arc<LocalZone>>,
+    local: Option<Rc<LocalSpread>>,
 }
 
 impl ClusterManager {
@@ -314,6 +363,14 @@ impl ClusterManager {
     /// snapshot lists what changed since the generation applied last, only those clusters are
     /// looked at.
     pub fn apply(&mut self, snapshot: &Snapshot) {
+        let local = snapshot.local_zone.as_ref().and_then(|zone| {
+            let cluster = snapshot.clusters.get(&zone.cluster)?;
+            let verdicts = self.verdicts.get(&zone.cluster).map(|v| &**v);
+            Some(local_spread(zone, &cluster.endpoints, verdicts))
+        });
+        let local_changed = local != self.local;
+        self.local = local;
+        self.local_zone = snapshot.local_zone.clone();
         match &snapshot.cluster_changes {
             Some(changes) if snapshot.generation == self.generation + 1 => {
                 for name in changes {
@@ -352,6 +409,17 @@ impl ClusterManager {
             }
         }
         self.generation = snapshot.generation;
+        if local_changed {
+            self.spread_local();
+        }
+    }
+
+    /// Every cluster rebuilt against the local cluster's current spread (those built with it
+    /// already are left alone).
+    fn spread_local(&self) {
+        for (name, cluster) in &self.clusters {
+            cluster.set_local(&self.local, self.verdicts.get(name).map(|v| &**v));
+        }
     }
 
     /// The shard's state for `config`: the previous one when its config is the same `Arc`,
@@ -364,6 +432,7 @@ impl ClusterManager {
                 &self.place,
                 previous.as_deref(),
                 self.verdicts.get(&config.name).map(|v| &**v),
+                self.local.clone(),
             )),
         }
     }
@@ -373,7 +442,28 @@ impl ClusterManager {
         if let Some(existing) = self.clusters.get(&cluster) {
             existing.set_verdicts(&verdicts);
         }
+        let of_local = self.local_zone.as_ref().is_some_and(|z| z.cluster == cluster);
         self.verdicts.insert(cluster, verdicts);
+        if of_local {
+            self.respread_local();
+        }
+    }
+
+    /// Re-reads the local cluster's spread (its hosts' health changed); clusters are rebuilt
+    /// when it moved.
+    fn respread_local(&mut self) {
+        let Some(zone) = &self.local_zone else {
+            return;
+        };
+        let Some(cluster) = self.clusters.get(&zone.cluster) else {
+            return;
+        };
+        let verdicts = self.verdicts.get(&zone.cluster).map(|v| &**v);
+        let local = Some(local_spread(zone, &cluster.config.endpoints, verdicts));
+        if local != self.local {
+            self.local = local;
+            self.spread_local();
+        }
     }
 
     /// `cluster`'s outlier-detection counts since the last collection, by host.

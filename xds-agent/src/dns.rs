@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use model::{DnsTarget, Endpoint};
+use model::{balancing::FirstPublished, DnsTarget, Endpoint};
 
 /// How long one lookup may take before the cluster keeps its previous addresses.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,6 +21,7 @@ pub async fn resolve(target: &DnsTarget) -> Arc<[Endpoint]> {
                     endpoints.push(Endpoint {
                         address,
                         hostname: Some(hostname.clone()),
+                        first_published: FirstPublished::now(),
                         ..host.template.clone()
                     });
                     if target.logical {

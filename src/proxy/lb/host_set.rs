@@ -1,15 +1,27 @@
 //! The hosts a cluster balances over: per priority, its healthy hosts (its degraded ones as a
 //! fallback, all of them in panic), and the share of requests each priority takes, computed as
 //! Envoy computes priority loads (overprovisioning factor 1.4, the panic threshold, total
-//! panic spreading by host count).
-use std::rc::Rc;
+//! panic spreading by host count), with slow start ramping the weights of hosts that just
+//! became healthy and zone-aware routing of priority 0.
+use std::{
+    collections::HashMap,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use model::{
+    balancing::{SlowStart, ZoneAware},
     health::{CoarseHealth, HealthFlags},
+    stats::ClusterStats,
     LbPolicy,
 };
 
-use super::{Balancer, PickKey};
+use super::{
+    weights,
+    zone::{LocalSpread, ZonePick, ZonePlan, Zones},
+    Balancer, PickKey,
+};
 use crate::proxy::cluster_manager::Host;
 
 /// Envoy's default overprovisioning factor, in percent.
@@ -21,6 +33,62 @@ struct Tier {
     balancer: Balancer,
     /// The tier's share of requests, as the upper end of its range in `0..100`.
     until: u32,
+    /// With slow start, where each host's window opened (healthy hosts only; none for the
+    /// others, which take their full weight as in Envoy).
+    since: Option<Box<[Instant]>>,
+    /// Priority 0's healthy hosts routed by zone.
+    zones: Option<Zones>,
+}
+
+impl Tier {
+    /// Sets each host's weight to its slow-start share at `now`; false once no host ramps
+    /// (then the plain weights are back).
+    fn ramp(&mut self, now: Instant, slow_start: &SlowStart, locality_weighted: bool) -> bool {
+        let Some(since) = &self.since else {
+            return false;
+        };
+        let mut weights = weights(&self.hosts, locality_weighted);
+        let factors: Vec<Option<f64>> = since
+            .iter()
+            .map(|s| slow_start.factor(now.saturating_duration_since(*s)))
+            .collect();
+        let ramping = factors.iter().any(Option::is_some);
+        if ramping {
+            for (weight, factor) in weights.iter_mut().zip(factors) {
+                let share = RAMP_SCALE * factor.unwrap_or(1.0);
+                if *weight > 0 {
+                    *weight = ((*weight as f64) * share).round().max(1.0) as u64;
+                }
+            }
+        }
+        self.balancer.reweigh(&weights);
+        if let Some(zones) = &mut self.zones {
+            let by_host: HashMap<*const Host, u64> = self
+                .hosts
+                .iter()
+                .map(Rc::as_ptr)
+                .zip(weights.iter().copied())
+                .collect();
+            zones.reweigh(|host| by_host[&Rc::as_ptr(host)]);
+        }
+        ramping
+    }
+}
+
+/// Weights are scaled by this while some host ramps, so a small share keeps its precision.
+const RAMP_SCALE: f64 = 1000.0;
+
+/// Slow-start weights are recomputed this many times per window (Envoy recomputes a host's
+/// weight each time its EDF scheduler picks it; steps of 1 % of the window give the same
+/// shares within a percent without a clock read per host per pick).
+const RAMP_STEPS: u32 = 100;
+
+/// A set whose hosts include some in slow start: when their weights are due again.
+struct Ramp {
+    slow_start: SlowStart,
+    locality_weighted: bool,
+    next: Instant,
+    step: Duration,
 }
 
 /// What the balancers are built with.
@@ -30,6 +98,22 @@ pub struct Balancing {
     pub shard: usize,
     /// Percent of available hosts under which a priority is in panic.
     pub panic_threshold: f64,
+    pub slow_start: Option<SlowStart>,
+    /// Zone-aware routing: the local cluster's spread over localities (none without a local
+    /// cluster), the cluster's settings and where its `lb_zone_*` stats go.
+    pub local: Option<Rc<LocalSpread>>,
+    pub zone_aware: ZoneAware,
+    pub stats: Option<Arc<ClusterStats>>,
+}
+
+impl Balancing {
+    /// Whether the policy is one of Envoy's zone-aware balancers (not consistent hashing).
+    fn zone_aware_policy(&self) -> bool {
+        matches!(
+            self.policy,
+            LbPolicy::RoundRobin | LbPolicy::LeastRequest { .. } | LbPolicy::Random
+        )
+    }
 }
 
 pub struct HostSet {
@@ -38,6 +122,8 @@ pub struct HostSet {
     tiers: Vec<Tier>,
     /// Picks go by the request's hash (RING_HASH, MAGLEV).
     hashes: bool,
+    /// Set while some host is in slow start.
+    ramp: Option<Ramp>,
 }
 
 /// One priority's hosts by health.
@@ -61,10 +147,12 @@ impl Priority {
 }
 
 impl HostSet {
-    /// The set for `hosts`, each with the health `flags` gives it.
+    /// The set for `hosts`, each with the health `flags` gives it; a healthy host's slow-start
+    /// window opens at `since`.
     pub fn new(
         hosts: &[Rc<Host>],
         flags: impl Fn(&Host) -> HealthFlags,
+        since: impl Fn(&Host) -> Instant,
         balancing: &Balancing,
     ) -> Self {
         let mut priorities: Vec<Priority> = Vec::new();
@@ -107,6 +195,13 @@ impl HostSet {
             // A consistent-hash table holds a priority's healthy hosts whichever share picked
             // it (Envoy builds one table per priority).
             let hosts = match (panics[p], degraded && !balancing.policy.hashes()) {
+                // Envoy's `fail_traffic_on_panic`: no host at all.
+                (true, _)
+                    if balancing.zone_aware.fail_traffic_on_panic
+                        && balancing.zone_aware_policy() =>
+                {
+                    &Vec::new()
+                }
                 (true, _) => &priority.all,
                 (false, true) => &priority.degraded,
                 (false, false) => &priority.healthy,
@@ -120,21 +215,79 @@ impl HostSet {
                 balancing.locality_weighted,
                 balancing.shard,
             );
+            // Only a priority's healthy hosts ramp (not a panic's or the degraded ones).
+            let opened = (balancing.slow_start.is_some() && !panics[p] && !degraded)
+                .then(|| hosts.iter().map(|h| since(h)).collect());
+            // Zone-aware routing: priority 0's healthy share only (Envoy routes no other
+            // priority by zone; its degraded share is not routed by zone here).
+            let zones = match (&balancing.local, &balancing.stats) {
+                (Some(local), Some(stats))
+                    if p == 0
+                        && !degraded
+                        && !panics[p]
+                        && balancing.zone_aware_policy()
+                        && !balancing.locality_weighted =>
+                {
+                    let plan = ZonePlan {
+                        local,
+                        config: balancing.zone_aware,
+                        panic_threshold: balancing.panic_threshold,
+                        stats,
+                        shard: balancing.shard,
+                    };
+                    Zones::plan(&priority.all, &hosts, &plan, |of| {
+                        Balancer::new(balancing.policy, of, &priority.all, false, balancing.shard)
+                    })
+                }
+                _ => None,
+            };
             tiers.push(Tier {
                 hosts,
                 balancer,
                 until,
+                since: opened,
+                zones,
             });
         }
-        Self {
+        let ramp = balancing.slow_start.map(|slow_start| Ramp {
+            slow_start,
+            locality_weighted: balancing.locality_weighted,
+            next: Instant::now(),
+            step: (slow_start.window / RAMP_STEPS).max(Duration::from_millis(1)),
+        });
+        let mut set = Self {
             tiers,
             hashes: balancing.policy.hashes(),
+            ramp,
+        };
+        set.ramp_if_due();
+        set
+    }
+
+    /// Recomputes slow-start weights when a step of the window has passed; forgets the ramp
+    /// once no host is in slow start.
+    fn ramp_if_due(&mut self) {
+        let Some(ramp) = &mut self.ramp else {
+            return;
+        };
+        let now = Instant::now();
+        if now < ramp.next {
+            return;
+        }
+        let mut ramping = false;
+        for tier in &mut self.tiers {
+            ramping |= tier.ramp(now, &ramp.slow_start, ramp.locality_weighted);
+        }
+        ramp.next = now + ramp.step;
+        if !ramping {
+            self.ramp = None;
         }
     }
 
     /// The next host: a tier by the priority loads, then a host by its balancer. Consistent
     /// hashing spends the request's hash (a random one without) on both, as Envoy does.
     pub fn pick(&mut self, key: PickKey) -> Option<Rc<Host>> {
+        self.ramp_if_due();
         let hash = match self.hashes {
             true => key.hash.unwrap_or_else(|| fastrand::u64(..)),
             false => 0,
@@ -151,6 +304,16 @@ impl HostSet {
                 &mut tiers[at]
             }
         };
+        if let Some(zones) = &mut tier.zones {
+            match zones.pick() {
+                ZonePick::Locality(hosts, balancer) => {
+                    let index = balancer.pick(hosts, hash, key.attempt)?;
+                    return Some(hosts[index].clone());
+                }
+                ZonePick::Fail => return None,
+                ZonePick::Whole => {}
+            }
+        }
         let index = tier.balancer.pick(&tier.hosts, hash, key.attempt)?;
         Some(tier.hosts[index].clone())
     }
@@ -239,7 +402,15 @@ mod tests {
             locality_weighted: false,
             shard: 0,
             panic_threshold: 50.0,
+            slow_start: None,
+            local: None,
+            zone_aware: ZoneAware::default(),
+            stats: None,
         }
+    }
+
+    fn added(host: &Host) -> Instant {
+        host.endpoint.first_published.0
     }
 
     /// How often each port is picked in 10,000 picks.
@@ -263,7 +434,7 @@ mod tests {
     #[test]
     fn unhealthy_hosts_are_skipped_above_the_panic_threshold() {
         let all = hosts(&[0, 0, 0, 0]);
-        let mut set = HostSet::new(&all, failing(&[1001]), &balancing());
+        let mut set = HostSet::new(&all, failing(&[1001]), added, &balancing());
         let counts = spread(&mut set);
         assert!(!counts.contains_key(&1001), "{counts:?}");
         assert_eq!(counts.len(), 3);
@@ -272,7 +443,7 @@ mod tests {
     #[test]
     fn below_the_panic_threshold_every_host_takes_traffic() {
         let all = hosts(&[0, 0, 0, 0]);
-        let mut set = HostSet::new(&all, failing(&[1000, 1001, 1002]), &balancing());
+        let mut set = HostSet::new(&all, failing(&[1000, 1001, 1002]), added, &balancing());
         assert_eq!(spread(&mut set).len(), 4);
     }
 
@@ -280,13 +451,13 @@ mod tests {
     fn a_priority_spills_over_by_its_overprovisioned_health() {
         // Priority 0: 2 of 4 healthy -> 1.4 × 50 = 70 % there, 30 % to priority 1.
         let all = hosts(&[0, 0, 0, 0, 1, 1]);
-        let mut set = HostSet::new(&all, failing(&[1000, 1001]), &balancing());
+        let mut set = HostSet::new(&all, failing(&[1000, 1001]), added, &balancing());
         let counts = spread(&mut set);
         let p0 = counts.get(&1002).unwrap_or(&0) + counts.get(&1003).unwrap_or(&0);
         assert!((6_500..7_500).contains(&p0), "{counts:?}");
         assert!(!counts.contains_key(&1000) && !counts.contains_key(&1001));
         // All healthy: priority 1 takes nothing.
-        let mut set = HostSet::new(&all, |_| HealthFlags::NONE, &balancing());
+        let mut set = HostSet::new(&all, |_| HealthFlags::NONE, added, &balancing());
         let counts = spread(&mut set);
         assert!(
             !counts.contains_key(&1004) && !counts.contains_key(&1005),
@@ -301,14 +472,14 @@ mod tests {
             1000 => HealthFlags::DEGRADED_EDS_HEALTH,
             _ => HealthFlags::NONE,
         };
-        let mut set = HostSet::new(&all, flags, &balancing());
+        let mut set = HostSet::new(&all, flags, added, &balancing());
         // 3 of 4 healthy: 1.4 × 75 ≥ 100, so the degraded host takes nothing.
         assert!(!spread(&mut set).contains_key(&1000));
         let flags = |h: &Host| match h.address().port() {
             1000 | 1001 => HealthFlags::DEGRADED_EDS_HEALTH,
             _ => HealthFlags::FAILED_EDS_HEALTH,
         };
-        let mut set = HostSet::new(&all, flags, &balancing());
+        let mut set = HostSet::new(&all, flags, added, &balancing());
         let counts = spread(&mut set);
         assert_eq!(counts.len(), 2, "{counts:?}");
     }
@@ -316,7 +487,7 @@ mod tests {
     #[test]
     fn total_panic_spreads_by_host_count() {
         let all = hosts(&[0, 1, 1, 1]);
-        let mut set = HostSet::new(&all, |_| HealthFlags::FAILED_EDS_HEALTH, &balancing());
+        let mut set = HostSet::new(&all, |_| HealthFlags::FAILED_EDS_HEALTH, added, &balancing());
         let counts = spread(&mut set);
         assert_eq!(counts.len(), 4, "{counts:?}");
         assert!((2_000..3_000).contains(&counts[&1000]), "{counts:?}");

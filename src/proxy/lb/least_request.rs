@@ -18,6 +18,11 @@ impl LeastRequest {
         }
     }
 
+    /// A new weighted draw (slow start's weights).
+    pub fn reweigh(&mut self, draw: WeightedRandom) {
+        self.draw = draw;
+    }
+
     pub fn pick(&self, hosts: &[Rc<Host>]) -> usize {
         let mut best = self.draw.pick();
         for _ in 1..self.choice_count {

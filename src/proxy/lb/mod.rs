@@ -7,6 +7,7 @@ mod maglev;
 mod random;
 mod ring_hash;
 mod round_robin;
+pub mod zone;
 
 pub use hash::{xx64, xx64_chain};
 
@@ -65,6 +66,17 @@ impl Balancer {
         }
     }
 
+    /// New weights for the same hosts (slow start); consistent-hash tables keep theirs (slow
+    /// start does not apply to them).
+    pub fn reweigh(&mut self, weights: &[u64]) {
+        match self {
+            Self::RoundRobin(rr) => rr.reweigh(weights),
+            Self::Random(random) => *random = WeightedRandom::new(weights),
+            Self::LeastRequest(lr) => lr.reweigh(WeightedRandom::new(weights)),
+            Self::Hash(_) => {}
+        }
+    }
+
     /// The next host's index; a consistent-hash balancer's for `hash`.
     pub fn pick(&mut self, hosts: &[Rc<Host>], hash: u64, attempt: u32) -> Option<usize> {
         if hosts.is_empty() {
@@ -84,21 +96,24 @@ impl Balancer {
 /// weights, as Envoy's pick of a locality and then a host within it gives on average. A
 /// locality without a weight takes nothing, unless none has one: then, as in Envoy, the hosts
 /// are balanced as if localities were not weighted.
-fn weights(hosts: &[Rc<Host>], locality_weighted: bool) -> Vec<u32> {
-    let own: Vec<u32> = hosts.iter().map(|h| h.endpoint.weight.max(1)).collect();
+pub fn weights(hosts: &[Rc<Host>], locality_weighted: bool) -> Vec<u64> {
+    let own: Vec<u64> = hosts
+        .iter()
+        .map(|h| u64::from(h.endpoint.weight.max(1)))
+        .collect();
     if !locality_weighted || hosts.iter().all(|h| h.endpoint.locality.weight == 0) {
         return own;
     }
     let mut totals: HashMap<u32, u64> = HashMap::new();
     for (host, weight) in hosts.iter().zip(&own) {
-        *totals.entry(host.endpoint.locality.index).or_default() += u64::from(*weight);
+        *totals.entry(host.endpoint.locality.index).or_default() += *weight;
     }
     let shares: Vec<f64> = hosts
         .iter()
         .zip(&own)
         .map(|(h, w)| {
             let locality = h.endpoint.locality;
-            f64::from(locality.weight) * f64::from(*w) / totals[&locality.index] as f64
+            f64::from(locality.weight) * *w as f64 / totals[&locality.index] as f64
         })
         .collect();
     let largest = shares.iter().copied().fold(0.0, f64::max);
@@ -106,7 +121,7 @@ fn weights(hosts: &[Rc<Host>], locality_weighted: bool) -> Vec<u32> {
         .iter()
         .map(|share| match share {
             0.0 => 0,
-            share => ((share / largest) * LOCALITY_SCALE).round().max(1.0) as u32,
+            share => ((share / largest) * LOCALITY_SCALE).round().max(1.0) as u64,
         })
         .collect()
 }
@@ -115,7 +130,7 @@ fn weights(hosts: &[Rc<Host>], locality_weighted: bool) -> Vec<u32> {
 /// it (shares kept to one part in a million).
 const LOCALITY_SCALE: f64 = 1_000_000.0;
 
-fn all_equal(weights: &[u32]) -> bool {
+fn all_equal(weights: &[u64]) -> bool {
     weights.windows(2).all(|w| w[0] == w[1])
 }
 
@@ -147,8 +162,8 @@ mod tests {
             host(4, 1, (2, 0)),
         ];
         let shares = weights(&hosts, true);
-        let total: u32 = shares.iter().sum();
-        let share = |i: usize| f64::from(shares[i]) / f64::from(total);
+        let total: u64 = shares.iter().sum();
+        let share = |i: usize| shares[i] as f64 / total as f64;
         assert!((share(0) - 0.25).abs() < 1e-6, "{shares:?}");
         assert!((share(1) - 0.5).abs() < 1e-6, "{shares:?}");
         assert!((share(2) - 0.25).abs() < 1e-6, "{shares:?}");

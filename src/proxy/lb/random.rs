@@ -6,14 +6,14 @@ pub struct WeightedRandom {
 }
 
 impl WeightedRandom {
-    pub fn new(weights: &[u32]) -> Self {
+    pub fn new(weights: &[u64]) -> Self {
         let cumulative = if super::all_equal(weights) {
             Vec::new()
         } else {
             weights
                 .iter()
                 .scan(0u64, |sum, w| {
-                    *sum += *w as u64;
+                    *sum += *w;
                     Some(*sum)
                 })
                 .collect()

@@ -9,20 +9,29 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    pub fn new(weights: &[u32], shard: usize) -> Self {
+    pub fn new(weights: &[u64], shard: usize) -> Self {
         let len = weights.len();
-        let weighted = if super::all_equal(weights) {
-            Vec::new()
-        } else {
-            weights.iter().map(|w| (*w as i64, 0)).collect()
-        };
-        let total = weights.iter().map(|w| *w as i64).sum();
-        Self {
+        let mut rr = Self {
             next: if len == 0 { 0 } else { shard % len },
-            weighted,
-            total,
+            weighted: Vec::new(),
+            total: 0,
             len,
+        };
+        rr.reweigh(weights);
+        rr
+    }
+
+    /// New weights for the same hosts; each keeps its credit, so the rotation carries on.
+    pub fn reweigh(&mut self, weights: &[u64]) {
+        if super::all_equal(weights) {
+            self.weighted.clear();
+        } else {
+            self.weighted.resize(weights.len(), (0, 0));
+            for ((weight, _), new) in self.weighted.iter_mut().zip(weights) {
+                *weight = *new as i64;
+            }
         }
+        self.total = weights.iter().map(|w| *w as i64).sum();
     }
 
     pub fn pick(&mut self) -> usize {
@@ -47,7 +56,7 @@ impl RoundRobin {
 mod tests {
     use super::*;
 
-    fn counts(weights: &[u32], picks: usize) -> Vec<usize> {
+    fn counts(weights: &[u64], picks: usize) -> Vec<usize> {
         let mut rr = RoundRobin::new(weights, 0);
         let mut counts = vec![0; weights.len()];
         (0..picks).for_each(|_| counts[rr.pick()] += 1);
@@ -65,5 +74,16 @@ mod tests {
         assert_eq!(counts(&[5, 1, 1], 70), vec![50, 10, 10]);
         let mut rr = RoundRobin::new(&[2, 1], 0);
         assert_eq!([rr.pick(), rr.pick(), rr.pick()], [0, 1, 0]);
+    }
+
+    #[test]
+    fn new_weights_take_effect_without_restarting() {
+        let mut rr = RoundRobin::new(&[1, 1], 0);
+        rr.reweigh(&[3, 1]);
+        let mut counts = [0; 2];
+        (0..40).for_each(|_| counts[rr.pick()] += 1);
+        assert_eq!(counts, [30, 10]);
+        rr.reweigh(&[1, 1]);
+        assert_ne!(rr.pick(), rr.pick());
     }
 }

@@ -53,6 +53,8 @@ pub fn state() -> AgentState {
         health_check: None,
         outlier_detection: None,
         panic_threshold: 50.0,
+        slow_start: None,
+        zone_aware: Default::default(),
         stats: stats.cluster(name),
     };
     let backend = cluster(

@@ -132,6 +132,7 @@ impl DynamicConfig {
                 }
                 let proto: ClusterLoadAssignment = decode(resource)?;
                 named(&resource.name, &proto.cluster_name)?;
+                local_priority_only(&proto, statics)?;
                 let model = resources::assignment(&proto)?;
                 self.waiting
                     .remove(&(ASSIGNMENT, proto.cluster_name.clone()));
@@ -301,4 +302,31 @@ pub(crate) fn join(errors: &[TranslateError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Refuses an assignment of the local cluster (zone-aware routing's) with a priority above 0,
+/// as Envoy does.
+fn local_priority_only(
+    proto: &ClusterLoadAssignment,
+    statics: &Snapshot,
+) -> Result<(), Vec<TranslateError>> {
+    let Some(local) = &statics.local_zone else {
+        return Ok(());
+    };
+    let of_local = statics
+        .clusters
+        .get(&local.cluster)
+        .and_then(|c| c.eds.as_ref())
+        .is_some_and(|eds| eds.name == proto.cluster_name);
+    match proto.endpoints.iter().position(|g| g.priority > 0) {
+        Some(l) if of_local => Err(vec![TranslateError::new(
+            format!(
+                "cluster_load_assignments[{:?}].endpoints[{l}].priority",
+                proto.cluster_name
+            ),
+            None,
+            resources::local_priority_error(&local.cluster),
+        )]),
+        _ => Ok(()),
+    }
 }

@@ -128,6 +128,7 @@ impl DynamicConfig {
             log_stats: statics.log_stats.clone(),
             connection_limit: statics.connection_limit.clone(),
             overload: statics.overload.clone(),
+            local_zone: statics.local_zone.clone(),
         }
     }
 

@@ -47,6 +47,8 @@ struct Watched {
     config: Arc<Cluster>,
     /// The active check of each checked host, and what it last concluded.
     sessions: HashMap<SocketAddr, (Task, HealthFlags)>,
+    /// When a check last brought each host back to health (slow start counts from it).
+    healthy_since: HashMap<SocketAddr, Instant>,
     detector: Option<Detector>,
     interval: Option<Task>,
     verdicts: Arc<HostVerdicts>,
@@ -132,8 +134,8 @@ impl HealthMonitor {
             .filter(|e| e.internal.is_none())
             .map(|e| e.address)
             .collect();
-        let (epoch, mut sessions, detector, interval) = match previous {
-            Some(p) => (p.epoch, p.sessions, p.detector, p.interval),
+        let (epoch, mut sessions, mut healthy_since, detector, interval) = match previous {
+            Some(p) => (p.epoch, p.sessions, p.healthy_since, p.detector, p.interval),
             None => {
                 self.next_epoch += 1;
                 let detector = cluster.outlier_detection.clone().map(Detector::new);
@@ -156,7 +158,13 @@ impl HealthMonitor {
                         }
                     }))
                 });
-                (self.next_epoch, HashMap::new(), detector, interval)
+                (
+                    self.next_epoch,
+                    HashMap::new(),
+                    HashMap::new(),
+                    detector,
+                    interval,
+                )
             }
         };
         let mut detector = detector;
@@ -164,6 +172,7 @@ impl HealthMonitor {
             detector.set_hosts(&addresses);
         }
         sessions.retain(|address, _| addresses.contains(address));
+        healthy_since.retain(|address, _| addresses.contains(address));
         if let Some(check) = &cluster.health_check {
             for endpoint in cluster.endpoints.iter().filter(|e| e.internal.is_none()) {
                 let endpoint_check = endpoint.check.as_deref();
@@ -204,6 +213,7 @@ impl HealthMonitor {
             epoch,
             config: cluster,
             sessions,
+            healthy_since,
             detector,
             interval,
             verdicts: Arc::default(),
@@ -226,6 +236,11 @@ impl HealthMonitor {
                 let mut changed = false;
                 if let Some((_, flags)) = watched.sessions.get_mut(&report.address) {
                     changed |= *flags != report.flags;
+                    let back = flags.contains(HealthFlags::FAILED_ACTIVE_HC)
+                        && !report.flags.contains(HealthFlags::FAILED_ACTIVE_HC);
+                    if back {
+                        watched.healthy_since.insert(report.address, now);
+                    }
                     *flags = report.flags;
                 }
                 if report.passed && !report.flags.contains(HealthFlags::FAILED_ACTIVE_HC) {
@@ -324,7 +339,10 @@ impl HealthMonitor {
             set(&cells.healthy, healthy as i64);
             set(&cells.degraded, degraded as i64);
         }
-        let verdicts = HostVerdicts { flags };
+        let verdicts = HostVerdicts {
+            flags,
+            healthy_since: watched.healthy_since.clone(),
+        };
         let healthy = config
             .endpoints
             .iter()

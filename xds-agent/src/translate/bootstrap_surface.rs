@@ -89,7 +89,7 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.bootstrap.v3.ClusterManager",
-        supported: &[],
+        supported: &["local_cluster_name"],
         ignored: &[
             (
                 "outlier_detection",

@@ -2,6 +2,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::config::{
+    bootstrap::v3::Bootstrap,
     cluster::v3::{
         cluster::{
             common_lb_config::LocalityConfigSpecifier, ring_hash_lb_config::HashFunction,
@@ -26,6 +27,7 @@ use super::{
 };
 use crate::names;
 use model::{
+    balancing::{LocalZone, LocalityName, SlowStart, ZoneAware},
     health::{EndpointCheck, HealthFlags},
     istio::MetadataExchange,
     metadata::Metadata as ModelMetadata,
@@ -260,6 +262,8 @@ pub(super) fn cluster(
         health_check,
         outlier_detection,
         panic_threshold: panic_threshold(proto, path, errors),
+        slow_start: slow_start(proto, lb_policy, path, errors),
+        zone_aware: zone_aware(proto, path, errors),
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -282,6 +286,136 @@ fn panic_threshold(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateE
         return 50.0;
     }
     percent.value
+}
+
+/// `slow_start_config` of `round_robin_lb_config` or `least_request_lb_config`, which only
+/// their own policy reads (a window of zero, or none, turns slow start off as in Envoy).
+fn slow_start(
+    proto: &ClusterProto,
+    lb_policy: LbPolicy,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+) -> Option<SlowStart> {
+    let (config, field, applies) = match &proto.lb_config {
+        Some(LbConfig::RoundRobinLbConfig(c)) => (
+            c.slow_start_config.as_ref()?,
+            "round_robin_lb_config",
+            lb_policy == LbPolicy::RoundRobin,
+        ),
+        Some(LbConfig::LeastRequestLbConfig(c)) => (
+            c.slow_start_config.as_ref()?,
+            "least_request_lb_config",
+            matches!(lb_policy, LbPolicy::LeastRequest { .. }),
+        ),
+        _ => return None,
+    };
+    let path = format!("{path}.{field}.slow_start_config");
+    if !applies {
+        errors.push(TranslateError::new(
+            path,
+            None,
+            format!("{field} is only read by its own lb_policy, not {lb_policy:?}"),
+        ));
+        return None;
+    }
+    let window = match &config.slow_start_window {
+        Some(w) => super::duration(w, &format!("{path}.slow_start_window"), None, errors)?,
+        None => Duration::ZERO,
+    };
+    let min_weight = match &config.min_weight_percent {
+        Some(p) if !(0.0..=100.0).contains(&p.value) => {
+            errors.push(TranslateError::new(
+                format!("{path}.min_weight_percent"),
+                None,
+                format!("{} is not a percentage in [0, 100]", p.value),
+            ));
+            return None;
+        }
+        Some(p) => p.value / 100.0,
+        None => 0.1,
+    };
+    // Envoy reads `aggression` through the runtime at each pick; without a runtime its
+    // default applies.
+    let aggression = config.aggression.as_ref().map_or(1.0, |a| a.default_value);
+    (window.as_millis() > 0).then_some(SlowStart {
+        window,
+        aggression,
+        min_weight,
+    })
+}
+
+/// `cluster_manager.local_cluster_name` with the node's locality. As in Envoy, the local
+/// cluster is one of `statics` (the bootstrap's clusters) and has only priority 0.
+pub(super) fn local_zone(
+    bootstrap: &Bootstrap,
+    statics: &[ClusterProto],
+    errors: &mut Vec<TranslateError>,
+) -> Option<Arc<LocalZone>> {
+    let name = bootstrap
+        .cluster_manager
+        .as_ref()
+        .map(|c| c.local_cluster_name.as_str())
+        .filter(|n| !n.is_empty())?;
+    let Some((i, local)) = statics.iter().enumerate().find(|(_, c)| c.name == name) else {
+        errors.push(TranslateError::new(
+            "cluster_manager.local_cluster_name",
+            None,
+            format!("local cluster '{name}' must be defined"),
+        ));
+        return None;
+    };
+    let mut groups = local.load_assignment.iter().flat_map(|a| &a.endpoints);
+    if let Some(l) = groups.position(|g| g.priority > 0) {
+        errors.push(TranslateError::new(
+            format!("static_resources.clusters[{i}].load_assignment.endpoints[{l}].priority"),
+            None,
+            local_priority_error(name),
+        ));
+    }
+    let locality = bootstrap.node.as_ref().and_then(|n| n.locality.as_ref());
+    Some(Arc::new(LocalZone {
+        cluster: name.to_string(),
+        locality: locality.map_or_else(LocalityName::default, |l| LocalityName {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        }),
+    }))
+}
+
+/// Envoy's error for a local cluster with a host of priority above 0.
+pub fn local_priority_error(cluster: &str) -> String {
+    format!("Unexpected non-zero priority for local cluster '{cluster}'.")
+}
+
+/// `common_lb_config.zone_aware_lb_config`, Envoy's defaults where unset.
+fn zone_aware(proto: &ClusterProto, path: &str, errors: &mut Vec<TranslateError>) -> ZoneAware {
+    let config = match proto
+        .common_lb_config
+        .as_ref()
+        .and_then(|c| c.locality_config_specifier.as_ref())
+    {
+        Some(LocalityConfigSpecifier::ZoneAwareLbConfig(config)) => config,
+        _ => return ZoneAware::default(),
+    };
+    let mut zone_aware = ZoneAware {
+        fail_traffic_on_panic: config.fail_traffic_on_panic,
+        ..ZoneAware::default()
+    };
+    if let Some(percent) = &config.routing_enabled {
+        if !(0.0..=100.0).contains(&percent.value) {
+            errors.push(TranslateError::new(
+                format!("{path}.common_lb_config.zone_aware_lb_config.routing_enabled"),
+                None,
+                format!("{} is not a percentage in [0, 100]", percent.value),
+            ));
+        }
+        zone_aware.routing_enabled = percent.value.clamp(0.0, 100.0).round() as u32;
+    }
+    if let Some(size) = &config.min_cluster_size {
+        zone_aware.min_cluster_size = size.value;
+    }
+    zone_aware
 }
 
 /// Envoy's default `cleanup_interval` of an `ORIGINAL_DST` cluster.
@@ -522,6 +656,13 @@ fn hosts(
             index: l as u32,
             weight: group.load_balancing_weight.map_or(0, |w| w.value),
         };
+        let locality_name = group.locality.as_ref().map(|l| {
+            Arc::new(LocalityName {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.sub_zone.clone(),
+            })
+        });
         for (e, lb_endpoint) in group.lb_endpoints.iter().enumerate() {
             let path = format!("{path}.endpoints[{l}].lb_endpoints[{e}]");
             let weight = lb_endpoint.load_balancing_weight.map_or(1, |w| w.value);
@@ -551,6 +692,7 @@ fn hosts(
                 socket_labels: socket_labels(lb_endpoint.metadata.as_ref()),
                 hash_key: hash_key(lb_endpoint.metadata.as_ref()),
                 locality,
+                locality_name: locality_name.clone(),
                 priority: group.priority,
                 eds_health: eds_health(lb_endpoint.health_status()),
                 check: endpoint_check(endpoint, &path, errors),

@@ -159,6 +159,7 @@ pub fn translate(
     errors.extend(support::unsupported_fields(walked.as_ref(), "", None));
     let empty = StaticResources::default();
     let statics = walked.static_resources.as_ref().unwrap_or(&empty);
+    let local_zone = cluster::local_zone(bootstrap, &statics.clusters, &mut errors);
     ctx.secrets = Arc::new(tls::Secrets {
         statics: Arc::new(tls::static_secrets(
             &statics.secrets,
@@ -228,6 +229,7 @@ pub fn translate(
             log_stats: Some(ctx.stats.lasting("filesystem".into())),
             connection_limit,
             overload,
+            local_zone,
         })
     } else {
         let mut seen = HashSet::new();

@@ -53,6 +53,8 @@ pub fn cluster(proto: &ClusterProto, ctx: &mut TranslateContext) -> Translated<A
     })
 }
 
+pub use super::cluster::local_priority_error;
+
 /// An EDS assignment's endpoints.
 pub fn assignment(proto: &ClusterLoadAssignment) -> Translated<Arc<[Endpoint]>> {
     let path = format!("cluster_load_assignments[{:?}]", proto.cluster_name);

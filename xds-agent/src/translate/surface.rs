@@ -41,15 +41,14 @@ const NODE_ID: &str = "identity for a management server";
 /// - `Bootstrap.stats_sinks`, `.application_log_config`, `.deferred_stat_options`: where stats
 ///   are pushed, the proxy's own log format, when stats appear.
 /// - The Istio bootstrap's process-wide sections: `bootstrap_surface.rs`.
-/// - `Node.*` except `id` / `cluster`: node identity sent to a management server.
+/// - `Node.*` except `id`, `cluster` and `locality`: node identity sent to a management
+///   server.
 /// - `Admin.access_log`, `Admin.access_log_path`, `Admin.profile_path`: admin-interface
 ///   logging and profiler output; the admin server does not log requests or profile.
 /// - `Listener.metadata`, `FilterChain.metadata`, `LbEndpoint.metadata`: opaque metadata that
 ///   only filters or subset load balancing (neither supported) read.
 /// - `ClusterLoadAssignment.cluster_name`: names the cluster the assignment belongs to, which
 ///   is implied for an inline `load_assignment`.
-/// - `LocalityLbEndpoints.locality`: only read by zone-aware balancing (not supported);
-///   locality-weighted balancing tells localities apart by their place in the assignment.
 pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.bootstrap.v3.Bootstrap",
@@ -108,11 +107,10 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.core.v3.Node",
-        supported: &["id", "cluster"],
+        supported: &["id", "cluster", "locality"],
         ignored: &[
             ("metadata", NODE_ID),
             ("dynamic_parameters", NODE_ID),
-            ("locality", NODE_ID),
             ("user_agent_name", NODE_ID),
             ("user_agent_version", NODE_ID),
             ("user_agent_build_version", NODE_ID),
@@ -420,6 +418,7 @@ pub const SURFACE: &[Surface] = &[
             "connect_timeout",
             "lb_policy",
             "least_request_lb_config",
+            "round_robin_lb_config",
             "ring_hash_lb_config",
             "maglev_lb_config",
             "load_assignment",
@@ -519,6 +518,7 @@ pub const SURFACE: &[Surface] = &[
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         supported: &[
             "locality_weighted_lb_config",
+            "zone_aware_lb_config",
             "healthy_panic_threshold",
             "consistent_hashing_lb_config",
         ],
@@ -538,6 +538,16 @@ pub const SURFACE: &[Surface] = &[
     Surface {
         message: "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
         supported: &["table_size"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig",
+        supported: &["routing_enabled", "min_cluster_size", "fail_traffic_on_panic"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.Locality",
+        supported: &["region", "zone", "sub_zone"],
         ignored: &[],
     },
     Surface {
@@ -616,8 +626,26 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
-        supported: &["choice_count"],
+        supported: &["choice_count", "slow_start_config"],
         ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig",
+        supported: &["slow_start_config"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.SlowStartConfig",
+        supported: &["slow_start_window", "aggression", "min_weight_percent"],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.core.v3.RuntimeDouble",
+        supported: &["default_value"],
+        ignored: &[(
+            "runtime_key",
+            "no runtime: the default value applies, as in Envoy without a runtime layer",
+        )],
     },
     Surface {
         message: "envoy.config.endpoint.v3.ClusterLoadAssignment",
@@ -626,12 +654,8 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        supported: &["lb_endpoints", "load_balancing_weight", "priority"],
-        ignored: &[(
-            "locality",
-            "zone-aware balancing is not supported: localities are told apart by their place \
-             in the assignment",
-        )],
+        supported: &["lb_endpoints", "load_balancing_weight", "priority", "locality"],
+        ignored: &[],
     },
     Surface {
         message: "envoy.config.endpoint.v3.LbEndpoint",

@@ -986,3 +986,79 @@ fn internal_listener_errors() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn slow_start_and_zone_aware_settings() {
+    let s = ok(&config(
+        "cluster: c",
+        "[{name: c, lb_policy: LEAST_REQUEST, least_request_lb_config: {slow_start_config: {slow_start_window: 2s, aggression: {default_value: 2, runtime_key: k}, min_weight_percent: {value: 25}}}, common_lb_config: {zone_aware_lb_config: {routing_enabled: {value: 49.6}, min_cluster_size: 3, fail_traffic_on_panic: true}}, load_assignment: {endpoints: [{locality: {region: r, zone: z}, lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}]}}, {name: r, round_robin_lb_config: {slow_start_config: {}}}]",
+    ));
+    let c = &s.clusters["c"];
+    assert_eq!(
+        c.slow_start,
+        Some(model::balancing::SlowStart {
+            window: Duration::from_secs(2),
+            aggression: 2.0,
+            min_weight: 0.25,
+        })
+    );
+    assert_eq!(
+        c.zone_aware,
+        model::balancing::ZoneAware {
+            routing_enabled: 50,
+            min_cluster_size: 3,
+            fail_traffic_on_panic: true,
+        }
+    );
+    let locality = c.endpoints[0].locality_name.as_deref().unwrap();
+    assert_eq!((locality.region.as_str(), locality.zone.as_str()), ("r", "z"));
+    // No window: slow start is off, as in Envoy.
+    assert_eq!(s.clusters["r"].slow_start, None);
+    assert_eq!(s.clusters["r"].zone_aware, Default::default());
+    assert_eq!(s.local_zone, None);
+}
+
+#[test]
+fn slow_start_and_local_cluster_errors() {
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, lb_policy: RANDOM, round_robin_lb_config: {slow_start_config: {slow_start_window: 1s}}}, {name: d, round_robin_lb_config: {slow_start_config: {slow_start_window: 1s, min_weight_percent: {value: 120}}}}]",
+    ) + "cluster_manager: {local_cluster_name: missing}\n");
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "cluster_manager.local_cluster_name",
+                "local cluster 'missing' must be defined"
+            ),
+            (
+                "static_resources.clusters[0].round_robin_lb_config.slow_start_config",
+                "round_robin_lb_config is only read by its own lb_policy, not Random"
+            ),
+            (
+                "static_resources.clusters[1].round_robin_lb_config.slow_start_config.min_weight_percent",
+                "120 is not a percentage in [0, 100]"
+            ),
+        ],
+        "{e:#?}"
+    );
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}, {priority: 1, lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 80}}}}]}]}}]",
+    ) + "cluster_manager: {local_cluster_name: c}\n");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].message.as_str()),
+        (
+            "static_resources.clusters[0].load_assignment.endpoints[1].priority",
+            "Unexpected non-zero priority for local cluster 'c'."
+        )
+    );
+    let s = ok(&(config("cluster: c", "[{name: c}]")
+        + "cluster_manager: {local_cluster_name: c}\nnode: {id: n, locality: {zone: z1}}\n"));
+    let zone = s.local_zone.as_deref().unwrap();
+    assert_eq!((zone.cluster.as_str(), zone.locality.zone.as_str()), ("c", "z1"));
+}
