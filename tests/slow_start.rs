@@ -57,10 +57,7 @@ fn share_of_b(port: u16, span: Duration) -> (usize, usize) {
     let (mut to_b, mut total) = (0, 0);
     while start.elapsed() < span {
         let response = conn
-            .exchange(
-                "GET",
-                &request("GET", "/", &[("host", "slow.test")], b""),
-            )
+            .exchange("GET", &request("GET", "/", &[("host", "slow.test")], b""))
             .expect("a response");
         assert_eq!(response.status(), 200, "{}", response.text());
         total += 1;

@@ -172,14 +172,22 @@ fn zone_stats(proxy: &HttpProxy) -> BTreeMap<String, i64> {
 
 /// Runs `REQUESTS` through both proxies; each proxy's spread must match `shares` (chi-square
 /// bound) and its stats, as `expect_stats` turns them into an outcome, must match Envoy's.
-fn compare(tag: &str, b: &Value, shares: [f64; 3], expect_stats: impl Fn(&BTreeMap<String, i64>) -> Vec<(String, bool)>) {
+fn compare(
+    tag: &str,
+    b: &Value,
+    shares: [f64; 3],
+    expect_stats: impl Fn(&BTreeMap<String, i64>) -> Vec<(String, bool)>,
+) {
     on_both(tag, b, |proxy| {
         let counts = spread(proxy);
         let chi2 = chi_square(&counts, shares);
         let stats = zone_stats(proxy);
         let kind = proxy.kind.name();
         eprintln!("{tag} {kind}: zones {counts:?}, chi-square {chi2:.2}, {stats:?}");
-        assert!(chi2 < CHI2_2DF_P001, "{tag}: {counts:?} against {shares:?}: chi-square {chi2:.2}");
+        assert!(
+            chi2 < CHI2_2DF_P001,
+            "{tag}: {counts:?} against {shares:?}: chi-square {chi2:.2}"
+        );
         expect_stats(&stats)
     })
     .map(|outcome| {

@@ -180,8 +180,13 @@ impl ShardCluster {
     /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
     fn set_verdicts(&self, verdicts: &HostVerdicts) {
         let local = self.local.borrow();
-        *self.set.borrow_mut() =
-            host_set(&self.config, &self.hosts, Some(verdicts), self.shard, &local);
+        *self.set.borrow_mut() = host_set(
+            &self.config,
+            &self.hosts,
+            Some(verdicts),
+            self.shard,
+            &local,
+        );
     }
 
     /// Rebuilds what picks go over when the local cluster's spread changed.
@@ -442,7 +447,10 @@ impl ClusterManager {
         if let Some(existing) = self.clusters.get(&cluster) {
             existing.set_verdicts(&verdicts);
         }
-        let of_local = self.local_zone.as_ref().is_some_and(|z| z.cluster == cluster);
+        let of_local = self
+            .local_zone
+            .as_ref()
+            .is_some_and(|z| z.cluster == cluster);
         self.verdicts.insert(cluster, verdicts);
         if of_local {
             self.respread_local();

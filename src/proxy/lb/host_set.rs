@@ -487,7 +487,12 @@ mod tests {
     #[test]
     fn total_panic_spreads_by_host_count() {
         let all = hosts(&[0, 1, 1, 1]);
-        let mut set = HostSet::new(&all, |_| HealthFlags::FAILED_EDS_HEALTH, added, &balancing());
+        let mut set = HostSet::new(
+            &all,
+            |_| HealthFlags::FAILED_EDS_HEALTH,
+            added,
+            &balancing(),
+        );
         let counts = spread(&mut set);
         assert_eq!(counts.len(), 4, "{counts:?}");
         assert!((2_000..3_000).contains(&counts[&1000]), "{counts:?}");

@@ -542,7 +542,11 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig",
-        supported: &["routing_enabled", "min_cluster_size", "fail_traffic_on_panic"],
+        supported: &[
+            "routing_enabled",
+            "min_cluster_size",
+            "fail_traffic_on_panic",
+        ],
         ignored: &[],
     },
     Surface {
@@ -654,7 +658,12 @@ pub const SURFACE: &[Surface] = &[
     },
     Surface {
         message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        supported: &["lb_endpoints", "load_balancing_weight", "priority", "locality"],
+        supported: &[
+            "lb_endpoints",
+            "load_balancing_weight",
+            "priority",
+            "locality",
+        ],
         ignored: &[],
     },
     Surface {

@@ -1011,7 +1011,10 @@ fn slow_start_and_zone_aware_settings() {
         }
     );
     let locality = c.endpoints[0].locality_name.as_deref().unwrap();
-    assert_eq!((locality.region.as_str(), locality.zone.as_str()), ("r", "z"));
+    assert_eq!(
+        (locality.region.as_str(), locality.zone.as_str()),
+        ("r", "z")
+    );
     // No window: slow start is off, as in Envoy.
     assert_eq!(s.clusters["r"].slow_start, None);
     assert_eq!(s.clusters["r"].zone_aware, Default::default());
@@ -1060,5 +1063,8 @@ fn slow_start_and_local_cluster_errors() {
     let s = ok(&(config("cluster: c", "[{name: c}]")
         + "cluster_manager: {local_cluster_name: c}\nnode: {id: n, locality: {zone: z1}}\n"));
     let zone = s.local_zone.as_deref().unwrap();
-    assert_eq!((zone.cluster.as_str(), zone.locality.zone.as_str()), ("c", "z1"));
+    assert_eq!(
+        (zone.cluster.as_str(), zone.locality.zone.as_str()),
+        ("c", "z1")
+    );
 }
