@@ -63,7 +63,7 @@ fn zoned_bootstrap(local: [usize; 3], ups: &[(&str, HttpUpstream)], extra: Value
         .iter()
         .map(|zone| {
             let ports = ups.iter().filter(|(z, _)| z == zone).map(|(_, u)| u.port);
-            (*zone, ports.collect())
+            (*zone, ports.collect::<Vec<u16>>())
         })
         .filter(|(_, ports)| !ports.is_empty())
         .collect();
