@@ -156,16 +156,16 @@ const STATS: [&str; 7] = [
     "lb_zone_number_differs",
 ];
 
+/// The `lb_zone_*` counters of `backend`; an absent one reads as 0 (Envoy makes its
+/// load-balancer stats when first used).
 fn zone_stats(proxy: &HttpProxy) -> BTreeMap<String, i64> {
     let all = proxy.stats();
-    let mut stats: BTreeMap<String, i64> = STATS
-        .iter()
-        .map(|n| {
-            let v = all.get(&format!("cluster.backend.{n}")).copied();
-            (n.to_string(), v.expect("stat present"))
-        })
-        .collect();
-    let recalculated = all["cluster.backend.lb_recalculate_zone_structures"];
+    let read = |n: &str| {
+        let v = all.get(&format!("cluster.backend.{n}")).copied();
+        v.unwrap_or(0)
+    };
+    let mut stats: BTreeMap<String, i64> = STATS.iter().map(|n| (n.to_string(), read(n))).collect();
+    let recalculated = read("lb_recalculate_zone_structures");
     stats.insert("recalculated (> 0)".into(), i64::from(recalculated > 0));
     stats
 }
