@@ -358,7 +358,8 @@ mod tests {
     fn a_local_zone_with_enough_capacity_takes_everything() {
         let spread = local(&[("a", 1), ("b", 2)]);
         let got = shares(&spread, &[("a", 3), ("b", 3)]);
-        assert_eq!(got.get("a").copied(), Some(1.0), "{got:?}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got["a"] > 0.999_999, "{got:?}");
     }
 
     #[test]
