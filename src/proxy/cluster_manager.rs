@@ -63,9 +63,13 @@ impl Host {
         if self.endpoint == *endpoint {
             return Some(self.clone());
         }
+        // Updated in place, it keeps when its slow-start window opened, as in Envoy.
         self.endpoint.same_host(endpoint).then(|| {
             Rc::new(Host {
-                endpoint: endpoint.clone(),
+                endpoint: Endpoint {
+                    first_published: self.endpoint.first_published,
+                    ..endpoint.clone()
+                },
                 state: self.state.clone(),
             })
         })
