@@ -85,6 +85,7 @@ pub fn state() -> AgentState {
         log_stats: None,
         connection_limit: None,
         overload: None,
+        local_zone: None,
     };
     AgentState {
         stats,

@@ -1023,10 +1023,10 @@ fn slow_start_and_zone_aware_settings() {
 
 #[test]
 fn slow_start_and_local_cluster_errors() {
-    let e = errors(&config(
+    let e = errors(&(config(
         "cluster: c",
         "[{name: c, lb_policy: RANDOM, round_robin_lb_config: {slow_start_config: {slow_start_window: 1s}}}, {name: d, round_robin_lb_config: {slow_start_config: {slow_start_window: 1s, min_weight_percent: {value: 120}}}}]",
-    ) + "cluster_manager: {local_cluster_name: missing}\n");
+    ) + "cluster_manager: {local_cluster_name: missing}\n"));
     let got: Vec<_> = e
         .iter()
         .map(|e| (e.path.as_str(), e.message.as_str()))
@@ -1049,10 +1049,10 @@ fn slow_start_and_local_cluster_errors() {
         ],
         "{e:#?}"
     );
-    let e = errors(&config(
+    let e = errors(&(config(
         "cluster: c",
         "[{name: c, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}, {priority: 1, lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 80}}}}]}]}}]",
-    ) + "cluster_manager: {local_cluster_name: c}\n");
+    ) + "cluster_manager: {local_cluster_name: c}\n"));
     assert_eq!(
         (e[0].path.as_str(), e[0].message.as_str()),
         (
