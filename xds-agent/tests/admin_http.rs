@@ -81,6 +81,8 @@ fn agent_state() -> AgentState {
         health_check: None,
         outlier_detection: None,
         panic_threshold: 50.0,
+        slow_start: None,
+        zone_aware: Default::default(),
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

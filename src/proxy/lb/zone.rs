@@ -88,10 +88,13 @@ enum Routing {
     },
 }
 
+/// One locality's healthy hosts and the balancer that picks among them.
+type Locality = (Box<[Rc<Host>]>, Balancer);
+
 /// Priority 0's healthy hosts by locality (the local one first when it has hosts, then in
 /// Envoy's locality order), each locality with its balancer, and how picks route among them.
 pub struct Zones {
-    localities: Box<[(Box<[Rc<Host>]>, Balancer)]>,
+    localities: Box<[Locality]>,
     routing: Routing,
     config: ZoneAware,
     local_in_panic: bool,

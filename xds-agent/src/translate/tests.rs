@@ -766,8 +766,8 @@ fn bootstrap_level_surface() {
         got,
         [
             "dynamic_resources.ads_config.grpc_services",
-            "cluster_manager.local_cluster_name",
             "tracing.http.typed_config",
+            "cluster_manager.local_cluster_name",
             "admin.address.socket_address.address"
         ],
         "{e:#?}"
