@@ -206,7 +206,10 @@ fn the_connection_limit_filter_closes_the_third_connection_after_its_delay_in_fr
         let outcome = next_outcome(&mut third, Duration::from_secs(6));
         let closed_after = started.elapsed();
         let closed = matches!(outcome, Outcome::Eof | Outcome::Reset);
-        let delayed = closed_after >= Duration::from_secs(2);
+        // Envoy arms its timers from the event loop's cached time (libevent), which can be a
+        // few milliseconds behind the clock: its close was seen 1.1 ms before 2 s measured from
+        // the client's connect. 20 ms of slack; an immediate close is still far outside it.
+        let delayed = closed_after >= Duration::from_millis(1980);
         let at_limit = limit_stats(proxy, "http_limit", 2);
         drop(first);
         limit_stats(proxy, "http_limit", 1);
