@@ -48,7 +48,7 @@ pub async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>)
 
 /// The shard loop's time for this turn (read once per turn; the clock off a shard thread):
 /// never ahead of the clock, so a deadline it has passed is due.
-fn turn_time() -> Instant {
+pub fn turn_time() -> Instant {
     executor::with(|rt| rt.now()).unwrap_or_else(Instant::now)
 }
 

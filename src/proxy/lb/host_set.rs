@@ -270,7 +270,8 @@ impl HostSet {
         let Some(ramp) = &mut self.ramp else {
             return;
         };
-        let now = Instant::now();
+        // The loop's per-turn time: a pick while hosts ramp reads no clock.
+        let now = crate::rt::timer::turn_time();
         if now < ramp.next {
             return;
         }
