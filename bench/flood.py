@@ -14,6 +14,7 @@ start, peak RSS sampled every 100 ms during the flood, connections refused at th
 Target (issue 12): RSS bounded, p99 under flood <= 2x quiet.
 
     python3 bench/flood.py [--duration 10] [--connections 10000] [--peers shardproxy,envoy]
+                           [--accepts-per-event N]
 """
 from __future__ import annotations
 
@@ -80,8 +81,11 @@ print(opened, reopened)
 """
 
 
-def bootstrap(port: int, admin: int, upstream: int) -> dict:
+def bootstrap(port: int, admin: int, upstream: int, accepts_per_event: int | None) -> dict:
     config = http_bootstrap(port, admin, [upstream])
+    if accepts_per_event:
+        listener = config["static_resources"]["listeners"][0]
+        listener["max_connections_to_accept_per_socket_event"] = accepts_per_event
     config["overload_manager"] = {"resource_monitors": [{
         "name": "envoy.resource_monitors.global_downstream_max_connections",
         "typed_config": {
@@ -114,7 +118,7 @@ def run_peer(peer, tmp: str, upstream: int, args) -> dict:
     port, admin = free_port(), free_port()
     cfg = os.path.join(tmp, f"{peer.name}.json")
     with open(cfg, "w") as f:
-        json.dump(bootstrap(port, admin, upstream), f)
+        json.dump(bootstrap(port, admin, upstream, args.accepts_per_event), f)
     log = open(os.path.join(tmp, f"{peer.name}.log"), "w")
     proc = subprocess.Popen(["taskset", "-c", "0"] + peer.command(cfg, os.path.join(tmp, f"{peer.name}.envoy.log"), 1),
                             stdout=log, stderr=log)
@@ -179,6 +183,9 @@ def main() -> int:
     parser.add_argument("--peers", default="shardproxy,envoy")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--accepts-per-event", type=int, default=None,
+                        help="the listener's max_connections_to_accept_per_socket_event (both proxies; "
+                             "unset: each proxy's default, all of the backlog for Envoy, 32 for shardproxy)")
     parser.add_argument("--proxy-bin", default=None)
     parser.add_argument("--envoy-bin", default=None)
     parser.add_argument("--nginx-bin", default=shutil.which("nginx") or "/usr/sbin/nginx")

@@ -105,6 +105,37 @@ fn the_global_connection_limit_refuses_the_same_count_as_envoy() {
 }
 
 #[test]
+fn one_accept_per_socket_event_still_takes_a_whole_burst() {
+    // The accept loop gives way after each connection: a burst of eight is still accepted
+    // (three served, five refused at the limit), only over several loop turns.
+    let port = free_port();
+    let mut b = direct_bootstrap(port);
+    b["static_resources"]["listeners"][0]["max_connections_to_accept_per_socket_event"] = json!(1);
+    b["overload_manager"] = json!({"resource_monitors": [{
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {"@type": CONNECTIONS, "max_active_downstream_connections": 3},
+    }]});
+    on_both("one_accept_per_event", &b, |proxy| {
+        let mut conns: Vec<HttpConn> = (0..8).map(|_| HttpConn::open(port)).collect();
+        let served = conns
+            .iter_mut()
+            .filter_map(|c| {
+                c.exchange("GET", &request("GET", "/", &[("host", "x")], b""))
+                    .ok()
+            })
+            .count();
+        let stats = settled_stats(
+            proxy,
+            &listener_stats(port),
+            &["downstream_global_cx_overflow"],
+            |s| s["downstream_global_cx_overflow"] == 5,
+        );
+        assert_eq!(served, 3);
+        (served, stats)
+    });
+}
+
+#[test]
 fn stop_accepting_requests_answers_503_and_disable_keepalive_closes() {
     let mut b = direct_bootstrap(0);
     b["overload_manager"] = heap_overload(1000, &["stop_accepting_requests"]);

@@ -454,8 +454,19 @@ async fn accept_loop(
     ctx: Rc<ShardContext>,
 ) {
     let mut backoff = AcceptBackoff::default();
+    let mut since_yield = 0;
     loop {
-        let bypasses = current.borrow().config.bypasses_overload;
+        let (bypasses, per_event) = {
+            let config = &current.borrow().config;
+            (config.bypasses_overload, config.accepts_per_event)
+        };
+        since_yield += 1;
+        if since_yield > per_event {
+            // A full backlog would keep accept4 succeeding: let the shard serve the
+            // connections it has before taking more.
+            since_yield = 0;
+            future::yield_now().await;
+        }
         if !bypasses {
             ctx.overload.until_accepting().await;
         }

@@ -35,8 +35,8 @@ use model::{
     filter_chain_match::{ChainMatch, FilterChainIndex, IndexError},
     listener_filters::ListenerFilter,
     tls::ServerTls,
-    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter, DEFAULT_INTERNAL_BUFFER,
-    NO_ADDRESS,
+    DrainType as ModelDrainType, FilterChain, Listener, NetworkFilter, DEFAULT_ACCEPTS_PER_EVENT,
+    DEFAULT_INTERNAL_BUFFER, NO_ADDRESS,
 };
 
 /// Translates `listeners` (at `path`), checking names and addresses are unique.
@@ -250,6 +250,18 @@ pub(super) fn listener(
         proto.name.clone()
     };
     let bind_to_port = !internal && binds(proto);
+    let accepts_per_event = match proto.max_connections_to_accept_per_socket_event {
+        None => DEFAULT_ACCEPTS_PER_EVENT,
+        Some(n) if n.value > 0 => n.value as usize,
+        Some(_) => {
+            errors.push(TranslateError::new(
+                format!("{path}.max_connections_to_accept_per_socket_event"),
+                None,
+                "must be greater than 0",
+            ));
+            return None;
+        }
+    };
     let address = match ctx.ports {
         Some(ports) if bind_to_port && address.port() == 0 => match ports.assign(&name, address) {
             Ok(bound) => bound,
@@ -291,6 +303,7 @@ pub(super) fn listener(
         listener_hash,
         address,
         buffer_limit: buffer_limit(proto.per_connection_buffer_limit_bytes.as_ref()),
+        accepts_per_event,
         filter_chains: chains,
         chain_index,
         default_chain: has_default.then_some(matches.len()),

@@ -234,6 +234,7 @@ pub const SURFACE: &[Surface] = &[
             "internal_listener",
             "ignore_global_conn_limit",
             "bypass_overload_manager",
+            "max_connections_to_accept_per_socket_event",
         ],
         ignored: &[("metadata", "read only by filters that are not supported")],
     },

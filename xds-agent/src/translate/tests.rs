@@ -93,6 +93,7 @@ fn listener_and_tcp_proxy_defaults() {
     assert_eq!(l.name, "l");
     assert_eq!(l.address, "127.0.0.1:10000".parse().unwrap());
     assert_eq!(l.buffer_limit, 1 << 20);
+    assert_eq!(l.accepts_per_event, model::DEFAULT_ACCEPTS_PER_EVENT);
     assert!(!l.inbound);
     assert!(stat_names(|o| l.stats.read(o))
         .contains(&"listener.127.0.0.1_10000.downstream_cx_total".into()));
@@ -116,12 +117,13 @@ fn listener_and_tcp_proxy_defaults() {
 #[test]
 fn listener_options() {
     let yaml = config("cluster: c", STATIC)
-        .replace("  - name: l\n", "  - name: l\n    stat_prefix: mine\n    traffic_direction: INBOUND\n    per_connection_buffer_limit_bytes: 4096\n")
+        .replace("  - name: l\n", "  - name: l\n    stat_prefix: mine\n    traffic_direction: INBOUND\n    per_connection_buffer_limit_bytes: 4096\n    max_connections_to_accept_per_socket_event: 3\n")
         .replace("127.0.0.1", "'::1'");
     let s = ok(&yaml);
     let l = &s.listeners[0];
     assert!(l.inbound);
     assert_eq!(l.buffer_limit, 4096);
+    assert_eq!(l.accepts_per_event, 3);
     assert_eq!(l.address, "[::1]:10000".parse().unwrap());
     assert!(stat_names(|o| l.stats.read(o))[0].starts_with("listener.mine."));
     // Without stat_prefix, an IPv6 address names the stats as Envoy does.
@@ -439,6 +441,23 @@ fn duplicate_names_and_addresses() {
             ),
             ("static_resources.clusters[2].name", "name is required"),
         ]
+    );
+}
+
+#[test]
+fn accepting_no_connection_per_event_is_an_error() {
+    let yaml = config("cluster: c", STATIC).replace(
+        "  - name: l\n",
+        "  - name: l\n    max_connections_to_accept_per_socket_event: 0\n",
+    );
+    let e = errors(&yaml);
+    assert_eq!(
+        (e[0].path.as_str(), e[0].message.as_str()),
+        (
+            "static_resources.listeners[0].max_connections_to_accept_per_socket_event",
+            "must be greater than 0"
+        ),
+        "{e:#?}"
     );
 }
 
