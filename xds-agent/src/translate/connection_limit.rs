@@ -3,10 +3,7 @@
 //! chain's filter config on an in-place listener update).
 use std::{sync::Arc, time::Duration};
 
-use envoy_types::pb::{
-    envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as Proto,
-    google::protobuf::Any,
-};
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as Proto;
 
 use super::{duration, matchers::At, TranslateError};
 use model::{
@@ -16,26 +13,16 @@ use model::{
     ConnectionFilter, FilterChain, Listener,
 };
 
-/// `envoy.filters.network.connection_limit`: Envoy's validation (a `stat_prefix`,
-/// `max_connections` of at least 1, a `default_value` in `runtime_enabled`); stats under
-/// `connection_limit.<stat_prefix>.`. A new count each time: [`keep_counts`] carries the
+/// `envoy.filters.network.connection_limit` (its `stat_prefix` checked by the caller): Envoy's
+/// validation (`max_connections` of at least 1, a `default_value` in `runtime_enabled`); stats
+/// under `connection_limit.<stat_prefix>.`. A new count each time: [`keep_counts`] carries the
 /// previous one over.
 pub(super) fn network_filter(
-    any: &Any,
-    path: &str,
+    proto: Proto,
+    at: At,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
-    let path = format!("{path}.typed_config");
-    let at = At {
-        path: &path,
-        type_url: Some(&any.type_url),
-    };
-    let proto: Proto = super::decode_typed(any, &path, errors)?;
-    let before = errors.len();
-    if proto.stat_prefix.is_empty() {
-        errors.push(at.error("stat_prefix", "stat_prefix is required"));
-    }
     let max = match proto.max_connections {
         Some(max) if max.value >= 1 => max.value,
         Some(_) => {
@@ -62,9 +49,6 @@ pub(super) fn network_filter(
             }
         },
     };
-    if errors.len() != before {
-        return None;
-    }
     Some(ConnectionFilter::ConnectionLimit(Arc::new(
         ConnectionLimitFilter {
             limit: ConnectionLimit::new(max),

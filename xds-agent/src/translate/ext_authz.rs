@@ -4,12 +4,9 @@
 //! `http_service` included). The HTTP filter is `http_filters::ext_authz`.
 use std::sync::Arc;
 
-use envoy_types::pb::{
-    envoy::{
-        config::core::v3::{grpc_service::TargetSpecifier, ApiVersion, GrpcService as GrpcProto},
-        extensions::filters::network::ext_authz::v3::ExtAuthz as NetworkProto,
-    },
-    google::protobuf::Any,
+use envoy_types::pb::envoy::{
+    config::core::v3::{grpc_service::TargetSpecifier, ApiVersion, GrpcService as GrpcProto},
+    extensions::filters::network::ext_authz::v3::ExtAuthz as NetworkProto,
 };
 
 use super::{duration, matchers::At, surface::Surface, TranslateError};
@@ -191,24 +188,14 @@ pub(super) fn transport_v3(version: i32, at: At, errors: &mut Vec<TranslateError
     }
 }
 
-/// `envoy.filters.network.ext_authz`: stats under `ext_authz.<stat_prefix>.` (Envoy 1.40's
-/// names).
+/// `envoy.filters.network.ext_authz` (its `stat_prefix` checked by the caller): stats under
+/// `ext_authz.<stat_prefix>.` (Envoy 1.40's names).
 pub(super) fn network_filter(
-    any: &Any,
-    path: &str,
+    proto: NetworkProto,
+    at: At,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
-    let path = format!("{path}.typed_config");
-    let at = At {
-        path: &path,
-        type_url: Some(&any.type_url),
-    };
-    let proto: NetworkProto = super::decode_typed(any, &path, errors)?;
-    let before = errors.len();
-    if proto.stat_prefix.is_empty() {
-        errors.push(at.error("stat_prefix", "stat_prefix is required"));
-    }
     transport_v3(proto.transport_api_version, at, errors);
     let service = grpc_service(
         proto.grpc_service.as_ref(),
@@ -218,9 +205,6 @@ pub(super) fn network_filter(
         },
         errors,
     );
-    if errors.len() != before {
-        return None;
-    }
     Some(ConnectionFilter::ExtAuthz(Arc::new(NetworkExtAuthz {
         service: service?,
         failure_mode_allow: proto.failure_mode_allow,

@@ -4,11 +4,14 @@
 //! config type.
 use envoy_types::pb::google::protobuf::Any;
 
-use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::{
+    connection_limit::v3::ConnectionLimit, ext_authz::v3::ExtAuthz as NetworkExtAuthz,
+    rbac::v3::Rbac as NetworkRbac, wasm::v3::Wasm,
+};
 
 use super::{
-    connection_limit, decode_typed, ext_authz, istio, istio_stats, null_vm, rbac, TranslateContext,
-    TranslateError,
+    connection_limit, decode_typed, ext_authz, istio, istio_stats, matchers::At, null_vm, rbac,
+    TranslateContext, TranslateError,
 };
 use crate::names;
 use model::ConnectionFilter;
@@ -40,10 +43,16 @@ pub fn connection_filter(
             istio_stats::stats_config(any, &format!("{path}.typed_config"), ctx, errors)
                 .map(ConnectionFilter::IstioStats)
         }
-        names::NETWORK_RBAC => rbac::network_filter(any, path, ctx.stats, errors),
-        names::NETWORK_EXT_AUTHZ => ext_authz::network_filter(any, path, ctx.stats, errors),
+        names::NETWORK_RBAC => with_stat_prefix(any, path, errors, |proto, at, errors| {
+            rbac::network_filter(proto, at, ctx.stats, errors)
+        }),
+        names::NETWORK_EXT_AUTHZ => with_stat_prefix(any, path, errors, |proto, at, errors| {
+            ext_authz::network_filter(proto, at, ctx.stats, errors)
+        }),
         names::NETWORK_CONNECTION_LIMIT => {
-            connection_limit::network_filter(any, path, ctx.stats, errors)
+            with_stat_prefix(any, path, errors, |proto, at, errors| {
+                connection_limit::network_filter(proto, at, ctx.stats, errors)
+            })
         }
         names::NETWORK_WASM => null_vm_filter(any, &format!("{path}.typed_config"), ctx, errors),
         names::TCP_PROXY | names::HTTP_CONNECTION_MANAGER => {
@@ -58,6 +67,46 @@ pub fn connection_filter(
         _ => None,
     }
 }
+
+/// The config a filter names a required `stat_prefix` in (rbac, ext_authz, connection_limit),
+/// decoded from `any` and handed to `build` at `<path>.typed_config`, all errors found in
+/// one pass; `None` once any was.
+fn with_stat_prefix<P: StatPrefixed>(
+    any: &Any,
+    path: &str,
+    errors: &mut Vec<TranslateError>,
+    build: impl FnOnce(P, At, &mut Vec<TranslateError>) -> Option<ConnectionFilter>,
+) -> Option<ConnectionFilter> {
+    let path = format!("{path}.typed_config");
+    let at = At {
+        path: &path,
+        type_url: Some(&any.type_url),
+    };
+    let proto: P = decode_typed(any, &path, errors)?;
+    let before = errors.len();
+    if proto.stat_prefix().is_empty() {
+        errors.push(at.error("stat_prefix", "stat_prefix is required"));
+    }
+    let filter = build(proto, at, errors);
+    filter.filter(|_| errors.len() == before)
+}
+
+/// A network filter config with a `stat_prefix` field.
+trait StatPrefixed: prost::Message + prost::Name + Default {
+    fn stat_prefix(&self) -> &str;
+}
+
+macro_rules! stat_prefixed {
+    ($($proto:ty),*) => {$(
+        impl StatPrefixed for $proto {
+            fn stat_prefix(&self) -> &str {
+                &self.stat_prefix
+            }
+        }
+    )*};
+}
+
+stat_prefixed!(NetworkRbac, NetworkExtAuthz, ConnectionLimit);
 
 /// `envoy.filters.network.wasm`: Istio's null-VM stats plugin as `istio.stats`; any other Wasm
 /// is refused.

@@ -4,16 +4,13 @@
 #![allow(deprecated)] // `metadata` and `source_ip`: deprecated in Envoy's API, sent by Istio.
 use std::{sync::Arc, time::Duration};
 
-use envoy_types::pb::{
-    envoy::{
-        config::rbac::v3::{
-            permission::Rule, principal::Identifier, rbac::Action as ActionProto,
-            Permission as PermissionProto, Principal as PrincipalProto, Rbac as RbacProto,
-        },
-        extensions::filters::network::rbac::v3::{rbac::EnforcementType, Rbac as NetworkRbac},
-        r#type::matcher::v3::{filter_state_matcher, path_matcher, PathMatcher},
+use envoy_types::pb::envoy::{
+    config::rbac::v3::{
+        permission::Rule, principal::Identifier, rbac::Action as ActionProto,
+        Permission as PermissionProto, Principal as PrincipalProto, Rbac as RbacProto,
     },
-    google::protobuf::Any,
+    extensions::filters::network::rbac::v3::{rbac::EnforcementType, Rbac as NetworkRbac},
+    r#type::matcher::v3::{filter_state_matcher, path_matcher, PathMatcher},
 };
 
 use super::{
@@ -85,31 +82,15 @@ pub(super) fn rules_pair(
     })
 }
 
-/// `envoy.filters.network.rbac`: its `stat_prefix` is used as given (Istio's `tcp.` gives
-/// `tcp.rbac.allowed`). `enforcement_type: CONTINUOUS` is refused: with nothing that sets
+/// `envoy.filters.network.rbac` (its `stat_prefix` checked by the caller): the prefix is used
+/// as given (Istio's `tcp.` gives `tcp.rbac.allowed`). `enforcement_type: CONTINUOUS` is refused: with nothing that sets
 /// dynamic metadata the verdict never changes, and Envoy would count it on every read.
 pub(super) fn network_filter(
-    any: &Any,
-    path: &str,
+    proto: NetworkRbac,
+    at: At,
     stats: &mut StatsRegistry,
     errors: &mut Vec<TranslateError>,
 ) -> Option<ConnectionFilter> {
-    let path = format!("{path}.typed_config");
-    let at = At {
-        path: &path,
-        type_url: Some(&any.type_url),
-    };
-    let proto: NetworkRbac = match proto::decode_any(any) {
-        Ok(p) => p,
-        Err(e) => {
-            errors.push(at.error("", e.to_string()));
-            return None;
-        }
-    };
-    let before = errors.len();
-    if proto.stat_prefix.is_empty() {
-        errors.push(at.error("stat_prefix", "stat_prefix is required"));
-    }
     if proto.enforcement_type == EnforcementType::Continuous as i32 {
         errors.push(at.error(
             "enforcement_type",
@@ -129,9 +110,6 @@ pub(super) fn network_filter(
         shadow_rules_stat_prefix: &proto.shadow_rules_stat_prefix,
     };
     let filter = filter(&config, at, stats, errors);
-    if errors.len() > before {
-        return None;
-    }
     Some(ConnectionFilter::Rbac {
         filter: filter?,
         delay_deny: delay_deny?,
