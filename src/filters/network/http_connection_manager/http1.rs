@@ -85,6 +85,9 @@ pub(super) async fn serve(c: &Connection<'_>, conn: &mut Buffered) -> Ended {
             }
         }
     }
+    // Its next reads (if any) are the close's: the next connection's first read can take the
+    // buffer instead of allocating one.
+    conn.release_idle_buffer();
     Ended::Closed
 }
 
