@@ -157,7 +157,8 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// `now + timeout`, when there is a timeout.
+/// `now + timeout`, when there is a timeout; now is the loop's per-turn time (no clock read),
+/// as Envoy arms its timers from the dispatcher's cached time.
 pub fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + t)
+    timeout.map(|t| timer::turn_time() + t)
 }

@@ -234,7 +234,7 @@ impl HostPool {
     /// The most recently used idle connection that is still usable and was opened as `wanted`;
     /// stale ones are closed.
     pub fn take(&self, options: &UpstreamHttpOptions, wanted: OpenAs<'_>) -> Option<UpstreamConn> {
-        let now = Instant::now();
+        let now = timer::turn_time();
         loop {
             let (mut conn, since) = {
                 let mut idle = self.idle.borrow_mut();
@@ -283,7 +283,10 @@ pub fn park(host: &Rc<Host>, mut conn: UpstreamConn, options: &UpstreamHttpOptio
     }
     let breakers = conn.lease.breakers().clone();
     conn.conn.release_idle_buffer();
-    host.pool().idle.borrow_mut().push((conn, Instant::now()));
+    host.pool()
+        .idle
+        .borrow_mut()
+        .push((conn, timer::turn_time()));
     if let Some(timeout) = options.idle_timeout {
         if !host.pool().sweeping.replace(true) {
             rt::spawn_local(sweep(host.clone(), timeout)).detach();

@@ -1,7 +1,7 @@
 //! Router: one try — a stream to the chosen host (a pooled or new connection), this try's
 //! request head (`auto_host_rewrite`, attempt count, `auto_sni`), then the exchange up to the
 //! response head.
-use std::{borrow::Cow, time::Instant};
+use std::borrow::Cow;
 
 use model::{
     stats::{inc, ClusterCells},
@@ -17,6 +17,7 @@ use crate::{
         pool::Acquire,
         upstream::{Outgoing, TryFailure, UpstreamHead, UpstreamStream},
     },
+    rt::timer,
     stream::{
         body::RequestBody,
         headers::{RequestHead, Version},
@@ -40,7 +41,7 @@ pub async fn try_once(
     let per_try = request
         .retry
         .and_then(|p| p.per_try_timeout)
-        .map(|t| Instant::now() + t);
+        .map(|t| timer::turn_time() + t);
     let deadlines = &request.deadlines;
     let connect_by = deadlines.next(per_try, !body.is_done());
     let sni = auto_sni(request, host);

@@ -3,6 +3,8 @@
 //! `stream_idle_timeout` — and which one expired.
 use std::time::{Duration, Instant};
 
+use crate::rt::timer;
+
 /// Which deadline expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -28,7 +30,8 @@ impl Deadlines {
     /// deadline counts only while `receiving` the request. On a tie the route's wins (it
     /// cannot be retried).
     pub fn next(&self, per_try: Option<Instant>, receiving: bool) -> Option<(Instant, Expiry)> {
-        let idle = self.stream_idle.map(|d| Instant::now() + d);
+        // Computed at every step: from the loop's per-turn time, not the clock.
+        let idle = self.stream_idle.map(|d| timer::turn_time() + d);
         [
             (self.route, Expiry::Route),
             (per_try, Expiry::PerTry),
