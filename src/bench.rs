@@ -1,7 +1,9 @@
 //! Micro-benchmark entry points (feature `bench`): shard internals that bench/ times — one
-//! request's host pick through a cluster's host set, with and without consistent hashing.
+//! request's host pick through a cluster's host set, with and without consistent hashing, and
+//! through a subset-balanced cluster's subsets.
 use std::{
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -9,6 +11,8 @@ use bytes::Bytes;
 use model::{
     hash_policy::{HashInput, HashPolicies, HashPolicy},
     health::HealthFlags,
+    stats::ClusterStats,
+    subset::{Fallback, Labels, MetadataMatch, Selector, SelectorFallback, SubsetConfig, SubsetLb},
     Endpoint, LbPolicy, RingHash, RingHashFunction,
 };
 
@@ -17,6 +21,7 @@ use crate::{
         cluster_manager::Host,
         lb::{
             host_set::{Balancing, HostSet},
+            subset::SubsetSets,
             PickKey,
         },
         request_hash::request_hash,
@@ -127,5 +132,94 @@ impl PickCase {
         };
         let key = PickKey { hash, attempt: 0 };
         self.set.pick(key).map_or(0, |h| h.address().port())
+    }
+}
+
+/// A ROUND_ROBIN cluster of `hosts` hosts labelled `version` `v0`..`v9` (in turn) and `stage`
+/// `prod` or `canary`, subset-balanced by version and by version and stage (falling back to
+/// version alone), and the criteria of one request.
+pub struct SubsetPickCase {
+    whole: HostSet,
+    subsets: SubsetSets,
+    criteria: MetadataMatch,
+    stats: ClusterStats,
+}
+
+impl SubsetPickCase {
+    pub fn new(hosts: usize, criteria: &serde_json::Value) -> Self {
+        let endpoints: Vec<Endpoint> = (0..hosts)
+            .map(|i| {
+                let address = ([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080).into();
+                let stage = if i % 20 < 10 { "prod" } else { "canary" };
+                let labels = serde_json::json!({"version": format!("v{}", i % 10), "stage": stage});
+                Endpoint {
+                    lb_metadata: labels.as_object().cloned().map(Arc::new),
+                    ..Endpoint::new(address)
+                }
+            })
+            .collect();
+        let keys = |keys: &[&str]| keys.iter().map(|k| Arc::from(*k)).collect();
+        let config = SubsetConfig {
+            selectors: Box::from([
+                Selector {
+                    keys: keys(&["version"]),
+                    single_host: false,
+                    fallback: SelectorFallback::NotDefined,
+                },
+                Selector {
+                    keys: keys(&["stage", "version"]),
+                    single_host: false,
+                    fallback: SelectorFallback::KeysSubset(keys(&["version"])),
+                },
+            ]),
+            fallback: Fallback::AnyEndpoint,
+            default_subset: Labels::default(),
+            panic_mode_any: false,
+            list_as_any: false,
+            locality_weight_aware: false,
+            scale_locality_weight: false,
+            fallback_list: false,
+        };
+        let lb = SubsetLb::new(Arc::new(config), &endpoints);
+        let hosts: Vec<Rc<Host>> = endpoints
+            .into_iter()
+            .map(|e| Rc::new(Host::new(e)))
+            .collect();
+        let balancing = Balancing {
+            policy: LbPolicy::RoundRobin,
+            locality_weighted: false,
+            shard: 0,
+            panic_threshold: 50.0,
+            slow_start: None,
+            local: None,
+            zone_aware: Default::default(),
+            stats: None,
+        };
+        let balance = |of: &[Rc<Host>]| {
+            HostSet::new(
+                of,
+                |_| HealthFlags::NONE,
+                |h| h.endpoint.first_published.0,
+                &balancing,
+            )
+        };
+        Self {
+            whole: balance(&hosts),
+            subsets: SubsetSets::new(&lb, &hosts, balance),
+            criteria: MetadataMatch::of(criteria.as_object().expect("criteria are a struct")),
+            stats: ClusterStats::new("bench".into(), 1),
+        }
+    }
+
+    /// Picks a host for the request's criteria, as the router does; returns its port.
+    pub fn pick(&mut self) -> u16 {
+        let cells = self.stats.shard(0);
+        let host = self.subsets.pick(
+            &mut self.whole,
+            Some(&self.criteria),
+            PickKey::default(),
+            cells,
+        );
+        host.map_or(0, |h| h.address().port())
     }
 }

@@ -24,6 +24,7 @@ pub mod rbac;
 pub mod route;
 pub mod route_match;
 pub mod stats;
+pub mod subset;
 pub mod tcp_tunnel;
 pub mod tls;
 pub mod tls_info;
@@ -385,6 +386,8 @@ pub struct Cluster {
     pub slow_start: Option<balancing::SlowStart>,
     /// `common_lb_config.zone_aware_lb_config` (read when the snapshot has a local zone).
     pub zone_aware: balancing::ZoneAware,
+    /// `lb_subset_config`, with the subsets of the current endpoints.
+    pub subset: Option<subset::SubsetLb>,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -403,6 +406,19 @@ pub enum MetadataSource {
 }
 
 impl Cluster {
+    /// The cluster with `endpoints` (from DNS or EDS), its subsets partitioned again.
+    pub fn with_endpoints(&self, endpoints: Arc<[Endpoint]>) -> Self {
+        let subset = self
+            .subset
+            .as_ref()
+            .map(|s| subset::SubsetLb::new(s.config.clone(), &endpoints));
+        Self {
+            endpoints,
+            subset,
+            ..self.clone()
+        }
+    }
+
     /// The TLS context connections to `endpoint` use (`None`: raw bytes).
     pub fn tls_for(&self, endpoint: &Endpoint) -> Option<&Arc<tls::ClientTls>> {
         let labels = endpoint.socket_labels.as_deref().unwrap_or_default();
@@ -611,6 +627,8 @@ pub struct Endpoint {
     /// Its `envoy.lb` metadata's `hash_key`: what consistent hashing hashes for it instead of
     /// its address.
     pub hash_key: Option<Arc<str>>,
+    /// Its `envoy.lb` metadata's fields, when a subset-balanced cluster reads them.
+    pub lb_metadata: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// When the agent first published it (where slow start counts from).
     pub first_published: balancing::FirstPublished,
     /// Its locality's name (`None`: the assignment names none).
@@ -631,6 +649,7 @@ impl Endpoint {
             eds_health: health::HealthFlags::NONE,
             check: None,
             hash_key: None,
+            lb_metadata: None,
             first_published: balancing::FirstPublished::now(),
             locality_name: None,
         }

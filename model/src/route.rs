@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::{
     access_log::{Format, FormatError},
     filters::PerRouteFilters,
+    subset::MetadataMatch,
     ClusterRef, WeightedClusters,
 };
 
@@ -130,6 +131,9 @@ pub struct WeightedRoute {
     /// an unsigned number, picks the cluster instead of a random one, so proxies in a chain
     /// pick alike; a missing or unreadable value falls back to a random one.
     pub random_header: Option<String>,
+    /// `metadata_match[i]`: the `i`th cluster's subset criteria (its own merged over the
+    /// route's, else the route's).
+    pub metadata_match: Vec<Option<Arc<MetadataMatch>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +178,8 @@ pub struct Forward {
     pub terminates_connect: bool,
     /// `hash_policy`: what a consistent-hash cluster's balancer hashes.
     pub hash_policy: crate::hash_policy::HashPolicies,
+    /// `metadata_match` under `envoy.lb`: the subset a subset-balanced cluster picks from.
+    pub metadata_match: Option<Arc<MetadataMatch>>,
 }
 
 /// `max_stream_duration.grpc_timeout_header_max` / `grpc_timeout_header_offset` (or the

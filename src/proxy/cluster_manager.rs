@@ -14,12 +14,14 @@ use model::{
     balancing::LocalZone,
     health::{HealthFlags, HostCounts, HostVerdicts, Outcome},
     publish::{EventSender, ShardEvent},
-    Cluster, ClusterRef, Endpoint, Snapshot,
+    subset::MetadataMatch,
+    Cluster, ClusterRef, Endpoint, Locality, Snapshot,
 };
 
 use super::{
     lb::{
         host_set::{Balancing, HostSet},
+        subset::SubsetSets,
         zone::LocalSpread,
         PickKey,
     },
@@ -75,6 +77,25 @@ impl Host {
         })
     }
 
+    /// This host (its connections and counts) with its locality weighing `weight`: how a
+    /// subset sees it under `scale_locality_weight`.
+    pub fn with_locality_weight(self: &Rc<Self>, weight: u32) -> Rc<Host> {
+        if self.endpoint.locality.weight == weight {
+            return self.clone();
+        }
+        let locality = Locality {
+            weight,
+            ..self.endpoint.locality
+        };
+        Rc::new(Host {
+            endpoint: Endpoint {
+                locality,
+                ..self.endpoint.clone()
+            },
+            state: self.state.clone(),
+        })
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.endpoint.address
     }
@@ -119,7 +140,7 @@ pub struct ShardCluster {
     pub config: Arc<Cluster>,
     hosts: Box<[Rc<Host>]>,
     /// What picks go over: rebuilt when the hosts' health changes.
-    set: RefCell<HostSet>,
+    set: RefCell<Balancers>,
     pub breakers: Rc<Breakers>,
     /// An `ORIGINAL_DST` cluster's hosts, made on first use, with when each was last picked.
     destinations: RefCell<HashMap<SocketAddr, (Rc<Host>, Instant)>>,
@@ -156,7 +177,13 @@ impl ShardCluster {
         if let Some(previous) = previous {
             previous.retire_except(&hosts);
         }
-        let set = RefCell::new(host_set(&config, &hosts, verdicts, shard, &local));
+        let subsets = |c: &Cluster| c.subset.as_ref().map(|s| s.subsets.clone());
+        let before = previous.and_then(|p| subsets(&p.config));
+        if before.is_some() || config.subset.is_some() {
+            let cells = config.stats.shard(shard);
+            SubsetSets::count(before.as_deref(), subsets(&config).as_deref(), cells, shard);
+        }
+        let set = RefCell::new(balancers(&config, &hosts, verdicts, shard, &local));
         let breakers = Rc::new(Breakers::new(config.circuit_breakers.per_shard(shards)));
         let events = config.outlier_detection.as_ref().and(events.clone());
         Self {
@@ -168,6 +195,15 @@ impl ShardCluster {
             events,
             shard,
             local: RefCell::new(local),
+        }
+    }
+
+    /// The cluster is gone from the snapshot: its hosts leave, its subsets are removed.
+    fn leave(&self) {
+        self.retire_except(&[]);
+        if let Some(subset) = &self.config.subset {
+            let cells = self.config.stats.shard(self.shard);
+            SubsetSets::count(Some(&subset.subsets), None, cells, self.shard);
         }
     }
 
@@ -184,7 +220,7 @@ impl ShardCluster {
     /// Rebuilds what picks go over with the agent's new `verdicts` on the hosts.
     fn set_verdicts(&self, verdicts: &HostVerdicts) {
         let local = self.local.borrow();
-        *self.set.borrow_mut() = host_set(
+        *self.set.borrow_mut() = balancers(
             &self.config,
             &self.hosts,
             Some(verdicts),
@@ -199,7 +235,7 @@ impl ShardCluster {
             return;
         }
         *self.local.borrow_mut() = local.clone();
-        *self.set.borrow_mut() = host_set(&self.config, &self.hosts, verdicts, self.shard, local);
+        *self.set.borrow_mut() = balancers(&self.config, &self.hosts, verdicts, self.shard, local);
     }
 
     /// Counts how a request or connection to `host` ended, for outlier detection; a run of
@@ -229,11 +265,17 @@ impl ShardCluster {
     }
 
     /// The next host: an `ORIGINAL_DST` cluster's for `destination` (none without one), any
-    /// other's by its balancer (a consistent-hash one's for `hash`).
-    pub fn pick_for(&self, destination: Option<SocketAddr>, hash: Option<u64>) -> Option<Rc<Host>> {
+    /// other's by its balancer (a consistent-hash one's for `hash`, a subset-balanced one's
+    /// by the route's `criteria`).
+    pub fn pick_for(
+        &self,
+        destination: Option<SocketAddr>,
+        hash: Option<u64>,
+        criteria: Option<&MetadataMatch>,
+    ) -> Option<Rc<Host>> {
         match self.config.original_dst {
             Some(_) => self.destination_host(destination?),
-            None => self.pick(PickKey { hash, attempt: 0 }),
+            None => self.pick(PickKey { hash, attempt: 0 }, criteria),
         }
     }
 
@@ -260,10 +302,18 @@ impl ShardCluster {
         Some(host)
     }
 
-    /// The next host by the cluster's policy among those health lets take traffic, or `None`
-    /// when it has no hosts.
-    pub fn pick(&self, key: PickKey) -> Option<Rc<Host>> {
-        self.set.borrow_mut().pick(key)
+    /// The next host by the cluster's policy among those health lets take traffic (of the
+    /// subset `criteria` select, for a subset-balanced cluster), or `None` when it has none.
+    pub fn pick(&self, key: PickKey, criteria: Option<&MetadataMatch>) -> Option<Rc<Host>> {
+        let mut balancers = self.set.borrow_mut();
+        let Balancers { whole, subsets } = &mut *balancers;
+        match subsets {
+            Some(subsets) => {
+                let cells = self.config.stats.shard(self.shard);
+                subsets.pick(whole, criteria, key, cells)
+            }
+            None => whole.pick(key),
+        }
     }
 
     /// The next host by the cluster's policy that `accept` takes, trying at most `attempts`
@@ -272,11 +322,12 @@ impl ShardCluster {
         &self,
         attempts: u32,
         hash: Option<u64>,
+        criteria: Option<&MetadataMatch>,
         accept: impl Fn(&Host) -> bool,
     ) -> Option<Rc<Host>> {
         let mut last = None;
         for attempt in 0..attempts.max(1) {
-            let host = self.pick(PickKey { hash, attempt })?;
+            let host = self.pick(PickKey { hash, attempt }, criteria)?;
             if accept(&host) {
                 return Some(host);
             }
@@ -286,18 +337,27 @@ impl ShardCluster {
     }
 }
 
-/// The hosts picks go over: each host's health is what EDS says joined with the agent's
-/// verdicts.
-fn host_set(
+/// What picks go over: the whole cluster, and its subsets when it has `lb_subset_config`.
+struct Balancers {
+    whole: HostSet,
+    subsets: Option<SubsetSets>,
+}
+
+/// The balancers of the cluster's hosts: each host's health is what EDS says joined with the
+/// agent's verdicts. Subsets (and, as in Envoy, the whole cluster as their fallback) keep the
+/// cluster's locality weighting only with `locality_weight_aware`.
+fn balancers(
     config: &Cluster,
     hosts: &[Rc<Host>],
     verdicts: Option<&HostVerdicts>,
     shard: usize,
     local: &Option<Rc<LocalSpread>>,
-) -> HostSet {
+) -> Balancers {
+    let subset = config.subset.as_ref();
     let balancing = Balancing {
         policy: config.lb_policy,
-        locality_weighted: config.locality_weighted,
+        locality_weighted: config.locality_weighted
+            && subset.is_none_or(|s| s.config.locality_weight_aware),
         shard,
         panic_threshold: config.panic_threshold,
         slow_start: config.slow_start,
@@ -314,7 +374,11 @@ fn host_set(
             .and_then(|v| v.healthy_since.get(&host.address()))
             .map_or(published, |back| published.max(*back))
     };
-    HostSet::new(hosts, flags, since, &balancing)
+    let balance = |hosts: &[Rc<Host>]| HostSet::new(hosts, flags, since, &balancing);
+    Balancers {
+        whole: balance(hosts),
+        subsets: subset.map(|lb| SubsetSets::new(lb, hosts, balance)),
+    }
 }
 
 /// An endpoint's health: what EDS says joined with the agent's verdicts.
@@ -394,7 +458,7 @@ impl ClusterManager {
                             self.clusters.insert(name.clone(), cluster);
                         }
                         None => {
-                            previous.iter().for_each(|gone| gone.retire_except(&[]));
+                            previous.iter().for_each(|gone| gone.leave());
                             self.verdicts.remove(name);
                         }
                     }
@@ -409,9 +473,7 @@ impl ClusterManager {
                     self.index(&cluster);
                     next.insert(name.clone(), cluster);
                 }
-                self.clusters
-                    .values()
-                    .for_each(|gone| gone.retire_except(&[]));
+                self.clusters.values().for_each(|gone| gone.leave());
                 self.clusters = next;
                 let clusters = &self.clusters;
                 self.verdicts.retain(|name, _| clusters.contains_key(name));

@@ -266,7 +266,8 @@ pub async fn try_hosts<T>(
     let stats = cluster.config.stats.shard(ctx.id);
     let mut last_host = None;
     for _ in 0..target.attempts.max(1) {
-        let Some(host) = cluster.pick_for(target.destination, target.hash) else {
+        // tcp_proxy's `metadata_match` is refused by the translator: no subset criteria.
+        let Some(host) = cluster.pick_for(target.destination, target.hash, None) else {
             inc(&stats.upstream_cx_none_healthy);
             return Err(ConnectFailure {
                 flag: ResponseFlags::NO_HEALTHY_UPSTREAM,

@@ -203,6 +203,7 @@ pub async fn send_complete(
         // Shadows of an ORIGINAL_DST cluster find no host (none is named by a destination).
         destination: None,
         hash: None,
+        metadata_match: None,
         deadlines: Deadlines {
             route: Some(deadline),
             request: None,

@@ -83,6 +83,7 @@ fn agent_state() -> AgentState {
         panic_threshold: 50.0,
         slow_start: None,
         zone_aware: Default::default(),
+        subset: None,
         stats: registry.cluster("backend"),
     };
     stats::add(&cluster.stats.shard(1).upstream_cx_total, 5);

@@ -241,6 +241,7 @@ mod tests {
             upgrades: vec![],
             terminates_connect: false,
             hash_policy: Default::default(),
+            metadata_match: None,
         }
     }
 

@@ -55,6 +55,7 @@ pub async fn exchange(
         alpn: None,
         destination: None,
         hash: None,
+        metadata_match: None,
         deadlines: Deadlines {
             route: timeout.map(|t| Instant::now() + t),
             request: None,

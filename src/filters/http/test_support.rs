@@ -71,6 +71,7 @@ impl World {
                 upgrades: vec![],
                 terminates_connect: false,
                 hash_policy: Default::default(),
+                metadata_match: None,
                 cluster_not_found_status: 503,
             }),
             headers: HeaderMutations::default(),

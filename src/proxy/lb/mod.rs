@@ -7,6 +7,7 @@ mod maglev;
 mod random;
 mod ring_hash;
 mod round_robin;
+pub mod subset;
 pub mod zone;
 
 pub use hash::{xx64, xx64_chain};

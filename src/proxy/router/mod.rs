@@ -20,6 +20,7 @@ use model::{
     health::Outcome,
     route::{RetryOn, RetryPolicy},
     stats::{inc, ClusterCells},
+    subset::MetadataMatch,
 };
 
 use self::{
@@ -70,6 +71,8 @@ pub struct Forwarding<'a> {
     pub destination: Option<std::net::SocketAddr>,
     /// The request's hash for a consistent-hash cluster (`None`: a random host).
     pub hash: Option<u64>,
+    /// The route's `metadata_match`: the subset of a subset-balanced cluster.
+    pub metadata_match: Option<&'a MetadataMatch>,
 }
 
 /// A response from upstream: its head, and its body still to read.
@@ -155,8 +158,10 @@ async fn route(
         let avoid_previous = previous_hosts && !tried.is_empty();
         let attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts.max(1));
         let host = match avoid_previous && cluster.config.original_dst.is_none() {
-            true => cluster.pick_where(attempts, request.hash, |h| !tried.contains(&h.address())),
-            false => cluster.pick_for(request.destination, request.hash),
+            true => cluster.pick_where(attempts, request.hash, request.metadata_match, |h| {
+                !tried.contains(&h.address())
+            }),
+            false => cluster.pick_for(request.destination, request.hash, request.metadata_match),
         };
         let Some(host) = host else {
             inc(&cells.upstream_cx_none_healthy);

@@ -55,6 +55,7 @@ pub fn state() -> AgentState {
         panic_threshold: 50.0,
         slow_start: None,
         zone_aware: Default::default(),
+        subset: None,
         stats: stats.cluster(name),
     };
     let backend = cluster(

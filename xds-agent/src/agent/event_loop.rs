@@ -462,12 +462,7 @@ impl Agent {
         self.dns.insert(name.clone(), endpoints.clone());
         tracing::info!(cluster = %name, hosts = endpoints.len(), "DNS cluster membership changed");
         let generation = self.lock().snapshot.generation + 1;
-        let resolved = |cluster: &Arc<Cluster>| {
-            Arc::new(Cluster {
-                endpoints: endpoints.clone(),
-                ..Cluster::clone(cluster)
-            })
-        };
+        let resolved = |cluster: &Arc<Cluster>| Arc::new(cluster.with_endpoints(endpoints.clone()));
         let mut statics = Snapshot::clone(&self.statics);
         statics.generation = generation;
         if let Some(cluster) = statics.clusters.get_mut(&name) {

@@ -174,11 +174,9 @@ impl DynamicConfig {
             return Some(held.model.clone());
         };
         match self.assignments.get(eds) {
-            Some(assignment) => {
-                let mut cluster = Cluster::clone(&held.model);
-                cluster.endpoints = assignment.model.clone();
-                Some(Arc::new(cluster))
-            }
+            Some(assignment) => Some(Arc::new(
+                held.model.with_endpoints(assignment.model.clone()),
+            )),
             None if self.settled(ASSIGNMENT, eds, now) => Some(held.model.clone()),
             None => None,
         }

@@ -22,8 +22,11 @@ use envoy_types::pb::{
 };
 
 use super::{
-    address, buffer_limit, cluster_http, config_hash, config_source::ads_source, health, istio,
-    positive_duration, TranslateContext, TranslateError,
+    address, buffer_limit, cluster_http, config_hash,
+    config_source::ads_source,
+    health, istio, positive_duration,
+    subset::{self, lb_fields},
+    TranslateContext, TranslateError,
 };
 use crate::names;
 use model::{
@@ -31,6 +34,7 @@ use model::{
     health::{EndpointCheck, HealthFlags},
     istio::MetadataExchange,
     metadata::Metadata as ModelMetadata,
+    subset::SubsetLb,
     tls::ClientTls,
     Cluster, ClusterId, DiscoveredBy, DnsHost, DnsTarget, Endpoint, InternalEndpoint, LbPolicy,
     Locality, MetadataSource, OriginalDst, PassthroughMetadata, RingHash, RingHashFunction,
@@ -129,6 +133,7 @@ pub(super) fn cluster(
         errors,
     );
     let lb_policy = lb_policy(proto, path, errors);
+    let subset_config = subset::subset_config(proto, lb_policy, path, errors);
     let http = cluster_http::upstream_http(proto, path, errors);
     let alpn = cluster_http::default_alpn(&http);
     let tls = upstream_socket(
@@ -234,6 +239,7 @@ pub(super) fn cluster(
             return Some(previous.clone());
         }
     }
+    let subset = subset_config.map(|config| SubsetLb::new(config, &endpoints));
     Some(Arc::new(Cluster {
         name: proto.name.clone(),
         id: ClusterId::of(&proto.name),
@@ -264,6 +270,7 @@ pub(super) fn cluster(
         panic_threshold: panic_threshold(proto, path, errors),
         slow_start: slow_start(proto, lb_policy, path, errors),
         zone_aware: zone_aware(proto, path, errors),
+        subset,
         stats: ctx.stats.cluster(&proto.name),
     }))
 }
@@ -691,6 +698,7 @@ fn hosts(
                     .map(Arc::from),
                 socket_labels: socket_labels(lb_endpoint.metadata.as_ref()),
                 hash_key: hash_key(lb_endpoint.metadata.as_ref()),
+                lb_metadata: lb_fields(lb_endpoint.metadata.as_ref()).map(Arc::new),
                 locality,
                 locality_name: locality_name.clone(),
                 priority: group.priority,

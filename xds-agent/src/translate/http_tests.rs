@@ -1076,3 +1076,53 @@ fn hash_policies() {
         "{e:?}"
     );
 }
+
+#[test]
+fn metadata_match_of_routes_and_weighted_clusters() {
+    let s = ok(&with_routes(
+        r#"[
+  {match: {prefix: /a}, route: {cluster: c, metadata_match: {filter_metadata: {envoy.lb: {version: v1, stage: prod}, other: {x: y}}}}},
+  {match: {prefix: /w}, route: {metadata_match: {filter_metadata: {envoy.lb: {version: v1, stage: prod}}},
+    weighted_clusters: {clusters: [{name: c, weight: 1, metadata_match: {filter_metadata: {envoy.lb: {version: v2}}}}, {name: d, weight: 1}]}}},
+  {match: {prefix: /o}, route: {cluster: c, metadata_match: {filter_metadata: {other: {x: y}}}}}
+]"#,
+    ));
+    let h = hcm(&s);
+    let vh = &h.routes.inline().unwrap().virtual_hosts[0];
+    let forward = |i: usize| match &vh.routes[i].action {
+        RouteAction::Forward(f) => f,
+        other => panic!("{other:?}"),
+    };
+    let labels = |m: &model::subset::MetadataMatch| -> Vec<(String, String)> {
+        m.labels
+            .iter()
+            .map(|l| (l.key.to_string(), l.value.to_string()))
+            .collect()
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // Only `envoy.lb` counts, sorted by key.
+    let own = forward(0).metadata_match.as_deref().unwrap();
+    assert_eq!(
+        labels(own),
+        pairs(&[("stage", "\"prod\""), ("version", "\"v1\"")])
+    );
+    let ClusterSpecifier::Weighted(weighted) = &forward(1).cluster else {
+        panic!("weighted");
+    };
+    // The first cluster's version replaces the route's; the second takes the route's.
+    let first = weighted.metadata_match[0].as_deref().unwrap();
+    assert_eq!(
+        labels(first),
+        pairs(&[("stage", "\"prod\""), ("version", "\"v2\"")])
+    );
+    let second = weighted.metadata_match[1].as_deref().unwrap();
+    assert_eq!(
+        labels(second),
+        pairs(&[("stage", "\"prod\""), ("version", "\"v1\"")])
+    );
+    assert!(forward(2).metadata_match.is_none());
+}

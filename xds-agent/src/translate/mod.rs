@@ -34,6 +34,7 @@ pub mod resources;
 mod route;
 pub mod secret;
 mod stats_config;
+mod subset;
 pub mod support;
 pub mod surface;
 mod tcp_proxy;

@@ -45,8 +45,8 @@ const NODE_ID: &str = "identity for a management server";
 ///   server.
 /// - `Admin.access_log`, `Admin.access_log_path`, `Admin.profile_path`: admin-interface
 ///   logging and profiler output; the admin server does not log requests or profile.
-/// - `Listener.metadata`, `FilterChain.metadata`, `LbEndpoint.metadata`: opaque metadata that
-///   only filters or subset load balancing (neither supported) read.
+/// - `Listener.metadata`, `FilterChain.metadata`: opaque metadata that only filters that are
+///   not supported read.
 /// - `ClusterLoadAssignment.cluster_name`: names the cluster the assignment belongs to, which
 ///   is implied for an inline `load_assignment`.
 pub const SURFACE: &[Surface] = &[
@@ -441,6 +441,7 @@ pub const SURFACE: &[Surface] = &[
             "protocol_selection",
             "health_checks",
             "outlier_detection",
+            "lb_subset_config",
         ],
         ignored: &[
             (
@@ -452,6 +453,30 @@ pub const SURFACE: &[Surface] = &[
                 "DNS names are resolved again every dns_refresh_rate, whatever their TTL",
             ),
         ],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.LbSubsetConfig",
+        supported: &[
+            "fallback_policy",
+            "default_subset",
+            "subset_selectors",
+            "locality_weight_aware",
+            "scale_locality_weight",
+            "panic_mode_any",
+            "list_as_any",
+            "metadata_fallback_policy",
+        ],
+        ignored: &[],
+    },
+    Surface {
+        message: "envoy.config.cluster.v3.Cluster.LbSubsetConfig.LbSubsetSelector",
+        supported: &[
+            "keys",
+            "single_host_per_subset",
+            "fallback_policy",
+            "fallback_keys_subset",
+        ],
+        ignored: &[],
     },
     Surface {
         message: "envoy.tcp.metadataexchange.config.MetadataExchange",
@@ -677,8 +702,8 @@ pub const SURFACE: &[Surface] = &[
         ],
         ignored: &[],
     },
-    // Namespaces other than envoy.transport_socket_match are kept unread (subset balancing
-    // and filters that read them are not supported).
+    // Namespaces other than envoy.transport_socket_match and envoy.lb are kept unread (filters
+    // that read them are not supported).
     Surface {
         message: "envoy.config.core.v3.Metadata",
         supported: &["filter_metadata"],

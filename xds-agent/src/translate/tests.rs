@@ -644,6 +644,85 @@ fn consistent_hash_policies() {
     );
 }
 
+#[test]
+fn subset_configs() {
+    use model::subset::{Fallback, SelectorFallback};
+    let s = ok(&config(
+        "cluster: c",
+        "[{name: c, lb_subset_config: {fallback_policy: DEFAULT_SUBSET, default_subset: {stage: prod}, list_as_any: true, metadata_fallback_policy: FALLBACK_LIST, subset_selectors: [{keys: [version, stage], fallback_policy: KEYS_SUBSET, fallback_keys_subset: [version]}, {keys: [stage], fallback_policy: NO_FALLBACK}, {keys: [version], fallback_policy: ANY_ENDPOINT}]}, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}, metadata: {filter_metadata: {envoy.lb: {version: v1, stage: prod}}}}]}]}}, {name: plain, lb_subset_config: {subset_selectors: []}}]",
+    ));
+    let subset = s.clusters["c"].subset.as_ref().unwrap();
+    let settings = &subset.config;
+    assert_eq!(settings.fallback, Fallback::DefaultSubset);
+    assert!(settings.list_as_any && settings.fallback_list);
+    let keys: Vec<Vec<&str>> = settings
+        .selectors
+        .iter()
+        .map(|s| s.keys.iter().map(|k| &**k).collect())
+        .collect();
+    assert_eq!(
+        keys,
+        [vec!["stage", "version"], vec!["stage"], vec!["version"]]
+    );
+    let fallbacks: Vec<&SelectorFallback> =
+        settings.selectors.iter().map(|s| &s.fallback).collect();
+    // `stage` is the first key of the first selector: Envoy keeps no fallback of its own.
+    assert_eq!(
+        fallbacks,
+        [
+            &SelectorFallback::KeysSubset(["version".into()].into()),
+            &SelectorFallback::NotDefined,
+            &SelectorFallback::AnyEndpoint,
+        ]
+    );
+    // One host: in subsets {stage, version}, {stage} and {version}; in the default subset.
+    assert_eq!(subset.subsets.all().len(), 3);
+    assert_eq!(&*subset.subsets.default, &[0]);
+    // No selectors: not subset-balanced, as Envoy.
+    assert!(s.clusters["plain"].subset.is_none());
+    let e = errors(&config(
+        "cluster: c",
+        "[{name: c, lb_subset_config: {subset_selectors: [{keys: []}, {keys: [a], fallback_policy: KEYS_SUBSET}, {keys: [a, b], fallback_policy: KEYS_SUBSET, fallback_keys_subset: [c]}, {keys: [a], fallback_keys_subset: [a]}, {keys: [a, b], fallback_policy: KEYS_SUBSET, fallback_keys_subset: [b, a]}]}}, {name: o, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, lb_subset_config: {subset_selectors: [{keys: [a]}]}}]",
+    ));
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    let at = |i: usize, field: &'static str| -> String {
+        format!("static_resources.clusters[0].lb_subset_config.subset_selectors[{i}].{field}")
+    };
+    let want = [
+        (
+            at(0, "keys"),
+            "a selector needs at least one key (Envoy skips a selector without keys)",
+        ),
+        (
+            at(1, "fallback_keys_subset"),
+            "fallback_keys_subset cannot be empty",
+        ),
+        (
+            at(2, "fallback_keys_subset"),
+            "fallback_keys_subset must be a subset of selector keys",
+        ),
+        (
+            at(3, "fallback_keys_subset"),
+            "fallback_keys_subset can be set only for KEYS_SUBSET fallback_policy",
+        ),
+        (
+            at(4, "fallback_keys_subset"),
+            "fallback_keys_subset cannot be equal to keys",
+        ),
+        (
+            "static_resources.clusters[1].lb_subset_config".to_string(),
+            "cluster: LB policy CLUSTER_PROVIDED cannot be combined with lb_subset_config",
+        ),
+    ];
+    let want: Vec<(&str, &str)> = want.iter().map(|(p, m)| (p.as_str(), *m)).collect();
+    for w in &want {
+        assert!(got.contains(w), "{w:?} not in {got:#?}");
+    }
+}
+
 const DNS: &str = "[{name: c, type: STRICT_DNS, dns_refresh_rate: 10s, dns_lookup_family: V4_ONLY, load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: backend.local, port_value: 80}}}, load_balancing_weight: 2}]}]}}]";
 
 #[test]

@@ -9,9 +9,10 @@ use model::{
     http::{HttpConnectionManager, UnderscoreHeaders},
     route::{
         ClusterSpecifier, Forward, HeaderMutations, Route, RouteAction, RouteConfig,
-        TlsRequirement, VirtualHost,
+        TlsRequirement, VirtualHost, WeightedRoute,
     },
     stats::inc,
+    subset::MetadataMatch,
     ClusterRef,
 };
 
@@ -100,6 +101,8 @@ pub(super) struct Chosen<'a> {
     pub upgrade: Option<Bytes>,
     pub cluster: Rc<ShardCluster>,
     pub weighted_headers: Option<&'a HeaderMutations>,
+    /// The route's `metadata_match` (a weighted cluster's own, merged).
+    pub metadata_match: Option<&'a MetadataMatch>,
 }
 
 /// Runs the HTTP filters (`ran` counts those that saw the request; `body` is there for those
@@ -177,7 +180,17 @@ pub(super) async fn choose<'a>(
     if upgrade.is_some() {
         inc(&c.stats.downstream_cx_upgrades_total);
     }
-    let (named, weighted_headers) = cluster_for(forward, request);
+    let (named, weighted) = cluster_for(forward, request);
+    let (weighted_headers, metadata_match) = match weighted {
+        Some((weighted, index)) => (
+            weighted.headers.get(index),
+            weighted
+                .metadata_match
+                .get(index)
+                .and_then(Option::as_deref),
+        ),
+        None => (None, forward.metadata_match.as_deref()),
+    };
     // Only access logs and spans read it.
     if !hcm.access_logs.is_empty() || hcm.tracing.is_some() {
         exchange.upstream_cluster = named.as_ref().map(|n| n.name().to_owned());
@@ -205,6 +218,7 @@ pub(super) async fn choose<'a>(
         upgrade,
         cluster,
         weighted_headers,
+        metadata_match,
     })
 }
 
@@ -258,11 +272,11 @@ impl Named<'_> {
     }
 }
 
-/// The cluster to forward to, and the header mutations of a weighted cluster's entry.
+/// The cluster to forward to, and for a weighted route, which of its clusters it is.
 fn cluster_for<'f: 'r, 'r>(
     forward: &'f Forward,
     request: &'r RequestHead,
-) -> (Option<Named<'r>>, Option<&'f HeaderMutations>) {
+) -> (Option<Named<'r>>, Option<(&'f WeightedRoute, usize)>) {
     match &forward.cluster {
         ClusterSpecifier::Name(cluster) => (Some(Named::Config(cluster)), None),
         ClusterSpecifier::Weighted(weighted) => {
@@ -275,7 +289,7 @@ fn cluster_for<'f: 'r, 'r>(
             let point = given.unwrap_or_else(|| fastrand::u64(0..total)) % total;
             let index = clusters.index_of(point as u32);
             let cluster = &clusters.clusters[index].0;
-            (Some(Named::Config(cluster)), weighted.headers.get(index))
+            (Some(Named::Config(cluster)), Some((weighted, index)))
         }
         ClusterSpecifier::Header(header) => {
             let name = request.headers.get(header);

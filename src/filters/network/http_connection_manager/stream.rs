@@ -579,6 +579,7 @@ async fn forward(
         client_version: version,
         alpn: exchange.alpn.clone(),
         hash,
+        metadata_match: chosen.metadata_match,
         destination: cluster
             .config
             .original_dst

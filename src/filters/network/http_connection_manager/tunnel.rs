@@ -66,7 +66,7 @@ pub(super) async fn terminate(
     let try_started = Instant::now();
     // Held for the tunnel's life: a CONNECT is a request of its cluster (`max_requests`).
     let request_slot = cluster.breakers.request();
-    let opened = match cluster.pick(PickKey { hash, attempt: 0 }) {
+    let opened = match cluster.pick(PickKey { hash, attempt: 0 }, chosen.metadata_match) {
         _ if request_slot.is_none() => {
             inc(&cells.upstream_rq_pending_overflow);
             Err(overflow_reply().flagged(ResponseFlags::UPSTREAM_OVERFLOW))

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{
+    super::subset::lb_fields,
     header_ops::{self, header_value_problem, is_token_byte},
     Problems,
 };
@@ -31,6 +32,7 @@ use model::{
         RedirectPath, RetryOn, RetryPolicy, WeightedRoute,
     },
     route_match::RegexRewrite,
+    subset::MetadataMatch,
     ClusterRef, WeightedClusters,
 };
 
@@ -56,6 +58,8 @@ pub(super) fn forward(
 ) -> Option<Forward> {
     let before = p.count();
     let at = |field: &str| format!("{path}.{field}");
+    let metadata_match =
+        lb_fields(proto.metadata_match.as_ref()).map(|fields| Arc::new(MetadataMatch::of(&fields)));
     let cluster = match &proto.cluster_specifier {
         Some(ClusterSpecifierProto::Cluster(name)) => required(name, at("cluster"), p)
             .map(|_| ClusterSpecifier::Name(ClusterRef::named(name.clone()))),
@@ -66,7 +70,8 @@ pub(super) fn forward(
             Some(ClusterSpecifier::Header(header.to_ascii_lowercase()))
         }
         Some(ClusterSpecifierProto::WeightedClusters(w)) => {
-            weighted(w, &at("weighted_clusters"), p).map(ClusterSpecifier::Weighted)
+            weighted(w, &at("weighted_clusters"), metadata_match.as_ref(), p)
+                .map(ClusterSpecifier::Weighted)
         }
         // Cluster specifier plugins are rejected by the walker.
         Some(_) => None,
@@ -167,6 +172,7 @@ pub(super) fn forward(
         upgrades,
         terminates_connect,
         hash_policy,
+        metadata_match,
     })
 }
 
@@ -215,7 +221,12 @@ fn grpc_timeout(
 
 /// `weighted_clusters`: weights may be 0 but must sum to more than 0 (`total_weight` is
 /// deprecated in Envoy, which uses the sum).
-fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<WeightedRoute> {
+fn weighted(
+    proto: &WeightedCluster,
+    path: &str,
+    route_match: Option<&Arc<MetadataMatch>>,
+    p: &mut Problems,
+) -> Option<WeightedRoute> {
     let before = p.count();
     let mut total: u32 = 0;
     for (i, c) in proto.clusters.iter().enumerate() {
@@ -265,6 +276,18 @@ fn weighted(proto: &WeightedCluster, path: &str, p: &mut Problems) -> Option<Wei
             Some(RandomValueSpecifier::HeaderName(name)) => Some(name.to_ascii_lowercase()),
             _ => None,
         },
+        // Envoy merges a cluster's own criteria over its route's.
+        metadata_match: proto
+            .clusters
+            .iter()
+            .map(|c| match lb_fields(c.metadata_match.as_ref()) {
+                Some(own) => Some(Arc::new(match route_match {
+                    Some(route) => route.merged(&own),
+                    None => MetadataMatch::of(&own),
+                })),
+                None => route_match.cloned(),
+            })
+            .collect(),
     })
 }
 
