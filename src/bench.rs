@@ -12,7 +12,7 @@ use model::{
     hash_policy::{HashInput, HashPolicies, HashPolicy},
     health::HealthFlags,
     stats::ClusterStats,
-    subset::{Fallback, Labels, MetadataMatch, Selector, SelectorFallback, SubsetConfig, SubsetLb},
+    subset::{Fallback, MetadataMatch, Selector, SelectorFallback, SubsetConfig, SubsetLb},
     Endpoint, LbPolicy, RingHash, RingHashFunction,
 };
 
@@ -71,13 +71,7 @@ impl PickCase {
             .collect();
         let balancing = Balancing {
             policy,
-            locality_weighted: false,
-            shard: 0,
-            panic_threshold: 50.0,
-            slow_start: None,
-            local: None,
-            zone_aware: Default::default(),
-            stats: None,
+            ..Balancing::default()
         };
         let started = Instant::now();
         let set = HostSet::new(
@@ -173,28 +167,14 @@ impl SubsetPickCase {
                 },
             ]),
             fallback: Fallback::AnyEndpoint,
-            default_subset: Labels::default(),
-            panic_mode_any: false,
-            list_as_any: false,
-            locality_weight_aware: false,
-            scale_locality_weight: false,
-            fallback_list: false,
+            ..SubsetConfig::default()
         };
         let lb = SubsetLb::new(Arc::new(config), &endpoints);
         let hosts: Vec<Rc<Host>> = endpoints
             .into_iter()
             .map(|e| Rc::new(Host::new(e)))
             .collect();
-        let balancing = Balancing {
-            policy: LbPolicy::RoundRobin,
-            locality_weighted: false,
-            shard: 0,
-            panic_threshold: 50.0,
-            slow_start: None,
-            local: None,
-            zone_aware: Default::default(),
-            stats: None,
-        };
+        let balancing = Balancing::default();
         let balance = |of: &[Rc<Host>]| {
             HostSet::new(
                 of,

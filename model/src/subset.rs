@@ -175,8 +175,8 @@ impl MetadataMatch {
     }
 }
 
-/// `lb_subset_config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `lb_subset_config`; its default is Envoy's (no selector, `NO_FALLBACK`, every flag off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubsetConfig {
     pub selectors: Box<[Selector]>,
     /// `fallback_policy`: where a pick goes when no subset matches.
@@ -210,8 +210,9 @@ pub struct Selector {
 }
 
 /// `LbSubsetFallbackPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fallback {
+    #[default]
     NoFallback,
     AnyEndpoint,
     DefaultSubset,
@@ -433,11 +434,7 @@ mod tests {
             selectors: selectors.into(),
             fallback: Fallback::AnyEndpoint,
             default_subset: Labels::of(json!({"stage": "prod"}).as_object().unwrap()),
-            panic_mode_any: false,
-            list_as_any: false,
-            locality_weight_aware: false,
-            scale_locality_weight: false,
-            fallback_list: false,
+            ..SubsetConfig::default()
         }
     }
 

@@ -106,6 +106,22 @@ pub struct Balancing {
     pub stats: Option<Arc<ClusterStats>>,
 }
 
+/// Round robin over the hosts with every option off, Envoy's panic threshold (50 %).
+impl Default for Balancing {
+    fn default() -> Self {
+        Self {
+            policy: LbPolicy::RoundRobin,
+            locality_weighted: false,
+            shard: 0,
+            panic_threshold: 50.0,
+            slow_start: None,
+            local: None,
+            zone_aware: ZoneAware::default(),
+            stats: None,
+        }
+    }
+}
+
 impl Balancing {
     /// Whether the policy is one of Envoy's zone-aware balancers (not consistent hashing).
     fn zone_aware_policy(&self) -> bool {
@@ -398,16 +414,7 @@ mod tests {
     }
 
     fn balancing() -> Balancing {
-        Balancing {
-            policy: LbPolicy::RoundRobin,
-            locality_weighted: false,
-            shard: 0,
-            panic_threshold: 50.0,
-            slow_start: None,
-            local: None,
-            zone_aware: ZoneAware::default(),
-            stats: None,
-        }
+        Balancing::default()
     }
 
     fn added(host: &Host) -> Instant {

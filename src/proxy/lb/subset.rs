@@ -225,11 +225,10 @@ mod tests {
     use std::sync::Arc;
 
     use model::{
-        balancing::ZoneAware,
         health::HealthFlags,
         stats::ClusterStats,
         subset::{Labels, Selector},
-        Endpoint, LbPolicy,
+        Endpoint,
     };
     use serde_json::{json, Value};
 
@@ -264,26 +263,13 @@ mod tests {
             selectors: selectors.into(),
             fallback,
             default_subset: Labels::of(json!({"stage": "prod"}).as_object().unwrap()),
-            panic_mode_any: false,
-            list_as_any: false,
-            locality_weight_aware: false,
-            scale_locality_weight: false,
-            fallback_list: false,
+            ..SubsetConfig::default()
         }
     }
 
     /// The cluster's balancers: every host, and the subsets.
     fn sets(config: SubsetConfig, hosts: &[Rc<Host>]) -> (HostSet, SubsetSets) {
-        let balancing = Balancing {
-            policy: LbPolicy::RoundRobin,
-            locality_weighted: false,
-            shard: 0,
-            panic_threshold: 50.0,
-            slow_start: None,
-            local: None,
-            zone_aware: ZoneAware::default(),
-            stats: None,
-        };
+        let balancing = Balancing::default();
         let since = |h: &Host| h.endpoint.first_published.0;
         let balance = |of: &[Rc<Host>]| HostSet::new(of, |_| HealthFlags::NONE, since, &balancing);
         let endpoints: Vec<Endpoint> = hosts.iter().map(|h| h.endpoint.clone()).collect();
