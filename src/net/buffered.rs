@@ -75,8 +75,7 @@ impl Buffered {
         }
         let mut buf = std::mem::take(&mut self.buf);
         if buf.try_reclaim(READ_RESERVE) {
-            // `try_with`: a connection dropped as the thread ends finds the spares gone.
-            let _ = SPARE.try_with(|s| {
+            SPARE.with(|s| {
                 let mut spare = s.borrow_mut();
                 if spare.len() < MAX_SPARE {
                     spare.push(buf);
